@@ -1,0 +1,79 @@
+"""Blob: the unit of data flowing through a net, as in Caffe.
+
+A blob holds ``data`` (values, forward) and ``diff`` (gradients of the loss with respect to
+those values, backward), two numpy arrays of one shape and dtype.
+"""
+import math
+
+import numpy as np
+
+
+class Blob:
+    """``data`` and ``diff`` of one shape; ``reshape`` reuses memory when the size allows."""
+
+    def __init__(self, shape=(), dtype=np.float32, name=""):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self._data_buffer = np.zeros(0, self.dtype)
+        self._diff_buffer = np.zeros(0, self.dtype)
+        self.shape = None
+        self.reshape(shape)
+
+    def reshape(self, *shape):
+        """Give the blob a new shape. Memory is reallocated only when it must grow; the values
+        of a grown blob start at zero, those of a kept one are whatever the buffer held."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
+        shape = tuple(int(d) for d in shape)
+        if shape == self.shape:
+            return self
+        if any(d < 0 for d in shape):
+            raise ValueError(f"blob '{self.name}': negative dimension in shape {shape}")
+        count = math.prod(shape)
+        if count > self._data_buffer.size:
+            self._data_buffer = np.zeros(count, self.dtype)
+            self._diff_buffer = np.zeros(count, self.dtype)
+        self.data = self._data_buffer[:count].reshape(shape)
+        self.diff = self._diff_buffer[:count].reshape(shape)
+        self.shape = shape
+        return self
+
+    def reshape_like(self, other):
+        return self.reshape(other.shape)
+
+    @property
+    def count(self):
+        """Number of elements (product of the shape; 1 for a scalar blob)."""
+        return self.data.size
+
+    @property
+    def num_axes(self):
+        return len(self.shape)
+
+    def canonical_axis(self, axis):
+        """Caffe's CanonicalAxisIndex: a negative axis counts from the end."""
+        n = len(self.shape)
+        if not -n <= axis < max(n, 1):
+            raise ValueError(f"axis {axis} out of range for a blob of shape {self.shape}")
+        return axis + n if axis < 0 else axis
+
+    def count_range(self, start, end=None):
+        """Product of the dimensions from axis ``start`` up to (not including) ``end``."""
+        return math.prod(self.shape[start:end])
+
+    def zero_diff(self):
+        self.diff[...] = 0
+
+    def share_data(self, other):
+        """Make ``data`` the very array of another blob (same shape): no copy, both see writes."""
+        self.shape = other.shape
+        self.data = other.data
+        if self.diff.shape != other.shape:
+            self._diff_buffer = np.zeros(other.count, self.dtype)
+            self.diff = self._diff_buffer.reshape(other.shape)
+
+    def share_diff(self, other):
+        self.diff = other.diff
+
+    def __repr__(self):
+        return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype.name})"

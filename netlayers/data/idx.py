@@ -1,0 +1,167 @@
+"""Reading the IDX format of MNIST and Fashion-MNIST.
+
+An IDX file is: two zero bytes, one byte naming the element type, one byte giving the number
+of dimensions, then each dimension as a big-endian uint32, then the elements in C order, each
+big-endian. A file may be gzip-compressed as a whole; that is recognised by its first two bytes
+(0x1f 0x8b), whatever the file is called.
+"""
+
+import gzip
+import io
+import os
+import sys
+import zlib
+
+import numpy as np
+
+from netlayers.errors import DataError
+
+#: IDX type byte -> numpy element type (big-endian in the file, native in the result).
+IDX_TYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(np.int16),
+    0x0C: np.dtype(np.int32),
+    0x0D: np.dtype(np.float32),
+    0x0E: np.dtype(np.float64),
+}
+
+GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 24  # bytes read per call while filling the result
+
+
+def read_idx(path):
+    """Read the IDX file at ``path`` (raw or gzip-compressed) into a writable numpy array.
+
+    The result has the file's shape and its element type in native byte order (uint8 for
+    MNIST images and labels). Any problem (missing or unreadable file, bad magic bytes,
+    unknown type byte, truncated header or data, bytes after the data, a broken gzip stream)
+    raises :class:`DataError` naming the file and what was expected.
+    """
+    path = os.fspath(path)
+    try:
+        with _open_maybe_gzip(path) as stream:
+            dtype, shape = _read_header(stream, path)
+            return _read_data(stream, path, dtype, shape)
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError("IDX file not found", file=path) from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise DataError(f"corrupt gzip stream: {err}", file=path) from None
+    except OSError as err:
+        raise DataError(f"cannot read IDX file: {err.strerror or err}", file=path) from None
+
+
+def _open_maybe_gzip(path):
+    """Open ``path`` for binary reading, decompressing on the fly if it starts with gzip magic."""
+    raw = open(path, "rb")
+    try:
+        magic = raw.read(2)
+        raw.seek(0)
+    except BaseException:
+        raw.close()
+        raise
+    if magic == GZIP_MAGIC:
+        return _GzipReader(raw)
+    return raw
+
+
+class _GzipReader(gzip.GzipFile):
+    """A GzipFile that also closes the underlying raw file it was given."""
+
+    def __init__(self, raw):
+        super().__init__(fileobj=raw, mode="rb")
+        self._raw = raw
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self._raw.close()
+
+
+def _read_exact(stream, n):
+    """Read up to ``n`` bytes, looping over short reads; fewer only at end of stream."""
+    parts = []
+    while n > 0:
+        part = stream.read(n)
+        if not part:
+            break
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+def _read_header(stream, path):
+    """Parse the magic bytes and dimensions; return (numpy dtype, shape tuple)."""
+    magic = _read_exact(stream, 4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        found = "0x" + magic.hex() if magic else "an empty file"
+        raise DataError(
+            f"not an IDX file: magic bytes {found}, expected 0x0000 followed by a type byte "
+            "and the number of dimensions",
+            file=path,
+        )
+    type_byte, ndim = magic[2], magic[3]
+    if type_byte not in IDX_TYPES:
+        known = ", ".join(f"0x{t:02x}" for t in IDX_TYPES)
+        raise DataError(
+            f"unknown IDX element type 0x{type_byte:02x}, expected one of {known}", file=path
+        )
+    if ndim == 0:
+        raise DataError("IDX header gives 0 dimensions, expected at least 1", file=path)
+    dims = _read_exact(stream, 4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(
+            f"truncated: header says {ndim} dimensions ({4 * ndim} bytes), found {len(dims)} bytes",
+            file=path,
+        )
+    shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
+    return IDX_TYPES[type_byte], shape
+
+
+def _read_data(stream, path, dtype, shape):
+    """Read exactly the elements the header announced and return them in native byte order."""
+    out = np.empty(shape, dtype=dtype)
+    buffer = memoryview(out.reshape(-1).view(np.uint8))
+    expected = buffer.nbytes
+    filled = _fill(stream, buffer)
+    if filled < expected:
+        raise DataError(
+            f"truncated: header says {expected} bytes of data, found {filled}", file=path
+        )
+    extra = len(stream.read(1))
+    if extra:
+        rest = extra + _count_rest(stream)
+        raise DataError(
+            f"header says {expected} bytes of data, found {expected + rest} "
+            f"({rest} bytes after the data)",
+            file=path,
+        )
+    if dtype.itemsize > 1 and sys.byteorder == "little":
+        out.byteswap(inplace=True)
+    return out
+
+
+def _fill(stream, buffer):
+    """Fill ``buffer`` from ``stream`` in chunks; return the number of bytes read."""
+    filled = 0
+    total = buffer.nbytes
+    while filled < total:
+        view = buffer[filled:min(total, filled + _CHUNK)]
+        count = stream.readinto(view)
+        if not count:
+            break
+        filled += count
+    return filled
+
+
+def _count_rest(stream):
+    """Count the bytes left in ``stream`` (used only to report trailing garbage)."""
+    rest = 0
+    while True:
+        chunk = stream.read(io.DEFAULT_BUFFER_SIZE * 64)
+        if not chunk:
+            return rest
+        rest += len(chunk)

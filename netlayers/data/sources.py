@@ -1,0 +1,215 @@
+"""Finding and loading the data set a ``Data`` layer names in its ``source`` field.
+
+Search order for a relative ``source`` (see :func:`data_roots`): the config file's folder
+(``base_dir``; the current folder when not given), then the ``--data-root`` option, then the
+``NETLAYERS_DATA_ROOT`` environment variable, then ``~/.cache/netlayers/datasets`` and
+``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs
+``fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``).
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from netlayers.data._labels import as_labels
+from netlayers.data.idx import read_idx
+from netlayers.data.npz import read_npz
+from netlayers.errors import ConfigError, DataError
+
+ENV_VAR = "NETLAYERS_DATA_ROOT"
+USER_CACHE = Path("~/.cache/netlayers/datasets")
+SYSTEM_DATASETS = Path("/usr/share/datasets")
+BACKENDS = ("IDX", "NPZ")
+
+#: Split names that also match files with another prefix (MNIST calls its test split t10k).
+SPLIT_ALIASES = {"test": ("test", "t10k")}
+
+IMAGES_TAG = "images-idx3"
+LABELS_TAG = "labels-idx1"
+
+FASHION_MNIST_HINT = (
+    "to get it: install the Debian package dataset-fashion-mnist "
+    "(apt-get install dataset-fashion-mnist) or run python tools/get_fashion_mnist.py"
+)
+GENERIC_HINT = f"to use another folder: pass --data-root DIR or set {ENV_VAR}"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A located data set: its backend ("IDX" or "NPZ") and files.
+
+    For IDX, ``images_path`` and ``labels_path`` are the two IDX files; for NPZ,
+    ``images_path`` is the archive and ``labels_path`` is None.
+    """
+
+    backend: str
+    images_path: Path
+    labels_path: Path | None = None
+
+
+def data_roots(data_root=None):
+    """Return the folders searched for data sets, in order, without duplicates.
+
+    Order: ``data_root`` (the ``--data-root`` option; a path or an ``os.pathsep``-separated
+    list), then each entry of ``$NETLAYERS_DATA_ROOT`` (``os.pathsep``-separated), then
+    ``~/.cache/netlayers/datasets``, then ``/usr/share/datasets``. Folders need not exist.
+    """
+    roots = []
+    if data_root:
+        roots += _split_roots(os.fspath(data_root))
+    roots += _split_roots(os.environ.get(ENV_VAR, ""))
+    roots += [USER_CACHE.expanduser(), SYSTEM_DATASETS]
+    unique = []
+    for root in roots:
+        if root not in unique:
+            unique.append(root)
+    return unique
+
+
+def _split_roots(text):
+    """Split an ``os.pathsep``-separated list of folders, skipping empty entries."""
+    return [Path(part).expanduser() for part in text.split(os.pathsep) if part.strip()]
+
+
+def resolve_source(source, backend, *, data_root=None, base_dir=None):
+    """Locate the files of ``source`` for ``backend`` and return a :class:`Source`.
+
+    IDX: ``source`` is ``<folder>/<split>`` (e.g. ``fashion-mnist/train``); the files are
+    ``<folder>/<split>-images-idx3-ubyte[.gz]`` and ``<folder>/<split>-labels-idx1-ubyte[.gz]``
+    (split ``test`` also matches ``t10k-*``). ``source`` may instead name an images IDX file
+    directly; its labels file has ``labels-idx1`` in place of ``images-idx3``.
+    NPZ: ``source`` is the path of a ``.npz`` file (the suffix may be left out).
+    Absolute paths are used as they are; relative ones are tried under ``base_dir`` (or the
+    current folder) and then under each of :func:`data_roots`. Not found: one-line DataError
+    listing where it looked and how to get the data set.
+    """
+    kind = str(backend).upper()
+    if kind not in BACKENDS:
+        raise ConfigError(
+            f"unknown data backend {backend!r}, expected one of {', '.join(BACKENDS)}",
+            field="backend",
+        )
+    source = os.fspath(source)
+    if not source.strip():
+        raise ConfigError("empty data source, expected a data set path", field="source")
+    candidates = _candidates(source, data_root, base_dir)
+    if kind == "NPZ":
+        return _resolve_npz(source, candidates)
+    return _resolve_idx(source, candidates)
+
+
+def _candidates(source, data_root, base_dir):
+    """The paths ``source`` may stand for, in search order."""
+    path = Path(source).expanduser()
+    if path.is_absolute():
+        return [path]
+    first = (Path(base_dir) if base_dir is not None else Path.cwd()) / path
+    return [first] + [root / path for root in data_roots(data_root)]
+
+
+def _resolve_npz(source, candidates):
+    """Return the first candidate that is a file (also trying a ``.npz`` suffix)."""
+    tried = []
+    for cand in candidates:
+        options = [cand] if cand.suffix == ".npz" else [cand, cand.with_name(cand.name + ".npz")]
+        for option in options:
+            if option.is_file():
+                return Source("NPZ", option, None)
+        tried.append(str(cand))
+    raise _not_found(source, "NPZ file", tried)
+
+
+def _resolve_idx(source, candidates):
+    """Return the first candidate giving both an images and a labels IDX file."""
+    tried, partial = [], []
+    for cand in candidates:
+        if cand.is_file():
+            return _idx_from_images_file(cand)
+        for prefix in _split_prefixes(cand.name):
+            images = _existing(cand.parent, f"{prefix}-{IMAGES_TAG}-ubyte")
+            labels = _existing(cand.parent, f"{prefix}-{LABELS_TAG}-ubyte")
+            if images and labels:
+                return Source("IDX", images, labels)
+            if images:
+                partial.append(f"{images} has no labels file {prefix}-{LABELS_TAG}-ubyte[.gz]")
+        tried.append(str(cand.parent))
+    names = " or ".join(f"{p}-{IMAGES_TAG}-ubyte[.gz]" for p in _split_prefixes(Path(source).name))
+    what = f"IDX files {names} (with the matching {LABELS_TAG} file)"
+    raise _not_found(source, what, tried, partial)
+
+
+def _split_prefixes(name):
+    """File-name prefixes a split name may use: ``test`` also matches ``t10k``."""
+    return SPLIT_ALIASES.get(name, (name,))
+
+
+def _existing(folder, stem):
+    """Return ``folder/stem`` or ``folder/stem.gz`` if one of them is a file, else None."""
+    for name in (stem, stem + ".gz"):
+        path = folder / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _idx_from_images_file(images):
+    """Pair an images IDX file with its labels file (``images-idx3`` -> ``labels-idx1``)."""
+    if IMAGES_TAG not in images.name:
+        raise DataError(
+            f"cannot tell the labels file of an IDX file whose name lacks '{IMAGES_TAG}'; "
+            f"expected a name like train-{IMAGES_TAG}-ubyte.gz, or give <folder>/<split>",
+            file=str(images),
+        )
+    labels = images.with_name(images.name.replace(IMAGES_TAG, LABELS_TAG))
+    if not labels.is_file():
+        raise DataError(f"labels file not found, expected {labels}", file=str(images))
+    return Source("IDX", images, labels)
+
+
+def _not_found(source, what, tried, partial=()):
+    """Build the one-line DataError for a data set that is nowhere to be found."""
+    places = ", ".join(dict.fromkeys(tried))
+    message = f"data source '{source}' not found: looked for {what} in: {places}"
+    if partial:
+        message += f"; incomplete: {'; '.join(partial)}"
+    hint = FASHION_MNIST_HINT if _is_fashion_mnist(source) else GENERIC_HINT
+    return DataError(f"{message}; {hint}")
+
+
+def _is_fashion_mnist(source):
+    """True if ``source`` names the Fashion-MNIST data set (any spelling of the folder)."""
+    text = source.lower().replace("_", "-")
+    return "fashion-mnist" in text or "fashionmnist" in text
+
+
+def load_source(source):
+    """Load a located :class:`Source` into ``(inputs, labels)``.
+
+    IDX images of shape (N, H, W) become (N, 1, H, W); (N, C, H, W) stay. NPZ data of shape
+    (N, D) stay (an MLP input), (N, H, W) become (N, 1, H, W), (N, C, H, W) stay. The element
+    type is kept (uint8 for MNIST-style images); labels are int64 of shape (N,). The numbers
+    of inputs and labels must agree.
+    """
+    if source.backend == "NPZ":
+        data, labels = read_npz(source.images_path)
+        return _shape_inputs(data, source.images_path, allow_flat=True), labels
+    images = read_idx(source.images_path)
+    labels = as_labels(read_idx(source.labels_path), file=str(source.labels_path))
+    if len(images) != len(labels):
+        raise DataError(
+            f"{len(images)} images but {len(labels)} labels in {source.labels_path}",
+            file=str(source.images_path),
+        )
+    return _shape_inputs(images, source.images_path, allow_flat=False), labels
+
+
+def _shape_inputs(inputs, path, *, allow_flat):
+    """Bring inputs to (N, C, H, W), or keep (N, D) when ``allow_flat``."""
+    if inputs.ndim == 3:
+        return inputs[:, np.newaxis, :, :]
+    if inputs.ndim == 4 or (allow_flat and inputs.ndim == 2):
+        return inputs
+    accepted = "(N, D), (N, H, W) or (N, C, H, W)" if allow_flat else "(N, H, W) or (N, C, H, W)"
+    raise DataError(f"expected inputs of shape {accepted}, found {inputs.shape}", file=str(path))

@@ -1,0 +1,208 @@
+"""Caffe's ``TransformationParameter`` for a batch of inputs: crop, mirror, mean, scale.
+
+Caffe (``DataTransformer::Transform``) computes, for every image and channel ``c``::
+
+    out[c, h, w] = (in[c, h_off + h, w_off + w'] - mean_value[c]) * scale
+
+where ``w' = crop - 1 - w`` when the image is mirrored and ``w`` otherwise. With
+``crop_size`` set, the offsets are drawn uniformly from ``0 .. H - crop_size`` (inclusive) in
+TRAIN and are ``(H - crop_size) // 2`` (centred) in TEST. One ``mean_value`` applies to every
+channel; otherwise there must be one per channel.
+
+One deliberate difference: Caffe flips at random whenever ``mirror`` is set, in TEST too;
+here, as in most Caffe models' intent, ``mirror`` flips only in TRAIN and TEST is
+deterministic.
+"""
+
+import numpy as np
+
+from netlayers.errors import ConfigError, DataError
+
+PHASES = ("TRAIN", "TEST")
+
+
+class Transformer:
+    """Applies crop, mirror, mean subtraction and scaling to batches, writing float output.
+
+    Random draws (TRAIN only) come from the ``rng`` (a ``numpy.random.Generator``) passed to
+    :meth:`transform`, in this order: all vertical offsets, all horizontal offsets (when
+    cropping), then the mirror flags (when mirroring); so equal generators give equal output.
+    """
+
+    def __init__(self, scale=1.0, mean_value=(), mirror=False, crop_size=0, phase="TRAIN"):
+        self.scale = float(scale)
+        self.mean_value = _as_mean_values(mean_value)
+        self.mirror = bool(mirror)
+        self.crop_size = _as_crop_size(crop_size)
+        self.phase = _as_phase(phase)
+
+    def __repr__(self):
+        return (
+            f"Transformer(scale={self.scale}, mean_value={self.mean_value}, "
+            f"mirror={self.mirror}, crop_size={self.crop_size}, phase={self.phase!r})"
+        )
+
+    @property
+    def is_identity(self):
+        """True if :meth:`transform` only converts to float (nothing to crop, flip or shift)."""
+        return (
+            self.scale == 1.0 and not self.mean_value and not self.crop_size and not self.mirror
+        )
+
+    def output_shape(self, input_shape):
+        """The shape :meth:`transform` writes for a batch of ``input_shape``.
+
+        (N, C, H, W) -> (N, C, crop, crop) when ``crop_size`` is set, else unchanged.
+        (N, D) -> (N, D); only ``scale`` and a single ``mean_value`` are allowed then.
+        Impossible settings for this shape raise DataError naming the field.
+        """
+        shape = tuple(int(d) for d in input_shape)
+        if len(shape) == 2:
+            self._check_flat()
+            return shape
+        if len(shape) != 4:
+            raise DataError(f"expected inputs of shape (N, C, H, W) or (N, D), found {shape}")
+        n, c, h, w = shape
+        self._means_for(c)
+        if self.crop_size:
+            if self.crop_size > h or self.crop_size > w:
+                raise DataError(
+                    f"crop_size {self.crop_size} is larger than the {h}x{w} images "
+                    f"(input shape {shape})",
+                    field="crop_size",
+                )
+            return (n, c, self.crop_size, self.crop_size)
+        return shape
+
+    def transform(self, batch, rng=None, out=None):
+        """Transform ``batch`` (any numeric dtype) into ``out`` (float32/float64) and return it.
+
+        ``out`` must have shape :meth:`output_shape` of ``batch.shape``; when None a float32
+        array is allocated. ``rng`` is needed only for random crops or mirroring in TRAIN.
+        """
+        batch = np.asarray(batch)
+        shape = self.output_shape(batch.shape)
+        out = _check_out(out, shape)
+        if batch.ndim == 2:
+            np.copyto(out, batch, casting="unsafe")
+        else:
+            self._crop_and_mirror(batch, rng, out)
+        self._normalize(out)
+        return out
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def _check_flat(self):
+        """(N, D) inputs have no channels or pixels to crop or flip."""
+        if self.crop_size:
+            raise DataError("crop_size needs (N, C, H, W) inputs, found (N, D)", field="crop_size")
+        if self.mirror:
+            raise DataError("mirror needs (N, C, H, W) inputs, found (N, D)", field="mirror")
+        if len(self.mean_value) > 1:
+            raise DataError(
+                f"(N, D) inputs take one mean_value, found {len(self.mean_value)}",
+                field="mean_value",
+            )
+
+    def _means_for(self, channels):
+        """The per-channel means as a (C, 1, 1) array, or None when there is no mean."""
+        if not self.mean_value:
+            return None
+        if len(self.mean_value) not in (1, channels):
+            raise DataError(
+                f"give one mean_value or one per channel ({channels}), "
+                f"found {len(self.mean_value)}",
+                field="mean_value",
+            )
+        means = np.broadcast_to(np.asarray(self.mean_value, dtype=np.float64), (channels,))
+        return means.reshape(channels, 1, 1)
+
+    def _offsets(self, n, size, rng):
+        """Crop offsets along an axis of ``size`` pixels for ``n`` images (Caffe's rules)."""
+        if not self.crop_size:
+            return np.zeros(n, dtype=np.intp)
+        room = size - self.crop_size
+        if self.phase == "TRAIN":
+            _need_rng(rng, "a random crop")
+            return rng.integers(0, room + 1, size=n).astype(np.intp)
+        return np.full(n, room // 2, dtype=np.intp)
+
+    def _flips(self, n, rng):
+        """Per-image mirror flags: a fair coin per image in TRAIN, never in TEST."""
+        if not (self.mirror and self.phase == "TRAIN"):
+            return np.zeros(n, dtype=bool)
+        _need_rng(rng, "random mirroring")
+        return rng.integers(0, 2, size=n).astype(bool)
+
+    def _crop_and_mirror(self, batch, rng, out):
+        """Copy the (cropped, possibly mirrored) pixels of ``batch`` into ``out`` as floats."""
+        n, c, h, w = batch.shape
+        oh, ow = out.shape[2:]
+        h_off = self._offsets(n, h, rng)
+        w_off = self._offsets(n, w, rng)
+        flips = self._flips(n, rng)
+        random = self.phase == "TRAIN" and (self.crop_size or self.mirror)
+        if not random:
+            # Same window for every image: plain slicing, no gather needed.
+            y, x = int(h_off[0]) if n else 0, int(w_off[0]) if n else 0
+            np.copyto(out, batch[:, :, y:y + oh, x:x + ow], casting="unsafe")
+            return
+        cols = np.arange(ow)
+        cols = np.where(flips[:, None], ow - 1 - cols, cols) + w_off[:, None]  # (N, ow)
+        rows = h_off[:, None] + np.arange(oh)  # (N, oh)
+        images = np.arange(n)[:, None, None, None]
+        channels = np.arange(c)[None, :, None, None]
+        gathered = batch[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
+        np.copyto(out, gathered, casting="unsafe")
+
+    def _normalize(self, out):
+        """Subtract the mean and multiply by the scale, in place, in ``out``'s precision."""
+        means = self._means_for(out.shape[1]) if out.ndim == 4 else None
+        if out.ndim == 2 and self.mean_value:
+            out -= out.dtype.type(self.mean_value[0])
+        elif means is not None:
+            out -= means.astype(out.dtype)
+        if self.scale != 1.0:
+            out *= out.dtype.type(self.scale)
+
+
+def _need_rng(rng, what):
+    """TRAIN-phase randomness needs a generator; say so plainly when it is missing."""
+    if rng is None:
+        raise ValueError(f"Transformer needs an rng (numpy Generator) for {what} in TRAIN")
+
+
+def _check_out(out, shape):
+    """Allocate float32 output, or check that the given ``out`` fits."""
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if out.dtype not in (np.float32, np.float64):
+        raise ValueError(f"out must be float32 or float64, found {out.dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+    return out
+
+
+def _as_mean_values(mean_value):
+    """``mean_value`` as a tuple of floats (a single number is allowed)."""
+    if mean_value is None:
+        return ()
+    if np.isscalar(mean_value):
+        return (float(mean_value),)
+    return tuple(float(v) for v in mean_value)
+
+
+def _as_crop_size(crop_size):
+    """``crop_size`` as a non-negative int (0 means no cropping)."""
+    size = int(crop_size or 0)
+    if size < 0:
+        raise ConfigError(f"crop_size must be >= 0, found {size}", field="crop_size")
+    return size
+
+
+def _as_phase(phase):
+    """``phase`` as "TRAIN" or "TEST"."""
+    name = str(phase).upper()
+    if name not in PHASES:
+        raise ConfigError(f"phase must be TRAIN or TEST, found {phase!r}", field="phase")
+    return name

@@ -1,0 +1,95 @@
+"""Weight initialisation, with Caffe's FillerParameter semantics.
+
+Every filler draws from the generator it is given; a net owns one seeded generator, so the same
+config and seed give bit-identical weights. Random values are drawn in float64 and cast, so a
+float32 and a float64 net with one seed start from the same numbers (to float32 precision).
+
+fan_in = count / shape[0] and fan_out = count / shape[1], as Caffe computes them for a weight of
+shape (outputs, inputs, ...):
+
+- constant: every value is ``value`` (Caffe's default filler, so an unfilled weight is 0).
+- uniform: U(min, max).
+- gaussian: N(mean, std^2); with ``sparse`` = s >= 0 each value is kept with probability
+  s / shape[0] and zeroed otherwise.
+- xavier: U(-a, a) with a = sqrt(3 / n), n = fan_in, fan_out or their mean (``variance_norm``).
+- msra: N(0, 2 / n), n as for xavier.
+- positive_unitball: U(0, 1), then each of the shape[0] slices is scaled to sum to 1.
+- bilinear: the weights of bilinear up-sampling for a Deconvolution kernel (k x k).
+"""
+import numpy as np
+
+from .errors import ConfigError
+
+
+def _fans(shape):
+    count = int(np.prod(shape)) if shape else 1
+    fan_in = count // shape[0] if shape and shape[0] else count
+    fan_out = count // shape[1] if len(shape) > 1 and shape[1] else count
+    return fan_in, fan_out
+
+
+def _norm_size(filler, shape):
+    fan_in, fan_out = _fans(shape)
+    return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2.0}[filler.variance_norm]
+
+
+def constant(filler, shape, rng):
+    return np.full(shape, filler.value)
+
+
+def uniform(filler, shape, rng):
+    return rng.uniform(filler.min, filler.max, size=shape)
+
+
+def gaussian(filler, shape, rng):
+    values = rng.normal(filler.mean, filler.std, size=shape)
+    if filler.sparse >= 0:
+        if not shape:
+            raise ConfigError("a sparse gaussian filler needs a blob with at least one axis")
+        keep = rng.random(size=shape) < filler.sparse / shape[0]
+        values = values * keep
+    return values
+
+
+def xavier(filler, shape, rng):
+    bound = np.sqrt(3.0 / _norm_size(filler, shape))
+    return rng.uniform(-bound, bound, size=shape)
+
+
+def msra(filler, shape, rng):
+    return rng.normal(0.0, np.sqrt(2.0 / _norm_size(filler, shape)), size=shape)
+
+
+def positive_unitball(filler, shape, rng):
+    values = rng.uniform(0.0, 1.0, size=shape)
+    rows = values.reshape(shape[0], -1) if shape else values.reshape(1, -1)
+    rows /= rows.sum(axis=1, keepdims=True)
+    return values
+
+
+def bilinear(filler, shape, rng):
+    if len(shape) != 4 or shape[2] != shape[3]:
+        raise ConfigError(f"the bilinear filler needs a 4-axis square kernel, got shape {shape}")
+    size = shape[3]
+    factor = np.ceil(size / 2.0)
+    centre = (2 * factor - 1 - factor % 2) / (2.0 * factor)
+    ramp = 1 - np.abs(np.arange(size) / factor - centre)
+    kernel = np.outer(ramp, ramp)
+    return np.broadcast_to(kernel, shape).copy()
+
+
+FILLERS = {
+    "constant": constant, "uniform": uniform, "gaussian": gaussian, "xavier": xavier,
+    "msra": msra, "positive_unitball": positive_unitball, "bilinear": bilinear,
+}
+
+
+def fill(array, filler, rng):
+    """Fill ``array`` in place as the checked FillerParameter ``filler`` says."""
+    try:
+        make = FILLERS[filler.type]
+    except KeyError:
+        known = ", ".join(FILLERS)
+        raise ConfigError(f"unknown filler type '{filler.type}'; known: {known}", field="type") from None
+    array[...] = make(filler, array.shape, rng)
+    return array

@@ -1,0 +1,156 @@
+"""Layer: the Caffe contract, in Python.
+
+A layer subclass implements up to four methods over lists of :class:`Blob`:
+
+- ``LayerSetUp(bottom, top)``: read parameters, create and fill param blobs (``self.blobs``).
+- ``Reshape(bottom, top)``: shape the tops (and internal buffers) from the bottoms. Called
+  before every forward, so it must be cheap when nothing changed.
+- ``Forward_cpu(bottom, top)``: compute the tops' ``data`` from the bottoms' ``data``.
+- ``Backward_cpu(top, propagate_down, bottom)``: from the tops' ``diff`` (dLoss/dtop), write
+  each bottom's ``diff`` where ``propagate_down[i]`` is true, and *add* to each param blob's
+  ``diff`` (so gradients accumulate over ``iter_size`` and over shared params). A top's diff is
+  never modified: a sibling branch may still read it.
+
+The public wrappers ``setup``, ``forward`` and ``backward`` add what every layer shares: counts
+of bottoms and tops, loss weights, and the loss computed as sum(top.data * loss_weight).
+
+Parameters are declared on the class as ``params = {name: Field(...)}`` for the block named
+after the type (``InnerProduct`` -> ``inner_product_param``); ``extra_blocks`` adds others
+(``loss_param``, ``transform_param``). A layer reads its checked block as ``self.p``.
+"""
+import re
+
+import numpy as np
+
+from . import fillers
+from .blob import Blob
+from .errors import ConfigError, NetlayersError
+
+
+def block_name(type_name):
+    """``InnerProduct`` -> ``inner_product_param``, ``TanH`` -> ``tanh_param`` (Caffe's names)."""
+    special = {"TanH": "tanh_param", "ReLU": "relu_param", "PReLU": "prelu_param", "ELU": "elu_param",
+               "BNLL": "bnll_param", "LRN": "lrn_param", "MVN": "mvn_param", "SPP": "spp_param",
+               "ArgMax": "argmax_param", "HDF5Data": "hdf5_data_param"}
+    if type_name in special:
+        return special[type_name]
+    snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", type_name).lower()
+    return f"{snake}_param"
+
+
+class Layer:
+    """Base class of every layer. See the module docstring for the contract."""
+
+    type = None
+    params = {}
+    extra_blocks = {}
+    num_bottoms = (0, None)   # (min, max); None means no upper bound
+    num_tops = (0, None)
+    is_loss = False           # loss layers weight their first top by 1 unless told otherwise
+    has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
+
+    def __init__(self, spec, *, phase="TRAIN", dtype=np.float32, rng=None):
+        self.spec = spec
+        self.name = spec.name
+        self.phase = phase
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.p = spec.blocks.get(block_name(self.type)) if self.type else None
+        self.blobs = []
+        self.param_propagate_down = []
+        self.loss_weights = []
+
+    # -- declared parameters ---------------------------------------------------------------
+    @classmethod
+    def param_blocks(cls):
+        """Every parameter block this class accepts: {block name: fields}."""
+        blocks = {}
+        for klass in reversed(cls.__mro__):
+            blocks.update(getattr(klass, "extra_blocks", {}) if "extra_blocks" in vars(klass) else {})
+        if cls.type:
+            blocks[block_name(cls.type)] = cls.params
+        return blocks
+
+    # -- the public wrappers ---------------------------------------------------------------
+    def setup(self, bottom, top):
+        """Check counts, run LayerSetUp and Reshape, and set up loss weights."""
+        self._check_count("bottom", len(bottom), self.num_bottoms)
+        self._check_count("top", len(top), self.num_tops)
+        self.LayerSetUp(bottom, top)
+        self.Reshape(bottom, top)
+        self.param_propagate_down = [True] * len(self.blobs)
+        self._set_loss_weights(top)
+
+    def forward(self, bottom, top):
+        """Reshape, Forward_cpu, and return this layer's weighted loss (0 for most layers)."""
+        self.Reshape(bottom, top)
+        self.Forward_cpu(bottom, top)
+        loss = 0.0
+        for weight, blob in zip(self.loss_weights, top):
+            if weight:
+                blob.diff[...] = weight
+                loss += weight * float(blob.data.sum())
+        return loss
+
+    def backward(self, top, propagate_down, bottom):
+        if any(propagate_down) or any(self.param_propagate_down):
+            self.Backward_cpu(top, propagate_down, bottom)
+
+    # -- to be implemented -----------------------------------------------------------------
+    def LayerSetUp(self, bottom, top):
+        pass
+
+    def Reshape(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} does not implement Reshape")
+
+    def Forward_cpu(self, bottom, top):
+        raise NotImplementedError(f"{type(self).__name__} does not implement Forward_cpu")
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if any(propagate_down):
+            raise NetlayersError(f"{self.type} has no backward pass", layer=self.name)
+
+    def allow_force_backward(self, bottom_index):
+        """Whether ``force_backward`` may ask for this bottom's gradient (not for labels)."""
+        if not self.has_backward:
+            return False
+        return not (self.is_loss and bottom_index == 1)
+
+    # -- helpers for subclasses --------------------------------------------------------------
+    def error(self, message, field=None):
+        """A ConfigError located at this layer (file, line, layer name, field)."""
+        where = self.spec.where
+        return ConfigError(message, file=where.file, line=where.line, layer=self.name, field=field)
+
+    def add_param(self, shape, filler=None):
+        """Append a param blob of ``shape``, filled by a checked FillerParameter (or zeros)."""
+        blob = Blob(shape, self.dtype, name=f"{self.name}[{len(self.blobs)}]")
+        if filler is not None:
+            fillers.fill(blob.data, filler, self.rng)
+        self.blobs.append(blob)
+        return blob
+
+    def _check_count(self, what, got, bounds):
+        low, high = bounds
+        if got < low or (high is not None and got > high):
+            if high == low:
+                expected = f"exactly {low}"
+            elif high is None:
+                expected = f"at least {low}"
+            else:
+                expected = f"{low} to {high}"
+            raise self.error(f"{self.type} takes {expected} {what}(s), got {got}")
+
+    def _set_loss_weights(self, top):
+        given = list(self.spec.loss_weights)
+        if given and len(given) != len(top):
+            raise self.error(f"loss_weight has {len(given)} values for {len(top)} top(s)", "loss_weight")
+        if not given:
+            given = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(len(top))]
+        self.loss_weights = given
+        for weight, blob in zip(given, top):
+            if weight:
+                blob.diff[...] = weight
+
+    def __repr__(self):
+        return f"<{self.type} layer '{self.name}'>"

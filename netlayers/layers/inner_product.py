@@ -1,0 +1,72 @@
+"""InnerProduct: the fully connected layer."""
+import numpy as np
+
+from ..layer import Layer
+from ..netspec import FILLER, Field
+from ..registry import register_layer
+
+
+@register_layer("InnerProduct")
+class InnerProduct(Layer):
+    """y = x W^T + b, with x the bottom flattened from ``axis`` on: shape (batch, in_features),
+    W of shape (num_output, in_features) (or its transpose when ``transpose: true``), b of shape
+    (num_output,). The top keeps the bottom's axes before ``axis`` and ends in num_output.
+
+    Backward: dE/dW += dE/dy^T x, dE/db += sum over the batch of dE/dy, dE/dx = dE/dy W.
+    """
+
+    params = {
+        "num_output": Field(int, required=True),
+        "bias_term": Field(bool, True),
+        "weight_filler": Field(FILLER, {}),
+        "bias_filler": Field(FILLER, {}),
+        "axis": Field(int, 1),
+        "transpose": Field(bool, False),
+    }
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        if p.num_output <= 0:
+            raise self.error(f"num_output must be positive, got {p.num_output}", "inner_product_param.num_output")
+        self.axis = bottom[0].canonical_axis(p.axis)
+        self.in_features = bottom[0].count_range(self.axis)
+        shape = (self.in_features, p.num_output) if p.transpose else (p.num_output, self.in_features)
+        self.add_param(shape, p.weight_filler)
+        if p.bias_term:
+            self.add_param((p.num_output,), p.bias_filler)
+
+    def Reshape(self, bottom, top):
+        in_features = bottom[0].count_range(self.axis)
+        if in_features != self.in_features:
+            raise self.error(f"input has {in_features} features per item (shape {bottom[0].shape}, "
+                             f"axis {self.axis}) but the weights expect {self.in_features}")
+        self.batch = bottom[0].count_range(0, self.axis)
+        top[0].reshape(bottom[0].shape[:self.axis] + (self.p.num_output,))
+        if getattr(self, "_weight_grad", None) is None:
+            self._weight_grad = np.empty_like(self.blobs[0].data)
+
+    def Forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.batch, self.in_features)
+        y = top[0].data.reshape(self.batch, self.p.num_output)
+        weight = self.blobs[0].data
+        np.dot(x, weight if self.p.transpose else weight.T, out=y)
+        if self.p.bias_term:
+            y += self.blobs[1].data
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        x = bottom[0].data.reshape(self.batch, self.in_features)
+        dy = top[0].diff.reshape(self.batch, self.p.num_output)
+        weight = self.blobs[0]
+        if self.param_propagate_down[0]:
+            if self.p.transpose:
+                np.dot(x.T, dy, out=self._weight_grad)
+            else:
+                np.dot(dy.T, x, out=self._weight_grad)
+            weight.diff += self._weight_grad
+        if self.p.bias_term and self.param_propagate_down[1]:
+            self.blobs[1].diff += dy.sum(axis=0)
+        if propagate_down[0]:
+            dx = bottom[0].diff.reshape(self.batch, self.in_features)
+            np.dot(dy, weight.data.T if self.p.transpose else weight.data, out=dx)

@@ -1,0 +1,80 @@
+"""Python layers: a user's own layer class, named from YAML.
+
+    - {name: mine, type: Python, bottom: x, top: y,
+       python_param: {module: my_layers, layer: Cube, param_str: "scale: 2"}}
+
+The module is imported from the config file's folder first, then from the Python path. The
+class implements the Layer contract (subclassing :class:`netlayers.Layer` is easiest):
+``Reshape``, ``Forward_cpu`` and ``Backward_cpu``, optionally ``LayerSetUp``; ``param_str``
+reaches it as ``self.param_str``. Alternatively, register the class under a type name of its
+own with :func:`netlayers.register_layer` and use that type directly.
+"""
+import importlib
+import sys
+
+from ..errors import ConfigError
+from ..layer import Layer
+from ..netspec import Field
+from ..registry import register_layer
+
+REQUIRED_METHODS = ("Reshape", "Forward_cpu")
+
+
+def load_python_layer_class(module_name, class_name, search_dir=None, where=None):
+    """Import ``module_name`` (first from ``search_dir``) and return its class ``class_name``."""
+    def fail(message):
+        err = ConfigError(message)
+        if where is not None:
+            err.located(file=where.file, line=where.line, layer=where.layer, field="python_param")
+        return err
+
+    added = False
+    if search_dir is not None and str(search_dir) not in sys.path:
+        sys.path.insert(0, str(search_dir))
+        added = True
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise fail(f"cannot import module '{module_name}': {err}") from None
+    except Exception as err:  # an error inside the user's module: still one line
+        raise fail(f"importing module '{module_name}' failed: {type(err).__name__}: {err}") from None
+    finally:
+        if added:
+            sys.path.remove(str(search_dir))
+    cls = getattr(module, class_name, None)
+    if cls is None or not isinstance(cls, type):
+        raise fail(f"module '{module_name}' has no class '{class_name}'")
+    missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))
+               or getattr(cls, m) is getattr(Layer, m, None)]
+    if missing:
+        raise fail(f"class '{class_name}' in module '{module_name}' does not implement {', '.join(missing)}")
+    return cls
+
+
+@register_layer("Python")
+class Python(Layer):
+    """Delegates to the user's class named by ``python_param`` (module, layer, param_str)."""
+
+    params = {
+        "module": Field(str, required=True),
+        "layer": Field(str, required=True),
+        "param_str": Field(str, ""),
+        "share_in_parallel": Field(bool, False),
+    }
+
+    def __new__(cls, spec, **kwargs):
+        p = spec.blocks["python_param"]
+        net_dir = None
+        if spec.where.file:
+            from pathlib import Path
+            net_dir = Path(spec.where.file).resolve().parent
+        user_cls = load_python_layer_class(p.module, p.layer, net_dir, spec.where)
+        if issubclass(user_cls, Layer):
+            instance = object.__new__(user_cls)
+        else:
+            instance = object.__new__(type(user_cls.__name__, (user_cls, Layer), {}))
+        Layer.__init__(instance, spec, **kwargs)
+        instance.type = "Python"
+        instance.param_str = p.param_str
+        instance.p = p
+        return instance

@@ -1,0 +1,243 @@
+"""Net: a checked spec built into set-up layers and shaped blobs, run forward and backward.
+
+Building follows Caffe's Net::Init: keep the layers of the phase, insert Splits at fan-outs,
+resolve bottoms to the blobs earlier layers produced (a top named like its bottom is computed
+in place), set each layer up in order, share params by name, and find which layers need
+backward (a layer does when a bottom needs a gradient or a param has lr_mult != 0, and only if
+its tops reach a loss; ``force_backward`` asks for every gradient that may flow).
+"""
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from .blob import Blob
+from .errors import ConfigError, NetlayersError
+from .netspec import load_net_spec, phase_layers
+
+
+class LearnableParam:
+    """A param blob the solver updates, with its multipliers (from its owner's ``param``)."""
+
+    def __init__(self, blob, lr_mult, decay_mult, name):
+        self.blob, self.lr_mult, self.decay_mult, self.name = blob, lr_mult, decay_mult, name
+
+
+class Net:
+    """A net built from a YAML path or dict.
+
+    ``blobs`` (name -> Blob, in order), ``params`` (layer name -> list of param Blobs),
+    ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
+    """
+
+    def __init__(self, spec, phase="TRAIN", *, dtype=None, seed=None, data_root=None):
+        self.spec = load_net_spec(spec)
+        self.phase = phase.upper() if isinstance(phase, str) else phase
+        self.name = self.spec.name
+        self.dtype = np.dtype(dtype or self.spec.dtype)
+        seed = self.spec.random_seed if seed is None else seed
+        self.seed = seed if seed is not None and seed >= 0 else int(np.random.SeedSequence().entropy % 2**63)
+        self.rng = np.random.default_rng(self.seed)
+        self.data_root = data_root
+        self.base_dir = self.spec.base_dir or Path.cwd()
+        self.layers = []
+        self.layer_names = []
+        self.blobs = OrderedDict()
+        self.bottom_vecs, self.top_vecs = [], []
+        self.bottom_need_backward, self.layer_need_backward = [], []
+        self.learnable_params = []
+        self._build()
+
+    # -- building -------------------------------------------------------------------------
+    def _build(self):
+        specs = phase_layers(self.spec, self.phase)
+        for spec in specs:
+            layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
+            layer.net = self
+            bottoms = [self.blobs[name] for name in spec.bottoms]
+            tops = []
+            for name in spec.tops:
+                if name not in self.blobs:
+                    self.blobs[name] = Blob((), self.dtype, name=name)
+                tops.append(self.blobs[name])
+            try:
+                layer.setup(bottoms, tops)
+            except NetlayersError as err:
+                raise err.located(file=spec.where.file, line=spec.where.line, layer=spec.name)
+            except (ValueError, IndexError, TypeError) as err:
+                raise ConfigError(f"cannot set up {spec.type}: {err}", file=spec.where.file,
+                                  line=spec.where.line, layer=spec.name) from err
+            self.layers.append(layer)
+            self.layer_names.append(spec.name)
+            self.bottom_vecs.append(bottoms)
+            self.top_vecs.append(tops)
+        self._share_params()
+        self._find_backward()
+
+    def _share_params(self):
+        """Params named alike share one Blob (data and diff): gradients of all users add up."""
+        owners = {}
+        for layer in self.layers:
+            specs = layer.spec.params
+            if len(specs) > len(layer.blobs):
+                raise ConfigError(f"{len(specs)} 'param' entries given but the layer has "
+                                  f"{len(layer.blobs)} param blob(s)", file=layer.spec.where.file,
+                                  line=layer.spec.where.line, layer=layer.name, field="param")
+            for i, blob in enumerate(layer.blobs):
+                pspec = specs[i] if i < len(specs) else None
+                lr_mult = pspec.lr_mult if pspec else 1.0
+                decay_mult = pspec.decay_mult if pspec else 1.0
+                name = pspec.name if pspec else ""
+                if name and name in owners:
+                    owner = owners[name]
+                    if owner.blob.shape != blob.shape and (
+                            pspec.share_mode == "STRICT" or owner.blob.count != blob.count):
+                        raise ConfigError(f"shared param '{name}' has shape {blob.shape} here but "
+                                          f"{owner.blob.shape} where it is first defined",
+                                          file=layer.spec.where.file, line=layer.spec.where.line,
+                                          layer=layer.name, field="param")
+                    layer.blobs[i] = owner.blob
+                else:
+                    learnable = LearnableParam(blob, lr_mult, decay_mult, name or f"{layer.name}[{i}]")
+                    self.learnable_params.append(learnable)
+                    if name:
+                        owners[name] = learnable
+                layer.param_propagate_down[i] = lr_mult != 0
+
+    def _find_backward(self):
+        force = self.spec.force_backward
+        blob_needs = set()
+        for li, layer in enumerate(self.layers):
+            spec = layer.spec
+            needs = []
+            for bi, name in enumerate(spec.bottoms):
+                wanted = spec.propagate_down[bi] if spec.propagate_down else True
+                need = layer.has_backward and wanted and (
+                    name in blob_needs or (force and layer.allow_force_backward(bi)))
+                needs.append(need)
+            if not layer.has_backward:
+                layer.param_propagate_down = [False] * len(layer.blobs)
+            layer_needs = any(needs) or any(layer.param_propagate_down)
+            self.bottom_need_backward.append(needs)
+            self.layer_need_backward.append(layer_needs)
+            if layer_needs:
+                blob_needs.update(spec.tops)
+        # Prune what does not reach a loss (Caffe's blobs_under_loss walk, back to front).
+        under_loss = set()
+        for li in reversed(range(len(self.layers))):
+            layer = self.layers[li]
+            contributes = any(w != 0 for w in layer.loss_weights) or \
+                any(name in under_loss for name in layer.spec.tops)
+            if contributes:
+                under_loss.update(layer.spec.bottoms)
+            elif not force:
+                self.layer_need_backward[li] = False
+                self.bottom_need_backward[li] = [False] * len(layer.spec.bottoms)
+        self.blob_need_backward = blob_needs
+
+    # -- public API ------------------------------------------------------------------------
+    @property
+    def params(self):
+        return OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
+
+    @property
+    def inputs(self):
+        return [name for layer in self.layers if layer.type == "Input" for name in layer.spec.tops]
+
+    @property
+    def outputs(self):
+        consumed = {name for layer in self.layers for name in layer.spec.bottoms}
+        names = []
+        for layer in self.layers:
+            for name in layer.spec.tops:
+                if name not in consumed and name not in names:
+                    names.append(name)
+        return names
+
+    def layer(self, name):
+        try:
+            return self.layers[self.layer_names.index(name)]
+        except ValueError:
+            raise KeyError(f"no layer named '{name}' in the {self.phase} net") from None
+
+    def forward(self, start=None, end=None, **inputs):
+        """Run layers ``start``..``end`` (names, inclusive; default all) and return the output
+        blobs' data by name. Keyword arguments set input blobs first (reshaping as needed)."""
+        for name, value in inputs.items():
+            if name not in self.blobs:
+                raise KeyError(f"no blob named '{name}' in the net")
+            value = np.asarray(value)
+            blob = self.blobs[name]
+            blob.reshape(value.shape)
+            blob.data[...] = value
+        first = 0 if start is None else self.layer_names.index(start)
+        last = len(self.layers) - 1 if end is None else self.layer_names.index(end)
+        self.loss = self.forward_range(first, last)
+        return {name: self.blobs[name].data for name in self.outputs}
+
+    def forward_range(self, first, last):
+        loss = 0.0
+        for i in range(first, last + 1):
+            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        return loss
+
+    def backward(self):
+        """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
+        so call ``clear_param_diffs`` first unless accumulating on purpose."""
+        for i in reversed(range(len(self.layers))):
+            if self.layer_need_backward[i]:
+                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+
+    def forward_backward(self):
+        """One forward and one backward pass; returns the loss."""
+        self.forward()
+        self.backward()
+        return self.loss
+
+    def clear_param_diffs(self):
+        for param in self.learnable_params:
+            param.blob.diff[...] = 0
+
+    def reshape(self):
+        for i, layer in enumerate(self.layers):
+            layer.Reshape(self.bottom_vecs[i], self.top_vecs[i])
+
+    def share_weights_from(self, other):
+        """Use the param blobs of ``other``'s layers of the same name (the TEST net of a solver
+        sees the TRAIN net's weights without copies)."""
+        for layer in self.layers:
+            if layer.blobs and layer.name in other.layer_names:
+                source = other.layer(layer.name)
+                for i, blob in enumerate(layer.blobs):
+                    if i < len(source.blobs) and source.blobs[i].shape == blob.shape:
+                        layer.blobs[i] = source.blobs[i]
+
+    # -- weights ---------------------------------------------------------------------------
+    def save(self, path):
+        """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
+        from .io import save_arrays
+        save_arrays(path, {f"{name}/{i}": blob.data for name, blobs in self.params.items()
+                           for i, blob in enumerate(blobs)})
+
+    def load(self, path):
+        """Copy weights from ``.npz`` (or a Caffe ``.caffemodel``) into layers of the same name.
+        Layers the file does not mention keep their values; a shape mismatch is an error."""
+        from .io import load_weights
+        weights = load_weights(path)
+        for layer in self.layers:
+            arrays = weights.get(layer.name)
+            if arrays is None:
+                continue
+            if len(arrays) != len(layer.blobs):
+                raise ConfigError(f"weights file has {len(arrays)} blob(s) for this layer, the net "
+                                  f"has {len(layer.blobs)}", file=str(path), layer=layer.name)
+            for blob, array in zip(layer.blobs, arrays):
+                if blob.shape != array.shape:
+                    if blob.count != array.size:
+                        raise ConfigError(f"weights file has shape {array.shape}, the net expects "
+                                          f"{blob.shape}", file=str(path), layer=layer.name)
+                    array = array.reshape(blob.shape)
+                blob.data[...] = array
+
+    def __repr__(self):
+        return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"

@@ -1,0 +1,200 @@
+"""Declarative parameter checking: each layer class states its fields next to its math.
+
+A layer declares ``params = {"num_output": Field(int, required=True), ...}``. Checking a YAML
+block against those fields fills in Caffe's defaults, converts values, and reports the first
+mistake as a one-line :class:`ConfigError` naming file, line, layer and field.
+
+Conventions, following Caffe's protobuf messages:
+- ``Field(int)`` takes integers, ``Field(float)`` integers or floats (also written ``1e-3``,
+  which YAML would otherwise read as a string), ``Field(bool)`` ``true``/``false``,
+  ``Field(str)`` strings.
+- ``Field(Enum("MAX", "AVE"))`` takes one of the names, in any letter case; the value is the
+  canonical spelling.
+- ``Field(Message({...}))`` takes a nested mapping, checked with its own fields.
+- ``repeated=True`` takes a list, or a single value meaning a list of one (as protobuf text
+  format allows writing a repeated field once).
+- A field left out gets its default; ``default=None`` means "not set" (Caffe's ``has_x()``).
+"""
+import difflib
+
+from ..errors import ConfigError
+
+_REQUIRED = object()
+
+
+class Enum:
+    """A protobuf enum: a closed set of names."""
+
+    def __init__(self, *names):
+        self.names = names
+
+    def __repr__(self):
+        return " | ".join(self.names)
+
+
+class Message:
+    """A nested protobuf message: a mapping checked against its own fields."""
+
+    def __init__(self, fields, name="message"):
+        self.fields = fields
+        self.name = name
+
+    def __repr__(self):
+        return f"a mapping ({self.name})"
+
+
+class Field:
+    """One declared parameter: its kind, Caffe's default, and whether it repeats."""
+
+    def __init__(self, kind, default=None, *, required=False, repeated=False, doc=""):
+        self.kind = kind
+        self.default = _REQUIRED if required else default
+        self.repeated = repeated
+        self.doc = doc
+
+    @property
+    def required(self):
+        return self.default is _REQUIRED
+
+
+class Params(dict):
+    """Checked parameters: a dict whose keys also read as attributes (``p.num_output``)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Where:
+    """Where a value sits, for error messages: file, line, layer and the dotted field path."""
+
+    def __init__(self, file=None, line=None, layer=None, field=None):
+        self.file, self.line, self.layer, self.field = file, line, layer, field
+
+    def at(self, container, key):
+        """The place of ``container[key]`` (a LineDict or LineList knows its lines)."""
+        line = self.line
+        line_of = getattr(container, "line_of", None)
+        if line_of is not None:
+            line = line_of(key) or line
+        if isinstance(key, int):
+            field = f"{self.field}[{key}]" if self.field else f"[{key}]"
+        else:
+            field = f"{self.field}.{key}" if self.field else str(key)
+        return Where(self.file, line, self.layer, field)
+
+    def error(self, message):
+        return ConfigError(message, file=self.file, line=self.line, layer=self.layer, field=self.field)
+
+
+def kind_name(kind):
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, repr(kind))
+
+
+def close_match_hint(word, candidates):
+    """' (did you mean 'x'?)' for the nearest candidate, or '' when none is near."""
+    match = difflib.get_close_matches(str(word), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def check_scalar(value, kind, where):
+    """Convert one value to ``kind`` or raise a ConfigError saying what was expected."""
+    def wrong():
+        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+        return where.error(f"expected {kind_name(kind)}, got {shown}")
+
+    if isinstance(kind, Message):
+        if not isinstance(value, dict):
+            raise wrong()
+        return check_message(value, kind.fields, where)
+    if isinstance(kind, Enum):
+        if isinstance(value, str):
+            for name in kind.names:
+                if name.upper() == value.upper():
+                    return name
+        raise where.error(f"expected one of {kind!r}, got {value!r}")
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong()
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise wrong()
+    if kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise wrong()
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise wrong()
+    raise TypeError(f"unknown field kind {kind!r}")
+
+
+def check_field(value, field, where):
+    if field.repeated:
+        items = value if isinstance(value, list) else [value]
+        return [check_scalar(item, field.kind, where.at(items, i)) for i, item in enumerate(items)]
+    if isinstance(value, list):
+        raise where.error(f"expected a single value ({kind_name(field.kind)}), got a list")
+    return check_scalar(value, field.kind, where)
+
+
+def default_of(field, where):
+    if field.required:
+        raise where.error("is required")
+    if field.repeated:
+        return list(field.default or [])
+    if isinstance(field.kind, Message) and isinstance(field.default, dict):
+        return check_message(field.default, field.kind.fields, where)
+    return field.default
+
+
+def check_message(value, fields, where):
+    """Check a mapping against declared fields; unknown keys are errors with a close match."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise where.error(f"expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if key not in fields:
+            hint = close_match_hint(key, fields)
+            known = ", ".join(sorted(fields)) or "none"
+            raise where.at(value, key).error(f"unknown field{hint}; known fields: {known}")
+    out = Params()
+    for name, field in fields.items():
+        if name in value and value[name] is not None:
+            out[name] = check_field(value[name], field, where.at(value, name))
+        else:
+            out[name] = default_of(field, where.at(value, name) if name in value else _missing(where, name))
+    return out
+
+
+def _missing(where, name):
+    field = f"{where.field}.{name}" if where.field else name
+    return Where(where.file, where.line, where.layer, field)
+
+
+# Shared message shapes used by several layer families.
+FILLER = Message({
+    "type": Field(str, "constant"),
+    "value": Field(float, 0.0),
+    "min": Field(float, 0.0),
+    "max": Field(float, 1.0),
+    "mean": Field(float, 0.0),
+    "std": Field(float, 1.0),
+    "sparse": Field(int, -1),
+    "variance_norm": Field(Enum("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN"),
+}, name="FillerParameter")
+
+BLOB_SHAPE = Message({"dim": Field(int, repeated=True)}, name="BlobShape")

@@ -1,0 +1,238 @@
+"""From a YAML net definition to a checked spec: no arrays yet, every mistake found up front.
+
+``load_net_spec(source)`` accepts a path to a YAML file, YAML-shaped dict, or a NetSpec, and
+returns a :class:`NetSpec` whose layers are :class:`LayerSpec` objects with every parameter block
+checked against what the layer class declares. It also checks the graph for both phases:
+duplicate layer names, duplicate producers of a blob, and bottoms that no earlier layer
+produces. ``phase_layers(spec, phase)`` filters by include/exclude rules and inserts Split
+layers where a blob fans out.
+"""
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..registry import layer_class
+from .schema import Enum, Field, Message, Where, check_message, close_match_hint
+from .yaml_lines import load_yaml_file
+
+PHASES = ("TRAIN", "TEST")
+
+PARAM_SPEC = Message({
+    "name": Field(str, ""),
+    "lr_mult": Field(float, 1.0),
+    "decay_mult": Field(float, 1.0),
+    "share_mode": Field(Enum("STRICT", "PERMISSIVE"), "STRICT"),
+}, name="ParamSpec")
+
+NET_STATE_RULE = Message({"phase": Field(Enum(*PHASES))}, name="NetStateRule")
+
+LAYER_FIELDS = {
+    "name": Field(str, required=True),
+    "type": Field(str, required=True),
+    "bottom": Field(str, repeated=True),
+    "top": Field(str, repeated=True),
+    "param": Field(PARAM_SPEC, repeated=True),
+    "include": Field(NET_STATE_RULE, repeated=True),
+    "exclude": Field(NET_STATE_RULE, repeated=True),
+    "loss_weight": Field(float, repeated=True),
+    "propagate_down": Field(bool, repeated=True),
+}
+
+NET_FIELDS = {
+    "name": Field(str, ""),
+    "layers": Field(dict, None),
+    "force_backward": Field(bool, False),
+    "random_seed": Field(int, -1),
+    "dtype": Field(Enum("float32", "float64"), "float32"),
+    "solver": Field(dict, None),
+}
+
+
+@dataclass
+class LayerSpec:
+    """One checked layer definition."""
+    name: str
+    type: str
+    bottoms: list
+    tops: list
+    params: list = field(default_factory=list)        # ParamSpec: name, lr_mult, decay_mult
+    loss_weights: list = field(default_factory=list)
+    propagate_down: list = field(default_factory=list)
+    include: list = field(default_factory=list)
+    exclude: list = field(default_factory=list)
+    blocks: dict = field(default_factory=dict)         # block name -> checked Params
+    where: Where = field(default_factory=Where)
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def cls(self):
+        return layer_class(self.type, self.where)
+
+    def in_phase(self, phase):
+        """Caffe's rule: with include rules, one must match; with exclude rules, none may."""
+        if self.include:
+            return any(rule.phase in (None, phase) for rule in self.include)
+        if self.exclude:
+            return not any(rule.phase in (None, phase) for rule in self.exclude)
+        return True
+
+
+@dataclass
+class NetSpec:
+    """A checked net definition."""
+    name: str
+    layers: list
+    force_backward: bool = False
+    random_seed: int = -1
+    dtype: str = "float32"
+    file: str = None
+    base_dir: Path = None
+    solver: dict = None            # the raw ``solver:`` section; checked by the solver
+
+
+def load_net_spec(source):
+    """A NetSpec from a YAML path, a dict (as YAML would give) or a NetSpec."""
+    if isinstance(source, NetSpec):
+        return source
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        raw = load_yaml_file(path)
+        return check_net(raw, file=str(path), base_dir=path.resolve().parent)
+    if isinstance(source, dict):
+        return check_net(source, file=None, base_dir=Path.cwd())
+    raise TypeError(f"a net is built from a YAML path or a dict, not {type(source).__name__}")
+
+
+def check_net(raw, *, file=None, base_dir=None):
+    where = Where(file=file, line=getattr(raw, "line", None))
+    if not isinstance(raw, dict):
+        raise where.error("a net definition must be a mapping with a 'layers:' list")
+    if "layer" in raw and "layers" not in raw:
+        raw = dict(raw)
+        raw["layers"] = raw.pop("layer")
+    for key in raw:
+        if key not in NET_FIELDS:
+            hint = close_match_hint(key, NET_FIELDS)
+            raise where.at(raw, key).error(f"unknown net field{hint}; known: {', '.join(NET_FIELDS)}")
+    layers_raw = raw.get("layers")
+    if not isinstance(layers_raw, list) or not layers_raw:
+        raise where.at(raw, "layers").error("expected a non-empty list of layers under 'layers:'")
+    top_level = {k: v for k, v in raw.items() if k not in ("layers", "solver")}
+    net = check_message(top_level, {k: f for k, f in NET_FIELDS.items() if k not in ("layers", "solver")}, where)
+    layers = [check_layer(item, where.at(layers_raw, i)) for i, item in enumerate(layers_raw)]
+    spec = NetSpec(name=net.name, layers=layers, force_backward=net.force_backward,
+                   random_seed=net.random_seed, dtype=net.dtype, file=file,
+                   base_dir=Path(base_dir) if base_dir else None, solver=raw.get("solver"))
+    for phase in PHASES:
+        check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
+    return spec
+
+
+def check_layer(raw, where):
+    """Check one layer mapping: common fields, then the blocks its class declares."""
+    if not isinstance(raw, dict):
+        raise where.error(f"each layer must be a mapping, got {type(raw).__name__}")
+    name = raw.get("name")
+    where = Where(where.file, where.line, name if isinstance(name, str) else None)
+    if "type" not in raw:
+        raise where.error("missing 'type'")
+    cls = layer_class(raw["type"], where.at(raw, "type")) if isinstance(raw["type"], str) else None
+    blocks_fields = cls.param_blocks() if cls else {}
+    common = {k: v for k, v in raw.items() if k in LAYER_FIELDS}
+    for key in raw:
+        if key not in LAYER_FIELDS and key not in blocks_fields:
+            hint = close_match_hint(key, list(LAYER_FIELDS) + list(blocks_fields))
+            known = ", ".join(list(LAYER_FIELDS) + list(blocks_fields))
+            raise where.at(raw, key).error(f"unknown field{hint}; a {raw['type']} layer takes: {known}")
+    checked = check_message(common, LAYER_FIELDS, where)
+    blocks = {block: check_message(raw.get(block), fields, where.at(raw, block))
+              for block, fields in blocks_fields.items()}
+    if checked.include and checked.exclude:
+        raise where.error("give either include or exclude rules, not both")
+    return LayerSpec(name=checked.name, type=checked.type, bottoms=checked.bottom, tops=checked.top,
+                     params=checked.param, loss_weights=checked.loss_weight,
+                     propagate_down=checked.propagate_down, include=checked.include,
+                     exclude=checked.exclude, blocks=blocks, where=where, raw=raw)
+
+
+def check_graph(layers, phase):
+    """Names unique, every bottom produced earlier, no blob produced twice (except in place)."""
+    seen_names = {}
+    produced = set()
+    for layer in layers:
+        if layer.name in seen_names:
+            raise layer.where.error(f"duplicate layer name in phase {phase} "
+                                    f"(also at line {seen_names[layer.name]})")
+        seen_names[layer.name] = layer.where.line
+        for i, bottom in enumerate(layer.bottoms):
+            if bottom not in produced:
+                hint = close_match_hint(bottom, produced)
+                raise Where(layer.where.file, layer.where.line, layer.name, f"bottom[{i}]").error(
+                    f"blob '{bottom}' is not produced by any earlier layer in phase {phase}{hint}")
+        for i, top in enumerate(layer.tops):
+            if top in produced and top not in layer.bottoms:
+                raise Where(layer.where.file, layer.where.line, layer.name, f"top[{i}]").error(
+                    f"blob '{top}' is already produced by an earlier layer (only in-place "
+                    "layers, with top equal to bottom, may reuse a name)")
+            produced.add(top)
+        if len(layer.propagate_down) not in (0, len(layer.bottoms)):
+            raise layer.where.error(f"propagate_down has {len(layer.propagate_down)} values "
+                                    f"for {len(layer.bottoms)} bottom(s)")
+
+
+def phase_layers(spec, phase):
+    """The layers of ``phase``, with Split layers inserted where a blob feeds several."""
+    if phase not in PHASES:
+        raise ConfigError(f"phase must be TRAIN or TEST, got {phase!r}")
+    return insert_splits([layer for layer in spec.layers if layer.in_phase(phase)])
+
+
+def insert_splits(layers):
+    """Caffe's InsertSplits: a top consumed by several layers (or consumed and also weighted as
+    a loss) feeds a Split whose tops go one to each consumer, so gradients add at the branch."""
+    last_producer = {}            # blob name -> (layer index, top index)
+    consumers = {}                # (layer index, top index) -> list of (layer index, bottom index)
+    for li, layer in enumerate(layers):
+        for bi, bottom in enumerate(layer.bottoms):
+            consumers.setdefault(last_producer[bottom], []).append((li, bi))
+        for ti, top in enumerate(layer.tops):
+            last_producer[top] = (li, ti)
+
+    def loss_weight(li, ti):
+        layer = layers[li]
+        if layer.loss_weights and ti < len(layer.loss_weights):
+            return layer.loss_weights[ti]
+        return 1.0 if (layer.cls.is_loss and ti == 0) else 0.0
+
+    renamed = {}                  # (layer index, bottom index) -> new bottom name
+    splits_after = {}             # layer index -> list of split LayerSpecs
+    for (li, ti), uses in consumers.items():
+        weighted = loss_weight(li, ti) != 0
+        if len(uses) + weighted < 2:
+            continue
+        producer = layers[li]
+        blob = producer.tops[ti]
+        tops = [f"{blob}_{producer.name}_{ti}_split_{j}" for j in range(len(uses) + weighted)]
+        split = LayerSpec(name=f"{blob}_{producer.name}_{ti}_split", type="Split", bottoms=[blob],
+                          tops=tops, where=producer.where,
+                          loss_weights=([loss_weight(li, ti)] + [0.0] * len(uses)) if weighted else [])
+        splits_after.setdefault(li, []).append(split)
+        for j, use in enumerate(uses):
+            renamed[use] = tops[j + weighted]
+        if weighted:
+            weights = list(producer.loss_weights) or [loss_weight(li, k) for k in range(len(producer.tops))]
+            weights[ti] = 0.0
+            layers[li] = producer = _replace(producer, loss_weights=weights)
+    result = []
+    for li, layer in enumerate(layers):
+        new_bottoms = [renamed.get((li, bi), b) for bi, b in enumerate(layer.bottoms)]
+        if new_bottoms != layer.bottoms:
+            layer = _replace(layer, bottoms=new_bottoms)
+        result.append(layer)
+        result.extend(splits_after.get(li, []))
+    return result
+
+
+def _replace(spec, **changes):
+    from dataclasses import replace
+    return replace(spec, **changes)
