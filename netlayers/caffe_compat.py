@@ -16,7 +16,8 @@ Field numbers used by the binary decoder (from caffe.proto)::
     V1LayerParameter  name = 4, blobs = 6, layer = 1 (V0LayerParameter, older still)
     V0LayerParameter  name = 1, blobs = 50
     BlobProto         num = 1, channels = 2, height = 3, width = 4 (legacy 4-D shape),
-                      data = 5 (packed float), shape = 7 (BlobShape), double_data = 8 (packed double)
+                      data = 5 (packed float), shape = 7 (BlobShape),
+                      double_data = 8 (packed double)
     BlobShape         dim = 1 (packed int64)
 """
 import math
@@ -223,7 +224,9 @@ def _decode_blob(buf, span, what):
     count = math.prod(shape)
     if data.size != count:
         raise _WireError(f"{what}: holds {data.size} values but its shape {shape} needs {count}")
-    return data.astype(np.float32).reshape(shape)  # astype copies: the array owns its memory
+    blob = np.empty(shape, dtype=np.float32)  # owns its memory: no view of the file's bytes
+    blob.reshape(-1)[...] = data
+    return blob
 
 
 def _layer_name_and_blob_spans(buf, number, span, index):

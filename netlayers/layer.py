@@ -110,6 +110,14 @@ class Layer:
         if any(propagate_down):
             raise NetlayersError(f"{self.type} has no backward pass", layer=self.name)
 
+    def state(self):
+        """Extra state a snapshot must keep to resume exactly (a data layer's position); None
+        for most layers. Must be JSON-serialisable."""
+        return None
+
+    def set_state(self, state):
+        """Restore what :meth:`state` returned."""
+
     def allow_force_backward(self, bottom_index):
         """Whether ``force_backward`` may ask for this bottom's gradient (not for labels)."""
         if not self.has_backward:

@@ -212,6 +212,19 @@ class Net:
                     if i < len(source.blobs) and source.blobs[i].shape == blob.shape:
                         layer.blobs[i] = source.blobs[i]
 
+    def state(self):
+        """What besides the weights a snapshot needs to resume bit for bit: the generator
+        state and each layer's own state (JSON-serialisable)."""
+        layers = {layer.name: layer.state() for layer in self.layers}
+        return {"rng": self.rng.bit_generator.state,
+                "layers": {name: s for name, s in layers.items() if s is not None}}
+
+    def set_state(self, state):
+        self.rng.bit_generator.state = state["rng"]
+        for name, layer_state in state.get("layers", {}).items():
+            if name in self.layer_names:
+                self.layer(name).set_state(layer_state)
+
     # -- weights ---------------------------------------------------------------------------
     def save(self, path):
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""

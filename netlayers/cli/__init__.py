@@ -1,0 +1,1 @@
+"""The command line: ``netlayers <command>`` and the ``train`` shortcut."""
