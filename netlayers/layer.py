@@ -119,7 +119,9 @@ class Layer:
         """Restore what :meth:`state` returned."""
 
     def allow_force_backward(self, bottom_index):
-        """Whether ``force_backward`` may ask for this bottom's gradient (not for labels)."""
+        """Whether a gradient can flow to this bottom at all (not to a loss layer's labels, not
+        through a layer without backward). Caffe asks this only under ``force_backward``; we ask
+        it always, so a label that fans out never gets a gradient request."""
         if not self.has_backward:
             return False
         return not (self.is_loss and bottom_index == 1)

@@ -106,14 +106,13 @@ class Net:
 
     def _find_backward(self):
         force = self.spec.force_backward
-        blob_needs = set()
+        blob_needs = set()   # blobs whose gradient some layer needs (forward analysis)
         for li, layer in enumerate(self.layers):
             spec = layer.spec
             needs = []
             for bi, name in enumerate(spec.bottoms):
                 wanted = spec.propagate_down[bi] if spec.propagate_down else True
-                need = layer.has_backward and wanted and (
-                    name in blob_needs or (force and layer.allow_force_backward(bi)))
+                need = wanted and layer.allow_force_backward(bi) and (name in blob_needs or force)
                 needs.append(need)
             if not layer.has_backward:
                 layer.param_propagate_down = [False] * len(layer.blobs)
@@ -122,17 +121,21 @@ class Net:
             self.layer_need_backward.append(layer_needs)
             if layer_needs:
                 blob_needs.update(spec.tops)
-        # Prune what does not reach a loss (Caffe's blobs_under_loss walk, back to front).
-        under_loss = set()
+        # Walk back from the losses: a layer can only backpropagate if a diff reaches one of
+        # its tops (the top carries a loss weight, or a later layer writes its diff). This is
+        # Caffe's blobs_under_loss pruning, applied under force_backward too, so that e.g. the
+        # Split of a label blob is never asked for a gradient nobody computes.
+        diff_ready = set()
         for li in reversed(range(len(self.layers))):
             layer = self.layers[li]
-            contributes = any(w != 0 for w in layer.loss_weights) or \
-                any(name in under_loss for name in layer.spec.tops)
-            if contributes:
-                under_loss.update(layer.spec.bottoms)
-            elif not force:
+            tops_ready = any(w != 0 for w in layer.loss_weights) or \
+                any(name in diff_ready for name in layer.spec.tops)
+            if not tops_ready:
                 self.layer_need_backward[li] = False
                 self.bottom_need_backward[li] = [False] * len(layer.spec.bottoms)
+            for name, need in zip(layer.spec.bottoms, self.bottom_need_backward[li]):
+                if need:
+                    diff_ready.add(name)
         self.blob_need_backward = blob_needs
 
     # -- public API ------------------------------------------------------------------------

@@ -150,7 +150,7 @@ def main(argv=None):
     if found is not None:
         print(f"Fashion-MNIST found in {found}")
         return 0
-    root = Path(args.data_root).expanduser() if args.data_root else USER_CACHE.expanduser()
+    root = data_roots(args.data_root)[0] if args.data_root else USER_CACHE.expanduser()
     folder = root / DATASET_DIR
     print(f"Fashion-MNIST not found; downloading into {folder}")
     try:

@@ -9,12 +9,11 @@ where ``w' = crop - 1 - w`` when the image is mirrored and ``w`` otherwise. With
 TRAIN and are ``(H - crop_size) // 2`` (centred) in TEST. One ``mean_value`` applies to every
 channel; otherwise there must be one per channel.
 
-One deliberate difference: Caffe flips at random whenever ``mirror`` is set, in TEST too;
-here, as in most Caffe models' intent, ``mirror`` flips only in TRAIN and TEST is
-deterministic.
+As in Caffe, ``mirror`` flips each image with probability 1/2 in TEST as well as in TRAIN.
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from netlayers.errors import ConfigError, DataError
 
@@ -128,32 +127,26 @@ class Transformer:
         return np.full(n, room // 2, dtype=np.intp)
 
     def _flips(self, n, rng):
-        """Per-image mirror flags: a fair coin per image in TRAIN, never in TEST."""
-        if not (self.mirror and self.phase == "TRAIN"):
+        """Per-image mirror flags: a fair coin per image, in TRAIN and in TEST alike (Caffe's
+        DataTransformer mirrors at random whenever ``mirror`` is set, whatever the phase)."""
+        if not self.mirror:
             return np.zeros(n, dtype=bool)
         _need_rng(rng, "random mirroring")
         return rng.integers(0, 2, size=n).astype(bool)
 
     def _crop_and_mirror(self, batch, rng, out):
         """Copy the (cropped, possibly mirrored) pixels of ``batch`` into ``out`` as floats."""
-        n, c, h, w = batch.shape
+        n, _, h, w = batch.shape
         oh, ow = out.shape[2:]
         h_off = self._offsets(n, h, rng)
         w_off = self._offsets(n, w, rng)
         flips = self._flips(n, rng)
-        random = self.phase == "TRAIN" and (self.crop_size or self.mirror)
-        if not random:
-            # Same window for every image: plain slicing, no gather needed.
-            y, x = int(h_off[0]) if n else 0, int(w_off[0]) if n else 0
+        if not self.mirror and (self.phase == "TEST" or not self.crop_size):
+            # Same window for every image: plain slicing.
+            y, x = (int(h_off[0]), int(w_off[0])) if n else (0, 0)
             np.copyto(out, batch[:, :, y:y + oh, x:x + ow], casting="unsafe")
             return
-        cols = np.arange(ow)
-        cols = np.where(flips[:, None], ow - 1 - cols, cols) + w_off[:, None]  # (N, ow)
-        rows = h_off[:, None] + np.arange(oh)  # (N, oh)
-        images = np.arange(n)[:, None, None, None]
-        channels = np.arange(c)[None, :, None, None]
-        gathered = batch[images, channels, rows[:, None, :, None], cols[:, None, None, :]]
-        np.copyto(out, gathered, casting="unsafe")
+        _gather_windows(batch, h_off, w_off, flips, out)
 
     def _normalize(self, out):
         """Subtract the mean and multiply by the scale, in place, in ``out``'s precision."""
@@ -164,6 +157,25 @@ class Transformer:
             out -= means.astype(out.dtype)
         if self.scale != 1.0:
             out *= out.dtype.type(self.scale)
+
+
+def _gather_windows(batch, h_off, w_off, flips, out):
+    """out[i] = batch[i, :, h_off[i]:+oh, w_off[i]:+ow], flipped left-right where flips[i].
+
+    Vectorised over the images: ``sliding_window_view`` exposes every window without
+    copying, and one advanced index per group picks each image's window, copying whole
+    rows at a time. A mirrored window at ``w_off`` is the window at ``W - ow - w_off`` of the
+    left-right reversed batch.
+    """
+    oh, ow = out.shape[2:]
+    width = batch.shape[3]
+    keep, flip = np.flatnonzero(~flips), np.flatnonzero(flips)
+    if keep.size:
+        windows = sliding_window_view(batch, (oh, ow), axis=(2, 3))
+        out[keep] = windows[keep, :, h_off[keep], w_off[keep]]
+    if flip.size:
+        mirrored = sliding_window_view(batch[..., ::-1], (oh, ow), axis=(2, 3))
+        out[flip] = mirrored[flip, :, h_off[flip], width - ow - w_off[flip]]
 
 
 def _need_rng(rng, what):

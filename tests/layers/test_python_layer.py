@@ -1,0 +1,119 @@
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import netlayers
+from netlayers import ConfigError, Layer, Net, register_layer
+from netlayers.gradcheck import check_layer, check_net
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "python_layer" / "net.yaml"
+
+
+def test_shipped_example_builds_runs_and_its_gradients_check():
+    net = Net(EXAMPLE, seed=0)
+    net.forward()
+    x = net.blobs["x"].data
+    np.testing.assert_allclose(net.blobs["y"].data, 2 * x ** 3, rtol=1e-6)
+    assert net.layer("cube").param_str == "scale: 2"
+    report = check_net(EXAMPLE)
+    assert report.passed, report.table()
+
+
+def write_layer(tmp_path, body, module="userlayer"):
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
+    config = tmp_path / "net.yaml"
+    config.write_text(textwrap.dedent(f"""\
+        name: t
+        layers:
+          - {{name: data, type: Input, top: x, input_param: {{shape: [{{dim: [3]}}]}}}}
+          - name: mine
+            type: Python
+            bottom: x
+            top: y
+            python_param: {{module: {module}, layer: Double}}
+        """))
+    return config
+
+
+def test_module_is_imported_from_the_config_folder(tmp_path):
+    config = write_layer(tmp_path, """\
+        import netlayers
+        class Double(netlayers.Layer):
+            def Reshape(self, bottom, top):
+                top[0].reshape_like(bottom[0])
+            def Forward_cpu(self, bottom, top):
+                top[0].data[...] = 2 * bottom[0].data
+            def Backward_cpu(self, top, propagate_down, bottom):
+                bottom[0].diff[...] = 2 * top[0].diff
+        """, module="userlayer_ok")
+    out = Net(config).forward(x=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_array_equal(out["y"], [2, 4, 6])
+
+
+def test_missing_module_is_one_line_naming_module_and_layer(tmp_path):
+    config = write_layer(tmp_path, "", module="userlayer_empty")
+    config.write_text(config.read_text().replace("userlayer_empty", "no_such_module_xyz"))
+    with pytest.raises(ConfigError) as info:
+        Net(config)
+    message = str(info.value)
+    assert "layer 'mine'" in message and "no_such_module_xyz" in message and "\n" not in message
+
+
+def test_missing_class_and_missing_method(tmp_path):
+    config = write_layer(tmp_path, "class Other: pass\n", module="userlayer_noclass")
+    with pytest.raises(ConfigError, match="has no class 'Double'"):
+        Net(config)
+    config = write_layer(tmp_path, """\
+        import netlayers
+        class Double(netlayers.Layer):
+            def Reshape(self, bottom, top):
+                top[0].reshape_like(bottom[0])
+        """, module="userlayer_nofwd")
+    with pytest.raises(ConfigError, match="layer 'mine'.*does not implement Forward_cpu"):
+        Net(config)
+
+
+def test_error_inside_user_module_is_reported_in_one_line(tmp_path):
+    config = write_layer(tmp_path, "raise RuntimeError('boom')\n", module="userlayer_boom")
+    with pytest.raises(ConfigError, match="importing module 'userlayer_boom' failed: RuntimeError: boom"):
+        Net(config)
+
+
+def test_a_class_registered_under_its_own_type_name():
+    @register_layer("TestOnlySquare")
+    class Square(Layer):
+        """y = x^2.  Backward: dE/dx = 2 x dE/dy."""
+        num_bottoms = num_tops = (1, 1)
+
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+
+        def Forward_cpu(self, bottom, top):
+            np.square(bottom[0].data, out=top[0].data)
+
+        def Backward_cpu(self, top, propagate_down, bottom):
+            np.multiply(2 * bottom[0].data, top[0].diff, out=bottom[0].diff)
+
+    report = check_layer({"type": "TestOnlySquare"}, [np.array([0.5, -1.5, 2.0])])
+    assert report.passed and report.blobs[0].checked == 3
+    assert "TestOnlySquare" in netlayers.registry.layer_types()
+
+
+def test_gradcheck_catches_a_wrong_backward():
+    @register_layer("TestOnlyWrongSquare")
+    class WrongSquare(Layer):
+        num_bottoms = num_tops = (1, 1)
+
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+
+        def Forward_cpu(self, bottom, top):
+            np.square(bottom[0].data, out=top[0].data)
+
+        def Backward_cpu(self, top, propagate_down, bottom):
+            np.multiply(bottom[0].data, top[0].diff, out=bottom[0].diff)  # forgot the 2
+
+    report = check_layer({"type": "TestOnlyWrongSquare"}, [np.array([0.5, -1.5, 2.0])])
+    assert not report.passed and report.worst_relative > 0.1

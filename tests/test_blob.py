@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from netlayers import Blob
+
+
+def test_new_blob_has_data_and_diff_of_one_shape():
+    blob = Blob((2, 3))
+    assert blob.data.shape == blob.diff.shape == (2, 3)
+    assert blob.dtype == np.float32 and blob.count == 6 and blob.num_axes == 2
+
+
+def test_float64_blob():
+    assert Blob((4,), np.float64).data.dtype == np.float64
+
+
+def test_reshape_reuses_memory_when_it_fits():
+    blob = Blob((4, 5))
+    buffer = blob.data.base if blob.data.base is not None else blob.data
+    blob.data[...] = 7
+    blob.reshape((2, 5))
+    assert blob.shape == (2, 5)
+    assert np.shares_memory(blob.data, buffer)
+    assert np.all(blob.data == 7)
+
+
+def test_reshape_grows_when_needed_and_accepts_varargs():
+    blob = Blob((2,))
+    blob.reshape(3, 4)
+    assert blob.shape == (3, 4) and blob.count == 12 and blob.diff.shape == (3, 4)
+
+
+def test_scalar_blob_counts_one():
+    assert Blob(()).count == 1
+
+
+def test_zero_diff():
+    blob = Blob((3,))
+    blob.diff[...] = 5
+    blob.zero_diff()
+    assert not blob.diff.any()
+
+
+def test_negative_dimension_is_rejected():
+    with pytest.raises(ValueError, match="negative"):
+        Blob((2, -1))
+
+
+def test_canonical_axis_and_count_range():
+    blob = Blob((2, 3, 4, 5))
+    assert blob.canonical_axis(-1) == 3
+    assert blob.count_range(1) == 60 and blob.count_range(1, 3) == 12
+    with pytest.raises(ValueError):
+        blob.canonical_axis(4)
+
+
+def test_share_data_sees_writes():
+    a, b = Blob((2, 2)), Blob(())
+    b.share_data(a)
+    a.data[0, 0] = 3
+    assert b.data[0, 0] == 3 and b.shape == (2, 2)

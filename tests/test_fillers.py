@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+
+from netlayers import ConfigError
+from netlayers.fillers import fill
+from netlayers.netspec import FILLER
+from netlayers.netspec.schema import Where, check_message
+
+
+def filler(**fields):
+    return check_message(fields, FILLER.fields, Where())
+
+
+def filled(shape, seed=0, **fields):
+    return fill(np.empty(shape), filler(**fields), np.random.default_rng(seed))
+
+
+def test_default_filler_is_constant_zero():
+    assert not filled((3, 4)).any()
+
+
+def test_constant():
+    assert np.all(filled((2, 2), type="constant", value=0.5) == 0.5)
+
+
+def test_uniform_range():
+    x = filled((1000,), type="uniform", min=-2, max=3)
+    assert x.min() >= -2 and x.max() <= 3 and abs(x.mean() - 0.5) < 0.2
+
+
+def test_gaussian_moments():
+    x = filled((200, 100), type="gaussian", mean=1.0, std=0.1)
+    assert abs(x.mean() - 1.0) < 0.01 and abs(x.std() - 0.1) < 0.01
+
+
+def test_sparse_gaussian_keeps_about_sparse_over_outputs():
+    x = filled((50, 400), type="gaussian", std=1.0, sparse=10)
+    assert abs((x != 0).mean() - 10 / 50) < 0.02
+
+
+@pytest.mark.parametrize("norm,n", [("FAN_IN", 4 * 9), ("FAN_OUT", 8 * 9), ("AVERAGE", (36 + 72) / 2)])
+def test_xavier_bound_follows_variance_norm(norm, n):
+    x = filled((8, 4, 3, 3), type="xavier", variance_norm=norm)
+    bound = np.sqrt(3.0 / n)
+    assert np.abs(x).max() <= bound and np.abs(x).max() > 0.9 * bound
+
+
+def test_msra_std():
+    x = filled((400, 50), type="msra")
+    assert abs(x.std() - np.sqrt(2.0 / 50)) < 0.01
+
+
+def test_positive_unitball_rows_sum_to_one():
+    x = filled((5, 2, 3), type="positive_unitball")
+    assert np.all(x >= 0)
+    np.testing.assert_allclose(x.reshape(5, -1).sum(axis=1), 1.0)
+
+
+def test_bilinear_kernel_of_size_4():
+    x = filled((1, 1, 4, 4), type="bilinear")
+    ramp = np.array([0.25, 0.75, 0.75, 0.25])
+    np.testing.assert_allclose(x[0, 0], np.outer(ramp, ramp))
+
+
+def test_same_seed_same_values_and_unknown_type_is_an_error():
+    a = filled((10,), seed=3, type="gaussian")
+    b = filled((10,), seed=3, type="gaussian")
+    assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="unknown filler type 'gausian'"):
+        filled((2,), type="gausian")

@@ -1,0 +1,228 @@
+import numpy as np
+import pytest
+
+from netlayers import ConfigError, Net
+from netlayers.gradcheck import check_net
+
+
+def input_layer(shapes, tops=("x", "y")):
+    return {"name": "data", "type": "Input", "top": list(tops),
+            "input_param": {"shape": [{"dim": list(s)} for s in shapes]}}
+
+
+def ip(name, bottom, top, n, **extra):
+    layer = {"name": name, "type": "InnerProduct", "bottom": bottom, "top": top,
+             "inner_product_param": {"num_output": n, "weight_filler": {"type": "gaussian", "std": 0.3},
+                                     "bias_filler": {"type": "gaussian", "std": 0.1}}}
+    layer.update(extra)
+    return layer
+
+
+def mlp(**net_fields):
+    return {"name": "mlp", **net_fields, "layers": [
+        input_layer([(4, 5), (4,)]),
+        ip("ip1", "x", "h", 6),
+        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
+        ip("ip2", "h", "z", 3),
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+    ]}
+
+
+LABELS = np.array([0, 2, 1, 2])
+
+
+def test_blobs_params_inputs_outputs():
+    net = Net(mlp(), seed=0)
+    assert list(net.blobs) == ["x", "y", "h", "z", "loss"]
+    assert list(net.params) == ["ip1", "ip2"]
+    assert [b.shape for b in net.params["ip1"]] == [(6, 5), (6,)]
+    assert net.inputs == ["x", "y"] and net.outputs == ["loss"]
+
+
+def test_forward_returns_outputs_and_sets_loss():
+    net = Net(mlp(), seed=0)
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    out = net.forward(x=x, y=LABELS)
+    w1, b1 = (b.data for b in net.params["ip1"])
+    w2, b2 = (b.data for b in net.params["ip2"])
+    z = np.maximum(x @ w1.T + b1, 0) @ w2.T + b2
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = -np.log(p[np.arange(4), LABELS]).mean()
+    assert out["loss"] == pytest.approx(expected, rel=1e-5)
+    assert net.loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_in_place_layer_shares_the_blob():
+    net = Net(mlp(), seed=0)
+    relu = net.layer("relu")
+    i = net.layers.index(relu)
+    assert net.bottom_vecs[i][0] is net.top_vecs[i][0] is net.blobs["h"]
+
+
+def test_whole_net_gradients_check_out():
+    report = check_net(mlp(), inputs={"y": LABELS})
+    assert report.passed, report.table()
+    assert {b.name for b in report.blobs} == {"input x", "param ip1[0]", "param ip1[1]",
+                                              "param ip2[0]", "param ip2[1]"}
+
+
+def branching_net():
+    return {"name": "branch", "layers": [
+        input_layer([(3, 4), (3,)]),
+        ip("left", "x", "a", 2), ip("right", "x", "b", 2),
+        {"name": "soft", "type": "Softmax", "bottom": "a", "top": "s"},
+        {"name": "loss1", "type": "SoftmaxWithLoss", "bottom": ["s", "y"], "top": "l1"},
+        {"name": "loss2", "type": "SoftmaxWithLoss", "bottom": ["b", "y"], "top": "l2", "loss_weight": 0.5},
+    ]}
+
+
+def test_split_is_inserted_where_a_blob_fans_out_and_gradients_add():
+    spec = branching_net()
+    net = Net({**spec, "force_backward": True}, seed=1)
+    splits = [layer for layer in net.layers if layer.type == "Split"]
+    assert [s.spec.bottoms for s in splits] == [["x"], ["y"]]
+    x = np.random.default_rng(2).standard_normal((3, 4))
+    y = np.array([0, 1, 1])
+    net.forward(x=x, y=y)
+    net.clear_param_diffs()
+    net.backward()
+    left_dx = net.blobs["a"].diff @ net.params["left"][0].data
+    right_dx = net.blobs["b"].diff @ net.params["right"][0].data
+    np.testing.assert_allclose(net.blobs["x"].diff, left_dx + right_dx, rtol=1e-5, atol=1e-7)
+    assert check_net(spec, inputs={"y": y}).passed
+
+
+def test_need_backward_skips_what_no_gradient_reaches():
+    spec = mlp()
+    spec["layers"].insert(1, {"name": "pre", "type": "ReLU", "bottom": "x", "top": "x"})
+    net = Net(spec)
+    needs = dict(zip(net.layer_names, net.layer_need_backward))
+    assert needs == {"data": False, "pre": False, "ip1": True, "relu": True, "ip2": True, "loss": True}
+    forced = Net({**spec, "force_backward": True})
+    assert dict(zip(forced.layer_names, forced.layer_need_backward))["pre"] is True
+    # labels never get a gradient, even when forced
+    loss_index = forced.layer_names.index("loss")
+    assert forced.bottom_need_backward[loss_index] == [True, False]
+
+
+def test_lr_mult_zero_freezes_and_stops_backward_below():
+    spec = mlp()
+    spec["layers"][1]["param"] = [{"lr_mult": 0}, {"lr_mult": 0}]
+    net = Net(spec)
+    needs = dict(zip(net.layer_names, net.layer_need_backward))
+    assert needs["ip1"] is False and needs["ip2"] is True
+    assert [p.lr_mult for p in net.learnable_params] == [0, 0, 1, 1]
+
+
+def test_branch_that_reaches_no_loss_is_pruned():
+    spec = mlp()
+    spec["layers"].append(ip("side", "z", "w", 2))
+    net = Net(spec)
+    assert dict(zip(net.layer_names, net.layer_need_backward))["side"] is False
+    assert "w" in net.outputs
+
+
+def test_loss_weight_on_a_plain_output():
+    spec = {"name": "lw", "layers": [input_layer([(2, 3)], ["x"]),
+                                     ip("ip", "x", "z", 2, loss_weight=2.0)]}
+    net = Net(spec, seed=0)
+    x = np.arange(6.0).reshape(2, 3)
+    out = net.forward(x=x)
+    assert net.loss == pytest.approx(2 * out["z"].sum(), rel=1e-6)
+    net.clear_param_diffs()
+    net.backward()
+    np.testing.assert_allclose(net.params["ip"][0].diff, 2 * np.ones((2, 2)) @ x, rtol=1e-6)
+    np.testing.assert_allclose(net.params["ip"][1].diff, [4, 4])
+
+
+def test_param_diffs_accumulate_until_cleared():
+    net = Net(mlp(), seed=0)
+    net.forward(x=np.ones((4, 5)), y=LABELS)
+    net.clear_param_diffs()
+    net.backward()
+    once = net.params["ip1"][0].diff.copy()
+    net.backward()
+    np.testing.assert_allclose(net.params["ip1"][0].diff, 2 * once, rtol=1e-6)
+
+
+def shared_spec(second_shape=6):
+    return {"name": "shared", "layers": [
+        input_layer([(2, 6), (2,)]),
+        ip("a", "x", "h", 6, param=[{"name": "w"}, {"name": "b"}]),
+        ip("b", "h", "z", second_shape, param=[{"name": "w"}, {"name": "b"}]),
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+    ]}
+
+
+def test_params_shared_by_name_are_one_blob_and_gradients_add():
+    net = Net(shared_spec(), seed=0)
+    assert net.params["a"][0] is net.params["b"][0]
+    assert len(net.learnable_params) == 2
+    assert check_net(shared_spec(), inputs={"y": np.array([1, 4])}).passed
+
+
+def test_sharing_params_of_different_shapes_is_an_error():
+    with pytest.raises(ConfigError, match="layer 'b'.*shared param 'w' has shape"):
+        Net(shared_spec(second_shape=3))
+
+
+def test_phases_filter_layers():
+    spec = mlp()
+    spec["layers"].append({"name": "prob", "type": "Softmax", "bottom": "z", "top": "p",
+                           "include": {"phase": "TEST"}})
+    spec["layers"][-2]["exclude"] = [{"phase": "TEST"}]
+    assert "prob" not in Net(spec, "TRAIN").layer_names
+    test_net = Net(spec, "TEST")
+    assert "prob" in test_net.layer_names and "loss" not in test_net.layer_names
+
+
+def test_propagate_down_false_stops_a_bottom_gradient():
+    spec = mlp(force_backward=True)
+    spec["layers"][3]["propagate_down"] = [False]
+    net = Net(spec)
+    assert net.bottom_need_backward[net.layer_names.index("ip2")] == [False]
+
+
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b, c = Net(mlp(), seed=5), Net(mlp(), seed=5), Net(mlp(), seed=6)
+    assert np.array_equal(a.params["ip1"][0].data, b.params["ip1"][0].data)
+    assert not np.array_equal(a.params["ip1"][0].data, c.params["ip1"][0].data)
+    assert Net(mlp(random_seed=5)).params["ip1"][0].data.tobytes() == a.params["ip1"][0].data.tobytes()
+
+
+def test_float64_net():
+    net = Net(mlp(dtype="float64"))
+    assert net.blobs["x"].data.dtype == np.float64 and net.params["ip1"][0].data.dtype == np.float64
+
+
+def test_save_and_load_round_trip(tmp_path):
+    a, b = Net(mlp(), seed=1), Net(mlp(), seed=2)
+    a.save(tmp_path / "w.npz")
+    b.load(tmp_path / "w.npz")
+    for name in a.params:
+        for pa, pb in zip(a.params[name], b.params[name]):
+            assert np.array_equal(pa.data, pb.data)
+    with np.load(tmp_path / "w.npz", allow_pickle=False) as archive:
+        assert sorted(archive.files) == ["ip1/0", "ip1/1", "ip2/0", "ip2/1"]
+
+
+def test_loading_weights_of_another_shape_is_an_error(tmp_path):
+    Net(mlp(), seed=1).save(tmp_path / "w.npz")
+    spec = mlp()
+    spec["layers"][1]["inner_product_param"]["num_output"] = 7
+    with pytest.raises(ConfigError, match="layer 'ip1'.*shape"):
+        Net(spec).load(tmp_path / "w.npz")
+
+
+def test_forward_with_a_new_batch_size_reshapes():
+    net = Net(mlp(), seed=0)
+    out = net.forward(x=np.zeros((7, 5)), y=np.zeros(7))
+    assert net.blobs["z"].shape == (7, 3) and np.isfinite(out["loss"])
+
+
+def test_label_out_of_range_names_layer_and_label():
+    from netlayers import DataError
+    net = Net(mlp(), seed=0)
+    with pytest.raises(DataError, match="layer 'loss': label 3 is outside the 3 classes"):
+        net.forward(x=np.zeros((4, 5)), y=np.array([0, 1, 3, 0]))
