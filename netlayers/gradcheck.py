@@ -189,8 +189,9 @@ def check_layer(layer, bottoms, *, phase="TRAIN", seed=0, step=1e-6, threshold=1
 def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_tolerance=1e-3,
               max_elements=200, inputs=None):
     """Check a whole net in float64: the gradient of its total loss with respect to every
-    learnable param and every input blob, against central differences. Source layers (those
-    without bottoms: Input, data layers) run once; the rest run for each evaluation.
+    learnable param and every blob a source layer produces (Input, DummyData, data layers)
+    that takes a gradient, against central differences. Source layers run once; the rest run
+    for each evaluation.
     ``inputs``: optional arrays for input blobs by name."""
     from .net import Net
     spec = load_net_spec(spec)
@@ -202,13 +203,12 @@ def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_to
         if name not in inputs:
             inputs[name] = rng.standard_normal(net.blobs[name].shape)
     net.forward(**inputs)
-    first = next((i for i, layer in enumerate(net.layers) if layer.spec.bottoms), len(net.layers))
-    last = len(net.layers) - 1
+    computing = [i for i, layer in enumerate(net.layers) if layer.spec.bottoms]
     state = net.rng.bit_generator.state
 
     def objective():
         net.rng.bit_generator.state = state
-        return net.forward_range(first, last)
+        return sum(net.layers[i].forward(net.bottom_vecs[i], net.top_vecs[i]) for i in computing)
 
     objective()
     net.clear_param_diffs()
@@ -217,7 +217,8 @@ def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_to
     checked = []
     differentiable = {name for i, layer in enumerate(net.layers)
                       for name, need in zip(layer.spec.bottoms, net.bottom_need_backward[i]) if need}
-    for name in net.inputs:
+    sources = [name for layer in net.layers if not layer.spec.bottoms for name in layer.spec.tops]
+    for name in sources:
         if name in differentiable:
             checked.append((f"input {name}", net.blobs[name]))
     for param in net.learnable_params:

@@ -205,6 +205,13 @@ class Net:
         for i, layer in enumerate(self.layers):
             layer.Reshape(self.bottom_vecs[i], self.top_vecs[i])
 
+    def set_input_arrays(self, data, labels, layer=None):
+        """Feed a MemoryData layer (the first one, or the one named ``layer``) from arrays."""
+        candidates = [l for l in self.layers if l.type == "MemoryData" and layer in (None, l.name)]
+        if not candidates:
+            raise KeyError("the net has no MemoryData layer" + (f" named '{layer}'" if layer else ""))
+        candidates[0].reset(data, labels)
+
     def share_weights_from(self, other):
         """Use the param blobs of ``other``'s layers of the same name (the TEST net of a solver
         sees the TRAIN net's weights without copies)."""

@@ -1,7 +1,10 @@
 """Data layers: the sources of a net's blobs (no bottoms, no backward)."""
+import numpy as np
+
 from .. import fillers
+from ..errors import NetlayersError
 from ..layer import Layer
-from ..netspec import BLOB_SHAPE, FILLER, Field
+from ..netspec import BLOB_SHAPE, FILLER, Enum, Field
 from ..registry import register_layer
 
 
@@ -51,7 +54,11 @@ class Input(SourceLayer):
 class DummyData(SourceLayer):
     """Tops filled by fillers (one for all tops or one per top; constant 0 by default).
     Non-constant fillers refill every forward, constant ones fill once, as in Caffe. Shapes come
-    from ``shape`` or the legacy ``num``/``channels``/``height``/``width`` lists."""
+    from ``shape`` or the legacy ``num``/``channels``/``height``/``width`` lists.
+
+    Beyond Caffe: ``refill: false`` keeps the first random draw for good, a fixed random data
+    set (the lecture's ``x, y = randn(N, D_in), randn(N, D_out)``); ``refill: true`` forces a
+    refill every forward. Left out, Caffe's rule applies."""
 
     params = {
         "data_filler": Field(FILLER, repeated=True),
@@ -60,6 +67,7 @@ class DummyData(SourceLayer):
         "channels": Field(int, repeated=True),
         "height": Field(int, repeated=True),
         "width": Field(int, repeated=True),
+        "refill": Field(bool, None),
     }
 
     def LayerSetUp(self, bottom, top):
@@ -83,7 +91,7 @@ class DummyData(SourceLayer):
         if len(fill) not in (1, len(top)):
             raise self.error(f"give one data_filler or one per top, got {len(fill)}", "dummy_data_param.data_filler")
         self.fillers = fill * len(top) if len(fill) == 1 else fill
-        self.refill = [f.type != "constant" for f in self.fillers]
+        self.refill = [f.type != "constant" if p.refill is None else p.refill for f in self.fillers]
         for blob, shape, filler in zip(top, shapes, self.fillers):
             blob.reshape(shape)
             fillers.fill(blob.data, filler, self.rng)
@@ -103,3 +111,184 @@ def _default_filler():
 
 
 FILLER_DEFAULT = _default_filler()
+
+
+TRANSFORM_PARAM = {
+    "scale": Field(float, 1.0),
+    "mirror": Field(bool, False),
+    "crop_size": Field(int, 0),
+    "mean_value": Field(float, repeated=True),
+    "mean_file": Field(str, None),
+    "force_color": Field(bool, False),
+    "force_gray": Field(bool, False),
+}
+
+_DATASET_CACHE = {}
+
+
+def _load_dataset(source):
+    """Load a located source once per process (a TRAIN and a TEST net may share it)."""
+    from ..data import load_source
+    key = (source.backend, str(source.images_path), str(source.labels_path))
+    stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path) if p is not None)
+    cached = _DATASET_CACHE.get(key)
+    if cached is None or cached[0] != stamp:
+        cached = (stamp, load_source(source))
+        _DATASET_CACHE[key] = cached
+    return cached[1]
+
+
+@register_layer("Data")
+class Data(SourceLayer):
+    """Batches of (data, label) read from a data set, prepared in a background thread.
+
+    ``data_param``: ``source`` (e.g. ``fashion-mnist/train``, looked up next to the config,
+    then under ``--data-root``, ``$NETLAYERS_DATA_ROOT``, ``~/.cache/netlayers/datasets`` and
+    ``/usr/share/datasets``), ``backend`` IDX (MNIST's format, gzip or raw) or NPZ (arrays
+    ``data`` and ``label``), ``batch_size``, ``shuffle`` (a new seeded order every epoch;
+    beyond Caffe, whose Data layer reads in file order), ``prefetch`` (batches kept ready).
+    ``transform_param``: Caffe's scale, mean_value, mirror and crop_size.
+
+    A batch that runs past the end of the data wraps around to the start, as Caffe's does, so
+    a batch larger than the data set works. The position in the data is saved in snapshots.
+    """
+
+    params = {
+        "source": Field(str, required=True),
+        "batch_size": Field(int, required=True),
+        "backend": Field(Enum("IDX", "NPZ", "LMDB", "LEVELDB"), "IDX"),
+        "shuffle": Field(bool, False),
+        "prefetch": Field(int, 4),
+        "rand_skip": Field(int, 0),
+    }
+    extra_blocks = {"transform_param": TRANSFORM_PARAM}
+    num_tops = (1, 2)
+
+    def LayerSetUp(self, bottom, top):
+        from ..data import BatchSampler, Prefetcher, Transformer, resolve_source
+        p, t = self.p, self.spec.blocks["transform_param"]
+        if p.backend in ("LMDB", "LEVELDB"):
+            raise self.error(f"backend {p.backend} is not supported; use IDX or NPZ (convert the "
+                             "database to an .npz with arrays 'data' and 'label')", "data_param.backend")
+        if p.batch_size <= 0:
+            raise self.error(f"batch_size must be positive, got {p.batch_size}", "data_param.batch_size")
+        if t.mean_file:
+            raise self.error("mean_file is not supported; give mean_value per channel",
+                             "transform_param.mean_file")
+        net = getattr(self, "net", None)
+        try:
+            located = resolve_source(p.source, p.backend, data_root=getattr(net, "data_root", None),
+                                     base_dir=getattr(net, "base_dir", None))
+            self.inputs, self.labels = _load_dataset(located)
+            self.transformer = Transformer(scale=t.scale, mean_value=t.mean_value, mirror=t.mirror,
+                                           crop_size=t.crop_size, phase=self.phase)
+            item_shape = self.transformer.output_shape((p.batch_size,) + self.inputs.shape[1:])
+        except NetlayersError as err:
+            raise err.located(file=self.spec.where.file, line=self.spec.where.line, layer=self.name)
+        self.source = located
+        self.seed = int(getattr(net, "seed", 0) or 0)
+        self.top_shapes = [item_shape, (p.batch_size,)]
+        self.sampler = BatchSampler(len(self.inputs), p.batch_size, shuffle=p.shuffle, seed=self.seed)
+        if p.rand_skip:
+            self.sampler.set_state({"epoch": 0, "position": int(self.rng.integers(0, p.rand_skip + 1))
+                                    % len(self.inputs)})
+        self._prefetcher_class = Prefetcher
+        self._start()
+        for blob, shape in zip(top, self.top_shapes):
+            blob.reshape(shape)
+
+    def _start(self):
+        self.prefetcher = self._prefetcher_class(self._produce, depth=max(1, self.p.prefetch),
+                                                 state=self.sampler.state)
+
+    def _produce(self):
+        state = self.sampler.state()
+        index = self.sampler.next()
+        # The random crop/mirror draws depend only on the batch's place in the data, so a
+        # resumed run transforms each batch exactly as an uninterrupted one would.
+        rng = np.random.default_rng([self.seed, state["epoch"], state["position"]])
+        data = self.transformer.transform(self.inputs[index], rng, out=np.empty(self.top_shapes[0], self.dtype))
+        return data, self.labels[index].astype(self.dtype)
+
+    def Reshape(self, bottom, top):
+        pass
+
+    def Forward_cpu(self, bottom, top):
+        data, labels = self.prefetcher.next()
+        top[0].data[...] = data
+        if len(top) > 1:
+            top[1].data[...] = labels
+
+    def state(self):
+        return dict(self.prefetcher.consumed_state)
+
+    def set_state(self, state):
+        self.prefetcher.close()
+        self.sampler.set_state(state)
+        self._start()
+
+    def close(self):
+        self.prefetcher.close()
+
+
+@register_layer("MemoryData")
+class MemoryData(SourceLayer):
+    """Batches served from arrays given in Python: ``net.set_input_arrays(data, labels)``.
+
+    ``memory_data_param``: batch_size, channels, height, width (the shape of one item). The
+    batches go through the arrays in order and wrap around; the number of items must be a
+    multiple of batch_size (as in Caffe).
+    """
+
+    params = {
+        "batch_size": Field(int, required=True),
+        "channels": Field(int, required=True),
+        "height": Field(int, required=True),
+        "width": Field(int, required=True),
+    }
+    extra_blocks = {"transform_param": TRANSFORM_PARAM}
+    num_tops = (1, 2)
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        self.item_shape = (p.channels, p.height, p.width)
+        if p.batch_size <= 0 or min(self.item_shape) <= 0:
+            raise self.error("batch_size, channels, height and width must be positive", "memory_data_param")
+        self.data = None
+        self.position = 0
+        top[0].reshape((p.batch_size,) + self.item_shape)
+        if len(top) > 1:
+            top[1].reshape((p.batch_size,))
+
+    def reset(self, data, labels):
+        """Serve batches from ``data`` (N, C, H, W) and ``labels`` (N,) from now on."""
+        data, labels = np.asarray(data), np.asarray(labels)
+        n = self.p.batch_size
+        if data.shape[1:] != self.item_shape:
+            raise self.error(f"arrays of items shaped {data.shape[1:]} given, the layer expects "
+                             f"{self.item_shape}")
+        if len(data) != len(labels):
+            raise self.error(f"{len(data)} items but {len(labels)} labels")
+        if len(data) == 0 or len(data) % n:
+            raise self.error(f"the number of items ({len(data)}) must be a positive multiple of "
+                             f"batch_size ({n})")
+        self.data, self.labels, self.position = data, labels, 0
+
+    def Reshape(self, bottom, top):
+        pass
+
+    def Forward_cpu(self, bottom, top):
+        if self.data is None:
+            raise NetlayersError("no arrays given yet: call net.set_input_arrays(data, labels)",
+                                 layer=self.name)
+        n = self.p.batch_size
+        top[0].data[...] = self.data[self.position:self.position + n]
+        if len(top) > 1:
+            top[1].data[...] = self.labels[self.position:self.position + n]
+        self.position = (self.position + n) % len(self.data)
+
+    def state(self):
+        return {"position": self.position}
+
+    def set_state(self, state):
+        self.position = int(state["position"])
