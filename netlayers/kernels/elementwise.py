@@ -65,3 +65,185 @@ def sigmoid_forward(x, out):
     out *= x.dtype.type(0.5)
     out += x.dtype.type(0.5)
     return out
+
+
+# -- ELU -----------------------------------------------------------------------------------------
+@jit
+def _elu_select(x, negative_part, alpha, y):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        y[i] = v if v > zero else alpha * negative_part[i]
+
+
+def elu_forward(x, alpha, out, scratch):
+    """y = x if x > 0 else alpha * (exp(x) - 1).
+
+    The exponential runs in numpy (expm1 of min(x, 0) into ``scratch``, an array of x's shape;
+    numba has no vectorized exp here), the selection in one compiled pass. ``out`` may be ``x``."""
+    np.minimum(x, x.dtype.type(0), out=scratch)
+    np.expm1(scratch, out=scratch)
+    _elu_select(x.reshape(-1), scratch.reshape(-1), x.dtype.type(alpha), out.reshape(-1))
+    return out
+
+
+@jit
+def _elu_backward(x, y, dy, alpha, dx):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        dx[i] = dy[i] if x[i] > zero else dy[i] * (y[i] + alpha)
+
+
+def elu_backward(x, y, dy, alpha, out):
+    """dx = dy if x > 0 else dy * (y + alpha)   (for x <= 0, dy/dx = alpha exp(x) = y + alpha).
+
+    At x = 0 the left slope (alpha) is taken, as in Caffe. In place, pass y as x: for
+    alpha >= 0, y > 0 exactly when x > 0."""
+    _elu_backward(x.reshape(-1), y.reshape(-1), dy.reshape(-1), x.dtype.type(alpha), out.reshape(-1))
+
+
+# -- PReLU: x seen as (outer, channels, inner), one slope per channel ------------------------------
+@jit
+def _prelu_forward(x, slope, y):
+    zero = x.dtype.type(0)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            a = slope[c]
+            for k in range(x.shape[2]):
+                v = x[n, c, k]
+                y[n, c, k] = v if v > zero else a * v
+
+
+def prelu_forward(x3, slope, out3):
+    """y[n, c, k] = x if x > 0 else slope[c] * x, over arrays of shape (outer, channels, inner)."""
+    _prelu_forward(x3, slope, out3)
+
+
+@jit
+def _prelu_backward_bottom(x, dy, slope, dx):
+    zero = x.dtype.type(0)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            a = slope[c]
+            for k in range(x.shape[2]):
+                dx[n, c, k] = dy[n, c, k] if x[n, c, k] > zero else a * dy[n, c, k]
+
+
+def prelu_backward_bottom(x3, dy3, slope, out3):
+    """dx = dy if x > 0 else slope[c] * dy (the kink x = 0 takes the left slope, as Caffe)."""
+    _prelu_backward_bottom(x3, dy3, slope, out3)
+
+
+@jit
+def _prelu_backward_slope(x, dy, dslope):
+    zero = x.dtype.type(0)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            total = 0.0
+            for k in range(x.shape[2]):
+                total += dy[n, c, k] * min(x[n, c, k], zero)
+            dslope[c] += total
+
+
+def prelu_backward_slope(x3, dy3, dslope):
+    """dslope[c] += sum over n, k of dy * min(x, 0), i.e. of dy * x where x <= 0.
+
+    Memory order, branch-free; each (n, c) row is summed in float64 before it is added."""
+    _prelu_backward_slope(x3, dy3, dslope)
+
+
+# -- AbsVal, Threshold ----------------------------------------------------------------------------
+@jit
+def _sign_times(x, dy, dx):
+    zero = x.dtype.type(0)
+    for i in range(x.size):
+        v = x[i]
+        if v > zero:
+            dx[i] = dy[i]
+        elif v < zero:
+            dx[i] = -dy[i]
+        else:
+            dx[i] = zero
+
+
+def sign_times(x, dy, out):
+    """dx = sign(x) * dy, with sign(0) = 0 (AbsVal's backward; the subgradient 0 at the kink)."""
+    _sign_times(x.reshape(-1), dy.reshape(-1), out.reshape(-1))
+
+
+@jit
+def _threshold_forward(x, threshold, y):
+    one = y.dtype.type(1)
+    zero = y.dtype.type(0)
+    for i in range(x.size):
+        y[i] = one if x[i] > threshold else zero
+
+
+def threshold_forward(x, threshold, out):
+    """y = 1 if x > threshold else 0 (x equal to the threshold gives 0)."""
+    _threshold_forward(x.reshape(-1), x.dtype.type(threshold), out.reshape(-1))
+
+
+# -- Dropout --------------------------------------------------------------------------------------
+@jit
+def _dropout_apply(x, uniform, ratio, scale, y):
+    zero = y.dtype.type(0)
+    for i in range(x.size):
+        y[i] = x[i] * scale if uniform[i] >= ratio else zero
+
+
+def dropout_apply(x, uniform, ratio, scale, out):
+    """y = x * scale where uniform >= ratio (kept), else 0.
+
+    ``uniform`` holds U[0, 1) draws (float32), so an element is kept with probability
+    1 - ratio. The same call serves forward (x = bottom data) and backward (x = top diff)."""
+    _dropout_apply(x.reshape(-1), uniform.reshape(-1), np.float32(ratio), x.dtype.type(scale),
+                   out.reshape(-1))
+
+
+# -- helpers of Eltwise MAX -----------------------------------------------------------------------
+@jit
+def _max_update(x, index, y, argmax):
+    for i in range(x.size):
+        if x[i] > y[i]:
+            y[i] = x[i]
+            argmax[i] = index
+
+
+def max_update(x, index, out, argmax):
+    """Where x > out (strictly): out = x and argmax = index. Ties keep the earlier winner."""
+    _max_update(x.reshape(-1), np.int32(index), out.reshape(-1), argmax.reshape(-1))
+
+
+@jit
+def _select_where(argmax, index, dy, dx):
+    zero = dy.dtype.type(0)
+    for i in range(dy.size):
+        dx[i] = dy[i] if argmax[i] == index else zero
+
+
+def select_where(argmax, index, dy, out):
+    """dx = dy where argmax == index, else 0 (the gradient of an element-wise max)."""
+    _select_where(argmax.reshape(-1), np.int32(index), dy.reshape(-1), out.reshape(-1))
+
+
+@jit
+def _scaled_product(a, b, scale, out):
+    for i in range(a.size):
+        out[i] = a[i] * b[i] * scale
+
+
+def scaled_product(a, b, scale, out):
+    """out = a * b * scale in one pass (e.g. Exp's backward dx = dy * y * log(base) * scale)."""
+    _scaled_product(a.reshape(-1), b.reshape(-1), a.dtype.type(scale), out.reshape(-1))
+
+
+@jit
+def _axpy(alpha, x, y):
+    for i in range(x.size):
+        y[i] += alpha * x[i]
+
+
+def axpy(alpha, x, out):
+    """out += alpha * x in one pass, without a temporary (Eltwise SUM with coefficients)."""
+    _axpy(out.dtype.type(alpha), x.reshape(-1), out.reshape(-1))

@@ -2,12 +2,19 @@
 
 Each may run in place (top == bottom) unless its backward needs the input it overwrote; those
 that need x in backward say so and keep what they need.
+
+In a chain of in-place layers on one blob, the blob ends up holding the last layer's output.
+Layers whose backward reads their own output from the top (ReLU, Sigmoid, TanH, ELU, Exp, BNLL)
+are only right as the last of such a chain, or when what follows keeps the property they read
+(as in Caffe, where ReLU then Dropout in place works because a dropped unit's gradient is 0).
+PReLU, Power, Log and Dropout keep what they need (Threshold needs nothing), so later in-place
+layers may overwrite the blob.
 """
 import numpy as np
 
 from ..kernels import elementwise
 from ..layer import Layer
-from ..netspec import Field
+from ..netspec import FILLER, Field
 from ..registry import register_layer
 
 
@@ -19,6 +26,15 @@ class NeuronLayer(Layer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
+
+    def buffer(self, name, like, dtype=None):
+        """An internal array of ``like``'s shape, (re)allocated only when that shape changes."""
+        array = getattr(self, name, None)
+        dtype = np.dtype(dtype or like.dtype)
+        if array is None or array.shape != like.shape or array.dtype != dtype:
+            array = np.empty(like.shape, dtype)
+            setattr(self, name, array)
+        return array
 
 
 @register_layer("ReLU")
@@ -61,3 +77,313 @@ class TanH(NeuronLayer):
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             elementwise.tanh_backward(top[0].data, top[0].diff, out=bottom[0].diff)
+
+
+@register_layer("ELU")
+class ELU(NeuronLayer):
+    """y = x if x > 0 else alpha * (exp(x) - 1).
+    Backward: dE/dx = dE/dy if x > 0 else dE/dy * (y + alpha) (= alpha exp(x)); at x = 0 the
+    left slope alpha is taken, as in Caffe. In place, y stands in for the overwritten x (y > 0
+    iff x > 0 when alpha >= 0; a negative alpha in place is refused)."""
+
+    params = {"alpha": Field(float, 1.0)}
+
+    def LayerSetUp(self, bottom, top):
+        if top[0] is bottom[0] and self.p.alpha < 0:
+            raise self.error(f"ELU with a negative alpha ({self.p.alpha:g}) cannot run in place: "
+                             "its backward needs the sign of the input", "elu_param.alpha")
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_negative_part", bottom[0].data)
+
+    def Forward_cpu(self, bottom, top):
+        elementwise.elu_forward(bottom[0].data, self.p.alpha, out=top[0].data, scratch=self._negative_part)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            x = top[0].data if top[0] is bottom[0] else bottom[0].data
+            elementwise.elu_backward(x, top[0].data, top[0].diff, self.p.alpha, out=bottom[0].diff)
+
+
+@register_layer("PReLU")
+class PReLU(NeuronLayer):
+    """y = x if x > 0 else a_c * x, with a learned slope a_c per channel c (bottom axis 1), or
+    one slope for all channels when ``channel_shared``. The slope blob has shape (channels,) or
+    (1,) and starts at 0.25 (the default filler, as in Caffe).
+
+    Backward: dE/dx = dE/dy if x > 0 else a_c * dE/dy; dE/da_c += sum over the elements of
+    channel c with x <= 0 of dE/dy * x. At x = 0 the left slope is taken (as Caffe), which adds
+    nothing to dE/da. In place, the input is copied before it is overwritten."""
+
+    params = {
+        "filler": Field(FILLER, {"type": "constant", "value": 0.25}),
+        "channel_shared": Field(bool, False),
+    }
+
+    def LayerSetUp(self, bottom, top):
+        if bottom[0].num_axes < 2:
+            raise self.error(f"PReLU needs a bottom with at least 2 axes (batch, channels, ...), "
+                             f"got shape {bottom[0].shape}")
+        self.channels = bottom[0].shape[1]
+        self.add_param((1,) if self.p.channel_shared else (self.channels,), self.p.filler)
+
+    def Reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) < 2 or shape[1] != self.channels:
+            raise self.error(f"bottom shape {shape} does not have the {self.channels} channels "
+                             "(axis 1) the slopes were made for")
+        top[0].reshape_like(bottom[0])
+        if self.p.channel_shared:
+            self.view = (1, 1, bottom[0].count)
+        else:
+            self.view = (shape[0], self.channels, bottom[0].count_range(2))
+        if top[0] is bottom[0]:
+            self.buffer("_input", bottom[0].data)
+
+    def _input3(self, bottom, top):
+        x = self._input if top[0] is bottom[0] else bottom[0].data
+        return x.reshape(self.view)
+
+    def Forward_cpu(self, bottom, top):
+        if top[0] is bottom[0]:
+            np.copyto(self._input, bottom[0].data)
+        elementwise.prelu_forward(self._input3(bottom, top), self.blobs[0].data, top[0].data.reshape(self.view))
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        x3 = self._input3(bottom, top)
+        dy3 = top[0].diff.reshape(self.view)
+        if self.param_propagate_down[0]:
+            elementwise.prelu_backward_slope(x3, dy3, self.blobs[0].diff)
+        if propagate_down[0]:
+            elementwise.prelu_backward_bottom(x3, dy3, self.blobs[0].data, bottom[0].diff.reshape(self.view))
+
+
+@register_layer("AbsVal")
+class AbsVal(NeuronLayer):
+    """y = |x|.  Backward: dE/dx = sign(x) * dE/dy, with sign(0) = 0 (the subgradient 0 at the
+    kink, as Caffe's caffe_cpu_sign). Not in place: the backward needs the sign of x."""
+
+    def LayerSetUp(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise self.error("AbsVal cannot run in place: its backward needs the sign of the input")
+
+    def Forward_cpu(self, bottom, top):
+        np.abs(bottom[0].data, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            elementwise.sign_times(bottom[0].data, top[0].diff, out=bottom[0].diff)
+
+
+@register_layer("Power")
+class Power(NeuronLayer):
+    """y = (shift + scale * x)^power.
+    Backward: dE/dx = dE/dy * power * scale * (shift + scale * x)^(power - 1), computed from the
+    base (kept from the forward, so in place works) without Caffe's division y / base, which is
+    0/0 at a zero base. With power = 0 or scale = 0 the top is the constant 1 (power 0) or
+    shift^power, and the gradient is 0. A zero base with power < 1 gives an infinite gradient,
+    as the math says."""
+
+    params = {"power": Field(float, 1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+
+    def LayerSetUp(self, bottom, top):
+        self.diff_scale = self.p.power * self.p.scale
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_base", bottom[0].data)
+        if self.p.power not in (0, 1, 2):
+            self.buffer("_slope", bottom[0].data)
+
+    def Forward_cpu(self, bottom, top):
+        p, y = self.p, top[0].data
+        if self.diff_scale == 0:
+            y[...] = 1.0 if p.power == 0 else np.power(np.float64(p.shift), p.power)
+            return
+        base = self._base
+        np.multiply(bottom[0].data, y.dtype.type(p.scale), out=base)
+        if p.shift != 0:
+            base += y.dtype.type(p.shift)
+        if p.power == 1:
+            np.copyto(y, base)
+        elif p.power == 2:
+            np.square(base, out=y)
+        else:
+            np.power(base, y.dtype.type(p.power), out=y)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p, dx, dy = self.p, bottom[0].diff, top[0].diff
+        if self.diff_scale == 0:
+            dx[...] = 0
+        elif p.power == 1:
+            np.multiply(dy, dx.dtype.type(p.scale), out=dx)
+        elif p.power == 2:
+            elementwise.scaled_product(dy, self._base, 2 * p.scale, out=dx)
+        else:
+            np.power(self._base, dx.dtype.type(p.power - 1), out=self._slope)
+            elementwise.scaled_product(self._slope, dy, self.diff_scale, out=dx)
+
+
+def _log_of_base(layer, block):
+    """ln(base) for Exp and Log: base -1 means e; otherwise base must be positive."""
+    base = layer.p.base
+    if base == -1:
+        return 1.0
+    if not base > 0:
+        raise layer.error(f"base must be positive (or -1 for e), got {base:g}", f"{block}.base")
+    return float(np.log(base))
+
+
+@register_layer("Exp")
+class Exp(NeuronLayer):
+    """y = base^(shift + scale * x) = exp(ln(base) * (shift + scale * x)), base -1 meaning e.
+    Computed as outer * exp(inner * x) with inner = ln(base) * scale, outer = base^shift.
+    Backward: dE/dx = dE/dy * y * inner: only the top is needed (in place works)."""
+
+    params = {"base": Field(float, -1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+
+    def LayerSetUp(self, bottom, top):
+        log_base = _log_of_base(self, "exp_param")
+        self.inner_scale = log_base * self.p.scale
+        self.outer_scale = float(np.exp(log_base * self.p.shift))
+
+    def Forward_cpu(self, bottom, top):
+        y = top[0].data
+        np.multiply(bottom[0].data, y.dtype.type(self.inner_scale), out=y)
+        np.exp(y, out=y)
+        if self.outer_scale != 1:
+            y *= y.dtype.type(self.outer_scale)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            elementwise.scaled_product(top[0].diff, top[0].data, self.inner_scale, out=bottom[0].diff)
+
+
+@register_layer("Log")
+class Log(NeuronLayer):
+    """y = log_base(shift + scale * x) = ln(shift + scale * x) / ln(base), base -1 meaning e.
+    Backward: dE/dx = dE/dy * scale / (ln(base) * (shift + scale * x)), from the base kept by the
+    forward (so in place works). Base 1 is refused (ln(1) = 0)."""
+
+    params = {"base": Field(float, -1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+
+    def LayerSetUp(self, bottom, top):
+        log_base = _log_of_base(self, "log_param")
+        if log_base == 0:
+            raise self.error("base 1 has no logarithm (ln(1) = 0)", "log_param.base")
+        self.base_scale = 1.0 / log_base
+        self.backward_scale = self.p.scale / log_base
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_base", bottom[0].data)
+
+    def Forward_cpu(self, bottom, top):
+        p, y, base = self.p, top[0].data, self._base
+        np.multiply(bottom[0].data, y.dtype.type(p.scale), out=base)
+        if p.shift != 0:
+            base += y.dtype.type(p.shift)
+        np.log(base, out=y)
+        if self.base_scale != 1:
+            y *= y.dtype.type(self.base_scale)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            np.divide(top[0].diff, self._base, out=dx)
+            if self.backward_scale != 1:
+                dx *= dx.dtype.type(self.backward_scale)
+
+
+@register_layer("BNLL")
+class BNLL(NeuronLayer):
+    """y = log(1 + exp(x)) (binomial normal log likelihood, softplus), computed stably as
+    max(x, 0) + log1p(exp(-|x|)).
+    Backward: dE/dx = dE/dy * sigmoid(x), and sigmoid(x) = 1 - exp(-y) = -expm1(-y): only the
+    top is needed (in place works; expm1 keeps it accurate where y is tiny)."""
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_scratch", bottom[0].data)
+
+    def Forward_cpu(self, bottom, top):
+        x, y, t = bottom[0].data, top[0].data, self._scratch
+        np.abs(x, out=t)
+        np.negative(t, out=t)
+        np.exp(t, out=t)
+        np.log1p(t, out=t)
+        np.maximum(x, x.dtype.type(0), out=y)
+        y += t
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            np.negative(top[0].data, out=self._scratch)
+            np.expm1(self._scratch, out=self._scratch)
+            elementwise.scaled_product(self._scratch, top[0].diff, -1.0, out=dx)
+
+
+@register_layer("Threshold")
+class Threshold(NeuronLayer):
+    """y = 1 if x > threshold else 0.
+    Backward: the step's derivative is 0 everywhere it exists, so dE/dx = 0 (Caffe has no
+    backward here; we give the zero gradient so that a net through a Threshold still runs)."""
+
+    params = {"threshold": Field(float, 0.0)}
+
+    def Forward_cpu(self, bottom, top):
+        elementwise.threshold_forward(bottom[0].data, self.p.threshold, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].diff[...] = 0
+
+
+@register_layer("Dropout")
+class Dropout(NeuronLayer):
+    """TRAIN: y = x * mask * scale, mask ~ Bernoulli(1 - dropout_ratio) drawn from the layer's
+    generator at every forward, scale = 1 / (1 - dropout_ratio) (1 when ``scale_train`` is false).
+    TEST: y = x, or y = x * (1 - dropout_ratio) when ``scale_train`` is false (Caffe's rule: the
+    expected value is matched in one phase or the other).
+    Backward: dE/dx = dE/dy * mask * scale with the forward's mask (TRAIN), dE/dy times the TEST
+    factor otherwise. The mask is kept as float32 U[0, 1) draws u (kept where u >= ratio), so a
+    float32 and a float64 layer with one seed drop the same elements. In place works."""
+
+    params = {"dropout_ratio": Field(float, 0.5), "scale_train": Field(bool, True)}
+
+    def LayerSetUp(self, bottom, top):
+        ratio = self.p.dropout_ratio
+        if not 0 <= ratio < 1:
+            raise self.error(f"dropout_ratio must be in [0, 1), got {ratio:g}", "dropout_param.dropout_ratio")
+        self.ratio = ratio
+        self.train_scale = 1.0 / (1.0 - ratio) if self.p.scale_train else 1.0
+        self.test_scale = 1.0 if self.p.scale_train else 1.0 - ratio
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        if self.phase == "TRAIN":
+            self.buffer("_uniform", bottom[0].data, np.float32)
+
+    def Forward_cpu(self, bottom, top):
+        x, y = bottom[0].data, top[0].data
+        if self.phase == "TRAIN":
+            self.rng.random(out=self._uniform, dtype=np.float32)
+            elementwise.dropout_apply(x, self._uniform, self.ratio, self.train_scale, out=y)
+        elif self.test_scale != 1:
+            np.multiply(x, y.dtype.type(self.test_scale), out=y)
+        elif y is not x:
+            np.copyto(y, x)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy, dx = top[0].diff, bottom[0].diff
+        if self.phase == "TRAIN":
+            elementwise.dropout_apply(dy, self._uniform, self.ratio, self.train_scale, out=dx)
+        elif self.test_scale != 1:
+            np.multiply(dy, dx.dtype.type(self.test_scale), out=dx)
+        elif dx is not dy:
+            np.copyto(dx, dy)

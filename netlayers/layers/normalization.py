@@ -1,1 +1,279 @@
-"""(being written)"""
+"""Normalization layers: LRN, BatchNorm, MVN (Caffe's formulas)."""
+import numpy as np
+
+from ..kernels import lrn as lrn_kernels
+from ..layer import Layer
+from ..netspec import Enum, Field, Params
+from ..registry import register_layer
+
+
+@register_layer("LRN")
+class LRN(Layer):
+    """Local response normalization, y = x * scale^-beta, with (h = (local_size - 1) / 2)
+
+    - ACROSS_CHANNELS: scale[n, c, i, j] = k + alpha / local_size * sum over c' in [c - h, c + h]
+      (clipped to the channels) of x[n, c', i, j]^2;
+    - WITHIN_CHANNEL: scale = 1 + alpha / local_size^2 * sum of x^2 over the local_size x
+      local_size window centred on (i, j), zero-padded. This is what Caffe builds from AVE
+      pooling (pad h, stride 1, divisor local_size^2 for every window) and a Power layer with
+      shift 1: ``k`` is not used in this mode, as in Caffe.
+
+    Backward (the windows are symmetric): with m = local_size (across) or local_size^2 (within),
+    dE/dx = dE/dy * scale^-beta - (2 alpha beta / m) * x * window_sum(dE/dy * y / scale).
+    local_size must be odd (as in Caffe); the layer cannot run in place (backward needs x).
+    """
+
+    params = {
+        "local_size": Field(int, 5),
+        "alpha": Field(float, 1.0),
+        "beta": Field(float, 0.75),
+        "norm_region": Field(Enum("ACROSS_CHANNELS", "WITHIN_CHANNEL"), "ACROSS_CHANNELS"),
+        "k": Field(float, 1.0),
+        "engine": Field(Enum("DEFAULT", "CAFFE", "CUDNN"), "DEFAULT", doc="accepted, ignored"),
+    }
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        size = self.p.local_size
+        if size <= 0 or size % 2 == 0:
+            raise self.error(f"local_size must be odd and positive, got {size}", "lrn_param.local_size")
+        if top[0] is bottom[0]:
+            raise self.error("LRN cannot run in place (its backward needs the input)")
+        self.across = self.p.norm_region == "ACROSS_CHANNELS"
+        self._shape = None
+
+    def Reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            raise self.error(f"LRN takes (N, C, H, W) input, got shape {shape}")
+        top[0].reshape(shape)
+        if shape != self._shape:
+            self.scale = np.empty(shape, self.dtype)
+            self.scale_pow = np.empty(shape, self.dtype)
+            self.work = np.empty(shape, self.dtype)
+            self._shape = shape
+
+    def _window_sum(self, src, out, squared):
+        if self.across:
+            lrn_kernels.channel_window_sum(src, self.p.local_size, out, squared)
+        else:
+            lrn_kernels.plane_window_sum(src, self.p.local_size, out, squared)
+
+    def _norm_count(self):
+        return self.p.local_size if self.across else self.p.local_size ** 2
+
+    def Forward_cpu(self, bottom, top):
+        p, x = self.p, bottom[0].data
+        self._window_sum(x, self.scale, squared=True)
+        self.scale *= self.dtype.type(p.alpha / self._norm_count())
+        self.scale += self.dtype.type(p.k if self.across else 1.0)
+        np.power(self.scale, self.dtype.type(-p.beta), out=self.scale_pow)
+        np.multiply(x, self.scale_pow, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        p, x, dy, dx = self.p, bottom[0].data, top[0].diff, bottom[0].diff
+        ratio = self.work
+        np.multiply(dy, x, out=ratio)                  # dy * y / scale = dy * x * scale^-beta / scale
+        ratio *= self.scale_pow
+        ratio /= self.scale
+        self._window_sum(ratio, dx, squared=False)
+        dx *= x
+        dx *= self.dtype.type(-2.0 * p.alpha * p.beta / self._norm_count())
+        np.multiply(dy, self.scale_pow, out=ratio)
+        dx += ratio
+
+
+@register_layer("BatchNorm")
+class BatchNorm(Layer):
+    """Batch normalization without scale and shift (add a Scale layer), as Caffe.
+
+    Per channel c (axis 1; statistics over the batch and the spatial axes, m values each):
+
+    - batch statistics (``use_global_stats: false``, the TRAIN default): mu = mean(x),
+      var = mean((x - mu)^2); the running sums are updated as Caffe does:
+      s <- maf * s + 1, mean_sum <- maf * mean_sum + mu,
+      var_sum <- maf * var_sum + m / (m - 1) * var  (unbiased; factor 1 when m = 1),
+      with maf = moving_average_fraction;
+    - global statistics (``use_global_stats: true``, the TEST default): mu = mean_sum / s,
+      var = var_sum / s (0 when s = 0).
+
+    y = (x - mu) / sqrt(var + eps).
+    Backward, batch statistics: dE/dx = (dE/dy - mean(dE/dy) - y * mean(dE/dy * y)) / sqrt(var + eps)
+    (means per channel over batch and space); global statistics: dE/dx = dE/dy / sqrt(var + eps).
+
+    Blobs: [mean_sum (C,), var_sum (C,), s (1,)], all 0 at start and never learned: as in
+    Caffe, setup completes the layer's ``param`` specs with lr_mult 0 (and decay_mult 0; a given
+    lr_mult other than 0 is an error), leaves ``param_propagate_down`` False, and the backward
+    never writes their diffs.
+    """
+
+    params = {
+        "use_global_stats": Field(bool, None),
+        "moving_average_fraction": Field(float, 0.999),
+        "eps": Field(float, 1e-5),
+    }
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+    learnable = False        # proposed core attribute: the net gives these blobs lr_mult 0
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        self.use_global_stats = self.phase == "TEST" if p.use_global_stats is None else p.use_global_stats
+        shape = bottom[0].shape
+        self.channels = shape[1] if len(shape) > 1 else 1
+        for pspec in self.spec.params:
+            if pspec.lr_mult != 0:
+                raise self.error("BatchNorm's blobs are statistics, not learned: their lr_mult "
+                                 f"must be 0, got {pspec.lr_mult}", "param")
+        # As Caffe's BatchNormLayer::LayerSetUp: complete the layer's param specs with lr_mult 0
+        # (and decay_mult 0), so that the net never updates or decays the statistics.
+        while len(self.spec.params) < 3:
+            self.spec.params.append(Params(name="", lr_mult=0.0, decay_mult=0.0, share_mode="STRICT"))
+        self.add_param((self.channels,))
+        self.add_param((self.channels,))
+        self.add_param((1,))
+        self._shape = None
+
+    def setup(self, bottom, top):
+        super().setup(bottom, top)
+        self.param_propagate_down = [False] * len(self.blobs)
+
+    def Reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if shape != self._shape:
+            channels = shape[1] if len(shape) > 1 else 1
+            if channels != self.channels:
+                raise self.error(f"input has {channels} channels (shape {shape}), the layer was set "
+                                 f"up for {self.channels}")
+            batch = shape[0] if shape else 1
+            self.shape3 = (batch, channels, int(np.prod(shape[2:], dtype=np.int64)))
+            self.normalized = np.empty(self.shape3, self.dtype)
+            self.temp = np.empty(self.shape3, self.dtype)
+            self.mean = np.empty((1, channels, 1), self.dtype)
+            self.var = np.empty((1, channels, 1), self.dtype)
+            self.std = np.empty((1, channels, 1), self.dtype)
+            self.mean_dy = np.empty((1, channels, 1), self.dtype)
+            self.mean_dyy = np.empty((1, channels, 1), self.dtype)
+            self._shape = shape
+        top[0].reshape(shape)
+
+    def Forward_cpu(self, bottom, top):
+        p = self.p
+        x = bottom[0].data.reshape(self.shape3)
+        axes = (0, 2)
+        if self.use_global_stats:
+            s = self.blobs[2].data[0]
+            factor = 0.0 if s == 0 else 1.0 / s
+            np.multiply(self.blobs[0].data.reshape(self.mean.shape), factor, out=self.mean)
+            np.multiply(self.blobs[1].data.reshape(self.var.shape), factor, out=self.var)
+            np.subtract(x, self.mean, out=self.normalized)
+        else:
+            np.mean(x, axis=axes, keepdims=True, out=self.mean)
+            np.subtract(x, self.mean, out=self.normalized)
+            np.multiply(self.normalized, self.normalized, out=self.temp)
+            np.mean(self.temp, axis=axes, keepdims=True, out=self.var)
+            maf = p.moving_average_fraction
+            m = x.size // self.channels
+            correction = m / (m - 1) if m > 1 else 1.0
+            mean_sum, var_sum, count = (blob.data for blob in self.blobs)
+            count *= maf
+            count += 1
+            mean_sum *= maf
+            mean_sum += self.mean.reshape(-1)
+            var_sum *= maf
+            var_sum += correction * self.var.reshape(-1)
+        np.add(self.var, self.dtype.type(p.eps), out=self.std)
+        np.sqrt(self.std, out=self.std)
+        self.normalized /= self.std
+        np.copyto(top[0].data.reshape(self.shape3), self.normalized)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.shape3)
+        dx = bottom[0].diff.reshape(self.shape3)
+        if self.use_global_stats:
+            np.divide(dy, self.std, out=dx)
+            return
+        y = self.normalized
+        axes = (0, 2)
+        np.mean(dy, axis=axes, keepdims=True, out=self.mean_dy)
+        np.multiply(dy, y, out=self.temp)
+        np.mean(self.temp, axis=axes, keepdims=True, out=self.mean_dyy)
+        np.multiply(y, self.mean_dyy, out=self.temp)
+        np.subtract(dy, self.mean_dy, out=dx)         # dy may be dx (in place): read before write
+        dx -= self.temp
+        dx /= self.std
+
+
+@register_layer("MVN")
+class MVN(Layer):
+    """Mean-variance normalization (Caffe's MVN), per (n, c) over the spatial axes, or per n
+    over channels and space when ``across_channels``:
+
+        y = x - mean(x);   with normalize_variance: y = (x - mean(x)) / (std(x) + eps),
+        std = sqrt(mean((x - mean)^2))  (eps added to the standard deviation, as Caffe).
+
+    Backward (Caffe's formula): dE/dx = dE/dy - mean(dE/dy) without variance normalization;
+    with it, dE/dx = (dE/dy - mean(dE/dy) - y * mean(dE/dy * y)) / (std + eps), which is the exact
+    gradient for eps = 0 (for eps > 0 it differs from it by a relative eps / std).
+    """
+
+    params = {
+        "normalize_variance": Field(bool, True),
+        "across_channels": Field(bool, False),
+        "eps": Field(float, 1e-9),
+    }
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        self._shape = None
+
+    def Reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if shape != self._shape:
+            if not shape:
+                raise self.error("MVN needs an input with a batch axis, got a scalar")
+            rows = shape[0] if self.p.across_channels or len(shape) < 2 else shape[0] * shape[1]
+            self.shape2 = (rows, bottom[0].count // rows if rows else 0)
+            self.normalized = np.empty(self.shape2, self.dtype)
+            self.temp = np.empty(self.shape2, self.dtype)
+            self.mean = np.empty((rows, 1), self.dtype)
+            self.std = np.empty((rows, 1), self.dtype)
+            self.mean_dy = np.empty((rows, 1), self.dtype)
+            self.mean_dyy = np.empty((rows, 1), self.dtype)
+            self._shape = shape
+        top[0].reshape(shape)
+
+    def Forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.shape2)
+        np.mean(x, axis=1, keepdims=True, out=self.mean)
+        np.subtract(x, self.mean, out=self.normalized)
+        if self.p.normalize_variance:
+            np.multiply(self.normalized, self.normalized, out=self.temp)
+            np.mean(self.temp, axis=1, keepdims=True, out=self.std)
+            np.sqrt(self.std, out=self.std)
+            self.std += self.dtype.type(self.p.eps)
+            self.normalized /= self.std
+        np.copyto(top[0].data.reshape(self.shape2), self.normalized)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dy = top[0].diff.reshape(self.shape2)
+        dx = bottom[0].diff.reshape(self.shape2)
+        np.mean(dy, axis=1, keepdims=True, out=self.mean_dy)
+        if not self.p.normalize_variance:
+            np.subtract(dy, self.mean_dy, out=dx)
+            return
+        y = self.normalized
+        np.multiply(dy, y, out=self.temp)
+        np.mean(self.temp, axis=1, keepdims=True, out=self.mean_dyy)
+        np.multiply(y, self.mean_dyy, out=self.temp)
+        np.subtract(dy, self.mean_dy, out=dx)         # dy may be dx (in place): read before write
+        dx -= self.temp
+        dx /= self.std

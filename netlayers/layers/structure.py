@@ -1,6 +1,53 @@
-"""Structural layers: they move, split, join or reshape blobs without learned math."""
+"""Structural layers: they move, split, join, reshape, broadcast or reduce blobs.
+
+Layers that only change the shape (Flatten, Reshape, and Concat / Slice with a single
+bottom / top) do not copy: the top's data is a view of the bottom's, and the backward copies
+the top's diff into the bottom's (the bottom's diff is written, as for every layer).
+"""
+import numpy as np
+
+from ..kernels import elementwise
 from ..layer import Layer
+from ..netspec import BLOB_SHAPE, FILLER, Enum, Field
 from ..registry import register_layer
+
+
+def _buffer(layer, name, shape, dtype):
+    """An internal array kept on the layer, reallocated only when its shape changes."""
+    array = getattr(layer, name, None)
+    if array is None or array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
+        array = np.empty(shape, dtype)
+        setattr(layer, name, array)
+    return array
+
+
+def share_data_as(top, bottom, shape):
+    """Make ``top.data`` a view of ``bottom.data`` in another ``shape`` of the same count (no
+    copy: both see every write); ``top.diff`` stays the top's own array, of that shape."""
+    shape = tuple(shape)
+    if top.diff.shape != shape:
+        top.reshape(shape)
+    top.data = bottom.data.reshape(shape)
+    top.shape = shape
+
+
+def _axis(layer, blob, axis, field):
+    """Caffe's CanonicalAxisIndex, as a located ConfigError when out of range."""
+    try:
+        return blob.canonical_axis(axis)
+    except ValueError as err:
+        raise layer.error(str(err), field) from None
+
+
+def _legacy_axis(layer, blob, axis, legacy, block, legacy_name):
+    """Concat's concat_dim / Slice's slice_dim (unsigned, no negative indexing) or ``axis``
+    (default 1, negative counts from the end)."""
+    if legacy is not None:
+        if not 0 <= legacy < blob.num_axes:
+            raise layer.error(f"{legacy_name} {legacy} is out of range for a bottom of shape "
+                              f"{blob.shape}", f"{block}.{legacy_name}")
+        return legacy
+    return _axis(layer, blob, 1 if axis is None else axis, f"{block}.axis")
 
 
 @register_layer("Split")
@@ -26,7 +73,635 @@ class Split(Layer):
         if len(top) == 1:
             diff[...] = top[0].diff
             return
-        import numpy as np
         np.add(top[0].diff, top[1].diff, out=diff)
         for blob in top[2:]:
             diff += blob.diff
+
+
+@register_layer("Eltwise")
+class Eltwise(Layer):
+    """Element-wise combination of bottoms of one shape.
+
+    SUM (default): y = sum_i c_i x_i, c_i from ``coeff`` (one per bottom; default all 1).
+        Backward: dE/dx_i = c_i dE/dy.
+    PROD: y = prod_i x_i. Backward: dE/dx_i = dE/dy * prod_{j != i} x_j, multiplied out from the
+        other bottoms when ``stable_prod_grad`` (default), else dE/dy * y / x_i (faster, but
+        0/0 where x_i = 0).
+    MAX: y = max_i x_i; the index of the winning bottom is kept for the backward, which routes
+        dE/dy to that bottom and gives the others 0. Ties go to the first bottom holding the
+        maximum (Caffe gives a tie between bottoms 0 and 1 to bottom 1, later ties to the
+        earlier bottom; we take the first bottom throughout).
+    Not in place (a bottom's values or the gradient routing would be lost).
+    """
+
+    params = {
+        "operation": Field(Enum("PROD", "SUM", "MAX"), "SUM"),
+        "coeff": Field(float, repeated=True),
+        "stable_prod_grad": Field(bool, True),
+    }
+    num_bottoms = (2, None)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        if p.coeff and p.operation != "SUM":
+            raise self.error(f"coeff is only for operation SUM, not {p.operation}", "eltwise_param.coeff")
+        if p.coeff and len(p.coeff) != len(bottom):
+            raise self.error(f"give one coeff per bottom: {len(p.coeff)} coeff(s) for {len(bottom)} bottoms",
+                             "eltwise_param.coeff")
+        if any(top[0] is b for b in bottom):
+            raise self.error("Eltwise cannot run in place (its top must not be one of its bottoms)")
+        self.coeffs = list(p.coeff) if p.coeff else [1.0] * len(bottom)
+
+    def Reshape(self, bottom, top):
+        shape = bottom[0].shape
+        for i, blob in enumerate(bottom[1:], 1):
+            if blob.shape != shape:
+                raise self.error(f"all bottoms must have one shape: bottom[0] is {shape}, "
+                                 f"bottom[{i}] is {blob.shape}")
+        top[0].reshape(shape)
+        if self.p.operation == "MAX":
+            _buffer(self, "_argmax", shape, np.int32)
+
+    def Forward_cpu(self, bottom, top):
+        y, op = top[0].data, self.p.operation
+        if op == "SUM":
+            if self.coeffs[0] == 1:
+                np.copyto(y, bottom[0].data)
+            else:
+                np.multiply(bottom[0].data, y.dtype.type(self.coeffs[0]), out=y)
+            for blob, c in zip(bottom[1:], self.coeffs[1:]):
+                if c == 1:
+                    y += blob.data
+                else:
+                    elementwise.axpy(c, blob.data, out=y)
+        elif op == "PROD":
+            np.multiply(bottom[0].data, bottom[1].data, out=y)
+            for blob in bottom[2:]:
+                y *= blob.data
+        else:
+            np.copyto(y, bottom[0].data)
+            self._argmax[...] = 0
+            for i, blob in enumerate(bottom[1:], 1):
+                elementwise.max_update(blob.data, i, out=y, argmax=self._argmax)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        dy, op = top[0].diff, self.p.operation
+        for i, blob in enumerate(bottom):
+            if not propagate_down[i]:
+                continue
+            dx = blob.diff
+            if op == "SUM":
+                if self.coeffs[i] == 1:
+                    np.copyto(dx, dy)
+                else:
+                    np.multiply(dy, dx.dtype.type(self.coeffs[i]), out=dx)
+            elif op == "PROD":
+                if self.p.stable_prod_grad:
+                    others = [b.data for j, b in enumerate(bottom) if j != i]
+                    np.multiply(others[0], dy, out=dx)
+                    for data in others[1:]:
+                        dx *= data
+                else:
+                    np.divide(top[0].data, blob.data, out=dx)
+                    dx *= dy
+            else:
+                elementwise.select_where(self._argmax, i, dy, out=dx)
+
+
+def _param_shape(layer, blob, axis, num_axes, block):
+    """The shape of a learned broadcast operand: ``num_axes`` axes of ``blob`` from ``axis``
+    (-1: to the end; 0: a scalar)."""
+    axis = _axis(layer, blob, axis, f"{block}.axis")
+    if num_axes < -1:
+        raise layer.error(f"num_axes must be -1 (to the end) or more, got {num_axes}", f"{block}.num_axes")
+    end = blob.num_axes if num_axes == -1 else axis + num_axes
+    if end > blob.num_axes:
+        raise layer.error(f"axis {axis} + num_axes {num_axes} goes past the bottom's {blob.num_axes} "
+                          f"axes (shape {blob.shape})", f"{block}.num_axes")
+    return blob.shape[axis:end]
+
+
+def _broadcast_view(layer, blob, operand_shape, axis, block, what):
+    """(outer, dim, inner) such that the operand lines up with ``blob`` from ``axis``: Caffe's
+    rule, with axis 0 for a scalar operand."""
+    axis = 0 if len(operand_shape) == 0 else _axis(layer, blob, axis, f"{block}.axis")
+    end = axis + len(operand_shape)
+    if blob.shape[axis:end] != tuple(operand_shape):
+        raise layer.error(f"the {what} of shape {tuple(operand_shape)} does not match bottom[0] "
+                          f"shape {blob.shape} from axis {axis}")
+    return blob.count_range(0, axis), int(np.prod(operand_shape, dtype=np.int64)), blob.count_range(end)
+
+
+@register_layer("Scale")
+class Scale(Layer):
+    """y = x * s (+ b), s broadcast over x: s has the shape of x's axes ``axis`` ..
+    ``axis + num_axes - 1`` (num_axes -1: to the last axis; 0: a scalar). With one bottom s is a
+    learned param (``filler``, default constant 1); with two bottoms s is bottom[1] (its shape
+    decides, num_axes is not used). ``bias_term`` adds a learned b of s's shape
+    (``bias_filler``, default constant 0); in Caffe that is an internal Bias layer, here a
+    second param blob (or the only one, with two bottoms).
+
+    Seeing x as (outer, dim, inner) with s of size dim:
+        y[n, d, k] = x[n, d, k] * s[d] + b[d]
+    Backward: dE/dx = dE/dy * s; dE/ds[d] = sum over n, k of dE/dy * x (accumulated into the
+    param, written into bottom[1]'s diff); dE/db[d] += sum over n, k of dE/dy. In place the
+    input is copied before it is overwritten, as in Caffe.
+    """
+
+    params = {
+        "axis": Field(int, 1),
+        "num_axes": Field(int, 1),
+        "filler": Field(FILLER, {"type": "constant", "value": 1.0}),
+        "bias_term": Field(bool, False),
+        "bias_filler": Field(FILLER, {}),
+    }
+    num_bottoms = (1, 2)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        if len(bottom) == 1:
+            shape = _param_shape(self, bottom[0], p.axis, p.num_axes, "scale_param")
+            self.add_param(shape, p.filler)
+        else:
+            shape = bottom[1].shape
+        self.bias_index = None
+        if p.bias_term:
+            self.bias_index = len(self.blobs)
+            self.add_param(shape, p.bias_filler)
+
+    def _scale(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def Reshape(self, bottom, top):
+        scale = self._scale(bottom)
+        self.view = _broadcast_view(self, bottom[0], scale.shape, self.p.axis, "scale_param", "scale")
+        self.operand_view = (1, self.view[1], 1)
+        top[0].reshape_like(bottom[0])
+        dtype = bottom[0].dtype
+        if top[0] is bottom[0]:
+            _buffer(self, "_input", bottom[0].shape, dtype)
+        _buffer(self, "_reduced", (self.view[1],), dtype)
+
+    def _input3(self, bottom, top):
+        x = self._input if top[0] is bottom[0] else bottom[0].data
+        return x.reshape(self.view)
+
+    def Forward_cpu(self, bottom, top):
+        if top[0] is bottom[0]:
+            np.copyto(self._input, bottom[0].data)
+        y3 = top[0].data.reshape(self.view)
+        np.multiply(self._input3(bottom, top), self._scale(bottom).data.reshape(self.operand_view), out=y3)
+        if self.bias_index is not None:
+            y3 += self.blobs[self.bias_index].data.reshape(self.operand_view)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        dy3 = top[0].diff.reshape(self.view)
+        scale = self._scale(bottom)
+        learned = len(bottom) == 1
+        if (self.param_propagate_down[0] if learned else propagate_down[1]):
+            np.einsum("ndk,ndk->d", dy3, self._input3(bottom, top), out=self._reduced)
+            if learned:
+                scale.diff += self._reduced.reshape(scale.shape)
+            else:
+                scale.diff[...] = self._reduced.reshape(scale.shape)
+        if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
+            bias = self.blobs[self.bias_index]
+            np.sum(dy3, axis=(0, 2), out=self._reduced)
+            bias.diff += self._reduced.reshape(bias.shape)
+        if propagate_down[0]:
+            np.multiply(dy3, scale.data.reshape(self.operand_view), out=bottom[0].diff.reshape(self.view))
+
+
+@register_layer("Bias")
+class Bias(Layer):
+    """y = x + b, b broadcast over x as in Scale: b has the shape of x's axes ``axis`` ..
+    ``axis + num_axes - 1`` (num_axes -1: to the end; 0: a scalar). With one bottom b is a
+    learned param (``filler``, default constant 0); with two bottoms b is bottom[1].
+    Backward: dE/dx = dE/dy; dE/db[d] = sum over n, k of dE/dy (accumulated into the param,
+    written into bottom[1]'s diff). In place works."""
+
+    params = {
+        "axis": Field(int, 1),
+        "num_axes": Field(int, 1),
+        "filler": Field(FILLER, {}),
+    }
+    num_bottoms = (1, 2)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        if len(bottom) == 1:
+            p = self.p
+            self.add_param(_param_shape(self, bottom[0], p.axis, p.num_axes, "bias_param"), p.filler)
+
+    def _bias(self, bottom):
+        return bottom[1] if len(bottom) > 1 else self.blobs[0]
+
+    def Reshape(self, bottom, top):
+        self.view = _broadcast_view(self, bottom[0], self._bias(bottom).shape, self.p.axis, "bias_param", "bias")
+        self.operand_view = (1, self.view[1], 1)
+        top[0].reshape_like(bottom[0])
+        _buffer(self, "_reduced", (self.view[1],), bottom[0].dtype)
+
+    def Forward_cpu(self, bottom, top):
+        np.add(bottom[0].data.reshape(self.view), self._bias(bottom).data.reshape(self.operand_view),
+               out=top[0].data.reshape(self.view))
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        bias = self._bias(bottom)
+        learned = len(bottom) == 1
+        if (self.param_propagate_down[0] if learned else propagate_down[1]):
+            np.sum(top[0].diff.reshape(self.view), axis=(0, 2), out=self._reduced)
+            if learned:
+                bias.diff += self._reduced.reshape(bias.shape)
+            else:
+                bias.diff[...] = self._reduced.reshape(bias.shape)
+        if propagate_down[0] and top[0] is not bottom[0]:
+            np.copyto(bottom[0].diff, top[0].diff)
+
+
+@register_layer("Concat")
+class Concat(Layer):
+    """Joins the bottoms along ``axis`` (default 1; or the legacy ``concat_dim``, not both): they
+    must agree on every other axis. y = [x_0, x_1, ...] along the axis.
+    Backward: dE/dx_i = the slice of dE/dy that x_i filled. A single bottom is passed through
+    without a copy."""
+
+    params = {"axis": Field(int, None), "concat_dim": Field(int, None)}
+    num_bottoms = (1, None)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        if self.p.axis is not None and self.p.concat_dim is not None:
+            raise self.error("give either axis or concat_dim, not both", "concat_param")
+
+    def Reshape(self, bottom, top):
+        first = bottom[0]
+        axis = _legacy_axis(self, first, self.p.axis, self.p.concat_dim, "concat_param", "concat_dim")
+        shape = list(first.shape)
+        for i, blob in enumerate(bottom[1:], 1):
+            other = blob.shape
+            if len(other) != len(shape) or any(a != b for j, (a, b) in enumerate(zip(first.shape, other))
+                                               if j != axis):
+                raise self.error(f"bottoms must match except on the concat axis {axis}: bottom[0] is "
+                                 f"{first.shape}, bottom[{i}] is {other}")
+            shape[axis] += other[axis]
+        self.axis = axis
+        if len(bottom) == 1:
+            top[0].share_data(first)
+            return
+        top[0].reshape(shape)
+        self.slices, start = [], 0
+        for blob in bottom:
+            stop = start + blob.shape[axis]
+            self.slices.append((slice(None),) * axis + (slice(start, stop),))
+            start = stop
+
+    def Forward_cpu(self, bottom, top):
+        if len(bottom) > 1:
+            np.concatenate([b.data for b in bottom], axis=self.axis, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if len(bottom) == 1:
+            if propagate_down[0]:
+                np.copyto(bottom[0].diff, top[0].diff)
+            return
+        for blob, where, need in zip(bottom, self.slices, propagate_down):
+            if need:
+                np.copyto(blob.diff, top[0].diff[where])
+
+
+@register_layer("Slice")
+class Slice(Layer):
+    """Cuts the bottom along ``axis`` (default 1; or the legacy ``slice_dim``, not both) into the
+    tops: at the ``slice_point`` indices (one fewer than the tops, strictly increasing, inside
+    the axis), or without them into equal parts (the axis must divide evenly).
+    Backward: each top's diff goes back into its slice of dE/dx. A single top is passed through
+    without a copy."""
+
+    params = {"axis": Field(int, None), "slice_dim": Field(int, None),
+              "slice_point": Field(int, repeated=True)}
+    num_bottoms = (1, 1)
+    num_tops = (1, None)
+
+    def LayerSetUp(self, bottom, top):
+        if self.p.axis is not None and self.p.slice_dim is not None:
+            raise self.error("give either axis or slice_dim, not both", "slice_param")
+
+    def Reshape(self, bottom, top):
+        blob = bottom[0]
+        axis = _legacy_axis(self, blob, self.p.axis, self.p.slice_dim, "slice_param", "slice_dim")
+        length, points = blob.shape[axis], list(self.p.slice_point)
+        if points:
+            if len(points) != len(top) - 1:
+                raise self.error(f"{len(points)} slice_point(s) for {len(top)} tops: give one fewer "
+                                 "than the tops", "slice_param.slice_point")
+            bounds = [0] + points + [length]
+            if any(b <= a for a, b in zip(bounds, bounds[1:])):
+                raise self.error(f"slice points {points} must increase strictly within (0, {length}) "
+                                 f"(axis {axis} of shape {blob.shape})", "slice_param.slice_point")
+        else:
+            if length % len(top):
+                raise self.error(f"axis {axis} of shape {blob.shape} ({length}) does not split evenly "
+                                 f"into {len(top)} tops; give slice_point", "slice_param.slice_point")
+            part = length // len(top)
+            bounds = [i * part for i in range(len(top) + 1)]
+        self.axis = axis
+        if len(top) == 1:
+            top[0].share_data(blob)
+            return
+        self.slices = []
+        for t, start, stop in zip(top, bounds, bounds[1:]):
+            shape = list(blob.shape)
+            shape[axis] = stop - start
+            t.reshape(shape)
+            self.slices.append((slice(None),) * axis + (slice(start, stop),))
+
+    def Forward_cpu(self, bottom, top):
+        if len(top) > 1:
+            for t, where in zip(top, self.slices):
+                np.copyto(t.data, bottom[0].data[where])
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if len(top) == 1:
+            np.copyto(bottom[0].diff, top[0].diff)
+            return
+        for t, where in zip(top, self.slices):
+            np.copyto(bottom[0].diff[where], t.diff)
+
+
+class _ViewLayer(Layer):
+    """A top that is the bottom's data in another shape (no copy); backward copies the diff."""
+
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise self.error(f"{self.type} cannot run in place (give the top another name)")
+
+    def top_shape(self, bottom):
+        raise NotImplementedError
+
+    def Reshape(self, bottom, top):
+        shape = self.top_shape(bottom[0])
+        share_data_as(top[0], bottom[0], shape)
+
+    def Forward_cpu(self, bottom, top):
+        pass
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.copyto(bottom[0].diff, top[0].diff.reshape(bottom[0].shape))
+
+
+@register_layer("Flatten")
+class Flatten(_ViewLayer):
+    """Merges the axes ``axis`` .. ``end_axis`` (inclusive; default 1 .. -1) into one: a bottom
+    (N, C, H, W) becomes (N, C*H*W). y is x's data, viewed; dE/dx is dE/dy, reshaped."""
+
+    params = {"axis": Field(int, 1), "end_axis": Field(int, -1)}
+
+    def top_shape(self, blob):
+        start = _axis(self, blob, self.p.axis, "flatten_param.axis")
+        end = _axis(self, blob, self.p.end_axis, "flatten_param.end_axis")
+        if end < start:
+            raise self.error(f"end_axis {self.p.end_axis} comes before axis {self.p.axis} for a bottom "
+                             f"of shape {blob.shape}", "flatten_param.end_axis")
+        return blob.shape[:start] + (blob.count_range(start, end + 1),) + blob.shape[end + 1:]
+
+
+@register_layer("Reshape")
+class Reshape(_ViewLayer):
+    """Gives the bottom a new shape of the same count, with Caffe's rules: the ``shape`` dims
+    replace the bottom's axes ``axis`` .. ``axis + num_axes - 1`` (default: all of them; a
+    negative axis counts from the end, -1 meaning after the last axis; num_axes -1 means to
+    the end); a dim 0 copies the bottom's dim at the same position, a single -1 is inferred
+    from the count. y is x's data, viewed; dE/dx is dE/dy, reshaped."""
+
+    params = {"shape": Field(BLOB_SHAPE, {}), "axis": Field(int, 0), "num_axes": Field(int, -1)}
+
+    def LayerSetUp(self, bottom, top):
+        super().LayerSetUp(bottom, top)
+        dims = list(self.p.shape.dim)
+        if any(d < -1 for d in dims):
+            raise self.error(f"shape dims must be positive, 0 (copy) or -1 (infer), got {dims}",
+                             "reshape_param.shape")
+        if dims.count(-1) > 1:
+            raise self.error(f"shape {dims} has more than one -1: at most one dim can be inferred",
+                             "reshape_param.shape")
+        self.dims = dims
+
+    def top_shape(self, blob):
+        p, axes = self.p, blob.num_axes
+        start = p.axis if p.axis >= 0 else axes + p.axis + 1
+        if not 0 <= start <= axes:
+            raise self.error(f"axis {p.axis} is out of range for a bottom of shape {blob.shape}",
+                             "reshape_param.axis")
+        if p.num_axes < -1:
+            raise self.error(f"num_axes must be -1 (to the end) or more, got {p.num_axes}",
+                             "reshape_param.num_axes")
+        end = axes if p.num_axes == -1 else start + p.num_axes
+        if end > axes:
+            raise self.error(f"axis {start} + num_axes {p.num_axes} goes past the bottom's {axes} axes "
+                             f"(shape {blob.shape})", "reshape_param.num_axes")
+        new = []
+        for i, d in enumerate(self.dims):
+            if d == 0:
+                if start + i >= axes:
+                    raise self.error(f"shape {self.dims} has a 0 at position {i} but the bottom "
+                                     f"{blob.shape} has no axis {start + i} to copy", "reshape_param.shape")
+                d = blob.shape[start + i]
+            new.append(d)
+        shape = list(blob.shape[:start]) + new + list(blob.shape[end:])
+        if -1 in new:
+            known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
+            if known == 0 or blob.count % known:
+                raise self.error(f"cannot infer the -1 in {self.dims}: the bottom's count {blob.count} "
+                                 f"(shape {blob.shape}) is not a multiple of {known}", "reshape_param.shape")
+            shape[shape.index(-1)] = blob.count // known
+        if int(np.prod(shape, dtype=np.int64)) != blob.count:
+            raise self.error(f"shape {self.dims} gives {tuple(shape)} ({int(np.prod(shape))} values) for "
+                             f"a bottom of shape {blob.shape} ({blob.count} values)", "reshape_param.shape")
+        return tuple(shape)
+
+
+@register_layer("Silence")
+class Silence(Layer):
+    """Consumes its bottoms (so that no output is left dangling) and has no top.
+    Backward: writes zero into the diff of each bottom asked for a gradient."""
+
+    num_bottoms = (1, None)
+    num_tops = (0, 0)
+
+    def Reshape(self, bottom, top):
+        pass
+
+    def Forward_cpu(self, bottom, top):
+        pass
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        for blob, need in zip(bottom, propagate_down):
+            if need:
+                blob.diff[...] = 0
+
+
+@register_layer("Reduction")
+class Reduction(Layer):
+    """Reduces all axes from ``axis`` on (default 0: everything, a scalar top): the top has
+    shape bottom.shape[:axis]. Seeing x as (num, dim):
+
+        SUM: y = c sum x    ASUM: y = c sum |x|    SUMSQ: y = c sum x^2    MEAN: y = c sum x / dim
+
+    with c = ``coeff`` (default 1). Backward: dE/dx[n, j] = c dE/dy[n] times 1 (SUM), sign(x)
+    (ASUM; sign(0) = 0 at the kink, as Caffe), 2 x (SUMSQ) or 1 / dim (MEAN)."""
+
+    params = {
+        "operation": Field(Enum("SUM", "ASUM", "SUMSQ", "MEAN"), "SUM"),
+        "axis": Field(int, 0),
+        "coeff": Field(float, 1.0),
+    }
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def Reshape(self, bottom, top):
+        blob = bottom[0]
+        axis = _axis(self, blob, self.p.axis, "reduction_param.axis")
+        top[0].reshape(blob.shape[:axis])
+        self.num, self.dim = blob.count_range(0, axis), blob.count_range(axis)
+        self.scale = self.p.coeff / self.dim if self.p.operation == "MEAN" and self.dim else self.p.coeff
+        if self.p.operation == "ASUM":
+            _buffer(self, "_absolute", (self.num, self.dim), blob.dtype)
+        _buffer(self, "_row_scale", (self.num, 1), blob.dtype)
+
+    def Forward_cpu(self, bottom, top):
+        x = bottom[0].data.reshape(self.num, self.dim)
+        y = top[0].data.reshape(self.num)
+        op = self.p.operation
+        if op == "ASUM":
+            np.abs(x, out=self._absolute)
+            np.sum(self._absolute, axis=1, out=y)
+        elif op == "SUMSQ":
+            np.einsum("ij,ij->i", x, x, out=y)
+        else:
+            np.sum(x, axis=1, out=y)
+        if self.scale != 1:
+            y *= y.dtype.type(self.scale)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        x = bottom[0].data.reshape(self.num, self.dim)
+        dx = bottom[0].diff.reshape(self.num, self.dim)
+        g = self._row_scale
+        np.multiply(top[0].diff.reshape(self.num, 1), g.dtype.type(self.scale), out=g)
+        op = self.p.operation
+        if op == "ASUM":
+            np.sign(x, out=dx)
+            dx *= g
+        elif op == "SUMSQ":
+            np.multiply(x, g, out=dx)
+            dx *= dx.dtype.type(2)
+        else:
+            np.copyto(dx, g)
+
+
+@register_layer("ArgMax")
+class ArgMax(Layer):
+    """The indices (or values) of the top_k largest entries.
+
+    With ``axis``: along that axis; the top is the bottom's shape with that axis made top_k,
+    holding indices, or the values themselves when ``out_max_val``.
+    Without ``axis`` (Caffe's default): over all axes but the first, each item flattened; the
+    top has shape (N, 1, top_k) (padded with 1s to the bottom's number of axes), or
+    (N, 2, top_k) with ``out_max_val``: indices in [:, 0], values in [:, 1].
+    Order: largest first; ties go to the larger index (Caffe sorts (value, index) pairs in
+    descending order). Indices are stored as floats in the top. No backward."""
+
+    params = {"out_max_val": Field(bool, False), "top_k": Field(int, 1), "axis": Field(int, None)}
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+    has_backward = False
+
+    def LayerSetUp(self, bottom, top):
+        if self.p.top_k < 1:
+            raise self.error(f"top_k must be at least 1, got {self.p.top_k}", "argmax_param.top_k")
+
+    def Reshape(self, bottom, top):
+        blob, k = bottom[0], self.p.top_k
+        if self.p.axis is not None:
+            axis = _axis(self, blob, self.p.axis, "argmax_param.axis")
+            self.view = (blob.count_range(0, axis), blob.shape[axis], blob.count_range(axis + 1))
+            if k > blob.shape[axis]:
+                raise self.error(f"top_k {k} is more than the {blob.shape[axis]} entries of axis {axis} "
+                                 f"(shape {blob.shape})", "argmax_param.top_k")
+            shape = list(blob.shape)
+            shape[axis] = k
+        else:
+            if blob.num_axes < 1:
+                raise self.error(f"ArgMax needs a bottom with a batch axis, got shape {blob.shape}")
+            self.view = (blob.shape[0], blob.count_range(1), 1)
+            if k > self.view[1]:
+                raise self.error(f"top_k {k} is more than the {self.view[1]} entries per item "
+                                 f"(shape {blob.shape})", "argmax_param.top_k")
+            shape = [1] * max(blob.num_axes, 3)
+            shape[0], shape[1], shape[2] = blob.shape[0], 2 if self.p.out_max_val else 1, k
+        top[0].reshape(shape)
+
+    def Forward_cpu(self, bottom, top):
+        outer, dim, inner = self.view
+        k = self.p.top_k
+        x = bottom[0].data.reshape(self.view)
+        backwards = x[:, ::-1, :]                 # ties: the larger index comes first
+        if k == 1:
+            index = dim - 1 - np.argmax(backwards, axis=1)[:, None, :]
+        else:
+            index = dim - 1 - np.argsort(-backwards, axis=1, kind="stable")[:, :k, :]
+        y = top[0].data
+        if self.p.axis is not None:
+            y3 = y.reshape(outer, k, inner)
+            if self.p.out_max_val:
+                y3[...] = np.take_along_axis(x, index, axis=1)
+            else:
+                y3[...] = index
+        else:
+            y3 = y.reshape(outer, 2 if self.p.out_max_val else 1, k)
+            y3[:, 0, :] = index[:, :, 0]
+            if self.p.out_max_val:
+                y3[:, 1, :] = np.take_along_axis(x, index, axis=1)[:, :, 0]
+
+
+@register_layer("Tile")
+class Tile(Layer):
+    """Repeats the block of axes from ``axis`` on, ``tiles`` times, along ``axis``: seeing x as
+    (outer, inner) with outer = count before ``axis``, y = (outer, tiles, inner) with
+    y[n, t] = x[n] (so [a b c] tiled twice on its only axis is [a b c a b c]).
+    Backward: dE/dx[n] = sum over t of dE/dy[n, t]."""
+
+    params = {"axis": Field(int, 1), "tiles": Field(int, required=True)}
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        if self.p.tiles < 1:
+            raise self.error(f"tiles must be positive, got {self.p.tiles}", "tile_param.tiles")
+
+    def Reshape(self, bottom, top):
+        blob = bottom[0]
+        axis = _axis(self, blob, self.p.axis, "tile_param.axis")
+        shape = list(blob.shape)
+        shape[axis] *= self.p.tiles
+        top[0].reshape(shape)
+        self.outer, self.inner = blob.count_range(0, axis), blob.count_range(axis)
+
+    def Forward_cpu(self, bottom, top):
+        np.copyto(top[0].data.reshape(self.outer, self.p.tiles, self.inner),
+                  bottom[0].data.reshape(self.outer, 1, self.inner))
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.sum(top[0].diff.reshape(self.outer, self.p.tiles, self.inner), axis=1,
+                   out=bottom[0].diff.reshape(self.outer, self.inner))

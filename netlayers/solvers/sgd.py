@@ -1,0 +1,92 @@
+"""Update rules: how a param's (clipped, normalised, regularised) gradient becomes a step.
+
+An update rule works on plain arrays, one param at a time, so its math is testable without a
+net. ``compute(diff, history, scratch, local_rate, iteration)`` overwrites ``diff`` in place
+with the step; the solver then does ``w -= diff`` (Caffe's Net::Update). ``history`` is the
+rule's list of per-param state arrays (saved in snapshots), ``scratch`` preallocated temporary
+arrays, ``local_rate`` = rate * lr_mult, ``iteration`` the number of updates done before this
+one (Caffe's ``iter_``).
+
+This module has the base class and the momentum rules, SGD and Nesterov; adaptive.py has
+AdaGrad, RMSProp, AdaDelta and Adam.
+"""
+import numpy as np
+
+
+class UpdateRule:
+    """Base of the update rules. Subclasses set ``type``, ``uses`` (the solver fields they
+    read), ``history_slots`` and ``scratch_slots``, and implement ``compute``."""
+
+    type = None
+    uses = ()
+    history_slots = 1
+    scratch_slots = 0
+
+    def __init__(self, **hyper):
+        unknown = set(hyper) - set(self.uses)
+        if unknown:
+            raise TypeError(f"{self.type} does not take {', '.join(sorted(unknown))}")
+        for name in self.uses:
+            setattr(self, name, float(hyper[name]))
+
+    @classmethod
+    def from_param(cls, param):
+        """Build from checked solver fields (a Params)."""
+        return cls(**{name: param[name] for name in cls.uses})
+
+    @classmethod
+    def check(cls, param, at):
+        """Raise ``at(field).error(...)`` (a located ConfigError) for settings this rule
+        cannot use."""
+
+    def new_history(self, shape, dtype):
+        return [np.zeros(shape, dtype) for _ in range(self.history_slots)]
+
+    def new_scratch(self, shape, dtype):
+        return [np.empty(shape, dtype) for _ in range(self.scratch_slots)]
+
+    def compute(self, diff, history, scratch, local_rate, iteration):
+        raise NotImplementedError
+
+    def __repr__(self):
+        values = ", ".join(f"{name}={getattr(self, name):g}" for name in self.uses)
+        return f"{type(self).__name__}({values})"
+
+
+class SGD(UpdateRule):
+    """Stochastic gradient descent with momentum; the learning rate lives inside the history:
+
+        v = momentum * v + local_rate * g
+        w = w - v
+    """
+
+    type = "SGD"
+    uses = ("momentum",)
+
+    def compute(self, diff, history, scratch, local_rate, iteration):
+        v = history[0]
+        diff *= local_rate
+        v *= self.momentum
+        v += diff
+        diff[...] = v
+
+
+class Nesterov(UpdateRule):
+    """Nesterov's accelerated gradient, in Caffe's form (step back, then over-step):
+
+        v_new = momentum * v + local_rate * g
+        w = w - ((1 + momentum) * v_new - momentum * v)
+    """
+
+    type = "Nesterov"
+    uses = ("momentum",)
+    scratch_slots = 1
+
+    def compute(self, diff, history, scratch, local_rate, iteration):
+        v, previous = history[0], scratch[0]
+        np.multiply(v, self.momentum, out=previous)
+        diff *= local_rate
+        v *= self.momentum
+        v += diff
+        np.multiply(v, 1.0 + self.momentum, out=diff)
+        diff -= previous

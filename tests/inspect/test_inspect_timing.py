@@ -1,0 +1,31 @@
+"""time_net: per-layer medians in net order, '-' for layers without backward."""
+import numpy as np
+
+from netlayers.inspect import build_net, random_inputs, time_net
+
+MLP = {"name": "mlp", "layers": [
+    {"name": "data", "type": "Input", "top": ["x", "label"],
+     "input_param": {"shape": [{"dim": [8, 20]}, {"dim": [8]}]}},
+    {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
+     "inner_product_param": {"num_output": 16, "weight_filler": {"type": "xavier"}}},
+    {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
+    {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "scores",
+     "inner_product_param": {"num_output": 4}},
+    {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"}]}
+
+
+def test_time_net_reports_every_layer_in_order():
+    net = build_net(MLP, seed=0)
+    report = time_net(net, iterations=3, warmup=1, values=random_inputs(net, np.random.default_rng(0)))
+    assert [r.name for r in report.rows] == ["data", "ip1", "relu", "ip2", "loss"]
+    assert report["data"].backward is None
+    assert all(report[name].backward is not None for name in ["ip1", "relu", "ip2", "loss"])
+    assert all(r.forward >= 0 for r in report.rows)
+    assert abs(sum(r.share for r in report.rows) - 1) < 1e-9
+    assert report.forward_backward > 0
+    table = report.table()
+    lines = table.splitlines()
+    assert lines[1].split() == ["layer", "type", "forward", "ms", "backward", "ms", "share"]
+    data_line = next(line for line in lines if line.startswith("data "))
+    assert data_line.split()[3] == "-"
+    assert "forward-backward pass:" in table and "median of 3 iterations after 1 warm-up" in table

@@ -1,0 +1,276 @@
+"""Loss layers and Accuracy: values against direct numpy formulas, normalization modes,
+ignore_label, gradients, label checks and setup errors."""
+import numpy as np
+import pytest
+from conftest import assert_contract, assert_gradients, make_layer, run_layer
+
+from netlayers import ConfigError, DataError, Net
+
+
+def backward(layer, bottom, top, loss_weight=1.0, propagate=None):
+    top[0].diff[...] = loss_weight
+    layer.Backward_cpu(top, propagate or [True, False], bottom)
+    return [b.diff.copy() for b in bottom]
+
+
+# -- EuclideanLoss ------------------------------------------------------------------------------
+def test_euclidean_value_and_both_gradients(rng):
+    a, b = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 6))
+    layer, bottom, top = make_layer({"type": "EuclideanLoss"}, [a, b])
+    loss = layer.forward(bottom, top)
+    expected = np.sum((a.reshape(4, 6) - b) ** 2) / (2 * 4)
+    assert loss == pytest.approx(expected) and float(top[0].data) == pytest.approx(expected)
+    da, db = backward(layer, bottom, top, loss_weight=3.0, propagate=[True, True])
+    np.testing.assert_allclose(da, 3.0 * (a - b.reshape(a.shape)) / 4)
+    np.testing.assert_allclose(db, -3.0 * (a.reshape(4, 6) - b) / 4)
+
+
+def test_euclidean_gradients_and_contract(rng):
+    bottoms = [rng.standard_normal((3, 5)), rng.standard_normal((3, 5))]
+    report = assert_gradients({"type": "EuclideanLoss"}, bottoms)
+    assert [b.name for b in report.blobs] == ["bottom[0]", "bottom[1]"]
+    assert_contract({"type": "EuclideanLoss"}, bottoms)
+
+
+def test_euclidean_shape_mismatch_is_a_config_error(rng):
+    with pytest.raises(ConfigError, match="same size per item") as info:
+        make_layer({"type": "EuclideanLoss", "name": "euc"}, [np.ones((3, 5)), np.ones((3, 4))])
+    assert "layer 'euc'" in str(info.value)
+    with pytest.raises(ConfigError, match="batch size"):
+        make_layer({"type": "EuclideanLoss"}, [np.ones((3, 5)), np.ones((2, 5))])
+
+
+# -- SigmoidCrossEntropyLoss --------------------------------------------------------------------
+def sce_reference(x, t, ignore=None, mode="BATCH_SIZE"):
+    p = 1 / (1 + np.exp(-x))
+    per = -(t * np.log(p) + (1 - t) * np.log(1 - p))
+    valid = np.ones(x.shape, bool) if ignore is None else t != ignore
+    norm = {"FULL": x.size, "VALID": valid.sum(), "BATCH_SIZE": x.shape[0], "NONE": 1}[mode]
+    norm = max(norm, 1)
+    grad = np.where(valid, p - t, 0) / norm
+    return per[valid].sum() / norm, grad
+
+
+@pytest.mark.parametrize("loss_param,mode", [
+    ({}, "BATCH_SIZE"),
+    ({"normalization": "FULL"}, "FULL"),
+    ({"normalization": "VALID"}, "VALID"),
+    ({"normalization": "NONE"}, "NONE"),
+    ({"normalization": "BATCH_SIZE"}, "BATCH_SIZE"),
+    ({"normalize": True}, "VALID"),
+    ({"normalize": False}, "BATCH_SIZE"),
+])
+@pytest.mark.parametrize("ignore", [None, -1])
+def test_sigmoid_cross_entropy_normalization_and_ignore(loss_param, mode, ignore, rng):
+    x = rng.standard_normal((4, 3, 2)) * 3
+    t = rng.random((4, 3, 2))
+    if ignore is not None:
+        t[rng.random(t.shape) < 0.3] = ignore
+        loss_param = dict(loss_param, ignore_label=ignore)
+    layer, bottom, top = make_layer({"type": "SigmoidCrossEntropyLoss", "loss_param": loss_param}, [x, t])
+    loss = layer.forward(bottom, top)
+    expected_loss, expected_grad = sce_reference(x, t, ignore, mode)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    (dx, _) = backward(layer, bottom, top, loss_weight=2.0)
+    np.testing.assert_allclose(dx, 2.0 * expected_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_sigmoid_cross_entropy_is_stable_for_large_scores():
+    x = np.array([[-500.0, 500.0, -500.0, 500.0]])
+    t = np.array([[0.0, 1.0, 1.0, 0.0]])
+    _, (loss,) = run_layer({"type": "SigmoidCrossEntropyLoss"}, [x, t])
+    assert float(loss) == pytest.approx(1000.0)
+
+
+def test_sigmoid_cross_entropy_gradients(rng):
+    x, t = rng.standard_normal((3, 4)), rng.random((3, 4))
+    assert_contract({"type": "SigmoidCrossEntropyLoss"}, [x, t])
+    t[0, 1] = 255
+    assert_gradients({"type": "SigmoidCrossEntropyLoss", "loss_param": {"ignore_label": 255}}, [x, t])
+
+
+def test_sigmoid_cross_entropy_targets_outside_0_1_are_data_errors(rng):
+    t = np.array([[0.0, 1.0, 1.5]])
+    with pytest.raises(DataError, match="target 1.5") as info:
+        run_layer({"type": "SigmoidCrossEntropyLoss", "name": "sce"}, [np.zeros((1, 3)), t])
+    assert "layer 'sce'" in str(info.value)
+    t = np.array([[0.0, 1.0, -1.0]])      # the ignore label may lie outside [0, 1]
+    run_layer({"type": "SigmoidCrossEntropyLoss", "loss_param": {"ignore_label": -1}}, [np.zeros((1, 3)), t])
+
+
+def test_sigmoid_cross_entropy_count_mismatch():
+    with pytest.raises(ConfigError, match="same count"):
+        make_layer({"type": "SigmoidCrossEntropyLoss"}, [np.zeros((2, 3)), np.zeros((2, 4))])
+
+
+# -- HingeLoss ----------------------------------------------------------------------------------
+def hinge_reference(x, labels, norm):
+    x = x.reshape(len(labels), -1)
+    t = -np.ones_like(x)
+    t[np.arange(len(labels)), labels] = 1
+    margin = np.maximum(0, 1 - t * x)
+    loss = (margin if norm == "L1" else margin ** 2).sum() / len(labels)
+    grad = (-t * (margin > 0) if norm == "L1" else -2 * t * margin) / len(labels)
+    return loss, grad
+
+
+@pytest.mark.parametrize("norm", [None, "L1", "L2"])
+def test_hinge_values_and_gradients(norm, rng):
+    x = rng.standard_normal((5, 2, 3)) * 1.5
+    labels = rng.integers(0, 6, 5)
+    layer = {"type": "HingeLoss"}
+    if norm:
+        layer["hinge_loss_param"] = {"norm": norm}
+    instance, bottom, top = make_layer(layer, [x, labels.astype(float)])
+    loss = instance.forward(bottom, top)
+    expected, grad = hinge_reference(x, labels, norm or "L1")
+    assert loss == pytest.approx(expected, rel=1e-12)
+    (dx, _) = backward(instance, bottom, top, loss_weight=0.5)
+    np.testing.assert_allclose(dx.reshape(5, 6), 0.5 * grad, rtol=1e-12)
+    report = assert_gradients(layer, [x, labels.astype(float)])
+    assert report["bottom[0]"].checked >= 0.9 * x.size
+
+
+def test_hinge_labels_out_of_range_are_data_errors():
+    with pytest.raises(DataError, match="label 4 is outside the 4 classes") as info:
+        run_layer({"type": "HingeLoss", "name": "hinge"}, [np.zeros((2, 4)), np.array([1.0, 4.0])])
+    assert "layer 'hinge'" in str(info.value)
+
+
+def test_hinge_needs_one_label_per_item():
+    with pytest.raises(ConfigError, match="one label per item"):
+        make_layer({"type": "HingeLoss"}, [np.zeros((2, 4)), np.zeros((2, 2))])
+
+
+# -- SoftmaxWithLoss: normalization modes and ignore_label ---------------------------------------
+def softmax_loss_reference(x, labels, axis, mode, ignore):
+    x = np.moveaxis(x, axis, -1)
+    p = np.exp(x - x.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    labels = labels.reshape(x.shape[:-1])
+    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    safe = np.where(valid, labels, 0).astype(int)
+    picked = np.take_along_axis(p, safe[..., None], -1)[..., 0]
+    outer = int(np.prod(x.shape[:axis]))          # Caffe's BATCH_SIZE: the count before the axis
+    norm = {"FULL": labels.size, "VALID": valid.sum(), "BATCH_SIZE": outer, "NONE": 1}[mode]
+    norm = max(norm, 1)
+    onehot = np.eye(p.shape[-1])[safe]
+    grad = (p - onehot) * valid[..., None] / norm
+    return -np.log(picked[valid]).sum() / norm, np.moveaxis(grad, -1, axis)
+
+
+@pytest.mark.parametrize("mode", [None, "VALID", "BATCH_SIZE", "FULL", "NONE"])
+@pytest.mark.parametrize("ignore", [None, 2])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_softmax_with_loss_modes(mode, ignore, axis, rng):
+    x = rng.standard_normal((3, 4, 5))
+    label_shape = (3, 5) if axis == 1 else (3, 4)
+    labels = rng.integers(0, x.shape[axis], label_shape).astype(float)
+    loss_param = {}
+    if mode:
+        loss_param["normalization"] = mode
+    if ignore is not None:
+        loss_param["ignore_label"] = ignore
+    layer = {"type": "SoftmaxWithLoss", "loss_param": loss_param, "softmax_param": {"axis": axis}}
+    instance, bottom, top = make_layer(layer, [x, labels])
+    loss = instance.forward(bottom, top)
+    expected, grad = softmax_loss_reference(x, labels, axis, mode or "VALID", ignore)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    (dx, _) = backward(instance, bottom, top, loss_weight=1.5)
+    np.testing.assert_allclose(dx, 1.5 * grad, rtol=1e-10, atol=1e-14)
+
+
+def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
+    x = np.zeros((2, 3))
+    _, (loss,) = run_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 1}}, [x, np.ones(2)])
+    assert float(loss) == 0.0
+
+
+def test_softmax_with_loss_gradients(rng):
+    labels = rng.integers(0, 4, (3, 2)).astype(float)
+    labels[0, 0] = -1
+    layer = {"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": -1, "normalization": "FULL"}}
+    assert_gradients(layer, [rng.standard_normal((3, 4, 2)), labels])
+
+
+# -- Accuracy -----------------------------------------------------------------------------------
+def accuracy_reference(scores, labels, top_k, axis, ignore):
+    scores = np.moveaxis(scores, axis, -1)
+    labels = labels.reshape(scores.shape[:-1]).astype(int)
+    valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+    right, per_class_right = 0, np.zeros(scores.shape[-1])
+    per_class_count = np.zeros(scores.shape[-1])
+    for index in zip(*np.nonzero(valid)):
+        row, label = scores[index], labels[index]
+        better = sum(1 for c in range(len(row)) if c != label and row[c] >= row[label])
+        per_class_count[label] += 1
+        if better < top_k:
+            right += 1
+            per_class_right[label] += 1
+    count = valid.sum()
+    per_class = np.divide(per_class_right, per_class_count, out=np.zeros_like(per_class_right),
+                          where=per_class_count > 0)
+    return (right / count if count else 0.0), per_class
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+@pytest.mark.parametrize("axis", [1, -1])
+@pytest.mark.parametrize("ignore", [None, 0])
+def test_accuracy_values(top_k, axis, ignore, rng):
+    scores = rng.integers(0, 4, (6, 5, 5)).astype(float)     # small integers: many ties
+    classes = scores.shape[axis]
+    labels = rng.integers(0, classes, (6, 5)).astype(float)
+    param = {"top_k": top_k, "axis": axis}
+    if ignore is not None:
+        param["ignore_label"] = ignore
+    layer = {"type": "Accuracy", "accuracy_param": param, "top": ["acc", "per_class"]}
+    _, (acc, per_class) = run_layer(layer, [scores, labels])
+    expected, expected_per_class = accuracy_reference(scores, labels, top_k, axis, ignore)
+    assert float(acc) == pytest.approx(expected)
+    np.testing.assert_allclose(per_class, expected_per_class)
+
+
+def test_accuracy_ties_count_against_and_defaults():
+    scores = np.array([[1.0, 3.0, 3.0], [5.0, 1.0, 0.0]])
+    layer, bottom, top = make_layer({"type": "Accuracy"}, [scores, np.array([1.0, 0.0])])
+    assert (layer.p.top_k, layer.p.axis, layer.p.ignore_label) == (1, 1, None)
+    assert layer.forward(bottom, top) == 0.0          # not a loss: nothing is weighted
+    assert float(top[0].data) == 0.5                  # the tie at row 0 counts as wrong
+    assert layer.is_loss is False and layer.has_backward is False
+
+
+def test_accuracy_all_ignored_is_zero():
+    _, (acc,) = run_layer({"type": "Accuracy", "accuracy_param": {"ignore_label": 1}},
+                          [np.zeros((2, 3)), np.ones(2)])
+    assert float(acc) == 0.0
+
+
+def test_accuracy_in_a_net_takes_no_gradient():
+    net = Net({"name": "n", "force_backward": True, "layers": [
+        {"name": "in", "type": "Input", "top": ["x", "y"],
+         "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]}},
+        {"name": "acc", "type": "Accuracy", "bottom": ["x", "y"], "top": ["acc"]},
+    ]}, seed=0)
+    net.forward(x=np.eye(4, 3), y=np.array([0, 1, 2, 0]))
+    assert float(net.blobs["acc"].data) == 0.75
+    assert net.bottom_need_backward[-1] == [False, False]
+    net.backward()
+
+
+def test_accuracy_errors():
+    with pytest.raises(DataError, match="label 3 is outside the 3 classes") as info:
+        run_layer({"type": "Accuracy", "name": "acc"}, [np.zeros((2, 3)), np.array([0.0, 3.0])])
+    assert "layer 'acc'" in str(info.value)
+    with pytest.raises(ConfigError, match="top_k") as info:
+        make_layer({"type": "Accuracy", "name": "acc", "accuracy_param": {"top_k": 4}},
+                   [np.zeros((2, 3)), np.zeros(2)])
+    assert "layer 'acc'" in str(info.value)
+    with pytest.raises(ConfigError, match="expected 2 labels"):
+        make_layer({"type": "Accuracy"}, [np.zeros((2, 3)), np.zeros(3)])
+
+
+def test_labels_of_classification_losses_are_checked(rng):
+    with pytest.raises(DataError, match="label -2"):
+        run_layer({"type": "SoftmaxWithLoss"}, [np.zeros((2, 3)), np.array([0.0, -2.0])])
+    with pytest.raises(DataError, match="label 0.5"):
+        run_layer({"type": "Accuracy"}, [np.zeros((2, 3)), np.array([0.0, 0.5])])
