@@ -9,8 +9,9 @@ from .errors import ConfigError, DataError, NetlayersError, TrainingError
 from .layer import Layer
 from .net import Net
 from .registry import register_layer
+from .solvers import Solver
 
 __version__ = "0.1.0"
 
-__all__ = ["Blob", "Layer", "Net", "register_layer", "gradcheck", "ConfigError", "DataError",
+__all__ = ["Blob", "Layer", "Net", "Solver", "register_layer", "gradcheck", "ConfigError", "DataError",
            "NetlayersError", "TrainingError", "__version__"]

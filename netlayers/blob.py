@@ -64,13 +64,19 @@ class Blob:
     def zero_diff(self):
         self.diff[...] = 0
 
-    def share_data(self, other):
-        """Make ``data`` the very array of another blob (same shape): no copy, both see writes."""
-        self.shape = other.shape
-        self.data = other.data
-        if self.diff.shape != other.shape:
-            self._diff_buffer = np.zeros(other.count, self.dtype)
-            self.diff = self._diff_buffer.reshape(other.shape)
+    def share_data(self, other, shape=None):
+        """Make ``data`` the very array of another blob, seen in ``shape`` (default: the other's
+        shape; the count must match): no copy, both see writes. ``diff`` stays this blob's own
+        array, reshaped (reusing its buffer when it is large enough)."""
+        shape = other.shape if shape is None else tuple(int(d) for d in shape)
+        if math.prod(shape) != other.count:
+            raise ValueError(f"blob '{self.name}': cannot view {other.shape} as {shape}")
+        if self.diff.shape != shape:
+            if self._diff_buffer.size < other.count:
+                self._diff_buffer = np.zeros(other.count, self.dtype)
+            self.diff = self._diff_buffer[:other.count].reshape(shape)
+        self.data = other.data.reshape(shape)
+        self.shape = shape
 
     def share_diff(self, other):
         self.diff = other.diff

@@ -121,9 +121,7 @@ def build_layer(layer, bottom_shapes, *, phase="TRAIN", seed=0):
     rng = np.random.default_rng(seed)
     instance = spec.cls(spec, phase=phase, dtype=np.float64, rng=rng)
     bottom = [Blob(shape, np.float64, name=f"bottom[{i}]") for i, shape in enumerate(bottom_shapes)]
-    top = [Blob((), np.float64, name=f"top[{i}]") for i in range(len(spec.tops) or 1)]
-    if spec.tops:
-        top = top[:len(spec.tops)]
+    top = [Blob((), np.float64, name=f"top[{i}]") for i in range(len(spec.tops))]
     return instance, bottom, top
 
 

@@ -48,6 +48,7 @@ class Layer:
     num_tops = (0, None)
     is_loss = False           # loss layers weight their first top by 1 unless told otherwise
     has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
+    learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
 
     def __init__(self, spec, *, phase="TRAIN", dtype=np.float32, rng=None):
         self.spec = spec
@@ -78,7 +79,7 @@ class Layer:
         self._check_count("top", len(top), self.num_tops)
         self.LayerSetUp(bottom, top)
         self.Reshape(bottom, top)
-        self.param_propagate_down = [True] * len(self.blobs)
+        self.param_propagate_down = [self.learnable] * len(self.blobs)
         self._set_loss_weights(top)
 
     def forward(self, bottom, top):
@@ -139,6 +140,16 @@ class Layer:
             fillers.fill(blob.data, filler, self.rng)
         self.blobs.append(blob)
         return blob
+
+    def buffer(self, name, shape, dtype=None):
+        """An internal array ``self.<name>`` of ``shape`` (default dtype: the layer's), allocated
+        only when its shape or dtype changes: call it from Reshape, use it in Forward/Backward."""
+        shape, dtype = tuple(shape), np.dtype(dtype or self.dtype)
+        array = getattr(self, name, None)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = np.empty(shape, dtype)
+            setattr(self, name, array)
+        return array
 
     def _check_count(self, what, got, bounds):
         low, high = bounds

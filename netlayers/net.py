@@ -85,8 +85,13 @@ class Net:
                                   line=layer.spec.where.line, layer=layer.name, field="param")
             for i, blob in enumerate(layer.blobs):
                 pspec = specs[i] if i < len(specs) else None
-                lr_mult = pspec.lr_mult if pspec else 1.0
-                decay_mult = pspec.decay_mult if pspec else 1.0
+                default = 1.0 if layer.learnable else 0.0
+                lr_mult = pspec.lr_mult if pspec else default
+                decay_mult = pspec.decay_mult if pspec else default
+                if not layer.learnable and lr_mult != 0:
+                    raise ConfigError(f"{layer.type} blob {i} holds statistics, not learned params: "
+                                      f"its lr_mult must be 0, got {lr_mult:g}", file=layer.spec.where.file,
+                                      line=layer.spec.where.line, layer=layer.name, field="param")
                 name = pspec.name if pspec else ""
                 if name and name in owners:
                     owner = owners[name]

@@ -41,6 +41,9 @@ def run_command(args):
     except NetlayersError as err:
         print(f"netlayers: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:          # e.g. `netlayers explain ... | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("netlayers: interrupted", file=sys.stderr)
         return 130

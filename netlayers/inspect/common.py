@@ -92,29 +92,21 @@ def build_net(spec, phase="TRAIN", *, seed=None, data_root=None, dtype=None, for
     return Net(spec, check_phase(phase), dtype=dtype, seed=resolve_seed(spec, seed), data_root=data_root)
 
 
-def original_layer_names(net):
-    return {layer.name for layer in net.spec.layers}
-
-
-def is_auto_split(net, index, names=None):
+def is_auto_split(net, index):
     """Whether layer ``index`` is a Split the net inserted at a fan-out (not one the user wrote)."""
-    layer = net.layers[index]
-    names = original_layer_names(net) if names is None else names
-    return layer.type == "Split" and layer.name not in names
+    return net.layers[index].spec.auto
 
 
 def visible_layers(net):
     """Indices of the layers a user wrote (automatic Splits left out)."""
-    names = original_layer_names(net)
-    return [i for i in range(len(net.layers)) if not is_auto_split(net, i, names)]
+    return [i for i in range(len(net.layers)) if not is_auto_split(net, i)]
 
 
 def split_origins(net):
     """Map each automatic Split top to the blob it copies (its bottom)."""
-    names = original_layer_names(net)
     origins = {}
     for i, layer in enumerate(net.layers):
-        if is_auto_split(net, i, names):
+        if is_auto_split(net, i):
             for top in layer.spec.tops:
                 origins[top] = layer.spec.bottoms[0]
     return origins

@@ -160,15 +160,6 @@ class SoftmaxWithLoss(LossLayer):
         grad *= top[0].diff.reshape(()) / self.norm
 
 
-def _buffer(layer, name, shape, dtype):
-    """An internal array kept on the layer, reallocated only when its shape changes."""
-    array = getattr(layer, name, None)
-    if array is None or array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        array = np.empty(shape, dtype)
-        setattr(layer, name, array)
-    return array
-
-
 @register_layer("EuclideanLoss")
 class EuclideanLoss(LossLayer):
     """E = sum((a - b)^2) / (2 N), a = bottom[0], b = bottom[1] (same count per item), N the
@@ -181,7 +172,7 @@ class EuclideanLoss(LossLayer):
         if bottom[0].count_range(1) != bottom[1].count_range(1):
             raise self.error(f"the bottoms must have the same size per item: {bottom[0].shape} vs "
                              f"{bottom[1].shape}")
-        _buffer(self, "_difference", bottom[0].shape, bottom[0].dtype)
+        self.buffer("_difference", bottom[0].shape, bottom[0].dtype)
 
     def allow_force_backward(self, bottom_index):
         return True
@@ -232,10 +223,10 @@ class SigmoidCrossEntropyLoss(LossLayer):
             raise self.error(f"scores and targets must have the same count: {bottom[0].shape} vs "
                              f"{bottom[1].shape}")
         shape, dtype = bottom[0].shape, bottom[0].dtype
-        _buffer(self, "_loss", shape, dtype)
-        _buffer(self, "_scratch", shape, dtype)
+        self.buffer("_loss", shape, dtype)
+        self.buffer("_scratch", shape, dtype)
         if self.loss_param.ignore_label is not None:
-            _buffer(self, "_valid", shape, bool)
+            self.buffer("_valid", shape, bool)
 
     def _check_targets(self, t):
         if t.size == 0 or (t.min() >= 0 and t.max() <= 1):
@@ -302,7 +293,7 @@ class HingeLoss(LossLayer):
             raise self.error(f"expected one label per item ({batch}), got label shape {bottom[1].shape}")
         self.batch = batch
         self.classes = bottom[0].count // batch if batch else 0
-        _buffer(self, "_margin", (batch, self.classes), bottom[0].dtype)
+        self.buffer("_margin", (batch, self.classes), bottom[0].dtype)
         if getattr(self, "_rows", None) is None or self._rows.size != batch:
             self._rows = np.arange(batch)
 
@@ -378,7 +369,7 @@ class Accuracy(Layer):
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.classes,))
-        _buffer(self, "_at_least", (self.outer, self.classes, self.inner), bool)
+        self.buffer("_at_least", (self.outer, self.classes, self.inner), bool)
 
     def Forward_cpu(self, bottom, top):
         scores = bottom[0].data.reshape(self.outer, self.classes, self.inner)

@@ -27,15 +27,6 @@ class NeuronLayer(Layer):
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
 
-    def buffer(self, name, like, dtype=None):
-        """An internal array of ``like``'s shape, (re)allocated only when that shape changes."""
-        array = getattr(self, name, None)
-        dtype = np.dtype(dtype or like.dtype)
-        if array is None or array.shape != like.shape or array.dtype != dtype:
-            array = np.empty(like.shape, dtype)
-            setattr(self, name, array)
-        return array
-
 
 @register_layer("ReLU")
 class ReLU(NeuronLayer):
@@ -95,7 +86,7 @@ class ELU(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_negative_part", bottom[0].data)
+        self.buffer("_negative_part", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         elementwise.elu_forward(bottom[0].data, self.p.alpha, out=top[0].data, scratch=self._negative_part)
@@ -139,7 +130,7 @@ class PReLU(NeuronLayer):
         else:
             self.view = (shape[0], self.channels, bottom[0].count_range(2))
         if top[0] is bottom[0]:
-            self.buffer("_input", bottom[0].data)
+            self.buffer("_input", bottom[0].shape, bottom[0].dtype)
 
     def _input3(self, bottom, top):
         x = self._input if top[0] is bottom[0] else bottom[0].data
@@ -192,9 +183,9 @@ class Power(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_base", bottom[0].data)
+        self.buffer("_base", bottom[0].shape, bottom[0].dtype)
         if self.p.power not in (0, 1, 2):
-            self.buffer("_slope", bottom[0].data)
+            self.buffer("_slope", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         p, y = self.p, top[0].data
@@ -279,7 +270,7 @@ class Log(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_base", bottom[0].data)
+        self.buffer("_base", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         p, y, base = self.p, top[0].data, self._base
@@ -307,7 +298,7 @@ class BNLL(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_scratch", bottom[0].data)
+        self.buffer("_scratch", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         x, y, t = bottom[0].data, top[0].data, self._scratch
@@ -365,7 +356,7 @@ class Dropout(NeuronLayer):
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
         if self.phase == "TRAIN":
-            self.buffer("_uniform", bottom[0].data, np.float32)
+            self.buffer("_uniform", bottom[0].shape, np.float32)
 
     def Forward_cpu(self, bottom, top):
         x, y = bottom[0].data, top[0].data

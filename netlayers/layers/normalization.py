@@ -3,7 +3,7 @@ import numpy as np
 
 from ..kernels import lrn as lrn_kernels
 from ..layer import Layer
-from ..netspec import Enum, Field, Params
+from ..netspec import Enum, Field
 from ..registry import register_layer
 
 
@@ -105,9 +105,8 @@ class BatchNorm(Layer):
     (means per channel over batch and space); global statistics: dE/dx = dE/dy / sqrt(var + eps).
 
     Blobs: [mean_sum (C,), var_sum (C,), s (1,)], all 0 at start and never learned: as in
-    Caffe, setup completes the layer's ``param`` specs with lr_mult 0 (and decay_mult 0; a given
-    lr_mult other than 0 is an error), leaves ``param_propagate_down`` False, and the backward
-    never writes their diffs.
+    Caffe, the net gives them lr_mult 0 and decay_mult 0 (a given lr_mult other than 0 is an
+    error), and the backward never writes their diffs.
     """
 
     params = {
@@ -117,29 +116,17 @@ class BatchNorm(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-    learnable = False        # proposed core attribute: the net gives these blobs lr_mult 0
+    learnable = False        # the net gives these blobs lr_mult 0 and never updates them
 
     def LayerSetUp(self, bottom, top):
         p = self.p
         self.use_global_stats = self.phase == "TEST" if p.use_global_stats is None else p.use_global_stats
         shape = bottom[0].shape
         self.channels = shape[1] if len(shape) > 1 else 1
-        for pspec in self.spec.params:
-            if pspec.lr_mult != 0:
-                raise self.error("BatchNorm's blobs are statistics, not learned: their lr_mult "
-                                 f"must be 0, got {pspec.lr_mult}", "param")
-        # As Caffe's BatchNormLayer::LayerSetUp: complete the layer's param specs with lr_mult 0
-        # (and decay_mult 0), so that the net never updates or decays the statistics.
-        while len(self.spec.params) < 3:
-            self.spec.params.append(Params(name="", lr_mult=0.0, decay_mult=0.0, share_mode="STRICT"))
         self.add_param((self.channels,))
         self.add_param((self.channels,))
         self.add_param((1,))
         self._shape = None
-
-    def setup(self, bottom, top):
-        super().setup(bottom, top)
-        self.param_propagate_down = [False] * len(self.blobs)
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape

@@ -12,25 +12,6 @@ from ..netspec import BLOB_SHAPE, FILLER, Enum, Field
 from ..registry import register_layer
 
 
-def _buffer(layer, name, shape, dtype):
-    """An internal array kept on the layer, reallocated only when its shape changes."""
-    array = getattr(layer, name, None)
-    if array is None or array.shape != tuple(shape) or array.dtype != np.dtype(dtype):
-        array = np.empty(shape, dtype)
-        setattr(layer, name, array)
-    return array
-
-
-def share_data_as(top, bottom, shape):
-    """Make ``top.data`` a view of ``bottom.data`` in another ``shape`` of the same count (no
-    copy: both see every write); ``top.diff`` stays the top's own array, of that shape."""
-    shape = tuple(shape)
-    if top.diff.shape != shape:
-        top.reshape(shape)
-    top.data = bottom.data.reshape(shape)
-    top.shape = shape
-
-
 def _axis(layer, blob, axis, field):
     """Caffe's CanonicalAxisIndex, as a located ConfigError when out of range."""
     try:
@@ -121,7 +102,7 @@ class Eltwise(Layer):
                                  f"bottom[{i}] is {blob.shape}")
         top[0].reshape(shape)
         if self.p.operation == "MAX":
-            _buffer(self, "_argmax", shape, np.int32)
+            self.buffer("_argmax", shape, np.int32)
 
     def Forward_cpu(self, bottom, top):
         y, op = top[0].data, self.p.operation
@@ -241,8 +222,8 @@ class Scale(Layer):
         top[0].reshape_like(bottom[0])
         dtype = bottom[0].dtype
         if top[0] is bottom[0]:
-            _buffer(self, "_input", bottom[0].shape, dtype)
-        _buffer(self, "_reduced", (self.view[1],), dtype)
+            self.buffer("_input", bottom[0].shape, dtype)
+        self.buffer("_reduced", (self.view[1],), dtype)
 
     def _input3(self, bottom, top):
         x = self._input if top[0] is bottom[0] else bottom[0].data
@@ -302,7 +283,7 @@ class Bias(Layer):
         self.view = _broadcast_view(self, bottom[0], self._bias(bottom).shape, self.p.axis, "bias_param", "bias")
         self.operand_view = (1, self.view[1], 1)
         top[0].reshape_like(bottom[0])
-        _buffer(self, "_reduced", (self.view[1],), bottom[0].dtype)
+        self.buffer("_reduced", (self.view[1],), bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         np.add(bottom[0].data.reshape(self.view), self._bias(bottom).data.reshape(self.operand_view),
@@ -448,7 +429,7 @@ class _ViewLayer(Layer):
 
     def Reshape(self, bottom, top):
         shape = self.top_shape(bottom[0])
-        share_data_as(top[0], bottom[0], shape)
+        top[0].share_data(bottom[0], shape)
 
     def Forward_cpu(self, bottom, top):
         pass
@@ -574,8 +555,8 @@ class Reduction(Layer):
         self.num, self.dim = blob.count_range(0, axis), blob.count_range(axis)
         self.scale = self.p.coeff / self.dim if self.p.operation == "MEAN" and self.dim else self.p.coeff
         if self.p.operation == "ASUM":
-            _buffer(self, "_absolute", (self.num, self.dim), blob.dtype)
-        _buffer(self, "_row_scale", (self.num, 1), blob.dtype)
+            self.buffer("_absolute", (self.num, self.dim), blob.dtype)
+        self.buffer("_row_scale", (self.num, 1), blob.dtype)
 
     def Forward_cpu(self, bottom, top):
         x = bottom[0].data.reshape(self.num, self.dim)

@@ -114,7 +114,8 @@ def check_scalar(value, kind, where):
             for name in kind.names:
                 if name.upper() == value.upper():
                     return name
-        raise where.error(f"expected one of {kind!r}, got {value!r}")
+        hint = close_match_hint(value, kind.names) if isinstance(value, str) else ""
+        raise where.error(f"expected one of {kind!r}, got {value!r}{hint}")
     if kind is bool:
         if isinstance(value, bool):
             return value

@@ -63,6 +63,7 @@ class LayerSpec:
     blocks: dict = field(default_factory=dict)         # block name -> checked Params
     where: Where = field(default_factory=Where)
     raw: dict = field(default_factory=dict)
+    auto: bool = False                                 # inserted by the net (a fan-out Split)
 
     @property
     def cls(self):
@@ -214,7 +215,7 @@ def insert_splits(layers):
         blob = producer.tops[ti]
         tops = [f"{blob}_{producer.name}_{ti}_split_{j}" for j in range(len(uses) + weighted)]
         split = LayerSpec(name=f"{blob}_{producer.name}_{ti}_split", type="Split", bottoms=[blob],
-                          tops=tops, where=producer.where,
+                          tops=tops, where=producer.where, auto=True,
                           loss_weights=([loss_weight(li, ti)] + [0.0] * len(uses)) if weighted else [])
         splits_after.setdefault(li, []).append(split)
         for j, use in enumerate(uses):

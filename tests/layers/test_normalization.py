@@ -111,8 +111,14 @@ def test_batch_norm_blobs_are_not_learned(rng):
     assert [b.shape for b in layer.blobs] == [(3,), (3,), (1,)]
     assert layer.param_propagate_down == [False, False, False]
     assert type(layer).learnable is False
-    with pytest.raises(ConfigError, match="lr_mult"):
-        make_layer({"type": "BatchNorm", "param": [{"lr_mult": 1}]}, [np.zeros((2, 3))])
+    spec = {"name": "bn", "layers": [
+        {"name": "in", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3]}}},
+        {"name": "bn", "type": "BatchNorm", "bottom": "x", "top": "y"}]}
+    net = Net(spec)
+    assert [(p.lr_mult, p.decay_mult) for p in net.learnable_params] == [(0, 0)] * 3
+    spec["layers"][1]["param"] = [{"lr_mult": 1}]
+    with pytest.raises(ConfigError, match="layer 'bn'.*lr_mult must be 0"):
+        Net(spec)
 
 
 def test_batch_norm_contract_and_in_place(rng):
