@@ -11,7 +11,7 @@ from netlayers.caffe_compat import (convert_prototxt, parse_prototxt, read_caffe
                                     solver_to_netlayers, to_netlayers)
 from netlayers.errors import ConfigError, DataError
 
-CAFFE = Path("/work/shared/caffe")
+CAFFE = Path(__file__).resolve().parents[0] / "fixtures" / "caffe"  # copied from shared/caffe
 MODEL_2000 = CAFFE / "lenet_fmnist_iter_2000.caffemodel"
 MODEL_10000 = CAFFE / "lenet_fmnist_iter_10000.caffemodel"
 NET = CAFFE / "lenet_train_test_fmnist.prototxt"
@@ -19,7 +19,6 @@ SOLVER = CAFFE / "lenet_solver_fmnist.prototxt"
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "caffe_to_yaml.py"
 
-needs_caffe = pytest.mark.skipif(not CAFFE.is_dir(), reason="shared Caffe artefacts not present")
 
 LENET_SHAPES = {
     "conv1": [(20, 1, 5, 5), (20,)],
@@ -59,7 +58,6 @@ def field_fixed32(number, raw4):
 
 # --- the real LeNet caffemodels ---
 
-@needs_caffe
 @pytest.mark.parametrize("path", [MODEL_2000, MODEL_10000], ids=["iter2000", "iter10000"])
 def test_real_caffemodel_layers_and_shapes(path):
     blobs = read_caffemodel(path)
@@ -72,7 +70,6 @@ def test_real_caffemodel_layers_and_shapes(path):
             assert np.any(blob != 0)
 
 
-@needs_caffe
 def test_the_two_snapshots_differ():
     early, late = read_caffemodel(MODEL_2000), read_caffemodel(MODEL_10000)
     for name in LENET_SHAPES:
@@ -81,7 +78,6 @@ def test_the_two_snapshots_differ():
             assert not np.array_equal(a, b)
 
 
-@needs_caffe
 @pytest.mark.parametrize("path, expected", [
     (MODEL_2000, {"conv1": 0.8777199746837141, "conv2": -0.7965791488331888,
                   "ip1": 97.67146558061961, "ip2": -3.7776410593942273,
@@ -106,7 +102,6 @@ def _raw_packed_floats(raw, layer_name, count):
     return np.frombuffer(raw, dtype="<f4", count=count, offset=offset)
 
 
-@needs_caffe
 @pytest.mark.parametrize("layer, count", [("conv1", 500), ("conv2", 25000), ("ip1", 400000)])
 def test_decoder_agrees_with_hand_located_bytes(layer, count):
     raw = MODEL_10000.read_bytes()
@@ -116,7 +111,6 @@ def test_decoder_agrees_with_hand_located_bytes(layer, count):
     np.testing.assert_array_equal(decoded.ravel(), by_hand)
 
 
-@needs_caffe
 def test_decoded_arrays_are_writable_copies():
     blob = read_caffemodel(MODEL_2000)["conv1"][0]
     assert blob.flags.writeable and blob.flags.owndata
@@ -125,7 +119,6 @@ def test_decoded_arrays_are_writable_copies():
 
 # --- errors ---
 
-@needs_caffe
 @pytest.mark.parametrize("keep", [10, 1000, 500000, -1])
 def test_truncated_caffemodel_is_a_data_error_naming_the_file(tmp_path, keep):
     raw = MODEL_2000.read_bytes()
@@ -138,7 +131,6 @@ def test_truncated_caffemodel_is_a_data_error_naming_the_file(tmp_path, keep):
     assert str(bad) in str(info.value)
 
 
-@needs_caffe
 def test_prototxt_given_as_caffemodel_is_a_data_error(tmp_path):
     with pytest.raises(DataError) as info:
         read_caffemodel(NET)
@@ -258,7 +250,6 @@ def test_syntax_errors_report_the_line(text, line, words):
 
 # --- conversion to netlayers' form ---
 
-@needs_caffe
 def test_lenet_prototxt_converts():
     net = to_netlayers(parse_prototxt(NET.read_text(), filename=str(NET)))
     assert net["name"] == "LeNet_FashionMNIST"
@@ -300,7 +291,6 @@ def test_lenet_prototxt_converts():
     assert by_name["relu1"][0] == {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"}
 
 
-@needs_caffe
 def test_lenet_solver_converts():
     solver = solver_to_netlayers(parse_prototxt(SOLVER.read_text(), filename=str(SOLVER)))
     assert solver["base_lr"] == pytest.approx(0.01)
@@ -363,7 +353,6 @@ def test_legacy_v1_prototxt_is_a_clear_error(tmp_path):
 
 # --- YAML output ---
 
-@needs_caffe
 def test_convert_prototxt_round_trips_through_yaml():
     text = convert_prototxt(NET, solver_path=SOLVER)
     loaded = yaml.safe_load(text)
@@ -376,7 +365,6 @@ def test_convert_prototxt_round_trips_through_yaml():
     assert "- name: conv1" in text and "!!" not in text  # readable, no Python tags
 
 
-@needs_caffe
 def test_convert_prototxt_without_solver():
     loaded = yaml.safe_load(convert_prototxt(NET))
     assert "solver" not in loaded and len(loaded["layers"]) == 11
@@ -403,7 +391,6 @@ def run_tool(*args):
                           text=True, cwd=REPO, timeout=120)
 
 
-@needs_caffe
 def test_tool_writes_yaml(tmp_path):
     out = tmp_path / "lenet.yaml"
     result = run_tool(NET, "--solver", SOLVER, "-o", out)
@@ -411,7 +398,6 @@ def test_tool_writes_yaml(tmp_path):
     assert yaml.safe_load(out.read_text()) == yaml.safe_load(convert_prototxt(NET, SOLVER))
 
 
-@needs_caffe
 def test_tool_prints_to_stdout_without_output_option():
     result = run_tool(NET)
     assert result.returncode == 0, result.stderr

@@ -182,7 +182,6 @@ def test_gradcheck_reports_a_python_layer_that_raises(tmp_path, capsys):
 
 
 # -- draw -------------------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
 @pytest.mark.parametrize("suffix, magic", [(".svg", b"<?xml"), (".png", b"\x89PNG")])
 def test_draw_renders_pictures(tmp_path, capsys, suffix, magic):
     config = write(tmp_path, "mlp.yaml", MLP)
@@ -316,7 +315,6 @@ def write_metrics(run, extra=""):
 
 
 def test_plot_writes_curves(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     run = tmp_path / "run"
     write_metrics(run)
     assert main(["plot", str(run)]) == 0
@@ -350,7 +348,6 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
 EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
 
 
-@pytest.mark.skipif(not (EXAMPLES / "circuit.yaml").exists(), reason="no lecture examples")
 def test_explain_the_lecture_circuit(capsys):
     assert main(["explain", "--config", str(EXAMPLES / "circuit.yaml")]) == 0
     rows = parse_table(capsys.readouterr().out)
@@ -362,7 +359,6 @@ def test_explain_the_lecture_circuit(capsys):
     assert rows["q"][3:] == ["6", "-4"] and rows["f"][3] == "-24" and rows["z"][4] == "6"
 
 
-@pytest.mark.skipif(not (EXAMPLES / "branch.yaml").exists(), reason="no lecture examples")
 def test_explain_sums_gradients_at_a_branch(tmp_path, capsys):
     dot = tmp_path / "branch.dot"
     assert main(["explain", "--config", str(EXAMPLES / "branch.yaml"), "-o", str(dot)]) == 0

@@ -35,7 +35,6 @@ def write(path, payload, compress=False):
     return path
 
 
-@pytest.mark.skipif(not FASHION.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_reads_real_fashion_mnist_test_split():
     images = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")
     labels = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")

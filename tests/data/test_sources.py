@@ -15,8 +15,6 @@ from netlayers.data import Source, data_roots, load_source, read_npz, resolve_so
 from netlayers.errors import ConfigError, DataError
 
 FASHION_ROOT = Path("/usr/share/datasets")
-HAVE_FASHION = (FASHION_ROOT / "fashion-mnist").is_dir()
-needs_fashion = pytest.mark.skipif(not HAVE_FASHION, reason="dataset-fashion-mnist not installed")
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "get_fashion_mnist.py"
 
 
@@ -29,8 +27,6 @@ def no_env_root(monkeypatch):
 @pytest.fixture(scope="module")
 def fashion_train():
     """The Fashion-MNIST training split, loaded once for the module (about a second)."""
-    if not HAVE_FASHION:
-        pytest.skip("dataset-fashion-mnist not installed")
     return load_source(resolve_source("fashion-mnist/train", "IDX"))
 
 
@@ -65,7 +61,6 @@ def test_fashion_mnist_train_shapes_and_labels(fashion_train):
     assert np.bincount(labels).tolist() == [6000] * 10
 
 
-@needs_fashion
 @pytest.mark.parametrize("split", ["test", "t10k"])
 def test_fashion_mnist_test_split(split):
     source = resolve_source(f"fashion-mnist/{split}", "idx")
@@ -76,7 +71,6 @@ def test_fashion_mnist_test_split(split):
     assert set(np.unique(labels)) == set(range(10))
 
 
-@needs_fashion
 def test_source_naming_the_images_file_directly():
     path = FASHION_ROOT / "fashion-mnist/t10k-images-idx3-ubyte.gz"
     source = resolve_source(str(path), "IDX")
@@ -271,7 +265,6 @@ def fake_opener(payload):
     return lambda url, timeout=None: FakeResponse(payload)
 
 
-@needs_fashion
 def test_tool_finds_installed_data_set(tool, no_network, tmp_path, capsys):
     assert tool.main(["--data-root", str(tmp_path)]) == 0
     assert "found in /usr/share/datasets/fashion-mnist" in capsys.readouterr().out

@@ -61,7 +61,6 @@ def test_missing_graphviz_writes_dot_and_says_how_to_install(tmp_path, monkeypat
     assert not (tmp_path / "g.png").exists()
 
 
-@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
 def test_renders_svg_with_graphviz(tmp_path):
     spec = load_net_spec(NET)
     path = write_graph(net_dot(spec, "TRAIN"), tmp_path / "net.svg")

@@ -62,7 +62,6 @@ def test_smooth_is_debiased_and_skips_nan():
 
 
 def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     metrics = load_metrics(write_run(tmp_path / "run", records()))
     out = plot_metrics(metrics, tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -355,11 +355,10 @@ def test_lenet_like_net_gradients():
 
 
 # -- Caffe's own numbers --------------------------------------------------------------------
-CAFFE = Path("/work/shared/caffe")
+CAFFE = Path(__file__).resolve().parents[1] / "fixtures" / "caffe"  # copied from shared/caffe
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-@pytest.mark.skipif(not (CAFFE.is_dir() and FASHION.is_dir()), reason="Caffe artefacts or data absent")
 def test_lenet_with_caffe_weights_reproduces_caffe_test_figures():
     """BVLC Caffe's LeNet at iteration 10000 scores accuracy 0.8996, loss 0.305403 on the
     10,000 Fashion-MNIST test images (pixels / 256); our Convolution, Pooling (CEIL), etc. with
