@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+import numpy as np
+
 from ..errors import NetlayersError
 
 COMMANDS = ["train", "test", "time", "gradcheck", "draw", "explain", "plot"]
@@ -37,7 +39,10 @@ def build_parser(commands=None):
 
 def run_command(args):
     try:
-        return args.run(args) or 0
+        # Overflow and NaN are reported by the solver in one line (naming the iteration);
+        # numpy's own RuntimeWarnings would only add noise before it.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return args.run(args) or 0
     except NetlayersError as err:
         print(f"netlayers: error: {err}", file=sys.stderr)
         return 2
