@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from netlayers import Net
 from netlayers.solvers import Solver
+from netlayers.solvers.reporting import Reporter
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "examples" / "seed_mlp.yaml"
 
@@ -42,8 +42,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    solver = Solver(CONFIG, output_dir=None)
-    solver.reporter.quiet = True if hasattr(solver, "reporter") and solver.reporter else None
+    solver = Solver(CONFIG, reporter=Reporter(quiet=True, metrics=False))
     net = solver.net
     net.forward()
     x, y = net.blobs["x"].data.copy(), net.blobs["y"].data.copy()
