@@ -16,6 +16,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from netlayers.errors import ConfigError, DataError
+from netlayers.kernels import convert
 
 PHASES = ("TRAIN", "TEST")
 
@@ -47,6 +48,11 @@ class Transformer:
         return (
             self.scale == 1.0 and not self.mean_value and not self.crop_size and not self.mirror
         )
+
+    @property
+    def is_random(self):
+        """True if :meth:`transform` draws from its ``rng`` (mirroring, or a crop in TRAIN)."""
+        return self.mirror or (bool(self.crop_size) and self.phase == "TRAIN")
 
     def output_shape(self, input_shape):
         """The shape :meth:`transform` writes for a batch of ``input_shape``.
@@ -82,6 +88,10 @@ class Transformer:
         batch = np.asarray(batch)
         shape = self.output_shape(batch.shape)
         out = _check_out(out, shape)
+        if not self.crop_size and not self.mirror and out.size and out.flags.c_contiguous and (
+                batch.dtype.kind in "ui" or batch.dtype in (np.float32, np.float64)):
+            self._convert(batch, out)
+            return out
         if batch.ndim == 2:
             np.copyto(out, batch, casting="unsafe")
         else:
@@ -90,6 +100,18 @@ class Transformer:
         return out
 
     # -- pieces ---------------------------------------------------------------------------
+
+    def _convert(self, batch, out):
+        """Without crop or mirror: cast, subtract the mean and scale in one pass (a numba
+        kernel, the same roundings as the separate numpy steps of :meth:`_normalize`)."""
+        n = batch.shape[0]
+        channels = batch.shape[1] if batch.ndim == 4 else 1
+        means = self._means_for(channels) if batch.ndim == 4 else (
+            np.asarray(self.mean_value[:1], dtype=np.float64) if self.mean_value else None)
+        if means is not None:
+            means = means.reshape(channels).astype(out.dtype)
+        convert.shift_scale(np.ascontiguousarray(batch).reshape(n, channels, -1), means,
+                            self.scale, out.reshape(n, channels, -1))
 
     def _check_flat(self):
         """(N, D) inputs have no channels or pixels to crop or flip."""

@@ -29,7 +29,16 @@ from ._jit import jit
 #   kernel offset (i, j), and the channel/tap counters advance by increments (8 floor
 #   divisions per row made the kernel 2x slower: 1.15 ms vs 0.55 ms);
 # - rows are visited in the memory order of ``col`` (batch-major: n outer, k inner;
-#   channel-major: k outer, n inner), so the writes stream.
+#   channel-major: k outer, n inner), so the writes stream;
+# - without padding and with horizontal stride 1 (both of LeNet's convolutions) every tap's
+#   window lies inside the image: ``_im2col_valid`` / ``_col2im_valid`` need no table, zero
+#   fills or clipped rows. im2col moves rows of exactly 8 pixels (LeNet's conv2) through 8
+#   named locals, all loads before all stores, which LLVM turns into one vector load and store
+#   (the plain loop's runtime trip count of 8 stays scalar): conv2's im2col 0.57 -> 0.24 ms.
+#   col2im keeps the plain loop (0.52 -> 0.47 ms): the same trick measured 0.72-0.80 ms there,
+#   as a vector store overlapping the next window's loads cannot be forwarded. Both visit the
+#   column entries in the general kernels' order, so col2im adds in the same order: the
+#   results are bit for bit those of ``_im2col`` / ``_col2im``.
 
 
 @jit
@@ -108,6 +117,109 @@ def _im2col(x, kh, kw, sh, sw, out_h, out_w, table, col, batch_major):
                     c += 1
 
 
+@jit
+def _im2col_valid(x, kh, kw, sh, dh, dw, out_h, out_w, col, batch_major):
+    """_im2col for pad 0 and horizontal stride 1: every window row is a contiguous run."""
+    batch, channels, height, width = x.shape
+    taps = kh * kw
+    rows = channels * taps
+    flat = x.reshape(-1)
+    dst = col.reshape(-1)
+    uw = np.uint64(out_w)
+    row_step = np.uint64(sh * width)
+    plane_size = height * width
+    u1, u2, u3, u4 = np.uint64(1), np.uint64(2), np.uint64(3), np.uint64(4)
+    u5, u6, u7 = np.uint64(5), np.uint64(6), np.uint64(7)
+    outer, inner = (batch, rows) if batch_major else (rows, batch)
+    d = np.uint64(0)
+    for a in range(outer):
+        c, i, j = 0, 0, 0
+        if not batch_major:
+            c, tap = a // taps, a % taps
+            i, j = tap // kw, tap % kw
+        for b in range(inner):
+            n = a if batch_major else b
+            s = np.uint64((n * channels + c) * plane_size + i * dh * width + j * dw)
+            if out_w == 8:
+                for oh in range(out_h):
+                    a0 = flat[s]
+                    a1 = flat[s + u1]
+                    a2 = flat[s + u2]
+                    a3 = flat[s + u3]
+                    a4 = flat[s + u4]
+                    a5 = flat[s + u5]
+                    a6 = flat[s + u6]
+                    a7 = flat[s + u7]
+                    dst[d] = a0
+                    dst[d + u1] = a1
+                    dst[d + u2] = a2
+                    dst[d + u3] = a3
+                    dst[d + u4] = a4
+                    dst[d + u5] = a5
+                    dst[d + u6] = a6
+                    dst[d + u7] = a7
+                    d += uw
+                    s += row_step
+            else:
+                for oh in range(out_h):
+                    for q in range(uw):
+                        dst[d + q] = flat[s + q]
+                    d += uw
+                    s += row_step
+            if batch_major:
+                j += 1
+                if j == kw:
+                    j = 0
+                    i += 1
+                    if i == kh:
+                        i = 0
+                        c += 1
+
+
+@jit
+def _col2im_valid(col, kh, kw, sh, dh, dw, out_h, out_w, x, batch_major):
+    """_col2im for pad 0 and horizontal stride 1, visiting col in the same order."""
+    batch, channels, height, width = x.shape
+    taps = kh * kw
+    rows = channels * taps
+    zero = x.dtype.type(0)
+    flat = x.reshape(-1)
+    src = col.reshape(-1)
+    uw = np.uint64(out_w)
+    row_step = np.uint64(sh * width)
+    plane_size = height * width
+    for q in range(np.uint64(flat.size)):
+        flat[q] = zero
+    outer, inner = (batch, rows) if batch_major else (rows, batch)
+    s = np.uint64(0)
+    for a in range(outer):
+        c, i, j = 0, 0, 0
+        if not batch_major:
+            c, tap = a // taps, a % taps
+            i, j = tap // kw, tap % kw
+        for b in range(inner):
+            n = a if batch_major else b
+            d = np.uint64((n * channels + c) * plane_size + i * dh * width + j * dw)
+            for oh in range(out_h):
+                for q in range(uw):
+                    flat[d + q] += src[s + q]
+                s += uw
+                d += row_step
+            if batch_major:
+                j += 1
+                if j == kw:
+                    j = 0
+                    i += 1
+                    if i == kh:
+                        i = 0
+                        c += 1
+
+
+def _valid(pad, stride):
+    """No padding and horizontal stride 1: the geometry the ``_valid`` kernels handle."""
+    return pad[0] == 0 and pad[1] == 0 and stride[1] == 1
+
+
 def _check(x, kernel, out_size, col, batch_major, table):
     """The kernels index without bounds checks: shapes must agree (a cheap test per call)."""
     n, c = x.shape[0], x.shape[1]
@@ -125,6 +237,10 @@ def im2col(x, kernel, pad, stride, dilation, out_size, col, batch_major, table=N
     module docstring; ``x`` is (N, C, H, W), ``col`` (K, N, P) or (N, K, P), written whole.
     ``table``: :func:`tap_table` of this geometry (computed here when not given)."""
     _check(x, kernel, out_size, col, batch_major, table)
+    if _valid(pad, stride):
+        _im2col_valid(x, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0],
+                      out_size[1], col, batch_major)
+        return col
     if table is None:
         table = geometry_table(x.shape, kernel, pad, stride, dilation, out_size)
     _im2col(x, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, col,
@@ -190,6 +306,10 @@ def col2im(col, kernel, pad, stride, dilation, out_size, x, batch_major, table=N
     """The adjoint of :func:`im2col`: x[n, c, ih, iw] = sum of the column entries that im2col
     copied from that pixel (padding entries are dropped). ``x`` is overwritten."""
     _check(x, kernel, out_size, col, batch_major, table)
+    if _valid(pad, stride):
+        _col2im_valid(col, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0],
+                      out_size[1], x, batch_major)
+        return x
     if table is None:
         table = geometry_table(x.shape, kernel, pad, stride, dilation, out_size)
     _col2im(col, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, x,

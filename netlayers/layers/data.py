@@ -206,7 +206,8 @@ class Data(SourceLayer):
         index = self.sampler.next()
         # The random crop/mirror draws depend only on the batch's place in the data, so a
         # resumed run transforms each batch exactly as an uninterrupted one would.
-        rng = np.random.default_rng([self.seed, state["epoch"], state["position"]])
+        rng = np.random.default_rng([self.seed, state["epoch"], state["position"]]) \
+            if self.transformer.is_random else None
         data = self.transformer.transform(self.inputs[index], rng, out=np.empty(self.top_shapes[0], self.dtype))
         return data, self.labels[index].astype(self.dtype)
 

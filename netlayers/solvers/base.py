@@ -327,7 +327,8 @@ class Solver:
 
     # -- the update ---------------------------------------------------------------------------
     def apply_update(self, rate):
-        """Clip, then per param normalise, regularise, compute the step and apply it."""
+        """Clip, then per param normalise, regularise, compute the step and apply it (the last
+        three in one pass when the rule has a fused update for them, as SGD with L2 has)."""
         p = self.param
         # overflow shows up as a non-finite loss or weights, reported as one TrainingError
         with np.errstate(over="ignore", invalid="ignore"):
@@ -338,6 +339,10 @@ class Solver:
                 diff = param.blob.diff
                 if p.iter_size > 1:
                     diff *= 1.0 / p.iter_size
+                if p.regularization_type == "L2" and self.rule.fused_update(
+                        param.blob.data, diff, self.history[i], rate * param.lr_mult,
+                        p.weight_decay * param.decay_mult, self.iter):
+                    continue
                 self.regularize(i, param)
                 self.rule.compute(diff, self.history[i], self._scratch[i], rate * param.lr_mult, self.iter)
                 param.blob.data -= diff

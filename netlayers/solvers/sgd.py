@@ -7,10 +7,16 @@ rule's list of per-param state arrays (saved in snapshots), ``scratch`` prealloc
 arrays, ``local_rate`` = rate * lr_mult, ``iteration`` the number of updates done before this
 one (Caffe's ``iter_``).
 
+A rule may also offer ``fused_update(weight, diff, history, local_rate, decay, iteration)``:
+L2 weight decay, ``compute`` and ``w -= step`` in one pass, with the very same arithmetic (SGD
+does, through a numba kernel); the solver uses it when it returns True.
+
 This module has the base class and the momentum rules, SGD and Nesterov; adaptive.py has
 AdaGrad, RMSProp, AdaDelta and Adam.
 """
 import numpy as np
+
+from ..kernels import update as kernels
 
 
 class UpdateRule:
@@ -48,6 +54,11 @@ class UpdateRule:
     def compute(self, diff, history, scratch, local_rate, iteration):
         raise NotImplementedError
 
+    def fused_update(self, weight, diff, history, local_rate, decay, iteration):
+        """diff += decay * w (L2), ``compute``, w -= diff, all at once: True when done, False
+        (the default) to let the solver run the three steps one by one."""
+        return False
+
     def __repr__(self):
         values = ", ".join(f"{name}={getattr(self, name):g}" for name in self.uses)
         return f"{type(self).__name__}({values})"
@@ -69,6 +80,17 @@ class SGD(UpdateRule):
         v *= self.momentum
         v += diff
         diff[...] = v
+
+    def fused_update(self, weight, diff, history, local_rate, decay, iteration):
+        """One pass of :func:`netlayers.kernels.update.sgd_update` over flat views (contiguous
+        arrays of one float dtype only: a copy would lose the writes)."""
+        v = history[0]
+        if not (weight.dtype == diff.dtype == v.dtype and weight.dtype in (np.float32, np.float64)
+                and weight.flags.c_contiguous and diff.flags.c_contiguous and v.flags.c_contiguous):
+            return False
+        kernels.sgd_update(weight.reshape(-1), diff.reshape(-1), v.reshape(-1), local_rate, decay,
+                           self.momentum)
+        return True
 
 
 class Nesterov(UpdateRule):

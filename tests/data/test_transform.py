@@ -175,3 +175,42 @@ def test_float_input_random_crop():
     out = Transformer(crop_size=3, mirror=True).transform(batch, np.random.default_rng(4))
     expected, *_ = expected_random_crop(batch, 3, seed=4, mirror=True)
     np.testing.assert_array_equal(out, expected)
+
+
+def numpy_steps(t, batch, out):
+    """The separate numpy steps of Transformer (cast, subtract the mean, scale)."""
+    np.copyto(out, batch, casting="unsafe")
+    t._normalize(out)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float32, np.float64])
+@pytest.mark.parametrize("out_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("settings", [{}, {"scale": 0.00390625}, {"mean_value": [0.5]}, {"scale": 1 / 3},
+                                      {"scale": 0.017, "mean_value": [104, 117, 123]}])
+def test_one_pass_conversion_is_bit_identical_to_the_numpy_steps(dtype, out_dtype, settings):
+    rng = np.random.default_rng(0)
+    raw = rng.random((4, 3, 5, 6)) * 255
+    batch = raw.astype(dtype)
+    t = Transformer(**settings)
+    got = t.transform(batch, None, np.empty(batch.shape, out_dtype))
+    want = numpy_steps(t, batch, np.empty(batch.shape, out_dtype))
+    np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+    if len(settings.get("mean_value", [])) != 3:
+        flat = batch.reshape(4, -1)
+        got = t.transform(flat, None, np.empty(flat.shape, out_dtype))
+        want = numpy_steps(t, flat, np.empty(flat.shape, out_dtype))
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+def test_non_contiguous_out_takes_the_numpy_steps():
+    batch = np.arange(2 * 1 * 3 * 4, dtype=np.uint8).reshape(2, 1, 3, 4)
+    out = np.zeros((2, 1, 3, 8), np.float32)[..., ::2]
+    Transformer(scale=0.5).transform(batch, None, out)
+    np.testing.assert_array_equal(out, batch * np.float32(0.5))
+
+
+def test_is_random():
+    assert not Transformer(scale=2).is_random
+    assert not Transformer(crop_size=3, phase="TEST").is_random
+    assert Transformer(crop_size=3).is_random and Transformer(mirror=True, phase="TEST").is_random

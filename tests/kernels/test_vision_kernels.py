@@ -205,3 +205,34 @@ def test_numba_disabled_gives_the_same_results(tmp_path):
     for key in ("conv", "max", "ave", "dx", "dw"):
         assert results["0"][key].any()
         np.testing.assert_array_equal(results["0"][key], results["1"][key], err_msg=key)
+
+
+VALID_GEOMETRIES = [   # no padding, horizontal stride 1: the _valid kernels (rows of 8: LeNet's conv2)
+    ((5, 5), (0, 0), (1, 1), (1, 1), (12, 12)),
+    ((3, 3), (0, 0), (1, 1), (1, 1), (10, 9)),
+    ((3, 2), (0, 0), (2, 1), (1, 1), (17, 9)),
+    ((2, 3), (0, 0), (1, 1), (2, 2), (9, 20)),
+    ((1, 1), (0, 0), (3, 1), (1, 1), (7, 8)),
+]
+
+
+@pytest.mark.parametrize("geometry", VALID_GEOMETRIES)
+@pytest.mark.parametrize("batch_major", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_valid_kernels_equal_the_general_ones_bit_for_bit(geometry, batch_major, dtype, rng):
+    kernel, pad, stride, dilation, size = geometry
+    x = rng.standard_normal((3, 2) + size).astype(dtype)
+    out, col = columns(x, (kernel, pad, stride, dilation), batch_major)
+    col = col.astype(dtype)
+    table = conv_kernels.geometry_table(x.shape, kernel, pad, stride, dilation, out)
+    general = np.full_like(col, np.nan)
+    conv_kernels._im2col(x, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table,
+                         general, batch_major)
+    conv_kernels.im2col(x, kernel, pad, stride, dilation, out, col, batch_major)
+    np.testing.assert_array_equal(col, general)
+    c = rng.standard_normal(col.shape).astype(dtype)
+    back, back_general = np.full_like(x, np.nan), np.full_like(x, np.nan)
+    conv_kernels._col2im(c, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table,
+                         back_general, batch_major)
+    conv_kernels.col2im(c, kernel, pad, stride, dilation, out, back, batch_major)
+    np.testing.assert_array_equal(back.view(np.uint8), back_general.view(np.uint8))

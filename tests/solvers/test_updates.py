@@ -201,3 +201,58 @@ def test_iter_size_equals_a_bigger_batch():
         for a, b in zip(weights(small), weights(big)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
     assert small.smoothed_loss == pytest.approx(big.smoothed_loss, rel=1e-5)
+
+
+# -- SGD's fused update (one numba pass) against the separate numpy passes ------------------------
+
+def separate_passes(w, diff, v, rate, decay, momentum):
+    """The solver's numpy path: regularize, SGD.compute, w -= diff."""
+    if decay:
+        diff += np.multiply(w, decay, out=np.empty_like(w))
+    SGD(momentum=momentum).compute(diff, [v], [], rate, 0)
+    w -= diff
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("decay", [0.0, 5e-4])
+def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay):
+    rng = np.random.default_rng(0)
+    shape = (50, 20, 5, 5)
+    w = rng.standard_normal(shape).astype(dtype)
+    v = (0.01 * rng.standard_normal(shape)).astype(dtype)
+    w[0, 0, 0, :3] = [0.0, -0.0, 1e-30]          # zeros of both signs, a tiny weight
+    v[0, 0, 0, :2] = [-0.0, 0.0]
+    expected = [w.copy(), None, v.copy()]
+    rule = SGD(momentum=0.9)
+    for step in range(3):
+        g = (0.1 * rng.standard_normal(shape)).astype(dtype)
+        g[0, 0, 0, :2] = [-0.0, 0.0]
+        rate = 0.01 * (1 + 1e-4 * step) ** -0.75 * 2      # the inv policy's rate, lr_mult 2
+        got_diff = g.copy()
+        assert rule.fused_update(w, got_diff, [v], rate, decay, step)
+        expected[1] = g.copy()
+        separate_passes(expected[0], expected[1], expected[2], rate, decay, 0.9)
+        for got, want in zip((w, got_diff, v), expected):
+            assert got.dtype == dtype
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))   # bits, -0
+
+
+def test_sgd_fused_update_declines_arrays_it_cannot_update_in_place():
+    w = np.ones((4, 4), np.float32)[:, ::2]                                # not contiguous
+    diff, v = np.ones_like(w), np.zeros_like(w)
+    assert not SGD(momentum=0.9).fused_update(w, diff, [v], 0.1, 0.0, 0)
+    assert not SGD(momentum=0.9).fused_update(np.ones(3, np.float32), np.ones(3), [np.zeros(3)], 0.1, 0.0, 0)
+    nesterov = RULES["Nesterov"](momentum=0.9)
+    assert not nesterov.fused_update(np.ones(3), np.ones(3), [np.zeros(3)], 0.1, 0.0, 0)
+
+
+def test_solver_with_the_fused_update_trains_like_the_separate_passes(monkeypatch):
+    config = mlp_config(momentum=0.9, weight_decay=0.01, lr_policy="inv", gamma=0.1, power=0.75)
+    fused = Solver(config, reporter=Recorder())
+    fused.step(5)
+    monkeypatch.setattr(SGD, "fused_update", lambda self, *args: False)
+    separate = Solver(config, reporter=Recorder())
+    separate.step(5)
+    for a, b in zip(weights(fused) + [h[0] for h in fused.history],
+                    weights(separate) + [h[0] for h in separate.history]):
+        np.testing.assert_array_equal(a, b)
