@@ -275,6 +275,15 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
             self.add_param((p.num_output,), p.bias_filler)
         self._shape = None
 
+    def Reshape(self, bottom, top):
+        self._check_bottoms(bottom)
+        shape = bottom[0].shape
+        if shape != self._shape:
+            self._setup_buffers(shape)
+        out_shape = shape[:self.axis] + (self.p.num_output,) + self.out_size
+        for blob in top:
+            blob.reshape(out_shape)
+
     def _check_bottoms(self, bottom):
         shape = bottom[0].shape
         for i, blob in enumerate(bottom[1:], 1):
@@ -311,15 +320,6 @@ class Convolution(_ConvolutionBase):
 
     def weight_shape(self):
         return (self.p.num_output, self.channels // self.p.group) + self.kernel
-
-    def Reshape(self, bottom, top):
-        self._check_bottoms(bottom)
-        shape = bottom[0].shape
-        if shape != self._shape:
-            self._setup_buffers(shape)
-        out_shape = shape[:self.axis] + (self.p.num_output,) + self.out_size
-        for blob in top:
-            blob.reshape(out_shape)
 
     def _setup_buffers(self, shape):
         size = shape[self.axis + 1:]
@@ -407,15 +407,6 @@ class Deconvolution(_ConvolutionBase):
 
     def weight_shape(self):
         return (self.channels, self.p.num_output // self.p.group) + self.kernel
-
-    def Reshape(self, bottom, top):
-        self._check_bottoms(bottom)
-        shape = bottom[0].shape
-        if shape != self._shape:
-            self._setup_buffers(shape)
-        out_shape = shape[:self.axis] + (self.p.num_output,) + self.out_size
-        for blob in top:
-            blob.reshape(out_shape)
 
     def _setup_buffers(self, shape):
         size = shape[self.axis + 1:]
