@@ -73,6 +73,7 @@ class Net:
             self.top_vecs.append(tops)
         self._share_params()
         self._find_backward()
+        self._outputs = self._find_outputs()
 
     def _share_params(self):
         """Params named alike share one Blob (data and diff): gradients of all users add up."""
@@ -154,6 +155,10 @@ class Net:
 
     @property
     def outputs(self):
+        """Blobs no layer consumes (the net's results), in order."""
+        return list(self._outputs)
+
+    def _find_outputs(self):
         consumed = {name for layer in self.layers for name in layer.spec.bottoms}
         names = []
         for layer in self.layers:
@@ -181,7 +186,7 @@ class Net:
         first = 0 if start is None else self.layer_names.index(start)
         last = len(self.layers) - 1 if end is None else self.layer_names.index(end)
         self.loss = self.forward_range(first, last)
-        return {name: self.blobs[name].data for name in self.outputs}
+        return {name: self.blobs[name].data for name in self._outputs}
 
     def forward_range(self, first, last):
         loss = 0.0

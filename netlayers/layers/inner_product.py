@@ -38,6 +38,9 @@ class InnerProduct(Layer):
             self.add_param((p.num_output,), p.bias_filler)
 
     def Reshape(self, bottom, top):
+        if bottom[0].shape == getattr(self, "_bottom_shape", None):
+            return
+        self._bottom_shape = bottom[0].shape
         in_features = bottom[0].count_range(self.axis)
         if in_features != self.in_features:
             raise self.error(f"input has {in_features} features per item (shape {bottom[0].shape}, "

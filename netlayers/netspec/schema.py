@@ -60,11 +60,9 @@ class Field:
 class Params(dict):
     """Checked parameters: a dict whose keys also read as attributes (``p.num_output``)."""
 
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.__dict__ = self      # attribute reads at dict speed (layers read them every pass)
 
 
 class Where:
