@@ -6,6 +6,7 @@ ever pickled.
 """
 import os
 import tempfile
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -36,6 +37,9 @@ def load_arrays(path):
     path = Path(path)
     if not path.is_file():
         raise DataError("file not found", file=str(path))
+    if not zipfile.is_zipfile(path):
+        raise DataError("not an .npz archive (expected weights or a snapshot written by netlayers)",
+                        file=str(path))
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}

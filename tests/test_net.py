@@ -226,3 +226,11 @@ def test_label_out_of_range_names_layer_and_label():
     net = Net(mlp(), seed=0)
     with pytest.raises(DataError, match="layer 'loss': label 3 is outside the 3 classes"):
         net.forward(x=np.zeros((4, 5)), y=np.array([0, 1, 3, 0]))
+
+
+def test_loading_a_file_that_is_not_npz_says_so(tmp_path):
+    from netlayers import DataError
+    bad = tmp_path / "w.npz"
+    bad.write_text("garbage\n")
+    with pytest.raises(DataError, match=r"w\.npz: not an \.npz archive"):
+        Net(mlp()).load(bad)
