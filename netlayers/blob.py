@@ -16,6 +16,8 @@ class Blob:
         self.dtype = np.dtype(dtype)
         self._data_buffer = np.zeros(0, self.dtype)
         self._diff_buffer = np.zeros(0, self.dtype)
+        self._diff = None
+        self._diff_zero_due = False
         self.shape = None
         self.reshape(shape)
 
@@ -34,7 +36,7 @@ class Blob:
             self._data_buffer = np.zeros(count, self.dtype)
             self._diff_buffer = np.zeros(count, self.dtype)
         self.data = self._data_buffer[:count].reshape(shape)
-        self.diff = self._diff_buffer[:count].reshape(shape)
+        self._diff = self._diff_buffer[:count].reshape(shape)   # a due zeroing stays due
         self.shape = shape
         return self
 
@@ -61,8 +63,36 @@ class Blob:
         """Product of the dimensions from axis ``start`` up to (not including) ``end``."""
         return math.prod(self.shape[start:end])
 
+    @property
+    def diff(self):
+        """The gradient array. Zeros that :meth:`zero_diff` left due are written here first."""
+        if self._diff_zero_due:
+            self._diff_zero_due = False
+            self._diff[...] = 0
+        return self._diff
+
+    @diff.setter
+    def diff(self, array):
+        self._diff = array
+        self._diff_zero_due = False
+
     def zero_diff(self):
-        self.diff[...] = 0
+        """Set the diff to zero, lazily: the zeros are written when ``diff`` is next read, or
+        never, when :meth:`add_to_diff` computes a whole gradient straight into it. (An array
+        taken from ``diff`` before this call does not see the zeros until ``diff`` is read.)"""
+        self._diff_zero_due = True
+
+    def add_to_diff(self, compute, scratch):
+        """diff += g, where ``compute(out)`` writes g into ``out``, an array of the diff's shape.
+        Right after :meth:`zero_diff`, g is computed straight into the diff (no zeroing pass, no
+        addition pass: what a param's gradient costs in the usual one-pass iteration); otherwise
+        into ``scratch`` (the diff's shape and dtype), which is then added."""
+        if self._diff_zero_due:
+            self._diff_zero_due = False
+            compute(self._diff)
+        else:
+            compute(scratch)
+            self._diff += scratch
 
     def share_data(self, other, shape=None):
         """Make ``data`` the very array of another blob, seen in ``shape`` (default: the other's
@@ -71,10 +101,10 @@ class Blob:
         shape = other.shape if shape is None else tuple(int(d) for d in shape)
         if math.prod(shape) != other.count:
             raise ValueError(f"blob '{self.name}': cannot view {other.shape} as {shape}")
-        if self.diff.shape != shape:
+        if self._diff.shape != shape:
             if self._diff_buffer.size < other.count:
                 self._diff_buffer = np.zeros(other.count, self.dtype)
-            self.diff = self._diff_buffer[:other.count].reshape(shape)
+            self._diff = self._diff_buffer[:other.count].reshape(shape)
         self.data = other.data.reshape(shape)
         self.shape = shape
 

@@ -208,8 +208,9 @@ class Net:
         return self.loss
 
     def clear_param_diffs(self):
+        """Zero every learnable param's diff (lazily: see Blob.zero_diff)."""
         for param in self.learnable_params:
-            param.blob.diff[...] = 0
+            param.blob.zero_diff()
 
     def reshape(self):
         for i, layer in enumerate(self.layers):

@@ -41,6 +41,43 @@ def test_zero_diff():
     assert not blob.diff.any()
 
 
+def test_zero_diff_then_add_to_diff_computes_straight_into_the_diff():
+    blob = Blob((3,))
+    blob.diff[...] = 5
+    blob.zero_diff()
+    scratch = np.full(3, -1, np.float32)
+    seen = []
+
+    def compute(out):
+        seen.append(out)
+        out[...] = [1, 2, 3]
+
+    blob.add_to_diff(compute, scratch)
+    assert seen[0] is blob._diff                  # no scratch, no addition pass
+    assert np.all(scratch == -1)
+    assert blob.diff.tolist() == [1, 2, 3]
+
+
+def test_add_to_diff_accumulates_when_the_diff_is_not_due_for_zeroing():
+    blob = Blob((3,))
+    blob.diff[...] = 10
+    scratch = np.empty(3, np.float32)
+    blob.add_to_diff(lambda out: np.copyto(out, [1, 2, 3]), scratch)
+    blob.add_to_diff(lambda out: np.copyto(out, [1, 1, 1]), scratch)
+    assert blob.diff.tolist() == [12, 13, 14]
+
+
+def test_due_zeros_survive_a_reshape_and_are_undone_by_assigning_a_diff():
+    blob = Blob((2, 3))
+    blob.diff[...] = 4
+    blob.zero_diff()
+    blob.reshape(3, 2)
+    assert blob.diff.shape == (3, 2) and not blob.diff.any()
+    blob.zero_diff()
+    blob.diff = np.ones((3, 2), np.float32)
+    assert np.all(blob.diff == 1)
+
+
 def test_negative_dimension_is_rejected():
     with pytest.raises(ValueError, match="negative"):
         Blob((2, -1))

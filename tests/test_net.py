@@ -146,6 +146,30 @@ def test_param_diffs_accumulate_until_cleared():
     np.testing.assert_allclose(net.params["ip1"][0].diff, 2 * once, rtol=1e-6)
 
 
+def test_cleared_diffs_read_zero_where_backward_writes_no_gradient():
+    spec = mlp()
+    spec["layers"][1]["param"] = [{"lr_mult": 0}, {"lr_mult": 0}]
+    net = Net(spec, seed=0)
+    frozen = net.params["ip1"][0]
+    frozen.diff[...] = 3
+    net.forward(x=np.ones((4, 5)), y=LABELS)
+    net.clear_param_diffs()
+    net.backward()
+    assert not frozen.diff.any()
+    assert net.params["ip2"][0].diff.any()
+
+
+def test_shared_param_gradient_is_the_sum_over_its_users_after_a_clear():
+    net = Net(shared_spec(), seed=0)
+    net.forward(y=np.array([1, 4]))
+    net.params["a"][0].diff[...] = 100        # stale values must not leak into the sum
+    net.clear_param_diffs()
+    net.backward()
+    h, dh = net.blobs["h"].data, net.blobs["h"].diff
+    x, dz = net.blobs["x"].data, net.blobs["z"].diff
+    np.testing.assert_allclose(net.params["a"][0].diff, dh.T @ x + dz.T @ h, rtol=1e-5, atol=1e-7)
+
+
 def shared_spec(second_shape=6):
     return {"name": "shared", "layers": [
         input_layer([(2, 6), (2,)]),

@@ -2,7 +2,7 @@
 
 The numpy form of Caffe's SGD with L2 weight decay takes seven passes over a param's arrays (the
 decay term into a buffer, diff += buffer, diff *= rate, v *= momentum, v += diff, diff = v,
-w -= diff); this kernel reads w, diff and v once and writes them once. Every operation is the
+w -= diff); these kernels read w, diff and v once and write them once. Every operation is the
 numpy one, in the numpy order and precision (no fused multiply-add: numba leaves ``fastmath``
 off), so the results are bit for bit those of the separate passes.
 """
@@ -19,6 +19,15 @@ def _sgd_update(weight, diff, history, rate, decay, momentum, regularize):
         weight[i] -= v
 
 
+@jit
+def _sgd_step(weight, diff, rate, decay, regularize):
+    for i in range(weight.size):
+        g = diff[i] + weight[i] * decay if regularize else diff[i]
+        v = g * rate
+        diff[i] = v
+        weight[i] -= v
+
+
 def sgd_update(weight, diff, history, rate, decay, momentum):
     """Caffe's SGD step with L2 weight decay, in place on flat C-contiguous arrays of one dtype:
 
@@ -26,6 +35,11 @@ def sgd_update(weight, diff, history, rate, decay, momentum):
         v = momentum * v + rate * g
         diff = v;  w = w - v
 
-    The scalars are rounded to the arrays' dtype first, as numpy does with Python floats."""
+    At momentum 0 the history is neither read nor written (v = rate * g): one pass over two
+    arrays instead of three. The scalars are rounded to the arrays' dtype first, as numpy does
+    with Python floats."""
     t = weight.dtype.type
-    _sgd_update(weight, diff, history, t(rate), t(decay), t(momentum), bool(decay))
+    if momentum == 0:
+        _sgd_step(weight, diff, t(rate), t(decay), bool(decay))
+    else:
+        _sgd_update(weight, diff, history, t(rate), t(decay), t(momentum), bool(decay))

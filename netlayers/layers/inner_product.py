@@ -70,13 +70,11 @@ class InnerProduct(Layer):
         weight = self.blobs[0]
         if self.param_propagate_down[0]:
             if self.p.transpose:
-                np.dot(x.T, dy, out=self._weight_grad)
+                weight.add_to_diff(lambda out: np.dot(x.T, dy, out=out), self._weight_grad)
             else:
-                np.dot(dy.T, x, out=self._weight_grad)
-            weight.diff += self._weight_grad
+                weight.add_to_diff(lambda out: np.dot(dy.T, x, out=out), self._weight_grad)
         if self.p.bias_term and self.param_propagate_down[1]:
-            np.sum(dy, axis=0, out=self._bias_grad)
-            self.blobs[1].diff += self._bias_grad
+            self.blobs[1].add_to_diff(lambda out: np.sum(dy, axis=0, out=out), self._bias_grad)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.batch, self.in_features)
             np.dot(dy, weight.data.T if self.p.transpose else weight.data, out=dx)

@@ -69,14 +69,20 @@ class SGD(UpdateRule):
 
         v = momentum * v + local_rate * g
         w = w - v
+
+    At momentum 0 the step is local_rate * g and the history is left alone (it stays zero):
+    Caffe stores the last step there, which nothing reads at momentum 0, so only a snapshot
+    resumed with a different momentum could tell (it starts from v = 0).
     """
 
     type = "SGD"
     uses = ("momentum",)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
-        v = history[0]
         diff *= local_rate
+        if self.momentum == 0:
+            return
+        v = history[0]
         v *= self.momentum
         v += diff
         diff[...] = v

@@ -215,7 +215,8 @@ def separate_passes(w, diff, v, rate, decay, momentum):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("decay", [0.0, 5e-4])
-def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay):
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay, momentum):
     rng = np.random.default_rng(0)
     shape = (50, 20, 5, 5)
     w = rng.standard_normal(shape).astype(dtype)
@@ -223,7 +224,7 @@ def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay):
     w[0, 0, 0, :3] = [0.0, -0.0, 1e-30]          # zeros of both signs, a tiny weight
     v[0, 0, 0, :2] = [-0.0, 0.0]
     expected = [w.copy(), None, v.copy()]
-    rule = SGD(momentum=0.9)
+    rule = SGD(momentum=momentum)
     for step in range(3):
         g = (0.1 * rng.standard_normal(shape)).astype(dtype)
         g[0, 0, 0, :2] = [-0.0, 0.0]
@@ -231,10 +232,19 @@ def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay):
         got_diff = g.copy()
         assert rule.fused_update(w, got_diff, [v], rate, decay, step)
         expected[1] = g.copy()
-        separate_passes(expected[0], expected[1], expected[2], rate, decay, 0.9)
+        separate_passes(expected[0], expected[1], expected[2], rate, decay, momentum)
         for got, want in zip((w, got_diff, v), expected):
             assert got.dtype == dtype
             np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))   # bits, -0
+
+
+def test_sgd_at_momentum_zero_steps_by_rate_times_gradient_and_keeps_no_history():
+    w, diff = np.array([1.0, -2.0]), np.array([0.5, 0.25])
+    history = [np.zeros(2)]
+    assert SGD(momentum=0.0).fused_update(w, diff, history, 0.1, 0.0, 0)
+    np.testing.assert_array_equal(diff, [0.05, 0.025])
+    np.testing.assert_array_equal(w, [0.95, -2.025])
+    assert not history[0].any()
 
 
 def test_sgd_fused_update_declines_arrays_it_cannot_update_in_place():
