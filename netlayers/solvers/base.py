@@ -330,21 +330,22 @@ class Solver:
         """Clip, then per param normalise, regularise, compute the step and apply it (the last
         three in one pass when the rule has a fused update for them, as SGD with L2 has)."""
         p = self.param
-        # overflow shows up as a non-finite loss or weights, reported as one TrainingError
-        with np.errstate(over="ignore", invalid="ignore"):
-            self.clip_gradients()
-            for i, param in enumerate(self.net.learnable_params):
-                if param.lr_mult == 0:
-                    continue
-                diff = param.blob.diff
-                if p.iter_size > 1:
-                    diff *= 1.0 / p.iter_size
-                if p.regularization_type == "L2" and self.rule.fused_update(
-                        param.blob.data, diff, self.history[i], rate * param.lr_mult,
-                        p.weight_decay * param.decay_mult, self.iter):
-                    continue
+        self.clip_gradients()
+        for i, param in enumerate(self.net.learnable_params):
+            if param.lr_mult == 0:
+                continue
+            diff = param.blob.diff
+            if p.iter_size > 1:
+                diff *= 1.0 / p.iter_size
+            if p.regularization_type == "L2" and self.rule.fused_update(
+                    param.blob.data, diff, self.history[i], rate * param.lr_mult,
+                    p.weight_decay * param.decay_mult, self.iter):
+                continue
+            # overflow shows up as a non-finite loss or weights, reported as one TrainingError
+            with np.errstate(over="ignore", invalid="ignore"):
                 self.regularize(i, param)
-                self.rule.compute(diff, self.history[i], self._scratch[i], rate * param.lr_mult, self.iter)
+                self.rule.compute(diff, self.history[i], self._scratch[i], rate * param.lr_mult,
+                                  self.iter)
                 param.blob.data -= diff
 
     def clip_gradients(self):
@@ -353,11 +354,12 @@ class Solver:
         if clip < 0:
             return
         diffs = [param.blob.diff for param in self.net.learnable_params]
-        norm = math.sqrt(sum(float(np.vdot(d, d)) for d in diffs))
-        if norm > clip:
-            scale = clip / norm
-            for diff in diffs:
-                diff *= scale
+        with np.errstate(over="ignore", invalid="ignore"):
+            norm = math.sqrt(sum(float(np.vdot(d, d)) for d in diffs))
+            if norm > clip:
+                scale = clip / norm
+                for diff in diffs:
+                    diff *= scale
 
     def regularize(self, index, param):
         """diff += decay * w (L2) or decay * sign(w) (L1), decay = weight_decay * decay_mult."""
