@@ -67,8 +67,7 @@ class Blob:
     def diff(self):
         """The gradient array. Zeros that :meth:`zero_diff` left due are written here first."""
         if self._diff_zero_due:
-            self._diff_zero_due = False
-            self._diff[...] = 0
+            self.write_due_zeros()
         return self._diff
 
     @diff.setter
@@ -81,6 +80,12 @@ class Blob:
         never, when :meth:`add_to_diff` computes a whole gradient straight into it. (An array
         taken from ``diff`` before this call does not see the zeros until ``diff`` is read.)"""
         self._diff_zero_due = True
+
+    def write_due_zeros(self):
+        """Write now the zeros a lazy :meth:`zero_diff` left due (reading ``diff`` does this too)."""
+        if self._diff_zero_due:
+            self._diff_zero_due = False
+            self._diff[...] = 0
 
     def add_to_diff(self, compute, scratch):
         """diff += g, where ``compute(out)`` writes g into ``out``, an array of the diff's shape.

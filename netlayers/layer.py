@@ -49,6 +49,11 @@ class Layer:
     is_loss = False           # loss layers weight their first top by 1 unless told otherwise
     has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
+    # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or
+    # ``blob.add_to_diff``, so the zeros of a lazy clear may stay due (InnerProduct). False: they
+    # are written before Backward_cpu, so a layer that keeps its param diff arrays between
+    # calls still accumulates from zero.
+    lazy_param_diffs = False
 
     def __init__(self, spec, *, phase="TRAIN", dtype=np.float32, rng=None):
         self.spec = spec
@@ -95,6 +100,9 @@ class Layer:
 
     def backward(self, top, propagate_down, bottom):
         if any(propagate_down) or any(self.param_propagate_down):
+            if not self.lazy_param_diffs:
+                for blob in self.blobs:
+                    blob.write_due_zeros()
             self.Backward_cpu(top, propagate_down, bottom)
 
     # -- to be implemented -----------------------------------------------------------------

@@ -25,6 +25,7 @@ class InnerProduct(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
+    lazy_param_diffs = True
 
     def LayerSetUp(self, bottom, top):
         p = self.p

@@ -117,3 +117,37 @@ def test_gradcheck_catches_a_wrong_backward():
 
     report = check_layer({"type": "TestOnlyWrongSquare"}, [np.array([0.5, -1.5, 2.0])])
     assert not report.passed and report.worst_relative > 0.1
+
+
+def test_a_layer_that_keeps_its_param_diff_array_accumulates_from_zero_after_each_clear():
+    @register_layer("TestOnlyKeptDiffScale")
+    class KeptDiffScale(Layer):
+        """y = w x (w a scalar param).  Backward: dE/dw = sum(x dE/dy), kept in an array
+        taken from the param blob once, in LayerSetUp."""
+        num_bottoms = num_tops = (1, 1)
+
+        def LayerSetUp(self, bottom, top):
+            self.add_param((1,))
+            self.blobs[0].data[...] = 3
+            self.kept_diff = self.blobs[0].diff
+
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+
+        def Forward_cpu(self, bottom, top):
+            np.multiply(bottom[0].data, self.blobs[0].data, out=top[0].data)
+
+        def Backward_cpu(self, top, propagate_down, bottom):
+            self.kept_diff += np.sum(bottom[0].data * top[0].diff)
+
+    spec = {"name": "kept", "layers": [
+        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
+        {"name": "scale", "type": "TestOnlyKeptDiffScale", "bottom": "x", "top": "y",
+         "loss_weight": 1}]}
+    net = Net(spec)
+    x = np.array([1.0, 2.0, 4.0])
+    for _ in range(3):
+        net.forward(x=x)
+        net.clear_param_diffs()
+        net.backward()
+        np.testing.assert_allclose(net.params["scale"][0].diff, [x.sum()])   # not 2x, 3x
