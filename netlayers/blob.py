@@ -26,6 +26,8 @@ class Blob:
         of a grown blob start at zero, those of a kept one are whatever the buffer held."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
+            if shape == self.shape:     # the common case: a tuple of the current shape
+                return self
         shape = tuple(int(d) for d in shape)
         if shape == self.shape:
             return self

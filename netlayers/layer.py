@@ -95,7 +95,8 @@ class Layer:
         for weight, blob in zip(self.loss_weights, top):
             if weight:
                 blob.diff[...] = weight
-                loss += weight * float(blob.data.sum())
+                value = blob.data
+                loss += weight * (value.item() if value.size == 1 else float(value.sum()))
         return loss
 
     def backward(self, top, propagate_down, bottom):
@@ -152,7 +153,7 @@ class Layer:
     def buffer(self, name, shape, dtype=None):
         """An internal array ``self.<name>`` of ``shape`` (default dtype: the layer's), allocated
         only when its shape or dtype changes: call it from Reshape, use it in Forward/Backward."""
-        shape, dtype = tuple(shape), np.dtype(dtype or self.dtype)
+        shape, dtype = tuple(shape), dtype or self.dtype
         array = getattr(self, name, None)
         if array is None or array.shape != shape or array.dtype != dtype:
             array = np.empty(shape, dtype)

@@ -203,7 +203,7 @@ class Net:
 
     def forward_backward(self):
         """One forward and one backward pass; returns the loss."""
-        self.forward()
+        self.loss = self.forward_range(0, len(self.layers) - 1)
         self.backward()
         return self.loss
 
