@@ -13,6 +13,7 @@ import numpy as np
 
 from .blob import Blob
 from .errors import ConfigError, NetlayersError
+from .layer import Layer
 from .netspec import load_net_spec, phase_layers
 
 
@@ -143,6 +144,13 @@ class Net:
                 if need:
                     diff_ready.add(name)
         self.blob_need_backward = blob_needs
+        for layer, needed in zip(self.layers, self.layer_need_backward):
+            if needed and type(layer).Backward_cpu is Layer.Backward_cpu:
+                owner = (f"class '{layer.p.layer}' in module '{layer.p.module}'" if layer.type == "Python"
+                         else f"class '{type(layer).__qualname__}'")
+                raise layer.error(f"{owner} has no Backward_cpu, but gradients must flow through "
+                                  "this layer: implement it, or stop them here (propagate_down: "
+                                  "false on its bottoms, lr_mult: 0 on its params)")
 
     # -- public API ------------------------------------------------------------------------
     @property

@@ -6,8 +6,9 @@
 A user can register a class of their own under a new name the same way, from any module that
 is imported before the net is built.
 """
+import difflib
+
 from .errors import ConfigError
-from .netspec.schema import close_match_hint
 
 _LAYERS = {}
 
@@ -26,16 +27,24 @@ def register_layer(type_name):
 
 
 def layer_class(type_name, where=None):
-    """The class registered as ``type_name``; an unknown name is an error listing close ones."""
+    """The class registered as ``type_name``; an unknown name is an error naming the closest
+    known names (ignoring case), or all of them when none is close (as Caffe lists them)."""
     _load_builtin_layers()
     try:
         return _LAYERS[type_name]
     except (KeyError, TypeError):
-        hint = close_match_hint(type_name, _LAYERS)
-        message = f"unknown layer type '{type_name}'{hint}"
+        message = f"unknown layer type '{type_name}'; {_suggest(str(type_name))}"
         if where is not None:
             raise where.error(message) from None
         raise ConfigError(message) from None
+
+
+def _suggest(word):
+    by_lower = {name.lower(): name for name in _LAYERS}
+    close = difflib.get_close_matches(word.lower(), by_lower, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(f"'{by_lower[c]}'" for c in close) + "?"
+    return "known types: " + ", ".join(sorted(_LAYERS))
 
 
 def layer_types():

@@ -66,5 +66,6 @@ def test_same_seed_same_values_and_unknown_type_is_an_error():
     a = filled((10,), seed=3, type="gaussian")
     b = filled((10,), seed=3, type="gaussian")
     assert np.array_equal(a, b)
-    with pytest.raises(ConfigError, match="unknown filler type 'gausian'"):
+    with pytest.raises(ConfigError, match="field 'type': expected one of constant .*got 'gausian' "
+                                          r"\(did you mean 'gaussian'\?\)"):
         filled((2,), type="gausian")

@@ -18,6 +18,7 @@ Conventions, following Caffe's protobuf messages:
 import difflib
 
 from ..errors import ConfigError
+from ..fillers import FILLERS
 
 _REQUIRED = object()
 
@@ -186,7 +187,7 @@ def _missing(where, name):
 
 # Shared message shapes used by several layer families.
 FILLER = Message({
-    "type": Field(str, "constant"),
+    "type": Field(Enum(*FILLERS), "constant"),
     "value": Field(float, 0.0),
     "min": Field(float, 0.0),
     "max": Field(float, 1.0),

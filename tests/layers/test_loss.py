@@ -186,6 +186,18 @@ def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
     assert float(loss) == 0.0
 
 
+@pytest.mark.parametrize("axis", [None, -1, 0])
+def test_softmax_values_and_gradients(axis, rng):
+    x = 3 * rng.standard_normal((3, 4, 2))
+    layer = {"type": "Softmax"} if axis is None else {"type": "Softmax", "softmax_param": {"axis": axis}}
+    _, (y,) = run_layer(layer, [x])
+    k = 1 if axis is None else axis
+    e = np.exp(x - x.max(axis=k, keepdims=True))
+    np.testing.assert_allclose(y, e / e.sum(axis=k, keepdims=True), rtol=1e-12)
+    report = assert_gradients(layer, [x])
+    assert report["bottom[0]"].checked == x.size
+
+
 def test_softmax_with_loss_gradients(rng):
     labels = rng.integers(0, 4, (3, 2)).astype(float)
     labels[0, 0] = -1

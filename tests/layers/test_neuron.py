@@ -80,6 +80,10 @@ def test_bnll_is_stable_for_large_inputs():
 
 # -- gradients ----------------------------------------------------------------------------------
 GRADIENT_CASES = [
+    {"type": "ReLU"},
+    {"type": "ReLU", "relu_param": {"negative_slope": 0.1}},
+    {"type": "Sigmoid"},
+    {"type": "TanH"},
     {"type": "ELU"},
     {"type": "ELU", "elu_param": {"alpha": 0.5}},
     {"type": "PReLU", "prelu_param": {"filler": {"type": "uniform", "min": -1, "max": 1}}},
@@ -103,6 +107,8 @@ GRADIENT_CASES = [
 def test_gradients(layer, phase, x):
     if layer["type"] == "Threshold":
         x = away_from(x, 0.1)
+    if layer["type"] == "ReLU":
+        x = away_from(x)
     report = assert_gradients(layer, [x], phase=phase)
     for blob in report.blobs:     # inputs kept off the kinks: every element is really checked
         assert blob.skipped == 0, str(report)

@@ -151,3 +151,30 @@ def test_a_layer_that_keeps_its_param_diff_array_accumulates_from_zero_after_eac
         net.clear_param_diffs()
         net.backward()
         np.testing.assert_allclose(net.params["scale"][0].diff, [x.sum()])   # not 2x, 3x
+
+
+NO_BACKWARD = """\
+    import netlayers
+    class Double(netlayers.Layer):
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+        def Forward_cpu(self, bottom, top):
+            top[0].data[...] = 2 * bottom[0].data
+    """
+
+
+def test_a_layer_without_backward_is_fine_where_no_gradient_must_pass(tmp_path):
+    config = write_layer(tmp_path, NO_BACKWARD, module="userlayer_noback_ok")
+    net = Net(config)
+    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["y"], [2, 4, 6])
+
+
+def test_a_layer_without_backward_where_gradients_must_pass_is_a_config_error(tmp_path):
+    config = write_layer(tmp_path, NO_BACKWARD, module="userlayer_noback")
+    config.write_text("force_backward: true\n" + config.read_text() +
+                      "  - {name: loss, type: EuclideanLoss, bottom: [y, x], top: loss}\n")
+    with pytest.raises(ConfigError) as info:
+        Net(config)
+    message = str(info.value)
+    assert "net.yaml:5: layer 'mine'" in message and "\n" not in message
+    assert "class 'Double' in module 'userlayer_noback' has no Backward_cpu" in message

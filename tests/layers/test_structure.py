@@ -387,6 +387,11 @@ def test_silence_consumes_and_zeroes_the_gradient(x):
     assert net.outputs == []
 
 
+def test_silence_gradient_checks_as_zero(x):
+    report = assert_gradients({"type": "Silence", "top": []}, [x])
+    assert report["bottom[0]"].checked == x.size
+
+
 # -- Reduction ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("op", [None, "SUM", "ASUM", "SUMSQ", "MEAN"])
 @pytest.mark.parametrize("axis", [None, 1, -1, 2])

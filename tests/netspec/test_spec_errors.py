@@ -77,6 +77,24 @@ def test_unknown_layer_type_lists_close_names(tmp_path):
     assert ":8: layer 'ip'" in message and "did you mean 'InnerProduct'" in message
 
 
+def test_unknown_layer_type_far_from_every_name_lists_them_all(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("type: InnerProduct", "type: Fully"))
+    assert ":8: layer 'ip'" in message and "known types: AbsVal, Accuracy" in message
+    assert "InnerProduct" in message and "\n" not in message
+
+
+def test_unknown_layer_type_is_matched_ignoring_case(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("type: InnerProduct", "type: innerproduct"))
+    assert "did you mean 'InnerProduct'?" in message
+
+
+def test_unknown_filler_type_is_found_before_setup_at_its_own_line(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("{num_output: 4}",
+                                              "\n      num_output: 4\n      weight_filler: {type: xaviar}"))
+    assert ":13: layer 'ip': field 'inner_product_param.weight_filler.type'" in message
+    assert "did you mean 'xavier'?" in message
+
+
 def test_bottom_not_produced(tmp_path):
     message = error_of(tmp_path, GOOD.replace("bottom: [z, y]", "bottom: [zz, y]"))
     assert "layer 'loss'" in message and "blob 'zz' is not produced" in message
