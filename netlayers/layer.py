@@ -47,6 +47,7 @@ class Layer:
     num_bottoms = (0, None)   # (min, max); None means no upper bound
     num_tops = (0, None)
     is_loss = False           # loss layers weight their first top by 1 unless told otherwise
+    auto_top_blobs = False    # True: missing tops are made anonymously (Caffe's AutoTopBlobs)
     has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or

@@ -61,6 +61,9 @@ class Net:
                 if name not in self.blobs:
                     self.blobs[name] = Blob((), self.dtype, name=name)
                 tops.append(self.blobs[name])
+            if layer.auto_top_blobs:    # anonymous: no name, so never an output nor a bottom
+                tops += [Blob((), self.dtype, name=f"{spec.name}(automatic)")
+                         for _ in range(layer.num_tops[0] - len(tops))]
             try:
                 layer.setup(bottoms, tops)
             except NetlayersError as err:

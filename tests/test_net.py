@@ -258,3 +258,18 @@ def test_loading_a_file_that_is_not_npz_says_so(tmp_path):
     bad.write_text("garbage\n")
     with pytest.raises(DataError, match=r"w\.npz: not an \.npz archive"):
         Net(mlp()).load(bad)
+
+
+def test_a_loss_layer_without_a_top_gets_an_anonymous_one_as_in_caffe():
+    spec = mlp()
+    del spec["layers"][-1]["top"]
+    net = Net(spec, seed=0)
+    named = Net(mlp(), seed=0)
+    inputs = {"x": np.ones((4, 5)), "y": LABELS}
+    assert net.forward(**inputs) == {} and net.outputs == []
+    named.forward(**inputs)
+    assert net.loss == named.loss > 0
+    for n in (net, named):
+        n.clear_param_diffs()
+        n.backward()
+    np.testing.assert_array_equal(net.params["ip1"][0].diff, named.params["ip1"][0].diff)

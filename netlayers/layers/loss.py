@@ -22,6 +22,7 @@ class LossLayer(Layer):
     """Base of loss layers: two bottoms (prediction, target), a scalar top weighted by 1."""
 
     is_loss = True
+    auto_top_blobs = True     # a loss layer given no top still computes its loss, as in Caffe
     extra_blocks = {"loss_param": LOSS_PARAM}
     num_bottoms = (2, 2)
     num_tops = (1, 1)
