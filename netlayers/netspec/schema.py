@@ -16,6 +16,9 @@ Conventions, following Caffe's protobuf messages:
 - A field left out gets its default; ``default=None`` means "not set" (Caffe's ``has_x()``).
 """
 import difflib
+import math
+
+import numpy as np
 
 from ..errors import ConfigError
 from ..fillers import FILLERS
@@ -98,11 +101,25 @@ def close_match_hint(word, candidates):
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
+def shown(value):
+    """How a config value is named in a message: 'a mapping', 'a list' or its plain repr."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def check_scalar(value, kind, where):
-    """Convert one value to ``kind`` or raise a ConfigError saying what was expected."""
+    """Convert one value to ``kind`` or raise a ConfigError saying what was expected. Numbers
+    may be numpy scalars (a config built in Python); floats must be finite."""
     def wrong():
-        shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-        return where.error(f"expected {kind_name(kind)}, got {shown}")
+        return where.error(f"expected {kind_name(kind)}, got {shown(value)}")
+
+    if isinstance(value, np.generic):
+        value = value.item()
 
     if isinstance(kind, Message):
         if not isinstance(value, dict):
@@ -126,14 +143,19 @@ def check_scalar(value, kind, where):
             return int(value)
         raise wrong()
     if kind is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise wrong()
+        if number is None:
+            raise wrong()
+        if not math.isfinite(number):
+            raise where.error(f"expected a finite number, got {shown(value)}")
+        return number
     if kind is str:
         if isinstance(value, str):
             return value
@@ -165,7 +187,7 @@ def check_message(value, fields, where):
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        raise where.error(f"expected a mapping, got {type(value).__name__}")
+        raise where.error(f"expected a mapping, got {shown(value)}")
     for key in value:
         if key not in fields:
             hint = close_match_hint(key, fields)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..registry import layer_class
-from .schema import Enum, Field, Message, Where, check_message, close_match_hint
+from .schema import Enum, Field, Message, Where, check_message, close_match_hint, shown
 from .yaml_lines import load_yaml_file
 
 PHASES = ("TRAIN", "TEST")
@@ -101,7 +101,7 @@ def load_net_spec(source):
         return check_net(raw, file=str(path), base_dir=path.resolve().parent)
     if isinstance(source, dict):
         return check_net(source, file=None, base_dir=Path.cwd())
-    raise TypeError(f"a net is built from a YAML path or a dict, not {type(source).__name__}")
+    raise ConfigError(f"a net is built from a YAML path or a mapping, not {shown(source)}")
 
 
 def check_net(raw, *, file=None, base_dir=None):
@@ -132,7 +132,7 @@ def check_net(raw, *, file=None, base_dir=None):
 def check_layer(raw, where):
     """Check one layer mapping: common fields, then the blocks its class declares."""
     if not isinstance(raw, dict):
-        raise where.error(f"each layer must be a mapping, got {type(raw).__name__}")
+        raise where.error(f"each layer must be a mapping, got {shown(raw)}")
     name = raw.get("name")
     where = Where(where.file, where.line, name if isinstance(name, str) else None)
     if "type" not in raw:

@@ -78,7 +78,11 @@ def load_yaml_file(path):
     """Read and parse a YAML file; a missing file is a ConfigError naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config: {err.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"not a text file in UTF-8 (byte {err.start}: "
+                          f"{err.object[err.start:err.start + 1]!r}); a config is YAML text",
+                          file=str(path)) from None
     return load_yaml_text(text, str(path))

@@ -1,6 +1,7 @@
 """Every config mistake is one line naming file, line, layer and what is expected."""
 import textwrap
 
+import numpy as np
 import pytest
 
 from netlayers import ConfigError, Net
@@ -53,7 +54,7 @@ def test_malformed_yaml_names_the_line(tmp_path):
 
 def test_unknown_layer_field_suggests_close_match(tmp_path):
     message = error_of(tmp_path, GOOD.replace("    bottom: x\n", "    botom: x\n"))
-    assert f":9: layer 'ip': field 'botom': unknown field (did you mean 'bottom'?)" in message
+    assert ":9: layer 'ip': field 'botom': unknown field (did you mean 'bottom'?)" in message
 
 
 def test_unknown_param_field_names_block_and_line(tmp_path):
@@ -153,3 +154,40 @@ def test_a_floating_point_written_1e_3_is_accepted(tmp_path):
     # z also feeds the loss, so (as in Caffe) a split carries the weight on its first top
     split = next(layer for layer in net.layers if layer.type == "Split")
     assert split.loss_weights == [0.001, 0.0]
+
+
+def test_a_file_that_is_not_utf8_text(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ConfigError, match=r"binary.yaml: not a text file in UTF-8 \(byte 0"):
+        Net(path)
+
+
+@pytest.mark.parametrize("source, shown", [([1, 2], "a list"), (5, "5"), (None, "None")])
+def test_a_net_from_something_else_than_a_path_or_mapping(source, shown):
+    with pytest.raises(ConfigError, match=f"a net is built from a YAML path or a mapping, not {shown}$"):
+        Net(source)
+
+
+def test_mistyped_containers_are_named_in_plain_words(tmp_path):
+    message = error_of(tmp_path, GOOD.replace("    bottom: x\n", "    bottom: [{x: 1}]\n"))
+    assert "expected a string, got a mapping" in message
+    message = error_of(tmp_path, GOOD.replace("  - name: loss\n", "  - [loss]\n  - name: loss\n"))
+    assert "each layer must be a mapping, got a list" in message
+
+
+def test_numpy_numbers_are_accepted_in_a_config_built_in_python():
+    spec = {"name": "n", "layers": [
+        {"name": "data", "type": "Input", "top": "x",
+         "input_param": {"shape": [{"dim": [np.int64(2), np.int32(3)]}]}},
+        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
+         "inner_product_param": {"num_output": np.int64(4),
+                                 "weight_filler": {"type": "gaussian", "std": np.float32(0.5)}}}]}
+    assert Net(spec).blobs["z"].shape == (2, 4)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_float_fields_must_be_finite(tmp_path, value):
+    text = GOOD.replace("{num_output: 4}", f"{{num_output: 4, weight_filler: {{type: gaussian, std: {value}}}}}")
+    message = error_of(tmp_path, text)
+    assert "field 'inner_product_param.weight_filler.std': expected a finite number" in message
