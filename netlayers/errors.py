@@ -23,9 +23,13 @@ class NetlayersError(Exception):
         self.field = field
 
     def located(self, *, file=None, line=None, layer=None, field=None):
-        """Fill in location parts that are still unknown; returns self for re-raising."""
-        self.file = self.file or file
-        self.line = self.line or line
+        """Fill in location parts that are still unknown; returns self for re-raising. A line
+        is taken only with its own file: an error that already names another file (a data
+        file) keeps that file and gets no line from the config."""
+        if not self.file:
+            self.file = file
+        if self.file == file:
+            self.line = self.line or line
         self.layer = self.layer or layer
         self.field = self.field or field
         return self

@@ -90,8 +90,11 @@ class Layer:
 
     def forward(self, bottom, top):
         """Reshape, Forward_cpu, and return this layer's weighted loss (0 for most layers)."""
-        self.Reshape(bottom, top)
-        self.Forward_cpu(bottom, top)
+        try:
+            self.Reshape(bottom, top)
+            self.Forward_cpu(bottom, top)
+        except Exception as err:
+            self._reraise(err, "forward")
         loss = 0.0
         for weight, blob in zip(self.loss_weights, top):
             if weight:
@@ -105,7 +108,22 @@ class Layer:
             if not self.lazy_param_diffs:
                 for blob in self.blobs:
                     blob.write_due_zeros()
-            self.Backward_cpu(top, propagate_down, bottom)
+            try:
+                self.Backward_cpu(top, propagate_down, bottom)
+            except Exception as err:
+                self._reraise(err, "backward")
+
+    def _reraise(self, err, method):
+        """A netlayers error gets this layer's place; any other exception from a Python layer
+        (the user's code) becomes a one-line NetlayersError with the original chained to it.
+        Anything else is a bug in netlayers and goes up as it is."""
+        where = self.spec.where
+        if isinstance(err, NetlayersError):
+            raise err.located(file=where.file, line=where.line, layer=self.name)
+        if self.type == "Python":
+            raise NetlayersError(f"{method} of the Python layer failed: {type(err).__name__}: {err}",
+                                 file=where.file, line=where.line, layer=self.name) from err
+        raise err
 
     # -- to be implemented -----------------------------------------------------------------
     def LayerSetUp(self, bottom, top):

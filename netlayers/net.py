@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .blob import Blob
-from .errors import ConfigError, NetlayersError
+from .errors import ConfigError, DataError, NetlayersError
 from .layer import Layer
 from .netspec import load_net_spec, phase_layers
 
@@ -71,6 +71,11 @@ class Net:
             except (ValueError, IndexError, TypeError) as err:
                 raise ConfigError(f"cannot set up {spec.type}: {err}", file=spec.where.file,
                                   line=spec.where.line, layer=spec.name) from err
+            except Exception as err:
+                if layer.type != "Python":
+                    raise
+                raise ConfigError(f"setup of the Python layer failed: {type(err).__name__}: {err}",
+                                  file=spec.where.file, line=spec.where.line, layer=spec.name) from err
             self.layers.append(layer)
             self.layer_names.append(spec.name)
             self.bottom_vecs.append(bottoms)
@@ -189,9 +194,14 @@ class Net:
         blobs' data by name. Keyword arguments set input blobs first (reshaping as needed)."""
         for name, value in inputs.items():
             if name not in self.blobs:
-                raise KeyError(f"no blob named '{name}' in the net")
-            value = np.asarray(value)
+                raise DataError(f"no blob named '{name}' to set (the net's inputs: "
+                                f"{', '.join(self.inputs) or 'none'})")
             blob = self.blobs[name]
+            try:
+                value = np.asarray(value, dtype=blob.dtype)
+            except (TypeError, ValueError):
+                raise DataError(f"blob '{name}' takes numbers, got {np.asarray(value).dtype} "
+                                "values") from None
             blob.reshape(value.shape)
             blob.data[...] = value
         first = 0 if start is None else self.layer_names.index(start)
@@ -231,7 +241,7 @@ class Net:
         """Feed a MemoryData layer (the first one, or the one named ``layer``) from arrays."""
         candidates = [l for l in self.layers if l.type == "MemoryData" and layer in (None, l.name)]
         if not candidates:
-            raise KeyError("the net has no MemoryData layer" + (f" named '{layer}'" if layer else ""))
+            raise ConfigError("the net has no MemoryData layer" + (f" named '{layer}'" if layer else ""))
         candidates[0].reset(data, labels)
 
     def share_weights_from(self, other):
@@ -266,9 +276,19 @@ class Net:
 
     def load(self, path):
         """Copy weights from ``.npz`` (or a Caffe ``.caffemodel``) into layers of the same name.
-        Layers the file does not mention keep their values; a shape mismatch is an error."""
+        Layers the file does not mention keep their values; a shape mismatch is an error, and
+        so is a file that names none of this net's layers with params (Caffe would load nothing
+        and say nothing)."""
         from .io import load_weights
         weights = load_weights(path)
+        learned = [layer.name for layer in self.layers if layer.blobs]
+        if learned and not any(name in weights for name in learned):
+            def listed(names):
+                names = sorted(names)
+                return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            raise ConfigError(f"names none of this net's layers with params (the file has "
+                              f"{listed(weights) or 'no weights'}; the net has {listed(learned)})",
+                              file=str(path))
         for layer in self.layers:
             arrays = weights.get(layer.name)
             if arrays is None:

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from netlayers.gradcheck import check_layer, check_net
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from netlayers import ConfigError, Net
+from netlayers import ConfigError, DataError, Net
 from netlayers.gradcheck import check_net
 
 
@@ -239,6 +239,22 @@ def test_loading_weights_of_another_shape_is_an_error(tmp_path):
         Net(spec).load(tmp_path / "w.npz")
 
 
+def test_loading_weights_that_name_none_of_the_nets_layers_is_an_error(tmp_path):
+    np.savez(tmp_path / "other.npz", **{"fc/0": np.zeros((2, 2)), "fc/1": np.zeros(2)})
+    with pytest.raises(ConfigError, match=r"other.npz: names none of this net's layers with params "
+                                          r"\(the file has fc; the net has ip1, ip2\)"):
+        Net(mlp()).load(tmp_path / "other.npz")
+
+
+def test_loading_weights_for_some_layers_keeps_the_others(tmp_path):
+    np.savez(tmp_path / "part.npz", **{"ip2/0": np.ones((3, 6)), "ip2/1": np.ones(3)})
+    net = Net(mlp(), seed=0)
+    before = net.params["ip1"][0].data.copy()
+    net.load(tmp_path / "part.npz")
+    assert np.all(net.params["ip2"][0].data == 1)
+    np.testing.assert_array_equal(net.params["ip1"][0].data, before)
+
+
 def test_forward_with_a_new_batch_size_reshapes():
     net = Net(mlp(), seed=0)
     out = net.forward(x=np.zeros((7, 5)), y=np.zeros(7))
@@ -273,3 +289,22 @@ def test_a_loss_layer_without_a_top_gets_an_anonymous_one_as_in_caffe():
         n.clear_param_diffs()
         n.backward()
     np.testing.assert_array_equal(net.params["ip1"][0].diff, named.params["ip1"][0].diff)
+
+
+def test_forward_with_an_unknown_input_or_non_numbers_is_a_data_error():
+    net = Net(mlp(), seed=0)
+    with pytest.raises(DataError, match=r"no blob named 'w' to set \(the net's inputs: x, y\)"):
+        net.forward(w=np.ones(3))
+    with pytest.raises(DataError, match=r"blob 'x' takes numbers, got <U1 values"):
+        net.forward(x=np.full((4, 5), "a"))
+
+
+def test_a_blob_set_from_outside_is_recomputed_by_its_layer():
+    net = Net(mlp(), seed=0)
+    expected = net.forward(x=np.ones((4, 5)), y=LABELS)["loss"]
+    assert net.forward(z=np.ones(3))["loss"] == expected      # ip2 reshapes and refills z
+
+
+def test_set_input_arrays_without_a_memory_data_layer():
+    with pytest.raises(ConfigError, match="the net has no MemoryData layer"):
+        Net(mlp()).set_input_arrays(np.ones((4, 5)), np.zeros(4))

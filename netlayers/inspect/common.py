@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, NetlayersError
+from ..errors import ConfigError
 from ..netspec import load_net_spec
 from ..netspec.schema import close_match_hint
 
@@ -191,21 +191,12 @@ def set_blob(net, name, value):
 
 
 def run_layer(net, index, method):
-    """``layer.forward`` or ``layer.backward`` of layer ``index``; an exception inside a
-    user's Python layer becomes a one-line error naming the layer and its place in the file."""
+    """``layer.forward`` or ``layer.backward`` of layer ``index`` (an exception inside a user's
+    Python layer comes out as a one-line error naming the layer: see Layer.forward)."""
     layer = net.layers[index]
-    where = layer.spec.where
-    try:
-        if method == "forward":
-            return layer.forward(net.bottom_vecs[index], net.top_vecs[index])
-        return layer.backward(net.top_vecs[index], net.bottom_need_backward[index], net.bottom_vecs[index])
-    except NetlayersError as err:
-        raise err.located(file=where.file, line=where.line, layer=layer.name)
-    except Exception as err:
-        if layer.type != "Python":
-            raise
-        raise NetlayersError(f"{method} of the Python layer failed: {type(err).__name__}: {err}",
-                             file=where.file, line=where.line, layer=layer.name) from err
+    if method == "forward":
+        return layer.forward(net.bottom_vecs[index], net.top_vecs[index])
+    return layer.backward(net.top_vecs[index], net.bottom_need_backward[index], net.bottom_vecs[index])
 
 
 def forward(net, *, values=None, before=None):

@@ -39,7 +39,7 @@ class InnerProduct(Layer):
             self.add_param((p.num_output,), p.bias_filler)
 
     def Reshape(self, bottom, top):
-        if bottom[0].shape == getattr(self, "_bottom_shape", None):
+        if bottom[0].shape == getattr(self, "_bottom_shape", None) and top[0].shape == self._top_shape:
             return
         self._bottom_shape = bottom[0].shape
         in_features = bottom[0].count_range(self.axis)
@@ -48,6 +48,7 @@ class InnerProduct(Layer):
                              f"axis {self.axis}) but the weights expect {self.in_features}")
         self.batch = bottom[0].count_range(0, self.axis)
         top[0].reshape(bottom[0].shape[:self.axis] + (self.p.num_output,))
+        self._top_shape = top[0].shape
         self.buffer("_weight_grad", self.blobs[0].shape)
         self.buffer("_bias_grad", (self.p.num_output,))
         # y^T = W x^T then one transposing copy: BLAS ran this form faster than x W^T

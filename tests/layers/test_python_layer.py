@@ -178,3 +178,30 @@ def test_a_layer_without_backward_where_gradients_must_pass_is_a_config_error(tm
     message = str(info.value)
     assert "net.yaml:5: layer 'mine'" in message and "\n" not in message
     assert "class 'Double' in module 'userlayer_noback' has no Backward_cpu" in message
+
+
+RAISING = """\
+    import netlayers
+    class Double(netlayers.Layer):
+        def LayerSetUp(self, bottom, top):
+            self.settings = {{}}
+            {setup}
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+        def Forward_cpu(self, bottom, top):
+            {forward}
+    """
+
+
+@pytest.mark.parametrize("where", ["setup", "forward"])
+def test_an_exception_in_the_users_layer_is_one_line_naming_the_layer(tmp_path, where):
+    failing = "self.settings['scale']"
+    code = RAISING.format(setup=failing if where == "setup" else "pass",
+                          forward=failing if where == "forward" else "pass")
+    config = write_layer(tmp_path, code, module=f"userlayer_raises_{where}")
+    with pytest.raises(netlayers.NetlayersError) as info:
+        Net(config).forward(x=np.ones(3))
+    message = str(info.value)
+    assert "net.yaml:4: layer 'mine'" in message and "\n" not in message
+    assert f"{where} of the Python layer failed: KeyError: 'scale'" in message
+    assert isinstance(info.value.__cause__, KeyError)
