@@ -15,7 +15,14 @@ shape (outputs, inputs, ...):
 - msra: N(0, 2 / n), n as for xavier.
 - positive_unitball: U(0, 1), then each of the shape[0] slices is scaled to sum to 1.
 - bilinear: the weights of bilinear up-sampling for a Deconvolution kernel (k x k).
+
+Values no distribution can take are ConfigErrors naming the field (relative to the filler:
+``std``, ``min``, ``sparse``), which the caller locates at its layer: a gaussian std < 0,
+a uniform min > max or a range max - min too wide for a float, a sparse below -1 (Caffe's
+CHECK_GE). An empty blob (a zero-sized axis) has nothing to fill and is left as it is.
 """
+import math
+
 import numpy as np
 
 from .errors import ConfigError
@@ -84,6 +91,26 @@ FILLERS = {
 }
 
 
+def check(filler):
+    """Raise a ConfigError (field relative to the filler) for values the filler's distribution
+    cannot take; the fields its type does not use are not looked at."""
+    kind = filler.type
+    if kind == "gaussian":
+        if filler.std < 0:
+            raise ConfigError(f"the gaussian filler's std must not be negative, got {filler.std:g}",
+                              field="std")
+        if filler.sparse < -1:
+            raise ConfigError(f"sparse must be -1 (off) or a count >= 0, got {filler.sparse}",
+                              field="sparse")
+    elif kind == "uniform":
+        if filler.min > filler.max:
+            raise ConfigError(f"the uniform filler's min must not exceed max, got min {filler.min:g} "
+                              f"> max {filler.max:g}", field="min")
+        if not math.isfinite(float(filler.max) - float(filler.min)):
+            raise ConfigError(f"the uniform filler's range max - min is too wide for a float "
+                              f"(min {filler.min:g}, max {filler.max:g})", field="max")
+
+
 def fill(array, filler, rng):
     """Fill ``array`` in place as the checked FillerParameter ``filler`` says."""
     try:
@@ -91,5 +118,8 @@ def fill(array, filler, rng):
     except KeyError:
         known = ", ".join(FILLERS)
         raise ConfigError(f"unknown filler type '{filler.type}'; known: {known}", field="type") from None
+    check(filler)
+    if array.size == 0:          # nothing to fill (and no fan to divide by)
+        return array
     array[...] = make(filler, array.shape, rng)
     return array

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from netlayers.errors import DataError
+from netlayers.data._errors import data_file_error
 
 
 def as_labels(labels, *, file, what="labels"):
@@ -14,25 +14,22 @@ def as_labels(labels, *, file, what="labels"):
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise DataError(
-            f"{what}: expected a 1-D array of class indices, found shape {labels.shape}",
-            file=file,
+        raise data_file_error(
+            file, f"{what}: expected a 1-D array of class indices, found shape {labels.shape}"
         )
     if labels.dtype.kind in "iu":
         return labels.astype(np.int64, copy=False)
     if labels.dtype.kind == "f":
         if not np.all(np.isfinite(labels)):
-            raise DataError(f"{what}: labels contain NaN or infinity", file=file)
+            raise data_file_error(file, f"{what}: labels contain NaN or infinity")
         whole = np.floor(labels)
         bad = np.flatnonzero(whole != labels)
         if bad.size:
-            raise DataError(
-                f"{what}: labels must be whole numbers, found {labels[bad[0]]!r} "
-                f"at index {bad[0]}",
-                file=file,
+            raise data_file_error(
+                file,
+                f"{what}: labels must be whole numbers, found {labels[bad[0]]} at index {bad[0]}",
             )
         return whole.astype(np.int64)
-    raise DataError(
-        f"{what}: expected integer labels (or whole-number floats), found dtype {labels.dtype}",
-        file=file,
+    raise data_file_error(
+        file, f"{what}: expected integer labels (or whole-number floats), found dtype {labels.dtype}"
     )

@@ -14,6 +14,7 @@ import zlib
 
 import numpy as np
 
+from netlayers.data._errors import data_file_error
 from netlayers.errors import DataError
 
 #: IDX type byte -> numpy element type (big-endian in the file, native in the result).
@@ -36,7 +37,7 @@ def read_idx(path):
     The result has the file's shape and its element type in native byte order (uint8 for
     MNIST images and labels). Any problem (missing or unreadable file, bad magic bytes,
     unknown type byte, truncated header or data, bytes after the data, a broken gzip stream)
-    raises :class:`DataError` naming the file and what was expected.
+    raises :class:`DataError` saying ``data file <path>: <what was expected>``.
     """
     path = os.fspath(path)
     try:
@@ -46,11 +47,11 @@ def read_idx(path):
     except DataError:
         raise
     except FileNotFoundError:
-        raise DataError("IDX file not found", file=path) from None
+        raise data_file_error(path, "IDX file not found") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise DataError(f"corrupt gzip stream: {err}", file=path) from None
+        raise data_file_error(path, f"corrupt gzip stream: {err}") from None
     except OSError as err:
-        raise DataError(f"cannot read IDX file: {err.strerror or err}", file=path) from None
+        raise data_file_error(path, f"cannot read IDX file: {err.strerror or err}") from None
 
 
 def _open_maybe_gzip(path):
@@ -98,24 +99,24 @@ def _read_header(stream, path):
     magic = _read_exact(stream, 4)
     if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
         found = "0x" + magic.hex() if magic else "an empty file"
-        raise DataError(
+        raise data_file_error(
+            path,
             f"not an IDX file: magic bytes {found}, expected 0x0000 followed by a type byte "
             "and the number of dimensions",
-            file=path,
         )
     type_byte, ndim = magic[2], magic[3]
     if type_byte not in IDX_TYPES:
         known = ", ".join(f"0x{t:02x}" for t in IDX_TYPES)
-        raise DataError(
-            f"unknown IDX element type 0x{type_byte:02x}, expected one of {known}", file=path
+        raise data_file_error(
+            path, f"unknown IDX element type 0x{type_byte:02x}, expected one of {known}"
         )
     if ndim == 0:
-        raise DataError("IDX header gives 0 dimensions, expected at least 1", file=path)
+        raise data_file_error(path, "IDX header gives 0 dimensions, expected at least 1")
     dims = _read_exact(stream, 4 * ndim)
     if len(dims) < 4 * ndim:
-        raise DataError(
+        raise data_file_error(
+            path,
             f"truncated: header says {ndim} dimensions ({4 * ndim} bytes), found {len(dims)} bytes",
-            file=path,
         )
     shape = tuple(int(d) for d in np.frombuffer(dims, dtype=">u4"))
     return IDX_TYPES[type_byte], shape
@@ -128,16 +129,16 @@ def _read_data(stream, path, dtype, shape):
     expected = buffer.nbytes
     filled = _fill(stream, buffer)
     if filled < expected:
-        raise DataError(
-            f"truncated: header says {expected} bytes of data, found {filled}", file=path
+        raise data_file_error(
+            path, f"truncated: header says {expected} bytes of data, found {filled}"
         )
     extra = len(stream.read(1))
     if extra:
         rest = extra + _count_rest(stream)
-        raise DataError(
+        raise data_file_error(
+            path,
             f"header says {expected} bytes of data, found {expected + rest} "
             f"({rest} bytes after the data)",
-            file=path,
         )
     if dtype.itemsize > 1 and sys.byteorder == "little":
         out.byteswap(inplace=True)

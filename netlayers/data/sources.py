@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from netlayers.data._errors import data_file_error
 from netlayers.data._labels import as_labels
 from netlayers.data.idx import read_idx
 from netlayers.data.npz import read_npz
@@ -157,14 +158,14 @@ def _existing(folder, stem):
 def _idx_from_images_file(images):
     """Pair an images IDX file with its labels file (``images-idx3`` -> ``labels-idx1``)."""
     if IMAGES_TAG not in images.name:
-        raise DataError(
+        raise data_file_error(
+            str(images),
             f"cannot tell the labels file of an IDX file whose name lacks '{IMAGES_TAG}'; "
             f"expected a name like train-{IMAGES_TAG}-ubyte.gz, or give <folder>/<split>",
-            file=str(images),
         )
     labels = images.with_name(images.name.replace(IMAGES_TAG, LABELS_TAG))
     if not labels.is_file():
-        raise DataError(f"labels file not found, expected {labels}", file=str(images))
+        raise data_file_error(str(images), f"labels file not found, expected {labels}")
     return Source("IDX", images, labels)
 
 
@@ -198,9 +199,9 @@ def load_source(source):
     images = read_idx(source.images_path)
     labels = as_labels(read_idx(source.labels_path), file=str(source.labels_path))
     if len(images) != len(labels):
-        raise DataError(
+        raise data_file_error(
+            str(source.images_path),
             f"{len(images)} images but {len(labels)} labels in {source.labels_path}",
-            file=str(source.images_path),
         )
     return _shape_inputs(images, source.images_path, allow_flat=False), labels
 
@@ -212,4 +213,4 @@ def _shape_inputs(inputs, path, *, allow_flat):
     if inputs.ndim == 4 or (allow_flat and inputs.ndim == 2):
         return inputs
     accepted = "(N, D), (N, H, W) or (N, C, H, W)" if allow_flat else "(N, H, W) or (N, C, H, W)"
-    raise DataError(f"expected inputs of shape {accepted}, found {inputs.shape}", file=str(path))
+    raise data_file_error(str(path), f"expected inputs of shape {accepted}, found {inputs.shape}")

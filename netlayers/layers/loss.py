@@ -54,15 +54,29 @@ class LossLayer(Layer):
 
 
 def check_labels(layer, labels, num_classes, ignore_label):
-    """Labels must be integers in [0, num_classes) (or the ignore label): name the bad one."""
+    """Labels must be integers in [0, num_classes) (or the ignore label): name the first bad
+    one, a fraction (or NaN) before a whole number out of range."""
     flat = labels.reshape(-1)
-    bad = (flat < 0) | (flat >= num_classes) | (flat != np.floor(flat))
+    fractional = flat != np.floor(flat)                     # NaN too: NaN != NaN
+    if fractional.any():
+        value = plain_number(flat[np.argmax(fractional)])
+        raise DataError(f"label {value} is not a whole number (expected a class index in "
+                        f"[0, {num_classes - 1}])", layer=layer.name)
+    outside = (flat < 0) | (flat >= num_classes)
     if ignore_label is not None:
-        bad &= flat != ignore_label
-    if bad.any():
-        value = flat[np.argmax(bad)]
-        raise DataError(f"label {value:g} is outside the {num_classes} classes [0, {num_classes - 1}]",
+        outside &= flat != ignore_label
+    if outside.any():
+        value = plain_number(flat[np.argmax(outside)])
+        raise DataError(f"label {value} is outside the {num_classes} classes [0, {num_classes - 1}]",
                         layer=layer.name)
+
+
+def plain_number(value):
+    """A number as a user would write it: 3 (not 3.0), 0.5, 1e+20, nan (never np.float64(0.5))."""
+    number = float(value)
+    if number.is_integer() and abs(number) < 1e15:
+        return str(int(number))
+    return str(value)             # numpy's str is the shortest form for the value's own dtype
 
 
 def softmax(x, out, axis):

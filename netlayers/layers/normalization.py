@@ -7,6 +7,12 @@ from ..netspec import Enum, Field
 from ..registry import register_layer
 
 
+def check_eps(layer, field):
+    """eps keeps a denominator away from 0, so it must not be negative."""
+    if layer.p.eps < 0:
+        raise layer.error(f"eps must not be negative, got {layer.p.eps:g}", field)
+
+
 @register_layer("LRN")
 class LRN(Layer):
     """Local response normalization, y = x * scale^-beta, with (h = (local_size - 1) / 2)
@@ -38,8 +44,6 @@ class LRN(Layer):
         size = self.p.local_size
         if size <= 0 or size % 2 == 0:
             raise self.error(f"local_size must be odd and positive, got {size}", "lrn_param.local_size")
-        if top[0] is bottom[0]:
-            raise self.error("LRN cannot run in place (its backward needs the input)")
         self.across = self.p.norm_region == "ACROSS_CHANNELS"
         self._shape = None
 
@@ -107,6 +111,10 @@ class BatchNorm(Layer):
     Blobs: [mean_sum (C,), var_sum (C,), s (1,)], all 0 at start and never learned: as in
     Caffe, the net gives them lr_mult 0 and decay_mult 0 (a given lr_mult other than 0 is an
     error), and the backward never writes their diffs.
+
+    Beyond Caffe (which checks neither): eps must be >= 0 (a negative eps can make var + eps
+    negative: NaN) and moving_average_fraction in [0, 1] (outside it the running sums
+    oscillate or grow without bound).
     """
 
     params = {
@@ -116,10 +124,15 @@ class BatchNorm(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
+    in_place = True          # forward and backward read the input before writing the output
     learnable = False        # the net gives these blobs lr_mult 0 and never updates them
 
     def LayerSetUp(self, bottom, top):
         p = self.p
+        check_eps(self, "batch_norm_param.eps")
+        if not 0.0 <= p.moving_average_fraction <= 1.0:
+            raise self.error(f"moving_average_fraction must be in [0, 1], got {p.moving_average_fraction:g}",
+                             "batch_norm_param.moving_average_fraction")
         self.use_global_stats = self.phase == "TEST" if p.use_global_stats is None else p.use_global_stats
         shape = bottom[0].shape
         self.channels = shape[1] if len(shape) > 1 else 1
@@ -207,6 +220,7 @@ class MVN(Layer):
     Backward (Caffe's formula): dE/dx = dE/dy - mean(dE/dy) without variance normalization;
     with it, dE/dx = (dE/dy - mean(dE/dy) - y * mean(dE/dy * y)) / (std + eps), which is the exact
     gradient for eps = 0 (for eps > 0 it differs from it by a relative eps / std).
+    eps must be >= 0 (beyond Caffe: a negative eps can make std + eps zero or negative).
     """
 
     params = {
@@ -216,8 +230,10 @@ class MVN(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
+    in_place = True          # forward and backward read the input before writing the output
 
     def LayerSetUp(self, bottom, top):
+        check_eps(self, "mvn_param.eps")
         self._shape = None
 
     def Reshape(self, bottom, top):

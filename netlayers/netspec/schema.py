@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from ..fillers import FILLERS
+from ..fillers import FILLERS, check as check_filler
 
 _REQUIRED = object()
 
@@ -37,11 +37,13 @@ class Enum:
 
 
 class Message:
-    """A nested protobuf message: a mapping checked against its own fields."""
+    """A nested protobuf message: a mapping checked against its own fields, then as a whole by
+    ``check(params)`` when given (a ConfigError whose field is relative to the message)."""
 
-    def __init__(self, fields, name="message"):
+    def __init__(self, fields, name="message", check=None):
         self.fields = fields
         self.name = name
+        self.check = check
 
     def __repr__(self):
         return f"a mapping ({self.name})"
@@ -124,7 +126,14 @@ def check_scalar(value, kind, where):
     if isinstance(kind, Message):
         if not isinstance(value, dict):
             raise wrong()
-        return check_message(value, kind.fields, where)
+        params = check_message(value, kind.fields, where)
+        if kind.check is not None:
+            try:
+                kind.check(params)
+            except ConfigError as err:
+                place = where.at(value, err.field) if err.field else where
+                raise place.error(err.message) from None
+        return params
     if isinstance(kind, Enum):
         if isinstance(value, str):
             for name in kind.names:
@@ -217,6 +226,6 @@ FILLER = Message({
     "std": Field(float, 1.0),
     "sparse": Field(int, -1),
     "variance_norm": Field(Enum("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN"),
-}, name="FillerParameter")
+}, name="FillerParameter", check=check_filler)
 
 BLOB_SHAPE = Message({"dim": Field(int, repeated=True)}, name="BlobShape")

@@ -123,7 +123,17 @@ def test_missing_file(tmp_path):
     path = tmp_path / "nowhere-images-idx3-ubyte.gz"
     with pytest.raises(DataError, match="IDX file not found") as info:
         read_idx(path)
-    assert info.value.file == str(path)
+    assert info.value.data_file == str(path)
+    assert str(info.value) == f"data file {path}: IDX file not found"
+
+
+def test_a_data_error_located_by_its_config_names_both_files(tmp_path):
+    path = write(tmp_path / "t10k-images-idx3-ubyte", idx_bytes(np.zeros((10, 4, 4), np.uint8))[:-60])
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    err = info.value.located(file="net.yaml", line=3, layer="data")
+    assert str(err) == (f"net.yaml:3: layer 'data': data file {path}: truncated: header says 160 "
+                        "bytes of data, found 100")
 
 
 def test_directory_is_not_a_file(tmp_path):

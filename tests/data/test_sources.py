@@ -168,6 +168,24 @@ def test_count_mismatch_names_both_files(tmp_path):
     assert "6 images but 5 labels" in text
 
 
+def test_a_broken_data_file_names_it_after_the_config_line_and_layer(tmp_path):
+    from netlayers import Net
+    make_idx_set(tmp_path / "toy", "t10k")
+    images = tmp_path / "toy/t10k-images-idx3-ubyte.gz"
+    images.write_bytes(gzip.decompress(images.read_bytes())[:-5])      # raw, 5 bytes short
+    config = tmp_path / "net.yaml"
+    config.write_text("name: n\n"
+                      "layers:\n"
+                      "  - name: data\n"
+                      "    type: Data\n"
+                      "    top: [data, label]\n"
+                      f"    data_param: {{source: {tmp_path / 'toy/test'}, batch_size: 2}}\n")
+    with pytest.raises(DataError) as info:
+        Net(config)
+    assert str(info.value) == (f"{config}:3: layer 'data': data file {images}: truncated: header "
+                               "says 72 bytes of data, found 67")
+
+
 # -- NPZ -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -195,7 +213,8 @@ NPZ_ERRORS = [
     ({"data": ZEROS}, "missing key 'label'"),
     ({"x": ZEROS, "label": np.zeros(3, int)}, "missing key 'data'"),
     ({"data": ZEROS, "label": np.zeros(4, int)}, "key 'data' has 3 items but key 'label' has 4"),
-    ({"data": ZEROS, "label": np.array([0.5, 1, 2])}, "key 'label': labels must be whole numbers"),
+    ({"data": ZEROS, "label": np.array([1, 0.5, 2])},
+     "key 'label': labels must be whole numbers, found 0.5 at index 1"),
     ({"data": ZEROS, "label": np.array(["a", "b", "c"])}, "key 'label': expected integer labels"),
     ({"data": ZEROS, "label": np.zeros((3, 1), int)}, "key 'label': expected a 1-D array"),
     ({"data": np.array(["a", "b"]), "label": np.zeros(2, int)}, "key 'data': expected a numeric"),
@@ -209,21 +228,23 @@ def test_npz_errors_name_file_and_key(tmp_path, arrays, message):
     np.savez(path, **arrays)
     with pytest.raises(DataError) as info:
         read_npz(path)
-    assert str(path) in str(info.value)
+    assert str(info.value).startswith(f"data file {path}: ")
     assert message in str(info.value)
 
 
 def test_npz_refuses_pickles(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, data=np.array([{"a": 1}], dtype=object), label=np.zeros(1, int))
-    with pytest.raises(DataError, match="key 'data': cannot be read"):
+    with pytest.raises(DataError, match="key 'data': cannot be read: it holds Python objects, which "
+                                        "are never unpickled"):
         read_npz(path)
 
 
 def test_npz_not_an_archive(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("hello")
-    with pytest.raises(DataError, match="not a readable .npz archive"):
+    with pytest.raises(DataError, match=r"not a readable \.npz archive \(not a zip file, or a "
+                                        r"truncated one\)$"):
         read_npz(path)
 
 

@@ -286,3 +286,18 @@ def test_labels_of_classification_losses_are_checked(rng):
         run_layer({"type": "SoftmaxWithLoss"}, [np.zeros((2, 3)), np.array([0.0, -2.0])])
     with pytest.raises(DataError, match="label 0.5"):
         run_layer({"type": "Accuracy"}, [np.zeros((2, 3)), np.array([0.0, 0.5])])
+
+
+@pytest.mark.parametrize("layer", [{"type": "SoftmaxWithLoss"}, {"type": "Accuracy"}, {"type": "HingeLoss"}])
+@pytest.mark.parametrize("labels,message", [
+    ([0.0, 0.5], r"label 0.5 is not a whole number \(expected a class index in \[0, 2\]\)"),
+    ([7.0, 0.5], r"label 0.5 is not a whole number"),            # the fraction, not the 7
+    ([0.0, np.nan], r"label nan is not a whole number"),
+    ([0.0, 3.0], r"label 3 is outside the 3 classes \[0, 2\]"),
+    ([-1.0, 0.0], r"label -1 is outside the 3 classes"),
+])
+def test_bad_labels_are_named_as_plain_numbers(layer, labels, message):
+    for dtype in (np.float64, np.float32):
+        with pytest.raises(DataError, match=f"^layer 'loss': {message}") as info:
+            run_layer({**layer, "name": "loss"}, [np.zeros((2, 3)), np.array(labels)], dtype=dtype)
+        assert "np." not in str(info.value)

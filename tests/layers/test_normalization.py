@@ -160,6 +160,24 @@ def test_batch_norm_in_a_net_has_lr_mult_zero(param, rng):
     Net(spec, seed=0, phase="TEST")               # the completed spec builds again
 
 
+@pytest.mark.parametrize("param,message", [
+    ({"eps": -1}, "eps': eps must not be negative, got -1"),
+    ({"moving_average_fraction": 1.5},
+     r"moving_average_fraction': moving_average_fraction must be in \[0, 1\], got 1.5"),
+    ({"moving_average_fraction": -0.1},
+     r"moving_average_fraction': moving_average_fraction must be in \[0, 1\], got -0.1"),
+])
+def test_batch_norm_rejects_impossible_eps_and_fraction(param, message):
+    with pytest.raises(ConfigError, match=f"layer 'bn': field 'batch_norm_param.{message}"):
+        make_layer({"name": "bn", "type": "BatchNorm", "batch_norm_param": param}, [np.zeros((2, 3))])
+
+
+@pytest.mark.parametrize("param", [{"eps": 0}, {"moving_average_fraction": 0},
+                                   {"moving_average_fraction": 1}])
+def test_batch_norm_accepts_the_edges(param):
+    make_layer({"type": "BatchNorm", "batch_norm_param": param}, [np.ones((2, 3))])
+
+
 # -- MVN ----------------------------------------------------------------------------------------
 MVN_CASES = [{}, {"across_channels": True}, {"normalize_variance": False},
              {"normalize_variance": False, "across_channels": True}, {"eps": 1e-3}]
@@ -176,3 +194,25 @@ def test_mvn_matches_formula_and_gradients(param, rng):
     if param.get("eps", 1e-9) < 1e-6:      # Caffe's backward is exact only for a negligible eps
         assert_gradients(spec, [x])
         assert_contract(spec, [x])
+
+
+def test_mvn_rejects_a_negative_eps():
+    with pytest.raises(ConfigError, match="layer 'mvn': field 'mvn_param.eps': eps must not be negative, "
+                                          "got -0.5"):
+        make_layer({"name": "mvn", "type": "MVN", "mvn_param": {"eps": -0.5}}, [np.zeros((2, 3, 2))])
+
+
+@pytest.mark.parametrize("param", [{}, {"normalize_variance": False}])
+def test_mvn_in_place_matches_out_of_place(param, rng):
+    x = rng.standard_normal((2, 3, 4))
+    dy = rng.standard_normal(x.shape)
+    reference_layer, rb, rt = make_layer({"type": "MVN", "mvn_param": param}, [x])
+    reference_layer.forward(rb, rt)
+    rt[0].diff[...] = dy
+    reference_layer.backward(rt, [True], rb)
+    layer, bottom, _ = make_layer({"type": "MVN", "mvn_param": param, "bottom": ["x"], "top": ["x"]}, [x])
+    layer.forward(bottom, bottom)
+    np.testing.assert_allclose(bottom[0].data, rt[0].data, rtol=1e-12)
+    bottom[0].diff[...] = dy
+    layer.backward(bottom, [True], bottom)
+    np.testing.assert_allclose(bottom[0].diff, rb[0].diff, rtol=1e-10, atol=1e-12)
