@@ -48,6 +48,7 @@ class Layer:
     num_tops = (0, None)
     is_loss = False           # loss layers weight their first top by 1 unless told otherwise
     auto_top_blobs = False    # True: missing tops are made anonymously (Caffe's AutoTopBlobs)
+    in_place = False          # True: a top may be the bottom itself (top == bottom in the config)
     has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or
@@ -83,6 +84,9 @@ class Layer:
         """Check counts, run LayerSetUp and Reshape, and set up loss weights."""
         self._check_count("bottom", len(bottom), self.num_bottoms)
         self._check_count("top", len(top), self.num_tops)
+        if not self.in_place and any(t is b for t in top for b in bottom):
+            raise self.error(f"{self.type} cannot run in place: give its top another name than "
+                             "its bottom's")
         self.LayerSetUp(bottom, top)
         self.Reshape(bottom, top)
         self.param_propagate_down = [self.learnable] * len(self.blobs)

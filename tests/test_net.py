@@ -308,3 +308,19 @@ def test_a_blob_set_from_outside_is_recomputed_by_its_layer():
 def test_set_input_arrays_without_a_memory_data_layer():
     with pytest.raises(ConfigError, match="the net has no MemoryData layer"):
         Net(mlp()).set_input_arrays(np.ones((4, 5)), np.zeros(4))
+
+
+@pytest.mark.parametrize("layer, in_place", [
+    ({"type": "ReLU"}, True), ({"type": "Dropout"}, True), ({"type": "BatchNorm"}, True),
+    ({"type": "Scale", "scale_param": {"bias_term": True}}, True), ({"type": "Bias"}, True),
+    ({"type": "InnerProduct", "inner_product_param": {"num_output": 5}}, False),
+    ({"type": "Softmax"}, False), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False)])
+def test_which_layers_may_run_in_place(layer, in_place):
+    spec = {"name": "n", "layers": [input_layer([(4, 5, 1, 1)], ["x"]),
+                                    {"name": "l", "bottom": "x", "top": "x", **layer}]}
+    if in_place:
+        assert Net(spec).blobs["x"].shape == (4, 5, 1, 1)
+    else:
+        with pytest.raises(ConfigError, match=f"layer 'l': {layer['type']} cannot run in place: "
+                                              "give its top another name"):
+            Net(spec)

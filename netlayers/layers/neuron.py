@@ -23,6 +23,7 @@ class NeuronLayer(Layer):
 
     num_bottoms = (1, 1)
     num_tops = (1, 1)
+    in_place = True
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
@@ -155,9 +156,7 @@ class AbsVal(NeuronLayer):
     """y = |x|.  Backward: dE/dx = sign(x) * dE/dy, with sign(0) = 0 (the subgradient 0 at the
     kink, as Caffe's caffe_cpu_sign). Not in place: the backward needs the sign of x."""
 
-    def LayerSetUp(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise self.error("AbsVal cannot run in place: its backward needs the sign of the input")
+    in_place = False
 
     def Forward_cpu(self, bottom, top):
         np.abs(bottom[0].data, out=top[0].data)

@@ -90,8 +90,6 @@ class Eltwise(Layer):
         if p.coeff and len(p.coeff) != len(bottom):
             raise self.error(f"give one coeff per bottom: {len(p.coeff)} coeff(s) for {len(bottom)} bottoms",
                              "eltwise_param.coeff")
-        if any(top[0] is b for b in bottom):
-            raise self.error("Eltwise cannot run in place (its top must not be one of its bottoms)")
         self.coeffs = list(p.coeff) if p.coeff else [1.0] * len(bottom)
 
     def Reshape(self, bottom, top):
@@ -199,6 +197,7 @@ class Scale(Layer):
     }
     num_bottoms = (1, 2)
     num_tops = (1, 1)
+    in_place = True
 
     def LayerSetUp(self, bottom, top):
         p = self.p
@@ -270,6 +269,7 @@ class Bias(Layer):
     }
     num_bottoms = (1, 2)
     num_tops = (1, 1)
+    in_place = True
 
     def LayerSetUp(self, bottom, top):
         if len(bottom) == 1:
@@ -419,10 +419,6 @@ class _ViewLayer(Layer):
 
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-
-    def LayerSetUp(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise self.error(f"{self.type} cannot run in place (give the top another name)")
 
     def top_shape(self, bottom):
         raise NotImplementedError
