@@ -32,6 +32,7 @@ def add_arguments(parser):
 
 def run(args):
     from ..solvers import Solver
+    from ..solvers.base import check_writable_folder
     from ..solvers.reporting import Reporter
 
     config = Path(args.config)
@@ -42,9 +43,9 @@ def run(args):
     output = Path(args.output) if args.output else Path("runs") / config.stem
     solver = Solver(config, data_root=args.data_root, output_dir=output, seed=args.seed,
                     max_iter=args.max_iter, reporter=Reporter(quiet=args.quiet))
-    output.mkdir(parents=True, exist_ok=True)
+    check_writable_folder(output, "output folder")
     if not (output / "config.yaml").exists() or args.resume is None:
-        shutil.copyfile(config, output / "config.yaml")
+        copy_config(config, output / "config.yaml")
     if args.weights:
         solver.net.load(args.weights)
 
@@ -66,3 +67,11 @@ def run(args):
               f"--resume {solver.last_snapshot}", file=sys.stderr)
         return 130
     return 0
+
+
+def copy_config(config, target):
+    """Keep a copy of the config beside the snapshots; an OSError as a one-line error."""
+    try:
+        shutil.copyfile(config, target)
+    except OSError as err:
+        raise ConfigError(f"cannot copy the config to {target}: {err.strerror or err}") from None

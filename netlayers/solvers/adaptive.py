@@ -17,6 +17,12 @@ def _no_momentum(cls, param, at):
                                                 f"(Caffe requires 0), got {param.momentum:g}")
 
 
+def _positive_delta(cls, param, at):
+    if not param.delta > 0:
+        raise at("delta").error(f"must be positive for {cls.type} (it keeps the division away "
+                                f"from zero), got {param.delta:g}")
+
+
 class AdaGrad(UpdateRule):
     """h = h + g^2;  w = w - local_rate * g / (sqrt(h) + delta).  No momentum."""
 
@@ -24,7 +30,10 @@ class AdaGrad(UpdateRule):
     uses = ("delta",)
     scratch_slots = 1
 
-    check = classmethod(_no_momentum)
+    @classmethod
+    def check(cls, param, at):
+        _no_momentum(cls, param, at)
+        _positive_delta(cls, param, at)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         h, tmp = history[0], scratch[0]
@@ -38,7 +47,7 @@ class AdaGrad(UpdateRule):
 
 class RMSProp(UpdateRule):
     """h = rms_decay * h + (1 - rms_decay) * g^2;  w = w - local_rate * g / (sqrt(h) + delta).
-    No momentum; 0 <= rms_decay <= 1."""
+    No momentum; 0 <= rms_decay < 1 (at 1, h would stay 0)."""
 
     type = "RMSProp"
     uses = ("rms_decay", "delta")
@@ -47,8 +56,9 @@ class RMSProp(UpdateRule):
     @classmethod
     def check(cls, param, at):
         _no_momentum(cls, param, at)
-        if not 0.0 <= param.rms_decay <= 1.0:
-            raise at("rms_decay").error(f"must be in [0, 1], got {param.rms_decay:g}")
+        _positive_delta(cls, param, at)
+        if not 0.0 <= param.rms_decay < 1.0:
+            raise at("rms_decay").error(f"must be in [0, 1), got {param.rms_decay:g}")
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         h, tmp = history[0], scratch[0]
@@ -76,6 +86,8 @@ class AdaDelta(UpdateRule):
     uses = ("momentum", "delta")
     history_slots = 2
     scratch_slots = 2
+
+    check = classmethod(_positive_delta)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         h, h2 = history
@@ -118,6 +130,7 @@ class Adam(UpdateRule):
             raise at("momentum").error(f"Adam's beta1 must be in [0, 1), got {param.momentum:g}")
         if not 0.0 <= param.momentum2 < 1.0:
             raise at("momentum2").error(f"Adam's beta2 must be in [0, 1), got {param.momentum2:g}")
+        _positive_delta(cls, param, at)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         m, v = history

@@ -15,11 +15,19 @@ SolverParameter names; ``solver: {net: other.yaml}`` takes the net from another 
 ``solver_mode``, ``device_id``, ``snapshot_format``, ``debug_info`` and ``test_compute_loss``
 are accepted (configs converted from Caffe carry them) and have no effect.
 
+Checked before training, beyond Caffe: momentum in [0, 1) (SGD, Nesterov, Adam's
+momentum and momentum2), delta > 0 and rms_decay in [0, 1) for the adaptive rules, weight_decay
+>= 0, multistep needs stepvalue; the TRAIN net must have a loss; ``test_iter`` holds one value
+(one TEST net), needs a TEST net with outputs, and ``test_interval`` needs it; the output and
+snapshot folders must be writable (checked when training starts); resuming past max_iter is
+refused.
+
 One iteration, as Caffe's Solver::Step and SGDSolver::ApplyUpdate:
 
 1. test first when ``test_interval`` divides the iteration (at 0 only with test_initialization);
 2. clear the param diffs; run ``iter_size`` forward/backward passes (diffs add up); the loss is
-   their mean; a NaN or infinite loss stops training with a TrainingError (nothing is written);
+   their mean; a NaN or infinite loss stops training with a TrainingError naming the last
+   snapshot and its iteration (nothing is written);
 3. clip: when the global L2 norm of all diffs exceeds ``clip_gradients`` (>= 0), scale every diff
    by clip / norm;
 4. per param: divide by iter_size, add weight decay (L2: decay * w, L1: decay * sign(w), decay =
@@ -40,6 +48,7 @@ from iteration k and training to n gives the same weights, bit for bit, as train
 """
 import json
 import math
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -143,10 +152,17 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
     for name in ("iter_size", "average_loss"):
         if param[name] < 1:
             raise at(name).error(f"must be at least 1, got {param[name]}")
+    if not math.isfinite(param.base_lr):
+        raise at("base_lr").error(f"must be a finite number, got {param.base_lr:g}")
     if param.base_lr < 0:
         raise at("base_lr").error(f"must not be negative, got {param.base_lr:g}")
+    if not param.weight_decay >= 0:
+        raise at("weight_decay").error(f"must not be negative, got {param.weight_decay:g}")
     if any(n <= 0 for n in param.test_iter):
         raise at("test_iter").error(f"must be positive, got {param.test_iter}")
+    if len(param.test_iter) > 1:
+        raise at("test_iter").error(f"one value is expected (netlayers has one TEST net), got "
+                                    f"{param.test_iter}")
     policy = param.lr_policy
     for name in lr_policy.NEEDS[policy]:
         if param[name] is None:
@@ -157,6 +173,9 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
         raise at("gamma").error(f"must not be negative, got {param.gamma:g}")
     if policy == "poly" and param.max_iter <= 0:
         raise at("max_iter").error("must be positive for lr_policy 'poly'")
+    if policy == "multistep" and not param.stepvalue:
+        raise at("lr_policy").error("lr_policy 'multistep' needs 'stepvalue' (the iterations "
+                                    "where the rate drops) in the solver section")
     if any(b <= a for a, b in zip(param.stepvalue, param.stepvalue[1:])):
         raise at("stepvalue").error(f"must increase, got {param.stepvalue}")
     RULES[param.type].check(param, at)
@@ -181,6 +200,30 @@ def _has_test_only_layers(spec):
     return any(layer.in_phase("TEST") and not layer.in_phase("TRAIN") for layer in spec.layers)
 
 
+def check_writable_folder(folder, what="output folder"):
+    """Create ``folder`` (and its parents) and write a temporary file in it: a ConfigError
+    naming it when that fails (a file in the way, no permission, a read-only disk)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write into the {what} {folder}: {os_reason(err, folder)}") from None
+
+
+def os_reason(err, path):
+    """An OSError about ``path`` in words: which part of the path is a file, else the system's
+    own reason (e.g. 'Permission denied', 'No space left on device')."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker == path:
+        return "it is a file, not a folder"
+    if blocker is not None:
+        return f"{blocker} is a file, not a folder"
+    return err.strerror or str(err)
+
+
 class Solver:
     """Trains the TRAIN net of a config; tests on its TEST net (sharing the weights).
 
@@ -189,7 +232,7 @@ class Solver:
     section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
     :class:`~netlayers.solvers.reporting.Reporter`.
 
-    Attributes: ``net``, ``test_net`` (None without test_iter or TEST-only layers), ``iter``
+    Attributes: ``net``, ``test_net`` (None without test_iter), ``iter``
     (updates done), ``param`` (the checked solver fields), ``rule`` (the update rule),
     ``history`` (per learnable param, the rule's arrays), ``output_dir``, ``snapshot_prefix``,
     ``last_snapshot`` (path of the last solver state written or restored), ``status``.
@@ -202,14 +245,8 @@ class Solver:
         spec = self._net_spec(raw)
         net_seed = param.random_seed if param.random_seed >= 0 else None
         self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root)
-        self.test_net = None
-        if param.test_iter or (param.test_interval > 0 and _has_test_only_layers(spec)):
-            if not param.test_iter:
-                raise field_where(raw, self.file, "test_interval").error(
-                    "the net has TEST-phase layers and test_interval is set, so test_iter (TEST "
-                    "batches per test) is needed")
-            self.test_net = Net(spec, "TEST", seed=self.net.seed + 1, data_root=data_root)
-            self.test_net.share_weights_from(self.net)
+        self._check_has_loss()
+        self.test_net = self._test_net(raw, spec, data_root)
         for path in param.weights:
             self.net.load(self._resolve(path))
         self.output_dir = Path(output_dir) if output_dir is not None else self.base_dir
@@ -231,6 +268,32 @@ class Solver:
         self._started = False
         self._timer = (time.perf_counter(), 0)
 
+    def _check_has_loss(self):
+        if not any(weight for layer in self.net.layers for weight in layer.loss_weights):
+            raise ConfigError("the TRAIN net has no loss: no layer has a non-zero loss weight, so "
+                              "there is nothing to minimise (add a loss layer such as "
+                              "SoftmaxWithLoss, or a loss_weight on a top)", file=self.file)
+
+    def _test_net(self, raw, spec, data_root):
+        """The TEST net (sharing the TRAIN net's weights) when test_iter asks for one, else None.
+        test_interval without test_iter, or a TEST net with nothing to test, is a ConfigError."""
+        param = self.param
+        if not param.test_iter:
+            if param.test_interval > 0:
+                found = " and the net has TEST-phase layers" if _has_test_only_layers(spec) else ""
+                raise field_where(raw, self.file, "test_interval").error(
+                    f"is set{found}, so test_iter (TEST batches per test) is needed too (or "
+                    "leave out test_interval to train without testing)")
+            return None
+        test_net = Net(spec, "TEST", seed=self.net.seed + 1, data_root=data_root)
+        if not test_net.layers or not test_net.outputs:
+            what = "no layers (are they all include: {phase: TRAIN}?)" if not test_net.layers \
+                else "no outputs (every blob is consumed by a layer)"
+            raise field_where(raw, self.file, "test_iter").error(
+                f"is given but the TEST-phase net has {what}, so there is nothing to test")
+        test_net.share_weights_from(self.net)
+        return test_net
+
     def _net_spec(self, raw):
         if self.param.net:
             if "layers" in raw or "layer" in raw:
@@ -250,6 +313,10 @@ class Solver:
         the end only when test_interval divides max_iter; here the final test always runs."""
         if resume is not None:
             self.restore(resume)
+        if self.iter > self.param.max_iter:
+            raise ConfigError(f"the solver is at iteration {self.iter}, beyond max_iter "
+                              f"{self.param.max_iter}: nothing to train (raise max_iter, e.g. "
+                              "with --max-iter)", file=str(resume) if resume is not None else self.file)
         self._start()
         self.status = "running"
         try:
@@ -419,7 +486,7 @@ class Solver:
                 self._fail(f"the weights of '{param.name}' are not finite at iteration {self.iter}; "
                            "no snapshot written")
         weights, state = self.snapshot_paths()
-        self.net.save(weights)
+        self._write(weights, self.net.save)
         n = len(self.history)
         arrays = {f"history/{slot * n + i}": slots[slot]
                   for i, slots in enumerate(self.history) for slot in range(len(slots))}
@@ -433,11 +500,19 @@ class Solver:
         })
         if self.test_net is not None:
             arrays["test_net_state"] = np.array(json.dumps(self.test_net.state()))
-        save_arrays(state, arrays)
+        self._write(state, lambda path: save_arrays(path, arrays))
         self._snapshot_iter = self.iter
         self.last_snapshot = state
         self._call("on_snapshot", self.iter, weights, state)
         return weights
+
+    def _write(self, path, save):
+        """``save(path)``; an OSError (disk full, no permission) becomes a TrainingError naming
+        the file (the snapshots written before stay as they are)."""
+        try:
+            save(path)
+        except OSError as err:
+            self._fail(f"cannot write the snapshot file {path}: {os_reason(err, path.parent)}", hint="")
 
     def restore(self, path):
         """Resume from a solver state file (or the weights file next to one): weights, history,
@@ -502,6 +577,10 @@ class Solver:
     # -- helpers ------------------------------------------------------------------------------
     def _start(self):
         if not self._started:
+            folders = {Path(self.output_dir): "output folder"}
+            folders.setdefault(self.snapshot_paths()[0].parent, "snapshot folder")
+            for folder, what in folders.items():
+                check_writable_folder(folder, what)
             self._started = True
             self._timer = (time.perf_counter(), self.iter)
             self._call("on_start", self)
@@ -516,11 +595,11 @@ class Solver:
     def _outputs(net):
         return {name: net.blobs[name].data.copy() for name in net.outputs}
 
-    def _fail(self, message):
-        last = self.last_snapshot if self.last_snapshot is not None else "none"
+    def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)"):
+        last = "none" if self.last_snapshot is None else \
+            f"{self.last_snapshot} (iteration {self._snapshot_iter})"
         self.status = "failed"
-        raise TrainingError(f"{message} (try a lower base_lr or clip_gradients); "
-                            f"last good snapshot: {last}")
+        raise TrainingError(f"{message}{hint}; last snapshot: {last}")
 
     def _call(self, name, *args):
         method = getattr(self.reporter, name, None)

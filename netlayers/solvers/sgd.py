@@ -64,6 +64,12 @@ class UpdateRule:
         return f"{type(self).__name__}({values})"
 
 
+def check_momentum(cls, param, at):
+    """momentum must be in [0, 1) (Caffe does not check: 1 or more makes the steps grow)."""
+    if not 0.0 <= param.momentum < 1.0:
+        raise at("momentum").error(f"must be in [0, 1) for {cls.type}, got {param.momentum:g}")
+
+
 class SGD(UpdateRule):
     """Stochastic gradient descent with momentum; the learning rate lives inside the history:
 
@@ -77,6 +83,8 @@ class SGD(UpdateRule):
 
     type = "SGD"
     uses = ("momentum",)
+
+    check = classmethod(check_momentum)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         diff *= local_rate
@@ -109,6 +117,8 @@ class Nesterov(UpdateRule):
     type = "Nesterov"
     uses = ("momentum",)
     scratch_slots = 1
+
+    check = classmethod(check_momentum)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         v, previous = history[0], scratch[0]

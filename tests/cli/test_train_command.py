@@ -148,3 +148,43 @@ def test_the_train_console_script_and_sigterm_snapshot(config, tmp_path):
     assert "resume with" in err
     states = list(out.glob("*.solverstate.npz"))
     assert len(states) == 1 and weights(states[0])
+
+
+def one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("netlayers: error: ") and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_output_that_is_a_file_is_a_one_line_error(config, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    assert main(["train", "--config", str(config), "--output", str(taken), "--quiet"]) == 2
+    assert one_line_error(capsys) == (f"netlayers: error: cannot write into the output folder "
+                                      f"{taken}: it is a file, not a folder")
+    assert taken.read_text() == "not a folder"
+
+
+def test_snapshot_folder_blocked_by_a_file_fails_before_training(config, tmp_path, capsys):
+    (tmp_path / "blocker").write_text("")
+    blocked = tmp_path / "blocked.yaml"
+    blocked.write_text(CONFIG.replace("snapshot_prefix: small",
+                                      f"snapshot_prefix: {tmp_path / 'blocker' / 'small'}"))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(blocked), "--output", str(out), "--quiet"]) == 2
+    err = one_line_error(capsys)
+    assert f"cannot write into the snapshot folder {tmp_path / 'blocker'}: it is a file" in err
+    assert not (out / "metrics.jsonl").exists()          # not a single iteration ran
+
+
+def test_resume_beyond_max_iter_is_a_one_line_error(config, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--output", str(out), "--quiet"]) == 0
+    state = out / "small_iter_40.solverstate.npz"
+    args = ["train", "--config", str(config), "--output", str(out), "--quiet", "--resume", str(state)]
+    assert main(args + ["--max-iter", "20"]) == 2
+    assert "at iteration 40, beyond max_iter 20: nothing to train" in one_line_error(capsys)
+    assert main(args) == 0                               # at max_iter: nothing left, not an error
+    assert {p.name for p in out.glob("small_iter_*")} == {
+        "small_iter_20.weights.npz", "small_iter_20.solverstate.npz",
+        "small_iter_40.weights.npz", "small_iter_40.solverstate.npz"}

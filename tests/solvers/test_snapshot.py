@@ -1,13 +1,14 @@
 """Snapshots: file names, contents, and resuming bit for bit."""
+import errno
 import json
 
 import numpy as np
 import pytest
 from solver_nets import ALL_TYPES, Recorder, mlp_config, settings, tiny_config, weights, write_config
 
-from netlayers import ConfigError, DataError, Net
+from netlayers import ConfigError, DataError, Net, TrainingError
 from netlayers.io import load_arrays
-from netlayers.solvers import Solver
+from netlayers.solvers import Solver, base
 
 
 def test_snapshot_files_names_and_contents(tmp_path):
@@ -112,3 +113,76 @@ def test_weights_field_starts_from_a_weights_file(tmp_path):
     started = Solver(write_config(tmp_path, config, "warm.yaml"), reporter=Recorder())
     for a, b in zip(weights(started), weights(source)):
         np.testing.assert_array_equal(a, b)
+
+
+# -- folders that cannot be written, resuming past max_iter ------------------------------------------
+
+@pytest.mark.parametrize("prefix, reason", [
+    ("blocker/s", "it is a file, not a folder"),
+    ("blocker/deeper/s", "blocker is a file, not a folder"),
+])
+def test_snapshot_folder_that_cannot_be_made_is_an_error_before_training(tmp_path, prefix, reason):
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    recorder = Recorder()
+    solver = Solver(mlp_config(snapshot=2, max_iter=4, snapshot_prefix=str(tmp_path / prefix)),
+                    output_dir=tmp_path / "run", reporter=recorder)
+    folder = (tmp_path / prefix).parent
+    with pytest.raises(ConfigError) as info:
+        solver.solve()
+    assert str(info.value).startswith(f"cannot write into the snapshot folder {folder}: ")
+    assert str(info.value).endswith(reason)
+    assert solver.iter == 0 and not recorder.of("on_iteration")
+    assert (tmp_path / "blocker").read_text() == "a file, not a folder"
+
+
+def test_output_dir_that_is_a_file_is_an_error_before_training(tmp_path):
+    (tmp_path / "out").write_text("")
+    solver = Solver(mlp_config(max_iter=2), output_dir=tmp_path / "out", reporter=Recorder())
+    with pytest.raises(ConfigError, match="cannot write into the output folder .*out: it is a file"):
+        solver.step(2)
+    assert solver.iter == 0
+
+
+def test_a_snapshot_that_cannot_be_written_is_a_training_error(tmp_path, monkeypatch):
+    solver = Solver(mlp_config(snapshot=2, max_iter=6, momentum=0.9), output_dir=tmp_path,
+                    reporter=Recorder())
+    solver.step(2)
+    save = base.save_arrays
+
+    def disk_full(path, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(base, "save_arrays", disk_full)
+    with pytest.raises(TrainingError) as info:
+        solver.step(2)
+    state = tmp_path / "mlp_iter_4.solverstate.npz"
+    good = tmp_path / "mlp_iter_2.solverstate.npz"
+    assert str(info.value) == (f"cannot write the snapshot file {state}: No space left on device; "
+                               f"last snapshot: {good} (iteration 2)")
+    monkeypatch.setattr(base, "save_arrays", save)
+    resumed = Solver(mlp_config(snapshot=2, max_iter=6, momentum=0.9), reporter=Recorder())
+    resumed.restore(good)                           # the earlier snapshot is intact
+    assert resumed.iter == 2
+
+
+def test_resuming_beyond_max_iter_is_an_error(tmp_path):
+    config = mlp_config(snapshot=5, max_iter=5)
+    Solver(config, output_dir=tmp_path, reporter=Recorder()).solve()
+    state = tmp_path / "mlp_iter_5.solverstate.npz"
+    short = Solver(config, output_dir=tmp_path, max_iter=3, reporter=Recorder())
+    with pytest.raises(ConfigError) as info:
+        short.solve(resume=state)
+    assert str(info.value) == (f"{state}: the solver is at iteration 5, beyond max_iter 3: nothing "
+                               "to train (raise max_iter, e.g. with --max-iter)")
+
+
+def test_resuming_at_max_iter_has_nothing_left_to_train(tmp_path):
+    config = mlp_config(snapshot=5, max_iter=5)
+    Solver(config, output_dir=tmp_path, reporter=Recorder()).solve()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    recorder = Recorder()
+    solver = Solver(config, output_dir=tmp_path, reporter=recorder)
+    solver.solve(resume=tmp_path / "mlp_iter_5.solverstate.npz")
+    assert solver.iter == 5 and solver.status == "done"
+    assert not recorder.of("on_iteration") and not recorder.of("on_snapshot")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

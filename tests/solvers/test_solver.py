@@ -24,8 +24,8 @@ def test_test_net_shares_the_train_weights():
     np.testing.assert_array_equal(solver.test_net.params["ip1"][0].data, solver.net.params["ip1"][0].data)
 
 
-def test_no_test_net_without_test_iter_or_test_layers():
-    assert Solver(mlp_config(test_interval=5), reporter=Recorder()).test_net is None
+def test_no_test_net_without_test_iter():
+    assert Solver(mlp_config(), reporter=Recorder()).test_net is None
     assert Solver(mlp_config(test=True), reporter=Recorder()).test_net is None   # test_interval 0
     assert Solver(mlp_config(test_iter=3), reporter=Recorder()).test_net is not None
 
@@ -148,12 +148,22 @@ def test_nan_loss_stops_and_keeps_the_good_snapshots(tmp_path):
     message = str(info.value)
     good = tmp_path / "lin_iter_2.solverstate.npz"
     assert "loss is nan at iteration 3" in message
-    assert f"last good snapshot: {good}" in message
+    assert message.endswith(f"last snapshot: {good} (iteration 2)")
     assert solver.status == "failed" and recorder.of("on_end")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lin_iter_2.solverstate.npz", "lin_iter_2.weights.npz"]
     fresh = Solver(input_config(snapshot=2, max_iter=10, momentum=0.9), reporter=Recorder())
     fresh.restore(good)
     assert fresh.iter == 2 and np.isfinite(fresh.net.params["ip"][0].data).all()
+
+
+def test_nan_right_after_a_snapshot_does_not_call_it_good(tmp_path):
+    # the snapshot at 3 holds the very weights whose loss at iteration 3 is NaN
+    solver = fed_solver(tmp_path, Recorder(on_iteration=poison_at(3)), snapshot=3, max_iter=10)
+    with pytest.raises(TrainingError) as info:
+        solver.solve()
+    message = str(info.value)
+    assert "loss is nan at iteration 3" in message and "good" not in message
+    assert message.endswith(f"last snapshot: {tmp_path / 'lin_iter_3.solverstate.npz'} (iteration 3)")
 
 
 def test_infinite_loss_is_reported_as_such(tmp_path):
@@ -162,7 +172,7 @@ def test_infinite_loss_is_reported_as_such(tmp_path):
     with np.errstate(over="ignore", invalid="ignore"), pytest.raises(TrainingError) as info:
         solver.solve()
     assert "loss is infinite at iteration 2" in str(info.value)
-    assert str(info.value).endswith("last good snapshot: none")
+    assert str(info.value).endswith("last snapshot: none")
     assert solver.status == "failed"
 
 
@@ -220,6 +230,48 @@ def test_config_errors_name_file_and_line(tmp_path, extra, expected):
     assert expected in config_error(tmp_path, extra)
 
 
+@pytest.mark.parametrize("extra, expected", [
+    ("  momentum: 1.0\n", "cfg.yaml:12: field 'solver.momentum': must be in [0, 1) for SGD, got 1"),
+    ("  type: Nesterov\n  momentum: -0.5\n",
+     "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for Nesterov, got -0.5"),
+    ("  type: Adam\n  momentum2: 1.0\n", "cfg.yaml:13: field 'solver.momentum2': Adam's beta2 must be in [0, 1)"),
+    ("  type: AdaGrad\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaGrad"),
+    ("  type: RMSProp\n  delta: -1.0e-8\n", "cfg.yaml:13: field 'solver.delta': must be positive for RMSProp"),
+    ("  type: AdaDelta\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaDelta"),
+    ("  type: Adam\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for Adam"),
+    ("  type: RMSProp\n  rms_decay: 1.0\n", "cfg.yaml:13: field 'solver.rms_decay': must be in [0, 1), got 1"),
+    ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': must not be negative, got -0.0005"),
+    ("  lr_policy: multistep\n  gamma: 0.1\n",
+     "cfg.yaml:12: field 'solver.lr_policy': lr_policy 'multistep' needs 'stepvalue'"),
+    ("  test_iter: [10, 5]\n",
+     "cfg.yaml:12: field 'solver.test_iter': one value is expected (netlayers has one TEST net), got [10, 5]"),
+])
+def test_solver_values_out_of_range_name_the_field(tmp_path, extra, expected):
+    message = config_error(tmp_path, extra)
+    assert expected in message and "\n" not in message
+
+
+def test_solver_values_in_range_are_accepted():
+    for extra in ({"momentum": 0.0}, {"momentum": 0.99}, {"type": "AdaGrad", "delta": 1e-10},
+                  {"type": "RMSProp", "rms_decay": 0.0}, {"weight_decay": 0.0},
+                  {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5]}):
+        Solver(tiny_config(**extra), reporter=Recorder())
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_base_lr_must_be_finite(tmp_path, value):
+    message = config_error(tmp_path, "", CONFIG.replace("base_lr: 0.1", f"base_lr: {value}"))
+    assert "cfg.yaml:10: field 'solver.base_lr': " in message and "finite" in message
+
+
+def test_non_finite_lr_mult_names_the_layer(tmp_path):
+    # the solver multiplies the rate by lr_mult: a NaN there would turn into a NaN loss later
+    for value in (float("nan"), float("inf")):
+        path = write_config(tmp_path, tiny_config(param={"lr_mult": value, "decay_mult": 1.0}))
+        with pytest.raises(ConfigError, match=r"layer 'ip': field 'param\[0\]\.lr_mult': .*finite"):
+            Solver(path, reporter=Recorder())
+
+
 def test_required_fields(tmp_path):
     text = CONFIG.replace("  max_iter: 10\n", "")
     assert "cfg.yaml:9: field 'solver.max_iter': is required" in config_error(tmp_path, "", text)
@@ -239,6 +291,46 @@ def test_test_layers_with_test_interval_need_test_iter(tmp_path):
     path = write_config(tmp_path, mlp_config(test=True, test_interval=5))
     with pytest.raises(ConfigError, match="test_iter .* is needed"):
         Solver(path, reporter=Recorder())
+
+
+def test_test_interval_without_test_iter_is_an_error(tmp_path):
+    # Caffe would never test here (no test_iter, no test net); netlayers says so up front
+    message = config_error(tmp_path, "  test_interval: 5\n")
+    assert "cfg.yaml:12: field 'solver.test_interval': is set, so test_iter (TEST batches per " \
+           "test) is needed too" in message
+
+
+def test_test_iter_with_an_empty_test_net_is_an_error(tmp_path):
+    config = mlp_config(test_iter=2, test_interval=5)
+    for layer in config["layers"]:
+        layer["include"] = {"phase": "TRAIN"}
+    with pytest.raises(ConfigError) as info:
+        Solver(write_config(tmp_path, config), reporter=Recorder())
+    assert "net.yaml:" in str(info.value)
+    assert "field 'solver.test_iter': is given but the TEST-phase net has no layers" in str(info.value)
+
+
+def test_test_iter_with_a_test_net_without_outputs_is_an_error(tmp_path):
+    config = mlp_config(test_iter=2)
+    for layer in config["layers"][1:]:
+        layer["include"] = {"phase": "TRAIN"}
+    config["layers"].append({"name": "quiet", "type": "Silence", "bottom": ["x", "t"],
+                             "include": {"phase": "TEST"}})
+    with pytest.raises(ConfigError, match="field 'solver.test_iter': is given but the TEST-phase "
+                                          "net has no outputs"):
+        Solver(config, reporter=Recorder())
+
+
+def test_a_train_net_without_a_loss_is_an_error(tmp_path):
+    no_loss = tiny_config()
+    no_loss["layers"].pop()                                  # the EuclideanLoss
+    zero_weight = tiny_config()
+    zero_weight["layers"][-1]["loss_weight"] = 0.0
+    for config in (no_loss, zero_weight):
+        path = write_config(tmp_path, config, "noloss.yaml")
+        with pytest.raises(ConfigError) as info:
+            Solver(path, reporter=Recorder())
+        assert str(info.value).startswith(f"{path}: the TRAIN net has no loss: ")
 
 
 def test_legacy_solver_type_and_defaults():
