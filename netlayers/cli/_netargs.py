@@ -1,6 +1,7 @@
 """Options shared by the commands that build a net to look inside it (time, gradcheck, draw,
 explain): ``--config``, ``--phase``, ``--data-root``, ``--seed``."""
 import argparse
+import os
 
 
 def int_at_least(minimum):
@@ -20,13 +21,37 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def existing_folders(text):
+    """An argparse type for --data-root: folders (separated by os.pathsep) that exist."""
+    for folder in filter(None, text.split(os.pathsep)):
+        if not os.path.isdir(folder):
+            raise argparse.ArgumentTypeError(f"{folder} is not a folder")
+    return text
+
+
+def add_data_root(parser):
+    parser.add_argument("--data-root", type=existing_folders, metavar="DIR",
+                        help="where Data layers look for their data sets")
+
+
 def add_net_arguments(parser):
     parser.add_argument("--config", required=True, metavar="FILE",
                         help="the net's YAML file (a 'solver:' section in it is ignored)")
     parser.add_argument("--phase", type=str.upper, choices=["TRAIN", "TEST"], default="TRAIN",
                         help="which phase's layers to build (default TRAIN)")
-    parser.add_argument("--data-root", metavar="DIR",
-                        help="where Data layers look for their data sets")
+    add_data_root(parser)
     parser.add_argument("--seed", type=int, metavar="N",
                         help="seed for weights and random inputs (default: the config's "
                              "random_seed, else 0)")
+
+
+def refuse_input_layers(net, command):
+    """``train`` and ``test`` feed a net from its data layers only: an Input layer there would
+    leave its blobs as they are (zeros), so it is a one-line error instead."""
+    from ..errors import ConfigError
+    for layer in net.layers:
+        if layer.type == "Input":
+            where = layer.spec.where
+            raise ConfigError(f"an Input layer gets no data from `{command}`; use a Data or "
+                              "DummyData layer (or feed the net from Python)",
+                              file=where.file, line=where.line, layer=layer.name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ._netargs import positive_int
+from ._netargs import add_data_root, positive_int, refuse_input_layers
 
 HELP = "score trained weights on the TEST phase of a config"
 
@@ -20,7 +20,7 @@ def add_arguments(parser):
     parser.add_argument("--iterations", type=positive_int, metavar="N",
                         help="batches to run (default: solver.test_iter, else 50)")
     parser.add_argument("--phase", type=str.upper, choices=["TRAIN", "TEST"], default="TEST")
-    parser.add_argument("--data-root", metavar="DIR", help="where Data layers look for their data sets")
+    add_data_root(parser)
 
 
 def net_source(config):
@@ -44,6 +44,7 @@ def run(args):
         test_iter = solver.get("test_iter") or [50]
         iterations = int(test_iter[0] if isinstance(test_iter, list) else test_iter)
     net = Net(source, args.phase, data_root=args.data_root, seed=0)
+    refuse_input_layers(net, "netlayers test")
     net.load(args.weights)
     totals = {}
     for i in range(iterations):

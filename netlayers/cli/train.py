@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._netargs import positive_int
+from ._netargs import add_data_root, positive_int, refuse_input_layers
 
 HELP = "train a net from a YAML config (net + solver)"
 
@@ -26,7 +26,7 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, metavar="N", help="override the random seed")
     parser.add_argument("--output", metavar="DIR",
                         help="where snapshots and metrics.jsonl go (default: runs/<config name>)")
-    parser.add_argument("--data-root", metavar="DIR", help="where Data layers look for their data sets")
+    add_data_root(parser)
     parser.add_argument("--quiet", action="store_true", help="no log lines or progress bar")
 
 
@@ -43,6 +43,9 @@ def run(args):
     output = Path(args.output) if args.output else Path("runs") / config.stem
     solver = Solver(config, data_root=args.data_root, output_dir=output, seed=args.seed,
                     max_iter=args.max_iter, reporter=Reporter(quiet=args.quiet))
+    for net in (solver.net, solver.test_net):
+        if net is not None:
+            refuse_input_layers(net, "train")
     check_writable_folder(output, "output folder")
     if not (output / "config.yaml").exists() or args.resume is None:
         copy_config(config, output / "config.yaml")

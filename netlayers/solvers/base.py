@@ -59,6 +59,7 @@ from ..errors import ConfigError, TrainingError
 from ..io import load_arrays, load_weights, save_arrays
 from ..net import Net
 from ..netspec import Enum, Field, Where, check_message, load_net_spec, load_yaml_file
+from ..netspec.schema import shown
 from ..netspec.spec import check_net
 from . import lr_policy
 from .adaptive import AdaDelta, AdaGrad, Adam, RMSProp
@@ -118,7 +119,7 @@ def read_config(config):
         return load_yaml_file(path), str(path), path.resolve().parent
     if isinstance(config, dict):
         return config, None, Path.cwd()
-    raise TypeError(f"a solver is built from a YAML path or a dict, not {type(config).__name__}")
+    raise ConfigError(f"a solver is built from a YAML path or a mapping, not {shown(config)}")
 
 
 def check_solver_params(raw, file=None, *, max_iter=None, seed=None):

@@ -118,6 +118,29 @@ def test_user_mistakes_are_one_line_and_exit_2(config, tmp_path, capsys):
     assert "missing.npz" in capsys.readouterr().err
 
 
+def test_a_missing_data_root_is_refused(config, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--config", str(config), "--data-root", str(tmp_path / "nowhere")])
+    assert info.value.code == 2
+    assert f"argument --data-root: {tmp_path / 'nowhere'} is not a folder" in capsys.readouterr().err
+
+
+def test_input_layers_are_refused_by_train_and_test(config, tmp_path, capsys):
+    fed_by_hand = tmp_path / "input.yaml"
+    fed_by_hand.write_text(CONFIG.replace(
+        "    type: Data\n    top: [data, label]\n    include: {phase: TRAIN}\n"
+        "    data_param: {source: train.npz, backend: NPZ, batch_size: 8, shuffle: true}",
+        "    type: Input\n    top: [data, label]\n    include: {phase: TRAIN}\n"
+        "    input_param: {shape: [{dim: [8, 4]}, {dim: [8]}]}"))
+    assert main(["train", "--config", str(fed_by_hand), "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{fed_by_hand}:4: layer 'data': an Input layer gets no data from `train`" in err
+    np.savez(tmp_path / "w.npz", **{"ip/0": np.zeros((3, 4)), "ip/1": np.zeros(3)})
+    assert main(["test", "--config", str(fed_by_hand), "--phase", "TRAIN",
+                 "--weights", str(tmp_path / "w.npz")]) == 2
+    assert "an Input layer gets no data from `netlayers test`" in capsys.readouterr().err
+
+
 def test_nan_loss_stops_naming_the_iteration_and_keeps_snapshots(config, tmp_path, capsys):
     diverging = tmp_path / "diverge.yaml"
     diverging.write_text(CONFIG.replace("base_lr: 0.1", "base_lr: 1.0e+38"))

@@ -365,3 +365,8 @@ def test_seed_override_and_random_seed():
     np.testing.assert_array_equal(weights(a)[0], weights(b)[0])
     assert not np.array_equal(weights(a)[0], weights(c)[0])
     assert c.param.random_seed == 6
+
+
+def test_a_solver_from_something_else_than_a_path_or_mapping():
+    with pytest.raises(ConfigError, match="a solver is built from a YAML path or a mapping, not a list$"):
+        Solver([1, 2])
