@@ -190,16 +190,18 @@ def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_to
     learnable param and every blob a source layer produces (Input, DummyData, data layers)
     that takes a gradient, against central differences. Source layers run once; the rest run
     for each evaluation.
-    ``inputs``: optional arrays for input blobs by name."""
+    ``inputs``: optional arrays for input blobs by name; the others are drawn: class indices
+    for blobs a loss or Accuracy reads as labels, N(0, 1) values otherwise (as the
+    ``netlayers gradcheck`` command does)."""
+    from dataclasses import replace
+
+    from .inspect.common import random_inputs
     from .net import Net
     spec = load_net_spec(spec)
-    from dataclasses import replace
     net = Net(replace(spec, force_backward=True), phase, dtype=np.float64, seed=seed)
     rng = np.random.default_rng(seed + 1)
     inputs = dict(inputs or {})
-    for name in net.inputs:
-        if name not in inputs:
-            inputs[name] = rng.standard_normal(net.blobs[name].shape)
+    inputs.update(random_inputs(net, rng, given=inputs))
     net.forward(**inputs)
     computing = [i for i, layer in enumerate(net.layers) if layer.spec.bottoms]
     state = net.rng.bit_generator.state

@@ -56,3 +56,15 @@ def test_whole_net_check_with_a_shared_threshold():
     report = check_net(spec, threshold=1e-7)
     assert report.passed and report.threshold == 1e-7
     assert {b.name for b in report.blobs} == {"input x", "param ip[0]", "param ip[1]"}
+
+
+def test_check_net_draws_class_indices_for_label_inputs():
+    spec = {"name": "labelled", "layers": [
+        {"name": "data", "type": "Input", "top": ["x", "label"],
+         "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]}},
+        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
+         "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "label"], "top": "loss"}]}
+    report = check_net(spec)
+    assert report.passed, report.table()
+    assert {b.name for b in report.blobs} >= {"input x", "param ip[0]", "param ip[1]"}

@@ -205,3 +205,31 @@ def test_an_exception_in_the_users_layer_is_one_line_naming_the_layer(tmp_path, 
     assert "net.yaml:4: layer 'mine'" in message and "\n" not in message
     assert f"{where} of the Python layer failed: KeyError: 'scale'" in message
     assert isinstance(info.value.__cause__, KeyError)
+
+
+def test_a_registered_class_reads_its_own_param_block():
+    from netlayers.netspec import Field
+
+    @register_layer("TestOnlyScaled")
+    class Scaled(Layer):
+        """y = scale * x.  Backward: dE/dx = scale * dE/dy."""
+        num_bottoms = num_tops = (1, 1)
+        params = {"scale": Field(float, 1.0)}
+
+        def Reshape(self, bottom, top):
+            top[0].reshape_like(bottom[0])
+
+        def Forward_cpu(self, bottom, top):
+            np.multiply(bottom[0].data, self.p.scale, out=top[0].data)
+
+        def Backward_cpu(self, top, propagate_down, bottom):
+            np.multiply(top[0].diff, self.p.scale, out=bottom[0].diff)
+
+    spec = {"name": "scaled", "layers": [
+        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
+        {"name": "s", "type": "TestOnlyScaled", "bottom": "x", "top": "y",
+         "test_only_scaled_param": {"scale": 2.5}}]}
+    np.testing.assert_allclose(Net(spec).forward(x=np.array([1.0, 2.0, 4.0]))["y"], [2.5, 5, 10])
+    with pytest.raises(ConfigError, match="test_only_scaled_param.scal'.*did you mean 'scale'"):
+        Net({**spec, "layers": [spec["layers"][0], {**spec["layers"][1],
+                                                     "test_only_scaled_param": {"scal": 2}}]})
