@@ -171,17 +171,18 @@ class Net:
 
     @property
     def outputs(self):
-        """Blobs no layer consumes (the net's results), in order."""
+        """Blobs no later layer consumes (the net's results), by name as Caffe orders them."""
         return list(self._outputs)
 
     def _find_outputs(self):
-        consumed = {name for layer in self.layers for name in layer.spec.bottoms}
-        names = []
+        """Caffe's rule: walking the layers in order, a bottom stops being available and a top
+        becomes available (again, for an in-place top); what is left, sorted by name as Caffe's
+        std::set keeps it, is the output (so 'accuracy' is output #0 and 'loss' #1)."""
+        available = set()
         for layer in self.layers:
-            for name in layer.spec.tops:
-                if name not in consumed and name not in names:
-                    names.append(name)
-        return names
+            available.difference_update(layer.spec.bottoms)
+            available.update(layer.spec.tops)
+        return sorted(available)
 
     def layer(self, name):
         try:

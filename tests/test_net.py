@@ -324,3 +324,16 @@ def test_which_layers_may_run_in_place(layer, in_place):
         with pytest.raises(ConfigError, match=f"layer 'l': {layer['type']} cannot run in place: "
                                               "give its top another name"):
             Net(spec)
+
+
+def test_outputs_follow_caffe_sorted_by_name_with_in_place_tops_available_again():
+    spec = {"name": "o", "layers": [
+        input_layer([(4, 5), (4,)]),
+        ip("ip", "x", "z", 3),
+        {"name": "relu", "type": "ReLU", "bottom": "z", "top": "z"},
+        {"name": "side", "type": "Power", "bottom": "x", "top": "b_side"},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+        {"name": "acc", "type": "Accuracy", "bottom": ["z", "y"], "top": "accuracy"}]}
+    assert Net(spec).outputs == ["accuracy", "b_side", "loss"]
+    spec["layers"] = spec["layers"][:3]
+    assert Net(spec).outputs == ["y", "z"]     # the in-place ReLU's top is an output again

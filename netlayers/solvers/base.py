@@ -42,9 +42,10 @@ folder for a config given as a dict); an absolute snapshot_prefix is used as it 
 
 The solver state file holds (never pickled): ``iter``, ``type``, ``history/<k>`` (Caffe's order:
 slot s of param i is k = s * num_params + i), ``net_state`` and ``test_net_state`` (net.state()
-as JSON strings: generator and layer states such as a data layer's position), ``recent_losses``
-(for the smoothed loss) and ``weights_file`` (relative to the state file's folder). Resuming
-from iteration k and training to n gives the same weights, bit for bit, as training 0 to n.
+as JSON strings: generator and layer states such as a data layer's position) and
+``weights_file`` (relative to the state file's folder). Resuming from iteration k and training
+to n gives the same weights, bit for bit, as training 0 to n. As in Caffe, the smoothed loss
+is not kept: every ``step`` call (so every run, resumed or not) starts its average afresh.
 """
 import json
 import math
@@ -170,7 +171,7 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
             raise at("lr_policy").error(f"lr_policy '{policy}' needs '{name}' in the solver section")
     if policy in ("step", "sigmoid") and param.stepsize <= 0:
         raise at("stepsize").error(f"must be positive for lr_policy '{policy}', got {param.stepsize}")
-    if param.gamma is not None and param.gamma < 0 and policy != "fixed":
+    if param.gamma is not None and param.gamma < 0 and policy not in ("fixed", "sigmoid"):
         raise at("gamma").error(f"must not be negative, got {param.gamma:g}")
     if policy == "poly" and param.max_iter <= 0:
         raise at("max_iter").error("must be positive for lr_policy 'poly'")
@@ -310,8 +311,9 @@ class Solver:
     # -- running ------------------------------------------------------------------------------
     def solve(self, resume=None):
         """Train to max_iter (from a solver state when ``resume`` names one); snapshot at the end;
-        then, as Caffe, show the final loss (one more forward) and test once more. Caffe tests at
-        the end only when test_interval divides max_iter; here the final test always runs."""
+        then, as Caffe, show the final loss (one more forward) when display divides the
+        iteration, and test once more. Caffe tests at the end only when test_interval divides
+        max_iter; here the final test always runs."""
         if resume is not None:
             self.restore(resume)
         if self.iter > self.param.max_iter:
@@ -327,12 +329,11 @@ class Solver:
                 return
             if self.param.snapshot_after_train and self._snapshot_iter != self.iter:
                 self.snapshot()
-            if self.param.display:
-                self.net.forward()
+            if self.param.display and self.iter % self.param.display == 0:
+                self.net.forward()          # Caffe's closing line: the loss only, no outputs
                 loss = self.net.loss
                 self._losses.append(loss)
-                self._call("on_train", self.iter, loss, self.smoothed_loss, None,
-                           self._outputs(self.net), None)
+                self._call("on_train", self.iter, loss, self.smoothed_loss, None, {}, None)
             if self.param.test_interval and self.test_net is not None:
                 self._test_and_report()
             self.status = "done"
@@ -348,6 +349,7 @@ class Solver:
         """Run ``iters`` iterations (tests, display and snapshots as configured)."""
         self._start()
         self.stopped = False
+        self._losses.clear()            # as Caffe's Step: the smoothed loss starts afresh
         p = self.param
         stop_iter = self.iter + iters
         while self.iter < stop_iter and not self._stop:
@@ -386,7 +388,8 @@ class Solver:
 
     @property
     def smoothed_loss(self):
-        """The mean loss over the last ``average_loss`` iterations (Caffe's displayed loss)."""
+        """The mean loss over the last ``average_loss`` iterations of the current ``step`` call
+        (Caffe's displayed loss)."""
         return sum(self._losses) / len(self._losses) if self._losses else float("nan")
 
     def learning_rate(self, iteration=None):
@@ -497,7 +500,6 @@ class Solver:
             "type": np.array(self.param.type),
             "weights_file": np.array(weights.name),
             "net_state": np.array(json.dumps(self.net.state())),
-            "recent_losses": np.array(list(self._losses), dtype=np.float64),
         })
         if self.test_net is not None:
             arrays["test_net_state"] = np.array(json.dumps(self.test_net.state()))
@@ -556,8 +558,6 @@ class Solver:
         self.net.set_state(json.loads(str(arrays["net_state"])))
         if self.test_net is not None and "test_net_state" in arrays:
             self.test_net.set_state(json.loads(str(arrays["test_net_state"])))
-        self._losses.clear()
-        self._losses.extend(float(x) for x in arrays.get("recent_losses", ()))
         self._snapshot_iter = self.iter
         self.last_snapshot = path
         self._timer = (time.perf_counter(), self.iter)

@@ -15,7 +15,7 @@ may define only some of them):
 
 The default :class:`Reporter` writes Caffe's lines to stderr::
 
-    Iteration 100 (12.3 iter/s), loss = 0.53
+    Iteration 100 (12.3 iter/s, 8.13s/100 iters), loss = 0.53
         Train net output #0: loss = 0.53 (* 1 = 0.53 loss)
     Iteration 100, lr = 0.00992565
     Iteration 1000, Testing net (#0)
@@ -131,7 +131,10 @@ class Reporter:
             self.bar.update(iteration - self.bar.n)
 
     def on_train(self, iteration, loss, smoothed_loss, lr, outputs, iters_per_sec):
-        speed = f" ({fmt(iters_per_sec)} iter/s)" if iters_per_sec else ""
+        speed = ""
+        if iters_per_sec and self.solver is not None:   # Caffe's "(X iter/s, Ys/D iters)"
+            display = self.solver.param.display
+            speed = f" ({fmt(iters_per_sec)} iter/s, {fmt(display / iters_per_sec)}s/{display} iters)"
         self.line(f"Iteration {iteration}{speed}, loss = {fmt(smoothed_loss)}")
         self._output_lines("Train", outputs, self._weights["train"])
         if lr is not None:

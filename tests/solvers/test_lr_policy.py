@@ -50,6 +50,13 @@ def test_sigmoid():
     assert got == pytest.approx([0.0066928509, 0.5, 0.7310585786, 0.0], rel=1e-8)
 
 
+def test_sigmoid_with_a_negative_gamma_decays_as_in_caffe():
+    got = rates("sigmoid", [0, 10, 20], base_lr=1.0, gamma=-0.5, stepsize=10)
+    assert got == pytest.approx([0.9933071491, 0.5, 0.0066928509], rel=1e-8)
+    solver = Solver(tiny_config(lr_policy="sigmoid", gamma=-0.5, stepsize=10), reporter=Recorder())
+    assert solver.learning_rate(20) < solver.learning_rate(0)
+
+
 def test_warmup_ramps_linearly_to_the_policy():
     got = rates("fixed", range(6), base_lr=0.1, warmup_iter=4)
     assert got == pytest.approx([0.0, 0.025, 0.05, 0.075, 0.1, 0.1])

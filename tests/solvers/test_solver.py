@@ -2,6 +2,7 @@
 checking."""
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -78,11 +79,27 @@ def test_average_loss_smooths_the_displayed_loss():
 
 def test_display_schedule_and_final_line():
     recorder = Recorder()
-    Solver(mlp_config(display=4, max_iter=10), reporter=recorder).solve()
+    Solver(mlp_config(display=5, max_iter=10), reporter=recorder).solve()
     calls = recorder.of("on_train")
-    assert [c[0] for c in calls] == [0, 4, 8, 10]
-    assert calls[-1][3] is None and calls[-1][5] is None      # the final line: no lr, no speed
+    assert [c[0] for c in calls] == [0, 5, 10]
+    final = calls[-1]                          # Caffe's closing line: loss only
+    assert final[3] is None and final[4] == {} and final[5] is None
     assert [name for name, _ in recorder.calls][-1] == "on_end"
+
+
+def test_no_final_line_when_display_does_not_divide_max_iter():
+    recorder = Recorder()
+    Solver(mlp_config(display=4, max_iter=10), reporter=recorder).solve()
+    assert [c[0] for c in recorder.of("on_train")] == [0, 4, 8]
+
+
+def test_each_step_call_starts_the_smoothed_loss_afresh():
+    recorder = Recorder()
+    solver = Solver(mlp_config(display=1, average_loss=5, max_iter=10), reporter=recorder)
+    for _ in range(3):
+        solver.step(1)
+    for _, raw, smoothed, *_rest in recorder.of("on_train"):
+        assert smoothed == raw
 
 
 def test_default_reporter_lines_and_metrics_file(tmp_path, capsys):
@@ -97,7 +114,7 @@ def test_default_reporter_lines_and_metrics_file(tmp_path, capsys):
                  f"Snapshotting to binary proto file {tmp_path / 'run' / 'net_iter_10.weights.npz'}",
                  "Optimization Done."]:
         assert line in err, line
-    assert " iter/s), loss = " in err
+    assert re.search(r"Iteration 5 \([0-9.e+-]+ iter/s, [0-9.e+-]+s/5 iters\), loss = ", err)
     entries = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     train = [e for e in entries if e["phase"] == "train"]
     test = [e for e in entries if e["phase"] == "test"]
