@@ -81,14 +81,18 @@ class Layer:
 
     # -- the public wrappers ---------------------------------------------------------------
     def setup(self, bottom, top):
-        """Check counts, run LayerSetUp and Reshape, and set up loss weights."""
-        self._check_count("bottom", len(bottom), self.num_bottoms)
-        self._check_count("top", len(top), self.num_tops)
-        if not self.in_place and any(t is b for t in top for b in bottom):
-            raise self.error(f"{self.type} cannot run in place: give its top another name than "
-                             "its bottom's")
-        self.LayerSetUp(bottom, top)
-        self.Reshape(bottom, top)
+        """Check counts, run LayerSetUp and Reshape, and set up loss weights. Every failure is
+        a located ConfigError (see :meth:`_reraise`)."""
+        try:
+            self._check_count("bottom", len(bottom), self.num_bottoms)
+            self._check_count("top", len(top), self.num_tops)
+            if not self.in_place and any(t is b for t in top for b in bottom):
+                raise self.error(f"{self.type} cannot run in place: give its top another name "
+                                 "than its bottom's")
+            self.LayerSetUp(bottom, top)
+            self.Reshape(bottom, top)
+        except Exception as err:
+            self._reraise(err, "setup")
         self.param_propagate_down = [self.learnable] * len(self.blobs)
         self._set_loss_weights(top)
 
@@ -118,16 +122,22 @@ class Layer:
                 self._reraise(err, "backward")
 
     def _reraise(self, err, method):
-        """A netlayers error gets this layer's place; any other exception from a Python layer
-        (the user's code) becomes a one-line NetlayersError with the original chained to it.
-        Anything else is a bug in netlayers and goes up as it is."""
+        """A netlayers error gets this layer's place. Any other exception from a Python layer
+        (the user's code) becomes a one-line error with the original chained to it, and so does
+        a ValueError, IndexError or TypeError at setup (shapes the layer cannot take): a
+        ConfigError at setup, a NetlayersError later. Anything else is a bug in netlayers and
+        goes up as it is."""
         where = self.spec.where
         if isinstance(err, NetlayersError):
             raise err.located(file=where.file, line=where.line, layer=self.name)
+        kind = ConfigError if method == "setup" else NetlayersError
         if self.type == "Python":
-            raise NetlayersError(f"{method} of the Python layer failed: {type(err).__name__}: {err}",
-                                 file=where.file, line=where.line, layer=self.name) from err
-        raise err
+            message = f"{method} of the Python layer failed: {type(err).__name__}: {err}"
+        elif method == "setup" and isinstance(err, (ValueError, IndexError, TypeError)):
+            message = f"cannot set up {self.type}: {err}"
+        else:
+            raise err
+        raise kind(message, file=where.file, line=where.line, layer=self.name) from err
 
     # -- to be implemented -----------------------------------------------------------------
     def LayerSetUp(self, bottom, top):

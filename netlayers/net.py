@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .blob import Blob
-from .errors import ConfigError, DataError, NetlayersError
+from .errors import ConfigError, DataError
 from .layer import Layer
 from .netspec import load_net_spec, phase_layers
 
@@ -64,18 +64,7 @@ class Net:
             if layer.auto_top_blobs:    # anonymous: no name, so never an output nor a bottom
                 tops += [Blob((), self.dtype, name=f"{spec.name}(automatic)")
                          for _ in range(layer.num_tops[0] - len(tops))]
-            try:
-                layer.setup(bottoms, tops)
-            except NetlayersError as err:
-                raise err.located(file=spec.where.file, line=spec.where.line, layer=spec.name)
-            except (ValueError, IndexError, TypeError) as err:
-                raise ConfigError(f"cannot set up {spec.type}: {err}", file=spec.where.file,
-                                  line=spec.where.line, layer=spec.name) from err
-            except Exception as err:
-                if layer.type != "Python":
-                    raise
-                raise ConfigError(f"setup of the Python layer failed: {type(err).__name__}: {err}",
-                                  file=spec.where.file, line=spec.where.line, layer=spec.name) from err
+            layer.setup(bottoms, tops)      # its errors name the layer and its line
             self.layers.append(layer)
             self.layer_names.append(spec.name)
             self.bottom_vecs.append(bottoms)
