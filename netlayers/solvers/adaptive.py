@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 
-from .sgd import UpdateRule
+from .sgd import UpdateRule, check_momentum
 
 
 def _no_momentum(cls, param, at):
@@ -87,7 +87,10 @@ class AdaDelta(UpdateRule):
     history_slots = 2
     scratch_slots = 2
 
-    check = classmethod(_positive_delta)
+    @classmethod
+    def check(cls, param, at):
+        check_momentum(cls, param, at)       # rho outside [0, 1) drives h negative or freezes it
+        _positive_delta(cls, param, at)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
         h, h2 = history

@@ -15,7 +15,7 @@ SolverParameter names; ``solver: {net: other.yaml}`` takes the net from another 
 ``solver_mode``, ``device_id``, ``snapshot_format``, ``debug_info`` and ``test_compute_loss``
 are accepted (configs converted from Caffe carry them) and have no effect.
 
-Checked before training, beyond Caffe: momentum in [0, 1) (SGD, Nesterov, Adam's
+Checked before training, beyond Caffe: momentum in [0, 1) (SGD, Nesterov, AdaDelta, Adam's
 momentum and momentum2), delta > 0 and rms_decay in [0, 1) for the adaptive rules, weight_decay
 >= 0, multistep needs stepvalue; the TRAIN net must have a loss; ``test_iter`` holds one value
 (one TEST net), needs a TEST net with outputs, and ``test_interval`` needs it; the output and

@@ -255,6 +255,8 @@ def test_config_errors_name_file_and_line(tmp_path, extra, expected):
     ("  type: AdaGrad\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaGrad"),
     ("  type: RMSProp\n  delta: -1.0e-8\n", "cfg.yaml:13: field 'solver.delta': must be positive for RMSProp"),
     ("  type: AdaDelta\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaDelta"),
+    ("  type: AdaDelta\n  momentum: 1.5\n",
+     "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for AdaDelta, got 1.5"),
     ("  type: Adam\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for Adam"),
     ("  type: RMSProp\n  rms_decay: 1.0\n", "cfg.yaml:13: field 'solver.rms_decay': must be in [0, 1), got 1"),
     ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': must not be negative, got -0.0005"),
