@@ -26,7 +26,7 @@ class Blob:
         of a grown blob start at zero, those of a kept one are whatever the buffer held."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
-            if shape == self.shape:     # the common case: a tuple of the current shape
+            if type(shape) is tuple and shape == self.shape:    # the common case, at once
                 return self
         shape = tuple(int(d) for d in shape)
         if shape == self.shape:
@@ -53,6 +53,18 @@ class Blob:
     @property
     def num_axes(self):
         return len(self.shape)
+
+    # Caffe's legacy 4-D accessors (pycaffe has them too): an axis the blob lacks counts as 1.
+    num = property(lambda self: self._legacy_dim(0))
+    channels = property(lambda self: self._legacy_dim(1))
+    height = property(lambda self: self._legacy_dim(2))
+    width = property(lambda self: self._legacy_dim(3))
+
+    def _legacy_dim(self, index):
+        if len(self.shape) > 4:
+            raise ValueError(f"blob '{self.name}' has {len(self.shape)} axes; num, channels, "
+                             "height and width are for blobs of at most 4")
+        return self.shape[index] if index < len(self.shape) else 1
 
     def canonical_axis(self, axis):
         """Caffe's CanonicalAxisIndex: a negative axis counts from the end."""

@@ -96,3 +96,19 @@ def test_share_data_sees_writes():
     b.share_data(a)
     a.data[0, 0] = 3
     assert b.data[0, 0] == 3 and b.shape == (2, 2)
+
+
+def test_reshape_takes_a_numpy_array_or_list_as_the_shape():
+    blob = Blob((2, 3))
+    assert blob.reshape(np.array([2, 3])).shape == (2, 3)
+    assert blob.reshape(np.array([2, 3, 1])).shape == (2, 3, 1)
+    assert blob.reshape([6]).shape == (6,)
+
+
+def test_caffes_legacy_num_channels_height_width():
+    blob = Blob((2, 3, 4, 5))
+    assert (blob.num, blob.channels, blob.height, blob.width) == (2, 3, 4, 5)
+    flat = Blob((7, 6))
+    assert (flat.num, flat.channels, flat.height, flat.width) == (7, 6, 1, 1)
+    with pytest.raises(ValueError, match="at most 4"):
+        Blob((1, 1, 1, 1, 1)).num

@@ -314,7 +314,7 @@ def test_set_input_arrays_without_a_memory_data_layer():
     ({"type": "ReLU"}, True), ({"type": "Dropout"}, True), ({"type": "BatchNorm"}, True),
     ({"type": "Scale", "scale_param": {"bias_term": True}}, True), ({"type": "Bias"}, True),
     ({"type": "InnerProduct", "inner_product_param": {"num_output": 5}}, False),
-    ({"type": "Softmax"}, False), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False)])
+    ({"type": "Softmax"}, True), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False)])
 def test_which_layers_may_run_in_place(layer, in_place):
     spec = {"name": "n", "layers": [input_layer([(4, 5, 1, 1)], ["x"]),
                                     {"name": "l", "bottom": "x", "top": "x", **layer}]}

@@ -95,6 +95,7 @@ class Softmax(Layer):
     params = {"axis": Field(int, 1)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)
+    in_place = True           # the backward needs only y, and the forward may overwrite x
 
     def Reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.p.axis)

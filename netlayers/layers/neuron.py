@@ -38,6 +38,12 @@ class ReLU(NeuronLayer):
 
     params = {"negative_slope": Field(float, 0.0)}
 
+    def LayerSetUp(self, bottom, top):
+        if top[0] is bottom[0] and self.p.negative_slope < 0:
+            raise self.error(f"ReLU with a negative negative_slope ({self.p.negative_slope:g}) "
+                             "cannot run in place: its backward needs the sign of the input",
+                             "relu_param.negative_slope")
+
     def Forward_cpu(self, bottom, top):
         elementwise.relu_forward(bottom[0].data, self.p.negative_slope, out=top[0].data)
 

@@ -6,8 +6,13 @@
 The module is imported from the config file's folder first, then from the Python path. The
 class implements the Layer contract (subclassing :class:`netlayers.Layer` is easiest):
 ``Reshape``, ``Forward_cpu`` and ``Backward_cpu``, optionally ``LayerSetUp``; ``param_str``
-reaches it as ``self.param_str``. Alternatively, register the class under a type name of its
-own with :func:`netlayers.register_layer` and use that type directly.
+reaches it as ``self.param_str``. A layer written for pycaffe, with methods ``setup``,
+``reshape``, ``forward`` and ``backward``, works too: those names are taken as LayerSetUp,
+Reshape, Forward_cpu and Backward_cpu (pycaffe's blobs have the same ``data``, ``diff``,
+``reshape``, ``count``, ``num``/``channels``/``height``/``width``; ``self.phase`` is "TRAIN" or
+"TEST" here, not 0 or 1). As in Caffe, a Python layer may run in place unless its class sets
+``in_place = False``. Alternatively, register the class under a type name of its own with
+:func:`netlayers.register_layer` and use that type directly.
 """
 import importlib
 import sys
@@ -18,6 +23,8 @@ from ..netspec import Field
 from ..registry import register_layer
 
 REQUIRED_METHODS = ("Reshape", "Forward_cpu")
+PYCAFFE_NAMES = {"setup": "LayerSetUp", "reshape": "Reshape", "forward": "Forward_cpu",
+                 "backward": "Backward_cpu"}
 
 
 def load_python_layer_class(module_name, class_name, search_dir=None, where=None):
@@ -44,11 +51,30 @@ def load_python_layer_class(module_name, class_name, search_dir=None, where=None
     cls = getattr(module, class_name, None)
     if cls is None or not isinstance(cls, type):
         raise fail(f"module '{module_name}' has no class '{class_name}'")
+    cls = as_layer_class(cls)
     missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))
                or getattr(cls, m) is getattr(Layer, m, None)]
     if missing:
         raise fail(f"class '{class_name}' in module '{module_name}' does not implement {', '.join(missing)}")
     return cls
+
+
+def as_layer_class(cls):
+    """A subclass of ``cls`` (and of Layer) that follows the Layer contract: pycaffe's method
+    names become the contract's hooks (Layer's own setup/forward/backward wrappers stay in
+    charge), and running in place is allowed unless the class says otherwise."""
+    def own(name):      # defined by the user's classes, not inherited from Layer
+        return any(name in vars(k) for k in cls.__mro__ if k not in (Layer, object))
+
+    namespace = {"in_place": True} if not own("in_place") else {}
+    for pycaffe, hook in PYCAFFE_NAMES.items():
+        if own(pycaffe):
+            if not own(hook):
+                namespace[hook] = getattr(cls, pycaffe)
+            if hasattr(Layer, pycaffe):
+                namespace[pycaffe] = getattr(Layer, pycaffe)
+    bases = (cls,) if issubclass(cls, Layer) else (cls, Layer)
+    return type(cls.__name__, bases, {"__module__": cls.__module__, **namespace})
 
 
 @register_layer("Python")
@@ -69,10 +95,7 @@ class Python(Layer):
             from pathlib import Path
             net_dir = Path(spec.where.file).resolve().parent
         user_cls = load_python_layer_class(p.module, p.layer, net_dir, spec.where)
-        if issubclass(user_cls, Layer):
-            instance = object.__new__(user_cls)
-        else:
-            instance = object.__new__(type(user_cls.__name__, (user_cls, Layer), {}))
+        instance = object.__new__(user_cls)
         Layer.__init__(instance, spec, **kwargs)
         instance.type = "Python"
         instance.param_str = p.param_str

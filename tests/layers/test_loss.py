@@ -301,3 +301,24 @@ def test_bad_labels_are_named_as_plain_numbers(layer, labels, message):
         with pytest.raises(DataError, match=f"^layer 'loss': {message}") as info:
             run_layer({**layer, "name": "loss"}, [np.zeros((2, 3)), np.array(labels)], dtype=dtype)
         assert "np." not in str(info.value)
+
+
+def test_softmax_in_place_gives_the_same_values_and_gradients(rng):
+    def net(top):
+        return Net({"name": "s", "force_backward": True, "layers": [
+            {"name": "data", "type": "Input", "top": ["x", "t"],
+             "input_param": {"shape": [{"dim": [3, 4]}, {"dim": [3, 4]}]}},
+            {"name": "prob", "type": "Softmax", "bottom": "x", "top": top},
+            {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"}]},
+            dtype=np.float64)
+    x, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
+    results = []
+    for top in ("p", "x"):
+        n = net(top)
+        n.forward(x=x, t=t)
+        n.backward()
+        results.append((n.loss, n.blobs[top].data.copy(), n.blobs["x"].diff.copy()))
+    (loss_a, y_a, dx_a), (loss_b, y_b, dx_b) = results
+    assert loss_a == pytest.approx(loss_b, rel=1e-12)
+    np.testing.assert_allclose(y_b, y_a, rtol=1e-12)
+    np.testing.assert_allclose(dx_b, dx_a, rtol=1e-10, atol=1e-14)

@@ -286,7 +286,8 @@ def test_setup_errors_name_the_layer(layer, shape, match):
     assert "layer 'bad'" in str(info.value)
 
 
-@pytest.mark.parametrize("layer", [{"type": "AbsVal"}, {"type": "ELU", "elu_param": {"alpha": -1}}], ids=str)
+@pytest.mark.parametrize("layer", [{"type": "AbsVal"}, {"type": "ELU", "elu_param": {"alpha": -1}},
+                                   {"type": "ReLU", "relu_param": {"negative_slope": -0.5}}], ids=str)
 def test_in_place_refused_where_the_backward_needs_the_input(layer):
     with pytest.raises(ConfigError, match="in place") as info:
         in_place(layer, np.ones((2, 3)))

@@ -1,3 +1,4 @@
+import sys
 import textwrap
 from pathlib import Path
 
@@ -233,3 +234,68 @@ def test_a_registered_class_reads_its_own_param_block():
     with pytest.raises(ConfigError, match="test_only_scaled_param.scal'.*did you mean 'scale'"):
         Net({**spec, "layers": [spec["layers"][0], {**spec["layers"][1],
                                                      "test_only_scaled_param": {"scal": 2}}]})
+
+
+PYCAFFE_STYLE = """\
+    import numpy as np
+    import netlayers
+
+    class HalfSquaredDistance(netlayers.Layer):
+        # written as for pycaffe: setup / reshape / forward / backward
+        def setup(self, bottom, top):
+            if len(bottom) != 2:
+                raise Exception("two bottoms, please")
+
+        def reshape(self, bottom, top):
+            self.delta = np.zeros_like(bottom[0].data)
+            top[0].reshape(1)
+
+        def forward(self, bottom, top):
+            self.delta[...] = bottom[0].data - bottom[1].data
+            top[0].data[...] = np.sum(self.delta ** 2) / bottom[0].num / 2.0
+
+        def backward(self, top, propagate_down, bottom):
+            for i, sign in ((0, 1), (1, -1)):
+                if propagate_down[i]:
+                    bottom[i].diff[...] = sign * self.delta / bottom[i].num
+    """
+
+
+def test_a_layer_written_for_pycaffe_runs_like_the_built_in_loss(tmp_path):
+    (tmp_path / "pyloss_style.py").write_text(textwrap.dedent(PYCAFFE_STYLE))
+
+    def spec(loss):
+        return {"name": "n", "layers": [
+            {"name": "data", "type": "Input", "top": ["x", "t"],
+             "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4, 2]}]}},
+            {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
+             "inner_product_param": {"num_output": 2, "weight_filler": {"type": "xavier"}}},
+            {"name": "loss", "bottom": ["z", "t"], "top": "loss", "loss_weight": 1, **loss}]}
+
+    python = {"type": "Python", "python_param": {"module": "pyloss_style", "layer": "HalfSquaredDistance"}}
+    sys.path.insert(0, str(tmp_path))
+    try:
+        ours, builtin = Net(spec(python), seed=0), Net(spec({"type": "EuclideanLoss"}), seed=0)
+    finally:
+        sys.path.remove(str(tmp_path))
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((4, 3)), "t": rng.standard_normal((4, 2))}
+    for net in (ours, builtin):
+        net.forward(**inputs)
+        net.clear_param_diffs()
+        net.backward()
+    assert ours.loss == pytest.approx(builtin.loss, rel=1e-6)
+    np.testing.assert_allclose(ours.params["ip"][0].diff, builtin.params["ip"][0].diff, rtol=1e-5)
+
+
+def test_a_python_layer_may_run_in_place_unless_its_class_says_not(tmp_path):
+    double = NO_BACKWARD.replace("top[0].data[...] = 2 * bottom[0].data", "top[0].data[...] *= 2")
+    config = write_layer(tmp_path, double, module="userlayer_in_place")
+    config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
+    np.testing.assert_array_equal(Net(config).forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
+    refusing = double.replace("class Double(netlayers.Layer):\n",
+                              "class Double(netlayers.Layer):\n        in_place = False\n")
+    config = write_layer(tmp_path, refusing, module="userlayer_not_in_place")
+    config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
+    with pytest.raises(ConfigError, match="layer 'mine': Python cannot run in place"):
+        Net(config)
