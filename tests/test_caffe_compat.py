@@ -415,3 +415,33 @@ def test_tool_bad_input_is_one_line_and_exit_2(tmp_path):
         assert len(lines) == 1 and str(args[0]) in lines[0]
     assert f"{bad}:2:" in run_tool(bad).stderr
 
+
+
+@pytest.mark.parametrize("inputs", [
+    'input: "data"\ninput_shape { dim: 2 dim: 1 dim: 6 dim: 6 }\n',
+    'input: "data"\ninput_dim: 2\ninput_dim: 1\ninput_dim: 6\ninput_dim: 6\n',
+])
+def test_a_deploy_prototxt_with_net_level_inputs_builds(tmp_path, inputs):
+    from netlayers import Net
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text('name: "tiny_deploy"\n' + inputs + '''
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 3 kernel_size: 3 } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "prob" type: "Softmax" bottom: "conv" top: "prob" }
+''')
+    path = tmp_path / "deploy.yaml"
+    path.write_text(convert_prototxt(deploy))
+    net = Net(path)
+    assert net.layer_names == ["input", "conv", "relu", "prob"] and net.inputs == ["data"]
+    assert net.blobs["prob"].shape == (2, 3, 4, 4) and net.outputs == ["prob"]
+
+
+def test_net_level_inputs_need_one_shape_each():
+    from netlayers import Net
+    layers = [{"name": "ip", "type": "InnerProduct", "bottom": "a", "top": "z",
+               "inner_product_param": {"num_output": 2}}]
+    with pytest.raises(ConfigError, match="2 input\\(s\\) but 1 input_shape\\(s\\)"):
+        Net({"name": "n", "input": ["a", "b"], "input_shape": [{"dim": [1, 3]}], "layers": layers})
+    with pytest.raises(ConfigError, match="each input needs a shape"):
+        Net({"name": "n", "input": ["a"], "layers": layers})

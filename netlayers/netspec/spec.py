@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..registry import layer_class
-from .schema import Enum, Field, Message, Where, check_message, close_match_hint, shown
+from .schema import BLOB_SHAPE, Enum, Field, Message, Where, check_message, close_match_hint, shown
 from .yaml_lines import load_yaml_file
 
 PHASES = ("TRAIN", "TEST")
@@ -45,6 +45,10 @@ NET_FIELDS = {
     "random_seed": Field(int, -1),
     "dtype": Field(Enum("float32", "float64"), "float32"),
     "solver": Field(dict, None),
+    # Caffe's deprecated net-level inputs (deploy files): made into an Input layer named "input"
+    "input": Field(str, repeated=True),
+    "input_shape": Field(BLOB_SHAPE, repeated=True),
+    "input_dim": Field(int, repeated=True),
 }
 
 
@@ -104,6 +108,29 @@ def load_net_spec(source):
     raise ConfigError(f"a net is built from a YAML path or a mapping, not {shown(source)}")
 
 
+def _input_layer(net, where):
+    """Caffe's UpgradeNetInput: net-level ``input`` names with one ``input_shape`` each, or four
+    ``input_dim`` values each (N, C, H, W), become a first layer {name: input, type: Input}."""
+    names = net.input
+    if not names:
+        raise where.error("input_shape or input_dim given without the 'input' names they shape")
+    if net.input_shape and net.input_dim:
+        raise where.error("give either input_shape or input_dim, not both")
+    if net.input_shape:
+        shapes = [list(shape.dim) for shape in net.input_shape]
+        if len(shapes) != len(names):
+            raise where.error(f"{len(names)} input(s) but {len(shapes)} input_shape(s): give one each")
+    elif net.input_dim:
+        if len(net.input_dim) != 4 * len(names):
+            raise where.error(f"{len(names)} input(s) need {4 * len(names)} input_dim values (N, C, H, "
+                              f"W each), got {len(net.input_dim)}")
+        shapes = [net.input_dim[4 * i:4 * i + 4] for i in range(len(names))]
+    else:
+        raise where.error("each input needs a shape: give input_shape (or input_dim)")
+    return {"name": "input", "type": "Input", "top": list(names),
+            "input_param": {"shape": [{"dim": shape} for shape in shapes]}}
+
+
 def check_net(raw, *, file=None, base_dir=None):
     where = Where(file=file, line=getattr(raw, "line", None))
     if not isinstance(raw, dict):
@@ -121,6 +148,8 @@ def check_net(raw, *, file=None, base_dir=None):
     top_level = {k: v for k, v in raw.items() if k not in ("layers", "solver")}
     net = check_message(top_level, {k: f for k, f in NET_FIELDS.items() if k not in ("layers", "solver")}, where)
     layers = [check_layer(item, where.at(layers_raw, i)) for i, item in enumerate(layers_raw)]
+    if net.input or net.input_shape or net.input_dim:
+        layers.insert(0, check_layer(_input_layer(net, where.at(raw, "input")), where.at(raw, "input")))
     spec = NetSpec(name=net.name, layers=layers, force_backward=net.force_backward,
                    random_seed=net.random_seed, dtype=net.dtype, file=file,
                    base_dir=Path(base_dir) if base_dir else None, solver=raw.get("solver"))
