@@ -290,7 +290,7 @@ class Solver:
         test_net = Net(spec, "TEST", seed=self.net.seed + 1, data_root=data_root)
         if not test_net.layers or not test_net.outputs:
             what = "no layers (are they all include: {phase: TRAIN}?)" if not test_net.layers \
-                else "no outputs (every blob is consumed by a layer)"
+                else "no outputs (every blob is consumed by a layer; a loss without a top shows nothing)"
             raise field_where(raw, self.file, "test_iter").error(
                 f"is given but the TEST-phase net has {what}, so there is nothing to test")
         test_net.share_weights_from(self.net)
