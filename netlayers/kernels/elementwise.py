@@ -67,6 +67,18 @@ def sigmoid_forward(x, out):
     return out
 
 
+def softplus(x, out, scratch):
+    """out = log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|)). ``scratch`` is
+    an array of x's shape; ``out`` may be x itself (it is written after x is last read)."""
+    np.abs(x, out=scratch)
+    np.negative(scratch, out=scratch)
+    np.exp(scratch, out=scratch)
+    np.log1p(scratch, out=scratch)
+    np.maximum(x, x.dtype.type(0), out=out)
+    out += scratch
+    return out
+
+
 # -- ELU -----------------------------------------------------------------------------------------
 @jit
 def _elu_select(x, negative_part, alpha, y):

@@ -259,12 +259,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
         t = bottom[1].data.reshape(x.shape)
         self._check_targets(t)
         loss, scratch = self._loss, self._scratch
-        np.abs(x, out=loss)
-        np.negative(loss, out=loss)
-        np.exp(loss, out=loss)
-        np.log1p(loss, out=loss)
-        np.maximum(x, x.dtype.type(0), out=scratch)
-        loss += scratch
+        elementwise.softplus(x, out=loss, scratch=scratch)
         np.multiply(x, t, out=scratch)
         loss -= scratch
         ignore = self.loss_param.ignore_label

@@ -306,13 +306,7 @@ class BNLL(NeuronLayer):
         self.buffer("_scratch", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
-        x, y, t = bottom[0].data, top[0].data, self._scratch
-        np.abs(x, out=t)
-        np.negative(t, out=t)
-        np.exp(t, out=t)
-        np.log1p(t, out=t)
-        np.maximum(x, x.dtype.type(0), out=y)
-        y += t
+        elementwise.softplus(bottom[0].data, out=top[0].data, scratch=self._scratch)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
