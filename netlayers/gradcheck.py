@@ -21,11 +21,14 @@ about h * E'', far below that; at a kink they differ by the jump in slope.
 Random layers (Dropout) are checked with their generator reset before every evaluation, so each
 forward draws the same mask.
 """
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .blob import Blob
+from .layer import Layer
 from .netspec import check_layer as check_layer_spec
 from .netspec import load_net_spec
 from .netspec.schema import Where
@@ -39,7 +42,7 @@ class BlobCheck:
     skipped: int = 0
     worst_relative: float = 0.0
     worst_absolute: float = 0.0
-    worst_index: tuple = None
+    worst_index: tuple | None = None
     threshold: float = 1e-5
 
     @property
@@ -115,7 +118,8 @@ def _indices(size, max_elements, rng):
     return np.sort(rng.choice(size, max_elements, replace=False))
 
 
-def build_layer(layer, bottom_shapes, *, phase="TRAIN", seed=0):
+def build_layer(layer: dict, bottom_shapes: Sequence[Sequence[int]], *, phase: str = "TRAIN",
+                seed: int = 0) -> tuple[Layer, list[Blob], list[Blob]]:
     """A float64 layer from a layer dict (as in YAML), set up on bottoms of the given shapes."""
     spec = check_layer_spec(layer, Where())
     rng = np.random.default_rng(seed)
@@ -125,8 +129,10 @@ def build_layer(layer, bottom_shapes, *, phase="TRAIN", seed=0):
     return instance, bottom, top
 
 
-def check_layer(layer, bottoms, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5,
-                kink_tolerance=1e-3, max_elements=400, check_bottoms=None, tops=None):
+def check_layer(layer: dict | Layer, bottoms: Sequence[Any], *, phase: str = "TRAIN", seed: int = 0,
+                step: float = 1e-6, threshold: float = 1e-5, kink_tolerance: float = 1e-3,
+                max_elements: int | None = 400, check_bottoms: Sequence[int] | None = None,
+                tops: Sequence[Blob] | None = None) -> "GradcheckReport":
     """Check a layer's gradients.
 
     ``layer``: a layer dict as written in YAML (``{type: ReLU, ...}``; name, bottom and top may
@@ -146,7 +152,7 @@ def check_layer(layer, bottoms, *, phase="TRAIN", seed=0, step=1e-6, threshold=1
             blob.data[...] = array
         instance.setup(bottom, top)
     else:
-        instance, bottom, top = layer, list(bottoms), list(tops)
+        instance, bottom, top = layer, list(bottoms), list(tops or [])
     generator_state = instance.rng.bit_generator.state
 
     def run_forward():
@@ -184,8 +190,9 @@ def check_layer(layer, bottoms, *, phase="TRAIN", seed=0, step=1e-6, threshold=1
     return report
 
 
-def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_tolerance=1e-3,
-              max_elements=200, inputs=None):
+def check_net(spec: Any, *, phase: str = "TRAIN", seed: int = 0, step: float = 1e-6,
+              threshold: float = 1e-5, kink_tolerance: float = 1e-3, max_elements: int | None = 200,
+              inputs: dict[str, Any] | None = None) -> GradcheckReport:
     """Check a whole net in float64: the gradient of its total loss with respect to every
     learnable param and every blob a source layer produces (Input, DummyData, data layers)
     that takes a gradient, against central differences. Source layers run once; the rest run
@@ -205,9 +212,15 @@ def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_to
     net.forward(**inputs)
     computing = [i for i, layer in enumerate(net.layers) if layer.spec.bottoms]
     state = net.rng.bit_generator.state
+    # The source layers ran once; their values are kept apart and copied in before every
+    # evaluation (perturbations go to these copies), so no layer that writes a source blob in
+    # place can make the numeric side see other inputs than the analytic side did.
+    pristine = {name: blob.data.copy() for name, blob in net.source_blobs.items()}
 
     def objective():
         net.rng.bit_generator.state = state
+        for name, values in pristine.items():
+            net.source_blobs[name].data[...] = values
         return sum(net.layers[i].forward(net.bottom_vecs[i], net.top_vecs[i]) for i in computing)
 
     objective()
@@ -220,13 +233,13 @@ def check_net(spec, *, phase="TRAIN", seed=0, step=1e-6, threshold=1e-5, kink_to
     sources = [name for layer in net.layers if not layer.spec.bottoms for name in layer.spec.tops]
     for name in sources:
         if name in differentiable:
-            checked.append((f"input {name}", net.blobs[name]))
+            checked.append((f"input {name}", net.source_blobs[name], pristine[name]))
     for param in net.learnable_params:
         if param.lr_mult != 0:
-            checked.append((f"param {param.name}", param.blob))
-    grads = [(name, blob, blob.diff.copy()) for name, blob in checked]
-    for name, blob, grad in grads:
-        report.blobs.append(_compare(name, grad, objective, blob.data, step=step, threshold=threshold,
+            checked.append((f"param {param.name}", param.blob, param.blob.data))
+    grads = [(name, blob, blob.diff.copy(), values) for name, blob, values in checked]
+    for name, blob, grad, values in grads:
+        report.blobs.append(_compare(name, grad, objective, values, step=step, threshold=threshold,
                                      kink_tolerance=kink_tolerance,
                                      indices=_indices(blob.count, max_elements, rng)))
     return report

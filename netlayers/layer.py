@@ -18,16 +18,24 @@ Parameters are declared on the class as ``params = {name: Field(...)}`` for the 
 after the type (``InnerProduct`` -> ``inner_product_param``); ``extra_blocks`` adds others
 (``loss_param``, ``transform_param``). A layer reads its checked block as ``self.p``.
 """
+import math
+import os
 import re
+import traceback
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from . import fillers
 from .blob import Blob
 from .errors import ConfigError, NetlayersError
+from .memory import check_size
+
+Blobs = Sequence[Blob]
 
 
-def block_name(type_name):
+def block_name(type_name: str) -> str:
     """``InnerProduct`` -> ``inner_product_param``, ``TanH`` -> ``tanh_param`` (Caffe's names)."""
     special = {"TanH": "tanh_param", "ReLU": "relu_param", "PReLU": "prelu_param", "ELU": "elu_param",
                "BNLL": "bnll_param", "LRN": "lrn_param", "MVN": "mvn_param", "SPP": "spp_param",
@@ -38,17 +46,37 @@ def block_name(type_name):
     return f"{snake}_param"
 
 
+def _user_frame(err: BaseException) -> str:
+    """' at file.py:12 (`source line`)' for the innermost frame of ``err`` outside netlayers
+    (the user's code), or '' when there is none."""
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not os.path.abspath(f.filename).startswith(package)]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    source = f" (`{frame.line.strip()}`)" if frame.line else ""
+    return f" at {frame.filename}:{frame.lineno}{source}"
+
+
 class Layer:
     """Base class of every layer. See the module docstring for the contract."""
 
-    type = None
-    params = {}
-    extra_blocks = {}
-    num_bottoms = (0, None)   # (min, max); None means no upper bound
-    num_tops = (0, None)
+    type: str | None = None
+    params: dict[str, Any] = {}
+    extra_blocks: dict[str, Any] = {}
+    num_bottoms: tuple[int, int | None] = (0, None)   # (min, max); None means no upper bound
+    num_tops: tuple[int, int | None] = (0, None)
     is_loss = False           # loss layers weight their first top by 1 unless told otherwise
     auto_top_blobs = False    # True: missing tops are made anonymously (Caffe's AutoTopBlobs)
-    in_place = False          # True: a top may be the bottom itself (top == bottom in the config)
+    in_place = False          # True: the layer computes right with its top being its bottom
+    # True: the tops' data must stay as this layer wrote it: its backward reads them (Sigmoid's
+    # y), or they are read again later (an Input's values). The net then gives a later layer
+    # that asks to run in place on such a top a blob of its own. The safe default; a layer whose
+    # backward reads only bottoms, params and its own buffers declares False (the layer
+    # contract test checks each declaration by overwriting the tops between forward and
+    # backward).
+    keep_top_data = True
     has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or
@@ -57,22 +85,24 @@ class Layer:
     # calls still accumulates from zero.
     lazy_param_diffs = False
 
-    def __init__(self, spec, *, phase="TRAIN", dtype=np.float32, rng=None):
+    def __init__(self, spec: Any, *, phase: str = "TRAIN", dtype: Any = np.float32,
+                 rng: np.random.Generator | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.phase = phase
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.p = spec.blocks.get(block_name(self.type)) if self.type else None
-        self.blobs = []
-        self.param_propagate_down = []
-        self.loss_weights = []
+        self.blobs: list[Blob] = []
+        self.param_propagate_down: list[bool] = []
+        self.loss_weights: list[float] = []
+        self._forward_done = False
 
     # -- declared parameters ---------------------------------------------------------------
     @classmethod
-    def param_blocks(cls):
+    def param_blocks(cls) -> dict[str, Any]:
         """Every parameter block this class accepts: {block name: fields}."""
-        blocks = {}
+        blocks: dict[str, Any] = {}
         for klass in reversed(cls.__mro__):
             blocks.update(getattr(klass, "extra_blocks", {}) if "extra_blocks" in vars(klass) else {})
         if cls.type:
@@ -80,29 +110,39 @@ class Layer:
         return blocks
 
     # -- the public wrappers ---------------------------------------------------------------
-    def setup(self, bottom, top):
+    def setup(self, bottom: Blobs, top: Blobs) -> None:
         """Check counts, run LayerSetUp and Reshape, and set up loss weights. Every failure is
         a located ConfigError (see :meth:`_reraise`)."""
         try:
             self._check_count("bottom", len(bottom), self.num_bottoms)
             self._check_count("top", len(top), self.num_tops)
-            if not self.in_place and any(t is b for t in top for b in bottom):
-                raise self.error(f"{self.type} cannot run in place: give its top another name "
-                                 "than its bottom's")
+            if any(t is b for t in top for b in bottom) and not self.can_run_in_place():
+                raise self.error(f"{self.type} cannot run in place here: give its top another "
+                                 "name than its bottom's")
+            self._check_not_empty(bottom, "bottom")
+            self._forward_done = False
             self.LayerSetUp(bottom, top)
             self.Reshape(bottom, top)
+            self._check_not_empty(top, "top")
         except Exception as err:
             self._reraise(err, "setup")
         self.param_propagate_down = [self.learnable] * len(self.blobs)
         self._set_loss_weights(top)
 
-    def forward(self, bottom, top):
+    def can_run_in_place(self) -> bool:
+        """Whether this layer computes right with its top being its bottom (the class's
+        ``in_place``; a layer whose answer depends on its params overrides this)."""
+        return self.in_place
+
+    def forward(self, bottom: Blobs, top: Blobs) -> float:
         """Reshape, Forward_cpu, and return this layer's weighted loss (0 for most layers)."""
         try:
+            self._forward_done = False
             self.Reshape(bottom, top)
             self.Forward_cpu(bottom, top)
         except Exception as err:
             self._reraise(err, "forward")
+        self._forward_done = True
         loss = 0.0
         for weight, blob in zip(self.loss_weights, top):
             if weight:
@@ -111,8 +151,13 @@ class Layer:
                 loss += weight * (value.item() if value.size == 1 else float(value.sum()))
         return loss
 
-    def backward(self, top, propagate_down, bottom):
+    def backward(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
+        """Backward_cpu, after checking that forward has run since the last (re)shaping: the
+        backward reads what forward kept (pooling's argmax, a loss's probabilities)."""
         if any(propagate_down) or any(self.param_propagate_down):
+            if not getattr(self, "_forward_done", False):
+                raise NetlayersError("backward called before forward: run forward first (its "
+                                     "backward needs what forward computes)", layer=self.name)
             if not self.lazy_param_diffs:
                 for blob in self.blobs:
                     blob.write_due_zeros()
@@ -121,47 +166,60 @@ class Layer:
             except Exception as err:
                 self._reraise(err, "backward")
 
-    def _reraise(self, err, method):
-        """A netlayers error gets this layer's place. Any other exception from a Python layer
-        (the user's code) becomes a one-line error with the original chained to it, and so does
-        a ValueError, IndexError or TypeError at setup (shapes the layer cannot take): a
-        ConfigError at setup, a NetlayersError later. Anything else is a bug in netlayers and
-        goes up as it is."""
+    def invalidate_forward(self) -> None:
+        """Forget that forward has run (the net reshaped this layer, so what forward kept for
+        backward no longer fits)."""
+        self._forward_done = False
+
+    def _check_not_empty(self, blobs: Blobs, what: str) -> None:
+        for i, blob in enumerate(blobs):
+            if 0 in blob.shape:
+                raise self.error(f"{what} '{blob.name}' has shape {blob.shape}: every axis must "
+                                 "be at least 1 (a zero-size blob has nothing to compute)")
+
+    def _reraise(self, err: Exception, method: str) -> None:
+        """A netlayers error gets this layer's place. Any other exception from a layer written
+        outside netlayers (a Python layer, a registered class of the user's) becomes a one-line
+        error naming the user's file, line and source line, with the original chained to it (the
+        command line's --traceback shows it whole). Anything else is a bug in netlayers and goes
+        up as it is, never blamed on the config."""
         where = self.spec.where
         if isinstance(err, NetlayersError):
             raise err.located(file=where.file, line=where.line, layer=self.name)
-        kind = ConfigError if method == "setup" else NetlayersError
-        if self.type == "Python":
-            message = f"{method} of the Python layer failed: {type(err).__name__}: {err}"
-        elif method == "setup" and isinstance(err, (ValueError, IndexError, TypeError)):
-            message = f"cannot set up {self.type}: {err}"
-        else:
+        if not self.written_by_user():
             raise err
+        kind = ConfigError if method == "setup" else NetlayersError
+        what = "the Python layer" if self.type == "Python" else f"{type(self).__qualname__}"
+        message = f"{method} of {what} failed{_user_frame(err)}: {type(err).__name__}: {err}"
         raise kind(message, file=where.file, line=where.line, layer=self.name) from err
 
+    def written_by_user(self) -> bool:
+        """Whether this layer's class comes from outside the netlayers package."""
+        return not type(self).__module__.startswith("netlayers.")
+
     # -- to be implemented -----------------------------------------------------------------
-    def LayerSetUp(self, bottom, top):
+    def LayerSetUp(self, bottom: Blobs, top: Blobs) -> None:
         pass
 
-    def Reshape(self, bottom, top):
+    def Reshape(self, bottom: Blobs, top: Blobs) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement Reshape")
 
-    def Forward_cpu(self, bottom, top):
+    def Forward_cpu(self, bottom: Blobs, top: Blobs) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not implement Forward_cpu")
 
-    def Backward_cpu(self, top, propagate_down, bottom):
+    def Backward_cpu(self, top: Blobs, propagate_down: Sequence[bool], bottom: Blobs) -> None:
         if any(propagate_down):
             raise NetlayersError(f"{self.type} has no backward pass", layer=self.name)
 
-    def state(self):
+    def state(self) -> Any:
         """Extra state a snapshot must keep to resume exactly (a data layer's position); None
         for most layers. Must be JSON-serialisable."""
         return None
 
-    def set_state(self, state):
+    def set_state(self, state: Any) -> None:
         """Restore what :meth:`state` returned."""
 
-    def allow_force_backward(self, bottom_index):
+    def allow_force_backward(self, bottom_index: int) -> bool:
         """Whether a gradient can flow to this bottom at all (not to a loss layer's labels, not
         through a layer without backward). Caffe asks this only under ``force_backward``; we ask
         it always, so a label that fans out never gets a gradient request."""
@@ -170,12 +228,12 @@ class Layer:
         return not (self.is_loss and bottom_index == 1)
 
     # -- helpers for subclasses --------------------------------------------------------------
-    def error(self, message, field=None):
+    def error(self, message: str, field: str | None = None) -> ConfigError:
         """A ConfigError located at this layer (file, line, layer name, field)."""
         where = self.spec.where
         return ConfigError(message, file=where.file, line=where.line, layer=self.name, field=field)
 
-    def add_param(self, shape, filler=None):
+    def add_param(self, shape: Sequence[int], filler: Any = None) -> Blob:
         """Append a param blob of ``shape``, filled by a checked FillerParameter (or zeros)."""
         blob = Blob(shape, self.dtype, name=f"{self.name}[{len(self.blobs)}]")
         if filler is not None:
@@ -183,12 +241,13 @@ class Layer:
         self.blobs.append(blob)
         return blob
 
-    def buffer(self, name, shape, dtype=None):
+    def buffer(self, name: str, shape: Sequence[int], dtype: Any = None) -> np.ndarray:
         """An internal array ``self.<name>`` of ``shape`` (default dtype: the layer's), allocated
         only when its shape or dtype changes: call it from Reshape, use it in Forward/Backward."""
         shape, dtype = tuple(shape), dtype or self.dtype
         array = getattr(self, name, None)
         if array is None or array.shape != shape or array.dtype != dtype:
+            check_size(math.prod(shape) * np.dtype(dtype).itemsize, f"buffer '{name}' of shape {shape}")
             array = np.empty(shape, dtype)
             setattr(self, name, array)
         return array
@@ -215,5 +274,5 @@ class Layer:
             if weight:
                 blob.diff[...] = weight
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{self.type} layer '{self.name}'>"

@@ -8,20 +8,61 @@ its tops reach a loss; ``force_backward`` asks for every gradient that may flow)
 """
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .blob import Blob
 from .errors import ConfigError, DataError
 from .layer import Layer
-from .netspec import load_net_spec, phase_layers
+from .netspec import NetSpec, load_net_spec, phase_layers
 
 
 class LearnableParam:
     """A param blob the solver updates, with its multipliers (from its owner's ``param``)."""
 
-    def __init__(self, blob, lr_mult, decay_mult, name):
+    def __init__(self, blob: Blob, lr_mult: float, decay_mult: float, name: str) -> None:
         self.blob, self.lr_mult, self.decay_mult, self.name = blob, lr_mult, decay_mult, name
+
+
+def _float_dtype(dtype):
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        dtype = None
+    if dtype not in (np.float32, np.float64):
+        raise ConfigError(f"a net computes in float32 or float64, not {dtype}")
+    return dtype
+
+
+def _real_array(name, value, dtype):
+    """``value`` as an array of ``dtype``, or a DataError saying what it holds instead."""
+    try:
+        array = np.asarray(value)
+    except ValueError:                   # ragged nested lists
+        raise DataError(f"blob '{name}' takes a rectangular array of numbers, got nested "
+                        "sequences of different lengths") from None
+    if array.dtype.kind not in "biuf":
+        kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
+                 "M": "dates", "m": "time spans", "V": "records"}
+        raise DataError(f"blob '{name}' takes real numbers, got {kinds.get(array.dtype.kind, array.dtype)}")
+    with np.errstate(over="ignore"):
+        return array.astype(dtype, copy=False)
+
+
+class _SharedMemory:
+    """The blobs whose data is one array, and whether some writer needs that data kept."""
+
+    def __init__(self):
+        self.blobs, self.keep = set(), False
+
+    def add(self, blob, keep):
+        self.blobs.add(id(blob))
+        self.keep = self.keep or keep
+
+    def writable_by(self, blob):
+        """May a layer overwrite this memory through ``blob``, its only user?"""
+        return self.blobs == {id(blob)} and not self.keep
 
 
 class Net:
@@ -31,47 +72,85 @@ class Net:
     ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
     """
 
-    def __init__(self, spec, phase="TRAIN", *, dtype=None, seed=None, data_root=None):
+    def __init__(self, spec: str | Path | dict | NetSpec, phase: str = "TRAIN", *, dtype: Any = None,
+                 seed: int | None = None, data_root: Any = None) -> None:
         self.spec = load_net_spec(spec)
         self.phase = phase.upper() if isinstance(phase, str) else phase
         self.name = self.spec.name
-        self.dtype = np.dtype(dtype or self.spec.dtype)
-        seed = self.spec.random_seed if seed is None else seed
-        self.seed = seed if seed is not None and seed >= 0 else int(np.random.SeedSequence().entropy % 2**63)
+        self.dtype = _float_dtype(dtype or self.spec.dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise ConfigError(f"seed must be a whole number, got {seed!r}")
+        seed = self.spec.random_seed if seed is None else int(seed)
+        entropy = np.random.SeedSequence().entropy
+        assert isinstance(entropy, int)
+        self.seed: int = seed if seed is not None and seed >= 0 else entropy % 2**63
         self.rng = np.random.default_rng(self.seed)
         self.data_root = data_root
         self.base_dir = self.spec.base_dir or Path.cwd()
-        self.layers = []
-        self.layer_names = []
-        self.blobs = OrderedDict()
-        self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_need_backward, self.layer_need_backward = [], []
-        self.learnable_params = []
+        self.layers: list[Layer] = []
+        self.layer_names: list[str] = []
+        self.blobs: OrderedDict[str, Blob] = OrderedDict()
+        self.source_blobs: OrderedDict[str, Blob] = OrderedDict()   # tops of layers without bottoms
+        self.bottom_vecs: list[list[Blob]] = []
+        self.top_vecs: list[list[Blob]] = []
+        self.bottom_need_backward: list[list[bool]] = []
+        self.layer_need_backward: list[bool] = []
+        self.learnable_params: list[LearnableParam] = []
         self._build()
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
         specs = phase_layers(self.spec, self.phase)
+        self._memory = {}            # id(blob) -> the _SharedMemory its data array belongs to
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
             bottoms = [self.blobs[name] for name in spec.bottoms]
-            tops = []
-            for name in spec.tops:
-                if name not in self.blobs:
-                    self.blobs[name] = Blob((), self.dtype, name=name)
-                tops.append(self.blobs[name])
+            tops = [self._top_blob(layer, name, bottoms) for name in spec.tops]
             if layer.auto_top_blobs:    # anonymous: no name, so never an output nor a bottom
                 tops += [Blob((), self.dtype, name=f"{spec.name}(automatic)")
                          for _ in range(layer.num_tops[0] - len(tops))]
             layer.setup(bottoms, tops)      # its errors name the layer and its line
+            self._track_memory(layer, bottoms, tops)
             self.layers.append(layer)
             self.layer_names.append(spec.name)
             self.bottom_vecs.append(bottoms)
             self.top_vecs.append(tops)
+        self.source_blobs = OrderedDict((name, blob) for layer, tops in zip(self.layers, self.top_vecs)
+                                        if not layer.spec.bottoms for name, blob in zip(layer.spec.tops, tops))
+        del self._memory
         self._share_params()
         self._find_backward()
         self._outputs = self._find_outputs()
+
+    def _top_blob(self, layer, name, bottoms):
+        """The blob a top named ``name`` writes into.
+
+        A top named like the layer's bottom asks to run in place. That is granted only where
+        nothing can tell the difference: the layer can compute in place, the bottom's memory is
+        no other blob's (a fan-out Split, a Flatten or Reshape shares it) and no layer that wrote
+        it needs its top data kept, for its backward (Sigmoid reads y) or for the next forward (an
+        Input's values). Otherwise, and where the layer reads the blob through a Split (the blob
+        fans out, so this layer is not its sole consumer), the layer writes a new blob that takes
+        over the name, as if the config had named the top differently: later layers read the new
+        values, earlier ones keep theirs, gradients stay the true ones, only memory is spent."""
+        if name in layer.spec.bottoms:
+            bottom = bottoms[layer.spec.bottoms.index(name)]
+            if layer.can_run_in_place() and self._memory[id(bottom)].writable_by(bottom):
+                return bottom
+        blob = Blob((), self.dtype, name=name)
+        self.blobs[name] = blob
+        return blob
+
+    def _track_memory(self, layer, bottoms, tops):
+        """Record which blobs share a data array (a Split's tops share its bottom's) and whether
+        a layer that wrote the array needs it kept (see :meth:`_top_blob`)."""
+        keep = bool(layer.keep_top_data)
+        for top in tops:
+            shared = next((self._memory[id(b)] for b in bottoms
+                           if b is top or np.may_share_memory(top.data, b.data)), _SharedMemory())
+            shared.add(top, keep)
+            self._memory[id(top)] = shared
 
     def _share_params(self):
         """Params named alike share one Blob (data and diff): gradients of all users add up."""
@@ -151,15 +230,15 @@ class Net:
 
     # -- public API ------------------------------------------------------------------------
     @property
-    def params(self):
+    def params(self) -> "OrderedDict[str, list[Blob]]":
         return OrderedDict((layer.name, layer.blobs) for layer in self.layers if layer.blobs)
 
     @property
-    def inputs(self):
+    def inputs(self) -> list[str]:
         return [name for layer in self.layers if layer.type == "Input" for name in layer.spec.tops]
 
     @property
-    def outputs(self):
+    def outputs(self) -> list[str]:
         """Blobs no later layer consumes (the net's results), by name as Caffe orders them."""
         return list(self._outputs)
 
@@ -173,68 +252,80 @@ class Net:
             available.update(layer.spec.tops)
         return sorted(available)
 
-    def layer(self, name):
+    def layer(self, name: str) -> Layer:
         try:
             return self.layers[self.layer_names.index(name)]
         except ValueError:
             raise KeyError(f"no layer named '{name}' in the {self.phase} net") from None
 
-    def forward(self, start=None, end=None, **inputs):
+    def forward(self, start: str | None = None, end: str | None = None,
+                **inputs: Any) -> dict[str, np.ndarray]:
         """Run layers ``start``..``end`` (names, inclusive; default all) and return the output
         blobs' data by name. Keyword arguments set input blobs first (reshaping as needed)."""
         for name, value in inputs.items():
-            if name not in self.blobs:
+            blob = self.source_blobs.get(name) or self.blobs.get(name)
+            if blob is None:
                 raise DataError(f"no blob named '{name}' to set (the net's inputs: "
                                 f"{', '.join(self.inputs) or 'none'})")
-            blob = self.blobs[name]
-            try:
-                value = np.asarray(value, dtype=blob.dtype)
-            except (TypeError, ValueError):
-                raise DataError(f"blob '{name}' takes numbers, got {np.asarray(value).dtype} "
-                                "values") from None
+            value = _real_array(name, value, blob.dtype)
+            if 0 in value.shape:
+                raise DataError(f"blob '{name}' given an array of shape {value.shape}: every axis "
+                                "must be at least 1")
             blob.reshape(value.shape)
             blob.data[...] = value
-        first = 0 if start is None else self.layer_names.index(start)
-        last = len(self.layers) - 1 if end is None else self.layer_names.index(end)
+        first = 0 if start is None else self._layer_index(start, "start")
+        last = len(self.layers) - 1 if end is None else self._layer_index(end, "end")
+        if first > last:
+            raise DataError(f"forward from '{start}' to '{end}': layer '{end}' comes before '{start}'")
         self.loss = self.forward_range(first, last)
+        for layer in self.layers[last + 1:]:     # they did not see this input: no backward
+            layer.invalidate_forward()
         return {name: self.blobs[name].data for name in self._outputs}
 
-    def forward_range(self, first, last):
+    def _layer_index(self, name, what):
+        try:
+            return self.layer_names.index(name)
+        except ValueError:
+            raise DataError(f"{what}: no layer named '{name}' in the {self.phase} net") from None
+
+    def forward_range(self, first: int, last: int) -> float:
         loss = 0.0
         for i in range(first, last + 1):
             loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
         return loss
 
-    def backward(self):
+    def backward(self) -> None:
         """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
         so call ``clear_param_diffs`` first unless accumulating on purpose."""
         for i in reversed(range(len(self.layers))):
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
 
-    def forward_backward(self):
+    def forward_backward(self) -> float:
         """One forward and one backward pass; returns the loss."""
         self.loss = self.forward_range(0, len(self.layers) - 1)
         self.backward()
         return self.loss
 
-    def clear_param_diffs(self):
+    def clear_param_diffs(self) -> None:
         """Zero every learnable param's diff (lazily: see Blob.zero_diff)."""
         for param in self.learnable_params:
             param.blob.zero_diff()
 
-    def reshape(self):
+    def reshape(self) -> None:
         for i, layer in enumerate(self.layers):
             layer.Reshape(self.bottom_vecs[i], self.top_vecs[i])
+            layer.invalidate_forward()
 
-    def set_input_arrays(self, data, labels, layer=None):
+    def set_input_arrays(self, data: Any, labels: Any, layer: str | None = None) -> None:
         """Feed a MemoryData layer (the first one, or the one named ``layer``) from arrays."""
         candidates = [l for l in self.layers if l.type == "MemoryData" and layer in (None, l.name)]
         if not candidates:
             raise ConfigError("the net has no MemoryData layer" + (f" named '{layer}'" if layer else ""))
-        candidates[0].reset(data, labels)
+        memory_data: Any = candidates[0]
+        memory_data.reset(data, labels)
 
-    def share_weights_from(self, other):
+    def share_weights_from(self, other: "Net") -> None:
         """Use the param blobs of ``other``'s layers of the same name (the TEST net of a solver
         sees the TRAIN net's weights without copies)."""
         for layer in self.layers:
@@ -244,27 +335,27 @@ class Net:
                     if i < len(source.blobs) and source.blobs[i].shape == blob.shape:
                         layer.blobs[i] = source.blobs[i]
 
-    def state(self):
+    def state(self) -> dict[str, Any]:
         """What besides the weights a snapshot needs to resume bit for bit: the generator
         state and each layer's own state (JSON-serialisable)."""
         layers = {layer.name: layer.state() for layer in self.layers}
         return {"rng": self.rng.bit_generator.state,
                 "layers": {name: s for name, s in layers.items() if s is not None}}
 
-    def set_state(self, state):
+    def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
         for name, layer_state in state.get("layers", {}).items():
             if name in self.layer_names:
                 self.layer(name).set_state(layer_state)
 
     # -- weights ---------------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path: str | Path) -> None:
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
         from .io import save_arrays
         save_arrays(path, {f"{name}/{i}": blob.data for name, blobs in self.params.items()
                            for i, blob in enumerate(blobs)})
 
-    def load(self, path):
+    def load(self, path: str | Path) -> None:
         """Copy weights from ``.npz`` (or a Caffe ``.caffemodel``) into layers of the same name.
         Layers the file does not mention keep their values; a shape mismatch is an error, and
         so is a file that names none of this net's layers with params (Caffe would load nothing
@@ -294,5 +385,5 @@ class Net:
                     array = array.reshape(blob.shape)
                 blob.data[...] = array
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"

@@ -295,7 +295,7 @@ def test_forward_with_an_unknown_input_or_non_numbers_is_a_data_error():
     net = Net(mlp(), seed=0)
     with pytest.raises(DataError, match=r"no blob named 'w' to set \(the net's inputs: x, y\)"):
         net.forward(w=np.ones(3))
-    with pytest.raises(DataError, match=r"blob 'x' takes numbers, got <U1 values"):
+    with pytest.raises(DataError, match=r"blob 'x' takes real numbers, got strings"):
         net.forward(x=np.full((4, 5), "a"))
 
 
@@ -314,16 +314,19 @@ def test_set_input_arrays_without_a_memory_data_layer():
     ({"type": "ReLU"}, True), ({"type": "Dropout"}, True), ({"type": "BatchNorm"}, True),
     ({"type": "Scale", "scale_param": {"bias_term": True}}, True), ({"type": "Bias"}, True),
     ({"type": "InnerProduct", "inner_product_param": {"num_output": 5}}, False),
-    ({"type": "Softmax"}, True), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False)])
-def test_which_layers_may_run_in_place(layer, in_place):
+    ({"type": "Softmax"}, True), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False),
+    ({"type": "ReLU", "relu_param": {"negative_slope": -0.5}}, False)])
+def test_which_layers_run_in_place_and_which_get_a_blob_of_their_own(layer, in_place):
+    """top == bottom after a layer that does not need its top kept: the net runs the layer in
+    place where it can compute so; elsewhere it gets a blob of its own under the same name."""
     spec = {"name": "n", "layers": [input_layer([(4, 5, 1, 1)], ["x"]),
-                                    {"name": "l", "bottom": "x", "top": "x", **layer}]}
-    if in_place:
-        assert Net(spec).blobs["x"].shape == (4, 5, 1, 1)
-    else:
-        with pytest.raises(ConfigError, match=f"layer 'l': {layer['type']} cannot run in place: "
-                                              "give its top another name"):
-            Net(spec)
+                                    {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
+                                     "convolution_param": {"num_output": 5, "kernel_size": 1}},
+                                    {"name": "l", "bottom": "c", "top": "c", **layer}]}
+    net = Net(spec)
+    index = net.layer_names.index("l")
+    assert (net.top_vecs[index][0] is net.bottom_vecs[index][0]) == in_place
+    assert net.blobs["c"] is net.top_vecs[index][0]
 
 
 def test_outputs_follow_caffe_sorted_by_name_with_in_place_tops_available_again():

@@ -164,7 +164,7 @@ def random_inputs(net, rng, given=None):
     for name in net.inputs:
         if name in given:
             continue
-        shape = net.blobs[name].shape
+        shape = net.source_blobs[name].shape
         classes = label_classes(net, name)
         if classes is not None:
             arrays[name] = rng.integers(0, classes, size=shape).astype(net.dtype)
@@ -179,7 +179,7 @@ def source_tops(net):
 
 
 def set_blob(net, name, value):
-    blob = net.blobs[name]
+    blob = net.source_blobs.get(name) or net.blobs[name]
     value = np.asarray(value, dtype=net.dtype)
     if value.size == 1 and blob.count != 1:
         blob.data[...] = value.reshape(())

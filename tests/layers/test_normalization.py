@@ -35,19 +35,29 @@ def test_lrn_contract(rng):
     assert_contract({"type": "LRN", "lrn_param": {"local_size": 3}}, [rng.standard_normal((2, 5, 3, 3))])
 
 
-@pytest.mark.parametrize("param,message", [({"local_size": 4}, "odd"), ({"local_size": 0}, "odd")])
+@pytest.mark.parametrize("param,message", [({"local_size": 4}, "odd"), ({"local_size": 0}, ">= 1")])
 def test_lrn_errors(param, message):
     with pytest.raises(ConfigError, match=message):
         make_layer({"type": "LRN", "lrn_param": param}, [np.zeros((1, 3, 2, 2))])
 
 
-def test_lrn_cannot_run_in_place():
-    spec = {"layers": [
-        {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [1, 3, 2, 2]}}},
-        {"name": "norm", "type": "LRN", "bottom": "data", "top": "data"}]}
-    with pytest.raises(ConfigError, match="in place") as info:
-        Net(spec)
-    assert info.value.layer == "norm"
+def test_lrn_asked_to_run_in_place_gets_a_blob_of_its_own(rng):
+    def net(top):
+        return Net({"force_backward": True, "layers": [
+            {"name": "data", "type": "Input", "top": ["data", "t"],
+             "input_param": {"shape": {"dim": [1, 3, 2, 2]}}},
+            {"name": "norm", "type": "LRN", "bottom": "data", "top": top},
+            {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"}]},
+            dtype=np.float64)
+    x, t = rng.standard_normal((1, 3, 2, 2)), rng.standard_normal((1, 3, 2, 2))
+    results = []
+    for top in ("y", "data"):
+        n = net(top)
+        n.forward(data=x, t=t)
+        n.backward()
+        results.append((n.loss, n.source_blobs["data"].diff.copy()))
+    assert results[0][0] == results[1][0] > 0
+    np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 # -- BatchNorm ----------------------------------------------------------------------------------
@@ -161,11 +171,11 @@ def test_batch_norm_in_a_net_has_lr_mult_zero(param, rng):
 
 
 @pytest.mark.parametrize("param,message", [
-    ({"eps": -1}, "eps': eps must not be negative, got -1"),
+    ({"eps": -1}, "eps': expected a number >= 0, got -1"),
     ({"moving_average_fraction": 1.5},
-     r"moving_average_fraction': moving_average_fraction must be in \[0, 1\], got 1.5"),
+     r"moving_average_fraction': expected a number >= 0 and <= 1, got 1.5"),
     ({"moving_average_fraction": -0.1},
-     r"moving_average_fraction': moving_average_fraction must be in \[0, 1\], got -0.1"),
+     r"moving_average_fraction': expected a number >= 0 and <= 1, got -0.1"),
 ])
 def test_batch_norm_rejects_impossible_eps_and_fraction(param, message):
     with pytest.raises(ConfigError, match=f"layer 'bn': field 'batch_norm_param.{message}"):
@@ -197,7 +207,7 @@ def test_mvn_matches_formula_and_gradients(param, rng):
 
 
 def test_mvn_rejects_a_negative_eps():
-    with pytest.raises(ConfigError, match="layer 'mvn': field 'mvn_param.eps': eps must not be negative, "
+    with pytest.raises(ConfigError, match="layer 'mvn': field 'mvn_param.eps': expected a number >= 0, "
                                           "got -0.5"):
         make_layer({"name": "mvn", "type": "MVN", "mvn_param": {"eps": -0.5}}, [np.zeros((2, 3, 2))])
 
