@@ -42,8 +42,17 @@ class NetlayersError(Exception):
             parts.append(f"layer '{self.layer}'")
         if self.field:
             parts.append(f"field '{self.field}'")
-        parts.append(self.message)
-        return ": ".join(parts)
+        parts.append(str(self.message))
+        return one_line(": ".join(parts))
+
+
+def one_line(text):
+    """``text`` with every control or line-breaking character shown escaped, as repr shows it
+    (NUL as \\x00, a newline as \\n, ESC as \\x1b), so a message is always one line and
+    cannot drive the terminal, whatever names and values a config holds."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in text)
 
 
 class ConfigError(NetlayersError):
@@ -56,3 +65,7 @@ class DataError(NetlayersError):
 
 class TrainingError(NetlayersError):
     """Training cannot go on (e.g. the loss became NaN or infinite)."""
+
+
+class NetlayersWarning(UserWarning):
+    """Something in a config is accepted but has no effect here (e.g. ``engine: CUDNN``)."""

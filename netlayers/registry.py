@@ -10,7 +10,7 @@ import difflib
 
 from .errors import ConfigError
 
-_LAYERS = {}
+_LAYERS: dict[str, type] = {}
 
 
 def register_layer(type_name):

@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from ..fillers import FILLERS, check as check_filler
+from ..fillers import FILLERS
+from ..fillers import check as check_filler
 
 _REQUIRED = object()
 
@@ -50,17 +51,50 @@ class Message:
 
 
 class Field:
-    """One declared parameter: its kind, Caffe's default, and whether it repeats."""
+    """One declared parameter: its kind, Caffe's default, whether it repeats, and the values it
+    may take.
 
-    def __init__(self, kind, default=None, *, required=False, repeated=False, doc=""):
+    Bounds apply to numbers (each item of a repeated field): ``min`` and ``max`` are inclusive,
+    ``gt`` and ``lt`` exclusive (``Field(float, gt=0)``: positive). ``also`` lists values
+    accepted outside the bounds, a sentinel such as -1 for "off" or "to the end"
+    (``Field(int, -1, min=0, also=(-1,))``). A default is never checked against the bounds, so
+    a default of None ("not set") needs no sentinel."""
+
+    def __init__(self, kind, default=None, *, required=False, repeated=False, doc="",
+                 min=None, max=None, gt=None, lt=None, also=()):
         self.kind = kind
         self.default = _REQUIRED if required else default
         self.repeated = repeated
         self.doc = doc
+        self.min, self.max, self.gt, self.lt = min, max, gt, lt
+        self.also = tuple(also)
 
     @property
     def required(self):
         return self.default is _REQUIRED
+
+    @property
+    def bounded(self):
+        return any(bound is not None for bound in (self.min, self.max, self.gt, self.lt))
+
+    def range_text(self):
+        """The accepted range in words: '>= 1', '> 0 and <= 1', '>= 0, or -1'."""
+        parts = [f"{op} {_number(bound)}" for op, bound in
+                 ((">=", self.min), (">", self.gt), ("<=", self.max), ("<", self.lt)) if bound is not None]
+        text = " and ".join(parts)
+        if self.also:
+            text += ", or " + " or ".join(_number(v) for v in self.also)
+        return text
+
+    def in_range(self, value):
+        if value in self.also:
+            return True
+        return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
+                    or (self.gt is not None and value <= self.gt) or (self.lt is not None and value >= self.lt))
+
+
+def _number(value):
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 class Params(dict):
@@ -111,7 +145,18 @@ def shown(value):
         return "a list"
     if isinstance(value, np.generic):
         value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 20:
+        return f"an integer of {_digit_count(value)} digits"
     return repr(value)
+
+
+def _digit_count(value):
+    """Decimal digits of a big integer, without str() (which refuses past 4,300 digits)."""
+    digits = max(1, int(abs(value).bit_length() * math.log10(2)))
+    return digits + (abs(value) >= 10 ** digits)
+
+
+INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
 
 
 def check_scalar(value, kind, where):
@@ -126,14 +171,7 @@ def check_scalar(value, kind, where):
     if isinstance(kind, Message):
         if not isinstance(value, dict):
             raise wrong()
-        params = check_message(value, kind.fields, where)
-        if kind.check is not None:
-            try:
-                kind.check(params)
-            except ConfigError as err:
-                place = where.at(value, err.field) if err.field else where
-                raise place.error(err.message) from None
-        return params
+        return check_message(value, kind.fields, where, rules=kind.check)
     if isinstance(kind, Enum):
         if isinstance(value, str):
             for name in kind.names:
@@ -146,15 +184,21 @@ def check_scalar(value, kind, where):
             return value
         raise wrong()
     if kind is int:
+        number = None
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise wrong()
+            number = value
+        elif isinstance(value, float) and value.is_integer():
+            number = int(value)
+        if number is None:
+            raise wrong()
+        if not INT64_MIN <= number <= INT64_MAX:
+            raise where.error(f"expected an integer that fits in 64 bits (at most 2^63 - 1 in "
+                              f"size), got {shown(value)}")
+        return number
     if kind is float:
         number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            number = float(value)
+            number = float(value) if abs(value) <= _FLOAT_MAX else math.inf
         elif isinstance(value, str):
             try:
                 number = float(value)
@@ -172,13 +216,24 @@ def check_scalar(value, kind, where):
     raise TypeError(f"unknown field kind {kind!r}")
 
 
+_FLOAT_MAX = float(np.finfo(np.float64).max)    # a Python float: compared with any int exactly
+
+
 def check_field(value, field, where):
+    """Check a value (each item of a repeated field) against its kind, then its bounds."""
     if field.repeated:
         items = value if isinstance(value, list) else [value]
-        return [check_scalar(item, field.kind, where.at(items, i)) for i, item in enumerate(items)]
+        return [check_bounded(item, field, where.at(items, i)) for i, item in enumerate(items)]
     if isinstance(value, list):
         raise where.error(f"expected a single value ({kind_name(field.kind)}), got a list")
-    return check_scalar(value, field.kind, where)
+    return check_bounded(value, field, where)
+
+
+def check_bounded(value, field, where):
+    number = check_scalar(value, field.kind, where)
+    if field.bounded and not field.in_range(number):
+        raise where.error(f"expected {kind_name(field.kind)} {field.range_text()}, got {shown(value)}")
+    return number
 
 
 def default_of(field, where):
@@ -191,8 +246,11 @@ def default_of(field, where):
     return field.default
 
 
-def check_message(value, fields, where):
-    """Check a mapping against declared fields; unknown keys are errors with a close match."""
+def check_message(value, fields, where, rules=None):
+    """Check a mapping against declared fields (unknown keys are errors with a close match),
+    then as a whole by ``rules(params)`` when given: the cross-field rules of a message or a
+    layer, raising a ConfigError whose ``field`` names the field at fault, relative to the
+    message. That error is placed at the field's own line (the message's when it is absent)."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -208,7 +266,26 @@ def check_message(value, fields, where):
             out[name] = check_field(value[name], field, where.at(value, name))
         else:
             out[name] = default_of(field, where.at(value, name) if name in value else _missing(where, name))
+    if rules is not None:
+        apply_rules(rules, out, value, where)
     return out
+
+
+def apply_rules(rules, params, raw, where):
+    """Run cross-field ``rules(params)``; a ConfigError it raises gets the place of its field."""
+    try:
+        rules(params)
+    except ConfigError as err:
+        place = where
+        for key in (err.field.split(".") if err.field else []):
+            place = place.at(raw, key)
+            raw = raw.get(key) if isinstance(raw, dict) else None
+        raise place.error(err.message) from None
+
+
+def rule_error(field, message):
+    """The error a cross-field rule raises: ``field`` is relative to the checked message."""
+    return ConfigError(message, field=field)
 
 
 def _missing(where, name):
@@ -223,9 +300,13 @@ FILLER = Message({
     "min": Field(float, 0.0),
     "max": Field(float, 1.0),
     "mean": Field(float, 0.0),
-    "std": Field(float, 1.0),
-    "sparse": Field(int, -1),
+    "std": Field(float, 1.0, min=0),
+    "sparse": Field(int, -1, min=-1, doc="-1: off; else the expected non-zeros per output"),
     "variance_norm": Field(Enum("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN"),
 }, name="FillerParameter", check=check_filler)
 
-BLOB_SHAPE = Message({"dim": Field(int, repeated=True)}, name="BlobShape")
+BLOB_SHAPE = Message({"dim": Field(int, repeated=True, min=1)}, name="BlobShape")
+"""A blob's shape: every dim at least 1 (Caffe allows 0, which no layer can compute with)."""
+
+RESHAPE_SHAPE = Message({"dim": Field(int, repeated=True, min=-1)}, name="BlobShape")
+"""Reshape's target shape: 0 copies the bottom's dim, -1 infers one dim (Caffe's meanings)."""

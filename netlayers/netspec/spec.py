@@ -4,13 +4,17 @@
 returns a :class:`NetSpec` whose layers are :class:`LayerSpec` objects with every parameter block
 checked against what the layer class declares. It also checks the graph for both phases:
 duplicate layer names, duplicate producers of a blob, and bottoms that no earlier layer
-produces. ``phase_layers(spec, phase)`` filters by include/exclude rules and inserts Split
-layers where a blob fans out.
+produces. A net-level ``imports:`` list names modules to import first (from the config's folder,
+then the Python path), so that layer types they register can be used. ``phase_layers(spec,
+phase)`` filters by include/exclude rules and inserts Split layers where a blob fans out.
 """
+import importlib
+import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NetlayersWarning
 from ..registry import layer_class
 from .schema import BLOB_SHAPE, Enum, Field, Message, Where, check_message, close_match_hint, shown
 from .yaml_lines import load_yaml_file
@@ -44,11 +48,13 @@ NET_FIELDS = {
     "force_backward": Field(bool, False),
     "random_seed": Field(int, -1),
     "dtype": Field(Enum("float32", "float64"), "float32"),
+    "imports": Field(str, repeated=True, doc="modules to import before the layers are checked "
+                     "(from the config's folder first): their @register_layer types become usable"),
     "solver": Field(dict, None),
     # Caffe's deprecated net-level inputs (deploy files): made into an Input layer named "input"
     "input": Field(str, repeated=True),
     "input_shape": Field(BLOB_SHAPE, repeated=True),
-    "input_dim": Field(int, repeated=True),
+    "input_dim": Field(int, repeated=True, min=1),
 }
 
 
@@ -90,9 +96,9 @@ class NetSpec:
     force_backward: bool = False
     random_seed: int = -1
     dtype: str = "float32"
-    file: str = None
-    base_dir: Path = None
-    solver: dict = None            # the raw ``solver:`` section; checked by the solver
+    file: str | None = None
+    base_dir: Path | None = None
+    solver: dict | None = None            # the raw ``solver:`` section; checked by the solver
 
 
 def load_net_spec(source):
@@ -147,7 +153,9 @@ def check_net(raw, *, file=None, base_dir=None):
         raise where.at(raw, "layers").error("expected a non-empty list of layers under 'layers:'")
     top_level = {k: v for k, v in raw.items() if k not in ("layers", "solver")}
     net = check_message(top_level, {k: f for k, f in NET_FIELDS.items() if k not in ("layers", "solver")}, where)
+    import_modules(net.imports, base_dir, where.at(raw, "imports"), raw.get("imports"))
     layers = [check_layer(item, where.at(layers_raw, i)) for i, item in enumerate(layers_raw)]
+    warn_ignored_engines(layers, file)
     if net.input or net.input_shape or net.input_dim:
         layers.insert(0, check_layer(_input_layer(net, where.at(raw, "input")), where.at(raw, "input")))
     spec = NetSpec(name=net.name, layers=layers, force_backward=net.force_backward,
@@ -156,6 +164,36 @@ def check_net(raw, *, file=None, base_dir=None):
     for phase in PHASES:
         check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
     return spec
+
+
+def import_modules(names, search_dir, where, raw_names):
+    """Import each named module, first from ``search_dir`` (the config's folder), as a
+    ``type: Python`` layer's module is found; a failure is a ConfigError at the name's line."""
+    for i, name in enumerate(names):
+        added = search_dir is not None and str(search_dir) not in sys.path
+        if added:
+            sys.path.insert(0, str(search_dir))
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise where.at(raw_names, i).error(f"cannot import module '{name}': {err}") from None
+        except Exception as err:  # an error inside the user's module, or a malformed name
+            raise where.at(raw_names, i).error(
+                f"importing module '{name}' failed: {type(err).__name__}: {err}") from None
+        finally:
+            if added:
+                sys.path.remove(str(search_dir))
+
+
+def warn_ignored_engines(layers, file):
+    """One NetlayersWarning per net naming the layers that ask for ``engine: CUDNN``: accepted
+    for Caffe's configs, but every layer runs on the CPU here."""
+    asking = [layer.name for layer in layers
+              if any(isinstance(block, dict) and block.get("engine") == "CUDNN" for block in layer.blocks.values())]
+    if asking:
+        names = ", ".join(f"'{name}'" for name in asking)
+        warnings.warn(f"{file or 'net'}: engine CUDNN is ignored (layer(s) {names}): netlayers runs "
+                      "every layer on the CPU", NetlayersWarning, stacklevel=2)
 
 
 def check_layer(raw, where):
@@ -175,7 +213,8 @@ def check_layer(raw, where):
             known = ", ".join(list(LAYER_FIELDS) + list(blocks_fields))
             raise where.at(raw, key).error(f"unknown field{hint}; a {raw['type']} layer takes: {known}")
     checked = check_message(common, LAYER_FIELDS, where)
-    blocks = {block: check_message(raw.get(block), fields, where.at(raw, block))
+    blocks = {block: check_message(raw.get(block), fields, where.at(raw, block),
+                                   rules=getattr(cls, "check_params", None) if fields is cls.params else None)
               for block, fields in blocks_fields.items()}
     if checked.include and checked.exclude:
         raise where.error("give either include or exclude rules, not both")
@@ -197,7 +236,7 @@ def check_graph(layers, phase):
         for i, bottom in enumerate(layer.bottoms):
             if bottom not in produced:
                 hint = close_match_hint(bottom, produced)
-                raise Where(layer.where.file, layer.where.line, layer.name, f"bottom[{i}]").error(
+                raise _list_entry_where(layer, "bottom", i).error(
                     f"blob '{bottom}' is not produced by any earlier layer in phase {phase}{hint}")
         for i, top in enumerate(layer.tops):
             if top in produced and top not in layer.bottoms:
@@ -208,6 +247,16 @@ def check_graph(layers, phase):
         if len(layer.propagate_down) not in (0, len(layer.bottoms)):
             raise layer.where.error(f"propagate_down has {len(layer.propagate_down)} values "
                                     f"for {len(layer.bottoms)} bottom(s)")
+
+
+def _list_entry_where(layer, key, index):
+    """Where ``layer.<key>[index]`` is written: its own line (a list item or the key's line for
+    a single value), the layer's first line when unknown."""
+    entries = layer.raw.get(key) if isinstance(layer.raw, dict) else None
+    where = Where(layer.where.file, layer.where.line, layer.name).at(layer.raw, key)
+    if isinstance(entries, list):
+        return where.at(entries, index)
+    return Where(where.file, where.line, layer.name, f"{key}[{index}]")
 
 
 def phase_layers(spec, phase):

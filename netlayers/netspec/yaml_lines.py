@@ -10,6 +10,9 @@ import yaml
 
 from ..errors import ConfigError
 
+MAX_DEPTH = 100
+"""Deepest nesting of mappings and lists a config may have (real ones stay under 10)."""
+
 
 class LineDict(dict):
     """A dict with ``line`` (where it starts) and ``key_lines`` (key -> line)."""
@@ -33,6 +36,38 @@ class LineList(list):
 
 
 class _LineLoader(yaml.SafeLoader):
+    depth = 0
+
+    def compose_node(self, parent, index):
+        """PyYAML composes recursively: refuse nesting past MAX_DEPTH before Python's stack ends."""
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels of mappings "
+                                  "and lists)", line=mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node, deep=False):
+        """A scalar PyYAML cannot convert (a date such as 2020-02-30, ``!!float abc``) is a
+        located error, not a ValueError from deep inside PyYAML."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError) as err:
+            raise ConfigError(f"malformed YAML: cannot read the value {node.value!r}: {err}"
+                              if isinstance(node, yaml.ScalarNode) else f"malformed YAML: {err}",
+                              line=node.start_mark.line + 1) from None
+
+    def construct_yaml_int(self, node):
+        """An integer too long for Python's int() (over 4,300 digits) is a located error."""
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise ConfigError(f"an integer of {len(str(node.value))} characters is too long",
+                              line=node.start_mark.line + 1) from None
+
     def construct_mapping(self, node, deep=False):
         mapping = LineDict()
         mapping.line = node.start_mark.line + 1
@@ -57,6 +92,7 @@ class _LineLoader(yaml.SafeLoader):
 
 _LineLoader.add_constructor("tag:yaml.org,2002:map", _LineLoader.construct_mapping)
 _LineLoader.add_constructor("tag:yaml.org,2002:seq", _LineLoader.construct_sequence)
+_LineLoader.add_constructor("tag:yaml.org,2002:int", _LineLoader.construct_yaml_int)
 
 
 def load_yaml_text(text, filename="<string>"):
@@ -64,7 +100,11 @@ def load_yaml_text(text, filename="<string>"):
     try:
         return yaml.load(text, Loader=_LineLoader)
     except ConfigError as err:
-        raise err.located(file=filename)
+        if err.message.startswith("duplicate key"):
+            err.layer = err.layer or _layer_at_line(text, err.line)
+        raise err.located(file=filename) from None
+    except RecursionError:      # a deep structure inside one value PyYAML builds recursively
+        raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=filename) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else None
@@ -72,6 +112,26 @@ def load_yaml_text(text, filename="<string>"):
         raise ConfigError(f"malformed YAML: {problem}", file=filename, line=line) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {err}", file=filename) from None
+
+
+def _layer_at_line(text, line):
+    """The name of the layer whose mapping spans ``line`` (1-based), or None: composes the
+    document again (nodes only, so a duplicate key does not stop it) and looks in its
+    ``layers:`` (or ``layer:``) list."""
+    try:
+        root = yaml.compose(text, Loader=_LineLoader)
+    except (yaml.YAMLError, ConfigError, RecursionError):
+        return None
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if key.value in ("layers", "layer") and isinstance(value, yaml.SequenceNode):
+            for item in value.value:
+                if isinstance(item, yaml.MappingNode) and \
+                        item.start_mark.line + 1 <= line <= item.end_mark.line + 1:
+                    names = [v.value for k, v in item.value if k.value == "name" and isinstance(v, yaml.ScalarNode)]
+                    return names[0] if names else None
+    return None
 
 
 def load_yaml_file(path):
