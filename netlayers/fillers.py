@@ -9,6 +9,9 @@ shape (outputs, inputs, ...):
 
 - constant: every value is ``value`` (Caffe's default filler, so an unfilled weight is 0).
 - uniform: U(min, max).
+- uniform_int (beyond Caffe): whole numbers drawn uniformly from min to max, both included
+  (DummyData class labels: ``{type: uniform_int, min: 0, max: 9}``); min and max must be whole
+  numbers of magnitude at most 2^24, so every value is exact in float32.
 - gaussian: N(mean, std^2); with ``sparse`` = s >= 0 each value is kept with probability
   s / shape[0] and zeroed otherwise.
 - xavier: U(-a, a) with a = sqrt(3 / n), n = fan_in, fan_out or their mean (``variance_norm``).
@@ -46,6 +49,10 @@ def constant(filler, shape, rng):
 
 def uniform(filler, shape, rng):
     return rng.uniform(filler.min, filler.max, size=shape)
+
+
+def uniform_int(filler, shape, rng):
+    return rng.integers(int(filler.min), int(filler.max), size=shape, endpoint=True)
 
 
 def gaussian(filler, shape, rng):
@@ -86,29 +93,39 @@ def bilinear(filler, shape, rng):
 
 
 FILLERS = {
-    "constant": constant, "uniform": uniform, "gaussian": gaussian, "xavier": xavier,
-    "msra": msra, "positive_unitball": positive_unitball, "bilinear": bilinear,
+    "constant": constant, "uniform": uniform, "uniform_int": uniform_int, "gaussian": gaussian,
+    "xavier": xavier, "msra": msra, "positive_unitball": positive_unitball, "bilinear": bilinear,
 }
+
+#: The largest magnitude of a uniform_int bound: every integer up to it is exact in float32.
+UNIFORM_INT_LIMIT = 2 ** 24
 
 
 def check(filler):
     """Raise a ConfigError (field relative to the filler) for values the filler's distribution
     cannot take; the fields its type does not use are not looked at."""
     kind = filler.type
-    if kind == "gaussian":
-        if filler.std < 0:
-            raise ConfigError(f"the gaussian filler's std must not be negative, got {filler.std:g}",
-                              field="std")
-        if filler.sparse < -1:
-            raise ConfigError(f"sparse must be -1 (off) or a count >= 0, got {filler.sparse}",
-                              field="sparse")
-    elif kind == "uniform":
+    if kind == "uniform":
         if filler.min > filler.max:
             raise ConfigError(f"the uniform filler's min must not exceed max, got min {filler.min:g} "
                               f"> max {filler.max:g}", field="min")
         if not math.isfinite(float(filler.max) - float(filler.min)):
             raise ConfigError(f"the uniform filler's range max - min is too wide for a float "
                               f"(min {filler.min:g}, max {filler.max:g})", field="max")
+    elif kind == "uniform_int":
+        check_uniform_int(filler)
+
+
+def check_uniform_int(filler):
+    """min and max: whole numbers within +-2^24, min <= max."""
+    for name in ("min", "max"):
+        value = float(filler[name])
+        if not (value.is_integer() and abs(value) <= UNIFORM_INT_LIMIT):
+            raise ConfigError(f"the uniform_int filler's {name} must be a whole number from "
+                              f"-2^24 to 2^24 (exact in float32), got {value:g}", field=name)
+    if filler.min > filler.max:
+        raise ConfigError(f"the uniform_int filler's min must not exceed max, got min "
+                          f"{filler.min:g} > max {filler.max:g}", field="min")
 
 
 def fill(array, filler, rng):

@@ -1,6 +1,7 @@
 """The DataError of a problem inside one data file."""
 
 from netlayers.errors import DataError
+from netlayers.memory import GIB, SizeError, check_size, gib
 
 
 def data_file_error(path, message):
@@ -14,3 +15,19 @@ def data_file_error(path, message):
     err = DataError(f"data file {path}: {message}")
     err.data_file = str(path)
     return err
+
+
+def check_claimed_size(path, nbytes, claim):
+    """Refuse, before anything is allocated, a file whose header claims more bytes than this
+    machine's memory holds: DataError ``data file <path>: <claim> would need X GiB, ...``.
+    ``claim`` says what the header claims ("the header's shape (80000, 1000, 1000) of uint8").
+    """
+    try:
+        check_size(nbytes, claim)
+    except SizeError as err:
+        raise data_file_error(path, str(err)) from None
+
+
+def byte_count(nbytes):
+    """``nbytes`` as a message gives it: ``160 bytes``, or ``78383153152 bytes (73.0 GiB)``."""
+    return f"{nbytes} bytes ({gib(nbytes)})" if nbytes >= GIB else f"{nbytes} bytes"

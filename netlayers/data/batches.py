@@ -78,14 +78,43 @@ class BatchSampler:
         return {"epoch": self.epoch, "position": self.position}
 
     def set_state(self, state):
-        """Restore a state returned by :meth:`state` (the next batch starts there)."""
-        epoch, position = int(state["epoch"]), int(state["position"])
-        if epoch < 0 or not 0 <= position < self.num_items:
-            raise ValueError(
-                f"sampler state {dict(state)} does not fit a data set of {self.num_items} "
-                "items (need epoch >= 0 and 0 <= position < num_items)"
-            )
-        self.epoch, self.position = epoch, position
+        """Restore a state returned by :meth:`state` (the next batch starts there); a state
+        that does not fit (see :func:`checked_state`) raises ValueError and changes nothing."""
+        try:
+            self.epoch, self.position = checked_state(state, self.num_items)
+        except ValueError as err:
+            raise ValueError(f"sampler state {_short(state)} does not fit a data set of "
+                             f"{self.num_items} items: {err}") from None
+
+
+def checked_state(state, num_items, what="the data set"):
+    """Return ``(epoch, position)`` of a sampler state read from a snapshot, or raise
+    ValueError saying what does not fit: the state must be exactly ``{"epoch": e,
+    "position": p}`` with integers ``e >= 0`` and ``0 <= p < num_items`` (``what`` names the
+    data set in the message). The permutation of a shuffled epoch is no part of the state:
+    it is drawn again from (seed, epoch)."""
+    if not isinstance(state, dict) or set(state) != {"epoch", "position"}:
+        raise ValueError(f"data state {_short(state)} is not of the form "
+                         "{'epoch': e, 'position': p}")
+    epoch, position = (_whole_number(state, key) for key in ("epoch", "position"))
+    if position >= num_items:
+        raise ValueError(f"data position {position} is past the {num_items} items of {what}; "
+                         "the data set changed since the snapshot")
+    return epoch, position
+
+
+def _whole_number(state, key):
+    """``state[key]`` as an int >= 0 (bools, floats and strings refused), else ValueError."""
+    value = state[key]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"data {key} {_short(value)} is not an integer >= 0")
+    return int(value)
+
+
+def _short(value):
+    """``repr(value)``, or its type and length when that is too long for a message."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"({type(value).__name__} of {len(text)} characters)"
 
 
 def _positive_int(value, name):

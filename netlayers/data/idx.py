@@ -4,17 +4,22 @@ An IDX file is: two zero bytes, one byte naming the element type, one byte givin
 of dimensions, then each dimension as a big-endian uint32, then the elements in C order, each
 big-endian. A file may be gzip-compressed as a whole; that is recognised by its first two bytes
 (0x1f 0x8b), whatever the file is called.
+
+The header is checked before anything is allocated: the size it claims must fit in this
+machine's memory and, for a raw file, be exactly what the file holds after the header.
 """
 
 import gzip
 import io
+import math
 import os
+import stat
 import sys
 import zlib
 
 import numpy as np
 
-from netlayers.data._errors import data_file_error
+from netlayers.data._errors import byte_count, check_claimed_size, data_file_error
 from netlayers.errors import DataError
 
 #: IDX type byte -> numpy element type (big-endian in the file, native in the result).
@@ -36,13 +41,15 @@ def read_idx(path):
 
     The result has the file's shape and its element type in native byte order (uint8 for
     MNIST images and labels). Any problem (missing or unreadable file, bad magic bytes,
-    unknown type byte, truncated header or data, bytes after the data, a broken gzip stream)
-    raises :class:`DataError` saying ``data file <path>: <what was expected>``.
+    unknown type byte, truncated header or data, bytes after the data, a broken gzip stream,
+    a header claiming more than the memory or the file holds) raises :class:`DataError`
+    saying ``data file <path>: <what was expected>``.
     """
     path = os.fspath(path)
     try:
         with _open_maybe_gzip(path) as stream:
             dtype, shape = _read_header(stream, path)
+            _check_claim(stream, path, dtype, shape)
             return _read_data(stream, path, dtype, shape)
     except DataError:
         raise
@@ -122,24 +129,49 @@ def _read_header(stream, path):
     return IDX_TYPES[type_byte], shape
 
 
+def _check_claim(stream, path, dtype, shape):
+    """Refuse a header whose data would not fit in memory, or (raw file) whose data size
+    differs from what the file holds after the header; nothing is allocated here."""
+    claimed = math.prod(shape) * dtype.itemsize
+    check_claimed_size(path, claimed, f"the header's shape {shape} of {dtype}")
+    if isinstance(stream, _GzipReader):
+        return  # the uncompressed size is known only once the stream is read
+    status = os.fstat(stream.fileno())
+    if stat.S_ISREG(status.st_mode):
+        held = status.st_size - stream.tell()
+        if held != claimed:
+            raise _size_mismatch(path, claimed, held)
+
+
+def _size_mismatch(path, expected, found):
+    """The DataError of a data section of ``found`` bytes where the header says ``expected``."""
+    if found < expected:
+        return data_file_error(
+            path, f"truncated: header says {byte_count(expected)} of data, found {found}"
+        )
+    return data_file_error(
+        path,
+        f"header says {byte_count(expected)} of data, found {found} "
+        f"({found - expected} bytes after the data)",
+    )
+
+
 def _read_data(stream, path, dtype, shape):
     """Read exactly the elements the header announced and return them in native byte order."""
-    out = np.empty(shape, dtype=dtype)
+    try:
+        out = np.empty(shape, dtype=dtype)
+    except (MemoryError, ValueError):
+        raise data_file_error(
+            path, f"the header's shape {shape} of {dtype} does not fit in the memory free now"
+        ) from None
     buffer = memoryview(out.reshape(-1).view(np.uint8))
     expected = buffer.nbytes
     filled = _fill(stream, buffer)
     if filled < expected:
-        raise data_file_error(
-            path, f"truncated: header says {expected} bytes of data, found {filled}"
-        )
+        raise _size_mismatch(path, expected, filled)
     extra = len(stream.read(1))
     if extra:
-        rest = extra + _count_rest(stream)
-        raise data_file_error(
-            path,
-            f"header says {expected} bytes of data, found {expected + rest} "
-            f"({rest} bytes after the data)",
-        )
+        raise _size_mismatch(path, expected, expected + extra + _count_rest(stream))
     if dtype.itemsize > 1 and sys.byteorder == "little":
         out.byteswap(inplace=True)
     return out

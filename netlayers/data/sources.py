@@ -5,6 +5,8 @@ Search order for a relative ``source`` (see :func:`data_roots`): the config file
 ``NETLAYERS_DATA_ROOT`` environment variable, then ``~/.cache/netlayers/datasets`` and
 ``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs
 ``fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``).
+A folder that cannot be looked in (no permission, a name too long) is skipped, and the
+not-found message says which and why.
 """
 
 import os
@@ -61,7 +63,7 @@ def data_roots(data_root=None):
     if data_root:
         roots += _split_roots(os.fspath(data_root))
     roots += _split_roots(os.environ.get(ENV_VAR, ""))
-    roots += [USER_CACHE.expanduser(), SYSTEM_DATASETS]
+    roots += [_expand(USER_CACHE), SYSTEM_DATASETS]
     unique = []
     for root in roots:
         if root not in unique:
@@ -71,7 +73,15 @@ def data_roots(data_root=None):
 
 def _split_roots(text):
     """Split an ``os.pathsep``-separated list of folders, skipping empty entries."""
-    return [Path(part).expanduser() for part in text.split(os.pathsep) if part.strip()]
+    return [_expand(Path(part)) for part in text.split(os.pathsep) if part.strip()]
+
+
+def _expand(path):
+    """``path`` with ``~`` expanded, or unchanged when there is no such home folder."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
 
 
 def resolve_source(source, backend, *, data_root=None, base_dir=None):
@@ -84,7 +94,7 @@ def resolve_source(source, backend, *, data_root=None, base_dir=None):
     NPZ: ``source`` is the path of a ``.npz`` file (the suffix may be left out).
     Absolute paths are used as they are; relative ones are tried under ``base_dir`` (or the
     current folder) and then under each of :func:`data_roots`. Not found: one-line DataError
-    listing where it looked and how to get the data set.
+    listing where it looked, where it could not look (and why) and how to get the data set.
     """
     kind = str(backend).upper()
     if kind not in BACKENDS:
@@ -103,34 +113,54 @@ def resolve_source(source, backend, *, data_root=None, base_dir=None):
 
 def _candidates(source, data_root, base_dir):
     """The paths ``source`` may stand for, in search order."""
-    path = Path(source).expanduser()
+    path = _expand(Path(source))
     if path.is_absolute():
         return [path]
-    first = (Path(base_dir) if base_dir is not None else Path.cwd()) / path
-    return [first] + [root / path for root in data_roots(data_root)]
+    roots = [root / path for root in data_roots(data_root)]
+    if base_dir is not None:
+        return [Path(base_dir) / path] + roots
+    try:
+        return [Path.cwd() / path] + roots
+    except OSError:  # the current folder was deleted
+        return roots
+
+
+def _is_file(path, unreadable):
+    """``path.is_file()``, except that an OSError (no permission to look, a name too long)
+    gives False and is recorded in ``unreadable`` as ``"<folder>: <reason>"``."""
+    try:
+        return path.is_file()
+    except OSError as err:
+        unreadable.append(f"{path.parent}: {_reason(err)}")
+        return False
+
+
+def _reason(err):
+    """An OSError's reason in a message's words: ``permission denied``."""
+    return (err.strerror or type(err).__name__).lower()
 
 
 def _resolve_npz(source, candidates):
     """Return the first candidate that is a file (also trying a ``.npz`` suffix)."""
-    tried = []
+    tried, unreadable = [], []
     for cand in candidates:
         options = [cand] if cand.suffix == ".npz" else [cand, cand.with_name(cand.name + ".npz")]
         for option in options:
-            if option.is_file():
+            if _is_file(option, unreadable):
                 return Source("NPZ", option, None)
         tried.append(str(cand))
-    raise _not_found(source, "NPZ file", tried)
+    raise _not_found(source, "NPZ file", tried, unreadable=unreadable)
 
 
 def _resolve_idx(source, candidates):
     """Return the first candidate giving both an images and a labels IDX file."""
-    tried, partial = [], []
+    tried, partial, unreadable = [], [], []
     for cand in candidates:
-        if cand.is_file():
+        if _is_file(cand, unreadable):
             return _idx_from_images_file(cand)
         for prefix in _split_prefixes(cand.name):
-            images = _existing(cand.parent, f"{prefix}-{IMAGES_TAG}-ubyte")
-            labels = _existing(cand.parent, f"{prefix}-{LABELS_TAG}-ubyte")
+            images = _existing(cand.parent, f"{prefix}-{IMAGES_TAG}-ubyte", unreadable)
+            labels = _existing(cand.parent, f"{prefix}-{LABELS_TAG}-ubyte", unreadable)
             if images and labels:
                 return Source("IDX", images, labels)
             if images:
@@ -138,7 +168,7 @@ def _resolve_idx(source, candidates):
         tried.append(str(cand.parent))
     names = " or ".join(f"{p}-{IMAGES_TAG}-ubyte[.gz]" for p in _split_prefixes(Path(source).name))
     what = f"IDX files {names} (with the matching {LABELS_TAG} file)"
-    raise _not_found(source, what, tried, partial)
+    raise _not_found(source, what, tried, partial, unreadable)
 
 
 def _split_prefixes(name):
@@ -146,11 +176,11 @@ def _split_prefixes(name):
     return SPLIT_ALIASES.get(name, (name,))
 
 
-def _existing(folder, stem):
+def _existing(folder, stem, unreadable):
     """Return ``folder/stem`` or ``folder/stem.gz`` if one of them is a file, else None."""
     for name in (stem, stem + ".gz"):
         path = folder / name
-        if path.is_file():
+        if _is_file(path, unreadable):
             return path
     return None
 
@@ -164,17 +194,21 @@ def _idx_from_images_file(images):
             f"expected a name like train-{IMAGES_TAG}-ubyte.gz, or give <folder>/<split>",
         )
     labels = images.with_name(images.name.replace(IMAGES_TAG, LABELS_TAG))
-    if not labels.is_file():
-        raise data_file_error(str(images), f"labels file not found, expected {labels}")
+    unreadable = []
+    if not _is_file(labels, unreadable):
+        why = f" (cannot look in {unreadable[0]})" if unreadable else ""
+        raise data_file_error(str(images), f"labels file not found, expected {labels}{why}")
     return Source("IDX", images, labels)
 
 
-def _not_found(source, what, tried, partial=()):
+def _not_found(source, what, tried, partial=(), unreadable=()):
     """Build the one-line DataError for a data set that is nowhere to be found."""
     places = ", ".join(dict.fromkeys(tried))
     message = f"data source '{source}' not found: looked for {what} in: {places}"
     if partial:
         message += f"; incomplete: {'; '.join(partial)}"
+    if unreadable:
+        message += f"; could not look in: {', '.join(dict.fromkeys(unreadable))}"
     hint = FASHION_MNIST_HINT if _is_fashion_mnist(source) else GENERIC_HINT
     return DataError(f"{message}; {hint}")
 
@@ -197,6 +231,7 @@ def load_source(source):
         data, labels = read_npz(source.images_path)
         return _shape_inputs(data, source.images_path, allow_flat=True), labels
     images = read_idx(source.images_path)
+    _check_not_empty(images, source.images_path)
     labels = as_labels(read_idx(source.labels_path), file=str(source.labels_path))
     if len(images) != len(labels):
         raise data_file_error(
@@ -204,6 +239,15 @@ def load_source(source):
             f"{len(images)} images but {len(labels)} labels in {source.labels_path}",
         )
     return _shape_inputs(images, source.images_path, allow_flat=False), labels
+
+
+def _check_not_empty(inputs, path):
+    """Refuse a data file without items, or whose items hold no values (a zero-size axis)."""
+    if inputs.size == 0:
+        raise data_file_error(
+            str(path), f"holds no data (shape {inputs.shape}); expected at least one item, "
+            "none of them empty"
+        )
 
 
 def _shape_inputs(inputs, path, *, allow_flat):
