@@ -1,10 +1,14 @@
 """Reading and writing arrays: npz weights and solver state, written atomically.
 
-Files are written to a temporary file in the same folder and renamed into place, so a process
-killed at any moment leaves either the old file or the new one, never half of one. Nothing is
+Files are written to a temporary file in the same folder (``.<name>.<8 random characters>.tmp``,
+created with the mode ``open()`` would give: 0o666 less the umask) and renamed into place, so a
+process killed at any moment leaves either the old file or the new one, never half of one (a
+kill may leave the temporary file, which :func:`remove_leftover_temporaries` clears). Nothing is
 ever pickled.
 """
+import math
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -14,13 +18,64 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, DataError
+from .memory import check_size
+
+TEMPORARY_TAIL = r"\.[a-z0-9_]{8}\.tmp"    # what tempfile.mkstemp adds after ``.<name>.``
+
+
+def current_umask():
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status);
+    elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def create_temporary(path):
+    """(file descriptor, name) of a new temporary file beside ``path``, named
+    ``.<path's name>.<8 random characters>.tmp``, with the mode a plain ``open()`` would give."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except OSError:
+        pass                        # a file system without modes (e.g. FAT) keeps its own
+    return fd, tmp
+
+
+def remove_leftover_temporaries(folder, name_pattern):
+    """Delete the temporary files that :func:`create_temporary` made for final names matching
+    the regex ``name_pattern`` (a whole name) in ``folder`` and a killed process left behind.
+    Only regular files named exactly ``.<name>.<8 characters>.tmp`` are touched. Returns their
+    paths."""
+    leftover = re.compile(r"\." + name_pattern + TEMPORARY_TAIL)
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        try:
+            if leftover.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def save_arrays(path, arrays):
     """Write a dict of arrays as ``.npz`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             np.savez(handle, **arrays)
@@ -71,7 +126,9 @@ def load_arrays(path):
 
 
 def _member(archive, key, path):
-    """One array of an open archive, or a DataError naming the file and the key."""
+    """One array of an open archive, or a DataError naming the file and the key. The size its
+    header claims is checked before anything is allocated (see :func:`_check_claimed_size`)."""
+    _check_claimed_size(archive.zip, key, path)
     try:
         value = archive[key]
     except ValueError as err:
@@ -88,8 +145,52 @@ def _member(archive, key, path):
     return value
 
 
+def _check_claimed_size(archive, key, path):
+    """Refuse an array whose .npy header claims more bytes than this machine holds (a SizeError)
+    or than its zip member holds after the header (a DataError), naming the file and the key.
+    A header that cannot be read is left for numpy to report as damage."""
+    names = archive.namelist()
+    member = key if key in names else f"{key}.npy"
+    try:
+        info = archive.getinfo(member)
+        with archive.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return
+            shape, _, dtype = read_header(stream)
+            header_bytes = stream.tell()
+    except _DAMAGED + (KeyError, TypeError):
+        return
+    claimed = math.prod(shape) * dtype.itemsize
+    check_size(claimed, f"array '{key}' of the file {path}")
+    held = info.file_size - header_bytes
+    if not dtype.hasobject and claimed > held:
+        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read (its "
+                        f"header claims {claimed:,} bytes, its member holds {max(held, 0):,})",
+                        file=str(path))
+
+
+def is_solver_state(arrays):
+    """Whether arrays read by :func:`load_arrays` are a solver state (not weights)."""
+    return "format_version" in arrays and "weights_file" in arrays
+
+
+def weights_file_of(arrays, path):
+    """The weights file a solver state at ``path`` names (relative to the state's folder); a
+    ConfigError naming the state file when its ``weights_file`` is not one piece of text."""
+    value = arrays["weights_file"]
+    if value.dtype.kind != "U" or value.shape != () or not str(value):
+        raise ConfigError(f"must be the weights file's name (text), got an array of {value.dtype} "
+                          f"with shape {value.shape}", file=str(path), field="weights_file")
+    weights = Path(str(value))
+    return weights if weights.is_absolute() else Path(path).parent / weights
+
+
 def load_weights(path):
-    """Weights by layer name -> list of arrays, from our ``.npz`` or Caffe's ``.caffemodel``.
+    """Weights by layer name -> list of arrays, from our ``.npz`` or Caffe's ``.caffemodel``;
+    given a solver state (``*.solverstate.npz``), the weights file it names, as resuming does.
     Every array must hold numbers (float, int or bool): anything else is a ConfigError naming
     the file and the key."""
     path = Path(path)
@@ -97,6 +198,12 @@ def load_weights(path):
         from .caffe_compat import read_caffemodel
         return read_caffemodel(path)
     arrays = load_arrays(path)
+    if is_solver_state(arrays):         # a snapshot's state: read the weights it names
+        path = weights_file_of(arrays, path)
+        arrays = load_arrays(path)
+        if is_solver_state(arrays):
+            raise ConfigError("is a solver state, expected the weights file a solver state names",
+                              file=str(path))
     by_layer = defaultdict(dict)
     for key, array in arrays.items():
         layer, _, index = key.rpartition("/")

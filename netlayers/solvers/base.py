@@ -12,8 +12,11 @@ SolverParameter names; ``solver: {net: other.yaml}`` takes the net from another 
 - beyond Caffe, ``warmup_iter`` (0) and ``warmup_start_lr`` (0): the rate ramps linearly from
   warmup_start_lr at iteration 0 to the policy's rate at warmup_iter (see lr_policy.py).
 
-``solver_mode``, ``device_id``, ``snapshot_format``, ``debug_info`` and ``test_compute_loss``
-are accepted (configs converted from Caffe carry them) and have no effect.
+``solver_mode``, ``device_id``, ``snapshot_format`` and ``test_compute_loss`` are accepted
+(configs converted from Caffe carry them) and have no effect; ``solver_mode: GPU`` or a non-zero
+``device_id`` gets one log line at the start saying so (netlayers runs on the CPU).
+``debug_info: true`` logs Caffe's per-layer figures on every displayed iteration (see
+debug_info.py).
 
 Checked before training, beyond Caffe: momentum in [0, 1) (SGD, Nesterov, AdaDelta, Adam's
 momentum and momentum2), delta > 0 and rms_decay in [0, 1) for the adaptive rules, weight_decay
@@ -21,6 +24,23 @@ momentum and momentum2), delta > 0 and rms_decay in [0, 1) for the adaptive rule
 (one TEST net), needs a TEST net with outputs, and ``test_interval`` needs it; the output and
 snapshot folders must be writable (checked when training starts); resuming past max_iter is
 refused.
+
+Nothing that cannot be saved gets trained: a layer name too long for an .npz member name (65,535
+bytes with ".npy") or holding a NUL, a layer state that is not JSON, snapshot file names the file
+system refuses: each is a ConfigError before iteration 0 (names and states when the solver is
+built, file names when training starts).
+
+Run folders: a fresh run (not resumed) refuses an output folder that already holds snapshots of
+its prefix or a metrics.jsonl (a ConfigError saying how to go on) unless ``overwrite=True``,
+which deletes those snapshots first; a resumed run appends to metrics.jsonl. When training
+starts, temporary files that a killed snapshot left (``.<prefix>_iter_<N>.weights.npz.<8
+characters>.tmp``, the same for ``.solverstate.npz`` and ``.metrics.jsonl``) are removed, with a
+log line.
+
+Every write training does fails the same way: an OSError while writing a snapshot is a
+TrainingError naming the file and the reason; one while writing metrics.jsonl or a log line
+stops training at the end of the iteration, writes a stop snapshot, and is then a TrainingError
+naming the file, the reason and the last good snapshot.
 
 One iteration, as Caffe's Solver::Step and SGDSolver::ApplyUpdate:
 
@@ -49,6 +69,8 @@ is not kept: every ``step`` call (so every run, resumed or not) starts its avera
 """
 import json
 import math
+import os
+import re
 import tempfile
 import time
 from collections import deque
@@ -57,15 +79,23 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, TrainingError
-from ..io import load_arrays, load_weights, save_arrays
+from ..io import (
+    create_temporary,
+    load_arrays,
+    load_weights,
+    remove_leftover_temporaries,
+    save_arrays,
+    weights_file_of,
+)
 from ..net import Net
 from ..netspec import Enum, Field, Where, check_message, load_net_spec, load_yaml_file
 from ..netspec.schema import shown
 from ..netspec.spec import check_net
-from . import lr_policy
+from . import debug_info, lr_policy
 from .adaptive import AdaDelta, AdaGrad, Adam, RMSProp
 from .reporting import Reporter
 from .sgd import SGD, Nesterov
+from .solver_state import StateFields, restore_net_state
 
 RULES = {rule.type: rule for rule in (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam)}
 LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
@@ -75,42 +105,43 @@ SOLVER_FIELDS = {
     "net": Field(str, None, doc="the net's YAML file, relative to this config's folder"),
     "type": Field(Enum(*RULES), None, doc="SGD (default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam"),
     "solver_type": Field(Enum(*LEGACY_TYPES), None, doc="Caffe's legacy enum for type"),
-    "base_lr": Field(float, required=True),
+    "base_lr": Field(float, required=True, min=0),
     "lr_policy": Field(Enum(*lr_policy.POLICIES), "fixed"),
     "gamma": Field(float, None),
     "power": Field(float, None),
-    "stepsize": Field(int, None),
-    "stepvalue": Field(int, repeated=True),
-    "max_iter": Field(int, None),
-    "warmup_iter": Field(int, 0),
+    "stepsize": Field(int, None, min=1),
+    "stepvalue": Field(int, repeated=True, min=0),
+    "max_iter": Field(int, None, min=0),
+    "warmup_iter": Field(int, 0, min=0),
     "warmup_start_lr": Field(float, 0.0),
     "momentum": Field(float, 0.0),
     "momentum2": Field(float, 0.999),
     "delta": Field(float, 1e-8),
     "rms_decay": Field(float, 0.99),
-    "weight_decay": Field(float, 0.0),
+    "weight_decay": Field(float, 0.0, min=0),
     "regularization_type": Field(Enum("L2", "L1"), "L2"),
     "clip_gradients": Field(float, -1.0),
-    "iter_size": Field(int, 1),
-    "display": Field(int, 0),
-    "average_loss": Field(int, 1),
-    "test_iter": Field(int, repeated=True),
-    "test_interval": Field(int, 0),
+    "iter_size": Field(int, 1, min=1),
+    "display": Field(int, 0, min=0),
+    "average_loss": Field(int, 1, min=1),
+    "test_iter": Field(int, repeated=True, min=1),
+    "test_interval": Field(int, 0, min=0),
     "test_initialization": Field(bool, True),
-    "snapshot": Field(int, 0),
+    "snapshot": Field(int, 0, min=0),
     "snapshot_prefix": Field(str, None),
     "snapshot_after_train": Field(bool, True),
     "random_seed": Field(int, -1),
     "weights": Field(str, repeated=True, doc="weights files to start from (relative to the config)"),
     # accepted for Caffe configs, without effect here
     "solver_mode": Field(Enum("CPU", "GPU"), "CPU"),
-    "device_id": Field(int, 0),
+    "device_id": Field(int, 0, min=0),
     "snapshot_format": Field(Enum("HDF5", "BINARYPROTO"), "BINARYPROTO"),
     "debug_info": Field(bool, False),
     "test_compute_loss": Field(bool, False),
 }
 
 STATE_VERSION = 1
+MAX_MEMBER_NAME = 65535     # bytes of a zip member's name (a 16-bit field)
 
 
 def read_config(config):
@@ -148,20 +179,8 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
         param.random_seed = int(seed)
     if param.max_iter is None:
         raise at("max_iter").error("is required (how many iterations to train)")
-    for name in ("max_iter", "display", "test_interval", "snapshot", "warmup_iter"):
-        if param[name] < 0:
-            raise at(name).error(f"must not be negative, got {param[name]}")
-    for name in ("iter_size", "average_loss"):
-        if param[name] < 1:
-            raise at(name).error(f"must be at least 1, got {param[name]}")
-    if not math.isfinite(param.base_lr):
-        raise at("base_lr").error(f"must be a finite number, got {param.base_lr:g}")
-    if param.base_lr < 0:
-        raise at("base_lr").error(f"must not be negative, got {param.base_lr:g}")
-    if not param.weight_decay >= 0:
-        raise at("weight_decay").error(f"must not be negative, got {param.weight_decay:g}")
-    if any(n <= 0 for n in param.test_iter):
-        raise at("test_iter").error(f"must be positive, got {param.test_iter}")
+    if param.max_iter < 0:       # an override from the command line
+        raise at("max_iter").error(f"must not be negative, got {param.max_iter}")
     if len(param.test_iter) > 1:
         raise at("test_iter").error(f"one value is expected (netlayers has one TEST net), got "
                                     f"{param.test_iter}")
@@ -169,8 +188,6 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
     for name in lr_policy.NEEDS[policy]:
         if param[name] is None:
             raise at("lr_policy").error(f"lr_policy '{policy}' needs '{name}' in the solver section")
-    if policy in ("step", "sigmoid") and param.stepsize <= 0:
-        raise at("stepsize").error(f"must be positive for lr_policy '{policy}', got {param.stepsize}")
     if param.gamma is not None and param.gamma < 0 and policy not in ("fixed", "sigmoid"):
         raise at("gamma").error(f"must not be negative, got {param.gamma:g}")
     if policy == "poly" and param.max_iter <= 0:
@@ -204,7 +221,8 @@ def _has_test_only_layers(spec):
 
 def check_writable_folder(folder, what="output folder"):
     """Create ``folder`` (and its parents) and write a temporary file in it: a ConfigError
-    naming it when that fails (a file in the way, no permission, a read-only disk)."""
+    naming it when that fails (a file in the way, no permission, a read-only disk, a parent
+    that cannot even be looked into)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -218,7 +236,7 @@ def os_reason(err, path):
     """An OSError about ``path`` in words: which part of the path is a file, else the system's
     own reason (e.g. 'Permission denied', 'No space left on device')."""
     path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = next((p for p in (path, *path.parents) if _is_file(p)), None)
     if blocker == path:
         return "it is a file, not a folder"
     if blocker is not None:
@@ -226,13 +244,23 @@ def os_reason(err, path):
     return err.strerror or str(err)
 
 
+def _is_file(path):
+    """Whether ``path`` exists and is not a folder; False when that cannot even be found out
+    (a parent folder without search permission), so diagnosing never raises."""
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError:
+        return False
+
+
 class Solver:
     """Trains the TRAIN net of a config; tests on its TEST net (sharing the weights).
 
-    ``Solver(config, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None)``:
-    ``config`` is a YAML path or a dict; ``seed`` and ``max_iter`` override the solver
-    section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
-    :class:`~netlayers.solvers.reporting.Reporter`.
+    ``Solver(config, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None,
+    overwrite=False)``: ``config`` is a YAML path or a dict; ``seed`` and ``max_iter`` override
+    the solver section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
+    :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite`` lets a fresh run replace an
+    earlier run's snapshots (same prefix) and metrics.jsonl in its output folder.
 
     Attributes: ``net``, ``test_net`` (None without test_iter), ``iter``
     (updates done), ``param`` (the checked solver fields), ``rule`` (the update rule),
@@ -241,7 +269,7 @@ class Solver:
     """
 
     def __init__(self, config, *, data_root=None, output_dir=None, seed=None, max_iter=None,
-                 reporter=None):
+                 reporter=None, overwrite=False):
         raw, self.file, self.base_dir = read_config(config)
         self.param = param = check_solver_params(raw, self.file, max_iter=max_iter, seed=seed)
         spec = self._net_spec(raw)
@@ -269,6 +297,9 @@ class Solver:
         self._stop = False
         self._started = False
         self._timer = (time.perf_counter(), 0)
+        self.overwrite = overwrite
+        self._write_error = None        # the first OSError a reporter raised while writing
+        self.check_saveable()
 
     def _check_has_loss(self):
         if not any(weight for layer in self.net.layers for weight in layer.loss_weights):
@@ -336,6 +367,8 @@ class Solver:
                 self._call("on_train", self.iter, loss, self.smoothed_loss, None, {}, None)
             if self.param.test_interval and self.test_net is not None:
                 self._test_and_report()
+            if self._write_error is not None:
+                self._fail_after_write_error()
             self.status = "done"
         except BaseException:
             if self.status == "running":
@@ -344,6 +377,8 @@ class Solver:
         finally:
             self._stop = False
             self._call("on_end")
+        if self._write_error is not None:      # the closing lines could not be written
+            self._fail_after_write_error()
 
     def step(self, iters):
         """Run ``iters`` iterations (tests, display and snapshots as configured)."""
@@ -359,9 +394,11 @@ class Solver:
                 if self._stop:
                     break
             self.net.clear_param_diffs()
+            debug = p.debug_info and p.display and self.iter % p.display == 0
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += self.net.forward_backward()
+                loss += debug_info.forward_backward(self.net, self._log) if debug \
+                    else self.net.forward_backward()
             loss /= p.iter_size
             if not math.isfinite(loss):
                 self._fail(f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}")
@@ -370,7 +407,11 @@ class Solver:
             if p.display and self.iter % p.display == 0:
                 self._call("on_train", self.iter, loss, self.smoothed_loss, rate,
                            self._outputs(self.net), self._speed())
+            before = [param.blob.data.copy() for param in self.net.learnable_params] if debug else None
             self.apply_update(rate)
+            if debug:
+                for line in debug_info.update_lines(self.net, before):
+                    self._log(line)
             self.iter += 1
             self._call("on_iteration", self.iter)
             if p.snapshot and self.iter % p.snapshot == 0:
@@ -378,6 +419,8 @@ class Solver:
         if self._stop:
             self._stop = False
             self.stopped = True
+            if self._write_error is not None:
+                self._fail_after_write_error()
             if self._snapshot_iter != self.iter:
                 self.snapshot()
 
@@ -519,49 +562,72 @@ class Solver:
 
     def restore(self, path):
         """Resume from a solver state file (or the weights file next to one): weights, history,
-        iteration, generator and layer states. The files must belong to this net."""
+        iteration, generator and layer states. The files must belong to this net. Every field
+        read is checked first (a ConfigError naming the file and the field); a layer that
+        cannot take its saved state (a data position past a data set that shrank) is a
+        ConfigError naming the file, the layer and the field."""
         path = Path(path)
         if path.name.endswith(".weights.npz"):
             path = path.with_name(path.name[:-len(".weights.npz")] + ".solverstate.npz")
         arrays = load_arrays(path)
-
-        def fail(message, file=path):
-            return ConfigError(message, file=str(file))
-
-        for key in ("iter", "type", "weights_file", "net_state"):
+        for key in ("format_version", "iter", "type", "weights_file", "net_state"):
             if key not in arrays:
-                raise fail(f"not a netlayers solver state (no '{key}')")
-        kind = str(arrays["type"])
+                raise ConfigError(f"not a netlayers solver state (no '{key}')", file=str(path))
+        check = StateFields(arrays, path)
+        version = check.integer("format_version")
+        if version != STATE_VERSION:
+            raise check.error("format_version", f"unknown version {version} (this netlayers reads "
+                              f"version {STATE_VERSION}; written by another release?)")
+        iteration = check.integer("iter")
+        kind = check.text("type")
         if kind != self.param.type:
-            raise fail(f"written by a {kind} solver; this config trains with {self.param.type}")
-        params = self.net.learnable_params
-        slots = self.rule.history_slots
-        count = sum(1 for key in arrays if key.startswith("history/"))
-        if count != slots * len(params):
-            raise fail(f"holds history for {count // slots} params; this net has {len(params)} "
-                       "learnable params (a snapshot of another net?)")
-        for i, param in enumerate(params):
-            for slot in range(slots):
-                saved = arrays[f"history/{slot * len(params) + i}"]
-                if saved.shape != param.blob.shape:
-                    raise fail(f"history of param #{i} ('{param.name}') has shape {saved.shape}; "
-                               f"the net's is {param.blob.shape} (a snapshot of another net?)")
-        weights_path = Path(str(arrays["weights_file"]))
-        if not weights_path.is_absolute():
-            weights_path = path.parent / weights_path
+            raise check.error(None, f"written by a {kind} solver; this config trains with {self.param.type}")
+        history = self._saved_history(check)
+        weights_path = weights_file_of(arrays, path)
+        net_state = check.net_state("net_state", self.net)
+        test_state = check.net_state("test_net_state", self.test_net) \
+            if self.test_net is not None and "test_net_state" in arrays else None
         self._check_weights(weights_path)
         self.net.load(weights_path)
-        for i, param in enumerate(params):
-            for slot in range(slots):
-                self.history[i][slot][...] = arrays[f"history/{slot * len(params) + i}"]
-        self.iter = int(arrays["iter"])
-        self.net.set_state(json.loads(str(arrays["net_state"])))
-        if self.test_net is not None and "test_net_state" in arrays:
-            self.test_net.set_state(json.loads(str(arrays["test_net_state"])))
+        for slots, saved in zip(self.history, history):
+            for slot, array in zip(slots, saved):
+                slot[...] = array
+        self.iter = iteration
+        restore_net_state(self.net, net_state, path, "net_state")
+        if test_state is not None:
+            restore_net_state(self.test_net, test_state, path, "test_net_state")
         self._snapshot_iter = self.iter
         self.last_snapshot = path
         self._timer = (time.perf_counter(), self.iter)
         self._call("on_message", f"Restoring previous solver status from {path} (iteration {self.iter})")
+
+    def _saved_history(self, check):
+        """Per learnable param, the rule's history arrays in a state file (Caffe's order: slot s
+        of param i is ``history/<s * num_params + i>``), checked against the net."""
+        arrays = check.arrays
+        params = self.net.learnable_params
+        slots = self.rule.history_slots
+        keys = {key for key in arrays if key.startswith("history/")}
+        if len(keys) != slots * len(params):
+            raise check.error(None, f"holds history for {len(keys) // slots} params; this net has "
+                              f"{len(params)} learnable params (a snapshot of another net?)")
+        expected = {f"history/{k}" for k in range(slots * len(params))}
+        if keys != expected:
+            raise check.error(min(keys - expected), f"unexpected name; expected history/0 to "
+                              f"history/{len(expected) - 1}")
+        history = []
+        for i, param in enumerate(params):
+            saved = []
+            for slot in range(slots):
+                key = f"history/{slot * len(params) + i}"
+                array = check.finite_floats(key)
+                if array.shape != param.blob.shape:
+                    raise check.error(None, f"history of param #{i} ('{param.name}') has shape "
+                                      f"{array.shape}; the net's is {param.blob.shape} (a snapshot of "
+                                      "another net?)")
+                saved.append(array)
+            history.append(saved)
+        return history
 
     def _check_weights(self, path):
         weights = load_weights(path)
@@ -575,17 +641,163 @@ class Solver:
                 raise ConfigError(f"has shapes {[tuple(a.shape) for a in saved]} for this layer; "
                                   f"the net has {shapes}", file=str(path), layer=name)
 
-    # -- helpers ------------------------------------------------------------------------------
-    def _start(self):
-        if not self._started:
-            folders = {Path(self.output_dir): "output folder"}
-            folders.setdefault(self.snapshot_paths()[0].parent, "snapshot folder")
-            for folder, what in folders.items():
-                check_writable_folder(folder, what)
-            self._started = True
-            self._timer = (time.perf_counter(), self.iter)
-            self._call("on_start", self)
+    # -- before training: what will be written, and where ------------------------------------
+    def check_saveable(self):
+        """Refuse (a ConfigError naming the layer) what a snapshot could not hold, before any
+        training: a layer name that is not valid UTF-8, holds a NUL (a zip member name ends
+        there) or makes a weights member name (``<layer>/<i>.npy``) longer than the zip limit
+        of 65,535 bytes; a layer state that is not JSON-serialisable."""
+        for layer in self.net.layers:
+            if layer.blobs:
+                self._check_member_name(layer, f"{layer.name}/{len(layer.blobs) - 1}.npy")
+        for net in (self.net, self.test_net):
+            for layer in net.layers if net is not None else ():
+                try:
+                    json.dumps(layer.state())
+                except (TypeError, ValueError, RecursionError) as err:
+                    raise self._layer_error(layer, "its state (kept in snapshots to resume exactly) "
+                                            f"is not JSON-serialisable: {err}") from None
 
+    def _check_member_name(self, layer, member):
+        try:
+            size = len(member.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise self._layer_error(layer, "the name is not valid UTF-8 text, so snapshots "
+                                    "cannot store this layer's weights under it", "name") from None
+        if "\0" in member:
+            raise self._layer_error(layer, "the name holds a NUL character, so snapshots cannot "
+                                    "store this layer's weights under it", "name")
+        if size > MAX_MEMBER_NAME:
+            raise self._layer_error(layer, f"the name is {len(layer.name.encode('utf-8')):,} bytes "
+                                    "long in UTF-8; snapshots store weights under '<layer "
+                                    f"name>/<i>.npy' and the .npz (zip) format allows "
+                                    f"{MAX_MEMBER_NAME:,} bytes: use a shorter name", "name")
+
+    @staticmethod
+    def _layer_error(layer, message, field=None):
+        """A ConfigError at ``layer``'s place in the config, its name cut to a readable length."""
+        where = layer.spec.where
+        name = layer.name if len(layer.name) <= 60 else f"{layer.name[:57]}..."
+        return ConfigError(message, file=where.file, line=where.line, layer=name, field=field)
+
+    def _start(self):
+        """Once, before the first iteration: check the folders and the snapshot file names,
+        refuse (or with ``overwrite``, clear) an earlier run in the output folder when this run
+        is fresh, remove leftover temporary files, open the reporter, say what is ignored."""
+        if self._started:
+            return
+        folders = {Path(self.output_dir): "output folder"}
+        folders.setdefault(self.snapshot_paths()[0].parent, "snapshot folder")
+        for folder, what in folders.items():
+            check_writable_folder(folder, what)
+        notes = []
+        if self.iter == 0 and self.last_snapshot is None:
+            if self.overwrite:
+                notes += self._remove_earlier_run()
+            else:
+                self.check_output_reuse()
+        self._check_snapshot_names()
+        notes += self._remove_leftovers()
+        self._started = True
+        self._timer = (time.perf_counter(), self.iter)
+        self._call("on_start", self)
+        if self._write_error is not None:
+            self._fail_after_write_error(snapshot=False)
+        for line in notes + self._ignored_settings():
+            self._log(line)
+
+    def _snapshot_files(self):
+        """(folder, regex matching this solver's snapshot file names; group 1: the iteration)."""
+        weights = self.snapshot_paths(0)[0]
+        stem = weights.name[:-len("_iter_0.weights.npz")]
+        return weights.parent, re.escape(stem) + r"_iter_(\d+)\.(?:weights|solverstate)\.npz"
+
+    def _earlier_run(self):
+        """The snapshot files of this prefix (by iteration) and the metrics.jsonl already in
+        the output folders."""
+        folder, pattern = self._snapshot_files()
+        try:
+            names = [entry.name for entry in os.scandir(folder)]
+        except OSError:
+            names = []
+        matches = [m for m in map(re.compile(pattern).fullmatch, names) if m]
+        found = [folder / m.group(0) for m in sorted(matches, key=lambda m: (int(m.group(1)), m.group(0)))]
+        metrics = Path(self.output_dir) / "metrics.jsonl"
+        return found + ([metrics] if metrics.exists() else [])
+
+    def check_output_reuse(self):
+        """Refuse, with a ConfigError naming the output folder and the ways on, to start a fresh
+        run where an earlier run's snapshots (same prefix) or metrics.jsonl are (nothing is
+        checked with ``overwrite``). The command line calls this before writing anything."""
+        found = [] if self.overwrite else self._earlier_run()
+        if not found:
+            return
+        listed = ", ".join(path.name for path in found[:2]) + \
+            (f" and {len(found) - 2} more" if len(found) > 2 else "")
+        states = [path for path in found if path.name.endswith(".solverstate.npz")]
+        resume = f"continue it (--resume {states[-1]}), " if states else ""
+        raise ConfigError(f"already holds an earlier run ({listed}): train into another folder "
+                          f"(--output), {resume}or replace it (--overwrite)", file=str(self.output_dir))
+
+    def _remove_earlier_run(self):
+        """With ``overwrite``: delete the earlier run's snapshots of this prefix and its
+        metrics.jsonl. Returns the log line to show."""
+        removed = self._earlier_run()
+        for path in removed:
+            try:
+                path.unlink()
+            except OSError as err:
+                raise ConfigError(f"cannot remove {path} of an earlier run (overwrite): "
+                                  f"{err.strerror or err}") from None
+        folders = ", ".join(sorted({str(path.parent) for path in removed}))
+        return [f"Removed {len(removed)} file(s) of an earlier run from {folders} (overwrite)"] \
+            if removed else []
+
+    def _check_snapshot_names(self):
+        """Create and delete a temporary file named as the last snapshot's will be (the
+        longest name), so that a name the file system refuses is found before training."""
+        for path in self.snapshot_paths(max(self.param.max_iter, self.iter)):
+            try:
+                fd, temporary = create_temporary(path)
+                os.close(fd)
+                os.unlink(temporary)
+            except OSError as err:
+                shown = path.name if len(path.name) <= 60 else f"{path.name[:57]}..."
+                raise ConfigError(f"snapshot files such as {shown} ({len(os.fsencode(path.name)):,} "
+                                  f"bytes) cannot be created in {path.parent}: "
+                                  f"{os_reason(err, path.parent)}", file=self.file,
+                                  field="solver.snapshot_prefix") from None
+
+    def _remove_leftovers(self):
+        """Delete the temporary files a killed snapshot (or metrics rewrite) left; log lines."""
+        folder, pattern = self._snapshot_files()
+        places = {folder: pattern.replace(r"_iter_(\d+)", r"_iter_\d+")}
+        metrics = r"metrics\.jsonl"
+        output = Path(self.output_dir)
+        places[output] = f"(?:{places[output]}|{metrics})" if output in places else metrics
+        lines = []
+        for place, names in places.items():
+            removed = remove_leftover_temporaries(place, names)
+            if removed:
+                lines.append(f"Removed {len(removed)} temporary file(s) left by an interrupted "
+                             f"snapshot from {place} ({', '.join(p.name for p in removed[:3])}"
+                             f"{', ...' if len(removed) > 3 else ''})")
+        return lines
+
+    def _ignored_settings(self):
+        """One line for the settings a Caffe config may carry that change nothing here."""
+        p = self.param
+        lines = []
+        ignored = [f"{name}: {value}" for name, value, default in
+                   (("solver_mode", p.solver_mode, "CPU"), ("device_id", p.device_id, 0)) if value != default]
+        if ignored:
+            lines.append(f"netlayers runs on the CPU: {' and '.join(ignored)} ignored")
+        if p.debug_info and not p.display:
+            lines.append("debug_info: true logs on displayed iterations, and display is 0: "
+                         "nothing to log")
+        return lines
+
+    # -- helpers ------------------------------------------------------------------------------
     def _speed(self):
         now, iteration = time.perf_counter(), self.iter
         then, before = self._timer
@@ -602,10 +814,36 @@ class Solver:
         self.status = "failed"
         raise TrainingError(f"{message}{hint}; last snapshot: {last}")
 
+    def _fail_after_write_error(self, snapshot=True):
+        """End training because a reporter could not write (a full disk, a closed stream): write
+        a stop snapshot first unless there is one of this iteration (or ``snapshot`` is false:
+        nothing trained yet), then a TrainingError naming the file, the reason and the last
+        good snapshot."""
+        err = self._write_error
+        message = f"cannot write {err.filename or 'a log or record file'}: {err.strerror or err}"
+        if snapshot and self._snapshot_iter != self.iter:
+            try:
+                self.snapshot()
+            except TrainingError:
+                message += " (the stop snapshot could not be written either)"
+        self._fail(message, hint="")
+
     def _call(self, name, *args):
+        """Call the reporter's ``name`` if it has one. An OSError there (the reporter could not
+        write) is kept and asks training to stop: the loop ends the iteration, snapshots and
+        raises it as a TrainingError (see :meth:`_fail_after_write_error`)."""
         method = getattr(self.reporter, name, None)
-        if method is not None:
+        if method is None:
+            return
+        try:
             method(*args)
+        except OSError as err:
+            if self._write_error is None:
+                self._write_error = err
+            self._stop = True
+
+    def _log(self, line):
+        self._call("on_message", line)
 
     def __repr__(self):
         return f"<Solver {self.param.type} '{self.net.name}' at iteration {self.iter}>"

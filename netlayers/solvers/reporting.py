@@ -30,6 +30,10 @@ flushed as written::
      "iters_per_sec": 12.3, "accuracy": 0.8}                              (one line in the file)
     {"phase": "test", "iter": 1000, "accuracy": 0.88, "loss": 0.35}
 
+A write that fails (a full disk, a closed stream) raises the OSError with ``filename`` set to
+the file or stream written, and the metrics file is no longer written; the solver then stops
+with a snapshot and a TrainingError naming the file (see Solver).
+
 For training, "loss" is the displayed (smoothed over ``average_loss``) loss and "raw_loss" the
 iteration's own; net outputs follow by name (an output named like one of those keys is stored as
 ``output/<name>``); outputs with several values are lists. A fresh run (iteration 0) starts a new
@@ -41,10 +45,11 @@ log lines are written above it.
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..io import create_temporary
 
 RESERVED = ("phase", "iter", "loss", "raw_loss", "lr", "iters_per_sec")
 MAX_ELEMENTS_SHOWN = 10     # outputs with more values are summarised in the log (not the file)
@@ -91,6 +96,7 @@ class Reporter:
         self.solver = None
         self.bar = None
         self._file = None
+        self._file_path = None
         self._weights = {"train": {}, "test": {}}
 
     # -- output -------------------------------------------------------------------------------
@@ -99,25 +105,39 @@ class Reporter:
         return self.stream if self.stream is not None else sys.stderr
 
     def line(self, text):
+        """Write one log line (above the bar when there is one); nothing when quiet."""
         if self.quiet:
             return
-        if self.bar is not None:
-            self.bar.write(text, file=self.out)
-        else:
-            print(text, file=self.out, flush=True)
+        try:
+            if self.bar is not None:
+                self.bar.write(text, file=self.out)
+            else:
+                print(text, file=self.out, flush=True)
+        except OSError as err:
+            raise named(err, getattr(self.out, "name", "the log stream")) from None
 
     def record(self, entry):
-        if self._file is not None:
+        """Append one JSON line to the metrics file and flush it. On an OSError the file is
+        closed (nothing more is recorded) and the error raised with the file's name."""
+        if self._file is None:
+            return
+        try:
             self._file.write(json.dumps(entry) + "\n")
             self._file.flush()
+        except OSError as err:
+            self._close_metrics()
+            raise named(err, self._file_path) from None
 
     # -- the solver's calls ---------------------------------------------------------------------
     def on_start(self, solver):
         self.solver = solver
         self._weights = {"train": loss_weights(solver.net), "test": loss_weights(solver.test_net)}
         if self.metrics:
-            path = self.metrics_path or Path(solver.output_dir) / "metrics.jsonl"
-            self._file = open_metrics(path, solver.iter)
+            self._file_path = self.metrics_path or Path(solver.output_dir) / "metrics.jsonl"
+            try:
+                self._file = open_metrics(self._file_path, solver.iter)
+            except OSError as err:
+                raise named(err, self._file_path) from None
         show_bar = self.progress if self.progress is not None else _isatty(self.out)
         if show_bar and not self.quiet:
             from tqdm import tqdm
@@ -128,7 +148,10 @@ class Reporter:
 
     def on_iteration(self, iteration):
         if self.bar is not None:
-            self.bar.update(iteration - self.bar.n)
+            try:
+                self.bar.update(iteration - self.bar.n)
+            except OSError as err:
+                raise named(err, getattr(self.out, "name", "the log stream")) from None
 
     def on_train(self, iteration, loss, smoothed_loss, lr, outputs, iters_per_sec):
         speed = ""
@@ -173,9 +196,17 @@ class Reporter:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        self._close_metrics()
+
+    def _close_metrics(self):
+        """Close the metrics file; an error while closing it is dropped (every line was flushed
+        as it was written, so nothing is lost)."""
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass
 
     # -- helpers ---------------------------------------------------------------------------------
     def _output_lines(self, phase, outputs, weights):
@@ -201,6 +232,13 @@ def _with_outputs(entry, outputs, reserved=RESERVED):
     return entry
 
 
+def named(err, filename):
+    """``err`` (an OSError) with ``filename`` set, so a message can say which file failed."""
+    if err.filename is None:
+        err = type(err)(err.errno, err.strerror or str(err), str(filename))
+    return err
+
+
 def _isatty(stream):
     try:
         return stream.isatty()
@@ -216,15 +254,20 @@ def open_metrics(path, start_iter):
     path.parent.mkdir(parents=True, exist_ok=True)
     kept = []
     if start_iter > 0 and path.is_file():
-        for text in path.read_text().splitlines():
+        for text in path.read_text(errors="replace").splitlines():
             try:
                 entry = json.loads(text)
             except ValueError:
                 continue
             if isinstance(entry, dict) and isinstance(entry.get("iter"), int) and entry["iter"] < start_iter:
                 kept.append(text)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    fd, tmp = create_temporary(path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(line + "\n" for line in kept))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return open(path, "a")

@@ -85,7 +85,7 @@ def test_poly_uses_the_max_iter_override():
 @pytest.mark.parametrize("solver, message", [
     ({"lr_policy": "step", "gamma": 0.1}, "lr_policy 'step' needs 'stepsize'"),
     ({"lr_policy": "inv", "gamma": 0.1}, "lr_policy 'inv' needs 'power'"),
-    ({"lr_policy": "step", "gamma": 0.1, "stepsize": 0}, "must be positive"),
+    ({"lr_policy": "step", "gamma": 0.1, "stepsize": 0}, "expected an integer >= 1, got 0"),
     ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5, 3]}, "must increase"),
     ({"lr_policy": "exp", "gamma": -1.0}, "must not be negative"),
 ])

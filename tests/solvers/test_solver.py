@@ -50,7 +50,7 @@ def test_tests_run_every_test_interval_and_at_the_end():
     assert [args[0] for args in recorder.of("on_test")] == [0, 4, 8, 10]
     recorder = Recorder()
     Solver(mlp_config(test=True, test_iter=2, test_interval=4, max_iter=8, test_initialization=False),
-           reporter=recorder).solve()
+           reporter=recorder, overwrite=True).solve()
     assert [args[0] for args in recorder.of("on_test")] == [4, 8]
 
 
@@ -238,10 +238,10 @@ def config_error(tmp_path, extra, text=CONFIG):
     ("  type: Adamm\n", "cfg.yaml:12: field 'solver.type': expected one of SGD | Nesterov"),
     ("  lr_policy: stepp\n", "cfg.yaml:12: field 'solver.lr_policy': expected one of fixed | step"),
     ("  max_iter2: 5\n", "(did you mean 'max_iter'?)"),
-    ("  test_iter: [0]\n", "cfg.yaml:12: field 'solver.test_iter': must be positive"),
+    ("  test_iter: [0]\n", "cfg.yaml:12: field 'solver.test_iter[0]': expected an integer >= 1, got 0"),
     ("  type: AdaGrad\n  momentum: 0.9\n", "cfg.yaml:13: field 'solver.momentum': momentum cannot be used with AdaGrad"),
     ("  type: SGD\n  solver_type: ADAM\n", "cfg.yaml:13: field 'solver.solver_type': give either type"),
-    ("  iter_size: 0\n", "cfg.yaml:12: field 'solver.iter_size': must be at least 1"),
+    ("  iter_size: 0\n", "cfg.yaml:12: field 'solver.iter_size': expected an integer >= 1, got 0"),
 ])
 def test_config_errors_name_file_and_line(tmp_path, extra, expected):
     assert expected in config_error(tmp_path, extra)
@@ -259,7 +259,7 @@ def test_config_errors_name_file_and_line(tmp_path, extra, expected):
      "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for AdaDelta, got 1.5"),
     ("  type: Adam\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for Adam"),
     ("  type: RMSProp\n  rms_decay: 1.0\n", "cfg.yaml:13: field 'solver.rms_decay': must be in [0, 1), got 1"),
-    ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': must not be negative, got -0.0005"),
+    ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': expected a number >= 0, got -0.0005"),
     ("  lr_policy: multistep\n  gamma: 0.1\n",
      "cfg.yaml:12: field 'solver.lr_policy': lr_policy 'multistep' needs 'stepvalue'"),
     ("  test_iter: [10, 5]\n",
