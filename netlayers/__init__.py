@@ -3,15 +3,42 @@
 Public API: Blob, Layer, Net, register_layer, gradcheck (check_layer, check_net), the errors,
 and (from the training modules) Solver.
 """
-from . import gradcheck
-from .blob import Blob
+import importlib
+from typing import TYPE_CHECKING
+
 from .errors import ConfigError, DataError, NetlayersError, TrainingError
-from .layer import Layer
-from .net import Net
 from .registry import register_layer
-from .solvers import Solver
+
+if TYPE_CHECKING:
+    from . import gradcheck
+    from .blob import Blob
+    from .layer import Layer
+    from .net import Net
+    from .solvers import Solver
 
 __version__ = "0.1.0"
+
+#: Imported on first use (numpy and numba take half a second), so that ``import netlayers``
+#: and the command line's start stay cheap: attribute -> (module, name or None for the module).
+_LAZY = {"gradcheck": (".gradcheck", None), "Blob": (".blob", "Blob"), "Layer": (".layer", "Layer"),
+         "Net": (".net", "Net"), "Solver": (".solvers", "Solver")}
+
+
+def __getattr__(name):
+    """The lazily imported names above, and the package's modules (``netlayers.solvers``)."""
+    missing = AttributeError(f"module 'netlayers' has no attribute {name!r}")
+    if name.startswith("_"):
+        raise missing
+    module_name, attribute = _LAZY.get(name, ("." + name, None))
+    try:
+        module = importlib.import_module(module_name, __name__)
+    except ModuleNotFoundError as err:
+        if err.name != __name__ + module_name:
+            raise
+        raise missing from None
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
 
 __all__ = ["Blob", "Layer", "Net", "Solver", "register_layer", "gradcheck", "ConfigError", "DataError",
            "NetlayersError", "TrainingError", "__version__"]

@@ -1,5 +1,5 @@
 import sys
 
-from .cli.main import main
+from .cli.main import netlayers_program
 
-sys.exit(main())
+sys.exit(netlayers_program())

@@ -1,5 +1,6 @@
 """Options shared by the commands that build a net to look inside it (time, gradcheck, draw,
-explain): ``--config``, ``--phase``, ``--data-root``, ``--seed``."""
+explain): ``--config``, ``--phase``, ``--data-root``, ``--seed``; and ``--threads`` (train, test,
+time)."""
 import argparse
 import os
 
@@ -22,16 +23,32 @@ non_negative_int = int_at_least(0)
 
 
 def existing_folders(text):
-    """An argparse type for --data-root: folders (separated by os.pathsep) that exist."""
+    """An argparse type for --data-root: folders (separated by os.pathsep) that exist and can
+    be read (listed and entered)."""
     for folder in filter(None, text.split(os.pathsep)):
-        if not os.path.isdir(folder):
-            raise argparse.ArgumentTypeError(f"{folder} is not a folder")
+        try:
+            os.listdir(folder)
+        except NotADirectoryError:
+            raise argparse.ArgumentTypeError(f"{folder} is not a folder") from None
+        except FileNotFoundError:
+            raise argparse.ArgumentTypeError(f"{folder} is not a folder (it does not exist)") from None
+        except OSError as err:
+            raise argparse.ArgumentTypeError(f"{folder}: cannot read this folder: "
+                                             f"{err.strerror or err}") from None
+        if not os.access(folder, os.X_OK):
+            raise argparse.ArgumentTypeError(f"{folder}: cannot read this folder: Permission denied")
     return text
 
 
 def add_data_root(parser):
     parser.add_argument("--data-root", type=existing_folders, metavar="DIR",
                         help="where Data layers look for their data sets")
+
+
+def add_threads(parser):
+    parser.add_argument("--threads", type=positive_int, metavar="N",
+                        help="threads for BLAS and numba (default: $NETLAYERS_THREADS, else the "
+                             "cores this process may use)")
 
 
 def add_net_arguments(parser):

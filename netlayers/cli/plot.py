@@ -10,8 +10,6 @@ def add_arguments(parser):
     parser.add_argument("run_dir", metavar="RUN_DIR", help="a run folder (or its metrics.jsonl)")
     parser.add_argument("-o", "--output", metavar="FILE",
                         help="picture to write: .png, .svg or .pdf (default RUN_DIR/curves.png)")
-    parser.add_argument("--smooth", type=float, default=0.9, metavar="S",
-                        help="smoothing of the training loss, in [0, 1) (default 0.9; 0: none)")
     parser.add_argument("--title", help="title of the figure (default: the run folder's name)")
 
 
@@ -19,7 +17,7 @@ def run(args):
     path = metrics_path(args.run_dir)
     output = Path(args.output) if args.output else path.parent / "curves.png"
     metrics = load_metrics(path)
-    plot_metrics(metrics, output, smoothing=args.smooth, title=args.title)
+    plot_metrics(metrics, output, title=args.title)
     print(f"wrote {output} ({metrics.count('train')} train and {metrics.count('test')} test "
           f"iterations from {path})")
     return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ._netargs import add_data_root, positive_int, refuse_input_layers
+from ._netargs import add_data_root, add_threads, positive_int, refuse_input_layers
 
 HELP = "score trained weights on the TEST phase of a config"
 
@@ -21,6 +21,7 @@ def add_arguments(parser):
                         help="batches to run (default: solver.test_iter, else 50)")
     parser.add_argument("--phase", type=str.upper, choices=["TRAIN", "TEST"], default="TEST")
     add_data_root(parser)
+    add_threads(parser)
 
 
 def net_source(config):
@@ -47,7 +48,7 @@ def run(args):
     refuse_input_layers(net, "netlayers test")
     net.load(args.weights)
     totals = {}
-    for i in range(iterations):
+    for _ in range(iterations):
         outputs = net.forward()
         for name, value in outputs.items():
             totals[name] = totals.get(name, 0.0) + np.asarray(value, dtype=np.float64)

@@ -3,7 +3,7 @@ import numpy as np
 
 from ..inspect.common import build_net, load_spec, random_inputs, resolve_seed
 from ..inspect.timing import time_net
-from ._netargs import add_net_arguments, non_negative_int, positive_int
+from ._netargs import add_net_arguments, add_threads, non_negative_int, positive_int
 
 HELP = "time each layer's forward and backward pass (median over iterations)"
 
@@ -14,6 +14,7 @@ def add_arguments(parser):
                         help="timed iterations (default 50)")
     parser.add_argument("--warmup", type=non_negative_int, default=5, metavar="W",
                         help="untimed iterations first (default 5)")
+    add_threads(parser)
     parser.epilog = ("Input blobs get random values: N(0, 1), or random class indices for a "
                      "blob a loss or Accuracy layer reads as its label.")
 

@@ -2,18 +2,32 @@
 
 The config holds the net (``layers:``) and a ``solver:`` section. Training logs Caffe's lines
 on stderr (with a progress bar on a terminal), writes every displayed figure to
-``<output>/metrics.jsonl``, snapshots into ``<output>`` and, on Ctrl-C or SIGTERM, finishes the
-iteration, snapshots and stops (exit code 130; resume with ``--resume``).
+``<output>/metrics.jsonl`` and snapshots into ``<output>``. When training starts, the output
+folder gets ``config.yaml`` (the config as the user wrote it) and ``run.json`` (the command
+line, overrides, seed in effect, versions; see :func:`run_record`).
+
+On Ctrl-C or SIGTERM it finishes the iteration, snapshots, prints the command that resumes the
+same run (same overrides) and exits with 130. With ``--quiet`` nothing is logged but a summary
+of one to three lines on stdout at the end (iterations, last test outputs, last snapshot).
 """
+import json
+import os
+import platform
+import shlex
 import shutil
 import signal
 import sys
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import ConfigError
-from ._netargs import add_data_root, positive_int, refuse_input_layers
+from ..solvers.reporting import Reporter, fmt
+from ._netargs import add_data_root, add_threads, positive_int, refuse_input_layers
 
 HELP = "train a net from a YAML config (net + solver)"
+RUN_FILE = "run.json"
+EXIT_STOPPED = 130
 
 
 def add_arguments(parser):
@@ -26,14 +40,16 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, metavar="N", help="override the random seed")
     parser.add_argument("--output", metavar="DIR",
                         help="where snapshots and metrics.jsonl go (default: runs/<config name>)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier run's snapshots and metrics.jsonl in the output folder")
     add_data_root(parser)
-    parser.add_argument("--quiet", action="store_true", help="no log lines or progress bar")
+    add_threads(parser)
+    parser.add_argument("--quiet", action="store_true",
+                        help="no log lines or progress bar; only a short summary at the end")
 
 
 def run(args):
     from ..solvers import Solver
-    from ..solvers.base import check_writable_folder
-    from ..solvers.reporting import Reporter
 
     config = Path(args.config)
     if not config.is_file():
@@ -41,35 +57,133 @@ def run(args):
     if args.weights and args.resume:
         raise ConfigError("give --weights to fine-tune or --resume to continue, not both")
     output = Path(args.output) if args.output else Path("runs") / config.stem
+    reporter = RunReporter(args, config, quiet=args.quiet)
     solver = Solver(config, data_root=args.data_root, output_dir=output, seed=args.seed,
-                    max_iter=args.max_iter, reporter=Reporter(quiet=args.quiet))
+                    max_iter=args.max_iter, reporter=reporter, overwrite=args.overwrite)
     for net in (solver.net, solver.test_net):
         if net is not None:
             refuse_input_layers(net, "train")
-    check_writable_folder(output, "output folder")
-    if not (output / "config.yaml").exists() or args.resume is None:
-        copy_config(config, output / "config.yaml")
     if args.weights:
         solver.net.load(args.weights)
-
-    previous = {}
-
-    def stop(signum, frame):
-        solver.request_stop()
-        signal.signal(signum, previous[signum])   # a second signal stops at once
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, stop)
-    try:
+    with stop_on_signals(solver):
         solver.solve(resume=args.resume)
+        if solver.stopped:
+            say(f"stopped at iteration {solver.iter}; resume with: "
+                f"{resume_command(args, solver.last_snapshot)}")
+            return EXIT_STOPPED
+    if args.quiet:
+        for line in reporter.summary():
+            print(line)
+    return 0
+
+
+@contextmanager
+def stop_on_signals(solver):
+    """While training, SIGINT (Ctrl-C) and SIGTERM ask ``solver`` to stop after the current
+    iteration; it then writes a snapshot and returns. A second signal before the iteration ends
+    stops at once; once the solver has stopped (it is writing its stop snapshot and returning)
+    or training has ended, signals are ignored, so finishing is never interrupted into a
+    traceback. The previous handlers are restored afterwards."""
+    requested = []
+
+    def on_signal(signum, frame):
+        if solver.stopped or solver.status in ("stopped", "done", "failed"):
+            return
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        solver.request_stop()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if solver.stopped:
-        print(f"stopped at iteration {solver.iter}; resume with: train --config {config} "
-              f"--resume {solver.last_snapshot}", file=sys.stderr)
-        return 130
-    return 0
+
+
+def resume_command(args, state):
+    """The command that continues this run from ``state``: the same config and overrides
+    (output, max_iter, seed, data root, threads, quiet), each word shell-quoted."""
+    words = ["train", "--config", args.config]
+    for flag, value in (("--output", args.output), ("--max-iter", args.max_iter),
+                        ("--seed", args.seed), ("--data-root", args.data_root),
+                        ("--threads", getattr(args, "threads", None))):
+        if value is not None:
+            words += [flag, str(value)]
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join([*words, "--resume", str(state)])
+
+
+def say(text):
+    """A line on stderr; nothing when stderr cannot be written (its reader is gone)."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
+
+
+class RunReporter(Reporter):
+    """The default reporter, which also keeps the run folder's record (``config.yaml``, a copy
+    of the config, and ``run.json``) and the last figures for the ``--quiet`` summary.
+
+    The record is written when training starts, after the solver has checked the output folder
+    (and restored a snapshot), so a run refused there changes nothing in the folder."""
+
+    def __init__(self, args, config, **options):
+        super().__init__(**options)
+        self.args = args
+        self.config = Path(config)
+        self.last_test = None
+        self.last_train = None
+
+    def on_start(self, solver):
+        output = Path(solver.output_dir)
+        if not (output / "config.yaml").exists() or self.args.resume is None:
+            copy_config(self.config, output / "config.yaml")
+        write_run_record(output / RUN_FILE, self.args, solver)
+        super().on_start(solver)
+
+    def on_train(self, iteration, loss, smoothed_loss, lr, outputs, iters_per_sec):
+        self.last_train = (iteration, smoothed_loss)
+        super().on_train(iteration, loss, smoothed_loss, lr, outputs, iters_per_sec)
+
+    def on_test(self, iteration, results):
+        self.last_test = (iteration, results)
+        super().on_test(iteration, results)
+
+    def summary(self):
+        """One to three lines: the iterations done, the last test outputs (or training loss),
+        and the last snapshot."""
+        solver = self.solver
+        lines = [f"Trained to iteration {solver.iter} of {solver.param.max_iter} into {solver.output_dir}"]
+        if self.last_test is not None:
+            iteration, results = self.last_test
+            shown = ", ".join(f"{name} = {_figure(value)}" for name, value in results.items())
+            lines.append(f"Test at iteration {iteration}: {shown}")
+        elif self.last_train is not None:
+            iteration, loss = self.last_train
+            lines.append(f"Train loss at iteration {iteration}: {fmt(loss)}")
+        state = solver.last_snapshot
+        if state is None:
+            lines.append("No snapshot written (solver.snapshot_after_train is false)")
+        else:
+            lines.append(f"Snapshot: {weights_beside(state)} (solver state: {state})")
+        return lines
+
+
+def _figure(value):
+    import numpy as np
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    return fmt(float(array[0])) if array.size == 1 else f"<{array.size} values, mean {fmt(array.mean())}>"
+
+
+def weights_beside(state):
+    """The weights file of a snapshot, from its solver state's path."""
+    name = Path(state).name
+    suffix = ".solverstate.npz"
+    return Path(state).with_name(name[:-len(suffix)] + ".weights.npz") if name.endswith(suffix) else Path(state)
 
 
 def copy_config(config, target):
@@ -78,3 +192,63 @@ def copy_config(config, target):
         shutil.copyfile(config, target)
     except OSError as err:
         raise ConfigError(f"cannot copy the config to {target}: {err.strerror or err}") from None
+
+
+def run_record(args, solver):
+    """What this invocation of ``train`` ran with: its command line, the overrides given, the
+    seed in effect (the one drawn when none was given), max_iter, the thread count and the
+    versions of netlayers, numpy, numba and Python."""
+    import numba
+    import numpy
+
+    import netlayers
+    overrides = {key: getattr(args, key, None) for key in
+                 ("output", "max_iter", "seed", "data_root", "weights", "resume", "threads")}
+    return {
+        "command": shlex.join(["netlayers", *getattr(args, "argv", ["train"])]),
+        "cwd": os.getcwd(),
+        "config": args.config,
+        "overrides": {key: value for key, value in overrides.items() if value is not None},
+        "seed": solver.net.seed,
+        "max_iter": solver.param.max_iter,
+        "start_iteration": solver.iter,
+        "threads": getattr(args, "thread_count", None),
+        "versions": {"netlayers": netlayers.__version__, "numpy": numpy.__version__,
+                     "numba": numba.__version__, "python": platform.python_version()},
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def write_run_record(path, args, solver):
+    """Write ``run.json``: a fresh run's record; a resumed run keeps the record it continues
+    and adds its own to the list ``resumed``. Written to a temporary file, then renamed."""
+    from ..io import create_temporary
+    record = run_record(args, solver)
+    if args.resume is not None:
+        earlier = _read_record(path)
+        if earlier is not None:
+            earlier.setdefault("resumed", []).append(record)
+            record = earlier
+    fd = tmp = None
+    try:
+        fd, tmp = create_temporary(path)
+        with os.fdopen(fd, "w") as handle:
+            fd = None
+            json.dump(record, handle, indent=1)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        if fd is not None:
+            os.close(fd)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ConfigError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+def _read_record(path):
+    """An earlier run.json as a dict, or None when there is none or it is not one."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None

@@ -6,11 +6,14 @@ net's other outputs (``accuracy``...; outputs with several values are lists, not
 ``load_metrics`` reads them into series (phase -> key -> (iterations, values)), checking every
 line; ``plot_metrics`` draws, against iterations, one panel each for:
 
-- loss: each iteration's training loss (``raw_loss``, else ``loss``) faint, its smoothed curve
-  (an exponential moving average, debiased as TensorBoard does) and the test loss (dots);
-- other outputs: every other numeric key of the test phase (accuracy...), and of the train
-  phase when there is one;
+- losses (every key with "loss" in its name): the training loss as the log shows it (``loss``:
+  the mean over the solver's ``average_loss`` iterations; nothing is smoothed again here), each
+  displayed iteration's own loss (``raw_loss``) faint, and the test losses (dots);
+- other outputs (accuracy...), of the test phase and of the train phase, on their own axis;
 - learning rate (log scale when it spans more than a factor 10).
+
+Each curve is drawn once: a series equal to one already drawn (the net's loss output, stored
+as ``output/loss`` beside ``raw_loss``; ``raw_loss`` when ``average_loss`` is 1) is left out.
 
 Panels with nothing to show are left out. matplotlib is an optional extra (``pip install
 'netlayers[plot]'``); it is used through its object API with the Agg canvas, never pyplot, so no
@@ -102,18 +105,6 @@ def load_metrics(run):
     return metrics
 
 
-def smooth(values, weight=0.9):
-    """Debiased exponential moving average: s_t = w s_(t-1) + (1 - w) v_t, divided by 1 - w^t.
-    NaN and infinite values are skipped (they keep the previous average)."""
-    out, average, steps = [], 0.0, 0
-    for value in values:
-        if math.isfinite(value):
-            average = weight * average + (1 - weight) * value
-            steps += 1
-        out.append(average / (1 - weight ** steps) if steps else float("nan"))
-    return out
-
-
 def _figure_class():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -123,15 +114,21 @@ def _figure_class():
     return Figure, FigureCanvasAgg
 
 
+def is_loss(key):
+    """Whether a metrics key is a loss (drawn on the loss panel): "loss" is in its name."""
+    return "loss" in key.lower()
+
+
 def plan_panels(metrics):
     """The panels to draw, in order: "loss", "outputs", "lr" (those with something to show),
-    and the (phase, key) pairs of the outputs panel."""
+    and the (phase, key) pairs of the outputs panel (the figures that are not losses)."""
     train, test = metrics.series["train"], metrics.series["test"]
     panels = []
-    if "loss" in train or "raw_loss" in train or "loss" in test:
+    if any(is_loss(key) for key in train if key not in NOT_PLOTTED) or "raw_loss" in train or \
+            any(is_loss(key) for key in test):
         panels.append("loss")
-    outputs = [("test", k) for k in test if k not in NOT_PLOTTED and k != "loss"] + \
-              [("train", k) for k in train if k not in NOT_PLOTTED and k != "loss"]
+    outputs = [(phase, key) for phase in ("test", "train") for key in metrics.series[phase]
+               if key not in NOT_PLOTTED and not is_loss(key)]
     if outputs:
         panels.append("outputs")
     if "lr" in train or "lr" in test:
@@ -141,32 +138,54 @@ def plan_panels(metrics):
     return panels, outputs
 
 
-def plot_metrics(metrics, output, *, smoothing=0.9, title=None):
-    """Draw the panels described in the module docstring into ``output`` (.png, .svg, .pdf)."""
-    if not 0 <= smoothing < 1:
-        raise NetlayersError(f"--smooth must be in [0, 1), got {smoothing:g}")
-    Figure, Canvas = _figure_class()
-    output = Path(output)
-    if not output.parent.exists():
-        raise NetlayersError(f"-o {output}: the folder {output.parent} does not exist")
+def loss_curves(metrics):
+    """The curves of the loss panel, each once: (phase, key, label, style) in drawing order."""
     train, test = metrics.series["train"], metrics.series["test"]
+    curves = []
+    if "loss" in train:
+        curves.append(("train", "loss", "train loss (as logged)", "main"))
+    if "raw_loss" in train:
+        curves.append(("train", "raw_loss", "train loss (displayed iteration)", "faint"))
+    curves += [("train", key, f"train {key}", "thin") for key in train
+               if is_loss(key) and key not in NOT_PLOTTED and key != "loss"]
+    curves += [("test", key, f"test {key}", "dots") for key in test if is_loss(key)]
+    drawn, unique = [], []
+    for phase, key, label, style in curves:
+        series = metrics.series[phase][key]
+        if not any(_same_series(series, other) for other in drawn):
+            drawn.append(series)
+            unique.append((phase, key, label, style))
+    return unique
+
+
+def _same_series(a, b):
+    (xs_a, ys_a), (xs_b, ys_b) = a, b
+    return xs_a == xs_b and all(math.isclose(y, z, rel_tol=1e-6, abs_tol=1e-12) or
+                                (math.isnan(y) and math.isnan(z)) for y, z in zip(ys_a, ys_b))
+
+
+LOSS_STYLES = {
+    "main": {"color": "tab:blue", "linewidth": 1.8},
+    "faint": {"color": "tab:blue", "alpha": 0.3, "linewidth": 1},
+    "thin": {"linewidth": 1, "alpha": 0.8},
+    "dots": {"marker": "o", "markersize": 4},
+}
+
+
+def draw_figure(metrics, *, title=None):
+    """A matplotlib Figure (Agg canvas) with the panels described in the module docstring."""
+    Figure, Canvas = _figure_class()
     panels, outputs = plan_panels(metrics)
-    lr = train.get("lr") or test.get("lr")
+    train, test = metrics.series["train"], metrics.series["test"]
     figure = Figure(figsize=(8, 2.8 * len(panels) + 0.6), layout="constrained")
     Canvas(figure)
     axes = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
     figure.suptitle(title or f"{metrics.path.parent.name or metrics.path.name}")
     for ax, panel in zip(axes, panels):
         if panel == "loss":
-            if "loss" in train or "raw_loss" in train:
-                xs, ys = train.get("raw_loss") or train["loss"]
-                ax.plot(xs, ys, color="tab:blue", alpha=0.3, linewidth=1, label="train loss")
-                if smoothing > 0:
-                    ax.plot(xs, smooth(ys, smoothing), color="tab:blue", linewidth=1.8,
-                            label=f"train loss (smoothed {smoothing:g})")
-            if "loss" in test:
-                xs, ys = test["loss"]
-                ax.plot(xs, ys, "o-", color="tab:orange", markersize=4, label="test loss")
+            for phase, key, label, style in loss_curves(metrics):
+                xs, ys = metrics.series[phase][key]
+                ax.plot(xs, ys, label=label, **LOSS_STYLES[style])
             ax.set_ylabel("loss")
         elif panel == "outputs":
             for phase, key in outputs:
@@ -176,7 +195,7 @@ def plot_metrics(metrics, output, *, smoothing=0.9, title=None):
                         alpha=1.0 if phase == "test" else 0.6)
             ax.set_ylabel("outputs" if len(outputs) > 1 else outputs[0][1])
         else:
-            xs, ys = lr
+            xs, ys = train.get("lr") or test["lr"]
             ax.plot(xs, ys, color="tab:green", label="learning rate")
             positive = [y for y in ys if y > 0]
             if positive and len(positive) == len(ys) and max(positive) > 10 * min(positive):
@@ -185,6 +204,15 @@ def plot_metrics(metrics, output, *, smoothing=0.9, title=None):
         ax.grid(True, alpha=0.3)
         ax.legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("iteration")
+    return figure
+
+
+def plot_metrics(metrics, output, *, title=None):
+    """Draw the panels described in the module docstring into ``output`` (.png, .svg, .pdf)."""
+    output = Path(output)
+    figure = draw_figure(metrics, title=title)
+    if not output.parent.exists():
+        raise NetlayersError(f"-o {output}: the folder {output.parent} does not exist")
     try:
         figure.savefig(output, dpi=110)
     except (ValueError, OSError) as err:

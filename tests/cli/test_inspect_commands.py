@@ -368,3 +368,39 @@ def test_explain_sums_gradients_at_a_branch(tmp_path, capsys):
     # x's two edges carry their own branch gradients, y = -4 and z = 2
     assert text.count('"input:x" -> ') == 2
     assert '<font color="red">-4</font>' in text and '<font color="red">2</font>' in text
+
+
+# -- plot: what each curve shows --------------------------------------------------------------
+def write_logged_run(run):
+    """A run as the trainer logs it: "loss" is the smoothed (average_loss) loss, "raw_loss" the
+    displayed iteration's own, "output/loss" the net's loss output (the same figure again)."""
+    run.mkdir()
+    lines = []
+    for i in range(0, 1001, 100):
+        raw = 2.4 if i == 0 else 0.4 + (0.1 if i % 200 else -0.1)
+        smoothed = 2.4 if i == 0 else 0.5
+        lines.append(json.dumps({"phase": "train", "iter": i, "loss": smoothed, "raw_loss": raw,
+                                 "lr": 0.01, "iters_per_sec": 90.0, "output/loss": raw}))
+        if i % 500 == 0:
+            lines.append(json.dumps({"phase": "test", "iter": i, "accuracy": 0.1 + i / 1250,
+                                     "loss": 2.3 - i / 1000}))
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_plot_shows_the_logged_loss_each_curve_once_and_accuracy_on_its_own_axis(tmp_path):
+    from netlayers.inspect.plotting import draw_figure, load_metrics
+    run = tmp_path / "run"
+    write_logged_run(run)
+    figure = draw_figure(load_metrics(run))
+    loss_axes, output_axes, lr_axes = figure.axes
+    curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+              for line in loss_axes.get_lines()}
+    assert sorted(curves) == ["test loss", "train loss (as logged)", "train loss (displayed iteration)"]
+    xs, ys = curves["train loss (as logged)"]
+    assert ys[xs.index(500)] == 0.5                   # as the log says, not smoothed again
+    accuracy = output_axes.get_lines()
+    assert [line.get_label() for line in accuracy] == ["test accuracy"]
+    assert list(accuracy[0].get_ydata()) == [0.1, 0.5, 0.9]
+    low, high = output_axes.get_ylim()
+    assert high < 1.0 < 2.4                           # its own scale, not the loss's
+    assert [line.get_label() for line in lr_axes.get_lines()] == ["learning rate"]

@@ -1,12 +1,11 @@
-"""metrics.jsonl reading (with line-numbered errors), smoothing, and the picture."""
+"""metrics.jsonl reading (with line-numbered errors) and the picture."""
 import json
-import math
 
 import pytest
 
 from netlayers.errors import DataError
 from netlayers.inspect import load_metrics, plot_metrics
-from netlayers.inspect.plotting import plan_panels, smooth
+from netlayers.inspect.plotting import plan_panels
 
 
 def write_run(folder, records, extra_lines=()):
@@ -52,13 +51,6 @@ def test_malformed_line_names_file_and_line(tmp_path, line, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="no metrics.jsonl in this run folder"):
         load_metrics(tmp_path)
-
-
-def test_smooth_is_debiased_and_skips_nan():
-    assert smooth([3.0, 3.0, 3.0], 0.9) == pytest.approx([3.0, 3.0, 3.0])
-    out = smooth([1.0, float("nan"), 1.0], 0.5)
-    assert out == pytest.approx([1.0, 1.0, 1.0])
-    assert math.isnan(smooth([float("nan")], 0.5)[0])
 
 
 def test_plot_writes_a_png(tmp_path):
