@@ -72,13 +72,13 @@ def test_same_seed_same_values_and_unknown_type_is_an_error():
 
 
 @pytest.mark.parametrize("fields,message", [
-    ({"type": "gaussian", "std": -1}, "field 'std': the gaussian filler's std must not be negative, got -1"),
+    ({"type": "gaussian", "std": -1}, "field 'std': expected a number >= 0, got -1"),
     ({"type": "uniform", "min": 1, "max": 0},
      "field 'min': the uniform filler's min must not exceed max, got min 1 > max 0"),
     ({"type": "uniform", "min": -1e308, "max": 1e308},
      "field 'max': the uniform filler's range max - min is too wide"),
     ({"type": "gaussian", "sparse": -2},
-     r"field 'sparse': sparse must be -1 \(off\) or a count >= 0, got -2"),
+     r"field 'sparse': expected an integer >= -1, got -2"),
 ])
 def test_impossible_filler_values_name_the_field(fields, message):
     with pytest.raises(ConfigError, match=message):
@@ -112,4 +112,4 @@ def test_a_bad_filler_in_a_net_is_located_at_its_layer(tmp_path):
     with pytest.raises(ConfigError) as info:
         Net(config)
     assert str(info.value) == (f"{config}:9: layer 'ip': field 'inner_product_param.weight_filler.std': "
-                               "the gaussian filler's std must not be negative, got -1")
+                               "expected a number >= 0, got -1")

@@ -1,8 +1,10 @@
 """Data layers: the sources of a net's blobs (no bottoms, no backward)."""
+import math
+
 import numpy as np
 
 from .. import fillers
-from ..errors import NetlayersError
+from ..errors import DataError, NetlayersError
 from ..layer import Layer
 from ..netspec import BLOB_SHAPE, FILLER, Enum, Field
 from ..registry import register_layer
@@ -24,16 +26,27 @@ def shapes_of(layer, shapes, count, field):
     if len(shapes) not in (1, count):
         raise layer.error(f"give one shape, or one per top ({count}), got {len(shapes)}", field)
     shapes = shapes * count if len(shapes) == 1 else shapes
-    for shape in shapes:
-        if any(d < 0 for d in shape.dim):
-            raise layer.error(f"dimensions must not be negative, got {shape.dim}", field)
-    return [tuple(shape.dim) for shape in shapes]
+    return [positive_shape(layer, shape.dim, field) for shape in shapes]
+
+
+def positive_shape(layer, dims, field):
+    """``dims`` as a shape tuple; a dim below 1 (a top with nothing in it) is a ConfigError."""
+    if any(d < 1 for d in dims):
+        raise layer.error(f"every dimension must be at least 1 (a zero-size top leaves nothing "
+                          f"to compute), got {list(dims)}", field)
+    return tuple(dims)
 
 
 @register_layer("Input")
 class Input(SourceLayer):
     """Blobs set from outside (``net.forward(x=...)`` or ``net.blobs['x'].data[...] = ...``).
-    ``input_param.shape`` gives one shape for all tops or one per top."""
+    ``input_param.shape`` gives one shape for all tops or one per top. As in Caffe, a layer
+    may run in place on an input (its values are then overwritten by forward)."""
+
+    keep_top_data = False
+
+    example = {"tops": 2, "params": {"input_param": {"shape": [{"dim": [2, 3]}, {"dim": [2]}]}},
+               "top_shapes": [(2, 3), (2,)]}
 
     params = {"shape": Field(BLOB_SHAPE, repeated=True)}
 
@@ -60,13 +73,18 @@ class DummyData(SourceLayer):
     set (the lecture's ``x, y = randn(N, D_in), randn(N, D_out)``); ``refill: true`` forces a
     refill every forward. Left out, Caffe's rule applies."""
 
+    example = {"tops": 2, "params": {"dummy_data_param": {
+        "shape": [{"dim": [2, 3]}, {"dim": [2]}],
+        "data_filler": [{"type": "gaussian"}, {"type": "constant"}]}},
+        "top_shapes": [(2, 3), (2,)]}
+
     params = {
         "data_filler": Field(FILLER, repeated=True),
         "shape": Field(BLOB_SHAPE, repeated=True),
-        "num": Field(int, repeated=True),
-        "channels": Field(int, repeated=True),
-        "height": Field(int, repeated=True),
-        "width": Field(int, repeated=True),
+        "num": Field(int, repeated=True, min=1),
+        "channels": Field(int, repeated=True, min=1),
+        "height": Field(int, repeated=True, min=1),
+        "width": Field(int, repeated=True, min=1),
         "refill": Field(bool, None),
     }
 
@@ -81,7 +99,7 @@ class DummyData(SourceLayer):
             if len({len(v) for v in legacy}) != 1:
                 raise self.error("num, channels, height and width need the same number of values",
                                  "dummy_data_param")
-            shapes = [tuple(dims) for dims in zip(*legacy)]
+            shapes = [positive_shape(self, dims, "dummy_data_param") for dims in zip(*legacy)]
             shapes = shapes * len(top) if len(shapes) == 1 else shapes
         else:
             raise self.error("DummyData needs dummy_data_param.shape", "dummy_data_param.shape")
@@ -116,7 +134,7 @@ FILLER_DEFAULT = _default_filler()
 TRANSFORM_PARAM = {
     "scale": Field(float, 1.0),
     "mirror": Field(bool, False),
-    "crop_size": Field(int, 0),
+    "crop_size": Field(int, 0, min=0),
     "mean_value": Field(float, repeated=True),
     "mean_file": Field(str, None),
     "force_color": Field(bool, False),
@@ -130,7 +148,11 @@ def _load_dataset(source):
     """Load a located source once per process (a TRAIN and a TEST net may share it)."""
     from ..data import load_source
     key = (source.backend, str(source.images_path), str(source.labels_path))
-    stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path) if p is not None)
+    try:
+        stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path)
+                      if p is not None)
+    except OSError:
+        stamp = None  # the reader reports what is wrong with the file
     cached = _DATASET_CACHE.get(key)
     if cached is None or cached[0] != stamp:
         cached = (stamp, load_source(source))
@@ -153,13 +175,19 @@ class Data(SourceLayer):
     a batch larger than the data set works. The position in the data is saved in snapshots.
     """
 
+    example = {"tops": 2, "params": {"data_param": {"source": "fashion-mnist/t10k", "batch_size": 2},
+                                    "transform_param": {"scale": 0.00390625, "crop_size": 24}},
+               "top_shapes": [(2, 1, 24, 24), (2,)]}
+
+    keep_top_data = False
+
     params = {
         "source": Field(str, required=True),
-        "batch_size": Field(int, required=True),
+        "batch_size": Field(int, required=True, min=1),
         "backend": Field(Enum("IDX", "NPZ", "LMDB", "LEVELDB"), "IDX"),
         "shuffle": Field(bool, False),
-        "prefetch": Field(int, 4),
-        "rand_skip": Field(int, 0),
+        "prefetch": Field(int, 4, min=0),
+        "rand_skip": Field(int, 0, min=0),
     }
     extra_blocks = {"transform_param": TRANSFORM_PARAM}
     num_tops = (1, 2)
@@ -170,8 +198,6 @@ class Data(SourceLayer):
         if p.backend in ("LMDB", "LEVELDB"):
             raise self.error(f"backend {p.backend} is not supported; use IDX or NPZ (convert the "
                              "database to an .npz with arrays 'data' and 'label')", "data_param.backend")
-        if p.batch_size <= 0:
-            raise self.error(f"batch_size must be positive, got {p.batch_size}", "data_param.batch_size")
         if t.mean_file:
             raise self.error("mean_file is not supported; give mean_value per channel",
                              "transform_param.mean_file")
@@ -184,10 +210,12 @@ class Data(SourceLayer):
                                            crop_size=t.crop_size, phase=self.phase)
             item_shape = self.transformer.output_shape((p.batch_size,) + self.inputs.shape[1:])
         except NetlayersError as err:
-            raise err.located(file=self.spec.where.file, line=self.spec.where.line, layer=self.name)
+            raise err.located(file=self.spec.where.file, line=self.spec.where.line,
+                              layer=self.name) from None
         self.source = located
         self.seed = int(getattr(net, "seed", 0) or 0)
         self.top_shapes = [item_shape, (p.batch_size,)]
+        self._check_batch_memory()
         self.sampler = BatchSampler(len(self.inputs), p.batch_size, shuffle=p.shuffle, seed=self.seed)
         if p.rand_skip:
             self.sampler.set_state({"epoch": 0, "position": int(self.rng.integers(0, p.rand_skip + 1))
@@ -196,6 +224,19 @@ class Data(SourceLayer):
         self._start()
         for blob, shape in zip(top, self.top_shapes):
             blob.reshape(shape)
+
+    def _check_batch_memory(self):
+        """Refuse, before the prefetch thread allocates any, batches that would not fit in
+        memory: the queued ones, the one being made and the one in the tops."""
+        from ..memory import check_size
+        batches = max(1, self.p.prefetch) + 2
+        itemsize = np.dtype(self.dtype).itemsize
+        batch_bytes = (math.prod(self.top_shapes[0]) + self.p.batch_size) * itemsize
+        try:
+            check_size(batches * batch_bytes, f"batch_size {self.p.batch_size} ({batches} batches "
+                       f"of shape {self.top_shapes[0]}, prefetched and in use)")
+        except NetlayersError as err:
+            raise err.located(layer=self.name, field="data_param.batch_size") from None
 
     def _start(self):
         self.prefetcher = self._prefetcher_class(self._produce, depth=max(1, self.p.prefetch),
@@ -224,8 +265,17 @@ class Data(SourceLayer):
         return dict(self.prefetcher.consumed_state)
 
     def set_state(self, state):
+        """Continue from a snapshot's data position. A state that does not fit the data set as
+        it is now (it shrank since the snapshot, or the state is damaged) is a one-line
+        DataError naming the layer, raised before anything changes."""
+        from ..data.batches import checked_state
+        try:
+            epoch, position = checked_state(state, self.sampler.num_items,
+                                            str(self.source.images_path))
+        except ValueError as err:
+            raise DataError(f"snapshot's {err}", layer=self.name) from None
         self.prefetcher.close()
-        self.sampler.set_state(state)
+        self.sampler.set_state({"epoch": epoch, "position": position})
         self._start()
 
     def close(self):
@@ -241,11 +291,17 @@ class MemoryData(SourceLayer):
     multiple of batch_size (as in Caffe).
     """
 
+    example = {"tops": 2, "params": {"memory_data_param": {"batch_size": 2, "channels": 1, "height": 3,
+                                                          "width": 3}},
+               "top_shapes": [(2, 1, 3, 3), (2,)]}
+
+    keep_top_data = False
+
     params = {
-        "batch_size": Field(int, required=True),
-        "channels": Field(int, required=True),
-        "height": Field(int, required=True),
-        "width": Field(int, required=True),
+        "batch_size": Field(int, required=True, min=1),
+        "channels": Field(int, required=True, min=1),
+        "height": Field(int, required=True, min=1),
+        "width": Field(int, required=True, min=1),
     }
     extra_blocks = {"transform_param": TRANSFORM_PARAM}
     num_tops = (1, 2)
@@ -253,8 +309,6 @@ class MemoryData(SourceLayer):
     def LayerSetUp(self, bottom, top):
         p = self.p
         self.item_shape = (p.channels, p.height, p.width)
-        if p.batch_size <= 0 or min(self.item_shape) <= 0:
-            raise self.error("batch_size, channels, height and width must be positive", "memory_data_param")
         self.data = None
         self.position = 0
         top[0].reshape((p.batch_size,) + self.item_shape)
@@ -292,4 +346,14 @@ class MemoryData(SourceLayer):
         return {"position": self.position}
 
     def set_state(self, state):
-        self.position = int(state["position"])
+        """Continue from a snapshot's position: a multiple of batch_size, inside the arrays
+        when they are given already; anything else is a one-line DataError."""
+        position = state.get("position") if isinstance(state, dict) and len(state) == 1 else None
+        n = self.p.batch_size
+        if isinstance(position, bool) or not isinstance(position, int) or position < 0 or position % n:
+            raise DataError(f"snapshot's data state {state!r:.60} is not {{'position': p}} with p a "
+                            f"multiple of batch_size ({n})", layer=self.name)
+        if self.data is not None and position >= len(self.data):
+            raise DataError(f"snapshot's data position {position} is past the {len(self.data)} "
+                            "items given; the arrays changed since the snapshot", layer=self.name)
+        self.position = position

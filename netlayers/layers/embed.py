@@ -18,9 +18,16 @@ class Embed(Layer):
     An index that is not an integer in [0, input_dim) is a DataError naming the layer and value.
     """
 
+    example = {"bottoms": [(2, 3)], "labels": {0: 4},
+               "params": {"embed_param": {"num_output": 3, "input_dim": 4,
+                                          "weight_filler": {"type": "gaussian"},
+                                          "bias_filler": {"type": "gaussian"}}}}
+
+    keep_top_data = False
+
     params = {
-        "num_output": Field(int, required=True),
-        "input_dim": Field(int, required=True),
+        "num_output": Field(int, required=True, min=1),
+        "input_dim": Field(int, required=True, min=1),
         "bias_term": Field(bool, True),
         "weight_filler": Field(FILLER, {}),
         "bias_filler": Field(FILLER, {}),
@@ -30,10 +37,6 @@ class Embed(Layer):
 
     def LayerSetUp(self, bottom, top):
         p = self.p
-        if p.num_output <= 0:
-            raise self.error(f"num_output must be positive, got {p.num_output}", "embed_param.num_output")
-        if p.input_dim <= 0:
-            raise self.error(f"input_dim must be positive, got {p.input_dim}", "embed_param.input_dim")
         self.add_param((p.input_dim, p.num_output), p.weight_filler)
         if p.bias_term:
             self.add_param((p.num_output,), p.bias_filler)

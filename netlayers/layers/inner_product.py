@@ -15,8 +15,16 @@ class InnerProduct(Layer):
     Backward: dE/dW += dE/dy^T x, dE/db += sum over the batch of dE/dy, dE/dx = dE/dy W.
     """
 
+    example = [{"bottoms": [(2, 3, 2)], "params": {"inner_product_param": {
+        "num_output": 4, "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 3, 2)], "params": {"inner_product_param": {
+            "num_output": 2, "axis": 2, "transpose": True, "bias_term": False,
+            "weight_filler": {"type": "gaussian"}}}}]
+
+    keep_top_data = False
+
     params = {
-        "num_output": Field(int, required=True),
+        "num_output": Field(int, required=True, min=1),
         "bias_term": Field(bool, True),
         "weight_filler": Field(FILLER, {}),
         "bias_filler": Field(FILLER, {}),
@@ -29,8 +37,6 @@ class InnerProduct(Layer):
 
     def LayerSetUp(self, bottom, top):
         p = self.p
-        if p.num_output <= 0:
-            raise self.error(f"num_output must be positive, got {p.num_output}", "inner_product_param.num_output")
         self.axis = bottom[0].canonical_axis(p.axis)
         self.in_features = bottom[0].count_range(self.axis)
         shape = (self.in_features, p.num_output) if p.transpose else (p.num_output, self.in_features)

@@ -31,6 +31,9 @@ class LossLayer(Layer):
         self.loss_param = self.spec.blocks["loss_param"]
 
     def Reshape(self, bottom, top):
+        if bottom[0].num_axes == 0 or bottom[1].num_axes == 0:
+            raise self.error(f"the bottoms need a batch axis (axis 0), got shapes {bottom[0].shape} "
+                             f"and {bottom[1].shape}")
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
             raise self.error(f"the bottoms disagree on the batch size: {bottom[0].shape} vs {bottom[1].shape}")
         top[0].reshape(())
@@ -92,6 +95,8 @@ class Softmax(Layer):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``axis``.
     Backward: dE/dx_i = y_i (dE/dy_i - sum_j dE/dy_j y_j)."""
 
+    example = {"bottoms": [(2, 4, 3)]}
+
     params = {"axis": Field(int, 1)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)
@@ -123,10 +128,18 @@ class SoftmaxWithLoss(LossLayer):
     An optional second top outputs the probabilities.
     """
 
+    example = [{"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
+               {"bottoms": [(2, 4, 3), (2, 3)], "labels": {1: 4}, "params": {"loss_weight": 2,
+                "loss_param": {"ignore_label": 1, "normalization": "BATCH_SIZE"}}}]
+
+    keep_top_data = False
+
     extra_blocks = {"softmax_param": {"axis": Field(int, 1)}}
     num_tops = (1, 2)
 
     def Reshape(self, bottom, top):
+        if bottom[0].num_axes == 0:
+            raise self.error("the scores need at least one axis, got shape ()")
         self.axis = bottom[0].canonical_axis(self.spec.blocks["softmax_param"].axis)
         shape = bottom[0].shape
         self.outer = int(np.prod(shape[:self.axis]))
@@ -183,6 +196,10 @@ class EuclideanLoss(LossLayer):
     Backward: dE/da = w (a - b) / N and dE/db = -w (a - b) / N, w the loss weight; both
     bottoms may take a gradient (neither is a label)."""
 
+    example = {"bottoms": [(3, 4), (3, 2, 2)]}
+
+    keep_top_data = False
+
     def Reshape(self, bottom, top):
         super().Reshape(bottom, top)
         if bottom[0].count_range(1) != bottom[1].count_range(1):
@@ -222,6 +239,10 @@ class SigmoidCrossEntropyLoss(LossLayer):
     when its target equals ``ignore_label`` exactly (Caffe truncates the target to an integer
     first, so a target of 0.5 would match ignore_label 0; we do not). Targets outside [0, 1]
     (other than the ignore label) are a DataError."""
+
+    example = {"bottoms": [(3, 4), (3, 4)], "labels": {1: 2}}
+
+    keep_top_data = False
 
     def LayerSetUp(self, bottom, top):
         super().LayerSetUp(bottom, top)
@@ -295,6 +316,11 @@ class HingeLoss(LossLayer):
     Backward: dE/dx_nk = -w t_k [m_nk > 0] / N (L1) or -2 w t_k m_nk / N (L2), w the loss weight.
     At the kink (m = 0 exactly) L1 takes the gradient 0, as Caffe's sign(0) = 0."""
 
+    example = [{"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
+               {"bottoms": [(3, 4), (3,)], "labels": {1: 4}, "params": {"hinge_loss_param": {"norm": "L2"}}}]
+
+    keep_top_data = False
+
     params = {"norm": Field(Enum("L1", "L2"), "L1")}
 
     def Reshape(self, bottom, top):
@@ -349,8 +375,13 @@ class Accuracy(Layer):
     left the accuracy is 0. An optional second top gives the accuracy per class (shape
     (classes,); 0 for a class with no predictions). No backward; not a loss."""
 
+    example = {"bottoms": [(4, 5), (4,)], "labels": {1: 5}, "tops": 2,
+               "params": {"accuracy_param": {"top_k": 2}}}
+
+    keep_top_data = False
+
     params = {
-        "top_k": Field(int, 1),
+        "top_k": Field(int, 1, min=1),
         "axis": Field(int, 1),
         "ignore_label": Field(int, None),
     }
@@ -358,12 +389,10 @@ class Accuracy(Layer):
     num_tops = (1, 2)
     has_backward = False
 
-    def LayerSetUp(self, bottom, top):
-        if self.p.top_k < 1:
-            raise self.error(f"top_k must be at least 1, got {self.p.top_k}", "accuracy_param.top_k")
-
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
+        if not shape:
+            raise self.error("the scores need at least one axis, got shape ()", "accuracy_param.axis")
         try:
             self.axis = bottom[0].canonical_axis(self.p.axis)
         except ValueError as err:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..kernels import elementwise
 from ..layer import Layer
-from ..netspec import FILLER, Field
+from ..netspec import FILLER, Field, rule_error
 from ..registry import register_layer
 
 
@@ -36,13 +36,17 @@ class ReLU(NeuronLayer):
     the left slope is taken, as in Caffe). In place, x > 0 iff y > 0 (for slope >= 0), so the
     output stands in for the overwritten input."""
 
+    example = {"bottoms": [(2, 3, 4)], "params": {"relu_param": {"negative_slope": 0.1}}}
+
+    keep_top_data = False     # in place it is True (see LayerSetUp)
+
     params = {"negative_slope": Field(float, 0.0)}
 
+    def can_run_in_place(self):
+        return self.p.negative_slope >= 0    # else y's sign no longer tells x's
+
     def LayerSetUp(self, bottom, top):
-        if top[0] is bottom[0] and self.p.negative_slope < 0:
-            raise self.error(f"ReLU with a negative negative_slope ({self.p.negative_slope:g}) "
-                             "cannot run in place: its backward needs the sign of the input",
-                             "relu_param.negative_slope")
+        self.keep_top_data = top[0] is bottom[0]   # in place, backward reads y for x's sign
 
     def Forward_cpu(self, bottom, top):
         elementwise.relu_forward(bottom[0].data, self.p.negative_slope, out=top[0].data)
@@ -57,6 +61,8 @@ class ReLU(NeuronLayer):
 class Sigmoid(NeuronLayer):
     """y = 1 / (1 + exp(-x)).  Backward: dE/dx = dE/dy * y * (1 - y): only the top is needed."""
 
+    example = {"bottoms": [(2, 3, 4)]}
+
     def Forward_cpu(self, bottom, top):
         elementwise.sigmoid_forward(bottom[0].data, out=top[0].data)
 
@@ -68,6 +74,8 @@ class Sigmoid(NeuronLayer):
 @register_layer("TanH")
 class TanH(NeuronLayer):
     """y = tanh(x).  Backward: dE/dx = dE/dy * (1 - y^2): only the top is needed."""
+
+    example = {"bottoms": [(2, 3, 4)]}
 
     def Forward_cpu(self, bottom, top):
         np.tanh(bottom[0].data, out=top[0].data)
@@ -84,12 +92,12 @@ class ELU(NeuronLayer):
     left slope alpha is taken, as in Caffe. In place, y stands in for the overwritten x (y > 0
     iff x > 0 when alpha >= 0; a negative alpha in place is refused)."""
 
+    example = {"bottoms": [(2, 3, 4)], "params": {"elu_param": {"alpha": 0.5}}}
+
     params = {"alpha": Field(float, 1.0)}
 
-    def LayerSetUp(self, bottom, top):
-        if top[0] is bottom[0] and self.p.alpha < 0:
-            raise self.error(f"ELU with a negative alpha ({self.p.alpha:g}) cannot run in place: "
-                             "its backward needs the sign of the input", "elu_param.alpha")
+    def can_run_in_place(self):
+        return self.p.alpha >= 0    # else y's sign no longer tells x's
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
@@ -113,6 +121,11 @@ class PReLU(NeuronLayer):
     Backward: dE/dx = dE/dy if x > 0 else a_c * dE/dy; dE/da_c += sum over the elements of
     channel c with x <= 0 of dE/dy * x. At x = 0 the left slope is taken (as Caffe), which adds
     nothing to dE/da. In place, the input is copied before it is overwritten."""
+
+    example = [{"bottoms": [(2, 3, 4)], "params": {"prelu_param": {"filler": {"type": "gaussian"}}}},
+               {"bottoms": [(2, 3)], "params": {"prelu_param": {"channel_shared": True}}}]
+
+    keep_top_data = False
 
     params = {
         "filler": Field(FILLER, {"type": "constant", "value": 0.25}),
@@ -162,6 +175,10 @@ class AbsVal(NeuronLayer):
     """y = |x|.  Backward: dE/dx = sign(x) * dE/dy, with sign(0) = 0 (the subgradient 0 at the
     kink, as Caffe's caffe_cpu_sign). Not in place: the backward needs the sign of x."""
 
+    example = {"bottoms": [(2, 3, 4)]}
+
+    keep_top_data = False
+
     in_place = False
 
     def Forward_cpu(self, bottom, top):
@@ -180,6 +197,11 @@ class Power(NeuronLayer):
     0/0 at a zero base. With power = 0 or scale = 0 the top is the constant 1 (power 0) or
     shift^power, and the gradient is 0. A zero base with power < 1 gives an infinite gradient,
     as the math says."""
+
+    example = [{"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 1.5, "scale": 0.5, "shift": 3}}},
+               {"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 2, "scale": -2, "shift": 1}}}]
+
+    keep_top_data = False
 
     params = {"power": Field(float, 1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
 
@@ -224,12 +246,10 @@ class Power(NeuronLayer):
 
 
 def _log_of_base(layer, block):
-    """ln(base) for Exp and Log: base -1 means e; otherwise base must be positive."""
+    """ln(base) for Exp and Log: base -1 means e; otherwise base is positive (declared)."""
     base = layer.p.base
     if base == -1:
         return 1.0
-    if not base > 0:
-        raise layer.error(f"base must be positive (or -1 for e), got {base:g}", f"{block}.base")
     return float(np.log(base))
 
 
@@ -239,7 +259,9 @@ class Exp(NeuronLayer):
     Computed as outer * exp(inner * x) with inner = ln(base) * scale, outer = base^shift.
     Backward: dE/dx = dE/dy * y * inner: only the top is needed (in place works)."""
 
-    params = {"base": Field(float, -1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+    example = {"bottoms": [(2, 3, 4)], "params": {"exp_param": {"base": 2, "scale": 0.5, "shift": 1}}}
+
+    params = {"base": Field(float, -1.0, gt=0, also=(-1,)), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
 
     def LayerSetUp(self, bottom, top):
         log_base = _log_of_base(self, "exp_param")
@@ -264,12 +286,19 @@ class Log(NeuronLayer):
     Backward: dE/dx = dE/dy * scale / (ln(base) * (shift + scale * x)), from the base kept by the
     forward (so in place works). Base 1 is refused (ln(1) = 0)."""
 
-    params = {"base": Field(float, -1.0), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+    example = {"bottoms": [(2, 3, 4)], "params": {"log_param": {"base": 10, "scale": 0.5, "shift": 3}}}
+
+    keep_top_data = False
+
+    params = {"base": Field(float, -1.0, gt=0, also=(-1,)), "scale": Field(float, 1.0), "shift": Field(float, 0.0)}
+
+    @classmethod
+    def check_params(cls, p):
+        if p.base == 1:
+            raise rule_error("base", "base 1 has no logarithm (ln(1) = 0)")
 
     def LayerSetUp(self, bottom, top):
         log_base = _log_of_base(self, "log_param")
-        if log_base == 0:
-            raise self.error("base 1 has no logarithm (ln(1) = 0)", "log_param.base")
         self.base_scale = 1.0 / log_base
         self.backward_scale = self.p.scale / log_base
 
@@ -301,6 +330,8 @@ class BNLL(NeuronLayer):
     Backward: dE/dx = dE/dy * sigmoid(x), and sigmoid(x) = 1 - exp(-y) = -expm1(-y): only the
     top is needed (in place works; expm1 keeps it accurate where y is tiny)."""
 
+    example = {"bottoms": [(2, 3, 4)]}
+
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
         self.buffer("_scratch", bottom[0].shape, bottom[0].dtype)
@@ -322,6 +353,10 @@ class Threshold(NeuronLayer):
     Backward: the step's derivative is 0 everywhere it exists, so dE/dx = 0 (Caffe has no
     backward here; we give the zero gradient so that a net through a Threshold still runs)."""
 
+    example = {"bottoms": [(2, 3, 4)], "params": {"threshold_param": {"threshold": 0.2}}}
+
+    keep_top_data = False
+
     params = {"threshold": Field(float, 0.0)}
 
     def Forward_cpu(self, bottom, top):
@@ -342,12 +377,15 @@ class Dropout(NeuronLayer):
     factor otherwise. The mask is kept as float32 U[0, 1) draws u (kept where u >= ratio), so a
     float32 and a float64 layer with one seed drop the same elements. In place works."""
 
-    params = {"dropout_ratio": Field(float, 0.5), "scale_train": Field(bool, True)}
+    example = [{"bottoms": [(2, 3, 4)], "params": {"dropout_param": {"dropout_ratio": 0.3}}},
+               {"bottoms": [(2, 3, 4)], "phase": "TEST", "params": {"dropout_param": {"scale_train": False}}}]
+
+    keep_top_data = False
+
+    params = {"dropout_ratio": Field(float, 0.5, min=0, lt=1), "scale_train": Field(bool, True)}
 
     def LayerSetUp(self, bottom, top):
         ratio = self.p.dropout_ratio
-        if not 0 <= ratio < 1:
-            raise self.error(f"dropout_ratio must be in [0, 1), got {ratio:g}", "dropout_param.dropout_ratio")
         self.ratio = ratio
         self.train_scale = 1.0 / (1.0 - ratio) if self.p.scale_train else 1.0
         self.test_scale = 1.0 if self.p.scale_train else 1.0 - ratio

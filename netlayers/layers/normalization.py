@@ -3,14 +3,8 @@ import numpy as np
 
 from ..kernels import lrn as lrn_kernels
 from ..layer import Layer
-from ..netspec import Enum, Field
+from ..netspec import Enum, Field, rule_error
 from ..registry import register_layer
-
-
-def check_eps(layer, field):
-    """eps keeps a denominator away from 0, so it must not be negative."""
-    if layer.p.eps < 0:
-        raise layer.error(f"eps must not be negative, got {layer.p.eps:g}", field)
 
 
 @register_layer("LRN")
@@ -29,8 +23,13 @@ class LRN(Layer):
     local_size must be odd (as in Caffe); the layer cannot run in place (backward needs x).
     """
 
+    example = [{"bottoms": [(2, 5, 3, 3)], "params": {"lrn_param": {"local_size": 3, "alpha": 0.5, "k": 2}}},
+               {"bottoms": [(2, 2, 4, 4)], "params": {"lrn_param": {"norm_region": "WITHIN_CHANNEL"}}}]
+
+    keep_top_data = False
+
     params = {
-        "local_size": Field(int, 5),
+        "local_size": Field(int, 5, min=1),
         "alpha": Field(float, 1.0),
         "beta": Field(float, 0.75),
         "norm_region": Field(Enum("ACROSS_CHANNELS", "WITHIN_CHANNEL"), "ACROSS_CHANNELS"),
@@ -40,10 +39,12 @@ class LRN(Layer):
     num_bottoms = (1, 1)
     num_tops = (1, 1)
 
+    @classmethod
+    def check_params(cls, p):
+        if p.local_size % 2 == 0:
+            raise rule_error("local_size", f"local_size must be odd, got {p.local_size}")
+
     def LayerSetUp(self, bottom, top):
-        size = self.p.local_size
-        if size <= 0 or size % 2 == 0:
-            raise self.error(f"local_size must be odd and positive, got {size}", "lrn_param.local_size")
         self.across = self.p.norm_region == "ACROSS_CHANNELS"
         self._shape = None
 
@@ -117,10 +118,15 @@ class BatchNorm(Layer):
     oscillate or grow without bound).
     """
 
+    example = [{"bottoms": [(4, 3, 2)]},
+               {"bottoms": [(4, 3)], "phase": "TEST"}]
+
+    keep_top_data = False
+
     params = {
         "use_global_stats": Field(bool, None),
-        "moving_average_fraction": Field(float, 0.999),
-        "eps": Field(float, 1e-5),
+        "moving_average_fraction": Field(float, 0.999, min=0, max=1),
+        "eps": Field(float, 1e-5, min=0, doc="keeps a denominator away from 0: never negative"),
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
@@ -129,10 +135,6 @@ class BatchNorm(Layer):
 
     def LayerSetUp(self, bottom, top):
         p = self.p
-        check_eps(self, "batch_norm_param.eps")
-        if not 0.0 <= p.moving_average_fraction <= 1.0:
-            raise self.error(f"moving_average_fraction must be in [0, 1], got {p.moving_average_fraction:g}",
-                             "batch_norm_param.moving_average_fraction")
         self.use_global_stats = self.phase == "TEST" if p.use_global_stats is None else p.use_global_stats
         shape = bottom[0].shape
         self.channels = shape[1] if len(shape) > 1 else 1
@@ -223,17 +225,22 @@ class MVN(Layer):
     eps must be >= 0 (beyond Caffe: a negative eps can make std + eps zero or negative).
     """
 
+    example = [{"bottoms": [(2, 3, 4)]},
+               {"bottoms": [(2, 3, 2, 2)],
+                "params": {"mvn_param": {"across_channels": True, "normalize_variance": False}}}]
+
+    keep_top_data = False
+
     params = {
         "normalize_variance": Field(bool, True),
         "across_channels": Field(bool, False),
-        "eps": Field(float, 1e-9),
+        "eps": Field(float, 1e-9, min=0, doc="keeps a denominator away from 0: never negative"),
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
     in_place = True          # forward and backward read the input before writing the output
 
     def LayerSetUp(self, bottom, top):
-        check_eps(self, "mvn_param.eps")
         self._shape = None
 
     def Reshape(self, bottom, top):

@@ -81,6 +81,9 @@ def as_layer_class(cls):
 class Python(Layer):
     """Delegates to the user's class named by ``python_param`` (module, layer, param_str)."""
 
+    example = {"bottoms": [(2, 3)], "python_path": "configs/examples/python_layer",
+               "params": {"python_param": {"module": "cube_layer", "layer": "Cube", "param_str": "scale: 2"}}}
+
     params = {
         "module": Field(str, required=True),
         "layer": Field(str, required=True),

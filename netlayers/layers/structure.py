@@ -8,12 +8,15 @@ import numpy as np
 
 from ..kernels import elementwise
 from ..layer import Layer
-from ..netspec import BLOB_SHAPE, FILLER, Enum, Field
+from ..netspec import FILLER, RESHAPE_SHAPE, Enum, Field, rule_error
 from ..registry import register_layer
 
 
 def _axis(layer, blob, axis, field):
-    """Caffe's CanonicalAxisIndex, as a located ConfigError when out of range."""
+    """Caffe's CanonicalAxisIndex, as a located ConfigError when out of range (a blob without
+    axes has no axis 0 either)."""
+    if blob.num_axes == 0:
+        raise layer.error(f"axis {axis} out of range for a bottom without axes (shape ())", field)
     try:
         return blob.canonical_axis(axis)
     except ValueError as err:
@@ -36,6 +39,10 @@ class Split(Layer):
     """Copies one blob to several tops (inserted automatically where a blob fans out).
     Forward: every top shares the bottom's data (no copy).
     Backward: dE/dx = sum over tops of dE/dtop_k (gradients add at a branch)."""
+
+    example = {"bottoms": [(2, 3)], "tops": 3}
+
+    keep_top_data = False
 
     num_bottoms = (1, 1)
     num_tops = (1, None)
@@ -75,6 +82,12 @@ class Eltwise(Layer):
     Not in place (a bottom's values or the gradient routing would be lost).
     """
 
+    example = [{"bottoms": [(2, 3, 4), (2, 3, 4)], "params": {"eltwise_param": {"coeff": [1, -0.5]}}},
+               {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "PROD"}}},
+               {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "MAX"}}}]
+
+    keep_top_data = False
+
     params = {
         "operation": Field(Enum("PROD", "SUM", "MAX"), "SUM"),
         "coeff": Field(float, repeated=True),
@@ -83,14 +96,18 @@ class Eltwise(Layer):
     num_bottoms = (2, None)
     num_tops = (1, 1)
 
+    @classmethod
+    def check_params(cls, p):
+        if p.coeff and p.operation != "SUM":
+            raise rule_error("coeff", f"coeff is only for operation SUM, not {p.operation}")
+
     def LayerSetUp(self, bottom, top):
         p = self.p
-        if p.coeff and p.operation != "SUM":
-            raise self.error(f"coeff is only for operation SUM, not {p.operation}", "eltwise_param.coeff")
         if p.coeff and len(p.coeff) != len(bottom):
             raise self.error(f"give one coeff per bottom: {len(p.coeff)} coeff(s) for {len(bottom)} bottoms",
                              "eltwise_param.coeff")
         self.coeffs = list(p.coeff) if p.coeff else [1.0] * len(bottom)
+        self.keep_top_data = p.operation == "PROD" and not p.stable_prod_grad   # dE/dy * y / x_i
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -152,8 +169,6 @@ def _param_shape(layer, blob, axis, num_axes, block):
     """The shape of a learned broadcast operand: ``num_axes`` axes of ``blob`` from ``axis``
     (-1: to the end; 0: a scalar)."""
     axis = _axis(layer, blob, axis, f"{block}.axis")
-    if num_axes < -1:
-        raise layer.error(f"num_axes must be -1 (to the end) or more, got {num_axes}", f"{block}.num_axes")
     end = blob.num_axes if num_axes == -1 else axis + num_axes
     if end > blob.num_axes:
         raise layer.error(f"axis {axis} + num_axes {num_axes} goes past the bottom's {blob.num_axes} "
@@ -188,9 +203,15 @@ class Scale(Layer):
     input is copied before it is overwritten, as in Caffe.
     """
 
+    example = [{"bottoms": [(2, 3, 4)], "params": {"scale_param": {
+        "bias_term": True, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 3, 4), (3,)]}]
+
+    keep_top_data = False
+
     params = {
         "axis": Field(int, 1),
-        "num_axes": Field(int, 1),
+        "num_axes": Field(int, 1, min=-1),
         "filler": Field(FILLER, {"type": "constant", "value": 1.0}),
         "bias_term": Field(bool, False),
         "bias_filler": Field(FILLER, {}),
@@ -262,9 +283,14 @@ class Bias(Layer):
     Backward: dE/dx = dE/dy; dE/db[d] = sum over n, k of dE/dy (accumulated into the param,
     written into bottom[1]'s diff). In place works."""
 
+    example = [{"bottoms": [(2, 3, 4)], "params": {"bias_param": {"filler": {"type": "gaussian"}}}},
+               {"bottoms": [(2, 3, 4), (3, 4)]}]
+
+    keep_top_data = False
+
     params = {
         "axis": Field(int, 1),
-        "num_axes": Field(int, 1),
+        "num_axes": Field(int, 1, min=-1),
         "filler": Field(FILLER, {}),
     }
     num_bottoms = (1, 2)
@@ -309,13 +335,18 @@ class Concat(Layer):
     Backward: dE/dx_i = the slice of dE/dy that x_i filled. A single bottom is passed through
     without a copy."""
 
-    params = {"axis": Field(int, None), "concat_dim": Field(int, None)}
+    example = {"bottoms": [(2, 3, 2), (2, 1, 2)]}
+
+    keep_top_data = False
+
+    params = {"axis": Field(int, None), "concat_dim": Field(int, None, min=0)}
     num_bottoms = (1, None)
     num_tops = (1, 1)
 
-    def LayerSetUp(self, bottom, top):
-        if self.p.axis is not None and self.p.concat_dim is not None:
-            raise self.error("give either axis or concat_dim, not both", "concat_param")
+    @classmethod
+    def check_params(cls, p):
+        if p.axis is not None and p.concat_dim is not None:
+            raise rule_error("concat_dim", "give either axis or concat_dim, not both")
 
     def Reshape(self, bottom, top):
         first = bottom[0]
@@ -361,14 +392,19 @@ class Slice(Layer):
     Backward: each top's diff goes back into its slice of dE/dx. A single top is passed through
     without a copy."""
 
-    params = {"axis": Field(int, None), "slice_dim": Field(int, None),
-              "slice_point": Field(int, repeated=True)}
+    example = {"bottoms": [(2, 4, 3)], "tops": 2, "params": {"slice_param": {"slice_point": [1]}}}
+
+    keep_top_data = False
+
+    params = {"axis": Field(int, None), "slice_dim": Field(int, None, min=0),
+              "slice_point": Field(int, repeated=True, min=1)}
     num_bottoms = (1, 1)
     num_tops = (1, None)
 
-    def LayerSetUp(self, bottom, top):
-        if self.p.axis is not None and self.p.slice_dim is not None:
-            raise self.error("give either axis or slice_dim, not both", "slice_param")
+    @classmethod
+    def check_params(cls, p):
+        if p.axis is not None and p.slice_dim is not None:
+            raise rule_error("slice_dim", "give either axis or slice_dim, not both")
 
     def Reshape(self, bottom, top):
         blob = bottom[0]
@@ -440,6 +476,10 @@ class Flatten(_ViewLayer):
     """Merges the axes ``axis`` .. ``end_axis`` (inclusive; default 1 .. -1) into one: a bottom
     (N, C, H, W) becomes (N, C*H*W). y is x's data, viewed; dE/dx is dE/dy, reshaped."""
 
+    example = {"bottoms": [(2, 3, 2, 2)]}
+
+    keep_top_data = False
+
     params = {"axis": Field(int, 1), "end_axis": Field(int, -1)}
 
     def top_shape(self, blob):
@@ -459,18 +499,21 @@ class Reshape(_ViewLayer):
     the end); a dim 0 copies the bottom's dim at the same position, a single -1 is inferred
     from the count. y is x's data, viewed; dE/dx is dE/dy, reshaped."""
 
-    params = {"shape": Field(BLOB_SHAPE, {}), "axis": Field(int, 0), "num_axes": Field(int, -1)}
+    example = {"bottoms": [(2, 3, 4)], "params": {"reshape_param": {"shape": {"dim": [0, -1, 2]}}}}
+
+    keep_top_data = False
+
+    params = {"shape": Field(RESHAPE_SHAPE, {}), "axis": Field(int, 0), "num_axes": Field(int, -1, min=-1)}
+
+    @classmethod
+    def check_params(cls, p):
+        if p.shape.dim.count(-1) > 1:
+            raise rule_error("shape", f"shape {p.shape.dim} has more than one -1: at most one dim "
+                             "can be inferred")
 
     def LayerSetUp(self, bottom, top):
         super().LayerSetUp(bottom, top)
-        dims = list(self.p.shape.dim)
-        if any(d < -1 for d in dims):
-            raise self.error(f"shape dims must be positive, 0 (copy) or -1 (infer), got {dims}",
-                             "reshape_param.shape")
-        if dims.count(-1) > 1:
-            raise self.error(f"shape {dims} has more than one -1: at most one dim can be inferred",
-                             "reshape_param.shape")
-        self.dims = dims
+        self.dims = list(self.p.shape.dim)
 
     def top_shape(self, blob):
         p, axes = self.p, blob.num_axes
@@ -478,9 +521,6 @@ class Reshape(_ViewLayer):
         if not 0 <= start <= axes:
             raise self.error(f"axis {p.axis} is out of range for a bottom of shape {blob.shape}",
                              "reshape_param.axis")
-        if p.num_axes < -1:
-            raise self.error(f"num_axes must be -1 (to the end) or more, got {p.num_axes}",
-                             "reshape_param.num_axes")
         end = axes if p.num_axes == -1 else start + p.num_axes
         if end > axes:
             raise self.error(f"axis {start} + num_axes {p.num_axes} goes past the bottom's {axes} axes "
@@ -511,6 +551,8 @@ class Silence(Layer):
     """Consumes its bottoms (so that no output is left dangling) and has no top.
     Backward: writes zero into the diff of each bottom asked for a gradient."""
 
+    example = {"bottoms": [(2, 3), (4,)], "tops": 0}
+
     num_bottoms = (1, None)
     num_tops = (0, 0)
 
@@ -535,6 +577,14 @@ class Reduction(Layer):
 
     with c = ``coeff`` (default 1). Backward: dE/dx[n, j] = c dE/dy[n] times 1 (SUM), sign(x)
     (ASUM; sign(0) = 0 at the kink, as Caffe), 2 x (SUMSQ) or 1 / dim (MEAN)."""
+
+    example = [{"bottoms": [(2, 3, 4)]},
+               {"bottoms": [(2, 3, 4)],
+                "params": {"reduction_param": {"operation": "ASUM", "axis": 1, "coeff": -2}}},
+               {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "SUMSQ", "axis": -1}}},
+               {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "MEAN", "axis": 1}}}]
+
+    keep_top_data = False
 
     params = {
         "operation": Field(Enum("SUM", "ASUM", "SUMSQ", "MEAN"), "SUM"),
@@ -598,14 +648,15 @@ class ArgMax(Layer):
     Order: largest first; ties go to the larger index (Caffe sorts (value, index) pairs in
     descending order). Indices are stored as floats in the top. No backward."""
 
-    params = {"out_max_val": Field(bool, False), "top_k": Field(int, 1), "axis": Field(int, None)}
+    example = [{"bottoms": [(2, 5)], "params": {"argmax_param": {"top_k": 2, "out_max_val": True}}},
+               {"bottoms": [(2, 5, 3)], "params": {"argmax_param": {"axis": 1}}}]
+
+    keep_top_data = False
+
+    params = {"out_max_val": Field(bool, False), "top_k": Field(int, 1, min=1), "axis": Field(int, None)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)
     has_backward = False
-
-    def LayerSetUp(self, bottom, top):
-        if self.p.top_k < 1:
-            raise self.error(f"top_k must be at least 1, got {self.p.top_k}", "argmax_param.top_k")
 
     def Reshape(self, bottom, top):
         blob, k = bottom[0], self.p.top_k
@@ -658,13 +709,14 @@ class Tile(Layer):
     y[n, t] = x[n] (so [a b c] tiled twice on its only axis is [a b c a b c]).
     Backward: dE/dx[n] = sum over t of dE/dy[n, t]."""
 
-    params = {"axis": Field(int, 1), "tiles": Field(int, required=True)}
+    example = {"bottoms": [(2, 3)], "params": {"tile_param": {"tiles": 2}}}
+
+    keep_top_data = False
+
+    params = {"axis": Field(int, 1), "tiles": Field(int, required=True, min=1)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)
 
-    def LayerSetUp(self, bottom, top):
-        if self.p.tiles < 1:
-            raise self.error(f"tiles must be positive, got {self.p.tiles}", "tile_param.tiles")
 
     def Reshape(self, bottom, top):
         blob = bottom[0]

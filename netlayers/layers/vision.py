@@ -22,25 +22,25 @@ import numpy as np
 from ..kernels import im2col as conv_kernels
 from ..kernels import pooling as pool_kernels
 from ..layer import Layer
-from ..netspec import FILLER, Enum, Field
+from ..netspec import FILLER, Enum, Field, rule_error
 from ..registry import register_layer
 
 ENGINE = Enum("DEFAULT", "CAFFE", "CUDNN")
 
 CONVOLUTION_PARAMS = {
-    "num_output": Field(int, required=True),
+    "num_output": Field(int, required=True, min=1),
     "bias_term": Field(bool, True),
-    "pad": Field(int, repeated=True),
-    "kernel_size": Field(int, repeated=True),
-    "stride": Field(int, repeated=True),
-    "dilation": Field(int, repeated=True),
-    "pad_h": Field(int, None),
-    "pad_w": Field(int, None),
-    "kernel_h": Field(int, None),
-    "kernel_w": Field(int, None),
-    "stride_h": Field(int, None),
-    "stride_w": Field(int, None),
-    "group": Field(int, 1),
+    "pad": Field(int, repeated=True, min=0),
+    "kernel_size": Field(int, repeated=True, min=1),
+    "stride": Field(int, repeated=True, min=1),
+    "dilation": Field(int, repeated=True, min=1),
+    "pad_h": Field(int, None, min=0),
+    "pad_w": Field(int, None, min=0),
+    "kernel_h": Field(int, None, min=1),
+    "kernel_w": Field(int, None, min=1),
+    "stride_h": Field(int, None, min=1),
+    "stride_w": Field(int, None, min=1),
+    "group": Field(int, 1, min=1),
     "weight_filler": Field(FILLER, {}),
     "bias_filler": Field(FILLER, {}),
     "axis": Field(int, 1),
@@ -52,46 +52,42 @@ BATCH_MAJOR_MIN_PLANE = 256          # output pixels per image from which per-im
 BATCH_MAJOR_MAX_WEIGHT_TEMP = 1 << 25  # bytes of the per-image weight-gradient stack allowed
 
 
-def _two(layer, p, name, h_name, w_name, default, block):
+def _two(p, name, h_name, w_name, default):
     """Caffe's rule for a 2-D spatial setting: ``name`` (repeated: 1 value for both axes or one
     per axis) or ``name_h`` and ``name_w``, not both."""
     values = p[name]
     h, w = p[h_name], p[w_name]
     if h is not None or w is not None:
         if values:
-            raise layer.error(f"give either {name} or {h_name}/{w_name}, not both", f"{block}.{name}")
+            raise rule_error(name, f"give either {name} or {h_name}/{w_name}, not both")
         if h is None or w is None:
-            raise layer.error(f"{h_name} and {w_name} go together: both are needed", f"{block}.{h_name}")
+            raise rule_error(h_name, f"{h_name} and {w_name} go together: both are needed")
         return (h, w)
     if not values:
         return None if default is None else (default, default)
-    return _repeated_pair(layer, values, default, name, block)
+    return _repeated_pair(values, default, name)
 
 
-def conv_geometry(layer, p, block):
-    """(kernel, pad, stride, dilation) as (h, w) pairs from a ConvolutionParameter block."""
-    kernel = _two(layer, p, "kernel_size", "kernel_h", "kernel_w", None, block)
+def conv_geometry(p):
+    """(kernel, pad, stride, dilation) as (h, w) pairs from a ConvolutionParameter block; its
+    cross-field rules (each layer's ``check_params``), raising errors relative to the block."""
+    kernel = _two(p, "kernel_size", "kernel_h", "kernel_w", None)
     if kernel is None:
-        raise layer.error("kernel_size (or kernel_h and kernel_w) is required", f"{block}.kernel_size")
-    pad = _two(layer, p, "pad", "pad_h", "pad_w", 0, block)
-    stride = _two(layer, p, "stride", "stride_h", "stride_w", 1, block)
-    dilation = _repeated_pair(layer, p.dilation, 1, "dilation", block)
-    for name, values, low in (("kernel_size", kernel, 1), ("pad", pad, 0), ("stride", stride, 1),
-                              ("dilation", dilation, 1)):
-        if min(values) < low:
-            raise layer.error(f"{name} must be >= {low}, got {list(values)}", f"{block}.{name}")
+        raise rule_error("kernel_size", "kernel_size (or kernel_h and kernel_w) is required")
+    pad = _two(p, "pad", "pad_h", "pad_w", 0)
+    stride = _two(p, "stride", "stride_h", "stride_w", 1)
+    dilation = _repeated_pair(p.dilation, 1, "dilation")
     return kernel, pad, stride, dilation
 
 
-def _repeated_pair(layer, values, default, name, block):
+def _repeated_pair(values, default, name):
     if not values:
         return (default, default)
     if len(values) == 1:
         return (values[0], values[0])
     if len(values) == 2:
         return tuple(values)
-    raise layer.error(f"{name} has {len(values)} values; give 1, or 2 (one per spatial axis)",
-                      f"{block}.{name}")
+    raise rule_error(name, f"{name} has {len(values)} values; give 1, or 2 (one per spatial axis)")
 
 
 def conv_output_size(size, kernel, pad, stride, dilation):
@@ -234,6 +230,10 @@ class ConvolutionParamBlock:
     params = CONVOLUTION_PARAMS
 
     @classmethod
+    def check_params(cls, p):
+        conv_geometry(p)
+
+    @classmethod
     def param_blocks(cls):
         return {"convolution_param": cls.params}
 
@@ -252,11 +252,7 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         p = self.p
         if len(bottom) != len(top):
             raise self.error(f"needs one top per bottom, got {len(bottom)} bottoms and {len(top)} tops")
-        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(self, p, self.block)
-        if p.num_output <= 0:
-            raise self.error(f"num_output must be positive, got {p.num_output}", f"{self.block}.num_output")
-        if p.group <= 0:
-            raise self.error(f"group must be positive, got {p.group}", f"{self.block}.group")
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(p)
         shape = bottom[0].shape
         self.axis = bottom[0].canonical_axis(p.axis) if shape else 0
         spatial = len(shape) - self.axis - 1
@@ -317,6 +313,17 @@ class Convolution(_ConvolutionBase):
     Backward: dE/dW += sum_n dE/dy[n] col[n]^T, dE/db += sum over n, i, j of dE/dy,
     dE/dx = col2im(W^T dE/dy[n]). Several bottoms (same shape) give one top each, sharing W.
     """
+
+    example = [{"bottoms": [(2, 3, 5, 5)], "params": {"convolution_param": {
+        "num_output": 4, "kernel_size": 3, "weight_filler": {"type": "gaussian"},
+        "bias_filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 4, 5, 6), (2, 4, 5, 6)], "tops": 2, "params": {"convolution_param": {
+            "num_output": 2, "kernel_size": 3, "pad": 1, "stride": 2, "dilation": 2, "group": 2,
+            "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 3, 3, 3)], "params": {"convolution_param": {
+            "num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}}}]
+
+    keep_top_data = False
 
     def weight_shape(self):
         return (self.p.num_output, self.channels // self.p.group) + self.kernel
@@ -405,6 +412,14 @@ class Deconvolution(_ConvolutionBase):
     dE/db += sum over n and pixels of dE/dy.
     """
 
+    example = [{"bottoms": [(2, 3, 3, 3)], "params": {"convolution_param": {
+        "num_output": 2, "kernel_size": 3, "stride": 2, "pad": 1, "weight_filler": {"type": "gaussian"},
+        "bias_filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 2, 3, 4)], "params": {"convolution_param": {
+            "num_output": 4, "kernel_size": 2, "group": 2, "weight_filler": {"type": "gaussian"}}}}]
+
+    keep_top_data = False
+
     def weight_shape(self):
         return (self.channels, self.p.num_output // self.p.group) + self.kernel
 
@@ -471,12 +486,17 @@ class Im2col(ConvolutionParamBlock, Layer):
     Backward: dE/dx = col2im(dE/dy), the adjoint (sums overlapping windows).
     """
 
-    params = dict(CONVOLUTION_PARAMS, num_output=Field(int, None))
+    example = {"bottoms": [(2, 2, 4, 4)],
+               "params": {"convolution_param": {"kernel_size": 2, "pad": 1, "stride": 2}}}
+
+    keep_top_data = False
+
+    params = dict(CONVOLUTION_PARAMS, num_output=Field(int, None, min=1, doc="not used"))
     num_bottoms = (1, 1)
     num_tops = (1, 1)
 
     def LayerSetUp(self, bottom, top):
-        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(self, self.p, self.block)
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(self.p)
         if bottom[0].num_axes != 4 or self.p.axis not in (1, -3):
             raise self.error(f"Im2col takes (N, C, H, W) input with axis 1, got shape "
                              f"{bottom[0].shape}, axis {self.p.axis}", f"{self.block}.axis")
@@ -511,15 +531,15 @@ class Im2col(ConvolutionParamBlock, Layer):
 
 POOLING_PARAMS = {
     "pool": Field(Enum("MAX", "AVE", "STOCHASTIC"), "MAX"),
-    "pad": Field(int, 0),
-    "pad_h": Field(int, None),
-    "pad_w": Field(int, None),
-    "kernel_size": Field(int, None),
-    "kernel_h": Field(int, None),
-    "kernel_w": Field(int, None),
-    "stride": Field(int, 1),
-    "stride_h": Field(int, None),
-    "stride_w": Field(int, None),
+    "pad": Field(int, 0, min=0),
+    "pad_h": Field(int, None, min=0),
+    "pad_w": Field(int, None, min=0),
+    "kernel_size": Field(int, None, min=1),
+    "kernel_h": Field(int, None, min=1),
+    "kernel_w": Field(int, None, min=1),
+    "stride": Field(int, 1, min=1),
+    "stride_h": Field(int, None, min=1),
+    "stride_w": Field(int, None, min=1),
     "engine": Field(ENGINE, "DEFAULT", doc="accepted for Caffe compatibility, ignored"),
     "global_pooling": Field(bool, False),
     "round_mode": Field(Enum("CEIL", "FLOOR"), "CEIL"),
@@ -548,7 +568,7 @@ class PoolingWindows:
     def shape_for(self, shape, out_size):
         out_shape = shape[:2] + out_size
         if self.method == "MAX" and (self.mask is None or self.mask.shape != out_shape):
-            self.mask = np.empty(out_shape, np.int32)
+            self.mask = np.zeros(out_shape, np.int32)   # index 0: valid even before a forward
         return out_shape
 
     def forward(self, x, y):
@@ -562,6 +582,23 @@ class PoolingWindows:
             pool_kernels.max_pool_backward(dy, self.mask, dx)
         else:
             pool_kernels.ave_pool_backward(dy, self.kernel, self.stride, self.pad, dx)
+
+
+def pooling_geometry(p):
+    """(kernel, pad, stride) as (h, w) pairs from a PoolingParameter block (kernel (None, None)
+    for global pooling); ``x`` or ``x_h`` with ``x_w``, not both (errors relative to the block)."""
+    kernel = (p.kernel_size, p.kernel_size) if p.kernel_size is not None else (p.kernel_h, p.kernel_w)
+
+    def pair(name, value, h, w, default):
+        if h is not None or w is not None:
+            if value != default:
+                raise rule_error(name, f"give either {name} or {name}_h/{name}_w, not both")
+            if h is None or w is None:
+                raise rule_error(f"{name}_h", f"{name}_h and {name}_w go together: both are needed")
+            return (h, w)
+        return (value, value)
+
+    return kernel, pair("pad", p.pad, p.pad_h, p.pad_w, 0), pair("stride", p.stride, p.stride_h, p.stride_w, 1)
 
 
 @register_layer("Pooling")
@@ -582,61 +619,49 @@ class Pooling(Layer):
     ``global_pooling``: the kernel is the whole plane (pad 0, stride 1 required).
     """
 
+    example = [{"bottoms": [(2, 2, 5, 5)], "tops": 2,
+                "params": {"pooling_param": {"kernel_size": 3, "stride": 2}}},
+               {"bottoms": [(2, 2, 5, 5)],
+                "params": {"pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}}},
+               {"bottoms": [(2, 2, 3, 4)],
+                "params": {"pooling_param": {"pool": "AVE", "global_pooling": True}}}]
+
+    keep_top_data = False
+
     params = POOLING_PARAMS
     num_bottoms = (1, 1)
     num_tops = (1, 2)
 
+    @classmethod
+    def check_params(cls, p):
+        """Caffe's rules between the fields (kernel, pad and stride given one way, not two)."""
+        if p.pool == "STOCHASTIC":
+            raise rule_error("pool", "STOCHASTIC pooling is not supported (use MAX or AVE)")
+        if p.global_pooling:
+            if p.kernel_size is not None or p.kernel_h is not None or p.kernel_w is not None:
+                raise rule_error("kernel_size", "with global_pooling the kernel size is the input "
+                                 "size: do not give kernel_size")
+        else:
+            if p.kernel_size is not None and (p.kernel_h is not None or p.kernel_w is not None):
+                raise rule_error("kernel_size", "give either kernel_size or kernel_h/kernel_w, not both")
+            if p.kernel_size is None and (p.kernel_h is None or p.kernel_w is None):
+                raise rule_error("kernel_size", "kernel_size (or kernel_h and kernel_w) is required")
+        kernel, pad, stride = pooling_geometry(p)
+        if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
+            raise rule_error("global_pooling", f"with global_pooling only pad 0 and stride 1 are "
+                             f"allowed, got pad {pad}, stride {stride}")
+        if not p.global_pooling and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
+            raise rule_error("pad", f"pad {pad[0]}x{pad[1]} must be smaller than the kernel "
+                             f"{kernel[0]}x{kernel[1]}")
+
     def LayerSetUp(self, bottom, top):
         p = self.p
-        if p.pool == "STOCHASTIC":
-            raise self.error("STOCHASTIC pooling is not supported (use MAX or AVE)", "pooling_param.pool")
         if len(top) > 1 and p.pool != "MAX":
             raise self.error("only MAX pooling has a second (mask) top", "pooling_param.pool")
         self.global_pooling = p.global_pooling
-        if p.global_pooling:
-            if p.kernel_size is not None or p.kernel_h is not None or p.kernel_w is not None:
-                raise self.error("with global_pooling the kernel size is the input size: do not "
-                                 "give kernel_size", "pooling_param.kernel_size")
-        else:
-            if p.kernel_size is not None and (p.kernel_h is not None or p.kernel_w is not None):
-                raise self.error("give either kernel_size or kernel_h/kernel_w, not both",
-                                 "pooling_param.kernel_size")
-            if p.kernel_size is None and (p.kernel_h is None or p.kernel_w is None):
-                raise self.error("kernel_size (or kernel_h and kernel_w) is required",
-                                 "pooling_param.kernel_size")
-        if p.kernel_size is not None:
-            self.kernel_given = (p.kernel_size, p.kernel_size)
-        else:
-            self.kernel_given = (p.kernel_h, p.kernel_w)
-        self.pad = self._pair("pad", p.pad, p.pad_h, p.pad_w, 0)
-        self.stride = self._pair("stride", p.stride, p.stride_h, p.stride_w, 1)
-        if p.global_pooling and (self.pad != (0, 0) or self.stride != (1, 1)):
-            raise self.error(f"with global_pooling only pad 0 and stride 1 are allowed, got pad "
-                             f"{self.pad}, stride {self.stride}", "pooling_param.global_pooling")
-        if min(self.stride) <= 0:
-            raise self.error(f"stride must be positive, got {self.stride}", "pooling_param.stride")
-        if min(self.pad) < 0:
-            raise self.error(f"pad must not be negative, got {self.pad}", "pooling_param.pad")
-        if not p.global_pooling:
-            if min(self.kernel_given) <= 0:
-                raise self.error(f"kernel size must be positive, got {self.kernel_given}",
-                                 "pooling_param.kernel_size")
-            if self.pad[0] >= self.kernel_given[0] or self.pad[1] >= self.kernel_given[1]:
-                raise self.error(f"pad {self.pad[0]}x{self.pad[1]} must be smaller than the kernel "
-                                 f"{self.kernel_given[0]}x{self.kernel_given[1]}", "pooling_param.pad")
+        self.kernel_given, self.pad, self.stride = pooling_geometry(p)
         self.windows = None
         self._shape = None
-
-    def _pair(self, name, value, h, w, default):
-        if h is not None or w is not None:
-            if value != default:
-                raise self.error(f"give either {name} or {name}_h/{name}_w, not both",
-                                 f"pooling_param.{name}")
-            if h is None or w is None:
-                raise self.error(f"{name}_h and {name}_w go together: both are needed",
-                                 f"pooling_param.{name}_h")
-            return (h, w)
-        return (value, value)
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -684,20 +709,25 @@ class SPP(Layer):
     Backward: each level's pooling backward, summed into dE/dx.
     """
 
+    example = [{"bottoms": [(2, 2, 5, 5)], "params": {"spp_param": {"pyramid_height": 2}}},
+               {"bottoms": [(2, 2, 4, 5)], "params": {"spp_param": {"pyramid_height": 2, "pool": "AVE"}}}]
+
+    keep_top_data = False
+
     params = {
-        "pyramid_height": Field(int, required=True),
+        "pyramid_height": Field(int, required=True, min=1),
         "pool": Field(Enum("MAX", "AVE", "STOCHASTIC"), "MAX"),
         "engine": Field(ENGINE, "DEFAULT", doc="accepted for Caffe compatibility, ignored"),
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
 
+    @classmethod
+    def check_params(cls, p):
+        if p.pool == "STOCHASTIC":
+            raise rule_error("pool", "STOCHASTIC pooling is not supported (use MAX or AVE)")
+
     def LayerSetUp(self, bottom, top):
-        if self.p.pool == "STOCHASTIC":
-            raise self.error("STOCHASTIC pooling is not supported (use MAX or AVE)", "spp_param.pool")
-        if self.p.pyramid_height <= 0:
-            raise self.error(f"pyramid_height must be positive, got {self.p.pyramid_height}",
-                             "spp_param.pyramid_height")
         self._shape = None
 
     def Reshape(self, bottom, top):
@@ -764,6 +794,10 @@ class Crop(Layer):
     Axes before ``axis`` keep bottom[0]'s size. Backward: dE/dx is dE/dy inside the crop and 0
     outside; bottom[1] only gives a shape and receives no gradient.
     """
+
+    example = {"bottoms": [(2, 3, 5, 5), (2, 3, 3, 2)], "params": {"crop_param": {"offset": [1, 2]}}}
+
+    keep_top_data = False
 
     params = {"axis": Field(int, 2), "offset": Field(int, repeated=True)}
     num_bottoms = (2, 2)

@@ -45,5 +45,5 @@ def test_embed_rejects_bad_indices(value):
 def test_embed_setup_errors():
     with pytest.raises(ConfigError, match="input_dim"):
         make_layer({"type": "Embed", "embed_param": {"num_output": 3}}, [np.zeros(2)])
-    with pytest.raises(ConfigError, match="num_output must be positive"):
+    with pytest.raises(ConfigError, match="num_output': expected an integer >= 1, got 0"):
         make_layer(embed(num_output=0), [np.zeros(2)])

@@ -159,7 +159,7 @@ def test_convolution_float32_in_a_net_matches_float64(rng):
     ({"type": "Convolution", "convolution_param": {"num_output": 2, "kernel_size": 3, "kernel_h": 2,
                                                    "kernel_w": 2}}, (1, 4, 6, 6), "not both"),
     (conv_layer(), (4, 6, 6), "only 2 spatial axes"),
-    (conv_layer(stride=0), (1, 4, 6, 6), "stride must be >= 1"),
+    (conv_layer(stride=0), (1, 4, 6, 6), r"stride\[0\]': expected an integer >= 1, got 0"),
     (conv_layer("Deconvolution", kernel=2, pad=3), (1, 4, 2, 2), "not positive"),
 ])
 def test_convolution_setup_errors(spec, shape, message):
