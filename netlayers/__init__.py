@@ -3,6 +3,7 @@
 Public API: Blob, Layer, Net, register_layer, gradcheck (check_layer, check_net), the errors,
 and (from the training modules) Solver.
 """
+
 import importlib
 from typing import TYPE_CHECKING
 
@@ -20,8 +21,13 @@ __version__ = "0.1.0"
 
 #: Imported on first use (numpy and numba take half a second), so that ``import netlayers``
 #: and the command line's start stay cheap: attribute -> (module, name or None for the module).
-_LAZY = {"gradcheck": (".gradcheck", None), "Blob": (".blob", "Blob"), "Layer": (".layer", "Layer"),
-         "Net": (".net", "Net"), "Solver": (".solvers", "Solver")}
+_LAZY = {
+    "gradcheck": (".gradcheck", None),
+    "Blob": (".blob", "Blob"),
+    "Layer": (".layer", "Layer"),
+    "Net": (".net", "Net"),
+    "Solver": (".solvers", "Solver"),
+}
 
 
 def __getattr__(name):
@@ -40,5 +46,17 @@ def __getattr__(name):
     globals()[name] = value
     return value
 
-__all__ = ["Blob", "Layer", "Net", "Solver", "register_layer", "gradcheck", "ConfigError", "DataError",
-           "NetlayersError", "TrainingError", "__version__"]
+
+__all__ = [
+    "Blob",
+    "Layer",
+    "Net",
+    "Solver",
+    "register_layer",
+    "gradcheck",
+    "ConfigError",
+    "DataError",
+    "NetlayersError",
+    "TrainingError",
+    "__version__",
+]

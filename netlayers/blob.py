@@ -3,6 +3,7 @@
 A blob holds ``data`` (values, forward) and ``diff`` (gradients of the loss with respect to
 those values, backward), two numpy arrays of one shape and dtype.
 """
+
 import math
 import operator
 from collections.abc import Callable, Sequence
@@ -32,7 +33,7 @@ class Blob:
         self._diff: np.ndarray = self._diff_buffer
         self._diff_zero_due = False
         self.data: np.ndarray = self._data_buffer
-        self.shape: tuple[int, ...] = (-1,)     # no shape yet: reshape below always acts
+        self.shape: tuple[int, ...] = (-1,)  # no shape yet: reshape below always acts
         self.reshape(shape)
 
     def reshape(self, *shape: Any) -> "Blob":
@@ -40,7 +41,7 @@ class Blob:
         of a grown blob start at zero, those of a kept one are whatever the buffer held."""
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
-            if type(shape) is tuple and shape == self.shape:    # the common case, at once
+            if type(shape) is tuple and shape == self.shape:  # the common case, at once
                 return self
         try:
             shape = tuple(operator.index(d) for d in shape)
@@ -56,7 +57,7 @@ class Blob:
             self._data_buffer = np.zeros(count, self.dtype)
             self._diff_buffer = np.zeros(count, self.dtype)
         self.data = self._data_buffer[:count].reshape(shape)
-        self._diff = self._diff_buffer[:count].reshape(shape)   # a due zeroing stays due
+        self._diff = self._diff_buffer[:count].reshape(shape)  # a due zeroing stays due
         self.shape = shape
         return self
 
@@ -80,14 +81,16 @@ class Blob:
 
     def _legacy_dim(self, index: int) -> int:
         if len(self.shape) > 4:
-            raise ShapeError(f"blob '{self.name}' has {len(self.shape)} axes; num, channels, "
-                             "height and width are for blobs of at most 4")
+            raise ShapeError(
+                f"blob '{self.name}' has {len(self.shape)} axes; num, channels, "
+                "height and width are for blobs of at most 4"
+            )
         return self.shape[index] if index < len(self.shape) else 1
 
     def canonical_axis(self, axis: int) -> int:
         """Caffe's CanonicalAxisIndex: a negative axis counts from the end."""
         n = len(self.shape)
-        if not -n <= axis < max(n, 1):
+        if not -n <= axis < n:
             raise ShapeError(f"axis {axis} out of range for a blob of shape {self.shape}")
         return axis + n if axis < 0 else axis
 
@@ -141,7 +144,7 @@ class Blob:
         if self._diff.shape != shape:
             if self._diff_buffer.size < other.count:
                 self._diff_buffer = np.zeros(other.count, self.dtype)
-            self._diff = self._diff_buffer[:other.count].reshape(shape)
+            self._diff = self._diff_buffer[: other.count].reshape(shape)
         self.data = other.data.reshape(shape)
         self.shape = shape
 

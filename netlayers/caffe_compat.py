@@ -20,6 +20,7 @@ Field numbers used by the binary decoder (from caffe.proto)::
                       double_data = 8 (packed double)
     BlobShape         dim = 1 (packed int64)
 """
+
 import math
 import re
 from pathlib import Path
@@ -42,12 +43,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 WIRE_VARINT, WIRE_FIXED64, WIRE_LENGTH, WIRE_FIXED32 = 0, 1, 2, 5
-_WIRE_NAMES = {WIRE_VARINT: "varint", WIRE_FIXED64: "64-bit", WIRE_LENGTH: "length-delimited",
-               WIRE_FIXED32: "32-bit"}
+_WIRE_NAMES = {WIRE_VARINT: "varint", WIRE_FIXED64: "64-bit", WIRE_LENGTH: "length-delimited", WIRE_FIXED32: "32-bit"}
 
 # NetParameter fields holding layers, and where each layer kind keeps its name and blobs.
-_NET_LAYER = 100          # repeated LayerParameter layer = 100
-_NET_V1_LAYERS = 2        # repeated V1LayerParameter layers = 2
+_NET_LAYER = 100  # repeated LayerParameter layer = 100
+_NET_V1_LAYERS = 2  # repeated V1LayerParameter layers = 2
 _LAYER_NAME, _LAYER_BLOBS = 1, 7
 _V1_NAME, _V1_BLOBS, _V1_V0_LAYER = 4, 6, 1
 _V0_NAME, _V0_BLOBS = 1, 50
@@ -131,8 +131,7 @@ def _parse_message(buf, start, end):
 def _expect_wire(number, wire, allowed, what):
     if wire not in allowed:
         expected = " or ".join(_WIRE_NAMES[w] for w in allowed)
-        raise _WireError(f"{what}: field {number} is {_WIRE_NAMES.get(wire, wire)}, "
-                         f"expected {expected}")
+        raise _WireError(f"{what}: field {number} is {_WIRE_NAMES.get(wire, wire)}, expected {expected}")
 
 
 def _get_string(buf, fields, number, what):
@@ -188,10 +187,10 @@ def _repeated_real(buf, fields, number, dtype, what):
     for wire, (start, end) in fields.get(number, ()):
         _expect_wire(number, wire, (wire_single, WIRE_LENGTH), what)
         if (end - start) % dtype.itemsize:
-            raise _WireError(f"{what}: packed field {number} holds {end - start} bytes, "
-                             f"not a multiple of {dtype.itemsize}")
-        chunks.append(np.frombuffer(buf, dtype=dtype, count=(end - start) // dtype.itemsize,
-                                    offset=start))
+            raise _WireError(
+                f"{what}: packed field {number} holds {end - start} bytes, not a multiple of {dtype.itemsize}"
+            )
+        chunks.append(np.frombuffer(buf, dtype=dtype, count=(end - start) // dtype.itemsize, offset=start))
     if not chunks:
         return np.empty(0, dtype=dtype)
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
@@ -203,8 +202,7 @@ def _blob_shape(buf, fields, what):
     if shape_spans:
         dims = []
         for start, end in shape_spans:  # several occurrences merge, as protobuf does
-            dims += _repeated_int64(buf, _parse_message(buf, start, end), _SHAPE_DIM,
-                                    f"{what} shape")
+            dims += _repeated_int64(buf, _parse_message(buf, start, end), _SHAPE_DIM, f"{what} shape")
     elif any(n in fields for n in _BLOB_LEGACY_DIMS):
         dims = [_get_int64(fields, n, what) for n in _BLOB_LEGACY_DIMS]
     else:
@@ -249,8 +247,7 @@ def _layer_name_and_blob_spans(buf, number, span, index):
 def _decode_net_blobs(buf):
     """Decode a NetParameter's layers into ``{name: [arrays]}`` (layers without blobs left out)."""
     net = _parse_message(buf, 0, len(buf))
-    layers = [(number, entry) for number in (_NET_LAYER, _NET_V1_LAYERS)
-              for entry in net.get(number, ())]
+    layers = [(number, entry) for number in (_NET_LAYER, _NET_V1_LAYERS) for entry in net.get(number, ())]
     if not layers:
         raise _WireError("no layers found: not a Caffe NetParameter (.caffemodel) file")
     result = {}
@@ -259,8 +256,7 @@ def _decode_net_blobs(buf):
         name, blob_spans = _layer_name_and_blob_spans(buf, number, span, index)
         if blob_spans:
             # A repeated name keeps the later layer's blobs, as Caffe's weight copying does.
-            result[name] = [_decode_blob(buf, s, f"layer '{name}' blob {i}")
-                            for i, s in enumerate(blob_spans)]
+            result[name] = [_decode_blob(buf, s, f"layer '{name}' blob {i}") for i, s in enumerate(blob_spans)]
     return result
 
 
@@ -288,7 +284,8 @@ def read_caffemodel(path):
 # Protobuf text format: tokens
 # ---------------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"""
+_TOKEN_RE = re.compile(
+    r"""
       (?P<newline>\n)
     | (?P<space>[ \t\r\f\v]+)
     | (?P<comment>\#[^\n]*)
@@ -297,12 +294,28 @@ _TOKEN_RE = re.compile(r"""
     | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
     | (?P<symbol>[{}<>:,;\[\]\-])
     | (?P<bad>.)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
-_SIMPLE_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"',
-                   "a": "\a", "b": "\b", "f": "\f", "v": "\v", "?": "?"}
-_ESCAPE_RE = re.compile(r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})"
-                        r"|U([0-9a-fA-F]{8})|(.))", re.DOTALL)
+_SIMPLE_ESCAPES = {
+    "n": "\n",
+    "t": "\t",
+    "r": "\r",
+    "\\": "\\",
+    "'": "'",
+    '"': '"',
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "v": "\v",
+    "?": "?",
+}
+_ESCAPE_RE = re.compile(
+    r"\\(?:([0-7]{1,3})|x([0-9a-fA-F]{1,2})|u([0-9a-fA-F]{4})"
+    r"|U([0-9a-fA-F]{8})|(.))",
+    re.DOTALL,
+)
 
 
 class _Token:
@@ -327,8 +340,7 @@ def _tokenize(text, filename):
             line += 1
         elif kind == "bad":
             char = match.group()
-            message = ("unterminated string" if char in "\"'"
-                       else f"unexpected character {char!r}")
+            message = "unterminated string" if char in "\"'" else f"unexpected character {char!r}"
             raise ConfigError(message, file=filename, line=line)
         elif kind not in ("space", "comment"):
             tokens.append(_Token(kind, match.group(), line))
@@ -342,7 +354,7 @@ def _unescape(literal, filename, line):
     out = bytearray()
     pos = 0
     for match in _ESCAPE_RE.finditer(body):
-        out += body[pos:match.start()].encode("utf-8")
+        out += body[pos : match.start()].encode("utf-8")
         octal, hex_byte, short_u, long_u, simple = match.groups()
         if octal is not None:
             out.append(int(octal, 8) & 0xFF)
@@ -374,8 +386,7 @@ def _number_value(text):
         return int(lower, 8)
     if re.fullmatch(r"[0-9]+", lower):
         return int(lower)
-    if lower.endswith("f") and re.fullmatch(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?f",
-                                            lower):
+    if lower.endswith("f") and re.fullmatch(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?f", lower):
         lower = lower[:-1]
     if re.fullmatch(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?", lower):
         return float(lower)
@@ -475,8 +486,7 @@ class _TextParser:
             if token.kind == "end":
                 raise self.error(f"'[' opened at line {opener.line} is never closed", token)
             if not (token.kind == "symbol" and token.text == ","):
-                raise self.error(f"expected ',' or ']' in the list for '{name.text}', "
-                                 f"got {token!r}", token)
+                raise self.error(f"expected ',' or ']' in the list for '{name.text}', got {token!r}", token)
 
     def parse_value(self, name, depth):
         """A scalar or a ``{ ... }`` message after ``name:``."""
@@ -518,8 +528,10 @@ class _TextParser:
         closer = _CLOSERS[opener.text]
         message = self.parse_fields(closer, depth + 1)
         if not self.at_symbol(closer):
-            raise self.error(f"'{name.text} {opener.text}' opened at line {opener.line} "
-                             f"is never closed (expected '{closer}')", opener)
+            raise self.error(
+                f"'{name.text} {opener.text}' opened at line {opener.line} is never closed (expected '{closer}')",
+                opener,
+            )
         self.take()
         return message
 
@@ -545,8 +557,7 @@ def parse_prototxt(text, filename="<string>"):
 # Fields declared ``repeated`` in caffe.proto, per message (only messages that have any).
 _REPEATED_FIELDS = {
     "NetParameter": {"layer", "layers", "input", "input_shape", "input_dim"},
-    "LayerParameter": {"bottom", "top", "param", "loss_weight", "propagate_down",
-                       "include", "exclude", "blobs"},
+    "LayerParameter": {"bottom", "top", "param", "loss_weight", "propagate_down", "include", "exclude", "blobs"},
     "BlobShape": {"dim"},
     "BlobProto": {"data", "diff", "double_data", "double_diff"},
     "NetState": {"stage"},
@@ -563,23 +574,33 @@ _REPEATED_FIELDS = {
 
 # The message type of nested-message fields whose own fields include repeated ones.
 _MESSAGE_FIELDS = {
-    "NetParameter": {"layer": "LayerParameter", "input_shape": "BlobShape",
-                     "state": "NetState"},
-    "LayerParameter": {"include": "NetStateRule", "exclude": "NetStateRule",
-                       "blobs": "BlobProto", "transform_param": "TransformationParameter",
-                       "convolution_param": "ConvolutionParameter",
-                       "crop_param": "CropParameter", "dummy_data_param": "DummyDataParameter",
-                       "eltwise_param": "EltwiseParameter", "input_param": "InputParameter",
-                       "parameter_param": "ParameterParameter",
-                       "reshape_param": "ReshapeParameter", "slice_param": "SliceParameter"},
+    "NetParameter": {"layer": "LayerParameter", "input_shape": "BlobShape", "state": "NetState"},
+    "LayerParameter": {
+        "include": "NetStateRule",
+        "exclude": "NetStateRule",
+        "blobs": "BlobProto",
+        "transform_param": "TransformationParameter",
+        "convolution_param": "ConvolutionParameter",
+        "crop_param": "CropParameter",
+        "dummy_data_param": "DummyDataParameter",
+        "eltwise_param": "EltwiseParameter",
+        "input_param": "InputParameter",
+        "parameter_param": "ParameterParameter",
+        "reshape_param": "ReshapeParameter",
+        "slice_param": "SliceParameter",
+    },
     "BlobProto": {"shape": "BlobShape"},
     "DummyDataParameter": {"shape": "BlobShape"},
     "InputParameter": {"shape": "BlobShape"},
     "ParameterParameter": {"shape": "BlobShape"},
     "ReshapeParameter": {"shape": "BlobShape"},
-    "SolverParameter": {"net_param": "NetParameter", "train_net_param": "NetParameter",
-                        "test_net_param": "NetParameter", "train_state": "NetState",
-                        "test_state": "NetState"},
+    "SolverParameter": {
+        "net_param": "NetParameter",
+        "train_net_param": "NetParameter",
+        "test_net_param": "NetParameter",
+        "train_state": "NetState",
+        "test_state": "NetState",
+    },
 }
 
 
@@ -596,8 +617,7 @@ def _convert_message(parsed, type_name):
     nested = _MESSAGE_FIELDS.get(type_name, {})
     out = {}
     for key, values in parsed.items():
-        values = [_convert_message(v, nested.get(key)) if isinstance(v, dict) else v
-                  for v in values]
+        values = [_convert_message(v, nested.get(key)) if isinstance(v, dict) else v for v in values]
         out[key] = values if key in repeated or len(values) != 1 else values[0]
     finish = _FINISHERS.get(type_name)
     return finish(out) if finish else out
@@ -614,8 +634,10 @@ def _finish_layer(layer):
 def _finish_net(net):
     """Rename Caffe's ``layer`` list to netlayers' ``layers``, keeping the key's position."""
     if "layers" in net:
-        raise ConfigError("this net uses Caffe's legacy V1 'layers { ... }' definitions, which "
-                          "are not supported; upgrade it with Caffe's upgrade_net_proto_text")
+        raise ConfigError(
+            "this net uses Caffe's legacy V1 'layers { ... }' definitions, which "
+            "are not supported; upgrade it with Caffe's upgrade_net_proto_text"
+        )
     return {("layers" if key == "layer" else key): value for key, value in net.items()}
 
 
@@ -659,14 +681,14 @@ def convert_prototxt(path, solver_path=None):
     try:
         config = to_netlayers(parse_prototxt(_read_text(path), filename=str(path)))
     except ConfigError as err:
-        raise err.located(file=str(path))
+        raise err.located(file=str(path)) from None
     sources = [Path(path).name]
     if solver_path is not None:
-        solver = solver_to_netlayers(parse_prototxt(_read_text(solver_path),
-                                                    filename=str(solver_path)))
+        solver = solver_to_netlayers(parse_prototxt(_read_text(solver_path), filename=str(solver_path)))
         solver.pop("net", None)
         config["solver"] = solver
         sources.append(Path(solver_path).name)
     header = f"# netlayers config converted from Caffe's {' and '.join(sources)}\n"
-    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=None,
-                                   allow_unicode=True, width=100, indent=2)
+    return header + yaml.safe_dump(
+        config, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100, indent=2
+    )

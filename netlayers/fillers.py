@@ -24,6 +24,7 @@ Values no distribution can take are ConfigErrors naming the field (relative to t
 a uniform min > max or a range max - min too wide for a float, a sparse below -1 (Caffe's
 CHECK_GE). An empty blob (a zero-sized axis) has nothing to fill and is left as it is.
 """
+
 import math
 
 import numpy as np
@@ -93,12 +94,18 @@ def bilinear(filler, shape, rng):
 
 
 FILLERS = {
-    "constant": constant, "uniform": uniform, "uniform_int": uniform_int, "gaussian": gaussian,
-    "xavier": xavier, "msra": msra, "positive_unitball": positive_unitball, "bilinear": bilinear,
+    "constant": constant,
+    "uniform": uniform,
+    "uniform_int": uniform_int,
+    "gaussian": gaussian,
+    "xavier": xavier,
+    "msra": msra,
+    "positive_unitball": positive_unitball,
+    "bilinear": bilinear,
 }
 
 #: The largest magnitude of a uniform_int bound: every integer up to it is exact in float32.
-UNIFORM_INT_LIMIT = 2 ** 24
+UNIFORM_INT_LIMIT = 2**24
 
 
 def check(filler):
@@ -107,11 +114,16 @@ def check(filler):
     kind = filler.type
     if kind == "uniform":
         if filler.min > filler.max:
-            raise ConfigError(f"the uniform filler's min must not exceed max, got min {filler.min:g} "
-                              f"> max {filler.max:g}", field="min")
+            raise ConfigError(
+                f"the uniform filler's min must not exceed max, got min {filler.min:g} > max {filler.max:g}",
+                field="min",
+            )
         if not math.isfinite(float(filler.max) - float(filler.min)):
-            raise ConfigError(f"the uniform filler's range max - min is too wide for a float "
-                              f"(min {filler.min:g}, max {filler.max:g})", field="max")
+            raise ConfigError(
+                f"the uniform filler's range max - min is too wide for a float "
+                f"(min {filler.min:g}, max {filler.max:g})",
+                field="max",
+            )
     elif kind == "uniform_int":
         check_uniform_int(filler)
 
@@ -121,11 +133,16 @@ def check_uniform_int(filler):
     for name in ("min", "max"):
         value = float(filler[name])
         if not (value.is_integer() and abs(value) <= UNIFORM_INT_LIMIT):
-            raise ConfigError(f"the uniform_int filler's {name} must be a whole number from "
-                              f"-2^24 to 2^24 (exact in float32), got {value:g}", field=name)
+            raise ConfigError(
+                f"the uniform_int filler's {name} must be a whole number from "
+                f"-2^24 to 2^24 (exact in float32), got {value:g}",
+                field=name,
+            )
     if filler.min > filler.max:
-        raise ConfigError(f"the uniform_int filler's min must not exceed max, got min "
-                          f"{filler.min:g} > max {filler.max:g}", field="min")
+        raise ConfigError(
+            f"the uniform_int filler's min must not exceed max, got min {filler.min:g} > max {filler.max:g}",
+            field="min",
+        )
 
 
 def fill(array, filler, rng):
@@ -136,7 +153,7 @@ def fill(array, filler, rng):
         known = ", ".join(FILLERS)
         raise ConfigError(f"unknown filler type '{filler.type}'; known: {known}", field="type") from None
     check(filler)
-    if array.size == 0:          # nothing to fill (and no fan to divide by)
+    if array.size == 0:  # nothing to fill (and no fan to divide by)
         return array
     array[...] = make(filler, array.shape, rng)
     return array

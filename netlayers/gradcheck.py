@@ -21,6 +21,7 @@ about h * E'', far below that; at a kink they differ by the jump in slope.
 Random layers (Dropout) are checked with their generator reset before every evaluation, so each
 forward draws the same mask.
 """
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,7 @@ from .netspec.schema import Where
 @dataclass
 class BlobCheck:
     """The result for one checked blob."""
+
     name: str
     checked: int = 0
     skipped: int = 0
@@ -53,6 +55,7 @@ class BlobCheck:
 @dataclass
 class GradcheckReport:
     """Per-blob results of one gradient check, printable as a table."""
+
     subject: str
     blobs: list = field(default_factory=list)
     threshold: float = 1e-5
@@ -74,8 +77,16 @@ class GradcheckReport:
     def table(self):
         rows = [("blob", "checked", "kinks", "worst abs err", "worst rel err", "ok")]
         for b in self.blobs:
-            rows.append((b.name, str(b.checked), str(b.skipped), f"{b.worst_absolute:.3e}",
-                         f"{b.worst_relative:.3e}", "yes" if b.passed else "NO"))
+            rows.append(
+                (
+                    b.name,
+                    str(b.checked),
+                    str(b.skipped),
+                    f"{b.worst_absolute:.3e}",
+                    f"{b.worst_relative:.3e}",
+                    "yes" if b.passed else "NO",
+                )
+            )
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         return "\n".join([f"gradient check of {self.subject} (threshold {self.threshold:g})"] + lines)
@@ -118,8 +129,9 @@ def _indices(size, max_elements, rng):
     return np.sort(rng.choice(size, max_elements, replace=False))
 
 
-def build_layer(layer: dict, bottom_shapes: Sequence[Sequence[int]], *, phase: str = "TRAIN",
-                seed: int = 0) -> tuple[Layer, list[Blob], list[Blob]]:
+def build_layer(
+    layer: dict, bottom_shapes: Sequence[Sequence[int]], *, phase: str = "TRAIN", seed: int = 0
+) -> tuple[Layer, list[Blob], list[Blob]]:
     """A float64 layer from a layer dict (as in YAML), set up on bottoms of the given shapes."""
     spec = check_layer_spec(layer, Where())
     rng = np.random.default_rng(seed)
@@ -129,10 +141,19 @@ def build_layer(layer: dict, bottom_shapes: Sequence[Sequence[int]], *, phase: s
     return instance, bottom, top
 
 
-def check_layer(layer: dict | Layer, bottoms: Sequence[Any], *, phase: str = "TRAIN", seed: int = 0,
-                step: float = 1e-6, threshold: float = 1e-5, kink_tolerance: float = 1e-3,
-                max_elements: int | None = 400, check_bottoms: Sequence[int] | None = None,
-                tops: Sequence[Blob] | None = None) -> "GradcheckReport":
+def check_layer(
+    layer: dict | Layer,
+    bottoms: Sequence[Any],
+    *,
+    phase: str = "TRAIN",
+    seed: int = 0,
+    step: float = 1e-6,
+    threshold: float = 1e-5,
+    kink_tolerance: float = 1e-3,
+    max_elements: int | None = 400,
+    check_bottoms: Sequence[int] | None = None,
+    tops: Sequence[Blob] | None = None,
+) -> "GradcheckReport":
     """Check a layer's gradients.
 
     ``layer``: a layer dict as written in YAML (``{type: ReLU, ...}``; name, bottom and top may
@@ -184,15 +205,32 @@ def check_layer(layer: dict | Layer, bottoms: Sequence[Any], *, phase: str = "TR
     for (kind, i), grad in analytic.items():
         blob = bottom[i] if kind == "bottom" else instance.blobs[i]
         name = f"{kind}[{i}]" if kind == "bottom" else f"param[{i}]"
-        report.blobs.append(_compare(name, grad, objective, blob.data, step=step, threshold=threshold,
-                                     kink_tolerance=kink_tolerance,
-                                     indices=_indices(blob.count, max_elements, rng)))
+        report.blobs.append(
+            _compare(
+                name,
+                grad,
+                objective,
+                blob.data,
+                step=step,
+                threshold=threshold,
+                kink_tolerance=kink_tolerance,
+                indices=_indices(blob.count, max_elements, rng),
+            )
+        )
     return report
 
 
-def check_net(spec: Any, *, phase: str = "TRAIN", seed: int = 0, step: float = 1e-6,
-              threshold: float = 1e-5, kink_tolerance: float = 1e-3, max_elements: int | None = 200,
-              inputs: dict[str, Any] | None = None) -> GradcheckReport:
+def check_net(
+    spec: Any,
+    *,
+    phase: str = "TRAIN",
+    seed: int = 0,
+    step: float = 1e-6,
+    threshold: float = 1e-5,
+    kink_tolerance: float = 1e-3,
+    max_elements: int | None = 200,
+    inputs: dict[str, Any] | None = None,
+) -> GradcheckReport:
     """Check a whole net in float64: the gradient of its total loss with respect to every
     learnable param and every blob a source layer produces (Input, DummyData, data layers)
     that takes a gradient, against central differences. Source layers run once; the rest run
@@ -204,6 +242,7 @@ def check_net(spec: Any, *, phase: str = "TRAIN", seed: int = 0, step: float = 1
 
     from .inspect.common import random_inputs
     from .net import Net
+
     spec = load_net_spec(spec)
     net = Net(replace(spec, force_backward=True), phase, dtype=np.float64, seed=seed)
     rng = np.random.default_rng(seed + 1)
@@ -228,8 +267,12 @@ def check_net(spec: Any, *, phase: str = "TRAIN", seed: int = 0, step: float = 1
     net.backward()
     report = GradcheckReport(f"net '{net.name}' ({phase})", threshold=threshold)
     checked = []
-    differentiable = {name for i, layer in enumerate(net.layers)
-                      for name, need in zip(layer.spec.bottoms, net.bottom_need_backward[i]) if need}
+    differentiable = {
+        name
+        for i, layer in enumerate(net.layers)
+        for name, need in zip(layer.spec.bottoms, net.bottom_need_backward[i])
+        if need
+    }
     sources = [name for layer in net.layers if not layer.spec.bottoms for name in layer.spec.tops]
     for name in sources:
         if name in differentiable:
@@ -239,7 +282,16 @@ def check_net(spec: Any, *, phase: str = "TRAIN", seed: int = 0, step: float = 1
             checked.append((f"param {param.name}", param.blob, param.blob.data))
     grads = [(name, blob, blob.diff.copy(), values) for name, blob, values in checked]
     for name, blob, grad, values in grads:
-        report.blobs.append(_compare(name, grad, objective, values, step=step, threshold=threshold,
-                                     kink_tolerance=kink_tolerance,
-                                     indices=_indices(blob.count, max_elements, rng)))
+        report.blobs.append(
+            _compare(
+                name,
+                grad,
+                objective,
+                values,
+                step=step,
+                threshold=threshold,
+                kink_tolerance=kink_tolerance,
+                indices=_indices(blob.count, max_elements, rng),
+            )
+        )
     return report

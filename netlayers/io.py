@@ -6,6 +6,7 @@ process killed at any moment leaves either the old file or the new one, never ha
 kill may leave the temporary file, which :func:`remove_leftover_temporaries` clears). Nothing is
 ever pickled.
 """
+
 import math
 import os
 import re
@@ -20,7 +21,7 @@ import numpy as np
 from .errors import ConfigError, DataError
 from .memory import check_size
 
-TEMPORARY_TAIL = r"\.[a-z0-9_]{8}\.tmp"    # what tempfile.mkstemp adds after ``.<name>.``
+TEMPORARY_TAIL = r"\.[a-z0-9_]{8}\.tmp"  # what tempfile.mkstemp adds after ``.<name>.``
 
 
 def current_umask():
@@ -46,7 +47,7 @@ def create_temporary(path):
     try:
         os.fchmod(fd, 0o666 & ~current_umask())
     except OSError:
-        pass                        # a file system without modes (e.g. FAT) keeps its own
+        pass  # a file system without modes (e.g. FAT) keeps its own
     return fd, tmp
 
 
@@ -88,13 +89,20 @@ def save_arrays(path, arrays):
         raise
 
 
-ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")      # a zip's first bytes (the second: no members)
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (the second: no members)
 _DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 #: dtype kinds a weight may have, and how the others are named in messages.
 NUMERIC_KINDS = "biuf"
-KIND_NAMES = {"U": "text", "S": "bytes", "c": "complex numbers", "O": "Python objects",
-              "V": "records", "M": "dates", "m": "time spans"}
+KIND_NAMES = {
+    "U": "text",
+    "S": "bytes",
+    "c": "complex numbers",
+    "O": "Python objects",
+    "V": "records",
+    "M": "dates",
+    "m": "time spans",
+}
 
 
 def load_arrays(path):
@@ -121,8 +129,7 @@ def load_arrays(path):
     except DataError:
         raise
     except _DAMAGED:
-        raise DataError("truncated or damaged .npz archive (cannot list its arrays)",
-                        file=str(path)) from None
+        raise DataError("truncated or damaged .npz archive (cannot list its arrays)", file=str(path)) from None
 
 
 def _member(archive, key, path):
@@ -133,13 +140,10 @@ def _member(archive, key, path):
         value = archive[key]
     except ValueError as err:
         if "pickle" in str(err):
-            raise DataError(f"array '{key}' holds Python objects; netlayers never unpickles",
-                            file=str(path)) from None
-        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read",
-                        file=str(path)) from None
+            raise DataError(f"array '{key}' holds Python objects; netlayers never unpickles", file=str(path)) from None
+        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read", file=str(path)) from None
     except _DAMAGED:
-        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read",
-                        file=str(path)) from None
+        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read", file=str(path)) from None
     if not isinstance(value, np.ndarray):
         raise DataError(f"member '{key}' is not a numpy array (.npy)", file=str(path))
     return value
@@ -155,8 +159,10 @@ def _check_claimed_size(archive, key, path):
         info = archive.getinfo(member)
         with archive.open(info) as stream:
             version = np.lib.format.read_magic(stream)
-            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
-                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
             if read_header is None:
                 return
             shape, _, dtype = read_header(stream)
@@ -167,9 +173,11 @@ def _check_claimed_size(archive, key, path):
     check_size(claimed, f"array '{key}' of the file {path}")
     held = info.file_size - header_bytes
     if not dtype.hasobject and claimed > held:
-        raise DataError(f"truncated or damaged .npz archive: array '{key}' cannot be read (its "
-                        f"header claims {claimed:,} bytes, its member holds {max(held, 0):,})",
-                        file=str(path))
+        raise DataError(
+            f"truncated or damaged .npz archive: array '{key}' cannot be read (its "
+            f"header claims {claimed:,} bytes, its member holds {max(held, 0):,})",
+            file=str(path),
+        )
 
 
 def is_solver_state(arrays):
@@ -182,8 +190,11 @@ def weights_file_of(arrays, path):
     ConfigError naming the state file when its ``weights_file`` is not one piece of text."""
     value = arrays["weights_file"]
     if value.dtype.kind != "U" or value.shape != () or not str(value):
-        raise ConfigError(f"must be the weights file's name (text), got an array of {value.dtype} "
-                          f"with shape {value.shape}", file=str(path), field="weights_file")
+        raise ConfigError(
+            f"must be the weights file's name (text), got an array of {value.dtype} with shape {value.shape}",
+            file=str(path),
+            field="weights_file",
+        )
     weights = Path(str(value))
     return weights if weights.is_absolute() else Path(path).parent / weights
 
@@ -196,14 +207,14 @@ def load_weights(path):
     path = Path(path)
     if path.suffix == ".caffemodel":
         from .caffe_compat import read_caffemodel
+
         return read_caffemodel(path)
     arrays = load_arrays(path)
-    if is_solver_state(arrays):         # a snapshot's state: read the weights it names
+    if is_solver_state(arrays):  # a snapshot's state: read the weights it names
         path = weights_file_of(arrays, path)
         arrays = load_arrays(path)
         if is_solver_state(arrays):
-            raise ConfigError("is a solver state, expected the weights file a solver state names",
-                              file=str(path))
+            raise ConfigError("is a solver state, expected the weights file a solver state names", file=str(path))
     by_layer = defaultdict(dict)
     for key, array in arrays.items():
         layer, _, index = key.rpartition("/")
@@ -211,7 +222,9 @@ def load_weights(path):
             raise DataError(f"unexpected key '{key}' (expected 'layer/index')", file=str(path))
         if array.dtype.kind not in NUMERIC_KINDS:
             held = KIND_NAMES.get(array.dtype.kind, "values")
-            raise ConfigError(f"array '{key}' holds {held} (dtype {array.dtype}), expected numbers "
-                              "(float, int or bool)", file=str(path))
+            raise ConfigError(
+                f"array '{key}' holds {held} (dtype {array.dtype}), expected numbers (float, int or bool)",
+                file=str(path),
+            )
         by_layer[layer][int(index)] = array
     return {layer: [blobs[i] for i in sorted(blobs)] for layer, blobs in by_layer.items()}

@@ -18,6 +18,7 @@ Parameters are declared on the class as ``params = {name: Field(...)}`` for the 
 after the type (``InnerProduct`` -> ``inner_product_param``); ``extra_blocks`` adds others
 (``loss_param``, ``transform_param``). A layer reads its checked block as ``self.p``.
 """
+
 import math
 import os
 import re
@@ -37,9 +38,18 @@ Blobs = Sequence[Blob]
 
 def block_name(type_name: str) -> str:
     """``InnerProduct`` -> ``inner_product_param``, ``TanH`` -> ``tanh_param`` (Caffe's names)."""
-    special = {"TanH": "tanh_param", "ReLU": "relu_param", "PReLU": "prelu_param", "ELU": "elu_param",
-               "BNLL": "bnll_param", "LRN": "lrn_param", "MVN": "mvn_param", "SPP": "spp_param",
-               "ArgMax": "argmax_param", "HDF5Data": "hdf5_data_param"}
+    special = {
+        "TanH": "tanh_param",
+        "ReLU": "relu_param",
+        "PReLU": "prelu_param",
+        "ELU": "elu_param",
+        "BNLL": "bnll_param",
+        "LRN": "lrn_param",
+        "MVN": "mvn_param",
+        "SPP": "spp_param",
+        "ArgMax": "argmax_param",
+        "HDF5Data": "hdf5_data_param",
+    }
     if type_name in special:
         return special[type_name]
     snake = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", type_name).lower()
@@ -50,8 +60,7 @@ def _user_frame(err: BaseException) -> str:
     """' at file.py:12 (`source line`)' for the innermost frame of ``err`` outside netlayers
     (the user's code), or '' when there is none."""
     package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-    frames = [f for f in traceback.extract_tb(err.__traceback__)
-              if not os.path.abspath(f.filename).startswith(package)]
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if not os.path.abspath(f.filename).startswith(package)]
     if not frames:
         return ""
     frame = frames[-1]
@@ -65,11 +74,11 @@ class Layer:
     type: str | None = None
     params: dict[str, Any] = {}
     extra_blocks: dict[str, Any] = {}
-    num_bottoms: tuple[int, int | None] = (0, None)   # (min, max); None means no upper bound
+    num_bottoms: tuple[int, int | None] = (0, None)  # (min, max); None means no upper bound
     num_tops: tuple[int, int | None] = (0, None)
-    is_loss = False           # loss layers weight their first top by 1 unless told otherwise
-    auto_top_blobs = False    # True: missing tops are made anonymously (Caffe's AutoTopBlobs)
-    in_place = False          # True: the layer computes right with its top being its bottom
+    is_loss = False  # loss layers weight their first top by 1 unless told otherwise
+    auto_top_blobs = False  # True: missing tops are made anonymously (Caffe's AutoTopBlobs)
+    in_place = False  # True: the layer computes right with its top being its bottom
     # True: the tops' data must stay as this layer wrote it: its backward reads them (Sigmoid's
     # y), or they are read again later (an Input's values). The net then gives a later layer
     # that asks to run in place on such a top a blob of its own. The safe default; a layer whose
@@ -77,16 +86,17 @@ class Layer:
     # contract test checks each declaration by overwriting the tops between forward and
     # backward).
     keep_top_data = True
-    has_backward = True       # False: no gradient flows through (Accuracy, ArgMax, data layers)
-    learnable = True          # False: the blobs are state, not params (BatchNorm): lr_mult 0
+    has_backward = True  # False: no gradient flows through (Accuracy, ArgMax, data layers)
+    learnable = True  # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or
     # ``blob.add_to_diff``, so the zeros of a lazy clear may stay due (InnerProduct). False: they
     # are written before Backward_cpu, so a layer that keeps its param diff arrays between
     # calls still accumulates from zero.
     lazy_param_diffs = False
 
-    def __init__(self, spec: Any, *, phase: str = "TRAIN", dtype: Any = np.float32,
-                 rng: np.random.Generator | None = None) -> None:
+    def __init__(
+        self, spec: Any, *, phase: str = "TRAIN", dtype: Any = np.float32, rng: np.random.Generator | None = None
+    ) -> None:
         self.spec = spec
         self.name = spec.name
         self.phase = phase
@@ -117,8 +127,7 @@ class Layer:
             self._check_count("bottom", len(bottom), self.num_bottoms)
             self._check_count("top", len(top), self.num_tops)
             if any(t is b for t in top for b in bottom) and not self.can_run_in_place():
-                raise self.error(f"{self.type} cannot run in place here: give its top another "
-                                 "name than its bottom's")
+                raise self.error(f"{self.type} cannot run in place here: give its top another name than its bottom's")
             self._check_not_empty(bottom, "bottom")
             self._forward_done = False
             self.LayerSetUp(bottom, top)
@@ -156,8 +165,10 @@ class Layer:
         backward reads what forward kept (pooling's argmax, a loss's probabilities)."""
         if any(propagate_down) or any(self.param_propagate_down):
             if not getattr(self, "_forward_done", False):
-                raise NetlayersError("backward called before forward: run forward first (its "
-                                     "backward needs what forward computes)", layer=self.name)
+                raise NetlayersError(
+                    "backward called before forward: run forward first (its backward needs what forward computes)",
+                    layer=self.name,
+                )
             if not self.lazy_param_diffs:
                 for blob in self.blobs:
                     blob.write_due_zeros()
@@ -172,10 +183,12 @@ class Layer:
         self._forward_done = False
 
     def _check_not_empty(self, blobs: Blobs, what: str) -> None:
-        for i, blob in enumerate(blobs):
+        for _i, blob in enumerate(blobs):
             if 0 in blob.shape:
-                raise self.error(f"{what} '{blob.name}' has shape {blob.shape}: every axis must "
-                                 "be at least 1 (a zero-size blob has nothing to compute)")
+                raise self.error(
+                    f"{what} '{blob.name}' has shape {blob.shape}: every axis must "
+                    "be at least 1 (a zero-size blob has nothing to compute)"
+                )
 
     def _reraise(self, err: Exception, method: str) -> None:
         """A netlayers error gets this layer's place. Any other exception from a layer written
@@ -237,7 +250,13 @@ class Layer:
         """Append a param blob of ``shape``, filled by a checked FillerParameter (or zeros)."""
         blob = Blob(shape, self.dtype, name=f"{self.name}[{len(self.blobs)}]")
         if filler is not None:
-            fillers.fill(blob.data, filler, self.rng)
+            with np.errstate(over="ignore", invalid="ignore"):
+                fillers.fill(blob.data, filler, self.rng)
+            if not np.isfinite(blob.data).all():
+                raise self.error(
+                    f"the {filler.type} filler of param blob {len(self.blobs)} gives values "
+                    f"beyond what {self.dtype} holds (at most {np.finfo(self.dtype).max:.3g})"
+                )
         self.blobs.append(blob)
         return blob
 
@@ -269,6 +288,10 @@ class Layer:
             raise self.error(f"loss_weight has {len(given)} values for {len(top)} top(s)", "loss_weight")
         if not given:
             given = [1.0 if (self.is_loss and i == 0) else 0.0 for i in range(len(top))]
+        largest = float(np.finfo(self.dtype).max)
+        for weight in given:
+            if abs(weight) > largest:
+                raise self.error(f"{weight:g} is beyond what {self.dtype} holds (at most {largest:.3g})", "loss_weight")
         self.loss_weights = given
         for weight, blob in zip(given, top):
             if weight:

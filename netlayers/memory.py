@@ -5,12 +5,13 @@ refused before anything is allocated, with a one-line error naming what asked fo
 and how much, in GiB. Without this, numpy raises a bare MemoryError (or the kernel kills the
 process) long after the mistake (``num_output: 1000000000000``) was made.
 """
+
 import os
 from functools import lru_cache
 
 from .errors import NetlayersError
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +37,7 @@ def memory_limit():
                 limits.append(int(text))
         except OSError:
             pass
-    return min(limits) if limits else 2 ** 62
+    return min(limits) if limits else 2**62
 
 
 def gib(nbytes):
@@ -54,5 +55,4 @@ def check_size(nbytes, what):
     owner: "blob 'ip1'", "data file train.npz"."""
     limit = memory_limit()
     if nbytes > limit:
-        raise SizeError(f"{what} would need {gib(nbytes)}, more than this machine's memory "
-                        f"({gib(limit)})")
+        raise SizeError(f"{what} would need {gib(nbytes)}, more than this machine's memory ({gib(limit)})")

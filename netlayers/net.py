@@ -6,6 +6,7 @@ in place), set each layer up in order, share params by name, and find which laye
 backward (a layer does when a bottom needs a gradient or a param has lr_mult != 0, and only if
 its tops reach a loss; ``force_backward`` asks for every gradient that may flow).
 """
+
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,20 @@ def _real_array(name, value, dtype):
     """``value`` as an array of ``dtype``, or a DataError saying what it holds instead."""
     try:
         array = np.asarray(value)
-    except ValueError:                   # ragged nested lists
-        raise DataError(f"blob '{name}' takes a rectangular array of numbers, got nested "
-                        "sequences of different lengths") from None
+    except ValueError:  # ragged nested lists
+        raise DataError(
+            f"blob '{name}' takes a rectangular array of numbers, got nested sequences of different lengths"
+        ) from None
     if array.dtype.kind not in "biuf":
-        kinds = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects",
-                 "M": "dates", "m": "time spans", "V": "records"}
+        kinds = {
+            "c": "complex numbers",
+            "U": "strings",
+            "S": "bytes",
+            "O": "Python objects",
+            "M": "dates",
+            "m": "time spans",
+            "V": "records",
+        }
         raise DataError(f"blob '{name}' takes real numbers, got {kinds.get(array.dtype.kind, array.dtype)}")
     with np.errstate(over="ignore"):
         return array.astype(dtype, copy=False)
@@ -72,8 +81,15 @@ class Net:
     ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
     """
 
-    def __init__(self, spec: str | Path | dict | NetSpec, phase: str = "TRAIN", *, dtype: Any = None,
-                 seed: int | None = None, data_root: Any = None) -> None:
+    def __init__(
+        self,
+        spec: str | Path | dict | NetSpec,
+        phase: str = "TRAIN",
+        *,
+        dtype: Any = None,
+        seed: int | None = None,
+        data_root: Any = None,
+    ) -> None:
         self.spec = load_net_spec(spec)
         self.phase = phase.upper() if isinstance(phase, str) else phase
         self.name = self.spec.name
@@ -90,7 +106,7 @@ class Net:
         self.layers: list[Layer] = []
         self.layer_names: list[str] = []
         self.blobs: OrderedDict[str, Blob] = OrderedDict()
-        self.source_blobs: OrderedDict[str, Blob] = OrderedDict()   # tops of layers without bottoms
+        self.source_blobs: OrderedDict[str, Blob] = OrderedDict()  # tops of layers without bottoms
         self.bottom_vecs: list[list[Blob]] = []
         self.top_vecs: list[list[Blob]] = []
         self.bottom_need_backward: list[list[bool]] = []
@@ -101,23 +117,28 @@ class Net:
     # -- building -------------------------------------------------------------------------
     def _build(self):
         specs = phase_layers(self.spec, self.phase)
-        self._memory = {}            # id(blob) -> the _SharedMemory its data array belongs to
+        self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
             bottoms = [self.blobs[name] for name in spec.bottoms]
             tops = [self._top_blob(layer, name, bottoms) for name in spec.tops]
-            if layer.auto_top_blobs:    # anonymous: no name, so never an output nor a bottom
-                tops += [Blob((), self.dtype, name=f"{spec.name}(automatic)")
-                         for _ in range(layer.num_tops[0] - len(tops))]
-            layer.setup(bottoms, tops)      # its errors name the layer and its line
+            if layer.auto_top_blobs:  # anonymous: no name, so never an output nor a bottom
+                tops += [
+                    Blob((), self.dtype, name=f"{spec.name}(automatic)") for _ in range(layer.num_tops[0] - len(tops))
+                ]
+            layer.setup(bottoms, tops)  # its errors name the layer and its line
             self._track_memory(layer, bottoms, tops)
             self.layers.append(layer)
             self.layer_names.append(spec.name)
             self.bottom_vecs.append(bottoms)
             self.top_vecs.append(tops)
-        self.source_blobs = OrderedDict((name, blob) for layer, tops in zip(self.layers, self.top_vecs)
-                                        if not layer.spec.bottoms for name, blob in zip(layer.spec.tops, tops))
+        self.source_blobs = OrderedDict(
+            (name, blob)
+            for layer, tops in zip(self.layers, self.top_vecs)
+            if not layer.spec.bottoms
+            for name, blob in zip(layer.spec.tops, tops)
+        )
         del self._memory
         self._share_params()
         self._find_backward()
@@ -147,8 +168,10 @@ class Net:
         a layer that wrote the array needs it kept (see :meth:`_top_blob`)."""
         keep = bool(layer.keep_top_data)
         for top in tops:
-            shared = next((self._memory[id(b)] for b in bottoms
-                           if b is top or np.may_share_memory(top.data, b.data)), _SharedMemory())
+            shared = next(
+                (self._memory[id(b)] for b in bottoms if b is top or np.may_share_memory(top.data, b.data)),
+                _SharedMemory(),
+            )
             shared.add(top, keep)
             self._memory[id(top)] = shared
 
@@ -158,27 +181,41 @@ class Net:
         for layer in self.layers:
             specs = layer.spec.params
             if len(specs) > len(layer.blobs):
-                raise ConfigError(f"{len(specs)} 'param' entries given but the layer has "
-                                  f"{len(layer.blobs)} param blob(s)", file=layer.spec.where.file,
-                                  line=layer.spec.where.line, layer=layer.name, field="param")
+                raise ConfigError(
+                    f"{len(specs)} 'param' entries given but the layer has {len(layer.blobs)} param blob(s)",
+                    file=layer.spec.where.file,
+                    line=layer.spec.where.line,
+                    layer=layer.name,
+                    field="param",
+                )
             for i, blob in enumerate(layer.blobs):
                 pspec = specs[i] if i < len(specs) else None
                 default = 1.0 if layer.learnable else 0.0
                 lr_mult = pspec.lr_mult if pspec else default
                 decay_mult = pspec.decay_mult if pspec else default
                 if not layer.learnable and lr_mult != 0:
-                    raise ConfigError(f"{layer.type} blob {i} holds statistics, not learned params: "
-                                      f"its lr_mult must be 0, got {lr_mult:g}", file=layer.spec.where.file,
-                                      line=layer.spec.where.line, layer=layer.name, field="param")
+                    raise ConfigError(
+                        f"{layer.type} blob {i} holds statistics, not learned params: "
+                        f"its lr_mult must be 0, got {lr_mult:g}",
+                        file=layer.spec.where.file,
+                        line=layer.spec.where.line,
+                        layer=layer.name,
+                        field="param",
+                    )
                 name = pspec.name if pspec else ""
                 if name and name in owners:
                     owner = owners[name]
                     if owner.blob.shape != blob.shape and (
-                            pspec.share_mode == "STRICT" or owner.blob.count != blob.count):
-                        raise ConfigError(f"shared param '{name}' has shape {blob.shape} here but "
-                                          f"{owner.blob.shape} where it is first defined",
-                                          file=layer.spec.where.file, line=layer.spec.where.line,
-                                          layer=layer.name, field="param")
+                        pspec.share_mode == "STRICT" or owner.blob.count != blob.count
+                    ):
+                        raise ConfigError(
+                            f"shared param '{name}' has shape {blob.shape} here but "
+                            f"{owner.blob.shape} where it is first defined",
+                            file=layer.spec.where.file,
+                            line=layer.spec.where.line,
+                            layer=layer.name,
+                            field="param",
+                        )
                     layer.blobs[i] = owner.blob
                 else:
                     learnable = LearnableParam(blob, lr_mult, decay_mult, name or f"{layer.name}[{i}]")
@@ -189,8 +226,8 @@ class Net:
 
     def _find_backward(self):
         force = self.spec.force_backward
-        blob_needs = set()   # blobs whose gradient some layer needs (forward analysis)
-        for li, layer in enumerate(self.layers):
+        blob_needs = set()  # blobs whose gradient some layer needs (forward analysis)
+        for layer in self.layers:
             spec = layer.spec
             needs = []
             for bi, name in enumerate(spec.bottoms):
@@ -211,8 +248,7 @@ class Net:
         diff_ready = set()
         for li in reversed(range(len(self.layers))):
             layer = self.layers[li]
-            tops_ready = any(w != 0 for w in layer.loss_weights) or \
-                any(name in diff_ready for name in layer.spec.tops)
+            tops_ready = any(w != 0 for w in layer.loss_weights) or any(name in diff_ready for name in layer.spec.tops)
             if not tops_ready:
                 self.layer_need_backward[li] = False
                 self.bottom_need_backward[li] = [False] * len(layer.spec.bottoms)
@@ -222,11 +258,16 @@ class Net:
         self.blob_need_backward = blob_needs
         for layer, needed in zip(self.layers, self.layer_need_backward):
             if needed and type(layer).Backward_cpu is Layer.Backward_cpu:
-                owner = (f"class '{layer.p.layer}' in module '{layer.p.module}'" if layer.type == "Python"
-                         else f"class '{type(layer).__qualname__}'")
-                raise layer.error(f"{owner} has no Backward_cpu, but gradients must flow through "
-                                  "this layer: implement it, or stop them here (propagate_down: "
-                                  "false on its bottoms, lr_mult: 0 on its params)")
+                owner = (
+                    f"class '{layer.p.layer}' in module '{layer.p.module}'"
+                    if layer.type == "Python"
+                    else f"class '{type(layer).__qualname__}'"
+                )
+                raise layer.error(
+                    f"{owner} has no Backward_cpu, but gradients must flow through "
+                    "this layer: implement it, or stop them here (propagate_down: "
+                    "false on its bottoms, lr_mult: 0 on its params)"
+                )
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -258,19 +299,16 @@ class Net:
         except ValueError:
             raise KeyError(f"no layer named '{name}' in the {self.phase} net") from None
 
-    def forward(self, start: str | None = None, end: str | None = None,
-                **inputs: Any) -> dict[str, np.ndarray]:
+    def forward(self, start: str | None = None, end: str | None = None, **inputs: Any) -> dict[str, np.ndarray]:
         """Run layers ``start``..``end`` (names, inclusive; default all) and return the output
         blobs' data by name. Keyword arguments set input blobs first (reshaping as needed)."""
         for name, value in inputs.items():
             blob = self.source_blobs.get(name) or self.blobs.get(name)
             if blob is None:
-                raise DataError(f"no blob named '{name}' to set (the net's inputs: "
-                                f"{', '.join(self.inputs) or 'none'})")
+                raise DataError(f"no blob named '{name}' to set (the net's inputs: {', '.join(self.inputs) or 'none'})")
             value = _real_array(name, value, blob.dtype)
             if 0 in value.shape:
-                raise DataError(f"blob '{name}' given an array of shape {value.shape}: every axis "
-                                "must be at least 1")
+                raise DataError(f"blob '{name}' given an array of shape {value.shape}: every axis must be at least 1")
             blob.reshape(value.shape)
             blob.data[...] = value
         first = 0 if start is None else self._layer_index(start, "start")
@@ -278,7 +316,7 @@ class Net:
         if first > last:
             raise DataError(f"forward from '{start}' to '{end}': layer '{end}' comes before '{start}'")
         self.loss = self.forward_range(first, last)
-        for layer in self.layers[last + 1:]:     # they did not see this input: no backward
+        for layer in self.layers[last + 1 :]:  # they did not see this input: no backward
             layer.invalidate_forward()
         return {name: self.blobs[name].data for name in self._outputs}
 
@@ -339,8 +377,7 @@ class Net:
         """What besides the weights a snapshot needs to resume bit for bit: the generator
         state and each layer's own state (JSON-serialisable)."""
         layers = {layer.name: layer.state() for layer in self.layers}
-        return {"rng": self.rng.bit_generator.state,
-                "layers": {name: s for name, s in layers.items() if s is not None}}
+        return {"rng": self.rng.bit_generator.state, "layers": {name: s for name, s in layers.items() if s is not None}}
 
     def set_state(self, state: dict[str, Any]) -> None:
         self.rng.bit_generator.state = state["rng"]
@@ -352,8 +389,10 @@ class Net:
     def save(self, path: str | Path) -> None:
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
         from .io import save_arrays
-        save_arrays(path, {f"{name}/{i}": blob.data for name, blobs in self.params.items()
-                           for i, blob in enumerate(blobs)})
+
+        save_arrays(
+            path, {f"{name}/{i}": blob.data for name, blobs in self.params.items() for i, blob in enumerate(blobs)}
+        )
 
     def load(self, path: str | Path) -> None:
         """Copy weights from ``.npz`` (or a Caffe ``.caffemodel``) into layers of the same name.
@@ -361,27 +400,38 @@ class Net:
         so is a file that names none of this net's layers with params (Caffe would load nothing
         and say nothing)."""
         from .io import load_weights
+
         weights = load_weights(path)
         learned = [layer.name for layer in self.layers if layer.blobs]
         if learned and not any(name in weights for name in learned):
+
             def listed(names):
                 names = sorted(names)
                 return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ConfigError(f"names none of this net's layers with params (the file has "
-                              f"{listed(weights) or 'no weights'}; the net has {listed(learned)})",
-                              file=str(path))
+
+            raise ConfigError(
+                f"names none of this net's layers with params (the file has "
+                f"{listed(weights) or 'no weights'}; the net has {listed(learned)})",
+                file=str(path),
+            )
         for layer in self.layers:
             arrays = weights.get(layer.name)
             if arrays is None:
                 continue
             if len(arrays) != len(layer.blobs):
-                raise ConfigError(f"weights file has {len(arrays)} blob(s) for this layer, the net "
-                                  f"has {len(layer.blobs)}", file=str(path), layer=layer.name)
+                raise ConfigError(
+                    f"weights file has {len(arrays)} blob(s) for this layer, the net has {len(layer.blobs)}",
+                    file=str(path),
+                    layer=layer.name,
+                )
             for blob, array in zip(layer.blobs, arrays):
                 if blob.shape != array.shape:
                     if blob.count != array.size:
-                        raise ConfigError(f"weights file has shape {array.shape}, the net expects "
-                                          f"{blob.shape}", file=str(path), layer=layer.name)
+                        raise ConfigError(
+                            f"weights file has shape {array.shape}, the net expects {blob.shape}",
+                            file=str(path),
+                            layer=layer.name,
+                        )
                     array = array.reshape(blob.shape)
                 blob.data[...] = array
 

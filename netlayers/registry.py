@@ -6,6 +6,7 @@
 A user can register a class of their own under a new name the same way, from any module that
 is imported before the net is built.
 """
+
 import difflib
 
 from .errors import ConfigError
@@ -15,14 +16,20 @@ _LAYERS: dict[str, type] = {}
 
 def register_layer(type_name):
     """Class decorator: make ``type: <type_name>`` in a config build this class."""
+
     def register(cls):
         existing = _LAYERS.get(type_name)
-        if existing is not None and existing is not cls and existing.__module__ == cls.__module__ \
-                and existing.__qualname__ != cls.__qualname__:
+        if (
+            existing is not None
+            and existing is not cls
+            and existing.__module__ == cls.__module__
+            and existing.__qualname__ != cls.__qualname__
+        ):
             raise ValueError(f"layer type '{type_name}' is registered twice in {cls.__module__}")
         cls.type = type_name
         _LAYERS[type_name] = cls
         return cls
+
     return register
 
 

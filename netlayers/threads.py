@@ -15,6 +15,7 @@ slow training down many times over. So the command line sizes the thread pools o
 Importing this module is cheap; numpy, numba and threadpoolctl are imported only by
 ``configure_threads``.
 """
+
 import math
 import os
 import sys
@@ -42,15 +43,14 @@ def available_cores(*, affinity=None, cgroup_root=CGROUP_ROOT, proc_cgroup=PROC_
 def _affinity():
     try:
         return os.sched_getaffinity(0)
-    except (AttributeError, OSError):     # not on Linux
+    except (AttributeError, OSError):  # not on Linux
         return None
 
 
 def cgroup_cpu_quota(cgroup_root=CGROUP_ROOT, proc_cgroup=PROC_SELF_CGROUP):
     """The CPU quota of this process's cgroup and its ancestors, in cores (the smallest one
     found), or None when there is none or it cannot be read."""
-    quotas = [q for q in map(_read_quota, _cgroup_folders(Path(cgroup_root), Path(proc_cgroup)))
-              if q is not None]
+    quotas = [q for q in map(_read_quota, _cgroup_folders(Path(cgroup_root), Path(proc_cgroup))) if q is not None]
     return min(quotas) if quotas else None
 
 
@@ -113,8 +113,9 @@ def requested_threads(value=None, environ=None):
     except ValueError:
         count = 0
     if count < 1:
-        raise ConfigError(f"environment variable {ENVIRONMENT_VARIABLE}: expected a positive "
-                          f"integer (threads), got {text!r}")
+        raise ConfigError(
+            f"environment variable {ENVIRONMENT_VARIABLE}: expected a positive integer (threads), got {text!r}"
+        )
     return count
 
 
@@ -124,6 +125,7 @@ def configure_threads(count=None):
     count = count or available_cores()
     import numpy  # noqa: F401  (loads the BLAS library threadpoolctl then finds)
     from threadpoolctl import threadpool_limits
+
     threadpool_limits(limits=count)
     _limit_numba(count)
     return count

@@ -8,6 +8,7 @@
   accumulate (two backwards give twice the gradient), the incoming top diff is not modified,
   and a float32 build gives the float64 result to float32 precision.
 """
+
 import numpy as np
 import pytest
 
@@ -62,8 +63,9 @@ def assert_contract(layer, bottoms, *, phase="TRAIN", seed=0, rtol=1e-4, atol=1e
     instance.Backward_cpu(top, propagate, bottom)
     for blob, first in zip(instance.blobs, once):
         if instance.param_propagate_down and first.any():
-            np.testing.assert_allclose(blob.diff, 2 * first, rtol=1e-10, atol=1e-12,
-                                       err_msg="param diffs must accumulate (+=)")
+            np.testing.assert_allclose(
+                blob.diff, 2 * first, rtol=1e-10, atol=1e-12, err_msg="param diffs must accumulate (+=)"
+            )
     for t, before in zip(top, upstream):
         if t not in bottom:
             np.testing.assert_array_equal(t.diff, before, err_msg="the top diff must not be modified")

@@ -3,6 +3,7 @@
 Each function follows the textbook / Caffe definition with plain loops, independently of the
 kernels it checks (no shared helpers with netlayers.kernels). Everything runs in float64.
 """
+
 import math
 
 import numpy as np
@@ -110,7 +111,7 @@ def pooling(x, kernel, stride, pad, method="MAX", round_mode="CEIL"):
                     hs, ws, he, we = max(hs, 0), max(ws, 0), min(he, h), min(we, w)
                     window = x[b, ch, hs:he, ws:we]
                     if method == "MAX":
-                        flat = int(np.argmax(window))          # numpy: first occurrence
+                        flat = int(np.argmax(window))  # numpy: first occurrence
                         r, s = divmod(flat, we - ws)
                         y[b, ch, i, j] = window[r, s]
                         arg[b, ch, i, j] = (hs + r) * w + ws + s
@@ -134,9 +135,9 @@ def lrn(x, local_size, alpha, beta, k, region="ACROSS_CHANNELS"):
                         lo, hi = max(0, ch - half), min(c, ch + half + 1)
                         scale[b, ch, i, j] = k + alpha / local_size * np.sum(x[b, lo:hi, i, j] ** 2)
                     else:
-                        window = x[b, ch, max(0, i - half):i + half + 1, max(0, j - half):j + half + 1]
-                        scale[b, ch, i, j] = 1 + alpha / local_size ** 2 * np.sum(window ** 2)
-    return x * scale ** -beta
+                        window = x[b, ch, max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1]
+                        scale[b, ch, i, j] = 1 + alpha / local_size**2 * np.sum(window**2)
+    return x * scale**-beta
 
 
 def batch_norm(x, mean=None, variance=None, eps=1e-5):
@@ -158,6 +159,6 @@ def mvn(x, normalize_variance=True, across_channels=False, eps=1e-9):
     for r in range(rows.shape[0]):
         centred = rows[r] - rows[r].mean()
         if normalize_variance:
-            centred = centred / (np.sqrt(np.mean(centred ** 2)) + eps)
+            centred = centred / (np.sqrt(np.mean(centred**2)) + eps)
         y[r] = centred
     return y.reshape(x.shape)

@@ -53,7 +53,7 @@ def test_zero_diff_then_add_to_diff_computes_straight_into_the_diff():
         out[...] = [1, 2, 3]
 
     blob.add_to_diff(compute, scratch)
-    assert seen[0] is blob._diff                  # no scratch, no addition pass
+    assert seen[0] is blob._diff  # no scratch, no addition pass
     assert np.all(scratch == -1)
     assert blob.diff.tolist() == [1, 2, 3]
 
@@ -111,4 +111,4 @@ def test_caffes_legacy_num_channels_height_width():
     flat = Blob((7, 6))
     assert (flat.num, flat.channels, flat.height, flat.width) == (7, 6, 1, 1)
     with pytest.raises(ValueError, match="at most 4"):
-        Blob((1, 1, 1, 1, 1)).num
+        _ = Blob((1, 1, 1, 1, 1)).num

@@ -1,4 +1,5 @@
 """Tests for netlayers.caffe_compat: Caffe .caffemodel weights and .prototxt nets/solvers."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -7,8 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from netlayers.caffe_compat import (convert_prototxt, parse_prototxt, read_caffemodel,
-                                    solver_to_netlayers, to_netlayers)
+from netlayers.caffe_compat import convert_prototxt, parse_prototxt, read_caffemodel, solver_to_netlayers, to_netlayers
 from netlayers.errors import ConfigError, DataError
 
 CAFFE = Path(__file__).resolve().parents[0] / "fixtures" / "caffe"  # copied from shared/caffe
@@ -29,6 +29,7 @@ LENET_SHAPES = {
 
 
 # --- a tiny protobuf encoder, independent of the module's decoder, for hand-made files ---
+
 
 def varint(n):
     """Base-128 varint bytes of a non-negative int (negative: 64-bit two's complement)."""
@@ -58,6 +59,7 @@ def field_fixed32(number, raw4):
 
 # --- the real LeNet caffemodels ---
 
+
 @pytest.mark.parametrize("path", [MODEL_2000, MODEL_10000], ids=["iter2000", "iter10000"])
 def test_real_caffemodel_layers_and_shapes(path):
     blobs = read_caffemodel(path)
@@ -78,14 +80,32 @@ def test_the_two_snapshots_differ():
             assert not np.array_equal(a, b)
 
 
-@pytest.mark.parametrize("path, expected", [
-    (MODEL_2000, {"conv1": 0.8777199746837141, "conv2": -0.7965791488331888,
-                  "ip1": 97.67146558061961, "ip2": -3.7776410593942273,
-                  "ip1_bias": 2.4524614307301817}),
-    (MODEL_10000, {"conv1": -1.1616570887854323, "conv2": -20.28372469522401,
-                   "ip1": -107.21917896375169, "ip2": -3.078829631966073,
-                   "ip1_bias": 0.5928627098110155}),
-], ids=["iter2000", "iter10000"])
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        (
+            MODEL_2000,
+            {
+                "conv1": 0.8777199746837141,
+                "conv2": -0.7965791488331888,
+                "ip1": 97.67146558061961,
+                "ip2": -3.7776410593942273,
+                "ip1_bias": 2.4524614307301817,
+            },
+        ),
+        (
+            MODEL_10000,
+            {
+                "conv1": -1.1616570887854323,
+                "conv2": -20.28372469522401,
+                "ip1": -107.21917896375169,
+                "ip2": -3.078829631966073,
+                "ip1_bias": 0.5928627098110155,
+            },
+        ),
+    ],
+    ids=["iter2000", "iter10000"],
+)
 def test_blob_sums_are_stable(path, expected):
     blobs = read_caffemodel(path)
     for name in ("conv1", "conv2", "ip1", "ip2"):
@@ -118,6 +138,7 @@ def test_decoded_arrays_are_writable_copies():
 
 
 # --- errors ---
+
 
 @pytest.mark.parametrize("keep", [10, 1000, 500000, -1])
 def test_truncated_caffemodel_is_a_data_error_naming_the_file(tmp_path, keep):
@@ -161,17 +182,26 @@ def test_shape_and_data_count_mismatch_is_a_data_error(tmp_path):
 
 # --- hand-made files: legacy layouts and the other wire encodings ---
 
+
 def test_legacy_v1_layers_with_4d_shape_unpacked_floats_and_doubles(tmp_path):
     weights = np.arange(6, dtype="<f4") - 2.5
-    blob_unpacked = (field_varint(1, 1) + field_varint(2, 2) + field_varint(3, 1)
-                     + field_varint(4, 3)
-                     + b"".join(field_fixed32(5, w.tobytes()) for w in weights))
+    blob_unpacked = (
+        field_varint(1, 1)
+        + field_varint(2, 2)
+        + field_varint(3, 1)
+        + field_varint(4, 3)
+        + b"".join(field_fixed32(5, w.tobytes()) for w in weights)
+    )
     bias = np.array([0.25, -1e-3], dtype="<f8")
-    blob_double = (field_bytes(7, field_bytes(1, varint(2)))
-                   + field_bytes(8, bias.tobytes()))
-    v1_layer = (field_bytes(2, b"data") + field_bytes(3, b"fc")  # bottom, top
-                + field_bytes(4, b"fc") + field_varint(5, 14)  # name, type INNER_PRODUCT
-                + field_bytes(6, blob_unpacked) + field_bytes(6, blob_double))
+    blob_double = field_bytes(7, field_bytes(1, varint(2))) + field_bytes(8, bias.tobytes())
+    v1_layer = (
+        field_bytes(2, b"data")
+        + field_bytes(3, b"fc")  # bottom, top
+        + field_bytes(4, b"fc")
+        + field_varint(5, 14)  # name, type INNER_PRODUCT
+        + field_bytes(6, blob_unpacked)
+        + field_bytes(6, blob_double)
+    )
     v1_relu = field_bytes(4, b"relu") + field_varint(5, 18)
     net = field_bytes(1, b"old") + field_bytes(2, v1_layer) + field_bytes(2, v1_relu)
     path = tmp_path / "v1.caffemodel"
@@ -186,7 +216,8 @@ def test_legacy_v1_layers_with_4d_shape_unpacked_floats_and_doubles(tmp_path):
 
 def test_v0_layer_nested_in_v1(tmp_path):
     blob = field_bytes(7, field_bytes(1, varint(2) + varint(2))) + field_bytes(
-        5, np.array([1, 2, 3, 4], "<f4").tobytes())
+        5, np.array([1, 2, 3, 4], "<f4").tobytes()
+    )
     v0 = field_bytes(1, b"conv") + field_bytes(2, b"conv") + field_bytes(50, blob)
     path = tmp_path / "v0.caffemodel"
     path.write_bytes(field_bytes(2, field_bytes(1, v0)))
@@ -196,8 +227,7 @@ def test_v0_layer_nested_in_v1(tmp_path):
 
 def test_split_packed_chunks_and_unknown_fields_are_handled(tmp_path):
     dims = field_bytes(7, field_bytes(1, varint(4)))
-    data = (field_bytes(5, np.array([1, 2], "<f4").tobytes())
-            + field_bytes(5, np.array([3, 4], "<f4").tobytes()))
+    data = field_bytes(5, np.array([1, 2], "<f4").tobytes()) + field_bytes(5, np.array([3, 4], "<f4").tobytes())
     unknown = field_varint(99, 7) + varint(98 << 3 | 1) + b"\0" * 8  # skipped
     layer = field_bytes(1, b"x") + unknown + field_bytes(7, dims + data)
     path = tmp_path / "split.caffemodel"
@@ -207,8 +237,9 @@ def test_split_packed_chunks_and_unknown_fields_are_handled(tmp_path):
 
 # --- prototxt parsing ---
 
+
 def test_parse_prototxt_values_and_syntax_forms():
-    text = '''
+    text = """
     # a comment
     name: "a \\"quoted\\" \\x41\\101\\n" "joined"   # trailing comment
     n: 3 f: -1.5e-3, g: 1.0f; h: 0x1F
@@ -217,7 +248,7 @@ def test_parse_prototxt_values_and_syntax_forms():
     msg: { a: 2 b < c: "d" > }
     list: [1, 2, 3]
     empty: []
-    '''
+    """
     parsed = parse_prototxt(text)
     assert parsed["name"] == ['a "quoted" AA\njoined']
     assert parsed["n"] == [3] and parsed["f"] == [-0.0015] and parsed["g"] == [1.0]
@@ -228,17 +259,20 @@ def test_parse_prototxt_values_and_syntax_forms():
     assert parsed["list"] == [1, 2, 3] and parsed["empty"] == []
 
 
-@pytest.mark.parametrize("text, line, words", [
-    ('name: "x"\nlayer {\n  name: "a"\n', 2, "never closed"),
-    ('a: 1\nb: 2\n}\n', 3, "unexpected '}'"),
-    ('a: 1\nb 2\n', 2, "expected ':' or '{'"),
-    ('a: 1\n\nb: 1abc\n', 3, "invalid number"),
-    ('a: 1\nb: "open\n', 2, "unterminated string"),
-    ('a: 1\nb: "\\q"\n', 2, "invalid escape"),
-    ('a: [1\n 2]\n', 2, "expected ',' or ']'"),
-    ('a {\n  b: }\n', 2, "expected a value"),
-    ('a: 1\n  @\n', 2, "unexpected character"),
-])
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ('name: "x"\nlayer {\n  name: "a"\n', 2, "never closed"),
+        ("a: 1\nb: 2\n}\n", 3, "unexpected '}'"),
+        ("a: 1\nb 2\n", 2, "expected ':' or '{'"),
+        ("a: 1\n\nb: 1abc\n", 3, "invalid number"),
+        ('a: 1\nb: "open\n', 2, "unterminated string"),
+        ('a: 1\nb: "\\q"\n', 2, "invalid escape"),
+        ("a: [1\n 2]\n", 2, "expected ',' or ']'"),
+        ("a {\n  b: }\n", 2, "expected a value"),
+        ("a: 1\n  @\n", 2, "unexpected character"),
+    ],
+)
 def test_syntax_errors_report_the_line(text, line, words):
     with pytest.raises(ConfigError) as info:
         parse_prototxt(text, filename="net.prototxt")
@@ -249,6 +283,7 @@ def test_syntax_errors_report_the_line(text, line, words):
 
 
 # --- conversion to netlayers' form ---
+
 
 def test_lenet_prototxt_converts():
     net = to_netlayers(parse_prototxt(NET.read_text(), filename=str(NET)))
@@ -271,8 +306,7 @@ def test_lenet_prototxt_converts():
     assert data_test["include"] == [{"phase": "TEST"}]
     assert by_name["accuracy"][0]["include"] == [{"phase": "TEST"}]
     assert data_train["top"] == ["data", "label"]
-    assert data_train["data_param"] == {"source": "fmnist_train_lmdb", "batch_size": 64,
-                                        "backend": "LMDB"}
+    assert data_train["data_param"] == {"source": "fmnist_train_lmdb", "batch_size": 64, "backend": "LMDB"}
     assert data_train["transform_param"] == {"scale": 0.00390625}
 
     conv1 = by_name["conv1"][0]
@@ -280,8 +314,12 @@ def test_lenet_prototxt_converts():
     assert conv1["bottom"] == "data" and conv1["top"] == "conv1"
     assert conv1["param"] == [{"lr_mult": 1}, {"lr_mult": 2}]
     assert conv1["convolution_param"] == {
-        "num_output": 20, "kernel_size": [5], "stride": [1],
-        "weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant"}}
+        "num_output": 20,
+        "kernel_size": [5],
+        "stride": [1],
+        "weight_filler": {"type": "xavier"},
+        "bias_filler": {"type": "constant"},
+    }
     assert by_name["conv2"][0]["convolution_param"]["num_output"] == 50
     for name in ("conv1", "conv2", "ip1", "ip2"):
         assert [p["lr_mult"] for p in by_name[name][0]["param"]] == [1, 2]
@@ -307,7 +345,7 @@ def test_lenet_solver_converts():
 
 
 def test_repeated_field_table_follows_the_message_type():
-    text = '''
+    text = """
     input: "data"
     input_shape { dim: 1 dim: 3 }
     layer { name: "in" type: "Input" top: "x" top: "y"
@@ -320,7 +358,7 @@ def test_repeated_field_table_follows_the_message_type():
             eltwise_param { operation: SUM coeff: 1 coeff: -1 } }
     layer { name: "d" type: "Data" top: "t" transform_param { mean_value: 104 } }
     layer { name: "u" type: "Custom" custom_param { k: 1 k: 2 one: 3 } }
-    '''
+    """
     net = to_netlayers(parse_prototxt(text))
     assert net["input"] == ["data"] and net["input_shape"] == [{"dim": [1, 3]}]
     inp, reshape, slice_, eltwise, data, custom = net["layers"]
@@ -334,13 +372,14 @@ def test_repeated_field_table_follows_the_message_type():
 
 
 def test_solver_with_multistep_and_inline_net():
-    text = 'stepvalue: 10 stepvalue: 20 test_net: "t.prototxt" test_iter: 5\n' \
-           'net_param { name: "n" layer { name: "a" type: "ReLU" bottom: "x" top: "x" } }'
+    text = (
+        'stepvalue: 10 stepvalue: 20 test_net: "t.prototxt" test_iter: 5\n'
+        'net_param { name: "n" layer { name: "a" type: "ReLU" bottom: "x" top: "x" } }'
+    )
     solver = solver_to_netlayers(parse_prototxt(text))
     assert solver["stepvalue"] == [10, 20]
     assert solver["test_net"] == ["t.prototxt"] and solver["test_iter"] == [5]
-    assert solver["net_param"]["layers"] == [
-        {"name": "a", "type": "ReLU", "bottom": "x", "top": "x"}]
+    assert solver["net_param"]["layers"] == [{"name": "a", "type": "ReLU", "bottom": "x", "top": "x"}]
 
 
 def test_legacy_v1_prototxt_is_a_clear_error(tmp_path):
@@ -352,6 +391,7 @@ def test_legacy_v1_prototxt_is_a_clear_error(tmp_path):
 
 
 # --- YAML output ---
+
 
 def test_convert_prototxt_round_trips_through_yaml():
     text = convert_prototxt(NET, solver_path=SOLVER)
@@ -376,7 +416,7 @@ def test_convert_prototxt_errors_name_the_file(tmp_path):
         convert_prototxt(missing)
     assert info.value.file == str(missing)
     bad_solver = tmp_path / "solver.prototxt"
-    bad_solver.write_text("base_lr: 0.1\nlr_policy: \"inv\n")
+    bad_solver.write_text('base_lr: 0.1\nlr_policy: "inv\n')
     net = tmp_path / "net.prototxt"
     net.write_text('name: "n"\n')
     with pytest.raises(ConfigError) as info:
@@ -386,9 +426,11 @@ def test_convert_prototxt_errors_name_the_file(tmp_path):
 
 # --- command line ---
 
+
 def run_tool(*args):
-    return subprocess.run([sys.executable, str(TOOL), *map(str, args)], capture_output=True,
-                          text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_tool_writes_yaml(tmp_path):
@@ -416,20 +458,27 @@ def test_tool_bad_input_is_one_line_and_exit_2(tmp_path):
     assert f"{bad}:2:" in run_tool(bad).stderr
 
 
-
-@pytest.mark.parametrize("inputs", [
-    'input: "data"\ninput_shape { dim: 2 dim: 1 dim: 6 dim: 6 }\n',
-    'input: "data"\ninput_dim: 2\ninput_dim: 1\ninput_dim: 6\ninput_dim: 6\n',
-])
+@pytest.mark.parametrize(
+    "inputs",
+    [
+        'input: "data"\ninput_shape { dim: 2 dim: 1 dim: 6 dim: 6 }\n',
+        'input: "data"\ninput_dim: 2\ninput_dim: 1\ninput_dim: 6\ninput_dim: 6\n',
+    ],
+)
 def test_a_deploy_prototxt_with_net_level_inputs_builds(tmp_path, inputs):
     from netlayers import Net
+
     deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text('name: "tiny_deploy"\n' + inputs + '''
+    deploy.write_text(
+        'name: "tiny_deploy"\n'
+        + inputs
+        + """
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
         convolution_param { num_output: 3 kernel_size: 3 } }
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 layer { name: "prob" type: "Softmax" bottom: "conv" top: "prob" }
-''')
+"""
+    )
     path = tmp_path / "deploy.yaml"
     path.write_text(convert_prototxt(deploy))
     net = Net(path)
@@ -439,8 +488,10 @@ layer { name: "prob" type: "Softmax" bottom: "conv" top: "prob" }
 
 def test_net_level_inputs_need_one_shape_each():
     from netlayers import Net
-    layers = [{"name": "ip", "type": "InnerProduct", "bottom": "a", "top": "z",
-               "inner_product_param": {"num_output": 2}}]
+
+    layers = [
+        {"name": "ip", "type": "InnerProduct", "bottom": "a", "top": "z", "inner_product_param": {"num_output": 2}}
+    ]
     with pytest.raises(ConfigError, match="2 input\\(s\\) but 1 input_shape\\(s\\)"):
         Net({"name": "n", "input": ["a", "b"], "input_shape": [{"dim": [1, 3]}], "layers": layers})
     with pytest.raises(ConfigError, match="each input needs a shape"):

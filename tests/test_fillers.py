@@ -66,20 +66,29 @@ def test_same_seed_same_values_and_unknown_type_is_an_error():
     a = filled((10,), seed=3, type="gaussian")
     b = filled((10,), seed=3, type="gaussian")
     assert np.array_equal(a, b)
-    with pytest.raises(ConfigError, match="field 'type': expected one of constant .*got 'gausian' "
-                                          r"\(did you mean 'gaussian'\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match="field 'type': expected one of constant .*got 'gausian' "
+        r"\(did you mean 'gaussian'\?\)",
+    ):
         filled((2,), type="gausian")
 
 
-@pytest.mark.parametrize("fields,message", [
-    ({"type": "gaussian", "std": -1}, "field 'std': expected a number >= 0, got -1"),
-    ({"type": "uniform", "min": 1, "max": 0},
-     "field 'min': the uniform filler's min must not exceed max, got min 1 > max 0"),
-    ({"type": "uniform", "min": -1e308, "max": 1e308},
-     "field 'max': the uniform filler's range max - min is too wide"),
-    ({"type": "gaussian", "sparse": -2},
-     r"field 'sparse': expected an integer >= -1, got -2"),
-])
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        ({"type": "gaussian", "std": -1}, "field 'std': expected a number >= 0, got -1"),
+        (
+            {"type": "uniform", "min": 1, "max": 0},
+            "field 'min': the uniform filler's min must not exceed max, got min 1 > max 0",
+        ),
+        (
+            {"type": "uniform", "min": -1e308, "max": 1e308},
+            "field 'max': the uniform filler's range max - min is too wide",
+        ),
+        ({"type": "gaussian", "sparse": -2}, r"field 'sparse': expected an integer >= -1, got -2"),
+    ],
+)
 def test_impossible_filler_values_name_the_field(fields, message):
     with pytest.raises(ConfigError, match=message):
         filled((3, 4), **fields)
@@ -91,25 +100,36 @@ def test_zero_std_and_equal_bounds_are_allowed():
 
 
 @pytest.mark.parametrize("shape", [(0, 3), (4, 0), (0,)])
-@pytest.mark.parametrize("fields", [{"type": "xavier"}, {"type": "msra", "variance_norm": "AVERAGE"},
-                                    {"type": "gaussian", "sparse": 2}, {"type": "positive_unitball"}])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"type": "xavier"},
+        {"type": "msra", "variance_norm": "AVERAGE"},
+        {"type": "gaussian", "sparse": 2},
+        {"type": "positive_unitball"},
+    ],
+)
 def test_an_empty_blob_has_nothing_to_fill(shape, fields):
     assert filled(shape, **fields).shape == shape
 
 
 def test_a_bad_filler_in_a_net_is_located_at_its_layer(tmp_path):
     from netlayers import Net
+
     config = tmp_path / "net.yaml"
-    config.write_text("layers:\n"
-                      "  - {name: x, type: Input, top: x, input_param: {shape: {dim: [2, 3]}}}\n"
-                      "  - name: ip\n"
-                      "    type: InnerProduct\n"
-                      "    bottom: x\n"
-                      "    top: y\n"
-                      "    inner_product_param:\n"
-                      "      num_output: 4\n"
-                      "      weight_filler: {type: gaussian, std: -1}\n")
+    config.write_text(
+        "layers:\n"
+        "  - {name: x, type: Input, top: x, input_param: {shape: {dim: [2, 3]}}}\n"
+        "  - name: ip\n"
+        "    type: InnerProduct\n"
+        "    bottom: x\n"
+        "    top: y\n"
+        "    inner_product_param:\n"
+        "      num_output: 4\n"
+        "      weight_filler: {type: gaussian, std: -1}\n"
+    )
     with pytest.raises(ConfigError) as info:
         Net(config)
-    assert str(info.value) == (f"{config}:9: layer 'ip': field 'inner_product_param.weight_filler.std': "
-                               "expected a number >= 0, got -1")
+    assert str(info.value) == (
+        f"{config}:9: layer 'ip': field 'inner_product_param.weight_filler.std': expected a number >= 0, got -1"
+    )

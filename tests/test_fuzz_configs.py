@@ -14,6 +14,7 @@ budget, memory capped at 300 MB through ``NETLAYERS_MEMORY_LIMIT``). To hunt for
 many more: ``NETLAYERS_FUZZ_EXAMPLES=2000 NETLAYERS_FUZZ_SEED=7 python -m pytest
 tests/test_fuzz_configs.py`` (a seed draws other examples than the suite's).
 """
+
 import copy
 import io
 import math
@@ -43,17 +44,66 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(ROOT.glob("configs/*.yaml")) + sorted(ROOT.glob("configs/examples/**/*.yaml"))
 EXAMPLES = int(os.environ.get("NETLAYERS_FUZZ_EXAMPLES", "100"))
 SEED = os.environ.get("NETLAYERS_FUZZ_SEED")
-BUDGET = float(os.environ.get("NETLAYERS_FUZZ_BUDGET", "20"))     # seconds per mutated config
+BUDGET = float(os.environ.get("NETLAYERS_FUZZ_BUDGET", "20"))  # seconds per mutated config
 MEMORY_LIMIT = 300_000_000
 
-VALUES = [0, -1, 1, 2, 3, 7, -2, 10**12, 2**40, 2**31, 1e308, -1e308, 1e-300, math.nan, math.inf,
-          10**400 - 1, 0.5, "x", "", "TRAIN", "MAX", [], [0], [1, 2], [[3]], [2, 0, 3], {}, {"a": 1},
-          {"dim": [2, 3]}, None, True, False]
+VALUES = [
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    -2,
+    10**12,
+    2**40,
+    2**31,
+    1e308,
+    -1e308,
+    1e-300,
+    math.nan,
+    math.inf,
+    10**400 - 1,
+    0.5,
+    "x",
+    "",
+    "TRAIN",
+    "MAX",
+    [],
+    [0],
+    [1, 2],
+    [[3]],
+    [2, 0, 3],
+    {},
+    {"a": 1},
+    {"dim": [2, 3]},
+    None,
+    True,
+    False,
+]
 NUMBERS = [v for v in VALUES if isinstance(v, (int, float)) and not isinstance(v, bool)]
 CONTROL = ["\x00", "\n", "\r", "\x1b", "\t", "\x7f", "\u2028", "\ufeff"]
 TYPES = [name for name in layer_types() if layer_class(name).__module__.startswith("netlayers.")]
-IN_PLACE_TYPES = ["ReLU", "Sigmoid", "TanH", "ELU", "PReLU", "AbsVal", "Power", "Exp", "BNLL", "Dropout",
-                  "BatchNorm", "MVN", "Scale", "Bias", "Softmax", "Threshold", "InnerProduct", "Flatten"]
+IN_PLACE_TYPES = [
+    "ReLU",
+    "Sigmoid",
+    "TanH",
+    "ELU",
+    "PReLU",
+    "AbsVal",
+    "Power",
+    "Exp",
+    "BNLL",
+    "Dropout",
+    "BatchNorm",
+    "MVN",
+    "Scale",
+    "Bias",
+    "Softmax",
+    "Threshold",
+    "InnerProduct",
+    "Flatten",
+]
 
 
 def load(path):
@@ -137,8 +187,15 @@ def mutate(choose, tree):
     numbers = [p for p in positions(tree) if is_number(parent_of(tree, p)[p[-1]])]
     kinds = ["set", "set", "delete", "rename field"] + ["set number"] * 4 * bool(numbers)
     if layers_of(tree):
-        kinds += ["layer type", "duplicate layer", "swap layers", "rename bottom", "in place",
-                  "insert in place", "control characters"]
+        kinds += [
+            "layer type",
+            "duplicate layer",
+            "swap layers",
+            "rename bottom",
+            "in place",
+            "insert in place",
+            "control characters",
+        ]
     kind = choose(kinds)
     paths = numbers if kind == "set number" else positions(tree)
     if kind in ("set", "set number", "delete", "rename field"):
@@ -187,8 +244,7 @@ def mutate(choose, tree):
             return f"layers[{i}] has no top to work on in place"
         blob = choose(names)
         j = choose(range(i + 1, len(layers) + 1))
-        layers.insert(j, {"name": f"in_place_{j}", "type": choose(IN_PLACE_TYPES),
-                          "bottom": blob, "top": blob})
+        layers.insert(j, {"name": f"in_place_{j}", "type": choose(IN_PLACE_TYPES), "bottom": blob, "top": blob})
         return f"insert layers[{j}] = {layers[j]}"
     if kind == "in place":
         bottom = layer.get("bottom")
@@ -225,8 +281,9 @@ def train_briefly(path):
     output = path.parent / "run"
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir()
-    solver = Solver(path, output_dir=output, max_iter=2, overwrite=True,
-                    reporter=Reporter(quiet=True, stream=io.StringIO()))
+    solver = Solver(
+        path, output_dir=output, max_iter=2, overwrite=True, reporter=Reporter(quiet=True, stream=io.StringIO())
+    )
     # what asks for long but legitimate work is cut short (max_iter is overridden above)
     solver.param.test_iter = [min(n, 2) for n in solver.param.test_iter]
     solver.param.iter_size = min(solver.param.iter_size, 2)
@@ -282,18 +339,23 @@ def test_the_unmutated_configs_run(workdir):
 
 
 def fuzz_settings(test):
-    test = settings(max_examples=EXAMPLES, deadline=timedelta(seconds=BUDGET), derandomize=SEED is None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-                    database=None)(test)
+    test = settings(
+        max_examples=EXAMPLES,
+        deadline=timedelta(seconds=BUDGET),
+        derandomize=SEED is None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        database=None,
+    )(test)
     return seed(int(SEED))(test) if SEED is not None else test
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # overflow, log of a negative: hostile values
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow, log of a negative: hostile values
 @fuzz_settings
 @given(data=st.data())
 def test_mutated_configs_fail_only_with_one_line_netlayers_errors(workdir, data):
     name = data.draw(st.sampled_from(sorted(BASES)), label="config")
     tree = copy.deepcopy(BASES[name])
+
     def choose(options):
         return data.draw(st.sampled_from(list(options)))
 

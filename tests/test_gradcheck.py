@@ -5,9 +5,17 @@ from netlayers.gradcheck import check_layer, check_net
 
 def test_report_lists_every_bottom_and_param_with_worst_errors():
     rng = np.random.default_rng(0)
-    report = check_layer({"type": "InnerProduct", "inner_product_param": {
-        "num_output": 3, "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}},
-        [rng.standard_normal((2, 4))])
+    report = check_layer(
+        {
+            "type": "InnerProduct",
+            "inner_product_param": {
+                "num_output": 3,
+                "weight_filler": {"type": "gaussian"},
+                "bias_filler": {"type": "gaussian"},
+            },
+        },
+        [rng.standard_normal((2, 4))],
+    )
     assert [b.name for b in report.blobs] == ["bottom[0]", "param[0]", "param[1]"]
     assert [b.checked for b in report.blobs] == [8, 12, 3]
     assert report.passed and report.worst_relative < 1e-6
@@ -41,6 +49,7 @@ def test_a_wrong_gradient_fails_with_its_index():
             bottom[0].diff[1] *= 1.5
 
     from netlayers.registry import register_layer
+
     register_layer("TestOnlyBrokenTanH")(BrokenTanH)
     report = check_layer({"type": "TestOnlyBrokenTanH"}, [np.array([0.1, 0.2, 0.3])])
     assert not report.passed
@@ -48,23 +57,46 @@ def test_a_wrong_gradient_fails_with_its_index():
 
 
 def test_whole_net_check_with_a_shared_threshold():
-    spec = {"name": "n", "layers": [
-        {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": {"dim": [3, 2]}}},
-        {"name": "t", "type": "TanH", "bottom": "x", "top": "y"},
-        {"name": "ip", "type": "InnerProduct", "bottom": "y", "top": "z", "loss_weight": 1,
-         "inner_product_param": {"num_output": 2, "weight_filler": {"type": "gaussian"}}}]}
+    spec = {
+        "name": "n",
+        "layers": [
+            {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": {"dim": [3, 2]}}},
+            {"name": "t", "type": "TanH", "bottom": "x", "top": "y"},
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "y",
+                "top": "z",
+                "loss_weight": 1,
+                "inner_product_param": {"num_output": 2, "weight_filler": {"type": "gaussian"}},
+            },
+        ],
+    }
     report = check_net(spec, threshold=1e-7)
     assert report.passed and report.threshold == 1e-7
     assert {b.name for b in report.blobs} == {"input x", "param ip[0]", "param ip[1]"}
 
 
 def test_check_net_draws_class_indices_for_label_inputs():
-    spec = {"name": "labelled", "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "label"],
-         "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
-         "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}}},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "label"], "top": "loss"}]}
+    spec = {
+        "name": "labelled",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "label"],
+                "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "z",
+                "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "label"], "top": "loss"},
+        ],
+    }
     report = check_net(spec)
     assert report.passed, report.table()
     assert {b.name for b in report.blobs} >= {"input x", "param ip[0]", "param ip[1]"}

@@ -1,6 +1,7 @@
 """netlayers.io under hostile files and faults (issue 9): .npy headers that claim more than the
 machine or the archive holds, solver states given where weights are expected, file modes,
 and which temporary files count as leftovers."""
+
 import io
 import os
 import re
@@ -32,30 +33,46 @@ def write_zip(path, members, compression=zipfile.ZIP_STORED):
 
 
 def tiny_net():
-    return Net({"layers": [
-        {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 5]}}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-         "inner_product_param": {"num_output": 3, "bias_term": False}}]}, seed=0)
+    return Net(
+        {
+            "layers": [
+                {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 5]}}},
+                {
+                    "name": "ip",
+                    "type": "InnerProduct",
+                    "bottom": "x",
+                    "top": "y",
+                    "inner_product_param": {"num_output": 3, "bias_term": False},
+                },
+            ]
+        },
+        seed=0,
+    )
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
 def test_a_header_claiming_more_than_the_machine_holds_is_refused_before_allocating(tmp_path, compression):
     path = write_zip(tmp_path / "huge.npz", {"ip/0.npy": claiming_npy((10**12,))}, compression)
     for load in (load_arrays, load_weights, tiny_net().load):
-        with pytest.raises(NetlayersError) as info:         # not a MemoryError
+        with pytest.raises(NetlayersError) as info:  # not a MemoryError
             load(path)
         text = str(info.value)
         assert "\n" not in text
-        assert re.match(re.escape(f"array 'ip/0' of the file {path} would need ") +
-                        r"7,45[01](\.\d)? GiB, more than this machine's memory \(", text)
+        assert re.match(
+            re.escape(f"array 'ip/0' of the file {path} would need ")
+            + r"7,45[01](\.\d)? GiB, more than this machine's memory \(",
+            text,
+        )
 
 
 def test_a_header_claiming_more_than_its_member_holds_is_damage(tmp_path):
     path = write_zip(tmp_path / "short.npz", {"ip/0.npy": claiming_npy((1000,), b"\0" * 80)})
     with pytest.raises(DataError) as info:
         load_arrays(path)
-    assert str(info.value) == (f"{path}: truncated or damaged .npz archive: array 'ip/0' cannot be "
-                               "read (its header claims 8,000 bytes, its member holds 80)")
+    assert str(info.value) == (
+        f"{path}: truncated or damaged .npz archive: array 'ip/0' cannot be "
+        "read (its header claims 8,000 bytes, its member holds 80)"
+    )
 
 
 def test_a_good_archive_still_loads(tmp_path):
@@ -68,14 +85,29 @@ def test_a_good_archive_still_loads(tmp_path):
 
 # -- a solver state where weights are expected ----------------------------------------------------------
 
-SMALL = {"name": "small", "layers": [
-    {"name": "data", "type": "DummyData", "top": ["x", "t"],
-     "dummy_data_param": {"shape": [{"dim": [2, 4]}, {"dim": [2, 3]}],
-                          "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 0.5}]}},
-    {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-     "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-    {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
-], "solver": {"base_lr": 0.1, "max_iter": 2}}
+SMALL = {
+    "name": "small",
+    "layers": [
+        {
+            "name": "data",
+            "type": "DummyData",
+            "top": ["x", "t"],
+            "dummy_data_param": {
+                "shape": [{"dim": [2, 4]}, {"dim": [2, 3]}],
+                "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 0.5}],
+            },
+        },
+        {
+            "name": "ip",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "y",
+            "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+        },
+        {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
+    ],
+    "solver": {"base_lr": 0.1, "max_iter": 2},
+}
 
 
 def snapshot_of_small(tmp_path):
@@ -107,16 +139,19 @@ def test_a_solver_state_naming_no_usable_weights_file_is_one_line(tmp_path):
     arrays["weights_file"] = np.array(7)
     bad = tmp_path / "bad.solverstate.npz"
     save_arrays(bad, arrays)
-    with pytest.raises(ConfigError, match=re.escape(f"{bad}: field 'weights_file': must be the weights "
-                                                    "file's name (text), got an array of int64")):
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(f"{bad}: field 'weights_file': must be the weights file's name (text), got an array of int64"),
+    ):
         load_weights(bad)
-    arrays["weights_file"] = np.array(state.name)          # a state naming a state
+    arrays["weights_file"] = np.array(state.name)  # a state naming a state
     save_arrays(bad, arrays)
     with pytest.raises(ConfigError, match=re.escape(f"{state}: is a solver state, expected the weights")):
         load_weights(bad)
 
 
 # -- modes and leftovers -------------------------------------------------------------------------------------
+
 
 def test_save_arrays_gives_the_mode_open_would(tmp_path):
     previous = os.umask(0o022)
@@ -128,9 +163,13 @@ def test_save_arrays_gives_the_mode_open_would(tmp_path):
 
 
 def test_only_exact_temporaries_of_the_given_names_are_leftovers(tmp_path):
-    names = {".w_iter_3.weights.npz.a1b2c3d_.tmp": True, ".w_iter_3.weights.npz.a1b2c3d.tmp": False,
-             ".w_iter_3.weights.npz.a1b2c3d_.tmpx": False, ".v_iter_3.weights.npz.a1b2c3d_.tmp": False,
-             "w_iter_3.weights.npz.a1b2c3d_.tmp": False}
+    names = {
+        ".w_iter_3.weights.npz.a1b2c3d_.tmp": True,
+        ".w_iter_3.weights.npz.a1b2c3d.tmp": False,
+        ".w_iter_3.weights.npz.a1b2c3d_.tmpx": False,
+        ".v_iter_3.weights.npz.a1b2c3d_.tmp": False,
+        "w_iter_3.weights.npz.a1b2c3d_.tmp": False,
+    }
     for name in names:
         (tmp_path / name).write_text("")
     removed = netlayers.io.remove_leftover_temporaries(tmp_path, r"w_iter_\d+\.weights\.npz")

@@ -1,5 +1,6 @@
 """The lecture's graphs (shared/seeds), as configs under configs/examples/, give the lecture's
 numbers forward and backward, and the whole-net gradient checks agree."""
+
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,17 @@ def test_sigmoid_neuron_gate_by_gate():
     expected_values = {"dot": 1.0, "neg": -1.0, "e": 0.37, "denom": 1.37, "f": 0.73}
     for blob, v in expected_values.items():
         assert value[blob] == pytest.approx(v, abs=0.005), blob
-    expected_grads = {"denom": -0.53, "e": -0.53, "neg": -0.20, "dot": 0.20,
-                      "w0": -0.20, "x0": 0.39, "w1": -0.39, "x1": -0.59, "w2": 0.20}
+    expected_grads = {
+        "denom": -0.53,
+        "e": -0.53,
+        "neg": -0.20,
+        "dot": 0.20,
+        "w0": -0.20,
+        "x0": 0.39,
+        "w1": -0.39,
+        "x1": -0.59,
+        "w2": 0.20,
+    }
     for blob, g in expected_grads.items():
         assert grad[blob] == pytest.approx(g, abs=0.005), blob
     # exact: df/ddot = sigma (1 - sigma)
@@ -45,9 +55,17 @@ def test_sigmoid_layer_equals_the_four_gates():
     spec = Net(EXAMPLES / "sigmoid_neuron.yaml").spec
     gates = ("negate", "exp", "plus_one", "reciprocal")
     from dataclasses import replace
+
     layers = [layer for layer in spec.layers if layer.name not in gates]
-    sigmoid = replace(next(l for l in spec.layers if l.name == "exp"), name="sigmoid", type="Sigmoid",
-                      bottoms=["dot"], tops=["f"], blocks={}, loss_weights=[1.0])
+    sigmoid = replace(
+        next(l for l in spec.layers if l.name == "exp"),
+        name="sigmoid",
+        type="Sigmoid",
+        bottoms=["dot"],
+        tops=["f"],
+        blocks={},
+        loss_weights=[1.0],
+    )
     net = Net(replace(spec, layers=layers + [sigmoid]), dtype=np.float64)
     net.forward()
     net.backward()
@@ -86,8 +104,17 @@ def test_gradients_add_at_a_branch():
     assert (grad["x"], grad["y"], grad["z"]) == (-2, 3, 3)
 
 
-@pytest.mark.parametrize("name", ["circuit.yaml", "sigmoid_neuron.yaml", "apples_oranges.yaml",
-                                  "vectorized_norm.yaml", "max_gate.yaml", "branch.yaml"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "circuit.yaml",
+        "sigmoid_neuron.yaml",
+        "apples_oranges.yaml",
+        "vectorized_norm.yaml",
+        "max_gate.yaml",
+        "branch.yaml",
+    ],
+)
 def test_every_example_passes_the_whole_net_gradient_check(name):
     report = check_net(EXAMPLES / name)
     assert report.passed, report.table()
@@ -130,6 +157,7 @@ def test_seed_mlp_trains_as_the_numpy_loop_does():
 
     from netlayers import Solver
     from netlayers.solvers.reporting import Reporter
+
     raw = yaml.safe_load((EXAMPLES / "seed_mlp.yaml").read_text())
     raw["dtype"] = "float64"
     solver = Solver(raw, max_iter=60, reporter=Reporter(quiet=True, metrics=False))

@@ -6,26 +6,42 @@ from netlayers.gradcheck import check_net
 
 
 def input_layer(shapes, tops=("x", "y")):
-    return {"name": "data", "type": "Input", "top": list(tops),
-            "input_param": {"shape": [{"dim": list(s)} for s in shapes]}}
+    return {
+        "name": "data",
+        "type": "Input",
+        "top": list(tops),
+        "input_param": {"shape": [{"dim": list(s)} for s in shapes]},
+    }
 
 
 def ip(name, bottom, top, n, **extra):
-    layer = {"name": name, "type": "InnerProduct", "bottom": bottom, "top": top,
-             "inner_product_param": {"num_output": n, "weight_filler": {"type": "gaussian", "std": 0.3},
-                                     "bias_filler": {"type": "gaussian", "std": 0.1}}}
+    layer = {
+        "name": name,
+        "type": "InnerProduct",
+        "bottom": bottom,
+        "top": top,
+        "inner_product_param": {
+            "num_output": n,
+            "weight_filler": {"type": "gaussian", "std": 0.3},
+            "bias_filler": {"type": "gaussian", "std": 0.1},
+        },
+    }
     layer.update(extra)
     return layer
 
 
 def mlp(**net_fields):
-    return {"name": "mlp", **net_fields, "layers": [
-        input_layer([(4, 5), (4,)]),
-        ip("ip1", "x", "h", 6),
-        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
-        ip("ip2", "h", "z", 3),
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
-    ]}
+    return {
+        "name": "mlp",
+        **net_fields,
+        "layers": [
+            input_layer([(4, 5), (4,)]),
+            ip("ip1", "x", "h", 6),
+            {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
+            ip("ip2", "h", "z", 3),
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+        ],
+    }
 
 
 LABELS = np.array([0, 2, 1, 2])
@@ -63,18 +79,21 @@ def test_in_place_layer_shares_the_blob():
 def test_whole_net_gradients_check_out():
     report = check_net(mlp(), inputs={"y": LABELS})
     assert report.passed, report.table()
-    assert {b.name for b in report.blobs} == {"input x", "param ip1[0]", "param ip1[1]",
-                                              "param ip2[0]", "param ip2[1]"}
+    assert {b.name for b in report.blobs} == {"input x", "param ip1[0]", "param ip1[1]", "param ip2[0]", "param ip2[1]"}
 
 
 def branching_net():
-    return {"name": "branch", "layers": [
-        input_layer([(3, 4), (3,)]),
-        ip("left", "x", "a", 2), ip("right", "x", "b", 2),
-        {"name": "soft", "type": "Softmax", "bottom": "a", "top": "s"},
-        {"name": "loss1", "type": "SoftmaxWithLoss", "bottom": ["s", "y"], "top": "l1"},
-        {"name": "loss2", "type": "SoftmaxWithLoss", "bottom": ["b", "y"], "top": "l2", "loss_weight": 0.5},
-    ]}
+    return {
+        "name": "branch",
+        "layers": [
+            input_layer([(3, 4), (3,)]),
+            ip("left", "x", "a", 2),
+            ip("right", "x", "b", 2),
+            {"name": "soft", "type": "Softmax", "bottom": "a", "top": "s"},
+            {"name": "loss1", "type": "SoftmaxWithLoss", "bottom": ["s", "y"], "top": "l1"},
+            {"name": "loss2", "type": "SoftmaxWithLoss", "bottom": ["b", "y"], "top": "l2", "loss_weight": 0.5},
+        ],
+    }
 
 
 def test_split_is_inserted_where_a_blob_fans_out_and_gradients_add():
@@ -124,8 +143,7 @@ def test_branch_that_reaches_no_loss_is_pruned():
 
 
 def test_loss_weight_on_a_plain_output():
-    spec = {"name": "lw", "layers": [input_layer([(2, 3)], ["x"]),
-                                     ip("ip", "x", "z", 2, loss_weight=2.0)]}
+    spec = {"name": "lw", "layers": [input_layer([(2, 3)], ["x"]), ip("ip", "x", "z", 2, loss_weight=2.0)]}
     net = Net(spec, seed=0)
     x = np.arange(6.0).reshape(2, 3)
     out = net.forward(x=x)
@@ -162,7 +180,7 @@ def test_cleared_diffs_read_zero_where_backward_writes_no_gradient():
 def test_shared_param_gradient_is_the_sum_over_its_users_after_a_clear():
     net = Net(shared_spec(), seed=0)
     net.forward(y=np.array([1, 4]))
-    net.params["a"][0].diff[...] = 100        # stale values must not leak into the sum
+    net.params["a"][0].diff[...] = 100  # stale values must not leak into the sum
     net.clear_param_diffs()
     net.backward()
     h, dh = net.blobs["h"].data, net.blobs["h"].diff
@@ -171,12 +189,15 @@ def test_shared_param_gradient_is_the_sum_over_its_users_after_a_clear():
 
 
 def shared_spec(second_shape=6):
-    return {"name": "shared", "layers": [
-        input_layer([(2, 6), (2,)]),
-        ip("a", "x", "h", 6, param=[{"name": "w"}, {"name": "b"}]),
-        ip("b", "h", "z", second_shape, param=[{"name": "w"}, {"name": "b"}]),
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
-    ]}
+    return {
+        "name": "shared",
+        "layers": [
+            input_layer([(2, 6), (2,)]),
+            ip("a", "x", "h", 6, param=[{"name": "w"}, {"name": "b"}]),
+            ip("b", "h", "z", second_shape, param=[{"name": "w"}, {"name": "b"}]),
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+        ],
+    }
 
 
 def test_params_shared_by_name_are_one_blob_and_gradients_add():
@@ -193,8 +214,7 @@ def test_sharing_params_of_different_shapes_is_an_error():
 
 def test_phases_filter_layers():
     spec = mlp()
-    spec["layers"].append({"name": "prob", "type": "Softmax", "bottom": "z", "top": "p",
-                           "include": {"phase": "TEST"}})
+    spec["layers"].append({"name": "prob", "type": "Softmax", "bottom": "z", "top": "p", "include": {"phase": "TEST"}})
     spec["layers"][-2]["exclude"] = [{"phase": "TEST"}]
     assert "prob" not in Net(spec, "TRAIN").layer_names
     test_net = Net(spec, "TEST")
@@ -241,8 +261,11 @@ def test_loading_weights_of_another_shape_is_an_error(tmp_path):
 
 def test_loading_weights_that_name_none_of_the_nets_layers_is_an_error(tmp_path):
     np.savez(tmp_path / "other.npz", **{"fc/0": np.zeros((2, 2)), "fc/1": np.zeros(2)})
-    with pytest.raises(ConfigError, match=r"other.npz: names none of this net's layers with params "
-                                          r"\(the file has fc; the net has ip1, ip2\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"other.npz: names none of this net's layers with params "
+        r"\(the file has fc; the net has ip1, ip2\)",
+    ):
         Net(mlp()).load(tmp_path / "other.npz")
 
 
@@ -263,6 +286,7 @@ def test_forward_with_a_new_batch_size_reshapes():
 
 def test_label_out_of_range_names_layer_and_label():
     from netlayers import DataError
+
     net = Net(mlp(), seed=0)
     with pytest.raises(DataError, match="layer 'loss': label 3 is outside the 3 classes"):
         net.forward(x=np.zeros((4, 5)), y=np.array([0, 1, 3, 0]))
@@ -270,6 +294,7 @@ def test_label_out_of_range_names_layer_and_label():
 
 def test_loading_a_file_that_is_not_npz_says_so(tmp_path):
     from netlayers import DataError
+
     bad = tmp_path / "w.npz"
     bad.write_text("garbage\n")
     with pytest.raises(DataError, match=r"w\.npz: not an \.npz archive"):
@@ -302,7 +327,7 @@ def test_forward_with_an_unknown_input_or_non_numbers_is_a_data_error():
 def test_a_blob_set_from_outside_is_recomputed_by_its_layer():
     net = Net(mlp(), seed=0)
     expected = net.forward(x=np.ones((4, 5)), y=LABELS)["loss"]
-    assert net.forward(z=np.ones(3))["loss"] == expected      # ip2 reshapes and refills z
+    assert net.forward(z=np.ones(3))["loss"] == expected  # ip2 reshapes and refills z
 
 
 def test_set_input_arrays_without_a_memory_data_layer():
@@ -310,19 +335,38 @@ def test_set_input_arrays_without_a_memory_data_layer():
         Net(mlp()).set_input_arrays(np.ones((4, 5)), np.zeros(4))
 
 
-@pytest.mark.parametrize("layer, in_place", [
-    ({"type": "ReLU"}, True), ({"type": "Dropout"}, True), ({"type": "BatchNorm"}, True),
-    ({"type": "Scale", "scale_param": {"bias_term": True}}, True), ({"type": "Bias"}, True),
-    ({"type": "InnerProduct", "inner_product_param": {"num_output": 5}}, False),
-    ({"type": "Softmax"}, True), ({"type": "Flatten"}, False), ({"type": "AbsVal"}, False),
-    ({"type": "ReLU", "relu_param": {"negative_slope": -0.5}}, False)])
+@pytest.mark.parametrize(
+    "layer, in_place",
+    [
+        ({"type": "ReLU"}, True),
+        ({"type": "Dropout"}, True),
+        ({"type": "BatchNorm"}, True),
+        ({"type": "Scale", "scale_param": {"bias_term": True}}, True),
+        ({"type": "Bias"}, True),
+        ({"type": "InnerProduct", "inner_product_param": {"num_output": 5}}, False),
+        ({"type": "Softmax"}, True),
+        ({"type": "Flatten"}, False),
+        ({"type": "AbsVal"}, False),
+        ({"type": "ReLU", "relu_param": {"negative_slope": -0.5}}, False),
+    ],
+)
 def test_which_layers_run_in_place_and_which_get_a_blob_of_their_own(layer, in_place):
     """top == bottom after a layer that does not need its top kept: the net runs the layer in
     place where it can compute so; elsewhere it gets a blob of its own under the same name."""
-    spec = {"name": "n", "layers": [input_layer([(4, 5, 1, 1)], ["x"]),
-                                    {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
-                                     "convolution_param": {"num_output": 5, "kernel_size": 1}},
-                                    {"name": "l", "bottom": "c", "top": "c", **layer}]}
+    spec = {
+        "name": "n",
+        "layers": [
+            input_layer([(4, 5, 1, 1)], ["x"]),
+            {
+                "name": "conv",
+                "type": "Convolution",
+                "bottom": "x",
+                "top": "c",
+                "convolution_param": {"num_output": 5, "kernel_size": 1},
+            },
+            {"name": "l", "bottom": "c", "top": "c", **layer},
+        ],
+    }
     net = Net(spec)
     index = net.layer_names.index("l")
     assert (net.top_vecs[index][0] is net.bottom_vecs[index][0]) == in_place
@@ -330,13 +374,17 @@ def test_which_layers_run_in_place_and_which_get_a_blob_of_their_own(layer, in_p
 
 
 def test_outputs_follow_caffe_sorted_by_name_with_in_place_tops_available_again():
-    spec = {"name": "o", "layers": [
-        input_layer([(4, 5), (4,)]),
-        ip("ip", "x", "z", 3),
-        {"name": "relu", "type": "ReLU", "bottom": "z", "top": "z"},
-        {"name": "side", "type": "Power", "bottom": "x", "top": "b_side"},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
-        {"name": "acc", "type": "Accuracy", "bottom": ["z", "y"], "top": "accuracy"}]}
+    spec = {
+        "name": "o",
+        "layers": [
+            input_layer([(4, 5), (4,)]),
+            ip("ip", "x", "z", 3),
+            {"name": "relu", "type": "ReLU", "bottom": "z", "top": "z"},
+            {"name": "side", "type": "Power", "bottom": "x", "top": "b_side"},
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["z", "y"], "top": "loss"},
+            {"name": "acc", "type": "Accuracy", "bottom": ["z", "y"], "top": "accuracy"},
+        ],
+    }
     assert Net(spec).outputs == ["accuracy", "b_side", "loss"]
     spec["layers"] = spec["layers"][:3]
-    assert Net(spec).outputs == ["y", "z"]     # the in-place ReLU's top is an output again
+    assert Net(spec).outputs == ["y", "z"]  # the in-place ReLU's top is an output again

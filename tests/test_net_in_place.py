@@ -1,5 +1,6 @@
 """In-place layers never change the gradients: the net runs a layer in place only where nothing
 can tell, and gives it a blob of its own elsewhere (issue 9, item 1)."""
+
 import numpy as np
 import pytest
 
@@ -9,16 +10,35 @@ from netlayers.gradcheck import check_net
 
 def fan_out_net(layer):
     """x feeds an InnerProduct AND an in-place layer: the issue's net."""
-    return {"name": "fan", "force_backward": True, "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "label"],
-         "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-        {"name": "act", "bottom": "x", "top": "x", **layer},
-        {"name": "ip2", "type": "InnerProduct", "bottom": "x", "top": "z",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-        {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"}]}
+    return {
+        "name": "fan",
+        "force_backward": True,
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "label"],
+                "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "y",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "act", "bottom": "x", "top": "x", **layer},
+            {
+                "name": "ip2",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "z",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"},
+        ],
+    }
 
 
 def renamed(spec, old, new, after):
@@ -39,14 +59,25 @@ def gradients(spec, inputs):
     net.forward(**inputs)
     net.clear_param_diffs()
     net.backward()
-    return net.loss, {name: [b.diff.copy() for b in blobs] for name, blobs in net.params.items()}, \
-        net.source_blobs["x"].diff.copy()
+    return (
+        net.loss,
+        {name: [b.diff.copy() for b in blobs] for name, blobs in net.params.items()},
+        net.source_blobs["x"].diff.copy(),
+    )
 
 
-LAYERS = [{"type": "ReLU"}, {"type": "AbsVal"}, {"type": "ReLU", "relu_param": {"negative_slope": -0.5}},
-          {"type": "ELU", "elu_param": {"alpha": -0.5}}, {"type": "TanH"}, {"type": "Sigmoid"},
-          {"type": "Power", "power_param": {"scale": 2, "shift": 1}}, {"type": "Dropout"},
-          {"type": "BatchNorm"}, {"type": "Scale", "scale_param": {"bias_term": True}}]
+LAYERS = [
+    {"type": "ReLU"},
+    {"type": "AbsVal"},
+    {"type": "ReLU", "relu_param": {"negative_slope": -0.5}},
+    {"type": "ELU", "elu_param": {"alpha": -0.5}},
+    {"type": "TanH"},
+    {"type": "Sigmoid"},
+    {"type": "Power", "power_param": {"scale": 2, "shift": 1}},
+    {"type": "Dropout"},
+    {"type": "BatchNorm"},
+    {"type": "Scale", "scale_param": {"bias_term": True}},
+]
 
 
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: str(layer))
@@ -68,31 +99,53 @@ def test_an_in_place_layer_on_a_blob_that_fans_out_keeps_the_true_gradients(laye
 
 def test_an_in_place_layer_after_one_that_reads_its_top_gets_its_own_blob():
     """Sigmoid's backward reads y; Power in place on y would change what it reads."""
-    spec = {"name": "chain", "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "label"],
-         "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-        {"name": "sig", "type": "Sigmoid", "bottom": "y", "top": "y"},
-        {"name": "pow", "type": "Power", "bottom": "y", "top": "y", "power_param": {"scale": 2, "shift": -1}},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"}]}
+    spec = {
+        "name": "chain",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "label"],
+                "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "y",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "sig", "type": "Sigmoid", "bottom": "y", "top": "y"},
+            {"name": "pow", "type": "Power", "bottom": "y", "top": "y", "power_param": {"scale": 2, "shift": -1}},
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
+        ],
+    }
     net = Net(spec)
     sig, pow_ = net.layer_names.index("sig"), net.layer_names.index("pow")
-    assert net.top_vecs[sig][0] is net.bottom_vecs[sig][0]          # Sigmoid after ip: in place
-    assert net.top_vecs[pow_][0] is not net.bottom_vecs[pow_][0]    # Power: a blob of its own
+    assert net.top_vecs[sig][0] is net.bottom_vecs[sig][0]  # Sigmoid after ip: in place
+    assert net.top_vecs[pow_][0] is not net.bottom_vecs[pow_][0]  # Power: a blob of its own
     report = check_net(spec)
     assert report.passed, report.table()
 
 
 def test_the_usual_in_place_chains_stay_in_place():
     """Conv -> BatchNorm -> Scale -> ReLU, all in place, as Caffe's ResNets write them."""
-    spec = {"name": "res", "layers": [
-        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3, 5, 5]}}},
-        {"name": "conv", "type": "Convolution", "bottom": "x", "top": "c",
-         "convolution_param": {"num_output": 4, "kernel_size": 3}},
-        {"name": "bn", "type": "BatchNorm", "bottom": "c", "top": "c"},
-        {"name": "scale", "type": "Scale", "bottom": "c", "top": "c", "scale_param": {"bias_term": True}},
-        {"name": "relu", "type": "ReLU", "bottom": "c", "top": "c"}]}
+    spec = {
+        "name": "res",
+        "layers": [
+            {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3, 5, 5]}}},
+            {
+                "name": "conv",
+                "type": "Convolution",
+                "bottom": "x",
+                "top": "c",
+                "convolution_param": {"num_output": 4, "kernel_size": 3},
+            },
+            {"name": "bn", "type": "BatchNorm", "bottom": "c", "top": "c"},
+            {"name": "scale", "type": "Scale", "bottom": "c", "top": "c", "scale_param": {"bias_term": True}},
+            {"name": "relu", "type": "ReLU", "bottom": "c", "top": "c"},
+        ],
+    }
     net = Net(spec)
     conv_top = net.top_vecs[net.layer_names.index("conv")][0]
     for name in ("bn", "scale", "relu"):
@@ -103,17 +156,36 @@ def test_the_usual_in_place_chains_stay_in_place():
 def test_in_place_after_a_view_of_a_blob_that_fans_out_keeps_the_true_gradients():
     """Flatten's top shares its bottom's memory: ReLU in place on it would overwrite x, which
     the InnerProduct's backward still reads."""
-    spec = {"name": "view", "force_backward": True, "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "label"],
-         "input_param": {"shape": [{"dim": [4, 2, 3]}, {"dim": [4]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-        {"name": "flat", "type": "Flatten", "bottom": "x", "top": "f"},
-        {"name": "neg", "type": "Power", "bottom": "f", "top": "f", "power_param": {"scale": -3}},
-        {"name": "ip2", "type": "InnerProduct", "bottom": "f", "top": "z",
-         "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
-        {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"}]}
+    spec = {
+        "name": "view",
+        "force_backward": True,
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "label"],
+                "input_param": {"shape": [{"dim": [4, 2, 3]}, {"dim": [4]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "y",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "flat", "type": "Flatten", "bottom": "x", "top": "f"},
+            {"name": "neg", "type": "Power", "bottom": "f", "top": "f", "power_param": {"scale": -3}},
+            {
+                "name": "ip2",
+                "type": "InnerProduct",
+                "bottom": "f",
+                "top": "z",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"},
+        ],
+    }
     net = Net(spec)
     index = net.layer_names.index("neg")
     assert net.top_vecs[index][0] is not net.bottom_vecs[index][0]
@@ -126,5 +198,5 @@ def test_the_net_names_the_newest_blob_and_keeps_the_input_as_set():
     net = Net(spec, dtype=np.float64)
     x = -np.ones((4, 6))
     net.forward(x=x, label=np.zeros(4))
-    np.testing.assert_array_equal(net.blobs["x"].data, 1.0)           # what later layers read
-    np.testing.assert_array_equal(net.source_blobs["x"].data, -1.0)   # the input as set
+    np.testing.assert_array_equal(net.blobs["x"].data, 1.0)  # what later layers read
+    np.testing.assert_array_equal(net.source_blobs["x"].data, -1.0)  # the input as set

@@ -1,4 +1,5 @@
 """Sizing BLAS and numba threads to the cores this process may really use."""
+
 import json
 import os
 import subprocess
@@ -72,17 +73,23 @@ def test_requested_threads_from_option_or_environment():
 def blas_threads_after(args):
     """Run ``netlayers time`` on a small net in a child process and report the BLAS thread
     counts threadpoolctl sees afterwards, and numba's."""
-    code = ("import json, sys, numba; from threadpoolctl import threadpool_info; "
-            "from netlayers.cli.main import main; "
-            "code = main(sys.argv[1:]); "
-            "print(json.dumps([code, [p['num_threads'] for p in threadpool_info() "
-            "if p['user_api'] == 'blas'], numba.get_num_threads()]))")
+    code = (
+        "import json, sys, numba; from threadpoolctl import threadpool_info; "
+        "from netlayers.cli.main import main; "
+        "code = main(sys.argv[1:]); "
+        "print(json.dumps([code, [p['num_threads'] for p in threadpool_info() "
+        "if p['user_api'] == 'blas'], numba.get_num_threads()]))"
+    )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("NETLAYERS_THREADS", None)
     config = ROOT / "configs" / "examples" / "circuit.yaml"
-    proc = subprocess.run([sys.executable, "-c", code, "time", "--config", str(config),
-                           "--iterations", "1", "--warmup", "0", *args],
-                          env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "time", "--config", str(config), "--iterations", "1", "--warmup", "0", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

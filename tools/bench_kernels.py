@@ -9,6 +9,7 @@ turns in each round so that both see the same machine load. A second table times
 column layouts of the convolution products (batch-major vs channel-major) on LeNet's layers.
 Shapes: LeNet's (batch 64) and an AlexNet-like stage (batch 16).
 """
+
 import argparse
 import sys
 import time
@@ -32,7 +33,7 @@ def np_im2col(x, kernel, pad, stride, dilation, out_size, col, batch_major):
     (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_size
     padded = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw))) if ph or pw else x
     windows = sliding_window_view(padded, ((kh - 1) * dh + 1, (kw - 1) * dw + 1), axis=(2, 3))
-    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]      # n c oh ow i j
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw][:, :, :oh, :ow]  # n c oh ow i j
     n, c = x.shape[:2]
     if batch_major:
         np.copyto(col.reshape(n, c, kh, kw, oh, ow), windows.transpose(0, 1, 4, 5, 2, 3))
@@ -45,13 +46,17 @@ def np_col2im(col, kernel, pad, stride, dilation, out_size, x, batch_major):
     (kh, kw), (ph, pw), (sh, sw), (dh, dw), (oh, ow) = kernel, pad, stride, dilation, out_size
     n, c, h, w = x.shape
     padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), x.dtype)
-    cols = (col.reshape(n, c, kh, kw, oh, ow) if batch_major
-            else col.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5))
+    cols = (
+        col.reshape(n, c, kh, kw, oh, ow)
+        if batch_major
+        else col.reshape(c, kh, kw, n, oh, ow).transpose(3, 0, 1, 2, 4, 5)
+    )
     for i in range(kh):
         for j in range(kw):
-            padded[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
-                   j * dw:j * dw + sw * (ow - 1) + 1:sw] += cols[:, :, i, j]
-    np.copyto(x, padded[:, :, ph:ph + h, pw:pw + w])
+            padded[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw] += cols[
+                :, :, i, j
+            ]
+    np.copyto(x, padded[:, :, ph : ph + h, pw : pw + w])
     return x
 
 
@@ -94,7 +99,7 @@ def np_ave_pool_backward(dy, kernel, stride, pad, dx):
     share = dy / (kh * kw)
     for i in range(kh):
         for j in range(kw):
-            dx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += share
+            dx[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += share
     return dx
 
 
@@ -160,14 +165,26 @@ def kernel_cases(rng, quick):
             cshape = (shape[0], rows, size) if batch_major else (rows, shape[0], size)
             a, b = np.empty(cshape, F32), np.empty(cshape, F32)
             layout = "batch-major" if batch_major else "channel-major"
-            cases.append((f"im2col {layout}", f"{label} {shape}",
-                          lambda x=x, g=geometry, a=a, m=batch_major: conv_kernels.im2col(x, *g, a, m),
-                          lambda x=x, g=geometry, b=b, m=batch_major: np_im2col(x, *g, b, m), (a, b)))
+            cases.append(
+                (
+                    f"im2col {layout}",
+                    f"{label} {shape}",
+                    lambda x=x, g=geometry, a=a, m=batch_major: conv_kernels.im2col(x, *g, a, m),
+                    lambda x=x, g=geometry, b=b, m=batch_major: np_im2col(x, *g, b, m),
+                    (a, b),
+                )
+            )
             col = rng.standard_normal(cshape).astype(F32)
             dx1, dx2 = np.empty_like(x), np.empty_like(x)
-            cases.append((f"col2im {layout}", f"{label} {shape}",
-                          lambda c=col, g=geometry, d=dx1, m=batch_major: conv_kernels.col2im(c, *g, d, m),
-                          lambda c=col, g=geometry, d=dx2, m=batch_major: np_col2im(c, *g, d, m), (dx1, dx2)))
+            cases.append(
+                (
+                    f"col2im {layout}",
+                    f"{label} {shape}",
+                    lambda c=col, g=geometry, d=dx1, m=batch_major: conv_kernels.col2im(c, *g, d, m),
+                    lambda c=col, g=geometry, d=dx2, m=batch_major: np_col2im(c, *g, d, m),
+                    (dx1, dx2),
+                )
+            )
     pool_shapes = [("pool1", (64, 20, 24, 24), 2, 2), ("pool2", (64, 50, 8, 8), 2, 2)]
     if not quick:
         pool_shapes.append(("alex", (16, 96, 55, 55), 3, 2))
@@ -179,40 +196,82 @@ def kernel_cases(rng, quick):
         m1, m2 = np.empty(oshape, np.int32), np.empty(oshape, np.int32)
         kern, stride, pad = (k, k), (s, s), (0, 0)
         geometry = (kern, stride, pad)
-        cases.append(("max pool forward", f"{label} {shape} k{k}s{s}",
-                      lambda x=x, y=y1, m=m1, g=geometry: pool_kernels.max_pool_forward(x, *g, y, m),
-                      lambda x=x, y=y2, m=m2, g=geometry: np_max_pool_forward(x, *g, y, m), (y1, y2)))
+        cases.append(
+            (
+                "max pool forward",
+                f"{label} {shape} k{k}s{s}",
+                lambda x=x, y=y1, m=m1, g=geometry: pool_kernels.max_pool_forward(x, *g, y, m),
+                lambda x=x, y=y2, m=m2, g=geometry: np_max_pool_forward(x, *g, y, m),
+                (y1, y2),
+            )
+        )
         pool_kernels.max_pool_forward(x, kern, stride, pad, y1, m1)
         dy = rng.standard_normal(oshape).astype(F32)
         d1, d2 = np.empty_like(x), np.empty_like(x)
-        cases.append(("max pool backward", f"{label} {shape} k{k}s{s}",
-                      lambda dy=dy, m=m1, d=d1: pool_kernels.max_pool_backward(dy, m, d),
-                      lambda dy=dy, m=m1, d=d2: np_max_pool_backward(dy, m, d), (d1, d2)))
+        cases.append(
+            (
+                "max pool backward",
+                f"{label} {shape} k{k}s{s}",
+                lambda dy=dy, m=m1, d=d1: pool_kernels.max_pool_backward(dy, m, d),
+                lambda dy=dy, m=m1, d=d2: np_max_pool_backward(dy, m, d),
+                (d1, d2),
+            )
+        )
         a1, a2 = np.empty(oshape, F32), np.empty(oshape, F32)
-        cases.append(("ave pool forward", f"{label} {shape} k{k}s{s}",
-                      lambda x=x, y=a1, g=geometry: pool_kernels.ave_pool_forward(x, *g, y),
-                      lambda x=x, y=a2, g=geometry: np_ave_pool_forward(x, *g, y), (a1, a2)))
+        cases.append(
+            (
+                "ave pool forward",
+                f"{label} {shape} k{k}s{s}",
+                lambda x=x, y=a1, g=geometry: pool_kernels.ave_pool_forward(x, *g, y),
+                lambda x=x, y=a2, g=geometry: np_ave_pool_forward(x, *g, y),
+                (a1, a2),
+            )
+        )
         e1, e2 = np.empty_like(x), np.empty_like(x)
-        cases.append(("ave pool backward", f"{label} {shape} k{k}s{s}",
-                      lambda dy=dy, d=e1, g=geometry: pool_kernels.ave_pool_backward(dy, *g, d),
-                      lambda dy=dy, d=e2, g=geometry: np_ave_pool_backward(dy, *g, d), (e1, e2)))
+        cases.append(
+            (
+                "ave pool backward",
+                f"{label} {shape} k{k}s{s}",
+                lambda dy=dy, d=e1, g=geometry: pool_kernels.ave_pool_backward(dy, *g, d),
+                lambda dy=dy, d=e2, g=geometry: np_ave_pool_backward(dy, *g, d),
+                (e1, e2),
+            )
+        )
     lrn_shape = (16, 96, 27, 27) if not quick else (16, 32, 13, 13)
     x = rng.standard_normal(lrn_shape).astype(F32)
     s1, s2 = np.empty_like(x), np.empty_like(x)
-    cases.append(("LRN channel window sum", f"{lrn_shape} n5",
-                  lambda: lrn_kernels.channel_window_sum(x, 5, s1, squared=True),
-                  lambda: np_channel_window_sum(x, 5, s2, squared=True), (s1, s2)))
+    cases.append(
+        (
+            "LRN channel window sum",
+            f"{lrn_shape} n5",
+            lambda: lrn_kernels.channel_window_sum(x, 5, s1, squared=True),
+            lambda: np_channel_window_sum(x, 5, s2, squared=True),
+            (s1, s2),
+        )
+    )
     for label, (n, o, p) in (("conv1 top", (64, 20, 576)), ("conv2 top", (64, 50, 64))):
         src = rng.standard_normal((n, o, p)).astype(F32)
         t1, t2 = np.empty((o, n, p), F32), np.empty((o, n, p), F32)
-        cases.append(("NCHW -> channel-major", f"{label} {(n, o, p)}",
-                      lambda s=src, t=t1: conv_kernels.nop_to_onp(s, t),
-                      lambda s=src, t=t2: np_nop_to_onp(s, t), (t1, t2)))
+        cases.append(
+            (
+                "NCHW -> channel-major",
+                f"{label} {(n, o, p)}",
+                lambda s=src, t=t1: conv_kernels.nop_to_onp(s, t),
+                lambda s=src, t=t2: np_nop_to_onp(s, t),
+                (t1, t2),
+            )
+        )
         bias = rng.standard_normal(o).astype(F32)
         b1, b2 = np.empty_like(src), np.empty_like(src)
-        cases.append(("channel-major -> NCHW + bias", f"{label} {(n, o, p)}",
-                      lambda t=t1, b=bias, o_=b1: conv_kernels.onp_to_nop(t, b, o_),
-                      lambda t=t1, b=bias, o_=b2: np_onp_to_nop(t, b, o_), (b1, b2)))
+        cases.append(
+            (
+                "channel-major -> NCHW + bias",
+                f"{label} {(n, o, p)}",
+                lambda t=t1, b=bias, o_=b1: conv_kernels.onp_to_nop(t, b, o_),
+                lambda t=t1, b=bias, o_=b2: np_onp_to_nop(t, b, o_),
+                (b1, b2),
+            )
+        )
     return cases
 
 
@@ -232,8 +291,15 @@ def layout_cases(rng):
         dx = np.empty_like(x)
         fns = []
         for batch_major in (True, False):
-            prod = ColumnProducts(batch=shape[0], map_channels=outputs, rows=rows, map_size=size,
-                                  groups=1, dtype=F32, batch_major=batch_major)
+            prod = ColumnProducts(
+                batch=shape[0],
+                map_channels=outputs,
+                rows=rows,
+                map_size=size,
+                groups=1,
+                dtype=F32,
+                batch_major=batch_major,
+            )
 
             def forward(prod=prod, x=x, geometry=geometry, weight=weight, y=y, bias=bias):
                 conv_kernels.im2col(x, *geometry, prod.col, prod.batch_major)
@@ -244,6 +310,7 @@ def layout_cases(rng):
                 prod.weight_grad(m, prod.col, wdiff)
                 prod.col_from_map(weight, dy, prod.col, m)
                 conv_kernels.col2im(prod.col, *geometry, dx, prod.dcol_batch_major)
+
             fns += [forward, backward]
         cases.append((label, shape, fns))
     return cases
@@ -260,14 +327,14 @@ def main(argv=None):
     for name, case, ours, theirs, outputs in kernel_cases(rng, args.quick):
         ours(), theirs()
         if outputs is not None:
-            np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-4, atol=1e-4,
-                                       err_msg=f"{name} {case}: numba and numpy disagree")
+            np.testing.assert_allclose(
+                outputs[0], outputs[1], rtol=1e-4, atol=1e-4, err_msg=f"{name} {case}: numba and numpy disagree"
+            )
         t_ours, t_theirs = side_by_side([ours, theirs], args.repeats)
-        print(f"{name:<30} {case:<36} {t_ours * 1e3:>9.3f} {t_theirs * 1e3:>9.3f} "
-              f"{t_theirs / t_ours:>11.1f}x")
+        print(f"{name:<30} {case:<36} {t_ours * 1e3:>9.3f} {t_theirs * 1e3:>9.3f} {t_theirs / t_ours:>11.1f}x")
 
     print(f"\n{'convolution layout':<20} {'layer':<8} {'forward ms':>11} {'backward ms':>12}")
-    for label, shape, (fb, bb, fc, bc) in layout_cases(rng):
+    for label, _shape, (fb, bb, fc, bc) in layout_cases(rng):
         tfb, tbb, tfc, tbc = side_by_side([fb, bb, fc, bc], args.repeats)
         print(f"{'batch-major':<20} {label:<8} {tfb * 1e3:>11.3f} {tbb * 1e3:>12.3f}")
         print(f"{'channel-major':<20} {label:<8} {tfc * 1e3:>11.3f} {tbc * 1e3:>12.3f}")

@@ -15,6 +15,7 @@ With ``--throughput``, also the training throughput (images/s) of a real solver 
 Fashion-MNIST with ``configs/lenet_fashion_mnist.yaml``, side by side with PyTorch: see
 :func:`bench_training_throughput` for what each side does and times.
 """
+
 import argparse
 import os
 import sys
@@ -35,23 +36,67 @@ def lenet_spec(batch):
     return {
         "name": "LeNet",
         "layers": [
-            {"name": "data", "type": "Input", "top": ["data", "label"],
-             "input_param": {"shape": [{"dim": [batch, 1, 28, 28]}, {"dim": [batch]}]}},
-            {"name": "conv1", "type": "Convolution", "bottom": "data", "top": "conv1",
-             "convolution_param": {"num_output": 20, "kernel_size": 5, "stride": 1,
-                                   "weight_filler": xavier, "bias_filler": constant}},
-            {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
-             "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
-            {"name": "conv2", "type": "Convolution", "bottom": "pool1", "top": "conv2",
-             "convolution_param": {"num_output": 50, "kernel_size": 5, "stride": 1,
-                                   "weight_filler": xavier, "bias_filler": constant}},
-            {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
-             "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
-            {"name": "ip1", "type": "InnerProduct", "bottom": "pool2", "top": "ip1",
-             "inner_product_param": {"num_output": 500, "weight_filler": xavier, "bias_filler": constant}},
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["data", "label"],
+                "input_param": {"shape": [{"dim": [batch, 1, 28, 28]}, {"dim": [batch]}]},
+            },
+            {
+                "name": "conv1",
+                "type": "Convolution",
+                "bottom": "data",
+                "top": "conv1",
+                "convolution_param": {
+                    "num_output": 20,
+                    "kernel_size": 5,
+                    "stride": 1,
+                    "weight_filler": xavier,
+                    "bias_filler": constant,
+                },
+            },
+            {
+                "name": "pool1",
+                "type": "Pooling",
+                "bottom": "conv1",
+                "top": "pool1",
+                "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+            },
+            {
+                "name": "conv2",
+                "type": "Convolution",
+                "bottom": "pool1",
+                "top": "conv2",
+                "convolution_param": {
+                    "num_output": 50,
+                    "kernel_size": 5,
+                    "stride": 1,
+                    "weight_filler": xavier,
+                    "bias_filler": constant,
+                },
+            },
+            {
+                "name": "pool2",
+                "type": "Pooling",
+                "bottom": "conv2",
+                "top": "pool2",
+                "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+            },
+            {
+                "name": "ip1",
+                "type": "InnerProduct",
+                "bottom": "pool2",
+                "top": "ip1",
+                "inner_product_param": {"num_output": 500, "weight_filler": xavier, "bias_filler": constant},
+            },
             {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"},
-            {"name": "ip2", "type": "InnerProduct", "bottom": "ip1", "top": "ip2",
-             "inner_product_param": {"num_output": 10, "weight_filler": xavier, "bias_filler": constant}},
+            {
+                "name": "ip2",
+                "type": "InnerProduct",
+                "bottom": "ip1",
+                "top": "ip2",
+                "inner_product_param": {"num_output": 10, "weight_filler": xavier, "bias_filler": constant},
+            },
             {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip2", "label"], "top": "loss"},
         ],
     }
@@ -127,6 +172,7 @@ def netlayers_layer_times(net, repeats, iters):
 def torch_lenet(net):
     """The same LeNet as a torch.nn.Module, with the weights of netlayers' ``net``."""
     import torch
+
     nn, F = torch.nn, torch.nn.functional
 
     class LeNet(nn.Module):
@@ -183,8 +229,8 @@ def build_solver(output_dir):
     """The netlayers Solver of configs/lenet_fashion_mnist.yaml, with periodic tests and
     snapshots turned off (they are not training throughput)."""
     from netlayers.solvers.reporting import Reporter
-    solver = netlayers.Solver(CONFIG, output_dir=output_dir,
-                              reporter=Reporter(quiet=True, metrics=False))
+
+    solver = netlayers.Solver(CONFIG, output_dir=output_dir, reporter=Reporter(quiet=True, metrics=False))
     solver.param.test_interval = 0
     solver.param.snapshot = 0
     return solver
@@ -193,6 +239,7 @@ def build_solver(output_dir):
 def fashion_mnist_train():
     """(uint8 images (N, 1, 28, 28), int64 labels (N,)) read by netlayers' own IDX reader."""
     from netlayers.data import load_source, resolve_source
+
     images, labels = load_source(resolve_source("fashion-mnist/train", "IDX"))
     return np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)
 
@@ -205,15 +252,19 @@ def build_torch_trainer(solver, threads, loader):
     except ImportError:
         return None
     torch.set_num_threads(threads)
-    model = torch_lenet(solver.net)                  # the solver's initial weights
+    model = torch_lenet(solver.net)  # the solver's initial weights
     p = solver.param
     weights = [m.weight for m in (model.conv1, model.conv2, model.ip1, model.ip2)]
     biases = [m.bias for m in (model.conv1, model.conv2, model.ip1, model.ip2)]
-    optimizer = torch.optim.SGD([{"params": weights, "lr": p.base_lr},
-                                 {"params": biases, "lr": 2 * p.base_lr}],   # lr_mult 2
-                                lr=p.base_lr, momentum=p.momentum, weight_decay=p.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(        # Caffe's inv policy
-        optimizer, lambda it: (1.0 + p.gamma * it) ** (-p.power))
+    optimizer = torch.optim.SGD(
+        [{"params": weights, "lr": p.base_lr}, {"params": biases, "lr": 2 * p.base_lr}],  # lr_mult 2
+        lr=p.base_lr,
+        momentum=p.momentum,
+        weight_decay=p.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(  # Caffe's inv policy
+        optimizer, lambda it: (1.0 + p.gamma * it) ** (-p.power)
+    )
     images, labels = fashion_mnist_train()
     data_layer = solver.net.layers[0]
     scale = float(data_layer.transformer.scale)
@@ -224,8 +275,8 @@ def build_torch_trainer(solver, threads, loader):
         position, n = 0, len(images)
         while True:
             if position + batch <= n:
-                x, y = x_all[position:position + batch], y_all[position:position + batch]
-            else:                                          # wrap around, as the Data layer does
+                x, y = x_all[position : position + batch], y_all[position : position + batch]
+            else:  # wrap around, as the Data layer does
                 index = torch.arange(position, position + batch) % n
                 x, y = x_all[index], y_all[index]
             position = (position + batch) % n
@@ -315,8 +366,7 @@ def bench_training_throughput(args):
     with tempfile.TemporaryDirectory(prefix="bench_lenet_") as output_dir:
         solver = build_solver(output_dir)
         batch = solver.net.layers[0].p.batch_size
-        torch_train = None if args.no_torch else build_torch_trainer(
-            solver, args.threads, args.torch_data)
+        torch_train = None if args.no_torch else build_torch_trainer(solver, args.threads, args.torch_data)
         solver.step(args.train_warmup)
         if torch_train:
             torch_train(args.train_warmup)
@@ -337,8 +387,10 @@ def bench_training_throughput(args):
         if solver.test_net is not None:
             solver.test_net.layers[0].close()
 
-    print(f"\nLeNet training on Fashion-MNIST (configs/lenet_fashion_mnist.yaml), batch {batch}, "
-          f"{args.threads} threads, median of {rounds} rounds x {iters} iterations")
+    print(
+        f"\nLeNet training on Fashion-MNIST (configs/lenet_fashion_mnist.yaml), batch {batch}, "
+        f"{args.threads} threads, median of {rounds} rounds x {iters} iterations"
+    )
     print(f"\n{'netlayers phase':<16} {'ms/iter':>8}")
     for name, ms in phases.items():
         print(f"{name:<16} {ms:>8.3f}")
@@ -349,18 +401,24 @@ def bench_training_throughput(args):
     print(f"{'sum':<8} {sum(forward.values()) * 1e3:>11.3f} {sum(backward.values()) * 1e3:>12.3f}")
 
     result = {"netlayers_images_per_sec": statistics.median(ours), "netlayers_rounds": ours}
-    print(f"\nnetlayers training: {result['netlayers_images_per_sec']:8.0f} images/s   "
-          f"(rounds: {', '.join(f'{v:.0f}' for v in ours)})")
+    print(
+        f"\nnetlayers training: {result['netlayers_images_per_sec']:8.0f} images/s   "
+        f"(rounds: {', '.join(f'{v:.0f}' for v in ours)})"
+    )
     if not theirs:
         print("PyTorch: not installed (skipped)" if not args.no_torch else "PyTorch: skipped")
         return result
     result.update(torch_images_per_sec=statistics.median(theirs), torch_rounds=theirs)
     result["ratio"] = result["netlayers_images_per_sec"] / result["torch_images_per_sec"]
     result["round_ratio"] = statistics.median(a / b for a, b in zip(ours, theirs))
-    print(f"PyTorch   training: {result['torch_images_per_sec']:8.0f} images/s   "
-          f"(rounds: {', '.join(f'{v:.0f}' for v in theirs)}; data: {args.torch_data})")
-    print(f"ratio netlayers / PyTorch images/s: {result['ratio']:.2f}x   "
-          f"(median of the per-round ratios: {result['round_ratio']:.2f}x)")
+    print(
+        f"PyTorch   training: {result['torch_images_per_sec']:8.0f} images/s   "
+        f"(rounds: {', '.join(f'{v:.0f}' for v in theirs)}; data: {args.torch_data})"
+    )
+    print(
+        f"ratio netlayers / PyTorch images/s: {result['ratio']:.2f}x   "
+        f"(median of the per-round ratios: {result['round_ratio']:.2f}x)"
+    )
     return result
 
 
@@ -375,17 +433,27 @@ def main(argv=None):
     parser.add_argument("--train-iters", type=int, default=50, help="iterations per round (throughput)")
     parser.add_argument("--train-rounds", type=int, default=15, help="rounds (throughput)")
     parser.add_argument("--train-warmup", type=int, default=10, help="warm-up iterations (throughput)")
-    parser.add_argument("--train-pause", type=float, default=0.2,
-                        help="seconds of rest before each timed run (throughput; lets the other "
-                             "side's idle BLAS/OpenMP threads stop spinning)")
-    parser.add_argument("--torch-data", choices=("slice", "loader"), default="slice",
-                        help="PyTorch's batches: tensor slices or a DataLoader (throughput)")
+    parser.add_argument(
+        "--train-pause",
+        type=float,
+        default=0.2,
+        help="seconds of rest before each timed run (throughput; lets the other "
+        "side's idle BLAS/OpenMP threads stop spinning)",
+    )
+    parser.add_argument(
+        "--torch-data",
+        choices=("slice", "loader"),
+        default="slice",
+        help="PyTorch's batches: tensor slices or a DataLoader (throughput)",
+    )
     args = parser.parse_args(argv)
 
     net = build_netlayers(args.batch)
     torch_step = None if args.no_torch else build_torch(net, args.batch, args.threads)
-    print(f"LeNet forward+backward, batch {args.batch}x1x28x28 float32, {args.threads} threads, "
-          f"best of {args.repeats} x {args.iters} steps")
+    print(
+        f"LeNet forward+backward, batch {args.batch}x1x28x28 float32, {args.threads} threads, "
+        f"best of {args.repeats} x {args.iters} steps"
+    )
     steps = [lambda: netlayers_step(net)] + ([torch_step] if torch_step else [])
     times = best_times(steps, args.repeats, args.iters)
     ours, theirs = times[0], (times[1] if torch_step else None)

@@ -8,6 +8,7 @@ Target: ratio <= 1.15.
 
     python tools/bench_mlp.py [--iterations 300] [--rounds 5]
 """
+
 import argparse
 import statistics
 import time
@@ -24,7 +25,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "examples" / "seed_ml
 def numpy_loop(x, y, w1, w2, iterations):
     """The lecture's loop, verbatim in spirit (float32 arrays)."""
     lr = np.float32(1e-4)
-    for _ in range(iterations):   # exp overflows for saturated units, giving the right limit 0
+    for _ in range(iterations):  # exp overflows for saturated units, giving the right limit 0
         h = 1 / (1 + np.exp(-x.dot(w1)))
         y_pred = h.dot(w2)
         loss = np.square(y_pred - y).sum()
@@ -51,7 +52,7 @@ def main():
     w1 = net.params["hidden"][0].data.T.copy()
     w2 = net.params["output"][0].data.T.copy()
 
-    solver.step(5)                      # warm-up: numba compiles / loads its cache
+    solver.step(5)  # warm-up: numba compiles / loads its cache
     numpy_loop(x, y, w1.copy(), w2.copy(), 5)
 
     ours, theirs = [], []
@@ -64,13 +65,14 @@ def main():
         numpy_loop(x, y, a, b, args.iterations)
         theirs.append((time.perf_counter() - start) / args.iterations)
     ours_ms, theirs_ms = statistics.median(ours) * 1e3, statistics.median(theirs) * 1e3
-    print(f"2-layer sigmoid net, N=64, 1000 -> 100 -> 10, float32, {args.rounds} rounds x "
-          f"{args.iterations} iterations")
+    print(f"2-layer sigmoid net, N=64, 1000 -> 100 -> 10, float32, {args.rounds} rounds x {args.iterations} iterations")
     print(f"  numpy loop : {theirs_ms:.3f} ms / iteration")
     print(f"  netlayers  : {ours_ms:.3f} ms / iteration (Solver.step: forward, backward, SGD update)")
     round_ratio = statistics.median(a / b for a, b in zip(ours, theirs))
-    print(f"  ratio netlayers / numpy = {ours_ms / theirs_ms:.2f} (median of the per-round ratios: "
-          f"{round_ratio:.2f}; target <= 1.15)")
+    print(
+        f"  ratio netlayers / numpy = {ours_ms / theirs_ms:.2f} (median of the per-round ratios: "
+        f"{round_ratio:.2f}; target <= 1.15)"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Usage::
 Without ``-o`` the YAML goes to standard output. Bad input prints one line naming the file
 and line (no traceback) and exits with status 2.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -22,8 +23,8 @@ EXIT_BAD_INPUT = 2
 def build_parser():
     """The command line's arguments."""
     parser = argparse.ArgumentParser(
-        prog="caffe_to_yaml",
-        description="Convert a Caffe net prototxt (and solver) into a netlayers YAML config.")
+        prog="caffe_to_yaml", description="Convert a Caffe net prototxt (and solver) into a netlayers YAML config."
+    )
     parser.add_argument("net", help="Caffe net definition (.prototxt)")
     parser.add_argument("--solver", help="Caffe solver definition (.prototxt) to add as 'solver:'")
     parser.add_argument("-o", "--output", help="YAML file to write (default: standard output)")
@@ -44,8 +45,7 @@ def main(argv=None):
     try:
         Path(args.output).write_text(text, encoding="utf-8")
     except OSError as err:
-        print(f"caffe_to_yaml: error: {args.output}: cannot write: {err.strerror or err}",
-              file=sys.stderr)
+        print(f"caffe_to_yaml: error: {args.output}: cannot write: {err.strerror or err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0
 

@@ -137,8 +137,7 @@ def parse_args(argv):
     parser.add_argument(
         "--data-root",
         metavar="DIR",
-        help="search here first, and download into DIR/fashion-mnist "
-        f"(default {USER_CACHE}/fashion-mnist)",
+        help=f"search here first, and download into DIR/fashion-mnist (default {USER_CACHE}/fashion-mnist)",
     )
     return parser.parse_args(argv)
 
@@ -158,8 +157,7 @@ def main(argv=None):
     except DownloadError as err:
         print(f"error: {err}", file=sys.stderr)
         print(
-            "alternatively: apt-get install dataset-fashion-mnist (files in "
-            "/usr/share/datasets/fashion-mnist)",
+            "alternatively: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)",
             file=sys.stderr,
         )
         return 1

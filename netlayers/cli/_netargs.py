@@ -1,12 +1,14 @@
 """Options shared by the commands that build a net to look inside it (time, gradcheck, draw,
 explain): ``--config``, ``--phase``, ``--data-root``, ``--seed``; and ``--threads`` (train, test,
 time)."""
+
 import argparse
 import os
 
 
 def int_at_least(minimum):
     """An argparse type: an integer no smaller than ``minimum``, with a one-line error."""
+
     def convert(text):
         try:
             value = int(text)
@@ -15,6 +17,7 @@ def int_at_least(minimum):
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
         return value
+
     return convert
 
 
@@ -33,42 +36,59 @@ def existing_folders(text):
         except FileNotFoundError:
             raise argparse.ArgumentTypeError(f"{folder} is not a folder (it does not exist)") from None
         except OSError as err:
-            raise argparse.ArgumentTypeError(f"{folder}: cannot read this folder: "
-                                             f"{err.strerror or err}") from None
+            raise argparse.ArgumentTypeError(f"{folder}: cannot read this folder: {err.strerror or err}") from None
         if not os.access(folder, os.X_OK):
             raise argparse.ArgumentTypeError(f"{folder}: cannot read this folder: Permission denied")
     return text
 
 
 def add_data_root(parser):
-    parser.add_argument("--data-root", type=existing_folders, metavar="DIR",
-                        help="where Data layers look for their data sets")
+    parser.add_argument(
+        "--data-root", type=existing_folders, metavar="DIR", help="where Data layers look for their data sets"
+    )
 
 
 def add_threads(parser):
-    parser.add_argument("--threads", type=positive_int, metavar="N",
-                        help="threads for BLAS and numba (default: $NETLAYERS_THREADS, else the "
-                             "cores this process may use)")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="threads for BLAS and numba (default: $NETLAYERS_THREADS, else the cores this process may use)",
+    )
 
 
 def add_net_arguments(parser):
-    parser.add_argument("--config", required=True, metavar="FILE",
-                        help="the net's YAML file (a 'solver:' section in it is ignored)")
-    parser.add_argument("--phase", type=str.upper, choices=["TRAIN", "TEST"], default="TRAIN",
-                        help="which phase's layers to build (default TRAIN)")
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="the net's YAML file (a 'solver:' section in it is ignored)"
+    )
+    parser.add_argument(
+        "--phase",
+        type=str.upper,
+        choices=["TRAIN", "TEST"],
+        default="TRAIN",
+        help="which phase's layers to build (default TRAIN)",
+    )
     add_data_root(parser)
-    parser.add_argument("--seed", type=int, metavar="N",
-                        help="seed for weights and random inputs (default: the config's "
-                             "random_seed, else 0)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed for weights and random inputs (default: the config's random_seed, else 0)",
+    )
 
 
 def refuse_input_layers(net, command):
     """``train`` and ``test`` feed a net from its data layers only: an Input layer there would
     leave its blobs as they are (zeros), so it is a one-line error instead."""
     from ..errors import ConfigError
+
     for layer in net.layers:
         if layer.type == "Input":
             where = layer.spec.where
-            raise ConfigError(f"an Input layer gets no data from `{command}`; use a Data or "
-                              "DummyData layer (or feed the net from Python)",
-                              file=where.file, line=where.line, layer=layer.name)
+            raise ConfigError(
+                f"an Input layer gets no data from `{command}`; use a Data or "
+                "DummyData layer (or feed the net from Python)",
+                file=where.file,
+                line=where.line,
+                layer=layer.name,
+            )

@@ -21,6 +21,7 @@ inside ``main``), so a Ctrl-C at any moment, even in the first half second, is t
 above; once the command has returned, SIGINT is ignored, so the interpreter's exit (flushing
 streams, ending threads) is never interrupted into a traceback.
 """
+
 import argparse
 import importlib
 import os
@@ -35,8 +36,8 @@ COMMANDS = ["train", "test", "time", "gradcheck", "draw", "explain", "plot", "sc
 
 
 EXIT_ERROR = 2
-EXIT_INTERNAL_ERROR = 70          # EX_SOFTWARE: a bug in netlayers
-EXIT_INTERRUPTED = 130            # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_INTERNAL_ERROR = 70  # EX_SOFTWARE: a bug in netlayers
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 TRACEBACK_VARIABLE = "NETLAYERS_TRACEBACK"
 
 
@@ -74,13 +75,18 @@ def build_parser(commands=None):
 
 
 def add_traceback_flag(parser, default):
-    parser.add_argument("--traceback", action="store_true", default=default,
-                        help=f"on an error, print the full traceback (also: {TRACEBACK_VARIABLE}=1)")
+    parser.add_argument(
+        "--traceback",
+        action="store_true",
+        default=default,
+        help=f"on an error, print the full traceback (also: {TRACEBACK_VARIABLE}=1)",
+    )
 
 
 def run_command(args):
     """Run a parsed command; returns its exit code (exceptions are left to ``main``)."""
     import numpy as np
+
     # Overflow and NaN are reported by the solver in one line (naming the iteration);
     # numpy's own RuntimeWarnings would only add noise before it.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -131,7 +137,7 @@ def program(argv):
     code = EXIT_INTERRUPTED
     try:
         code = main(argv)
-    except KeyboardInterrupt:          # a second Ctrl-C while the first was being reported
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -148,7 +154,7 @@ def wants_traceback(argv, args=None):
 
 def report_failure(err, show_traceback):
     """Tell the user what went wrong (see the module docstring); returns the exit code."""
-    if isinstance(err, BrokenPipeError):      # e.g. `netlayers explain ... | head`
+    if isinstance(err, BrokenPipeError):  # e.g. `netlayers explain ... | head`
         flush_standard_streams()
         return 0
     if show_traceback:
@@ -160,12 +166,16 @@ def report_failure(err, show_traceback):
     if isinstance(err, MemoryError):
         if not show_traceback:
             detail = f" ({one_line(str(err))})" if str(err) else ""
-            say(f"netlayers: error: out of memory{detail}: the machine cannot hold what this "
-                "needs (try a smaller batch_size or net)")
+            say(
+                f"netlayers: error: out of memory{detail}: the machine cannot hold what this "
+                "needs (try a smaller batch_size or net)"
+            )
         return EXIT_ERROR
     if not show_traceback:
-        say("netlayers: internal error (a bug in netlayers; please report it with --traceback "
-            f"output): {type(err).__name__}: {one_line(str(err))}")
+        say(
+            "netlayers: internal error (a bug in netlayers; please report it with --traceback "
+            f"output): {type(err).__name__}: {one_line(str(err))}"
+        )
     return EXIT_INTERNAL_ERROR
 
 
@@ -192,6 +202,7 @@ def configure_threads(args):
     """Size the BLAS and numba thread pools (``--threads``, $NETLAYERS_THREADS, else the cores
     this process may use; see netlayers/threads.py); returns the thread count."""
     from .. import threads
+
     return threads.configure_threads(threads.requested_threads(getattr(args, "threads", None)))
 
 

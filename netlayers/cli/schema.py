@@ -1,4 +1,5 @@
 """``netlayers schema``: the config schema as JSON Schema, for editors to complete and check configs."""
+
 import json
 import sys
 

@@ -3,6 +3,7 @@
 Like ``caffe test``: runs the TEST net for N batches (default: the solver's test_iter, else 50)
 and prints each output averaged over the batches.
 """
+
 import sys
 from pathlib import Path
 
@@ -17,8 +18,9 @@ HELP = "score trained weights on the TEST phase of a config"
 def add_arguments(parser):
     parser.add_argument("--config", required=True, metavar="FILE", help="the YAML config")
     parser.add_argument("--weights", required=True, metavar="FILE", help=".npz weights or a .caffemodel")
-    parser.add_argument("--iterations", type=positive_int, metavar="N",
-                        help="batches to run (default: solver.test_iter, else 50)")
+    parser.add_argument(
+        "--iterations", type=positive_int, metavar="N", help="batches to run (default: solver.test_iter, else 50)"
+    )
     parser.add_argument("--phase", type=str.upper, choices=["TRAIN", "TEST"], default="TEST")
     add_data_root(parser)
     add_threads(parser)
@@ -27,6 +29,7 @@ def add_arguments(parser):
 def net_source(config):
     """The net a config defines: its own layers, or the file its solver section names."""
     from ..netspec import load_yaml_file
+
     raw = load_yaml_file(config)
     solver = raw.get("solver") if isinstance(raw, dict) else None
     if isinstance(solver, dict) and solver.get("net") and "layers" not in raw:
@@ -36,6 +39,7 @@ def net_source(config):
 
 def run(args):
     from ..net import Net
+
     config = Path(args.config)
     if not config.is_file():
         raise ConfigError("config file not found", file=str(config))

@@ -10,6 +10,7 @@ On Ctrl-C or SIGTERM it finishes the iteration, snapshots, prints the command th
 same run (same overrides) and exits with 130. With ``--quiet`` nothing is logged but a summary
 of one to three lines on stdout at the end (iterations, last test outputs, last snapshot).
 """
+
 import json
 import os
 import platform
@@ -32,20 +33,27 @@ EXIT_STOPPED = 130
 
 def add_arguments(parser):
     parser.add_argument("--config", required=True, metavar="FILE", help="the YAML config (net and solver)")
-    parser.add_argument("--weights", metavar="FILE",
-                        help="start from trained weights (.npz or Caffe .caffemodel): fine-tuning")
-    parser.add_argument("--resume", metavar="SNAPSHOT",
-                        help="resume from a snapshot (*.solverstate.npz, or the .weights.npz beside it)")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="start from trained weights (.npz or Caffe .caffemodel): fine-tuning"
+    )
+    parser.add_argument(
+        "--resume", metavar="SNAPSHOT", help="resume from a snapshot (*.solverstate.npz, or the .weights.npz beside it)"
+    )
     parser.add_argument("--max-iter", type=positive_int, metavar="N", help="override solver.max_iter")
     parser.add_argument("--seed", type=int, metavar="N", help="override the random seed")
-    parser.add_argument("--output", metavar="DIR",
-                        help="where snapshots and metrics.jsonl go (default: runs/<config name>)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an earlier run's snapshots and metrics.jsonl in the output folder")
+    parser.add_argument(
+        "--output", metavar="DIR", help="where snapshots and metrics.jsonl go (default: runs/<config name>)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier run's snapshots and metrics.jsonl in the output folder",
+    )
     add_data_root(parser)
     add_threads(parser)
-    parser.add_argument("--quiet", action="store_true",
-                        help="no log lines or progress bar; only a short summary at the end")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no log lines or progress bar; only a short summary at the end"
+    )
 
 
 def run(args):
@@ -58,8 +66,15 @@ def run(args):
         raise ConfigError("give --weights to fine-tune or --resume to continue, not both")
     output = Path(args.output) if args.output else Path("runs") / config.stem
     reporter = RunReporter(args, config, quiet=args.quiet)
-    solver = Solver(config, data_root=args.data_root, output_dir=output, seed=args.seed,
-                    max_iter=args.max_iter, reporter=reporter, overwrite=args.overwrite)
+    solver = Solver(
+        config,
+        data_root=args.data_root,
+        output_dir=output,
+        seed=args.seed,
+        max_iter=args.max_iter,
+        reporter=reporter,
+        overwrite=args.overwrite,
+    )
     for net in (solver.net, solver.test_net):
         if net is not None:
             refuse_input_layers(net, "train")
@@ -68,8 +83,7 @@ def run(args):
     with stop_on_signals(solver):
         solver.solve(resume=args.resume)
         if solver.stopped:
-            say(f"stopped at iteration {solver.iter}; resume with: "
-                f"{resume_command(args, solver.last_snapshot)}")
+            say(f"stopped at iteration {solver.iter}; resume with: {resume_command(args, solver.last_snapshot)}")
             return EXIT_STOPPED
     if args.quiet:
         for line in reporter.summary():
@@ -106,9 +120,13 @@ def resume_command(args, state):
     """The command that continues this run from ``state``: the same config and overrides
     (output, max_iter, seed, data root, threads, quiet), each word shell-quoted."""
     words = ["train", "--config", args.config]
-    for flag, value in (("--output", args.output), ("--max-iter", args.max_iter),
-                        ("--seed", args.seed), ("--data-root", args.data_root),
-                        ("--threads", getattr(args, "threads", None))):
+    for flag, value in (
+        ("--output", args.output),
+        ("--max-iter", args.max_iter),
+        ("--seed", args.seed),
+        ("--data-root", args.data_root),
+        ("--threads", getattr(args, "threads", None)),
+    ):
         if value is not None:
             words += [flag, str(value)]
     if args.quiet:
@@ -175,6 +193,7 @@ class RunReporter(Reporter):
 
 def _figure(value):
     import numpy as np
+
     array = np.asarray(value, dtype=np.float64).reshape(-1)
     return fmt(float(array[0])) if array.size == 1 else f"<{array.size} values, mean {fmt(array.mean())}>"
 
@@ -183,7 +202,7 @@ def weights_beside(state):
     """The weights file of a snapshot, from its solver state's path."""
     name = Path(state).name
     suffix = ".solverstate.npz"
-    return Path(state).with_name(name[:-len(suffix)] + ".weights.npz") if name.endswith(suffix) else Path(state)
+    return Path(state).with_name(name[: -len(suffix)] + ".weights.npz") if name.endswith(suffix) else Path(state)
 
 
 def copy_config(config, target):
@@ -202,8 +221,11 @@ def run_record(args, solver):
     import numpy
 
     import netlayers
-    overrides = {key: getattr(args, key, None) for key in
-                 ("output", "max_iter", "seed", "data_root", "weights", "resume", "threads")}
+
+    overrides = {
+        key: getattr(args, key, None)
+        for key in ("output", "max_iter", "seed", "data_root", "weights", "resume", "threads")
+    }
     return {
         "command": shlex.join(["netlayers", *getattr(args, "argv", ["train"])]),
         "cwd": os.getcwd(),
@@ -213,8 +235,12 @@ def run_record(args, solver):
         "max_iter": solver.param.max_iter,
         "start_iteration": solver.iter,
         "threads": getattr(args, "thread_count", None),
-        "versions": {"netlayers": netlayers.__version__, "numpy": numpy.__version__,
-                     "numba": numba.__version__, "python": platform.python_version()},
+        "versions": {
+            "netlayers": netlayers.__version__,
+            "numpy": numpy.__version__,
+            "numba": numba.__version__,
+            "python": platform.python_version(),
+        },
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -223,6 +249,7 @@ def write_run_record(path, args, solver):
     """Write ``run.json``: a fresh run's record; a resumed run keeps the record it continues
     and adds its own to the list ``resumed``. Written to a temporary file, then renamed."""
     from ..io import create_temporary
+
     record = run_record(args, solver)
     if args.resume is not None:
         earlier = _read_record(path)

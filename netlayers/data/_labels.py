@@ -14,9 +14,7 @@ def as_labels(labels, *, file, what="labels"):
     """
     labels = np.asarray(labels)
     if labels.ndim != 1:
-        raise data_file_error(
-            file, f"{what}: expected a 1-D array of class indices, found shape {labels.shape}"
-        )
+        raise data_file_error(file, f"{what}: expected a 1-D array of class indices, found shape {labels.shape}")
     if labels.dtype.kind in "iu":
         return labels.astype(np.int64, copy=False)
     if labels.dtype.kind == "f":
@@ -30,6 +28,4 @@ def as_labels(labels, *, file, what="labels"):
                 f"{what}: labels must be whole numbers, found {labels[bad[0]]} at index {bad[0]}",
             )
         return whole.astype(np.int64)
-    raise data_file_error(
-        file, f"{what}: expected integer labels (or whole-number floats), found dtype {labels.dtype}"
-    )
+    raise data_file_error(file, f"{what}: expected integer labels (or whole-number floats), found dtype {labels.dtype}")

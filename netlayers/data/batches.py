@@ -53,7 +53,7 @@ class BatchSampler:
         parts, need = [], self.batch_size
         while need:
             take = min(need, self.num_items - self.position)
-            parts.append(self.epoch_order(self.epoch)[self.position:self.position + take])
+            parts.append(self.epoch_order(self.epoch)[self.position : self.position + take])
             need -= take
             self.position += take
             if self.position == self.num_items:
@@ -83,8 +83,9 @@ class BatchSampler:
         try:
             self.epoch, self.position = checked_state(state, self.num_items)
         except ValueError as err:
-            raise ValueError(f"sampler state {_short(state)} does not fit a data set of "
-                             f"{self.num_items} items: {err}") from None
+            raise ValueError(
+                f"sampler state {_short(state)} does not fit a data set of {self.num_items} items: {err}"
+            ) from None
 
 
 def checked_state(state, num_items, what="the data set"):
@@ -94,12 +95,12 @@ def checked_state(state, num_items, what="the data set"):
     data set in the message). The permutation of a shuffled epoch is no part of the state:
     it is drawn again from (seed, epoch)."""
     if not isinstance(state, dict) or set(state) != {"epoch", "position"}:
-        raise ValueError(f"data state {_short(state)} is not of the form "
-                         "{'epoch': e, 'position': p}")
+        raise ValueError(f"data state {_short(state)} is not of the form {{'epoch': e, 'position': p}}")
     epoch, position = (_whole_number(state, key) for key in ("epoch", "position"))
     if position >= num_items:
-        raise ValueError(f"data position {position} is past the {num_items} items of {what}; "
-                         "the data set changed since the snapshot")
+        raise ValueError(
+            f"data position {position} is past the {num_items} items of {what}; the data set changed since the snapshot"
+        )
     return epoch, position
 
 

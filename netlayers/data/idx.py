@@ -114,9 +114,7 @@ def _read_header(stream, path):
     type_byte, ndim = magic[2], magic[3]
     if type_byte not in IDX_TYPES:
         known = ", ".join(f"0x{t:02x}" for t in IDX_TYPES)
-        raise data_file_error(
-            path, f"unknown IDX element type 0x{type_byte:02x}, expected one of {known}"
-        )
+        raise data_file_error(path, f"unknown IDX element type 0x{type_byte:02x}, expected one of {known}")
     if ndim == 0:
         raise data_file_error(path, "IDX header gives 0 dimensions, expected at least 1")
     dims = _read_exact(stream, 4 * ndim)
@@ -146,13 +144,10 @@ def _check_claim(stream, path, dtype, shape):
 def _size_mismatch(path, expected, found):
     """The DataError of a data section of ``found`` bytes where the header says ``expected``."""
     if found < expected:
-        return data_file_error(
-            path, f"truncated: header says {byte_count(expected)} of data, found {found}"
-        )
+        return data_file_error(path, f"truncated: header says {byte_count(expected)} of data, found {found}")
     return data_file_error(
         path,
-        f"header says {byte_count(expected)} of data, found {found} "
-        f"({found - expected} bytes after the data)",
+        f"header says {byte_count(expected)} of data, found {found} ({found - expected} bytes after the data)",
     )
 
 
@@ -182,7 +177,7 @@ def _fill(stream, buffer):
     filled = 0
     total = buffer.nbytes
     while filled < total:
-        view = buffer[filled:min(total, filled + _CHUNK)]
+        view = buffer[filled : min(total, filled + _CHUNK)]
         count = stream.readinto(view)
         if not count:
             break

@@ -52,13 +52,10 @@ def _open(path):
         raise data_file_error(path, "NPZ file not found") from None
     except OSError as err:
         if err.errno is None:
-            raise data_file_error(path, "not a readable .npz archive (not a zip file, or a "
-                                  "truncated one)") from None
+            raise data_file_error(path, "not a readable .npz archive (not a zip file, or a truncated one)") from None
         raise data_file_error(path, f"cannot read NPZ file: {err.strerror or err}") from None
     except (ValueError, zipfile.BadZipFile, EOFError):
-        raise data_file_error(
-            path, "not a readable .npz archive (not a zip file, or a truncated one)"
-        ) from None
+        raise data_file_error(path, "not a readable .npz archive (not a zip file, or a truncated one)") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise data_file_error(
             path,
@@ -84,8 +81,7 @@ def _get(archive, path, key):
 
 
 #: What reading a damaged, encrypted or oddly compressed archive member may raise.
-_UNREADABLE = (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError,
-               NotImplementedError)
+_UNREADABLE = (ValueError, OSError, zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError)
 
 
 def _check_member(archive, path, key):
@@ -104,12 +100,16 @@ def _check_member(archive, path, key):
     check_claimed_size(path, claimed, f"key '{key}': the header's shape {shape} of {dtype}")
     held = size - header_size
     if held < claimed:
-        raise data_file_error(path, f"key '{key}': truncated: header says {byte_count(claimed)} "
-                              f"of data, the archive member holds {held}")
+        raise data_file_error(
+            path, f"key '{key}': truncated: header says {byte_count(claimed)} of data, the archive member holds {held}"
+        )
     if held > claimed:
-        raise data_file_error(path, f"key '{key}': header says {byte_count(claimed)} of data, "
-                              f"the archive member holds {held} ({held - claimed} bytes after "
-                              "the data)")
+        raise data_file_error(
+            path,
+            f"key '{key}': header says {byte_count(claimed)} of data, "
+            f"the archive member holds {held} ({held - claimed} bytes after "
+            "the data)",
+        )
 
 
 def _read_npy_header(member, path, key):
@@ -124,8 +124,7 @@ def _read_npy_header(member, path, key):
         shape, _, dtype = read(member)
     except ValueError as err:
         first_line = str(err).splitlines()[0] if str(err) else "unreadable"
-        raise data_file_error(path, f"key '{key}': not a valid .npy array header "
-                              f"({first_line})") from None
+        raise data_file_error(path, f"key '{key}': not a valid .npy array header ({first_line})") from None
     return tuple(int(d) for d in shape), dtype
 
 
@@ -134,13 +133,14 @@ def _check_data(data, path):
     if data.dtype.kind not in "iuf":
         raise data_file_error(
             path,
-            f"key '{DATA_KEY}': expected a numeric (integer or float) array, "
-            f"found dtype {data.dtype}",
+            f"key '{DATA_KEY}': expected a numeric (integer or float) array, found dtype {data.dtype}",
         )
     if data.ndim < 1:
         raise data_file_error(path, f"key '{DATA_KEY}': expected an array of items, found a scalar")
     if data.size == 0:
-        raise data_file_error(path, f"key '{DATA_KEY}': holds no data (shape {data.shape}); "
-                              "expected at least one item, none of them empty")
+        raise data_file_error(
+            path,
+            f"key '{DATA_KEY}': holds no data (shape {data.shape}); expected at least one item, none of them empty",
+        )
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise data_file_error(path, f"key '{DATA_KEY}': data contain NaN or infinity")

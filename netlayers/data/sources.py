@@ -245,8 +245,7 @@ def _check_not_empty(inputs, path):
     """Refuse a data file without items, or whose items hold no values (a zero-size axis)."""
     if inputs.size == 0:
         raise data_file_error(
-            str(path), f"holds no data (shape {inputs.shape}); expected at least one item, "
-            "none of them empty"
+            str(path), f"holds no data (shape {inputs.shape}); expected at least one item, none of them empty"
         )
 
 

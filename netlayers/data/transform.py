@@ -45,9 +45,7 @@ class Transformer:
     @property
     def is_identity(self):
         """True if :meth:`transform` only converts to float (nothing to crop, flip or shift)."""
-        return (
-            self.scale == 1.0 and not self.mean_value and not self.crop_size and not self.mirror
-        )
+        return self.scale == 1.0 and not self.mean_value and not self.crop_size and not self.mirror
 
     @property
     def is_random(self):
@@ -72,8 +70,7 @@ class Transformer:
         if self.crop_size:
             if self.crop_size > h or self.crop_size > w:
                 raise DataError(
-                    f"crop_size {self.crop_size} is larger than the {h}x{w} images "
-                    f"(input shape {shape})",
+                    f"crop_size {self.crop_size} is larger than the {h}x{w} images (input shape {shape})",
                     field="crop_size",
                 )
             return (n, c, self.crop_size, self.crop_size)
@@ -88,8 +85,13 @@ class Transformer:
         batch = np.asarray(batch)
         shape = self.output_shape(batch.shape)
         out = _check_out(out, shape)
-        if not self.crop_size and not self.mirror and out.size and out.flags.c_contiguous and (
-                batch.dtype.kind in "ui" or batch.dtype in (np.float32, np.float64)):
+        if (
+            not self.crop_size
+            and not self.mirror
+            and out.size
+            and out.flags.c_contiguous
+            and (batch.dtype.kind in "ui" or batch.dtype in (np.float32, np.float64))
+        ):
             self._convert(batch, out)
             return out
         if batch.ndim == 2:
@@ -106,12 +108,16 @@ class Transformer:
         kernel, the same roundings as the separate numpy steps of :meth:`_normalize`)."""
         n = batch.shape[0]
         channels = batch.shape[1] if batch.ndim == 4 else 1
-        means = self._means_for(channels) if batch.ndim == 4 else (
-            np.asarray(self.mean_value[:1], dtype=np.float64) if self.mean_value else None)
+        means = (
+            self._means_for(channels)
+            if batch.ndim == 4
+            else (np.asarray(self.mean_value[:1], dtype=np.float64) if self.mean_value else None)
+        )
         if means is not None:
             means = means.reshape(channels).astype(out.dtype)
-        convert.shift_scale(np.ascontiguousarray(batch).reshape(n, channels, -1), means,
-                            self.scale, out.reshape(n, channels, -1))
+        convert.shift_scale(
+            np.ascontiguousarray(batch).reshape(n, channels, -1), means, self.scale, out.reshape(n, channels, -1)
+        )
 
     def _check_flat(self):
         """(N, D) inputs have no channels or pixels to crop or flip."""
@@ -131,8 +137,7 @@ class Transformer:
             return None
         if len(self.mean_value) not in (1, channels):
             raise DataError(
-                f"give one mean_value or one per channel ({channels}), "
-                f"found {len(self.mean_value)}",
+                f"give one mean_value or one per channel ({channels}), found {len(self.mean_value)}",
                 field="mean_value",
             )
         means = np.broadcast_to(np.asarray(self.mean_value, dtype=np.float64), (channels,))
@@ -166,7 +171,7 @@ class Transformer:
         if not self.mirror and (self.phase == "TEST" or not self.crop_size):
             # Same window for every image: plain slicing.
             y, x = (int(h_off[0]), int(w_off[0])) if n else (0, 0)
-            np.copyto(out, batch[:, :, y:y + oh, x:x + ow], casting="unsafe")
+            np.copyto(out, batch[:, :, y : y + oh, x : x + ow], casting="unsafe")
             return
         _gather_windows(batch, h_off, w_off, flips, out)
 

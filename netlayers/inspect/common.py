@@ -22,6 +22,7 @@ the labels. Targets of regression losses (EuclideanLoss) stay gaussian. A layer 
 own can take part by defining ``label_bottoms = {bottom_index: classes_or_None}`` (None: the
 size of bottom 0 along axis 1).
 """
+
 from dataclasses import replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def _axis_size(block, field="axis"):
         axis = 1 if axis is None else axis
         shape = bottoms[0].shape
         return shape[axis if axis >= 0 else axis + len(shape)]
+
     return classes
 
 
@@ -86,6 +88,7 @@ def check_phase(phase):
 def build_net(spec, phase="TRAIN", *, seed=None, data_root=None, dtype=None, force_backward=None):
     """A Net from a spec (or config path), with the phase checked and optional force_backward."""
     from ..net import Net
+
     spec = load_net_spec(spec)
     if force_backward is not None:
         spec = replace(spec, force_backward=force_backward)
@@ -118,8 +121,7 @@ def find_layer(net, name, option="--layer"):
     names = [net.layer_names[i] for i in visible]
     if name not in names:
         hint = close_match_hint(name, names)
-        raise ConfigError(f"{option}: no layer named '{name}' in the {net.phase} net{hint}; "
-                          f"layers: {', '.join(names)}")
+        raise ConfigError(f"{option}: no layer named '{name}' in the {net.phase} net{hint}; layers: {', '.join(names)}")
     return visible[names.index(name)]
 
 
@@ -144,8 +146,7 @@ def label_classes(net, blob_name):
                 if isinstance(rules, dict):
                     if bi in rules:
                         classes = rules[bi]
-                        found.append(classes if classes is not None
-                                     else net.bottom_vecs[li][0].shape[1])
+                        found.append(classes if classes is not None else net.bottom_vecs[li][0].shape[1])
                     continue
                 rule = LABEL_BOTTOMS.get(layer.type, {}).get(bi)
                 if rule is not None:
@@ -186,8 +187,7 @@ def set_blob(net, name, value):
     elif value.size == blob.count:
         blob.data[...] = value.reshape(blob.shape)
     else:
-        raise ConfigError(f"{value.size} values given for blob '{name}' of shape {blob.shape} "
-                          f"({blob.count} values)")
+        raise ConfigError(f"{value.size} values given for blob '{name}' of shape {blob.shape} ({blob.count} values)")
 
 
 def run_layer(net, index, method):

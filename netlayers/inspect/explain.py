@@ -15,6 +15,7 @@ Blobs with up to ``max_elements`` values are printed in full; larger ones as sta
 (mean, std, min, max). A gradient is "-" where none flows (labels, blobs read only by layers
 without backward, params with lr_mult 0).
 """
+
 import re
 from dataclasses import dataclass, field, replace
 
@@ -40,8 +41,9 @@ def unfold_in_place(layers):
                 tops.append(alias[name])
             else:
                 tops.append(name)
-        out.append(replace(layer, bottoms=bottoms, tops=tops) if (bottoms != layer.bottoms or
-                                                                   tops != layer.tops) else layer)
+        out.append(
+            replace(layer, bottoms=bottoms, tops=tops) if (bottoms != layer.bottoms or tops != layer.tops) else layer
+        )
     return out
 
 
@@ -54,10 +56,11 @@ def explain_spec(spec, phase):
 @dataclass
 class BlobRow:
     """One blob (or param blob) after the pass: copies of its data and diff."""
+
     name: str
-    role: str                      # input, param, output or "" (in between)
+    role: str  # input, param, output or "" (in between)
     value: np.ndarray
-    gradient: np.ndarray = None    # None where no gradient flows
+    gradient: np.ndarray = None  # None where no gradient flows
 
     @property
     def shape(self):
@@ -67,7 +70,8 @@ class BlobRow:
 @dataclass
 class Edge:
     """A blob flowing from a node to a layer (or out of the net), with its branch's gradient."""
-    source: str                    # node id
+
+    source: str  # node id
     target: str
     blob: str
     value: np.ndarray
@@ -82,7 +86,7 @@ class Explanation:
     loss: float
     has_loss: bool
     rows: list = field(default_factory=list)
-    nodes: dict = field(default_factory=dict)      # node id -> (label, kind)
+    nodes: dict = field(default_factory=dict)  # node id -> (label, kind)
     edges: list = field(default_factory=list)
 
     def __getitem__(self, name):
@@ -94,14 +98,25 @@ class Explanation:
     def table(self, max_elements=8):
         rows = [("blob", "role", "shape", "value", "gradient")]
         for r in self.rows:
-            rows.append((r.name, r.role, shape_text(r.shape),
-                         format_values(r.value, max_elements),
-                         "-" if r.gradient is None else format_values(r.gradient, max_elements)))
+            rows.append(
+                (
+                    r.name,
+                    r.role,
+                    shape_text(r.shape),
+                    format_values(r.value, max_elements),
+                    "-" if r.gradient is None else format_values(r.gradient, max_elements),
+                )
+            )
         head = f"net '{self.net_name}' ({self.phase}): one forward and backward pass"
-        head += f", loss {self.loss:.6g}" if self.has_loss else \
-            " (no loss: no layer has a loss weight, so no gradients flow)"
-        notes = ("value: the blob's data after forward; gradient: its diff after backward, "
-                 f"d loss / d value; blobs of more than {max_elements} values as statistics")
+        head += (
+            f", loss {self.loss:.6g}"
+            if self.has_loss
+            else " (no loss: no layer has a loss weight, so no gradients flow)"
+        )
+        notes = (
+            "value: the blob's data after forward; gradient: its diff after backward, "
+            f"d loss / d value; blobs of more than {max_elements} values as statistics"
+        )
         return "\n".join([head, format_table(rows), notes])
 
     def __str__(self):
@@ -114,18 +129,20 @@ class Explanation:
         def short(array):
             return format_values(array, limit, digits=4, short=True)
 
-        lines = [f"digraph {quote(self.net_name or 'net')} {{",
-                 f"  graph [rankdir={rankdir}, nodesep=0.5, ranksep=1.1, fontname=Helvetica, labelloc=t, "
-                 f"label=<{html(self.net_name or 'net')} ({self.phase}): "
-                 "<font color=\"darkgreen\">values</font> above, "
-                 "<font color=\"red\">gradients</font> below>];",
-                 "  node [fontname=Helvetica, fontsize=12];",
-                 "  edge [fontname=Helvetica, fontsize=11, arrowsize=0.7];"]
+        lines = [
+            f"digraph {quote(self.net_name or 'net')} {{",
+            f"  graph [rankdir={rankdir}, nodesep=0.5, ranksep=1.1, fontname=Helvetica, labelloc=t, "
+            f"label=<{html(self.net_name or 'net')} ({self.phase}): "
+            '<font color="darkgreen">values</font> above, '
+            '<font color="red">gradients</font> below>];',
+            "  node [fontname=Helvetica, fontsize=12];",
+            "  edge [fontname=Helvetica, fontsize=11, arrowsize=0.7];",
+        ]
         for node, (label, kind) in self.nodes.items():
             if kind == "layer-eltwise":
-                attrs = "shape=circle, style=filled, fillcolor=\"#f2f2f2\", width=0.6, fixedsize=false"
+                attrs = 'shape=circle, style=filled, fillcolor="#f2f2f2", width=0.6, fixedsize=false'
             elif kind == "layer":
-                attrs = "shape=box, style=\"filled,rounded\", fillcolor=\"#f2f2f2\""
+                attrs = 'shape=box, style="filled,rounded", fillcolor="#f2f2f2"'
             elif kind == "param":
                 attrs = "shape=plaintext, fontcolor=gray30"
             else:
@@ -134,12 +151,13 @@ class Explanation:
         for edge in self.edges:
             name = edge.blob if edge.value.size <= limit else f"{edge.blob} {shape_text(edge.value.shape)}"
             gradient = "-" if edge.gradient is None else short(edge.gradient)
-            parts = [f"<font point-size=\"9\" color=\"gray40\">{html(name)}</font>",
-                     f"<font color=\"darkgreen\">{html(short(edge.value))}</font>",
-                     f"<font color=\"red\">{html(gradient)}</font>"]
+            parts = [
+                f'<font point-size="9" color="gray40">{html(name)}</font>',
+                f'<font color="darkgreen">{html(short(edge.value))}</font>',
+                f'<font color="red">{html(gradient)}</font>',
+            ]
             style = ", style=dashed" if edge.param else ""
-            lines.append(f"  {quote(edge.source)} -> {quote(edge.target)} "
-                         f"[label=<{'<br/>'.join(parts)}>{style}];")
+            lines.append(f"  {quote(edge.source)} -> {quote(edge.target)} [label=<{'<br/>'.join(parts)}>{style}];")
         lines.append("}")
         return "\n".join(lines) + "\n"
 
@@ -162,30 +180,30 @@ def format_values(array, max_elements=8, *, digits=6, short=False):
     if array.size <= max_elements:
         if array.size == 1:
             return number(array.reshape(()))
-        text = np.array2string(array, separator=", ", max_line_width=10**9, threshold=10**9,
-                               formatter={"all": number})
+        text = np.array2string(array, separator=", ", max_line_width=10**9, threshold=10**9, formatter={"all": number})
         return re.sub(r"\s*\n\s*", " ", text)
     if short:
         return f"mean {number(array.mean())}, std {number(array.std())}"
-    return (f"mean {number(array.mean())} std {number(array.std())} "
-            f"min {number(array.min())} max {number(array.max())}")
+    return f"mean {number(array.mean())} std {number(array.std())} min {number(array.min())} max {number(array.max())}"
 
 
 def _layer_label(layer):
     """Eltwise as a circle with its operator (+, \u00d7, max), as in the lecture; other layers
     as their type, name and notable parameters."""
-    name = f"<font point-size=\"9\">{html(layer.name)}</font>"
+    name = f'<font point-size="9">{html(layer.name)}</font>'
     if layer.type == "Eltwise":
         p = layer.spec.blocks.get("eltwise_param")
         op = getattr(p, "operation", "SUM") if p is not None else "SUM"
         coeffs = getattr(p, "coeff", None) if p is not None else None
         symbol = ELTWISE_SYMBOLS.get(op, (op,))[0]
         if coeffs and op == "SUM" and any(c != 1 for c in coeffs):
-            return f"<b>{html(symbol)}</b><br/>{name}<br/><font point-size=\"8\" color=\"gray30\">" \
-                   f"coeff: {html(coeffs)}</font>", "layer"
+            return (
+                f'<b>{html(symbol)}</b><br/>{name}<br/><font point-size="8" color="gray30">'
+                f"coeff: {html(coeffs)}</font>",
+                "layer",
+            )
         return f"<b>{html(symbol)}</b><br/>{name}", "layer-eltwise"
-    params = "".join(f"<br/><font point-size=\"8\" color=\"gray30\">{html(text)}</font>"
-                     for text in key_params(layer.spec))
+    params = "".join(f'<br/><font point-size="8" color="gray30">{html(text)}</font>' for text in key_params(layer.spec))
     return f"<b>{html(layer.type)}</b><br/>{name}{params}", "layer"
 
 
@@ -208,7 +226,7 @@ def explain_net(net, values=None):
     gets_gradient |= {origins[name] for name in list(gets_gradient) if name in origins}
     consumed = {origins.get(name, name) for li in visible for name in net.layers[li].spec.bottoms}
     has_loss = any(w for layer in net.layers for w in layer.loss_weights)
-    if not has_loss:                  # nothing was backpropagated: no gradient is meaningful
+    if not has_loss:  # nothing was backpropagated: no gradient is meaningful
         gets_gradient = set()
     result = Explanation(net.name, net.phase, float(net.loss), has_loss)
 
@@ -226,8 +244,11 @@ def explain_net(net, values=None):
             result.nodes[node] = _layer_label(layer)
             for pi, blob in enumerate(layer.blobs):
                 name = param_names.get(id(blob), f"{layer.name}[{pi}]")
-                grad = blob.diff.copy() if has_loss and net.layer_need_backward[li] and \
-                    layer.param_propagate_down[pi] else None
+                grad = (
+                    blob.diff.copy()
+                    if has_loss and net.layer_need_backward[li] and layer.param_propagate_down[pi]
+                    else None
+                )
                 if name not in [r.name for r in result.rows]:
                     result.rows.append(BlobRow(name, "param", blob.data.copy(), grad))
                 pnode = f"param:{li}:{pi}"
@@ -235,10 +256,12 @@ def explain_net(net, values=None):
                 result.edges.append(Edge(pnode, node, name, blob.data.copy(), grad, param=True))
             for bi, name in enumerate(layer.spec.bottoms):
                 origin = origins.get(name, name)
-                grad = net.blobs[name].diff.copy() if name in gets_gradient and \
-                    net.bottom_need_backward[li][bi] else None
-                result.edges.append(Edge(producer.get(origin, f"input:{origin}"), node, origin,
-                                         net.blobs[origin].data.copy(), grad))
+                grad = (
+                    net.blobs[name].diff.copy() if name in gets_gradient and net.bottom_need_backward[li][bi] else None
+                )
+                result.edges.append(
+                    Edge(producer.get(origin, f"input:{origin}"), node, origin, net.blobs[origin].data.copy(), grad)
+                )
         for name in layer.spec.tops:
             if source:
                 producer[name] = f"input:{name}"

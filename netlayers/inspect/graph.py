@@ -9,6 +9,7 @@ layers, are not drawn: the blob simply has several outgoing edges.
 ``net_dot(spec, phase, shapes=...)`` returns DOT text; ``write_graph(text, path)`` writes
 ``.dot`` as is and renders ``.svg``, ``.png`` or ``.pdf`` with Graphviz's ``dot`` program.
 """
+
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,8 +24,7 @@ FORMATS = {".dot": None, ".gv": None, ".svg": "svg", ".png": "png", ".pdf": "pdf
 LAYER_COLOR = "#6495ED"
 NEURON_COLOR = "#90EE90"
 BLOB_COLOR = "#E0E0E0"
-TYPE_COLORS = {"Convolution": "#FF5050", "Deconvolution": "#FF5050", "Pooling": "#FF9900",
-               "InnerProduct": "#CC33FF"}
+TYPE_COLORS = {"Convolution": "#FF5050", "Deconvolution": "#FF5050", "Pooling": "#FF9900", "InnerProduct": "#CC33FF"}
 #: Parameters shown even when they have their default value.
 ALWAYS_SHOWN = ("num_output", "pool", "operation", "kernel_size")
 MAX_PARAMS = 5
@@ -101,11 +101,12 @@ def net_dot(spec, phase="TRAIN", *, shapes=None, rankdir="TB", title=None):
     """
     layers = [layer for layer in spec.layers if layer.in_phase(phase)]
     title = title if title is not None else f"{spec.name or 'net'} ({phase})"
-    lines = [f"digraph {quote(spec.name or 'net')} {{",
-             f"  graph [rankdir={rankdir}, label={quote(title)}, labelloc=t, fontname=Helvetica, "
-             "fontsize=14];",
-             "  node [fontname=Helvetica, fontsize=11];",
-             "  edge [fontname=Helvetica, fontsize=9];"]
+    lines = [
+        f"digraph {quote(spec.name or 'net')} {{",
+        f"  graph [rankdir={rankdir}, label={quote(title)}, labelloc=t, fontname=Helvetica, fontsize=14];",
+        "  node [fontname=Helvetica, fontsize=11];",
+        "  edge [fontname=Helvetica, fontsize=9];",
+    ]
     blobs_seen = []
     for layer in layers:
         for name in list(layer.bottoms) + list(layer.tops):
@@ -114,14 +115,17 @@ def net_dot(spec, phase="TRAIN", *, shapes=None, rankdir="TB", title=None):
     for name in blobs_seen:
         shape = shape_text(shapes.get(name)) if shapes and name in shapes else ""
         label = f"{name}\n{shape}" if shape else name
-        lines.append(f"  {quote('blob:' + name)} [label={quote(label)}, shape=octagon, style=filled, "
-                     f"fillcolor={quote(BLOB_COLOR)}];")
+        lines.append(
+            f"  {quote('blob:' + name)} [label={quote(label)}, shape=octagon, style=filled, "
+            f"fillcolor={quote(BLOB_COLOR)}];"
+        )
     for i, layer in enumerate(layers):
         label = "\n".join([layer.name, f"({layer.type})"] + key_params(layer))
         color = NEURON_COLOR if is_in_place(layer) else TYPE_COLORS.get(layer.type, LAYER_COLOR)
         node = f"layer:{i}:{layer.name}"
-        lines.append(f"  {quote(node)} [label={quote(label)}, shape=box, style=\"filled,rounded\", "
-                     f"fillcolor={quote(color)}];")
+        lines.append(
+            f'  {quote(node)} [label={quote(label)}, shape=box, style="filled,rounded", fillcolor={quote(color)}];'
+        )
         for name in layer.bottoms:
             lines.append(f"  {quote('blob:' + name)} -> {quote(node)};")
         for name in layer.tops:
@@ -134,8 +138,9 @@ def graph_format(path):
     """The Graphviz output format for ``path`` (None for DOT text); unknown suffixes are errors."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
-        raise NetlayersError(f"-o {path}: cannot tell the format from '{suffix or 'no suffix'}'; "
-                             "use .svg, .png, .pdf or .dot")
+        raise NetlayersError(
+            f"-o {path}: cannot tell the format from '{suffix or 'no suffix'}'; use .svg, .png, .pdf or .dot"
+        )
     return FORMATS[suffix]
 
 
@@ -159,9 +164,10 @@ def write_graph(text, path):
         raise GraphvizMissing(
             f"Graphviz's 'dot' program is not installed, so {path} was not made; wrote {dot_path} "
             f"instead (install Graphviz with: apt-get install graphviz, then run: "
-            f"dot -T{fmt} {dot_path} -o {path})", dot_path)
-    done = subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=text, text=True,
-                          capture_output=True)
+            f"dot -T{fmt} {dot_path} -o {path})",
+            dot_path,
+        )
+    done = subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=text, text=True, capture_output=True)
     if done.returncode != 0:
         first = (done.stderr.strip().splitlines() or ["no message"])[0]
         raise NetlayersError(f"Graphviz's dot failed to make {path}: {first}")

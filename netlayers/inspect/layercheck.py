@@ -11,6 +11,7 @@ Layers without a backward (data layers, Accuracy, ArgMax) are reported as "no gr
 automatic Split layers are left out. An exception raised while checking a layer (a Python
 layer whose Backward_cpu writes the wrong shape, say) is reported as that layer's failure.
 """
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,10 +29,11 @@ ERROR = "error"
 @dataclass
 class LayerCheck:
     """The outcome for one layer: ``status`` is checked, no gradient, nothing to check or error."""
+
     name: str
     type: str
     status: str
-    report: object = None          # a GradcheckReport when status is "checked"
+    report: object = None  # a GradcheckReport when status is "checked"
     error: str = None
 
     @property
@@ -57,16 +59,16 @@ def _fresh_layer(net, index, bottoms, seed):
     top = [Blob((), np.float64, name=name) for name in spec.tops]
     fresh.setup(bottom, top)
     if len(fresh.blobs) != len(layer.blobs):
-        raise ValueError(f"a fresh instance has {len(fresh.blobs)} param blobs, the net's "
-                         f"layer {len(layer.blobs)}")
+        raise ValueError(f"a fresh instance has {len(fresh.blobs)} param blobs, the net's layer {len(layer.blobs)}")
     for mine, theirs in zip(fresh.blobs, layer.blobs):
         mine.data[...] = theirs.data
     fresh.param_propagate_down = list(layer.param_propagate_down)
     return fresh, bottom, top
 
 
-def check_net_layers(net, *, layers=None, values=None, seed=0, threshold=1e-5, max_elements=100,
-                     step=1e-6, kink_tolerance=1e-3):
+def check_net_layers(
+    net, *, layers=None, values=None, seed=0, threshold=1e-5, max_elements=100, step=1e-6, kink_tolerance=1e-3
+):
     """Check the layers at indices ``layers`` (default: every layer a user wrote) of ``net``.
 
     ``values``: blob values for source-layer tops (e.g. random inputs), applied during the
@@ -92,14 +94,22 @@ def check_net_layers(net, *, layers=None, values=None, seed=0, threshold=1e-5, m
             continue
         try:
             fresh, bottom, top = _fresh_layer(net, index, snapshots[index], seed)
-            report = check_layer(fresh, bottom, tops=top, seed=seed, step=step, threshold=threshold,
-                                 kink_tolerance=kink_tolerance, max_elements=max_elements)
+            report = check_layer(
+                fresh,
+                bottom,
+                tops=top,
+                seed=seed,
+                step=step,
+                threshold=threshold,
+                kink_tolerance=kink_tolerance,
+                max_elements=max_elements,
+            )
         except Exception as err:  # a broken user layer: its failure, not a crash of the tool
             results.append(LayerCheck(layer.name, layer.type, ERROR, error=f"{type(err).__name__}: {err}"))
             continue
         for blob in report.blobs:
             if blob.name.startswith("bottom["):
-                i = int(blob.name[len("bottom["):-1])
+                i = int(blob.name[len("bottom[") : -1])
                 name = layer.spec.bottoms[i]
                 blob.name = f"bottom[{i}] {origins.get(name, name)}"
         status = CHECKED if report.blobs else NOTHING
@@ -114,8 +124,7 @@ def summary(results, threshold):
     none = [r.name for r in results if r.status in (NO_GRADIENT, NOTHING)]
     text = f"gradcheck: {len(checked)} layer(s) checked, {len(checked) - len(failed)} passed"
     if failed:
-        worst = ", ".join(f"'{r.name}' ({'error' if r.status == ERROR else f'{r.worst_relative:.2e}'})"
-                          for r in failed)
+        worst = ", ".join(f"'{r.name}' ({'error' if r.status == ERROR else f'{r.worst_relative:.2e}'})" for r in failed)
         text += f", {len(failed)} FAILED (threshold {threshold:g}): {worst}"
     if none:
         text += f"; without gradient: {', '.join(none)}"

@@ -19,6 +19,7 @@ Panels with nothing to show are left out. matplotlib is an optional extra (``pip
 'netlayers[plot]'``); it is used through its object API with the Agg canvas, never pyplot, so no
 window opens and no global backend is changed.
 """
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,14 +30,26 @@ from ..errors import DataError, NetlayersError
 METRICS_FILE = "metrics.jsonl"
 PHASES = ("train", "test")
 #: Keys that are not curves.
-NOT_PLOTTED = {"phase", "iter", "lr", "raw_loss", "iters_per_sec", "epoch", "time", "elapsed",
-               "seconds", "wall_time", "timestamp"}
+NOT_PLOTTED = {
+    "phase",
+    "iter",
+    "lr",
+    "raw_loss",
+    "iters_per_sec",
+    "epoch",
+    "time",
+    "elapsed",
+    "seconds",
+    "wall_time",
+    "timestamp",
+}
 INSTALL_HINT = "pip install 'netlayers[plot]' (or: pip install matplotlib)"
 
 
 @dataclass
 class Metrics:
     """Series read from a metrics file: ``series[phase][key] = (iterations, values)``."""
+
     path: Path
     series: dict = field(default_factory=lambda: {phase: {} for phase in PHASES})
     lines: int = 0
@@ -61,8 +74,7 @@ def metrics_path(run):
         raise DataError("no such run folder (or metrics file)", file=str(path))
     if path.is_dir():
         if not (path / METRICS_FILE).is_file():
-            raise DataError(f"no {METRICS_FILE} in this run folder (training writes it there)",
-                            file=str(path))
+            raise DataError(f"no {METRICS_FILE} in this run folder (training writes it there)", file=str(path))
         path = path / METRICS_FILE
     return path
 
@@ -87,14 +99,16 @@ def load_metrics(run):
                 raise bad(f"expected a JSON object, got {type(record).__name__}")
             phase = record.get("phase")
             if phase not in PHASES:
-                raise bad(f"'phase' must be \"train\" or \"test\", got {json.dumps(phase)}")
+                raise bad(f'\'phase\' must be "train" or "test", got {json.dumps(phase)}')
             step = record.get("iter")
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or \
-                    (isinstance(step, float) and not step.is_integer()):
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, (int, float))
+                or (isinstance(step, float) and not step.is_integer())
+            ):
                 raise bad(f"'iter' must be an integer, got {json.dumps(step)}")
             for key, value in record.items():
-                if key in ("phase", "iter") or isinstance(value, bool) or \
-                        not isinstance(value, (int, float)):
+                if key in ("phase", "iter") or isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
                 xs, ys = metrics.series[phase].setdefault(key, ([], []))
                 xs.append(int(step))
@@ -124,11 +138,18 @@ def plan_panels(metrics):
     and the (phase, key) pairs of the outputs panel (the figures that are not losses)."""
     train, test = metrics.series["train"], metrics.series["test"]
     panels = []
-    if any(is_loss(key) for key in train if key not in NOT_PLOTTED) or "raw_loss" in train or \
-            any(is_loss(key) for key in test):
+    if (
+        any(is_loss(key) for key in train if key not in NOT_PLOTTED)
+        or "raw_loss" in train
+        or any(is_loss(key) for key in test)
+    ):
         panels.append("loss")
-    outputs = [(phase, key) for phase in ("test", "train") for key in metrics.series[phase]
-               if key not in NOT_PLOTTED and not is_loss(key)]
+    outputs = [
+        (phase, key)
+        for phase in ("test", "train")
+        for key in metrics.series[phase]
+        if key not in NOT_PLOTTED and not is_loss(key)
+    ]
     if outputs:
         panels.append("outputs")
     if "lr" in train or "lr" in test:
@@ -146,8 +167,11 @@ def loss_curves(metrics):
         curves.append(("train", "loss", "train loss (as logged)", "main"))
     if "raw_loss" in train:
         curves.append(("train", "raw_loss", "train loss (displayed iteration)", "faint"))
-    curves += [("train", key, f"train {key}", "thin") for key in train
-               if is_loss(key) and key not in NOT_PLOTTED and key != "loss"]
+    curves += [
+        ("train", key, f"train {key}", "thin")
+        for key in train
+        if is_loss(key) and key not in NOT_PLOTTED and key != "loss"
+    ]
     curves += [("test", key, f"test {key}", "dots") for key in test if is_loss(key)]
     drawn, unique = [], []
     for phase, key, label, style in curves:
@@ -160,8 +184,9 @@ def loss_curves(metrics):
 
 def _same_series(a, b):
     (xs_a, ys_a), (xs_b, ys_b) = a, b
-    return xs_a == xs_b and all(math.isclose(y, z, rel_tol=1e-6, abs_tol=1e-12) or
-                                (math.isnan(y) and math.isnan(z)) for y, z in zip(ys_a, ys_b))
+    return xs_a == xs_b and all(
+        math.isclose(y, z, rel_tol=1e-6, abs_tol=1e-12) or (math.isnan(y) and math.isnan(z)) for y, z in zip(ys_a, ys_b)
+    )
 
 
 LOSS_STYLES = {
@@ -191,8 +216,7 @@ def draw_figure(metrics, *, title=None):
             for phase, key in outputs:
                 xs, ys = metrics.series[phase][key]
                 style = "o-" if phase == "test" else "-"
-                ax.plot(xs, ys, style, markersize=4, label=f"{phase} {key}",
-                        alpha=1.0 if phase == "test" else 0.6)
+                ax.plot(xs, ys, style, markersize=4, label=f"{phase} {key}", alpha=1.0 if phase == "test" else 0.6)
             ax.set_ylabel("outputs" if len(outputs) > 1 else outputs[0][1])
         else:
             xs, ys = train.get("lr") or test["lr"]

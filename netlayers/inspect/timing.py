@@ -6,6 +6,7 @@ separately, then ``iterations`` whole passes timed as a whole (without the per-l
 calls). Every number is a median over the iterations, in seconds. A layer's share is its
 forward plus backward median over the sum of those of all layers.
 """
+
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from .common import backward, format_table, forward, run_layer, set_blob
 @dataclass
 class LayerTiming:
     """One layer's median times in seconds; ``backward`` is None when it runs no backward."""
+
     name: str
     type: str
     forward: float
@@ -30,14 +32,15 @@ class LayerTiming:
 @dataclass
 class TimingReport:
     """What :func:`time_net` measured (seconds, medians over ``iterations``)."""
+
     net: str
     phase: str
     iterations: int
     warmup: int
     rows: list = field(default_factory=list)
-    forward_pass: float = 0.0          # the whole forward pass, timed as a whole
-    backward_pass: float = 0.0         # the whole backward pass, timed as a whole
-    forward_backward: float = 0.0      # both, timed as a whole
+    forward_pass: float = 0.0  # the whole forward pass, timed as a whole
+    backward_pass: float = 0.0  # the whole backward pass, timed as a whole
+    forward_backward: float = 0.0  # both, timed as a whole
 
     def __getitem__(self, name):
         for row in self.rows:
@@ -55,12 +58,13 @@ class TimingReport:
         layer_fwd = sum(r.forward for r in self.rows)
         layer_bwd = sum(r.backward or 0.0 for r in self.rows)
         rows.append(("sum of layers", "", ms(layer_fwd), ms(layer_bwd), "100.0%"))
-        lines = [f"net '{self.net}' ({self.phase}): median of {self.iterations} iterations "
-                 f"after {self.warmup} warm-up",
-                 format_table(rows, "llrrr"),
-                 f"forward pass:          {ms(self.forward_pass)} ms",
-                 f"backward pass:         {ms(self.backward_pass)} ms",
-                 f"forward-backward pass: {ms(self.forward_backward)} ms"]
+        lines = [
+            f"net '{self.net}' ({self.phase}): median of {self.iterations} iterations after {self.warmup} warm-up",
+            format_table(rows, "llrrr"),
+            f"forward pass:          {ms(self.forward_pass)} ms",
+            f"backward pass:         {ms(self.backward_pass)} ms",
+            f"forward-backward pass: {ms(self.forward_backward)} ms",
+        ]
         return "\n".join(lines)
 
     def __str__(self):
@@ -110,15 +114,25 @@ def time_net(net, iterations=50, warmup=5, *, values=None, layers=None):
         passes_bwd.append(end - middle)
         passes.append(end - start)
         net.clear_param_diffs()
-    report = TimingReport(net.name, net.phase, iterations, max(0, warmup),
-                          forward_pass=statistics.median(passes_fwd),
-                          backward_pass=statistics.median(passes_bwd),
-                          forward_backward=statistics.median(passes))
-    for i in (range(count) if layers is None else layers):
+    report = TimingReport(
+        net.name,
+        net.phase,
+        iterations,
+        max(0, warmup),
+        forward_pass=statistics.median(passes_fwd),
+        backward_pass=statistics.median(passes_bwd),
+        forward_backward=statistics.median(passes),
+    )
+    for i in range(count) if layers is None else layers:
         layer = net.layers[i]
-        report.rows.append(LayerTiming(
-            layer.name, layer.type, statistics.median(forward_times[i]),
-            statistics.median(backward_times[i]) if backward_times[i] else None))
+        report.rows.append(
+            LayerTiming(
+                layer.name,
+                layer.type,
+                statistics.median(forward_times[i]),
+                statistics.median(backward_times[i]) if backward_times[i] else None,
+            )
+        )
     total = sum(r.total for r in report.rows)
     for r in report.rows:
         r.share = r.total / total if total > 0 else 0.0

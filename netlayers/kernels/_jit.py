@@ -8,6 +8,7 @@ deliberately off: it would let the compiler assume no NaNs, and NaN checks live 
 
 With ``NUMBA_DISABLE_JIT=1`` the kernels run as plain Python and must give the same results.
 """
+
 import numba
 
 jit = numba.njit(cache=True, nogil=True)

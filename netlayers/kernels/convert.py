@@ -4,6 +4,7 @@
 thread, and while this kernel runs that thread does not hold the interpreter lock the net's
 thread needs.
 """
+
 from ._jit import jit
 
 
@@ -32,6 +33,6 @@ def shift_scale(x, means, scale, out):
     t = out.dtype.type
     subtract = means is not None
     if not subtract:
-        means = out[0, :, 0] if out.size else out.reshape(-1)   # any array of the right type
+        means = out[0, :, 0] if out.size else out.reshape(-1)  # any array of the right type
     _shift_scale(x, means, subtract, t(scale), scale != 1.0, out)
     return out

@@ -4,6 +4,7 @@ Arrays of any shape: kernels work on the flat views. ``out`` may be the input ar
 (in-place layers). Constants are typed from the array's dtype so float32 loops stay float32.
 Transcendental forwards (exp, tanh) stay in numpy ufuncs, which were measured faster here.
 """
+
 import numpy as np
 
 from ._jit import jit
@@ -209,8 +210,7 @@ def dropout_apply(x, uniform, ratio, scale, out):
 
     ``uniform`` holds U[0, 1) draws (float32), so an element is kept with probability
     1 - ratio. The same call serves forward (x = bottom data) and backward (x = top diff)."""
-    _dropout_apply(x.reshape(-1), uniform.reshape(-1), np.float32(ratio), x.dtype.type(scale),
-                   out.reshape(-1))
+    _dropout_apply(x.reshape(-1), uniform.reshape(-1), np.float32(ratio), x.dtype.type(scale), out.reshape(-1))
 
 
 # -- helpers of Eltwise MAX -----------------------------------------------------------------------

@@ -17,10 +17,10 @@ with 0 where the input index falls in the padding. Two layouts of the column buf
 ``col2im`` is the adjoint of ``im2col``: it sums each column entry back into the input pixel it
 came from, so <im2col(x), c> == <x, col2im(c)>.
 """
+
 import numpy as np
 
 from ._jit import jit
-
 
 # Implementation notes (measured on LeNet's conv2 columns, 64x20x12x12 -> 500 x 64 x 64):
 # - indices are unsigned (np.uint64): numba then skips the negative-index wraparound test,
@@ -51,7 +51,7 @@ def tap_table(kh, kw, ph, pw, sh, sw, dh, dw, out_h, out_w, height, width):
     for tap in range(taps):
         i, j = tap // kw, tap % kw
         off_h, off_w = i * dh - ph, j * dw - pw
-        top = max(-(off_h // sh), 0)                              # ceil(-off_h / sh), >= 0
+        top = max(-(off_h // sh), 0)  # ceil(-off_h / sh), >= 0
         bottom = max(min((height - 1 - off_h) // sh + 1, out_h), top)
         lo = max(-(off_w // sw), 0)
         hi = max(min((width - 1 - off_w) // sw + 1, out_w), lo)
@@ -93,14 +93,14 @@ def _im2col(x, kh, kw, sh, sw, out_h, out_w, table, col, batch_major):
             d = base + np.uint64(top * out_w)
             s = np.uint64((n * channels + c) * plane_size + table[tap, 4])
             if lo == 0 and hi == out_w and sw == 1:
-                for oh in range(top, bottom):
+                for _oh in range(top, bottom):
                     for q in range(uw):
                         dst[d + q] = flat[s + q]
                     d += uw
                     s += row_step
             else:
                 ulo, uhi = np.uint64(lo), np.uint64(hi)
-                for oh in range(top, bottom):
+                for _oh in range(top, bottom):
                     for q in range(ulo):
                         dst[d + q] = zero
                     for q in range(uhi - ulo):
@@ -141,7 +141,7 @@ def _im2col_valid(x, kh, kw, sh, dh, dw, out_h, out_w, col, batch_major):
             n = a if batch_major else b
             s = np.uint64((n * channels + c) * plane_size + i * dh * width + j * dw)
             if out_w == 8:
-                for oh in range(out_h):
+                for _oh in range(out_h):
                     a0 = flat[s]
                     a1 = flat[s + u1]
                     a2 = flat[s + u2]
@@ -161,7 +161,7 @@ def _im2col_valid(x, kh, kw, sh, dh, dw, out_h, out_w, col, batch_major):
                     d += uw
                     s += row_step
             else:
-                for oh in range(out_h):
+                for _oh in range(out_h):
                     for q in range(uw):
                         dst[d + q] = flat[s + q]
                     d += uw
@@ -200,7 +200,7 @@ def _col2im_valid(col, kh, kw, sh, dh, dw, out_h, out_w, x, batch_major):
         for b in range(inner):
             n = a if batch_major else b
             d = np.uint64((n * channels + c) * plane_size + i * dh * width + j * dw)
-            for oh in range(out_h):
+            for _oh in range(out_h):
                 for q in range(uw):
                     flat[d + q] += src[s + q]
                 s += uw
@@ -226,8 +226,10 @@ def _check(x, kernel, out_size, col, batch_major, table):
     rows, size = c * kernel[0] * kernel[1], out_size[0] * out_size[1]
     expected = (n, rows, size) if batch_major else (rows, n, size)
     if x.ndim != 4 or col.size != n * rows * size or not (x.flags.c_contiguous and col.flags.c_contiguous):
-        raise ValueError(f"im2col/col2im: columns of size {col.size} (contiguous: "
-                         f"{col.flags.c_contiguous}) do not fit {expected} for image {x.shape}")
+        raise ValueError(
+            f"im2col/col2im: columns of size {col.size} (contiguous: "
+            f"{col.flags.c_contiguous}) do not fit {expected} for image {x.shape}"
+        )
     if table is not None and table.shape != (kernel[0] * kernel[1], 5):
         raise ValueError(f"im2col/col2im: tap table of shape {table.shape} for kernel {kernel}")
 
@@ -238,20 +240,32 @@ def im2col(x, kernel, pad, stride, dilation, out_size, col, batch_major, table=N
     ``table``: :func:`tap_table` of this geometry (computed here when not given)."""
     _check(x, kernel, out_size, col, batch_major, table)
     if _valid(pad, stride):
-        _im2col_valid(x, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0],
-                      out_size[1], col, batch_major)
+        _im2col_valid(
+            x, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0], out_size[1], col, batch_major
+        )
         return col
     if table is None:
         table = geometry_table(x.shape, kernel, pad, stride, dilation, out_size)
-    _im2col(x, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, col,
-            batch_major)
+    _im2col(x, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, col, batch_major)
     return col
 
 
 def geometry_table(shape, kernel, pad, stride, dilation, out_size):
     """:func:`tap_table` for input ``shape`` (N, C, H, W) and the given geometry."""
-    return tap_table(kernel[0], kernel[1], pad[0], pad[1], stride[0], stride[1], dilation[0],
-                     dilation[1], out_size[0], out_size[1], shape[-2], shape[-1])
+    return tap_table(
+        kernel[0],
+        kernel[1],
+        pad[0],
+        pad[1],
+        stride[0],
+        stride[1],
+        dilation[0],
+        dilation[1],
+        out_size[0],
+        out_size[1],
+        shape[-2],
+        shape[-1],
+    )
 
 
 @jit
@@ -283,13 +297,13 @@ def _col2im(col, kh, kw, sh, sw, out_h, out_w, table, x, batch_major):
             d = np.uint64((n * channels + c) * plane_size + table[tap, 4])
             count = np.uint64(hi - lo)
             if sw == 1:
-                for oh in range(top, bottom):
+                for _oh in range(top, bottom):
                     for q in range(count):
                         flat[d + q] += src[s + q]
                     s += uw
                     d += row_step
             else:
-                for oh in range(top, bottom):
+                for _oh in range(top, bottom):
                     for q in range(count):
                         flat[d + q * usw] += src[s + q]
                     s += uw
@@ -307,13 +321,13 @@ def col2im(col, kernel, pad, stride, dilation, out_size, x, batch_major, table=N
     copied from that pixel (padding entries are dropped). ``x`` is overwritten."""
     _check(x, kernel, out_size, col, batch_major, table)
     if _valid(pad, stride):
-        _col2im_valid(col, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0],
-                      out_size[1], x, batch_major)
+        _col2im_valid(
+            col, kernel[0], kernel[1], stride[0], dilation[0], dilation[1], out_size[0], out_size[1], x, batch_major
+        )
         return x
     if table is None:
         table = geometry_table(x.shape, kernel, pad, stride, dilation, out_size)
-    _col2im(col, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, x,
-            batch_major)
+    _col2im(col, kernel[0], kernel[1], stride[0], stride[1], out_size[0], out_size[1], table, x, batch_major)
     return x
 
 

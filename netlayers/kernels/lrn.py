@@ -12,6 +12,7 @@ same windows: dx = dy * scale^-beta - (2 alpha beta / m) * x * window_sum(dy * y
 m = size (across) or size^2 (within). Powers stay in numpy (``np.power`` with ``out=``): numba
 has no vectorized transcendental functions here.
 """
+
 from ._jit import jit
 
 
@@ -59,8 +60,9 @@ def channel_window_sum(src, local_size, out, squared=False):
     h = (local_size - 1) / 2, for (N, C, H, W) arrays. A running sum along c: each channel adds
     the one entering the window and subtracts the one leaving (as Caffe computes it)."""
     batch, channels = src.shape[:2]
-    _channel_window_sum(src.reshape(batch, channels, -1), (local_size - 1) // 2, squared,
-                        out.reshape(batch, channels, -1))
+    _channel_window_sum(
+        src.reshape(batch, channels, -1), (local_size - 1) // 2, squared, out.reshape(batch, channels, -1)
+    )
     return out
 
 

@@ -23,6 +23,7 @@ Implementation notes (measured on LeNet's pool1, 64x20x24x24 -> 12x12, float32):
   and stride 2, the stride is a compile-time constant so LLVM vectorizes the loop;
 - windows clipped by the image edge take the generic path.
 """
+
 import numpy as np
 
 from ._jit import jit
@@ -63,7 +64,7 @@ def _max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
     idx = mask.reshape(-1)
     lo, hi = _interior(out_w, kw, sw, pw, width)
     count = np.uint64(hi - lo)
-    one, two, three = np.uint64(1), np.uint64(2), np.uint64(3)
+    one, two = np.uint64(1), np.uint64(2)
     usw = np.uint64(sw)
     uwidth = np.uint64(width)
     straight = (kh == 2 and kw == 2) or (kh == 3 and kw == 3)
@@ -77,7 +78,7 @@ def _max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
             first, last = 0, 0
             if straight and he - hs == kh:
                 first, last = lo, hi
-                left = hs * width + lo * sw - pw           # plane index of the first window
+                left = hs * width + lo * sw - pw  # plane index of the first window
                 r0 = np.uint64(plane + left)
                 r1 = r0 + uwidth
                 o = np.uint64(out_plane + oh * out_w + lo)
@@ -146,15 +147,21 @@ def _max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
 def _check(x, kernel, stride, pad, y, mask=None):
     """The kernels index without bounds checks: every window must start inside the image and
     not be empty, and the arrays must be contiguous and agree (a cheap test per call)."""
-    ok = x.ndim == 4 and y.ndim == 4 and x.shape[:2] == y.shape[:2] and x.flags.c_contiguous \
-        and y.flags.c_contiguous and (mask is None or (mask.shape == y.shape and mask.flags.c_contiguous))
+    ok = (
+        x.ndim == 4
+        and y.ndim == 4
+        and x.shape[:2] == y.shape[:2]
+        and x.flags.c_contiguous
+        and y.flags.c_contiguous
+        and (mask is None or (mask.shape == y.shape and mask.flags.c_contiguous))
+    )
     for axis in (0, 1):
         size, out = x.shape[2 + axis], y.shape[2 + axis]
-        ok = ok and 0 <= pad[axis] < kernel[axis] and stride[axis] > 0 and \
-            (out - 1) * stride[axis] - pad[axis] < size
+        ok = ok and 0 <= pad[axis] < kernel[axis] and stride[axis] > 0 and (out - 1) * stride[axis] - pad[axis] < size
     if not ok:
-        raise ValueError(f"pooling: output {y.shape} does not fit input {x.shape} with kernel "
-                         f"{kernel}, stride {stride}, pad {pad}")
+        raise ValueError(
+            f"pooling: output {y.shape} does not fit input {x.shape} with kernel {kernel}, stride {stride}, pad {pad}"
+        )
 
 
 def max_pool_forward(x, kernel, stride, pad, y, mask):
@@ -223,20 +230,26 @@ def _ave_forward(x, kh, kw, sh, sw, ph, pw, y):
                 if kh == 2 and sw == 2:
                     for q in range(count):
                         s = two * q
-                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s]
-                                      + src[r1 + s + one]) / full
+                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s] + src[r1 + s + one]) / full
                 elif kh == 2:
                     for q in range(count):
                         s = usw * q
-                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s]
-                                      + src[r1 + s + one]) / full
+                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s] + src[r1 + s + one]) / full
                 else:
                     r2 = r1 + uwidth
                     for q in range(count):
                         s = usw * q
-                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r0 + s + two]
-                                      + src[r1 + s] + src[r1 + s + one] + src[r1 + s + two]
-                                      + src[r2 + s] + src[r2 + s + one] + src[r2 + s + two]) / full
+                        dst[o + q] = (
+                            src[r0 + s]
+                            + src[r0 + s + one]
+                            + src[r0 + s + two]
+                            + src[r1 + s]
+                            + src[r1 + s + one]
+                            + src[r1 + s + two]
+                            + src[r2 + s]
+                            + src[r2 + s + one]
+                            + src[r2 + s + two]
+                        ) / full
             for ow in range(out_w):
                 if first <= ow < last:
                     continue
@@ -272,7 +285,7 @@ def _ave_backward(dy, kh, kw, sh, sw, ph, pw, dx):
     one, two = np.uint64(1), np.uint64(2)
     uwidth = np.uint64(width)
     full = dx.dtype.type(kh * kw)
-    tiles = kh == 2 and kw == 2 and sh == 2 and sw == 2      # windows tile the image: no overlap
+    tiles = kh == 2 and kw == 2 and sh == 2 and sw == 2  # windows tile the image: no overlap
     for q in range(np.uint64(dst.size)):
         dst[q] = zero
     for plane_index in range(batch * channels):

@@ -6,6 +6,7 @@ w -= diff); these kernels read w, diff and v once and write them once. Every ope
 numpy one, in the numpy order and precision (no fused multiply-add: numba leaves ``fastmath``
 off), so the results are bit for bit those of the separate passes.
 """
+
 from ._jit import jit
 
 

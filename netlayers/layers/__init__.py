@@ -1,3 +1,3 @@
 """Built-in layers, one module per family. Importing this package registers them all."""
-from . import (data, embed, inner_product, loss, neuron, normalization,  # noqa: F401
-               python_layer, structure, vision)
+
+from . import data, embed, inner_product, loss, neuron, normalization, python_layer, structure, vision  # noqa: F401

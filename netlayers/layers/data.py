@@ -1,4 +1,5 @@
 """Data layers: the sources of a net's blobs (no bottoms, no backward)."""
+
 import math
 
 import numpy as np
@@ -32,8 +33,9 @@ def shapes_of(layer, shapes, count, field):
 def positive_shape(layer, dims, field):
     """``dims`` as a shape tuple; a dim below 1 (a top with nothing in it) is a ConfigError."""
     if any(d < 1 for d in dims):
-        raise layer.error(f"every dimension must be at least 1 (a zero-size top leaves nothing "
-                          f"to compute), got {list(dims)}", field)
+        raise layer.error(
+            f"every dimension must be at least 1 (a zero-size top leaves nothing to compute), got {list(dims)}", field
+        )
     return tuple(dims)
 
 
@@ -45,8 +47,11 @@ class Input(SourceLayer):
 
     keep_top_data = False
 
-    example = {"tops": 2, "params": {"input_param": {"shape": [{"dim": [2, 3]}, {"dim": [2]}]}},
-               "top_shapes": [(2, 3), (2,)]}
+    example = {
+        "tops": 2,
+        "params": {"input_param": {"shape": [{"dim": [2, 3]}, {"dim": [2]}]}},
+        "top_shapes": [(2, 3), (2,)],
+    }
 
     params = {"shape": Field(BLOB_SHAPE, repeated=True)}
 
@@ -73,10 +78,16 @@ class DummyData(SourceLayer):
     set (the lecture's ``x, y = randn(N, D_in), randn(N, D_out)``); ``refill: true`` forces a
     refill every forward. Left out, Caffe's rule applies."""
 
-    example = {"tops": 2, "params": {"dummy_data_param": {
-        "shape": [{"dim": [2, 3]}, {"dim": [2]}],
-        "data_filler": [{"type": "gaussian"}, {"type": "constant"}]}},
-        "top_shapes": [(2, 3), (2,)]}
+    example = {
+        "tops": 2,
+        "params": {
+            "dummy_data_param": {
+                "shape": [{"dim": [2, 3]}, {"dim": [2]}],
+                "data_filler": [{"type": "gaussian"}, {"type": "constant"}],
+            }
+        },
+        "top_shapes": [(2, 3), (2,)],
+    }
 
     params = {
         "data_filler": Field(FILLER, repeated=True),
@@ -97,8 +108,7 @@ class DummyData(SourceLayer):
             shapes = shapes_of(self, p.shape, len(top), "dummy_data_param.shape")
         elif any(legacy):
             if len({len(v) for v in legacy}) != 1:
-                raise self.error("num, channels, height and width need the same number of values",
-                                 "dummy_data_param")
+                raise self.error("num, channels, height and width need the same number of values", "dummy_data_param")
             shapes = [positive_shape(self, dims, "dummy_data_param") for dims in zip(*legacy)]
             shapes = shapes * len(top) if len(shapes) == 1 else shapes
         else:
@@ -125,6 +135,7 @@ class DummyData(SourceLayer):
 
 def _default_filler():
     from ..netspec.schema import Where, check_message
+
     return check_message({}, FILLER.fields, Where())
 
 
@@ -147,10 +158,10 @@ _DATASET_CACHE = {}
 def _load_dataset(source):
     """Load a located source once per process (a TRAIN and a TEST net may share it)."""
     from ..data import load_source
+
     key = (source.backend, str(source.images_path), str(source.labels_path))
     try:
-        stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path)
-                      if p is not None)
+        stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path) if p is not None)
     except OSError:
         stamp = None  # the reader reports what is wrong with the file
     cached = _DATASET_CACHE.get(key)
@@ -175,9 +186,14 @@ class Data(SourceLayer):
     a batch larger than the data set works. The position in the data is saved in snapshots.
     """
 
-    example = {"tops": 2, "params": {"data_param": {"source": "fashion-mnist/t10k", "batch_size": 2},
-                                    "transform_param": {"scale": 0.00390625, "crop_size": 24}},
-               "top_shapes": [(2, 1, 24, 24), (2,)]}
+    example = {
+        "tops": 2,
+        "params": {
+            "data_param": {"source": "fashion-mnist/t10k", "batch_size": 2},
+            "transform_param": {"scale": 0.00390625, "crop_size": 24},
+        },
+        "top_shapes": [(2, 1, 24, 24), (2,)],
+    }
 
     keep_top_data = False
 
@@ -194,32 +210,37 @@ class Data(SourceLayer):
 
     def LayerSetUp(self, bottom, top):
         from ..data import BatchSampler, Prefetcher, Transformer, resolve_source
+
         p, t = self.p, self.spec.blocks["transform_param"]
         if p.backend in ("LMDB", "LEVELDB"):
-            raise self.error(f"backend {p.backend} is not supported; use IDX or NPZ (convert the "
-                             "database to an .npz with arrays 'data' and 'label')", "data_param.backend")
+            raise self.error(
+                f"backend {p.backend} is not supported; use IDX or NPZ (convert the "
+                "database to an .npz with arrays 'data' and 'label')",
+                "data_param.backend",
+            )
         if t.mean_file:
-            raise self.error("mean_file is not supported; give mean_value per channel",
-                             "transform_param.mean_file")
+            raise self.error("mean_file is not supported; give mean_value per channel", "transform_param.mean_file")
         net = getattr(self, "net", None)
         try:
-            located = resolve_source(p.source, p.backend, data_root=getattr(net, "data_root", None),
-                                     base_dir=getattr(net, "base_dir", None))
+            located = resolve_source(
+                p.source, p.backend, data_root=getattr(net, "data_root", None), base_dir=getattr(net, "base_dir", None)
+            )
             self.inputs, self.labels = _load_dataset(located)
-            self.transformer = Transformer(scale=t.scale, mean_value=t.mean_value, mirror=t.mirror,
-                                           crop_size=t.crop_size, phase=self.phase)
+            self.transformer = Transformer(
+                scale=t.scale, mean_value=t.mean_value, mirror=t.mirror, crop_size=t.crop_size, phase=self.phase
+            )
             item_shape = self.transformer.output_shape((p.batch_size,) + self.inputs.shape[1:])
         except NetlayersError as err:
-            raise err.located(file=self.spec.where.file, line=self.spec.where.line,
-                              layer=self.name) from None
+            raise err.located(file=self.spec.where.file, line=self.spec.where.line, layer=self.name) from None
         self.source = located
         self.seed = int(getattr(net, "seed", 0) or 0)
         self.top_shapes = [item_shape, (p.batch_size,)]
         self._check_batch_memory()
         self.sampler = BatchSampler(len(self.inputs), p.batch_size, shuffle=p.shuffle, seed=self.seed)
         if p.rand_skip:
-            self.sampler.set_state({"epoch": 0, "position": int(self.rng.integers(0, p.rand_skip + 1))
-                                    % len(self.inputs)})
+            self.sampler.set_state(
+                {"epoch": 0, "position": int(self.rng.integers(0, p.rand_skip + 1)) % len(self.inputs)}
+            )
         self._prefetcher_class = Prefetcher
         self._start()
         for blob, shape in zip(top, self.top_shapes):
@@ -229,26 +250,32 @@ class Data(SourceLayer):
         """Refuse, before the prefetch thread allocates any, batches that would not fit in
         memory: the queued ones, the one being made and the one in the tops."""
         from ..memory import check_size
+
         batches = max(1, self.p.prefetch) + 2
         itemsize = np.dtype(self.dtype).itemsize
         batch_bytes = (math.prod(self.top_shapes[0]) + self.p.batch_size) * itemsize
         try:
-            check_size(batches * batch_bytes, f"batch_size {self.p.batch_size} ({batches} batches "
-                       f"of shape {self.top_shapes[0]}, prefetched and in use)")
+            check_size(
+                batches * batch_bytes,
+                f"batch_size {self.p.batch_size} ({batches} batches "
+                f"of shape {self.top_shapes[0]}, prefetched and in use)",
+            )
         except NetlayersError as err:
             raise err.located(layer=self.name, field="data_param.batch_size") from None
 
     def _start(self):
-        self.prefetcher = self._prefetcher_class(self._produce, depth=max(1, self.p.prefetch),
-                                                 state=self.sampler.state)
+        self.prefetcher = self._prefetcher_class(self._produce, depth=max(1, self.p.prefetch), state=self.sampler.state)
 
     def _produce(self):
         state = self.sampler.state()
         index = self.sampler.next()
         # The random crop/mirror draws depend only on the batch's place in the data, so a
         # resumed run transforms each batch exactly as an uninterrupted one would.
-        rng = np.random.default_rng([self.seed, state["epoch"], state["position"]]) \
-            if self.transformer.is_random else None
+        rng = (
+            np.random.default_rng([self.seed, state["epoch"], state["position"]])
+            if self.transformer.is_random
+            else None
+        )
         data = self.transformer.transform(self.inputs[index], rng, out=np.empty(self.top_shapes[0], self.dtype))
         return data, self.labels[index].astype(self.dtype)
 
@@ -269,9 +296,9 @@ class Data(SourceLayer):
         it is now (it shrank since the snapshot, or the state is damaged) is a one-line
         DataError naming the layer, raised before anything changes."""
         from ..data.batches import checked_state
+
         try:
-            epoch, position = checked_state(state, self.sampler.num_items,
-                                            str(self.source.images_path))
+            epoch, position = checked_state(state, self.sampler.num_items, str(self.source.images_path))
         except ValueError as err:
             raise DataError(f"snapshot's {err}", layer=self.name) from None
         self.prefetcher.close()
@@ -291,9 +318,11 @@ class MemoryData(SourceLayer):
     multiple of batch_size (as in Caffe).
     """
 
-    example = {"tops": 2, "params": {"memory_data_param": {"batch_size": 2, "channels": 1, "height": 3,
-                                                          "width": 3}},
-               "top_shapes": [(2, 1, 3, 3), (2,)]}
+    example = {
+        "tops": 2,
+        "params": {"memory_data_param": {"batch_size": 2, "channels": 1, "height": 3, "width": 3}},
+        "top_shapes": [(2, 1, 3, 3), (2,)],
+    }
 
     keep_top_data = False
 
@@ -320,13 +349,11 @@ class MemoryData(SourceLayer):
         data, labels = np.asarray(data), np.asarray(labels)
         n = self.p.batch_size
         if data.shape[1:] != self.item_shape:
-            raise self.error(f"arrays of items shaped {data.shape[1:]} given, the layer expects "
-                             f"{self.item_shape}")
+            raise self.error(f"arrays of items shaped {data.shape[1:]} given, the layer expects {self.item_shape}")
         if len(data) != len(labels):
             raise self.error(f"{len(data)} items but {len(labels)} labels")
         if len(data) == 0 or len(data) % n:
-            raise self.error(f"the number of items ({len(data)}) must be a positive multiple of "
-                             f"batch_size ({n})")
+            raise self.error(f"the number of items ({len(data)}) must be a positive multiple of batch_size ({n})")
         self.data, self.labels, self.position = data, labels, 0
 
     def Reshape(self, bottom, top):
@@ -334,12 +361,11 @@ class MemoryData(SourceLayer):
 
     def Forward_cpu(self, bottom, top):
         if self.data is None:
-            raise NetlayersError("no arrays given yet: call net.set_input_arrays(data, labels)",
-                                 layer=self.name)
+            raise NetlayersError("no arrays given yet: call net.set_input_arrays(data, labels)", layer=self.name)
         n = self.p.batch_size
-        top[0].data[...] = self.data[self.position:self.position + n]
+        top[0].data[...] = self.data[self.position : self.position + n]
         if len(top) > 1:
-            top[1].data[...] = self.labels[self.position:self.position + n]
+            top[1].data[...] = self.labels[self.position : self.position + n]
         self.position = (self.position + n) % len(self.data)
 
     def state(self):
@@ -351,9 +377,14 @@ class MemoryData(SourceLayer):
         position = state.get("position") if isinstance(state, dict) and len(state) == 1 else None
         n = self.p.batch_size
         if isinstance(position, bool) or not isinstance(position, int) or position < 0 or position % n:
-            raise DataError(f"snapshot's data state {state!r:.60} is not {{'position': p}} with p a "
-                            f"multiple of batch_size ({n})", layer=self.name)
+            raise DataError(
+                f"snapshot's data state {state!r:.60} is not {{'position': p}} with p a multiple of batch_size ({n})",
+                layer=self.name,
+            )
         if self.data is not None and position >= len(self.data):
-            raise DataError(f"snapshot's data position {position} is past the {len(self.data)} "
-                            "items given; the arrays changed since the snapshot", layer=self.name)
+            raise DataError(
+                f"snapshot's data position {position} is past the {len(self.data)} "
+                "items given; the arrays changed since the snapshot",
+                layer=self.name,
+            )
         self.position = position

@@ -1,4 +1,5 @@
 """Embed: a lookup table from integer indices to learned vectors (Caffe's Embed layer)."""
+
 import numpy as np
 
 from ..errors import DataError
@@ -18,10 +19,18 @@ class Embed(Layer):
     An index that is not an integer in [0, input_dim) is a DataError naming the layer and value.
     """
 
-    example = {"bottoms": [(2, 3)], "labels": {0: 4},
-               "params": {"embed_param": {"num_output": 3, "input_dim": 4,
-                                          "weight_filler": {"type": "gaussian"},
-                                          "bias_filler": {"type": "gaussian"}}}}
+    example = {
+        "bottoms": [(2, 3)],
+        "labels": {0: 4},
+        "params": {
+            "embed_param": {
+                "num_output": 3,
+                "input_dim": 4,
+                "weight_filler": {"type": "gaussian"},
+                "bias_filler": {"type": "gaussian"},
+            }
+        },
+    }
 
     keep_top_data = False
 
@@ -57,8 +66,10 @@ class Embed(Layer):
         bad = (values < 0) | (values >= self.p.input_dim) | (self.index != values)
         if bad.any():
             value = values[np.argmax(bad)]
-            raise DataError(f"index {value:g} is not an integer in [0, {self.p.input_dim}) "
-                            f"(input_dim {self.p.input_dim})", layer=self.name)
+            raise DataError(
+                f"index {value:g} is not an integer in [0, {self.p.input_dim}) (input_dim {self.p.input_dim})",
+                layer=self.name,
+            )
 
     def Forward_cpu(self, bottom, top):
         values = bottom[0].data.reshape(-1)

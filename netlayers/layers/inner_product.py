@@ -1,4 +1,5 @@
 """InnerProduct: the fully connected layer."""
+
 import numpy as np
 
 from ..layer import Layer
@@ -15,11 +16,30 @@ class InnerProduct(Layer):
     Backward: dE/dW += dE/dy^T x, dE/db += sum over the batch of dE/dy, dE/dx = dE/dy W.
     """
 
-    example = [{"bottoms": [(2, 3, 2)], "params": {"inner_product_param": {
-        "num_output": 4, "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
-        {"bottoms": [(2, 3, 2)], "params": {"inner_product_param": {
-            "num_output": 2, "axis": 2, "transpose": True, "bias_term": False,
-            "weight_filler": {"type": "gaussian"}}}}]
+    example = [
+        {
+            "bottoms": [(2, 3, 2)],
+            "params": {
+                "inner_product_param": {
+                    "num_output": 4,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 3, 2)],
+            "params": {
+                "inner_product_param": {
+                    "num_output": 2,
+                    "axis": 2,
+                    "transpose": True,
+                    "bias_term": False,
+                    "weight_filler": {"type": "gaussian"},
+                }
+            },
+        },
+    ]
 
     keep_top_data = False
 
@@ -50,10 +70,12 @@ class InnerProduct(Layer):
         self._bottom_shape = bottom[0].shape
         in_features = bottom[0].count_range(self.axis)
         if in_features != self.in_features:
-            raise self.error(f"input has {in_features} features per item (shape {bottom[0].shape}, "
-                             f"axis {self.axis}) but the weights expect {self.in_features}")
+            raise self.error(
+                f"input has {in_features} features per item (shape {bottom[0].shape}, "
+                f"axis {self.axis}) but the weights expect {self.in_features}"
+            )
         self.batch = bottom[0].count_range(0, self.axis)
-        top[0].reshape(bottom[0].shape[:self.axis] + (self.p.num_output,))
+        top[0].reshape(bottom[0].shape[: self.axis] + (self.p.num_output,))
         self._top_shape = top[0].shape
         self.buffer("_weight_grad", self.blobs[0].shape)
         self.buffer("_bias_grad", (self.p.num_output,))

@@ -3,6 +3,7 @@
 A loss layer's first top is a scalar weighted by ``loss_weight`` (default 1). Its backward
 reads that weight from the top's diff, as Caffe does, and scales its gradient by it.
 """
+
 import numpy as np
 
 from ..errors import DataError
@@ -22,7 +23,7 @@ class LossLayer(Layer):
     """Base of loss layers: two bottoms (prediction, target), a scalar top weighted by 1."""
 
     is_loss = True
-    auto_top_blobs = True     # a loss layer given no top still computes its loss, as in Caffe
+    auto_top_blobs = True  # a loss layer given no top still computes its loss, as in Caffe
     extra_blocks = {"loss_param": LOSS_PARAM}
     num_bottoms = (2, 2)
     num_tops = (1, 1)
@@ -32,8 +33,9 @@ class LossLayer(Layer):
 
     def Reshape(self, bottom, top):
         if bottom[0].num_axes == 0 or bottom[1].num_axes == 0:
-            raise self.error(f"the bottoms need a batch axis (axis 0), got shapes {bottom[0].shape} "
-                             f"and {bottom[1].shape}")
+            raise self.error(
+                f"the bottoms need a batch axis (axis 0), got shapes {bottom[0].shape} and {bottom[1].shape}"
+            )
         if bottom[0].shape[:1] != bottom[1].shape[:1]:
             raise self.error(f"the bottoms disagree on the batch size: {bottom[0].shape} vs {bottom[1].shape}")
         top[0].reshape(())
@@ -50,9 +52,12 @@ class LossLayer(Layer):
     def normalizer(self, mode, outer, inner, valid_count):
         """FULL: every prediction; VALID: those not ignored; BATCH_SIZE: outer; NONE: 1.
         Never below 1 (Caffe clamps the same way)."""
-        value = {"FULL": outer * inner,
-                 "VALID": valid_count if self.loss_param.ignore_label is not None else outer * inner,
-                 "BATCH_SIZE": outer, "NONE": 1}[mode]
+        value = {
+            "FULL": outer * inner,
+            "VALID": valid_count if self.loss_param.ignore_label is not None else outer * inner,
+            "BATCH_SIZE": outer,
+            "NONE": 1,
+        }[mode]
         return max(1.0, float(value))
 
 
@@ -60,18 +65,18 @@ def check_labels(layer, labels, num_classes, ignore_label):
     """Labels must be integers in [0, num_classes) (or the ignore label): name the first bad
     one, a fraction (or NaN) before a whole number out of range."""
     flat = labels.reshape(-1)
-    fractional = flat != np.floor(flat)                     # NaN too: NaN != NaN
+    fractional = flat != np.floor(flat)  # NaN too: NaN != NaN
     if fractional.any():
         value = plain_number(flat[np.argmax(fractional)])
-        raise DataError(f"label {value} is not a whole number (expected a class index in "
-                        f"[0, {num_classes - 1}])", layer=layer.name)
+        raise DataError(
+            f"label {value} is not a whole number (expected a class index in [0, {num_classes - 1}])", layer=layer.name
+        )
     outside = (flat < 0) | (flat >= num_classes)
     if ignore_label is not None:
         outside &= flat != ignore_label
     if outside.any():
         value = plain_number(flat[np.argmax(outside)])
-        raise DataError(f"label {value} is outside the {num_classes} classes [0, {num_classes - 1}]",
-                        layer=layer.name)
+        raise DataError(f"label {value} is outside the {num_classes} classes [0, {num_classes - 1}]", layer=layer.name)
 
 
 def plain_number(value):
@@ -79,7 +84,7 @@ def plain_number(value):
     number = float(value)
     if number.is_integer() and abs(number) < 1e15:
         return str(int(number))
-    return str(value)             # numpy's str is the shortest form for the value's own dtype
+    return str(value)  # numpy's str is the shortest form for the value's own dtype
 
 
 def softmax(x, out, axis):
@@ -100,7 +105,7 @@ class Softmax(Layer):
     params = {"axis": Field(int, 1)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-    in_place = True           # the backward needs only y, and the forward may overwrite x
+    in_place = True  # the backward needs only y, and the forward may overwrite x
 
     def Reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.p.axis)
@@ -128,9 +133,14 @@ class SoftmaxWithLoss(LossLayer):
     An optional second top outputs the probabilities.
     """
 
-    example = [{"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
-               {"bottoms": [(2, 4, 3), (2, 3)], "labels": {1: 4}, "params": {"loss_weight": 2,
-                "loss_param": {"ignore_label": 1, "normalization": "BATCH_SIZE"}}}]
+    example = [
+        {"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
+        {
+            "bottoms": [(2, 4, 3), (2, 3)],
+            "labels": {1: 4},
+            "params": {"loss_weight": 2, "loss_param": {"ignore_label": 1, "normalization": "BATCH_SIZE"}},
+        },
+    ]
 
     keep_top_data = False
 
@@ -142,12 +152,14 @@ class SoftmaxWithLoss(LossLayer):
             raise self.error("the scores need at least one axis, got shape ()")
         self.axis = bottom[0].canonical_axis(self.spec.blocks["softmax_param"].axis)
         shape = bottom[0].shape
-        self.outer = int(np.prod(shape[:self.axis]))
+        self.outer = int(np.prod(shape[: self.axis]))
         self.classes = shape[self.axis]
-        self.inner = int(np.prod(shape[self.axis + 1:]))
+        self.inner = int(np.prod(shape[self.axis + 1 :]))
         if bottom[1].count != self.outer * self.inner:
-            raise self.error(f"expected {self.outer * self.inner} labels for scores of shape {shape} "
-                             f"(softmax axis {self.axis}), got label shape {bottom[1].shape}")
+            raise self.error(
+                f"expected {self.outer * self.inner} labels for scores of shape {shape} "
+                f"(softmax axis {self.axis}), got label shape {bottom[1].shape}"
+            )
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape(shape)
@@ -203,8 +215,7 @@ class EuclideanLoss(LossLayer):
     def Reshape(self, bottom, top):
         super().Reshape(bottom, top)
         if bottom[0].count_range(1) != bottom[1].count_range(1):
-            raise self.error(f"the bottoms must have the same size per item: {bottom[0].shape} vs "
-                             f"{bottom[1].shape}")
+            raise self.error(f"the bottoms must have the same size per item: {bottom[0].shape} vs {bottom[1].shape}")
         self.buffer("_difference", bottom[0].shape, bottom[0].dtype)
 
     def allow_force_backward(self, bottom_index):
@@ -257,8 +268,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
     def Reshape(self, bottom, top):
         super().Reshape(bottom, top)
         if bottom[0].count != bottom[1].count:
-            raise self.error(f"scores and targets must have the same count: {bottom[0].shape} vs "
-                             f"{bottom[1].shape}")
+            raise self.error(f"scores and targets must have the same count: {bottom[0].shape} vs {bottom[1].shape}")
         shape, dtype = bottom[0].shape, bottom[0].dtype
         self.buffer("_loss", shape, dtype)
         self.buffer("_scratch", shape, dtype)
@@ -272,8 +282,7 @@ class SigmoidCrossEntropyLoss(LossLayer):
         if self.loss_param.ignore_label is not None:
             bad &= t != self.loss_param.ignore_label
         if bad.any():
-            raise DataError(f"target {t.reshape(-1)[np.argmax(bad.reshape(-1))]:g} is outside [0, 1]",
-                            layer=self.name)
+            raise DataError(f"target {t.reshape(-1)[np.argmax(bad.reshape(-1))]:g} is outside [0, 1]", layer=self.name)
 
     def Forward_cpu(self, bottom, top):
         x = bottom[0].data
@@ -316,8 +325,10 @@ class HingeLoss(LossLayer):
     Backward: dE/dx_nk = -w t_k [m_nk > 0] / N (L1) or -2 w t_k m_nk / N (L2), w the loss weight.
     At the kink (m = 0 exactly) L1 takes the gradient 0, as Caffe's sign(0) = 0."""
 
-    example = [{"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
-               {"bottoms": [(3, 4), (3,)], "labels": {1: 4}, "params": {"hinge_loss_param": {"norm": "L2"}}}]
+    example = [
+        {"bottoms": [(3, 4), (3,)], "labels": {1: 4}},
+        {"bottoms": [(3, 4), (3,)], "labels": {1: 4}, "params": {"hinge_loss_param": {"norm": "L2"}}},
+    ]
 
     keep_top_data = False
 
@@ -341,8 +352,8 @@ class HingeLoss(LossLayer):
         rows = self._rows
         self.labels = labels.astype(np.intp)
         m = self._margin
-        np.add(x, x.dtype.type(1), out=m)                  # 1 - t x for t = -1
-        m[rows, self.labels] = 1 - x[rows, self.labels]    # 1 - t x for t = +1
+        np.add(x, x.dtype.type(1), out=m)  # 1 - t x for t = -1
+        m[rows, self.labels] = 1 - x[rows, self.labels]  # 1 - t x for t = +1
         np.maximum(m, m.dtype.type(0), out=m)
         flat = m.reshape(-1)
         total = flat.sum() if self.p.norm == "L1" else np.dot(flat, flat)
@@ -356,12 +367,12 @@ class HingeLoss(LossLayer):
         dx = bottom[0].diff.reshape(self.batch, self.classes)
         m = self._margin
         if self.p.norm == "L1":
-            np.greater(m, 0, out=dx)                      # [m > 0] for t = -1: d m / dx = +1
+            np.greater(m, 0, out=dx)  # [m > 0] for t = -1: d m / dx = +1
             factor = 1.0
         else:
             np.copyto(dx, m)
             factor = 2.0
-        dx[self._rows, self.labels] *= -1                       # t = +1: d m / dx = -1
+        dx[self._rows, self.labels] *= -1  # t = +1: d m / dx = -1
         dx *= dx.dtype.type(factor * float(top[0].diff.reshape(())) / self.batch)
 
 
@@ -375,8 +386,7 @@ class Accuracy(Layer):
     left the accuracy is 0. An optional second top gives the accuracy per class (shape
     (classes,); 0 for a class with no predictions). No backward; not a loss."""
 
-    example = {"bottoms": [(4, 5), (4,)], "labels": {1: 5}, "tops": 2,
-               "params": {"accuracy_param": {"top_k": 2}}}
+    example = {"bottoms": [(4, 5), (4,)], "labels": {1: 5}, "tops": 2, "params": {"accuracy_param": {"top_k": 2}}}
 
     keep_top_data = False
 
@@ -401,11 +411,15 @@ class Accuracy(Layer):
         self.classes = shape[self.axis]
         self.inner = bottom[0].count_range(self.axis + 1)
         if self.p.top_k > self.classes:
-            raise self.error(f"top_k ({self.p.top_k}) is more than the {self.classes} classes of "
-                             f"scores {shape} (axis {self.axis})", "accuracy_param.top_k")
+            raise self.error(
+                f"top_k ({self.p.top_k}) is more than the {self.classes} classes of scores {shape} (axis {self.axis})",
+                "accuracy_param.top_k",
+            )
         if bottom[1].count != self.outer * self.inner:
-            raise self.error(f"expected {self.outer * self.inner} labels for scores of shape {shape} "
-                             f"(axis {self.axis}), got label shape {bottom[1].shape}")
+            raise self.error(
+                f"expected {self.outer * self.inner} labels for scores of shape {shape} "
+                f"(axis {self.axis}), got label shape {bottom[1].shape}"
+            )
         top[0].reshape(())
         if len(top) > 1:
             top[1].reshape((self.classes,))
@@ -420,7 +434,7 @@ class Accuracy(Layer):
         index = np.where(valid, labels, 0).astype(np.intp)
         true_score = np.take_along_axis(scores, index[:, None, :], axis=1)
         np.greater_equal(scores, true_score, out=self._at_least)
-        others = self._at_least.sum(axis=1) - 1          # classes other than l scoring >= x_l
+        others = self._at_least.sum(axis=1) - 1  # classes other than l scoring >= x_l
         right = (others < self.p.top_k) & valid
         count = int(valid.sum())
         top[0].data[...] = right.sum() / count if count else 0.0

@@ -10,6 +10,7 @@ are only right as the last of such a chain, or when what follows keeps the prope
 PReLU, Power, Log and Dropout keep what they need (Threshold needs nothing), so later in-place
 layers may overwrite the blob.
 """
+
 import numpy as np
 
 from ..kernels import elementwise
@@ -38,23 +39,27 @@ class ReLU(NeuronLayer):
 
     example = {"bottoms": [(2, 3, 4)], "params": {"relu_param": {"negative_slope": 0.1}}}
 
-    keep_top_data = False     # in place it is True (see LayerSetUp)
+    keep_top_data = False  # in place it is True (see LayerSetUp)
 
     params = {"negative_slope": Field(float, 0.0)}
 
     def can_run_in_place(self):
-        return self.p.negative_slope >= 0    # else y's sign no longer tells x's
+        return self.p.negative_slope >= 0  # else y's sign no longer tells x's
 
     def LayerSetUp(self, bottom, top):
-        self.keep_top_data = top[0] is bottom[0]   # in place, backward reads y for x's sign
+        self.keep_top_data = top[0] is bottom[0]  # in place, backward reads y for x's sign
 
     def Forward_cpu(self, bottom, top):
         elementwise.relu_forward(bottom[0].data, self.p.negative_slope, out=top[0].data)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            elementwise.relu_backward(top[0].data if top[0] is bottom[0] else bottom[0].data,
-                                      top[0].diff, self.p.negative_slope, out=bottom[0].diff)
+            elementwise.relu_backward(
+                top[0].data if top[0] is bottom[0] else bottom[0].data,
+                top[0].diff,
+                self.p.negative_slope,
+                out=bottom[0].diff,
+            )
 
 
 @register_layer("Sigmoid")
@@ -97,7 +102,7 @@ class ELU(NeuronLayer):
     params = {"alpha": Field(float, 1.0)}
 
     def can_run_in_place(self):
-        return self.p.alpha >= 0    # else y's sign no longer tells x's
+        return self.p.alpha >= 0  # else y's sign no longer tells x's
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
@@ -122,8 +127,10 @@ class PReLU(NeuronLayer):
     channel c with x <= 0 of dE/dy * x. At x = 0 the left slope is taken (as Caffe), which adds
     nothing to dE/da. In place, the input is copied before it is overwritten."""
 
-    example = [{"bottoms": [(2, 3, 4)], "params": {"prelu_param": {"filler": {"type": "gaussian"}}}},
-               {"bottoms": [(2, 3)], "params": {"prelu_param": {"channel_shared": True}}}]
+    example = [
+        {"bottoms": [(2, 3, 4)], "params": {"prelu_param": {"filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 3)], "params": {"prelu_param": {"channel_shared": True}}},
+    ]
 
     keep_top_data = False
 
@@ -134,16 +141,18 @@ class PReLU(NeuronLayer):
 
     def LayerSetUp(self, bottom, top):
         if bottom[0].num_axes < 2:
-            raise self.error(f"PReLU needs a bottom with at least 2 axes (batch, channels, ...), "
-                             f"got shape {bottom[0].shape}")
+            raise self.error(
+                f"PReLU needs a bottom with at least 2 axes (batch, channels, ...), got shape {bottom[0].shape}"
+            )
         self.channels = bottom[0].shape[1]
         self.add_param((1,) if self.p.channel_shared else (self.channels,), self.p.filler)
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
         if len(shape) < 2 or shape[1] != self.channels:
-            raise self.error(f"bottom shape {shape} does not have the {self.channels} channels "
-                             "(axis 1) the slopes were made for")
+            raise self.error(
+                f"bottom shape {shape} does not have the {self.channels} channels (axis 1) the slopes were made for"
+            )
         top[0].reshape_like(bottom[0])
         if self.p.channel_shared:
             self.view = (1, 1, bottom[0].count)
@@ -198,8 +207,10 @@ class Power(NeuronLayer):
     shift^power, and the gradient is 0. A zero base with power < 1 gives an infinite gradient,
     as the math says."""
 
-    example = [{"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 1.5, "scale": 0.5, "shift": 3}}},
-               {"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 2, "scale": -2, "shift": 1}}}]
+    example = [
+        {"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 1.5, "scale": 0.5, "shift": 3}}},
+        {"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 2, "scale": -2, "shift": 1}}},
+    ]
 
     keep_top_data = False
 
@@ -377,8 +388,10 @@ class Dropout(NeuronLayer):
     factor otherwise. The mask is kept as float32 U[0, 1) draws u (kept where u >= ratio), so a
     float32 and a float64 layer with one seed drop the same elements. In place works."""
 
-    example = [{"bottoms": [(2, 3, 4)], "params": {"dropout_param": {"dropout_ratio": 0.3}}},
-               {"bottoms": [(2, 3, 4)], "phase": "TEST", "params": {"dropout_param": {"scale_train": False}}}]
+    example = [
+        {"bottoms": [(2, 3, 4)], "params": {"dropout_param": {"dropout_ratio": 0.3}}},
+        {"bottoms": [(2, 3, 4)], "phase": "TEST", "params": {"dropout_param": {"scale_train": False}}},
+    ]
 
     keep_top_data = False
 

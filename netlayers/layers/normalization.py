@@ -1,4 +1,5 @@
 """Normalization layers: LRN, BatchNorm, MVN (Caffe's formulas)."""
+
 import numpy as np
 
 from ..kernels import lrn as lrn_kernels
@@ -23,8 +24,10 @@ class LRN(Layer):
     local_size must be odd (as in Caffe); the layer cannot run in place (backward needs x).
     """
 
-    example = [{"bottoms": [(2, 5, 3, 3)], "params": {"lrn_param": {"local_size": 3, "alpha": 0.5, "k": 2}}},
-               {"bottoms": [(2, 2, 4, 4)], "params": {"lrn_param": {"norm_region": "WITHIN_CHANNEL"}}}]
+    example = [
+        {"bottoms": [(2, 5, 3, 3)], "params": {"lrn_param": {"local_size": 3, "alpha": 0.5, "k": 2}}},
+        {"bottoms": [(2, 2, 4, 4)], "params": {"lrn_param": {"norm_region": "WITHIN_CHANNEL"}}},
+    ]
 
     keep_top_data = False
 
@@ -66,7 +69,7 @@ class LRN(Layer):
             lrn_kernels.plane_window_sum(src, self.p.local_size, out, squared)
 
     def _norm_count(self):
-        return self.p.local_size if self.across else self.p.local_size ** 2
+        return self.p.local_size if self.across else self.p.local_size**2
 
     def Forward_cpu(self, bottom, top):
         p, x = self.p, bottom[0].data
@@ -81,7 +84,7 @@ class LRN(Layer):
             return
         p, x, dy, dx = self.p, bottom[0].data, top[0].diff, bottom[0].diff
         ratio = self.work
-        np.multiply(dy, x, out=ratio)                  # dy * y / scale = dy * x * scale^-beta / scale
+        np.multiply(dy, x, out=ratio)  # dy * y / scale = dy * x * scale^-beta / scale
         ratio *= self.scale_pow
         ratio /= self.scale
         self._window_sum(ratio, dx, squared=False)
@@ -118,8 +121,7 @@ class BatchNorm(Layer):
     oscillate or grow without bound).
     """
 
-    example = [{"bottoms": [(4, 3, 2)]},
-               {"bottoms": [(4, 3)], "phase": "TEST"}]
+    example = [{"bottoms": [(4, 3, 2)]}, {"bottoms": [(4, 3)], "phase": "TEST"}]
 
     keep_top_data = False
 
@@ -130,8 +132,8 @@ class BatchNorm(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-    in_place = True          # forward and backward read the input before writing the output
-    learnable = False        # the net gives these blobs lr_mult 0 and never updates them
+    in_place = True  # forward and backward read the input before writing the output
+    learnable = False  # the net gives these blobs lr_mult 0 and never updates them
 
     def LayerSetUp(self, bottom, top):
         p = self.p
@@ -148,8 +150,9 @@ class BatchNorm(Layer):
         if shape != self._shape:
             channels = shape[1] if len(shape) > 1 else 1
             if channels != self.channels:
-                raise self.error(f"input has {channels} channels (shape {shape}), the layer was set "
-                                 f"up for {self.channels}")
+                raise self.error(
+                    f"input has {channels} channels (shape {shape}), the layer was set up for {self.channels}"
+                )
             batch = shape[0] if shape else 1
             self.shape3 = (batch, channels, int(np.prod(shape[2:], dtype=np.int64)))
             self.normalized = np.empty(self.shape3, self.dtype)
@@ -206,7 +209,7 @@ class BatchNorm(Layer):
         np.multiply(dy, y, out=self.temp)
         np.mean(self.temp, axis=axes, keepdims=True, out=self.mean_dyy)
         np.multiply(y, self.mean_dyy, out=self.temp)
-        np.subtract(dy, self.mean_dy, out=dx)         # dy may be dx (in place): read before write
+        np.subtract(dy, self.mean_dy, out=dx)  # dy may be dx (in place): read before write
         dx -= self.temp
         dx /= self.std
 
@@ -225,9 +228,10 @@ class MVN(Layer):
     eps must be >= 0 (beyond Caffe: a negative eps can make std + eps zero or negative).
     """
 
-    example = [{"bottoms": [(2, 3, 4)]},
-               {"bottoms": [(2, 3, 2, 2)],
-                "params": {"mvn_param": {"across_channels": True, "normalize_variance": False}}}]
+    example = [
+        {"bottoms": [(2, 3, 4)]},
+        {"bottoms": [(2, 3, 2, 2)], "params": {"mvn_param": {"across_channels": True, "normalize_variance": False}}},
+    ]
 
     keep_top_data = False
 
@@ -238,7 +242,7 @@ class MVN(Layer):
     }
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-    in_place = True          # forward and backward read the input before writing the output
+    in_place = True  # forward and backward read the input before writing the output
 
     def LayerSetUp(self, bottom, top):
         self._shape = None
@@ -284,6 +288,6 @@ class MVN(Layer):
         np.multiply(dy, y, out=self.temp)
         np.mean(self.temp, axis=1, keepdims=True, out=self.mean_dyy)
         np.multiply(y, self.mean_dyy, out=self.temp)
-        np.subtract(dy, self.mean_dy, out=dx)         # dy may be dx (in place): read before write
+        np.subtract(dy, self.mean_dy, out=dx)  # dy may be dx (in place): read before write
         dx -= self.temp
         dx /= self.std

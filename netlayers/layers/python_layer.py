@@ -10,10 +10,13 @@ reaches it as ``self.param_str``. A layer written for pycaffe, with methods ``se
 ``reshape``, ``forward`` and ``backward``, works too: those names are taken as LayerSetUp,
 Reshape, Forward_cpu and Backward_cpu (pycaffe's blobs have the same ``data``, ``diff``,
 ``reshape``, ``count``, ``num``/``channels``/``height``/``width``; ``self.phase`` is "TRAIN" or
-"TEST" here, not 0 or 1). As in Caffe, a Python layer may run in place unless its class sets
-``in_place = False``. Alternatively, register the class under a type name of its own with
-:func:`netlayers.register_layer` and use that type directly.
+"TEST" here, not 0 or 1). Asked to run in place (top named like its bottom), a Python layer
+does so only when its class sets ``in_place = True`` (its forward and backward are right with
+the top being the bottom); otherwise the net gives it a blob of its own. Alternatively,
+register the class under a type name of its own with :func:`netlayers.register_layer` and use
+that type directly.
 """
+
 import importlib
 import sys
 
@@ -23,12 +26,12 @@ from ..netspec import Field
 from ..registry import register_layer
 
 REQUIRED_METHODS = ("Reshape", "Forward_cpu")
-PYCAFFE_NAMES = {"setup": "LayerSetUp", "reshape": "Reshape", "forward": "Forward_cpu",
-                 "backward": "Backward_cpu"}
+PYCAFFE_NAMES = {"setup": "LayerSetUp", "reshape": "Reshape", "forward": "Forward_cpu", "backward": "Backward_cpu"}
 
 
 def load_python_layer_class(module_name, class_name, search_dir=None, where=None):
     """Import ``module_name`` (first from ``search_dir``) and return its class ``class_name``."""
+
     def fail(message):
         err = ConfigError(message)
         if where is not None:
@@ -52,8 +55,9 @@ def load_python_layer_class(module_name, class_name, search_dir=None, where=None
     if cls is None or not isinstance(cls, type):
         raise fail(f"module '{module_name}' has no class '{class_name}'")
     cls = as_layer_class(cls)
-    missing = [m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None))
-               or getattr(cls, m) is getattr(Layer, m, None)]
+    missing = [
+        m for m in REQUIRED_METHODS if not callable(getattr(cls, m, None)) or getattr(cls, m) is getattr(Layer, m, None)
+    ]
     if missing:
         raise fail(f"class '{class_name}' in module '{module_name}' does not implement {', '.join(missing)}")
     return cls
@@ -62,11 +66,12 @@ def load_python_layer_class(module_name, class_name, search_dir=None, where=None
 def as_layer_class(cls):
     """A subclass of ``cls`` (and of Layer) that follows the Layer contract: pycaffe's method
     names become the contract's hooks (Layer's own setup/forward/backward wrappers stay in
-    charge), and running in place is allowed unless the class says otherwise."""
-    def own(name):      # defined by the user's classes, not inherited from Layer
+    charge). It runs in place only where its class sets ``in_place = True``."""
+
+    def own(name):  # defined by the user's classes, not inherited from Layer
         return any(name in vars(k) for k in cls.__mro__ if k not in (Layer, object))
 
-    namespace = {"in_place": True} if not own("in_place") else {}
+    namespace = {}
     for pycaffe, hook in PYCAFFE_NAMES.items():
         if own(pycaffe):
             if not own(hook):
@@ -81,8 +86,11 @@ def as_layer_class(cls):
 class Python(Layer):
     """Delegates to the user's class named by ``python_param`` (module, layer, param_str)."""
 
-    example = {"bottoms": [(2, 3)], "python_path": "configs/examples/python_layer",
-               "params": {"python_param": {"module": "cube_layer", "layer": "Cube", "param_str": "scale: 2"}}}
+    example = {
+        "bottoms": [(2, 3)],
+        "python_path": "configs/examples/python_layer",
+        "params": {"python_param": {"module": "cube_layer", "layer": "Cube", "param_str": "scale: 2"}},
+    }
 
     params = {
         "module": Field(str, required=True),
@@ -96,6 +104,7 @@ class Python(Layer):
         net_dir = None
         if spec.where.file:
             from pathlib import Path
+
             net_dir = Path(spec.where.file).resolve().parent
         user_cls = load_python_layer_class(p.module, p.layer, net_dir, spec.where)
         instance = object.__new__(user_cls)

@@ -4,6 +4,7 @@ Layers that only change the shape (Flatten, Reshape, and Concat / Slice with a s
 bottom / top) do not copy: the top's data is a view of the bottom's, and the backward copies
 the top's diff into the bottom's (the bottom's diff is written, as for every layer).
 """
+
 import numpy as np
 
 from ..kernels import elementwise
@@ -28,8 +29,9 @@ def _legacy_axis(layer, blob, axis, legacy, block, legacy_name):
     (default 1, negative counts from the end)."""
     if legacy is not None:
         if not 0 <= legacy < blob.num_axes:
-            raise layer.error(f"{legacy_name} {legacy} is out of range for a bottom of shape "
-                              f"{blob.shape}", f"{block}.{legacy_name}")
+            raise layer.error(
+                f"{legacy_name} {legacy} is out of range for a bottom of shape {blob.shape}", f"{block}.{legacy_name}"
+            )
         return legacy
     return _axis(layer, blob, 1 if axis is None else axis, f"{block}.axis")
 
@@ -82,9 +84,11 @@ class Eltwise(Layer):
     Not in place (a bottom's values or the gradient routing would be lost).
     """
 
-    example = [{"bottoms": [(2, 3, 4), (2, 3, 4)], "params": {"eltwise_param": {"coeff": [1, -0.5]}}},
-               {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "PROD"}}},
-               {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "MAX"}}}]
+    example = [
+        {"bottoms": [(2, 3, 4), (2, 3, 4)], "params": {"eltwise_param": {"coeff": [1, -0.5]}}},
+        {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "PROD"}}},
+        {"bottoms": [(2, 3), (2, 3), (2, 3)], "params": {"eltwise_param": {"operation": "MAX"}}},
+    ]
 
     keep_top_data = False
 
@@ -104,17 +108,17 @@ class Eltwise(Layer):
     def LayerSetUp(self, bottom, top):
         p = self.p
         if p.coeff and len(p.coeff) != len(bottom):
-            raise self.error(f"give one coeff per bottom: {len(p.coeff)} coeff(s) for {len(bottom)} bottoms",
-                             "eltwise_param.coeff")
+            raise self.error(
+                f"give one coeff per bottom: {len(p.coeff)} coeff(s) for {len(bottom)} bottoms", "eltwise_param.coeff"
+            )
         self.coeffs = list(p.coeff) if p.coeff else [1.0] * len(bottom)
-        self.keep_top_data = p.operation == "PROD" and not p.stable_prod_grad   # dE/dy * y / x_i
+        self.keep_top_data = p.operation == "PROD" and not p.stable_prod_grad  # dE/dy * y / x_i
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
         for i, blob in enumerate(bottom[1:], 1):
             if blob.shape != shape:
-                raise self.error(f"all bottoms must have one shape: bottom[0] is {shape}, "
-                                 f"bottom[{i}] is {blob.shape}")
+                raise self.error(f"all bottoms must have one shape: bottom[0] is {shape}, bottom[{i}] is {blob.shape}")
         top[0].reshape(shape)
         if self.p.operation == "MAX":
             self.buffer("_argmax", shape, np.int32)
@@ -171,8 +175,10 @@ def _param_shape(layer, blob, axis, num_axes, block):
     axis = _axis(layer, blob, axis, f"{block}.axis")
     end = blob.num_axes if num_axes == -1 else axis + num_axes
     if end > blob.num_axes:
-        raise layer.error(f"axis {axis} + num_axes {num_axes} goes past the bottom's {blob.num_axes} "
-                          f"axes (shape {blob.shape})", f"{block}.num_axes")
+        raise layer.error(
+            f"axis {axis} + num_axes {num_axes} goes past the bottom's {blob.num_axes} axes (shape {blob.shape})",
+            f"{block}.num_axes",
+        )
     return blob.shape[axis:end]
 
 
@@ -182,8 +188,9 @@ def _broadcast_view(layer, blob, operand_shape, axis, block, what):
     axis = 0 if len(operand_shape) == 0 else _axis(layer, blob, axis, f"{block}.axis")
     end = axis + len(operand_shape)
     if blob.shape[axis:end] != tuple(operand_shape):
-        raise layer.error(f"the {what} of shape {tuple(operand_shape)} does not match bottom[0] "
-                          f"shape {blob.shape} from axis {axis}")
+        raise layer.error(
+            f"the {what} of shape {tuple(operand_shape)} does not match bottom[0] shape {blob.shape} from axis {axis}"
+        )
     return blob.count_range(0, axis), int(np.prod(operand_shape, dtype=np.int64)), blob.count_range(end)
 
 
@@ -203,9 +210,15 @@ class Scale(Layer):
     input is copied before it is overwritten, as in Caffe.
     """
 
-    example = [{"bottoms": [(2, 3, 4)], "params": {"scale_param": {
-        "bias_term": True, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
-        {"bottoms": [(2, 3, 4), (3,)]}]
+    example = [
+        {
+            "bottoms": [(2, 3, 4)],
+            "params": {
+                "scale_param": {"bias_term": True, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}
+            },
+        },
+        {"bottoms": [(2, 3, 4), (3,)]},
+    ]
 
     keep_top_data = False
 
@@ -261,7 +274,7 @@ class Scale(Layer):
         dy3 = top[0].diff.reshape(self.view)
         scale = self._scale(bottom)
         learned = len(bottom) == 1
-        if (self.param_propagate_down[0] if learned else propagate_down[1]):
+        if self.param_propagate_down[0] if learned else propagate_down[1]:
             np.einsum("ndk,ndk->d", dy3, self._input3(bottom, top), out=self._reduced)
             if learned:
                 scale.diff += self._reduced.reshape(scale.shape)
@@ -283,8 +296,10 @@ class Bias(Layer):
     Backward: dE/dx = dE/dy; dE/db[d] = sum over n, k of dE/dy (accumulated into the param,
     written into bottom[1]'s diff). In place works."""
 
-    example = [{"bottoms": [(2, 3, 4)], "params": {"bias_param": {"filler": {"type": "gaussian"}}}},
-               {"bottoms": [(2, 3, 4), (3, 4)]}]
+    example = [
+        {"bottoms": [(2, 3, 4)], "params": {"bias_param": {"filler": {"type": "gaussian"}}}},
+        {"bottoms": [(2, 3, 4), (3, 4)]},
+    ]
 
     keep_top_data = False
 
@@ -312,13 +327,16 @@ class Bias(Layer):
         self.buffer("_reduced", (self.view[1],), bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
-        np.add(bottom[0].data.reshape(self.view), self._bias(bottom).data.reshape(self.operand_view),
-               out=top[0].data.reshape(self.view))
+        np.add(
+            bottom[0].data.reshape(self.view),
+            self._bias(bottom).data.reshape(self.operand_view),
+            out=top[0].data.reshape(self.view),
+        )
 
     def Backward_cpu(self, top, propagate_down, bottom):
         bias = self._bias(bottom)
         learned = len(bottom) == 1
-        if (self.param_propagate_down[0] if learned else propagate_down[1]):
+        if self.param_propagate_down[0] if learned else propagate_down[1]:
             np.sum(top[0].diff.reshape(self.view), axis=(0, 2), out=self._reduced)
             if learned:
                 bias.diff += self._reduced.reshape(bias.shape)
@@ -354,10 +372,11 @@ class Concat(Layer):
         shape = list(first.shape)
         for i, blob in enumerate(bottom[1:], 1):
             other = blob.shape
-            if len(other) != len(shape) or any(a != b for j, (a, b) in enumerate(zip(first.shape, other))
-                                               if j != axis):
-                raise self.error(f"bottoms must match except on the concat axis {axis}: bottom[0] is "
-                                 f"{first.shape}, bottom[{i}] is {other}")
+            if len(other) != len(shape) or any(a != b for j, (a, b) in enumerate(zip(first.shape, other)) if j != axis):
+                raise self.error(
+                    f"bottoms must match except on the concat axis {axis}: bottom[0] is "
+                    f"{first.shape}, bottom[{i}] is {other}"
+                )
             shape[axis] += other[axis]
         self.axis = axis
         if len(bottom) == 1:
@@ -396,8 +415,11 @@ class Slice(Layer):
 
     keep_top_data = False
 
-    params = {"axis": Field(int, None), "slice_dim": Field(int, None, min=0),
-              "slice_point": Field(int, repeated=True, min=1)}
+    params = {
+        "axis": Field(int, None),
+        "slice_dim": Field(int, None, min=0),
+        "slice_point": Field(int, repeated=True, min=1),
+    }
     num_bottoms = (1, 1)
     num_tops = (1, None)
 
@@ -412,16 +434,24 @@ class Slice(Layer):
         length, points = blob.shape[axis], list(self.p.slice_point)
         if points:
             if len(points) != len(top) - 1:
-                raise self.error(f"{len(points)} slice_point(s) for {len(top)} tops: give one fewer "
-                                 "than the tops", "slice_param.slice_point")
+                raise self.error(
+                    f"{len(points)} slice_point(s) for {len(top)} tops: give one fewer than the tops",
+                    "slice_param.slice_point",
+                )
             bounds = [0] + points + [length]
             if any(b <= a for a, b in zip(bounds, bounds[1:])):
-                raise self.error(f"slice points {points} must increase strictly within (0, {length}) "
-                                 f"(axis {axis} of shape {blob.shape})", "slice_param.slice_point")
+                raise self.error(
+                    f"slice points {points} must increase strictly within (0, {length}) "
+                    f"(axis {axis} of shape {blob.shape})",
+                    "slice_param.slice_point",
+                )
         else:
             if length % len(top):
-                raise self.error(f"axis {axis} of shape {blob.shape} ({length}) does not split evenly "
-                                 f"into {len(top)} tops; give slice_point", "slice_param.slice_point")
+                raise self.error(
+                    f"axis {axis} of shape {blob.shape} ({length}) does not split evenly "
+                    f"into {len(top)} tops; give slice_point",
+                    "slice_param.slice_point",
+                )
             part = length // len(top)
             bounds = [i * part for i in range(len(top) + 1)]
         self.axis = axis
@@ -486,9 +516,11 @@ class Flatten(_ViewLayer):
         start = _axis(self, blob, self.p.axis, "flatten_param.axis")
         end = _axis(self, blob, self.p.end_axis, "flatten_param.end_axis")
         if end < start:
-            raise self.error(f"end_axis {self.p.end_axis} comes before axis {self.p.axis} for a bottom "
-                             f"of shape {blob.shape}", "flatten_param.end_axis")
-        return blob.shape[:start] + (blob.count_range(start, end + 1),) + blob.shape[end + 1:]
+            raise self.error(
+                f"end_axis {self.p.end_axis} comes before axis {self.p.axis} for a bottom of shape {blob.shape}",
+                "flatten_param.end_axis",
+            )
+        return blob.shape[:start] + (blob.count_range(start, end + 1),) + blob.shape[end + 1 :]
 
 
 @register_layer("Reshape")
@@ -508,8 +540,7 @@ class Reshape(_ViewLayer):
     @classmethod
     def check_params(cls, p):
         if p.shape.dim.count(-1) > 1:
-            raise rule_error("shape", f"shape {p.shape.dim} has more than one -1: at most one dim "
-                             "can be inferred")
+            raise rule_error("shape", f"shape {p.shape.dim} has more than one -1: at most one dim can be inferred")
 
     def LayerSetUp(self, bottom, top):
         super().LayerSetUp(bottom, top)
@@ -519,30 +550,40 @@ class Reshape(_ViewLayer):
         p, axes = self.p, blob.num_axes
         start = p.axis if p.axis >= 0 else axes + p.axis + 1
         if not 0 <= start <= axes:
-            raise self.error(f"axis {p.axis} is out of range for a bottom of shape {blob.shape}",
-                             "reshape_param.axis")
+            raise self.error(f"axis {p.axis} is out of range for a bottom of shape {blob.shape}", "reshape_param.axis")
         end = axes if p.num_axes == -1 else start + p.num_axes
         if end > axes:
-            raise self.error(f"axis {start} + num_axes {p.num_axes} goes past the bottom's {axes} axes "
-                             f"(shape {blob.shape})", "reshape_param.num_axes")
+            raise self.error(
+                f"axis {start} + num_axes {p.num_axes} goes past the bottom's {axes} axes (shape {blob.shape})",
+                "reshape_param.num_axes",
+            )
         new = []
         for i, d in enumerate(self.dims):
             if d == 0:
                 if start + i >= axes:
-                    raise self.error(f"shape {self.dims} has a 0 at position {i} but the bottom "
-                                     f"{blob.shape} has no axis {start + i} to copy", "reshape_param.shape")
+                    raise self.error(
+                        f"shape {self.dims} has a 0 at position {i} but the bottom "
+                        f"{blob.shape} has no axis {start + i} to copy",
+                        "reshape_param.shape",
+                    )
                 d = blob.shape[start + i]
             new.append(d)
         shape = list(blob.shape[:start]) + new + list(blob.shape[end:])
         if -1 in new:
             known = int(np.prod([d for d in shape if d != -1], dtype=np.int64))
             if known == 0 or blob.count % known:
-                raise self.error(f"cannot infer the -1 in {self.dims}: the bottom's count {blob.count} "
-                                 f"(shape {blob.shape}) is not a multiple of {known}", "reshape_param.shape")
+                raise self.error(
+                    f"cannot infer the -1 in {self.dims}: the bottom's count {blob.count} "
+                    f"(shape {blob.shape}) is not a multiple of {known}",
+                    "reshape_param.shape",
+                )
             shape[shape.index(-1)] = blob.count // known
         if int(np.prod(shape, dtype=np.int64)) != blob.count:
-            raise self.error(f"shape {self.dims} gives {tuple(shape)} ({int(np.prod(shape))} values) for "
-                             f"a bottom of shape {blob.shape} ({blob.count} values)", "reshape_param.shape")
+            raise self.error(
+                f"shape {self.dims} gives {tuple(shape)} ({int(np.prod(shape))} values) for "
+                f"a bottom of shape {blob.shape} ({blob.count} values)",
+                "reshape_param.shape",
+            )
         return tuple(shape)
 
 
@@ -578,11 +619,12 @@ class Reduction(Layer):
     with c = ``coeff`` (default 1). Backward: dE/dx[n, j] = c dE/dy[n] times 1 (SUM), sign(x)
     (ASUM; sign(0) = 0 at the kink, as Caffe), 2 x (SUMSQ) or 1 / dim (MEAN)."""
 
-    example = [{"bottoms": [(2, 3, 4)]},
-               {"bottoms": [(2, 3, 4)],
-                "params": {"reduction_param": {"operation": "ASUM", "axis": 1, "coeff": -2}}},
-               {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "SUMSQ", "axis": -1}}},
-               {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "MEAN", "axis": 1}}}]
+    example = [
+        {"bottoms": [(2, 3, 4)]},
+        {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "ASUM", "axis": 1, "coeff": -2}}},
+        {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "SUMSQ", "axis": -1}}},
+        {"bottoms": [(2, 3, 4)], "params": {"reduction_param": {"operation": "MEAN", "axis": 1}}},
+    ]
 
     keep_top_data = False
 
@@ -648,8 +690,10 @@ class ArgMax(Layer):
     Order: largest first; ties go to the larger index (Caffe sorts (value, index) pairs in
     descending order). Indices are stored as floats in the top. No backward."""
 
-    example = [{"bottoms": [(2, 5)], "params": {"argmax_param": {"top_k": 2, "out_max_val": True}}},
-               {"bottoms": [(2, 5, 3)], "params": {"argmax_param": {"axis": 1}}}]
+    example = [
+        {"bottoms": [(2, 5)], "params": {"argmax_param": {"top_k": 2, "out_max_val": True}}},
+        {"bottoms": [(2, 5, 3)], "params": {"argmax_param": {"axis": 1}}},
+    ]
 
     keep_top_data = False
 
@@ -664,8 +708,10 @@ class ArgMax(Layer):
             axis = _axis(self, blob, self.p.axis, "argmax_param.axis")
             self.view = (blob.count_range(0, axis), blob.shape[axis], blob.count_range(axis + 1))
             if k > blob.shape[axis]:
-                raise self.error(f"top_k {k} is more than the {blob.shape[axis]} entries of axis {axis} "
-                                 f"(shape {blob.shape})", "argmax_param.top_k")
+                raise self.error(
+                    f"top_k {k} is more than the {blob.shape[axis]} entries of axis {axis} (shape {blob.shape})",
+                    "argmax_param.top_k",
+                )
             shape = list(blob.shape)
             shape[axis] = k
         else:
@@ -673,8 +719,10 @@ class ArgMax(Layer):
                 raise self.error(f"ArgMax needs a bottom with a batch axis, got shape {blob.shape}")
             self.view = (blob.shape[0], blob.count_range(1), 1)
             if k > self.view[1]:
-                raise self.error(f"top_k {k} is more than the {self.view[1]} entries per item "
-                                 f"(shape {blob.shape})", "argmax_param.top_k")
+                raise self.error(
+                    f"top_k {k} is more than the {self.view[1]} entries per item (shape {blob.shape})",
+                    "argmax_param.top_k",
+                )
             shape = [1] * max(blob.num_axes, 3)
             shape[0], shape[1], shape[2] = blob.shape[0], 2 if self.p.out_max_val else 1, k
         top[0].reshape(shape)
@@ -683,7 +731,7 @@ class ArgMax(Layer):
         outer, dim, inner = self.view
         k = self.p.top_k
         x = bottom[0].data.reshape(self.view)
-        backwards = x[:, ::-1, :]                 # ties: the larger index comes first
+        backwards = x[:, ::-1, :]  # ties: the larger index comes first
         if k == 1:
             index = dim - 1 - np.argmax(backwards, axis=1)[:, None, :]
         else:
@@ -717,7 +765,6 @@ class Tile(Layer):
     num_bottoms = (1, 1)
     num_tops = (1, 1)
 
-
     def Reshape(self, bottom, top):
         blob = bottom[0]
         axis = _axis(self, blob, self.p.axis, "tile_param.axis")
@@ -727,10 +774,14 @@ class Tile(Layer):
         self.outer, self.inner = blob.count_range(0, axis), blob.count_range(axis)
 
     def Forward_cpu(self, bottom, top):
-        np.copyto(top[0].data.reshape(self.outer, self.p.tiles, self.inner),
-                  bottom[0].data.reshape(self.outer, 1, self.inner))
+        np.copyto(
+            top[0].data.reshape(self.outer, self.p.tiles, self.inner), bottom[0].data.reshape(self.outer, 1, self.inner)
+        )
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            np.sum(top[0].diff.reshape(self.outer, self.p.tiles, self.inner), axis=1,
-                   out=bottom[0].diff.reshape(self.outer, self.inner))
+            np.sum(
+                top[0].diff.reshape(self.outer, self.p.tiles, self.inner),
+                axis=1,
+                out=bottom[0].diff.reshape(self.outer, self.inner),
+            )

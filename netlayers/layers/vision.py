@@ -15,6 +15,7 @@ is channel-major), then col2im reads that layout. ``tools/bench_kernels.py`` pri
 for LeNet's layers (conv1: batch-major, conv2: channel-major). Buffers are allocated in Reshape
 when the shapes change and reused afterwards. Only 2 spatial axes are supported.
 """
+
 import math
 
 import numpy as np
@@ -48,7 +49,7 @@ CONVOLUTION_PARAMS = {
     "engine": Field(ENGINE, "DEFAULT", doc="accepted for Caffe compatibility, ignored"),
 }
 
-BATCH_MAJOR_MIN_PLANE = 256          # output pixels per image from which per-image products win
+BATCH_MAJOR_MIN_PLANE = 256  # output pixels per image from which per-image products win
 BATCH_MAJOR_MAX_WEIGHT_TEMP = 1 << 25  # bytes of the per-image weight-gradient stack allowed
 
 
@@ -131,8 +132,7 @@ class ColumnProducts:
 
     DCOL_BATCH_MAJOR_MIN_PLANE = 64
 
-    def __init__(self, *, batch, map_channels, rows, map_size, groups, dtype, batch_major,
-                 allocate_col=True):
+    def __init__(self, *, batch, map_channels, rows, map_size, groups, dtype, batch_major, allocate_col=True):
         self.batch, self.map_channels, self.rows, self.map_size = batch, map_channels, rows, map_size
         self.groups = groups
         self.batch_major = batch_major
@@ -257,15 +257,18 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         self.axis = bottom[0].canonical_axis(p.axis) if shape else 0
         spatial = len(shape) - self.axis - 1
         if spatial != 2:
-            raise self.error(f"only 2 spatial axes are supported: input shape {shape} with channel "
-                             f"axis {self.axis} has {spatial}", f"{self.block}.axis")
+            raise self.error(
+                f"only 2 spatial axes are supported: input shape {shape} with channel axis {self.axis} has {spatial}",
+                f"{self.block}.axis",
+            )
         self.channels = shape[self.axis]
         if self.channels % p.group:
-            raise self.error(f"group {p.group} does not divide the {self.channels} input channels "
-                             f"(input shape {shape})", f"{self.block}.group")
+            raise self.error(
+                f"group {p.group} does not divide the {self.channels} input channels (input shape {shape})",
+                f"{self.block}.group",
+            )
         if p.num_output % p.group:
-            raise self.error(f"group {p.group} does not divide num_output {p.num_output}",
-                             f"{self.block}.group")
+            raise self.error(f"group {p.group} does not divide num_output {p.num_output}", f"{self.block}.group")
         self.add_param(self.weight_shape(), p.weight_filler)
         if p.bias_term:
             self.add_param((p.num_output,), p.bias_filler)
@@ -276,7 +279,7 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         shape = bottom[0].shape
         if shape != self._shape:
             self._setup_buffers(shape)
-        out_shape = shape[:self.axis] + (self.p.num_output,) + self.out_size
+        out_shape = shape[: self.axis] + (self.p.num_output,) + self.out_size
         for blob in top:
             blob.reshape(out_shape)
 
@@ -284,11 +287,11 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         shape = bottom[0].shape
         for i, blob in enumerate(bottom[1:], 1):
             if blob.shape != shape:
-                raise self.error(f"all bottoms need one shape: bottom[{i}] is {blob.shape}, "
-                                 f"bottom[0] is {shape}")
+                raise self.error(f"all bottoms need one shape: bottom[{i}] is {blob.shape}, bottom[0] is {shape}")
         if len(shape) != self.axis + 3 or shape[self.axis] != self.channels:
-            raise self.error(f"input shape {shape} does not match the set-up channel axis "
-                             f"{self.axis} with {self.channels} channels")
+            raise self.error(
+                f"input shape {shape} does not match the set-up channel axis {self.axis} with {self.channels} channels"
+            )
 
     def _too_small(self, size):
         (kh, kw), (ph, pw), (dh, dw) = self.kernel, self.pad, self.dilation
@@ -296,7 +299,9 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         return self.error(
             f"kernel {kh}x{kw} (dilated extent {extent[0]}x{extent[1]}) is larger than the padded "
             f"input {size[0] + 2 * ph}x{size[1] + 2 * pw} (input {size[0]}x{size[1]}, pad "
-            f"{ph}x{pw})", f"{self.block}.kernel_size")
+            f"{ph}x{pw})",
+            f"{self.block}.kernel_size",
+        )
 
 
 @register_layer("Convolution")
@@ -314,14 +319,39 @@ class Convolution(_ConvolutionBase):
     dE/dx = col2im(W^T dE/dy[n]). Several bottoms (same shape) give one top each, sharing W.
     """
 
-    example = [{"bottoms": [(2, 3, 5, 5)], "params": {"convolution_param": {
-        "num_output": 4, "kernel_size": 3, "weight_filler": {"type": "gaussian"},
-        "bias_filler": {"type": "gaussian"}}}},
-        {"bottoms": [(2, 4, 5, 6), (2, 4, 5, 6)], "tops": 2, "params": {"convolution_param": {
-            "num_output": 2, "kernel_size": 3, "pad": 1, "stride": 2, "dilation": 2, "group": 2,
-            "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}}},
-        {"bottoms": [(2, 3, 3, 3)], "params": {"convolution_param": {
-            "num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}}}]
+    example = [
+        {
+            "bottoms": [(2, 3, 5, 5)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 4, 5, 6), (2, 4, 5, 6)],
+            "tops": 2,
+            "params": {
+                "convolution_param": {
+                    "num_output": 2,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "stride": 2,
+                    "dilation": 2,
+                    "group": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 3, 3, 3)],
+            "params": {"convolution_param": {"num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}},
+        },
+    ]
 
     keep_top_data = False
 
@@ -329,26 +359,34 @@ class Convolution(_ConvolutionBase):
         return (self.p.num_output, self.channels // self.p.group) + self.kernel
 
     def _setup_buffers(self, shape):
-        size = shape[self.axis + 1:]
-        out_size = tuple(conv_output_size(s, k, p, st, d) for s, k, p, st, d in
-                         zip(size, self.kernel, self.pad, self.stride, self.dilation))
+        size = shape[self.axis + 1 :]
+        out_size = tuple(
+            conv_output_size(s, k, p, st, d)
+            for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation)
+        )
         if min(out_size) <= 0:
             raise self._too_small(size)
-        self.batch = math.prod(shape[:self.axis])
+        self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
         rows = self.channels * self.kernel[0] * self.kernel[1]
         map_size = out_size[0] * out_size[1]
-        self.one_by_one = (self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0))
+        self.one_by_one = self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
         batch_major = ColumnProducts.choose_batch_major(
-            self.batch, self.p.num_output, rows, map_size, self.p.group, self.dtype.itemsize,
-            self.one_by_one)
+            self.batch, self.p.num_output, rows, map_size, self.p.group, self.dtype.itemsize, self.one_by_one
+        )
         self.one_by_one = self.one_by_one and batch_major
-        self.products = ColumnProducts(batch=self.batch, map_channels=self.p.num_output, rows=rows,
-                                       map_size=map_size, groups=self.p.group, dtype=self.dtype,
-                                       batch_major=batch_major, allocate_col=not self.one_by_one)
-        self.table = conv_kernels.geometry_table(shape, self.kernel, self.pad, self.stride,
-                                                 self.dilation, out_size)
-        self.col_holds = None          # which bottom's columns the buffer holds (None: stale)
+        self.products = ColumnProducts(
+            batch=self.batch,
+            map_channels=self.p.num_output,
+            rows=rows,
+            map_size=map_size,
+            groups=self.p.group,
+            dtype=self.dtype,
+            batch_major=batch_major,
+            allocate_col=not self.one_by_one,
+        )
+        self.table = conv_kernels.geometry_table(shape, self.kernel, self.pad, self.stride, self.dilation, out_size)
+        self.col_holds = None  # which bottom's columns the buffer holds (None: stale)
         self._shape = shape
 
     def _image(self, array):
@@ -360,8 +398,17 @@ class Convolution(_ConvolutionBase):
             return bottom[i].data.reshape(self.batch, self.channels, -1)
         prod = self.products
         if self.col_holds != i:
-            conv_kernels.im2col(self._image(bottom[i].data), self.kernel, self.pad, self.stride,
-                                self.dilation, self.out_size, prod.col, prod.batch_major, self.table)
+            conv_kernels.im2col(
+                self._image(bottom[i].data),
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.out_size,
+                prod.col,
+                prod.batch_major,
+                self.table,
+            )
             self.col_holds = i
         return prod.col
 
@@ -392,9 +439,17 @@ class Convolution(_ConvolutionBase):
                 else:
                     prod.col_from_map(weight.data, top[i].diff, prod.col, m)
                     self.col_holds = None
-                    conv_kernels.col2im(prod.col, self.kernel, self.pad, self.stride, self.dilation,
-                                        self.out_size, self._image(bottom[i].diff),
-                                        prod.dcol_batch_major, self.table)
+                    conv_kernels.col2im(
+                        prod.col,
+                        self.kernel,
+                        self.pad,
+                        self.stride,
+                        self.dilation,
+                        self.out_size,
+                        self._image(bottom[i].diff),
+                        prod.dcol_batch_major,
+                        self.table,
+                    )
 
 
 @register_layer("Deconvolution")
@@ -412,11 +467,32 @@ class Deconvolution(_ConvolutionBase):
     dE/db += sum over n and pixels of dE/dy.
     """
 
-    example = [{"bottoms": [(2, 3, 3, 3)], "params": {"convolution_param": {
-        "num_output": 2, "kernel_size": 3, "stride": 2, "pad": 1, "weight_filler": {"type": "gaussian"},
-        "bias_filler": {"type": "gaussian"}}}},
-        {"bottoms": [(2, 2, 3, 4)], "params": {"convolution_param": {
-            "num_output": 4, "kernel_size": 2, "group": 2, "weight_filler": {"type": "gaussian"}}}}]
+    example = [
+        {
+            "bottoms": [(2, 3, 3, 3)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 2,
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "pad": 1,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 2, 3, 4)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 2,
+                    "group": 2,
+                    "weight_filler": {"type": "gaussian"},
+                }
+            },
+        },
+    ]
 
     keep_top_data = False
 
@@ -424,25 +500,38 @@ class Deconvolution(_ConvolutionBase):
         return (self.channels, self.p.num_output // self.p.group) + self.kernel
 
     def _setup_buffers(self, shape):
-        size = shape[self.axis + 1:]
-        out_size = tuple(st * (s - 1) + d * (k - 1) + 1 - 2 * p for s, k, p, st, d in
-                         zip(size, self.kernel, self.pad, self.stride, self.dilation))
+        size = shape[self.axis + 1 :]
+        out_size = tuple(
+            st * (s - 1) + d * (k - 1) + 1 - 2 * p
+            for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation)
+        )
         if min(out_size) <= 0:
-            raise self.error(f"output size {out_size[0]}x{out_size[1]} is not positive: input "
-                             f"{size[0]}x{size[1]}, kernel {self.kernel[0]}x{self.kernel[1]}, "
-                             f"pad {self.pad[0]}x{self.pad[1]}", f"{self.block}.pad")
-        self.batch = math.prod(shape[:self.axis])
+            raise self.error(
+                f"output size {out_size[0]}x{out_size[1]} is not positive: input "
+                f"{size[0]}x{size[1]}, kernel {self.kernel[0]}x{self.kernel[1]}, "
+                f"pad {self.pad[0]}x{self.pad[1]}",
+                f"{self.block}.pad",
+            )
+        self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
         rows = self.p.num_output * self.kernel[0] * self.kernel[1]
         map_size = size[0] * size[1]
         batch_major = ColumnProducts.choose_batch_major(
-            self.batch, self.channels, rows, map_size, self.p.group, self.dtype.itemsize, False)
-        self.products = ColumnProducts(batch=self.batch, map_channels=self.channels, rows=rows,
-                                       map_size=map_size, groups=self.p.group, dtype=self.dtype,
-                                       batch_major=batch_major)
+            self.batch, self.channels, rows, map_size, self.p.group, self.dtype.itemsize, False
+        )
+        self.products = ColumnProducts(
+            batch=self.batch,
+            map_channels=self.channels,
+            rows=rows,
+            map_size=map_size,
+            groups=self.p.group,
+            dtype=self.dtype,
+            batch_major=batch_major,
+        )
         self._out_image_shape = (self.batch, self.p.num_output) + out_size
-        self.table = conv_kernels.geometry_table(self._out_image_shape, self.kernel, self.pad,
-                                                 self.stride, self.dilation, size)
+        self.table = conv_kernels.geometry_table(
+            self._out_image_shape, self.kernel, self.pad, self.stride, self.dilation, size
+        )
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
 
@@ -452,8 +541,17 @@ class Deconvolution(_ConvolutionBase):
         for i in range(len(bottom)):
             prod.col_from_map(weight, bottom[i].data, prod.col)
             image = top[i].data.reshape(self._out_image_shape)
-            conv_kernels.col2im(prod.col, self.kernel, self.pad, self.stride, self.dilation,
-                                self.size, image, prod.dcol_batch_major, self.table)
+            conv_kernels.col2im(
+                prod.col,
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.size,
+                image,
+                prod.dcol_batch_major,
+                self.table,
+            )
             if self.p.bias_term:
                 conv_kernels.add_bias(image.reshape(self.batch, self.p.num_output, -1), self.blobs[1].data)
 
@@ -468,8 +566,17 @@ class Deconvolution(_ConvolutionBase):
                 self.blobs[1].diff += self.bias_sums(diff)
             if not (want_weight or propagate_down[i]):
                 continue
-            conv_kernels.im2col(diff, self.kernel, self.pad, self.stride, self.dilation, self.size,
-                                prod.col, prod.batch_major, self.table)
+            conv_kernels.im2col(
+                diff,
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.size,
+                prod.col,
+                prod.batch_major,
+                self.table,
+            )
             if want_weight:
                 prod.weight_grad(prod.load_map(bottom[i].data), prod.col, weight.diff)
             if propagate_down[i]:
@@ -486,8 +593,7 @@ class Im2col(ConvolutionParamBlock, Layer):
     Backward: dE/dx = col2im(dE/dy), the adjoint (sums overlapping windows).
     """
 
-    example = {"bottoms": [(2, 2, 4, 4)],
-               "params": {"convolution_param": {"kernel_size": 2, "pad": 1, "stride": 2}}}
+    example = {"bottoms": [(2, 2, 4, 4)], "params": {"convolution_param": {"kernel_size": 2, "pad": 1, "stride": 2}}}
 
     keep_top_data = False
 
@@ -498,35 +604,60 @@ class Im2col(ConvolutionParamBlock, Layer):
     def LayerSetUp(self, bottom, top):
         self.kernel, self.pad, self.stride, self.dilation = conv_geometry(self.p)
         if bottom[0].num_axes != 4 or self.p.axis not in (1, -3):
-            raise self.error(f"Im2col takes (N, C, H, W) input with axis 1, got shape "
-                             f"{bottom[0].shape}, axis {self.p.axis}", f"{self.block}.axis")
+            raise self.error(
+                f"Im2col takes (N, C, H, W) input with axis 1, got shape {bottom[0].shape}, axis {self.p.axis}",
+                f"{self.block}.axis",
+            )
 
     def Reshape(self, bottom, top):
         if bottom[0].num_axes != 4:
             raise self.error(f"Im2col takes (N, C, H, W) input, got shape {bottom[0].shape}")
         n, c, h, w = bottom[0].shape
-        self.out_size = tuple(conv_output_size(s, k, p, st, d) for s, k, p, st, d in
-                              zip((h, w), self.kernel, self.pad, self.stride, self.dilation))
+        self.out_size = tuple(
+            conv_output_size(s, k, p, st, d)
+            for s, k, p, st, d in zip((h, w), self.kernel, self.pad, self.stride, self.dilation)
+        )
         if min(self.out_size) <= 0:
             k, p = self.kernel, self.pad
-            raise self.error(f"kernel {k[0]}x{k[1]} is larger than the padded input "
-                             f"{h + 2 * p[0]}x{w + 2 * p[1]} (input {h}x{w})", f"{self.block}.kernel_size")
+            raise self.error(
+                f"kernel {k[0]}x{k[1]} is larger than the padded input {h + 2 * p[0]}x{w + 2 * p[1]} (input {h}x{w})",
+                f"{self.block}.kernel_size",
+            )
         top[0].reshape(n, c * self.kernel[0] * self.kernel[1], *self.out_size)
         if getattr(self, "_shape", None) != bottom[0].shape:
-            self.table = conv_kernels.geometry_table(bottom[0].shape, self.kernel, self.pad,
-                                                     self.stride, self.dilation, self.out_size)
+            self.table = conv_kernels.geometry_table(
+                bottom[0].shape, self.kernel, self.pad, self.stride, self.dilation, self.out_size
+            )
             self._shape = bottom[0].shape
 
     def Forward_cpu(self, bottom, top):
         n, rows = top[0].shape[:2]
-        conv_kernels.im2col(bottom[0].data, self.kernel, self.pad, self.stride, self.dilation,
-                            self.out_size, top[0].data.reshape(n, rows, -1), True, self.table)
+        conv_kernels.im2col(
+            bottom[0].data,
+            self.kernel,
+            self.pad,
+            self.stride,
+            self.dilation,
+            self.out_size,
+            top[0].data.reshape(n, rows, -1),
+            True,
+            self.table,
+        )
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             n, rows = top[0].shape[:2]
-            conv_kernels.col2im(top[0].diff.reshape(n, rows, -1), self.kernel, self.pad, self.stride,
-                                self.dilation, self.out_size, bottom[0].diff, True, self.table)
+            conv_kernels.col2im(
+                top[0].diff.reshape(n, rows, -1),
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.out_size,
+                bottom[0].diff,
+                True,
+                self.table,
+            )
 
 
 POOLING_PARAMS = {
@@ -568,7 +699,7 @@ class PoolingWindows:
     def shape_for(self, shape, out_size):
         out_shape = shape[:2] + out_size
         if self.method == "MAX" and (self.mask is None or self.mask.shape != out_shape):
-            self.mask = np.zeros(out_shape, np.int32)   # index 0: valid even before a forward
+            self.mask = np.zeros(out_shape, np.int32)  # index 0: valid even before a forward
         return out_shape
 
     def forward(self, x, y):
@@ -619,12 +750,14 @@ class Pooling(Layer):
     ``global_pooling``: the kernel is the whole plane (pad 0, stride 1 required).
     """
 
-    example = [{"bottoms": [(2, 2, 5, 5)], "tops": 2,
-                "params": {"pooling_param": {"kernel_size": 3, "stride": 2}}},
-               {"bottoms": [(2, 2, 5, 5)],
-                "params": {"pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}}},
-               {"bottoms": [(2, 2, 3, 4)],
-                "params": {"pooling_param": {"pool": "AVE", "global_pooling": True}}}]
+    example = [
+        {"bottoms": [(2, 2, 5, 5)], "tops": 2, "params": {"pooling_param": {"kernel_size": 3, "stride": 2}}},
+        {
+            "bottoms": [(2, 2, 5, 5)],
+            "params": {"pooling_param": {"pool": "AVE", "kernel_size": 3, "stride": 2, "pad": 1}},
+        },
+        {"bottoms": [(2, 2, 3, 4)], "params": {"pooling_param": {"pool": "AVE", "global_pooling": True}}},
+    ]
 
     keep_top_data = False
 
@@ -639,8 +772,9 @@ class Pooling(Layer):
             raise rule_error("pool", "STOCHASTIC pooling is not supported (use MAX or AVE)")
         if p.global_pooling:
             if p.kernel_size is not None or p.kernel_h is not None or p.kernel_w is not None:
-                raise rule_error("kernel_size", "with global_pooling the kernel size is the input "
-                                 "size: do not give kernel_size")
+                raise rule_error(
+                    "kernel_size", "with global_pooling the kernel size is the input size: do not give kernel_size"
+                )
         else:
             if p.kernel_size is not None and (p.kernel_h is not None or p.kernel_w is not None):
                 raise rule_error("kernel_size", "give either kernel_size or kernel_h/kernel_w, not both")
@@ -648,11 +782,12 @@ class Pooling(Layer):
                 raise rule_error("kernel_size", "kernel_size (or kernel_h and kernel_w) is required")
         kernel, pad, stride = pooling_geometry(p)
         if p.global_pooling and (pad != (0, 0) or stride != (1, 1)):
-            raise rule_error("global_pooling", f"with global_pooling only pad 0 and stride 1 are "
-                             f"allowed, got pad {pad}, stride {stride}")
+            raise rule_error(
+                "global_pooling",
+                f"with global_pooling only pad 0 and stride 1 are allowed, got pad {pad}, stride {stride}",
+            )
         if not p.global_pooling and (pad[0] >= kernel[0] or pad[1] >= kernel[1]):
-            raise rule_error("pad", f"pad {pad[0]}x{pad[1]} must be smaller than the kernel "
-                             f"{kernel[0]}x{kernel[1]}")
+            raise rule_error("pad", f"pad {pad[0]}x{pad[1]} must be smaller than the kernel {kernel[0]}x{kernel[1]}")
 
     def LayerSetUp(self, bottom, top):
         p = self.p
@@ -671,18 +806,24 @@ class Pooling(Layer):
             size = shape[2:]
             kernel = size if self.global_pooling else self.kernel_given
             if any(s + 2 * p < k for s, k, p in zip(size, kernel, self.pad)):
-                raise self.error(f"kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
-                                 f"{size[0] + 2 * self.pad[0]}x{size[1] + 2 * self.pad[1]} (input "
-                                 f"{size[0]}x{size[1]})", "pooling_param.kernel_size")
-            self.out_size = tuple(pooled_size(s, k, p, st, self.p.round_mode, any(self.pad))
-                                  for s, k, p, st in zip(size, kernel, self.pad, self.stride))
+                raise self.error(
+                    f"kernel {kernel[0]}x{kernel[1]} is larger than the padded input "
+                    f"{size[0] + 2 * self.pad[0]}x{size[1] + 2 * self.pad[1]} (input "
+                    f"{size[0]}x{size[1]})",
+                    "pooling_param.kernel_size",
+                )
+            self.out_size = tuple(
+                pooled_size(s, k, p, st, self.p.round_mode, any(self.pad))
+                for s, k, p, st in zip(size, kernel, self.pad, self.stride)
+            )
             for axis, (s, o, p, st) in enumerate(zip(size, self.out_size, self.pad, self.stride)):
                 if (o - 1) * st - p >= s:
                     raise self.error(
                         f"the last of {o} windows along axis {axis + 2} starts at {(o - 1) * st - p}, "
                         f"outside the input of size {s} (kernel {kernel[axis]} < stride {st} with "
                         f"CEIL rounding): use round_mode FLOOR or a larger kernel",
-                        "pooling_param.round_mode")
+                        "pooling_param.round_mode",
+                    )
             self.windows = PoolingWindows(self.p.pool, kernel, self.pad, self.stride)
             self.out_shape = self.windows.shape_for(shape, self.out_size)
             self._shape = shape
@@ -709,8 +850,10 @@ class SPP(Layer):
     Backward: each level's pooling backward, summed into dE/dx.
     """
 
-    example = [{"bottoms": [(2, 2, 5, 5)], "params": {"spp_param": {"pyramid_height": 2}}},
-               {"bottoms": [(2, 2, 4, 5)], "params": {"spp_param": {"pyramid_height": 2, "pool": "AVE"}}}]
+    example = [
+        {"bottoms": [(2, 2, 5, 5)], "params": {"spp_param": {"pyramid_height": 2}}},
+        {"bottoms": [(2, 2, 4, 5)], "params": {"spp_param": {"pyramid_height": 2, "pool": "AVE"}}},
+    ]
 
     keep_top_data = False
 
@@ -743,7 +886,7 @@ class SPP(Layer):
         self.levels = []
         offset = 0
         for level in range(self.p.pyramid_height):
-            bins = 2 ** level
+            bins = 2**level
             kernel, pad = [], []
             for size in (h, w):
                 k = -(-size // bins)
@@ -751,16 +894,25 @@ class SPP(Layer):
                 pad.append((k * bins - size + 1) // 2)
             kernel, pad = tuple(kernel), tuple(pad)
             if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-                raise self.error(f"pyramid level {level} ({bins}x{bins} bins) needs pad {pad} "
-                                 f"not smaller than its kernel {kernel} on a {h}x{w} input: use a "
-                                 f"smaller pyramid_height", "spp_param.pyramid_height")
-            out_size = tuple(pooled_size(s, k, p, k, "CEIL", any(pad))
-                             for s, k, p in zip((h, w), kernel, pad))
+                raise self.error(
+                    f"pyramid level {level} ({bins}x{bins} bins) needs pad {pad} "
+                    f"not smaller than its kernel {kernel} on a {h}x{w} input: use a "
+                    f"smaller pyramid_height",
+                    "spp_param.pyramid_height",
+                )
+            out_size = tuple(pooled_size(s, k, p, k, "CEIL", any(pad)) for s, k, p in zip((h, w), kernel, pad))
             windows = PoolingWindows(self.p.pool, kernel, pad, kernel)
             out_shape = windows.shape_for(shape, out_size)
             width = c * out_size[0] * out_size[1]
-            self.levels.append({"windows": windows, "out": np.empty(out_shape, self.dtype),
-                                "grad": np.empty(shape, self.dtype), "start": offset, "stop": offset + width})
+            self.levels.append(
+                {
+                    "windows": windows,
+                    "out": np.empty(out_shape, self.dtype),
+                    "grad": np.empty(shape, self.dtype),
+                    "start": offset,
+                    "stop": offset + width,
+                }
+            )
             offset += width
         self.top_shape = (n, c) + self.levels[0]["out"].shape[2:] if len(self.levels) == 1 else (n, offset)
         self._shape = shape
@@ -770,7 +922,7 @@ class SPP(Layer):
         y = top[0].data.reshape(n, -1)
         for level in self.levels:
             level["windows"].forward(bottom[0].data, level["out"])
-            y[:, level["start"]:level["stop"]] = level["out"].reshape(n, -1)
+            y[:, level["start"] : level["stop"]] = level["out"].reshape(n, -1)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -778,7 +930,7 @@ class SPP(Layer):
         n = bottom[0].shape[0]
         dy = top[0].diff.reshape(n, -1)
         for i, level in enumerate(self.levels):
-            level["out"].reshape(n, -1)[...] = dy[:, level["start"]:level["stop"]]
+            level["out"].reshape(n, -1)[...] = dy[:, level["start"] : level["stop"]]
             target = bottom[0].diff if i == 0 else level["grad"]
             level["windows"].backward(level["out"], target)
             if i:
@@ -814,8 +966,11 @@ class Crop(Layer):
         cropped = len(source) - axis
         offsets = self.p.offset
         if len(offsets) not in (0, 1, cropped):
-            raise self.error(f"offset has {len(offsets)} values; give none, 1, or {cropped} (one per "
-                             f"axis from {axis} of shape {source})", "crop_param.offset")
+            raise self.error(
+                f"offset has {len(offsets)} values; give none, 1, or {cropped} (one per "
+                f"axis from {axis} of shape {source})",
+                "crop_param.offset",
+            )
         if len(offsets) <= 1:
             offsets = [offsets[0] if offsets else 0] * cropped
         slices, shape = [], []
@@ -826,9 +981,11 @@ class Crop(Layer):
                 continue
             offset, size = offsets[a - axis], target[a]
             if offset < 0 or offset + size > source[a]:
-                raise self.error(f"crop exceeds the input on axis {a}: offset {offset} + size {size} "
-                                 f"> {source[a]} (input shape {source}, target shape {target})",
-                                 "crop_param.offset")
+                raise self.error(
+                    f"crop exceeds the input on axis {a}: offset {offset} + size {size} "
+                    f"> {source[a]} (input shape {source}, target shape {target})",
+                    "crop_param.offset",
+                )
             slices.append(slice(offset, offset + size))
             shape.append(size)
         self.slices = tuple(slices)

@@ -6,13 +6,14 @@ every registered layer type with its parameter blocks (kinds, defaults, enums, b
 (an unknown field, a wrong kind, a value out of range); the checker also applies the
 cross-field rules and the graph checks, so it stays the last word.
 """
+
 import math
 
 from ..registry import layer_class, layer_types
 from .schema import Enum, Message
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"   # YAML reads 1e-3 as a string
+NUMBER_TEXT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"  # YAML reads 1e-3 as a string
 
 
 def json_schema():
@@ -21,8 +22,11 @@ def json_schema():
     from .spec import LAYER_FIELDS, NET_FIELDS
 
     net = {name: field_schema(field) for name, field in NET_FIELDS.items() if field.kind is not dict}
-    net["layers"] = net["layer"] = {"type": "array", "items": {"$ref": "#/$defs/layer"},
-                                    "description": "the layers, in order"}
+    net["layers"] = net["layer"] = {
+        "type": "array",
+        "items": {"$ref": "#/$defs/layer"},
+        "description": "the layers, in order",
+    }
     net["solver"] = {"$ref": "#/$defs/solver"}
     return {
         "$schema": DIALECT,
@@ -31,8 +35,10 @@ def json_schema():
         "type": "object",
         "properties": net,
         "additionalProperties": False,
-        "$defs": {"layer": layer_schema(LAYER_FIELDS),
-                  "solver": message_schema(SOLVER_FIELDS, "Caffe's SolverParameter")},
+        "$defs": {
+            "layer": layer_schema(LAYER_FIELDS),
+            "solver": message_schema(SOLVER_FIELDS, "Caffe's SolverParameter"),
+        },
     }
 
 
@@ -44,18 +50,28 @@ def layer_schema(common_fields):
     cases = []
     for name in types:
         blocks = layer_class(name).param_blocks()
-        cases.append({"if": {"properties": {"type": {"const": name}}, "required": ["type"]},
-                      "then": {"properties": {block: message_schema(fields, block)
-                                              for block, fields in blocks.items()}}})
-    return {"type": "object", "properties": common, "required": ["type"], "allOf": cases,
-            "unevaluatedProperties": False}
+        cases.append(
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"properties": {block: message_schema(fields, block) for block, fields in blocks.items()}},
+            }
+        )
+    return {
+        "type": "object",
+        "properties": common,
+        "required": ["type"],
+        "allOf": cases,
+        "unevaluatedProperties": False,
+    }
 
 
 def message_schema(fields, title=None):
     """A mapping of declared fields: no others, the required ones present."""
-    schema = {"type": "object",
-              "properties": {name: field_schema(field) for name, field in fields.items()},
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {name: field_schema(field) for name, field in fields.items()},
+        "additionalProperties": False,
+    }
     required = [name for name, field in fields.items() if field.required]
     if required:
         schema["required"] = required
@@ -82,12 +98,12 @@ def kind_schema(kind):
         return message_schema(kind.fields, kind.name)
     if isinstance(kind, Enum):
         spellings = []
-        for name in kind.names:        # any letter case is accepted: offer the usual ones
+        for name in kind.names:  # any letter case is accepted: offer the usual ones
             for spelling in (name, name.upper(), name.lower()):
                 if spelling not in spellings:
                     spellings.append(spelling)
         return {"enum": spellings}
-    if kind is float:      # a number, or a string that reads as one (bounds apply to numbers only)
+    if kind is float:  # a number, or a string that reads as one (bounds apply to numbers only)
         return {"type": ["number", "string"], "pattern": NUMBER_TEXT}
     if kind is dict:
         return {"type": "object"}
@@ -98,9 +114,16 @@ def bounded(schema, field):
     """``schema`` with the field's bounds (on numbers); ``also`` values accepted besides."""
     if not field.bounded:
         return schema
-    limits = {key: bound for key, bound in (("minimum", field.min), ("maximum", field.max),
-                                             ("exclusiveMinimum", field.gt), ("exclusiveMaximum", field.lt))
-              if bound is not None}
+    limits = {
+        key: bound
+        for key, bound in (
+            ("minimum", field.min),
+            ("maximum", field.max),
+            ("exclusiveMinimum", field.gt),
+            ("exclusiveMaximum", field.lt),
+        )
+        if bound is not None
+    }
     schema = {**schema, **limits}
     if field.also:
         schema = {"anyOf": [schema, {"enum": list(field.also)}]}

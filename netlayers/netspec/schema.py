@@ -15,6 +15,7 @@ Conventions, following Caffe's protobuf messages:
   format allows writing a repeated field once).
 - A field left out gets its default; ``default=None`` means "not set" (Caffe's ``has_x()``).
 """
+
 import difflib
 import math
 
@@ -60,8 +61,20 @@ class Field:
     (``Field(int, -1, min=0, also=(-1,))``). A default is never checked against the bounds, so
     a default of None ("not set") needs no sentinel."""
 
-    def __init__(self, kind, default=None, *, required=False, repeated=False, doc="",
-                 min=None, max=None, gt=None, lt=None, also=()):
+    def __init__(
+        self,
+        kind,
+        default=None,
+        *,
+        required=False,
+        repeated=False,
+        doc="",
+        min=None,
+        max=None,
+        gt=None,
+        lt=None,
+        also=(),
+    ):
         self.kind = kind
         self.default = _REQUIRED if required else default
         self.repeated = repeated
@@ -79,8 +92,11 @@ class Field:
 
     def range_text(self):
         """The accepted range in words: '>= 1', '> 0 and <= 1', '>= 0, or -1'."""
-        parts = [f"{op} {_number(bound)}" for op, bound in
-                 ((">=", self.min), (">", self.gt), ("<=", self.max), ("<", self.lt)) if bound is not None]
+        parts = [
+            f"{op} {_number(bound)}"
+            for op, bound in ((">=", self.min), (">", self.gt), ("<=", self.max), ("<", self.lt))
+            if bound is not None
+        ]
         text = " and ".join(parts)
         if self.also:
             text += ", or " + " or ".join(_number(v) for v in self.also)
@@ -89,8 +105,12 @@ class Field:
     def in_range(self, value):
         if value in self.also:
             return True
-        return not ((self.min is not None and value < self.min) or (self.max is not None and value > self.max)
-                    or (self.gt is not None and value <= self.gt) or (self.lt is not None and value >= self.lt))
+        return not (
+            (self.min is not None and value < self.min)
+            or (self.max is not None and value > self.max)
+            or (self.gt is not None and value <= self.gt)
+            or (self.lt is not None and value >= self.lt)
+        )
 
 
 def _number(value):
@@ -102,7 +122,7 @@ class Params(dict):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.__dict__ = self      # attribute reads at dict speed (layers read them every pass)
+        self.__dict__ = self  # attribute reads at dict speed (layers read them every pass)
 
 
 class Where:
@@ -145,7 +165,7 @@ def shown(value):
         return "a list"
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10 ** 20:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**20:
         return f"an integer of {_digit_count(value)} digits"
     return repr(value)
 
@@ -153,15 +173,16 @@ def shown(value):
 def _digit_count(value):
     """Decimal digits of a big integer, without str() (which refuses past 4,300 digits)."""
     digits = max(1, int(abs(value).bit_length() * math.log10(2)))
-    return digits + (abs(value) >= 10 ** digits)
+    return digits + (abs(value) >= 10**digits)
 
 
-INT64_MIN, INT64_MAX = -2 ** 63, 2 ** 63 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 def check_scalar(value, kind, where):
     """Convert one value to ``kind`` or raise a ConfigError saying what was expected. Numbers
     may be numpy scalars (a config built in Python); floats must be finite."""
+
     def wrong():
         return where.error(f"expected {kind_name(kind)}, got {shown(value)}")
 
@@ -192,8 +213,9 @@ def check_scalar(value, kind, where):
         if number is None:
             raise wrong()
         if not INT64_MIN <= number <= INT64_MAX:
-            raise where.error(f"expected an integer that fits in 64 bits (at most 2^63 - 1 in "
-                              f"size), got {shown(value)}")
+            raise where.error(
+                f"expected an integer that fits in 64 bits (at most 2^63 - 1 in size), got {shown(value)}"
+            )
         return number
     if kind is float:
         number = None
@@ -216,7 +238,7 @@ def check_scalar(value, kind, where):
     raise TypeError(f"unknown field kind {kind!r}")
 
 
-_FLOAT_MAX = float(np.finfo(np.float64).max)    # a Python float: compared with any int exactly
+_FLOAT_MAX = float(np.finfo(np.float64).max)  # a Python float: compared with any int exactly
 
 
 def check_field(value, field, where):
@@ -277,7 +299,7 @@ def apply_rules(rules, params, raw, where):
         rules(params)
     except ConfigError as err:
         place = where
-        for key in (err.field.split(".") if err.field else []):
+        for key in err.field.split(".") if err.field else []:
             place = place.at(raw, key)
             raw = raw.get(key) if isinstance(raw, dict) else None
         raise place.error(err.message) from None
@@ -294,16 +316,20 @@ def _missing(where, name):
 
 
 # Shared message shapes used by several layer families.
-FILLER = Message({
-    "type": Field(Enum(*FILLERS), "constant"),
-    "value": Field(float, 0.0),
-    "min": Field(float, 0.0),
-    "max": Field(float, 1.0),
-    "mean": Field(float, 0.0),
-    "std": Field(float, 1.0, min=0),
-    "sparse": Field(int, -1, min=-1, doc="-1: off; else the expected non-zeros per output"),
-    "variance_norm": Field(Enum("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN"),
-}, name="FillerParameter", check=check_filler)
+FILLER = Message(
+    {
+        "type": Field(Enum(*FILLERS), "constant"),
+        "value": Field(float, 0.0),
+        "min": Field(float, 0.0),
+        "max": Field(float, 1.0),
+        "mean": Field(float, 0.0),
+        "std": Field(float, 1.0, min=0),
+        "sparse": Field(int, -1, min=-1, doc="-1: off; else the expected non-zeros per output"),
+        "variance_norm": Field(Enum("FAN_IN", "FAN_OUT", "AVERAGE"), "FAN_IN"),
+    },
+    name="FillerParameter",
+    check=check_filler,
+)
 
 BLOB_SHAPE = Message({"dim": Field(int, repeated=True, min=1)}, name="BlobShape")
 """A blob's shape: every dim at least 1 (Caffe allows 0, which no layer can compute with)."""

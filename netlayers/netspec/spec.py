@@ -8,6 +8,7 @@ produces. A net-level ``imports:`` list names modules to import first (from the 
 then the Python path), so that layer types they register can be used. ``phase_layers(spec,
 phase)`` filters by include/exclude rules and inserts Split layers where a blob fans out.
 """
+
 import importlib
 import sys
 import warnings
@@ -21,12 +22,15 @@ from .yaml_lines import load_yaml_file
 
 PHASES = ("TRAIN", "TEST")
 
-PARAM_SPEC = Message({
-    "name": Field(str, ""),
-    "lr_mult": Field(float, 1.0),
-    "decay_mult": Field(float, 1.0),
-    "share_mode": Field(Enum("STRICT", "PERMISSIVE"), "STRICT"),
-}, name="ParamSpec")
+PARAM_SPEC = Message(
+    {
+        "name": Field(str, ""),
+        "lr_mult": Field(float, 1.0),
+        "decay_mult": Field(float, 1.0),
+        "share_mode": Field(Enum("STRICT", "PERMISSIVE"), "STRICT"),
+    },
+    name="ParamSpec",
+)
 
 NET_STATE_RULE = Message({"phase": Field(Enum(*PHASES))}, name="NetStateRule")
 
@@ -48,8 +52,12 @@ NET_FIELDS = {
     "force_backward": Field(bool, False),
     "random_seed": Field(int, -1),
     "dtype": Field(Enum("float32", "float64"), "float32"),
-    "imports": Field(str, repeated=True, doc="modules to import before the layers are checked "
-                     "(from the config's folder first): their @register_layer types become usable"),
+    "imports": Field(
+        str,
+        repeated=True,
+        doc="modules to import before the layers are checked "
+        "(from the config's folder first): their @register_layer types become usable",
+    ),
     "solver": Field(dict, None),
     # Caffe's deprecated net-level inputs (deploy files): made into an Input layer named "input"
     "input": Field(str, repeated=True),
@@ -61,19 +69,20 @@ NET_FIELDS = {
 @dataclass
 class LayerSpec:
     """One checked layer definition."""
+
     name: str
     type: str
     bottoms: list
     tops: list
-    params: list = field(default_factory=list)        # ParamSpec: name, lr_mult, decay_mult
+    params: list = field(default_factory=list)  # ParamSpec: name, lr_mult, decay_mult
     loss_weights: list = field(default_factory=list)
     propagate_down: list = field(default_factory=list)
     include: list = field(default_factory=list)
     exclude: list = field(default_factory=list)
-    blocks: dict = field(default_factory=dict)         # block name -> checked Params
+    blocks: dict = field(default_factory=dict)  # block name -> checked Params
     where: Where = field(default_factory=Where)
     raw: dict = field(default_factory=dict)
-    auto: bool = False                                 # inserted by the net (a fan-out Split)
+    auto: bool = False  # inserted by the net (a fan-out Split)
 
     @property
     def cls(self):
@@ -91,6 +100,7 @@ class LayerSpec:
 @dataclass
 class NetSpec:
     """A checked net definition."""
+
     name: str
     layers: list
     force_backward: bool = False
@@ -98,7 +108,7 @@ class NetSpec:
     dtype: str = "float32"
     file: str | None = None
     base_dir: Path | None = None
-    solver: dict | None = None            # the raw ``solver:`` section; checked by the solver
+    solver: dict | None = None  # the raw ``solver:`` section; checked by the solver
 
 
 def load_net_spec(source):
@@ -128,13 +138,19 @@ def _input_layer(net, where):
             raise where.error(f"{len(names)} input(s) but {len(shapes)} input_shape(s): give one each")
     elif net.input_dim:
         if len(net.input_dim) != 4 * len(names):
-            raise where.error(f"{len(names)} input(s) need {4 * len(names)} input_dim values (N, C, H, "
-                              f"W each), got {len(net.input_dim)}")
-        shapes = [net.input_dim[4 * i:4 * i + 4] for i in range(len(names))]
+            raise where.error(
+                f"{len(names)} input(s) need {4 * len(names)} input_dim values (N, C, H, "
+                f"W each), got {len(net.input_dim)}"
+            )
+        shapes = [net.input_dim[4 * i : 4 * i + 4] for i in range(len(names))]
     else:
         raise where.error("each input needs a shape: give input_shape (or input_dim)")
-    return {"name": "input", "type": "Input", "top": list(names),
-            "input_param": {"shape": [{"dim": shape} for shape in shapes]}}
+    return {
+        "name": "input",
+        "type": "Input",
+        "top": list(names),
+        "input_param": {"shape": [{"dim": shape} for shape in shapes]},
+    }
 
 
 def check_net(raw, *, file=None, base_dir=None):
@@ -158,9 +174,16 @@ def check_net(raw, *, file=None, base_dir=None):
     warn_ignored_engines(layers, file)
     if net.input or net.input_shape or net.input_dim:
         layers.insert(0, check_layer(_input_layer(net, where.at(raw, "input")), where.at(raw, "input")))
-    spec = NetSpec(name=net.name, layers=layers, force_backward=net.force_backward,
-                   random_seed=net.random_seed, dtype=net.dtype, file=file,
-                   base_dir=Path(base_dir) if base_dir else None, solver=raw.get("solver"))
+    spec = NetSpec(
+        name=net.name,
+        layers=layers,
+        force_backward=net.force_backward,
+        random_seed=net.random_seed,
+        dtype=net.dtype,
+        file=file,
+        base_dir=Path(base_dir) if base_dir else None,
+        solver=raw.get("solver"),
+    )
     for phase in PHASES:
         check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
     return spec
@@ -179,7 +202,8 @@ def import_modules(names, search_dir, where, raw_names):
             raise where.at(raw_names, i).error(f"cannot import module '{name}': {err}") from None
         except Exception as err:  # an error inside the user's module, or a malformed name
             raise where.at(raw_names, i).error(
-                f"importing module '{name}' failed: {type(err).__name__}: {err}") from None
+                f"importing module '{name}' failed: {type(err).__name__}: {err}"
+            ) from None
         finally:
             if added:
                 sys.path.remove(str(search_dir))
@@ -188,12 +212,18 @@ def import_modules(names, search_dir, where, raw_names):
 def warn_ignored_engines(layers, file):
     """One NetlayersWarning per net naming the layers that ask for ``engine: CUDNN``: accepted
     for Caffe's configs, but every layer runs on the CPU here."""
-    asking = [layer.name for layer in layers
-              if any(isinstance(block, dict) and block.get("engine") == "CUDNN" for block in layer.blocks.values())]
+    asking = [
+        layer.name
+        for layer in layers
+        if any(isinstance(block, dict) and block.get("engine") == "CUDNN" for block in layer.blocks.values())
+    ]
     if asking:
         names = ", ".join(f"'{name}'" for name in asking)
-        warnings.warn(f"{file or 'net'}: engine CUDNN is ignored (layer(s) {names}): netlayers runs "
-                      "every layer on the CPU", NetlayersWarning, stacklevel=2)
+        warnings.warn(
+            f"{file or 'net'}: engine CUDNN is ignored (layer(s) {names}): netlayers runs every layer on the CPU",
+            NetlayersWarning,
+            stacklevel=2,
+        )
 
 
 def check_layer(raw, where):
@@ -213,15 +243,31 @@ def check_layer(raw, where):
             known = ", ".join(list(LAYER_FIELDS) + list(blocks_fields))
             raise where.at(raw, key).error(f"unknown field{hint}; a {raw['type']} layer takes: {known}")
     checked = check_message(common, LAYER_FIELDS, where)
-    blocks = {block: check_message(raw.get(block), fields, where.at(raw, block),
-                                   rules=getattr(cls, "check_params", None) if fields is cls.params else None)
-              for block, fields in blocks_fields.items()}
+    blocks = {
+        block: check_message(
+            raw.get(block),
+            fields,
+            where.at(raw, block),
+            rules=getattr(cls, "check_params", None) if fields is cls.params else None,
+        )
+        for block, fields in blocks_fields.items()
+    }
     if checked.include and checked.exclude:
         raise where.error("give either include or exclude rules, not both")
-    return LayerSpec(name=checked.name, type=checked.type, bottoms=checked.bottom, tops=checked.top,
-                     params=checked.param, loss_weights=checked.loss_weight,
-                     propagate_down=checked.propagate_down, include=checked.include,
-                     exclude=checked.exclude, blocks=blocks, where=where, raw=raw)
+    return LayerSpec(
+        name=checked.name,
+        type=checked.type,
+        bottoms=checked.bottom,
+        tops=checked.top,
+        params=checked.param,
+        loss_weights=checked.loss_weight,
+        propagate_down=checked.propagate_down,
+        include=checked.include,
+        exclude=checked.exclude,
+        blocks=blocks,
+        where=where,
+        raw=raw,
+    )
 
 
 def check_graph(layers, phase):
@@ -230,23 +276,25 @@ def check_graph(layers, phase):
     produced = set()
     for layer in layers:
         if layer.name in seen_names:
-            raise layer.where.error(f"duplicate layer name in phase {phase} "
-                                    f"(also at line {seen_names[layer.name]})")
+            raise layer.where.error(f"duplicate layer name in phase {phase} (also at line {seen_names[layer.name]})")
         seen_names[layer.name] = layer.where.line
         for i, bottom in enumerate(layer.bottoms):
             if bottom not in produced:
                 hint = close_match_hint(bottom, produced)
                 raise _list_entry_where(layer, "bottom", i).error(
-                    f"blob '{bottom}' is not produced by any earlier layer in phase {phase}{hint}")
+                    f"blob '{bottom}' is not produced by any earlier layer in phase {phase}{hint}"
+                )
         for i, top in enumerate(layer.tops):
             if top in produced and top not in layer.bottoms:
                 raise Where(layer.where.file, layer.where.line, layer.name, f"top[{i}]").error(
                     f"blob '{top}' is already produced by an earlier layer (only in-place "
-                    "layers, with top equal to bottom, may reuse a name)")
+                    "layers, with top equal to bottom, may reuse a name)"
+                )
             produced.add(top)
         if len(layer.propagate_down) not in (0, len(layer.bottoms)):
-            raise layer.where.error(f"propagate_down has {len(layer.propagate_down)} values "
-                                    f"for {len(layer.bottoms)} bottom(s)")
+            raise layer.where.error(
+                f"propagate_down has {len(layer.propagate_down)} values for {len(layer.bottoms)} bottom(s)"
+            )
 
 
 def _list_entry_where(layer, key, index):
@@ -269,8 +317,8 @@ def phase_layers(spec, phase):
 def insert_splits(layers):
     """Caffe's InsertSplits: a top consumed by several layers (or consumed and also weighted as
     a loss) feeds a Split whose tops go one to each consumer, so gradients add at the branch."""
-    last_producer = {}            # blob name -> (layer index, top index)
-    consumers = {}                # (layer index, top index) -> list of (layer index, bottom index)
+    last_producer = {}  # blob name -> (layer index, top index)
+    consumers = {}  # (layer index, top index) -> list of (layer index, bottom index)
     for li, layer in enumerate(layers):
         for bi, bottom in enumerate(layer.bottoms):
             consumers.setdefault(last_producer[bottom], []).append((li, bi))
@@ -283,8 +331,8 @@ def insert_splits(layers):
             return layer.loss_weights[ti]
         return 1.0 if (layer.cls.is_loss and ti == 0) else 0.0
 
-    renamed = {}                  # (layer index, bottom index) -> new bottom name
-    splits_after = {}             # layer index -> list of split LayerSpecs
+    renamed = {}  # (layer index, bottom index) -> new bottom name
+    splits_after = {}  # layer index -> list of split LayerSpecs
     for (li, ti), uses in consumers.items():
         weighted = loss_weight(li, ti) != 0
         if len(uses) + weighted < 2:
@@ -292,9 +340,15 @@ def insert_splits(layers):
         producer = layers[li]
         blob = producer.tops[ti]
         tops = [f"{blob}_{producer.name}_{ti}_split_{j}" for j in range(len(uses) + weighted)]
-        split = LayerSpec(name=f"{blob}_{producer.name}_{ti}_split", type="Split", bottoms=[blob],
-                          tops=tops, where=producer.where, auto=True,
-                          loss_weights=([loss_weight(li, ti)] + [0.0] * len(uses)) if weighted else [])
+        split = LayerSpec(
+            name=f"{blob}_{producer.name}_{ti}_split",
+            type="Split",
+            bottoms=[blob],
+            tops=tops,
+            where=producer.where,
+            auto=True,
+            loss_weights=([loss_weight(li, ti)] + [0.0] * len(uses)) if weighted else [],
+        )
         splits_after.setdefault(li, []).append(split)
         for j, use in enumerate(uses):
             renamed[use] = tops[j + weighted]
@@ -314,4 +368,5 @@ def insert_splits(layers):
 
 def _replace(spec, **changes):
     from dataclasses import replace
+
     return replace(spec, **changes)

@@ -4,6 +4,7 @@
 :class:`LineList` that carry ``line`` (1-based, where the node starts) and, for dicts,
 ``key_lines`` (key -> line of that key). Config checking uses them to say *where* a mistake is.
 """
+
 from pathlib import Path
 
 import yaml
@@ -44,8 +45,9 @@ class _LineLoader(yaml.SafeLoader):
         try:
             if self.depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
-                raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels of mappings "
-                                  "and lists)", line=mark.line + 1)
+                raise ConfigError(
+                    f"nested too deeply (more than {MAX_DEPTH} levels of mappings and lists)", line=mark.line + 1
+                )
             return super().compose_node(parent, index)
         finally:
             self.depth -= 1
@@ -56,17 +58,21 @@ class _LineLoader(yaml.SafeLoader):
         try:
             return super().construct_object(node, deep)
         except (ValueError, TypeError, OverflowError) as err:
-            raise ConfigError(f"malformed YAML: cannot read the value {node.value!r}: {err}"
-                              if isinstance(node, yaml.ScalarNode) else f"malformed YAML: {err}",
-                              line=node.start_mark.line + 1) from None
+            raise ConfigError(
+                f"malformed YAML: cannot read the value {node.value!r}: {err}"
+                if isinstance(node, yaml.ScalarNode)
+                else f"malformed YAML: {err}",
+                line=node.start_mark.line + 1,
+            ) from None
 
     def construct_yaml_int(self, node):
         """An integer too long for Python's int() (over 4,300 digits) is a located error."""
         try:
             return super().construct_yaml_int(node)
         except ValueError:
-            raise ConfigError(f"an integer of {len(str(node.value))} characters is too long",
-                              line=node.start_mark.line + 1) from None
+            raise ConfigError(
+                f"an integer of {len(str(node.value))} characters is too long", line=node.start_mark.line + 1
+            ) from None
 
     def construct_mapping(self, node, deep=False):
         mapping = LineDict()
@@ -103,7 +109,7 @@ def load_yaml_text(text, filename="<string>"):
         if err.message.startswith("duplicate key"):
             err.layer = err.layer or _layer_at_line(text, err.line)
         raise err.located(file=filename) from None
-    except RecursionError:      # a deep structure inside one value PyYAML builds recursively
+    except RecursionError:  # a deep structure inside one value PyYAML builds recursively
         raise ConfigError(f"nested too deeply (more than {MAX_DEPTH} levels)", file=filename) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
@@ -127,8 +133,7 @@ def _layer_at_line(text, line):
     for key, value in root.value:
         if key.value in ("layers", "layer") and isinstance(value, yaml.SequenceNode):
             for item in value.value:
-                if isinstance(item, yaml.MappingNode) and \
-                        item.start_mark.line + 1 <= line <= item.end_mark.line + 1:
+                if isinstance(item, yaml.MappingNode) and item.start_mark.line + 1 <= line <= item.end_mark.line + 1:
                     names = [v.value for k, v in item.value if k.value == "name" and isinstance(v, yaml.ScalarNode)]
                     return names[0] if names else None
     return None
@@ -142,7 +147,9 @@ def load_yaml_file(path):
     except OSError as err:
         raise ConfigError(f"cannot read config: {err.strerror}", file=str(path)) from None
     except UnicodeDecodeError as err:
-        raise ConfigError(f"not a text file in UTF-8 (byte {err.start}: "
-                          f"{err.object[err.start:err.start + 1]!r}); a config is YAML text",
-                          file=str(path)) from None
+        raise ConfigError(
+            f"not a text file in UTF-8 (byte {err.start}: "
+            f"{err.object[err.start : err.start + 1]!r}); a config is YAML text",
+            file=str(path),
+        ) from None
     return load_yaml_text(text, str(path))

@@ -4,6 +4,7 @@ All operate in place on one param's arrays (see sgd.py for the contract). ``delt
 small constant against division by zero. Elementwise operations throughout; ``g`` is the
 gradient after clipping, iter_size normalisation and regularisation.
 """
+
 import math
 
 import numpy as np
@@ -13,14 +14,16 @@ from .sgd import UpdateRule, check_momentum
 
 def _no_momentum(cls, param, at):
     if param.momentum != 0:
-        raise at("momentum").error(f"momentum cannot be used with {cls.type} "
-                                                f"(Caffe requires 0), got {param.momentum:g}")
+        raise at("momentum").error(
+            f"momentum cannot be used with {cls.type} (Caffe requires 0), got {param.momentum:g}"
+        )
 
 
 def _positive_delta(cls, param, at):
     if not param.delta > 0:
-        raise at("delta").error(f"must be positive for {cls.type} (it keeps the division away "
-                                f"from zero), got {param.delta:g}")
+        raise at("delta").error(
+            f"must be positive for {cls.type} (it keeps the division away from zero), got {param.delta:g}"
+        )
 
 
 class AdaGrad(UpdateRule):
@@ -89,7 +92,7 @@ class AdaDelta(UpdateRule):
 
     @classmethod
     def check(cls, param, at):
-        check_momentum(cls, param, at)       # rho outside [0, 1) drives h negative or freezes it
+        check_momentum(cls, param, at)  # rho outside [0, 1) drives h negative or freezes it
         _positive_delta(cls, param, at)
 
     def compute(self, diff, history, scratch, local_rate, iteration):
@@ -140,7 +143,7 @@ class Adam(UpdateRule):
         tmp = scratch[0]
         beta1, beta2 = self.momentum, self.momentum2
         t = iteration + 1
-        correction = math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+        correction = math.sqrt(1.0 - beta2**t) / (1.0 - beta1**t)
         np.multiply(diff, 1.0 - beta1, out=tmp)
         m *= beta1
         m += tmp

@@ -67,6 +67,7 @@ as JSON strings: generator and layer states such as a data layer's position) and
 to n gives the same weights, bit for bit, as training 0 to n. As in Caffe, the smoothed loss
 is not kept: every ``step`` call (so every run, resumed or not) starts its average afresh.
 """
+
 import json
 import math
 import os
@@ -98,8 +99,14 @@ from .sgd import SGD, Nesterov
 from .solver_state import StateFields, restore_net_state
 
 RULES = {rule.type: rule for rule in (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam)}
-LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad", "RMSPROP": "RMSProp",
-                "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+LEGACY_TYPES = {
+    "SGD": "SGD",
+    "NESTEROV": "Nesterov",
+    "ADAGRAD": "AdaGrad",
+    "RMSPROP": "RMSProp",
+    "ADADELTA": "AdaDelta",
+    "ADAM": "Adam",
+}
 
 SOLVER_FIELDS = {
     "net": Field(str, None, doc="the net's YAML file, relative to this config's folder"),
@@ -141,7 +148,7 @@ SOLVER_FIELDS = {
 }
 
 STATE_VERSION = 1
-MAX_MEMBER_NAME = 65535     # bytes of a zip member's name (a 16-bit field)
+MAX_MEMBER_NAME = 65535  # bytes of a zip member's name (a 16-bit field)
 
 
 def read_config(config):
@@ -161,8 +168,11 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
         raise ConfigError("a config must be a mapping with 'layers:' and 'solver:'", file=file)
     section = raw.get("solver")
     if section is None:
-        raise ConfigError("no 'solver:' section; training needs one (base_lr, max_iter, ...)",
-                          file=file, line=getattr(raw, "line", None))
+        raise ConfigError(
+            "no 'solver:' section; training needs one (base_lr, max_iter, ...)",
+            file=file,
+            line=getattr(raw, "line", None),
+        )
     param = check_message(section, SOLVER_FIELDS, Where(file, _line_of(raw, "solver"), None, "solver"))
 
     def at(name):
@@ -179,11 +189,10 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
         param.random_seed = int(seed)
     if param.max_iter is None:
         raise at("max_iter").error("is required (how many iterations to train)")
-    if param.max_iter < 0:       # an override from the command line
+    if param.max_iter < 0:  # an override from the command line
         raise at("max_iter").error(f"must not be negative, got {param.max_iter}")
     if len(param.test_iter) > 1:
-        raise at("test_iter").error(f"one value is expected (netlayers has one TEST net), got "
-                                    f"{param.test_iter}")
+        raise at("test_iter").error(f"one value is expected (netlayers has one TEST net), got {param.test_iter}")
     policy = param.lr_policy
     for name in lr_policy.NEEDS[policy]:
         if param[name] is None:
@@ -193,8 +202,9 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
     if policy == "poly" and param.max_iter <= 0:
         raise at("max_iter").error("must be positive for lr_policy 'poly'")
     if policy == "multistep" and not param.stepvalue:
-        raise at("lr_policy").error("lr_policy 'multistep' needs 'stepvalue' (the iterations "
-                                    "where the rate drops) in the solver section")
+        raise at("lr_policy").error(
+            "lr_policy 'multistep' needs 'stepvalue' (the iterations where the rate drops) in the solver section"
+        )
     if any(b <= a for a, b in zip(param.stepvalue, param.stepvalue[1:])):
         raise at("stepvalue").error(f"must increase, got {param.stepvalue}")
     RULES[param.type].check(param, at)
@@ -268,8 +278,9 @@ class Solver:
     ``last_snapshot`` (path of the last solver state written or restored), ``status``.
     """
 
-    def __init__(self, config, *, data_root=None, output_dir=None, seed=None, max_iter=None,
-                 reporter=None, overwrite=False):
+    def __init__(
+        self, config, *, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None, overwrite=False
+    ):
         raw, self.file, self.base_dir = read_config(config)
         self.param = param = check_solver_params(raw, self.file, max_iter=max_iter, seed=seed)
         spec = self._net_spec(raw)
@@ -281,7 +292,8 @@ class Solver:
             self.net.load(self._resolve(path))
         self.output_dir = Path(output_dir) if output_dir is not None else self.base_dir
         self.snapshot_prefix = param.snapshot_prefix or (
-            Path(self.file).stem if self.file else (self.net.name or "snapshot"))
+            Path(self.file).stem if self.file else (self.net.name or "snapshot")
+        )
         self.rule = RULES[param.type].from_param(param)
         params = self.net.learnable_params
         self.history = [self.rule.new_history(p.blob.shape, p.blob.data.dtype) for p in params]
@@ -298,14 +310,17 @@ class Solver:
         self._started = False
         self._timer = (time.perf_counter(), 0)
         self.overwrite = overwrite
-        self._write_error = None        # the first OSError a reporter raised while writing
+        self._write_error = None  # the first OSError a reporter raised while writing
         self.check_saveable()
 
     def _check_has_loss(self):
         if not any(weight for layer in self.net.layers for weight in layer.loss_weights):
-            raise ConfigError("the TRAIN net has no loss: no layer has a non-zero loss weight, so "
-                              "there is nothing to minimise (add a loss layer such as "
-                              "SoftmaxWithLoss, or a loss_weight on a top)", file=self.file)
+            raise ConfigError(
+                "the TRAIN net has no loss: no layer has a non-zero loss weight, so "
+                "there is nothing to minimise (add a loss layer such as "
+                "SoftmaxWithLoss, or a loss_weight on a top)",
+                file=self.file,
+            )
 
     def _test_net(self, raw, spec, data_root):
         """The TEST net (sharing the TRAIN net's weights) when test_iter asks for one, else None.
@@ -316,14 +331,19 @@ class Solver:
                 found = " and the net has TEST-phase layers" if _has_test_only_layers(spec) else ""
                 raise field_where(raw, self.file, "test_interval").error(
                     f"is set{found}, so test_iter (TEST batches per test) is needed too (or "
-                    "leave out test_interval to train without testing)")
+                    "leave out test_interval to train without testing)"
+                )
             return None
         test_net = Net(spec, "TEST", seed=self.net.seed + 1, data_root=data_root)
         if not test_net.layers or not test_net.outputs:
-            what = "no layers (are they all include: {phase: TRAIN}?)" if not test_net.layers \
+            what = (
+                "no layers (are they all include: {phase: TRAIN}?)"
+                if not test_net.layers
                 else "no outputs (every blob is consumed by a layer; a loss without a top shows nothing)"
+            )
             raise field_where(raw, self.file, "test_iter").error(
-                f"is given but the TEST-phase net has {what}, so there is nothing to test")
+                f"is given but the TEST-phase net has {what}, so there is nothing to test"
+            )
         test_net.share_weights_from(self.net)
         return test_net
 
@@ -331,7 +351,8 @@ class Solver:
         if self.param.net:
             if "layers" in raw or "layer" in raw:
                 raise field_where(raw, self.file, "net").error(
-                    "the config has its own 'layers:'; give either those or solver.net, not both")
+                    "the config has its own 'layers:'; give either those or solver.net, not both"
+                )
             return load_net_spec(self._resolve(self.param.net))
         return check_net(raw, file=self.file, base_dir=self.base_dir)
 
@@ -348,9 +369,12 @@ class Solver:
         if resume is not None:
             self.restore(resume)
         if self.iter > self.param.max_iter:
-            raise ConfigError(f"the solver is at iteration {self.iter}, beyond max_iter "
-                              f"{self.param.max_iter}: nothing to train (raise max_iter, e.g. "
-                              "with --max-iter)", file=str(resume) if resume is not None else self.file)
+            raise ConfigError(
+                f"the solver is at iteration {self.iter}, beyond max_iter "
+                f"{self.param.max_iter}: nothing to train (raise max_iter, e.g. "
+                "with --max-iter)",
+                file=str(resume) if resume is not None else self.file,
+            )
         self._start()
         self.status = "running"
         try:
@@ -361,7 +385,7 @@ class Solver:
             if self.param.snapshot_after_train and self._snapshot_iter != self.iter:
                 self.snapshot()
             if self.param.display and self.iter % self.param.display == 0:
-                self.net.forward()          # Caffe's closing line: the loss only, no outputs
+                self.net.forward()  # Caffe's closing line: the loss only, no outputs
                 loss = self.net.loss
                 self._losses.append(loss)
                 self._call("on_train", self.iter, loss, self.smoothed_loss, None, {}, None)
@@ -377,19 +401,23 @@ class Solver:
         finally:
             self._stop = False
             self._call("on_end")
-        if self._write_error is not None:      # the closing lines could not be written
+        if self._write_error is not None:  # the closing lines could not be written
             self._fail_after_write_error()
 
     def step(self, iters):
         """Run ``iters`` iterations (tests, display and snapshots as configured)."""
         self._start()
         self.stopped = False
-        self._losses.clear()            # as Caffe's Step: the smoothed loss starts afresh
+        self._losses.clear()  # as Caffe's Step: the smoothed loss starts afresh
         p = self.param
         stop_iter = self.iter + iters
         while self.iter < stop_iter and not self._stop:
-            if p.test_interval and self.test_net is not None and self.iter % p.test_interval == 0 \
-                    and (self.iter > 0 or p.test_initialization):
+            if (
+                p.test_interval
+                and self.test_net is not None
+                and self.iter % p.test_interval == 0
+                and (self.iter > 0 or p.test_initialization)
+            ):
                 self._test_and_report()
                 if self._stop:
                     break
@@ -397,16 +425,21 @@ class Solver:
             debug = p.debug_info and p.display and self.iter % p.display == 0
             loss = 0.0
             for _ in range(p.iter_size):
-                loss += debug_info.forward_backward(self.net, self._log) if debug \
-                    else self.net.forward_backward()
+                loss += debug_info.forward_backward(self.net, self._log) if debug else self.net.forward_backward()
             loss /= p.iter_size
             if not math.isfinite(loss):
                 self._fail(f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}")
             self._losses.append(loss)
             rate = self.learning_rate()
+            if not math.isfinite(rate):
+                self._fail(
+                    f"the learning rate of lr_policy '{p.lr_policy}' is not a finite number at iteration {self.iter}",
+                    hint=" (check gamma, power and stepsize)",
+                )
             if p.display and self.iter % p.display == 0:
-                self._call("on_train", self.iter, loss, self.smoothed_loss, rate,
-                           self._outputs(self.net), self._speed())
+                self._call(
+                    "on_train", self.iter, loss, self.smoothed_loss, rate, self._outputs(self.net), self._speed()
+                )
             before = [param.blob.data.copy() for param in self.net.learnable_params] if debug else None
             self.apply_update(rate)
             if debug:
@@ -452,14 +485,18 @@ class Solver:
             if p.iter_size > 1:
                 diff *= 1.0 / p.iter_size
             if p.regularization_type == "L2" and self.rule.fused_update(
-                    param.blob.data, diff, self.history[i], rate * param.lr_mult,
-                    p.weight_decay * param.decay_mult, self.iter):
+                param.blob.data,
+                diff,
+                self.history[i],
+                rate * param.lr_mult,
+                p.weight_decay * param.decay_mult,
+                self.iter,
+            ):
                 continue
             # overflow shows up as a non-finite loss or weights, reported as one TrainingError
             with np.errstate(over="ignore", invalid="ignore"):
                 self.regularize(i, param)
-                self.rule.compute(diff, self.history[i], self._scratch[i], rate * param.lr_mult,
-                                  self.iter)
+                self.rule.compute(diff, self.history[i], self._scratch[i], rate * param.lr_mult, self.iter)
                 param.blob.data -= diff
 
     def clip_gradients(self):
@@ -507,8 +544,7 @@ class Solver:
                     sums[name] += value
                 else:
                     sums[name] = np.array(value, dtype=np.float64)
-        return {name: (total / batches).item() if total.size == 1 else total / batches
-                for name, total in sums.items()}
+        return {name: (total / batches).item() if total.size == 1 else total / batches for name, total in sums.items()}
 
     def _test_and_report(self):
         results = self.test()
@@ -530,20 +566,24 @@ class Solver:
         Weights that are not finite are never written (a TrainingError instead)."""
         for param in self.net.learnable_params:
             if not np.isfinite(param.blob.data).all():
-                self._fail(f"the weights of '{param.name}' are not finite at iteration {self.iter}; "
-                           "no snapshot written")
+                self._fail(
+                    f"the weights of '{param.name}' are not finite at iteration {self.iter}; no snapshot written"
+                )
         weights, state = self.snapshot_paths()
         self._write(weights, self.net.save)
         n = len(self.history)
-        arrays = {f"history/{slot * n + i}": slots[slot]
-                  for i, slots in enumerate(self.history) for slot in range(len(slots))}
-        arrays.update({
-            "format_version": np.array(STATE_VERSION),
-            "iter": np.array(self.iter, dtype=np.int64),
-            "type": np.array(self.param.type),
-            "weights_file": np.array(weights.name),
-            "net_state": np.array(json.dumps(self.net.state())),
-        })
+        arrays = {
+            f"history/{slot * n + i}": slots[slot] for i, slots in enumerate(self.history) for slot in range(len(slots))
+        }
+        arrays.update(
+            {
+                "format_version": np.array(STATE_VERSION),
+                "iter": np.array(self.iter, dtype=np.int64),
+                "type": np.array(self.param.type),
+                "weights_file": np.array(weights.name),
+                "net_state": np.array(json.dumps(self.net.state())),
+            }
+        )
         if self.test_net is not None:
             arrays["test_net_state"] = np.array(json.dumps(self.test_net.state()))
         self._write(state, lambda path: save_arrays(path, arrays))
@@ -568,7 +608,7 @@ class Solver:
         ConfigError naming the file, the layer and the field."""
         path = Path(path)
         if path.name.endswith(".weights.npz"):
-            path = path.with_name(path.name[:-len(".weights.npz")] + ".solverstate.npz")
+            path = path.with_name(path.name[: -len(".weights.npz")] + ".solverstate.npz")
         arrays = load_arrays(path)
         for key in ("format_version", "iter", "type", "weights_file", "net_state"):
             if key not in arrays:
@@ -576,8 +616,11 @@ class Solver:
         check = StateFields(arrays, path)
         version = check.integer("format_version")
         if version != STATE_VERSION:
-            raise check.error("format_version", f"unknown version {version} (this netlayers reads "
-                              f"version {STATE_VERSION}; written by another release?)")
+            raise check.error(
+                "format_version",
+                f"unknown version {version} (this netlayers reads "
+                f"version {STATE_VERSION}; written by another release?)",
+            )
         iteration = check.integer("iter")
         kind = check.text("type")
         if kind != self.param.type:
@@ -585,8 +628,11 @@ class Solver:
         history = self._saved_history(check)
         weights_path = weights_file_of(arrays, path)
         net_state = check.net_state("net_state", self.net)
-        test_state = check.net_state("test_net_state", self.test_net) \
-            if self.test_net is not None and "test_net_state" in arrays else None
+        test_state = (
+            check.net_state("test_net_state", self.test_net)
+            if self.test_net is not None and "test_net_state" in arrays
+            else None
+        )
         self._check_weights(weights_path)
         self.net.load(weights_path)
         for slots, saved in zip(self.history, history):
@@ -609,12 +655,16 @@ class Solver:
         slots = self.rule.history_slots
         keys = {key for key in arrays if key.startswith("history/")}
         if len(keys) != slots * len(params):
-            raise check.error(None, f"holds history for {len(keys) // slots} params; this net has "
-                              f"{len(params)} learnable params (a snapshot of another net?)")
+            raise check.error(
+                None,
+                f"holds history for {len(keys) // slots} params; this net has "
+                f"{len(params)} learnable params (a snapshot of another net?)",
+            )
         expected = {f"history/{k}" for k in range(slots * len(params))}
         if keys != expected:
-            raise check.error(min(keys - expected), f"unexpected name; expected history/0 to "
-                              f"history/{len(expected) - 1}")
+            raise check.error(
+                min(keys - expected), f"unexpected name; expected history/0 to history/{len(expected) - 1}"
+            )
         history = []
         for i, param in enumerate(params):
             saved = []
@@ -622,9 +672,12 @@ class Solver:
                 key = f"history/{slot * len(params) + i}"
                 array = check.finite_floats(key)
                 if array.shape != param.blob.shape:
-                    raise check.error(None, f"history of param #{i} ('{param.name}') has shape "
-                                      f"{array.shape}; the net's is {param.blob.shape} (a snapshot of "
-                                      "another net?)")
+                    raise check.error(
+                        None,
+                        f"history of param #{i} ('{param.name}') has shape "
+                        f"{array.shape}; the net's is {param.blob.shape} (a snapshot of "
+                        "another net?)",
+                    )
                 saved.append(array)
             history.append(saved)
         return history
@@ -634,12 +687,16 @@ class Solver:
         for name, blobs in self.net.params.items():
             saved = weights.get(name)
             if saved is None:
-                raise ConfigError("has no weights for this layer (a snapshot of another net?)",
-                                  file=str(path), layer=name)
+                raise ConfigError(
+                    "has no weights for this layer (a snapshot of another net?)", file=str(path), layer=name
+                )
             shapes = [tuple(b.shape) for b in blobs]
             if [tuple(a.shape) for a in saved] != shapes:
-                raise ConfigError(f"has shapes {[tuple(a.shape) for a in saved]} for this layer; "
-                                  f"the net has {shapes}", file=str(path), layer=name)
+                raise ConfigError(
+                    f"has shapes {[tuple(a.shape) for a in saved]} for this layer; the net has {shapes}",
+                    file=str(path),
+                    layer=name,
+                )
 
     # -- before training: what will be written, and where ------------------------------------
     def check_saveable(self):
@@ -655,23 +712,32 @@ class Solver:
                 try:
                     json.dumps(layer.state())
                 except (TypeError, ValueError, RecursionError) as err:
-                    raise self._layer_error(layer, "its state (kept in snapshots to resume exactly) "
-                                            f"is not JSON-serialisable: {err}") from None
+                    raise self._layer_error(
+                        layer, f"its state (kept in snapshots to resume exactly) is not JSON-serialisable: {err}"
+                    ) from None
 
     def _check_member_name(self, layer, member):
         try:
             size = len(member.encode("utf-8"))
         except UnicodeEncodeError:
-            raise self._layer_error(layer, "the name is not valid UTF-8 text, so snapshots "
-                                    "cannot store this layer's weights under it", "name") from None
+            raise self._layer_error(
+                layer,
+                "the name is not valid UTF-8 text, so snapshots cannot store this layer's weights under it",
+                "name",
+            ) from None
         if "\0" in member:
-            raise self._layer_error(layer, "the name holds a NUL character, so snapshots cannot "
-                                    "store this layer's weights under it", "name")
+            raise self._layer_error(
+                layer, "the name holds a NUL character, so snapshots cannot store this layer's weights under it", "name"
+            )
         if size > MAX_MEMBER_NAME:
-            raise self._layer_error(layer, f"the name is {len(layer.name.encode('utf-8')):,} bytes "
-                                    "long in UTF-8; snapshots store weights under '<layer "
-                                    f"name>/<i>.npy' and the .npz (zip) format allows "
-                                    f"{MAX_MEMBER_NAME:,} bytes: use a shorter name", "name")
+            raise self._layer_error(
+                layer,
+                f"the name is {len(layer.name.encode('utf-8')):,} bytes "
+                "long in UTF-8; snapshots store weights under '<layer "
+                f"name>/<i>.npy' and the .npz (zip) format allows "
+                f"{MAX_MEMBER_NAME:,} bytes: use a shorter name",
+                "name",
+            )
 
     @staticmethod
     def _layer_error(layer, message, field=None):
@@ -709,7 +775,7 @@ class Solver:
     def _snapshot_files(self):
         """(folder, regex matching this solver's snapshot file names; group 1: the iteration)."""
         weights = self.snapshot_paths(0)[0]
-        stem = weights.name[:-len("_iter_0.weights.npz")]
+        stem = weights.name[: -len("_iter_0.weights.npz")]
         return weights.parent, re.escape(stem) + r"_iter_(\d+)\.(?:weights|solverstate)\.npz"
 
     def _earlier_run(self):
@@ -732,12 +798,14 @@ class Solver:
         found = [] if self.overwrite else self._earlier_run()
         if not found:
             return
-        listed = ", ".join(path.name for path in found[:2]) + \
-            (f" and {len(found) - 2} more" if len(found) > 2 else "")
+        listed = ", ".join(path.name for path in found[:2]) + (f" and {len(found) - 2} more" if len(found) > 2 else "")
         states = [path for path in found if path.name.endswith(".solverstate.npz")]
         resume = f"continue it (--resume {states[-1]}), " if states else ""
-        raise ConfigError(f"already holds an earlier run ({listed}): train into another folder "
-                          f"(--output), {resume}or replace it (--overwrite)", file=str(self.output_dir))
+        raise ConfigError(
+            f"already holds an earlier run ({listed}): train into another folder "
+            f"(--output), {resume}or replace it (--overwrite)",
+            file=str(self.output_dir),
+        )
 
     def _remove_earlier_run(self):
         """With ``overwrite``: delete the earlier run's snapshots of this prefix and its
@@ -747,11 +815,11 @@ class Solver:
             try:
                 path.unlink()
             except OSError as err:
-                raise ConfigError(f"cannot remove {path} of an earlier run (overwrite): "
-                                  f"{err.strerror or err}") from None
+                raise ConfigError(
+                    f"cannot remove {path} of an earlier run (overwrite): {err.strerror or err}"
+                ) from None
         folders = ", ".join(sorted({str(path.parent) for path in removed}))
-        return [f"Removed {len(removed)} file(s) of an earlier run from {folders} (overwrite)"] \
-            if removed else []
+        return [f"Removed {len(removed)} file(s) of an earlier run from {folders} (overwrite)"] if removed else []
 
     def _check_snapshot_names(self):
         """Create and delete a temporary file named as the last snapshot's will be (the
@@ -763,10 +831,13 @@ class Solver:
                 os.unlink(temporary)
             except OSError as err:
                 shown = path.name if len(path.name) <= 60 else f"{path.name[:57]}..."
-                raise ConfigError(f"snapshot files such as {shown} ({len(os.fsencode(path.name)):,} "
-                                  f"bytes) cannot be created in {path.parent}: "
-                                  f"{os_reason(err, path.parent)}", file=self.file,
-                                  field="solver.snapshot_prefix") from None
+                raise ConfigError(
+                    f"snapshot files such as {shown} ({len(os.fsencode(path.name)):,} "
+                    f"bytes) cannot be created in {path.parent}: "
+                    f"{os_reason(err, path.parent)}",
+                    file=self.file,
+                    field="solver.snapshot_prefix",
+                ) from None
 
     def _remove_leftovers(self):
         """Delete the temporary files a killed snapshot (or metrics rewrite) left; log lines."""
@@ -779,22 +850,26 @@ class Solver:
         for place, names in places.items():
             removed = remove_leftover_temporaries(place, names)
             if removed:
-                lines.append(f"Removed {len(removed)} temporary file(s) left by an interrupted "
-                             f"snapshot from {place} ({', '.join(p.name for p in removed[:3])}"
-                             f"{', ...' if len(removed) > 3 else ''})")
+                lines.append(
+                    f"Removed {len(removed)} temporary file(s) left by an interrupted "
+                    f"snapshot from {place} ({', '.join(p.name for p in removed[:3])}"
+                    f"{', ...' if len(removed) > 3 else ''})"
+                )
         return lines
 
     def _ignored_settings(self):
         """One line for the settings a Caffe config may carry that change nothing here."""
         p = self.param
         lines = []
-        ignored = [f"{name}: {value}" for name, value, default in
-                   (("solver_mode", p.solver_mode, "CPU"), ("device_id", p.device_id, 0)) if value != default]
+        ignored = [
+            f"{name}: {value}"
+            for name, value, default in (("solver_mode", p.solver_mode, "CPU"), ("device_id", p.device_id, 0))
+            if value != default
+        ]
         if ignored:
             lines.append(f"netlayers runs on the CPU: {' and '.join(ignored)} ignored")
         if p.debug_info and not p.display:
-            lines.append("debug_info: true logs on displayed iterations, and display is 0: "
-                         "nothing to log")
+            lines.append("debug_info: true logs on displayed iterations, and display is 0: nothing to log")
         return lines
 
     # -- helpers ------------------------------------------------------------------------------
@@ -809,8 +884,7 @@ class Solver:
         return {name: net.blobs[name].data.copy() for name in net.outputs}
 
     def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)"):
-        last = "none" if self.last_snapshot is None else \
-            f"{self.last_snapshot} (iteration {self._snapshot_iter})"
+        last = "none" if self.last_snapshot is None else f"{self.last_snapshot} (iteration {self._snapshot_iter})"
         self.status = "failed"
         raise TrainingError(f"{message}{hint}; last snapshot: {last}")
 

@@ -17,6 +17,7 @@ and the step taken (old minus new weights), once per param (a param shared by na
 under the layer that owns it). Only the TRAIN net is followed (Caffe also logs every TEST
 batch's forward).
 """
+
 import math
 
 import numpy as np
@@ -40,8 +41,7 @@ def forward_backward(net, log):
     net.loss = loss
     for index in reversed(range(len(net.layers))):
         if net.layer_need_backward[index]:
-            net.layers[index].backward(net.top_vecs[index], net.bottom_need_backward[index],
-                                       net.bottom_vecs[index])
+            net.layers[index].backward(net.top_vecs[index], net.bottom_need_backward[index], net.bottom_vecs[index])
             for line in backward_lines(net, index):
                 log(line)
     log(all_params_line(net))
@@ -61,8 +61,7 @@ def backward_lines(net, index):
     """Caffe's [Backward] lines for layer ``index``: the diff of each bottom it propagated to,
     then of each param it computed a gradient for."""
     layer = net.layers[index]
-    for name, blob, needed in zip(layer.spec.bottoms, net.bottom_vecs[index],
-                                  net.bottom_need_backward[index]):
+    for name, blob, needed in zip(layer.spec.bottoms, net.bottom_vecs[index], net.bottom_need_backward[index]):
         if needed:
             yield f"    [Backward] Layer {layer.name}, bottom blob {name} diff: {fmt(mean_abs(blob.diff))}"
     for i, (blob, needed) in enumerate(zip(layer.blobs, layer.param_propagate_down)):
@@ -78,8 +77,10 @@ def all_params_line(net):
         diff = param.blob.diff.astype(np.float64, copy=False)
         sums += (np.abs(data).sum(), np.abs(diff).sum(), np.vdot(data, data), np.vdot(diff, diff))
     l1_data, l1_diff, sq_data, sq_diff = (float(x) for x in sums)
-    return (f"    [Backward] All net params (data, diff): L1 norm = ({fmt(l1_data)}, {fmt(l1_diff)}); "
-            f"L2 norm = ({fmt(math.sqrt(sq_data))}, {fmt(math.sqrt(sq_diff))})")
+    return (
+        f"    [Backward] All net params (data, diff): L1 norm = ({fmt(l1_data)}, {fmt(l1_diff)}); "
+        f"L2 norm = ({fmt(math.sqrt(sq_data))}, {fmt(math.sqrt(sq_diff))})"
+    )
 
 
 def update_lines(net, before):

@@ -21,6 +21,7 @@ Caffe keeps multistep's ``current_step`` as solver state; here it is recomputed 
 iteration (the same number, since the stepvalues must increase), so the policies have no state
 and a snapshot needs none.
 """
+
 import math
 
 POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
@@ -46,7 +47,7 @@ def step(iteration, *, base_lr, gamma, stepsize, **_):
 
 
 def exp(iteration, *, base_lr, gamma, **_):
-    return base_lr * gamma ** iteration
+    return base_lr * gamma**iteration
 
 
 def inv(iteration, *, base_lr, gamma, power, **_):
@@ -57,35 +58,65 @@ def multistep(iteration, *, base_lr, gamma, stepvalue=(), **_):
     current_step = 0
     while current_step < len(stepvalue) and iteration >= stepvalue[current_step]:
         current_step += 1
-    return base_lr * gamma ** current_step
+    return base_lr * gamma**current_step
 
 
 def poly(iteration, *, base_lr, power, max_iter, **_):
     remaining = max(0.0, 1.0 - iteration / max_iter)
-    return base_lr * remaining ** power
+    return base_lr * remaining**power
 
 
 def sigmoid(iteration, *, base_lr, gamma, stepsize, **_):
     z = gamma * (iteration - stepsize)
     if z >= 0:
         return base_lr / (1.0 + math.exp(-z))
-    ez = math.exp(z)                   # the same value, without overflow for very negative z
+    ez = math.exp(z)  # the same value, without overflow for very negative z
     return base_lr * ez / (1.0 + ez)
 
 
-FUNCTIONS = {"fixed": fixed, "step": step, "exp": exp, "inv": inv, "multistep": multistep,
-             "poly": poly, "sigmoid": sigmoid}
+FUNCTIONS = {
+    "fixed": fixed,
+    "step": step,
+    "exp": exp,
+    "inv": inv,
+    "multistep": multistep,
+    "poly": poly,
+    "sigmoid": sigmoid,
+}
 
 
-def learning_rate(policy, iteration, *, base_lr, gamma=None, power=None, stepsize=None,
-                  stepvalue=(), max_iter=None, warmup_iter=0, warmup_start_lr=0.0):
+def learning_rate(
+    policy,
+    iteration,
+    *,
+    base_lr,
+    gamma=None,
+    power=None,
+    stepsize=None,
+    stepvalue=(),
+    max_iter=None,
+    warmup_iter=0,
+    warmup_start_lr=0.0,
+):
     """The rate of ``policy`` at ``iteration``, with the optional linear warm-up."""
     try:
         function = FUNCTIONS[policy]
     except KeyError:
         raise ValueError(f"unknown lr_policy {policy!r}; known: {', '.join(POLICIES)}") from None
-    rate = float(function(iteration, base_lr=base_lr, gamma=gamma, power=power, stepsize=stepsize,
-                          stepvalue=stepvalue, max_iter=max_iter))
+    try:
+        rate = float(
+            function(
+                iteration,
+                base_lr=base_lr,
+                gamma=gamma,
+                power=power,
+                stepsize=stepsize,
+                stepvalue=stepvalue,
+                max_iter=max_iter,
+            )
+        )
+    except (OverflowError, ZeroDivisionError):  # e.g. gamma ** iteration past the float range
+        rate = math.inf
     if warmup_iter and iteration < warmup_iter:
         rate = warmup_start_lr + (rate - warmup_start_lr) * (iteration / warmup_iter)
     return rate
@@ -93,7 +124,15 @@ def learning_rate(policy, iteration, *, base_lr, gamma=None, power=None, stepsiz
 
 def rate_of(param, iteration):
     """The rate for checked solver ``param`` (the ``solver:`` section) at ``iteration``."""
-    return learning_rate(param.lr_policy, iteration, base_lr=param.base_lr, gamma=param.gamma,
-                         power=param.power, stepsize=param.stepsize, stepvalue=param.stepvalue,
-                         max_iter=param.max_iter, warmup_iter=param.warmup_iter,
-                         warmup_start_lr=param.warmup_start_lr)
+    return learning_rate(
+        param.lr_policy,
+        iteration,
+        base_lr=param.base_lr,
+        gamma=param.gamma,
+        power=param.power,
+        stepsize=param.stepsize,
+        stepvalue=param.stepvalue,
+        max_iter=param.max_iter,
+        warmup_iter=param.warmup_iter,
+        warmup_start_lr=param.warmup_start_lr,
+    )

@@ -42,6 +42,7 @@ file; a resumed run keeps the lines before its iteration and appends.
 When stderr is a terminal (and not ``quiet``) a tqdm progress bar runs over the iterations and
 log lines are written above it.
 """
+
 import json
 import os
 import sys
@@ -52,7 +53,7 @@ import numpy as np
 from ..io import create_temporary
 
 RESERVED = ("phase", "iter", "loss", "raw_loss", "lr", "iters_per_sec")
-MAX_ELEMENTS_SHOWN = 10     # outputs with more values are summarised in the log (not the file)
+MAX_ELEMENTS_SHOWN = 10  # outputs with more values are summarised in the log (not the file)
 
 
 def fmt(value):
@@ -141,8 +142,15 @@ class Reporter:
         show_bar = self.progress if self.progress is not None else _isatty(self.out)
         if show_bar and not self.quiet:
             from tqdm import tqdm
-            self.bar = tqdm(total=solver.param.max_iter, initial=solver.iter, file=self.out,
-                            unit="iter", dynamic_ncols=True, leave=True)
+
+            self.bar = tqdm(
+                total=solver.param.max_iter,
+                initial=solver.iter,
+                file=self.out,
+                unit="iter",
+                dynamic_ncols=True,
+                leave=True,
+            )
         self.line(f"Solving {solver.net.name or solver.snapshot_prefix}")
         self.line(f"Learning Rate Policy: {solver.param.lr_policy}")
 
@@ -155,7 +163,7 @@ class Reporter:
 
     def on_train(self, iteration, loss, smoothed_loss, lr, outputs, iters_per_sec):
         speed = ""
-        if iters_per_sec and self.solver is not None:   # Caffe's "(X iter/s, Ys/D iters)"
+        if iters_per_sec and self.solver is not None:  # Caffe's "(X iter/s, Ys/D iters)"
             display = self.solver.param.display
             speed = f" ({fmt(iters_per_sec)} iter/s, {fmt(display / iters_per_sec)}s/{display} iters)"
         self.line(f"Iteration {iteration}{speed}, loss = {fmt(smoothed_loss)}")
@@ -164,8 +172,7 @@ class Reporter:
             self.line(f"Iteration {iteration}, lr = {fmt(lr)}")
         if self.bar is not None:
             self.bar.set_postfix(loss=fmt(smoothed_loss), refresh=False)
-        entry = {"phase": "train", "iter": iteration, "loss": float(smoothed_loss),
-                 "raw_loss": float(loss)}
+        entry = {"phase": "train", "iter": iteration, "loss": float(smoothed_loss), "raw_loss": float(loss)}
         if lr is not None:
             entry["lr"] = float(lr)
         if iters_per_sec:
@@ -215,8 +222,7 @@ class Reporter:
             array = np.asarray(value, dtype=np.float64).reshape(-1)
             weight = weights.get(name, 0.0)
             if array.size > MAX_ELEMENTS_SHOWN:
-                self.line(f"    {phase} net output #{index}: {name} = <{array.size} values, "
-                          f"mean {fmt(array.mean())}>")
+                self.line(f"    {phase} net output #{index}: {name} = <{array.size} values, mean {fmt(array.mean())}>")
                 index += array.size
                 continue
             for item in array:

@@ -14,6 +14,7 @@ does, through a numba kernel); the solver uses it when it returns True.
 This module has the base class and the momentum rules, SGD and Nesterov; adaptive.py has
 AdaGrad, RMSProp, AdaDelta and Adam.
 """
+
 import numpy as np
 
 from ..kernels import update as kernels
@@ -99,19 +100,23 @@ class SGD(UpdateRule):
         """One pass of :func:`netlayers.kernels.update.sgd_update` over flat views (contiguous
         arrays of one float dtype only: a copy would lose the writes)."""
         v = history[0]
-        if not (weight.dtype == diff.dtype == v.dtype and weight.dtype in (np.float32, np.float64)
-                and weight.flags.c_contiguous and diff.flags.c_contiguous and v.flags.c_contiguous):
+        if not (
+            weight.dtype == diff.dtype == v.dtype
+            and weight.dtype in (np.float32, np.float64)
+            and weight.flags.c_contiguous
+            and diff.flags.c_contiguous
+            and v.flags.c_contiguous
+        ):
             return False
-        kernels.sgd_update(weight.reshape(-1), diff.reshape(-1), v.reshape(-1), local_rate, decay,
-                           self.momentum)
+        kernels.sgd_update(weight.reshape(-1), diff.reshape(-1), v.reshape(-1), local_rate, decay, self.momentum)
         return True
 
 
 class Nesterov(UpdateRule):
     """Nesterov's accelerated gradient, in Caffe's form (step back, then over-step):
 
-        v_new = momentum * v + local_rate * g
-        w = w - ((1 + momentum) * v_new - momentum * v)
+    v_new = momentum * v + local_rate * g
+    w = w - ((1 + momentum) * v_new - momentum * v)
     """
 
     type = "Nesterov"

@@ -4,6 +4,7 @@ A state file is an ``.npz`` anyone can edit or damage, so nothing read from it i
 field must have the kind and shape the solver wrote (one integer, one text, finite float arrays,
 JSON objects of the right shape), or the error names the file and the field, in one line.
 """
+
 import json
 
 import numpy as np
@@ -67,16 +68,18 @@ class StateFields:
             state = json.loads(text)
         except (ValueError, RecursionError):
             raise self.error(key, "is not valid JSON") from None
-        if not isinstance(state, dict) or not isinstance(state.get("rng"), dict) \
-                or not isinstance(state.get("layers", {}), dict):
+        if (
+            not isinstance(state, dict)
+            or not isinstance(state.get("rng"), dict)
+            or not isinstance(state.get("layers", {}), dict)
+        ):
             raise self.error(key, 'must be a JSON object {"rng": {...}, "layers": {...}}')
         generator = net.rng.bit_generator
         probe = type(generator)()
         try:
             probe.state = state["rng"]
         except (*STATE_REFUSED, RuntimeError):
-            raise self.error(key, f"its 'rng' is not a {type(generator).__name__} generator "
-                             "state") from None
+            raise self.error(key, f"its 'rng' is not a {type(generator).__name__} generator state") from None
         return state
 
 
@@ -92,16 +95,24 @@ def restore_net_state(net, state, path, field):
         try:
             net.layer(name).set_state(layer_state)
         except NetlayersError as err:
-            raise ConfigError(f"cannot be restored: {_detail(err, name)}", file=str(path), layer=name,
-                              field=field) from None
+            raise ConfigError(
+                f"cannot be restored: {_detail(err, name)}", file=str(path), layer=name, field=field
+            ) from None
         except STATE_REFUSED as err:
-            raise ConfigError(f"holds a state this layer cannot take ({type(err).__name__}: {err})",
-                              file=str(path), layer=name, field=field) from None
+            raise ConfigError(
+                f"holds a state this layer cannot take ({type(err).__name__}: {err})",
+                file=str(path),
+                layer=name,
+                field=field,
+            ) from None
 
 
 def _detail(err, layer):
     """``err``'s message with its own file and field, and its layer when not ``layer``."""
-    parts = [str(err.file) if err.file else None,
-             f"layer '{err.layer}'" if err.layer and err.layer != layer else None,
-             f"field '{err.field}'" if err.field else None, err.message]
+    parts = [
+        str(err.file) if err.file else None,
+        f"layer '{err.layer}'" if err.layer and err.layer != layer else None,
+        f"field '{err.field}'" if err.field else None,
+        err.message,
+    ]
     return ": ".join(part for part in parts if part)

@@ -1,5 +1,6 @@
 """The command line under faults: Ctrl-C at any moment, closed pipes, errors and bugs, warnings,
 run folders that record how to reproduce and continue a run, --quiet's summary."""
+
 import json
 import os
 import shlex
@@ -71,8 +72,14 @@ def folder(tmp_path):
 
 def start_train(args, cwd, **options):
     """The ``train`` console entry in a child process whose SIGINT acts as in a terminal."""
-    return subprocess.Popen([sys.executable, "-c", TRAIN, *args], cwd=cwd, env=ENV, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **options)
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN, *args],
+        cwd=cwd,
+        env=ENV,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **options,
+    )
 
 
 def wait_for(path, seconds=60):
@@ -95,17 +102,22 @@ def test_ctrl_c_while_importing_numpy_is_one_line(folder):
                 return None
         sys.meta_path.insert(0, Interrupt())
     """)
-    proc = subprocess.run([sys.executable, "-c", hook + TRAIN, "--config", "small.yaml"],
-                          cwd=folder, env=ENV, capture_output=True, text=True, timeout=60,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.run(
+        [sys.executable, "-c", hook + TRAIN, "--config", "small.yaml"],
+        cwd=folder,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     assert proc.returncode == 130, proc.stderr
     assert proc.stderr == "netlayers: interrupted\n"
 
 
 def test_ctrl_c_in_the_first_second_is_one_line(folder):
     for delay in (0.4,):
-        proc = start_train(["--config", "slow.yaml", "--output", f"run{delay}"], folder,
-                           stderr=subprocess.PIPE)
+        proc = start_train(["--config", "slow.yaml", "--output", f"run{delay}"], folder, stderr=subprocess.PIPE)
         time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -118,8 +130,9 @@ def test_ctrl_c_in_the_first_second_is_one_line(folder):
 def test_a_log_reader_that_closes_early_stops_training_with_a_snapshot(folder):
     """``train ... 2>&1 | head``: once the log cannot be written, training stops as on
     SIGTERM: a stop snapshot, a non-zero exit code (not 0 with nothing saved)."""
-    proc = start_train(["--config", "slow.yaml", "--output", "run"], folder,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_train(
+        ["--config", "slow.yaml", "--output", "run"], folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     while not proc.stdout.readline().startswith("Iteration 10 "):
         pass
     proc.stdout.close()
@@ -132,6 +145,7 @@ def test_a_log_reader_that_closes_early_stops_training_with_a_snapshot(folder):
 
 class ClosedPipe:
     """A stdout whose reader is gone."""
+
     def write(self, text):
         raise BrokenPipeError(32, "Broken pipe")
 
@@ -142,8 +156,7 @@ class ClosedPipe:
 def test_a_closed_stdout_does_not_fail_a_quiet_run(folder, capsys, monkeypatch):
     """``train --quiet ... | true``: the summary has nowhere to go; the run is complete, exit 0."""
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert main(["train", "--config", str(folder / "small.yaml"), "--output", str(folder / "run"),
-                 "--quiet"]) == 0
+    assert main(["train", "--config", str(folder / "small.yaml"), "--output", str(folder / "run"), "--quiet"]) == 0
     assert capsys.readouterr().err == ""
     assert (folder / "run" / "small_iter_40.weights.npz").exists()
 
@@ -170,8 +183,20 @@ def test_resume_hint_keeps_the_overrides_and_exiting_ignores_ctrl_c(folder):
     data_root = folder / "data root"
     data_root.mkdir()
     out = "run one"
-    args = ["--config", "slow.yaml", "--output", out, "--max-iter", "100000000", "--seed", "5",
-            "--data-root", str(data_root), "--threads", "1"]
+    args = [
+        "--config",
+        "slow.yaml",
+        "--output",
+        out,
+        "--max-iter",
+        "100000000",
+        "--seed",
+        "5",
+        "--data-root",
+        str(data_root),
+        "--threads",
+        "1",
+    ]
     proc = start_train(args, folder, stderr=subprocess.PIPE)
     wait_for(folder / out / "metrics.jsonl")
     proc.send_signal(signal.SIGINT)
@@ -184,34 +209,68 @@ def test_resume_hint_keeps_the_overrides_and_exiting_ignores_ctrl_c(folder):
     assert words == ["train", *args, "--resume", str(Path(out) / state.name)]
     record = json.loads((folder / out / "run.json").read_text())
     assert record["seed"] == 5 and record["max_iter"] == 100000000 and record["threads"] == 1
-    assert record["overrides"] == {"output": out, "max_iter": 100000000, "seed": 5,
-                                   "data_root": str(data_root), "threads": 1}
+    assert record["overrides"] == {
+        "output": out,
+        "max_iter": 100000000,
+        "seed": 5,
+        "data_root": str(data_root),
+        "threads": 1,
+    }
     assert shlex.split(record["command"]) == ["netlayers", "train", *args]
     assert set(record["versions"]) == {"netlayers", "numpy", "numba", "python"}
-    assert (folder / out / "config.yaml").read_text() == SLOW       # the user's file, unchanged
+    assert (folder / out / "config.yaml").read_text() == SLOW  # the user's file, unchanged
 
 
 def test_run_json_holds_the_drawn_seed_that_reproduces_the_run(folder, capsys):
     """Without a seed anywhere, the seed drawn is recorded; training again with it gives the
     same weights, so a run can be reproduced from its own folder."""
     (folder / "unseeded.yaml").write_text(CONFIG.replace("random_seed: 3\n", ""))
-    assert main(["train", "--config", str(folder / "unseeded.yaml"), "--output", str(folder / "a"),
-                 "--quiet"]) == 0
+    assert main(["train", "--config", str(folder / "unseeded.yaml"), "--output", str(folder / "a"), "--quiet"]) == 0
     record = json.loads((folder / "a" / "run.json").read_text())
     assert isinstance(record["seed"], int) and "seed" not in record["overrides"]
-    assert main(["train", "--config", str(folder / "unseeded.yaml"), "--output", str(folder / "b"),
-                 "--quiet", "--seed", str(record["seed"])]) == 0
-    with np.load(folder / "a" / "small_iter_40.weights.npz") as a, \
-            np.load(folder / "b" / "small_iter_40.weights.npz") as b:
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(folder / "unseeded.yaml"),
+                "--output",
+                str(folder / "b"),
+                "--quiet",
+                "--seed",
+                str(record["seed"]),
+            ]
+        )
+        == 0
+    )
+    with (
+        np.load(folder / "a" / "small_iter_40.weights.npz") as a,
+        np.load(folder / "b" / "small_iter_40.weights.npz") as b,
+    ):
         assert a.files == b.files and all(np.array_equal(a[k], b[k]) for k in a.files)
 
 
 def test_a_resumed_run_adds_itself_to_run_json(folder, capsys):
     out = folder / "run"
-    assert main(["train", "--config", str(folder / "small.yaml"), "--output", str(out), "--quiet",
-                 "--max-iter", "20"]) == 0
-    assert main(["train", "--config", str(folder / "small.yaml"), "--output", str(out), "--quiet",
-                 "--resume", str(out / "small_iter_20.solverstate.npz")]) == 0
+    assert (
+        main(["train", "--config", str(folder / "small.yaml"), "--output", str(out), "--quiet", "--max-iter", "20"])
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(folder / "small.yaml"),
+                "--output",
+                str(out),
+                "--quiet",
+                "--resume",
+                str(out / "small_iter_20.solverstate.npz"),
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "run.json").read_text())
     assert record["max_iter"] == 20 and record["start_iteration"] == 0
     assert [r["start_iteration"] for r in record["resumed"]] == [20]
@@ -227,15 +286,18 @@ def test_quiet_still_prints_a_short_summary(folder, capsys):
     assert len(lines) == 3, lines
     assert lines[0] == f"Trained to iteration 40 of 40 into {out}"
     assert lines[1].startswith("Test at iteration 40: accuracy = ") and ", loss = " in lines[1]
-    assert lines[2] == (f"Snapshot: {out / 'small_iter_40.weights.npz'} "
-                        f"(solver state: {out / 'small_iter_40.solverstate.npz'})")
+    assert lines[2] == (
+        f"Snapshot: {out / 'small_iter_40.weights.npz'} (solver state: {out / 'small_iter_40.solverstate.npz'})"
+    )
 
 
 # -- errors, bugs and warnings --------------------------------------------------------------
 def run_with(monkeypatch, failure, *extra):
     """``netlayers plot`` whose run raises ``failure``: the error reporting in isolation."""
+
     def run(args):
         raise failure
+
     module = cli_main._load("plot")
     monkeypatch.setattr(module, "run", run)
     return main(["plot", *extra, "somewhere"])
@@ -244,8 +306,9 @@ def run_with(monkeypatch, failure, *extra):
 def test_a_bug_is_one_line_exit_70_and_the_traceback_on_request(monkeypatch, capsys):
     monkeypatch.delenv("NETLAYERS_TRACEBACK", raising=False)
     assert run_with(monkeypatch, KeyError("blob")) == 70
-    assert capsys.readouterr().err == ("netlayers: internal error (a bug in netlayers; please report "
-                                       "it with --traceback output): KeyError: 'blob'\n")
+    assert capsys.readouterr().err == (
+        "netlayers: internal error (a bug in netlayers; please report it with --traceback output): KeyError: 'blob'\n"
+    )
     assert run_with(monkeypatch, KeyError("blob"), "--traceback") == 70
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):") and err.endswith("KeyError: 'blob'\n")
@@ -276,7 +339,8 @@ def test_traceback_shows_the_chained_cause(monkeypatch, capsys):
 
 
 def test_a_python_layer_failure_with_traceback_shows_the_users_frame(tmp_path, capsys, monkeypatch):
-    (tmp_path / "broken_layer.py").write_text(textwrap.dedent("""\
+    (tmp_path / "broken_layer.py").write_text(
+        textwrap.dedent("""\
         import netlayers
 
         class Broken(netlayers.Layer):
@@ -285,13 +349,16 @@ def test_a_python_layer_failure_with_traceback_shows_the_users_frame(tmp_path, c
 
             def Forward_cpu(self, bottom, top):
                 raise ZeroDivisionError("my own bug")
-    """))
-    (tmp_path / "net.yaml").write_text(textwrap.dedent("""\
+    """)
+    )
+    (tmp_path / "net.yaml").write_text(
+        textwrap.dedent("""\
         layers:
           - {name: data, type: Input, top: x, input_param: {shape: [{dim: [2, 3]}]}}
           - {name: broken, type: Python, bottom: x, top: y,
              python_param: {module: broken_layer, layer: Broken}}
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     args = ["explain", "--config", str(tmp_path / "net.yaml")]
     assert main(args) == 2
@@ -307,19 +374,22 @@ def test_netlayers_warnings_are_one_line_each_once(monkeypatch, capsys):
             warnings.warn("engine: CUDNN is ignored: netlayers runs on the CPU", NetlayersWarning, stacklevel=1)
         warnings.warn("solver_mode: GPU is ignored", NetlayersWarning, stacklevel=1)
         return 0
+
     monkeypatch.setattr(cli_main._load("plot"), "run", run)
     assert main(["plot", "somewhere"]) == 0
     assert capsys.readouterr().err == (
         "netlayers: warning: engine: CUDNN is ignored: netlayers runs on the CPU\n"
-        "netlayers: warning: solver_mode: GPU is ignored\n")
+        "netlayers: warning: solver_mode: GPU is ignored\n"
+    )
 
 
 def test_command_line_mistakes_are_one_line(folder, capsys):
     with pytest.raises(SystemExit) as info:
         main(["train", "--config", str(folder / "small.yaml"), "--max-iter", "0"])
     assert info.value.code == 2
-    assert capsys.readouterr().err == ("netlayers: error: train: argument --max-iter: must be at "
-                                       "least 1, got 0 (see netlayers train --help)\n")
+    assert capsys.readouterr().err == (
+        "netlayers: error: train: argument --max-iter: must be at least 1, got 0 (see netlayers train --help)\n"
+    )
 
 
 def test_an_unreadable_data_root_is_a_one_line_error(folder, capsys, monkeypatch):
@@ -331,19 +401,21 @@ def test_an_unreadable_data_root_is_a_one_line_error(folder, capsys, monkeypatch
         if Path(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_listdir(path)
+
     monkeypatch.setattr(os, "listdir", listdir)
     with pytest.raises(SystemExit) as info:
         main(["train", "--config", str(folder / "small.yaml"), "--data-root", str(locked)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert err == (f"netlayers: error: train: argument --data-root: {locked}: cannot read this "
-                   "folder: Permission denied (see netlayers train --help)\n")
+    assert err == (
+        f"netlayers: error: train: argument --data-root: {locked}: cannot read this "
+        "folder: Permission denied (see netlayers train --help)\n"
+    )
 
 
 def test_importing_the_command_line_is_cheap():
     """The console scripts import netlayers.cli.main before anything else: it must not import
     numpy (or numba), so that a Ctrl-C while those load is already handled."""
     code = "import sys, netlayers.cli.main; print(sorted(m for m in ('numpy', 'numba') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
-                         timeout=60).stdout
+    out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == "[]"

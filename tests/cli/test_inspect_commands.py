@@ -1,4 +1,5 @@
 """The time, gradcheck, draw, explain and plot commands, end to end through main()."""
+
 import json
 import re
 import shutil
@@ -140,8 +141,7 @@ def test_gradcheck_passes_an_mlp_and_lists_layers_without_gradient(tmp_path, cap
     assert "gradient check of ReLU layer 'relu1'" in out
     assert "Accuracy layer 'acc': no gradient" in out
     assert "Input layer 'data': no gradient" in out
-    assert out.strip().splitlines()[-1] == \
-        "gradcheck: 4 layer(s) checked, 4 passed; without gradient: data, acc"
+    assert out.strip().splitlines()[-1] == "gradcheck: 4 layer(s) checked, 4 passed; without gradient: data, acc"
 
 
 @pytest.mark.parametrize("wrong, code", [(False, 0), (True, 1)])
@@ -151,7 +151,7 @@ def test_gradcheck_catches_a_wrong_python_layer(tmp_path, capsys, wrong, code):
     config = write(tmp_path, "net.yaml", PYTHON_NET.format(module=module))
     assert main(["gradcheck", "--config", str(config)]) == code
     out = capsys.readouterr().out
-    cube = out[out.index("Python layer 'cube'"):].splitlines()
+    cube = out[out.index("Python layer 'cube'") :].splitlines()
     row = next(line for line in cube if line.startswith("bottom[0] x"))
     assert row.split()[-1] == ("NO" if wrong else "yes")
     last = out.strip().splitlines()[-1]
@@ -173,8 +173,11 @@ def test_gradcheck_one_layer_and_unknown_layer(tmp_path, capsys):
 
 
 def test_gradcheck_reports_a_python_layer_that_raises(tmp_path, capsys):
-    write(tmp_path, "gc_cube_raising.py", PYTHON_LAYER.format(wrong=False).replace(
-        "slope = 2 if self.WRONG else 3", "slope = np.ones(5)"))
+    write(
+        tmp_path,
+        "gc_cube_raising.py",
+        PYTHON_LAYER.format(wrong=False).replace("slope = 2 if self.WRONG else 3", "slope = np.ones(5)"),
+    )
     config = write(tmp_path, "net.yaml", PYTHON_NET.format(module="gc_cube_raising"))
     assert main(["gradcheck", "--config", str(config), "--layer", "cube"]) == 1
     out = capsys.readouterr().out
@@ -210,7 +213,10 @@ def test_draw_without_graphviz_writes_dot_and_exits_1(tmp_path, capsys, monkeypa
 
 
 def test_draw_without_data_falls_back_to_the_spec(tmp_path, capsys):
-    config = write(tmp_path, "data.yaml", """\
+    config = write(
+        tmp_path,
+        "data.yaml",
+        """\
         name: needs_data
         layers:
           - name: data
@@ -218,7 +224,8 @@ def test_draw_without_data_falls_back_to_the_spec(tmp_path, capsys):
             top: [data, label]
             data_param: {source: no-such-dataset/train, batch_size: 4}
           - {name: ip, type: InnerProduct, bottom: data, top: ip, inner_product_param: {num_output: 2}}
-        """)
+        """,
+    )
     out = tmp_path / "net.dot"
     assert main(["draw", "--config", str(config), "-o", str(out), "--data-root", str(tmp_path)]) == 0
     err = capsys.readouterr().err
@@ -274,8 +281,19 @@ def test_explain_prints_the_net_blobs_values_and_gradients(tmp_path, capsys):
 def test_explain_input_option_statistics_and_graph(tmp_path, capsys):
     config = write(tmp_path, "tiny.yaml", TINY)
     svg = tmp_path / "graph.svg"
-    args = ["explain", "--config", str(config), "--input", "x=1,2,3,-1,-2,-3", "--input", "label=2",
-            "--max-elements", "4", "-o", str(svg)]
+    args = [
+        "explain",
+        "--config",
+        str(config),
+        "--input",
+        "x=1,2,3,-1,-2,-3",
+        "--input",
+        "label=2",
+        "--max-elements",
+        "4",
+        "-o",
+        str(svg),
+    ]
     if shutil.which("dot") is None:
         args[-1] = str(tmp_path / "graph.dot")
     assert main(args) == 0
@@ -289,12 +307,15 @@ def test_explain_input_option_statistics_and_graph(tmp_path, capsys):
         assert "<svg" in text and "h@relu1" in text and 'fill="red"' in text
 
 
-@pytest.mark.parametrize("option, message", [
-    ("q=1", "'q' is not an input blob; inputs: x, label"),
-    ("x", "expected NAME=v1,v2,..."),
-    ("x=1,2", "2 values for blob 'x' of shape (2, 3), which holds 6"),
-    ("x=a", "values must be numbers"),
-])
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("q=1", "'q' is not an input blob; inputs: x, label"),
+        ("x", "expected NAME=v1,v2,..."),
+        ("x=1,2", "2 values for blob 'x' of shape (2, 3), which holds 6"),
+        ("x=a", "values must be numbers"),
+    ],
+)
 def test_explain_bad_input_option(tmp_path, capsys, option, message):
     config = write(tmp_path, "tiny.yaml", TINY)
     assert main(["explain", "--config", str(config), "--input", option]) == 2
@@ -309,8 +330,7 @@ def write_metrics(run, extra=""):
     for i in range(20):
         lines.append(json.dumps({"phase": "train", "iter": i, "loss": 1 / (i + 1), "lr": 0.01}))
         if i % 5 == 4:
-            lines.append(json.dumps({"phase": "test", "iter": i, "loss": 1.2 / (i + 1),
-                                     "accuracy": i / 20}))
+            lines.append(json.dumps({"phase": "test", "iter": i, "loss": 1.2 / (i + 1), "accuracy": i / 20}))
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n" + extra)
 
 
@@ -341,8 +361,10 @@ def test_plot_without_matplotlib_says_how_to_install(tmp_path, capsys, monkeypat
         monkeypatch.setitem(sys.modules, name, None)
     assert main(["plot", str(run)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == ("netlayers: error: plotting needs matplotlib, which is not installed: "
-                   "pip install 'netlayers[plot]' (or: pip install matplotlib)")
+    assert err == (
+        "netlayers: error: plotting needs matplotlib, which is not installed: "
+        "pip install 'netlayers[plot]' (or: pip install matplotlib)"
+    )
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
@@ -352,8 +374,7 @@ def test_explain_the_lecture_circuit(capsys):
     assert main(["explain", "--config", str(EXAMPLES / "circuit.yaml")]) == 0
     rows = parse_table(capsys.readouterr().out)
     got = {name: (row[3], row[4]) for name, row in rows.items()}
-    assert got == {"x": ("-2", "-4"), "y": ("5", "-4"), "z": ("-4", "3"), "q": ("3", "-4"),
-                   "f": ("-12", "1")}
+    assert got == {"x": ("-2", "-4"), "y": ("5", "-4"), "z": ("-4", "3"), "q": ("3", "-4"), "f": ("-12", "1")}
     assert main(["explain", "--config", str(EXAMPLES / "circuit.yaml"), "--input", "x=1"]) == 0
     rows = parse_table(capsys.readouterr().out)
     assert rows["q"][3:] == ["6", "-4"] and rows["f"][3] == "-24" and rows["z"][4] == "6"
@@ -379,28 +400,38 @@ def write_logged_run(run):
     for i in range(0, 1001, 100):
         raw = 2.4 if i == 0 else 0.4 + (0.1 if i % 200 else -0.1)
         smoothed = 2.4 if i == 0 else 0.5
-        lines.append(json.dumps({"phase": "train", "iter": i, "loss": smoothed, "raw_loss": raw,
-                                 "lr": 0.01, "iters_per_sec": 90.0, "output/loss": raw}))
+        lines.append(
+            json.dumps(
+                {
+                    "phase": "train",
+                    "iter": i,
+                    "loss": smoothed,
+                    "raw_loss": raw,
+                    "lr": 0.01,
+                    "iters_per_sec": 90.0,
+                    "output/loss": raw,
+                }
+            )
+        )
         if i % 500 == 0:
-            lines.append(json.dumps({"phase": "test", "iter": i, "accuracy": 0.1 + i / 1250,
-                                     "loss": 2.3 - i / 1000}))
+            lines.append(json.dumps({"phase": "test", "iter": i, "accuracy": 0.1 + i / 1250, "loss": 2.3 - i / 1000}))
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def test_plot_shows_the_logged_loss_each_curve_once_and_accuracy_on_its_own_axis(tmp_path):
     from netlayers.inspect.plotting import draw_figure, load_metrics
+
     run = tmp_path / "run"
     write_logged_run(run)
     figure = draw_figure(load_metrics(run))
     loss_axes, output_axes, lr_axes = figure.axes
-    curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
-              for line in loss_axes.get_lines()}
+    curves = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in loss_axes.get_lines()}
     assert sorted(curves) == ["test loss", "train loss (as logged)", "train loss (displayed iteration)"]
     xs, ys = curves["train loss (as logged)"]
-    assert ys[xs.index(500)] == 0.5                   # as the log says, not smoothed again
+    assert ys[xs.index(500)] == 0.5  # as the log says, not smoothed again
     accuracy = output_axes.get_lines()
     assert [line.get_label() for line in accuracy] == ["test accuracy"]
     assert list(accuracy[0].get_ydata()) == [0.1, 0.5, 0.9]
     low, high = output_axes.get_ylim()
-    assert high < 1.0 < 2.4                           # its own scale, not the loss's
+    assert high < 1.0 < 2.4  # its own scale, not the loss's
     assert [line.get_label() for line in lr_axes.get_lines()] == ["learning rate"]

@@ -21,6 +21,7 @@ def take(sampler, k):
 
 # -- BatchSampler ----------------------------------------------------------------------------
 
+
 def test_sequential_batches_wrap_around():
     sampler = BatchSampler(5, 3, shuffle=False)
     assert take(sampler, 3) == [[0, 1, 2], [3, 4, 0], [1, 2, 3]]
@@ -45,8 +46,8 @@ def test_shuffle_uses_per_epoch_permutation():
     flat = np.concatenate([sampler.next() for _ in range(5)])  # 20 items = two epochs
     for epoch in (0, 1):
         expected = np.random.default_rng([5, epoch]).permutation(10)
-        np.testing.assert_array_equal(flat[10 * epoch:10 * (epoch + 1)], expected)
-        assert sorted(flat[10 * epoch:10 * (epoch + 1)]) == list(range(10))
+        np.testing.assert_array_equal(flat[10 * epoch : 10 * (epoch + 1)], expected)
+        assert sorted(flat[10 * epoch : 10 * (epoch + 1)]) == list(range(10))
     assert not np.array_equal(flat[:10], flat[10:])
     assert take(BatchSampler(10, 4, True, 5), 3) == take(BatchSampler(10, 4, True, 5), 3)
     assert take(BatchSampler(10, 4, True, 5), 3) != take(BatchSampler(10, 4, True, 6), 3)
@@ -74,6 +75,7 @@ def test_bad_state_and_arguments():
 
 
 # -- Prefetcher ------------------------------------------------------------------------------
+
 
 def counter():
     """A produce() returning 0, 1, 2, ..."""
@@ -184,8 +186,6 @@ def test_interpreter_exits_with_open_prefetchers():
         "busy.next()\n"
         "print('done')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "done"

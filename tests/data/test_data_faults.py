@@ -3,6 +3,7 @@
 Every hostile file here is a few bytes whose header claims far more; nothing allocates the
 claimed size. Each error must be one line, a DataError, naming the file.
 """
+
 import errno
 import gzip
 import struct
@@ -16,15 +17,17 @@ from netlayers.data import BatchSampler, load_source, read_idx, read_npz, resolv
 from netlayers.errors import DataError
 from netlayers.memory import memory_limit
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 
 @pytest.fixture
 def memory(monkeypatch):
     """Set this process's memory limit (bytes) for one test; restored afterwards."""
+
     def set_limit(nbytes):
         monkeypatch.setenv("NETLAYERS_MEMORY_LIMIT", str(nbytes))
         memory_limit.cache_clear()
+
     yield set_limit
     monkeypatch.delenv("NETLAYERS_MEMORY_LIMIT", raising=False)
     memory_limit.cache_clear()
@@ -61,47 +64,58 @@ LABELS_4 = npy_bytes((4,), "<i8", bytes(32))
 
 # -- item 4: claimed sizes are checked before anything is allocated --------------------------
 
+
 def test_npz_header_claiming_more_than_memory_is_refused_before_allocating(tmp_path, memory):
     memory(8 * GIB)
-    path = write_npz(tmp_path / "big.npz", {"data.npy": npy_bytes((10 ** 12,), payload=bytes(16)),
-                                            "label.npy": LABELS_4})
+    path = write_npz(tmp_path / "big.npz", {"data.npy": npy_bytes((10**12,), payload=bytes(16)), "label.npy": LABELS_4})
     with pytest.raises(DataError) as info:
         read_npz(path)
     text = one_line_naming(info.value, path)
-    assert ("key 'data': the header's shape (1000000000000,) of float32 would need 3,725.3 GiB, "
-            "more than this machine's memory (8 GiB)") in text
+    assert (
+        "key 'data': the header's shape (1000000000000,) of float32 would need 3,725.3 GiB, "
+        "more than this machine's memory (8 GiB)"
+    ) in text
 
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
 def test_npz_header_claiming_more_than_its_member_holds(tmp_path, memory, compression):
     memory(8 * GIB)
-    path = write_npz(tmp_path / "short.npz", {"data.npy": npy_bytes((4, 10 ** 8), payload=bytes(16)),
-                                              "label.npy": LABELS_4}, compression)
+    path = write_npz(
+        tmp_path / "short.npz",
+        {"data.npy": npy_bytes((4, 10**8), payload=bytes(16)), "label.npy": LABELS_4},
+        compression,
+    )
     with pytest.raises(DataError) as info:
         read_npz(path)
-    assert ("key 'data': truncated: header says 1600000000 bytes (1.49 GiB) of data, the archive "
-            "member holds 16") in one_line_naming(info.value, path)
+    assert (
+        "key 'data': truncated: header says 1600000000 bytes (1.49 GiB) of data, the archive member holds 16"
+    ) in one_line_naming(info.value, path)
 
 
 def test_npz_member_with_bytes_after_the_data(tmp_path):
-    path = write_npz(tmp_path / "long.npz", {"data.npy": npy_bytes((4, 1), payload=bytes(20)),
-                                             "label.npy": LABELS_4})
-    with pytest.raises(DataError, match=r"key 'data': header says 16 bytes of data, the archive "
-                                        r"member holds 20 \(4 bytes after the data\)"):
+    path = write_npz(tmp_path / "long.npz", {"data.npy": npy_bytes((4, 1), payload=bytes(20)), "label.npy": LABELS_4})
+    with pytest.raises(
+        DataError,
+        match=r"key 'data': header says 16 bytes of data, the archive "
+        r"member holds 20 \(4 bytes after the data\)",
+    ):
         read_npz(path)
 
 
 def test_npz_label_header_is_checked_too(tmp_path, memory):
     memory(GIB)
-    path = write_npz(tmp_path / "labels.npz", {"data.npy": npy_bytes((4, 1), payload=bytes(16)),
-                                               "label.npy": npy_bytes((2 ** 40,), "<i8")})
+    path = write_npz(
+        tmp_path / "labels.npz",
+        {"data.npy": npy_bytes((4, 1), payload=bytes(16)), "label.npy": npy_bytes((2**40,), "<i8")},
+    )
     with pytest.raises(DataError, match="key 'label': the header's shape .* would need 8,192.0 GiB"):
         read_npz(path)
 
 
 def test_npz_broken_npy_header_is_one_line(tmp_path):
-    path = write_npz(tmp_path / "bad.npz", {"data.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': oops",
-                                            "label.npy": LABELS_4})
+    path = write_npz(
+        tmp_path / "bad.npz", {"data.npy": b"\x93NUMPY\x01\x00\x10\x00{'descr': oops", "label.npy": LABELS_4}
+    )
     with pytest.raises(DataError) as info:
         read_npz(path)
     assert "key 'data': not a valid .npy array header" in one_line_naming(info.value, path)
@@ -113,18 +127,18 @@ def test_raw_idx_claiming_73_gib_more_than_memory(tmp_path, memory):
     path.write_bytes(idx_header(0x08, (80000, 1000, 1000)) + bytes(10))
     with pytest.raises(DataError) as info:
         read_idx(path)
-    assert ("the header's shape (80000, 1000, 1000) of uint8 would need 74.5 GiB, more than this "
-            "machine's memory (8 GiB)") in one_line_naming(info.value, path)
+    assert (
+        "the header's shape (80000, 1000, 1000) of uint8 would need 74.5 GiB, more than this machine's memory (8 GiB)"
+    ) in one_line_naming(info.value, path)
 
 
 def test_raw_idx_claiming_more_than_the_file_holds_on_a_big_machine(tmp_path, memory):
-    memory(2 ** 50)
+    memory(2**50)
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(idx_header(0x08, (80000, 1000, 1000)) + bytes(10))
     with pytest.raises(DataError) as info:
         read_idx(path)
-    assert ("truncated: header says 80000000000 bytes (74.5 GiB) of data, found 10"
-            in one_line_naming(info.value, path))
+    assert "truncated: header says 80000000000 bytes (74.5 GiB) of data, found 10" in one_line_naming(info.value, path)
 
 
 def test_gzip_idx_claiming_more_than_memory(tmp_path, memory):
@@ -147,15 +161,17 @@ def test_truncated_gzip_stream_is_one_line_naming_the_file(tmp_path):
 
 # -- item 11: every data-file error names the file -------------------------------------------
 
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_idx_claiming_4294967295_cubed_items_names_the_file(tmp_path, compress):
     path = tmp_path / "huge-images-idx3-ubyte"
-    payload = idx_header(0x08, (2 ** 32 - 1,) * 3) + bytes(10)
+    payload = idx_header(0x08, (2**32 - 1,) * 3) + bytes(10)
     path.write_bytes(gzip.compress(payload) if compress else payload)
     with pytest.raises(DataError) as info:
         read_idx(path)
-    assert "the header's shape (4294967295, 4294967295, 4294967295) of uint8 would need" in \
-        one_line_naming(info.value, path)
+    assert "the header's shape (4294967295, 4294967295, 4294967295) of uint8 would need" in one_line_naming(
+        info.value, path
+    )
 
 
 def test_npz_that_cannot_be_read_says_why(tmp_path, monkeypatch):
@@ -163,6 +179,7 @@ def test_npz_that_cannot_be_read_says_why(tmp_path, monkeypatch):
 
     def refuse(*args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
     monkeypatch.setattr(np, "load", refuse)
     with pytest.raises(DataError) as info:
         read_npz(path)
@@ -171,10 +188,14 @@ def test_npz_that_cannot_be_read_says_why(tmp_path, monkeypatch):
 
 # -- item 9: no data set without items ------------------------------------------------------
 
-@pytest.mark.parametrize("data,label", [
-    (np.zeros((0, 3), np.float32), np.zeros(0, np.int64)),   # no items
-    (np.zeros((5, 0), np.float32), np.zeros(5, np.int64)),   # empty items
-])
+
+@pytest.mark.parametrize(
+    "data,label",
+    [
+        (np.zeros((0, 3), np.float32), np.zeros(0, np.int64)),  # no items
+        (np.zeros((5, 0), np.float32), np.zeros(5, np.int64)),  # empty items
+    ],
+)
 def test_npz_without_data_is_refused(tmp_path, data, label):
     path = tmp_path / "empty.npz"
     np.savez(path, data=data, label=label)
@@ -194,8 +215,7 @@ def write_idx_pair(folder, images_dims, labels_count):
     folder.mkdir(parents=True, exist_ok=True)
     count = int(np.prod(images_dims))
     (folder / "train-images-idx3-ubyte").write_bytes(idx_header(0x08, images_dims) + bytes(count))
-    (folder / "train-labels-idx1-ubyte").write_bytes(idx_header(0x08, (labels_count,))
-                                                     + bytes(labels_count))
+    (folder / "train-labels-idx1-ubyte").write_bytes(idx_header(0x08, (labels_count,)) + bytes(labels_count))
     return resolve_source(folder / "train", "IDX")
 
 
@@ -215,6 +235,7 @@ def test_idx_data_set_without_labels_is_refused(tmp_path):
 
 # -- item 6: data folders that cannot be looked in -------------------------------------------
 
+
 def deny_under(monkeypatch, folder):
     """Make Path.is_file raise PermissionError for every path below ``folder`` (as a folder
     without search permission does; root ignores real permissions)."""
@@ -224,12 +245,12 @@ def deny_under(monkeypatch, folder):
         if Path(folder) in path.parents:
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(path)
+
     monkeypatch.setattr(Path, "is_file", is_file)
 
 
 @pytest.mark.parametrize("backend,source", [("IDX", "mnist/train"), ("NPZ", "mnist.npz")])
-def test_unreadable_data_root_is_named_in_the_not_found_message(tmp_path, monkeypatch, backend,
-                                                                 source):
+def test_unreadable_data_root_is_named_in_the_not_found_message(tmp_path, monkeypatch, backend, source):
     locked = tmp_path / "locked"
     deny_under(monkeypatch, locked)
     monkeypatch.setenv("NETLAYERS_DATA_ROOT", str(locked))
@@ -244,8 +265,7 @@ def test_unreadable_data_root_is_skipped_for_a_later_one(tmp_path, monkeypatch):
     locked, good = tmp_path / "locked", tmp_path / "good"
     write_idx_pair(good / "mnist", (3, 2, 2), 3)
     deny_under(monkeypatch, locked)
-    source = resolve_source("mnist/train", "IDX", data_root=f"{locked}:{good}",
-                            base_dir=tmp_path / "config")
+    source = resolve_source("mnist/train", "IDX", data_root=f"{locked}:{good}", base_dir=tmp_path / "config")
     assert source.images_path == good / "mnist" / "train-images-idx3-ubyte"
 
 
@@ -257,9 +277,13 @@ def test_unreadable_labels_file_next_to_a_named_images_file(tmp_path, monkeypatc
         if "labels" in path.name:
             raise PermissionError(errno.EACCES, "Permission denied", str(path))
         return real(path)
+
     monkeypatch.setattr(Path, "is_file", is_file)
-    with pytest.raises(DataError, match=r"labels file not found, expected .*train-labels-idx1-ubyte "
-                                        r"\(cannot look in .*: permission denied\)"):
+    with pytest.raises(
+        DataError,
+        match=r"labels file not found, expected .*train-labels-idx1-ubyte "
+        r"\(cannot look in .*: permission denied\)",
+    ):
         resolve_source(source.images_path, "IDX")
 
 
@@ -272,15 +296,19 @@ def test_a_source_name_too_long_for_the_system_is_a_data_error(tmp_path):
 
 # -- item 5: a sampler state must fit the data set ------------------------------------------
 
-@pytest.mark.parametrize("state,message", [
-    ({"epoch": 0, "position": 5}, "data position 5 is past the 5 items"),
-    ({"epoch": "1", "position": 0}, "data epoch '1' is not an integer >= 0"),
-    ({"epoch": 0, "position": 2.5}, "data position 2.5 is not an integer >= 0"),
-    ({"epoch": 0, "position": True}, "data position True is not an integer >= 0"),
-    ({"epoch": -1, "position": 0}, "data epoch -1 is not an integer >= 0"),
-    ({"epoch": 0}, "is not of the form"),
-    ([0, 0], "is not of the form"),
-])
+
+@pytest.mark.parametrize(
+    "state,message",
+    [
+        ({"epoch": 0, "position": 5}, "data position 5 is past the 5 items"),
+        ({"epoch": "1", "position": 0}, "data epoch '1' is not an integer >= 0"),
+        ({"epoch": 0, "position": 2.5}, "data position 2.5 is not an integer >= 0"),
+        ({"epoch": 0, "position": True}, "data position True is not an integer >= 0"),
+        ({"epoch": -1, "position": 0}, "data epoch -1 is not an integer >= 0"),
+        ({"epoch": 0}, "is not of the form"),
+        ([0, 0], "is not of the form"),
+    ],
+)
 def test_sampler_refuses_states_that_do_not_fit(state, message):
     sampler = BatchSampler(5, 2, shuffle=True, seed=1)
     sampler.next()

@@ -132,8 +132,9 @@ def test_a_data_error_located_by_its_config_names_both_files(tmp_path):
     with pytest.raises(DataError) as info:
         read_idx(path)
     err = info.value.located(file="net.yaml", line=3, layer="data")
-    assert str(err) == (f"net.yaml:3: layer 'data': data file {path}: truncated: header says 160 "
-                        "bytes of data, found 100")
+    assert str(err) == (
+        f"net.yaml:3: layer 'data': data file {path}: truncated: header says 160 bytes of data, found 100"
+    )
 
 
 def test_directory_is_not_a_file(tmp_path):

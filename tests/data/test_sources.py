@@ -45,13 +45,12 @@ def make_idx_set(folder, prefix, n=6, n_labels=None, compress=True):
     suffix = ".gz" if compress else ""
     for tag, array in (("images-idx3", images), ("labels-idx1", labels)):
         payload = idx_bytes(array)
-        (folder / f"{prefix}-{tag}-ubyte{suffix}").write_bytes(
-            gzip.compress(payload) if compress else payload
-        )
+        (folder / f"{prefix}-{tag}-ubyte{suffix}").write_bytes(gzip.compress(payload) if compress else payload)
     return images, labels
 
 
 # -- real Fashion-MNIST ----------------------------------------------------------------------
+
 
 def test_fashion_mnist_train_shapes_and_labels(fashion_train):
     images, labels = fashion_train
@@ -78,6 +77,7 @@ def test_source_naming_the_images_file_directly():
 
 
 # -- search order ----------------------------------------------------------------------------
+
 
 def test_data_roots_order(tmp_path, monkeypatch):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
@@ -119,6 +119,7 @@ def test_absolute_source(tmp_path):
 
 
 # -- not found -------------------------------------------------------------------------------
+
 
 def test_missing_fashion_mnist_message(tmp_path):
     with pytest.raises(DataError) as info:
@@ -170,27 +171,30 @@ def test_count_mismatch_names_both_files(tmp_path):
 
 def test_a_broken_data_file_names_it_after_the_config_line_and_layer(tmp_path):
     from netlayers import Net
+
     make_idx_set(tmp_path / "toy", "t10k")
     images = tmp_path / "toy/t10k-images-idx3-ubyte.gz"
-    images.write_bytes(gzip.decompress(images.read_bytes())[:-5])      # raw, 5 bytes short
+    images.write_bytes(gzip.decompress(images.read_bytes())[:-5])  # raw, 5 bytes short
     config = tmp_path / "net.yaml"
-    config.write_text("name: n\n"
-                      "layers:\n"
-                      "  - name: data\n"
-                      "    type: Data\n"
-                      "    top: [data, label]\n"
-                      f"    data_param: {{source: {tmp_path / 'toy/test'}, batch_size: 2}}\n")
+    config.write_text(
+        "name: n\n"
+        "layers:\n"
+        "  - name: data\n"
+        "    type: Data\n"
+        "    top: [data, label]\n"
+        f"    data_param: {{source: {tmp_path / 'toy/test'}, batch_size: 2}}\n"
+    )
     with pytest.raises(DataError) as info:
         Net(config)
-    assert str(info.value) == (f"{config}:3: layer 'data': data file {images}: truncated: header "
-                               "says 72 bytes of data, found 67")
+    assert str(info.value) == (
+        f"{config}:3: layer 'data': data file {images}: truncated: header says 72 bytes of data, found 67"
+    )
 
 
 # -- NPZ -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    "shape, loaded", [((5, 7), (5, 7)), ((5, 3, 4), (5, 1, 3, 4)), ((5, 2, 3, 4), (5, 2, 3, 4))]
-)
+
+@pytest.mark.parametrize("shape, loaded", [((5, 7), (5, 7)), ((5, 3, 4), (5, 1, 3, 4)), ((5, 2, 3, 4), (5, 2, 3, 4))])
 def test_npz_shapes(tmp_path, shape, loaded):
     data = np.random.default_rng(0).random(shape, dtype=np.float32)
     np.savez(tmp_path / "set.npz", data=data, label=np.arange(5))
@@ -213,8 +217,10 @@ NPZ_ERRORS = [
     ({"data": ZEROS}, "missing key 'label'"),
     ({"x": ZEROS, "label": np.zeros(3, int)}, "missing key 'data'"),
     ({"data": ZEROS, "label": np.zeros(4, int)}, "key 'data' has 3 items but key 'label' has 4"),
-    ({"data": ZEROS, "label": np.array([1, 0.5, 2])},
-     "key 'label': labels must be whole numbers, found 0.5 at index 1"),
+    (
+        {"data": ZEROS, "label": np.array([1, 0.5, 2])},
+        "key 'label': labels must be whole numbers, found 0.5 at index 1",
+    ),
     ({"data": ZEROS, "label": np.array(["a", "b", "c"])}, "key 'label': expected integer labels"),
     ({"data": ZEROS, "label": np.zeros((3, 1), int)}, "key 'label': expected a 1-D array"),
     ({"data": np.array(["a", "b"]), "label": np.zeros(2, int)}, "key 'data': expected a numeric"),
@@ -235,16 +241,20 @@ def test_npz_errors_name_file_and_key(tmp_path, arrays, message):
 def test_npz_refuses_pickles(tmp_path):
     path = tmp_path / "obj.npz"
     np.savez(path, data=np.array([{"a": 1}], dtype=object), label=np.zeros(1, int))
-    with pytest.raises(DataError, match="key 'data': cannot be read: it holds Python objects, which "
-                                        "are never unpickled"):
+    with pytest.raises(
+        DataError, match="key 'data': cannot be read: it holds Python objects, which are never unpickled"
+    ):
         read_npz(path)
 
 
 def test_npz_not_an_archive(tmp_path):
     path = tmp_path / "text.npz"
     path.write_text("hello")
-    with pytest.raises(DataError, match=r"not a readable \.npz archive \(not a zip file, or a "
-                                        r"truncated one\)$"):
+    with pytest.raises(
+        DataError,
+        match=r"not a readable \.npz archive \(not a zip file, or a "
+        r"truncated one\)$",
+    ):
         read_npz(path)
 
 
@@ -257,6 +267,7 @@ def test_npz_missing(tmp_path):
 
 
 # -- tools/get_fashion_mnist.py ------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tool():
@@ -336,9 +347,7 @@ def test_tool_download_with_bad_checksum_leaves_nothing(tool, tmp_path):
 
 def test_tool_download_all_falls_back_to_next_url(tool, tmp_path, monkeypatch):
     payloads = {name: name.encode() for name in tool.FILES}
-    monkeypatch.setattr(
-        tool, "FILES", {name: hashlib.md5(data).hexdigest() for name, data in payloads.items()}
-    )
+    monkeypatch.setattr(tool, "FILES", {name: hashlib.md5(data).hexdigest() for name, data in payloads.items()})
     asked = []
 
     def opener(url, timeout=None):
@@ -350,6 +359,5 @@ def test_tool_download_all_falls_back_to_next_url(tool, tmp_path, monkeypatch):
     folder = tmp_path / "fashion-mnist"
     tool.download_all(folder, base_urls=("http://first/", "http://second/"), opener=opener, log=str)
     assert sorted(p.name for p in folder.iterdir()) == sorted(payloads)
-    assert asked[:2] == ["http://first/train-images-idx3-ubyte.gz",
-                         "http://second/train-images-idx3-ubyte.gz"]
+    assert asked[:2] == ["http://first/train-images-idx3-ubyte.gz", "http://second/train-images-idx3-ubyte.gz"]
     assert tool.find_existing([tmp_path]) == folder

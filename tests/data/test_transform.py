@@ -77,7 +77,7 @@ def expected_random_crop(batch, crop, seed, mirror=False):
     ch, cw = (crop, crop) if crop else (h, w)
     result = []
     for i in range(n):
-        window = batch[i, :, h_off[i]:h_off[i] + ch, w_off[i]:w_off[i] + cw]
+        window = batch[i, :, h_off[i] : h_off[i] + ch, w_off[i] : w_off[i] + cw]
         result.append(window[:, :, ::-1] if flips[i] else window)
     return np.stack(result).astype(np.float32), h_off, w_off, flips
 
@@ -186,8 +186,16 @@ def numpy_steps(t, batch, out):
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int64, np.float32, np.float64])
 @pytest.mark.parametrize("out_dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("settings", [{}, {"scale": 0.00390625}, {"mean_value": [0.5]}, {"scale": 1 / 3},
-                                      {"scale": 0.017, "mean_value": [104, 117, 123]}])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"scale": 0.00390625},
+        {"mean_value": [0.5]},
+        {"scale": 1 / 3},
+        {"scale": 0.017, "mean_value": [104, 117, 123]},
+    ],
+)
 def test_one_pass_conversion_is_bit_identical_to_the_numpy_steps(dtype, out_dtype, settings):
     rng = np.random.default_rng(0)
     raw = rng.random((4, 3, 5, 6)) * 255

@@ -1,20 +1,33 @@
 """Random inputs: labels are detected from the layers that read them."""
+
 import numpy as np
 import pytest
 
 from netlayers.errors import ConfigError
-from netlayers.inspect.common import (build_net, find_layer, label_classes, random_inputs,
-                                      split_origins, visible_layers)
+from netlayers.inspect.common import build_net, find_layer, label_classes, random_inputs, split_origins, visible_layers
 
 
 def classifier(extra_layers=(), classes=5, label_shape=(4,)):
-    return {"name": "clf", "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "label"],
-         "input_param": {"shape": [{"dim": [4, 3]}, {"dim": list(label_shape)}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "scores",
-         "inner_product_param": {"num_output": classes, "weight_filler": {"type": "xavier"}}},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
-        *extra_layers]}
+    return {
+        "name": "clf",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "label"],
+                "input_param": {"shape": [{"dim": [4, 3]}, {"dim": list(label_shape)}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "scores",
+                "inner_product_param": {"num_output": classes, "weight_filler": {"type": "xavier"}},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+            *extra_layers,
+        ],
+    }
 
 
 def test_label_of_softmax_loss_gets_class_indices():
@@ -26,24 +39,34 @@ def test_label_of_softmax_loss_gets_class_indices():
     assert labels.shape == (4,)
     assert np.all(labels == np.floor(labels)) and labels.min() >= 0 and labels.max() < 5
     assert not np.all(values["x"] == np.floor(values["x"]))
-    net.forward(**values)          # the loss accepts them
+    net.forward(**values)  # the loss accepts them
 
 
 def test_label_behind_a_split_is_found_and_smallest_class_count_wins():
-    extra = [{"name": "ip_small", "type": "InnerProduct", "bottom": "x", "top": "small",
-              "inner_product_param": {"num_output": 3}},
-             {"name": "acc", "type": "Accuracy", "bottom": ["small", "label"], "top": "acc"}]
+    extra = [
+        {
+            "name": "ip_small",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "small",
+            "inner_product_param": {"num_output": 3},
+        },
+        {"name": "acc", "type": "Accuracy", "bottom": ["small", "label"], "top": "acc"},
+    ]
     net = build_net(classifier(extra, classes=5), seed=0)
     assert any(layer.type == "Split" for layer in net.layers)
     assert label_classes(net, "label") == 3
 
 
 def test_sigmoid_cross_entropy_targets_are_binary_and_regression_targets_gaussian():
-    spec = {"name": "n", "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "t", "y"],
-         "input_param": {"shape": [{"dim": [4, 3]}]}},
-        {"name": "sce", "type": "SigmoidCrossEntropyLoss", "bottom": ["x", "t"], "top": "l1"},
-        {"name": "euc", "type": "EuclideanLoss", "bottom": ["x", "y"], "top": "l2"}]}
+    spec = {
+        "name": "n",
+        "layers": [
+            {"name": "data", "type": "Input", "top": ["x", "t", "y"], "input_param": {"shape": [{"dim": [4, 3]}]}},
+            {"name": "sce", "type": "SigmoidCrossEntropyLoss", "bottom": ["x", "t"], "top": "l1"},
+            {"name": "euc", "type": "EuclideanLoss", "bottom": ["x", "y"], "top": "l2"},
+        ],
+    }
     net = build_net(spec, seed=0)
     assert label_classes(net, "t") == 2
     assert label_classes(net, "y") is None

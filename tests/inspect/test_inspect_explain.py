@@ -1,22 +1,45 @@
 """explain: in-place unfolding, values and gradients against a numpy recomputation, branches."""
+
 import numpy as np
 
 from netlayers.inspect import build_net, explain_net, explain_spec
 from netlayers.inspect.explain import format_values, unfold_in_place
 from netlayers.netspec import load_net_spec
 
-TINY = {"name": "tiny", "layers": [
-    {"name": "data", "type": "DummyData", "top": ["x", "label"],
-     "dummy_data_param": {"shape": [{"dim": [2, 3]}, {"dim": [2]}],
-                          "data_filler": [{"type": "gaussian", "std": 1.0},
-                                          {"type": "constant", "value": 2}]}},
-    {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
-     "inner_product_param": {"num_output": 4, "weight_filler": {"type": "gaussian", "std": 0.7},
-                             "bias_filler": {"type": "constant", "value": 0.1}}},
-    {"name": "relu1", "type": "ReLU", "bottom": "h", "top": "h"},
-    {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "scores",
-     "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian", "std": 0.7}}},
-    {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"}]}
+TINY = {
+    "name": "tiny",
+    "layers": [
+        {
+            "name": "data",
+            "type": "DummyData",
+            "top": ["x", "label"],
+            "dummy_data_param": {
+                "shape": [{"dim": [2, 3]}, {"dim": [2]}],
+                "data_filler": [{"type": "gaussian", "std": 1.0}, {"type": "constant", "value": 2}],
+            },
+        },
+        {
+            "name": "ip1",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "h",
+            "inner_product_param": {
+                "num_output": 4,
+                "weight_filler": {"type": "gaussian", "std": 0.7},
+                "bias_filler": {"type": "constant", "value": 0.1},
+            },
+        },
+        {"name": "relu1", "type": "ReLU", "bottom": "h", "top": "h"},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "h",
+            "top": "scores",
+            "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian", "std": 0.7}},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+    ],
+}
 
 
 def explained(spec, values=None):
@@ -37,9 +60,17 @@ def reference(x, label, w1, b1, w2, b2):
     ds /= n
     dr = ds @ w2
     dh = dr * (h > 0)
-    return {"h": (h, dh), "h@relu1": (r, dr), "scores": (s, ds), "loss": (loss, 1.0),
-            "x": (x, dh @ w1), "ip1[0]": (w1, dh.T @ x), "ip1[1]": (b1, dh.sum(0)),
-            "ip2[0]": (w2, ds.T @ r), "ip2[1]": (b2, ds.sum(0))}
+    return {
+        "h": (h, dh),
+        "h@relu1": (r, dr),
+        "scores": (s, ds),
+        "loss": (loss, 1.0),
+        "x": (x, dh @ w1),
+        "ip1[0]": (w1, dh.T @ x),
+        "ip1[1]": (b1, dh.sum(0)),
+        "ip2[0]": (w2, ds.T @ r),
+        "ip2[1]": (b2, ds.sum(0)),
+    }
 
 
 def test_unfold_in_place_renames_tops_and_later_bottoms():
@@ -53,8 +84,7 @@ def test_values_and_gradients_match_numpy():
     x = ex["x"].value
     label = ex["label"].value.astype(int)
     assert np.all(label == 2)
-    ref = reference(x, label, ex["ip1[0]"].value, ex["ip1[1]"].value, ex["ip2[0]"].value,
-                    ex["ip2[1]"].value)
+    ref = reference(x, label, ex["ip1[0]"].value, ex["ip1[1]"].value, ex["ip2[0]"].value, ex["ip2[1]"].value)
     for name, (value, grad) in ref.items():
         np.testing.assert_allclose(ex[name].value, value, rtol=1e-10, atol=1e-12, err_msg=name)
         np.testing.assert_allclose(ex[name].gradient, grad, rtol=1e-10, atol=1e-12, err_msg=name)
@@ -71,17 +101,36 @@ def test_values_override_source_blobs():
 
 
 def test_branch_edges_carry_their_own_gradient_and_the_blob_their_sum():
-    spec = {"name": "branch", "layers": [
-        {"name": "data", "type": "DummyData", "top": "x",
-         "dummy_data_param": {"shape": [{"dim": [1, 2]}],
-                              "data_filler": [{"type": "constant", "value": 1.5}]}},
-        {"name": "a", "type": "InnerProduct", "bottom": "x", "top": "ya", "loss_weight": 1,
-         "inner_product_param": {"num_output": 1, "weight_filler": {"type": "constant", "value": 2}}},
-        {"name": "b", "type": "InnerProduct", "bottom": "x", "top": "yb", "loss_weight": 1,
-         "inner_product_param": {"num_output": 1, "weight_filler": {"type": "constant", "value": -5}}}]}
+    spec = {
+        "name": "branch",
+        "layers": [
+            {
+                "name": "data",
+                "type": "DummyData",
+                "top": "x",
+                "dummy_data_param": {"shape": [{"dim": [1, 2]}], "data_filler": [{"type": "constant", "value": 1.5}]},
+            },
+            {
+                "name": "a",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "ya",
+                "loss_weight": 1,
+                "inner_product_param": {"num_output": 1, "weight_filler": {"type": "constant", "value": 2}},
+            },
+            {
+                "name": "b",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "yb",
+                "loss_weight": 1,
+                "inner_product_param": {"num_output": 1, "weight_filler": {"type": "constant", "value": -5}},
+            },
+        ],
+    }
     _, ex = explained(spec)
     edges = [e for e in ex.edges if e.blob == "x"]
-    assert [e.target for e in edges] == ["layer:2", "layer:3"]      # layer 1 is the Split
+    assert [e.target for e in edges] == ["layer:2", "layer:3"]  # layer 1 is the Split
     np.testing.assert_allclose(sorted(e.gradient.ravel()[0] for e in edges), [-5, 2])
     np.testing.assert_allclose(ex["x"].gradient, [[-3, -3]])
     np.testing.assert_allclose(ex.loss, 1.5 * 2 * 2 + 1.5 * -5 * 2)

@@ -1,4 +1,5 @@
 """net_dot and write_graph: Caffe-style graphs, in-place layers, hidden splits, missing Graphviz."""
+
 import shutil
 
 import pytest
@@ -8,17 +9,34 @@ from netlayers.inspect import GraphvizMissing, build_net, net_dot, write_graph
 from netlayers.inspect.graph import key_params
 from netlayers.netspec import load_net_spec
 
-NET = {"name": "g", "layers": [
-    {"name": "data", "type": "Input", "top": ["x", "label"],
-     "input_param": {"shape": [{"dim": [2, 5]}, {"dim": [2]}]}},
-    {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
-     "inner_product_param": {"num_output": 7}},
-    {"name": "relu1", "type": "ReLU", "bottom": "h", "top": "h", "relu_param": {"negative_slope": 0.1}},
-    {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "scores",
-     "inner_product_param": {"num_output": 3}},
-    {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
-    {"name": "acc", "type": "Accuracy", "bottom": ["scores", "label"], "top": "accuracy",
-     "include": {"phase": "TEST"}}]}
+NET = {
+    "name": "g",
+    "layers": [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["x", "label"],
+            "input_param": {"shape": [{"dim": [2, 5]}, {"dim": [2]}]},
+        },
+        {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h", "inner_product_param": {"num_output": 7}},
+        {"name": "relu1", "type": "ReLU", "bottom": "h", "top": "h", "relu_param": {"negative_slope": 0.1}},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "h",
+            "top": "scores",
+            "inner_product_param": {"num_output": 3},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+        {
+            "name": "acc",
+            "type": "Accuracy",
+            "bottom": ["scores", "label"],
+            "top": "accuracy",
+            "include": {"phase": "TEST"},
+        },
+    ],
+}
 
 
 def test_dot_has_layers_blobs_shapes_and_in_place_loop():

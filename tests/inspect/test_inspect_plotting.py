@@ -1,4 +1,5 @@
 """metrics.jsonl reading (with line-numbered errors) and the picture."""
+
 import json
 
 import pytest
@@ -18,8 +19,17 @@ def write_run(folder, records, extra_lines=()):
 def records(n=30):
     out = []
     for i in range(0, n):
-        out.append({"phase": "train", "iter": i * 10, "loss": 2.0 / (1 + i), "raw_loss": 2.1 / (1 + i),
-                    "lr": 0.1 * 0.5 ** (i // 10), "iters_per_sec": 50.0, "per_class": [0.5, 0.25]})
+        out.append(
+            {
+                "phase": "train",
+                "iter": i * 10,
+                "loss": 2.0 / (1 + i),
+                "raw_loss": 2.1 / (1 + i),
+                "lr": 0.1 * 0.5 ** (i // 10),
+                "iters_per_sec": 50.0,
+                "per_class": [0.5, 0.25],
+            }
+        )
         if i % 10 == 9:
             out.append({"phase": "test", "iter": i * 10, "loss": 2.5 / (1 + i), "accuracy": i / n})
     return out
@@ -31,16 +41,19 @@ def test_load_metrics_series(tmp_path):
     assert xs[:3] == [0, 10, 20] and ys[0] == 2.0
     assert metrics.keys("test") == ["loss", "accuracy"]
     assert metrics.count("train") == 30 and metrics.count("test") == 3
-    assert "per_class" not in metrics.keys("train")          # lists are not curves
+    assert "per_class" not in metrics.keys("train")  # lists are not curves
     assert plan_panels(metrics) == (["loss", "outputs", "lr"], [("test", "accuracy")])
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"phase": "val", "iter": 3}', "'phase' must be"),
-    ('{"phase": "train", "iter": "x"}', "'iter' must be an integer"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"phase": "val", "iter": 3}', "'phase' must be"),
+        ('{"phase": "train", "iter": "x"}', "'iter' must be an integer"),
+    ],
+)
 def test_malformed_line_names_file_and_line(tmp_path, line, message):
     run = write_run(tmp_path / "run", records(2), [line])
     with pytest.raises(DataError, match=message) as info:

@@ -1,17 +1,36 @@
 """time_net: per-layer medians in net order, '-' for layers without backward."""
+
 import numpy as np
 
 from netlayers.inspect import build_net, random_inputs, time_net
 
-MLP = {"name": "mlp", "layers": [
-    {"name": "data", "type": "Input", "top": ["x", "label"],
-     "input_param": {"shape": [{"dim": [8, 20]}, {"dim": [8]}]}},
-    {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
-     "inner_product_param": {"num_output": 16, "weight_filler": {"type": "xavier"}}},
-    {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
-    {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "scores",
-     "inner_product_param": {"num_output": 4}},
-    {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"}]}
+MLP = {
+    "name": "mlp",
+    "layers": [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["x", "label"],
+            "input_param": {"shape": [{"dim": [8, 20]}, {"dim": [8]}]},
+        },
+        {
+            "name": "ip1",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "h",
+            "inner_product_param": {"num_output": 16, "weight_filler": {"type": "xavier"}},
+        },
+        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "h",
+            "top": "scores",
+            "inner_product_param": {"num_output": 4},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+    ],
+}
 
 
 def test_time_net_reports_every_layer_in_order():

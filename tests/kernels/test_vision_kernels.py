@@ -1,5 +1,6 @@
 """Vision kernels (im2col/col2im, pooling, LRN window sums) against the slow references in
 tests/reference.py, the im2col/col2im adjointness, and the same results with numba disabled."""
+
 import itertools
 import os
 import subprocess
@@ -30,8 +31,10 @@ GEOMETRIES = [
 
 def columns(x, geometry, batch_major):
     kernel, pad, stride, dilation = geometry
-    out = (reference.conv_out(x.shape[2], kernel[0], pad[0], stride[0], dilation[0]),
-           reference.conv_out(x.shape[3], kernel[1], pad[1], stride[1], dilation[1]))
+    out = (
+        reference.conv_out(x.shape[2], kernel[0], pad[0], stride[0], dilation[0]),
+        reference.conv_out(x.shape[3], kernel[1], pad[1], stride[1], dilation[1]),
+    )
     rows = x.shape[1] * kernel[0] * kernel[1]
     shape = (x.shape[0], rows, out[0] * out[1]) if batch_major else (rows, x.shape[0], out[0] * out[1])
     return out, np.full(shape, np.nan, x.dtype)
@@ -85,9 +88,15 @@ def test_reorder_kernels(rng):
 
 # -- pooling ----------------------------------------------------------------------------------
 POOL_CASES = [  # (kernel, stride, pad) on 7x8 and 6x6 inputs, CEIL unless said
-    ((2, 2), (2, 2), (0, 0)), ((2, 2), (2, 2), (1, 1)), ((2, 2), (1, 1), (0, 0)),
-    ((3, 3), (2, 2), (0, 0)), ((3, 3), (2, 2), (1, 1)), ((3, 3), (1, 1), (1, 1)),
-    ((3, 2), (2, 1), (1, 0)), ((4, 4), (3, 3), (2, 2)), ((1, 1), (1, 1), (0, 0)),
+    ((2, 2), (2, 2), (0, 0)),
+    ((2, 2), (2, 2), (1, 1)),
+    ((2, 2), (1, 1), (0, 0)),
+    ((3, 3), (2, 2), (0, 0)),
+    ((3, 3), (2, 2), (1, 1)),
+    ((3, 3), (1, 1), (1, 1)),
+    ((3, 2), (2, 1), (1, 0)),
+    ((4, 4), (3, 3), (2, 2)),
+    ((1, 1), (1, 1), (0, 0)),
 ]
 
 
@@ -134,7 +143,7 @@ def test_max_pooling_ties_take_the_first_index():
     mask = np.empty((1, 1, 2, 2), np.int32)
     pool_kernels.max_pool_forward(x, (2, 2), (2, 2), (0, 0), y, mask)
     np.testing.assert_array_equal(mask[0, 0], [[0, 2], [8, 10]])
-    x[0, 0, 1, 1] = x[0, 0, 0, 1] = 5.0               # a tie inside the first window
+    x[0, 0, 1, 1] = x[0, 0, 0, 1] = 5.0  # a tie inside the first window
     pool_kernels.max_pool_forward(x, (3, 3), (1, 1), (0, 0), np.empty((1, 1, 2, 2)), mask)
     assert mask[0, 0, 0, 0] == 1
 
@@ -159,14 +168,15 @@ def test_lrn_window_sums_match_direct_sums(local_size, rng):
     across = np.empty_like(x)
     lrn_kernels.channel_window_sum(x, local_size, across, squared=True)
     for c in range(6):
-        expected = np.sum(x[:, max(0, c - half):c + half + 1] ** 2, axis=1)
+        expected = np.sum(x[:, max(0, c - half) : c + half + 1] ** 2, axis=1)
         np.testing.assert_allclose(across[:, c], expected, rtol=1e-12, atol=1e-12)
     within = np.empty_like(x)
     lrn_kernels.plane_window_sum(x, local_size, within)
     padded = np.pad(x, ((0, 0), (0, 0), (half, half), (half, half)))
     for i, j in itertools.product(range(3), range(4)):
-        np.testing.assert_allclose(within[:, :, i, j],
-                                   padded[:, :, i:i + local_size, j:j + local_size].sum(axis=(2, 3)))
+        np.testing.assert_allclose(
+            within[:, :, i, j], padded[:, :, i : i + local_size, j : j + local_size].sum(axis=(2, 3))
+        )
 
 
 # -- numba disabled -------------------------------------------------------------------------
@@ -199,15 +209,14 @@ def test_numba_disabled_gives_the_same_results(tmp_path):
     for flag in ("0", "1"):
         out = tmp_path / f"jit{flag}.npz"
         env = dict(os.environ, NUMBA_DISABLE_JIT=flag, PYTHONPATH=str(REPO))
-        subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + SCRIPT], env=env,
-                       check=True, cwd=REPO)
+        subprocess.run([sys.executable, "-c", f"OUT = {str(out)!r}\n" + SCRIPT], env=env, check=True, cwd=REPO)
         results[flag] = np.load(out)
     for key in ("conv", "max", "ave", "dx", "dw"):
         assert results["0"][key].any()
         np.testing.assert_array_equal(results["0"][key], results["1"][key], err_msg=key)
 
 
-VALID_GEOMETRIES = [   # no padding, horizontal stride 1: the _valid kernels (rows of 8: LeNet's conv2)
+VALID_GEOMETRIES = [  # no padding, horizontal stride 1: the _valid kernels (rows of 8: LeNet's conv2)
     ((5, 5), (0, 0), (1, 1), (1, 1), (12, 12)),
     ((3, 3), (0, 0), (1, 1), (1, 1), (10, 9)),
     ((3, 2), (0, 0), (2, 1), (1, 1), (17, 9)),
@@ -226,13 +235,13 @@ def test_valid_kernels_equal_the_general_ones_bit_for_bit(geometry, batch_major,
     col = col.astype(dtype)
     table = conv_kernels.geometry_table(x.shape, kernel, pad, stride, dilation, out)
     general = np.full_like(col, np.nan)
-    conv_kernels._im2col(x, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table,
-                         general, batch_major)
+    conv_kernels._im2col(x, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table, general, batch_major)
     conv_kernels.im2col(x, kernel, pad, stride, dilation, out, col, batch_major)
     np.testing.assert_array_equal(col, general)
     c = rng.standard_normal(col.shape).astype(dtype)
     back, back_general = np.full_like(x, np.nan), np.full_like(x, np.nan)
-    conv_kernels._col2im(c, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table,
-                         back_general, batch_major)
+    conv_kernels._col2im(
+        c, kernel[0], kernel[1], stride[0], stride[1], out[0], out[1], table, back_general, batch_major
+    )
     conv_kernels.col2im(c, kernel, pad, stride, dilation, out, back, batch_major)
     np.testing.assert_array_equal(back.view(np.uint8), back_general.view(np.uint8))

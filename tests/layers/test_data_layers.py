@@ -65,13 +65,15 @@ def test_shuffle_is_seeded_and_state_resumes_exactly(tmp_path):
 def test_missing_source_names_config_line_layer_and_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv("NETLAYERS_DATA_ROOT", str(tmp_path))
     config = tmp_path / "net.yaml"
-    config.write_text(textwrap.dedent("""\
+    config.write_text(
+        textwrap.dedent("""\
         layers:
           - name: images
             type: Data
             top: [data, label]
             data_param: {source: fashion-mnist-missing/train, batch_size: 4}
-        """))
+        """)
+    )
     with pytest.raises(DataError) as info:
         Net(config)
     message = str(info.value)
@@ -85,8 +87,7 @@ def test_truncated_data_file_names_the_file(tmp_path):
     folder.mkdir()
     header = np.array([0x00000803, 10, 28, 28], dtype=">u4").tobytes()
     (folder / "train-images-idx3-ubyte").write_bytes(header + bytes(100))
-    (folder / "train-labels-idx1-ubyte").write_bytes(np.array([0x00000801, 10], ">u4").tobytes()
-                                                     + good[:10].tobytes())
+    (folder / "train-labels-idx1-ubyte").write_bytes(np.array([0x00000801, 10], ">u4").tobytes() + good[:10].tobytes())
     with pytest.raises(DataError, match="train-images-idx3-ubyte.*truncated"):
         data_net({"source": str(folder / "train"), "batch_size": 2})
 
@@ -97,9 +98,19 @@ def test_lmdb_backend_is_a_clear_error():
 
 
 def memory_net(batch=2):
-    return Net({"name": "m", "layers": [
-        {"name": "mem", "type": "MemoryData", "top": ["data", "label"],
-         "memory_data_param": {"batch_size": batch, "channels": 1, "height": 2, "width": 2}}]})
+    return Net(
+        {
+            "name": "m",
+            "layers": [
+                {
+                    "name": "mem",
+                    "type": "MemoryData",
+                    "top": ["data", "label"],
+                    "memory_data_param": {"batch_size": batch, "channels": 1, "height": 2, "width": 2},
+                }
+            ],
+        }
+    )
 
 
 def test_memory_data_serves_arrays_in_order():
@@ -122,12 +133,24 @@ def test_memory_data_errors():
 
 
 def test_input_and_dummy_data():
-    net = Net({"name": "i", "layers": [
-        {"name": "in", "type": "Input", "top": ["a", "b"], "input_param": {"shape": {"dim": [2, 3]}}},
-        {"name": "dd", "type": "DummyData", "top": ["c", "d"],
-         "dummy_data_param": {"shape": [{"dim": [2]}, {"dim": [1, 4]}],
-                              "data_filler": [{"type": "constant", "value": 3}, {"type": "gaussian"}]}}]},
-        seed=0)
+    net = Net(
+        {
+            "name": "i",
+            "layers": [
+                {"name": "in", "type": "Input", "top": ["a", "b"], "input_param": {"shape": {"dim": [2, 3]}}},
+                {
+                    "name": "dd",
+                    "type": "DummyData",
+                    "top": ["c", "d"],
+                    "dummy_data_param": {
+                        "shape": [{"dim": [2]}, {"dim": [1, 4]}],
+                        "data_filler": [{"type": "constant", "value": 3}, {"type": "gaussian"}],
+                    },
+                },
+            ],
+        },
+        seed=0,
+    )
     assert net.blobs["a"].shape == net.blobs["b"].shape == (2, 3)
     net.forward()
     assert np.all(net.blobs["c"].data == 3)

@@ -1,4 +1,5 @@
 """Embed: lookup values, gradients of the table and bias, the contract, bad indices."""
+
 import numpy as np
 import pytest
 from conftest import assert_contract, assert_gradients, make_layer, run_layer
@@ -9,9 +10,16 @@ GAUSS = {"type": "gaussian", "std": 1.0}
 
 
 def embed(bias=True, input_dim=5, num_output=3):
-    return {"type": "Embed", "embed_param": {"num_output": num_output, "input_dim": input_dim,
-                                             "bias_term": bias, "weight_filler": GAUSS,
-                                             "bias_filler": GAUSS}}
+    return {
+        "type": "Embed",
+        "embed_param": {
+            "num_output": num_output,
+            "input_dim": input_dim,
+            "bias_term": bias,
+            "weight_filler": GAUSS,
+            "bias_filler": GAUSS,
+        },
+    }
 
 
 def test_embed_looks_up_rows():
@@ -28,7 +36,7 @@ def test_embed_looks_up_rows():
 def test_embed_gradients_accumulate_repeated_indices():
     indices = np.array([3.0, 1.0, 3.0, 0.0, 3.0])
     report = assert_gradients(embed(), [indices])
-    assert [b.name for b in report.blobs] == ["param[0]", "param[1]"]     # no gradient to indices
+    assert [b.name for b in report.blobs] == ["param[0]", "param[1]"]  # no gradient to indices
     assert_contract(embed(), [indices])
 
 

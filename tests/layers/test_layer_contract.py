@@ -26,6 +26,7 @@ Beyond the list: bottoms given a new batch size after a first forward give what 
 for those shapes gives (Reshape runs before every forward). Source layers (no bottoms) are
 checked for their top shapes, float32 vs float64 data, and a backward that does nothing.
 """
+
 import sys
 from pathlib import Path
 
@@ -66,9 +67,12 @@ def ids(case):
 # -- building a layer from an example -------------------------------------------------------------
 def layer_dict(type_name, example):
     bottoms = example.get("bottoms", [])
-    layer = {"name": f"{type_name.lower()}_under_test", "type": type_name,
-             "bottom": [f"b{i}" for i in range(len(bottoms))],
-             "top": [f"t{i}" for i in range(example.get("tops", 1))]}
+    layer = {
+        "name": f"{type_name.lower()}_under_test",
+        "type": type_name,
+        "bottom": [f"b{i}" for i in range(len(bottoms))],
+        "top": [f"t{i}" for i in range(example.get("tops", 1))],
+    }
     layer.update(example.get("params", {}))
     return layer
 
@@ -97,8 +101,7 @@ class Built:
             if path not in sys.path:
                 sys.path.insert(0, path)
         spec = check_layer_spec(layer_dict(type_name, example), Where(file="example.yaml", line=1))
-        self.layer = spec.cls(spec, phase=example.get("phase", "TRAIN"), dtype=dtype,
-                              rng=np.random.default_rng(seed))
+        self.layer = spec.cls(spec, phase=example.get("phase", "TRAIN"), dtype=dtype, rng=np.random.default_rng(seed))
         self.example = example
         given = shapes is None
         shapes = example.get("bottoms", []) if given else shapes
@@ -189,13 +192,14 @@ def test_param_diffs_accumulate_and_bottom_diffs_are_written(case, build):
     built.forward()
     built.set_top_diffs()
     bottoms_once, params_once = gradients(built)
-    built.backward()                          # again, without clearing the param diffs
+    built.backward()  # again, without clearing the param diffs
     for i, (blob, once) in enumerate(zip(built.layer.blobs, params_once)):
         if built.layer.param_propagate_down[i]:
             # exactly 2x for one added term; a param shared by several bottoms (Convolution)
             # adds one term per bottom, so the sums may round differently in the last bit
-            np.testing.assert_allclose(blob.diff, 2 * once, rtol=1e-13, atol=0,
-                                       err_msg=f"param {i} must accumulate (+=)")
+            np.testing.assert_allclose(
+                blob.diff, 2 * once, rtol=1e-13, atol=0, err_msg=f"param {i} must accumulate (+=)"
+            )
     for i, (blob, once) in enumerate(zip(built.bottom, bottoms_once)):
         if once is not None:
             np.testing.assert_array_equal(blob.diff, once, err_msg=f"bottom {i}'s diff must be written")
@@ -231,7 +235,7 @@ def test_float32_agrees_with_float64(case, build):
     wide, narrow = build(type_name, example), build(type_name, example, dtype=np.float32)
     for p64, p32 in zip(wide.layer.blobs, narrow.layer.blobs):
         p32.data[...] = p64.data
-        p64.data[...] = p32.data               # both hold the same float32 numbers
+        p64.data[...] = p32.data  # both hold the same float32 numbers
     for built in (wide, narrow):
         built.forward()
         built.set_top_diffs()
@@ -309,11 +313,13 @@ def test_in_place_matches_out_of_place(case, build):
     (bottoms, params), (bottoms_joined, params_joined) = gradients(apart), gradients(joined)
     for i, (got, want) in enumerate(zip(bottoms_joined, bottoms)):
         if want is not None:
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14,
-                                       err_msg=f"in place gives another diff for bottom {i}")
+            np.testing.assert_allclose(
+                got, want, rtol=1e-12, atol=1e-14, err_msg=f"in place gives another diff for bottom {i}"
+            )
     for i, (got, want) in enumerate(zip(params_joined, params)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14,
-                                   err_msg=f"in place gives another diff for param {i}")
+        np.testing.assert_allclose(
+            got, want, rtol=1e-12, atol=1e-14, err_msg=f"in place gives another diff for param {i}"
+        )
 
 
 # -- (f) keep_top_data, checked empirically -------------------------------------------------------
@@ -352,7 +358,7 @@ def test_backward_before_forward_is_an_error(case, build):
     type_name, _, example = case
     built = build(type_name, example)
     if not takes_gradient(built):
-        built.backward()                       # nothing flows back: a harmless no-op
+        built.backward()  # nothing flows back: a harmless no-op
         return
     built.set_top_diffs()
     with pytest.raises(NetlayersError) as info:
@@ -367,7 +373,7 @@ def test_a_zero_size_axis_is_refused_at_setup(case, build):
     for i, shape in enumerate(example["bottoms"]):
         for axis in range(len(shape)):
             shapes = [tuple(s) for s in example["bottoms"]]
-            shapes[i] = shape[:axis] + (0,) + shape[axis + 1:]
+            shapes[i] = shape[:axis] + (0,) + shape[axis + 1 :]
             try:
                 build(type_name, example, shapes=shapes)
             except ConfigError as err:
@@ -379,8 +385,7 @@ def test_a_zero_size_axis_is_refused_at_setup(case, build):
 
 def with_axis(type_name, example, axis):
     """The example with ``axis`` set in every param block of the type that has that field."""
-    params = {block: dict(values) for block, values in example.get("params", {}).items()
-              if isinstance(values, dict)}
+    params = {block: dict(values) for block, values in example.get("params", {}).items() if isinstance(values, dict)}
     for block, fields in layer_class(type_name).param_blocks().items():
         if "axis" in fields:
             params.setdefault(block, {})["axis"] = axis

@@ -1,5 +1,6 @@
 """Loss layers and Accuracy: values against direct numpy formulas, normalization modes,
 ignore_label, gradients, label checks and setup errors."""
+
 import numpy as np
 import pytest
 from conftest import assert_contract, assert_gradients, make_layer, run_layer
@@ -51,15 +52,18 @@ def sce_reference(x, t, ignore=None, mode="BATCH_SIZE"):
     return per[valid].sum() / norm, grad
 
 
-@pytest.mark.parametrize("loss_param,mode", [
-    ({}, "BATCH_SIZE"),
-    ({"normalization": "FULL"}, "FULL"),
-    ({"normalization": "VALID"}, "VALID"),
-    ({"normalization": "NONE"}, "NONE"),
-    ({"normalization": "BATCH_SIZE"}, "BATCH_SIZE"),
-    ({"normalize": True}, "VALID"),
-    ({"normalize": False}, "BATCH_SIZE"),
-])
+@pytest.mark.parametrize(
+    "loss_param,mode",
+    [
+        ({}, "BATCH_SIZE"),
+        ({"normalization": "FULL"}, "FULL"),
+        ({"normalization": "VALID"}, "VALID"),
+        ({"normalization": "NONE"}, "NONE"),
+        ({"normalization": "BATCH_SIZE"}, "BATCH_SIZE"),
+        ({"normalize": True}, "VALID"),
+        ({"normalize": False}, "BATCH_SIZE"),
+    ],
+)
 @pytest.mark.parametrize("ignore", [None, -1])
 def test_sigmoid_cross_entropy_normalization_and_ignore(loss_param, mode, ignore, rng):
     x = rng.standard_normal((4, 3, 2)) * 3
@@ -94,7 +98,7 @@ def test_sigmoid_cross_entropy_targets_outside_0_1_are_data_errors(rng):
     with pytest.raises(DataError, match="target 1.5") as info:
         run_layer({"type": "SigmoidCrossEntropyLoss", "name": "sce"}, [np.zeros((1, 3)), t])
     assert "layer 'sce'" in str(info.value)
-    t = np.array([[0.0, 1.0, -1.0]])      # the ignore label may lie outside [0, 1]
+    t = np.array([[0.0, 1.0, -1.0]])  # the ignore label may lie outside [0, 1]
     run_layer({"type": "SigmoidCrossEntropyLoss", "loss_param": {"ignore_label": -1}}, [np.zeros((1, 3)), t])
 
 
@@ -109,7 +113,7 @@ def hinge_reference(x, labels, norm):
     t = -np.ones_like(x)
     t[np.arange(len(labels)), labels] = 1
     margin = np.maximum(0, 1 - t * x)
-    loss = (margin if norm == "L1" else margin ** 2).sum() / len(labels)
+    loss = (margin if norm == "L1" else margin**2).sum() / len(labels)
     grad = (-t * (margin > 0) if norm == "L1" else -2 * t * margin) / len(labels)
     return loss, grad
 
@@ -151,7 +155,7 @@ def softmax_loss_reference(x, labels, axis, mode, ignore):
     valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
     safe = np.where(valid, labels, 0).astype(int)
     picked = np.take_along_axis(p, safe[..., None], -1)[..., 0]
-    outer = int(np.prod(x.shape[:axis]))          # Caffe's BATCH_SIZE: the count before the axis
+    outer = int(np.prod(x.shape[:axis]))  # Caffe's BATCH_SIZE: the count before the axis
     norm = {"FULL": labels.size, "VALID": valid.sum(), "BATCH_SIZE": outer, "NONE": 1}[mode]
     norm = max(norm, 1)
     onehot = np.eye(p.shape[-1])[safe]
@@ -220,8 +224,9 @@ def accuracy_reference(scores, labels, top_k, axis, ignore):
             right += 1
             per_class_right[label] += 1
     count = valid.sum()
-    per_class = np.divide(per_class_right, per_class_count, out=np.zeros_like(per_class_right),
-                          where=per_class_count > 0)
+    per_class = np.divide(
+        per_class_right, per_class_count, out=np.zeros_like(per_class_right), where=per_class_count > 0
+    )
     return (right / count if count else 0.0), per_class
 
 
@@ -229,7 +234,7 @@ def accuracy_reference(scores, labels, top_k, axis, ignore):
 @pytest.mark.parametrize("axis", [1, -1])
 @pytest.mark.parametrize("ignore", [None, 0])
 def test_accuracy_values(top_k, axis, ignore, rng):
-    scores = rng.integers(0, 4, (6, 5, 5)).astype(float)     # small integers: many ties
+    scores = rng.integers(0, 4, (6, 5, 5)).astype(float)  # small integers: many ties
     classes = scores.shape[axis]
     labels = rng.integers(0, classes, (6, 5)).astype(float)
     param = {"top_k": top_k, "axis": axis}
@@ -246,23 +251,33 @@ def test_accuracy_ties_count_against_and_defaults():
     scores = np.array([[1.0, 3.0, 3.0], [5.0, 1.0, 0.0]])
     layer, bottom, top = make_layer({"type": "Accuracy"}, [scores, np.array([1.0, 0.0])])
     assert (layer.p.top_k, layer.p.axis, layer.p.ignore_label) == (1, 1, None)
-    assert layer.forward(bottom, top) == 0.0          # not a loss: nothing is weighted
-    assert float(top[0].data) == 0.5                  # the tie at row 0 counts as wrong
+    assert layer.forward(bottom, top) == 0.0  # not a loss: nothing is weighted
+    assert float(top[0].data) == 0.5  # the tie at row 0 counts as wrong
     assert layer.is_loss is False and layer.has_backward is False
 
 
 def test_accuracy_all_ignored_is_zero():
-    _, (acc,) = run_layer({"type": "Accuracy", "accuracy_param": {"ignore_label": 1}},
-                          [np.zeros((2, 3)), np.ones(2)])
+    _, (acc,) = run_layer({"type": "Accuracy", "accuracy_param": {"ignore_label": 1}}, [np.zeros((2, 3)), np.ones(2)])
     assert float(acc) == 0.0
 
 
 def test_accuracy_in_a_net_takes_no_gradient():
-    net = Net({"name": "n", "force_backward": True, "layers": [
-        {"name": "in", "type": "Input", "top": ["x", "y"],
-         "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]}},
-        {"name": "acc", "type": "Accuracy", "bottom": ["x", "y"], "top": ["acc"]},
-    ]}, seed=0)
+    net = Net(
+        {
+            "name": "n",
+            "force_backward": True,
+            "layers": [
+                {
+                    "name": "in",
+                    "type": "Input",
+                    "top": ["x", "y"],
+                    "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4]}]},
+                },
+                {"name": "acc", "type": "Accuracy", "bottom": ["x", "y"], "top": ["acc"]},
+            ],
+        },
+        seed=0,
+    )
     net.forward(x=np.eye(4, 3), y=np.array([0, 1, 2, 0]))
     assert float(net.blobs["acc"].data) == 0.75
     assert net.bottom_need_backward[-1] == [False, False]
@@ -274,8 +289,7 @@ def test_accuracy_errors():
         run_layer({"type": "Accuracy", "name": "acc"}, [np.zeros((2, 3)), np.array([0.0, 3.0])])
     assert "layer 'acc'" in str(info.value)
     with pytest.raises(ConfigError, match="top_k") as info:
-        make_layer({"type": "Accuracy", "name": "acc", "accuracy_param": {"top_k": 4}},
-                   [np.zeros((2, 3)), np.zeros(2)])
+        make_layer({"type": "Accuracy", "name": "acc", "accuracy_param": {"top_k": 4}}, [np.zeros((2, 3)), np.zeros(2)])
     assert "layer 'acc'" in str(info.value)
     with pytest.raises(ConfigError, match="expected 2 labels"):
         make_layer({"type": "Accuracy"}, [np.zeros((2, 3)), np.zeros(3)])
@@ -289,13 +303,16 @@ def test_labels_of_classification_losses_are_checked(rng):
 
 
 @pytest.mark.parametrize("layer", [{"type": "SoftmaxWithLoss"}, {"type": "Accuracy"}, {"type": "HingeLoss"}])
-@pytest.mark.parametrize("labels,message", [
-    ([0.0, 0.5], r"label 0.5 is not a whole number \(expected a class index in \[0, 2\]\)"),
-    ([7.0, 0.5], r"label 0.5 is not a whole number"),            # the fraction, not the 7
-    ([0.0, np.nan], r"label nan is not a whole number"),
-    ([0.0, 3.0], r"label 3 is outside the 3 classes \[0, 2\]"),
-    ([-1.0, 0.0], r"label -1 is outside the 3 classes"),
-])
+@pytest.mark.parametrize(
+    "labels,message",
+    [
+        ([0.0, 0.5], r"label 0.5 is not a whole number \(expected a class index in \[0, 2\]\)"),
+        ([7.0, 0.5], r"label 0.5 is not a whole number"),  # the fraction, not the 7
+        ([0.0, np.nan], r"label nan is not a whole number"),
+        ([0.0, 3.0], r"label 3 is outside the 3 classes \[0, 2\]"),
+        ([-1.0, 0.0], r"label -1 is outside the 3 classes"),
+    ],
+)
 def test_bad_labels_are_named_as_plain_numbers(layer, labels, message):
     for dtype in (np.float64, np.float32):
         with pytest.raises(DataError, match=f"^layer 'loss': {message}") as info:
@@ -305,12 +322,24 @@ def test_bad_labels_are_named_as_plain_numbers(layer, labels, message):
 
 def test_softmax_in_place_gives_the_same_values_and_gradients(rng):
     def net(top):
-        return Net({"name": "s", "force_backward": True, "layers": [
-            {"name": "data", "type": "Input", "top": ["x", "t"],
-             "input_param": {"shape": [{"dim": [3, 4]}, {"dim": [3, 4]}]}},
-            {"name": "prob", "type": "Softmax", "bottom": "x", "top": top},
-            {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"}]},
-            dtype=np.float64)
+        return Net(
+            {
+                "name": "s",
+                "force_backward": True,
+                "layers": [
+                    {
+                        "name": "data",
+                        "type": "Input",
+                        "top": ["x", "t"],
+                        "input_param": {"shape": [{"dim": [3, 4]}, {"dim": [3, 4]}]},
+                    },
+                    {"name": "prob", "type": "Softmax", "bottom": "x", "top": top},
+                    {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"},
+                ],
+            },
+            dtype=np.float64,
+        )
+
     x, t = rng.standard_normal((3, 4)), rng.standard_normal((3, 4))
     results = []
     for top in ("p", "x"):

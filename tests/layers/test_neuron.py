@@ -1,5 +1,6 @@
 """Neuron layers: values against direct numpy formulas, gradients, the layer contract, Caffe's
 defaults, in-place runs and setup errors."""
+
 import numpy as np
 import pytest
 from conftest import assert_contract, assert_gradients, make_layer, run_layer
@@ -43,7 +44,7 @@ FORMULAS = [
     ({"type": "BNLL"}, lambda v: np.log(1 + np.exp(v))),
     ({"type": "Threshold"}, lambda v: (v > 0).astype(float)),
     ({"type": "Threshold", "threshold_param": {"threshold": 0.4}}, lambda v: (v > 0.4).astype(float)),
-    ({"type": "Dropout"}, lambda v: v),     # TRAIN is random; see the dropout tests
+    ({"type": "Dropout"}, lambda v: v),  # TRAIN is random; see the dropout tests
 ]
 
 
@@ -59,8 +60,9 @@ def test_prelu_forward_per_channel_and_shared(x):
     slope = layer.blobs[0].data
     assert slope.shape == (4,)
     np.testing.assert_allclose(y, np.where(x > 0, x, slope[None, :, None] * x))
-    layer, (y,) = run_layer({"type": "PReLU", "prelu_param": {"channel_shared": True,
-                                                               "filler": {"type": "constant", "value": -0.7}}}, [x])
+    layer, (y,) = run_layer(
+        {"type": "PReLU", "prelu_param": {"channel_shared": True, "filler": {"type": "constant", "value": -0.7}}}, [x]
+    )
     assert layer.blobs[0].shape == (1,)
     np.testing.assert_allclose(y, np.where(x > 0, x, -0.7 * x))
 
@@ -110,7 +112,7 @@ def test_gradients(layer, phase, x):
     if layer["type"] == "ReLU":
         x = away_from(x)
     report = assert_gradients(layer, [x], phase=phase)
-    for blob in report.blobs:     # inputs kept off the kinks: every element is really checked
+    for blob in report.blobs:  # inputs kept off the kinks: every element is really checked
         assert blob.skipped == 0, str(report)
 
 
@@ -122,16 +124,20 @@ def test_relu_family_kinks_are_mostly_checked(rng):
         assert report["bottom[0]"].checked >= 0.9 * x.size, str(report)
 
 
-@pytest.mark.parametrize("layer", [
-    {"type": "PReLU", "prelu_param": {"filler": {"type": "gaussian"}}},
-    {"type": "PReLU", "prelu_param": {"channel_shared": True}},
-    {"type": "ELU", "elu_param": {"alpha": 2}},
-    {"type": "Power", "power_param": {"power": 3, "scale": 0.5, "shift": 1}},
-    {"type": "Exp"},
-    {"type": "BNLL"},
-    {"type": "Dropout"},
-    {"type": "AbsVal"},
-], ids=str)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "PReLU", "prelu_param": {"filler": {"type": "gaussian"}}},
+        {"type": "PReLU", "prelu_param": {"channel_shared": True}},
+        {"type": "ELU", "elu_param": {"alpha": 2}},
+        {"type": "Power", "power_param": {"power": 3, "scale": 0.5, "shift": 1}},
+        {"type": "Exp"},
+        {"type": "BNLL"},
+        {"type": "Dropout"},
+        {"type": "AbsVal"},
+    ],
+    ids=str,
+)
 def test_contract(layer, x):
     assert_contract(layer, [x])
 
@@ -160,8 +166,11 @@ def test_threshold_gradient_is_zero(x):
 def test_kinks_take_the_documented_slope():
     x = np.zeros((1, 2, 1))
     dy = np.ones_like(x)
-    for layer, expected in (({"type": "ELU", "elu_param": {"alpha": 0.5}}, 0.5), ({"type": "AbsVal"}, 0.0),
-                            ({"type": "PReLU"}, 0.25)):
+    for layer, expected in (
+        ({"type": "ELU", "elu_param": {"alpha": 0.5}}, 0.5),
+        ({"type": "AbsVal"}, 0.0),
+        ({"type": "PReLU"}, 0.25),
+    ):
         instance, bottom, top = make_layer(layer, [x])
         instance.forward(bottom, top)
         top[0].diff[...] = dy
@@ -227,11 +236,20 @@ def in_place(layer, x, phase="TRAIN", seed=0):
     return instance, blob
 
 
-@pytest.mark.parametrize("layer", [
-    {"type": "ELU", "elu_param": {"alpha": 0.5}}, {"type": "PReLU", "prelu_param": {"filler": {"type": "gaussian"}}},
-    {"type": "Power", "power_param": {"power": 2.5, "shift": 3}}, {"type": "Exp", "exp_param": {"base": 2}},
-    {"type": "Log", "log_param": {"shift": 3}}, {"type": "BNLL"}, {"type": "Dropout"}, {"type": "Threshold"},
-], ids=str)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "ELU", "elu_param": {"alpha": 0.5}},
+        {"type": "PReLU", "prelu_param": {"filler": {"type": "gaussian"}}},
+        {"type": "Power", "power_param": {"power": 2.5, "shift": 3}},
+        {"type": "Exp", "exp_param": {"base": 2}},
+        {"type": "Log", "log_param": {"shift": 3}},
+        {"type": "BNLL"},
+        {"type": "Dropout"},
+        {"type": "Threshold"},
+    ],
+    ids=str,
+)
 def test_in_place_gives_the_same_forward_and_backward(layer, x, rng):
     dy = rng.standard_normal(x.shape)
     reference, bottom, top = make_layer(layer, [x])
@@ -253,41 +271,70 @@ def test_in_place_gives_the_same_forward_and_backward(layer, x, rng):
 def test_in_place_chain_in_a_net_checks():
     """PReLU, Dropout and Power keep what their backward needs, so later in-place layers may
     overwrite the blob; ELU reads its own output, so it must be the last of the chain."""
-    spec = {"name": "chain", "layers": [
-        {"name": "in", "type": "Input", "top": ["x", "t"], "input_param": {"shape": [{"dim": [4, 6]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": ["x"], "top": ["h"],
-         "inner_product_param": {"num_output": 5, "weight_filler": {"type": "gaussian"}}},
-        {"name": "prelu", "type": "PReLU", "bottom": ["h"], "top": ["h"],
-         "prelu_param": {"filler": {"type": "gaussian"}}},
-        {"name": "drop", "type": "Dropout", "bottom": ["h"], "top": ["h"]},
-        {"name": "pow", "type": "Power", "bottom": ["h"], "top": ["h"], "power_param": {"power": 2, "shift": 1}},
-        {"name": "elu", "type": "ELU", "bottom": ["h"], "top": ["h"]},     # reads its own output: last
-        {"name": "ip2", "type": "InnerProduct", "bottom": ["h"], "top": ["y"],
-         "inner_product_param": {"num_output": 6, "weight_filler": {"type": "gaussian"}}},
-        {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": ["loss"]},
-    ]}
+    spec = {
+        "name": "chain",
+        "layers": [
+            {"name": "in", "type": "Input", "top": ["x", "t"], "input_param": {"shape": [{"dim": [4, 6]}]}},
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": ["x"],
+                "top": ["h"],
+                "inner_product_param": {"num_output": 5, "weight_filler": {"type": "gaussian"}},
+            },
+            {
+                "name": "prelu",
+                "type": "PReLU",
+                "bottom": ["h"],
+                "top": ["h"],
+                "prelu_param": {"filler": {"type": "gaussian"}},
+            },
+            {"name": "drop", "type": "Dropout", "bottom": ["h"], "top": ["h"]},
+            {"name": "pow", "type": "Power", "bottom": ["h"], "top": ["h"], "power_param": {"power": 2, "shift": 1}},
+            {"name": "elu", "type": "ELU", "bottom": ["h"], "top": ["h"]},  # reads its own output: last
+            {
+                "name": "ip2",
+                "type": "InnerProduct",
+                "bottom": ["h"],
+                "top": ["y"],
+                "inner_product_param": {"num_output": 6, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": ["loss"]},
+        ],
+    }
     report = check_net(spec, max_elements=30)
     assert report.passed, report.table()
 
 
 # -- setup errors -------------------------------------------------------------------------------
-@pytest.mark.parametrize("layer,shape,match", [
-    ({"type": "Dropout", "dropout_param": {"dropout_ratio": 1.0}}, (2, 3), "dropout_ratio"),
-    ({"type": "Dropout", "dropout_param": {"dropout_ratio": -0.1}}, (2, 3), "dropout_ratio"),
-    ({"type": "Log", "log_param": {"base": 1}}, (2, 3), "base 1"),
-    ({"type": "Log", "log_param": {"base": -2}}, (2, 3), "> 0, or -1"),
-    ({"type": "Exp", "exp_param": {"base": 0}}, (2, 3), "> 0, or -1"),
-    ({"type": "PReLU"}, (6,), "at least 2 axes"),
-    ({"type": "ELU", "elu_param": {"alpha": "big"}}, (2, 3), "expected a number"),
-], ids=str)
+@pytest.mark.parametrize(
+    "layer,shape,match",
+    [
+        ({"type": "Dropout", "dropout_param": {"dropout_ratio": 1.0}}, (2, 3), "dropout_ratio"),
+        ({"type": "Dropout", "dropout_param": {"dropout_ratio": -0.1}}, (2, 3), "dropout_ratio"),
+        ({"type": "Log", "log_param": {"base": 1}}, (2, 3), "base 1"),
+        ({"type": "Log", "log_param": {"base": -2}}, (2, 3), "> 0, or -1"),
+        ({"type": "Exp", "exp_param": {"base": 0}}, (2, 3), "> 0, or -1"),
+        ({"type": "PReLU"}, (6,), "at least 2 axes"),
+        ({"type": "ELU", "elu_param": {"alpha": "big"}}, (2, 3), "expected a number"),
+    ],
+    ids=str,
+)
 def test_setup_errors_name_the_layer(layer, shape, match):
     with pytest.raises(ConfigError, match=match) as info:
         make_layer(dict(layer, name="bad"), [np.ones(shape)])
     assert "layer 'bad'" in str(info.value)
 
 
-@pytest.mark.parametrize("layer", [{"type": "AbsVal"}, {"type": "ELU", "elu_param": {"alpha": -1}},
-                                   {"type": "ReLU", "relu_param": {"negative_slope": -0.5}}], ids=str)
+@pytest.mark.parametrize(
+    "layer",
+    [
+        {"type": "AbsVal"},
+        {"type": "ELU", "elu_param": {"alpha": -1}},
+        {"type": "ReLU", "relu_param": {"negative_slope": -0.5}},
+    ],
+    ids=str,
+)
 def test_in_place_refused_where_the_backward_needs_the_input(layer):
     with pytest.raises(ConfigError, match="in place") as info:
         in_place(layer, np.ones((2, 3)))

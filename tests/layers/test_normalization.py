@@ -1,5 +1,6 @@
 """Normalization layers (LRN, BatchNorm, MVN): values against the references in
 tests/reference.py, Caffe's running statistics, gradients, the contract and setup errors."""
+
 import numpy as np
 import pytest
 import reference
@@ -7,7 +8,6 @@ from conftest import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, Net
 from netlayers.gradcheck import check_layer
-
 
 # -- LRN ----------------------------------------------------------------------------------------
 LRN_CASES = [
@@ -25,8 +25,7 @@ def test_lrn_matches_formula_and_gradients(param, rng):
     _, (y,) = run_layer(spec, [x])
     full = {"local_size": 5, "alpha": 1.0, "beta": 0.75, "k": 1.0, "norm_region": "ACROSS_CHANNELS"}
     full.update(param)
-    expected = reference.lrn(x, full["local_size"], full["alpha"], full["beta"], full["k"],
-                             full["norm_region"])
+    expected = reference.lrn(x, full["local_size"], full["alpha"], full["beta"], full["k"], full["norm_region"])
     np.testing.assert_allclose(y, expected, rtol=1e-12)
     assert_gradients(spec, [x])
 
@@ -43,12 +42,23 @@ def test_lrn_errors(param, message):
 
 def test_lrn_asked_to_run_in_place_gets_a_blob_of_its_own(rng):
     def net(top):
-        return Net({"force_backward": True, "layers": [
-            {"name": "data", "type": "Input", "top": ["data", "t"],
-             "input_param": {"shape": {"dim": [1, 3, 2, 2]}}},
-            {"name": "norm", "type": "LRN", "bottom": "data", "top": top},
-            {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"}]},
-            dtype=np.float64)
+        return Net(
+            {
+                "force_backward": True,
+                "layers": [
+                    {
+                        "name": "data",
+                        "type": "Input",
+                        "top": ["data", "t"],
+                        "input_param": {"shape": {"dim": [1, 3, 2, 2]}},
+                    },
+                    {"name": "norm", "type": "LRN", "bottom": "data", "top": top},
+                    {"name": "loss", "type": "EuclideanLoss", "bottom": [top, "t"], "top": "loss"},
+                ],
+            },
+            dtype=np.float64,
+        )
+
     x, t = rng.standard_normal((1, 3, 2, 2)), rng.standard_normal((1, 3, 2, 2))
     results = []
     for top in ("y", "data"):
@@ -70,8 +80,7 @@ def test_batch_norm_train_normalizes_with_batch_statistics(rng):
 
 def test_batch_norm_running_statistics_follow_caffe(rng):
     x1, x2 = rng.standard_normal((4, 3, 2, 2)), 5 + rng.standard_normal((4, 3, 2, 2))
-    layer, bottom, top = make_layer({"type": "BatchNorm", "batch_norm_param": {
-        "moving_average_fraction": 0.9}}, [x1])
+    layer, bottom, top = make_layer({"type": "BatchNorm", "batch_norm_param": {"moving_average_fraction": 0.9}}, [x1])
     m = 4 * 2 * 2
     mean_sum, var_sum, s = np.zeros(3), np.zeros(3), 0.0
     for x in (x1, x2):
@@ -95,8 +104,7 @@ def test_batch_norm_running_statistics_follow_caffe(rng):
 
 def test_batch_norm_global_stats_with_zero_scale_factor(rng):
     x = rng.standard_normal((2, 3, 2))
-    layer, (y,) = run_layer({"type": "BatchNorm", "batch_norm_param": {"use_global_stats": True,
-                                                                       "eps": 1e-3}}, [x])
+    layer, (y,) = run_layer({"type": "BatchNorm", "batch_norm_param": {"use_global_stats": True, "eps": 1e-3}}, [x])
     np.testing.assert_allclose(y, x / np.sqrt(1e-3))
 
 
@@ -109,7 +117,7 @@ def test_batch_norm_gradients(shape, global_stats, rng):
         assert_gradients(spec, [x])
         return
     layer, bottom, top = make_layer(spec, [x])
-    layer.blobs[0].data[...] = 0.3          # give the global statistics some values
+    layer.blobs[0].data[...] = 0.3  # give the global statistics some values
     layer.blobs[1].data[...] = 2.0
     layer.blobs[2].data[...] = 1.5
     report = check_layer(layer, bottom, tops=top)
@@ -121,9 +129,13 @@ def test_batch_norm_blobs_are_not_learned(rng):
     assert [b.shape for b in layer.blobs] == [(3,), (3,), (1,)]
     assert layer.param_propagate_down == [False, False, False]
     assert type(layer).learnable is False
-    spec = {"name": "bn", "layers": [
-        {"name": "in", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3]}}},
-        {"name": "bn", "type": "BatchNorm", "bottom": "x", "top": "y"}]}
+    spec = {
+        "name": "bn",
+        "layers": [
+            {"name": "in", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3]}}},
+            {"name": "bn", "type": "BatchNorm", "bottom": "x", "top": "y"},
+        ],
+    }
     net = Net(spec)
     assert [(p.lr_mult, p.decay_mult) for p in net.learnable_params] == [(0, 0)] * 3
     spec["layers"][1]["param"] = [{"lr_mult": 1}]
@@ -154,43 +166,50 @@ def test_batch_norm_in_a_net_has_lr_mult_zero(param, rng):
     bn = {"name": "bn", "type": "BatchNorm", "bottom": "data", "top": "bn"}
     if param:
         bn["param"] = param
-    spec = {"layers": [
-        {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [4, 3]}}},
-        bn,
-        {"name": "loss", "type": "EuclideanLoss", "bottom": ["bn", "data"], "top": "loss"}]}
+    spec = {
+        "layers": [
+            {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [4, 3]}}},
+            bn,
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["bn", "data"], "top": "loss"},
+        ]
+    }
     net = Net(spec, seed=0, dtype=np.float64)
     stats = [p for p in net.learnable_params if p.name.startswith("bn")]
-    assert [(p.lr_mult, p.decay_mult) for p in stats] == [(0.0, 0.0)] * 3 or \
-        [p.lr_mult for p in stats] == [0.0] * 3
+    assert [(p.lr_mult, p.decay_mult) for p in stats] == [(0.0, 0.0)] * 3 or [p.lr_mult for p in stats] == [0.0] * 3
     assert net.layer("bn").param_propagate_down == [False] * 3
     net.forward(data=rng.standard_normal((4, 3)))
     net.backward()
     assert all(not blob.diff.any() for blob in net.params["bn"])
     assert net.params["bn"][2].data[0] == 1.0
-    Net(spec, seed=0, phase="TEST")               # the completed spec builds again
+    Net(spec, seed=0, phase="TEST")  # the completed spec builds again
 
 
-@pytest.mark.parametrize("param,message", [
-    ({"eps": -1}, "eps': expected a number >= 0, got -1"),
-    ({"moving_average_fraction": 1.5},
-     r"moving_average_fraction': expected a number >= 0 and <= 1, got 1.5"),
-    ({"moving_average_fraction": -0.1},
-     r"moving_average_fraction': expected a number >= 0 and <= 1, got -0.1"),
-])
+@pytest.mark.parametrize(
+    "param,message",
+    [
+        ({"eps": -1}, "eps': expected a number >= 0, got -1"),
+        ({"moving_average_fraction": 1.5}, r"moving_average_fraction': expected a number >= 0 and <= 1, got 1.5"),
+        ({"moving_average_fraction": -0.1}, r"moving_average_fraction': expected a number >= 0 and <= 1, got -0.1"),
+    ],
+)
 def test_batch_norm_rejects_impossible_eps_and_fraction(param, message):
     with pytest.raises(ConfigError, match=f"layer 'bn': field 'batch_norm_param.{message}"):
         make_layer({"name": "bn", "type": "BatchNorm", "batch_norm_param": param}, [np.zeros((2, 3))])
 
 
-@pytest.mark.parametrize("param", [{"eps": 0}, {"moving_average_fraction": 0},
-                                   {"moving_average_fraction": 1}])
+@pytest.mark.parametrize("param", [{"eps": 0}, {"moving_average_fraction": 0}, {"moving_average_fraction": 1}])
 def test_batch_norm_accepts_the_edges(param):
     make_layer({"type": "BatchNorm", "batch_norm_param": param}, [np.ones((2, 3))])
 
 
 # -- MVN ----------------------------------------------------------------------------------------
-MVN_CASES = [{}, {"across_channels": True}, {"normalize_variance": False},
-             {"normalize_variance": False, "across_channels": True}, {"eps": 1e-3}]
+MVN_CASES = [
+    {},
+    {"across_channels": True},
+    {"normalize_variance": False},
+    {"normalize_variance": False, "across_channels": True},
+    {"eps": 1e-3},
+]
 
 
 @pytest.mark.parametrize("param", MVN_CASES)
@@ -198,17 +217,17 @@ def test_mvn_matches_formula_and_gradients(param, rng):
     x = 2 + rng.standard_normal((2, 3, 4, 3))
     spec = {"type": "MVN", "mvn_param": param}
     _, (y,) = run_layer(spec, [x])
-    expected = reference.mvn(x, param.get("normalize_variance", True), param.get("across_channels", False),
-                             param.get("eps", 1e-9))
+    expected = reference.mvn(
+        x, param.get("normalize_variance", True), param.get("across_channels", False), param.get("eps", 1e-9)
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
-    if param.get("eps", 1e-9) < 1e-6:      # Caffe's backward is exact only for a negligible eps
+    if param.get("eps", 1e-9) < 1e-6:  # Caffe's backward is exact only for a negligible eps
         assert_gradients(spec, [x])
         assert_contract(spec, [x])
 
 
 def test_mvn_rejects_a_negative_eps():
-    with pytest.raises(ConfigError, match="layer 'mvn': field 'mvn_param.eps': expected a number >= 0, "
-                                          "got -0.5"):
+    with pytest.raises(ConfigError, match="layer 'mvn': field 'mvn_param.eps': expected a number >= 0, got -0.5"):
         make_layer({"name": "mvn", "type": "MVN", "mvn_param": {"eps": -0.5}}, [np.zeros((2, 3, 2))])
 
 

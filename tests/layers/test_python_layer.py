@@ -16,7 +16,7 @@ def test_shipped_example_builds_runs_and_its_gradients_check():
     net = Net(EXAMPLE, seed=0)
     net.forward()
     x = net.blobs["x"].data
-    np.testing.assert_allclose(net.blobs["y"].data, 2 * x ** 3, rtol=1e-6)
+    np.testing.assert_allclose(net.blobs["y"].data, 2 * x**3, rtol=1e-6)
     assert net.layer("cube").param_str == "scale: 2"
     report = check_net(EXAMPLE)
     assert report.passed, report.table()
@@ -25,7 +25,8 @@ def test_shipped_example_builds_runs_and_its_gradients_check():
 def write_layer(tmp_path, body, module="userlayer"):
     (tmp_path / f"{module}.py").write_text(textwrap.dedent(body))
     config = tmp_path / "net.yaml"
-    config.write_text(textwrap.dedent(f"""\
+    config.write_text(
+        textwrap.dedent(f"""\
         name: t
         layers:
           - {{name: data, type: Input, top: x, input_param: {{shape: [{{dim: [3]}}]}}}}
@@ -34,12 +35,15 @@ def write_layer(tmp_path, body, module="userlayer"):
             bottom: x
             top: y
             python_param: {{module: {module}, layer: Double}}
-        """))
+        """)
+    )
     return config
 
 
 def test_module_is_imported_from_the_config_folder(tmp_path):
-    config = write_layer(tmp_path, """\
+    config = write_layer(
+        tmp_path,
+        """\
         import netlayers
         class Double(netlayers.Layer):
             def Reshape(self, bottom, top):
@@ -48,7 +52,9 @@ def test_module_is_imported_from_the_config_folder(tmp_path):
                 top[0].data[...] = 2 * bottom[0].data
             def Backward_cpu(self, top, propagate_down, bottom):
                 bottom[0].diff[...] = 2 * top[0].diff
-        """, module="userlayer_ok")
+        """,
+        module="userlayer_ok",
+    )
     out = Net(config).forward(x=np.array([1.0, 2.0, 3.0]))
     np.testing.assert_array_equal(out["y"], [2, 4, 6])
 
@@ -66,12 +72,16 @@ def test_missing_class_and_missing_method(tmp_path):
     config = write_layer(tmp_path, "class Other: pass\n", module="userlayer_noclass")
     with pytest.raises(ConfigError, match="has no class 'Double'"):
         Net(config)
-    config = write_layer(tmp_path, """\
+    config = write_layer(
+        tmp_path,
+        """\
         import netlayers
         class Double(netlayers.Layer):
             def Reshape(self, bottom, top):
                 top[0].reshape_like(bottom[0])
-        """, module="userlayer_nofwd")
+        """,
+        module="userlayer_nofwd",
+    )
     with pytest.raises(ConfigError, match="layer 'mine'.*does not implement Forward_cpu"):
         Net(config)
 
@@ -86,6 +96,7 @@ def test_a_class_registered_under_its_own_type_name():
     @register_layer("TestOnlySquare")
     class Square(Layer):
         """y = x^2.  Backward: dE/dx = 2 x dE/dy."""
+
         num_bottoms = num_tops = (1, 1)
 
         def Reshape(self, bottom, top):
@@ -125,6 +136,7 @@ def test_a_layer_that_keeps_its_param_diff_array_accumulates_from_zero_after_eac
     class KeptDiffScale(Layer):
         """y = w x (w a scalar param).  Backward: dE/dw = sum(x dE/dy), kept in an array
         taken from the param blob once, in LayerSetUp."""
+
         num_bottoms = num_tops = (1, 1)
 
         def LayerSetUp(self, bottom, top):
@@ -141,17 +153,20 @@ def test_a_layer_that_keeps_its_param_diff_array_accumulates_from_zero_after_eac
         def Backward_cpu(self, top, propagate_down, bottom):
             self.kept_diff += np.sum(bottom[0].data * top[0].diff)
 
-    spec = {"name": "kept", "layers": [
-        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
-        {"name": "scale", "type": "TestOnlyKeptDiffScale", "bottom": "x", "top": "y",
-         "loss_weight": 1}]}
+    spec = {
+        "name": "kept",
+        "layers": [
+            {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
+            {"name": "scale", "type": "TestOnlyKeptDiffScale", "bottom": "x", "top": "y", "loss_weight": 1},
+        ],
+    }
     net = Net(spec)
     x = np.array([1.0, 2.0, 4.0])
     for _ in range(3):
         net.forward(x=x)
         net.clear_param_diffs()
         net.backward()
-        np.testing.assert_allclose(net.params["scale"][0].diff, [x.sum()])   # not 2x, 3x
+        np.testing.assert_allclose(net.params["scale"][0].diff, [x.sum()])  # not 2x, 3x
 
 
 NO_BACKWARD = """\
@@ -172,8 +187,11 @@ def test_a_layer_without_backward_is_fine_where_no_gradient_must_pass(tmp_path):
 
 def test_a_layer_without_backward_where_gradients_must_pass_is_a_config_error(tmp_path):
     config = write_layer(tmp_path, NO_BACKWARD, module="userlayer_noback")
-    config.write_text("force_backward: true\n" + config.read_text() +
-                      "  - {name: loss, type: EuclideanLoss, bottom: [y, x], top: loss}\n")
+    config.write_text(
+        "force_backward: true\n"
+        + config.read_text()
+        + "  - {name: loss, type: EuclideanLoss, bottom: [y, x], top: loss}\n"
+    )
     with pytest.raises(ConfigError) as info:
         Net(config)
     message = str(info.value)
@@ -197,15 +215,16 @@ RAISING = """\
 @pytest.mark.parametrize("where", ["setup", "forward"])
 def test_an_exception_in_the_users_layer_is_one_line_naming_the_layer(tmp_path, where):
     failing = "self.settings['scale']"
-    code = RAISING.format(setup=failing if where == "setup" else "pass",
-                          forward=failing if where == "forward" else "pass")
+    code = RAISING.format(
+        setup=failing if where == "setup" else "pass", forward=failing if where == "forward" else "pass"
+    )
     config = write_layer(tmp_path, code, module=f"userlayer_raises_{where}")
     with pytest.raises(netlayers.NetlayersError) as info:
         Net(config).forward(x=np.ones(3))
     message = str(info.value)
     assert "net.yaml:4: layer 'mine'" in message and "\n" not in message
     assert f"{where} of the Python layer failed at " in message
-    assert f"userlayer_raises_{where}.py:" in message                  # the user's file and line
+    assert f"userlayer_raises_{where}.py:" in message  # the user's file and line
     assert "(`self.settings['scale']`): KeyError: 'scale'" in message  # and its source line
     assert isinstance(info.value.__cause__, KeyError)
 
@@ -216,6 +235,7 @@ def test_a_registered_class_reads_its_own_param_block():
     @register_layer("TestOnlyScaled")
     class Scaled(Layer):
         """y = scale * x.  Backward: dE/dx = scale * dE/dy."""
+
         num_bottoms = num_tops = (1, 1)
         params = {"scale": Field(float, 1.0)}
 
@@ -228,14 +248,22 @@ def test_a_registered_class_reads_its_own_param_block():
         def Backward_cpu(self, top, propagate_down, bottom):
             np.multiply(top[0].diff, self.p.scale, out=bottom[0].diff)
 
-    spec = {"name": "scaled", "layers": [
-        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
-        {"name": "s", "type": "TestOnlyScaled", "bottom": "x", "top": "y",
-         "test_only_scaled_param": {"scale": 2.5}}]}
+    spec = {
+        "name": "scaled",
+        "layers": [
+            {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": [{"dim": [3]}]}},
+            {
+                "name": "s",
+                "type": "TestOnlyScaled",
+                "bottom": "x",
+                "top": "y",
+                "test_only_scaled_param": {"scale": 2.5},
+            },
+        ],
+    }
     np.testing.assert_allclose(Net(spec).forward(x=np.array([1.0, 2.0, 4.0]))["y"], [2.5, 5, 10])
     with pytest.raises(ConfigError, match="test_only_scaled_param.scal'.*did you mean 'scale'"):
-        Net({**spec, "layers": [spec["layers"][0], {**spec["layers"][1],
-                                                     "test_only_scaled_param": {"scal": 2}}]})
+        Net({**spec, "layers": [spec["layers"][0], {**spec["layers"][1], "test_only_scaled_param": {"scal": 2}}]})
 
 
 PYCAFFE_STYLE = """\
@@ -267,12 +295,25 @@ def test_a_layer_written_for_pycaffe_runs_like_the_built_in_loss(tmp_path):
     (tmp_path / "pyloss_style.py").write_text(textwrap.dedent(PYCAFFE_STYLE))
 
     def spec(loss):
-        return {"name": "n", "layers": [
-            {"name": "data", "type": "Input", "top": ["x", "t"],
-             "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4, 2]}]}},
-            {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
-             "inner_product_param": {"num_output": 2, "weight_filler": {"type": "xavier"}}},
-            {"name": "loss", "bottom": ["z", "t"], "top": "loss", "loss_weight": 1, **loss}]}
+        return {
+            "name": "n",
+            "layers": [
+                {
+                    "name": "data",
+                    "type": "Input",
+                    "top": ["x", "t"],
+                    "input_param": {"shape": [{"dim": [4, 3]}, {"dim": [4, 2]}]},
+                },
+                {
+                    "name": "ip",
+                    "type": "InnerProduct",
+                    "bottom": "x",
+                    "top": "z",
+                    "inner_product_param": {"num_output": 2, "weight_filler": {"type": "xavier"}},
+                },
+                {"name": "loss", "bottom": ["z", "t"], "top": "loss", "loss_weight": 1, **loss},
+            ],
+        }
 
     python = {"type": "Python", "python_param": {"module": "pyloss_style", "layer": "HalfSquaredDistance"}}
     sys.path.insert(0, str(tmp_path))
@@ -290,15 +331,18 @@ def test_a_layer_written_for_pycaffe_runs_like_the_built_in_loss(tmp_path):
     np.testing.assert_allclose(ours.params["ip"][0].diff, builtin.params["ip"][0].diff, rtol=1e-5)
 
 
-def test_a_python_layer_may_run_in_place_unless_its_class_says_not(tmp_path):
+def test_a_python_layer_runs_in_place_only_when_its_class_says_it_can(tmp_path):
     double = NO_BACKWARD.replace("top[0].data[...] = 2 * bottom[0].data", "top[0].data[...] *= 2")
+    double = double.replace(
+        "class Double(netlayers.Layer):\n", "class Double(netlayers.Layer):\n        in_place = True\n"
+    )
     config = write_layer(tmp_path, double, module="userlayer_in_place")
     config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
-    np.testing.assert_array_equal(Net(config).forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
-    refusing = NO_BACKWARD.replace("class Double(netlayers.Layer):\n",
-                              "class Double(netlayers.Layer):\n        in_place = False\n")
-    config = write_layer(tmp_path, refusing, module="userlayer_not_in_place")
+    net = Net(config)
+    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
+    assert net.top_vecs[-1][0] is net.bottom_vecs[-1][0]
+    config = write_layer(tmp_path, NO_BACKWARD, module="userlayer_not_in_place")
     config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
-    net = Net(config)      # not in place, as its class says: the net gives it a blob of its own
+    net = Net(config)  # says nothing: the safe default, a blob of its own
     np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
     assert net.top_vecs[-1][0] is not net.bottom_vecs[-1][0]

@@ -1,5 +1,6 @@
 """Structural layers: values against direct numpy formulas, gradients, the layer contract,
 Caffe's defaults and shape rules, data sharing, and setup errors."""
+
 import numpy as np
 import pytest
 from conftest import assert_contract, assert_gradients, make_layer, run_layer
@@ -31,12 +32,16 @@ def x(rng):
 
 
 # -- Eltwise ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("param,formula", [
-    ({}, lambda a, b, c: a + b + c),
-    ({"operation": "SUM", "coeff": [1, -2, 0.5]}, lambda a, b, c: a - 2 * b + 0.5 * c),
-    ({"operation": "PROD"}, lambda a, b, c: a * b * c),
-    ({"operation": "MAX"}, lambda a, b, c: np.maximum(np.maximum(a, b), c)),
-], ids=lambda v: str(v) if isinstance(v, dict) else "")
+@pytest.mark.parametrize(
+    "param,formula",
+    [
+        ({}, lambda a, b, c: a + b + c),
+        ({"operation": "SUM", "coeff": [1, -2, 0.5]}, lambda a, b, c: a - 2 * b + 0.5 * c),
+        ({"operation": "PROD"}, lambda a, b, c: a * b * c),
+        ({"operation": "MAX"}, lambda a, b, c: np.maximum(np.maximum(a, b), c)),
+    ],
+    ids=lambda v: str(v) if isinstance(v, dict) else "",
+)
 def test_eltwise_values_and_gradients(param, formula, rng):
     bottoms = [rng.standard_normal((2, 3, 4)) for _ in range(3)]
     layer = {"type": "Eltwise", "eltwise_param": param}
@@ -49,8 +54,9 @@ def test_eltwise_values_and_gradients(param, formula, rng):
 @pytest.mark.parametrize("stable", [True, False])
 def test_eltwise_prod_gradient_both_ways(stable, rng):
     a, b, c = (rng.uniform(0.5, 2, (3, 4)) for _ in range(3))
-    layer, bottom, top = make_layer({"type": "Eltwise",
-                                     "eltwise_param": {"operation": "PROD", "stable_prod_grad": stable}}, [a, b, c])
+    layer, bottom, top = make_layer(
+        {"type": "Eltwise", "eltwise_param": {"operation": "PROD", "stable_prod_grad": stable}}, [a, b, c]
+    )
     layer.forward(bottom, top)
     dy = rng.standard_normal(a.shape)
     da, db, dc = backward(layer, bottom, top, [dy])
@@ -87,8 +93,9 @@ def test_eltwise_contract(rng):
 def test_eltwise_errors(rng):
     two = [np.ones((2, 3)), np.ones((2, 3))]
     assert_setup_error({"type": "Eltwise", "eltwise_param": {"coeff": [1, 2, 3]}}, two, "one coeff per bottom")
-    assert_setup_error({"type": "Eltwise", "eltwise_param": {"operation": "PROD", "coeff": [1, 2]}}, two,
-                       "only for operation SUM")
+    assert_setup_error(
+        {"type": "Eltwise", "eltwise_param": {"operation": "PROD", "coeff": [1, 2]}}, two, "only for operation SUM"
+    )
     assert_setup_error({"type": "Eltwise"}, [np.ones((2, 3)), np.ones((3, 2))], r"\(2, 3\).*\(3, 2\)")
     assert_setup_error({"type": "Eltwise"}, [np.ones((2, 3))], "at least 2 bottom")
     assert_setup_error({"type": "Eltwise", "eltwise_param": {"operation": "MIN"}}, two, "PROD | SUM | MAX")
@@ -99,7 +106,7 @@ def test_eltwise_errors(rng):
 
 
 # -- Scale and Bias -----------------------------------------------------------------------------
-SCALE_CASES = [                                   # (param, operand shape seen by the bottom)
+SCALE_CASES = [  # (param, operand shape seen by the bottom)
     ({}, (1, 3, 1)),
     ({"axis": 0, "num_axes": 2}, (2, 3, 1)),
     ({"axis": -1}, (1, 1, 4)),
@@ -203,8 +210,7 @@ def test_scale_and_bias_errors(x):
 
 
 # -- Concat and Slice ---------------------------------------------------------------------------
-@pytest.mark.parametrize("param,axis", [({}, 1), ({"axis": 0}, 0), ({"axis": -1}, 2), ({"concat_dim": 2}, 2)],
-                         ids=str)
+@pytest.mark.parametrize("param,axis", [({}, 1), ({"axis": 0}, 0), ({"axis": -1}, 2), ({"concat_dim": 2}, 2)], ids=str)
 def test_concat(param, axis, rng):
     shapes = [[2, 3, 4], [2, 3, 4], [2, 3, 4]]
     for i, s in enumerate(shapes):
@@ -232,13 +238,17 @@ def test_concat_errors(x):
     assert_setup_error({"type": "Concat", "concat_param": {"axis": -4}}, [x, x], "out of range")
 
 
-@pytest.mark.parametrize("param,tops,bounds", [
-    ({"slice_point": [1]}, 2, [0, 1, 3]),
-    ({"axis": 2, "slice_point": [1, 3]}, 3, [0, 1, 3, 4]),
-    ({"axis": -1}, 2, [0, 2, 4]),
-    ({"axis": 0}, 2, [0, 1, 2]),
-    ({"slice_dim": 2, "slice_point": [2]}, 2, [0, 2, 4]),
-], ids=str)
+@pytest.mark.parametrize(
+    "param,tops,bounds",
+    [
+        ({"slice_point": [1]}, 2, [0, 1, 3]),
+        ({"axis": 2, "slice_point": [1, 3]}, 3, [0, 1, 3, 4]),
+        ({"axis": -1}, 2, [0, 2, 4]),
+        ({"axis": 0}, 2, [0, 1, 2]),
+        ({"slice_dim": 2, "slice_point": [2]}, 2, [0, 2, 4]),
+    ],
+    ids=str,
+)
 def test_slice(param, tops, bounds, x):
     layer = {"type": "Slice", "slice_param": param, "top": [f"t{i}" for i in range(tops)]}
     axis = param.get("axis", param.get("slice_dim", 1)) % 3
@@ -261,19 +271,23 @@ def test_slice_errors(x):
     assert_setup_error({"type": "Slice", "slice_param": {"slice_point": [1, 2]}}, [x], "one fewer", tops=two)
     assert_setup_error({"type": "Slice", "slice_param": {"slice_point": [3]}}, [x], "increase strictly", tops=two)
     assert_setup_error({"type": "Slice", "slice_param": {"slice_point": [0]}}, [x], ">= 1", tops=two)
-    assert_setup_error({"type": "Slice", "slice_param": {"slice_point": [2, 1]}}, [x], "increase strictly",
-                       tops=["a", "b", "c"])
+    assert_setup_error(
+        {"type": "Slice", "slice_param": {"slice_point": [2, 1]}}, [x], "increase strictly", tops=["a", "b", "c"]
+    )
     assert_setup_error({"type": "Slice", "slice_param": {"axis": 1, "slice_dim": 1}}, [x], "not both", tops=two)
 
 
 # -- Flatten, Reshape ---------------------------------------------------------------------------
-@pytest.mark.parametrize("param,shape", [
-    ({}, (2, 60)),
-    ({"axis": 0}, (120,)),
-    ({"axis": 1, "end_axis": 2}, (2, 12, 5)),
-    ({"axis": -2}, (2, 3, 20)),
-    ({"axis": 2, "end_axis": 2}, (2, 3, 4, 5)),
-])
+@pytest.mark.parametrize(
+    "param,shape",
+    [
+        ({}, (2, 60)),
+        ({"axis": 0}, (120,)),
+        ({"axis": 1, "end_axis": 2}, (2, 12, 5)),
+        ({"axis": -2}, (2, 3, 20)),
+        ({"axis": 2, "end_axis": 2}, (2, 3, 4, 5)),
+    ],
+)
 def test_flatten(param, shape, rng):
     x = rng.standard_normal((2, 3, 4, 5))
     layer, bottom, top = make_layer({"type": "Flatten", "flatten_param": param}, [x])
@@ -284,20 +298,23 @@ def test_flatten(param, shape, rng):
     assert_gradients({"type": "Flatten", "flatten_param": param}, [x])
 
 
-@pytest.mark.parametrize("param,bottom_shape,shape", [
-    ({"shape": {"dim": [2, 2, 4]}}, (2, 8), (2, 2, 4)),           # caffe.proto's examples
-    ({"shape": {"dim": [2, 4]}, "axis": 1}, (2, 8), (2, 2, 4)),
-    ({"shape": {"dim": [2, 4]}, "axis": -2}, (2, 8), (2, 2, 4)),
-    ({"shape": {"dim": [1, 2]}, "num_axes": 1}, (2, 8), (1, 2, 8)),
-    ({"shape": {"dim": [1]}, "num_axes": 0}, (2, 8), (1, 2, 8)),
-    ({"shape": {"dim": [1]}, "axis": 1, "num_axes": 0}, (2, 8), (2, 1, 8)),
-    ({"shape": {"dim": [1]}, "axis": -1, "num_axes": 0}, (2, 8), (2, 8, 1)),
-    ({"shape": {"dim": [0, -1]}}, (2, 3, 4), (2, 12)),
-    ({"shape": {"dim": [-1, 0]}}, (2, 3, 4), (8, 3)),
-    ({"shape": {"dim": [0, 0, 2, -1]}}, (2, 3, 4), (2, 3, 2, 2)),
-    ({"shape": {"dim": [-1]}, "axis": 1}, (2, 3, 4), (2, 12)),
-    ({"shape": {"dim": [3, -1]}, "axis": 1, "num_axes": 1}, (2, 3, 4), (2, 3, 1, 4)),
-])
+@pytest.mark.parametrize(
+    "param,bottom_shape,shape",
+    [
+        ({"shape": {"dim": [2, 2, 4]}}, (2, 8), (2, 2, 4)),  # caffe.proto's examples
+        ({"shape": {"dim": [2, 4]}, "axis": 1}, (2, 8), (2, 2, 4)),
+        ({"shape": {"dim": [2, 4]}, "axis": -2}, (2, 8), (2, 2, 4)),
+        ({"shape": {"dim": [1, 2]}, "num_axes": 1}, (2, 8), (1, 2, 8)),
+        ({"shape": {"dim": [1]}, "num_axes": 0}, (2, 8), (1, 2, 8)),
+        ({"shape": {"dim": [1]}, "axis": 1, "num_axes": 0}, (2, 8), (2, 1, 8)),
+        ({"shape": {"dim": [1]}, "axis": -1, "num_axes": 0}, (2, 8), (2, 8, 1)),
+        ({"shape": {"dim": [0, -1]}}, (2, 3, 4), (2, 12)),
+        ({"shape": {"dim": [-1, 0]}}, (2, 3, 4), (8, 3)),
+        ({"shape": {"dim": [0, 0, 2, -1]}}, (2, 3, 4), (2, 3, 2, 2)),
+        ({"shape": {"dim": [-1]}, "axis": 1}, (2, 3, 4), (2, 12)),
+        ({"shape": {"dim": [3, -1]}, "axis": 1, "num_axes": 1}, (2, 3, 4), (2, 3, 1, 4)),
+    ],
+)
 def test_reshape_follows_caffe(param, bottom_shape, shape, rng):
     x = rng.standard_normal(bottom_shape)
     layer, bottom, top = make_layer({"type": "Reshape", "reshape_param": param}, [x])
@@ -312,8 +329,9 @@ def test_reshape_follows_caffe(param, bottom_shape, shape, rng):
 
 
 def test_reshape_follows_a_new_bottom_shape(rng):
-    layer, bottom, top = make_layer({"type": "Reshape", "reshape_param": {"shape": {"dim": [0, -1]}}},
-                                    [np.zeros((2, 3, 4))])
+    layer, bottom, top = make_layer(
+        {"type": "Reshape", "reshape_param": {"shape": {"dim": [0, -1]}}}, [np.zeros((2, 3, 4))]
+    )
     bottom[0].reshape(5, 2, 2)
     bottom[0].data[...] = rng.standard_normal((5, 2, 2))
     layer.forward(bottom, top)
@@ -321,16 +339,20 @@ def test_reshape_follows_a_new_bottom_shape(rng):
     np.testing.assert_array_equal(top[0].data, bottom[0].data.reshape(5, 4))
 
 
-@pytest.mark.parametrize("param,match", [
-    ({"shape": {"dim": [-1, -1]}}, "more than one -1"),
-    ({"shape": {"dim": [5, -1]}}, "not a multiple of 5"),
-    ({"shape": {"dim": [2, 5]}}, "24 values"),
-    ({"shape": {"dim": [0, 0, 0, 0]}}, "no axis 3 to copy"),
-    ({"shape": {"dim": [2, -2, 6]}}, ">= -1, got -2"),
-    ({"shape": {"dim": [12]}, "axis": 4}, "axis 4 is out of range"),
-    ({"shape": {"dim": [12]}, "axis": 1, "num_axes": 3}, "goes past"),
-    ({}, "values"),
-], ids=str)
+@pytest.mark.parametrize(
+    "param,match",
+    [
+        ({"shape": {"dim": [-1, -1]}}, "more than one -1"),
+        ({"shape": {"dim": [5, -1]}}, "not a multiple of 5"),
+        ({"shape": {"dim": [2, 5]}}, "24 values"),
+        ({"shape": {"dim": [0, 0, 0, 0]}}, "no axis 3 to copy"),
+        ({"shape": {"dim": [2, -2, 6]}}, ">= -1, got -2"),
+        ({"shape": {"dim": [12]}, "axis": 4}, "axis 4 is out of range"),
+        ({"shape": {"dim": [12]}, "axis": 1, "num_axes": 3}, "goes past"),
+        ({}, "values"),
+    ],
+    ids=str,
+)
 def test_reshape_errors(param, match):
     assert_setup_error({"type": "Reshape", "reshape_param": param}, [np.ones((2, 3, 4))], match)
 
@@ -346,21 +368,40 @@ def test_view_layers_refuse_in_place():
 def test_view_layers_in_a_net_with_fan_out():
     """Reshape and Flatten tops share data with their bottoms and feed Splits: the whole net's
     gradient still checks."""
-    spec = {"name": "views", "layers": [
-        {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": [{"dim": [2, 3, 4]}]}},
-        {"name": "r", "type": "Reshape", "bottom": ["x"], "top": ["r"],
-         "reshape_param": {"shape": {"dim": [0, -1]}}},
-        {"name": "f", "type": "Flatten", "bottom": ["x"], "top": ["f"]},
-        {"name": "e", "type": "Eltwise", "bottom": ["r", "f"], "top": ["e"],
-         "eltwise_param": {"operation": "PROD"}},
-        {"name": "s", "type": "Scale", "bottom": ["e"], "top": ["s"], "scale_param": {"axis": 0}},
-        {"name": "cat", "type": "Concat", "bottom": ["s", "r"], "top": ["c"]},
-        {"name": "sl", "type": "Slice", "bottom": ["c"], "top": ["a", "b"], "slice_param": {"slice_point": [5]}},
-        {"name": "t", "type": "Tile", "bottom": ["a"], "top": ["ta"], "tile_param": {"tiles": 2}},
-        {"name": "red", "type": "Reduction", "bottom": ["ta"], "top": ["loss"],
-         "reduction_param": {"operation": "SUMSQ"}, "loss_weight": 1},
-        {"name": "red2", "type": "Reduction", "bottom": ["b"], "top": ["loss2"], "loss_weight": 0.5},
-    ]}
+    spec = {
+        "name": "views",
+        "layers": [
+            {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": [{"dim": [2, 3, 4]}]}},
+            {
+                "name": "r",
+                "type": "Reshape",
+                "bottom": ["x"],
+                "top": ["r"],
+                "reshape_param": {"shape": {"dim": [0, -1]}},
+            },
+            {"name": "f", "type": "Flatten", "bottom": ["x"], "top": ["f"]},
+            {
+                "name": "e",
+                "type": "Eltwise",
+                "bottom": ["r", "f"],
+                "top": ["e"],
+                "eltwise_param": {"operation": "PROD"},
+            },
+            {"name": "s", "type": "Scale", "bottom": ["e"], "top": ["s"], "scale_param": {"axis": 0}},
+            {"name": "cat", "type": "Concat", "bottom": ["s", "r"], "top": ["c"]},
+            {"name": "sl", "type": "Slice", "bottom": ["c"], "top": ["a", "b"], "slice_param": {"slice_point": [5]}},
+            {"name": "t", "type": "Tile", "bottom": ["a"], "top": ["ta"], "tile_param": {"tiles": 2}},
+            {
+                "name": "red",
+                "type": "Reduction",
+                "bottom": ["ta"],
+                "top": ["loss"],
+                "reduction_param": {"operation": "SUMSQ"},
+                "loss_weight": 1,
+            },
+            {"name": "red2", "type": "Reduction", "bottom": ["b"], "top": ["loss2"], "loss_weight": 0.5},
+        ],
+    }
     report = check_net(spec)
     assert report.passed, report.table()
     net = Net(spec, seed=0)
@@ -370,8 +411,7 @@ def test_view_layers_in_a_net_with_fan_out():
 
 # -- Silence ------------------------------------------------------------------------------------
 def test_silence_consumes_and_zeroes_the_gradient(x):
-    layer, _, _ = build_layer({"type": "Silence", "name": "quiet", "bottom": ["a", "b"], "top": []},
-                              [x.shape, (3,)])
+    layer, _, _ = build_layer({"type": "Silence", "name": "quiet", "bottom": ["a", "b"], "top": []}, [x.shape, (3,)])
     bottom = [Blob(x.shape, np.float64), Blob((3,), np.float64)]
     for b in bottom:
         b.diff[...] = 5
@@ -380,9 +420,16 @@ def test_silence_consumes_and_zeroes_the_gradient(x):
     layer.Backward_cpu([], [True, False], bottom)
     assert not bottom[0].diff.any()
     np.testing.assert_array_equal(bottom[1].diff, 5)
-    net = Net({"name": "s", "layers": [
-        {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": [{"dim": [2]}]}},
-        {"name": "quiet", "type": "Silence", "bottom": ["x"]}]}, seed=0)
+    net = Net(
+        {
+            "name": "s",
+            "layers": [
+                {"name": "in", "type": "Input", "top": ["x"], "input_param": {"shape": [{"dim": [2]}]}},
+                {"name": "quiet", "type": "Silence", "bottom": ["x"]},
+            ],
+        },
+        seed=0,
+    )
     net.forward()
     assert net.outputs == []
 
@@ -405,8 +452,13 @@ def test_reduction(op, axis, x):
     layer = {"type": "Reduction", "reduction_param": param}
     start = 0 if axis is None else axis % 3
     flat = x.reshape(x.shape[:start] + (-1,))
-    expected = {None: flat.sum(-1), "SUM": flat.sum(-1), "ASUM": np.abs(flat).sum(-1),
-                "SUMSQ": (flat ** 2).sum(-1), "MEAN": flat.mean(-1)}[op] * param["coeff"]
+    expected = {
+        None: flat.sum(-1),
+        "SUM": flat.sum(-1),
+        "ASUM": np.abs(flat).sum(-1),
+        "SUMSQ": (flat**2).sum(-1),
+        "MEAN": flat.mean(-1),
+    }[op] * param["coeff"]
     _, (y,) = run_layer(layer, [x])
     assert y.shape == x.shape[:start]
     np.testing.assert_allclose(y, expected, rtol=1e-12)
@@ -416,8 +468,9 @@ def test_reduction(op, axis, x):
 
 def test_reduction_contract_and_asum_kink(x):
     assert_contract({"type": "Reduction", "reduction_param": {"operation": "ASUM", "axis": 1}}, [x])
-    layer, bottom, top = make_layer({"type": "Reduction", "reduction_param": {"operation": "ASUM"}},
-                                    [np.array([-2.0, 0.0, 3.0])])
+    layer, bottom, top = make_layer(
+        {"type": "Reduction", "reduction_param": {"operation": "ASUM"}}, [np.array([-2.0, 0.0, 3.0])]
+    )
     layer.forward(bottom, top)
     (dx,) = backward(layer, bottom, top, [np.array(2.0)])
     np.testing.assert_array_equal(dx, [-2.0, 0.0, 2.0])
@@ -438,7 +491,7 @@ def argmax_reference(v, k):
 @pytest.mark.parametrize("top_k", [1, 3])
 @pytest.mark.parametrize("out_max_val", [False, True])
 def test_argmax_without_axis(top_k, out_max_val, rng):
-    x = rng.integers(0, 5, (3, 2, 4)).astype(float)          # ties on purpose
+    x = rng.integers(0, 5, (3, 2, 4)).astype(float)  # ties on purpose
     layer = {"type": "ArgMax", "argmax_param": {"top_k": top_k, "out_max_val": out_max_val}}
     _, (y,) = run_layer(layer, [x])
     assert y.shape == (3, 2 if out_max_val else 1, top_k)

@@ -1,5 +1,6 @@
 """Vision layers: values against the slow references (tests/reference.py), gradients, the layer
 contract, Caffe's output sizes, setup errors, and Caffe's own LeNet figures."""
+
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,28 @@ GAUSS = {"type": "gaussian", "std": 0.5}
 
 # (stride, pad, dilation, group) combinations on a (2, 4, 6, 7) input
 CONV_CASES = [
-    (1, 0, 1, 1), (1, 1, 1, 1), (2, 1, 1, 1), (1, 2, 2, 1), (2, 0, 1, 2), (1, 1, 2, 2),
+    (1, 0, 1, 1),
+    (1, 1, 1, 1),
+    (2, 1, 1, 1),
+    (1, 2, 2, 1),
+    (2, 0, 1, 2),
+    (1, 1, 2, 2),
     (3, 2, 1, 4),
 ]
 
 
-def conv_layer(kind="Convolution", num_output=8, kernel=3, stride=1, pad=0, dilation=1, group=1,
-               bias=True, **extra):
-    param = {"num_output": num_output, "kernel_size": kernel, "stride": stride, "pad": pad,
-             "dilation": dilation, "group": group, "bias_term": bias,
-             "weight_filler": GAUSS, "bias_filler": GAUSS}
+def conv_layer(kind="Convolution", num_output=8, kernel=3, stride=1, pad=0, dilation=1, group=1, bias=True, **extra):
+    param = {
+        "num_output": num_output,
+        "kernel_size": kernel,
+        "stride": stride,
+        "pad": pad,
+        "dilation": dilation,
+        "group": group,
+        "bias_term": bias,
+        "weight_filler": GAUSS,
+        "bias_filler": GAUSS,
+    }
     param.update(extra)
     return {"type": kind, "convolution_param": param}
 
@@ -64,11 +77,15 @@ def test_deconvolution_matches_definition_and_gradients(stride, pad, dilation, g
 
 
 def test_convolution_output_size_follows_caffe(rng):
-    for size, kernel, pad, stride, dilation in [(28, 5, 0, 1, 1), (12, 5, 0, 1, 1), (7, 3, 1, 2, 1),
-                                                (8, 3, 0, 3, 2), (5, 5, 2, 2, 1)]:
+    for size, kernel, pad, stride, dilation in [
+        (28, 5, 0, 1, 1),
+        (12, 5, 0, 1, 1),
+        (7, 3, 1, 2, 1),
+        (8, 3, 0, 3, 2),
+        (5, 5, 2, 2, 1),
+    ]:
         x = rng.standard_normal((1, 2, size, size))
-        _, (y,) = run_layer(conv_layer(num_output=3, kernel=kernel, pad=pad, stride=stride,
-                                       dilation=dilation), [x])
+        _, (y,) = run_layer(conv_layer(num_output=3, kernel=kernel, pad=pad, stride=stride, dilation=dilation), [x])
         expected = (size + 2 * pad - (dilation * (kernel - 1) + 1)) // stride + 1
         assert y.shape == (1, 3, expected, expected)
 
@@ -76,37 +93,54 @@ def test_convolution_output_size_follows_caffe(rng):
 def test_deconvolution_output_size_follows_caffe(rng):
     for size, kernel, pad, stride in [(4, 4, 1, 2), (5, 3, 0, 1), (3, 2, 0, 2)]:
         x = rng.standard_normal((1, 2, size, size))
-        _, (y,) = run_layer(conv_layer("Deconvolution", num_output=3, kernel=kernel, pad=pad,
-                                       stride=stride), [x])
+        _, (y,) = run_layer(conv_layer("Deconvolution", num_output=3, kernel=kernel, pad=pad, stride=stride), [x])
         expected = stride * (size - 1) + kernel - 2 * pad
         assert y.shape == (1, 3, expected, expected)
 
 
 def test_rectangular_settings_and_no_bias(rng):
     x = rng.standard_normal((2, 3, 7, 9))
-    spec = {"type": "Convolution", "convolution_param": {
-        "num_output": 4, "kernel_h": 3, "kernel_w": 2, "pad_h": 1, "pad_w": 0, "stride_h": 2,
-        "stride_w": 1, "bias_term": False, "weight_filler": GAUSS}}
+    spec = {
+        "type": "Convolution",
+        "convolution_param": {
+            "num_output": 4,
+            "kernel_h": 3,
+            "kernel_w": 2,
+            "pad_h": 1,
+            "pad_w": 0,
+            "stride_h": 2,
+            "stride_w": 1,
+            "bias_term": False,
+            "weight_filler": GAUSS,
+        },
+    }
     layer, (y,) = run_layer(spec, [x])
     assert len(layer.blobs) == 1
     expected = reference.convolution(x, layer.blobs[0].data, None, (2, 1), (1, 0), (1, 1), 1)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
-    per_axis = {"type": "Convolution", "convolution_param": {
-        "num_output": 4, "kernel_size": [3, 2], "pad": [1, 0], "stride": [2, 1], "bias_term": False,
-        "weight_filler": GAUSS}}
+    per_axis = {
+        "type": "Convolution",
+        "convolution_param": {
+            "num_output": 4,
+            "kernel_size": [3, 2],
+            "pad": [1, 0],
+            "stride": [2, 1],
+            "bias_term": False,
+            "weight_filler": GAUSS,
+        },
+    }
     _, (y2,) = run_layer(per_axis, [x])
     np.testing.assert_array_equal(y, y2)
     assert_gradients(spec, [x])
 
 
 def test_one_by_one_convolution_skips_im2col_and_is_right(rng):
-    x = rng.standard_normal((2, 6, 17, 17))                  # 289 pixels: batch-major layout
+    x = rng.standard_normal((2, 6, 17, 17))  # 289 pixels: batch-major layout
     spec = conv_layer(num_output=4, kernel=1, group=2)
     layer, (y,) = run_layer(spec, [x])
     assert layer.one_by_one
     weight, bias = params_of(layer)
-    np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 2),
-                               rtol=1e-10)
+    np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 2), rtol=1e-10)
     assert_gradients(spec, [x[:, :, :4, :4]])
 
 
@@ -117,8 +151,7 @@ def test_both_column_layouts_agree(rng):
         layer, (y,) = run_layer(conv_layer(num_output=3), [x])
         assert layer.products.batch_major == (size == 18)
         weight, bias = params_of(layer)
-        np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1), rtol=1e-10)
     assert_gradients(conv_layer(num_output=3), [rng.standard_normal((2, 2, 18, 18))], max_elements=60)
 
 
@@ -128,8 +161,7 @@ def test_convolution_with_two_bottoms_shares_weights(rng):
     layer, (ya, yb) = run_layer(spec, [a, b])
     weight, bias = params_of(layer)
     for x, y in ((a, ya), (b, yb)):
-        np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1),
-                                   rtol=1e-10)
+        np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1), rtol=1e-10)
     assert_gradients(spec, [a, b])
 
 
@@ -141,27 +173,39 @@ def test_convolution_contract(kind, rng):
 
 def test_convolution_float32_in_a_net_matches_float64(rng):
     x = rng.standard_normal((2, 3, 9, 9))
-    spec = {"layers": [
-        {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [2, 3, 9, 9]}}},
-        dict(conv_layer(num_output=5, pad=1), name="conv", bottom="data", top="conv")]}
+    spec = {
+        "layers": [
+            {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [2, 3, 9, 9]}}},
+            dict(conv_layer(num_output=5, pad=1), name="conv", bottom="data", top="conv"),
+        ]
+    }
     out32 = Net(spec, seed=3, dtype=np.float32).forward(data=x)["conv"]
     out64 = Net(spec, seed=3, dtype=np.float64).forward(data=x)["conv"]
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec,shape,message", [
-    (conv_layer(kernel=5), (1, 4, 3, 3), "larger than the padded input"),
-    (conv_layer(group=3), (1, 4, 6, 6), "does not divide the 4 input channels"),
-    (conv_layer(num_output=5, group=2), (1, 4, 6, 6), "does not divide num_output 5"),
-    (conv_layer(kernel=[3, 3, 3]), (1, 4, 6, 6), "give 1, or 2"),
-    ({"type": "Convolution", "convolution_param": {"num_output": 2}}, (1, 4, 6, 6), "kernel_size"),
-    ({"type": "Convolution", "convolution_param": {"num_output": 2, "kernel_size": 3, "kernel_h": 2,
-                                                   "kernel_w": 2}}, (1, 4, 6, 6), "not both"),
-    (conv_layer(), (4, 6, 6), "only 2 spatial axes"),
-    (conv_layer(stride=0), (1, 4, 6, 6), r"stride\[0\]': expected an integer >= 1, got 0"),
-    (conv_layer("Deconvolution", kernel=2, pad=3), (1, 4, 2, 2), "not positive"),
-])
+@pytest.mark.parametrize(
+    "spec,shape,message",
+    [
+        (conv_layer(kernel=5), (1, 4, 3, 3), "larger than the padded input"),
+        (conv_layer(group=3), (1, 4, 6, 6), "does not divide the 4 input channels"),
+        (conv_layer(num_output=5, group=2), (1, 4, 6, 6), "does not divide num_output 5"),
+        (conv_layer(kernel=[3, 3, 3]), (1, 4, 6, 6), "give 1, or 2"),
+        ({"type": "Convolution", "convolution_param": {"num_output": 2}}, (1, 4, 6, 6), "kernel_size"),
+        (
+            {
+                "type": "Convolution",
+                "convolution_param": {"num_output": 2, "kernel_size": 3, "kernel_h": 2, "kernel_w": 2},
+            },
+            (1, 4, 6, 6),
+            "not both",
+        ),
+        (conv_layer(), (4, 6, 6), "only 2 spatial axes"),
+        (conv_layer(stride=0), (1, 4, 6, 6), r"stride\[0\]': expected an integer >= 1, got 0"),
+        (conv_layer("Deconvolution", kernel=2, pad=3), (1, 4, 2, 2), "not positive"),
+    ],
+)
 def test_convolution_setup_errors(spec, shape, message):
     with pytest.raises(ConfigError, match=message) as info:
         make_layer(spec, [np.zeros(shape)])
@@ -198,21 +242,31 @@ POOL_CASES = [(2, 2, 0), (3, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0), (4, 3, 2)]
 @pytest.mark.parametrize("pool", ["MAX", "AVE"])
 def test_pooling_matches_reference_and_gradients(kernel, stride, pad, pool, rng):
     x = distinct(rng, (2, 3, 7, 6))
-    spec = {"type": "Pooling", "pooling_param": {"pool": pool, "kernel_size": kernel,
-                                                 "stride": stride, "pad": pad}}
+    spec = {"type": "Pooling", "pooling_param": {"pool": pool, "kernel_size": kernel, "stride": stride, "pad": pad}}
     _, (y,) = run_layer(spec, [x])
     expected, _ = reference.pooling(x, (kernel, kernel), (stride, stride), (pad, pad), pool)
     np.testing.assert_allclose(y, expected, rtol=1e-12)
     assert_gradients(spec, [x])
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad", [
-    (7, 2, 2, 0), (6, 3, 2, 0), (7, 3, 2, 1), (6, 3, 2, 1), (5, 2, 2, 1), (13, 3, 3, 1), (24, 2, 2, 0),
-])
+@pytest.mark.parametrize(
+    "size,kernel,stride,pad",
+    [
+        (7, 2, 2, 0),
+        (6, 3, 2, 0),
+        (7, 3, 2, 1),
+        (6, 3, 2, 1),
+        (5, 2, 2, 1),
+        (13, 3, 3, 1),
+        (24, 2, 2, 0),
+    ],
+)
 @pytest.mark.parametrize("round_mode", ["CEIL", "FLOOR"])
 def test_pooled_size_follows_caffe(size, kernel, stride, pad, round_mode):
-    spec = {"type": "Pooling", "pooling_param": {"kernel_size": kernel, "stride": stride, "pad": pad,
-                                                 "round_mode": round_mode}}
+    spec = {
+        "type": "Pooling",
+        "pooling_param": {"kernel_size": kernel, "stride": stride, "pad": pad, "round_mode": round_mode},
+    }
     layer, bottom, top = make_layer(spec, [np.zeros((1, 1, size, size))])
     expected = reference.pooled_size(size, kernel, pad, stride, round_mode)
     assert top[0].shape == (1, 1, expected, expected)
@@ -222,8 +276,10 @@ def test_padding_on_one_axis_clips_both_as_caffe(rng):
     """Caffe clips the last window on every axis as soon as one axis is padded: here the
     unpadded height (5, kernel 1, stride 3) gets 2 rows instead of a third starting outside."""
     x = distinct(rng, (1, 2, 5, 6))
-    spec = {"type": "Pooling", "pooling_param": {"kernel_h": 1, "kernel_w": 3, "stride_h": 3,
-                                                 "stride_w": 2, "pad_h": 0, "pad_w": 1}}
+    spec = {
+        "type": "Pooling",
+        "pooling_param": {"kernel_h": 1, "kernel_w": 3, "stride_h": 3, "stride_w": 2, "pad_h": 0, "pad_w": 1},
+    }
     _, (y,) = run_layer(spec, [x])
     assert y.shape == (1, 2, 2, 4)
     np.testing.assert_array_equal(y, reference.pooling(x, (1, 3), (3, 2), (0, 1))[0])
@@ -242,8 +298,18 @@ def test_ceil_is_the_default_and_differs_from_floor():
 
 def test_rectangular_and_global_pooling(rng):
     x = distinct(rng, (2, 2, 5, 7))
-    spec = {"type": "Pooling", "pooling_param": {"pool": "AVE", "kernel_h": 3, "kernel_w": 2,
-                                                 "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0}}
+    spec = {
+        "type": "Pooling",
+        "pooling_param": {
+            "pool": "AVE",
+            "kernel_h": 3,
+            "kernel_w": 2,
+            "stride_h": 2,
+            "stride_w": 1,
+            "pad_h": 1,
+            "pad_w": 0,
+        },
+    }
     _, (y,) = run_layer(spec, [x])
     np.testing.assert_allclose(y, reference.pooling(x, (3, 2), (2, 1), (1, 0), "AVE")[0])
     _, (g,) = run_layer({"type": "Pooling", "pooling_param": {"global_pooling": True}}, [x])
@@ -264,19 +330,24 @@ def test_max_pooling_mask_top(rng):
 
 def test_pooling_contract(rng):
     for pool in ("MAX", "AVE"):
-        assert_contract({"type": "Pooling", "pooling_param": {"pool": pool, "kernel_size": 3, "stride": 2,
-                                                              "pad": 1}}, [distinct(rng, (2, 3, 7, 7))])
+        assert_contract(
+            {"type": "Pooling", "pooling_param": {"pool": pool, "kernel_size": 3, "stride": 2, "pad": 1}},
+            [distinct(rng, (2, 3, 7, 7))],
+        )
 
 
-@pytest.mark.parametrize("param,message", [
-    ({"kernel_size": 3, "pool": "STOCHASTIC"}, "not supported"),
-    ({"stride": 2}, "kernel_size"),
-    ({"kernel_size": 2, "pad": 2}, "smaller than the kernel"),
-    ({"kernel_size": 9}, "larger than the padded input"),
-    ({"global_pooling": True, "kernel_size": 2}, "global_pooling"),
-    ({"kernel_size": 1, "stride": 3}, "outside the input"),
-    ({"kernel_size": 2, "pool": "AVE"}, "mask"),
-])
+@pytest.mark.parametrize(
+    "param,message",
+    [
+        ({"kernel_size": 3, "pool": "STOCHASTIC"}, "not supported"),
+        ({"stride": 2}, "kernel_size"),
+        ({"kernel_size": 2, "pad": 2}, "smaller than the kernel"),
+        ({"kernel_size": 9}, "larger than the padded input"),
+        ({"global_pooling": True, "kernel_size": 2}, "global_pooling"),
+        ({"kernel_size": 1, "stride": 3}, "outside the input"),
+        ({"kernel_size": 2, "pool": "AVE"}, "mask"),
+    ],
+)
 def test_pooling_setup_errors(param, message):
     spec = {"type": "Pooling", "pooling_param": param}
     if message == "mask":
@@ -291,7 +362,7 @@ def spp_reference(x, height, pool):
     n, c, h, w = x.shape
     parts = []
     for level in range(height):
-        bins = 2 ** level
+        bins = 2**level
         kh, kw = -(-h // bins), -(-w // bins)
         ph, pw = (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
         y, _ = reference.pooling(x, (kh, kw), (kh, kw), (ph, pw), pool)
@@ -317,18 +388,20 @@ def test_crop_values_gradients_and_offsets(rng):
     np.testing.assert_array_equal(y, x[:, :, 1:5, 2:7])
     _, (y,) = run_layer({"type": "Crop", "crop_param": {"offset": 2}}, [x, target])
     np.testing.assert_array_equal(y, x[:, :, 2:6, 2:7])
-    _, (y,) = run_layer({"type": "Crop", "crop_param": {"axis": 1, "offset": [0, 1, 1]}},
-                        [x, np.zeros((2, 2, 4, 5))])
+    _, (y,) = run_layer({"type": "Crop", "crop_param": {"axis": 1, "offset": [0, 1, 1]}}, [x, np.zeros((2, 2, 4, 5))])
     np.testing.assert_array_equal(y, x[:, 0:2, 1:5, 1:6])
     assert_gradients({"type": "Crop", "crop_param": {"offset": [1, 2]}}, [x, target])
     assert_contract({"type": "Crop", "crop_param": {"offset": [1, 2]}}, [x, target])
 
 
-@pytest.mark.parametrize("param,target,message", [
-    ({"offset": [4, 0]}, (2, 3, 4, 5), "crop exceeds the input on axis 2"),
-    ({}, (2, 3, 9, 5), "crop exceeds the input"),
-    ({"offset": [1, 1, 1]}, (2, 3, 4, 5), "offset has 3 values"),
-])
+@pytest.mark.parametrize(
+    "param,target,message",
+    [
+        ({"offset": [4, 0]}, (2, 3, 4, 5), "crop exceeds the input on axis 2"),
+        ({}, (2, 3, 9, 5), "crop exceeds the input"),
+        ({"offset": [1, 1, 1]}, (2, 3, 4, 5), "offset has 3 values"),
+    ],
+)
 def test_crop_errors(param, target, message):
     with pytest.raises(ConfigError, match=message) as info:
         make_layer({"type": "Crop", "crop_param": param}, [np.zeros((2, 3, 7, 8)), np.zeros(target)])
@@ -338,19 +411,38 @@ def test_crop_errors(param, target, message):
 # -- LeNet-like net end to end ------------------------------------------------------------------
 def test_lenet_like_net_gradients():
     from netlayers.gradcheck import check_net
-    spec = {"layers": [
-        {"name": "data", "type": "Input", "top": ["data", "label"],
-         "input_param": {"shape": [{"dim": [2, 1, 10, 10]}, {"dim": [2]}]}},
-        dict(conv_layer(num_output=3, kernel=3), name="conv1", bottom="data", top="conv1"),
-        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
-         "pooling_param": {"kernel_size": 2, "stride": 2}},
-        dict(conv_layer(num_output=4, kernel=2, pad=1), name="conv2", bottom="pool1", top="conv2"),
-        {"name": "ip", "type": "InnerProduct", "bottom": "conv2", "top": "ip",
-         "inner_product_param": {"num_output": 3, "weight_filler": GAUSS}},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"}]}
+
+    spec = {
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["data", "label"],
+                "input_param": {"shape": [{"dim": [2, 1, 10, 10]}, {"dim": [2]}]},
+            },
+            dict(conv_layer(num_output=3, kernel=3), name="conv1", bottom="data", top="conv1"),
+            {
+                "name": "pool1",
+                "type": "Pooling",
+                "bottom": "conv1",
+                "top": "pool1",
+                "pooling_param": {"kernel_size": 2, "stride": 2},
+            },
+            dict(conv_layer(num_output=4, kernel=2, pad=1), name="conv2", bottom="pool1", top="conv2"),
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "conv2",
+                "top": "ip",
+                "inner_product_param": {"num_output": 3, "weight_filler": GAUSS},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"},
+        ]
+    }
     rng = np.random.default_rng(4)
-    report = check_net(spec, inputs={"data": rng.standard_normal((2, 1, 10, 10)),
-                                     "label": np.array([0.0, 2.0])}, max_elements=40)
+    report = check_net(
+        spec, inputs={"data": rng.standard_normal((2, 1, 10, 10)), "label": np.array([0.0, 2.0])}, max_elements=40
+    )
     assert report.passed, str(report)
 
 
@@ -365,6 +457,7 @@ def test_lenet_with_caffe_weights_reproduces_caffe_test_figures():
     its weights must give the same."""
     from netlayers.caffe_compat import read_caffemodel
     from netlayers.data.idx import read_idx
+
     images = read_idx(FASHION / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 256
     labels = read_idx(FASHION / "t10k-labels-idx1-ubyte.gz").astype(np.float32)
     weights = read_caffemodel(CAFFE / "lenet_fmnist_iter_10000.caffemodel")
@@ -374,8 +467,8 @@ def test_lenet_with_caffe_weights_reproduces_caffe_test_figures():
             blob.data[...] = np.asarray(array).reshape(blob.shape)
     correct, loss = 0, 0.0
     for start in range(0, 10000, 100):
-        net.forward(data=images[start:start + 100, None], label=labels[start:start + 100])
-        correct += int((net.blobs["ip2"].data.argmax(axis=1) == labels[start:start + 100]).sum())
+        net.forward(data=images[start : start + 100, None], label=labels[start : start + 100])
+        correct += int((net.blobs["ip2"].data.argmax(axis=1) == labels[start : start + 100]).sum())
         loss += float(net.blobs["loss"].data)
     assert correct == 8996
     assert abs(loss / 100 - 0.305403) < 5e-6
@@ -383,21 +476,55 @@ def test_lenet_with_caffe_weights_reproduces_caffe_test_figures():
 
 def lenet(batch):
     layers = [
-        {"name": "data", "type": "Input", "top": ["data", "label"],
-         "input_param": {"shape": [{"dim": [batch, 1, 28, 28]}, {"dim": [batch]}]}},
-        {"name": "conv1", "type": "Convolution", "bottom": "data", "top": "conv1",
-         "convolution_param": {"num_output": 20, "kernel_size": 5}},
-        {"name": "pool1", "type": "Pooling", "bottom": "conv1", "top": "pool1",
-         "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
-        {"name": "conv2", "type": "Convolution", "bottom": "pool1", "top": "conv2",
-         "convolution_param": {"num_output": 50, "kernel_size": 5}},
-        {"name": "pool2", "type": "Pooling", "bottom": "conv2", "top": "pool2",
-         "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
-        {"name": "ip1", "type": "InnerProduct", "bottom": "pool2", "top": "ip1",
-         "inner_product_param": {"num_output": 500}},
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["data", "label"],
+            "input_param": {"shape": [{"dim": [batch, 1, 28, 28]}, {"dim": [batch]}]},
+        },
+        {
+            "name": "conv1",
+            "type": "Convolution",
+            "bottom": "data",
+            "top": "conv1",
+            "convolution_param": {"num_output": 20, "kernel_size": 5},
+        },
+        {
+            "name": "pool1",
+            "type": "Pooling",
+            "bottom": "conv1",
+            "top": "pool1",
+            "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+        },
+        {
+            "name": "conv2",
+            "type": "Convolution",
+            "bottom": "pool1",
+            "top": "conv2",
+            "convolution_param": {"num_output": 50, "kernel_size": 5},
+        },
+        {
+            "name": "pool2",
+            "type": "Pooling",
+            "bottom": "conv2",
+            "top": "pool2",
+            "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+        },
+        {
+            "name": "ip1",
+            "type": "InnerProduct",
+            "bottom": "pool2",
+            "top": "ip1",
+            "inner_product_param": {"num_output": 500},
+        },
         {"name": "relu1", "type": "ReLU", "bottom": "ip1", "top": "ip1"},
-        {"name": "ip2", "type": "InnerProduct", "bottom": "ip1", "top": "ip2",
-         "inner_product_param": {"num_output": 10}},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "ip1",
+            "top": "ip2",
+            "inner_product_param": {"num_output": 10},
+        },
         {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip2", "label"], "top": "loss"},
     ]
     return {"name": "LeNet", "layers": layers}

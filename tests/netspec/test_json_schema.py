@@ -1,5 +1,6 @@
 """The exported JSON Schema (draft 2020-12) accepts the shipped configs and refuses what the
 declarations refuse: a value out of range, an unknown field, a wrong kind."""
+
 import copy
 import json
 import subprocess
@@ -68,8 +69,12 @@ def test_kinds_enums_types_and_the_solver_section_are_checked(validator, lenet):
     bad["solver"]["weight_decay"] = -1
     bad["solver"]["max_iter"] = "many"
     messages = " | ".join(errors(validator, bad))
-    for words in ("'MEDIAN' is not one of", "'InnerProdukt' is not one of", "-1 is less than the minimum of 0",
-                  "'many' is not of type 'integer'"):
+    for words in (
+        "'MEDIAN' is not one of",
+        "'InnerProdukt' is not one of",
+        "-1 is less than the minimum of 0",
+        "'many' is not of type 'integer'",
+    ):
         assert words in messages
 
 
@@ -91,13 +96,15 @@ def test_defaults_bounds_and_sentinels_are_exported():
 
 def test_the_schema_command_writes_the_schema(tmp_path, capsys):
     out = tmp_path / "netlayers.schema.json"
-    run = subprocess.run([sys.executable, "-m", "netlayers", "schema", "-o", str(out)],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "netlayers", "schema", "-o", str(out)], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 0, run.stderr
     written, here = json.loads(out.read_text()), json.loads(json.dumps(json_schema()))
     assert written["properties"] == here["properties"] and written["$defs"]["solver"] == here["$defs"]["solver"]
     assert {"InnerProduct", "Convolution", "Python"} <= set(written["$defs"]["layer"]["properties"]["type"]["enum"])
     from netlayers.cli.main import main
+
     assert main(["schema", "-o", str(tmp_path / "no" / "x.json")]) == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1 and "cannot write the schema" in stderr

@@ -1,4 +1,5 @@
 """Every config mistake is one line naming file, line, layer and what is expected."""
+
 import textwrap
 
 import numpy as np
@@ -90,8 +91,9 @@ def test_unknown_layer_type_is_matched_ignoring_case(tmp_path):
 
 
 def test_unknown_filler_type_is_found_before_setup_at_its_own_line(tmp_path):
-    message = error_of(tmp_path, GOOD.replace("{num_output: 4}",
-                                              "\n      num_output: 4\n      weight_filler: {type: xaviar}"))
+    message = error_of(
+        tmp_path, GOOD.replace("{num_output: 4}", "\n      num_output: 4\n      weight_filler: {type: xaviar}")
+    )
     assert ":13: layer 'ip': field 'inner_product_param.weight_filler.type'" in message
     assert "did you mean 'xavier'?" in message
 
@@ -108,7 +110,9 @@ def test_duplicate_layer_names(tmp_path):
 
 
 def test_same_name_in_disjoint_phases_is_fine(tmp_path):
-    text = GOOD + """\
+    text = (
+        GOOD
+        + """\
   - name: acc
     type: SoftmaxWithLoss
     bottom: [z, y]
@@ -120,6 +124,7 @@ def test_same_name_in_disjoint_phases_is_fine(tmp_path):
     top: acc
     include: {phase: TRAIN}
 """
+    )
     assert [l.name for l in Net(write(tmp_path, text), "TEST").layers][-1] == "acc"
 
 
@@ -177,12 +182,27 @@ def test_mistyped_containers_are_named_in_plain_words(tmp_path):
 
 
 def test_numpy_numbers_are_accepted_in_a_config_built_in_python():
-    spec = {"name": "n", "layers": [
-        {"name": "data", "type": "Input", "top": "x",
-         "input_param": {"shape": [{"dim": [np.int64(2), np.int32(3)]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "z",
-         "inner_product_param": {"num_output": np.int64(4),
-                                 "weight_filler": {"type": "gaussian", "std": np.float32(0.5)}}}]}
+    spec = {
+        "name": "n",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": "x",
+                "input_param": {"shape": [{"dim": [np.int64(2), np.int32(3)]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "z",
+                "inner_product_param": {
+                    "num_output": np.int64(4),
+                    "weight_filler": {"type": "gaussian", "std": np.float32(0.5)},
+                },
+            },
+        ],
+    }
     assert Net(spec).blobs["z"].shape == (2, 4)
 
 

@@ -1,4 +1,5 @@
 """Every solver test runs in its own temporary folder, so nothing lands in the checkout."""
+
 import pytest
 
 

@@ -1,35 +1,66 @@
 """Tiny configs for the solver tests, and a reporter that records what the solver tells it.
 (A plain module, not a conftest: the tests import it by name.)"""
+
 import numpy as np
 import yaml
 
 
 def tiny_config(w0=1.0, param=None, **solver):
     """E = w^2 / 2 (x = 1, target 0, one weight): the gradient is w itself."""
-    ip = {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-          "inner_product_param": {"num_output": 1, "bias_term": False,
-                                  "weight_filler": {"type": "constant", "value": w0}}}
+    ip = {
+        "name": "ip",
+        "type": "InnerProduct",
+        "bottom": "x",
+        "top": "y",
+        "inner_product_param": {
+            "num_output": 1,
+            "bias_term": False,
+            "weight_filler": {"type": "constant", "value": w0},
+        },
+    }
     if param is not None:
         ip["param"] = [param]
-    return {"name": "tiny", "layers": [
-        {"name": "data", "type": "DummyData", "top": ["x", "t"],
-         "dummy_data_param": {"shape": [{"dim": [1, 1]}],
-                              "data_filler": [{"type": "constant", "value": 1.0},
-                                              {"type": "constant", "value": 0.0}]}},
-        ip,
-        {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
-    ], "solver": {"base_lr": 0.1, "max_iter": 10, **solver}}
+    return {
+        "name": "tiny",
+        "layers": [
+            {
+                "name": "data",
+                "type": "DummyData",
+                "top": ["x", "t"],
+                "dummy_data_param": {
+                    "shape": [{"dim": [1, 1]}],
+                    "data_filler": [{"type": "constant", "value": 1.0}, {"type": "constant", "value": 0.0}],
+                },
+            },
+            ip,
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
+        ],
+        "solver": {"base_lr": 0.1, "max_iter": 10, **solver},
+    }
 
 
 def input_config(features=2, **solver):
     """Input-fed linear regression (x and t set from outside), one weight row, no bias."""
-    return {"name": "lin", "layers": [
-        {"name": "data", "type": "Input", "top": ["x", "t"],
-         "input_param": {"shape": [{"dim": [1, features]}, {"dim": [1, 1]}]}},
-        {"name": "ip", "type": "InnerProduct", "bottom": "x", "top": "y",
-         "inner_product_param": {"num_output": 1, "bias_term": False}},
-        {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
-    ], "solver": {"base_lr": 0.1, "max_iter": 10, **solver}}
+    return {
+        "name": "lin",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["x", "t"],
+                "input_param": {"shape": [{"dim": [1, features]}, {"dim": [1, 1]}]},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "x",
+                "top": "y",
+                "inner_product_param": {"num_output": 1, "bias_term": False},
+            },
+            {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
+        ],
+        "solver": {"base_lr": 0.1, "max_iter": 10, **solver},
+    }
 
 
 def mlp_config(batch=4, target="gaussian", test=False, **solver):
@@ -38,25 +69,43 @@ def mlp_config(batch=4, target="gaussian", test=False, **solver):
     t_filler = {"type": "gaussian", "std": 0.5} if target == "gaussian" else {"type": "constant", "value": 0.3}
 
     def data(phase):
-        layer = {"name": "data", "type": "DummyData", "top": ["x", "t"],
-                 "dummy_data_param": {"shape": [{"dim": [batch, 5]}, {"dim": [batch, 2]}],
-                                      "data_filler": [{"type": "gaussian"}, t_filler]}}
+        layer = {
+            "name": "data",
+            "type": "DummyData",
+            "top": ["x", "t"],
+            "dummy_data_param": {
+                "shape": [{"dim": [batch, 5]}, {"dim": [batch, 2]}],
+                "data_filler": [{"type": "gaussian"}, t_filler],
+            },
+        }
         if phase:
             layer["include"] = {"phase": phase}
         return layer
 
     layers = ([data("TRAIN"), data("TEST")] if test else [data(None)]) + [
-        {"name": "ip1", "type": "InnerProduct", "bottom": "x", "top": "h",
-         "inner_product_param": {"num_output": 6, "weight_filler": {"type": "gaussian", "std": 0.3},
-                                 "bias_filler": {"type": "constant", "value": 0.1}}},
+        {
+            "name": "ip1",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "h",
+            "inner_product_param": {
+                "num_output": 6,
+                "weight_filler": {"type": "gaussian", "std": 0.3},
+                "bias_filler": {"type": "constant", "value": 0.1},
+            },
+        },
         {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
-        {"name": "ip2", "type": "InnerProduct", "bottom": "h", "top": "y",
-         "param": [{"lr_mult": 1}, {"lr_mult": 2, "decay_mult": 0}],
-         "inner_product_param": {"num_output": 2, "weight_filler": {"type": "gaussian", "std": 0.3}}},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "h",
+            "top": "y",
+            "param": [{"lr_mult": 1}, {"lr_mult": 2, "decay_mult": 0}],
+            "inner_product_param": {"num_output": 2, "weight_filler": {"type": "gaussian", "std": 0.3}},
+        },
         {"name": "loss", "type": "EuclideanLoss", "bottom": ["y", "t"], "top": "loss"},
     ]
-    return {"name": "mlp", "random_seed": 3, "layers": layers,
-            "solver": {"base_lr": 0.05, "max_iter": 10, **solver}}
+    return {"name": "mlp", "random_seed": 3, "layers": layers, "solver": {"base_lr": 0.05, "max_iter": 10, **solver}}
 
 
 def write_config(tmp_path, config, name="net.yaml"):
@@ -87,6 +136,7 @@ class Recorder:
             self.calls.append((name, args))
             if name in self.hooks:
                 self.hooks[name](self.solver, *args)
+
         return record
 
     def of(self, name):

@@ -1,4 +1,5 @@
 """Learning-rate policies against numbers worked out by hand from Caffe's formulas."""
+
 import pytest
 from solver_nets import Recorder, tiny_config
 
@@ -68,8 +69,7 @@ def test_warmup_ramps_linearly_to_the_policy():
 
 def test_solver_uses_the_policy_for_each_update():
     recorder = Recorder()
-    solver = Solver(tiny_config(lr_policy="step", gamma=0.5, stepsize=2, display=1, max_iter=5),
-                    reporter=recorder)
+    solver = Solver(tiny_config(lr_policy="step", gamma=0.5, stepsize=2, display=1, max_iter=5), reporter=recorder)
     solver.solve()
     lrs = [args[3] for args in recorder.of("on_train") if args[3] is not None]
     assert lrs == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
@@ -82,13 +82,16 @@ def test_poly_uses_the_max_iter_override():
     assert solver.learning_rate(5) == pytest.approx(0.05)
 
 
-@pytest.mark.parametrize("solver, message", [
-    ({"lr_policy": "step", "gamma": 0.1}, "lr_policy 'step' needs 'stepsize'"),
-    ({"lr_policy": "inv", "gamma": 0.1}, "lr_policy 'inv' needs 'power'"),
-    ({"lr_policy": "step", "gamma": 0.1, "stepsize": 0}, "expected an integer >= 1, got 0"),
-    ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5, 3]}, "must increase"),
-    ({"lr_policy": "exp", "gamma": -1.0}, "must not be negative"),
-])
+@pytest.mark.parametrize(
+    "solver, message",
+    [
+        ({"lr_policy": "step", "gamma": 0.1}, "lr_policy 'step' needs 'stepsize'"),
+        ({"lr_policy": "inv", "gamma": 0.1}, "lr_policy 'inv' needs 'power'"),
+        ({"lr_policy": "step", "gamma": 0.1, "stepsize": 0}, "expected an integer >= 1, got 0"),
+        ({"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5, 3]}, "must increase"),
+        ({"lr_policy": "exp", "gamma": -1.0}, "must not be negative"),
+    ],
+)
 def test_policy_fields_are_checked(solver, message):
     with pytest.raises(ConfigError, match=message):
         Solver(tiny_config(**solver), reporter=Recorder())

@@ -1,4 +1,5 @@
 """Snapshots: file names, contents, and resuming bit for bit."""
+
 import errno
 import json
 
@@ -12,14 +13,17 @@ from netlayers.solvers import Solver, base
 
 
 def test_snapshot_files_names_and_contents(tmp_path):
-    solver = Solver(mlp_config(snapshot=3, max_iter=7, momentum=0.9, snapshot_prefix="snaps/mlp"),
-                    output_dir=tmp_path, reporter=Recorder())
+    solver = Solver(
+        mlp_config(snapshot=3, max_iter=7, momentum=0.9, snapshot_prefix="snaps/mlp"),
+        output_dir=tmp_path,
+        reporter=Recorder(),
+    )
     solver.solve()
     names = sorted(p.name for p in (tmp_path / "snaps").iterdir())
     assert names == [f"mlp_iter_{n}.{kind}.npz" for n in (3, 6, 7) for kind in ("solverstate", "weights")]
     weights_path, state_path = solver.snapshot_paths(7)
     assert weights_path == tmp_path / "snaps" / "mlp_iter_7.weights.npz"
-    state = load_arrays(state_path)                  # allow_pickle=False: nothing pickled
+    state = load_arrays(state_path)  # allow_pickle=False: nothing pickled
     assert int(state["iter"]) == 7 and str(state["type"]) == "SGD"
     assert str(state["weights_file"]) == "mlp_iter_7.weights.npz"
     assert sorted(k for k in state if k.startswith("history/")) == [f"history/{i}" for i in range(4)]
@@ -42,20 +46,29 @@ def test_default_output_dir_is_the_config_folder(tmp_path):
 
 
 def test_absolute_snapshot_prefix(tmp_path):
-    solver = Solver(tiny_config(snapshot_prefix=str(tmp_path / "abs" / "p")), output_dir=tmp_path / "out",
-                    reporter=Recorder())
+    solver = Solver(
+        tiny_config(snapshot_prefix=str(tmp_path / "abs" / "p")), output_dir=tmp_path / "out", reporter=Recorder()
+    )
     assert solver.snapshot() == tmp_path / "abs" / "p_iter_0.weights.npz"
 
 
 @pytest.mark.parametrize("solver_type", ALL_TYPES)
 def test_resume_is_bit_exact(tmp_path, solver_type):
-    config = mlp_config(test=True, test_iter=2, test_interval=3, snapshot=4, max_iter=9,
-                        average_loss=3, display=2, **settings(solver_type))
+    config = mlp_config(
+        test=True,
+        test_iter=2,
+        test_interval=3,
+        snapshot=4,
+        max_iter=9,
+        average_loss=3,
+        display=2,
+        **settings(solver_type),
+    )
     straight = Solver(config, output_dir=tmp_path / "a", reporter=Recorder())
     straight.solve()
 
     first = Solver(config, output_dir=tmp_path / "b", max_iter=5, reporter=Recorder())
-    first.solve()                                   # snapshots at 4 and at the end (5)
+    first.solve()  # snapshots at 4 and at the end (5)
     resumed = Solver(config, output_dir=tmp_path / "b", reporter=Recorder())
     resumed.solve(resume=tmp_path / "b" / "mlp_iter_5.solverstate.npz")
     assert resumed.iter == straight.iter == 9
@@ -72,7 +85,7 @@ def test_resume_from_a_periodic_snapshot_and_from_the_weights_path(tmp_path):
     straight = Solver(config, output_dir=tmp_path / "a", reporter=Recorder())
     straight.solve()
     resumed = Solver(config, output_dir=tmp_path / "b", reporter=Recorder())
-    resumed.restore(tmp_path / "a" / "mlp_iter_3.weights.npz")      # finds the .solverstate.npz
+    resumed.restore(tmp_path / "a" / "mlp_iter_3.weights.npz")  # finds the .solverstate.npz
     assert resumed.iter == 3
     resumed.solve()
     for a, b in zip(weights(straight), weights(resumed)):
@@ -97,6 +110,7 @@ def test_restore_checks_the_snapshot_belongs_to_the_net(tmp_path):
 
 def test_metrics_file_is_trimmed_on_resume(tmp_path):
     from netlayers.solvers import Reporter
+
     config = mlp_config(snapshot=4, max_iter=6, display=1)
     Solver(config, output_dir=tmp_path, reporter=Reporter(quiet=True)).solve()
     resumed = Solver(config, output_dir=tmp_path, max_iter=8, reporter=Reporter(quiet=True))
@@ -117,15 +131,22 @@ def test_weights_field_starts_from_a_weights_file(tmp_path):
 
 # -- folders that cannot be written, resuming past max_iter ------------------------------------------
 
-@pytest.mark.parametrize("prefix, reason", [
-    ("blocker/s", "it is a file, not a folder"),
-    ("blocker/deeper/s", "blocker is a file, not a folder"),
-])
+
+@pytest.mark.parametrize(
+    "prefix, reason",
+    [
+        ("blocker/s", "it is a file, not a folder"),
+        ("blocker/deeper/s", "blocker is a file, not a folder"),
+    ],
+)
 def test_snapshot_folder_that_cannot_be_made_is_an_error_before_training(tmp_path, prefix, reason):
     (tmp_path / "blocker").write_text("a file, not a folder")
     recorder = Recorder()
-    solver = Solver(mlp_config(snapshot=2, max_iter=4, snapshot_prefix=str(tmp_path / prefix)),
-                    output_dir=tmp_path / "run", reporter=recorder)
+    solver = Solver(
+        mlp_config(snapshot=2, max_iter=4, snapshot_prefix=str(tmp_path / prefix)),
+        output_dir=tmp_path / "run",
+        reporter=recorder,
+    )
     folder = (tmp_path / prefix).parent
     with pytest.raises(ConfigError) as info:
         solver.solve()
@@ -144,8 +165,7 @@ def test_output_dir_that_is_a_file_is_an_error_before_training(tmp_path):
 
 
 def test_a_snapshot_that_cannot_be_written_is_a_training_error(tmp_path, monkeypatch):
-    solver = Solver(mlp_config(snapshot=2, max_iter=6, momentum=0.9), output_dir=tmp_path,
-                    reporter=Recorder())
+    solver = Solver(mlp_config(snapshot=2, max_iter=6, momentum=0.9), output_dir=tmp_path, reporter=Recorder())
     solver.step(2)
     save = base.save_arrays
 
@@ -157,11 +177,12 @@ def test_a_snapshot_that_cannot_be_written_is_a_training_error(tmp_path, monkeyp
         solver.step(2)
     state = tmp_path / "mlp_iter_4.solverstate.npz"
     good = tmp_path / "mlp_iter_2.solverstate.npz"
-    assert str(info.value) == (f"cannot write the snapshot file {state}: No space left on device; "
-                               f"last snapshot: {good} (iteration 2)")
+    assert str(info.value) == (
+        f"cannot write the snapshot file {state}: No space left on device; last snapshot: {good} (iteration 2)"
+    )
     monkeypatch.setattr(base, "save_arrays", save)
     resumed = Solver(mlp_config(snapshot=2, max_iter=6, momentum=0.9), reporter=Recorder())
-    resumed.restore(good)                           # the earlier snapshot is intact
+    resumed.restore(good)  # the earlier snapshot is intact
     assert resumed.iter == 2
 
 
@@ -172,8 +193,10 @@ def test_resuming_beyond_max_iter_is_an_error(tmp_path):
     short = Solver(config, output_dir=tmp_path, max_iter=3, reporter=Recorder())
     with pytest.raises(ConfigError) as info:
         short.solve(resume=state)
-    assert str(info.value) == (f"{state}: the solver is at iteration 5, beyond max_iter 3: nothing "
-                               "to train (raise max_iter, e.g. with --max-iter)")
+    assert str(info.value) == (
+        f"{state}: the solver is at iteration 5, beyond max_iter 3: nothing "
+        "to train (raise max_iter, e.g. with --max-iter)"
+    )
 
 
 def test_resuming_at_max_iter_has_nothing_left_to_train(tmp_path):

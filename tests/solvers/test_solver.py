@@ -1,5 +1,6 @@
 """The training loop: TEST net, testing, average_loss, reporting, NaN stop, stop requests, config
 checking."""
+
 import io
 import json
 import re
@@ -12,8 +13,8 @@ from solver_nets import Recorder, input_config, mlp_config, tiny_config, weights
 from netlayers import ConfigError, Net, TrainingError
 from netlayers.solvers import Reporter, Solver
 
-
 # -- the TEST net ----------------------------------------------------------------------------------
+
 
 def test_test_net_shares_the_train_weights():
     solver = Solver(mlp_config(test=True, test_iter=2, test_interval=5), reporter=Recorder())
@@ -27,7 +28,7 @@ def test_test_net_shares_the_train_weights():
 
 def test_no_test_net_without_test_iter():
     assert Solver(mlp_config(), reporter=Recorder()).test_net is None
-    assert Solver(mlp_config(test=True), reporter=Recorder()).test_net is None   # test_interval 0
+    assert Solver(mlp_config(test=True), reporter=Recorder()).test_net is None  # test_interval 0
     assert Solver(mlp_config(test_iter=3), reporter=Recorder()).test_net is not None
 
 
@@ -37,7 +38,7 @@ def test_test_outputs_are_means_over_the_batches():
     results = solver.test()
     solver.test_net.set_state(state)
     losses = [float(solver.test_net.forward()["loss"]) for _ in range(3)]
-    assert len(set(losses)) == 3                       # a fresh batch each time
+    assert len(set(losses)) == 3  # a fresh batch each time
     assert set(results) == {"loss"} and isinstance(results["loss"], float)
     assert results["loss"] == pytest.approx(np.mean(losses), rel=1e-6)
 
@@ -49,8 +50,11 @@ def test_tests_run_every_test_interval_and_at_the_end():
     # 0 (test_initialization), 4, 8, and 10 at the end (Caffe only when the interval divides it)
     assert [args[0] for args in recorder.of("on_test")] == [0, 4, 8, 10]
     recorder = Recorder()
-    Solver(mlp_config(test=True, test_iter=2, test_interval=4, max_iter=8, test_initialization=False),
-           reporter=recorder, overwrite=True).solve()
+    Solver(
+        mlp_config(test=True, test_iter=2, test_interval=4, max_iter=8, test_initialization=False),
+        reporter=recorder,
+        overwrite=True,
+    ).solve()
     assert [args[0] for args in recorder.of("on_test")] == [4, 8]
 
 
@@ -65,6 +69,7 @@ def test_testing_does_not_disturb_training():
 
 # -- display and average_loss ------------------------------------------------------------------------
 
+
 def test_average_loss_smooths_the_displayed_loss():
     recorder = Recorder()
     solver = Solver(mlp_config(display=1, average_loss=3, max_iter=6), reporter=recorder)
@@ -73,8 +78,8 @@ def test_average_loss_smooths_the_displayed_loss():
     assert [c[0] for c in calls] == list(range(6))
     raw = [c[1] for c in calls]
     for k, (_, _, smoothed, *_rest) in enumerate(calls):
-        assert smoothed == pytest.approx(np.mean(raw[max(0, k - 2):k + 1]), rel=1e-12)
-    assert raw[0] == pytest.approx(float(calls[0][4]["loss"]), rel=1e-6)   # the net's output
+        assert smoothed == pytest.approx(np.mean(raw[max(0, k - 2) : k + 1]), rel=1e-12)
+    assert raw[0] == pytest.approx(float(calls[0][4]["loss"]), rel=1e-6)  # the net's output
 
 
 def test_display_schedule_and_final_line():
@@ -82,7 +87,7 @@ def test_display_schedule_and_final_line():
     Solver(mlp_config(display=5, max_iter=10), reporter=recorder).solve()
     calls = recorder.of("on_train")
     assert [c[0] for c in calls] == [0, 5, 10]
-    final = calls[-1]                          # Caffe's closing line: loss only
+    final = calls[-1]  # Caffe's closing line: loss only
     assert final[3] is None and final[4] == {} and final[5] is None
     assert [name for name, _ in recorder.calls][-1] == "on_end"
 
@@ -103,16 +108,23 @@ def test_each_step_call_starts_the_smoothed_loss_afresh():
 
 
 def test_default_reporter_lines_and_metrics_file(tmp_path, capsys):
-    path = write_config(tmp_path, mlp_config(test=True, test_iter=2, test_interval=5, display=5,
-                                             max_iter=10, snapshot=10))
+    path = write_config(
+        tmp_path, mlp_config(test=True, test_iter=2, test_interval=5, display=5, max_iter=10, snapshot=10)
+    )
     solver = Solver(path, output_dir=tmp_path / "run")
     solver.solve()
     err = capsys.readouterr().err
-    for line in ["Solving mlp", "Learning Rate Policy: fixed", "Iteration 0, loss = ",
-                 "    Train net output #0: loss = ", "Iteration 5, lr = 0.05",
-                 "Iteration 5, Testing net (#0)", "    Test net output #0: loss = ",
-                 f"Snapshotting to binary proto file {tmp_path / 'run' / 'net_iter_10.weights.npz'}",
-                 "Optimization Done."]:
+    for line in [
+        "Solving mlp",
+        "Learning Rate Policy: fixed",
+        "Iteration 0, loss = ",
+        "    Train net output #0: loss = ",
+        "Iteration 5, lr = 0.05",
+        "Iteration 5, Testing net (#0)",
+        "    Test net output #0: loss = ",
+        f"Snapshotting to binary proto file {tmp_path / 'run' / 'net_iter_10.weights.npz'}",
+        "Optimization Done.",
+    ]:
         assert line in err, line
     assert re.search(r"Iteration 5 \([0-9.e+-]+ iter/s, [0-9.e+-]+s/5 iters\), loss = ", err)
     entries = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -142,11 +154,14 @@ def test_progress_bar_with_log_lines_above_it(tmp_path):
 
 # -- NaN and stop requests ---------------------------------------------------------------------------
 
+
 def poison_at(iteration):
     """A reporter hook that puts NaN into the Input data once ``iteration`` updates are done."""
+
     def hook(solver, done):
         if done == iteration:
             solver.net.blobs["x"].data[...] = np.nan
+
     return hook
 
 
@@ -195,15 +210,16 @@ def test_infinite_loss_is_reported_as_such(tmp_path):
 
 def test_request_stop_snapshots_and_returns(tmp_path):
     recorder = Recorder(on_iteration=lambda solver, done: done == 3 and solver.request_stop())
-    solver = Solver(mlp_config(test=True, test_iter=1, test_interval=100, max_iter=10),
-                    output_dir=tmp_path, reporter=recorder)
+    solver = Solver(
+        mlp_config(test=True, test_iter=1, test_interval=100, max_iter=10), output_dir=tmp_path, reporter=recorder
+    )
     solver.solve()
     assert solver.iter == 3 and solver.stopped and solver.status == "stopped"
     assert [args[0] for args in recorder.of("on_snapshot")] == [3]
     assert (tmp_path / "mlp_iter_3.weights.npz").is_file()
     assert (tmp_path / "mlp_iter_3.solverstate.npz").is_file()
-    assert [args[0] for args in recorder.of("on_test")] == [0]          # no final test
-    solver.solve()                                                     # carries on to max_iter
+    assert [args[0] for args in recorder.of("on_test")] == [0]  # no final test
+    solver.solve()  # carries on to max_iter
     assert solver.iter == 10 and solver.status == "done"
 
 
@@ -232,48 +248,70 @@ def config_error(tmp_path, extra, text=CONFIG):
     return str(info.value)
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("  bsae_lr: 0.1\n", "cfg.yaml:12: field 'solver.bsae_lr': unknown field (did you mean 'base_lr'?)"),
-    ("  momentum: high\n", "cfg.yaml:12: field 'solver.momentum': expected a number, got 'high'"),
-    ("  type: Adamm\n", "cfg.yaml:12: field 'solver.type': expected one of SGD | Nesterov"),
-    ("  lr_policy: stepp\n", "cfg.yaml:12: field 'solver.lr_policy': expected one of fixed | step"),
-    ("  max_iter2: 5\n", "(did you mean 'max_iter'?)"),
-    ("  test_iter: [0]\n", "cfg.yaml:12: field 'solver.test_iter[0]': expected an integer >= 1, got 0"),
-    ("  type: AdaGrad\n  momentum: 0.9\n", "cfg.yaml:13: field 'solver.momentum': momentum cannot be used with AdaGrad"),
-    ("  type: SGD\n  solver_type: ADAM\n", "cfg.yaml:13: field 'solver.solver_type': give either type"),
-    ("  iter_size: 0\n", "cfg.yaml:12: field 'solver.iter_size': expected an integer >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("  bsae_lr: 0.1\n", "cfg.yaml:12: field 'solver.bsae_lr': unknown field (did you mean 'base_lr'?)"),
+        ("  momentum: high\n", "cfg.yaml:12: field 'solver.momentum': expected a number, got 'high'"),
+        ("  type: Adamm\n", "cfg.yaml:12: field 'solver.type': expected one of SGD | Nesterov"),
+        ("  lr_policy: stepp\n", "cfg.yaml:12: field 'solver.lr_policy': expected one of fixed | step"),
+        ("  max_iter2: 5\n", "(did you mean 'max_iter'?)"),
+        ("  test_iter: [0]\n", "cfg.yaml:12: field 'solver.test_iter[0]': expected an integer >= 1, got 0"),
+        (
+            "  type: AdaGrad\n  momentum: 0.9\n",
+            "cfg.yaml:13: field 'solver.momentum': momentum cannot be used with AdaGrad",
+        ),
+        ("  type: SGD\n  solver_type: ADAM\n", "cfg.yaml:13: field 'solver.solver_type': give either type"),
+        ("  iter_size: 0\n", "cfg.yaml:12: field 'solver.iter_size': expected an integer >= 1, got 0"),
+    ],
+)
 def test_config_errors_name_file_and_line(tmp_path, extra, expected):
     assert expected in config_error(tmp_path, extra)
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ("  momentum: 1.0\n", "cfg.yaml:12: field 'solver.momentum': must be in [0, 1) for SGD, got 1"),
-    ("  type: Nesterov\n  momentum: -0.5\n",
-     "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for Nesterov, got -0.5"),
-    ("  type: Adam\n  momentum2: 1.0\n", "cfg.yaml:13: field 'solver.momentum2': Adam's beta2 must be in [0, 1)"),
-    ("  type: AdaGrad\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaGrad"),
-    ("  type: RMSProp\n  delta: -1.0e-8\n", "cfg.yaml:13: field 'solver.delta': must be positive for RMSProp"),
-    ("  type: AdaDelta\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaDelta"),
-    ("  type: AdaDelta\n  momentum: 1.5\n",
-     "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for AdaDelta, got 1.5"),
-    ("  type: Adam\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for Adam"),
-    ("  type: RMSProp\n  rms_decay: 1.0\n", "cfg.yaml:13: field 'solver.rms_decay': must be in [0, 1), got 1"),
-    ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': expected a number >= 0, got -0.0005"),
-    ("  lr_policy: multistep\n  gamma: 0.1\n",
-     "cfg.yaml:12: field 'solver.lr_policy': lr_policy 'multistep' needs 'stepvalue'"),
-    ("  test_iter: [10, 5]\n",
-     "cfg.yaml:12: field 'solver.test_iter': one value is expected (netlayers has one TEST net), got [10, 5]"),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("  momentum: 1.0\n", "cfg.yaml:12: field 'solver.momentum': must be in [0, 1) for SGD, got 1"),
+        (
+            "  type: Nesterov\n  momentum: -0.5\n",
+            "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for Nesterov, got -0.5",
+        ),
+        ("  type: Adam\n  momentum2: 1.0\n", "cfg.yaml:13: field 'solver.momentum2': Adam's beta2 must be in [0, 1)"),
+        ("  type: AdaGrad\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaGrad"),
+        ("  type: RMSProp\n  delta: -1.0e-8\n", "cfg.yaml:13: field 'solver.delta': must be positive for RMSProp"),
+        ("  type: AdaDelta\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for AdaDelta"),
+        (
+            "  type: AdaDelta\n  momentum: 1.5\n",
+            "cfg.yaml:13: field 'solver.momentum': must be in [0, 1) for AdaDelta, got 1.5",
+        ),
+        ("  type: Adam\n  delta: 0\n", "cfg.yaml:13: field 'solver.delta': must be positive for Adam"),
+        ("  type: RMSProp\n  rms_decay: 1.0\n", "cfg.yaml:13: field 'solver.rms_decay': must be in [0, 1), got 1"),
+        ("  weight_decay: -0.0005\n", "cfg.yaml:12: field 'solver.weight_decay': expected a number >= 0, got -0.0005"),
+        (
+            "  lr_policy: multistep\n  gamma: 0.1\n",
+            "cfg.yaml:12: field 'solver.lr_policy': lr_policy 'multistep' needs 'stepvalue'",
+        ),
+        (
+            "  test_iter: [10, 5]\n",
+            "cfg.yaml:12: field 'solver.test_iter': one value is expected (netlayers has one TEST net), got [10, 5]",
+        ),
+    ],
+)
 def test_solver_values_out_of_range_name_the_field(tmp_path, extra, expected):
     message = config_error(tmp_path, extra)
     assert expected in message and "\n" not in message
 
 
 def test_solver_values_in_range_are_accepted():
-    for extra in ({"momentum": 0.0}, {"momentum": 0.99}, {"type": "AdaGrad", "delta": 1e-10},
-                  {"type": "RMSProp", "rms_decay": 0.0}, {"weight_decay": 0.0},
-                  {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5]}):
+    for extra in (
+        {"momentum": 0.0},
+        {"momentum": 0.99},
+        {"type": "AdaGrad", "delta": 1e-10},
+        {"type": "RMSProp", "rms_decay": 0.0},
+        {"weight_decay": 0.0},
+        {"lr_policy": "multistep", "gamma": 0.1, "stepvalue": [5]},
+    ):
         Solver(tiny_config(**extra), reporter=Recorder())
 
 
@@ -315,8 +353,10 @@ def test_test_layers_with_test_interval_need_test_iter(tmp_path):
 def test_test_interval_without_test_iter_is_an_error(tmp_path):
     # Caffe would never test here (no test_iter, no test net); netlayers says so up front
     message = config_error(tmp_path, "  test_interval: 5\n")
-    assert "cfg.yaml:12: field 'solver.test_interval': is set, so test_iter (TEST batches per " \
-           "test) is needed too" in message
+    assert (
+        "cfg.yaml:12: field 'solver.test_interval': is set, so test_iter (TEST batches per "
+        "test) is needed too" in message
+    )
 
 
 def test_test_iter_with_an_empty_test_net_is_an_error(tmp_path):
@@ -333,16 +373,14 @@ def test_test_iter_with_a_test_net_without_outputs_is_an_error(tmp_path):
     config = mlp_config(test_iter=2)
     for layer in config["layers"][1:]:
         layer["include"] = {"phase": "TRAIN"}
-    config["layers"].append({"name": "quiet", "type": "Silence", "bottom": ["x", "t"],
-                             "include": {"phase": "TEST"}})
-    with pytest.raises(ConfigError, match="field 'solver.test_iter': is given but the TEST-phase "
-                                          "net has no outputs"):
+    config["layers"].append({"name": "quiet", "type": "Silence", "bottom": ["x", "t"], "include": {"phase": "TEST"}})
+    with pytest.raises(ConfigError, match="field 'solver.test_iter': is given but the TEST-phase net has no outputs"):
         Solver(config, reporter=Recorder())
 
 
 def test_a_train_net_without_a_loss_is_an_error(tmp_path):
     no_loss = tiny_config()
-    no_loss["layers"].pop()                                  # the EuclideanLoss
+    no_loss["layers"].pop()  # the EuclideanLoss
     zero_weight = tiny_config()
     zero_weight["layers"][-1]["loss_weight"] = 0.0
     for config in (no_loss, zero_weight):
@@ -356,10 +394,24 @@ def test_legacy_solver_type_and_defaults():
     solver = Solver(tiny_config(solver_type="ADAM", momentum=0.9), reporter=Recorder())
     assert solver.param.type == "Adam" and type(solver.rule).__name__ == "Adam"
     p = Solver(tiny_config(), reporter=Recorder()).param
-    assert (p.type, p.lr_policy, p.momentum, p.momentum2, p.delta, p.rms_decay, p.weight_decay,
-            p.regularization_type, p.clip_gradients, p.iter_size, p.display, p.average_loss,
-            p.test_interval, p.test_initialization, p.snapshot, p.random_seed) == \
-        ("SGD", "fixed", 0.0, 0.999, 1e-8, 0.99, 0.0, "L2", -1.0, 1, 0, 1, 0, True, 0, -1)
+    assert (
+        p.type,
+        p.lr_policy,
+        p.momentum,
+        p.momentum2,
+        p.delta,
+        p.rms_decay,
+        p.weight_decay,
+        p.regularization_type,
+        p.clip_gradients,
+        p.iter_size,
+        p.display,
+        p.average_loss,
+        p.test_interval,
+        p.test_initialization,
+        p.snapshot,
+        p.random_seed,
+    ) == ("SGD", "fixed", 0.0, 0.999, 1e-8, 0.99, 0.0, "L2", -1.0, 1, 0, 1, 0, True, 0, -1)
 
 
 def test_solver_net_names_another_file(tmp_path):
@@ -374,7 +426,7 @@ def test_solver_net_names_another_file(tmp_path):
     assert Path(solver.net.spec.file).resolve() == net_path.resolve()
     assert solver.output_dir.resolve() == tmp_path.resolve() and solver.snapshot_prefix == "solver"
     solver.step(1)
-    assert solver.net.params["ip"][0].data.item() == pytest.approx(1.0)     # 2 - 0.5 * 2
+    assert solver.net.params["ip"][0].data.item() == pytest.approx(1.0)  # 2 - 0.5 * 2
 
 
 def test_seed_override_and_random_seed():

@@ -1,10 +1,11 @@
 """Each update rule against numbers worked out by hand from Caffe's formulas, on plain arrays and
 through a net; weight decay, lr_mult, clipping and iter_size in the solver's update."""
+
 import numpy as np
 import pytest
 from solver_nets import ALL_TYPES, Recorder, input_config, mlp_config, settings, tiny_config, weights
 
-from netlayers.solvers import RULES, AdaDelta, AdaGrad, Adam, Nesterov, RMSProp, Solver, SGD
+from netlayers.solvers import RULES, SGD, AdaDelta, AdaGrad, Adam, Nesterov, RMSProp, Solver
 
 W0 = [1.0, -2.0]
 GRADIENTS = [[1.0, -2.0], [0.5, 1.0], [-1.0, 0.25]]
@@ -52,8 +53,9 @@ def test_adagrad():
     # step 3: h = [2.25, 5.0625]: 0.1 * -1/1.5 = -0.0666667; 0.1 * 0.25 / 2.25 = 0.0111111
     #                                                                    w3 = [0.9219453, -1.9558325]
     trajectory, _ = run_rule(AdaGrad(delta=1e-8), 0.1)
-    np.testing.assert_allclose(trajectory, [[0.900000001, -1.9], [0.8552786419, -1.94472136],
-                                            [0.9219453081, -1.955832471]], rtol=1e-9)
+    np.testing.assert_allclose(
+        trajectory, [[0.900000001, -1.9], [0.8552786419, -1.94472136], [0.9219453081, -1.955832471]], rtol=1e-9
+    )
 
 
 def test_rmsprop():
@@ -62,16 +64,22 @@ def test_rmsprop():
     # step 2: h = [0.115, 0.46]: 0.01 * 0.5 / 0.3391165 = 0.0147442;
     #         0.01 * 1 / 0.6782330 = 0.0147442                            w2 = [0.9536330, -1.9831214]
     trajectory, _ = run_rule(RMSProp(rms_decay=0.9, delta=1e-8), 0.01)
-    np.testing.assert_allclose(trajectory, [[0.9683772244, -1.968377224], [0.9536330292, -1.983121419],
-                                            [0.9758005837, -1.986977855]], rtol=1e-9)
+    np.testing.assert_allclose(
+        trajectory,
+        [[0.9683772244, -1.968377224], [0.9536330292, -1.983121419], [0.9758005837, -1.986977855]],
+        rtol=1e-9,
+    )
 
 
 def test_adadelta():
     # h = 0.95 h + 0.05 g^2; u = g sqrt((h2 + 1e-6) / (h + 1e-6)); h2 = 0.95 h2 + 0.05 u^2; w -= u
     # step 1: h = [0.05, 0.2]: u = 1 * sqrt(1e-6 / 0.050001) = 0.0044720912  w1[0] = 0.9955279088
     trajectory, history = run_rule(AdaDelta(momentum=0.95, delta=1e-6), 1.0)
-    np.testing.assert_allclose(trajectory, [[0.9955279088, -1.995527875], [0.9926411959, -1.998414617],
-                                            [0.9973441622, -1.999214605]], rtol=1e-9)
+    np.testing.assert_allclose(
+        trajectory,
+        [[0.9955279088, -1.995527875], [0.9926411959, -1.998414617], [0.9973441622, -1.999214605]],
+        rtol=1e-9,
+    )
     assert len(history) == 2
 
 
@@ -80,15 +88,24 @@ def test_adam_with_caffe_bias_correction():
     # w -= 0.01 * sqrt(1 - 0.999^t) / (1 - 0.9^t) * m / (sqrt(v) + 1e-8)
     # step 1 (t = 1): m = 0.1 g, v = 0.001 g^2: the step is 0.01 * sign(g)   w1 = [0.99, -1.99]
     trajectory, history = run_rule(Adam(momentum=0.9, momentum2=0.999, delta=1e-8), 0.01)
-    np.testing.assert_allclose(trajectory, [[0.9900000032, -1.990000002], [0.9806782094, -1.987336632],
-                                            [0.9795703789, -1.986001034]], rtol=1e-9)
-    np.testing.assert_allclose(history[0], [0.026, -0.047], rtol=1e-12)   # m as SGD's v / 10 here
+    np.testing.assert_allclose(
+        trajectory,
+        [[0.9900000032, -1.990000002], [0.9806782094, -1.987336632], [0.9795703789, -1.986001034]],
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(history[0], [0.026, -0.047], rtol=1e-12)  # m as SGD's v / 10 here
 
 
 @pytest.mark.parametrize("name", ALL_TYPES)
 def test_rules_work_in_place_in_float32(name):
-    rule = RULES[name].from_param({"momentum": 0.5 if name in ("SGD", "Nesterov", "AdaDelta", "Adam") else 0.0,
-                                   "momentum2": 0.999, "delta": 1e-6, "rms_decay": 0.9})
+    rule = RULES[name].from_param(
+        {
+            "momentum": 0.5 if name in ("SGD", "Nesterov", "AdaDelta", "Adam") else 0.0,
+            "momentum2": 0.999,
+            "delta": 1e-6,
+            "rms_decay": 0.9,
+        }
+    )
     trajectory64, _ = run_rule(rule, 0.1)
     trajectory32, history = run_rule(rule, 0.1, dtype=np.float32)
     assert trajectory32.dtype == np.float32 and all(h.dtype == np.float32 for h in history)
@@ -96,6 +113,7 @@ def test_rules_work_in_place_in_float32(name):
 
 
 # -- through the solver, on E = w^2 / 2 (the gradient is w) --------------------------------------
+
 
 def trajectory(config, steps=3, **kwargs):
     solver = Solver(config, reporter=Recorder(), **kwargs)
@@ -122,7 +140,7 @@ def test_each_rule_through_a_net_matches_the_array_math(name):
     history, scratch = rule.new_history(w.shape, w.dtype), rule.new_scratch(w.shape, w.dtype)
     expected = []
     for iteration in range(4):
-        diff = w.copy()                                      # the gradient of w^2 / 2
+        diff = w.copy()  # the gradient of w^2 / 2
         rule.compute(diff, history, scratch, solver.learning_rate(iteration), iteration)
         w -= diff
         expected.append(w.item())
@@ -187,10 +205,10 @@ def test_iter_size_normalises_the_summed_gradient():
 def test_iter_size_equals_a_bigger_batch():
     # DummyData draws gaussian x from one generator: two batches of 2 are the rows of one batch
     # of 4, so iter_size 2 x batch 2 sees the same data as batch 4 (the mean of the halves)
-    small = Solver(mlp_config(batch=2, target="constant", iter_size=2, momentum=0.9, weight_decay=0.01),
-                   reporter=Recorder())
-    big = Solver(mlp_config(batch=4, target="constant", momentum=0.9, weight_decay=0.01),
-                 reporter=Recorder())
+    small = Solver(
+        mlp_config(batch=2, target="constant", iter_size=2, momentum=0.9, weight_decay=0.01), reporter=Recorder()
+    )
+    big = Solver(mlp_config(batch=4, target="constant", momentum=0.9, weight_decay=0.01), reporter=Recorder())
     # the setup draws differ (the first batch is filled at setup): start both from one state
     for a, b in zip(small.net.learnable_params, big.net.learnable_params):
         a.blob.data[...] = b.blob.data
@@ -204,6 +222,7 @@ def test_iter_size_equals_a_bigger_batch():
 
 
 # -- SGD's fused update (one numba pass) against the separate numpy passes ------------------------
+
 
 def separate_passes(w, diff, v, rate, decay, momentum):
     """The solver's numpy path: regularize, SGD.compute, w -= diff."""
@@ -221,21 +240,21 @@ def test_sgd_fused_update_is_bit_identical_to_the_separate_passes(dtype, decay, 
     shape = (50, 20, 5, 5)
     w = rng.standard_normal(shape).astype(dtype)
     v = (0.01 * rng.standard_normal(shape)).astype(dtype)
-    w[0, 0, 0, :3] = [0.0, -0.0, 1e-30]          # zeros of both signs, a tiny weight
+    w[0, 0, 0, :3] = [0.0, -0.0, 1e-30]  # zeros of both signs, a tiny weight
     v[0, 0, 0, :2] = [-0.0, 0.0]
     expected = [w.copy(), None, v.copy()]
     rule = SGD(momentum=momentum)
     for step in range(3):
         g = (0.1 * rng.standard_normal(shape)).astype(dtype)
         g[0, 0, 0, :2] = [-0.0, 0.0]
-        rate = 0.01 * (1 + 1e-4 * step) ** -0.75 * 2      # the inv policy's rate, lr_mult 2
+        rate = 0.01 * (1 + 1e-4 * step) ** -0.75 * 2  # the inv policy's rate, lr_mult 2
         got_diff = g.copy()
         assert rule.fused_update(w, got_diff, [v], rate, decay, step)
         expected[1] = g.copy()
         separate_passes(expected[0], expected[1], expected[2], rate, decay, momentum)
         for got, want in zip((w, got_diff, v), expected):
             assert got.dtype == dtype
-            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))   # bits, -0
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))  # bits, -0
 
 
 def test_sgd_at_momentum_zero_steps_by_rate_times_gradient_and_keeps_no_history():
@@ -248,7 +267,7 @@ def test_sgd_at_momentum_zero_steps_by_rate_times_gradient_and_keeps_no_history(
 
 
 def test_sgd_fused_update_declines_arrays_it_cannot_update_in_place():
-    w = np.ones((4, 4), np.float32)[:, ::2]                                # not contiguous
+    w = np.ones((4, 4), np.float32)[:, ::2]  # not contiguous
     diff, v = np.ones_like(w), np.zeros_like(w)
     assert not SGD(momentum=0.9).fused_update(w, diff, [v], 0.1, 0.0, 0)
     assert not SGD(momentum=0.9).fused_update(np.ones(3, np.float32), np.ones(3), [np.zeros(3)], 0.1, 0.0, 0)
@@ -263,6 +282,7 @@ def test_solver_with_the_fused_update_trains_like_the_separate_passes(monkeypatc
     monkeypatch.setattr(SGD, "fused_update", lambda self, *args: False)
     separate = Solver(config, reporter=Recorder())
     separate.step(5)
-    for a, b in zip(weights(fused) + [h[0] for h in fused.history],
-                    weights(separate) + [h[0] for h in separate.history]):
+    for a, b in zip(
+        weights(fused) + [h[0] for h in fused.history], weights(separate) + [h[0] for h in separate.history]
+    ):
         np.testing.assert_array_equal(a, b)

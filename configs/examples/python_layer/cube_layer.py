@@ -4,6 +4,7 @@
 
 ``param_str`` is YAML text (here ``"scale: 2"``) parsed however the layer likes.
 """
+
 import numpy as np
 import yaml
 
@@ -13,7 +14,6 @@ import netlayers
 class Cube(netlayers.Layer):
     num_bottoms = (1, 1)
     num_tops = (1, 1)
-    in_place = False       # backward reads x, which running in place (top == bottom) overwrites
 
     def LayerSetUp(self, bottom, top):
         options = yaml.safe_load(self.param_str or "") or {}
