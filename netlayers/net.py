@@ -336,8 +336,14 @@ class Net:
         """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
         so call ``clear_param_diffs`` first unless accumulating on purpose."""
         for i in reversed(range(len(self.layers))):
-            if self.layer_need_backward[i]:
-                self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i], self.bottom_vecs[i])
+            self.backward_layer(i)
+
+    def backward_layer(self, index: int) -> bool:
+        """Backward of layer ``index`` alone, if it needs one; whether it ran."""
+        if not self.layer_need_backward[index]:
+            return False
+        self.layers[index].backward(self.top_vecs[index], self.bottom_need_backward[index], self.bottom_vecs[index])
+        return True
 
     def forward_backward(self) -> float:
         """One forward and one backward pass; returns the loss."""

@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 import yaml
+from test_io import net  # the same one-layer net
 
 import netlayers.io
 from netlayers import ConfigError, DataError, Net, NetlayersError
@@ -32,28 +33,10 @@ def write_zip(path, members, compression=zipfile.ZIP_STORED):
     return path
 
 
-def tiny_net():
-    return Net(
-        {
-            "layers": [
-                {"name": "x", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 5]}}},
-                {
-                    "name": "ip",
-                    "type": "InnerProduct",
-                    "bottom": "x",
-                    "top": "y",
-                    "inner_product_param": {"num_output": 3, "bias_term": False},
-                },
-            ]
-        },
-        seed=0,
-    )
-
-
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
 def test_a_header_claiming_more_than_the_machine_holds_is_refused_before_allocating(tmp_path, compression):
     path = write_zip(tmp_path / "huge.npz", {"ip/0.npy": claiming_npy((10**12,))}, compression)
-    for load in (load_arrays, load_weights, tiny_net().load):
+    for load in (load_arrays, load_weights, net().load):
         with pytest.raises(NetlayersError) as info:  # not a MemoryError
             load(path)
         text = str(info.value)

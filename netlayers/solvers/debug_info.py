@@ -40,8 +40,7 @@ def forward_backward(net, log):
             log(line)
     net.loss = loss
     for index in reversed(range(len(net.layers))):
-        if net.layer_need_backward[index]:
-            net.layers[index].backward(net.top_vecs[index], net.bottom_need_backward[index], net.bottom_vecs[index])
+        if net.backward_layer(index):
             for line in backward_lines(net, index):
                 log(line)
     log(all_params_line(net))

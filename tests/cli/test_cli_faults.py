@@ -14,42 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_train_command import CONFIG  # the same small net and solver
 
 from netlayers.cli import main as cli_main
 from netlayers.cli.main import main
 from netlayers.errors import ConfigError, NetlayersWarning
-
-CONFIG = """\
-name: small
-random_seed: 3
-layers:
-  - name: data
-    type: Data
-    top: [data, label]
-    include: {phase: TRAIN}
-    data_param: {source: train.npz, backend: NPZ, batch_size: 8, shuffle: true}
-  - name: data
-    type: Data
-    top: [data, label]
-    include: {phase: TEST}
-    data_param: {source: train.npz, backend: NPZ, batch_size: 10}
-  - name: ip
-    type: InnerProduct
-    bottom: data
-    top: ip
-    inner_product_param: {num_output: 3, weight_filler: {type: xavier}}
-  - {name: acc, type: Accuracy, bottom: [ip, label], top: accuracy, include: {phase: TEST}}
-  - {name: loss, type: SoftmaxWithLoss, bottom: [ip, label], top: loss}
-solver:
-  base_lr: 0.1
-  momentum: 0.9
-  max_iter: 40
-  display: 10
-  test_iter: [3]
-  test_interval: 20
-  snapshot: 20
-  snapshot_prefix: small
-"""
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
