@@ -76,6 +76,7 @@ import tempfile
 import time
 from collections import deque
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -279,8 +280,16 @@ class Solver:
     """
 
     def __init__(
-        self, config, *, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None, overwrite=False
-    ):
+        self,
+        config: str | Path | dict,
+        *,
+        data_root: Any = None,
+        output_dir: str | Path | None = None,
+        seed: int | None = None,
+        max_iter: int | None = None,
+        reporter: Any = None,
+        overwrite: bool = False,
+    ) -> None:
         raw, self.file, self.base_dir = read_config(config)
         self.param = param = check_solver_params(raw, self.file, max_iter=max_iter, seed=seed)
         spec = self._net_spec(raw)
@@ -301,11 +310,11 @@ class Solver:
         self._decay_buffer = [None] * len(params)
         self.reporter = reporter if reporter is not None else Reporter()
         self.iter = 0
-        self.status = None
+        self.status: str | None = None
         self.stopped = False
-        self.last_snapshot = None
-        self._snapshot_iter = None
-        self._losses = deque(maxlen=param.average_loss)
+        self.last_snapshot: Path | None = None
+        self._snapshot_iter: int | None = None
+        self._losses: deque[float] = deque(maxlen=param.average_loss)
         self._stop = False
         self._started = False
         self._timer = (time.perf_counter(), 0)
@@ -361,7 +370,7 @@ class Solver:
         return path if path.is_absolute() else self.base_dir / path
 
     # -- running ------------------------------------------------------------------------------
-    def solve(self, resume=None):
+    def solve(self, resume: str | Path | None = None) -> None:
         """Train to max_iter (from a solver state when ``resume`` names one); snapshot at the end;
         then, as Caffe, show the final loss (one more forward) when display divides the
         iteration, and test once more. Caffe tests at the end only when test_interval divides
@@ -404,7 +413,7 @@ class Solver:
         if self._write_error is not None:  # the closing lines could not be written
             self._fail_after_write_error()
 
-    def step(self, iters):
+    def step(self, iters: int) -> None:
         """Run ``iters`` iterations (tests, display and snapshots as configured)."""
         self._start()
         self.stopped = False
@@ -457,18 +466,18 @@ class Solver:
             if self._snapshot_iter != self.iter:
                 self.snapshot()
 
-    def request_stop(self):
+    def request_stop(self) -> None:
         """Ask to stop after the current iteration (safe from a signal handler): the solver then
         snapshots and returns from step/solve with ``stopped`` true."""
         self._stop = True
 
     @property
-    def smoothed_loss(self):
+    def smoothed_loss(self) -> float:
         """The mean loss over the last ``average_loss`` iterations of the current ``step`` call
         (Caffe's displayed loss)."""
         return sum(self._losses) / len(self._losses) if self._losses else float("nan")
 
-    def learning_rate(self, iteration=None):
+    def learning_rate(self, iteration: int | None = None) -> float:
         """The rate of the lr policy (with warm-up) at ``iteration`` (default: the current one)."""
         return lr_policy.rate_of(self.param, self.iter if iteration is None else iteration)
 
@@ -528,14 +537,14 @@ class Solver:
         param.blob.diff += buffer
 
     # -- testing ------------------------------------------------------------------------------
-    def test(self):
+    def test(self) -> dict[str, Any] | None:
         """Run the TEST net ``test_iter[0]`` times; {output name: mean over the batches} (a float
         for scalar outputs, an array of per-element means otherwise). None when a stop request
         interrupts it."""
         if self.test_net is None:
             raise ConfigError("there is no TEST net to test: give solver.test_iter", file=self.file)
         batches = self.param.test_iter[0]
-        sums = {}
+        sums: dict[str, np.ndarray] = {}
         for _ in range(batches):
             if self._stop:
                 return None
@@ -555,13 +564,13 @@ class Solver:
         return results
 
     # -- snapshots ----------------------------------------------------------------------------
-    def snapshot_paths(self, iteration=None):
+    def snapshot_paths(self, iteration: int | None = None) -> tuple[Path, Path]:
         """(weights path, solver state path) of the snapshot at ``iteration`` (default: now)."""
         iteration = self.iter if iteration is None else iteration
         base = str(self.output_dir / f"{self.snapshot_prefix}_iter_{iteration}")
         return Path(base + ".weights.npz"), Path(base + ".solverstate.npz")
 
-    def snapshot(self):
+    def snapshot(self) -> Path:
         """Write the weights, then the solver state (each atomically); returns the weights path.
         Weights that are not finite are never written (a TrainingError instead)."""
         for param in self.net.learnable_params:
@@ -600,7 +609,7 @@ class Solver:
         except OSError as err:
             self._fail(f"cannot write the snapshot file {path}: {os_reason(err, path.parent)}", hint="")
 
-    def restore(self, path):
+    def restore(self, path: str | Path) -> None:
         """Resume from a solver state file (or the weights file next to one): weights, history,
         iteration, generator and layer states. The files must belong to this net. Every field
         read is checked first (a ConfigError naming the file and the field); a layer that
