@@ -396,9 +396,13 @@ class Net:
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
         from .io import save_arrays
 
-        save_arrays(
-            path, {f"{name}/{i}": blob.data for name, blobs in self.params.items() for i, blob in enumerate(blobs)}
-        )
+        if Path(path).is_dir():
+            raise DataError("is a folder, expected a file name for the weights (.npz)", file=str(path))
+        arrays = {f"{name}/{i}": blob.data for name, blobs in self.params.items() for i, blob in enumerate(blobs)}
+        try:
+            save_arrays(path, arrays)
+        except OSError as err:
+            raise DataError(f"cannot write the weights: {err.strerror or err}", file=str(path)) from None
 
     def load(self, path: str | Path) -> None:
         """Copy weights from ``.npz`` (or a Caffe ``.caffemodel``) into layers of the same name.

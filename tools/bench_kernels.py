@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from netlayers.kernels import im2col as conv_kernels  # noqa: E402
 from netlayers.kernels import lrn as lrn_kernels  # noqa: E402
 from netlayers.kernels import pooling as pool_kernels  # noqa: E402
-from netlayers.layers.vision import ColumnProducts  # noqa: E402
+from netlayers.kernels.conv_gemm import ColumnProducts  # noqa: E402
 
 F32 = np.float32
 

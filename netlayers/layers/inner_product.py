@@ -67,7 +67,6 @@ class InnerProduct(Layer):
     def Reshape(self, bottom, top):
         if bottom[0].shape == getattr(self, "_bottom_shape", None) and top[0].shape == self._top_shape:
             return
-        self._bottom_shape = bottom[0].shape
         in_features = bottom[0].count_range(self.axis)
         if in_features != self.in_features:
             raise self.error(
@@ -81,6 +80,7 @@ class InnerProduct(Layer):
         self.buffer("_bias_grad", (self.p.num_output,))
         # y^T = W x^T then one transposing copy: BLAS ran this form faster than x W^T
         self.buffer("_output_t", (self.p.num_output, self.batch))
+        self._bottom_shape = bottom[0].shape  # only once all went well: a failed shape is checked again
 
     def Forward_cpu(self, bottom, top):
         x = bottom[0].data.reshape(self.batch, self.in_features)

@@ -173,6 +173,7 @@ def test_resume_hint_keeps_the_overrides_and_exiting_ignores_ctrl_c(folder):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "Exception ignored" not in err, err
     hint = err.strip().splitlines()[-1]
+    assert "resume with: " in hint, err
     words = shlex.split(hint.split("resume with: ", 1)[1])
     state = next((folder / out).glob("*.solverstate.npz"))
     assert words == ["train", *args, "--resume", str(Path(out) / state.name)]

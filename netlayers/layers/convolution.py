@@ -1,0 +1,518 @@
+"""Convolution, Deconvolution and Im2col: Caffe's ConvolutionParameter, its geometry, and the
+layers, which run as im2col + matrix products over the whole batch (the column layouts and
+products are ``netlayers.kernels.conv_gemm``; im2col/col2im are ``netlayers.kernels.im2col``).
+Only 2 spatial axes are supported.
+"""
+
+import math
+
+from ..kernels import im2col as conv_kernels
+from ..kernels.conv_gemm import ChannelSums, ColumnProducts
+from ..layer import Layer
+from ..netspec import FILLER, Enum, Field, rule_error
+from ..registry import register_layer
+
+ENGINE = Enum("DEFAULT", "CAFFE", "CUDNN")
+
+CONVOLUTION_PARAMS = {
+    "num_output": Field(int, required=True, min=1),
+    "bias_term": Field(bool, True),
+    "pad": Field(int, repeated=True, min=0),
+    "kernel_size": Field(int, repeated=True, min=1),
+    "stride": Field(int, repeated=True, min=1),
+    "dilation": Field(int, repeated=True, min=1),
+    "pad_h": Field(int, None, min=0),
+    "pad_w": Field(int, None, min=0),
+    "kernel_h": Field(int, None, min=1),
+    "kernel_w": Field(int, None, min=1),
+    "stride_h": Field(int, None, min=1),
+    "stride_w": Field(int, None, min=1),
+    "group": Field(int, 1, min=1),
+    "weight_filler": Field(FILLER, {}),
+    "bias_filler": Field(FILLER, {}),
+    "axis": Field(int, 1),
+    "force_nd_im2col": Field(bool, False, doc="accepted for Caffe compatibility, ignored"),
+    "engine": Field(ENGINE, "DEFAULT", doc="accepted for Caffe compatibility, ignored"),
+}
+
+
+def _two(p, name, h_name, w_name, default):
+    """Caffe's rule for a 2-D spatial setting: ``name`` (repeated: 1 value for both axes or one
+    per axis) or ``name_h`` and ``name_w``, not both."""
+    values = p[name]
+    h, w = p[h_name], p[w_name]
+    if h is not None or w is not None:
+        if values:
+            raise rule_error(name, f"give either {name} or {h_name}/{w_name}, not both")
+        if h is None or w is None:
+            raise rule_error(h_name, f"{h_name} and {w_name} go together: both are needed")
+        return (h, w)
+    if not values:
+        return None if default is None else (default, default)
+    return _repeated_pair(values, default, name)
+
+
+def conv_geometry(p):
+    """(kernel, pad, stride, dilation) as (h, w) pairs from a ConvolutionParameter block; its
+    cross-field rules (each layer's ``check_params``), raising errors relative to the block."""
+    kernel = _two(p, "kernel_size", "kernel_h", "kernel_w", None)
+    if kernel is None:
+        raise rule_error("kernel_size", "kernel_size (or kernel_h and kernel_w) is required")
+    pad = _two(p, "pad", "pad_h", "pad_w", 0)
+    stride = _two(p, "stride", "stride_h", "stride_w", 1)
+    dilation = _repeated_pair(p.dilation, 1, "dilation")
+    return kernel, pad, stride, dilation
+
+
+def _repeated_pair(values, default, name):
+    if not values:
+        return (default, default)
+    if len(values) == 1:
+        return (values[0], values[0])
+    if len(values) == 2:
+        return tuple(values)
+    raise rule_error(name, f"{name} has {len(values)} values; give 1, or 2 (one per spatial axis)")
+
+
+def conv_output_size(size, kernel, pad, stride, dilation):
+    """Caffe's convolution output size: floor((H + 2 pad - (dilation (k - 1) + 1)) / stride) + 1."""
+    extent = dilation * (kernel - 1) + 1
+    return (size + 2 * pad - extent) // stride + 1
+
+
+class ConvolutionParamBlock:
+    """For layers that read Caffe's ``convolution_param`` whatever their type (Deconvolution,
+    Im2col): that block and no block named after the type."""
+
+    block = "convolution_param"
+    params = CONVOLUTION_PARAMS
+
+    @classmethod
+    def check_params(cls, p):
+        conv_geometry(p)
+
+    @classmethod
+    def param_blocks(cls):
+        return {"convolution_param": cls.params}
+
+    def __init__(self, spec, **kwargs):
+        super().__init__(spec, **kwargs)
+        self.p = spec.blocks.get("convolution_param")
+
+
+class _ConvolutionBase(ConvolutionParamBlock, Layer):
+    """Shared setup of Convolution and Deconvolution: parameters, checks and buffers."""
+
+    num_bottoms = (1, None)
+    num_tops = (1, None)
+
+    def LayerSetUp(self, bottom, top):
+        p = self.p
+        if len(bottom) != len(top):
+            raise self.error(f"needs one top per bottom, got {len(bottom)} bottoms and {len(top)} tops")
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(p)
+        shape = bottom[0].shape
+        self.axis = bottom[0].canonical_axis(p.axis) if shape else 0
+        spatial = len(shape) - self.axis - 1
+        if spatial != 2:
+            raise self.error(
+                f"only 2 spatial axes are supported: input shape {shape} with channel axis {self.axis} has {spatial}",
+                f"{self.block}.axis",
+            )
+        self.channels = shape[self.axis]
+        if self.channels % p.group:
+            raise self.error(
+                f"group {p.group} does not divide the {self.channels} input channels (input shape {shape})",
+                f"{self.block}.group",
+            )
+        if p.num_output % p.group:
+            raise self.error(f"group {p.group} does not divide num_output {p.num_output}", f"{self.block}.group")
+        self.add_param(self.weight_shape(), p.weight_filler)
+        if p.bias_term:
+            self.add_param((p.num_output,), p.bias_filler)
+        self._shape = None
+
+    def Reshape(self, bottom, top):
+        self._check_bottoms(bottom)
+        shape = bottom[0].shape
+        if shape != self._shape:
+            self._setup_buffers(shape)
+        out_shape = shape[: self.axis] + (self.p.num_output,) + self.out_size
+        for blob in top:
+            blob.reshape(out_shape)
+
+    def _check_bottoms(self, bottom):
+        shape = bottom[0].shape
+        for i, blob in enumerate(bottom[1:], 1):
+            if blob.shape != shape:
+                raise self.error(f"all bottoms need one shape: bottom[{i}] is {blob.shape}, bottom[0] is {shape}")
+        if len(shape) != self.axis + 3 or shape[self.axis] != self.channels:
+            raise self.error(
+                f"input shape {shape} does not match the set-up channel axis {self.axis} with {self.channels} channels"
+            )
+
+    def _too_small(self, size):
+        (kh, kw), (ph, pw), (dh, dw) = self.kernel, self.pad, self.dilation
+        extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        return self.error(
+            f"kernel {kh}x{kw} (dilated extent {extent[0]}x{extent[1]}) is larger than the padded "
+            f"input {size[0] + 2 * ph}x{size[1] + 2 * pw} (input {size[0]}x{size[1]}, pad "
+            f"{ph}x{pw})",
+            f"{self.block}.kernel_size",
+        )
+
+
+@register_layer("Convolution")
+class Convolution(_ConvolutionBase):
+    """2-D convolution (cross-correlation, as Caffe) with groups, padding, stride, dilation.
+
+    x: (N, C, H, W), W: (O, C / g, kh, kw), b: (O,), output (N, O, OH, OW) with
+    OH = floor((H + 2 pad_h - (dil_h (kh - 1) + 1)) / stride_h) + 1 (likewise OW), and for the
+    output channel o in group G (input channels c of that group):
+
+        y[n, o, i, j] = b[o] + sum_{c, u, v} W[o, c, u, v] x[n, c, i s_h - p_h + u d_h, j s_w - p_w + v d_w]
+
+    (x is 0 in the padding). With columns col = im2col(x): y[n] = W col[n] + b.
+    Backward: dE/dW += sum_n dE/dy[n] col[n]^T, dE/db += sum over n, i, j of dE/dy,
+    dE/dx = col2im(W^T dE/dy[n]). Several bottoms (same shape) give one top each, sharing W.
+    """
+
+    example = [
+        {
+            "bottoms": [(2, 3, 5, 5)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 4, 5, 6), (2, 4, 5, 6)],
+            "tops": 2,
+            "params": {
+                "convolution_param": {
+                    "num_output": 2,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "stride": 2,
+                    "dilation": 2,
+                    "group": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 3, 3, 3)],
+            "params": {"convolution_param": {"num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}},
+        },
+    ]
+
+    keep_top_data = False
+
+    def weight_shape(self):
+        return (self.p.num_output, self.channels // self.p.group) + self.kernel
+
+    def _setup_buffers(self, shape):
+        size = shape[self.axis + 1 :]
+        out_size = tuple(
+            conv_output_size(s, k, p, st, d)
+            for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation)
+        )
+        if min(out_size) <= 0:
+            raise self._too_small(size)
+        self.batch = math.prod(shape[: self.axis])
+        self.size, self.out_size = size, out_size
+        rows = self.channels * self.kernel[0] * self.kernel[1]
+        map_size = out_size[0] * out_size[1]
+        self.one_by_one = self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
+        batch_major = ColumnProducts.choose_batch_major(
+            self.batch, self.p.num_output, rows, map_size, self.p.group, self.dtype.itemsize, self.one_by_one
+        )
+        self.one_by_one = self.one_by_one and batch_major
+        self.products = ColumnProducts(
+            batch=self.batch,
+            map_channels=self.p.num_output,
+            rows=rows,
+            map_size=map_size,
+            groups=self.p.group,
+            dtype=self.dtype,
+            batch_major=batch_major,
+            allocate_col=not self.one_by_one,
+        )
+        self.table = conv_kernels.geometry_table(shape, self.kernel, self.pad, self.stride, self.dilation, out_size)
+        self.col_holds = None  # which bottom's columns the buffer holds (None: stale)
+        self._shape = shape
+
+    def _image(self, array):
+        return array.reshape((self.batch, self.channels) + self.size)
+
+    def _columns(self, bottom, i):
+        """The column matrix of bottom[i] (recomputed when the buffer holds something else)."""
+        if self.one_by_one:
+            return bottom[i].data.reshape(self.batch, self.channels, -1)
+        prod = self.products
+        if self.col_holds != i:
+            conv_kernels.im2col(
+                self._image(bottom[i].data),
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.out_size,
+                prod.col,
+                prod.batch_major,
+                self.table,
+            )
+            self.col_holds = i
+        return prod.col
+
+    def Forward_cpu(self, bottom, top):
+        weight = self.blobs[0].data
+        bias = self.blobs[1].data if self.p.bias_term else None
+        self.col_holds = None
+        for i in range(len(bottom)):
+            col = self._columns(bottom, i)
+            self.products.map_from_col(weight, col, top[i].data, bias)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        prod = self.products
+        weight = self.blobs[0]
+        want_weight = self.param_propagate_down[0]
+        want_bias = self.p.bias_term and self.param_propagate_down[1]
+        for i in reversed(range(len(top))):
+            if not (want_weight or want_bias or propagate_down[i]):
+                continue
+            m = prod.load_map(top[i].diff, want_sums=want_bias)
+            if want_bias:
+                self.blobs[1].diff += prod.sums
+            if want_weight:
+                prod.weight_grad(m, self._columns(bottom, i), weight.diff)
+            if propagate_down[i]:
+                if self.one_by_one:
+                    prod.col_from_map(weight.data, top[i].diff, bottom[i].diff)
+                else:
+                    prod.col_from_map(weight.data, top[i].diff, prod.col, m)
+                    self.col_holds = None
+                    conv_kernels.col2im(
+                        prod.col,
+                        self.kernel,
+                        self.pad,
+                        self.stride,
+                        self.dilation,
+                        self.out_size,
+                        self._image(bottom[i].diff),
+                        prod.dcol_batch_major,
+                        self.table,
+                    )
+
+
+@register_layer("Deconvolution")
+class Deconvolution(_ConvolutionBase):
+    """The transpose of Convolution (its backward-data pass as a forward), as Caffe.
+
+    x: (N, C, H, W), W: (C, O / g, kh, kw) (Caffe's layout), b: (O,); the output is
+    (N, O, OH, OW) with OH = s_h (H - 1) + d_h (kh - 1) + 1 - 2 p_h (likewise OW): the size a
+    convolution with the same settings maps back to H x W. Forward:
+
+        y = col2im(W^T x[n]) + b, i.e.
+        y[n, o, i s_h - p_h + u d_h, j s_w - p_w + v d_w] += W[c, o, u, v] x[n, c, i, j]
+
+    Backward: with dcol = im2col(dE/dy): dE/dx[n] = W dcol[n], dE/dW += sum_n x[n] dcol[n]^T,
+    dE/db += sum over n and pixels of dE/dy.
+    """
+
+    example = [
+        {
+            "bottoms": [(2, 3, 3, 3)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 2,
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "pad": 1,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {
+            "bottoms": [(2, 2, 3, 4)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 2,
+                    "group": 2,
+                    "weight_filler": {"type": "gaussian"},
+                }
+            },
+        },
+    ]
+
+    keep_top_data = False
+
+    def weight_shape(self):
+        return (self.channels, self.p.num_output // self.p.group) + self.kernel
+
+    def _setup_buffers(self, shape):
+        size = shape[self.axis + 1 :]
+        out_size = tuple(
+            st * (s - 1) + d * (k - 1) + 1 - 2 * p
+            for s, k, p, st, d in zip(size, self.kernel, self.pad, self.stride, self.dilation)
+        )
+        if min(out_size) <= 0:
+            raise self.error(
+                f"output size {out_size[0]}x{out_size[1]} is not positive: input "
+                f"{size[0]}x{size[1]}, kernel {self.kernel[0]}x{self.kernel[1]}, "
+                f"pad {self.pad[0]}x{self.pad[1]}",
+                f"{self.block}.pad",
+            )
+        self.batch = math.prod(shape[: self.axis])
+        self.size, self.out_size = size, out_size
+        rows = self.p.num_output * self.kernel[0] * self.kernel[1]
+        map_size = size[0] * size[1]
+        batch_major = ColumnProducts.choose_batch_major(
+            self.batch, self.channels, rows, map_size, self.p.group, self.dtype.itemsize, False
+        )
+        self.products = ColumnProducts(
+            batch=self.batch,
+            map_channels=self.channels,
+            rows=rows,
+            map_size=map_size,
+            groups=self.p.group,
+            dtype=self.dtype,
+            batch_major=batch_major,
+        )
+        self._out_image_shape = (self.batch, self.p.num_output) + out_size
+        self.table = conv_kernels.geometry_table(
+            self._out_image_shape, self.kernel, self.pad, self.stride, self.dilation, size
+        )
+        self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
+        self._shape = shape
+
+    def Forward_cpu(self, bottom, top):
+        prod = self.products
+        weight = self.blobs[0].data
+        for i in range(len(bottom)):
+            prod.col_from_map(weight, bottom[i].data, prod.col)
+            image = top[i].data.reshape(self._out_image_shape)
+            conv_kernels.col2im(
+                prod.col,
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.size,
+                image,
+                prod.dcol_batch_major,
+                self.table,
+            )
+            if self.p.bias_term:
+                conv_kernels.add_bias(image.reshape(self.batch, self.p.num_output, -1), self.blobs[1].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        prod = self.products
+        weight = self.blobs[0]
+        want_weight = self.param_propagate_down[0]
+        want_bias = self.p.bias_term and self.param_propagate_down[1]
+        for i in reversed(range(len(top))):
+            diff = top[i].diff.reshape(self._out_image_shape)
+            if want_bias:
+                self.blobs[1].diff += self.bias_sums(diff)
+            if not (want_weight or propagate_down[i]):
+                continue
+            conv_kernels.im2col(
+                diff,
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.size,
+                prod.col,
+                prod.batch_major,
+                self.table,
+            )
+            if want_weight:
+                prod.weight_grad(prod.load_map(bottom[i].data), prod.col, weight.diff)
+            if propagate_down[i]:
+                prod.map_from_col(weight.data, prod.col, bottom[i].diff)
+
+
+@register_layer("Im2col")
+class Im2col(ConvolutionParamBlock, Layer):
+    """The column matrix of a convolution as a blob (Caffe's Im2col layer), from
+    ``convolution_param`` (kernel, pad, stride, dilation; num_output is not used).
+
+    x: (N, C, H, W) -> y: (N, C kh kw, OH, OW), y[n, (c kh + u) kw + v, i, j] =
+    x[n, c, i s_h - p_h + u d_h, j s_w - p_w + v d_w] (0 in the padding).
+    Backward: dE/dx = col2im(dE/dy), the adjoint (sums overlapping windows).
+    """
+
+    example = {"bottoms": [(2, 2, 4, 4)], "params": {"convolution_param": {"kernel_size": 2, "pad": 1, "stride": 2}}}
+
+    keep_top_data = False
+
+    params = dict(CONVOLUTION_PARAMS, num_output=Field(int, None, min=1, doc="not used"))
+    num_bottoms = (1, 1)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(self.p)
+        if bottom[0].num_axes != 4 or self.p.axis not in (1, -3):
+            raise self.error(
+                f"Im2col takes (N, C, H, W) input with axis 1, got shape {bottom[0].shape}, axis {self.p.axis}",
+                f"{self.block}.axis",
+            )
+
+    def Reshape(self, bottom, top):
+        if bottom[0].num_axes != 4:
+            raise self.error(f"Im2col takes (N, C, H, W) input, got shape {bottom[0].shape}")
+        n, c, h, w = bottom[0].shape
+        self.out_size = tuple(
+            conv_output_size(s, k, p, st, d)
+            for s, k, p, st, d in zip((h, w), self.kernel, self.pad, self.stride, self.dilation)
+        )
+        if min(self.out_size) <= 0:
+            k, p = self.kernel, self.pad
+            raise self.error(
+                f"kernel {k[0]}x{k[1]} is larger than the padded input {h + 2 * p[0]}x{w + 2 * p[1]} (input {h}x{w})",
+                f"{self.block}.kernel_size",
+            )
+        top[0].reshape(n, c * self.kernel[0] * self.kernel[1], *self.out_size)
+        if getattr(self, "_shape", None) != bottom[0].shape:
+            self.table = conv_kernels.geometry_table(
+                bottom[0].shape, self.kernel, self.pad, self.stride, self.dilation, self.out_size
+            )
+            self._shape = bottom[0].shape
+
+    def Forward_cpu(self, bottom, top):
+        n, rows = top[0].shape[:2]
+        conv_kernels.im2col(
+            bottom[0].data,
+            self.kernel,
+            self.pad,
+            self.stride,
+            self.dilation,
+            self.out_size,
+            top[0].data.reshape(n, rows, -1),
+            True,
+            self.table,
+        )
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            n, rows = top[0].shape[:2]
+            conv_kernels.col2im(
+                top[0].diff.reshape(n, rows, -1),
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.out_size,
+                bottom[0].diff,
+                True,
+                self.table,
+            )

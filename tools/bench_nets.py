@@ -1,0 +1,704 @@
+"""Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
+
+    python tools/bench_nets.py [--nets cifar10_quick,vgg,...] [--threads 2] [--rounds 7]
+                               [--iters N] [--memory] [--layers]
+
+The nets of issue 10 (see ``NETS``), float32. One *step* is: clear the param gradients,
+forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both sides run with
+the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and threadpoolctl
+plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
+is built from the netlayers spec layer by layer (:func:`torch_net`) and takes netlayers'
+initial params. Before timing, both losses and all param gradients are compared; if they
+differ (loss by more than 1e-4 relative, a gradient by more than 1e-3 in relative norm) the
+run stops with an error, since a benchmark of two different computations is worthless.
+
+Timing: after warm-up, ``--rounds`` rounds; in each, both sides run ``--iters`` steps in turn
+(the order flips every round, with a short pause before each run so that the other side's idle
+BLAS/OpenMP threads stop spinning). Reported per net: the median ms per step of each side, the
+median of the per-round ratios netlayers / PyTorch, and the *GEMM floor*: the net's
+convolution and InnerProduct FLOPs of a forward + backward step (2*M*N*K per product; backward
+is twice the forward, less the data gradient of layers whose bottom needs none, such as the
+first layer's) divided by numpy's float32 matmul rate measured in the same run (a 2048x2048
+product, best of 5), i.e. the time a perfect implementation would need; and each side's
+time over that floor.
+
+``--memory`` also measures the peak working memory of each side: in a fresh subprocess per net
+and side, the growth of the process's peak RSS (``ru_maxrss``) while building the net and
+running 3 steps (imports and the input batch come before the first reading). ``--layers``
+prints netlayers' per-layer forward/backward times of each net. Without PyTorch, netlayers
+runs alone. The last thing printed is a markdown table for the README.
+"""
+
+import argparse
+import math
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS.parent))
+sys.path.insert(0, str(TOOLS))
+
+from bench_lenet import lenet_spec  # noqa: E402
+
+import netlayers  # noqa: E402
+
+LOSS_TOLERANCE = 1e-4  # relative
+GRADIENT_TOLERANCE = 1e-3  # relative norm of the difference
+SEED = 1
+
+
+# -- net specs -------------------------------------------------------------------------------
+MSRA = {"type": "msra"}
+XAVIER = {"type": "xavier"}
+ZERO = {"type": "constant"}
+
+
+def input_layer(batch, *shape):
+    return {
+        "name": "data",
+        "type": "Input",
+        "top": ["data", "label"],
+        "input_param": {"shape": [{"dim": [batch, *shape]}, {"dim": [batch]}]},
+    }
+
+
+def conv(name, bottom, num_output, kernel, *, pad=0, stride=1, group=1, bias=True, type="Convolution"):
+    param = {"num_output": num_output, "kernel_size": kernel, "pad": pad, "stride": stride, "group": group}
+    param["weight_filler"] = MSRA
+    if bias:
+        param["bias_filler"] = ZERO
+    else:
+        param["bias_term"] = False
+    return {"name": name, "type": type, "bottom": bottom, "top": name, "convolution_param": param}
+
+
+def relu(name, blob):
+    return {"name": name, "type": "ReLU", "bottom": blob, "top": blob}
+
+
+def pool(name, bottom, method, kernel=None, stride=None):
+    """Pooling with Caffe's rounding (up); no kernel: global pooling."""
+    if kernel is None:
+        param = {"pool": method, "global_pooling": True}
+    else:
+        param = {"pool": method, "kernel_size": kernel, "stride": stride}
+    return {"name": name, "type": "Pooling", "bottom": bottom, "top": name, "pooling_param": param}
+
+
+def inner_product(name, bottom, num_output):
+    param = {"num_output": num_output, "weight_filler": XAVIER, "bias_filler": ZERO}
+    return {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": param}
+
+
+def lrn(name, bottom):
+    param = {"local_size": 5, "alpha": 1e-4, "beta": 0.75}
+    return {"name": name, "type": "LRN", "bottom": bottom, "top": name, "lrn_param": param}
+
+
+def batch_norm_scale(name, blob):
+    """BatchNorm (batch statistics in TRAIN) then Scale with a bias, both in place."""
+    return [
+        {"name": f"{name}_bn", "type": "BatchNorm", "bottom": blob, "top": blob},
+        {"name": f"{name}_scale", "type": "Scale", "bottom": blob, "top": blob, "scale_param": {"bias_term": True}},
+    ]
+
+
+def loss(bottom):
+    return {"name": "loss", "type": "SoftmaxWithLoss", "bottom": [bottom, "label"], "top": "loss"}
+
+
+def net_spec(name, layers):
+    return {"name": name, "layers": layers}
+
+
+def cifar10_quick(batch=100):
+    """Caffe's examples/cifar10/cifar10_quick_train_test.prototxt (msra/xavier fillers)."""
+    return net_spec(
+        "cifar10_quick",
+        [
+            input_layer(batch, 3, 32, 32),
+            conv("conv1", "data", 32, 5, pad=2),
+            pool("pool1", "conv1", "MAX", 3, 2),
+            relu("relu1", "pool1"),
+            conv("conv2", "pool1", 32, 5, pad=2),
+            relu("relu2", "conv2"),
+            pool("pool2", "conv2", "AVE", 3, 2),
+            conv("conv3", "pool2", 64, 5, pad=2),
+            relu("relu3", "conv3"),
+            pool("pool3", "conv3", "AVE", 3, 2),
+            inner_product("ip1", "pool3", 64),
+            inner_product("ip2", "ip1", 10),
+            loss("ip2"),
+        ],
+    )
+
+
+def vgg(batch=8, size=64, widths=(64, 128)):
+    """VGG-style blocks: per width two 3x3 convolutions (pad 1, ReLU) and a 2/2 max pool."""
+    layers, bottom = [input_layer(batch, 3, size, size)], "data"
+    for block, width in enumerate(widths, 1):
+        for k in (1, 2):
+            name = f"conv{block}_{k}"
+            layers += [conv(name, bottom, width, 3, pad=1), relu(f"relu{block}_{k}", name)]
+            bottom = name
+        layers.append(pool(f"pool{block}", bottom, "MAX", 2, 2))
+        bottom = f"pool{block}"
+    return net_spec("vgg", [*layers, inner_product("fc", bottom, 10), loss("fc")])
+
+
+def resnet(batch=16, channels=64, size=32, blocks=2):
+    """A 3x3 stem to ``channels``, then ResNet basic blocks (conv-BN-Scale-ReLU-conv-BN-Scale,
+    Eltwise SUM with the block's input, ReLU), global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("stem", "data", channels, 3, pad=1, bias=False)]
+    layers += [*batch_norm_scale("stem", "stem"), relu("stem_relu", "stem")]
+    bottom = "stem"
+    for b in range(1, blocks + 1):
+        a, c = f"res{b}a", f"res{b}b"
+        layers += [conv(a, bottom, channels, 3, pad=1, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
+        layers += [conv(c, a, channels, 3, pad=1, bias=False), *batch_norm_scale(c, c)]
+        layers += [{"name": f"res{b}", "type": "Eltwise", "bottom": [bottom, c], "top": f"res{b}"}]
+        layers.append(relu(f"res{b}_relu", f"res{b}"))
+        bottom = f"res{b}"
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("resnet", layers)
+
+
+def mlp(batch=256, widths=(784, 2048, 2048, 10)):
+    """InnerProducts of the given widths with ReLU between them."""
+    layers, bottom = [input_layer(batch, widths[0])], "data"
+    for k, width in enumerate(widths[1:], 1):
+        layers.append(inner_product(f"ip{k}", bottom, width))
+        if k < len(widths) - 1:
+            layers.append(relu(f"relu{k}", f"ip{k}"))
+        bottom = f"ip{k}"
+    return net_spec("mlp", [*layers, loss(bottom)])
+
+
+def alexnet(batch=8, size=227):
+    """AlexNet's convolutions with LRN and group 2 (without the big InnerProducts: fc 10)."""
+    return net_spec(
+        "alexnet",
+        [
+            input_layer(batch, 3, size, size),
+            conv("conv1", "data", 96, 11, stride=4),
+            relu("relu1", "conv1"),
+            lrn("norm1", "conv1"),
+            pool("pool1", "norm1", "MAX", 3, 2),
+            conv("conv2", "pool1", 256, 5, pad=2, group=2),
+            relu("relu2", "conv2"),
+            lrn("norm2", "conv2"),
+            pool("pool2", "norm2", "MAX", 3, 2),
+            conv("conv3", "pool2", 384, 3, pad=1),
+            relu("relu3", "conv3"),
+            conv("conv4", "conv3", 384, 3, pad=1, group=2),
+            relu("relu4", "conv4"),
+            conv("conv5", "conv4", 256, 3, pad=1, group=2),
+            relu("relu5", "conv5"),
+            pool("pool5", "conv5", "MAX", 3, 2),
+            inner_product("fc", "pool5", 10),
+            loss("fc"),
+        ],
+    )
+
+
+def depthwise(batch=16, channels=128, size=28, blocks=2):
+    """Depthwise-separable blocks (3x3 with group = channels, pad 1, ReLU; 1x1, ReLU), global
+    average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, channels, size, size)], "data"
+    for b in range(1, blocks + 1):
+        dw, pw = f"dw{b}", f"pw{b}"
+        layers += [conv(dw, bottom, channels, 3, pad=1, group=channels), relu(f"{dw}_relu", dw)]
+        layers += [conv(pw, dw, channels, 1), relu(f"{pw}_relu", pw)]
+        bottom = pw
+    return net_spec("depthwise", [*layers, pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")])
+
+
+def deconvolution(batch=16, channels_in=64, channels_out=32, size=16):
+    """Deconvolution stride 2 (kernel 4, pad 1): size -> 2 * size, then InnerProduct 10."""
+    layers = [
+        input_layer(batch, channels_in, size, size),
+        conv("deconv", "data", channels_out, 4, pad=1, stride=2, type="Deconvolution"),
+        relu("relu", "deconv"),
+        inner_product("fc", "deconv", 10),
+    ]
+    return net_spec("deconvolution", [*layers, loss("fc")])
+
+
+@dataclass
+class Case:
+    """A net of the benchmark: its spec (a function of nothing: the default sizes) and the
+    row title the table shows."""
+
+    title: str
+    spec: object
+
+
+NETS = {
+    "cifar10_quick": Case("cifar10_quick, batch 100", cifar10_quick),
+    "vgg": Case("VGG-style 3x3 blocks (64-64-pool-128-128-pool), 64 px, batch 8", vgg),
+    "resnet": Case("ResNet basic blocks, BatchNorm + Scale + Eltwise SUM, 64 ch, 32 px, 2 blocks, batch 16", resnet),
+    "mlp": Case("MLP 784-2048-2048-10, batch 256", mlp),
+    "alexnet": Case("AlexNet-style convolutions, LRN, group 2, 227 px, batch 8", alexnet),
+    "depthwise": Case("depthwise-separable (3x3 group=channels, 1x1), 128 ch, 28 px, 2 blocks, batch 16", depthwise),
+    "deconvolution": Case("Deconvolution stride 2, 64->32 ch, 16->32 px, batch 16", deconvolution),
+    "lenet": Case("LeNet, batch 64", lambda: lenet_spec(64)),
+}
+
+
+# -- inputs and GEMM FLOPs -------------------------------------------------------------------
+def fixed_inputs(spec, seed=0):
+    """The net's Input blobs: ``data`` standard normal, ``label`` class indices 0..9."""
+    rng = np.random.default_rng(seed)
+    shapes = spec["layers"][0]["input_param"]["shape"]
+    data_shape, label_shape = (tuple(s["dim"]) for s in shapes)
+    data = rng.standard_normal(data_shape, dtype=np.float32)
+    return {"data": data, "label": rng.integers(0, 10, label_shape).astype(np.float32)}
+
+
+def gemm_flops(spec, net):
+    """FLOPs of the net's Convolution, Deconvolution and InnerProduct matrix products in one
+    forward + backward step: forward F = 2 * weights * output positions (a convolution's
+    output pixels; a deconvolution's input pixels; an InnerProduct's rows), backward F for
+    the weight gradient plus F for the data gradient unless the bottom is the net's input."""
+    total = 0
+    for layer in spec["layers"]:
+        if layer["type"] not in ("Convolution", "Deconvolution", "InnerProduct"):
+            continue
+        weights = net.params[layer["name"]][0].data.size
+        bottom_shape = net.blobs[layer["bottom"]].data.shape
+        if layer["type"] == "Convolution":
+            top_shape = net.blobs[layer["top"]].data.shape
+            positions = top_shape[0] * math.prod(top_shape[2:])
+        elif layer["type"] == "Deconvolution":
+            positions = bottom_shape[0] * math.prod(bottom_shape[2:])
+        else:
+            positions = bottom_shape[0]
+        forward = 2 * weights * positions
+        total += forward * (2 if layer["bottom"] in net.inputs else 3)
+    return total
+
+
+def sgemm_rate(n=2048, repeats=5):
+    """numpy's float32 matmul rate (FLOP/s) on an n x n product, best of ``repeats``."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    out = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=out)
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
+# -- netlayers -------------------------------------------------------------------------------
+def build_netlayers(spec, inputs):
+    """The float32 TRAIN net of ``spec`` with ``inputs`` set (the forward of later steps reuses
+    them)."""
+    net = netlayers.Net(spec, dtype=np.float32, seed=SEED)
+    net.forward(**inputs)
+    return net
+
+
+def netlayers_step(net):
+    """Clear the param gradients, forward, backward; returns the loss."""
+    net.clear_param_diffs()
+    loss = net.forward()["loss"].item()
+    net.backward()
+    return loss
+
+
+# -- PyTorch ---------------------------------------------------------------------------------
+def import_torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+class TorchNetError(ValueError):
+    """The spec holds a layer or field :func:`torch_net` does not translate."""
+
+
+def _pair_free(param, name, default):
+    value = param.get(name, default)
+    if isinstance(value, list):
+        raise TorchNetError(f"{name}: lists are not translated")
+    return value
+
+
+def torch_net(spec, params):
+    """The PyTorch twin of the netlayers ``spec``: a ``torch.nn.Module`` whose ``forward(data,
+    label)`` returns the loss. ``params`` maps a layer name to its param tensors in netlayers'
+    order (a Convolution's weight and bias, a Scale's scale and bias; a BatchNorm's are ignored:
+    torch keeps its running statistics apart). A BatchNorm followed by a Scale of its top
+    becomes one affine ``batch_norm`` (as ``BatchNorm2d(affine=True)``); a ReLU whose top is
+    its bottom runs in place. ``module.param_of[(layer, index)]`` is the torch Parameter of a
+    netlayers param."""
+    import torch
+
+    F = torch.nn.functional
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weights = torch.nn.ParameterList()
+            self.param_of = {}
+            self.ops = []  # (function of the bottom tensors, bottom names, top name)
+            layers = spec["layers"][1:]
+            k = 0
+            while k < len(layers):
+                layer = layers[k]
+                fused_scale = (
+                    layer["type"] == "BatchNorm"
+                    and k + 1 < len(layers)
+                    and layers[k + 1]["type"] == "Scale"
+                    and layers[k + 1]["bottom"] == layer["top"]
+                )
+                self.ops.append(self.translate(layer, layers[k + 1] if fused_scale else None))
+                k += 2 if fused_scale else 1
+
+        def parameter(self, layer, index):
+            tensor = torch.nn.Parameter(params[layer][index].clone())
+            self.weights.append(tensor)
+            self.param_of[(layer, index)] = tensor
+            return tensor
+
+        def translate(self, layer, scale):
+            kind, name = layer["type"], layer["name"]
+            bottoms = [layer["bottom"]] if isinstance(layer["bottom"], str) else layer["bottom"]
+            top = layer["top"]
+            if kind in ("Convolution", "Deconvolution"):
+                function = self.convolution(layer)
+            elif kind == "InnerProduct":
+                weight, bias = self.parameter(name, 0), self.parameter(name, 1)
+                function = lambda x: F.linear(x.flatten(1), weight, bias)  # noqa: E731
+            elif kind == "ReLU":
+                in_place = top == bottoms[0]
+                function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
+            elif kind == "Pooling":
+                function = self.pooling(layer["pooling_param"])
+            elif kind == "LRN":
+                p = layer["lrn_param"]
+                size, alpha, beta, k = p.get("local_size", 5), p.get("alpha", 1.0), p.get("beta", 0.75), p.get("k", 1.0)
+                function = lambda x: F.local_response_norm(x, size, alpha, beta, k)  # noqa: E731
+            elif kind == "BatchNorm":
+                function = self.batch_norm(layer, scale)
+                top = scale["top"] if scale else top
+            elif kind == "Eltwise" and layer.get("eltwise_param", {}).get("operation", "SUM") == "SUM":
+                function = lambda a, b: a + b  # noqa: E731
+            elif kind == "SoftmaxWithLoss":
+                function = lambda x, label: F.cross_entropy(x, label)  # noqa: E731
+            else:
+                raise TorchNetError(f"layer '{name}': type {kind} is not translated")
+            return function, bottoms, top
+
+        def convolution(self, layer):
+            p = layer["convolution_param"]
+            weight = self.parameter(layer["name"], 0)
+            bias = self.parameter(layer["name"], 1) if p.get("bias_term", True) else None
+            stride, pad, group = (_pair_free(p, n, d) for n, d in (("stride", 1), ("pad", 0), ("group", 1)))
+            if layer["type"] == "Deconvolution":
+                return lambda x: F.conv_transpose2d(x, weight, bias, stride, pad, groups=group)
+            return lambda x: F.conv2d(x, weight, bias, stride, pad, groups=group)
+
+        def pooling(self, p):
+            method = p.get("pool", "MAX")
+            if p.get("global_pooling"):
+                if method != "AVE":
+                    raise TorchNetError("global pooling other than AVE is not translated")
+                return lambda x: F.adaptive_avg_pool2d(x, 1)
+            kernel, stride, pad = p["kernel_size"], p.get("stride", 1), p.get("pad", 0)
+            if method == "MAX":
+                return lambda x: F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
+            return lambda x: F.avg_pool2d(x, kernel, stride, pad, ceil_mode=True)
+
+        def batch_norm(self, layer, scale):
+            p = layer.get("batch_norm_param", {})
+            eps = p.get("eps", 1e-5)
+            momentum = 1 - p.get("moving_average_fraction", 0.999)
+            channels = params[layer["name"]][0].shape[0]
+            running_mean = torch.zeros(channels)
+            running_var = torch.ones(channels)
+            self.register_buffer(f"{layer['name']}_mean", running_mean)
+            self.register_buffer(f"{layer['name']}_var", running_var)
+            gamma = beta = None
+            if scale is not None:
+                gamma, beta = self.parameter(scale["name"], 0), self.parameter(scale["name"], 1)
+            return lambda x: F.batch_norm(x, running_mean, running_var, gamma, beta, True, momentum, eps)
+
+        def forward(self, data, label):
+            blobs = {"data": data, "label": label}
+            for function, bottoms, top in self.ops:
+                blobs[top] = function(*(blobs[b] for b in bottoms))
+            return blobs["loss"]
+
+    return Module()
+
+
+def netlayers_params_as_torch(net):
+    """netlayers' params as torch tensors (copies), by layer name."""
+    import torch
+
+    return {name: [torch.from_numpy(blob.data.copy()) for blob in blobs] for name, blobs in net.params.items()}
+
+
+def build_torch(spec, inputs, params):
+    """A step function (zero_grad, forward, backward; returns the loss) and the module."""
+    import torch
+
+    module = torch_net(spec, params)
+    data = torch.from_numpy(inputs["data"])
+    label = torch.from_numpy(inputs["label"].astype(np.int64))
+
+    def step():
+        module.zero_grad()
+        loss = module(data, label)
+        loss.backward()
+        return loss.item()
+
+    return step, module
+
+
+class ComputationMismatch(RuntimeError):
+    """netlayers and PyTorch computed different losses or gradients."""
+
+
+def check_same_computation(name, net, module, ours, theirs):
+    """Raise :class:`ComputationMismatch` unless the losses agree to LOSS_TOLERANCE and every
+    param gradient to GRADIENT_TOLERANCE (relative norm of the difference). Both sides must
+    just have run one step. Returns the largest relative gradient difference."""
+    if not abs(ours - theirs) <= LOSS_TOLERANCE * max(abs(theirs), 1e-12):
+        raise ComputationMismatch(f"net '{name}': losses differ: netlayers {ours!r}, PyTorch {theirs!r}")
+    worst = 0.0
+    for (layer, index), tensor in module.param_of.items():
+        expected = tensor.grad.numpy()
+        got = net.params[layer][index].diff
+        difference = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-30))
+        if not difference <= GRADIENT_TOLERANCE:
+            raise ComputationMismatch(
+                f"net '{name}': gradient of layer '{layer}' param {index} differs by {difference:.2e} (relative norm)"
+            )
+        worst = max(worst, difference)
+    return worst
+
+
+# -- timing ----------------------------------------------------------------------------------
+def alternate_rounds(steps, rounds, iters, pause):
+    """Seconds per step of each of ``steps`` in every round: each round runs ``iters`` steps of
+    every one in turn (the order flips each round), after ``pause`` seconds of rest."""
+    times = [[] for _ in steps]
+    for r in range(rounds):
+        order = range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))
+        for k in order:
+            time.sleep(pause)
+            start = time.perf_counter()
+            for _ in range(iters):
+                steps[k]()
+            times[k].append((time.perf_counter() - start) / iters)
+    return times
+
+
+def iterations_for(step_seconds, round_seconds):
+    return max(1, round(round_seconds / max(step_seconds, 1e-9)))
+
+
+@dataclass
+class Result:
+    """What was measured for one net (seconds; torch fields None without PyTorch)."""
+
+    name: str
+    flops: int
+    netlayers_loss: float
+    netlayers: float
+    torch_loss: float = None
+    torch: float = None
+    ratio: float = None  # median of the per-round ratios netlayers / PyTorch
+    gradient_difference: float = None
+    memory: dict = field(default_factory=dict)  # side -> MiB
+
+
+def bench_net(name, args, torch):
+    """Build both sides of net ``name``, check they compute the same, time them."""
+    spec = NETS[name].spec()
+    inputs = fixed_inputs(spec)
+    net = build_netlayers(spec, inputs)
+    flops = gemm_flops(spec, net)
+    ours_loss = netlayers_step(net)  # the first step compiles what numba has not cached
+    steps = [lambda: netlayers_step(net)]
+    result = Result(name, flops, ours_loss, None)
+    if torch is not None:
+        torch_step, module = build_torch(spec, inputs, netlayers_params_as_torch(net))
+        result.torch_loss = torch_step()
+        result.gradient_difference = check_same_computation(name, net, module, ours_loss, result.torch_loss)
+        steps.append(torch_step)
+    per_step = []
+    for step in steps:
+        step()
+        start = time.perf_counter()
+        step()
+        per_step.append(time.perf_counter() - start)
+    iters = args.iters or iterations_for(max(per_step), args.round_seconds)
+    times = alternate_rounds(steps, args.rounds, iters, args.pause)
+    result.netlayers = statistics.median(times[0])
+    if torch is not None:
+        result.torch = statistics.median(times[1])
+        result.ratio = statistics.median(a / b for a, b in zip(times[0], times[1]))
+    if args.layers:
+        print_layer_times(net)
+    return result
+
+
+def print_layer_times(net):
+    from netlayers.inspect.timing import time_net
+
+    print(time_net(net, iterations=5, warmup=1).table())
+
+
+# -- memory ----------------------------------------------------------------------------------
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def memory_growth(name, side, threads, param_shapes=None):
+    """In this process: MiB the peak RSS grows while building net ``name`` on ``side``
+    ("netlayers" or "torch") and running 3 steps. ``param_shapes`` (layer -> list of shapes)
+    gives the torch side its params (random values: no netlayers net is built there)."""
+    spec = NETS[name].spec()
+    inputs = fixed_inputs(spec)
+    torch = import_torch() if side == "torch" else None
+    set_threads(threads, torch)
+    before = peak_rss_mib()
+    if side == "torch":
+        params = {layer: [torch.randn(shape) * 0.01 for shape in shapes] for layer, shapes in param_shapes.items()}
+        step, _ = build_torch(spec, inputs, params)
+    else:
+        net = build_netlayers(spec, inputs)
+        step = lambda: netlayers_step(net)  # noqa: E731
+    for _ in range(3):
+        step()
+    return peak_rss_mib() - before
+
+
+def measure_memory(name, side, threads):
+    """:func:`memory_growth` of ``side`` in a fresh Python subprocess."""
+    spec = NETS[name].spec()
+    net = netlayers.Net(spec, dtype=np.float32, seed=SEED)
+    shapes = {layer: [list(blob.data.shape) for blob in blobs] for layer, blobs in net.params.items()}
+    code = (
+        f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import bench_nets; "
+        f"print(bench_nets.memory_growth({name!r}, {side!r}, {threads}, {shapes!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory of net '{name}' ({side}) failed:\n{done.stderr}")
+    return float(done.stdout.split()[-1])
+
+
+# -- report ----------------------------------------------------------------------------------
+def set_threads(count, torch):
+    """``count`` threads for PyTorch, the BLAS/OpenMP pools (threadpoolctl) and numba."""
+    if torch is not None:
+        torch.set_num_threads(count)
+    from netlayers.threads import configure_threads
+
+    configure_threads(count)
+
+
+def ms(seconds):
+    return "-" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def times_over(seconds, floor):
+    return "-" if seconds is None else f"{seconds / floor:.1f}x"
+
+
+def markdown_table(results, rate, memory):
+    """The README table: one row per net."""
+    header = ["net", "netlayers ms", "PyTorch ms", "netlayers / PyTorch", "GEMM floor ms", "netlayers / floor"]
+    header += ["PyTorch / floor"]
+    if memory:
+        header += ["netlayers MiB", "PyTorch MiB", "MiB ratio"]
+    rows = [header, ["---"] * len(header)]
+    for r in results:
+        floor = r.flops / rate
+        row = [NETS[r.name].title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
+        row += [ms(floor), times_over(r.netlayers, floor), times_over(r.torch, floor)]
+        if memory:
+            mine, theirs = r.memory.get("netlayers"), r.memory.get("torch")
+            row += [f"{mine:.0f}", "-" if theirs is None else f"{theirs:.0f}"]
+            row += ["-" if not theirs else f"{mine / theirs:.2f}x"]
+        rows.append(row)
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, of: {', '.join(NETS)}")
+    parser.add_argument("--threads", type=int, default=2, help="threads of each side (default 2)")
+    parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
+    parser.add_argument(
+        "--iters", type=int, default=0, help="steps per side and round (default: as many as fill --round-seconds)"
+    )
+    parser.add_argument("--round-seconds", type=float, default=0.25, help=argparse.SUPPRESS)
+    parser.add_argument("--pause", type=float, default=0.05, help=argparse.SUPPRESS)
+    parser.add_argument("--memory", action="store_true", help="also measure peak working memory (slower)")
+    parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
+    args = parser.parse_args(argv)
+    args.nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    unknown = [n for n in args.nets if n not in NETS]
+    if unknown:
+        parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch = import_torch()
+    set_threads(args.threads, torch)
+    rate = sgemm_rate()
+    versions = f"PyTorch {torch.__version__}" if torch else "PyTorch not installed: netlayers alone"
+    print(
+        f"forward+backward per step, float32, {args.threads} threads each, numpy sgemm "
+        f"{rate / 1e9:.0f} GFLOP/s; {versions}; median of {args.rounds} rounds"
+    )
+    results = []
+    for name in args.nets:
+        try:
+            result = bench_net(name, args, torch)
+        except ComputationMismatch as error:
+            print(f"bench_nets: error: {error}", file=sys.stderr)
+            return 1
+        if args.memory:
+            for side in ("netlayers", "torch") if torch else ("netlayers",):
+                result.memory[side] = measure_memory(name, side, args.threads)
+        results.append(result)
+        floor = result.flops / rate
+        line = f"{name:<14} netlayers {ms(result.netlayers):>7} ms (loss {result.netlayers_loss:.6f})"
+        if torch:
+            line += (
+                f"  PyTorch {ms(result.torch):>7} ms (loss {result.torch_loss:.6f}; gradients within "
+                f"{result.gradient_difference:.0e})  ratio {result.ratio:.2f}x"
+            )
+        line += f"  floor {ms(floor)} ms ({result.flops / 1e9:.2f} GFLOP)"
+        if result.memory:
+            line += "  MiB " + ", ".join(f"{side} {mib:.0f}" for side, mib in result.memory.items())
+        print(line, flush=True)
+    print()
+    print(markdown_table(results, rate, args.memory))
+    if torch is None:
+        print("\nPyTorch is not installed: netlayers ran alone.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
