@@ -162,3 +162,22 @@ def mvn(x, normalize_variance=True, across_channels=False, eps=1e-9):
             centred = centred / (np.sqrt(np.mean(centred**2)) + eps)
         y[r] = centred
     return y.reshape(x.shape)
+
+
+def depthwise_forward(x, weight, bias, pad, stride, dilation, multiplier):
+    """Depthwise convolution (group = channels, ``multiplier`` outputs per channel) by numpy
+    slices, one tap at a time."""
+    n, c, h, w = x.shape
+    kh, kw = weight.shape[2:]
+    padded = np.zeros((n, c, h + 2 * pad[0], w + 2 * pad[1]), x.dtype)
+    padded[:, :, pad[0] : pad[0] + h, pad[1] : pad[1] + w] = x
+    out_h = (h + 2 * pad[0] - dilation[0] * (kh - 1) - 1) // stride[0] + 1
+    out_w = (w + 2 * pad[1] - dilation[1] * (kw - 1) - 1) // stride[1] + 1
+    source = np.repeat(padded, multiplier, axis=1)
+    y = np.zeros((n, c * multiplier, out_h, out_w), x.dtype) + bias.reshape(1, -1, 1, 1)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dilation[0], i * dilation[0] + stride[0] * (out_h - 1) + 1, stride[0])
+            cols = slice(j * dilation[1], j * dilation[1] + stride[1] * (out_w - 1) + 1, stride[1])
+            y += weight[:, 0, i, j].reshape(1, -1, 1, 1) * source[:, :, rows, cols]
+    return y

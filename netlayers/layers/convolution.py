@@ -6,8 +6,11 @@ Only 2 spatial axes are supported.
 
 import math
 
+import numpy as np
+
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnProducts
+from ..kernels.depthwise import DepthwiseConvolution
 from ..layer import Layer
 from ..netspec import FILLER, Enum, Field, rule_error
 from ..registry import register_layer
@@ -209,6 +212,22 @@ class Convolution(_ConvolutionBase):
             "bottoms": [(2, 3, 3, 3)],
             "params": {"convolution_param": {"num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}},
         },
+        {  # depthwise (group = channels), two outputs per channel: the direct kernels
+            "bottoms": [(2, 3, 5, 6), (2, 3, 5, 6)],
+            "tops": 2,
+            "params": {
+                "convolution_param": {
+                    "num_output": 6,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "stride": 2,
+                    "dilation": [1, 2],
+                    "group": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
     ]
 
     keep_top_data = False
@@ -226,6 +245,21 @@ class Convolution(_ConvolutionBase):
             raise self._too_small(size)
         self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
+        self._shape = shape
+        if self.p.group == self.channels > 1:  # depthwise: direct kernels, no column buffer
+            self.depthwise = DepthwiseConvolution(
+                (self.batch, self.channels) + size,
+                out_size,
+                self.kernel,
+                self.pad,
+                self.stride,
+                self.dilation,
+                self.p.num_output // self.channels,
+            )
+            self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
+            self.zero_bias = np.zeros(self.p.num_output, self.dtype)
+            return
+        self.depthwise = None
         rows = self.channels * self.kernel[0] * self.kernel[1]
         map_size = out_size[0] * out_size[1]
         self.one_by_one = self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
@@ -245,7 +279,6 @@ class Convolution(_ConvolutionBase):
         )
         self.table = conv_kernels.geometry_table(shape, self.kernel, self.pad, self.stride, self.dilation, out_size)
         self.col_holds = None  # which bottom's columns the buffer holds (None: stale)
-        self._shape = shape
 
     def _image(self, array):
         return array.reshape((self.batch, self.channels) + self.size)
@@ -270,15 +303,30 @@ class Convolution(_ConvolutionBase):
             self.col_holds = i
         return prod.col
 
+    def _output(self, array):
+        return array.reshape((self.batch, self.p.num_output) + self.out_size)
+
     def Forward_cpu(self, bottom, top):
         weight = self.blobs[0].data
         bias = self.blobs[1].data if self.p.bias_term else None
+        if self.depthwise is not None:
+            for i in range(len(bottom)):
+                self.depthwise.forward(
+                    self._image(bottom[i].data),
+                    weight,
+                    self.zero_bias if bias is None else bias,
+                    self._output(top[i].data),
+                )
+            return
         self.col_holds = None
         for i in range(len(bottom)):
             col = self._columns(bottom, i)
             self.products.map_from_col(weight, col, top[i].data, bias)
 
     def Backward_cpu(self, top, propagate_down, bottom):
+        if self.depthwise is not None:
+            self._backward_depthwise(top, propagate_down, bottom)
+            return
         prod = self.products
         weight = self.blobs[0]
         want_weight = self.param_propagate_down[0]
@@ -308,6 +356,17 @@ class Convolution(_ConvolutionBase):
                         prod.dcol_batch_major,
                         self.table,
                     )
+
+    def _backward_depthwise(self, top, propagate_down, bottom):
+        weight = self.blobs[0]
+        for i in reversed(range(len(top))):
+            dy = self._output(top[i].diff)
+            if self.p.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += self.bias_sums(dy)
+            if self.param_propagate_down[0]:
+                self.depthwise.backward_weight(dy, self._image(bottom[i].data), weight.diff)
+            if propagate_down[i]:
+                self.depthwise.backward_data(dy, weight.data, self._image(bottom[i].diff))
 
 
 @register_layer("Deconvolution")

@@ -1,0 +1,87 @@
+"""The direct depthwise convolution kernels against the obvious numpy formula, and their
+backward passes by the adjoint identities (the forward is linear in x and in w):
+<dy, conv(x, w)> = <backward_data(dy, w), x> = <backward_weight(dy, x), w>."""
+
+import numpy as np
+import pytest
+from reference import depthwise_forward
+
+from netlayers.kernels.depthwise import DepthwiseConvolution
+from netlayers.layers.convolution import conv_output_size
+
+GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
+    ((2, 3, 7, 6), (3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((2, 3, 7, 6), (3, 3), (0, 0), (2, 2), (1, 1), 2),
+    ((1, 4, 9, 8), (3, 2), (2, 1), (2, 3), (2, 1), 1),
+    ((3, 2, 5, 5), (5, 5), (2, 2), (1, 1), (1, 1), 3),
+    ((2, 2, 6, 7), (1, 1), (0, 0), (1, 1), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("shape, kernel, pad, stride, dilation, multiplier", GEOMETRIES)
+def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation, multiplier):
+    rng = np.random.default_rng(0)
+    n, c, h, w = shape
+    out_size = tuple(conv_output_size(*a) for a in zip((h, w), kernel, pad, stride, dilation))
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((c * multiplier, 1) + kernel)
+    bias = rng.standard_normal(c * multiplier)
+    conv = DepthwiseConvolution(shape, out_size, kernel, pad, stride, dilation, multiplier)
+    y = np.empty((n, c * multiplier) + out_size)
+    conv.forward(x, weight, bias, y)
+    np.testing.assert_allclose(y, depthwise_forward(x, weight, bias, pad, stride, dilation, multiplier), rtol=1e-12)
+
+    dy = rng.standard_normal(y.shape)
+    conv.forward(x, weight, np.zeros_like(bias), y)
+    dx = np.full_like(x, np.nan)  # written whole, not added to
+    conv.backward_data(dy, weight, dx)
+    np.testing.assert_allclose(np.vdot(dy, y), np.vdot(dx, x), rtol=1e-12)
+    dw = np.ones_like(weight)  # added to
+    conv.backward_weight(dy, x, dw)
+    np.testing.assert_allclose(np.vdot(dy, y), np.vdot(dw - 1, weight), rtol=1e-12)
+
+
+def test_float32_kernels_agree_with_float64():
+    rng = np.random.default_rng(1)
+    shape, out = (4, 8, 14, 14), (14, 14)
+    conv = DepthwiseConvolution(shape, out, (3, 3), (1, 1), (1, 1), (1, 1), 1)
+    x, weight, dy = rng.standard_normal(shape), rng.standard_normal((8, 1, 3, 3)), rng.standard_normal(shape)
+    results = []
+    for dtype in (np.float32, np.float64):
+        y, dx, dw = np.empty(shape, dtype), np.empty(shape, dtype), np.zeros((8, 1, 3, 3), dtype)
+        conv.forward(x.astype(dtype), weight.astype(dtype), np.zeros(8, dtype), y)
+        conv.backward_data(dy.astype(dtype), weight.astype(dtype), dx)
+        conv.backward_weight(dy.astype(dtype), x.astype(dtype), dw)
+        results.append((y, dx, dw))
+    for single, double in zip(*results):
+        np.testing.assert_allclose(single, double, rtol=1e-4, atol=1e-4 * np.abs(double).max())
+
+
+def test_the_convolution_layer_takes_the_direct_path_for_group_equal_to_channels():
+    from netlayers.gradcheck import build_layer
+
+    rng = np.random.default_rng(2)
+    layer = {
+        "name": "dw",
+        "type": "Convolution",
+        "bottom": "x",
+        "top": "y",
+        "convolution_param": {
+            "num_output": 8,
+            "kernel_size": 3,
+            "pad": 1,
+            "stride": 2,
+            "group": 4,
+            "weight_filler": {"type": "gaussian"},
+            "bias_filler": {"type": "gaussian"},
+        },
+    }
+    instance, bottom, top = build_layer(layer, [(2, 4, 7, 7)])
+    bottom[0].data[...] = rng.standard_normal((2, 4, 7, 7))
+    instance.setup(bottom, top)
+    instance.forward(bottom, top)
+    assert instance.depthwise is not None and not hasattr(instance, "products")  # no column buffer
+    weight, bias = (blob.data for blob in instance.blobs)
+    np.testing.assert_allclose(
+        top[0].data, depthwise_forward(bottom[0].data, weight, bias, (1, 1), (2, 2), (1, 1), 2), rtol=1e-12
+    )
