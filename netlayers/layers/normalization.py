@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ..kernels import batchnorm as bn_kernels
 from ..kernels import lrn as lrn_kernels
 from ..layer import Layer
 from ..netspec import Enum, Field, rule_error
@@ -156,30 +157,22 @@ class BatchNorm(Layer):
             batch = shape[0] if shape else 1
             self.shape3 = (batch, channels, int(np.prod(shape[2:], dtype=np.int64)))
             self.normalized = np.empty(self.shape3, self.dtype)
-            self.temp = np.empty(self.shape3, self.dtype)
             self.mean = np.empty((1, channels, 1), self.dtype)
             self.var = np.empty((1, channels, 1), self.dtype)
             self.std = np.empty((1, channels, 1), self.dtype)
-            self.mean_dy = np.empty((1, channels, 1), self.dtype)
-            self.mean_dyy = np.empty((1, channels, 1), self.dtype)
             self._shape = shape
         top[0].reshape(shape)
 
     def Forward_cpu(self, bottom, top):
         p = self.p
         x = bottom[0].data.reshape(self.shape3)
-        axes = (0, 2)
         if self.use_global_stats:
             s = self.blobs[2].data[0]
             factor = 0.0 if s == 0 else 1.0 / s
             np.multiply(self.blobs[0].data.reshape(self.mean.shape), factor, out=self.mean)
             np.multiply(self.blobs[1].data.reshape(self.var.shape), factor, out=self.var)
-            np.subtract(x, self.mean, out=self.normalized)
         else:
-            np.mean(x, axis=axes, keepdims=True, out=self.mean)
-            np.subtract(x, self.mean, out=self.normalized)
-            np.multiply(self.normalized, self.normalized, out=self.temp)
-            np.mean(self.temp, axis=axes, keepdims=True, out=self.var)
+            bn_kernels.batch_moments(x, self.mean.reshape(-1), self.var.reshape(-1))
             maf = p.moving_average_fraction
             m = x.size // self.channels
             correction = m / (m - 1) if m > 1 else 1.0
@@ -192,8 +185,9 @@ class BatchNorm(Layer):
             var_sum += correction * self.var.reshape(-1)
         np.add(self.var, self.dtype.type(p.eps), out=self.std)
         np.sqrt(self.std, out=self.std)
-        self.normalized /= self.std
-        np.copyto(top[0].data.reshape(self.shape3), self.normalized)
+        bn_kernels.normalize(
+            x, self.mean.reshape(-1), self.std.reshape(-1), self.normalized, top[0].data.reshape(self.shape3)
+        )
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -203,15 +197,7 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             np.divide(dy, self.std, out=dx)
             return
-        y = self.normalized
-        axes = (0, 2)
-        np.mean(dy, axis=axes, keepdims=True, out=self.mean_dy)
-        np.multiply(dy, y, out=self.temp)
-        np.mean(self.temp, axis=axes, keepdims=True, out=self.mean_dyy)
-        np.multiply(y, self.mean_dyy, out=self.temp)
-        np.subtract(dy, self.mean_dy, out=dx)  # dy may be dx (in place): read before write
-        dx -= self.temp
-        dx /= self.std
+        bn_kernels.normalize_backward(dy, self.normalized, self.std.reshape(-1), dx)  # dy may be dx
 
 
 @register_layer("MVN")
