@@ -18,10 +18,11 @@ def run_tiny(spec):
     return net, bench_nets.netlayers_step(net)
 
 
-def test_a_tiny_resnet_and_depthwise_net_run_one_step_with_finite_loss_and_gradients():
+def test_a_tiny_resnet_depthwise_and_warm_up_net_run_one_step_with_finite_loss_and_gradients():
     for spec in (
         bench_nets.resnet(batch=2, channels=4, size=6, blocks=1),
         bench_nets.depthwise(batch=2, channels=4, size=5, blocks=1),
+        bench_nets.warm_up_spec(),  # every layer type of the benchmark
     ):
         net, loss = run_tiny(spec)
         assert math.isfinite(loss) and loss > 0, spec["name"]
