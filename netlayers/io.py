@@ -90,7 +90,9 @@ def save_arrays(path, arrays):
 
 
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first bytes (the second: no members)
-_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# NotImplementedError: a member's compression method is garbage; RuntimeError: it claims to be
+# encrypted (zipfile raises both for a damaged header)
+_DAMAGED = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 #: dtype kinds a weight may have, and how the others are named in messages.
 NUMERIC_KINDS = "biuf"

@@ -68,6 +68,14 @@ def _user_frame(err: BaseException) -> str:
     return f" at {frame.filename}:{frame.lineno}{source}"
 
 
+def _message_of(err: BaseException) -> str:
+    """``str(err)``, or a placeholder when the exception's own ``__str__`` fails."""
+    try:
+        return str(err)
+    except Exception:
+        return "(its message cannot be shown: its __str__ failed)"
+
+
 class Layer:
     """Base class of every layer. See the module docstring for the contract."""
 
@@ -203,7 +211,7 @@ class Layer:
             raise err
         kind = ConfigError if method == "setup" else NetlayersError
         what = "the Python layer" if self.type == "Python" else f"{type(self).__qualname__}"
-        message = f"{method} of {what} failed{_user_frame(err)}: {type(err).__name__}: {err}"
+        message = f"{method} of {what} failed{_user_frame(err)}: {type(err).__name__}: {_message_of(err)}"
         raise kind(message, file=where.file, line=where.line, layer=self.name) from err
 
     def written_by_user(self) -> bool:

@@ -392,15 +392,18 @@ class Net:
                 self.layer(name).set_state(layer_state)
 
     # -- weights ---------------------------------------------------------------------------
+    def weight_arrays(self) -> dict[str, np.ndarray]:
+        """Every layer's param blobs by key ``layer/i``, as :meth:`save` writes them."""
+        return {f"{name}/{i}": blob.data for name, blobs in self.params.items() for i, blob in enumerate(blobs)}
+
     def save(self, path: str | Path) -> None:
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
         from .io import save_arrays
 
         if Path(path).is_dir():
             raise DataError("is a folder, expected a file name for the weights (.npz)", file=str(path))
-        arrays = {f"{name}/{i}": blob.data for name, blobs in self.params.items() for i, blob in enumerate(blobs)}
         try:
-            save_arrays(path, arrays)
+            save_arrays(path, self.weight_arrays())
         except OSError as err:
             raise DataError(f"cannot write the weights: {err.strerror or err}", file=str(path)) from None
 

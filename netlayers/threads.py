@@ -24,6 +24,7 @@ from pathlib import Path
 from .errors import ConfigError
 
 ENVIRONMENT_VARIABLE = "NETLAYERS_THREADS"
+MAX_THREADS = 4096  # BLAS libraries take a C int; far beyond any machine's cores
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 
@@ -112,9 +113,11 @@ def requested_threads(value=None, environ=None):
         count = int(text)
     except ValueError:
         count = 0
-    if count < 1:
+    if not 1 <= count <= MAX_THREADS:
+        shown = repr(text) if len(text) <= 30 else f"a value of {len(text)} characters"
         raise ConfigError(
-            f"environment variable {ENVIRONMENT_VARIABLE}: expected a positive integer (threads), got {text!r}"
+            f"environment variable {ENVIRONMENT_VARIABLE}: expected a positive integer (threads) "
+            f"of at most {MAX_THREADS}, got {shown}"
         )
     return count
 

@@ -5,9 +5,13 @@ time)."""
 import argparse
 import os
 
+from ..threads import MAX_THREADS
 
-def int_at_least(minimum):
-    """An argparse type: an integer no smaller than ``minimum``, with a one-line error."""
+INT64_MAX = 2**63 - 1  # as in configs: an integer must fit in 64 bits
+
+
+def int_at_least(minimum, maximum=INT64_MAX):
+    """An argparse type: an integer from ``minimum`` to ``maximum``, with a one-line error."""
 
     def convert(text):
         try:
@@ -16,6 +20,9 @@ def int_at_least(minimum):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        if value > maximum:
+            shown = str(value) if len(str(value)) <= 30 else f"a number of {len(str(value))} digits"
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {shown}")
         return value
 
     return convert
@@ -51,7 +58,7 @@ def add_data_root(parser):
 def add_threads(parser):
     parser.add_argument(
         "--threads",
-        type=positive_int,
+        type=int_at_least(1, MAX_THREADS),
         metavar="N",
         help="threads for BLAS and numba (default: $NETLAYERS_THREADS, else the cores this process may use)",
     )

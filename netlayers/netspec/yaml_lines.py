@@ -5,6 +5,7 @@
 ``key_lines`` (key -> line of that key). Config checking uses them to say *where* a mistake is.
 """
 
+import stat
 from pathlib import Path
 
 import yaml
@@ -78,13 +79,19 @@ class _LineLoader(yaml.SafeLoader):
         mapping = LineDict()
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {}
+        # Keys written in this mapping may override keys merged in with ``<<: *anchor`` (YAML's
+        # merge rule); a key written twice is a mistake.
+        written = {id(key_node) for key_node, _ in node.value if key_node.tag != "tag:yaml.org,2002:merge"}
+        written_keys = set()
         self.flatten_mapping(node)
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) or key is None:
                 raise ConfigError("mapping keys must be plain names", line=key_node.start_mark.line + 1)
-            if key in mapping:
-                raise ConfigError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1)
+            if id(key_node) in written:
+                if key in written_keys:
+                    raise ConfigError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1)
+                written_keys.add(key)
             mapping[key] = self.construct_object(value_node, deep=True)
             mapping.key_lines[key] = key_node.start_mark.line + 1
         return mapping
@@ -116,6 +123,14 @@ def load_yaml_text(text, filename="<string>"):
         line = mark.line + 1 if mark else None
         problem = err.problem or err.context or "malformed YAML"
         raise ConfigError(f"malformed YAML: {problem}", file=filename, line=line) from None
+    except yaml.reader.ReaderError as err:  # a control character: no mark, only a position
+        character = chr(err.character) if isinstance(err.character, int) else str(err.character)
+        raise ConfigError(
+            f"malformed YAML: the character {character!r} is not allowed in YAML text (inside double "
+            f'quotes write it as the escape "\\x{ord(character[:1] or " "):02x}")',
+            file=filename,
+            line=text.count("\n", 0, err.position) + 1,
+        ) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"malformed YAML: {err}", file=filename) from None
 
@@ -143,13 +158,22 @@ def load_yaml_file(path):
     """Read and parse a YAML file; a missing file is a ConfigError naming it."""
     path = Path(path)
     try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        mode = None  # missing, unreachable or unnamable: reading it below says which
+    if mode is not None and not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(f"cannot read config: it is {kind}", file=str(path))
+    try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"cannot read config: {err.strerror}", file=str(path)) from None
+        raise ConfigError(f"cannot read config: {err.strerror or err}", file=str(path)) from None
     except UnicodeDecodeError as err:
         raise ConfigError(
             f"not a text file in UTF-8 (byte {err.start}: "
             f"{err.object[err.start : err.start + 1]!r}); a config is YAML text",
             file=str(path),
         ) from None
+    except ValueError:  # a NUL character in the path
+        raise ConfigError("cannot read config: a file name cannot hold a NUL character", file=str(path)) from None
     return load_yaml_text(text, str(path))

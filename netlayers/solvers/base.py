@@ -80,6 +80,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import io
 from ..errors import ConfigError, TrainingError
 from ..io import (
     create_temporary,
@@ -303,6 +304,8 @@ class Solver:
         self.snapshot_prefix = param.snapshot_prefix or (
             Path(self.file).stem if self.file else (self.net.name or "snapshot")
         )
+        if "\0" in self.snapshot_prefix:  # the OS takes no file name with a NUL in it
+            raise ConfigError("a file name cannot hold a NUL character", file=self.file, field="solver.snapshot_prefix")
         self.rule = RULES[param.type].from_param(param)
         params = self.net.learnable_params
         self.history = [self.rule.new_history(p.blob.shape, p.blob.data.dtype) for p in params]
@@ -415,6 +418,8 @@ class Solver:
 
     def step(self, iters: int) -> None:
         """Run ``iters`` iterations (tests, display and snapshots as configured)."""
+        if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 0:
+            raise ConfigError(f"step takes a whole number of iterations, 0 or more, got {iters!r}")
         self._start()
         self.stopped = False
         self._losses.clear()  # as Caffe's Step: the smoothed loss starts afresh
@@ -579,7 +584,8 @@ class Solver:
                     f"the weights of '{param.name}' are not finite at iteration {self.iter}; no snapshot written"
                 )
         weights, state = self.snapshot_paths()
-        self._write(weights, self.net.save)
+        # as Net.save, but an OSError stays one (Net.save makes it a DataError)
+        self._write(weights, lambda path: io.save_arrays(path, self.net.weight_arrays()))
         n = len(self.history)
         arrays = {
             f"history/{slot * n + i}": slots[slot] for i, slots in enumerate(self.history) for slot in range(len(slots))
