@@ -200,3 +200,20 @@ def test_the_net_names_the_newest_blob_and_keeps_the_input_as_set():
     net.forward(x=x, label=np.zeros(4))
     np.testing.assert_array_equal(net.blobs["x"].data, 1.0)  # what later layers read
     np.testing.assert_array_equal(net.source_blobs["x"].data, -1.0)  # the input as set
+
+
+def test_an_input_keeps_its_values_so_forward_repeats():
+    """Power in place on an Input blob gets a blob of its own: a second forward on the same
+    input gives the same output (in place it would square the squares)."""
+    spec = {
+        "name": "rep",
+        "layers": [
+            {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3]}}},
+            {"name": "sq", "type": "Power", "bottom": "x", "top": "x", "power_param": {"power": 2}},
+        ],
+    }
+    net = Net(spec, dtype=np.float64)
+    first = net.forward(x=np.full((2, 3), 3.0))["x"].copy()
+    np.testing.assert_array_equal(first, 9.0)
+    np.testing.assert_array_equal(net.forward()["x"], first)
+    np.testing.assert_array_equal(net.source_blobs["x"].data, 3.0)

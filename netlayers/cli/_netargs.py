@@ -32,9 +32,18 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def file_name(text):
+    """An argparse type for a file option: a name that is not empty."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
+    return text
+
+
 def existing_folders(text):
     """An argparse type for --data-root: folders (separated by os.pathsep) that exist and can
     be read (listed and entered)."""
+    if not any(text.split(os.pathsep)):
+        raise argparse.ArgumentTypeError("expected a folder, got an empty name")
     for folder in filter(None, text.split(os.pathsep)):
         try:
             os.listdir(folder)

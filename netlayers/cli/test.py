@@ -10,14 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from ._netargs import add_data_root, add_threads, positive_int, refuse_input_layers
+from ._netargs import add_data_root, add_threads, file_name, positive_int, refuse_input_layers
 
 HELP = "score trained weights on the TEST phase of a config"
 
 
 def add_arguments(parser):
     parser.add_argument("--config", required=True, metavar="FILE", help="the YAML config")
-    parser.add_argument("--weights", required=True, metavar="FILE", help=".npz weights or a .caffemodel")
+    parser.add_argument(
+        "--weights", required=True, type=file_name, metavar="FILE", help=".npz weights or a .caffemodel"
+    )
     parser.add_argument(
         "--iterations", type=positive_int, metavar="N", help="batches to run (default: solver.test_iter, else 50)"
     )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..solvers.reporting import Reporter, fmt
-from ._netargs import add_data_root, add_threads, positive_int, refuse_input_layers
+from ._netargs import add_data_root, add_threads, file_name, positive_int, refuse_input_layers
 
 HELP = "train a net from a YAML config (net + solver)"
 RUN_FILE = "run.json"
@@ -34,7 +34,10 @@ EXIT_STOPPED = 130
 def add_arguments(parser):
     parser.add_argument("--config", required=True, metavar="FILE", help="the YAML config (net and solver)")
     parser.add_argument(
-        "--weights", metavar="FILE", help="start from trained weights (.npz or Caffe .caffemodel): fine-tuning"
+        "--weights",
+        type=file_name,
+        metavar="FILE",
+        help="start from trained weights (.npz or Caffe .caffemodel): fine-tuning",
     )
     parser.add_argument(
         "--resume", metavar="SNAPSHOT", help="resume from a snapshot (*.solverstate.npz, or the .weights.npz beside it)"

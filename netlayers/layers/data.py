@@ -41,11 +41,10 @@ def positive_shape(layer, dims, field):
 
 @register_layer("Input")
 class Input(SourceLayer):
-    """Blobs set from outside (``net.forward(x=...)`` or ``net.blobs['x'].data[...] = ...``).
-    ``input_param.shape`` gives one shape for all tops or one per top. As in Caffe, a layer
-    may run in place on an input (its values are then overwritten by forward)."""
-
-    keep_top_data = False
+    """Blobs set from outside (``net.forward(x=...)`` or ``net.source_blobs['x'].data[...] = ...``).
+    ``input_param.shape`` gives one shape for all tops or one per top. An input keeps the values
+    it was given (a layer asked to run in place on it gets a blob of its own), so forward can
+    run again on the same input."""
 
     example = {
         "tops": 2,

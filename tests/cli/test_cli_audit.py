@@ -50,3 +50,25 @@ def test_ctrl_c_while_python_loads_the_command_line_is_one_line(monkeypatch, cap
         runpy.run_module("netlayers", run_name="__main__")
     assert info.value.code == 130
     assert capsys.readouterr().err == "netlayers: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (
+            ["train", "--config", "x.yaml", "--weights", ""],
+            "argument --weights: expected a file name, got an empty one",
+        ),
+        (["test", "--config", "x.yaml", "--weights", ""], "argument --weights: expected a file name, got an empty one"),
+        (
+            ["train", "--config", "x.yaml", "--data-root", ""],
+            "argument --data-root: expected a folder, got an empty name",
+        ),
+    ],
+)
+def test_an_empty_file_or_folder_option_is_an_error_not_ignored(argv, words, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1

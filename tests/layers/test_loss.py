@@ -346,7 +346,9 @@ def test_softmax_in_place_gives_the_same_values_and_gradients(rng):
         n = net(top)
         n.forward(x=x, t=t)
         n.backward()
-        results.append((n.loss, n.blobs[top].data.copy(), n.blobs["x"].diff.copy()))
+        # the gradient reaches the input blob as set; with top 'x' the name 'x' then means the
+        # Softmax's output (an Input keeps its values, so the layer gets a blob of its own)
+        results.append((n.loss, n.blobs[top].data.copy(), n.source_blobs["x"].diff.copy()))
     (loss_a, y_a, dx_a), (loss_b, y_b, dx_b) = results
     assert loss_a == pytest.approx(loss_b, rel=1e-12)
     np.testing.assert_allclose(y_b, y_a, rtol=1e-12)

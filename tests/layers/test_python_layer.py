@@ -336,13 +336,17 @@ def test_a_python_layer_runs_in_place_only_when_its_class_says_it_can(tmp_path):
     double = double.replace(
         "class Double(netlayers.Layer):\n", "class Double(netlayers.Layer):\n        in_place = True\n"
     )
-    config = write_layer(tmp_path, double, module="userlayer_in_place")
-    config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
-    net = Net(config)
-    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
+
+    def in_place_on_a_computed_blob(config):  # x -> Power -> h, then the layer with top == bottom h
+        text = config.read_text().replace(
+            "  - name: mine\n", "  - {name: copy, type: Power, bottom: x, top: h}\n  - name: mine\n"
+        )
+        config.write_text(text.replace("    bottom: x\n    top: y\n", "    bottom: h\n    top: h\n"))
+        return config
+
+    net = Net(in_place_on_a_computed_blob(write_layer(tmp_path, double, module="userlayer_in_place")))
+    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["h"], [2, 4, 6])
     assert net.top_vecs[-1][0] is net.bottom_vecs[-1][0]
-    config = write_layer(tmp_path, NO_BACKWARD, module="userlayer_not_in_place")
-    config.write_text(config.read_text().replace("    top: y\n", "    top: x\n"))
-    net = Net(config)  # says nothing: the safe default, a blob of its own
-    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["x"], [2, 4, 6])
-    assert net.top_vecs[-1][0] is not net.bottom_vecs[-1][0]
+    net = Net(in_place_on_a_computed_blob(write_layer(tmp_path, NO_BACKWARD, module="userlayer_not_in_place")))
+    np.testing.assert_array_equal(net.forward(x=np.array([1.0, 2.0, 3.0]))["h"], [2, 4, 6])
+    assert net.top_vecs[-1][0] is not net.bottom_vecs[-1][0]  # says nothing: a blob of its own
