@@ -27,7 +27,10 @@ class Blob:
 
     def __init__(self, shape: Shape = (), dtype: DTypeLike = np.float32, name: str = "") -> None:
         self.name = name
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            raise ShapeError(f"blob '{name}': {dtype!r:.60} is not a numpy dtype") from None
         self._data_buffer = np.zeros(0, self.dtype)
         self._diff_buffer = np.zeros(0, self.dtype)
         self._diff: np.ndarray = self._diff_buffer

@@ -24,6 +24,13 @@ from .memory import check_size
 TEMPORARY_TAIL = r"\.[a-z0-9_]{8}\.tmp"  # what tempfile.mkstemp adds after ``.<name>.``
 
 
+def as_path(value: object, what: str) -> Path:
+    """``value`` as a Path, or a ConfigError saying that ``what`` takes a file or folder name."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise ConfigError(f"{what} takes a file or folder name, got {type(value).__name__} {value!r:.60}")
+
+
 def current_umask():
     """The process's umask, read without changing it where Linux shows it (/proc/self/status);
     elsewhere set and restored at once."""

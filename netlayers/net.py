@@ -372,6 +372,8 @@ class Net:
     def share_weights_from(self, other: "Net") -> None:
         """Use the param blobs of ``other``'s layers of the same name (the TEST net of a solver
         sees the TRAIN net's weights without copies)."""
+        if not isinstance(other, Net):
+            raise ConfigError(f"share_weights_from takes a Net, got {type(other).__name__}")
         for layer in self.layers:
             if layer.blobs and layer.name in other.layer_names:
                 source = other.layer(layer.name)
@@ -386,6 +388,10 @@ class Net:
         return {"rng": self.rng.bit_generator.state, "layers": {name: s for name, s in layers.items() if s is not None}}
 
     def set_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned (a mapping with the generator's state under
+        'rng' and layer states under 'layers')."""
+        if not isinstance(state, dict) or "rng" not in state or not isinstance(state.get("layers", {}), dict):
+            raise ConfigError("a net state is a mapping with 'rng' (and 'layers'), as Net.state() returns")
         self.rng.bit_generator.state = state["rng"]
         for name, layer_state in state.get("layers", {}).items():
             if name in self.layer_names:
@@ -398,9 +404,10 @@ class Net:
 
     def save(self, path: str | Path) -> None:
         """Write every layer's param blobs to ``.npz`` (keys ``layer/i``), atomically."""
-        from .io import save_arrays
+        from .io import as_path, save_arrays
 
-        if Path(path).is_dir():
+        path = as_path(path, "Net.save")
+        if path.is_dir():
             raise DataError("is a folder, expected a file name for the weights (.npz)", file=str(path))
         try:
             save_arrays(path, self.weight_arrays())
@@ -412,8 +419,9 @@ class Net:
         Layers the file does not mention keep their values; a shape mismatch is an error, and
         so is a file that names none of this net's layers with params (Caffe would load nothing
         and say nothing)."""
-        from .io import load_weights
+        from .io import as_path, load_weights
 
+        path = as_path(path, "Net.load")
         weights = load_weights(path)
         learned = [layer.name for layer in self.layers if layer.blobs]
         if learned and not any(name in weights for name in learned):

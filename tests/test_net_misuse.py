@@ -1,9 +1,11 @@
 """API calls in the wrong order, empty and oversized blobs: one-line netlayers errors, never a
 crash or a kernel reading what it did not write (issue 9, items 2, 4, 9 and 11)."""
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -262,3 +264,28 @@ def test_values_a_float32_net_cannot_hold_are_refused_at_setup():
     with pytest.raises(ConfigError, match="layer 'loss': field 'loss_weight': 1e\\+60 is beyond what float32"):
         Net(spec)
     assert Net(spec, dtype="float64").layers[-1].loss_weights == [1e60]
+
+
+def test_python_api_calls_with_wrong_kinds_of_arguments_are_one_line_errors(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "solvers"))
+    from solver_nets import tiny_config
+
+    from netlayers import Solver
+
+    net = Net(POOL_NET)
+    calls = [
+        (lambda: Solver(tiny_config(), output_dir=5), "output_dir takes a file or folder name, got int 5"),
+        (lambda: Solver(tiny_config(), seed="x"), "the seed override must be a whole number, got 'x'"),
+        (lambda: Solver(tiny_config(), max_iter=2.5), "the max_iter override must be a whole number"),
+        (lambda: Solver(tiny_config(), output_dir=tmp_path).solve(resume=5), "a solver state to restore takes"),
+        (lambda: net.set_state({}), "a net state is a mapping with 'rng'"),
+        (lambda: net.set_state(None), "a net state is a mapping with 'rng'"),
+        (lambda: net.share_weights_from(None), "share_weights_from takes a Net, got NoneType"),
+        (lambda: net.load(5), "Net.load takes a file or folder name, got int 5"),
+        (lambda: net.save(None), "Net.save takes a file or folder name, got NoneType None"),
+        (lambda: netlayers.Blob((2,), dtype="garbage"), "'garbage' is not a numpy dtype"),
+    ]
+    for call, words in calls:
+        with pytest.raises(NetlayersError, match=re.escape(words)) as info:
+            call()
+        assert "\n" not in str(info.value)

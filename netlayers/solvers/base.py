@@ -185,6 +185,9 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
             raise at("solver_type").error("give either type or the legacy solver_type, not both")
         param.type = LEGACY_TYPES[param.solver_type]
     param.type = param.type or "SGD"
+    for name, value in (("max_iter", max_iter), ("seed", seed)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise ConfigError(f"the {name} override must be a whole number, got {value!r:.60}", file=file)
     if max_iter is not None:
         param.max_iter = int(max_iter)
     if seed is not None:
@@ -300,7 +303,7 @@ class Solver:
         self.test_net = self._test_net(raw, spec, data_root)
         for path in param.weights:
             self.net.load(self._resolve(path))
-        self.output_dir = Path(output_dir) if output_dir is not None else self.base_dir
+        self.output_dir = io.as_path(output_dir, "output_dir") if output_dir is not None else self.base_dir
         self.snapshot_prefix = param.snapshot_prefix or (
             Path(self.file).stem if self.file else (self.net.name or "snapshot")
         )
@@ -621,7 +624,7 @@ class Solver:
         read is checked first (a ConfigError naming the file and the field); a layer that
         cannot take its saved state (a data position past a data set that shrank) is a
         ConfigError naming the file, the layer and the field."""
-        path = Path(path)
+        path = io.as_path(path, "a solver state to restore")
         if path.name.endswith(".weights.npz"):
             path = path.with_name(path.name[: -len(".weights.npz")] + ".solverstate.npz")
         arrays = load_arrays(path)
