@@ -55,6 +55,9 @@ _V0_NAME, _V0_BLOBS = 1, 50
 _BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
 _SHAPE_DIM = 1
+# Caffe refuses blobs of more than INT_MAX values; the same bound keeps a shape with a zero
+# dimension beside huge ones (which holds no data, so passes the size check) out of numpy.
+_MAX_BLOB_COUNT = 2**31 - 1
 
 
 class _WireError(Exception):
@@ -209,6 +212,8 @@ def _blob_shape(buf, fields, what):
         dims = []
     if any(d < 0 for d in dims):
         raise _WireError(f"{what}: negative dimension in shape {tuple(dims)}")
+    if math.prod(d for d in dims if d) > _MAX_BLOB_COUNT:
+        raise _WireError(f"{what}: shape {tuple(dims)} is larger than Caffe allows ({_MAX_BLOB_COUNT} values)")
     return tuple(dims)
 
 
@@ -385,13 +390,19 @@ def _number_value(text):
     if re.fullmatch(r"0[0-7]+", lower):  # protobuf text format: a leading 0 means octal
         return int(lower, 8)
     if re.fullmatch(r"[0-9]+", lower):
-        return int(lower)
+        # No leading zero here, so more than 20 digits is past 64 bits; converting such a
+        # string could also hit Python's limit on digits (a ValueError).
+        return int(lower) if len(lower) <= 20 else _OUT_OF_RANGE
     if lower.endswith("f") and re.fullmatch(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?f", lower):
         lower = lower[:-1]
     if re.fullmatch(r"(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?", lower):
         return float(lower)
     return None
 
+
+# Protobuf integers have at most 64 bits; any larger literal in the text is refused.
+_MAX_PROTOBUF_INT = 2**64 - 1
+_OUT_OF_RANGE = _MAX_PROTOBUF_INT + 1
 
 _SPECIAL_IDENTS = {"true": True, "True": True, "false": False, "False": False}
 _FLOAT_IDENTS = {"inf": math.inf, "infinity": math.inf, "nan": math.nan}
@@ -506,6 +517,8 @@ class _TextParser:
             value = _number_value(token.text)
             if value is None:
                 raise self.error(f"invalid number '{token.text}' for '{name.text}'", token)
+            if isinstance(value, int) and value > _MAX_PROTOBUF_INT:
+                raise self.error(f"integer for '{name.text}' is out of range (protobuf integers have 64 bits)", token)
             return -value if negative else value
         if token.kind == "ident":
             return self.ident_value(token, negative, name)

@@ -447,7 +447,7 @@ class Net:
                 )
             for blob, array in zip(layer.blobs, arrays):
                 if blob.shape != array.shape:
-                    if blob.count != array.size:
+                    if _without_leading_ones(blob.shape) != _without_leading_ones(array.shape):
                         raise ConfigError(
                             f"weights file has shape {array.shape}, the net expects {blob.shape}",
                             file=str(path),
@@ -458,3 +458,12 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"
+
+
+def _without_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``shape`` without its leading 1s: Caffe's legacy 4-D blobs ``(1, 1, 500, 800)`` match
+    ``(500, 800)``, but a shape of the same size in another layout (``(800, 500)``) does not."""
+    shape = tuple(shape)
+    while shape and shape[0] == 1:
+        shape = shape[1:]
+    return shape

@@ -32,6 +32,18 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 
 
+def positive_finite_float(text):
+    """An argparse type: a number above 0 and finite (``nan``/``inf`` would make every check
+    fail or pass), with a one-line error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (0 < value < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
 def file_name(text):
     """An argparse type for a file option: a name that is not empty."""
     if not text:
@@ -87,7 +99,7 @@ def add_net_arguments(parser):
     add_data_root(parser)
     parser.add_argument(
         "--seed",
-        type=int,
+        type=int_at_least(0),  # the inspection tools seed numpy directly: no negative seed
         metavar="N",
         help="seed for weights and random inputs (default: the config's random_seed, else 0)",
     )

@@ -4,7 +4,7 @@ import numpy as np
 
 from ..inspect.common import build_net, find_layer, load_spec, random_inputs, resolve_seed
 from ..inspect.layercheck import CHECKED, ERROR, check_net_layers, summary
-from ._netargs import add_net_arguments, positive_int
+from ._netargs import add_net_arguments, positive_finite_float, positive_int
 
 HELP = "gradient-check each layer of a net against finite differences (float64)"
 
@@ -13,7 +13,11 @@ def add_arguments(parser):
     add_net_arguments(parser)
     parser.add_argument("--layer", metavar="NAME", help="check only this layer")
     parser.add_argument(
-        "--threshold", type=float, default=1e-5, metavar="T", help="largest relative error accepted (default 1e-5)"
+        "--threshold",
+        type=positive_finite_float,
+        default=1e-5,
+        metavar="T",
+        help="largest relative error accepted (default 1e-5)",
     )
     parser.add_argument(
         "--max-elements",

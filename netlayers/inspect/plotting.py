@@ -83,37 +83,42 @@ def load_metrics(run):
     """Read and check a metrics file; a malformed line is a one-line DataError with its line."""
     path = metrics_path(run)
     metrics = Metrics(path)
-    with open(path) as handle:
-        for number, text in enumerate(handle, 1):
-            if not text.strip():
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise DataError("not a metrics file: not UTF-8 text", file=str(path)) from None
+    except OSError as err:
+        raise DataError(f"cannot read: {err.strerror or err}", file=str(path)) from None
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+
+        def bad(message, number=number):
+            return DataError(message, file=str(path), line=number)
+
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise bad(f"not valid JSON: {err.msg} (column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise bad(f"expected a JSON object, got {type(record).__name__}")
+        phase = record.get("phase")
+        if phase not in PHASES:
+            raise bad(f'\'phase\' must be "train" or "test", got {json.dumps(phase)}')
+        step = record.get("iter")
+        if (
+            isinstance(step, bool)
+            or not isinstance(step, (int, float))
+            or (isinstance(step, float) and not step.is_integer())
+        ):
+            raise bad(f"'iter' must be an integer, got {json.dumps(step)}")
+        for key, value in record.items():
+            if key in ("phase", "iter") or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-
-            def bad(message, number=number):
-                return DataError(message, file=str(path), line=number)
-
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise bad(f"not valid JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(record, dict):
-                raise bad(f"expected a JSON object, got {type(record).__name__}")
-            phase = record.get("phase")
-            if phase not in PHASES:
-                raise bad(f'\'phase\' must be "train" or "test", got {json.dumps(phase)}')
-            step = record.get("iter")
-            if (
-                isinstance(step, bool)
-                or not isinstance(step, (int, float))
-                or (isinstance(step, float) and not step.is_integer())
-            ):
-                raise bad(f"'iter' must be an integer, got {json.dumps(step)}")
-            for key, value in record.items():
-                if key in ("phase", "iter") or isinstance(value, bool) or not isinstance(value, (int, float)):
-                    continue
-                xs, ys = metrics.series[phase].setdefault(key, ([], []))
-                xs.append(int(step))
-                ys.append(float(value))
-            metrics.lines += 1
+            xs, ys = metrics.series[phase].setdefault(key, ([], []))
+            xs.append(int(step))
+            ys.append(float(value))
+        metrics.lines += 1
     if not any(metrics.series[phase] for phase in PHASES):
         raise DataError("no metrics to plot (the file has no numeric values)", file=str(path))
     return metrics

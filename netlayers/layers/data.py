@@ -331,7 +331,8 @@ class MemoryData(SourceLayer):
         "height": Field(int, required=True, min=1),
         "width": Field(int, required=True, min=1),
     }
-    extra_blocks = {"transform_param": TRANSFORM_PARAM}
+    # No transform_param: arrays given from Python are served as they are (Caffe's Reset() does
+    # not transform them either, with a warning); accepting the block would ignore it silently.
     num_tops = (1, 2)
 
     def LayerSetUp(self, bottom, top):
@@ -347,6 +348,11 @@ class MemoryData(SourceLayer):
         """Serve batches from ``data`` (N, C, H, W) and ``labels`` (N,) from now on."""
         data, labels = np.asarray(data), np.asarray(labels)
         n = self.p.batch_size
+        for what, array in (("data", data), ("labels", labels)):
+            if array.dtype.kind not in "biuf":  # strings, objects, complex: no silent cast
+                raise self.error(f"{what} must hold real numbers, got an array of dtype {array.dtype}")
+        if labels.ndim != 1:
+            raise self.error(f"labels must be a 1-D array (one label per item), got shape {labels.shape}")
         if data.shape[1:] != self.item_shape:
             raise self.error(f"arrays of items shaped {data.shape[1:]} given, the layer expects {self.item_shape}")
         if len(data) != len(labels):
