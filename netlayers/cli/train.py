@@ -116,7 +116,8 @@ def stop_on_signals(solver):
         yield
     finally:
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            # once a stop was asked for, the program is finishing: more signals stay ignored
+            signal.signal(signum, signal.SIG_IGN if requested else handler)
 
 
 def resume_command(args, state):
