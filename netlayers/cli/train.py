@@ -69,20 +69,21 @@ def run(args):
         raise ConfigError("give --weights to fine-tune or --resume to continue, not both")
     output = Path(args.output) if args.output else Path("runs") / config.stem
     reporter = RunReporter(args, config, quiet=args.quiet)
-    solver = Solver(
-        config,
-        data_root=args.data_root,
-        output_dir=output,
-        seed=args.seed,
-        max_iter=args.max_iter,
-        reporter=reporter,
-        overwrite=args.overwrite,
-    )
-    for net in (solver.net, solver.test_net):
-        if net is not None:
-            refuse_input_layers(net, "train")
-    if args.weights:
-        solver.net.load(args.weights)
+    with signals_deferred():
+        solver = Solver(
+            config,
+            data_root=args.data_root,
+            output_dir=output,
+            seed=args.seed,
+            max_iter=args.max_iter,
+            reporter=reporter,
+            overwrite=args.overwrite,
+        )
+        for net in (solver.net, solver.test_net):
+            if net is not None:
+                refuse_input_layers(net, "train")
+        if args.weights:
+            solver.net.load(args.weights)
     with stop_on_signals(solver):
         solver.solve(resume=args.resume)
         if solver.stopped:
@@ -92,6 +93,26 @@ def run(args):
         for line in reporter.summary():
             print(line)
     return 0
+
+
+@contextmanager
+def signals_deferred():
+    """While the solver is built, SIGINT and SIGTERM are only noted, then acted on as one
+    KeyboardInterrupt when the block ends (before training: nothing to snapshot yet). A
+    KeyboardInterrupt raised at once could land in a finalizer run by the garbage collector,
+    where Python reports and drops it: the Ctrl-C would be lost and training would start."""
+    noted = []
+    previous = {
+        signum: signal.signal(signum, lambda signum, frame: noted.append(signum))
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if noted:
+        raise KeyboardInterrupt
 
 
 @contextmanager

@@ -389,3 +389,21 @@ def test_importing_the_command_line_is_cheap():
     code = "import sys, netlayers.cli.main; print(sorted(m for m in ('numpy', 'numba') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_ctrl_c_while_the_solver_is_built_is_acted_on_before_training(folder, capsys, monkeypatch):
+    """A SIGINT that arrives while the nets are built is noted (a KeyboardInterrupt raised
+    there could land in a finalizer and be dropped) and ends the run before iteration 0."""
+    from netlayers import solvers
+
+    built = solvers.Solver
+
+    def interrupted_while_built(*args, **kwargs):
+        solver = built(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return solver
+
+    monkeypatch.setattr(solvers, "Solver", interrupted_while_built)
+    assert main(["train", "--config", str(folder / "small.yaml"), "--output", str(folder / "run")]) == 130
+    assert capsys.readouterr().err.endswith("netlayers: interrupted\n")
+    assert not (folder / "run" / "metrics.jsonl").exists()
