@@ -8,33 +8,37 @@ from netlayers import Net
 from netlayers.gradcheck import check_net
 
 
+def data_and_labels(shape):
+    """An Input of x (``shape``) and class labels, one per row."""
+    return {
+        "name": "data",
+        "type": "Input",
+        "top": ["x", "label"],
+        "input_param": {"shape": [{"dim": list(shape)}, {"dim": [shape[0]]}]},
+    }
+
+
+def inner_product(name, bottom, top):
+    """A 3-output InnerProduct with gaussian weights."""
+    return {
+        "name": name,
+        "type": "InnerProduct",
+        "bottom": bottom,
+        "top": top,
+        "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+    }
+
+
 def fan_out_net(layer):
     """x feeds an InnerProduct AND an in-place layer: the issue's net."""
     return {
         "name": "fan",
         "force_backward": True,
         "layers": [
-            {
-                "name": "data",
-                "type": "Input",
-                "top": ["x", "label"],
-                "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]},
-            },
-            {
-                "name": "ip",
-                "type": "InnerProduct",
-                "bottom": "x",
-                "top": "y",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
-            },
+            data_and_labels((4, 6)),
+            inner_product("ip", "x", "y"),
             {"name": "act", "bottom": "x", "top": "x", **layer},
-            {
-                "name": "ip2",
-                "type": "InnerProduct",
-                "bottom": "x",
-                "top": "z",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
-            },
+            inner_product("ip2", "x", "z"),
             {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
             {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"},
         ],
@@ -102,19 +106,8 @@ def test_an_in_place_layer_after_one_that_reads_its_top_gets_its_own_blob():
     spec = {
         "name": "chain",
         "layers": [
-            {
-                "name": "data",
-                "type": "Input",
-                "top": ["x", "label"],
-                "input_param": {"shape": [{"dim": [4, 6]}, {"dim": [4]}]},
-            },
-            {
-                "name": "ip",
-                "type": "InnerProduct",
-                "bottom": "x",
-                "top": "y",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
-            },
+            data_and_labels((4, 6)),
+            inner_product("ip", "x", "y"),
             {"name": "sig", "type": "Sigmoid", "bottom": "y", "top": "y"},
             {"name": "pow", "type": "Power", "bottom": "y", "top": "y", "power_param": {"scale": 2, "shift": -1}},
             {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
@@ -160,28 +153,11 @@ def test_in_place_after_a_view_of_a_blob_that_fans_out_keeps_the_true_gradients(
         "name": "view",
         "force_backward": True,
         "layers": [
-            {
-                "name": "data",
-                "type": "Input",
-                "top": ["x", "label"],
-                "input_param": {"shape": [{"dim": [4, 2, 3]}, {"dim": [4]}]},
-            },
-            {
-                "name": "ip",
-                "type": "InnerProduct",
-                "bottom": "x",
-                "top": "y",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
-            },
+            data_and_labels((4, 2, 3)),
+            inner_product("ip", "x", "y"),
             {"name": "flat", "type": "Flatten", "bottom": "x", "top": "f"},
             {"name": "neg", "type": "Power", "bottom": "f", "top": "f", "power_param": {"scale": -3}},
-            {
-                "name": "ip2",
-                "type": "InnerProduct",
-                "bottom": "f",
-                "top": "z",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
-            },
+            inner_product("ip2", "f", "z"),
             {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
             {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["s", "label"], "top": "loss"},
         ],
