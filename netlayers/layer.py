@@ -32,6 +32,7 @@ from . import fillers
 from .blob import Blob
 from .errors import ConfigError, NetlayersError
 from .memory import check_size
+from .parallel import single_threaded_blas
 
 Blobs = Sequence[Blob]
 
@@ -156,7 +157,8 @@ class Layer:
         try:
             self._forward_done = False
             self.Reshape(bottom, top)
-            self.Forward_cpu(bottom, top)
+            with single_threaded_blas:
+                self.Forward_cpu(bottom, top)
         except Exception as err:
             self._reraise(err, "forward")
         self._forward_done = True
@@ -181,7 +183,8 @@ class Layer:
                 for blob in self.blobs:
                     blob.write_due_zeros()
             try:
-                self.Backward_cpu(top, propagate_down, bottom)
+                with single_threaded_blas:
+                    self.Backward_cpu(top, propagate_down, bottom)
             except Exception as err:
                 self._reraise(err, "backward")
 

@@ -17,6 +17,7 @@ from .blob import Blob
 from .errors import ConfigError, DataError
 from .layer import Layer
 from .netspec import NetSpec, load_net_spec, phase_layers
+from .parallel import single_threaded_blas
 
 
 class LearnableParam:
@@ -328,15 +329,17 @@ class Net:
 
     def forward_range(self, first: int, last: int) -> float:
         loss = 0.0
-        for i in range(first, last + 1):
-            loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+        with single_threaded_blas:  # one switch of BLAS's threads for the pass, not per layer
+            for i in range(first, last + 1):
+                loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
         return loss
 
     def backward(self) -> None:
         """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
         so call ``clear_param_diffs`` first unless accumulating on purpose."""
-        for i in reversed(range(len(self.layers))):
-            self.backward_layer(i)
+        with single_threaded_blas:
+            for i in reversed(range(len(self.layers))):
+                self.backward_layer(i)
 
     def backward_layer(self, index: int) -> bool:
         """Backward of layer ``index`` alone, if it needs one; whether it ran."""

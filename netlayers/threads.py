@@ -9,8 +9,8 @@ slow training down many times over. So the command line sizes the thread pools o
   ``cpu.cfs_period_us``), rounded up, at least 1;
 - ``requested_threads(value)``: ``--threads N``, else the environment variable
   ``NETLAYERS_THREADS``, else None (then ``available_cores()`` is used);
-- ``configure_threads(count)``: limits every BLAS/OpenMP pool numpy loaded (threadpoolctl)
-  and numba's pool to ``count``.
+- ``configure_threads(count)``: limits every BLAS/OpenMP pool numpy loaded (threadpoolctl),
+  numba's pool and netlayers' own workers (``netlayers.parallel``) to ``count``.
 
 Importing this module is cheap; numpy, numba and threadpoolctl are imported only by
 ``configure_threads``.
@@ -129,8 +129,11 @@ def configure_threads(count=None):
     import numpy  # noqa: F401  (loads the BLAS library threadpoolctl then finds)
     from threadpoolctl import threadpool_limits
 
+    from . import parallel
+
     threadpool_limits(limits=count)
     _limit_numba(count)
+    parallel.set_thread_count(count)
     return count
 
 

@@ -85,3 +85,13 @@ def assert_contract(layer, bottoms, *, phase="TRAIN", seed=0, rtol=1e-4, atol=1e
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def thread_count():
+    """``thread_count(n)`` runs netlayers' workers as ``n`` threads until the test ends."""
+    from netlayers import parallel
+
+    before = parallel.thread_count()
+    yield parallel.set_thread_count
+    parallel.set_thread_count(before)

@@ -6,7 +6,8 @@ For every kernel and shape: the best time over ``--repeats`` rounds (each round 
 enough calls to last ~20 ms) of the numba kernel and of a numpy version of the same formula
 (checked to agree first), and the ratio numpy / numba (> 1: numba is faster). The two take
 turns in each round so that both see the same machine load. A second table times the two
-column layouts of the convolution products (batch-major vs channel-major) on LeNet's layers.
+convolution (im2col, products, col2im over the workers) on LeNet's layers with chunks of 1
+image, of the default size (``COLUMN_CHUNK_BYTES``) and of the whole batch.
 Shapes: LeNet's (batch 64) and an AlexNet-like stage (batch 16).
 """
 
@@ -20,10 +21,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from netlayers.kernels import conv_gemm  # noqa: E402
 from netlayers.kernels import im2col as conv_kernels  # noqa: E402
 from netlayers.kernels import lrn as lrn_kernels  # noqa: E402
 from netlayers.kernels import pooling as pool_kernels  # noqa: E402
-from netlayers.kernels.conv_gemm import ColumnProducts  # noqa: E402
 
 F32 = np.float32
 
@@ -275,44 +276,53 @@ def kernel_cases(rng, quick):
     return cases
 
 
-def layout_cases(rng):
+def chunk_cases(rng):
     """LeNet's convolutions, forward (im2col + products) and backward (weight and input
-    gradients), in both column layouts."""
+    gradients), with chunks of 1 image, of the default size, and of the whole batch."""
     cases = []
     for label, shape, outputs in (("conv1", (64, 1, 28, 28), 20), ("conv2", (64, 20, 12, 12), 50)):
         x = rng.standard_normal(shape).astype(F32)
-        geometry = conv_geometry(shape, 5)
-        rows, size = shape[1] * 25, geometry[4][0] * geometry[4][1]
-        weight = rng.standard_normal((outputs, rows)).astype(F32)
+        kernel, pad, stride, dilation, out_size = conv_geometry(shape, 5)
+        weight = rng.standard_normal((outputs, shape[1] * 25)).astype(F32)
         bias = rng.standard_normal(outputs).astype(F32)
-        y = np.empty((shape[0], outputs, size), F32)
+        y = np.empty((shape[0], outputs) + out_size, F32)
         dy = rng.standard_normal(y.shape).astype(F32)
         wdiff = np.zeros_like(weight)
         dx = np.empty_like(x)
-        fns = []
-        for batch_major in (True, False):
-            prod = ColumnProducts(
-                batch=shape[0],
+        fns, names = [], []
+        default = conv_gemm.COLUMN_CHUNK_BYTES
+        for chunk_bytes in (1, default, 1 << 40):
+            conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
+            chunks = conv_gemm.ColumnChunks(
+                image_shape=shape,
+                kernel=kernel,
+                pad=pad,
+                stride=stride,
+                dilation=dilation,
                 map_channels=outputs,
-                rows=rows,
-                map_size=size,
+                map_size=out_size,
                 groups=1,
                 dtype=F32,
-                batch_major=batch_major,
             )
+            conv_gemm.COLUMN_CHUNK_BYTES = default
+            names.append(f"{chunks.chunk} images")
 
-            def forward(prod=prod, x=x, geometry=geometry, weight=weight, y=y, bias=bias):
-                conv_kernels.im2col(x, *geometry, prod.col, prod.batch_major)
-                prod.map_from_col(weight, prod.col, y, bias)
+            def forward(chunks=chunks, x=x, weight=weight, y=y, bias=bias):
+                chunks.run(
+                    lambda w, part, first: chunks.map_from_col(w, weight, chunks.columns(w, x, part), y, part, bias)
+                )
 
-            def backward(prod=prod, geometry=geometry, weight=weight, dy=dy, wdiff=wdiff, dx=dx):
-                m = prod.load_map(dy, want_sums=True)
-                prod.weight_grad(m, prod.col, wdiff)
-                prod.col_from_map(weight, dy, prod.col, m)
-                conv_kernels.col2im(prod.col, *geometry, dx, prod.dcol_batch_major)
+            def backward(chunks=chunks, x=x, weight=weight, dy=dy, wdiff=wdiff, dx=dx):
+                def step(w, part, first):
+                    m = chunks.map_matrix(w, dy, part)
+                    chunks.add_weight_grad(w, m, chunks.columns(w, x, part), first)
+                    chunks.image_from_map(w, weight, m, dx, part)
+
+                chunks.run(step)
+                chunks.weight_grad_total(wdiff)
 
             fns += [forward, backward]
-        cases.append((label, shape, fns))
+        cases.append((label, names, fns))
     return cases
 
 
@@ -333,11 +343,11 @@ def main(argv=None):
         t_ours, t_theirs = side_by_side([ours, theirs], args.repeats)
         print(f"{name:<30} {case:<36} {t_ours * 1e3:>9.3f} {t_theirs * 1e3:>9.3f} {t_theirs / t_ours:>11.1f}x")
 
-    print(f"\n{'convolution layout':<20} {'layer':<8} {'forward ms':>11} {'backward ms':>12}")
-    for label, _shape, (fb, bb, fc, bc) in layout_cases(rng):
-        tfb, tbb, tfc, tbc = side_by_side([fb, bb, fc, bc], args.repeats)
-        print(f"{'batch-major':<20} {label:<8} {tfb * 1e3:>11.3f} {tbb * 1e3:>12.3f}")
-        print(f"{'channel-major':<20} {label:<8} {tfc * 1e3:>11.3f} {tbc * 1e3:>12.3f}")
+    print(f"\n{'convolution chunks':<20} {'layer':<8} {'forward ms':>11} {'backward ms':>12}")
+    for label, names, fns in chunk_cases(rng):
+        times = side_by_side(fns, args.repeats)
+        for i, name in enumerate(names):
+            print(f"{name:<20} {label:<8} {times[2 * i] * 1e3:>11.3f} {times[2 * i + 1] * 1e3:>12.3f}")
 
 
 if __name__ == "__main__":

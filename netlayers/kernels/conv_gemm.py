@@ -1,27 +1,37 @@
-"""The GEMM side of convolution: column buffers and the matrix products against them.
+"""The GEMM side of convolution: the batch cut into chunks of images, each chunk's column matrix
+in a small shared workspace, and the matrix products against it.
 
-Convolutions run as im2col + matrix products (numpy BLAS) over the whole batch. The column
-buffer has one of two layouts (see ``netlayers.kernels.im2col``):
+Convolutions run as im2col + matrix products (numpy BLAS), a chunk of images at a time. A
+chunk is as many images as fit a column buffer of ``COLUMN_CHUNK_BYTES`` (at least one), so the
+buffer stays in cache and its size does not grow with the batch; the chunks are shared out over
+the workers of ``netlayers.parallel`` (each runs im2col, the product, the reorder and col2im of
+its chunks, with single-threaded BLAS), and the buffers are the workers' scratch, shared by
+every convolution of the process (as Caffe shares one column buffer). The backward pass makes
+the columns again instead of keeping them (as Caffe does): a second im2col costs less than the
+memory of a whole batch's columns.
 
-- batch-major (N, K, P): one product per image, landing in NCHW directly; chosen when the output
-  plane is large (P >= 256 pixels), where per-image products are long enough to be efficient,
-  and for 1x1 / stride 1 / no-pad kernels, where the input itself is the column matrix.
-- channel-major (K, N * P): one product for the whole batch; chosen when the planes are small
-  (many short products would waste BLAS calls), at the price of a cheap reorder to NCHW.
+A chunk of n images has the channel-major column matrix (K, n P) (see
+``netlayers.kernels.im2col``), so ``W @ col`` is one product per chunk and group. For n = 1 this
+is the image's own (K, P) matrix and the product lands in NCHW directly; for n > 1 the (O, n P)
+product goes through a reorder (``onp_to_nop``), and a map read as a matrix through the reverse
+(``nop_to_onp``). A 1x1 convolution with stride 1 and no padding needs no im2col for n = 1.
 
-The backward's column gradient W^T dE/dy overwrites the whole buffer, so it takes its own
-layout: batch-major from 64 output pixels up (measured faster there even when the forward
-is channel-major), then col2im reads that layout. ``tools/bench_kernels.py`` prints both layouts
-for LeNet's layers (conv1: batch-major, conv2: channel-major). Buffers are allocated when the
-layer's shapes change (Reshape) and reused afterwards. Arrays in, arrays out: no Blob or Layer.
+In convolution terms the *image* side is im2col's input (C_img channels, K = C_img kh kw column
+rows) and the *map* side is the product's output (C_map channels, P pixels per image); the
+weight is a (C_map, K / group) matrix per group. Convolution: image = bottom, map = top.
+Deconvolution: image = top, map = bottom (the same weight matrix).
+
+Weight gradients are summed per worker and then over the workers, so they can differ in the
+last bits between thread counts (never between runs with the same count).
 """
 
 import numpy as np
 
+from .. import parallel
 from . import im2col as conv_kernels
 
-BATCH_MAJOR_MIN_PLANE = 256  # output pixels per image from which per-image products win
-BATCH_MAJOR_MAX_WEIGHT_TEMP = 1 << 25  # bytes of the per-image weight-gradient stack allowed
+COLUMN_CHUNK_BYTES = 1 << 21  # a column buffer of 2 MiB a worker: about one core's L2 cache
+ONE_BY_ONE_DIRECT_BYTES = 1 << 16  # 1x1 inputs from 64 KiB an image go image by image
 
 
 class ChannelSums:
@@ -40,110 +50,157 @@ class ChannelSums:
         return np.sum(self.partial, axis=0, out=self.out)
 
 
-class ColumnProducts:
-    """The column buffer of one convolution geometry and the products against it.
+class ColumnChunks:
+    """One convolution geometry cut into chunks of images, and the per-chunk steps.
 
-    In convolution terms the *image* side is im2col's input (C_img channels, K = C_img kh kw
-    column rows) and the *map* side is the product's output (C_map channels, P pixels per
-    image); the weight is a (C_map, K / group) matrix per group. Convolution: image = bottom,
-    map = top. Deconvolution: image = top, map = bottom (the same weight matrix).
+    ``image_shape`` is (N, C_img, H, W); ``map_size`` the (OH, OW) of the map side (im2col's
+    output plane). Methods take the worker index (for its scratch buffers) and the chunk ``part``:
 
-    - ``map_from_col(W, col, out, bias)``: out[n] = W col[n] (+ bias), out NCHW (N, C_map, P)
-    - ``col_from_map(W, m, col)``: col[n] = W^T m[n], from an NCHW map; the buffer is written
-      whole, so its layout is chosen for this product alone: ``dcol_batch_major`` (per-image
-      products measured faster from P >= 64: 1.35 ms vs 1.52 ms on LeNet's conv2)
-    - ``weight_grad(m, col, wdiff)``: wdiff += sum_n m[n] col[n]^T, with ``m`` from
-      ``load_map`` (channel-major computes the transpose, (col m^T)^T, which measured 1.3 ms
-      vs 1.8 ms for LeNet's conv2)
+    - ``columns(worker, image, part)``: the chunk's (K, n P) column matrix of ``image``
+    - ``to_image(col, image, part)``: col2im of a chunk's column matrix into ``image`` (written)
+    - ``map_matrix(worker, m, part)``: a chunk of an NCHW map as its (C_map, n P) matrix
+    - ``map_from_col(worker, weight, col, m, part, bias)``: m[chunk] = W col (+ bias)
+    - ``image_from_map(worker, weight, matrix, image, part)``: image[chunk] = col2im(W^T matrix)
+    - ``add_weight_grad(worker, matrix, col, first)``: the worker's partial += matrix col^T
+    - ``weight_grad_total(workers_used, weight_diff)``: weight_diff += the partials' sum
     """
 
-    DCOL_BATCH_MAJOR_MIN_PLANE = 64
-
-    def __init__(self, *, batch, map_channels, rows, map_size, groups, dtype, batch_major, allocate_col=True):
-        self.batch, self.map_channels, self.rows, self.map_size = batch, map_channels, rows, map_size
-        self.groups = groups
-        self.batch_major = batch_major
-        self.dcol_batch_major = batch_major or map_size >= self.DCOL_BATCH_MAJOR_MIN_PLANE
+    def __init__(self, *, image_shape, kernel, pad, stride, dilation, map_channels, map_size, groups, dtype):
+        self.batch, self.image_channels = image_shape[0], image_shape[1]
+        self.image_shape = tuple(image_shape)
+        self.kernel, self.pad, self.stride, self.dilation = kernel, pad, stride, dilation
+        self.map_shape = tuple(map_size)
+        self.map_channels, self.groups = map_channels, groups
+        self.rows = self.image_channels * kernel[0] * kernel[1]
+        self.plane = map_size[0] * map_size[1]
         self.dtype = np.dtype(dtype)
-        g = groups
-        self.map_group, self.row_group = map_channels // g, rows // g
-        if batch_major:
-            self.col = np.empty((batch, rows, map_size), dtype) if allocate_col else None
-            self.map_t = None
-            self.weight_temp = np.empty((batch, g, self.map_group, self.row_group), dtype)
-            self.weight_sum = np.empty((g, self.map_group, self.row_group), dtype)
-        else:
-            self.col = np.empty((rows, batch, map_size), dtype)
-            self.map_t = np.empty((map_channels, batch, map_size), dtype)
-            self.weight_temp = np.empty((g, self.row_group, self.map_group), dtype)
-        self.sums = np.empty(map_channels, dtype)
-        self.zeros = np.zeros(map_channels, dtype)
-        self.channel_sums = ChannelSums(batch, map_channels, map_size, dtype) if batch_major else None
-        self.ones = None if batch_major else np.ones(batch * map_size, dtype)
+        self.one_by_one = kernel == (1, 1) and stride == (1, 1) and pad == (0, 0)
+        self.chunk = self.chunk_images(self.batch, self.rows * self.plane * self.dtype.itemsize, self.one_by_one)
+        self.parts = -(-self.batch // self.chunk)
+        self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
+        self.map_group, self.row_group = map_channels // groups, self.rows // groups
+        self.weight_size = map_channels * self.row_group
 
     @staticmethod
-    def choose_batch_major(batch, map_channels, rows, map_size, groups, itemsize, one_by_one):
-        temp_bytes = batch * map_channels * (rows // groups) * itemsize
-        if temp_bytes > BATCH_MAJOR_MAX_WEIGHT_TEMP:
-            return False
-        return one_by_one or map_size >= BATCH_MAJOR_MIN_PLANE
+    def chunk_images(batch, column_bytes, one_by_one):
+        """Images a chunk: as many as fit ``COLUMN_CHUNK_BYTES`` of columns (``column_bytes`` an
+        image), at least 1, and few enough that every worker gets a chunk. A 1x1 convolution
+        whose image is ``ONE_BY_ONE_DIRECT_BYTES`` or more takes 1 (its products then read and
+        write NCHW with no reorder)."""
+        if one_by_one and column_bytes >= ONE_BY_ONE_DIRECT_BYTES:
+            return 1
+        share = -(-batch // parallel.thread_count())
+        return max(1, min(share, COLUMN_CHUNK_BYTES // column_bytes))
 
-    # views by group
-    def _weights(self, weight):
-        return weight.reshape(self.groups, self.map_group, self.row_group)
+    def span(self, part):
+        first = part * self.chunk
+        return first, min(first + self.chunk, self.batch)
 
-    def _col_view(self, col, batch_major):
-        if batch_major:
-            return col.reshape(self.batch, self.groups, self.row_group, self.map_size)
-        return col.reshape(self.groups, self.row_group, self.batch * self.map_size)
+    def _scratch(self, worker, name, *shape):
+        size = int(np.prod(shape))
+        return parallel.scratch(worker, name, size, self.dtype).reshape(shape)
 
-    def _map_view(self, m, batch_major):
-        if batch_major:
-            return m.reshape(self.batch, self.groups, self.map_group, self.map_size)
-        return m.reshape(self.groups, self.map_group, self.batch * self.map_size)
+    def columns(self, worker, image, part):
+        a, b = self.span(part)
+        n = b - a
+        if self.one_by_one and n == 1:
+            return image[a].reshape(self.rows, self.plane)
+        col = self._scratch(worker, "columns", self.rows, n, self.plane)
+        chunk = image[a:b]
+        if self.one_by_one:
+            conv_kernels.nop_to_onp(chunk.reshape(n, self.rows, self.plane), col)
+        else:
+            conv_kernels.im2col(
+                chunk, self.kernel, self.pad, self.stride, self.dilation, self.map_shape, col, False, self.table
+            )
+        return col.reshape(self.rows, n * self.plane)
 
-    def load_map(self, m, want_sums=False):
-        """A (N, C_map, P) map in this layout's form; ``self.sums`` gets its per-channel sums
-        when ``want_sums`` (a matrix-vector product with ones, as Caffe's bias gradient)."""
-        m = m.reshape(self.batch, self.map_channels, self.map_size)
-        if self.batch_major:
-            if want_sums:
-                self.sums[...] = self.channel_sums(m)
-            return m
-        conv_kernels.nop_to_onp(m, self.map_t)
-        if want_sums:
-            np.matmul(self.map_t.reshape(self.map_channels, -1), self.ones, out=self.sums)
-        return self.map_t
+    def column_buffer(self, worker, part):
+        a, b = self.span(part)
+        return self._scratch(worker, "columns", self.rows, (b - a) * self.plane)
 
-    def map_from_col(self, weight, col, out, bias=None):
-        out = out.reshape(self.batch, self.map_channels, self.map_size)
-        cols = self._col_view(col, self.batch_major)
-        if self.batch_major:
-            np.matmul(self._weights(weight), cols, out=self._map_view(out, True))
+    def to_image(self, col, image, part):
+        a, b = self.span(part)
+        n = b - a
+        col = col.reshape(self.rows, n, self.plane)
+        if self.one_by_one:
+            conv_kernels.onp_to_nop(col, self._zeros(self.rows), image[a:b].reshape(n, self.rows, self.plane))
+            return
+        conv_kernels.col2im(
+            col, self.kernel, self.pad, self.stride, self.dilation, self.map_shape, image[a:b], False, self.table
+        )
+
+    def _zeros(self, size):
+        zeros = getattr(self, "_zero_vector", None)
+        if zeros is None or zeros.size < size:
+            zeros = self._zero_vector = np.zeros(size, self.dtype)
+        return zeros[:size]
+
+    def map_matrix(self, worker, m, part):
+        a, b = self.span(part)
+        n = b - a
+        m = m.reshape(self.batch, self.map_channels, self.plane)
+        if n == 1:
+            return m[a]
+        matrix = self._scratch(worker, "map", self.map_channels, n, self.plane)
+        conv_kernels.nop_to_onp(m[a:b], matrix)
+        return matrix.reshape(self.map_channels, n * self.plane)
+
+    def _grouped(self, matrix, channels):
+        return matrix.reshape(self.groups, channels // self.groups, matrix.shape[-1])
+
+    def map_from_col(self, worker, weight, col, m, part, bias=None):
+        a, b = self.span(part)
+        n = b - a
+        m = m.reshape(self.batch, self.map_channels, self.plane)
+        w = weight.reshape(self.groups, self.map_group, self.row_group)
+        cols = self._grouped(col, self.rows)
+        if n == 1:
+            np.matmul(w, cols, out=self._grouped(m[a], self.map_channels))
             if bias is not None:
-                conv_kernels.add_bias(out, bias)
-        else:
-            np.matmul(self._weights(weight), cols, out=self._map_view(self.map_t, False))
-            conv_kernels.onp_to_nop(self.map_t, self.zeros if bias is None else bias, out)
+                conv_kernels.add_bias(m[a : a + 1], bias)
+            return
+        product = self._scratch(worker, "map", self.map_channels, n * self.plane)
+        np.matmul(w, cols, out=self._grouped(product, self.map_channels))
+        bias = self._zeros(self.map_channels) if bias is None else bias
+        conv_kernels.onp_to_nop(product.reshape(self.map_channels, n, self.plane), bias, m[a:b])
 
-    def col_from_map(self, weight, m, col, loaded=None):
-        """col = W^T m in the ``dcol_batch_major`` layout; ``m`` is the NCHW map, ``loaded``
-        its ``load_map`` form when already at hand."""
-        weights_t = self._weights(weight).transpose(0, 2, 1)
-        if self.dcol_batch_major:
-            m = m.reshape(self.batch, self.map_channels, self.map_size)
-            np.matmul(weights_t, self._map_view(m, True), out=self._col_view(col, True))
-        else:
-            loaded = self.load_map(m) if loaded is None else loaded
-            np.matmul(weights_t, self._map_view(loaded, False), out=self._col_view(col, False))
+    def image_from_map(self, worker, weight, matrix, image, part):
+        """image[chunk] = col2im(W^T matrix) (written, not added)."""
+        a, b = self.span(part)
+        direct = self.one_by_one and b - a == 1
+        out = image[a].reshape(self.rows, self.plane) if direct else self.column_buffer(worker, part)
+        w_t = weight.reshape(self.groups, self.map_group, self.row_group).transpose(0, 2, 1)
+        np.matmul(w_t, self._grouped(matrix, self.map_channels), out=self._grouped(out, self.rows))
+        if not direct:
+            self.to_image(out, image, part)
 
-    def weight_grad(self, m, col, weight_diff):
-        wdiff = weight_diff.reshape(self.groups, self.map_group, self.row_group)
-        cols = self._col_view(col, self.batch_major)
-        if self.batch_major:
-            np.matmul(self._map_view(m, True), cols.transpose(0, 1, 3, 2), out=self.weight_temp)
-            np.sum(self.weight_temp, axis=0, out=self.weight_sum)
-            wdiff += self.weight_sum
-        else:
-            np.matmul(cols, self._map_view(m, False).transpose(0, 2, 1), out=self.weight_temp)
-            wdiff += self.weight_temp.transpose(0, 2, 1)
+    def add_weight_grad(self, worker, matrix, col, first):
+        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T."""
+        partial = self._scratch(worker, "weight_grad", self.groups, self.map_group, self.row_group)
+        grouped_cols = self._grouped(col, self.rows).transpose(0, 2, 1)
+        if first:
+            np.matmul(self._grouped(matrix, self.map_channels), grouped_cols, out=partial)
+            return
+        temp = self._scratch(worker, "weight_grad_temp", self.groups, self.map_group, self.row_group)
+        np.matmul(self._grouped(matrix, self.map_channels), grouped_cols, out=temp)
+        partial += temp
+
+    def weight_grad_total(self, weight_diff):
+        """weight_diff += the sum of every worker's partial, worker 0 first."""
+        diff = weight_diff.reshape(self.groups, self.map_group, self.row_group)
+        for worker in range(self.workers()):
+            diff += self._scratch(worker, "weight_grad", self.groups, self.map_group, self.row_group)
+
+    def workers(self):
+        """How many workers ``run`` uses for this geometry."""
+        return min(parallel.thread_count(), self.parts)
+
+    def run(self, step):
+        """``step(worker, part, first)`` for every chunk; ``first`` marks a worker's first chunk."""
+        workers = self.workers()
+
+        def share(worker, part):
+            step(worker, part, part == parallel.first_part(worker, workers, self.parts))
+
+        parallel.run_parts(share, self.parts, workers)

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from ..kernels import im2col as conv_kernels
-from ..kernels.conv_gemm import ChannelSums, ColumnProducts
+from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
 from ..layer import Layer
 from ..netspec import FILLER, Enum, Field, rule_error
@@ -260,48 +260,21 @@ class Convolution(_ConvolutionBase):
             self.zero_bias = np.zeros(self.p.num_output, self.dtype)
             return
         self.depthwise = None
-        rows = self.channels * self.kernel[0] * self.kernel[1]
-        map_size = out_size[0] * out_size[1]
-        self.one_by_one = self.kernel == (1, 1) and self.stride == (1, 1) and self.pad == (0, 0)
-        batch_major = ColumnProducts.choose_batch_major(
-            self.batch, self.p.num_output, rows, map_size, self.p.group, self.dtype.itemsize, self.one_by_one
-        )
-        self.one_by_one = self.one_by_one and batch_major
-        self.products = ColumnProducts(
-            batch=self.batch,
+        self.chunks = ColumnChunks(
+            image_shape=(self.batch, self.channels) + size,
+            kernel=self.kernel,
+            pad=self.pad,
+            stride=self.stride,
+            dilation=self.dilation,
             map_channels=self.p.num_output,
-            rows=rows,
-            map_size=map_size,
+            map_size=out_size,
             groups=self.p.group,
             dtype=self.dtype,
-            batch_major=batch_major,
-            allocate_col=not self.one_by_one,
         )
-        self.table = conv_kernels.geometry_table(shape, self.kernel, self.pad, self.stride, self.dilation, out_size)
-        self.col_holds = None  # which bottom's columns the buffer holds (None: stale)
+        self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
 
     def _image(self, array):
         return array.reshape((self.batch, self.channels) + self.size)
-
-    def _columns(self, bottom, i):
-        """The column matrix of bottom[i] (recomputed when the buffer holds something else)."""
-        if self.one_by_one:
-            return bottom[i].data.reshape(self.batch, self.channels, -1)
-        prod = self.products
-        if self.col_holds != i:
-            conv_kernels.im2col(
-                self._image(bottom[i].data),
-                self.kernel,
-                self.pad,
-                self.stride,
-                self.dilation,
-                self.out_size,
-                prod.col,
-                prod.batch_major,
-                self.table,
-            )
-            self.col_holds = i
-        return prod.col
 
     def _output(self, array):
         return array.reshape((self.batch, self.p.num_output) + self.out_size)
@@ -318,44 +291,42 @@ class Convolution(_ConvolutionBase):
                     self._output(top[i].data),
                 )
             return
-        self.col_holds = None
+        chunks = self.chunks
         for i in range(len(bottom)):
-            col = self._columns(bottom, i)
-            self.products.map_from_col(weight, col, top[i].data, bias)
+            x, y = self._image(bottom[i].data), top[i].data
+
+            def step(worker, part, first, x=x, y=y):
+                chunks.map_from_col(worker, weight, chunks.columns(worker, x, part), y, part, bias)
+
+            chunks.run(step)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if self.depthwise is not None:
             self._backward_depthwise(top, propagate_down, bottom)
             return
-        prod = self.products
+        chunks = self.chunks
         weight = self.blobs[0]
         want_weight = self.param_propagate_down[0]
         want_bias = self.p.bias_term and self.param_propagate_down[1]
         for i in reversed(range(len(top))):
-            if not (want_weight or want_bias or propagate_down[i]):
-                continue
-            m = prod.load_map(top[i].diff, want_sums=want_bias)
+            dy = top[i].diff
             if want_bias:
-                self.blobs[1].diff += prod.sums
+                self.blobs[1].diff += self.bias_sums(dy)
+            if not (want_weight or propagate_down[i]):
+                continue
+            x = self._image(bottom[i].data)
+            dx = self._image(bottom[i].diff) if propagate_down[i] else None
+
+            def step(worker, part, first, x=x, dx=dx, dy=dy):
+                m = chunks.map_matrix(worker, dy, part)
+                if want_weight:
+                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, part), first)
+                if dx is not None:
+                    chunks.image_from_map(worker, weight.data, m, dx, part)
+
+            chunks.run(step)
             if want_weight:
-                prod.weight_grad(m, self._columns(bottom, i), weight.diff)
-            if propagate_down[i]:
-                if self.one_by_one:
-                    prod.col_from_map(weight.data, top[i].diff, bottom[i].diff)
-                else:
-                    prod.col_from_map(weight.data, top[i].diff, prod.col, m)
-                    self.col_holds = None
-                    conv_kernels.col2im(
-                        prod.col,
-                        self.kernel,
-                        self.pad,
-                        self.stride,
-                        self.dilation,
-                        self.out_size,
-                        self._image(bottom[i].diff),
-                        prod.dcol_batch_major,
-                        self.table,
-                    )
+                chunks.weight_grad_total(weight.diff)
 
     def _backward_depthwise(self, top, propagate_down, bottom):
         weight = self.blobs[0]
@@ -431,73 +402,60 @@ class Deconvolution(_ConvolutionBase):
             )
         self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
-        rows = self.p.num_output * self.kernel[0] * self.kernel[1]
-        map_size = size[0] * size[1]
-        batch_major = ColumnProducts.choose_batch_major(
-            self.batch, self.channels, rows, map_size, self.p.group, self.dtype.itemsize, False
-        )
-        self.products = ColumnProducts(
-            batch=self.batch,
+        self._out_image_shape = (self.batch, self.p.num_output) + out_size
+        self.chunks = ColumnChunks(
+            image_shape=self._out_image_shape,
+            kernel=self.kernel,
+            pad=self.pad,
+            stride=self.stride,
+            dilation=self.dilation,
             map_channels=self.channels,
-            rows=rows,
-            map_size=map_size,
+            map_size=size,
             groups=self.p.group,
             dtype=self.dtype,
-            batch_major=batch_major,
-        )
-        self._out_image_shape = (self.batch, self.p.num_output) + out_size
-        self.table = conv_kernels.geometry_table(
-            self._out_image_shape, self.kernel, self.pad, self.stride, self.dilation, size
         )
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
 
     def Forward_cpu(self, bottom, top):
-        prod = self.products
+        chunks = self.chunks
         weight = self.blobs[0].data
+        bias = self.blobs[1].data if self.p.bias_term else None
         for i in range(len(bottom)):
-            prod.col_from_map(weight, bottom[i].data, prod.col)
-            image = top[i].data.reshape(self._out_image_shape)
-            conv_kernels.col2im(
-                prod.col,
-                self.kernel,
-                self.pad,
-                self.stride,
-                self.dilation,
-                self.size,
-                image,
-                prod.dcol_batch_major,
-                self.table,
-            )
-            if self.p.bias_term:
-                conv_kernels.add_bias(image.reshape(self.batch, self.p.num_output, -1), self.blobs[1].data)
+            x, y = bottom[i].data, top[i].data.reshape(self._out_image_shape)
+
+            def step(worker, part, first, x=x, y=y):
+                chunks.image_from_map(worker, weight, chunks.map_matrix(worker, x, part), y, part)
+                if bias is not None:
+                    a, b = chunks.span(part)
+                    conv_kernels.add_bias(y[a:b].reshape(b - a, self.p.num_output, -1), bias)
+
+            chunks.run(step)
 
     def Backward_cpu(self, top, propagate_down, bottom):
-        prod = self.products
+        chunks = self.chunks
         weight = self.blobs[0]
         want_weight = self.param_propagate_down[0]
         want_bias = self.p.bias_term and self.param_propagate_down[1]
         for i in reversed(range(len(top))):
-            diff = top[i].diff.reshape(self._out_image_shape)
+            dy = top[i].diff.reshape(self._out_image_shape)
             if want_bias:
-                self.blobs[1].diff += self.bias_sums(diff)
+                self.blobs[1].diff += self.bias_sums(dy)
             if not (want_weight or propagate_down[i]):
                 continue
-            conv_kernels.im2col(
-                diff,
-                self.kernel,
-                self.pad,
-                self.stride,
-                self.dilation,
-                self.size,
-                prod.col,
-                prod.batch_major,
-                self.table,
-            )
+            x = bottom[i].data
+            dx = bottom[i].diff if propagate_down[i] else None
+
+            def step(worker, part, first, x=x, dx=dx, dy=dy):
+                col = chunks.columns(worker, dy, part)
+                if want_weight:
+                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, part), col, first)
+                if dx is not None:
+                    chunks.map_from_col(worker, weight.data, col, dx, part)
+
+            chunks.run(step)
             if want_weight:
-                prod.weight_grad(prod.load_map(bottom[i].data), prod.col, weight.diff)
-            if propagate_down[i]:
-                prod.map_from_col(weight.data, prod.col, bottom[i].diff)
+                chunks.weight_grad_total(weight.diff)
 
 
 @register_layer("Im2col")

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import parallel
 from ..layer import Layer
 from ..netspec import FILLER, Field
 from ..registry import register_layer
@@ -87,9 +88,9 @@ class InnerProduct(Layer):
         y = top[0].data.reshape(self.batch, self.p.num_output)
         weight = self.blobs[0].data
         if self.p.transpose:
-            np.dot(x, weight, out=y)
+            parallel.matmul(x, weight, y)
         else:
-            np.dot(weight, x.T, out=self._output_t)
+            parallel.matmul(weight, x.T, self._output_t)
             np.copyto(y, self._output_t.T)
         if self.p.bias_term:
             y += self.blobs[1].data
@@ -100,11 +101,11 @@ class InnerProduct(Layer):
         weight = self.blobs[0]
         if self.param_propagate_down[0]:
             if self.p.transpose:
-                weight.add_to_diff(lambda out: np.dot(x.T, dy, out=out), self._weight_grad)
+                weight.add_to_diff(lambda out: parallel.matmul(x.T, dy, out), self._weight_grad)
             else:
-                weight.add_to_diff(lambda out: np.dot(dy.T, x, out=out), self._weight_grad)
+                weight.add_to_diff(lambda out: parallel.matmul(dy.T, x, out), self._weight_grad)
         if self.p.bias_term and self.param_propagate_down[1]:
             self.blobs[1].add_to_diff(lambda out: np.sum(dy, axis=0, out=out), self._bias_grad)
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.batch, self.in_features)
-            np.dot(dy, weight.data.T if self.p.transpose else weight.data, out=dx)
+            parallel.matmul(dy, weight.data.T if self.p.transpose else weight.data, dx)

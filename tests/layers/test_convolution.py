@@ -10,6 +10,7 @@ import reference
 from conftest import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, Net
+from netlayers.kernels import conv_gemm
 
 GAUSS = {"type": "gaussian", "std": 0.5}
 
@@ -135,22 +136,29 @@ def test_rectangular_settings_and_no_bias(rng):
     assert_gradients(spec, [x])
 
 
-def test_one_by_one_convolution_skips_im2col_and_is_right(rng):
-    x = rng.standard_normal((2, 6, 17, 17))  # 289 pixels: batch-major layout
+@pytest.mark.parametrize("direct", [True, False])
+def test_one_by_one_convolution_skips_im2col_and_is_right(rng, monkeypatch, thread_count, direct):
+    """Image by image the products read and write NCHW; 3 images a chunk go through reorders."""
+    thread_count(1)
+    monkeypatch.setattr(conv_gemm, "ONE_BY_ONE_DIRECT_BYTES", 1 if direct else 1 << 30)
+    x = rng.standard_normal((3, 6, 17, 17))
     spec = conv_layer(num_output=4, kernel=1, group=2)
     layer, (y,) = run_layer(spec, [x])
-    assert layer.one_by_one
+    assert layer.chunks.one_by_one and layer.chunks.chunk == (1 if direct else 3)
     weight, bias = params_of(layer)
     np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 2), rtol=1e-10)
     assert_gradients(spec, [x[:, :, :4, :4]])
 
 
-def test_both_column_layouts_agree(rng):
-    """A 16x16 output plane takes the batch-major layout, a 4x4 one the channel-major one."""
+@pytest.mark.parametrize("chunk_bytes", [1, 5000, 1 << 21])
+def test_chunks_of_one_or_several_images_agree(rng, monkeypatch, thread_count, chunk_bytes):
+    """The batch cut into chunks of 1 image, of 2 and 1 (a short last chunk), or whole."""
+    thread_count(1)
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
     for size in (18, 6):
         x = rng.standard_normal((3, 2, size, size))
         layer, (y,) = run_layer(conv_layer(num_output=3), [x])
-        assert layer.products.batch_major == (size == 18)
+        assert layer.chunks.chunk == {1: 1, 5000: 2 if size == 6 else 1, 1 << 21: 3}[chunk_bytes]
         weight, bias = params_of(layer)
         np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1), rtol=1e-10)
     assert_gradients(conv_layer(num_output=3), [rng.standard_normal((2, 2, 18, 18))], max_elements=60)
@@ -351,3 +359,40 @@ def lenet(batch):
         {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip2", "label"], "top": "loss"},
     ]
     return {"name": "LeNet", "layers": layers}
+
+
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_convolution_results_agree_for_any_worker_count_and_repeat_exactly(rng, thread_count, kind):
+    """The chunks (and so the products' sizes) and the weight gradient's per-worker partial
+    sums follow the worker count: results agree to rounding across counts, and bit for bit
+    when run again with the same count."""
+    x = rng.standard_normal((7, 4, 9, 9))
+    spec = {
+        "name": "conv",
+        "type": kind,
+        "bottom": "x",
+        "top": "y",
+        "convolution_param": {
+            "num_output": 6,
+            "kernel_size": 3,
+            "pad": 1,
+            "stride": 2,
+            "group": 2,
+            "weight_filler": {"type": "gaussian"},
+            "bias_filler": {"type": "gaussian"},
+        },
+    }
+    results = []
+    for workers in (1, 2, 3, 3):
+        thread_count(workers)
+        layer, bottom, top = make_layer(spec, [x])
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.cos(np.arange(top[0].count)).reshape(top[0].shape)
+        layer.backward(top, [True], bottom)
+        weight, bias = layer.blobs
+        results.append((top[0].data.copy(), bottom[0].diff.copy(), weight.diff.copy(), bias.diff.copy()))
+    for other in results[1:3]:
+        for got, first in zip(other, results[0]):
+            np.testing.assert_allclose(got, first, rtol=1e-12, atol=1e-12)
+    for again, before in zip(results[3], results[2]):
+        np.testing.assert_array_equal(again, before)

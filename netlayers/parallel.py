@@ -1,0 +1,257 @@
+"""Work split over the batch: a small pool of threads that run numba kernels (which release the
+GIL) and single-threaded BLAS calls side by side, and the scratch memory they share.
+
+Why not let BLAS thread each product, as before: a convolution is many steps (im2col, a matrix
+product, a reorder, col2im) and only the product was threaded, so half of a 2-core machine
+idled through the rest, and every short product woke both BLAS threads (which then spin,
+hurting most when another process wants the cores). Here each worker takes a share of the
+batch and runs every step of it itself; BLAS is set to one thread while the workers run
+(threadpoolctl, a call of a few microseconds) and restored afterwards.
+
+- ``thread_count()`` / ``set_thread_count(n)``: the number of workers (the command line sets it
+  with ``--threads``; by default the cores this process may use, see ``netlayers.threads``).
+- ``run_parts(fn, parts)``: calls ``fn(worker, part)`` for every ``part in range(parts)``; each
+  worker takes a contiguous run of parts (``share``). The caller's thread is worker 0.
+  Exceptions are re-raised in the caller once every worker has stopped.
+- ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
+  to that worker; it is shared by every layer (layers run one after another), grown when a
+  larger one is asked for and never shrunk, as Caffe shares one column buffer across layers.
+  ``workspace_lock`` is held by whoever uses the pool and its scratch (two nets run from two
+  Python threads take turns).
+
+A part's result must not depend on which worker ran it: then results are the same for any
+thread count, except where a layer sums per-worker partial results (documented there).
+"""
+
+import queue
+import threading
+
+import numpy as np
+
+workspace_lock = threading.RLock()
+
+_state = {"threads": None, "pool": None, "blas": None}
+_scratch = {}
+
+
+def thread_count():
+    """Workers used by ``run_parts`` (set by ``set_thread_count``, else the usable cores)."""
+    if _state["threads"] is None:
+        from .threads import available_cores
+
+        _state["threads"] = available_cores()
+    return _state["threads"]
+
+
+def set_thread_count(count):
+    """Use ``count`` workers from now on (the running pool is replaced when it differs)."""
+    count = max(1, int(count))
+    with workspace_lock:
+        if count != _state["threads"]:
+            _stop_pool()
+            _state["threads"] = count
+
+
+def _stop_pool():
+    pool = _state["pool"]
+    if pool is not None:
+        pool.stop()
+        _state["pool"] = None
+
+
+def scratch(worker, name, size, dtype):
+    """A 1-D buffer of ``size`` items of ``dtype`` owned by ``worker`` (see the module text)."""
+    dtype = np.dtype(dtype)
+    key = (worker, name, dtype)
+    buffer = _scratch.get(key)
+    if buffer is None or buffer.size < size:
+        from .memory import check_size
+
+        check_size(size * dtype.itemsize, f"the {name} workspace")
+        _scratch.pop(key, None)  # the old buffer is freed before the new one is made
+        buffer = np.empty(size, dtype)
+        _scratch[key] = buffer
+    return buffer[:size]
+
+
+def release_scratch():
+    """Free every worker's scratch buffers (they are made again when next needed)."""
+    with workspace_lock:
+        _scratch.clear()
+
+
+def scratch_bytes():
+    """Bytes held in scratch buffers now."""
+    return sum(buffer.nbytes for buffer in _scratch.values())
+
+
+class _BlasThreads:
+    """Sets the BLAS libraries numpy loaded to one thread and back (threadpoolctl)."""
+
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+
+        self.libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+
+    @property
+    def controllable(self):
+        return bool(self.libraries)
+
+    def single(self):
+        saved = [lib.get_num_threads() for lib in self.libraries]
+        for lib in self.libraries:
+            lib.set_num_threads(1)
+        return saved
+
+    def restore(self, saved):
+        for lib, count in zip(self.libraries, saved):
+            lib.set_num_threads(count)
+
+
+def _blas():
+    if _state["blas"] is None:
+        _state["blas"] = _BlasThreads()
+    return _state["blas"]
+
+
+class _SingleThreadedBlas:
+    """``with single_threaded_blas:`` BLAS runs in the calling thread alone (nested uses count;
+    the outermost one restores the BLAS thread count). Net passes and layer calls run inside
+    it: BLAS's own threads then never wake during training, so they neither spin beside the
+    workers nor wait for a core another process holds."""
+
+    def __init__(self):
+        self.depth = 0
+        self.saved = None
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        with self.lock:
+            if self.depth == 0:
+                self.saved = _blas().single()
+            self.depth += 1
+
+    def __exit__(self, *exc):
+        with self.lock:
+            self.depth -= 1
+            if self.depth == 0:
+                _blas().restore(self.saved)
+
+
+single_threaded_blas = _SingleThreadedBlas()
+
+MATMUL_SPLIT_FLOPS = 1 << 22  # products from about 4 MFLOP (~40 us) are split over the workers
+
+
+def matmul(a, b, out):
+    """out = a @ b for 2-D arrays, cut into row blocks of ``out`` (or column blocks, when it is
+    wider than tall) run by the workers; small products run whole. Each entry is one BLAS dot
+    over the full inner dimension either way."""
+    rows, cols = out.shape
+    workers = min(thread_count(), max(rows, cols))
+    if workers < 2 or 2 * rows * cols * a.shape[1] < MATMUL_SPLIT_FLOPS:
+        with single_threaded_blas:
+            np.matmul(a, b, out=out)
+        return out
+    by_rows = rows >= cols
+    length = rows if by_rows else cols
+
+    def block(worker, part):
+        lo, hi = part * length // workers, (part + 1) * length // workers
+        if by_rows:
+            np.matmul(a[lo:hi], b, out=out[lo:hi])
+        else:
+            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    run_parts(block, workers, workers)
+    return out
+
+
+class _Pool:
+    """``count - 1`` daemon threads, each with its own task queue; the caller is worker 0."""
+
+    def __init__(self, count):
+        self.tasks = [queue.SimpleQueue() for _ in range(count - 1)]
+        self.done = queue.SimpleQueue()
+        self.threads = [
+            threading.Thread(target=self._serve, args=(q,), name=f"netlayers-worker-{i + 1}", daemon=True)
+            for i, q in enumerate(self.tasks)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _serve(self, tasks):
+        while True:
+            task = tasks.get()
+            if task is None:
+                return
+            fn, worker, parts = task
+            error = None
+            try:
+                for part in parts:
+                    fn(worker, part)
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                error = exc
+            self.done.put(error)
+
+    def stop(self):
+        for tasks in self.tasks:
+            tasks.put(None)
+
+
+def share(worker, workers, parts):
+    """The contiguous run of parts that ``worker`` of ``workers`` takes."""
+    return range(-(-worker * parts // workers), -(-(worker + 1) * parts // workers))
+
+
+def first_part(worker, workers, parts):
+    """The first part ``worker`` takes."""
+    return -(-worker * parts // workers)
+
+
+def run_parts(fn, parts, workers=None):
+    """``fn(worker, part)`` for each part in range(parts), each worker taking its ``share``.
+    ``workers`` defaults to ``min(thread_count(), parts)``. When BLAS cannot be limited to one
+    thread (no BLAS threadpoolctl knows), the same calls run one after another in this thread."""
+    if workers is None:
+        workers = min(thread_count(), parts)
+    blas = _blas() if workers > 1 else None
+    if blas is None or not blas.controllable:
+        for worker in range(workers):
+            for part in share(worker, workers, parts):
+                fn(worker, part)
+        return
+    with workspace_lock:
+        pool = _state["pool"]
+        if pool is None or len(pool.tasks) < workers - 1:
+            _stop_pool()
+            pool = _state["pool"] = _Pool(max(workers, thread_count()))
+        single_threaded_blas.__enter__()
+        errors = []
+        started = 0
+        try:
+            for worker in range(1, workers):
+                pool.tasks[worker - 1].put((fn, worker, share(worker, workers, parts)))
+                started += 1
+            for part in share(0, workers, parts):
+                fn(0, part)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            for _ in range(started):  # every worker stops before its buffers are reused
+                error = _wait(pool.done, errors)
+                if error is not None:
+                    errors.append(error)
+            single_threaded_blas.__exit__()
+        if errors:
+            raise errors[0]
+
+
+def _wait(done, errors):
+    """The next worker's result. An interrupt (Ctrl-C) while waiting goes to ``errors`` and the
+    wait goes on: the worker is still writing into buffers the caller will reuse."""
+    while True:
+        try:
+            return done.get()
+        except BaseException as exc:
+            errors.append(exc)

@@ -1,0 +1,93 @@
+"""netlayers.parallel: parts shared over the workers, errors, the BLAS switch, split products,
+scratch buffers. (Layers under several worker counts: tests/layers/test_convolution.py.)"""
+
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from netlayers import parallel
+
+
+def blas_threads():
+    """Threads of numpy's BLAS (the library ``parallel`` switches; other BLAS libraries a test
+    may load later, such as PyTorch's, are not numpy's)."""
+    numpy_blas = {lib.filepath for lib in parallel._blas().libraries}
+    return [info["num_threads"] for info in threadpool_info() if info["filepath"] in numpy_blas]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 10])
+def test_every_part_runs_once_each_worker_a_contiguous_run(thread_count, workers, parts):
+    thread_count(workers)
+    seen = []
+    lock = threading.Lock()
+
+    def record(worker, part):
+        with lock:
+            seen.append((worker, part, threading.get_ident()))
+
+    parallel.run_parts(record, parts)
+    assert sorted(part for _, part, _ in seen) == list(range(parts))
+    used = min(workers, parts)
+    for worker in range(used):
+        mine = sorted(part for w, part, _ in seen if w == worker)
+        assert mine == list(parallel.share(worker, used, parts)) and mine
+        assert len({ident for w, _, ident in seen if w == worker}) == 1
+    assert len({ident for _, _, ident in seen}) == used  # one thread a worker
+    assert {w for w, _, _ in seen if w == 0} and threading.get_ident() in {i for w, _, i in seen if w == 0}
+
+
+def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_goes_on(thread_count):
+    thread_count(2)
+
+    def fail_in_worker_1(worker, part):
+        if worker == 1:
+            raise ValueError(f"part {part} failed")
+
+    with pytest.raises(ValueError, match="part 1 failed"):
+        parallel.run_parts(fail_in_worker_1, 2)
+    done = []
+    parallel.run_parts(lambda worker, part: done.append(part), 4)
+    assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_blas_runs_single_threaded_inside_and_is_restored_after(thread_count):
+    thread_count(2)
+    before = blas_threads()
+    inside = []
+    with parallel.single_threaded_blas:
+        with parallel.single_threaded_blas:
+            inside.append(blas_threads())
+        inside.append(blas_threads())
+        parallel.run_parts(lambda worker, part: None, 2)
+        inside.append(blas_threads())
+    assert before and all(counts == [1] * len(before) for counts in inside)
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(300, 40, 500), (500, 40, 300), (3, 5, 4)])
+def test_split_products_equal_whole_ones(rng, thread_count, workers, shape, monkeypatch):
+    thread_count(workers)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    m, k, n = shape
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32).T  # a transposed view, as the layers pass
+    out = np.full((m, n), np.nan, np.float32)
+    parallel.matmul(a, b, out)
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)
+
+
+def test_scratch_is_reused_grown_and_kept_per_worker():
+    first = parallel.scratch(0, "test", 10, np.float32)
+    again = parallel.scratch(0, "test", 6, np.float32)
+    assert np.shares_memory(first, again) and again.shape == (6,)
+    other = parallel.scratch(1, "test", 10, np.float32)
+    assert not np.shares_memory(first, other)
+    grown = parallel.scratch(0, "test", 1000, np.float32)
+    assert grown.shape == (1000,) and not np.shares_memory(first, grown)
+    assert parallel.scratch_bytes() >= 4000
+    parallel.release_scratch()
+    assert parallel.scratch_bytes() == 0
