@@ -13,6 +13,9 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
 - ``run_parts(fn, parts)``: calls ``fn(worker, part)`` for every ``part in range(parts)``; each
   worker takes a contiguous run of parts (``share``). The caller's thread is worker 0.
   Exceptions are re-raised in the caller once every worker has stopped.
+- ``over_slices(fn, length, nbytes)``: ``fn(lo, hi)`` over one contiguous slice a worker, for
+  work large enough to pay for the hand-over; ``matmul(a, b, out)``: a product split the same
+  way.
 - ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
   to that worker; it is shared by every layer (layers run one after another), grown when a
   larger one is asked for and never shrunk, as Caffe shares one column buffer across layers.
@@ -139,6 +142,26 @@ class _SingleThreadedBlas:
 
 
 single_threaded_blas = _SingleThreadedBlas()
+
+SPLIT_MIN_BYTES = 1 << 21  # handing work to a worker costs 20-50 us: worth it from ~2 MiB
+
+
+def over_slices(fn, length, nbytes):
+    """``fn(lo, hi)`` over contiguous slices of ``range(length)`` (a batch axis, channels, or a
+    flat array), one slice a worker when ``nbytes`` (what one whole call reads and writes) is
+    at least ``SPLIT_MIN_BYTES``; else one call ``fn(0, length)``. For work whose results do
+    not depend on where it is cut (each element or image computed alone), so the results are
+    the same for any worker count."""
+    workers = min(thread_count(), length) if nbytes >= SPLIT_MIN_BYTES else 1
+    if workers <= 1:
+        fn(0, length)
+        return
+
+    def piece(worker, part):
+        fn(part * length // workers, (part + 1) * length // workers)
+
+    run_parts(piece, workers, workers)
+
 
 MATMUL_SPLIT_FLOPS = 1 << 22  # products from about 4 MFLOP (~40 us) are split over the workers
 

@@ -176,21 +176,24 @@ class ColumnChunks:
             self.to_image(out, image, part)
 
     def add_weight_grad(self, worker, matrix, col, first):
-        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T."""
-        partial = self._scratch(worker, "weight_grad", self.groups, self.map_group, self.row_group)
-        grouped_cols = self._grouped(col, self.rows).transpose(0, 2, 1)
+        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T,
+        kept transposed: col matrix^T ran 1.6x faster than matrix col^T on cifar10_quick's
+        conv2 (78 vs 47 GFLOP/s single-threaded)."""
+        shape = (self.groups, self.row_group, self.map_group)
+        partial = self._scratch(worker, "weight_grad", *shape)
+        grouped_map = self._grouped(matrix, self.map_channels).transpose(0, 2, 1)
         if first:
-            np.matmul(self._grouped(matrix, self.map_channels), grouped_cols, out=partial)
+            np.matmul(self._grouped(col, self.rows), grouped_map, out=partial)
             return
-        temp = self._scratch(worker, "weight_grad_temp", self.groups, self.map_group, self.row_group)
-        np.matmul(self._grouped(matrix, self.map_channels), grouped_cols, out=temp)
+        temp = self._scratch(worker, "weight_grad_temp", *shape)
+        np.matmul(self._grouped(col, self.rows), grouped_map, out=temp)
         partial += temp
 
     def weight_grad_total(self, weight_diff):
         """weight_diff += the sum of every worker's partial, worker 0 first."""
         diff = weight_diff.reshape(self.groups, self.map_group, self.row_group)
         for worker in range(self.workers()):
-            diff += self._scratch(worker, "weight_grad", self.groups, self.map_group, self.row_group)
+            diff += self._scratch(worker, "weight_grad", self.groups, self.row_group, self.map_group).transpose(0, 2, 1)
 
     def workers(self):
         """How many workers ``run`` uses for this geometry."""

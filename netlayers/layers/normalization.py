@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import parallel
 from ..kernels import batchnorm as bn_kernels
 from ..kernels import lrn as lrn_kernels
 from ..layer import Layer
@@ -73,25 +74,34 @@ class LRN(Layer):
         return self.p.local_size if self.across else self.p.local_size**2
 
     def Forward_cpu(self, bottom, top):
-        p, x = self.p, bottom[0].data
-        self._window_sum(x, self.scale, squared=True)
-        self.scale *= self.dtype.type(p.alpha / self._norm_count())
-        self.scale += self.dtype.type(p.k if self.across else 1.0)
-        np.power(self.scale, self.dtype.type(-p.beta), out=self.scale_pow)
-        np.multiply(x, self.scale_pow, out=top[0].data)
+        """Images are normalized alone: the batch is shared out over the workers."""
+        x, y = bottom[0].data, top[0].data
+        parallel.over_slices(lambda lo, hi: self._forward(lo, hi, x, y), x.shape[0], 4 * x.nbytes)
+
+    def _forward(self, lo, hi, x, y):
+        p, x, scale, scale_pow = self.p, x[lo:hi], self.scale[lo:hi], self.scale_pow[lo:hi]
+        self._window_sum(x, scale, squared=True)
+        scale *= self.dtype.type(p.alpha / self._norm_count())
+        scale += self.dtype.type(p.k if self.across else 1.0)
+        np.power(scale, self.dtype.type(-p.beta), out=scale_pow)
+        np.multiply(x, scale_pow, out=y[lo:hi])
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        p, x, dy, dx = self.p, bottom[0].data, top[0].diff, bottom[0].diff
-        ratio = self.work
+        x, dy, dx = bottom[0].data, top[0].diff, bottom[0].diff
+        parallel.over_slices(lambda lo, hi: self._backward(lo, hi, x, dy, dx), x.shape[0], 6 * x.nbytes)
+
+    def _backward(self, lo, hi, x, dy, dx):
+        p, x, dy, dx = self.p, x[lo:hi], dy[lo:hi], dx[lo:hi]
+        scale, scale_pow, ratio = self.scale[lo:hi], self.scale_pow[lo:hi], self.work[lo:hi]
         np.multiply(dy, x, out=ratio)  # dy * y / scale = dy * x * scale^-beta / scale
-        ratio *= self.scale_pow
-        ratio /= self.scale
+        ratio *= scale_pow
+        ratio /= scale
         self._window_sum(ratio, dx, squared=False)
         dx *= x
         dx *= self.dtype.type(-2.0 * p.alpha * p.beta / self._norm_count())
-        np.multiply(dy, self.scale_pow, out=ratio)
+        np.multiply(dy, scale_pow, out=ratio)
         dx += ratio
 
 
@@ -172,7 +182,8 @@ class BatchNorm(Layer):
             np.multiply(self.blobs[0].data.reshape(self.mean.shape), factor, out=self.mean)
             np.multiply(self.blobs[1].data.reshape(self.var.shape), factor, out=self.var)
         else:
-            bn_kernels.batch_moments(x, self.mean.reshape(-1), self.var.reshape(-1))
+            mean, var = self.mean.reshape(-1), self.var.reshape(-1)
+            self._over_channels(lambda lo, hi: bn_kernels.batch_moments(x, mean, var, lo, hi), 2)
             maf = p.moving_average_fraction
             m = x.size // self.channels
             correction = m / (m - 1) if m > 1 else 1.0
@@ -185,9 +196,16 @@ class BatchNorm(Layer):
             var_sum += correction * self.var.reshape(-1)
         np.add(self.var, self.dtype.type(p.eps), out=self.std)
         np.sqrt(self.std, out=self.std)
-        bn_kernels.normalize(
-            x, self.mean.reshape(-1), self.std.reshape(-1), self.normalized, top[0].data.reshape(self.shape3)
+        mean, std = self.mean.reshape(-1), self.std.reshape(-1)
+        y = top[0].data.reshape(self.shape3)
+        self._over_channels(
+            lambda lo, hi: bn_kernels.normalize(x, mean, std, self.normalized, y, lo, hi),
+            3,
         )
+
+    def _over_channels(self, fn, passes):
+        """Channels are normalized alone: they are shared out over the workers."""
+        parallel.over_slices(fn, self.channels, passes * self.normalized.nbytes)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -197,7 +215,11 @@ class BatchNorm(Layer):
         if self.use_global_stats:
             np.divide(dy, self.std, out=dx)
             return
-        bn_kernels.normalize_backward(dy, self.normalized, self.std.reshape(-1), dx)  # dy may be dx
+        std = self.std.reshape(-1)
+        self._over_channels(  # dy may be dx
+            lambda lo, hi: bn_kernels.normalize_backward(dy, self.normalized, std, dx, lo, hi),
+            5,
+        )
 
 
 @register_layer("MVN")

@@ -3,6 +3,7 @@ the layers over the numba kernels of ``netlayers.kernels.pooling``."""
 
 import numpy as np
 
+from .. import parallel
 from ..kernels import pooling as pool_kernels
 from ..layer import Layer
 from ..netspec import Enum, Field, rule_error
@@ -52,16 +53,31 @@ class PoolingWindows:
         return out_shape
 
     def forward(self, x, y):
+        """Images are pooled alone: the batch is shared out over the workers."""
+        mask = self.mask
         if self.method == "MAX":
-            pool_kernels.max_pool_forward(x, self.kernel, self.stride, self.pad, y, self.mask)
+
+            def pool(lo, hi):
+                pool_kernels.max_pool_forward(x[lo:hi], self.kernel, self.stride, self.pad, y[lo:hi], mask[lo:hi])
         else:
-            pool_kernels.ave_pool_forward(x, self.kernel, self.stride, self.pad, y)
+
+            def pool(lo, hi):
+                pool_kernels.ave_pool_forward(x[lo:hi], self.kernel, self.stride, self.pad, y[lo:hi])
+
+        parallel.over_slices(pool, x.shape[0], x.nbytes + 2 * y.nbytes)
 
     def backward(self, dy, dx):
+        mask = self.mask
         if self.method == "MAX":
-            pool_kernels.max_pool_backward(dy, self.mask, dx)
+
+            def unpool(lo, hi):
+                pool_kernels.max_pool_backward(dy[lo:hi], mask[lo:hi], dx[lo:hi])
         else:
-            pool_kernels.ave_pool_backward(dy, self.kernel, self.stride, self.pad, dx)
+
+            def unpool(lo, hi):
+                pool_kernels.ave_pool_backward(dy[lo:hi], self.kernel, self.stride, self.pad, dx[lo:hi])
+
+        parallel.over_slices(unpool, dx.shape[0], dx.nbytes + 2 * dy.nbytes)
 
 
 def pooling_geometry(p):

@@ -5,9 +5,13 @@ bottom / top) do not copy: the top's data is a view of the bottom's, and the bac
 the top's diff into the bottom's (the bottom's diff is written, as for every layer).
 """
 
+import math
+
 import numpy as np
 
+from .. import parallel
 from ..kernels import elementwise
+from ..kernels import scale as scale_kernels
 from ..layer import Layer
 from ..netspec import FILLER, RESHAPE_SHAPE, Enum, Field, rule_error
 from ..registry import register_layer
@@ -257,35 +261,50 @@ class Scale(Layer):
         if top[0] is bottom[0]:
             self.buffer("_input", bottom[0].shape, dtype)
         self.buffer("_reduced", (self.view[1],), dtype)
+        self.buffer("_reduced_bias", (self.view[1],), dtype)
+        self.buffer("_zeros", (self.view[1],), dtype).fill(0)
 
     def _input3(self, bottom, top):
         x = self._input if top[0] is bottom[0] else bottom[0].data
         return x.reshape(self.view)
 
     def Forward_cpu(self, bottom, top):
-        if top[0] is bottom[0]:
-            np.copyto(self._input, bottom[0].data)
-        y3 = top[0].data.reshape(self.view)
-        np.multiply(self._input3(bottom, top), self._scale(bottom).data.reshape(self.operand_view), out=y3)
-        if self.bias_index is not None:
-            y3 += self.blobs[self.bias_index].data.reshape(self.operand_view)
+        in_place = top[0] is bottom[0]
+        x = bottom[0].data.reshape(self.view)
+        keep = self._input.reshape(self.view) if in_place else x
+        scale = self._scale(bottom).data.reshape(-1)
+        bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else self._zeros
+        y = top[0].data.reshape(self.view)
+        self._over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, in_place, y, lo, hi), 3)
+
+    def _over_dims(self, fn, passes):
+        """The dims are scaled alone: they are shared out over the workers."""
+        parallel.over_slices(fn, self.view[1], passes * math.prod(self.view) * self._zeros.itemsize)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         dy3 = top[0].diff.reshape(self.view)
         scale = self._scale(bottom)
         learned = len(bottom) == 1
-        if self.param_propagate_down[0] if learned else propagate_down[1]:
-            np.einsum("ndk,ndk->d", dy3, self._input3(bottom, top), out=self._reduced)
+        want_scale = self.param_propagate_down[0] if learned else propagate_down[1]
+        want_bias = self.bias_index is not None and self.param_propagate_down[self.bias_index]
+        x3 = self._input3(bottom, top)
+        dx3 = bottom[0].diff.reshape(self.view) if propagate_down[0] else dy3
+        sums = want_scale or want_bias
+        s = scale.data.reshape(-1)
+        self._over_dims(
+            lambda lo, hi: scale_kernels.scale_backward(
+                dy3, x3, s, sums, self._reduced, self._reduced_bias, dx3, propagate_down[0], lo, hi
+            ),
+            4 if sums else 2,
+        )
+        if want_scale:
             if learned:
                 scale.diff += self._reduced.reshape(scale.shape)
             else:
                 scale.diff[...] = self._reduced.reshape(scale.shape)
-        if self.bias_index is not None and self.param_propagate_down[self.bias_index]:
+        if want_bias:
             bias = self.blobs[self.bias_index]
-            np.sum(dy3, axis=(0, 2), out=self._reduced)
-            bias.diff += self._reduced.reshape(bias.shape)
-        if propagate_down[0]:
-            np.multiply(dy3, scale.data.reshape(self.operand_view), out=bottom[0].diff.reshape(self.view))
+            bias.diff += self._reduced_bias.reshape(bias.shape)
 
 
 @register_layer("Bias")

@@ -22,6 +22,7 @@ the bottoms' data alone; (d) float32 forward and backward agree with float64; (e
 overwritten between forward and backward; (g) backward before forward is a NetlayersError,
 and a bottom with a zero-size axis is a ConfigError at setup; bottoms without axes (shape ())
 work or raise a one-line netlayers error. A registered type without an example fails (h).
+(i) With every split over the worker threads forced on, 3 workers give 1 worker's results.
 Beyond the list: bottoms given a new batch size after a first forward give what a layer set up
 for those shapes gives (Reshape runs before every forward). Source layers (no bottoms) are
 checked for their top shapes, float32 vs float64 data, and a backward that does nothing.
@@ -406,6 +407,37 @@ def test_bottoms_without_axes_work_or_are_refused_in_one_line(case, build):
             built.backward()
         except NetlayersError as err:
             assert "\n" not in str(err)
+
+
+# -- (i) workers ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", WITH_BOTTOMS, ids=ids)
+def test_work_shared_over_workers_gives_the_one_worker_results(case, build, thread_count, monkeypatch):
+    """Every split over the workers forced on (however small the work), 3 workers against 1:
+    tops and bottom diffs equal, param diffs equal to rounding (a convolution's weight
+    gradient adds per-worker partial sums)."""
+    from netlayers import parallel
+
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    type_name, _, example = case
+    results = []
+    for workers in (1, 3):
+        thread_count(workers)
+        built = build(type_name, example)
+        built.forward()
+        tops = [t.data.copy() for t in built.top]
+        if takes_gradient(built):
+            built.set_top_diffs()
+            bottoms, params = gradients(built)
+        else:
+            bottoms, params = [], []
+        results.append((tops, bottoms, params))
+    (tops1, bottoms1, params1), (tops3, bottoms3, params3) = results
+    for one, three in zip(tops1 + bottoms1, tops3 + bottoms3):
+        if one is not None:
+            np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
+    for one, three in zip(params1, params3):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
 
 
 # -- source layers ---------------------------------------------------------------------------------

@@ -1,0 +1,57 @@
+"""The Scale layer's passes, on (outer, dim, inner) views, for the dims [lo, hi) of whole
+C-contiguous arrays (the workers of ``netlayers.parallel`` take a range each):
+
+- ``scale_forward(x, scale, bias, keep, copy, y, lo, hi)``: y = x * scale[d] + bias[d], and
+  keep = x first when ``copy`` (in place, the backward needs the input that y overwrites):
+  one pass instead of a copy, a product and a sum;
+- ``scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi)``: with ``sums``,
+  dscale[d] = sum over n, k of dy * x and dbias[d] = sum of dy in one pass (float64 lanes, as
+  ``netlayers.kernels.batchnorm``); with ``want_x``, dx = dy * scale[d] (``dx`` may be ``dy``:
+  the sums read a dim before it is written).
+
+The product and the sum are not fused into one rounding (no fastmath): y equals numpy's
+``x * s + b``.
+"""
+
+import numpy as np
+
+from ._jit import jit
+
+
+@jit
+def scale_forward(x, scale, bias, keep, copy, y, lo, hi):
+    outer, dim, inner = x.shape
+    for n in range(outer):
+        for d in range(lo, hi):
+            s, b = scale[d], bias[d]
+            if copy:
+                for k in range(inner):
+                    v = x[n, d, k]
+                    keep[n, d, k] = v
+                    y[n, d, k] = v * s + b
+            else:
+                for k in range(inner):
+                    y[n, d, k] = x[n, d, k] * s + b
+
+
+@jit
+def scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
+    outer, dim, inner = dy.shape
+    lanes_s = np.zeros(inner, np.float64)
+    lanes_b = np.zeros(inner, np.float64)
+    for d in range(lo, hi):
+        if sums:
+            lanes_s[:] = 0.0
+            lanes_b[:] = 0.0
+            for n in range(outer):
+                for k in range(inner):
+                    g = dy[n, d, k]
+                    lanes_s[k] += g * x[n, d, k]
+                    lanes_b[k] += g
+            dscale[d] = lanes_s.sum()
+            dbias[d] = lanes_b.sum()
+        if want_x:
+            s = scale[d]
+            for n in range(outer):
+                for k in range(inner):
+                    dx[n, d, k] = dy[n, d, k] * s
