@@ -15,13 +15,15 @@ byte moved. Here each tap streams one row of the input against one row of the ou
 
 The valid output range of each tap comes from :func:`netlayers.kernels.im2col.tap_table`
 (rows [top, bottom), columns [lo, hi), and the input offset of (top, lo)). Planes are
-independent (the forward and the data gradient go plane by plane; the weight gradient output
-channel by channel). The weight gradient adds the products of each output column across rows
+independent (the forward and the data gradient go plane by plane, the images shared out over
+the workers of ``netlayers.parallel``; the weight gradient output channel by channel, the
+channels shared out). The weight gradient adds the products of each output column across rows
 and images (element-wise, so the loop vectorizes), then sums the columns in float64.
 """
 
 import numpy as np
 
+from .. import parallel
 from ._jit import jit
 from .im2col import geometry_table
 
@@ -84,14 +86,14 @@ def _backward_data(dy, weight, table, sh, sw, width, out_w, multiplier, dx):
 
 
 @jit
-def _backward_weight(dy, x, table, sh, sw, width, out_w, multiplier, weight_diff):
+def _backward_weight(dy, x, table, sh, sw, width, out_w, multiplier, weight_diff, lo, hi):
     batch, out_channels = dy.shape[0], dy.shape[1]
     out_plane = np.uint64(dy.shape[2] * dy.shape[3])
     plane = np.uint64(x.shape[2] * x.shape[3])
     grad, src = dy.reshape(-1), x.reshape(-1)
     usw, uow, row_step = np.uint64(sw), np.uint64(out_w), np.uint64(sh * width)
     lanes = np.zeros(out_w, dy.dtype)  # per output column: products summed over rows and images
-    for o in range(out_channels):
+    for o in range(lo, hi):
         for t in range(weight_diff.shape[1]):
             count = np.uint64(table[t, 3] - table[t, 2])
             lanes[:] = 0
@@ -124,13 +126,24 @@ class DepthwiseConvolution:
         return self.table, self.stride[0], self.stride[1], self.shape[3], self.out_size[1], self.multiplier
 
     def forward(self, x, weight, bias, y):
-        """y = depthwise(x, weight) + bias; ``weight`` (O, 1, kh, kw), ``bias`` (O,)."""
-        _forward(x, weight.reshape(-1, self.taps), bias, *self._geometry(), y)
+        """y = depthwise(x, weight) + bias; ``weight`` (O, 1, kh, kw), ``bias`` (O,). Images
+        are shared out over the workers."""
+        weight, geometry = weight.reshape(-1, self.taps), self._geometry()
+        parallel.over_slices(
+            lambda lo, hi: _forward(x[lo:hi], weight, bias, *geometry, y[lo:hi]), x.shape[0], x.nbytes + y.nbytes
+        )
 
     def backward_data(self, dy, weight, dx):
-        """dx = the data gradient (written, not added)."""
-        _backward_data(dy, weight.reshape(-1, self.taps), *self._geometry(), dx)
+        """dx = the data gradient (written, not added); images are shared out."""
+        weight, geometry = weight.reshape(-1, self.taps), self._geometry()
+        parallel.over_slices(
+            lambda lo, hi: _backward_data(dy[lo:hi], weight, *geometry, dx[lo:hi]), dx.shape[0], dx.nbytes + dy.nbytes
+        )
 
     def backward_weight(self, dy, x, weight_diff):
-        """weight_diff += the weight gradient."""
-        _backward_weight(dy, x, *self._geometry(), weight_diff.reshape(-1, self.taps))
+        """weight_diff += the weight gradient; output channels are shared out (each sums over
+        every image, so the result does not depend on the worker count)."""
+        weight_diff, geometry = weight_diff.reshape(-1, self.taps), self._geometry()
+        parallel.over_slices(
+            lambda lo, hi: _backward_weight(dy, x, *geometry, weight_diff, lo, hi), dy.shape[1], x.nbytes + dy.nbytes
+        )

@@ -1,0 +1,126 @@
+"""Compile every numba kernel ahead of time, into numba's on-disk cache (``netlayers warmup``).
+
+A kernel is compiled on its first call for each kind of arguments it gets (float32 or float64,
+contiguous or not), and numba keeps the machine code on disk (``cache=True``): in
+``__pycache__`` beside the package's files when that folder is writable, else in the user's
+cache folder (or ``$NUMBA_CACHE_DIR``). Compiling all of them takes seconds a kernel, so a fresh
+install would spend them on its first iteration; ``netlayers warmup`` spends them once, at
+install time, by running what the kernels serve on tiny inputs:
+
+- every built-in layer's ``example`` settings (the ones the layer contract tests check), forward
+  and backward, in float32 and float64, once with one worker and once with two (a convolution
+  cuts its batch into chunks by the worker count, and chunks of one image or of several take
+  different kernels);
+- the solver's update kernels and the data layer's conversion kernel, for the dtypes they see.
+
+Afterwards the first iteration of a net only loads machine code from the cache.
+"""
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import parallel
+from .blob import Blob
+from .netspec import Where
+from .netspec import check_layer as check_layer_spec
+from .registry import layer_class, layer_types
+
+FLOAT_TYPES = (np.float32, np.float64)
+WORKER_COUNTS = (1, 2)
+
+
+@dataclass
+class WarmupReport:
+    """What ``compile_kernels`` ran: layer runs, kernel signatures compiled or loaded, seconds."""
+
+    layer_runs: int
+    signatures: int
+    seconds: float
+
+
+def builtin_examples():
+    """(type, example) for every registered netlayers layer with bottoms (sources read files)."""
+    for name in layer_types():
+        cls = layer_class(name)
+        if not cls.__module__.startswith("netlayers."):
+            continue
+        declared = vars(cls).get("example")
+        for example in declared if isinstance(declared, list) else [declared] if declared else []:
+            if example.get("bottoms") and not example.get("python_path"):
+                yield name, example
+
+
+def run_example(type_name, example, dtype):
+    """Forward and backward of one example setting on seeded inputs of ``dtype``."""
+    rng = np.random.default_rng(0)
+    layer = {
+        "name": "warmup",
+        "type": type_name,
+        "bottom": [f"b{i}" for i in range(len(example["bottoms"]))],
+        "top": [f"t{i}" for i in range(example.get("tops", 1))],
+        **example.get("params", {}),
+    }
+    spec = check_layer_spec(layer, Where(file="warmup"))
+    instance = spec.cls(spec, phase=example.get("phase", "TRAIN"), dtype=dtype, rng=rng)
+    labels = example.get("labels", {})
+    bottom = []
+    for i, shape in enumerate(example["bottoms"]):
+        blob = Blob(shape, dtype)
+        blob.data[...] = rng.integers(0, labels[i], shape) if i in labels else rng.standard_normal(shape)
+        bottom.append(blob)
+    top = [Blob((), dtype) for _ in layer["top"]]
+    try:
+        instance.setup(bottom, top)
+        instance.forward(bottom, top)
+        for blob in top:
+            blob.diff[...] = 1
+        propagate = [instance.allow_force_backward(i) and i not in labels for i in range(len(bottom))]
+        instance.backward(top, propagate, bottom)
+    finally:
+        if hasattr(instance, "close"):
+            instance.close()
+
+
+def run_solver_and_data_kernels():
+    from .kernels import convert, update
+
+    for dtype in FLOAT_TYPES:
+        weight, diff, history = (np.zeros(4, dtype) for _ in range(3))
+        update.sgd_update(weight, diff, history, 0.1, 0.0, 0.9)
+        update.sgd_update(weight, diff, history, 0.1, 0.0, 0.0)
+        for source in (np.uint8, np.float32, np.float64):
+            convert.shift_scale(np.zeros((1, 2, 3), source), np.zeros(2, dtype), 0.5, np.zeros((1, 2, 3), dtype))
+
+
+def kernel_signatures():
+    """Compiled (or cache-loaded) signatures of every netlayers kernel in this process."""
+    import numba
+
+    from . import kernels
+
+    count = 0
+    for module in kernels.modules():
+        for value in vars(module).values():
+            if isinstance(value, numba.core.registry.CPUDispatcher):
+                count += len(value.signatures)
+    return count
+
+
+def compile_kernels():
+    """Run every kernel as described in the module text; returns a :class:`WarmupReport`."""
+    start = time.perf_counter()
+    before = parallel.thread_count()
+    runs = 0
+    try:
+        for workers in WORKER_COUNTS:
+            parallel.set_thread_count(workers)
+            for type_name, example in builtin_examples():
+                for dtype in FLOAT_TYPES:
+                    run_example(type_name, example, dtype)
+                    runs += 1
+    finally:
+        parallel.set_thread_count(before)
+    run_solver_and_data_kernels()
+    return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start)

@@ -1,0 +1,68 @@
+"""``netlayers warmup`` fills numba's disk cache so that a net's first iteration compiles nothing.
+
+One real check, in child processes with an empty cache folder of their own
+(``NUMBA_CACHE_DIR``): the warmup, then a conv net run forward and backward with numba
+reporting what it saves to the cache (``NUMBA_DEBUG_CACHE``): nothing, and it loads kernels.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+RUN_A_CONV_NET = textwrap.dedent(
+    """
+    import numpy as np
+    import netlayers
+
+    def conv(name, bottom, outputs, kernel, pad, group=1):
+        return {"name": name, "type": "Convolution", "bottom": bottom, "top": name,
+                "convolution_param": {"num_output": outputs, "kernel_size": kernel, "pad": pad, "group": group,
+                                      "weight_filler": {"type": "msra"}}}
+
+    layers = [
+        {"name": "data", "type": "Input", "top": ["data", "label"],
+         "input_param": {"shape": [{"dim": [8, 3, 12, 12]}, {"dim": [8]}]}},
+        conv("conv1", "data", 8, 3, 1),
+        {"name": "bn1", "type": "BatchNorm", "bottom": "conv1", "top": "conv1"},
+        {"name": "scale1", "type": "Scale", "bottom": "conv1", "top": "conv1", "scale_param": {"bias_term": True}},
+        {"name": "relu1", "type": "ReLU", "bottom": "conv1", "top": "conv1"},
+        conv("dw", "conv1", 8, 3, 1, group=8),
+        {"name": "pool1", "type": "Pooling", "bottom": "dw", "top": "pool1",
+         "pooling_param": {"pool": "MAX", "kernel_size": 3, "stride": 2}},
+        {"name": "norm1", "type": "LRN", "bottom": "pool1", "top": "norm1"},
+        {"name": "ip", "type": "InnerProduct", "bottom": "norm1", "top": "ip",
+         "inner_product_param": {"num_output": 10, "weight_filler": {"type": "xavier"}}},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"},
+    ]
+    net = netlayers.Net({"name": "warm", "layers": layers}, dtype=np.float32, seed=1)
+    rng = np.random.default_rng(0)
+    net.forward(data=rng.standard_normal((8, 3, 12, 12)), label=rng.integers(0, 10, 8))
+    for _ in range(3):
+        net.clear_param_diffs()
+        net.forward()
+        net.backward()
+    print("ran")
+    """
+)
+
+
+def run(args, cache, **kwargs):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), NUMBA_DEBUG_CACHE="1")
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def test_after_the_warmup_a_conv_net_compiles_nothing(tmp_path):
+    cache = tmp_path / "numba-cache"
+    warmup = run([sys.executable, "-m", "netlayers", "warmup"], cache)
+    assert warmup.returncode == 0, warmup.stderr[-2000:]
+    assert "warmup:" in warmup.stdout and "kernel signatures" in warmup.stdout
+    assert "data saved" in warmup.stdout + warmup.stderr  # it compiled into the empty folder
+
+    ran = run([sys.executable, "-c", RUN_A_CONV_NET], cache)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, output[-2000:]
+    assert "ran" in output
+    saved = [line for line in output.splitlines() if "data saved" in line]
+    assert not saved, "compiled after the warmup:\n" + "\n".join(saved)
+    assert "data loaded" in output
