@@ -8,9 +8,9 @@ install would spend them on its first iteration; ``netlayers warmup`` spends the
 install time, by running what the kernels serve on tiny inputs:
 
 - every built-in layer's ``example`` settings (the ones the layer contract tests check), forward
-  and backward, in float32 and float64, once with one worker and once with two (a convolution
-  cuts its batch into chunks by the worker count, and chunks of one image or of several take
-  different kernels);
+  and backward, in float32 and float64, with one worker and with two, and once more with a
+  column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
+  budget, and chunks of one image, of several, or bands of rows take different kernels);
 - the solver's update kernels and the data layer's conversion kernel, for the dtypes they see.
 
 Afterwards the first iteration of a net only loads machine code from the cache.
@@ -23,6 +23,7 @@ import numpy as np
 
 from . import parallel
 from .blob import Blob
+from .kernels import conv_gemm
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -113,14 +114,17 @@ def compile_kernels():
     start = time.perf_counter()
     before = parallel.thread_count()
     runs = 0
+    budget = conv_gemm.COLUMN_CHUNK_BYTES
     try:
-        for workers in WORKER_COUNTS:
+        for workers, chunk_bytes in [(count, budget) for count in WORKER_COUNTS] + [(1, 1)]:
             parallel.set_thread_count(workers)
+            conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
             for type_name, example in builtin_examples():
                 for dtype in FLOAT_TYPES:
                     run_example(type_name, example, dtype)
                     runs += 1
     finally:
         parallel.set_thread_count(before)
+        conv_gemm.COLUMN_CHUNK_BYTES = budget
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start)

@@ -25,6 +25,8 @@ Weight gradients are summed per worker and then over the workers, so they can di
 last bits between thread counts (never between runs with the same count).
 """
 
+import math
+
 import numpy as np
 
 from .. import parallel
@@ -50,19 +52,42 @@ class ChannelSums:
         return np.sum(self.partial, axis=0, out=self.out)
 
 
+class Piece:
+    """What one step of a convolution works on: images [first, stop) (a chunk), or, when one
+    image's columns exceed the chunk budget, one band of its output rows: map pixels
+    [pixels.start, pixels.stop) of image ``first``, the band's tap table ``table``, ``band`` its
+    index (0 for a whole chunk)."""
+
+    __slots__ = ("first", "stop", "band", "pixels", "table")
+
+    def __init__(self, first, stop, band, pixels, table):
+        self.first, self.stop, self.band, self.pixels, self.table = first, stop, band, pixels, table
+
+    @property
+    def images(self):
+        return self.stop - self.first
+
+
 class ColumnChunks:
-    """One convolution geometry cut into chunks of images, and the per-chunk steps.
+    """One convolution geometry cut into pieces (chunks of images, or bands of one image's
+    output rows), and the per-piece steps.
 
     ``image_shape`` is (N, C_img, H, W); ``map_size`` the (OH, OW) of the map side (im2col's
-    output plane). Methods take the worker index (for its scratch buffers) and the chunk ``part``:
+    output plane). Each method takes the worker index (for its scratch buffers) and a
+    :class:`Piece` from :meth:`run`:
 
-    - ``columns(worker, image, part)``: the chunk's (K, n P) column matrix of ``image``
-    - ``to_image(col, image, part)``: col2im of a chunk's column matrix into ``image`` (written)
-    - ``map_matrix(worker, m, part)``: a chunk of an NCHW map as its (C_map, n P) matrix
-    - ``map_from_col(worker, weight, col, m, part, bias)``: m[chunk] = W col (+ bias)
-    - ``image_from_map(worker, weight, matrix, image, part)``: image[chunk] = col2im(W^T matrix)
+    - ``columns(worker, image, piece)``: the piece's (K, n P) column matrix of ``image``
+    - ``to_image(col, image, piece)``: col2im of a piece's columns into ``image`` (a chunk is
+      written; the bands of an image are added up, the first band clearing the image)
+    - ``map_matrix(worker, m, piece)``: the piece of an NCHW map as its (C_map, n P) matrix
+    - ``map_from_col(worker, weight, col, m, piece, bias)``: m[piece] = W col (+ bias)
+    - ``image_from_map(worker, weight, matrix, image, piece)``: image[piece] = col2im(W^T matrix)
     - ``add_weight_grad(worker, matrix, col, first)``: the worker's partial += matrix col^T
-    - ``weight_grad_total(workers_used, weight_diff)``: weight_diff += the partials' sum
+    - ``weight_grad_total(weight_diff)``: weight_diff += the partials' sum
+
+    Bands: an image whose columns exceed ``COLUMN_CHUNK_BYTES`` is cut into bands of output
+    rows that fit it (at least one row), so the buffer stays bounded however large the image;
+    the bands of an image go to one worker, one after another.
     """
 
     def __init__(self, *, image_shape, kernel, pad, stride, dilation, map_channels, map_size, groups, dtype):
@@ -75,11 +100,12 @@ class ColumnChunks:
         self.plane = map_size[0] * map_size[1]
         self.dtype = np.dtype(dtype)
         self.one_by_one = kernel == (1, 1) and stride == (1, 1) and pad == (0, 0)
-        self.chunk = self.chunk_images(self.batch, self.rows * self.plane * self.dtype.itemsize, self.one_by_one)
+        image_bytes = self.rows * self.plane * self.dtype.itemsize
+        self.chunk = self.chunk_images(self.batch, image_bytes, self.one_by_one)
         self.parts = -(-self.batch // self.chunk)
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
         self.map_group, self.row_group = map_channels // groups, self.rows // groups
-        self.weight_size = map_channels * self.row_group
+        self.bands = self._bands(image_bytes)
 
     @staticmethod
     def chunk_images(batch, column_bytes, one_by_one):
@@ -92,42 +118,85 @@ class ColumnChunks:
         share = -(-batch // parallel.thread_count())
         return max(1, min(share, COLUMN_CHUNK_BYTES // column_bytes))
 
-    def span(self, part):
+    def _bands(self, image_bytes):
+        """(pixels, tap table) of each band of output rows, or None when images are not cut."""
+        out_h, out_w = self.map_shape
+        row_bytes = image_bytes // out_h
+        if self.one_by_one or image_bytes <= COLUMN_CHUNK_BYTES or out_h == 1:
+            return None
+        rows = max(1, COLUMN_CHUNK_BYTES // row_bytes)
+        width = self.image_shape[3]
+        return [
+            (
+                slice(top * out_w, min(top + rows, out_h) * out_w),
+                conv_kernels.band_table(self.table, top, min(rows, out_h - top), self.stride[0], width),
+            )
+            for top in range(0, out_h, rows)
+        ]
+
+    def pieces(self, part):
         first = part * self.chunk
-        return first, min(first + self.chunk, self.batch)
+        stop = min(first + self.chunk, self.batch)
+        if self.bands is None:
+            return [Piece(first, stop, 0, slice(0, self.plane), self.table)]
+        return [Piece(first, stop, i, pixels, table) for i, (pixels, table) in enumerate(self.bands)]
+
+    def last_band(self, piece):
+        """Whether ``piece`` ends its images (a chunk, or an image's last band)."""
+        return self.bands is None or piece.band == len(self.bands) - 1
 
     def _scratch(self, worker, name, *shape):
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         return parallel.scratch(worker, name, size, self.dtype).reshape(shape)
 
-    def columns(self, worker, image, part):
-        a, b = self.span(part)
-        n = b - a
+    def _band_rows(self, piece):
+        return (piece.pixels.stop - piece.pixels.start) // self.map_shape[1]
+
+    def columns(self, worker, image, piece):
+        a, b, n = piece.first, piece.stop, piece.images
         if self.one_by_one and n == 1:
             return image[a].reshape(self.rows, self.plane)
-        col = self._scratch(worker, "columns", self.rows, n, self.plane)
+        size = piece.pixels.stop - piece.pixels.start
+        col = self._scratch(worker, "columns", self.rows, n, size)
         chunk = image[a:b]
         if self.one_by_one:
             conv_kernels.nop_to_onp(chunk.reshape(n, self.rows, self.plane), col)
+        elif self.bands is not None:
+            conv_kernels.im2col_band(
+                chunk, self.kernel, self.stride, self.map_shape[1], piece.table, self._band_rows(piece), col
+            )
         else:
             conv_kernels.im2col(
                 chunk, self.kernel, self.pad, self.stride, self.dilation, self.map_shape, col, False, self.table
             )
-        return col.reshape(self.rows, n * self.plane)
+        return col.reshape(self.rows, n * size)
 
-    def column_buffer(self, worker, part):
-        a, b = self.span(part)
-        return self._scratch(worker, "columns", self.rows, (b - a) * self.plane)
+    def column_buffer(self, worker, piece):
+        return self._scratch(worker, "columns", self.rows, piece.images * (piece.pixels.stop - piece.pixels.start))
 
-    def to_image(self, col, image, part):
-        a, b = self.span(part)
-        n = b - a
-        col = col.reshape(self.rows, n, self.plane)
+    def to_image(self, col, image, piece):
+        a, b, n = piece.first, piece.stop, piece.images
         if self.one_by_one:
+            col = col.reshape(self.rows, n, self.plane)
             conv_kernels.onp_to_nop(col, self._zeros(self.rows), image[a:b].reshape(n, self.rows, self.plane))
             return
+        if self.bands is not None:
+            if piece.band == 0:
+                image[a:b].fill(0)
+            conv_kernels.col2im_band_add(
+                col, self.kernel, self.stride, self.map_shape[1], piece.table, self._band_rows(piece), image[a:b]
+            )
+            return
         conv_kernels.col2im(
-            col, self.kernel, self.pad, self.stride, self.dilation, self.map_shape, image[a:b], False, self.table
+            col.reshape(self.rows, n, self.plane),
+            self.kernel,
+            self.pad,
+            self.stride,
+            self.dilation,
+            self.map_shape,
+            image[a:b],
+            False,
+            self.table,
         )
 
     def _zeros(self, size):
@@ -136,44 +205,50 @@ class ColumnChunks:
             zeros = self._zero_vector = np.zeros(size, self.dtype)
         return zeros[:size]
 
-    def map_matrix(self, worker, m, part):
-        a, b = self.span(part)
-        n = b - a
-        m = m.reshape(self.batch, self.map_channels, self.plane)
+    def _map_view(self, m, piece):
+        """Image ``piece.first`` of an NCHW map, grouped: (groups, C_map / groups, piece's pixels)."""
+        m = m.reshape(self.batch, self.groups, self.map_group, self.plane)
+        return m[piece.first][:, :, piece.pixels]
+
+    def map_matrix(self, worker, m, piece):
+        a, b, n = piece.first, piece.stop, piece.images
         if n == 1:
-            return m[a]
+            view = self._map_view(m, piece)
+            return view.reshape(self.map_channels, -1) if self.bands is None else view
+        m = m.reshape(self.batch, self.map_channels, self.plane)
         matrix = self._scratch(worker, "map", self.map_channels, n, self.plane)
         conv_kernels.nop_to_onp(m[a:b], matrix)
         return matrix.reshape(self.map_channels, n * self.plane)
 
     def _grouped(self, matrix, channels):
+        if matrix.ndim == 3:
+            return matrix
         return matrix.reshape(self.groups, channels // self.groups, matrix.shape[-1])
 
-    def map_from_col(self, worker, weight, col, m, part, bias=None):
-        a, b = self.span(part)
-        n = b - a
-        m = m.reshape(self.batch, self.map_channels, self.plane)
+    def map_from_col(self, worker, weight, col, m, piece, bias=None):
+        a, b, n = piece.first, piece.stop, piece.images
         w = weight.reshape(self.groups, self.map_group, self.row_group)
         cols = self._grouped(col, self.rows)
         if n == 1:
-            np.matmul(w, cols, out=self._grouped(m[a], self.map_channels))
+            out = self._map_view(m, piece)
+            np.matmul(w, cols, out=out)
             if bias is not None:
-                conv_kernels.add_bias(m[a : a + 1], bias)
+                out += bias.reshape(self.groups, self.map_group, 1)
             return
+        m = m.reshape(self.batch, self.map_channels, self.plane)
         product = self._scratch(worker, "map", self.map_channels, n * self.plane)
         np.matmul(w, cols, out=self._grouped(product, self.map_channels))
         bias = self._zeros(self.map_channels) if bias is None else bias
         conv_kernels.onp_to_nop(product.reshape(self.map_channels, n, self.plane), bias, m[a:b])
 
-    def image_from_map(self, worker, weight, matrix, image, part):
-        """image[chunk] = col2im(W^T matrix) (written, not added)."""
-        a, b = self.span(part)
-        direct = self.one_by_one and b - a == 1
-        out = image[a].reshape(self.rows, self.plane) if direct else self.column_buffer(worker, part)
+    def image_from_map(self, worker, weight, matrix, image, piece):
+        """image[piece] = col2im(W^T matrix) (a chunk written, a band added)."""
+        direct = self.one_by_one and piece.images == 1
+        out = image[piece.first].reshape(self.rows, self.plane) if direct else self.column_buffer(worker, piece)
         w_t = weight.reshape(self.groups, self.map_group, self.row_group).transpose(0, 2, 1)
         np.matmul(w_t, self._grouped(matrix, self.map_channels), out=self._grouped(out, self.rows))
         if not direct:
-            self.to_image(out, image, part)
+            self.to_image(out, image, piece)
 
     def add_weight_grad(self, worker, matrix, col, first):
         """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T,
@@ -200,10 +275,12 @@ class ColumnChunks:
         return min(parallel.thread_count(), self.parts)
 
     def run(self, step):
-        """``step(worker, part, first)`` for every chunk; ``first`` marks a worker's first chunk."""
+        """``step(worker, piece, first)`` for every piece; ``first`` marks a worker's first."""
         workers = self.workers()
 
         def share(worker, part):
-            step(worker, part, part == parallel.first_part(worker, workers, self.parts))
+            first_part = part == parallel.first_part(worker, workers, self.parts)
+            for piece in self.pieces(part):
+                step(worker, piece, first_part and piece.band == 0)
 
         parallel.run_parts(share, self.parts, workers)

@@ -250,6 +250,37 @@ def im2col(x, kernel, pad, stride, dilation, out_size, col, batch_major, table=N
     return col
 
 
+def band_table(table, top, rows, stride_h, width):
+    """The tap table of output rows [top, top + rows) alone, as if they were the whole output:
+    each tap's valid rows clipped to the band and shifted to start at 0, its input offset moved
+    down by the rows skipped. With it, :func:`im2col_band` / :func:`col2im_band_add` handle one
+    band of output rows (a column buffer of ``rows`` rows of output pixels)."""
+    band = table.copy()
+    start = np.clip(table[:, 0], top, top + rows)
+    stop = np.maximum(np.clip(table[:, 1], top, top + rows), start)
+    band[:, 0], band[:, 1] = start - top, stop - top
+    band[:, 4] = table[:, 4] + (start - table[:, 0]) * stride_h * width
+    return band
+
+
+def im2col_band(x, kernel, stride, out_w, band, rows, col):
+    """Channel-major columns (K, N, rows * out_w) of one band of output rows (``band`` from
+    :func:`band_table`)."""
+    if col.size != x.shape[0] * x.shape[1] * kernel[0] * kernel[1] * rows * out_w or not col.flags.c_contiguous:
+        raise ValueError(f"im2col_band: columns of size {col.size} do not fit {rows} rows of {out_w} for {x.shape}")
+    _im2col(x, kernel[0], kernel[1], stride[0], stride[1], rows, out_w, band, col, False)
+    return col
+
+
+def col2im_band_add(col, kernel, stride, out_w, band, rows, x):
+    """x += col2im of one band's channel-major columns: the bands of an image add up to
+    :func:`col2im` of the whole (x cleared before the first band)."""
+    if col.size != x.shape[0] * x.shape[1] * kernel[0] * kernel[1] * rows * out_w or not x.flags.c_contiguous:
+        raise ValueError(f"col2im_band_add: columns of size {col.size} do not fit {rows} rows of {out_w} for {x.shape}")
+    _col2im(col, kernel[0], kernel[1], stride[0], stride[1], rows, out_w, band, x, False, True)
+    return x
+
+
 def geometry_table(shape, kernel, pad, stride, dilation, out_size):
     """:func:`tap_table` for input ``shape`` (N, C, H, W) and the given geometry."""
     return tap_table(
@@ -269,7 +300,7 @@ def geometry_table(shape, kernel, pad, stride, dilation, out_size):
 
 
 @jit
-def _col2im(col, kh, kw, sh, sw, out_h, out_w, table, x, batch_major):
+def _col2im(col, kh, kw, sh, sw, out_h, out_w, table, x, batch_major, add=False):
     batch, channels, height, width = x.shape
     taps = kh * kw
     rows = channels * taps
@@ -282,8 +313,9 @@ def _col2im(col, kh, kw, sh, sw, out_h, out_w, table, x, batch_major):
     usw = np.uint64(sw)
     usize = np.uint64(size)
     row_step = np.uint64(sh * width)
-    for q in range(np.uint64(flat.size)):
-        flat[q] = zero
+    if not add:
+        for q in range(np.uint64(flat.size)):
+            flat[q] = zero
     outer, inner = (batch, rows) if batch_major else (rows, batch)
     base = np.uint64(0)
     for a in range(outer):

@@ -295,8 +295,8 @@ class Convolution(_ConvolutionBase):
         for i in range(len(bottom)):
             x, y = self._image(bottom[i].data), top[i].data
 
-            def step(worker, part, first, x=x, y=y):
-                chunks.map_from_col(worker, weight, chunks.columns(worker, x, part), y, part, bias)
+            def step(worker, piece, first, x=x, y=y):
+                chunks.map_from_col(worker, weight, chunks.columns(worker, x, piece), y, piece, bias)
 
             chunks.run(step)
 
@@ -317,12 +317,12 @@ class Convolution(_ConvolutionBase):
             x = self._image(bottom[i].data)
             dx = self._image(bottom[i].diff) if propagate_down[i] else None
 
-            def step(worker, part, first, x=x, dx=dx, dy=dy):
-                m = chunks.map_matrix(worker, dy, part)
+            def step(worker, piece, first, x=x, dx=dx, dy=dy):
+                m = chunks.map_matrix(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, part), first)
+                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first)
                 if dx is not None:
-                    chunks.image_from_map(worker, weight.data, m, dx, part)
+                    chunks.image_from_map(worker, weight.data, m, dx, piece)
 
             chunks.run(step)
             if want_weight:
@@ -424,10 +424,10 @@ class Deconvolution(_ConvolutionBase):
         for i in range(len(bottom)):
             x, y = bottom[i].data, top[i].data.reshape(self._out_image_shape)
 
-            def step(worker, part, first, x=x, y=y):
-                chunks.image_from_map(worker, weight, chunks.map_matrix(worker, x, part), y, part)
-                if bias is not None:
-                    a, b = chunks.span(part)
+            def step(worker, piece, first, x=x, y=y):
+                chunks.image_from_map(worker, weight, chunks.map_matrix(worker, x, piece), y, piece)
+                if bias is not None and chunks.last_band(piece):
+                    a, b = piece.first, piece.stop
                     conv_kernels.add_bias(y[a:b].reshape(b - a, self.p.num_output, -1), bias)
 
             chunks.run(step)
@@ -446,12 +446,12 @@ class Deconvolution(_ConvolutionBase):
             x = bottom[i].data
             dx = bottom[i].diff if propagate_down[i] else None
 
-            def step(worker, part, first, x=x, dx=dx, dy=dy):
-                col = chunks.columns(worker, dy, part)
+            def step(worker, piece, first, x=x, dx=dx, dy=dy):
+                col = chunks.columns(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, part), col, first)
+                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, piece), col, first)
                 if dx is not None:
-                    chunks.map_from_col(worker, weight.data, col, dx, part)
+                    chunks.map_from_col(worker, weight.data, col, dx, piece)
 
             chunks.run(step)
             if want_weight:

@@ -164,6 +164,25 @@ def test_chunks_of_one_or_several_images_agree(rng, monkeypatch, thread_count, c
     assert_gradients(conv_layer(num_output=3), [rng.standard_normal((2, 2, 18, 18))], max_elements=60)
 
 
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("chunk_bytes", [1, 2500])
+@pytest.mark.parametrize("stride,pad,dilation,group", CONV_CASES)
+def test_images_cut_into_bands_of_output_rows_agree(rng, monkeypatch, kind, chunk_bytes, stride, pad, dilation, group):
+    """Columns larger than the budget: each image goes in bands of 1 row (budget 1 byte) or of
+    a few rows with a shorter last band; the bands' col2im adds up to the whole image's."""
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    x = rng.standard_normal((2, 8, 7, 8))  # 8 channels: group 4 is not depthwise
+    spec = conv_layer(kind, stride=stride, pad=pad, dilation=dilation, group=group)
+    layer, (y,) = run_layer(spec, [x])
+    bands = layer.chunks.bands
+    assert bands is not None and len(bands) >= 2
+    weight, bias = params_of(layer)
+    define = reference.convolution if kind == "Convolution" else reference.deconvolution
+    expected = define(x, weight, bias, (stride,) * 2, (pad,) * 2, (dilation,) * 2, group)
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    assert_gradients(spec, [x], max_elements=40)
+
+
 def test_convolution_with_two_bottoms_shares_weights(rng):
     a, b = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
     spec = dict(conv_layer(num_output=3), bottom=["a", "b"], top=["ya", "yb"])
