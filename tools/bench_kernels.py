@@ -291,7 +291,8 @@ def chunk_cases(rng):
         dx = np.empty_like(x)
         fns, names = [], []
         default = conv_gemm.COLUMN_CHUNK_BYTES
-        for chunk_bytes in (1, default, 1 << 40):
+        image_bytes = shape[1] * 25 * out_size[0] * out_size[1] * 4
+        for chunk_bytes in (image_bytes, default, 1 << 40):
             conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
             chunks = conv_gemm.ColumnChunks(
                 image_shape=shape,
