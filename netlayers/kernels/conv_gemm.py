@@ -124,7 +124,8 @@ class ColumnChunks:
         row_bytes = image_bytes // out_h
         if self.one_by_one or image_bytes <= COLUMN_CHUNK_BYTES or out_h == 1:
             return None
-        rows = max(1, COLUMN_CHUNK_BYTES // row_bytes)
+        bands = -(-out_h // max(1, COLUMN_CHUNK_BYTES // row_bytes))
+        rows = -(-out_h // bands)  # bands of equal height (the last one may be shorter)
         width = self.image_shape[3]
         return [
             (
