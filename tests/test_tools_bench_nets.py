@@ -1,11 +1,16 @@
 """tools/bench_nets.py keeps working: its netlayers side runs tiny versions of its nets, its
 GEMM FLOP count matches a hand count, and its table reports a run without PyTorch."""
 
+import contextlib
 import math
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -46,3 +51,121 @@ def test_the_table_without_pytorch_shows_netlayers_and_its_floor_only():
     table = bench_nets.markdown_table([result], rate=1e11, memory=False).splitlines()
     assert table[0].startswith("| net | netlayers ms | PyTorch ms |")
     assert table[2] == "| MLP 784-2048-2048-10, batch 256 | 50.0 | - | - | 20.0 | 2.5x | - |"
+
+
+# -- --busy: the competing process and the quiet/busy rounds ---------------------------------
+def process_state(pid):
+    """The one-letter state of process ``pid`` (R running, T stopped, Z zombie), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def cpu_ticks(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def wait_until(condition, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+def test_the_busy_process_burns_cpu_in_the_block_and_is_killed_and_reaped_when_the_block_raises():
+    with pytest.raises(ValueError):
+        with bench_nets.busy_process() as child:
+            assert process_state(child.pid) == "R"
+            assert wait_until(lambda: cpu_ticks(child.pid) >= 5)  # 50 ms of CPU: it burns
+            raise ValueError("the timed function failed")
+    assert child.returncode == -signal.SIGKILL
+    assert process_state(child.pid) is None  # reaped: no zombie either
+
+
+@pytest.fixture
+def recorded_children(monkeypatch):
+    """The Popen of every busy_process the code under test starts."""
+    children = []
+    real = bench_nets.busy_process
+
+    @contextlib.contextmanager
+    def recording():
+        with real() as child:
+            children.append(child)
+            yield child
+
+    monkeypatch.setattr(bench_nets, "busy_process", recording)
+    return children
+
+
+def test_each_round_runs_quiet_with_the_child_stopped_then_busy_with_it_running(recorded_children):
+    calls = []
+
+    def step(name):
+        return lambda: calls.append((name, process_state(recorded_children[0].pid)))
+
+    quiet, busy = bench_nets.quiet_and_busy_rounds([step("a"), step("b")], rounds=2, iters=1, pause=0)
+    assert calls == [("a", "T"), ("b", "T"), ("a", "R"), ("b", "R"), ("b", "T"), ("a", "T"), ("b", "R"), ("a", "R")]
+    assert [len(t) for t in quiet + busy] == [2, 2, 2, 2]
+    assert len(recorded_children) == 1 and process_state(recorded_children[0].pid) is None
+
+
+@pytest.mark.parametrize("failing_half", ["quiet", "busy"])
+@pytest.mark.parametrize("error", [KeyboardInterrupt, RuntimeError])
+def test_a_step_that_raises_in_either_half_leaves_no_busy_process_behind(recorded_children, failing_half, error):
+    def step():
+        if process_state(recorded_children[0].pid) == ("T" if failing_half == "quiet" else "R"):
+            raise error("stop")
+
+    with pytest.raises(error):
+        bench_nets.quiet_and_busy_rounds([step], rounds=2, iters=1, pause=0)
+    child = recorded_children[0]
+    assert child.returncode == -signal.SIGKILL and process_state(child.pid) is None
+
+
+@pytest.mark.parametrize("held", [False, True])
+def test_the_busy_process_dies_with_a_benchmark_that_is_killed_even_while_it_is_held_stopped(held, tmp_path):
+    code = (
+        f"import os, signal, sys; sys.path.insert(0, {str(Path(bench_nets.__file__).parent)!r}); import bench_nets\n"
+        "with bench_nets.busy_process() as child:\n"
+        f"    if {held}: bench_nets.signal_and_wait(child, signal.SIGSTOP, os.WUNTRACED)\n"
+        "    print(child.pid, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    # stderr to a file: a surviving child would hold a pipe open and the run would never end
+    with open(tmp_path / "stderr", "w") as stderr:
+        benchmark = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    assert benchmark.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    orphan = int(benchmark.stdout.split()[0])
+    assert wait_until(lambda: process_state(orphan) in (None, "Z"))
+
+
+def test_share_kept_is_the_median_of_the_per_round_quiet_over_busy_ratios():
+    assert bench_nets.share_kept([1.0, 2.0, 1.0], [2.0, 2.5, 4.0]) == 0.5
+    assert bench_nets.share_kept([1.0], []) is None
+
+
+def test_the_table_with_memory_and_busy_shows_both_memories_their_ratio_and_each_sides_share_kept():
+    result = bench_nets.Result("mlp", flops=int(2e9), netlayers_loss=2.3, netlayers=0.05, torch=0.04, ratio=1.25)
+    result.memory = {"netlayers": 120.4, "torch": 100.2}
+    result.netlayers_kept, result.torch_kept = 0.6, 0.456
+    table = bench_nets.markdown_table([result], rate=1e11, memory=True, busy=True).splitlines()
+    assert table[0].endswith(
+        "| netlayers MiB | PyTorch MiB | MiB ratio | netlayers speed kept, busy | PyTorch speed kept, busy |"
+    )
+    assert table[1] == "| " + " | ".join(["---"] * 12) + " |"
+    assert table[2].endswith("| 1.25x | 20.0 | 2.5x | 2.0x | 120 | 100 | 1.20x | 60% | 46% |")
+
+
+def test_the_peak_rss_growth_counts_worker_scratch_buffers():
+    from netlayers import parallel
+
+    before = bench_nets.reset_peak_rss()
+    try:
+        parallel.scratch(1, "bench_nets test", 8 << 20, np.float32).fill(1.0)  # 32 MiB
+        assert parallel.scratch_bytes() >= 32 << 20
+        assert bench_nets.peak_rss_mib() - before >= 30
+    finally:
+        parallel.release_scratch()

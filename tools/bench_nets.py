@@ -1,7 +1,7 @@
 """Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
 
     python tools/bench_nets.py [--nets cifar10_quick,vgg,...] [--threads 2] [--rounds 7]
-                               [--iters N] [--memory] [--layers]
+                               [--iters N] [--memory] [--busy] [--layers]
 
 The nets of issue 10 (see ``NETS``), float32. One *step* is: clear the param gradients,
 forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both sides run with
@@ -25,14 +25,21 @@ a perfect implementation would need; and each side's time over that floor.
 ``--memory`` also measures the peak working memory of each side: in a fresh subprocess per net
 and side, the growth of the process's peak RSS while building the net and running 3 steps
 (the peak is reset after the imports and the input batch; see :func:`reset_peak_rss`).
+``--busy`` runs every round twice: quiet, then while one competing process (a child of the
+benchmark that keeps one core busy, :func:`busy_process`; stopped through the quiet halves)
+runs, and reports the *share of speed kept* by each side: the median of its per-round ratios
+quiet time / busy time (100 %: unharmed; 50 %: half as fast). Issue 10 asks that netlayers keep
+at least PyTorch's share.
 ``--layers`` prints netlayers' per-layer forward/backward times of each net. Without PyTorch,
 netlayers runs alone. The last thing printed is a markdown table for the README.
 """
 
 import argparse
+import contextlib
 import math
 import os
 import resource
+import signal
 import statistics
 import subprocess
 import sys
@@ -504,14 +511,80 @@ def alternate_rounds(steps, rounds, iters, pause):
     every one in turn (the order flips each round), after ``pause`` seconds of rest."""
     times = [[] for _ in steps]
     for r in range(rounds):
-        order = range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))
-        for k in order:
-            time.sleep(pause)
-            start = time.perf_counter()
-            for _ in range(iters):
-                steps[k]()
-            times[k].append((time.perf_counter() - start) / iters)
+        run_round(steps, r, iters, pause, times)
     return times
+
+
+def run_round(steps, r, iters, pause, times):
+    """Round ``r`` of :func:`alternate_rounds`: appends each step's seconds per step to ``times``."""
+    order = range(len(steps)) if r % 2 == 0 else reversed(range(len(steps)))
+    for k in order:
+        time.sleep(pause)
+        start = time.perf_counter()
+        for _ in range(iters):
+            steps[k]()
+        times[k].append((time.perf_counter() - start) / iters)
+
+
+def quiet_and_busy_rounds(steps, rounds, iters, pause):
+    """:func:`alternate_rounds` with every round run twice: quiet, then beside the busy child of
+    :func:`busy_process`, which is held stopped (SIGSTOP) through the quiet half. Pairing each
+    busy round with a quiet one of the same moment keeps the other jobs of a shared machine,
+    whose load drifts, out of the comparison. Returns the quiet times and the busy times."""
+    quiet, busy = [[] for _ in steps], [[] for _ in steps]
+    with busy_process() as child:
+        for r in range(rounds):
+            signal_and_wait(child, signal.SIGSTOP, os.WUNTRACED)
+            run_round(steps, r, iters, pause, quiet)
+            signal_and_wait(child, signal.SIGCONT, os.WCONTINUED)
+            run_round(steps, r, iters, pause, busy)
+    return quiet, busy
+
+
+def signal_and_wait(child, signum, until):
+    """Send ``signum`` to ``child`` and wait until it has stopped (``os.WUNTRACED``) or
+    continued (``os.WCONTINUED``); raises RuntimeError if it has ended instead."""
+    child.send_signal(signum)
+    _, status = os.waitpid(child.pid, until)
+    if os.WIFEXITED(status) or os.WIFSIGNALED(status):
+        raise RuntimeError("the busy process ended before the benchmark did")
+
+
+BUSY_LOOP = """
+import ctypes, os, sys
+parent = int(sys.argv[1])
+try:
+    ctypes.CDLL(None).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL: die with the parent, even stopped
+except (AttributeError, OSError):
+    pass
+print("busy", flush=True)
+while os.getppid() == parent:
+    for _ in range(100_000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_process():
+    """Runs the ``with`` block while a child Python process keeps one core busy (a pure-Python
+    loop; the block starts once the loop runs). Leaving the block in any way (an exception,
+    Ctrl-C) kills and reaps the child; should this process die without leaving the block, the
+    child dies too (Linux's parent-death signal; elsewhere it watches its parent). Yields the
+    child's ``Popen``."""
+    child = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(os.getpid())], stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+
+
+def share_kept(quiet, busy):
+    """The share of its quiet speed a side keeps when busy: the median of the per-round ratios
+    quiet time / busy time (lists of seconds per step), or None without busy times."""
+    return statistics.median(q / b for q, b in zip(quiet, busy)) if busy else None
 
 
 def iterations_for(step_seconds, round_seconds):
@@ -531,6 +604,10 @@ class Result:
     ratio: float = None  # median of the per-round ratios netlayers / PyTorch
     gradient_difference: float = None
     memory: dict = field(default_factory=dict)  # side -> MiB
+    netlayers_busy: float = None  # median seconds per step beside one busy process (--busy)
+    torch_busy: float = None
+    netlayers_kept: float = None  # share of speed kept beside it (see share_kept)
+    torch_kept: float = None
 
 
 def bench_net(name, args, torch):
@@ -554,7 +631,13 @@ def bench_net(name, args, torch):
         step()
         per_step.append(time.perf_counter() - start)
     iters = args.iters or iterations_for(max(per_step), args.round_seconds)
-    times = alternate_rounds(steps, args.rounds, iters, args.pause)
+    if args.busy:
+        times, busy = quiet_and_busy_rounds(steps, args.rounds, iters, args.pause)
+        result.netlayers_busy, result.netlayers_kept = statistics.median(busy[0]), share_kept(times[0], busy[0])
+        if torch is not None:
+            result.torch_busy, result.torch_kept = statistics.median(busy[1]), share_kept(times[1], busy[1])
+    else:
+        times = alternate_rounds(steps, args.rounds, iters, args.pause)
     result.netlayers = statistics.median(times[0])
     if torch is not None:
         result.torch = statistics.median(times[1])
@@ -695,12 +778,19 @@ def times_over(seconds, floor):
     return "-" if seconds is None else f"{seconds / floor:.1f}x"
 
 
-def markdown_table(results, rate, memory):
-    """The README table: one row per net."""
+def percent(share):
+    return "-" if share is None else f"{share:.0%}"
+
+
+def markdown_table(results, rate, memory, busy=False):
+    """The README table: one row per net (with ``memory``, each side's peak working memory
+    and their ratio; with ``busy``, the share of speed each side keeps beside a busy process)."""
     header = ["net", "netlayers ms", "PyTorch ms", "netlayers / PyTorch", "GEMM floor ms", "netlayers / floor"]
     header += ["PyTorch / floor"]
     if memory:
         header += ["netlayers MiB", "PyTorch MiB", "MiB ratio"]
+    if busy:
+        header += ["netlayers speed kept, busy", "PyTorch speed kept, busy"]
     rows = [header, ["---"] * len(header)]
     for r in results:
         floor = r.flops / rate
@@ -710,8 +800,21 @@ def markdown_table(results, rate, memory):
             mine, theirs = r.memory.get("netlayers"), r.memory.get("torch")
             row += [f"{mine:.0f}", "-" if theirs is None else f"{theirs:.0f}"]
             row += ["-" if not theirs else f"{mine / theirs:.2f}x"]
+        if busy:
+            row += [percent(r.netlayers_kept), percent(r.torch_kept)]
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+def busy_line(result):
+    """What ``--busy`` measured for one net, for the log."""
+    mine, theirs = result.netlayers_kept, result.torch_kept
+    line = f"{'':<14} beside a busy process: netlayers {ms(result.netlayers_busy):>7} ms, keeps {percent(mine)}"
+    if theirs is not None:
+        verdict = "yes" if mine >= theirs else "no"
+        line += f"; PyTorch {ms(result.torch_busy):>7} ms, keeps {percent(theirs)}"
+        line += f"; netlayers keeps at least PyTorch's share: {verdict}"
+    return line
 
 
 def parse_args(argv):
@@ -725,6 +828,9 @@ def parse_args(argv):
     parser.add_argument("--round-seconds", type=float, default=0.25, help=argparse.SUPPRESS)
     parser.add_argument("--pause", type=float, default=0.05, help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help="also measure peak working memory (slower)")
+    parser.add_argument(
+        "--busy", action="store_true", help="also time both sides beside one busy process: the share of speed kept"
+    )
     parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
     args = parser.parse_args(argv)
     args.nets = [n.strip() for n in args.nets.split(",") if n.strip()]
@@ -766,9 +872,11 @@ def main(argv=None):
         line += f"  floor {ms(floor)} ms ({result.flops / 1e9:.2f} GFLOP)"
         if result.memory:
             line += "  MiB " + ", ".join(f"{side} {mib:.0f}" for side, mib in result.memory.items())
+        if args.busy:
+            line += "\n" + busy_line(result)
         print(line, flush=True)
     print(f"\nGEMM floor at numpy's best sgemm rate of the run: {rate / 1e9:.0f} GFLOP/s; {load_average()}\n")
-    print(markdown_table(results, rate, args.memory))
+    print(markdown_table(results, rate, args.memory, args.busy))
     if torch is None:
         print("\nPyTorch is not installed: netlayers ran alone.")
     return 0
