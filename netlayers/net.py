@@ -119,6 +119,7 @@ class Net:
     def _build(self):
         specs = phase_layers(self.spec, self.phase)
         self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
+        self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
@@ -130,6 +131,7 @@ class Net:
                 ]
             layer.setup(bottoms, tops)  # its errors name the layer and its line
             self._track_memory(layer, bottoms, tops)
+            self._note_lender(layer, bottoms, tops)
             self.layers.append(layer)
             self.layer_names.append(spec.name)
             self.bottom_vecs.append(bottoms)
@@ -144,6 +146,16 @@ class Net:
         self._share_params()
         self._find_backward()
         self._outputs = self._find_outputs()
+
+    def _note_lender(self, layer, bottoms, tops):
+        """An in-place layer that would copy its input (``lent_input``: Scale) right after a layer
+        that keeps the values it wrote to that very blob (``kept_output``: BatchNorm) reads
+        them there instead: ``self._lenders`` holds the lenders' indices."""
+        if not self.layers or not hasattr(layer, "lent_input") or not tops or tops[0] is not bottoms[0]:
+            return
+        previous = self.layers[-1]
+        if hasattr(previous, "kept_output") and self.top_vecs[-1] and self.top_vecs[-1][0] is bottoms[0]:
+            self._lenders.add(len(self.layers) - 1)
 
     def _top_blob(self, layer, name, bottoms):
         """The blob a top named ``name`` writes into.
@@ -331,7 +343,10 @@ class Net:
         loss = 0.0
         with single_threaded_blas:  # one switch of BLAS's threads for the pass, not per layer
             for i in range(first, last + 1):
-                loss += self.layers[i].forward(self.bottom_vecs[i], self.top_vecs[i])
+                layer = self.layers[i]
+                if i - 1 in self._lenders and i > first:  # the lender ran just now, in this pass
+                    layer.lent_input = self.layers[i - 1].kept_output()
+                loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
         return loss
 
     def backward(self) -> None:

@@ -193,3 +193,70 @@ def test_an_input_keeps_its_values_so_forward_repeats():
     np.testing.assert_array_equal(first, 9.0)
     np.testing.assert_array_equal(net.forward()["x"], first)
     np.testing.assert_array_equal(net.source_blobs["x"].data, 3.0)
+
+
+def batch_norm_scale_net(in_place_scale):
+    """Conv -> BatchNorm (in place) -> Scale (in place, or to a blob of its own) -> loss."""
+    scale_top = "c" if in_place_scale else "s"
+    return {
+        "name": "bn_scale",
+        "force_backward": True,
+        "layers": [
+            data_and_labels((3, 2, 5, 5)),
+            {
+                "name": "conv",
+                "type": "Convolution",
+                "bottom": "x",
+                "top": "c",
+                "convolution_param": {"num_output": 4, "kernel_size": 3, "weight_filler": {"type": "gaussian"}},
+            },
+            {"name": "bn", "type": "BatchNorm", "bottom": "c", "top": "c"},
+            {
+                "name": "scale",
+                "type": "Scale",
+                "bottom": "c",
+                "top": scale_top,
+                "scale_param": {"bias_term": True, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}},
+            },
+            inner_product("ip", scale_top, "y"),
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
+        ],
+    }
+
+
+def test_an_in_place_scale_after_batch_norm_reads_its_normalized_values_and_keeps_no_copy(rng):
+    inputs = {"x": rng.standard_normal((3, 2, 5, 5)), "label": np.array([0, 2, 1])}
+    lent = Net(batch_norm_scale_net(True), dtype=np.float64, seed=3)
+    scale = lent.layer("scale")
+    assert lent._lenders == {lent.layer_names.index("bn")}
+    for _ in range(2):  # twice: the lent values are the second forward's, too
+        lent.forward(**inputs)
+        lent.clear_param_diffs()
+        lent.backward()
+    assert not hasattr(scale, "_input")  # no copy of the input was made
+    copied = Net(batch_norm_scale_net(False), dtype=np.float64, seed=3)
+    for _ in range(2):
+        copied.forward(**inputs)
+        copied.clear_param_diffs()
+        copied.backward()
+    assert lent.loss == copied.loss
+    for name in lent.params:
+        for a, b in zip(lent.params[name], copied.params[name]):
+            np.testing.assert_array_equal(a.diff, b.diff)
+    np.testing.assert_array_equal(lent.source_blobs["x"].diff, copied.source_blobs["x"].diff)
+    assert check_net(batch_norm_scale_net(True), seed=1, inputs=inputs).passed
+
+
+def test_a_forward_that_starts_at_the_scale_copies_the_values_it_was_given(rng):
+    """BatchNorm did not run in that pass: its normalized values are not the blob's."""
+    net = Net(batch_norm_scale_net(True), dtype=np.float64, seed=3)
+    net.forward(x=rng.standard_normal((3, 2, 5, 5)), label=np.array([0, 2, 1]))
+    given = rng.standard_normal(net.blobs["c"].shape)
+    net.blobs["c"].data[...] = given
+    net.forward(start="scale")
+    s, b = (blob.data.reshape(1, -1, 1, 1) for blob in net.params["scale"])
+    np.testing.assert_allclose(net.blobs["c"].data, given * s + b, rtol=1e-12)
+    net.clear_param_diffs()
+    net.backward()
+    scale = net.layer("scale")
+    np.testing.assert_array_equal(scale._input, given)  # the copy holds what the blob held

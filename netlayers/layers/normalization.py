@@ -203,6 +203,11 @@ class BatchNorm(Layer):
             3,
         )
 
+    def kept_output(self):
+        """The values this forward wrote to its top, kept for the backward (``normalized``):
+        the net lends them to an in-place Scale that follows (see Net.forward_range)."""
+        return self.normalized
+
     def _over_channels(self, fn, passes):
         """Channels are normalized alone: they are shared out over the workers."""
         parallel.over_slices(fn, self.channels, passes * self.normalized.nbytes)

@@ -211,7 +211,9 @@ class Scale(Layer):
         y[n, d, k] = x[n, d, k] * s[d] + b[d]
     Backward: dE/dx = dE/dy * s; dE/ds[d] = sum over n, k of dE/dy * x (accumulated into the
     param, written into bottom[1]'s diff); dE/db[d] += sum over n, k of dE/dy. In place the
-    input is copied before it is overwritten, as in Caffe.
+    input is copied before it is overwritten, as in Caffe; in a net, an in-place Scale right
+    after the BatchNorm that wrote its bottom is lent BatchNorm's normalized values instead
+    (the very numbers it reads), which saves the copy and a blob-sized buffer.
     """
 
     example = [
@@ -258,24 +260,30 @@ class Scale(Layer):
         self.operand_view = (1, self.view[1], 1)
         top[0].reshape_like(bottom[0])
         dtype = bottom[0].dtype
-        if top[0] is bottom[0]:
-            self.buffer("_input", bottom[0].shape, dtype)
         self.buffer("_reduced", (self.view[1],), dtype)
         self.buffer("_reduced_bias", (self.view[1],), dtype)
         self.buffer("_zeros", (self.view[1],), dtype).fill(0)
 
+    lent_input = None  # set by the net for one forward: see Net.forward_range
+
     def _input3(self, bottom, top):
-        x = self._input if top[0] is bottom[0] else bottom[0].data
-        return x.reshape(self.view)
+        if top[0] is not bottom[0]:
+            return bottom[0].data.reshape(self.view)
+        return self._kept.reshape(self.view)
 
     def Forward_cpu(self, bottom, top):
         in_place = top[0] is bottom[0]
         x = bottom[0].data.reshape(self.view)
-        keep = self._input.reshape(self.view) if in_place else x
+        lent, self.lent_input = self.lent_input, None
+        copy = in_place and (lent is None or lent.size != x.size)
+        keep = x
+        if in_place:  # the input a copy keeps, made when first needed (a lent one needs none)
+            self._kept = self.buffer("_input", bottom[0].shape, bottom[0].dtype) if copy else lent
+            keep = self._kept.reshape(self.view)
         scale = self._scale(bottom).data.reshape(-1)
         bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else self._zeros
         y = top[0].data.reshape(self.view)
-        self._over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, in_place, y, lo, hi), 3)
+        self._over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, copy, y, lo, hi), 3)
 
     def _over_dims(self, fn, passes):
         """The dims are scaled alone: they are shared out over the workers."""
