@@ -345,7 +345,9 @@ class Net:
             for i in range(first, last + 1):
                 layer = self.layers[i]
                 if i - 1 in self._lenders and i > first:  # the lender ran just now, in this pass
-                    layer.lent_input = self.layers[i - 1].kept_output()
+                    lender: Any = self.layers[i - 1]
+                    borrower: Any = layer
+                    borrower.lent_input = lender.kept_output()
                 loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
         return loss
 
