@@ -308,6 +308,10 @@ def workdir(tmp_path_factory):
     """A folder for the mutated configs, holding the Python layer module its example imports."""
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(ROOT / "configs" / "examples" / "python_layer" / "cube_layer.py", folder)
+    (folder / "cifar10").mkdir()  # configs/cifar10_quick.yaml reads cifar10/{train,test}.npz next to it
+    images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
+    for split in ("train", "test"):
+        np.savez(folder / "cifar10" / f"{split}.npz", data=images, label=np.arange(16) % 10)
     return folder
 
 
