@@ -163,7 +163,7 @@ def over_slices(fn, length, nbytes):
     run_parts(piece, workers, workers)
 
 
-MATMUL_SPLIT_FLOPS = 1 << 22  # products from about 4 MFLOP (~40 us) are split over the workers
+MATMUL_SPLIT_FLOPS = 1 << 25  # products from 32 MFLOP (~0.3 ms) are split: waking a worker costs 20-80 us
 
 
 def matmul(a, b, out):
@@ -173,6 +173,8 @@ def matmul(a, b, out):
     rows, cols = out.shape
     workers = min(thread_count(), max(rows, cols))
     if workers < 2 or 2 * rows * cols * a.shape[1] < MATMUL_SPLIT_FLOPS:
+        if single_threaded_blas.depth:  # inside a net pass: already single-threaded
+            return np.matmul(a, b, out=out)
         with single_threaded_blas:
             np.matmul(a, b, out=out)
         return out
