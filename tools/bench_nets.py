@@ -13,8 +13,10 @@ differ (loss by more than 1e-4 relative, a gradient by more than 1e-2 in relativ
 run stops with an error, since a benchmark of two different computations is worthless.
 
 Timing: after warm-up, ``--rounds`` rounds; in each, both sides run ``--iters`` steps in turn
-(the order flips every round, with a short pause before each run so that the other side's idle
-BLAS/OpenMP threads stop spinning). Reported per net: the median ms per step of each side, the
+(the order flips every round, with a pause of ``--pause`` seconds, default 0.5, before each run
+so that the other side's idle BLAS/OpenMP threads have stopped spinning: OpenBLAS's spin for
+about 0.1 s, and with the 0.05 s pause used before, the old netlayers' spinning OpenBLAS threads
+slowed PyTorch's next run, LeNet's ratio reading 0.66x instead of 0.94x). Reported per net: the median ms per step of each side, the
 median of the per-round ratios netlayers / PyTorch, and the *GEMM floor*: the net's
 convolution and InnerProduct FLOPs of a forward + backward step (2*M*N*K per product; backward
 is twice the forward, less the data gradient of layers whose bottom needs none, such as the
@@ -826,7 +828,12 @@ def parse_args(argv):
         "--iters", type=int, default=0, help="steps per side and round (default: as many as fill --round-seconds)"
     )
     parser.add_argument("--round-seconds", type=float, default=0.25, help=argparse.SUPPRESS)
-    parser.add_argument("--pause", type=float, default=0.05, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.5,
+        help="seconds of rest before each side's run (default 0.5: longer than OpenBLAS's idle threads spin)",
+    )
     parser.add_argument("--memory", action="store_true", help="also measure peak working memory (slower)")
     parser.add_argument(
         "--busy", action="store_true", help="also time both sides beside one busy process: the share of speed kept"
