@@ -16,8 +16,8 @@ Timing: after warm-up, ``--rounds`` rounds; in each, both sides run ``--iters`` 
 (the order flips every round, with a pause of ``--pause`` seconds, default 0.5, before each run
 so that the other side's idle BLAS/OpenMP threads have stopped spinning: OpenBLAS's spin for
 about 0.1 s, and with the 0.05 s pause used before, the old netlayers' spinning OpenBLAS threads
-slowed PyTorch's next run, LeNet's ratio reading 0.66x instead of 0.94x). Reported per net: the median ms per step of each side, the
-median of the per-round ratios netlayers / PyTorch, and the *GEMM floor*: the net's
+slowed PyTorch's next run, LeNet's ratio reading 0.66x instead of 0.94x). Reported per net: the
+median ms per step of each side, the median of the per-round ratios netlayers / PyTorch, and the *GEMM floor*: the net's
 convolution and InnerProduct FLOPs of a forward + backward step (2*M*N*K per product; backward
 is twice the forward, less the data gradient of layers whose bottom needs none, such as the
 first layer's) divided by numpy's float32 matmul rate measured in the same run (a 2048x2048
