@@ -109,16 +109,23 @@ def fixed_batch(batch, seed=0):
     return images, labels
 
 
-def best_times(steps, repeats, iters):
+STEP_PAUSE = 0.5  # seconds: longer than idle OpenBLAS/OpenMP threads of the other side spin
+
+
+def best_times(steps, repeats, iters, pause=STEP_PAUSE):
     """Best mean seconds per call of each of ``steps`` over ``repeats`` rounds of ``iters``
     calls. The steps take turns within each round, so that both see the same machine load (a
-    shared VM's speed drifts by 10-30% over seconds)."""
+    shared VM's speed drifts by 10-30% over seconds), each after ``pause`` seconds of rest: the
+    threads one side leaves spinning (OpenBLAS's spin about 0.1 s) would slow the other down
+    (with no pause, yesterday's netlayers read 0.75x PyTorch's LeNet time; PyTorch itself ran
+    about 30% slower right after it)."""
     for step in steps:
         for _ in range(3):
             step()
     best = [float("inf")] * len(steps)
     for _ in range(repeats):
         for k, step in enumerate(steps):
+            time.sleep(pause)
             start = time.perf_counter()
             for _ in range(iters):
                 step()
