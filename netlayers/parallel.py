@@ -242,9 +242,10 @@ def run_parts(fn, parts, workers=None):
         workers = min(thread_count(), parts)
     blas = _blas() if workers > 1 else None
     if blas is None or not blas.controllable:
-        for worker in range(workers):
-            for part in share(worker, workers, parts):
-                fn(worker, part)
+        with workspace_lock:  # the scratch buffers are shared: one caller at a time
+            for worker in range(workers):
+                for part in share(worker, workers, parts):
+                    fn(worker, part)
         return
     with workspace_lock:
         pool = _state["pool"]
