@@ -1,13 +1,23 @@
 """Element-wise activation kernels (forward and backward), compiled with numba.
 
-Arrays of any shape: kernels work on the flat views. ``out`` may be the input array itself
-(in-place layers). Constants are typed from the array's dtype so float32 loops stay float32.
-Transcendental forwards (exp, tanh) stay in numpy ufuncs, which were measured faster here.
+Arrays of any shape: kernels work on the flat views, large ones cut into one slice a worker
+(``split``: 1.5x on 6 MiB, as the two cores' memory bandwidth adds up). ``out`` may be the
+input array itself (in-place layers). Constants are typed from the array's dtype so float32
+loops stay float32. Transcendental forwards (exp, tanh) stay in numpy ufuncs, which were
+measured faster here.
 """
 
 import numpy as np
 
+from .. import parallel
 from ._jit import jit
+
+
+def split(call, array, arrays):
+    """``call(lo, hi)`` over slices of the flat ``array``'s range, shared out over the workers
+    when the ``arrays`` arrays of its size it touches are large enough (``parallel.over_slices``):
+    element-wise work gives the same results however it is cut."""
+    parallel.over_slices(call, array.size, arrays * array.nbytes)
 
 
 @jit
@@ -20,7 +30,8 @@ def _relu_forward(x, slope, y):
 
 def relu_forward(x, negative_slope, out):
     """y = x if x > 0 else negative_slope * x."""
-    _relu_forward(x.reshape(-1), x.dtype.type(negative_slope), out.reshape(-1))
+    x, y, slope = x.reshape(-1), out.reshape(-1), x.dtype.type(negative_slope)
+    split(lambda lo, hi: _relu_forward(x[lo:hi], slope, y[lo:hi]), x, 2)
 
 
 @jit
@@ -32,7 +43,8 @@ def _relu_backward(x, dy, slope, dx):
 
 def relu_backward(x, dy, negative_slope, out):
     """dx = dy if x > 0 else negative_slope * dy (the kink at 0 takes the left slope, as Caffe)."""
-    _relu_backward(x.reshape(-1), dy.reshape(-1), x.dtype.type(negative_slope), out.reshape(-1))
+    x, dy, dx, slope = x.reshape(-1), dy.reshape(-1), out.reshape(-1), x.dtype.type(negative_slope)
+    split(lambda lo, hi: _relu_backward(x[lo:hi], dy[lo:hi], slope, dx[lo:hi]), x, 3)
 
 
 @jit
@@ -44,7 +56,8 @@ def _sigmoid_backward(y, dy, dx):
 
 def sigmoid_backward(y, dy, out):
     """dx = dy * y * (1 - y), from the forward's output y."""
-    _sigmoid_backward(y.reshape(-1), dy.reshape(-1), out.reshape(-1))
+    y, dy, dx = y.reshape(-1), dy.reshape(-1), out.reshape(-1)
+    split(lambda lo, hi: _sigmoid_backward(y[lo:hi], dy[lo:hi], dx[lo:hi]), y, 3)
 
 
 @jit
@@ -56,7 +69,8 @@ def _tanh_backward(y, dy, dx):
 
 def tanh_backward(y, dy, out):
     """dx = dy * (1 - y^2), from the forward's output y."""
-    _tanh_backward(y.reshape(-1), dy.reshape(-1), out.reshape(-1))
+    y, dy, dx = y.reshape(-1), dy.reshape(-1), out.reshape(-1)
+    split(lambda lo, hi: _tanh_backward(y[lo:hi], dy[lo:hi], dx[lo:hi]), y, 3)
 
 
 def sigmoid_forward(x, out):
@@ -210,7 +224,9 @@ def dropout_apply(x, uniform, ratio, scale, out):
 
     ``uniform`` holds U[0, 1) draws (float32), so an element is kept with probability
     1 - ratio. The same call serves forward (x = bottom data) and backward (x = top diff)."""
-    _dropout_apply(x.reshape(-1), uniform.reshape(-1), np.float32(ratio), x.dtype.type(scale), out.reshape(-1))
+    x, u, y = x.reshape(-1), uniform.reshape(-1), out.reshape(-1)
+    ratio, scale = np.float32(ratio), x.dtype.type(scale)
+    split(lambda lo, hi: _dropout_apply(x[lo:hi], u[lo:hi], ratio, scale, y[lo:hi]), x, 3)
 
 
 # -- helpers of Eltwise MAX -----------------------------------------------------------------------
@@ -247,7 +263,8 @@ def _scaled_product(a, b, scale, out):
 
 def scaled_product(a, b, scale, out):
     """out = a * b * scale in one pass (e.g. Exp's backward dx = dy * y * log(base) * scale)."""
-    _scaled_product(a.reshape(-1), b.reshape(-1), a.dtype.type(scale), out.reshape(-1))
+    a, b, y, scale = a.reshape(-1), b.reshape(-1), out.reshape(-1), a.dtype.type(scale)
+    split(lambda lo, hi: _scaled_product(a[lo:hi], b[lo:hi], scale, y[lo:hi]), a, 3)
 
 
 @jit
@@ -258,4 +275,5 @@ def _axpy(alpha, x, y):
 
 def axpy(alpha, x, out):
     """out += alpha * x in one pass, without a temporary (Eltwise SUM with coefficients)."""
-    _axpy(out.dtype.type(alpha), x.reshape(-1), out.reshape(-1))
+    alpha, x, y = out.dtype.type(alpha), x.reshape(-1), out.reshape(-1)
+    split(lambda lo, hi: _axpy(alpha, x[lo:hi], y[lo:hi]), x, 3)

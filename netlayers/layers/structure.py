@@ -63,13 +63,19 @@ class Split(Layer):
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        diff = bottom[0].diff
-        if len(top) == 1:
-            diff[...] = top[0].diff
-            return
-        np.add(top[0].diff, top[1].diff, out=diff)
-        for blob in top[2:]:
-            diff += blob.diff
+        diff = bottom[0].diff.reshape(-1)
+        tops = [blob.diff.reshape(-1) for blob in top]
+        elementwise.split(lambda lo, hi: _sum_into(diff[lo:hi], [t[lo:hi] for t in tops]), diff, len(tops) + 1)
+
+
+def _sum_into(out, terms):
+    """out = the sum of ``terms`` (added left to right)."""
+    if len(terms) == 1:
+        out[...] = terms[0]
+        return
+    np.add(terms[0], terms[1], out=out)
+    for term in terms[2:]:
+        out += term
 
 
 @register_layer("Eltwise")
@@ -129,7 +135,11 @@ class Eltwise(Layer):
 
     def Forward_cpu(self, bottom, top):
         y, op = top[0].data, self.p.operation
-        if op == "SUM":
+        if op == "SUM" and all(c == 1 for c in self.coeffs):  # the usual residual sum
+            flat = y.reshape(-1)
+            terms = [blob.data.reshape(-1) for blob in bottom]
+            elementwise.split(lambda lo, hi: _sum_into(flat[lo:hi], [t[lo:hi] for t in terms]), flat, len(terms) + 1)
+        elif op == "SUM":
             if self.coeffs[0] == 1:
                 np.copyto(y, bottom[0].data)
             else:
