@@ -98,6 +98,17 @@ def _im2col(x, kh, kw, sh, sw, out_h, out_w, table, col, batch_major):
                         dst[d + q] = flat[s + q]
                     d += uw
                     s += row_step
+            elif sw == 1:  # clipped by the horizontal padding: contiguous runs, which vectorize
+                ulo, uhi = np.uint64(lo), np.uint64(hi)
+                for _oh in range(top, bottom):
+                    for q in range(ulo):
+                        dst[d + q] = zero
+                    for q in range(uhi - ulo):
+                        dst[d + ulo + q] = flat[s + q]
+                    for q in range(uhi, uw):
+                        dst[d + q] = zero
+                    d += uw
+                    s += row_step
             else:
                 ulo, uhi = np.uint64(lo), np.uint64(hi)
                 for _oh in range(top, bottom):
