@@ -32,7 +32,7 @@ import numpy as np
 from .. import parallel
 from . import im2col as conv_kernels
 
-COLUMN_CHUNK_BYTES = 1 << 21  # a column buffer of 2 MiB a worker: about one core's L2 cache
+COLUMN_CHUNK_BYTES = 1 << 20  # a column buffer of 1 MiB a worker: half a core's L2 cache
 ONE_BY_ONE_DIRECT_BYTES = 1 << 16  # 1x1 inputs from 64 KiB an image go image by image
 
 
