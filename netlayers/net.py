@@ -16,6 +16,7 @@ import numpy as np
 from .blob import Blob
 from .errors import ConfigError, DataError
 from .layer import Layer
+from .layers.fused import find_chain
 from .netspec import NetSpec, load_net_spec, phase_layers
 from .parallel import single_threaded_blas
 
@@ -120,6 +121,8 @@ class Net:
         specs = phase_layers(self.spec, self.phase)
         self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
         self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
+        self._chains = {}  # BatchNorm index -> its BatchNorm -> Scale -> ReLU chain (layers.fused)
+        self._chain_ends = {}  # the same chains by their ReLU's index
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
@@ -146,6 +149,10 @@ class Net:
         self._share_params()
         self._find_backward()
         self._outputs = self._find_outputs()
+        for index in sorted(self._lenders):
+            chain = find_chain(self.layers, self.bottom_vecs, self.top_vecs, self._lenders, index)
+            if chain is not None:
+                self._chains[index] = self._chain_ends[index + 2] = chain
 
     def _note_lender(self, layer, bottoms, tops):
         """An in-place layer that would copy its input (``lent_input``: Scale) right after a layer
@@ -342,21 +349,38 @@ class Net:
     def forward_range(self, first: int, last: int) -> float:
         loss = 0.0
         with single_threaded_blas:  # one switch of BLAS's threads for the pass, not per layer
-            for i in range(first, last + 1):
+            i = first
+            while i <= last:
                 layer = self.layers[i]
                 if i - 1 in self._lenders and i > first:  # the lender ran just now, in this pass
                     lender: Any = self.layers[i - 1]
                     borrower: Any = layer
                     borrower.lent_input = lender.kept_output()
                 loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
+                chain = self._chains.get(i)
+                if chain is not None and i + 2 <= last:
+                    if chain.forward_tail(self.bottom_vecs[i : i + 3], self.top_vecs[i : i + 3]):
+                        i += 3
+                        continue
+                i += 1
         return loss
 
     def backward(self) -> None:
         """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
         so call ``clear_param_diffs`` first unless accumulating on purpose."""
         with single_threaded_blas:
-            for i in reversed(range(len(self.layers))):
+            i = len(self.layers) - 1
+            while i >= 0:
+                chain = self._chain_ends.get(i)
+                if (
+                    chain is not None
+                    and self.layer_need_backward[i]
+                    and chain.backward(self.bottom_need_backward[chain.index : chain.index + 2])
+                ):
+                    i -= 3
+                    continue
                 self.backward_layer(i)
+                i -= 1
 
     def backward_layer(self, index: int) -> bool:
         """Backward of layer ``index`` alone, if it needs one; whether it ran."""

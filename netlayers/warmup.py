@@ -11,7 +11,8 @@ install time, by running what the kernels serve on tiny inputs:
   and backward, in float32 and float64, with one worker and with two, and once more with a
   column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
   budget, and chunks of one image, of several, or bands of rows take different kernels);
-- the solver's update kernels and the data layer's conversion kernel, for the dtypes they see.
+- a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
+  the data layer's conversion kernel, for the dtypes they see.
 
 Afterwards the first iteration of a net only loads machine code from the cache.
 """
@@ -84,6 +85,31 @@ def run_example(type_name, example, dtype):
             instance.close()
 
 
+def run_fused_chains():
+    """A net with a BatchNorm -> Scale -> ReLU chain (run fused: ``netlayers.layers.fused``), in
+    float32 and float64, forward and backward."""
+    from .net import Net
+
+    layers = [
+        {"name": "data", "type": "Input", "top": "x", "input_param": {"shape": {"dim": [2, 3, 4, 4]}}},
+        {
+            "name": "conv",
+            "type": "Convolution",
+            "bottom": "x",
+            "top": "y",
+            "convolution_param": {"num_output": 3, "kernel_size": 1},
+        },
+        {"name": "bn", "type": "BatchNorm", "bottom": "y", "top": "y"},
+        {"name": "scale", "type": "Scale", "bottom": "y", "top": "y", "scale_param": {"bias_term": True}},
+        {"name": "relu", "type": "ReLU", "bottom": "y", "top": "y"},
+        {"name": "loss", "type": "Reduction", "bottom": "y", "top": "loss", "loss_weight": 1},
+    ]
+    for dtype in FLOAT_TYPES:
+        net = Net({"name": "warmup", "layers": layers}, dtype=dtype, seed=0)
+        net.forward(x=np.random.default_rng(0).standard_normal((2, 3, 4, 4)))
+        net.backward()
+
+
 def run_solver_and_data_kernels():
     from .kernels import convert, update
 
@@ -126,5 +152,6 @@ def compile_kernels():
     finally:
         parallel.set_thread_count(before)
         conv_gemm.COLUMN_CHUNK_BYTES = budget
+    run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start)

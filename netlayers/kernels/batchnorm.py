@@ -76,3 +76,60 @@ def normalize_backward(dy, normalized, std, dx, lo, hi):
         for n in range(batch):
             for p in range(size):
                 dx[n, c, p] = (dy[n, c, p] - mean_dy - normalized[n, c, p] * mean_dyy) / s
+
+
+# -- BatchNorm -> Scale -> ReLU, run as one (netlayers.layers.fused) -----------------------------
+@jit
+def scale_relu_forward(normalized, scale, bias, slope, y, lo, hi):
+    """y = v if v > 0 else slope * v, v = normalized * scale[c] + bias[c] (Scale then ReLU in one
+    pass: read the normalized values once, write y once)."""
+    batch, channels, size = normalized.shape
+    zero = y.dtype.type(0)
+    for n in range(batch):
+        for c in range(lo, hi):
+            s, b = scale[c], bias[c]
+            for p in range(size):
+                v = normalized[n, c, p] * s + b
+                y[n, c, p] = v if v > zero else v * slope
+
+
+@jit
+def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx, lo, hi):
+    """The backward of BatchNorm -> Scale -> ReLU in two passes a channel. With g = dy where
+    y > 0, else slope * dy (ReLU's), S1 = sum g * normalized and S2 = sum g (Scale's gradients,
+    written to ``sum_gx``/``sum_g``), M = N * P, and s = scale[c]:
+
+    - mode 0, BatchNorm with batch statistics: dx = s / std (g - S2 / M - normalized S1 / M)
+      (BatchNorm's backward of Scale's dx = g s, whose two means are s S2 / M and s S1 / M);
+    - mode 1, global statistics: dx = g s / std;  mode 2: dx = g s (Scale's);  mode 3: dx = g.
+
+    ``dx`` may be ``dy`` (in place): a channel's sums are taken before it is written."""
+    batch, channels, size = dy.shape
+    lanes_gx = np.zeros(size, np.float64)
+    lanes_g = np.zeros(size, np.float64)
+    count = batch * size
+    zero = dy.dtype.type(0)
+    for c in range(lo, hi):
+        lanes_gx[:] = 0.0
+        lanes_g[:] = 0.0
+        for n in range(batch):
+            for p in range(size):
+                g = dy[n, c, p] if y[n, c, p] > zero else dy[n, c, p] * slope
+                lanes_gx[p] += g * normalized[n, c, p]
+                lanes_g[p] += g
+        s1, s2 = lanes_gx.sum(), lanes_g.sum()
+        sum_gx[c] = s1
+        sum_g[c] = s2
+        s = scale[c]
+        factor = s / std[c] if mode <= 1 else s
+        if mode == 3:
+            factor = dy.dtype.type(1)
+        mean_g = dy.dtype.type(s2 / count)
+        mean_gx = dy.dtype.type(s1 / count)
+        for n in range(batch):
+            for p in range(size):
+                g = dy[n, c, p] if y[n, c, p] > zero else dy[n, c, p] * slope
+                if mode == 0:
+                    dx[n, c, p] = factor * (g - mean_g - normalized[n, c, p] * mean_gx)
+                else:
+                    dx[n, c, p] = g * factor

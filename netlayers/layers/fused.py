@@ -1,0 +1,111 @@
+"""BatchNorm -> Scale -> ReLU, the block of Caffe's ResNets and MobileNets, run as one.
+
+The three layers, in place on one blob, are each a pass or two over memory, and each is already
+as fast as memory allows: fusing them is what saves time. A net finds such chains when it is
+built (``find_chain``) and then, in a forward or backward pass that runs all three:
+
+- forward: BatchNorm runs as usual (its statistics, its normalized values x_hat); then Scale
+  and ReLU run as one pass over x_hat: y = relu(x_hat * s + b) (``scale_relu_forward``), read
+  once and written once instead of twice each;
+- backward: the three backward passes become one pass of sums and one writing pass
+  (``chain_backward``): with g the gradient after ReLU, Scale's gradients are sum g x_hat and
+  sum g, and BatchNorm's two means of Scale's output gradient g s are s times their means.
+
+Each layer is left as its own forward and backward would leave it (BatchNorm's normalized
+values and moving averages, Scale's kept input, the blob's data and diff, the params' diffs), so
+a later pass may run them one by one (a forward starting at the Scale, ``debug_info``, the
+timing tools). The results equal the three layers' to rounding (sums in float64, as theirs).
+"""
+
+from .. import parallel
+from ..kernels import batchnorm as bn_kernels
+
+
+def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
+    """A :class:`Chain` when layers ``index``, ``index + 1``, ``index + 2`` are BatchNorm, a
+    Scale it lends its values to (``lenders``), and a ReLU with a slope >= 0, in place on that
+    blob, none of them weighting a loss; else None."""
+    if index not in lenders or index + 2 >= len(layers):
+        return None
+    bn, scale, relu = layers[index : index + 3]
+    blob = top_vecs[index][0]
+    if (
+        type(bn).__name__ != "BatchNorm"
+        or type(scale).__name__ != "Scale"
+        or type(relu).__name__ != "ReLU"
+        or relu.p.negative_slope < 0
+        or len(bottom_vecs[index + 1]) != 1
+        or bottom_vecs[index + 2] != [blob]
+        or top_vecs[index + 2] != [blob]
+        or any(any(layer.loss_weights) for layer in (bn, scale, relu))
+    ):
+        return None
+    return Chain(index, bn, scale, relu, blob)
+
+
+class Chain:
+    """One BatchNorm -> Scale -> ReLU chain at layer ``index`` of its net, on ``blob``."""
+
+    def __init__(self, index, bn, scale, relu, blob):
+        self.index, self.bn, self.scale, self.relu, self.blob = index, bn, scale, relu, blob
+
+    def fits(self):
+        """Whether Scale's operand is one value per channel of BatchNorm's (N, C, P) view (its
+        ``axis``/``num_axes`` could say otherwise); checked on the shapes of this pass."""
+        return tuple(self.scale.view) == tuple(self.bn.shape3) and self.scale.blobs[0].count == self.bn.channels
+
+    def forward_tail(self, bottom, top):
+        """Scale and ReLU's forward as one pass, after BatchNorm's forward in the same pass."""
+        scale, relu, bn = self.scale, self.relu, self.bn
+        for layer, vecs in ((scale, (bottom[1], top[1])), (relu, (bottom[2], top[2]))):
+            layer._forward_done = False
+            layer.Reshape(*vecs)
+        if not self.fits():
+            return False
+        normalized = bn.kept_output()
+        scale._kept = normalized  # what Scale's own forward would keep: the lent values
+        s = scale.blobs[0].data.reshape(-1)
+        b = scale.blobs[scale.bias_index].data.reshape(-1) if scale.bias_index is not None else scale._zeros
+        y = top[2][0].data.reshape(bn.shape3)
+        slope = y.dtype.type(relu.p.negative_slope)
+        parallel.over_slices(
+            lambda lo, hi: bn_kernels.scale_relu_forward(normalized, s, b, slope, y, lo, hi),
+            bn.channels,
+            2 * normalized.nbytes,
+        )
+        scale._forward_done = relu._forward_done = True
+        return True
+
+    def backward(self, propagate):
+        """The three layers' backward as one. ``propagate``: the net's bottom_need_backward of
+        BatchNorm (its bottom) and Scale (the chain's blob). Returns False (nothing done, the
+        net then runs the three backward passes) when a layer has not run its forward since its
+        last reshape, or when Scale's last forward did not read BatchNorm's values (a forward
+        that started at the Scale, on values set by hand)."""
+        bn, scale, relu = self.bn, self.scale, self.relu
+        if not all(getattr(layer, "_forward_done", False) for layer in (bn, scale, relu)) or not self.fits():
+            return False
+        if getattr(scale, "_kept", None) is not bn.kept_output():  # Scale read values of its own
+            return False
+        blob = self.blob
+        dy = blob.diff.reshape(bn.shape3)
+        y = blob.data.reshape(bn.shape3)
+        if propagate[0][0]:
+            mode = 1 if bn.use_global_stats else 0
+        else:
+            mode = 2 if propagate[1][0] else 3
+        s = scale.blobs[0].data.reshape(-1)
+        sum_gx, sum_g = scale._reduced, scale._reduced_bias
+        slope = dy.dtype.type(relu.p.negative_slope)
+        parallel.over_slices(
+            lambda lo, hi: bn_kernels.chain_backward(
+                dy, y, bn.normalized, s, bn.std.reshape(-1), slope, mode, sum_gx, sum_g, dy, lo, hi
+            ),
+            bn.channels,
+            5 * dy.nbytes,
+        )
+        if scale.param_propagate_down[0]:
+            scale.blobs[0].diff += sum_gx.reshape(scale.blobs[0].shape)
+        if scale.bias_index is not None and scale.param_propagate_down[scale.bias_index]:
+            scale.blobs[scale.bias_index].diff += sum_g.reshape(scale.blobs[scale.bias_index].shape)
+        return True

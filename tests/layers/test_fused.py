@@ -1,0 +1,151 @@
+"""BatchNorm -> Scale -> ReLU run as one (netlayers.layers.fused) gives what the three layers
+give one by one: the same loss, blob values and gradients, param gradients and BatchNorm
+statistics, to rounding; and it steps aside where it cannot tell the same story."""
+
+import numpy as np
+import pytest
+
+import netlayers.net
+from netlayers import Net
+from netlayers.gradcheck import check_net
+from netlayers.layers import fused
+
+
+def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False):
+    """Input -> [Conv ->] BatchNorm -> Scale -> ReLU (in place) -> InnerProduct -> loss."""
+    layers = [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["x", "label"],
+            "input_param": {"shape": [{"dim": [4, 3, 5, 5]}, {"dim": [4]}]},
+        }
+    ]
+    blob = "x"
+    if not first:
+        layers.append(
+            {
+                "name": "conv",
+                "type": "Convolution",
+                "bottom": "x",
+                "top": "c",
+                "convolution_param": {
+                    "num_output": 6,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "weight_filler": {"type": "gaussian"},
+                },
+            }
+        )
+        blob = "c"
+    bn = {"name": "bn", "type": "BatchNorm", "bottom": blob, "top": blob}
+    if global_stats:
+        bn["batch_norm_param"] = {"use_global_stats": True}
+    layers += [
+        bn,
+        {
+            "name": "scale",
+            "type": "Scale",
+            "bottom": blob,
+            "top": blob,
+            "scale_param": {"bias_term": bias, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}},
+        },
+        {"name": "relu", "type": "ReLU", "bottom": blob, "top": blob, "relu_param": {"negative_slope": slope}},
+        {
+            "name": "ip",
+            "type": "InnerProduct",
+            "bottom": blob,
+            "top": "y",
+            "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
+    ]
+    return {"name": "chain", "layers": layers}
+
+
+def run(spec, inputs, fused, monkeypatch, passes=2):
+    """The net after ``passes`` forward + backward passes (param diffs accumulating)."""
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(netlayers.net, "find_chain", lambda *args: None)
+        net = Net(spec, dtype=np.float64, seed=3)
+    if global_stats_of(net):  # give the moving averages something to hold
+        mean, var, count = net.params["bn"]
+        mean.data[...], var.data[...], count.data[...] = 0.3, 2.0, 1.0
+    assert bool(net._chains) == fused
+    net.clear_param_diffs()
+    for _ in range(passes):
+        net.forward(**inputs)
+        net.backward()
+    return net
+
+
+def global_stats_of(net):
+    return net.layer("bn").use_global_stats
+
+
+def assert_same(fused, plain):
+    assert fused.loss == pytest.approx(plain.loss, rel=1e-12)
+    for name, blob in plain.blobs.items():
+        np.testing.assert_allclose(fused.blobs[name].data, blob.data, rtol=1e-10, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(fused.blobs[name].diff, blob.diff, rtol=1e-9, atol=1e-12, err_msg=name)
+    for name, blobs in plain.params.items():
+        for i, blob in enumerate(blobs):
+            np.testing.assert_allclose(fused.params[name][i].data, blob.data, rtol=1e-12, err_msg=f"{name}[{i}]")
+            np.testing.assert_allclose(fused.params[name][i].diff, blob.diff, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
+SETTINGS = [
+    {},
+    {"global_stats": True},
+    {"slope": 0.1},
+    {"bias": False},
+    {"first": True},  # right after the input: BatchNorm passes no gradient on
+]
+
+
+def record_fused_runs(monkeypatch):
+    """What Chain.forward_tail and Chain.backward returned (True: they ran fused)."""
+    ran = {"forward": [], "backward": []}
+    for method, key in (("forward_tail", "forward"), ("backward", "backward")):
+        original = getattr(fused.Chain, method)
+
+        def recorded(self, *args, original=original, key=key):
+            ran[key].append(original(self, *args))
+            return ran[key][-1]
+
+        monkeypatch.setattr(fused.Chain, method, recorded)
+    return ran
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: ",".join(s) or "plain")
+def test_the_fused_chain_gives_the_three_layers_results(setting, rng, monkeypatch):
+    spec = chain_net(**setting)
+    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+    ran = record_fused_runs(monkeypatch)
+    with_fusion = run(spec, inputs, True, monkeypatch)
+    assert ran == {"forward": [True, True], "backward": [True, True]}
+    assert_same(with_fusion, run(spec, inputs, False, monkeypatch))
+
+
+def test_the_fused_chain_passes_the_gradient_check():
+    report = check_net(chain_net(), seed=2)
+    assert report.passed, report.table()
+
+
+def test_a_forward_from_the_scale_on_values_set_by_hand_runs_the_layers_one_by_one(rng, monkeypatch):
+    """Scale then reads the blob's values, not BatchNorm's: the fused backward must not run."""
+    spec = chain_net()
+    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+    given = rng.standard_normal((4, 6, 5, 5))
+    nets = []
+    ran = record_fused_runs(monkeypatch)
+    for with_fusion in (True, False):
+        net = run(spec, inputs, with_fusion, monkeypatch, passes=1)
+        net.blobs["c"].data[...] = given
+        net.forward(start="scale")
+        net.clear_param_diffs()
+        net.backward()
+        nets.append(net)
+    assert ran["backward"] == [True, False]  # the first pass fused, the one from the Scale not
+    assert_same(*nets)
