@@ -229,11 +229,6 @@ def share(worker, workers, parts):
     return range(-(-worker * parts // workers), -(-(worker + 1) * parts // workers))
 
 
-def first_part(worker, workers, parts):
-    """The first part ``worker`` takes."""
-    return -(-worker * parts // workers)
-
-
 def run_parts(fn, parts, workers=None):
     """``fn(worker, part)`` for each part in range(parts), each worker taking its ``share``.
     ``workers`` defaults to ``min(thread_count(), parts)``. When BLAS cannot be limited to one

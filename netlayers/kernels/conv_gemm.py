@@ -106,6 +106,8 @@ class ColumnChunks:
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
         self.map_group, self.row_group = map_channels // groups, self.rows // groups
         self.bands = self._bands(image_bytes)
+        self.pieces = [self._pieces_of(part) for part in range(self.parts)]  # each part's pieces
+        self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
 
     @staticmethod
     def chunk_images(batch, column_bytes, one_by_one):
@@ -135,7 +137,7 @@ class ColumnChunks:
             for top in range(0, out_h, rows)
         ]
 
-    def pieces(self, part):
+    def _pieces_of(self, part):
         first = part * self.chunk
         stop = min(first + self.chunk, self.batch)
         if self.bands is None:
@@ -179,7 +181,7 @@ class ColumnChunks:
         a, b, n = piece.first, piece.stop, piece.images
         if self.one_by_one:
             col = col.reshape(self.rows, n, self.plane)
-            conv_kernels.onp_to_nop(col, self._zeros(self.rows), image[a:b].reshape(n, self.rows, self.plane))
+            conv_kernels.onp_to_nop(col, self.zeros[: self.rows], image[a:b].reshape(n, self.rows, self.plane))
             return
         if self.bands is not None:
             if piece.band == 0:
@@ -199,12 +201,6 @@ class ColumnChunks:
             False,
             self.table,
         )
-
-    def _zeros(self, size):
-        zeros = getattr(self, "_zero_vector", None)
-        if zeros is None or zeros.size < size:
-            zeros = self._zero_vector = np.zeros(size, self.dtype)
-        return zeros[:size]
 
     def _map_view(self, m, piece):
         """Image ``piece.first`` of an NCHW map, grouped: (groups, C_map / groups, piece's pixels)."""
@@ -239,7 +235,7 @@ class ColumnChunks:
         m = m.reshape(self.batch, self.map_channels, self.plane)
         product = self._scratch(worker, "map", self.map_channels, n * self.plane)
         np.matmul(w, cols, out=self._grouped(product, self.map_channels))
-        bias = self._zeros(self.map_channels) if bias is None else bias
+        bias = self.zeros[: self.map_channels] if bias is None else bias
         conv_kernels.onp_to_nop(product.reshape(self.map_channels, n, self.plane), bias, m[a:b])
 
     def image_from_map(self, worker, weight, matrix, image, piece):
@@ -280,8 +276,8 @@ class ColumnChunks:
         workers = self.workers()
 
         def share(worker, part):
-            first_part = part == parallel.first_part(worker, workers, self.parts)
-            for piece in self.pieces(part):
+            first_part = part == parallel.share(worker, workers, self.parts).start
+            for piece in self.pieces[part]:
                 step(worker, piece, first_part and piece.band == 0)
 
         parallel.run_parts(share, self.parts, workers)

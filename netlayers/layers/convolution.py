@@ -154,6 +154,21 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
                 f"input shape {shape} does not match the set-up channel axis {self.axis} with {self.channels} channels"
             )
 
+    def _column_chunks(self, image_shape, map_channels, map_size):
+        """The GEMM strategy of this layer's geometry (``netlayers.kernels.conv_gemm``): im2col
+        runs over ``image_shape``, the products give ``map_channels`` x ``map_size``."""
+        return ColumnChunks(
+            image_shape=image_shape,
+            kernel=self.kernel,
+            pad=self.pad,
+            stride=self.stride,
+            dilation=self.dilation,
+            map_channels=map_channels,
+            map_size=map_size,
+            groups=self.p.group,
+            dtype=self.dtype,
+        )
+
     def _too_small(self, size):
         (kh, kw), (ph, pw), (dh, dw) = self.kernel, self.pad, self.dilation
         extent = (dh * (kh - 1) + 1, dw * (kw - 1) + 1)
@@ -260,17 +275,7 @@ class Convolution(_ConvolutionBase):
             self.zero_bias = np.zeros(self.p.num_output, self.dtype)
             return
         self.depthwise = None
-        self.chunks = ColumnChunks(
-            image_shape=(self.batch, self.channels) + size,
-            kernel=self.kernel,
-            pad=self.pad,
-            stride=self.stride,
-            dilation=self.dilation,
-            map_channels=self.p.num_output,
-            map_size=out_size,
-            groups=self.p.group,
-            dtype=self.dtype,
-        )
+        self.chunks = self._column_chunks((self.batch, self.channels) + size, self.p.num_output, out_size)
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
 
     def _image(self, array):
@@ -403,17 +408,7 @@ class Deconvolution(_ConvolutionBase):
         self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
         self._out_image_shape = (self.batch, self.p.num_output) + out_size
-        self.chunks = ColumnChunks(
-            image_shape=self._out_image_shape,
-            kernel=self.kernel,
-            pad=self.pad,
-            stride=self.stride,
-            dilation=self.dilation,
-            map_channels=self.channels,
-            map_size=size,
-            groups=self.p.group,
-            dtype=self.dtype,
-        )
+        self.chunks = self._column_chunks(self._out_image_shape, self.channels, size)
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
 

@@ -19,6 +19,9 @@ timing tools). The results equal the three layers' to rounding (sums in float64,
 
 from .. import parallel
 from ..kernels import batchnorm as bn_kernels
+from .neuron import ReLU
+from .normalization import BatchNorm
+from .structure import Scale
 
 
 def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
@@ -30,9 +33,9 @@ def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
     bn, scale, relu = layers[index : index + 3]
     blob = top_vecs[index][0]
     if (
-        type(bn).__name__ != "BatchNorm"
-        or type(scale).__name__ != "Scale"
-        or type(relu).__name__ != "ReLU"
+        type(bn) is not BatchNorm  # these very classes: a subclass may compute otherwise
+        or type(scale) is not Scale
+        or type(relu) is not ReLU
         or relu.p.negative_slope < 0
         or len(bottom_vecs[index + 1]) != 1
         or bottom_vecs[index + 2] != [blob]
