@@ -1,7 +1,7 @@
 """netlayers: a Caffe-style deep-learning framework in Python.
 
 Public API: Blob, Layer, Net, register_layer, gradcheck (check_layer, check_net), the errors,
-and (from the training modules) Solver.
+(from the training modules) Solver, and for trained models Predictor, predict and deploy_net.
 """
 
 import importlib
@@ -13,8 +13,10 @@ from .registry import register_layer
 if TYPE_CHECKING:
     from . import gradcheck
     from .blob import Blob
+    from .deploy import deploy_net
     from .layer import Layer
     from .net import Net
+    from .prediction import Predictor, predict
     from .solvers import Solver
 
 __version__ = "0.1.0"
@@ -27,6 +29,9 @@ _LAZY = {
     "Layer": (".layer", "Layer"),
     "Net": (".net", "Net"),
     "Solver": (".solvers", "Solver"),
+    "Predictor": (".prediction", "Predictor"),
+    "predict": (".prediction", "predict"),
+    "deploy_net": (".deploy", "deploy_net"),
 }
 
 
@@ -52,6 +57,9 @@ __all__ = [
     "Layer",
     "Net",
     "Solver",
+    "Predictor",
+    "predict",
+    "deploy_net",
     "register_layer",
     "gradcheck",
     "ConfigError",

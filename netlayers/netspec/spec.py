@@ -52,6 +52,12 @@ NET_FIELDS = {
     "force_backward": Field(bool, False),
     "random_seed": Field(int, -1),
     "dtype": Field(Enum("float32", "float64"), "float32"),
+    "labels_file": Field(
+        str,
+        None,
+        doc="class names, one a line (line i names class i), relative to the config's folder: "
+        "`netlayers predict` and netlayers.Predictor print them beside the class numbers (beyond Caffe)",
+    ),
     "imports": Field(
         str,
         repeated=True,
@@ -109,6 +115,7 @@ class NetSpec:
     file: str | None = None
     base_dir: Path | None = None
     solver: dict | None = None  # the raw ``solver:`` section; checked by the solver
+    labels_file: str | None = None  # class names for predictions (beyond Caffe)
 
 
 def load_net_spec(source):
@@ -183,6 +190,7 @@ def check_net(raw, *, file=None, base_dir=None):
         file=file,
         base_dir=Path(base_dir) if base_dir else None,
         solver=raw.get("solver"),
+        labels_file=net.labels_file,
     )
     for phase in PHASES:
         check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
