@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, DataError
+from .netspec.yaml_lines import LineDict, LineList, plain
 
 __all__ = [
     "read_caffemodel",
@@ -36,6 +37,8 @@ __all__ = [
     "to_netlayers",
     "solver_to_netlayers",
     "convert_prototxt",
+    "read_prototxt",
+    "is_prototxt",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -415,6 +418,17 @@ _CLOSERS = {"{": "}", "<": ">"}
 _MAX_DEPTH = 100
 
 
+class _ParsedMessage(dict):
+    """``{key: [values]}`` with where it was written: ``line`` (where the message starts) and
+    ``value_lines`` (key -> the line of each of its values), so that a later check of the
+    converted net can name the line of a mistake."""
+
+    def __init__(self, line):
+        super().__init__()
+        self.line = line
+        self.value_lines = {}
+
+
 class _TextParser:
     """Recursive-descent parser over the token list; builds ``{key: [values]}`` dicts."""
 
@@ -444,15 +458,15 @@ class _TextParser:
     # -- grammar --
     def parse_document(self):
         """The whole text: one message, up to the end of the file."""
-        message = self.parse_fields(closer=None, depth=0)
+        message = self.parse_fields(closer=None, depth=0, line=1)
         token = self.peek()
         if token.kind != "end":
             raise self.error(f"unexpected {token!r}: no message to close here")
         return message
 
-    def parse_fields(self, closer, depth):
+    def parse_fields(self, closer, depth, line):
         """Fields up to ``closer`` (a ``}``/``>`` symbol) or the end of the file."""
-        message = {}
+        message = _ParsedMessage(line)
         while True:
             token = self.peek()
             if token.kind == "end" or (closer and self.at_symbol(closer)):
@@ -471,16 +485,18 @@ class _TextParser:
             hint = " (extensions are not supported)" if name.text == "[" else ""
             raise self.error(f"expected a field name, got {name!r}{hint}", name)
         values = message.setdefault(name.text, [])
+        lines = message.value_lines.setdefault(name.text, [])
         if self.at_symbol(":"):
             self.take()
             if self.at_symbol("["):
                 values.extend(self.parse_list(name, depth))
-                return
-            values.append(self.parse_value(name, depth))
+            else:
+                values.append(self.parse_value(name, depth))
         elif self.at_symbol("{", "<"):
             values.append(self.parse_block(name, depth))
         else:
             raise self.error(f"expected ':' or '{{' after '{name.text}', got {self.peek()!r}")
+        lines.extend([name.line] * (len(values) - len(lines)))
 
     def parse_list(self, name, depth):
         """``[v, v, ...]``: the list syntax for repeated fields."""
@@ -539,7 +555,7 @@ class _TextParser:
             raise self.error(f"messages nested more than {_MAX_DEPTH} deep")
         opener = self.take()
         closer = _CLOSERS[opener.text]
-        message = self.parse_fields(closer, depth + 1)
+        message = self.parse_fields(closer, depth + 1, name.line)
         if not self.at_symbol(closer):
             raise self.error(
                 f"'{name.text} {opener.text}' opened at line {opener.line} is never closed (expected '{closer}')",
@@ -571,6 +587,18 @@ def parse_prototxt(text, filename="<string>"):
 _REPEATED_FIELDS = {
     "NetParameter": {"layer", "layers", "input", "input_shape", "input_dim"},
     "LayerParameter": {"bottom", "top", "param", "loss_weight", "propagate_down", "include", "exclude", "blobs"},
+    "V1LayerParameter": {
+        "bottom",
+        "top",
+        "param",
+        "blob_share_mode",
+        "blobs_lr",
+        "weight_decay",
+        "loss_weight",
+        "include",
+        "exclude",
+        "blobs",
+    },
     "BlobShape": {"dim"},
     "BlobProto": {"data", "diff", "double_data", "double_diff"},
     "NetState": {"stage"},
@@ -586,22 +614,30 @@ _REPEATED_FIELDS = {
 }
 
 # The message type of nested-message fields whose own fields include repeated ones.
+_LAYER_MESSAGES = {  # LayerParameter's, and V1LayerParameter's (the same field names)
+    "include": "NetStateRule",
+    "exclude": "NetStateRule",
+    "blobs": "BlobProto",
+    "transform_param": "TransformationParameter",
+    "convolution_param": "ConvolutionParameter",
+    "crop_param": "CropParameter",
+    "dummy_data_param": "DummyDataParameter",
+    "eltwise_param": "EltwiseParameter",
+    "input_param": "InputParameter",
+    "parameter_param": "ParameterParameter",
+    "reshape_param": "ReshapeParameter",
+    "slice_param": "SliceParameter",
+}
+
 _MESSAGE_FIELDS = {
-    "NetParameter": {"layer": "LayerParameter", "input_shape": "BlobShape", "state": "NetState"},
-    "LayerParameter": {
-        "include": "NetStateRule",
-        "exclude": "NetStateRule",
-        "blobs": "BlobProto",
-        "transform_param": "TransformationParameter",
-        "convolution_param": "ConvolutionParameter",
-        "crop_param": "CropParameter",
-        "dummy_data_param": "DummyDataParameter",
-        "eltwise_param": "EltwiseParameter",
-        "input_param": "InputParameter",
-        "parameter_param": "ParameterParameter",
-        "reshape_param": "ReshapeParameter",
-        "slice_param": "SliceParameter",
+    "NetParameter": {
+        "layer": "LayerParameter",
+        "layers": "V1LayerParameter",
+        "input_shape": "BlobShape",
+        "state": "NetState",
     },
+    "LayerParameter": _LAYER_MESSAGES,
+    "V1LayerParameter": _LAYER_MESSAGES,
     "BlobProto": {"shape": "BlobShape"},
     "DummyDataParameter": {"shape": "BlobShape"},
     "InputParameter": {"shape": "BlobShape"},
@@ -628,10 +664,19 @@ def _convert_message(parsed, type_name):
         raise TypeError(f"expected the dict parse_prototxt returns, got {type(parsed).__name__}")
     repeated = _REPEATED_FIELDS.get(type_name, ())
     nested = _MESSAGE_FIELDS.get(type_name, {})
-    out = {}
+    value_lines = getattr(parsed, "value_lines", {})
+    out = LineDict()
+    out.line, out.key_lines = getattr(parsed, "line", None), {}
     for key, values in parsed.items():
         values = [_convert_message(v, nested.get(key)) if isinstance(v, dict) else v for v in values]
-        out[key] = values if key in repeated or len(values) != 1 else values[0]
+        lines = value_lines.get(key) or []
+        out.key_lines[key] = lines[0] if lines else out.line
+        if key in repeated or len(values) != 1:
+            values = LineList(values)
+            values.line, values.item_lines = out.key_lines[key], list(lines)
+            out[key] = values
+        else:
+            out[key] = values[0]
     finish = _FINISHERS.get(type_name)
     return finish(out) if finish else out
 
@@ -645,13 +690,18 @@ def _finish_layer(layer):
 
 
 def _finish_net(net):
-    """Rename Caffe's ``layer`` list to netlayers' ``layers``, keeping the key's position."""
-    if "layers" in net:
-        raise ConfigError(
-            "this net uses Caffe's legacy V1 'layers { ... }' definitions, which "
-            "are not supported; upgrade it with Caffe's upgrade_net_proto_text"
-        )
-    return {("layers" if key == "layer" else key): value for key, value in net.items()}
+    """Upgrade a legacy V1 net (netlayers/caffe/upgrade.py), then rename Caffe's ``layer`` list
+    to netlayers' ``layers``, keeping the key's position."""
+    from .caffe.upgrade import is_v1_net, upgrade_v1_net
+
+    if is_v1_net(net):
+        net = upgrade_v1_net(net)
+        for layer in net["layer"]:
+            _finish_layer(layer)
+    renamed = LineDict(("layers" if key == "layer" else key, value) for key, value in net.items())
+    renamed.line = net.line
+    renamed.key_lines = {("layers" if key == "layer" else key): line for key, line in net.key_lines.items()}
+    return renamed
 
 
 _FINISHERS = {"LayerParameter": _finish_layer, "NetParameter": _finish_net}
@@ -685,6 +735,25 @@ def _read_text(path):
         raise ConfigError(f"cannot read: {err.strerror or err}", file=str(path)) from None
 
 
+PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
+
+
+def is_prototxt(path):
+    """True for a file named as protobuf text (``.prototxt``, ``.pbtxt``)."""
+    return Path(path).suffix.lower() in PROTOTXT_SUFFIXES
+
+
+def read_prototxt(path, message="NetParameter"):
+    """A Caffe net (or, with ``message="SolverParameter"``, solver) prototxt file in netlayers'
+    mapping form, legacy V1 nets upgraded, with the line of every field kept for later errors.
+    A file that cannot be read or parsed is a one-line ConfigError naming it."""
+    text = _read_text(path)
+    try:
+        return _convert_message(parse_prototxt(text, filename=str(path)), message)
+    except ConfigError as err:
+        raise err.located(file=str(path)) from None
+
+
 def convert_prototxt(path, solver_path=None):
     """The YAML text of a netlayers config converted from a Caffe net prototxt.
 
@@ -703,5 +772,5 @@ def convert_prototxt(path, solver_path=None):
         sources.append(Path(solver_path).name)
     header = f"# netlayers config converted from Caffe's {' and '.join(sources)}\n"
     return header + yaml.safe_dump(
-        config, sort_keys=False, default_flow_style=None, allow_unicode=True, width=100, indent=2
+        plain(config), sort_keys=False, default_flow_style=None, allow_unicode=True, width=100, indent=2
     )

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
+from .netspec.yaml_lines import plain
 
 #: Source layer types whose first top is the net's input data (Input layers are kept as they are).
 DATA_LAYER_TYPES = ("Data", "MemoryData", "DummyData", "ImageData", "HDF5Data", "WindowData", "Python")
@@ -68,7 +69,9 @@ class Deploy:
         the inputs' own item shapes)."""
         config = copy.deepcopy(self.config)
         by_top = {
-            layer["top"][0]: layer for layer in config["layers"] if layer.get("type") == "Input" and layer.get("top")
+            _as_list(layer.get("top"))[0]: layer
+            for layer in config["layers"]
+            if layer.get("type") == "Input" and layer.get("top")
         }
         for item in self.inputs:
             shape = (shapes or {}).get(item.blob) or item.item_shape
@@ -86,22 +89,14 @@ class Deploy:
 def _raw_config(config):
     """(mapping as YAML gives it, file name, folder) of a YAML path, a Caffe prototxt path or a
     mapping."""
-    from .netspec.yaml_lines import load_yaml_file
+    from .netspec.spec import load_config_file
 
     if isinstance(config, dict):
         return config, "<config>", Path.cwd()
     if not isinstance(config, (str, Path)):
         raise ConfigError(f"a config is a YAML or prototxt path or a mapping, not {type(config).__name__}")
     path = Path(config)
-    if path.suffix == ".prototxt":
-        from .caffe_compat import _read_text, parse_prototxt, to_netlayers
-
-        try:
-            raw = to_netlayers(parse_prototxt(_read_text(path), filename=str(path)))
-        except ConfigError as err:
-            raise err.located(file=str(path)) from None
-    else:
-        raw = load_yaml_file(path)
+    raw = load_config_file(path)
     return raw, str(path), path.resolve().parent
 
 
@@ -109,16 +104,6 @@ def _as_list(value):
     if value is None:
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _plain(value):
-    """A deep copy of YAML data as plain dicts and lists (the loader's line-keeping types
-    dropped), so the deploy config can be changed and dumped."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 # -- the deploy net --------------------------------------------------------------------------
@@ -134,7 +119,7 @@ def deploy_config(config, *, data_root=None):
     layers = [layer for layer in spec.layers if layer.in_phase("TEST")]
     inputs, gone, out_layers, replaced = [], set(), [], None
     for layer in layers:
-        raw_layer = _plain(layer.raw) if isinstance(layer.raw, dict) else {}
+        raw_layer = plain(layer.raw) if isinstance(layer.raw, dict) else {}
         raw_layer.pop("include", None)
         raw_layer.pop("exclude", None)
         raw_layer.pop("loss_weight", None)
@@ -167,7 +152,7 @@ def deploy_config(config, *, data_root=None):
         out_layers.append(raw_layer)
     if not inputs and not any(l.get("type") == "Input" for l in out_layers):
         raise ConfigError("the TEST net has no data or Input layer to feed images into", file=source)
-    deploy_raw = {k: _plain(v) for k, v in raw.items() if k not in NOT_IN_DEPLOY}
+    deploy_raw = {k: plain(v) for k, v in raw.items() if k not in NOT_IN_DEPLOY}
     existing_inputs = [l for l in out_layers if l.get("type") == "Input" and l.get("input_param")]
     deploy_raw["layers"] = out_layers
     deploy_raw["force_backward"] = bool(raw.get("force_backward", False))
@@ -201,7 +186,7 @@ def _last_output(out_layers):
 def _deploy_input(layer, spec, data_root):
     """The :class:`DeployInput` replacing data layer ``layer``, with the TEST shape of its items
     when the layer's fields or its data source tell it."""
-    transform = _plain(layer.raw.get("transform_param", {})) if isinstance(layer.raw, dict) else {}
+    transform = plain(layer.raw.get("transform_param", {})) if isinstance(layer.raw, dict) else {}
     item_shape = None
     if layer.type == "MemoryData":
         p = layer.blocks["memory_data_param"]

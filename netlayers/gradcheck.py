@@ -249,12 +249,15 @@ def check_net(
     inputs = dict(inputs or {})
     inputs.update(random_inputs(net, rng, given=inputs))
     net.forward(**inputs)
-    computing = [i for i, layer in enumerate(net.layers) if layer.spec.bottoms]
+    # A layer without bottoms but with params (Parameter: its top is its param) is computed
+    # like the others, so that its top follows the perturbed param.
+    computing = [i for i, layer in enumerate(net.layers) if layer.spec.bottoms or layer.blobs]
+    sources = [name for layer in net.layers if not (layer.spec.bottoms or layer.blobs) for name in layer.spec.tops]
     state = net.rng.bit_generator.state
     # The source layers ran once; their values are kept apart and copied in before every
     # evaluation (perturbations go to these copies), so no layer that writes a source blob in
     # place can make the numeric side see other inputs than the analytic side did.
-    pristine = {name: blob.data.copy() for name, blob in net.source_blobs.items()}
+    pristine = {name: net.source_blobs[name].data.copy() for name in sources}
 
     def objective():
         net.rng.bit_generator.state = state
@@ -273,7 +276,6 @@ def check_net(
         for name, need in zip(layer.spec.bottoms, net.bottom_need_backward[i])
         if need
     }
-    sources = [name for layer in net.layers if not layer.spec.bottoms for name in layer.spec.tops]
     for name in sources:
         if name in differentiable:
             checked.append((f"input {name}", net.source_blobs[name], pristine[name]))

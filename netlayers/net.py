@@ -4,7 +4,8 @@ Building follows Caffe's Net::Init: keep the layers of the phase, insert Splits 
 resolve bottoms to the blobs earlier layers produced (a top named like its bottom is computed
 in place), set each layer up in order, share params by name, and find which layers need
 backward (a layer does when a bottom needs a gradient or a param has lr_mult != 0, and only if
-its tops reach a loss; ``force_backward`` asks for every gradient that may flow).
+its tops reach a loss; ``force_backward`` asks for every gradient that may flow, from the
+losses and from diffs set by hand on tops no layer reads).
 """
 
 from collections import OrderedDict
@@ -91,8 +92,18 @@ class Net:
         dtype: Any = None,
         seed: int | None = None,
         data_root: Any = None,
+        level: int | None = None,
+        stages: Any = None,
     ) -> None:
         self.spec = load_net_spec(spec)
+        # Caffe's NetState: include/exclude rules test the phase, level and stages (default:
+        # the net's own ``state:``, else level 0 and no stages)
+        self.level = self.spec.level if level is None else level
+        self.stages = self.spec.stages if stages is None else tuple(stages)
+        if isinstance(self.level, bool) or not isinstance(self.level, (int, np.integer)):
+            raise ConfigError(f"level must be a whole number, got {self.level!r}")
+        if isinstance(stages, str) or not all(isinstance(stage, str) for stage in self.stages):
+            raise ConfigError(f"stages must be a list of names, got {stages!r}")
         self.phase = phase.upper() if isinstance(phase, str) else phase
         self.name = self.spec.name
         self.dtype = _float_dtype(dtype or self.spec.dtype)
@@ -118,7 +129,7 @@ class Net:
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
-        specs = phase_layers(self.spec, self.phase)
+        specs = phase_layers(self.spec, self.phase, self.level, self.stages)
         self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
         self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
         self._chains = {}  # BatchNorm index -> its BatchNorm -> Scale -> ReLU chain (layers.fused)
@@ -198,7 +209,17 @@ class Net:
     def _share_params(self):
         """Params named alike share one Blob (data and diff): gradients of all users add up."""
         owners = {}
+        with_params = {}
         for layer in self.layers:
+            if layer.blobs and with_params.setdefault(layer.name, layer) is not layer:
+                raise ConfigError(
+                    f"two layers named '{layer.name}' have params (the other at line "
+                    f"{with_params[layer.name].spec.where.line}): weights files keep params by "
+                    "layer name, so rename one",
+                    file=layer.spec.where.file,
+                    line=layer.spec.where.line,
+                    layer=layer.name,
+                )
             specs = layer.spec.params
             if len(specs) > len(layer.blobs):
                 raise ConfigError(
@@ -263,12 +284,27 @@ class Net:
                 blob_needs.update(spec.tops)
         # Walk back from the losses: a layer can only backpropagate if a diff reaches one of
         # its tops (the top carries a loss weight, or a later layer writes its diff). This is
-        # Caffe's blobs_under_loss pruning, applied under force_backward too, so that e.g. the
-        # Split of a label blob is never asked for a gradient nobody computes.
+        # Caffe's blobs_under_loss pruning. Under force_backward a diff may also be set by hand
+        # (saliency maps, deep dream): then a top no later layer reads counts as reached too,
+        # as Caffe's force_backward runs every layer (one whose class has no Backward_cpu is
+        # then left out, not refused); a top read only by layers that refuse its gradient (the
+        # Split of a label blob) still does not, so such a Split is never asked for a gradient
+        # nobody computes.
         diff_ready = set()
+        read_later = set()  # blob names some later layer reads
         for li in reversed(range(len(self.layers))):
             layer = self.layers[li]
-            tops_ready = any(w != 0 for w in layer.loss_weights) or any(name in diff_ready for name in layer.spec.tops)
+            tops_ready = (
+                any(w != 0 for w in layer.loss_weights)
+                or any(name in diff_ready for name in layer.spec.tops)
+                or (
+                    force
+                    and type(layer).Backward_cpu is not Layer.Backward_cpu
+                    and any(name not in read_later for name in layer.spec.tops)
+                )
+            )
+            read_later.difference_update(layer.spec.tops)
+            read_later.update(layer.spec.bottoms)
             if not tops_ready:
                 self.layer_need_backward[li] = False
                 self.bottom_need_backward[li] = [False] * len(layer.spec.bottoms)
@@ -322,16 +358,17 @@ class Net:
     def forward(self, start: str | None = None, end: str | None = None, **inputs: Any) -> dict[str, np.ndarray]:
         """Run layers ``start``..``end`` (names, inclusive; default all) and return the output
         blobs' data by name. Keyword arguments set input blobs first (reshaping as needed)."""
+        first = 0 if start is None else self._layer_index(start, "start")
         for name, value in inputs.items():
             blob = self.source_blobs.get(name) or self.blobs.get(name)
             if blob is None:
                 raise DataError(f"no blob named '{name}' to set (the net's inputs: {', '.join(self.inputs) or 'none'})")
+            self._check_not_overwritten(name, first)
             value = _real_array(name, value, blob.dtype)
             if 0 in value.shape:
                 raise DataError(f"blob '{name}' given an array of shape {value.shape}: every axis must be at least 1")
             blob.reshape(value.shape)
             blob.data[...] = value
-        first = 0 if start is None else self._layer_index(start, "start")
         last = len(self.layers) - 1 if end is None else self._layer_index(end, "end")
         if first > last:
             raise DataError(f"forward from '{start}' to '{end}': layer '{end}' comes before '{start}'")
@@ -339,6 +376,20 @@ class Net:
         for layer in self.layers[last + 1 :]:  # they did not see this input: no backward
             layer.invalidate_forward()
         return {name: self.blobs[name].data for name in self._outputs}
+
+    def _check_not_overwritten(self, name, first):
+        """A blob given to forward that a data layer of this pass fills would be overwritten (or,
+        of another batch size, fail deep in the layer): a one-line error saying what to do."""
+        for index, layer in enumerate(self.layers[first:], first):
+            if name in layer.spec.tops and not layer.spec.bottoms and layer.type != "Input":
+                later = [l.name for l in self.layers[index + 1 :] if not l.spec.auto and l.spec.bottoms]
+                after = later[0] if later else None
+                start = f"forward(start='{after}', {name}=...)" if after else "forward(start=...)"
+                raise DataError(
+                    f"blob '{name}' is filled by {layer.type} layer '{layer.name}', which this forward runs: "
+                    f"to feed your own arrays use a deploy net (netlayers.Predictor, netlayers.deploy_net: "
+                    f"see the README's 'Using a trained model'), or {start}"
+                )
 
     def _layer_index(self, name, what):
         try:
@@ -365,15 +416,32 @@ class Net:
                 i += 1
         return loss
 
-    def backward(self) -> None:
+    def backward(self, start: str | None = None, end: str | None = None) -> None:
         """Backpropagate from the losses into every blob's diff; param diffs accumulate (+=),
-        so call ``clear_param_diffs`` first unless accumulating on purpose."""
+        so call ``clear_param_diffs`` first unless accumulating on purpose. ``start`` and ``end``
+        (layer names, as Caffe's BackwardFromTo) run only the layers from ``start`` back to
+        ``end``, inclusive (default: all). Under ``force_backward`` the diffs of tops no layer
+        reads (and of ``start``'s tops) may be set by hand first: backward then starts from
+        them (a saliency map). A net with neither a loss nor ``force_backward`` has nothing to
+        start from: a ConfigError, rather than diffs left as they were."""
+        first = len(self.layers) - 1 if start is None else self._layer_index(start, "backward start")
+        last = 0 if end is None else self._layer_index(end, "backward end")
+        if first < last:
+            raise DataError(f"backward from '{start}' to '{end}': layer '{start}' comes before '{end}'")
+        if not self.spec.force_backward and not any(any(layer.loss_weights) for layer in self.layers):
+            raise ConfigError(
+                "backward has nothing to start from: the net has no loss, so gradients can only "
+                "come from diffs set by hand, and those need 'force_backward: true' in the net",
+                file=self.spec.file,
+                field="force_backward",
+            )
         with single_threaded_blas:
-            i = len(self.layers) - 1
-            while i >= 0:
+            i = first
+            while i >= last:
                 chain = self._chain_ends.get(i)
                 if (
                     chain is not None
+                    and chain.index >= last
                     and self.layer_need_backward[i]
                     and chain.backward(self.bottom_need_backward[chain.index : chain.index + 2])
                 ):

@@ -17,7 +17,6 @@ MODEL_10000 = CAFFE / "lenet_fmnist_iter_10000.caffemodel"
 NET = CAFFE / "lenet_train_test_fmnist.prototxt"
 SOLVER = CAFFE / "lenet_solver_fmnist.prototxt"
 REPO = Path(__file__).resolve().parents[1]
-TOOL = REPO / "tools" / "caffe_to_yaml.py"
 
 
 LENET_SHAPES = {
@@ -382,12 +381,12 @@ def test_solver_with_multistep_and_inline_net():
     assert solver["net_param"]["layers"] == [{"name": "a", "type": "ReLU", "bottom": "x", "top": "x"}]
 
 
-def test_legacy_v1_prototxt_is_a_clear_error(tmp_path):
-    path = tmp_path / "v1.prototxt"
-    path.write_text('name: "old"\nlayers { name: "r" type: RELU }\n')
-    with pytest.raises(ConfigError, match="legacy V1") as info:
+def test_legacy_v0_prototxt_is_a_clear_error(tmp_path):
+    path = tmp_path / "v0.prototxt"
+    path.write_text('name: "old"\nlayers {\n  layer { name: "r" type: "relu" }\n}\n')
+    with pytest.raises(ConfigError, match="V0 format .*upgrade_net_proto_text") as info:
         convert_prototxt(path)
-    assert info.value.file == str(path)
+    assert info.value.file == str(path) and info.value.line == 2
 
 
 # --- YAML output ---
@@ -429,7 +428,11 @@ def test_convert_prototxt_errors_name_the_file(tmp_path):
 
 def run_tool(*args):
     return subprocess.run(
-        [sys.executable, str(TOOL), *map(str, args)], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", "netlayers", "convert", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
 
 

@@ -157,3 +157,32 @@ def test_a_labels_file_that_cannot_be_read_is_one_line(tmp_path):
     config["labels_file"] = str(tmp_path / "missing.txt")
     with pytest.raises(ConfigError, match="labels_file: cannot read .*missing.txt"):
         deploy_config(config, data_root=str(tmp_path))
+
+
+def test_an_input_layer_with_a_single_top_string_is_shaped():
+    deploy = deploy_config(
+        {
+            "name": "d",
+            "layers": [
+                {"name": "in", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [1, 2]}}},
+                {
+                    "name": "ip",
+                    "type": "InnerProduct",
+                    "bottom": "data",
+                    "top": "ip",
+                    "inner_product_param": {"num_output": 3},
+                },
+            ],
+        }
+    )
+    assert deploy_net(deploy, batch=5).blobs["data"].shape == (5, 2)
+
+
+def test_feeding_a_training_net_points_to_the_deploy_net():
+    """Issue 12's first stumble: forward(data=img) on the TEST net was a numpy broadcast error."""
+    from netlayers import DataError
+
+    net = Net(LENET, phase="TEST")
+    with pytest.raises(DataError, match=r"blob 'data' is filled by Data layer 'mnist'.*Predictor.*start='conv1'"):
+        net.forward(data=np.zeros((1, 1, 28, 28)))
+    assert net.forward(start="conv1", data=np.zeros((100, 1, 28, 28)))["loss"] > 0

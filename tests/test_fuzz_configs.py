@@ -305,9 +305,10 @@ def where_it_arose(err):
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
-    """A folder for the mutated configs, holding the Python layer module its example imports."""
+    """A folder for the mutated configs, holding the Python layer modules the examples import."""
     folder = tmp_path_factory.mktemp("fuzz")
     shutil.copy(ROOT / "configs" / "examples" / "python_layer" / "cube_layer.py", folder)
+    shutil.copy(ROOT / "configs" / "examples" / "lstm_sequence_task.py", folder)
     (folder / "cifar10").mkdir()  # configs/cifar10_quick.yaml reads cifar10/{train,test}.npz next to it
     images = np.random.default_rng(0).integers(0, 256, (16, 3, 32, 32), dtype=np.uint8)
     for split in ("train", "test"):

@@ -160,12 +160,15 @@ def test_the_table_with_memory_and_busy_shows_both_memories_their_ratio_and_each
 
 
 def test_the_peak_rss_growth_counts_worker_scratch_buffers():
-    from netlayers import parallel
-
-    before = bench_nets.reset_peak_rss()
-    try:
-        parallel.scratch(1, "bench_nets test", 8 << 20, np.float32).fill(1.0)  # 32 MiB
-        assert parallel.scratch_bytes() >= 32 << 20
-        assert bench_nets.peak_rss_mib() - before >= 30
-    finally:
-        parallel.release_scratch()
+    """In a fresh process: in this one, pages freed by earlier tests may be reused unseen."""
+    code = (
+        "import sys; sys.path.insert(0, 'tools'); import numpy as np, bench_nets; "
+        "from netlayers import parallel; before = bench_nets.reset_peak_rss(); "
+        "parallel.scratch(1, 'bench_nets test', 8 << 20, np.float32).fill(1.0); "  # 32 MiB
+        "print(parallel.scratch_bytes() >> 20, bench_nets.peak_rss_mib() - before)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert done.returncode == 0, done.stderr
+    scratch_mib, growth_mib = map(float, done.stdout.split())
+    assert scratch_mib >= 32 and growth_mib >= 30

@@ -32,7 +32,21 @@ import warnings
 
 from ..errors import NetlayersError, NetlayersWarning, one_line
 
-COMMANDS = ["train", "test", "predict", "export", "time", "gradcheck", "draw", "explain", "plot", "schema", "warmup"]
+COMMANDS = [
+    "train",
+    "test",
+    "predict",
+    "export",
+    "convert",
+    "data",
+    "time",
+    "gradcheck",
+    "draw",
+    "explain",
+    "plot",
+    "schema",
+    "warmup",
+]
 
 
 EXIT_ERROR = 2

@@ -30,9 +30,9 @@ def add_arguments(parser):
 
 def net_source(config):
     """The net a config defines: its own layers, or the file its solver section names."""
-    from ..netspec import load_yaml_file
+    from ..netspec import load_config_file
 
-    raw = load_yaml_file(config)
+    raw = load_config_file(config)
     solver = raw.get("solver") if isinstance(raw, dict) else None
     if isinstance(solver, dict) and solver.get("net") and "layers" not in raw:
         return Path(config).resolve().parent / solver["net"], solver

@@ -32,7 +32,14 @@ EXIT_STOPPED = 130
 
 
 def add_arguments(parser):
-    parser.add_argument("--config", required=True, metavar="FILE", help="the YAML config (net and solver)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="the YAML config (net and solver)")
+    source.add_argument(
+        "--solver",
+        metavar="FILE",
+        help="a Caffe solver prototxt (as `caffe train --solver`); its net files are found from the "
+        "current folder, as Caffe finds them, else from the solver file's folder",
+    )
     parser.add_argument(
         "--weights",
         type=file_name,
@@ -62,9 +69,11 @@ def add_arguments(parser):
 def run(args):
     from ..solvers import Solver
 
+    if args.config is None:
+        args.config = args.solver
     config = Path(args.config)
     if not config.is_file():
-        raise ConfigError("config file not found", file=str(config))
+        raise ConfigError(f"{'solver' if args.solver else 'config'} file not found", file=str(config))
     if args.weights and args.resume:
         raise ConfigError("give --weights to fine-tune or --resume to continue, not both")
     output = Path(args.output) if args.output else Path("runs") / config.stem
@@ -144,7 +153,7 @@ def stop_on_signals(solver):
 def resume_command(args, state):
     """The command that continues this run from ``state``: the same config and overrides
     (output, max_iter, seed, data root, threads, quiet), each word shell-quoted."""
-    words = ["train", "--config", args.config]
+    words = ["train", "--solver" if getattr(args, "solver", None) else "--config", args.config]
     for flag, value in (
         ("--output", args.output),
         ("--max-iter", args.max_iter),

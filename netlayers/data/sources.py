@@ -24,7 +24,7 @@ from netlayers.errors import ConfigError, DataError
 ENV_VAR = "NETLAYERS_DATA_ROOT"
 USER_CACHE = Path("~/.cache/netlayers/datasets")
 SYSTEM_DATASETS = Path("/usr/share/datasets")
-BACKENDS = ("IDX", "NPZ")
+BACKENDS = ("IDX", "NPZ", "LMDB", "LEVELDB")
 
 #: Split names that also match files with another prefix (MNIST calls its test split t10k).
 SPLIT_ALIASES = {"test": ("test", "t10k")}
@@ -34,7 +34,7 @@ LABELS_TAG = "labels-idx1"
 
 FASHION_MNIST_HINT = (
     "to get it: install the Debian package dataset-fashion-mnist "
-    "(apt-get install dataset-fashion-mnist) or run python tools/get_fashion_mnist.py"
+    "(apt-get install dataset-fashion-mnist) or run netlayers data fashion-mnist"
 )
 GENERIC_HINT = f"to use another folder: pass --data-root DIR or set {ENV_VAR}"
 
@@ -44,12 +44,15 @@ class Source:
     """A located data set: its backend ("IDX" or "NPZ") and files.
 
     For IDX, ``images_path`` and ``labels_path`` are the two IDX files; for NPZ,
-    ``images_path`` is the archive and ``labels_path`` is None.
+    ``images_path`` is the archive and ``labels_path`` is None; for LMDB and LEVELDB,
+    ``images_path`` is the database's folder and ``color`` how to decode encoded images (None:
+    as stored; True/False: transform_param's force_color / force_gray).
     """
 
     backend: str
     images_path: Path
     labels_path: Path | None = None
+    color: bool | None = None
 
 
 def data_roots(data_root=None):
@@ -108,7 +111,18 @@ def resolve_source(source, backend, *, data_root=None, base_dir=None):
     candidates = _candidates(source, data_root, base_dir)
     if kind == "NPZ":
         return _resolve_npz(source, candidates)
+    if kind in ("LMDB", "LEVELDB"):
+        return _resolve_database(source, kind, candidates)
     return _resolve_idx(source, candidates)
+
+
+def _resolve_database(source, kind, candidates):
+    """The first candidate that is a folder (an LMDB or LevelDB database is one)."""
+    for path in candidates:
+        if path.is_dir():
+            return Source(kind, path)
+    tried = ", ".join(str(path) for path in candidates)
+    raise DataError(f"{kind} database '{source}' not found (looked for a folder at: {tried})")
 
 
 def _candidates(source, data_root, base_dir):
@@ -227,6 +241,11 @@ def load_source(source):
     type is kept (uint8 for MNIST-style images); labels are int64 of shape (N,). The numbers
     of inputs and labels must agree.
     """
+    if source.backend in ("LMDB", "LEVELDB"):
+        from .databases import DatumDatabase
+
+        database = DatumDatabase(source.images_path, source.backend, color=source.color)
+        return database.inputs, database.labels
     if source.backend == "NPZ":
         data, labels = read_npz(source.images_path)
         return _shape_inputs(data, source.images_path, allow_flat=True), labels

@@ -4,13 +4,19 @@ Caffe (``DataTransformer::Transform``) computes, for every image and channel ``c
 
     out[c, h, w] = (in[c, h_off + h, w_off + w'] - mean_value[c]) * scale
 
-where ``w' = crop - 1 - w`` when the image is mirrored and ``w`` otherwise. With
+where ``w' = crop - 1 - w`` when the image is mirrored and ``w`` otherwise. A mean image
+(``mean_file``, a (C, H, W) array of the inputs' size) takes the place of ``mean_value``:
+``out[c, h, w] = (in[c, h_off + h, w_off + w'] - mean[c, h_off + h, w_off + w']) * scale``, the
+mean cropped (and mirrored) with the image; ``mean_file`` and ``mean_value`` exclude each
+other, as in Caffe. With
 ``crop_size`` set, the offsets are drawn uniformly from ``0 .. H - crop_size`` (inclusive) in
 TRAIN and are ``(H - crop_size) // 2`` (centred) in TEST. One ``mean_value`` applies to every
 channel; otherwise there must be one per channel.
 
 As in Caffe, ``mirror`` flips each image with probability 1/2 in TEST as well as in TRAIN.
 """
+
+from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -29,9 +35,14 @@ class Transformer:
     cropping), then the mirror flags (when mirroring); so equal generators give equal output.
     """
 
-    def __init__(self, scale=1.0, mean_value=(), mirror=False, crop_size=0, phase="TRAIN"):
+    def __init__(self, scale=1.0, mean_value=(), mirror=False, crop_size=0, phase="TRAIN", mean=None):
         self.scale = float(scale)
         self.mean_value = _as_mean_values(mean_value)
+        self.mean = _as_mean_image(mean)
+        if self.mean is not None and self.mean_value:
+            raise ConfigError(
+                "give mean_file or mean_value, not both (Caffe refuses both)", field="transform_param.mean_file"
+            )
         self.mirror = bool(mirror)
         self.crop_size = _as_crop_size(crop_size)
         self.phase = _as_phase(phase)
@@ -39,13 +50,17 @@ class Transformer:
     def __repr__(self):
         return (
             f"Transformer(scale={self.scale}, mean_value={self.mean_value}, "
-            f"mirror={self.mirror}, crop_size={self.crop_size}, phase={self.phase!r})"
+            f"mirror={self.mirror}, crop_size={self.crop_size}, phase={self.phase!r}"
+            + ("" if self.mean is None else f", mean of shape {self.mean.shape}")
+            + ")"
         )
 
     @property
     def is_identity(self):
         """True if :meth:`transform` only converts to float (nothing to crop, flip or shift)."""
-        return self.scale == 1.0 and not self.mean_value and not self.crop_size and not self.mirror
+        return (
+            self.scale == 1.0 and not self.mean_value and self.mean is None and not self.crop_size and not self.mirror
+        )
 
     @property
     def is_random(self):
@@ -67,6 +82,12 @@ class Transformer:
             raise DataError(f"expected inputs of shape (N, C, H, W) or (N, D), found {shape}")
         n, c, h, w = shape
         self._means_for(c)
+        if self.mean is not None and self.mean.shape != (c, h, w):
+            raise DataError(
+                f"the mean image has shape {self.mean.shape}, the inputs (C, H, W) {(c, h, w)}: "
+                "a mean file must be of the images' size (before cropping)",
+                field="transform_param.mean_file",
+            )
         if self.crop_size:
             if self.crop_size > h or self.crop_size > w:
                 raise DataError(
@@ -85,6 +106,8 @@ class Transformer:
         batch = np.asarray(batch)
         shape = self.output_shape(batch.shape)
         out = _check_out(out, shape)
+        if self.mean is not None:
+            batch = self._minus_mean_image(batch, out.dtype)
         if (
             not self.crop_size
             and not self.mirror
@@ -119,8 +142,17 @@ class Transformer:
             np.ascontiguousarray(batch).reshape(n, channels, -1), means, self.scale, out.reshape(n, channels, -1)
         )
 
+    def _minus_mean_image(self, batch, dtype):
+        """``batch - mean`` in ``dtype`` (each pixel minus the mean at its place, rounded as
+        Caffe's ``(pixel - mean) * scale`` rounds), before any crop or flip."""
+        shifted = batch.astype(dtype)
+        shifted -= self.mean.astype(dtype)
+        return shifted
+
     def _check_flat(self):
         """(N, D) inputs have no channels or pixels to crop or flip."""
+        if self.mean is not None:
+            raise DataError("mean_file needs (N, C, H, W) inputs, found (N, D)", field="transform_param.mean_file")
         if self.crop_size:
             raise DataError("crop_size needs (N, C, H, W) inputs, found (N, D)", field="crop_size")
         if self.mirror:
@@ -229,6 +261,56 @@ def _as_mean_values(mean_value):
     if np.isscalar(mean_value):
         return (float(mean_value),)
     return tuple(float(v) for v in mean_value)
+
+
+def _as_mean_image(mean):
+    """A mean image as a read-only float32 (C, H, W) array; a Caffe mean blob (1, C, H, W)
+    gives its first (only) image, as Caffe's transformer reads it; None stays None."""
+    if mean is None:
+        return None
+    mean = np.asarray(mean, dtype=np.float32)
+    if mean.ndim == 4 and len(mean):
+        mean = mean[0]
+    if mean.ndim != 3:
+        raise DataError(
+            f"a mean image has shape (C, H, W) or (1, C, H, W), found {mean.shape}", field="transform_param.mean_file"
+        )
+    mean = np.array(mean)
+    mean.setflags(write=False)
+    return mean
+
+
+def read_mean_file(path):
+    """The mean image of a Caffe ``.binaryproto`` (one BlobProto, as ``compute_image_mean``
+    writes it) as float32 (C, H, W); a file that is not one is a DataError naming it."""
+    from netlayers.caffe_compat import _decode_blob, _WireError
+
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the mean file: {err.strerror or err}", file=str(path)) from None
+    try:
+        blob = _decode_blob(buf, (0, len(buf)), "mean file")
+    except _WireError as err:
+        raise DataError(f"not a Caffe mean file (BlobProto .binaryproto): {err}", file=str(path)) from None
+    try:
+        return _as_mean_image(blob)
+    except DataError as err:
+        raise DataError(err.message, file=str(path)) from None
+
+
+def mean_from_param(mean_file, base_dir=None):
+    """The mean image a ``transform_param.mean_file`` names (None when it names none): the
+    path relative to the working folder (Caffe's rule), else to the config's folder."""
+    if not mean_file:
+        return None
+    from netlayers.data.listfiles import find_config_file
+
+    try:
+        path = find_config_file(mean_file, base_dir, "mean file")
+    except DataError as err:
+        raise err.located(field="transform_param.mean_file") from None
+    return read_mean_file(path)
 
 
 def _as_crop_size(crop_size):

@@ -229,6 +229,38 @@ def dropout_apply(x, uniform, ratio, scale, out):
     split(lambda lo, hi: _dropout_apply(x[lo:hi], u[lo:hi], ratio, scale, y[lo:hi]), x, 3)
 
 
+# -- Clip, Swish ----------------------------------------------------------------------------------
+@jit
+def _clip_forward(x, low, high, y, inside):
+    for i in range(x.size):  # branch-free (min, max), so the loop vectorizes
+        v = x[i]
+        inside[i] = (v >= low) & (v <= high)
+        y[i] = min(max(v, low), high)
+
+
+def clip_forward(x, low, high, out, inside):
+    """y = min(max(x, low), high), and inside = (low <= x <= high), the bounds included (where
+    Clip's gradient passes, as Caffe). A NaN stays NaN and is not inside. ``out`` may be x."""
+    x, y, flags = x.reshape(-1), out.reshape(-1), inside.reshape(-1)
+    low, high = x.dtype.type(low), x.dtype.type(high)
+    split(lambda lo, hi: _clip_forward(x[lo:hi], low, high, y[lo:hi], flags[lo:hi]), x, 3)
+
+
+@jit
+def _swish_backward(y, s, dy, beta, dx):
+    one = y.dtype.type(1)
+    for i in range(y.size):
+        by = beta * y[i]
+        dx[i] = dy[i] * (by + s[i] * (one - by))
+
+
+def swish_backward(y, s, dy, beta, out):
+    """dx = dy * (beta y + s (1 - beta y)), from the forward's output y = x s and s = sigmoid(beta x)
+    (= dy * (s + beta x s (1 - s)))."""
+    y, s, dy, dx, beta = y.reshape(-1), s.reshape(-1), dy.reshape(-1), out.reshape(-1), y.dtype.type(beta)
+    split(lambda lo, hi: _swish_backward(y[lo:hi], s[lo:hi], dy[lo:hi], beta, dx[lo:hi]), y, 4)
+
+
 # -- helpers of Eltwise MAX -----------------------------------------------------------------------
 @jit
 def _max_update(x, index, y, argmax):

@@ -4,6 +4,7 @@ from . import (  # noqa: F401
     convolution,
     crop,
     data,
+    data_files,
     embed,
     inner_product,
     loss,
@@ -11,5 +12,6 @@ from . import (  # noqa: F401
     normalization,
     pooling,
     python_layer,
+    recurrent,
     structure,
 )

@@ -1,5 +1,6 @@
 """Data layers: the sources of a net's blobs (no bottoms, no backward)."""
 
+import dataclasses
 import math
 
 import numpy as np
@@ -158,7 +159,7 @@ def _load_dataset(source):
     """Load a located source once per process (a TRAIN and a TEST net may share it)."""
     from ..data import load_source
 
-    key = (source.backend, str(source.images_path), str(source.labels_path))
+    key = (source.backend, str(source.images_path), str(source.labels_path), source.color)
     try:
         stamp = tuple(p.stat().st_mtime_ns for p in (source.images_path, source.labels_path) if p is not None)
     except OSError:
@@ -176,10 +177,13 @@ class Data(SourceLayer):
 
     ``data_param``: ``source`` (e.g. ``fashion-mnist/train``, looked up next to the config,
     then under ``--data-root``, ``$NETLAYERS_DATA_ROOT``, ``~/.cache/netlayers/datasets`` and
-    ``/usr/share/datasets``), ``backend`` IDX (MNIST's format, gzip or raw) or NPZ (arrays
-    ``data`` and ``label``), ``batch_size``, ``shuffle`` (a new seeded order every epoch;
-    beyond Caffe, whose Data layer reads in file order), ``prefetch`` (batches kept ready).
-    ``transform_param``: Caffe's scale, mean_value, mirror and crop_size.
+    ``/usr/share/datasets``), ``backend`` IDX (MNIST's format, gzip or raw), NPZ (arrays
+    ``data`` and ``label``), or Caffe's LMDB and LEVELDB databases of ``Datum`` records (raw or
+    encoded images, read a batch at a time: netlayers/data/databases.py), ``batch_size``,
+    ``shuffle`` (a new seeded order every epoch; beyond Caffe, whose Data layer reads in file
+    order), ``prefetch`` (batches kept ready). ``transform_param``: Caffe's scale, mean_value,
+    mean_file (a .binaryproto mean image), mirror, crop_size, and force_color / force_gray for
+    encoded images.
 
     A batch that runs past the end of the data wraps around to the start, as Caffe's does, so
     a batch larger than the data set works. The position in the data is saved in snapshots.
@@ -209,24 +213,23 @@ class Data(SourceLayer):
 
     def LayerSetUp(self, bottom, top):
         from ..data import BatchSampler, Prefetcher, Transformer, resolve_source
+        from ..data.transform import mean_from_param
 
         p, t = self.p, self.spec.blocks["transform_param"]
-        if p.backend in ("LMDB", "LEVELDB"):
-            raise self.error(
-                f"backend {p.backend} is not supported; use IDX or NPZ (convert the "
-                "database to an .npz with arrays 'data' and 'label')",
-                "data_param.backend",
-            )
-        if t.mean_file:
-            raise self.error("mean_file is not supported; give mean_value per channel", "transform_param.mean_file")
         net = getattr(self, "net", None)
         try:
             located = resolve_source(
                 p.source, p.backend, data_root=getattr(net, "data_root", None), base_dir=getattr(net, "base_dir", None)
             )
+            located = dataclasses.replace(located, color=True if t.force_color else (False if t.force_gray else None))
             self.inputs, self.labels = _load_dataset(located)
             self.transformer = Transformer(
-                scale=t.scale, mean_value=t.mean_value, mirror=t.mirror, crop_size=t.crop_size, phase=self.phase
+                scale=t.scale,
+                mean_value=t.mean_value,
+                mirror=t.mirror,
+                crop_size=t.crop_size,
+                phase=self.phase,
+                mean=mean_from_param(t.mean_file, getattr(net, "base_dir", None)),
             )
             item_shape = self.transformer.output_shape((p.batch_size,) + self.inputs.shape[1:])
         except NetlayersError as err:

@@ -4,6 +4,8 @@ A loss layer's first top is a scalar weighted by ``loss_weight`` (default 1). It
 reads that weight from the top's diff, as Caffe does, and scales its gradient by it.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import DataError
@@ -374,6 +376,273 @@ class HingeLoss(LossLayer):
             factor = 2.0
         dx[self._rows, self.labels] *= -1  # t = +1: d m / dx = -1
         dx *= dx.dtype.type(factor * float(top[0].diff.reshape(())) / self.batch)
+
+
+@register_layer("ContrastiveLoss")
+class ContrastiveLoss(LossLayer):
+    """The contrastive loss of Hadsell et al. over pairs: features a = bottom[0] and
+    b = bottom[1] (N items of one size: Caffe's (N, C, 1, 1), or any shape of the same count per
+    item) and a similarity label y = bottom[2] (one per item; similar where int(y) != 0, as
+    Caffe's cast). With d_n = ||a_n - b_n|| and m = ``margin`` (default 1):
+
+        E = 1/(2N) sum_n  d_n^2                 if similar
+                          max(m - d_n, 0)^2     if dissimilar (legacy_version: max(m - d_n^2, 0))
+
+    Backward (w the loss weight; dE/db = -dE/da):
+        similar:     dE/da_n = w (a_n - b_n) / N
+        dissimilar:  dE/da_n = -w (m - d_n) / d_n (a_n - b_n) / N  where m - d_n > 0, else 0
+                     (legacy: -w (a_n - b_n) / N where m - d_n^2 > 0, else 0)
+    Caffe divides by d_n + 1e-4 in the dissimilar gradient; we take the exact gradient (0 for
+    an item with d_n = 0, where its direction is undefined). The label takes no gradient."""
+
+    example = [
+        {"bottoms": [(6, 3), (6, 3), (6,)], "labels": {2: 2}, "params": {"contrastive_loss_param": {"margin": 3}}},
+        {
+            "bottoms": [(6, 3, 1, 1), (6, 3, 1, 1), (6, 1, 1, 1)],
+            "labels": {2: 2},
+            "params": {"loss_weight": 0.5, "contrastive_loss_param": {"margin": 8, "legacy_version": True}},
+        },
+    ]
+
+    keep_top_data = False
+
+    params = {"margin": Field(float, 1.0), "legacy_version": Field(bool, False)}
+    num_bottoms = (3, 3)
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def Reshape(self, bottom, top):
+        super().Reshape(bottom, top)
+        a, b, y = bottom
+        if a.shape != b.shape and (a.shape[0] != b.shape[0] or a.count != b.count):
+            raise self.error(f"the two feature bottoms must have the same size per item: {a.shape} vs {b.shape}")
+        self.batch = a.shape[0]
+        if y.count != self.batch:
+            raise self.error(f"expected one similarity label per pair ({self.batch}), got label shape {y.shape}")
+        self.features = a.count // self.batch
+        self.buffer("_difference", (self.batch, self.features), a.dtype)
+        self.buffer("_coefficient", (self.batch, 1), a.dtype)
+
+    def Forward_cpu(self, bottom, top):
+        a, b, y = bottom
+        difference = self._difference
+        np.subtract(a.data.reshape(difference.shape), b.data.reshape(difference.shape), out=difference)
+        squared = np.einsum("ij,ij->i", difference, difference)
+        similar = np.abs(y.data.reshape(self.batch)) >= 1  # int(y) != 0
+        margin = self.p.margin
+        if self.p.legacy_version:
+            apart = np.maximum(margin - squared, 0.0)
+        else:
+            apart = np.square(np.maximum(margin - np.sqrt(squared), 0.0))
+        self.similar, self.squared = similar, squared
+        top[0].data[...] = np.sum(np.where(similar, squared, apart)) / (2.0 * self.batch)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[2]:
+            raise self.error("ContrastiveLoss cannot backpropagate to the similarity labels")
+        scale = float(top[0].diff.reshape(())) / self.batch
+        margin, squared = self.p.margin, self.squared
+        if self.p.legacy_version:
+            dissimilar = np.where(margin - squared > 0, -1.0, 0.0)
+        else:
+            distance = np.sqrt(squared)
+            gap = np.maximum(margin - distance, 0.0)
+            dissimilar = -np.divide(gap, distance, out=np.zeros_like(distance), where=distance > 0)
+        coefficient = self._coefficient
+        coefficient[:, 0] = np.where(self.similar, 1.0, dissimilar) * scale
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                dx = bottom[i].diff.reshape(self._difference.shape)
+                np.multiply(self._difference, coefficient, out=dx)
+                if sign < 0:
+                    np.negative(dx, out=dx)
+
+
+kLOG_THRESHOLD = 1e-20  # Caffe's floor under a probability before its log
+
+
+@register_layer("MultinomialLogisticLoss")
+class MultinomialLogisticLoss(LossLayer):
+    """The log loss of probabilities p = bottom[0] (N items, each flattened to K values, e.g. a
+    Softmax's output) against labels l = bottom[1] (one class index per item):
+
+        E = -(1/N) sum_n log(max(p[n, l_n], 1e-20))
+
+    Backward: dE/dp[n, l_n] = -w / (N max(p[n, l_n], 1e-20)), 0 for the other classes (w the
+    loss weight). Below the floor Caffe keeps that steep gradient rather than the flat loss's
+    0, and so do we. Prefer SoftmaxWithLoss on scores: it is the same loss, computed stably."""
+
+    example = {"bottoms": [(3, 4), (3,)], "labels": {1: 4}, "positive": [0]}
+
+    keep_top_data = False
+
+    def Reshape(self, bottom, top):
+        super().Reshape(bottom, top)
+        self.batch = bottom[0].shape[0]
+        self.classes = bottom[0].count // self.batch
+        if bottom[1].count != self.batch:
+            raise self.error(f"expected one label per item ({self.batch}), got label shape {bottom[1].shape}")
+        if getattr(self, "_rows", None) is None or self._rows.size != self.batch:
+            self._rows = np.arange(self.batch)
+
+    def Forward_cpu(self, bottom, top):
+        p = bottom[0].data.reshape(self.batch, self.classes)
+        labels = bottom[1].data.reshape(self.batch)
+        check_labels(self, labels, self.classes, None)
+        self.labels = labels.astype(np.intp)
+        self.picked = np.maximum(p[self._rows, self.labels], p.dtype.type(kLOG_THRESHOLD))
+        top[0].data[...] = -np.sum(np.log(self.picked)) / self.batch
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.error("MultinomialLogisticLoss cannot backpropagate to the labels")
+        if not propagate_down[0]:
+            return
+        dp = bottom[0].diff.reshape(self.batch, self.classes)
+        dp[...] = 0
+        scale = -float(top[0].diff.reshape(())) / self.batch
+        dp[self._rows, self.labels] = scale / self.picked
+
+
+def read_infogain_matrix(layer, source):
+    """H from a Caffe BlobProto file (``.binaryproto``), as a float64 array. A relative path is
+    looked up under the config's folder, then the current folder (Caffe's only place). A
+    missing or malformed file is a DataError naming it."""
+    from ..caffe_compat import _decode_blob, _WireError
+
+    path = Path(source).expanduser()
+    if not path.is_absolute():
+        base = getattr(getattr(layer, "net", None), "base_dir", None)
+        candidates = ([Path(base) / path] if base is not None else []) + [Path.cwd() / path]
+        path = next((c for c in candidates if c.is_file()), candidates[0])
+    located = {"file": str(path), "layer": layer.name, "field": "infogain_loss_param.source"}
+    try:
+        buf = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read the infogain matrix: {err.strerror or err}", **located) from None
+    try:
+        return _decode_blob(buf, (0, len(buf)), "infogain matrix").astype(np.float64)
+    except _WireError as err:
+        raise DataError(f"not a BlobProto (.binaryproto): {err}", **located) from None
+
+
+@register_layer("InfogainLoss")
+class InfogainLoss(LossLayer):
+    """The infogain loss of Caffe 1.0: a softmax of the scores x = bottom[0] along ``axis``
+    (default 1), then a log loss weighted by an infogain matrix H (K x K, K the classes): row l
+    of H says how much each predicted class is worth when the label is l. H comes from the file
+    ``infogain_loss_param.source`` (a BlobProto, ``.binaryproto``) or from a third bottom. With
+    p = softmax(x), predictions i (every position before and after ``axis``) and labels l_i:
+
+        E = -(1 / normalizer) sum_i sum_k H[l_i, k] log(max(p[i, k], 1e-20))
+
+    H = I gives SoftmaxWithLoss. Predictions labelled ``ignore_label`` are left out; the
+    normalizer follows ``loss_param.normalization`` (default VALID; ``normalize`` is refused, as
+    Caffe 1.0 does). Backward (w the loss weight; as Caffe, the floor is not differentiated):
+
+        dE/dx[i, k] = w (p[i, k] sum_j H[l_i, j] - H[l_i, k]) / normalizer  (0 where ignored)
+
+    An optional second top gives p (no gradient flows back from it, as in Caffe). Neither the
+    labels nor H take a gradient."""
+
+    example = [
+        {"bottoms": [(3, 4), (3,), (4, 4)], "labels": {1: 4}},
+        {
+            "bottoms": [(2, 4, 3), (2, 3), (4, 4)],
+            "labels": {1: 4},
+            "params": {"loss_param": {"ignore_label": 2, "normalization": "FULL"}},
+        },
+    ]
+
+    keep_top_data = False
+
+    params = {"source": Field(str, None), "axis": Field(int, 1)}
+    num_bottoms = (2, 3)
+    num_tops = (1, 2)
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def LayerSetUp(self, bottom, top):
+        super().LayerSetUp(bottom, top)
+        if self.loss_param.normalize is not None:
+            raise self.error(
+                "normalize is deprecated for InfogainLoss (Caffe 1.0 refuses it): use normalization",
+                "loss_param.normalize",
+            )
+        self.mode = self.loss_param.normalization or "VALID"
+        self.stored_matrix = None
+        if len(bottom) < 3:
+            if not self.p.source:
+                raise self.error(
+                    "give the infogain matrix H as infogain_loss_param.source (a .binaryproto) or as a third bottom",
+                    "infogain_loss_param.source",
+                )
+            self.stored_matrix = read_infogain_matrix(self, self.p.source).astype(self.dtype)
+
+    def Reshape(self, bottom, top):
+        super().Reshape(bottom, top)
+        try:
+            self.axis = bottom[0].canonical_axis(self.p.axis)
+        except ValueError as err:
+            raise self.error(str(err), "infogain_loss_param.axis") from None
+        shape = bottom[0].shape
+        self.outer, self.classes = bottom[0].count_range(0, self.axis), shape[self.axis]
+        self.inner = bottom[0].count_range(self.axis + 1)
+        if bottom[1].count != self.outer * self.inner:
+            raise self.error(
+                f"expected {self.outer * self.inner} labels for scores of shape {shape} "
+                f"(infogain axis {self.axis}), got label shape {bottom[1].shape}"
+            )
+        matrix = bottom[2].data if len(bottom) > 2 else self.stored_matrix
+        if matrix.size != self.classes**2:
+            raise self.error(
+                f"the infogain matrix H must be {self.classes} x {self.classes} for the {self.classes} classes "
+                f"of scores {shape} (axis {self.axis}), got shape {matrix.shape}"
+            )
+        if len(top) > 1:
+            top[1].reshape(shape)
+        self.buffer("_prob", shape)
+        self.buffer("_log_prob", shape)
+
+    def _matrix(self, bottom):
+        if len(bottom) > 2:
+            return bottom[2].data.reshape(self.classes, self.classes)
+        return self.stored_matrix.reshape(self.classes, self.classes)
+
+    def Forward_cpu(self, bottom, top):
+        prob = softmax(bottom[0].data, self._prob, self.axis).reshape(self.outer, self.classes, self.inner)
+        labels = bottom[1].data.reshape(self.outer, self.inner)
+        ignore = self.loss_param.ignore_label
+        check_labels(self, labels, self.classes, ignore)
+        valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
+        self.valid, self.index = valid, np.where(valid, labels, 0).astype(np.intp)
+        log_prob = self._log_prob.reshape(prob.shape)
+        np.maximum(prob, prob.dtype.type(kLOG_THRESHOLD), out=log_prob)
+        np.log(log_prob, out=log_prob)
+        rows = self._matrix(bottom)[self.index]  # (outer, inner, classes): H[l_i]
+        per_prediction = np.einsum("oik,oki->oi", rows, log_prob)
+        self.norm = self.normalizer(self.mode, self.outer, self.inner, int(valid.sum()))
+        top[0].data[...] = -np.sum(per_prediction, where=valid) / self.norm
+        if len(top) > 1:
+            top[1].data[...] = self._prob
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[1] or (len(bottom) > 2 and propagate_down[2]):
+            raise self.error("InfogainLoss cannot backpropagate to the labels or the infogain matrix")
+        if not propagate_down[0]:
+            return
+        matrix = self._matrix(bottom)
+        rows = matrix[self.index]  # (outer, inner, classes)
+        row_sums = matrix.sum(axis=1)[self.index]  # (outer, inner)
+        dx = bottom[0].diff.reshape(self.outer, self.classes, self.inner)
+        prob = self._prob.reshape(dx.shape)
+        np.multiply(prob, row_sums[:, None, :], out=dx)
+        dx -= rows.transpose(0, 2, 1)
+        if not self.valid.all():
+            dx *= self.valid[:, None, :]
+        dx *= dx.dtype.type(float(top[0].diff.reshape(())) / self.norm)
 
 
 @register_layer("Accuracy")

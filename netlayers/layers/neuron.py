@@ -4,11 +4,11 @@ Each may run in place (top == bottom) unless its backward needs the input it ove
 that need x in backward say so and keep what they need.
 
 In a chain of in-place layers on one blob, the blob ends up holding the last layer's output.
-Layers whose backward reads their own output from the top (ReLU, Sigmoid, TanH, ELU, Exp, BNLL)
-are only right as the last of such a chain, or when what follows keeps the property they read
-(as in Caffe, where ReLU then Dropout in place works because a dropped unit's gradient is 0).
-PReLU, Power, Log and Dropout keep what they need (Threshold needs nothing), so later in-place
-layers may overwrite the blob.
+Layers whose backward reads their own output from the top (ReLU, Sigmoid, TanH, ELU, Exp, BNLL,
+Swish) are only right as the last of such a chain, or when what follows keeps the property they
+read (as in Caffe, where ReLU then Dropout in place works because a dropped unit's gradient is 0).
+PReLU, Power, Log, Clip and Dropout keep what they need (Threshold needs nothing), so later
+in-place layers may overwrite the blob.
 """
 
 import numpy as np
@@ -376,6 +376,64 @@ class Threshold(NeuronLayer):
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
             bottom[0].diff[...] = 0
+
+
+@register_layer("Clip")
+class Clip(NeuronLayer):
+    """y = min(max(x, min), max) (``clip_param.min`` and ``max``, both required, as Caffe).
+    Backward: dE/dx = dE/dy where min <= x <= max (the bounds included, as Caffe), 0 elsewhere.
+    The forward keeps that mask, so in place works (Caffe in place reads y, always inside the
+    bounds, and passes every gradient). min > max is refused (Caffe would output min)."""
+
+    example = {"bottoms": [(2, 3, 4)], "params": {"clip_param": {"min": -0.5, "max": 0.8}}}
+
+    keep_top_data = False
+
+    params = {"min": Field(float, required=True), "max": Field(float, required=True)}
+
+    @classmethod
+    def check_params(cls, p):
+        if p.min > p.max:
+            raise rule_error("max", f"max ({p.max:g}) must be at least min ({p.min:g})")
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_inside", bottom[0].shape, bool)
+
+    def Forward_cpu(self, bottom, top):
+        elementwise.clip_forward(bottom[0].data, self.p.min, self.p.max, out=top[0].data, inside=self._inside)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, self._inside, out=bottom[0].diff)
+
+
+@register_layer("Swish")
+class Swish(NeuronLayer):
+    """y = x * sigmoid(beta x) (``swish_param.beta``, default 1; Caffe's master branch).
+    Backward, from y and s = sigmoid(beta x) kept by the forward (so in place works):
+    dE/dx = dE/dy * (beta y + s (1 - beta y)) = dE/dy * (s + beta x s (1 - s))."""
+
+    example = [
+        {"bottoms": [(2, 3, 4)]},
+        {"bottoms": [(2, 3, 4)], "params": {"swish_param": {"beta": -1.5}}},
+    ]
+
+    params = {"beta": Field(float, 1.0)}
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+        self.buffer("_sigmoid", bottom[0].shape, bottom[0].dtype)
+
+    def Forward_cpu(self, bottom, top):
+        x, s = bottom[0].data, self._sigmoid
+        np.multiply(x, x.dtype.type(self.p.beta), out=s)
+        elementwise.sigmoid_forward(s, out=s)
+        np.multiply(x, s, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            elementwise.swish_backward(top[0].data, self._sigmoid, top[0].diff, self.p.beta, out=bottom[0].diff)
 
 
 @register_layer("Dropout")

@@ -10,10 +10,11 @@ import math
 import numpy as np
 
 from .. import parallel
+from ..errors import DataError
 from ..kernels import elementwise
 from ..kernels import scale as scale_kernels
 from ..layer import Layer
-from ..netspec import FILLER, RESHAPE_SHAPE, Enum, Field, rule_error
+from ..netspec import BLOB_SHAPE, FILLER, RESHAPE_SHAPE, Enum, Field, rule_error
 from ..registry import register_layer
 
 
@@ -785,6 +786,142 @@ class ArgMax(Layer):
             y3[:, 0, :] = index[:, :, 0]
             if self.p.out_max_val:
                 y3[:, 1, :] = np.take_along_axis(x, index, axis=1)[:, :, 0]
+
+
+@register_layer("Filter")
+class Filter(Layer):
+    """Keeps the items (rows along axis 0) whose selector is non-zero. The last bottom is the
+    selector s (shape (N,) or (N, 1, ...)); every other bottom x_t (N items) gives top t:
+
+        y_t = x_t[S],  S = the indices n with s[n] != 0, in order
+
+    The tops' batch size follows the selector at every forward (at set-up it is N, as Caffe's,
+    so the layers after it can be set up before data arrives); with nothing selected the tops
+    are empty (Caffe then divides by zero in backward; here the gradient is 0).
+    Backward: dE/dx_t[S[j]] = dE/dy_t[j], 0 for the items left out. The selector takes no
+    gradient."""
+
+    example = {"bottoms": [(5, 3), (5, 2, 2), (5,)], "labels": {2: 2}, "tops": 2}
+
+    keep_top_data = False
+
+    num_bottoms = (2, None)
+    num_tops = (1, None)
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != self.selector_index
+
+    def LayerSetUp(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise self.error(
+                f"Filter gives one top per bottom but the last (the selector): "
+                f"{len(bottom) - 1} expected, got {len(top)}"
+            )
+        self.selector_index = len(bottom) - 1
+        self.setting_up = True
+
+    def Reshape(self, bottom, top):
+        selector = bottom[-1]
+        if selector.num_axes == 0 or any(d != 1 for d in selector.shape[1:]):
+            raise self.error(f"the selector (last bottom) must have shape (N,) or (N, 1, ...), got {selector.shape}")
+        batch = selector.shape[0]
+        for i, blob in enumerate(bottom[:-1]):
+            if blob.num_axes == 0 or blob.shape[0] != batch:
+                raise self.error(f"bottom {i} of shape {blob.shape} does not have the selector's {batch} items")
+        self.selected = np.flatnonzero(selector.data.reshape(batch) != 0)
+        kept = batch if self.setting_up else self.selected.size
+        self.setting_up = False
+        for blob, out in zip(bottom, top):
+            out.reshape((kept,) + blob.shape[1:])
+
+    def Forward_cpu(self, bottom, top):
+        for blob, out in zip(bottom, top):
+            np.take(blob.data, self.selected, axis=0, out=out.data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[self.selector_index]:
+            raise self.error("Filter cannot backpropagate to the selector")
+        for blob, out, need in zip(bottom, top, propagate_down):
+            if need:
+                blob.diff[...] = 0
+                blob.diff[self.selected] = out.diff
+
+
+@register_layer("BatchReindex")
+class BatchReindex(Layer):
+    """Picks items of x = bottom[0] by index: with the indices r = bottom[1] (one axis, K
+    whole numbers in [0, N)), y[k] = x[r[k]], so y has shape (K,) + x.shape[1:]. Indices may
+    repeat (or leave items out).
+    Backward: dE/dx[n] = sum over the k with r[k] = n of dE/dy[k] (0 for an item never picked).
+    The indices take no gradient; a fraction or an index outside [0, N) is a DataError (Caffe
+    truncates a fraction)."""
+
+    example = {"bottoms": [(4, 3), (6,)], "labels": {1: 4}}
+
+    keep_top_data = False
+
+    num_bottoms = (2, 2)
+    num_tops = (1, 1)
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def Reshape(self, bottom, top):
+        data, indices = bottom
+        if data.num_axes == 0:
+            raise self.error("the first bottom needs a batch axis (axis 0), got shape ()")
+        if indices.num_axes != 1:
+            raise self.error(f"the indices (bottom 1) must have one axis, got shape {indices.shape}")
+        top[0].reshape(indices.shape[:1] + data.shape[1:])
+
+    def _indices(self, bottom):
+        batch, values = bottom[0].shape[0], bottom[1].data
+        bad = (values != np.floor(values)) | (values < 0) | (values >= batch)  # NaN too
+        if bad.any():
+            value = values[np.argmax(bad)]
+            raise DataError(f"index {value:g} is not an item of the batch [0, {batch - 1}]", layer=self.name)
+        return values.astype(np.intp)
+
+    def Forward_cpu(self, bottom, top):
+        self.indices = self._indices(bottom)
+        np.take(bottom[0].data, self.indices, axis=0, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise self.error("BatchReindex cannot backpropagate to the indices")
+        if propagate_down[0]:
+            dx = bottom[0].diff
+            dx[...] = 0
+            np.add.at(dx, self.indices, top[0].diff)
+
+
+@register_layer("Parameter")
+class Parameter(Layer):
+    """A learned blob as a top: one param of ``parameter_param.shape`` (zeros until trained or
+    loaded, as Caffe's), given as the top's data (no copy; no bottoms).
+    Backward: dE/dparam += dE/dtop (Caffe shares the top's diff with the param instead)."""
+
+    example = {
+        "params": {"parameter_param": {"shape": {"dim": [2, 3]}}},
+        "top_shapes": [(2, 3)],
+    }
+
+    params = {"shape": Field(BLOB_SHAPE, {})}
+    num_bottoms = (0, 0)
+    num_tops = (1, 1)
+
+    def LayerSetUp(self, bottom, top):
+        self.add_param(tuple(self.p.shape.dim))
+
+    def Reshape(self, bottom, top):
+        top[0].share_data(self.blobs[0])  # again before every forward: the param may be shared or reloaded
+
+    def Forward_cpu(self, bottom, top):
+        pass
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if self.param_propagate_down[0]:
+            self.blobs[0].diff += top[0].diff
 
 
 @register_layer("Tile")

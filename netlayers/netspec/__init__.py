@@ -2,7 +2,7 @@
 
 from .json_schema import json_schema
 from .schema import BLOB_SHAPE, FILLER, RESHAPE_SHAPE, Enum, Field, Message, Params, Where, check_message, rule_error
-from .spec import LayerSpec, NetSpec, check_layer, load_net_spec, phase_layers
+from .spec import LayerSpec, NetSpec, check_layer, load_config_file, load_net_spec, phase_layers
 from .yaml_lines import load_yaml_file, load_yaml_text
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "LayerSpec",
     "NetSpec",
     "check_layer",
+    "load_config_file",
     "load_net_spec",
     "phase_layers",
     "load_yaml_file",

@@ -148,7 +148,8 @@ class Where:
 
 
 def kind_name(kind):
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind, repr(kind))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+    return names.get(kind, repr(kind))
 
 
 def close_match_hint(word, candidates):
@@ -202,6 +203,10 @@ def check_scalar(value, kind, where):
         raise where.error(f"expected one of {kind!r}, got {value!r}{hint}")
     if kind is bool:
         if isinstance(value, bool):
+            return value
+        raise wrong()
+    if kind is dict:  # kept as written, checked where it is used (a solver's inline net)
+        if isinstance(value, dict):
             return value
         raise wrong()
     if kind is int:

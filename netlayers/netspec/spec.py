@@ -1,13 +1,14 @@
-"""From a YAML net definition to a checked spec: no arrays yet, every mistake found up front.
+"""From a net definition to a checked spec: no arrays yet, every mistake found up front.
 
-``load_net_spec(source)`` accepts a path to a YAML file, YAML-shaped dict, or a NetSpec, and
-returns a :class:`NetSpec` whose layers are :class:`LayerSpec` objects with every parameter block
-checked against what the layer class declares. It also checks the graph for both phases:
-duplicate layer names, duplicate producers of a blob, and bottoms that no earlier layer
-produces. A net-level ``imports:`` list names modules to import first (from the config's folder,
-then the Python path), so that layer types they register can be used. ``phase_layers(spec,
-phase)`` filters by include/exclude rules and inserts Split layers where a blob fans out.
-"""
+``load_net_spec(source)`` accepts a path to a YAML file or a Caffe ``.prototxt`` (read as it is,
+legacy V1 nets upgraded), a YAML-shaped dict, or a NetSpec, and returns a :class:`NetSpec` whose
+layers are :class:`LayerSpec` objects with every parameter block checked against what the layer
+class declares. It also checks the graph for both phases: duplicate producers of a blob, and
+bottoms that no earlier layer produces (a net whose include/exclude rules test levels or stages
+is checked when a Net picks its state). A net-level ``imports:`` list names modules to import
+first (from the config's folder, then the Python path), so that layer types they register can be
+used. ``phase_layers(spec, phase, level, stages)`` filters by Caffe's include/exclude rules and
+inserts Split layers where a blob fans out."""
 
 import importlib
 import sys
@@ -32,7 +33,21 @@ PARAM_SPEC = Message(
     name="ParamSpec",
 )
 
-NET_STATE_RULE = Message({"phase": Field(Enum(*PHASES))}, name="NetStateRule")
+NET_STATE_RULE = Message(
+    {
+        "phase": Field(Enum(*PHASES)),
+        "min_level": Field(int, None),
+        "max_level": Field(int, None),
+        "stage": Field(str, repeated=True),
+        "not_stage": Field(str, repeated=True),
+    },
+    name="NetStateRule",
+)
+
+NET_STATE = Message(
+    {"phase": Field(Enum(*PHASES), None), "level": Field(int, 0), "stage": Field(str, repeated=True)},
+    name="NetState",
+)
 
 LAYER_FIELDS = {
     "name": Field(str, required=True),
@@ -52,6 +67,7 @@ NET_FIELDS = {
     "force_backward": Field(bool, False),
     "random_seed": Field(int, -1),
     "dtype": Field(Enum("float32", "float64"), "float32"),
+    "state": Field(NET_STATE, None, doc="Caffe's NetState: the level and stages that include/exclude rules test"),
     "labels_file": Field(
         str,
         None,
@@ -94,13 +110,33 @@ class LayerSpec:
     def cls(self):
         return layer_class(self.type, self.where)
 
-    def in_phase(self, phase):
-        """Caffe's rule: with include rules, one must match; with exclude rules, none may."""
+    def in_phase(self, phase, level=0, stages=()):
+        """Caffe's rule (Net::FilterNet): with include rules, the net's state (phase, level,
+        stages) must meet one; with exclude rules, it may meet none."""
         if self.include:
-            return any(rule.phase in (None, phase) for rule in self.include)
+            return any(_meets(rule, phase, level, stages) for rule in self.include)
         if self.exclude:
-            return not any(rule.phase in (None, phase) for rule in self.exclude)
+            return not any(_meets(rule, phase, level, stages) for rule in self.exclude)
         return True
+
+    @property
+    def depends_on_state(self):
+        """True when a rule of this layer tests the level or the stages."""
+        return any(
+            rule.min_level is not None or rule.max_level is not None or rule.stage or rule.not_stage
+            for rule in (*self.include, *self.exclude)
+        )
+
+
+def _meets(rule, phase, level, stages):
+    """Caffe's StateMeetsRule: every condition the rule sets holds for the state."""
+    return (
+        rule.phase in (None, phase)
+        and (rule.min_level is None or level >= rule.min_level)
+        and (rule.max_level is None or level <= rule.max_level)
+        and all(stage in stages for stage in rule.stage)
+        and not any(stage in stages for stage in rule.not_stage)
+    )
 
 
 @dataclass
@@ -115,16 +151,28 @@ class NetSpec:
     file: str | None = None
     base_dir: Path | None = None
     solver: dict | None = None  # the raw ``solver:`` section; checked by the solver
+    level: int = 0  # the net's own ``state:``: level and stages (the phase is the Net's)
+    stages: tuple = ()
     labels_file: str | None = None  # class names for predictions (beyond Caffe)
 
 
+def load_config_file(path):
+    """The mapping a net file holds: YAML, or a Caffe net ``.prototxt`` read as it is (legacy
+    V1 nets upgraded), either with the lines of its fields kept for errors."""
+    from ..caffe_compat import is_prototxt, read_prototxt
+
+    if is_prototxt(path):
+        return read_prototxt(path)
+    return load_yaml_file(path)
+
+
 def load_net_spec(source):
-    """A NetSpec from a YAML path, a dict (as YAML would give) or a NetSpec."""
+    """A NetSpec from a YAML or Caffe prototxt path, a dict (as YAML would give) or a NetSpec."""
     if isinstance(source, NetSpec):
         return source
     if isinstance(source, (str, Path)):
         path = Path(source)
-        raw = load_yaml_file(path)
+        raw = load_config_file(path)
         return check_net(raw, file=str(path), base_dir=path.resolve().parent)
     if isinstance(source, dict):
         return check_net(source, file=None, base_dir=Path.cwd())
@@ -191,9 +239,12 @@ def check_net(raw, *, file=None, base_dir=None):
         base_dir=Path(base_dir) if base_dir else None,
         solver=raw.get("solver"),
         labels_file=net.labels_file,
+        level=net.state.level if net.state else 0,
+        stages=tuple(net.state.stage) if net.state else (),
     )
-    for phase in PHASES:
-        check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
+    if not any(layer.depends_on_state for layer in layers):  # else checked when a Net is built
+        for phase in PHASES:
+            check_graph([layer for layer in layers if layer.in_phase(phase)], phase)
     return spec
 
 
@@ -247,7 +298,11 @@ def check_layer(raw, where):
     common = {k: v for k, v in raw.items() if k in LAYER_FIELDS}
     for key in raw:
         if key not in LAYER_FIELDS and key not in blocks_fields:
-            hint = close_match_hint(key, list(LAYER_FIELDS) + list(blocks_fields))
+            owners = _block_owners().get(key)
+            if owners and cls is not None and key not in NEVER_IGNORED_BLOCKS:
+                _warn_unused_block(key, owners, raw["type"], where.at(raw, key))
+                continue
+            hint = close_match_hint(key, [*LAYER_FIELDS, *blocks_fields, *(owners or _block_owners())])
             known = ", ".join(list(LAYER_FIELDS) + list(blocks_fields))
             raise where.at(raw, key).error(f"unknown field{hint}; a {raw['type']} layer takes: {known}")
     checked = check_message(common, LAYER_FIELDS, where)
@@ -278,14 +333,38 @@ def check_layer(raw, where):
     )
 
 
+#: Blocks that change the numbers a layer gives: a layer that does not read one is an error, not a
+#: warning (Caffe's MemoryData applies transform_param; netlayers' does not).
+NEVER_IGNORED_BLOCKS = ("transform_param",)
+
+
+def _block_owners():
+    """Parameter block name -> the layer types that take it, over every registered layer: the
+    blocks Caffe's LayerParameter has (each read by some layer type)."""
+    from ..registry import layer_types
+
+    owners = {}
+    for type_name in layer_types():
+        for block in layer_class(type_name).param_blocks():
+            owners.setdefault(block, []).append(type_name)
+    return owners
+
+
+def _warn_unused_block(block, owners, type_name, where):
+    """Caffe accepts any LayerParameter block on any layer and ignores what the layer does not
+    read (VGG16's deploy file carries an image_data_param on its Input layer): a warning."""
+    shown_owners = ", ".join(owners[:3]) + (", ..." if len(owners) > 3 else "")
+    message = where.error(f"ignored: {type_name} layers do not read {block} (only {shown_owners} layers do)")
+    warnings.warn(NetlayersWarning(str(message)), stacklevel=2)
+
+
 def check_graph(layers, phase):
-    """Names unique, every bottom produced earlier, no blob produced twice (except in place)."""
-    seen_names = {}
+    """Every bottom produced earlier, no blob produced twice (except in place). Layer names may
+    repeat, as Caffe allows (BVLC's mnist_autoencoder has two layers named ``loss``); the Net
+    refuses only two layers of one name that both have params, whose weights could not be told
+    apart in a weights file."""
     produced = set()
     for layer in layers:
-        if layer.name in seen_names:
-            raise layer.where.error(f"duplicate layer name in phase {phase} (also at line {seen_names[layer.name]})")
-        seen_names[layer.name] = layer.where.line
         for i, bottom in enumerate(layer.bottoms):
             if bottom not in produced:
                 hint = close_match_hint(bottom, produced)
@@ -315,11 +394,18 @@ def _list_entry_where(layer, key, index):
     return Where(where.file, where.line, layer.name, f"{key}[{index}]")
 
 
-def phase_layers(spec, phase):
-    """The layers of ``phase``, with Split layers inserted where a blob feeds several."""
+def phase_layers(spec, phase, level=None, stages=None):
+    """The layers of ``phase`` at ``level`` with ``stages`` (default: the net's own ``state:``),
+    with Split layers inserted where a blob feeds several."""
     if phase not in PHASES:
         raise ConfigError(f"phase must be TRAIN or TEST, got {phase!r}")
-    return insert_splits([layer for layer in spec.layers if layer.in_phase(phase)])
+    level = spec.level if level is None else level
+    stages = spec.stages if stages is None else tuple(stages)
+    layers = [layer for layer in spec.layers if layer.in_phase(phase, level, stages)]
+    if any(layer.depends_on_state for layer in spec.layers):
+        shown_state = f"{phase}, level {level}" + (f", stages {', '.join(stages)}" if stages else "")
+        check_graph(layers, shown_state)
+    return insert_splits(layers)
 
 
 def insert_splits(layers):

@@ -37,6 +37,16 @@ class LineList(list):
         return lines[index] if index < len(lines) else self.line
 
 
+def plain(value):
+    """A deep copy of loaded data as plain dicts and lists (the line-keeping types dropped), as
+    ``yaml.safe_dump`` and a changed copy need."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
 class _LineLoader(yaml.SafeLoader):
     depth = 0
 

@@ -81,6 +81,7 @@ from typing import Any
 import numpy as np
 
 from .. import io
+from ..caffe_compat import is_prototxt, read_prototxt
 from ..errors import ConfigError, TrainingError
 from ..io import (
     create_temporary,
@@ -91,9 +92,10 @@ from ..io import (
     weights_file_of,
 )
 from ..net import Net
-from ..netspec import Enum, Field, Where, check_message, load_net_spec, load_yaml_file
+from ..netspec import Enum, Field, Message, Where, check_message, load_net_spec, load_yaml_file
 from ..netspec.schema import shown
 from ..netspec.spec import check_net
+from ..netspec.yaml_lines import LineDict
 from . import debug_info, lr_policy
 from .adaptive import AdaDelta, AdaGrad, Adam, RMSProp
 from .reporting import Reporter
@@ -110,8 +112,21 @@ LEGACY_TYPES = {
     "ADAM": "Adam",
 }
 
+NET_STATE_FIELDS = {
+    "phase": Field(Enum("TRAIN", "TEST"), None),
+    "level": Field(int, 0),
+    "stage": Field(str, repeated=True),
+}
+
 SOLVER_FIELDS = {
-    "net": Field(str, None, doc="the net's YAML file, relative to this config's folder"),
+    "net": Field(str, None, doc="the net's file (YAML or prototxt), relative to this config's folder"),
+    "net_param": Field(dict, None, doc="the net itself, inline"),
+    "train_net": Field(str, None, doc="the TRAIN net's file (then test_net names the TEST net's)"),
+    "train_net_param": Field(dict, None, doc="the TRAIN net, inline"),
+    "test_net": Field(str, repeated=True, doc="the TEST net's file (one: netlayers has one TEST net)"),
+    "test_net_param": Field(dict, repeated=True, doc="the TEST net, inline"),
+    "train_state": Field(Message(NET_STATE_FIELDS, name="NetState"), None, doc="level and stages of the TRAIN net"),
+    "test_state": Field(Message(NET_STATE_FIELDS, name="NetState"), repeated=True, doc="of the TEST net"),
     "type": Field(Enum(*RULES), None, doc="SGD (default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam"),
     "solver_type": Field(Enum(*LEGACY_TYPES), None, doc="Caffe's legacy enum for type"),
     "base_lr": Field(float, required=True, min=0),
@@ -147,31 +162,46 @@ SOLVER_FIELDS = {
     "snapshot_format": Field(Enum("HDF5", "BINARYPROTO"), "BINARYPROTO"),
     "debug_info": Field(bool, False),
     "test_compute_loss": Field(bool, False),
+    "snapshot_diff": Field(bool, False),
+    "layer_wise_reduce": Field(bool, True),
 }
+
+#: The fields that name the net to train (at most one; a YAML config may instead hold ``layers:``).
+TRAIN_NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
 
 STATE_VERSION = 1
 MAX_MEMBER_NAME = 65535  # bytes of a zip member's name (a 16-bit field)
 
 
 def read_config(config):
-    """(raw mapping, file name or None, base folder) of a YAML path or a dict."""
+    """(raw mapping, file name or None, base folder) of a YAML path, a Caffe solver prototxt
+    (its SolverParameter becomes the ``solver:`` section) or a dict."""
     if isinstance(config, (str, Path)):
         path = Path(config)
+        if is_prototxt(path):
+            section = read_prototxt(path, "SolverParameter")
+            raw = LineDict(solver=section)
+            raw.line, raw.key_lines = 1, {"solver": 1}
+            return raw, str(path), path.resolve().parent
         return load_yaml_file(path), str(path), path.resolve().parent
     if isinstance(config, dict):
         return config, None, Path.cwd()
     raise ConfigError(f"a solver is built from a YAML path or a mapping, not {shown(config)}")
 
 
-def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
+def check_solver_params(raw, file=None, *, max_iter=None, seed=None, type=None):
     """Check the ``solver:`` section of ``raw`` (the whole config mapping). Returns the checked
-    Params, with ``type`` resolved and the ``max_iter``/``seed`` overrides applied."""
+    Params, with ``type`` resolved and the ``max_iter``/``seed``/``type`` overrides applied
+    (``type``: pycaffe's solver classes decide the update rule whatever the file says)."""
     if not isinstance(raw, dict):
         raise ConfigError("a config must be a mapping with 'layers:' and 'solver:'", file=file)
     section = raw.get("solver")
     if section is None:
+        caffe_net = file is not None and is_prototxt(file)
         raise ConfigError(
-            "no 'solver:' section; training needs one (base_lr, max_iter, ...)",
+            "a Caffe net file holds no solver: train with its solver file (train --solver solver.prototxt)"
+            if caffe_net
+            else "no 'solver:' section; training needs one (base_lr, max_iter, ...)",
             file=file,
             line=getattr(raw, "line", None),
         )
@@ -184,7 +214,7 @@ def check_solver_params(raw, file=None, *, max_iter=None, seed=None):
         if param.type is not None:
             raise at("solver_type").error("give either type or the legacy solver_type, not both")
         param.type = LEGACY_TYPES[param.solver_type]
-    param.type = param.type or "SGD"
+    param.type = type or param.type or "SGD"
     for name, value in (("max_iter", max_iter), ("seed", seed)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
             raise ConfigError(f"the {name} override must be a whole number, got {value!r:.60}", file=file)
@@ -228,6 +258,13 @@ def field_where(raw, file, name):
 def _line_of(mapping, key):
     line_of = getattr(mapping, "line_of", None)
     return line_of(key) if line_of else None
+
+
+def _state(state):
+    """(level, stages) of a solver's train_state / test_state (None: the net's own)."""
+    if state is None:
+        return None, None
+    return state.level, list(state.stage)
 
 
 def _has_test_only_layers(spec):
@@ -293,12 +330,15 @@ class Solver:
         max_iter: int | None = None,
         reporter: Any = None,
         overwrite: bool = False,
+        type: str | None = None,
     ) -> None:
         raw, self.file, self.base_dir = read_config(config)
-        self.param = param = check_solver_params(raw, self.file, max_iter=max_iter, seed=seed)
+        self.caffe_paths = self.file is not None and is_prototxt(self.file)
+        self.param = param = check_solver_params(raw, self.file, max_iter=max_iter, seed=seed, type=type)
         spec = self._net_spec(raw)
         net_seed = param.random_seed if param.random_seed >= 0 else None
-        self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root)
+        level, stages = _state(param.train_state)
+        self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages)
         self._check_has_loss()
         self.test_net = self._test_net(raw, spec, data_root)
         for path in param.weights:
@@ -349,7 +389,10 @@ class Solver:
                     "leave out test_interval to train without testing)"
                 )
             return None
-        test_net = Net(spec, "TEST", seed=self.net.seed + 1, data_root=data_root)
+        level, stages = _state(param.test_state[0] if param.test_state else None)
+        test_net = Net(
+            self._test_spec(raw, spec), "TEST", seed=self.net.seed + 1, data_root=data_root, level=level, stages=stages
+        )
         if not test_net.layers or not test_net.outputs:
             what = (
                 "no layers (are they all include: {phase: TRAIN}?)"
@@ -363,17 +406,55 @@ class Solver:
         return test_net
 
     def _net_spec(self, raw):
-        if self.param.net:
-            if "layers" in raw or "layer" in raw:
+        """The net to train: the config's own ``layers:``, or the one solver field of
+        TRAIN_NET_FIELDS that names it (a file, or a net written inline)."""
+        given = [name for name in TRAIN_NET_FIELDS if self.param[name] is not None]
+        if len(given) > 1:
+            raise field_where(raw, self.file, given[1]).error(
+                f"give one of {', '.join(TRAIN_NET_FIELDS)}, not {given[0]} too"
+            )
+        if not given:
+            if self.caffe_paths:
                 raise field_where(raw, self.file, "net").error(
-                    "the config has its own 'layers:'; give either those or solver.net, not both"
+                    f"a solver file names its net: give one of {', '.join(TRAIN_NET_FIELDS)}"
                 )
-            return load_net_spec(self._resolve(self.param.net))
-        return check_net(raw, file=self.file, base_dir=self.base_dir)
+            return check_net(raw, file=self.file, base_dir=self.base_dir)
+        if "layers" in raw or "layer" in raw:
+            raise field_where(raw, self.file, given[0]).error(
+                f"the config has its own 'layers:'; give either those or solver.{given[0]}, not both"
+            )
+        return self._load_net(raw, given[0])
+
+    def _test_spec(self, raw, train_spec):
+        """The TEST net's spec: ``test_net`` / ``test_net_param`` when given (one), else the TEST
+        phase of the net being trained."""
+        tests = [("test_net", value) for value in self.param.test_net]
+        tests += [("test_net_param", value) for value in self.param.test_net_param]
+        if len(tests) > 1:
+            raise field_where(raw, self.file, tests[1][0]).error(
+                f"{len(tests)} test nets given; netlayers has one TEST net"
+            )
+        if not tests:
+            return train_spec
+        if self.param.train_net is None and self.param.train_net_param is None:
+            raise field_where(raw, self.file, tests[0][0]).error("goes with train_net (or train_net_param), not net")
+        return self._load_net(raw, tests[0][0], tests[0][1])
+
+    def _load_net(self, raw, name, value=None):
+        value = self.param[name] if value is None else value
+        if name.endswith("_param"):
+            return check_net(value, file=self.file, base_dir=self.base_dir)
+        return load_net_spec(self._resolve(value))
 
     def _resolve(self, path):
+        """A file named in the config: relative to the config's folder; in a Caffe solver file,
+        relative to the current folder as Caffe resolves it, else to the solver file's folder."""
         path = Path(path)
-        return path if path.is_absolute() else self.base_dir / path
+        if path.is_absolute():
+            return path
+        if self.caffe_paths and path.exists():
+            return path
+        return self.base_dir / path
 
     # -- running ------------------------------------------------------------------------------
     def solve(self, resume: str | Path | None = None) -> None:

@@ -1,8 +1,7 @@
-"""Tests of data-set lookup and loading (IDX and NPZ), and of tools/get_fashion_mnist.py."""
+"""Tests of data-set lookup and loading (IDX and NPZ), and of `netlayers data fashion-mnist`."""
 
 import gzip
 import hashlib
-import importlib.util
 import io
 import os
 import struct
@@ -15,7 +14,6 @@ from netlayers.data import Source, data_roots, load_source, read_npz, resolve_so
 from netlayers.errors import ConfigError, DataError
 
 FASHION_ROOT = Path("/usr/share/datasets")
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "get_fashion_mnist.py"
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +129,7 @@ def test_missing_fashion_mnist_message(tmp_path):
     assert str(Path("~/.cache/netlayers/datasets").expanduser() / "fashion-mnist") in text
     assert "/usr/share/datasets/fashion-mnist" in text
     assert "apt-get install dataset-fashion-mnist" in text
-    assert "python tools/get_fashion_mnist.py" in text
+    assert "netlayers data fashion-mnist" in text
 
 
 def test_missing_other_data_set_suggests_data_root(tmp_path):
@@ -155,8 +153,8 @@ def test_images_file_without_labels_file(tmp_path):
 
 
 def test_unknown_backend():
-    with pytest.raises(ConfigError, match="unknown data backend 'LMDB'"):
-        resolve_source("x", "LMDB")
+    with pytest.raises(ConfigError, match="unknown data backend 'ROCKSDB'"):
+        resolve_source("x", "ROCKSDB")
 
 
 def test_count_mismatch_names_both_files(tmp_path):
@@ -266,16 +264,22 @@ def test_npz_missing(tmp_path):
         read_npz(tmp_path / "none.npz")
 
 
-# -- tools/get_fashion_mnist.py ------------------------------------------------------------
+# -- netlayers data fashion-mnist (netlayers/data/download.py) -------------------------------
 
 
 @pytest.fixture(scope="module")
 def tool():
-    """The command-line helper, imported from its file."""
-    spec = importlib.util.spec_from_file_location("get_fashion_mnist", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The module behind the command."""
+    from netlayers.data import download
+
+    return download
+
+
+def data_command(argv):
+    """``netlayers data fashion-mnist ARGV``, as a user types it."""
+    from netlayers.cli.main import main
+
+    return main(["data", "fashion-mnist", *argv])
 
 
 @pytest.fixture
@@ -298,7 +302,7 @@ def fake_opener(payload):
 
 
 def test_tool_finds_installed_data_set(tool, no_network, tmp_path, capsys):
-    assert tool.main(["--data-root", str(tmp_path)]) == 0
+    assert data_command(["--data-root", str(tmp_path)]) == 0
     assert "found in /usr/share/datasets/fashion-mnist" in capsys.readouterr().out
 
 
@@ -308,7 +312,7 @@ def test_tool_prefers_data_root(tool, no_network, tmp_path, capsys):
     for name in tool.FILES:
         (folder / name.removesuffix(".gz")).write_bytes(b"")
     assert tool.find_existing([tmp_path]) == folder
-    assert tool.main(["--data-root", str(tmp_path)]) == 0
+    assert data_command(["--data-root", str(tmp_path)]) == 0
     assert f"found in {folder}" in capsys.readouterr().out
 
 

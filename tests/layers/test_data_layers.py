@@ -92,8 +92,8 @@ def test_truncated_data_file_names_the_file(tmp_path):
         data_net({"source": str(folder / "train"), "batch_size": 2})
 
 
-def test_lmdb_backend_is_a_clear_error():
-    with pytest.raises(ConfigError, match="backend LMDB is not supported"):
+def test_a_missing_lmdb_is_a_clear_error():
+    with pytest.raises(DataError, match="layer 'data': LMDB database 'x' not found"):
         data_net({"source": "x", "backend": "LMDB", "batch_size": 2})
 
 

@@ -6,6 +6,8 @@ of the layer to test:
 - ``bottoms``: the bottom shapes; their values are drawn N(0, 1) (seeded);
 - ``labels``: ``{bottom index: K}``: that bottom holds class indices, integers in [0, K)
   (never perturbed by the gradient check);
+- ``positive``: ``[bottom index, ...]``: those bottoms hold |N(0, 1)| + 0.05 (probabilities,
+  say, for a layer that reads them as they are);
 - ``params``: the rest of the layer's YAML mapping (``convolution_param``, ``loss_weight``, ...);
 - ``tops``: the number of tops (default 1); ``phase``: "TRAIN" (default) or "TEST";
 - ``top_shapes``: for a source layer (no bottoms), the shapes its tops must have;
@@ -25,7 +27,8 @@ work or raise a one-line netlayers error. A registered type without an example f
 (i) With every split over the worker threads forced on, 3 workers give 1 worker's results.
 Beyond the list: bottoms given a new batch size after a first forward give what a layer set up
 for those shapes gives (Reshape runs before every forward). Source layers (no bottoms) are
-checked for their top shapes, float32 vs float64 data, and a backward that does nothing.
+checked for their top shapes, float32 vs float64 data, and a backward that does nothing (or,
+for a source of learned values such as Parameter, a gradient check of its params).
 """
 
 import sys
@@ -89,6 +92,8 @@ def bottom_values(example, dtype=np.float64, seed=3):
             values = rng.integers(0, labels[i], size=shape).astype(np.float64)
         else:
             values = rng.standard_normal(shape)
+            if i in example.get("positive", ()):
+                values = np.abs(values) + 0.05
         arrays.append(values.astype(np.float32).astype(dtype))
     return arrays
 
@@ -461,6 +466,10 @@ def test_source_layers_make_their_shapes_agree_across_dtypes_and_have_no_backwar
     for t32, t64 in zip(narrow.top, wide.top):
         assert t32.data.dtype == np.float32
         assert_close_in_float32(t32.data, t64.data, f"{type_name}'s top")
+    if wide.layer.blobs:  # learned values as a top (Parameter): the gradient reaches the params
+        report = check_layer(wide.layer, [], tops=wide.top, seed=5)
+        assert report.blobs and report.passed, report.table()
+        return
     assert not wide.layer.has_backward
     outputs = [t.data.copy() for t in wide.top]
     wide.set_top_diffs()

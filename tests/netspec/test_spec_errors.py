@@ -104,9 +104,17 @@ def test_bottom_not_produced(tmp_path):
     assert "did you mean 'z'" in message
 
 
-def test_duplicate_layer_names(tmp_path):
-    message = error_of(tmp_path, GOOD.replace("name: loss", "name: ip"))
-    assert "duplicate layer name" in message and "line 7" in message
+def test_duplicate_layer_names_are_accepted_as_in_caffe_unless_both_have_params(tmp_path):
+    from netlayers import Net
+
+    net = Net(write(tmp_path, GOOD.replace("name: loss", "name: ip")))
+    assert net.layer_names == ["data", "ip", "ip"]
+    twice = GOOD.replace("name: loss\n    type: SoftmaxWithLoss", "name: ip\n    type: InnerProduct").replace(
+        "bottom: [z, y]\n    top: loss", "bottom: z\n    top: z2\n    inner_product_param: {num_output: 2}"
+    )
+    with pytest.raises(ConfigError, match="two layers named 'ip' have params .*line 7.*rename one") as info:
+        Net(write(tmp_path, twice))
+    assert "net.yaml:12: layer 'ip'" in str(info.value)
 
 
 def test_same_name_in_disjoint_phases_is_fine(tmp_path):

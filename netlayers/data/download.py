@@ -1,7 +1,4 @@
-#!/usr/bin/env python3
-"""Find or download the Fashion-MNIST data set for netlayers.
-
-    python tools/get_fashion_mnist.py [--data-root DIR]
+"""Find or download the Fashion-MNIST data set: ``netlayers data fashion-mnist [--data-root DIR]``.
 
 First looks in the places netlayers searches (``--data-root``, ``$NETLAYERS_DATA_ROOT``,
 ``~/.cache/netlayers/datasets``, ``/usr/share/datasets``) for a ``fashion-mnist`` folder
@@ -14,19 +11,14 @@ Files found locally are not checked against those MD5 sums: Debian's dataset-fas
 package ships the same images recompressed, so its ``.gz`` files have other checksums.
 """
 
-import argparse
 import hashlib
 import os
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-try:
-    from netlayers.data.sources import USER_CACHE, data_roots
-except ImportError:  # run as a script from a checkout: make the package importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from netlayers.data.sources import USER_CACHE, data_roots
+from ..errors import DataError
+from .sources import USER_CACHE, data_roots
 
 DATASET_DIR = "fashion-mnist"
 
@@ -47,7 +39,7 @@ FILES = {
 _CHUNK = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(DataError):
     """A file could not be fetched or did not match its published checksum."""
 
 
@@ -131,39 +123,16 @@ def download_all(folder, *, base_urls=BASE_URLS, opener=urllib.request.urlopen, 
     return folder
 
 
-def parse_args(argv):
-    """The command-line options."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-root",
-        metavar="DIR",
-        help=f"search here first, and download into DIR/fashion-mnist (default {USER_CACHE}/fashion-mnist)",
-    )
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    """Find the data set or download it; return the process exit code."""
-    args = parse_args(argv)
-    found = find_existing(data_roots(args.data_root))
+def fetch_fashion_mnist(data_root=None, log=print):
+    """Find the data set, or download it into ``DIR/fashion-mnist`` (``data_root``, else the
+    user cache); returns the folder that holds it. Raises DownloadError when it cannot."""
+    found = find_existing(data_roots(data_root))
     if found is not None:
-        print(f"Fashion-MNIST found in {found}")
-        return 0
-    root = data_roots(args.data_root)[0] if args.data_root else USER_CACHE.expanduser()
+        log(f"Fashion-MNIST found in {found}")
+        return found
+    root = data_roots(data_root)[0] if data_root else USER_CACHE.expanduser()
     folder = root / DATASET_DIR
-    print(f"Fashion-MNIST not found; downloading into {folder}")
-    try:
-        download_all(folder)
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        print(
-            "alternatively: apt-get install dataset-fashion-mnist (files in /usr/share/datasets/fashion-mnist)",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"Fashion-MNIST ready in {folder}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    log(f"Fashion-MNIST not found; downloading into {folder}")
+    download_all(folder, log=log)
+    log(f"Fashion-MNIST ready in {folder}")
+    return folder
