@@ -697,6 +697,33 @@ def _export_embed(graph, site):
     return [graph.node("Add", [rows, graph.constant(f"{layer.name}_bias", layer.blobs[1].data)], name)]
 
 
+def _export_clip(graph, site):
+    """Clip(min, max), the bounds as scalar inputs (opset 11 and later)."""
+    p = site.layer.p
+    low, high = _scalar(graph, f"{site.layer.name}_min", p.min), _scalar(graph, f"{site.layer.name}_max", p.max)
+    return [graph.node("Clip", [site.x, low, high], site.layer.spec.tops[0])]
+
+
+def _export_swish(graph, site):
+    """x sigmoid(beta x): Mul, Sigmoid, Mul."""
+    name = site.layer.spec.tops[0]
+    scaled = _multiply(graph, site, site.x, site.layer.p.beta, f"{name}_scaled")
+    return [graph.node("Mul", [site.x, graph.node("Sigmoid", [scaled], f"{name}_sigmoid")], name)]
+
+
+def _export_batch_reindex(graph, site):
+    """Gather along axis 0 by the index bottom, cast to int64."""
+    name = site.layer.spec.tops[0]
+    indices = graph.node("Cast", [site.inputs[1]], f"{name}_indices", to=graph.onnx.TensorProto.INT64)
+    return [graph.node("Gather", [site.x, indices], name, axis=0)]
+
+
+def _export_parameter(graph, site):
+    """The param blob, as an initializer (Identity gives it the top's name)."""
+    layer = site.layer
+    return [graph.node("Identity", [graph.constant(f"{layer.name}_param", layer.blobs[0].data)], layer.spec.tops[0])]
+
+
 def _export_input(graph, site):
     """The tops are the graph's inputs (handled by the graph itself)."""
     raise AssertionError("Input layers are graph inputs")
@@ -736,4 +763,8 @@ EXPORTS = {
     "Tile": _export_tile,
     "Reduction": _export_reduction,
     "Embed": _export_embed,
+    "Clip": _export_clip,
+    "Swish": _export_swish,
+    "BatchReindex": _export_batch_reindex,
+    "Parameter": _export_parameter,
 }

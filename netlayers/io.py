@@ -215,7 +215,7 @@ def load_weights(path):
     the file and the key."""
     path = Path(path)
     if path.suffix == ".caffemodel":
-        from .caffe_compat import read_caffemodel
+        from .caffe.wire import read_caffemodel
 
         return read_caffemodel(path)
     arrays = load_arrays(path)

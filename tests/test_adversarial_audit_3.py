@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from netlayers.caffe_compat import parse_prototxt, read_caffemodel
+from netlayers.caffe.prototxt import parse_prototxt
+from netlayers.caffe.wire import read_caffemodel
 from netlayers.cli.main import main
 from netlayers.errors import ConfigError, DataError, NetlayersError
 from netlayers.inspect.plotting import load_metrics

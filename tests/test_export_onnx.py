@@ -406,3 +406,23 @@ def test_cli_reports_missing_onnx_in_one_line(tmp_path, capsys, monkeypatch):
     assert code == 2
     assert capsys.readouterr().err == f"netlayers: error: {ONNX_MISSING}\n"
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_clip_swish_batch_reindex_and_parameter_agree(tmp_path):
+    layers = [
+        {"name": "clip", "type": "Clip", "bottom": "x", "top": "clip", "clip_param": {"min": -0.5, "max": 0.8}},
+        {"name": "swish", "type": "Swish", "bottom": "x", "top": "swish", "swish_param": {"beta": -1.5}},
+        {"name": "swish1", "type": "Swish", "bottom": "x", "top": "swish1"},
+        {"name": "pick", "type": "BatchReindex", "bottom": ["x", "order"], "top": "pick"},
+        {"name": "w", "type": "Parameter", "top": "w", "parameter_param": {"shape": {"dim": [3, 4]}}},
+        {"name": "wsum", "type": "Eltwise", "bottom": ["w", "w2"], "top": "wsum"},
+    ]
+    net = build(layers, {"x": (3, 4), "order": (5,), "w2": (3, 4)}, "more")
+    net.layer("w").blobs[0].data[...] = np.random.default_rng(5).normal(size=(3, 4))
+    rng = np.random.default_rng(1)
+    feeds = {
+        "x": rng.normal(0, 1, (3, 4)).astype(np.float32),
+        "order": np.array([2, 0, 0, 1, 2], np.float32),
+        "w2": rng.normal(0, 1, (3, 4)).astype(np.float32),
+    }
+    assert_exports(net, tmp_path, inputs=feeds)

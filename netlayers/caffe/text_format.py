@@ -21,8 +21,8 @@ enum comes from the fields each layer class declares (``Field(Enum(...))`` is an
 net's and the solver's field tables, and Caffe's own caffe.proto where it differs: there,
 filler ``type``, the solver's ``type``, ``lr_policy`` and ``regularization_type`` are strings.
 Known fields come in their declared order (Caffe's, as protobuf prints them); a field no
-table knows is written as its value says. ``netlayers.caffe_compat.parse_prototxt`` and
-``to_netlayers`` read the text back to the same net.
+table knows is written as its value says. :mod:`netlayers.caffe.prototxt` reads the text
+back to the same net.
 """
 
 import math
@@ -320,6 +320,16 @@ def solver_to_text(solver):
     """A ``solver:`` section (a dict of Caffe's SolverParameter fields) as prototxt text."""
     if not isinstance(solver, dict):
         raise ConfigError(f"a solver to write as prototxt is a mapping, not {type(solver).__name__}")
+    nets = {key: value for key, value in solver.items() if key in INLINE_NETS}
     lines = []
-    _write_message(lines, solver, _solver_schema(), 0)
+    _write_message(lines, {k: v for k, v in solver.items() if k not in nets}, _solver_schema(), 0)
+    for key, value in nets.items():  # inline nets: written as nets are (layers as `layer { }`)
+        for net in value if isinstance(value, list) else [value]:
+            lines.append(f"{key} {{")
+            lines.extend("  " + line for line in net_to_text(net).splitlines())
+            lines.append("}")
     return "\n".join(lines) + "\n" if lines else ""
+
+
+#: A solver's fields that hold a whole net.
+INLINE_NETS = ("net_param", "train_net_param", "test_net_param")

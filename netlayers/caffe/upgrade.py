@@ -5,7 +5,7 @@ Many model-zoo files still use the V1 format: a net's ``layers { ... }`` entries
 as ``blobs_lr`` / ``weight_decay`` lists, param names as a plain ``param: "w"`` list, and (in the
 oldest of them) the data transformation inside ``data_param`` / ``image_data_param`` /
 ``window_data_param``. :func:`upgrade_v1_net` turns such a net (in netlayers' mapping form, as
-``caffe_compat`` converts prototxt text) into the current form:
+:mod:`netlayers.caffe.prototxt` converts prototxt text) into the current form:
 
 - ``layers`` -> ``layer``, each type enum -> its layer type name (``SOFTMAX_LOSS`` ->
   ``SoftmaxWithLoss``);
@@ -21,6 +21,7 @@ one-line error that says how to upgrade it.
 """
 
 from ..errors import ConfigError
+from ..netspec.schema import Field
 from ..netspec.yaml_lines import LineDict, LineList
 
 #: V1LayerParameter.LayerType -> the layer type name (caffe.proto's V1 enum; UpgradeV1LayerType).
@@ -65,6 +66,14 @@ V1_TYPES = {
     "TANH": "TanH",
     "WINDOW_DATA": "WindowData",
     "THRESHOLD": "Threshold",
+}
+
+#: V1LayerParameter's fields that differ from LayerParameter's (caffe.proto): the per-param lists.
+V1_LISTS = {
+    "param": Field(str, repeated=True),
+    "blobs_lr": Field(float, repeated=True),
+    "weight_decay": Field(float, repeated=True),
+    "blob_share_mode": Field(str, repeated=True),
 }
 
 #: The V1 per-param lists, folded into ``param`` entries: V1 field -> ParamSpec field.

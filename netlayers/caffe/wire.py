@@ -1,8 +1,8 @@
 """Caffe's binary protobuf files written and read without a protobuf dependency.
 
 The wire format (protobuf's encoding) in both directions: varints, length-delimited fields,
-packed repeated floats, doubles and int64s. Decoding reuses the helpers of
-:mod:`netlayers.caffe_compat`. On top of it:
+packed repeated floats, doubles and int64s (decoding: :func:`_iter_fields`,
+:func:`_parse_message` and the field getters). On top of it:
 
 - :class:`Message`, a small table-driven stand-in for a generated protobuf class (fields as
   attributes, ``SerializeToString``, ``ParseFromString``, ``HasField``), which
@@ -35,24 +35,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..caffe_compat import (
-    _MAX_BLOB_COUNT,
-    _NET_LAYER,
-    _NET_V1_LAYERS,
-    WIRE_FIXED32,
-    WIRE_FIXED64,
-    WIRE_LENGTH,
-    WIRE_VARINT,
-    _expect_wire,
-    _get_int64,
-    _get_spans,
-    _get_string,
-    _layer_name_and_blob_spans,
-    _parse_message,
-    _repeated_int64,
-    _repeated_real,
-    _WireError,
-)
 from ..errors import ConfigError, DataError
 
 __all__ = [
@@ -66,6 +48,180 @@ __all__ = [
 ]
 
 _UINT64 = (1 << 64) - 1
+
+# ---------------------------------------------------------------------------------------------
+# Decoding primitives
+# ---------------------------------------------------------------------------------------------
+
+WIRE_VARINT, WIRE_FIXED64, WIRE_LENGTH, WIRE_FIXED32 = 0, 1, 2, 5
+_WIRE_NAMES = {WIRE_VARINT: "varint", WIRE_FIXED64: "64-bit", WIRE_LENGTH: "length-delimited", WIRE_FIXED32: "32-bit"}
+
+# NetParameter fields holding layers, and where each layer kind keeps its name and blobs.
+_NET_LAYER = 100  # repeated LayerParameter layer = 100
+_NET_V1_LAYERS = 2  # repeated V1LayerParameter layers = 2
+_LAYER_NAME, _LAYER_BLOBS = 1, 7
+_V1_NAME, _V1_BLOBS, _V1_V0_LAYER = 4, 6, 1
+_V0_NAME, _V0_BLOBS = 1, 50
+# Caffe refuses blobs of more than INT_MAX values; the same bound keeps a shape with a zero
+# dimension beside huge ones (which holds no data, so passes the size check) out of numpy.
+_MAX_BLOB_COUNT = 2**31 - 1
+
+
+class _WireError(Exception):
+    """Malformed protobuf bytes; turned into a DataError naming the file by the caller."""
+
+
+def _read_varint(buf, pos, end):
+    """Decode one base-128 varint at ``pos``; returns ``(value, next_pos)``."""
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise _WireError(_overrun_message(buf, pos, end))
+        byte = buf[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise _WireError(f"malformed varint at byte {pos - 10}")
+
+
+def _overrun_message(buf, pos, end):
+    """The message for a field that runs past the end of its data."""
+    if end >= len(buf):
+        return f"data ends in the middle of a field at byte {pos} of {len(buf)} (file truncated?)"
+    return f"corrupt data: a field at byte {pos} runs past the end of its enclosing message"
+
+
+def _to_int64(value):
+    """Reinterpret a decoded varint as a signed 64-bit integer (two's complement)."""
+    value &= (1 << 64) - 1
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _iter_fields(buf, start, end):
+    """Yield ``(field_number, wire_type, value)`` for the message in ``buf[start:end]``.
+
+    ``value`` is the integer for varints and the ``(start, end)`` byte span of the payload for
+    the other wire types. Group wire types (3, 4; unused by Caffe) and invalid ones raise.
+    """
+    pos = start
+    while pos < end:
+        key_pos = pos
+        key, pos = _read_varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError(f"not protobuf data: field number 0 at byte {key_pos}")
+        if wire == WIRE_VARINT:
+            value, pos = _read_varint(buf, pos, end)
+            yield number, wire, value
+            continue
+        if wire == WIRE_LENGTH:
+            size, pos = _read_varint(buf, pos, end)
+        elif wire in (WIRE_FIXED64, WIRE_FIXED32):
+            size = 8 if wire == WIRE_FIXED64 else 4
+        else:
+            raise _WireError(f"not protobuf data: unsupported wire type {wire} at byte {key_pos}")
+        if pos + size > end:
+            raise _WireError(_overrun_message(buf, pos + size, end))
+        yield number, wire, (pos, pos + size)
+        pos += size
+
+
+def _parse_message(buf, start, end):
+    """Group a message's fields by number: ``{number: [(wire_type, value), ...]}``."""
+    fields = {}
+    for number, wire, value in _iter_fields(buf, start, end):
+        fields.setdefault(number, []).append((wire, value))
+    return fields
+
+
+def _expect_wire(number, wire, allowed, what):
+    if wire not in allowed:
+        expected = " or ".join(_WIRE_NAMES[w] for w in allowed)
+        raise _WireError(f"{what}: field {number} is {_WIRE_NAMES.get(wire, wire)}, expected {expected}")
+
+
+def _get_string(buf, fields, number, what):
+    """The last value of a string field (protobuf's rule for repeated scalars), or None."""
+    if number not in fields:
+        return None
+    wire, (start, end) = fields[number][-1]
+    _expect_wire(number, wire, (WIRE_LENGTH,), what)
+    try:
+        return bytes(buf[start:end]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _WireError(f"{what}: field {number} is not valid UTF-8 text") from None
+
+
+def _get_int64(fields, number, what, default=0):
+    """The last value of an int64 varint field, or ``default``."""
+    if number not in fields:
+        return default
+    wire, value = fields[number][-1]
+    _expect_wire(number, wire, (WIRE_VARINT,), what)
+    return _to_int64(value)
+
+
+def _get_spans(fields, number, what):
+    """Byte spans of every occurrence of an embedded-message field."""
+    spans = []
+    for wire, value in fields.get(number, ()):
+        _expect_wire(number, wire, (WIRE_LENGTH,), what)
+        spans.append(value)
+    return spans
+
+
+def _repeated_int64(buf, fields, number, what):
+    """All values of a repeated int64 field, packed or unpacked (both are legal on the wire)."""
+    values = []
+    for wire, value in fields.get(number, ()):
+        _expect_wire(number, wire, (WIRE_VARINT, WIRE_LENGTH), what)
+        if wire == WIRE_VARINT:
+            values.append(_to_int64(value))
+            continue
+        pos, end = value
+        while pos < end:
+            item, pos = _read_varint(buf, pos, end)
+            values.append(_to_int64(item))
+    return values
+
+
+def _repeated_real(buf, fields, number, dtype, what):
+    """All values of a repeated float (``<f4``) or double (``<f8``) field, packed or unpacked."""
+    dtype = np.dtype(dtype)
+    wire_single = WIRE_FIXED32 if dtype.itemsize == 4 else WIRE_FIXED64
+    chunks = []
+    for wire, (start, end) in fields.get(number, ()):
+        _expect_wire(number, wire, (wire_single, WIRE_LENGTH), what)
+        if (end - start) % dtype.itemsize:
+            raise _WireError(
+                f"{what}: packed field {number} holds {end - start} bytes, not a multiple of {dtype.itemsize}"
+            )
+        chunks.append(np.frombuffer(buf, dtype=dtype, count=(end - start) // dtype.itemsize, offset=start))
+    if not chunks:
+        return np.empty(0, dtype=dtype)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _layer_name_and_blob_spans(buf, number, span, index):
+    """``(name, [blob spans])`` of one LayerParameter (field 100) or V1LayerParameter (field 2)."""
+    what = f"layer #{index}"
+    fields = _parse_message(buf, *span)
+    if number == _NET_LAYER:
+        name = _get_string(buf, fields, _LAYER_NAME, what)
+        return name or "", _get_spans(fields, _LAYER_BLOBS, what)
+    name = _get_string(buf, fields, _V1_NAME, what)
+    blobs = _get_spans(fields, _V1_BLOBS, what)
+    v0_spans = _get_spans(fields, _V1_V0_LAYER, what)
+    if v0_spans and not blobs:  # the oldest files nest a V0LayerParameter holding it all
+        v0 = _parse_message(buf, *v0_spans[-1])
+        name = name or _get_string(buf, v0, _V0_NAME, what)
+        blobs = _get_spans(v0, _V0_BLOBS, what)
+    return name or "", blobs
+
 
 # ---------------------------------------------------------------------------------------------
 # Encoding primitives
@@ -644,9 +800,10 @@ def write_caffemodel(net: Any, path: str | os.PathLike) -> None:
 
 def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     """``{layer name: [arrays]}`` of a ``.caffemodel``, as
-    :func:`netlayers.caffe_compat.read_caffemodel` reads it but keeping each blob's own type:
-    float32 from ``data``, float64 from ``double_data`` (so a float64 net written by
-    :func:`write_caffemodel` reads back identical)."""
+    Caffe's weight copying reads it: each blob with its Caffe shape and its own type (float32
+    from ``data``, float64 from ``double_data``, so a float64 net written by
+    :func:`write_caffemodel` reads back identical); current (``layer``) and legacy V1/V0
+    (``layers``) files; a repeated layer name keeps the later layer's blobs."""
     buf = _read_file(path, "Caffe model")
     try:
         net = _parse_message(buf, 0, len(buf))

@@ -21,7 +21,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    from ..caffe_compat import convert_prototxt
+    from ..caffe.prototxt import convert_prototxt
 
     text = convert_prototxt(args.net, solver_path=args.solver)
     if args.output is None:

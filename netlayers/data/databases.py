@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..caffe_compat import WIRE_FIXED32, WIRE_LENGTH, WIRE_VARINT, _iter_fields, _WireError
+from ..caffe.wire import WIRE_FIXED32, WIRE_LENGTH, WIRE_VARINT, _iter_fields, _WireError
 from ..errors import DataError
 
 #: Datum field numbers (caffe.proto).

@@ -283,16 +283,16 @@ def _as_mean_image(mean):
 def read_mean_file(path):
     """The mean image of a Caffe ``.binaryproto`` (one BlobProto, as ``compute_image_mean``
     writes it) as float32 (C, H, W); a file that is not one is a DataError naming it."""
-    from netlayers.caffe_compat import _decode_blob, _WireError
+    from netlayers.caffe.wire import DecodeError, decode_blob
 
     try:
         buf = Path(path).read_bytes()
     except OSError as err:
         raise DataError(f"cannot read the mean file: {err.strerror or err}", file=str(path)) from None
     try:
-        blob = _decode_blob(buf, (0, len(buf)), "mean file")
-    except _WireError as err:
-        raise DataError(f"not a Caffe mean file (BlobProto .binaryproto): {err}", file=str(path)) from None
+        blob = decode_blob(buf, what="mean file")[0].astype(np.float32)
+    except DecodeError as err:
+        raise DataError(f"not a Caffe mean file (BlobProto .binaryproto): {err.message}", file=str(path)) from None
     try:
         return _as_mean_image(blob)
     except DataError as err:

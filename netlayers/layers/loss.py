@@ -509,7 +509,7 @@ def read_infogain_matrix(layer, source):
     """H from a Caffe BlobProto file (``.binaryproto``), as a float64 array. A relative path is
     looked up under the config's folder, then the current folder (Caffe's only place). A
     missing or malformed file is a DataError naming it."""
-    from ..caffe_compat import _decode_blob, _WireError
+    from ..caffe.wire import DecodeError, decode_blob
 
     path = Path(source).expanduser()
     if not path.is_absolute():
@@ -522,9 +522,9 @@ def read_infogain_matrix(layer, source):
     except OSError as err:
         raise DataError(f"cannot read the infogain matrix: {err.strerror or err}", **located) from None
     try:
-        return _decode_blob(buf, (0, len(buf)), "infogain matrix").astype(np.float64)
-    except _WireError as err:
-        raise DataError(f"not a BlobProto (.binaryproto): {err}", **located) from None
+        return decode_blob(buf, what="infogain matrix")[0].astype(np.float64)
+    except DecodeError as err:
+        raise DataError(f"not a BlobProto (.binaryproto): {err.message}", **located) from None
 
 
 @register_layer("InfogainLoss")

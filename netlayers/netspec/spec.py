@@ -159,7 +159,7 @@ class NetSpec:
 def load_config_file(path):
     """The mapping a net file holds: YAML, or a Caffe net ``.prototxt`` read as it is (legacy
     V1 nets upgraded), either with the lines of its fields kept for errors."""
-    from ..caffe_compat import is_prototxt, read_prototxt
+    from ..caffe.prototxt import is_prototxt, read_prototxt
 
     if is_prototxt(path):
         return read_prototxt(path)

@@ -18,7 +18,7 @@ from netlayers import caffe
 from netlayers.caffe import layers as L
 from netlayers.caffe import net_spec, to_proto
 from netlayers.caffe import params as P
-from netlayers.caffe_compat import parse_prototxt, to_netlayers
+from netlayers.caffe.prototxt import parse_prototxt, to_netlayers
 from netlayers.errors import ConfigError
 from netlayers.netspec import load_net_spec, phase_layers
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import netlayers
+from netlayers.caffe.prototxt import parse_prototxt, solver_to_netlayers, to_netlayers
 from netlayers.caffe.text_format import net_to_text, quote, solver_to_text
-from netlayers.caffe_compat import parse_prototxt, solver_to_netlayers, to_netlayers
 from netlayers.errors import ConfigError
 from netlayers.netspec import Where, check_message, load_net_spec, load_yaml_file
 from netlayers.solvers.base import SOLVER_FIELDS
@@ -50,7 +50,7 @@ def test_the_configs_and_fixtures_cover_what_the_brief_names():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_config_reads_back_as_the_same_spec(path, monkeypatch):
-    """Written as prototxt and read by caffe_compat, each shipped config is the same checked net:
+    """Written as prototxt and read by netlayers.caffe.prototxt, each shipped config is the same checked net:
     every layer, blob name, param spec, phase rule and checked parameter block."""
     monkeypatch.chdir(path.parent)  # a Python layer's module and imports are found from here
     text = net_to_text(load_yaml_file(path))

@@ -11,8 +11,7 @@ import yaml
 from netlayers import Net
 from netlayers.caffe import wire
 from netlayers.caffe.proto import caffe_pb2
-from netlayers.caffe_compat import convert_prototxt
-from netlayers.caffe_compat import read_caffemodel as compat_read_caffemodel
+from netlayers.caffe.prototxt import convert_prototxt
 from netlayers.errors import ConfigError, DataError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "caffe"
@@ -182,13 +181,11 @@ def test_a_written_caffemodel_reads_back_identically(tmp_path, dtype):
         (4, 3, 3, 3), (4,), (4,), (4,), (1,), (4,), (4,), (5, 64), (5,)
     ]  # fmt: skip
     ours = wire.read_caffemodel(path)
-    compat = compat_read_caffemodel(path)
-    assert list(ours) == list(compat) == ["conv", "bn", "scale", "ip"]
+    assert list(ours) == ["conv", "bn", "scale", "ip"]
     for name, arrays in expected.items():
-        for want, got, got_compat in zip(arrays, ours[name], compat[name], strict=True):
+        for want, got in zip(arrays, ours[name], strict=True):
             assert got.dtype == want.dtype and got.shape == want.shape
             np.testing.assert_array_equal(got, want)
-            np.testing.assert_array_equal(got_compat, want.astype(np.float32))  # that reader gives float32
     header = NetParameter()
     header.ParseFromString(path.read_bytes())
     assert header.name == "every_param_kind"
@@ -208,11 +205,11 @@ def test_a_net_loading_the_written_file_computes_what_the_writer_did(tmp_path):
 
 
 def test_caffes_own_model_round_trips_through_the_writer(tmp_path):
-    original = compat_read_caffemodel(FIXTURES / "lenet_fmnist_iter_10000.caffemodel")
-    assert wire.read_caffemodel(FIXTURES / "lenet_fmnist_iter_10000.caffemodel").keys() == original.keys()
+    original = wire.read_caffemodel(FIXTURES / "lenet_fmnist_iter_10000.caffemodel")
+    assert all(a.dtype == np.float32 for arrays in original.values() for a in arrays)
     path = tmp_path / "lenet.caffemodel"
     wire.write_caffemodel(original, path)  # a mapping {layer: [arrays]}
-    again = compat_read_caffemodel(path)
+    again = wire.read_caffemodel(path)
     assert list(again) == list(original)
     for name in original:
         for want, got in zip(original[name], again[name], strict=True):

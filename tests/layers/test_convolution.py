@@ -305,7 +305,7 @@ def test_lenet_with_caffe_weights_reproduces_caffe_test_figures():
     """BVLC Caffe's LeNet at iteration 10000 scores accuracy 0.8996, loss 0.305403 on the
     10,000 Fashion-MNIST test images (pixels / 256); our Convolution, Pooling (CEIL), etc. with
     its weights must give the same."""
-    from netlayers.caffe_compat import read_caffemodel
+    from netlayers.caffe.wire import read_caffemodel
     from netlayers.data.idx import read_idx
 
     images = read_idx(FASHION / "t10k-images-idx3-ubyte.gz").astype(np.float32) / 256

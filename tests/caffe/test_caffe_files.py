@@ -1,4 +1,4 @@
-"""Tests for netlayers.caffe_compat: Caffe .caffemodel weights and .prototxt nets/solvers."""
+"""Caffe .caffemodel weights (netlayers.caffe.wire) and .prototxt nets/solvers (netlayers.caffe.prototxt)."""
 
 import subprocess
 import sys
@@ -8,15 +8,16 @@ import numpy as np
 import pytest
 import yaml
 
-from netlayers.caffe_compat import convert_prototxt, parse_prototxt, read_caffemodel, solver_to_netlayers, to_netlayers
+from netlayers.caffe.prototxt import convert_prototxt, parse_prototxt, solver_to_netlayers, to_netlayers
+from netlayers.caffe.wire import read_caffemodel
 from netlayers.errors import ConfigError, DataError
 
-CAFFE = Path(__file__).resolve().parents[0] / "fixtures" / "caffe"  # copied from shared/caffe
+CAFFE = Path(__file__).resolve().parents[1] / "fixtures" / "caffe"  # copied from shared/caffe
 MODEL_2000 = CAFFE / "lenet_fmnist_iter_2000.caffemodel"
 MODEL_10000 = CAFFE / "lenet_fmnist_iter_10000.caffemodel"
 NET = CAFFE / "lenet_train_test_fmnist.prototxt"
 SOLVER = CAFFE / "lenet_solver_fmnist.prototxt"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 LENET_SHAPES = {
@@ -209,8 +210,8 @@ def test_legacy_v1_layers_with_4d_shape_unpacked_floats_and_doubles(tmp_path):
     blobs = read_caffemodel(path)
     assert list(blobs) == ["fc"]
     np.testing.assert_array_equal(blobs["fc"][0], weights.reshape(1, 2, 1, 3))
-    assert blobs["fc"][1].dtype == np.float32
-    np.testing.assert_array_equal(blobs["fc"][1], bias.astype(np.float32))
+    assert blobs["fc"][1].dtype == np.float64  # double_data keeps its type; Net.load casts
+    np.testing.assert_array_equal(blobs["fc"][1], bias)
 
 
 def test_v0_layer_nested_in_v1(tmp_path):
@@ -499,3 +500,27 @@ def test_net_level_inputs_need_one_shape_each():
         Net({"name": "n", "input": ["a", "b"], "input_shape": [{"dim": [1, 3]}], "layers": layers})
     with pytest.raises(ConfigError, match="each input needs a shape"):
         Net({"name": "n", "input": ["a"], "layers": layers})
+
+
+def test_the_field_tables_come_from_the_declarations():
+    """Repeated and nested fields are those netlayers declares (no hand-kept table to drift):
+    the solver's weights (repeated in caffe.proto), a block of a layer type added since, a net
+    state inside a solver, a net written inline in a solver."""
+    solver = solver_to_netlayers(
+        parse_prototxt(
+            'weights: "a.caffemodel"\nbase_lr: 0.1\ntest_state { stage: "x" }\n'
+            'net_param { layer { name: "c" type: "Clip" bottom: "x" top: "x" clip_param { min: 0 max: 1 } } }'
+        )
+    )
+    assert solver["weights"] == ["a.caffemodel"] and solver["test_state"] == [{"stage": ["x"]}]
+    assert solver["net_param"]["layers"] == [
+        {"name": "c", "type": "Clip", "bottom": "x", "top": "x", "clip_param": {"min": 0, "max": 1}}
+    ]
+    net = to_netlayers(
+        parse_prototxt(
+            'layer { name: "l" type: "LSTM" bottom: "x" bottom: "c" top: "h" recurrent_param { num_output: 2 } }\n'
+            'layer { name: "t" type: "DummyData" top: "t" dummy_data_param { shape { dim: 2 } } }'
+        )
+    )
+    assert net["layers"][0]["recurrent_param"] == {"num_output": 2}
+    assert net["layers"][1]["dummy_data_param"] == {"shape": [{"dim": [2]}]}
