@@ -40,7 +40,7 @@ def _checked_spec(caffe_net):
 
 
 def _prototxt_spec(path):
-    from ..caffe_compat import parse_prototxt, to_netlayers
+    from .prototxt import parse_prototxt, to_netlayers
 
     try:
         text = path.read_text(encoding="utf-8")

@@ -42,6 +42,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------
 
 
+class BlobShapeError(DataError, ValueError):
+    """A BlobProto whose values do not fill its shape: netlayers' DataError, and the ValueError
+    pycaffe's numpy reshape raises (scripts catch that)."""
+
+
 def blobproto_to_array(blob: Any, return_diff: bool = False) -> np.ndarray:
     """A ``BlobProto``'s data (or diff) as a float64 array of its shape: the legacy
     num/channels/height/width when any is set, else ``shape.dim``. A blob holding only
@@ -56,7 +61,9 @@ def blobproto_to_array(blob: Any, return_diff: bool = False) -> np.ndarray:
         shape = tuple(blob.shape.dim)
     if data.size != int(np.prod(shape)):
         what = "diff" if return_diff else "data"
-        raise DataError(f"BlobProto holds {data.size} {what} values but its shape {shape} needs {int(np.prod(shape))}")
+        raise BlobShapeError(
+            f"BlobProto holds {data.size} {what} values but its shape {shape} needs {int(np.prod(shape))}"
+        )
     return data.reshape(shape)
 
 

@@ -54,6 +54,10 @@ class UnknownNameError(ConfigError, AttributeError):
     AttributeError for ``getattr``/``hasattr``."""
 
 
+class TopTypeError(ConfigError, TypeError):
+    """A layer's input that is not a Top: a one-line error, and the TypeError pycaffe raises."""
+
+
 def _caller():
     """``(file, line)`` of the user's code that called into this module."""
     frame = sys._getframe(1)
@@ -191,9 +195,11 @@ class Function:
         self.inputs = tuple(inputs)
         for index, bottom in enumerate(self.inputs):
             if not isinstance(bottom, Top):
+                hint = f"L.{type_name}(*tops, ...)" if isinstance(bottom, tuple) else "bottom=['name']"
                 raise _error(
-                    f"L.{type_name}: bottom {index} is a {type(bottom).__name__}, not the top of a layer "
-                    "(name blobs made elsewhere with bottom=['name'])"
+                    f"{type_name} input {index} is not a Top (type is {type(bottom)}): bottom {index} is a "
+                    f"{type(bottom).__name__}, not the top of a layer (write {hint})",
+                    TopTypeError,
                 )
         self.ntop = _count(kwargs.pop("ntop", 1), type_name)
         self.in_place = bool(kwargs.pop("in_place", False))
@@ -210,7 +216,7 @@ class Function:
         if tops:
             layer["top"] = tops[0] if len(tops) == 1 else tops
         layer.update((k, v) for k, v in self.fields.items() if k not in ("bottom", "top"))
-        return layer
+        return LayerParameter(layer)
 
 
 def _count(ntop, type_name):
@@ -247,9 +253,16 @@ def route_fields(type_name, kwargs):
             routed[key] = _plain(value, LAYER_FIELDS[key], None, key)
         elif key in blocks:
             routed[key] = _plain_block(value, blocks[key], key, type_name, routed.get(key))
+        elif key in _IGNORED_LAYER_FIELDS:
+            continue  # a LayerParameter field Caffe accepts on any layer and this type never reads
         else:
             raise ConfigError(_unknown_message(type_name, key, blocks, own), file=file, line=line)
     return routed
+
+
+#: LayerParameter fields pycaffe writes on any layer; a type that reads none (pycaffe's own
+#: tests give DummyData a transform_param) ignores them in Caffe, so they are left out here
+_IGNORED_LAYER_FIELDS = ("transform_param",)
 
 
 def _unknown_message(type_name, key, blocks, own):
@@ -423,6 +436,19 @@ class NetSpec:
         """The net of every assigned top, in assignment order."""
         names = {value: name for name, value in self.tops.items()}
         return _net_of(list(self.tops.values()), names)
+
+
+class LayerParameter(dict):
+    """One layer of :func:`to_proto`'s net: netlayers' YAML form as a dict whose fields also
+    read as attributes, as on pycaffe's message: ``layer.bottom`` and ``layer.top`` are lists
+    of blob names (empty when there are none)."""
+
+    def __getattr__(self, name):
+        if name in ("bottom", "top"):
+            return _names(self.get(name, []))
+        if name in self:
+            return self[name]
+        raise AttributeError(name)
 
 
 class NetParameter(dict):

@@ -59,10 +59,21 @@ class Phase(str):
         phase.number = number
         return phase
 
-    def __eq__(self, other: object) -> bool:
+    __array_ufunc__ = None  # ``array == caffe.TEST`` comes to __eq__ (numpy would compare text)
+
+    def __eq__(self, other: object) -> Any:
         if isinstance(other, (int, np.integer)) and not isinstance(other, bool):
             return int(other) == self.number
+        if isinstance(other, (np.ndarray, np.number)) and np.asarray(other).dtype.kind in "biuf":
+            return np.asarray(other) == self.number  # a blob that a Python layer wrote its phase to
         return str.__eq__(self, other)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        """The number, so ``top[0].data[...] = self.phase`` stores 0 or 1 as in pycaffe."""
+        return np.array(self.number, dtype=dtype)
+
+    def __float__(self) -> float:
+        return float(self.number)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
@@ -132,6 +143,28 @@ def layer_type_list() -> list[str]:
     return sorted(layer_types())
 
 
+# -- Python layers ----------------------------------------------------------------------------
+class BlobVec(list):
+    """A layer's param blobs as pycaffe's Python layers see them: a list with ``add_blob``."""
+
+    def __init__(self, dtype: Any = np.float32) -> None:
+        super().__init__()
+        self.dtype = np.dtype(dtype)
+
+    def add_blob(self, *shape: int) -> None:
+        """Append a new param blob of ``shape``, zero-filled (pycaffe's ``self.blobs.add_blob``)."""
+        from ..blob import Blob
+
+        self.append(Blob(tuple(int(d) for d in shape), self.dtype))
+
+
+def as_pycaffe_layer(layer: Any) -> None:
+    """Give a newly built Python layer pycaffe's view: ``self.blobs.add_blob(...)`` and
+    ``self.phase`` as ``caffe.TRAIN``/``caffe.TEST`` (equal to "TRAIN" and to 0 alike)."""
+    layer.blobs = BlobVec(layer.dtype)
+    layer.phase = TRAIN if layer.phase == "TRAIN" else TEST
+
+
 # -- models -----------------------------------------------------------------------------------
 def load_model(model: Any):
     """A checked netlayers NetSpec from a Caffe prototxt path, a YAML path (``.yaml``/``.yml``),
@@ -145,7 +178,7 @@ def load_model(model: Any):
 
 def _prototxt_mapping(path: Path, kind: str) -> dict:
     """A prototxt file as netlayers' mapping: ``kind`` "net" (NetParameter) or "solver"."""
-    from ..caffe_compat import parse_prototxt, solver_to_netlayers, to_netlayers
+    from .prototxt import parse_prototxt, solver_to_netlayers, to_netlayers
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -269,6 +302,35 @@ class Net:
         return weights
 
     @property
+    def _blob_loss_weights(self) -> list[float]:
+        """pycaffe's list form of :attr:`blob_loss_weights`, in blob order."""
+        return list(self.blob_loss_weights.values())
+
+    @property
+    def _blobs(self) -> list:
+        return list(self.blobs.values())
+
+    @property
+    def _inputs(self) -> list[int]:
+        """The inputs' indices in :attr:`blobs` (pycaffe's ``_inputs``)."""
+        return self._blob_indices(self.inputs)
+
+    @property
+    def _outputs(self) -> list[int]:
+        return self._blob_indices(self.outputs)
+
+    def _top_ids(self, layer_index: int) -> list[int]:
+        """The indices in :attr:`blobs` of the tops of layer ``layer_index``."""
+        return self._blob_indices(self.netlayers_net.layers[layer_index].spec.tops)
+
+    def _bottom_ids(self, layer_index: int) -> list[int]:
+        return self._blob_indices(self.netlayers_net.layers[layer_index].spec.bottoms)
+
+    def _blob_indices(self, names) -> list[int]:
+        order = {name: i for i, name in enumerate(self.blobs)}
+        return [order[name] for name in names]
+
+    @property
     def phase(self) -> Phase:
         return TRAIN if self.netlayers_net.phase == "TRAIN" else TEST
 
@@ -290,12 +352,40 @@ class Net:
         gradient of a score for a saliency map: that needs ``force_backward: true`` in the net
         when it has no loss. Param diffs accumulate, as in Caffe."""
         self._set_batch(kwargs, self.outputs, "diff", "output")
+        self._forward_what_backward_needs(start, end)
         self.netlayers_net.backward(start=start, end=end)
-        return self._collect(self._wanted(end, self.inputs, diffs), "diff")
+        return self._collect(self._wanted(end, self.inputs, diffs, "bottoms"), "diff")
 
-    def _wanted(self, end, default, extra) -> list[str]:
+    def _forward_what_backward_needs(self, start: str | None, end: str | None) -> None:
+        """pycaffe lets backward run on a net that has not run forward (its own tests set a top
+        diff by hand on a fresh net); netlayers' layers refuse, as their backward reads what
+        forward kept. So the layers of the backward range that have not run forward since their
+        last reshape run it first, on what their bottoms hold: tops' data is recomputed, the
+        diffs set by hand stay (a loss top's too)."""
+        names = self._layer_names
+        first = names.index(end) if end in names else 0
+        last = names.index(start) if start in names else len(names) - 1
+        layers = self.netlayers_net.layers[first : last + 1]
+        if all(getattr(layer, "_forward_done", False) for layer in layers):
+            return
+        kept = {
+            id(blob): (blob, blob.diff.copy())
+            for layer in layers
+            for blob, weight in zip(self.netlayers_net.top_vecs[names.index(layer.name)], layer.loss_weights)
+            if weight
+        }
+        self.netlayers_net.forward(start=names[first], end=names[last])
+        for blob, diff in kept.values():
+            blob.diff[...] = diff
+
+    def _wanted(self, end, default, extra, names="tops") -> list[str]:
+        """The blobs to return: ``default`` without ``end``; else, as pycaffe, the ``names``
+        ("tops" for forward, "bottoms" for backward) of the layer ``end`` (a blob of that
+        name when no layer has it); then the ``extra`` ones asked for."""
         if end is None:
             first = list(default)
+        elif end in self._layer_names:
+            first = list(getattr(self.netlayers_net.layer(end).spec, names))
         elif end in self.blobs:
             first = [end]
         else:
@@ -403,6 +493,13 @@ class Net:
         names = self._layer_names
         self.netlayers_net.backward(start=names[start], end=names[end])
 
+    def clear_param_diffs(self) -> None:
+        """Set every param blob's diff to 0, in the arrays the blobs hold (a script keeping
+        ``net.params[name][0].diff`` sees the zeros)."""
+        for blobs in self.params.values():
+            for blob in blobs:
+                blob.diff[...] = 0
+
     # -- weights ------------------------------------------------------------------------------
     def copy_from(self, weights: Any) -> None:
         """Copy params from a ``.caffemodel`` or netlayers ``.npz`` into layers of the same name
@@ -416,6 +513,37 @@ class Net:
             _caffemodel_writer()(self.netlayers_net, path)
         else:
             self.netlayers_net.save(path)
+
+    def save_hdf5(self, path: Any) -> None:
+        """Write the params to an HDF5 file as Caffe's ``Net::ToHDF5`` lays them out: the
+        dataset ``data/<layer>/<i>`` for param ``i`` of each layer with params (and its diff
+        under ``diff/``). Needs h5py (``pip install 'netlayers[hdf5]'``)."""
+        h5py = _h5py()
+        try:
+            with h5py.File(str(path), "w") as file:
+                for group in ("data", "diff"):
+                    top = file.create_group(group)
+                    for name, blobs in self.params.items():
+                        layer = top.create_group(name)
+                        for i, blob in enumerate(blobs):
+                            layer.create_dataset(str(i), data=getattr(blob, group))
+        except OSError as err:
+            raise DataError(f"cannot write the weights: {err}", file=str(path)) from None
+
+    def load_hdf5(self, path: Any) -> None:
+        """Copy params from an HDF5 file of :meth:`save_hdf5`'s (Caffe's) layout into the layers
+        named alike; a layer the file lacks keeps its values, a shape mismatch is an error."""
+        h5py = _h5py()
+        try:
+            file = h5py.File(str(path), "r")
+        except OSError as err:
+            raise DataError(f"cannot read the weights: {err}", file=str(path)) from None
+        with file:
+            if "data" not in file:
+                raise DataError("not a Caffe HDF5 weights file (no 'data' group)", file=str(path))
+            for name, blobs in self.params.items():
+                if name in file["data"]:
+                    _copy_hdf5_layer(file["data"][name], blobs, name, path)
 
     def share_with(self, other: "Net") -> None:
         """Use ``other``'s param blobs for the layers named alike (no copy: both nets see every
@@ -453,6 +581,34 @@ def _item_count(values: dict) -> int:
     if len(set(counts.values())) > 1:
         raise DataError(f"the arrays given hold different numbers of items: {counts}")
     return next(iter(counts.values()), 0)
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ConfigError("HDF5 weights need h5py: pip install 'netlayers[hdf5]'") from None
+    return h5py
+
+
+def _copy_hdf5_layer(group, blobs, layer, path) -> None:
+    """Copy the datasets "0", "1", ... of ``group`` into ``blobs`` (same count and shapes)."""
+    if len(group) != len(blobs):
+        raise ConfigError(
+            f"weights file has {len(group)} blob(s) for this layer, the net has {len(blobs)}",
+            file=str(path),
+            layer=layer,
+        )
+    for i, blob in enumerate(blobs):
+        array = group[str(i)][()] if str(i) in group else None
+        if array is None or array.size != blob.data.size:
+            found = "none" if array is None else f"shape {array.shape}"
+            raise ConfigError(
+                f"param {i}: the file has {found}, the net's blob has shape {blob.data.shape}",
+                file=str(path),
+                layer=layer,
+            )
+        blob.data[...] = array.reshape(blob.data.shape)
 
 
 def _caffemodel_writer():

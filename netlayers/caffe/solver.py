@@ -9,7 +9,10 @@ from typing import Any
 from ..errors import ConfigError
 from ..solvers import base as _solver_base
 from ..solvers.reporting import Reporter
+from .io import array_to_blobproto, blobproto_to_array
+from .proto.caffe_pb2 import BlobProto
 from .pycaffe import YAML_SUFFIXES, Net, _next_seed
+from .wire import Field, Message, write_caffemodel
 
 __all__ = [
     "Solver",
@@ -23,12 +26,93 @@ __all__ = [
 ]
 
 
+class SolverState(Message):
+    """Caffe's ``SolverState`` message (a binary ``.solverstate`` file): the iteration, the
+    ``.caffemodel`` written with it, the update rule's history blobs (slot s of param i at
+    s * num_params + i) and the multistep policy's current step."""
+
+    FIELDS = (
+        Field("iter", 1, "int32"),
+        Field("learned_net", 2, "string"),
+        Field("history", 3, "message", repeated=True, message=BlobProto),
+        Field("current_step", 4, "int32"),
+    )
+
+
 class _NetlayersSolver(_solver_base.Solver):
     """netlayers' Solver as pycaffe's solvers run it: as Caffe, snapshots are written over those
-    of an earlier run of the same name instead of refusing to start."""
+    of an earlier run of the same name instead of refusing to start, and every snapshot also
+    writes Caffe's own ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate``."""
 
     def check_output_reuse(self):
         """Caffe writes over the files of an earlier run: so does a pycaffe solver."""
+
+    def _write_snapshot(self):
+        weights = super()._write_snapshot()
+        base = str(weights)[: -len(".weights.npz")]
+        caffemodel = Path(base + ".caffemodel")
+        self._write(caffemodel, lambda path: write_caffemodel(self.net, path))
+        self._write(Path(base + ".solverstate"), lambda path: _write_bytes(path, self._caffe_state(caffemodel)))
+        return weights
+
+    def _caffe_state(self, caffemodel: Path) -> bytes:
+        state = SolverState()
+        state.iter = self.iter
+        state.learned_net = str(caffemodel)
+        slots = max((len(history) for history in self.history), default=0)
+        for slot in range(slots):
+            for history in self.history:
+                state.history.append(array_to_blobproto(history[slot]))
+        state.current_step = _current_step(self.param, self.iter)
+        return state.SerializeToString()
+
+    def restore_caffe_state(self, path: Path) -> None:
+        """Continue from Caffe's binary ``.solverstate``: the iteration, the history and the
+        weights of its ``learned_net`` (found as written, else beside the state file). Data
+        layers start from their beginning (Caffe's state does not keep their position)."""
+        state = SolverState()
+        try:
+            state.ParseFromString(path.read_bytes())
+        except OSError as err:
+            raise ConfigError(f"cannot read the solver state: {err.strerror or err}", file=str(path)) from None
+        history = [blobproto_to_array(blob) for blob in state.history]
+        n = len(self.history)
+        if n and len(history) % n or len(history) // max(n, 1) != max((len(h) for h in self.history), default=0):
+            raise ConfigError(
+                f"holds {len(history)} history blobs; a {self.param.type} solver of this net has "
+                f"{sum(len(h) for h in self.history)}",
+                file=str(path),
+                field="history",
+            )
+        for k, array in enumerate(history):
+            target = self.history[k % n][k // n]
+            if array.size != target.size:
+                raise ConfigError(
+                    f"history blob {k} has {array.size} values, the net's param has {target.size}",
+                    file=str(path),
+                    field="history",
+                )
+            target[...] = array.reshape(target.shape)
+        if state.learned_net:
+            learned = Path(state.learned_net)
+            if not learned.exists() and not learned.is_absolute():
+                learned = path.parent / learned.name
+            self.net.load(learned)
+        self.iter = state.iter
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def _current_step(param, iteration: int) -> int:
+    """Caffe's ``current_step`` at ``iteration``: the steps passed under the step and multistep
+    policies, 0 under the others."""
+    if param.lr_policy == "multistep":
+        return sum(1 for value in param.stepvalue if iteration >= value)
+    if param.lr_policy == "step" and param.stepsize:
+        return iteration // param.stepsize
+    return 0
 
 
 class Solver:
@@ -50,8 +134,7 @@ class Solver:
     def _attach(self, netlayers_solver: "_NetlayersSolver") -> None:
         self.netlayers_solver = netlayers_solver
         self.net = Net.wrapping(netlayers_solver.net)
-        test_net = netlayers_solver.test_net
-        self.test_nets = [Net.wrapping(test_net)] if test_net is not None else []
+        self.test_nets = [Net.wrapping(test_net) for test_net in netlayers_solver.test_nets]
 
     @property
     def iter(self) -> int:
@@ -66,20 +149,49 @@ class Solver:
     def type(self) -> str:
         return self.netlayers_solver.param.type
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the current iteration (pycaffe's ``SGDSolver.lr``)."""
+        return self.netlayers_solver.learning_rate()
+
     def step(self, iters: int) -> None:
         """Train ``iters`` iterations (testing, displaying and snapshotting as the file says)."""
         self.netlayers_solver.step(iters)
 
     def solve(self, resume_file: Any = None) -> None:
-        """Train to max_iter (from a ``.solverstate.npz`` when given), then snapshot and test."""
-        self.netlayers_solver.solve(resume_file)
+        """Train to max_iter (from a solver state when given, as :meth:`restore` reads it),
+        then snapshot and test."""
+        if resume_file is not None:
+            self.restore(resume_file)
+        self.netlayers_solver.solve()
+
+    def apply_update(self) -> None:
+        """One update of the params from their diffs at the current learning rate (clipping,
+        normalisation, weight decay, the rule's history), as Caffe's ``ApplyUpdate``; the
+        iteration count stays."""
+        solver = self.netlayers_solver
+        solver.apply_update(solver.learning_rate())
+
+    def share_weights(self, net: Net) -> None:
+        """Make ``net`` use the training net's params (pycaffe's ``solver.share_weights``)."""
+        net.share_with(self.net)
 
     def snapshot(self) -> None:
-        """Write ``<snapshot_prefix>_iter_<iter>.weights.npz`` and ``.solverstate.npz``."""
+        """Write ``<snapshot_prefix>_iter_<iter>.caffemodel`` and ``.solverstate`` (Caffe's
+        binary files), and netlayers' ``.weights.npz`` and ``.solverstate.npz`` beside them."""
         self.netlayers_solver.snapshot()
 
     def restore(self, state_file: Any) -> None:
-        """Continue from a ``.solverstate.npz`` that :meth:`snapshot` wrote."""
+        """Continue from a snapshot: netlayers' ``.solverstate.npz`` (bit for bit, data
+        positions too), which is also used when it lies beside a ``.solverstate`` named here;
+        else Caffe's binary ``.solverstate`` (iteration, history and weights)."""
+        path = Path(state_file) if isinstance(state_file, (str, os.PathLike)) else None
+        if path is not None and path.suffix == ".solverstate":
+            exact = path.with_name(path.name + ".npz")
+            if not exact.exists():
+                self.netlayers_solver.restore_caffe_state(path)
+                return
+            state_file = exact
         self.netlayers_solver.restore(state_file)
 
     def __repr__(self) -> str:

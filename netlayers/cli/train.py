@@ -9,6 +9,9 @@ line, overrides, seed in effect, versions; see :func:`run_record`).
 On Ctrl-C or SIGTERM it finishes the iteration, snapshots, prints the command that resumes the
 same run (same overrides) and exits with 130. With ``--quiet`` nothing is logged but a summary
 of one to three lines on stdout at the end (iterations, last test outputs, last snapshot).
+
+Launched by ``mpirun -n K`` (K > 1), it trains one model on K data-parallel processes through
+mpi4py (see netlayers/solvers/distributed.py): rank 0 alone logs and writes.
 """
 
 import json
@@ -78,6 +81,8 @@ def run(args):
         raise ConfigError("give --weights to fine-tune or --resume to continue, not both")
     output = Path(args.output) if args.output else Path("runs") / config.stem
     reporter = RunReporter(args, config, quiet=args.quiet)
+    comm = mpi_communicator()
+    is_root = comm is None or comm.Get_rank() == 0
     with signals_deferred():
         solver = Solver(
             config,
@@ -87,21 +92,30 @@ def run(args):
             max_iter=args.max_iter,
             reporter=reporter,
             overwrite=args.overwrite,
+            comm=comm,
         )
-        for net in (solver.net, solver.test_net):
-            if net is not None:
-                refuse_input_layers(net, "train")
+        for net in (solver.net, *solver.test_nets):
+            refuse_input_layers(net, "train")
         if args.weights:
             solver.net.load(args.weights)
     with stop_on_signals(solver):
         solver.solve(resume=args.resume)
         if solver.stopped:
-            say(f"stopped at iteration {solver.iter}; resume with: {resume_command(args, solver.last_snapshot)}")
+            if is_root:
+                say(f"stopped at iteration {solver.iter}; resume with: {resume_command(args, solver.last_snapshot)}")
             return EXIT_STOPPED
-    if args.quiet:
+    if args.quiet and is_root:
         for line in reporter.summary():
             print(line)
     return 0
+
+
+def mpi_communicator():
+    """MPI's world communicator when an MPI launcher started this process among others (see
+    :func:`~netlayers.solvers.distributed.launched_ranks`), else None: one process, no mpi4py."""
+    from ..solvers.distributed import launched_ranks, world_communicator
+
+    return world_communicator() if launched_ranks(os.environ) > 1 else None
 
 
 @contextmanager
@@ -201,9 +215,10 @@ class RunReporter(Reporter):
         self.last_train = (iteration, smoothed_loss)
         super().on_train(iteration, loss, smoothed_loss, lr, outputs, iters_per_sec)
 
-    def on_test(self, iteration, results):
-        self.last_test = (iteration, results)
-        super().on_test(iteration, results)
+    def on_test(self, iteration, results, net=0):
+        if net == 0:
+            self.last_test = (iteration, results)
+        super().on_test(iteration, results, net)
 
     def summary(self):
         """One to three lines: the iterations done, the last test outputs (or training loss),

@@ -23,6 +23,11 @@ class BatchSampler:
     ``0, 1, ..., num_items - 1``; with it, epoch ``e`` is the permutation drawn from
     ``np.random.default_rng([seed, e])``: fixed per epoch, so nothing but (epoch, position)
     is state.
+
+    Sharded (:meth:`shard`, for data-parallel training): rank ``r`` of ``k`` cuts each batch of
+    ``k * batch_size`` items out of the same order and keeps the ``r``-th ``batch_size`` of them,
+    so the ranks read disjoint shares and (epoch, position), counted over whole ``k``-fold
+    batches, is the same on every rank.
     """
 
     def __init__(self, num_items, batch_size, shuffle=False, seed=0):
@@ -34,6 +39,7 @@ class BatchSampler:
             raise ValueError(f"seed must be >= 0, found {seed}")
         self.epoch = 0
         self.position = 0
+        self.rank, self.ranks = 0, 1
         self._cached = (None, None)  # (epoch, order) of the last order computed
 
     def __repr__(self):
@@ -48,9 +54,24 @@ class BatchSampler:
     def __next__(self):
         return self.next()
 
+    def shard(self, rank, ranks):
+        """Serve rank ``rank``'s share of batches ``ranks`` times as large (see the class docs)."""
+        ranks = _positive_int(ranks, "ranks")
+        if not 0 <= int(rank) < ranks:
+            raise ValueError(f"rank must be in [0, {ranks}), found {rank}")
+        self.rank, self.ranks = int(rank), ranks
+
     def next(self):
-        """Return the int64 indices of the next batch and advance (epoch, position)."""
-        parts, need = [], self.batch_size
+        """Return the int64 indices of the next batch (this rank's share when sharded) and
+        advance (epoch, position)."""
+        whole = self._next_whole()
+        if self.ranks == 1:
+            return whole
+        return whole[self.rank * self.batch_size : (self.rank + 1) * self.batch_size].copy()
+
+    def _next_whole(self):
+        """The indices of the next batch of ``ranks * batch_size`` items, advancing the cursor."""
+        parts, need = [], self.batch_size * self.ranks
         while need:
             take = min(need, self.num_items - self.position)
             parts.append(self.epoch_order(self.epoch)[self.position : self.position + take])

@@ -1,7 +1,8 @@
 """Finding and loading the data set a ``Data`` layer names in its ``source`` field.
 
 Search order for a relative ``source`` (see :func:`data_roots`): the config file's folder
-(``base_dir``; the current folder when not given), then the ``--data-root`` option, then the
+(``base_dir``), then the current folder (where Caffe looks: its files name sources such as
+``examples/mnist/mnist_train_lmdb`` from Caffe's root), then the ``--data-root`` option, then the
 ``NETLAYERS_DATA_ROOT`` environment variable, then ``~/.cache/netlayers/datasets`` and
 ``/usr/share/datasets`` (where Debian's ``dataset-fashion-mnist`` package installs
 ``fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``).
@@ -95,8 +96,8 @@ def resolve_source(source, backend, *, data_root=None, base_dir=None):
     (split ``test`` also matches ``t10k-*``). ``source`` may instead name an images IDX file
     directly; its labels file has ``labels-idx1`` in place of ``images-idx3``.
     NPZ: ``source`` is the path of a ``.npz`` file (the suffix may be left out).
-    Absolute paths are used as they are; relative ones are tried under ``base_dir`` (or the
-    current folder) and then under each of :func:`data_roots`. Not found: one-line DataError
+    Absolute paths are used as they are; relative ones are tried under ``base_dir``, the
+    current folder and then under each of :func:`data_roots`. Not found: one-line DataError
     listing where it looked, where it could not look (and why) and how to get the data set.
     """
     kind = str(backend).upper()
@@ -131,12 +132,13 @@ def _candidates(source, data_root, base_dir):
     if path.is_absolute():
         return [path]
     roots = [root / path for root in data_roots(data_root)]
-    if base_dir is not None:
-        return [Path(base_dir) / path] + roots
     try:
-        return [Path.cwd() / path] + roots
+        here = [Path.cwd() / path]  # Caffe's own rule: paths relative to the working folder
     except OSError:  # the current folder was deleted
-        return roots
+        here = []
+    if base_dir is not None and [Path(base_dir) / path] != here:
+        return [Path(base_dir) / path] + here + roots
+    return here + roots
 
 
 def _is_file(path, unreadable):
@@ -180,9 +182,26 @@ def _resolve_idx(source, candidates):
             if images:
                 partial.append(f"{images} has no labels file {prefix}-{LABELS_TAG}-ubyte[.gz]")
         tried.append(str(cand.parent))
+    database = _database_folder(candidates)
+    if database is not None:
+        return database
     names = " or ".join(f"{p}-{IMAGES_TAG}-ubyte[.gz]" for p in _split_prefixes(Path(source).name))
     what = f"IDX files {names} (with the matching {LABELS_TAG} file)"
     raise _not_found(source, what, tried, partial, unreadable)
+
+
+def _database_folder(candidates):
+    """The first candidate that is an LMDB (``data.mdb``) or LevelDB (``CURRENT``) folder, as
+    a Source of that backend; None if none is. A Caffe file's Data layer with no ``backend``
+    means Caffe's default, LevelDB (BVLC's siamese example), where netlayers' default is IDX."""
+    for path in candidates:
+        for marker, kind in (("data.mdb", "LMDB"), ("CURRENT", "LEVELDB")):
+            try:
+                if (path / marker).is_file():
+                    return Source(kind, path)
+            except OSError:
+                continue
+    return None
 
 
 def _split_prefixes(name):

@@ -22,6 +22,16 @@ class SourceLayer(Layer):
     def Backward_cpu(self, top, propagate_down, bottom):
         pass
 
+    def shard(self, rank, ranks):
+        """Data-parallel training: read only rank ``rank``'s share of each batch of ``ranks``
+        times the batch size, keeping the position (for the layers whose ``sampler`` feeds a
+        ``prefetcher`` that ``_start`` makes: Data, ImageData)."""
+        consumed = self.prefetcher.consumed_state
+        self.prefetcher.close()
+        self.sampler.shard(rank, ranks)
+        self.sampler.set_state(consumed)
+        self._start()
+
 
 def shapes_of(layer, shapes, count, field):
     """One shape per top: a single given shape serves every top (Caffe's rule)."""

@@ -43,14 +43,16 @@ def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
         or any(any(layer.loss_weights) for layer in (bn, scale, relu))
     ):
         return None
-    return Chain(index, bn, scale, relu, blob)
+    return Chain(index, bn, scale, relu, blob, bottom_vecs[index][0])
 
 
 class Chain:
-    """One BatchNorm -> Scale -> ReLU chain at layer ``index`` of its net, on ``blob``."""
+    """One BatchNorm -> Scale -> ReLU chain at layer ``index`` of its net, on ``blob``
+    (BatchNorm's top; ``bn_bottom`` is its bottom, ``blob`` itself when it runs in place)."""
 
-    def __init__(self, index, bn, scale, relu, blob):
+    def __init__(self, index, bn, scale, relu, blob, bn_bottom):
         self.index, self.bn, self.scale, self.relu, self.blob = index, bn, scale, relu, blob
+        self.bn_bottom = bn_bottom
 
     def fits(self):
         """Whether Scale's operand is one value per channel of BatchNorm's (N, C, P) view (its
@@ -84,8 +86,11 @@ class Chain:
         BatchNorm (its bottom) and Scale (the chain's blob). Returns False (nothing done, the
         net then runs the three backward passes) when a layer has not run its forward since its
         last reshape, or when Scale's last forward did not read BatchNorm's values (a forward
-        that started at the Scale, on values set by hand)."""
+        that started at the Scale, on values set by hand), or when BatchNorm's bottom needs a
+        gradient and is not the chain's blob (the one pass writes only the blob's diff)."""
         bn, scale, relu = self.bn, self.scale, self.relu
+        if propagate[0][0] and self.bn_bottom is not self.blob:
+            return False
         if not all(getattr(layer, "_forward_done", False) for layer in (bn, scale, relu)) or not self.fits():
             return False
         if getattr(scale, "_kept", None) is not bn.kept_output():  # Scale read values of its own

@@ -9,9 +9,10 @@ class implements the Layer contract (subclassing :class:`netlayers.Layer` is eas
 reaches it as ``self.param_str``. A layer written for pycaffe, with methods ``setup``,
 ``reshape``, ``forward`` and ``backward``, works too: those names are taken as LayerSetUp,
 Reshape, Forward_cpu and Backward_cpu (pycaffe's blobs have the same ``data``, ``diff``,
-``reshape``, ``count``, ``num``/``channels``/``height``/``width``; ``self.phase`` is "TRAIN" or
-"TEST" here, not 0 or 1). Asked to run in place (top named like its bottom), a Python layer
-does so only when its class sets ``in_place = True`` (its forward and backward are right with
+``reshape``, ``count``, ``num``/``channels``/``height``/``width``; ``self.blobs.add_blob(*shape)``
+adds a param; ``self.phase`` is ``caffe.TRAIN``/``caffe.TEST``, equal to "TRAIN"/"TEST" and
+0/1). Asked to run in place (top named like its bottom), a Python layer does so only when
+its class sets ``in_place = True`` (its forward and backward are right with
 the top being the bottom); otherwise the net gives it a blob of its own. Alternatively,
 register the class under a type name of its own with :func:`netlayers.register_layer` and use
 that type directly.
@@ -110,6 +111,9 @@ class Python(Layer):
         instance = object.__new__(user_cls)
         Layer.__init__(instance, spec, **kwargs)
         instance.type = "Python"
+        from ..caffe.pycaffe import as_pycaffe_layer
+
+        as_pycaffe_layer(instance)  # pycaffe's self.blobs.add_blob and numeric self.phase
         instance.param_str = p.param_str
         instance.p = p
         return instance

@@ -20,8 +20,8 @@ debug_info.py).
 
 Checked before training, beyond Caffe: momentum in [0, 1) (SGD, Nesterov, AdaDelta, Adam's
 momentum and momentum2), delta > 0 and rms_decay in [0, 1) for the adaptive rules, weight_decay
->= 0, multistep needs stepvalue; the TRAIN net must have a loss; ``test_iter`` holds one value
-(one TEST net), needs a TEST net with outputs, and ``test_interval`` needs it; the output and
+>= 0, multistep needs stepvalue; the TRAIN net must have a loss; ``test_iter`` holds one value per
+TEST net (Caffe's count), each TEST net needs outputs, and ``test_interval`` needs test_iter; the output and
 snapshot folders must be writable (checked when training starts); resuming past max_iter is
 refused.
 
@@ -66,13 +66,13 @@ as JSON strings: generator and layer states such as a data layer's position) and
 ``weights_file`` (relative to the state file's folder). Resuming from iteration k and training
 to n gives the same weights, bit for bit, as training 0 to n. As in Caffe, the smoothed loss
 is not kept: every ``step`` call (so every run, resumed or not) starts its average afresh.
+
+The parts: settings.py (the ``solver:`` fields and their checks), folders.py (output folders,
+earlier runs, leftovers), snapshots.py (the state file's format, restoring, what can be saved),
+distributed.py (data-parallel training over MPI); this module holds the Solver and its loop.
 """
 
-import json
 import math
-import os
-import re
-import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -81,238 +81,58 @@ from typing import Any
 import numpy as np
 
 from .. import io
-from ..caffe_compat import is_prototxt, read_prototxt
+from ..caffe.prototxt import is_prototxt
 from ..errors import ConfigError, TrainingError
-from ..io import (
-    create_temporary,
-    load_arrays,
-    load_weights,
-    remove_leftover_temporaries,
-    save_arrays,
-    weights_file_of,
-)
+from ..io import save_arrays
 from ..net import Net
-from ..netspec import Enum, Field, Message, Where, check_message, load_net_spec, load_yaml_file
-from ..netspec.schema import shown
+from ..netspec import load_net_spec
 from ..netspec.spec import check_net
-from ..netspec.yaml_lines import LineDict
 from . import debug_info, lr_policy
-from .adaptive import AdaDelta, AdaGrad, Adam, RMSProp
+from .distributed import DataParallel
+from .folders import RunFolders, check_writable_folder, os_reason
 from .reporting import Reporter
-from .sgd import SGD, Nesterov
-from .solver_state import StateFields, restore_net_state
+from .settings import (
+    LEGACY_TYPES,
+    NET_STATE_FIELDS,
+    RULES,
+    SOLVER_FIELDS,
+    TRAIN_NET_FIELDS,
+    _has_test_only_layers,
+    _state,
+    check_solver_params,
+    field_where,
+    read_config,
+)
+from .snapshots import MAX_MEMBER_NAME, STATE_VERSION, Snapshots
 
-RULES = {rule.type: rule for rule in (SGD, Nesterov, AdaGrad, RMSProp, AdaDelta, Adam)}
-LEGACY_TYPES = {
-    "SGD": "SGD",
-    "NESTEROV": "Nesterov",
-    "ADAGRAD": "AdaGrad",
-    "RMSPROP": "RMSProp",
-    "ADADELTA": "AdaDelta",
-    "ADAM": "Adam",
-}
-
-NET_STATE_FIELDS = {
-    "phase": Field(Enum("TRAIN", "TEST"), None),
-    "level": Field(int, 0),
-    "stage": Field(str, repeated=True),
-}
-
-SOLVER_FIELDS = {
-    "net": Field(str, None, doc="the net's file (YAML or prototxt), relative to this config's folder"),
-    "net_param": Field(dict, None, doc="the net itself, inline"),
-    "train_net": Field(str, None, doc="the TRAIN net's file (then test_net names the TEST net's)"),
-    "train_net_param": Field(dict, None, doc="the TRAIN net, inline"),
-    "test_net": Field(str, repeated=True, doc="the TEST net's file (one: netlayers has one TEST net)"),
-    "test_net_param": Field(dict, repeated=True, doc="the TEST net, inline"),
-    "train_state": Field(Message(NET_STATE_FIELDS, name="NetState"), None, doc="level and stages of the TRAIN net"),
-    "test_state": Field(Message(NET_STATE_FIELDS, name="NetState"), repeated=True, doc="of the TEST net"),
-    "type": Field(Enum(*RULES), None, doc="SGD (default), Nesterov, AdaGrad, RMSProp, AdaDelta, Adam"),
-    "solver_type": Field(Enum(*LEGACY_TYPES), None, doc="Caffe's legacy enum for type"),
-    "base_lr": Field(float, required=True, min=0),
-    "lr_policy": Field(Enum(*lr_policy.POLICIES), "fixed"),
-    "gamma": Field(float, None),
-    "power": Field(float, None),
-    "stepsize": Field(int, None, min=1),
-    "stepvalue": Field(int, repeated=True, min=0),
-    "max_iter": Field(int, None, min=0),
-    "warmup_iter": Field(int, 0, min=0),
-    "warmup_start_lr": Field(float, 0.0),
-    "momentum": Field(float, 0.0),
-    "momentum2": Field(float, 0.999),
-    "delta": Field(float, 1e-8),
-    "rms_decay": Field(float, 0.99),
-    "weight_decay": Field(float, 0.0, min=0),
-    "regularization_type": Field(Enum("L2", "L1"), "L2"),
-    "clip_gradients": Field(float, -1.0),
-    "iter_size": Field(int, 1, min=1),
-    "display": Field(int, 0, min=0),
-    "average_loss": Field(int, 1, min=1),
-    "test_iter": Field(int, repeated=True, min=1),
-    "test_interval": Field(int, 0, min=0),
-    "test_initialization": Field(bool, True),
-    "snapshot": Field(int, 0, min=0),
-    "snapshot_prefix": Field(str, None),
-    "snapshot_after_train": Field(bool, True),
-    "random_seed": Field(int, -1),
-    "weights": Field(str, repeated=True, doc="weights files to start from (relative to the config)"),
-    # accepted for Caffe configs, without effect here
-    "solver_mode": Field(Enum("CPU", "GPU"), "CPU"),
-    "device_id": Field(int, 0, min=0),
-    "snapshot_format": Field(Enum("HDF5", "BINARYPROTO"), "BINARYPROTO"),
-    "debug_info": Field(bool, False),
-    "test_compute_loss": Field(bool, False),
-    "snapshot_diff": Field(bool, False),
-    "layer_wise_reduce": Field(bool, True),
-}
-
-#: The fields that name the net to train (at most one; a YAML config may instead hold ``layers:``).
-TRAIN_NET_FIELDS = ("net", "net_param", "train_net", "train_net_param")
-
-STATE_VERSION = 1
-MAX_MEMBER_NAME = 65535  # bytes of a zip member's name (a 16-bit field)
+__all__ = [
+    "LEGACY_TYPES",
+    "MAX_MEMBER_NAME",
+    "NET_STATE_FIELDS",
+    "RULES",
+    "SOLVER_FIELDS",
+    "STATE_VERSION",
+    "TRAIN_NET_FIELDS",
+    "Solver",
+    "check_solver_params",
+    "check_writable_folder",
+    "field_where",
+    "os_reason",
+    "read_config",
+    "save_arrays",
+]
 
 
-def read_config(config):
-    """(raw mapping, file name or None, base folder) of a YAML path, a Caffe solver prototxt
-    (its SolverParameter becomes the ``solver:`` section) or a dict."""
-    if isinstance(config, (str, Path)):
-        path = Path(config)
-        if is_prototxt(path):
-            section = read_prototxt(path, "SolverParameter")
-            raw = LineDict(solver=section)
-            raw.line, raw.key_lines = 1, {"solver": 1}
-            return raw, str(path), path.resolve().parent
-        return load_yaml_file(path), str(path), path.resolve().parent
-    if isinstance(config, dict):
-        return config, None, Path.cwd()
-    raise ConfigError(f"a solver is built from a YAML path or a mapping, not {shown(config)}")
-
-
-def check_solver_params(raw, file=None, *, max_iter=None, seed=None, type=None):
-    """Check the ``solver:`` section of ``raw`` (the whole config mapping). Returns the checked
-    Params, with ``type`` resolved and the ``max_iter``/``seed``/``type`` overrides applied
-    (``type``: pycaffe's solver classes decide the update rule whatever the file says)."""
-    if not isinstance(raw, dict):
-        raise ConfigError("a config must be a mapping with 'layers:' and 'solver:'", file=file)
-    section = raw.get("solver")
-    if section is None:
-        caffe_net = file is not None and is_prototxt(file)
-        raise ConfigError(
-            "a Caffe net file holds no solver: train with its solver file (train --solver solver.prototxt)"
-            if caffe_net
-            else "no 'solver:' section; training needs one (base_lr, max_iter, ...)",
-            file=file,
-            line=getattr(raw, "line", None),
-        )
-    param = check_message(section, SOLVER_FIELDS, Where(file, _line_of(raw, "solver"), None, "solver"))
-
-    def at(name):
-        return field_where(raw, file, name)
-
-    if param.solver_type is not None:
-        if param.type is not None:
-            raise at("solver_type").error("give either type or the legacy solver_type, not both")
-        param.type = LEGACY_TYPES[param.solver_type]
-    param.type = type or param.type or "SGD"
-    for name, value in (("max_iter", max_iter), ("seed", seed)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-            raise ConfigError(f"the {name} override must be a whole number, got {value!r:.60}", file=file)
-    if max_iter is not None:
-        param.max_iter = int(max_iter)
-    if seed is not None:
-        param.random_seed = int(seed)
-    if param.max_iter is None:
-        raise at("max_iter").error("is required (how many iterations to train)")
-    if param.max_iter < 0:  # an override from the command line
-        raise at("max_iter").error(f"must not be negative, got {param.max_iter}")
-    if len(param.test_iter) > 1:
-        raise at("test_iter").error(f"one value is expected (netlayers has one TEST net), got {param.test_iter}")
-    policy = param.lr_policy
-    for name in lr_policy.NEEDS[policy]:
-        if param[name] is None:
-            raise at("lr_policy").error(f"lr_policy '{policy}' needs '{name}' in the solver section")
-    if param.gamma is not None and param.gamma < 0 and policy not in ("fixed", "sigmoid"):
-        raise at("gamma").error(f"must not be negative, got {param.gamma:g}")
-    if policy == "poly" and param.max_iter <= 0:
-        raise at("max_iter").error("must be positive for lr_policy 'poly'")
-    if policy == "multistep" and not param.stepvalue:
-        raise at("lr_policy").error(
-            "lr_policy 'multistep' needs 'stepvalue' (the iterations where the rate drops) in the solver section"
-        )
-    if any(b <= a for a, b in zip(param.stepvalue, param.stepvalue[1:])):
-        raise at("stepvalue").error(f"must increase, got {param.stepvalue}")
-    RULES[param.type].check(param, at)
-    return param
-
-
-def field_where(raw, file, name):
-    """Where ``solver.<name>`` is in the config (its line, or the solver section's if absent)."""
-    section = raw.get("solver")
-    where = Where(file, _line_of(raw, "solver"), None, "solver")
-    if isinstance(section, dict) and name in section:
-        return where.at(section, name)
-    return Where(file, where.line, None, f"solver.{name}")
-
-
-def _line_of(mapping, key):
-    line_of = getattr(mapping, "line_of", None)
-    return line_of(key) if line_of else None
-
-
-def _state(state):
-    """(level, stages) of a solver's train_state / test_state (None: the net's own)."""
-    if state is None:
-        return None, None
-    return state.level, list(state.stage)
-
-
-def _has_test_only_layers(spec):
-    return any(layer.in_phase("TEST") and not layer.in_phase("TRAIN") for layer in spec.layers)
-
-
-def check_writable_folder(folder, what="output folder"):
-    """Create ``folder`` (and its parents) and write a temporary file in it: a ConfigError
-    naming it when that fails (a file in the way, no permission, a read-only disk, a parent
-    that cannot even be looked into)."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        raise ConfigError(f"cannot write into the {what} {folder}: {os_reason(err, folder)}") from None
-
-
-def os_reason(err, path):
-    """An OSError about ``path`` in words: which part of the path is a file, else the system's
-    own reason (e.g. 'Permission denied', 'No space left on device')."""
-    path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if _is_file(p)), None)
-    if blocker == path:
-        return "it is a file, not a folder"
-    if blocker is not None:
-        return f"{blocker} is a file, not a folder"
-    return err.strerror or str(err)
-
-
-def _is_file(path):
-    """Whether ``path`` exists and is not a folder; False when that cannot even be found out
-    (a parent folder without search permission), so diagnosing never raises."""
-    try:
-        return path.exists() and not path.is_dir()
-    except OSError:
-        return False
-
-
-class Solver:
+class Solver(Snapshots, RunFolders):
     """Trains the TRAIN net of a config; tests on its TEST net (sharing the weights).
 
     ``Solver(config, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None,
-    overwrite=False)``: ``config`` is a YAML path or a dict; ``seed`` and ``max_iter`` override
-    the solver section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
+    overwrite=False, comm=None)``: ``config`` is a YAML path or a dict; ``seed`` and ``max_iter``
+    override the solver section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
     :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite`` lets a fresh run replace an
-    earlier run's snapshots (same prefix) and metrics.jsonl in its output folder.
+    earlier run's snapshots (same prefix) and metrics.jsonl in its output folder; ``comm``, an
+    mpi4py communicator of more than one rank, makes it one of that many data-parallel solvers
+    (see distributed.py; every rank builds its Solver with the same arguments).
 
     Attributes: ``net``, ``test_net`` (None without test_iter), ``iter``
     (updates done), ``param`` (the checked solver fields), ``rule`` (the update rule),
@@ -331,6 +151,7 @@ class Solver:
         reporter: Any = None,
         overwrite: bool = False,
         type: str | None = None,
+        comm: Any = None,
     ) -> None:
         raw, self.file, self.base_dir = read_config(config)
         self.caffe_paths = self.file is not None and is_prototxt(self.file)
@@ -340,7 +161,11 @@ class Solver:
         level, stages = _state(param.train_state)
         self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages)
         self._check_has_loss()
-        self.test_net = self._test_net(raw, spec, data_root)
+        self.test_nets = self._test_nets(raw, spec, data_root)
+        self.parallel = DataParallel(comm) if comm is not None and comm.Get_size() > 1 else None
+        if self.parallel is not None:
+            for net in (self.net, *self.test_nets):
+                self.parallel.shard(net)
         for path in param.weights:
             self.net.load(self._resolve(path))
         self.output_dir = io.as_path(output_dir, "output_dir") if output_dir is not None else self.base_dir
@@ -355,6 +180,8 @@ class Solver:
         self._scratch = [self.rule.new_scratch(p.blob.shape, p.blob.data.dtype) for p in params]
         self._decay_buffer = [None] * len(params)
         self.reporter = reporter if reporter is not None else Reporter()
+        if self.parallel is not None and not self.parallel.is_root:
+            self.reporter = None  # rank 0 alone logs and writes metrics.jsonl
         self.iter = 0
         self.status: str | None = None
         self.stopped = False
@@ -377,9 +204,17 @@ class Solver:
                 file=self.file,
             )
 
-    def _test_net(self, raw, spec, data_root):
-        """The TEST net (sharing the TRAIN net's weights) when test_iter asks for one, else None.
-        test_interval without test_iter, or a TEST net with nothing to test, is a ConfigError."""
+    @property
+    def test_net(self) -> Net | None:
+        """The first TEST net (None without test_iter): most configs have one."""
+        return self.test_nets[0] if self.test_nets else None
+
+    def _test_nets(self, raw, spec, data_root):
+        """The TEST nets, sharing the TRAIN net's weights, as Caffe's InitTestNets makes them:
+        one per ``test_net`` / ``test_net_param``, then one per remaining ``test_iter`` value on
+        the TEST phase of the net being trained, each with its ``test_state`` (level, stages) when
+        given. test_interval without test_iter, counts that do not match, or a TEST net with
+        nothing to test are ConfigErrors."""
         param = self.param
         if not param.test_iter:
             if param.test_interval > 0:
@@ -388,22 +223,30 @@ class Solver:
                     f"is set{found}, so test_iter (TEST batches per test) is needed too (or "
                     "leave out test_interval to train without testing)"
                 )
-            return None
-        level, stages = _state(param.test_state[0] if param.test_state else None)
-        test_net = Net(
-            self._test_spec(raw, spec), "TEST", seed=self.net.seed + 1, data_root=data_root, level=level, stages=stages
-        )
-        if not test_net.layers or not test_net.outputs:
-            what = (
-                "no layers (are they all include: {phase: TRAIN}?)"
-                if not test_net.layers
-                else "no outputs (every blob is consumed by a layer; a loss without a top shows nothing)"
+            return []
+        specs = self._test_specs(raw, spec)
+        if param.test_state and len(param.test_state) != len(specs):
+            raise field_where(raw, self.file, "test_state").error(
+                f"{len(param.test_state)} test_state given for {len(specs)} test net(s): give one each"
             )
-            raise field_where(raw, self.file, "test_iter").error(
-                f"is given but the TEST-phase net has {what}, so there is nothing to test"
+        nets = []
+        for index, test_spec in enumerate(specs):
+            level, stages = _state(param.test_state[index] if param.test_state else None)
+            test_net = Net(
+                test_spec, "TEST", seed=self.net.seed + 1 + index, data_root=data_root, level=level, stages=stages
             )
-        test_net.share_weights_from(self.net)
-        return test_net
+            if not test_net.layers or not test_net.outputs:
+                what = (
+                    "no layers (are they all include: {phase: TRAIN}?)"
+                    if not test_net.layers
+                    else "no outputs (every blob is consumed by a layer; a loss without a top shows nothing)"
+                )
+                raise field_where(raw, self.file, "test_iter").error(
+                    f"is given but TEST net #{index} has {what}, so there is nothing to test"
+                )
+            test_net.share_weights_from(self.net)
+            nets.append(test_net)
+        return nets
 
     def _net_spec(self, raw):
         """The net to train: the config's own ``layers:``, or the one solver field of
@@ -425,20 +268,18 @@ class Solver:
             )
         return self._load_net(raw, given[0])
 
-    def _test_spec(self, raw, train_spec):
-        """The TEST net's spec: ``test_net`` / ``test_net_param`` when given (one), else the TEST
-        phase of the net being trained."""
-        tests = [("test_net", value) for value in self.param.test_net]
-        tests += [("test_net_param", value) for value in self.param.test_net_param]
-        if len(tests) > 1:
-            raise field_where(raw, self.file, tests[1][0]).error(
-                f"{len(tests)} test nets given; netlayers has one TEST net"
+    def _test_specs(self, raw, train_spec):
+        """The TEST nets' specs, as many as ``test_iter`` values: the ``test_net`` files and
+        ``test_net_param`` nets first, then the net being trained for the rest (Caffe's rule)."""
+        tests = [self._load_net(raw, "test_net_param", value) for value in self.param.test_net_param]
+        tests += [self._load_net(raw, "test_net", value) for value in self.param.test_net]
+        count = len(self.param.test_iter)
+        generic = self.param.train_net is None and self.param.train_net_param is None
+        if count < len(tests) or (count > len(tests) and not generic):
+            raise field_where(raw, self.file, "test_iter").error(
+                f"{count} value(s) for {len(tests)} test net(s): give one test_iter per test net"
             )
-        if not tests:
-            return train_spec
-        if self.param.train_net is None and self.param.train_net_param is None:
-            raise field_where(raw, self.file, tests[0][0]).error("goes with train_net (or train_net_param), not net")
-        return self._load_net(raw, tests[0][0], tests[0][1])
+        return tests + [train_spec] * (count - len(tests))
 
     def _load_net(self, raw, name, value=None):
         value = self.param[name] if value is None else value
@@ -483,6 +324,8 @@ class Solver:
             if self.param.display and self.iter % self.param.display == 0:
                 self.net.forward()  # Caffe's closing line: the loss only, no outputs
                 loss = self.net.loss
+                if self.parallel is not None:
+                    loss = self.parallel.average_results({"loss": np.array(loss)}, 1)["loss"]
                 self._losses.append(loss)
                 self._call("on_train", self.iter, loss, self.smoothed_loss, None, {}, None)
             if self.param.test_interval and self.test_net is not None:
@@ -525,6 +368,8 @@ class Solver:
             for _ in range(p.iter_size):
                 loss += debug_info.forward_backward(self.net, self._log) if debug else self.net.forward_backward()
             loss /= p.iter_size
+            if self.parallel is not None:
+                loss = self.parallel.average_gradients(self.net.learnable_params, loss)
             if not math.isfinite(loss):
                 self._fail(f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}")
             self._losses.append(loss)
@@ -535,9 +380,7 @@ class Solver:
                     hint=" (check gamma, power and stepsize)",
                 )
             if p.display and self.iter % p.display == 0:
-                self._call(
-                    "on_train", self.iter, loss, self.smoothed_loss, rate, self._outputs(self.net), self._speed()
-                )
+                self._call("on_train", self.iter, loss, self.smoothed_loss, rate, self._displayed(), self._speed())
             before = [param.blob.data.copy() for param in self.net.learnable_params] if debug else None
             self.apply_update(rate)
             if debug:
@@ -626,42 +469,54 @@ class Solver:
         param.blob.diff += buffer
 
     # -- testing ------------------------------------------------------------------------------
-    def test(self) -> dict[str, Any] | None:
-        """Run the TEST net ``test_iter[0]`` times; {output name: mean over the batches} (a float
-        for scalar outputs, an array of per-element means otherwise). None when a stop request
-        interrupts it."""
-        if self.test_net is None:
+    def test(self, index: int = 0) -> dict[str, Any] | None:
+        """Run TEST net ``index`` ``test_iter[index]`` times; {output name: mean over the
+        batches} (a float for scalar outputs, an array of per-element means otherwise). None
+        when a stop request interrupts it."""
+        if not self.test_nets:
             raise ConfigError("there is no TEST net to test: give solver.test_iter", file=self.file)
-        batches = self.param.test_iter[0]
+        test_net, batches = self.test_nets[index], self.param.test_iter[index]
+        if self.parallel is not None:
+            self.parallel.average_batchnorm(test_net)
         sums: dict[str, np.ndarray] = {}
         for _ in range(batches):
             if self._stop:
                 return None
-            for name, value in self.test_net.forward().items():
+            for name, value in test_net.forward().items():
                 if name in sums:
                     sums[name] += value
                 else:
                     sums[name] = np.array(value, dtype=np.float64)
+        if self.parallel is not None:
+            return self.parallel.average_results(sums, batches)
         return {name: (total / batches).item() if total.size == 1 else total / batches for name, total in sums.items()}
 
     def _test_and_report(self):
-        results = self.test()
-        if results is None:
-            self._call("on_message", "Test interrupted.")
-        else:
-            self._call("on_test", self.iter, results)
+        """Test every TEST net in turn and report each (Caffe's "Testing net (#k)")."""
+        results = None
+        for index in range(len(self.test_nets)):
+            results = self.test(index)
+            if results is None:
+                self._call("on_message", "Test interrupted.")
+                return None
+            self._call("on_test", self.iter, results, index)
         return results
 
     # -- snapshots ----------------------------------------------------------------------------
-    def snapshot_paths(self, iteration: int | None = None) -> tuple[Path, Path]:
-        """(weights path, solver state path) of the snapshot at ``iteration`` (default: now)."""
-        iteration = self.iter if iteration is None else iteration
-        base = str(self.output_dir / f"{self.snapshot_prefix}_iter_{iteration}")
-        return Path(base + ".weights.npz"), Path(base + ".solverstate.npz")
-
     def snapshot(self) -> Path:
         """Write the weights, then the solver state (each atomically); returns the weights path.
-        Weights that are not finite are never written (a TrainingError instead)."""
+        Weights that are not finite are never written (a TrainingError instead). Distributed:
+        BatchNorm statistics averaged and the ranks' weights compared first; rank 0 writes."""
+        if self.parallel is None:
+            return self._write_snapshot()
+        self.parallel.average_batchnorm(self.net)
+        self.parallel.check_same_weights(self.net, self.iter)
+        self.parallel.root_decides(self._write_snapshot)
+        weights, state = self.snapshot_paths()
+        self._snapshot_iter, self.last_snapshot = self.iter, state
+        return weights
+
+    def _write_snapshot(self):
         for param in self.net.learnable_params:
             if not np.isfinite(param.blob.data).all():
                 self._fail(
@@ -670,21 +525,7 @@ class Solver:
         weights, state = self.snapshot_paths()
         # as Net.save, but an OSError stays one (Net.save makes it a DataError)
         self._write(weights, lambda path: io.save_arrays(path, self.net.weight_arrays()))
-        n = len(self.history)
-        arrays = {
-            f"history/{slot * n + i}": slots[slot] for i, slots in enumerate(self.history) for slot in range(len(slots))
-        }
-        arrays.update(
-            {
-                "format_version": np.array(STATE_VERSION),
-                "iter": np.array(self.iter, dtype=np.int64),
-                "type": np.array(self.param.type),
-                "weights_file": np.array(weights.name),
-                "net_state": np.array(json.dumps(self.net.state())),
-            }
-        )
-        if self.test_net is not None:
-            arrays["test_net_state"] = np.array(json.dumps(self.test_net.state()))
+        arrays = self.state_arrays(weights)
         self._write(state, lambda path: save_arrays(path, arrays))
         self._snapshot_iter = self.iter
         self.last_snapshot = state
@@ -699,170 +540,18 @@ class Solver:
         except OSError as err:
             self._fail(f"cannot write the snapshot file {path}: {os_reason(err, path.parent)}", hint="")
 
-    def restore(self, path: str | Path) -> None:
-        """Resume from a solver state file (or the weights file next to one): weights, history,
-        iteration, generator and layer states. The files must belong to this net. Every field
-        read is checked first (a ConfigError naming the file and the field); a layer that
-        cannot take its saved state (a data position past a data set that shrank) is a
-        ConfigError naming the file, the layer and the field."""
-        path = io.as_path(path, "a solver state to restore")
-        if path.name.endswith(".weights.npz"):
-            path = path.with_name(path.name[: -len(".weights.npz")] + ".solverstate.npz")
-        arrays = load_arrays(path)
-        for key in ("format_version", "iter", "type", "weights_file", "net_state"):
-            if key not in arrays:
-                raise ConfigError(f"not a netlayers solver state (no '{key}')", file=str(path))
-        check = StateFields(arrays, path)
-        version = check.integer("format_version")
-        if version != STATE_VERSION:
-            raise check.error(
-                "format_version",
-                f"unknown version {version} (this netlayers reads "
-                f"version {STATE_VERSION}; written by another release?)",
-            )
-        iteration = check.integer("iter")
-        kind = check.text("type")
-        if kind != self.param.type:
-            raise check.error(None, f"written by a {kind} solver; this config trains with {self.param.type}")
-        history = self._saved_history(check)
-        weights_path = weights_file_of(arrays, path)
-        net_state = check.net_state("net_state", self.net)
-        test_state = (
-            check.net_state("test_net_state", self.test_net)
-            if self.test_net is not None and "test_net_state" in arrays
-            else None
-        )
-        self._check_weights(weights_path)
-        self.net.load(weights_path)
-        for slots, saved in zip(self.history, history):
-            for slot, array in zip(slots, saved):
-                slot[...] = array
-        self.iter = iteration
-        restore_net_state(self.net, net_state, path, "net_state")
-        if test_state is not None:
-            restore_net_state(self.test_net, test_state, path, "test_net_state")
-        self._snapshot_iter = self.iter
-        self.last_snapshot = path
-        self._timer = (time.perf_counter(), self.iter)
-        self._call("on_message", f"Restoring previous solver status from {path} (iteration {self.iter})")
-
-    def _saved_history(self, check):
-        """Per learnable param, the rule's history arrays in a state file (Caffe's order: slot s
-        of param i is ``history/<s * num_params + i>``), checked against the net."""
-        arrays = check.arrays
-        params = self.net.learnable_params
-        slots = self.rule.history_slots
-        keys = {key for key in arrays if key.startswith("history/")}
-        if len(keys) != slots * len(params):
-            raise check.error(
-                None,
-                f"holds history for {len(keys) // slots} params; this net has "
-                f"{len(params)} learnable params (a snapshot of another net?)",
-            )
-        expected = {f"history/{k}" for k in range(slots * len(params))}
-        if keys != expected:
-            raise check.error(
-                min(keys - expected), f"unexpected name; expected history/0 to history/{len(expected) - 1}"
-            )
-        history = []
-        for i, param in enumerate(params):
-            saved = []
-            for slot in range(slots):
-                key = f"history/{slot * len(params) + i}"
-                array = check.finite_floats(key)
-                if array.shape != param.blob.shape:
-                    raise check.error(
-                        None,
-                        f"history of param #{i} ('{param.name}') has shape "
-                        f"{array.shape}; the net's is {param.blob.shape} (a snapshot of "
-                        "another net?)",
-                    )
-                saved.append(array)
-            history.append(saved)
-        return history
-
-    def _check_weights(self, path):
-        weights = load_weights(path)
-        for name, blobs in self.net.params.items():
-            saved = weights.get(name)
-            if saved is None:
-                raise ConfigError(
-                    "has no weights for this layer (a snapshot of another net?)", file=str(path), layer=name
-                )
-            shapes = [tuple(b.shape) for b in blobs]
-            if [tuple(a.shape) for a in saved] != shapes:
-                raise ConfigError(
-                    f"has shapes {[tuple(a.shape) for a in saved]} for this layer; the net has {shapes}",
-                    file=str(path),
-                    layer=name,
-                )
-
-    # -- before training: what will be written, and where ------------------------------------
-    def check_saveable(self):
-        """Refuse (a ConfigError naming the layer) what a snapshot could not hold, before any
-        training: a layer name that is not valid UTF-8, holds a NUL (a zip member name ends
-        there) or makes a weights member name (``<layer>/<i>.npy``) longer than the zip limit
-        of 65,535 bytes; a layer state that is not JSON-serialisable."""
-        for layer in self.net.layers:
-            if layer.blobs:
-                self._check_member_name(layer, f"{layer.name}/{len(layer.blobs) - 1}.npy")
-        for net in (self.net, self.test_net):
-            for layer in net.layers if net is not None else ():
-                try:
-                    json.dumps(layer.state())
-                except (TypeError, ValueError, RecursionError) as err:
-                    raise self._layer_error(
-                        layer, f"its state (kept in snapshots to resume exactly) is not JSON-serialisable: {err}"
-                    ) from None
-
-    def _check_member_name(self, layer, member):
-        try:
-            size = len(member.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise self._layer_error(
-                layer,
-                "the name is not valid UTF-8 text, so snapshots cannot store this layer's weights under it",
-                "name",
-            ) from None
-        if "\0" in member:
-            raise self._layer_error(
-                layer, "the name holds a NUL character, so snapshots cannot store this layer's weights under it", "name"
-            )
-        if size > MAX_MEMBER_NAME:
-            raise self._layer_error(
-                layer,
-                f"the name is {len(layer.name.encode('utf-8')):,} bytes "
-                "long in UTF-8; snapshots store weights under '<layer "
-                f"name>/<i>.npy' and the .npz (zip) format allows "
-                f"{MAX_MEMBER_NAME:,} bytes: use a shorter name",
-                "name",
-            )
-
-    @staticmethod
-    def _layer_error(layer, message, field=None):
-        """A ConfigError at ``layer``'s place in the config, its name cut to a readable length."""
-        where = layer.spec.where
-        name = layer.name if len(layer.name) <= 60 else f"{layer.name[:57]}..."
-        return ConfigError(message, file=where.file, line=where.line, layer=name, field=field)
-
     def _start(self):
         """Once, before the first iteration: check the folders and the snapshot file names,
         refuse (or with ``overwrite``, clear) an earlier run in the output folder when this run
         is fresh, remove leftover temporary files, open the reporter, say what is ignored."""
         if self._started:
             return
-        folders = {Path(self.output_dir): "output folder"}
-        folders.setdefault(self.snapshot_paths()[0].parent, "snapshot folder")
-        for folder, what in folders.items():
-            check_writable_folder(folder, what)
-        notes = []
-        if self.iter == 0 and self.last_snapshot is None:
-            if self.overwrite:
-                notes += self._remove_earlier_run()
-            else:
-                self.check_output_reuse()
-        self._check_snapshot_names()
-        notes += self._remove_leftovers()
+        notes: list[str] = []
+        if self.parallel is None:
+            notes += self.prepare_folders()
+        else:  # rank 0 alone writes; the ranks start from the same weights
+            self.parallel.check_same_weights(self.net, self.iter)
+            self.parallel.root_decides(lambda: notes.extend(self.prepare_folders()))
         self._started = True
         self._timer = (time.perf_counter(), self.iter)
         self._call("on_start", self)
@@ -870,91 +559,6 @@ class Solver:
             self._fail_after_write_error(snapshot=False)
         for line in notes + self._ignored_settings():
             self._log(line)
-
-    def _snapshot_files(self):
-        """(folder, regex matching this solver's snapshot file names; group 1: the iteration)."""
-        weights = self.snapshot_paths(0)[0]
-        stem = weights.name[: -len("_iter_0.weights.npz")]
-        return weights.parent, re.escape(stem) + r"_iter_(\d+)\.(?:weights|solverstate)\.npz"
-
-    def _earlier_run(self):
-        """The snapshot files of this prefix (by iteration) and the metrics.jsonl already in
-        the output folders."""
-        folder, pattern = self._snapshot_files()
-        try:
-            names = [entry.name for entry in os.scandir(folder)]
-        except OSError:
-            names = []
-        matches = [m for m in map(re.compile(pattern).fullmatch, names) if m]
-        found = [folder / m.group(0) for m in sorted(matches, key=lambda m: (int(m.group(1)), m.group(0)))]
-        metrics = Path(self.output_dir) / "metrics.jsonl"
-        return found + ([metrics] if metrics.exists() else [])
-
-    def check_output_reuse(self):
-        """Refuse, with a ConfigError naming the output folder and the ways on, to start a fresh
-        run where an earlier run's snapshots (same prefix) or metrics.jsonl are (nothing is
-        checked with ``overwrite``). The command line calls this before writing anything."""
-        found = [] if self.overwrite else self._earlier_run()
-        if not found:
-            return
-        listed = ", ".join(path.name for path in found[:2]) + (f" and {len(found) - 2} more" if len(found) > 2 else "")
-        states = [path for path in found if path.name.endswith(".solverstate.npz")]
-        resume = f"continue it (--resume {states[-1]}), " if states else ""
-        raise ConfigError(
-            f"already holds an earlier run ({listed}): train into another folder "
-            f"(--output), {resume}or replace it (--overwrite)",
-            file=str(self.output_dir),
-        )
-
-    def _remove_earlier_run(self):
-        """With ``overwrite``: delete the earlier run's snapshots of this prefix and its
-        metrics.jsonl. Returns the log line to show."""
-        removed = self._earlier_run()
-        for path in removed:
-            try:
-                path.unlink()
-            except OSError as err:
-                raise ConfigError(
-                    f"cannot remove {path} of an earlier run (overwrite): {err.strerror or err}"
-                ) from None
-        folders = ", ".join(sorted({str(path.parent) for path in removed}))
-        return [f"Removed {len(removed)} file(s) of an earlier run from {folders} (overwrite)"] if removed else []
-
-    def _check_snapshot_names(self):
-        """Create and delete a temporary file named as the last snapshot's will be (the
-        longest name), so that a name the file system refuses is found before training."""
-        for path in self.snapshot_paths(max(self.param.max_iter, self.iter)):
-            try:
-                fd, temporary = create_temporary(path)
-                os.close(fd)
-                os.unlink(temporary)
-            except OSError as err:
-                shown = path.name if len(path.name) <= 60 else f"{path.name[:57]}..."
-                raise ConfigError(
-                    f"snapshot files such as {shown} ({len(os.fsencode(path.name)):,} "
-                    f"bytes) cannot be created in {path.parent}: "
-                    f"{os_reason(err, path.parent)}",
-                    file=self.file,
-                    field="solver.snapshot_prefix",
-                ) from None
-
-    def _remove_leftovers(self):
-        """Delete the temporary files a killed snapshot (or metrics rewrite) left; log lines."""
-        folder, pattern = self._snapshot_files()
-        places = {folder: pattern.replace(r"_iter_(\d+)", r"_iter_\d+")}
-        metrics = r"metrics\.jsonl"
-        output = Path(self.output_dir)
-        places[output] = f"(?:{places[output]}|{metrics})" if output in places else metrics
-        lines = []
-        for place, names in places.items():
-            removed = remove_leftover_temporaries(place, names)
-            if removed:
-                lines.append(
-                    f"Removed {len(removed)} temporary file(s) left by an interrupted "
-                    f"snapshot from {place} ({', '.join(p.name for p in removed[:3])}"
-                    f"{', ...' if len(removed) > 3 else ''})"
-                )
-        return lines
 
     def _ignored_settings(self):
         """One line for the settings a Caffe config may carry that change nothing here."""
@@ -981,6 +585,13 @@ class Solver:
     @staticmethod
     def _outputs(net):
         return {name: net.blobs[name].data.copy() for name in net.outputs}
+
+    def _displayed(self):
+        """The TRAIN net's outputs to show (averaged over the ranks when distributed)."""
+        outputs = self._outputs(self.net)
+        if self.parallel is None:
+            return outputs
+        return {name: np.asarray(value) for name, value in self.parallel.average_results(outputs, 1).items()}
 
     def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)"):
         last = "none" if self.last_snapshot is None else f"{self.last_snapshot} (iteration {self._snapshot_iter})"

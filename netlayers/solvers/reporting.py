@@ -132,7 +132,7 @@ class Reporter:
     # -- the solver's calls ---------------------------------------------------------------------
     def on_start(self, solver):
         self.solver = solver
-        self._weights = {"train": loss_weights(solver.net), "test": loss_weights(solver.test_net)}
+        self._weights = {"train": loss_weights(solver.net), "test": [loss_weights(net) for net in solver.test_nets]}
         if self.metrics:
             self._file_path = self.metrics_path or Path(solver.output_dir) / "metrics.jsonl"
             try:
@@ -179,10 +179,14 @@ class Reporter:
             entry["iters_per_sec"] = float(iters_per_sec)
         self.record(_with_outputs(entry, outputs))
 
-    def on_test(self, iteration, results):
-        self.line(f"Iteration {iteration}, Testing net (#0)")
-        self._output_lines("Test", results, self._weights["test"])
-        self.record(_with_outputs({"phase": "test", "iter": iteration}, results, reserved=("phase", "iter")))
+    def on_test(self, iteration, results, net=0):
+        """TEST net ``net``'s results; in metrics.jsonl, an entry of a second or later TEST net
+        carries ``"net": k``."""
+        self.line(f"Iteration {iteration}, Testing net (#{net})")
+        weights = self._weights["test"]
+        self._output_lines("Test", results, weights[net] if net < len(weights) else {})
+        entry = {"phase": "test", "iter": iteration, **({"net": net} if net else {})}
+        self.record(_with_outputs(entry, results, reserved=("phase", "iter", "net")))
 
     def on_snapshot(self, iteration, weights_path, state_path):
         self.line(f"Snapshotting to binary proto file {weights_path}")

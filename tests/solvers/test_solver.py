@@ -293,8 +293,8 @@ def test_config_errors_name_file_and_line(tmp_path, extra, expected):
             "cfg.yaml:12: field 'solver.lr_policy': lr_policy 'multistep' needs 'stepvalue'",
         ),
         (
-            "  test_iter: [10, 5]\n",
-            "cfg.yaml:12: field 'solver.test_iter': one value is expected (netlayers has one TEST net), got [10, 5]",
+            "  test_iter: [10, 5]\n  test_state: [{stage: [a]}]\n",
+            "field 'solver.test_state': 1 test_state given for 2 test net(s): give one each",
         ),
     ],
 )
@@ -366,7 +366,7 @@ def test_test_iter_with_an_empty_test_net_is_an_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         Solver(write_config(tmp_path, config), reporter=Recorder())
     assert "net.yaml:" in str(info.value)
-    assert "field 'solver.test_iter': is given but the TEST-phase net has no layers" in str(info.value)
+    assert "field 'solver.test_iter': is given but TEST net #0 has no layers" in str(info.value)
 
 
 def test_test_iter_with_a_test_net_without_outputs_is_an_error(tmp_path):
@@ -374,7 +374,7 @@ def test_test_iter_with_a_test_net_without_outputs_is_an_error(tmp_path):
     for layer in config["layers"][1:]:
         layer["include"] = {"phase": "TRAIN"}
     config["layers"].append({"name": "quiet", "type": "Silence", "bottom": ["x", "t"], "include": {"phase": "TEST"}})
-    with pytest.raises(ConfigError, match="field 'solver.test_iter': is given but the TEST-phase net has no outputs"):
+    with pytest.raises(ConfigError, match="field 'solver.test_iter': is given but TEST net #0 has no outputs"):
         Solver(config, reporter=Recorder())
 
 
