@@ -26,6 +26,7 @@ __all__ = [
     "convert_prototxt",
     "read_prototxt",
     "is_prototxt",
+    "holds_a_net",
 ]
 
 # ---------------------------------------------------------------------------------------------
@@ -476,6 +477,13 @@ PROTOTXT_SUFFIXES = (".prototxt", ".pbtxt")
 def is_prototxt(path):
     """True for a file named as protobuf text (``.prototxt``, ``.pbtxt``)."""
     return Path(path).suffix.lower() in PROTOTXT_SUFFIXES
+
+
+def holds_a_net(path):
+    """True when the prototxt file at ``path`` is a net (it has layers or net-level inputs), not
+    a solver. A file that cannot be read or parsed is a one-line ConfigError naming it."""
+    parsed = parse_prototxt(_read_text(path), filename=str(path))
+    return any(key in parsed for key in ("layer", "layers", "input", "input_shape", "input_dim"))
 
 
 def read_prototxt(path, message="NetParameter"):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..caffe.prototxt import is_prototxt, read_prototxt
+from ..caffe.prototxt import holds_a_net, is_prototxt, read_prototxt
 from ..errors import ConfigError
 from ..netspec import Enum, Field, Message, Where, check_message, load_yaml_file
 from ..netspec.schema import shown
@@ -88,6 +88,8 @@ def read_config(config):
     if isinstance(config, (str, Path)):
         path = Path(config)
         if is_prototxt(path):
+            if holds_a_net(path):  # a Caffe net file: no solver in it (check_solver_params says so)
+                return read_prototxt(path), str(path), path.resolve().parent
             section = read_prototxt(path, "SolverParameter")
             raw = LineDict(solver=section)
             raw.line, raw.key_lines = 1, {"solver": 1}

@@ -94,7 +94,7 @@ def test_train_net_test_net_and_states(tmp_path):
     assert solver.iter == 2
 
 
-def test_an_inline_net_param_and_mistakes(tmp_path):
+def test_an_inline_net_param_and_mistakes(tmp_path, capsys):
     inline = net_text("inline").replace("\n", " ")
     (tmp_path / "solver.prototxt").write_text(f"net_param {{ {inline} }}\nbase_lr: 0.1\nmax_iter: 1\n")
     assert Solver(tmp_path / "solver.prototxt", output_dir=tmp_path).net.name == "inline"
@@ -111,3 +111,5 @@ def test_an_inline_net_param_and_mistakes(tmp_path):
         Solver(tmp_path / "none.prototxt")
     (tmp_path / "net.prototxt").write_text(net_text("n"))
     assert main(["train", "--config", str(tmp_path / "net.prototxt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a Caffe net file holds no solver: train with its solver file" in err
