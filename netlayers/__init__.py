@@ -4,10 +4,10 @@ Public API: Blob, Layer, Net, register_layer, gradcheck (check_layer, check_net)
 (from the training modules) Solver, and for trained models Predictor, predict and deploy_net.
 """
 
-import importlib
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError, DataError, NetlayersError, TrainingError
+from .lazy import lazy_getattr
 from .registry import register_layer
 
 if TYPE_CHECKING:
@@ -35,21 +35,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    """The lazily imported names above, and the package's modules (``netlayers.solvers``)."""
-    missing = AttributeError(f"module 'netlayers' has no attribute {name!r}")
-    if name.startswith("_"):
-        raise missing
-    module_name, attribute = _LAZY.get(name, ("." + name, None))
-    try:
-        module = importlib.import_module(module_name, __name__)
-    except ModuleNotFoundError as err:
-        if err.name != __name__ + module_name:
-            raise
-        raise missing from None
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 __all__ = [

@@ -9,7 +9,7 @@ Names map to modules as ``_LAZY`` says; any other name is looked up as a submodu
 (``caffe.proto``).
 """
 
-import importlib
+from ..lazy import lazy_getattr
 
 __version__ = "1.0.0"  # the pycaffe whose API this follows (Caffe 1.0)
 
@@ -51,21 +51,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    """The names of ``_LAZY``, imported on first use; other names as submodules."""
-    missing = AttributeError(f"module 'netlayers.caffe' has no attribute {name!r}")
-    if name.startswith("_"):
-        raise missing
-    module_name, attribute = _LAZY.get(name, ("." + name, None))
-    try:
-        module = importlib.import_module(module_name, __name__)
-    except ModuleNotFoundError as err:
-        if err.name != __name__ + module_name:
-            raise
-        raise missing from None
-    value = module if attribute is None else getattr(module, attribute)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, _LAZY)
 
 
 def __dir__():

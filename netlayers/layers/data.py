@@ -33,6 +33,32 @@ class SourceLayer(Layer):
         self._start()
 
 
+class PrefetchedSource(SourceLayer):
+    """A source layer whose batches (data, labels) a background ``prefetcher`` makes (Data,
+    ImageData, WindowData): the forward copies the next batch into the tops (reshaping the data
+    top when a batch's items have another size), and the state is the prefetcher's position in
+    what the net has consumed."""
+
+    keep_top_data = False
+
+    def Reshape(self, bottom, top):
+        pass
+
+    def Forward_cpu(self, bottom, top):
+        data, labels = self.prefetcher.next()
+        if top[0].shape != data.shape:
+            top[0].reshape(data.shape)
+        top[0].data[...] = data
+        if len(top) > 1:
+            top[1].data[...] = labels
+
+    def state(self):
+        return dict(self.prefetcher.consumed_state)
+
+    def close(self):
+        self.prefetcher.close()
+
+
 def shapes_of(layer, shapes, count, field):
     """One shape per top: a single given shape serves every top (Caffe's rule)."""
     if len(shapes) not in (1, count):
@@ -182,7 +208,7 @@ def _load_dataset(source):
 
 
 @register_layer("Data")
-class Data(SourceLayer):
+class Data(PrefetchedSource):
     """Batches of (data, label) read from a data set, prepared in a background thread.
 
     ``data_param``: ``source`` (e.g. ``fashion-mnist/train``, looked up next to the config,
@@ -291,18 +317,6 @@ class Data(SourceLayer):
         data = self.transformer.transform(self.inputs[index], rng, out=np.empty(self.top_shapes[0], self.dtype))
         return data, self.labels[index].astype(self.dtype)
 
-    def Reshape(self, bottom, top):
-        pass
-
-    def Forward_cpu(self, bottom, top):
-        data, labels = self.prefetcher.next()
-        top[0].data[...] = data
-        if len(top) > 1:
-            top[1].data[...] = labels
-
-    def state(self):
-        return dict(self.prefetcher.consumed_state)
-
     def set_state(self, state):
         """Continue from a snapshot's data position. A state that does not fit the data set as
         it is now (it shrank since the snapshot, or the state is damaged) is a one-line
@@ -316,9 +330,6 @@ class Data(SourceLayer):
         self.prefetcher.close()
         self.sampler.set_state({"epoch": epoch, "position": position})
         self._start()
-
-    def close(self):
-        self.prefetcher.close()
 
 
 @register_layer("MemoryData")

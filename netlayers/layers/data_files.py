@@ -17,7 +17,7 @@ from ..errors import DataError
 from ..layer import Layer
 from ..netspec import Enum, Field, rule_error
 from ..registry import register_layer
-from .data import TRANSFORM_PARAM, SourceLayer
+from .data import TRANSFORM_PARAM, PrefetchedSource, SourceLayer
 
 _FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "data_files"
 _PREFETCH = 4  # batches kept ready, Caffe's PREFETCH_COUNT
@@ -208,7 +208,7 @@ def _four_axes(array):
 
 # -- images ---------------------------------------------------------------------------------------
 @register_layer("ImageData")
-class ImageData(FileSourceLayer):
+class ImageData(FileSourceLayer, PrefetchedSource):
     """Batches of images and labels from an image list (``path label`` per line, Caffe's
     ``convert_imageset`` format), read with Pillow in a background thread.
 
@@ -318,19 +318,6 @@ class ImageData(FileSourceLayer):
             line=line,
         )
 
-    def Reshape(self, bottom, top):
-        pass
-
-    def Forward_cpu(self, bottom, top):
-        data, labels = self.prefetcher.next()
-        top[0].reshape(data.shape)  # a batch of other-sized images (batch_size 1), as in Caffe
-        top[0].data[...] = data
-        if len(top) > 1:
-            top[1].data[...] = labels
-
-    def state(self):
-        return dict(self.prefetcher.consumed_state)
-
     def set_state(self, state):
         """Continue from a snapshot's position in the list; one that does not fit the list as
         it is now is a one-line DataError naming the layer, changing nothing."""
@@ -344,12 +331,9 @@ class ImageData(FileSourceLayer):
         self.sampler.set_state({"epoch": epoch, "position": position})
         self._start()
 
-    def close(self):
-        self.prefetcher.close()
-
 
 @register_layer("WindowData")
-class WindowData(FileSourceLayer):
+class WindowData(FileSourceLayer, PrefetchedSource):
     """R-CNN's windows: each batch draws ``batch_size - int(batch_size * fg_fraction)``
     background windows, then the rest foreground ones, uniformly with replacement (seeded),
     warps each to ``crop_size`` squares (see ``netlayers/data/windows.py``: context_pad,
@@ -528,18 +512,6 @@ class WindowData(FileSourceLayer):
             labels[item] = window[LABEL]
         return data, labels
 
-    def Reshape(self, bottom, top):
-        pass
-
-    def Forward_cpu(self, bottom, top):
-        data, labels = self.prefetcher.next()
-        top[0].data[...] = data
-        if len(top) > 1:
-            top[1].data[...] = labels
-
-    def state(self):
-        return dict(self.prefetcher.consumed_state)
-
     def set_state(self, state):
         """Continue from a snapshot's batch count; anything but ``{"batch": n}`` with n >= 0
         is a one-line DataError naming the layer."""
@@ -548,6 +520,3 @@ class WindowData(FileSourceLayer):
             raise DataError(f"snapshot's data state {state!r:.60} is not {{'batch': n}} with n >= 0", layer=self.name)
         self.prefetcher.close()
         self._start(made)
-
-    def close(self):
-        self.prefetcher.close()
