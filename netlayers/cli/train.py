@@ -11,7 +11,14 @@ same run (same overrides) and exits with 130. With ``--quiet`` nothing is logged
 of one to three lines on stdout at the end (iterations, last test outputs, last snapshot).
 
 Launched by ``mpirun -n K`` (K > 1), it trains one model on K data-parallel processes through
-mpi4py (see netlayers/solvers/distributed.py): rank 0 alone logs and writes.
+mpi4py (see netlayers/solvers/distributed.py): rank 0 alone logs and writes. An error every rank
+meets alike (a config mistake, a non-finite loss) is reported once, by rank 0, and every rank
+exits with 2. An error one rank meets alone (its Python layer raising, a file only it cannot
+read) is its one line ``netlayers: error: rank R: ...``, and that rank then ends the whole job
+with ``MPI_Abort`` so no rank waits forever in a collective; the snapshots written so far stay
+as they are (each is written to a temporary file, then renamed). SIGINT or SIGTERM to the job
+(mpirun passes SIGTERM on to the ranks) stops every rank after the same iteration; rank 0
+snapshots once and all exit with 130.
 """
 
 import json
@@ -25,7 +32,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NetlayersError, one_line
 from ..solvers.reporting import Reporter, fmt
 from ._netargs import add_data_root, add_threads, file_name, positive_int, refuse_input_layers
 
@@ -82,8 +89,22 @@ def run(args):
     output = Path(args.output) if args.output else Path("runs") / config.stem
     reporter = RunReporter(args, config, quiet=args.quiet)
     comm = mpi_communicator()
+    if comm is None:
+        return train(args, Solver, config, output, reporter, None)
+    try:
+        return train(args, Solver, config, output, reporter, comm)
+    except BaseException as err:
+        return end_distributed(comm, err, args)
+
+
+def train(args, Solver, config, output, reporter, comm):
+    """Build the solver (on every rank: one that fails stops them all), train, report; returns
+    the exit code."""
+    from ..solvers.distributed import on_every_rank
+
     is_root = comm is None or comm.Get_rank() == 0
-    with signals_deferred():
+
+    def build():
         solver = Solver(
             config,
             data_root=args.data_root,
@@ -98,7 +119,11 @@ def run(args):
             refuse_input_layers(net, "train")
         if args.weights:
             solver.net.load(args.weights)
-    with stop_on_signals(solver):
+        return solver
+
+    with signals_deferred():
+        solver = build() if comm is None else on_every_rank(comm, build)
+    with stop_on_signals(solver, hold_output=comm is not None):
         solver.solve(resume=args.resume)
         if solver.stopped:
             if is_root:
@@ -108,6 +133,40 @@ def run(args):
         for line in reporter.summary():
             print(line)
     return 0
+
+
+def end_distributed(comm, err, args):
+    """The end of a rank on which ``err`` was raised; returns the exit code when every rank
+    raised it alike (rank 0 alone reports it, as a single process would), else reports it in one
+    line naming the rank and ends the whole job with ``MPI_Abort``."""
+    from ..solvers.distributed import raised_on_every_rank
+    from .main import EXIT_ERROR, EXIT_INTERNAL_ERROR, EXIT_INTERRUPTED, wants_traceback
+
+    rank = comm.Get_rank()
+    if raised_on_every_rank(err):
+        if rank == 0:
+            raise err
+        return EXIT_ERROR
+    if wants_traceback(getattr(args, "argv", []), args):
+        import traceback
+
+        say("".join(traceback.format_exception(err)).rstrip("\n"))
+    if isinstance(err, NetlayersError):
+        code, line = EXIT_ERROR, f"netlayers: error: rank {rank}: {err}"
+    elif isinstance(err, KeyboardInterrupt):
+        code, line = EXIT_INTERRUPTED, f"netlayers: interrupted (rank {rank})"
+    elif isinstance(err, MemoryError):
+        code, line = EXIT_ERROR, f"netlayers: error: rank {rank}: out of memory ({one_line(str(err))})"
+    else:
+        code = EXIT_INTERNAL_ERROR
+        line = (
+            "netlayers: internal error (a bug in netlayers; please report it with --traceback output): "
+            f"rank {rank}: {type(err).__name__}: {one_line(str(err))}"
+        )
+    say(line)
+    sys.stdout.flush()
+    comm.Abort(code)
+    return code  # not reached: MPI_Abort ends this process
 
 
 def mpi_communicator():
@@ -139,13 +198,19 @@ def signals_deferred():
 
 
 @contextmanager
-def stop_on_signals(solver):
+def stop_on_signals(solver, hold_output=False):
     """While training, SIGINT (Ctrl-C) and SIGTERM ask ``solver`` to stop after the current
     iteration; it then writes a snapshot and returns. A second signal before the iteration ends
     stops at once; once the solver has stopped (it is writing its stop snapshot and returning)
     or training has ended, signals are ignored, so finishing is never interrupted into a
-    traceback. The previous handlers are restored afterwards."""
+    traceback. The previous handlers are restored afterwards.
+
+    ``hold_output`` (under mpirun): from the signal on, what this process writes on stderr is
+    kept in a temporary file and written out when the block ends. mpirun stops reading the
+    ranks' output while it ends the job (it sends SIGTERM, then SIGKILL a second later), so
+    a rank logging every iteration would otherwise block on a full pipe before its snapshot."""
     requested = []
+    held = []
 
     def on_signal(signum, frame):
         if solver.stopped or solver.status in ("stopped", "done", "failed"):
@@ -153,6 +218,8 @@ def stop_on_signals(solver):
         if requested:
             raise KeyboardInterrupt
         requested.append(signum)
+        if hold_output:
+            held.append(hold_stderr())
         solver.request_stop()
 
     previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -162,6 +229,43 @@ def stop_on_signals(solver):
         for signum, handler in previous.items():
             # once a stop was asked for, the program is finishing: more signals stay ignored
             signal.signal(signum, signal.SIG_IGN if requested else handler)
+        for saved in held:
+            release_stderr(*saved)
+
+
+def hold_stderr():
+    """Point file descriptor 2 at a new temporary file; returns (the former stderr's
+    descriptor, the file) for :func:`release_stderr`. A write blocked on stderr, interrupted
+    by the signal, goes on into the file."""
+    import tempfile
+
+    saved, holder = os.dup(2), tempfile.TemporaryFile()
+    os.dup2(holder.fileno(), 2)
+    return saved, holder
+
+
+def release_stderr(saved, holder):
+    """Point stderr back at descriptor ``saved`` and write out what ``holder`` kept, as much
+    as the stream takes without waiting (a pipe mpirun no longer reads takes nothing: those
+    lines are lost, the snapshot is not)."""
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(saved, 2)
+    os.close(saved)
+    holder.seek(0)
+    kept = holder.read()
+    holder.close()
+    blocking = os.get_blocking(2)
+    os.set_blocking(2, False)
+    try:
+        while kept:
+            kept = kept[os.write(2, kept) :]
+    except OSError:
+        pass
+    finally:
+        os.set_blocking(2, blocking)
 
 
 def resume_command(args, state):

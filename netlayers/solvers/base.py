@@ -62,8 +62,9 @@ folder for a config given as a dict); an absolute snapshot_prefix is used as it 
 
 The solver state file holds (never pickled): ``iter``, ``type``, ``history/<k>`` (Caffe's order:
 slot s of param i is k = s * num_params + i), ``net_state`` and ``test_net_state`` (net.state()
-as JSON strings: generator and layer states such as a data layer's position) and
-``weights_file`` (relative to the state file's folder). Resuming from iteration k and training
+as JSON strings: generator and layer states such as a data layer's position),
+``weights_file`` (relative to the state file's folder) and ``ranks`` (the data-parallel
+processes that trained; absent: 1). Resuming from iteration k and training
 to n gives the same weights, bit for bit, as training 0 to n. As in Caffe, the smoothed loss
 is not kept: every ``step`` call (so every run, resumed or not) starts its average afresh.
 
@@ -88,7 +89,7 @@ from ..net import Net
 from ..netspec import load_net_spec
 from ..netspec.spec import check_net
 from . import debug_info, lr_policy
-from .distributed import DataParallel
+from .distributed import DataParallel, mark_on_every_rank, on_every_rank
 from .folders import RunFolders, check_writable_folder, os_reason
 from .reporting import Reporter
 from .settings import (
@@ -189,6 +190,7 @@ class Solver(Snapshots, RunFolders):
         self._snapshot_iter: int | None = None
         self._losses: deque[float] = deque(maxlen=param.average_loss)
         self._stop = False
+        self._stop_asked = False  # distributed: asked here, not yet agreed by the ranks
         self._started = False
         self._timer = (time.perf_counter(), 0)
         self.overwrite = overwrite
@@ -304,7 +306,10 @@ class Solver(Snapshots, RunFolders):
         iteration, and test once more. Caffe tests at the end only when test_interval divides
         max_iter; here the final test always runs."""
         if resume is not None:
-            self.restore(resume)
+            if self.parallel is None:
+                self.restore(resume)
+            else:  # a file one rank cannot read stops every rank
+                on_every_rank(self.parallel.comm, lambda: self.restore(resume))
         if self.iter > self.param.max_iter:
             raise ConfigError(
                 f"the solver is at iteration {self.iter}, beyond max_iter "
@@ -338,7 +343,7 @@ class Solver(Snapshots, RunFolders):
                 self.status = "failed"
             raise
         finally:
-            self._stop = False
+            self._stop = self._stop_asked = False
             self._call("on_end")
         if self._write_error is not None:  # the closing lines could not be written
             self._fail_after_write_error()
@@ -369,15 +374,25 @@ class Solver(Snapshots, RunFolders):
                 loss += debug_info.forward_backward(self.net, self._log) if debug else self.net.forward_backward()
             loss /= p.iter_size
             if self.parallel is not None:
-                loss = self.parallel.average_gradients(self.net.learnable_params, loss)
+                local_loss = loss
+                loss, stop = self.parallel.average_gradients(self.net.learnable_params, loss, self._stop_asked)
+                self._stop = self._stop or stop
             if not math.isfinite(loss):
-                self._fail(f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}")
+                where = ""
+                if self.parallel is not None:
+                    ranks = self.parallel.ranks_where(not math.isfinite(local_loss))
+                    where = f" (on rank {', '.join(map(str, ranks))})" if ranks else " (in the average over the ranks)"
+                self._fail(
+                    f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}{where}",
+                    every_rank=True,
+                )
             self._losses.append(loss)
             rate = self.learning_rate()
             if not math.isfinite(rate):
                 self._fail(
                     f"the learning rate of lr_policy '{p.lr_policy}' is not a finite number at iteration {self.iter}",
                     hint=" (check gamma, power and stepsize)",
+                    every_rank=True,
                 )
             if p.display and self.iter % p.display == 0:
                 self._call("on_train", self.iter, loss, self.smoothed_loss, rate, self._displayed(), self._speed())
@@ -391,7 +406,7 @@ class Solver(Snapshots, RunFolders):
             if p.snapshot and self.iter % p.snapshot == 0:
                 self.snapshot()
         if self._stop:
-            self._stop = False
+            self._stop = self._stop_asked = False
             self.stopped = True
             if self._write_error is not None:
                 self._fail_after_write_error()
@@ -400,8 +415,12 @@ class Solver(Snapshots, RunFolders):
 
     def request_stop(self) -> None:
         """Ask to stop after the current iteration (safe from a signal handler): the solver then
-        snapshots and returns from step/solve with ``stopped`` true."""
-        self._stop = True
+        snapshots and returns from step/solve with ``stopped`` true. Distributed, the request
+        travels with the iteration's gradients and every rank stops after that iteration (a
+        test under way runs to its end)."""
+        self._stop_asked = True
+        if self.parallel is None:
+            self._stop = True
 
     @property
     def smoothed_loss(self) -> float:
@@ -593,10 +612,13 @@ class Solver(Snapshots, RunFolders):
             return outputs
         return {name: np.asarray(value) for name, value in self.parallel.average_results(outputs, 1).items()}
 
-    def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)"):
+    def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)", every_rank=False):
+        """Raise a TrainingError naming the last snapshot; ``every_rank``: every rank of a
+        distributed run raises it alike (see distributed.py)."""
         last = "none" if self.last_snapshot is None else f"{self.last_snapshot} (iteration {self._snapshot_iter})"
         self.status = "failed"
-        raise TrainingError(f"{message}{hint}; last snapshot: {last}")
+        err = TrainingError(f"{message}{hint}; last snapshot: {last}")
+        raise mark_on_every_rank(err) if every_rank and self.parallel is not None else err
 
     def _fail_after_write_error(self, snapshot=True):
         """End training because a reporter could not write (a full disk, a closed stream): write
@@ -624,7 +646,7 @@ class Solver(Snapshots, RunFolders):
         except OSError as err:
             if self._write_error is None:
                 self._write_error = err
-            self._stop = True
+            self.request_stop()
 
     def _log(self, line):
         self._call("on_message", line)

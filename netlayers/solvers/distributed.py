@@ -10,16 +10,25 @@ K ranks with batch B train as one process with batch K * B, as Caffe's multi-GPU
 - testing runs on every rank over its share of the TEST data; the figures are averaged;
 - BatchNorm's running statistics are averaged before each test and snapshot;
 - rank 0 alone reports (logs, metrics.jsonl) and writes snapshots; at each snapshot a checksum
-  of the weights is compared across ranks (a TrainingError naming the ranks if they differ).
+  of the weights and of the net state (generator, data positions) is compared across ranks (a
+  TrainingError naming the ranks if they differ), so the one state rank 0 writes is every rank's;
+- a stop request (a signal on any rank) rides in the gradients' last buffer: the ranks agree to
+  stop after the same iteration at no extra message;
+- a failure every rank sees alike (a non-finite averaged loss, an error rank 0 met while
+  writing, ranks that diverged, a config or snapshot one rank could not read, via
+  :func:`on_every_rank`) is raised on every rank marked :func:`raised_on_every_rank`; any other
+  failure is one rank's own, and the command line then ends the whole job (``MPI_Abort``).
 
 A data layer that cannot split its data yet (HDF5Data, MemoryData, WindowData) is refused.
 """
 
+import json
+import time
 import zlib
 
 import numpy as np
 
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError, NetlayersError, TrainingError
 
 #: Gradients are averaged in buffers (of the params' dtype) of at most this many bytes each.
 BUCKET_BYTES = 4 << 20
@@ -49,6 +58,43 @@ def world_communicator():
     return MPI.COMM_WORLD
 
 
+def mark_on_every_rank(err):
+    """Mark ``err`` as raised on every rank alike (so one rank reports it); returns it."""
+    err.on_every_rank = True
+    return err
+
+
+def raised_on_every_rank(err):
+    """Whether ``err`` was raised on every rank alike (see :func:`mark_on_every_rank`)."""
+    return getattr(err, "on_every_rank", False)
+
+
+def on_every_rank(comm, action):
+    """Run ``action()`` on every rank of ``comm`` and return its result; when it raised on any
+    rank, raise on every rank the error of the first rank that failed, marked as raised on
+    every rank. A NetlayersError travels as it is (its message names the rank unless every
+    rank failed); that rank's other exception (a bug) is re-raised on it alone, and the other
+    ranks raise a TrainingError naming it (the command line then ends the job)."""
+    result, failure = None, None
+    try:
+        result = action()
+    except Exception as err:
+        failure = err
+    sent = None if failure is None else failure if isinstance(failure, NetlayersError) else repr(failure)
+    failures = comm.allgather(sent)
+    failed = [rank for rank, value in enumerate(failures) if value is not None]
+    if not failed:
+        return result
+    first, rank = failures[failed[0]], comm.Get_rank()
+    if not isinstance(first, NetlayersError):
+        if rank == failed[0]:
+            raise failure
+        raise mark_on_every_rank(TrainingError(f"rank {failed[0]} failed: {first}"))
+    if len(failed) < len(failures):
+        first.message = f"rank {failed[0]}: {first.message}"
+    raise mark_on_every_rank(first)
+
+
 class DataParallel:
     """The collectives a Solver needs on communicator ``comm`` (more than one rank)."""
 
@@ -60,6 +106,8 @@ class DataParallel:
         self.size = comm.Get_size()
         self._sum = MPI.SUM
         self._buckets = None  # [(buffer, [(param index, start, stop)])], made on first use
+        self.reduce_seconds = 0.0  # wall time spent in the gradients' Allreduce calls
+        self.reductions = 0  # gradient averagings done (iterations)
 
     @property
     def is_root(self):
@@ -75,25 +123,35 @@ class DataParallel:
                 layer.shard(self.rank, self.size)
 
     # -- gradients ----------------------------------------------------------------------------
-    def average_gradients(self, params, loss):
-        """Average every param's diff and ``loss`` over the ranks (in place); returns the mean
-        loss. The diffs are packed into buffers of at most BUCKET_BYTES, each reduced by one
-        Allreduce; the loss rides in the last one."""
+    def average_gradients(self, params, loss, stop=False):
+        """Average every param's diff and ``loss`` over the ranks (in place); returns (the mean
+        loss, whether any rank asked to ``stop``). The diffs are packed into buffers of at most
+        BUCKET_BYTES, each reduced by one Allreduce; the loss and the stop flag ride in the last
+        one. The time spent in Allreduce adds up in ``reduce_seconds``."""
         buckets = self._buckets or self._make_buckets(params)
         for n, (buffer, places) in enumerate(buckets):
-            for i, start, stop in places:
-                buffer[start:stop] = params[i].blob.diff.reshape(-1)
+            for i, start, stop_at in places:
+                buffer[start:stop_at] = params[i].blob.diff.reshape(-1)
             if n == len(buckets) - 1:
-                buffer[-1] = loss
+                buffer[-2:] = (loss, 1.0 if stop else 0.0)
+            started = time.perf_counter()
             self.comm.Allreduce(self._in_place(), buffer, op=self._sum)
+            self.reduce_seconds += time.perf_counter() - started
             buffer *= 1.0 / self.size
-            for i, start, stop in places:
-                params[i].blob.diff.reshape(-1)[...] = buffer[start:stop]
-        return float(buckets[-1][0][-1])
+            for i, start, stop_at in places:
+                params[i].blob.diff.reshape(-1)[...] = buffer[start:stop_at]
+        self.reductions += 1
+        last = buckets[-1][0]
+        return float(last[-2]), bool(last[-1] > 0)
+
+    def ranks_where(self, condition):
+        """The ranks on which ``condition`` (a bool) holds (a collective: every rank calls it)."""
+        return [rank for rank, value in enumerate(self.comm.allgather(bool(condition))) if value]
 
     def _make_buckets(self, params):
         """Group the params, in order, into buffers of at most BUCKET_BYTES (one param larger
-        than that gets a buffer of its own); the last buffer has one more slot, the loss's."""
+        than that gets a buffer of its own); the last buffer has two more slots: the loss and
+        the stop flag."""
         dtype = params[0].blob.data.dtype if params else np.float64
         limit = max(1, BUCKET_BYTES // np.dtype(dtype).itemsize)
         groups, current, size = [], [], 0
@@ -106,7 +164,7 @@ class DataParallel:
             size += count
         groups.append((current, size))
         last = len(groups) - 1
-        self._buckets = [(np.zeros(size + (n == last), dtype), places) for n, (places, size) in enumerate(groups)]
+        self._buckets = [(np.zeros(size + 2 * (n == last), dtype), places) for n, (places, size) in enumerate(groups)]
         return self._buckets
 
     def _in_place(self):
@@ -137,18 +195,24 @@ class DataParallel:
                 blob.data[...] = buffer / self.size
 
     def check_same_weights(self, net, iteration):
-        """Compare a checksum (CRC-32 of every learnable param's bytes) across the ranks; a
-        TrainingError on every rank, naming those that differ from rank 0, when they do."""
-        checksum = 0
+        """Compare checksums (CRC-32 of every learnable param's bytes, and of the net state:
+        generator and data positions) across the ranks; a TrainingError on every rank, naming
+        those that differ from rank 0, when they do."""
+        weights = 0
         for param in net.learnable_params:
-            checksum = zlib.crc32(np.ascontiguousarray(param.blob.data).tobytes(), checksum)
-        checksums = self.comm.allgather(checksum)
-        differ = [rank for rank, value in enumerate(checksums) if value != checksums[0]]
-        if differ:
-            raise TrainingError(
-                f"the weights of rank(s) {', '.join(map(str, differ))} differ from rank 0's at iteration "
-                f"{iteration} (checksums {', '.join(f'{v:08x}' for v in checksums)}): the ranks diverged"
-            )
+            weights = zlib.crc32(np.ascontiguousarray(param.blob.data).tobytes(), weights)
+        state = zlib.crc32(json.dumps(net.state(), sort_keys=True).encode())
+        checksums = self.comm.allgather((weights, state))
+        for index, what in ((0, "weights"), (1, "net states (generator, data positions)")):
+            values = [pair[index] for pair in checksums]
+            differ = [rank for rank, value in enumerate(values) if value != values[0]]
+            if differ:
+                raise mark_on_every_rank(
+                    TrainingError(
+                        f"the {what} of rank(s) {', '.join(map(str, differ))} differ from rank 0's at iteration "
+                        f"{iteration} (checksums {', '.join(f'{v:08x}' for v in values)}): the ranks diverged"
+                    )
+                )
 
     def root_decides(self, action):
         """Run ``action()`` on rank 0 alone; a NetlayersError it raises is raised on every rank
@@ -161,4 +225,4 @@ class DataParallel:
                 error = err
         error = self.comm.bcast(error, root=0)
         if error is not None:
-            raise error
+            raise mark_on_every_rank(error)

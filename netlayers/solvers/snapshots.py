@@ -28,6 +28,12 @@ class Snapshots:
         base = str(self.output_dir / f"{self.snapshot_prefix}_iter_{iteration}")
         return Path(base + ".weights.npz"), Path(base + ".solverstate.npz")
 
+    @property
+    def ranks(self) -> int:
+        """How many data-parallel processes train (1 without a communicator)."""
+        parallel = getattr(self, "parallel", None)
+        return 1 if parallel is None else parallel.size
+
     def state_arrays(self, weights):
         """The arrays of the solver state file that goes with the weights file ``weights``."""
         n = len(self.history)
@@ -41,6 +47,7 @@ class Snapshots:
                 "type": np.array(self.param.type),
                 "weights_file": np.array(weights.name),
                 "net_state": np.array(json.dumps(self.net.state())),
+                "ranks": np.array(self.ranks, dtype=np.int64),
             }
         )
         for index, test_net in enumerate(self.test_nets):
@@ -93,6 +100,9 @@ class Snapshots:
         self.last_snapshot = path
         self._timer = (time.perf_counter(), self.iter)
         self._call("on_message", f"Restoring previous solver status from {path} (iteration {self.iter})")
+        ranks = check.integer("ranks") if "ranks" in arrays else 1
+        if ranks != self.ranks:
+            self._call("on_message", resumed_on_other_ranks(ranks, self.ranks))
 
     def _saved_history(self, check):
         """Per learnable param, the rule's history arrays in a state file (Caffe's order: slot s
@@ -192,6 +202,16 @@ class Snapshots:
         where = layer.spec.where
         name = layer.name if len(layer.name) <= 60 else f"{layer.name[:57]}..."
         return ConfigError(message, file=where.file, line=where.line, layer=name, field=field)
+
+
+def resumed_on_other_ranks(saved, now):
+    """The log line of a run resumed on ``now`` processes from a snapshot of ``saved``."""
+    return (
+        f"The snapshot was taken on {saved} process(es), this run has {now}: the data continues from the same "
+        f"item of the same epoch, but each iteration now reads {now} x batch_size items instead of {saved} x, so the "
+        "batch the solver's settings apply to, the iterations per epoch (max_iter, the lr policy and snapshot "
+        "count iterations) and the summation order change: not bit-exact with a run that kept the same count"
+    )
 
 
 def test_state_key(index):

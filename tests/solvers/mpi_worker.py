@@ -1,8 +1,9 @@
-"""Run under ``mpirun`` by test_distributed.py: train ``config`` with a communicator, record
+"""Run under ``mpirun`` by test_distributed.py: train each config with a communicator, record
 every iteration's loss (rank 0) and save each rank's final weights.
 
-    python mpi_worker.py CONFIG OUTPUT_DIR
-writes OUTPUT_DIR/rank<r>.npz (the weights) and, on rank 0, OUTPUT_DIR/losses.json.
+    python mpi_worker.py OUTPUT_DIR CONFIG [CONFIG ...]
+writes, per config, OUTPUT_DIR/<config name>/rank<r>.npz (the weights) and, on rank 0,
+OUTPUT_DIR/<config name>/losses.json; rank 0 writes the snapshots there too.
 """
 
 import json
@@ -23,7 +24,7 @@ class LossRecorder:
         self.losses.append(loss)
 
 
-def main(config, output):
+def train(config, output):
     comm = MPI.COMM_WORLD
     recorder = LossRecorder()
     solver = Solver(config, output_dir=output, reporter=recorder, comm=comm)
@@ -34,5 +35,12 @@ def main(config, output):
         (Path(output) / "losses.json").write_text(json.dumps(recorder.losses))
 
 
+def main(output, *configs):
+    for config in configs:
+        folder = Path(output) / Path(config).stem
+        folder.mkdir(parents=True, exist_ok=True)
+        train(config, folder)
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])
