@@ -145,7 +145,23 @@ class HDF5Data(FileSourceLayer):
         pass
 
     def Forward_cpu(self, bottom, top):
-        self.rows.fill([blob.data for blob in top])
+        if self.ranks == 1:
+            self.rows.fill([blob.data for blob in top])
+            return
+        batch = self.p.batch_size  # data-parallel: read the ranks' whole batch, keep this rank's part
+        if self._whole is None:
+            self._whole = [np.empty((batch * self.ranks,) + blob.shape[1:], blob.dtype) for blob in top]
+        self.rows.fill(self._whole)
+        for blob, whole in zip(top, self._whole):
+            blob.data[...] = whole[self.rank * batch : (self.rank + 1) * batch]
+
+    rank, ranks, _whole = 0, 1, None
+
+    def shard(self, rank, ranks):
+        """Data-parallel training: each batch of ``ranks`` x batch_size rows in Caffe's order is
+        read by every rank, which keeps its ``rank``-th share (the position stays the same on
+        every rank, so a snapshot holds them all)."""
+        self.rank, self.ranks, self._whole = int(rank), int(ranks), None
 
     def state(self):
         return self.rows.state()

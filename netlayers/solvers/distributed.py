@@ -19,7 +19,7 @@ K ranks with batch B train as one process with batch K * B, as Caffe's multi-GPU
   :func:`on_every_rank`) is raised on every rank marked :func:`raised_on_every_rank`; any other
   failure is one rank's own, and the command line then ends the whole job (``MPI_Abort``).
 
-A data layer that cannot split its data yet (HDF5Data, MemoryData, WindowData) is refused.
+A data layer that cannot split its data yet (MemoryData, WindowData) is refused.
 """
 
 import json
@@ -33,7 +33,7 @@ from ..errors import ConfigError, NetlayersError, TrainingError
 #: Gradients are averaged in buffers (of the params' dtype) of at most this many bytes each.
 BUCKET_BYTES = 4 << 20
 #: Data layers that read a data set but cannot yet give each rank its share.
-UNSHARDED_READERS = ("HDF5Data", "MemoryData", "WindowData")
+UNSHARDED_READERS = ("MemoryData", "WindowData")
 
 
 def launched_ranks(environ):
@@ -119,7 +119,7 @@ class DataParallel:
         for layer in net.layers:
             if layer.type in UNSHARDED_READERS:
                 raise layer.error(f"a {layer.type} layer cannot split its data between MPI ranks yet (use Data)")
-            if hasattr(layer, "sampler"):
+            if hasattr(layer, "sampler") or layer.type == "HDF5Data":
                 layer.shard(self.rank, self.size)
 
     # -- gradients ----------------------------------------------------------------------------

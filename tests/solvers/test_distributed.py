@@ -388,3 +388,57 @@ def test_lenet_and_the_mlp_over_a_few_hundred_iterations_train_as_one_process(tm
         assert len(mpi_losses) == len(recorder.losses) == iterations[net] + 1
         np.testing.assert_allclose(mpi_losses, recorder.losses, rtol=1e-5)
         assert recorder.losses[-1] < 0.8 * recorder.losses[0]
+
+
+def hdf5_config(folder, batch, shuffle):
+    """A softmax regression on HDF5Data rows (two listed files), float64."""
+    import h5py
+
+    rng = np.random.default_rng(3)
+    listed = []
+    for k in range(2):
+        path = folder / f"part{k}.h5"
+        if not path.exists():
+            with h5py.File(path, "w") as handle:
+                handle["data"] = rng.standard_normal((40, 6))
+                handle["label"] = rng.integers(0, 3, 40).astype(np.float64)
+        listed.append(str(path))
+    (folder / "list.txt").write_text("\n".join(listed) + "\n")
+    config = {
+        "name": "hdf5_regression",
+        "dtype": "float64",
+        "layers": [
+            {
+                "name": "rows",
+                "type": "HDF5Data",
+                "top": ["data", "label"],
+                "hdf5_data_param": {"source": str(folder / "list.txt"), "batch_size": batch, "shuffle": shuffle},
+            },
+            {
+                "name": "ip",
+                "type": "InnerProduct",
+                "bottom": "data",
+                "top": "ip",
+                "inner_product_param": {"num_output": 3},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["ip", "label"], "top": "loss"},
+        ],
+        "solver": {"base_lr": 0.1, "momentum": 0.9, "max_iter": 30, "display": 1, "snapshot": 0, "random_seed": 2},
+    }
+    path = folder / f"hdf5_batch{batch}_{shuffle}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_hdf5_data_is_shared_between_ranks(tmp_path, shuffle):
+    config = hdf5_config(tmp_path, 4, shuffle)
+    mpirun(sys.executable, str(WORKER), str(tmp_path / "mpi"), str(config))
+    output = tmp_path / "mpi" / config.stem
+    recorder = LossRecorder()
+    solver = Solver(hdf5_config(tmp_path, 8, shuffle), output_dir=tmp_path / "single", reporter=recorder)
+    solver.solve()
+    ranks = [dict(np.load(output / f"rank{r}.npz")) for r in (0, 1)]
+    assert max_difference(ranks[0], ranks[1]) == 0.0
+    assert max_difference(ranks[0], solver.net.weight_arrays()) < 1e-12
+    np.testing.assert_allclose(json.loads((output / "losses.json").read_text()), recorder.losses, rtol=1e-9)
