@@ -490,6 +490,18 @@ class WindowData(FileSourceLayer, PrefetchedSource):
             )
         return image
 
+    rank, ranks = 0, 1
+
+    def shard(self, rank, ranks):
+        """Data-parallel training: each rank draws its own windows for batch n (from the seed,
+        n and its rank), as each solver's data layer of Caffe's multi-GPU training does: K
+        ranks sample as one process with K times the batch in distribution, not window for
+        window."""
+        made = self.prefetcher.consumed_state["batch"]
+        self.prefetcher.close()
+        self.rank, self.ranks = int(rank), int(ranks)
+        self._start(made)
+
     def _start(self, made):
         """Prefetch from batch number ``made`` on; the count belongs to this prefetcher alone,
         so a worker still finishing after a restart changes nothing."""
@@ -509,7 +521,7 @@ class WindowData(FileSourceLayer, PrefetchedSource):
         from ..data.windows import IMAGE, LABEL, X1, warp_window
 
         p, crop = self.p, self.crop_size
-        rng = np.random.default_rng([self.seed, number])
+        rng = np.random.default_rng([self.seed, number, *((self.ranks, self.rank) if self.ranks > 1 else ())])
         data = np.zeros((p.batch_size, 3, crop, crop), self.dtype)
         labels = np.empty(p.batch_size, self.dtype)
         pools = [self.windows.background] * (p.batch_size - self.num_fg) + [self.windows.foreground] * self.num_fg

@@ -19,7 +19,9 @@ K ranks with batch B train as one process with batch K * B, as Caffe's multi-GPU
   :func:`on_every_rank`) is raised on every rank marked :func:`raised_on_every_rank`; any other
   failure is one rank's own, and the command line then ends the whole job (``MPI_Abort``).
 
-A data layer that cannot split its data yet (MemoryData, WindowData) is refused.
+Data, ImageData and HDF5Data give each rank its share of the same order; WindowData draws each
+rank's windows from its own stream (as Caffe's multi-GPU solvers do); MemoryData serves, on each
+rank, the arrays given to it there (give each rank its part).
 """
 
 import json
@@ -32,8 +34,9 @@ from ..errors import ConfigError, NetlayersError, TrainingError
 
 #: Gradients are averaged in buffers (of the params' dtype) of at most this many bytes each.
 BUCKET_BYTES = 4 << 20
-#: Data layers that read a data set but cannot yet give each rank its share.
-UNSHARDED_READERS = ("MemoryData", "WindowData")
+#: Data layers that split their data between the ranks (MemoryData serves, on each rank, the
+#: arrays given to it there: the caller gives each rank its part).
+SHARDED_READERS = ("Data", "ImageData", "HDF5Data", "WindowData")
 
 
 def launched_ranks(environ):
@@ -117,9 +120,7 @@ class DataParallel:
     def shard(self, net):
         """Give every data layer of ``net`` this rank's share of the data."""
         for layer in net.layers:
-            if layer.type in UNSHARDED_READERS:
-                raise layer.error(f"a {layer.type} layer cannot split its data between MPI ranks yet (use Data)")
-            if hasattr(layer, "sampler") or layer.type == "HDF5Data":
+            if layer.type in SHARDED_READERS:
                 layer.shard(self.rank, self.size)
 
     # -- gradients ----------------------------------------------------------------------------

@@ -115,3 +115,20 @@ def test_no_background_windows_for_background_draws_is_one_line(scene, tmp_path)
     source = window_file(tmp_path, ["1 1.0 3 2 6 5"])
     with pytest.raises(DataError, match=r"has no background windows \(overlap < bg_threshold 0.5\)"):
         window_net(source, batch_size=4, transform={"crop_size": 3})
+
+
+def test_ranks_draw_their_own_windows_and_keep_the_position(scene, tmp_path):
+    """Data-parallel training: each rank's batch n comes from (seed, n, rank); one rank alone is
+    the unsharded layer; the batch count goes on from where it was."""
+    source = window_file(tmp_path, ["1 1.0 3 2 6 5", "1 0.9 2 1 7 6", "0 0.0 0 0 3 3", "0 0.1 1 1 4 4"])
+    args = dict(batch_size=4, fg_fraction=0.5, transform={"crop_size": 3, "mirror": True})
+    plain, alone, first, second = (window_net(source, seed=3, **args) for _ in range(4))
+    plain_batches = [plain.forward()["data"].copy() for _ in range(4)]
+    alone.forward()
+    for net, rank in ((alone, 0), (first, 0), (second, 1)):
+        net.forward() if net is not alone else None
+        net.layer("win").shard(rank, 1 if net is alone else 2)
+    np.testing.assert_array_equal(alone.forward()["data"], plain_batches[1])  # one rank: unchanged
+    a, b = first.forward()["data"], second.forward()["data"]
+    assert not np.array_equal(a, b) and not np.array_equal(a, plain_batches[1])
+    assert first.layer("win").state() == second.layer("win").state() == {"batch": 2}
