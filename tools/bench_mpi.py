@@ -80,11 +80,11 @@ def measure(config, iterations, threads, comm=None):
         parallel = solver.parallel
         times, reduces = [], []
         for _ in range(iterations):
-            reduced = parallel.reduce_seconds if parallel is not None else 0.0
+            reduced = parallel.reduce_seconds
             started = time.perf_counter()
             solver.step(1)
             times.append(time.perf_counter() - started)
-            if parallel is not None:
+            if parallel.size > 1:
                 reduces.append(parallel.reduce_seconds - reduced)
         params = solver.net.learnable_params
         result = {"iteration": float(np.median(times)), "bytes": sum(p.blob.data.nbytes for p in params)}

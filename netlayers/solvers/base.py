@@ -89,7 +89,7 @@ from ..net import Net
 from ..netspec import load_net_spec
 from ..netspec.spec import check_net
 from . import debug_info, lr_policy
-from .distributed import DataParallel, mark_on_every_rank, on_every_rank
+from .distributed import DataParallel, SingleProcess, mark_on_every_rank
 from .folders import RunFolders, check_writable_folder, os_reason
 from .reporting import Reporter
 from .settings import (
@@ -163,10 +163,9 @@ class Solver(Snapshots, RunFolders):
         self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages)
         self._check_has_loss()
         self.test_nets = self._test_nets(raw, spec, data_root)
-        self.parallel = DataParallel(comm) if comm is not None and comm.Get_size() > 1 else None
-        if self.parallel is not None:
-            for net in (self.net, *self.test_nets):
-                self.parallel.shard(net)
+        self.parallel = DataParallel(comm) if comm is not None and comm.Get_size() > 1 else SingleProcess()
+        for net in (self.net, *self.test_nets):
+            self.parallel.shard(net)
         for path in param.weights:
             self.net.load(self._resolve(path))
         self.output_dir = io.as_path(output_dir, "output_dir") if output_dir is not None else self.base_dir
@@ -181,7 +180,7 @@ class Solver(Snapshots, RunFolders):
         self._scratch = [self.rule.new_scratch(p.blob.shape, p.blob.data.dtype) for p in params]
         self._decay_buffer = [None] * len(params)
         self.reporter = reporter if reporter is not None else Reporter()
-        if self.parallel is not None and not self.parallel.is_root:
+        if not self.parallel.is_root:
             self.reporter = None  # rank 0 alone logs and writes metrics.jsonl
         self.iter = 0
         self.status: str | None = None
@@ -305,11 +304,8 @@ class Solver(Snapshots, RunFolders):
         then, as Caffe, show the final loss (one more forward) when display divides the
         iteration, and test once more. Caffe tests at the end only when test_interval divides
         max_iter; here the final test always runs."""
-        if resume is not None:
-            if self.parallel is None:
-                self.restore(resume)
-            else:  # a file one rank cannot read stops every rank
-                on_every_rank(self.parallel.comm, lambda: self.restore(resume))
+        if resume is not None:  # a file one rank cannot read stops every rank
+            self.parallel.on_every_rank(lambda: self.restore(resume))
         if self.iter > self.param.max_iter:
             raise ConfigError(
                 f"the solver is at iteration {self.iter}, beyond max_iter "
@@ -328,9 +324,7 @@ class Solver(Snapshots, RunFolders):
                 self.snapshot()
             if self.param.display and self.iter % self.param.display == 0:
                 self.net.forward()  # Caffe's closing line: the loss only, no outputs
-                loss = self.net.loss
-                if self.parallel is not None:
-                    loss = self.parallel.average_results({"loss": np.array(loss)}, 1)["loss"]
+                loss = self.parallel.average_results({"loss": np.array(self.net.loss)}, 1)["loss"]
                 self._losses.append(loss)
                 self._call("on_train", self.iter, loss, self.smoothed_loss, None, {}, None)
             if self.param.test_interval and self.test_net is not None:
@@ -373,15 +367,11 @@ class Solver(Snapshots, RunFolders):
             for _ in range(p.iter_size):
                 loss += debug_info.forward_backward(self.net, self._log) if debug else self.net.forward_backward()
             loss /= p.iter_size
-            if self.parallel is not None:
-                local_loss = loss
-                loss, stop = self.parallel.average_gradients(self.net.learnable_params, loss, self._stop_asked)
-                self._stop = self._stop or stop
+            local_loss = loss
+            loss, stop = self.parallel.average_gradients(self.net.learnable_params, loss, self._stop_asked)
+            self._stop = self._stop or stop
             if not math.isfinite(loss):
-                where = ""
-                if self.parallel is not None:
-                    ranks = self.parallel.ranks_where(not math.isfinite(local_loss))
-                    where = f" (on rank {', '.join(map(str, ranks))})" if ranks else " (in the average over the ranks)"
+                where = self.parallel.where_not_finite(local_loss)
                 self._fail(
                     f"loss is {'nan' if math.isnan(loss) else 'infinite'} at iteration {self.iter}{where}",
                     every_rank=True,
@@ -419,7 +409,7 @@ class Solver(Snapshots, RunFolders):
         travels with the iteration's gradients and every rank stops after that iteration (a
         test under way runs to its end)."""
         self._stop_asked = True
-        if self.parallel is None:
+        if self.parallel.stops_at_once:
             self._stop = True
 
     @property
@@ -495,8 +485,7 @@ class Solver(Snapshots, RunFolders):
         if not self.test_nets:
             raise ConfigError("there is no TEST net to test: give solver.test_iter", file=self.file)
         test_net, batches = self.test_nets[index], self.param.test_iter[index]
-        if self.parallel is not None:
-            self.parallel.average_batchnorm(test_net)
+        self.parallel.average_batchnorm(test_net)
         sums: dict[str, np.ndarray] = {}
         for _ in range(batches):
             if self._stop:
@@ -506,9 +495,7 @@ class Solver(Snapshots, RunFolders):
                     sums[name] += value
                 else:
                     sums[name] = np.array(value, dtype=np.float64)
-        if self.parallel is not None:
-            return self.parallel.average_results(sums, batches)
-        return {name: (total / batches).item() if total.size == 1 else total / batches for name, total in sums.items()}
+        return self.parallel.average_results(sums, batches)
 
     def _test_and_report(self):
         """Test every TEST net in turn and report each (Caffe's "Testing net (#k)")."""
@@ -526,8 +513,6 @@ class Solver(Snapshots, RunFolders):
         """Write the weights, then the solver state (each atomically); returns the weights path.
         Weights that are not finite are never written (a TrainingError instead). Distributed:
         BatchNorm statistics averaged and the ranks' weights compared first; rank 0 writes."""
-        if self.parallel is None:
-            return self._write_snapshot()
         self.parallel.average_batchnorm(self.net)
         self.parallel.check_same_weights(self.net, self.iter)
         self.parallel.root_decides(self._write_snapshot)
@@ -565,12 +550,9 @@ class Solver(Snapshots, RunFolders):
         is fresh, remove leftover temporary files, open the reporter, say what is ignored."""
         if self._started:
             return
-        notes: list[str] = []
-        if self.parallel is None:
-            notes += self.prepare_folders()
-        else:  # rank 0 alone writes; the ranks start from the same weights
-            self.parallel.check_same_weights(self.net, self.iter)
-            self.parallel.root_decides(lambda: notes.extend(self.prepare_folders()))
+        notes: list[str] = []  # rank 0 alone writes; the ranks start from the same weights
+        self.parallel.check_same_weights(self.net, self.iter)
+        self.parallel.root_decides(lambda: notes.extend(self.prepare_folders()))
         self._started = True
         self._timer = (time.perf_counter(), self.iter)
         self._call("on_start", self)
@@ -607,10 +589,7 @@ class Solver(Snapshots, RunFolders):
 
     def _displayed(self):
         """The TRAIN net's outputs to show (averaged over the ranks when distributed)."""
-        outputs = self._outputs(self.net)
-        if self.parallel is None:
-            return outputs
-        return {name: np.asarray(value) for name, value in self.parallel.average_results(outputs, 1).items()}
+        return self.parallel.average_outputs(self._outputs(self.net))
 
     def _fail(self, message, hint=" (try a lower base_lr or clip_gradients)", every_rank=False):
         """Raise a TrainingError naming the last snapshot; ``every_rank``: every rank of a
@@ -618,7 +597,7 @@ class Solver(Snapshots, RunFolders):
         last = "none" if self.last_snapshot is None else f"{self.last_snapshot} (iteration {self._snapshot_iter})"
         self.status = "failed"
         err = TrainingError(f"{message}{hint}; last snapshot: {last}")
-        raise mark_on_every_rank(err) if every_rank and self.parallel is not None else err
+        raise mark_on_every_rank(err) if every_rank and self.parallel.size > 1 else err
 
     def _fail_after_write_error(self, snapshot=True):
         """End training because a reporter could not write (a full disk, a closed stream): write

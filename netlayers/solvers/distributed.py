@@ -25,6 +25,7 @@ rank, the arrays given to it there (give each rank its part).
 """
 
 import json
+import math
 import time
 import zlib
 
@@ -98,8 +99,46 @@ def on_every_rank(comm, action):
     raise mark_on_every_rank(first)
 
 
+class SingleProcess:
+    """What a Solver does without MPI, with :class:`DataParallel`'s interface: every collective
+    is the identity (so the training loop has no branch for it)."""
+
+    comm, rank, size, is_root = None, 0, 1, True
+    stops_at_once = True  # a stop request needs no agreement
+    reduce_seconds, reductions = 0.0, 0
+
+    def shard(self, net):
+        pass
+
+    def on_every_rank(self, action):
+        return action()
+
+    def average_gradients(self, params, loss, stop=False):
+        return loss, stop
+
+    def where_not_finite(self, local_loss):
+        return ""
+
+    def average_results(self, sums, batches):
+        return {name: (total / batches).item() if total.size == 1 else total / batches for name, total in sums.items()}
+
+    def average_outputs(self, outputs):
+        return outputs
+
+    def average_batchnorm(self, net):
+        pass
+
+    def check_same_weights(self, net, iteration):
+        pass
+
+    def root_decides(self, action):
+        action()
+
+
 class DataParallel:
     """The collectives a Solver needs on communicator ``comm`` (more than one rank)."""
+
+    stops_at_once = False  # the ranks agree on a stop at the next gradient Allreduce
 
     def __init__(self, comm):
         from mpi4py import MPI
@@ -149,6 +188,15 @@ class DataParallel:
         """The ranks on which ``condition`` (a bool) holds (a collective: every rank calls it)."""
         return [rank for rank, value in enumerate(self.comm.allgather(bool(condition))) if value]
 
+    def where_not_finite(self, local_loss):
+        """Where a non-finite averaged loss came from, for its message (a collective)."""
+        ranks = self.ranks_where(not math.isfinite(local_loss))
+        return f" (on rank {', '.join(map(str, ranks))})" if ranks else " (in the average over the ranks)"
+
+    def on_every_rank(self, action):
+        """:func:`on_every_rank` on this communicator."""
+        return on_every_rank(self.comm, action)
+
     def _make_buckets(self, params):
         """Group the params, in order, into buffers of at most BUCKET_BYTES (one param larger
         than that gets a buffer of its own); the last buffer has two more slots: the loss and
@@ -184,6 +232,10 @@ class DataParallel:
             mean = buffer.reshape(np.shape(total)) / (batches * self.size)
             results[name] = mean.item() if mean.size == 1 else mean
         return results
+
+    def average_outputs(self, outputs):
+        """A net's displayed outputs ({name: array}) averaged over the ranks."""
+        return {name: np.asarray(value) for name, value in self.average_results(outputs, 1).items()}
 
     def average_batchnorm(self, net):
         """Average the running statistics of ``net``'s BatchNorm layers over the ranks."""
