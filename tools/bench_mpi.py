@@ -88,7 +88,7 @@ def measure(config, iterations, threads, comm=None):
                 reduces.append(parallel.reduce_seconds - reduced)
         params = solver.net.learnable_params
         result = {"iteration": float(np.median(times)), "bytes": sum(p.blob.data.nbytes for p in params)}
-        if parallel is not None:
+        if parallel.size > 1:
             result["allreduce"] = float(np.median(reduces))
             result["flag"] = flag_allreduce(comm)
         return result
