@@ -10,7 +10,8 @@ install time, by running what the kernels serve on tiny inputs:
 - every built-in layer's ``example`` settings (the ones the layer contract tests check), forward
   and backward, in float32 and float64, with one worker and with two, and once more with a
   column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
-  budget, and chunks of one image, of several, or bands of rows take different kernels);
+  budget, and chunks of one image, of several, or bands of rows take different kernels) and
+  Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
   the data layer's conversion kernel, for the dtypes they see.
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import parallel
 from .blob import Blob
-from .kernels import conv_gemm
+from .kernels import conv_gemm, winograd
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -141,10 +142,12 @@ def compile_kernels():
     before = parallel.thread_count()
     runs = 0
     budget = conv_gemm.COLUMN_CHUNK_BYTES
+    thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE
     try:
         for workers, chunk_bytes in [(count, budget) for count in WORKER_COUNTS] + [(1, 1)]:
             parallel.set_thread_count(workers)
             conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
+            winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds if chunk_bytes == budget else (1, 1)
             for type_name, example in builtin_examples():
                 for dtype in FLOAT_TYPES:
                     run_example(type_name, example, dtype)
@@ -152,6 +155,7 @@ def compile_kernels():
     finally:
         parallel.set_thread_count(before)
         conv_gemm.COLUMN_CHUNK_BYTES = budget
+        winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds
     run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start)

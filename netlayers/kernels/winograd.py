@@ -1,0 +1,376 @@
+"""Winograd F(2x2, 3x3): 3x3, stride-1 convolutions with 16 multiplications per 2x2 output
+tile instead of 36 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+
+For one input channel, a 4x4 input patch d (rows 2i - pad.., columns 2j - pad.., 0 outside the
+image) and a 3x3 filter g give the 2x2 output tile at (2i, 2j) as
+
+    Y = A^T [(G g G^T) * (B^T d B)] A        (* element-wise, over 4x4 = 16 positions)
+
+    B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]
+    G = [[1, 0, 0], [1/2, 1/2, 1/2], [1/2, -1/2, 1/2], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1, -1, -1]]
+
+Summed over channels, the element-wise product is 16 independent matrix products: with
+U[xi] = (G g G^T)[xi] as an (outputs x channels) matrix and V[xi] = (B^T d B)[xi] as a
+(channels x tiles) matrix, M[xi] = U[xi] V[xi] (BLAS) and Y = A^T M A tile by tile. The
+backward pass runs the adjoints: dM = A dY A^T, dU[xi] = dM[xi] V[xi]^T (then
+dg = G^T dU G) and dV[xi] = U[xi]^T dM[xi] (then dx = B dV B^T, overlapping tiles summed).
+
+Layout: tiles of a channel plane are numbered q = i (tw + 1) + j, one unused tile a row (its
+dM is 0, so it adds nothing to dU or dx). The padded image is split into four phase planes
+(even/odd rows x even/odd columns) with rows of the same tw + 1 length, so every value a tile
+reads is a fixed offset of q and the transforms run as long unit-stride loops that vectorize.
+Each worker takes whole images, an image in bands of tile rows whose V (and M) fit
+``BAND_BYTES``; V and M live in the worker's scratch as (16, rows) arrays whose 16 rows are
+not a multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache
+sets: measured 5x slower).
+
+Rounding: the transforms add a few float operations per product; float32 outputs differ
+from im2col + GEMM by about 1e-6 relative to the output's scale.
+"""
+
+import numpy as np
+
+from .. import parallel
+from ._jit import jit
+
+G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+FILTER_TRANSFORM = np.kron(G, G)  # (16, 9): the 16 values of G g G^T from the 9 of g
+MIN_CHANNELS = 128  # input and output channels from which it ran faster than im2col + GEMM
+MIN_OUTPUT_SIZE = 16  # output rows and columns (8 x 8 outputs ran 0.7x to 0.9x as fast)
+# Scratch names: conv_gemm's, so that every convolution of the process shares one set of
+# buffers (the largest any of them needs), whichever way it runs
+TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+BAND_BYTES = 1 << 22  # transformed tiles of a band of tile rows (V, and M likewise): 1 MiB bands
+# ran VGG's 128 -> 128 layer (32 x 32, 3 bands) at 1.2x im2col's speed, 4 MiB (1 band) at 1.5x
+
+
+def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
+    """Whether a convolution runs as Winograd F(2x2, 3x3): a 3x3 kernel, stride 1, dilation 1,
+    one group, the same padding of 0 or 1 on both axes, at least ``MIN_CHANNELS`` input and
+    output channels and outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns (where it was
+    measured faster: with fewer channels or tiles the products are too small to pay for the
+    transforms)."""
+    return (
+        kernel == (3, 3)
+        and stride == (1, 1)
+        and dilation == (1, 1)
+        and groups == 1
+        and pad[0] == pad[1] <= 1
+        and min(channels, outputs) >= MIN_CHANNELS
+        and min(out_size) >= MIN_OUTPUT_SIZE
+    )
+
+
+@jit
+def _gather_phases(image, pad, first_row, rows, tiles_w, ph):
+    """ph[2r + s, I (tw + 1) + k] = image[2 (first_row + I) + r - pad, 2k + s - pad] (0 outside)
+    for I <= rows, k <= tw: one pass over each image row, its even and odd columns to the row's
+    two phase planes."""
+    h, w = image.shape
+    w1 = tiles_w + 1
+    half = w // 2
+    s_even, k_even = pad % 2, pad // 2  # column 2k is padded column 2k + pad
+    s_odd, k_odd = (pad + 1) % 2, (pad + 1) // 2
+    for band_row in range(2 * rows + 2):
+        row = 2 * first_row + band_row - pad
+        r = band_row % 2
+        q0 = (band_row // 2) * w1
+        for k in range(w1):
+            ph[2 * r, q0 + k] = 0
+        for k in range(w1):
+            ph[2 * r + 1, q0 + k] = 0
+        if 0 <= row < h:
+            pe, po = 2 * r + s_even, 2 * r + s_odd
+            qe, qo = q0 + k_even, q0 + k_odd
+            for k in range(half):
+                ph[pe, qe + k] = image[row, 2 * k]
+                ph[po, qo + k] = image[row, 2 * k + 1]
+            if w % 2:
+                ph[pe, qe + half] = image[row, w - 1]
+
+
+@jit
+def input_tiles(x, pad, first_row, rows, tiles_w, v):
+    """v[4a + b, c T + q] = (B^T d B)[a, b] for tile q = i (tw + 1) + j of tile rows
+    [first_row, first_row + rows) of one image x (C, H, W): d is x[c]'s 4x4 patch at rows
+    2 (first_row + i) - pad.., columns 2j - pad.. (0 outside); T = rows (tw + 1)."""
+    chans = x.shape[0]
+    w1 = tiles_w + 1
+    band = rows * w1
+    ph = np.zeros((4, (rows + 1) * w1 + 1), x.dtype)
+    t = np.zeros((8, band + 1), x.dtype)
+    for c in range(chans):
+        _gather_phases(x[c], pad, first_row, rows, tiles_w, ph)
+        for s in range(2):  # t[2a + s] = (B^T d)[a] on column phase s
+            for q in range(band + 1):
+                t[s, q] = ph[s, q] - ph[s, q + w1]
+            for q in range(band + 1):
+                t[2 + s, q] = ph[2 + s, q] + ph[s, q + w1]
+            for q in range(band + 1):
+                t[4 + s, q] = ph[s, q + w1] - ph[2 + s, q]
+            for q in range(band + 1):
+                t[6 + s, q] = ph[2 + s, q] - ph[2 + s, q + w1]
+        base = c * band
+        for a in range(4):
+            for q in range(band):
+                v[4 * a, base + q] = t[2 * a, q] - t[2 * a, q + 1]
+            for q in range(band):
+                v[4 * a + 1, base + q] = t[2 * a + 1, q] + t[2 * a, q + 1]
+            for q in range(band):
+                v[4 * a + 2, base + q] = t[2 * a, q + 1] - t[2 * a + 1, q]
+            for q in range(band):
+                v[4 * a + 3, base + q] = t[2 * a + 1, q] - t[2 * a + 1, q + 1]
+
+
+@jit
+def output_tiles(m, bias, first_row, rows, tiles_w, y):
+    """y[k, 2 (first_row + i) + r, 2j + s] = (A^T m A)[r, s] + bias[k] inside y (K, OH, OW),
+    m laid out as v of ``input_tiles``."""
+    chans, oh, ow = y.shape
+    w1 = tiles_w + 1
+    band = rows * w1
+    sr = np.zeros((4, band), y.dtype)
+    even = np.zeros(band, y.dtype)
+    odd = np.zeros(band, y.dtype)
+    half = ow // 2
+    for k in range(chans):
+        bk = bias[k]
+        p0 = k * band
+        for r in range(2):
+            for b in range(4):
+                if r == 0:
+                    for q in range(band):
+                        sr[b, q] = m[b, p0 + q] + m[4 + b, p0 + q] + m[8 + b, p0 + q]
+                else:
+                    for q in range(band):
+                        sr[b, q] = m[4 + b, p0 + q] - m[8 + b, p0 + q] - m[12 + b, p0 + q]
+            for q in range(band):
+                even[q] = sr[0, q] + sr[1, q] + sr[2, q] + bk
+            for q in range(band):
+                odd[q] = sr[1, q] - sr[2, q] - sr[3, q] + bk
+            for i in range(rows):
+                row = 2 * (first_row + i) + r
+                if row >= oh:
+                    break
+                q0 = i * w1
+                for j in range(half):
+                    y[k, row, 2 * j] = even[q0 + j]
+                    y[k, row, 2 * j + 1] = odd[q0 + j]
+                if ow % 2:
+                    y[k, row, ow - 1] = even[q0 + half]
+
+
+@jit
+def output_tiles_adjoint(dy, first_row, rows, tiles_w, dm):
+    """dm = the adjoint of ``output_tiles`` (without bias) for dy (K, OH, OW); the unused tile
+    of each row gets 0."""
+    chans, oh, ow = dy.shape
+    w1 = tiles_w + 1
+    band = rows * w1
+    g = np.zeros((4, band), dy.dtype)
+    t = np.zeros((8, band), dy.dtype)
+    half = ow // 2
+    for k in range(chans):
+        for r in range(2):
+            for i in range(rows):
+                row = 2 * (first_row + i) + r
+                q0 = i * w1
+                for j in range(w1):
+                    g[2 * r, q0 + j] = 0
+                for j in range(w1):
+                    g[2 * r + 1, q0 + j] = 0
+                if row < oh:
+                    for j in range(half):
+                        g[2 * r, q0 + j] = dy[k, row, 2 * j]
+                        g[2 * r + 1, q0 + j] = dy[k, row, 2 * j + 1]
+                    if ow % 2:
+                        g[2 * r, q0 + half] = dy[k, row, ow - 1]
+        for s in range(2):
+            for q in range(band):
+                t[s, q] = g[s, q]
+            for q in range(band):
+                t[2 + s, q] = g[s, q] + g[2 + s, q]
+            for q in range(band):
+                t[4 + s, q] = g[s, q] - g[2 + s, q]
+            for q in range(band):
+                t[6 + s, q] = -g[2 + s, q]
+        p0 = k * band
+        for a in range(4):
+            for q in range(band):
+                dm[4 * a, p0 + q] = t[2 * a, q]
+            for q in range(band):
+                dm[4 * a + 1, p0 + q] = t[2 * a, q] + t[2 * a + 1, q]
+            for q in range(band):
+                dm[4 * a + 2, p0 + q] = t[2 * a, q] - t[2 * a + 1, q]
+            for q in range(band):
+                dm[4 * a + 3, p0 + q] = -t[2 * a + 1, q]
+
+
+@jit
+def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry):
+    """The adjoint of ``input_tiles`` for dv (unused tiles 0) into one image dx (C, H, W):
+    writes the image rows of phase rows [first_row, first_row + rows); the band's last phase
+    row, shared with the next band, goes to ``carry`` (C, 4, tw + 1), which the next band adds
+    (a band with first_row 0 starts afresh), and is written when the band ends the image."""
+    chans, h, w = dx.shape
+    w1 = tiles_w + 1
+    band = rows * w1
+    phase_plane = (rows + 1) * w1
+    t = np.zeros((8, band), dx.dtype)  # t[2a + s]: row a of the tile, column phase s
+    u = np.zeros((4, band), dx.dtype)
+    ph = np.zeros((4, phase_plane), dx.dtype)
+    half = w // 2
+    s_even, k_even = pad % 2, pad // 2
+    s_odd, k_odd = (pad + 1) % 2, (pad + 1) // 2
+    ends_image = first_row + rows == (h + 2 * pad - 1) // 2  # the image's tile rows: ceil(OH / 2)
+    last_row = h if ends_image else min(h, 2 * (first_row + rows) - pad)  # else carried over
+    for c in range(chans):
+        base = c * band
+        for a in range(4):
+            for q in range(band):  # tile j's columns 2j + 2 (phase 0) and 2j + 3 (phase 1)
+                u[0, q] = dv[4 * a + 1, base + q] + dv[4 * a + 2, base + q] - dv[4 * a, base + q]
+            for q in range(band):
+                u[1, q] = -dv[4 * a + 3, base + q]
+            t[2 * a, 0] = dv[4 * a, base]
+            t[2 * a + 1, 0] = dv[4 * a + 1, base] - dv[4 * a + 2, base] + dv[4 * a + 3, base]
+            for q in range(1, band):
+                t[2 * a, q] = dv[4 * a, base + q] + u[0, q - 1]
+            for q in range(1, band):
+                t[2 * a + 1, q] = (
+                    dv[4 * a + 1, base + q] - dv[4 * a + 2, base + q] + dv[4 * a + 3, base + q] + u[1, q - 1]
+                )
+        for s in range(2):  # rows: phase 0 gets a = 0 (I = i) and a = 2 (I = i + 1); phase 1 a = 1, 3
+            for q in range(band):
+                ph[s, q] = t[s, q]
+            for q in range(band, phase_plane):
+                ph[s, q] = 0
+            for q in range(band):
+                ph[s, q + w1] += t[2 + s, q] + t[4 + s, q] - t[s, q]
+            for q in range(band):
+                ph[2 + s, q] = t[2 + s, q] - t[4 + s, q] + t[6 + s, q]
+            for q in range(band, phase_plane):
+                ph[2 + s, q] = 0
+            for q in range(band):
+                ph[2 + s, q + w1] -= t[6 + s, q]
+        if first_row > 0:
+            for p in range(4):
+                for k in range(w1):
+                    ph[p, k] += carry[c, p, k]
+        for p in range(4):
+            for k in range(w1):
+                carry[c, p, k] = ph[p, rows * w1 + k]
+        for row in range(max(0, 2 * first_row - pad), last_row):
+            band_row = row + pad - 2 * first_row
+            r = band_row % 2
+            q0 = (band_row // 2) * w1
+            pe, po = 2 * r + s_even, 2 * r + s_odd
+            qe, qo = q0 + k_even, q0 + k_odd
+            for k in range(half):
+                dx[c, row, 2 * k] = ph[pe, qe + k]
+                dx[c, row, 2 * k + 1] = ph[po, qo + k]
+            if w % 2:
+                dx[c, row, w - 1] = ph[pe, qe + half]
+
+
+class WinogradConvolution:
+    """One convolution geometry run as F(2x2, 3x3), an image a part over the workers of
+    ``netlayers.parallel``, each image in bands of tile rows whose transformed tiles fit
+    ``BAND_BYTES`` (V and the products M: two such buffers a worker, whatever the image size).
+
+    ``image_shape`` is (N, C, H, W), ``outputs`` the output channels K, ``pad`` the padding of
+    both axes; the output is (N, K, H + 2 pad - 2, W + 2 pad - 2). ``filters(weight)``
+    transforms a (K, C, 3, 3) weight into U (once per pass); ``forward`` and ``backward`` use
+    the last U. Weight gradients are summed per worker, then over the workers (worker 0 first),
+    so they can differ in the last bits between thread counts, as in ``conv_gemm``.
+    """
+
+    def __init__(self, image_shape, outputs, pad, dtype):
+        self.batch, self.channels, height, width = image_shape
+        self.outputs, self.pad = outputs, pad
+        self.dtype = np.dtype(dtype)
+        out_h, out_w = height + 2 * pad - 2, width + 2 * pad - 2
+        tiles_h, self.tiles_w = -(-out_h // 2), -(-out_w // 2)
+        row_bytes = 16 * max(self.channels, outputs) * (self.tiles_w + 1) * self.dtype.itemsize
+        bands = -(-tiles_h // max(1, BAND_BYTES // row_bytes))
+        rows = -(-tiles_h // bands)  # bands of equal height (the last one may be lower)
+        self.bands = [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
+        self.band_tiles = rows * (self.tiles_w + 1)  # tiles of one channel in the highest band
+        self.u = np.empty((16, outputs, self.channels), self.dtype)
+        self.transform = FILTER_TRANSFORM.astype(self.dtype)
+        self.zero_bias = np.zeros(outputs, self.dtype)
+
+    def filters(self, weight):
+        """U[xi] = (G g G^T)[xi] for every (output, channel) filter g of ``weight``."""
+        flat = weight.reshape(self.outputs * self.channels, 9)
+        np.matmul(self.transform, flat.T, out=self.u.reshape(16, -1))
+
+    def _scratch(self, worker, name, rows):
+        """A (16, stride) scratch array for (16, rows, tiles) matrices; the stride is a multiple
+        of 1024 items plus 16 (64 bytes in float32), never a multiple of 4 KiB."""
+        stride = -(-rows * self.band_tiles // 1024) * 1024 + 16
+        return parallel.scratch(worker, name, 16 * stride, self.dtype).reshape(16, stride)
+
+    def _matrices(self, array, rows, band_rows):
+        """The (16, rows, tiles) matrices of a band of ``band_rows`` tile rows in ``array``."""
+        tiles, item = band_rows * (self.tiles_w + 1), self.dtype.itemsize
+        return np.lib.stride_tricks.as_strided(
+            array, (16, rows, tiles), (array.strides[0], tiles * item, item), writeable=True
+        )
+
+    def forward(self, x, bias, y):
+        """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
+        bias = self.zero_bias if bias is None else bias
+
+        def image(worker, n):
+            v = self._scratch(worker, TILES, self.channels)
+            m = self._scratch(worker, PRODUCTS, self.outputs)
+            for first, rows in self.bands:
+                input_tiles(x[n], self.pad, first, rows, self.tiles_w, v)
+                np.matmul(self.u, self._matrices(v, self.channels, rows), out=self._matrices(m, self.outputs, rows))
+                output_tiles(m, bias, first, rows, self.tiles_w, y[n])
+
+        parallel.run_parts(image, self.batch)
+
+    def backward(self, x, dy, dx, weight_diff):
+        """dx = the input gradient (when dx is not None; written), weight_diff += the weight
+        gradient (when it is not None), with U from ``filters``."""
+        workers = min(parallel.thread_count(), self.batch)
+        shape = (16, self.outputs, self.channels)
+
+        def image(worker, n):
+            dm = self._scratch(worker, PRODUCTS, self.outputs)
+            v = self._scratch(worker, TILES, self.channels)
+            partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
+            carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (self.tiles_w + 1), self.dtype)
+            first_image = n == parallel.share(worker, workers, self.batch).start
+            for band, (first, rows) in enumerate(self.bands):
+                output_tiles_adjoint(dy[n], first, rows, self.tiles_w, dm)
+                dm_matrices = self._matrices(dm, self.outputs, rows)
+                v_matrices = self._matrices(v, self.channels, rows)
+                if weight_diff is not None:
+                    input_tiles(x[n], self.pad, first, rows, self.tiles_w, v)
+                    if first_image and band == 0:
+                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
+                    else:
+                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=temp)
+                        partial += temp
+                if dx is not None:
+                    np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
+                    input_tiles_adjoint(
+                        v, self.pad, first, rows, self.tiles_w, dx[n], carry.reshape(self.channels, 4, -1)
+                    )
+
+        parallel.run_parts(image, self.batch, workers)
+        if weight_diff is not None:
+            self._add_weight_grad(workers, weight_diff)
+
+    def _add_weight_grad(self, workers, weight_diff):
+        """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""
+        total = parallel.scratch(0, WEIGHT_GRAD, self.u.size, self.dtype).reshape(16, -1)
+        for worker in range(1, workers):
+            total += parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(16, -1)
+        grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * 9, self.dtype)
+        np.matmul(total.T, self.transform, out=grad.reshape(-1, 9))
+        weight_diff += grad.reshape(weight_diff.shape)

@@ -1,0 +1,216 @@
+"""Winograd F(2x2, 3x3) against direct convolution formulas (float64 to rounding, float32 to
+1e-5 of the output's scale), and its choice inside the Convolution layer."""
+
+import numpy as np
+import pytest
+from conftest import assert_contract, assert_gradients, make_layer
+from numpy.lib.stride_tricks import sliding_window_view
+from reference import convolution
+
+from netlayers import parallel
+from netlayers.blob import Blob
+from netlayers.gradcheck import build_layer
+from netlayers.kernels import winograd
+from netlayers.kernels.winograd import WinogradConvolution
+
+
+def windows(x, pad):
+    """(N, C, OH, OW, 3, 3) views of the zero-padded x."""
+    padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    return sliding_window_view(padded, (3, 3), axis=(2, 3))
+
+
+def direct(x, weight, bias, pad):
+    return np.einsum("ncijuv,ocuv->noij", windows(x, pad), weight) + bias[:, None, None]
+
+
+def direct_weight_grad(x, dy, pad):
+    return np.einsum("ncijuv,noij->ocuv", windows(x, pad), dy)
+
+
+def direct_data_grad(dy, weight, pad, image_shape):
+    """dx[n, c, i - p + u, j - p + v] += W[o, c, u, v] dy[n, o, i, j], cropped to the image."""
+    n, c, h, w = image_shape
+    out_h, out_w = dy.shape[2:]
+    padded = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
+    for u in range(3):
+        for v in range(3):
+            padded[:, :, u : u + out_h, v : v + out_w] += np.einsum("noij,oc->ncij", dy, weight[:, :, u, v])
+    return padded[:, :, pad : pad + h, pad : pad + w]
+
+
+def run(x, weight, bias, dy, pad, dtype):
+    """(y, dx, dweight) by Winograd in ``dtype``; dweight starts at 1 (gradients add)."""
+    conv = WinogradConvolution(x.shape, weight.shape[0], pad, dtype)
+    conv.filters(weight.astype(dtype))
+    y = np.full(dy.shape, np.nan, dtype)
+    conv.forward(x.astype(dtype), bias.astype(dtype), y)
+    dx = np.full(x.shape, np.nan, dtype)  # written whole
+    dweight = np.ones(weight.shape, dtype)
+    conv.backward(x.astype(dtype), dy.astype(dtype), dx, dweight)
+    return y, dx, dweight - 1
+
+
+CASES = [  # (N, C, H, W), outputs, pad
+    ((1, 1, 3, 3), 1, 0),  # a single tile, batch of 1
+    ((2, 3, 5, 7), 4, 1),  # odd sizes: partial tiles on both axes
+    ((3, 5, 6, 5), 2, 0),
+    ((2, 2, 4, 4), 3, 1),
+    ((1, 130, 6, 9), 129, 1),  # many channels, batch of 1
+    ((3, 7, 9, 4), 5, 0),  # more images than workers
+]
+
+
+@pytest.mark.parametrize("shape, outputs, pad", CASES)
+@pytest.mark.parametrize("workers, band_bytes", [(1, winograd.BAND_BYTES), (2, winograd.BAND_BYTES), (2, 1)])
+def test_winograd_matches_the_direct_convolution(shape, outputs, pad, workers, band_bytes, thread_count, monkeypatch):
+    """band_bytes 1: bands of one tile row (the input gradient's rows shared between bands
+    carried from one to the next)."""
+    thread_count(workers)
+    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1], 3, 3))
+    bias = rng.standard_normal(outputs)
+    y_ref = direct(x, weight, bias, pad)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref = direct_data_grad(dy, weight, pad, shape)
+    dw_ref = direct_weight_grad(x, dy, pad)
+
+    y, dx, dw = run(x, weight, bias, dy, pad, np.float64)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+    y, dx, dw = run(x, weight, bias, dy, pad, np.float32)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert got.dtype == np.float32
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_the_direct_formulas_are_caffes_convolution():
+    rng = np.random.default_rng(1)
+    x, weight, bias = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    for pad in (0, 1):
+        want = convolution(x, weight, bias, (1, 1), (pad, pad), (1, 1), 1)
+        np.testing.assert_allclose(direct(x, weight, bias, pad), want, rtol=1e-12, atol=1e-12)
+
+
+def test_backward_computes_only_what_is_asked():
+    rng = np.random.default_rng(2)
+    x, weight = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    dy = rng.standard_normal((2, 4, 5, 5))
+    conv = WinogradConvolution(x.shape, 4, 1, np.float64)
+    conv.filters(weight)
+    dweight = np.zeros_like(weight)
+    conv.backward(x, dy, None, dweight)
+    np.testing.assert_allclose(dweight, direct_weight_grad(x, dy, 1), rtol=1e-12, atol=1e-12)
+    dx = np.zeros_like(x)
+    conv.backward(x, dy, dx, None)
+    np.testing.assert_allclose(dx, direct_data_grad(dy, weight, 1, x.shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "geometry, expected",
+    [
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (16, 16)), True),
+        (((3, 3), (1, 1), (1, 1), (0, 0), 1, 256, 128, (30, 17)), True),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 64, 128, (32, 32)), False),  # too few channels
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (8, 8)), False),  # too few tiles
+        (((3, 3), (2, 2), (1, 1), (1, 1), 1, 128, 128, (16, 16)), False),
+        (((3, 3), (1, 1), (2, 2), (2, 2), 1, 128, 128, (16, 16)), False),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 2, 128, 128, (16, 16)), False),
+        (((3, 3), (1, 1), (1, 1), (1, 0), 1, 128, 128, (16, 16)), False),
+        (((3, 3), (1, 1), (1, 1), (2, 2), 1, 128, 128, (16, 16)), False),
+        (((5, 5), (1, 1), (1, 1), (2, 2), 1, 128, 128, (16, 16)), False),
+    ],
+)
+def test_the_rule_of_when_it_runs(geometry, expected):
+    assert winograd.applies(*geometry) is expected
+
+
+def convolution_layer(shape, outputs, dtype):
+    layer = {
+        "name": "conv",
+        "type": "Convolution",
+        "bottom": ["x"],
+        "top": ["y"],
+        "convolution_param": {
+            "num_output": outputs,
+            "kernel_size": 3,
+            "pad": 1,
+            "weight_filler": {"type": "gaussian", "std": 0.05},
+            "bias_filler": {"type": "gaussian"},
+        },
+    }
+    instance, _, _ = build_layer(layer, [shape])
+    instance.dtype = np.dtype(dtype)
+    bottom, top = [Blob(shape, dtype, name="x")], [Blob((), dtype, name="y")]
+    bottom[0].data[...] = np.random.default_rng(3).standard_normal(shape)
+    instance.setup(bottom, top)
+    return instance, bottom, top
+
+
+def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_results(monkeypatch):
+    shape = (2, 128, 16, 16)
+    with parallel.single_threaded_blas:
+        results = []
+        for min_channels in (winograd.MIN_CHANNELS, 10**9):  # Winograd, then im2col + GEMM
+            monkeypatch.setattr(winograd, "MIN_CHANNELS", min_channels)
+            layer, bottom, top = convolution_layer(shape, 128, np.float32)
+            assert (layer.winograd is not None) == (min_channels == 128)
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+SMALL_WINOGRAD = {  # two bottoms sharing the weights, pad 0; run as Winograd with the thresholds at 1
+    "type": "Convolution",
+    "bottom": ["a", "b"],
+    "top": ["ya", "yb"],
+    "convolution_param": {
+        "num_output": 3,
+        "kernel_size": 3,
+        "weight_filler": {"type": "gaussian"},
+        "bias_filler": {"type": "gaussian"},
+    },
+}
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_OUTPUT_SIZE", 1)
+
+
+def test_a_winograd_convolution_layer_keeps_the_layer_contract(winograd_everywhere):
+    rng = np.random.default_rng(5)
+    bottoms = [rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((2, 2, 5, 6))]
+    layer, _, _ = make_layer(SMALL_WINOGRAD, bottoms)
+    assert layer.winograd is not None
+    assert_gradients(SMALL_WINOGRAD, bottoms)
+    assert_contract(SMALL_WINOGRAD, bottoms)
+
+
+def test_the_warmup_compiles_the_winograd_kernels(winograd_everywhere, monkeypatch):
+    """warmup.py runs the Convolution examples with the thresholds at 1: they must call every
+    Winograd kernel, in float32 and float64."""
+    from netlayers.warmup import builtin_examples, run_example
+
+    calls = set()
+    names = ["input_tiles", "output_tiles", "output_tiles_adjoint", "input_tiles_adjoint"]
+    for name in names:
+        kernel = getattr(winograd, name)
+
+        def record(first, *args, name=name, kernel=kernel):
+            calls.add((name, first.dtype.name))
+            return kernel(first, *args)
+
+        monkeypatch.setattr(winograd, name, record)
+    for type_name, example in builtin_examples():
+        if type_name == "Convolution":
+            for dtype in (np.float32, np.float64):
+                run_example(type_name, example, dtype)
+    assert calls == {(name, dtype) for name in names for dtype in ("float32", "float64")}
