@@ -25,6 +25,7 @@ import numpy as np
 
 from . import parallel
 from .blob import Blob
+from .errors import NetlayersError
 from .kernels import conv_gemm, winograd
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
@@ -41,6 +42,7 @@ class WarmupReport:
     layer_runs: int
     signatures: int
     seconds: float
+    skipped: dict  # layer type -> why its example could not run (an optional extra missing)
 
 
 def builtin_examples():
@@ -84,6 +86,24 @@ def run_example(type_name, example, dtype):
     finally:
         if hasattr(instance, "close"):
             instance.close()
+
+
+#: What the message of an error about a missing optional dependency says.
+MISSING_EXTRA = "pip install 'netlayers["
+
+
+def run_example_if_installed(type_name, example, dtype, skipped):
+    """:func:`run_example`, unless the layer needs an optional extra that is not installed (h5py
+    for HDF5Output): then the reason goes into ``skipped`` (such layers have no kernels of their
+    own to compile). Returns whether it ran."""
+    try:
+        run_example(type_name, example, dtype)
+    except NetlayersError as err:
+        if MISSING_EXTRA not in str(err):
+            raise
+        skipped.setdefault(type_name, err.message)
+        return False
+    return True
 
 
 def run_fused_chains():
@@ -141,6 +161,7 @@ def compile_kernels():
     start = time.perf_counter()
     before = parallel.thread_count()
     runs = 0
+    skipped: dict = {}
     budget = conv_gemm.COLUMN_CHUNK_BYTES
     thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE
     try:
@@ -150,12 +171,11 @@ def compile_kernels():
             winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds if chunk_bytes == budget else (1, 1)
             for type_name, example in builtin_examples():
                 for dtype in FLOAT_TYPES:
-                    run_example(type_name, example, dtype)
-                    runs += 1
+                    runs += run_example_if_installed(type_name, example, dtype, skipped)
     finally:
         parallel.set_thread_count(before)
         conv_gemm.COLUMN_CHUNK_BYTES = budget
         winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds
     run_fused_chains()
     run_solver_and_data_kernels()
-    return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start)
+    return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
+
 RUN_A_CONV_NET = textwrap.dedent(
     """
     import numpy as np
@@ -66,3 +68,26 @@ def test_after_the_warmup_a_conv_net_compiles_nothing(tmp_path):
     saved = [line for line in output.splitlines() if "data saved" in line]
     assert not saved, "compiled after the warmup:\n" + "\n".join(saved)
     assert "data loaded" in output
+
+
+def test_a_layer_whose_extra_is_missing_is_skipped_not_an_error(monkeypatch):
+    """The README's first command installs no extras: HDF5Output's example (h5py) is skipped,
+    with the reason, and warmup goes on."""
+    import builtins
+
+    from netlayers.warmup import builtin_examples, run_example_if_installed
+
+    real_import = builtins.__import__
+
+    def no_h5py(name, *args, **kwargs):
+        if name == "h5py":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_h5py)
+    example = next(example for name, example in builtin_examples() if name == "HDF5Output")
+    skipped = {}
+    assert run_example_if_installed("HDF5Output", example, np.float32, skipped) is False
+    assert "pip install 'netlayers[hdf5]'" in skipped["HDF5Output"]
+    relu = next(example for name, example in builtin_examples() if name == "ReLU")
+    assert run_example_if_installed("ReLU", relu, np.float32, skipped) is True

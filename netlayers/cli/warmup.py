@@ -15,4 +15,6 @@ def run(args):
         f"warmup: {report.signatures} kernel signatures compiled or loaded from the cache "
         f"({report.layer_runs} layer runs) in {report.seconds:.1f} s"
     )
+    for type_name, reason in report.skipped.items():
+        print(f"warmup: skipped {type_name} (no kernels of its own): {reason}")
     return 0
