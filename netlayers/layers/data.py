@@ -234,8 +234,6 @@ class Data(PrefetchedSource):
         "top_shapes": [(2, 1, 24, 24), (2,)],
     }
 
-    keep_top_data = False
-
     params = {
         "source": Field(str, required=True),
         "batch_size": Field(int, required=True, min=1),

@@ -79,6 +79,17 @@ USER_LAYER = """\
 """
 
 
+def read_npz_data(config, folder, batch):
+    """Point a Fashion-MNIST config's two Data layers at NPZ data sets made in ``folder`` (320
+    TRAIN items, 64 TEST items), the TRAIN batch ``batch``, the TEST batch 8."""
+    for layer in config["layers"][:2]:
+        phase = layer["include"]["phase"]
+        source = folder / f"{phase.lower()}.npz"
+        if not source.exists():
+            write_data(source, 320 if phase == "TRAIN" else 64, seed=len(phase))
+        layer["data_param"].update(source=str(source), backend="NPZ", batch_size=batch if phase == "TRAIN" else 8)
+
+
 def mlp_config(folder, batch, name=None, user_layer=None, **solver):
     """configs/mlp_fashion_mnist.yaml on the NPZ data sets, batch ``batch``, ITERATIONS iterations
     (``solver`` overrides solver fields). ``user_layer``: a PassThrough Python layer between ip2
@@ -93,12 +104,7 @@ def mlp_config(folder, batch, name=None, user_layer=None, **solver):
             at, {"name": "user", "type": "Python", "bottom": "ip2", "top": "user", "python_param": python_param}
         )
         config["layers"][at + 1]["bottom"] = "user"
-    for layer in config["layers"][:2]:
-        phase = layer["include"]["phase"]
-        source = folder / f"{phase.lower()}.npz"
-        if not source.exists():
-            write_data(source, 320 if phase == "TRAIN" else 64, seed=len(phase))
-        layer["data_param"].update(source=str(source), backend="NPZ", batch_size=batch if phase == "TRAIN" else 8)
+    read_npz_data(config, folder, batch)
     config["solver"].update(
         max_iter=ITERATIONS, display=1, average_loss=1, test_iter=[2], test_interval=20, snapshot=0, random_seed=5
     )
@@ -334,12 +340,7 @@ def lenet_config(folder, batch, iterations):
     """configs/lenet_fashion_mnist.yaml on the NPZ data sets, batch ``batch``."""
     config = yaml.safe_load((ROOT / "configs" / "lenet_fashion_mnist.yaml").read_text())
     config.pop("labels_file", None)
-    for layer in config["layers"][:2]:
-        phase = layer["include"]["phase"]
-        source = folder / f"{phase.lower()}.npz"
-        if not source.exists():
-            write_data(source, 320 if phase == "TRAIN" else 64, seed=len(phase))
-        layer["data_param"].update(source=str(source), backend="NPZ", batch_size=batch if phase == "TRAIN" else 8)
+    read_npz_data(config, folder, batch)
     config["solver"].update(
         max_iter=iterations, display=1, average_loss=1, test_iter=[2], test_interval=100, snapshot=0, random_seed=5
     )
