@@ -163,19 +163,22 @@ def compile_kernels():
     runs = 0
     skipped: dict = {}
     budget = conv_gemm.COLUMN_CHUNK_BYTES
-    thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE
+    thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE
     try:
         for workers, chunk_bytes in [(count, budget) for count in WORKER_COUNTS] + [(1, 1)]:
             parallel.set_thread_count(workers)
             conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
-            winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds if chunk_bytes == budget else (1, 1)
+            everywhere = (1, 1, 1)  # the one-image pass also runs every kernel's Winograd path
+            winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = (
+                thresholds if chunk_bytes == budget else everywhere
+            )
             for type_name, example in builtin_examples():
                 for dtype in FLOAT_TYPES:
                     runs += run_example_if_installed(type_name, example, dtype, skipped)
     finally:
         parallel.set_thread_count(before)
         conv_gemm.COLUMN_CHUNK_BYTES = budget
-        winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE = thresholds
+        winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = thresholds
     run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)

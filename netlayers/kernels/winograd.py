@@ -36,8 +36,15 @@ from ._jit import jit
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
 FILTER_TRANSFORM = np.kron(G, G)  # (16, 9): the 16 values of G g G^T from the 9 of g
-MIN_CHANNELS = 128  # input and output channels from which it ran faster than im2col + GEMM
-MIN_OUTPUT_SIZE = 16  # output rows and columns (8 x 8 outputs ran 0.7x to 0.9x as fast)
+# Where it runs (forward + backward against im2col + GEMM, per-round median, 2 threads): at least
+# MIN_CHANNELS input and output channels, output sides of at least MIN_OUTPUT_SIZE, and the two
+# minima's product at least MIN_CHANNELS_BY_SIZE. Measured: 32 -> 32 at 32 x 32 1.31x-1.39x,
+# 64 -> 64 at 32 x 32 1.27x-1.31x, at 64 x 64 1.31x-1.35x, at 16 x 16 1.09x; 128 -> 64 at
+# 32 x 32 1.50x; 32 -> 32 at 16 x 16 0.90x-0.98x, 16 -> 16 at 32 x 32 0.99x-1.02x, 256 -> 256
+# at 8 x 8 0.97x (too few channels or tiles for the products to pay for the transforms).
+MIN_CHANNELS = 32
+MIN_OUTPUT_SIZE = 16
+MIN_CHANNELS_BY_SIZE = 1024
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of
 # buffers (the largest any of them needs), whichever way it runs
 TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
@@ -50,7 +57,8 @@ BAND_BYTES = 1 << 22  # transformed tiles of a band of tile rows (V, and M likew
 def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
     """Whether a convolution runs as Winograd F(2x2, 3x3): a 3x3 kernel, stride 1, dilation 1,
     one group, the same padding of 0 or 1 on both axes, at least ``MIN_CHANNELS`` input and
-    output channels and outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns (where it was
+    output channels, outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, and the fewer
+    channels times the shorter output side at least ``MIN_CHANNELS_BY_SIZE`` (where it was
     measured faster: with fewer channels or tiles the products are too small to pay for the
     transforms)."""
     return (
@@ -61,6 +69,7 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
         and pad[0] == pad[1] <= 1
         and min(channels, outputs) >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
+        and min(channels, outputs) * min(out_size) >= MIN_CHANNELS_BY_SIZE
     )
 
 

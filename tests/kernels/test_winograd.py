@@ -114,7 +114,11 @@ def test_backward_computes_only_what_is_asked():
     [
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (16, 16)), True),
         (((3, 3), (1, 1), (1, 1), (0, 0), 1, 256, 128, (30, 17)), True),
-        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 64, 128, (32, 32)), False),  # too few channels
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 64, 128, (32, 32)), True),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 64, 64, (16, 16)), True),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 32, 32, (32, 40)), True),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 32, 32, (16, 16)), False),  # too few channels for 16 x 16
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 64, (64, 64)), False),  # too few channels
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (8, 8)), False),  # too few tiles
         (((3, 3), (2, 2), (1, 1), (1, 1), 1, 128, 128, (16, 16)), False),
         (((3, 3), (1, 1), (2, 2), (2, 2), 1, 128, 128, (16, 16)), False),
@@ -154,10 +158,10 @@ def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_
     shape = (2, 128, 16, 16)
     with parallel.single_threaded_blas:
         results = []
-        for min_channels in (winograd.MIN_CHANNELS, 10**9):  # Winograd, then im2col + GEMM
-            monkeypatch.setattr(winograd, "MIN_CHANNELS", min_channels)
+        for use in (True, False):  # Winograd, then im2col + GEMM
+            monkeypatch.setattr(winograd, "MIN_CHANNELS", 128 if use else 10**9)
             layer, bottom, top = convolution_layer(shape, 128, np.float32)
-            assert (layer.winograd is not None) == (min_channels == 128)
+            assert (layer.winograd is not None) == use
             layer.forward(bottom, top)
             top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
             layer.backward(top, [True], bottom)
@@ -183,6 +187,7 @@ SMALL_WINOGRAD = {  # two bottoms sharing the weights, pad 0; run as Winograd wi
 def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd, "MIN_OUTPUT_SIZE", 1)
+    monkeypatch.setattr(winograd, "MIN_CHANNELS_BY_SIZE", 1)
 
 
 def test_a_winograd_convolution_layer_keeps_the_layer_contract(winograd_everywhere):
