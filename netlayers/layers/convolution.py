@@ -247,6 +247,19 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
+        {  # depthwise with stride 1: the grid kernels (a 3x3 kernel's nine taps in one pass)
+            "bottoms": [(2, 3, 5, 6)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 3,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "group": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
     ]
 
     keep_top_data = False

@@ -15,6 +15,10 @@ GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
     ((1, 4, 9, 8), (3, 2), (2, 1), (2, 3), (2, 1), 1),
     ((3, 2, 5, 5), (5, 5), (2, 2), (1, 1), (1, 1), 3),
     ((2, 2, 6, 7), (1, 1), (0, 0), (1, 1), (1, 1), 1),
+    ((2, 3, 9, 8), (3, 3), (2, 1), (1, 1), (2, 1), 2),  # stride 1, dilated: the grid kernels
+    ((2, 2, 6, 7), (3, 3), (0, 0), (1, 1), (1, 1), 1),  # stride 1, no padding
+    ((1, 2, 6, 5), (3, 2), (1, 0), (1, 1), (1, 1), 1),  # stride 1, a kernel of 6 taps
+    ((2, 2, 5, 6), (3, 3), (3, 3), (1, 1), (1, 1), 1),  # padding beyond the reach: the row kernels
 ]
 
 
@@ -27,6 +31,7 @@ def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation
     weight = rng.standard_normal((c * multiplier, 1) + kernel)
     bias = rng.standard_normal(c * multiplier)
     conv = DepthwiseConvolution(shape, out_size, kernel, pad, stride, dilation, multiplier)
+    assert conv.unit_stride == (stride == (1, 1) and pad[0] <= (kernel[0] - 1) * dilation[0])
     y = np.empty((n, c * multiplier) + out_size)
     conv.forward(x, weight, bias, y)
     np.testing.assert_allclose(y, depthwise_forward(x, weight, bias, pad, stride, dilation, multiplier), rtol=1e-12)
@@ -85,3 +90,19 @@ def test_the_convolution_layer_takes_the_direct_path_for_group_equal_to_channels
     np.testing.assert_allclose(
         top[0].data, depthwise_forward(bottom[0].data, weight, bias, (1, 1), (2, 2), (1, 1), 2), rtol=1e-12
     )
+
+
+def test_the_grid_kernels_forward_equals_the_row_kernels_bit_for_bit():
+    from netlayers.kernels import depthwise
+
+    rng = np.random.default_rng(2)
+    shape, kernel, pad = (2, 4, 9, 7), (3, 3), (1, 1)
+    conv = DepthwiseConvolution(shape, shape[2:], kernel, pad, (1, 1), (1, 1), 1)
+    assert conv.unit_stride
+    x = rng.standard_normal(shape).astype(np.float32)
+    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    grid, rows = np.empty(shape, np.float32), np.empty(shape, np.float32)
+    conv.forward(x, weight, bias, grid)
+    depthwise._forward(x, weight.reshape(4, 9), bias, *conv._geometry(), rows)
+    assert np.array_equal(grid, rows)
