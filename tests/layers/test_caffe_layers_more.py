@@ -6,7 +6,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import make_layer, run_layer
+from layer_harness import make_layer, run_layer
 
 from netlayers import ConfigError, DataError, Net
 from netlayers.gradcheck import build_layer, check_net

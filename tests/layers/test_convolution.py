@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference
-from conftest import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, Net
 from netlayers.kernels import conv_gemm

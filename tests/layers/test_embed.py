@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, DataError
 

@@ -4,7 +4,7 @@ tests/reference.py, Caffe's running statistics, gradients, the contract and setu
 import numpy as np
 import pytest
 import reference
-from conftest import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, Net
 from netlayers.gradcheck import check_layer

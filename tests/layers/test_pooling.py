@@ -4,7 +4,7 @@ layer contract, Caffe's pooled sizes (CEIL and FLOOR) and setup errors."""
 import numpy as np
 import pytest
 import reference
-from conftest import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError
 

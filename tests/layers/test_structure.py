@@ -3,7 +3,7 @@ Caffe's defaults and shape rules, data sharing, and setup errors."""
 
 import numpy as np
 import pytest
-from conftest import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, Net
 from netlayers.blob import Blob

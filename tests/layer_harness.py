@@ -1,0 +1,82 @@
+"""The layer-contract harness shared by every layer test (a module of its own: test files
+import it as ``layer_harness``; two conftest modules would both be named ``conftest``).
+
+- ``run_layer(layer_dict, bottoms)`` sets up a float64 layer on the given arrays, runs forward,
+  and returns (layer, top arrays).
+- ``assert_gradients(layer_dict, bottoms, **kw)`` runs netlayers.gradcheck.check_layer and
+  asserts that every checked blob passes and that something was actually checked.
+- ``assert_contract(layer_dict, bottoms)`` checks the rest of the Layer contract: param diffs
+  accumulate (two backwards give twice the gradient), the incoming top diff is not modified,
+  and a float32 build gives the float64 result to float32 precision.
+"""
+
+import numpy as np
+
+from netlayers.blob import Blob
+from netlayers.gradcheck import build_layer, check_layer
+
+
+def make_layer(layer, bottoms, *, phase="TRAIN", seed=0, dtype=np.float64):
+    layer = dict(layer)
+    layer.setdefault("name", layer.get("type", "layer"))
+    layer.setdefault("bottom", [f"b{i}" for i in range(len(bottoms))])
+    layer.setdefault("top", ["t0"])
+    arrays = [np.asarray(b) for b in bottoms]
+    instance, bottom, top = build_layer(layer, [a.shape for a in arrays], phase=phase, seed=seed)
+    if dtype != np.float64:
+        instance.dtype = np.dtype(dtype)
+        bottom = [Blob(a.shape, dtype, name=b.name) for a, b in zip(arrays, bottom)]
+        top = [Blob((), dtype, name=t.name) for t in top]
+    for blob, array in zip(bottom, arrays):
+        blob.data[...] = array
+    instance.setup(bottom, top)
+    return instance, bottom, top
+
+
+def run_layer(layer, bottoms, *, phase="TRAIN", seed=0, dtype=np.float64):
+    instance, bottom, top = make_layer(layer, bottoms, phase=phase, seed=seed, dtype=dtype)
+    instance.forward(bottom, top)
+    return instance, [t.data.copy() for t in top]
+
+
+def assert_gradients(layer, bottoms, **kwargs):
+    report = check_layer(layer, bottoms, **kwargs)
+    assert report.blobs, "nothing was gradient-checked"
+    assert all(b.checked > 0 for b in report.blobs), str(report)
+    assert report.passed, str(report)
+    return report
+
+
+def assert_contract(layer, bottoms, *, phase="TRAIN", seed=0, rtol=1e-4, atol=1e-5):
+    instance, bottom, top = make_layer(layer, bottoms, phase=phase, seed=seed)
+    state = instance.rng.bit_generator.state
+    instance.forward(bottom, top)
+    rng = np.random.default_rng(7)
+    for t in top:
+        t.diff[...] = rng.standard_normal(t.shape)
+    upstream = [t.diff.copy() for t in top]
+    propagate = [instance.allow_force_backward(i) for i in range(len(bottom))]
+    for blob in instance.blobs:
+        blob.diff[...] = 0
+    instance.Backward_cpu(top, propagate, bottom)
+    once = [b.diff.copy() for b in instance.blobs]
+    instance.Backward_cpu(top, propagate, bottom)
+    for blob, first in zip(instance.blobs, once):
+        if instance.param_propagate_down and first.any():
+            np.testing.assert_allclose(
+                blob.diff, 2 * first, rtol=1e-10, atol=1e-12, err_msg="param diffs must accumulate (+=)"
+            )
+    for t, before in zip(top, upstream):
+        if t not in bottom:
+            np.testing.assert_array_equal(t.diff, before, err_msg="the top diff must not be modified")
+    # float32 gives the float64 answer to float32 precision
+    f32, b32, t32 = make_layer(layer, bottoms, phase=phase, seed=seed, dtype=np.float32)
+    for p64, p32 in zip(instance.blobs, f32.blobs):
+        p32.data[...] = p64.data
+    f32.rng.bit_generator.state = state
+    instance.rng.bit_generator.state = state
+    instance.forward(bottom, top)
+    f32.forward(b32, t32)
+    for a, b in zip(t32, top):
+        assert a.data.dtype == np.float32
+        np.testing.assert_allclose(a.data, b.data, rtol=rtol, atol=atol)
