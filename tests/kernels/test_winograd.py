@@ -3,7 +3,7 @@
 
 import numpy as np
 import pytest
-from conftest import assert_contract, assert_gradients, make_layer
+from layer_harness import assert_contract, assert_gradients, make_layer
 from numpy.lib.stride_tricks import sliding_window_view
 from reference import convolution
 
