@@ -21,9 +21,12 @@ dM is 0, so it adds nothing to dU or dx). The padded image is split into four ph
 (even/odd rows x even/odd columns) with rows of the same tw + 1 length, so every value a tile
 reads is a fixed offset of q and the transforms run as long unit-stride loops that vectorize.
 Each worker takes whole images, an image in bands of tile rows whose V (and M) fit
-``BAND_BYTES``; V and M live in the worker's scratch as (16, rows) arrays whose 16 rows are
-not a multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache
-sets: measured 5x slower).
+``BAND_BYTES``, or, where an image has few tiles, runs of whole images side by side (each
+channel's row holds the run's images one after another: longer products, up to ``RUN_TILES``
+tiles). V and M live in the worker's scratch as (16, rows) arrays whose 16 rows are not a
+multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache sets:
+measured 5x slower). The kernels index rows through slices (a slice's indices are known to be
+>= 0, so numba adds no negative-index test per item, which kept loops from vectorizing).
 
 Rounding: the transforms add a few float operations per product; float32 outputs differ
 from im2col + GEMM by about 1e-6 relative to the output's scale.
@@ -52,6 +55,9 @@ BAND_BYTES = 1 << 22  # transformed tiles of a band of tile rows (V, and M likew
 # Forward + backward against im2col, per-round median: 128 -> 128 at 32 x 32 with 1 MiB (3 bands)
 # 1.27x, 2 MiB (2 bands) 1.44x, 4 MiB (1 band) 1.59x; 256 -> 256 at 16 x 16 1.25x, 1.56x, 1.52x.
 # The VGG net's peak memory: 72.6 MiB without Winograd, 81-83 with 2 MiB bands, 84-85 with 4 MiB.
+RUN_TILES = 256  # images whose tiles fit a band run side by side up to this many tiles a channel
+# (and at most BAND_BYTES): 256 -> 256 at 16 x 16 (72 tiles an image), backward 1.12x with runs of
+# 2 images; 64 -> 64 at 32 x 32 (272 tiles) gained nothing from runs of 3 and its forward lost 7-10%.
 
 
 def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
@@ -87,25 +93,25 @@ def _gather_phases(image, pad, first_row, rows, tiles_w, ph):
         row = 2 * first_row + band_row - pad
         r = band_row % 2
         q0 = (band_row // 2) * w1
-        for k in range(w1):
-            ph[2 * r, q0 + k] = 0
-        for k in range(w1):
-            ph[2 * r + 1, q0 + k] = 0
-        if 0 <= row < h:
-            pe, po = 2 * r + s_even, 2 * r + s_odd
-            qe, qo = q0 + k_even, q0 + k_odd
+        ph[2 * r, q0 : q0 + w1] = 0
+        ph[2 * r + 1, q0 : q0 + w1] = 0
+        if 0 <= row < h:  # slices, here and below: indices known >= 0 (no wraparound test)
+            src = image[row]
+            even = ph[2 * r + s_even, q0 + k_even : q0 + k_even + half + w % 2]
+            odd = ph[2 * r + s_odd, q0 + k_odd : q0 + k_odd + half]
             for k in range(half):
-                ph[pe, qe + k] = image[row, 2 * k]
-                ph[po, qo + k] = image[row, 2 * k + 1]
+                even[k] = src[2 * k]
+                odd[k] = src[2 * k + 1]
             if w % 2:
-                ph[pe, qe + half] = image[row, w - 1]
+                even[half] = src[w - 1]
 
 
 @jit
-def input_tiles(x, pad, first_row, rows, tiles_w, v):
-    """v[4a + b, c T + q] = (B^T d B)[a, b] for tile q = i (tw + 1) + j of tile rows
+def input_tiles(x, pad, first_row, rows, tiles_w, v, offset, channel_tiles):
+    """v[4a + b, c S + o + q] = (B^T d B)[a, b] for tile q = i (tw + 1) + j of tile rows
     [first_row, first_row + rows) of one image x (C, H, W): d is x[c]'s 4x4 patch at rows
-    2 (first_row + i) - pad.., columns 2j - pad.. (0 outside); T = rows (tw + 1)."""
+    2 (first_row + i) - pad.., columns 2j - pad.. (0 outside); S = ``channel_tiles`` (at least
+    o + rows (tw + 1)), o = ``offset`` (where this image's tiles start in each channel's row)."""
     chans = x.shape[0]
     w1 = tiles_w + 1
     band = rows * w1
@@ -114,28 +120,32 @@ def input_tiles(x, pad, first_row, rows, tiles_w, v):
     for c in range(chans):
         _gather_phases(x[c], pad, first_row, rows, tiles_w, ph)
         for s in range(2):  # t[2a + s] = (B^T d)[a] on column phase s
+            p0, p2 = ph[s, : band + 1], ph[2 + s, : band + 1]  # phase rows I, and I + 1 below
+            p0_next, p2_next = ph[s, w1 : w1 + band + 1], ph[2 + s, w1 : w1 + band + 1]
             for q in range(band + 1):
-                t[s, q] = ph[s, q] - ph[s, q + w1]
+                t[s, q] = p0[q] - p0_next[q]
             for q in range(band + 1):
-                t[2 + s, q] = ph[2 + s, q] + ph[s, q + w1]
+                t[2 + s, q] = p2[q] + p0_next[q]
             for q in range(band + 1):
-                t[4 + s, q] = ph[s, q + w1] - ph[2 + s, q]
+                t[4 + s, q] = p0_next[q] - p2[q]
             for q in range(band + 1):
-                t[6 + s, q] = ph[2 + s, q] - ph[2 + s, q + w1]
-        base = c * band
+                t[6 + s, q] = p2[q] - p2_next[q]
+        base = c * channel_tiles + offset  # row slices: indices known >= 0 (no wraparound test)
         for a in range(4):
+            v0, v1 = v[4 * a, base : base + band], v[4 * a + 1, base : base + band]
+            v2, v3 = v[4 * a + 2, base : base + band], v[4 * a + 3, base : base + band]
             for q in range(band):
-                v[4 * a, base + q] = t[2 * a, q] - t[2 * a, q + 1]
+                v0[q] = t[2 * a, q] - t[2 * a, q + 1]
             for q in range(band):
-                v[4 * a + 1, base + q] = t[2 * a + 1, q] + t[2 * a, q + 1]
+                v1[q] = t[2 * a + 1, q] + t[2 * a, q + 1]
             for q in range(band):
-                v[4 * a + 2, base + q] = t[2 * a, q + 1] - t[2 * a + 1, q]
+                v2[q] = t[2 * a, q + 1] - t[2 * a + 1, q]
             for q in range(band):
-                v[4 * a + 3, base + q] = t[2 * a + 1, q] - t[2 * a + 1, q + 1]
+                v3[q] = t[2 * a + 1, q] - t[2 * a + 1, q + 1]
 
 
 @jit
-def output_tiles(m, bias, first_row, rows, tiles_w, y):
+def output_tiles(m, bias, first_row, rows, tiles_w, y, offset, channel_tiles):
     """y[k, 2 (first_row + i) + r, 2j + s] = (A^T m A)[r, s] + bias[k] inside y (K, OH, OW),
     m laid out as v of ``input_tiles``."""
     chans, oh, ow = y.shape
@@ -147,15 +157,17 @@ def output_tiles(m, bias, first_row, rows, tiles_w, y):
     half = ow // 2
     for k in range(chans):
         bk = bias[k]
-        p0 = k * band
+        p0 = k * channel_tiles + offset
         for r in range(2):
             for b in range(4):
+                m0, m1 = m[b, p0 : p0 + band], m[4 + b, p0 : p0 + band]
+                m2, m3 = m[8 + b, p0 : p0 + band], m[12 + b, p0 : p0 + band]
                 if r == 0:
                     for q in range(band):
-                        sr[b, q] = m[b, p0 + q] + m[4 + b, p0 + q] + m[8 + b, p0 + q]
+                        sr[b, q] = m0[q] + m1[q] + m2[q]
                 else:
                     for q in range(band):
-                        sr[b, q] = m[4 + b, p0 + q] - m[8 + b, p0 + q] - m[12 + b, p0 + q]
+                        sr[b, q] = m1[q] - m2[q] - m3[q]
             for q in range(band):
                 even[q] = sr[0, q] + sr[1, q] + sr[2, q] + bk
             for q in range(band):
@@ -173,9 +185,9 @@ def output_tiles(m, bias, first_row, rows, tiles_w, y):
 
 
 @jit
-def output_tiles_adjoint(dy, first_row, rows, tiles_w, dm):
-    """dm = the adjoint of ``output_tiles`` (without bias) for dy (K, OH, OW); the unused tile
-    of each row gets 0."""
+def output_tiles_adjoint(dy, first_row, rows, tiles_w, dm, offset, channel_tiles):
+    """dm = the adjoint of ``output_tiles`` (without bias) for dy (K, OH, OW), laid out as v of
+    ``input_tiles``; the unused tile of each row gets 0."""
     chans, oh, ow = dy.shape
     w1 = tiles_w + 1
     band = rows * w1
@@ -206,21 +218,24 @@ def output_tiles_adjoint(dy, first_row, rows, tiles_w, dm):
                 t[4 + s, q] = g[s, q] - g[2 + s, q]
             for q in range(band):
                 t[6 + s, q] = -g[2 + s, q]
-        p0 = k * band
+        p0 = k * channel_tiles + offset
         for a in range(4):
+            d0, d1 = dm[4 * a, p0 : p0 + band], dm[4 * a + 1, p0 : p0 + band]
+            d2, d3 = dm[4 * a + 2, p0 : p0 + band], dm[4 * a + 3, p0 : p0 + band]
             for q in range(band):
-                dm[4 * a, p0 + q] = t[2 * a, q]
+                d0[q] = t[2 * a, q]
             for q in range(band):
-                dm[4 * a + 1, p0 + q] = t[2 * a, q] + t[2 * a + 1, q]
+                d1[q] = t[2 * a, q] + t[2 * a + 1, q]
             for q in range(band):
-                dm[4 * a + 2, p0 + q] = t[2 * a, q] - t[2 * a + 1, q]
+                d2[q] = t[2 * a, q] - t[2 * a + 1, q]
             for q in range(band):
-                dm[4 * a + 3, p0 + q] = -t[2 * a + 1, q]
+                d3[q] = -t[2 * a + 1, q]
 
 
 @jit
-def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry):
-    """The adjoint of ``input_tiles`` for dv (unused tiles 0) into one image dx (C, H, W):
+def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, channel_tiles):
+    """The adjoint of ``input_tiles`` for dv (unused tiles 0; laid out as v there) into one
+    image dx (C, H, W):
     writes the image rows of phase rows [first_row, first_row + rows); the band's last phase
     row, shared with the next band, goes to ``carry`` (C, 4, tw + 1), which the next band adds
     (a band with first_row 0 starts afresh), and is written when the band ends the image."""
@@ -237,33 +252,35 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry):
     ends_image = first_row + rows == (h + 2 * pad - 1) // 2  # the image's tile rows: ceil(OH / 2)
     last_row = h if ends_image else min(h, 2 * (first_row + rows) - pad)  # else carried over
     for c in range(chans):
-        base = c * band
+        base = c * channel_tiles + offset
         for a in range(4):
+            d0, d1 = dv[4 * a, base : base + band], dv[4 * a + 1, base : base + band]
+            d2, d3 = dv[4 * a + 2, base : base + band], dv[4 * a + 3, base : base + band]
             for q in range(band):  # tile j's columns 2j + 2 (phase 0) and 2j + 3 (phase 1)
-                u[0, q] = dv[4 * a + 1, base + q] + dv[4 * a + 2, base + q] - dv[4 * a, base + q]
+                u[0, q] = d1[q] + d2[q] - d0[q]
             for q in range(band):
-                u[1, q] = -dv[4 * a + 3, base + q]
-            t[2 * a, 0] = dv[4 * a, base]
-            t[2 * a + 1, 0] = dv[4 * a + 1, base] - dv[4 * a + 2, base] + dv[4 * a + 3, base]
+                u[1, q] = -d3[q]
+            t[2 * a, 0] = d0[0]
+            t[2 * a + 1, 0] = d1[0] - d2[0] + d3[0]
             for q in range(1, band):
-                t[2 * a, q] = dv[4 * a, base + q] + u[0, q - 1]
+                t[2 * a, q] = d0[q] + u[0, q - 1]
             for q in range(1, band):
-                t[2 * a + 1, q] = (
-                    dv[4 * a + 1, base + q] - dv[4 * a + 2, base + q] + dv[4 * a + 3, base + q] + u[1, q - 1]
-                )
+                t[2 * a + 1, q] = d1[q] - d2[q] + d3[q] + u[1, q - 1]
         for s in range(2):  # rows: phase 0 gets a = 0 (I = i) and a = 2 (I = i + 1); phase 1 a = 1, 3
             for q in range(band):
                 ph[s, q] = t[s, q]
             for q in range(band, phase_plane):
                 ph[s, q] = 0
+            below = ph[s, w1 : w1 + band]
             for q in range(band):
-                ph[s, q + w1] += t[2 + s, q] + t[4 + s, q] - t[s, q]
+                below[q] += t[2 + s, q] + t[4 + s, q] - t[s, q]
             for q in range(band):
                 ph[2 + s, q] = t[2 + s, q] - t[4 + s, q] + t[6 + s, q]
             for q in range(band, phase_plane):
                 ph[2 + s, q] = 0
+            below = ph[2 + s, w1 : w1 + band]
             for q in range(band):
-                ph[2 + s, q + w1] -= t[6 + s, q]
+                below[q] -= t[6 + s, q]
         if first_row > 0:
             for p in range(4):
                 for k in range(w1):
@@ -275,19 +292,23 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry):
             band_row = row + pad - 2 * first_row
             r = band_row % 2
             q0 = (band_row // 2) * w1
-            pe, po = 2 * r + s_even, 2 * r + s_odd
-            qe, qo = q0 + k_even, q0 + k_odd
+            dst = dx[c, row]
+            even = ph[2 * r + s_even, q0 + k_even : q0 + k_even + half + w % 2]
+            odd = ph[2 * r + s_odd, q0 + k_odd : q0 + k_odd + half]
             for k in range(half):
-                dx[c, row, 2 * k] = ph[pe, qe + k]
-                dx[c, row, 2 * k + 1] = ph[po, qo + k]
+                dst[2 * k] = even[k]
+                dst[2 * k + 1] = odd[k]
             if w % 2:
-                dx[c, row, w - 1] = ph[pe, qe + half]
+                dst[w - 1] = even[half]
 
 
 class WinogradConvolution:
-    """One convolution geometry run as F(2x2, 3x3), an image a part over the workers of
-    ``netlayers.parallel``, each image in bands of tile rows whose transformed tiles fit
-    ``BAND_BYTES`` (V and the products M: two such buffers a worker, whatever the image size).
+    """One convolution geometry run as F(2x2, 3x3), a contiguous share of the batch a worker of
+    ``netlayers.parallel``. A worker takes its images in bands whose transformed tiles fit
+    ``BAND_BYTES`` (V and the products M: two such buffers a worker, whatever the image size):
+    bands of tile rows of one image when an image does not fit, else runs of whole images side
+    by side up to ``RUN_TILES`` tiles a channel (their tiles one after another in each
+    channel's row: longer products, and fewer sums of weight-gradient partials).
 
     ``image_shape`` is (N, C, H, W), ``outputs`` the output channels K, ``pad`` the padding of
     both axes; the output is (N, K, H + 2 pad - 2, W + 2 pad - 2). ``filters(weight)``
@@ -306,7 +327,10 @@ class WinogradConvolution:
         bands = -(-tiles_h // max(1, BAND_BYTES // row_bytes))
         rows = -(-tiles_h // bands)  # bands of equal height (the last one may be lower)
         self.bands = [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
-        self.band_tiles = rows * (self.tiles_w + 1)  # tiles of one channel in the highest band
+        image_tiles = tiles_h * (self.tiles_w + 1)
+        fit = BAND_BYTES // (tiles_h * row_bytes)
+        self.run_images = max(1, min(fit, -(-RUN_TILES // image_tiles))) if bands == 1 else 1
+        self.band_tiles = self.run_images * rows * (self.tiles_w + 1)  # tiles of a channel in a band
         self.u = np.empty((16, outputs, self.channels), self.dtype)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
@@ -322,58 +346,76 @@ class WinogradConvolution:
         stride = -(-rows * self.band_tiles // 1024) * 1024 + 16
         return parallel.scratch(worker, name, 16 * stride, self.dtype).reshape(16, stride)
 
-    def _matrices(self, array, rows, band_rows):
-        """The (16, rows, tiles) matrices of a band of ``band_rows`` tile rows in ``array``."""
-        tiles, item = band_rows * (self.tiles_w + 1), self.dtype.itemsize
-        return np.lib.stride_tricks.as_strided(
-            array, (16, rows, tiles), (array.strides[0], tiles * item, item), writeable=True
-        )
+    @staticmethod
+    def _matrices(array, rows, tiles):
+        """The (16, rows, tiles) matrices at the start of each row of ``array``."""
+        return array[:, : rows * tiles].reshape(16, rows, tiles)
+
+    def _runs(self, worker, workers):
+        """The runs of images ``worker`` takes together: its share of the batch cut into equal
+        runs of at most ``run_images``."""
+        images = parallel.share(worker, workers, self.batch)
+        count = -(-len(images) // self.run_images)
+        parts = (parallel.share(i, count, len(images)) for i in range(count))
+        return [images[part.start : part.stop] for part in parts]
 
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
+        workers = min(parallel.thread_count(), self.batch)
+        pad, tiles_w = self.pad, self.tiles_w
 
-        def image(worker, n):
+        def share(worker, _):
             v = self._scratch(worker, TILES, self.channels)
             m = self._scratch(worker, PRODUCTS, self.outputs)
-            for first, rows in self.bands:
-                input_tiles(x[n], self.pad, first, rows, self.tiles_w, v)
-                np.matmul(self.u, self._matrices(v, self.channels, rows), out=self._matrices(m, self.outputs, rows))
-                output_tiles(m, bias, first, rows, self.tiles_w, y[n])
+            for images in self._runs(worker, workers):
+                for first, rows in self.bands:
+                    tiles = rows * (tiles_w + 1)
+                    span = len(images) * tiles
+                    for i, n in enumerate(images):
+                        input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
+                    np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                    for i, n in enumerate(images):
+                        output_tiles(m, bias, first, rows, tiles_w, y[n], i * tiles, span)
 
-        parallel.run_parts(image, self.batch)
+        parallel.run_parts(share, workers, workers)
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``."""
         workers = min(parallel.thread_count(), self.batch)
         shape = (16, self.outputs, self.channels)
+        pad, tiles_w = self.pad, self.tiles_w
 
-        def image(worker, n):
+        def share(worker, _):
             dm = self._scratch(worker, PRODUCTS, self.outputs)
             v = self._scratch(worker, TILES, self.channels)
             partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
             temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
-            carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (self.tiles_w + 1), self.dtype)
-            first_image = n == parallel.share(worker, workers, self.batch).start
-            for band, (first, rows) in enumerate(self.bands):
-                output_tiles_adjoint(dy[n], first, rows, self.tiles_w, dm)
-                dm_matrices = self._matrices(dm, self.outputs, rows)
-                v_matrices = self._matrices(v, self.channels, rows)
-                if weight_diff is not None:
-                    input_tiles(x[n], self.pad, first, rows, self.tiles_w, v)
-                    if first_image and band == 0:
-                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
-                    else:
-                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=temp)
-                        partial += temp
-                if dx is not None:
-                    np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
-                    input_tiles_adjoint(
-                        v, self.pad, first, rows, self.tiles_w, dx[n], carry.reshape(self.channels, 4, -1)
-                    )
+            carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (tiles_w + 1), self.dtype)
+            carry = carry.reshape(self.channels, 4, -1)
+            first_product = True
+            for images in self._runs(worker, workers):
+                for first, rows in self.bands:
+                    tiles = rows * (tiles_w + 1)
+                    span = len(images) * tiles
+                    for i, n in enumerate(images):
+                        output_tiles_adjoint(dy[n], first, rows, tiles_w, dm, i * tiles, span)
+                    dm_matrices = self._matrices(dm, self.outputs, span)
+                    v_matrices = self._matrices(v, self.channels, span)
+                    if weight_diff is not None:
+                        for i, n in enumerate(images):
+                            input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
+                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial if first_product else temp)
+                        if not first_product:
+                            partial += temp
+                        first_product = False
+                    if dx is not None:
+                        np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
+                        for i, n in enumerate(images):
+                            input_tiles_adjoint(v, pad, first, rows, tiles_w, dx[n], carry, i * tiles, span)
 
-        parallel.run_parts(image, self.batch, workers)
+        parallel.run_parts(share, workers, workers)
         if weight_diff is not None:
             self._add_weight_grad(workers, weight_diff)
 

@@ -87,6 +87,34 @@ def test_winograd_matches_the_direct_convolution(shape, outputs, pad, workers, b
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers, thread_count, monkeypatch):
+    """Images of 12 tiles with RUN_TILES 24: runs of 2 images (5 images: a worker's share of 3
+    is a run of 2 and one of 1), their tiles side by side in each channel's row."""
+    thread_count(workers)
+    monkeypatch.setattr(winograd, "RUN_TILES", 24)
+    shape, outputs, pad = (5, 3, 6, 6), 4, 1
+    assert WinogradConvolution(shape, outputs, pad, np.float64).run_images == 2
+    rng = np.random.default_rng(6)
+    x, weight, bias = rng.standard_normal(shape), rng.standard_normal((outputs, 3, 3, 3)), rng.standard_normal(outputs)
+    y_ref = direct(x, weight, bias, pad)
+    dy = rng.standard_normal(y_ref.shape)
+    y, dx, dw = run(x, weight, bias, dy, pad, np.float64)
+    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
+    for got, want in zip((y, dx, dw), refs):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_weight_gradients_have_the_same_bits_for_the_same_thread_count(thread_count):
+    rng = np.random.default_rng(7)
+    x, weight = rng.standard_normal((5, 6, 8, 8)), rng.standard_normal((7, 6, 3, 3))
+    dy = rng.standard_normal((5, 7, 8, 8))
+    for workers in (1, 2):
+        thread_count(workers)
+        first, second = (run(x, weight, np.zeros(7), dy, 1, np.float32)[2] for _ in range(2))
+        assert np.array_equal(first, second)
+
+
 def test_the_direct_formulas_are_caffes_convolution():
     rng = np.random.default_rng(1)
     x, weight, bias = rng.standard_normal((2, 3, 5, 6)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
