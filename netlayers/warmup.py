@@ -10,8 +10,9 @@ install time, by running what the kernels serve on tiny inputs:
 - every built-in layer's ``example`` settings (the ones the layer contract tests check), forward
   and backward, in float32 and float64, with one worker and with two, and once more with a
   column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
-  budget, and chunks of one image, of several, or bands of rows take different kernels) and
-  Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels);
+  budget, and chunks of one image, of several, or bands of rows take different kernels),
+  Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels) and
+  the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
   the data layer's conversion kernel, for the dtypes they see.
 
@@ -26,7 +27,7 @@ import numpy as np
 from . import parallel
 from .blob import Blob
 from .errors import NetlayersError
-from .kernels import conv_gemm, winograd
+from .kernels import conv_gemm, strips, winograd
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -164,6 +165,7 @@ def compile_kernels():
     skipped: dict = {}
     budget = conv_gemm.COLUMN_CHUNK_BYTES
     thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE
+    strip_thresholds = strips.MIN_KERNEL, strips.MIN_CHANNELS
     try:
         for workers, chunk_bytes in [(count, budget) for count in WORKER_COUNTS] + [(1, 1)]:
             parallel.set_thread_count(workers)
@@ -172,6 +174,7 @@ def compile_kernels():
             winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = (
                 thresholds if chunk_bytes == budget else everywhere
             )
+            strips.MIN_KERNEL, strips.MIN_CHANNELS = strip_thresholds if chunk_bytes == budget else (1, 1)
             for type_name, example in builtin_examples():
                 for dtype in FLOAT_TYPES:
                     runs += run_example_if_installed(type_name, example, dtype, skipped)
@@ -179,6 +182,7 @@ def compile_kernels():
         parallel.set_thread_count(before)
         conv_gemm.COLUMN_CHUNK_BYTES = budget
         winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = thresholds
+        strips.MIN_KERNEL, strips.MIN_CHANNELS = strip_thresholds
     run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)

@@ -1,0 +1,266 @@
+"""Row-strip convolution: stride-1 convolutions with kw copies of the input instead of im2col's
+kh kw copies.
+
+For a chunk of n images of C channels (H x W, padding ph, pw, dilation dh, dw, kernel kh x kw,
+output OH x OW) the strips are
+
+    S[c kw + j, y, k, ox] = x_padded[k, c, y, ox + j dw]      (y < OH + dh (kh - 1))
+
+an array of shape (C kw, rows, n, OW). Read as a (C kw, rows n OW) matrix, the columns
+[i dh n OW, i dh n OW + OH n OW) are, for kernel row i, exactly the im2col rows of that kernel
+row (a plain strided matrix: BLAS reads it in place), so
+
+    y = sum_i W_i S_i + b,     W_i = W[:, :, i, :] as an (M, C kw) matrix
+
+computed transposed (sum_i S_i^T W_i^T, an (OH n OW, M) matrix: OpenBLAS ran these shapes
+faster) and reordered to NCHW with the bias added. The backward pass uses the same strips:
+
+- weight gradient: dW[:, :, i, :] += dY S_i^T, dY as an (M, OH n OW) matrix;
+- data gradient: dX = the same correlation of dY zero-padded by (dh (kh - 1) - ph,
+  dw (kw - 1) - pw) with the flipped filter, channels transposed (C outputs, M kw strip rows):
+  no col2im.
+
+Images are shared over the workers (``netlayers.parallel``), each taking chunks of its share
+whose strips fit ``CHUNK_BYTES``; strips and products live in the workers' scratch. Forward
+outputs and data gradients do not depend on the chunking (each output sums the kernel rows in
+the same order), so they are the same for any thread count; weight gradients are summed per
+worker and then over the workers (worker 0 first), as in ``conv_gemm``.
+"""
+
+import numpy as np
+
+from .. import parallel
+from ._jit import jit
+
+MAX_IMAGE_BYTES = 1 << 22  # one image's strips (input or output gradient) must fit 4 MiB
+# Where it runs (``applies``): the Convolution layer, forward + backward against im2col + GEMM,
+# 2 workers, min and median of 30 rounds side by side (float32): cifar10_quick's conv2 (32 -> 32,
+# 5x5, pad 2, 16 x 16, batch 100) 1.37x-1.40x, conv3 (32 -> 64, 8 x 8) 1.17x-1.22x; 32 -> 32
+# 7x7 pad 3 at 16 x 16 1.50x, 5x5 pad 2 at 32 x 32 1.29x, 64 -> 64 5x5 at 16 x 16 1.23x-1.27x.
+# Not: few channels (cifar10_quick's conv1 3 -> 32 0.56x-0.62x, LeNet's conv1 1 -> 20 0.52x,
+# 3x3 3 -> 64 at 64 x 64 0.61x: products with K = C kw too short), no padding (LeNet's conv2
+# 20 -> 50 0.55x, 32 -> 32 5x5 pad 0 at 16 x 16 0.98x: the data gradient correlates the
+# (k - 1)-padded output gradient, more work than im2col's col2im), 3x3 kernels (16 -> 16 at
+# 32 x 32 1.06x-1.14x, 32 -> 32 at 16 x 16 1.10x-1.11x: below the 1.15x asked for).
+MIN_KERNEL = 5
+MIN_CHANNELS = 32
+CHUNK_BYTES = 1 << 20  # strips of a chunk of images, a worker (at least one image)
+# Scratch names shared with conv_gemm (every convolution of the process uses one set of buffers)
+STRIPS, PRODUCT, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+PRODUCT_TEMP = "strip_product"  # one kernel row's product before it is added
+
+
+@jit
+def make_strips(source, kw, ph, pw, dw, strips):
+    """strips[c kw + j, y, k, ox] = source[k, c, y - ph, ox + j dw - pw] (0 outside the image)
+    for every y < strips.shape[1], ox < strips.shape[3]; source is (n, C, H, W). Written in
+    memory order; flat unsigned indices (numba then skips negative-index checks)."""
+    images, channels, height, width = source.shape
+    rows, out_w = strips.shape[1], strips.shape[3]
+    zero = source.dtype.type(0)
+    src = source.reshape(-1)
+    dst = strips.reshape(-1)
+    at = np.uint64(0)
+    for c in range(channels):
+        for j in range(kw):
+            shift = j * dw - pw
+            lo = min(max(0, -shift), out_w)
+            hi = max(min(out_w, width - shift), lo)
+            for y in range(rows):
+                iy = y - ph
+                inside = 0 <= iy < height
+                for k in range(images):
+                    if not inside:
+                        for ox in range(out_w):
+                            dst[at + np.uint64(ox)] = zero
+                    else:
+                        line = np.uint64(((k * channels + c) * height + iy) * width + lo + shift)
+                        for ox in range(lo):
+                            dst[at + np.uint64(ox)] = zero
+                        start = at + np.uint64(lo)
+                        for ox in range(hi - lo):
+                            dst[start + np.uint64(ox)] = src[line + np.uint64(ox)]
+                        for ox in range(hi, out_w):
+                            dst[at + np.uint64(ox)] = zero
+                    at += np.uint64(out_w)
+
+
+class _Correlation:
+    """One stride-1 correlation: sources (n, channels, height, width) padded by ``pad`` and
+    read with ``kernel`` / ``dilation`` taps give (n, outputs, out_h, out_w)."""
+
+    def __init__(self, channels, size, kernel, pad, dilation):
+        self.channels, self.size = channels, size
+        self.kernel, self.pad, self.dilation = kernel, pad, dilation
+        self.out_size = tuple(s + 2 * p - d * (k - 1) for s, p, d, k in zip(size, pad, dilation, kernel))
+        self.rows = self.out_size[0] + dilation[0] * (kernel[0] - 1)  # strip rows
+        self.strip_rows = channels * kernel[1]  # rows of the strip matrix
+
+    def image_items(self):
+        """Strip values of one image."""
+        return self.strip_rows * self.rows * self.out_size[1]
+
+    def strips(self, worker, source, dtype):
+        """The strips of ``source`` (n images) as their (C kw, rows n OW) matrix."""
+        n = source.shape[0]
+        size = self.image_items() * n
+        buffer = parallel.scratch(worker, STRIPS, size, dtype)
+        strips = buffer.reshape(self.strip_rows, self.rows, n, self.out_size[1])
+        make_strips(source, self.kernel[1], self.pad[0], self.pad[1], self.dilation[1], strips)
+        return buffer.reshape(self.strip_rows, -1)
+
+    def kernel_row(self, matrix, i, n):
+        """Kernel row i's (C kw, OH n OW) view of a strip matrix of n images."""
+        width = n * self.out_size[1]
+        start = i * self.dilation[0] * width
+        return matrix[:, start : start + self.out_size[0] * width]
+
+    def apply(self, worker, source, weights, out, bias):
+        """out = sum_i W_i S_i (+ bias), computed transposed: sum_i S_i^T W_i^T, an
+        (OH n OW, outputs) matrix then reordered into ``out``, the chunk's (n, outputs, OH, OW)
+        array (written). ``weights`` holds the W_i^T as (kh, C kw, outputs). The transposed
+        products ran 1.1x-1.35x faster (OpenBLAS sgemm, cifar10_quick's conv2 and conv3)."""
+        n, outputs = source.shape[0], weights.shape[2]
+        out_h, out_w = self.out_size
+        matrix = self.strips(worker, source, out.dtype)
+        size = out_h * n * out_w * outputs
+        product = parallel.scratch(worker, PRODUCT, size, out.dtype).reshape(-1, outputs)
+        temp = parallel.scratch(worker, PRODUCT_TEMP, size, out.dtype).reshape(product.shape)
+        np.matmul(self.kernel_row(matrix, 0, n).T, weights[0], out=product)
+        for i in range(1, self.kernel[0]):
+            np.matmul(self.kernel_row(matrix, i, n).T, weights[i], out=temp)
+            product += temp
+        ordered = product.reshape(out_h, n, out_w, outputs).transpose(1, 3, 0, 2)
+        if bias is None:
+            out[...] = ordered
+        else:
+            np.add(ordered, bias[None, :, None, None], out=out)
+
+
+class StripConvolution:
+    """A stride-1, one-group convolution as row strips (see the module text).
+
+    ``image_shape`` is (N, C, H, W), ``outputs`` the output channels M, ``kernel``, ``pad``,
+    ``dilation`` (h, w) pairs. ``filters(weight)`` rearranges an (M, C, kh, kw) weight once per
+    pass; ``forward`` and ``backward`` use the last one.
+    """
+
+    def __init__(self, image_shape, outputs, kernel, pad, dilation, dtype):
+        self.batch, self.channels = image_shape[:2]
+        size = tuple(image_shape[2:])
+        self.outputs, self.kernel = outputs, kernel
+        self.dtype = np.dtype(dtype)
+        self.image = _Correlation(self.channels, size, kernel, pad, dilation)
+        self.out_size = self.image.out_size
+        reach = tuple(d * (k - 1) for d, k in zip(dilation, kernel))
+        flipped_pad = tuple(r - p for r, p in zip(reach, pad))
+        self.grad = _Correlation(outputs, self.out_size, kernel, flipped_pad, dilation)
+        assert self.grad.out_size == size
+        kh, kw = kernel
+        self.rows_weight = np.empty((kh, self.channels * kw, outputs), self.dtype)
+        self.flipped_weight = np.empty((kh, outputs * kw, self.channels), self.dtype)
+        self.chunk = self._chunk_images()
+
+    def _chunk_images(self):
+        """Images a chunk: as many as fit ``CHUNK_BYTES`` of strips (at least 1), few enough
+        that every worker gets one."""
+        items = max(self.image.image_items(), self.grad.image_items())
+        share = -(-self.batch // parallel.thread_count())
+        return max(1, min(share, CHUNK_BYTES // (items * self.dtype.itemsize)))
+
+    def filters(self, weight):
+        """W_i^T as (C kw, M) matrices, and the flipped, channel-transposed filter's as
+        (M kw, C): row c kw + j of W_i^T is W[:, c, i, j]; row m kw + j of the flipped one is
+        W[m, :, kh - 1 - i, kw - 1 - j]."""
+        kh, kw = self.kernel
+        self.rows_weight.reshape(kh, self.channels, kw, self.outputs)[...] = weight.transpose(2, 1, 3, 0)
+        flipped = weight[:, :, ::-1, ::-1].transpose(2, 0, 3, 1)
+        self.flipped_weight.reshape(kh, self.outputs, kw, self.channels)[...] = flipped
+
+    def _chunks(self, worker, workers):
+        images = parallel.share(worker, workers, self.batch)
+        return [slice(a, min(a + self.chunk, images.stop)) for a in range(images.start, images.stop, self.chunk)]
+
+    def _run(self, step):
+        """``step(worker, chunk, first)`` for the chunks of each worker's share of the batch."""
+        workers = min(parallel.thread_count(), self.batch)
+
+        def share(worker, _):
+            for index, chunk in enumerate(self._chunks(worker, workers)):
+                step(worker, chunk, index == 0)
+
+        parallel.run_parts(share, workers, workers)
+        return workers
+
+    def forward(self, x, bias, y):
+        """y = conv(x, weight) + bias (bias may be None), with the weight of ``filters``."""
+
+        def step(worker, chunk, first):
+            self.image.apply(worker, x[chunk], self.rows_weight, y[chunk], bias)
+
+        self._run(step)
+
+    def backward(self, x, dy, dx, weight_diff):
+        """dx = the input gradient (when dx is not None; written), weight_diff += the weight
+        gradient (when it is not None), with the weight of ``filters``."""
+        kh, kw = self.kernel
+        shape = (kh, self.channels * kw, self.outputs)  # each kernel row's gradient, transposed
+
+        def step(worker, chunk, first):
+            if weight_diff is not None:
+                partial = parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(shape)
+                self._add_weight_grad(worker, x[chunk], dy[chunk], partial, first)
+            if dx is not None:
+                self.grad.apply(worker, dy[chunk], self.flipped_weight, dx[chunk], None)
+
+        workers = self._run(step)
+        if weight_diff is not None:
+            diff = weight_diff.transpose(2, 1, 3, 0)  # (kh, C, kw, M) view
+            for worker in range(workers):
+                partial = parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype)
+                diff += partial.reshape(kh, self.channels, kw, self.outputs)
+
+    def _add_weight_grad(self, worker, x, dy, partial, first):
+        """partial[i] (set when ``first``, else added) += S_i dY^T over the chunk's images, the
+        transposed gradient of kernel row i: S_i (C kw, OH n OW) times dY as an (OH n OW, M)
+        matrix (measured 1.6x faster than dY S_i^T with dY as (M, OH n OW) on cifar10_quick's
+        conv2)."""
+        n = x.shape[0]
+        out_h, out_w = self.out_size
+        grad = parallel.scratch(worker, PRODUCT, self.outputs * out_h * out_w * n, self.dtype)
+        grad.reshape(out_h, n, out_w, self.outputs)[...] = dy.transpose(2, 0, 3, 1)
+        grad = grad.reshape(-1, self.outputs)
+        matrix = self.image.strips(worker, x, self.dtype)
+        temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, partial[0].size, self.dtype).reshape(partial[0].shape)
+        for i in range(self.kernel[0]):
+            view = self.image.kernel_row(matrix, i, n)
+            if first:
+                np.matmul(view, grad, out=partial[i])
+            else:
+                np.matmul(view, grad, out=temp)
+                partial[i] += temp
+
+
+def strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize):
+    """The larger of one image's input strips and output-gradient strips, in bytes."""
+    reach_h, reach_w = (d * (k - 1) for d, k in zip(dilation, kernel))
+    image = channels * kernel[1] * (out_size[0] + reach_h) * out_size[1]
+    grad = outputs * kernel[1] * (size[0] + reach_h) * size[1]
+    return max(image, grad) * itemsize
+
+
+def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size, itemsize):
+    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, kernel sides
+    of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output channels, an output
+    no smaller than the input (padding of at least (k - 1) / 2: the data gradient's padded
+    correlation then does no more work than the forward), and one image's strips (input or
+    output gradient) at most ``MAX_IMAGE_BYTES``."""
+    return (
+        stride == (1, 1)
+        and dilation == (1, 1)
+        and groups == 1
+        and min(kernel) >= MIN_KERNEL
+        and min(channels, outputs) >= MIN_CHANNELS
+        and all(o >= s for o, s in zip(out_size, size))
+        and strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize) <= MAX_IMAGE_BYTES
+    )

@@ -1,0 +1,274 @@
+"""Row-strip convolution against direct convolution formulas and im2col + GEMM (float64 to
+rounding, float32 to 1e-5 of the output's scale), its rule, and its choice inside the
+Convolution layer."""
+
+import numpy as np
+import pytest
+from layer_harness import assert_contract, assert_gradients, make_layer
+from reference import convolution, im2col
+
+from netlayers import parallel
+from netlayers.blob import Blob
+from netlayers.gradcheck import build_layer
+from netlayers.kernels import strips, winograd
+from netlayers.kernels.strips import StripConvolution
+
+
+def taps(kernel, pad, dilation, out_size):
+    """(u, v, row offset, column offset): input pixel (i + row offset, j + column offset)
+    feeds output pixel (i, j) through tap (u, v)."""
+    (kh, kw), (ph, pw), (dh, dw) = kernel, pad, dilation
+    return [(u, v, u * dh - ph, v * dw - pw) for u in range(kh) for v in range(kw)]
+
+
+def shifted(array, dy, dx, shape):
+    """out[..., i, j] = array[..., i + dy, j + dx] (0 where that falls outside ``array``),
+    out of the given (rows, columns) ``shape``."""
+    out = np.zeros(array.shape[:-2] + shape)
+    h, w = array.shape[-2:]
+    rows = [(i, i + dy) for i in range(shape[0]) if 0 <= i + dy < h]
+    cols = [(j, j + dx) for j in range(shape[1]) if 0 <= j + dx < w]
+    for i, si in rows:
+        for j, sj in cols:
+            out[..., i, j] = array[..., si, sj]
+    return out
+
+
+def direct_data_grad(dy, weight, pad, dilation, image_shape):
+    """dx[n, c, i + ro, j + co] += W[o, c, u, v] dy[n, o, i, j] over taps, inside the image."""
+    dx = np.zeros(image_shape)
+    for u, v, ro, co in taps(weight.shape[2:], pad, dilation, dy.shape[2:]):
+        contribution = np.einsum("noij,oc->ncij", dy, weight[:, :, u, v])
+        dx += shifted(contribution, -ro, -co, image_shape[2:])
+    return dx
+
+
+def direct_weight_grad(x, dy, kernel, pad, dilation):
+    """dW[o, c, u, v] = sum over n, i, j of dy[n, o, i, j] x[n, c, i + ro, j + co]."""
+    grad = np.zeros((dy.shape[1], x.shape[1]) + kernel)
+    for u, v, ro, co in taps(kernel, pad, dilation, dy.shape[2:]):
+        grad[:, :, u, v] = np.einsum("noij,ncij->oc", dy, shifted(x, ro, co, dy.shape[2:]))
+    return grad
+
+
+def run(x, weight, bias, dy, pad, dilation, dtype):
+    """(y, dx, dweight) by row strips in ``dtype``; dweight starts at 1 (gradients add)."""
+    conv = StripConvolution(x.shape, weight.shape[0], weight.shape[2:], pad, dilation, dtype)
+    conv.filters(weight.astype(dtype))
+    y = np.full(dy.shape, np.nan, dtype)
+    conv.forward(x.astype(dtype), bias.astype(dtype), y)
+    dx = np.full(x.shape, np.nan, dtype)  # written whole
+    dweight = np.ones(weight.shape, dtype)
+    conv.backward(x.astype(dtype), dy.astype(dtype), dx, dweight)
+    return y, dx, dweight - 1
+
+
+CASES = [  # (N, C, H, W), outputs, kernel, pad, dilation
+    ((1, 1, 5, 5), 1, (5, 5), (0, 0), (1, 1)),  # one output pixel, batch of 1
+    ((3, 4, 9, 7), 5, (5, 5), (2, 2), (1, 1)),  # "same" padding, odd non-square sizes
+    ((2, 3, 6, 8), 2, (3, 2), (1, 0), (1, 1)),  # non-square kernel
+    ((3, 2, 9, 8), 3, (3, 3), (2, 1), (2, 1)),  # dilated rows
+    ((2, 3, 4, 5), 2, (3, 3), (3, 2), (1, 1)),  # padding beyond the kernel: the data gradient crops
+    ((5, 6, 7, 6), 4, (5, 3), (2, 1), (1, 2)),  # more images than workers, dilated columns
+]
+
+
+@pytest.mark.parametrize("shape, outputs, kernel, pad, dilation", CASES)
+@pytest.mark.parametrize("workers, chunk_bytes", [(1, strips.CHUNK_BYTES), (2, strips.CHUNK_BYTES), (2, 1)])
+def test_strips_match_the_direct_convolution(
+    shape, outputs, kernel, pad, dilation, workers, chunk_bytes, thread_count, monkeypatch
+):
+    """chunk_bytes 1: chunks of one image (the products then have one image's columns)."""
+    thread_count(workers)
+    monkeypatch.setattr(strips, "CHUNK_BYTES", chunk_bytes)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1]) + kernel)
+    bias = rng.standard_normal(outputs)
+    y_ref = convolution(x, weight, bias, (1, 1), pad, dilation, 1)
+    dy = rng.standard_normal(y_ref.shape)
+    dx_ref = direct_data_grad(dy, weight, pad, dilation, shape)
+    dw_ref = direct_weight_grad(x, dy, kernel, pad, dilation)
+
+    y, dx, dw = run(x, weight, bias, dy, pad, dilation, np.float64)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+    y, dx, dw = run(x, weight, bias, dy, pad, dilation, np.float32)
+    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        assert got.dtype == np.float32
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_the_direct_gradient_formulas_are_im2cols():
+    """dW = sum_n dy[n] col[n]^T and <dx, x'> = <dy, conv(x')> for the reference im2col."""
+    rng = np.random.default_rng(1)
+    kernel, pad, dilation = (3, 2), (2, 1), (2, 1)
+    x, weight = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3) + kernel)
+    col = im2col(x, kernel, pad, (1, 1), dilation)
+    y = convolution(x, weight, None, (1, 1), pad, dilation, 1)
+    dy = rng.standard_normal(y.shape)
+    want = np.einsum("nop,nkp->ok", dy.reshape(2, 4, -1), col).reshape(weight.shape)
+    np.testing.assert_allclose(direct_weight_grad(x, dy, kernel, pad, dilation), want, rtol=1e-12, atol=1e-12)
+    other = rng.standard_normal(x.shape)
+    along = np.vdot(dy, convolution(other, weight, None, (1, 1), pad, dilation, 1))
+    np.testing.assert_allclose(np.vdot(direct_data_grad(dy, weight, pad, dilation, x.shape), other), along)
+
+
+def test_outputs_and_data_gradients_are_the_same_bits_for_any_worker_count(thread_count, monkeypatch):
+    rng = np.random.default_rng(2)
+    x, weight = rng.standard_normal((5, 8, 9, 9)).astype(np.float32), rng.standard_normal((6, 8, 5, 5))
+    bias, dy = rng.standard_normal(6), rng.standard_normal((5, 6, 9, 9)).astype(np.float32)
+    results = []
+    for workers, chunk_bytes in ((1, strips.CHUNK_BYTES), (2, strips.CHUNK_BYTES), (2, 1)):
+        thread_count(workers)
+        monkeypatch.setattr(strips, "CHUNK_BYTES", chunk_bytes)
+        y, dx, _ = run(x, weight, bias, dy, (2, 2), (1, 1), np.float32)
+        results.append((y, dx))
+    for y, dx in results[1:]:
+        assert np.array_equal(y, results[0][0]) and np.array_equal(dx, results[0][1])
+
+
+def test_backward_computes_only_what_is_asked():
+    rng = np.random.default_rng(3)
+    x, weight = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 5, 5))
+    dy = rng.standard_normal((2, 4, 6, 6))
+    conv = StripConvolution(x.shape, 4, (5, 5), (2, 2), (1, 1), np.float64)
+    conv.filters(weight)
+    dweight = np.zeros_like(weight)
+    conv.backward(x, dy, None, dweight)
+    want = direct_weight_grad(x, dy, (5, 5), (2, 2), (1, 1))
+    np.testing.assert_allclose(dweight, want, rtol=1e-12, atol=1e-12)
+    dx = np.zeros_like(x)
+    conv.backward(x, dy, dx, None)
+    np.testing.assert_allclose(dx, direct_data_grad(dy, weight, (2, 2), (1, 1), x.shape), rtol=1e-12, atol=1e-12)
+
+
+# (kernel, stride, dilation, groups, channels, outputs, size, out_size, itemsize)
+CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 4)
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, True),  # cifar10_quick's conv2
+        ({"outputs": 64, "size": (8, 8), "out_size": (8, 8)}, True),  # its conv3
+        ({"kernel": (7, 7)}, True),
+        ({"kernel": (5, 7), "size": (16, 15)}, True),
+        ({"channels": 3}, False),  # cifar10_quick's conv1: too few channels
+        ({"channels": 20, "outputs": 50, "size": (12, 12), "out_size": (8, 8)}, False),  # LeNet's conv2
+        ({"out_size": (12, 12)}, False),  # no padding: the data gradient would do more work
+        ({"kernel": (3, 3)}, False),
+        ({"kernel": (5, 3)}, False),
+        ({"stride": (2, 2)}, False),
+        ({"dilation": (2, 2)}, False),
+        ({"groups": 2}, False),  # AlexNet's conv2 has group 2
+        ({"channels": 96, "outputs": 128, "size": (27, 27), "out_size": (27, 27)}, True),  # strips of 2.04 MiB
+        ({"channels": 96, "outputs": 256, "size": (27, 27), "out_size": (27, 27)}, False),  # 4.09 MiB
+    ],
+)
+def test_the_rule_of_when_it_runs(changes, expected):
+    names = ["kernel", "stride", "dilation", "groups", "channels", "outputs", "size", "out_size", "itemsize"]
+    geometry = dict(zip(names, CIFAR_CONV2), **changes)
+    assert strips.applies(**geometry) is expected
+
+
+def convolution_layer(shape, outputs, dtype, **params):
+    layer = {
+        "name": "conv",
+        "type": "Convolution",
+        "bottom": ["x"],
+        "top": ["y"],
+        "convolution_param": {
+            "num_output": outputs,
+            "kernel_size": 5,
+            "pad": 2,
+            "weight_filler": {"type": "gaussian", "std": 0.05},
+            "bias_filler": {"type": "gaussian"},
+            **params,
+        },
+    }
+    instance, _, _ = build_layer(layer, [shape])
+    instance.dtype = np.dtype(dtype)
+    bottom, top = [Blob(shape, dtype, name="x")], [Blob((), dtype, name="y")]
+    bottom[0].data[...] = np.random.default_rng(3).standard_normal(shape)
+    instance.setup(bottom, top)
+    return instance, bottom, top
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_results(dtype, tolerance, monkeypatch):
+    shape = (3, 32, 8, 8)  # cifar10_quick's conv3, three images
+    with parallel.single_threaded_blas:
+        results = []
+        for use in (True, False):  # row strips, then im2col + GEMM
+            monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
+            layer, bottom, top = convolution_layer(shape, 64, dtype)
+            assert (layer.strips is not None) == use and layer.winograd is None
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        assert got.dtype == dtype
+        assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
+
+
+def test_grouped_convolutions_stay_on_im2col():
+    layer, _, _ = convolution_layer((1, 64, 6, 6), 64, np.float32, group=2)
+    assert layer.strips is None and layer.chunks is not None
+
+
+SMALL_STRIPS = {  # two bottoms sharing the weights, a non-square kernel with "same" padding
+    "type": "Convolution",
+    "bottom": ["a", "b"],
+    "top": ["ya", "yb"],
+    "convolution_param": {
+        "num_output": 3,
+        "kernel_h": 3,
+        "kernel_w": 2,
+        "pad_h": 1,
+        "pad_w": 1,
+        "weight_filler": {"type": "gaussian"},
+        "bias_filler": {"type": "gaussian"},
+    },
+}
+
+
+@pytest.fixture
+def strips_everywhere(monkeypatch):
+    monkeypatch.setattr(strips, "MIN_KERNEL", 1)
+    monkeypatch.setattr(strips, "MIN_CHANNELS", 1)
+
+
+def test_a_strip_convolution_layer_keeps_the_layer_contract(strips_everywhere):
+    rng = np.random.default_rng(5)
+    bottoms = [rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((2, 2, 5, 6))]
+    layer, _, _ = make_layer(SMALL_STRIPS, bottoms)
+    assert layer.strips is not None
+    assert_gradients(SMALL_STRIPS, bottoms)
+    assert_contract(SMALL_STRIPS, bottoms)
+
+
+def test_the_warmup_compiles_the_strip_kernel(monkeypatch):
+    """warmup.py's one-image pass sets the strip and Winograd thresholds at 1: a Convolution
+    example must then run the strip kernel, in float32 and float64."""
+    from netlayers.warmup import builtin_examples, run_example
+
+    for name in ("MIN_CHANNELS", "MIN_OUTPUT_SIZE", "MIN_CHANNELS_BY_SIZE"):
+        monkeypatch.setattr(winograd, name, 1)
+    monkeypatch.setattr(strips, "MIN_KERNEL", 1)
+    monkeypatch.setattr(strips, "MIN_CHANNELS", 1)
+    calls = set()
+    kernel = strips.make_strips
+
+    def record(source, *args):
+        calls.add(source.dtype.name)
+        return kernel(source, *args)
+
+    monkeypatch.setattr(strips, "make_strips", record)
+    for type_name, example in builtin_examples():
+        if type_name == "Convolution":
+            for dtype in (np.float32, np.float64):
+                run_example(type_name, example, dtype)
+    assert calls == {"float32", "float64"}
