@@ -13,6 +13,8 @@ install time, by running what the kernels serve on tiny inputs:
   budget, and chunks of one image, of several, or bands of rows take different kernels),
   Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels) and
   the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips);
+- the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
+  channel threshold at 1 too (its kernels; no example has its 64 channels);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
   the data layer's conversion kernel, for the dtypes they see.
 
@@ -107,6 +109,26 @@ def run_example_if_installed(type_name, example, dtype, skipped):
     return True
 
 
+def run_winograd4_examples():
+    """The Convolution examples, forward and backward in float32 and float64, with every Winograd
+    threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)). Returns the runs."""
+    names = ("MIN_CHANNELS", "MIN_OUTPUT_SIZE", "MIN_CHANNELS_BY_SIZE", "MIN_CHANNELS_F4")
+    saved = {name: getattr(winograd, name) for name in names}
+    runs = 0
+    try:
+        for name in names:
+            setattr(winograd, name, 1)
+        for type_name, example in builtin_examples():
+            if type_name == "Convolution":
+                for dtype in FLOAT_TYPES:
+                    run_example(type_name, example, dtype)
+                    runs += 1
+    finally:
+        for name, value in saved.items():
+            setattr(winograd, name, value)
+    return runs
+
+
 def run_fused_chains():
     """A net with a BatchNorm -> Scale -> ReLU chain (run fused: ``netlayers.layers.fused``), in
     float32 and float64, forward and backward."""
@@ -183,6 +205,7 @@ def compile_kernels():
         conv_gemm.COLUMN_CHUNK_BYTES = budget
         winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = thresholds
         strips.MIN_KERNEL, strips.MIN_CHANNELS = strip_thresholds
+    runs += run_winograd4_examples()
     run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)

@@ -79,6 +79,26 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
     )
 
 
+# F(4x4, 3x3) (``winograd4``: 36 products a 4x4 tile) where it applies, from MIN_CHANNELS_F4 input
+# and output channels. Forward + backward against F(2x2), 2 threads, float32, per-round median
+# (min): 64 -> 64 at 16 x 16 batch 16 1.23x (1.27x), at 32 x 32 batch 16 1.13x-1.21x (1.08x-1.19x),
+# at 64 x 64 batch 8 1.18x-1.24x; 64 -> 128 and 128 -> 64 at 32 x 32 1.18x-1.22x; 128 -> 128 at
+# 32 x 32 batch 8 1.18x-1.25x (1.13x-1.37x); 256 -> 256 at 16 x 16 batch 8 1.23x-1.35x; whole nets
+# (tools/bench_nets.py's, netlayers alone): VGG 1.15x, ResNet 1.14x. 32 -> 32 at 32 x 32 1.03x
+# (0.88x), at 64 x 64 1.35x: below 64 channels it depends on the size, F(2x2) keeps them.
+MIN_CHANNELS_F4 = 64
+
+
+def convolution(image_shape, outputs, pad, dtype):
+    """The Winograd convolution for a geometry where ``applies``: F(4x4, 3x3) (``winograd4``)
+    with at least ``MIN_CHANNELS_F4`` input and output channels, else F(2x2, 3x3)."""
+    if min(image_shape[1], outputs) >= MIN_CHANNELS_F4:
+        from .winograd4 import Winograd4Convolution  # here: winograd4 imports this module
+
+        return Winograd4Convolution(image_shape, outputs, pad, dtype)
+    return WinogradConvolution(image_shape, outputs, pad, dtype)
+
+
 @jit
 def _gather_phases(image, pad, first_row, rows, tiles_w, ph):
     """ph[2r + s, I (tw + 1) + k] = image[2 (first_row + I) + r - pad, 2k + s - pad] (0 outside)

@@ -1,0 +1,447 @@
+"""Winograd F(4x4, 3x3): 3x3, stride-1 convolutions with 36 multiplications per 4x4 output
+tile (2.25 an output, against 4 for F(2x2, 3x3) in ``winograd`` and 9 for direct convolution;
+Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016, points 0, 1, -1, 2,
+-2 and infinity).
+
+For one input channel, a 6x6 input patch d (rows 4i - pad.., columns 4j - pad.., 0 outside the
+image) and a 3x3 filter g give the 4x4 output tile at (4i, 4j) as
+
+    Y = A^T [(G g G^T) * (B^T d B)] A        (* element-wise, over 6x6 = 36 positions)
+
+with B^T, G, A^T as in ``BT``, ``G``, ``AT`` below. As in ``winograd``, the element-wise products
+summed over channels are 36 matrix products M[xi] = U[xi] V[xi] (U: outputs x channels, V:
+channels x tiles), and the backward pass runs the adjoints: dM = A dY A^T, dU[xi] =
+dM[xi] V[xi]^T (then dg = G^T dU G), dV[xi] = U[xi]^T dM[xi] (then dx = B dV B^T, the 6x6
+patches of neighbouring tiles overlapping by two rows and columns).
+
+Layout: V and M are (36, rows) arrays, 6a + b the position in the tile; a channel's tiles are
+numbered n T + i tw + j (image n of a run, T the tiles of a band, no unused tiles), channels one
+after another. The transforms take a block of channels (``BLOCK_TILES`` tiles in all) at a time:
+the 36 values of every tile's patch are gathered into 36 planes (the only scalar loop), then
+the column and the row transform each run as 36 unit-stride loops over the whole block (long
+loops vectorize; a tile row has only 4 to 16 tiles). Bands of tile rows and runs of images as in
+``winograd``, bounded by ``winograd.BAND_BYTES`` and ``winograd.RUN_TILES``; the scratch names
+are ``winograd``'s, so both share the process's convolution buffers.
+
+Rounding: B^T and A^T have entries up to 5 and 8, so float32 results differ from the exact
+convolution by about 1e-5 of the output's scale (F(2x2): 6e-7). Measured largest errors over
+He-scaled layers, relative to the largest value: outputs 6.6e-6 (64 channels), 9.0e-6 (128),
+1.1e-5 to 1.7e-5 (256), 0.9e-5 to 1.2e-5 (512); gradients up to 8.7e-6; root-mean-square
+errors 2e-6 to 3.3e-6, not growing with the channel count.
+"""
+
+import numpy as np
+
+from .. import parallel
+from . import winograd
+from ._jit import jit
+
+BT = np.array(
+    [
+        [4, 0, -5, 0, 1, 0],
+        [0, -4, -4, 1, 1, 0],
+        [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0],
+        [0, 2, -1, -2, 1, 0],
+        [0, 4, 0, -5, 0, 1],
+    ],
+    dtype=np.float64,
+)
+G = np.array(
+    [
+        [1 / 4, 0, 0],
+        [-1 / 6, -1 / 6, -1 / 6],
+        [-1 / 6, 1 / 6, -1 / 6],
+        [1 / 24, 1 / 12, 1 / 6],
+        [1 / 24, -1 / 12, 1 / 6],
+        [0, 0, 1],
+    ]
+)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=np.float64)
+FILTER_TRANSFORM = np.kron(G, G)  # (36, 9): the 36 values of G g G^T from the 9 of g
+BLOCK_TILES = 1024  # tiles (channels x images x tiles) a transform pass runs over: 2 x 144 KiB in float32
+
+
+@jit
+def _rows4(a, first, step, lo, n):
+    """Rows first, first + step, .. (4 of them) of a, items [lo, lo + n) (slices: indices known
+    >= 0, so loops over them need no wraparound test)."""
+    return (
+        a[first, lo : lo + n],
+        a[first + step, lo : lo + n],
+        a[first + 2 * step, lo : lo + n],
+        a[first + 3 * step, lo : lo + n],
+    )
+
+
+@jit
+def _rows6(a, first, step, lo, n):
+    """Rows first, first + step, .. (6 of them) of a, items [lo, lo + n)."""
+    r0, r1, r2, r3 = _rows4(a, first, step, lo, n)
+    return r0, r1, r2, r3, a[first + 4 * step, lo : lo + n], a[first + 5 * step, lo : lo + n]
+
+
+@jit
+def _bt(src, first, step, lo, dst, first_out, step_out, lo_out, n):
+    """o = B^T d item by item, d the rows first, first + step, ... of src and o those of dst
+    (first_out, step_out), n items from column lo (lo_out): one unit-stride loop an output."""
+    d0, d1, d2, d3, d4, d5 = _rows6(src, first, step, lo, n)
+    o0, o1, o2, o3, o4, o5 = _rows6(dst, first_out, step_out, lo_out, n)
+    for q in range(n):
+        o0[q] = 4 * d0[q] - 5 * d2[q] + d4[q]
+    for q in range(n):
+        o1[q] = (d3[q] + d4[q]) - 4 * (d1[q] + d2[q])
+    for q in range(n):
+        o2[q] = 4 * (d1[q] - d2[q]) + (d4[q] - d3[q])
+    for q in range(n):
+        o3[q] = 2 * (d3[q] - d1[q]) + (d4[q] - d2[q])
+    for q in range(n):
+        o4[q] = 2 * (d1[q] - d3[q]) + (d4[q] - d2[q])
+    for q in range(n):
+        o5[q] = 4 * d1[q] - 5 * d3[q] + d5[q]
+
+
+@jit
+def _b(src, first, step, lo, dst, first_out, step_out, lo_out, n):
+    """o = B v (the adjoint of ``_bt``), rows as there."""
+    v0, v1, v2, v3, v4, v5 = _rows6(src, first, step, lo, n)
+    o0, o1, o2, o3, o4, o5 = _rows6(dst, first_out, step_out, lo_out, n)
+    for q in range(n):
+        o0[q] = 4 * v0[q]
+    for q in range(n):
+        o1[q] = 4 * (v2[q] + v5[q] - v1[q]) + 2 * (v4[q] - v3[q])
+    for q in range(n):
+        o2[q] = -(5 * v0[q] + 4 * (v1[q] + v2[q]) + (v3[q] + v4[q]))
+    for q in range(n):
+        o3[q] = (v1[q] - v2[q]) + 2 * (v3[q] - v4[q]) - 5 * v5[q]
+    for q in range(n):
+        o4[q] = v0[q] + (v1[q] + v2[q]) + (v3[q] + v4[q])
+    for q in range(n):
+        o5[q] = v5[q]
+
+
+@jit
+def _at(src, first, step, lo, dst, first_out, step_out, lo_out, n):
+    """o = A^T m (6 rows to 4), rows as in ``_bt``."""
+    m0, m1, m2, m3, m4, m5 = _rows6(src, first, step, lo, n)
+    o0, o1, o2, o3 = _rows4(dst, first_out, step_out, lo_out, n)
+    for q in range(n):
+        o0[q] = m0[q] + (m1[q] + m2[q]) + (m3[q] + m4[q])
+    for q in range(n):
+        o1[q] = (m1[q] - m2[q]) + 2 * (m3[q] - m4[q])
+    for q in range(n):
+        o2[q] = (m1[q] + m2[q]) + 4 * (m3[q] + m4[q])
+    for q in range(n):
+        o3[q] = (m1[q] - m2[q]) + 8 * (m3[q] - m4[q]) + m5[q]
+
+
+@jit
+def _a(src, first, step, lo, dst, first_out, step_out, lo_out, n):
+    """o = A g (the adjoint of ``_at``: 4 rows to 6), rows as in ``_bt``."""
+    g0, g1, g2, g3 = _rows4(src, first, step, lo, n)
+    o0, o1, o2, o3, o4, o5 = _rows6(dst, first_out, step_out, lo_out, n)
+    for q in range(n):
+        o0[q] = g0[q]
+    for q in range(n):
+        o1[q] = (g0[q] + g2[q]) + (g1[q] + g3[q])
+    for q in range(n):
+        o2[q] = (g0[q] + g2[q]) - (g1[q] + g3[q])
+    for q in range(n):
+        o3[q] = (g0[q] + 4 * g2[q]) + 2 * (g1[q] + 4 * g3[q])
+    for q in range(n):
+        o4[q] = (g0[q] + 4 * g2[q]) - 2 * (g1[q] + 4 * g3[q])
+    for q in range(n):
+        o5[q] = g3[q]
+
+
+@jit
+def input_tiles(x, first_image, images, pad, first_row, rows, tiles_w, v, block):
+    """v[6a + b, c S + n T + i tw + j] = (B^T d B)[a, b] for tile (i, j) of tile rows
+    [first_row, first_row + rows) of image first_image + n (n < images) of x (N, C, H, W): d is
+    x[., c]'s 6x6 patch at rows 4 (first_row + i) - pad.., columns 4j - pad.. (0 outside);
+    T = rows tw, S = images T. Channels go in blocks of ``block``."""
+    chans, h, w = x.shape[1], x.shape[2], x.shape[3]
+    tw = tiles_w
+    tiles = rows * tw
+    span = images * tiles
+    padded = np.zeros(4 * tw + 2, x.dtype)  # an image row at [pad, pad + w), zeros around it
+    p = np.empty((36, block * span), x.dtype)  # p[6 rr + s]: the patch's value (rr, s)
+    t = np.empty((36, block * span), x.dtype)  # t[6 rr + b]: (d B)[rr, b]
+    for c0 in range(0, chans, block):
+        size = min(block, chans - c0) * span
+        for cl in range(min(block, chans - c0)):
+            for n in range(images):
+                image = x[first_image + n, c0 + cl]
+                for i in range(rows):
+                    base = cl * span + n * tiles + i * tw
+                    for rr in range(6):
+                        row = 4 * (first_row + i) + rr - pad
+                        if row < 0 or row >= h:
+                            for s in range(6):
+                                p[6 * rr + s, base : base + tw] = 0
+                            continue
+                        src, inner = image[row], padded[pad : pad + w]
+                        for k in range(w):
+                            inner[k] = src[k]
+                        for s in range(6):
+                            dst = p[6 * rr + s, base : base + tw]
+                            for j in range(tw):
+                                dst[j] = padded[4 * j + s]
+        for rr in range(6):
+            _bt(p, 6 * rr, 1, 0, t, 6 * rr, 1, 0, size)
+        lo = c0 * span
+        for b in range(6):
+            _bt(t, b, 6, 0, v, b, 6, lo, size)
+
+
+@jit
+def output_tiles(m, bias, first_image, images, first_row, rows, tiles_w, y, block):
+    """y[first_image + n, k, 4 (first_row + i) + r, 4j + s] = (A^T m A)[r, s] + bias[k] inside
+    y (N, K, OH, OW), m laid out as v of ``input_tiles``; output channels in blocks of ``block``."""
+    chans, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    tw = tiles_w
+    tiles = rows * tw
+    span = images * tiles
+    sr = np.empty((24, block * span), y.dtype)  # sr[6r + b] = (A^T m)[r, b]
+    o = np.empty((16, block * span), y.dtype)  # o[4r + s] = (A^T m A)[r, s]
+    full = ow // 4  # whole tiles a row (the last one may be cut)
+    for k0 in range(0, chans, block):
+        size = min(block, chans - k0) * span
+        lo = k0 * span
+        for b in range(6):
+            _at(m, b, 6, lo, sr, b, 6, 0, size)
+        for r in range(4):
+            _at(sr, 6 * r, 1, 0, o, 4 * r, 1, 0, size)
+        for kl in range(min(block, chans - k0)):
+            bk = bias[k0 + kl]
+            for n in range(images):
+                for i in range(rows):
+                    base = kl * span + n * tiles + i * tw
+                    for r in range(4):
+                        row = 4 * (first_row + i) + r
+                        if row >= oh:
+                            break
+                        dst = y[first_image + n, k0 + kl, row]
+                        o0, o1 = o[4 * r, base : base + tw], o[4 * r + 1, base : base + tw]
+                        o2, o3 = o[4 * r + 2, base : base + tw], o[4 * r + 3, base : base + tw]
+                        for j in range(full):
+                            dst[4 * j] = o0[j] + bk
+                            dst[4 * j + 1] = o1[j] + bk
+                            dst[4 * j + 2] = o2[j] + bk
+                            dst[4 * j + 3] = o3[j] + bk
+                        for col in range(4 * full, ow):
+                            dst[col] = o[4 * r + col - 4 * full, base + full] + bk
+
+
+@jit
+def output_tiles_adjoint(dy, first_image, images, first_row, rows, tiles_w, dm, block):
+    """dm = the adjoint of ``output_tiles`` (without bias) for dy (N, K, OH, OW), laid out as v
+    of ``input_tiles``."""
+    chans, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    tw = tiles_w
+    tiles = rows * tw
+    span = images * tiles
+    g = np.empty((16, block * span), dy.dtype)  # g[4r + s]: dy's tile value (r, s), 0 outside
+    sr = np.empty((24, block * span), dy.dtype)  # sr[6r + b] = (g A^T)[r, b]
+    full = ow // 4
+    for k0 in range(0, chans, block):
+        size = min(block, chans - k0) * span
+        lo = k0 * span
+        for kl in range(min(block, chans - k0)):
+            for n in range(images):
+                for i in range(rows):
+                    base = kl * span + n * tiles + i * tw
+                    for r in range(4):
+                        row = 4 * (first_row + i) + r
+                        g0, g1 = g[4 * r, base : base + tw], g[4 * r + 1, base : base + tw]
+                        g2, g3 = g[4 * r + 2, base : base + tw], g[4 * r + 3, base : base + tw]
+                        if row >= oh:
+                            g0[:] = 0
+                            g1[:] = 0
+                            g2[:] = 0
+                            g3[:] = 0
+                            continue
+                        src = dy[first_image + n, k0 + kl, row]
+                        for j in range(full):
+                            g0[j] = src[4 * j]
+                            g1[j] = src[4 * j + 1]
+                            g2[j] = src[4 * j + 2]
+                            g3[j] = src[4 * j + 3]
+                        if full < tw:
+                            for s in range(4):
+                                col = 4 * full + s
+                                g[4 * r + s, base + full] = src[col] if col < ow else 0
+        for r in range(4):
+            _a(g, 4 * r, 1, 0, sr, 6 * r, 1, 0, size)
+        for b in range(6):
+            _a(sr, b, 6, 0, dm, b, 6, lo, size)
+
+
+@jit
+def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, dx, block):
+    """The adjoint of ``input_tiles`` for dv (laid out as v there) into dx (N, C, H, W): each
+    tile's B dV B^T added into its 6x6 patch (inside the image). The images' dx is zeroed by
+    the band with first_row 0, so after every band of an image it holds the input gradient."""
+    chans, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
+    tw = tiles_w
+    tiles = rows * tw
+    span = images * tiles
+    padded = np.zeros(4 * tw + 2, dx.dtype)  # a patch row of a tile row, neighbours summed
+    t = np.empty((36, block * span), dx.dtype)
+    p = np.empty((36, block * span), dx.dtype)
+    for c0 in range(0, chans, block):
+        size = min(block, chans - c0) * span
+        lo = c0 * span
+        for b in range(6):
+            _b(dv, b, 6, lo, t, b, 6, 0, size)
+        for rr in range(6):
+            _b(t, 6 * rr, 1, 0, p, 6 * rr, 1, 0, size)
+        for cl in range(min(block, chans - c0)):
+            for n in range(images):
+                image = dx[first_image + n, c0 + cl]
+                if first_row == 0:
+                    image[:, :] = 0
+                for i in range(rows):
+                    base = cl * span + n * tiles + i * tw
+                    for rr in range(6):
+                        row = 4 * (first_row + i) + rr - pad
+                        if row < 0 or row >= h:
+                            continue
+                        p0, p1 = p[6 * rr, base : base + tw], p[6 * rr + 1, base : base + tw]
+                        p2, p3 = p[6 * rr + 2, base : base + tw], p[6 * rr + 3, base : base + tw]
+                        p4, p5 = p[6 * rr + 4, base : base + tw], p[6 * rr + 5, base : base + tw]
+                        padded[0], padded[1] = p0[0], p1[0]
+                        for j in range(1, tw):  # columns 4j, 4j + 1 are also tile j - 1's 4, 5
+                            padded[4 * j] = p0[j] + p4[j - 1]
+                            padded[4 * j + 1] = p1[j] + p5[j - 1]
+                        for j in range(tw):
+                            padded[4 * j + 2] = p2[j]
+                            padded[4 * j + 3] = p3[j]
+                        padded[4 * tw], padded[4 * tw + 1] = p4[tw - 1], p5[tw - 1]
+                        dst, inner = image[row], padded[pad : pad + w]
+                        for k in range(w):
+                            dst[k] += inner[k]
+
+
+class Winograd4Convolution:
+    """One convolution geometry run as F(4x4, 3x3); the interface, the split over the workers,
+    the bands and runs and the scratch buffers are ``winograd.WinogradConvolution``'s (with
+    36 rows instead of 16). ``image_shape`` is (N, C, H, W), ``outputs`` the output channels
+    K, ``pad`` the padding of both axes (0 or 1). Weight gradients are summed per worker, then
+    over the workers (worker 0 first): the same bits for the same thread count."""
+
+    def __init__(self, image_shape, outputs, pad, dtype):
+        self.batch, self.channels, height, width = image_shape
+        self.outputs, self.pad = outputs, pad
+        self.dtype = np.dtype(dtype)
+        out_h, out_w = height + 2 * pad - 2, width + 2 * pad - 2
+        tiles_h, self.tiles_w = -(-out_h // 4), -(-out_w // 4)
+        row_bytes = 36 * max(self.channels, outputs) * self.tiles_w * self.dtype.itemsize
+        bands = -(-tiles_h // max(1, winograd.BAND_BYTES // row_bytes))
+        rows = -(-tiles_h // bands)  # bands of equal height (the last one may be lower)
+        self.bands = [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
+        image_tiles = tiles_h * self.tiles_w
+        fit = winograd.BAND_BYTES // (tiles_h * row_bytes)
+        self.run_images = max(1, min(fit, -(-winograd.RUN_TILES // image_tiles))) if bands == 1 else 1
+        self.band_tiles = self.run_images * rows * self.tiles_w  # tiles of a channel in a band
+        self.u = np.empty((36, outputs, self.channels), self.dtype)
+        self.transform = FILTER_TRANSFORM.astype(self.dtype)
+        self.zero_bias = np.zeros(outputs, self.dtype)
+
+    def filters(self, weight):
+        """U[xi] = (G g G^T)[xi] for every (output, channel) filter g of ``weight``."""
+        flat = weight.reshape(self.outputs * self.channels, 9)
+        np.matmul(self.transform, flat.T, out=self.u.reshape(36, -1))
+
+    def _scratch(self, worker, name, rows):
+        """A (36, stride) scratch array for (36, rows, tiles) matrices; the stride is a multiple
+        of 1024 items plus 16, never a multiple of 4 KiB (see ``winograd``)."""
+        stride = -(-rows * self.band_tiles // 1024) * 1024 + 16
+        return parallel.scratch(worker, name, 36 * stride, self.dtype).reshape(36, stride)
+
+    @staticmethod
+    def _matrices(array, rows, tiles):
+        """The (36, rows, tiles) matrices at the start of each row of ``array``."""
+        return array[:, : rows * tiles].reshape(36, rows, tiles)
+
+    def _runs(self, worker, workers):
+        """The runs of consecutive images ``worker`` takes together (ranges)."""
+        images = parallel.share(worker, workers, self.batch)
+        count = -(-len(images) // self.run_images)
+        parts = (parallel.share(i, count, len(images)) for i in range(count))
+        return [images[part.start : part.stop] for part in parts]
+
+    def _block(self, span):
+        """Channels a transform pass takes at once, for ``span`` tiles a channel."""
+        return -(-BLOCK_TILES // span)
+
+    def forward(self, x, bias, y):
+        """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
+        bias = self.zero_bias if bias is None else bias
+        workers = min(parallel.thread_count(), self.batch)
+        pad, tiles_w = self.pad, self.tiles_w
+
+        def share(worker, _):
+            v = self._scratch(worker, winograd.TILES, self.channels)
+            m = self._scratch(worker, winograd.PRODUCTS, self.outputs)
+            for images in self._runs(worker, workers):
+                for first, rows in self.bands:
+                    span = len(images) * rows * tiles_w
+                    block = self._block(span)
+                    input_tiles(x, images.start, len(images), pad, first, rows, tiles_w, v, block)
+                    np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                    output_tiles(m, bias, images.start, len(images), first, rows, tiles_w, y, block)
+
+        parallel.run_parts(share, workers, workers)
+
+    def backward(self, x, dy, dx, weight_diff):
+        """dx = the input gradient (when dx is not None; written), weight_diff += the weight
+        gradient (when it is not None), with U from ``filters``."""
+        workers = min(parallel.thread_count(), self.batch)
+        shape = (36, self.outputs, self.channels)
+        pad, tiles_w = self.pad, self.tiles_w
+
+        def share(worker, _):
+            dm = self._scratch(worker, winograd.PRODUCTS, self.outputs)
+            v = self._scratch(worker, winograd.TILES, self.channels)
+            partial = parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+            first_product = True
+            for images in self._runs(worker, workers):
+                n0, count = images.start, len(images)
+                for first, rows in self.bands:
+                    span = count * rows * tiles_w
+                    block = self._block(span)
+                    output_tiles_adjoint(dy, n0, count, first, rows, tiles_w, dm, block)
+                    dm_matrices = self._matrices(dm, self.outputs, span)
+                    v_matrices = self._matrices(v, self.channels, span)
+                    if weight_diff is not None:
+                        input_tiles(x, n0, count, pad, first, rows, tiles_w, v, block)
+                        if first_product:
+                            np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
+                        else:
+                            self._add_products(worker, dm_matrices, v_matrices, partial)
+                        first_product = False
+                    if dx is not None:
+                        np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
+                        input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block)
+
+        parallel.run_parts(share, workers, workers)
+        if weight_diff is not None:
+            self._add_weight_grad(workers, weight_diff)
+
+    def _add_products(self, worker, dm, v, partial):
+        """partial[xi] += dm[xi] v[xi]^T one xi at a time, through a (K, C) buffer (a whole
+        (36, K, C) one would be the largest buffer at many channels: 9.4 MiB a worker at 256)."""
+        temp = parallel.scratch(worker, winograd.WEIGHT_GRAD_TEMP, self.outputs * self.channels, self.dtype)
+        temp = temp.reshape(self.outputs, self.channels)
+        for xi in range(36):
+            partial[xi] += np.matmul(dm[xi], v[xi].T, out=temp)
+
+    def _add_weight_grad(self, workers, weight_diff):
+        """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""
+        total = parallel.scratch(0, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(36, -1)
+        for worker in range(1, workers):
+            total += parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(36, -1)
+        grad = parallel.scratch(0, winograd.WEIGHT_GRAD_TEMP, self.outputs * self.channels * 9, self.dtype)
+        np.matmul(total.T, self.transform, out=grad.reshape(-1, 9))
+        weight_diff += grad.reshape(weight_diff.shape)

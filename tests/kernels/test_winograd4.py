@@ -1,0 +1,177 @@
+"""Winograd F(4x4, 3x3) against direct convolution formulas (float64 to rounding, float32 to
+2e-5 of the output's scale), its choice (``winograd.convolution``) and its place in the
+Convolution layer and the warmup."""
+
+import numpy as np
+import pytest
+from layer_harness import assert_gradients, make_layer
+from test_winograd import SMALL_WINOGRAD, convolution_layer, direct, direct_data_grad, direct_weight_grad
+
+from netlayers import parallel
+from netlayers.kernels import winograd, winograd4
+from netlayers.kernels.winograd4 import Winograd4Convolution
+
+
+def run(x, weight, bias, dy, pad, dtype):
+    """(y, dx, dweight) by F(4x4) in ``dtype``; dweight starts at 1 (gradients add)."""
+    conv = Winograd4Convolution(x.shape, weight.shape[0], pad, dtype)
+    conv.filters(weight.astype(dtype))
+    y = np.full(dy.shape, np.nan, dtype)
+    conv.forward(x.astype(dtype), bias.astype(dtype), y)
+    dx = np.full(x.shape, np.nan, dtype)  # written whole
+    dweight = np.ones(weight.shape, dtype)
+    conv.backward(x.astype(dtype), dy.astype(dtype), dx, dweight)
+    return y, dx, dweight - 1
+
+
+def test_the_transforms_give_a_correlation():
+    """A^T [(G g) * (B^T d)] = the 4 outputs of the 3-tap correlation of a 6-item d with g."""
+    rng = np.random.default_rng(0)
+    d, g = rng.standard_normal(6), rng.standard_normal(3)
+    want = np.array([d[i : i + 3] @ g for i in range(4)])
+    np.testing.assert_allclose(winograd4.AT @ ((winograd4.G @ g) * (winograd4.BT @ d)), want, rtol=0, atol=1e-14)
+
+
+CASES = [  # (N, C, H, W), outputs, pad
+    ((1, 1, 3, 3), 1, 0),  # a single (cut) tile, batch of 1
+    ((2, 3, 5, 7), 4, 1),  # odd sizes: cut tiles on both axes
+    ((3, 5, 6, 5), 2, 0),
+    ((2, 2, 6, 10), 3, 1),  # whole tiles only
+    ((1, 130, 6, 9), 129, 1),  # many channels (several blocks), batch of 1
+    ((3, 7, 13, 4), 5, 0),  # more images than workers; tile rows cut
+]
+
+
+@pytest.mark.parametrize("shape, outputs, pad", CASES)
+@pytest.mark.parametrize("workers, band_bytes", [(1, winograd.BAND_BYTES), (2, winograd.BAND_BYTES), (2, 1)])
+def test_f4_matches_the_direct_convolution(shape, outputs, pad, workers, band_bytes, thread_count, monkeypatch):
+    """band_bytes 1: bands of one tile row (the input gradient's rows shared between bands
+    added up across them)."""
+    thread_count(workers)
+    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    monkeypatch.setattr(winograd4, "BLOCK_TILES", 8)  # blocks of a few channels
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1], 3, 3))
+    bias = rng.standard_normal(outputs)
+    y_ref = direct(x, weight, bias, pad)
+    dy = rng.standard_normal(y_ref.shape)
+    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
+
+    for got, want in zip(run(x, weight, bias, dy, pad, np.float64), refs):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    for got, want in zip(run(x, weight, bias, dy, pad, np.float32), refs):
+        assert got.dtype == np.float32
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers, thread_count, monkeypatch):
+    """Images of 4 tiles with RUN_TILES 8: runs of 2 images (5 images: a worker's share of 3
+    is a run of 2 and one of 1), their tiles side by side in each channel's row."""
+    thread_count(workers)
+    monkeypatch.setattr(winograd, "RUN_TILES", 8)
+    shape, outputs, pad = (5, 3, 8, 7), 4, 1
+    assert Winograd4Convolution(shape, outputs, pad, np.float64).run_images == 2
+    rng = np.random.default_rng(6)
+    x, weight, bias = rng.standard_normal(shape), rng.standard_normal((outputs, 3, 3, 3)), rng.standard_normal(outputs)
+    y_ref = direct(x, weight, bias, pad)
+    dy = rng.standard_normal(y_ref.shape)
+    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
+    for got, want in zip(run(x, weight, bias, dy, pad, np.float64), refs):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+def test_float32_error_at_many_channels_stays_below_2e_5():
+    """128 channels at scaled (He) weights: outputs and gradients within 2e-5 of the scale."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 128, 12, 12))
+    weight = rng.standard_normal((128, 128, 3, 3)) * np.sqrt(2 / (9 * 128))
+    y_ref = direct(x, weight, np.zeros(128), 1)
+    dy = rng.standard_normal(y_ref.shape)
+    refs = (y_ref, direct_data_grad(dy, weight, 1, x.shape), direct_weight_grad(x, dy, 1))
+    for got, want in zip(run(x, weight, np.zeros(128), dy, 1, np.float32), refs):
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+def test_weight_gradients_have_the_same_bits_for_the_same_thread_count(thread_count):
+    rng = np.random.default_rng(7)
+    x, weight = rng.standard_normal((5, 6, 8, 8)), rng.standard_normal((7, 6, 3, 3))
+    dy = rng.standard_normal((5, 7, 8, 8))
+    for workers in (1, 2):
+        thread_count(workers)
+        first, second = (run(x, weight, np.zeros(7), dy, 1, np.float32)[2] for _ in range(2))
+        assert np.array_equal(first, second)
+
+
+def test_backward_computes_only_what_is_asked():
+    rng = np.random.default_rng(2)
+    x, weight = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((4, 3, 3, 3))
+    dy = rng.standard_normal((2, 4, 5, 5))
+    conv = Winograd4Convolution(x.shape, 4, 1, np.float64)
+    conv.filters(weight)
+    dweight = np.zeros_like(weight)
+    conv.backward(x, dy, None, dweight)
+    np.testing.assert_allclose(dweight, direct_weight_grad(x, dy, 1), rtol=1e-12, atol=1e-12)
+    dx = np.full_like(x, np.nan)
+    conv.backward(x, dy, dx, None)
+    np.testing.assert_allclose(dx, direct_data_grad(dy, weight, 1, x.shape), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "channels, outputs, expected",
+    [(64, 64, Winograd4Convolution), (256, 512, Winograd4Convolution), (32, 128, winograd.WinogradConvolution)],
+)
+def test_the_rule_of_which_tile_size_runs(channels, outputs, expected):
+    assert type(winograd.convolution((2, channels, 16, 16), outputs, 1, np.float32)) is expected
+
+
+def test_the_convolution_layer_runs_f4_from_64_channels_and_gives_im2cols_results(monkeypatch):
+    shape = (2, 128, 16, 16)
+    with parallel.single_threaded_blas:
+        results = []
+        for use in (True, False):  # F(4x4), then im2col + GEMM
+            monkeypatch.setattr(winograd, "MIN_CHANNELS", 128 if use else 10**9)
+            layer, bottom, top = convolution_layer(shape, 128, np.float32)
+            assert isinstance(layer.winograd, Winograd4Convolution) == use
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
+
+
+@pytest.fixture
+def f4_everywhere(monkeypatch):
+    for name in ("MIN_CHANNELS", "MIN_OUTPUT_SIZE", "MIN_CHANNELS_BY_SIZE", "MIN_CHANNELS_F4"):
+        monkeypatch.setattr(winograd, name, 1)
+
+
+def test_the_layers_gradients_run_through_f4(f4_everywhere):
+    rng = np.random.default_rng(5)
+    bottoms = [rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((2, 2, 5, 6))]
+    layer, _, _ = make_layer(SMALL_WINOGRAD, bottoms)
+    assert isinstance(layer.winograd, Winograd4Convolution)
+    assert_gradients(SMALL_WINOGRAD, bottoms)
+
+
+def test_the_warmup_compiles_the_f4_kernels(monkeypatch):
+    """warmup.py runs the Convolution examples with every Winograd threshold at 1: they must call
+    every F(4x4) kernel, in float32 and float64, and leave the thresholds as they were."""
+    from netlayers.warmup import run_winograd4_examples
+
+    calls = set()
+    names = ["input_tiles", "output_tiles", "output_tiles_adjoint", "input_tiles_adjoint"]
+    for name in names:
+        kernel = getattr(winograd4, name)
+
+        def record(first, *args, name=name, kernel=kernel):
+            calls.add((name, first.dtype.name))
+            return kernel(first, *args)
+
+        monkeypatch.setattr(winograd4, name, record)
+    before = winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS
+    assert run_winograd4_examples() > 0
+    assert calls == {(name, dtype) for name in names for dtype in ("float32", "float64")}
+    assert (winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS) == before
