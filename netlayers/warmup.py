@@ -21,6 +21,7 @@ install time, by running what the kernels serve on tiny inputs:
 Afterwards the first iteration of a net only loads machine code from the cache.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -109,23 +110,32 @@ def run_example_if_installed(type_name, example, dtype, skipped):
     return True
 
 
+@contextlib.contextmanager
+def constants(module, **values):
+    """The module's constants (thresholds, budgets) set to ``values`` for the block, then put back."""
+    saved = {name: getattr(module, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(module, name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
+WINOGRAD_EVERYWHERE = {"MIN_CHANNELS": 1, "MIN_OUTPUT_SIZE": 1, "MIN_CHANNELS_BY_SIZE": 1}
+
+
 def run_winograd4_examples():
     """The Convolution examples, forward and backward in float32 and float64, with every Winograd
     threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)). Returns the runs."""
-    names = ("MIN_CHANNELS", "MIN_OUTPUT_SIZE", "MIN_CHANNELS_BY_SIZE", "MIN_CHANNELS_F4")
-    saved = {name: getattr(winograd, name) for name in names}
     runs = 0
-    try:
-        for name in names:
-            setattr(winograd, name, 1)
+    with constants(winograd, MIN_CHANNELS_F4=1, **WINOGRAD_EVERYWHERE):
         for type_name, example in builtin_examples():
             if type_name == "Convolution":
                 for dtype in FLOAT_TYPES:
                     run_example(type_name, example, dtype)
                     runs += 1
-    finally:
-        for name, value in saved.items():
-            setattr(winograd, name, value)
     return runs
 
 
@@ -179,32 +189,36 @@ def kernel_signatures():
     return count
 
 
+def run_all_examples(skipped):
+    """Every built-in layer's examples in float32 and float64; returns the runs."""
+    runs = 0
+    for type_name, example in builtin_examples():
+        for dtype in FLOAT_TYPES:
+            runs += run_example_if_installed(type_name, example, dtype, skipped)
+    return runs
+
+
 def compile_kernels():
     """Run every kernel as described in the module text; returns a :class:`WarmupReport`."""
     start = time.perf_counter()
     before = parallel.thread_count()
     runs = 0
     skipped: dict = {}
-    budget = conv_gemm.COLUMN_CHUNK_BYTES
-    thresholds = winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE
-    strip_thresholds = strips.MIN_KERNEL, strips.MIN_CHANNELS
     try:
-        for workers, chunk_bytes in [(count, budget) for count in WORKER_COUNTS] + [(1, 1)]:
+        for workers in WORKER_COUNTS:
             parallel.set_thread_count(workers)
-            conv_gemm.COLUMN_CHUNK_BYTES = chunk_bytes
-            everywhere = (1, 1, 1)  # the one-image pass also runs every kernel's Winograd path
-            winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = (
-                thresholds if chunk_bytes == budget else everywhere
-            )
-            strips.MIN_KERNEL, strips.MIN_CHANNELS = strip_thresholds if chunk_bytes == budget else (1, 1)
-            for type_name, example in builtin_examples():
-                for dtype in FLOAT_TYPES:
-                    runs += run_example_if_installed(type_name, example, dtype, skipped)
+            runs += run_all_examples(skipped)
+        # one worker, one-image chunks (a column budget of 1 byte), Winograd's and the row strips'
+        # thresholds at 1: the kernels of every other way a convolution can run
+        parallel.set_thread_count(1)
+        with (
+            constants(conv_gemm, COLUMN_CHUNK_BYTES=1),
+            constants(winograd, **WINOGRAD_EVERYWHERE),
+            constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
+        ):
+            runs += run_all_examples(skipped)
     finally:
         parallel.set_thread_count(before)
-        conv_gemm.COLUMN_CHUNK_BYTES = budget
-        winograd.MIN_CHANNELS, winograd.MIN_OUTPUT_SIZE, winograd.MIN_CHANNELS_BY_SIZE = thresholds
-        strips.MIN_KERNEL, strips.MIN_CHANNELS = strip_thresholds
     runs += run_winograd4_examples()
     run_fused_chains()
     run_solver_and_data_kernels()

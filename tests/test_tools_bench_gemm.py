@@ -9,7 +9,8 @@ import bench_gemm  # noqa: E402
 
 
 def test_it_prints_a_rate_for_every_shape(monkeypatch, capsys):
-    monkeypatch.setattr(bench_gemm, "SHAPES", {"small": (8, 16, 32), "skinny": (2, 64, 4)})
+    # shapes big enough that their rates print above 0 (a 1,024-FLOP product printed 0 GFLOP/s)
+    monkeypatch.setattr(bench_gemm, "SHAPES", {"small": (64, 64, 64), "skinny": (8, 256, 128)})
     monkeypatch.setattr(bench_gemm.time, "sleep", lambda seconds: None)
     bench_gemm.main(["--threads", "1", "--rounds", "1"])
     lines = capsys.readouterr().out.splitlines()

@@ -334,15 +334,11 @@ class Convolution(_ConvolutionBase):
                     self._output(top[i].data),
                 )
             return
-        if self.winograd is not None:
-            self.winograd.filters(weight)
+        transformed = self._transformed()
+        if transformed is not None:
+            transformed.filters(weight)
             for i in range(len(bottom)):
-                self.winograd.forward(self._image(bottom[i].data), bias, self._output(top[i].data))
-            return
-        if self.strips is not None:
-            self.strips.filters(weight)
-            for i in range(len(bottom)):
-                self.strips.forward(self._image(bottom[i].data), bias, self._output(top[i].data))
+                transformed.forward(self._image(bottom[i].data), bias, self._output(top[i].data))
             return
         chunks = self.chunks
         for i in range(len(bottom)):
@@ -357,11 +353,9 @@ class Convolution(_ConvolutionBase):
         if self.depthwise is not None:
             self._backward_depthwise(top, propagate_down, bottom)
             return
-        if self.winograd is not None:
-            self._backward_winograd(top, propagate_down, bottom)
-            return
-        if self.strips is not None:
-            self._backward_strips(top, propagate_down, bottom)
+        transformed = self._transformed()
+        if transformed is not None:
+            self._backward_transformed(transformed, top, propagate_down, bottom)
             return
         chunks = self.chunks
         weight = self.blobs[0]
@@ -387,21 +381,14 @@ class Convolution(_ConvolutionBase):
             if want_weight:
                 chunks.weight_grad_total(weight.diff)
 
-    def _backward_winograd(self, top, propagate_down, bottom):
-        weight = self.blobs[0]
-        self.winograd.filters(weight.data)
-        for i in reversed(range(len(top))):
-            dy = self._output(top[i].diff)
-            if self.p.bias_term and self.param_propagate_down[1]:
-                self.blobs[1].diff += self.bias_sums(dy)
-            dx = self._image(bottom[i].diff) if propagate_down[i] else None
-            weight_diff = weight.diff if self.param_propagate_down[0] else None
-            if dx is not None or weight_diff is not None:
-                self.winograd.backward(self._image(bottom[i].data), dy, dx, weight_diff)
+    def _transformed(self):
+        """The Winograd or row-strip convolution this geometry runs as, or None: both take
+        ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x, dy, dx, weight_diff)``."""
+        return self.winograd if self.winograd is not None else self.strips
 
-    def _backward_strips(self, top, propagate_down, bottom):
+    def _backward_transformed(self, transformed, top, propagate_down, bottom):
         weight = self.blobs[0]
-        self.strips.filters(weight.data)
+        transformed.filters(weight.data)
         for i in reversed(range(len(top))):
             dy = self._output(top[i].diff)
             if self.p.bias_term and self.param_propagate_down[1]:
@@ -409,7 +396,7 @@ class Convolution(_ConvolutionBase):
             dx = self._image(bottom[i].diff) if propagate_down[i] else None
             weight_diff = weight.diff if self.param_propagate_down[0] else None
             if dx is not None or weight_diff is not None:
-                self.strips.backward(self._image(bottom[i].data), dy, dx, weight_diff)
+                transformed.backward(self._image(bottom[i].data), dy, dx, weight_diff)
 
     def _backward_depthwise(self, top, propagate_down, bottom):
         weight = self.blobs[0]
