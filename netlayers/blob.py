@@ -59,6 +59,8 @@ class Blob:
             check_size(2 * count * self.dtype.itemsize, f"blob '{self.name}' of shape {shape} (data and diff)")
             self._data_buffer = np.zeros(count, self.dtype)
             self._diff_buffer = np.zeros(count, self.dtype)
+        elif count > self._diff_buffer.size:  # a diff kept in memory shared with other blobs
+            self._diff_buffer = np.zeros(count, self.dtype)
         self.data = self._data_buffer[:count].reshape(shape)
         self._diff = self._diff_buffer[:count].reshape(shape)  # a due zeroing stays due
         self.shape = shape
@@ -150,6 +152,15 @@ class Blob:
             self._diff = self._diff_buffer[: other.count].reshape(shape)
         self.data = other.data.reshape(shape)
         self.shape = shape
+
+    def use_diff_memory(self, buffer: np.ndarray) -> None:
+        """Keep the diff in ``buffer`` (1-D, this dtype, at least ``count`` items), which other
+        blobs may use too (``Net(share_diffs=True)``: blobs whose gradients are never alive at
+        the same time). A reshape to a larger count gives the blob its own diff again."""
+        if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
+            raise ShapeError(f"blob '{self.name}': a diff buffer needs {self.count} items of {self.dtype}")
+        self._diff_buffer = buffer
+        self._diff = buffer[: self.count].reshape(self.shape)
 
     def share_diff(self, other: "Blob") -> None:
         self.diff = other.diff

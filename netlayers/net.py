@@ -82,6 +82,8 @@ class Net:
 
     ``blobs`` (name -> Blob, in order), ``params`` (layer name -> list of param Blobs),
     ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
+    ``share_diffs=True`` (what a solver's TRAIN net uses) lets inner blobs whose gradients are
+    never alive at once keep their diffs in one buffer (see ``_share_diff_memory``).
     """
 
     def __init__(
@@ -94,6 +96,7 @@ class Net:
         data_root: Any = None,
         level: int | None = None,
         stages: Any = None,
+        share_diffs: bool = False,
     ) -> None:
         self.spec = load_net_spec(spec)
         # Caffe's NetState: include/exclude rules test the phase, level and stages (default:
@@ -126,6 +129,7 @@ class Net:
         self.layer_need_backward: list[bool] = []
         self.learnable_params: list[LearnableParam] = []
         self._build()
+        self.shared_diff_bytes = self._share_diff_memory() if share_diffs else 0
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
@@ -324,6 +328,37 @@ class Net:
                     "this layer: implement it, or stop them here (propagate_down: "
                     "false on its bottoms, lr_mult: 0 on its params)"
                 )
+
+    def _share_diff_memory(self):
+        """Let blobs whose gradients are never alive at the same time keep their diffs in one
+        buffer (``share_diffs=True``, what a solver's TRAIN net does); returns the bytes saved.
+
+        A blob's diff is alive, in a backward pass, from the first layer that writes it (the
+        last layer, in net order, that reads the blob) to the last that reads it (the layer
+        that wrote the blob's data): the span of net indices of the layers it is a bottom or a
+        top of. Blobs whose spans do not overlap can share memory, as PyTorch frees a gradient
+        once used. Left out: the net's inputs and outputs, a loss's weighted tops (their diffs
+        hold the weight from the forward) and blobs whose diff no layer writes. After a
+        backward pass, the diffs of the blobs that share memory are therefore not theirs any
+        more: the default (``share_diffs=False``) keeps every diff, as Caffe does."""
+        spans, written = {}, set()
+        for index, (bottoms, tops, needs) in enumerate(zip(self.bottom_vecs, self.top_vecs, self.bottom_need_backward)):
+            for blob in bottoms + tops:
+                low, high = spans.get(id(blob), (index, index))
+                spans[id(blob)] = (min(low, index), max(high, index))
+            written.update(id(blob) for blob, need in zip(bottoms, needs) if need)
+        kept = {id(self.blobs[name]) for name in self._outputs} | {id(blob) for blob in self.source_blobs.values()}
+        for layer, tops in zip(self.layers, self.top_vecs):
+            kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
+        blobs = [blob for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
+        saved = 0
+        for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
+            members = [blobs[i] for i in group]
+            buffer = np.zeros(max(blob.count for blob in members), self.dtype)
+            for blob in members:
+                blob.use_diff_memory(buffer)
+            saved += sum(blob.count for blob in members) - buffer.size
+        return saved * self.dtype.itemsize
 
     # -- public API ------------------------------------------------------------------------
     @property
@@ -570,6 +605,23 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"
+
+
+def share_groups(spans, sizes):
+    """Groups of indices into ``spans`` ((first, last) intervals, inclusive) whose intervals do
+    not overlap, so that each group may share one buffer as large as its largest member's
+    ``sizes``: the largest items first, each into the first group it fits beside (a greedy
+    colouring of the interval graph that keeps large items together)."""
+    groups = []
+    for i in sorted(range(len(spans)), key=lambda i: (-sizes[i], spans[i])):
+        low, high = spans[i]
+        for group in groups:
+            if all(high < spans[j][0] or spans[j][1] < low for j in group):
+                group.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
 
 
 def _without_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from netlayers import Blob
+from netlayers.blob import ShapeError
 
 
 def test_new_blob_has_data_and_diff_of_one_shape():
@@ -112,3 +113,26 @@ def test_caffes_legacy_num_channels_height_width():
     assert (flat.num, flat.channels, flat.height, flat.width) == (7, 6, 1, 1)
     with pytest.raises(ValueError, match="at most 4"):
         _ = Blob((1, 1, 1, 1, 1)).num
+
+
+def test_use_diff_memory_keeps_the_diff_in_the_given_buffer_until_it_must_grow():
+    buffer = np.zeros(12, np.float32)
+    a, b = Blob((2, 3), np.float32), Blob((3, 4), np.float32)
+    a.use_diff_memory(buffer)
+    b.use_diff_memory(buffer)
+    a.diff[...] = 1
+    assert b.diff.reshape(-1)[:6].sum() == 6  # one memory
+    a.reshape((2, 2))
+    assert np.shares_memory(a.diff, buffer)
+    a.reshape((4, 4))  # larger than the shared buffer: its own diff again
+    assert not np.shares_memory(a.diff, buffer) and a.diff.shape == (4, 4)
+    b.reshape((2, 7))  # its data buffer holds 14 items but the shared diff only 12
+    assert b.diff.shape == (2, 7) and not np.shares_memory(b.diff, buffer)
+
+
+def test_use_diff_memory_refuses_a_buffer_too_small_or_of_another_dtype():
+    blob = Blob((2, 3), np.float32, name="x")
+    with pytest.raises(ShapeError, match="blob 'x'"):
+        blob.use_diff_memory(np.zeros(5, np.float32))
+    with pytest.raises(ShapeError):
+        blob.use_diff_memory(np.zeros(6, np.float64))

@@ -8,7 +8,8 @@ forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both
 the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and threadpoolctl
 plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
 is built from the netlayers spec layer by layer (:func:`torch_net`) and takes netlayers'
-initial params. Before timing, both losses and all param gradients are compared; if they
+initial params. The netlayers net is built as a solver builds its TRAIN net
+(``share_diffs=True``: blobs whose gradients are never alive at once share diff memory). Before timing, both losses and all param gradients are compared; if they
 differ (loss by more than 1e-4 relative, a gradient by more than 1e-2 in relative norm) the
 run stops with an error, since a benchmark of two different computations is worthless.
 
@@ -311,9 +312,9 @@ def sgemm_rate(n=2048, repeats=5):
 
 # -- netlayers -------------------------------------------------------------------------------
 def build_netlayers(spec, inputs):
-    """The float32 TRAIN net of ``spec`` with ``inputs`` set (the forward of later steps reuses
-    them)."""
-    net = netlayers.Net(spec, dtype=np.float32, seed=SEED)
+    """The float32 TRAIN net of ``spec``, as a solver builds it, with ``inputs`` set (the
+    forward of later steps reuses them)."""
+    net = netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True)
     net.forward(**inputs)
     return net
 
