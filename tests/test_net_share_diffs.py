@@ -41,8 +41,20 @@ def residual_net(batch=4, channels=6, size=8, force_backward=False):
         conv("c", "sum", 2, kernel=1, pad=0),
         {"name": "tanh", "type": "TanH", "bottom": "sum", "top": "t"},
         {"name": "cat", "type": "Concat", "bottom": ["c", "t"], "top": "cat"},
-        {"name": "pool", "type": "Pooling", "bottom": "cat", "top": "pool", "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2}},
-        {"name": "fc", "type": "InnerProduct", "bottom": "pool", "top": "fc", "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}}},
+        {
+            "name": "pool",
+            "type": "Pooling",
+            "bottom": "cat",
+            "top": "pool",
+            "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+        },
+        {
+            "name": "fc",
+            "type": "InnerProduct",
+            "bottom": "pool",
+            "top": "fc",
+            "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}},
+        },
         {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
     ]
     return {"name": "residual", "force_backward": force_backward, "layers": layers}
@@ -147,8 +159,19 @@ def test_a_net_with_nothing_to_share_saves_nothing():
     spec = {
         "name": "linear",
         "layers": [
-            {"name": "data", "type": "Input", "top": ["data", "label"], "input_param": {"shape": [{"dim": [2, 4]}, {"dim": [2]}]}},
-            {"name": "fc", "type": "InnerProduct", "bottom": "data", "top": "fc", "inner_product_param": {"num_output": 3}},
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["data", "label"],
+                "input_param": {"shape": [{"dim": [2, 4]}, {"dim": [2]}]},
+            },
+            {
+                "name": "fc",
+                "type": "InnerProduct",
+                "bottom": "data",
+                "top": "fc",
+                "inner_product_param": {"num_output": 3},
+            },
             {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
         ],
     }

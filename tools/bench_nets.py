@@ -9,7 +9,8 @@ the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and 
 plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
 is built from the netlayers spec layer by layer (:func:`torch_net`) and takes netlayers'
 initial params. The netlayers net is built as a solver builds its TRAIN net
-(``share_diffs=True``: blobs whose gradients are never alive at once share diff memory). Before timing, both losses and all param gradients are compared; if they
+(``share_diffs=True``: blobs whose gradients are never alive at once share diff memory).
+Before timing, both losses and all param gradients are compared; if they
 differ (loss by more than 1e-4 relative, a gradient by more than 1e-2 in relative norm) the
 run stops with an error, since a benchmark of two different computations is worthless.
 
