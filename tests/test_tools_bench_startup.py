@@ -1,0 +1,34 @@
+"""tools/bench_startup.py keeps working: on an empty cache numba compiles the first step's
+kernels, and a second process with the same cache compiles none of them."""
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import bench_startup  # noqa: E402
+
+
+def compiled(output):
+    return [int(n) for n in re.findall(r"\((\d+) kernel signatures compiled\)", output)]
+
+
+def test_a_second_first_step_loads_what_the_first_compiled(tmp_path, capsys):
+    cache = tmp_path / "cache"
+    bench_startup.main(["--nets", "lenet", "--no-warmup", "--cache", str(cache)])
+    first = capsys.readouterr().out
+    bench_startup.main(["--nets", "lenet", "--no-warmup", "--cache", str(cache)])
+    second = capsys.readouterr().out
+    assert "lenet" in first and "first step" in first
+    assert compiled(first)[0] > 0
+    assert compiled(second) == [0]
+
+
+def test_an_unknown_net_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as stop:
+        bench_startup.main(["--nets", "lenet,nonet"])
+    assert stop.value.code == 2
+    assert "unknown net(s) nonet" in capsys.readouterr().err
