@@ -689,17 +689,24 @@ def memory_growth(name, side, threads, param_shapes=None):
     ("netlayers" or "torch") and running 3 steps. ``param_shapes`` (layer -> list of shapes)
     gives the torch side its params (random values: no netlayers net of that size is built
     there). First the side runs :func:`warm_up_spec` for 2 steps, so that loading numba's
-    kernels (about 70 MiB, mostly LLVM) and starting PyTorch's runtime are not counted."""
+    kernels (about 70 MiB, mostly LLVM) and starting PyTorch's runtime are not counted; on the
+    netlayers side with the convolution paths' thresholds lowered (:func:`every_conv_path`),
+    so that the tiny net also loads the Winograd and row-strip kernels the measured net may
+    run, and with the workers' scratch buffers freed afterwards."""
     torch = import_torch() if side == "torch" else None
     set_threads(threads, torch)
     warm = warm_up_spec()
     if side == "torch":
         warm_step, _ = build_torch(warm, fixed_inputs(warm), netlayers_params_as_torch(netlayers.Net(warm, seed=SEED)))
+        for _ in range(2):
+            warm_step()
     else:
-        warm_step = netlayers_stepper(build_netlayers(warm, fixed_inputs(warm)))
-    for _ in range(2):
-        warm_step()
+        with every_conv_path():
+            warm_step = netlayers_stepper(build_netlayers(warm, fixed_inputs(warm)))
+            for _ in range(2):
+                warm_step()
     del warm_step
+    netlayers.parallel.release_scratch()
     spec = NETS[name].spec()
     inputs = fixed_inputs(spec)
     before = reset_peak_rss() or peak_rss_mib()
@@ -711,6 +718,17 @@ def memory_growth(name, side, threads, param_shapes=None):
     for _ in range(3):
         step()
     return peak_rss_mib() - before
+
+
+@contextlib.contextmanager
+def every_conv_path():
+    """For the block, :func:`warm_up_spec`'s 3x3 layers run as Winograd (``conv1``, 3 channels:
+    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3)) and its 1x1 layer as row strips."""
+    from netlayers.kernels import strips, winograd
+    from netlayers.warmup import WINOGRAD_EVERYWHERE, constants
+
+    with constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE), constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1):
+        yield
 
 
 def netlayers_stepper(net):
@@ -734,7 +752,8 @@ def warm_up_spec():
             conv("dw", "conv2", 8, 3, pad=1, group=8),
             conv("pw", "dw", 8, 1),
             {"name": "sum", "type": "Eltwise", "bottom": ["conv2", "pw"], "top": "sum"},
-            pool("pool2", "sum", "AVE", 3, 2),
+            conv("conv3", "sum", 8, 3, pad=1),
+            pool("pool2", "conv3", "AVE", 3, 2),
             conv("deconv", "pool2", 4, 4, pad=1, stride=2, type="Deconvolution"),
             pool("pool3", "deconv", "AVE"),
             inner_product("fc", "pool3", 10),
