@@ -5,31 +5,50 @@ from hs = oh * sh - ph to he = min(hs + kh, H + ph) in the padded frame, likewis
 
 - MAX: y = max of x over the window clipped to the image ([max(hs, 0), min(he, H)) x ...);
   ``mask`` gets the index h * W + w of the maximum within its plane. Ties: the first index in
-  row-major order wins (strict ``>`` while scanning). Backward: dx[mask] += dy.
+  row-major order wins (Caffe's strict ``>`` while scanning). NaN: when the window's first
+  element (its top-left pixel inside the image) is NaN, y is NaN with that index; any other
+  NaN is passed over. Backward: dx[mask] += dy.
 - AVE: y = (sum of x over the window clipped to the image) / pool_size, where pool_size =
   (he - hs) * (we - ws) counts the window clipped to the *padded* bounds [-pad, H + pad): the
   padding counts in the divisor, as in Caffe. Backward: every pixel of the clipped window
   receives dy / pool_size.
 
 Windows are never empty when pad < kernel and the output size follows Caffe (the last window
-starts inside image + pad); the Pooling layer checks both.
+starts inside image + pad); the Pooling layer checks both. Every plane (image, channel) is
+computed alone, so a caller may cut a batch anywhere along images or channels.
 
-Implementation notes (measured on LeNet's pool1, 64x20x24x24 -> 12x12, float32):
-- flat arrays with unsigned (np.uint64) indices: numba then skips the negative-index
-  wraparound test, and no per-row array views are made (each view costs a reference-count
-  update); generic window loops 1.1 ms, per-row views 0.45 ms, flat 0.2 ms;
-- windows wholly inside the image with a 2x2 or 3x3 kernel take straight-line code whose
-  comparisons compile to selects (random data defeats branch prediction); with the 2x2 kernel
-  and stride 2, the stride is a compile-time constant so LLVM vectorizes the loop;
-- windows clipped by the image edge take the generic path.
+How (separable windows, so that the inner loops are unit-stride and LLVM vectorizes them):
+for each output row, one pass down the kh image rows of the window gives every column's max
+(with the plane index of its first maximum) or sum in a row buffer; the windows then combine
+kw entries of that buffer. Without column padding, with stride 1 or with stride 2 and a 2- or
+3-wide kernel, the buffers of a plane's output rows sit stride * out_w apart and one loop
+combines every window of the plane (a row's 8-30 windows are too few for vector loops):
+stride 1 one kernel column at a time, stride 2 reading each window's pair of columns as one
+interleaved load (a third column is the next window's first: carried over, so no gather).
+With padding such loops run row by row; other strides and the windows clipped by the image
+edge take a plain loop over the buffer (or over x, past the buffer's filled columns).
+A MAX tie between two columns goes to the smaller plane index,
+which is the row-major first; the column pass skips NaNs, and a row whose first image row
+holds a NaN gets Caffe's scan result back for the windows starting on one.
+The AVE sums run column first (the float rounding differs from a row-major sum by an ulp).
+Backward: MAX zeroes and scatters one plane at a time (the plane stays in cache); AVE spreads
+each output row's shares over a row buffer, then adds it to the window's image rows.
+Flat arrays are indexed with unsigned (np.uint64) indices: numba then skips the
+negative-index wraparound test.
 """
 
+import numba
 import numpy as np
 
 from ._jit import jit
 
+# The helpers below run inside the kernels' row loops: numba inlines them into the kernel
+# (LLVM's own inlining still left each call's reference-count updates of the arrays passed,
+# about 90 ns a call with five arrays, more than a short row's work).
+inline = numba.njit(nogil=True, inline="always")
 
-@jit
+
+@inline
 def _interior(out_w, kernel, stride, pad, size):
     """Outputs [lo, hi) whose windows lie wholly inside [0, size)."""
     lo = -(-pad // stride)
@@ -41,18 +60,164 @@ def _interior(out_w, kernel, stride, pad, size):
     return lo, hi
 
 
-@jit
-def _max_window(src, plane, hs, he, ws, we, width):
-    """(max, plane index of the first max) of src over rows [hs, he) x columns [ws, we)."""
-    at = hs * width + ws
-    best = src[np.uint64(plane + at)]
+@inline
+def _clipped(o, kernel, stride, pad, size):
+    """Window ``o`` along one axis: (start, stop) clipped to the image, and its length clipped
+    to the padded bounds [-pad, size + pad) (AVE's divisor)."""
+    start = o * stride - pad
+    stop = min(start + kernel, size + pad)
+    return max(start, 0), min(stop, size), stop - start
+
+
+# -- MAX forward ----------------------------------------------------------------------------
+@inline
+def _row_layout(out_w, kw, sw, pw, width):
+    """How a plane's column maxima (or sums) are laid out, one row of ``row_len`` entries an
+    output row, the first ``filled`` of them computed, and which windows [lo, hi) of an
+    output row the unit-stride loops take (the others take ``_max_windows``/``_ave_windows``).
+
+    ``flat`` (no column padding, stride 1, or stride 2 with 2 or 3 columns): row_len =
+    stride * out_w, so window t of the plane (output row t // out_w) starts at entry stride *
+    t and one loop runs over every window of the plane (long enough to vectorize; one row's
+    windows are often fewer than a vector's lanes); windows from ``hi`` on run past the
+    filled entries of their row (clipped by the image edge, or reaching the next row) and are
+    done again afterwards. Otherwise each output row is done alone."""
+    fast = sw == 1 or (sw == 2 and (kw == 2 or kw == 3))
+    if fast and pw == 0:
+        row_len = sw * out_w
+        filled = min(width, row_len)
+        hi = min(out_w, max(0, (filled - kw) // sw + 1))
+        return True, row_len, filled, 0, hi
+    lo, hi = _interior(out_w, kw, sw, pw, width)
+    if not fast:
+        lo, hi = 0, 0
+    return False, width, width, lo, hi
+
+
+@inline
+def _column_max(src, start, rows, columns, row_step, first_index, values, where, at):
+    """values[at + w] = max over ``rows`` image rows (flat offset ``start``, ``row_step``
+    apart) of column w < ``columns``, NaNs passed over (NaN only when the whole column is);
+    where[at + w] = its plane index (``first_index`` + r * row_step + w, the first row r on
+    ties). Returns whether the first row holds a NaN."""
+    nan = False
+    base = np.int32(first_index)
+    for w in range(np.uint64(columns)):
+        v = src[start + w]
+        values[at + w] = v
+        where[at + w] = base + np.int32(w)
+        nan = nan | (v != v)
+    for r in range(1, rows):
+        row = start + np.uint64(r * row_step)
+        row_index = np.int32(first_index + r * row_step)
+        for w in range(np.uint64(columns)):
+            v = src[row + w]
+            best = values[at + w]
+            take = (v > best) | (best != best)
+            values[at + w] = v if take else best
+            where[at + w] = row_index + np.int32(w) if take else where[at + w]
+    return nan
+
+
+@inline
+def _max_scan(src, plane, hs, he, ws, we, width):
+    """(max, plane index) of x over rows [hs, he) x columns [ws, we) scanned as Caffe does:
+    from the first element, strict ``>`` in row-major order."""
+    found = hs * width + ws
+    best = src[np.uint64(plane + found)]
     for h in range(hs, he):
         for w in range(ws, we):
             v = src[np.uint64(plane + h * width + w)]
             if v > best:
                 best = v
-                at = h * width + w
-    return best, at
+                found = h * width + w
+    return best, found
+
+
+@inline
+def _max_windows(src, plane, hs, he, values, where, at, first, last, kw, sw, pw, width, filled, dst, idx, out_row):
+    """Windows [first, last) of one output row (image rows [hs, he)), any kernel and stride,
+    clipped ones too: from the column maxima at ``at`` when the window lies in the ``filled``
+    columns (ties to the smaller plane index), else by a scan of x."""
+    for ow in range(first, last):
+        ws, we, _ = _clipped(ow, kw, sw, pw, width)
+        if we <= filled:
+            best, found = values[at + np.uint64(ws)], where[at + np.uint64(ws)]
+            for w in range(ws + 1, we):
+                v, i = values[at + np.uint64(w)], where[at + np.uint64(w)]
+                take = (v > best) | ((v == best) & (i < found))
+                best = v if take else best
+                found = i if take else found
+        else:
+            best, found = _max_scan(src, plane, hs, he, ws, we, width)
+        o = out_row + np.uint64(ow)
+        dst[o] = best
+        idx[o] = found
+
+
+@inline
+def _max_stride1(values, where, c0, count, kw, dst, idx, o0):
+    """``count`` windows of ``kw`` columns with stride 1 from entry ``c0``: all windows at
+    once, one kernel column at a time."""
+    for q in range(np.uint64(count)):
+        dst[o0 + q] = values[c0 + q]
+        idx[o0 + q] = where[c0 + q]
+    for t in range(1, kw):
+        c = c0 + np.uint64(t)
+        for q in range(np.uint64(count)):
+            v, i = values[c + q], where[c + q]
+            best, found = dst[o0 + q], idx[o0 + q]
+            take = (v > best) | ((v == best) & (i < found))
+            dst[o0 + q] = v if take else best
+            idx[o0 + q] = i if take else found
+
+
+@inline
+def _max_stride2(values, where, c0, count, kw, dst, idx, o0):
+    """``count`` windows of 2 or 3 columns (``kw``) with stride 2 from entry ``c0``."""
+    one, two = np.uint64(1), np.uint64(2)
+    if kw == 2:
+        for q in range(np.uint64(count)):
+            c = c0 + two * q
+            best, found = values[c], where[c]
+            v, i = values[c + one], where[c + one]
+            take = (v > best) | ((v == best) & (i < found))
+            dst[o0 + q] = v if take else best
+            idx[o0 + q] = i if take else found
+        return
+    left, left_at = values[c0], where[c0]  # window q's first column is window q - 1's third
+    for q in range(np.uint64(count)):
+        c = c0 + two * q
+        v, i = values[c + one], where[c + one]
+        take = (v > left) | ((v == left) & (i < left_at))
+        best = v if take else left
+        found = i if take else left_at
+        v, i = values[c + two], where[c + two]
+        take = (v > best) | ((v == best) & (i < found))
+        dst[o0 + q] = v if take else best
+        idx[o0 + q] = i if take else found
+        left, left_at = v, i
+
+
+@inline
+def _max_strided(values, where, c0, count, kw, sw, dst, idx, o0):
+    if sw == 1:
+        _max_stride1(values, where, c0, count, kw, dst, idx, o0)
+    else:
+        _max_stride2(values, where, c0, count, kw, dst, idx, o0)
+
+
+@inline
+def _first_nan(src, start, first_index, out_w, sw, pw, dst, idx, out_row):
+    """Windows whose first element (on the first image row) is NaN: y = that NaN, mask =
+    its index (Caffe's scan starts there and never replaces a NaN)."""
+    for ow in range(out_w):
+        ws = max(ow * sw - pw, 0)
+        v = src[start + np.uint64(ws)]
+        if v != v:
+            o = out_row + np.uint64(ow)
+            dst[o] = v
+            idx[o] = first_index + ws
 
 
 @jit
@@ -62,86 +227,33 @@ def _max_forward(x, kh, kw, sh, sw, ph, pw, y, mask):
     src = x.reshape(-1)
     dst = y.reshape(-1)
     idx = mask.reshape(-1)
-    lo, hi = _interior(out_w, kw, sw, pw, width)
-    count = np.uint64(hi - lo)
-    one, two = np.uint64(1), np.uint64(2)
-    usw = np.uint64(sw)
-    uwidth = np.uint64(width)
-    straight = (kh == 2 and kw == 2) or (kh == 3 and kw == 3)
+    flat, row_len, filled, lo, hi = _row_layout(out_w, kw, sw, pw, width)
+    values = np.empty(row_len * out_h + kw, x.dtype)
+    where = np.empty(row_len * out_h + kw, np.int32)
+    nan_rows = np.zeros(out_h, np.bool_)
     for plane_index in range(batch * channels):
         plane = plane_index * height * width
-        out_plane = plane_index * out_h * out_w
+        out_plane = np.uint64(plane_index * out_h * out_w)
         for oh in range(out_h):
-            hs = oh * sh - ph
-            he = min(hs + kh, height)
-            hs = max(hs, 0)
-            first, last = 0, 0
-            if straight and he - hs == kh:
-                first, last = lo, hi
-                left = hs * width + lo * sw - pw  # plane index of the first window
-                r0 = np.uint64(plane + left)
-                r1 = r0 + uwidth
-                o = np.uint64(out_plane + oh * out_w + lo)
-                if kh == 2 and sw == 2:
-                    for q in range(count):
-                        s = two * q
-                        at = np.int64(s)
-                        best = src[r0 + s]
-                        v = src[r0 + s + one]
-                        at = np.int64(s + one) if v > best else at
-                        best = v if v > best else best
-                        v = src[r1 + s]
-                        at = np.int64(s + uwidth) if v > best else at
-                        best = v if v > best else best
-                        v = src[r1 + s + one]
-                        at = np.int64(s + uwidth + one) if v > best else at
-                        best = v if v > best else best
-                        dst[o + q] = best
-                        idx[o + q] = left + at
-                elif kh == 2:
-                    for q in range(count):
-                        s = usw * q
-                        at = np.int64(s)
-                        best = src[r0 + s]
-                        v = src[r0 + s + one]
-                        at = np.int64(s + one) if v > best else at
-                        best = v if v > best else best
-                        v = src[r1 + s]
-                        at = np.int64(s + uwidth) if v > best else at
-                        best = v if v > best else best
-                        v = src[r1 + s + one]
-                        at = np.int64(s + uwidth + one) if v > best else at
-                        best = v if v > best else best
-                        dst[o + q] = best
-                        idx[o + q] = left + at
-                else:
-                    r2 = r1 + uwidth
-                    for q in range(count):
-                        s = usw * q
-                        at = np.int64(s)
-                        best = src[r0 + s]
-                        for j in (one, two):
-                            v = src[r0 + s + j]
-                            at = np.int64(s + j) if v > best else at
-                            best = v if v > best else best
-                        for j in (np.uint64(0), one, two):
-                            v = src[r1 + s + j]
-                            at = np.int64(s + uwidth + j) if v > best else at
-                            best = v if v > best else best
-                        for j in (np.uint64(0), one, two):
-                            v = src[r2 + s + j]
-                            at = np.int64(s + two * uwidth + j) if v > best else at
-                            best = v if v > best else best
-                        dst[o + q] = best
-                        idx[o + q] = left + at
-            for ow in range(out_w):
-                if first <= ow < last:
-                    continue
-                ws = ow * sw - pw
-                best, at = _max_window(src, plane, hs, he, max(ws, 0), min(ws + kw, width), width)
-                o = np.uint64(out_plane + oh * out_w + ow)
-                dst[o] = best
-                idx[o] = at
+            hs, he, _ = _clipped(oh, kh, sh, ph, height)
+            start = np.uint64(plane + hs * width)
+            at = np.uint64(oh * row_len)
+            nan_rows[oh] = _column_max(src, start, he - hs, filled, width, hs * width, values, where, at)
+        if flat:
+            _max_strided(values, where, np.uint64(0), out_h * out_w, kw, sw, dst, idx, out_plane)
+        for oh in range(out_h):
+            hs, he, _ = _clipped(oh, kh, sh, ph, height)
+            out_row = out_plane + np.uint64(oh * out_w)
+            at = np.uint64(oh * row_len)
+            if not flat:
+                _max_windows(src, plane, hs, he, values, where, at, 0, lo, kw, sw, pw, width, filled, dst, idx, out_row)
+                if hi > lo:
+                    c0 = at + np.uint64(lo * sw - pw)
+                    _max_strided(values, where, c0, hi - lo, kw, sw, dst, idx, out_row + np.uint64(lo))
+            _max_windows(src, plane, hs, he, values, where, at, hi, out_w, kw, sw, pw, width, filled, dst, idx, out_row)
+            if nan_rows[oh]:
+                start = np.uint64(plane + hs * width)
+                _first_nan(src, start, hs * width, out_w, sw, pw, dst, idx, out_row)
 
 
 def _check(x, kernel, stride, pad, y, mask=None):
@@ -171,6 +283,7 @@ def max_pool_forward(x, kernel, stride, pad, y, mask):
     return y
 
 
+# -- MAX backward ---------------------------------------------------------------------------
 @jit
 def _max_backward(dy, mask, dx):
     batch, channels, height, width = dx.shape
@@ -180,14 +293,14 @@ def _max_backward(dy, mask, dx):
     idx = mask.reshape(-1)
     dst = dx.reshape(-1)
     zero = dx.dtype.type(0)
-    for q in range(np.uint64(dst.size)):
-        dst[q] = zero
     for plane in range(batch * channels):
-        xbase = plane * size
+        xbase = np.uint64(plane * size)
+        for q in range(np.uint64(size)):
+            dst[xbase + q] = zero
         obase = np.uint64(plane * out_size)
         for q in range(np.uint64(out_size)):
             o = obase + q
-            dst[np.uint64(xbase + int(idx[o]))] += grad[o]
+            dst[xbase + np.uint64(int(idx[o]))] += grad[o]
 
 
 def max_pool_backward(dy, mask, dx):
@@ -199,70 +312,93 @@ def max_pool_backward(dy, mask, dx):
     return dx
 
 
+# -- AVE forward ----------------------------------------------------------------------------
+@inline
+def _column_sum(src, start, rows, columns, row_step, sums, at):
+    """sums[at + w] = sum over ``rows`` image rows (flat offset ``start``, ``row_step``
+    apart) of column w < ``columns``, top down."""
+    for w in range(np.uint64(columns)):
+        sums[at + w] = src[start + w]
+    for r in range(1, rows):
+        row = start + np.uint64(r * row_step)
+        for w in range(np.uint64(columns)):
+            sums[at + w] += src[row + w]
+
+
+@inline
+def _ave_windows(src, plane, hs, he, sums, at, first, last, rows, kw, sw, pw, width, filled, dst, out_row):
+    """Windows [first, last) of one output row (image rows [hs, he), ``rows`` in the padded
+    frame), any kernel and stride: the column sums at ``at`` (summed from x when the window
+    runs past the ``filled`` columns), divided by the padded-clipped window size."""
+    for ow in range(first, last):
+        ws, we, cols = _clipped(ow, kw, sw, pw, width)
+        total = sums.dtype.type(0)
+        for w in range(ws, we):
+            if w < filled:
+                column = sums[at + np.uint64(w)]
+            else:
+                column = src[np.uint64(plane + hs * width + w)]
+                for h in range(hs + 1, he):
+                    column += src[np.uint64(plane + h * width + w)]
+            total = column if w == ws else total + column
+        dst[out_row + np.uint64(ow)] = total / sums.dtype.type(rows * cols)
+
+
+@inline
+def _ave_strided(sums, c0, count, kw, sw, pool_size, dst, o0):
+    """``count`` windows of ``kw`` columns from entry ``c0``, stride 1, or stride 2 with 2 or
+    3 columns, each sum divided by ``pool_size``."""
+    one, two = np.uint64(1), np.uint64(2)
+    if sw == 1:
+        for q in range(np.uint64(count)):
+            dst[o0 + q] = sums[c0 + q]
+        for t in range(1, kw):
+            c = c0 + np.uint64(t)
+            for q in range(np.uint64(count)):
+                dst[o0 + q] += sums[c + q]
+        for q in range(np.uint64(count)):
+            dst[o0 + q] /= pool_size
+    elif kw == 2:
+        for q in range(np.uint64(count)):
+            c = c0 + two * q
+            dst[o0 + q] = (sums[c] + sums[c + one]) / pool_size
+    else:
+        left = sums[c0]  # window q's first column is window q - 1's third
+        for q in range(np.uint64(count)):
+            c = c0 + two * q
+            right = sums[c + two]
+            dst[o0 + q] = (left + sums[c + one] + right) / pool_size
+            left = right
+
+
 @jit
 def _ave_forward(x, kh, kw, sh, sw, ph, pw, y):
     batch, channels, height, width = x.shape
     out_h, out_w = y.shape[2], y.shape[3]
     src = x.reshape(-1)
     dst = y.reshape(-1)
-    zero = x.dtype.type(0)
-    lo, hi = _interior(out_w, kw, sw, pw, width)
-    count = np.uint64(hi - lo)
-    one, two = np.uint64(1), np.uint64(2)
-    usw = np.uint64(sw)
-    uwidth = np.uint64(width)
-    full = x.dtype.type(kh * kw)
-    straight = (kh == 2 and kw == 2) or (kh == 3 and kw == 3)
+    flat, row_len, filled, lo, hi = _row_layout(out_w, kw, sw, pw, width)
+    sums = np.empty(row_len * out_h + kw, x.dtype)
     for plane_index in range(batch * channels):
         plane = plane_index * height * width
-        out_plane = plane_index * out_h * out_w
+        out_plane = np.uint64(plane_index * out_h * out_w)
         for oh in range(out_h):
-            hs = oh * sh - ph
-            he = min(hs + kh, height + ph)
-            rows = he - hs
-            hs, he = max(hs, 0), min(he, height)
-            first, last = 0, 0
-            if straight and he - hs == kh:
-                first, last = lo, hi
-                r0 = np.uint64(plane + hs * width + lo * sw - pw)
-                r1 = r0 + uwidth
-                o = np.uint64(out_plane + oh * out_w + lo)
-                if kh == 2 and sw == 2:
-                    for q in range(count):
-                        s = two * q
-                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s] + src[r1 + s + one]) / full
-                elif kh == 2:
-                    for q in range(count):
-                        s = usw * q
-                        dst[o + q] = (src[r0 + s] + src[r0 + s + one] + src[r1 + s] + src[r1 + s + one]) / full
-                else:
-                    r2 = r1 + uwidth
-                    for q in range(count):
-                        s = usw * q
-                        dst[o + q] = (
-                            src[r0 + s]
-                            + src[r0 + s + one]
-                            + src[r0 + s + two]
-                            + src[r1 + s]
-                            + src[r1 + s + one]
-                            + src[r1 + s + two]
-                            + src[r2 + s]
-                            + src[r2 + s + one]
-                            + src[r2 + s + two]
-                        ) / full
-            for ow in range(out_w):
-                if first <= ow < last:
-                    continue
-                ws = ow * sw - pw
-                we = min(ws + kw, width + pw)
-                pool_size = rows * (we - ws)
-                ws, we = max(ws, 0), min(we, width)
-                total = zero
-                for h in range(hs, he):
-                    row = np.uint64(plane + h * width)
-                    for w in range(np.uint64(ws), np.uint64(we)):
-                        total += src[row + w]
-                dst[np.uint64(out_plane + oh * out_w + ow)] = total / x.dtype.type(pool_size)
+            hs, he, _ = _clipped(oh, kh, sh, ph, height)
+            _column_sum(src, np.uint64(plane + hs * width), he - hs, filled, width, sums, np.uint64(oh * row_len))
+        if flat:  # every window as if kh rows tall; the other rows are done again below
+            _ave_strided(sums, np.uint64(0), out_h * out_w, kw, sw, x.dtype.type(kh * kw), dst, out_plane)
+        for oh in range(out_h):
+            hs, he, rows = _clipped(oh, kh, sh, ph, height)
+            out_row = out_plane + np.uint64(oh * out_w)
+            at = np.uint64(oh * row_len)
+            if flat and rows != kh:
+                _ave_windows(src, plane, hs, he, sums, at, 0, hi, rows, kw, sw, pw, width, filled, dst, out_row)
+            elif not flat:
+                _ave_windows(src, plane, hs, he, sums, at, 0, lo, rows, kw, sw, pw, width, filled, dst, out_row)
+                if hi > lo:
+                    c0 = at + np.uint64(lo * sw - pw)
+                    _ave_strided(sums, c0, hi - lo, kw, sw, x.dtype.type(rows * kw), dst, out_row + np.uint64(lo))
+            _ave_windows(src, plane, hs, he, sums, at, hi, out_w, rows, kw, sw, pw, width, filled, dst, out_row)
 
 
 def ave_pool_forward(x, kernel, stride, pad, y):
@@ -273,6 +409,7 @@ def ave_pool_forward(x, kernel, stride, pad, y):
     return y
 
 
+# -- AVE backward ---------------------------------------------------------------------------
 @jit
 def _ave_backward(dy, kh, kw, sh, sw, ph, pw, dx):
     batch, channels, height, width = dx.shape
@@ -280,46 +417,27 @@ def _ave_backward(dy, kh, kw, sh, sw, ph, pw, dx):
     grad = dy.reshape(-1)
     dst = dx.reshape(-1)
     zero = dx.dtype.type(0)
-    lo, hi = _interior(out_w, kw, sw, pw, width)
-    count = np.uint64(hi - lo)
-    one, two = np.uint64(1), np.uint64(2)
-    uwidth = np.uint64(width)
-    full = dx.dtype.type(kh * kw)
-    tiles = kh == 2 and kw == 2 and sh == 2 and sw == 2  # windows tile the image: no overlap
-    for q in range(np.uint64(dst.size)):
-        dst[q] = zero
+    spread = np.empty(width, dx.dtype)
+    size = height * width
     for plane_index in range(batch * channels):
-        plane = plane_index * height * width
+        plane = np.uint64(plane_index * size)
+        for q in range(np.uint64(size)):
+            dst[plane + q] = zero
         out_plane = plane_index * out_h * out_w
         for oh in range(out_h):
-            hs = oh * sh - ph
-            he = min(hs + kh, height + ph)
-            rows = he - hs
-            hs, he = max(hs, 0), min(he, height)
-            first, last = 0, 0
-            if tiles and he - hs == 2:
-                first, last = lo, hi
-                r0 = np.uint64(plane + hs * width + lo * 2 - pw)
-                r1 = r0 + uwidth
-                o = np.uint64(out_plane + oh * out_w + lo)
-                for q in range(count):
-                    s = two * q
-                    share = grad[o + q] / full
-                    dst[r0 + s] = share
-                    dst[r0 + s + one] = share
-                    dst[r1 + s] = share
-                    dst[r1 + s + one] = share
+            hs, he, rows = _clipped(oh, kh, sh, ph, height)
+            for w in range(np.uint64(width)):
+                spread[w] = zero
+            out_row = np.uint64(out_plane + oh * out_w)
             for ow in range(out_w):
-                if first <= ow < last:
-                    continue
-                ws = ow * sw - pw
-                we = min(ws + kw, width + pw)
-                share = grad[np.uint64(out_plane + oh * out_w + ow)] / dx.dtype.type(rows * (we - ws))
-                ws, we = max(ws, 0), min(we, width)
-                for h in range(hs, he):
-                    row = np.uint64(plane + h * width)
-                    for w in range(np.uint64(ws), np.uint64(we)):
-                        dst[row + w] += share
+                ws, we, cols = _clipped(ow, kw, sw, pw, width)
+                share = grad[out_row + np.uint64(ow)] / dx.dtype.type(rows * cols)
+                for w in range(ws, we):
+                    spread[w] += share
+            for h in range(hs, he):
+                row = plane + np.uint64(h * width)
+                for w in range(np.uint64(width)):
+                    dst[row + w] += spread[w]
 
 
 def ave_pool_backward(dy, kernel, stride, pad, dx):

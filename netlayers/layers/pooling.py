@@ -53,9 +53,11 @@ class PoolingWindows:
         return out_shape
 
     def forward(self, x, y):
-        """Images are pooled alone: the batch is shared out over the workers."""
-        mask = self.mask
+        """Planes (image, channel) are pooled alone: they are shared out over the workers
+        (a batch of one image is split too), the same results for any worker count."""
+        x, y = planes(x), planes(y)
         if self.method == "MAX":
+            mask = planes(self.mask)
 
             def pool(lo, hi):
                 pool_kernels.max_pool_forward(x[lo:hi], self.kernel, self.stride, self.pad, y[lo:hi], mask[lo:hi])
@@ -67,8 +69,9 @@ class PoolingWindows:
         parallel.over_slices(pool, x.shape[0], x.nbytes + 2 * y.nbytes)
 
     def backward(self, dy, dx):
-        mask = self.mask
+        dy, dx = planes(dy), planes(dx)
         if self.method == "MAX":
+            mask = planes(self.mask)
 
             def unpool(lo, hi):
                 pool_kernels.max_pool_backward(dy[lo:hi], mask[lo:hi], dx[lo:hi])
@@ -78,6 +81,14 @@ class PoolingWindows:
                 pool_kernels.ave_pool_backward(dy[lo:hi], self.kernel, self.stride, self.pad, dx[lo:hi])
 
         parallel.over_slices(unpool, dx.shape[0], dx.nbytes + 2 * dy.nbytes)
+
+
+def planes(a):
+    """(N, C, H, W) as (N * C, 1, H, W), a view (an error rather than a copy for an array
+    that is not contiguous: the kernels write into it)."""
+    view = a.view()
+    view.shape = (a.shape[0] * a.shape[1], 1) + a.shape[2:]
+    return view
 
 
 def pooling_geometry(p):
