@@ -226,6 +226,42 @@ def _col2im_valid(col, kh, kw, sh, dh, dw, out_h, out_w, x, batch_major):
                         c += 1
 
 
+@jit
+def _pad_images(x, ph, pw, out):
+    batch, channels, height, width = x.shape
+    zero = x.dtype.type(0)
+    out_w = out.shape[3]
+    for n in range(batch):
+        for c in range(channels):
+            plane = out[n, c]
+            for r in range(ph):
+                for q in range(out_w):
+                    plane[r, q] = zero
+                    plane[ph + height + r, q] = zero
+            for r in range(height):
+                line = plane[ph + r]
+                src = x[n, c, r]
+                for q in range(pw):
+                    line[q] = zero
+                    line[pw + width + q] = zero
+                for q in range(width):
+                    line[pw + q] = src[q]
+
+
+def pad_images(x, pad, out):
+    """out = x (N, C, H, W) zero-padded by ``pad`` (ph, pw) on each side: (N, C, H + 2 ph,
+    W + 2 pw), written whole. With it, a padded convolution with horizontal stride 1 runs
+    :func:`im2col` without padding, on whole rows (the ``_valid`` kernels): cifar10_quick's
+    conv1 columns (3 images of 3 x 32 x 32, 5x5, pad 2) 1.8x-1.9x faster including the copy,
+    8 x 20 x 12 x 12 5x5 pad 2 1.7x-2.6x; about even for 64-pixel rows (2 x 3 x 64 x 64, 3x3)."""
+    ph, pw = pad
+    n, c, h, w = x.shape
+    if out.shape != (n, c, h + 2 * ph, w + 2 * pw) or not out.flags.c_contiguous:
+        raise ValueError(f"pad_images: output of shape {out.shape} does not fit {x.shape} padded by {pad}")
+    _pad_images(x, ph, pw, out)
+    return out
+
+
 def _valid(pad, stride):
     """No padding and horizontal stride 1: the geometry the ``_valid`` kernels handle."""
     return pad[0] == 0 and pad[1] == 0 and stride[1] == 1

@@ -18,8 +18,8 @@ import math
 
 import numpy as np
 
+from ..kernels import deconv, strips, winograd
 from ..kernels import im2col as conv_kernels
-from ..kernels import strips, winograd
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
 from ..layer import Layer
@@ -165,6 +165,8 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
                 f"input shape {shape} does not match the set-up channel axis {self.axis} with {self.channels} channels"
             )
 
+    map_direct = False  # one-image chunks for large output maps (``conv_gemm.MAP_DIRECT_BYTES``)
+
     def _column_chunks(self, image_shape, map_channels, map_size):
         """The GEMM strategy of this layer's geometry (``netlayers.kernels.conv_gemm``): im2col
         runs over ``image_shape``, the products give ``map_channels`` x ``map_size``."""
@@ -178,6 +180,7 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
             map_size=map_size,
             groups=self.p.group,
             dtype=self.dtype,
+            map_direct=self.map_direct,
         )
 
     def _too_small(self, size):
@@ -238,6 +241,18 @@ class Convolution(_ConvolutionBase):
             "bottoms": [(2, 3, 3, 3)],
             "params": {"convolution_param": {"num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}},
         },
+        {  # a first layer (3 channels, padded, stride 1): im2col on a zero-padded copy
+            "bottoms": [(2, 3, 6, 5)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 5,
+                    "pad": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
         {  # depthwise (group = channels), two outputs per channel: the direct kernels
             "bottoms": [(2, 3, 5, 6), (2, 3, 5, 6)],
             "tops": 2,
@@ -270,6 +285,7 @@ class Convolution(_ConvolutionBase):
     ]
 
     keep_top_data = False
+    map_direct = True  # the products of large maps land in NCHW (Deconvolution's maps are columns)
 
     def weight_shape(self):
         return (self.p.num_output, self.channels // self.p.group) + self.kernel
@@ -371,6 +387,9 @@ class Convolution(_ConvolutionBase):
             dx = self._image(bottom[i].diff) if propagate_down[i] else None
 
             def step(worker, piece, first, x=x, dx=dx, dy=dy):
+                if dx is None:  # the weight gradient alone (a net's first layer): dy read in place
+                    chunks.add_weight_grad_by_image(worker, dy, chunks.columns(worker, x, piece), piece, first)
+                    return
                 m = chunks.map_matrix(worker, dy, piece)
                 if want_weight:
                     chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first)
@@ -422,7 +441,9 @@ class Deconvolution(_ConvolutionBase):
         y[n, o, i s_h - p_h + u d_h, j s_w - p_w + v d_w] += W[c, o, u, v] x[n, c, i, j]
 
     Backward: with dcol = im2col(dE/dy): dE/dx[n] = W dcol[n], dE/dW += sum_n x[n] dcol[n]^T,
-    dE/db += sum over n and pixels of dE/dy.
+    dE/db += sum over n and pixels of dE/dy. Where ``deconv.applies`` (stride >= 2, a kernel at
+    least twice the stride, input rows of 32 or more) col2im and im2col run by output phases
+    (``netlayers.kernels.deconv``: the same bits, 1.15x-1.18x faster forward + backward).
     """
 
     example = [
@@ -450,6 +471,19 @@ class Deconvolution(_ConvolutionBase):
                 }
             },
         },
+        {  # rows of 32: the phase kernels (netlayers.kernels.deconv)
+            "bottoms": [(2, 2, 2, 32)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 2,
+                    "kernel_size": 4,
+                    "stride": 2,
+                    "pad": 1,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
     ]
 
     keep_top_data = False
@@ -473,7 +507,21 @@ class Deconvolution(_ConvolutionBase):
         self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
         self._out_image_shape = (self.batch, self.p.num_output) + out_size
-        self.chunks = self._column_chunks(self._out_image_shape, self.channels, size)
+        column_bytes = self.p.num_output * math.prod(self.kernel) * math.prod(size) * self.dtype.itemsize
+        if deconv.applies(self.kernel, self.stride, size[1], column_bytes):
+            self.chunks = deconv.PhaseChunks(
+                image_shape=self._out_image_shape,
+                kernel=self.kernel,
+                pad=self.pad,
+                stride=self.stride,
+                dilation=self.dilation,
+                map_channels=self.channels,
+                map_size=size,
+                groups=self.p.group,
+                dtype=self.dtype,
+            )
+        else:
+            self.chunks = self._column_chunks(self._out_image_shape, self.channels, size)
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
 
@@ -485,6 +533,9 @@ class Deconvolution(_ConvolutionBase):
             x, y = bottom[i].data, top[i].data.reshape(self._out_image_shape)
 
             def step(worker, piece, first, x=x, y=y):
+                if isinstance(chunks, deconv.PhaseChunks):  # adds the bias itself
+                    chunks.image_from_map(worker, weight, chunks.map_matrix(worker, x, piece), y, piece, bias)
+                    return
                 chunks.image_from_map(worker, weight, chunks.map_matrix(worker, x, piece), y, piece)
                 if bias is not None and chunks.last_band(piece):
                     a, b = piece.first, piece.stop

@@ -1,0 +1,216 @@
+"""Deconvolution's phase kernels (netlayers.kernels.deconv) against im2col / col2im (bit for
+bit) and a direct numpy formula, and the Deconvolution layer on that path: the same bits as
+the generic path, the definition, gradients, bands, groups, 1 and 2 workers, and its rule."""
+
+import itertools
+
+import numpy as np
+import pytest
+from layer_harness import assert_gradients, make_layer
+from reference import deconvolution
+
+from netlayers import parallel
+from netlayers.kernels import conv_gemm, deconv
+from netlayers.kernels import im2col as conv_kernels
+
+# (stride, kernel, pad, dilation) per axis pair; (H, W) of the deconvolution's input
+GEOMETRIES = [
+    ((2, 2), (4, 4), (1, 1), (1, 1)),
+    ((2, 2), (3, 3), (1, 1), (1, 1)),
+    ((2, 2), (2, 2), (0, 0), (1, 1)),
+    ((2, 2), (5, 5), (2, 2), (1, 1)),
+    ((3, 3), (5, 5), (1, 1), (1, 1)),
+    ((3, 3), (2, 2), (0, 0), (1, 1)),
+    ((3, 3), (4, 4), (2, 2), (1, 1)),
+    ((2, 3), (3, 4), (0, 2), (1, 1)),
+    ((1, 2), (3, 4), (1, 1), (1, 1)),
+    ((2, 2), (3, 3), (1, 0), (2, 2)),
+]
+SIZES = [(3, 5), (4, 4), (1, 2)]
+
+
+def out_size(in_size, kernel, pad, stride, dilation):
+    return tuple(s * (n - 1) + d * (k - 1) + 1 - 2 * p for n, k, p, s, d in zip(in_size, kernel, pad, stride, dilation))
+
+
+def direct_col2im(col, kernel, pad, stride, dilation, in_size, out):
+    """y[n, o, i s - p + u d, j s - p + v d] += col[(o, u, v), n, (i, j)], inside the output."""
+    images, outputs, oh, ow = out
+    y = np.zeros(out)
+    col = col.reshape(outputs, kernel[0], kernel[1], images, in_size[0], in_size[1])
+    for u, v, i, j in itertools.product(range(kernel[0]), range(kernel[1]), range(in_size[0]), range(in_size[1])):
+        yy, xx = i * stride[0] - pad[0] + u * dilation[0], j * stride[1] - pad[1] + v * dilation[1]
+        if 0 <= yy < oh and 0 <= xx < ow:
+            y[:, :, yy, xx] += col[:, u, v, :, i, j].T
+    return y
+
+
+def geometry_cases():
+    for (stride, kernel, pad, dilation), size in itertools.product(GEOMETRIES, SIZES):
+        if min(out_size(size, kernel, pad, stride, dilation)) > 0:
+            yield stride, kernel, pad, dilation, size
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_phase_kernels_give_col2im_and_im2col_bit_for_bit(dtype, rng):
+    checked = 0
+    for stride, kernel, pad, dilation, size in geometry_cases():
+        images, outputs = (1, 3) if size == (1, 2) else (2, 2)
+        oh, ow = out_size(size, kernel, pad, stride, dilation)
+        geometry = (kernel, pad, stride, dilation)
+        layout = deconv.PhaseLayout(*geometry, size, (oh, ow))
+        buffer = np.full(layout.size + 3, np.nan, dtype)
+        col = rng.standard_normal((outputs * kernel[0] * kernel[1], images, size[0] * size[1])).astype(dtype)
+        bias = rng.standard_normal(outputs).astype(dtype)
+        expected = np.empty((images, outputs, oh, ow), dtype)
+        conv_kernels.col2im(col, *geometry, size, expected, False)
+        conv_kernels.add_bias(expected.reshape(images, outputs, -1), bias)
+        got = np.full_like(expected, np.nan)
+        deconv.phase_col2im(col, *geometry, size, layout, bias, got, buffer)
+        np.testing.assert_array_equal(got, expected, err_msg=str((stride, kernel, pad, dilation, size)))
+        direct = direct_col2im(col.astype(np.float64), *geometry, size, expected.shape) + bias[:, None, None]
+        np.testing.assert_allclose(got, direct, rtol=1e-5, atol=1e-5)
+
+        image = rng.standard_normal((images, outputs, oh, ow)).astype(dtype)
+        want = np.empty_like(col)
+        conv_kernels.im2col(image, *geometry, size, want, False)
+        columns = np.full_like(col, np.nan)
+        deconv.phase_im2col(image, *geometry, size, layout, columns, buffer)
+        np.testing.assert_array_equal(columns, want, err_msg=str((stride, kernel, pad, dilation, size)))
+        checked += 1
+    assert checked >= 25
+
+
+def test_phase_im2col_of_a_band_of_rows_equals_im2col_band(rng):
+    kernel, pad, stride, dilation, size = (4, 4), (1, 1), (2, 2), (1, 1), (5, 3)
+    oh, ow = out_size(size, kernel, pad, stride, dilation)
+    image = rng.standard_normal((2, 3, oh, ow))
+    layout = deconv.PhaseLayout(kernel, pad, stride, dilation, size, (oh, ow))
+    table = conv_kernels.geometry_table(image.shape, kernel, pad, stride, dilation, size)
+    lanes = np.empty(layout.size)
+    for top, rows in [(0, 2), (2, 2), (4, 1)]:
+        band = conv_kernels.band_table(table, top, rows, stride[0], ow)
+        want = np.empty((3 * 16, 2, rows * size[1]))
+        conv_kernels.im2col_band(image, kernel, stride, size[1], band, rows, want)
+        got = deconv.phase_im2col(
+            image, kernel, pad, stride, dilation, size, layout, np.empty_like(want), lanes, top, rows
+        )
+        np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_reject_buffers_that_do_not_fit():
+    layout = deconv.PhaseLayout((4, 4), (1, 1), (2, 2), (1, 1), (3, 3), (6, 6))
+    y = np.empty((1, 2, 6, 6))
+    with pytest.raises(ValueError, match="do not fit"):
+        deconv.phase_col2im(
+            np.empty((32, 1, 8)), (4, 4), (1, 1), (2, 2), (1, 1), (3, 3), layout, np.zeros(2), y, np.empty(layout.size)
+        )
+    with pytest.raises(ValueError, match="too small"):
+        deconv.phase_im2col(y, (4, 4), (1, 1), (2, 2), (1, 1), (3, 3), layout, np.empty((32, 1, 9)), np.empty(3))
+
+
+def test_rule_takes_wide_rows_and_kernels_twice_the_stride():
+    budget = conv_gemm.COLUMN_CHUNK_BYTES
+    assert deconv.applies((4, 4), (2, 2), 32, budget)  # the decoders' and GANs' 4x4 stride 2
+    assert deconv.applies((6, 6), (3, 3), 40, 1000)
+    assert not deconv.applies((4, 4), (2, 2), 16, 1000)  # rows of 16: measured no faster
+    assert not deconv.applies((3, 3), (2, 2), 32, 1000)  # fewer overlapping taps
+    assert not deconv.applies((2, 2), (2, 2), 32, 1000)  # kernel == stride: measured slower
+    assert not deconv.applies((4, 4), (1, 1), 32, 1000)  # stride 1: col2im's runs are contiguous
+    assert not deconv.applies((4, 4), (2, 2), 32, budget + 1)  # bands of rows
+
+
+@pytest.mark.parametrize("dtype,width,phases", [(np.float32, 32, True), (np.float64, 16, False)])
+def test_layer_chooses_by_the_rule(dtype, width, phases):
+    layer, _, _ = make_layer(deconv_spec(16, 4, 2, 1), [np.zeros((2, 32, 3, width))], dtype=dtype)
+    assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
+
+
+def deconv_spec(num_output, kernel, stride, pad, dilation=1, group=1, bias=True):
+    param = {
+        "num_output": num_output,
+        "kernel_size": kernel,
+        "stride": stride,
+        "pad": pad,
+        "dilation": dilation,
+        "group": group,
+        "bias_term": bias,
+        "weight_filler": {"type": "gaussian", "std": 0.5},
+        "bias_filler": {"type": "gaussian", "std": 0.5},
+    }
+    return {"type": "Deconvolution", "convolution_param": param}
+
+
+def forward_backward(spec, x, dtype, phases, monkeypatch):
+    """Output, input gradient and param gradients of one forward + backward on the phase path
+    (``phases``) or the generic one."""
+    monkeypatch.setattr(deconv, "applies", lambda *geometry: phases)
+    layer, bottom, top = make_layer(spec, [x], dtype=dtype)
+    assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
+    layer.forward(bottom, top)
+    top[0].diff[...] = np.random.default_rng(3).standard_normal(top[0].shape)
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    layer.Backward_cpu(top, [True], bottom)
+    weight, bias = layer.blobs[0].data, layer.blobs[1].data if len(layer.blobs) > 1 else None
+    return (top[0].data.copy(), bottom[0].diff.copy(), *[b.diff.copy() for b in layer.blobs]), (weight, bias)
+
+
+LAYER_CASES = [  # (input shape, num_output, kernel, stride, pad, dilation, group, bias)
+    ((2, 4, 5, 3), 6, 4, 2, 1, 1, 1, True),
+    ((1, 3, 4, 5), 2, 3, 2, 1, 1, 1, False),
+    ((3, 4, 3, 3), 4, 5, 3, 2, 1, 2, True),
+    ((2, 2, 3, 4), 3, 3, 2, 0, 2, 1, True),
+]
+
+
+@pytest.mark.parametrize("case", LAYER_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_layer_on_phases_gives_the_generic_bits_and_the_definition(case, dtype, rng, monkeypatch):
+    shape, outputs, kernel, stride, pad, dilation, group, bias = case
+    spec = deconv_spec(outputs, kernel, stride, pad, dilation, group, bias)
+    x = rng.standard_normal(shape)
+    saved = parallel.thread_count()
+    try:
+        for workers in (1, 2):
+            parallel.set_thread_count(workers)
+            generic, _ = forward_backward(spec, x, dtype, False, monkeypatch)
+            phased, (weight, b) = forward_backward(spec, x, dtype, True, monkeypatch)
+            for want, got in zip(generic, phased):
+                np.testing.assert_array_equal(got, want)
+    finally:
+        parallel.set_thread_count(saved)
+    expected = deconvolution(
+        x,
+        weight.astype(np.float64),
+        None if b is None else b.astype(np.float64),
+        (stride,) * 2,
+        (pad,) * 2,
+        (dilation,) * 2,
+        group,
+    )
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(phased[0], expected, rtol=tolerance, atol=tolerance * 10)
+
+
+def test_layer_on_phases_in_bands_of_rows(rng, monkeypatch):
+    """Images whose columns exceed the chunk budget are cut into bands of input rows."""
+    spec = deconv_spec(3, 4, 2, 1)
+    x = rng.standard_normal((2, 2, 5, 4))
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 1)
+    generic, _ = forward_backward(spec, x, np.float64, False, monkeypatch)
+    phased, (weight, bias) = forward_backward(spec, x, np.float64, True, monkeypatch)
+    for want, got in zip(generic, phased):
+        np.testing.assert_array_equal(got, want)
+    expected = deconvolution(x, weight, bias, (2, 2), (1, 1), (1, 1), 1)
+    np.testing.assert_allclose(phased[0], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", [LAYER_CASES[0], LAYER_CASES[2]])
+def test_layer_gradients_on_phases(case, rng, monkeypatch):
+    shape, outputs, kernel, stride, pad, dilation, group, bias = case
+    spec = deconv_spec(outputs, kernel, stride, pad, dilation, group, bias)
+    monkeypatch.setattr(deconv, "applies", lambda *geometry: True)
+    layer, _, _ = make_layer(spec, [rng.standard_normal(shape)])
+    assert isinstance(layer.chunks, deconv.PhaseChunks)
+    assert_gradients(spec, [rng.standard_normal(shape)])
