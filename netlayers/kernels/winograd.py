@@ -51,10 +51,12 @@ MIN_CHANNELS_BY_SIZE = 1024
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of
 # buffers (the largest any of them needs), whichever way it runs
 TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
-BAND_BYTES = 1 << 22  # transformed tiles of a band of tile rows (V, and M likewise), a worker.
-# Forward + backward against im2col, per-round median: 128 -> 128 at 32 x 32 with 1 MiB (3 bands)
-# 1.27x, 2 MiB (2 bands) 1.44x, 4 MiB (1 band) 1.59x; 256 -> 256 at 16 x 16 1.25x, 1.56x, 1.52x.
-# The VGG net's peak memory: 72.6 MiB without Winograd, 81-83 with 2 MiB bands, 84-85 with 4 MiB.
+BAND_BYTES = 1 << 21  # transformed tiles of a band of tile rows (V, and M likewise), a worker.
+# With F(2x2) alone, forward + backward against im2col, per-round median: 128 -> 128 at 32 x 32
+# with 1 MiB (3 bands) 1.27x, 2 MiB (2 bands) 1.44x, 4 MiB (1 band) 1.59x; 256 -> 256 at 16 x 16
+# 1.25x, 1.56x, 1.52x. With F(4x4) and runs of images, whole nets side by side (8 rounds, ms,
+# min / median, 4 MiB against 2 MiB): VGG 97.4 / 125.1 against 98.9 / 129.6, ResNet 111.1 / 118.3
+# against 92.9 / 117.5; VGG's peak memory (bench_nets --memory) 79 MiB against 67: 2 MiB it is.
 RUN_TILES = 256  # images whose tiles fit a band run side by side up to this many tiles a channel
 # (and at most BAND_BYTES): 256 -> 256 at 16 x 16 (72 tiles an image), backward 1.12x with runs of
 # 2 images; 64 -> 64 at 32 x 32 (272 tiles) gained nothing from runs of 3 and its forward lost 7-10%.
