@@ -5,7 +5,8 @@
 numba compiles a kernel the first time it is called and keeps the machine code in its disk
 cache; a fresh install has an empty cache. For each net of ``tools/bench_nets.py`` asked for,
 in a fresh Python process with numba's cache in ``--cache`` (default: a new empty folder;
-``NUMBA_CACHE_DIR``), this prints:
+``NUMBA_CACHE_DIR``; the nets run one after another, so a later net finds the kernels an
+earlier one compiled), this prints:
 
 - *import*: ``import netlayers`` and numpy;
 - *first step*: building the float32 TRAIN net and its first forward + backward, with the
@@ -59,6 +60,9 @@ print(json.dumps({{"import": imported - start, "first": first - begin, "next": s
 
 MEASURE_TORCH = """
 import json, sys, time
+start = time.perf_counter()
+import torch
+imported = time.perf_counter()
 sys.path.insert(0, {tools!r})
 import bench_nets
 import numpy as np
@@ -66,15 +70,13 @@ import netlayers
 spec = bench_nets.NETS[{net!r}].spec()
 inputs = bench_nets.fixed_inputs(spec)
 params = bench_nets.netlayers_params_as_torch(netlayers.Net(spec, dtype=np.float32, seed=bench_nets.SEED))
-start = time.perf_counter()
-import torch
-imported = time.perf_counter()
+begin = time.perf_counter()
 step, _ = bench_nets.build_torch(spec, inputs, params)
 step()
 first = time.perf_counter()
 step()
 second = time.perf_counter()
-print(json.dumps({{"import": imported - start, "first": first - imported, "next": second - first}}))
+print(json.dumps({{"import": imported - start, "first": first - begin, "next": second - first}}))
 """
 
 
