@@ -36,7 +36,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .im2col import geometry_table
+from .im2col import geometry_table, pad_plane
 
 # Indices are unsigned (np.uint64), as in im2col: numba then skips the negative-index
 # wraparound test, which kept the stride-1 row loops from vectorizing (3x slower measured).
@@ -124,17 +124,6 @@ def _backward_weight(dy, x, table, sh, sw, width, out_w, multiplier, weight_diff
 
 
 @jit
-def _pad_plane(src, base, height, width, top, left, padded_width, padded):
-    """padded[(top + h) * padded_width + left + w] = src[base + h * width + w], 0 elsewhere."""
-    padded[:] = 0
-    for h in range(height):
-        row = np.uint64((top + h) * padded_width + left)
-        at = np.uint64(base + h * width)
-        for w in range(np.uint64(width)):
-            padded[row + w] = src[at + w]
-
-
-@jit
 def _add_taps(padded, offsets, weights, length, ext):
     """ext[k] += sum over taps t, in order, of weights[t] padded[k + offsets[t]], k < length; nine
     taps in one pass (one load and store of ext instead of nine), others tap by tap."""
@@ -184,7 +173,7 @@ def _forward_unit_stride(x, weight, bias, pad_h, pad_w, offsets, out_h, out_w, m
     ext = np.empty(length, x.dtype)
     src, dst = x.reshape(-1), y.reshape(-1)
     for task in range(batch * channels):
-        _pad_plane(src, task * height * width, height, width, pad_h, pad_w, grid_width, padded)
+        pad_plane(src, task * height * width, height, width, pad_h, pad_w, grid_width, padded)
         n, c = task // channels, task % channels
         for m in range(multiplier):
             o = c * multiplier + m
@@ -209,7 +198,7 @@ def _backward_data_unit_stride(dy, flipped, reach_h, reach_w, pad_h, pad_w, offs
         for m in range(multiplier):
             o = c * multiplier + m
             base = (n * out_channels + o) * out_h * out_w
-            _pad_plane(src, base, out_h, out_w, reach_h - pad_h, reach_w - pad_w, grid_width, padded)
+            pad_plane(src, base, out_h, out_w, reach_h - pad_h, reach_w - pad_w, grid_width, padded)
             _add_taps(padded, offsets, flipped[o], length, ext)
         _take_grid(ext, grid_width, height, width, dst, task * height * width)
 
@@ -228,7 +217,7 @@ def _backward_weight_unit_stride(dy, x, pad_h, pad_w, offsets, multiplier, weigh
     for o in range(lo, hi):
         lanes[:] = 0
         for n in range(batch):
-            _pad_plane(
+            pad_plane(
                 src, (n * channels + o // multiplier) * height * width, height, width, pad_h, pad_w, grid_width, padded
             )
             base = (n * out_channels + o) * out_h * out_w

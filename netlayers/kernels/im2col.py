@@ -227,25 +227,24 @@ def _col2im_valid(col, kh, kw, sh, dh, dw, out_h, out_w, x, batch_major):
 
 
 @jit
+def pad_plane(src, base, height, width, top, left, padded_width, padded):
+    """padded[(top + h) * padded_width + left + w] = src[base + h * width + w], 0 elsewhere
+    (``src`` and ``padded`` flat: one plane into a larger, zero-bordered one)."""
+    padded[:] = 0
+    for h in range(height):
+        row = np.uint64((top + h) * padded_width + left)
+        at = np.uint64(base + h * width)
+        for w in range(np.uint64(width)):
+            padded[row + w] = src[at + w]
+
+
+@jit
 def _pad_images(x, ph, pw, out):
-    batch, channels, height, width = x.shape
-    zero = x.dtype.type(0)
-    out_w = out.shape[3]
-    for n in range(batch):
-        for c in range(channels):
-            plane = out[n, c]
-            for r in range(ph):
-                for q in range(out_w):
-                    plane[r, q] = zero
-                    plane[ph + height + r, q] = zero
-            for r in range(height):
-                line = plane[ph + r]
-                src = x[n, c, r]
-                for q in range(pw):
-                    line[q] = zero
-                    line[pw + width + q] = zero
-                for q in range(width):
-                    line[pw + q] = src[q]
+    planes, (height, width) = x.shape[0] * x.shape[1], x.shape[2:]
+    src, dst = x.reshape(-1), out.reshape(-1)
+    size, padded_width = out.shape[2] * out.shape[3], out.shape[3]
+    for p in range(planes):
+        pad_plane(src, p * height * width, height, width, ph, pw, padded_width, dst[p * size : (p + 1) * size])
 
 
 def pad_images(x, pad, out):
@@ -256,7 +255,7 @@ def pad_images(x, pad, out):
     8 x 20 x 12 x 12 5x5 pad 2 1.7x-2.6x; about even for 64-pixel rows (2 x 3 x 64 x 64, 3x3)."""
     ph, pw = pad
     n, c, h, w = x.shape
-    if out.shape != (n, c, h + 2 * ph, w + 2 * pw) or not out.flags.c_contiguous:
+    if out.shape != (n, c, h + 2 * ph, w + 2 * pw) or not (out.flags.c_contiguous and x.flags.c_contiguous):
         raise ValueError(f"pad_images: output of shape {out.shape} does not fit {x.shape} padded by {pad}")
     _pad_images(x, ph, pw, out)
     return out

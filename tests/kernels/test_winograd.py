@@ -39,9 +39,17 @@ def direct_data_grad(dy, weight, pad, image_shape):
     return padded[:, :, pad : pad + h, pad : pad + w]
 
 
-def run(x, weight, bias, dy, pad, dtype):
-    """(y, dx, dweight) by Winograd in ``dtype``; dweight starts at 1 (gradients add)."""
-    conv = WinogradConvolution(x.shape, weight.shape[0], pad, dtype)
+def direct_case(x, weight, bias, pad, rng):
+    """An output gradient dy drawn from ``rng`` and the direct formulas' (y, dx, dweight)."""
+    y = direct(x, weight, bias, pad)
+    dy = rng.standard_normal(y.shape)
+    return dy, (y, direct_data_grad(dy, weight, pad, x.shape), direct_weight_grad(x, dy, pad))
+
+
+def run(x, weight, bias, dy, pad, dtype, convolution=WinogradConvolution):
+    """(y, dx, dweight) by ``convolution`` (a Winograd class) in ``dtype``; dweight starts at 1
+    (gradients add)."""
+    conv = convolution(x.shape, weight.shape[0], pad, dtype)
     conv.filters(weight.astype(dtype))
     y = np.full(dy.shape, np.nan, dtype)
     conv.forward(x.astype(dtype), bias.astype(dtype), y)
@@ -72,10 +80,7 @@ def test_winograd_matches_the_direct_convolution(shape, outputs, pad, workers, b
     x = rng.standard_normal(shape)
     weight = rng.standard_normal((outputs, shape[1], 3, 3))
     bias = rng.standard_normal(outputs)
-    y_ref = direct(x, weight, bias, pad)
-    dy = rng.standard_normal(y_ref.shape)
-    dx_ref = direct_data_grad(dy, weight, pad, shape)
-    dw_ref = direct_weight_grad(x, dy, pad)
+    dy, (y_ref, dx_ref, dw_ref) = direct_case(x, weight, bias, pad, rng)
 
     y, dx, dw = run(x, weight, bias, dy, pad, np.float64)
     for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
@@ -97,10 +102,8 @@ def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers,
     assert WinogradConvolution(shape, outputs, pad, np.float64).run_images == 2
     rng = np.random.default_rng(6)
     x, weight, bias = rng.standard_normal(shape), rng.standard_normal((outputs, 3, 3, 3)), rng.standard_normal(outputs)
-    y_ref = direct(x, weight, bias, pad)
-    dy = rng.standard_normal(y_ref.shape)
+    dy, refs = direct_case(x, weight, bias, pad, rng)
     y, dx, dw = run(x, weight, bias, dy, pad, np.float64)
-    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
     for got, want in zip((y, dx, dw), refs):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 

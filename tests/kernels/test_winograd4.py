@@ -5,7 +5,8 @@ Convolution layer and the warmup."""
 import numpy as np
 import pytest
 from layer_harness import assert_gradients, make_layer
-from test_winograd import SMALL_WINOGRAD, convolution_layer, direct, direct_data_grad, direct_weight_grad
+from test_winograd import SMALL_WINOGRAD, convolution_layer, direct_case, direct_data_grad, direct_weight_grad
+from test_winograd import run as run_winograd
 
 from netlayers import parallel
 from netlayers.kernels import winograd, winograd4
@@ -14,14 +15,7 @@ from netlayers.kernels.winograd4 import Winograd4Convolution
 
 def run(x, weight, bias, dy, pad, dtype):
     """(y, dx, dweight) by F(4x4) in ``dtype``; dweight starts at 1 (gradients add)."""
-    conv = Winograd4Convolution(x.shape, weight.shape[0], pad, dtype)
-    conv.filters(weight.astype(dtype))
-    y = np.full(dy.shape, np.nan, dtype)
-    conv.forward(x.astype(dtype), bias.astype(dtype), y)
-    dx = np.full(x.shape, np.nan, dtype)  # written whole
-    dweight = np.ones(weight.shape, dtype)
-    conv.backward(x.astype(dtype), dy.astype(dtype), dx, dweight)
-    return y, dx, dweight - 1
+    return run_winograd(x, weight, bias, dy, pad, dtype, convolution=Winograd4Convolution)
 
 
 def test_the_transforms_give_a_correlation():
@@ -54,9 +48,7 @@ def test_f4_matches_the_direct_convolution(shape, outputs, pad, workers, band_by
     x = rng.standard_normal(shape)
     weight = rng.standard_normal((outputs, shape[1], 3, 3))
     bias = rng.standard_normal(outputs)
-    y_ref = direct(x, weight, bias, pad)
-    dy = rng.standard_normal(y_ref.shape)
-    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
+    dy, refs = direct_case(x, weight, bias, pad, rng)
 
     for got, want in zip(run(x, weight, bias, dy, pad, np.float64), refs):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
@@ -75,9 +67,7 @@ def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers,
     assert Winograd4Convolution(shape, outputs, pad, np.float64).run_images == 2
     rng = np.random.default_rng(6)
     x, weight, bias = rng.standard_normal(shape), rng.standard_normal((outputs, 3, 3, 3)), rng.standard_normal(outputs)
-    y_ref = direct(x, weight, bias, pad)
-    dy = rng.standard_normal(y_ref.shape)
-    refs = (y_ref, direct_data_grad(dy, weight, pad, shape), direct_weight_grad(x, dy, pad))
+    dy, refs = direct_case(x, weight, bias, pad, rng)
     for got, want in zip(run(x, weight, bias, dy, pad, np.float64), refs):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
@@ -87,9 +77,7 @@ def test_float32_error_at_many_channels_stays_below_2e_5():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((1, 128, 12, 12))
     weight = rng.standard_normal((128, 128, 3, 3)) * np.sqrt(2 / (9 * 128))
-    y_ref = direct(x, weight, np.zeros(128), 1)
-    dy = rng.standard_normal(y_ref.shape)
-    refs = (y_ref, direct_data_grad(dy, weight, 1, x.shape), direct_weight_grad(x, dy, 1))
+    dy, refs = direct_case(x, weight, np.zeros(128), 1, rng)
     for got, want in zip(run(x, weight, np.zeros(128), dy, 1, np.float32), refs):
         assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
