@@ -342,10 +342,13 @@ class TorchNetError(ValueError):
 
 
 def _single_number(param, name, default):
-    """A convolution field given as one number (the specs here never give per-axis lists)."""
+    """A convolution field as torch takes it: one number, or a (height, width) pair for a
+    two-item list (a one-item list is its number)."""
     value = param.get(name, default)
     if isinstance(value, list):
-        raise TorchNetError(f"{name}: lists are not translated")
+        if len(value) not in (1, 2):
+            raise TorchNetError(f"{name}: a list of {len(value)} values is not translated")
+        return value[0] if len(value) == 1 else tuple(value)
     return value
 
 
@@ -398,6 +401,17 @@ def torch_net(spec, params):
             elif kind == "ReLU":
                 in_place = top == bottoms[0]
                 function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
+            elif kind == "PReLU":
+                slope = self.parameter(name, 0)
+                function = lambda x: F.prelu(x, slope)  # noqa: E731
+            elif kind == "ELU":
+                alpha = layer.get("elu_param", {}).get("alpha", 1.0)
+                function = lambda x: F.elu(x, alpha)  # noqa: E731
+            elif kind in ("Sigmoid", "TanH"):
+                function = torch.sigmoid if kind == "Sigmoid" else torch.tanh
+            elif kind == "Concat":
+                axis = layer.get("concat_param", {}).get("axis", 1)
+                function = lambda *xs: torch.cat(xs, axis)  # noqa: E731
             elif kind == "Pooling":
                 function = self.pooling(layer["pooling_param"])
             elif kind == "LRN":
@@ -410,7 +424,7 @@ def torch_net(spec, params):
             elif kind == "Eltwise" and layer.get("eltwise_param", {}).get("operation", "SUM") == "SUM":
                 function = lambda a, b: a + b  # noqa: E731
             elif kind == "SoftmaxWithLoss":
-                function = lambda x, label: F.cross_entropy(x, label)  # noqa: E731
+                function = lambda x, label: F.cross_entropy(x.flatten(1) if x[0].numel() == x.shape[1] else x, label)  # noqa: E731
             else:
                 raise TorchNetError(f"layer '{name}': type {kind} is not translated")
             return function, bottoms, top
@@ -419,16 +433,18 @@ def torch_net(spec, params):
             p = layer["convolution_param"]
             weight = self.parameter(layer["name"], 0)
             bias = self.parameter(layer["name"], 1) if p.get("bias_term", True) else None
-            stride, pad, group = (_single_number(p, n, d) for n, d in (("stride", 1), ("pad", 0), ("group", 1)))
+            stride, pad, group, dilation = (
+                _single_number(p, n, d) for n, d in (("stride", 1), ("pad", 0), ("group", 1), ("dilation", 1))
+            )
             if layer["type"] == "Deconvolution":
-                return lambda x: F.conv_transpose2d(x, weight, bias, stride, pad, groups=group)
-            return lambda x: F.conv2d(x, weight, bias, stride, pad, groups=group)
+                return lambda x: F.conv_transpose2d(x, weight, bias, stride, pad, groups=group, dilation=dilation)
+            return lambda x: F.conv2d(x, weight, bias, stride, pad, dilation, group)
 
         def pooling(self, p):
             method = p.get("pool", "MAX")
             if p.get("global_pooling"):
-                if method != "AVE":
-                    raise TorchNetError("global pooling other than AVE is not translated")
+                if method == "MAX":
+                    return lambda x: F.adaptive_max_pool2d(x, 1)
                 return lambda x: F.adaptive_avg_pool2d(x, 1)
             kernel, stride, pad = p["kernel_size"], p.get("stride", 1), p.get("pad", 0)
             if method == "MAX":

@@ -13,4 +13,9 @@ import numba
 
 jit = numba.njit(cache=True, nogil=True)
 
-__all__ = ["jit"]
+# For loops that divide: numba's default error model tests every divisor for zero (to raise
+# ZeroDivisionError), and that test keeps the loop scalar. With numpy's error model a division
+# by zero gives inf or NaN, as in numpy, and the loop vectorizes (netlayers.kernels.vmath).
+vector_jit = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
+
+__all__ = ["jit", "vector_jit"]

@@ -5,28 +5,38 @@ Arrays: ``gates`` (M, 4D) holds the pre-activations [i', f', o', g'] in Caffe's 
 forget gate's sigmoid without the continuation factor); ``c_prev``, ``c``, ``tanh_c`` and ``h``
 (M, D); ``cont`` (M,): 0 where a sequence starts (the old cell is forgotten), 1 where it goes on.
 
-The forward stays in numpy ufuncs (its exp and tanh are faster there); the backward is
-arithmetic only and runs as one numba pass.
+The forward's activations run ``vmath``'s float32 kernels (numpy's ufuncs for float64), the
+rest in numpy; the backward is arithmetic only and runs as one numba pass.
 """
 
 import numpy as np
 
+from . import vmath
 from ._jit import jit
-from .elementwise import sigmoid_forward
+from .elementwise import sigmoid_forward, tanh_forward
+
+
+def gate_activations(gates, acts):
+    """``acts`` = [sigmoid(i', f', o'), tanh(g')] of the (M, 4 D) ``gates``."""
+    dim = gates.shape[1] // 4
+    if gates.dtype == acts.dtype == np.float32 and gates.flags.c_contiguous and acts.flags.c_contiguous:
+        vmath.lstm_gates(gates, acts, dim)
+        return
+    sigmoid_forward(gates[:, : 3 * dim], out=acts[:, : 3 * dim])
+    np.tanh(gates[:, 3 * dim :], out=acts[:, 3 * dim :])
 
 
 def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
     """i, f, o = sigmoid(i', f', o'), g = tanh(g'); c = (cont f) c_prev + i g (Caffe's f is
     cont * sigmoid(f')); h = o tanh(c). Writes ``acts``, ``c``, ``tanh_c`` and ``h``."""
     dim = c.shape[1]
-    sigmoid_forward(gates[:, : 3 * dim], out=acts[:, : 3 * dim])
-    np.tanh(gates[:, 3 * dim :], out=acts[:, 3 * dim :])
+    gate_activations(gates, acts)
     i, f, o, g = (acts[:, k * dim : (k + 1) * dim] for k in range(4))
     np.multiply(f, cont[:, None], out=c)
     c *= c_prev
     np.multiply(i, g, out=tanh_c)
     c += tanh_c
-    np.tanh(c, out=tanh_c)
+    tanh_forward(c, out=tanh_c)
     np.multiply(o, tanh_c, out=h)
 
 

@@ -83,7 +83,7 @@ class TanH(NeuronLayer):
     example = {"bottoms": [(2, 3, 4)]}
 
     def Forward_cpu(self, bottom, top):
-        np.tanh(bottom[0].data, out=top[0].data)
+        elementwise.tanh_forward(bottom[0].data, out=top[0].data)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -106,7 +106,10 @@ class ELU(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_negative_part", bottom[0].shape, bottom[0].dtype)
+        if bottom[0].dtype == np.float32:  # vmath's kernel needs no scratch
+            self._negative_part = None
+        else:
+            self.buffer("_negative_part", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         elementwise.elu_forward(bottom[0].data, self.p.alpha, out=top[0].data, scratch=self._negative_part)
@@ -426,10 +429,7 @@ class Swish(NeuronLayer):
         self.buffer("_sigmoid", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
-        x, s = bottom[0].data, self._sigmoid
-        np.multiply(x, x.dtype.type(self.p.beta), out=s)
-        elementwise.sigmoid_forward(s, out=s)
-        np.multiply(x, s, out=top[0].data)
+        elementwise.swish_forward(bottom[0].data, self.p.beta, self._sigmoid, out=top[0].data)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:

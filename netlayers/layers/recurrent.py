@@ -292,12 +292,12 @@ class RNN(_Recurrent):
             np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
             np.matmul(scaled[t], recurrent.T, out=hidden[t + 1])
             hidden[t + 1] += self.gate_input[t]
-            np.tanh(hidden[t + 1], out=hidden[t + 1])
+            elementwise.tanh_forward(hidden[t + 1], out=hidden[t + 1])
         rows = self.steps * self.streams
         out = output.reshape(rows, -1)
         parallel.matmul(hidden[1:].reshape(rows, -1), self.blobs[-2].data.T, out)
         out += self.blobs[-1].data
-        np.tanh(out, out=out)
+        elementwise.tanh_forward(out, out=out)
         return [hidden[self.steps]]
 
     def run_steps_backward(self, top, cont, final_diffs):

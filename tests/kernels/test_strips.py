@@ -115,7 +115,10 @@ def test_the_direct_gradient_formulas_are_im2cols():
     np.testing.assert_allclose(np.vdot(direct_data_grad(dy, weight, pad, dilation, x.shape), other), along)
 
 
-def test_outputs_and_data_gradients_are_the_same_bits_for_any_worker_count(thread_count, monkeypatch):
+def test_outputs_and_data_gradients_agree_for_any_worker_count(thread_count, monkeypatch):
+    """Chunks of other sizes give the same outputs; the data gradient's products then have other
+    heights, and OpenBLAS's Haswell kernels (AVX2 machines) round those a little differently
+    (seen: 4e-6 on values of 40), so it must agree to float32 rounding, not to the bit."""
     rng = np.random.default_rng(2)
     x, weight = rng.standard_normal((5, 8, 9, 9)).astype(np.float32), rng.standard_normal((6, 8, 5, 5))
     bias, dy = rng.standard_normal(6), rng.standard_normal((5, 6, 9, 9)).astype(np.float32)
@@ -126,7 +129,8 @@ def test_outputs_and_data_gradients_are_the_same_bits_for_any_worker_count(threa
         y, dx, _ = run(x, weight, bias, dy, (2, 2), (1, 1), np.float32)
         results.append((y, dx))
     for y, dx in results[1:]:
-        assert np.array_equal(y, results[0][0]) and np.array_equal(dx, results[0][1])
+        np.testing.assert_array_equal(y, results[0][0])
+        np.testing.assert_allclose(dx, results[0][1], rtol=0, atol=1e-6 * np.abs(results[0][1]).max())
 
 
 def test_backward_computes_only_what_is_asked():

@@ -1,0 +1,157 @@
+"""netlayers.kernels.vmath: float32 sigmoid, tanh, ELU, Swish and the LSTM gates against float64
+references, at special values, across block edges, in place and split over workers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from netlayers import parallel
+from netlayers.kernels import elementwise, recurrent, vmath
+
+REPO = Path(__file__).resolve().parents[2]
+MAX_ULPS = 4
+
+
+def sample(seed=0):
+    rng = np.random.default_rng(seed)
+    parts = [
+        rng.standard_normal(50_000) * 4,
+        rng.uniform(-100, 100, 20_000),
+        np.linspace(-1, 1, 20_001),
+        np.linspace(-90, 90, 20_001),
+        [0.0, 1e-30, -1e-30, 1e-6, -1e-6, 0.3465, -0.3466, 0.625, -0.625, 86.9, -86.9, 87.5, -87.5],
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def sigmoid64(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def elu64(x, alpha=1.0):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def assert_close(got, want, where=""):
+    """Within MAX_ULPS float32 ulps of the float64 ``want`` where that is a normal float32; within
+    1e-37 absolute below (vmath holds exp at exp(-87): sigmoid(-100) is 6e-39, not 4e-44)."""
+    want32 = want.astype(np.float32)
+    normal = np.abs(want32) >= 1e-30
+    ulps = np.abs(got[normal].astype(np.float64) - want[normal]) / np.spacing(np.abs(want32[normal]))
+    assert ulps.max() <= MAX_ULPS, f"{where}: {ulps.max():.1f} ulps at x = {np.flatnonzero(normal)[ulps.argmax()]}"
+    assert np.abs(got[~normal].astype(np.float64) - want[~normal]).max(initial=0) <= 1e-37, where
+
+
+def run(kernel, x):
+    y = np.empty_like(x)
+    kernel(x, y)
+    return y
+
+
+def test_sigmoid_tanh_elu_swish_within_a_few_ulps():
+    x = sample()
+    xd = x.astype(np.float64)
+    assert_close(run(vmath.sigmoid, x), sigmoid64(xd), "sigmoid")
+    assert_close(run(vmath.tanh, x), np.tanh(xd), "tanh")
+    assert_close(run(lambda a, b: vmath.elu(a, np.float32(0.7), b), x), elu64(xd, 0.7), "elu")
+    s, y = np.empty_like(x), np.empty_like(x)
+    vmath.swish(x, np.float32(1.5), s, y)
+    scaled = (np.float32(1.5) * x).astype(np.float64)  # beta x is rounded to float32 first
+    assert_close(s, sigmoid64(scaled), "swish's sigmoid")
+    assert_close(y, xd * s.astype(np.float64), "swish")
+
+
+def test_special_values():
+    x = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 200.0, -200.0], np.float32)
+    sig, tanh = run(vmath.sigmoid, x), run(vmath.tanh, x)
+    elu = run(lambda a, b: vmath.elu(a, np.float32(2.0), b), x)
+    assert np.isnan(sig[0]) and np.isnan(tanh[0]) and np.isnan(elu[0])  # NaN stays NaN
+    assert sig[1] == 1.0 and 0.0 <= sig[2] < 1e-37 and sig[3] == 0.5 and sig[5] == 1.0 and 0 <= sig[6] < 1e-37
+    np.testing.assert_array_equal(tanh[1:], [1.0, -1.0, 0.0, -0.0, 1.0, -1.0])
+    assert np.signbit(tanh[4]) and not np.signbit(tanh[3])
+    np.testing.assert_array_equal(elu[1:], [np.inf, -2.0, 0.0, 0.0, 200.0, -2.0])
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, vmath.BLOCK - 1, vmath.BLOCK, vmath.BLOCK + 1, 3 * vmath.BLOCK + 5])
+def test_every_length_and_in_place(size):
+    x = sample(1)[:size].copy()
+    for kernel in (vmath.sigmoid, vmath.tanh, lambda a, b: vmath.elu(a, np.float32(1.0), b)):
+        whole = run(kernel, sample(1))[:size]  # the same elements computed inside a longer array
+        out = run(kernel, x)
+        np.testing.assert_array_equal(out, whole)
+        in_place = x.copy()
+        kernel(in_place, in_place)
+        np.testing.assert_array_equal(in_place, out)
+
+
+def test_split_over_workers_gives_the_same_bits(thread_count):
+    x = np.random.default_rng(2).standard_normal((64, 32, 40, 40)).astype(np.float32)  # 13 MB
+    assert 2 * x.nbytes >= parallel.SPLIT_MIN_BYTES
+    one = run(vmath.sigmoid, x.reshape(-1)).reshape(x.shape)
+    thread_count(2)
+    two = elementwise.sigmoid_forward(x, out=np.empty_like(x))
+    tanh = elementwise.tanh_forward(x, out=np.empty_like(x))
+    np.testing.assert_array_equal(two, one)
+    np.testing.assert_array_equal(tanh, run(vmath.tanh, x.reshape(-1)).reshape(x.shape))
+
+
+def test_float64_keeps_numpy():
+    x = np.random.default_rng(3).standard_normal(1000) * 10
+    np.testing.assert_allclose(elementwise.sigmoid_forward(x, np.empty_like(x)), sigmoid64(x), rtol=1e-12, atol=1e-16)
+    np.testing.assert_array_equal(elementwise.tanh_forward(x, np.empty_like(x)), np.tanh(x))
+    got = elementwise.elu_forward(x, 0.5, np.empty_like(x), np.empty_like(x))
+    np.testing.assert_allclose(got, elu64(x, 0.5), rtol=1e-14)
+
+
+def test_non_contiguous_float32_takes_numpy():
+    x = np.random.default_rng(4).standard_normal((20, 10)).astype(np.float32)
+    out = np.zeros((20, 20), np.float32)
+    elementwise.sigmoid_forward(x, out=out[:, :10])
+    np.testing.assert_allclose(out[:, :10], sigmoid64(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    assert not out[:, 10:].any()
+
+
+def test_lstm_gates():
+    dim = 37
+    gates = (np.random.default_rng(5).standard_normal((9, 4 * dim)) * 3).astype(np.float32)
+    acts = np.empty_like(gates)
+    recurrent.gate_activations(gates, acts)
+    g64 = gates.astype(np.float64)
+    assert_close(acts[:, : 3 * dim], sigmoid64(g64[:, : 3 * dim]), "gates' sigmoid")
+    assert_close(acts[:, 3 * dim :], np.tanh(g64[:, 3 * dim :]), "gates' tanh")
+
+
+SCRIPT = """
+import numpy as np
+from netlayers.kernels import vmath
+parts = [np.linspace(-95, 95, 3001), np.linspace(-1, 1, 1001), [np.nan, np.inf, -np.inf]]
+x = np.concatenate(parts).astype(np.float32)
+out = {}
+kernels = {"sigmoid": vmath.sigmoid, "tanh": vmath.tanh, "elu": lambda a, b: vmath.elu(a, np.float32(1), b)}
+for name, kernel in kernels.items():
+    y = np.empty_like(x)
+    kernel(x, y)
+    out[name] = y
+np.savez(OUT, **out)
+"""
+
+
+def test_numba_disabled_agrees(tmp_path):
+    """As plain Python (NUMBA_DISABLE_JIT=1) the kernels give the compiled results to an ulp
+    (compiled, the polynomials use fused multiply-adds)."""
+    results = {}
+    for flag in ("0", "1"):
+        out = tmp_path / f"jit{flag}.npz"
+        env = dict(os.environ, NUMBA_DISABLE_JIT=flag, PYTHONPATH=str(REPO))
+        script = f"OUT = {str(out)!r}\n" + SCRIPT
+        subprocess.run([sys.executable, "-W", "error", "-c", script], env=env, check=True, cwd=REPO)
+        results[flag] = np.load(out)
+    for name in ("sigmoid", "tanh", "elu"):
+        compiled, python = results["0"][name], results["1"][name]
+        np.testing.assert_array_equal(np.isnan(compiled), np.isnan(python))
+        finite = np.isfinite(compiled)
+        np.testing.assert_array_max_ulp(compiled[finite], python[finite], maxulp=1)
