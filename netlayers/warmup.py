@@ -15,6 +15,8 @@ install time, by running what the kernels serve on tiny inputs:
   the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
   channel threshold at 1 too (its kernels; no example has its 64 channels);
+- the examples of layers that can run in place, in place (a kernel may have an in-place form:
+  ELU's backward);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
   the data layer's conversion kernel, for the dtypes they see.
 
@@ -61,8 +63,10 @@ def builtin_examples():
                 yield name, example
 
 
-def run_example(type_name, example, dtype):
-    """Forward and backward of one example setting on seeded inputs of ``dtype``."""
+def run_example(type_name, example, dtype, in_place=False):
+    """Forward and backward of one example setting on seeded inputs of ``dtype``; with
+    ``in_place``, with the top being the bottom (some kernels have an in-place form), if the
+    layer's settings allow it. Returns whether it ran."""
     rng = np.random.default_rng(0)
     layer = {
         "name": "warmup",
@@ -73,13 +77,15 @@ def run_example(type_name, example, dtype):
     }
     spec = check_layer_spec(layer, Where(file="warmup"))
     instance = spec.cls(spec, phase=example.get("phase", "TRAIN"), dtype=dtype, rng=rng)
+    if in_place and not instance.can_run_in_place():
+        return False
     labels = example.get("labels", {})
     bottom = []
     for i, shape in enumerate(example["bottoms"]):
         blob = Blob(shape, dtype)
         blob.data[...] = rng.integers(0, labels[i], shape) if i in labels else rng.standard_normal(shape)
         bottom.append(blob)
-    top = [Blob((), dtype) for _ in layer["top"]]
+    top = bottom[:1] if in_place else [Blob((), dtype) for _ in layer["top"]]
     try:
         instance.setup(bottom, top)
         instance.forward(bottom, top)
@@ -90,6 +96,7 @@ def run_example(type_name, example, dtype):
     finally:
         if hasattr(instance, "close"):
             instance.close()
+    return True
 
 
 #: What the message of an error about a missing optional dependency says.
@@ -189,6 +196,17 @@ def kernel_signatures():
     return count
 
 
+def run_in_place_examples():
+    """The examples of layers that can run in place, one bottom and one top, in place, in
+    float32 and float64. Returns the runs."""
+    runs = 0
+    for type_name, example in builtin_examples():
+        if layer_class(type_name).in_place and len(example["bottoms"]) == 1 and example.get("tops", 1) == 1:
+            for dtype in FLOAT_TYPES:
+                runs += run_example(type_name, example, dtype, in_place=True)
+    return runs
+
+
 def run_all_examples(skipped):
     """Every built-in layer's examples in float32 and float64; returns the runs."""
     runs = 0
@@ -220,6 +238,7 @@ def compile_kernels():
     finally:
         parallel.set_thread_count(before)
     runs += run_winograd4_examples()
+    runs += run_in_place_examples()
     run_fused_chains()
     run_solver_and_data_kernels()
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)
