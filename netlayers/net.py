@@ -136,8 +136,8 @@ class Net:
         specs = phase_layers(self.spec, self.phase, self.level, self.stages)
         self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
         self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
-        self._chains = {}  # BatchNorm index -> its BatchNorm -> Scale -> ReLU chain (layers.fused)
-        self._chain_ends = {}  # the same chains by their ReLU's index
+        self._chains = {}  # BatchNorm index -> its BatchNorm -> Scale [-> ReLU] chain (layers.fused)
+        self._chain_ends = {}  # the same chains by their last layer's index
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
@@ -167,7 +167,7 @@ class Net:
         for index in sorted(self._lenders):
             chain = find_chain(self.layers, self.bottom_vecs, self.top_vecs, self._lenders, index)
             if chain is not None:
-                self._chains[index] = self._chain_ends[index + 2] = chain
+                self._chains[index] = self._chain_ends[index + chain.length - 1] = chain
 
     def _note_lender(self, layer, bottoms, tops):
         """An in-place layer that would copy its input (``lent_input``: Scale) right after a layer
@@ -444,9 +444,10 @@ class Net:
                     borrower.lent_input = lender.kept_output()
                 loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
                 chain = self._chains.get(i)
-                if chain is not None and i + 2 <= last:
-                    if chain.forward_tail(self.bottom_vecs[i : i + 3], self.top_vecs[i : i + 3]):
-                        i += 3
+                if chain is not None and i + chain.length - 1 <= last:
+                    end = i + chain.length
+                    if chain.forward_tail(self.bottom_vecs[i:end], self.top_vecs[i:end]):
+                        i = end
                         continue
                 i += 1
         return loss
@@ -480,7 +481,7 @@ class Net:
                     and self.layer_need_backward[i]
                     and chain.backward(self.bottom_need_backward[chain.index : chain.index + 2])
                 ):
-                    i -= 3
+                    i -= chain.length
                     continue
                 self.backward_layer(i)
                 i -= 1

@@ -1,20 +1,23 @@
-"""BatchNorm -> Scale -> ReLU, the block of Caffe's ResNets and MobileNets, run as one.
+"""BatchNorm -> Scale [-> ReLU], the block of Caffe's ResNets and MobileNets, run as one.
 
-The three layers, in place on one blob, are each a pass or two over memory, and each is already
-as fast as memory allows: fusing them is what saves time. A net finds such chains when it is
-built (``find_chain``) and then, in a forward or backward pass that runs all three:
+The layers, in place on one blob, are each a pass or two over memory, and each is already as
+fast as memory allows: fusing them is what saves time. A net finds such chains when it is
+built (``find_chain``): BatchNorm, then a Scale it lends its values to, then, if the next layer
+is a ReLU in place on the blob, that ReLU too (without one, as before a residual sum, the
+chain is two layers long and runs as if a ReLU of slope 1 followed). Then, in a forward or
+backward pass that runs all of the chain:
 
 - forward: BatchNorm runs as usual (its statistics, its normalized values x_hat); then Scale
   and ReLU run as one pass over x_hat: y = relu(x_hat * s + b) (``scale_relu_forward``), read
   once and written once instead of twice each;
-- backward: the three backward passes become one pass of sums and one writing pass
+- backward: the backward passes become one pass of sums and one writing pass
   (``chain_backward``): with g the gradient after ReLU, Scale's gradients are sum g x_hat and
   sum g, and BatchNorm's two means of Scale's output gradient g s are s times their means.
 
 Each layer is left as its own forward and backward would leave it (BatchNorm's normalized
 values and moving averages, Scale's kept input, the blob's data and diff, the params' diffs), so
 a later pass may run them one by one (a forward starting at the Scale, ``debug_info``, the
-timing tools). The results equal the three layers' to rounding (sums in float64, as theirs).
+timing tools). The results equal the layers' to rounding (sums in float64, as theirs).
 """
 
 from .. import parallel
@@ -25,34 +28,46 @@ from .structure import Scale
 
 
 def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
-    """A :class:`Chain` when layers ``index``, ``index + 1``, ``index + 2`` are BatchNorm, a
-    Scale it lends its values to (``lenders``), and a ReLU with a slope >= 0, in place on that
-    blob, none of them weighting a loss; else None."""
-    if index not in lenders or index + 2 >= len(layers):
+    """A :class:`Chain` when layer ``index`` is a BatchNorm and ``index + 1`` a Scale it lends
+    its values to (``lenders``), then, when ``index + 2`` is a ReLU with a slope >= 0 in place
+    on that blob, with that ReLU; none of them weighting a loss. Else None."""
+    if index not in lenders or index + 1 >= len(layers):
         return None
-    bn, scale, relu = layers[index : index + 3]
+    bn, scale = layers[index : index + 2]
     blob = top_vecs[index][0]
     if (
         type(bn) is not BatchNorm  # these very classes: a subclass may compute otherwise
         or type(scale) is not Scale
-        or type(relu) is not ReLU
-        or relu.p.negative_slope < 0
         or len(bottom_vecs[index + 1]) != 1
-        or bottom_vecs[index + 2] != [blob]
-        or top_vecs[index + 2] != [blob]
-        or any(any(layer.loss_weights) for layer in (bn, scale, relu))
+        or any(any(layer.loss_weights) for layer in (bn, scale))
     ):
         return None
+    relu = layers[index + 2] if index + 2 < len(layers) else None
+    if not (
+        type(relu) is ReLU
+        and relu.p.negative_slope >= 0
+        and bottom_vecs[index + 2] == [blob]
+        and top_vecs[index + 2] == [blob]
+        and not any(relu.loss_weights)
+    ):
+        relu = None
     return Chain(index, bn, scale, relu, blob, bottom_vecs[index][0])
 
 
 class Chain:
-    """One BatchNorm -> Scale -> ReLU chain at layer ``index`` of its net, on ``blob``
-    (BatchNorm's top; ``bn_bottom`` is its bottom, ``blob`` itself when it runs in place)."""
+    """One BatchNorm -> Scale [-> ReLU] chain at layer ``index`` of its net, on ``blob``
+    (BatchNorm's top; ``bn_bottom`` is its bottom, ``blob`` itself when it runs in place).
+    ``relu`` is None for a chain of two layers; ``length`` is 2 or 3."""
 
     def __init__(self, index, bn, scale, relu, blob, bn_bottom):
         self.index, self.bn, self.scale, self.relu, self.blob = index, bn, scale, relu, blob
         self.bn_bottom = bn_bottom
+        self.layers = (bn, scale) if relu is None else (bn, scale, relu)
+        self.length = len(self.layers)
+
+    def slope(self, dtype):
+        """The ReLU's negative slope; 1 (y = v: no ReLU) for a chain of two layers."""
+        return dtype.type(1 if self.relu is None else self.relu.p.negative_slope)
 
     def fits(self):
         """Whether Scale's operand is one value per channel of BatchNorm's (N, C, P) view (its
@@ -60,38 +75,40 @@ class Chain:
         return tuple(self.scale.view) == tuple(self.bn.shape3) and self.scale.blobs[0].count == self.bn.channels
 
     def forward_tail(self, bottom, top):
-        """Scale and ReLU's forward as one pass, after BatchNorm's forward in the same pass."""
-        scale, relu, bn = self.scale, self.relu, self.bn
-        for layer, vecs in ((scale, (bottom[1], top[1])), (relu, (bottom[2], top[2]))):
+        """Scale and ReLU's forward as one pass, after BatchNorm's forward in the same pass
+        (``bottom`` and ``top``: the chain's layers' blob vectors)."""
+        scale, bn = self.scale, self.bn
+        for k, layer in enumerate(self.layers[1:], 1):
             layer._forward_done = False
-            layer.Reshape(*vecs)
+            layer.Reshape(bottom[k], top[k])
         if not self.fits():
             return False
         normalized = bn.kept_output()
         scale._kept = normalized  # what Scale's own forward would keep: the lent values
         s = scale.blobs[0].data.reshape(-1)
         b = scale.blobs[scale.bias_index].data.reshape(-1) if scale.bias_index is not None else scale._zeros
-        y = top[2][0].data.reshape(bn.shape3)
-        slope = y.dtype.type(relu.p.negative_slope)
+        y = top[-1][0].data.reshape(bn.shape3)
+        slope = self.slope(y.dtype)
         parallel.over_slices(
             lambda lo, hi: bn_kernels.scale_relu_forward(normalized, s, b, slope, y, lo, hi),
             bn.channels,
             2 * normalized.nbytes,
         )
-        scale._forward_done = relu._forward_done = True
+        for layer in self.layers[1:]:
+            layer._forward_done = True
         return True
 
     def backward(self, propagate):
-        """The three layers' backward as one. ``propagate``: the net's bottom_need_backward of
+        """The chain's backward as one. ``propagate``: the net's bottom_need_backward of
         BatchNorm (its bottom) and Scale (the chain's blob). Returns False (nothing done, the
-        net then runs the three backward passes) when a layer has not run its forward since its
+        net then runs the layers' backward passes) when a layer has not run its forward since its
         last reshape, or when Scale's last forward did not read BatchNorm's values (a forward
         that started at the Scale, on values set by hand), or when BatchNorm's bottom needs a
         gradient and is not the chain's blob (the one pass writes only the blob's diff)."""
-        bn, scale, relu = self.bn, self.scale, self.relu
+        bn, scale = self.bn, self.scale
         if propagate[0][0] and self.bn_bottom is not self.blob:
             return False
-        if not all(getattr(layer, "_forward_done", False) for layer in (bn, scale, relu)) or not self.fits():
+        if not all(getattr(layer, "_forward_done", False) for layer in self.layers) or not self.fits():
             return False
         if getattr(scale, "_kept", None) is not bn.kept_output():  # Scale read values of its own
             return False
@@ -104,7 +121,7 @@ class Chain:
             mode = 2 if propagate[1][0] else 3
         s = scale.blobs[0].data.reshape(-1)
         sum_gx, sum_g = scale._reduced, scale._reduced_bias
-        slope = dy.dtype.type(relu.p.negative_slope)
+        slope = self.slope(dy.dtype)
         parallel.over_slices(
             lambda lo, hi: bn_kernels.chain_backward(
                 dy, y, bn.normalized, s, bn.std.reshape(-1), slope, mode, sum_gx, sum_g, dy, lo, hi

@@ -1,5 +1,5 @@
-"""BatchNorm -> Scale -> ReLU run as one (netlayers.layers.fused) gives what the three layers
-give one by one: the same loss, blob values and gradients, param gradients and BatchNorm
+"""BatchNorm -> Scale [-> ReLU] run as one (netlayers.layers.fused) gives what the layers give
+one by one: the same loss, blob values and gradients, param gradients and BatchNorm
 statistics, to rounding; and it steps aside where it cannot tell the same story."""
 
 import numpy as np
@@ -11,8 +11,8 @@ from netlayers.gradcheck import check_net
 from netlayers.layers import fused
 
 
-def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False):
-    """Input -> [Conv ->] BatchNorm -> Scale -> ReLU (in place) -> InnerProduct -> loss."""
+def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=True):
+    """Input -> [Conv ->] BatchNorm -> Scale [-> ReLU] (in place) -> InnerProduct -> loss."""
     layers = [
         {
             "name": "data",
@@ -50,7 +50,11 @@ def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False):
             "top": blob,
             "scale_param": {"bias_term": bias, "filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}},
         },
-        {"name": "relu", "type": "ReLU", "bottom": blob, "top": blob, "relu_param": {"negative_slope": slope}},
+        *(
+            [{"name": "relu", "type": "ReLU", "bottom": blob, "top": blob, "relu_param": {"negative_slope": slope}}]
+            if relu
+            else []
+        ),
         {
             "name": "ip",
             "type": "InnerProduct",
@@ -101,6 +105,9 @@ SETTINGS = [
     {"slope": 0.1},
     {"bias": False},
     {"first": True},  # right after the input: BatchNorm passes no gradient on
+    {"relu": False},  # BatchNorm -> Scale alone (as before a residual sum)
+    {"relu": False, "global_stats": True},
+    {"relu": False, "first": True},
 ]
 
 
@@ -128,9 +135,18 @@ def test_the_fused_chain_gives_the_three_layers_results(setting, rng, monkeypatc
     assert_same(with_fusion, run(spec, inputs, False, monkeypatch))
 
 
-def test_the_fused_chain_passes_the_gradient_check():
-    report = check_net(chain_net(), seed=2)
+@pytest.mark.parametrize("relu", [True, False])
+def test_the_fused_chain_passes_the_gradient_check(relu):
+    report = check_net(chain_net(relu=relu), seed=2)
     assert report.passed, report.table()
+
+
+@pytest.mark.parametrize("relu", [True, False])
+def test_the_chain_is_as_long_as_its_layers(relu):
+    net = Net(chain_net(relu=relu), dtype=np.float32)
+    (chain,) = net._chains.values()
+    assert chain.length == (3 if relu else 2) and (chain.relu is None) != relu
+    assert net._chain_ends == {chain.index + chain.length - 1: chain}
 
 
 def test_a_forward_from_the_scale_on_values_set_by_hand_runs_the_layers_one_by_one(rng, monkeypatch):
