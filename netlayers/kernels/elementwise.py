@@ -97,6 +97,18 @@ def sigmoid_forward(x, out):
     return out
 
 
+def one_minus_exp_neg(y, out):
+    """out = 1 - exp(-y), as -expm1(-y) (accurate where y is tiny). float32: vmath's kernel."""
+    flat = _float32_flat(y, out)
+    if flat is None:
+        np.negative(y, out=out)
+        np.expm1(out, out=out)
+        return np.negative(out, out=out)
+    yf, of = flat
+    split(lambda lo, hi: vmath.one_minus_exp_neg(yf[lo:hi], of[lo:hi]), yf, 2)
+    return out
+
+
 def tanh_forward(x, out):
     """y = tanh(x). float32: vmath.tanh; else numpy's."""
     flat = _float32_flat(x, out)
@@ -120,8 +132,14 @@ def swish_forward(x, beta, sigmoid_out, out):
 
 
 def softplus(x, out, scratch):
-    """out = log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|)). ``scratch`` is
-    an array of x's shape; ``out`` may be x itself (it is written after x is last read)."""
+    """out = log(1 + exp(x)), computed stably as max(x, 0) + log1p(exp(-|x|)). float32:
+    vmath.softplus (``scratch`` unused); else numpy's ufuncs, with ``scratch`` an array of x's
+    shape. ``out`` may be x itself."""
+    flat = _float32_flat(x, out)
+    if flat is not None:
+        xf, yf = flat
+        split(lambda lo, hi: vmath.softplus(xf[lo:hi], yf[lo:hi]), xf, 2)
+        return out
     np.abs(x, out=scratch)
     np.negative(scratch, out=scratch)
     np.exp(scratch, out=scratch)

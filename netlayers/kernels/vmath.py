@@ -15,6 +15,10 @@ The exponential, for v = scale * x:
   (e^r - 1 - r) / r^2 on [-ln2/2, ln2/2]; q's relative error is below 1e-9);
 - e^v = 2^k (1 + q): k is added to the exponent bits of 1 + q (an integer add on an int32 view).
 
+softplus(x) = max(x, 0) + log1p(u), u = e^(-|x|) in (0, 1]: log1p(u) = 2 atanh(w) with
+w = u / (2 + u) <= 1/3, = 2 w (1 + w^2 L(w^2)), L a fitted degree-4 polynomial (relative error
+below 4e-10). 1 - e^(-y) (BNLL's backward, y >= 0) is -expm1(-y).
+
 tanh(x) = x + x^3 B(x^2) for |x| < 0.625 (B a fitted degree-4 polynomial, relative error
 below 2e-8), else sign(x) (1 - 2 / (e^(2|x|) + 1)). sigmoid(x) = 1 / (1 + e^(-x)).
 expm1 (ELU) is q itself where k = 0 (|v| < ln2 / 2, no cancellation), else e^v - 1.
@@ -58,6 +62,12 @@ _B1 = np.float32(0.13332782063150053)
 _B2 = np.float32(-0.05385247586884385)
 _B3 = np.float32(0.021003556947319334)
 _B4 = np.float32(-0.0061048401272072415)
+# (atanh(w) / w - 1) / w^2 ~ L0 + L1 z + ... + L4 z^4, z = w^2 <= 1/9
+_L0 = np.float32(0.33333333668367854)
+_L1 = np.float32(0.19999850720239262)
+_L2 = np.float32(0.142962906862838)
+_L3 = np.float32(0.10851665641630044)
+_L4 = np.float32(0.11619509172823306)
 
 
 @jit
@@ -158,6 +168,44 @@ def _elu_span(x, alpha, y, lo, hi, work):
             expm1 = q[j] if s[j] == _ROUND else e[j] - _ONE
             value = v if v > 0 else alpha * expm1
             yb[j] = value if v == v else v
+
+
+@jit
+def softplus(x, y):
+    """y = log(1 + e^x) = max(x, 0) + log1p(e^(-|x|)), flat float32 arrays (y may be x)."""
+    a, b, e, q, s = _scratch()
+    for start in range(0, x.size, BLOCK):
+        m = min(BLOCK, x.size - start)
+        xb, yb = x[start : start + m], y[start : start + m]
+        _load(xb, m, a)
+        for j in range(m):
+            b[j] = abs(a[j])
+        _exp_block(b, m, np.float32(-1.0), e, q, s)
+        for j in range(m):
+            v = a[j]
+            w = e[j] / (_TWO + e[j])
+            z = w * w
+            p = _L4 * z + _L3
+            p = p * z + _L2
+            p = p * z + _L1
+            p = p * z + _L0
+            value = (v if v > 0 else np.float32(0.0)) + _TWO * w * (_ONE + z * p)
+            yb[j] = value if v == v else v
+
+
+@jit
+def one_minus_exp_neg(y, out):
+    """out = 1 - e^(-y) = -expm1(-y), flat float32 arrays (out may be y)."""
+    a, b, e, q, s = _scratch()
+    for start in range(0, y.size, BLOCK):
+        m = min(BLOCK, y.size - start)
+        yb, ob = y[start : start + m], out[start : start + m]
+        _load(yb, m, a)
+        _exp_block(a, m, np.float32(-1.0), e, q, s)
+        for j in range(m):
+            v = a[j]
+            value = -q[j] if s[j] == _ROUND else _ONE - e[j]
+            ob[j] = value if v == v else v
 
 
 @jit

@@ -355,10 +355,8 @@ class BNLL(NeuronLayer):
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            dx = bottom[0].diff
-            np.negative(top[0].data, out=self._scratch)
-            np.expm1(self._scratch, out=self._scratch)
-            elementwise.scaled_product(self._scratch, top[0].diff, -1.0, out=dx)
+            elementwise.one_minus_exp_neg(top[0].data, out=self._scratch)  # sigmoid(x)
+            elementwise.scaled_product(self._scratch, top[0].diff, 1.0, out=bottom[0].diff)
 
 
 @register_layer("Threshold")
