@@ -36,6 +36,31 @@ def test_a_tiny_resnet_depthwise_and_warm_up_net_run_one_step_with_finite_loss_a
         assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0, spec["name"]
 
 
+def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradients():
+    assert set(bench_nets.ISSUE_NETS) < set(bench_nets.NETS) and "lenet" in bench_nets.ISSUE_NETS
+    for spec in (
+        bench_nets.nin(batch=2),
+        bench_nets.bottleneck(batch=1, size=32),
+        bench_nets.inception(batch=1, size=8, channels=8),
+        bench_nets.squashing_mlp("TanH", batch=3),
+        bench_nets.strided_convnet("PReLU", batch=2),
+        bench_nets.dilated(batch=1, size=20, width=4),
+        bench_nets.conv1d(batch=2, length=16, channels=4, width=4),
+        bench_nets.one_big_image(size=24),
+    ):
+        net, loss = run_tiny(spec)
+        assert math.isfinite(loss) and loss > 0, spec["name"]
+        first = next(layer["name"] for layer in spec["layers"] if layer["type"] in ("Convolution", "InnerProduct"))
+        gradient = net.params[first][0].diff
+        assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0, spec["name"]
+
+
+def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
+    assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS
+    assert bench_nets.parse_args(["--nets", "all"]).nets == list(bench_nets.NETS)
+    assert bench_nets.parse_args(["--nets", "nin, lenet"]).nets == ["nin", "lenet"]
+
+
 def test_gemm_flops_count_forward_and_both_gradients_but_no_data_gradient_for_the_input():
     spec = bench_nets.depthwise(batch=2, channels=4, size=5, blocks=1)
     net, _ = run_tiny(spec)

@@ -1,9 +1,12 @@
 """Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
 
-    python tools/bench_nets.py [--nets cifar10_quick,vgg,...] [--threads 2] [--rounds 7]
+    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all] [--threads 2] [--rounds 7]
                                [--iters N] [--memory] [--busy] [--layers]
 
-The nets of issue 10 (see ``NETS``), float32. One *step* is: clear the param gradients,
+The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), and with ``--nets all``
+or by name, more kinds of net (``NETS``: Network in Network, ResNet-50's bottleneck blocks, an
+inception module, Sigmoid and TanH MLPs, ELU and PReLU convnets, dilated and 1-D convolutions,
+one large image, AlexNet's classifier), float32. One *step* is: clear the param gradients,
 forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both sides run with
 the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and threadpoolctl
 plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
@@ -95,12 +98,17 @@ def relu(name, blob):
     return {"name": name, "type": "ReLU", "bottom": blob, "top": blob}
 
 
-def pool(name, bottom, method, kernel=None, stride=None):
+def activation(name, blob, kind):
+    """An activation layer of type ``kind`` (ReLU, Sigmoid, TanH, ELU, PReLU...) in place."""
+    return {"name": name, "type": kind, "bottom": blob, "top": blob}
+
+
+def pool(name, bottom, method, kernel=None, stride=None, pad=0):
     """Pooling with Caffe's rounding (up); no kernel: global pooling."""
     if kernel is None:
         param = {"pool": method, "global_pooling": True}
     else:
-        param = {"pool": method, "kernel_size": kernel, "stride": stride}
+        param = {"pool": method, "kernel_size": kernel, "stride": stride, "pad": pad}
     return {"name": name, "type": "Pooling", "bottom": bottom, "top": name, "pooling_param": param}
 
 
@@ -243,6 +251,145 @@ def deconvolution(batch=16, channels_in=64, channels_out=32, size=16):
     return net_spec("deconvolution", [*layers, loss("fc")])
 
 
+# -- more kinds of net (beyond issue 10's table) -----------------------------------------------
+def nin(batch=16):
+    """Network in Network on CIFAR-10 (Lin et al.; Caffe model zoo): 5x5 and 3x3 convolutions,
+    each followed by two 1x1 convolutions ("cccp"), ReLUs, max and average pools, and global
+    average pooling of 10 maps as the classifier (the dropout layers left out)."""
+    layers, bottom = [input_layer(batch, 3, 32, 32)], "data"
+    stages = [
+        (("conv1", 192, 5, 2), ("cccp1", 160, 1, 0), ("cccp2", 96, 1, 0)),
+        (("conv2", 192, 5, 2), ("cccp3", 192, 1, 0), ("cccp4", 192, 1, 0)),
+        (("conv3", 192, 3, 1), ("cccp5", 192, 1, 0)),
+    ]
+    for stage, convs in enumerate(stages, 1):
+        for name, width, kernel, pad in convs:
+            layers += [conv(name, bottom, width, kernel, pad=pad), relu(f"{name}_relu", name)]
+            bottom = name
+        if stage < 3:
+            layers.append(pool(f"pool{stage}", bottom, "MAX" if stage == 1 else "AVE", 3, 2))
+            bottom = f"pool{stage}"
+    layers += [conv("cccp6", bottom, 10, 1), pool("pool3", "cccp6", "AVE")]
+    return net_spec("nin", [*layers, loss("pool3")])
+
+
+def bottleneck(batch=8, size=112):
+    """ResNet-50's opening: a 7x7 stride-2 stem with BatchNorm + Scale + ReLU, a 3/2 max pool,
+    then two bottleneck blocks (1x1, 3x3, 1x1 with a 1x1 projection; the second with stride 2),
+    global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("conv1", "data", 64, 7, pad=3, stride=2, bias=False)]
+    layers += [*batch_norm_scale("conv1", "conv1"), relu("conv1_relu", "conv1"), pool("pool1", "conv1", "MAX", 3, 2)]
+    bottom = "pool1"
+    for b, (mid, out, stride) in enumerate([(64, 256, 1), (128, 512, 2)], 1):
+        n = f"res{b}"
+        layers += [
+            conv(f"{n}_proj", bottom, out, 1, stride=stride, bias=False),
+            *batch_norm_scale(f"{n}_proj", f"{n}_proj"),
+        ]
+        layers += [conv(f"{n}a", bottom, mid, 1, stride=stride, bias=False), *batch_norm_scale(f"{n}a", f"{n}a")]
+        layers += [relu(f"{n}a_relu", f"{n}a"), conv(f"{n}b", f"{n}a", mid, 3, pad=1, bias=False)]
+        layers += [*batch_norm_scale(f"{n}b", f"{n}b"), relu(f"{n}b_relu", f"{n}b")]
+        layers += [conv(f"{n}c", f"{n}b", out, 1, bias=False), *batch_norm_scale(f"{n}c", f"{n}c")]
+        layers += [{"name": n, "type": "Eltwise", "bottom": [f"{n}_proj", f"{n}c"], "top": n}, relu(f"{n}_relu", n)]
+        bottom = n
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("bottleneck", layers)
+
+
+def inception(batch=8, size=28, channels=192):
+    """GoogLeNet's inception (3a) module: 1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3 max pool -> 1x1, each
+    with ReLU, joined by Concat; global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, channels, size, size)]
+    branches = [[("b1", 64, 1)], [("b2_reduce", 96, 1), ("b2", 128, 3)], [("b3_reduce", 16, 1), ("b3", 32, 5)]]
+    for branch in branches:
+        bottom = "data"
+        for name, width, kernel in branch:
+            layers += [conv(name, bottom, width, kernel, pad=kernel // 2), relu(f"{name}_relu", name)]
+            bottom = name
+    layers += [pool("b4_pool", "data", "MAX", 3, 1, pad=1), conv("b4", "b4_pool", 32, 1), relu("b4_relu", "b4")]
+    layers.append({"name": "concat", "type": "Concat", "bottom": ["b1", "b2", "b3", "b4"], "top": "concat"})
+    layers += [pool("pool", "concat", "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("inception", layers)
+
+
+def squashing_mlp(kind="Sigmoid", batch=100, widths=(784, 1000, 500, 250, 30, 10)):
+    """The encoder of Caffe's MNIST autoencoder (784-1000-500-250-30) with ``kind`` (Sigmoid or
+    TanH) between the InnerProducts, and a classifier of 10."""
+    layers, bottom = [input_layer(batch, widths[0])], "data"
+    for k, width in enumerate(widths[1:], 1):
+        layers.append(inner_product(f"ip{k}", bottom, width))
+        if k < len(widths) - 1:
+            layers.append(activation(f"act{k}", f"ip{k}", kind))
+        bottom = f"ip{k}"
+    return net_spec(f"{kind.lower()}_mlp", [*layers, loss(bottom)])
+
+
+def strided_convnet(kind="ELU", batch=32):
+    """3x3 convolutions 32-64-64-128 (stride 1, 2, 1, 2) at 32 px, each followed by ``kind``
+    (ELU or PReLU), global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, 3, 32, 32)], "data"
+    for k, (width, stride) in enumerate([(32, 1), (64, 2), (64, 1), (128, 2)], 1):
+        layers += [conv(f"conv{k}", bottom, width, 3, pad=1, stride=stride), activation(f"act{k}", f"conv{k}", kind)]
+        bottom = f"conv{k}"
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec(f"{kind.lower()}_convnet", layers)
+
+
+def dilated_conv(name, bottom, num_output, kernel, rate):
+    """A convolution with dilation ``rate`` and padding ``rate`` (the output keeps its size)."""
+    layer = conv(name, bottom, num_output, kernel, pad=rate)
+    layer["convolution_param"]["dilation"] = rate
+    return layer
+
+
+def dilated(batch=4, size=64, width=64):
+    """A context module (Yu and Koltun): 3x3 convolutions with dilations 1, 2, 4 and 8 (padding
+    equal to the dilation), ReLU after each, global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("conv0", "data", width, 3, pad=1), relu("relu0", "conv0")]
+    bottom = "conv0"
+    for k, rate in enumerate([1, 2, 4, 8], 1):
+        layers += [dilated_conv(f"conv{k}", bottom, width, 3, rate), relu(f"relu{k}", f"conv{k}")]
+        bottom = f"conv{k}"
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("dilated", layers)
+
+
+def conv1d(batch=32, length=256, channels=64, width=128):
+    """Convolutions along one axis (kernel 1x5, pad 0x2, as text and audio nets run them in
+    Caffe): three of ``width`` channels with ReLU, global max pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, channels, 1, length)], "data"
+    for k in range(1, 4):
+        layer = conv(f"conv{k}", bottom, width, 1)
+        layer["convolution_param"].update({"kernel_size": [1, 5], "pad": [0, 2]})
+        layers += [layer, relu(f"relu{k}", f"conv{k}")]
+        bottom = f"conv{k}"
+    layers += [pool("pool", bottom, "MAX"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("conv1d", layers)
+
+
+def one_big_image(size=224):
+    """One 224-pixel image through VGG-style blocks 32-64-128 (two 3x3 convolutions and a 2/2
+    max pool each), a 1x1 score layer and global average pooling (a batch of 1, as
+    segmentation nets run)."""
+    layers, bottom = [input_layer(1, 3, size, size)], "data"
+    for block, width in enumerate((32, 64, 128), 1):
+        for k in (1, 2):
+            name = f"conv{block}_{k}"
+            layers += [conv(name, bottom, width, 3, pad=1), relu(f"relu{block}_{k}", name)]
+            bottom = name
+        layers.append(pool(f"pool{block}", bottom, "MAX", 2, 2))
+        bottom = f"pool{block}"
+    layers += [conv("score", bottom, 10, 1), pool("pool", "score", "AVE")]
+    return net_spec("one_big_image", [*layers, loss("pool")])
+
+
+def classifier_head(batch=8):
+    """AlexNet's classifier: InnerProducts 9216-4096-4096-10 with ReLU (dropout left out)."""
+    layers = [input_layer(batch, 256, 6, 6), inner_product("fc6", "data", 4096), relu("relu6", "fc6")]
+    layers += [inner_product("fc7", "fc6", 4096), relu("relu7", "fc7"), inner_product("fc8", "fc7", 10)]
+    return net_spec("classifier_head", [*layers, loss("fc8")])
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes) and the
@@ -262,6 +409,24 @@ NETS = {
     "deconvolution": Case("Deconvolution stride 2, 64->32 ch, 16->32 px, batch 16", deconvolution),
     "lenet": Case("LeNet, batch 64", lambda: lenet_spec(64)),
 }
+ISSUE_NETS = list(NETS)  # issue 10's table (and LeNet): the default of --nets
+NETS.update(
+    {
+        "nin": Case("Network in Network (CIFAR-10: 5x5/3x3 + 1x1 convolutions), batch 16", nin),
+        "bottleneck": Case("ResNet-50 opening: 7x7/2 stem, max pool, 2 bottleneck blocks, 112 px, batch 8", bottleneck),
+        "inception": Case("GoogLeNet inception (3a), Concat, 192 ch, 28 px, batch 8", inception),
+        "sigmoid_mlp": Case("MLP 784-1000-500-250-30-10 with Sigmoid, batch 100", squashing_mlp),
+        "tanh_mlp": Case("MLP 784-1000-500-250-30-10 with TanH, batch 100", lambda: squashing_mlp("TanH")),
+        "elu_convnet": Case("3x3 convolutions 32-64-64-128 (stride 1/2) with ELU, 32 px, batch 32", strided_convnet),
+        "prelu_convnet": Case(
+            "3x3 convolutions 32-64-64-128 (stride 1/2) with PReLU, 32 px, batch 32", lambda: strided_convnet("PReLU")
+        ),
+        "dilated": Case("dilated 3x3 convolutions (1, 2, 4, 8), 64 ch, 64 px, batch 4", dilated),
+        "conv1d": Case("1x5 convolutions along one axis, 128 ch, length 256, batch 32", conv1d),
+        "one_big_image": Case("one 224 px image, VGG-style blocks 32-64-128, batch 1", one_big_image),
+        "classifier_head": Case("AlexNet's classifier 9216-4096-4096-10, batch 8", classifier_head),
+    }
+)
 
 
 # -- inputs and GEMM FLOPs -------------------------------------------------------------------
@@ -753,8 +918,8 @@ def netlayers_stepper(net):
 
 def warm_up_spec():
     """A tiny net with every layer type and convolution shape of ``NETS`` (a 256-pixel and a
-    64-pixel plane, group 2, depthwise, 1x1, deconvolution, LRN, BatchNorm + Scale, Eltwise,
-    the three poolings)."""
+    64-pixel plane, group 2, depthwise, 1x1 (and with stride 2), deconvolution, dilation, LRN,
+    BatchNorm + Scale, Eltwise, Concat, Sigmoid, TanH, ELU, PReLU, the poolings)."""
     return net_spec(
         "warm_up",
         [
@@ -771,9 +936,17 @@ def warm_up_spec():
             conv("conv3", "sum", 8, 3, pad=1),
             pool("pool2", "conv3", "AVE", 3, 2),
             conv("deconv", "pool2", 4, 4, pad=1, stride=2, type="Deconvolution"),
-            pool("pool3", "deconv", "AVE"),
+            *(activation(kind.lower(), "deconv", kind) for kind in ("Sigmoid", "TanH", "ELU", "PReLU")),
+            dilated_conv("dilated", "deconv", 4, 3, 2),
+            conv("wide", "deconv", 4, 1, stride=2),
+            pool("pool_pad", "deconv", "MAX", 3, 1, pad=1),
+            {"name": "concat", "type": "Concat", "bottom": ["dilated", "pool_pad"], "top": "concat"},
+            pool("pool3", "concat", "AVE"),
+            pool("pool4", "wide", "MAX"),
             inner_product("fc", "pool3", 10),
-            loss("fc"),
+            inner_product("fc2", "pool4", 10),
+            {"name": "sum2", "type": "Eltwise", "bottom": ["fc", "fc2"], "top": "sum2"},
+            loss("sum2"),
         ],
     )
 
@@ -858,7 +1031,11 @@ def busy_line(result):
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nets", default=",".join(NETS), help=f"comma-separated, of: {', '.join(NETS)}")
+    parser.add_argument(
+        "--nets",
+        default=",".join(ISSUE_NETS),
+        help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads of each side (default 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
     parser.add_argument(
@@ -877,7 +1054,7 @@ def parse_args(argv):
     )
     parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
     args = parser.parse_args(argv)
-    args.nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    args.nets = list(NETS) if args.nets == "all" else [n.strip() for n in args.nets.split(",") if n.strip()]
     unknown = [n for n in args.nets if n not in NETS]
     if unknown:
         parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
