@@ -324,6 +324,24 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, ch
                 dst[w - 1] = even[half]
 
 
+def forward_work(batch, bands, runs):
+    """The forward's work split over the workers: ``(workers, work)``, ``work(worker)`` the
+    (images, first tile row, tile rows) pieces that worker computes. Each piece writes output
+    rows of its own. As a rule a worker takes its share of the batch (``runs(worker, workers)``:
+    runs of images), every band of them; when the images are cut into bands and do not share
+    out evenly (a batch of 1 on 2 workers: one would idle), the (image, band) pieces are shared
+    out instead. The outputs are the same bits either way: each output depends on its own tiles
+    only. (The backward keeps the split by images: its bands of one image carry a row from one
+    band to the next, and its weight gradient is summed per worker.)"""
+    threads = parallel.thread_count()
+    if len(bands) > 1 and batch % threads:
+        pieces = [(range(n, n + 1), first, rows) for n in range(batch) for first, rows in bands]
+        workers = min(threads, len(pieces))
+        return workers, lambda worker: [pieces[k] for k in parallel.share(worker, workers, len(pieces))]
+    workers = min(threads, batch)
+    return workers, lambda worker: [(run, *band) for run in runs(worker, workers) for band in bands]
+
+
 class WinogradConvolution:
     """One convolution geometry run as F(2x2, 3x3), a contiguous share of the batch a worker of
     ``netlayers.parallel``. A worker takes its images in bands whose transformed tiles fit
@@ -384,21 +402,20 @@ class WinogradConvolution:
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
-        workers = min(parallel.thread_count(), self.batch)
+        workers, work = forward_work(self.batch, self.bands, self._runs)
         pad, tiles_w = self.pad, self.tiles_w
 
         def share(worker, _):
             v = self._scratch(worker, TILES, self.channels)
             m = self._scratch(worker, PRODUCTS, self.outputs)
-            for images in self._runs(worker, workers):
-                for first, rows in self.bands:
-                    tiles = rows * (tiles_w + 1)
-                    span = len(images) * tiles
-                    for i, n in enumerate(images):
-                        input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
-                    np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
-                    for i, n in enumerate(images):
-                        output_tiles(m, bias, first, rows, tiles_w, y[n], i * tiles, span)
+            for images, first, rows in work(worker):
+                tiles = rows * (tiles_w + 1)
+                span = len(images) * tiles
+                for i, n in enumerate(images):
+                    input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
+                np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                for i, n in enumerate(images):
+                    output_tiles(m, bias, first, rows, tiles_w, y[n], i * tiles, span)
 
         parallel.run_parts(share, workers, workers)
 

@@ -378,19 +378,18 @@ class Winograd4Convolution:
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
-        workers = min(parallel.thread_count(), self.batch)
+        workers, work = winograd.forward_work(self.batch, self.bands, self._runs)
         pad, tiles_w = self.pad, self.tiles_w
 
         def share(worker, _):
             v = self._scratch(worker, winograd.TILES, self.channels)
             m = self._scratch(worker, winograd.PRODUCTS, self.outputs)
-            for images in self._runs(worker, workers):
-                for first, rows in self.bands:
-                    span = len(images) * rows * tiles_w
-                    block = self._block(span)
-                    input_tiles(x, images.start, len(images), pad, first, rows, tiles_w, v, block)
-                    np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
-                    output_tiles(m, bias, images.start, len(images), first, rows, tiles_w, y, block)
+            for images, first, rows in work(worker):
+                span = len(images) * rows * tiles_w
+                block = self._block(span)
+                input_tiles(x, images.start, len(images), pad, first, rows, tiles_w, v, block)
+                np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                output_tiles(m, bias, images.start, len(images), first, rows, tiles_w, y, block)
 
         parallel.run_parts(share, workers, workers)
 

@@ -12,6 +12,7 @@ from netlayers.blob import Blob
 from netlayers.gradcheck import build_layer
 from netlayers.kernels import winograd
 from netlayers.kernels.winograd import WinogradConvolution
+from netlayers.kernels.winograd4 import Winograd4Convolution
 
 
 def windows(x, pad):
@@ -106,6 +107,33 @@ def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers,
     y, dx, dw = run(x, weight, bias, dy, pad, np.float64)
     for got, want in zip((y, dx, dw), refs):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("convolution", [WinogradConvolution, Winograd4Convolution])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_batch_that_does_not_share_out_evenly_shares_out_its_bands_with_the_same_outputs(
+    convolution, batch, thread_count, monkeypatch
+):
+    """A batch of 1 or 3 on 2 workers: the forward's (image, band) pieces are shared out, every
+    piece once, and the outputs are the one-worker outputs, bit for bit."""
+    monkeypatch.setattr(winograd, "BAND_BYTES", 1)  # one tile row a band
+    shape, outputs = (batch, 3, 17, 9), 4
+    rng = np.random.default_rng(8)
+    x, weight, bias = (rng.standard_normal(s).astype(np.float32) for s in (shape, (outputs, 3, 3, 3), outputs))
+    conv = convolution(shape, outputs, 1, np.float32)
+    conv.filters(weight)
+    results = []
+    for workers in (1, 2):
+        thread_count(workers)
+        used, work = winograd.forward_work(batch, conv.bands, conv._runs)
+        pieces = [(images.start, first) for worker in range(used) for images, first, _ in work(worker)]
+        assert sorted(pieces) == [(n, first) for n in range(batch) for first, _ in conv.bands]
+        assert used == workers and all(work(worker) for worker in range(used))
+        y = np.full((batch, outputs, 17, 9), np.nan, np.float32)
+        conv.forward(x, bias, y)
+        results.append(y)
+    np.testing.assert_array_equal(results[1], results[0])
+    assert np.isfinite(results[0]).all()
 
 
 def test_weight_gradients_have_the_same_bits_for_the_same_thread_count(thread_count):
