@@ -30,10 +30,39 @@ def _relu_forward(x, slope, y):
         y[i] = v if v > zero else v * slope
 
 
+BLOCK = 512  # elements of a block an in-place kernel reads into scratch first
+
+
+@jit
+def _relu_forward_in_place(y, slope):
+    # by blocks through scratch: here a loop reading and writing one array ran 3x slower (0.27
+    # against 0.09 ms on 512 K elements, 1.5 against 1.1 ms on 2 M) than one reading a block
+    # copied to scratch (the copy stays in L1); two arrays over one memory run unvectorized.
+    # Between two arrays the plain loop is the faster (0.10 against 0.12 ms).
+    zero = y.dtype.type(0)
+    a = np.empty(BLOCK, y.dtype)
+    for start in range(0, y.size, BLOCK):
+        m = min(BLOCK, y.size - start)
+        yb = y[start : start + m]
+        for j in range(m):
+            a[j] = yb[j]
+        for j in range(m):
+            v = a[j]
+            yb[j] = v if v > zero else v * slope
+
+
+def same_memory(a, b):
+    """Whether two arrays of one shape start at the same address (a layer in place)."""
+    return a.ctypes.data == b.ctypes.data
+
+
 def relu_forward(x, negative_slope, out):
     """y = x if x > 0 else negative_slope * x."""
     x, y, slope = x.reshape(-1), out.reshape(-1), x.dtype.type(negative_slope)
-    split(lambda lo, hi: _relu_forward(x[lo:hi], slope, y[lo:hi]), x, 2)
+    if same_memory(x, y):
+        split(lambda lo, hi: _relu_forward_in_place(y[lo:hi], slope), x, 2)
+    else:
+        split(lambda lo, hi: _relu_forward(x[lo:hi], slope, y[lo:hi]), x, 2)
 
 
 @jit
@@ -43,10 +72,27 @@ def _relu_backward(x, dy, slope, dx):
         dx[i] = dy[i] if x[i] > zero else dy[i] * slope
 
 
+@jit
+def _relu_backward_in_place(x, d, slope):
+    # by blocks of d through scratch, as _relu_forward_in_place: 0.31 -> 0.12 ms on 512 K
+    zero = x.dtype.type(0)
+    a = np.empty(BLOCK, d.dtype)
+    for start in range(0, x.size, BLOCK):
+        m = min(BLOCK, x.size - start)
+        xb, db = x[start : start + m], d[start : start + m]
+        for j in range(m):
+            a[j] = db[j]
+        for j in range(m):
+            db[j] = a[j] if xb[j] > zero else a[j] * slope
+
+
 def relu_backward(x, dy, negative_slope, out):
     """dx = dy if x > 0 else negative_slope * dy (the kink at 0 takes the left slope, as Caffe)."""
     x, dy, dx, slope = x.reshape(-1), dy.reshape(-1), out.reshape(-1), x.dtype.type(negative_slope)
-    split(lambda lo, hi: _relu_backward(x[lo:hi], dy[lo:hi], slope, dx[lo:hi]), x, 3)
+    if same_memory(dy, dx):
+        split(lambda lo, hi: _relu_backward_in_place(x[lo:hi], dx[lo:hi], slope), x, 3)
+    else:
+        split(lambda lo, hi: _relu_backward(x[lo:hi], dy[lo:hi], slope, dx[lo:hi]), x, 3)
 
 
 @jit
@@ -196,7 +242,7 @@ def elu_backward(x, y, dy, alpha, out):
     and writes one array runs: given two arrays over one memory, the compiled loop finds them
     overlapping and runs unvectorized (6.8 against 1.6 ms on 2 M elements)."""
     x, y, dy, dx, alpha = x.reshape(-1), y.reshape(-1), dy.reshape(-1), out.reshape(-1), x.dtype.type(alpha)
-    if dy.ctypes.data == dx.ctypes.data:  # one memory (a layer in place)
+    if same_memory(dy, dx):
         split(lambda lo, hi: _elu_backward_in_place(x[lo:hi], y[lo:hi], dx[lo:hi], alpha), x, 3)
     else:
         split(lambda lo, hi: _elu_backward(x[lo:hi], y[lo:hi], dy[lo:hi], alpha, dx[lo:hi]), x, 4)
