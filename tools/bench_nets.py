@@ -160,9 +160,10 @@ def cifar10_quick(batch=100):
     )
 
 
-def vgg(batch=8, size=64, widths=(64, 128)):
-    """VGG-style blocks: per width two 3x3 convolutions (pad 1, ReLU) and a 2/2 max pool."""
-    layers, bottom = [input_layer(batch, 3, size, size)], "data"
+def vgg_blocks(bottom, widths):
+    """VGG-style blocks after ``bottom``: per width two 3x3 convolutions (pad 1, ReLU) and a 2/2
+    max pool. Returns the layers and the last top."""
+    layers = []
     for block, width in enumerate(widths, 1):
         for k in (1, 2):
             name = f"conv{block}_{k}"
@@ -170,7 +171,13 @@ def vgg(batch=8, size=64, widths=(64, 128)):
             bottom = name
         layers.append(pool(f"pool{block}", bottom, "MAX", 2, 2))
         bottom = f"pool{block}"
-    return net_spec("vgg", [*layers, inner_product("fc", bottom, 10), loss("fc")])
+    return layers, bottom
+
+
+def vgg(batch=8, size=64, widths=(64, 128)):
+    """VGG-style blocks (:func:`vgg_blocks`), InnerProduct 10."""
+    layers, bottom = vgg_blocks("data", widths)
+    return net_spec("vgg", [input_layer(batch, 3, size, size), *layers, inner_product("fc", bottom, 10), loss("fc")])
 
 
 def resnet(batch=16, channels=64, size=32, blocks=2):
@@ -371,16 +378,9 @@ def one_big_image(size=224):
     """One 224-pixel image through VGG-style blocks 32-64-128 (two 3x3 convolutions and a 2/2
     max pool each), a 1x1 score layer and global average pooling (a batch of 1, as
     segmentation nets run)."""
-    layers, bottom = [input_layer(1, 3, size, size)], "data"
-    for block, width in enumerate((32, 64, 128), 1):
-        for k in (1, 2):
-            name = f"conv{block}_{k}"
-            layers += [conv(name, bottom, width, 3, pad=1), relu(f"relu{block}_{k}", name)]
-            bottom = name
-        layers.append(pool(f"pool{block}", bottom, "MAX", 2, 2))
-        bottom = f"pool{block}"
+    layers, bottom = vgg_blocks("data", (32, 64, 128))
     layers += [conv("score", bottom, 10, 1), pool("pool", "score", "AVE")]
-    return net_spec("one_big_image", [*layers, loss("pool")])
+    return net_spec("one_big_image", [input_layer(1, 3, size, size), *layers, loss("pool")])
 
 
 def classifier_head(batch=8):
