@@ -281,21 +281,25 @@ def prelu_backward_bottom(x3, dy3, slope, out3):
 
 
 @jit
-def _prelu_backward_slope(x, dy, dslope):
+def _prelu_backward_slope(x, dy, dslope, lo, hi):
     zero = x.dtype.type(0)
-    for n in range(x.shape[0]):
-        for c in range(x.shape[1]):
-            total = 0.0
+    lanes = np.zeros(x.shape[2], np.float64)  # one float64 sum a position: the loop vectorizes
+    for c in range(lo, hi):
+        lanes[:] = 0.0
+        for n in range(x.shape[0]):
+            xr, dr = x[n, c], dy[n, c]
             for k in range(x.shape[2]):
-                total += dy[n, c, k] * min(x[n, c, k], zero)
-            dslope[c] += total
+                v = xr[k]
+                lanes[k] += dr[k] * (v if v < zero else zero)
+        dslope[c] += lanes.sum()
 
 
 def prelu_backward_slope(x3, dy3, dslope):
     """dslope[c] += sum over n, k of dy * min(x, 0), i.e. of dy * x where x <= 0.
 
-    Memory order, branch-free; each (n, c) row is summed in float64 before it is added."""
-    _prelu_backward_slope(x3, dy3, dslope)
+    Branch-free; each position k of a channel sums over n in float64, then the positions are
+    summed and added once. Channels are shared over the workers (the same bits for any count)."""
+    parallel.over_slices(lambda lo, hi: _prelu_backward_slope(x3, dy3, dslope, lo, hi), x3.shape[1], 2 * x3.nbytes)
 
 
 # -- AbsVal, Threshold ----------------------------------------------------------------------------
