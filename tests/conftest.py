@@ -1,7 +1,27 @@
-"""Fixtures shared by every test; the layer-contract harness is in ``layer_harness``."""
+"""Fixtures shared by every test; the layer-contract harness is in ``layer_harness``.
 
-import numpy as np
-import pytest
+numba's disk cache: the whole session (and every process a test starts) uses one cache folder
+of its own, empty at the start. tests/test_warmup.py's check runs first and fills it with
+``netlayers warmup``, as an install does; later tests then load machine code instead of
+compiling it. (Before, a fresh machine's suite compiled every kernel twice, once in the
+warmup test's own folder and once in this process: 12 minutes of CI instead of 7.)
+"""
+
+import os
+import tempfile
+
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="netlayers-tests-numba-")  # before numba loads
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+WARMUP_CHECK = "test_after_the_warmup_a_conv_net_compiles_nothing"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items):
+    """The warmup check first (it fills the session's cache); the rest in their order."""
+    items.sort(key=lambda item: item.name != WARMUP_CHECK)
 
 
 @pytest.fixture

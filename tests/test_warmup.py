@@ -1,8 +1,9 @@
 """``netlayers warmup`` fills numba's disk cache so that a net's first iteration compiles nothing.
 
-One real check, in child processes with an empty cache folder of their own
-(``NUMBA_CACHE_DIR``): the warmup, then a conv net run forward and backward with numba
-reporting what it saves to the cache (``NUMBA_DEBUG_CACHE``): nothing, and it loads kernels.
+One real check, in child processes with the test session's cache folder (``NUMBA_CACHE_DIR``,
+set empty by tests/conftest.py, which runs this check before any other test): the warmup, then
+a conv net run forward and backward with numba reporting what it saves to the cache
+(``NUMBA_DEBUG_CACHE``): nothing, and it loads kernels.
 """
 
 import os
@@ -54,8 +55,8 @@ def run(args, cache, **kwargs):
     return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600, **kwargs)
 
 
-def test_after_the_warmup_a_conv_net_compiles_nothing(tmp_path):
-    cache = tmp_path / "numba-cache"
+def test_after_the_warmup_a_conv_net_compiles_nothing():
+    cache = os.environ["NUMBA_CACHE_DIR"]  # the session's, empty before this first test
     warmup = run([sys.executable, "-m", "netlayers", "warmup"], cache)
     assert warmup.returncode == 0, warmup.stderr[-2000:]
     assert "warmup:" in warmup.stdout and "kernel signatures" in warmup.stdout
