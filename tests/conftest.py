@@ -7,10 +7,14 @@ compiling it. (Before, a fresh machine's suite compiled every kernel twice, once
 warmup test's own folder and once in this process: on a fresh clone, 730 s against 509 s.)
 """
 
+import atexit
 import os
+import shutil
 import tempfile
 
-os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="netlayers-tests-numba-")  # before numba loads
+SESSION_CACHE = tempfile.mkdtemp(prefix="netlayers-tests-numba-")
+os.environ["NUMBA_CACHE_DIR"] = SESSION_CACHE  # before numba loads
+atexit.register(shutil.rmtree, SESSION_CACHE, ignore_errors=True)  # 13 MiB a session otherwise left in /tmp
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
