@@ -23,8 +23,11 @@ reads is a fixed offset of q and the transforms run as long unit-stride loops th
 Each worker takes whole images, an image in bands of tile rows whose V (and M) fit
 ``BAND_BYTES``, or, where an image has few tiles, runs of whole images side by side (each
 channel's row holds the run's images one after another: longer products, up to ``RUN_TILES``
-tiles). V and M live in the worker's scratch as (16, rows) arrays whose 16 rows are not a
-multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache sets:
+tiles). A batch that does not share out evenly over the workers (a batch of 1 on 2) shares
+out (image, band) pieces instead (``shared_bands``; the backward in two passes, even bands
+then odd, ``backward_passes``): one 224 px image's VGG-style net (tools/bench_nets.py
+one_big_image) 1.20x-1.25x PyTorch's time before, 0.79x-0.98x after (three runs). V and M live in the worker's
+scratch as (16, rows) arrays whose 16 rows are not a multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache sets:
 measured 5x slower). The kernels index rows through slices (a slice's indices are known to be
 >= 0, so numba adds no negative-index test per item, which kept loops from vectorizing).
 
@@ -255,12 +258,14 @@ def output_tiles_adjoint(dy, first_row, rows, tiles_w, dm, offset, channel_tiles
 
 
 @jit
-def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, channel_tiles):
+def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, channel_tiles, adding):
     """The adjoint of ``input_tiles`` for dv (unused tiles 0; laid out as v there) into one
     image dx (C, H, W):
     writes the image rows of phase rows [first_row, first_row + rows); the band's last phase
     row, shared with the next band, goes to ``carry`` (C, 4, tw + 1), which the next band adds
-    (a band with first_row 0 starts afresh), and is written when the band ends the image."""
+    (a band with first_row 0 starts afresh), and is written when the band ends the image.
+    ``adding``: instead, every image row the band's patches reach, the shared last phase row
+    included, is added into dx (no carry: the bands may then run in any order)."""
     chans, h, w = dx.shape
     w1 = tiles_w + 1
     band = rows * w1
@@ -273,6 +278,8 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, ch
     s_odd, k_odd = (pad + 1) % 2, (pad + 1) // 2
     ends_image = first_row + rows == (h + 2 * pad - 1) // 2  # the image's tile rows: ceil(OH / 2)
     last_row = h if ends_image else min(h, 2 * (first_row + rows) - pad)  # else carried over
+    if adding:
+        last_row = min(h, 2 * (first_row + rows + 1) - pad)
     for c in range(chans):
         base = c * channel_tiles + offset
         for a in range(4):
@@ -303,13 +310,14 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, ch
             below = ph[2 + s, w1 : w1 + band]
             for q in range(band):
                 below[q] -= t[6 + s, q]
-        if first_row > 0:
+        if not adding:
+            if first_row > 0:
+                for p in range(4):
+                    for k in range(w1):
+                        ph[p, k] += carry[c, p, k]
             for p in range(4):
                 for k in range(w1):
-                    ph[p, k] += carry[c, p, k]
-        for p in range(4):
-            for k in range(w1):
-                carry[c, p, k] = ph[p, rows * w1 + k]
+                    carry[c, p, k] = ph[p, rows * w1 + k]
         for row in range(max(0, 2 * first_row - pad), last_row):
             band_row = row + pad - 2 * first_row
             r = band_row % 2
@@ -317,6 +325,13 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, ch
             dst = dx[c, row]
             even = ph[2 * r + s_even, q0 + k_even : q0 + k_even + half + w % 2]
             odd = ph[2 * r + s_odd, q0 + k_odd : q0 + k_odd + half]
+            if adding:
+                for k in range(half):
+                    dst[2 * k] += even[k]
+                    dst[2 * k + 1] += odd[k]
+                if w % 2:
+                    dst[w - 1] += even[half]
+                continue
             for k in range(half):
                 dst[2 * k] = even[k]
                 dst[2 * k + 1] = odd[k]
@@ -324,22 +339,69 @@ def input_tiles_adjoint(dv, pad, first_row, rows, tiles_w, dx, carry, offset, ch
                 dst[w - 1] = even[half]
 
 
+def shared_bands(batch, bands):
+    """The bands whose (image, band) pieces are shared out over the workers, or None when each
+    worker takes its share of the batch, whole images (``bands`` the images' bands then). Pieces
+    when the batch does not share out evenly (a batch of 1 on 2 workers: one would idle) and the
+    images are cut into bands, or the batch is smaller than the worker count and its images have
+    at least 2 tile rows. The pieces' bands are ``bands`` cut finer where needed: at least twice
+    as many as workers (the backward runs even bands, then odd bands: each pass needs a piece a
+    worker)."""
+    threads = parallel.thread_count()
+    tiles_h = bands[-1][0] + bands[-1][1]
+    if batch % threads == 0 or tiles_h < 2 or (len(bands) == 1 and batch > threads):
+        return None
+    count = max(len(bands), min(tiles_h, 2 * threads))
+    cuts = [parallel.share(k, count, tiles_h) for k in range(count)]  # no band higher than one of ``bands``
+    return [(cut.start, len(cut)) for cut in cuts]
+
+
 def forward_work(batch, bands, runs):
     """The forward's work split over the workers: ``(workers, work)``, ``work(worker)`` the
     (images, first tile row, tile rows) pieces that worker computes. Each piece writes output
     rows of its own. As a rule a worker takes its share of the batch (``runs(worker, workers)``:
-    runs of images), every band of them; when the images are cut into bands and do not share
-    out evenly (a batch of 1 on 2 workers: one would idle), the (image, band) pieces are shared
-    out instead. The outputs are the same bits either way: each output depends on its own tiles
-    only. (The backward keeps the split by images: its bands of one image carry a row from one
-    band to the next, and its weight gradient is summed per worker.)"""
+    runs of images), every band of them; else the (image, band) pieces of :func:`shared_bands`
+    are shared out. The outputs are the same bits either way: each output depends on its own
+    tiles only."""
     threads = parallel.thread_count()
-    if len(bands) > 1 and batch % threads:
-        pieces = [(range(n, n + 1), first, rows) for n in range(batch) for first, rows in bands]
+    pieces_bands = shared_bands(batch, bands)
+    if pieces_bands is not None:
+        pieces = [(range(n, n + 1), first, rows) for n in range(batch) for first, rows in pieces_bands]
         workers = min(threads, len(pieces))
         return workers, lambda worker: [pieces[k] for k in parallel.share(worker, workers, len(pieces))]
     workers = min(threads, batch)
     return workers, lambda worker: [(run, *band) for run in runs(worker, workers) for band in bands]
+
+
+def backward_passes(batch, bands, runs, tile, pad):
+    """The backward's work split over the workers: ``(passes, adding)``, the passes run one
+    after another, each ``(workers, work)`` as in :func:`forward_work`, ``work(worker)`` giving
+    (images, first tile row, tile rows, image rows to clear) pieces. As a rule one pass: a worker
+    takes its share of the batch, every band of it in turn, and writes the input gradient
+    (``adding`` False, no rows to clear). Where :func:`shared_bands` cuts pieces, they are
+    shared out in two passes: even bands, then odd bands. Neighbouring bands reach into the same
+    few input-gradient rows (the rows below a band's last tile row), never two bands of one
+    pass; so the pieces add into the input gradient (``adding`` True), and an even band first
+    clears its image rows from its top to the top of the band after next (``tile``: image rows
+    a tile row, ``pad`` the padding). The weight gradient is summed per worker either way, in
+    another order in two passes (the same bits for the same thread count and geometry)."""
+    threads = parallel.thread_count()
+    pieces_bands = shared_bands(batch, bands)
+    if pieces_bands is not None:
+        tops = [max(0, tile * first - pad) for first, _ in pieces_bands] + [None, None]
+        passes = []
+        for parity in (0, 1):
+            pieces = [
+                (range(n, n + 1), first, rows, slice(tops[k], tops[k + 2]) if parity == 0 else None)
+                for n in range(batch)
+                for k, (first, rows) in enumerate(pieces_bands)
+                if k % 2 == parity
+            ]
+            workers = min(threads, len(pieces))
+            passes.append((workers, lambda worker, p=pieces, w=workers: [p[k] for k in parallel.share(worker, w, len(p))]))
+        return passes, True
+    workers = min(threads, batch)
+    return [(workers, lambda worker: [(run, *band, None) for run in runs(worker, workers) for band in bands])], False
 
 
 class WinogradConvolution:
@@ -421,21 +483,22 @@ class WinogradConvolution:
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
-        gradient (when it is not None), with U from ``filters``."""
-        workers = min(parallel.thread_count(), self.batch)
+        gradient (when it is not None), with U from ``filters``; the work as
+        :func:`backward_passes` splits it."""
+        passes, adding = backward_passes(self.batch, self.bands, self._runs, 2, self.pad)
         shape = (16, self.outputs, self.channels)
         pad, tiles_w = self.pad, self.tiles_w
+        started = set()  # workers whose weight-gradient partial holds a product
 
-        def share(worker, _):
-            dm = self._scratch(worker, PRODUCTS, self.outputs)
-            v = self._scratch(worker, TILES, self.channels)
-            partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
-            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
-            carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (tiles_w + 1), self.dtype)
-            carry = carry.reshape(self.channels, 4, -1)
-            first_product = True
-            for images in self._runs(worker, workers):
-                for first, rows in self.bands:
+        def share_of(work):
+            def share(worker, _):
+                dm = self._scratch(worker, PRODUCTS, self.outputs)
+                v = self._scratch(worker, TILES, self.channels)
+                partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+                temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
+                carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (tiles_w + 1), self.dtype)
+                carry = carry.reshape(self.channels, 4, -1)
+                for images, first, rows, clear in work(worker):
                     tiles = rows * (tiles_w + 1)
                     span = len(images) * tiles
                     for i, n in enumerate(images):
@@ -445,18 +508,23 @@ class WinogradConvolution:
                     if weight_diff is not None:
                         for i, n in enumerate(images):
                             input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
-                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial if first_product else temp)
-                        if not first_product:
+                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=temp if worker in started else partial)
+                        if worker in started:
                             partial += temp
-                        first_product = False
+                        started.add(worker)
                     if dx is not None:
                         np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
                         for i, n in enumerate(images):
-                            input_tiles_adjoint(v, pad, first, rows, tiles_w, dx[n], carry, i * tiles, span)
+                            if clear is not None:
+                                dx[n, :, clear] = 0
+                            input_tiles_adjoint(v, pad, first, rows, tiles_w, dx[n], carry, i * tiles, span, adding)
 
-        parallel.run_parts(share, workers, workers)
+            return share
+
+        for workers, work in passes:
+            parallel.run_parts(share_of(work), workers, workers)
         if weight_diff is not None:
-            self._add_weight_grad(workers, weight_diff)
+            self._add_weight_grad(passes[0][0], weight_diff)
 
     def _add_weight_grad(self, workers, weight_diff):
         """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""

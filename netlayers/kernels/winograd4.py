@@ -278,10 +278,11 @@ def output_tiles_adjoint(dy, first_image, images, first_row, rows, tiles_w, dm, 
 
 
 @jit
-def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, dx, block):
+def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, dx, block, clear):
     """The adjoint of ``input_tiles`` for dv (laid out as v there) into dx (N, C, H, W): each
-    tile's B dV B^T added into its 6x6 patch (inside the image). The images' dx is zeroed by
-    the band with first_row 0, so after every band of an image it holds the input gradient."""
+    tile's B dV B^T added into its 6x6 patch (inside the image). With ``clear``, the images' dx
+    is zeroed by the band with first_row 0, so after every band of an image it holds the input
+    gradient (without, the caller clears it)."""
     chans, h, w = dx.shape[1], dx.shape[2], dx.shape[3]
     tw = tiles_w
     tiles = rows * tw
@@ -299,7 +300,7 @@ def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, 
         for cl in range(min(block, chans - c0)):
             for n in range(images):
                 image = dx[first_image + n, c0 + cl]
-                if first_row == 0:
+                if clear and first_row == 0:
                     image[:, :] = 0
                 for i in range(rows):
                     base = cl * span + n * tiles + i * tw
@@ -395,19 +396,20 @@ class Winograd4Convolution:
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
-        gradient (when it is not None), with U from ``filters``."""
-        workers = min(parallel.thread_count(), self.batch)
+        gradient (when it is not None), with U from ``filters``; the work as
+        ``winograd.backward_passes`` splits it."""
+        passes, adding = winograd.backward_passes(self.batch, self.bands, self._runs, 4, self.pad)
         shape = (36, self.outputs, self.channels)
         pad, tiles_w = self.pad, self.tiles_w
+        started = set()  # workers whose weight-gradient partial holds a product
 
-        def share(worker, _):
-            dm = self._scratch(worker, winograd.PRODUCTS, self.outputs)
-            v = self._scratch(worker, winograd.TILES, self.channels)
-            partial = parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
-            first_product = True
-            for images in self._runs(worker, workers):
-                n0, count = images.start, len(images)
-                for first, rows in self.bands:
+        def share_of(work):
+            def share(worker, _):
+                dm = self._scratch(worker, winograd.PRODUCTS, self.outputs)
+                v = self._scratch(worker, winograd.TILES, self.channels)
+                partial = parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+                for images, first, rows, clear in work(worker):
+                    n0, count = images.start, len(images)
                     span = count * rows * tiles_w
                     block = self._block(span)
                     output_tiles_adjoint(dy, n0, count, first, rows, tiles_w, dm, block)
@@ -415,18 +417,23 @@ class Winograd4Convolution:
                     v_matrices = self._matrices(v, self.channels, span)
                     if weight_diff is not None:
                         input_tiles(x, n0, count, pad, first, rows, tiles_w, v, block)
-                        if first_product:
-                            np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
-                        else:
+                        if worker in started:
                             self._add_products(worker, dm_matrices, v_matrices, partial)
-                        first_product = False
+                        else:
+                            np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
+                        started.add(worker)
                     if dx is not None:
                         np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
-                        input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block)
+                        if clear is not None:
+                            dx[n0 : n0 + count, :, clear] = 0
+                        input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block, not adding)
 
-        parallel.run_parts(share, workers, workers)
+            return share
+
+        for workers, work in passes:
+            parallel.run_parts(share_of(work), workers, workers)
         if weight_diff is not None:
-            self._add_weight_grad(workers, weight_diff)
+            self._add_weight_grad(passes[0][0], weight_diff)
 
     def _add_products(self, worker, dm, v, partial):
         """partial[xi] += dm[xi] v[xi]^T one xi at a time, through a (K, C) buffer (a whole

@@ -136,6 +136,43 @@ def test_a_batch_that_does_not_share_out_evenly_shares_out_its_bands_with_the_sa
     assert np.isfinite(results[0]).all()
 
 
+@pytest.mark.parametrize("convolution, tile", [(WinogradConvolution, 2), (Winograd4Convolution, 4)])
+@pytest.mark.parametrize("batch, height, band_bytes", [(1, 17, 1), (3, 17, 1), (1, 17, 1 << 30), (1, 33, 1 << 30)])
+def test_a_batch_that_does_not_share_out_evenly_shares_out_its_backward_in_two_passes(
+    convolution, tile, batch, height, band_bytes, thread_count, monkeypatch
+):
+    """On 2 workers, a batch of 1 or 3 cut into bands (or a batch of 1 in one band: cut finer)
+    runs its backward as (image, band) pieces in two passes, even bands then odd: every piece
+    once, a piece for each worker in each pass, never two neighbouring bands in one pass, the
+    even bands' cleared rows covering each image row once; the gradients are the direct
+    formulas' (the input gradient starts as NaN: every row is cleared or written)."""
+    monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+    thread_count(2)
+    shape, outputs, pad = (batch, 3, height, 7), 4, 1
+    conv = convolution(shape, outputs, pad, np.float64)
+    passes, adding = winograd.backward_passes(batch, conv.bands, conv._runs, tile, pad)
+    bands = winograd.shared_bands(batch, conv.bands)
+    assert adding and len(passes) == 2 and len(bands) >= 4
+    seen, cleared = [], {n: [] for n in range(batch)}
+    for parity, (workers, work) in enumerate(passes):
+        assert workers == 2 and all(work(worker) for worker in range(workers))
+        pieces = [piece for worker in range(workers) for piece in work(worker)]
+        for images, first, rows, clear in pieces:
+            k = bands.index((first, rows))
+            assert k % 2 == parity and (clear is not None) == (parity == 0)
+            seen.append((images.start, k))
+            if clear is not None:
+                cleared[images.start].extend(range(height)[clear])
+    assert sorted(seen) == [(n, k) for n in range(batch) for k in range(len(bands))]
+    assert all(sorted(rows) == list(range(height)) for rows in cleared.values())
+
+    rng = np.random.default_rng(9)
+    x, weight, bias = rng.standard_normal(shape), rng.standard_normal((outputs, 3, 3, 3)), rng.standard_normal(outputs)
+    dy, refs = direct_case(x, weight, bias, pad, rng)
+    for got, want in zip(run(x, weight, bias, dy, pad, np.float64, convolution), refs):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+
+
 def test_weight_gradients_have_the_same_bits_for_the_same_thread_count(thread_count):
     rng = np.random.default_rng(7)
     x, weight = rng.standard_normal((5, 6, 8, 8)), rng.standard_normal((7, 6, 3, 3))
