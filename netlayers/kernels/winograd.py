@@ -23,13 +23,14 @@ reads is a fixed offset of q and the transforms run as long unit-stride loops th
 Each worker takes whole images, an image in bands of tile rows whose V (and M) fit
 ``BAND_BYTES``, or, where an image has few tiles, runs of whole images side by side (each
 channel's row holds the run's images one after another: longer products, up to ``RUN_TILES``
-tiles). A batch that does not share out evenly over the workers (a batch of 1 on 2) shares
-out (image, band) pieces instead (``shared_bands``; the backward in two passes, even bands
-then odd, ``backward_passes``): one 224 px image's VGG-style net (tools/bench_nets.py
-one_big_image) 1.20x-1.25x PyTorch's time before, 0.79x-0.98x after (three runs). V and M live in the worker's
-scratch as (16, rows) arrays whose 16 rows are not a multiple of 4 KiB apart (at such a distance their 16 streams fall into the same cache sets:
-measured 5x slower). The kernels index rows through slices (a slice's indices are known to be
->= 0, so numba adds no negative-index test per item, which kept loops from vectorizing).
+tiles). A batch that does not share out evenly over the workers (a batch of 1 on 2) shares out
+(image, band) pieces instead (``shared_bands``; the backward in two passes, even bands then
+odd, ``backward_passes``): one 224 px image's VGG-style net (tools/bench_nets.py one_big_image)
+1.20x-1.25x PyTorch's time before, 0.79x-0.98x after (three runs). V and M live in the worker's
+scratch as (16, rows) arrays whose 16 rows are not a multiple of 4 KiB apart (at such a
+distance their 16 streams fall into the same cache sets: measured 5x slower). The kernels index
+rows through slices (a slice's indices are known to be >= 0, so numba adds no
+negative-index test per item, which kept loops from vectorizing).
 
 Rounding: the transforms add a few float operations per product; float32 outputs differ
 from im2col + GEMM by about 1e-6 relative to the output's scale.
@@ -363,14 +364,17 @@ def forward_work(batch, bands, runs):
     runs of images), every band of them; else the (image, band) pieces of :func:`shared_bands`
     are shared out. The outputs are the same bits either way: each output depends on its own
     tiles only."""
-    threads = parallel.thread_count()
     pieces_bands = shared_bands(batch, bands)
     if pieces_bands is not None:
-        pieces = [(range(n, n + 1), first, rows) for n in range(batch) for first, rows in pieces_bands]
-        workers = min(threads, len(pieces))
-        return workers, lambda worker: [pieces[k] for k in parallel.share(worker, workers, len(pieces))]
-    workers = min(threads, batch)
+        return _shared_out([(range(n, n + 1), first, rows) for n in range(batch) for first, rows in pieces_bands])
+    workers = min(parallel.thread_count(), batch)
     return workers, lambda worker: [(run, *band) for run in runs(worker, workers) for band in bands]
+
+
+def _shared_out(pieces):
+    """(workers, work): ``pieces`` shared out over the workers, a contiguous run each."""
+    workers = min(parallel.thread_count(), len(pieces))
+    return workers, lambda worker: [pieces[k] for k in parallel.share(worker, workers, len(pieces))]
 
 
 def backward_passes(batch, bands, runs, tile, pad):
@@ -385,22 +389,20 @@ def backward_passes(batch, bands, runs, tile, pad):
     clears its image rows from its top to the top of the band after next (``tile``: image rows
     a tile row, ``pad`` the padding). The weight gradient is summed per worker either way, in
     another order in two passes (the same bits for the same thread count and geometry)."""
-    threads = parallel.thread_count()
     pieces_bands = shared_bands(batch, bands)
     if pieces_bands is not None:
         tops = [max(0, tile * first - pad) for first, _ in pieces_bands] + [None, None]
-        passes = []
-        for parity in (0, 1):
-            pieces = [
+
+        def pieces(parity):
+            return [
                 (range(n, n + 1), first, rows, slice(tops[k], tops[k + 2]) if parity == 0 else None)
                 for n in range(batch)
                 for k, (first, rows) in enumerate(pieces_bands)
                 if k % 2 == parity
             ]
-            workers = min(threads, len(pieces))
-            passes.append((workers, lambda worker, p=pieces, w=workers: [p[k] for k in parallel.share(worker, w, len(p))]))
-        return passes, True
-    workers = min(threads, batch)
+
+        return [_shared_out(pieces(0)), _shared_out(pieces(1))], True
+    workers = min(parallel.thread_count(), batch)
     return [(workers, lambda worker: [(run, *band, None) for run in runs(worker, workers) for band in bands])], False
 
 
@@ -508,8 +510,9 @@ class WinogradConvolution:
                     if weight_diff is not None:
                         for i, n in enumerate(images):
                             input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
-                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=temp if worker in started else partial)
-                        if worker in started:
+                        adds = worker in started
+                        np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=temp if adds else partial)
+                        if adds:
                             partial += temp
                         started.add(worker)
                     if dx is not None:
