@@ -39,6 +39,39 @@ def test_every_part_runs_once_each_worker_a_contiguous_run(thread_count, workers
     assert {w for w, _, _ in seen if w == 0} and threading.get_ident() in {i for w, _, i in seen if w == 0}
 
 
+def test_a_waiting_thread_polls_for_its_next_item_then_blocks(monkeypatch):
+    """``_poll`` gives an item already queued or queued while it polls, and ``_NOTHING`` once
+    ``SPIN_SECONDS`` have passed with none (the caller then blocks)."""
+    import queue
+    import time
+
+    q = queue.SimpleQueue()
+    q.put("queued")
+    assert parallel._poll(q) == "queued"
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", 0.01)
+    start = time.perf_counter()
+    assert parallel._poll(q) is parallel._NOTHING
+    assert time.perf_counter() - start >= 0.01
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", 5.0)
+    later = threading.Timer(0.05, q.put, args=(None,))  # None: a worker's stop signal, an item too
+    later.start()
+    assert parallel._poll(q) is None
+    later.join()
+
+
+@pytest.mark.parametrize("spin", [0.0, 1.0])
+def test_parts_run_whether_the_workers_poll_or_block(thread_count, monkeypatch, spin):
+    """With no polling (every hand-over wakes a blocked thread) and with long polling (every
+    hand-over finds the threads polling), each part runs once, on as many threads as workers."""
+    monkeypatch.setattr(parallel, "SPIN_SECONDS", spin)
+    thread_count(2)
+    for _ in range(20):
+        seen = []
+        parallel.run_parts(lambda worker, part, seen=seen: seen.append((worker, part, threading.get_ident())), 4)
+        assert sorted(part for _, part, _ in seen) == [0, 1, 2, 3]
+        assert len({ident for _, _, ident in seen}) == 2
+
+
 def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_goes_on(thread_count):
     thread_count(2)
 
