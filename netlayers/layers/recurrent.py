@@ -290,7 +290,7 @@ class RNN(_Recurrent):
         hidden[0] = initial[0]
         for t in range(self.steps):
             np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
-            np.matmul(scaled[t], recurrent.T, out=hidden[t + 1])
+            parallel.matmul(scaled[t], recurrent.T, hidden[t + 1])
             hidden[t + 1] += self.gate_input[t]
             elementwise.tanh_forward(hidden[t + 1], out=hidden[t + 1])
         rows = self.steps * self.streams
@@ -315,7 +315,7 @@ class RNN(_Recurrent):
         for t in reversed(range(self.steps)):
             gate_diff[t] += carry
             elementwise.tanh_backward(self.hidden[t + 1], gate_diff[t], out=gate_diff[t])
-            np.matmul(gate_diff[t], recurrent, out=carry)
+            parallel.matmul(gate_diff[t], recurrent, carry)
             carry *= cont[t][:, None]
         return [carry]
 
@@ -363,7 +363,7 @@ class LSTM(_Recurrent):
         hidden[0], cell[0] = initial
         for t in range(self.steps):
             np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
-            np.matmul(scaled[t], recurrent.T, out=acts[t])
+            parallel.matmul(scaled[t], recurrent.T, acts[t])
             gates[t] += acts[t]
             lstm_cell_forward(gates[t], cell[t], cont[t], acts[t], cell[t + 1], self.tanh_cell[t], hidden[t + 1])
         output[...] = hidden[1:]
@@ -381,7 +381,7 @@ class LSTM(_Recurrent):
             lstm_cell_backward(
                 dh, dc, self.activations[t], self.cell[t], self.tanh_cell[t], cont[t], self.gate_diff[t], dc
             )
-            np.matmul(self.gate_diff[t], recurrent, out=dh)
+            parallel.matmul(self.gate_diff[t], recurrent, dh)
             dh *= cont[t][:, None]
         return [dh, dc]
 
