@@ -55,6 +55,25 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0, spec["name"]
 
 
+def test_the_lstm_net_runs_small_counts_its_products_and_matches_pytorch_where_installed():
+    spec = bench_nets.lstm(steps=3, streams=2, features=4, hidden=5)
+    net, loss = run_tiny(spec)
+    assert math.isfinite(loss) and loss > 0
+    for param in net.params["lstm"]:
+        assert np.isfinite(param.diff).all() and np.abs(param.diff).sum() > 0
+    rows = 3 * 2  # steps x streams
+    input_weight, recurrent_weight = 20 * 4, 20 * 5  # (4 H, X), (4 H, H)
+    forward = 2 * (input_weight + recurrent_weight) * rows
+    lstm = forward + forward + 2 * recurrent_weight * rows  # no data gradient for the net's input
+    fc = 3 * 2 * (10 * 5) * rows  # forward + weight gradient + data gradient, a row a step and stream
+    assert bench_nets.gemm_flops(spec, net) == lstm + fc
+    torch = bench_nets.import_torch()
+    if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
+        inputs = bench_nets.fixed_inputs(spec)
+        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+        bench_nets.check_same_computation("lstm", net, module, loss, step())
+
+
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS
     assert bench_nets.parse_args(["--nets", "all"]).nets == list(bench_nets.NETS)

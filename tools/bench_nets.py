@@ -383,6 +383,47 @@ def one_big_image(size=224):
     return net_spec("one_big_image", [input_layer(1, 3, size, size), *layers, loss("pool")])
 
 
+def lstm(steps=50, streams=32, features=256, hidden=512):
+    """Caffe's LSTM over ``steps`` time steps of ``streams`` sequences (cont 1 throughout, h_0
+    and c_0 zero, from a DummyData layer), then InnerProduct 10 at every step (axis 2) and
+    SoftmaxWithLoss over steps and streams."""
+    dummy = {"dim": [steps, streams]}, {"dim": [1, streams, hidden]}, {"dim": [1, streams, hidden]}
+    fc = inner_product("fc", "lstm", 10)
+    fc["inner_product_param"]["axis"] = 2
+    layers = [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["data", "label"],
+            "input_param": {"shape": [{"dim": [steps, streams, features]}, {"dim": [steps, streams]}]},
+        },
+        {
+            "name": "states",
+            "type": "DummyData",
+            "top": ["cont", "h0", "c0"],
+            "dummy_data_param": {
+                "shape": list(dummy),
+                "data_filler": [{"type": "constant", "value": v} for v in (1, 0, 0)],
+            },
+        },
+        {
+            "name": "lstm",
+            "type": "LSTM",
+            "bottom": ["data", "cont", "h0", "c0"],
+            "top": ["lstm", "hT", "cT"],
+            "recurrent_param": {
+                "num_output": hidden,
+                "expose_hidden": True,
+                "weight_filler": XAVIER,
+                "bias_filler": ZERO,
+            },
+        },
+        fc,
+        {**loss("fc"), "softmax_param": {"axis": 2}},
+    ]
+    return net_spec("lstm", layers)
+
+
 def classifier_head(batch=8):
     """AlexNet's classifier: InnerProducts 9216-4096-4096-10 with ReLU (dropout left out)."""
     layers = [input_layer(batch, 256, 6, 6), inner_product("fc6", "data", 4096), relu("relu6", "fc6")]
@@ -425,6 +466,7 @@ NETS.update(
         "conv1d": Case("1x5 convolutions along one axis, 128 ch, length 256, batch 32", conv1d),
         "one_big_image": Case("one 224 px image, VGG-style blocks 32-64-128, batch 1", one_big_image),
         "classifier_head": Case("AlexNet's classifier 9216-4096-4096-10, batch 8", classifier_head),
+        "lstm": Case("LSTM 256 -> 512, 50 steps, 32 streams, InnerProduct 10 at every step", lstm),
     }
 )
 
@@ -446,20 +488,40 @@ def gemm_flops(spec, net):
     the weight gradient plus F for the data gradient unless the bottom is the net's input."""
     total = 0
     for layer in spec["layers"]:
+        if layer["type"] == "LSTM":
+            total += lstm_flops(layer, net)
+            continue
         if layer["type"] not in ("Convolution", "Deconvolution", "InnerProduct"):
             continue
         weights = net.params[layer["name"]][0].data.size
-        bottom_shape = net.blobs[layer["bottom"]].data.shape
+        bottom_shape = net.blobs[_first_bottom(layer)].data.shape
         if layer["type"] == "Convolution":
             top_shape = net.blobs[layer["top"]].data.shape
             positions = top_shape[0] * math.prod(top_shape[2:])
         elif layer["type"] == "Deconvolution":
             positions = bottom_shape[0] * math.prod(bottom_shape[2:])
         else:
-            positions = bottom_shape[0]
+            positions = math.prod(bottom_shape[: layer.get("inner_product_param", {}).get("axis", 1)])
         forward = 2 * weights * positions
-        total += forward * (2 if layer["bottom"] in net.inputs else 3)
+        total += forward * (2 if _first_bottom(layer) in net.inputs else 3)
     return total
+
+
+def _first_bottom(layer):
+    return layer["bottom"] if isinstance(layer["bottom"], str) else layer["bottom"][0]
+
+
+def lstm_flops(layer, net):
+    """An LSTM's products in one step: forward F = 2 (W_xc + W_hc entries) T N; backward F
+    for the weight gradients, the recurrent product back through the steps, and the input's
+    gradient unless the input is the net's."""
+    input_weight, _, recurrent_weight = (blob.data.size for blob in net.params[layer["name"]][:3])
+    rows = math.prod(net.blobs[_first_bottom(layer)].data.shape[:2])
+    forward = 2 * (input_weight + recurrent_weight) * rows
+    backward = forward + 2 * recurrent_weight * rows
+    if _first_bottom(layer) not in net.inputs:
+        backward += 2 * input_weight * rows
+    return forward + backward
 
 
 def sgemm_rate(n=2048, repeats=5):
@@ -500,6 +562,18 @@ def import_torch():
     except ImportError:
         return None
     return torch
+
+
+class Reordered:
+    """A torch param whose ``grad`` reads in netlayers' row order: the param's gradient with its
+    rows taken in ``order`` (a permutation that is its own inverse)."""
+
+    def __init__(self, tensor, order):
+        self.tensor, self.order = tensor, order
+
+    @property
+    def grad(self):
+        return self.tensor.grad[self.order]
 
 
 class TorchNetError(ValueError):
@@ -556,13 +630,19 @@ def torch_net(spec, params):
 
         def translate(self, layer, scale):
             kind, name = layer["type"], layer["name"]
-            bottoms = [layer["bottom"]] if isinstance(layer["bottom"], str) else layer["bottom"]
+            bottoms = layer.get("bottom", [])
+            bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
             top = layer["top"]
             if kind in ("Convolution", "Deconvolution"):
                 function = self.convolution(layer)
             elif kind == "InnerProduct":
                 weight, bias = self.parameter(name, 0), self.parameter(name, 1)
-                function = lambda x: F.linear(x.flatten(1), weight, bias)  # noqa: E731
+                axis = layer["inner_product_param"].get("axis", 1)
+                function = lambda x: F.linear(x.flatten(axis), weight, bias)  # noqa: E731
+            elif kind == "DummyData":
+                function = self.constants(layer)
+            elif kind == "LSTM":
+                function, top = self.lstm(layer), top[0]
             elif kind == "ReLU":
                 in_place = top == bottoms[0]
                 function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
@@ -589,10 +669,47 @@ def torch_net(spec, params):
             elif kind == "Eltwise" and layer.get("eltwise_param", {}).get("operation", "SUM") == "SUM":
                 function = lambda a, b: a + b  # noqa: E731
             elif kind == "SoftmaxWithLoss":
-                function = lambda x, label: F.cross_entropy(x.flatten(1) if x[0].numel() == x.shape[1] else x, label)  # noqa: E731
+                function = self.softmax_loss(layer)
             else:
                 raise TorchNetError(f"layer '{name}': type {kind} is not translated")
             return function, bottoms, top
+
+        def softmax_loss(self, layer):
+            axis = layer.get("softmax_param", {}).get("axis", 1)
+            if axis != 1:  # classes on ``axis``: cross_entropy wants them on axis 1
+                return lambda x, label: F.cross_entropy(x.movedim(axis, 1), label)
+            return lambda x, label: F.cross_entropy(x.flatten(1) if x[0].numel() == x.shape[1] else x, label)
+
+        def constants(self, layer):
+            """DummyData with constant fillers: its tops, made once."""
+            p = layer["dummy_data_param"]
+            values = [torch.full(s["dim"], float(f.get("value", 0))) for s, f in zip(p["shape"], p["data_filler"])]
+            return lambda: values
+
+        def lstm(self, layer):
+            """torch.nn.LSTM with netlayers' params: Caffe's gate rows (i, f, o, g) reordered to
+            torch's (i, f, g, o), torch's second bias zero. The gradients are compared in Caffe's
+            order (``Reordered``). Takes the (cont, h_0, c_0) of a DummyData: cont must be 1."""
+            name, hidden = layer["name"], layer["recurrent_param"]["num_output"]
+            blocks = (range(0, 2 * hidden), range(3 * hidden, 4 * hidden), range(2 * hidden, 3 * hidden))
+            order = torch.tensor([row for block in blocks for row in block])
+            w_x, b, w_h = (params[name][k] for k in range(3))
+            module = torch.nn.LSTM(w_x.shape[1], hidden)
+            with torch.no_grad():
+                module.weight_ih_l0.copy_(w_x[order])
+                module.weight_hh_l0.copy_(w_h[order])
+                module.bias_ih_l0.copy_(b[order])
+                module.bias_hh_l0.zero_()
+            self.add_module(f"recurrent_{name}", module)
+            for index, tensor in enumerate((module.weight_ih_l0, module.bias_ih_l0, module.weight_hh_l0)):
+                self.param_of[(name, index)] = Reordered(tensor, order)
+
+            def run(x, cont, h0, c0):
+                if not bool((cont == 1).all()):
+                    raise TorchNetError(f"layer '{name}': only cont 1 throughout is translated")
+                return module(x, (h0, c0))[0]
+
+            return run
 
         def convolution(self, layer):
             p = layer["convolution_param"]
@@ -633,7 +750,11 @@ def torch_net(spec, params):
         def forward(self, data, label):
             blobs = {"data": data, "label": label}
             for function, bottoms, top in self.ops:
-                blobs[top] = function(*(blobs[b] for b in bottoms))
+                result = function(*(blobs[b] for b in bottoms))
+                if isinstance(top, list):  # several tops (DummyData)
+                    blobs.update(zip(top, result))
+                else:
+                    blobs[top] = result
             return blobs["loss"]
 
     return Module()
