@@ -279,8 +279,34 @@ def _check(x, kernel, stride, pad, y, mask=None):
 def max_pool_forward(x, kernel, stride, pad, y, mask):
     """y = window maxima of x, mask = their plane indices h * W + w (first index on ties)."""
     _check(x, kernel, stride, pad, y, mask)
+    if _whole_plane(x, kernel, pad, y):
+        _plane_max(x, y, mask)
+        return y
     _max_forward(x, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], y, mask)
     return y
+
+
+def _whole_plane(x, kernel, pad, y):
+    """Whether the one window is the whole plane (global pooling): a reduction a plane."""
+    return tuple(kernel) == x.shape[2:] and tuple(pad) == (0, 0) and y.shape[2:] == (1, 1)
+
+
+def _plane_max(x, y, mask):
+    """The whole-plane window: numpy's argmax over each plane (SIMD loops: 1 M float32 in 0.3
+    ms, the window kernel's scalar scan took 5.6 ms), which gives the first maximum as Caffe's
+    scan does, unless the plane holds a NaN: argmax takes the first NaN, while the scan keeps a
+    NaN only in the first place and passes over later ones. Such planes are scanned again by
+    the window kernel."""
+    images, channels, height, width = x.shape
+    rows = x.reshape(images * channels, height * width)
+    found = np.argmax(rows, axis=1)
+    values = np.take_along_axis(rows, found[:, None], axis=1)
+    y.reshape(-1, 1)[...] = values
+    mask.reshape(-1)[...] = found
+    for plane in np.flatnonzero(values != values):
+        n, c = divmod(int(plane), channels)
+        one = slice(n, n + 1), slice(c, c + 1)
+        _max_forward(x[one], height, width, 1, 1, 0, 0, y[one], mask[one])
 
 
 # -- MAX backward ---------------------------------------------------------------------------
@@ -403,8 +429,14 @@ def _ave_forward(x, kh, kw, sh, sw, ph, pw, y):
 
 def ave_pool_forward(x, kernel, stride, pad, y):
     """y = (sum of x over the window clipped to the image) / (window size clipped to the
-    padded bounds), as in Caffe."""
+    padded bounds), as in Caffe. The whole-plane window (global pooling) sums by numpy
+    (pairwise sums, SIMD: 1 M float32 3.1 -> 0.3 ms)."""
     _check(x, kernel, stride, pad, y)
+    if _whole_plane(x, kernel, pad, y):
+        size = x.shape[2] * x.shape[3]
+        np.sum(x.reshape(y.size, size), axis=1, out=y.reshape(-1))
+        np.divide(y, x.dtype.type(size), out=y)
+        return y
     _ave_forward(x, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], y)
     return y
 
@@ -444,5 +476,9 @@ def ave_pool_backward(dy, kernel, stride, pad, dx):
     """dx = 0, then every pixel of each clipped window gets dy / pool_size (the same divisor
     as the forward)."""
     _check(dx, kernel, stride, pad, dy)
+    if _whole_plane(dx, kernel, pad, dy):  # every pixel gets its plane's dy / size
+        share = dy.reshape(-1, 1) / dx.dtype.type(dx.shape[2] * dx.shape[3])
+        np.copyto(dx.reshape(dy.size, -1), share)
+        return dx
     _ave_backward(dy, kernel[0], kernel[1], stride[0], stride[1], pad[0], pad[1], dx)
     return dx

@@ -1,7 +1,7 @@
 """The pooling kernels' paths (separable windows: the plane-wide stride-1 and stride-2 loops,
-the per-row loops with padding, the generic and clipped windows, the NaN repair) against direct
-formulas: Caffe's row-major scan for MAX (value, argmax, NaN), window sums for AVE, and the
-same bits for one worker and two."""
+the per-row loops with padding, the generic and clipped windows, the NaN repair, the whole
+plane's reductions) against direct formulas: Caffe's row-major scan for MAX (value, argmax,
+NaN), window sums for AVE, and the same bits for one worker and two."""
 
 import itertools
 
@@ -25,7 +25,9 @@ CASES = [
     ((3, 3), (1, 1), (1, 1), (6, 7)),  # padding: per-row stride-1 loop
     ((2, 3), (1, 2), (1, 0), (7, 9)),  # rectangular, stride 2 on the width only
     ((4, 4), (3, 3), (2, 2), (10, 9)),  # generic windows only
-    ((5, 6), (5, 6), (0, 0), (5, 6)),  # kernel = whole plane (global pooling)
+    ((5, 6), (5, 6), (0, 0), (5, 6)),  # kernel = whole plane (global pooling): numpy's reductions
+    ((1, 16), (1, 1), (0, 0), (1, 16)),  # the whole plane of a 1-D net, any stride
+    ((7, 7), (2, 2), (0, 0), (7, 7)),
     ((1, 1), (1, 1), (0, 0), (3, 4)),
 ]
 
