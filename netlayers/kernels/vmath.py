@@ -254,3 +254,62 @@ def lstm_gates(gates, acts, dim):
         lo = row * width
         _sigmoid_span(x, y, lo, lo + 3 * dim, work)
         _tanh_span(x, y, lo + 3 * dim, lo + width, work)
+
+
+@jit
+def _softmax_exp(a, m, e, q, s):
+    """e[j] = exp(a[j]) for the shifted scores a[j] <= 0 of a softmax: 0 below -87 (where
+    ``_exp_block`` holds exp(-87)), a NaN kept."""
+    _exp_block(a, m, _ONE, e, q, s)
+    for j in range(m):
+        v = a[j]
+        value = e[j] if v >= _LOW else np.float32(0.0)
+        e[j] = value if v == v else v
+
+
+@jit
+def softmax_exp(x, y):
+    """y = exp(x) for the flat float32 shifted scores x <= 0 of a softmax (y may be x)."""
+    a, b, e, q, s = _scratch()
+    for start in range(0, x.size, BLOCK):
+        m = min(BLOCK, x.size - start)
+        xb, yb = x[start : start + m], y[start : start + m]
+        _load(xb, m, a)
+        _softmax_exp(a, m, e, q, s)
+        for j in range(m):
+            yb[j] = e[j]
+
+
+@jit
+def softmax(x, y):
+    """y = softmax of the C-contiguous float32 (outer, classes, inner) x along its axis 1 (y may
+    be x): per block of inner positions, the maximum over the classes (a NaN wins, as numpy's
+    max), exp of the shifted scores with their sum, then the quotients. Each loop runs along
+    the inner positions, which vectorizes (the classes of one position are ``inner`` apart)."""
+    a, top, e, q, s = _scratch()
+    total = np.empty(BLOCK, np.float32)
+    outer, classes, inner = x.shape
+    for n in range(outer):
+        for start in range(0, inner, BLOCK):
+            m = min(BLOCK, inner - start)
+            _load(x[n, 0, start : start + m], m, top)
+            for c in range(1, classes):
+                xb = x[n, c, start : start + m]
+                for j in range(m):
+                    v, best = xb[j], top[j]
+                    top[j] = v if (v > best) | (v != v) else best
+            for j in range(m):
+                total[j] = 0
+            for c in range(classes):
+                xb, yb = x[n, c, start : start + m], y[n, c, start : start + m]
+                for j in range(m):
+                    a[j] = xb[j] - top[j]
+                _softmax_exp(a, m, e, q, s)
+                for j in range(m):
+                    total[j] += e[j]
+                    yb[j] = e[j]
+            for c in range(classes):
+                yb = y[n, c, start : start + m]
+                _load(yb, m, a)
+                for j in range(m):
+                    yb[j] = a[j] / total[j]
