@@ -124,6 +124,7 @@ class ColumnChunks:
         self.bands = self._bands(image_bytes)
         self.pieces = [self._pieces_of(part) for part in range(self.parts)]  # each part's pieces
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
+        self.used_workers = self.workers()  # the workers of the last ``run``
 
     @staticmethod
     def chunk_images(batch, column_bytes, one_by_one, map_bytes=0):
@@ -311,16 +312,32 @@ class ColumnChunks:
     def weight_grad_total(self, weight_diff):
         """weight_diff += the sum of every worker's partial, worker 0 first."""
         diff = weight_diff.reshape(self.groups, self.map_group, self.row_group)
-        for worker in range(self.workers()):
+        for worker in range(self.used_workers):
             diff += self._scratch(worker, "weight_grad", self.groups, self.row_group, self.map_group).transpose(0, 2, 1)
 
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
         return min(parallel.thread_count(), self.parts)
 
-    def run(self, step):
-        """``step(worker, piece, first)`` for every piece; ``first`` marks a worker's first."""
-        workers = self.workers()
+    def run(self, step, share_bands=False):
+        """``step(worker, piece, first)`` for every piece; ``first`` marks a worker's first.
+        As a rule a worker takes its share of the chunks, each chunk's bands in turn. With
+        ``share_bands``, for steps whose pieces write apart (a forward's map pixels, a weight
+        gradient's per-worker partials), the (image, band) pieces are shared out instead when
+        images are cut into bands and the batch does not share out evenly: a batch of 1 on 2
+        workers would leave one idle (ResNet's 7x7/2 stem on one 224 px image, forward +
+        backward without a data gradient, 17.6 -> 11.3 ms; PyTorch 6.7-6.9 ms)."""
+        threads = parallel.thread_count()
+        if share_bands and self.bands is not None and self.batch % threads:
+            pieces = [piece for part in self.pieces for piece in part]
+            workers = self.used_workers = min(threads, len(pieces))
+
+            def piece_of_share(worker, k):
+                step(worker, pieces[k], k == parallel.share(worker, workers, len(pieces)).start)
+
+            parallel.run_parts(piece_of_share, len(pieces), workers)
+            return
+        workers = self.used_workers = self.workers()
 
         def share(worker, part):
             first_part = part == parallel.share(worker, workers, self.parts).start

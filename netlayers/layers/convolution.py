@@ -363,7 +363,7 @@ class Convolution(_ConvolutionBase):
             def step(worker, piece, first, x=x, y=y):
                 chunks.map_from_col(worker, weight, chunks.columns(worker, x, piece), y, piece, bias)
 
-            chunks.run(step)
+            chunks.run(step, share_bands=True)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if self.depthwise is not None:
@@ -396,7 +396,7 @@ class Convolution(_ConvolutionBase):
                 if dx is not None:
                     chunks.image_from_map(worker, weight.data, m, dx, piece)
 
-            chunks.run(step)
+            chunks.run(step, share_bands=dx is None)  # bands of a data gradient overlap: not shared
             if want_weight:
                 chunks.weight_grad_total(weight.diff)
 

@@ -183,6 +183,37 @@ def test_images_cut_into_bands_of_output_rows_agree(rng, monkeypatch, kind, chun
     assert_gradients(spec, [x], max_elements=40)
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_batch_that_does_not_share_out_evenly_shares_its_bands_where_they_write_apart(
+    rng, monkeypatch, thread_count, batch
+):
+    """On 2 workers, a batch of 1 or 3 cut into bands: the forward and a first layer's backward
+    (the weight gradient alone) share the (image, band) pieces over both workers, and give the
+    definition's outputs and one worker's weight gradient; with a data gradient the bands
+    (whose col2im overlaps) keep to whole images."""
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 2500)
+    x = rng.standard_normal((batch, 3, 9, 8))
+    spec = conv_layer(stride=2, pad=1)
+    results = []
+    for workers in (1, 2):
+        thread_count(workers)
+        layer, bottom, top = make_layer(spec, [x])
+        assert layer.chunks.bands is not None and len(layer.chunks.bands) >= 2
+        layer.forward(bottom, top)
+        assert layer.chunks.used_workers == workers
+        top[0].diff[...] = np.cos(np.arange(top[0].count)).reshape(top[0].shape)
+        layer.backward(top, [False], bottom)
+        assert layer.chunks.used_workers == workers
+        results.append((top[0].data.copy(), layer.blobs[0].diff.copy()))
+        layer.backward(top, [True], bottom)
+        assert layer.chunks.used_workers == min(workers, batch)
+    weight, bias = params_of(layer)
+    expected = reference.convolution(x, weight, bias, (2, 2), (1, 1), (1, 1), 1)
+    for y, _ in results:
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
+
+
 def test_convolution_with_two_bottoms_shares_weights(rng):
     a, b = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
     spec = dict(conv_layer(num_output=3), bottom=["a", "b"], top=["ya", "yb"])
