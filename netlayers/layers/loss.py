@@ -96,23 +96,22 @@ def softmax(x, out, axis):
     in C order runs vmath's exp (numpy's float32 exp runs one element at a time on AVX2
     machines): classes with positions after them (a segmentation net's (N, C, H, W) scores)
     through ``vmath.softmax``, the images shared over the workers (16 x 21 x 64 x 64 forward +
-    backward 21.4 -> 8.6 ms); classes last (a classifier's scores) with numpy's max and sums
+    backward 21.4 -> 6.9-8.6 ms); classes last (a classifier's scores) with numpy's max and sums
     around ``vmath.softmax_exp``."""
     shape = x.shape
     outer, classes = math.prod(shape[:axis]), shape[axis]
     inner = x.size // max(1, outer * classes)
-    if x.dtype != np.float32 or out.dtype != np.float32 or not (x.flags.c_contiguous and out.flags.c_contiguous):
-        np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
-        np.exp(out, out=out)
-        out /= out.sum(axis=axis, keepdims=True)
-        return out
-    if inner > 1:
+    vector = x.dtype == out.dtype == np.float32 and x.flags.c_contiguous and out.flags.c_contiguous
+    if vector and inner > 1:
         x3, y3 = x.reshape(outer, classes, inner), out.reshape(outer, classes, inner)
         parallel.over_slices(lambda lo, hi: vmath.softmax(x3[lo:hi], y3[lo:hi]), outer, 2 * x.nbytes)
         return out
     np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
-    flat = out.reshape(-1)
-    elementwise.split(lambda lo, hi: vmath.softmax_exp(flat[lo:hi], flat[lo:hi]), flat, 1)
+    if vector:
+        flat = out.reshape(-1)
+        elementwise.split(lambda lo, hi: vmath.softmax_exp(flat[lo:hi], flat[lo:hi]), flat, 1)
+    else:
+        np.exp(out, out=out)
     out /= out.sum(axis=axis, keepdims=True)
     return out
 
