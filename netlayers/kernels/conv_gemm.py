@@ -2,9 +2,9 @@
 in a small shared workspace, and the matrix products against it.
 
 Convolutions run as im2col + matrix products (numpy BLAS), a chunk of images at a time. A
-chunk is as many images as fit a column buffer of ``COLUMN_CHUNK_BYTES`` (at least one), so the
-buffer stays in cache and its size does not grow with the batch; the chunks are shared out over
-the workers of ``netlayers.parallel`` (each runs im2col, the product, the reorder and col2im of
+chunk is at most as many images as fit a column buffer of ``COLUMN_CHUNK_BYTES`` (at least one),
+so the buffer stays in cache and its size does not grow with the batch; the chunks are cut so
+that they share out evenly over the workers of ``netlayers.parallel`` (each runs im2col, the product, the reorder and col2im of
 its chunks, with single-threaded BLAS), and the buffers are the workers' scratch, shared by
 every convolution of the process (as Caffe shares one column buffer). The backward pass makes
 the columns again instead of keeping them (as Caffe does): a second im2col costs less than the
@@ -117,8 +117,8 @@ class ColumnChunks:
         self.padded_shape = self._padded_shape()
         image_bytes = self.rows * self.plane * self.dtype.itemsize
         map_bytes = map_channels * self.plane * self.dtype.itemsize if map_direct else 0
-        self.chunk = self.chunk_images(self.batch, image_bytes, self.one_by_one, map_bytes)
-        self.parts = -(-self.batch // self.chunk)
+        self.parts = self.chunk_count(self.batch, image_bytes, self.one_by_one, map_bytes)
+        self.chunk = -(-self.batch // self.parts)  # images in the largest chunk
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
         self.map_group, self.row_group = map_channels // groups, self.rows // groups
         self.bands = self._bands(image_bytes)
@@ -127,16 +127,21 @@ class ColumnChunks:
         self.used_workers = self.workers()  # the workers of the last ``run``
 
     @staticmethod
-    def chunk_images(batch, column_bytes, one_by_one, map_bytes=0):
-        """Images a chunk: as many as fit ``COLUMN_CHUNK_BYTES`` of columns (``column_bytes`` an
-        image), at least 1, and few enough that every worker gets a chunk. A 1x1 convolution
-        whose image is ``ONE_BY_ONE_DIRECT_BYTES`` or more takes 1 (its products then read and
-        write NCHW with no reorder), as does an image whose map (``map_bytes``) is
-        ``MAP_DIRECT_BYTES`` or more."""
+    def chunk_count(batch, column_bytes, one_by_one, map_bytes=0):
+        """How many chunks the batch is cut into: chunks of at most as many images as fit
+        ``COLUMN_CHUNK_BYTES`` of columns (``column_bytes`` an image), a multiple of the workers
+        (as the batch allows), so that every worker gets the same number of chunks and of
+        images, give or take one (32 images in 5 chunks of at most 7 went 3 chunks to one
+        worker, 2 to the other: a 64 -> 128 3x3/2 layer at 16 px, forward + backward 9.4 ->
+        7.8 ms in 6 chunks). A 1x1 convolution whose image is ``ONE_BY_ONE_DIRECT_BYTES`` or
+        more takes 1 image a chunk (its products then read and write NCHW with no reorder), as
+        does an image whose map (``map_bytes``) is ``MAP_DIRECT_BYTES`` or more."""
         if (one_by_one and column_bytes >= ONE_BY_ONE_DIRECT_BYTES) or map_bytes >= MAP_DIRECT_BYTES:
-            return 1
-        share = -(-batch // parallel.thread_count())
-        return max(1, min(share, COLUMN_CHUNK_BYTES // column_bytes))
+            return batch
+        threads = parallel.thread_count()
+        share = -(-batch // threads)  # a worker's images
+        fit = max(1, COLUMN_CHUNK_BYTES // column_bytes)
+        return min(batch, -(-share // fit) * threads)
 
     def _padded_shape(self):
         """The zero-padded chunk shape im2col reads (``conv_kernels.pad_images``: whole-row
@@ -165,8 +170,7 @@ class ColumnChunks:
         ]
 
     def _pieces_of(self, part):
-        first = part * self.chunk
-        stop = min(first + self.chunk, self.batch)
+        first, stop = part * self.batch // self.parts, (part + 1) * self.batch // self.parts
         if self.bands is None:
             return [Piece(first, stop, 0, slice(0, self.plane), self.table)]
         return [Piece(first, stop, i, pixels, table) for i, (pixels, table) in enumerate(self.bands)]

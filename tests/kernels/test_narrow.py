@@ -208,3 +208,26 @@ def test_a_first_layers_gradients_check_numerically(pad, stride):
     assert [b.name for b in report.blobs] == ["param[0]", "param[1]"]
     report = assert_gradients(spec, [x])  # and with the data gradient (the map-matrix path)
     assert [b.name for b in report.blobs] == ["bottom[0]", "param[0]", "param[1]"]
+
+
+@pytest.mark.parametrize("batch", [3, 7, 32, 33, 100])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunks_share_out_evenly_over_the_workers(thread_count, batch, threads):
+    """Chunks fit the column budget, cover the batch in order, and every worker gets as many
+    chunks and as many images as the others, give or take one."""
+    thread_count(threads)
+    shape = (batch, 16, 16, 16)  # 16 x 9 rows x 256 pixels x 4 bytes = 144 KiB of columns an image
+    chunks = chunks_for(shape, (3, 3), (1, 1), (1, 1), (1, 1), 8, 1, np.float32)
+    fit = conv_gemm.COLUMN_CHUNK_BYTES // (16 * 9 * 256 * 4)
+    pieces = [part[0] for part in chunks.pieces]
+    assert [p.first for p in pieces[1:]] == [p.stop for p in pieces[:-1]]
+    assert pieces[0].first == 0 and pieces[-1].stop == batch
+    assert max(p.images for p in pieces) == chunks.chunk <= fit
+    workers = chunks.workers()
+    images, counts = [], []
+    for worker in range(workers):
+        mine = [pieces[k] for k in parallel.share(worker, workers, chunks.parts)]
+        counts.append(len(mine))
+        images.append(sum(p.images for p in mine))
+    assert max(counts) - min(counts) <= 1 and max(images) - min(images) <= 1, (counts, images)
+    assert workers == min(threads, batch)
