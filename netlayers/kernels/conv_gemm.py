@@ -4,9 +4,10 @@ in a small shared workspace, and the matrix products against it.
 Convolutions run as im2col + matrix products (numpy BLAS), a chunk of images at a time. A
 chunk is at most as many images as fit a column buffer of ``COLUMN_CHUNK_BYTES`` (at least one),
 so the buffer stays in cache and its size does not grow with the batch; the chunks are cut so
-that they share out evenly over the workers of ``netlayers.parallel`` (each runs im2col, the product, the reorder and col2im of
-its chunks, with single-threaded BLAS), and the buffers are the workers' scratch, shared by
-every convolution of the process (as Caffe shares one column buffer). The backward pass makes
+that they share out evenly over the workers of ``netlayers.parallel`` (each runs im2col, the
+product, the reorder and col2im of its chunks, with single-threaded BLAS), and the buffers are
+the workers' scratch, shared by every convolution of the process (as Caffe shares one column
+buffer). The backward pass makes
 the columns again instead of keeping them (as Caffe does): a second im2col costs less than the
 memory of a whole batch's columns.
 
