@@ -133,6 +133,7 @@ class _Recurrent(Layer):
         rows = self.gates * hidden
         self.buffer("gate_input", (steps, streams, rows))
         self.buffer("gate_diff", (steps, streams, rows))
+        self.buffer("recurrent_out", (rows, streams))
         if self.has_static:
             self.buffer("static_gates", (streams, rows))
             self.buffer("static_diff", (streams, rows))
@@ -181,6 +182,14 @@ class _Recurrent(Layer):
         """Run the T steps from ``initial`` states over ``self.gate_input``; write ``output``
         and return the final states."""
         raise NotImplementedError
+
+    def recurrent_product(self, scaled):
+        """W_hc (cont_t h_{t-1})^T for one step's (N, H) ``scaled`` states: the (gates H, N)
+        product, whose transpose is the step's recurrent part of the pre-activations. Computed
+        in this orientation, whose products have the gates' thousands of rows instead of the
+        N streams' tens: an LSTM step of 32 streams, 512 -> 2048, on 2 workers 0.81-1.17 ->
+        0.59-0.65 ms (OpenBLAS sgemm runs products of few rows at half its rate)."""
+        return parallel.matmul(self.blobs[self.recurrent_index].data, scaled.T, self.recurrent_out)
 
     # -- backward ----------------------------------------------------------------------------
     def Backward_cpu(self, top, propagate_down, bottom):
@@ -286,12 +295,11 @@ class RNN(_Recurrent):
         self.buffer("state_diff", (streams, hidden))
 
     def run_steps(self, cont, initial, output):
-        hidden, scaled, recurrent = self.hidden, self.hidden_times_cont, self.blobs[self.recurrent_index].data
+        hidden, scaled = self.hidden, self.hidden_times_cont
         hidden[0] = initial[0]
         for t in range(self.steps):
             np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
-            parallel.matmul(scaled[t], recurrent.T, hidden[t + 1])
-            hidden[t + 1] += self.gate_input[t]
+            np.add(self.gate_input[t], self.recurrent_product(scaled[t]).T, out=hidden[t + 1])
             elementwise.tanh_forward(hidden[t + 1], out=hidden[t + 1])
         rows = self.steps * self.streams
         out = output.reshape(rows, -1)
@@ -359,12 +367,11 @@ class LSTM(_Recurrent):
 
     def run_steps(self, cont, initial, output):
         hidden, cell, scaled = self.hidden, self.cell, self.hidden_times_cont
-        gates, acts, recurrent = self.gate_input, self.activations, self.blobs[self.recurrent_index].data
+        gates, acts = self.gate_input, self.activations
         hidden[0], cell[0] = initial
         for t in range(self.steps):
             np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
-            parallel.matmul(scaled[t], recurrent.T, acts[t])
-            gates[t] += acts[t]
+            gates[t] += self.recurrent_product(scaled[t]).T
             lstm_cell_forward(gates[t], cell[t], cont[t], acts[t], cell[t + 1], self.tanh_cell[t], hidden[t + 1])
         output[...] = hidden[1:]
         return [hidden[self.steps], cell[self.steps]]
