@@ -11,7 +11,8 @@ install time, by running what the kernels serve on tiny inputs:
   and backward, in float32 and float64, with one worker and with two, and once more with a
   column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
   budget, and chunks of one image, of several, or bands of rows take different kernels),
-  Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels) and
+  Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels, and
+  the dilated example as Winograd over its phases) and
   the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
   channel threshold at 1 too (its kernels; no example has its 64 channels);

@@ -5,8 +5,11 @@ A Convolution with 3x3 kernels, stride 1, at least 32 input and output channels 
 at least 16 x 16 runs as Winograd F(2x2, 3x3) instead (``netlayers.kernels.winograd``, where
 ``applies`` has the rule): 2.25x fewer multiplications, measured 1.3x-1.6x faster forward +
 backward on VGG's and ResNet's 64- and 128-channel layers; from 64 channels as F(4x4, 3x3)
-(``winograd.convolution``), 4x fewer, 1.1x-1.35x faster than F(2x2, 3x3). A depthwise Convolution (group =
-channels) runs its own direct kernels (``netlayers.kernels.depthwise``).
+(``winograd.convolution``), 4x fewer, 1.1x-1.35x faster than F(2x2, 3x3). A dilated 3x3
+Convolution whose padding equals its dilation runs as Winograd over the input's phases
+(``netlayers.kernels.dilated``, rule in ``dilated.applies``): 64 -> 64 at 64 x 64, dilation 2
+and 4, 1.47x and 1.30x faster forward + backward than im2col + GEMM. A depthwise Convolution
+(group = channels) runs its own direct kernels (``netlayers.kernels.depthwise``).
 A stride-1 Convolution with 5x5 or larger kernels, at least 32 input and output channels and
 "same" padding runs as row strips (``netlayers.kernels.strips``, rule in ``strips.applies``):
 kw copies of the input instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward
@@ -18,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..kernels import deconv, strips, winograd
+from ..kernels import deconv, dilated, strips, winograd
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
@@ -253,6 +256,19 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
+        {  # dilated, padding equal to the dilation: Winograd over the input's phases where it applies
+            "bottoms": [(2, 3, 7, 6)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 3,
+                    "pad": 2,
+                    "dilation": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
         {  # depthwise (group = channels), two outputs per channel: the direct kernels
             "bottoms": [(2, 3, 5, 6), (2, 3, 5, 6)],
             "tops": 2,
@@ -321,6 +337,10 @@ class Convolution(_ConvolutionBase):
         if winograd.applies(*geometry, self.channels, self.p.num_output, out_size):
             image_shape = (self.batch, self.channels) + size
             self.winograd = winograd.convolution(image_shape, self.p.num_output, self.pad[0], self.dtype)
+            return
+        if dilated.applies(*geometry, self.channels, self.p.num_output, out_size):
+            image_shape = (self.batch, self.channels) + size
+            self.winograd = dilated.PhaseConvolution(image_shape, self.p.num_output, self.dilation, self.dtype)
             return
         self.winograd = None
         shape_rule = (self.channels, self.p.num_output, size, out_size, self.dtype.itemsize)
