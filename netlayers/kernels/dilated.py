@@ -1,26 +1,27 @@
-"""Dilated 3x3 convolutions as undilated ones over the input's phases, so that they run as
-Winograd (``netlayers.kernels.winograd``) instead of im2col + GEMM.
+"""Dilated 3x3 convolutions with padding equal to the dilation (the output keeps the input's
+size) as undilated ones over the input's phases, so that they run as Winograd
+(``netlayers.kernels.winograd``) instead of im2col + GEMM.
 
-With stride 1 and dilation (dh, dw), output (y, x) reads the zero-padded input at rows
-y + dh i and columns x + dw j: rows and columns of one residue mod (dh, dw) only. Split the
-padded input into its dh dw phases,
+With stride 1, dilation (dh, dw) and padding (dh, dw), output (y, x) reads the input at rows
+y - dh + dh i and columns x - dw + dw j (i, j in 0..2; 0 outside the input): rows and columns
+of the output's own residue mod (dh, dw) only. Split the input into its dh dw phases,
 
-    P[n, r, s][c, t, u] = x_padded[n, c, r + dh t, s + dw u]      (0 outside the input),
+    P[n, r, s][c, t, u] = x[n, c, r + dh t, s + dw u]      (0 past the input),
 
-and the outputs of one phase, Y[n, r, s][m, t, u] = y[n, m, r + dh t, s + dw u], are a plain
-3x3 convolution (dilation 1, no padding) of P[n, r, s]. So a batch of N images runs as one
-undilated convolution of N dh dw phase images (TensorFlow's space-to-batch for atrous
-convolution does the same). Each phase holds T = ceil(OH / dh) output rows (ceil(OW / dw)
-columns) and T + 2 input rows; where OH is not a multiple of dh, the last row of some phases
-lies past the output and is dropped (its output gradient is 0).
+each of T = ceil(H / dh) rows and U = ceil(W / dw) columns; the outputs of one phase,
+Y[n, r, s][m, t, u] = y[n, m, r + dh t, s + dw u], are then a plain 3x3 convolution (dilation
+1, padding 1) of P[n, r, s]. So a batch of N images runs as one undilated convolution of
+N dh dw phase images (TensorFlow's space-to-batch for atrous convolution does the same). Where
+H is not a multiple of dh, some phases have a last row past the input: it holds zeros (the
+padding the outputs above it read) and its outputs are dropped.
 
 Backward: the output gradient is split the same way (0 past the output), the undilated
 convolution's backward gives the phases' input gradients and adds the weight gradient (the
-same weights serve every phase), and each padded input position belongs to exactly one phase
+same weights serve every phase), and each input position belongs to exactly one phase
 position, so dx is a reordering of the phases' gradients, with no sums.
 
-The phase arrays are the workers' scratch of worker 0 (``netlayers.parallel``), shared by every
-dilated convolution of the process; reordering runs over the workers, an image a part.
+The phase arrays are the scratch of worker 0 (``netlayers.parallel``), shared by every dilated
+convolution of the process; reordering runs over the workers, an image a part.
 """
 
 import math

@@ -9,6 +9,7 @@ from reference import convolution
 
 from netlayers.kernels import dilated, winograd
 from netlayers.kernels.dilated import PhaseConvolution, from_phases, to_phases
+from netlayers.warmup import WINOGRAD_EVERYWHERE
 
 
 @pytest.mark.parametrize("height, width, dh, dw", [(7, 9, 2, 2), (8, 8, 3, 2), (5, 6, 2, 3), (12, 12, 4, 4)])
@@ -30,9 +31,8 @@ def test_phases_are_the_strided_views_and_go_back(height, width, dh, dw):
 @pytest.fixture
 def small_winograd(monkeypatch):
     """Winograd (and so the phases) for small test geometries; ``f4`` chooses F(4x4, 3x3)."""
-    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd, "MIN_OUTPUT_SIZE", 1)
-    monkeypatch.setattr(winograd, "MIN_CHANNELS_BY_SIZE", 1)
+    for name, value in WINOGRAD_EVERYWHERE.items():
+        monkeypatch.setattr(winograd, name, value)
 
     def choose(f4):
         monkeypatch.setattr(winograd, "MIN_CHANNELS_F4", 1 if f4 else 1 << 20)
