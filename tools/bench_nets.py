@@ -1025,7 +1025,8 @@ def memory_growth(name, side, threads, param_shapes=None):
 @contextlib.contextmanager
 def every_conv_path():
     """For the block, :func:`warm_up_spec`'s 3x3 layers run as Winograd (``conv1``, 3 channels:
-    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3)) and its 1x1 layer as row strips."""
+    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``dilated`` over its phases) and its 1x1
+    layer as row strips."""
     from netlayers.kernels import strips, winograd
     from netlayers.warmup import WINOGRAD_EVERYWHERE, constants
 
