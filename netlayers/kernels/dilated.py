@@ -101,14 +101,13 @@ class PhaseConvolution:
     ``forward`` and ``backward`` as the Winograd convolutions'."""
 
     def __init__(self, image_shape, outputs, dilation, dtype):
-        self.batch, self.channels, height, width = image_shape
-        self.outputs, self.dilation = outputs, dilation
+        self.batch, channels, height, width = image_shape
         self.dtype = np.dtype(dtype)
         dh, dw = dilation
         rows, cols = -(-height // dh), -(-width // dw)
-        self.phase_images = (self.batch, dh, dw, self.channels, rows, cols)
+        self.phase_images = (self.batch, dh, dw, channels, rows, cols)
         self.phase_maps = (self.batch, dh, dw, outputs, rows, cols)
-        self.inner = winograd.convolution((self.batch * dh * dw, self.channels, rows, cols), outputs, 1, self.dtype)
+        self.inner = winograd.convolution((self.batch * dh * dw, channels, rows, cols), outputs, 1, self.dtype)
 
     def filters(self, weight):
         self.inner.filters(weight)
