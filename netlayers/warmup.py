@@ -13,7 +13,8 @@ install time, by running what the kernels serve on tiny inputs:
   budget, and chunks of one image, of several, or bands of rows take different kernels),
   Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels, and
   the dilated example as Winograd over its phases) and
-  the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips);
+  the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips)
+  and 1-D Winograd's at 1 (then the 1 x 5 example runs along its axis);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
   channel threshold at 1 too (its kernels; no example has its 64 channels);
 - the examples of layers that can run in place, in place (a kernel may have an in-place form:
@@ -33,7 +34,7 @@ import numpy as np
 from . import parallel
 from .blob import Blob
 from .errors import NetlayersError
-from .kernels import conv_gemm, strips, winograd
+from .kernels import conv_gemm, strips, winograd, winograd1d
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -234,6 +235,7 @@ def compile_kernels():
             constants(conv_gemm, COLUMN_CHUNK_BYTES=1),
             constants(winograd, **WINOGRAD_EVERYWHERE),
             constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
+            constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
         ):
             runs += run_all_examples(skipped)
     finally:

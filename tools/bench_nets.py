@@ -361,14 +361,19 @@ def dilated(batch=4, size=64, width=64):
     return net_spec("dilated", layers)
 
 
+def row_conv(name, bottom, num_output):
+    """A 1 x 5 convolution along the rows, padded 0 x 2."""
+    layer = conv(name, bottom, num_output, 1)
+    layer["convolution_param"].update({"kernel_size": [1, 5], "pad": [0, 2]})
+    return layer
+
+
 def conv1d(batch=32, length=256, channels=64, width=128):
     """Convolutions along one axis (kernel 1x5, pad 0x2, as text and audio nets run them in
     Caffe): three of ``width`` channels with ReLU, global max pooling, InnerProduct 10."""
     layers, bottom = [input_layer(batch, channels, 1, length)], "data"
     for k in range(1, 4):
-        layer = conv(f"conv{k}", bottom, width, 1)
-        layer["convolution_param"].update({"kernel_size": [1, 5], "pad": [0, 2]})
-        layers += [layer, relu(f"relu{k}", f"conv{k}")]
+        layers += [row_conv(f"conv{k}", bottom, width), relu(f"relu{k}", f"conv{k}")]
         bottom = f"conv{k}"
     layers += [pool("pool", bottom, "MAX"), inner_product("fc", "pool", 10), loss("fc")]
     return net_spec("conv1d", layers)
@@ -1025,12 +1030,16 @@ def memory_growth(name, side, threads, param_shapes=None):
 @contextlib.contextmanager
 def every_conv_path():
     """For the block, :func:`warm_up_spec`'s 3x3 layers run as Winograd (``conv1``, 3 channels:
-    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``dilated`` over its phases) and its 1x1
-    layer as row strips."""
-    from netlayers.kernels import strips, winograd
+    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``dilated`` over its phases), its 1x1
+    layer as row strips and its 1 x 5 layer as 1-D Winograd."""
+    from netlayers.kernels import strips, winograd, winograd1d
     from netlayers.warmup import WINOGRAD_EVERYWHERE, constants
 
-    with constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE), constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1):
+    with (
+        constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE),
+        constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
+        constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
+    ):
         yield
 
 
@@ -1040,7 +1049,7 @@ def netlayers_stepper(net):
 
 def warm_up_spec():
     """A tiny net with every layer type and convolution shape of ``NETS`` (a 256-pixel and a
-    64-pixel plane, group 2, depthwise, 1x1 (and with stride 2), deconvolution, dilation, LRN,
+    64-pixel plane, group 2, depthwise, 1x1 (and with stride 2), 1 x 5, deconvolution, dilation, LRN,
     BatchNorm + Scale, Eltwise, Concat, Sigmoid, TanH, ELU, PReLU, the poolings)."""
     return net_spec(
         "warm_up",
@@ -1061,10 +1070,11 @@ def warm_up_spec():
             *(activation(kind.lower(), "deconv", kind) for kind in ("Sigmoid", "TanH", "ELU", "PReLU")),
             dilated_conv("dilated", "deconv", 4, 3, 2),
             conv("wide", "deconv", 4, 1, stride=2),
+            row_conv("row1d", "wide", 4),
             pool("pool_pad", "deconv", "MAX", 3, 1, pad=1),
             {"name": "concat", "type": "Concat", "bottom": ["dilated", "pool_pad"], "top": "concat"},
             pool("pool3", "concat", "AVE"),
-            pool("pool4", "wide", "MAX"),
+            pool("pool4", "row1d", "MAX"),
             inner_product("fc", "pool3", 10),
             inner_product("fc2", "pool4", 10),
             {"name": "sum2", "type": "Eltwise", "bottom": ["fc", "fc2"], "top": "sum2"},

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..kernels import deconv, dilated, strips, winograd
+from ..kernels import deconv, dilated, strips, winograd, winograd1d
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
@@ -269,6 +269,20 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
+        {  # 1 x 5 along the rows: 1-D Winograd where it applies
+            "bottoms": [(2, 3, 2, 9)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_h": 1,
+                    "kernel_w": 5,
+                    "pad_h": 0,
+                    "pad_w": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
         {  # depthwise (group = channels), two outputs per channel: the direct kernels
             "bottoms": [(2, 3, 5, 6), (2, 3, 5, 6)],
             "tops": 2,
@@ -341,6 +355,11 @@ class Convolution(_ConvolutionBase):
         if dilated.applies(*geometry, self.channels, self.p.num_output, out_size):
             image_shape = (self.batch, self.channels) + size
             self.winograd = dilated.PhaseConvolution(image_shape, self.p.num_output, self.dilation, self.dtype)
+            return
+        if winograd1d.applies(*geometry, self.channels, self.p.num_output, out_size, self.dtype.itemsize):
+            image_shape = (self.batch, self.channels) + size
+            outputs, kernel = self.p.num_output, self.kernel
+            self.winograd = winograd1d.AxisConvolution(image_shape, outputs, kernel, self.pad, self.dtype)
             return
         self.winograd = None
         shape_rule = (self.channels, self.p.num_output, size, out_size, self.dtype.itemsize)
