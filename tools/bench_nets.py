@@ -1031,14 +1031,15 @@ def memory_growth(name, side, threads, param_shapes=None):
 def every_conv_path():
     """For the block, :func:`warm_up_spec`'s 3x3 layers run as Winograd (``conv1``, 3 channels:
     F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``dilated`` over its phases), its 1x1
-    layer as row strips and its 1 x 5 layer as 1-D Winograd."""
-    from netlayers.kernels import strips, winograd, winograd1d
+    layer as row strips, its 1 x 5 layer as 1-D Winograd and its 5 x 5 layer as F(4x4, 5x5)."""
+    from netlayers.kernels import strips, winograd, winograd1d, winograd2d
     from netlayers.warmup import WINOGRAD_EVERYWHERE, constants
 
     with (
         constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE),
         constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
         constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
+        constants(winograd2d, MIN_CHANNELS=1, MIN_OUTPUT_SIZE=1),
     ):
         yield
 
@@ -1049,8 +1050,8 @@ def netlayers_stepper(net):
 
 def warm_up_spec():
     """A tiny net with every layer type and convolution shape of ``NETS`` (a 256-pixel and a
-    64-pixel plane, group 2, depthwise, 1x1 (and with stride 2), 1 x 5, deconvolution, dilation, LRN,
-    BatchNorm + Scale, Eltwise, Concat, Sigmoid, TanH, ELU, PReLU, the poolings)."""
+    64-pixel plane, group 2, depthwise, 1x1 (and with stride 2), 1 x 5, 5 x 5, deconvolution,
+    dilation, LRN, BatchNorm + Scale, Eltwise, Concat, Sigmoid, TanH, ELU, PReLU, the poolings)."""
     return net_spec(
         "warm_up",
         [
@@ -1073,7 +1074,8 @@ def warm_up_spec():
             row_conv("row1d", "wide", 4),
             pool("pool_pad", "deconv", "MAX", 3, 1, pad=1),
             {"name": "concat", "type": "Concat", "bottom": ["dilated", "pool_pad"], "top": "concat"},
-            pool("pool3", "concat", "AVE"),
+            conv("square5", "concat", 4, 5, pad=2),
+            pool("pool3", "square5", "AVE"),
             pool("pool4", "row1d", "MAX"),
             inner_product("fc", "pool3", 10),
             inner_product("fc2", "pool4", 10),

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ..kernels import deconv, dilated, strips, winograd, winograd1d
+from ..kernels import deconv, dilated, strips, winograd, winograd1d, winograd2d
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
@@ -361,8 +361,13 @@ class Convolution(_ConvolutionBase):
             outputs, kernel = self.p.num_output, self.kernel
             self.winograd = winograd1d.AxisConvolution(image_shape, outputs, kernel, self.pad, self.dtype)
             return
-        self.winograd = None
         shape_rule = (self.channels, self.p.num_output, size, out_size, self.dtype.itemsize)
+        if winograd2d.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule[:2], out_size):
+            image_shape = (self.batch, self.channels) + size
+            outputs, side = self.p.num_output, self.kernel[0]
+            self.winograd = winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype)
+            return
+        self.winograd = None
         if strips.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule):
             image_shape = (self.batch, self.channels) + size
             self.strips = strips.StripConvolution(

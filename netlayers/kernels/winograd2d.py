@@ -1,0 +1,374 @@
+"""Winograd F(4x4, 5x5) for 5 x 5 stride-1 convolutions: 64 multiplications per 4 x 4 output
+tile instead of 400.
+
+The 2-D algorithm nests ``winograd1d``'s 1-D one (the same Toom-Cook matrices A^T, G, B^T of
+``winograd1d.transforms``, n = m + r - 1): for an n x n input patch d and an r x r filter g,
+
+    Y = A^T [(G g G^T) * (B^T d B)] A        (* element-wise, over n x n positions)
+
+Summed over channels, the element-wise product is n^2 matrix products U[a, b] V[a, b] (outputs
+x channels by channels x tiles; one batched BLAS call). Each transform is separable and runs as
+two 1-D passes: B^T d B along the rows (over the tiles of a row), then along the columns, as
+``winograd1d`` runs one; A^T M A likewise. Backward: dM = A dY A^T, dU[a, b] = dM V^T (then
+dg = G^T dU G), dV = U^T dM (then dx = B dV B^T, overlapping patches summed).
+
+Layout: inside, an image is (H, W, C), channels last (one transposing copy in, one out). Its
+padded plane is split into m x m phase planes (phase (s, t) holds rows s, s + m,
+.. and columns t, t + m, ..), each of (T_h + shift) x S slots with S = T_w + shift, shift =
+(n - 1) // m: every patch value is then the phase plane at a fixed offset of the tile's slot,
+and the transforms are long unit-stride loops over all the slots and channels of a plane
+(with channels first, a 16 x 16 image's 25-slot rows left the loops too short to pay). Tiles are
+numbered i S + j; the last ``shift`` of each row are unused (the forward computes values of no
+use there; the backward's dM is 0 there, so they add nothing). Each worker takes its share of
+the batch in chunks of images whose V (and M) fit ``CHUNK_BYTES``.
+
+Rounding: float32 outputs differ from im2col + GEMM by up to about 1e-5 of the output's scale
+(as F(4x4, 3x3): points up to 2 and 1/2, two nested transforms).
+"""
+
+import numpy as np
+
+from .. import parallel
+from ._jit import jit
+from .winograd1d import _combine, _phase_range, _spread, transforms
+
+TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
+# F(2x2, 7x7): 64 -> 64 at 32 x 32 0.98x-1.12x against row strips, not worth its rounding.
+# Where it runs: at least MIN_CHANNELS input and output channels and outputs of at least
+# MIN_OUTPUT_SIZE rows and columns. The Convolution layer, forward + backward against row strips
+# (im2col for LeNet's unpadded conv2), 2 workers, float32, per-round median of 7 side by side:
+# NiN's conv2 (96 -> 192 at 16 x 16, batch 16) 2.02x; cifar10_quick's conv2 (32 -> 32 at 16 x 16,
+# batch 100) 1.57x, conv3 (32 -> 64 at 8 x 8) 1.29x; 64 -> 64 at 32 x 32 2.02x; 128 -> 128 at
+# 28 x 28 2.23x; 48 -> 128 at 27 x 27 (AlexNet's conv2 a group) 2.40x; 32 -> 96 at 14 x 14
+# 1.37x. Not: LeNet's conv2 (20 -> 50 at 8 x 8 unpadded) 0.82x.
+MIN_CHANNELS = 32
+MIN_OUTPUT_SIZE = 8
+CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
+# Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
+TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+
+
+def applies(kernel, stride, dilation, groups, channels, outputs, out_size):
+    """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
+    stride 1, dilation 1, one group, at least ``MIN_CHANNELS`` input and output channels
+    and outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns."""
+    return (
+        kernel[0] == kernel[1]
+        and kernel[0] in TILE
+        and stride == (1, 1)
+        and dilation == (1, 1)
+        and groups == 1
+        and min(channels, outputs) >= MIN_CHANNELS
+        and min(out_size) >= MIN_OUTPUT_SIZE
+    )
+
+
+@jit
+def _deinterleave2(source, pad_h, pad_w, m, slots_h, slots_w, phases):
+    """phases[s, t, (i slots_w + j) C + c] = source[i m + s - pad_h, j m + t - pad_w, c] (0
+    outside source) for i < slots_h, j < slots_w: the (H, W, C) image split into its m x m
+    phases, channels innermost."""
+    height, width, inner = source.shape
+    row_items = slots_w * inner
+    for s in range(m):
+        lo_h, hi_h = _phase_range(s, m, pad_h, height, slots_h)
+        for t in range(m):
+            lo_w, hi_w = _phase_range(t, m, pad_w, width, slots_w)
+            plane = phases[s, t]
+            for i in range(slots_h):
+                row = plane[i * row_items : (i + 1) * row_items]
+                if i < lo_h or i >= hi_h:
+                    for q in range(row_items):
+                        row[q] = 0
+                    continue
+                for q in range(lo_w * inner):
+                    row[q] = 0
+                for q in range(hi_w * inner, row_items):
+                    row[q] = 0
+                src_row = source[i * m + s - pad_h]
+                for j in range(lo_w, hi_w):
+                    src = src_row[j * m + t - pad_w]
+                    dst = row[j * inner : (j + 1) * inner]
+                    for c in range(inner):
+                        dst[c] = src[c]
+
+
+@jit
+def _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, target):
+    """target[i m + s - pad_h, j m + t - pad_w, c] = phases[s, t, (i slots_w + j) C + c] for
+    every position of target (H, W, C): the inverse of ``_deinterleave2``."""
+    height, width, inner = target.shape
+    row_items = slots_w * inner
+    for s in range(m):
+        lo_h, hi_h = _phase_range(s, m, pad_h, height, slots_h)
+        for t in range(m):
+            lo_w, hi_w = _phase_range(t, m, pad_w, width, slots_w)
+            plane = phases[s, t]
+            for i in range(lo_h, hi_h):
+                dst_row = target[i * m + s - pad_h]
+                for j in range(lo_w, hi_w):
+                    src = plane[i * row_items + j * inner : i * row_items + (j + 1) * inner]
+                    dst = dst_row[j * m + t - pad_w]
+                    for c in range(inner):
+                        dst[c] = src[c]
+
+
+@jit
+def input_tiles(image, pad_h, pad_w, m, bt, tiles_h, slots_w, v, base, phases, z):
+    """v[a n + b, base + (i S + j) C + c] = (B^T d B)[a, b] for tile (i, j) of one image
+    (H, W, C), S = ``slots_w``; d is channel c's n x n padded patch at (i m - pad_h,
+    j m - pad_w). ``phases`` (m, m, (L + shift) C) and ``z`` (n, m, L C) scratch, L =
+    (T_h + shift) S."""
+    channels = image.shape[2]
+    n = bt.shape[0]
+    shift = (n - 1) // m
+    slots_h = tiles_h + shift
+    plane = slots_h * slots_w * channels
+    tiles = tiles_h * slots_w * channels
+    for s in range(m):
+        for t in range(m):
+            for q in range(plane, phases.shape[2]):
+                phases[s, t, q] = 0
+    _deinterleave2(image, pad_h, pad_w, m, slots_h, slots_w, phases)
+    for s in range(m):  # along the rows: z[b, s] = (d B)[., b] on phase row s
+        for b in range(n):
+            _combine(bt[b], phases[s], channels, m, z[b, s, :plane])
+    for a in range(n):  # along the columns
+        for b in range(n):
+            _combine(bt[a], z[b], slots_w * channels, m, v[a * n + b, base : base + tiles])
+
+
+@jit
+def input_tiles_adjoint(dv, pad_h, pad_w, m, bt, tiles_h, slots_w, base, phases, z, image):
+    """The adjoint of ``input_tiles`` where dV is 0 on the unused tiles: image (H, W, C) =
+    B dV B^T, overlapping patches summed (written, not added)."""
+    channels = image.shape[2]
+    n = bt.shape[0]
+    shift = (n - 1) // m
+    slots_h = tiles_h + shift
+    plane = slots_h * slots_w * channels
+    tiles = tiles_h * slots_w * channels
+    for b in range(n):
+        for s in range(m):
+            row = z[b, s]
+            for q in range(plane):
+                row[q] = 0
+    for a in range(n):
+        for b in range(n):
+            _spread(bt[a], dv[a * n + b, base : base + tiles], slots_w * channels, m, z[b])
+    for s in range(m):
+        for t in range(m):
+            row = phases[s, t]
+            for q in range(row.shape[0]):
+                row[q] = 0
+        for b in range(n):
+            _spread(bt[b], z[b, s, :plane], channels, m, phases[s])
+    _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, image)
+
+
+@jit
+def output_tiles(mm, bias, m, at, w1, phases):
+    """phases[s, t, p K + o] = (A^T M A)[s, t] + bias[o] for every tile p of a chunk and
+    output o: mm (n^2, P K), ``w1`` (m, n, P K) scratch."""
+    outputs = bias.shape[0]
+    n = at.shape[1]
+    positions = mm.shape[1]
+    for a in range(n):  # along the rows of each tile: w1[t, a] = (M A)[a, t]
+        for t in range(m):
+            _combine(at[t], mm[a * n : (a + 1) * n], 0, n, w1[t, a])
+    for s in range(m):
+        for t in range(m):
+            out = phases[s, t, :positions]
+            _combine(at[s], w1[t], 0, n, out)
+            for p in range(positions // outputs):
+                row = out[p * outputs : (p + 1) * outputs]
+                for o in range(outputs):
+                    row[o] += bias[o]
+
+
+@jit
+def output_tiles_adjoint(phases, m, at, w1, dm):
+    """The adjoint of ``output_tiles`` (without bias): dM = A dY A^T from dY's phases (m, m,
+    P K) (0 past the output's end, so 0 on the unused tiles); ``w1`` (m, n, P K) scratch."""
+    n = at.shape[1]
+    positions = dm.shape[1]
+    for t in range(m):
+        for a in range(n):
+            row = w1[t, a]
+            for q in range(positions):
+                row[q] = 0
+        for s in range(m):
+            _spread(at[s], phases[s, t, :positions], 0, n, w1[t])
+    for q in range(n * n):
+        row = dm[q]
+        for p in range(positions):
+            row[p] = 0
+    for a in range(n):
+        for t in range(m):
+            _spread(at[t], w1[t, a], 0, n, dm[a * n : (a + 1) * n])
+
+
+class SquareConvolution:
+    """One 5 x 5 stride-1 convolution geometry run as F(m x m, r x r).
+
+    ``image_shape`` (N, C, H, W), ``outputs`` K, kernel side ``r``, ``pad`` (ph, pw). Same
+    interface as the other Winograd convolutions: ``filters(weight)`` transforms a (K, C, r, r)
+    weight into U (once per pass), then ``forward(x, bias, y)`` and ``backward(x, dy, dx,
+    weight_diff)`` use it. Inside, images are (H, W, C): the transforms run over a phase
+    plane's slots and channels at once (long loops even for small images), V[a, b] is
+    (tiles, C) and M[a, b] (tiles, K). Weight gradients are summed per worker, then over the
+    workers (worker 0 first), so they can differ in the last bits between thread counts.
+    """
+
+    def __init__(self, image_shape, outputs, r, pad, dtype):
+        self.batch, self.channels, self.height, self.width = image_shape
+        self.outputs, self.r = outputs, r
+        self.pad_h, self.pad_w = pad
+        self.dtype = np.dtype(dtype)
+        self.m = TILE[r]
+        self.n = self.m + r - 1
+        self.shift = (self.n - 1) // self.m
+        self.out_h, self.out_w = self.height + 2 * self.pad_h - r + 1, self.width + 2 * self.pad_w - r + 1
+        self.tiles_h = -(-self.out_h // self.m)
+        self.slots_w = -(-self.out_w // self.m) + self.shift
+        self.image_tiles = self.tiles_h * self.slots_w
+        self.plane = (self.tiles_h + self.shift) * self.slots_w
+        at, g, bt = transforms(self.m, r)
+        self.at, self.bt = at.astype(self.dtype), bt.astype(self.dtype)
+        self.transform = np.kron(g, g).astype(self.dtype)  # (n^2, r^2): G g G^T from g
+        image_bytes = self.n**2 * max(self.channels, outputs) * self.image_tiles * self.dtype.itemsize
+        self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
+        self.u = np.empty((self.n**2, outputs, self.channels), self.dtype)
+        self.u_t = np.empty((self.n**2, self.channels, outputs), self.dtype)
+        self.zero_bias = np.zeros(outputs, self.dtype)
+
+    def filters(self, weight):
+        """U[a n + b] = (G g G^T)[a, b] for every (output, channel) filter g of ``weight``, as
+        (K, C) matrices (the data gradient's) and transposed, (C, K) (the forward's: numpy's
+        batched products ran twice as fast on contiguous operands, 99 against 49 GFLOP/s at
+        NiN's conv2)."""
+        np.matmul(self.transform, weight.reshape(-1, self.r**2).T, out=self.u.reshape(self.n**2, -1))
+        np.copyto(self.u_t, self.u.transpose(0, 2, 1))
+
+    def _chunks(self, worker, workers):
+        """``worker``'s share of the batch, as (first, count) chunks of at most ``chunk_images``."""
+        images = parallel.share(worker, workers, self.batch)
+        count = -(-len(images) // self.chunk_images)
+        parts = (parallel.share(i, count, len(images)) for i in range(count))
+        return [(images.start + part.start, len(part)) for part in parts]
+
+    def _buffers(self, worker, count):
+        """This worker's V (n^2, P, C), M (n^2, P, K), w1 (m, n, P K), output phases (m, m,
+        P K), input phases (m, m, (L + shift) C), z (n, m, L C) and an image (H, W, C) and
+        an output (OH, OW, K) with channels last; P = count images' tiles."""
+        n, m, c, k = self.n, self.m, self.channels, self.outputs
+        positions = count * self.image_tiles
+        items = {
+            "v": (TILES, (n * n, positions, c)),
+            "mm": (PRODUCTS, (n * n, positions, k)),
+            "w1": ("winograd2d_w1", (m, n, positions * k)),
+            "out_phases": ("winograd2d_out_phases", (m, m, positions * k)),
+            "phases": ("winograd2d_phases", (m, m, (self.plane + self.shift) * c)),
+            "z": ("winograd2d_z", (n, m, self.plane * c)),
+            "image": ("winograd2d_image", (self.height, self.width, c)),
+            "output": ("winograd2d_output", (self.out_h, self.out_w, k)),
+        }
+        return {
+            key: parallel.scratch(worker, name, int(np.prod(shape)), self.dtype).reshape(shape)
+            for key, (name, shape) in items.items()
+        }
+
+    def _workers(self):
+        return min(parallel.thread_count(), self.batch)
+
+    def _input_tiles(self, x, first, count, b):
+        """V of images first .. first + count - 1 of x (N, C, H, W)."""
+        v = b["v"].reshape(self.n**2, -1)
+        for k in range(count):
+            np.copyto(b["image"], x[first + k].transpose(1, 2, 0))
+            base = k * self.image_tiles * self.channels
+            input_tiles(
+                b["image"],
+                self.pad_h,
+                self.pad_w,
+                self.m,
+                self.bt,
+                self.tiles_h,
+                self.slots_w,
+                v,
+                base,
+                b["phases"],
+                b["z"],
+            )
+
+    def forward(self, x, bias, y):
+        """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
+        bias = self.zero_bias if bias is None else bias
+        workers = self._workers()
+        span = self.image_tiles * self.outputs
+
+        def share(worker, _):
+            for first, count in self._chunks(worker, workers):
+                b = self._buffers(worker, count)
+                self._input_tiles(x, first, count, b)
+                np.matmul(b["v"], self.u_t, out=b["mm"])
+                phases = b["out_phases"]
+                output_tiles(b["mm"].reshape(self.n**2, -1), bias, self.m, self.at, b["w1"], phases)
+                for k in range(count):
+                    out = phases[:, :, k * span : (k + 1) * span]
+                    _interleave2(out, 0, 0, self.m, self.tiles_h, self.slots_w, b["output"])
+                    np.copyto(y[first + k], b["output"].transpose(2, 0, 1))
+
+        parallel.run_parts(share, workers, workers)
+
+    def backward(self, x, dy, dx, weight_diff):
+        """dx = the input gradient (when dx is not None; written), weight_diff += the weight
+        gradient (when it is not None), with U from ``filters``."""
+        workers = self._workers()
+        shape = self.u.shape
+        span = self.image_tiles * self.outputs
+
+        def share(worker, _):
+            partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
+            for index, (first, count) in enumerate(self._chunks(worker, workers)):
+                b = self._buffers(worker, count)
+                dm, v, phases = b["mm"], b["v"], b["out_phases"]
+                for k in range(count):
+                    np.copyto(b["output"], dy[first + k].transpose(1, 2, 0))
+                    out = phases[:, :, k * span : (k + 1) * span]
+                    _deinterleave2(b["output"], 0, 0, self.m, self.tiles_h, self.slots_w, out)
+                output_tiles_adjoint(phases, self.m, self.at, b["w1"], dm.reshape(self.n**2, -1))
+                if weight_diff is not None:
+                    self._input_tiles(x, first, count, b)
+                    np.matmul(dm.transpose(0, 2, 1), v, out=temp if index else partial)
+                    if index:
+                        partial += temp
+                if dx is not None:
+                    np.matmul(dm, self.u, out=v)
+                    flat = v.reshape(self.n**2, -1)
+                    for k in range(count):
+                        base = k * self.image_tiles * self.channels
+                        input_tiles_adjoint(
+                            flat,
+                            self.pad_h,
+                            self.pad_w,
+                            self.m,
+                            self.bt,
+                            self.tiles_h,
+                            self.slots_w,
+                            base,
+                            b["phases"],
+                            b["z"],
+                            b["image"],
+                        )
+                        np.copyto(dx[first + k], b["image"].transpose(2, 0, 1))
+
+        parallel.run_parts(share, workers, workers)
+        if weight_diff is not None:
+            total = parallel.scratch(0, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n**2, -1)
+            for worker in range(1, workers):
+                total += parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n**2, -1)
+            grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * self.r**2, self.dtype)
+            np.matmul(total.T, self.transform, out=grad.reshape(-1, self.r**2))
+            weight_diff += grad.reshape(weight_diff.shape)

@@ -1,0 +1,129 @@
+"""Winograd F(4x4, 5x5) for 5 x 5 convolutions: the layer against the reference convolution and
+the same layer through row strips or im2col + GEMM (float64, to rounding), chunks of images,
+numerical gradients, float32 against float64, and where the rule sends a geometry."""
+
+import numpy as np
+import pytest
+from layer_harness import assert_gradients, make_layer
+from reference import convolution
+
+from netlayers.kernels import winograd2d
+from netlayers.kernels.winograd2d import SquareConvolution
+
+
+@pytest.fixture
+def everywhere(monkeypatch):
+    """The 2-D Winograd path for small test geometries."""
+    monkeypatch.setattr(winograd2d, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd2d, "MIN_OUTPUT_SIZE", 1)
+
+
+def square_layer(pad, outputs=4):
+    gauss = {"type": "gaussian", "std": 0.5}
+    param = {"num_output": outputs, "kernel_size": 5, "pad_h": pad[0], "pad_w": pad[1]}
+    param.update(weight_filler=gauss, bias_filler=gauss)
+    return {"type": "Convolution", "convolution_param": param}
+
+
+def forward_backward(spec, x, dy):
+    layer, bottom, top = make_layer(spec, [x])
+    layer.forward(bottom, top)
+    top[0].diff[...] = dy
+    layer.backward(top, [True], bottom)
+    return layer, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in layer.blobs]
+
+
+def output_shape(shape, pad, outputs=4):
+    return (shape[0], outputs) + tuple(s + 2 * p - 4 for s, p in zip(shape[2:], pad))
+
+
+CASES = [  # (N, C, H, W), pad
+    ((2, 3, 9, 11), (2, 2)),  # outputs no multiple of the 4 x 4 tile
+    ((3, 2, 8, 8), (0, 0)),  # no padding
+    ((1, 3, 12, 10), (2, 1)),  # a batch of 1, another padding a axis
+    ((2, 2, 6, 7), (4, 3)),  # padding past 2: outputs larger than the input
+    ((2, 3, 5, 13), (2, 0)),
+]
+
+
+@pytest.mark.parametrize("shape, pad", CASES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_2d_winograd_layer_gives_what_the_other_paths_give(
+    shape, pad, threads, everywhere, thread_count, monkeypatch
+):
+    thread_count(threads)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    spec = square_layer(pad)
+    dy = rng.standard_normal(output_shape(shape, pad))
+    layer, y, dx, diffs = forward_backward(spec, x, dy)
+    assert isinstance(layer.winograd, SquareConvolution)
+    weight, bias = (b.data for b in layer.blobs)
+    np.testing.assert_allclose(y, convolution(x, weight, bias, (1, 1), pad, (1, 1), 1), rtol=1e-10, atol=1e-10)
+    monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
+    other_layer, y2, dx2, diffs2 = forward_backward(spec, x, dy)
+    assert other_layer.winograd is None
+    np.testing.assert_allclose(y, y2, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(dx, dx2, rtol=1e-10, atol=1e-10)
+    for diff, diff2 in zip(diffs, diffs2):
+        np.testing.assert_allclose(diff, diff2, rtol=1e-10, atol=1e-10)
+
+
+def test_chunks_of_images_give_the_same_outputs(everywhere, monkeypatch, thread_count):
+    """A budget of one image a chunk against one chunk a worker: the same outputs, and weight
+    gradients to rounding (partials of chunks are summed)."""
+    thread_count(2)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((5, 3, 9, 10))
+    spec = square_layer((2, 2))
+    dy = rng.standard_normal(output_shape(x.shape, (2, 2)))
+    _, y, dx, diffs = forward_backward(spec, x, dy)
+    monkeypatch.setattr(winograd2d, "CHUNK_BYTES", 1)
+    layer, y1, dx1, diffs1 = forward_backward(spec, x, dy)
+    assert layer.winograd.chunk_images == 1
+    np.testing.assert_array_equal(y1, y)
+    np.testing.assert_array_equal(dx1, dx)
+    for diff, diff1 in zip(diffs, diffs1):
+        np.testing.assert_allclose(diff1, diff, rtol=1e-12, atol=1e-12)
+
+
+def test_numerical_gradients_of_a_2d_winograd_layer(everywhere):
+    x = np.random.default_rng(2).standard_normal((2, 2, 6, 7))
+    layer, _, _ = make_layer(square_layer((2, 1), outputs=3), [x])
+    assert isinstance(layer.winograd, SquareConvolution)
+    assert_gradients(square_layer((2, 1), outputs=3), [x])
+
+
+def test_float32_stays_close_to_the_float64_convolution():
+    """At a size where the rule sends the layer to F(4x4, 5x5) by itself (NiN's conv2's
+    channels at 16 x 16)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 96, 16, 16))
+    layer, bottom, top = make_layer(square_layer((2, 2), outputs=192), [x], dtype=np.float32)
+    assert isinstance(layer.winograd, SquareConvolution)
+    layer.forward(bottom, top)
+    weight, bias = (b.data.astype(np.float64) for b in layer.blobs)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    expected = np.zeros(top[0].data.shape) + bias[:, None, None]
+    for u in range(5):
+        for v in range(5):
+            expected += np.einsum("nchw,oc->nohw", padded[:, :, u : u + 16, v : v + 16], weight[:, :, u, v])
+    assert np.abs(top[0].data - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize(
+    "kernel, stride, dilation, groups, channels, out_size, runs",
+    [
+        ((5, 5), (1, 1), (1, 1), 1, 96, (16, 16), True),
+        ((5, 5), (1, 1), (1, 1), 1, 32, (8, 8), True),
+        ((5, 5), (1, 1), (1, 1), 1, 20, (8, 8), False),  # LeNet's conv2: too few channels
+        ((5, 5), (1, 1), (1, 1), 1, 96, (4, 4), False),  # too small an output
+        ((5, 5), (2, 2), (1, 1), 1, 96, (16, 16), False),
+        ((5, 5), (1, 1), (2, 2), 1, 96, (16, 16), False),
+        ((5, 5), (1, 1), (1, 1), 2, 96, (16, 16), False),
+        ((7, 7), (1, 1), (1, 1), 1, 96, (16, 16), False),
+        ((5, 3), (1, 1), (1, 1), 1, 96, (16, 16), False),
+    ],
+)
+def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_size, runs):
+    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size) is runs
