@@ -330,7 +330,7 @@ class SquareConvolution:
 
         def share(worker, _):
             partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
-            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
+            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size // 4, self.dtype).reshape(-1, *shape[1:])
             for index, (first, count) in enumerate(self._chunks(worker, workers)):
                 b = self._buffers(worker, count)
                 dm, v, phases = b["mm"], b["v"], b["out_phases"]
@@ -341,9 +341,12 @@ class SquareConvolution:
                 output_tiles_adjoint(phases, self.m, self.at, b["w1"], dm.reshape(self.n**2, -1))
                 if weight_diff is not None:
                     self._input_tiles(x, first, count, b)
-                    np.matmul(dm.transpose(0, 2, 1), v, out=temp if index else partial)
-                    if index:
-                        partial += temp
+                    if index == 0:
+                        np.matmul(dm.transpose(0, 2, 1), v, out=partial)
+                    for lo in range(0, self.n**2, len(temp)) if index else ():  # a quarter at a time
+                        group = slice(lo, lo + len(temp))
+                        np.matmul(dm[group].transpose(0, 2, 1), v[group], out=temp)
+                        partial[group] += temp
                 if dx is not None:
                     np.matmul(dm, self.u, out=v)
                     flat = v.reshape(self.n**2, -1)
