@@ -50,15 +50,14 @@ TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad"
 
 def applies(kernel, stride, dilation, groups, channels, outputs, out_size):
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
-    stride 1, dilation 1, one group, at least ``MIN_CHANNELS`` input and output channels
-    and outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns."""
+    stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group and
+    outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns."""
     return (
         kernel[0] == kernel[1]
         and kernel[0] in TILE
         and stride == (1, 1)
         and dilation == (1, 1)
-        and groups == 1
-        and min(channels, outputs) >= MIN_CHANNELS
+        and min(channels, outputs) // groups >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
     )
 
@@ -211,18 +210,20 @@ def output_tiles_adjoint(phases, m, at, w1, dm):
 class SquareConvolution:
     """One 5 x 5 stride-1 convolution geometry run as F(m x m, r x r).
 
-    ``image_shape`` (N, C, H, W), ``outputs`` K, kernel side ``r``, ``pad`` (ph, pw). Same
-    interface as the other Winograd convolutions: ``filters(weight)`` transforms a (K, C, r, r)
-    weight into U (once per pass), then ``forward(x, bias, y)`` and ``backward(x, dy, dx,
-    weight_diff)`` use it. Inside, images are (H, W, C): the transforms run over a phase
+    ``image_shape`` (N, C, H, W), ``outputs`` K, kernel side ``r``, ``pad`` (ph, pw),
+    ``groups`` (each group's channels and outputs run as a convolution of their own). Same
+    interface as the other Winograd convolutions: ``filters(weight)`` transforms a (K, C /
+    groups, r, r) weight into U (once per pass), then ``forward(x, bias, y)`` and ``backward(x,
+    dy, dx, weight_diff)`` use it. Inside, images are (H, W, C): the transforms run over a phase
     plane's slots and channels at once (long loops even for small images), V[a, b] is
     (tiles, C) and M[a, b] (tiles, K). Weight gradients are summed per worker, then over the
     workers (worker 0 first), so they can differ in the last bits between thread counts.
     """
 
-    def __init__(self, image_shape, outputs, r, pad, dtype):
-        self.batch, self.channels, self.height, self.width = image_shape
-        self.outputs, self.r = outputs, r
+    def __init__(self, image_shape, outputs, r, pad, dtype, groups=1):
+        self.batch, channels, self.height, self.width = image_shape
+        self.groups, self.r = groups, r
+        self.channels, self.outputs = channels // groups, outputs // groups  # a group's
         self.pad_h, self.pad_w = pad
         self.dtype = np.dtype(dtype)
         self.m = TILE[r]
@@ -236,10 +237,10 @@ class SquareConvolution:
         at, g, bt = transforms(self.m, r)
         self.at, self.bt = at.astype(self.dtype), bt.astype(self.dtype)
         self.transform = np.kron(g, g).astype(self.dtype)  # (n^2, r^2): G g G^T from g
-        image_bytes = self.n**2 * max(self.channels, outputs) * self.image_tiles * self.dtype.itemsize
+        image_bytes = self.n**2 * max(self.channels, self.outputs) * self.image_tiles * self.dtype.itemsize
         self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
-        self.u = np.empty((self.n**2, outputs, self.channels), self.dtype)
-        self.u_t = np.empty((self.n**2, self.channels, outputs), self.dtype)
+        self.u = np.empty((groups, self.n**2, self.outputs, self.channels), self.dtype)
+        self.u_t = np.empty((groups, self.n**2, self.channels, self.outputs), self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
     def filters(self, weight):
@@ -247,8 +248,15 @@ class SquareConvolution:
         (K, C) matrices (the data gradient's) and transposed, (C, K) (the forward's: numpy's
         batched products ran twice as fast on contiguous operands, 99 against 49 GFLOP/s at
         NiN's conv2)."""
-        np.matmul(self.transform, weight.reshape(-1, self.r**2).T, out=self.u.reshape(self.n**2, -1))
-        np.copyto(self.u_t, self.u.transpose(0, 2, 1))
+        filters = weight.reshape(self.groups, -1, self.r**2)
+        for group in range(self.groups):
+            np.matmul(self.transform, filters[group].T, out=self.u[group].reshape(self.n**2, -1))
+        np.copyto(self.u_t, self.u.transpose(0, 1, 3, 2))
+
+    def _group(self, group):
+        """The channels and the outputs of ``group``, as slices."""
+        c, k = self.channels, self.outputs
+        return slice(group * c, (group + 1) * c), slice(group * k, (group + 1) * k)
 
     def _chunks(self, worker, workers):
         """``worker``'s share of the batch, as (first, count) chunks of at most ``chunk_images``."""
@@ -304,6 +312,11 @@ class SquareConvolution:
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
+        for group in range(self.groups):
+            channels, outputs = self._group(group)
+            self._forward(x[:, channels], bias[outputs], y[:, outputs], self.u_t[group])
+
+    def _forward(self, x, bias, y, u_t):
         workers = self._workers()
         span = self.image_tiles * self.outputs
 
@@ -311,7 +324,7 @@ class SquareConvolution:
             for first, count in self._chunks(worker, workers):
                 b = self._buffers(worker, count)
                 self._input_tiles(x, first, count, b)
-                np.matmul(b["v"], self.u_t, out=b["mm"])
+                np.matmul(b["v"], u_t, out=b["mm"])
                 phases = b["out_phases"]
                 output_tiles(b["mm"].reshape(self.n**2, -1), bias, self.m, self.at, b["w1"], phases)
                 for k in range(count):
@@ -324,13 +337,20 @@ class SquareConvolution:
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``."""
+        for group in range(self.groups):
+            channels, outputs = self._group(group)
+            group_dx = None if dx is None else dx[:, channels]
+            group_diff = None if weight_diff is None else weight_diff[outputs]
+            self._backward(x[:, channels], dy[:, outputs], group_dx, group_diff, self.u[group])
+
+    def _backward(self, x, dy, dx, weight_diff, u):
         workers = self._workers()
-        shape = self.u.shape
+        shape = u.shape
         span = self.image_tiles * self.outputs
 
         def share(worker, _):
-            partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
-            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size // 4, self.dtype).reshape(-1, *shape[1:])
+            partial = parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(shape)
+            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, u.size // 4, self.dtype).reshape(-1, *shape[1:])
             for index, (first, count) in enumerate(self._chunks(worker, workers)):
                 b = self._buffers(worker, count)
                 dm, v, phases = b["mm"], b["v"], b["out_phases"]
@@ -348,7 +368,7 @@ class SquareConvolution:
                         np.matmul(dm[group].transpose(0, 2, 1), v[group], out=temp)
                         partial[group] += temp
                 if dx is not None:
-                    np.matmul(dm, self.u, out=v)
+                    np.matmul(dm, u, out=v)
                     flat = v.reshape(self.n**2, -1)
                     for k in range(count):
                         base = k * self.image_tiles * self.channels
@@ -369,9 +389,9 @@ class SquareConvolution:
 
         parallel.run_parts(share, workers, workers)
         if weight_diff is not None:
-            total = parallel.scratch(0, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n**2, -1)
+            total = parallel.scratch(0, WEIGHT_GRAD, u.size, self.dtype).reshape(self.n**2, -1)
             for worker in range(1, workers):
-                total += parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n**2, -1)
+                total += parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(self.n**2, -1)
             grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * self.r**2, self.dtype)
             np.matmul(total.T, self.transform, out=grad.reshape(-1, self.r**2))
             weight_diff += grad.reshape(weight_diff.shape)

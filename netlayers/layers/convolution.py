@@ -365,7 +365,7 @@ class Convolution(_ConvolutionBase):
         if winograd2d.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule[:2], out_size):
             image_shape = (self.batch, self.channels) + size
             outputs, side = self.p.num_output, self.kernel[0]
-            self.winograd = winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype)
+            self.winograd = winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype, self.p.group)
             return
         self.winograd = None
         if strips.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule):

@@ -18,9 +18,9 @@ def everywhere(monkeypatch):
     monkeypatch.setattr(winograd2d, "MIN_OUTPUT_SIZE", 1)
 
 
-def square_layer(pad, outputs=4):
+def square_layer(pad, outputs=4, group=1):
     gauss = {"type": "gaussian", "std": 0.5}
-    param = {"num_output": outputs, "kernel_size": 5, "pad_h": pad[0], "pad_w": pad[1]}
+    param = {"num_output": outputs, "kernel_size": 5, "pad_h": pad[0], "pad_w": pad[1], "group": group}
     param.update(weight_filler=gauss, bias_filler=gauss)
     return {"type": "Convolution", "convolution_param": param}
 
@@ -37,29 +37,31 @@ def output_shape(shape, pad, outputs=4):
     return (shape[0], outputs) + tuple(s + 2 * p - 4 for s, p in zip(shape[2:], pad))
 
 
-CASES = [  # (N, C, H, W), pad
-    ((2, 3, 9, 11), (2, 2)),  # outputs no multiple of the 4 x 4 tile
-    ((3, 2, 8, 8), (0, 0)),  # no padding
-    ((1, 3, 12, 10), (2, 1)),  # a batch of 1, another padding a axis
-    ((2, 2, 6, 7), (4, 3)),  # padding past 2: outputs larger than the input
-    ((2, 3, 5, 13), (2, 0)),
+CASES = [  # (N, C, H, W), pad, groups
+    ((2, 3, 9, 11), (2, 2), 1),  # outputs no multiple of the 4 x 4 tile
+    ((3, 2, 8, 8), (0, 0), 1),  # no padding
+    ((1, 3, 12, 10), (2, 1), 1),  # a batch of 1, another padding a axis
+    ((2, 2, 6, 7), (4, 3), 1),  # padding past 2: outputs larger than the input
+    ((2, 3, 5, 13), (2, 0), 1),
+    ((2, 4, 9, 8), (2, 2), 2),  # two groups, each its own convolution
 ]
 
 
-@pytest.mark.parametrize("shape, pad", CASES)
+@pytest.mark.parametrize("shape, pad, group", CASES)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_2d_winograd_layer_gives_what_the_other_paths_give(
-    shape, pad, threads, everywhere, thread_count, monkeypatch
+    shape, pad, group, threads, everywhere, thread_count, monkeypatch
 ):
     thread_count(threads)
     rng = np.random.default_rng(1)
     x = rng.standard_normal(shape)
-    spec = square_layer(pad)
+    spec = square_layer(pad, group=group)
     dy = rng.standard_normal(output_shape(shape, pad))
     layer, y, dx, diffs = forward_backward(spec, x, dy)
     assert isinstance(layer.winograd, SquareConvolution)
     weight, bias = (b.data for b in layer.blobs)
-    np.testing.assert_allclose(y, convolution(x, weight, bias, (1, 1), pad, (1, 1), 1), rtol=1e-10, atol=1e-10)
+    expected = convolution(x, weight, bias, (1, 1), pad, (1, 1), group)
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
     other_layer, y2, dx2, diffs2 = forward_backward(spec, x, dy)
     assert other_layer.winograd is None
@@ -120,7 +122,8 @@ def test_float32_stays_close_to_the_float64_convolution():
         ((5, 5), (1, 1), (1, 1), 1, 96, (4, 4), False),  # too small an output
         ((5, 5), (2, 2), (1, 1), 1, 96, (16, 16), False),
         ((5, 5), (1, 1), (2, 2), 1, 96, (16, 16), False),
-        ((5, 5), (1, 1), (1, 1), 2, 96, (16, 16), False),
+        ((5, 5), (1, 1), (1, 1), 2, 96, (16, 16), True),  # AlexNet's conv2: 48 channels a group
+        ((5, 5), (1, 1), (1, 1), 2, 32, (16, 16), False),  # 16 channels a group
         ((7, 7), (1, 1), (1, 1), 1, 96, (16, 16), False),
         ((5, 3), (1, 1), (1, 1), 1, 96, (16, 16), False),
     ],
