@@ -44,21 +44,26 @@ TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. N
 MIN_CHANNELS = 32
 MIN_OUTPUT_SIZE = 8
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
+MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
 TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
 
 
-def applies(kernel, stride, dilation, groups, channels, outputs, out_size):
+def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize):
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
-    stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group and
-    outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns."""
+    stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
+    outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, and one image's V or M (a chunk
+    holds at least one image) at most ``MAX_IMAGE_BYTES``."""
+    if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
+        return False
+    m = TILE[kernel[0]]
+    n = m + kernel[0] - 1
+    tiles = -(-out_size[0] // m) * (-(-out_size[1] // m) + (n - 1) // m)
+    image_bytes = n * n * max(channels, outputs) // groups * tiles * itemsize
     return (
-        kernel[0] == kernel[1]
-        and kernel[0] in TILE
-        and stride == (1, 1)
-        and dilation == (1, 1)
-        and min(channels, outputs) // groups >= MIN_CHANNELS
+        min(channels, outputs) // groups >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
+        and image_bytes <= MAX_IMAGE_BYTES
     )
 
 

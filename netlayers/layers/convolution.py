@@ -362,7 +362,9 @@ class Convolution(_ConvolutionBase):
             self.winograd = winograd1d.AxisConvolution(image_shape, outputs, kernel, self.pad, self.dtype)
             return
         shape_rule = (self.channels, self.p.num_output, size, out_size, self.dtype.itemsize)
-        if winograd2d.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule[:2], out_size):
+        if winograd2d.applies(
+            self.kernel, self.stride, self.dilation, self.p.group, *shape_rule[:2], out_size, self.dtype.itemsize
+        ):
             image_shape = (self.batch, self.channels) + size
             outputs, side = self.p.num_output, self.kernel[0]
             self.winograd = winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype, self.p.group)

@@ -126,7 +126,9 @@ def test_float32_stays_close_to_the_float64_convolution():
         ((5, 5), (1, 1), (1, 1), 2, 32, (16, 16), False),  # 16 channels a group
         ((7, 7), (1, 1), (1, 1), 1, 96, (16, 16), False),
         ((5, 3), (1, 1), (1, 1), 1, 96, (16, 16), False),
+        ((5, 5), (1, 1), (1, 1), 1, 64, (56, 56), True),
+        ((5, 5), (1, 1), (1, 1), 1, 64, (112, 112), False),  # one image's V past MAX_IMAGE_BYTES
     ],
 )
 def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_size, runs):
-    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size) is runs
+    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4) is runs
