@@ -39,6 +39,24 @@ def run_layer(layer, bottoms, *, phase="TRAIN", seed=0, dtype=np.float64):
     return instance, [t.data.copy() for t in top]
 
 
+def forward_backward(layer, x, dy):
+    """Build ``layer`` on one bottom ``x``, run forward, set the top's diff to ``dy`` and run
+    backward: (the layer, its top, the bottom's diff, copies of its param diffs)."""
+    instance, bottom, top = make_layer(layer, [x])
+    instance.forward(bottom, top)
+    top[0].diff[...] = dy
+    instance.backward(top, [True], bottom)
+    return instance, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in instance.blobs]
+
+
+def assert_same_results(first, second, rtol=1e-10, atol=1e-10):
+    """Two :func:`forward_backward` results agree: top, bottom diff and every param diff."""
+    for got, want in zip(first[1:3], second[1:3]):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+    for got, want in zip(first[3], second[3]):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
 def assert_gradients(layer, bottoms, **kwargs):
     report = check_layer(layer, bottoms, **kwargs)
     assert report.blobs, "nothing was gradient-checked"

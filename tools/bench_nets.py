@@ -65,7 +65,7 @@ from bench_lenet import lenet_spec  # noqa: E402
 import netlayers  # noqa: E402
 
 LOSS_TOLERANCE = 1e-4  # relative
-GRADIENT_TOLERANCE = 1e-2  # relative norm of the difference (see check_same_computation)
+GRADIENT_TOLERANCE = 3e-2  # relative norm of the difference (see check_same_computation)
 SEED = 1
 
 
@@ -800,7 +800,11 @@ def check_same_computation(name, net, module, ours, theirs):
 
     The gradient tolerance is loose because float32 rounding differs between the two sides and
     can flip a few ReLU signs or max-pool choices: the VGG case's gradients differ from a
-    float64 reference by about 3e-3 on both sides; a wrong computation differs by order 1."""
+    float64 reference by about 3e-3 on both sides. In the AlexNet-style net, scaling conv2's
+    weights by 1 + 4e-6 noise (the relative rounding of its F(4x4, 5x5) Winograd path) moves
+    conv1's float64 gradient by 1.1e-2 and conv2's by 5.5e-3 (1e-6 noise: 3.5e-4, 1e-7: 1.4e-7):
+    flips through three max pools; netlayers' float32 gradients there differ from PyTorch's
+    by 1.0e-2 (conv1) and 5.3e-3 (conv2). A wrong computation differs by order 1."""
     if not abs(ours - theirs) <= LOSS_TOLERANCE * max(abs(theirs), 1e-12):
         raise ComputationMismatch(f"net '{name}': losses differ: netlayers {ours!r}, PyTorch {theirs!r}")
     worst = 0.0

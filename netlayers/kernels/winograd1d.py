@@ -261,6 +261,14 @@ def output_tiles_adjoint(dy, m, at, first, count, slots, dm, phases):
             _combine(at[:, a], phases, 0, m, dm[o, a, :positions])
 
 
+def chunked(span, size):
+    """The range ``span`` as (first, count) chunks of at most ``size`` items, their counts
+    differing by at most one."""
+    count = -(-len(span) // size)
+    parts = (parallel.share(i, count, len(span)) for i in range(count))
+    return [(span.start + part.start, len(part)) for part in parts]
+
+
 class AxisConvolution:
     """One 1 x r or r x 1 convolution geometry run as F(m, r) along the kernel's axis.
 
@@ -307,10 +315,7 @@ class AxisConvolution:
 
     def _chunks(self, worker, workers):
         """``worker``'s share of the rows, as (first, count) chunks of at most ``chunk_rows``."""
-        rows = parallel.share(worker, workers, self.rows)
-        count = -(-len(rows) // self.chunk_rows)
-        parts = (parallel.share(i, count, len(rows)) for i in range(count))
-        return [(rows.start + part.start, len(part)) for part in parts]
+        return chunked(parallel.share(worker, workers, self.rows), self.chunk_rows)
 
     def _buffers(self, worker, count):
         """This worker's V (n, C, P), M (K, n, P) and phase arrays, P = count rows' positions

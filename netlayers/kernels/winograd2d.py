@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd1d import _combine, _phase_range, _spread, transforms
+from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
 TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
 # F(2x2, 7x7): 64 -> 64 at 32 x 32 0.98x-1.12x against row strips, not worth its rounding.
@@ -241,6 +241,8 @@ class SquareConvolution:
         self.plane = (self.tiles_h + self.shift) * self.slots_w
         at, g, bt = transforms(self.m, r)
         self.at, self.bt = at.astype(self.dtype), bt.astype(self.dtype)
+        # the input transform's arguments after the image: padding, tile, B^T, tiles high, slots wide
+        self.geometry = (self.pad_h, self.pad_w, self.m, self.bt, self.tiles_h, self.slots_w)
         self.transform = np.kron(g, g).astype(self.dtype)  # (n^2, r^2): G g G^T from g
         image_bytes = self.n**2 * max(self.channels, self.outputs) * self.image_tiles * self.dtype.itemsize
         self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
@@ -265,10 +267,7 @@ class SquareConvolution:
 
     def _chunks(self, worker, workers):
         """``worker``'s share of the batch, as (first, count) chunks of at most ``chunk_images``."""
-        images = parallel.share(worker, workers, self.batch)
-        count = -(-len(images) // self.chunk_images)
-        parts = (parallel.share(i, count, len(images)) for i in range(count))
-        return [(images.start + part.start, len(part)) for part in parts]
+        return chunked(parallel.share(worker, workers, self.batch), self.chunk_images)
 
     def _buffers(self, worker, count):
         """This worker's V (n^2, P, C), M (n^2, P, K), w1 (m, n, P K), output phases (m, m,
@@ -300,19 +299,7 @@ class SquareConvolution:
         for k in range(count):
             np.copyto(b["image"], x[first + k].transpose(1, 2, 0))
             base = k * self.image_tiles * self.channels
-            input_tiles(
-                b["image"],
-                self.pad_h,
-                self.pad_w,
-                self.m,
-                self.bt,
-                self.tiles_h,
-                self.slots_w,
-                v,
-                base,
-                b["phases"],
-                b["z"],
-            )
+            input_tiles(b["image"], *self.geometry, v, base, b["phases"], b["z"])
 
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
@@ -377,19 +364,7 @@ class SquareConvolution:
                     flat = v.reshape(self.n**2, -1)
                     for k in range(count):
                         base = k * self.image_tiles * self.channels
-                        input_tiles_adjoint(
-                            flat,
-                            self.pad_h,
-                            self.pad_w,
-                            self.m,
-                            self.bt,
-                            self.tiles_h,
-                            self.slots_w,
-                            base,
-                            b["phases"],
-                            b["z"],
-                            b["image"],
-                        )
+                        input_tiles_adjoint(flat, *self.geometry, base, b["phases"], b["z"], b["image"])
                         np.copyto(dx[first + k], b["image"].transpose(2, 0, 1))
 
         parallel.run_parts(share, workers, workers)

@@ -4,7 +4,7 @@ rounding), numerical gradients, and where the rule sends a geometry."""
 
 import numpy as np
 import pytest
-from layer_harness import assert_gradients, make_layer
+from layer_harness import assert_gradients, assert_same_results, forward_backward, make_layer
 from reference import convolution
 
 from netlayers.kernels import dilated, winograd
@@ -48,14 +48,6 @@ def dilated_layer(dilation, outputs=4):
     return {"type": "Convolution", "convolution_param": param}
 
 
-def forward_backward(spec, x, dy):
-    layer, bottom, top = make_layer(spec, [x])
-    layer.forward(bottom, top)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    return layer, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in layer.blobs]
-
-
 CASES = [  # (N, C, H, W), dilation
     ((2, 3, 8, 8), (2, 2)),
     ((3, 2, 7, 9), (2, 2)),  # sizes that are no multiple of the dilation: phases of unequal sizes
@@ -79,12 +71,9 @@ def test_the_phases_give_what_im2col_gives(shape, dilation, f4, threads, small_w
     expected = convolution(x, weight, bias, (1, 1), dilation, dilation, 1)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     monkeypatch.setattr(dilated, "applies", lambda *args: False)
-    im2col_layer, y2, dx2, diffs2 = forward_backward(spec, x, dy)
-    assert im2col_layer.winograd is None
-    np.testing.assert_allclose(y, y2, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dx, dx2, rtol=1e-10, atol=1e-10)
-    for diff, diff2 in zip(diffs, diffs2):
-        np.testing.assert_allclose(diff, diff2, rtol=1e-10, atol=1e-10)
+    other = forward_backward(spec, x, dy)
+    assert other[0].winograd is None
+    assert_same_results((layer, y, dx, diffs), other)
 
 
 def test_numerical_gradients_of_a_dilated_layer_run_as_phases(small_winograd):

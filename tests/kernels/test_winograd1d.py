@@ -4,7 +4,7 @@ numerical gradients, float32 against float64, and where the rule sends a geometr
 
 import numpy as np
 import pytest
-from layer_harness import assert_gradients, make_layer
+from layer_harness import assert_gradients, assert_same_results, forward_backward, make_layer
 from reference import convolution
 
 from netlayers.kernels import winograd1d
@@ -44,14 +44,6 @@ def axis_layer(kernel, pad, outputs=4):
     return {"type": "Convolution", "convolution_param": param}
 
 
-def forward_backward(spec, x, dy):
-    layer, bottom, top = make_layer(spec, [x])
-    layer.forward(bottom, top)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    return layer, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in layer.blobs]
-
-
 CASES = [  # (N, C, H, W), kernel, pad
     ((2, 3, 1, 11), (1, 5), (0, 2)),  # 1-D rows (H 1), outputs no multiple of m
     ((3, 2, 4, 9), (1, 3), (0, 1)),  # several rows an image
@@ -78,12 +70,9 @@ def test_the_1d_winograd_layer_gives_what_im2col_gives(
     weight, bias = (b.data for b in layer.blobs)
     np.testing.assert_allclose(y, convolution(x, weight, bias, (1, 1), pad, (1, 1), 1), rtol=1e-10, atol=1e-10)
     monkeypatch.setattr(winograd1d, "applies", lambda *args: False)
-    im2col_layer, y2, dx2, diffs2 = forward_backward(spec, x, dy)
-    assert im2col_layer.winograd is None
-    np.testing.assert_allclose(y, y2, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dx, dx2, rtol=1e-10, atol=1e-10)
-    for diff, diff2 in zip(diffs, diffs2):
-        np.testing.assert_allclose(diff, diff2, rtol=1e-10, atol=1e-10)
+    other = forward_backward(spec, x, dy)
+    assert other[0].winograd is None
+    assert_same_results((layer, y, dx, diffs), other)
 
 
 def test_chunks_of_rows_give_the_same_outputs(everywhere, monkeypatch, thread_count):

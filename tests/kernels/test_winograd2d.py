@@ -4,7 +4,7 @@ numerical gradients, float32 against float64, and where the rule sends a geometr
 
 import numpy as np
 import pytest
-from layer_harness import assert_gradients, make_layer
+from layer_harness import assert_gradients, assert_same_results, forward_backward, make_layer
 from reference import convolution
 
 from netlayers.kernels import winograd2d
@@ -23,14 +23,6 @@ def square_layer(pad, outputs=4, group=1):
     param = {"num_output": outputs, "kernel_size": 5, "pad_h": pad[0], "pad_w": pad[1], "group": group}
     param.update(weight_filler=gauss, bias_filler=gauss)
     return {"type": "Convolution", "convolution_param": param}
-
-
-def forward_backward(spec, x, dy):
-    layer, bottom, top = make_layer(spec, [x])
-    layer.forward(bottom, top)
-    top[0].diff[...] = dy
-    layer.backward(top, [True], bottom)
-    return layer, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in layer.blobs]
 
 
 def output_shape(shape, pad, outputs=4):
@@ -63,12 +55,9 @@ def test_the_2d_winograd_layer_gives_what_the_other_paths_give(
     expected = convolution(x, weight, bias, (1, 1), pad, (1, 1), group)
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
     monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
-    other_layer, y2, dx2, diffs2 = forward_backward(spec, x, dy)
-    assert other_layer.winograd is None
-    np.testing.assert_allclose(y, y2, rtol=1e-10, atol=1e-10)
-    np.testing.assert_allclose(dx, dx2, rtol=1e-10, atol=1e-10)
-    for diff, diff2 in zip(diffs, diffs2):
-        np.testing.assert_allclose(diff, diff2, rtol=1e-10, atol=1e-10)
+    other = forward_backward(spec, x, dy)
+    assert other[0].winograd is None
+    assert_same_results((layer, y, dx, diffs), other)
 
 
 def test_chunks_of_images_give_the_same_outputs(everywhere, monkeypatch, thread_count):
