@@ -23,9 +23,11 @@ Layout: a channel plane is seen as (outer, L, inner) with L the kernel's axis: (
 1 x r kernel, (1, H, W) for r x 1. A row (one image's outer index) is cut into T tiles; its
 padded values go to m phase arrays, phase s holding positions s, s + m, s + 2m, .. (each
 value of inner positions side by side), so that every term of B^T d is a unit-stride vector
-of the phases at a fixed offset, and the transforms run as long loops that vectorize. Rows
-(image, outer index) are shared over the workers, each taking chunks of rows whose V (and M)
-fit ``CHUNK_BYTES`` in its scratch.
+of the phases at a fixed offset. A row takes T + shift slots in V and M, shift = (n - 1) // m
+(the last ``shift`` unused: the forward computes values of no use there, the backward's dM is
+0 there), so that a chunk's rows lie end to end and each transform is one long loop over all
+of them. Rows (image, outer index) are shared over the workers, each taking chunks of rows
+whose V (and M) fit ``CHUNK_BYTES`` in its scratch.
 
 Rounding: float32 outputs differ from im2col + GEMM by about 1e-6 relative to the output's
 scale (the transforms' few float operations per product; points up to 2 and 1/2).
