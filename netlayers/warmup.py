@@ -237,7 +237,7 @@ def compile_kernels():
             constants(winograd, **WINOGRAD_EVERYWHERE),
             constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
             constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
-            constants(winograd2d, MIN_CHANNELS=1, MIN_OUTPUT_SIZE=1),
+            constants(winograd2d, **WINOGRAD_EVERYWHERE),
         ):
             runs += run_all_examples(skipped)
     finally:

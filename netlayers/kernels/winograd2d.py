@@ -34,15 +34,18 @@ from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
 TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
 # F(2x2, 7x7): 64 -> 64 at 32 x 32 0.98x-1.12x against row strips, not worth its rounding.
-# Where it runs: at least MIN_CHANNELS input and output channels and outputs of at least
-# MIN_OUTPUT_SIZE rows and columns. The Convolution layer, forward + backward against row strips
-# (im2col for LeNet's unpadded conv2), 2 workers, float32, per-round median of 7 side by side:
-# NiN's conv2 (96 -> 192 at 16 x 16, batch 16) 2.02x; cifar10_quick's conv2 (32 -> 32 at 16 x 16,
-# batch 100) 1.57x, conv3 (32 -> 64 at 8 x 8) 1.29x; 64 -> 64 at 32 x 32 2.02x; 128 -> 128 at
-# 28 x 28 2.23x; 48 -> 128 at 27 x 27 (AlexNet's conv2 a group) 2.40x; 32 -> 96 at 14 x 14
-# 1.37x. Not: LeNet's conv2 (20 -> 50 at 8 x 8 unpadded) 0.82x.
-MIN_CHANNELS = 32
+# Where it runs: at least MIN_CHANNELS input and output channels a group, outputs of at least
+# MIN_OUTPUT_SIZE rows and columns, and the two minima's product at least MIN_CHANNELS_BY_SIZE.
+# The Convolution layer, forward + backward against row strips (im2col below 32 channels), 2
+# workers, float32, per-round median of 7 side by side: NiN's conv2 (96 -> 192 at 16 x 16,
+# batch 16) 2.02x; cifar10_quick's conv2 (32 -> 32 at 16 x 16, batch 100) 1.57x, conv3 (32 ->
+# 64 at 8 x 8) 1.29x; 64 -> 64 at 32 x 32 2.02x; 128 -> 128 at 28 x 28 2.23x; 48 -> 128 at
+# 27 x 27 (AlexNet's conv2 a group) 2.40x; 32 -> 96 at 14 x 14 1.37x; GoogLeNet's 5 x 5
+# branch (16 -> 32 at 28 x 28, batch 8) 1.52x; 16 -> 32 at 16 x 16 1.23x; 24 -> 64 at 14 x 14
+# 1.11x. Not: 16 -> 48 at 14 x 14 0.92x; LeNet's conv2 (20 -> 50 at 8 x 8 unpadded) 0.82x.
+MIN_CHANNELS = 16
 MIN_OUTPUT_SIZE = 8
+MIN_CHANNELS_BY_SIZE = 256
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
 MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
@@ -52,17 +55,20 @@ TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad"
 def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize):
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
     stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
-    outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, and one image's V or M (a chunk
-    holds at least one image) at most ``MAX_IMAGE_BYTES``."""
+    outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, those channels times the shorter
+    output side at least ``MIN_CHANNELS_BY_SIZE``, and one image's V or M (a chunk holds at
+    least one image) at most ``MAX_IMAGE_BYTES``."""
     if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
         return False
     m = TILE[kernel[0]]
     n = m + kernel[0] - 1
     tiles = -(-out_size[0] // m) * (-(-out_size[1] // m) + (n - 1) // m)
     image_bytes = n * n * max(channels, outputs) // groups * tiles * itemsize
+    fewest = min(channels, outputs) // groups
     return (
-        min(channels, outputs) // groups >= MIN_CHANNELS
+        fewest >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
+        and fewest * min(out_size) >= MIN_CHANNELS_BY_SIZE
         and image_bytes <= MAX_IMAGE_BYTES
     )
 

@@ -9,13 +9,14 @@ from reference import convolution
 
 from netlayers.kernels import winograd2d
 from netlayers.kernels.winograd2d import SquareConvolution
+from netlayers.warmup import WINOGRAD_EVERYWHERE
 
 
 @pytest.fixture
 def everywhere(monkeypatch):
     """The 2-D Winograd path for small test geometries."""
-    monkeypatch.setattr(winograd2d, "MIN_CHANNELS", 1)
-    monkeypatch.setattr(winograd2d, "MIN_OUTPUT_SIZE", 1)
+    for name, value in WINOGRAD_EVERYWHERE.items():
+        monkeypatch.setattr(winograd2d, name, value)
 
 
 def square_layer(pad, outputs=4, group=1):
@@ -107,12 +108,16 @@ def test_float32_stays_close_to_the_float64_convolution():
     [
         ((5, 5), (1, 1), (1, 1), 1, 96, (16, 16), True),
         ((5, 5), (1, 1), (1, 1), 1, 32, (8, 8), True),
-        ((5, 5), (1, 1), (1, 1), 1, 20, (8, 8), False),  # LeNet's conv2: too few channels
+        ((5, 5), (1, 1), (1, 1), 1, 20, (8, 8), False),  # LeNet's conv2: too few channels for the size
+        ((5, 5), (1, 1), (1, 1), 1, 16, (28, 28), True),  # GoogLeNet's 5 x 5 branch
+        ((5, 5), (1, 1), (1, 1), 1, 16, (14, 14), False),
+        ((5, 5), (1, 1), (1, 1), 1, 8, (64, 64), False),  # too few channels
         ((5, 5), (1, 1), (1, 1), 1, 96, (4, 4), False),  # too small an output
         ((5, 5), (2, 2), (1, 1), 1, 96, (16, 16), False),
         ((5, 5), (1, 1), (2, 2), 1, 96, (16, 16), False),
         ((5, 5), (1, 1), (1, 1), 2, 96, (16, 16), True),  # AlexNet's conv2: 48 channels a group
-        ((5, 5), (1, 1), (1, 1), 2, 32, (16, 16), False),  # 16 channels a group
+        ((5, 5), (1, 1), (1, 1), 2, 32, (16, 16), True),  # 16 channels a group at 16 x 16
+        ((5, 5), (1, 1), (1, 1), 2, 32, (8, 8), False),  # 16 channels a group at 8 x 8
         ((7, 7), (1, 1), (1, 1), 1, 96, (16, 16), False),
         ((5, 3), (1, 1), (1, 1), 1, 96, (16, 16), False),
         ((5, 5), (1, 1), (1, 1), 1, 64, (56, 56), True),
