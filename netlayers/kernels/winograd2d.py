@@ -124,17 +124,22 @@ def _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, target):
 
 
 @jit
+def _extent(bt, m, tiles_h, slots_w, channels):
+    """n, the phase planes' slot rows (T_h + shift), and the items of a phase plane and of an
+    image's tiles, channels last."""
+    n = bt.shape[0]
+    slots_h = tiles_h + (n - 1) // m
+    return n, slots_h, slots_h * slots_w * channels, tiles_h * slots_w * channels
+
+
+@jit
 def input_tiles(image, pad_h, pad_w, m, bt, tiles_h, slots_w, v, base, phases, z):
     """v[a n + b, base + (i S + j) C + c] = (B^T d B)[a, b] for tile (i, j) of one image
     (H, W, C), S = ``slots_w``; d is channel c's n x n padded patch at (i m - pad_h,
     j m - pad_w). ``phases`` (m, m, (L + shift) C) and ``z`` (n, m, L C) scratch, L =
     (T_h + shift) S."""
     channels = image.shape[2]
-    n = bt.shape[0]
-    shift = (n - 1) // m
-    slots_h = tiles_h + shift
-    plane = slots_h * slots_w * channels
-    tiles = tiles_h * slots_w * channels
+    n, slots_h, plane, tiles = _extent(bt, m, tiles_h, slots_w, channels)
     for s in range(m):
         for t in range(m):
             for q in range(plane, phases.shape[2]):
@@ -153,11 +158,7 @@ def input_tiles_adjoint(dv, pad_h, pad_w, m, bt, tiles_h, slots_w, base, phases,
     """The adjoint of ``input_tiles`` where dV is 0 on the unused tiles: image (H, W, C) =
     B dV B^T, overlapping patches summed (written, not added)."""
     channels = image.shape[2]
-    n = bt.shape[0]
-    shift = (n - 1) // m
-    slots_h = tiles_h + shift
-    plane = slots_h * slots_w * channels
-    tiles = tiles_h * slots_w * channels
+    n, slots_h, plane, tiles = _extent(bt, m, tiles_h, slots_w, channels)
     for b in range(n):
         for s in range(m):
             row = z[b, s]
