@@ -254,18 +254,14 @@ class SquareConvolution:
         image_bytes = self.n**2 * max(self.channels, self.outputs) * self.image_tiles * self.dtype.itemsize
         self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
         self.u = np.empty((groups, self.n**2, self.outputs, self.channels), self.dtype)
-        self.u_t = np.empty((groups, self.n**2, self.channels, self.outputs), self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
     def filters(self, weight):
         """U[a n + b] = (G g G^T)[a, b] for every (output, channel) filter g of ``weight``, as
-        (K, C) matrices (the data gradient's) and transposed, (C, K) (the forward's: numpy's
-        batched products ran twice as fast on contiguous operands, 99 against 49 GFLOP/s at
-        NiN's conv2)."""
+        (K, C) matrices (the data gradient's; the forward takes a transposed copy)."""
         filters = weight.reshape(self.groups, -1, self.r**2)
         for group in range(self.groups):
             np.matmul(self.transform, filters[group].T, out=self.u[group].reshape(self.n**2, -1))
-        np.copyto(self.u_t, self.u.transpose(0, 1, 3, 2))
 
     def _group(self, group):
         """The channels and the outputs of ``group``, as slices."""
@@ -311,9 +307,15 @@ class SquareConvolution:
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
+        # U as (C, K) matrices, contiguous: numpy's batched products ran twice as fast on
+        # contiguous operands as on the transposed view (99 against 49 GFLOP/s at NiN's conv2).
+        # In scratch, shared by every such layer of the process (the backward needs no copy).
+        u_t = parallel.scratch(0, "winograd2d_filters_t", self.u.size, self.dtype)
+        u_t = u_t.reshape(self.groups, self.n**2, self.channels, self.outputs)
+        np.copyto(u_t, self.u.transpose(0, 1, 3, 2))
         for group in range(self.groups):
             channels, outputs = self._group(group)
-            self._forward(x[:, channels], bias[outputs], y[:, outputs], self.u_t[group])
+            self._forward(x[:, channels], bias[outputs], y[:, outputs], u_t[group])
 
     def _forward(self, x, bias, y, u_t):
         workers = self._workers()
