@@ -19,7 +19,7 @@ The console scripts ``netlayers`` and ``train`` are :func:`netlayers_program` an
 :func:`train_program`: importing this module is cheap (numpy, numba and the net are imported
 inside ``main``), so a Ctrl-C at any moment, even in the first half second, is the one line
 above; once the command has returned, SIGINT is ignored, so the interpreter's exit (flushing
-streams, ending threads) is never interrupted into a traceback.
+streams, ending threads) is never interrupted into a traceback (see :func:`ignore_signals`).
 """
 
 import argparse
@@ -154,9 +154,32 @@ def program(argv):
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
         pass
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_signals(signal.SIGINT)
         flush_standard_streams()
     return code
+
+
+def ignore_signals(*signums):
+    """Ignore these signals from now on (SIG_IGN, which the interpreter's exit keeps).
+
+    A signal that reached the process in the instant before, while a Python handler was in
+    place, is still pending inside the interpreter; CPython then finds SIG_IGN and reports
+    "Exception ignored ... OSError: Signal 2 ignored due to race condition" on stderr. That
+    report says only that the signal was ignored, as asked: it is kept off stderr."""
+    if sys.unraisablehook is not quiet_ignored_signal_reports:
+        quiet_ignored_signal_reports.previous = sys.unraisablehook
+        sys.unraisablehook = quiet_ignored_signal_reports
+    for signum in signums:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def quiet_ignored_signal_reports(unraisable):
+    """``sys.unraisablehook`` that drops CPython's report of a pending signal found ignored
+    (see :func:`ignore_signals`) and passes every other report on."""
+    error = unraisable.exc_value
+    if isinstance(error, OSError) and str(error).endswith("ignored due to race condition"):
+        return
+    quiet_ignored_signal_reports.previous(unraisable)
 
 
 def wants_traceback(argv, args=None):

@@ -35,6 +35,7 @@ from pathlib import Path
 from ..errors import ConfigError, NetlayersError, one_line
 from ..solvers.reporting import Reporter, fmt
 from ._netargs import add_data_root, add_threads, file_name, positive_int, refuse_input_layers
+from .main import ignore_signals
 
 HELP = "train a net from a YAML config (net + solver)"
 RUN_FILE = "run.json"
@@ -226,9 +227,11 @@ def stop_on_signals(solver, hold_output=False):
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            # once a stop was asked for, the program is finishing: more signals stay ignored
-            signal.signal(signum, signal.SIG_IGN if requested else handler)
+        if requested:  # the program is finishing: more signals stay ignored
+            ignore_signals(*previous)
+        else:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         for saved in held:
             release_stderr(*saved)
 

@@ -191,6 +191,36 @@ def test_resume_hint_keeps_the_overrides_and_exiting_ignores_ctrl_c(folder):
     assert (folder / out / "config.yaml").read_text() == SLOW  # the user's file, unchanged
 
 
+def test_a_signal_found_ignored_is_not_reported_but_other_unraisables_are():
+    """CPython reports a signal that was pending when SIG_IGN took over ("Signal 2 ignored due
+    to race condition") through sys.unraisablehook; once the finishing program ignores SIGINT,
+    that report is dropped and any other one still printed."""
+    script = textwrap.dedent(
+        """
+        import signal, sys
+        from netlayers.cli.main import ignore_signals
+        ignore_signals(signal.SIGINT)
+        ignore_signals(signal.SIGINT)  # twice: the hook is not wrapped around itself
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        class Failing:
+            def __del__(self):
+                raise ValueError("something else")
+        error = OSError("Signal 2 ignored due to race condition")
+        captured = []
+        hook, sys.unraisablehook = sys.unraisablehook, captured.append
+        Failing()  # its __del__'s error reaches the hook: the real argument type
+        sys.unraisablehook = hook
+        args = captured[0]
+        sys.unraisablehook(type(args)((OSError, error, None, None, None)))  # as CPython reports it
+        Failing()
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "race condition" not in done.stderr
+    assert "ValueError: something else" in done.stderr
+
+
 def test_run_json_holds_the_drawn_seed_that_reproduces_the_run(folder, capsys):
     """Without a seed anywhere, the seed drawn is recorded; training again with it gives the
     same weights, so a run can be reproduced from its own folder."""
