@@ -44,6 +44,12 @@ ONE_BY_ONE_DIRECT_BYTES = 1 << 16  # 1x1 inputs from 64 KiB an image go image by
 # go image by image too: the product then lands in NCHW, no reorder. A 3 -> 64 3x3 layer at
 # 64 x 64 (batch 8, 1 MiB maps) 1.09x-1.13x forward + backward (median, per-round median).
 MAP_DIRECT_BYTES = 1 << 19
+# Weight-gradient partials of 1 MiB or more a group are made in the weight's own layout (map
+# col^T); smaller ones transposed (col map^T), which OpenBLAS ran faster on small weights
+# (cifar10_quick's conv2, 32 x 800: 85 against 58 GFLOP/s single-threaded) but which must be
+# transposed into the weight: on large weights that costs more than the product gains (512 x
+# 4096: 3.4 against 3.8 ms product, then 3-5 ms of transposed adds; 2048 x 512: 1.4 against 1.1).
+DIRECT_WEIGHT_GRAD_BYTES = 1 << 20
 
 
 class ChannelSums:
@@ -122,6 +128,7 @@ class ColumnChunks:
         self.chunk = -(-self.batch // self.parts)  # images in the largest chunk
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
         self.map_group, self.row_group = map_channels // groups, self.rows // groups
+        self.weight_grad_direct = self.map_group * self.row_group * self.dtype.itemsize >= DIRECT_WEIGHT_GRAD_BYTES
         self.bands = self._bands(image_bytes)
         self.pieces = [self._pieces_of(part) for part in range(self.parts)]  # each part's pieces
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
@@ -252,6 +259,16 @@ class ColumnChunks:
         conv_kernels.nop_to_onp(m[a:b], matrix)
         return matrix.reshape(self.map_channels, n * self.plane)
 
+    def _matmul(self, a, b, out):
+        """out = a @ b, a stack of ``groups`` products. When ``run`` leaves workers idle (a
+        batch of 1, or fewer images than workers, one image a piece), an ungrouped product is
+        split over them instead (``parallel.matmul``, from 32 MFLOP): a Deconvolution of one
+        8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its three 268 MFLOP products on one core."""
+        if self.groups == 1 and self.used_workers < parallel.thread_count():
+            parallel.matmul(a[0], b[0], out[0])
+        else:
+            np.matmul(a, b, out=out)
+
     def _grouped(self, matrix, channels):
         if matrix.ndim == 3:
             return matrix
@@ -263,14 +280,14 @@ class ColumnChunks:
         cols = self._grouped(col, self.rows)
         if n == 1:
             out = self._map_view(m, piece)[0]
-            np.matmul(w, cols, out=out)
+            self._matmul(w, cols, out)
             if bias is not None:  # numba's loop: 2x-3.6x numpy's broadcast add on these views
                 for g, group_bias in enumerate(bias.reshape(self.groups, self.map_group)):
                     conv_kernels.add_bias(out[g : g + 1], group_bias)
             return
         m = m.reshape(self.batch, self.map_channels, self.plane)
         product = self._scratch(worker, "map", self.map_channels, n * self.plane)
-        np.matmul(w, cols, out=self._grouped(product, self.map_channels))
+        self._matmul(w, cols, self._grouped(product, self.map_channels))
         bias = self.zeros[: self.map_channels] if bias is None else bias
         conv_kernels.onp_to_nop(product.reshape(self.map_channels, n, self.plane), bias, m[a:b])
 
@@ -279,22 +296,32 @@ class ColumnChunks:
         direct = self.one_by_one and piece.images == 1
         out = image[piece.first].reshape(self.rows, self.plane) if direct else self.column_buffer(worker, piece)
         w_t = weight.reshape(self.groups, self.map_group, self.row_group).transpose(0, 2, 1)
-        np.matmul(w_t, self._grouped(matrix, self.map_channels), out=self._grouped(out, self.rows))
+        self._matmul(w_t, self._grouped(matrix, self.map_channels), self._grouped(out, self.rows))
         if not direct:
             self.to_image(out, image, piece)
 
+    def _weight_grad_shape(self):
+        """A worker's weight-gradient partial: (groups, C_map / groups, K / groups) in the
+        weight's layout, else transposed (see ``DIRECT_WEIGHT_GRAD_BYTES``)."""
+        if self.weight_grad_direct:
+            return (self.groups, self.map_group, self.row_group)
+        return (self.groups, self.row_group, self.map_group)
+
     def add_weight_grad(self, worker, matrix, col, first):
-        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T,
-        kept transposed: col matrix^T ran 1.6x faster than matrix col^T on cifar10_quick's
-        conv2 (78 vs 47 GFLOP/s single-threaded)."""
-        shape = (self.groups, self.row_group, self.map_group)
+        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T
+        (kept transposed below ``DIRECT_WEIGHT_GRAD_BYTES``: col matrix^T)."""
+        shape = self._weight_grad_shape()
         partial = self._scratch(worker, "weight_grad", *shape)
-        grouped_map = self._grouped(matrix, self.map_channels).transpose(0, 2, 1)
+        grouped_map, grouped_col = self._grouped(matrix, self.map_channels), self._grouped(col, self.rows)
+        if self.weight_grad_direct:
+            a, b = grouped_map, grouped_col.transpose(0, 2, 1)
+        else:
+            a, b = grouped_col, grouped_map.transpose(0, 2, 1)
         if first:
-            np.matmul(self._grouped(col, self.rows), grouped_map, out=partial)
+            self._matmul(a, b, partial)
             return
         temp = self._scratch(worker, "weight_grad_temp", *shape)
-        np.matmul(self._grouped(col, self.rows), grouped_map, out=temp)
+        self._matmul(a, b, temp)
         partial += temp
 
     def add_weight_grad_by_image(self, worker, m, col, piece, first):
@@ -305,11 +332,15 @@ class ColumnChunks:
         of one an image: two workers each looping over images in Python contended for the GIL
         (LeNet's conv1, batch 64, weight gradient on 2 workers 1.23 -> 0.57 ms)."""
         n = piece.images
-        shape = (self.groups, self.row_group, self.map_group)
+        shape = self._weight_grad_shape()
         partial = self._scratch(worker, "weight_grad", *shape)
         products = self._scratch(worker, "weight_grad_images", n, *shape)
         cols = col.reshape(self.groups, self.row_group, n, -1).transpose(2, 0, 1, 3)
-        np.matmul(cols, self._map_view(m, piece).transpose(0, 1, 3, 2), out=products)
+        maps = self._map_view(m, piece)
+        if self.weight_grad_direct:
+            np.matmul(maps, cols.transpose(0, 1, 3, 2), out=products)
+        else:
+            np.matmul(cols, maps.transpose(0, 1, 3, 2), out=products)
         if first:
             np.sum(products, axis=0, out=partial)
             return
@@ -318,9 +349,16 @@ class ColumnChunks:
 
     def weight_grad_total(self, weight_diff):
         """weight_diff += the sum of every worker's partial, worker 0 first."""
-        diff = weight_diff.reshape(self.groups, self.map_group, self.row_group)
-        for worker in range(self.used_workers):
-            diff += self._scratch(worker, "weight_grad", self.groups, self.row_group, self.map_group).transpose(0, 2, 1)
+        if self.weight_grad_direct:
+            diff = weight_diff.reshape(-1)
+            for worker in range(self.used_workers):
+                diff += self._scratch(worker, "weight_grad", diff.size)
+            return
+        shape = (self.groups * self.row_group, self.map_group)
+        partials = [self._scratch(worker, "weight_grad", *shape) for worker in range(self.used_workers)]
+        group_size = self.map_group * self.row_group
+        offsets = (np.arange(self.groups)[:, None] * group_size + np.arange(self.row_group)).reshape(-1)
+        add_transposed_partials(partials, offsets, self.row_group, weight_diff)
 
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
@@ -352,3 +390,17 @@ class ColumnChunks:
                 step(worker, piece, first_part and piece.band == 0)
 
         parallel.run_parts(share, self.parts, workers)
+
+
+def add_transposed_partials(partials, offsets, stride, out):
+    """out (contiguous) [m * stride + offsets[r]] += sum of partial[r, m] over ``partials`` (each
+    (R, M), added in order), the columns m shared over the workers: each worker's weight-gradient
+    partial, kept transposed, into the weight's layout (see ``conv_kernels.add_transposed``)."""
+    flat = out.reshape(-1)
+    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
+
+    def columns(lo, hi):
+        for partial in partials:
+            conv_kernels.add_transposed(partial, offsets, stride, flat, lo, hi)
+
+    parallel.over_slices(columns, partials[0].shape[1], 2 * len(partials) * partials[0].nbytes)

@@ -459,3 +459,30 @@ def add_bias(y, bias):
     """y[n, o, p] += bias[o], in place, for y of shape (N, O, P)."""
     _add_bias(y, bias)
     return y
+
+
+TRANSPOSE_BLOCK = 16  # 16 x 16 blocks: on a (4096, 512) partial 2.8 ms, 32 x 32 6.5, 64 x 64 5.6
+
+
+@jit
+def _add_transposed(src, offsets, stride, out, lo, hi):
+    rows = src.shape[0]
+    block = TRANSPOSE_BLOCK
+    for m0 in range(lo, hi, block):
+        m1 = min(m0 + block, hi)
+        for r0 in range(0, rows, block):
+            r1 = min(r0 + block, rows)
+            for m in range(m0, m1):
+                base = m * stride
+                for r in range(r0, r1):
+                    out[base + offsets[r]] += src[r, m]
+
+
+def add_transposed(src, offsets, stride, out, lo=0, hi=None):
+    """out[m * stride + offsets[r]] += src[r, m] for every row r of ``src`` (R, M) and the
+    columns m in [lo, hi) (default all); ``out`` is flat. In blocks: a weight gradient
+    kept transposed, added into the weight's own layout (numpy's ``diff += partial.T`` reads
+    the partial a column at a time, which on a (4096, 512) partial took 9.5 ms against 0.6 for
+    a plain add). Each entry gets one addition, so the result is numpy's, bit for bit."""
+    _add_transposed(src, offsets, stride, out, lo, src.shape[1] if hi is None else hi)
+    return out

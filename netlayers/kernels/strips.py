@@ -30,6 +30,7 @@ worker and then over the workers (worker 0 first), as in ``conv_gemm``.
 import numpy as np
 
 from .. import parallel
+from . import conv_gemm
 from ._jit import jit
 
 MAX_IMAGE_BYTES = 1 << 22  # one image's strips (input or output gradient) must fit 4 MiB
@@ -214,11 +215,14 @@ class StripConvolution:
                 self.grad.apply(worker, dy[chunk], self.flipped_weight, dx[chunk], None)
 
         workers = self._run(step)
-        if weight_diff is not None:
-            diff = weight_diff.transpose(2, 1, 3, 0)  # (kh, C, kw, M) view
-            for worker in range(workers):
-                partial = parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype)
-                diff += partial.reshape(kh, self.channels, kw, self.outputs)
+        if weight_diff is not None:  # partial rows (i, c, v) to weight columns (c, i, v)
+            partials = [
+                parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(-1, self.outputs)
+                for worker in range(workers)
+            ]
+            i, c, v = np.meshgrid(np.arange(kh), np.arange(self.channels), np.arange(kw), indexing="ij")
+            offsets = ((c * kh + i) * kw + v).reshape(-1)
+            conv_gemm.add_transposed_partials(partials, offsets, self.channels * kh * kw, weight_diff)
 
     def _add_weight_grad(self, worker, x, dy, partial, first):
         """partial[i] (set when ``first``, else added) += S_i dY^T over the chunk's images, the

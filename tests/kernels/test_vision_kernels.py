@@ -86,6 +86,24 @@ def test_reorder_kernels(rng):
     np.testing.assert_array_equal(src, back)
 
 
+def test_add_transposed_adds_each_column_of_the_source_into_its_row_of_the_output(rng):
+    """out[m * stride + offsets[r]] += src[r, m]: a plain transpose (offsets 0..R-1), grouped
+    offsets and a column range; equal to numpy's transposed add bit for bit."""
+    src = rng.standard_normal((37, 21)).astype(np.float32)  # not multiples of the block
+    out = rng.standard_normal((21, 37)).astype(np.float32)
+    want = out + src.T
+    conv_kernels.add_transposed(src, np.arange(37), 37, out.reshape(-1))
+    np.testing.assert_array_equal(out, want)
+    # 2 groups of 3 rows a group's weight (2, 4 columns, 3 rows): out[g, m, r] += src[g * 3 + r, m]
+    src = rng.standard_normal((6, 4))
+    out = np.zeros((2, 4, 3))
+    offsets = (np.arange(2)[:, None] * 12 + np.arange(3)).reshape(-1)
+    conv_kernels.add_transposed(src, offsets, 3, out.reshape(-1), lo=1, hi=3)
+    want = np.zeros((2, 4, 3))
+    want[:, 1:3] = src.reshape(2, 3, 4).transpose(0, 2, 1)[:, 1:3]
+    np.testing.assert_array_equal(out, want)
+
+
 # -- pooling ----------------------------------------------------------------------------------
 POOL_CASES = [  # (kernel, stride, pad) on 7x8 and 6x6 inputs, CEIL unless said
     ((2, 2), (2, 2), (0, 0)),

@@ -183,6 +183,60 @@ def test_images_cut_into_bands_of_output_rows_agree(rng, monkeypatch, kind, chun
     assert_gradients(spec, [x], max_elements=40)
 
 
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("first_layer", [True, False])
+def test_weight_gradients_made_in_the_weights_layout_agree_with_the_transposed_ones(
+    rng, monkeypatch, thread_count, kind, group, first_layer
+):
+    """Large weights take their gradient partials in the weight's own layout (map col^T), small
+    ones transposed (col map^T, then added blockwise into the weight): both give the same
+    gradients, on 2 workers, grouped, with and without a data gradient (a first layer's partials
+    are per-image products of the NCHW map)."""
+    thread_count(2)
+    x = rng.standard_normal((4, 4, 9, 8))
+    dy = None
+    results = {}
+    for direct in (False, True):
+        monkeypatch.setattr(conv_gemm, "DIRECT_WEIGHT_GRAD_BYTES", 1 if direct else 1 << 40)
+        layer, bottom, top = make_layer(conv_layer(kind, num_output=6, stride=2, pad=1, group=group), [x])
+        assert layer.chunks.weight_grad_direct == direct and layer.chunks.workers() == 2
+        layer.forward(bottom, top)
+        dy = rng.standard_normal(top[0].shape) if dy is None else dy
+        top[0].diff[...] = dy
+        layer.backward(top, [not first_layer], bottom)
+        results[direct] = [blob.diff.copy() for blob in layer.blobs] + [bottom[0].diff.copy()]
+    for transposed, direct in zip(results[False], results[True]):
+        np.testing.assert_allclose(direct, transposed, rtol=1e-12, atol=1e-12)
+    weight, _ = params_of(layer)
+    assert np.abs(results[True][0]).max() > 0 and results[True][0].shape == weight.shape
+
+
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+def test_one_image_splits_its_products_over_the_idle_workers(rng, monkeypatch, thread_count, kind):
+    """A batch of 1 is one piece, run by one worker: its products are then split over the
+    others (parallel.matmul, here from any size), giving one worker's results."""
+    from netlayers import parallel
+
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    x = rng.standard_normal((1, 6, 9, 8))
+    spec = conv_layer(kind, num_output=5, stride=2, pad=1)
+    split = []
+    monkeypatch.setattr(parallel, "matmul", lambda a, b, out, matmul=parallel.matmul: split.append(1) or matmul(a, b, out))
+    results = []
+    for workers in (1, 2):
+        thread_count(workers)
+        split.clear()
+        layer, bottom, top = make_layer(spec, [x])
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.linspace(-1, 1, top[0].count).reshape(top[0].shape)
+        layer.backward(top, [True], bottom)
+        assert bool(split) == (workers == 2)
+        results.append([top[0].data.copy(), bottom[0].diff.copy()] + [blob.diff.copy() for blob in layer.blobs])
+    for one, two in zip(*results):
+        np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_batch_that_does_not_share_out_evenly_shares_its_bands_where_they_write_apart(
     rng, monkeypatch, thread_count, batch
