@@ -280,6 +280,68 @@ def softmax_exp(x, y):
             yb[j] = e[j]
 
 
+_TINY = np.float32(np.finfo(np.float32).tiny)  # FLT_MIN, Caffe's floor under a probability
+
+
+@jit
+def softmax_loss(x, labels, ignore, use_ignore, prob):
+    """SoftmaxWithLoss's forward on a classifier's float32 scores x (N, classes), one pass a
+    row: prob[n] = softmax(x[n]) (the maximum, a NaN winning; exp of the shifted scores; their
+    sum; the quotients) and, over the rows whose label is not ``ignore`` (when ``use_ignore``),
+    the sum of -log(max(prob[n, label_n], FLT_MIN)) in float64. Returns (that sum, the rows
+    counted, the first row whose label is neither a class index nor ignored, else -1); the
+    rows after a bad label are left as they were."""
+    a, b, e, q, s = _scratch()
+    rows, classes = x.shape
+    total = 0.0
+    counted = 0
+    for n in range(rows):
+        label = labels[n]
+        ignored = use_ignore and label == ignore
+        if not ignored and not (label == np.floor(label) and label >= 0 and label < classes):
+            return total, counted, n
+        row, p = x[n], prob[n]
+        top = row[0]
+        for c in range(1, classes):
+            v = row[c]
+            top = v if (v > top) | (v != v) else top
+        norm = np.float32(0.0)
+        for start in range(0, classes, BLOCK):
+            m = min(BLOCK, classes - start)
+            for j in range(m):
+                a[j] = row[start + j] - top
+            _softmax_exp(a, m, e, q, s)
+            for j in range(m):
+                norm += e[j]
+                p[start + j] = e[j]
+        for c in range(classes):
+            p[c] = p[c] / norm
+        if not ignored:
+            total -= np.log(max(p[int(label)], _TINY))
+            counted += 1
+    return total, counted, -1
+
+
+@jit
+def softmax_loss_grad(prob, labels, ignore, use_ignore, scale, grad):
+    """SoftmaxWithLoss's backward on a classifier's (N, classes) probabilities (any float
+    dtype; the labels checked by the forward): grad[n] = scale (prob[n] - onehot(label_n)),
+    the rows whose label is ``ignore`` (when ``use_ignore``) zero. The same operations as
+    numpy's prob - onehot, then * scale: the same bits."""
+    rows, classes = prob.shape
+    for n in range(rows):
+        label = labels[n]
+        g, p = grad[n], prob[n]
+        if use_ignore and label == ignore:
+            for c in range(classes):
+                g[c] = p[c] * 0 * scale
+            continue
+        for c in range(classes):
+            g[c] = p[c] * scale
+        k = int(label)
+        g[k] = (p[k] - 1) * scale
+
+
 @jit
 def softmax(x, y):
     """y = softmax of the C-contiguous float32 (outer, classes, inner) x along its axis 1 (y may

@@ -173,9 +173,9 @@ class SoftmaxWithLoss(LossLayer):
             raise self.error("the scores need at least one axis, got shape ()")
         self.axis = bottom[0].canonical_axis(self.spec.blocks["softmax_param"].axis)
         shape = bottom[0].shape
-        self.outer = int(np.prod(shape[: self.axis]))
+        self.outer = math.prod(shape[: self.axis])
         self.classes = shape[self.axis]
-        self.inner = int(np.prod(shape[self.axis + 1 :]))
+        self.inner = math.prod(shape[self.axis + 1 :])
         if bottom[1].count != self.outer * self.inner:
             raise self.error(
                 f"expected {self.outer * self.inner} labels for scores of shape {shape} "
@@ -191,9 +191,13 @@ class SoftmaxWithLoss(LossLayer):
         return bottom[1].data.reshape(self.outer, self.inner)
 
     def Forward_cpu(self, bottom, top):
-        prob = softmax(bottom[0].data, self.prob, self.axis).reshape(self.outer, self.classes, self.inner)
-        labels = self._labels(bottom)
+        scores = bottom[0].data
         ignore = self.loss_param.ignore_label
+        if self.inner == 1 and scores.dtype == self.prob.dtype == np.float32 and scores.flags.c_contiguous:
+            self._classifier_forward(scores, bottom[1].data.reshape(-1), ignore, top)
+            return
+        prob = softmax(scores, self.prob, self.axis).reshape(self.outer, self.classes, self.inner)
+        labels = self._labels(bottom)
         check_labels(self, labels, self.classes, ignore)
         valid = np.ones(labels.shape, bool) if ignore is None else labels != ignore
         index = np.where(valid, labels, 0).astype(np.intp)
@@ -207,12 +211,39 @@ class SoftmaxWithLoss(LossLayer):
         if len(top) > 1:
             top[1].data[...] = self.prob
 
+    def _classifier_forward(self, scores, labels, ignore, top):
+        """The forward of float32 scores with the classes last (a classifier's (N, classes)):
+        one kernel (``vmath.softmax_loss``) instead of a dozen numpy passes over a small array,
+        each of which costs more in a net, between larger layers, than alone (0.25 against
+        0.05 ms a forward on a batch of 16)."""
+        rows = scores.reshape(self.outer, self.classes)
+        use_ignore = ignore is not None
+        total, counted, bad = vmath.softmax_loss(
+            rows, labels, 0 if ignore is None else ignore, use_ignore, self.prob.reshape(rows.shape)
+        )
+        if bad >= 0:
+            check_labels(self, labels, self.classes, ignore)  # names the bad label
+        self.norm = self.normalizer(self.normalization_mode(), self.outer, self.inner, counted)
+        top[0].data[...] = total / self.norm
+        if len(top) > 1:
+            top[1].data[...] = self.prob
+
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[1]:
             raise self.error("SoftmaxWithLoss cannot backpropagate to the labels")
         if not propagate_down[0]:
             return
         grad = bottom[0].diff
+        if self.inner == 1:
+            ignore = self.loss_param.ignore_label
+            scale = (top[0].diff.reshape(()) / self.norm).astype(grad.dtype)
+            labels = bottom[1].data.reshape(-1)
+            rows = (self.outer, self.classes)
+            ignored = 0 if ignore is None else ignore
+            vmath.softmax_loss_grad(
+                self.prob.reshape(rows), labels, ignored, ignore is not None, scale, grad.reshape(rows)
+            )
+            return
         grad[...] = self.prob
         grad3 = grad.reshape(self.outer, self.classes, self.inner)
         outer_idx, inner_idx = np.nonzero(self.valid)

@@ -206,7 +206,7 @@ def _broadcast_view(layer, blob, operand_shape, axis, block, what):
         raise layer.error(
             f"the {what} of shape {tuple(operand_shape)} does not match bottom[0] shape {blob.shape} from axis {axis}"
         )
-    return blob.count_range(0, axis), int(np.prod(operand_shape, dtype=np.int64)), blob.count_range(end)
+    return blob.count_range(0, axis), math.prod(operand_shape), blob.count_range(end)
 
 
 @register_layer("Scale")

@@ -184,6 +184,32 @@ def test_softmax_with_loss_modes(mode, ignore, axis, rng):
     np.testing.assert_allclose(dx, 1.5 * grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("mode", ["VALID", "BATCH_SIZE", "FULL"])
+@pytest.mark.parametrize("ignore", [None, 2])
+@pytest.mark.parametrize("classes", [5, 1000])  # 1000: more classes than one exp block
+def test_softmax_with_loss_on_float32_class_rows_takes_one_kernel_and_agrees(mode, ignore, classes, rng):
+    """float32 scores (N, classes): the fused kernel (vmath.softmax_loss and its gradient) gives
+    the float64 definition's loss, probabilities (the second top) and gradient to float32
+    precision, with large scores too (shifted by the maximum)."""
+    x = 3 * rng.standard_normal((6, classes))
+    x[1] += 80.0  # exp would overflow unshifted
+    labels = rng.integers(0, classes, 6).astype(float)
+    labels[3] = 2
+    loss_param = {"normalization": mode} if ignore is None else {"normalization": mode, "ignore_label": ignore}
+    layer = {"type": "SoftmaxWithLoss", "loss_param": loss_param, "top": ["loss", "prob"]}
+    instance, bottom, top = make_layer(layer, [x, labels], dtype=np.float32)
+    loss = instance.forward(bottom, top)
+    expected, grad = softmax_loss_reference(x, labels, 1, mode, ignore)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    p = np.exp(x - x.max(1, keepdims=True))
+    np.testing.assert_allclose(top[1].data, p / p.sum(1, keepdims=True), rtol=2e-5, atol=1e-9)
+    (dx, _) = backward(instance, bottom, top, loss_weight=1.5)
+    assert dx.dtype == np.float32
+    np.testing.assert_allclose(dx, 1.5 * grad, rtol=2e-5, atol=1e-8)
+    if ignore is not None:
+        assert not dx[3].any()
+
+
 def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
     x = np.zeros((2, 3))
     _, (loss,) = run_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 1}}, [x, np.ones(2)])
