@@ -260,11 +260,13 @@ class ColumnChunks:
         return matrix.reshape(self.map_channels, n * self.plane)
 
     def _matmul(self, a, b, out):
-        """out = a @ b, a stack of ``groups`` products. When ``run`` leaves workers idle (a
-        batch of 1, or fewer images than workers, one image a piece), an ungrouped product is
-        split over them instead (``parallel.matmul``, from 32 MFLOP): a Deconvolution of one
-        8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its three 268 MFLOP products on one core."""
-        if self.groups == 1 and self.used_workers < parallel.thread_count():
+        """out = a @ b, a stack of ``groups`` products. When ``run`` has one worker for
+        several (a batch of 1 in one piece), it runs in the caller's thread and the pool is
+        free: an ungrouped product is then split over the workers (``parallel.matmul``, from
+        32 MFLOP). A Deconvolution of one 8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its
+        three 268 MFLOP products on one core. (With two or more busy workers a nested split
+        would wait for a worker that waits for it.)"""
+        if self.groups == 1 and self.used_workers == 1 < parallel.thread_count():
             parallel.matmul(a[0], b[0], out[0])
         else:
             np.matmul(a, b, out=out)
