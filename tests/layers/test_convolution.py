@@ -212,6 +212,29 @@ def test_weight_gradients_made_in_the_weights_layout_agree_with_the_transposed_o
     assert np.abs(results[True][0]).max() > 0 and results[True][0].shape == weight.shape
 
 
+def test_a_layer_with_a_large_weight_takes_columns_as_large_as_its_weight():
+    """VGG-16's conv5_3 geometry (512 -> 512, 3 x 3, 14 x 14; 3.6 MB of columns an image): with
+    its 9.4 MB weight each image is one piece, where a 16-output layer's columns are cut into
+    bands of the 1 MiB budget."""
+
+    def chunks(outputs):
+        return conv_gemm.ColumnChunks(
+            image_shape=(2, 512, 14, 14),
+            kernel=(3, 3),
+            pad=(1, 1),
+            stride=(1, 1),
+            dilation=(1, 1),
+            map_channels=outputs,
+            map_size=(14, 14),
+            groups=1,
+            dtype=np.float32,
+        )
+
+    large, small = chunks(512), chunks(16)
+    assert large.budget == 512 * 4608 * 4 and large.bands is None
+    assert small.budget == conv_gemm.COLUMN_CHUNK_BYTES and len(small.bands) == 4
+
+
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
 def test_one_image_splits_its_products_over_the_idle_workers(rng, monkeypatch, thread_count, kind):
     """A batch of 1 is one piece, run by one worker: its products are then split over the
