@@ -139,16 +139,19 @@ class ColumnChunks:
         self.parts = self.chunk_count(self.batch, image_bytes, self.one_by_one, map_bytes, self.budget)
         self.chunk = -(-self.batch // self.parts)  # images in the largest chunk
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
-        self.weight_grad_direct = self.map_group * self.row_group * self.dtype.itemsize >= DIRECT_WEIGHT_GRAD_BYTES
+        self.weight_grad_direct = weight_bytes >= DIRECT_WEIGHT_GRAD_BYTES
+        # a transposed partial's row (g, r) lands at g * group size + r of the weight's row m
+        group_size = self.map_group * self.row_group
+        self.weight_offsets = (np.arange(groups)[:, None] * group_size + np.arange(self.row_group)).reshape(-1)
         self.bands = self._bands(image_bytes)
         self.pieces = [self._pieces_of(part) for part in range(self.parts)]  # each part's pieces
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
         self.used_workers = self.workers()  # the workers of the last ``run``
 
     @staticmethod
-    def chunk_count(batch, column_bytes, one_by_one, map_bytes=0, budget=None):
+    def chunk_count(batch, column_bytes, one_by_one, map_bytes, budget):
         """How many chunks the batch is cut into: chunks of at most as many images as fit
-        ``budget`` (default ``COLUMN_CHUNK_BYTES``) of columns (``column_bytes`` an image), a multiple of the workers
+        ``budget`` of columns (``column_bytes`` an image), a multiple of the workers
         (as the batch allows), so that every worker gets the same number of chunks and of
         images, give or take one (32 images in 5 chunks of at most 7 went 3 chunks to one
         worker, 2 to the other: a 64 -> 128 3x3/2 layer at 16 px, forward + backward 9.4 ->
@@ -159,7 +162,7 @@ class ColumnChunks:
             return batch
         threads = parallel.thread_count()
         share = -(-batch // threads)  # a worker's images
-        fit = max(1, (budget or COLUMN_CHUNK_BYTES) // column_bytes)
+        fit = max(1, budget // column_bytes)
         return min(batch, -(-share // fit) * threads)
 
     def _padded_shape(self):
@@ -369,9 +372,7 @@ class ColumnChunks:
             return
         shape = (self.groups * self.row_group, self.map_group)
         partials = [self._scratch(worker, "weight_grad", *shape) for worker in range(self.used_workers)]
-        group_size = self.map_group * self.row_group
-        offsets = (np.arange(self.groups)[:, None] * group_size + np.arange(self.row_group)).reshape(-1)
-        add_transposed_partials(partials, offsets, self.row_group, weight_diff)
+        add_transposed_partials(partials, self.weight_offsets, self.row_group, weight_diff)
 
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
@@ -410,7 +411,6 @@ def add_transposed_partials(partials, offsets, stride, out):
     (R, M), added in order), the columns m shared over the workers: each worker's weight-gradient
     partial, kept transposed, into the weight's layout (see ``conv_kernels.add_transposed``)."""
     flat = out.reshape(-1)
-    offsets = np.ascontiguousarray(offsets, dtype=np.int64)
 
     def columns(lo, hi):
         for partial in partials:

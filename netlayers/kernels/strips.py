@@ -160,6 +160,9 @@ class StripConvolution:
         kh, kw = kernel
         self.rows_weight = np.empty((kh, self.channels * kw, outputs), self.dtype)
         self.flipped_weight = np.empty((kh, outputs * kw, self.channels), self.dtype)
+        # a gradient partial's row (i, c, v) lands at column (c, i, v) of the weight's row m
+        i, c, v = np.meshgrid(np.arange(kh), np.arange(self.channels), np.arange(kw), indexing="ij")
+        self.weight_offsets = ((c * kh + i) * kw + v).reshape(-1)
         self.chunk = self._chunk_images()
 
     def _chunk_images(self):
@@ -215,14 +218,12 @@ class StripConvolution:
                 self.grad.apply(worker, dy[chunk], self.flipped_weight, dx[chunk], None)
 
         workers = self._run(step)
-        if weight_diff is not None:  # partial rows (i, c, v) to weight columns (c, i, v)
+        if weight_diff is not None:
             partials = [
                 parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(-1, self.outputs)
                 for worker in range(workers)
             ]
-            i, c, v = np.meshgrid(np.arange(kh), np.arange(self.channels), np.arange(kw), indexing="ij")
-            offsets = ((c * kh + i) * kw + v).reshape(-1)
-            conv_gemm.add_transposed_partials(partials, offsets, self.channels * kh * kw, weight_diff)
+            conv_gemm.add_transposed_partials(partials, self.weight_offsets, self.channels * kh * kw, weight_diff)
 
     def _add_weight_grad(self, worker, x, dy, partial, first):
         """partial[i] (set when ``first``, else added) += S_i dY^T over the chunk's images, the
