@@ -5,8 +5,8 @@ Arrays: ``gates`` (M, 4D) holds the pre-activations [i', f', o', g'] in Caffe's 
 forget gate's sigmoid without the continuation factor); ``c_prev``, ``c``, ``tanh_c`` and ``h``
 (M, D); ``cont`` (M,): 0 where a sequence starts (the old cell is forgotten), 1 where it goes on.
 
-The forward's activations run ``vmath``'s float32 kernels (numpy's ufuncs for float64), the
-rest in numpy; the backward is arithmetic only and runs as one numba pass.
+The float32 forward is one ``vmath`` pass a row (its float32 sigmoid and tanh), other dtypes
+take numpy; the backward is arithmetic only and runs as one numba pass.
 """
 
 import numpy as np
@@ -16,21 +16,19 @@ from ._jit import jit
 from .elementwise import sigmoid_forward, tanh_forward
 
 
-def gate_activations(gates, acts):
-    """``acts`` = [sigmoid(i', f', o'), tanh(g')] of the (M, 4 D) ``gates``."""
-    dim = gates.shape[1] // 4
-    if gates.dtype == acts.dtype == np.float32 and gates.flags.c_contiguous and acts.flags.c_contiguous:
-        vmath.lstm_gates(gates, acts, dim)
-        return
-    sigmoid_forward(gates[:, : 3 * dim], out=acts[:, : 3 * dim])
-    np.tanh(gates[:, 3 * dim :], out=acts[:, 3 * dim :])
-
-
 def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
     """i, f, o = sigmoid(i', f', o'), g = tanh(g'); c = (cont f) c_prev + i g (Caffe's f is
-    cont * sigmoid(f')); h = o tanh(c). Writes ``acts``, ``c``, ``tanh_c`` and ``h``."""
+    cont * sigmoid(f')); h = o tanh(c). Writes ``acts``, ``c``, ``tanh_c`` and ``h``. float32
+    C-contiguous arrays take one ``vmath`` pass a row (in an LSTM of 32 streams x 512 units,
+    0.12 -> 0.03 ms a step: eight numpy passes over small arrays cost more than their
+    arithmetic); others take numpy."""
+    arrays = (gates, c_prev, acts, c, tanh_c, h)
+    if all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays) and cont.dtype == np.float32:
+        vmath.lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h)
+        return
     dim = c.shape[1]
-    gate_activations(gates, acts)
+    sigmoid_forward(gates[:, : 3 * dim], out=acts[:, : 3 * dim])
+    np.tanh(gates[:, 3 * dim :], out=acts[:, 3 * dim :])
     i, f, o, g = (acts[:, k * dim : (k + 1) * dim] for k in range(4))
     np.multiply(f, cont[:, None], out=c)
     c *= c_prev
@@ -44,20 +42,22 @@ def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
 def _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
     one = acts.dtype.type(1)
     dim = dh.shape[1]
+    size = np.uint64(dim)
     for m in range(dh.shape[0]):
         keep = cont[m]
-        for d in range(dim):
-            i = acts[m, d]
-            f = acts[m, dim + d]
-            o = acts[m, 2 * dim + d]
-            g = acts[m, 3 * dim + d]
-            t = tanh_c[m, d]
-            dcell = dc[m, d] + dh[m, d] * o * (one - t * t)
-            dgates[m, d] = dcell * g * i * (one - i)
-            dgates[m, dim + d] = dcell * c_prev[m, d] * keep * f * (one - f)
-            dgates[m, 2 * dim + d] = dh[m, d] * t * o * (one - o)
-            dgates[m, 3 * dim + d] = dcell * i * (one - g * g)
-            dc_prev[m, d] = dcell * keep * f
+        row = acts[m]  # row views and unsigned indices: the loop vectorizes
+        i, f, o, g = row[:dim], row[dim : 2 * dim], row[2 * dim : 3 * dim], row[3 * dim :]
+        grad = dgates[m]
+        di, df, do, dg = grad[:dim], grad[dim : 2 * dim], grad[2 * dim : 3 * dim], grad[3 * dim :]
+        h_diff, c_diff, before, t_c, c_prev_diff = dh[m], dc[m], c_prev[m], tanh_c[m], dc_prev[m]
+        for d in range(size):
+            t = t_c[d]
+            dcell = c_diff[d] + h_diff[d] * o[d] * (one - t * t)
+            di[d] = dcell * g[d] * i[d] * (one - i[d])
+            df[d] = dcell * before[d] * keep * f[d] * (one - f[d])
+            do[d] = h_diff[d] * t * o[d] * (one - o[d])
+            dg[d] = dcell * i[d] * (one - g[d] * g[d])
+            c_prev_diff[d] = dcell * keep * f[d]
 
 
 def lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):

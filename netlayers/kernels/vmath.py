@@ -244,16 +244,30 @@ def swish(x, beta, s_out, y):
 
 
 @jit
-def lstm_gates(gates, acts, dim):
-    """For each row of the C-contiguous (M, 4 dim) float32 ``gates``: ``acts`` = sigmoid of
-    the first 3 dim columns, tanh of the last dim."""
+def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
+    """One LSTM step over the rows of C-contiguous float32 arrays (``gates`` and ``acts`` (M,
+    4 D), the others (M, D), ``cont`` (M,)), in one pass a row: acts = [sigmoid(i', f', o'),
+    tanh(g')], c = (cont f) c_prev + i g, tanh_c = tanh(c), h = o tanh_c (see
+    ``netlayers.kernels.recurrent.lstm_cell_forward``)."""
     work = _scratch()
-    x, y = gates.reshape(-1), acts.reshape(-1)
+    dim = c.shape[1]
     width = 4 * dim
+    x, y = gates.reshape(-1), acts.reshape(-1)
+    cell, tanh_cell = c.reshape(-1), tanh_c.reshape(-1)
+    size = np.uint64(dim)
     for row in range(gates.shape[0]):
         lo = row * width
         _sigmoid_span(x, y, lo, lo + 3 * dim, work)
         _tanh_span(x, y, lo + 3 * dim, lo + width, work)
+        i, f = y[lo : lo + dim], y[lo + dim : lo + 2 * dim]
+        o, g = y[lo + 2 * dim : lo + 3 * dim], y[lo + 3 * dim : lo + width]
+        keep, before, after, out = cont[row], c_prev[row], c[row], h[row]
+        for d in range(size):
+            after[d] = f[d] * keep * before[d] + i[d] * g[d]
+        _tanh_span(cell, tanh_cell, row * dim, (row + 1) * dim, work)
+        squashed = tanh_c[row]
+        for d in range(size):
+            out[d] = o[d] * squashed[d]
 
 
 @jit

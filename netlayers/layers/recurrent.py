@@ -362,7 +362,7 @@ class LSTM(_Recurrent):
         self.buffer("tanh_cell", (steps, streams, hidden))
         self.buffer("hidden_times_cont", (steps, streams, hidden))
         self.buffer("activations", (steps, streams, 4 * hidden))
-        self.buffer("cell_diff", (streams, hidden))
+        self.buffer("cell_diff", (2, streams, hidden))  # dE/dc_t and dE/dc_{t-1}, taking turns
         self.buffer("hidden_diff", (streams, hidden))
 
     def run_steps(self, cont, initial, output):
@@ -377,7 +377,8 @@ class LSTM(_Recurrent):
         return [hidden[self.steps], cell[self.steps]]
 
     def run_steps_backward(self, top, cont, final_diffs):
-        dh, dc, output_diff = self.hidden_diff, self.cell_diff, top[0].diff
+        dh, output_diff = self.hidden_diff, top[0].diff
+        dc, dc_prev = self.cell_diff  # separate arrays: the cell kernel's loop vectorizes (in place it did not)
         if final_diffs:
             dh[...], dc[...] = final_diffs
         else:
@@ -386,8 +387,9 @@ class LSTM(_Recurrent):
         for t in reversed(range(self.steps)):
             dh += output_diff[t]
             lstm_cell_backward(
-                dh, dc, self.activations[t], self.cell[t], self.tanh_cell[t], cont[t], self.gate_diff[t], dc
+                dh, dc, self.activations[t], self.cell[t], self.tanh_cell[t], cont[t], self.gate_diff[t], dc_prev
             )
+            dc, dc_prev = dc_prev, dc
             parallel.matmul(self.gate_diff[t], recurrent, dh)
             dh *= cont[t][:, None]
         return [dh, dc]

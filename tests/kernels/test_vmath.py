@@ -126,14 +126,33 @@ def test_non_contiguous_float32_takes_numpy():
     assert not out[:, 10:].any()
 
 
-def test_lstm_gates():
-    dim = 37
-    gates = (np.random.default_rng(5).standard_normal((9, 4 * dim)) * 3).astype(np.float32)
-    acts = np.empty_like(gates)
-    recurrent.gate_activations(gates, acts)
-    g64 = gates.astype(np.float64)
-    assert_close(acts[:, : 3 * dim], sigmoid64(g64[:, : 3 * dim]), "gates' sigmoid")
-    assert_close(acts[:, 3 * dim :], np.tanh(g64[:, 3 * dim :]), "gates' tanh")
+def lstm_cell64(gates, c_prev, cont):
+    """The LSTM cell's definition in float64: acts, c, tanh(c), h."""
+    dim = c_prev.shape[1]
+    acts = np.concatenate([sigmoid64(gates[:, : 3 * dim]), np.tanh(gates[:, 3 * dim :])], axis=1)
+    i, f, o, g = (acts[:, k * dim : (k + 1) * dim] for k in range(4))
+    c = cont[:, None] * f * c_prev + i * g
+    return acts, c, np.tanh(c), o * np.tanh(c)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lstm_cell_forward_matches_its_definition(dtype):
+    """The float32 one-pass kernel and the numpy path (float64) against the float64 definition;
+    cont 0 drops the old cell."""
+    rng = np.random.default_rng(5)
+    dim, rows = 37, 9
+    gates = (rng.standard_normal((rows, 4 * dim)) * 3).astype(dtype)
+    c_prev = (rng.standard_normal((rows, dim)) * 2).astype(dtype)
+    cont = np.array([1, 0, 1, 1, 0, 1, 1, 1, 1], dtype)
+    acts, c, tanh_c, h = (np.empty_like(a) for a in (gates, c_prev, c_prev, c_prev))
+    recurrent.lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h)
+    want = lstm_cell64(gates.astype(np.float64), c_prev.astype(np.float64), cont.astype(np.float64))
+    if dtype == np.float32:
+        assert_close(acts, want[0], "gates' activations")
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    for got, expected, name in zip((acts, c, tanh_c, h), want, ("acts", "c", "tanh(c)", "h")):
+        np.testing.assert_allclose(got, expected, err_msg=name, **tolerance)
+    np.testing.assert_array_equal(c[1], acts[1, :dim] * acts[1, 3 * dim :])  # cont 0: c = i g
 
 
 SCRIPT = """
