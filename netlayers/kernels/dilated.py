@@ -84,14 +84,16 @@ def from_phases(phases, image):
                     at += np.uint64(cols)
 
 
-def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
-    """Whether a convolution runs as phases: a 3x3 kernel, stride 1, a dilation above 1 on some
-    axis and padding equal to it (the output keeps the input's size), one group, and phases
-    where Winograd applies (its channel rule; its output-size rule on the phases' outputs)."""
+def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
+    """Whether a convolution of ``batch`` images runs as phases: a 3x3 kernel, stride 1, a
+    dilation above 1 on some axis and padding equal to it (the output keeps the input's size),
+    one group, and phases where Winograd applies (its rule on the phases' outputs, each image
+    d_h d_w phase images)."""
     if kernel != (3, 3) or stride != (1, 1) or dilation == (1, 1) or pad != dilation:
         return False
     phase_out = tuple(-(-o // d) for o, d in zip(out_size, dilation))
-    return winograd.applies(kernel, stride, (1, 1), (1, 1), groups, channels, outputs, phase_out)
+    phases = batch * dilation[0] * dilation[1]
+    return winograd.applies(kernel, stride, (1, 1), (1, 1), groups, channels, outputs, phase_out, phases)
 
 
 class PhaseConvolution:

@@ -36,6 +36,8 @@ Rounding: the transforms add a few float operations per product; float32 outputs
 from im2col + GEMM by about 1e-6 relative to the output's scale.
 """
 
+import math
+
 import numpy as np
 
 from .. import parallel
@@ -66,23 +68,35 @@ RUN_TILES = 256  # images whose tiles fit a band run side by side up to this man
 # 2 images; 64 -> 64 at 32 x 32 (272 tiles) gained nothing from runs of 3 and its forward lost 7-10%.
 
 
-def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size):
-    """Whether a convolution runs as Winograd F(2x2, 3x3): a 3x3 kernel, stride 1, dilation 1,
-    one group, the same padding of 0 or 1 on both axes, at least ``MIN_CHANNELS`` input and
-    output channels, outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, and the fewer
-    channels times the shorter output side at least ``MIN_CHANNELS_BY_SIZE`` (where it was
-    measured faster: with fewer channels or tiles the products are too small to pay for the
-    transforms)."""
-    return (
-        kernel == (3, 3)
-        and stride == (1, 1)
-        and dilation == (1, 1)
-        and groups == 1
-        and pad[0] == pad[1] <= 1
-        and min(channels, outputs) >= MIN_CHANNELS
-        and min(out_size) >= MIN_OUTPUT_SIZE
-        and min(channels, outputs) * min(out_size) >= MIN_CHANNELS_BY_SIZE
-    )
+# Outputs of MIN_SMALL_MAP_SIZE to MIN_OUTPUT_SIZE - 1 rows and columns (VGG's and ResNet's
+# 14 x 14 stage) run as F(2x2, 3x3) too, with at least MIN_SMALL_MAP_CHANNELS input and output
+# channels and at least MIN_SMALL_MAP_TILES tiles in the batch (images x 2x2 tiles): below that
+# the 16 products are too short. Forward + backward against im2col + GEMM, 2 threads, float32
+# (2026-12-03, AMD EPYC): 256 -> 256 at 14 x 14 batch 8 0.70x, batch 16 0.73x, batch 4 0.87x,
+# batch 2 (512 -> 512) 1.17x, batch 1 2.07x; 512 -> 512 at 14 x 14 batch 8 0.71x, batch 4
+# 0.93x; 128 -> 128 at 14 x 14 batch 16 0.68x, batch 8 0.91x, batch 4 1.23x; at 12 x 12
+# 256 -> 256 batch 8 0.91x, batch 4 1.08x, 128 -> 128 batch 32 0.80x; 256 -> 256 at 10 x 10
+# batch 8 1.00x, at 9 x 9 1.16x. F(4x4, 3x3) at 14 x 14 (16 tiles of 4 x 4 for 14 x 14
+# outputs) was no faster than im2col (256 -> 256 batch 8 1.03x, 512 -> 512 0.90x).
+MIN_SMALL_MAP_SIZE = 12
+MIN_SMALL_MAP_CHANNELS = 128
+MIN_SMALL_MAP_TILES = 256
+
+
+def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
+    """Whether a convolution of ``batch`` images runs as Winograd F(2x2, 3x3): a 3x3 kernel,
+    stride 1, dilation 1, one group, the same padding of 0 or 1 on both axes, and either at
+    least ``MIN_CHANNELS`` input and output channels, outputs of at least ``MIN_OUTPUT_SIZE``
+    rows and columns, and the fewer channels times the shorter output side at least
+    ``MIN_CHANNELS_BY_SIZE``, or the small-map rule above (where each was measured faster:
+    with fewer channels or tiles the products are too small to pay for the transforms)."""
+    if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and pad[0] == pad[1] <= 1):
+        return False
+    fewer, shorter = min(channels, outputs), min(out_size)
+    if shorter >= MIN_OUTPUT_SIZE:
+        return fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE
+    tiles = batch * math.prod(-(-side // 2) for side in out_size)
+    return shorter >= MIN_SMALL_MAP_SIZE and fewer >= MIN_SMALL_MAP_CHANNELS and tiles >= MIN_SMALL_MAP_TILES
 
 
 # F(4x4, 3x3) (``winograd4``: 36 products a 4x4 tile) where it applies, from MIN_CHANNELS_F4 input
@@ -97,8 +111,10 @@ MIN_CHANNELS_F4 = 64
 
 def convolution(image_shape, outputs, pad, dtype):
     """The Winograd convolution for a geometry where ``applies``: F(4x4, 3x3) (``winograd4``)
-    with at least ``MIN_CHANNELS_F4`` input and output channels, else F(2x2, 3x3)."""
-    if min(image_shape[1], outputs) >= MIN_CHANNELS_F4:
+    with at least ``MIN_CHANNELS_F4`` input and output channels and outputs of at least
+    ``MIN_OUTPUT_SIZE`` rows and columns, else F(2x2, 3x3)."""
+    out_size = min(image_shape[2:]) + 2 * pad - 2
+    if min(image_shape[1], outputs) >= MIN_CHANNELS_F4 and out_size >= MIN_OUTPUT_SIZE:
         from .winograd4 import Winograd4Convolution  # here: winograd4 imports this module
 
         return Winograd4Convolution(image_shape, outputs, pad, dtype)

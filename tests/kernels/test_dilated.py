@@ -123,4 +123,4 @@ def test_float32_phases_stay_close_to_the_float64_convolution():
     ],
 )
 def test_where_dilated_layers_run_as_phases(kernel, dilation, pad, size, runs):
-    assert dilated.applies(kernel, (1, 1), dilation, pad, 1, 64, 64, (size, size)) is runs
+    assert dilated.applies(kernel, (1, 1), dilation, pad, 1, 64, 64, (size, size), 4) is runs

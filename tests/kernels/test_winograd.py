@@ -225,7 +225,24 @@ def test_backward_computes_only_what_is_asked():
     ],
 )
 def test_the_rule_of_when_it_runs(geometry, expected):
-    assert winograd.applies(*geometry) is expected
+    assert winograd.applies(*geometry, 2) is expected
+
+
+@pytest.mark.parametrize(
+    "channels, size, batch, expected",
+    [
+        (256, 14, 8, True),  # ResNet's and VGG's 14 x 14 stage: 392 tiles
+        (128, 12, 8, True),  # 288 tiles
+        (256, 14, 4, False),  # 196 tiles: too few for the products to pay
+        (512, 14, 2, False),
+        (64, 14, 16, False),  # too few channels
+        (256, 11, 32, False),  # below the small-map size
+        (256, 7, 64, False),
+    ],
+)
+def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expected):
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 1, channels, channels, (size, size))
+    assert winograd.applies(*geometry, batch) is expected
 
 
 def convolution_layer(shape, outputs, dtype):
@@ -258,6 +275,24 @@ def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_
             monkeypatch.setattr(winograd, "MIN_CHANNELS", 128 if use else 10**9)
             layer, bottom, top = convolution_layer(shape, 128, np.float32)
             assert (layer.winograd is not None) == use
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_a_small_map_of_a_large_batch_runs_two_by_two_tiles_and_gives_im2cols_results(monkeypatch):
+    """ResNet's 14 x 14 stage (here 128 -> 128, batch 6: 294 tiles): F(2x2, 3x3) by the
+    small-map rule, F(4x4) left aside, the results im2col + GEMM's."""
+    shape = (6, 128, 14, 14)
+    with parallel.single_threaded_blas:
+        results = []
+        for use in (True, False):
+            monkeypatch.setattr(winograd, "MIN_SMALL_MAP_TILES", 256 if use else 10**9)
+            layer, bottom, top = convolution_layer(shape, 128, np.float32)
+            assert type(layer.winograd) is (winograd.WinogradConvolution if use else type(None))
             layer.forward(bottom, top)
             top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
             layer.backward(top, [True], bottom)

@@ -114,6 +114,13 @@ def test_the_rule_of_which_tile_size_runs(channels, outputs, expected):
     assert type(winograd.convolution((2, channels, 16, 16), outputs, 1, np.float32)) is expected
 
 
+def test_small_maps_take_two_by_two_tiles():
+    """Below MIN_OUTPUT_SIZE (the small-map rule), F(2x2) whatever the channels: 14 x 14 outputs
+    would fill 4x4 tiles of 16 x 16."""
+    assert type(winograd.convolution((8, 256, 14, 14), 256, 1, np.float32)) is winograd.WinogradConvolution
+    assert type(winograd.convolution((8, 256, 18, 18), 256, 0, np.float32)) is Winograd4Convolution
+
+
 def test_the_convolution_layer_runs_f4_from_64_channels_and_gives_im2cols_results(monkeypatch):
     shape = (2, 128, 16, 16)
     with parallel.single_threaded_blas:
