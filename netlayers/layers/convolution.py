@@ -288,7 +288,7 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
-        {  # depthwise (group = channels), two outputs per channel: the direct kernels
+        {  # depthwise (group = channels), two outputs per channel, strided: the phases
             "bottoms": [(2, 3, 5, 6), (2, 3, 5, 6)],
             "tops": 2,
             "params": {
@@ -304,7 +304,7 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
-        {  # depthwise with stride 1: the grid kernels (a 3x3 kernel's nine taps in one pass)
+        {  # depthwise with stride 1: one phase, the flipped correlation for the data gradient
             "bottoms": [(2, 3, 5, 6)],
             "params": {
                 "convolution_param": {

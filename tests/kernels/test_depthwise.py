@@ -18,7 +18,11 @@ GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
     ((2, 3, 9, 8), (3, 3), (2, 1), (1, 1), (2, 1), 2),  # stride 1, dilated: the grid kernels
     ((2, 2, 6, 7), (3, 3), (0, 0), (1, 1), (1, 1), 1),  # stride 1, no padding
     ((1, 2, 6, 5), (3, 2), (1, 0), (1, 1), (1, 1), 1),  # stride 1, a kernel of 6 taps
-    ((2, 2, 5, 6), (3, 3), (3, 3), (1, 1), (1, 1), 1),  # padding beyond the reach: the row kernels
+    ((2, 2, 5, 6), (3, 3), (3, 3), (1, 1), (1, 1), 1),  # padding beyond the reach: phased data gradient
+    ((2, 3, 8, 8), (3, 3), (1, 1), (2, 2), (1, 1), 1),  # MobileNet's downsampling, even side
+    ((1, 2, 7, 9), (3, 3), (1, 1), (2, 2), (1, 1), 1),  # odd sides
+    ((2, 2, 9, 10), (4, 4), (1, 2), (2, 3), (1, 1), 2),  # phases of unequal tap counts
+    ((1, 2, 11, 11), (3, 3), (2, 2), (2, 2), (2, 2), 1),  # stride and dilation 2: one phase of taps
 ]
 
 
@@ -31,7 +35,8 @@ def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation
     weight = rng.standard_normal((c * multiplier, 1) + kernel)
     bias = rng.standard_normal(c * multiplier)
     conv = DepthwiseConvolution(shape, out_size, kernel, pad, stride, dilation, multiplier)
-    assert conv.unit_stride == (stride == (1, 1) and pad[0] <= (kernel[0] - 1) * dilation[0])
+    reach = [(k - 1) * d for k, d in zip(kernel, dilation)]
+    assert conv.unit_stride == (stride == (1, 1) and all(p <= r for p, r in zip(pad, reach)))
     y = np.empty((n, c * multiplier) + out_size)
     conv.forward(x, weight, bias, y)
     np.testing.assert_allclose(y, depthwise_forward(x, weight, bias, pad, stride, dilation, multiplier), rtol=1e-12)
@@ -92,17 +97,35 @@ def test_the_convolution_layer_takes_the_direct_path_for_group_equal_to_channels
     )
 
 
-def test_the_grid_kernels_forward_equals_the_row_kernels_bit_for_bit():
-    from netlayers.kernels import depthwise
-
+def test_the_phased_data_gradient_equals_the_flipped_correlation():
+    """Stride 1 within the reach takes the correlation of dy with the flipped filter; the
+    phased form (one phase: each tap's product added at its shift) gives the same gradient."""
     rng = np.random.default_rng(2)
     shape, kernel, pad = (2, 4, 9, 7), (3, 3), (1, 1)
-    conv = DepthwiseConvolution(shape, shape[2:], kernel, pad, (1, 1), (1, 1), 1)
+    conv = DepthwiseConvolution(shape, shape[2:], kernel, pad, (1, 1), (1, 1), 2)
     assert conv.unit_stride
-    x = rng.standard_normal(shape).astype(np.float32)
-    weight = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
-    bias = rng.standard_normal(4).astype(np.float32)
-    grid, rows = np.empty(shape, np.float32), np.empty(shape, np.float32)
-    conv.forward(x, weight, bias, grid)
-    depthwise._forward(x, weight.reshape(4, 9), bias, *conv._geometry(), rows)
-    assert np.array_equal(grid, rows)
+    weight, dy = rng.standard_normal((8, 1, 3, 3)), rng.standard_normal((2, 8, 9, 7))
+    flipped, phased = np.empty(shape), np.empty(shape)
+    conv.backward_data(dy, weight, flipped)
+    conv.unit_stride = False
+    conv.backward_data(dy, weight, phased)
+    np.testing.assert_allclose(phased, flipped, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
+def test_float32_strided_kernels_agree_with_float64(stride):
+    rng = np.random.default_rng(3)
+    shape, kernel, pad = (3, 5, 12, 11), (3, 3), (1, 1)
+    out = tuple(conv_output_size(s, 3, 1, t, 1) for s, t in zip(shape[2:], stride))
+    conv = DepthwiseConvolution(shape, out, kernel, pad, stride, (1, 1), 1)
+    x, weight = rng.standard_normal(shape), rng.standard_normal((5, 1, 3, 3))
+    dy = rng.standard_normal((3, 5) + out)
+    results = []
+    for dtype in (np.float32, np.float64):
+        y, dx, dw = np.empty((3, 5) + out, dtype), np.empty(shape, dtype), np.zeros((5, 1, 3, 3), dtype)
+        conv.forward(x.astype(dtype), weight.astype(dtype), np.zeros(5, dtype), y)
+        conv.backward_data(dy.astype(dtype), weight.astype(dtype), dx)
+        conv.backward_weight(dy.astype(dtype), x.astype(dtype), dw)
+        results.append((y, dx, dw))
+    for single, double in zip(*results):
+        np.testing.assert_allclose(single, double, rtol=1e-4, atol=1e-5 * np.abs(double).max())
