@@ -308,9 +308,23 @@ class Convolution(_ConvolutionBase):
             "bottoms": [(2, 3, 5, 6)],
             "params": {
                 "convolution_param": {
+                    "num_output": 6,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "group": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {  # depthwise, one output per channel, a small plane: channels last
+            "bottoms": [(2, 3, 5, 6)],
+            "params": {
+                "convolution_param": {
                     "num_output": 3,
                     "kernel_size": 3,
                     "pad": 1,
+                    "stride": 2,
                     "group": 3,
                     "weight_filler": {"type": "gaussian"},
                     "bias_filler": {"type": "gaussian"},

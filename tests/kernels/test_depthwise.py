@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from reference import depthwise_forward
 
+from netlayers.kernels import depthwise
 from netlayers.kernels.depthwise import DepthwiseConvolution
 from netlayers.layers.convolution import conv_output_size
 
@@ -26,8 +27,15 @@ GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
 ]
 
 
+@pytest.fixture(params=["grid", "channels last"])
+def layout(request, monkeypatch):
+    """Every geometry on the phase grid, or (multiplier 1) channels last, whatever its size."""
+    monkeypatch.setattr(depthwise, "CHANNELS_LAST_MAX_PIXELS", -1 if request.param == "grid" else 1 << 30)
+    return request.param
+
+
 @pytest.mark.parametrize("shape, kernel, pad, stride, dilation, multiplier", GEOMETRIES)
-def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation, multiplier):
+def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation, multiplier, layout):
     rng = np.random.default_rng(0)
     n, c, h, w = shape
     out_size = tuple(conv_output_size(*a) for a in zip((h, w), kernel, pad, stride, dilation))
@@ -35,6 +43,7 @@ def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation
     weight = rng.standard_normal((c * multiplier, 1) + kernel)
     bias = rng.standard_normal(c * multiplier)
     conv = DepthwiseConvolution(shape, out_size, kernel, pad, stride, dilation, multiplier)
+    assert conv.channels_last == (layout == "channels last" and multiplier == 1)
     reach = [(k - 1) * d for k, d in zip(kernel, dilation)]
     assert conv.unit_stride == (stride == (1, 1) and all(p <= r for p, r in zip(pad, reach)))
     y = np.empty((n, c * multiplier) + out_size)
@@ -113,7 +122,7 @@ def test_the_phased_data_gradient_equals_the_flipped_correlation():
 
 
 @pytest.mark.parametrize("stride", [(1, 1), (2, 2)])
-def test_float32_strided_kernels_agree_with_float64(stride):
+def test_float32_strided_kernels_agree_with_float64(stride, layout):
     rng = np.random.default_rng(3)
     shape, kernel, pad = (3, 5, 12, 11), (3, 3), (1, 1)
     out = tuple(conv_output_size(s, 3, 1, t, 1) for s, t in zip(shape[2:], stride))
@@ -129,3 +138,35 @@ def test_float32_strided_kernels_agree_with_float64(stride):
         results.append((y, dx, dw))
     for single, double in zip(*results):
         np.testing.assert_allclose(single, double, rtol=1e-4, atol=1e-5 * np.abs(double).max())
+
+
+def test_channels_last_in_blocks_of_channels_on_two_workers_equals_the_grid(monkeypatch):
+    """40 channels in blocks of 16 (the last one partial), the tasks shared over 2 workers: the
+    grid's results (float64, to rounding: the sums go in another order)."""
+    from netlayers import parallel
+
+    rng = np.random.default_rng(5)
+    shape, kernel, pad, stride = (3, 40, 9, 9), (3, 3), (1, 1), (2, 2)
+    out = tuple(conv_output_size(s, 3, 1, 2, 1) for s in shape[2:])
+    x, weight, bias = rng.standard_normal(shape), rng.standard_normal((40, 1, 3, 3)), rng.standard_normal(40)
+    dy = rng.standard_normal((3, 40) + out)
+    monkeypatch.setattr(depthwise, "CHANNELS_LAST_BLOCK_BYTES", 1)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    results, saved = [], parallel.thread_count()
+    try:
+        parallel.set_thread_count(2)
+        for most in (-1, 1 << 30):
+            monkeypatch.setattr(depthwise, "CHANNELS_LAST_MAX_PIXELS", most)
+            conv = DepthwiseConvolution(shape, out, kernel, pad, stride, (1, 1), 1)
+            assert conv.channels_last == (most > 0)
+            if conv.channels_last:
+                assert (conv.block, conv.blocks) == (16, 3)
+            y, dx, dw = np.empty((3, 40) + out), np.empty(shape), np.zeros((40, 1, 3, 3))
+            conv.forward(x, weight, bias, y)
+            conv.backward_data(dy, weight, dx)
+            conv.backward_weight(dy, x, dw)
+            results.append((y, dx, dw))
+    finally:
+        parallel.set_thread_count(saved)
+    for last, grid in zip(*results):
+        np.testing.assert_allclose(last, grid, rtol=1e-12, atol=1e-12)
