@@ -39,7 +39,13 @@ from .. import parallel
 from . import im2col as conv_kernels
 
 COLUMN_CHUNK_BYTES = 1 << 20  # a column buffer of 1 MiB a worker: half a core's L2 cache
-ONE_BY_ONE_DIRECT_BYTES = 1 << 16  # 1x1 inputs from 64 KiB an image go image by image
+ONE_BY_ONE_DIRECT_BYTES = 1 << 16  # 1x1 inputs from 64 KiB an image go image by image,
+ONE_BY_ONE_MIN_PLANE = 64  # on planes of at least 64 pixels: on fewer, each image's weight-gradient
+# product has an inner dimension of the plane (49 at ResNet-50's 7 x 7) and adds into a whole
+# weight-sized partial; in chunks of images (reordered) the inner dimension is the chunk's pixels.
+# Forward + backward, batch 8, 2 workers: 2048 -> 512 at 7 x 7 19.1-25.1 -> 14.7-19.2 ms,
+# 512 -> 2048 17.3 -> 14.5 (batch 4: 13.8 -> 9.7); 14 x 14 planes are not affected (their
+# chunks hold one image).
 # With ``map_direct`` (the Convolution layer asks for it), maps (C_map x P) from 512 KiB an image
 # go image by image too: the product then lands in NCHW, no reorder. A 3 -> 64 3x3 layer at
 # 64 x 64 (batch 8, 1 MiB maps) 1.09x-1.13x forward + backward (median, per-round median).
@@ -136,7 +142,8 @@ class ColumnChunks:
         self.map_group, self.row_group = map_channels // groups, self.rows // groups
         weight_bytes = self.map_group * self.row_group * self.dtype.itemsize
         self.budget = max(COLUMN_CHUNK_BYTES, min(weight_bytes, WEIGHT_SIZED_COLUMNS_MAX_BYTES))
-        self.parts = self.chunk_count(self.batch, image_bytes, self.one_by_one, map_bytes, self.budget)
+        image_by_image = self.one_by_one and self.plane >= ONE_BY_ONE_MIN_PLANE
+        self.parts = self.chunk_count(self.batch, image_bytes, image_by_image, map_bytes, self.budget)
         self.chunk = -(-self.batch // self.parts)  # images in the largest chunk
         self.table = conv_kernels.geometry_table(image_shape, kernel, pad, stride, dilation, map_size)
         self.weight_grad_direct = weight_bytes >= DIRECT_WEIGHT_GRAD_BYTES
@@ -149,16 +156,17 @@ class ColumnChunks:
         self.used_workers = self.workers()  # the workers of the last ``run``
 
     @staticmethod
-    def chunk_count(batch, column_bytes, one_by_one, map_bytes, budget):
+    def chunk_count(batch, column_bytes, one_by_one_direct, map_bytes, budget):
         """How many chunks the batch is cut into: chunks of at most as many images as fit
         ``budget`` of columns (``column_bytes`` an image), a multiple of the workers
         (as the batch allows), so that every worker gets the same number of chunks and of
         images, give or take one (32 images in 5 chunks of at most 7 went 3 chunks to one
         worker, 2 to the other: a 64 -> 128 3x3/2 layer at 16 px, forward + backward 9.4 ->
-        7.8 ms in 6 chunks). A 1x1 convolution whose image is ``ONE_BY_ONE_DIRECT_BYTES`` or
-        more takes 1 image a chunk (its products then read and write NCHW with no reorder), as
-        does an image whose map (``map_bytes``) is ``MAP_DIRECT_BYTES`` or more."""
-        if (one_by_one and column_bytes >= ONE_BY_ONE_DIRECT_BYTES) or map_bytes >= MAP_DIRECT_BYTES:
+        7.8 ms in 6 chunks). A 1x1 convolution (``one_by_one_direct``: of a plane of at least
+        ``ONE_BY_ONE_MIN_PLANE`` pixels) whose image is ``ONE_BY_ONE_DIRECT_BYTES`` or more takes
+        1 image a chunk (its products then read and write NCHW with no reorder), as does an
+        image whose map (``map_bytes``) is ``MAP_DIRECT_BYTES`` or more."""
+        if (one_by_one_direct and column_bytes >= ONE_BY_ONE_DIRECT_BYTES) or map_bytes >= MAP_DIRECT_BYTES:
             return batch
         threads = parallel.thread_count()
         share = -(-batch // threads)  # a worker's images

@@ -150,6 +150,21 @@ def test_one_by_one_convolution_skips_im2col_and_is_right(rng, monkeypatch, thre
     assert_gradients(spec, [x[:, :, :4, :4]])
 
 
+def test_one_by_one_of_a_small_plane_goes_in_chunks_of_images(rng, thread_count):
+    """ResNet-50's 7 x 7 stage (here 200 -> 16 channels at 7 x 7, 77 KiB an image): below
+    ONE_BY_ONE_MIN_PLANE pixels, chunks of images (longer weight-gradient products), not one
+    image a chunk; the same results either way."""
+    thread_count(2)
+    x = rng.standard_normal((4, 200, 7, 7))
+    spec = conv_layer(num_output=16, kernel=1)
+    layer, (y,) = run_layer(spec, [x])
+    assert layer.chunks.one_by_one and layer.chunks.chunk == 2
+    weight, bias = params_of(layer)
+    np.testing.assert_allclose(y, reference.convolution(x, weight, bias, (1, 1), (0, 0), (1, 1), 1), rtol=1e-10)
+    big = rng.standard_normal((4, 200, 8, 8))
+    assert run_layer(spec, [big])[0].chunks.chunk == 1  # 64 pixels: image by image
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 5000, 1 << 21])
 def test_chunks_of_one_or_several_images_agree(rng, monkeypatch, thread_count, chunk_bytes):
     """The batch cut into chunks of 1 image, of 2 and 1 (a short last chunk), or whole."""
