@@ -47,6 +47,9 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         bench_nets.dilated(batch=1, size=20, width=4),
         bench_nets.conv1d(batch=2, length=16, channels=4, width=4),
         bench_nets.one_big_image(size=24),
+        bench_nets.mobilenet_tail(batch=2, size=8, width=4),
+        bench_nets.resnet50_last_stage(batch=2, size=6, width=4),
+        bench_nets.vgg16_conv5(batch=2, size=6, width=4),
     ):
         net, loss = run_tiny(spec)
         assert math.isfinite(loss) and loss > 0, spec["name"]

@@ -388,6 +388,58 @@ def one_big_image(size=224):
     return net_spec("one_big_image", [input_layer(1, 3, size, size), *layers, loss("pool")])
 
 
+def mobilenet_tail(batch=8, size=28, width=256):
+    """MobileNet's last stages, from 28 x 28 (``size``) to 7 x 7: depthwise 3x3 (stride 2 where
+    the size halves) then pointwise 1x1, each with BatchNorm + Scale + ReLU; ``width`` the
+    first depthwise layer's channels (MobileNet: 256), doubling where the size halves; global
+    average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, width, size, size)], "data"
+    plan = [(width, 2, 2 * width), (2 * width, 1, 2 * width), (2 * width, 1, 2 * width)]
+    plan += [(2 * width, 2, 4 * width), (4 * width, 1, 4 * width)]
+    for k, (channels, stride, out) in enumerate(plan):
+        dw, pw = f"dw{k}", f"pw{k}"
+        layers += [conv(dw, bottom, channels, 3, pad=1, stride=stride, group=channels, bias=False)]
+        layers += [*batch_norm_scale(dw, dw), relu(f"{dw}_relu", dw), conv(pw, dw, out, 1, bias=False)]
+        layers += [*batch_norm_scale(pw, pw), relu(f"{pw}_relu", pw)]
+        bottom = pw
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("mobilenet_tail", layers)
+
+
+def resnet50_last_stage(batch=8, size=14, width=512):
+    """ResNet-50's last stage from 14 x 14 (``size``) to 7 x 7: a bottleneck block with stride 2
+    and a 1x1 projection (1024 -> 512, 3x3 512, 1x1 -> 2048 for ``width`` 512), then an identity
+    block; BatchNorm + Scale after each convolution; global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, 2 * width, size, size)], "data"
+    for b, stride in enumerate((2, 1), 1):
+        n = f"res{b}"
+        shortcut = bottom
+        if stride != 1:
+            shortcut = f"{n}_proj"
+            layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
+            layers += batch_norm_scale(shortcut, shortcut)
+        layers += [conv(f"{n}a", bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(f"{n}a", f"{n}a")]
+        layers += [relu(f"{n}a_relu", f"{n}a"), conv(f"{n}b", f"{n}a", width, 3, pad=1, bias=False)]
+        layers += [*batch_norm_scale(f"{n}b", f"{n}b"), relu(f"{n}b_relu", f"{n}b")]
+        layers += [conv(f"{n}c", f"{n}b", 4 * width, 1, bias=False), *batch_norm_scale(f"{n}c", f"{n}c")]
+        layers += [{"name": n, "type": "Eltwise", "bottom": [shortcut, f"{n}c"], "top": n}, relu(f"{n}_relu", n)]
+        bottom = n
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("resnet50_last_stage", layers)
+
+
+def vgg16_conv5(batch=8, size=14, width=512):
+    """VGG-16's conv5 block: three 3x3 convolutions of ``width`` channels at 14 x 14 (``size``)
+    with ReLU, a 2x2 max pool, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, width, size, size)], "data"
+    for k in range(1, 4):
+        name = f"conv5_{k}"
+        layers += [conv(name, bottom, width, 3, pad=1), relu(f"relu5_{k}", name)]
+        bottom = name
+    layers += [pool("pool5", bottom, "MAX", 2, 2), inner_product("fc", "pool5", 10), loss("fc")]
+    return net_spec("vgg16_conv5", layers)
+
+
 def lstm(steps=50, streams=32, features=256, hidden=512):
     """Caffe's LSTM over ``steps`` time steps of ``streams`` sequences (cont 1 throughout, h_0
     and c_0 zero, from a DummyData layer), then InnerProduct 10 at every step (axis 2) and
@@ -472,6 +524,15 @@ NETS.update(
         "one_big_image": Case("one 224 px image, VGG-style blocks 32-64-128, batch 1", one_big_image),
         "classifier_head": Case("AlexNet's classifier 9216-4096-4096-10, batch 8", classifier_head),
         "lstm": Case("LSTM 256 -> 512, 50 steps, 32 streams, InnerProduct 10 at every step", lstm),
+        "mobilenet_tail": Case(
+            "MobileNet's 28 -> 7 px stages: depthwise 3x3 (stride 2) + 1x1, BatchNorm + Scale + ReLU, batch 8",
+            mobilenet_tail,
+        ),
+        "resnet50_last_stage": Case(
+            "ResNet-50's last stage, 1024 ch at 14 px -> 2048 at 7 px, 2 bottleneck blocks, batch 8",
+            resnet50_last_stage,
+        ),
+        "vgg16_conv5": Case("VGG-16's conv5 block, 3x3 512 ch at 14 px, batch 8", vgg16_conv5),
     }
 )
 
