@@ -37,6 +37,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
+from .winograd import SharedFilters
 
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)  # the finite interpolation points, in order of use
 TILE = {3: 4, 5: 4, 7: 2}  # outputs m a tile for a kernel of r taps: n = m + r - 1 of at most 8
@@ -271,7 +272,7 @@ def chunked(span, size):
     return [(span.start + part.start, len(part)) for part in parts]
 
 
-class AxisConvolution:
+class AxisConvolution(SharedFilters):
     """One 1 x r or r x 1 convolution geometry run as F(m, r) along the kernel's axis.
 
     ``image_shape`` (N, C, H, W), ``outputs`` K, ``kernel`` (kh, kw), ``pad`` (ph, pw) (zero
@@ -304,7 +305,7 @@ class AxisConvolution:
         self.span = self.slots * self.inner  # positions of a row in V and M
         row_bytes = self.n * max(self.channels, outputs) * self.span * self.dtype.itemsize
         self.chunk_rows = max(1, CHUNK_BYTES // row_bytes)
-        self.u = np.empty((self.n, outputs, self.channels), self.dtype)
+        self.u_shape = (self.n, outputs, self.channels)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
     def filters(self, weight):

@@ -30,6 +30,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
+from .winograd import SharedFilters
 from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
 TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
@@ -219,7 +220,7 @@ def output_tiles_adjoint(phases, m, at, w1, dm):
             _spread(at[t], w1[t, a], 0, n, dm[a * n : (a + 1) * n])
 
 
-class SquareConvolution:
+class SquareConvolution(SharedFilters):
     """One 5 x 5 stride-1 convolution geometry run as F(m x m, r x r).
 
     ``image_shape`` (N, C, H, W), ``outputs`` K, kernel side ``r``, ``pad`` (ph, pw),
@@ -253,7 +254,7 @@ class SquareConvolution:
         self.transform = np.kron(g, g).astype(self.dtype)  # (n^2, r^2): G g G^T from g
         image_bytes = self.n**2 * max(self.channels, self.outputs) * self.image_tiles * self.dtype.itemsize
         self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
-        self.u = np.empty((groups, self.n**2, self.outputs, self.channels), self.dtype)
+        self.u_shape = (groups, self.n**2, self.outputs, self.channels)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
     def filters(self, weight):

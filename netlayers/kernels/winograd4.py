@@ -324,7 +324,7 @@ def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, 
                             dst[k] += inner[k]
 
 
-class Winograd4Convolution:
+class Winograd4Convolution(winograd.SharedFilters):
     """One convolution geometry run as F(4x4, 3x3); the interface, the split over the workers,
     the bands and runs and the scratch buffers are ``winograd.WinogradConvolution``'s (with
     36 rows instead of 16). ``image_shape`` is (N, C, H, W), ``outputs`` the output channels
@@ -345,7 +345,7 @@ class Winograd4Convolution:
         fit = winograd.BAND_BYTES // (tiles_h * row_bytes)
         self.run_images = max(1, min(fit, -(-winograd.RUN_TILES // image_tiles))) if bands == 1 else 1
         self.band_tiles = self.run_images * rows * self.tiles_w  # tiles of a channel in a band
-        self.u = np.empty((36, outputs, self.channels), self.dtype)
+        self.u_shape = (36, outputs, self.channels)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
