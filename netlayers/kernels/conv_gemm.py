@@ -358,18 +358,28 @@ class ColumnChunks:
         n = piece.images
         shape = self._weight_grad_shape()
         partial = self._scratch(worker, "weight_grad", *shape)
-        products = self._scratch(worker, "weight_grad_images", n, *shape)
+        # at most the column budget of products at once (at least one image's): ResNet-50's
+        # 1024 -> 2048 projection as a net's first layer held 4 images x 8 MiB a worker
+        at_once = min(n, max(1, self.budget // (math.prod(shape) * self.dtype.itemsize)))
+        products = self._scratch(worker, "weight_grad_images", at_once, *shape)
         cols = col.reshape(self.groups, self.row_group, n, -1).transpose(2, 0, 1, 3)
         maps = self._map_view(m, piece)
-        if self.weight_grad_direct:
-            np.matmul(maps, cols.transpose(0, 1, 3, 2), out=products)
-        else:
-            np.matmul(cols, maps.transpose(0, 1, 3, 2), out=products)
-        if first:
-            np.sum(products, axis=0, out=partial)
-            return
-        temp = self._scratch(worker, "weight_grad_temp", *shape)
-        partial += np.sum(products, axis=0, out=temp)
+        for lo in range(0, n, at_once):
+            hi = min(n, lo + at_once)
+            set_partial = first and lo == 0
+            out = partial[None] if set_partial and hi - lo == 1 else products[: hi - lo]
+            if self.weight_grad_direct:
+                np.matmul(maps[lo:hi], cols[lo:hi].transpose(0, 1, 3, 2), out=out)
+            else:
+                np.matmul(cols[lo:hi], maps[lo:hi].transpose(0, 1, 3, 2), out=out)
+            if set_partial and hi - lo == 1:
+                continue
+            if hi - lo == 1:
+                partial += out[0]
+            elif set_partial:
+                np.sum(out, axis=0, out=partial)
+            else:
+                partial += np.sum(out, axis=0, out=self._scratch(worker, "weight_grad_temp", *shape))
 
     def weight_grad_total(self, weight_diff):
         """weight_diff += the sum of every worker's partial, worker 0 first."""

@@ -165,6 +165,28 @@ def test_one_by_one_of_a_small_plane_goes_in_chunks_of_images(rng, thread_count)
     assert run_layer(spec, [big])[0].chunks.chunk == 1  # 64 pixels: image by image
 
 
+def test_a_first_layers_weight_gradient_in_groups_of_images_equals_the_whole_chunks(rng, monkeypatch, thread_count):
+    """A layer with no data gradient forms its weight gradient from the chunk's per-image
+    products at once, at most a column budget of them: with a budget of one image's weight
+    gradient, a chunk of 6 images goes one product at a time; the same gradient."""
+    from layer_harness import make_layer
+
+    thread_count(1)
+    x, dy = rng.standard_normal((6, 8, 2, 2)), rng.standard_normal((6, 64, 2, 2))
+    diffs = []
+    for budget in (1 << 20, 1):
+        monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", budget)
+        layer, bottom, top = make_layer(conv_layer(num_output=64, kernel=1), [x])
+        assert layer.chunks.chunk == 6 and layer.chunks.budget == (1 << 20 if budget > 1 else 64 * 8 * 8)
+        layer.forward(bottom, top)
+        top[0].diff[...] = dy
+        layer.backward(top, [False], bottom)
+        diffs.append(layer.blobs[0].diff.copy())
+    np.testing.assert_allclose(diffs[1], diffs[0], rtol=1e-12, atol=1e-12)
+    want = np.einsum("nohw,nchw->oc", dy, x).reshape(64, 8, 1, 1)
+    np.testing.assert_allclose(diffs[0], want, rtol=1e-10, atol=1e-10)
+
+
 @pytest.mark.parametrize("chunk_bytes", [1, 5000, 1 << 21])
 def test_chunks_of_one_or_several_images_agree(rng, monkeypatch, thread_count, chunk_bytes):
     """The batch cut into chunks of 1 image, of 2 and 1 (a short last chunk), or whole."""
