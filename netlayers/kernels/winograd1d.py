@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd import SharedFilters
+from .winograd import SharedFilters, add_products
 
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)  # the finite interpolation points, in order of use
 TILE = {3: 4, 5: 4, 7: 2}  # outputs m a tile for a kernel of r taps: n = m + r - 1 of at most 8
@@ -363,15 +363,15 @@ class AxisConvolution(SharedFilters):
 
         def share(worker, _):
             partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
-            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, self.u.size, self.dtype).reshape(shape)
             for k, (first, count) in enumerate(self._chunks(worker, workers)):
                 v, dm, phases = self._buffers(worker, count)
                 output_tiles_adjoint(dy, self.m, self.at, first, count, self.slots, dm, phases)
                 if weight_diff is not None:
                     input_tiles(x, self.pad, self.m, self.bt, first, count, self.slots, v, phases)
-                    np.matmul(dm.transpose(1, 0, 2), v.transpose(0, 2, 1), out=temp if k else partial)
                     if k:
-                        partial += temp
+                        add_products(worker, dm.transpose(1, 0, 2), v, partial)
+                    else:
+                        np.matmul(dm.transpose(1, 0, 2), v.transpose(0, 2, 1), out=partial)
                 if dx is not None:
                     np.matmul(self.u.transpose(0, 2, 1), dm.transpose(1, 0, 2), out=v)
                     input_tiles_adjoint(v, self.pad, self.m, self.bt, first, count, self.slots, dx, phases)

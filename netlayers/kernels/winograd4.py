@@ -418,7 +418,7 @@ class Winograd4Convolution(winograd.SharedFilters):
                     if weight_diff is not None:
                         input_tiles(x, n0, count, pad, first, rows, tiles_w, v, block)
                         if worker in started:
-                            self._add_products(worker, dm_matrices, v_matrices, partial)
+                            winograd.add_products(worker, dm_matrices, v_matrices, partial)
                         else:
                             np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
                         started.add(worker)
@@ -434,14 +434,6 @@ class Winograd4Convolution(winograd.SharedFilters):
             parallel.run_parts(share_of(work), workers, workers)
         if weight_diff is not None:
             self._add_weight_grad(passes[0][0], weight_diff)
-
-    def _add_products(self, worker, dm, v, partial):
-        """partial[xi] += dm[xi] v[xi]^T one xi at a time, through a (K, C) buffer (a whole
-        (36, K, C) one would be the largest buffer at many channels: 9.4 MiB a worker at 256)."""
-        temp = parallel.scratch(worker, winograd.WEIGHT_GRAD_TEMP, self.outputs * self.channels, self.dtype)
-        temp = temp.reshape(self.outputs, self.channels)
-        for xi in range(36):
-            partial[xi] += np.matmul(dm[xi], v[xi].T, out=temp)
 
     def _add_weight_grad(self, workers, weight_diff):
         """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""

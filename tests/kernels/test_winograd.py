@@ -350,3 +350,15 @@ def test_the_warmup_compiles_the_winograd_kernels(winograd_everywhere, monkeypat
             for dtype in (np.float32, np.float64):
                 run_example(type_name, example, dtype)
     assert calls == {(name, dtype) for name in names for dtype in ("float32", "float64")}
+
+
+@pytest.mark.parametrize("outputs, channels", [(8, 4), (64, 256)])  # 2 KiB and 1 MiB partials
+def test_add_products_adds_every_xis_product_in_one_call_or_one_xi_at_a_time(outputs, channels):
+    rng = np.random.default_rng(6)
+    dm = rng.standard_normal((16, outputs, 40)).astype(np.float32)
+    v = rng.standard_normal((16, channels, 40)).astype(np.float32)
+    partial = rng.standard_normal((16, outputs, channels)).astype(np.float32)
+    want = partial + np.matmul(dm, v.transpose(0, 2, 1))
+    winograd.add_products(0, dm, v, partial)
+    assert (partial.nbytes >= winograd.SLICED_PRODUCTS_BYTES) == (channels == 256)
+    np.testing.assert_allclose(partial, want, rtol=1e-5, atol=1e-4)
