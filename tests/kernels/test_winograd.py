@@ -267,38 +267,34 @@ def convolution_layer(shape, outputs, dtype):
     return instance, bottom, top
 
 
-def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_results(monkeypatch):
-    shape = (2, 128, 16, 16)
+def winograd_and_im2col_results(monkeypatch, shape, threshold, value):
+    """The layer's top, bottom diff and param diffs with ``winograd.<threshold>`` at ``value``,
+    then at 10**9 (im2col + GEMM), float32, and the Winograd convolution each ran as."""
+    results, kinds = [], []
     with parallel.single_threaded_blas:
-        results = []
-        for use in (True, False):  # Winograd, then im2col + GEMM
-            monkeypatch.setattr(winograd, "MIN_CHANNELS", 128 if use else 10**9)
-            layer, bottom, top = convolution_layer(shape, 128, np.float32)
-            assert (layer.winograd is not None) == use
+        for setting in (value, 10**9):
+            monkeypatch.setattr(winograd, threshold, setting)
+            layer, bottom, top = convolution_layer(shape, shape[1], np.float32)
+            kinds.append(type(layer.winograd))
             layer.forward(bottom, top)
             top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
             layer.backward(top, [True], bottom)
             results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
     for got, want in zip(*results):
         assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    return kinds
+
+
+def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_results(monkeypatch):
+    kinds = winograd_and_im2col_results(monkeypatch, (2, 128, 16, 16), "MIN_CHANNELS", 128)
+    assert kinds[0] is not type(None) and kinds[1] is type(None)
 
 
 def test_a_small_map_of_a_large_batch_runs_two_by_two_tiles_and_gives_im2cols_results(monkeypatch):
     """ResNet's 14 x 14 stage (here 128 -> 128, batch 6: 294 tiles): F(2x2, 3x3) by the
     small-map rule, F(4x4) left aside, the results im2col + GEMM's."""
-    shape = (6, 128, 14, 14)
-    with parallel.single_threaded_blas:
-        results = []
-        for use in (True, False):
-            monkeypatch.setattr(winograd, "MIN_SMALL_MAP_TILES", 256 if use else 10**9)
-            layer, bottom, top = convolution_layer(shape, 128, np.float32)
-            assert type(layer.winograd) is (winograd.WinogradConvolution if use else type(None))
-            layer.forward(bottom, top)
-            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
-            layer.backward(top, [True], bottom)
-            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
-    for got, want in zip(*results):
-        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    kinds = winograd_and_im2col_results(monkeypatch, (6, 128, 14, 14), "MIN_SMALL_MAP_TILES", 256)
+    assert kinds == [winograd.WinogradConvolution, type(None)]
 
 
 SMALL_WINOGRAD = {  # two bottoms sharing the weights, pad 0; run as Winograd with the thresholds at 1
