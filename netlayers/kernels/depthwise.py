@@ -193,6 +193,7 @@ def _backward_data_phased(dy, weight, pad_h, pad_w, sh, sw, rows, cols, phase_of
                 for k in range(usize):
                     into[k] += w * on_grid[start + k]
         plane = task * height * width
+        usw = np.uint64(sw)
         for h in range(height):
             a, u = (h + pad_h) % sh, (h + pad_h) // sh
             for b in range(sw):
@@ -202,7 +203,6 @@ def _backward_data_phased(dy, weight, pad_h, pad_w, sh, sw, rows, cols, phase_of
                 count = np.uint64((width - 1 - first) // sw + 1)
                 to = np.uint64(plane + h * width + first)
                 at = np.uint64(((a * sw + b) * rows + u) * cols + (first + pad_w) // sw)
-                usw = np.uint64(sw)
                 for v in range(count):
                     dst[to + v * usw] = ext[at + v]
 

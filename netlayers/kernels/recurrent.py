@@ -19,9 +19,9 @@ from .elementwise import sigmoid_forward, tanh_forward
 def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
     """i, f, o = sigmoid(i', f', o'), g = tanh(g'); c = (cont f) c_prev + i g (Caffe's f is
     cont * sigmoid(f')); h = o tanh(c). Writes ``acts``, ``c``, ``tanh_c`` and ``h``. float32
-    C-contiguous arrays take one ``vmath`` pass a row (in an LSTM of 32 streams x 512 units,
-    0.12 -> 0.03 ms a step: eight numpy passes over small arrays cost more than their
-    arithmetic); others take numpy."""
+    C-contiguous arrays take one ``vmath`` pass a row (an LSTM step of 32 streams x 512 units,
+    alone: 0.071 -> 0.055 ms against the activations kernel plus six numpy passes); others take
+    numpy."""
     arrays = (gates, c_prev, acts, c, tanh_c, h)
     if all(a.dtype == np.float32 and a.flags.c_contiguous for a in arrays) and cont.dtype == np.float32:
         vmath.lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h)
