@@ -194,44 +194,56 @@ def matmul(a, b, out):
 
 
 # A thread that waits for work (a worker for its next task, the caller for the workers' results)
-# first polls for it this long, with the GIL released between polls, and only then blocks. A
-# blocked thread lets its core idle, and on a virtual machine an idle core halts: waking it took
-# 0.17-0.39 ms a hand-over (an empty ``run_parts`` after 0.2 to 50 ms apart), against 0.04 ms
-# back to back. Between a net's parallel steps the gap is mostly a layer or two of one thread.
+# first spins for it this long, with the GIL released, and only then blocks. A blocked thread
+# lets its core idle, and on a virtual machine an idle core halts: waking it took 0.17-0.39 ms a
+# hand-over (an empty ``run_parts`` after 0.2 to 50 ms apart), against 0.04 ms back to back.
+# Between a net's parallel steps the gap is mostly a layer or two of one thread. The spin runs
+# in a compiled loop over two counters a worker (tasks posted, tasks finished) so that the
+# waiting thread does not hold the GIL: a Python loop polling the queues took the GIL between
+# polls and stalled the thread it waited for, and ``time.sleep(0)`` slept 90 us a poll.
 SPIN_SECONDS = 0.002
-_NOTHING = object()
-
-
-def _poll(q):
-    """The next item of ``q`` if one comes within ``SPIN_SECONDS``, else ``_NOTHING``."""
-    deadline = time.perf_counter() + SPIN_SECONDS
-    while True:
-        try:
-            return q.get_nowait()
-        except queue.Empty:
-            if time.perf_counter() > deadline:
-                return _NOTHING
-            time.sleep(0)  # releases the GIL without leaving the core
+SPIN_ROUNDS = 2000  # ~60 us of checks between looks at the clock
 
 
 class _Pool:
-    """``count - 1`` daemon threads, each with its own task queue; the caller is worker 0."""
+    """``count - 1`` daemon threads, each with its own task queue; the caller is worker 0.
+    ``posted[w]`` counts the tasks handed to worker ``w`` (a task is queued before it is
+    counted, so a worker that sees the count go up finds it in its queue) and ``finished[w]``
+    those it has done; ``failures[w]`` holds the exception of its last task, if any. The caller
+    learns that the workers are done from the counts alone, never from an item it takes off a
+    queue: an interrupt (Ctrl-C) raised just after such an item was taken would lose it."""
 
     def __init__(self, count):
+        from .kernels.spin import wait_for_counts
+
+        self.wait_for_counts = wait_for_counts
         self.tasks = [queue.SimpleQueue() for _ in range(count - 1)]
-        self.done = queue.SimpleQueue()
+        self.answered = threading.Condition()
+        self.failures = [None] * count
+        self.posted = np.zeros(count, np.int64)
+        self.finished = np.zeros(count, np.int64)
         self.threads = [
-            threading.Thread(target=self._serve, args=(q,), name=f"netlayers-worker-{i + 1}", daemon=True)
-            for i, q in enumerate(self.tasks)
+            threading.Thread(target=self._serve, args=(w,), name=f"netlayers-worker-{w}", daemon=True)
+            for w in range(1, count)
         ]
         for thread in self.threads:
             thread.start()
 
-    def _serve(self, tasks):
+    def spin_until(self, counts, lo, hi, targets):
+        """True once ``counts[lo:hi] >= targets[lo:hi]``, False after ``SPIN_SECONDS``."""
+        deadline = time.perf_counter() + SPIN_SECONDS
+        while not self.wait_for_counts(counts, lo, hi, targets, SPIN_ROUNDS):
+            if time.perf_counter() > deadline:
+                return False
+        return True
+
+    def _serve(self, w):
+        tasks = self.tasks[w - 1]
+        taken = np.zeros(w + 1, np.int64)
         while True:
-            task = _poll(tasks)
-            if task is _NOTHING:
-                task = tasks.get()
+            taken[w] += 1
+            self.spin_until(self.posted, w, w + 1, taken)
+            task = tasks.get()  # there at once after a successful spin
             if task is None:
                 return
             fn, worker, parts = task
@@ -241,11 +253,22 @@ class _Pool:
                     fn(worker, part)
             except BaseException as exc:  # handed to the caller, which re-raises it
                 error = exc
-            self.done.put(error)
+            with self.answered:
+                self.failures[w] = error
+                self.finished[w] += 1
+                self.answered.notify()
+
+    def all_done(self, workers):
+        """Whether workers ``1 .. workers - 1`` have done every task posted to them."""
+        return bool(np.all(self.finished[1:workers] >= self.posted[1:workers]))
+
+    def post(self, w, task):
+        self.tasks[w - 1].put(task)
+        self.posted[w] += 1
 
     def stop(self):
-        for tasks in self.tasks:
-            tasks.put(None)
+        for w in range(1, len(self.tasks) + 1):
+            self.post(w, None)
 
 
 def share(worker, workers, parts):
@@ -276,28 +299,33 @@ def run_parts(fn, parts, workers=None):
         started = 0
         try:
             for worker in range(1, workers):
-                pool.tasks[worker - 1].put((fn, worker, share(worker, workers, parts)))
+                pool.post(worker, (fn, worker, share(worker, workers, parts)))
                 started += 1
             for part in share(0, workers, parts):
                 fn(0, part)
         except BaseException as exc:
             errors.append(exc)
         finally:
-            for _ in range(started):  # every worker stops before its buffers are reused
-                error = _wait(pool.done, errors)
-                if error is not None:
-                    errors.append(error)
+            _wait(pool, 1 + started, errors)  # every worker stops before its buffers are reused
             single_threaded_blas.__exit__()
         if errors:
             raise errors[0]
 
 
-def _wait(done, errors):
-    """The next worker's result. An interrupt (Ctrl-C) while waiting goes to ``errors`` and the
-    wait goes on: the worker is still writing into buffers the caller will reuse."""
+def _wait(pool, workers, errors):
+    """Wait until workers ``1 .. workers - 1`` are done, then add their exceptions to
+    ``errors``. An interrupt (Ctrl-C) while waiting goes to ``errors`` and the wait goes on: the
+    workers are still writing into buffers the caller will reuse."""
     while True:
         try:
-            result = _poll(done)
-            return done.get() if result is _NOTHING else result
+            if not pool.spin_until(pool.finished, 1, workers, pool.posted):
+                with pool.answered:
+                    while not pool.all_done(workers):
+                        pool.answered.wait()
+            break
         except BaseException as exc:
             errors.append(exc)
+    for w in range(1, workers):
+        if pool.failures[w] is not None:
+            errors.append(pool.failures[w])
+            pool.failures[w] = None

@@ -39,30 +39,39 @@ def test_every_part_runs_once_each_worker_a_contiguous_run(thread_count, workers
     assert {w for w, _, _ in seen if w == 0} and threading.get_ident() in {i for w, _, i in seen if w == 0}
 
 
-def test_a_waiting_thread_polls_for_its_next_item_then_blocks(monkeypatch):
-    """``_poll`` gives an item already queued or queued while it polls, and ``_NOTHING`` once
-    ``SPIN_SECONDS`` have passed with none (the caller then blocks)."""
-    import queue
+def test_a_waiting_thread_spins_until_the_counts_reach_their_targets_then_gives_up(thread_count, monkeypatch):
+    """``spin_until`` is True at once for counts already there, True when another thread raises
+    a count while it spins (without the GIL: that thread runs Python meanwhile), and False once
+    ``SPIN_SECONDS`` have passed without (the waiting thread then blocks on its queue)."""
     import time
 
-    q = queue.SimpleQueue()
-    q.put("queued")
-    assert parallel._poll(q) == "queued"
+    thread_count(2)
+    parallel.run_parts(lambda worker, part: None, 2)
+    pool = parallel._state["pool"]
+    counts, targets = np.array([0, 3, 5, 0]), np.array([9, 3, 5, 9])
+    assert pool.spin_until(counts, 1, 3, targets)
+    targets[2] = 6
     monkeypatch.setattr(parallel, "SPIN_SECONDS", 0.01)
     start = time.perf_counter()
-    assert parallel._poll(q) is parallel._NOTHING
+    assert not pool.spin_until(counts, 1, 3, targets)
     assert time.perf_counter() - start >= 0.01
     monkeypatch.setattr(parallel, "SPIN_SECONDS", 5.0)
-    later = threading.Timer(0.05, q.put, args=(None,))  # None: a worker's stop signal, an item too
+
+    def raise_count():
+        counts[2] = 6  # runs only if the spinning thread lets go of the GIL
+
+    later = threading.Timer(0.05, raise_count)
     later.start()
-    assert parallel._poll(q) is None
+    start = time.perf_counter()
+    assert pool.spin_until(counts, 1, 3, targets)
+    assert time.perf_counter() - start < 2.0
     later.join()
 
 
 @pytest.mark.parametrize("spin", [0.0, 1.0])
-def test_parts_run_whether_the_workers_poll_or_block(thread_count, monkeypatch, spin):
-    """With no polling (every hand-over wakes a blocked thread) and with long polling (every
-    hand-over finds the threads polling), each part runs once, on as many threads as workers."""
+def test_parts_run_whether_the_workers_spin_or_block(thread_count, monkeypatch, spin):
+    """With no spinning (every hand-over wakes a blocked thread) and with long spinning (every
+    hand-over finds the threads spinning), each part runs once, on as many threads as workers."""
     monkeypatch.setattr(parallel, "SPIN_SECONDS", spin)
     thread_count(2)
     for _ in range(20):
@@ -84,6 +93,32 @@ def test_an_error_in_a_worker_reaches_the_caller_and_the_pool_goes_on(thread_cou
     done = []
     parallel.run_parts(lambda worker, part: done.append(part), 4)
     assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_ctrl_c_while_the_caller_waits_is_raised_once_the_workers_have_stopped(thread_count):
+    """An interrupt that comes while the caller waits for a worker (here in the spin, then in the
+    blocking wait) is raised only after that worker has finished writing."""
+    import signal
+    import time
+
+    thread_count(2)
+    parallel.run_parts(lambda worker, part: None, 2)  # the pool is up before the interrupt comes
+    finished = []
+
+    def slow_worker(worker, part):
+        if worker == 1:
+            time.sleep(0.3)
+            finished.append(part)
+
+    interrupt = threading.Timer(0.1, signal.raise_signal, args=(signal.SIGINT,))
+    interrupt.start()
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_parts(slow_worker, 2)
+    interrupt.join()
+    assert finished == [1]
+    done = []
+    parallel.run_parts(lambda worker, part: done.append(part), 2)
+    assert sorted(done) == [0, 1]
 
 
 def test_blas_runs_single_threaded_inside_and_is_restored_after(thread_count):
