@@ -28,6 +28,10 @@ class InnerProduct(Layer):
                 }
             },
         },
+        {  # a batch of at least twice the outputs: y = x W^T computed directly
+            "bottoms": [(7, 3, 2)],
+            "params": {"inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
+        },
         {
             "bottoms": [(2, 3, 2)],
             "params": {
@@ -79,7 +83,9 @@ class InnerProduct(Layer):
         self._top_shape = top[0].shape
         self.buffer("_weight_grad", self.blobs[0].shape)
         self.buffer("_bias_grad", (self.p.num_output,))
-        # y^T = W x^T then one transposing copy: BLAS ran this form faster than x W^T
+        # y^T = W x^T then one transposing copy: BLAS ran this form faster than x W^T (N = 1000
+        # outputs, batch 8: 5.6 vs 10.3 ms), except for few outputs and a larger batch (10
+        # outputs, batch 64-256: x W^T took 0.53-0.80 of the time), where y = x W^T is direct.
         self.buffer("_output_t", (self.p.num_output, self.batch))
         self._bottom_shape = bottom[0].shape  # only once all went well: a failed shape is checked again
 
@@ -89,6 +95,8 @@ class InnerProduct(Layer):
         weight = self.blobs[0].data
         if self.p.transpose:
             parallel.matmul(x, weight, y)
+        elif self.batch >= 2 * self.p.num_output:
+            parallel.matmul(x, weight.T, y)
         else:
             parallel.matmul(weight, x.T, self._output_t)
             np.copyto(y, self._output_t.T)
