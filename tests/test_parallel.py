@@ -68,6 +68,45 @@ def test_a_waiting_thread_spins_until_the_counts_reach_their_targets_then_gives_
     later.join()
 
 
+def test_a_worker_on_the_callers_cpu_moves_to_a_free_one_and_keeps_its_affinity(thread_count, monkeypatch):
+    """``leave_shared_cpu``: a worker that starts a task on a CPU an earlier thread of the same
+    run is on moves to another CPU it may use (when there is one: two affinity calls, pinning
+    then freeing) and is left free to run on all of them; one on a CPU of its own stays."""
+    import os
+
+    thread_count(2)
+    parallel.run_parts(lambda worker, part: None, 2)
+    pool = parallel._state["pool"]
+    allowed = os.sched_getaffinity(0)
+    first = min(allowed)
+    monkeypatch.setattr(parallel, "_current_cpu", lambda: first)  # where the worker finds itself
+    calls = []
+    set_affinity = os.sched_setaffinity
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: calls.append(set(cpus)) or set_affinity(pid, cpus))
+    seen = {}
+
+    def body():  # in a thread of its own: the affinity calls change only this thread's
+        pool.cpus[:2] = [first, -1]
+        pool.leave_shared_cpu(1)
+        seen["shared"] = (pool.cpus[1], list(calls), os.sched_getaffinity(0))
+        calls.clear()
+        pool.cpus[:2] = [first + 1, -1]
+        pool.leave_shared_cpu(1)
+        seen["alone"] = (pool.cpus[1], list(calls))
+
+    helper = threading.Thread(target=body)
+    helper.start()
+    helper.join()
+    moved_to, moves, mask = seen["shared"]
+    if len(allowed) > 1:
+        assert moved_to != first and moved_to in allowed
+        assert moves == [{moved_to}, allowed]
+    else:
+        assert moved_to == first and moves == []
+    assert mask == allowed
+    assert seen["alone"] == (first, [])
+
+
 @pytest.mark.parametrize("spin", [0.0, 1.0])
 def test_parts_run_whether_the_workers_spin_or_block(thread_count, monkeypatch, spin):
     """With no spinning (every hand-over wakes a blocked thread) and with long spinning (every
