@@ -428,6 +428,7 @@ class DepthwiseConvolution:
         self.phase_of_tap = np.array([(a % sh) * sw + b % sw for a, b in taps], np.int64)
         self.shifts = np.array([(a // sh) * self.cols + b // sw for a, b in taps], np.int64)
         self.offsets = self.phase_of_tap * (self.rows * self.cols) + self.shifts
+        self.lead = int(self.shifts.max())  # the zeros before dy on the grid: room for the largest shift
         width = shape[3]
         self.flipped_offsets = np.array([a * (width + self.reach[1]) + b for a, b in taps], np.int64)
         self.channels_last = multiplier == 1 and out_size[0] * out_size[1] <= CHANNELS_LAST_MAX_PIXELS
@@ -478,7 +479,7 @@ class DepthwiseConvolution:
 
         else:
             weight = weight.reshape(-1, self.taps)
-            settings = (*self._grid(), self.phase_of_tap, self.shifts, int(self.shifts.max()), self.multiplier)
+            settings = (*self._grid(), self.phase_of_tap, self.shifts, self.lead, self.multiplier)
 
             def run(lo, hi):
                 _backward_data_phased(dy[lo:hi], weight, *settings, dx[lo:hi])
