@@ -153,6 +153,14 @@ class Blob:
         self.data = other.data.reshape(shape)
         self.shape = shape
 
+    def view(self, other: "Blob", shape: Shape, diff: bool = True) -> None:
+        """Make ``data`` (and, with ``diff``, ``diff``) views of another blob's arrays in
+        ``shape`` (the same count): for a layer that runs an inner layer on its own blobs."""
+        self.data = other.data.reshape(shape)
+        if diff:
+            self.diff = other.diff.reshape(shape)
+        self.shape = self.data.shape
+
     def use_diff_memory(self, buffer: np.ndarray) -> None:
         """Keep the diff in ``buffer`` (1-D, this dtype, at least ``count`` items), which other
         blobs may use too (``Net(share_diffs=True)``: blobs whose gradients are never alive at

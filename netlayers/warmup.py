@@ -13,9 +13,9 @@ install time, by running what the kernels serve on tiny inputs:
   budget, and chunks of one image, of several, or bands of rows take different kernels),
   Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels, and
   the dilated example as Winograd over its phases) and
-  the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips)
-  and 1-D and 2-D Winograd's at 1 (then the 1 x 5 example runs along its axis, the 5 x 5 one
-  as F(4x4, 5x5));
+  the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips),
+  1-D and 2-D Winograd's at 1 (then the 1 x 5 example runs along its axis, the 5 x 5 one
+  as F(4x4, 5x5)) and the sub-pixel Deconvolution's at 1 (its shuffles);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
   channel threshold at 1 too (its kernels; no example has its 64 channels);
 - the examples of layers that can run in place, in place (a kernel may have an in-place form:
@@ -35,7 +35,7 @@ import numpy as np
 from . import parallel
 from .blob import Blob
 from .errors import NetlayersError
-from .kernels import conv_gemm, strips, winograd, winograd1d, winograd2d
+from .kernels import conv_gemm, deconv, strips, winograd, winograd1d, winograd2d
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -238,6 +238,7 @@ def compile_kernels():
             constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
             constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
             constants(winograd2d, **WINOGRAD_EVERYWHERE),
+            constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1),
         ):
             runs += run_all_examples(skipped)
     finally:

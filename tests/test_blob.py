@@ -136,3 +136,18 @@ def test_use_diff_memory_refuses_a_buffer_too_small_or_of_another_dtype():
         blob.use_diff_memory(np.zeros(5, np.float32))
     with pytest.raises(ShapeError):
         blob.use_diff_memory(np.zeros(6, np.float64))
+
+
+def test_view_sees_another_blobs_data_and_diff_in_another_shape():
+    source = Blob((2, 6))
+    source.data[...] = np.arange(12).reshape(2, 6)
+    view = Blob(())
+    view.view(source, (2, 3, 2))
+    assert view.shape == (2, 3, 2) and view.count == 12
+    view.diff[1, 2, 1] = 5.0
+    assert source.diff[1, 5] == 5.0
+    source.data[0, 0] = -1.0
+    assert view.data[0, 0, 0] == -1.0
+    data_only = Blob((2, 3, 2))
+    data_only.view(source, (2, 3, 2), diff=False)
+    assert np.shares_memory(data_only.data, source.data) and not np.shares_memory(data_only.diff, source.diff)

@@ -1,5 +1,6 @@
-"""Strided Deconvolution's column steps by output phases: col2im as a gather, im2col from
-de-interleaved rows.
+"""Strided Deconvolution by output phases: as a stride-1 Convolution and a pixel shuffle
+(``Subpixel``, at the end of this module), or with its column steps by phases (col2im as a
+gather, im2col from de-interleaved rows: below).
 
 A Deconvolution runs as GEMM + col2im (forward) and im2col + GEMM (backward), with the image
 side its top y (N, O, OH, OW) and the map side its bottom x (N, C, H, W) (see ``conv_gemm``);
@@ -252,3 +253,186 @@ def applies(kernel, stride, in_width, image_column_bytes):
         and in_width >= MIN_WIDTH
         and image_column_bytes <= conv_gemm.COLUMN_CHUNK_BYTES
     )
+
+
+# -- Deconvolution as a stride-1 Convolution over the input (sub-pixel) -----------------------
+#
+# Along one axis (kernel k, stride s, pad p, dilation 1) output X = s j - p + v takes input j
+# through tap v. Split the outputs into their s phases r (X = s t + r): phase r receives the taps
+# v = r' + s m (r' = (r + p) mod s, m = 0, 1, ...) from inputs j = t + c_r - m
+# (c_r = floor((r + p) / s)). When s divides k every phase has A = k / s taps, so phase r is a
+# plain correlation of the input with A taps: over the input padded by P, window position
+# T = t + e_r (e_r = c_r - A + 1 + P) covers inputs T - P + a, a < A, and window entry a is the
+# tap v = r' + s (A - 1 - a). All s phases (s_h s_w in 2-D) share the window positions, so the
+# Deconvolution is ONE stride-1 Convolution of the input with s_h s_w O outputs (one weight set
+# a phase, taken from W: no zero taps, the same multiplications), followed by a "pixel shuffle"
+# that interleaves the phases into the output (y[s t + r] = z[phase r][t + e_r]). The
+# Convolution then runs with whatever it runs best (im2col products with stride 1, Winograd,
+# 1x1 products); no col2im scatter is needed.
+
+
+def _axis_plan(kernel, stride, pad, size, out_size):
+    """(A, P, T, offsets e_r, taps[r, a]) of one axis (see above); T: the window positions."""
+    window = kernel // stride
+    remainders = [(r + pad) % stride for r in range(stride)]
+    carries = [(r + pad) // stride for r in range(stride)]
+    counts = [max(0, -(-(out_size - r) // stride)) for r in range(stride)]  # outputs of phase r
+    pad_inner = max(0, *(window - 1 - c for c in carries), *(n + c - size for n, c in zip(counts, carries)))
+    offsets = np.array([c - window + 1 + pad_inner for c in carries], np.int64)
+    positions = size + 2 * pad_inner - window + 1
+    taps = np.array([[rr + stride * (window - 1 - a) for a in range(window)] for rr in remainders], np.int64)
+    return window, pad_inner, positions, offsets, taps
+
+
+# Where it runs (``subpixel_applies``): the layer's forward + backward (with the data gradient)
+# against the other forms (GEMM + col2im, or the phase kernels above), 2 workers, float32,
+# per-round medians of 8-10 paired rounds, batch, channels in -> out, input -> output side,
+# kernel / stride: faster on large outputs: 4, 64 -> 64, 64 -> 128, 4/2 0.85x; 2, 32 -> 16,
+# 128 -> 256, 4/2 0.81x; 8, 64 -> 32, 48 -> 96, 4/2 0.97x; 8, 64 -> 32, 32 -> 128, 8/4 0.95x;
+# FCN's upsampling 4, 21 -> 21, 16 -> 128, 16/8 0.78x; 2, 64 -> 64, 32 -> 256, 16/8 0.67x.
+# Slower on small ones, where the window positions' extra row and column (17 x 17 for 16 x 16)
+# and the shuffles outweigh col2im: 16, 64 -> 32, 16 -> 32, 4/2 (the bench net) 1.11x; DCGAN's
+# generator at batch 16: 512 -> 256, 4 -> 8 2.0x, 256 -> 128, 8 -> 16 1.34x, 128 -> 64,
+# 16 -> 32 1.11x; 8, 64 -> 32, 32 -> 64 1.04x; 8, 64 -> 32, 16 -> 64, 8/4 1.12x; and with few
+# outputs, whose Convolution products are thin: 64 -> 3, 32 -> 64 1.93x, 64 -> 128 1.73x.
+SUBPIXEL_MIN_OUTPUT_PIXELS = 96 * 96
+SUBPIXEL_MIN_OUTPUTS = 16  # a group's
+
+
+def subpixel_applies(kernel, stride, dilation, out_size, group_outputs):
+    """Whether a Deconvolution runs as a stride-1 Convolution and a pixel shuffle: dilation 1,
+    each kernel side a multiple of its stride (every phase gets the same taps), an output plane
+    of at least ``SUBPIXEL_MIN_OUTPUT_PIXELS`` and at least ``SUBPIXEL_MIN_OUTPUTS`` outputs a
+    group (see the measurements above)."""
+    return (
+        dilation == (1, 1)
+        and kernel[0] % stride[0] == 0
+        and kernel[1] % stride[1] == 0
+        and out_size[0] * out_size[1] >= SUBPIXEL_MIN_OUTPUT_PIXELS
+        and group_outputs >= SUBPIXEL_MIN_OUTPUTS
+    )
+
+
+class Subpixel:
+    """The stride-1 Convolution that computes a Deconvolution's phases (see above):
+    ``kernel``, ``pad``, ``outputs`` (s_h s_w O) and ``size`` (its output plane: the window
+    positions) of that Convolution, and ``index``, the Deconvolution weight entry
+    (C, O / g, kh, kw) of each entry of the Convolution's weight (s_h s_w O, C / g, A_h, A_w),
+    whose outputs are ordered (group, phase row, phase column, output of the group): a
+    permutation, so the weight gradient goes back by its inverse ``back``."""
+
+    def __init__(self, kernel, stride, pad, size, out_size, channels, outputs, groups):
+        (ah, ph, th, self.offsets_h, taps_h), (aw, pw, tw, self.offsets_w, taps_w) = (
+            _axis_plan(*axis) for axis in zip(kernel, stride, pad, size, out_size)
+        )
+        self.stride, self.groups = stride, groups
+        self.kernel, self.pad, self.size = (ah, aw), (ph, pw), (th, tw)
+        self.outputs = stride[0] * stride[1] * outputs
+        sh, sw = stride
+        og, cg = outputs // groups, channels // groups
+        g, ry, rx, o, c, a, b = np.ix_(*(np.arange(n) for n in (groups, sh, sw, og, cg, ah, aw)))
+        u, v = taps_h[ry, a], taps_w[rx, b]
+        self.index = ((((g * cg + c) * og + o) * kernel[0] + u) * kernel[1] + v).reshape(-1)
+        self.back = np.empty_like(self.index)
+        self.back[self.index] = np.arange(self.index.size)
+
+    def weights(self, weight, out):
+        """The Convolution's weight (``out``) from the Deconvolution's."""
+        np.take(weight.reshape(-1), self.index, out=out.reshape(-1))
+
+    def add_weight_grad(self, inner_diff, weight_diff, scratch):
+        """weight_diff += the Convolution's weight gradient, put back in the Deconvolution's
+        layout (``scratch``: a buffer of the weight's size)."""
+        flat = scratch.reshape(-1)
+        np.take(inner_diff.reshape(-1), self.back, out=flat)
+        weight_diff.reshape(-1)[...] += flat
+
+    def shuffle(self, z, bias, y):
+        """y (N, O, OH, OW) = the phases z (N, s_h s_w O, T_h, T_w) interleaved, plus bias[o]."""
+        args = (self.stride[0], self.stride[1], self.offsets_h, self.offsets_w, self.groups, bias)
+        parallel.over_slices(lambda lo, hi: _shuffle(z[lo:hi], *args, y[lo:hi]), len(y), 2 * y.nbytes)
+
+    def unshuffle(self, dy, dz):
+        """dz (N, s_h s_w O, T_h, T_w) = the phases of dy (N, O, OH, OW) (0 where a window
+        position has no output): the shuffle's transpose."""
+        args = (self.stride[0], self.stride[1], self.offsets_h, self.offsets_w, self.groups)
+        parallel.over_slices(lambda lo, hi: _unshuffle(dy[lo:hi], *args, dz[lo:hi]), len(dz), 2 * dz.nbytes)
+
+
+# The shuffles index flat arrays with unsigned integers (the loops then vectorize, as in the
+# phase kernels above) and run a stride of 2 as two interleaved streams (the output width
+# s (W - 1) + k - 2 p is then even): the bench net's
+# 64 -> 32 at 16 -> 32 px, batch 16, one thread: 0.17 ms, against 0.41 ms as two strided runs
+# and 0.73-1.2 ms with signed indices.
+@jit
+def _shuffle(z, sh, sw, offsets_h, offsets_w, groups, bias, y):
+    images, outputs, out_h, out_w = y.shape
+    planes, rows, cols = z.shape[1:]
+    og = outputs // groups
+    src, dst = z.reshape(-1), y.reshape(-1)
+    usw, one, pairs = np.uint64(sw), np.uint64(1), np.uint64(out_w // 2)
+    for n in range(images):
+        for o in range(outputs):
+            g, ol = o // og, o % og
+            b = bias[o]
+            for oy in range(out_h):
+                ry = oy % sh
+                row = oy // sh + offsets_h[ry]
+                d = np.uint64(((n * outputs + o) * out_h + oy) * out_w)
+                first = ((g * sh + ry) * sw) * og + ol  # the plane of phase (ry, 0)
+                if sw == 2:
+                    s0 = np.uint64(((n * planes + first) * rows + row) * cols + offsets_w[0])
+                    s1 = np.uint64(((n * planes + first + og) * rows + row) * cols + offsets_w[1])
+                    for u in range(pairs):
+                        dst[d + usw * u] = src[s0 + u] + b
+                        dst[d + usw * u + one] = src[s1 + u] + b
+                    continue
+                for rx in range(min(sw, out_w)):
+                    s = np.uint64(((n * planes + first + rx * og) * rows + row) * cols + offsets_w[rx])
+                    dr = d + np.uint64(rx)
+                    for u in range(np.uint64((out_w - rx + sw - 1) // sw)):
+                        dst[dr + usw * u] = src[s + u] + b
+
+
+@jit
+def _unshuffle(dy, sh, sw, offsets_h, offsets_w, groups, dz):
+    images, outputs, out_h, out_w = dy.shape
+    planes, rows, cols = dz.shape[1:]
+    og = outputs // groups
+    src, dst = dy.reshape(-1), dz.reshape(-1)
+    zero = dz.dtype.type(0)
+    usw, one, pairs = np.uint64(sw), np.uint64(1), np.uint64(out_w // 2)
+    for n in range(images):
+        for o in range(outputs):
+            g, ol = o // og, o % og
+            for ry in range(sh):  # zeros where no output lands: rows outside the phase, margins
+                count_h = (out_h - ry + sh - 1) // sh
+                for rx in range(sw):
+                    count_w = (out_w - rx + sw - 1) // sw
+                    base = ((n * planes + ((g * sh + ry) * sw + rx) * og + ol) * rows) * cols
+                    for row in range(rows):
+                        if offsets_h[ry] <= row < offsets_h[ry] + count_h:
+                            for q in range(offsets_w[rx]):
+                                dst[base + row * cols + q] = zero
+                            for q in range(offsets_w[rx] + count_w, cols):
+                                dst[base + row * cols + q] = zero
+                        else:
+                            for q in range(cols):
+                                dst[base + row * cols + q] = zero
+            for oy in range(out_h):
+                ry = oy % sh
+                row = oy // sh + offsets_h[ry]
+                s = np.uint64(((n * outputs + o) * out_h + oy) * out_w)
+                first = ((g * sh + ry) * sw) * og + ol
+                if sw == 2:
+                    d0 = np.uint64(((n * planes + first) * rows + row) * cols + offsets_w[0])
+                    d1 = np.uint64(((n * planes + first + og) * rows + row) * cols + offsets_w[1])
+                    for u in range(pairs):
+                        dst[d0 + u] = src[s + usw * u]
+                        dst[d1 + u] = src[s + usw * u + one]
+                    continue
+                for rx in range(min(sw, out_w)):
+                    d = np.uint64(((n * planes + first + rx * og) * rows + row) * cols + offsets_w[rx])
+                    sr = s + np.uint64(rx)
+                    for u in range(np.uint64((out_w - rx + sw - 1) // sw)):
+                        dst[d + u] = src[sr + usw * u]

@@ -26,12 +26,13 @@ import math
 
 import numpy as np
 
+from ..blob import Blob
 from ..kernels import deconv, dilated, strips, winograd, winograd1d, winograd2d
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
 from ..layer import Layer
-from ..netspec import FILLER, Enum, Field, rule_error
+from ..netspec import FILLER, Enum, Field, Where, check_layer, rule_error
 from ..registry import register_layer
 
 ENGINE = Enum("DEFAULT", "CAFFE", "CUDNN")
@@ -505,9 +506,14 @@ class Deconvolution(_ConvolutionBase):
         y[n, o, i s_h - p_h + u d_h, j s_w - p_w + v d_w] += W[c, o, u, v] x[n, c, i, j]
 
     Backward: with dcol = im2col(dE/dy): dE/dx[n] = W dcol[n], dE/dW += sum_n x[n] dcol[n]^T,
-    dE/db += sum over n and pixels of dE/dy. Where ``deconv.applies`` (stride >= 2, a kernel at
-    least twice the stride, input rows of 32 or more) col2im and im2col run by output phases
-    (``netlayers.kernels.deconv``: the same bits, 1.15x-1.18x faster forward + backward).
+    dE/db += sum over n and pixels of dE/dy. Where ``deconv.subpixel_applies`` (each kernel side
+    a multiple of its stride, dilation 1, outputs of at least 96 x 96 and 16 a group) the layer
+    runs as one stride-1 Convolution of x with s_h s_w O outputs (a weight set per output phase,
+    taken from W) and a pixel shuffle of those phases into y (``deconv.Subpixel``; backward: the
+    shuffle's transpose, then the Convolution's backward): 0.67x-0.97x the time on such
+    layers. Else, where ``deconv.applies`` (stride >= 2, a kernel at least twice the stride,
+    input rows of 32 or more) col2im and im2col run by output phases (the same bits, 1.15x-1.18x
+    faster forward + backward).
     """
 
     example = [
@@ -571,6 +577,13 @@ class Deconvolution(_ConvolutionBase):
         self.batch = math.prod(shape[: self.axis])
         self.size, self.out_size = size, out_size
         self._out_image_shape = (self.batch, self.p.num_output) + out_size
+        self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
+        self._shape = shape
+        self.subpixel = None
+        group_outputs = self.p.num_output // self.p.group
+        if deconv.subpixel_applies(self.kernel, self.stride, self.dilation, out_size, group_outputs):
+            self._setup_subpixel(size, out_size)
+            return
         column_bytes = self.p.num_output * math.prod(self.kernel) * math.prod(size) * self.dtype.itemsize
         if deconv.applies(self.kernel, self.stride, size[1], column_bytes):
             self.chunks = deconv.PhaseChunks(
@@ -586,10 +599,73 @@ class Deconvolution(_ConvolutionBase):
             )
         else:
             self.chunks = self._column_chunks(self._out_image_shape, self.channels, size)
-        self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
-        self._shape = shape
+
+    def _setup_subpixel(self, size, out_size):
+        """The inner stride-1 Convolution of the sub-pixel form (``deconv.Subpixel``), its
+        bottoms (views of this layer's, set at each call) and its tops (the phases; their
+        gradient shares their memory: the phases are not needed once shuffled)."""
+        plan = self.subpixel = deconv.Subpixel(
+            self.kernel, self.stride, self.pad, size, out_size, self.channels, self.p.num_output, self.p.group
+        )
+        count = len(self.spec.bottoms)
+        raw = {
+            "name": f"{self.name} (sub-pixel)",
+            "type": "Convolution",
+            "bottom": [f"x{i}" for i in range(count)],
+            "top": [f"z{i}" for i in range(count)],
+            "convolution_param": {
+                "num_output": plan.outputs,
+                "kernel_h": plan.kernel[0],
+                "kernel_w": plan.kernel[1],
+                "pad_h": plan.pad[0],
+                "pad_w": plan.pad[1],
+                "group": self.p.group,
+                "bias_term": False,
+            },
+        }
+        where = self.spec.where
+        spec = check_layer(raw, Where(where.file, where.line, self.name))
+        self.inner = Convolution(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
+        self._image_shape = (self.batch, self.channels) + size
+        self._inner_bottoms = [Blob(self._image_shape, self.dtype, name=f"x{i}") for i in range(count)]
+        self._inner_tops = [Blob((), self.dtype, name=f"z{i}") for i in range(count)]
+        self.inner.setup(self._inner_bottoms, self._inner_tops)
+        for i, blob in enumerate(self._inner_bottoms):
+            blob.name = self.spec.bottoms[i]
+        for blob in self._inner_tops:
+            blob.use_diff_memory(blob.data.reshape(-1))
+        self.buffer("_weight_scratch", self.blobs[0].shape)
+        self.buffer("_zero_bias", (self.p.num_output,))[...] = 0
+
+    def _forward_subpixel(self, bottom, top):
+        plan, inner = self.subpixel, self.inner
+        plan.weights(self.blobs[0].data, inner.blobs[0].data)
+        for blob, source in zip(self._inner_bottoms, bottom):
+            blob.view(source, self._image_shape, diff=False)
+        inner.forward(self._inner_bottoms, self._inner_tops)
+        bias = self.blobs[1].data if self.p.bias_term else self._zero_bias
+        for z, blob in zip(self._inner_tops, top):
+            plan.shuffle(z.data, bias, blob.data.reshape(self._out_image_shape))
+
+    def _backward_subpixel(self, top, propagate_down, bottom):
+        plan, inner = self.subpixel, self.inner
+        for i, (z, blob) in enumerate(zip(self._inner_tops, top)):
+            dy = blob.diff.reshape(self._out_image_shape)
+            if self.p.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += self.bias_sums(dy)
+            plan.unshuffle(dy, z.diff)
+            self._inner_bottoms[i].view(bottom[i], self._image_shape, diff=propagate_down[i])
+        want_weight = self.param_propagate_down[0]
+        inner.param_propagate_down = [want_weight]
+        inner.blobs[0].zero_diff()
+        inner.backward(self._inner_tops, propagate_down, self._inner_bottoms)
+        if want_weight:
+            plan.add_weight_grad(inner.blobs[0].diff, self.blobs[0].diff, self._weight_scratch)
 
     def Forward_cpu(self, bottom, top):
+        if self.subpixel is not None:
+            self._forward_subpixel(bottom, top)
+            return
         chunks = self.chunks
         weight = self.blobs[0].data
         bias = self.blobs[1].data if self.p.bias_term else None
@@ -608,6 +684,9 @@ class Deconvolution(_ConvolutionBase):
             chunks.run(step)
 
     def Backward_cpu(self, top, propagate_down, bottom):
+        if self.subpixel is not None:
+            self._backward_subpixel(top, propagate_down, bottom)
+            return
         chunks = self.chunks
         weight = self.blobs[0]
         want_weight = self.param_propagate_down[0]

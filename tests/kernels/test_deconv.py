@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 from layer_harness import assert_gradients, make_layer
-from reference import deconvolution
+from reference import convolution, deconvolution
 
 from netlayers import parallel
 from netlayers.kernels import conv_gemm, deconv
@@ -214,3 +214,143 @@ def test_layer_gradients_on_phases(case, rng, monkeypatch):
     layer, _, _ = make_layer(spec, [rng.standard_normal(shape)])
     assert isinstance(layer.chunks, deconv.PhaseChunks)
     assert_gradients(spec, [rng.standard_normal(shape)])
+
+
+# -- the sub-pixel form: a stride-1 Convolution and a pixel shuffle -----------------------------
+SUBPIXEL_CASES = [  # (input H, W), kernel, stride, pad, group
+    ((5, 6), (4, 4), (2, 2), (1, 1), 1),
+    ((3, 4), (2, 2), (2, 2), (0, 0), 1),
+    ((4, 3), (4, 2), (2, 1), (1, 0), 2),
+    ((4, 4), (6, 6), (3, 3), (1, 2), 1),
+    ((3, 3), (4, 4), (2, 2), (0, 0), 1),
+    ((5, 5), (4, 4), (2, 2), (2, 2), 1),
+    ((5, 5), (4, 4), (2, 2), (3, 1), 1),
+    ((4, 5), (3, 3), (1, 1), (1, 1), 2),
+    ((4, 5), (3, 3), (1, 1), (0, 2), 1),
+    ((3, 3), (8, 8), (4, 4), (2, 2), 3),
+    ((3, 3), (2, 4), (2, 4), (0, 1), 1),
+    ((1, 1), (4, 4), (2, 2), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad,group", SUBPIXEL_CASES)
+def test_subpixel_convolution_and_shuffle_give_the_deconvolution(size, kernel, stride, pad, group, rng):
+    channels, outputs = 2 * group, 3 * group
+    x = rng.standard_normal((2, channels) + size)
+    weight = rng.standard_normal((channels, outputs // group) + kernel)
+    bias = rng.standard_normal(outputs)
+    expected = deconvolution(x, weight, bias, stride, pad, (1, 1), group)
+    plan = deconv.Subpixel(kernel, stride, pad, size, expected.shape[2:], channels, outputs, group)
+    inner = np.empty((plan.outputs, channels // group) + plan.kernel)
+    plan.weights(weight, inner)
+    z = convolution(x, inner, None, (1, 1), plan.pad, (1, 1), group)
+    assert z.shape[2:] == plan.size
+    y = np.empty_like(expected)
+    plan.shuffle(z, bias, y)
+    np.testing.assert_allclose(y, expected, rtol=1e-12, atol=1e-12)
+    # the unshuffle is the shuffle's transpose: <shuffle(z), dy> = <z, unshuffle(dy)>
+    dy, dz = rng.standard_normal(y.shape), np.empty_like(z)
+    plan.unshuffle(dy, dz)
+    plan.shuffle(z, np.zeros(outputs), y)
+    assert np.isclose(np.vdot(y, dy), np.vdot(z, dz), rtol=1e-12)
+    # and the weight gradient goes back through the inverse permutation
+    weight_diff = np.ones_like(weight)
+    plan.add_weight_grad(inner, weight_diff, np.empty_like(weight))
+    np.testing.assert_array_equal(weight_diff, weight + 1)
+
+
+def test_subpixel_rule_takes_large_outputs_and_kernels_a_multiple_of_the_stride():
+    big = (96, 96)
+    assert deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 16)
+    assert deconv.subpixel_applies((16, 16), (8, 8), (1, 1), (128, 128), 21)  # FCN's upsampling
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), (64, 64), 32)  # small outputs
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 3)  # few outputs: thin products
+    assert not deconv.subpixel_applies((3, 3), (2, 2), (1, 1), big, 16)  # the phases' taps differ
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (2, 2), big, 16)  # dilated
+
+
+def test_layer_chooses_the_subpixel_form_by_the_rule():
+    layer, _, _ = make_layer(deconv_spec(16, 4, 2, 1), [np.zeros((1, 2, 48, 48))], dtype=np.float32)
+    assert layer.subpixel is not None and layer.inner.kernel == (2, 2) and layer.inner.pad == (1, 1)
+    layer, _, _ = make_layer(deconv_spec(16, 4, 2, 1), [np.zeros((1, 2, 16, 16))], dtype=np.float32)
+    assert layer.subpixel is None
+
+
+def subpixel_everywhere(monkeypatch, on=True):
+    monkeypatch.setattr(deconv, "SUBPIXEL_MIN_OUTPUT_PIXELS", 1 if on else 1 << 60)
+    monkeypatch.setattr(deconv, "SUBPIXEL_MIN_OUTPUTS", 1)
+
+
+def run_two_bottoms(spec, xs, dtype, propagate):
+    """Tops, bottom gradients and param gradients of one forward + backward with two bottoms."""
+    spec = dict(spec, top=["t0", "t1"])
+    layer, bottom, top = make_layer(spec, xs, dtype=dtype)
+    layer.forward(bottom, top)
+    dys = [np.random.default_rng(5 + i).standard_normal(t.shape) for i, t in enumerate(top)]
+    for t, dy in zip(top, dys):
+        t.diff[...] = dy
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    layer.backward(top, propagate, bottom)
+    grads = [b.diff.copy() if p else None for b, p in zip(bottom, propagate)]
+    return layer, [t.data.copy() for t in top], grads, [b.diff.copy() for b in layer.blobs]
+
+
+@pytest.mark.parametrize("case", SUBPIXEL_CASES[::2])
+@pytest.mark.parametrize("workers,dtype", [(1, np.float64), (2, np.float64), (2, np.float32)])
+def test_layer_on_the_subpixel_form_agrees_with_the_other_forms(case, workers, dtype, rng, monkeypatch):
+    size, kernel, stride, pad, group = case
+    spec = deconv_spec(3 * group, list(kernel), list(stride), list(pad), group=group, bias=group != 3)
+    xs = [rng.standard_normal((2, 2 * group) + size) for _ in range(2)]
+    saved = parallel.thread_count()
+    try:
+        parallel.set_thread_count(workers)
+        results = {}
+        for on in (False, True):
+            subpixel_everywhere(monkeypatch, on)
+            layer, *results[on] = run_two_bottoms(spec, xs, dtype, [True, False])
+            assert (layer.subpixel is not None) == on
+    finally:
+        parallel.set_thread_count(saved)
+    for want, got in zip(results[False], results[True]):
+        for a, b in zip(want, got):
+            if a is None:
+                assert b is None
+            else:
+                tolerance = 1e-11 if dtype == np.float64 else 2e-5
+                np.testing.assert_allclose(b, a, rtol=tolerance, atol=tolerance)
+    assert results[True][1][1] is None  # no data gradient asked of the second bottom
+
+
+@pytest.mark.parametrize("case", [SUBPIXEL_CASES[0], SUBPIXEL_CASES[2], SUBPIXEL_CASES[9]])
+def test_layer_gradients_on_the_subpixel_form(case, rng, monkeypatch):
+    size, kernel, stride, pad, group = case
+    spec = deconv_spec(3 * group, list(kernel), list(stride), list(pad), group=group)
+    subpixel_everywhere(monkeypatch)
+    shape = (2, 2 * group) + size
+    layer, _, _ = make_layer(spec, [rng.standard_normal(shape)])
+    assert layer.subpixel is not None
+    assert_gradients(spec, [rng.standard_normal(shape)])
+
+
+def test_the_warmup_compiles_the_shuffles(monkeypatch):
+    """warmup.py's one-image pass sets the sub-pixel thresholds at 1: the Deconvolution examples
+    must then run both shuffles, with a stride of 2 and of 1, in float32 and float64."""
+    from netlayers.warmup import builtin_examples, run_example
+
+    subpixel_everywhere(monkeypatch)
+    calls = set()
+    for name in ("_shuffle", "_unshuffle"):
+        kernel = getattr(deconv, name)
+
+        def record(source, sh, *args, kernel=kernel, name=name):
+            calls.add((name, sh, source.dtype.name))
+            return kernel(source, sh, *args)
+
+        monkeypatch.setattr(deconv, name, record)
+    for type_name, example in builtin_examples():
+        if type_name == "Deconvolution":
+            for dtype in (np.float32, np.float64):
+                run_example(type_name, example, dtype)
+    names, types = ("_shuffle", "_unshuffle"), ("float32", "float64")
+    assert calls == {(name, s, t) for name in names for s in (1, 2) for t in types}
