@@ -17,8 +17,11 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
   work large enough to pay for the hand-over; ``matmul(a, b, out)``: a product split the same
   way.
 - Waiting: a thread waiting for a task or for the workers' results spins for up to
-  ``SPIN_SECONDS`` in a compiled loop (without the GIL) before it blocks, and a worker that
-  starts a task on a CPU another thread of the same run is on moves itself to a free one.
+  ``SPIN_SECONDS`` in a compiled loop (without the GIL) before it blocks.
+- CPUs: each thread keeps a CPU of its own: the calling thread is pinned to the CPU it is on
+  while a pass runs (``single_threaded_blas``), each worker to another one for good
+  (``_Pool.take_own_cpu``); a thread started during a pass inherits the caller's single CPU,
+  so netlayers' own (the data prefetch thread) start with ``free_cpus``.
 - ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
   to that worker; it is shared by every layer (layers run one after another), grown when a
   larger one is asked for and never shrunk, as Caffe shares one column buffer across layers.
@@ -65,6 +68,53 @@ def _stop_pool():
     if pool is not None:
         pool.stop()
         _state["pool"] = None
+
+
+# Why pin (``_hold_cpu``, ``_Pool.take_own_cpu``): on this project's 2-vCPU machines a net's
+# first step after its calling thread had rested (0.5 s of sleep, as the benchmarks rest) ran
+# 1.4x-1.8x the time of the next ones (3x3 convolutions with ELU, batch 32: 52 vs 38 ms; LeNet
+# 19-22 vs 12 ms for three steps) while the scheduler moved the threads about; PyTorch showed
+# no such step. With the caller and the worker each pinned to a CPU of its own the first step
+# ran as the others (38 and 12 ms) and the steady steps 3-8 % faster; pinning the worker alone
+# did not help. Side by side in one process, per-round medians of 10 rounds after 0.5 s rests.
+# The caller is pinned only while a pass (or a layer call) runs: threads it starts between
+# passes (PyTorch's OpenMP threads in the benchmark, a user's own) must not inherit one CPU.
+
+
+def allowed_cpus():
+    """The CPUs this process may use, as the first thread to ask found them (before any
+    netlayers thread was pinned)."""
+    if "cpus" not in _state:
+        _state["cpus"] = frozenset(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else frozenset()
+    return _state["cpus"]
+
+
+def _set_cpus(tid, cpus):
+    """Set a thread's CPUs (0: the calling thread); False where that is not allowed (a sandbox)."""
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def _hold_cpu():
+    """Pin the calling thread to the CPU it is on, when the pool has two or more threads and
+    the process two or more CPUs; returns its CPU set to restore, or None (nothing done)."""
+    if thread_count() < 2 or len(allowed_cpus()) < 2:
+        return None
+    cpu = _current_cpu()
+    if cpu not in allowed_cpus():
+        return None
+    before = os.sched_getaffinity(0)
+    return before if len(before) > 1 and _set_cpus(0, {cpu}) else None
+
+
+def free_cpus():
+    """Let the calling thread run on any CPU of the process: for a thread started during a
+    pass, which inherits the caller's single CPU (netlayers' data prefetch thread calls it)."""
+    if allowed_cpus():
+        _set_cpus(0, allowed_cpus())
 
 
 def scratch(worker, name, size, dtype):
@@ -137,6 +187,7 @@ class _SingleThreadedBlas:
         with self.lock:
             if self.depth == 0:
                 self.saved = _blas().single()
+                self.held = _hold_cpu()
             self.depth += 1
 
     def __exit__(self, *exc):
@@ -144,6 +195,8 @@ class _SingleThreadedBlas:
             self.depth -= 1
             if self.depth == 0:
                 _blas().restore(self.saved)
+                if self.held is not None:
+                    _set_cpus(0, self.held)
 
 
 single_threaded_blas = _SingleThreadedBlas()
@@ -245,24 +298,21 @@ class _Pool:
             os.sched_yield()
         return True
 
-    def leave_shared_cpu(self, w):
-        """Move worker ``w`` to a CPU of its own when it finds itself on the caller's (or an
-        earlier worker's) CPU. After a rest, Linux woke a worker on the CPU of the thread that
-        woke it and left the two sharing it for 30-40 ms although the other CPU was idle: the
-        MobileNet tail's first step after 0.5 s of rest took 154-192 ms, the next ones 94-113;
-        with the move 112-118."""
+    def take_own_cpu(self, w):
+        """Pin worker ``w`` to a CPU no earlier thread of the run is on: the one it runs on when
+        that one is free, else the lowest free one. After a rest, Linux woke a worker on the CPU
+        of the thread that woke it and left the two sharing it for 30-40 ms although the other
+        CPU was idle (the MobileNet tail's first step 154-192 ms against 94-113)."""
+        taken = set(self.cpus[:w])
+        if self.cpus[w] >= 0 and self.cpus[w] not in taken:
+            return  # pinned there already
         cpu = _current_cpu()
-        if cpu >= 0 and cpu in self.cpus[:w]:
-            try:
-                allowed = os.sched_getaffinity(0)
-                free = sorted(allowed - set(self.cpus[:w]))
-                if free:
-                    os.sched_setaffinity(0, {free[0]})  # moves this thread there now
-                    os.sched_setaffinity(0, allowed)
-                    cpu = free[0]
-            except OSError:  # not allowed here (a sandbox): stay
-                pass
-        self.cpus[w] = cpu
+        free = sorted(allowed_cpus() - taken)
+        if cpu < 0 or not free:
+            return
+        target = cpu if cpu in free else free[0]
+        if _set_cpus(0, {target}):
+            self.cpus[w] = target
 
     def _serve(self, w):
         tasks = self.tasks[w - 1]
@@ -276,7 +326,7 @@ class _Pool:
             fn, worker, parts = task
             error = None
             try:
-                self.leave_shared_cpu(w)
+                self.take_own_cpu(w)
                 for part in parts:
                     fn(worker, part)
             except BaseException as exc:  # handed to the caller, which re-raises it

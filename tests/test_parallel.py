@@ -68,43 +68,90 @@ def test_a_waiting_thread_spins_until_the_counts_reach_their_targets_then_gives_
     later.join()
 
 
-def test_a_worker_on_the_callers_cpu_moves_to_a_free_one_and_keeps_its_affinity(thread_count, monkeypatch):
-    """``leave_shared_cpu``: a worker that starts a task on a CPU an earlier thread of the same
-    run is on moves to another CPU it may use (when there is one: two affinity calls, pinning
-    then freeing) and is left free to run on all of them; one on a CPU of its own stays."""
+def in_a_thread(body):
+    """Run ``body`` in a thread of its own (affinity calls then change only that thread's) and
+    return what it returns."""
+    out = {}
+    helper = threading.Thread(target=lambda: out.setdefault("value", body()))
+    helper.start()
+    helper.join()
+    return out["value"]
+
+
+def test_a_worker_pins_itself_to_a_cpu_no_earlier_thread_of_the_run_is_on(thread_count, monkeypatch):
+    """``take_own_cpu``: a worker on the CPU of the caller (or of an earlier worker) pins itself
+    to another CPU the process may use and stays there; one on a free CPU pins itself there;
+    a pinned one on a CPU of its own makes no call."""
     import os
 
     thread_count(2)
     parallel.run_parts(lambda worker, part: None, 2)
     pool = parallel._state["pool"]
-    allowed = os.sched_getaffinity(0)
+    allowed = set(parallel.allowed_cpus())
     first = min(allowed)
     monkeypatch.setattr(parallel, "_current_cpu", lambda: first)  # where the worker finds itself
     calls = []
     set_affinity = os.sched_setaffinity
     monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: calls.append(set(cpus)) or set_affinity(pid, cpus))
-    seen = {}
 
-    def body():  # in a thread of its own: the affinity calls change only this thread's
+    def body():
         pool.cpus[:2] = [first, -1]
-        pool.leave_shared_cpu(1)
-        seen["shared"] = (pool.cpus[1], list(calls), os.sched_getaffinity(0))
+        pool.take_own_cpu(1)
+        shared = (pool.cpus[1], list(calls), os.sched_getaffinity(0))
         calls.clear()
+        pool.take_own_cpu(1)  # pinned on a CPU of its own: nothing to do
+        again = list(calls)
         pool.cpus[:2] = [first + 1, -1]
-        pool.leave_shared_cpu(1)
-        seen["alone"] = (pool.cpus[1], list(calls))
+        pool.take_own_cpu(1)
+        return shared, again, (pool.cpus[1], list(calls))
 
-    helper = threading.Thread(target=body)
-    helper.start()
-    helper.join()
-    moved_to, moves, mask = seen["shared"]
+    shared, again, alone = in_a_thread(body)
+    moved_to, moves, mask = shared
     if len(allowed) > 1:
         assert moved_to != first and moved_to in allowed
-        assert moves == [{moved_to}, allowed]
+        assert moves == [{moved_to}] and mask == {moved_to}
+        assert again == []
     else:
-        assert moved_to == first and moves == []
-    assert mask == allowed
-    assert seen["alone"] == (first, [])
+        assert moved_to == -1 and moves == []
+    assert alone[0] == first and alone[1] in ([{first}], [])
+
+
+def test_the_caller_is_pinned_while_a_pass_runs_and_freed_after(thread_count):
+    """``single_threaded_blas`` pins the calling thread to its CPU for the outermost pass only
+    (nested uses change nothing) and gives it its CPU set back at the end; ``free_cpus`` lets a
+    thread started meanwhile run anywhere again."""
+    import os
+
+    thread_count(2)
+
+    def body():
+        before = os.sched_getaffinity(0)
+        with parallel.single_threaded_blas:
+            during = os.sched_getaffinity(0)
+            with parallel.single_threaded_blas:
+                nested = os.sched_getaffinity(0)
+            started = in_a_thread(lambda: (os.sched_getaffinity(0), parallel.free_cpus(), os.sched_getaffinity(0)))
+        return before, during, nested, started, os.sched_getaffinity(0)
+
+    before, during, nested, started, after = in_a_thread(body)
+    assert after == before
+    if len(parallel.allowed_cpus()) > 1:
+        assert len(during) == 1 and nested == during
+        assert started[0] == during and started[2] == set(parallel.allowed_cpus())
+    else:
+        assert during == before
+
+
+def test_one_thread_pins_nothing(thread_count):
+    import os
+
+    thread_count(1)
+
+    def body():
+        with parallel.single_threaded_blas:
+            return os.sched_getaffinity(0)
+
+    assert in_a_thread(body) == set(parallel.allowed_cpus())
 
 
 @pytest.mark.parametrize("spin", [0.0, 1.0])

@@ -13,6 +13,8 @@ import weakref
 
 import numpy as np
 
+from .. import parallel
+
 
 class BatchSampler:
     """Yields index arrays of ``batch_size`` items out of ``num_items``, forever.
@@ -262,6 +264,7 @@ class Prefetcher:
 
 def _work(produce, state_fn, out_queue, stop):
     """Worker loop: produce batches (with the state after each) until stopped or failed."""
+    parallel.free_cpus()  # not the single CPU of a pinned caller that started it
     while not stop.is_set():
         try:
             batch = produce()
