@@ -19,7 +19,8 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
 - Waiting: a thread waiting for a task or for the workers' results spins for up to
   ``SPIN_SECONDS`` in a compiled loop (without the GIL) before it blocks.
 - CPUs: each thread keeps a CPU of its own: the calling thread is pinned to the CPU it is on
-  while a pass runs (``single_threaded_blas``), each worker to another one for good
+  from its first ``run_parts`` of a pass to the end of the pass (``single_threaded_blas``),
+  each worker to another one for good
   (``_Pool.take_own_cpu``); a thread started during a pass inherits the caller's single CPU,
   so netlayers' own (the data prefetch thread) start with ``free_cpus``.
 - ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
@@ -100,14 +101,14 @@ def _set_cpus(tid, cpus):
 
 def _hold_cpu():
     """Pin the calling thread to the CPU it is on, when the pool has two or more threads and
-    the process two or more CPUs; returns its CPU set to restore, or None (nothing done)."""
+    the process two or more CPUs; returns (its thread id, its CPU set) to restore, or None."""
     if thread_count() < 2 or len(allowed_cpus()) < 2:
         return None
     cpu = _current_cpu()
     if cpu not in allowed_cpus():
         return None
     before = os.sched_getaffinity(0)
-    return before if len(before) > 1 and _set_cpus(0, {cpu}) else None
+    return (threading.get_native_id(), before) if len(before) > 1 and _set_cpus(0, {cpu}) else None
 
 
 def free_cpus():
@@ -187,7 +188,7 @@ class _SingleThreadedBlas:
         with self.lock:
             if self.depth == 0:
                 self.saved = _blas().single()
-                self.held = _hold_cpu()
+                self.held, self.hold_tried = None, False
             self.depth += 1
 
     def __exit__(self, *exc):
@@ -196,7 +197,16 @@ class _SingleThreadedBlas:
             if self.depth == 0:
                 _blas().restore(self.saved)
                 if self.held is not None:
-                    _set_cpus(0, self.held)
+                    _set_cpus(*self.held)
+
+    def hold_cpu(self):
+        """Pin the calling thread to its CPU until the outermost ``with`` ends (``_hold_cpu``),
+        once a pass: ``run_parts`` asks, so a pass that hands no work to the pool pins nothing
+        (the pinning and its undoing cost 9 us)."""
+        with self.lock:
+            if self.depth and not self.hold_tried:
+                self.hold_tried = True
+                self.held = _hold_cpu()
 
 
 single_threaded_blas = _SingleThreadedBlas()
@@ -393,6 +403,7 @@ def run_parts(fn, parts, workers=None):
             _stop_pool()
             pool = _state["pool"] = _Pool(max(workers, thread_count()))
         single_threaded_blas.__enter__()
+        single_threaded_blas.hold_cpu()
         errors = []
         started = 0
         try:

@@ -116,25 +116,31 @@ def test_a_worker_pins_itself_to_a_cpu_no_earlier_thread_of_the_run_is_on(thread
     assert alone[0] == first and alone[1] in ([{first}], [])
 
 
-def test_the_caller_is_pinned_while_a_pass_runs_and_freed_after(thread_count):
-    """``single_threaded_blas`` pins the calling thread to its CPU for the outermost pass only
-    (nested uses change nothing) and gives it its CPU set back at the end; ``free_cpus`` lets a
-    thread started meanwhile run anywhere again."""
+def test_the_caller_is_pinned_from_its_first_hand_over_to_the_end_of_the_pass(thread_count):
+    """In a pass (``single_threaded_blas``), the first ``run_parts`` pins the calling thread to
+    its CPU until the outermost pass ends (nested passes and later hand-overs change nothing),
+    which gives it its CPU set back; a pass without a hand-over pins nothing; ``free_cpus``
+    lets a thread started meanwhile run anywhere again."""
     import os
 
     thread_count(2)
+    nothing = lambda worker, part: None  # noqa: E731
 
     def body():
         before = os.sched_getaffinity(0)
         with parallel.single_threaded_blas:
+            quiet = os.sched_getaffinity(0)
+        with parallel.single_threaded_blas:
+            parallel.run_parts(nothing, 2)
             during = os.sched_getaffinity(0)
             with parallel.single_threaded_blas:
+                parallel.run_parts(nothing, 2)
                 nested = os.sched_getaffinity(0)
             started = in_a_thread(lambda: (os.sched_getaffinity(0), parallel.free_cpus(), os.sched_getaffinity(0)))
-        return before, during, nested, started, os.sched_getaffinity(0)
+        return before, quiet, during, nested, started, os.sched_getaffinity(0)
 
-    before, during, nested, started, after = in_a_thread(body)
-    assert after == before
+    before, quiet, during, nested, started, after = in_a_thread(body)
+    assert after == before and quiet == before
     if len(parallel.allowed_cpus()) > 1:
         assert len(during) == 1 and nested == during
         assert started[0] == during and started[2] == set(parallel.allowed_cpus())
@@ -149,6 +155,7 @@ def test_one_thread_pins_nothing(thread_count):
 
     def body():
         with parallel.single_threaded_blas:
+            parallel.run_parts(lambda worker, part: None, 2)
             return os.sched_getaffinity(0)
 
     assert in_a_thread(body) == set(parallel.allowed_cpus())
