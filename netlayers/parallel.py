@@ -20,9 +20,9 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
   ``SPIN_SECONDS`` in a compiled loop (without the GIL) before it blocks.
 - CPUs: each thread keeps a CPU of its own: the calling thread is pinned to the CPU it is on
   from its first ``run_parts`` of a pass to the end of the pass (``single_threaded_blas``),
-  each worker to another one for good
-  (``_Pool.take_own_cpu``); a thread started during a pass inherits the caller's single CPU,
-  so netlayers' own (the data prefetch thread) start with ``free_cpus``.
+  each worker to another one for good (``_Pool.take_own_cpu``); a thread started during a
+  pass inherits the caller's single CPU, so netlayers' own (the data prefetch thread) start
+  with ``free_cpus``.
 - ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
   to that worker; it is shared by every layer (layers run one after another), grown when a
   larger one is asked for and never shrunk, as Caffe shares one column buffer across layers.
@@ -78,8 +78,9 @@ def _stop_pool():
 # no such step. With the caller and the worker each pinned to a CPU of its own the first step
 # ran as the others (38 and 12 ms) and the steady steps 3-8 % faster; pinning the worker alone
 # did not help. Side by side in one process, per-round medians of 10 rounds after 0.5 s rests.
-# The caller is pinned only while a pass (or a layer call) runs: threads it starts between
-# passes (PyTorch's OpenMP threads in the benchmark, a user's own) must not inherit one CPU.
+# The caller is pinned only while a pass (or a layer call) that hands work to the pool runs:
+# threads it starts between passes (PyTorch's OpenMP threads in the benchmark, a user's own)
+# must not inherit one CPU (pinned for good, PyTorch's all ran on one CPU, 10x-20x slower).
 
 
 def allowed_cpus():
