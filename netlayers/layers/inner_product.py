@@ -7,6 +7,8 @@ from ..layer import Layer
 from ..netspec import FILLER, Field
 from ..registry import register_layer
 
+DIRECT_MAX_OUTPUTS = 16  # layers of at most this many outputs compute y = x W^T directly (Reshape)
+
 
 @register_layer("InnerProduct")
 class InnerProduct(Layer):
@@ -31,6 +33,10 @@ class InnerProduct(Layer):
         {  # a batch of at least twice the outputs: y = x W^T computed directly
             "bottoms": [(7, 3, 2)],
             "params": {"inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
+        },
+        {  # more than DIRECT_MAX_OUTPUTS outputs and a small batch: y^T = W x^T, then transposed
+            "bottoms": [(2, 5)],
+            "params": {"inner_product_param": {"num_output": 18, "weight_filler": {"type": "gaussian"}}},
         },
         {
             "bottoms": [(2, 3, 2)],
@@ -84,9 +90,13 @@ class InnerProduct(Layer):
         self.buffer("_weight_grad", self.blobs[0].shape)
         self.buffer("_bias_grad", (self.p.num_output,))
         # y^T = W x^T then one transposing copy: BLAS ran this form faster than x W^T (N = 1000
-        # outputs, batch 8: 5.6 vs 10.3 ms), except for few outputs and a larger batch (10
-        # outputs, batch 64-256: x W^T took 0.53-0.80 of the time), where y = x W^T is direct.
-        self.buffer("_output_t", (self.p.num_output, self.batch))
+        # outputs, batch 8: 5.6 vs 10.3 ms; 100 outputs, batch 8-32: x W^T 1.1x-2.3x the time),
+        # except for a batch of at least twice the outputs (10 outputs, batch 64-256: x W^T took
+        # 0.53-0.80 of the time) and for up to DIRECT_MAX_OUTPUTS outputs (10 outputs, batch
+        # 1-32, 512 to 32768 inputs: 0.70-1.07, e.g. batch 16 x 32768 inputs 0.79; 32 outputs
+        # 0.83-1.75), where y = x W^T is direct.
+        self.direct = self.batch >= 2 * self.p.num_output or self.p.num_output <= DIRECT_MAX_OUTPUTS
+        self.buffer("_output_t", (0, 0) if self.direct else (self.p.num_output, self.batch))
         self._bottom_shape = bottom[0].shape  # only once all went well: a failed shape is checked again
 
     def Forward_cpu(self, bottom, top):
@@ -95,7 +105,7 @@ class InnerProduct(Layer):
         weight = self.blobs[0].data
         if self.p.transpose:
             parallel.matmul(x, weight, y)
-        elif self.batch >= 2 * self.p.num_output:
+        elif self.direct:
             parallel.matmul(x, weight.T, y)
         else:
             parallel.matmul(weight, x.T, self._output_t)
