@@ -290,7 +290,7 @@ class _Pool:
         self.failures = [None] * count
         self.posted = np.zeros(count, np.int64)
         self.finished = np.zeros(count, np.int64)
-        self.cpus = [-1] * count  # where each thread last started a task (-1: unknown)
+        self.cpus = [-1] * count  # the caller's CPU at its last hand-over, each worker's pinned CPU (-1: none)
         self.threads = [
             threading.Thread(target=self._serve, args=(w,), name=f"netlayers-worker-{w}", daemon=True)
             for w in range(1, count)

@@ -159,7 +159,7 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
         self._check_bottoms(bottom)
         shape = bottom[0].shape
         if shape != self._shape:
-            self._setup_buffers(shape)
+            self._setup_buffers(shape, bottom)
         out_shape = shape[: self.axis] + (self.p.num_output,) + self.out_size
         for blob in top:
             blob.reshape(out_shape)
@@ -340,7 +340,7 @@ class Convolution(_ConvolutionBase):
     def weight_shape(self):
         return (self.p.num_output, self.channels // self.p.group) + self.kernel
 
-    def _setup_buffers(self, shape):
+    def _setup_buffers(self, shape, bottom):
         size = shape[self.axis + 1 :]
         out_size = tuple(
             conv_output_size(s, k, p, st, d)
@@ -561,7 +561,7 @@ class Deconvolution(_ConvolutionBase):
     def weight_shape(self):
         return (self.channels, self.p.num_output // self.p.group) + self.kernel
 
-    def _setup_buffers(self, shape):
+    def _setup_buffers(self, shape, bottom):
         size = shape[self.axis + 1 :]
         out_size = tuple(
             st * (s - 1) + d * (k - 1) + 1 - 2 * p
@@ -582,7 +582,7 @@ class Deconvolution(_ConvolutionBase):
         self.subpixel = None
         group_outputs = self.p.num_output // self.p.group
         if deconv.subpixel_applies(self.kernel, self.stride, self.dilation, out_size, group_outputs):
-            self._setup_subpixel(size, out_size)
+            self._setup_subpixel(size, out_size, bottom)
             return
         column_bytes = self.p.num_output * math.prod(self.kernel) * math.prod(size) * self.dtype.itemsize
         if deconv.applies(self.kernel, self.stride, size[1], column_bytes):
@@ -600,10 +600,11 @@ class Deconvolution(_ConvolutionBase):
         else:
             self.chunks = self._column_chunks(self._out_image_shape, self.channels, size)
 
-    def _setup_subpixel(self, size, out_size):
+    def _setup_subpixel(self, size, out_size, bottom):
         """The inner stride-1 Convolution of the sub-pixel form (``deconv.Subpixel``), its
-        bottoms (views of this layer's, set at each call) and its tops (the phases; their
-        gradient shares their memory: the phases are not needed once shuffled)."""
+        bottoms (views of this layer's ``bottom``, set again at each call: no memory of their
+        own) and its tops (the phases; their gradient shares their memory: the phases are not
+        needed once shuffled)."""
         plan = self.subpixel = deconv.Subpixel(
             self.kernel, self.stride, self.pad, size, out_size, self.channels, self.p.num_output, self.p.group
         )
@@ -627,11 +628,11 @@ class Deconvolution(_ConvolutionBase):
         spec = check_layer(raw, Where(where.file, where.line, self.name))
         self.inner = Convolution(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
         self._image_shape = (self.batch, self.channels) + size
-        self._inner_bottoms = [Blob(self._image_shape, self.dtype, name=f"x{i}") for i in range(count)]
+        self._inner_bottoms = [Blob((), self.dtype, name=name) for name in self.spec.bottoms]
+        for blob, source in zip(self._inner_bottoms, bottom):
+            blob.view(source, self._image_shape, diff=False)
         self._inner_tops = [Blob((), self.dtype, name=f"z{i}") for i in range(count)]
         self.inner.setup(self._inner_bottoms, self._inner_tops)
-        for i, blob in enumerate(self._inner_bottoms):
-            blob.name = self.spec.bottoms[i]
         for blob in self._inner_tops:
             blob.use_diff_memory(blob.data.reshape(-1))
         self.buffer("_weight_scratch", self.blobs[0].shape)
