@@ -55,6 +55,14 @@ def thread_count():
     return _state["threads"]
 
 
+def concurrent_workers():
+    """How many workers ``run_parts`` runs at the same time: ``thread_count()``, or 1 where
+    BLAS cannot be limited to one thread (``run_parts`` then runs the parts one by one), so
+    that work whose workers wait for one another (a barrier) is never cut for more."""
+    count = thread_count()
+    return count if count > 1 and _blas().controllable else 1
+
+
 def set_thread_count(count):
     """Use ``count`` workers from now on (the running pool is replaced when it differs)."""
     count = max(1, int(count))

@@ -1,4 +1,5 @@
-"""The LSTM cell of Caffe's LSTMUnit, forward and backward, over M independent cells.
+"""The LSTM cell of Caffe's LSTMUnit, forward and backward, over M independent cells, and an
+LSTM layer's steps run side by side by the workers over blocks of hidden units (below).
 
 Arrays: ``gates`` (M, 4D) holds the pre-activations [i', f', o', g'] in Caffe's row order;
 ``acts`` (M, 4D) their activations [sigmoid(i'), sigmoid(f'), sigmoid(o'), tanh(g')] (the
@@ -13,7 +14,9 @@ import numpy as np
 
 from . import vmath
 from ._jit import jit
+from .blas import NO_TRANS, TRANS, product
 from .elementwise import sigmoid_forward, tanh_forward
+from .spin import publish, wait_all
 
 
 def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
@@ -39,17 +42,20 @@ def lstm_cell_forward(gates, c_prev, cont, acts, c, tanh_c, h):
 
 
 @jit
-def _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
+def _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev, u0, u1):
     one = acts.dtype.type(1)
     dim = dh.shape[1]
-    size = np.uint64(dim)
+    size = np.uint64(u1 - u0)
     for m in range(dh.shape[0]):
         keep = cont[m]
         row = acts[m]  # row views and unsigned indices: the loop vectorizes
-        i, f, o, g = row[:dim], row[dim : 2 * dim], row[2 * dim : 3 * dim], row[3 * dim :]
+        i, f = row[u0:u1], row[dim + u0 : dim + u1]
+        o, g = row[2 * dim + u0 : 2 * dim + u1], row[3 * dim + u0 : 3 * dim + u1]
         grad = dgates[m]
-        di, df, do, dg = grad[:dim], grad[dim : 2 * dim], grad[2 * dim : 3 * dim], grad[3 * dim :]
-        h_diff, c_diff, before, t_c, c_prev_diff = dh[m], dc[m], c_prev[m], tanh_c[m], dc_prev[m]
+        di, df = grad[u0:u1], grad[dim + u0 : dim + u1]
+        do, dg = grad[2 * dim + u0 : 2 * dim + u1], grad[3 * dim + u0 : 3 * dim + u1]
+        h_diff, c_diff, before = dh[m, u0:u1], dc[m, u0:u1], c_prev[m, u0:u1]
+        t_c, c_prev_diff = tanh_c[m, u0:u1], dc_prev[m, u0:u1]
         for d in range(size):
             t = t_c[d]
             dcell = c_diff[d] + h_diff[d] * o[d] * (one - t * t)
@@ -66,4 +72,84 @@ def lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
     dE/dg' = dcell i (1 - g^2) into ``dgates``; dE/dc_prev = dcell cont f into ``dc_prev``
     (which may be ``dc`` itself). For cont in {0, 1} these are Caffe's LSTMUnit gradients; for
     other values of cont, dE/df' is the true derivative of cont sigmoid(f')."""
-    _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev)
+    _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev, 0, dh.shape[1])
+
+
+# -- an LSTM layer's steps, run side by side by the workers over blocks of hidden units --------
+# Each step of an LSTM is a recurrent product (gates 4H x H weights by the N streams' previous
+# states) and the cells; in Python each step hands the product to the workers and waits (50
+# steps: 100 hand-overs a pass, and the cells on one core). Here each worker owns the hidden
+# units [u0, u1): it runs every step in compiled code (its rows of the product through numpy's
+# own BLAS, ``blas.gemm``, then its units' cells) and meets the other workers once a step
+# (``spin.publish`` / ``spin.wait_all``), when the whole new state is written.
+
+
+@jit
+def lstm_forward_units(call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts):
+    """Steps t = 0 .. T-1 for the hidden units ``units`` = (u0, u1), float32. ``states`` =
+    (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T, N, 4H)):
+    gates[t] (T, N, 4H) gets the recurrent part W_hc scaled[t]^T added in these units'
+    columns, their cells write acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], and
+    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``call``: the pair of
+    ``blas.gemm_address``, then libc's sched_yield (``spin.YIELD``);
+    ``weight_rows`` (4 (u1 - u0), H) and ``product_rows`` (4 (u1 - u0), N) are the worker's
+    scratch; ``counts`` (workers,) int64 zeros: the barrier."""
+    hidden, cell, tanh_cell, scaled, acts = states
+    u0, u1 = units
+    steps, streams, rows = gates.shape
+    size, count = rows // 4, u1 - u0
+    for gate in range(4):  # this worker's rows of W_hc, gate by gate
+        weight_rows[gate * count : (gate + 1) * count] = weight[gate * size + u0 : gate * size + u1]
+    one = gates.dtype.type(1)
+    for t in range(steps):
+        a, b, c = weight_rows.ctypes.data, scaled[t].ctypes.data, product_rows.ctypes.data
+        product(call, NO_TRANS, TRANS, 4 * count, streams, size, a, size, b, size, c, streams, one)
+        step_gates = gates[t]
+        for gate in range(4):  # step_gates[:, the gate's columns] += product_rows^T, in tiles of 16 units
+            for first in range(0, count, 16):
+                last = min(count, first + 16)
+                column = gate * size + u0 + first
+                for n in range(streams):
+                    row = step_gates[n, column : column + last - first]
+                    for u in range(last - first):
+                        row[u] += product_rows[gate * count + first + u, n]
+        vmath.lstm_cell_units(step_gates, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1)
+        if t + 1 < steps:
+            for n in range(streams):
+                keep = cont[t + 1, n]
+                for d in range(u0, u1):
+                    scaled[t + 1, n, d] = hidden[t + 1, n, d] * keep
+        publish(counts, worker, t + 1)
+        wait_all(counts, t + 1, call[2])
+
+
+@jit
+def lstm_backward_units(call, worker, units, weight, output_diff, states, cont, gate_diff, dh, cell_diffs, counts):
+    """The steps in reverse for the hidden units ``units`` = (u0, u1), float32, from ``states``
+    = (cell (T+1, N, H), tanh_cell (T, N, H), acts (T, N, 4H)) as :func:`lstm_forward_units`
+    left them: dh (N, H) += output_diff[t], the cells' backward
+    into gate_diff[t] (T, N, 4H) and the other half of ``cell_diffs`` (2, N, H: dE/dc_t and
+    dE/dc_{t-1} take turns, as in the layer), then, once every worker wrote gate_diff[t],
+    dh = cont[t] (gate_diff[t] W_hc) in these units' columns. On return dE/dc_0 is
+    cell_diffs[T % 2]."""
+    cell, tanh_cell, acts = states
+    u0, u1 = units
+    steps, streams, rows = gate_diff.shape
+    size, count = rows // 4, u1 - u0
+    one = dh.dtype.type(1)
+    offset = u0 * dh.itemsize
+    for k in range(steps):
+        t = steps - 1 - k
+        for n in range(streams):
+            for d in range(u0, u1):
+                dh[n, d] += output_diff[t, n, d]
+        dc, dc_prev = cell_diffs[k % 2], cell_diffs[(k + 1) % 2]
+        _lstm_cell_backward(dh, dc, acts[t], cell[t], tanh_cell[t], cont[t], gate_diff[t], dc_prev, u0, u1)
+        publish(counts, worker, k + 1)
+        wait_all(counts, k + 1, call[2])
+        a, b, c = gate_diff[t].ctypes.data, weight.ctypes.data + offset, dh.ctypes.data + offset
+        product(call, NO_TRANS, NO_TRANS, streams, count, rows, a, rows, b, size, c, size, one)
+        for n in range(streams):
+            keep = cont[t, n]
+            for d in range(u0, u1):
+                dh[n, d] *= keep

@@ -5,7 +5,9 @@ waited for) or sleeping (a sleep took 90 us on the virtual machines measured).
 ``wait_for_counts(counts, lo, hi, targets, rounds)`` returns True as soon as ``counts[i] >=
 targets[i]`` for every ``i`` in ``range(lo, hi)``, or False after ``rounds`` checks (a check
 and a CPU relax hint take about 30 ns). Each check reads memory afresh: an acquire fence and
-the x86 ``pause`` hint sit between checks. As plain Python (``NUMBA_DISABLE_JIT=1``) the
+the x86 ``pause`` hint sit between checks. ``publish`` and ``wait_all`` make a barrier for
+threads that run a loop side by side in compiled code (each publishes its step count after a
+release fence). As plain Python (``NUMBA_DISABLE_JIT=1``) the
 loop yields the GIL and the core between checks instead.
 """
 
@@ -36,9 +38,52 @@ def _relax(typingctx):
     return types.void(), codegen
 
 
+@intrinsic
+def _release(typingctx):
+    """A release fence: earlier stores are visible to other threads before later ones."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("release")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
+def _call(typingctx, address):
+    """Call the C function ``int f(void)`` at ``address`` (libc's ``sched_yield``)."""
+
+    def codegen(context, builder, signature, args):
+        function_type = ir.FunctionType(ir.IntType(32), [])
+        builder.call(builder.inttoptr(args[0], function_type.as_pointer()), [])
+        return context.get_dummy_value()
+
+    return types.void(address), codegen
+
+
+def _yield_address():
+    """The address of libc's ``sched_yield``, or 0 where there is none."""
+    try:
+        import ctypes
+
+        return ctypes.cast(ctypes.CDLL(None).sched_yield, ctypes.c_void_p).value or 0
+    except (OSError, AttributeError):
+        return 0
+
+
+YIELD = _yield_address()
+ROUNDS_BEFORE_YIELD = 2000  # about 60 us of checks, then the core is offered to other threads
+
+
 if numba.config.DISABLE_JIT:  # as plain Python the loop holds the GIL: let it go between checks
 
     def _relax():  # noqa: F811
+        os.sched_yield()
+
+    def _release():  # noqa: F811
+        pass
+
+    def _call(address):  # noqa: F811
         os.sched_yield()
 
 
@@ -54,3 +99,36 @@ def wait_for_counts(counts, lo, hi, targets, rounds):
             return True
         _relax()
     return False
+
+
+@jit
+def publish(counts, i, value):
+    """counts[i] = value, after every store this thread made before (a release fence): another
+    thread that sees the value (``wait_all``) sees those stores too."""
+    _release()
+    counts[i] = value
+
+
+@jit
+def wait_all(counts, target, yield_address):
+    """Spin until every counts[i] >= target: a barrier of threads that each ``publish`` their
+    own count (each step of a loop the threads run side by side in compiled code). Every
+    ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads (``yield_address``:
+    ``YIELD``, libc's sched_yield; 0: never), so that a thread waited for that shares this
+    core (or whose core another process holds) is not kept waiting a whole time slice."""
+    rounds = 0
+    while not wait_for_counts_at(counts, target):
+        _relax()
+        rounds += 1
+        if rounds == ROUNDS_BEFORE_YIELD:
+            rounds = 0
+            if yield_address != 0:
+                _call(yield_address)
+
+
+@jit
+def wait_for_counts_at(counts, target):
+    for i in range(counts.size):
+        if counts[i] < target:
+            return False
+    return True

@@ -249,23 +249,30 @@ def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
     4 D), the others (M, D), ``cont`` (M,)), in one pass a row: acts = [sigmoid(i', f', o'),
     tanh(g')], c = (cont f) c_prev + i g, tanh_c = tanh(c), h = o tanh_c (see
     ``netlayers.kernels.recurrent.lstm_cell_forward``)."""
+    lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, 0, c.shape[1])
+
+
+@jit
+def lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, u0, u1):
+    """:func:`lstm_cell` for the units [u0, u1) alone (their columns of each gate and state)."""
     work = _scratch()
     dim = c.shape[1]
     width = 4 * dim
     x, y = gates.reshape(-1), acts.reshape(-1)
     cell, tanh_cell = c.reshape(-1), tanh_c.reshape(-1)
-    size = np.uint64(dim)
+    size = np.uint64(u1 - u0)
     for row in range(gates.shape[0]):
         lo = row * width
-        _sigmoid_span(x, y, lo, lo + 3 * dim, work)
-        _tanh_span(x, y, lo + 3 * dim, lo + width, work)
-        i, f = y[lo : lo + dim], y[lo + dim : lo + 2 * dim]
-        o, g = y[lo + 2 * dim : lo + 3 * dim], y[lo + 3 * dim : lo + width]
-        keep, before, after, out = cont[row], c_prev[row], c[row], h[row]
+        for gate in range(3):
+            _sigmoid_span(x, y, lo + gate * dim + u0, lo + gate * dim + u1, work)
+        _tanh_span(x, y, lo + 3 * dim + u0, lo + 3 * dim + u1, work)
+        i, f = y[lo + u0 : lo + u1], y[lo + dim + u0 : lo + dim + u1]
+        o, g = y[lo + 2 * dim + u0 : lo + 2 * dim + u1], y[lo + 3 * dim + u0 : lo + 3 * dim + u1]
+        keep, before, after, out = cont[row], c_prev[row, u0:u1], c[row, u0:u1], h[row, u0:u1]
         for d in range(size):
             after[d] = f[d] * keep * before[d] + i[d] * g[d]
-        _tanh_span(cell, tanh_cell, row * dim, (row + 1) * dim, work)
-        squashed = tanh_c[row]
+        _tanh_span(cell, tanh_cell, row * dim + u0, row * dim + u1, work)
+        squashed = tanh_c[row, u0:u1]
         for d in range(size):
             out[d] = o[d] * squashed[d]
 

@@ -11,6 +11,9 @@ import pytest
 from netlayers import ConfigError, Net, NetlayersError
 from netlayers.blob import Blob
 from netlayers.gradcheck import build_layer, check_layer, check_net
+from netlayers.layers import recurrent as recurrent_layers
+from netlayers.netspec import check_layer as check_layer_spec
+from netlayers.netspec.schema import Where
 
 ROOT = Path(__file__).resolve().parents[2]
 HIDDEN = 3
@@ -441,3 +444,93 @@ def test_blob_shapes_of_the_tops():
     layer, bottom, top = recurrent("LSTM", [x, cont, np.zeros((1, 2, HIDDEN)), np.zeros((1, 2, HIDDEN))], expose=True)
     assert [t.shape for t in top] == [(5, 2, HIDDEN), (1, 2, HIDDEN), (1, 2, HIDDEN)]
     assert isinstance(top[0], Blob)
+
+
+# -- the LSTM's steps in compiled code (float32) ---------------------------------------------------
+def float32_lstm(hidden, bottoms, expose):
+    """A float32 LSTM layer of ``hidden`` units set up on ``bottoms`` (arrays)."""
+    layer = {
+        "name": "lstm",
+        "type": "LSTM",
+        "bottom": [f"b{i}" for i in range(len(bottoms))],
+        "top": [f"t{i}" for i in range(3 if expose else 1)],
+        "recurrent_param": {
+            "num_output": hidden,
+            "expose_hidden": expose,
+            "weight_filler": {"type": "gaussian", "std": 0.3},
+            "bias_filler": {"type": "gaussian", "std": 0.3},
+        },
+    }
+    spec = check_layer_spec(layer, Where())
+    instance = spec.cls(spec, phase="TRAIN", dtype=np.float32, rng=np.random.default_rng(5))
+    bottom = [Blob(b.shape, np.float32, name=f"b{i}") for i, b in enumerate(bottoms)]
+    for blob, values in zip(bottom, bottoms):
+        blob.data[...] = values
+    top = [Blob((), np.float32, name=f"t{i}") for i in range(len(spec.tops))]
+    instance.setup(bottom, top)
+    return instance, bottom, top
+
+
+def forward_backward(layer, bottom, top, seed=6):
+    """Tops, param diffs and bottom diffs (copies) of a forward and a backward pass with fixed
+    top diffs, starting from a zero carried state."""
+    layer.carried = None
+    layer.forward(bottom, top)
+    rng = np.random.default_rng(seed)
+    for blob in top:
+        blob.diff[...] = rng.standard_normal(blob.shape)
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    propagate = [i != 1 for i in range(len(bottom))]  # cont gets no gradient
+    layer.backward(top, propagate, bottom)
+    return (
+        [t.data.copy() for t in top],
+        [b.diff.copy() for b in layer.blobs],
+        [bottom[0].diff.copy()] + [b.diff.copy() for b in bottom[2:]],
+    )
+
+
+@pytest.mark.parametrize("threads, hidden, streams", [(1, 20, 3), (2, 20, 3), (2, 37, 2), (3, 48, 5)])
+@pytest.mark.parametrize("expose", [False, True])
+def test_lstm_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
+    monkeypatch, thread_count, threads, hidden, streams, expose
+):
+    """Workers over blocks of hidden units (uneven, and not multiples of the 16-unit tiles),
+    meeting once a step: the outputs, the exposed final states and every gradient are the
+    steps' in Python (to float32 rounding), with sequences restarting mid-way."""
+    thread_count(threads)
+    monkeypatch.setattr(recurrent_layers, "MIN_STEP_FLOPS_A_WORKER", 1)
+    monkeypatch.setattr(recurrent_layers, "MIN_UNITS_A_WORKER", 1)
+    rng = np.random.default_rng(7)
+    steps = 6
+    x = rng.standard_normal((steps, streams, 5)).astype(np.float32)
+    cont = np.ones((steps, streams), np.float32)
+    cont[0] = 0
+    cont[4, streams - 1] = 0
+    states = [rng.standard_normal((1, streams, hidden)).astype(np.float32) for _ in range(2)] if expose else []
+    layer, bottom, top = float32_lstm(hidden, [x, cont, *states], expose)
+    blocks = layer._unit_blocks(bottom[1].data)
+    assert blocks is not None and len(blocks) == min(threads, hidden)
+    assert [b - a for a, b in blocks] == [hidden * (w + 1) // threads - hidden * w // threads for w in range(threads)]
+    compiled = forward_backward(layer, bottom, top)
+    monkeypatch.setattr(recurrent_layers.LSTM, "_unit_blocks", lambda self, cont: None)
+    python = forward_backward(layer, bottom, top)
+    for got, want in zip(sum(compiled, []), sum(python, [])):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
+    params = [b.data.astype(np.float64) for b in layer.blobs]
+    h0, c0 = (s[0].astype(np.float64) for s in states) if expose else (np.zeros((streams, hidden)),) * 2
+    want, want_h, want_c = reference_lstm(x.astype(np.float64), cont.astype(np.float64), params, h0, c0)
+    np.testing.assert_allclose(compiled[0][0], want, rtol=1e-4, atol=1e-5)
+    if expose:
+        np.testing.assert_allclose(compiled[0][1][0], want_h, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(compiled[0][2][0], want_c, rtol=1e-4, atol=1e-5)
+
+
+def test_lstm_steps_stay_in_python_for_float64_and_without_a_blas_to_call(monkeypatch):
+    x, cont, _ = sequences()
+    layer, bottom, top = recurrent("LSTM", [x, cont])
+    assert layer._unit_blocks(bottom[1].data) is None  # float64
+    layer32, bottom32, _ = float32_lstm(4, [x.astype(np.float32), cont.astype(np.float32)], False)
+    assert layer32._unit_blocks(bottom32[1].data) is not None
+    monkeypatch.setattr(recurrent_layers.blas, "gemm_address", lambda dtype: None)
+    assert layer32._unit_blocks(bottom32[1].data) is None
