@@ -75,69 +75,106 @@ def lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
     _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev, 0, dh.shape[1])
 
 
-# -- an LSTM layer's steps, run side by side by the workers over blocks of hidden units --------
-# Each step of an LSTM is a recurrent product (gates 4H x H weights by the N streams' previous
-# states) and the cells; in Python each step hands the product to the workers and waits (50
-# steps: 100 hand-overs a pass, and the cells on one core). Here each worker owns the hidden
-# units [u0, u1): it runs every step in compiled code (its rows of the product through numpy's
-# own BLAS, ``blas.gemm``, then its units' cells) and meets the other workers once a step
-# (``spin.publish`` / ``spin.wait_all``), when the whole new state is written.
+# -- a recurrent layer's steps, run side by side by the workers over blocks of hidden units ---
+# Each step of an RNN or LSTM is a recurrent product (G H x H weights, G = 4 gates for an LSTM,
+# by the N streams' previous states) and the cells; in Python each step hands the product to
+# the workers and waits (50 steps: 100 hand-overs a pass, and the cells on one core). Here each
+# worker owns the hidden units [u0, u1): it runs every step in compiled code (its rows of the
+# product through numpy's own BLAS, ``blas.gemm``, then its units' cells) and meets the other
+# workers once a step (``spin.publish`` / ``spin.wait_all``), when the whole new state is
+# written. ``call`` is the pair of ``blas.gemm_address``, then libc's sched_yield
+# (``spin.YIELD``); ``counts`` (workers,) int64 zeros: the barrier.
+
+
+@jit
+def _gather_rows(weight, gates, u0, u1, rows):
+    """rows = the rows of ``weight`` (G H, H) of the units [u0, u1), gate by gate."""
+    size, count = weight.shape[1], u1 - u0
+    for gate in range(gates):
+        rows[gate * count : (gate + 1) * count] = weight[gate * size + u0 : gate * size + u1]
+
+
+@jit
+def _add_product(step_gates, product_rows, gates, u0, u1):
+    """step_gates[:, the units' columns of each gate] += product_rows^T (product_rows (G
+    (u1 - u0), N), gate by gate), in tiles of 16 units."""
+    streams, size, count = step_gates.shape[0], step_gates.shape[1] // gates, u1 - u0
+    for gate in range(gates):
+        for first in range(0, count, 16):
+            last = min(count, first + 16)
+            column = gate * size + u0 + first
+            for n in range(streams):
+                row = step_gates[n, column : column + last - first]
+                for u in range(last - first):
+                    row[u] += product_rows[gate * count + first + u, n]
+
+
+@jit
+def _scale(states, cont, out, u0, u1):
+    """out[n, u0:u1] = cont[n] states[n, u0:u1] ((N, H) arrays)."""
+    for n in range(states.shape[0]):
+        keep = cont[n]
+        for d in range(u0, u1):
+            out[n, d] = states[n, d] * keep
+
+
+@jit
+def _recurrent_product(call, weight_rows, scaled, product_rows):
+    """product_rows (R, N) = weight_rows (R, H) scaled^T (scaled (N, H))."""
+    rows, size = weight_rows.shape
+    streams = scaled.shape[0]
+    a, b, c = weight_rows.ctypes.data, scaled.ctypes.data, product_rows.ctypes.data
+    product(call, NO_TRANS, TRANS, rows, streams, size, a, size, b, size, c, streams, scaled.dtype.type(1))
+
+
+@jit
+def _states_back(call, diff, weight, cont, out, u0, u1):
+    """out[:, u0:u1] = cont (diff W)[:, u0:u1]: diff (N, G H), W (G H, H), out (N, H)."""
+    streams, rows = diff.shape
+    size = weight.shape[1]
+    offset = u0 * out.itemsize
+    a, b, c = diff.ctypes.data, weight.ctypes.data + offset, out.ctypes.data + offset
+    product(call, NO_TRANS, NO_TRANS, streams, u1 - u0, rows, a, rows, b, size, c, size, out.dtype.type(1))
+    for n in range(streams):
+        keep = cont[n]
+        for d in range(u0, u1):
+            out[n, d] *= keep
 
 
 @jit
 def lstm_forward_units(call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts):
-    """Steps t = 0 .. T-1 for the hidden units ``units`` = (u0, u1), float32. ``states`` =
-    (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T, N, 4H)):
-    gates[t] (T, N, 4H) gets the recurrent part W_hc scaled[t]^T added in these units'
+    """Steps t = 0 .. T-1 of an LSTM for the hidden units ``units`` = (u0, u1), float32.
+    ``states`` = (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T,
+    N, 4H)): gates[t] (T, N, 4H) gets the recurrent part W_hc scaled[t]^T added in these units'
     columns, their cells write acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], and
-    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``call``: the pair of
-    ``blas.gemm_address``, then libc's sched_yield (``spin.YIELD``);
-    ``weight_rows`` (4 (u1 - u0), H) and ``product_rows`` (4 (u1 - u0), N) are the worker's
-    scratch; ``counts`` (workers,) int64 zeros: the barrier."""
+    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_rows`` (4 (u1 -
+    u0), H) and ``product_rows`` (4 (u1 - u0), N) are the worker's scratch."""
     hidden, cell, tanh_cell, scaled, acts = states
     u0, u1 = units
-    steps, streams, rows = gates.shape
-    size, count = rows // 4, u1 - u0
-    for gate in range(4):  # this worker's rows of W_hc, gate by gate
-        weight_rows[gate * count : (gate + 1) * count] = weight[gate * size + u0 : gate * size + u1]
-    one = gates.dtype.type(1)
+    steps = gates.shape[0]
+    _gather_rows(weight, 4, u0, u1, weight_rows)
     for t in range(steps):
-        a, b, c = weight_rows.ctypes.data, scaled[t].ctypes.data, product_rows.ctypes.data
-        product(call, NO_TRANS, TRANS, 4 * count, streams, size, a, size, b, size, c, streams, one)
-        step_gates = gates[t]
-        for gate in range(4):  # step_gates[:, the gate's columns] += product_rows^T, in tiles of 16 units
-            for first in range(0, count, 16):
-                last = min(count, first + 16)
-                column = gate * size + u0 + first
-                for n in range(streams):
-                    row = step_gates[n, column : column + last - first]
-                    for u in range(last - first):
-                        row[u] += product_rows[gate * count + first + u, n]
-        vmath.lstm_cell_units(step_gates, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1)
+        _recurrent_product(call, weight_rows, scaled[t], product_rows)
+        _add_product(gates[t], product_rows, 4, u0, u1)
+        vmath.lstm_cell_units(gates[t], cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1)
         if t + 1 < steps:
-            for n in range(streams):
-                keep = cont[t + 1, n]
-                for d in range(u0, u1):
-                    scaled[t + 1, n, d] = hidden[t + 1, n, d] * keep
+            _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
         publish(counts, worker, t + 1)
         wait_all(counts, t + 1, call[2])
 
 
 @jit
 def lstm_backward_units(call, worker, units, weight, output_diff, states, cont, gate_diff, dh, cell_diffs, counts):
-    """The steps in reverse for the hidden units ``units`` = (u0, u1), float32, from ``states``
-    = (cell (T+1, N, H), tanh_cell (T, N, H), acts (T, N, 4H)) as :func:`lstm_forward_units`
-    left them: dh (N, H) += output_diff[t], the cells' backward
+    """An LSTM's steps in reverse for the hidden units ``units`` = (u0, u1), float32, from
+    ``states`` = (cell (T+1, N, H), tanh_cell (T, N, H), acts (T, N, 4H)) as
+    :func:`lstm_forward_units` left them: dh (N, H) += output_diff[t], the cells' backward
     into gate_diff[t] (T, N, 4H) and the other half of ``cell_diffs`` (2, N, H: dE/dc_t and
     dE/dc_{t-1} take turns, as in the layer), then, once every worker wrote gate_diff[t],
     dh = cont[t] (gate_diff[t] W_hc) in these units' columns. On return dE/dc_0 is
     cell_diffs[T % 2]."""
     cell, tanh_cell, acts = states
     u0, u1 = units
-    steps, streams, rows = gate_diff.shape
-    size, count = rows // 4, u1 - u0
-    one = dh.dtype.type(1)
-    offset = u0 * dh.itemsize
+    steps, streams = gate_diff.shape[:2]
     for k in range(steps):
         t = steps - 1 - k
         for n in range(streams):
@@ -147,9 +184,45 @@ def lstm_backward_units(call, worker, units, weight, output_diff, states, cont, 
         _lstm_cell_backward(dh, dc, acts[t], cell[t], tanh_cell[t], cont[t], gate_diff[t], dc_prev, u0, u1)
         publish(counts, worker, k + 1)
         wait_all(counts, k + 1, call[2])
-        a, b, c = gate_diff[t].ctypes.data, weight.ctypes.data + offset, dh.ctypes.data + offset
-        product(call, NO_TRANS, NO_TRANS, streams, count, rows, a, rows, b, size, c, size, one)
+        _states_back(call, gate_diff[t], weight, cont[t], dh, u0, u1)
+
+
+@jit
+def rnn_forward_units(call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts):
+    """Steps t = 0 .. T-1 of an RNN for the hidden units ``units`` = (u0, u1), float32.
+    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): gates[t] (T, N, H) gets W_hh
+    scaled[t]^T added in these units' columns, hidden[t + 1] = tanh(gates[t]) there, and
+    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_rows`` (u1 - u0,
+    H) and ``product_rows`` (u1 - u0, N) are the worker's scratch."""
+    hidden, scaled = states
+    u0, u1 = units
+    steps = gates.shape[0]
+    _gather_rows(weight, 1, u0, u1, weight_rows)
+    for t in range(steps):
+        _recurrent_product(call, weight_rows, scaled[t], product_rows)
+        _add_product(gates[t], product_rows, 1, u0, u1)
+        vmath.tanh_units(gates[t], hidden[t + 1], u0, u1)
+        if t + 1 < steps:
+            _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
+        publish(counts, worker, t + 1)
+        wait_all(counts, t + 1, call[2])
+
+
+@jit
+def rnn_backward_units(call, worker, units, weight, hidden, cont, gate_diff, carry, counts):
+    """An RNN's steps in reverse for the hidden units ``units`` = (u0, u1), float32:
+    gate_diff[t] (T, N, H) = (gate_diff[t] + carry) (1 - hidden[t + 1]^2) in these units'
+    columns, then, once every worker wrote gate_diff[t], carry (N, H) = cont[t] (gate_diff[t]
+    W_hh) there. On return ``carry`` is dE/dh_0."""
+    u0, u1 = units
+    steps, streams = gate_diff.shape[:2]
+    one = carry.dtype.type(1)
+    for k in range(steps):
+        t = steps - 1 - k
         for n in range(streams):
-            keep = cont[t, n]
             for d in range(u0, u1):
-                dh[n, d] *= keep
+                h = hidden[t + 1, n, d]
+                gate_diff[t, n, d] = (gate_diff[t, n, d] + carry[n, d]) * (one - h * h)
+        publish(counts, worker, k + 1)
+        wait_all(counts, k + 1, call[2])
+        _states_back(call, gate_diff[t], weight, cont[t], carry, u0, u1)

@@ -244,6 +244,16 @@ def swish(x, beta, s_out, y):
 
 
 @jit
+def tanh_units(x, y, u0, u1):
+    """y[m, u0:u1] = tanh(x[m, u0:u1]) for each row m of C-contiguous (M, D) float32 arrays."""
+    work = _scratch()
+    dim = x.shape[1]
+    xf, yf = x.reshape(-1), y.reshape(-1)
+    for row in range(x.shape[0]):
+        _tanh_span(xf, yf, row * dim + u0, row * dim + u1, work)
+
+
+@jit
 def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
     """One LSTM step over the rows of C-contiguous float32 arrays (``gates`` and ``acts`` (M,
     4 D), the others (M, D), ``cont`` (M,)), in one pass a row: acts = [sigmoid(i', f', o'),

@@ -7,11 +7,12 @@ the non-linearity; backward runs the loop in reverse (backpropagation through ti
 each weight gradient with one product over all steps. The numbers are those of Caffe's unrolled
 net, its params come in its order and shapes (so a Caffe-trained ``.caffemodel`` loads).
 
-A float32 LSTM runs its steps in compiled code (``netlayers.kernels.recurrent``): each worker
+A float32 RNN or LSTM runs its steps in compiled code (``netlayers.kernels.recurrent``): each worker
 owns a block of hidden units and runs every step of it (its rows of the recurrent product
 through numpy's own BLAS, its units' cells), and the workers meet once a step, instead of the
-Python loop's two hand-overs a step (T 50, N 32, H 512: forward + backward 0.89x the time; small
-layers 0.54x-0.79x; see ``MIN_STEP_FLOPS_A_WORKER``). float64 (gradient checks) keeps the loop.
+Python loop's two hand-overs a step (an LSTM of T 50, N 32, H 512: forward + backward 0.89x the
+time; smaller ones 0.54x-0.91x, RNNs 0.69x-0.84x; see ``MIN_STEP_FLOPS_A_WORKER``). float64
+(gradient checks) keeps the loop.
 
 Bottoms (Caffe's order): x (T, N, ...) the input of T time steps of N independent streams;
 cont (T, N) the continuation indicators (0 where a sequence starts: the state from the step
@@ -32,7 +33,14 @@ import numpy as np
 from .. import parallel
 from ..errors import DataError
 from ..kernels import blas, elementwise
-from ..kernels.recurrent import lstm_backward_units, lstm_cell_backward, lstm_cell_forward, lstm_forward_units
+from ..kernels.recurrent import (
+    lstm_backward_units,
+    lstm_cell_backward,
+    lstm_cell_forward,
+    lstm_forward_units,
+    rnn_backward_units,
+    rnn_forward_units,
+)
 from ..kernels.spin import YIELD
 from ..layer import Layer
 from ..netspec import FILLER, Field
@@ -198,6 +206,28 @@ class _Recurrent(Layer):
         0.59-0.65 ms (OpenBLAS sgemm runs products of few rows at half its rate)."""
         return parallel.matmul(self.blobs[self.recurrent_index].data, scaled.T, self.recurrent_out)
 
+    def _unit_blocks(self, cont):
+        """The workers' ranges of hidden units when the steps run in compiled code
+        (``netlayers.kernels.recurrent``: float32, numpy's BLAS reachable
+        from there), a worker for each ``MIN_STEP_FLOPS_A_WORKER`` of a step's recurrent
+        product (and ``MIN_UNITS_A_WORKER`` units), as many as run at once; else None (the
+        steps run in Python)."""
+        self._call = None
+        if self.dtype != np.float32 or cont.dtype != np.float32 or not cont.flags.c_contiguous:
+            return None
+        found = blas.gemm_address(np.float32)
+        if found is None:
+            return None
+        self._call = (*found, YIELD)
+        size = self.p.num_output
+        step_flops = 2 * self.gates * size * size * self.streams  # the recurrent product's, each step
+        workers = min(parallel.concurrent_workers(), size // MIN_UNITS_A_WORKER, step_flops // MIN_STEP_FLOPS_A_WORKER)
+        workers = max(1, workers)
+        return [(w * size // workers, (w + 1) * size // workers) for w in range(workers)]
+
+    def _scratch(self, worker, name, rows, columns):
+        return parallel.scratch(worker, name, rows * columns, self.dtype).reshape(rows, columns)
+
     # -- backward ----------------------------------------------------------------------------
     def Backward_cpu(self, top, propagate_down, bottom):
         steps, streams, rows = self.gate_diff.shape
@@ -304,10 +334,25 @@ class RNN(_Recurrent):
     def run_steps(self, cont, initial, output):
         hidden, scaled = self.hidden, self.hidden_times_cont
         hidden[0] = initial[0]
-        for t in range(self.steps):
-            np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
-            np.add(self.gate_input[t], self.recurrent_product(scaled[t]).T, out=hidden[t + 1])
-            elementwise.tanh_forward(hidden[t + 1], out=hidden[t + 1])
+        blocks = self._unit_blocks(cont)
+        if blocks:
+            np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
+            weight, gates, states = self.blobs[self.recurrent_index].data, self.gate_input, (hidden, scaled)
+
+            def run(worker, units, counts):
+                rows = units[1] - units[0]
+                weight_rows = self._scratch(worker, "rnn_weight_rows", rows, self.p.num_output)
+                product_rows = self._scratch(worker, "rnn_product_rows", rows, self.streams)
+                rnn_forward_units(
+                    self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts
+                )
+
+            _run_blocks(run, blocks)
+        else:
+            for t in range(self.steps):
+                np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
+                np.add(self.gate_input[t], self.recurrent_product(scaled[t]).T, out=hidden[t + 1])
+                elementwise.tanh_forward(hidden[t + 1], out=hidden[t + 1])
         rows = self.steps * self.streams
         out = output.reshape(rows, -1)
         parallel.matmul(hidden[1:].reshape(rows, -1), self.blobs[-2].data.T, out)
@@ -327,6 +372,15 @@ class RNN(_Recurrent):
         parallel.matmul(dz, self.blobs[weight_index].data, gate_diff.reshape(rows, -1))
         carry[...] = final_diffs[0] if final_diffs else 0
         recurrent = self.blobs[self.recurrent_index].data
+        blocks = self._unit_blocks(cont)
+        if blocks:
+            hidden = self.hidden
+
+            def run(worker, units, counts):
+                rnn_backward_units(self._call, worker, units, recurrent, hidden, cont, gate_diff, carry, counts)
+
+            _run_blocks(run, blocks)
+            return [carry]
         for t in reversed(range(self.steps)):
             gate_diff[t] += carry
             elementwise.tanh_backward(self.hidden[t + 1], gate_diff[t], out=gate_diff[t])
@@ -398,28 +452,6 @@ class LSTM(_Recurrent):
         output[...] = hidden[1:]
         return [hidden[self.steps], cell[self.steps]]
 
-    def _unit_blocks(self, cont):
-        """The workers' ranges of hidden units when the steps run in compiled code
-        (``netlayers.kernels.recurrent.lstm_forward_units``: float32, numpy's BLAS reachable
-        from there), a worker for each ``MIN_STEP_FLOPS_A_WORKER`` of a step's recurrent
-        product (and ``MIN_UNITS_A_WORKER`` units), as many as run at once; else None (the
-        steps run in Python)."""
-        self._call = None
-        if self.dtype != np.float32 or cont.dtype != np.float32 or not cont.flags.c_contiguous:
-            return None
-        found = blas.gemm_address(np.float32)
-        if found is None:
-            return None
-        self._call = (*found, YIELD)
-        size = self.p.num_output
-        step_flops = 8 * size * size * self.streams  # the recurrent product's, each step
-        workers = min(parallel.concurrent_workers(), size // MIN_UNITS_A_WORKER, step_flops // MIN_STEP_FLOPS_A_WORKER)
-        workers = max(1, workers)
-        return [(w * size // workers, (w + 1) * size // workers) for w in range(workers)]
-
-    def _scratch(self, worker, name, rows, columns):
-        return parallel.scratch(worker, name, rows * columns, self.dtype).reshape(rows, columns)
-
     def run_steps_backward(self, top, cont, final_diffs):
         dh, output_diff = self.hidden_diff, top[0].diff
         dc, dc_prev = self.cell_diff  # separate arrays: the cell kernel's loop vectorizes (in place it did not)
@@ -454,10 +486,11 @@ class LSTM(_Recurrent):
 
 # The steps in compiled code, forward + backward of a net of an LSTM and an InnerProduct 10 per
 # step, against the steps in Python (paired rounds): T 50, N 32, H 512 (4 x 512 x 512 weights)
-# 0.89x; H 128, N 16: 0.79x; H 64, N 8 (one worker): 0.63x; H 256, N 4, T 100: 0.54x; H 1024,
-# N 64: 0.83x. Two workers against one: 1.11x at 0.5 MFLOP a step (H 256, N 1), 0.96x at 2.1
-# (H 128, N 16), 0.44x-0.74x from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024,
-# N 1: the product is limited by reading W_hc, which two cores read twice as fast).
+# 0.89x; H 128, N 16: 0.79x-0.91x; H 64, N 8 (one worker): 0.63x; H 256, N 4, T 100: 0.54x-0.61x;
+# H 1024, N 64: 0.83x; an RNN in its place: 0.79x, 0.84x, 0.69x (H 512, 128, 256). Two workers
+# against one: 1.11x at 0.5 MFLOP a step (H 256, N 1), 0.96x at 2.1 (H 128, N 16), 0.44x-0.74x
+# from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024, N 1: the product is limited
+# by reading W_hc, which two cores read twice as fast).
 MIN_STEP_FLOPS_A_WORKER = 1 << 20
 MIN_UNITS_A_WORKER = 16  # a tile of the kernel's transposed add
 

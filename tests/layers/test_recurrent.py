@@ -446,14 +446,15 @@ def test_blob_shapes_of_the_tops():
     assert isinstance(top[0], Blob)
 
 
-# -- the LSTM's steps in compiled code (float32) ---------------------------------------------------
-def float32_lstm(hidden, bottoms, expose):
-    """A float32 LSTM layer of ``hidden`` units set up on ``bottoms`` (arrays)."""
+# -- the steps in compiled code (float32) -----------------------------------------------------------
+def float32_recurrent(type_name, hidden, bottoms, expose):
+    """A float32 RNN or LSTM layer of ``hidden`` units set up on ``bottoms`` (arrays)."""
+    states = 2 if type_name == "LSTM" else 1
     layer = {
-        "name": "lstm",
-        "type": "LSTM",
+        "name": type_name.lower(),
+        "type": type_name,
         "bottom": [f"b{i}" for i in range(len(bottoms))],
-        "top": [f"t{i}" for i in range(3 if expose else 1)],
+        "top": [f"t{i}" for i in range(1 + states * expose)],
         "recurrent_param": {
             "num_output": hidden,
             "expose_hidden": expose,
@@ -490,10 +491,11 @@ def forward_backward(layer, bottom, top, seed=6):
     )
 
 
+@pytest.mark.parametrize("type_name", ["RNN", "LSTM"])
 @pytest.mark.parametrize("threads, hidden, streams", [(1, 20, 3), (2, 20, 3), (2, 37, 2), (3, 48, 5)])
 @pytest.mark.parametrize("expose", [False, True])
-def test_lstm_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
-    monkeypatch, thread_count, threads, hidden, streams, expose
+def test_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
+    monkeypatch, thread_count, type_name, threads, hidden, streams, expose
 ):
     """Workers over blocks of hidden units (uneven, and not multiples of the 16-unit tiles),
     meeting once a step: the outputs, the exposed final states and every gradient are the
@@ -507,30 +509,31 @@ def test_lstm_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
     cont = np.ones((steps, streams), np.float32)
     cont[0] = 0
     cont[4, streams - 1] = 0
-    states = [rng.standard_normal((1, streams, hidden)).astype(np.float32) for _ in range(2)] if expose else []
-    layer, bottom, top = float32_lstm(hidden, [x, cont, *states], expose)
+    count = 2 if type_name == "LSTM" else 1
+    states = [rng.standard_normal((1, streams, hidden)).astype(np.float32) for _ in range(count)] if expose else []
+    layer, bottom, top = float32_recurrent(type_name, hidden, [x, cont, *states], expose)
     blocks = layer._unit_blocks(bottom[1].data)
     assert blocks is not None and len(blocks) == min(threads, hidden)
     assert [b - a for a, b in blocks] == [hidden * (w + 1) // threads - hidden * w // threads for w in range(threads)]
     compiled = forward_backward(layer, bottom, top)
-    monkeypatch.setattr(recurrent_layers.LSTM, "_unit_blocks", lambda self, cont: None)
+    monkeypatch.setattr(recurrent_layers._Recurrent, "_unit_blocks", lambda self, cont: None)
     python = forward_backward(layer, bottom, top)
     for got, want in zip(sum(compiled, []), sum(python, [])):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
     params = [b.data.astype(np.float64) for b in layer.blobs]
-    h0, c0 = (s[0].astype(np.float64) for s in states) if expose else (np.zeros((streams, hidden)),) * 2
-    want, want_h, want_c = reference_lstm(x.astype(np.float64), cont.astype(np.float64), params, h0, c0)
-    np.testing.assert_allclose(compiled[0][0], want, rtol=1e-4, atol=1e-5)
-    if expose:
-        np.testing.assert_allclose(compiled[0][1][0], want_h, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(compiled[0][2][0], want_c, rtol=1e-4, atol=1e-5)
+    initial = [s[0].astype(np.float64) for s in states] if expose else [np.zeros((streams, hidden))] * count
+    reference = reference_lstm if type_name == "LSTM" else reference_rnn
+    want = reference(x.astype(np.float64), cont.astype(np.float64), params, *initial)
+    np.testing.assert_allclose(compiled[0][0], want[0], rtol=1e-4, atol=1e-5)
+    for got, final in zip(compiled[0][1:], want[1:]):  # the exposed final states
+        np.testing.assert_allclose(got[0], final, rtol=1e-4, atol=1e-5)
 
 
-def test_lstm_steps_stay_in_python_for_float64_and_without_a_blas_to_call(monkeypatch):
+def test_steps_stay_in_python_for_float64_and_without_a_blas_to_call(monkeypatch):
     x, cont, _ = sequences()
     layer, bottom, top = recurrent("LSTM", [x, cont])
     assert layer._unit_blocks(bottom[1].data) is None  # float64
-    layer32, bottom32, _ = float32_lstm(4, [x.astype(np.float32), cont.astype(np.float32)], False)
+    layer32, bottom32, _ = float32_recurrent("LSTM", 4, [x.astype(np.float32), cont.astype(np.float32)], False)
     assert layer32._unit_blocks(bottom32[1].data) is not None
     monkeypatch.setattr(recurrent_layers.blas, "gemm_address", lambda dtype: None)
     assert layer32._unit_blocks(bottom32[1].data) is None
