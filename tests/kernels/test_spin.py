@@ -24,9 +24,10 @@ def steps_with_a_barrier(worker, workers, values, counts, yield_address):
     return missing
 
 
-@pytest.mark.parametrize("workers", [2, 3])
-@pytest.mark.parametrize("yields", [True, False])
+@pytest.mark.parametrize("workers, yields", [(2, True), (2, False), (3, True)])
 def test_after_the_barrier_every_thread_sees_every_write_of_the_step(thread_count, workers, yields):
+    """(3 threads that never yield on this project's 2-core machines wait a time slice at
+    each barrier: 12 s for 3000 steps, against under 1 s when they offer the core.)"""
     thread_count(workers)
     steps = 3000
     values = np.zeros((steps, workers), np.int64)
