@@ -225,6 +225,22 @@ class _Recurrent(Layer):
         workers = max(1, workers)
         return [(w * size // workers, (w + 1) * size // workers) for w in range(workers)]
 
+    def run_compiled_steps(self, kernel, blocks, cont, states):
+        """The forward's steps as ``kernel`` (``netlayers.kernels.recurrent``'s
+        ``*_forward_units``), each worker a block of units (``_unit_blocks``), from
+        ``self.hidden[0]`` and ``states``."""
+        hidden, scaled = self.hidden, self.hidden_times_cont
+        np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
+        weight, gates = self.blobs[self.recurrent_index].data, self.gate_input
+
+        def run(worker, units, counts):
+            rows = self.gates * (units[1] - units[0])  # the worker's rows of the weight and of the product
+            weight_rows = self._scratch(worker, "recurrent_weight_rows", rows, self.p.num_output)
+            product_rows = self._scratch(worker, "recurrent_product_rows", rows, self.streams)
+            kernel(self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
+
+        _run_blocks(run, blocks)
+
     def _scratch(self, worker, name, rows, columns):
         return parallel.scratch(worker, name, rows * columns, self.dtype).reshape(rows, columns)
 
@@ -336,18 +352,7 @@ class RNN(_Recurrent):
         hidden[0] = initial[0]
         blocks = self._unit_blocks(cont)
         if blocks:
-            np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
-            weight, gates, states = self.blobs[self.recurrent_index].data, self.gate_input, (hidden, scaled)
-
-            def run(worker, units, counts):
-                rows = units[1] - units[0]
-                weight_rows = self._scratch(worker, "rnn_weight_rows", rows, self.p.num_output)
-                product_rows = self._scratch(worker, "rnn_product_rows", rows, self.streams)
-                rnn_forward_units(
-                    self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts
-                )
-
-            _run_blocks(run, blocks)
+            self.run_compiled_steps(rnn_forward_units, blocks, cont, (hidden, scaled))
         else:
             for t in range(self.steps):
                 np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
@@ -432,18 +437,7 @@ class LSTM(_Recurrent):
         hidden[0], cell[0] = initial
         blocks = self._unit_blocks(cont)
         if blocks:
-            np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
-            weight, states = self.blobs[self.recurrent_index].data, (hidden, cell, self.tanh_cell, scaled, acts)
-
-            def run(worker, units, counts):
-                rows = 4 * (units[1] - units[0])  # the worker's rows of W_hc and of the product
-                weight_rows = self._scratch(worker, "lstm_weight_rows", rows, self.p.num_output)
-                product_rows = self._scratch(worker, "lstm_product_rows", rows, self.streams)
-                lstm_forward_units(
-                    self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts
-                )
-
-            _run_blocks(run, blocks)
+            self.run_compiled_steps(lstm_forward_units, blocks, cont, (hidden, cell, self.tanh_cell, scaled, acts))
         else:
             for t in range(self.steps):
                 np.multiply(hidden[t], cont[t][:, None], out=scaled[t])
