@@ -232,17 +232,22 @@ class _Recurrent(Layer):
         hidden, scaled = self.hidden, self.hidden_times_cont
         np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
         weight, gates = self.blobs[self.recurrent_index].data, self.gate_input
+        with parallel.workspace_lock:  # the scratch is taken here: a worker that failed to get
+            # its own would leave the others waiting at the first step's barrier for good
+            scratch = [self._block_scratch(w, units) for w, units in enumerate(blocks)]
 
-        def run(worker, units, counts):
-            rows = self.gates * (units[1] - units[0])  # the worker's rows of the weight and of the product
-            weight_rows = self._scratch(worker, "recurrent_weight_rows", rows, self.p.num_output)
-            product_rows = self._scratch(worker, "recurrent_product_rows", rows, self.streams)
-            kernel(self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
+            def run(worker, units, counts):
+                weight_rows, product_rows = scratch[worker]
+                kernel(self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
 
-        _run_blocks(run, blocks)
+            _run_blocks(run, blocks)
 
-    def _scratch(self, worker, name, rows, columns):
-        return parallel.scratch(worker, name, rows * columns, self.dtype).reshape(rows, columns)
+    def _block_scratch(self, worker, units):
+        """The worker's rows of the recurrent weight and of the product, for ``units``."""
+        rows = self.gates * (units[1] - units[0])
+        weight_rows = parallel.scratch(worker, "recurrent_weight_rows", rows * self.p.num_output, self.dtype)
+        product_rows = parallel.scratch(worker, "recurrent_product_rows", rows * self.streams, self.dtype)
+        return weight_rows.reshape(rows, self.p.num_output), product_rows.reshape(rows, self.streams)
 
     # -- backward ----------------------------------------------------------------------------
     def Backward_cpu(self, top, propagate_down, bottom):
@@ -493,7 +498,7 @@ def _run_blocks(run, blocks):
     """``run(worker, (u0, u1), counts)`` for each block of units, one a worker, side by side
     (they meet at a barrier each step: ``counts``)."""
     counts = np.zeros(len(blocks), np.int64)
-    parallel.run_parts(lambda worker, part: run(worker, blocks[part], counts), len(blocks), len(blocks))
+    parallel.run_parts(lambda worker, part: run(part, blocks[part], counts), len(blocks), len(blocks))
 
 
 @register_layer("LSTMUnit")

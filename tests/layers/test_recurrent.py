@@ -537,3 +537,43 @@ def test_steps_stay_in_python_for_float64_and_without_a_blas_to_call(monkeypatch
     assert layer32._unit_blocks(bottom32[1].data) is not None
     monkeypatch.setattr(recurrent_layers.blas, "gemm_address", lambda dtype: None)
     assert layer32._unit_blocks(bottom32[1].data) is None
+
+
+FAILING_SCRATCH = """
+import numpy as np
+from netlayers import parallel
+from netlayers.layers import recurrent
+from tests.layers.test_recurrent import float32_recurrent
+
+parallel.set_thread_count(2)
+recurrent.MIN_STEP_FLOPS_A_WORKER = 1
+scratch = parallel.scratch
+
+def failing(worker, name, size, dtype):
+    if worker == 1 and name == "recurrent_weight_rows":
+        raise MemoryError("no room for worker 1's rows")
+    return scratch(worker, name, size, dtype)
+
+x = np.ones((4, 2, 3), np.float32)
+cont = np.ones((4, 2), np.float32)
+layer, bottom, top = float32_recurrent("LSTM", 32, [x, cont], False)
+assert len(layer._unit_blocks(bottom[1].data)) == 2
+parallel.scratch = failing
+try:
+    layer.forward(bottom, top)
+except MemoryError as error:
+    print("raised:", error)
+"""
+
+
+def test_a_worker_without_its_scratch_fails_the_forward_instead_of_leaving_the_others_waiting():
+    """The blocks' scratch is taken before the workers start: a worker that raised before the
+    first step would leave the others at its barrier for good (a hang, here a timeout)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", FAILING_SCRATCH], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "raised: no room for worker 1's rows" in done.stdout
