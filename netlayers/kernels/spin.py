@@ -117,7 +117,7 @@ def wait_all(counts, target, yield_address):
     ``YIELD``, libc's sched_yield; 0: never), so that a thread waited for that shares this
     core (or whose core another process holds) is not kept waiting a whole time slice."""
     rounds = 0
-    while not wait_for_counts_at(counts, target):
+    while not _all_reached(counts, target):
         _relax()
         rounds += 1
         if rounds == ROUNDS_BEFORE_YIELD:
@@ -127,7 +127,7 @@ def wait_all(counts, target, yield_address):
 
 
 @jit
-def wait_for_counts_at(counts, target):
+def _all_reached(counts, target):
     for i in range(counts.size):
         if counts[i] < target:
             return False

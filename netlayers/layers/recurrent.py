@@ -10,8 +10,8 @@ net, its params come in its order and shapes (so a Caffe-trained ``.caffemodel``
 A float32 RNN or LSTM runs its steps in compiled code (``netlayers.kernels.recurrent``): each worker
 owns a block of hidden units and runs every step of it (its rows of the recurrent product
 through numpy's own BLAS, its units' cells), and the workers meet once a step, instead of the
-Python loop's two hand-overs a step (an LSTM of T 50, N 32, H 512: forward + backward 0.89x the
-time; smaller ones 0.54x-0.91x, RNNs 0.69x-0.84x; see ``MIN_STEP_FLOPS_A_WORKER``). float64
+Python loop's two hand-overs a step (an LSTM of T 50, N 32, H 512: forward + backward 0.86x-0.98x
+the time; smaller ones 0.53x-0.91x, RNNs 0.68x-0.85x; see ``MIN_STEP_FLOPS_A_WORKER``). float64
 (gradient checks) keeps the loop.
 
 Bottoms (Caffe's order): x (T, N, ...) the input of T time steps of N independent streams;
@@ -212,13 +212,10 @@ class _Recurrent(Layer):
         from there), a worker for each ``MIN_STEP_FLOPS_A_WORKER`` of a step's recurrent
         product (and ``MIN_UNITS_A_WORKER`` units), as many as run at once; else None (the
         steps run in Python)."""
-        self._call = None
         if self.dtype != np.float32 or cont.dtype != np.float32 or not cont.flags.c_contiguous:
             return None
-        found = blas.gemm_address(np.float32)
-        if found is None:
+        if _compiled_call() is None:
             return None
-        self._call = (*found, YIELD)
         size = self.p.num_output
         step_flops = 2 * self.gates * size * size * self.streams  # the recurrent product's, each step
         workers = min(parallel.concurrent_workers(), size // MIN_UNITS_A_WORKER, step_flops // MIN_STEP_FLOPS_A_WORKER)
@@ -238,7 +235,7 @@ class _Recurrent(Layer):
 
             def run(worker, units, counts):
                 weight_rows, product_rows = scratch[worker]
-                kernel(self._call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
+                kernel(_compiled_call(), worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
 
             _run_blocks(run, blocks)
 
@@ -387,7 +384,7 @@ class RNN(_Recurrent):
             hidden = self.hidden
 
             def run(worker, units, counts):
-                rnn_backward_units(self._call, worker, units, recurrent, hidden, cont, gate_diff, carry, counts)
+                rnn_backward_units(_compiled_call(), worker, units, recurrent, hidden, cont, gate_diff, carry, counts)
 
             _run_blocks(run, blocks)
             return [carry]
@@ -465,7 +462,9 @@ class LSTM(_Recurrent):
 
             def run(worker, units, counts):
                 diffs = (self.gate_diff, dh, self.cell_diff)
-                lstm_backward_units(self._call, worker, units, recurrent, output_diff, states, cont, *diffs, counts)
+                lstm_backward_units(
+                    _compiled_call(), worker, units, recurrent, output_diff, states, cont, *diffs, counts
+                )
 
             _run_blocks(run, blocks)
             return [dh, self.cell_diff[self.steps % 2]]
@@ -485,13 +484,20 @@ class LSTM(_Recurrent):
 
 # The steps in compiled code, forward + backward of a net of an LSTM and an InnerProduct 10 per
 # step, against the steps in Python (paired rounds): T 50, N 32, H 512 (4 x 512 x 512 weights)
-# 0.89x; H 128, N 16: 0.79x-0.91x; H 64, N 8 (one worker): 0.63x; H 256, N 4, T 100: 0.54x-0.61x;
-# H 1024, N 64: 0.83x; an RNN in its place: 0.79x, 0.84x, 0.69x (H 512, 128, 256). Two workers
-# against one: 1.11x at 0.5 MFLOP a step (H 256, N 1), 0.96x at 2.1 (H 128, N 16), 0.44x-0.74x
-# from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024, N 1: the product is limited
-# by reading W_hc, which two cores read twice as fast).
+# 0.86x-0.98x; H 128, N 16: 0.79x-0.91x; H 64, N 8 (one worker): 0.63x-0.77x; H 256, N 4, T 100:
+# 0.53x-0.61x; H 1024, N 64: 0.83x; an RNN in its place: 0.79x-0.84x, 0.84x-0.85x, 0.68x-0.69x
+# (H 512, 128, 256). Two workers against one: 1.11x at 0.5 MFLOP a step (H 256, N 1), 0.96x at
+# 2.1 (H 128, N 16), 0.44x-0.74x from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024,
+# N 1: the product is limited by reading W_hc, which two cores read twice as fast).
 MIN_STEP_FLOPS_A_WORKER = 1 << 20
 MIN_UNITS_A_WORKER = 16  # a tile of the kernel's transposed add
+
+
+def _compiled_call():
+    """What the compiled steps call: (numpy's cblas_sgemm address, a zero of its integer type,
+    libc's sched_yield address), or None when there is no such product to call."""
+    found = blas.gemm_address(np.float32)
+    return None if found is None else (*found, YIELD)
 
 
 def _run_blocks(run, blocks):
