@@ -14,10 +14,12 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
   worker takes a contiguous run of parts (``share``). The caller's thread is worker 0.
   Exceptions are re-raised in the caller once every worker has stopped.
 - ``over_slices(fn, length, nbytes)``: ``fn(lo, hi)`` over one contiguous slice a worker, for
-  work large enough to pay for the hand-over; ``matmul(a, b, out)``: a product split the same
-  way.
-- Waiting: a thread waiting for a task or for the workers' results spins for up to
-  ``SPIN_SECONDS`` in a compiled loop (without the GIL) before it blocks.
+  work large enough to pay for the hand-over; ``matmul(a, b, out)``: a product cut into one
+  part a worker, each handed over as a job the worker runs in compiled code, never taking the
+  GIL (``kernels.handover``; a Python task's hand-over costs 30-60 us, a product job's a few).
+- Waiting: a worker with nothing to do spins for ``SPIN_SECONDS`` in compiled code (without
+  the GIL), running the product jobs that come, before it sleeps on its queue; a caller
+  waiting for the workers' results spins as long, then looks every ``SLEEP_CHECK_SECONDS``.
 - CPUs: each thread keeps a CPU of its own: the calling thread is pinned to the CPU it is on
   from its first ``run_parts`` of a pass to the end of the pass (``single_threaded_blas``),
   each worker to another one for good (``_Pool.take_own_cpu``); a thread started during a
@@ -38,9 +40,12 @@ import queue
 import threading
 import time
 
+import numba
 import numpy as np
 
 workspace_lock = threading.RLock()
+
+_COMPILED = not numba.config.DISABLE_JIT
 
 _state = {"threads": None, "pool": None, "blas": None}
 _scratch = {}
@@ -116,6 +121,10 @@ def _hold_cpu():
     cpu = _current_cpu()
     if cpu not in allowed_cpus():
         return None
+    pool = _state["pool"]
+    workers_cpus = {c for c in pool.cpus[1:] if c >= 0} if pool is not None else set()
+    if cpu in workers_cpus and allowed_cpus() - workers_cpus:  # a worker is pinned there: take another
+        cpu = min(allowed_cpus() - workers_cpus)
     before = os.sched_getaffinity(0)
     return (threading.get_native_id(), before) if len(before) > 1 and _set_cpus(0, {cpu}) else None
 
@@ -154,12 +163,23 @@ def scratch_bytes():
 
 
 class _BlasThreads:
-    """Sets the BLAS libraries numpy loaded to one thread and back (threadpoolctl)."""
+    """Sets numpy's BLAS library to one thread and back (threadpoolctl). Only numpy's, when it
+    can be told (``kernels.blas.numpy_blas_file``): where SciPy was loaded first (numba imports
+    it), switching SciPy's OpenBLAS too woke its threads at every pass's end, and a numpy
+    loop run after the net's steps in the same process ran 1.7x slower (0.55 against 0.32 ms,
+    ``tools/bench_mlp.py``)."""
 
     def __init__(self):
         from threadpoolctl import ThreadpoolController
 
-        self.libraries = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+        from .kernels.blas import numpy_blas_file
+
+        numpy_blas = numpy_blas_file()
+        self.libraries = [
+            lib
+            for lib in ThreadpoolController().lib_controllers
+            if lib.user_api == "blas" and (numpy_blas is None or os.path.realpath(lib.filepath) == numpy_blas)
+        ]
 
     @property
     def controllable(self):
@@ -240,33 +260,185 @@ def over_slices(fn, length, nbytes):
     run_parts(piece, workers, workers)
 
 
-MATMUL_SPLIT_FLOPS = 1 << 25  # products from 32 MFLOP (~0.3 ms) are split: waking a worker costs 20-80 us
+# Products from 16 MFLOP (~0.15 ms on one core) are cut over the workers, handed over in
+# compiled code (``kernels.handover``: a few us). Smaller ones gained nothing inside a net: the
+# lecture's MLP (12.8 MFLOP products, 2 workers) ran its hidden layer's products at 0.75x-0.95x
+# of whole, but its worker's half pulled its operands from the other core's cache, the SGD
+# update then pulled the gradient back (update 2-3x slower), and the step as a whole ran 0.9x to
+# 1.8x of whole. From 16 MFLOP (Sigmoid and TanH MLPs, 25 MFLOP products) the net gained
+# (0.90x-0.93x of the 32 MFLOP threshold, paired rounds).
+MATMUL_SPLIT_FLOPS = 1 << 24
+SPLIT_GRAIN = 16  # parts are cut at multiples of 16 rows, columns or inner items (BLAS's tiles)
 
 
 def matmul(a, b, out):
-    """out = a @ b for 2-D arrays, cut into row blocks of ``out`` (or column blocks, when it is
-    wider than tall) run by the workers; small products run whole. Each entry is one BLAS dot
-    over the full inner dimension either way."""
+    """out = a @ b for 2-D arrays. From ``MATMUL_SPLIT_FLOPS`` the product is cut into one part
+    a worker (``_split_product``), else it runs whole in the calling thread."""
     rows, cols = out.shape
-    workers = min(thread_count(), max(rows, cols))
-    if workers < 2 or 2 * rows * cols * a.shape[1] < MATMUL_SPLIT_FLOPS:
-        if single_threaded_blas.depth:  # inside a net pass: already single-threaded
-            return np.matmul(a, b, out=out)
-        with single_threaded_blas:
-            np.matmul(a, b, out=out)
+    if 2 * rows * cols * a.shape[1] >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out):
         return out
-    by_rows = rows >= cols
-    length = rows if by_rows else cols
-
-    def block(worker, part):
-        lo, hi = part * length // workers, (part + 1) * length // workers
-        if by_rows:
-            np.matmul(a[lo:hi], b, out=out[lo:hi])
-        else:
-            np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
-
-    run_parts(block, workers, workers)
+    if single_threaded_blas.depth:  # inside a net pass: already single-threaded
+        return np.matmul(a, b, out=out)
+    with single_threaded_blas:
+        np.matmul(a, b, out=out)
     return out
+
+
+def _product_calls():
+    """(sgemm, dgemm) as ``kernels.blas.gemm_address`` gives them, or None (then products run
+    whole: no BLAS found that compiled code can call, or ``NUMBA_DISABLE_JIT``)."""
+    if "calls" not in _state:
+        from .kernels.blas import gemm_address
+
+        single, double = gemm_address(np.float32), gemm_address(np.float64)
+        _state["calls"] = (single, double) if single is not None and double is not None else None
+    return _state["calls"]
+
+
+_NO_CALLS = ((0, np.int64(0)), (0, np.int64(0)))  # a pool's workers with no products to run
+_BLAS_ROW, _BLAS_TRANSPOSED = 111, 112  # CBLAS's NoTrans and Trans
+
+
+def _blas_layout(x):
+    """(CBLAS transpose flag, leading dimension in items) under which BLAS reads the 2-D array
+    ``x`` as a row-major matrix (``x`` itself, or the transpose of one), or None."""
+    item = x.itemsize
+    rows, cols = x.shape
+    s0, s1 = x.strides
+    if not x.flags.aligned:
+        return None
+    if (s1 == item or cols == 1) and (rows == 1 or (s0 % item == 0 and s0 // item >= cols)):
+        return _BLAS_ROW, max(s0 // item if rows > 1 else cols, 1)
+    if (s0 == item or rows == 1) and (cols == 1 or (s1 % item == 0 and s1 // item >= rows)):
+        return _BLAS_TRANSPOSED, max(s1 // item if cols > 1 else rows, 1)
+    return None
+
+
+def _split_product(a, b, out):
+    """out = a @ b cut into one part a worker (``_plan_product``), every part but the caller's
+    handed over in compiled code (``kernels.handover``); False, with nothing done, where no
+    plan applies or when called from inside ``run_parts``' work. Plans are kept by the
+    operands' addresses, shapes and strides: a layer asks for the same products each pass."""
+    if getattr(_inside_parts, "depth", 0):
+        return False
+    key = (a.ctypes.data, b.ctypes.data, out.ctypes.data, a.shape, b.shape, out.shape)
+    key += (a.strides, b.strides, out.strides, a.dtype, b.dtype, out.dtype, thread_count())
+    plan = _plans.get(key, _UNPLANNED)
+    if plan is _UNPLANNED:
+        if len(_plans) >= PLANS_KEPT:
+            _plans.clear()
+        plan = _plans[key] = _plan_product(a, b, out)
+    if plan is None:
+        return False
+    rows, swapped, partial = plan
+    target = out.T if swapped else out
+    with workspace_lock:
+        pool = _pool(len(rows))
+        if partial is not None:  # the other workers write their partial products into their scratch
+            from .kernels.handover import LDC, C
+
+            buffers = [scratch(w, "product partial", partial[0] * partial[1], out.dtype) for w in range(1, len(rows))]
+            rows[1:, C] = [buffer.ctypes.data for buffer in buffers]
+            rows[1:, LDC] = partial[1]
+        _run_products(pool, rows, _product_calls())
+        if partial is not None:
+            for buffer in buffers:
+                np.add(target, buffer.reshape(partial), out=target)
+    return True
+
+
+_plans = {}
+_UNPLANNED = object()
+PLANS_KEPT = 1024  # plans kept at most (then all are dropped and made again as needed)
+
+
+def _plan_product(a, b, out):
+    """How out = a @ b is cut, or None where it is not: one worker, no compiled BLAS, mixed or
+    other dtypes, a layout BLAS cannot read, ``out`` overlapping an operand, or too little to
+    cut. The cut is along the rows of ``out``, its columns, or the inner dimension, whichever
+    adds least to a worker's work (along the inner dimension the workers' partial products
+    are added into ``out``, so results differ from one worker's by rounding). Returns (the job
+    rows, whether they compute out^T = b^T a^T, the partial products' shape or None)."""
+    workers = thread_count()
+    if workers < 2 or _product_calls() is None or not _blas().controllable:
+        return None
+    dtype = out.dtype
+    if dtype not in (np.float32, np.float64) or a.dtype != dtype or b.dtype != dtype:
+        return None
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return None
+    out_layout = _blas_layout(out)
+    swapped = out_layout is not None and out_layout[0] == _BLAS_TRANSPOSED
+    if swapped:  # out^T = b^T a^T, with out^T row-major
+        a, b, out = b.T, a.T, out.T
+        out_layout = _blas_layout(out)
+    a_layout, b_layout = _blas_layout(a), _blas_layout(b)
+    if out_layout is None or out_layout[0] != _BLAS_ROW or a_layout is None or b_layout is None:
+        return None
+    m, n = out.shape
+    k = a.shape[1]
+    # What a cut adds to one worker's work: along m, packing all of op(B) (k x n); along n,
+    # all of op(A) (m x k); along k, writing, moving and adding a partial of out (m x n).
+    extra = {"m": k * n, "n": m * k, "k": 3 * m * n}
+    axis = min(extra, key=extra.get)
+    length = {"m": m, "n": n, "k": k}[axis]
+    workers = min(workers, length // SPLIT_GRAIN)
+    if workers < 2:
+        return None
+    rows = _product_rows(a, b, out, a_layout, b_layout, out_layout, axis, length, workers)
+    return rows, swapped, (m, n) if axis == "k" else None
+
+
+def _product_rows(a, b, out, a_layout, b_layout, out_layout, axis, length, workers):
+    """The job rows (``kernels.handover``'s layout) of the parts of out = a @ b cut along
+    ``axis`` ("m": rows of out, "n": its columns, "k": the inner dimension)."""
+    from .kernels import handover as h
+
+    item = out.itemsize
+    (trans_a, lda), (trans_b, ldb), (_, ldc) = a_layout, b_layout, out_layout
+    m, n = out.shape
+    k = a.shape[1]
+    a_step = {"m": lda if trans_a == _BLAS_ROW else 1, "k": 1 if trans_a == _BLAS_ROW else lda, "n": 0}[axis] * item
+    b_step = {"n": 1 if trans_b == _BLAS_ROW else ldb, "k": ldb if trans_b == _BLAS_ROW else 1, "m": 0}[axis] * item
+    c_step = {"m": ldc, "n": 1, "k": 0}[axis] * item
+    size_field = {"m": h.M, "n": h.N, "k": h.K}[axis]
+    row = [h.PRODUCT, 0 if out.dtype == np.float32 else 1, trans_a, trans_b, m, n, k]
+    row += [a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data, ldc]
+    rows = []
+    for p in range(workers):  # cut at multiples of SPLIT_GRAIN
+        lo = min(length, -(-(p * length // workers) // SPLIT_GRAIN) * SPLIT_GRAIN)
+        hi = length if p == workers - 1 else min(length, -(-((p + 1) * length // workers) // SPLIT_GRAIN) * SPLIT_GRAIN)
+        part = row.copy()
+        part[size_field] = hi - lo
+        part[h.A] += lo * a_step
+        part[h.B] += lo * b_step
+        part[h.C] += lo * c_step
+        rows.append(part)
+    return np.array(rows, np.int64)
+
+
+def _run_products(pool, rows, calls):
+    """Row 0 in the calling thread, row w by worker w (handed over in compiled code), and wait
+    for all. The caller holds ``workspace_lock``."""
+    from .kernels.handover import hand_over, run_product
+
+    workers = len(rows)
+    errors = []
+    single_threaded_blas.__enter__()
+    single_threaded_blas.hold_cpu()
+    try:
+        pool.cpus[0] = _current_cpu()
+        for w in range(1, workers):
+            if hand_over(pool.jobs, w, rows[w], pool.posted, pool.state):
+                pool.tasks[w - 1].put(_WAKE)
+        run_product(rows[0], *calls)
+    except BaseException as exc:
+        errors.append(exc)
+    finally:
+        _wait(pool, workers, errors)  # the workers write into out: every one is done first
+        single_threaded_blas.__exit__()
+    if errors:
+        raise errors[0]
 
 
 # A thread that waits for work (a worker for its next task, the caller for the workers' results)
@@ -279,6 +451,10 @@ def matmul(a, b, out):
 # polls and stalled the thread it waited for, and ``time.sleep(0)`` slept 90 us a poll.
 SPIN_SECONDS = 0.002
 SPIN_ROUNDS = 2000  # ~60 us of checks between looks at the clock
+CHECK_SECONDS = 3e-8 if _COMPILED else 2e-6  # one check of a spinning worker (compiled: ~30 ns)
+SLEEP_CHECK_SECONDS = 0.001  # a caller that stopped spinning looks at the counts this often
+_WAKE = object()  # a worker's queue item that only wakes it (a product job is in its row)
+_inside_parts = threading.local()  # depth: in run_parts' work (no product is split from there)
 
 
 class _Pool:
@@ -290,6 +466,7 @@ class _Pool:
     queue: an interrupt (Ctrl-C) raised just after such an item was taken would lose it."""
 
     def __init__(self, count):
+        from .kernels import handover
         from .kernels.spin import wait_for_counts
 
         self.wait_for_counts = wait_for_counts
@@ -298,6 +475,9 @@ class _Pool:
         self.failures = [None] * count
         self.posted = np.zeros(count, np.int64)
         self.finished = np.zeros(count, np.int64)
+        self.jobs = np.zeros((count, handover.FIELDS), np.int64)  # each worker's current job
+        self.state = np.zeros(count, np.int64)  # each worker AWAKE or ASLEEP (kernels.handover)
+        self.calls = _product_calls() or _NO_CALLS
         self.cpus = [-1] * count  # the caller's CPU at its last hand-over, each worker's pinned CPU (-1: none)
         self.threads = [
             threading.Thread(target=self._serve, args=(w,), name=f"netlayers-worker-{w}", daemon=True)
@@ -334,32 +514,57 @@ class _Pool:
             self.cpus[w] = target
 
     def _serve(self, w):
+        """Worker ``w``'s loop: spin in compiled code, running the product jobs that come
+        (``handover.serve``), until a Python task is posted (queued before it is counted) or
+        ``SPIN_SECONDS`` pass with nothing; then sleep on the queue until a task or a wake-up
+        token comes (``handover.may_sleep``)."""
+        from .kernels import handover, spin
+
         tasks = self.tasks[w - 1]
-        taken = np.zeros(w + 1, np.int64)
+        taken = 1  # the number of this worker's next job
         while True:
-            taken[w] += 1
-            self.spin_until(self.posted, w, w + 1, taken)
-            task = tasks.get()  # there at once after a successful spin
+            self.take_own_cpu(w)
+            rounds = int(SPIN_SECONDS / CHECK_SECONDS)
+            taken = handover.serve(w, self.posted, self.finished, self.jobs, taken, rounds, *self.calls, spin.YIELD)
+            if self.posted[w] >= taken:
+                if self.jobs[w, handover.KIND] == handover.PRODUCT:
+                    continue  # it came after the last check
+                task = tasks.get()
+            elif handover.may_sleep(self.state, w, self.posted, taken):
+                task = tasks.get()
+                self.state[w] = handover.AWAKE
+            else:
+                continue
+            if task is _WAKE:  # a product job (or a late token for one already run)
+                continue
             if task is None:
                 return
             fn, worker, parts = task
             error = None
+            _inside_parts.depth = 1
             try:
                 self.take_own_cpu(w)
                 for part in parts:
                     fn(worker, part)
             except BaseException as exc:  # handed to the caller, which re-raises it
                 error = exc
+            _inside_parts.depth = 0
             with self.answered:
                 self.failures[w] = error
                 self.finished[w] += 1
                 self.answered.notify()
+            taken += 1
 
     def all_done(self, workers):
         """Whether workers ``1 .. workers - 1`` have done every task posted to them."""
         return bool(np.all(self.finished[1:workers] >= self.posted[1:workers]))
 
     def post(self, w, task):
+        """Python task ``task`` to worker ``w`` (queued, then counted: a worker that sees the
+        count finds it in its queue)."""
+        from .kernels.handover import PYTHON_TASK
+
+        self.jobs[w, 0] = PYTHON_TASK
         self.tasks[w - 1].put(task)
         self.posted[w] += 1
 
@@ -407,14 +612,13 @@ def run_parts(fn, parts, workers=None):
                     fn(worker, part)
         return
     with workspace_lock:
-        pool = _state["pool"]
-        if pool is None or len(pool.tasks) < workers - 1:
-            _stop_pool()
-            pool = _state["pool"] = _Pool(max(workers, thread_count()))
+        pool = _pool(workers)
         single_threaded_blas.__enter__()
         single_threaded_blas.hold_cpu()
         errors = []
         started = 0
+        depth = getattr(_inside_parts, "depth", 0)
+        _inside_parts.depth = depth + 1
         try:
             pool.cpus[0] = _current_cpu()
             for worker in range(1, workers):
@@ -425,10 +629,20 @@ def run_parts(fn, parts, workers=None):
         except BaseException as exc:
             errors.append(exc)
         finally:
+            _inside_parts.depth = depth
             _wait(pool, 1 + started, errors)  # every worker stops before its buffers are reused
             single_threaded_blas.__exit__()
         if errors:
             raise errors[0]
+
+
+def _pool(workers):
+    """The pool, (re)started with at least ``workers`` threads. The caller holds ``workspace_lock``."""
+    pool = _state["pool"]
+    if pool is None or len(pool.tasks) < workers - 1:
+        _stop_pool()
+        pool = _state["pool"] = _Pool(max(workers, thread_count()))
+    return pool
 
 
 def _wait(pool, workers, errors):
@@ -438,9 +652,9 @@ def _wait(pool, workers, errors):
     while True:
         try:
             if not pool.spin_until(pool.finished, 1, workers, pool.posted):
-                with pool.answered:
+                with pool.answered:  # a Python task notifies; a product job does not: look again
                     while not pool.all_done(workers):
-                        pool.answered.wait()
+                        pool.answered.wait(SLEEP_CHECK_SECONDS)
             break
         except BaseException as exc:
             errors.append(exc)

@@ -21,7 +21,8 @@ install time, by running what the kernels serve on tiny inputs:
 - the examples of layers that can run in place, in place (a kernel may have an in-place form:
   ELU's backward);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
-  the data layer's conversion kernel, for the dtypes they see.
+  the data layer's conversion kernel, for the dtypes they see; a product cut over two workers
+  (the compiled hand-over of ``parallel.matmul``), in both dtypes.
 
 Afterwards the first iteration of a net only loads machine code from the cache.
 """
@@ -185,6 +186,20 @@ def run_solver_and_data_kernels():
             convert.shift_scale(np.zeros((1, 2, 3), source), np.zeros(2, dtype), 0.5, np.zeros((1, 2, 3), dtype))
 
 
+def run_split_products():
+    """A float32 and a float64 product cut over two workers (``parallel.matmul``'s compiled
+    hand-over; the examples' products are too small to be cut)."""
+    before = parallel.thread_count()
+    parallel.set_thread_count(2)
+    try:
+        with constants(parallel, MATMUL_SPLIT_FLOPS=0):
+            for dtype in FLOAT_TYPES:
+                a = np.ones((64, 64), dtype)
+                parallel.matmul(a, a, np.empty((64, 64), dtype))
+    finally:
+        parallel.set_thread_count(before)
+
+
 def kernel_signatures():
     """Compiled (or cache-loaded) signatures of every netlayers kernel in this process."""
     import numba
@@ -243,6 +258,7 @@ def compile_kernels():
             runs += run_all_examples(skipped)
     finally:
         parallel.set_thread_count(before)
+    run_split_products()
     runs += run_winograd4_examples()
     runs += run_in_place_examples()
     run_fused_chains()

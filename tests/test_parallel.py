@@ -229,16 +229,75 @@ def test_blas_runs_single_threaded_inside_and_is_restored_after(thread_count):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
-@pytest.mark.parametrize("shape", [(300, 40, 500), (500, 40, 300), (3, 5, 4)])
-def test_split_products_equal_whole_ones(rng, thread_count, workers, shape, monkeypatch):
+@pytest.mark.parametrize("shape", [(300, 40, 500), (500, 40, 300), (3, 5, 4), (20, 3000, 30), (100, 1000, 64)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("out_order", ["C", "F"])
+def test_split_products_equal_whole_ones(rng, thread_count, workers, shape, dtype, out_order, monkeypatch):
+    """Cut along the rows, the columns or (20 x 3000 x 30, 100 x 1000 x 64) the inner
+    dimension, into a row-major or a transposed ``out``: the product of one worker, to rounding."""
     thread_count(workers)
     monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
     m, k, n = shape
-    a = rng.standard_normal((m, k)).astype(np.float32)
-    b = rng.standard_normal((n, k)).astype(np.float32).T  # a transposed view, as the layers pass
-    out = np.full((m, n), np.nan, np.float32)
-    parallel.matmul(a, b, out)
-    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype).T  # a transposed view, as the layers pass
+    out = np.full((m, n), np.nan, dtype, order=out_order)
+    for _ in range(2):  # the second time with the plan kept from the first
+        out[...] = np.nan
+        parallel.matmul(a, b, out)
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-4)
+        a *= 2  # new values at the same addresses: the kept plan still reads them
+    assert out.flags.c_contiguous == (out_order == "C")
+
+
+@pytest.mark.parametrize("axis_shape", [(256, 64, 32), (32, 64, 256), (32, 4096, 32)])
+def test_a_product_is_cut_along_the_axis_that_adds_least_work(rng, thread_count, monkeypatch, axis_shape):
+    """Along the rows of out when it is tallest, its columns when widest, the inner dimension
+    when that is longest and out small; parts at multiples of 16, covering the axis."""
+    thread_count(2)
+    m, k, n = axis_shape
+    a, b = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    rows, swapped, partial = parallel._plan_product(a, b, np.empty((m, n), np.float32))
+    from netlayers.kernels import handover as h
+
+    axis = {(256, 64, 32): h.M, (32, 64, 256): h.N, (32, 4096, 32): h.K}[axis_shape]
+    assert not swapped and (partial is not None) == (axis == h.K)
+    assert rows[:, axis].sum() == {h.M: m, h.N: n, h.K: k}[axis] and rows[0, axis] % 16 == 0
+    assert all((rows[:, f] == rows[0, f]).all() for f in (h.M, h.N, h.K) if f != axis)
+
+
+def test_products_that_cannot_be_cut_run_whole(rng, thread_count, monkeypatch):
+    """out overlapping an operand, mixed dtypes, a layout BLAS cannot read (both strides
+    above the item size), too short to cut: no plan, and the right product anyway."""
+    thread_count(2)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    a = rng.standard_normal((64, 64)).astype(np.float32)
+    shared = rng.standard_normal((64, 128)).astype(np.float32)
+    cases = [
+        (a, shared[:, :64], shared[:, 64:]),  # out in the same buffer as b
+        (a, a.astype(np.float64), np.empty((64, 64), np.float32)),
+        (a[::2, ::2], a[::2, ::2].copy(), np.empty((32, 32), np.float32)),
+        (a[:8, :8], a[:8, :8].copy(), np.empty((8, 8), np.float32)),
+    ]
+    for x, y, out in cases:
+        expected = x.astype(np.float64) @ y.astype(np.float64)
+        assert parallel._plan_product(x, y, out) is None
+        parallel.matmul(x, y.astype(out.dtype) if x.dtype != y.dtype else y, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_product_inside_run_parts_work_runs_whole_there(rng, thread_count, monkeypatch):
+    """A part that calls matmul (in the caller or a worker) does not cut it over workers busy
+    with the parts: it runs whole in that thread."""
+    thread_count(2)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    a, b = rng.standard_normal((256, 64)).astype(np.float32), rng.standard_normal((64, 256)).astype(np.float32)
+    outs = [np.empty((256, 256), np.float32) for _ in range(2)]
+    split = []
+    monkeypatch.setattr(parallel, "_run_products", lambda *args: split.append(1))
+    parallel.run_parts(lambda worker, part: parallel.matmul(a, b, outs[part]), 2)
+    assert not split
+    for out in outs:
+        np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
 def test_scratch_is_reused_grown_and_kept_per_worker():

@@ -15,6 +15,7 @@ OpenBLAS builds with 64-bit integers name it ``cblas_sgemm64_`` (numpy's wheels:
 """
 
 import ctypes
+import os
 
 import numba
 import numpy as np
@@ -56,6 +57,29 @@ def gemm_address(dtype):
     if dtype not in _found:
         _found[dtype] = _find(("s" if dtype == np.float32 else "d") + "gemm")
     return _found[dtype]
+
+
+def numpy_blas_file():
+    """The real path of the shared library that holds numpy's own BLAS (the one defining the
+    sgemm numpy calls), or None where that cannot be told (no CBLAS found, no ``dladdr``).
+    ``netlayers.parallel`` holds this library's threads to one during a pass, and no other
+    BLAS a process may have loaded (SciPy's, which numba imports)."""
+    found = _find("sgemm")
+    if found is None:
+        return None
+
+    class Info(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p)]
+        _fields_ += [("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+    try:
+        dladdr = ctypes.CDLL(None).dladdr
+    except (OSError, AttributeError):
+        return None
+    info = Info()
+    if not dladdr(ctypes.c_void_p(found[0]), ctypes.byref(info)) or not info.fname:
+        return None
+    return os.path.realpath(info.fname.decode())
 
 
 def _find(name):

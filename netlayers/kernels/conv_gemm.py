@@ -285,7 +285,7 @@ class ColumnChunks:
         """out = a @ b, a stack of ``groups`` products. When ``run`` has one worker for
         several (a batch of 1 in one piece), it runs in the caller's thread and the pool is
         free: an ungrouped product is then split over the workers (``parallel.matmul``, from
-        32 MFLOP). A Deconvolution of one 8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its
+        ``MATMUL_SPLIT_FLOPS``). A Deconvolution of one 8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its
         three 268 MFLOP products on one core. (With two or more busy workers a nested split
         would wait for a worker that waits for it.)"""
         if self.groups == 1 and self.used_workers == 1 < parallel.thread_count():

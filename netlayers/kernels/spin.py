@@ -50,6 +50,18 @@ def _release(typingctx):
 
 
 @intrinsic
+def _fence(typingctx):
+    """A full fence: this thread's earlier stores are visible to others before its later loads
+    (what one side of a "store mine, then read theirs" handshake needs; x86 reorders these)."""
+
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+@intrinsic
 def _call(typingctx, address):
     """Call the C function ``int f(void)`` at ``address`` (libc's ``sched_yield``)."""
 
@@ -81,6 +93,9 @@ if numba.config.DISABLE_JIT:  # as plain Python the loop holds the GIL: let it g
         os.sched_yield()
 
     def _release():  # noqa: F811
+        pass
+
+    def _fence():  # noqa: F811
         pass
 
     def _call(address):  # noqa: F811

@@ -71,3 +71,23 @@ def test_plain_python_finds_nothing_to_call(monkeypatch):
     """With NUMBA_DISABLE_JIT=1 no compiled kernel can call it: the callers keep numpy's."""
     monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
     assert blas.gemm_address(np.float32) is None
+
+
+def test_the_blas_whose_threads_a_pass_holds_is_numpys_alone():
+    """With SciPy imported first (its own OpenBLAS loaded before netlayers looks), the library
+    ``parallel`` switches to one thread during a pass is numpy's only: SciPy's is left alone."""
+    script = (
+        "import scipy.linalg, os\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from netlayers import parallel\n"
+        "from netlayers.kernels import blas\n"
+        "blas_files = {os.path.realpath(i['filepath']) for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "held = [os.path.realpath(lib.filepath) for lib in parallel._blas().libraries]\n"
+        "print(len(blas_files), held == [blas.numpy_blas_file()], os.path.basename(held[0]))\n"
+    )
+    result = subprocess.run(["python", "-c", script], capture_output=True, text=True, check=True)
+    count, numpys_alone, held = result.stdout.split()
+    from numpy._core import _multiarray_umath
+
+    linked = subprocess.run(["ldd", _multiarray_umath.__file__], capture_output=True, text=True, check=True).stdout
+    assert int(count) == 2 and numpys_alone == "True" and held in linked, result.stdout

@@ -1,0 +1,98 @@
+"""Matrix products handed to the pool's workers without the GIL.
+
+A hand-over of Python work (``parallel.run_parts``) costs 30-60 us: the worker must take the
+GIL to fetch its task and again to report, and on the project's virtual machines each such
+switch wakes a blocked thread. That is as long as a 10 MFLOP product takes, so products below
+32 MFLOP used to run whole on one core. Here a worker waits in compiled code (``serve``) that
+runs product jobs itself: the caller writes a job (one row of ``jobs``: operands' addresses,
+sizes and layouts) and counts it in ``posted``; the worker, spinning on that count, calls
+numpy's BLAS (``kernels.blas.gemm``) and counts it in ``finished``; neither takes the GIL.
+A row whose kind is ``PYTHON_TASK`` makes ``serve`` return, so the worker fetches that task
+from its queue in Python, as before.
+
+A worker that spun ``rounds`` checks with nothing to do goes to sleep on its queue. Sleeping and
+waking are a handshake on two counts, each side storing its own, then a full fence, then
+reading the other's: the worker marks itself ``ASLEEP`` and looks once more for a job
+(``may_sleep``); the caller counts its job and then looks whether the worker sleeps
+(``hand_over``), and if so puts a wake-up token in its queue. At least one of the two sees the
+other's store, so a job is never left with its worker asleep.
+"""
+
+import numpy as np
+
+from ._jit import jit
+from .blas import gemm
+from .spin import ROUNDS_BEFORE_YIELD, _call, _fence, _relax, _release
+
+# A job row: its kind, dtype (0 float32, 1 float64), then cblas_?gemm's arguments, row-major:
+# C (m x n) = op(A) (m x k) op(B) (k x n); A, B and C are data addresses, lda/ldb/ldc their
+# row strides in items, TRANS_A/TRANS_B CBLAS's 111 (as stored) or 112 (transposed).
+KIND, DTYPE, TRANS_A, TRANS_B, M, N, K, A, LDA, B, LDB, C, LDC = range(13)
+FIELDS = 13
+PYTHON_TASK, PRODUCT = 0, 1
+AWAKE, ASLEEP = 0, 1
+
+
+@jit
+def run_product(job, single, double):
+    """The product that ``job`` describes, through ``single`` (sgemm's address and integer zero,
+    ``kernels.blas.gemm_address``) or ``double`` (dgemm's)."""
+    if job[DTYPE] == 0:
+        one = np.float32(1.0)
+        gemm(single[0], single[1], job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], one, job[A], job[LDA],
+             job[B], job[LDB], one - one, job[C], job[LDC])  # fmt: skip
+    else:
+        one = np.float64(1.0)
+        gemm(double[0], double[1], job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], one, job[A], job[LDA],
+             job[B], job[LDB], one - one, job[C], job[LDC])  # fmt: skip
+
+
+@jit
+def serve(w, posted, finished, jobs, taken, rounds, single, double, yield_address):
+    """Worker ``w`` waits for its job number ``taken`` and runs every product job that comes,
+    publishing each in ``finished[w]``; it returns the number of its next job once that job is
+    a Python task (``posted[w]`` has reached it) or after ``rounds`` checks with no job (a job
+    already posted is run even with ``rounds`` 0). Every
+    ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads."""
+    idle = 0
+    while True:
+        if posted[w] >= taken:
+            _relax()  # the job's row is read after its count
+            if jobs[w, KIND] != PRODUCT:
+                return taken
+            run_product(jobs[w], single, double)
+            _release()
+            finished[w] = taken
+            taken += 1
+            idle = 0
+        elif idle >= rounds:
+            return taken
+        else:
+            _relax()
+            idle += 1
+            if idle % ROUNDS_BEFORE_YIELD == 0 and yield_address != 0:
+                _call(yield_address)
+
+
+@jit
+def hand_over(jobs, w, row, posted, state):
+    """The caller's side: job ``row`` to worker ``w``, counted in ``posted[w]``; True when the
+    worker sleeps (or is about to) and must be woken through its queue."""
+    jobs[w, :] = row
+    _release()
+    posted[w] += 1
+    _fence()
+    return state[w] == ASLEEP
+
+
+@jit
+def may_sleep(state, w, posted, taken):
+    """The worker's side: mark worker ``w`` asleep and look once more for its job ``taken``;
+    True when it may block on its queue (a job posted from now on wakes it), False (and
+    awake again) when the job came meanwhile."""
+    state[w] = ASLEEP
+    _fence()
+    if posted[w] >= taken:
+        state[w] = AWAKE
+        return False
+    return True
