@@ -452,7 +452,7 @@ def _run_products(pool, rows, calls):
 SPIN_SECONDS = 0.002
 SPIN_ROUNDS = 2000  # ~60 us of checks between looks at the clock
 CHECK_SECONDS = 3e-8 if _COMPILED else 2e-6  # one check of a spinning worker (compiled: ~30 ns)
-SLEEP_CHECK_SECONDS = 0.001  # a caller that stopped spinning looks at the counts this often
+SLEEP_CHECK_SECONDS = 0.001  # a sleeping caller looks at the counts this often, woken or not
 _WAKE = object()  # a worker's queue item that only wakes it (a product job is in its row)
 _inside_parts = threading.local()  # depth: in run_parts' work (no product is split from there)
 
@@ -477,6 +477,8 @@ class _Pool:
         self.finished = np.zeros(count, np.int64)
         self.jobs = np.zeros((count, handover.FIELDS), np.int64)  # each worker's current job
         self.state = np.zeros(count, np.int64)  # each worker AWAKE or ASLEEP (kernels.handover)
+        self.waiting = np.zeros(1, np.int64)  # 1 while the caller sleeps until its jobs are done
+        self.sleeping_caller = lambda: handover.caller_sleeps(self.waiting)
         self.calls = _product_calls() or _NO_CALLS
         self.cpus = [-1] * count  # the caller's CPU at its last hand-over, each worker's pinned CPU (-1: none)
         self.threads = [
@@ -525,7 +527,15 @@ class _Pool:
         while True:
             self.take_own_cpu(w)
             rounds = int(SPIN_SECONDS / CHECK_SECONDS)
-            taken = handover.serve(w, self.posted, self.finished, self.jobs, taken, rounds, *self.calls, spin.YIELD)
+            before = taken
+            taken = handover.serve(
+                w, self.posted, self.finished, self.jobs, taken, rounds, *self.calls, spin.YIELD, self.waiting
+            )
+            if taken > before and self.waiting[0]:  # a product done while the caller sleeps: wake it
+                with self.answered:
+                    self.answered.notify_all()
+                if self.posted[w] < taken:
+                    continue  # back to spinning (it returned early, not idle)
             if self.posted[w] >= taken:
                 if self.jobs[w, handover.KIND] == handover.PRODUCT:
                     continue  # it came after the last check
@@ -652,9 +662,13 @@ def _wait(pool, workers, errors):
     while True:
         try:
             if not pool.spin_until(pool.finished, 1, workers, pool.posted):
-                with pool.answered:  # a Python task notifies; a product job does not: look again
-                    while not pool.all_done(workers):
-                        pool.answered.wait(SLEEP_CHECK_SECONDS)
+                with pool.answered:  # a worker that finishes a task or a product job notifies
+                    pool.sleeping_caller()
+                    try:
+                        while not pool.all_done(workers):
+                            pool.answered.wait(SLEEP_CHECK_SECONDS)
+                    finally:
+                        pool.waiting[0] = 0
             break
         except BaseException as exc:
             errors.append(exc)

@@ -48,11 +48,13 @@ def run_product(job, single, double):
 
 
 @jit
-def serve(w, posted, finished, jobs, taken, rounds, single, double, yield_address):
+def serve(w, posted, finished, jobs, taken, rounds, single, double, yield_address, waiting):
     """Worker ``w`` waits for its job number ``taken`` and runs every product job that comes,
     publishing each in ``finished[w]``; it returns the number of its next job once that job is
-    a Python task (``posted[w]`` has reached it) or after ``rounds`` checks with no job (a job
-    already posted is run even with ``rounds`` 0). Every
+    a Python task (``posted[w]`` has reached it), after ``rounds`` checks with no job (a job
+    already posted is run even with ``rounds`` 0), or right after a product job when the
+    caller has stopped spinning and sleeps (``waiting[0]``, see ``caller_sleeps``): the worker
+    then wakes it from Python. Every
     ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads."""
     idle = 0
     while True:
@@ -65,6 +67,9 @@ def serve(w, posted, finished, jobs, taken, rounds, single, double, yield_addres
             finished[w] = taken
             taken += 1
             idle = 0
+            _fence()
+            if waiting[0] != 0:
+                return taken
         elif idle >= rounds:
             return taken
         else:
@@ -96,3 +101,12 @@ def may_sleep(state, w, posted, taken):
         state[w] = AWAKE
         return False
     return True
+
+
+@jit
+def caller_sleeps(waiting):
+    """The caller's side of going to sleep while workers run its product jobs: ``waiting[0]``
+    set, then a full fence before it looks at the counts once more. A worker that finishes a
+    job after that fence sees the flag (``serve`` returns) and wakes it."""
+    waiting[0] = 1
+    _fence()

@@ -31,7 +31,7 @@ def test_serve_runs_the_product_jobs_posted_and_returns_its_next_job_number(rng,
     a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
     out = np.full((7, 3), np.nan, dtype)
     assert not h.hand_over(jobs, 1, product_row(a, b, out), posted, state)  # awake: no wake-up needed
-    taken = h.serve(1, posted, finished, jobs, 1, 100, *parallel._product_calls(), spin.YIELD)
+    taken = h.serve(1, posted, finished, jobs, 1, 100, *parallel._product_calls(), spin.YIELD, np.zeros(1, np.int64))
     assert taken == 2 and finished[1] == 1 and posted[1] == 1
     np.testing.assert_allclose(out, a @ b, rtol=1e-5)
 
@@ -40,8 +40,23 @@ def test_serve_hands_a_python_task_back_without_taking_it():
     posted, finished, jobs = counts()
     jobs[1, h.KIND] = h.PYTHON_TASK
     posted[1] = 1
-    assert h.serve(1, posted, finished, jobs, 1, 10**9, *parallel._product_calls(), spin.YIELD) == 1
+    calls = parallel._product_calls()
+    assert h.serve(1, posted, finished, jobs, 1, 10**9, *calls, spin.YIELD, np.zeros(1, np.int64)) == 1
     assert finished[1] == 0
+
+
+def test_a_worker_returns_right_after_a_product_when_the_caller_sleeps(rng):
+    """``caller_sleeps`` raises the flag; a worker that then finishes a product returns at once
+    (to wake the caller from Python) instead of spinning on: here 10**12 rounds would not end."""
+    posted, finished, jobs = counts()
+    state, waiting = np.zeros(2, np.int64), np.zeros(1, np.int64)
+    a, b = rng.standard_normal((4, 4)).astype(np.float32), rng.standard_normal((4, 4)).astype(np.float32)
+    out = np.empty((4, 4), np.float32)
+    h.caller_sleeps(waiting)
+    assert waiting[0] == 1
+    h.hand_over(jobs, 1, product_row(a, b, out), posted, state)
+    assert h.serve(1, posted, finished, jobs, 1, 10**12, *parallel._product_calls(), spin.YIELD, waiting) == 2
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5)
 
 
 def test_the_sleep_handshake_sees_a_job_posted_before_it_and_wakes_for_one_after():
