@@ -16,7 +16,8 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
 - ``over_slices(fn, length, nbytes)``: ``fn(lo, hi)`` over one contiguous slice a worker, for
   work large enough to pay for the hand-over; ``matmul(a, b, out)``: a product cut into one
   part a worker, each handed over as a job the worker runs in compiled code, never taking the
-  GIL (``kernels.handover``; a Python task's hand-over costs 30-60 us, a product job's a few).
+  GIL (``kernels.handover``; a Python task's hand-over costs 30-60 us, a product job's a few);
+  a part its worker has not claimed when the caller is done with its own, the caller runs.
 - Waiting: a worker with nothing to do spins for ``SPIN_SECONDS`` in compiled code (without
   the GIL), running the product jobs that come, before it sleeps on its queue; a caller
   waiting for the workers' results spins as long, then looks every ``SLEEP_CHECK_SECONDS``.
@@ -420,7 +421,7 @@ def _product_rows(a, b, out, a_layout, b_layout, out_layout, axis, length, worke
 def _run_products(pool, rows, calls):
     """Row 0 in the calling thread, row w by worker w (handed over in compiled code), and wait
     for all. The caller holds ``workspace_lock``."""
-    from .kernels.handover import hand_over, run_product
+    from .kernels.handover import hand_over, run_product, take_back
 
     workers = len(rows)
     errors = []
@@ -432,6 +433,8 @@ def _run_products(pool, rows, calls):
             if hand_over(pool.jobs, w, rows[w], pool.posted, pool.state):
                 pool.tasks[w - 1].put(_WAKE)
         run_product(rows[0], *calls)
+        for w in range(1, workers):  # a part its worker has not started yet: run it here
+            take_back(w, pool.posted[w], rows[w], pool.claimed, pool.finished, *calls)
     except BaseException as exc:
         errors.append(exc)
     finally:
@@ -478,6 +481,7 @@ class _Pool:
         self.jobs = np.zeros((count, handover.FIELDS), np.int64)  # each worker's current job
         self.state = np.zeros(count, np.int64)  # each worker AWAKE or ASLEEP (kernels.handover)
         self.waiting = np.zeros(1, np.int64)  # 1 while the caller sleeps until its jobs are done
+        self.claimed = np.zeros(count, np.int64)  # the number of the last job each worker claimed
         self.sleeping_caller = lambda: handover.caller_sleeps(self.waiting)
         self.calls = _product_calls() or _NO_CALLS
         self.cpus = [-1] * count  # the caller's CPU at its last hand-over, each worker's pinned CPU (-1: none)
@@ -529,8 +533,9 @@ class _Pool:
             rounds = int(SPIN_SECONDS / CHECK_SECONDS)
             before = taken
             taken = handover.serve(
-                w, self.posted, self.finished, self.jobs, taken, rounds, *self.calls, spin.YIELD, self.waiting
-            )
+                w, self.posted, self.finished, self.jobs, self.claimed, taken, rounds, *self.calls, spin.YIELD,
+                self.waiting,
+            )  # fmt: skip
             if taken > before and self.waiting[0]:  # a product done while the caller sleeps: wake it
                 with self.answered:
                     self.answered.notify_all()
@@ -549,7 +554,8 @@ class _Pool:
                 continue
             if task is None:
                 return
-            fn, worker, parts = task
+            fn, worker, parts, taken = task
+            self.claimed[w] = taken  # a Python task is never taken back: the claim is the worker's
             error = None
             _inside_parts.depth = 1
             try:
@@ -561,7 +567,7 @@ class _Pool:
             _inside_parts.depth = 0
             with self.answered:
                 self.failures[w] = error
-                self.finished[w] += 1
+                self.finished[w] = taken
                 self.answered.notify()
             taken += 1
 
@@ -575,7 +581,7 @@ class _Pool:
         from .kernels.handover import PYTHON_TASK
 
         self.jobs[w, 0] = PYTHON_TASK
-        self.tasks[w - 1].put(task)
+        self.tasks[w - 1].put(task if task is None else (*task, int(self.posted[w]) + 1))  # with its number
         self.posted[w] += 1
 
     def stop(self):

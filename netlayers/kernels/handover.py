@@ -22,7 +22,7 @@ import numpy as np
 
 from ._jit import jit
 from .blas import gemm
-from .spin import ROUNDS_BEFORE_YIELD, _call, _fence, _relax, _release
+from .spin import ROUNDS_BEFORE_YIELD, _call, _fence, _relax, _release, compare_exchange
 
 # A job row: its kind, dtype (0 float32, 1 float64), then cblas_?gemm's arguments, row-major:
 # C (m x n) = op(A) (m x k) op(B) (k x n); A, B and C are data addresses, lda/ldb/ldc their
@@ -48,27 +48,33 @@ def run_product(job, single, double):
 
 
 @jit
-def serve(w, posted, finished, jobs, taken, rounds, single, double, yield_address, waiting):
+def serve(w, posted, finished, jobs, claimed, taken, rounds, single, double, yield_address, waiting):
     """Worker ``w`` waits for its job number ``taken`` and runs every product job that comes,
     publishing each in ``finished[w]``; it returns the number of its next job once that job is
     a Python task (``posted[w]`` has reached it), after ``rounds`` checks with no job (a job
     already posted is run even with ``rounds`` 0), or right after a product job when the
     caller has stopped spinning and sleeps (``waiting[0]``, see ``caller_sleeps``): the worker
-    then wakes it from Python. Every
-    ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads."""
+    then wakes it from Python. A product job is run by whoever claims it first (``claimed[w]``
+    moved from the job's number less one to its number): the worker, or the caller once its own
+    part is done (``take_back``), so a worker that is slow to come never holds the caller up.
+    Every ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads."""
     idle = 0
     while True:
-        if posted[w] >= taken:
+        newest = posted[w]
+        if newest >= taken:
             _relax()  # the job's row is read after its count
+            taken = newest  # the jobs before it are done: each is waited for before the next comes
             if jobs[w, KIND] != PRODUCT:
                 return taken
-            run_product(jobs[w], single, double)
-            _release()
-            finished[w] = taken
+            ran = compare_exchange(claimed, w, taken - 1, taken)
+            if ran:  # else the caller took it back and counts it done itself
+                run_product(jobs[w], single, double)
+                _release()
+                finished[w] = taken
             taken += 1
             idle = 0
             _fence()
-            if waiting[0] != 0:
+            if ran and waiting[0] != 0:
                 return taken
         elif idle >= rounds:
             return taken
@@ -110,3 +116,15 @@ def caller_sleeps(waiting):
     job after that fence sees the flag (``serve`` returns) and wakes it."""
     waiting[0] = 1
     _fence()
+
+
+@jit
+def take_back(w, number, job, claimed, finished, single, double):
+    """The caller's side: run worker ``w``'s product job ``number`` itself if the worker has not
+    claimed it yet (then count it done for the worker); True when it did."""
+    if not compare_exchange(claimed, w, number - 1, number):
+        return False
+    run_product(job, single, double)
+    _release()
+    finished[w] = number
+    return True

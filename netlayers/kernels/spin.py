@@ -16,7 +16,7 @@ import platform
 
 import numba
 from llvmlite import ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from ._jit import jit
@@ -62,6 +62,26 @@ def _fence(typingctx):
 
 
 @intrinsic
+def compare_exchange(typingctx, array, index, expected, new):
+    """Atomically (sequentially consistent): if ``array[index] == expected`` set it to ``new``;
+    True when it did. For a 1-D int64 array: two threads that both try to move a count from
+    ``expected`` on, only one succeeds."""
+    if not (isinstance(array, types.Array) and array.ndim == 1 and array.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        pointer = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]], wraparound=False)
+        old = context.cast(builder, args[2], signature.args[2], types.int64)
+        value = context.cast(builder, args[3], signature.args[3], types.int64)
+        result = builder.cmpxchg(pointer, old, value, "seq_cst", "seq_cst")
+        return builder.extract_value(result, 1)
+
+    return types.boolean(array, index, expected, new), codegen
+
+
+@intrinsic
 def _call(typingctx, address):
     """Call the C function ``int f(void)`` at ``address`` (libc's ``sched_yield``)."""
 
@@ -97,6 +117,12 @@ if numba.config.DISABLE_JIT:  # as plain Python the loop holds the GIL: let it g
 
     def _fence():  # noqa: F811
         pass
+
+    def compare_exchange(array, index, expected, new):  # noqa: F811
+        if array[index] != expected:
+            return False
+        array[index] = new
+        return True
 
     def _call(address):  # noqa: F811
         os.sched_yield()

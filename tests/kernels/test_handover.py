@@ -3,6 +3,7 @@ tasks handed back, and the sleep/wake handshake. (The pool that uses them: tests
 
 import threading
 
+import numba
 import numpy as np
 import pytest
 
@@ -31,8 +32,11 @@ def test_serve_runs_the_product_jobs_posted_and_returns_its_next_job_number(rng,
     a, b = rng.standard_normal((7, 5)).astype(dtype), rng.standard_normal((5, 3)).astype(dtype)
     out = np.full((7, 3), np.nan, dtype)
     assert not h.hand_over(jobs, 1, product_row(a, b, out), posted, state)  # awake: no wake-up needed
-    taken = h.serve(1, posted, finished, jobs, 1, 100, *parallel._product_calls(), spin.YIELD, np.zeros(1, np.int64))
-    assert taken == 2 and finished[1] == 1 and posted[1] == 1
+    claimed = np.zeros(2, np.int64)
+    taken = h.serve(
+        1, posted, finished, jobs, claimed, 1, 100, *parallel._product_calls(), spin.YIELD, np.zeros(1, np.int64)
+    )
+    assert taken == 2 and finished[1] == 1 and posted[1] == 1 and claimed[1] == 1
     np.testing.assert_allclose(out, a @ b, rtol=1e-5)
 
 
@@ -41,7 +45,10 @@ def test_serve_hands_a_python_task_back_without_taking_it():
     jobs[1, h.KIND] = h.PYTHON_TASK
     posted[1] = 1
     calls = parallel._product_calls()
-    assert h.serve(1, posted, finished, jobs, 1, 10**9, *calls, spin.YIELD, np.zeros(1, np.int64)) == 1
+    assert (
+        h.serve(1, posted, finished, jobs, np.zeros(2, np.int64), 1, 10**9, *calls, spin.YIELD, np.zeros(1, np.int64))
+        == 1
+    )
     assert finished[1] == 0
 
 
@@ -55,8 +62,65 @@ def test_a_worker_returns_right_after_a_product_when_the_caller_sleeps(rng):
     h.caller_sleeps(waiting)
     assert waiting[0] == 1
     h.hand_over(jobs, 1, product_row(a, b, out), posted, state)
-    assert h.serve(1, posted, finished, jobs, 1, 10**12, *parallel._product_calls(), spin.YIELD, waiting) == 2
+    calls, claimed = parallel._product_calls(), np.zeros(2, np.int64)
+    assert h.serve(1, posted, finished, jobs, claimed, 1, 10**12, *calls, spin.YIELD, waiting) == 2
     np.testing.assert_allclose(out, a @ b, rtol=1e-5)
+
+
+def test_a_job_its_worker_has_not_claimed_is_taken_back_by_the_caller_and_skipped_by_the_worker(rng):
+    """The caller runs the part itself and counts it done; the worker, coming later, finds the
+    claim gone and moves on to its next job without running it (nor counting it again)."""
+    posted, finished, jobs = counts()
+    state, claimed = np.zeros(2, np.int64), np.zeros(2, np.int64)
+    calls = parallel._product_calls()
+    a, b = rng.standard_normal((5, 6)).astype(np.float64), rng.standard_normal((6, 7)).astype(np.float64)
+    out = np.full((5, 7), np.nan)
+    row = product_row(a, b, out)
+    h.hand_over(jobs, 1, row, posted, state)
+    assert h.take_back(1, posted[1], row, claimed, finished, *calls)
+    np.testing.assert_allclose(out, a @ b, rtol=1e-12)
+    assert finished[1] == 1 and claimed[1] == 1
+    assert not h.take_back(1, posted[1], row, claimed, finished, *calls)  # claimed once only
+    out[...] = np.nan
+    assert h.serve(1, posted, finished, jobs, claimed, 1, 10, *calls, spin.YIELD, np.zeros(1, np.int64)) == 2
+    assert np.isnan(out).all() and finished[1] == 1  # not run again
+
+
+@numba.njit(cache=False)
+def compare_exchange(array, index, expected, new):
+    return spin.compare_exchange(array, index, expected, new)
+
+
+@numba.njit(cache=False, nogil=True)
+def claim_race(count, wins):
+    """Move ``count[0]`` through 1 .. len(wins) - 1 with another thread doing the same; mark
+    in ``wins`` the steps this thread won."""
+    for number in range(1, wins.size):
+        while count[0] < number - 1:
+            spin._relax()
+        if spin.compare_exchange(count, 0, number - 1, number):
+            wins[number] = 1
+
+
+@pytest.mark.parametrize("claims", [[0, 1], [1, 1], [5, 6]])
+def test_compare_exchange_moves_a_count_only_from_the_value_expected(claims):
+    counts_ = np.array([claims[0], 7], np.int64)
+    assert compare_exchange(counts_, 0, claims[0], claims[1])
+    assert not compare_exchange(counts_, 0, claims[0] - 1, 99)
+    assert counts_.tolist() == [claims[1], 7]
+
+
+def test_two_threads_claiming_the_same_jobs_run_each_once():
+    """Two threads race (in compiled code, without the GIL) to move one count through 1..200000:
+    every step is won by exactly one of them."""
+    count = np.zeros(1, np.int64)
+    wins = [np.zeros(200001, np.int64) for _ in range(2)]
+    threads = [threading.Thread(target=claim_race, args=(count, w)) for w in wins]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert ((wins[0] + wins[1])[1:] == 1).all() and count[0] == 200000
 
 
 def test_the_sleep_handshake_sees_a_job_posted_before_it_and_wakes_for_one_after():
