@@ -41,12 +41,9 @@ import queue
 import threading
 import time
 
-import numba
 import numpy as np
 
 workspace_lock = threading.RLock()
-
-_COMPILED = not numba.config.DISABLE_JIT
 
 _state = {"threads": None, "pool": None, "blas": None}
 _scratch = {}
@@ -336,8 +333,7 @@ def _split_product(a, b, out):
     with workspace_lock:
         pool = _pool(len(rows))
         if partial is not None:  # the other workers write their partial products into their scratch
-            from .kernels.handover import LDC, C
-
+            C, LDC = pool.handover.C, pool.handover.LDC
             buffers = [scratch(w, "product partial", partial[0] * partial[1], out.dtype) for w in range(1, len(rows))]
             rows[1:, C] = [buffer.ctypes.data for buffer in buffers]
             rows[1:, LDC] = partial[1]
@@ -421,8 +417,7 @@ def _product_rows(a, b, out, a_layout, b_layout, out_layout, axis, length, worke
 def _run_products(pool, rows, calls):
     """Row 0 in the calling thread, row w by worker w (handed over in compiled code), and wait
     for all. The caller holds ``workspace_lock``."""
-    from .kernels.handover import hand_over, run_product, take_back
-
+    hand_over, run_product, take_back = pool.handover.hand_over, pool.handover.run_product, pool.handover.take_back
     workers = len(rows)
     errors = []
     single_threaded_blas.__enter__()
@@ -454,7 +449,6 @@ def _run_products(pool, rows, calls):
 # polls and stalled the thread it waited for, and ``time.sleep(0)`` slept 90 us a poll.
 SPIN_SECONDS = 0.002
 SPIN_ROUNDS = 2000  # ~60 us of checks between looks at the clock
-CHECK_SECONDS = 3e-8 if _COMPILED else 2e-6  # one check of a spinning worker (compiled: ~30 ns)
 SLEEP_CHECK_SECONDS = 0.001  # a sleeping caller looks at the counts this often, woken or not
 _WAKE = object()  # a worker's queue item that only wakes it (a product job is in its row)
 _inside_parts = threading.local()  # depth: in run_parts' work (no product is split from there)
@@ -473,6 +467,7 @@ class _Pool:
         from .kernels.spin import wait_for_counts
 
         self.wait_for_counts = wait_for_counts
+        self.handover = handover
         self.tasks = [queue.SimpleQueue() for _ in range(count - 1)]
         self.answered = threading.Condition()
         self.failures = [None] * count
@@ -530,7 +525,7 @@ class _Pool:
         taken = 1  # the number of this worker's next job
         while True:
             self.take_own_cpu(w)
-            rounds = int(SPIN_SECONDS / CHECK_SECONDS)
+            rounds = int(SPIN_SECONDS / spin.CHECK_SECONDS)
             before = taken
             taken = handover.serve(
                 w, self.posted, self.finished, self.jobs, self.claimed, taken, rounds, *self.calls, spin.YIELD,
@@ -578,9 +573,7 @@ class _Pool:
     def post(self, w, task):
         """Python task ``task`` to worker ``w`` (queued, then counted: a worker that sees the
         count finds it in its queue)."""
-        from .kernels.handover import PYTHON_TASK
-
-        self.jobs[w, 0] = PYTHON_TASK
+        self.jobs[w, self.handover.KIND] = self.handover.PYTHON_TASK
         self.tasks[w - 1].put(task if task is None else (*task, int(self.posted[w]) + 1))  # with its number
         self.posted[w] += 1
 

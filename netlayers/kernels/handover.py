@@ -21,7 +21,7 @@ other's store, so a job is never left with its worker asleep.
 import numpy as np
 
 from ._jit import jit
-from .blas import gemm
+from .blas import product
 from .spin import ROUNDS_BEFORE_YIELD, _call, _fence, _relax, _release, compare_exchange
 
 # A job row: its kind, dtype (0 float32, 1 float64), then cblas_?gemm's arguments, row-major:
@@ -37,14 +37,12 @@ AWAKE, ASLEEP = 0, 1
 def run_product(job, single, double):
     """The product that ``job`` describes, through ``single`` (sgemm's address and integer zero,
     ``kernels.blas.gemm_address``) or ``double`` (dgemm's)."""
-    if job[DTYPE] == 0:
-        one = np.float32(1.0)
-        gemm(single[0], single[1], job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], one, job[A], job[LDA],
-             job[B], job[LDB], one - one, job[C], job[LDC])  # fmt: skip
+    if job[DTYPE] == 0:  # one call a dtype: a variable holding either 1.0 would be typed float64
+        product(single, job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], job[A], job[LDA], job[B], job[LDB],
+                job[C], job[LDC], np.float32(1.0))  # fmt: skip
     else:
-        one = np.float64(1.0)
-        gemm(double[0], double[1], job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], one, job[A], job[LDA],
-             job[B], job[LDB], one - one, job[C], job[LDC])  # fmt: skip
+        product(double, job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], job[A], job[LDA], job[B], job[LDB],
+                job[C], job[LDC], np.float64(1.0))  # fmt: skip
 
 
 @jit

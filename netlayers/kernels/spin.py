@@ -105,6 +105,9 @@ def _yield_address():
 
 YIELD = _yield_address()
 ROUNDS_BEFORE_YIELD = 2000  # about 60 us of checks, then the core is offered to other threads
+# The time of one check of a spinning loop: compiled about 30 ns (measured: 66,666 checks in
+# 1.85 ms); as plain Python each check yields the core, a few microseconds.
+CHECK_SECONDS = 2e-6 if numba.config.DISABLE_JIT else 3e-8
 
 
 if numba.config.DISABLE_JIT:  # as plain Python the loop holds the GIL: let it go between checks
