@@ -477,6 +477,10 @@ class _Pool:
         self.state = np.zeros(count, np.int64)  # each worker AWAKE or ASLEEP (kernels.handover)
         self.waiting = np.zeros(1, np.int64)  # 1 while the caller sleeps until its jobs are done
         self.claimed = np.zeros(count, np.int64)  # the number of the last job each worker claimed
+        # The kernels only a timing calls (a caller or worker that waited long enough to sleep)
+        # are loaded (or compiled) now, so that which ones a step compiles never depends on it
+        handover.caller_sleeps(np.zeros(1, np.int64))
+        handover.may_sleep(np.zeros(1, np.int64), 0, np.ones(1, np.int64), 1)
         self.sleeping_caller = lambda: handover.caller_sleeps(self.waiting)
         self.calls = _product_calls() or _NO_CALLS
         self.cpus = [-1] * count  # the caller's CPU at its last hand-over, each worker's pinned CPU (-1: none)
