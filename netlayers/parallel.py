@@ -294,22 +294,6 @@ def _product_calls():
 
 
 _NO_CALLS = ((0, np.int64(0)), (0, np.int64(0)))  # a pool's workers with no products to run
-_BLAS_ROW, _BLAS_TRANSPOSED = 111, 112  # CBLAS's NoTrans and Trans
-
-
-def _blas_layout(x):
-    """(CBLAS transpose flag, leading dimension in items) under which BLAS reads the 2-D array
-    ``x`` as a row-major matrix (``x`` itself, or the transpose of one), or None."""
-    item = x.itemsize
-    rows, cols = x.shape
-    s0, s1 = x.strides
-    if not x.flags.aligned:
-        return None
-    if (s1 == item or cols == 1) and (rows == 1 or (s0 % item == 0 and s0 // item >= cols)):
-        return _BLAS_ROW, max(s0 // item if rows > 1 else cols, 1)
-    if (s0 == item or rows == 1) and (cols == 1 or (s1 % item == 0 and s1 // item >= rows)):
-        return _BLAS_TRANSPOSED, max(s1 // item if cols > 1 else rows, 1)
-    return None
 
 
 def _split_product(a, b, out):
@@ -356,6 +340,9 @@ def _plan_product(a, b, out):
     adds least to a worker's work (along the inner dimension the workers' partial products
     are added into ``out``, so results differ from one worker's by rounding). Returns (the job
     rows, whether they compute out^T = b^T a^T, the partial products' shape or None)."""
+    from .kernels.blas import NO_TRANS, TRANS
+    from .kernels.blas import layout as blas_layout
+
     workers = thread_count()
     if workers < 2 or _product_calls() is None or not _blas().controllable:
         return None
@@ -364,13 +351,13 @@ def _plan_product(a, b, out):
         return None
     if np.may_share_memory(out, a) or np.may_share_memory(out, b):
         return None
-    out_layout = _blas_layout(out)
-    swapped = out_layout is not None and out_layout[0] == _BLAS_TRANSPOSED
+    out_layout = blas_layout(out)
+    swapped = out_layout is not None and out_layout[0] == TRANS
     if swapped:  # out^T = b^T a^T, with out^T row-major
         a, b, out = b.T, a.T, out.T
-        out_layout = _blas_layout(out)
-    a_layout, b_layout = _blas_layout(a), _blas_layout(b)
-    if out_layout is None or out_layout[0] != _BLAS_ROW or a_layout is None or b_layout is None:
+        out_layout = blas_layout(out)
+    a_layout, b_layout = blas_layout(a), blas_layout(b)
+    if out_layout is None or out_layout[0] != NO_TRANS or a_layout is None or b_layout is None:
         return None
     m, n = out.shape
     k = a.shape[1]
@@ -390,13 +377,14 @@ def _product_rows(a, b, out, a_layout, b_layout, out_layout, axis, length, worke
     """The job rows (``kernels.handover``'s layout) of the parts of out = a @ b cut along
     ``axis`` ("m": rows of out, "n": its columns, "k": the inner dimension)."""
     from .kernels import handover as h
+    from .kernels.blas import NO_TRANS
 
     item = out.itemsize
     (trans_a, lda), (trans_b, ldb), (_, ldc) = a_layout, b_layout, out_layout
     m, n = out.shape
     k = a.shape[1]
-    a_step = {"m": lda if trans_a == _BLAS_ROW else 1, "k": 1 if trans_a == _BLAS_ROW else lda, "n": 0}[axis] * item
-    b_step = {"n": 1 if trans_b == _BLAS_ROW else ldb, "k": ldb if trans_b == _BLAS_ROW else 1, "m": 0}[axis] * item
+    a_step = {"m": lda if trans_a == NO_TRANS else 1, "k": 1 if trans_a == NO_TRANS else lda, "n": 0}[axis] * item
+    b_step = {"n": 1 if trans_b == NO_TRANS else ldb, "k": ldb if trans_b == NO_TRANS else 1, "m": 0}[axis] * item
     c_step = {"m": ldc, "n": 1, "k": 0}[axis] * item
     size_field = {"m": h.M, "n": h.N, "k": h.K}[axis]
     row = [h.PRODUCT, 0 if out.dtype == np.float32 else 1, trans_a, trans_b, m, n, k]

@@ -36,6 +36,7 @@ import math
 import numpy as np
 
 from .. import parallel
+from . import blas
 from . import im2col as conv_kernels
 
 COLUMN_CHUNK_BYTES = 1 << 20  # a column buffer of 1 MiB a worker: half a core's L2 cache
@@ -112,9 +113,12 @@ class ColumnChunks:
     - ``map_matrix(worker, m, piece)``: the piece of an NCHW map as its (C_map, n P) matrix
     - ``map_from_col(worker, weight, col, m, piece, bias)``: m[piece] = W col (+ bias)
     - ``image_from_map(worker, weight, matrix, image, piece)``: image[piece] = col2im(W^T matrix)
-    - ``add_weight_grad(worker, matrix, col, first)``: the worker's partial += matrix col^T
-    - ``add_weight_grad_by_image(worker, m, col, piece, first)``: the same from the NCHW map
-    - ``weight_grad_total(weight_diff)``: weight_diff += the partials' sum
+    - ``add_weight_grad(worker, matrix, col, first, weight_diff)``: the worker's share of the
+      weight gradient += matrix col^T (worker 0's added into ``weight_diff`` itself when the
+      layout allows, the others' into partials)
+    - ``add_weight_grad_by_image(worker, m, col, piece, first, weight_diff)``: the same from
+      the NCHW map
+    - ``weight_grad_total(weight_diff)``: weight_diff += the partials
 
     ``map_direct``: one-image chunks for maps of ``MAP_DIRECT_BYTES`` or more (see there).
 
@@ -331,62 +335,59 @@ class ColumnChunks:
             return (self.groups, self.map_group, self.row_group)
         return (self.groups, self.row_group, self.map_group)
 
-    def add_weight_grad(self, worker, matrix, col, first):
-        """The worker's weight-gradient partial (``first``: set, else add) += matrix col^T
-        (kept transposed below ``DIRECT_WEIGHT_GRAD_BYTES``: col matrix^T)."""
-        shape = self._weight_grad_shape()
-        partial = self._scratch(worker, "weight_grad", *shape)
+    def _weight_grad_target(self, worker, weight_diff):
+        """(where the worker's weight-gradient products go, whether they are always added):
+        in the weight's layout worker 0 adds them into ``weight_diff`` itself (no partial of
+        its own: ResNet-50's 1024 -> 2048 projection, 8 MiB less; a pass less), every other
+        worker sets, then adds, its partial."""
+        if worker == 0 and self._adds_to_diff(weight_diff):
+            return weight_diff.reshape(self._weight_grad_shape()), True
+        return self._scratch(worker, "weight_grad", *self._weight_grad_shape()), False
+
+    def _adds_to_diff(self, weight_diff):
+        return self.weight_grad_direct and weight_diff.flags.c_contiguous
+
+    def add_weight_grad(self, worker, matrix, col, first, weight_diff):
+        """The worker's share of the weight gradient (``first``: its first product) +=
+        matrix col^T (kept transposed below ``DIRECT_WEIGHT_GRAD_BYTES``: col matrix^T); see
+        :meth:`_weight_grad_target`."""
+        target, adds = self._weight_grad_target(worker, weight_diff)
         grouped_map, grouped_col = self._grouped(matrix, self.map_channels), self._grouped(col, self.rows)
         if self.weight_grad_direct:
             a, b = grouped_map, grouped_col.transpose(0, 2, 1)
         else:
             a, b = grouped_col, grouped_map.transpose(0, 2, 1)
-        if first:
-            self._matmul(a, b, partial)
-            return
-        temp = self._scratch(worker, "weight_grad_temp", *shape)
-        self._matmul(a, b, temp)
-        partial += temp
+        if first and not adds:
+            self._matmul(a, b, target)
+        else:
+            blas.add_product(a, b, target)
 
-    def add_weight_grad_by_image(self, worker, m, col, piece, first):
+    def add_weight_grad_by_image(self, worker, m, col, piece, first, weight_diff):
         """As :meth:`add_weight_grad` with ``m`` the NCHW map itself (no reorder to a (C_map,
         n P) matrix): the products col[:, i, :] dY[i]^T of the piece's images, both read in
-        place, as one batched numpy product, then summed over the images (for layers that need
-        no data gradient, whose map matrix has no other use). One product call a piece instead
-        of one an image: two workers each looping over images in Python contended for the GIL
-        (LeNet's conv1, batch 64, weight gradient on 2 workers 1.23 -> 0.57 ms)."""
-        n = piece.images
-        shape = self._weight_grad_shape()
-        partial = self._scratch(worker, "weight_grad", *shape)
-        # at most the column budget of products at once (at least one image's): ResNet-50's
-        # 1024 -> 2048 projection as a net's first layer held 4 images x 8 MiB a worker
-        at_once = min(n, max(1, self.budget // (math.prod(shape) * self.dtype.itemsize)))
-        products = self._scratch(worker, "weight_grad_images", at_once, *shape)
-        cols = col.reshape(self.groups, self.row_group, n, -1).transpose(2, 0, 1, 3)
+        place, each added by gemm (``blas.add_product``: one compiled call a piece, no
+        temporaries), for layers that need no data gradient, whose map matrix has no other
+        use. (One call a piece, not one an image: two workers each looping over images in
+        Python contended for the GIL, LeNet's conv1, batch 64, weight gradient on 2 workers
+        1.23 -> 0.57 ms. The images' products were first made in a buffer of their own, then
+        summed: ResNet-50's 1024 -> 2048 projection held 8 MiB of it a worker.)"""
+        target, adds = self._weight_grad_target(worker, weight_diff)
+        cols = col.reshape(self.groups, self.row_group, piece.images, -1).transpose(2, 0, 1, 3)
         maps = self._map_view(m, piece)
-        for lo in range(0, n, at_once):
-            hi = min(n, lo + at_once)
-            set_partial = first and lo == 0
-            out = partial[None] if set_partial and hi - lo == 1 else products[: hi - lo]
-            if self.weight_grad_direct:
-                np.matmul(maps[lo:hi], cols[lo:hi].transpose(0, 1, 3, 2), out=out)
-            else:
-                np.matmul(cols[lo:hi], maps[lo:hi].transpose(0, 1, 3, 2), out=out)
-            if set_partial and hi - lo == 1:
-                continue
-            if hi - lo == 1:
-                partial += out[0]
-            elif set_partial:
-                np.sum(out, axis=0, out=partial)
-            else:
-                partial += np.sum(out, axis=0, out=self._scratch(worker, "weight_grad_temp", *shape))
+        a, b = (maps, cols) if self.weight_grad_direct else (cols, maps)
+        b = b.transpose(0, 1, 3, 2)
+        if first and not adds:
+            np.matmul(a[0], b[0], out=target)
+            a, b = a[1:], b[1:]
+        blas.add_product(a, b, target)
 
     def weight_grad_total(self, weight_diff):
-        """weight_diff += the sum of every worker's partial, worker 0 first."""
+        """weight_diff += the workers' partials, in order (worker 0's products are there
+        already when it added them into ``weight_diff`` itself)."""
         if self.weight_grad_direct:
-            diff = weight_diff.reshape(-1)
-            for worker in range(self.used_workers):
-                diff += self._scratch(worker, "weight_grad", diff.size)
+            start = 1 if self._adds_to_diff(weight_diff) else 0
+            for worker in range(start, self.used_workers):
+                weight_diff += self._scratch(worker, "weight_grad", weight_diff.size).reshape(weight_diff.shape)
             return
         shape = (self.groups * self.row_group, self.map_group)
         partials = [self._scratch(worker, "weight_grad", *shape) for worker in range(self.used_workers)]

@@ -30,7 +30,7 @@ worker and then over the workers (worker 0 first), as in ``conv_gemm``.
 import numpy as np
 
 from .. import parallel
-from . import conv_gemm
+from . import blas, conv_gemm
 from ._jit import jit
 
 MAX_IMAGE_BYTES = 1 << 22  # one image's strips (input or output gradient) must fit 4 MiB
@@ -47,7 +47,7 @@ MIN_KERNEL = 5
 MIN_CHANNELS = 32
 CHUNK_BYTES = 1 << 20  # strips of a chunk of images, a worker (at least one image)
 # Scratch names shared with conv_gemm (every convolution of the process uses one set of buffers)
-STRIPS, PRODUCT, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+STRIPS, PRODUCT, WEIGHT_GRAD = "columns", "map", "weight_grad"
 PRODUCT_TEMP = "strip_product"  # one kernel row's product before it is added
 
 
@@ -236,14 +236,12 @@ class StripConvolution:
         grad.reshape(out_h, n, out_w, self.outputs)[...] = dy.transpose(2, 0, 3, 1)
         grad = grad.reshape(-1, self.outputs)
         matrix = self.image.strips(worker, x, self.dtype)
-        temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, partial[0].size, self.dtype).reshape(partial[0].shape)
         for i in range(self.kernel[0]):
             view = self.image.kernel_row(matrix, i, n)
             if first:
                 np.matmul(view, grad, out=partial[i])
             else:
-                np.matmul(view, grad, out=temp)
-                partial[i] += temp
+                blas.add_product(view, grad, partial[i])
 
 
 def strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize):

@@ -41,6 +41,7 @@ import math
 import numpy as np
 
 from .. import parallel
+from . import blas
 from ._jit import jit
 
 G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
@@ -56,24 +57,31 @@ MIN_OUTPUT_SIZE = 16
 MIN_CHANNELS_BY_SIZE = 1024
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of
 # buffers (the largest any of them needs), whichever way it runs
-TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 FILTERS = "winograd_filters"
-SLICED_PRODUCTS_BYTES = 1 << 20
 
 
-def add_products(worker, dm, v, partial):
-    """partial[xi] += dm[xi] v[xi]^T for every xi: from a partial of ``SLICED_PRODUCTS_BYTES``
-    one xi at a time, through an (outputs, channels) buffer of the worker's (a temporary as
-    large as the partial would double the weight gradient's workspace: VGG-16's 512-channel
-    layers as F(2x2), 16 MiB a worker; their conv5 block 167 -> 143 MiB, and 0.93x the time),
-    smaller ones in one batched product (one call instead of 16 or 36 a piece)."""
-    if partial.nbytes < SLICED_PRODUCTS_BYTES:
-        temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, partial.size, partial.dtype).reshape(partial.shape)
-        partial += np.matmul(dm, v.transpose(0, 2, 1), out=temp)
+def add_products(dm, v, partial):
+    """partial[xi] += dm[xi] v[xi]^T for every tap xi: gemm adds each product into the partial
+    (``blas.add_product``), with no temporary. (Through a temporary, one as large as the
+    partial doubled the weight gradient's workspace: VGG-16's 512-channel layers as F(2x2),
+    16 MiB a worker; one a tap at a time cost a pass over each tap's partial.)"""
+    blas.add_product(dm, v.transpose(0, 2, 1), partial)
+
+
+def add_weight_grad(partials, transform, weight_diff):
+    """weight_diff += G^T dU G for dU the sum of ``partials`` (each worker's, taps first: (T,
+    outputs, channels)), as weight_diff (outputs channels, r) += dU^T ``transform`` (T, r), one
+    product a partial added into the gradient by gemm (no sum of the partials, no temporary)."""
+    taps, r = transform.shape
+    if not weight_diff.flags.c_contiguous:  # a view that reshapes only as a copy
+        grad = np.zeros(weight_diff.shape, weight_diff.dtype)
+        add_weight_grad(partials, transform, grad)
+        weight_diff += grad
         return
-    temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, partial[0].size, partial.dtype).reshape(partial.shape[1:])
-    for xi in range(len(partial)):
-        partial[xi] += np.matmul(dm[xi], v[xi].T, out=temp)
+    grad = weight_diff.reshape(-1, r)
+    for partial in partials:
+        blas.add_product(partial.reshape(taps, -1).T, transform, grad)
 
 
 class SharedFilters:
@@ -559,7 +567,7 @@ class WinogradConvolution(SharedFilters):
                         for i, n in enumerate(images):
                             input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
                         if worker in started:
-                            add_products(worker, dm_matrices, v_matrices, partial)
+                            add_products(dm_matrices, v_matrices, partial)
                         else:
                             np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
                         started.add(worker)
@@ -578,10 +586,6 @@ class WinogradConvolution(SharedFilters):
             self._add_weight_grad(passes[0][0], weight_diff)
 
     def _add_weight_grad(self, workers, weight_diff):
-        """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""
-        total = parallel.scratch(0, WEIGHT_GRAD, self.u.size, self.dtype).reshape(16, -1)
-        for worker in range(1, workers):
-            total += parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(16, -1)
-        grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * 9, self.dtype)
-        np.matmul(total.T, self.transform, out=grad.reshape(-1, 9))
-        weight_diff += grad.reshape(weight_diff.shape)
+        """weight_diff += G^T dU G, dU the sum of the workers' partials."""
+        partials = [parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype) for worker in range(workers)]
+        add_weight_grad(partials, self.transform, weight_diff)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd import SharedFilters, add_products
+from .winograd import SharedFilters, add_products, add_weight_grad
 
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)  # the finite interpolation points, in order of use
 TILE = {3: 4, 5: 4, 7: 2}  # outputs m a tile for a kernel of r taps: n = m + r - 1 of at most 8
@@ -54,7 +54,7 @@ MIN_TILES = 16
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of rows, a worker
 MAX_ROW_BYTES = 1 << 23  # V of one row (an r x 1 kernel's row is a whole image plane)
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
-TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 
 
 def transforms(m, r):
@@ -369,7 +369,7 @@ class AxisConvolution(SharedFilters):
                 if weight_diff is not None:
                     input_tiles(x, self.pad, self.m, self.bt, first, count, self.slots, v, phases)
                     if k:
-                        add_products(worker, dm.transpose(1, 0, 2), v, partial)
+                        add_products(dm.transpose(1, 0, 2), v, partial)
                     else:
                         np.matmul(dm.transpose(1, 0, 2), v.transpose(0, 2, 1), out=partial)
                 if dx is not None:
@@ -378,9 +378,5 @@ class AxisConvolution(SharedFilters):
 
         parallel.run_parts(share, workers, workers)
         if weight_diff is not None:
-            total = parallel.scratch(0, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n, -1)
-            for worker in range(1, workers):
-                total += parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(self.n, -1)
-            grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * self.r, self.dtype)
-            np.matmul(total.T, self.g, out=grad.reshape(-1, self.r))
-            weight_diff += grad.reshape(weight_diff.shape)
+            partials = [parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype) for worker in range(workers)]
+            add_weight_grad(partials, self.g, weight_diff)

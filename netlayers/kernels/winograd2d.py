@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd import SharedFilters
+from .winograd import SharedFilters, add_products, add_weight_grad
 from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
 TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
@@ -50,7 +50,7 @@ MIN_CHANNELS_BY_SIZE = 256
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
 MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
-TILES, PRODUCTS, WEIGHT_GRAD, WEIGHT_GRAD_TEMP = "columns", "map", "weight_grad", "weight_grad_temp"
+TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 
 
 def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize):
@@ -352,7 +352,6 @@ class SquareConvolution(SharedFilters):
 
         def share(worker, _):
             partial = parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(shape)
-            temp = parallel.scratch(worker, WEIGHT_GRAD_TEMP, u.size // 4, self.dtype).reshape(-1, *shape[1:])
             for index, (first, count) in enumerate(self._chunks(worker, workers)):
                 b = self._buffers(worker, count)
                 dm, v, phases = b["mm"], b["v"], b["out_phases"]
@@ -365,10 +364,8 @@ class SquareConvolution(SharedFilters):
                     self._input_tiles(x, first, count, b)
                     if index == 0:
                         np.matmul(dm.transpose(0, 2, 1), v, out=partial)
-                    for lo in range(0, self.n**2, len(temp)) if index else ():  # a quarter at a time
-                        group = slice(lo, lo + len(temp))
-                        np.matmul(dm[group].transpose(0, 2, 1), v[group], out=temp)
-                        partial[group] += temp
+                    else:
+                        add_products(dm.transpose(0, 2, 1), v.transpose(0, 2, 1), partial)
                 if dx is not None:
                     np.matmul(dm, u, out=v)
                     flat = v.reshape(self.n**2, -1)
@@ -379,9 +376,5 @@ class SquareConvolution(SharedFilters):
 
         parallel.run_parts(share, workers, workers)
         if weight_diff is not None:
-            total = parallel.scratch(0, WEIGHT_GRAD, u.size, self.dtype).reshape(self.n**2, -1)
-            for worker in range(1, workers):
-                total += parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(self.n**2, -1)
-            grad = parallel.scratch(0, WEIGHT_GRAD_TEMP, self.outputs * self.channels * self.r**2, self.dtype)
-            np.matmul(total.T, self.transform, out=grad.reshape(-1, self.r**2))
-            weight_diff += grad.reshape(weight_diff.shape)
+            partials = [parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype) for worker in range(workers)]
+            add_weight_grad(partials, self.transform, weight_diff)

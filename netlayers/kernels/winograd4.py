@@ -418,7 +418,7 @@ class Winograd4Convolution(winograd.SharedFilters):
                     if weight_diff is not None:
                         input_tiles(x, n0, count, pad, first, rows, tiles_w, v, block)
                         if worker in started:
-                            winograd.add_products(worker, dm_matrices, v_matrices, partial)
+                            winograd.add_products(dm_matrices, v_matrices, partial)
                         else:
                             np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
                         started.add(worker)
@@ -436,10 +436,6 @@ class Winograd4Convolution(winograd.SharedFilters):
             self._add_weight_grad(passes[0][0], weight_diff)
 
     def _add_weight_grad(self, workers, weight_diff):
-        """weight_diff += G^T dU G, dU the sum of the workers' partials (worker 0 first)."""
-        total = parallel.scratch(0, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(36, -1)
-        for worker in range(1, workers):
-            total += parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(36, -1)
-        grad = parallel.scratch(0, winograd.WEIGHT_GRAD_TEMP, self.outputs * self.channels * 9, self.dtype)
-        np.matmul(total.T, self.transform, out=grad.reshape(-1, 9))
-        weight_diff += grad.reshape(weight_diff.shape)
+        """weight_diff += G^T dU G, dU the sum of the workers' partials."""
+        partials = [parallel.scratch(w, winograd.WEIGHT_GRAD, self.u.size, self.dtype) for w in range(workers)]
+        winograd.add_weight_grad(partials, self.transform, weight_diff)

@@ -453,11 +453,12 @@ class Convolution(_ConvolutionBase):
 
             def step(worker, piece, first, x=x, dx=dx, dy=dy):
                 if dx is None:  # the weight gradient alone (a net's first layer): dy read in place
-                    chunks.add_weight_grad_by_image(worker, dy, chunks.columns(worker, x, piece), piece, first)
+                    col = chunks.columns(worker, x, piece)
+                    chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight.diff)
                     return
                 m = chunks.map_matrix(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first)
+                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first, weight.diff)
                 if dx is not None:
                     chunks.image_from_map(worker, weight.data, m, dx, piece)
 
@@ -704,7 +705,7 @@ class Deconvolution(_ConvolutionBase):
             def step(worker, piece, first, x=x, dx=dx, dy=dy):
                 col = chunks.columns(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, piece), col, first)
+                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, piece), col, first, weight.diff)
                 if dx is not None:
                     chunks.map_from_col(worker, weight.data, col, dx, piece)
 

@@ -91,3 +91,60 @@ def test_the_blas_whose_threads_a_pass_holds_is_numpys_alone():
 
     linked = subprocess.run(["ldd", _multiarray_umath.__file__], capture_output=True, text=True, check=True).stdout
     assert int(count) == 2 and numpys_alone == "True" and held in linked, result.stdout
+
+
+# -- add_product: out += a @ b, added by gemm itself ---------------------------------------------
+def _stacks(rng, dtype):
+    """(a, b, out, want) cases: stacks broadcast, summed into out where it lacks an axis or has
+    size 1 there, transposed operands and a transposed out."""
+    r = lambda *shape: rng.standard_normal(shape).astype(dtype)  # noqa: E731
+    a3, b3 = r(3, 5, 7), r(3, 7, 4)
+    a4, b4 = r(6, 2, 5, 7), r(6, 2, 7, 4)
+    cases = [
+        (a3, b3, r(3, 5, 4), lambda out: out + a3 @ b3),
+        (a3, b3, r(5, 4), lambda out: out + (a3 @ b3).sum(0)),
+        (a4, b4, r(2, 5, 4), lambda out: out + (a4 @ b4).sum(0)),
+        (a4, b4, r(1, 2, 5, 4), lambda out: out + (a4 @ b4).sum(0, keepdims=True)),
+        (a3[0], b3, r(3, 5, 4), lambda out: out + a3[0] @ b3),  # a 2-D a against a stack
+        (r(7, 5).T, r(4, 7).T, r(5, 4), None),  # both operands transposed
+        (a3[1], b3[1], r(4, 5).T, None),  # out transposed: out^T += b^T a^T
+    ]
+    return [(a, b, out, want or (lambda out, a=a, b=b: out + a @ b)) for a, b, out, want in cases]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_add_product_adds_by_gemm_without_numpys_matmul(dtype, monkeypatch):
+    rng = np.random.default_rng(3)
+    cases = [(a, b, out, want(out.copy())) for a, b, out, want in _stacks(rng, dtype)]
+    monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: pytest.fail("numpy's matmul was called"))
+    for a, b, out, want in cases:
+        assert blas.add_product(a, b, out) is out
+        np.testing.assert_allclose(out, want, rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_add_product_falls_back_to_numpy_where_blas_cannot_read():
+    rng = np.random.default_rng(4)
+    a, b = rng.standard_normal((6, 2, 5, 14)), rng.standard_normal((6, 2, 14, 4))
+    out = rng.standard_normal((2, 5, 4))
+    cases = [
+        (a[..., ::2], b[:, :, ::2], out.copy()),  # strided inner dimension
+        (a.astype(np.float32), b, out.copy()),  # mixed dtypes
+        (a.astype(np.int64), b.astype(np.int64), out.astype(np.int64)),  # no BLAS for integers
+    ]
+    for x, y, target in cases:
+        want = target + np.matmul(x, y).sum(0)
+        blas.add_product(x, y, target)
+        np.testing.assert_allclose(target, want, rtol=1e-12)
+    square = rng.standard_normal((4, 4))
+    want = square + square @ square
+    blas.add_product(square, square, square)  # out is an operand: through a temporary
+    np.testing.assert_allclose(square, want, rtol=1e-12)
+
+
+def test_add_product_checks_shapes_and_adds_nothing_for_empty_stacks():
+    out = np.ones((3, 4))
+    with pytest.raises(ValueError, match="do not match"):
+        blas.add_product(np.ones((3, 5)), np.ones((6, 4)), out)
+    blas.add_product(np.ones((0, 3, 5)), np.ones((0, 5, 4)), out)
+    blas.add_product(np.ones((3, 0)), np.ones((0, 4)), out)
+    np.testing.assert_array_equal(out, 1.0)

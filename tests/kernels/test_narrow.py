@@ -152,18 +152,56 @@ def test_the_weight_gradient_by_image_equals_the_one_through_the_map_matrix():
     for by_image in (False, True):
         weight_diff = np.zeros((8, chunks.rows))
 
-        def step(worker, piece, first, by_image=by_image):
+        def step(worker, piece, first, by_image=by_image, weight_diff=weight_diff):
             col = chunks.columns(worker, x, piece)
             if by_image:
-                chunks.add_weight_grad_by_image(worker, dy, col, piece, first)
+                chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
             else:
-                chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first)
+                chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first, weight_diff)
 
         chunks.run(step)
         chunks.weight_grad_total(weight_diff)
         sums.append(weight_diff)
     np.testing.assert_allclose(sums[1], sums[0], rtol=1e-12, atol=1e-12)
     assert np.abs(sums[0]).max() > 1  # something was summed
+
+
+@pytest.mark.parametrize("direct", [True, False])
+@pytest.mark.parametrize("by_image", [True, False])
+def test_the_weight_gradient_is_added_to_what_the_diff_held(monkeypatch, direct, by_image):
+    """In the weight's layout (``direct``) worker 0 adds its products into the weight's
+    gradient itself; either way the gradient ends as what it held plus this pass's, on 1 or 2
+    workers, and a diff that is not contiguous goes through the partials."""
+    monkeypatch.setattr(conv_gemm, "DIRECT_WEIGHT_GRAD_BYTES", 0 if direct else 1 << 40)
+    shape, kernel, pad, outputs = (6, 3, 10, 10), (5, 5), (2, 2), 8
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape)
+    chunks = chunks_for(shape, kernel, pad, (1, 1), (1, 1), outputs, 1, np.float64)
+    assert chunks.weight_grad_direct == direct
+    dy = rng.standard_normal((shape[0], outputs) + chunks.map_shape)
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(x, ((0, 0), (0, 0), pad, pad)), kernel, axis=(2, 3))
+    want_grad = np.einsum("noyx,ncyxij->ocij", dy, windows).reshape(outputs, -1)
+    saved = parallel.thread_count()
+    for threads in (1, 2):
+        parallel.set_thread_count(threads)
+        try:
+            for contiguous in (True, False) if direct else (True,):
+                held = rng.standard_normal((outputs, 2 * chunks.rows))
+                weight_diff = held[:, : chunks.rows] if not contiguous else held[:, : chunks.rows].copy()
+                before = weight_diff.copy()
+
+                def step(worker, piece, first, weight_diff=weight_diff):
+                    col = chunks.columns(worker, x, piece)
+                    if by_image:
+                        chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
+                    else:
+                        chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first, weight_diff)
+
+                chunks.run(step)
+                chunks.weight_grad_total(weight_diff)
+                np.testing.assert_allclose(weight_diff, before + want_grad, rtol=1e-10, atol=1e-10)
+        finally:
+            parallel.set_thread_count(saved)
 
 
 def test_large_maps_go_image_by_image_and_give_the_direct_formulas(monkeypatch):

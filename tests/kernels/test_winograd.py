@@ -348,13 +348,28 @@ def test_the_warmup_compiles_the_winograd_kernels(winograd_everywhere, monkeypat
     assert calls == {(name, dtype) for name in names for dtype in ("float32", "float64")}
 
 
-@pytest.mark.parametrize("outputs, channels", [(8, 4), (64, 256)])  # 2 KiB and 1 MiB partials
-def test_add_products_adds_every_xis_product_in_one_call_or_one_xi_at_a_time(outputs, channels):
+@pytest.mark.parametrize("outputs, channels", [(8, 4), (64, 256)])
+def test_add_products_adds_every_taps_product_into_the_partial(outputs, channels):
     rng = np.random.default_rng(6)
     dm = rng.standard_normal((16, outputs, 40)).astype(np.float32)
     v = rng.standard_normal((16, channels, 40)).astype(np.float32)
     partial = rng.standard_normal((16, outputs, channels)).astype(np.float32)
     want = partial + np.matmul(dm, v.transpose(0, 2, 1))
-    winograd.add_products(0, dm, v, partial)
-    assert (partial.nbytes >= winograd.SLICED_PRODUCTS_BYTES) == (channels == 256)
+    winograd.add_products(dm, v, partial)
     np.testing.assert_allclose(partial, want, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_add_weight_grad_adds_the_transformed_sum_of_the_partials(contiguous):
+    rng = np.random.default_rng(7)
+    transform = winograd.FILTER_TRANSFORM.astype(np.float64)  # (16, 9)
+    whole = rng.standard_normal((6, 10, 3, 3))
+    before = whole.copy()
+    diff = whole if contiguous else whole[:, ::2]
+    partials = [rng.standard_normal(16 * 6 * diff.shape[1]) for _ in range(3)]
+    total = sum(partials).reshape(16, -1)
+    want = diff + (total.T @ transform).reshape(diff.shape)
+    winograd.add_weight_grad(partials, transform, diff)
+    np.testing.assert_allclose(diff, want, rtol=1e-12, atol=1e-12)
+    if not contiguous:
+        np.testing.assert_array_equal(whole[:, 1::2], before[:, 1::2])  # the channels left out
