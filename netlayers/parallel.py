@@ -265,15 +265,29 @@ def over_slices(fn, length, nbytes):
 # update then pulled the gradient back (update 2-3x slower), and the step as a whole ran 0.9x to
 # 1.8x of whole. From 16 MFLOP (Sigmoid and TanH MLPs, 25 MFLOP products) the net gained
 # (0.90x-0.93x of the 32 MFLOP threshold, paired rounds).
+#
+# A thin product (one side under ``THIN_SIDE``: a classifier's 10 outputs, a batch of 16) runs far
+# below BLAS's rate: numpy's OpenBLAS, one core, float32, the other two sides 1024-4096: 20-26
+# GFLOP/s with a side of 10, 30-35 with 16, 41-46 with 32, 61-76 from 64 (``/tmp`` probe). Its
+# FLOPs count THIN_SIDE / side times toward the threshold, so that what decides is about the
+# time a product takes: the Deconvolution net's InnerProduct 32768 -> 10 (batch 16), three
+# 10.5 MFLOP products of 0.41-0.49 ms each, is cut.
 MATMUL_SPLIT_FLOPS = 1 << 24
+THIN_SIDE = 32
 SPLIT_GRAIN = 16  # parts are cut at multiples of 16 rows, columns or inner items (BLAS's tiles)
 
 
 def matmul(a, b, out):
-    """out = a @ b for 2-D arrays. From ``MATMUL_SPLIT_FLOPS`` the product is cut into one part
-    a worker (``_split_product``), else it runs whole in the calling thread."""
+    """out = a @ b for 2-D arrays. From ``MATMUL_SPLIT_FLOPS`` (thin products' FLOPs counted
+    more, see above) the product is cut into one part a worker (``_split_product``), else it
+    runs whole in the calling thread."""
     rows, cols = out.shape
-    if 2 * rows * cols * a.shape[1] >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out):
+    inner = a.shape[1]
+    flops = 2 * rows * cols * inner
+    thin = min(rows, cols, inner)
+    if thin < THIN_SIDE:
+        flops = flops * THIN_SIDE // max(thin, 1)
+    if flops >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out):
         return out
     if single_threaded_blas.depth:  # inside a net pass: already single-threaded
         return np.matmul(a, b, out=out)

@@ -265,6 +265,22 @@ def test_a_product_is_cut_along_the_axis_that_adds_least_work(rng, thread_count,
     assert all((rows[:, f] == rows[0, f]).all() for f in (h.M, h.N, h.K) if f != axis)
 
 
+def test_thin_products_are_cut_from_fewer_flops(rng, thread_count, monkeypatch):
+    """A product with a side under THIN_SIDE counts its FLOPs THIN_SIDE / side times: a
+    classifier's 10 outputs over 32768 inputs (10.5 MFLOP) is cut, as is its weight gradient;
+    a square product of the same FLOPs is not."""
+    thread_count(2)
+    cut = []
+    monkeypatch.setattr(parallel, "_split_product", lambda a, b, out: cut.append(out.shape) or False)
+    x, w = rng.standard_normal((16, 32768)).astype(np.float32), rng.standard_normal((10, 32768)).astype(np.float32)
+    parallel.matmul(x, w.T, np.empty((16, 10), np.float32))  # 10.5 MFLOP, a side of 10
+    parallel.matmul(np.ones((10, 16), np.float32), x, np.empty((10, 32768), np.float32))
+    side = round((10.5e6 / 2) ** (1 / 3))
+    square = np.ones((side, side), np.float32)
+    parallel.matmul(square, square, np.empty((side, side), np.float32))  # 10.5 MFLOP, square
+    assert cut == [(16, 10), (10, 32768)]
+
+
 def test_products_that_cannot_be_cut_run_whole(rng, thread_count, monkeypatch):
     """out overlapping an operand, mixed dtypes, a layout BLAS cannot read (both strides
     above the item size), too short to cut: no plan, and the right product anyway."""
