@@ -141,6 +141,21 @@ def test_a_first_layer_gives_the_direct_formulas_on_one_and_two_workers(
     np.testing.assert_array_equal(run_first_layer(spec, x, dtype, 2)[3][0], runs[1][3][0])  # and run to run
 
 
+def add_weight_gradient(chunks, x, dy, by_image, weight_diff):
+    """weight_diff += the weight gradient of ``chunks`` (by image, or through the map matrix)."""
+
+    def step(worker, piece, first):
+        col = chunks.columns(worker, x, piece)
+        if by_image:
+            chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
+        else:
+            chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first, weight_diff)
+
+    chunks.run(step)
+    chunks.weight_grad_total(weight_diff)
+    return weight_diff
+
+
 def test_the_weight_gradient_by_image_equals_the_one_through_the_map_matrix():
     shape, kernel, pad = (6, 3, 10, 10), (5, 5), (2, 2)
     chunks = chunks_for(shape, kernel, pad, (1, 1), (1, 1), 8, 1, np.float64)
@@ -148,20 +163,7 @@ def test_the_weight_gradient_by_image_equals_the_one_through_the_map_matrix():
     x = rng.standard_normal(shape)
     dy = rng.standard_normal((shape[0], 8) + chunks.map_shape)
     assert chunks.parts < shape[0]  # chunks of several images
-    sums = []
-    for by_image in (False, True):
-        weight_diff = np.zeros((8, chunks.rows))
-
-        def step(worker, piece, first, by_image=by_image, weight_diff=weight_diff):
-            col = chunks.columns(worker, x, piece)
-            if by_image:
-                chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
-            else:
-                chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first, weight_diff)
-
-        chunks.run(step)
-        chunks.weight_grad_total(weight_diff)
-        sums.append(weight_diff)
+    sums = [add_weight_gradient(chunks, x, dy, by_image, np.zeros((8, chunks.rows))) for by_image in (False, True)]
     np.testing.assert_allclose(sums[1], sums[0], rtol=1e-12, atol=1e-12)
     assert np.abs(sums[0]).max() > 1  # something was summed
 
@@ -171,7 +173,9 @@ def test_the_weight_gradient_by_image_equals_the_one_through_the_map_matrix():
 def test_the_weight_gradient_is_added_to_what_the_diff_held(monkeypatch, direct, by_image):
     """In the weight's layout (``direct``) worker 0 adds its products into the weight's
     gradient itself; either way the gradient ends as what it held plus this pass's, on 1 or 2
-    workers, and a diff that is not contiguous goes through the partials."""
+    workers. In the weight's layout a gradient that is not contiguous goes through the
+    partials (the transposed partials' sum takes contiguous gradients only, as the layers'
+    are)."""
     monkeypatch.setattr(conv_gemm, "DIRECT_WEIGHT_GRAD_BYTES", 0 if direct else 1 << 40)
     shape, kernel, pad, outputs = (6, 3, 10, 10), (5, 5), (2, 2), 8
     rng = np.random.default_rng(5)
@@ -189,16 +193,7 @@ def test_the_weight_gradient_is_added_to_what_the_diff_held(monkeypatch, direct,
                 held = rng.standard_normal((outputs, 2 * chunks.rows))
                 weight_diff = held[:, : chunks.rows] if not contiguous else held[:, : chunks.rows].copy()
                 before = weight_diff.copy()
-
-                def step(worker, piece, first, weight_diff=weight_diff):
-                    col = chunks.columns(worker, x, piece)
-                    if by_image:
-                        chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
-                    else:
-                        chunks.add_weight_grad(worker, chunks.map_matrix(worker, dy, piece), col, first, weight_diff)
-
-                chunks.run(step)
-                chunks.weight_grad_total(weight_diff)
+                add_weight_gradient(chunks, x, dy, by_image, weight_diff)
                 np.testing.assert_allclose(weight_diff, before + want_grad, rtol=1e-10, atol=1e-10)
         finally:
             parallel.set_thread_count(saved)
