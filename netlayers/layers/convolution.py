@@ -450,21 +450,24 @@ class Convolution(_ConvolutionBase):
                 continue
             x = self._image(bottom[i].data)
             dx = self._image(bottom[i].diff) if propagate_down[i] else None
+            # read here, not in the steps: reading a diff writes the zeros a clear left due,
+            # which two workers must not do while worker 0 adds its products into it
+            weight_diff = weight.diff if want_weight else None
 
-            def step(worker, piece, first, x=x, dx=dx, dy=dy):
+            def step(worker, piece, first, x=x, dx=dx, dy=dy, weight_diff=weight_diff):
                 if dx is None:  # the weight gradient alone (a net's first layer): dy read in place
                     col = chunks.columns(worker, x, piece)
-                    chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight.diff)
+                    chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
                     return
                 m = chunks.map_matrix(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first, weight.diff)
+                    chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first, weight_diff)
                 if dx is not None:
                     chunks.image_from_map(worker, weight.data, m, dx, piece)
 
             chunks.run(step, share_bands=dx is None)  # bands of a data gradient overlap: not shared
             if want_weight:
-                chunks.weight_grad_total(weight.diff)
+                chunks.weight_grad_total(weight_diff)
 
     def _transformed(self):
         """The Winograd or row-strip convolution this geometry runs as, or None: both take
@@ -701,17 +704,18 @@ class Deconvolution(_ConvolutionBase):
                 continue
             x = bottom[i].data
             dx = bottom[i].diff if propagate_down[i] else None
+            weight_diff = weight.diff if want_weight else None  # here, not in the steps (above)
 
-            def step(worker, piece, first, x=x, dx=dx, dy=dy):
+            def step(worker, piece, first, x=x, dx=dx, dy=dy, weight_diff=weight_diff):
                 col = chunks.columns(worker, dy, piece)
                 if want_weight:
-                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, piece), col, first, weight.diff)
+                    chunks.add_weight_grad(worker, chunks.map_matrix(worker, x, piece), col, first, weight_diff)
                 if dx is not None:
                     chunks.map_from_col(worker, weight.data, col, dx, piece)
 
             chunks.run(step)
             if want_weight:
-                chunks.weight_grad_total(weight.diff)
+                chunks.weight_grad_total(weight_diff)
 
 
 @register_layer("Im2col")

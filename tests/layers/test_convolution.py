@@ -561,3 +561,47 @@ def test_convolution_results_agree_for_any_worker_count_and_repeat_exactly(rng, 
             np.testing.assert_allclose(got, first, rtol=1e-12, atol=1e-12)
     for again, before in zip(results[3], results[2]):
         np.testing.assert_array_equal(again, before)
+
+
+@pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
+@pytest.mark.parametrize("data_gradient", [True, False])
+def test_the_weight_gradient_is_read_in_the_calling_thread_only(thread_count, monkeypatch, kind, data_gradient):
+    """Reading a diff writes the zeros a lazy clear left due; worker 0 adds its products into
+    the weight's gradient itself, so no worker may read it (another worker's late zeroing would
+    wipe what worker 0 added): the layer reads it once, before handing out the steps. The
+    gradient after a lazy clear equals the one from zeros."""
+    import threading
+
+    from netlayers.blob import Blob
+
+    thread_count(2)
+    monkeypatch.setattr(conv_gemm, "DIRECT_WEIGHT_GRAD_BYTES", 0)  # worker 0 adds into the diff
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((8, 4, 12, 12))
+    layer = {"type": kind, "convolution_param": {"num_output": 6, "kernel_size": 3, "pad": 1}}
+    instance, bottom, top = make_layer(layer, [x])
+    instance.forward(bottom, top)
+    top[0].diff[...] = rng.standard_normal(top[0].shape)
+    weight = instance.blobs[0]
+    readers = []
+    getter = Blob.diff.fget
+
+    def spying(blob):
+        if blob is weight:
+            readers.append(threading.get_ident())
+        return getter(blob)
+
+    results = []
+    for lazy in (False, True):
+        weight.diff[...] = 0
+        if lazy:
+            weight.diff[...] = np.nan  # what a lazy clear must overwrite
+            weight.zero_diff()
+        monkeypatch.setattr(Blob, "diff", property(spying, Blob.diff.fset))
+        instance.backward(top, [data_gradient], bottom)
+        monkeypatch.undo()
+        monkeypatch.setattr(conv_gemm, "DIRECT_WEIGHT_GRAD_BYTES", 0)
+        results.append(weight.diff.copy())
+    assert readers and set(readers) == {threading.get_ident()}
+    np.testing.assert_array_equal(results[1], results[0])
+    assert np.isfinite(results[0]).all() and np.abs(results[0]).max() > 0
