@@ -50,6 +50,10 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         bench_nets.mobilenet_tail(batch=2, size=8, width=4),
         bench_nets.resnet50_last_stage(batch=2, size=6, width=4),
         bench_nets.vgg16_conv5(batch=2, size=6, width=4),
+        bench_nets.cifar_resnet(batch=2, blocks=1, widths=(4, 6, 8), size=8),
+        bench_nets.densenet(batch=2, size=6, channels=4, growth=3, count=2),
+        bench_nets.squeezenet(batch=2, size=9, channels=4),
+        bench_nets.dcgan_generator(batch=2, widths=(6, 5, 4, 3)),
     ):
         net, loss = run_tiny(spec)
         assert math.isfinite(loss) and loss > 0, spec["name"]

@@ -488,6 +488,93 @@ def classifier_head(batch=8):
     return net_spec("classifier_head", [*layers, loss("fc8")])
 
 
+def basic_block(layers, name, bottom, width, stride):
+    """A ResNet basic block appended to ``layers``: 3x3 (stride ``stride``) -> BatchNorm + Scale
+    -> ReLU -> 3x3 -> BatchNorm + Scale, plus the shortcut (the identity, or where the block
+    downsamples a 1x1 stride-2 projection with BatchNorm + Scale), Eltwise SUM, ReLU."""
+    a, b = f"{name}_a", f"{name}_b"
+    layers += [conv(a, bottom, width, 3, pad=1, stride=stride, bias=False), *batch_norm_scale(a, a)]
+    layers += [relu(f"{a}_relu", a)]
+    layers += [conv(b, a, width, 3, pad=1, bias=False), *batch_norm_scale(b, b)]
+    shortcut = bottom
+    if stride != 1:
+        shortcut = f"{name}_proj"
+        layers += [conv(shortcut, bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(shortcut, shortcut)]
+    layers += [{"name": name, "type": "Eltwise", "bottom": [b, shortcut], "top": name}, relu(f"{name}_relu", name)]
+    return name
+
+
+def cifar_resnet(batch=32, blocks=3, widths=(16, 32, 64), size=32):
+    """The CIFAR-10 ResNet of He et al. (ResNet-20 for ``blocks`` 3): a 3x3 stem of 16
+    channels, then three stages of basic blocks at 16, 32 and 64 channels on 32, 16 and 8
+    pixels (the first block of a later stage downsamples, with a 1x1 projection), global average
+    pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("stem", "data", widths[0], 3, pad=1, bias=False)]
+    layers += [*batch_norm_scale("stem", "stem"), relu("stem_relu", "stem")]
+    bottom = "stem"
+    for stage, width in enumerate(widths):
+        for k in range(blocks):
+            bottom = basic_block(layers, f"s{stage}b{k}", bottom, width, 2 if stage and not k else 1)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("cifar_resnet", [*layers, loss("fc")])
+
+
+def densenet(batch=16, size=28, channels=64, growth=32, count=4):
+    """A DenseNet block (Huang et al.): ``count`` layers, each BatchNorm + Scale -> ReLU -> 3x3
+    convolution of ``growth`` outputs on all the maps so far, concatenated to them (64 -> 192
+    channels at 28 x 28); global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, channels, size, size)], "data"
+    for k in range(count):
+        n = f"d{k}"
+        layers += [{"name": f"{n}_bn", "type": "BatchNorm", "bottom": bottom, "top": f"{n}_bn"}]
+        scale = {"name": f"{n}_scale", "type": "Scale", "bottom": f"{n}_bn", "top": f"{n}_bn"}
+        layers += [{**scale, "scale_param": {"bias_term": True}}, relu(f"{n}_relu", f"{n}_bn")]
+        layers += [conv(f"{n}_conv", f"{n}_bn", growth, 3, pad=1, bias=False)]
+        layers += [{"name": f"{n}_cat", "type": "Concat", "bottom": [bottom, f"{n}_conv"], "top": f"{n}_cat"}]
+        bottom = f"{n}_cat"
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("densenet", [*layers, loss("fc")])
+
+
+def fire(layers, name, bottom, squeeze, expand):
+    """A SqueezeNet fire module appended to ``layers``: a 1x1 squeeze, then 1x1 and 3x3 expands
+    of it (each with ReLU), concatenated."""
+    s, e1, e3 = f"{name}_squeeze", f"{name}_expand1", f"{name}_expand3"
+    layers += [conv(s, bottom, squeeze, 1), relu(f"{s}_relu", s)]
+    layers += [conv(e1, s, expand, 1), relu(f"{e1}_relu", e1), conv(e3, s, expand, 3, pad=1), relu(f"{e3}_relu", e3)]
+    layers += [{"name": name, "type": "Concat", "bottom": [e1, e3], "top": name}]
+    return name
+
+
+def squeezenet(batch=16, size=56, channels=64):
+    """SqueezeNet 1.1's fire modules 2 to 5 (Iandola et al.) on its 56 x 56 maps of 64 channels:
+    fire2 and fire3 (squeeze 16, expand 64 + 64), a 3/2 max pool, fire4 and fire5 (32, 128 +
+    128); its classifier: a 1x1 convolution to 10 maps and global average pooling."""
+    layers, bottom = [input_layer(batch, channels, size, size)], "data"
+    bottom = fire(layers, "fire3", fire(layers, "fire2", bottom, 16, 64), 16, 64)
+    layers.append(pool("pool3", bottom, "MAX", 3, 2))
+    bottom = fire(layers, "fire5", fire(layers, "fire4", "pool3", 32, 128), 32, 128)
+    layers += [conv("conv10", bottom, 10, 1), pool("pool10", "conv10", "AVE")]
+    return net_spec("squeezenet", [*layers, loss("pool10")])
+
+
+def dcgan_generator(batch=16, widths=(512, 256, 128, 64)):
+    """DCGAN's generator (Radford et al.): a 100-long code as a 1 x 1 map, Deconvolutions 4/1
+    to 4 x 4 then 4/2 (pad 1) doubling the size to 64 x 64 with 3 outputs, BatchNorm + Scale +
+    ReLU between them and TanH at the end; an InnerProduct 10 and SoftmaxWithLoss stand in for
+    the discriminator."""
+    layers, bottom = [input_layer(batch, 100, 1, 1)], "data"
+    for k, width in enumerate(widths):
+        name = f"g{k}"
+        stride, pad = (1, 0) if k == 0 else (2, 1)
+        layers += [conv(name, bottom, width, 4, pad=pad, stride=stride, bias=False, type="Deconvolution")]
+        layers += [*batch_norm_scale(name, name), relu(f"{name}_relu", name)]
+        bottom = name
+    layers += [conv("image", bottom, 3, 4, pad=1, stride=2, type="Deconvolution"), activation("tanh", "image", "TanH")]
+    layers += [inner_product("fc", "image", 10)]
+    return net_spec("dcgan_generator", [*layers, loss("fc")])
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes) and the
@@ -533,6 +620,16 @@ NETS.update(
             resnet50_last_stage,
         ),
         "vgg16_conv5": Case("VGG-16's conv5 block, 3x3 512 ch at 14 px, batch 8", vgg16_conv5),
+        "cifar_resnet": Case(
+            "CIFAR ResNet-20: 16-32-64 ch at 32-16-8 px, 3 basic blocks a stage, batch 32", cifar_resnet
+        ),
+        "densenet": Case(
+            "DenseNet block: 4 layers of BatchNorm-ReLU-3x3 conv, growth 32, Concat, 28 px, batch 16", densenet
+        ),
+        "squeezenet": Case("SqueezeNet 1.1's fire modules 2-5, 64 ch at 56 px, batch 16", squeezenet),
+        "dcgan_generator": Case(
+            "DCGAN generator: Deconvolutions 100 -> 64 px, BatchNorm + Scale + ReLU, batch 16", dcgan_generator
+        ),
     }
 )
 
