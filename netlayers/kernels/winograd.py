@@ -123,21 +123,45 @@ MIN_SMALL_MAP_SIZE = 12
 MIN_SMALL_MAP_CHANNELS = 128
 MIN_SMALL_MAP_TILES = 256
 
+# Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:
+# CIFAR ResNets' 16- and 32-channel stages, DenseNet's 32-output layers, SqueezeNet's expands)
+# run as F(2x2, 3x3) too from outputs of MIN_SMALL_MAP_SIZE, with at least MIN_FEW_CHANNELS
+# input and output channels, the fewer channels times the shorter side at least
+# MIN_FEW_CHANNELS_BY_SIZE and at least MIN_FEW_CHANNELS_TILES tiles in the batch: im2col's
+# products there have a side of 16 to 32 (OpenBLAS at half its rate). Forward + backward against
+# im2col + GEMM, 2 threads, float32, medians of 4 rounds (2026-12-04, AMD EPYC), input ->
+# output channels at size, batch: 16 -> 16 at 32, 32 0.82x, batch 16 0.85x, batch 8 0.82x;
+# 16 -> 16 at 56, 8 0.76x; 16 -> 16 at 28, 64 0.75x; 16 -> 64 at 32, 16 0.88x; 64 -> 16 at 32,
+# 16 0.47x; 32 -> 32 at 16, 32 0.72x, batch 8 0.73x; 32 -> 32 at 28, 16 0.72x; 64 -> 32 at 28,
+# 16 0.59x; 128 -> 32 at 28, 16 0.53x; 24 -> 24 at 28, 16 0.69x; 20 -> 20 at 20, 16 0.89x;
+# 24 -> 24 at 16, 16 0.83x; 48 -> 48 at 12, 32 0.89x; 32 -> 32 at 14, 32 0.75x; 64 -> 64 at 14,
+# 16 0.83x; 64 -> 32 at 14, 16 0.72x. Ties: 16 -> 16 at 24, 32 1.00x; 32 -> 32 at 12, 16 1.03x.
+# Left to im2col, where Winograd lost: 16 -> 16 at 16, 32 (fewer times side 256) 1.06x; 16 -> 16
+# at 32, batch 1 (256 tiles) 2.1x; 32 -> 32 at 8, 32 1.5x; 8 -> 8 at 32 1.2x; 3 -> 16 at 32 1.9x.
+MIN_FEW_CHANNELS = 16
+MIN_FEW_CHANNELS_BY_SIZE = 384
+MIN_FEW_CHANNELS_TILES = 512
+
 
 def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
     """Whether a convolution of ``batch`` images runs as Winograd F(2x2, 3x3): a 3x3 kernel,
     stride 1, dilation 1, one group, the same padding of 0 or 1 on both axes, and either at
     least ``MIN_CHANNELS`` input and output channels, outputs of at least ``MIN_OUTPUT_SIZE``
     rows and columns, and the fewer channels times the shorter output side at least
-    ``MIN_CHANNELS_BY_SIZE``, or the small-map rule above (where each was measured faster:
-    with fewer channels or tiles the products are too small to pay for the transforms)."""
+    ``MIN_CHANNELS_BY_SIZE``, or the small-map rule or the few-channels rule above (where each
+    was measured faster: with fewer channels or tiles the products are too small to pay for the
+    transforms)."""
     if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and pad[0] == pad[1] <= 1):
         return False
     fewer, shorter = min(channels, outputs), min(out_size)
-    if shorter >= MIN_OUTPUT_SIZE:
-        return fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE
+    if shorter >= MIN_OUTPUT_SIZE and fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE:
+        return True
+    if shorter < MIN_SMALL_MAP_SIZE:
+        return False
     tiles = batch * math.prod(-(-side // 2) for side in out_size)
-    return shorter >= MIN_SMALL_MAP_SIZE and fewer >= MIN_SMALL_MAP_CHANNELS and tiles >= MIN_SMALL_MAP_TILES
+    if fewer >= MIN_SMALL_MAP_CHANNELS and tiles >= MIN_SMALL_MAP_TILES:
+        return True
+    return fewer >= MIN_FEW_CHANNELS and fewer * shorter >= MIN_FEW_CHANNELS_BY_SIZE and tiles >= MIN_FEW_CHANNELS_TILES
 
 
 # F(4x4, 3x3) (``winograd4``: 36 products a 4x4 tile) where it applies, from MIN_CHANNELS_F4 input

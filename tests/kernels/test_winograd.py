@@ -214,7 +214,9 @@ def test_backward_computes_only_what_is_asked():
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 64, 64, (16, 16)), True),
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 32, 32, (32, 40)), True),
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 32, 32, (16, 16)), False),  # too few channels for 16 x 16
-        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 64, (64, 64)), False),  # too few channels
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 64, (64, 64)), True),  # few channels, 2048 tiles
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 8, 64, (64, 64)), False),  # too few channels
+        (((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, 16, (16, 16)), False),  # 16 channels: too small a side
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (8, 8)), False),  # too few tiles
         (((3, 3), (2, 2), (1, 1), (1, 1), 1, 128, 128, (16, 16)), False),
         (((3, 3), (1, 1), (2, 2), (2, 2), 1, 128, 128, (16, 16)), False),
@@ -235,7 +237,9 @@ def test_the_rule_of_when_it_runs(geometry, expected):
         (128, 12, 8, True),  # 288 tiles
         (256, 14, 4, False),  # 196 tiles: too few for the products to pay
         (512, 14, 2, False),
-        (64, 14, 16, False),  # too few channels
+        (64, 14, 16, True),  # few channels, 784 tiles
+        (64, 14, 8, False),  # few channels, 392 tiles: too few
+        (16, 14, 64, False),  # 16 channels: too small a side
         (256, 11, 32, False),  # below the small-map size
         (256, 7, 64, False),
     ],
