@@ -17,7 +17,7 @@ install time, by running what the kernels serve on tiny inputs:
   1-D and 2-D Winograd's at 1 (then the 1 x 5 example runs along its axis, the 5 x 5 one
   as F(4x4, 5x5)) and the sub-pixel Deconvolution's at 1 (its shuffles);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
-  channel threshold at 1 too (its kernels; no example has its 64 channels);
+  channel threshold at 1 too (its kernels; no example has its 16 channels);
 - the examples of layers that can run in place, in place (a kernel may have an in-place form:
   ELU's backward);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and

@@ -170,8 +170,15 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, 
 # at 64 x 64 batch 8 1.18x-1.24x; 64 -> 128 and 128 -> 64 at 32 x 32 1.18x-1.22x; 128 -> 128 at
 # 32 x 32 batch 8 1.18x-1.25x (1.13x-1.37x); 256 -> 256 at 16 x 16 batch 8 1.23x-1.35x; whole nets
 # (tools/bench_nets.py's, netlayers alone): VGG 1.15x, ResNet 1.14x. 32 -> 32 at 32 x 32 1.03x
-# (0.88x), at 64 x 64 1.35x: below 64 channels it depends on the size, F(2x2) keeps them.
-MIN_CHANNELS_F4 = 64
+# (0.88x), at 64 x 64 1.35x. With few channels (the rule above, 2026-12-04) F(4x4) also won:
+# its transforms write 2.25 values an output against F(2x2)'s 4, and with 16 to 48 channels the
+# transforms cost as much as the products. F(4x4) time / F(2x2) time, forward + backward, medians
+# of 8 paired rounds: 16 -> 16 at 32 x 32 batch 32 0.88x, batch 8 0.85x; 32 -> 32 at 16 x 16
+# batch 32 0.87x, at 32 x 32 batch 8 0.90x, at 28 x 28 batch 16 0.94x; 24 -> 24 at 16 x 16 0.86x;
+# 48 -> 48 at 16 x 16 0.91x; 16 -> 64 at 32 x 32 0.85x; 64 -> 32 at 28 x 28 0.97x; 64 -> 16 at
+# 32 x 32 1.02x and 16 -> 16 at 56 x 56 batch 8 1.05x (even). Whole nets, paired rounds: CIFAR
+# ResNet-20 0.90x, SqueezeNet's fires 0.93x, the one-image VGG 0.95x, the DenseNet block 0.99x.
+MIN_CHANNELS_F4 = 16
 
 
 def convolution(image_shape, outputs, pad, dtype):

@@ -2,12 +2,13 @@
 layers, which run as im2col + matrix products over the whole batch (the column layouts and
 products are ``netlayers.kernels.conv_gemm``; im2col/col2im are ``netlayers.kernels.im2col``).
 A Convolution with 3x3 kernels, stride 1, at least 32 input and output channels and outputs of
-at least 16 x 16 runs as Winograd F(2x2, 3x3) instead (``netlayers.kernels.winograd``, where
-``applies`` has the rule): 2.25x fewer multiplications, measured 1.3x-1.6x faster forward +
-backward on VGG's and ResNet's 64- and 128-channel layers; from 64 channels as F(4x4, 3x3)
-(``winograd.convolution``), 4x fewer, 1.1x-1.35x faster than F(2x2, 3x3); outputs of 12 x 12
-to 15 x 15 with at least 128 channels and 256 tiles in the batch (ResNet's and VGG's 14 x 14
-stage at batch 8) as F(2x2, 3x3), 0.7x-0.9x im2col's time. A dilated 3x3
+at least 16 x 16 runs as Winograd instead (``netlayers.kernels.winograd``, where ``applies`` has
+the rule): F(4x4, 3x3) (``winograd.convolution``), 4x fewer multiplications, measured 1.1x-1.35x
+faster than F(2x2, 3x3), itself 1.3x-1.6x faster forward + backward than im2col on VGG's and
+ResNet's 64- and 128-channel layers; outputs of 12 x 12 to 15 x 15 with at least 128 channels
+and 256 tiles in the batch (ResNet's and VGG's 14 x 14 stage at batch 8) as F(2x2, 3x3), 0.7x-0.9x
+im2col's time; and few channels (16 or more, channels times side at least 384, 512 tiles: CIFAR
+ResNets, DenseNet, SqueezeNet) from 12 x 12, 0.5x-0.9x im2col's time. A dilated 3x3
 Convolution whose padding equals its dilation runs as Winograd over the input's phases
 (``netlayers.kernels.dilated``, rule in ``dilated.applies``): 64 -> 64 at 64 x 64, dilation 2
 and 4, 1.47x and 1.30x faster forward + backward than im2col + GEMM. A depthwise Convolution
