@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -223,3 +224,27 @@ def test_the_peak_rss_growth_counts_worker_scratch_buffers():
     assert done.returncode == 0, done.stderr
     scratch_mib, growth_mib = map(float, done.stdout.split())
     assert scratch_mib >= 32 and growth_mib >= 30
+
+
+class _Grad:
+    def __init__(self, array):
+        self.grad = SimpleNamespace(numpy=lambda: array)
+
+
+def _net_and_module(ours, theirs):
+    net = SimpleNamespace(params={name: [SimpleNamespace(diff=grad)] for name, grad in ours.items()})
+    module = SimpleNamespace(param_of={(name, 0): _Grad(grad) for name, grad in theirs.items()})
+    return net, module
+
+
+def test_a_gradient_that_is_rounding_noise_is_measured_against_the_largest_gradient():
+    big = np.ones(4)
+    noise = np.full(4, 1e-7)
+    net, module = _net_and_module({"conv": big, "scale": 1.2 * noise}, {"conv": big, "scale": noise})
+    assert bench_nets.check_same_computation("n", net, module, 1.0, 1.0) <= 1e-3
+    net, module = _net_and_module({"conv": 1.2 * big, "scale": noise}, {"conv": big, "scale": noise})
+    with pytest.raises(bench_nets.ComputationMismatch, match="layer 'conv' param 0 differs by 2.00e-01"):
+        bench_nets.check_same_computation("n", net, module, 1.0, 1.0)
+    net, module = _net_and_module({"conv": big, "scale": 1.2 * big}, {"conv": big, "scale": big})
+    with pytest.raises(bench_nets.ComputationMismatch, match="layer 'scale'"):
+        bench_nets.check_same_computation("n", net, module, 1.0, 1.0)
