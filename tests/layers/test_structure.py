@@ -569,3 +569,41 @@ def test_structure_defaults_are_caffes(x):
     assert (scale.axis, scale.num_axes, scale.bias_term) == (1, 1, False)
     bias = make_layer({"type": "Bias"}, [x])[0].p
     assert (bias.axis, bias.num_axes) == (1, 1)
+
+
+# -- large blobs: the copies shared out over two workers -----------------------------------------
+@pytest.mark.parametrize(
+    "layer, shapes, tops",
+    [
+        ({"type": "Concat"}, [(6, 40, 33, 35), (6, 24, 33, 35)], 1),
+        ({"type": "Concat", "concat_param": {"axis": 0}}, [(5, 50, 40, 40), (3, 50, 40, 40)], 1),
+        ({"type": "Slice", "slice_param": {"slice_point": [24]}}, [(6, 64, 33, 35)], 2),
+        ({"type": "Eltwise"}, [(6, 64, 33, 35), (6, 64, 33, 35)], 1),
+        ({"type": "Eltwise", "eltwise_param": {"coeff": [1, -0.5]}}, [(6, 64, 33, 35), (6, 64, 33, 35)], 1),
+    ],
+)
+def test_copies_of_large_blobs_shared_over_two_workers_give_the_numpy_results(layer, shapes, tops, rng, thread_count):
+    thread_count(2)
+    layer = dict(layer, top=[f"t{i}" for i in range(tops)])
+    xs = [rng.standard_normal(shape) for shape in shapes]
+    assert xs[0].nbytes >= 2 * (1 << 20)  # above parallel.SPLIT_MIN_BYTES: the copies are cut
+    instance, bottom, top = make_layer(layer, xs)
+    instance.forward(bottom, top)
+    dys = [rng.standard_normal(t.shape) for t in top]
+    grads = backward(instance, bottom, top, dys)
+    kind = layer["type"]
+    if kind == "Concat":
+        axis = layer.get("concat_param", {}).get("axis", 1)
+        np.testing.assert_array_equal(top[0].data, np.concatenate(xs, axis=axis))
+        cuts = np.cumsum([x.shape[axis] for x in xs])[:-1]
+        for grad, want in zip(grads, np.split(dys[0], cuts, axis=axis)):
+            np.testing.assert_array_equal(grad, want)
+    elif kind == "Slice":
+        for t, want in zip(top, np.split(xs[0], [24], axis=1)):
+            np.testing.assert_array_equal(t.data, want)
+        np.testing.assert_array_equal(grads[0], np.concatenate(dys, axis=1))
+    else:
+        coeffs = layer.get("eltwise_param", {}).get("coeff", [1, 1])
+        np.testing.assert_allclose(top[0].data, coeffs[0] * xs[0] + coeffs[1] * xs[1], rtol=1e-15)
+        for grad, c in zip(grads, coeffs):
+            np.testing.assert_array_equal(grad, c * dys[0])
