@@ -11,6 +11,10 @@ C-contiguous arrays (the workers of ``netlayers.parallel`` take a range each):
 
 The product and the sum are not fused into one rounding (no fastmath): y equals numpy's
 ``x * s + b``.
+
+The Bias layer's passes, likewise: ``bias_forward(x, bias, y, lo, hi)``: y = x + bias[d];
+``bias_backward(dy, dbias, dx, want_x, lo, hi)``: dbias[d] = sum over n, k of dy (float64
+lanes) and, with ``want_x``, dx = dy, in one pass.
 """
 
 import numpy as np
@@ -55,3 +59,28 @@ def scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
             for n in range(outer):
                 for k in range(inner):
                     dx[n, d, k] = dy[n, d, k] * s
+
+
+@jit
+def bias_forward(x, bias, y, lo, hi):
+    outer, dim, inner = x.shape
+    for n in range(outer):
+        for d in range(lo, hi):
+            b = bias[d]
+            for k in range(inner):
+                y[n, d, k] = x[n, d, k] + b
+
+
+@jit
+def bias_backward(dy, dbias, dx, want_x, lo, hi):
+    outer, dim, inner = dy.shape
+    lanes = np.zeros(inner, np.float64)
+    for d in range(lo, hi):
+        lanes[:] = 0.0
+        for n in range(outer):
+            for k in range(inner):
+                g = dy[n, d, k]
+                lanes[k] += g
+                if want_x:
+                    dx[n, d, k] = g
+        dbias[d] = lanes.sum()

@@ -388,23 +388,32 @@ class Bias(Layer):
         self.buffer("_reduced", (self.view[1],), bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
-        np.add(
-            bottom[0].data.reshape(self.view),
-            self._bias(bottom).data.reshape(self.operand_view),
-            out=top[0].data.reshape(self.view),
-        )
+        x, y = bottom[0].data.reshape(self.view), top[0].data.reshape(self.view)
+        b = self._bias(bottom).data.reshape(-1)
+        _over_dims(lambda lo, hi: scale_kernels.bias_forward(x, b, y, lo, hi), x, 2)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         bias = self._bias(bottom)
         learned = len(bottom) == 1
-        if self.param_propagate_down[0] if learned else propagate_down[1]:
-            np.sum(top[0].diff.reshape(self.view), axis=(0, 2), out=self._reduced)
+        want_bias = self.param_propagate_down[0] if learned else propagate_down[1]
+        copy = propagate_down[0] and top[0] is not bottom[0]
+        if not (want_bias or copy):
+            return
+        dy = top[0].diff.reshape(self.view)
+        dx = bottom[0].diff.reshape(self.view) if copy else dy
+        sums = self._reduced
+        _over_dims(lambda lo, hi: scale_kernels.bias_backward(dy, sums, dx, copy, lo, hi), dy, 3 if copy else 1)
+        if want_bias:
             if learned:
                 bias.diff += self._reduced.reshape(bias.shape)
             else:
                 bias.diff[...] = self._reduced.reshape(bias.shape)
-        if propagate_down[0] and top[0] is not bottom[0]:
-            np.copyto(bottom[0].diff, top[0].diff)
+
+
+def _over_dims(fn, array3, passes):
+    """``fn(lo, hi)`` over the dims of an (outer, dim, inner) array, shared out over the workers
+    (each dim is computed alone) when ``passes`` passes over it are large enough."""
+    parallel.over_slices(fn, array3.shape[1], passes * array3.nbytes)
 
 
 @register_layer("Concat")

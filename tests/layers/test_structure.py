@@ -580,6 +580,8 @@ def test_structure_defaults_are_caffes(x):
         ({"type": "Slice", "slice_param": {"slice_point": [24]}}, [(6, 64, 33, 35)], 2),
         ({"type": "Eltwise"}, [(6, 64, 33, 35), (6, 64, 33, 35)], 1),
         ({"type": "Eltwise", "eltwise_param": {"coeff": [1, -0.5]}}, [(6, 64, 33, 35), (6, 64, 33, 35)], 1),
+        ({"type": "Bias", "bias_param": {"filler": {"type": "gaussian"}}}, [(6, 64, 33, 35)], 1),
+        ({"type": "Bias"}, [(6, 64, 33, 35), (64,)], 1),
     ],
 )
 def test_copies_of_large_blobs_shared_over_two_workers_give_the_numpy_results(layer, shapes, tops, rng, thread_count):
@@ -598,6 +600,12 @@ def test_copies_of_large_blobs_shared_over_two_workers_give_the_numpy_results(la
         cuts = np.cumsum([x.shape[axis] for x in xs])[:-1]
         for grad, want in zip(grads, np.split(dys[0], cuts, axis=axis)):
             np.testing.assert_array_equal(grad, want)
+    elif kind == "Bias":
+        b = xs[1] if len(xs) > 1 else instance.blobs[0].data
+        np.testing.assert_array_equal(top[0].data, xs[0] + b[:, None, None])
+        np.testing.assert_array_equal(grads[0], dys[0])
+        db = grads[1] if len(xs) > 1 else instance.blobs[0].diff
+        np.testing.assert_allclose(db, dys[0].sum(axis=(0, 2, 3)), rtol=1e-12)
     elif kind == "Slice":
         for t, want in zip(top, np.split(xs[0], [24], axis=1)):
             np.testing.assert_array_equal(t.data, want)
