@@ -94,7 +94,7 @@ def scale_relu_forward(normalized, scale, bias, slope, y, lo, hi):
 
 
 @jit
-def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx, lo, hi):
+def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx, scale_grad, lo, hi):
     """The backward of BatchNorm -> Scale -> ReLU in two passes a channel. With g = dy where
     y > 0, else slope * dy (ReLU's), S1 = sum g * normalized and S2 = sum g (Scale's gradients,
     written to ``sum_gx``/``sum_g``), M = N * P, and s = scale[c]:
@@ -103,7 +103,9 @@ def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx
       (BatchNorm's backward of Scale's dx = g s, whose two means are s S2 / M and s S1 / M);
     - mode 1, global statistics: dx = g s / std;  mode 2: dx = g s (Scale's);  mode 3: dx = g.
 
-    ``dx`` may be ``dy`` (in place): a channel's sums are taken before it is written."""
+    ``dx`` may be ``dy`` (in place): a channel's sums are taken before it is written. With
+    ``scale_grad`` (``dx`` apart from ``dy``: BatchNorm not in place), dy = g s is written too,
+    the gradient Scale's own backward leaves on the chain's blob."""
     batch, channels, size = dy.shape
     lanes_gx = np.zeros(size, np.float64)
     lanes_g = np.zeros(size, np.float64)
@@ -133,3 +135,5 @@ def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx
                     dx[n, c, p] = factor * (g - mean_g - normalized[n, c, p] * mean_gx)
                 else:
                     dx[n, c, p] = g * factor
+                if scale_grad:
+                    dy[n, c, p] = g * s

@@ -103,11 +103,10 @@ class Chain:
         BatchNorm (its bottom) and Scale (the chain's blob). Returns False (nothing done, the
         net then runs the layers' backward passes) when a layer has not run its forward since its
         last reshape, or when Scale's last forward did not read BatchNorm's values (a forward
-        that started at the Scale, on values set by hand), or when BatchNorm's bottom needs a
-        gradient and is not the chain's blob (the one pass writes only the blob's diff)."""
+        that started at the Scale, on values set by hand). When BatchNorm is not in place and
+        its bottom needs a gradient, the writing pass writes that gradient and the blob's (the
+        one Scale's backward leaves there) side by side."""
         bn, scale = self.bn, self.scale
-        if propagate[0][0] and self.bn_bottom is not self.blob:
-            return False
         if not all(getattr(layer, "_forward_done", False) for layer in self.layers) or not self.fits():
             return False
         if getattr(scale, "_kept", None) is not bn.kept_output():  # Scale read values of its own
@@ -115,8 +114,11 @@ class Chain:
         blob = self.blob
         dy = blob.diff.reshape(bn.shape3)
         y = blob.data.reshape(bn.shape3)
+        dx, apart = dy, False
         if propagate[0][0]:
             mode = 1 if bn.use_global_stats else 0
+            if self.bn_bottom is not blob:
+                dx, apart = self.bn_bottom.diff.reshape(bn.shape3), True
         else:
             mode = 2 if propagate[1][0] else 3
         s = scale.blobs[0].data.reshape(-1)
@@ -124,10 +126,10 @@ class Chain:
         slope = self.slope(dy.dtype)
         parallel.over_slices(
             lambda lo, hi: bn_kernels.chain_backward(
-                dy, y, bn.normalized, s, bn.std.reshape(-1), slope, mode, sum_gx, sum_g, dy, lo, hi
+                dy, y, bn.normalized, s, bn.std.reshape(-1), slope, mode, sum_gx, sum_g, dx, apart, lo, hi
             ),
             bn.channels,
-            5 * dy.nbytes,
+            (6 if apart else 5) * dy.nbytes,
         )
         if scale.param_propagate_down[0]:
             scale.blobs[0].diff += sum_gx.reshape(scale.blobs[0].shape)

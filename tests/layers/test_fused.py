@@ -11,8 +11,10 @@ from netlayers.gradcheck import check_net
 from netlayers.layers import fused
 
 
-def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=True):
-    """Input -> [Conv ->] BatchNorm -> Scale [-> ReLU] (in place) -> InnerProduct -> loss."""
+def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=True, apart=False):
+    """Input -> [Conv ->] BatchNorm -> Scale [-> ReLU] (in place) -> InnerProduct -> loss;
+    ``apart``: BatchNorm writes a blob of its own (Scale and ReLU in place on it), which is
+    concatenated with BatchNorm's bottom (as in DenseNet) before the InnerProduct."""
     layers = [
         {
             "name": "data",
@@ -38,7 +40,10 @@ def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=Tru
             }
         )
         blob = "c"
-    bn = {"name": "bn", "type": "BatchNorm", "bottom": blob, "top": blob}
+    source = blob
+    if apart:
+        blob = "b"
+    bn = {"name": "bn", "type": "BatchNorm", "bottom": source, "top": blob}
     if global_stats:
         bn["batch_norm_param"] = {"use_global_stats": True}
     layers += [
@@ -55,10 +60,11 @@ def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=Tru
             if relu
             else []
         ),
+        *([{"name": "cat", "type": "Concat", "bottom": [blob, source], "top": "cat"}] if apart else []),
         {
             "name": "ip",
             "type": "InnerProduct",
-            "bottom": blob,
+            "bottom": "cat" if apart else blob,
             "top": "y",
             "inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}},
         },
@@ -108,6 +114,10 @@ SETTINGS = [
     {"relu": False},  # BatchNorm -> Scale alone (as before a residual sum)
     {"relu": False, "global_stats": True},
     {"relu": False, "first": True},
+    {"apart": True},  # BatchNorm not in place: its bottom's gradient and the blob's, side by side
+    {"apart": True, "global_stats": True},
+    {"apart": True, "relu": False},
+    {"apart": True, "first": True},
 ]
 
 
@@ -136,8 +146,9 @@ def test_the_fused_chain_gives_the_three_layers_results(setting, rng, monkeypatc
 
 
 @pytest.mark.parametrize("relu", [True, False])
-def test_the_fused_chain_passes_the_gradient_check(relu):
-    report = check_net(chain_net(relu=relu), seed=2)
+@pytest.mark.parametrize("apart", [False, True])
+def test_the_fused_chain_passes_the_gradient_check(relu, apart):
+    report = check_net(chain_net(relu=relu, apart=apart), seed=2)
     assert report.passed, report.table()
 
 
