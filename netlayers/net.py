@@ -168,6 +168,28 @@ class Net:
             chain = find_chain(self.layers, self.bottom_vecs, self.top_vecs, self._lenders, index)
             if chain is not None:
                 self._chains[index] = self._chain_ends[index + chain.length - 1] = chain
+        self._let_batch_norms_recompute()
+
+    def _let_batch_norms_recompute(self):
+        """A BatchNorm that does not run in place keeps no normalized values: it makes them
+        again from its input when its backward (or the Scale it lends them to) needs them,
+        which holds while nothing writes that input in between. No later layer may write in
+        place into memory the input shares: checked here, though :meth:`_top_blob` already
+        grants in-place writes only to a memory's sole reader."""
+        for index, layer in enumerate(self.layers):
+            if not hasattr(layer, "recompute_normalized") or not self.bottom_vecs[index]:
+                continue
+            source = self.bottom_vecs[index][0]
+            if source is self.top_vecs[index][0]:
+                continue
+            written = (
+                top
+                for bottoms, tops in zip(self.bottom_vecs[index + 1 :], self.top_vecs[index + 1 :])
+                for top in tops
+                if any(top is bottom for bottom in bottoms)
+            )
+            if not any(np.may_share_memory(top.data, source.data) for top in written):
+                layer.recompute_normalized()
 
     def _note_lender(self, layer, bottoms, tops):
         """An in-place layer that would copy its input (``lent_input``: Scale) right after a layer

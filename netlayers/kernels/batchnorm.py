@@ -94,7 +94,7 @@ def scale_relu_forward(normalized, scale, bias, slope, y, lo, hi):
 
 
 @jit
-def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx, scale_grad, lo, hi):
+def chain_backward(dy, y, normalized, mean, remake, scale, std, slope, mode, sum_gx, sum_g, dx, scale_grad, lo, hi):
     """The backward of BatchNorm -> Scale -> ReLU in two passes a channel. With g = dy where
     y > 0, else slope * dy (ReLU's), S1 = sum g * normalized and S2 = sum g (Scale's gradients,
     written to ``sum_gx``/``sum_g``), M = N * P, and s = scale[c]:
@@ -105,7 +105,9 @@ def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx
 
     ``dx`` may be ``dy`` (in place): a channel's sums are taken before it is written. With
     ``scale_grad`` (``dx`` apart from ``dy``: BatchNorm not in place), dy = g s is written too,
-    the gradient Scale's own backward leaves on the chain's blob."""
+    the gradient Scale's own backward leaves on the chain's blob. With ``remake``,
+    ``normalized`` is BatchNorm's input x and each normalized value is made again as its
+    forward made it, (x - mean[c]) / std[c] (BatchNorm kept none)."""
     batch, channels, size = dy.shape
     lanes_gx = np.zeros(size, np.float64)
     lanes_g = np.zeros(size, np.float64)
@@ -114,10 +116,12 @@ def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx
     for c in range(lo, hi):
         lanes_gx[:] = 0.0
         lanes_g[:] = 0.0
+        mu, sd = mean[c], std[c]
         for n in range(batch):
             for p in range(size):
                 g = dy[n, c, p] if y[n, c, p] > zero else dy[n, c, p] * slope
-                lanes_gx[p] += g * normalized[n, c, p]
+                v = (normalized[n, c, p] - mu) / sd if remake else normalized[n, c, p]
+                lanes_gx[p] += g * v
                 lanes_g[p] += g
         s1, s2 = lanes_gx.sum(), lanes_g.sum()
         sum_gx[c] = s1
@@ -132,7 +136,8 @@ def chain_backward(dy, y, normalized, scale, std, slope, mode, sum_gx, sum_g, dx
             for p in range(size):
                 g = dy[n, c, p] if y[n, c, p] > zero else dy[n, c, p] * slope
                 if mode == 0:
-                    dx[n, c, p] = factor * (g - mean_g - normalized[n, c, p] * mean_gx)
+                    v = (normalized[n, c, p] - mu) / sd if remake else normalized[n, c, p]
+                    dx[n, c, p] = factor * (g - mean_g - v * mean_gx)
                 else:
                     dx[n, c, p] = g * factor
                 if scale_grad:

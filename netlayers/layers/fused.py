@@ -83,11 +83,12 @@ class Chain:
             layer.Reshape(bottom[k], top[k])
         if not self.fits():
             return False
-        normalized = bn.kept_output()
-        scale._kept = normalized  # what Scale's own forward would keep: the lent values
+        scale._kept = bn.kept_output()  # what Scale's own forward would keep: the lent values
         s = scale.blobs[0].data.reshape(-1)
         b = scale.blobs[scale.bias_index].data.reshape(-1) if scale.bias_index is not None else scale._zeros
         y = top[-1][0].data.reshape(bn.shape3)
+        # BatchNorm's top holds the normalized values when it keeps none (it writes them there)
+        normalized = y if bn.normalized is None else bn.normalized
         slope = self.slope(y.dtype)
         parallel.over_slices(
             lambda lo, hi: bn_kernels.scale_relu_forward(normalized, s, b, slope, y, lo, hi),
@@ -124,9 +125,12 @@ class Chain:
         s = scale.blobs[0].data.reshape(-1)
         sum_gx, sum_g = scale._reduced, scale._reduced_bias
         slope = self.slope(dy.dtype)
+        remake = bn.normalized is None  # made again from BatchNorm's input, in the passes
+        normalized = bn.input_values() if remake else bn.normalized
+        mean, std = bn.mean.reshape(-1), bn.std.reshape(-1)
         parallel.over_slices(
             lambda lo, hi: bn_kernels.chain_backward(
-                dy, y, bn.normalized, s, bn.std.reshape(-1), slope, mode, sum_gx, sum_g, dx, apart, lo, hi
+                dy, y, normalized, mean, remake, s, std, slope, mode, sum_gx, sum_g, dx, apart, lo, hi
             ),
             bn.channels,
             (6 if apart else 5) * dy.nbytes,

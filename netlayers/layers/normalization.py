@@ -130,6 +130,13 @@ class BatchNorm(Layer):
     Beyond Caffe (which checks neither): eps must be >= 0 (a negative eps can make var + eps
     negative: NaN) and moving_average_fraction in [0, 1] (outside it the running sums
     oscillate or grow without bound).
+
+    The backward needs the normalized values y. Kept by default (a buffer of the input's
+    size); where BatchNorm does not run in place and nothing writes its input before its
+    backward, a net lets it keep none (``recompute_normalized``): they are made again from the
+    input, mean and std when needed, into a workspace shared by every BatchNorm of the process
+    (DenseNet's BN-ReLU-conv layers, whose inputs are the concatenated maps, as PyTorch keeps
+    only the input and the statistics).
     """
 
     example = [{"bottoms": [(4, 3, 2)]}, {"bottoms": [(4, 3)], "phase": "TEST"}]
@@ -155,6 +162,14 @@ class BatchNorm(Layer):
         self.add_param((self.channels,))
         self.add_param((1,))
         self._shape = None
+        self.recomputed = None  # with recompute_normalized: what kept_output lends
+        self._input = None  # the bottom blob of the last forward
+
+    def recompute_normalized(self):
+        """Keep no normalized values: make them again from the input when needed (the net
+        calls this where the input stays intact until this layer's backward)."""
+        self.recomputed = RecomputedValues(self)
+        self.normalized = None
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -166,7 +181,7 @@ class BatchNorm(Layer):
                 )
             batch = shape[0] if shape else 1
             self.shape3 = (batch, channels, int(np.prod(shape[2:], dtype=np.int64)))
-            self.normalized = np.empty(self.shape3, self.dtype)
+            self.normalized = None if self.recomputed else np.empty(self.shape3, self.dtype)
             self.mean = np.empty((1, channels, 1), self.dtype)
             self.var = np.empty((1, channels, 1), self.dtype)
             self.std = np.empty((1, channels, 1), self.dtype)
@@ -198,19 +213,36 @@ class BatchNorm(Layer):
         np.sqrt(self.std, out=self.std)
         mean, std = self.mean.reshape(-1), self.std.reshape(-1)
         y = top[0].data.reshape(self.shape3)
-        self._over_channels(
-            lambda lo, hi: bn_kernels.normalize(x, mean, std, self.normalized, y, lo, hi),
-            3,
-        )
+        kept = y if self.normalized is None else self.normalized  # y twice: nothing else kept
+        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, kept, y, lo, hi), 3)
+        self._input = bottom[0]
 
     def kept_output(self):
-        """The values this forward wrote to its top, kept for the backward (``normalized``):
-        the net lends them to an in-place Scale that follows (see Net.forward_range)."""
-        return self.normalized
+        """The values this forward wrote to its top, kept for the backward (``normalized``,
+        or the :class:`RecomputedValues` that make them again): the net lends them to an
+        in-place Scale that follows (see Net.forward_range)."""
+        return self.normalized if self.recomputed is None else self.recomputed
+
+    def input_values(self):
+        """The last forward's input, as an (N, C, P) array."""
+        return self._input.data.reshape(self.shape3)
+
+    def normalized_values(self):
+        """The normalized values of the last forward: the kept ones, or made again from its
+        input into the process's shared workspace (the same operations as the forward: the
+        same numbers)."""
+        if self.normalized is not None:
+            return self.normalized
+        size = int(np.prod(self.shape3))
+        values = parallel.scratch(0, RecomputedValues.SCRATCH, size, self.dtype).reshape(self.shape3)
+        x = self.input_values()
+        mean, std = self.mean.reshape(-1), self.std.reshape(-1)
+        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, values, values, lo, hi), 2)
+        return values
 
     def _over_channels(self, fn, passes):
         """Channels are normalized alone: they are shared out over the workers."""
-        parallel.over_slices(fn, self.channels, passes * self.normalized.nbytes)
+        parallel.over_slices(fn, self.channels, passes * int(np.prod(self.shape3)) * self.dtype.itemsize)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -221,10 +253,29 @@ class BatchNorm(Layer):
             np.divide(dy, self.std, out=dx)
             return
         std = self.std.reshape(-1)
+        normalized = self.normalized_values()
         self._over_channels(  # dy may be dx
-            lambda lo, hi: bn_kernels.normalize_backward(dy, self.normalized, std, dx, lo, hi),
+            lambda lo, hi: bn_kernels.normalize_backward(dy, normalized, std, dx, lo, hi),
             5,
         )
+
+
+class RecomputedValues:
+    """What a BatchNorm that keeps no normalized values lends to the Scale after it: their
+    ``size``, and ``reshape`` made from ``BatchNorm.normalized_values`` (read only when
+    Scale's backward runs on its own, outside the fused chain)."""
+
+    SCRATCH = "batchnorm_normalized"
+
+    def __init__(self, layer):
+        self.layer = layer
+
+    @property
+    def size(self):
+        return int(np.prod(self.layer.shape3))
+
+    def reshape(self, shape):
+        return self.layer.normalized_values().reshape(shape)
 
 
 @register_layer("MVN")

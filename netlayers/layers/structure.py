@@ -313,7 +313,8 @@ class Scale(Layer):
         keep = x
         if in_place:  # the input a copy keeps, made when first needed (a lent one needs none)
             self._kept = self.buffer("_input", bottom[0].shape, bottom[0].dtype) if copy else lent
-            keep = self._kept.reshape(self.view)
+            if copy:
+                keep = self._kept.reshape(self.view)
         scale = self._scale(bottom).data.reshape(-1)
         bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else self._zeros
         y = top[0].data.reshape(self.view)

@@ -176,3 +176,46 @@ def test_a_forward_from_the_scale_on_values_set_by_hand_runs_the_layers_one_by_o
         nets.append(net)
     assert ran["backward"] == [True, False]  # the first pass fused, the one from the Scale not
     assert_same(*nets)
+
+
+@pytest.mark.parametrize("setting", [{"apart": True}, {"apart": True, "relu": False}, {"apart": True, "first": True}])
+@pytest.mark.parametrize("fusion", [True, False])
+def test_a_batchnorm_apart_keeps_no_normalized_values_and_gives_the_same_numbers(setting, fusion, rng, monkeypatch):
+    """BatchNorm not in place makes its normalized values again from its input (for its own
+    backward, the fused chain's and Scale's): the results equal those of keeping them."""
+    spec = chain_net(**setting)
+    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+    recomputing = run(spec, inputs, fusion, monkeypatch)
+    assert recomputing.layer("bn").normalized is None
+    with monkeypatch.context() as patch:
+        patch.setattr(netlayers.net.Net, "_let_batch_norms_recompute", lambda self: None)
+        keeping = run(spec, inputs, fusion, monkeypatch)
+    assert keeping.layer("bn").normalized is not None
+    assert_same(recomputing, keeping)
+
+
+def test_a_batchnorm_in_place_keeps_its_normalized_values():
+    net = Net(chain_net(), dtype=np.float32)
+    assert net.layer("bn").normalized is not None
+
+
+def test_a_backward_that_ends_inside_the_chain_reads_the_remade_values(rng, monkeypatch):
+    """net.backward down to the Scale runs Scale's own backward after a fused forward: it reads
+    BatchNorm's normalized values made again from the input, as a kept copy would give them."""
+    spec = chain_net(apart=True)
+    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+    nets = []
+    for recompute in (True, False):
+        with monkeypatch.context() as patch:
+            if not recompute:
+                patch.setattr(netlayers.net.Net, "_let_batch_norms_recompute", lambda self: None)
+            net = Net(spec, dtype=np.float64, seed=3)
+        net.clear_param_diffs()
+        net.forward(**inputs)
+        net.backward(end="scale")
+        nets.append(net)
+    assert nets[0].layer("bn").normalized is None
+    for i in range(2):
+        np.testing.assert_allclose(nets[0].params["scale"][i].diff, nets[1].params["scale"][i].diff, rtol=1e-12)
+    assert np.abs(nets[0].params["scale"][0].diff).sum() > 0
+    np.testing.assert_allclose(nets[0].blobs["b"].diff, nets[1].blobs["b"].diff, rtol=1e-12)
