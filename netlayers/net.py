@@ -176,19 +176,19 @@ class Net:
         which holds while nothing writes that input in between. No later layer may write in
         place into memory the input shares: checked here, though :meth:`_top_blob` already
         grants in-place writes only to a memory's sole reader."""
+        in_place = [
+            (index, top)
+            for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs))
+            for top in tops
+            if any(top is bottom for bottom in bottoms)
+        ]
         for index, layer in enumerate(self.layers):
             if not hasattr(layer, "recompute_normalized") or not self.bottom_vecs[index]:
                 continue
             source = self.bottom_vecs[index][0]
             if source is self.top_vecs[index][0]:
                 continue
-            written = (
-                top
-                for bottoms, tops in zip(self.bottom_vecs[index + 1 :], self.top_vecs[index + 1 :])
-                for top in tops
-                if any(top is bottom for bottom in bottoms)
-            )
-            if not any(np.may_share_memory(top.data, source.data) for top in written):
+            if not any(later > index and np.may_share_memory(top.data, source.data) for later, top in in_place):
                 layer.recompute_normalized()
 
     def _note_lender(self, layer, bottoms, tops):

@@ -291,7 +291,6 @@ class Scale(Layer):
     def Reshape(self, bottom, top):
         scale = self._scale(bottom)
         self.view = _broadcast_view(self, bottom[0], scale.shape, self.p.axis, "scale_param", "scale")
-        self.operand_view = (1, self.view[1], 1)
         top[0].reshape_like(bottom[0])
         dtype = bottom[0].dtype
         self.buffer("_reduced", (self.view[1],), dtype)
@@ -318,11 +317,7 @@ class Scale(Layer):
         scale = self._scale(bottom).data.reshape(-1)
         bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else self._zeros
         y = top[0].data.reshape(self.view)
-        self._over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, copy, y, lo, hi), 3)
-
-    def _over_dims(self, fn, passes):
-        """The dims are scaled alone: they are shared out over the workers."""
-        parallel.over_slices(fn, self.view[1], passes * math.prod(self.view) * self._zeros.itemsize)
+        _over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, copy, y, lo, hi), y, 3)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         dy3 = top[0].diff.reshape(self.view)
@@ -334,10 +329,11 @@ class Scale(Layer):
         dx3 = bottom[0].diff.reshape(self.view) if propagate_down[0] else dy3
         sums = want_scale or want_bias
         s = scale.data.reshape(-1)
-        self._over_dims(
+        _over_dims(
             lambda lo, hi: scale_kernels.scale_backward(
                 dy3, x3, s, sums, self._reduced, self._reduced_bias, dx3, propagate_down[0], lo, hi
             ),
+            dy3,
             4 if sums else 2,
         )
         if want_scale:
@@ -384,7 +380,6 @@ class Bias(Layer):
 
     def Reshape(self, bottom, top):
         self.view = _broadcast_view(self, bottom[0], self._bias(bottom).shape, self.p.axis, "bias_param", "bias")
-        self.operand_view = (1, self.view[1], 1)
         top[0].reshape_like(bottom[0])
         self.buffer("_reduced", (self.view[1],), bottom[0].dtype)
 
@@ -412,8 +407,9 @@ class Bias(Layer):
 
 
 def _over_dims(fn, array3, passes):
-    """``fn(lo, hi)`` over the dims of an (outer, dim, inner) array, shared out over the workers
-    (each dim is computed alone) when ``passes`` passes over it are large enough."""
+    """``fn(lo, hi)`` over the dims of an (outer, dim, inner) array (Scale's and Bias's
+    passes), shared out over the workers (each dim is computed alone) when ``passes`` passes
+    over it are large enough."""
     parallel.over_slices(fn, array3.shape[1], passes * array3.nbytes)
 
 
