@@ -464,13 +464,13 @@ class Net:
                     lender: Any = self.layers[i - 1]
                     borrower: Any = layer
                     borrower.lent_input = lender.kept_output()
-                loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
                 chain = self._chains.get(i)
                 if chain is not None and i + chain.length - 1 <= last:
                     end = i + chain.length
-                    if chain.forward_tail(self.bottom_vecs[i:end], self.top_vecs[i:end]):
+                    if chain.forward(self.bottom_vecs[i:end], self.top_vecs[i:end]):
                         i = end
                         continue
+                loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
                 i += 1
         return loss
 

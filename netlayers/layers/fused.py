@@ -7,9 +7,9 @@ is a ReLU in place on the blob, that ReLU too (without one, as before a residual
 chain is two layers long and runs as if a ReLU of slope 1 followed). Then, in a forward or
 backward pass that runs all of the chain:
 
-- forward: BatchNorm runs as usual (its statistics, its normalized values x_hat); then Scale
-  and ReLU run as one pass over x_hat: y = relu(x_hat * s + b) (``scale_relu_forward``), read
-  once and written once instead of twice each;
+- forward: BatchNorm's statistics as usual, then one pass over its input x writes
+  y = relu(x_hat * s + b), x_hat = (x - mean) / std, and BatchNorm's kept x_hat
+  (``chain_forward``): x read once and y written once, instead of three passes;
 - backward: the backward passes become one pass of sums and one writing pass
   (``chain_backward``): with g the gradient after ReLU, Scale's gradients are sum g x_hat and
   sum g, and BatchNorm's two means of Scale's output gradient g s are s times their means.
@@ -74,28 +74,35 @@ class Chain:
         ``axis``/``num_axes`` could say otherwise); checked on the shapes of this pass."""
         return tuple(self.scale.view) == tuple(self.bn.shape3) and self.scale.blobs[0].count == self.bn.channels
 
-    def forward_tail(self, bottom, top):
-        """Scale and ReLU's forward as one pass, after BatchNorm's forward in the same pass
-        (``bottom`` and ``top``: the chain's layers' blob vectors)."""
-        scale, bn = self.scale, self.bn
-        for k, layer in enumerate(self.layers[1:], 1):
+    def forward(self, bottom, top):
+        """The chain's forward as one (``bottom`` and ``top``: its layers' blob vectors):
+        BatchNorm's statistics, then one pass that writes the blob (and BatchNorm's kept
+        normalized values). Returns False, having run nothing, when Scale's operand does not
+        fit BatchNorm's channels (the net then runs the layers one by one)."""
+        for k, layer in enumerate(self.layers):
             layer._forward_done = False
-            layer.Reshape(bottom[k], top[k])
+            try:
+                layer.Reshape(bottom[k], top[k])
+            except Exception as err:  # located as the layer's own forward would
+                layer._reraise(err, "forward")
         if not self.fits():
             return False
-        scale._kept = bn.kept_output()  # what Scale's own forward would keep: the lent values
+        bn, scale = self.bn, self.scale
+        x = bn.statistics(bottom[0][0])
+        keep = bn.normalized is not None
+        normalized = bn.normalized if keep else x  # (not written when not kept)
+        mean, std = bn.mean.reshape(-1), bn.std.reshape(-1)
         s = scale.blobs[0].data.reshape(-1)
         b = scale.blobs[scale.bias_index].data.reshape(-1) if scale.bias_index is not None else scale._zeros
         y = top[-1][0].data.reshape(bn.shape3)
-        # BatchNorm's top holds the normalized values when it keeps none (it writes them there)
-        normalized = y if bn.normalized is None else bn.normalized
         slope = self.slope(y.dtype)
         parallel.over_slices(
-            lambda lo, hi: bn_kernels.scale_relu_forward(normalized, s, b, slope, y, lo, hi),
+            lambda lo, hi: bn_kernels.chain_forward(x, mean, std, normalized, keep, s, b, slope, y, lo, hi),
             bn.channels,
-            2 * normalized.nbytes,
+            (3 if keep else 2) * y.nbytes,
         )
-        for layer in self.layers[1:]:
+        scale._kept = bn.kept_output()  # what Scale's own forward would keep: the lent values
+        for layer in self.layers:
             layer._forward_done = True
         return True
 

@@ -189,8 +189,19 @@ class BatchNorm(Layer):
         top[0].reshape(shape)
 
     def Forward_cpu(self, bottom, top):
+        x = self.statistics(bottom[0])
+        mean, std = self.mean.reshape(-1), self.std.reshape(-1)
+        y = top[0].data.reshape(self.shape3)
+        kept = y if self.normalized is None else self.normalized  # y alone: nothing else kept
+        both = kept is not y
+        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, kept, y, both, lo, hi), 3)
+
+    def statistics(self, bottom):
+        """The forward's first part: mean, var and std of ``bottom`` (the batch's, and the
+        moving averages updated, or the stored ones), noted as the last forward's input; returns
+        its values as an (N, C, P) array."""
         p = self.p
-        x = bottom[0].data.reshape(self.shape3)
+        x = bottom.data.reshape(self.shape3)
         if self.use_global_stats:
             s = self.blobs[2].data[0]
             factor = 0.0 if s == 0 else 1.0 / s
@@ -211,11 +222,8 @@ class BatchNorm(Layer):
             var_sum += correction * self.var.reshape(-1)
         np.add(self.var, self.dtype.type(p.eps), out=self.std)
         np.sqrt(self.std, out=self.std)
-        mean, std = self.mean.reshape(-1), self.std.reshape(-1)
-        y = top[0].data.reshape(self.shape3)
-        kept = y if self.normalized is None else self.normalized  # y twice: nothing else kept
-        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, kept, y, lo, hi), 3)
-        self._input = bottom[0]
+        self._input = bottom
+        return x
 
     def kept_output(self):
         """The values this forward wrote to its top, kept for the backward (``normalized``,
@@ -237,7 +245,7 @@ class BatchNorm(Layer):
         values = parallel.scratch(0, RecomputedValues.SCRATCH, size, self.dtype).reshape(self.shape3)
         x = self.input_values()
         mean, std = self.mean.reshape(-1), self.std.reshape(-1)
-        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, values, values, lo, hi), 2)
+        self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, values, values, False, lo, hi), 2)
         return values
 
     def _over_channels(self, fn, passes):

@@ -122,9 +122,9 @@ SETTINGS = [
 
 
 def record_fused_runs(monkeypatch):
-    """What Chain.forward_tail and Chain.backward returned (True: they ran fused)."""
+    """What Chain.forward and Chain.backward returned (True: they ran fused)."""
     ran = {"forward": [], "backward": []}
-    for method, key in (("forward_tail", "forward"), ("backward", "backward")):
+    for method, key in (("forward", "forward"), ("backward", "backward")):
         original = getattr(fused.Chain, method)
 
         def recorded(self, *args, original=original, key=key):
