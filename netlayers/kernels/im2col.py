@@ -109,6 +109,17 @@ def _im2col(x, kh, kw, sh, sw, out_h, out_w, table, col, batch_major):
                         dst[d + q] = zero
                     d += uw
                     s += row_step
+            elif sw == 2:  # a constant stride: loads of two vectors and a shuffle
+                ulo, uhi = np.uint64(lo), np.uint64(hi)
+                for _oh in range(top, bottom):
+                    for q in range(ulo):
+                        dst[d + q] = zero
+                    for q in range(uhi - ulo):
+                        dst[d + ulo + q] = flat[s + q * np.uint64(2)]
+                    for q in range(uhi, uw):
+                        dst[d + q] = zero
+                    d += uw
+                    s += row_step
             else:
                 ulo, uhi = np.uint64(lo), np.uint64(hi)
                 for _oh in range(top, bottom):
