@@ -17,7 +17,7 @@ import numpy as np
 from .blob import Blob
 from .errors import ConfigError, DataError
 from .layer import Layer
-from .layers.fused import find_chain
+from .layers.fused import find_chain, find_sum_relu
 from .netspec import NetSpec, load_net_spec, phase_layers
 from .parallel import single_threaded_blas
 
@@ -136,7 +136,7 @@ class Net:
         specs = phase_layers(self.spec, self.phase, self.level, self.stages)
         self._memory = {}  # id(blob) -> the _SharedMemory its data array belongs to
         self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
-        self._chains = {}  # BatchNorm index -> its BatchNorm -> Scale [-> ReLU] chain (layers.fused)
+        self._chains = {}  # first layer's index -> its fused run (layers.fused: BatchNorm chains, SumReLU)
         self._chain_ends = {}  # the same chains by their last layer's index
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
@@ -168,6 +168,10 @@ class Net:
             chain = find_chain(self.layers, self.bottom_vecs, self.top_vecs, self._lenders, index)
             if chain is not None:
                 self._chains[index] = self._chain_ends[index + chain.length - 1] = chain
+        for index in range(len(self.layers)):
+            pair = find_sum_relu(self.layers, self.bottom_vecs, self.top_vecs, index)
+            if pair is not None:
+                self._chains[index] = self._chain_ends[index + 1] = pair
         self._let_batch_norms_recompute()
 
     def _let_batch_norms_recompute(self):

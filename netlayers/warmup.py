@@ -151,8 +151,8 @@ def run_winograd4_examples():
 
 
 def run_fused_chains():
-    """A net with a BatchNorm -> Scale -> ReLU chain (run fused: ``netlayers.layers.fused``), in
-    float32 and float64, forward and backward."""
+    """A net with a BatchNorm -> Scale -> ReLU chain and an Eltwise SUM -> ReLU (each run
+    fused: ``netlayers.layers.fused``), in float32 and float64, forward and backward."""
     from .net import Net
 
     layers = [
@@ -167,7 +167,16 @@ def run_fused_chains():
         {"name": "bn", "type": "BatchNorm", "bottom": "y", "top": "y"},
         {"name": "scale", "type": "Scale", "bottom": "y", "top": "y", "scale_param": {"bias_term": True}},
         {"name": "relu", "type": "ReLU", "bottom": "y", "top": "y"},
-        {"name": "loss", "type": "Reduction", "bottom": "y", "top": "loss", "loss_weight": 1},
+        {
+            "name": "shortcut",
+            "type": "Convolution",
+            "bottom": "x",
+            "top": "z",
+            "convolution_param": {"num_output": 3, "kernel_size": 1},
+        },
+        {"name": "sum", "type": "Eltwise", "bottom": ["y", "z"], "top": "s"},
+        {"name": "sum_relu", "type": "ReLU", "bottom": "s", "top": "s"},
+        {"name": "loss", "type": "Reduction", "bottom": "s", "top": "loss", "loss_weight": 1},
     ]
     for dtype in FLOAT_TYPES:
         net = Net({"name": "warmup", "layers": layers}, dtype=dtype, seed=0)

@@ -96,6 +96,59 @@ def relu_backward(x, dy, negative_slope, out):
 
 
 @jit
+def _sum_relu_forward(a, b, slope, y):
+    zero = y.dtype.type(0)
+    for i in range(y.size):
+        v = a[i] + b[i]
+        y[i] = v if v > zero else v * slope
+
+
+def sum_relu_forward(a, b, negative_slope, out):
+    """y = relu(a + b) in one pass (a residual sum and the ReLU after it): the sum as
+    ``np.add``'s, then ``relu_forward``'s select. ``out`` apart from a and b."""
+    a, b, y, slope = a.reshape(-1), b.reshape(-1), out.reshape(-1), out.dtype.type(negative_slope)
+    split(lambda lo, hi: _sum_relu_forward(a[lo:hi], b[lo:hi], slope, y[lo:hi]), y, 3)
+
+
+@jit
+def _sum_relu_backward(y, d, slope, d0, d1, write0, write1):
+    zero = y.dtype.type(0)
+    a = np.empty(BLOCK, d.dtype)
+    for start in range(0, y.size, BLOCK):
+        m = min(BLOCK, y.size - start)
+        yb, db = y[start : start + m], d[start : start + m]
+        for j in range(m):
+            a[j] = db[j] if yb[j] > zero else db[j] * slope
+        for j in range(m):
+            db[j] = a[j]
+        if write0:
+            o = d0[start : start + m]
+            for j in range(m):
+                o[j] = a[j]
+        if write1:
+            o = d1[start : start + m]
+            for j in range(m):
+                o[j] = a[j]
+
+
+def sum_relu_backward(y, dy, negative_slope, out0, out1):
+    """The backward of ``sum_relu_forward``: g = dy if y > 0 else negative_slope * dy is
+    written to dy itself (what the ReLU in place leaves) and to ``out0`` and ``out1`` (the two
+    terms' gradients; either may be None), in one pass."""
+    y, d, slope = y.reshape(-1), dy.reshape(-1), y.dtype.type(negative_slope)
+    d0 = d if out0 is None else out0.reshape(-1)
+    d1 = d if out1 is None else out1.reshape(-1)
+    arrays = 3 + (out0 is not None) + (out1 is not None)
+    split(
+        lambda lo, hi: _sum_relu_backward(
+            y[lo:hi], d[lo:hi], slope, d0[lo:hi], d1[lo:hi], out0 is not None, out1 is not None
+        ),
+        y,
+        arrays,
+    )
+
+
+@jit
 def _sigmoid_backward(y, dy, dx):
     one = y.dtype.type(1)
     for i in range(y.size):

@@ -1,4 +1,5 @@
-"""BatchNorm -> Scale [-> ReLU], the block of Caffe's ResNets and MobileNets, run as one.
+"""BatchNorm -> Scale [-> ReLU], the block of Caffe's ResNets and MobileNets, run as one; and
+a residual sum with its ReLU (Eltwise SUM -> ReLU, ``SumReLU``), run as one.
 
 The layers, in place on one blob, are each a pass or two over memory, and each is already as
 fast as memory allows: fusing them is what saves time. A net finds such chains when it is
@@ -22,9 +23,10 @@ timing tools). The results equal the layers' to rounding (sums in float64, as th
 
 from .. import parallel
 from ..kernels import batchnorm as bn_kernels
+from ..kernels import elementwise
 from .neuron import ReLU
 from .normalization import BatchNorm
-from .structure import Scale
+from .structure import Eltwise, Scale
 
 
 def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
@@ -146,4 +148,67 @@ class Chain:
             scale.blobs[0].diff += sum_gx.reshape(scale.blobs[0].shape)
         if scale.bias_index is not None and scale.param_propagate_down[scale.bias_index]:
             scale.blobs[scale.bias_index].diff += sum_g.reshape(scale.blobs[scale.bias_index].shape)
+        return True
+
+
+def find_sum_relu(layers, bottom_vecs, top_vecs, index):
+    """A :class:`SumReLU` when layer ``index`` is an Eltwise SUM of two distinct bottoms with
+    coefficients 1 and ``index + 1`` a ReLU (slope >= 0) in place on its top, neither weighting
+    a loss (a residual block's end). Else None."""
+    if index + 1 >= len(layers):
+        return None
+    eltwise, relu = layers[index : index + 2]
+    if type(eltwise) is not Eltwise or type(relu) is not ReLU:  # these very classes
+        return None
+    bottoms, blob = bottom_vecs[index], top_vecs[index][0]
+    if (
+        eltwise.p.operation != "SUM"
+        or any(c != 1 for c in eltwise.coeffs)
+        or len(bottoms) != 2
+        or bottoms[0] is bottoms[1]
+        or relu.p.negative_slope < 0
+        or bottom_vecs[index + 1] != [blob]
+        or top_vecs[index + 1] != [blob]
+        or any(any(layer.loss_weights) for layer in (eltwise, relu))
+    ):
+        return None
+    return SumReLU(index, eltwise, relu, bottoms, blob)
+
+
+class SumReLU:
+    """Eltwise SUM of two bottoms -> ReLU in place, run as one (see the module text): the
+    forward writes y = relu(a + b) in one pass (``elementwise.sum_relu_forward``) instead of
+    a sum and a ReLU pass over y; the backward writes ReLU's gradient g into the blob's diff
+    and both bottoms' diffs in one pass instead of ReLU's pass and Eltwise's two copies. The
+    results are the layers' bit for bit (the same operations in the same order)."""
+
+    length = 2
+
+    def __init__(self, index, eltwise, relu, bottoms, blob):
+        self.index, self.eltwise, self.relu, self.blob = index, eltwise, relu, blob
+        self.bottoms = bottoms
+        self.layers = (eltwise, relu)
+
+    def forward(self, bottom, top):
+        """Both layers' forward (``bottom``, ``top``: their blob vectors); always runs."""
+        for k, layer in enumerate(self.layers):
+            layer._forward_done = False
+            try:
+                layer.Reshape(bottom[k], top[k])
+            except Exception as err:  # located as the layer's own forward would
+                layer._reraise(err, "forward")
+        a, b = (blob.data for blob in bottom[0])
+        elementwise.sum_relu_forward(a, b, self.relu.p.negative_slope, self.blob.data)
+        for layer in self.layers:
+            layer._forward_done = True
+        return True
+
+    def backward(self, propagate):
+        """Both layers' backward; ``propagate``: the net's bottom_need_backward of the Eltwise
+        and the ReLU. Returns False (nothing done: the net runs the layers one by one) when a
+        layer has not run its forward since its last reshape or no bottom needs a gradient."""
+        if not all(getattr(layer, "_forward_done", False) for layer in self.layers) or not any(propagate[0]):
+            return False
+        out0, out1 = (blob.diff if need else None for blob, need in zip(self.bottoms, propagate[0]))
+        elementwise.sum_relu_backward(self.blob.data, self.blob.diff, self.relu.p.negative_slope, out0, out1)
         return True

@@ -219,3 +219,83 @@ def test_a_backward_that_ends_inside_the_chain_reads_the_remade_values(rng, monk
         np.testing.assert_allclose(nets[0].params["scale"][i].diff, nets[1].params["scale"][i].diff, rtol=1e-12)
     assert np.abs(nets[0].params["scale"][0].diff).sum() > 0
     np.testing.assert_allclose(nets[0].blobs["b"].diff, nets[1].blobs["b"].diff, rtol=1e-12)
+
+
+# -- Eltwise SUM -> ReLU (SumReLU) -------------------------------------------------------------
+SHAPES = [{"dim": [4, 3, 5, 5]}, {"dim": [4]}]
+IP = {"num_output": 3}
+
+
+def residual_net(*, slope=0.0, data_shortcut=False, relu_apart=False, coeff=None):
+    """Input -> conv -> Eltwise SUM with a shortcut -> ReLU in place -> InnerProduct -> loss. The
+    shortcut is the input itself when ``data_shortcut`` (it takes no gradient), else a second
+    convolution of the input (the input then fans out: a Split); ``relu_apart``: the ReLU
+    writes a blob of its own (nothing to fuse)."""
+
+    def conv(name, top):
+        param = {"num_output": 3, "kernel_size": 3, "pad": 1, "weight_filler": {"type": "gaussian"}}
+        return {"name": name, "type": "Convolution", "bottom": "x", "top": top, "convolution_param": param}
+
+    shortcut = "x" if data_shortcut else "s"
+    eltwise = {"name": "sum", "type": "Eltwise", "bottom": ["c", shortcut], "top": "r"}
+    if coeff is not None:
+        eltwise["eltwise_param"] = {"coeff": coeff}
+    relu_top = "a" if relu_apart else "r"
+    layers = [
+        {"name": "data", "type": "Input", "top": ["x", "label"], "input_param": {"shape": SHAPES}},
+        conv("conv", "c"),
+        *([] if data_shortcut else [conv("shortcut", "s")]),
+        eltwise,
+        {"name": "relu", "type": "ReLU", "bottom": "r", "top": relu_top, "relu_param": {"negative_slope": slope}},
+        {"name": "ip", "type": "InnerProduct", "bottom": relu_top, "top": "y", "inner_product_param": IP},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
+    ]
+    return {"name": "residual", "layers": layers}
+
+
+def run_residual(spec, inputs, fused, monkeypatch, dtype=np.float64):
+    with monkeypatch.context() as patch:
+        if not fused:
+            patch.setattr(netlayers.net, "find_sum_relu", lambda *args: None)
+        net = Net(spec, dtype=dtype, seed=3)
+    net.clear_param_diffs()
+    for _ in range(2):
+        net.forward(**inputs)
+        net.backward()
+    return net
+
+
+def assert_identical(fused, plain):
+    """The same bits: SumReLU runs the layers' operations in their order."""
+    assert fused.loss == plain.loss
+    for name, blob in plain.blobs.items():
+        np.testing.assert_array_equal(fused.blobs[name].data, blob.data, err_msg=name)
+        np.testing.assert_array_equal(fused.blobs[name].diff, blob.diff, err_msg=name)
+    for name, blobs in plain.params.items():
+        for i, blob in enumerate(blobs):
+            np.testing.assert_array_equal(fused.params[name][i].diff, blob.diff, err_msg=f"{name}[{i}]")
+
+
+@pytest.mark.parametrize("setting", [{}, {"slope": 0.1}, {"data_shortcut": True}], ids=["plain", "leaky", "data"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_residual_sum_and_relu_run_as_one_with_the_layers_results(setting, dtype, rng, monkeypatch):
+    spec = residual_net(**setting)
+    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+    ran = []
+    original = fused.SumReLU.backward
+    monkeypatch.setattr(fused.SumReLU, "backward", lambda self, p: ran.append(original(self, p)) or ran[-1])
+    with_fusion = run_residual(spec, inputs, True, monkeypatch, dtype)
+    assert [type(c) for c in with_fusion._chains.values()] == [fused.SumReLU]
+    assert ran == [True, True]
+    assert_identical(with_fusion, run_residual(spec, inputs, False, monkeypatch, dtype))
+
+
+@pytest.mark.parametrize("setting", [{"relu_apart": True}, {"coeff": [1, -1]}], ids=["relu-apart", "coeff"])
+def test_a_sum_whose_relu_is_apart_or_weighted_is_not_fused(setting):
+    net = Net(residual_net(**setting), dtype=np.float64)
+    assert not any(isinstance(c, fused.SumReLU) for c in net._chains.values())
+
+
+def test_the_fused_residual_sum_passes_the_gradient_check():
+    report = check_net(residual_net(slope=0.1), seed=2)
+    assert report.passed, report.table()
