@@ -29,6 +29,17 @@ from .normalization import BatchNorm
 from .structure import Eltwise, Scale
 
 
+def _reshape_all(layers, bottom, top):
+    """Each of a fused run's ``layers`` marked as not yet forwarded and reshaped to its blobs,
+    an error located as the layer's own forward would locate it."""
+    for k, layer in enumerate(layers):
+        layer._forward_done = False
+        try:
+            layer.Reshape(bottom[k], top[k])
+        except Exception as err:
+            layer._reraise(err, "forward")
+
+
 def find_chain(layers, bottom_vecs, top_vecs, lenders, index):
     """A :class:`Chain` when layer ``index`` is a BatchNorm and ``index + 1`` a Scale it lends
     its values to (``lenders``), then, when ``index + 2`` is a ReLU with a slope >= 0 in place
@@ -81,12 +92,7 @@ class Chain:
         BatchNorm's statistics, then one pass that writes the blob (and BatchNorm's kept
         normalized values). Returns False, having run nothing, when Scale's operand does not
         fit BatchNorm's channels (the net then runs the layers one by one)."""
-        for k, layer in enumerate(self.layers):
-            layer._forward_done = False
-            try:
-                layer.Reshape(bottom[k], top[k])
-            except Exception as err:  # located as the layer's own forward would
-                layer._reraise(err, "forward")
+        _reshape_all(self.layers, bottom, top)
         if not self.fits():
             return False
         bn, scale = self.bn, self.scale
@@ -191,12 +197,7 @@ class SumReLU:
 
     def forward(self, bottom, top):
         """Both layers' forward (``bottom``, ``top``: their blob vectors); always runs."""
-        for k, layer in enumerate(self.layers):
-            layer._forward_done = False
-            try:
-                layer.Reshape(bottom[k], top[k])
-            except Exception as err:  # located as the layer's own forward would
-                layer._reraise(err, "forward")
+        _reshape_all(self.layers, bottom, top)
         a, b = (blob.data for blob in bottom[0])
         elementwise.sum_relu_forward(a, b, self.relu.p.negative_slope, self.blob.data)
         for layer in self.layers:
