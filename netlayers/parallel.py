@@ -529,15 +529,17 @@ class _Pool:
 
         tasks = self.tasks[w - 1]
         taken = 1  # the number of this worker's next job
+        done = 0  # the number of the Python task it has just run, for ``serve`` to publish
         while True:
             self.take_own_cpu(w)
             rounds = int(SPIN_SECONDS / spin.CHECK_SECONDS)
             before = taken
             taken = handover.serve(
                 w, self.posted, self.finished, self.jobs, self.claimed, taken, rounds, *self.calls, spin.YIELD,
-                self.waiting,
+                self.waiting, done,
             )  # fmt: skip
-            if taken > before and self.waiting[0]:  # a product done while the caller sleeps: wake it
+            published, done = done, 0
+            if (taken > before or published) and self.waiting[0]:  # a job done while the caller sleeps: wake it
                 with self.answered:
                     self.answered.notify_all()
                 if self.posted[w] < taken:
@@ -566,10 +568,8 @@ class _Pool:
             except BaseException as exc:  # handed to the caller, which re-raises it
                 error = exc
             _inside_parts.depth = 0
-            with self.answered:
-                self.failures[w] = error
-                self.finished[w] = taken
-                self.answered.notify()
+            self.failures[w] = error
+            done = taken  # published by the next ``serve``, without the GIL
             taken += 1
 
     def all_done(self, workers):

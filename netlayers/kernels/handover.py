@@ -1,11 +1,12 @@
 """Matrix products handed to the pool's workers without the GIL.
 
 A hand-over of Python work (``parallel.run_parts``) costs 30-60 us: the worker must take the
-GIL to fetch its task and again to report, and on the project's virtual machines each such
-switch wakes a blocked thread. That is as long as a 10 MFLOP product takes, so products below
-32 MFLOP used to run whole on one core. Here a worker waits in compiled code (``serve``) that
-runs product jobs itself: the caller writes a job (one row of ``jobs``: operands' addresses,
-sizes and layouts) and counts it in ``posted``; the worker, spinning on that count, calls
+GIL to fetch its task, and on the project's virtual machines a thread blocked on the GIL takes
+20-30 us to wake (a worker reports its task done from ``serve``, without the GIL: see there).
+That is as long as a 10 MFLOP product takes, so products below 32 MFLOP used to run whole on
+one core. Here a worker waits in compiled code (``serve``) that runs product jobs itself: the
+caller writes a job (one row of ``jobs``: operands' addresses, sizes and layouts) and counts
+it in ``posted``; the worker, spinning on that count, calls
 numpy's BLAS (``kernels.blas.gemm``) and counts it in ``finished``; neither takes the GIL.
 A row whose kind is ``PYTHON_TASK`` makes ``serve`` return, so the worker fetches that task
 from its queue in Python, as before.
@@ -46,16 +47,27 @@ def run_product(job, single, double):
 
 
 @jit
-def serve(w, posted, finished, jobs, claimed, taken, rounds, single, double, yield_address, waiting):
-    """Worker ``w`` waits for its job number ``taken`` and runs every product job that comes,
+def serve(w, posted, finished, jobs, claimed, taken, rounds, single, double, yield_address, waiting, done):
+    """Worker ``w`` first publishes its Python task number ``done`` in ``finished[w]`` (0:
+    none), then waits for its job number ``taken`` and runs every product job that comes,
     publishing each in ``finished[w]``; it returns the number of its next job once that job is
     a Python task (``posted[w]`` has reached it), after ``rounds`` checks with no job (a job
-    already posted is run even with ``rounds`` 0), or right after a product job when the
+    already posted is run even with ``rounds`` 0), or right after a publication when the
     caller has stopped spinning and sleeps (``waiting[0]``, see ``caller_sleeps``): the worker
     then wakes it from Python. A product job is run by whoever claims it first (``claimed[w]``
     moved from the job's number less one to its number): the worker, or the caller once its own
     part is done (``take_back``), so a worker that is slow to come never holds the caller up.
-    Every ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads."""
+    Every ``ROUNDS_BEFORE_YIELD`` checks the core is offered to other threads.
+
+    A Python task is published here, where the worker no longer holds the GIL: a caller that
+    sees the count then takes the GIL at once, where one published from Python made it block
+    on the GIL until the worker got here (a blocked thread waits to be woken: 28 us a task)."""
+    if done > finished[w]:
+        _release()  # the task's results (and its failure, if any) before its count
+        finished[w] = done
+        _fence()
+        if waiting[0] != 0:
+            return taken
     idle = 0
     while True:
         newest = posted[w]

@@ -34,7 +34,7 @@ def test_serve_runs_the_product_jobs_posted_and_returns_its_next_job_number(rng,
     assert not h.hand_over(jobs, 1, product_row(a, b, out), posted, state)  # awake: no wake-up needed
     claimed = np.zeros(2, np.int64)
     taken = h.serve(
-        1, posted, finished, jobs, claimed, 1, 100, *parallel._product_calls(), spin.YIELD, np.zeros(1, np.int64)
+        1, posted, finished, jobs, claimed, 1, 100, *parallel._product_calls(), spin.YIELD, np.zeros(1, np.int64), 0
     )
     assert taken == 2 and finished[1] == 1 and posted[1] == 1 and claimed[1] == 1
     np.testing.assert_allclose(out, a @ b, rtol=1e-5)
@@ -46,7 +46,9 @@ def test_serve_hands_a_python_task_back_without_taking_it():
     posted[1] = 1
     calls = parallel._product_calls()
     assert (
-        h.serve(1, posted, finished, jobs, np.zeros(2, np.int64), 1, 10**9, *calls, spin.YIELD, np.zeros(1, np.int64))
+        h.serve(
+            1, posted, finished, jobs, np.zeros(2, np.int64), 1, 10**9, *calls, spin.YIELD, np.zeros(1, np.int64), 0
+        )
         == 1
     )
     assert finished[1] == 0
@@ -63,8 +65,26 @@ def test_a_worker_returns_right_after_a_product_when_the_caller_sleeps(rng):
     assert waiting[0] == 1
     h.hand_over(jobs, 1, product_row(a, b, out), posted, state)
     calls, claimed = parallel._product_calls(), np.zeros(2, np.int64)
-    assert h.serve(1, posted, finished, jobs, claimed, 1, 10**12, *calls, spin.YIELD, waiting) == 2
+    assert h.serve(1, posted, finished, jobs, claimed, 1, 10**12, *calls, spin.YIELD, waiting, 0) == 2
     np.testing.assert_allclose(out, a @ b, rtol=1e-5)
+
+
+def test_serve_publishes_the_python_task_done_first_and_returns_to_wake_a_sleeping_caller():
+    """The task number ``done`` lands in ``finished`` before anything else; with the caller
+    asleep (``waiting``) the worker returns at once, to wake it from Python (10**12 rounds
+    would not end); with the caller spinning it goes on waiting for its next job."""
+    posted, finished, jobs = counts()
+    posted[1] = 3
+    calls, claimed = parallel._product_calls(), np.zeros(2, np.int64)
+    waiting = np.zeros(1, np.int64)
+    h.caller_sleeps(waiting)
+    assert h.serve(1, posted, finished, jobs, claimed, 4, 10**12, *calls, spin.YIELD, waiting, 3) == 4
+    assert finished[1] == 3
+    waiting[0] = 0
+    assert h.serve(1, posted, finished, jobs, claimed, 5, 10, *calls, spin.YIELD, waiting, 4) == 5
+    assert finished[1] == 4
+    assert h.serve(1, posted, finished, jobs, claimed, 5, 10, *calls, spin.YIELD, waiting, 2) == 5
+    assert finished[1] == 4  # an older number never moves the count back
 
 
 def test_a_job_its_worker_has_not_claimed_is_taken_back_by_the_caller_and_skipped_by_the_worker(rng):
@@ -82,7 +102,7 @@ def test_a_job_its_worker_has_not_claimed_is_taken_back_by_the_caller_and_skippe
     assert finished[1] == 1 and claimed[1] == 1
     assert not h.take_back(1, posted[1], row, claimed, finished, *calls)  # claimed once only
     out[...] = np.nan
-    assert h.serve(1, posted, finished, jobs, claimed, 1, 10, *calls, spin.YIELD, np.zeros(1, np.int64)) == 2
+    assert h.serve(1, posted, finished, jobs, claimed, 1, 10, *calls, spin.YIELD, np.zeros(1, np.int64), 0) == 2
     assert np.isnan(out).all() and finished[1] == 1  # not run again
 
 
