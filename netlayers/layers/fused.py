@@ -10,7 +10,8 @@ backward pass that runs all of the chain:
 
 - forward: BatchNorm's statistics as usual, then one pass over its input x writes
   y = relu(x_hat * s + b), x_hat = (x - mean) / std, and BatchNorm's kept x_hat
-  (``chain_forward``): x read once and y written once, instead of three passes;
+  (``chain_forward``): x read once and y written once, instead of three passes; each worker
+  runs the pass over its channels right after their statistics (one hand-over, not two);
 - backward: the backward passes become one pass of sums and one writing pass
   (``chain_backward``): with g the gradient after ReLU, Scale's gradients are sum g x_hat and
   sum g, and BatchNorm's two means of Scale's output gradient g s are s times their means.
@@ -96,7 +97,7 @@ class Chain:
         if not self.fits():
             return False
         bn, scale = self.bn, self.scale
-        x = bn.statistics(bottom[0][0])
+        x = bottom[0][0].data.reshape(bn.shape3)
         keep = bn.normalized is not None
         normalized = bn.normalized if keep else x  # (not written when not kept)
         mean, std = bn.mean.reshape(-1), bn.std.reshape(-1)
@@ -104,10 +105,10 @@ class Chain:
         b = scale.blobs[scale.bias_index].data.reshape(-1) if scale.bias_index is not None else scale._zeros
         y = top[-1][0].data.reshape(bn.shape3)
         slope = self.slope(y.dtype)
-        parallel.over_slices(
+        bn.statistics(  # each worker's channels: their statistics, then the pass
+            bottom[0][0],
             lambda lo, hi: bn_kernels.chain_forward(x, mean, std, normalized, keep, s, b, slope, y, lo, hi),
-            bn.channels,
-            (3 if keep else 2) * y.nbytes,
+            3 if keep else 2,
         )
         scale._kept = bn.kept_output()  # what Scale's own forward would keep: the lent values
         for layer in self.layers:

@@ -196,10 +196,12 @@ class BatchNorm(Layer):
         both = kept is not y
         self._over_channels(lambda lo, hi: bn_kernels.normalize(x, mean, std, kept, y, both, lo, hi), 3)
 
-    def statistics(self, bottom):
+    def statistics(self, bottom, then=None, then_passes=0):
         """The forward's first part: mean, var and std of ``bottom`` (the batch's, and the
         moving averages updated, or the stored ones), noted as the last forward's input; returns
-        its values as an (N, C, P) array."""
+        its values as an (N, C, P) array. ``then(lo, hi)``, when given, runs for each share of
+        the channels once their statistics are made, in the same hand-over to the workers (the
+        fused chain's pass: ``then_passes`` passes over the input)."""
         p = self.p
         x = bottom.data.reshape(self.shape3)
         if self.use_global_stats:
@@ -207,21 +209,25 @@ class BatchNorm(Layer):
             factor = 0.0 if s == 0 else 1.0 / s
             np.multiply(self.blobs[0].data.reshape(self.mean.shape), factor, out=self.mean)
             np.multiply(self.blobs[1].data.reshape(self.var.shape), factor, out=self.var)
+            np.add(self.var, self.dtype.type(p.eps), out=self.std)
+            np.sqrt(self.std, out=self.std)
+            if then is not None:
+                self._over_channels(then, then_passes)
         else:
-            mean, var = self.mean.reshape(-1), self.var.reshape(-1)
-            self._over_channels(lambda lo, hi: bn_kernels.batch_moments(x, mean, var, lo, hi), 2)
-            maf = p.moving_average_fraction
+            mean, var, std = self.mean.reshape(-1), self.var.reshape(-1), self.std.reshape(-1)
+            eps = self.dtype.type(p.eps)
+
+            def moments(lo, hi):
+                bn_kernels.batch_moments(x, mean, var, std, eps, lo, hi)
+                if then is not None:
+                    then(lo, hi)
+
+            self._over_channels(moments, 2 + then_passes)
             m = x.size // self.channels
             correction = m / (m - 1) if m > 1 else 1.0
             mean_sum, var_sum, count = (blob.data for blob in self.blobs)
-            count *= maf
-            count += 1
-            mean_sum *= maf
-            mean_sum += self.mean.reshape(-1)
-            var_sum *= maf
-            var_sum += correction * self.var.reshape(-1)
-        np.add(self.var, self.dtype.type(p.eps), out=self.std)
-        np.sqrt(self.std, out=self.std)
+            fraction, correction = self.dtype.type(p.moving_average_fraction), self.dtype.type(correction)
+            bn_kernels.moving_averages(mean_sum, var_sum, count, mean, var, fraction, correction)
         self._input = bottom
         return x
 
