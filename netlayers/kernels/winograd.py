@@ -143,18 +143,52 @@ MIN_FEW_CHANNELS_BY_SIZE = 384
 MIN_FEW_CHANNELS_TILES = 512
 
 
+# Small maps as F(4x4, 3x3) (``winograd4``), measured against what ran before (im2col + GEMM below
+# 12 x 12, F(2x2) at 12), forward + backward of one layer, 2 threads, float32, medians of 7 paired
+# rounds (2026-12-04, AMD EPYC), input -> output channels at output size, batch: 64 -> 64 at 8,
+# 32 0.82x; 128 -> 128 at 8, 32 0.76x, batch 16 0.86x; 256 -> 256 at 8, 32 0.73x; 512 -> 512 at
+# 8, 32 0.77x; 32 -> 32 at 8, 32 0.88x; 128 -> 64 and 64 -> 128 at 8, 32 0.90x, 0.92x; 64 -> 64
+# at 7, 32 0.89x; at 10, 32 0.75x; at 11, 32 0.72x; 128 -> 128 at 10, 16 0.89x; at 12, 16 0.81x
+# (F(2x2) before); 256 -> 256 at 12, 16 0.82x; 48 -> 48 at 12, 32 0.69x; 64 -> 64 at 12, 16 0.76x.
+# Where it lost: fewer than 128 tiles in the batch (images x 4x4 tiles: 64 -> 64 at 8, batch 8
+# 1.16x; 128 -> 128 at 8, batch 8 1.20x; 256 -> 256 at 8, batch 8 1.45x; 512 -> 512 at 7, batch
+# 8 1.65x; 64 -> 64 at 12, batch 8 1.07x; 32 -> 32 at 8, batch 16 1.07x); tiles of which a third
+# or more lies outside the map (64 -> 64 at 9, 32 1.05x; at 6, 32 1.13x; at 13, 16 1.06x against
+# F(2x2)); 16 channels (16 -> 16 at 8, batch 32 0.95x, batch 16 1.13x); and 14 x 14, where F(2x2)
+# stays (64 -> 64 batch 16 1.06x, 128 -> 128 batch 8 1.06x, 32 -> 32 batch 32 1.00x). Dilated
+# layers' phases too (``dilated``): 64 -> 64 at 64 x 64, dilation 8 (phases of 8 x 8), batch 4
+# 0.75x, batch 2 0.88x.
+MIN_SMALL_F4_SIZE, MAX_SMALL_F4_SIZE = 7, 12
+MIN_SMALL_F4_CHANNELS = 32
+MIN_SMALL_F4_TILES = 128
+MIN_SMALL_F4_COVER = 0.68  # the share of the tiles' outputs inside the map (10 x 10: 0.69)
+
+
+def small_map_f4(channels, outputs, out_size, batch):
+    """Whether a 3x3 stride-1 convolution's small output map runs as F(4x4, 3x3) (the rule
+    above): the shorter side ``MIN_SMALL_F4_SIZE`` to ``MAX_SMALL_F4_SIZE``, at least
+    ``MIN_SMALL_F4_CHANNELS`` input and output channels, ``MIN_SMALL_F4_TILES`` 4x4 tiles in
+    the batch, and at least ``MIN_SMALL_F4_COVER`` of the tiles' outputs inside the map."""
+    if not MIN_SMALL_F4_SIZE <= min(out_size) <= MAX_SMALL_F4_SIZE or min(channels, outputs) < MIN_SMALL_F4_CHANNELS:
+        return False
+    tiles = math.prod(-(-side // 4) for side in out_size)
+    return batch * tiles >= MIN_SMALL_F4_TILES and math.prod(out_size) >= MIN_SMALL_F4_COVER * 16 * tiles
+
+
 def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
     """Whether a convolution of ``batch`` images runs as Winograd F(2x2, 3x3): a 3x3 kernel,
     stride 1, dilation 1, one group, the same padding of 0 or 1 on both axes, and either at
     least ``MIN_CHANNELS`` input and output channels, outputs of at least ``MIN_OUTPUT_SIZE``
     rows and columns, and the fewer channels times the shorter output side at least
-    ``MIN_CHANNELS_BY_SIZE``, or the small-map rule or the few-channels rule above (where each
-    was measured faster: with fewer channels or tiles the products are too small to pay for the
-    transforms)."""
+    ``MIN_CHANNELS_BY_SIZE``, or the small-map rule or the few-channels rule above, or
+    ``small_map_f4`` (where each was measured faster: with fewer channels or tiles the products
+    are too small to pay for the transforms)."""
     if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and pad[0] == pad[1] <= 1):
         return False
     fewer, shorter = min(channels, outputs), min(out_size)
     if shorter >= MIN_OUTPUT_SIZE and fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE:
+        return True
+    if small_map_f4(channels, outputs, out_size, batch):
         return True
     if shorter < MIN_SMALL_MAP_SIZE:
         return False
@@ -184,9 +218,11 @@ MIN_CHANNELS_F4 = 16
 def convolution(image_shape, outputs, pad, dtype):
     """The Winograd convolution for a geometry where ``applies``: F(4x4, 3x3) (``winograd4``)
     with at least ``MIN_CHANNELS_F4`` input and output channels and outputs of at least
-    ``MIN_OUTPUT_SIZE`` rows and columns, else F(2x2, 3x3)."""
-    out_size = min(image_shape[2:]) + 2 * pad - 2
-    if min(image_shape[1], outputs) >= MIN_CHANNELS_F4 and out_size >= MIN_OUTPUT_SIZE:
+    ``MIN_OUTPUT_SIZE`` rows and columns, or where ``small_map_f4``; else F(2x2, 3x3)."""
+    out_size = tuple(side + 2 * pad - 2 for side in image_shape[2:])
+    channels = image_shape[1]
+    large = min(channels, outputs) >= MIN_CHANNELS_F4 and min(out_size) >= MIN_OUTPUT_SIZE
+    if large or small_map_f4(channels, outputs, out_size, image_shape[0]):
         from .winograd4 import Winograd4Convolution  # here: winograd4 imports this module
 
         return Winograd4Convolution(image_shape, outputs, pad, dtype)

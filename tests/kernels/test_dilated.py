@@ -116,7 +116,8 @@ def test_float32_phases_stay_close_to_the_float64_convolution():
     [
         ((3, 3), (2, 2), (2, 2), 64, True),
         ((3, 3), (4, 4), (4, 4), 64, True),
-        ((3, 3), (8, 8), (8, 8), 64, False),  # phases of 8 x 8: below Winograd's output size
+        ((3, 3), (8, 8), (8, 8), 64, True),  # 256 phases of 8 x 8: F(4x4)'s small-map rule
+        ((3, 3), (16, 16), (16, 16), 64, False),  # phases of 4 x 4: below every Winograd size
         ((3, 3), (2, 2), (1, 1), 64, False),  # padding other than the dilation
         ((3, 3), (1, 1), (1, 1), 64, False),  # not dilated: Winograd itself
         ((5, 5), (2, 2), (2, 2), 64, False),

@@ -240,13 +240,39 @@ def test_the_rule_of_when_it_runs(geometry, expected):
         (64, 14, 16, True),  # few channels, 784 tiles
         (64, 14, 8, False),  # few channels, 392 tiles: too few
         (16, 14, 64, False),  # 16 channels: too small a side
-        (256, 11, 32, False),  # below the small-map size
-        (256, 7, 64, False),
+        (256, 11, 4, False),  # below the small-map size, 36 tiles of 4x4: too few for F(4x4)
+        (256, 7, 16, False),  # 64 tiles of 4x4
     ],
 )
 def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expected):
     geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 1, channels, channels, (size, size))
     assert winograd.applies(*geometry, batch) is expected
+
+
+@pytest.mark.parametrize(
+    "channels, outputs, size, batch, expected",
+    [
+        (64, 64, (8, 8), 32, True),  # CIFAR ResNets' last stage: 128 tiles of 4x4
+        (256, 256, (7, 7), 32, True),
+        (64, 64, (10, 10), 32, True),  # 100 of the tiles' 144 outputs in the map
+        (128, 128, (12, 12), 16, True),  # F(4x4) before F(2x2) at 12 x 12
+        (64, 128, (11, 12), 32, True),
+        (64, 64, (8, 8), 16, False),  # 64 tiles: too few
+        (64, 64, (9, 9), 32, False),  # 81 of 144 outputs in the map
+        (64, 64, (13, 13), 32, False),  # 169 of 256
+        (64, 64, (6, 6), 64, False),  # below the size
+        (64, 64, (14, 14), 32, False),  # above it (F(2x2) stays)
+        (16, 16, (8, 8), 64, False),  # too few channels
+        (64, 16, (8, 8), 64, False),
+    ],
+)
+def test_the_small_map_f4_rule(channels, outputs, size, batch, expected):
+    assert winograd.small_map_f4(channels, outputs, size, batch) is expected
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 1, channels, outputs, size)
+    chosen = winograd.convolution((batch, channels, size[0], size[1]), outputs, 1, np.float32)
+    assert (type(chosen).__name__ == "Winograd4Convolution") is expected
+    if expected:
+        assert winograd.applies(*geometry, batch)
 
 
 def convolution_layer(shape, outputs, dtype):
