@@ -481,6 +481,15 @@ def shared_bands(batch, bands):
     return [(cut.start, len(cut)) for cut in cuts]
 
 
+def run_length(fit, image_tiles, batch):
+    """Images a run takes side by side (each image of one band): as many as ``fit`` the band's
+    bytes, up to ``RUN_TILES`` tiles a channel, and no more than a worker's share of the batch,
+    which sizes the scratch (F(4x4) at 8 x 8, batch 32: 56 images' V and M, 2 MiB each a worker,
+    where a worker runs 16)."""
+    share = -(-batch // parallel.thread_count())
+    return max(1, min(fit, -(-RUN_TILES // image_tiles), share))
+
+
 def forward_work(batch, bands, runs):
     """The forward's work split over the workers: ``(workers, work)``, ``work(worker)`` the
     (images, first tile row, tile rows) pieces that worker computes. Each piece writes output
@@ -557,7 +566,7 @@ class WinogradConvolution(SharedFilters):
         self.bands = [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
         image_tiles = tiles_h * (self.tiles_w + 1)
         fit = BAND_BYTES // (tiles_h * row_bytes)
-        self.run_images = max(1, min(fit, -(-RUN_TILES // image_tiles))) if bands == 1 else 1
+        self.run_images = run_length(fit, image_tiles, self.batch) if bands == 1 else 1
         self.band_tiles = self.run_images * rows * (self.tiles_w + 1)  # tiles of a channel in a band
         self.u_shape = (16, outputs, self.channels)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)

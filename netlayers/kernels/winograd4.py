@@ -349,7 +349,7 @@ class Winograd4Convolution(winograd.SharedFilters):
         self.bands = [(first, min(rows, tiles_h - first)) for first in range(0, tiles_h, rows)]
         image_tiles = tiles_h * self.tiles_w
         fit = winograd.BAND_BYTES // (tiles_h * row_bytes)
-        self.run_images = max(1, min(fit, -(-winograd.RUN_TILES // image_tiles))) if bands == 1 else 1
+        self.run_images = winograd.run_length(fit, image_tiles, self.batch) if bands == 1 else 1
         self.band_tiles = self.run_images * rows * self.tiles_w  # tiles of a channel in a band
         self.u_shape = (36, outputs, self.channels)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)

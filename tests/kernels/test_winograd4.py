@@ -72,6 +72,15 @@ def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers,
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
+@pytest.mark.parametrize("workers, run", [(1, 32), (2, 16)])
+def test_a_run_holds_at_most_a_workers_share_of_the_batch(workers, run, thread_count):
+    """8 x 8 outputs, 4 tiles an image: RUN_TILES would take 64 images and the band 56, but a
+    worker never runs more than its share of the 32: the scratch is sized by the run."""
+    thread_count(workers)
+    conv = Winograd4Convolution((32, 64, 8, 8), 64, 1, np.float32)
+    assert conv.run_images == run and conv.band_tiles == 4 * run
+
+
 def test_float32_error_at_many_channels_stays_below_2e_5():
     """128 channels at scaled (He) weights: outputs and gradients within 2e-5 of the scale."""
     rng = np.random.default_rng(8)
