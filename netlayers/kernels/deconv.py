@@ -22,7 +22,9 @@ a contiguous run with a shift. So
 ``PhaseChunks`` is ``conv_gemm.ColumnChunks`` with these two steps; the products, chunks, bands
 and weight-gradient sums are ColumnChunks' own. The Deconvolution layer takes it where
 ``applies`` (rule and measurements below): the phase kernels' runs are input rows, and only rows
-of 32 or more vectorize well enough to pay.
+of 32 or more vectorize well enough to pay. A strided Convolution is the same pair of steps with
+the image side its bottom (im2col forward, im2col and col2im backward): it takes them where
+``convolution_applies`` (below).
 """
 
 import numpy as np
@@ -187,12 +189,31 @@ def phase_im2col(image, kernel, pad, stride, dilation, in_size, layout, col, lan
     return col
 
 
+# A Convolution with a horizontal stride of 2 and a kernel of 3 or more a side takes the phase
+# steps too (``convolution_applies``): its im2col reads every other entry of a row, per tap and
+# output row; here each row is de-interleaved once. The same bits (forward, data and weight
+# gradients). Forward + backward of one layer against the generic kernels, 2 workers, float32,
+# medians of 9 paired rounds, input -> output channels at input size, batch, kernel: 16 -> 32
+# at 32, 32, 3x3 0.88x-0.89x; 32 -> 64 at 16, 32, 3x3 0.89x; 64 -> 128 at 16, 32, 3x3 0.95x;
+# 64 -> 128 at 56, 8, 3x3 0.94x; 32 -> 64 at 32, 32, 3x3 0.86x; 128 -> 128 at 28, 16, 3x3 0.97x;
+# 64 -> 64 at 56, 8, 3x3 pad 0 0.90x; 32 -> 64 at 32, 16, 5x5 0.85x; ResNet-50's stem (3 -> 64
+# at 112, 8, 7x7, no data gradient) 0.86x. Not: 1x1 kernels (64 -> 128 at 28, batch 8 1.32x;
+# 256 -> 512 0.99x: nothing to share between taps), AlexNet's 11x11 stride 4 (1.02x).
+CONVOLUTION_MIN_KERNEL = 3
+
+
+def convolution_applies(kernel, stride):
+    """Whether a Convolution runs its column steps by phases: a horizontal stride of 2 and a
+    kernel at least ``CONVOLUTION_MIN_KERNEL`` wide (see above)."""
+    return stride[1] == 2 and kernel[1] >= CONVOLUTION_MIN_KERNEL
+
+
 class PhaseChunks(ColumnChunks):
-    """``ColumnChunks`` of a Deconvolution (image side: its top) whose im2col and col2im are
-    the phase kernels: ``columns`` from :func:`phase_im2col` (whole chunks and bands), and
-    ``image_from_map(worker, weight, matrix, image, piece, bias)`` writing the chunk whole with
-    the bias (bands keep ColumnChunks' col2im, which adds them up, and add the bias after the
-    last one)."""
+    """``ColumnChunks`` of a Deconvolution (image side: its top) or of a strided Convolution
+    (image side: its bottom) whose im2col and col2im are the phase kernels: ``columns`` from
+    :func:`phase_im2col` (whole chunks and bands), and ``image_from_map(worker, weight, matrix,
+    image, piece, bias)`` writing the chunk whole with the bias (bands keep ColumnChunks'
+    col2im, which adds them up, and add the bias after the last one)."""
 
     def __init__(self, **geometry):
         super().__init__(**geometry)

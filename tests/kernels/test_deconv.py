@@ -216,6 +216,74 @@ def test_layer_gradients_on_phases(case, rng, monkeypatch):
     assert_gradients(spec, [rng.standard_normal(shape)])
 
 
+# -- strided Convolutions on the phase kernels ---------------------------------------------------
+CONVOLUTION_CASES = [  # (input shape, num_output, kernel, stride, pad, dilation, group)
+    ((2, 4, 9, 8), 6, 3, 2, 1, 1, 1),  # ResNet's downsampling 3x3
+    ((3, 4, 7, 9), 4, 3, 2, 1, 1, 2),  # grouped, odd sizes
+    ((2, 3, 11, 10), 5, 7, 2, 3, 1, 1),  # a ResNet stem
+    ((2, 2, 9, 9), 3, 3, 2, 2, 2, 1),  # dilated
+    ((1, 3, 6, 7), 2, 4, 2, 0, 1, 1),  # kernel 4, no padding
+]
+
+
+def convolution_spec(outputs, kernel, stride, pad, dilation, group):
+    param = {"num_output": outputs, "kernel_size": kernel, "stride": stride, "pad": pad, "dilation": dilation}
+    param |= {"group": group, "weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}
+    return {"type": "Convolution", "convolution_param": param}
+
+
+def convolution_forward_backward(spec, x, dtype, phases, need_data_grad, monkeypatch):
+    monkeypatch.setattr(deconv, "convolution_applies", lambda kernel, stride: phases)
+    layer, bottom, top = make_layer(spec, [x], dtype=dtype)
+    assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
+    layer.forward(bottom, top)
+    top[0].diff[...] = np.random.default_rng(3).standard_normal(top[0].shape)
+    for blob in layer.blobs:
+        blob.diff[...] = 0
+    bottom[0].diff[...] = 0
+    layer.Backward_cpu(top, [need_data_grad], bottom)
+    return top[0].data.copy(), bottom[0].diff.copy(), *[b.diff.copy() for b in layer.blobs]
+
+
+@pytest.mark.parametrize("case", CONVOLUTION_CASES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_strided_convolution_on_phases_gives_the_generic_bits(case, dtype, rng, thread_count, monkeypatch):
+    """Output, input gradient and param gradients equal bit for bit, with one worker and two,
+    with and without a data gradient (a net's first layer), and match the definition."""
+    shape, outputs, kernel, stride, pad, dilation, group = case
+    spec = convolution_spec(outputs, kernel, stride, pad, dilation, group)
+    x = rng.standard_normal(shape)
+    for workers, need_data_grad in itertools.product((1, 2), (True, False)):
+        thread_count(workers)
+        run = (spec, x, dtype)
+        generic = convolution_forward_backward(*run, False, need_data_grad, monkeypatch)
+        phased = convolution_forward_backward(*run, True, need_data_grad, monkeypatch)
+        for want, got in zip(generic, phased):
+            np.testing.assert_array_equal(got, want)
+    layer, bottom, top = make_layer(spec, [x])
+    assert isinstance(layer.chunks, deconv.PhaseChunks)
+    layer.forward(bottom, top)
+    weight, bias = (b.data for b in layer.blobs)
+    expected = convolution(x, weight, bias, (stride,) * 2, (pad,) * 2, (dilation,) * 2, group)
+    np.testing.assert_allclose(top[0].data, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_convolution_rule_takes_stride_2_and_kernels_of_3_or_more():
+    assert deconv.convolution_applies((3, 3), (2, 2))
+    assert deconv.convolution_applies((7, 7), (2, 2))
+    assert deconv.convolution_applies((1, 5), (1, 2))
+    assert not deconv.convolution_applies((1, 1), (2, 2))  # nothing shared between taps
+    assert not deconv.convolution_applies((3, 3), (1, 1))
+    assert not deconv.convolution_applies((11, 11), (4, 4))
+
+
+def test_strided_convolution_gradients_on_phases(rng):
+    spec = convolution_spec(*CONVOLUTION_CASES[1][1:])
+    layer, _, _ = make_layer(spec, [rng.standard_normal(CONVOLUTION_CASES[1][0])])
+    assert isinstance(layer.chunks, deconv.PhaseChunks)
+    assert_gradients(spec, [rng.standard_normal(CONVOLUTION_CASES[1][0])])
+
+
 # -- the sub-pixel form: a stride-1 Convolution and a pixel shuffle -----------------------------
 SUBPIXEL_CASES = [  # (input H, W), kernel, stride, pad, group
     ((5, 6), (4, 4), (2, 2), (1, 1), 1),
