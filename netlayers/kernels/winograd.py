@@ -158,8 +158,13 @@ MIN_FEW_CHANNELS_TILES = 512
 # stays (64 -> 64 batch 16 1.06x, 128 -> 128 batch 8 1.06x, 32 -> 32 batch 32 1.00x). Dilated
 # layers' phases too (``dilated``): 64 -> 64 at 64 x 64, dilation 8 (phases of 8 x 8), batch 4
 # 0.75x, batch 2 0.88x.
+# Capped at 256 x 256 filters (MAX_SMALL_F4_FILTERS): F(4x4)'s transformed filters and each
+# worker's weight-gradient partial are 36 values a filter, 9.4 MB each at 256 x 256; at 512 x 512
+# (ResNet-34's last stage at batch 32, 0.77x the time) they would be 38 MB each, three of them,
+# against im2col's columns of the weight's size (9.4 MB).
 MIN_SMALL_F4_SIZE, MAX_SMALL_F4_SIZE = 7, 12
 MIN_SMALL_F4_CHANNELS = 32
+MAX_SMALL_F4_FILTERS = 256 * 256
 MIN_SMALL_F4_TILES = 128
 MIN_SMALL_F4_COVER = 0.68  # the share of the tiles' outputs inside the map (10 x 10: 0.69)
 
@@ -167,9 +172,12 @@ MIN_SMALL_F4_COVER = 0.68  # the share of the tiles' outputs inside the map (10 
 def small_map_f4(channels, outputs, out_size, batch):
     """Whether a 3x3 stride-1 convolution's small output map runs as F(4x4, 3x3) (the rule
     above): the shorter side ``MIN_SMALL_F4_SIZE`` to ``MAX_SMALL_F4_SIZE``, at least
-    ``MIN_SMALL_F4_CHANNELS`` input and output channels, ``MIN_SMALL_F4_TILES`` 4x4 tiles in
-    the batch, and at least ``MIN_SMALL_F4_COVER`` of the tiles' outputs inside the map."""
+    ``MIN_SMALL_F4_CHANNELS`` input and output channels and at most ``MAX_SMALL_F4_FILTERS``
+    filters, ``MIN_SMALL_F4_TILES`` 4x4 tiles in the batch, and at least ``MIN_SMALL_F4_COVER``
+    of the tiles' outputs inside the map."""
     if not MIN_SMALL_F4_SIZE <= min(out_size) <= MAX_SMALL_F4_SIZE or min(channels, outputs) < MIN_SMALL_F4_CHANNELS:
+        return False
+    if channels * outputs > MAX_SMALL_F4_FILTERS:
         return False
     tiles = math.prod(-(-side // 4) for side in out_size)
     return batch * tiles >= MIN_SMALL_F4_TILES and math.prod(out_size) >= MIN_SMALL_F4_COVER * 16 * tiles

@@ -264,6 +264,9 @@ def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expect
         (64, 64, (14, 14), 32, False),  # above it (F(2x2) stays)
         (16, 16, (8, 8), 64, False),  # too few channels
         (64, 16, (8, 8), 64, False),
+        (256, 256, (8, 8), 32, True),
+        (512, 512, (8, 8), 32, False),  # 38 MB of transformed filters: im2col keeps it
+        (256, 512, (7, 7), 64, False),
     ],
 )
 def test_the_small_map_f4_rule(channels, outputs, size, batch, expected):
