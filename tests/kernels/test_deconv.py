@@ -141,17 +141,18 @@ def deconv_spec(num_output, kernel, stride, pad, dilation=1, group=1, bias=True)
     return {"type": "Deconvolution", "convolution_param": param}
 
 
-def forward_backward(spec, x, dtype, phases, monkeypatch):
+def forward_backward(spec, x, dtype, phases, monkeypatch, rule="applies", data_grad=True):
     """Output, input gradient and param gradients of one forward + backward on the phase path
-    (``phases``) or the generic one."""
-    monkeypatch.setattr(deconv, "applies", lambda *geometry: phases)
+    (``phases``) or the generic one, the choice made by ``deconv.<rule>``; ``data_grad``: whether
+    the backward makes the input gradient (else it stays 0: a net's first layer)."""
+    monkeypatch.setattr(deconv, rule, lambda *geometry: phases)
     layer, bottom, top = make_layer(spec, [x], dtype=dtype)
     assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
     layer.forward(bottom, top)
     top[0].diff[...] = np.random.default_rng(3).standard_normal(top[0].shape)
-    for blob in layer.blobs:
+    for blob in layer.blobs + bottom:
         blob.diff[...] = 0
-    layer.Backward_cpu(top, [True], bottom)
+    layer.Backward_cpu(top, [data_grad], bottom)
     weight, bias = layer.blobs[0].data, layer.blobs[1].data if len(layer.blobs) > 1 else None
     return (top[0].data.copy(), bottom[0].diff.copy(), *[b.diff.copy() for b in layer.blobs]), (weight, bias)
 
@@ -232,19 +233,6 @@ def convolution_spec(outputs, kernel, stride, pad, dilation, group):
     return {"type": "Convolution", "convolution_param": param}
 
 
-def convolution_forward_backward(spec, x, dtype, phases, need_data_grad, monkeypatch):
-    monkeypatch.setattr(deconv, "convolution_applies", lambda kernel, stride: phases)
-    layer, bottom, top = make_layer(spec, [x], dtype=dtype)
-    assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
-    layer.forward(bottom, top)
-    top[0].diff[...] = np.random.default_rng(3).standard_normal(top[0].shape)
-    for blob in layer.blobs:
-        blob.diff[...] = 0
-    bottom[0].diff[...] = 0
-    layer.Backward_cpu(top, [need_data_grad], bottom)
-    return top[0].data.copy(), bottom[0].diff.copy(), *[b.diff.copy() for b in layer.blobs]
-
-
 @pytest.mark.parametrize("case", CONVOLUTION_CASES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_strided_convolution_on_phases_gives_the_generic_bits(case, dtype, rng, thread_count, monkeypatch):
@@ -253,11 +241,10 @@ def test_strided_convolution_on_phases_gives_the_generic_bits(case, dtype, rng, 
     shape, outputs, kernel, stride, pad, dilation, group = case
     spec = convolution_spec(outputs, kernel, stride, pad, dilation, group)
     x = rng.standard_normal(shape)
-    for workers, need_data_grad in itertools.product((1, 2), (True, False)):
+    for workers, data_grad in itertools.product((1, 2), (True, False)):
         thread_count(workers)
-        run = (spec, x, dtype)
-        generic = convolution_forward_backward(*run, False, need_data_grad, monkeypatch)
-        phased = convolution_forward_backward(*run, True, need_data_grad, monkeypatch)
+        generic, _ = forward_backward(spec, x, dtype, False, monkeypatch, "convolution_applies", data_grad)
+        phased, _ = forward_backward(spec, x, dtype, True, monkeypatch, "convolution_applies", data_grad)
         for want, got in zip(generic, phased):
             np.testing.assert_array_equal(got, want)
     layer, bottom, top = make_layer(spec, [x])
