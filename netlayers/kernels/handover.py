@@ -6,10 +6,10 @@ GIL to fetch its task, and on the project's virtual machines a thread blocked on
 That is as long as a 10 MFLOP product takes, so products below 32 MFLOP used to run whole on
 one core. Here a worker waits in compiled code (``serve``) that runs product jobs itself: the
 caller writes a job (one row of ``jobs``: operands' addresses, sizes and layouts) and counts
-it in ``posted``; the worker, spinning on that count, calls
-numpy's BLAS (``kernels.blas.gemm``) and counts it in ``finished``; neither takes the GIL.
-A row whose kind is ``PYTHON_TASK`` makes ``serve`` return, so the worker fetches that task
-from its queue in Python, as before.
+it in ``posted``; the worker, spinning on that count, calls numpy's BLAS
+(``kernels.blas.gemm``) and counts it in ``finished``; neither takes the GIL. A row whose kind
+is ``PYTHON_TASK`` makes ``serve`` return, so the worker fetches that task from its queue in
+Python, as before.
 
 A worker that spun ``rounds`` checks with nothing to do goes to sleep on its queue. Sleeping and
 waking are a handshake on two counts, each side storing its own, then a full fence, then
