@@ -21,8 +21,8 @@ a contiguous run with a shift. So
 
 ``PhaseChunks`` is ``conv_gemm.ColumnChunks`` with these two steps; the products, chunks, bands
 and weight-gradient sums are ColumnChunks' own. The Deconvolution layer takes it where
-``applies`` (rule and measurements below): the phase kernels' runs are input rows, and only rows
-of 32 or more vectorize well enough to pay. A strided Convolution is the same pair of steps with
+``applies`` (rule and measurements below): the phase kernels' runs are input rows, from 8
+pixels on. A strided Convolution is the same pair of steps with
 the image side its bottom (im2col forward, im2col and col2im backward): it takes them where
 ``convolution_applies`` (below).
 """
@@ -253,14 +253,19 @@ class PhaseChunks(ColumnChunks):
 # kernel 4, stride 2, pad 1, batch 16 unless said: 32 -> 16 ch at 32 x 32 1.18x (9.12 -> 7.68),
 # 16 -> 16 at 32 x 32 1.18x (8.02 -> 7.18), 32 -> 16 at 32 x 32 batch 8 1.15x (5.03 -> 4.28),
 # 64 -> 16 at 32 x 32 1.15x; other runs of these 1.10x-1.22x. The machine was shared: the same
-# code on both sides measured 0.88x-1.06x. Not: 16 x 16 inputs (64 -> 32, the bench net's,
-# 1.04x-1.06x; 21 -> 21 pad 0 1.00x-1.07x; rows of 16 are too short for the vector loops),
-# kernel 3 stride 2 (32 -> 16 at 32 x 32 1.00x; 64 -> 32 at 16 x 16 1.00x-1.07x: fewer
-# overlapping taps), kernel == stride (2x2 stride 2, 128 -> 64 at 16 x 16: phase col2im 1.2x-1.4x
-# and phase im2col 1.7x-1.9x slower than the generic kernels), images cut into bands of rows
-# (more than COLUMN_CHUNK_BYTES of columns an image, where the forward keeps the generic col2im:
-# 64 -> 32 at 32 x 32 batch 8 0.99x-1.02x, 21 -> 21 pad 0 at 32 x 32 batch 4 0.92x-0.98x).
-MIN_WIDTH = 32
+# code on both sides measured 0.88x-1.06x. Narrower inputs, measured again on 2026-12-04 (time
+# with phases / time without, medians of 9 paired rounds, batch 16 unless said): 64 -> 32 at
+# 16 x 16 (the bench net's) 0.89x-0.91x, as a first layer 0.88x-0.89x; 32 -> 16 at 16 0.89x;
+# 64 -> 64 at 16, batch 8 0.91x; DCGAN's 128 -> 64 at 16 0.93x and 256 -> 128 at 8 0.96x;
+# 128 -> 64 at 12 0.96x; 128 -> 128 at 8, batch 32 0.93x; 256 -> 256 at 8, batch 8 0.98x;
+# 512 -> 256 at 4 1.00x (rows of 4: left to the generic kernels). (An earlier session measured
+# the 16 x 16 ones at 0.94x-0.96x and kept them out.) Not: kernel 3 stride 2 (32 -> 16 at
+# 32 x 32 1.00x; 64 -> 32 at 16 x 16 1.00x-1.07x: fewer overlapping taps), kernel == stride
+# (2x2 stride 2, 128 -> 64 at 16 x 16: phase col2im 1.2x-1.4x and phase im2col 1.7x-1.9x
+# slower than the generic kernels), images cut into bands of rows (more than
+# COLUMN_CHUNK_BYTES of columns an image, where the forward keeps the generic col2im: 64 -> 32
+# at 32 x 32 batch 8 0.99x-1.02x, 21 -> 21 pad 0 at 32 x 32 batch 4 0.92x-0.98x).
+MIN_WIDTH = 8
 
 
 def applies(kernel, stride, in_width, image_column_bytes):

@@ -524,8 +524,8 @@ class Deconvolution(_ConvolutionBase):
     taken from W) and a pixel shuffle of those phases into y (``deconv.Subpixel``; backward: the
     shuffle's transpose, then the Convolution's backward): 0.67x-0.97x the time on such
     layers. Else, where ``deconv.applies`` (stride >= 2, a kernel at least twice the stride,
-    input rows of 32 or more) col2im and im2col run by output phases (the same bits, 1.15x-1.18x
-    faster forward + backward).
+    input rows of 8 or more) col2im and im2col run by output phases (the same bits, 0.85x-0.98x
+    the time forward + backward).
     """
 
     example = [
