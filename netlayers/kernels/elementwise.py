@@ -35,20 +35,14 @@ BLOCK = 512  # elements of a block an in-place kernel reads into scratch first
 
 @jit
 def _relu_forward_in_place(y, slope):
-    # by blocks through scratch: here a loop reading and writing one array ran 3x slower (0.27
-    # against 0.09 ms on 512 K elements, 1.5 against 1.1 ms on 2 M) than one reading a block
-    # copied to scratch (the copy stays in L1); two arrays over one memory run unvectorized.
-    # Between two arrays the plain loop is the faster (0.10 against 0.12 ms).
+    # one array read and written element by element: LLVM vectorizes it (a loop over two
+    # arguments that are one memory does not: the overlap test fails). On 2026-12-04's AMD
+    # EPYC, 512 K float32: 33 us, against 51 us through a scratch block, as this kernel ran
+    # before (an earlier machine measured the block form the faster: 0.09 against 0.27 ms).
     zero = y.dtype.type(0)
-    a = np.empty(BLOCK, y.dtype)
-    for start in range(0, y.size, BLOCK):
-        m = min(BLOCK, y.size - start)
-        yb = y[start : start + m]
-        for j in range(m):
-            a[j] = yb[j]
-        for j in range(m):
-            v = a[j]
-            yb[j] = v if v > zero else v * slope
+    for i in range(np.uint64(y.size)):
+        v = y[i]
+        y[i] = v if v > zero else v * slope
 
 
 def same_memory(a, b):
@@ -74,16 +68,12 @@ def _relu_backward(x, dy, slope, dx):
 
 @jit
 def _relu_backward_in_place(x, d, slope):
-    # by blocks of d through scratch, as _relu_forward_in_place: 0.31 -> 0.12 ms on 512 K
+    # d read and written in place, x apart (a diff and its data never share memory): 512 K
+    # float32 45 us, against 58 us through a scratch block (2 M: 218 against 266 us)
     zero = x.dtype.type(0)
-    a = np.empty(BLOCK, d.dtype)
-    for start in range(0, x.size, BLOCK):
-        m = min(BLOCK, x.size - start)
-        xb, db = x[start : start + m], d[start : start + m]
-        for j in range(m):
-            a[j] = db[j]
-        for j in range(m):
-            db[j] = a[j] if xb[j] > zero else a[j] * slope
+    for i in range(np.uint64(x.size)):
+        g = d[i]
+        d[i] = g if x[i] > zero else g * slope
 
 
 def relu_backward(x, dy, negative_slope, out):
