@@ -3,6 +3,7 @@
 import numpy as np
 
 from ..errors import DataError
+from ..kernels import gather
 from ..layer import Layer
 from ..netspec import FILLER, Field
 from ..registry import register_layer
@@ -86,6 +87,6 @@ class Embed(Layer):
             raise self.error("Embed cannot backpropagate to its indices")
         dy = top[0].diff.reshape(-1, self.p.num_output)
         if self.param_propagate_down[0]:
-            np.add.at(self.blobs[0].diff, self.index, dy)
+            gather.add_rows(self.blobs[0].diff, self.index, dy)
         if self.p.bias_term and self.param_propagate_down[1]:
             self.blobs[1].diff += np.sum(dy, axis=0, out=self.bias_grad)

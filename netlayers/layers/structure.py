@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import parallel
 from ..errors import DataError
-from ..kernels import elementwise
+from ..kernels import elementwise, gather
 from ..kernels import scale as scale_kernels
 from ..layer import Layer
 from ..netspec import BLOB_SHAPE, FILLER, RESHAPE_SHAPE, Enum, Field, rule_error
@@ -920,7 +920,9 @@ class BatchReindex(Layer):
         if propagate_down[0]:
             dx = bottom[0].diff
             dx[...] = 0
-            np.add.at(dx, self.indices, top[0].diff)
+            width = math.prod(dx.shape[1:])
+            rows = top[0].diff.reshape(len(self.indices), width)
+            gather.add_rows(dx.reshape(dx.shape[0], width), self.indices, rows)
 
 
 @register_layer("Parameter")
