@@ -196,6 +196,9 @@ class _BlasThreads:
 
 def _blas():
     if _state["blas"] is None:
+        from .kernels.openblas_core import use_preferred_core
+
+        use_preferred_core()  # before the first pass: no product is running (see there)
         _state["blas"] = _BlasThreads()
     return _state["blas"]
 
