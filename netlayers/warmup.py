@@ -36,7 +36,7 @@ import numpy as np
 from . import parallel
 from .blob import Blob
 from .errors import NetlayersError
-from .kernels import conv_gemm, deconv, strips, winograd, winograd1d, winograd2d
+from .kernels import conv_gemm, deconv, strips, winograd, winograd1d, winograd2d, winograd4
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -139,14 +139,19 @@ WINOGRAD_EVERYWHERE = {"MIN_CHANNELS": 1, "MIN_OUTPUT_SIZE": 1, "MIN_CHANNELS_BY
 
 def run_winograd4_examples():
     """The Convolution examples, forward and backward in float32 and float64, with every Winograd
-    threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)). Returns the runs."""
+    threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)), with the input gather by
+    table (the examples' small maps) and without it. Returns the runs."""
     runs = 0
-    with constants(winograd, MIN_CHANNELS_F4=1, **WINOGRAD_EVERYWHERE):
-        for type_name, example in builtin_examples():
-            if type_name == "Convolution":
-                for dtype in FLOAT_TYPES:
-                    run_example(type_name, example, dtype)
-                    runs += 1
+    for table_tiles_w in (winograd4.TABLE_TILES_W, 0):
+        with (
+            constants(winograd, MIN_CHANNELS_F4=1, **WINOGRAD_EVERYWHERE),
+            constants(winograd4, TABLE_TILES_W=table_tiles_w),
+        ):
+            for type_name, example in builtin_examples():
+                if type_name == "Convolution":
+                    for dtype in FLOAT_TYPES:
+                        run_example(type_name, example, dtype)
+                        runs += 1
     return runs
 
 

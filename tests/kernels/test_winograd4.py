@@ -172,6 +172,7 @@ def test_the_warmup_compiles_the_f4_kernels(monkeypatch):
 
     calls = set()
     names = ["input_tiles", "output_tiles", "output_tiles_adjoint", "input_tiles_adjoint"]
+    names += ["input_tiles_by_table", "output_tiles_adjoint_by_table"]
     for name in names:
         kernel = getattr(winograd4, name)
 
@@ -180,7 +181,47 @@ def test_the_warmup_compiles_the_f4_kernels(monkeypatch):
             return kernel(first, *args)
 
         monkeypatch.setattr(winograd4, name, record)
-    before = winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS
+    before = winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS, winograd4.TABLE_TILES_W
     assert run_winograd4_examples() > 0
     assert calls == {(name, dtype) for name in names for dtype in ("float32", "float64")}
-    assert (winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS) == before
+    assert (winograd.MIN_CHANNELS_F4, winograd.MIN_CHANNELS, winograd4.TABLE_TILES_W) == before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, pad", [((5, 3, 8, 8), 1), ((4, 2, 7, 9), 0), ((3, 6, 12, 10), 1), ((2, 1, 3, 3), 0)])
+def test_the_gather_by_table_gives_input_tiles_bits(shape, pad, dtype):
+    """The table's gather (small maps) writes the same V as the row gather, for whole runs and
+    for a shorter last run, with blocks of a few channels."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    batch, chans, height, width = shape
+    tiles_h, tiles_w = -(-(height + 2 * pad - 2) // 4), -(-(width + 2 * pad - 2) // 4)
+    tiles = tiles_h * tiles_w
+    table = winograd4.gather_table(chans, height, width, pad, batch - 1, tiles_h, tiles_w)
+    for first, images in ((0, batch - 1), (1, batch - 1), (batch - 1, 1)):
+        span = images * tiles
+        want = np.full((36, chans * span), np.nan, dtype)
+        got = np.full((36, chans * span), np.nan, dtype)
+        winograd4.input_tiles(x, first, images, pad, 0, tiles_h, tiles_w, want, 2)
+        winograd4.input_tiles_by_table(x, first, images, tiles, table, got, 2)
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(5, 3, 8, 8), (4, 2, 7, 9), (3, 6, 12, 10), (2, 1, 1, 1)])
+def test_the_output_gradients_gather_by_table_gives_the_same_bits(shape, dtype):
+    """dM from the table's gather of dy's 4x4 tiles (0 past the map's edge) equals the row
+    gather's, for whole runs and a shorter last run."""
+    rng = np.random.default_rng(2)
+    dy = rng.standard_normal(shape).astype(dtype)
+    batch, chans, out_h, out_w = shape
+    tiles_h, tiles_w = -(-out_h // 4), -(-out_w // 4)
+    tiles = tiles_h * tiles_w
+    table = winograd4.gather_table(chans, out_h, out_w, 0, batch - 1, tiles_h, tiles_w, side=4)
+    for first, images in ((0, batch - 1), (1, batch - 1), (batch - 1, 1)):
+        span = images * tiles
+        want = np.full((36, chans * span), np.nan, dtype)
+        got = np.full((36, chans * span), np.nan, dtype)
+        winograd4.output_tiles_adjoint(dy, first, images, 0, tiles_h, tiles_w, want, 2)
+        winograd4.output_tiles_adjoint_by_table(dy, first, images, tiles, table, got, 2)
+        np.testing.assert_array_equal(got, want)
