@@ -55,6 +55,10 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         bench_nets.densenet(batch=2, size=6, channels=4, growth=3, count=2),
         bench_nets.squeezenet(batch=2, size=9, channels=4),
         bench_nets.dcgan_generator(batch=2, widths=(6, 5, 4, 3)),
+        bench_nets.resnet18(batch=1, size=32, widths=(4, 5, 6, 7)),
+        bench_nets.mobilenet(batch=1, size=32, width=2),
+        bench_nets.googlenet(batch=1, size=48, scale=16),
+        bench_nets.cifar10_full(batch=2),
     ):
         net, loss = run_tiny(spec)
         assert math.isfinite(loss) and loss > 0, spec["name"]
@@ -81,6 +85,20 @@ def test_the_lstm_net_runs_small_counts_its_products_and_matches_pytorch_where_i
         step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
         bench_nets.check_same_computation("lstm", net, module, loss, step())
 
+
+
+def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
+    spec = bench_nets.cifar10_full(batch=2)
+    assert [layer["lrn_param"]["norm_region"] for layer in spec["layers"] if layer["type"] == "LRN"] == [
+        "WITHIN_CHANNEL"
+    ] * 2
+    net, loss = run_tiny(spec)
+    assert math.isfinite(loss) and loss > 0
+    torch = bench_nets.import_torch()
+    if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
+        inputs = bench_nets.fixed_inputs(spec)
+        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+        bench_nets.check_same_computation("cifar10_full", net, module, loss, step())
 
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS

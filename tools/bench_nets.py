@@ -576,6 +576,88 @@ def dcgan_generator(batch=16, widths=(512, 256, 128, 64)):
     return net_spec("dcgan_generator", [*layers, loss("fc")])
 
 
+def resnet18(batch=4, size=224, widths=(64, 128, 256, 512)):
+    """ResNet-18 (He et al.) whole: a 7x7 stride-2 stem of ``widths[0]`` channels with BatchNorm
+    + Scale + ReLU, a 3/2 max pool, four stages of two basic blocks (the first block of a later
+    stage downsamples, with a 1x1 projection), global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("stem", "data", widths[0], 7, pad=3, stride=2, bias=False)]
+    layers += [*batch_norm_scale("stem", "stem"), relu("stem_relu", "stem")]
+    layers.append(pool("stem_pool", "stem", "MAX", 3, 2, pad=1))
+    bottom = "stem_pool"
+    for stage, width in enumerate(widths):
+        for k in range(2):
+            bottom = basic_block(layers, f"s{stage}b{k}", bottom, width, 2 if stage and not k else 1)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("resnet18", [*layers, loss("fc")])
+
+
+def mobilenet(batch=4, size=224, width=32):
+    """MobileNet v1 (Howard et al.) from its input to its 14 x 14 stage (``size`` 224): a 3x3
+    stride-2 stem of ``width`` channels, then depthwise 3x3 (stride 2 where the size halves) and
+    pointwise 1x1 pairs 32 -> 64 -> 128 -> 128 -> 256 -> 256 -> 512 -> 512, each with BatchNorm
+    + Scale + ReLU; global average pooling, InnerProduct 10 (the 7 x 7 stages are
+    ``mobilenet_tail``'s)."""
+    layers = [input_layer(batch, 3, size, size), conv("stem", "data", width, 3, pad=1, stride=2, bias=False)]
+    layers += [*batch_norm_scale("stem", "stem"), relu("stem_relu", "stem")]
+    bottom, channels = "stem", width
+    for k, (stride, out) in enumerate(((1, 2), (2, 4), (1, 4), (2, 8), (1, 8), (2, 16), (1, 16))):
+        dw, pw = f"dw{k}", f"pw{k}"
+        layers += [conv(dw, bottom, channels, 3, pad=1, stride=stride, group=channels, bias=False)]
+        layers += [*batch_norm_scale(dw, dw), relu(f"{dw}_relu", dw), conv(pw, dw, out * width, 1, bias=False)]
+        layers += [*batch_norm_scale(pw, pw), relu(f"{pw}_relu", pw)]
+        bottom, channels = pw, out * width
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("mobilenet", [*layers, loss("fc")])
+
+
+def inception_module(layers, name, bottom, widths):
+    """A GoogLeNet inception module appended to ``layers``: ``widths`` = (1x1, 3x3 reduce, 3x3,
+    5x5 reduce, 5x5, pool projection), each convolution with ReLU, joined by Concat."""
+    b1, r3, b3, r5, b5, proj = widths
+    names = [f"{name}_{part}" for part in ("1x1", "3x3_reduce", "3x3", "5x5_reduce", "5x5", "pool", "pool_proj")]
+    plan = [(names[0], bottom, b1, 1), (names[1], bottom, r3, 1), (names[2], names[1], b3, 3)]
+    plan += [(names[3], bottom, r5, 1), (names[4], names[3], b5, 5)]
+    for top, below, width, kernel in plan:
+        layers += [conv(top, below, width, kernel, pad=kernel // 2), relu(f"{top}_relu", top)]
+    layers += [pool(names[5], bottom, "MAX", 3, 1, pad=1), conv(names[6], names[5], proj, 1)]
+    layers += [relu(f"{names[6]}_relu", names[6])]
+    tops = [names[0], names[2], names[4], names[6]]
+    layers.append({"name": name, "type": "Concat", "bottom": tops, "top": name})
+    return name
+
+
+def googlenet(batch=4, size=224, scale=1):
+    """GoogLeNet (Szegedy et al.; Caffe's bvlc_googlenet) to its inception (4a): a 7x7/2 stem,
+    3/2 max pool, LRN, a 1x1 and a 3x3 convolution, LRN, 3/2 max pool, inceptions (3a) and (3b),
+    3/2 max pool, inception (4a); global average pooling, InnerProduct 10 (Caffe's widths over
+    ``scale``; its dropout and auxiliary classifiers left out)."""
+    w = lambda *widths: [max(1, v // scale) for v in widths]  # noqa: E731
+    layers = [input_layer(batch, 3, size, size), conv("conv1", "data", *w(64), 7, pad=3, stride=2)]
+    layers += [relu("conv1_relu", "conv1"), pool("pool1", "conv1", "MAX", 3, 2), lrn("norm1", "pool1")]
+    layers += [conv("conv2_reduce", "norm1", *w(64), 1), relu("conv2_reduce_relu", "conv2_reduce")]
+    layers += [conv("conv2", "conv2_reduce", *w(192), 3, pad=1), relu("conv2_relu", "conv2"), lrn("norm2", "conv2")]
+    layers.append(pool("pool2", "norm2", "MAX", 3, 2))
+    bottom = inception_module(layers, "i3a", "pool2", w(64, 96, 128, 16, 32, 32))
+    bottom = inception_module(layers, "i3b", bottom, w(128, 128, 192, 32, 96, 64))
+    layers.append(pool("pool3", bottom, "MAX", 3, 2))
+    bottom = inception_module(layers, "i4a", "pool3", w(192, 96, 208, 16, 48, 64))
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("googlenet", [*layers, loss("fc")])
+
+
+def cifar10_full(batch=100):
+    """Caffe's examples/cifar10/cifar10_full_train_test.prototxt: 5x5 convolutions 32-32-64 (pad
+    2), max then average 3/2 pools, ReLU, LRN within channels (local_size 3, alpha 5e-5), an
+    InnerProduct 10 (fillers as in ``cifar10_quick``)."""
+    within = {"local_size": 3, "alpha": 5e-5, "beta": 0.75, "norm_region": "WITHIN_CHANNEL"}
+    layers = [input_layer(batch, 3, 32, 32), conv("conv1", "data", 32, 5, pad=2), pool("pool1", "conv1", "MAX", 3, 2)]
+    layers += [relu("relu1", "pool1"), {**lrn("norm1", "pool1"), "lrn_param": within}]
+    layers += [conv("conv2", "norm1", 32, 5, pad=2), relu("relu2", "conv2"), pool("pool2", "conv2", "AVE", 3, 2)]
+    layers += [{**lrn("norm2", "pool2"), "lrn_param": within}, conv("conv3", "norm2", 64, 5, pad=2)]
+    layers += [relu("relu3", "conv3"), pool("pool3", "conv3", "AVE", 3, 2), inner_product("ip1", "pool3", 10)]
+    return net_spec("cifar10_full", [*layers, loss("ip1")])
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes) and the
@@ -631,6 +713,10 @@ NETS.update(
         "dcgan_generator": Case(
             "DCGAN generator: Deconvolutions 100 -> 64 px, BatchNorm + Scale + ReLU, batch 16", dcgan_generator
         ),
+        "resnet18": Case("ResNet-18, 224 px, batch 4", resnet18),
+        "mobilenet": Case("MobileNet v1 from 224 px to its 14 px stage, batch 4", mobilenet),
+        "googlenet": Case("GoogLeNet to inception (4a), LRN, 224 px, batch 4", googlenet),
+        "cifar10_full": Case("cifar10_full, LRN within channels, batch 100", cifar10_full),
     }
 )
 
@@ -826,7 +912,10 @@ def torch_net(spec, params):
             elif kind == "LRN":
                 p = layer["lrn_param"]
                 size, alpha, beta, k = p.get("local_size", 5), p.get("alpha", 1.0), p.get("beta", 0.75), p.get("k", 1.0)
-                function = lambda x: F.local_response_norm(x, size, alpha, beta, k)  # noqa: E731
+                if p.get("norm_region", "ACROSS_CHANNELS") == "WITHIN_CHANNEL":  # Caffe: 1 + alpha * window mean
+                    function = lambda x: x * (1 + alpha * F.avg_pool2d(x * x, size, 1, size // 2)) ** -beta  # noqa: E731
+                else:
+                    function = lambda x: F.local_response_norm(x, size, alpha, beta, k)  # noqa: E731
             elif kind == "BatchNorm":
                 function = self.batch_norm(layer, scale)
                 top = scale["top"] if scale else top
