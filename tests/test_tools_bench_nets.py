@@ -86,7 +86,6 @@ def test_the_lstm_net_runs_small_counts_its_products_and_matches_pytorch_where_i
         bench_nets.check_same_computation("lstm", net, module, loss, step())
 
 
-
 def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
     spec = bench_nets.cifar10_full(batch=2)
     assert [layer["lrn_param"]["norm_region"] for layer in spec["layers"] if layer["type"] == "LRN"] == [
@@ -99,6 +98,7 @@ def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
         inputs = bench_nets.fixed_inputs(spec)
         step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
         bench_nets.check_same_computation("cifar10_full", net, module, loss, step())
+
 
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS

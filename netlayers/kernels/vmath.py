@@ -315,38 +315,75 @@ _TINY = np.float32(np.finfo(np.float32).tiny)  # FLT_MIN, Caffe's floor under a 
 
 
 @jit
-def softmax_loss(x, labels, ignore, use_ignore, prob):
-    """SoftmaxWithLoss's forward on a classifier's float32 scores x (N, classes), one pass a
-    row: prob[n] = softmax(x[n]) (the maximum, a NaN winning; exp of the shifted scores; their
-    sum; the quotients) and, over the rows whose label is not ``ignore`` (when ``use_ignore``),
-    the sum of -log(max(prob[n, label_n], FLT_MIN)) in float64. Returns (that sum, the rows
-    counted, the first row whose label is neither a class index nor ignored, else -1); the
-    rows after a bad label are left as they were."""
+def _row_max(row):
+    """The largest score of a row, NaNs skipped (a NaN in the row makes every probability NaN
+    through its own shifted score and the sum: the same as a NaN maximum). Four partial maxima
+    over groups of four scores: one chain of compares would cost its latency every score."""
+    n = row.size
+    m0 = m1 = m2 = m3 = row[0]
+    full = n - n % 4
+    for j in range(0, full, 4):
+        v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
+        m0 = v0 if v0 > m0 else m0
+        m1 = v1 if v1 > m1 else m1
+        m2 = v2 if v2 > m2 else m2
+        m3 = v3 if v3 > m3 else m3
+    for j in range(full, n):
+        v = row[j]
+        m0 = v if v > m0 else m0
+    m0 = m1 if m1 > m0 else m0
+    m2 = m3 if m3 > m2 else m2
+    return m2 if m2 > m0 else m0
+
+
+@jit
+def _row_softmax(row, p, a, e, q, s):
+    """p = softmax(row): exp of the scores shifted by the row's maximum, a block at a time,
+    summed in four partial sums (one chain of adds would cost its latency every score), then
+    the quotients."""
+    classes = row.size
+    top = _row_max(row)
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    for start in range(0, classes, BLOCK):
+        m = min(BLOCK, classes - start)
+        for j in range(m):
+            a[j] = row[start + j] - top
+        _softmax_exp(a, m, e, q, s)
+        out = p[start : start + m]
+        for j in range(m):
+            out[j] = e[j]
+        full = m - m % 4
+        for j in range(0, full, 4):
+            s0 += e[j]
+            s1 += e[j + 1]
+            s2 += e[j + 2]
+            s3 += e[j + 3]
+        for j in range(full, m):
+            s0 += e[j]
+    norm = (s0 + s1) + (s2 + s3)
+    for c in range(classes):
+        p[c] = p[c] / norm
+
+
+@jit
+def softmax_loss(x, labels, ignore, use_ignore, prob, lo, hi):
+    """SoftmaxWithLoss's forward on the rows [lo, hi) of a classifier's float32 scores x (N,
+    classes), one row at a time: prob[n] = softmax(x[n]) (``_row_softmax``) and, over the rows
+    whose label is not ``ignore`` (when ``use_ignore``), the sum of -log(max(prob[n, label_n],
+    FLT_MIN)) in float64. Returns (that sum, the rows counted, the first row whose label is
+    neither a class index nor ignored, else -1); the rows after a bad label are left as they
+    were."""
     a, b, e, q, s = _scratch()
-    rows, classes = x.shape
+    classes = x.shape[1]
     total = 0.0
     counted = 0
-    for n in range(rows):
+    for n in range(lo, hi):
         label = labels[n]
         ignored = use_ignore and label == ignore
         if not ignored and not (label == np.floor(label) and label >= 0 and label < classes):
             return total, counted, n
-        row, p = x[n], prob[n]
-        top = row[0]
-        for c in range(1, classes):
-            v = row[c]
-            top = v if (v > top) | (v != v) else top
-        norm = np.float32(0.0)
-        for start in range(0, classes, BLOCK):
-            m = min(BLOCK, classes - start)
-            for j in range(m):
-                a[j] = row[start + j] - top
-            _softmax_exp(a, m, e, q, s)
-            for j in range(m):
-                norm += e[j]
-                p[start + j] = e[j]
-        for c in range(classes):
-            p[c] = p[c] / norm
+        p = prob[n]
+        _row_softmax(x[n], p, a, e, q, s)
         if not ignored:
             total -= np.log(max(p[int(label)], _TINY))
             counted += 1

@@ -210,6 +210,28 @@ def test_softmax_with_loss_on_float32_class_rows_takes_one_kernel_and_agrees(mod
         assert not dx[3].any()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_softmax_with_loss_rows_shared_over_workers_agree_and_find_a_late_bad_label(workers, thread_count, rng):
+    """Scores of 2 MiB and more are shared out by rows: the loss is the float64 definition's
+    to float32 precision with any worker count, a row holding a NaN gives NaN probabilities
+    (not the other rows), and a bad label in the last worker's rows is still named."""
+    thread_count(workers)
+    rows, classes = 64, 9000  # 2.2 MiB of float32 scores
+    x = 4 * rng.standard_normal((rows, classes))
+    labels = rng.integers(0, classes, rows).astype(float)
+    layer = {"type": "SoftmaxWithLoss", "top": ["loss", "prob"]}
+    instance, bottom, top = make_layer(layer, [x, labels], dtype=np.float32)
+    loss = instance.forward(bottom, top)
+    expected, _ = softmax_loss_reference(x, labels, 1, "VALID", None)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    bottom[0].data[5, 17] = np.nan
+    instance.forward(bottom, top)
+    assert np.isnan(top[1].data[5]).all() and np.isfinite(np.delete(top[1].data, 5, axis=0)).all()
+    bottom[1].data[rows - 2] = classes + 3
+    with pytest.raises(DataError, match=str(classes + 3)):
+        instance.forward(bottom, top)
+
+
 def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
     x = np.zeros((2, 3))
     _, (loss,) = run_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 1}}, [x, np.ones(2)])
