@@ -69,6 +69,23 @@ class Split(Layer):
         elementwise.split(lambda lo, hi: _sum_into(diff[lo:hi], [t[lo:hi] for t in tops]), diff, len(tops) + 1)
 
 
+def _products(factors, out):
+    """out = the element-wise product of ``factors`` (arrays of out's shape; out may be one of
+    them only as the first), the flat range shared out over the workers where large (numpy
+    multiplies without the GIL): Eltwise PROD's forward and gradients. Each element is
+    multiplied alone, in the factors' order: the same bits however it is cut. Two bottoms of
+    32 x 256 x 28 x 28, forward + backward, paired rounds: 5.75 -> 4.79 ms."""
+    flats = [f.reshape(-1) for f in factors]
+    y = out.reshape(-1)
+
+    def part(lo, hi):
+        np.multiply(flats[0][lo:hi], flats[1][lo:hi], out=y[lo:hi])
+        for f in flats[2:]:
+            y[lo:hi] *= f[lo:hi]
+
+    parallel.over_slices(part, y.size, (len(factors) + 1) * y.nbytes)
+
+
 def _copy_pairs(pairs):
     """np.copyto(dst, src) for every (dst, src) pair of one shape, the leading axis shared out
     over the workers where the copies are large (``parallel.over_slices``; numpy copies without
@@ -172,9 +189,7 @@ class Eltwise(Layer):
                 else:
                     elementwise.axpy(c, blob.data, out=y)
         elif op == "PROD":
-            np.multiply(bottom[0].data, bottom[1].data, out=y)
-            for blob in bottom[2:]:
-                y *= blob.data
+            _products([blob.data for blob in bottom], y)
         else:
             np.copyto(y, bottom[0].data)
             self._argmax[...] = 0
@@ -197,9 +212,7 @@ class Eltwise(Layer):
             elif op == "PROD":
                 if self.p.stable_prod_grad:
                     others = [b.data for j, b in enumerate(bottom) if j != i]
-                    np.multiply(others[0], dy, out=dx)
-                    for data in others[1:]:
-                        dx *= data
+                    _products([others[0], dy, *others[1:]], dx)  # Caffe's order of the factors
                 else:
                     np.divide(top[0].data, blob.data, out=dx)
                     dx *= dy
