@@ -227,28 +227,34 @@ def gather_table(chans, height, width, pad, images, rows, tiles_w, side=6):
 
 
 @jit
+def _gather_by_table(flat, base, plane, count, span, table, out):
+    """out[k, c span + q] = flat[base + c plane + table[k, q]] (0 where the table holds -1) for
+    the ``count`` channels c of a block, k < table's rows, q < span: a block's tile values."""
+    zero = flat.dtype.type(0)
+    for c in range(count):
+        first = base + c * plane
+        for k in range(table.shape[0]):
+            where, dst = table[k, :span], out[k, c * span : (c + 1) * span]
+            for q in range(span):
+                at = where[q]
+                value = flat[first + max(at, 0)]
+                dst[q] = value if at >= 0 else zero
+
+
+@jit
 def input_tiles_by_table(x, first_image, images, tiles, table, v, block):
     """``input_tiles`` of a run of ``images`` images from ``first_image`` (C-contiguous x), one
     band of all ``tiles`` tiles an image, with the patch values gathered by ``gather_table``'s
     table (made for at least ``images`` images): the same values in v."""
     chans, plane = x.shape[1], x.shape[2] * x.shape[3]
     span = images * tiles
-    flat = x.reshape(-1)
     start = first_image * chans * plane
-    zero = x.dtype.type(0)
     p = np.empty((36, block * span), x.dtype)
     t = np.empty((36, block * span), x.dtype)
     for c0 in range(0, chans, block):
         count = min(block, chans - c0)
         size = count * span
-        for cl in range(count):
-            base = start + (c0 + cl) * plane
-            for k in range(36):
-                where, dst = table[k, :span], p[k, cl * span : (cl + 1) * span]
-                for q in range(span):
-                    at = where[q]
-                    value = flat[base + max(at, 0)]
-                    dst[q] = value if at >= 0 else zero
+        _gather_by_table(x.reshape(-1), start + c0 * plane, plane, count, span, table, p)
         for rr in range(6):
             _bt(p, 6 * rr, 1, 0, t, 6 * rr, 1, 0, size)
         lo = c0 * span
@@ -346,22 +352,13 @@ def output_tiles_adjoint_by_table(dy, first_image, images, tiles, table, dm, blo
     ``gather_table``'s table of 4x4 tiles: the same values in dm."""
     chans, plane = dy.shape[1], dy.shape[2] * dy.shape[3]
     span = images * tiles
-    flat = dy.reshape(-1)
     start = first_image * chans * plane
-    zero = dy.dtype.type(0)
     g = np.empty((16, block * span), dy.dtype)
     sr = np.empty((24, block * span), dy.dtype)
     for k0 in range(0, chans, block):
         count = min(block, chans - k0)
         size = count * span
-        for kl in range(count):
-            base = start + (k0 + kl) * plane
-            for k in range(16):
-                where, dst = table[k, :span], g[k, kl * span : (kl + 1) * span]
-                for q in range(span):
-                    at = where[q]
-                    value = flat[base + max(at, 0)]
-                    dst[q] = value if at >= 0 else zero
+        _gather_by_table(dy.reshape(-1), start + k0 * plane, plane, count, span, table, g)
         for r in range(4):
             _a(g, 4 * r, 1, 0, sr, 6 * r, 1, 0, size)
         lo = k0 * span
