@@ -194,12 +194,17 @@ class _BlasThreads:
             lib.set_num_threads(count)
 
 
+_blas_found = threading.Lock()
+
+
 def _blas():
     if _state["blas"] is None:
-        from .kernels.openblas_core import use_preferred_core
+        with _blas_found:  # two nets' first passes in two threads: one switch, one controller
+            if _state["blas"] is None:
+                from .kernels.openblas_core import use_preferred_core
 
-        use_preferred_core()  # before the first pass: no product is running (see there)
-        _state["blas"] = _BlasThreads()
+                use_preferred_core()  # before the process's first pass: no product is running (see there)
+                _state["blas"] = _BlasThreads()
     return _state["blas"]
 
 
