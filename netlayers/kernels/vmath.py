@@ -317,8 +317,9 @@ _TINY = np.float32(np.finfo(np.float32).tiny)  # FLT_MIN, Caffe's floor under a 
 @jit
 def _row_max(row):
     """The largest score of a row, NaNs skipped (a NaN in the row makes every probability NaN
-    through its own shifted score and the sum: the same as a NaN maximum). Four partial maxima
-    over groups of four scores: one chain of compares would cost its latency every score."""
+    through its own shifted score and the sum: the same as a NaN maximum). Four partial maxima,
+    one for each place in a group of four scores: one chain of compares would cost its latency
+    every score."""
     n = row.size
     m0 = m1 = m2 = m3 = row[0]
     full = n - n % 4
