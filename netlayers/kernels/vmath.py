@@ -317,38 +317,48 @@ _TINY = np.float32(np.finfo(np.float32).tiny)  # FLT_MIN, Caffe's floor under a 
 @jit
 def _row_max(row):
     """The largest score of a row, NaNs skipped (a NaN in the row makes every probability NaN
-    through its own shifted score and the sum: the same as a NaN maximum). Four partial maxima,
-    one for each place in a group of four scores: one chain of compares would cost its latency
-    every score."""
+    through its own shifted score and the sum: the same as a NaN maximum). Eight partial
+    maxima, one for each place in a group of eight scores, indexed unsigned (no wraparound
+    test): one chain of compares would cost its latency every score. 640 rows of 10,000, one
+    core: 3.5 ms with one chain, 0.9 ms with eight (numpy's max 0.6 ms)."""
     n = row.size
-    m0 = m1 = m2 = m3 = row[0]
-    full = n - n % 4
-    for j in range(0, full, 4):
-        v0, v1, v2, v3 = row[j], row[j + 1], row[j + 2], row[j + 3]
+    m0 = m1 = m2 = m3 = m4 = m5 = m6 = m7 = row[0]
+    full = n - n % 8
+    for g in range(np.uint64(full // 8)):
+        j = g * np.uint64(8)
+        v0, v1, v2, v3 = row[j], row[j + np.uint64(1)], row[j + np.uint64(2)], row[j + np.uint64(3)]
+        v4, v5, v6, v7 = row[j + np.uint64(4)], row[j + np.uint64(5)], row[j + np.uint64(6)], row[j + np.uint64(7)]
         m0 = v0 if v0 > m0 else m0
         m1 = v1 if v1 > m1 else m1
         m2 = v2 if v2 > m2 else m2
         m3 = v3 if v3 > m3 else m3
+        m4 = v4 if v4 > m4 else m4
+        m5 = v5 if v5 > m5 else m5
+        m6 = v6 if v6 > m6 else m6
+        m7 = v7 if v7 > m7 else m7
     for j in range(full, n):
         v = row[j]
         m0 = v if v > m0 else m0
-    m0 = m1 if m1 > m0 else m0
-    m2 = m3 if m3 > m2 else m2
-    return m2 if m2 > m0 else m0
+    for other in (m1, m2, m3, m4, m5, m6, m7):
+        m0 = other if other > m0 else m0
+    return m0
 
 
 @jit
 def _row_softmax(row, p, a, e, q, s):
     """p = softmax(row): exp of the scores shifted by the row's maximum, a block at a time,
     summed in four partial sums (one chain of adds would cost its latency every score), then
-    the quotients."""
+    the quotients. The scores are read through a slice indexed from 0: indexed from ``start``,
+    the loop tested every index for wraparound and did not vectorize (640 rows of 10,000, one
+    core: 9.6 -> 7.2 ms)."""
     classes = row.size
     top = _row_max(row)
     s0 = s1 = s2 = s3 = np.float32(0.0)
     for start in range(0, classes, BLOCK):
         m = min(BLOCK, classes - start)
+        scores = row[start : start + m]  # indexed from 0: the loop needs no wraparound test
         for j in range(m):
-            a[j] = row[start + j] - top
+            a[j] = scores[j] - top
         _softmax_exp(a, m, e, q, s)
         out = p[start : start + m]
         for j in range(m):
