@@ -139,8 +139,8 @@ WINOGRAD_EVERYWHERE = {"MIN_CHANNELS": 1, "MIN_OUTPUT_SIZE": 1, "MIN_CHANNELS_BY
 
 def run_winograd4_examples():
     """The Convolution examples, forward and backward in float32 and float64, with every Winograd
-    threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)), with the input gather by
-    table (the examples' small maps) and without it. Returns the runs."""
+    threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)), with the gathers by table
+    (the examples' small maps) and without them. Returns the runs."""
     runs = 0
     for table_tiles_w in (winograd4.TABLE_TILES_W, 0):
         with (
