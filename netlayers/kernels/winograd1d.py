@@ -37,7 +37,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd import SharedFilters, add_products, add_weight_grad
+from .winograd import SharedFilters, add_products, add_weight_grad, transform_filters
 
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0, 0.5, -0.5)  # the finite interpolation points, in order of use
 TILE = {3: 4, 5: 4, 7: 2}  # outputs m a tile for a kernel of r taps: n = m + r - 1 of at most 8
@@ -310,7 +310,7 @@ class AxisConvolution(SharedFilters):
 
     def filters(self, weight):
         """U[a] = (G g)[a] for every (output, channel) filter g of ``weight``."""
-        np.matmul(self.g, weight.reshape(-1, self.r).T, out=self.u.reshape(self.n, -1))
+        transform_filters(self.g, weight, self.u)
 
     def _views(self, x, out):
         """x as (N, C, outer, L, inner) and out as (N, K, outer, OL, inner) (out may be None)."""

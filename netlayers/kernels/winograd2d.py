@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import parallel
 from ._jit import jit
-from .winograd import SharedFilters, add_products, add_weight_grad
+from .winograd import SharedFilters, add_products, add_weight_grad, transform_filters
 from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
 TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
@@ -262,7 +262,7 @@ class SquareConvolution(SharedFilters):
         (K, C) matrices (the data gradient's; the forward takes a transposed copy)."""
         filters = weight.reshape(self.groups, -1, self.r**2)
         for group in range(self.groups):
-            np.matmul(self.transform, filters[group].T, out=self.u[group].reshape(self.n**2, -1))
+            transform_filters(self.transform, filters[group], self.u[group])
 
     def _group(self, group):
         """The channels and the outputs of ``group``, as slices."""

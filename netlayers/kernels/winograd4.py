@@ -446,8 +446,7 @@ class Winograd4Convolution(winograd.SharedFilters):
 
     def filters(self, weight):
         """U[xi] = (G g G^T)[xi] for every (output, channel) filter g of ``weight``."""
-        flat = weight.reshape(self.outputs * self.channels, 9)
-        np.matmul(self.transform, flat.T, out=self.u.reshape(36, -1))
+        winograd.transform_filters(self.transform, weight, self.u)
 
     def _scratch(self, worker, name, rows):
         """A (36, stride) scratch array for (36, rows, tiles) matrices; the stride is a multiple

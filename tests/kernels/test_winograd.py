@@ -10,7 +10,7 @@ from reference import convolution
 from netlayers import parallel
 from netlayers.blob import Blob
 from netlayers.gradcheck import build_layer
-from netlayers.kernels import winograd
+from netlayers.kernels import winograd, winograd4
 from netlayers.kernels.winograd import WinogradConvolution
 from netlayers.kernels.winograd4 import Winograd4Convolution
 
@@ -406,3 +406,58 @@ def test_add_weight_grad_adds_the_transformed_sum_of_the_partials(contiguous):
     np.testing.assert_allclose(diff, want, rtol=1e-12, atol=1e-12)
     if not contiguous:
         np.testing.assert_array_equal(whole[:, 1::2], before[:, 1::2])  # the channels left out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("transform", [winograd.FILTER_TRANSFORM, winograd4.FILTER_TRANSFORM])
+def test_transform_filters_gives_the_transform_of_every_filter(transform, workers, thread_count, monkeypatch):
+    """U = transform @ g for every 3x3 filter g (the compiled nine-value loop), also cut over
+    two workers (cut however small here), each filter's values the same bits either way; the
+    float32 values agree with the float64 product to rounding."""
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    thread_count(workers)
+    rng = np.random.default_rng(8)
+    weight = rng.standard_normal((37, 5, 3, 3)).astype(np.float32)  # 185 filters: no whole chunk
+    u = np.full((len(transform), 37, 5), np.nan, np.float32)
+    winograd.transform_filters(transform.astype(np.float32), weight, u)
+    want = transform @ weight.reshape(-1, 9).T.astype(np.float64)
+    np.testing.assert_allclose(u.reshape(len(transform), -1), want, rtol=1e-6, atol=1e-6)
+    thread_count(1)
+    alone = np.empty_like(u)
+    winograd.transform_filters(transform.astype(np.float32), weight, alone)
+    np.testing.assert_array_equal(u, alone)
+
+
+def test_transform_filters_of_other_kernel_sizes_is_the_product(thread_count, monkeypatch):
+    """A transform of other than nine values a filter (1-D Winograd's G) runs as gemm, cut over
+    the workers alike."""
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    thread_count(2)
+    rng = np.random.default_rng(9)
+    g = rng.standard_normal((6, 5))
+    weight = rng.standard_normal((40, 3, 1, 5))
+    u = np.empty((6, 40, 3))
+    winograd.transform_filters(g, weight, u)
+    np.testing.assert_allclose(u.reshape(6, -1), g @ weight.reshape(-1, 5).T, rtol=1e-12, atol=1e-12)
+
+
+def test_add_weight_grad_cut_over_the_workers_adds_the_transformed_sum(thread_count, monkeypatch):
+    """Cut by filters over two workers, the weight gradient's transform adds the transformed sum
+    of the partials, the same bits at every call (gemm may round a cut's rows otherwise than
+    whole rows: the bits may differ from one worker's, as the partials' count already makes
+    them)."""
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 0)
+    rng = np.random.default_rng(10)
+    transform = winograd4.FILTER_TRANSFORM.astype(np.float32)
+    partials = [rng.standard_normal(36 * 33 * 7).astype(np.float32) for _ in range(2)]
+    start = rng.standard_normal((33, 7, 3, 3)).astype(np.float32)
+    want = start + (sum(p.astype(np.float64) for p in partials).reshape(36, -1).T @ transform).reshape(start.shape)
+    for workers in (1, 2):
+        thread_count(workers)
+        results = []
+        for _ in range(2):
+            diff = start.copy()
+            winograd.add_weight_grad(partials, transform, diff)
+            results.append(diff)
+        np.testing.assert_array_equal(results[0], results[1])
+        np.testing.assert_allclose(results[0], want, rtol=1e-5, atol=1e-5)
