@@ -59,6 +59,8 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         bench_nets.mobilenet(batch=1, size=32, width=2),
         bench_nets.googlenet(batch=1, size=48, scale=16),
         bench_nets.cifar10_full(batch=2),
+        bench_nets.resnet50(batch=2, size=64, widths=(2, 3, 4, 5), blocks=(1, 2, 1, 1)),
+        bench_nets.inception_v3_17(batch=2, size=9, channels=6, reduced=3, branch=4),
     ):
         net, loss = run_tiny(spec)
         assert math.isfinite(loss) and loss > 0, spec["name"]

@@ -658,13 +658,65 @@ def cifar10_full(batch=100):
     return net_spec("cifar10_full", [*layers, loss("ip1")])
 
 
+def resnet50(batch=2, size=224, widths=(64, 128, 256, 512), blocks=(3, 4, 6, 3)):
+    """ResNet-50 (He et al.; Caffe's ResNet-50-deploy layout) whole: a 7x7 stride-2 stem with
+    BatchNorm + Scale + ReLU, a 3/2 max pool, four stages of bottleneck blocks (1x1, 3x3, 1x1 to
+    4 ``widths``; the first block of a stage with a 1x1 projection, stride 2 from the second
+    stage on, in its first 1x1 as Caffe's), global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("conv1", "data", widths[0], 7, pad=3, stride=2, bias=False)]
+    layers += [*batch_norm_scale("conv1", "conv1"), relu("conv1_relu", "conv1"), pool("pool1", "conv1", "MAX", 3, 2)]
+    bottom = "pool1"
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for k in range(count):
+            n, stride = f"res{stage + 2}{chr(97 + k)}", 2 if stage and not k else 1
+            shortcut = bottom
+            if k == 0:
+                shortcut = f"{n}_proj"
+                layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
+                layers += batch_norm_scale(shortcut, shortcut)
+            layers += [conv(f"{n}a", bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(f"{n}a", f"{n}a")]
+            layers += [relu(f"{n}a_relu", f"{n}a"), conv(f"{n}b", f"{n}a", width, 3, pad=1, bias=False)]
+            layers += [*batch_norm_scale(f"{n}b", f"{n}b"), relu(f"{n}b_relu", f"{n}b")]
+            layers += [conv(f"{n}c", f"{n}b", 4 * width, 1, bias=False), *batch_norm_scale(f"{n}c", f"{n}c")]
+            layers += [{"name": n, "type": "Eltwise", "bottom": [shortcut, f"{n}c"], "top": n}, relu(f"{n}_relu", n)]
+            bottom = n
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("resnet50", [*layers, loss("fc")])
+
+
+def factorized_conv(name, bottom, num_output, kernel):
+    """A convolution of a (height, width) ``kernel`` padded to keep the size, with ReLU."""
+    layer = conv(name, bottom, num_output, list(kernel), pad=[side // 2 for side in kernel])
+    return [layer, relu(f"{name}_relu", name)]
+
+
+def inception_v3_17(batch=8, size=17, channels=768, reduced=128, branch=192):
+    """Inception-v3's 17 x 17 module (Szegedy et al. 2016, figure 6 with n = 7): a 1x1 branch; 1x1
+    -> 1x7 -> 7x1; 1x1 -> 7x1 -> 1x7 -> 7x1 -> 1x7; 3/1 average pool -> 1x1; ``branch`` outputs
+    a branch, concatenated (768 channels); global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, channels, size, size), *factorized_conv("b1", "data", branch, (1, 1))]
+    layers += factorized_conv("b7_1", "data", reduced, (1, 1)) + factorized_conv("b7_2", "b7_1", reduced, (1, 7))
+    layers += factorized_conv("b7_3", "b7_2", branch, (7, 1))
+    bottom = "data"
+    for k, (outputs, kernel) in enumerate([(reduced, (1, 1)), (reduced, (7, 1)), (reduced, (1, 7))]):
+        layers += factorized_conv(f"d7_{k + 1}", bottom, outputs, kernel)
+        bottom = f"d7_{k + 1}"
+    layers += factorized_conv("d7_4", bottom, reduced, (7, 1)) + factorized_conv("d7_5", "d7_4", branch, (1, 7))
+    layers += [pool("bp", "data", "AVE", 3, 1, pad=1), *factorized_conv("bp_proj", "bp", branch, (1, 1))]
+    layers.append({"name": "mixed", "type": "Concat", "bottom": ["b1", "b7_3", "d7_5", "bp_proj"], "top": "mixed"})
+    layers += [pool("pool", "mixed", "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("inception_v3_17", [*layers, loss("fc")])
+
+
 @dataclass
 class Case:
-    """A net of the benchmark: its spec (a function of nothing: the default sizes) and the
-    row title the table shows."""
+    """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
+    title the table shows, and the relative difference its gradients may have from PyTorch's
+    (see ``check_same_computation``)."""
 
     title: str
     spec: object
+    gradient_tolerance: float = GRADIENT_TOLERANCE
 
 
 NETS = {
@@ -717,6 +769,13 @@ NETS.update(
         "mobilenet": Case("MobileNet v1 from 224 px to its 14 px stage, batch 4", mobilenet),
         "googlenet": Case("GoogLeNet to inception (4a), LRN, 224 px, batch 4", googlenet),
         "cifar10_full": Case("cifar10_full, LRN within channels, batch 100", cifar10_full),
+        # 53 BatchNorms deep at batch 2, float32 rounding alone moves the gradients: against a
+        # float64 run of the same net, PyTorch's differ by up to 2.6e-2 and netlayers' (F(4x4)
+        # Winograd rounds a little more) by up to 3.4e-2; against each other by up to 3.1e-2
+        "resnet50": Case("ResNet-50 whole, 224 px, batch 2", resnet50, gradient_tolerance=5e-2),
+        "inception_v3_17": Case(
+            "Inception-v3's 17 x 17 module (1x7 and 7x1 convolutions), 768 ch, batch 8", inception_v3_17
+        ),
     }
 )
 
@@ -1041,9 +1100,9 @@ class ComputationMismatch(RuntimeError):
     """netlayers and PyTorch computed different losses or gradients."""
 
 
-def check_same_computation(name, net, module, ours, theirs):
+def check_same_computation(name, net, module, ours, theirs, tolerance=GRADIENT_TOLERANCE):
     """Raise :class:`ComputationMismatch` unless the losses agree to LOSS_TOLERANCE and every
-    param gradient to GRADIENT_TOLERANCE (relative norm of the difference). Both sides must
+    param gradient to ``tolerance`` (relative norm of the difference). Both sides must
     just have run one step. Returns the largest relative gradient difference.
 
     The gradient tolerance is loose because float32 rounding differs between the two sides and
@@ -1067,7 +1126,7 @@ def check_same_computation(name, net, module, ours, theirs):
     for (layer, index), expected in expected_of.items():
         got = net.params[layer][index].diff
         difference = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), floor, 1e-30))
-        if not difference <= GRADIENT_TOLERANCE:
+        if not difference <= tolerance:
             raise ComputationMismatch(
                 f"net '{name}': gradient of layer '{layer}' param {index} differs by {difference:.2e} (relative norm)"
             )
@@ -1192,7 +1251,8 @@ def bench_net(name, args, torch):
     if torch is not None:
         torch_step, module = build_torch(spec, inputs, netlayers_params_as_torch(net))
         result.torch_loss = torch_step()
-        result.gradient_difference = check_same_computation(name, net, module, ours_loss, result.torch_loss)
+        tolerance = NETS[name].gradient_tolerance
+        result.gradient_difference = check_same_computation(name, net, module, ours_loss, result.torch_loss, tolerance)
         steps.append(torch_step)
     per_step = []
     for step in steps:
