@@ -407,24 +407,30 @@ def mobilenet_tail(batch=8, size=28, width=256):
     return net_spec("mobilenet_tail", layers)
 
 
+def bottleneck_block(layers, name, bottom, width, stride, project):
+    """A ResNet bottleneck block appended to ``layers``: 1x1 (``stride``) to ``width``, 3x3,
+    1x1 to 4 ``width``, BatchNorm + Scale after each, ReLU after the first two; added to the
+    block's input, or with ``project`` to its 1x1 projection (``stride``), then ReLU."""
+    shortcut = bottom
+    if project:
+        shortcut = f"{name}_proj"
+        layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
+        layers += batch_norm_scale(shortcut, shortcut)
+    a, b, c = f"{name}a", f"{name}b", f"{name}c"
+    layers += [conv(a, bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
+    layers += [conv(b, a, width, 3, pad=1, bias=False), *batch_norm_scale(b, b), relu(f"{b}_relu", b)]
+    layers += [conv(c, b, 4 * width, 1, bias=False), *batch_norm_scale(c, c)]
+    layers += [{"name": name, "type": "Eltwise", "bottom": [shortcut, c], "top": name}, relu(f"{name}_relu", name)]
+    return name
+
+
 def resnet50_last_stage(batch=8, size=14, width=512):
     """ResNet-50's last stage from 14 x 14 (``size``) to 7 x 7: a bottleneck block with stride 2
     and a 1x1 projection (1024 -> 512, 3x3 512, 1x1 -> 2048 for ``width`` 512), then an identity
     block; BatchNorm + Scale after each convolution; global average pooling, InnerProduct 10."""
     layers, bottom = [input_layer(batch, 2 * width, size, size)], "data"
     for b, stride in enumerate((2, 1), 1):
-        n = f"res{b}"
-        shortcut = bottom
-        if stride != 1:
-            shortcut = f"{n}_proj"
-            layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
-            layers += batch_norm_scale(shortcut, shortcut)
-        layers += [conv(f"{n}a", bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(f"{n}a", f"{n}a")]
-        layers += [relu(f"{n}a_relu", f"{n}a"), conv(f"{n}b", f"{n}a", width, 3, pad=1, bias=False)]
-        layers += [*batch_norm_scale(f"{n}b", f"{n}b"), relu(f"{n}b_relu", f"{n}b")]
-        layers += [conv(f"{n}c", f"{n}b", 4 * width, 1, bias=False), *batch_norm_scale(f"{n}c", f"{n}c")]
-        layers += [{"name": n, "type": "Eltwise", "bottom": [shortcut, f"{n}c"], "top": n}, relu(f"{n}_relu", n)]
-        bottom = n
+        bottom = bottleneck_block(layers, f"res{b}", bottom, width, stride, project=stride != 1)
     layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
     return net_spec("resnet50_last_stage", layers)
 
@@ -668,18 +674,8 @@ def resnet50(batch=2, size=224, widths=(64, 128, 256, 512), blocks=(3, 4, 6, 3))
     bottom = "pool1"
     for stage, (width, count) in enumerate(zip(widths, blocks)):
         for k in range(count):
-            n, stride = f"res{stage + 2}{chr(97 + k)}", 2 if stage and not k else 1
-            shortcut = bottom
-            if k == 0:
-                shortcut = f"{n}_proj"
-                layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
-                layers += batch_norm_scale(shortcut, shortcut)
-            layers += [conv(f"{n}a", bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(f"{n}a", f"{n}a")]
-            layers += [relu(f"{n}a_relu", f"{n}a"), conv(f"{n}b", f"{n}a", width, 3, pad=1, bias=False)]
-            layers += [*batch_norm_scale(f"{n}b", f"{n}b"), relu(f"{n}b_relu", f"{n}b")]
-            layers += [conv(f"{n}c", f"{n}b", 4 * width, 1, bias=False), *batch_norm_scale(f"{n}c", f"{n}c")]
-            layers += [{"name": n, "type": "Eltwise", "bottom": [shortcut, f"{n}c"], "top": n}, relu(f"{n}_relu", n)]
-            bottom = n
+            stride = 2 if stage and not k else 1
+            bottom = bottleneck_block(layers, f"res{stage + 2}{chr(97 + k)}", bottom, width, stride, project=k == 0)
     layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
     return net_spec("resnet50", [*layers, loss("fc")])
 
