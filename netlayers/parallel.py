@@ -21,7 +21,8 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
 - Waiting: a worker with nothing to do spins for ``SPIN_SECONDS`` in compiled code (without
   the GIL), running the product jobs that come, before it sleeps on its queue; a caller
   waiting for the workers' results spins as long, then looks every ``SLEEP_CHECK_SECONDS``.
-- CPUs: each thread keeps a CPU of its own: the calling thread is pinned to the CPU it is on
+- CPUs: each thread keeps a CPU of its own while the CPUs are not shared with another process
+  (``pinning``, below): the calling thread is pinned to the CPU it is on
   from its first ``run_parts`` of a pass to the end of the pass (``single_threaded_blas``),
   each worker to another one for good (``_Pool.take_own_cpu``); a thread started during a
   pass inherits the caller's single CPU, so netlayers' own (the data prefetch thread) start
@@ -233,18 +234,90 @@ class _SingleThreadedBlas:
                 _blas().restore(self.saved)
                 if self.held is not None:
                     _set_cpus(*self.held)
+                pinning.pass_ended()
 
     def hold_cpu(self):
         """Pin the calling thread to its CPU until the outermost ``with`` ends (``_hold_cpu``),
         once a pass: ``run_parts`` asks, so a pass that hands no work to the pool pins nothing
-        (the pinning and its undoing cost 9 us)."""
+        (the pinning and its undoing cost 9 us). Not while ``pinning`` finds the CPUs shared
+        with another process."""
         with self.lock:
             if self.depth and not self.hold_tried:
                 self.hold_tried = True
-                self.held = _hold_cpu()
+                self.held = _hold_cpu() if pinning.allowed() else None
+                pinning.pass_started(threading.get_native_id())
 
 
 single_threaded_blas = _SingleThreadedBlas()
+
+
+# Pinned threads and a busy process: a worker pinned to a CPU that another process keeps busy
+# gets half of it and waits a time slice at each hand-over, and the whole pass waits for it.
+# Beside one busy process (``tools/bench_nets.py --busy``, 3 rounds, two runs each), the share
+# of its quiet speed kept, pinned -> unpinned: CIFAR ResNet-20 28 % -> 54 %, cifar10_quick 48 %
+# -> 61 % (its busy step 88 -> 73 ms); but quiet, unpinned ran 1.07x-1.17x slower (Linux left a
+# woken worker on its waker's CPU). So threads are pinned while their CPUs are their own, told
+# by the run-queue delay Linux counts each thread (/proc/.../schedstat) over a pass that hands
+# work to the pool: a pinned pass whose threads waited ``CONTENDED_SHARE`` of its time or more
+# for their CPUs unpins them; an unpinned pass that waited less than half that pins them again,
+# and so does the pass after ``UNPINNED_PASSES`` unpinned ones (a look at whether the other
+# process is gone, in case unpinned threads keep waiting on each other). Quiet passes of
+# CIFAR ResNet-20 and cifar10_quick waited 0.1 % of their time (median), 8 % at most.
+CONTENDED_SHARE = 0.1
+UNPINNED_PASSES = 20
+
+
+def _run_delay(tid):
+    """Nanoseconds thread ``tid`` of this process has waited on a run queue, or None."""
+    try:
+        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stats:
+            return int(stats.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _Pinning:
+    """Whether the pool's threads are pinned now (``allowed``), from the run-queue delays of
+    the passes that hand work to the pool (``pass_started``, with the caller's thread id, at a
+    pass's first hand-over; ``pass_ended`` at the end of every pass)."""
+
+    def __init__(self, run_delay=_run_delay, clock=time.perf_counter):
+        self.run_delay, self.clock = run_delay, clock
+        self.unpinned_left = 0
+        self.start = None
+
+    def allowed(self):
+        return self.unpinned_left == 0
+
+    def _delay(self, tids):
+        delays = [self.run_delay(tid) for tid in tids]
+        return None if None in delays else sum(delays)
+
+    def pass_started(self, caller):
+        pool = _state["pool"]
+        tids = [caller, *(thread.native_id for thread in pool.threads)] if pool is not None else [caller]
+        delay = self._delay(tids)
+        self.start = None if delay is None else (tids, delay, self.clock())
+
+    def pass_ended(self):
+        if self.start is None:
+            return
+        tids, delay, began = self.start
+        self.start = None
+        now, elapsed = self._delay(tids), self.clock() - began
+        if now is None or elapsed <= 0:
+            return
+        waited = (now - delay) * 1e-9 / elapsed
+        if self.allowed():
+            if waited >= CONTENDED_SHARE:
+                self.unpinned_left = UNPINNED_PASSES
+        elif waited < CONTENDED_SHARE / 2:
+            self.unpinned_left = 0
+        else:
+            self.unpinned_left -= 1
+
+
+pinning = _Pinning()
 
 SPLIT_MIN_BYTES = 1 << 21  # handing work to a worker costs 20-50 us: worth it from ~2 MiB
 
@@ -517,6 +590,10 @@ class _Pool:
         that one is free, else the lowest free one. After a rest, Linux woke a worker on the CPU
         of the thread that woke it and left the two sharing it for 30-40 ms although the other
         CPU was idle (the MobileNet tail's first step 154-192 ms against 94-113)."""
+        if not pinning.allowed():  # the CPUs are shared with another process: float
+            if self.cpus[w] >= 0 and _set_cpus(0, allowed_cpus()):
+                self.cpus[w] = -1
+            return
         taken = set(self.cpus[:w])
         if self.cpus[w] >= 0 and self.cpus[w] not in taken:
             return  # pinned there already

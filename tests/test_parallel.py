@@ -368,3 +368,94 @@ def test_two_nets_in_two_python_threads_take_turns_with_the_shared_scratch(threa
         assert len(results[k]) == 30
         for got in results[k]:
             np.testing.assert_array_equal(got, alone[k])
+
+
+class _FakeDelays:
+    """Run-queue delays (ns) a test sets, and a clock (s) it moves: for ``parallel._Pinning``."""
+
+    def __init__(self):
+        self.delay, self.now = 0, 0.0
+
+    def run_delay(self, tid):
+        return self.delay if tid == 1 else 0  # the caller's (1) alone: the workers never wait
+
+    def clock(self):
+        return self.now
+
+    def run_pass(self, pinning, seconds, waited_share):
+        """One pass of ``seconds`` in which the threads waited ``waited_share`` of it in all."""
+        pinning.pass_started(1)
+        self.now += seconds
+        self.delay += int(waited_share * seconds * 1e9)
+        pinning.pass_ended()
+
+
+def test_a_pinned_pass_that_waited_for_its_cpus_unpins_and_a_quiet_one_pins_again():
+    """A pinned pass whose threads waited ``CONTENDED_SHARE`` of it or more (another process on
+    their CPUs) unpins them; the next passes stay unpinned while they wait too, and a pass that
+    waited less than half that share pins them again at once."""
+    fake = _FakeDelays()
+    pinning = parallel._Pinning(fake.run_delay, fake.clock)
+    fake.run_pass(pinning, 0.05, parallel.CONTENDED_SHARE * 0.9)
+    assert pinning.allowed()
+    fake.run_pass(pinning, 0.05, parallel.CONTENDED_SHARE * 1.1)
+    assert not pinning.allowed()
+    for _ in range(3):
+        fake.run_pass(pinning, 0.05, 0.3)  # unpinned, still sharing with the other process
+        assert not pinning.allowed()
+    fake.run_pass(pinning, 0.05, parallel.CONTENDED_SHARE * 0.4)  # the other process is gone
+    assert pinning.allowed()
+
+
+def test_unpinned_passes_that_keep_waiting_pin_again_after_a_while_to_look():
+    """Unpinned passes that keep waiting (the other process, or the threads on each other) pin
+    again after ``UNPINNED_PASSES`` of them, for a pinned pass to look again."""
+    fake = _FakeDelays()
+    pinning = parallel._Pinning(fake.run_delay, fake.clock)
+    fake.run_pass(pinning, 0.05, 0.5)
+    for k in range(parallel.UNPINNED_PASSES):
+        assert not pinning.allowed(), k
+        fake.run_pass(pinning, 0.05, 0.5)
+    assert pinning.allowed()
+
+
+def test_without_run_queue_delays_to_read_the_threads_stay_pinned():
+    """Where Linux's schedstat cannot be read (another system, a sandbox), nothing changes."""
+    pinning = parallel._Pinning(lambda tid: None, lambda: 0.0)
+    for _ in range(3):
+        pinning.pass_started(1)
+        pinning.pass_ended()
+    assert pinning.allowed()
+    real = parallel._run_delay(threading.get_native_id())  # this machine's: a count, or None
+    assert real is None or real >= 0
+
+
+def test_a_worker_floats_on_every_cpu_while_pinning_is_off(thread_count, monkeypatch):
+    """``take_own_cpu`` while the CPUs are shared with another process: a pinned worker lets
+    itself run on every CPU of the process (and forgets its CPU); the caller pins nothing in a
+    pass; once pinning is on again the worker pins itself as before."""
+    import os
+
+    thread_count(2)
+    parallel.run_parts(lambda worker, part: None, 2)
+    pool = parallel._state["pool"]
+    allowed = set(parallel.allowed_cpus())
+    monkeypatch.setattr(parallel.pinning, "unpinned_left", 3)
+
+    def body():
+        pool.cpus[:2] = [-1, min(allowed)]
+        os.sched_setaffinity(0, {min(allowed)})
+        pool.take_own_cpu(1)
+        floating = (pool.cpus[1], os.sched_getaffinity(0))
+        with parallel.single_threaded_blas:
+            parallel.run_parts(lambda worker, part: None, 2)
+            caller = os.sched_getaffinity(0)
+        return floating, caller
+
+    (cpu, mask), caller = in_a_thread(body)
+    assert cpu == -1 and mask == allowed
+    assert caller == allowed
+    parallel.pinning.unpinned_left = 0
+    pool.cpus[1] = -1
+    in_a_thread(lambda: pool.take_own_cpu(1))
+    assert pool.cpus[1] in allowed or len(allowed) < 2
