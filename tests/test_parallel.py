@@ -78,7 +78,15 @@ def in_a_thread(body):
     return out["value"]
 
 
-def test_a_worker_pins_itself_to_a_cpu_no_earlier_thread_of_the_run_is_on(thread_count, monkeypatch):
+@pytest.fixture
+def pinning_on(monkeypatch):
+    """Pinning allowed, and no pass of the test turns it off: the process's run-queue delays
+    before the test (earlier tests' subprocesses) or during it must not decide what it sees."""
+    monkeypatch.setattr(parallel.pinning, "unpinned_left", 0)
+    monkeypatch.setattr(parallel, "CONTENDED_SHARE", float("inf"))
+
+
+def test_a_worker_pins_itself_to_a_cpu_no_earlier_thread_of_the_run_is_on(thread_count, monkeypatch, pinning_on):
     """``take_own_cpu``: a worker on the CPU of the caller (or of an earlier worker) pins itself
     to another CPU the process may use and stays there; one on a free CPU pins itself there;
     a pinned one on a CPU of its own makes no call."""
@@ -116,7 +124,7 @@ def test_a_worker_pins_itself_to_a_cpu_no_earlier_thread_of_the_run_is_on(thread
     assert alone[0] == first and alone[1] in ([{first}], [])
 
 
-def test_the_caller_is_pinned_from_its_first_hand_over_to_the_end_of_the_pass(thread_count):
+def test_the_caller_is_pinned_from_its_first_hand_over_to_the_end_of_the_pass(thread_count, pinning_on):
     """In a pass (``single_threaded_blas``), the first ``run_parts`` pins the calling thread to
     its CPU until the outermost pass ends (nested passes and later hand-overs change nothing),
     which gives it its CPU set back; a pass without a hand-over pins nothing; ``free_cpus``
