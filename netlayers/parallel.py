@@ -266,18 +266,36 @@ single_threaded_blas = _SingleThreadedBlas()
 # rounds in one process, 2 steps to adapt then 6 timed, this rule against pinning always:
 # beside a busy process CIFAR ResNet-20 142.6 against 244.6 ms a step, the ResNet blocks 0.81x,
 # cifar10_quick 0.91x, LeNet 0.64x-0.69x, the MLP 0.97x; quiet 0.98x-1.02x (the MLP 1.06x, LeNet
-# 1.02x-1.14x in two runs). Reading a thread's delay costs 11 us, four reads a pass.
+# 1.02x-1.14x in two runs). Reading a thread's delay costs 1 us, four reads a pass.
 CONTENDED_SHARE = 0.1
 UNPINNED_PASSES = 20
 
 
 def _run_delay(tid):
-    """Nanoseconds thread ``tid`` of this process has waited on a run queue, or None."""
+    """Nanoseconds thread ``tid`` of this process has waited on a run queue, or None. Each
+    thread's schedstat file is kept open and read again from its start (1 us; opening it
+    each time cost 11 us, four reads a pass); a file that fails (its thread has ended) is
+    closed, and all are closed when more threads than ``SCHEDSTAT_FILES_KEPT`` were read."""
+    handle = _schedstat_files.get(tid)
     try:
-        with open(f"/proc/self/task/{tid}/schedstat", "rb") as stats:
-            return int(stats.read().split()[1])
-    except (OSError, ValueError, IndexError):
+        if handle is None:
+            if len(_schedstat_files) >= SCHEDSTAT_FILES_KEPT:
+                _close_schedstat_files()
+            handle = _schedstat_files[tid] = os.open(f"/proc/self/task/{tid}/schedstat", os.O_RDONLY)
+        return int(os.pread(handle, 128, 0).split()[1])
+    except (OSError, ValueError, IndexError, AttributeError):
+        if handle is not None:
+            os.close(_schedstat_files.pop(tid))
         return None
+
+
+_schedstat_files = {}  # thread id -> its open schedstat file (read under single_threaded_blas' lock)
+SCHEDSTAT_FILES_KEPT = 16
+
+
+def _close_schedstat_files():
+    while _schedstat_files:
+        os.close(_schedstat_files.popitem()[1])
 
 
 class _Pinning:

@@ -2,6 +2,7 @@
 scratch buffers. (Layers under several worker counts: tests/layers/test_convolution.py.)"""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -436,6 +437,44 @@ def test_without_run_queue_delays_to_read_the_threads_stay_pinned():
     assert pinning.allowed()
     real = parallel._run_delay(threading.get_native_id())  # this machine's: a count, or None
     assert real is None or real >= 0
+
+
+def test_run_delays_are_read_from_kept_files_that_close_when_their_thread_ends(monkeypatch):
+    """A thread's schedstat file stays open and each read is fresh (a busy thread's delay never
+    goes down, and its file is read again, not opened again); an ended thread's read gives
+    None and closes its file; past ``SCHEDSTAT_FILES_KEPT`` threads all files are closed."""
+    import os
+
+    parallel._close_schedstat_files()  # the pools of earlier tests kept theirs
+    me = threading.get_native_id()
+    first = parallel._run_delay(me)
+    assert first is not None  # Linux with schedstats, as the project's machines
+    handle = parallel._schedstat_files[me]
+    sum(range(200000))
+    assert parallel._run_delay(me) >= first
+    assert parallel._schedstat_files[me] == handle
+
+    ended = threading.Thread(target=lambda: None)
+    ended.start()
+    tid = ended.native_id
+    parallel._run_delay(tid)  # opened while it may still run
+    ended.join()
+    for _ in range(200):  # the thread's task ends a moment after Python's join returns
+        if parallel._run_delay(tid) is None:
+            break
+        time.sleep(0.01)
+    assert tid not in parallel._schedstat_files
+    monkeypatch.setattr(parallel, "SCHEDSTAT_FILES_KEPT", 1)
+    parallel._run_delay(me)  # one file already kept: it is the one read
+    assert list(parallel._schedstat_files) == [me]
+    other = threading.Thread(target=lambda: None)
+    other.start()
+    parallel._run_delay(other.native_id)
+    other.join()
+    assert list(parallel._schedstat_files) in ([other.native_id], [])
+    parallel._close_schedstat_files()
+    with pytest.raises(OSError):
+        os.fstat(handle)
 
 
 def test_a_worker_floats_on_every_cpu_while_pinning_is_off(thread_count, monkeypatch):
