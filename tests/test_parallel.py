@@ -223,18 +223,34 @@ def test_ctrl_c_while_the_caller_waits_is_raised_once_the_workers_have_stopped(t
     assert sorted(done) == [0, 1]
 
 
-def test_blas_runs_single_threaded_inside_and_is_restored_after(thread_count):
+def test_blas_runs_single_threaded_while_the_workers_may_run_and_is_restored_after(thread_count):
+    """After a pass that handed work to the pool, the next runs single-threaded BLAS from its
+    start; after one that handed nothing over, the next keeps BLAS's threads until its first
+    hand-over. Each pass gives BLAS its thread count back at its end."""
     thread_count(2)
+    nothing = lambda worker, part: None  # noqa: E731
+    with parallel.single_threaded_blas:
+        parallel.run_parts(nothing, 2)  # a pass that hands work over
     before = blas_threads()
-    inside = []
+    seen = []
     with parallel.single_threaded_blas:
         with parallel.single_threaded_blas:
-            inside.append(blas_threads())
-        inside.append(blas_threads())
-        parallel.run_parts(lambda worker, part: None, 2)
-        inside.append(blas_threads())
-    assert before and all(counts == [1] * len(before) for counts in inside)
+            seen.append(blas_threads())
+        seen.append(blas_threads())
+        parallel.run_parts(nothing, 2)
+        seen.append(blas_threads())
+    assert before and all(counts == [1] * len(before) for counts in seen)
     assert blas_threads() == before
+    with parallel.single_threaded_blas:
+        pass  # hands nothing over
+    with parallel.single_threaded_blas:
+        kept = blas_threads()
+        parallel.run_parts(nothing, 2)
+        switched = blas_threads()
+    assert kept == before and switched == [1] * len(before)
+    assert blas_threads() == before
+    with parallel.single_threaded_blas:  # the pass before handed work over again
+        assert blas_threads() == [1] * len(before)
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
