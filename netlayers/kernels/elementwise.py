@@ -13,6 +13,7 @@ import numpy as np
 from .. import parallel
 from . import vmath
 from ._jit import jit
+from .batchnorm import LANES  # the float64 lanes a channel's sums run in (see there)
 
 
 def split(call, array, arrays):
@@ -326,14 +327,18 @@ def prelu_backward_bottom(x3, dy3, slope, out3):
 @jit
 def _prelu_backward_slope(x, dy, dslope, lo, hi):
     zero = x.dtype.type(0)
-    lanes = np.zeros(x.shape[2], np.float64)  # one float64 sum a position: the loop vectorizes
+    lanes = np.zeros(
+        max(1, min(LANES, x.shape[2])), np.float64
+    )  # float64 sums of a block of positions: the loop vectorizes
+    width = lanes.size
     for c in range(lo, hi):
         lanes[:] = 0.0
         for n in range(x.shape[0]):
-            xr, dr = x[n, c], dy[n, c]
-            for k in range(x.shape[2]):
-                v = xr[k]
-                lanes[k] += dr[k] * (v if v < zero else zero)
+            for start in range(0, x.shape[2], width):
+                xr, dr = x[n, c, start : start + width], dy[n, c, start : start + width]
+                for k in range(xr.size):
+                    v = xr[k]
+                    lanes[k] += dr[k] * (v if v < zero else zero)
         dslope[c] += lanes.sum()
 
 

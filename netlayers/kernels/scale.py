@@ -20,6 +20,7 @@ lanes) and, with ``want_x``, dx = dy, in one pass.
 import numpy as np
 
 from ._jit import jit
+from .batchnorm import LANES  # the float64 lanes a channel's sums run in (see there)
 
 
 @jit
@@ -41,17 +42,19 @@ def scale_forward(x, scale, bias, keep, copy, y, lo, hi):
 @jit
 def scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
     outer, dim, inner = dy.shape
-    lanes_s = np.zeros(inner, np.float64)
-    lanes_b = np.zeros(inner, np.float64)
+    lanes_s = np.zeros(max(1, min(LANES, inner)), np.float64)
+    lanes_b = np.zeros(max(1, min(LANES, inner)), np.float64)
+    width = lanes_b.size
     for d in range(lo, hi):
         if sums:
             lanes_s[:] = 0.0
             lanes_b[:] = 0.0
             for n in range(outer):
-                for k in range(inner):
-                    g = dy[n, d, k]
-                    lanes_s[k] += g * x[n, d, k]
-                    lanes_b[k] += g
+                for start in range(0, inner, width):
+                    g, v = dy[n, d, start : start + width], x[n, d, start : start + width]
+                    for j in range(g.size):
+                        lanes_s[j] += g[j] * v[j]
+                        lanes_b[j] += g[j]
             dscale[d] = lanes_s.sum()
             dbias[d] = lanes_b.sum()
         if want_x:
@@ -74,13 +77,17 @@ def bias_forward(x, bias, y, lo, hi):
 @jit
 def bias_backward(dy, dbias, dx, want_x, lo, hi):
     outer, dim, inner = dy.shape
-    lanes = np.zeros(inner, np.float64)
+    lanes = np.zeros(max(1, min(LANES, inner)), np.float64)
+    width = lanes.size
     for d in range(lo, hi):
         lanes[:] = 0.0
         for n in range(outer):
-            for k in range(inner):
-                g = dy[n, d, k]
-                lanes[k] += g
+            for start in range(0, inner, width):
+                g = dy[n, d, start : start + width]
+                for j in range(g.size):
+                    lanes[j] += g[j]
                 if want_x:
-                    dx[n, d, k] = g
+                    out = dx[n, d, start : start + width]
+                    for j in range(g.size):
+                        out[j] = g[j]
         dbias[d] = lanes.sum()
