@@ -395,18 +395,23 @@ THIN_SIDE = 32
 SPLIT_GRAIN = 16  # parts are cut at multiples of 16 rows, columns or inner items (BLAS's tiles)
 
 
-def matmul(a, b, out):
-    """out = a @ b for 2-D arrays. From ``MATMUL_SPLIT_FLOPS`` (thin products' FLOPs counted
-    more, see above) the product is cut into one part a worker (``_split_product``), else it
-    runs whole in the calling thread."""
+def matmul(a, b, out, add=False):
+    """out = a @ b for 2-D arrays, or out += a @ b with ``add``. From ``MATMUL_SPLIT_FLOPS``
+    (thin products' FLOPs counted more, see above) the product is cut into one part a worker
+    (``_split_product``), else it runs whole in the calling thread."""
     rows, cols = out.shape
     inner = a.shape[1]
     flops = 2 * rows * cols * inner
     thin = min(rows, cols, inner)
     if thin < THIN_SIDE:
         flops = flops * THIN_SIDE // max(thin, 1)
-    if flops >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out):
+    if flops >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out, add):
         return out
+    if add:
+        from .kernels.blas import add_product
+
+        with single_threaded_blas:
+            return add_product(a, b, out)
     if single_threaded_blas.depth:  # inside a net pass: BLAS's threads as the pass set them
         return np.matmul(a, b, out=out)
     with single_threaded_blas:
@@ -428,11 +433,12 @@ def _product_calls():
 _NO_CALLS = ((0, np.int64(0)), (0, np.int64(0)))  # a pool's workers with no products to run
 
 
-def _split_product(a, b, out):
-    """out = a @ b cut into one part a worker (``_plan_product``), every part but the caller's
-    handed over in compiled code (``kernels.handover``); False, with nothing done, where no
-    plan applies or when called from inside ``run_parts``' work. Plans are kept by the
-    operands' addresses, shapes and strides: a layer asks for the same products each pass."""
+def _split_product(a, b, out, add=False):
+    """out = a @ b (``add``: out += a @ b) cut into one part a worker (``_plan_product``), every
+    part but the caller's handed over in compiled code (``kernels.handover``); False, with
+    nothing done, where no plan applies or when called from inside ``run_parts``' work. Plans
+    are kept by the operands' addresses, shapes and strides: a layer asks for the same products
+    each pass."""
     if getattr(_inside_parts, "depth", 0):
         return False
     key = (a.ctypes.data, b.ctypes.data, out.ctypes.data, a.shape, b.shape, out.shape)
@@ -446,6 +452,10 @@ def _split_product(a, b, out):
         return False
     rows, swapped, partial = plan
     target = out.T if swapped else out
+    kind = _handover().PRODUCT_ADD if add else _handover().PRODUCT
+    rows[:, 0] = kind  # KIND; along the inner dimension the other workers' partials are set, then added
+    if partial is not None:
+        rows[1:, 0] = _handover().PRODUCT
     with workspace_lock:
         pool = _pool(len(rows))
         if partial is not None:  # the other workers write their partial products into their scratch
@@ -463,6 +473,12 @@ def _split_product(a, b, out):
 _plans = {}
 _UNPLANNED = object()
 PLANS_KEPT = 1024  # plans kept at most (then all are dropped and made again as needed)
+
+
+def _handover():
+    from .kernels import handover
+
+    return handover
 
 
 def _plan_product(a, b, out):
@@ -667,7 +683,7 @@ class _Pool:
                 if self.posted[w] < taken:
                     continue  # back to spinning (it returned early, not idle)
             if self.posted[w] >= taken:
-                if self.jobs[w, handover.KIND] == handover.PRODUCT:
+                if self.jobs[w, handover.KIND] != handover.PYTHON_TASK:
                     continue  # it came after the last check
                 task = tasks.get()
             elif handover.may_sleep(self.state, w, self.posted, taken):

@@ -274,6 +274,29 @@ def test_split_products_equal_whole_ones(rng, thread_count, workers, shape, dtyp
     assert out.flags.c_contiguous == (out_order == "C")
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("shape", [(300, 40, 500), (20, 3000, 30), (100, 1000, 64)])
+@pytest.mark.parametrize("out_order", ["C", "F"])
+def test_split_products_add_into_out_with_add(rng, thread_count, workers, shape, out_order, monkeypatch):
+    """``add=True``: out += a @ b, cut along the rows, the columns or the inner dimension (the
+    caller's part added into out, the others' partials added after), whole below the cut."""
+    thread_count(workers)
+    m, k, n = shape
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k)).astype(np.float32).T
+    start = rng.standard_normal((m, n)).astype(np.float32)
+    for threshold in (0, 1 << 40):  # cut, and whole
+        monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", threshold)
+        out = np.array(start, order=out_order)
+        for _ in range(2):  # the second time with the plan kept from the first
+            parallel.matmul(a, b, out, add=True)
+        expected = start.astype(np.float64) + 2 * (a.astype(np.float64) @ b.astype(np.float64))
+        np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-3)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    parallel.matmul(a, b, out)  # and the kept plan sets it again without add
+    np.testing.assert_allclose(out, a.astype(np.float64) @ b.astype(np.float64), rtol=1e-4, atol=1e-3)
+
+
 @pytest.mark.parametrize("axis_shape", [(256, 64, 32), (32, 64, 256), (32, 4096, 32)])
 def test_a_product_is_cut_along_the_axis_that_adds_least_work(rng, thread_count, monkeypatch, axis_shape):
     """Along the rows of out when it is tallest, its columns when widest, the inner dimension
@@ -296,7 +319,7 @@ def test_thin_products_are_cut_from_fewer_flops(rng, thread_count, monkeypatch):
     a square product of the same FLOPs is not."""
     thread_count(2)
     cut = []
-    monkeypatch.setattr(parallel, "_split_product", lambda a, b, out: cut.append(out.shape) or False)
+    monkeypatch.setattr(parallel, "_split_product", lambda a, b, out, add=False: cut.append(out.shape) or False)
     x, w = rng.standard_normal((16, 32768)).astype(np.float32), rng.standard_normal((10, 32768)).astype(np.float32)
     parallel.matmul(x, w.T, np.empty((16, 10), np.float32))  # 10.5 MFLOP, a side of 10
     parallel.matmul(np.ones((10, 16), np.float32), x, np.empty((10, 32768), np.float32))

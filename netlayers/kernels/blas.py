@@ -153,11 +153,11 @@ def gemm(typingctx, address, width, trans_a, trans_b, m, n, k, alpha, a, lda, b,
 
 
 @jit
-def product(call, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, one):
-    """C = op(A) op(B) (row-major; ``a``, ``b``, ``c`` data addresses), through ``call``:
-    :func:`gemm_address`'s pair (or a tuple that starts with it). ``one`` (1 in the arrays' float type)
-    picks sgemm or dgemm."""
-    gemm(call[0], call[1], trans_a, trans_b, m, n, k, one, a, lda, b, ldb, one - one, c, ldc)
+def product(call, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc, one, adds=False):
+    """C = op(A) op(B), or C += op(A) op(B) with ``adds`` (row-major; ``a``, ``b``, ``c`` data
+    addresses), through ``call``: :func:`gemm_address`'s pair (or a tuple that starts with it).
+    ``one`` (1 in the arrays' float type) picks sgemm or dgemm."""
+    gemm(call[0], call[1], trans_a, trans_b, m, n, k, one, a, lda, b, ldb, one if adds else one - one, c, ldc)
 
 
 def layout(x):

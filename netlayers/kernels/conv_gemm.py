@@ -292,10 +292,17 @@ class ColumnChunks:
         ``MATMUL_SPLIT_FLOPS``). A Deconvolution of one 8 x 8 image, 512 -> 256 channels, 4 x 4 / 2, ran its
         three 268 MFLOP products on one core. (With two or more busy workers a nested split
         would wait for a worker that waits for it.)"""
-        if self.groups == 1 and self.used_workers == 1 < parallel.thread_count():
+        if self._pool_free():
             parallel.matmul(a[0], b[0], out[0])
         else:
             np.matmul(a, b, out=out)
+
+    def _pool_free(self):
+        """Whether an ungrouped product may be split over the workers: ``run`` has one worker
+        for several, so it runs in the caller's thread. The weight gradient's products added
+        into the weight's diff split too (``parallel.matmul(add=True)``): ResNet-18 at batch 1
+        ran them on one core."""
+        return self.groups == 1 and self.used_workers == 1 < parallel.thread_count()
 
     def _grouped(self, matrix, channels):
         if matrix.ndim == 3:
@@ -359,6 +366,8 @@ class ColumnChunks:
             a, b = grouped_col, grouped_map.transpose(0, 2, 1)
         if first and not adds:
             self._matmul(a, b, target)
+        elif self._pool_free():
+            parallel.matmul(a[0], b[0], target[0], add=True)
         else:
             blas.add_product(a, b, target)
 

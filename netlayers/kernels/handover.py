@@ -30,20 +30,22 @@ from .spin import ROUNDS_BEFORE_YIELD, _call, _fence, _relax, _release, compare_
 # row strides in items, TRANS_A/TRANS_B CBLAS's 111 (as stored) or 112 (transposed).
 KIND, DTYPE, TRANS_A, TRANS_B, M, N, K, A, LDA, B, LDB, C, LDC = range(13)
 FIELDS = 13
-PYTHON_TASK, PRODUCT = 0, 1
+PYTHON_TASK, PRODUCT, PRODUCT_ADD = 0, 1, 2  # PRODUCT: C = op(A) op(B); PRODUCT_ADD: C += op(A) op(B)
 AWAKE, ASLEEP = 0, 1
 
 
 @jit
 def run_product(job, single, double):
-    """The product that ``job`` describes, through ``single`` (sgemm's address and integer zero,
-    ``kernels.blas.gemm_address``) or ``double`` (dgemm's)."""
+    """The product that ``job`` describes (set into C, or added to it for ``PRODUCT_ADD``),
+    through ``single`` (sgemm's address and integer zero, ``kernels.blas.gemm_address``) or
+    ``double`` (dgemm's)."""
+    adds = job[KIND] == PRODUCT_ADD
     if job[DTYPE] == 0:  # one call a dtype: a variable holding either 1.0 would be typed float64
         product(single, job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], job[A], job[LDA], job[B], job[LDB],
-                job[C], job[LDC], np.float32(1.0))  # fmt: skip
+                job[C], job[LDC], np.float32(1.0), adds)  # fmt: skip
     else:
         product(double, job[TRANS_A], job[TRANS_B], job[M], job[N], job[K], job[A], job[LDA], job[B], job[LDB],
-                job[C], job[LDC], np.float64(1.0))  # fmt: skip
+                job[C], job[LDC], np.float64(1.0), adds)  # fmt: skip
 
 
 @jit
@@ -74,7 +76,7 @@ def serve(w, posted, finished, jobs, claimed, taken, rounds, single, double, yie
         if newest >= taken:
             _relax()  # the job's row is read after its count
             taken = newest  # the jobs before it are done: each is waited for before the next comes
-            if jobs[w, KIND] != PRODUCT:
+            if jobs[w, KIND] == PYTHON_TASK:
                 return taken
             ran = compare_exchange(claimed, w, taken - 1, taken)
             if ran:  # else the caller took it back and counts it done itself
