@@ -452,14 +452,13 @@ def _split_product(a, b, out, add=False):
         return False
     rows, swapped, partial = plan
     target = out.T if swapped else out
-    kind = _handover().PRODUCT_ADD if add else _handover().PRODUCT
-    rows[:, 0] = kind  # KIND; along the inner dimension the other workers' partials are set, then added
-    if partial is not None:
-        rows[1:, 0] = _handover().PRODUCT
     with workspace_lock:
         pool = _pool(len(rows))
-        if partial is not None:  # the other workers write their partial products into their scratch
-            C, LDC = pool.handover.C, pool.handover.LDC
+        h = pool.handover
+        rows[:, h.KIND] = h.PRODUCT_ADD if add else h.PRODUCT
+        if partial is not None:  # the other workers set their partial products in their scratch
+            rows[1:, h.KIND] = h.PRODUCT
+            C, LDC = h.C, h.LDC
             buffers = [scratch(w, "product partial", partial[0] * partial[1], out.dtype) for w in range(1, len(rows))]
             rows[1:, C] = [buffer.ctypes.data for buffer in buffers]
             rows[1:, LDC] = partial[1]
@@ -473,12 +472,6 @@ def _split_product(a, b, out, add=False):
 _plans = {}
 _UNPLANNED = object()
 PLANS_KEPT = 1024  # plans kept at most (then all are dropped and made again as needed)
-
-
-def _handover():
-    from .kernels import handover
-
-    return handover
 
 
 def _plan_product(a, b, out):

@@ -82,7 +82,8 @@ def test_a_path_off_by_one_part_in_a_million_is_found_in_float64(monkeypatch):
     """float32's tolerance cannot see it; the float64 comparison of the paths does."""
     monkeypatch.setitem(fuzz_nets.MODES, "wrong", slightly_wrong_weight_gradients)
     with pytest.raises(
-        fuzz_nets.Mismatch, match=r"gradient of layer 'stem' param 0 .* in float64 \(the paths of mode 'wrong'"
+        fuzz_nets.bn.ComputationMismatch,
+        match=r"gradient of layer 'stem' param 0 .* in float64 \(the paths of mode 'wrong'",
     ):
         fuzz_nets.check(fuzz_nets.random_net(1, 0), "wrong", "float64", fuzz_nets.bn.GRADIENT_TOLERANCE)
 
@@ -101,7 +102,7 @@ def test_the_command_reports_a_failing_net_and_writes_it_as_a_net_file(monkeypat
     assert netlayers.Net(str(kept)).blobs["fc"].shape[1] == 10
 
 
-def test_an_unknown_mode_or_reference_is_a_usage_error(capsys):
+def test_an_unknown_mode_or_reference_is_a_usage_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         fuzz_nets.main(["--modes", "default,fastest"])
     assert exit_info.value.code == 2
@@ -109,3 +110,12 @@ def test_an_unknown_mode_or_reference_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         fuzz_nets.main(["--reference", "caffe"])
     assert "--reference takes torch, float64 or both, got 'caffe'" in capsys.readouterr().err
+    for arguments, message in (
+        (["--nets", "0"], "--nets and --threads take 1 or more, got 0 and 2"),
+        (["--keep", str(tmp_path / "a file")], "a file is there; give a folder (made if missing)"),
+    ):
+        (tmp_path / "a file").write_text("")
+        with pytest.raises(SystemExit) as exit_info:
+            fuzz_nets.main(arguments)
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

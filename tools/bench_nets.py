@@ -1114,14 +1114,25 @@ def check_same_computation(name, net, module, ours, theirs, tolerance=GRADIENT_T
     any per-channel factor, has a float32 gradient of norm 1e-7 (float64: 1e-16 relative to
     the others) that differs between the sides by 20 %. So a difference is measured against
     the larger of the gradient's norm and ``NOISE_FLOOR`` times the largest gradient's norm."""
-    if not abs(ours - theirs) <= LOSS_TOLERANCE * max(abs(theirs), 1e-12):
-        raise ComputationMismatch(f"net '{name}': losses differ: netlayers {ours!r}, PyTorch {theirs!r}")
+    expected = {key: tensor.grad.numpy() for key, tensor in module.param_of.items()}
+    gradients = {(layer, index): net.params[layer][index].diff for layer, index in expected}
+    return compare_gradients(name, ours, gradients, theirs, expected, tolerance)
+
+
+def compare_gradients(name, ours_loss, gradients, reference_loss, expected, tolerance, reference="PyTorch"):
+    """:func:`check_same_computation`'s test on plain arrays: ``gradients`` and ``expected``
+    map (layer, param index) to arrays. The losses must agree to ``LOSS_TOLERANCE`` (or
+    ``tolerance`` when smaller), each gradient to ``tolerance``; returns the largest relative
+    difference, or raises :class:`ComputationMismatch` naming ``reference``."""
+    if not abs(ours_loss - reference_loss) <= min(LOSS_TOLERANCE, tolerance) * max(abs(reference_loss), 1e-12):
+        raise ComputationMismatch(
+            f"net '{name}': losses differ: netlayers {ours_loss!r}, {reference} {reference_loss!r}"
+        )
+    floor = NOISE_FLOOR * max((float(np.linalg.norm(grad)) for grad in expected.values()), default=0.0)
     worst = 0.0
-    expected_of = {key: tensor.grad.numpy() for key, tensor in module.param_of.items()}
-    floor = NOISE_FLOOR * max((float(np.linalg.norm(grad)) for grad in expected_of.values()), default=0.0)
-    for (layer, index), expected in expected_of.items():
-        got = net.params[layer][index].diff
-        difference = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), floor, 1e-30))
+    for (layer, index), want in expected.items():
+        got = gradients[(layer, index)].astype(np.float64)
+        difference = float(np.linalg.norm(got - want) / max(np.linalg.norm(want), floor, 1e-30))
         if not difference <= tolerance:
             raise ComputationMismatch(
                 f"net '{name}': gradient of layer '{layer}' param {index} differs by {difference:.2e} (relative norm)"

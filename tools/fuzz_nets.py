@@ -241,10 +241,6 @@ def plain_paths():
 
 
 # -- checking --------------------------------------------------------------------------------
-class Mismatch(Exception):
-    """netlayers and the reference computed different losses or gradients."""
-
-
 class Unsupported(Exception):
     """The reference cannot run the net (PyTorch's BatchNorm refuses one value a channel)."""
 
@@ -269,23 +265,6 @@ def netlayers_run(spec, inputs, dtype, params=None):
     return bn.netlayers_step(net), net
 
 
-def compare(name, ours_loss, gradients, reference_loss, reference, tolerance):
-    """Raise :class:`Mismatch` unless the losses agree to ``bench_nets.LOSS_TOLERANCE`` (or
-    ``tolerance`` when smaller) and each gradient (``(layer, index) -> array``, the
-    reference's likewise) to ``tolerance``; returns the largest relative difference."""
-    if not abs(ours_loss - reference_loss) <= min(bn.LOSS_TOLERANCE, tolerance) * max(abs(reference_loss), 1e-12):
-        raise Mismatch(f"net '{name}': losses differ: netlayers {ours_loss!r}, reference {reference_loss!r}")
-    floor = bn.NOISE_FLOOR * max((float(np.linalg.norm(g)) for g in reference.values()), default=0.0)
-    worst = 0.0
-    for key, expected in reference.items():
-        got = gradients[key].astype(np.float64)
-        difference = float(np.linalg.norm(got - expected) / max(np.linalg.norm(expected), floor, 1e-30))
-        if not difference <= tolerance:
-            raise Mismatch(f"net '{name}': gradient of layer '{key[0]}' param {key[1]} differs by {difference:.2e}")
-        worst = max(worst, difference)
-    return worst
-
-
 def param_gradients(net):
     return {(name, k): blob.diff.copy() for name, blobs in net.params.items() for k, blob in enumerate(blobs)}
 
@@ -295,7 +274,7 @@ def check(spec, mode, reference, tolerance, torch=None):
     PyTorch's float32, to ``tolerance``) or "float64" (the float64 net under ``mode`` against
     the float64 net as im2col + GEMM, ``plain_paths``, to ``EXACT_TOLERANCE``; then float32
     against the latter, to ``tolerance``). Returns the largest relative gradient difference of
-    the float32 comparison, or raises :class:`Mismatch`."""
+    the float32 comparison, or raises ``bench_nets.ComputationMismatch``."""
     inputs = bn.fixed_inputs(spec)
     start = netlayers.Net(spec, dtype=np.float32, seed=bn.SEED)
     offset_biases(start, seed=1)
@@ -311,18 +290,22 @@ def check(spec, mode, reference, tolerance, torch=None):
         except (ValueError, RuntimeError) as error:  # BatchNorm over one value a channel: Caffe's 0, an error there
             raise Unsupported(f"net '{spec['name']}': PyTorch cannot run it: {error}") from None
         expected = {key: tensor.grad.numpy().astype(np.float64) for key, tensor in module.param_of.items()}
-        return compare(spec["name"], ours_loss, gradients, reference_loss, expected, tolerance)
+        return bn.compare_gradients(spec["name"], ours_loss, gradients, reference_loss, expected, tolerance)
     with plain_paths():
         reference_loss, wide = netlayers_run(spec, inputs, np.float64, params)
-    expected = learned_gradients(wide)
+    expected, name = learned_gradients(wide), spec["name"]
     with MODES[mode]():  # first the paths themselves, in float64
         wide_loss, wide_net = netlayers_run(spec, inputs, np.float64, params)
     try:
-        compare(spec["name"], wide_loss, learned_gradients(wide_net), reference_loss, expected, EXACT_TOLERANCE)
-    except Mismatch as error:
-        raise Mismatch(f"{error} in float64 (the paths of mode '{mode}' against im2col + GEMM)") from None
-    return compare(spec["name"], ours_loss, gradients, reference_loss, expected, tolerance)
+        bn.compare_gradients(
+            name, wide_loss, learned_gradients(wide_net), reference_loss, expected, EXACT_TOLERANCE, PLAIN
+        )
+    except bn.ComputationMismatch as error:
+        raise bn.ComputationMismatch(f"{error} in float64 (the paths of mode '{mode}' against im2col + GEMM)") from None
+    return bn.compare_gradients(name, ours_loss, gradients, reference_loss, expected, tolerance, PLAIN)
 
+
+PLAIN = "float64 im2col + GEMM"  # the float64 reference's name in a mismatch
 
 # float64 under one mode against float64 as im2col + GEMM: the same sums in another order, so
 # they agree to rounding (1e-13 relative on this tool's nets) unless a path is wrong
@@ -351,6 +334,10 @@ def main(argv=None):
     parser.add_argument("--tolerance", type=float, default=FLOAT32_TOLERANCE)
     parser.add_argument("--keep", type=Path, default=None, help="write each failing net here as YAML")
     args = parser.parse_args(argv)
+    if args.nets < 1 or args.threads < 1:
+        parser.error(f"--nets and --threads take 1 or more, got {args.nets} and {args.threads}")
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        parser.error(f"--keep {args.keep}: a file is there; give a folder (made if missing)")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -371,7 +358,7 @@ def main(argv=None):
             except Unsupported as error:
                 unsupported += 1
                 print(f"fuzz_nets: {mode}, against {reference}: skipped: {str(error).splitlines()[0]}", flush=True)
-            except Mismatch as error:
+            except bn.ComputationMismatch as error:
                 failures += 1
                 print(f"fuzz_nets: {mode}, against {reference}: {error}", flush=True)
                 if args.keep is not None:

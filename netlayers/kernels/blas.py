@@ -3,7 +3,7 @@
 A kernel that needs a matrix product between steps of its own loop (an LSTM's recurrent
 product, 50 steps a pass) would otherwise return to Python for each one. ``gemm`` calls the
 ``cblas_sgemm`` / ``cblas_dgemm`` of the BLAS library numpy is linked with (whose threads
-``netlayers.parallel`` holds to one during a pass) through its address, passed as an
+``netlayers.parallel`` holds to one while its workers may run) through its address, passed as an
 argument, so that the compiled kernels stay in numba's on-disk cache (a function pointer held
 as a global would not be cached).
 
@@ -65,8 +65,8 @@ def gemm_address(dtype):
 def numpy_blas_file():
     """The real path of the shared library that holds numpy's own BLAS (the one defining the
     sgemm numpy calls), or None where that cannot be told (no CBLAS found, no ``dladdr``).
-    ``netlayers.parallel`` holds this library's threads to one during a pass, and no other
-    BLAS a process may have loaded (SciPy's, which numba imports)."""
+    ``netlayers.parallel`` holds this library's threads to one while its workers may run, and
+    no other BLAS a process may have loaded (SciPy's, which numba imports)."""
     found = _find("sgemm")
     if found is None:
         return None

@@ -13,7 +13,7 @@ import numpy as np
 from .. import parallel
 from . import vmath
 from ._jit import jit
-from .batchnorm import LANES  # the float64 lanes a channel's sums run in (see there)
+from .batchnorm import new_lanes  # the float64 lanes a channel's sums run in (see there)
 
 
 def split(call, array, arrays):
@@ -327,9 +327,7 @@ def prelu_backward_bottom(x3, dy3, slope, out3):
 @jit
 def _prelu_backward_slope(x, dy, dslope, lo, hi):
     zero = x.dtype.type(0)
-    lanes = np.zeros(
-        max(1, min(LANES, x.shape[2])), np.float64
-    )  # float64 sums of a block of positions: the loop vectorizes
+    lanes = new_lanes(x.shape[2])  # float64 sums of a block of positions: the loop vectorizes
     width = lanes.size
     for c in range(lo, hi):
         lanes[:] = 0.0

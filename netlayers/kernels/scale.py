@@ -17,10 +17,8 @@ The Bias layer's passes, likewise: ``bias_forward(x, bias, y, lo, hi)``: y = x +
 lanes) and, with ``want_x``, dx = dy, in one pass.
 """
 
-import numpy as np
-
 from ._jit import jit
-from .batchnorm import LANES  # the float64 lanes a channel's sums run in (see there)
+from .batchnorm import new_lanes  # the float64 lanes a channel's sums run in (see there)
 
 
 @jit
@@ -42,8 +40,8 @@ def scale_forward(x, scale, bias, keep, copy, y, lo, hi):
 @jit
 def scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
     outer, dim, inner = dy.shape
-    lanes_s = np.zeros(max(1, min(LANES, inner)), np.float64)
-    lanes_b = np.zeros(max(1, min(LANES, inner)), np.float64)
+    lanes_s = new_lanes(inner)
+    lanes_b = new_lanes(inner)
     width = lanes_b.size
     for d in range(lo, hi):
         if sums:
@@ -77,7 +75,7 @@ def bias_forward(x, bias, y, lo, hi):
 @jit
 def bias_backward(dy, dbias, dx, want_x, lo, hi):
     outer, dim, inner = dy.shape
-    lanes = np.zeros(max(1, min(LANES, inner)), np.float64)
+    lanes = new_lanes(inner)
     width = lanes.size
     for d in range(lo, hi):
         lanes[:] = 0.0
