@@ -102,6 +102,20 @@ def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
         bench_nets.check_same_computation("cifar10_full", net, module, loss, step())
 
 
+def test_fcn32s_crops_to_the_image_takes_a_class_map_and_matches_pytorch_on_winograd_where_installed():
+    spec = bench_nets.fcn32s(batch=1, size=20, widths=(8, 8, 8, 8, 8), fc=8, classes=10)
+    with bench_nets.every_conv_path():  # the 3x3 layers as Winograd, over the zero frame of pad 100
+        net, loss = run_tiny(spec)
+        assert net.blobs["cropped"].shape == (1, 10, 20, 20) and net.blobs["label"].shape == (1, 1, 20, 20)
+        assert net.layer("conv1_2").winograd is not None
+        assert math.isfinite(loss) and loss > 0
+        torch = bench_nets.import_torch()
+        if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
+            inputs = bench_nets.fixed_inputs(spec)
+            step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+            bench_nets.check_same_computation("fcn32s", net, module, loss, step())
+
+
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS
     assert bench_nets.parse_args(["--nets", "all"]).nets == list(bench_nets.NETS)

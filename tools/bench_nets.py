@@ -6,7 +6,8 @@
 The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), and with ``--nets all``
 or by name, more kinds of net (``NETS``: Network in Network, ResNet-50's bottleneck blocks, an
 inception module, Sigmoid and TanH MLPs, ELU and PReLU convnets, dilated and 1-D convolutions,
-one large image, AlexNet's classifier), float32. One *step* is: clear the param gradients,
+one large image, AlexNet's classifier, whole ResNets, GoogLeNet and MobileNet, an FCN-32s with
+its per-pixel loss), float32. One *step* is: clear the param gradients,
 forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both sides run with
 the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and threadpoolctl
 plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
@@ -704,6 +705,42 @@ def inception_v3_17(batch=8, size=17, channels=768, reduced=128, branch=192):
     return net_spec("inception_v3_17", [*layers, loss("fc")])
 
 
+def fcn32s(batch=1, size=192, widths=(32, 64, 128, 256, 256), fc=1024, classes=21):
+    """FCN-32s (Long et al.; Caffe's voc-fcn32s): VGG-16's five blocks with the first convolution
+    padded by 100, fc6 as a 7x7 and fc7 as a 1x1 convolution, a 1x1 score layer, a
+    Deconvolution 64/32 without bias back to the input's scale, a Crop (offset 19) to the image
+    and SoftmaxWithLoss over every pixel (``label`` a class map). Default: VGG-16 at half its
+    widths and fc 1024 (the whole net at 500 px runs minutes a step on 2 cores)."""
+    layers = [input_layer(batch, 3, size, size)]
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, 1, size, size]
+    bottom = "data"
+    for block, width in enumerate(widths, 1):
+        for index in range(1, 3 if block <= 2 else 4):
+            name = f"conv{block}_{index}"
+            layers += [
+                conv(name, bottom, width, 3, pad=100 if bottom == "data" else 1),
+                relu(f"relu{block}_{index}", name),
+            ]
+            bottom = name
+        layers.append(pool(f"pool{block}", bottom, "MAX", 2, 2))
+        bottom = f"pool{block}"
+    crop = {"axis": 2, "offset": 19}
+    return net_spec(
+        "fcn32s",
+        layers
+        + [
+            conv("fc6", bottom, fc, 7),
+            relu("relu6", "fc6"),
+            conv("fc7", "fc6", fc, 1),
+            relu("relu7", "fc7"),
+            conv("score", "fc7", classes, 1),
+            conv("upscore", "score", classes, 64, stride=32, bias=False, type="Deconvolution"),
+            {"name": "crop", "type": "Crop", "bottom": ["upscore", "data"], "top": "cropped", "crop_param": crop},
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["cropped", "label"], "top": "loss"},
+        ],
+    )
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
@@ -772,6 +809,7 @@ NETS.update(
         "inception_v3_17": Case(
             "Inception-v3's 17 x 17 module (1x7 and 7x1 convolutions), 768 ch, batch 8", inception_v3_17
         ),
+        "fcn32s": Case("FCN-32s (VGG-16 at half width, pad 100, Deconvolution 64/32, Crop), 192 px, batch 1", fcn32s),
     }
 )
 
@@ -978,6 +1016,8 @@ def torch_net(spec, params):
                 function = lambda a, b: a + b  # noqa: E731
             elif kind == "SoftmaxWithLoss":
                 function = self.softmax_loss(layer)
+            elif kind == "Crop":
+                function = self.crop(layer.get("crop_param", {}))
             else:
                 raise TorchNetError(f"layer '{name}': type {kind} is not translated")
             return function, bottoms, top
@@ -986,7 +1026,23 @@ def torch_net(spec, params):
             axis = layer.get("softmax_param", {}).get("axis", 1)
             if axis != 1:  # classes on ``axis``: cross_entropy wants them on axis 1
                 return lambda x, label: F.cross_entropy(x.movedim(axis, 1), label)
-            return lambda x, label: F.cross_entropy(x.flatten(1) if x[0].numel() == x.shape[1] else x, label)
+            return lambda x, label: F.cross_entropy(
+                x.flatten(1) if x[0].numel() == x.shape[1] else x, label[:, 0] if label.dim() == x.dim() else label
+            )
+
+        def crop(self, p):
+            """Caffe's Crop: bottom[0] cut to bottom[1]'s shape from ``axis`` on at ``offset``."""
+            axis, offsets = p.get("axis", 2), p.get("offset", [])
+            offsets = offsets if isinstance(offsets, list) else [offsets]
+
+            def run(x, like):
+                start = axis % x.dim()
+                given = offsets if len(offsets) > 1 else [offsets[0] if offsets else 0] * (x.dim() - start)
+                for a in range(start, x.dim()):
+                    x = x.narrow(a, given[a - start], like.shape[a])
+                return x
+
+            return run
 
         def constants(self, layer):
             """DummyData with constant fillers: its tops, made once."""

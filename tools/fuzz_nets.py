@@ -34,10 +34,10 @@ The float32 runs are held to ``--tolerance`` (default ``FLOAT32_TOLERANCE``, 0.1
 max-pool choice that float32 rounding flips moves a gradient whose terms cancel by a few
 percent (see there), where a wrong computation differs by order 1.
 
-Biases and Scale's betas are moved off zero first (N(0, 0.05)): with zero biases an output
-whose receptive field is all zero (padding, a dead channel) is exactly 0 in im2col and
-PyTorch but a rounding away from it in Winograd (see ``netlayers.kernels.winograd``), which
-puts it on a ReLU's kink; every mismatch this tool found with zero biases was of that kind.
+Biases start at zero (the nets' constant fillers, as Caffe's nets mostly have them). An output
+whose receptive field is all zero (padding, a dead region) then sits on a ReLU's kink, and a
+path must give it exactly as im2col does: Winograd's rounding used to move it off 0
+(``netlayers.kernels.zero_fields`` now sets it back). The tool moved biases off zero before.
 
 A failing net is printed with its mode and written (``--keep``) as a YAML net that
 ``netlayers.Net`` loads. Exit status 1 when any net differs.
@@ -61,8 +61,6 @@ import bench_nets as bn  # noqa: E402
 import netlayers  # noqa: E402
 from netlayers.kernels import conv_gemm, deconv, dilated, strips, winograd, winograd1d, winograd2d  # noqa: E402
 from netlayers.warmup import constants  # noqa: E402
-
-BIAS_STD = 0.05
 
 
 # -- random nets -----------------------------------------------------------------------------
@@ -245,14 +243,6 @@ class Unsupported(Exception):
     """The reference cannot run the net (PyTorch's BatchNorm refuses one value a channel)."""
 
 
-def offset_biases(net, seed):
-    """Biases (Convolution, Deconvolution, InnerProduct, Scale's beta) moved off zero, N(0, BIAS_STD)."""
-    rng = np.random.default_rng(seed)
-    for name, blobs in net.params.items():
-        if net.layer(name).type in ("Convolution", "Deconvolution", "InnerProduct", "Scale") and len(blobs) > 1:
-            blobs[1].data[...] += (BIAS_STD * rng.standard_normal(blobs[1].data.shape)).astype(blobs[1].dtype)
-
-
 def netlayers_run(spec, inputs, dtype, params=None):
     """A solver's TRAIN net of ``spec`` in ``dtype`` after one step (loss, net); ``params``
     (layer -> arrays) replace its initial ones."""
@@ -277,7 +267,6 @@ def check(spec, mode, reference, tolerance, torch=None):
     the float32 comparison, or raises ``bench_nets.ComputationMismatch``."""
     inputs = bn.fixed_inputs(spec)
     start = netlayers.Net(spec, dtype=np.float32, seed=bn.SEED)
-    offset_biases(start, seed=1)
     params = {name: [blob.data.copy() for blob in blobs] for name, blobs in start.params.items()}
     with MODES[mode]():
         ours_loss, net = netlayers_run(spec, inputs, np.float32, params)

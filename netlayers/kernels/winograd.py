@@ -33,19 +33,14 @@ rows through slices (a slice's indices are known to be >= 0, so numba adds no
 negative-index test per item, which kept loops from vectorizing).
 
 Rounding: the transforms add a few float operations per product; float32 outputs differ
-from im2col + GEMM by about 1e-6 relative to the output's scale. One consequence: an output
-whose whole receptive field is zero (padding alone, or a zero region of the input) comes out
-as exactly the bias from im2col + GEMM, but as the bias plus a rounding of order 1e-7 times
-the tile's other values here, since a tile's transforms mix all of its 6 x 6 (4 x 4) inputs.
-When the bias is exactly 0 (a constant filler, before the first update) such outputs sit on a
-ReLU's kink, and a ReLU after it passes gradient through about half of them where im2col and
-PyTorch pass none: the bias's gradient then differs at the order of the gradients themselves
-(49 % in a net found by a random search against PyTorch, a 3x3 layer after a 2x2 one padded
-by 3, with Winograd forced at 64 channels and 20 x 20; the losses agreed to 1e-7). A
-BatchNorm over a channel that is zero but for such roundings carries it further up: 5.8 % in
-the first layer's weight gradient of a second such net. Both sides are rounding-level results
-of the same convolution; nets whose receptive fields see data (the default paths over 520
-random nets, tools' fuzz in session 20) agreed to 1e-6.
+from im2col + GEMM by about 1e-6 relative to the output's scale. An output whose whole
+receptive field is zero (padding alone, or a zero region of the input) would come out as the
+bias plus a rounding of order 1e-7 times the tile's other values, since a tile's transforms mix
+all of its 6 x 6 (4 x 4) inputs; on a zero bias such outputs sit on a ReLU's kink, and the
+ReLU would pass gradient through about half of them where im2col and PyTorch pass none (a bias
+gradient 49 % off in a random net, 4.9 % in an FCN-32s). So the Convolution layer sets those
+outputs to the bias after every Winograd forward (``netlayers.kernels.zero_fields``): they are
+exactly im2col's.
 """
 
 import math
