@@ -988,7 +988,11 @@ def torch_net(spec, params):
                 function, top = self.lstm(layer), top[0]
             elif kind == "ReLU":
                 in_place = top == bottoms[0]
-                function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
+                slope = layer.get("relu_param", {}).get("negative_slope", 0.0)
+                if slope:  # Caffe's leaky ReLU: y = x for x > 0, slope x otherwise
+                    function = lambda x: F.leaky_relu(x, slope, inplace=in_place)  # noqa: E731
+                else:
+                    function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
             elif kind == "PReLU":
                 slope = self.parameter(name, 0)
                 function = lambda x: F.prelu(x, slope)  # noqa: E731

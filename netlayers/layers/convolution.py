@@ -25,6 +25,9 @@ instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward than im2
 Convolution with a horizontal stride of 2 and a kernel of 3 or more runs im2col and col2im by
 column phases (``netlayers.kernels.deconv.PhaseChunks``, rule in ``deconv.convolution_applies``:
 each row de-interleaved once, not read every other entry per tap), 0.85x-0.97x the time.
+A kernel as large as the unpadded input (one output position: a classifier written as a
+convolution, a DCGAN discriminator's last layer) runs as an InnerProduct's products, without
+im2col (512 -> 1 on 4 x 4 at batch 64: 5.3 -> 0.6 ms forward + backward, PyTorch 1.7 ms).
 After a Winograd forward, the outputs whose receptive field is all zero are set to the bias,
 exactly as im2col gives them (``netlayers.kernels.zero_fields``). Only 2 spatial axes are
 supported.
@@ -34,6 +37,7 @@ import math
 
 import numpy as np
 
+from .. import parallel
 from ..blob import Blob
 from ..kernels import deconv, dilated, strips, winograd, winograd1d, winograd2d
 from ..kernels import im2col as conv_kernels
@@ -362,6 +366,7 @@ class Convolution(_ConvolutionBase):
         self.size, self.out_size = size, out_size
         self._shape = shape
         self.zero_bias = np.zeros(self.p.num_output, self.dtype)
+        self.whole_map = False
         if self.p.group == self.channels > 1:  # depthwise: direct kernels, no column buffer
             self.depthwise = DepthwiseConvolution(
                 (self.batch, self.channels) + size,
@@ -378,6 +383,12 @@ class Convolution(_ConvolutionBase):
         self.depthwise = None
         self.strips = None
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
+        # a kernel as large as the unpadded input (a classifier as a convolution: VGG's fc6 on
+        # 7 x 7, a DCGAN discriminator's last layer) has one output position: an InnerProduct
+        self.whole_map = self.kernel == size and self.pad == (0, 0) and self.dilation == (1, 1) and self.p.group == 1
+        if self.whole_map:
+            self.winograd = self.zero_fields = None
+            return
         image_shape = (self.batch, self.channels) + size
         self.winograd = self._winograd_form(image_shape, out_size)
         if self.winograd is not None:  # its outputs over zero receptive fields set to the bias
@@ -429,6 +440,13 @@ class Convolution(_ConvolutionBase):
                     self._output(top[i].data),
                 )
             return
+        if self.whole_map:  # y = x W^T + b, x and W flattened
+            for i in range(len(bottom)):
+                x, y = self._flat(bottom[i].data), top[i].data.reshape(self.batch, self.p.num_output)
+                parallel.matmul(x, self._flat_weight(weight).T, y)
+                if bias is not None:
+                    y += bias
+            return
         transformed = self._transformed()
         if transformed is not None:
             transformed.filters(weight)
@@ -450,6 +468,9 @@ class Convolution(_ConvolutionBase):
     def Backward_cpu(self, top, propagate_down, bottom):
         if self.depthwise is not None:
             self._backward_depthwise(top, propagate_down, bottom)
+            return
+        if self.whole_map:
+            self._backward_whole_map(top, propagate_down, bottom)
             return
         transformed = self._transformed()
         if transformed is not None:
@@ -502,6 +523,24 @@ class Convolution(_ConvolutionBase):
             weight_diff = weight.diff if self.param_propagate_down[0] else None
             if dx is not None or weight_diff is not None:
                 transformed.backward(self._image(bottom[i].data), dy, dx, weight_diff)
+
+    def _flat(self, array):
+        return array.reshape(self.batch, -1)
+
+    def _flat_weight(self, array):
+        return array.reshape(self.p.num_output, -1)
+
+    def _backward_whole_map(self, top, propagate_down, bottom):
+        """dE/dW += dE/dy^T x, dE/dx = dE/dy W (x, W flattened; dE/dy as (N, O))."""
+        weight = self.blobs[0]
+        for i in reversed(range(len(top))):
+            dy = top[i].diff.reshape(self.batch, self.p.num_output)
+            if self.p.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += self.bias_sums(top[i].diff)
+            if self.param_propagate_down[0]:
+                parallel.matmul(dy.T, self._flat(bottom[i].data), self._flat_weight(weight.diff), add=True)
+            if propagate_down[i]:
+                parallel.matmul(dy, self._flat_weight(weight.data), self._flat(bottom[i].diff))
 
     def _backward_depthwise(self, top, propagate_down, bottom):
         weight = self.blobs[0]

@@ -339,6 +339,24 @@ def test_convolution_with_two_bottoms_shares_weights(rng):
     assert_gradients(spec, [a, b])
 
 
+@pytest.mark.parametrize("stride, bias", [(1, True), (3, False)])
+def test_a_kernel_as_large_as_the_input_runs_as_an_inner_product_and_is_right(rng, stride, bias):
+    a, b = rng.standard_normal((3, 4, 3, 5)), rng.standard_normal((3, 4, 3, 5))
+    spec = dict(conv_layer(num_output=6, kernel_h=3, kernel_w=5, stride=stride, bias=bias), bottom=["a", "b"])
+    del spec["convolution_param"]["kernel_size"]
+    spec["top"] = ["ya", "yb"]
+    layer, (ya, yb) = run_layer(spec, [a, b])
+    assert layer.whole_map and ya.shape == (3, 6, 1, 1)
+    weight, b_param = params_of(layer)
+    for x, y in ((a, ya), (b, yb)):
+        expected = reference.convolution(x, weight, b_param, (stride,) * 2, (0, 0), (1, 1), 1)
+        np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-12)
+    assert_gradients(spec, [a, b])
+    assert_contract(spec, [a, b])
+    padded = dict(spec, convolution_param=dict(spec["convolution_param"], pad=1))
+    assert not run_layer(padded, [a, b])[0].whole_map  # padded: more than one output position
+
+
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
 def test_convolution_contract(kind, rng):
     assert_contract(conv_layer(kind, stride=2, pad=1, group=2), [rng.standard_normal((2, 4, 6, 7))])
