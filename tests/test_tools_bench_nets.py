@@ -55,6 +55,7 @@ def test_the_nets_beyond_the_issues_table_run_small_with_finite_loss_and_gradien
         bench_nets.densenet(batch=2, size=6, channels=4, growth=3, count=2),
         bench_nets.squeezenet(batch=2, size=9, channels=4),
         bench_nets.dcgan_generator(batch=2, widths=(6, 5, 4, 3)),
+        bench_nets.dcgan_discriminator(batch=2, size=16, widths=(4, 5)),
         bench_nets.resnet18(batch=1, size=32, widths=(4, 5, 6, 7)),
         bench_nets.mobilenet(batch=1, size=32, width=2),
         bench_nets.googlenet(batch=1, size=48, scale=16),

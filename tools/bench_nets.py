@@ -583,6 +583,24 @@ def dcgan_generator(batch=16, widths=(512, 256, 128, 64)):
     return net_spec("dcgan_generator", [*layers, loss("fc")])
 
 
+def dcgan_discriminator(batch=64, size=64, widths=(64, 128, 256, 512)):
+    """DCGAN's discriminator (Radford et al.): 4x4 stride-2 convolutions (pad 1) halving a 64 px
+    image to 4 x 4 over ``widths`` channels, leaky ReLUs (slope 0.2), BatchNorm + Scale after
+    all but the first; a 4x4 convolution to 1 output on the last 4 x 4 map; an InnerProduct 10
+    and SoftmaxWithLoss stand in for its sigmoid loss."""
+    layers, bottom = [input_layer(batch, 3, size, size)], "data"
+    for k, width in enumerate(widths):
+        name = f"d{k}"
+        layers += [conv(name, bottom, width, 4, pad=1, stride=2, bias=k == 0)]
+        layers += batch_norm_scale(name, name) if k else []
+        layers += [
+            {"name": f"{name}_relu", "type": "ReLU", "bottom": name, "top": name, "relu_param": {"negative_slope": 0.2}}
+        ]
+        bottom = name
+    layers += [conv("out", bottom, 1, 4), inner_product("fc", "out", 10)]
+    return net_spec("dcgan_discriminator", [*layers, loss("fc")])
+
+
 def resnet18(batch=4, size=224, widths=(64, 128, 256, 512)):
     """ResNet-18 (He et al.) whole: a 7x7 stride-2 stem of ``widths[0]`` channels with BatchNorm
     + Scale + ReLU, a 3/2 max pool, four stages of two basic blocks (the first block of a later
@@ -797,6 +815,10 @@ NETS.update(
         "squeezenet": Case("SqueezeNet 1.1's fire modules 2-5, 64 ch at 56 px, batch 16", squeezenet),
         "dcgan_generator": Case(
             "DCGAN generator: Deconvolutions 100 -> 64 px, BatchNorm + Scale + ReLU, batch 16", dcgan_generator
+        ),
+        "dcgan_discriminator": Case(
+            "DCGAN discriminator: 4x4/2 convolutions 64 px -> 4 x 4, leaky ReLU, BatchNorm + Scale, batch 64",
+            dcgan_discriminator,
         ),
         "resnet18": Case("ResNet-18, 224 px, batch 4", resnet18),
         "mobilenet": Case("MobileNet v1 from 224 px to its 14 px stage, batch 4", mobilenet),
