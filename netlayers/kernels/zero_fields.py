@@ -11,8 +11,8 @@ FCN-32s (whose first convolution is padded by 100, so every layer carries a zero
 :meth:`ZeroFields.restore` sets those outputs to the bias after the Winograd forward, so the
 forward and the ReLU masks after it are Caffe's. Per image:
 
-1. The zero positions: (h, w) where every channel is 0, read channel by channel until none is
-   left (on data, a dozen channels rule out every position; a zero frame is read whole).
+1. The zero positions: (h, w) where every channel is 0, read four channels at a time until
+   none is left (on data, a dozen channels rule out every position; a zero frame is read whole).
 2. The outputs whose taps (i s_h - p_h + u d_h, j s_w - p_w + v d_w) all fall on padding or
    zero positions: an AND over the kernel's taps, rows then columns.
 3. Of those, the ones with an output of data within ``TILE_MARGIN`` dilated steps (a prefix
@@ -49,22 +49,29 @@ def padding_only_outputs(size, out_size, kernel, pad, stride, dilation):
 @jit
 def _image_zeros(x, lo, hi, zero):
     """zero[p] = 1 where every channel of the image x (C, P) is 0 at p, else 0, for p in
-    lo .. hi: channel by channel, until no position is left. (Loops over slices, whose indices
-    are known to be >= 0, vectorize; reading whole channels ran faster than lists of the
-    positions left, which need a few channels to empty on data.)"""
+    lo .. hi: four channels a pass, until no position is left. (Loops over slices, whose indices
+    are known to be >= 0, vectorize; whole channels ran faster than lists of the positions left,
+    and four a pass 0.75x-0.9x the time of one.)"""
     z = zero[lo:hi]
     first = x[0, lo:hi]
     for p in range(hi - lo):
         z[p] = first[p] == 0
-    for c in range(1, x.shape[0]):
+    channels = x.shape[0]
+    for c in range(1, channels, 4):  # four channels a pass over z
         count = 0
         for p in range(hi - lo):
             count += z[p]
         if count == 0:
             return
-        values = x[c, lo:hi]
-        for p in range(hi - lo):
-            z[p] &= np.uint8(values[p] == 0)
+        if c + 4 <= channels:
+            a, b, d, e = x[c, lo:hi], x[c + 1, lo:hi], x[c + 2, lo:hi], x[c + 3, lo:hi]
+            for p in range(hi - lo):
+                z[p] &= np.uint8((a[p] == 0) & (b[p] == 0) & (d[p] == 0) & (e[p] == 0))
+        else:
+            for k in range(c, channels):
+                values = x[k, lo:hi]
+                for p in range(hi - lo):
+                    z[p] &= np.uint8(values[p] == 0)
 
 
 @jit
@@ -155,15 +162,21 @@ class ZeroFields:
         self.margin = np.array([TILE_MARGIN * d for d in dilation], np.int64)
         self.frame = padding_only_outputs((height, width), out_size, kernel, pad, stride, dilation)
         padded = (height + 2 * pad[0], width + 2 * pad[1])
-        self.byte_shapes = [(batch * groups, height, width), padded, (padded[0], out_size[1]), out_size]
-        self.int_shapes = [(out_size[0] + 1, out_size[1] + 1), (out_size[0] * -(-out_size[1] // 2), 3)]
+        self.maps = _Layout(
+            "zero_fields_maps", [(batch * groups, height, width), padded, (padded[0], out_size[1]), out_size], np.uint8
+        )
+        self.counts = _Layout(
+            "zero_fields_counts",
+            [(out_size[0] + 1, out_size[1] + 1), (out_size[0] * -(-out_size[1] // 2), 3)],
+            np.int32,
+        )
 
     def restore(self, x, y, bias):
         """Set y (N, O, OH, OW) to ``bias`` (O,) wherever the receptive field in x (N, C, H, W)
         is all zero and a tile may have mixed data in (see the module's docstring). With groups,
         a group's outputs see its own channels: each (image, group) is one image here."""
-        zero, padded, rows, field = _scratch_arrays("zero_fields_maps", self.byte_shapes, np.uint8)
-        near, runs = _scratch_arrays("zero_fields_counts", self.int_shapes, np.int32)
+        zero, padded, rows, field = self.maps.arrays()
+        near, runs = self.counts.arrays()
         groups = self.groups
         images, channels = x.shape[0] * groups, x.shape[1] // groups
         x = x.reshape(images, channels, -1)
@@ -174,9 +187,14 @@ class ZeroFields:
         _restore_images(zero, self.frame, y, bias.reshape(groups, -1), *arrays)
 
 
-def _scratch_arrays(name, shapes, dtype):
-    """Arrays of the given shapes, end to end in one scratch buffer of worker 0."""
-    sizes = [math.prod(shape) for shape in shapes]
-    buffer = parallel.scratch(0, name, sum(sizes), dtype)
-    ends = np.cumsum(sizes)
-    return [buffer[end - size : end].reshape(shape) for shape, size, end in zip(shapes, sizes, ends)]
+class _Layout:
+    """Arrays of the given shapes end to end in one scratch buffer of worker 0, called ``name``."""
+
+    def __init__(self, name, shapes, dtype):
+        self.name, self.shapes, self.dtype = name, shapes, dtype
+        self.sizes = [math.prod(shape) for shape in shapes]
+        self.starts = [sum(self.sizes[:k]) for k in range(len(shapes))]
+
+    def arrays(self):
+        buffer = parallel.scratch(0, self.name, sum(self.sizes), self.dtype)
+        return [buffer[a : a + n].reshape(shape) for a, n, shape in zip(self.starts, self.sizes, self.shapes)]
