@@ -24,6 +24,15 @@ def run_tiny(spec):
     return net, bench_nets.netlayers_step(net)
 
 
+def check_against_pytorch_where_installed(spec, net, loss):
+    """The PyTorch twin of ``spec`` gives ``net``'s loss and gradients. CI installs the test extra
+    only (no torch): the translation is checked where torch is."""
+    if bench_nets.import_torch() is not None:
+        inputs = bench_nets.fixed_inputs(spec)
+        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+        bench_nets.check_same_computation(spec["name"], net, module, loss, step())
+
+
 def test_a_tiny_resnet_depthwise_and_warm_up_net_run_one_step_with_finite_loss_and_gradients():
     for spec in (
         bench_nets.resnet(batch=2, channels=4, size=6, blocks=1),
@@ -82,11 +91,7 @@ def test_the_lstm_net_runs_small_counts_its_products_and_matches_pytorch_where_i
     lstm = forward + forward + 2 * recurrent_weight * rows  # no data gradient for the net's input
     fc = 3 * 2 * (10 * 5) * rows  # forward + weight gradient + data gradient, a row a step and stream
     assert bench_nets.gemm_flops(spec, net) == lstm + fc
-    torch = bench_nets.import_torch()
-    if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
-        inputs = bench_nets.fixed_inputs(spec)
-        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
-        bench_nets.check_same_computation("lstm", net, module, loss, step())
+    check_against_pytorch_where_installed(spec, net, loss)
 
 
 def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
@@ -96,11 +101,7 @@ def test_cifar10_full_lrn_within_channels_matches_pytorch_where_installed():
     ] * 2
     net, loss = run_tiny(spec)
     assert math.isfinite(loss) and loss > 0
-    torch = bench_nets.import_torch()
-    if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
-        inputs = bench_nets.fixed_inputs(spec)
-        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
-        bench_nets.check_same_computation("cifar10_full", net, module, loss, step())
+    check_against_pytorch_where_installed(spec, net, loss)
 
 
 def test_fcn32s_crops_to_the_image_takes_a_class_map_and_matches_pytorch_on_winograd_where_installed():
@@ -110,11 +111,7 @@ def test_fcn32s_crops_to_the_image_takes_a_class_map_and_matches_pytorch_on_wino
         assert net.blobs["cropped"].shape == (1, 10, 20, 20) and net.blobs["label"].shape == (1, 1, 20, 20)
         assert net.layer("conv1_2").winograd is not None
         assert math.isfinite(loss) and loss > 0
-        torch = bench_nets.import_torch()
-        if torch is not None:  # CI installs the test extra only (no torch): the translation is checked where it is
-            inputs = bench_nets.fixed_inputs(spec)
-            step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
-            bench_nets.check_same_computation("fcn32s", net, module, loss, step())
+        check_against_pytorch_where_installed(spec, net, loss)
 
 
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
