@@ -60,7 +60,7 @@ def _image_zeros(x, lo, hi, zero):
     for c in range(1, channels, 4):  # four channels a pass over z
         count = 0
         for p in range(hi - lo):
-            count += z[p]
+            count += np.int64(z[p])  # an int64 count (as plain Python, uint8 would wrap)
         if count == 0:
             return
         if c + 4 <= channels:
@@ -105,7 +105,7 @@ def _restore_images(zero, frame, y, bias, geometry, margin, padded, rows, field,
             for h in range(height):
                 row = image[h]
                 for w in range(width):
-                    found += row[w]
+                    found += np.int64(row[w])
             if found == 0:
                 continue
         padded[:, :] = 1
