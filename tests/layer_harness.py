@@ -16,6 +16,25 @@ from netlayers.blob import Blob
 from netlayers.gradcheck import build_layer, check_layer
 
 
+def convolution_spec(outputs, kernel, pad, stride=(1, 1), *, dilation=(1, 1), group=1, kind="Convolution", **fillers):
+    """A Convolution (or Deconvolution) layer dict with per-axis (h, w) settings; ``fillers``:
+    weight_filler and bias_filler (default gaussian std 0.3, and gaussian)."""
+    param = {
+        "num_output": outputs,
+        "kernel_h": kernel[0],
+        "kernel_w": kernel[1],
+        "pad_h": pad[0],
+        "pad_w": pad[1],
+        "stride_h": stride[0],
+        "stride_w": stride[1],
+        "dilation": list(dilation),
+        "group": group,
+        "weight_filler": fillers.get("weight_filler", {"type": "gaussian", "std": 0.3}),
+        "bias_filler": fillers.get("bias_filler", {"type": "gaussian"}),
+    }
+    return {"type": kind, "convolution_param": param}
+
+
 def make_layer(layer, bottoms, *, phase="TRAIN", seed=0, dtype=np.float64):
     layer = dict(layer)
     layer.setdefault("name", layer.get("type", "layer"))

@@ -5,7 +5,7 @@ geometries, and the weight gradient read from the NCHW output gradient in place
 
 import numpy as np
 import pytest
-from layer_harness import assert_gradients, make_layer
+from layer_harness import assert_gradients, convolution_spec, make_layer
 from reference import conv_out, convolution
 from reference import im2col as reference_im2col
 
@@ -65,24 +65,6 @@ def test_columns_are_im2cols_whether_or_not_the_images_are_padded_first(shape, k
             np.testing.assert_array_equal(got, expected[piece.first : piece.stop].astype(dtype))
 
 
-def layer_spec(outputs, kernel, pad, stride, group=1):
-    return {
-        "type": "Convolution",
-        "convolution_param": {
-            "num_output": outputs,
-            "kernel_h": kernel[0],
-            "kernel_w": kernel[1],
-            "pad_h": pad[0],
-            "pad_w": pad[1],
-            "stride_h": stride[0],
-            "stride_w": stride[1],
-            "group": group,
-            "weight_filler": {"type": "gaussian", "std": 0.3},
-            "bias_filler": {"type": "gaussian"},
-        },
-    }
-
-
 def weight_gradient(weight_shape, x, dy, pad, stride, group):
     """dE/dW[o, c, u, v] = sum over n, i, j of dy[n, o, i, j] x[n, g c, i s - p + u, j s - p + v]."""
     cols = reference_im2col(x, weight_shape[2:], pad, stride, (1, 1))  # (N, C kh kw, P)
@@ -124,7 +106,7 @@ def run_first_layer(spec, x, dtype, workers, dy_seed=2):
 def test_a_first_layer_gives_the_direct_formulas_on_one_and_two_workers(
     shape, outputs, kernel, pad, stride, group, dtype
 ):
-    spec = layer_spec(outputs, kernel, pad, stride, group)
+    spec = convolution_spec(outputs, kernel, pad, stride, group=group)
     x = np.random.default_rng(1).standard_normal(shape)
     runs = [run_first_layer(spec, x, dtype, workers) for workers in (1, 2)]
     layer, y, dy, (weight_diff, bias_diff) = runs[0]
@@ -202,7 +184,7 @@ def test_the_weight_gradient_is_added_to_what_the_diff_held(monkeypatch, direct,
 def test_large_maps_go_image_by_image_and_give_the_direct_formulas(monkeypatch):
     """From ``MAP_DIRECT_BYTES`` of map an image, a chunk is one image (the product lands in
     NCHW, the bias added there), with the same results as chunks of several images."""
-    shape, spec = (4, 3, 9, 9), layer_spec(6, (3, 3), (1, 1), (1, 1))
+    shape, spec = (4, 3, 9, 9), convolution_spec(6, (3, 3), (1, 1), (1, 1))
     x = np.random.default_rng(6).standard_normal(shape)
     results = []
     for threshold in (1 << 40, 6 * 81 * 8):
@@ -221,7 +203,7 @@ def test_a_first_layer_on_one_image_bands_gives_the_direct_formula(monkeypatch):
     """Images whose columns exceed the chunk budget run as bands of output rows (no padded
     copy); the weight gradient by image reads each band of the output gradient."""
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 2048)
-    spec = layer_spec(4, (5, 5), (2, 2), (1, 1))
+    spec = convolution_spec(4, (5, 5), (2, 2), (1, 1))
     x = np.random.default_rng(4).standard_normal((2, 3, 12, 12))
     layer, y, dy, (weight_diff, _) = run_first_layer(spec, x, np.float64, 2)
     assert layer.chunks.bands is not None and len(layer.chunks.bands) > 1
@@ -233,7 +215,7 @@ def test_a_first_layer_on_one_image_bands_gives_the_direct_formula(monkeypatch):
 
 @pytest.mark.parametrize("pad, stride", [((2, 2), (1, 1)), ((1, 1), (2, 1))])
 def test_a_first_layers_gradients_check_numerically(pad, stride):
-    spec = layer_spec(3, (3, 3), pad, stride)
+    spec = convolution_spec(3, (3, 3), pad, stride)
     x = np.random.default_rng(5).standard_normal((3, 2, 6, 7))
     layer, _, _ = make_layer(spec, [x])
     assert layer.chunks.padded_shape is not None

@@ -4,7 +4,7 @@ of its rule."""
 
 import numpy as np
 import pytest
-from layer_harness import make_layer
+from layer_harness import convolution_spec, make_layer
 
 from netlayers.kernels import deconv, dilated, strips, winograd, winograd1d, winograd2d
 from netlayers.kernels.zero_fields import TILE_MARGIN, ZeroFields, padding_only_outputs
@@ -45,20 +45,8 @@ def plain(monkeypatch):
 
 
 def conv_layer(kernel, pad, dilation=(1, 1), outputs=6, bias=0.0, kind="Convolution", stride=(1, 1), group=1):
-    param = {
-        "num_output": outputs,
-        "kernel_h": kernel[0],
-        "kernel_w": kernel[1],
-        "pad_h": pad[0],
-        "pad_w": pad[1],
-        "stride_h": stride[0],
-        "stride_w": stride[1],
-        "dilation": list(dilation),
-        "group": group,
-        "weight_filler": {"type": "gaussian", "std": 0.5},
-        "bias_filler": {"type": "constant", "value": bias},
-    }
-    return {"type": kind, "convolution_param": param}
+    fillers = {"weight_filler": {"type": "gaussian", "std": 0.5}, "bias_filler": {"type": "constant", "value": bias}}
+    return convolution_spec(outputs, kernel, pad, stride, dilation=dilation, group=group, kind=kind, **fillers)
 
 
 CASES = {  # path: (input shape, layer)
