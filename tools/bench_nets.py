@@ -96,8 +96,10 @@ def conv(name, bottom, num_output, kernel, *, pad=0, stride=1, group=1, bias=Tru
     return {"name": name, "type": type, "bottom": bottom, "top": name, "convolution_param": param}
 
 
-def relu(name, blob):
-    return {"name": name, "type": "ReLU", "bottom": blob, "top": blob}
+def relu(name, blob, slope=0.0):
+    """A ReLU in place; ``slope``: Caffe's leaky ReLU (``negative_slope``)."""
+    layer = {"name": name, "type": "ReLU", "bottom": blob, "top": blob}
+    return {**layer, "relu_param": {"negative_slope": slope}} if slope else layer
 
 
 def activation(name, blob, kind):
@@ -593,9 +595,7 @@ def dcgan_discriminator(batch=64, size=64, widths=(64, 128, 256, 512)):
         name = f"d{k}"
         layers += [conv(name, bottom, width, 4, pad=1, stride=2, bias=k == 0)]
         layers += batch_norm_scale(name, name) if k else []
-        layers += [
-            {"name": f"{name}_relu", "type": "ReLU", "bottom": name, "top": name, "relu_param": {"negative_slope": 0.2}}
-        ]
+        layers += [relu(f"{name}_relu", name, slope=0.2)]
         bottom = name
     layers += [conv("out", bottom, 1, 4), inner_product("fc", "out", 10)]
     return net_spec("dcgan_discriminator", [*layers, loss("fc")])

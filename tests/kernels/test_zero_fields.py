@@ -151,8 +151,9 @@ def test_restore_sets_the_bias_where_a_zero_field_lies_within_a_tile_of_data(see
         np.testing.assert_array_equal(y[:, g * outputs : (g + 1) * outputs], expected)
 
 
-def test_padding_only_outputs_are_those_of_a_pad_at_least_the_kernels_extent():
+def test_padding_only_outputs_are_those_whose_taps_along_an_axis_all_miss_the_input():
     assert not padding_only_outputs((8, 8), (8, 8), (3, 3), (1, 1), (1, 1), (1, 1))
     assert padding_only_outputs((8, 8), (12, 8), (3, 3), (3, 1), (1, 1), (1, 1))
     assert not padding_only_outputs((8, 8), (4, 8), (3, 3), (2, 1), (2, 1), (2, 1))  # dilated extent 5
     assert padding_only_outputs((8, 8), (7, 7), (3, 3), (5, 5), (2, 2), (2, 2))
+    assert padding_only_outputs((1, 5), (1, 5), (3, 3), (1, 1), (1, 1), (3, 1))  # taps -1 and 2 miss row 0
