@@ -114,6 +114,15 @@ def test_fcn32s_crops_to_the_image_takes_a_class_map_and_matches_pytorch_on_wino
         check_against_pytorch_where_installed(spec, net, loss)
 
 
+def test_srcnn_regresses_an_image_through_a_one_channel_strip_layer_and_matches_pytorch_where_installed():
+    spec = bench_nets.srcnn(batch=2, size=19, widths=(8, 32))
+    net, loss = run_tiny(spec)
+    assert net.blobs["conv3"].shape == net.blobs["label"].shape == (2, 1, 3, 3)
+    assert net.layer("conv3").strips is not None  # 32 -> 1: few outputs
+    assert math.isfinite(loss) and loss > 0
+    check_against_pytorch_where_installed(spec, net, loss)
+
+
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS
     assert bench_nets.parse_args(["--nets", "all"]).nets == list(bench_nets.NETS)

@@ -759,6 +759,23 @@ def fcn32s(batch=1, size=192, widths=(32, 64, 128, 256, 256), fc=1024, classes=2
     )
 
 
+def srcnn(batch=128, size=33, widths=(64, 32), kernels=(9, 5, 5)):
+    """SRCNN (Dong et al., super-resolution; trained in Caffe): 33 x 33 one-channel patches,
+    unpadded 9x9 64, 5x5 32 and 5x5 1 convolutions (the 9-5-5 net) with ReLU between, and
+    EuclideanLoss against the 17 x 17 centre (``label``)."""
+    layers = [input_layer(batch, 1, size, size)]
+    out = size - sum(k - 1 for k in kernels)
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, 1, out, out]
+    bottom = "data"
+    for index, (width, kernel) in enumerate(zip((*widths, 1), kernels), 1):
+        layers.append(conv(f"conv{index}", bottom, width, kernel))
+        if index < len(kernels):
+            layers.append(relu(f"relu{index}", f"conv{index}"))
+        bottom = f"conv{index}"
+    layers.append({"name": "loss", "type": "EuclideanLoss", "bottom": [bottom, "label"], "top": "loss"})
+    return net_spec("srcnn", layers)
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
@@ -832,6 +849,7 @@ NETS.update(
             "Inception-v3's 17 x 17 module (1x7 and 7x1 convolutions), 768 ch, batch 8", inception_v3_17
         ),
         "fcn32s": Case("FCN-32s (VGG-16 at half width, pad 100, Deconvolution 64/32, Crop), 192 px, batch 1", fcn32s),
+        "srcnn": Case("SRCNN 9-5-5 (64 and 32 channels, a 1-channel 5x5 output), 33 px, batch 128", srcnn),
     }
 )
 
@@ -1044,6 +1062,8 @@ def torch_net(spec, params):
                 function = self.softmax_loss(layer)
             elif kind == "Crop":
                 function = self.crop(layer.get("crop_param", {}))
+            elif kind == "EuclideanLoss":  # Caffe: sum of squared differences / (2 N)
+                function = lambda a, b: ((a - b) ** 2).sum() / (2 * a.shape[0])  # noqa: E731
             else:
                 raise TorchNetError(f"layer '{name}': type {kind} is not translated")
             return function, bottoms, top

@@ -45,6 +45,15 @@ MAX_IMAGE_BYTES = 1 << 22  # one image's strips (input or output gradient) must 
 # 32 x 32 1.06x-1.14x, 32 -> 32 at 16 x 16 1.10x-1.11x: below the 1.15x asked for).
 MIN_KERNEL = 5
 MIN_CHANNELS = 32
+FEW_OUTPUTS_RATIO = 4  # strips also where the outputs are few against the input channels
+# (prediction heads, super-resolution's last layers): im2col + GEMM forms columns kh kw times the
+# input for products with M = outputs rows, where packing the columns costs more than the
+# products. Forward + backward against im2col, 2 workers, float32, median of 6 paired rounds
+# (2026-12-05), 3x3 to 9x9 kernels, 8 to 56 px, batch 1 to 32, padded or not: with C >= 32 and
+# K < 32 outputs, 0.08x-0.99x (C 64 -> K 1 at 56 px 5x5 0.12x, 256 -> 8 7x7 at 16 px 0.25x, 512
+# -> 16 3x3 at 16 px 0.48x, 256 -> 8 3x3 at 14 px 0.80x, 32 -> 8 3x3 at 14 px 0.96x, 32 -> 12
+# 3x3 unpadded 0.99x); not with C < 4 K (32 -> 16 7x7 unpadded at 14 px 1.26x) nor C = 16 (16 ->
+# 4 3x3 at 28 px 1.38x, 16 -> 24 7x7 at 8 px 1.34x).
 CHUNK_BYTES = 1 << 20  # strips of a chunk of images, a worker (at least one image)
 # Scratch names shared with conv_gemm (every convolution of the process uses one set of buffers)
 STRIPS, PRODUCT, WEIGHT_GRAD = "columns", "map", "weight_grad"
@@ -253,17 +262,22 @@ def strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize):
 
 
 def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size, itemsize):
-    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, kernel sides
-    of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output channels, an output
-    no smaller than the input (padding of at least (k - 1) / 2: the data gradient's padded
-    correlation then does no more work than the forward), and one image's strips (input or
-    output gradient) at most ``MAX_IMAGE_BYTES``."""
-    return (
-        stride == (1, 1)
-        and dilation == (1, 1)
-        and groups == 1
-        and min(kernel) >= MIN_KERNEL
+    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, one image's
+    strips (input or output gradient) at most ``MAX_IMAGE_BYTES``, and either
+
+    - kernel sides of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output
+      channels, and an output no smaller than the input (padding of at least (k - 1) / 2: the
+      data gradient's padded correlation then does no more work than the forward); or
+    - few outputs: kernel sides of at least 3, at least ``MIN_CHANNELS`` input channels and at
+      least ``FEW_OUTPUTS_RATIO`` times as many as outputs, any padding (see ``FEW_OUTPUTS_RATIO``)."""
+    if stride != (1, 1) or dilation != (1, 1) or groups != 1:
+        return False
+    if strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize) > MAX_IMAGE_BYTES:
+        return False
+    many = (
+        min(kernel) >= MIN_KERNEL
         and min(channels, outputs) >= MIN_CHANNELS
         and all(o >= s for o, s in zip(out_size, size))
-        and strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize) <= MAX_IMAGE_BYTES
     )
+    few_outputs = min(kernel) >= 3 and channels >= MIN_CHANNELS and channels >= FEW_OUTPUTS_RATIO * outputs
+    return many or few_outputs

@@ -169,6 +169,15 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 4)
         ({"groups": 2}, False),  # AlexNet's conv2 has group 2
         ({"channels": 96, "outputs": 128, "size": (27, 27), "out_size": (27, 27)}, True),  # strips of 2.04 MiB
         ({"channels": 96, "outputs": 256, "size": (27, 27), "out_size": (27, 27)}, False),  # 4.09 MiB
+        # few outputs against the input channels: any padding, kernels from 3
+        ({"channels": 64, "outputs": 16, "kernel": (3, 3)}, True),  # a prediction head
+        ({"outputs": 1, "out_size": (12, 12)}, True),  # SRCNN's last layer, unpadded
+        ({"outputs": 8, "kernel": (3, 3)}, True),  # 32 channels, four times the outputs
+        ({"outputs": 9, "kernel": (3, 3)}, False),  # fewer than four times
+        ({"channels": 16, "outputs": 4}, False),  # too few input channels
+        ({"outputs": 1, "kernel": (1, 5)}, False),  # a side below 3
+        ({"outputs": 1, "stride": (2, 2)}, False),
+        ({"channels": 512, "outputs": 1, "size": (64, 64), "out_size": (64, 64)}, False),  # 42.5 MiB of strips
     ],
 )
 def test_the_rule_of_when_it_runs(changes, expected):
@@ -217,6 +226,25 @@ def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_re
     for got, want in zip(*results):
         assert got.dtype == dtype
         assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
+
+
+@pytest.mark.parametrize("outputs, kernel, pad", [(1, 5, 0), (3, 3, 0), (2, 3, 1), (4, 5, 1)])
+def test_few_outputs_run_as_strips_with_im2cols_results(outputs, kernel, pad, monkeypatch):
+    """Few outputs against the input channels, padded or not: strips, with im2col's values."""
+    shape = (3, 32, 9, 8)
+    params = {"kernel_size": kernel, "pad": pad}
+    with parallel.single_threaded_blas:
+        results = []
+        for use in (True, False):  # row strips, then im2col + GEMM
+            monkeypatch.setattr(strips, "FEW_OUTPUTS_RATIO", 4 if use else 10**9)
+            layer, bottom, top = convolution_layer(shape, outputs, np.float64, **params)
+            assert (layer.strips is not None) == use and layer.winograd is None
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_grouped_convolutions_stay_on_im2col():
