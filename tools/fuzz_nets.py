@@ -16,8 +16,8 @@ InnerProduct 10, SoftmaxWithLoss. Each net runs one forward + backward in float3
 - ``every_path``: the thresholds of the fast paths at their minimum (Winograd F(2x2), F(4x4),
   1-D and 5 x 5, row strips, sub-pixel Deconvolution), so small layers take them;
 - ``small_budgets``: ``every_path`` with the byte budgets of column chunks, Winograd bands and
-  strip and 1-D / 5 x 5 Winograd chunks at a few KiB, so images are cut into bands and
-  batches into chunks of an image.
+  strip and 1-D / 5 x 5 Winograd chunks at a few KiB, so images are cut into bands (the row
+  strips' too) and batches into chunks of an image.
 
 Its loss and every param gradient are compared with each ``--reference``'s, as ``bench_nets``
 compares them: a gradient differs when the norm of the difference exceeds a tolerance times
@@ -198,8 +198,8 @@ def every_path():
 
 @contextlib.contextmanager
 def small_budgets():
-    """``every_path`` with byte budgets of a few KiB: images in bands of rows, batches in
-    chunks of an image."""
+    """``every_path`` with byte budgets of a few KiB: images in bands of rows (row strips'
+    too), batches in chunks of an image."""
     budgets = {
         "COLUMN_CHUNK_BYTES": 1 << 12,
         "WEIGHT_SIZED_COLUMNS_MAX_BYTES": 1 << 12,
@@ -209,7 +209,7 @@ def small_budgets():
         every_path(),
         constants(conv_gemm, **budgets),
         constants(winograd, BAND_BYTES=1 << 13, RUN_TILES=8),
-        constants(strips, CHUNK_BYTES=1 << 12),
+        constants(strips, CHUNK_BYTES=1 << 12, MAX_IMAGE_BYTES=1 << 13),
         constants(winograd1d, CHUNK_BYTES=1 << 12),
         constants(winograd2d, CHUNK_BYTES=1 << 12),
     ):

@@ -21,10 +21,13 @@ faster) and reordered to NCHW with the bias added. The backward pass uses the sa
   no col2im.
 
 Images are shared over the workers (``netlayers.parallel``), each taking chunks of its share
-whose strips fit ``CHUNK_BYTES``; strips and products live in the workers' scratch. Forward
-outputs and data gradients do not depend on the chunking (each output sums the kernel rows in
-the same order), so they are the same for any thread count; weight gradients are summed per
-worker and then over the workers (worker 0 first), as in ``conv_gemm``.
+whose strips fit ``CHUNK_BYTES``; strips and products live in the workers' scratch. An image
+whose strips exceed ``MAX_IMAGE_BYTES`` runs in bands of output rows instead (the strips of rows
+[r, r + b) and the kernel's reach below them, at most ``MAX_IMAGE_BYTES``; the data gradient's
+correlation in bands of input rows), the bands shared over the workers. Forward outputs and data
+gradients do not depend on the chunking (each output sums the kernel rows in the same order),
+so they are the same for any thread count; weight gradients are summed per worker and then
+over the workers (worker 0 first), as in ``conv_gemm``.
 """
 
 import numpy as np
@@ -33,7 +36,13 @@ from .. import parallel
 from . import blas, conv_gemm
 from ._jit import jit
 
-MAX_IMAGE_BYTES = 1 << 22  # one image's strips (input or output gradient) must fit 4 MiB
+MAX_IMAGE_BYTES = 1 << 22  # one image's strips above 4 MiB run in bands of rows of at most that.
+# Bands against im2col + GEMM (which images this large ran before), forward + backward, 2
+# workers, float32, median of 6 rounds (2026-12-05): 192 -> 16 7x7 at 28 px, batch 8 (5 MiB of
+# strips an image, bands of 21 rows) 0.45x; 256 -> 16 7x7 at 56 px, batch 1 (bands of 4) 0.63x;
+# 256 -> 1 9x9 at 56 px, batch 4 (bands of 1) 0.34x; 512 -> 12 5x5 at 33 px 0.64x; 128 -> 3 9x9
+# at 112 px, batch 2 0.89x; 64 -> 64 7x7 at 64 px, batch 4 0.79x; 32 -> 64 5x5 at 224 px 0.92x;
+# 96 -> 256 5x5 at 27 px 1.06x (5 x 5 layers of 16 channels or more run as F(4x4, 5x5) first).
 # Where it runs (``applies``): the Convolution layer, forward + backward against im2col + GEMM,
 # 2 workers, min and median of 30 rounds side by side (float32): cifar10_quick's conv2 (32 -> 32,
 # 5x5, pad 2, 16 x 16, batch 100) 1.37x-1.40x, conv3 (32 -> 64, 8 x 8) 1.17x-1.22x; 32 -> 32
@@ -110,41 +119,54 @@ class _Correlation:
         """Strip values of one image."""
         return self.strip_rows * self.rows * self.out_size[1]
 
-    def strips(self, worker, source, dtype):
-        """The strips of ``source`` (n images) as their (C kw, rows n OW) matrix."""
+    def band_rows(self, itemsize):
+        """Output rows a band: all of them where one image's strips fit ``MAX_IMAGE_BYTES``,
+        else as many as fit it (at least 1), each band's strips holding its rows and the
+        kernel's reach below them."""
+        if self.image_items() * itemsize <= MAX_IMAGE_BYTES:
+            return self.out_size[0]
+        row_bytes = self.strip_rows * self.out_size[1] * itemsize
+        return max(1, MAX_IMAGE_BYTES // row_bytes - (self.rows - self.out_size[0]))
+
+    def strips(self, worker, source, dtype, rows):
+        """The strips of ``source`` (n images) for output rows ``rows`` (a range) as their
+        (C kw, strip rows n OW) matrix."""
         n = source.shape[0]
-        size = self.image_items() * n
-        buffer = parallel.scratch(worker, STRIPS, size, dtype)
-        strips = buffer.reshape(self.strip_rows, self.rows, n, self.out_size[1])
-        make_strips(source, self.kernel[1], self.pad[0], self.pad[1], self.dilation[1], strips)
+        height = len(rows) + self.rows - self.out_size[0]
+        buffer = parallel.scratch(worker, STRIPS, self.strip_rows * height * n * self.out_size[1], dtype)
+        strips = buffer.reshape(self.strip_rows, height, n, self.out_size[1])
+        make_strips(source, self.kernel[1], self.pad[0] - rows.start, self.pad[1], self.dilation[1], strips)
         return buffer.reshape(self.strip_rows, -1)
 
-    def kernel_row(self, matrix, i, n):
-        """Kernel row i's (C kw, OH n OW) view of a strip matrix of n images."""
+    def kernel_row(self, matrix, i, n, count):
+        """Kernel row i's (C kw, count n OW) view of a strip matrix of n images, ``count``
+        output rows."""
         width = n * self.out_size[1]
         start = i * self.dilation[0] * width
-        return matrix[:, start : start + self.out_size[0] * width]
+        return matrix[:, start : start + count * width]
 
-    def apply(self, worker, source, weights, out, bias):
-        """out = sum_i W_i S_i (+ bias), computed transposed: sum_i S_i^T W_i^T, an
-        (OH n OW, outputs) matrix then reordered into ``out``, the chunk's (n, outputs, OH, OW)
-        array (written). ``weights`` holds the W_i^T as (kh, C kw, outputs). The transposed
-        products ran 1.1x-1.35x faster (OpenBLAS sgemm, cifar10_quick's conv2 and conv3)."""
+    def apply(self, worker, source, weights, out, bias, rows):
+        """out[:, :, rows] = sum_i W_i S_i (+ bias), computed transposed: sum_i S_i^T W_i^T, a
+        (rows n OW, outputs) matrix then reordered into ``out``, the chunk's (n, outputs, OH,
+        OW) array (its ``rows``, a range, written). ``weights`` holds the W_i^T as (kh, C kw,
+        outputs). The transposed products ran 1.1x-1.35x faster (OpenBLAS sgemm,
+        cifar10_quick's conv2 and conv3)."""
         n, outputs = source.shape[0], weights.shape[2]
-        out_h, out_w = self.out_size
-        matrix = self.strips(worker, source, out.dtype)
-        size = out_h * n * out_w * outputs
+        count, out_w = len(rows), self.out_size[1]
+        matrix = self.strips(worker, source, out.dtype, rows)
+        size = count * n * out_w * outputs
         product = parallel.scratch(worker, PRODUCT, size, out.dtype).reshape(-1, outputs)
         temp = parallel.scratch(worker, PRODUCT_TEMP, size, out.dtype).reshape(product.shape)
-        np.matmul(self.kernel_row(matrix, 0, n).T, weights[0], out=product)
+        np.matmul(self.kernel_row(matrix, 0, n, count).T, weights[0], out=product)
         for i in range(1, self.kernel[0]):
-            np.matmul(self.kernel_row(matrix, i, n).T, weights[i], out=temp)
+            np.matmul(self.kernel_row(matrix, i, n, count).T, weights[i], out=temp)
             product += temp
-        ordered = product.reshape(out_h, n, out_w, outputs).transpose(1, 3, 0, 2)
+        ordered = product.reshape(count, n, out_w, outputs).transpose(1, 3, 0, 2)
+        target = out[:, :, rows.start : rows.stop]
         if bias is None:
-            out[...] = ordered
+            target[...] = ordered
         else:
-            np.add(ordered, bias[None, :, None, None], out=out)
+            np.add(ordered, bias[None, :, None, None], out=target)
 
 
 class StripConvolution:
@@ -190,43 +212,67 @@ class StripConvolution:
         flipped = weight[:, :, ::-1, ::-1].transpose(2, 0, 3, 1)
         self.flipped_weight.reshape(kh, self.outputs, kw, self.channels)[...] = flipped
 
-    def _chunks(self, worker, workers):
-        images = parallel.share(worker, workers, self.batch)
-        return [slice(a, min(a + self.chunk, images.stop)) for a in range(images.start, images.stop, self.chunk)]
-
-    def _run(self, step):
-        """``step(worker, chunk, first)`` for the chunks of each worker's share of the batch."""
+    def _pieces(self, correlation):
+        """Each worker's (images, output rows) pieces of ``correlation``: its share of the batch
+        in chunks of whole images, or, where one image's strips exceed ``MAX_IMAGE_BYTES``, its
+        share of the bands of the images' output rows (a band: one image's rows)."""
+        height = correlation.out_size[0]
+        rows = correlation.band_rows(self.dtype.itemsize)
+        if rows < height:
+            starts = range(0, height, rows)
+            bands = [(slice(k, k + 1), range(r, min(r + rows, height))) for k in range(self.batch) for r in starts]
+            workers = min(parallel.thread_count(), len(bands))
+            return [[bands[i] for i in parallel.share(worker, workers, len(bands))] for worker in range(workers)]
         workers = min(parallel.thread_count(), self.batch)
+        shares = []
+        for worker in range(workers):
+            images = parallel.share(worker, workers, self.batch)
+            chunks = range(images.start, images.stop, self.chunk)
+            shares.append([(slice(a, min(a + self.chunk, images.stop)), range(height)) for a in chunks])
+        return shares
+
+    def _run(self, step, shares):
+        """``step(worker, images, rows, first)`` for each piece of each worker's share
+        (``first``: the worker's first piece); returns the workers used."""
 
         def share(worker, _):
-            for index, chunk in enumerate(self._chunks(worker, workers)):
-                step(worker, chunk, index == 0)
+            for index, piece in enumerate(shares[worker]):
+                step(worker, *piece, index == 0)
 
-        parallel.run_parts(share, workers, workers)
-        return workers
+        parallel.run_parts(share, len(shares), len(shares))
+        return len(shares)
 
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with the weight of ``filters``."""
 
-        def step(worker, chunk, first):
-            self.image.apply(worker, x[chunk], self.rows_weight, y[chunk], bias)
+        def step(worker, images, rows, first):
+            self.image.apply(worker, x[images], self.rows_weight, y[images], bias, rows)
 
-        self._run(step)
+        self._run(step, self._pieces(self.image))
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
-        gradient (when it is not None), with the weight of ``filters``."""
+        gradient (when it is not None), with the weight of ``filters``. Whole images take both
+        in one step; bands take the weight gradient's bands (output rows) and then the data
+        gradient's (input rows)."""
         kh, kw = self.kernel
         shape = (kh, self.channels * kw, self.outputs)  # each kernel row's gradient, transposed
+        pieces, grad_pieces = self._pieces(self.image), self._pieces(self.grad)
+        together = pieces == grad_pieces  # whole images: the same chunks
 
-        def step(worker, chunk, first):
+        def step(worker, images, rows, first):
             if weight_diff is not None:
                 partial = parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(shape)
-                self._add_weight_grad(worker, x[chunk], dy[chunk], partial, first)
-            if dx is not None:
-                self.grad.apply(worker, dy[chunk], self.flipped_weight, dx[chunk], None)
+                self._add_weight_grad(worker, x[images], dy[images], partial, first, rows)
+            if together and dx is not None:
+                self.grad.apply(worker, dy[images], self.flipped_weight, dx[images], None, rows)
 
-        workers = self._run(step)
+        def grad_step(worker, images, rows, first):
+            self.grad.apply(worker, dy[images], self.flipped_weight, dx[images], None, rows)
+
+        workers = self._run(step, pieces) if weight_diff is not None or together else 0
+        if dx is not None and not together:
+            self._run(grad_step, grad_pieces)
         if weight_diff is not None:
             partials = [
                 parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(-1, self.outputs)
@@ -234,45 +280,35 @@ class StripConvolution:
             ]
             conv_gemm.add_transposed_partials(partials, self.weight_offsets, self.channels * kh * kw, weight_diff)
 
-    def _add_weight_grad(self, worker, x, dy, partial, first):
-        """partial[i] (set when ``first``, else added) += S_i dY^T over the chunk's images, the
-        transposed gradient of kernel row i: S_i (C kw, OH n OW) times dY as an (OH n OW, M)
-        matrix (measured 1.6x faster than dY S_i^T with dY as (M, OH n OW) on cifar10_quick's
-        conv2)."""
-        n = x.shape[0]
-        out_h, out_w = self.out_size
-        grad = parallel.scratch(worker, PRODUCT, self.outputs * out_h * out_w * n, self.dtype)
-        grad.reshape(out_h, n, out_w, self.outputs)[...] = dy.transpose(2, 0, 3, 1)
+    def _add_weight_grad(self, worker, x, dy, partial, first, rows):
+        """partial[i] (set when ``first``, else added) += S_i dY^T over the chunk's images and
+        output ``rows`` (a range), the transposed gradient of kernel row i: S_i (C kw, rows n
+        OW) times dY as a (rows n OW, M) matrix (measured 1.6x faster than dY S_i^T with dY as
+        (M, rows n OW) on cifar10_quick's conv2)."""
+        n, count, out_w = x.shape[0], len(rows), self.out_size[1]
+        grad = parallel.scratch(worker, PRODUCT, self.outputs * count * out_w * n, self.dtype)
+        grad.reshape(count, n, out_w, self.outputs)[...] = dy[:, :, rows.start : rows.stop].transpose(2, 0, 3, 1)
         grad = grad.reshape(-1, self.outputs)
-        matrix = self.image.strips(worker, x, self.dtype)
+        matrix = self.image.strips(worker, x, self.dtype, rows)
         for i in range(self.kernel[0]):
-            view = self.image.kernel_row(matrix, i, n)
+            view = self.image.kernel_row(matrix, i, n, count)
             if first:
                 np.matmul(view, grad, out=partial[i])
             else:
                 blas.add_product(view, grad, partial[i])
 
 
-def strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize):
-    """The larger of one image's input strips and output-gradient strips, in bytes."""
-    reach_h, reach_w = (d * (k - 1) for d, k in zip(dilation, kernel))
-    image = channels * kernel[1] * (out_size[0] + reach_h) * out_size[1]
-    grad = outputs * kernel[1] * (size[0] + reach_h) * size[1]
-    return max(image, grad) * itemsize
-
-
 def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size, itemsize):
-    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, one image's
-    strips (input or output gradient) at most ``MAX_IMAGE_BYTES``, and either
+    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, and either
 
     - kernel sides of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output
       channels, and an output no smaller than the input (padding of at least (k - 1) / 2: the
       data gradient's padded correlation then does no more work than the forward); or
     - few outputs: kernel sides of at least 3, at least ``MIN_CHANNELS`` input channels and at
-      least ``FEW_OUTPUTS_RATIO`` times as many as outputs, any padding (see ``FEW_OUTPUTS_RATIO``)."""
+      least ``FEW_OUTPUTS_RATIO`` times as many as outputs, any padding (see ``FEW_OUTPUTS_RATIO``).
+
+    Images of any size: one whose strips exceed ``MAX_IMAGE_BYTES`` runs in bands of rows."""
     if stride != (1, 1) or dilation != (1, 1) or groups != 1:
-        return False
-    if strip_bytes(channels, outputs, kernel, dilation, size, out_size, itemsize) > MAX_IMAGE_BYTES:
         return False
     many = (
         min(kernel) >= MIN_KERNEL

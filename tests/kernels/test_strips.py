@@ -73,14 +73,26 @@ CASES = [  # (N, C, H, W), outputs, kernel, pad, dilation
 ]
 
 
+def bands_of(rows, monkeypatch):
+    """Every correlation in bands of ``rows`` output rows (None: the byte rule's)."""
+    if rows is not None:
+        monkeypatch.setattr(strips._Correlation, "band_rows", lambda self, itemsize: min(rows, self.out_size[0]))
+
+
 @pytest.mark.parametrize("shape, outputs, kernel, pad, dilation", CASES)
-@pytest.mark.parametrize("workers, chunk_bytes", [(1, strips.CHUNK_BYTES), (2, strips.CHUNK_BYTES), (2, 1)])
+@pytest.mark.parametrize(
+    "workers, chunk_bytes, band",
+    [(1, strips.CHUNK_BYTES, None), (2, strips.CHUNK_BYTES, None), (2, 1, None), (2, strips.CHUNK_BYTES, 1), (1, 1, 2)],
+)
 def test_strips_match_the_direct_convolution(
-    shape, outputs, kernel, pad, dilation, workers, chunk_bytes, thread_count, monkeypatch
+    shape, outputs, kernel, pad, dilation, workers, chunk_bytes, band, thread_count, monkeypatch
 ):
-    """chunk_bytes 1: chunks of one image (the products then have one image's columns)."""
+    """chunk_bytes 1: chunks of one image (the products then have one image's columns); band:
+    images in bands of that many output rows (of one row; of two, the last one short where the
+    height is odd)."""
     thread_count(workers)
     monkeypatch.setattr(strips, "CHUNK_BYTES", chunk_bytes)
+    bands_of(band, monkeypatch)
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape)
     weight = rng.standard_normal((outputs, shape[1]) + kernel)
@@ -123,14 +135,33 @@ def test_outputs_and_data_gradients_agree_for_any_worker_count(thread_count, mon
     x, weight = rng.standard_normal((5, 8, 9, 9)).astype(np.float32), rng.standard_normal((6, 8, 5, 5))
     bias, dy = rng.standard_normal(6), rng.standard_normal((5, 6, 9, 9)).astype(np.float32)
     results = []
-    for workers, chunk_bytes in ((1, strips.CHUNK_BYTES), (2, strips.CHUNK_BYTES), (2, 1)):
+    configurations = ((1, strips.CHUNK_BYTES, None), (2, strips.CHUNK_BYTES, None), (2, 1, None), (2, 1, 4))
+    for workers, chunk_bytes, band in configurations:
         thread_count(workers)
         monkeypatch.setattr(strips, "CHUNK_BYTES", chunk_bytes)
+        bands_of(band, monkeypatch)
         y, dx, _ = run(x, weight, bias, dy, (2, 2), (1, 1), np.float32)
         results.append((y, dx))
     for y, dx in results[1:]:
         np.testing.assert_array_equal(y, results[0][0])
         np.testing.assert_allclose(dx, results[0][1], rtol=0, atol=1e-6 * np.abs(results[0][1]).max())
+
+
+def test_an_image_whose_strips_exceed_the_budget_runs_in_bands_of_rows_that_fit_it(monkeypatch):
+    # 4 channels x 5 columns of 9-wide rows: 180 float32 values (720 bytes) a strip row; reach 4
+    correlation = strips._Correlation(4, (12, 9), (5, 5), (2, 2), (1, 1))
+    assert correlation.out_size == (12, 9) and correlation.image_items() == 20 * 16 * 9
+    monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 20 * 16 * 9 * 4)  # the whole image fits
+    assert correlation.band_rows(4) == 12
+    monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 720 * 7)  # 7 strip rows: bands of 3 output rows
+    assert correlation.band_rows(4) == 3
+    monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 720)  # not even one band's reach: bands of 1
+    assert correlation.band_rows(4) == 1
+    conv = StripConvolution((3, 4, 12, 9), 2, (5, 5), (2, 2), (1, 1), np.float32)
+    shares = conv._pieces(conv.image)
+    pieces = [piece for share in shares for piece in share]
+    assert len(shares) == 2 and len(pieces) == 3 * 12  # 36 one-row bands shared by 2 workers
+    assert [(p[0].start, p[1].start, len(p[1])) for p in pieces[:13]] == [(k // 12, k % 12, 1) for k in range(13)]
 
 
 def test_backward_computes_only_what_is_asked():
@@ -167,8 +198,7 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 4)
         ({"stride": (2, 2)}, False),
         ({"dilation": (2, 2)}, False),
         ({"groups": 2}, False),  # AlexNet's conv2 has group 2
-        ({"channels": 96, "outputs": 128, "size": (27, 27), "out_size": (27, 27)}, True),  # strips of 2.04 MiB
-        ({"channels": 96, "outputs": 256, "size": (27, 27), "out_size": (27, 27)}, False),  # 4.09 MiB
+        ({"channels": 96, "outputs": 256, "size": (27, 27), "out_size": (27, 27)}, True),  # 4.09 MiB: bands
         # few outputs against the input channels: any padding, kernels from 3
         ({"channels": 64, "outputs": 16, "kernel": (3, 3)}, True),  # a prediction head
         ({"outputs": 1, "out_size": (12, 12)}, True),  # SRCNN's last layer, unpadded
@@ -177,7 +207,7 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 4)
         ({"channels": 16, "outputs": 4}, False),  # too few input channels
         ({"outputs": 1, "kernel": (1, 5)}, False),  # a side below 3
         ({"outputs": 1, "stride": (2, 2)}, False),
-        ({"channels": 512, "outputs": 1, "size": (64, 64), "out_size": (64, 64)}, False),  # 42.5 MiB of strips
+        ({"channels": 512, "outputs": 1, "size": (64, 64), "out_size": (64, 64)}, True),  # 42.5 MiB: bands
     ],
 )
 def test_the_rule_of_when_it_runs(changes, expected):
@@ -239,6 +269,27 @@ def test_few_outputs_run_as_strips_with_im2cols_results(outputs, kernel, pad, mo
             monkeypatch.setattr(strips, "FEW_OUTPUTS_RATIO", 4 if use else 10**9)
             layer, bottom, top = convolution_layer(shape, outputs, np.float64, **params)
             assert (layer.strips is not None) == use and layer.winograd is None
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
+    for got, want in zip(*results):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_layer_in_bands_gives_im2cols_results(monkeypatch):
+    """An image over ``MAX_IMAGE_BYTES`` of strips runs in bands, inside the Convolution layer."""
+    shape = (2, 40, 11, 10)
+    monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
+    with parallel.single_threaded_blas:
+        results = []
+        for use in (True, False):  # banded row strips, then im2col + GEMM
+            monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 8 * 16000 if use else strips.MAX_IMAGE_BYTES)  # 8 strip rows
+            monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
+            layer, bottom, top = convolution_layer(shape, 36, np.float64)
+            assert (layer.strips is not None) == use
+            if use:
+                assert 1 < layer.strips.image.band_rows(8) < 11 and 1 < layer.strips.grad.band_rows(8) < 11
             layer.forward(bottom, top)
             top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
             layer.backward(top, [True], bottom)
