@@ -218,7 +218,7 @@ class StripConvolution:
         share of the bands of the images' output rows (a band: one image's rows)."""
         height = correlation.out_size[0]
         rows = correlation.band_rows(self.dtype.itemsize)
-        if rows < height:
+        if self._banded(correlation):
             starts = range(0, height, rows)
             bands = [(slice(k, k + 1), range(r, min(r + rows, height))) for k in range(self.batch) for r in starts]
             workers = min(parallel.thread_count(), len(bands))
@@ -230,6 +230,10 @@ class StripConvolution:
             chunks = range(images.start, images.stop, self.chunk)
             shares.append([(slice(a, min(a + self.chunk, images.stop)), range(height)) for a in chunks])
         return shares
+
+    def _banded(self, correlation):
+        """Whether ``correlation`` runs in bands of rows (one image's strips exceed the budget)."""
+        return correlation.band_rows(self.dtype.itemsize) < correlation.out_size[0]
 
     def _run(self, step, shares):
         """``step(worker, images, rows, first)`` for each piece of each worker's share
@@ -258,14 +262,15 @@ class StripConvolution:
         kh, kw = self.kernel
         shape = (kh, self.channels * kw, self.outputs)  # each kernel row's gradient, transposed
         pieces, grad_pieces = self._pieces(self.image), self._pieces(self.grad)
-        together = pieces == grad_pieces  # whole images: the same chunks
+        together = not (self._banded(self.image) or self._banded(self.grad))  # whole images: the same chunks
+        image_rows = range(self.grad.out_size[0])
 
         def step(worker, images, rows, first):
             if weight_diff is not None:
                 partial = parallel.scratch(worker, WEIGHT_GRAD, self.rows_weight.size, self.dtype).reshape(shape)
                 self._add_weight_grad(worker, x[images], dy[images], partial, first, rows)
             if together and dx is not None:
-                self.grad.apply(worker, dy[images], self.flipped_weight, dx[images], None, rows)
+                self.grad.apply(worker, dy[images], self.flipped_weight, dx[images], None, image_rows)
 
         def grad_step(worker, images, rows, first):
             self.grad.apply(worker, dy[images], self.flipped_weight, dx[images], None, rows)

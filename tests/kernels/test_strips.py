@@ -239,21 +239,33 @@ def convolution_layer(shape, outputs, dtype, **params):
     return instance, bottom, top
 
 
-@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
-def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_results(dtype, tolerance, monkeypatch):
-    shape = (3, 32, 8, 8)  # cifar10_quick's conv3, three images (F(4x4, 5x5) takes it by itself)
-    monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
+def strips_and_im2col(shape, outputs, dtype, use_strips, **params):
+    """The layer's (y, dx, dW, db) as row strips, then as im2col + GEMM (``use_strips(use)`` sets
+    the rule for each run), and the strips' layer."""
+    results, layers = [], []
     with parallel.single_threaded_blas:
-        results = []
-        for use in (True, False):  # row strips, then im2col + GEMM
-            monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
-            layer, bottom, top = convolution_layer(shape, 64, dtype)
+        for use in (True, False):
+            use_strips(use)
+            layer, bottom, top = convolution_layer(shape, outputs, dtype, **params)
             assert (layer.strips is not None) == use and layer.winograd is None
             layer.forward(bottom, top)
             top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
             layer.backward(top, [True], bottom)
             results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
-    for got, want in zip(*results):
+            layers.append(layer)
+    return zip(*results), layers[0]
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
+def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_results(dtype, tolerance, monkeypatch):
+    shape = (3, 32, 8, 8)  # cifar10_quick's conv3, three images (F(4x4, 5x5) takes it by itself)
+    monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
+
+    def use_strips(use):
+        monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
+
+    pairs, _ = strips_and_im2col(shape, 64, dtype, use_strips)
+    for got, want in pairs:
         assert got.dtype == dtype
         assert np.abs(got - want).max() <= tolerance * np.abs(want).max()
 
@@ -261,40 +273,31 @@ def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_re
 @pytest.mark.parametrize("outputs, kernel, pad", [(1, 5, 0), (3, 3, 0), (2, 3, 1), (4, 5, 1)])
 def test_few_outputs_run_as_strips_with_im2cols_results(outputs, kernel, pad, monkeypatch):
     """Few outputs against the input channels, padded or not: strips, with im2col's values."""
-    shape = (3, 32, 9, 8)
-    params = {"kernel_size": kernel, "pad": pad}
-    with parallel.single_threaded_blas:
-        results = []
-        for use in (True, False):  # row strips, then im2col + GEMM
-            monkeypatch.setattr(strips, "FEW_OUTPUTS_RATIO", 4 if use else 10**9)
-            layer, bottom, top = convolution_layer(shape, outputs, np.float64, **params)
-            assert (layer.strips is not None) == use and layer.winograd is None
-            layer.forward(bottom, top)
-            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
-            layer.backward(top, [True], bottom)
-            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
-    for got, want in zip(*results):
+
+    def use_strips(use):
+        monkeypatch.setattr(strips, "FEW_OUTPUTS_RATIO", 4 if use else 10**9)
+
+    pairs, _ = strips_and_im2col((3, 32, 9, 8), outputs, np.float64, use_strips, kernel_size=kernel, pad=pad)
+    for got, want in pairs:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_a_layer_in_bands_gives_im2cols_results(monkeypatch):
-    """An image over ``MAX_IMAGE_BYTES`` of strips runs in bands, inside the Convolution layer."""
-    shape = (2, 40, 11, 10)
+@pytest.mark.parametrize("outputs, grad_banded", [(36, True), (2, False)])
+def test_a_layer_in_bands_gives_im2cols_results(outputs, grad_banded, monkeypatch):
+    """An image over ``MAX_IMAGE_BYTES`` of strips runs in bands, inside the Convolution layer;
+    with 2 outputs the data gradient's strips (10 rows) fit, and it runs on whole images."""
     monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
-    with parallel.single_threaded_blas:
-        results = []
-        for use in (True, False):  # banded row strips, then im2col + GEMM
-            monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 8 * 16000 if use else strips.MAX_IMAGE_BYTES)  # 8 strip rows
-            monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
-            layer, bottom, top = convolution_layer(shape, 36, np.float64)
-            assert (layer.strips is not None) == use
-            if use:
-                assert 1 < layer.strips.image.band_rows(8) < 11 and 1 < layer.strips.grad.band_rows(8) < 11
-            layer.forward(bottom, top)
-            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
-            layer.backward(top, [True], bottom)
-            results.append([top[0].data, bottom[0].diff, layer.blobs[0].diff, layer.blobs[1].diff])
-    for got, want in zip(*results):
+    whole = strips.MAX_IMAGE_BYTES
+
+    def use_strips(use):  # 16,000 bytes a strip row (200 rows x 10 columns x 8): bands of 8 with the reach
+        monkeypatch.setattr(strips, "MAX_IMAGE_BYTES", 8 * 16000 if use else whole)
+        monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
+
+    pairs, layer = strips_and_im2col((2, 40, 11, 10), outputs, np.float64, use_strips)
+    use_strips(True)  # the budget the strips ran with: bands of a few rows
+    assert 1 < layer.strips.image.band_rows(8) < 11
+    assert (layer.strips.grad.band_rows(8) < 11) == grad_banded
+    for got, want in pairs:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
