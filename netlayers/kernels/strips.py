@@ -40,8 +40,8 @@ MAX_IMAGE_BYTES = 1 << 22  # one image's strips above 4 MiB run in bands of rows
 # Bands against im2col + GEMM (which images this large ran before), forward + backward, 2
 # workers, float32, median of 6 rounds (2026-12-05): 192 -> 16 7x7 at 28 px, batch 8 (5 MiB of
 # strips an image, bands of 21 rows) 0.45x; 256 -> 16 7x7 at 56 px, batch 1 (bands of 4) 0.63x;
-# 256 -> 1 9x9 at 56 px, batch 4 (bands of 1) 0.34x; 512 -> 12 5x5 at 33 px 0.64x; 128 -> 3 9x9
-# at 112 px, batch 2 0.89x; 64 -> 64 7x7 at 64 px, batch 4 0.79x; 32 -> 64 5x5 at 224 px 0.92x;
+# 256 -> 1 9x9 at 56 px, batch 4 (bands of 1) 0.34x-0.38x; 512 -> 12 5x5 at 33 px 0.64x; 128 -> 3 9x9
+# at 112 px, batch 2 0.89x; 64 -> 64 7x7 at 64 px, batch 4 0.79x-0.86x; 32 -> 64 5x5 at 224 px 0.92x;
 # 96 -> 256 5x5 at 27 px 1.06x (5 x 5 layers of 16 channels or more run as F(4x4, 5x5) first).
 # Where it runs (``applies``): the Convolution layer, forward + backward against im2col + GEMM,
 # 2 workers, min and median of 30 rounds side by side (float32): cifar10_quick's conv2 (32 -> 32,
@@ -303,7 +303,7 @@ class StripConvolution:
                 blas.add_product(view, grad, partial[i])
 
 
-def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size, itemsize):
+def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size):
     """Whether a convolution runs as row strips: stride 1, dilation 1, one group, and either
 
     - kernel sides of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output
