@@ -183,9 +183,18 @@ RUN_TILES = 256  # images whose tiles fit a band run side by side up to this man
 # 256 -> 256 batch 8 0.91x, batch 4 1.08x, 128 -> 128 batch 32 0.80x; 256 -> 256 at 10 x 10
 # batch 8 1.00x, at 9 x 9 1.16x. F(4x4, 3x3) at 14 x 14 (16 tiles of 4 x 4 for 14 x 14
 # outputs) was no faster than im2col (256 -> 256 batch 8 1.03x, 512 -> 512 0.90x).
+# Remeasured on today's kernels (2026-12-05, medians of 7 paired rounds, same terms): F(2x2)
+# now wins from about 96 tiles. 256 -> 256 at 14 x 14 batch 4 (196 tiles) 0.71x-0.73x, batch 2
+# (98) 0.85x-0.90x, batch 1 (49) 1.37x; 512 -> 512 at 14 batch 2 0.85x, batch 4 0.78x; 128 ->
+# 128 at 14 batch 3 0.74x, batch 2 0.87x, batch 1 1.23x; at 12 x 12 batch 4 (144) 0.84x;
+# 256 -> 256 at 12 batch 4 0.83x, batch 2 (72) 0.99x. Whole nets, paired rounds (the threshold
+# at 96 against 256): ResNet-50 (batch 2: its 14 x 14 layers) 0.991x, the Tiny-YOLO backbone
+# (128 -> 256 at 14 x 14, batch 4) 0.968x.
+# With 64 channels it still loses below 192 tiles (64 -> 64 at 14 batch 2 1.02x, at 12 batch 4
+# 1.07x): the channel minimum stays.
 MIN_SMALL_MAP_SIZE = 12
 MIN_SMALL_MAP_CHANNELS = 128
-MIN_SMALL_MAP_TILES = 256
+MIN_SMALL_MAP_TILES = 96
 
 # Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:
 # CIFAR ResNets' 16- and 32-channel stages, DenseNet's 32-output layers, SqueezeNet's expands)
@@ -226,10 +235,15 @@ MIN_FEW_CHANNELS_TILES = 512
 # worker's weight-gradient partial are 36 values a filter, 9.4 MB each at 256 x 256; at 512 x 512
 # (ResNet-34's last stage at batch 32, 0.77x the time) they would be 38 MB each, three of them,
 # against im2col's columns of the weight's size (9.4 MB).
+# Remeasured on today's kernels (2026-12-05, 7 paired rounds against im2col): from 64 tiles it
+# wins now. 256 -> 256 at 7 x 7 batch 16 (64 tiles) 0.77x, at 8 x 8 batch 16 0.64x; 128 -> 128
+# at 7 batch 16 0.73x, at 12 batch 8 (72) 0.60x (F(2x2) 0.75x-0.79x); 64 -> 64 at 7 batch 16
+# 0.87x; with 32 tiles still 1.04x (256 -> 256 at 7, batch 8). Whole net, paired rounds: NiN
+# (conv3, 192 -> 192 at 8 x 8, batch 16: 64 tiles) 0.962x.
 MIN_SMALL_F4_SIZE, MAX_SMALL_F4_SIZE = 7, 12
 MIN_SMALL_F4_CHANNELS = 32
 MAX_SMALL_F4_FILTERS = 256 * 256
-MIN_SMALL_F4_TILES = 128
+MIN_SMALL_F4_TILES = 64
 MIN_SMALL_F4_COVER = 0.68  # the share of the tiles' outputs inside the map (10 x 10: 0.69)
 
 

@@ -235,13 +235,15 @@ def test_the_rule_of_when_it_runs(geometry, expected):
     [
         (256, 14, 8, True),  # ResNet's and VGG's 14 x 14 stage: 392 tiles
         (128, 12, 8, True),  # 288 tiles
-        (256, 14, 4, False),  # 196 tiles: too few for the products to pay
-        (512, 14, 2, False),
+        (256, 14, 4, True),  # 196 tiles
+        (512, 14, 2, True),  # 98 tiles
+        (256, 14, 1, False),  # 49 tiles: too few for the products to pay
+        (128, 12, 2, False),  # 72 tiles
         (64, 14, 16, True),  # few channels, 784 tiles
         (64, 14, 8, False),  # few channels, 392 tiles: too few
         (16, 14, 64, False),  # 16 channels: too small a side
         (256, 11, 4, False),  # below the small-map size, 36 tiles of 4x4: too few for F(4x4)
-        (256, 7, 16, False),  # 64 tiles of 4x4
+        (256, 7, 8, False),  # 32 tiles of 4x4: too few for F(4x4)
     ],
 )
 def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expected):
@@ -257,7 +259,8 @@ def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expect
         (64, 64, (10, 10), 32, True),  # 100 of the tiles' 144 outputs in the map
         (128, 128, (12, 12), 16, True),  # F(4x4) before F(2x2) at 12 x 12
         (64, 128, (11, 12), 32, True),
-        (64, 64, (8, 8), 16, False),  # 64 tiles: too few
+        (64, 64, (8, 8), 16, True),  # 64 tiles
+        (64, 64, (8, 8), 8, False),  # 32 tiles: too few
         (64, 64, (9, 9), 32, False),  # 81 of 144 outputs in the map
         (64, 64, (13, 13), 32, False),  # 169 of 256
         (64, 64, (6, 6), 64, False),  # below the size
@@ -319,14 +322,14 @@ def winograd_and_im2col_results(monkeypatch, shape, threshold, value):
 
 
 def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_results(monkeypatch):
-    kinds = winograd_and_im2col_results(monkeypatch, (2, 128, 16, 16), "MIN_CHANNELS", 128)
+    kinds = winograd_and_im2col_results(monkeypatch, (1, 128, 16, 16), "MIN_CHANNELS", 128)
     assert kinds[0] is not type(None) and kinds[1] is type(None)
 
 
 def test_a_small_map_of_a_large_batch_runs_two_by_two_tiles_and_gives_im2cols_results(monkeypatch):
     """ResNet's 14 x 14 stage (here 128 -> 128, batch 6: 294 tiles): F(2x2, 3x3) by the
     small-map rule, F(4x4) left aside, the results im2col + GEMM's."""
-    kinds = winograd_and_im2col_results(monkeypatch, (6, 128, 14, 14), "MIN_SMALL_MAP_TILES", 256)
+    kinds = winograd_and_im2col_results(monkeypatch, (6, 128, 14, 14), "MIN_SMALL_MAP_TILES", 96)
     assert kinds == [winograd.WinogradConvolution, type(None)]
 
 

@@ -137,6 +137,7 @@ def test_small_maps_take_two_by_two_tiles():
 
 def test_the_convolution_layer_runs_f4_and_gives_im2cols_results(monkeypatch):
     shape = (2, 128, 16, 16)
+    monkeypatch.setattr(winograd, "MIN_SMALL_MAP_TILES", 10**9)  # 128 tiles: not F(2x2) either
     with parallel.single_threaded_blas:
         results = []
         for use in (True, False):  # F(4x4), then im2col + GEMM
