@@ -2,7 +2,9 @@
 GEMM FLOP count matches a hand count, and its table reports a run without PyTorch."""
 
 import contextlib
+import json
 import math
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import bench_nets  # noqa: E402
+from bench_nets import conv, inner_product, loss, relu  # noqa: E402
 
 
 def run_tiny(spec):
@@ -30,7 +33,14 @@ def check_against_pytorch_where_installed(spec, net, loss):
     if bench_nets.import_torch() is not None:
         inputs = bench_nets.fixed_inputs(spec)
         step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+        assert not module.random
         bench_nets.check_same_computation(spec["name"], net, module, loss, step())
+
+
+def assert_finite_loss_and_some_gradient(net, loss, name):
+    diffs = [blob.diff for blobs in net.params.values() for blob in blobs]
+    assert math.isfinite(loss), name
+    assert all(np.isfinite(diff).all() for diff in diffs) and any(np.abs(diff).sum() > 0 for diff in diffs), name
 
 
 def test_a_tiny_resnet_depthwise_and_warm_up_net_run_one_step_with_finite_loss_and_gradients():
@@ -90,7 +100,7 @@ def test_the_lstm_net_runs_small_counts_its_products_and_matches_pytorch_where_i
     forward = 2 * (input_weight + recurrent_weight) * rows
     lstm = forward + forward + 2 * recurrent_weight * rows  # no data gradient for the net's input
     fc = 3 * 2 * (10 * 5) * rows  # forward + weight gradient + data gradient, a row a step and stream
-    assert bench_nets.gemm_flops(spec, net) == lstm + fc
+    assert bench_nets.gemm_flops(net) == lstm + fc
     check_against_pytorch_where_installed(spec, net, loss)
 
 
@@ -123,6 +133,293 @@ def test_srcnn_regresses_an_image_through_a_one_channel_strip_layer_and_matches_
     check_against_pytorch_where_installed(spec, net, loss)
 
 
+def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
+    assert list(bench_nets.NETS)[-8:] == [
+        "mobilenet_v2", "se_resnet", "resnext", "unet", "darknet", "wrn", "shufflenet", "autoencoder"
+    ]  # fmt: skip
+    for spec in (
+        bench_nets.mobilenet_v2(batch=2, size=8),
+        bench_nets.se_resnet(batch=2, size=6, width=16),
+        bench_nets.resnext(batch=2, size=6, width=64, out=32),
+        bench_nets.unet(batch=2, size=16, widths=(4, 5, 6)),
+        bench_nets.darknet(batch=2, size=32, widths=(4, 5, 6)),
+        bench_nets.wrn(batch=2, widths=(4, 6, 8), blocks=1, size=8),
+        bench_nets.shufflenet(batch=2, size=6, channels=24, units=2),
+        bench_nets.autoencoder(batch=3, widths=(20, 10, 5)),
+    ):
+        net, loss = run_tiny(spec)
+        assert loss > 0, spec["name"]
+        assert_finite_loss_and_some_gradient(net, loss, spec["name"])
+        check_against_pytorch_where_installed(spec, net, loss)
+
+
+# -- the PyTorch twin's layers: tiny nets, each checked against netlayers ----------------------
+GAUSSIAN = {"type": "gaussian", "std": 0.5}
+
+
+def tiny(name, *layers, inputs=(("data", (2, 4, 5, 5)), ("label", (2,)))):
+    """A net of an Input layer of ``inputs`` ((blob, shape) pairs) and ``layers``."""
+    shapes = [{"dim": list(shape)} for _, shape in inputs]
+    first = {"name": "input", "type": "Input", "top": [n for n, _ in inputs], "input_param": {"shape": shapes}}
+    return {"name": name, "layers": [first, *layers]}
+
+
+def layer(name, kind, bottom, top=None, **fields):
+    return {"name": name, "type": kind, "bottom": bottom, "top": name if top is None else top, **fields}
+
+
+def classify(bottom, classes=3, name="fc"):
+    """An InnerProduct of ``classes`` and SoftmaxWithLoss against ``label``."""
+    fc = inner_product(name, bottom, classes)
+    return [fc, {"name": f"{name}_loss", "type": "SoftmaxWithLoss", "bottom": [name, "label"], "top": f"{name}_loss"}]
+
+
+def neurons():
+    """AbsVal, Power, Log, Exp, BNLL, ELU, PReLU (one slope), TanH, Sigmoid, Clip, Swish, and a
+    Threshold (no gradient) summed in."""
+    chain = [
+        layer("abs", "AbsVal", "c"),
+        layer("pow", "Power", "abs", power_param={"power": 1.5, "scale": 0.5, "shift": 1}),
+        layer("log", "Log", "pow", log_param={"base": 10, "scale": 2, "shift": 0.5}),
+        layer("exp", "Exp", "log", exp_param={"base": 2, "scale": 0.5, "shift": 1}),
+        layer("square", "Power", "exp", power_param={"power": 2, "shift": -1}),
+        layer("bnll", "BNLL", "square"),
+        layer("elu", "ELU", "bnll", elu_param={"alpha": 0.5}),
+        layer("prelu", "PReLU", "elu", prelu_param={"channel_shared": True}),
+        layer("tanh", "TanH", "prelu"),
+        layer("sigmoid", "Sigmoid", "tanh"),
+        layer("clip", "Clip", "c", clip_param={"min": -0.3, "max": 0.4}),
+        layer("swish", "Swish", "clip", swish_param={"beta": 1.5}),
+        layer("step", "Threshold", "c", threshold_param={"threshold": 0.1}),
+        layer("sum", "Eltwise", ["sigmoid", "swish", "step"]),
+    ]
+    return tiny("neurons", conv("c", "data", 3, 3, pad=1), *chain, *classify("sum"))
+
+
+def shapes():
+    """Softmax on axis 2, Flatten of axes 2..3, Reshape with 0 and -1 on part of the axes,
+    Slice at points and into equal parts, Concat, an explicit Split, Silence."""
+    return tiny(
+        "shapes",
+        conv("c", "data", 6, 1),
+        layer("softmax", "Softmax", "c", softmax_param={"axis": 2}),
+        layer("flat", "Flatten", "softmax", flatten_param={"axis": 2, "end_axis": -1}),
+        layer("shaped", "Reshape", "flat", reshape_param={"shape": {"dim": [0, 5, -1]}, "axis": 1, "num_axes": 2}),
+        layer("cut", "Slice", "shaped", ["a", "b", "rest"], slice_param={"axis": 1, "slice_point": [1, 4]}),
+        layer("halves", "Slice", "rest", ["r1", "r2"], slice_param={"axis": -3}),
+        layer("copies", "Split", "b", ["b1", "b2"]),
+        layer("joined", "Concat", ["b2", "a", "r1", "b1"], concat_param={"axis": 1}),
+        layer("quiet", "Silence", ["r2"], []),
+        *classify("joined"),
+    )
+
+
+def broadcasts():
+    """Scale and Bias of one bottom (learned, several axes, a scalar) and of two (a blob from
+    axis 0), a Parameter layer, Tile, Eltwise PROD, MAX and SUM with coefficients."""
+    return tiny(
+        "broadcasts",
+        conv("c", "data", 4, 3, pad=1),
+        layer("scaled", "Scale", "c", scale_param={"axis": 1, "num_axes": 2, "filler": GAUSSIAN, "bias_term": True}),
+        layer("scalar", "Scale", "scaled", scale_param={"num_axes": 0, "filler": GAUSSIAN}),
+        layer("biased", "Bias", "scalar", bias_param={"axis": 2, "num_axes": -1, "filler": GAUSSIAN}),
+        inner_product("gates", "data", 4),
+        layer("gated", "Scale", ["c", "gates"], scale_param={"axis": 0}),
+        layer("offset", "Parameter", [], parameter_param={"shape": {"dim": [4, 5]}}),
+        layer("shifted", "Bias", ["gated", "offset"]),
+        layer("tiled", "Tile", "biased", tile_param={"axis": 1, "tiles": 2}),
+        layer("wide", "Concat", ["shifted", "shifted"]),
+        layer("product", "Eltwise", ["tiled", "wide"], eltwise_param={"operation": "PROD"}),
+        layer("largest", "Eltwise", ["tiled", "wide", "product"], eltwise_param={"operation": "MAX"}),
+        layer("mixed", "Eltwise", ["largest", "product"], eltwise_param={"coeff": [0.5, -2]}),
+        *classify("mixed"),
+    )
+
+
+def poolings():
+    """Pooling MAX and AVE: pad with a clipped last window (size 5, kernel 2, stride 3, pad 1),
+    pad above half the kernel (pad 2, kernel 3), rectangular kernel, stride and pad fields,
+    FLOOR rounding; global MAX; SPP (MAX, AVE)."""
+    geometry = [
+        ("clipped", {"kernel_size": 3, "stride": 2, "pad": 1}),
+        ("wide_pad", {"kernel_size": 5, "stride": 3, "pad": 3}),
+        ("rectangle", {"kernel_h": 3, "kernel_w": 2, "stride_h": 2, "stride_w": 1, "pad_h": 1, "pad_w": 0}),
+        ("floor", {"kernel_size": 2, "stride": 2, "round_mode": "FLOOR"}),
+    ]
+    layers, tops = [conv("c", "data", 3, 1)], []
+    for name, fields in geometry:
+        for method in ("MAX", "AVE"):
+            top = f"{name}_{method}"
+            layers += [layer(top, "Pooling", "c", pooling_param={"pool": method, **fields})]
+            layers.append(inner_product(f"{top}_fc", top, 3))
+            tops.append(f"{top}_fc")
+    layers += [layer("global", "Pooling", "c", pooling_param={"pool": "MAX", "global_pooling": True})]
+    layers += [layer("spp_MAX", "SPP", "c", spp_param={"pyramid_height": 3})]
+    layers += [layer("spp_AVE", "SPP", "c", spp_param={"pyramid_height": 2, "pool": "AVE"})]
+    for top in ("global", "spp_MAX", "spp_AVE"):
+        layers.append(inner_product(f"{top}_fc", top, 3))
+        tops.append(f"{top}_fc")
+    layers.append(layer("sum", "Eltwise", tops))
+    return tiny("poolings", *layers, {**loss("sum"), "top": "loss"}, inputs=(("data", (2, 4, 6, 7)), ("label", (2,))))
+
+
+def learned():
+    """InnerProduct with transpose, no bias, axis 2; Convolution without bias and with
+    kernel_h/w, pad_h/w, stride_h/w, of two bottoms; grouped Deconvolution without bias;
+    weights shared by name; a frozen layer (lr_mult 0); a bottom with propagate_down false."""
+    rectangular = conv("rect", "data", 4, 1, bias=False)
+    rectangular["convolution_param"] = {
+        **{k: v for k, v in rectangular["convolution_param"].items() if k not in ("kernel_size", "pad", "stride")},
+        "kernel_h": 3,
+        "kernel_w": 2,
+        "pad_h": 1,
+        "pad_w": 0,
+        "stride_h": 2,
+        "stride_w": 1,
+    }
+    twin = {**rectangular, "name": "pair", "bottom": ["data", "data2"], "top": ["pair1", "pair2"]}
+    twin["convolution_param"] = {**rectangular["convolution_param"], "bias_term": True, "bias_filler": GAUSSIAN}
+    deconv = conv("up", "rect", 4, 2, stride=2, group=2, bias=False, type="Deconvolution")
+    ip = inner_product("ip_t", "up", 3)
+    ip["inner_product_param"].update({"transpose": True, "bias_term": False, "axis": 2})
+    shared_a = {**inner_product("shared_a", "pair1", 5), "param": [{"name": "w"}, {"name": "b"}]}
+    shared_b = {**inner_product("shared_b", "pair2", 5), "param": [{"name": "w"}, {"name": "b"}]}
+    frozen = {**inner_product("frozen", "ip_t", 5), "param": [{"lr_mult": 0}, {"lr_mult": 0}]}
+    cut = {**layer("cut", "Eltwise", ["shared_a", "shared_b"]), "propagate_down": [True, False]}
+    return tiny(
+        "learned",
+        rectangular,
+        twin,
+        deconv,
+        ip,
+        shared_a,
+        shared_b,
+        frozen,
+        cut,
+        layer("sum", "Eltwise", ["cut", "frozen"]),
+        *classify("sum"),
+        inputs=(("data", (2, 3, 5, 4)), ("data2", (2, 3, 5, 4)), ("label", (2,))),
+    )
+
+
+def normalizations():
+    """MVN (across channels; without variance), BatchNorm with global statistics in TRAIN, a
+    BatchNorm and a Scale it does not fuse with (a bias on two axes), LRN."""
+    return tiny(
+        "normalizations",
+        conv("c", "data", 4, 3, pad=1),
+        layer("mvn", "MVN", "c", mvn_param={"across_channels": True}),
+        layer("centred", "MVN", "mvn", mvn_param={"normalize_variance": False}),
+        layer("bn_global", "BatchNorm", "centred", batch_norm_param={"use_global_stats": True}),
+        layer("bn", "BatchNorm", "bn_global"),
+        layer("scale2", "Scale", "bn", "bn", scale_param={"axis": 1, "num_axes": 2, "bias_term": True}),
+        layer("lrn", "LRN", "bn", lrn_param={"local_size": 3, "alpha": 0.5, "beta": 0.75, "k": 2}),
+        *classify("lrn"),
+    )
+
+
+def losses():
+    """SoftmaxWithLoss per pixel with ignore_label, FULL normalization and the probabilities
+    top, weighted 0.5; SigmoidCrossEntropyLoss weighted 2; EuclideanLoss weighted 0; a plain top
+    weighted as a loss (a Reduction); HingeLoss L2; MultinomialLogisticLoss; InfogainLoss with H
+    as a bottom; ContrastiveLoss; Accuracy (top 2)."""
+    inputs = (
+        ("data", (2, 4, 3, 3)),
+        ("label", (2,)),
+        ("pixels", (2, 3, 3)),
+        ("target", (2, 5)),
+        ("goal", (2, 5)),
+        ("matrix", (5, 5)),
+        ("similar", (2,)),
+    )
+    per_pixel = layer(
+        "pixel_loss",
+        "SoftmaxWithLoss",
+        ["c", "pixels"],
+        ["pixel_loss", "pixel_prob"],
+        loss_weight=[0.5, 0],
+        loss_param={"ignore_label": 1, "normalization": "FULL"},
+    )
+    return tiny(
+        "losses",
+        conv("c", "data", 4, 1),
+        per_pixel,
+        inner_product("ip", "c", 5),
+        inner_product("ip2", "c", 5),
+        layer("sce", "SigmoidCrossEntropyLoss", ["ip", "target"], loss_weight=2),
+        layer("l2", "EuclideanLoss", ["ip", "goal"], loss_weight=0),
+        layer("sumsq", "Reduction", "ip2", reduction_param={"operation": "SUMSQ", "axis": 1}, loss_weight=0.1),
+        layer("hinge", "HingeLoss", ["ip", "label"], hinge_loss_param={"norm": "L2"}),
+        layer("prob", "Softmax", "ip2"),
+        layer("logistic", "MultinomialLogisticLoss", ["prob", "label"]),
+        layer("infogain", "InfogainLoss", ["ip2", "label", "matrix"]),
+        layer("pairs", "ContrastiveLoss", ["ip", "ip2", "similar"], contrastive_loss_param={"margin": 2}),
+        layer("accuracy", "Accuracy", ["ip2", "label"], accuracy_param={"top_k": 2}),
+        inputs=inputs,
+    )
+
+
+def reductions():
+    """Reduction SUM (everything), ASUM, MEAN (coeff), SUMSQ (last axis), each weighted."""
+    ops = [("SUM", 0, 1e-2), ("ASUM", 1, 1e-2), ("MEAN", 2, -1.0), ("SUMSQ", -1, 0.1)]
+    layers = [conv("c", "data", 3, 1)]
+    for op, axis, weight in ops:
+        layers.append(
+            layer(
+                f"r_{op}",
+                "Reduction",
+                "c",
+                reduction_param={"operation": op, "axis": axis, "coeff": 0.5},
+                loss_weight=weight,
+            )
+        )
+    return tiny("reductions", *layers, *classify("c"))
+
+
+def sequences():
+    """Embed of word indices, an LSTM (cont 0 at the first step), an RNN with its states
+    exposed, InnerProduct on axis 2, SoftmaxWithLoss on axis 2."""
+    inputs = (("words", (3, 2)), ("cont", (3, 2)), ("h0", (1, 2, 5)), ("label", (3, 2)))
+    embed = {"num_output": 3, "input_dim": 7, "weight_filler": GAUSSIAN, "bias_filler": GAUSSIAN}
+    recurrent = {"num_output": 4, "weight_filler": {"type": "xavier"}, "bias_filler": GAUSSIAN}
+    fc = inner_product("fc", "rnn", 5)
+    fc["inner_product_param"]["axis"] = 2
+    return tiny(
+        "sequences",
+        layer("embed", "Embed", "words", "embedded", embed_param=embed),
+        layer("lstm", "LSTM", ["embedded", "cont"], recurrent_param=recurrent),
+        layer(
+            "rnn",
+            "RNN",
+            ["lstm", "cont", "h0"],
+            ["rnn", "hT"],
+            recurrent_param={**recurrent, "num_output": 5, "expose_hidden": True},
+        ),
+        layer("quiet", "Silence", "hT", []),
+        fc,
+        {**loss("fc"), "softmax_param": {"axis": 2}},
+        inputs=inputs,
+    )
+
+
+TRANSLATED = [neurons, shapes, broadcasts, poolings, learned, normalizations, losses, reductions, sequences]
+
+
+@pytest.mark.parametrize("build", TRANSLATED, ids=lambda build: build.__name__)
+def test_each_translated_layer_type_gives_netlayers_loss_and_gradients_where_torch_is_installed(build):
+    spec = build()
+    net, loss = run_tiny(spec)
+    assert_finite_loss_and_some_gradient(net, loss, spec["name"])
+    check_against_pytorch_where_installed(spec, net, loss)
+
+
+def test_the_tiny_nets_cover_every_layer_type_the_twin_translates_but_dropout():
+    covered = {layer["type"] for build in TRANSLATED for layer in build()["layers"]}
+    nets = [bench_nets.cifar10_full(), bench_nets.fcn32s(), bench_nets.lstm(), bench_nets.warm_up_spec()]
+    covered |= {layer["type"] for spec in nets for layer in spec["layers"]}
+    assert set(bench_nets.TRANSLATED_TYPES) - covered == {"Dropout"}  # Dropout: see the file-net tests
+
+
 def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args([]).nets == bench_nets.ISSUE_NETS
     assert bench_nets.parse_args(["--nets", "all"]).nets == list(bench_nets.NETS)
@@ -136,7 +433,7 @@ def test_gemm_flops_count_forward_and_both_gradients_but_no_data_gradient_for_th
     dw = 2 * (4 * 1 * 3 * 3) * positions  # bottom is the input: forward + weight gradient only
     pw = 2 * (4 * 4) * positions  # forward + weight gradient + data gradient
     fc = 2 * (10 * 4) * 2
-    assert bench_nets.gemm_flops(spec, net) == 2 * dw + 3 * pw + 3 * fc
+    assert bench_nets.gemm_flops(net) == 2 * dw + 3 * pw + 3 * fc
 
 
 def test_the_table_without_pytorch_shows_netlayers_and_its_floor_only():
@@ -289,3 +586,152 @@ def test_a_gradient_that_is_rounding_noise_is_measured_against_the_largest_gradi
     net, module = _net_and_module({"conv": big, "scale": 1.2 * big}, {"conv": big, "scale": big})
     with pytest.raises(bench_nets.ComputationMismatch, match="layer 'scale'"):
         bench_nets.check_same_computation("n", net, module, 1.0, 1.0)
+
+
+# -- fixed inputs ------------------------------------------------------------------------------
+def test_labels_are_class_indices_below_the_scores_classes_targets_in_0_1_indices_below_input_dim():
+    plan = {
+        name: (shape, kind, bound) for name, shape, kind, bound in bench_nets.input_plan(bench_nets.new_net(losses()))
+    }
+    assert plan["pixels"] == ((2, 3, 3), "classes", 4)  # SoftmaxWithLoss over c's 4 channels, per pixel
+    assert plan["label"] == ((2,), "classes", 5)  # HingeLoss, Accuracy, ... over 5 outputs
+    assert plan["target"][1] == "unit" and plan["goal"][1] == plan["matrix"][1] == "normal"
+    inputs = bench_nets.fixed_inputs(losses())
+    assert inputs["pixels"].dtype == np.int64 and set(np.unique(inputs["pixels"])) == {0, 1, 2, 3}
+    assert 0 <= inputs["target"].min() and inputs["target"].max() < 1 and inputs["goal"].min() < 0
+    words = bench_nets.fixed_inputs(sequences())
+    assert words["words"].max() < 7 and words["label"].max() < 5 and len(np.unique(words["words"])) > 2
+    assert (words["cont"][0] == 0).all() and (words["cont"][1:] == 1).all()
+    unet = bench_nets.fixed_inputs(bench_nets.unet(batch=1, size=8, widths=(2, 3), classes=4))
+    assert unet["label"].shape == (1, 8, 8) and set(np.unique(unet["label"])) == {0, 1, 2, 3}
+    image = bench_nets.fixed_inputs(bench_nets.autoencoder(batch=2, widths=(3, 2)))["data"]  # flattened: the target
+    assert image.dtype == np.float32 and 0 <= image.min() and image.max() < 1
+
+
+def test_a_label_read_by_two_layers_through_a_split_takes_the_fewer_classes():
+    spec = tiny(
+        "two_readers",
+        inner_product("wide", "data", 7),
+        inner_product("narrow", "data", 3),
+        {**loss("wide"), "top": "loss"},
+        layer("accuracy", "Accuracy", ["narrow", "label"]),
+        inputs=(("data", (50, 2)), ("label", (50,))),
+    )
+    assert bench_nets.input_plan(bench_nets.new_net(spec))[1] == ("label", (50,), "classes", 3)
+    assert set(np.unique(bench_nets.fixed_inputs(spec)["label"])) == {0, 1, 2}
+
+
+# -- net files ---------------------------------------------------------------------------------
+@pytest.fixture
+def quick(monkeypatch):
+    """main's arguments for one quick round; numpy's sgemm rate not measured."""
+    monkeypatch.setattr(bench_nets, "sgemm_rate", lambda: 1e11)
+    return ["--rounds", "1", "--iters", "1", "--pause", "0"]
+
+
+def write_net(tmp_path, *layers, name="tiny.yaml"):
+    """A YAML net file of an Input (data 2 x 3 x 6 x 6, label 2), ``layers`` after a 3x3
+    convolution ``conv``, and an InnerProduct 4 with SoftmaxWithLoss."""
+    data = {"name": "data", "type": "Input", "top": ["data", "label"]}
+    data["input_param"] = {"shape": [{"dim": [2, 3, 6, 6]}, {"dim": [2]}]}
+    spec = bench_nets.net_spec("tiny", [data, conv("conv", "data", 4, 3), *layers, inner_product("fc", "conv", 4)])
+    spec["layers"].append({**loss("fc"), "top": "loss"})
+    path = tmp_path / name
+    path.write_text(json.dumps(spec))  # JSON is YAML
+    return str(path)
+
+
+def test_nets_takes_file_paths_among_the_names():
+    assert bench_nets.parse_args(["--nets", "nin,nets/a.yaml,b.prototxt,c.yml"]).nets == [
+        "nin", "nets/a.yaml", "b.prototxt", "c.yml"
+    ]  # fmt: skip
+    with pytest.raises(SystemExit):
+        bench_nets.parse_args(["--nets", "no_such_net"])
+
+
+def test_a_net_file_is_benchmarked_in_its_train_phase_against_pytorch_where_installed(tmp_path, quick, capsys):
+    path = write_net(
+        tmp_path,
+        relu("relu", "conv"),
+        {
+            **layer("test_only", "Pooling", "conv", pooling_param={"pool": "MAX", "kernel_size": 2}),
+            "include": {"phase": "TEST"},
+        },
+    )
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(path))
+    if bench_nets.import_torch() is None:
+        assert "netlayers" in line and "PyTorch" not in line and "netlayers ran alone" in out
+    else:
+        assert re.search(r"gradients within \S+\)  ratio \d+\.\d\dx", line), line
+    assert f"| {path} | " in out  # the table's row
+
+
+def test_the_example_prototxt_net_runs(quick, capsys):
+    path = str(Path(bench_nets.__file__).parent / "nets" / "lenet.prototxt")
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(path))
+    assert re.search(r"netlayers +\d+\.\d ms \(loss 2\.\d+\)", line) and "note:" not in out
+
+
+def test_a_net_with_dropout_runs_both_sides_without_comparing_them(tmp_path, quick, capsys):
+    path = write_net(tmp_path, layer("drop", "Dropout", "conv", "conv", dropout_param={"dropout_ratio": 0.3}))
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    out = capsys.readouterr().out
+    if bench_nets.import_torch() is None:
+        assert "not compared" not in out and "netlayers ran alone" in out
+    else:
+        assert re.search(r"PyTorch +\d+\.\d ms \(loss \S+; not compared\)  ratio", out)
+        assert "note: PyTorch not compared: 'drop' (Dropout) draw(s) random numbers, each side its own" in out
+
+
+def test_a_layer_the_twin_does_not_translate_leaves_netlayers_alone_with_a_note(tmp_path, quick, capsys):
+    path = write_net(tmp_path, layer("best", "ArgMax", "conv"), layer("quiet", "Silence", "best", []))
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if line.startswith(path))
+    assert "netlayers" in line and "ratio" not in line
+    if bench_nets.import_torch() is not None:
+        note = lines[lines.index(line) + 1].strip()
+        assert note == "note: netlayers alone: no PyTorch twin: layer 'best': type ArgMax is not translated"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "folder", "not YAML", "no layers", "Data layer", "bad shape"],
+)
+def test_a_bad_net_file_is_one_error_line_naming_the_file_and_a_non_zero_exit(tmp_path, quick, capsys, case):
+    path = tmp_path / "net.yaml"
+    if case == "folder":
+        path.mkdir()
+    elif case == "not YAML":
+        path.write_text("layers: [\n")
+    elif case == "no layers":
+        path.write_text("name: empty\n")
+    elif case == "Data layer":
+        data = {
+            "name": "mnist",
+            "type": "Data",
+            "top": ["data", "label"],
+            "data_param": {"source": "x", "batch_size": 2},
+        }
+        path.write_text(json.dumps({"layers": [data, inner_product("fc", "data", 2), loss("fc")]}))
+    elif case == "bad shape":
+        path = Path(write_net(tmp_path, conv("too_big", "conv", 2, 9)))
+    assert bench_nets.main(["--nets", f"lenet,{path}", *quick]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith("bench_nets: error: ") and str(path) in errors[0], captured.err
+    if case == "Data layer":
+        assert "layer 'mnist' is a Data layer" in errors[0] and "Input" in errors[0]
+    if case != "bad shape":  # found before anything is timed
+        assert "lenet" not in captured.out
+
+
+def test_memory_is_measured_for_a_net_file_in_a_subprocess(tmp_path, monkeypatch):
+    write_net(tmp_path, relu("relu", "conv"))
+    monkeypatch.chdir(tmp_path)  # a relative path: the subprocess gets it resolved
+    mib = bench_nets.measure_memory("tiny.yaml", "netlayers", 1)
+    assert 0 < mib < 100

@@ -1,22 +1,39 @@
 """Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
 
-    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all] [--threads 2] [--rounds 7]
-                               [--iters N] [--memory] [--busy] [--layers]
+    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|path/to/net.prototxt,...]
+                               [--threads 2] [--rounds 7] [--iters N] [--memory] [--busy] [--layers]
 
 The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), and with ``--nets all``
 or by name, more kinds of net (``NETS``: Network in Network, ResNet-50's bottleneck blocks, an
 inception module, Sigmoid and TanH MLPs, ELU and PReLU convnets, dilated and 1-D convolutions,
 one large image, AlexNet's classifier, whole ResNets, GoogLeNet and MobileNet, an FCN-32s with
-its per-pixel loss), float32. One *step* is: clear the param gradients,
-forward, backward (PyTorch: ``zero_grad()``, forward, ``loss.backward()``). Both sides run with
-the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and threadpoolctl
-plus numba's pool for netlayers) on the same fixed batch with the same weights: PyTorch's net
-is built from the netlayers spec layer by layer (:func:`torch_net`) and takes netlayers'
-initial params. The netlayers net is built as a solver builds its TRAIN net
-(``share_diffs=True``: blobs whose gradients are never alive at once share diff memory).
-Before timing, both losses and all param gradients are compared; if they
-differ (loss by more than 1e-4 relative, a gradient by more than 1e-2 in relative norm) the
-run stops with an error, since a benchmark of two different computations is worthless.
+its per-pixel loss, SRCNN, MobileNet v2's inverted residuals, SE-ResNet and ResNeXt stages, a
+U-Net, Tiny YOLO's backbone, a Wide ResNet, ShuffleNet units, Caffe's MNIST autoencoder),
+float32. ``--nets`` also takes net files, mixed with the names: a value holding a ``/`` or
+ending in .yaml, .yml or .prototxt is the path of a YAML or Caffe .prototxt net (as
+``netlayers.Net`` loads it; ``tools/nets/lenet.prototxt`` is one), benchmarked in its TRAIN
+phase. Its inputs are the tops of its Input layers (or its net-level ``input``), given fixed
+random values (:func:`input_plan`): class indices below the classes of the layer that reads a
+blob as labels (SoftmaxWithLoss, Accuracy, ...), an Embed's indices below its ``input_dim``, a
+SigmoidCrossEntropyLoss target in [0, 1), an LSTM's continuation 0 then 1, standard normal
+values otherwise; a net reading its data from files (Data, ImageData, HDF5Data...) is refused:
+give it an Input layer instead. A net file that cannot be read or checked is a one-line error
+(exit status 1) before anything runs; one that fails to build, when its turn comes.
+
+One *step* is: clear the param gradients, forward, backward (PyTorch: ``zero_grad()``,
+forward, ``loss.backward()``); the loss is Caffe's, on both sides: every top's loss weight
+(``loss_weight``; 1 for a loss layer's first top by default) times its sum, added up. Both
+sides run with the same thread count (``--threads``, default 2: ``torch.set_num_threads``, and
+threadpoolctl plus numba's pool for netlayers) on the same fixed batch with the same weights:
+PyTorch's net is built from the netlayers spec layer by layer (:func:`torch_net`, whose
+``TRANSLATED_TYPES`` are the layer types it translates) and takes netlayers' initial params.
+The netlayers net is built as a solver builds its TRAIN net (``share_diffs=True``: blobs whose
+gradients are never alive at once share diff memory). Before timing, both losses and all param
+gradients are compared; if they differ (loss by more than 1e-4 relative, a gradient by more
+than 3e-2 in relative norm, ``GRADIENT_TOLERANCE``) the run stops with an error, since a
+benchmark of two different computations is worthless. A net whose layers draw random numbers
+(Dropout) is timed on both sides without that check; a net with a layer the twin does not
+translate runs in netlayers alone; a one-line note under the net's line says which.
 
 Timing: after warm-up, ``--rounds`` rounds; in each, both sides run ``--iters`` steps in turn
 (the order flips every round, with a pause of ``--pause`` seconds, default 0.5, before each run
@@ -44,6 +61,7 @@ netlayers runs alone. The last thing printed is a markdown table for the README.
 
 import argparse
 import contextlib
+import functools
 import math
 import os
 import resource
@@ -64,6 +82,7 @@ sys.path.insert(0, str(TOOLS))
 from bench_lenet import lenet_spec  # noqa: E402
 
 import netlayers  # noqa: E402
+from netlayers.errors import NetlayersError  # noqa: E402
 
 LOSS_TOLERANCE = 1e-4  # relative
 GRADIENT_TOLERANCE = 3e-2  # relative norm of the difference (see check_same_computation)
@@ -410,21 +429,40 @@ def mobilenet_tail(batch=8, size=28, width=256):
     return net_spec("mobilenet_tail", layers)
 
 
-def bottleneck_block(layers, name, bottom, width, stride, project):
-    """A ResNet bottleneck block appended to ``layers``: 1x1 (``stride``) to ``width``, 3x3,
-    1x1 to 4 ``width``, BatchNorm + Scale after each, ReLU after the first two; added to the
-    block's input, or with ``project`` to its 1x1 projection (``stride``), then ReLU."""
+def bottleneck_block(layers, name, bottom, width, stride, project, *, out=None, group=1, gate=False):
+    """A ResNet bottleneck block appended to ``layers``: 1x1 (``stride``) to ``width``, 3x3 (of
+    ``group`` groups: ResNeXt's cardinality), 1x1 to ``out`` (default 4 ``width``), BatchNorm +
+    Scale after each, ReLU after the first two; with ``gate`` a squeeze-and-excitation gate
+    (:func:`se_gate`) on the last; added to the block's input, or with ``project`` to its 1x1
+    projection (``stride``), then ReLU."""
+    out = 4 * width if out is None else out
     shortcut = bottom
     if project:
         shortcut = f"{name}_proj"
-        layers += [conv(shortcut, bottom, 4 * width, 1, stride=stride, bias=False)]
+        layers += [conv(shortcut, bottom, out, 1, stride=stride, bias=False)]
         layers += batch_norm_scale(shortcut, shortcut)
     a, b, c = f"{name}a", f"{name}b", f"{name}c"
     layers += [conv(a, bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
-    layers += [conv(b, a, width, 3, pad=1, bias=False), *batch_norm_scale(b, b), relu(f"{b}_relu", b)]
-    layers += [conv(c, b, 4 * width, 1, bias=False), *batch_norm_scale(c, c)]
+    layers += [conv(b, a, width, 3, pad=1, group=group, bias=False), *batch_norm_scale(b, b), relu(f"{b}_relu", b)]
+    layers += [conv(c, b, out, 1, bias=False), *batch_norm_scale(c, c)]
+    if gate:
+        c = se_gate(layers, name, c, out)
     layers += [{"name": name, "type": "Eltwise", "bottom": [shortcut, c], "top": name}, relu(f"{name}_relu", name)]
     return name
+
+
+def se_gate(layers, name, bottom, channels, reduction=16):
+    """A squeeze-and-excitation gate (Hu et al.) appended to ``layers``: global average pooling
+    of ``bottom``, InnerProduct to ``channels`` / ``reduction``, ReLU, InnerProduct back to
+    ``channels``, Sigmoid, and a Scale of two bottoms (axis 0) multiplying each map of ``bottom``
+    by its image's gate; returns the gated top."""
+    squeeze, down, up, gated = f"{name}_squeeze", f"{name}_down", f"{name}_up", f"{name}_gated"
+    layers += [pool(squeeze, bottom, "AVE"), inner_product(down, squeeze, channels // reduction)]
+    layers += [relu(f"{down}_relu", down), inner_product(up, down, channels)]
+    layers.append(activation(f"{up}_sigmoid", up, "Sigmoid"))
+    scale = {"name": f"{name}_scale", "type": "Scale", "bottom": [bottom, up], "top": gated}
+    layers.append({**scale, "scale_param": {"axis": 0}})
+    return gated
 
 
 def resnet50_last_stage(batch=8, size=14, width=512):
@@ -498,16 +536,17 @@ def classifier_head(batch=8):
     return net_spec("classifier_head", [*layers, loss("fc8")])
 
 
-def basic_block(layers, name, bottom, width, stride):
+def basic_block(layers, name, bottom, width, stride, project=None):
     """A ResNet basic block appended to ``layers``: 3x3 (stride ``stride``) -> BatchNorm + Scale
-    -> ReLU -> 3x3 -> BatchNorm + Scale, plus the shortcut (the identity, or where the block
-    downsamples a 1x1 stride-2 projection with BatchNorm + Scale), Eltwise SUM, ReLU."""
+    -> ReLU -> 3x3 -> BatchNorm + Scale, plus the shortcut (the identity, or with ``project``,
+    by default where the block downsamples, a 1x1 projection of stride ``stride`` with
+    BatchNorm + Scale), Eltwise SUM, ReLU."""
     a, b = f"{name}_a", f"{name}_b"
     layers += [conv(a, bottom, width, 3, pad=1, stride=stride, bias=False), *batch_norm_scale(a, a)]
     layers += [relu(f"{a}_relu", a)]
     layers += [conv(b, a, width, 3, pad=1, bias=False), *batch_norm_scale(b, b)]
     shortcut = bottom
-    if stride != 1:
+    if stride != 1 if project is None else project:
         shortcut = f"{name}_proj"
         layers += [conv(shortcut, bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(shortcut, shortcut)]
     layers += [{"name": name, "type": "Eltwise", "bottom": [b, shortcut], "top": name}, relu(f"{name}_relu", name)]
@@ -776,6 +815,170 @@ def srcnn(batch=128, size=33, widths=(64, 32), kernels=(9, 5, 5)):
     return net_spec("srcnn", layers)
 
 
+def relu6(name, blob):
+    """ReLU6 in place, as Caffe writes it: Clip(0, 6)."""
+    return {"name": name, "type": "Clip", "bottom": blob, "top": blob, "clip_param": {"min": 0.0, "max": 6.0}}
+
+
+def inverted_residual(layers, name, bottom, channels, out, stride, expand=6):
+    """A MobileNet v2 inverted residual block appended to ``layers``: 1x1 to ``expand`` times
+    ``channels``, depthwise 3x3 (``stride``), a linear 1x1 projection to ``out``, each with
+    BatchNorm + Scale, ReLU6 after the first two; added to the block's input where the shapes
+    match (stride 1, ``channels`` = ``out``). Returns the block's top."""
+    e, d, p = f"{name}_expand", f"{name}_dw", f"{name}_project"
+    hidden = channels * expand
+    layers += [conv(e, bottom, hidden, 1, bias=False), *batch_norm_scale(e, e), relu6(f"{e}_relu6", e)]
+    layers += [conv(d, e, hidden, 3, pad=1, stride=stride, group=hidden, bias=False), *batch_norm_scale(d, d)]
+    layers += [relu6(f"{d}_relu6", d), conv(p, d, out, 1, bias=False), *batch_norm_scale(p, p)]
+    if stride != 1 or channels != out:
+        return p
+    layers.append({"name": name, "type": "Eltwise", "bottom": [bottom, p], "top": name})
+    return name
+
+
+def mobilenet_v2(batch=8, size=56):
+    """MobileNet v2 (Sandler et al.) from its 56 x 56 stage to 28 x 28: the second inverted
+    residual block of 24 channels, then the three of 32 (the first with stride 2), expansion 6,
+    ReLU6 written as Caffe ports do (Clip 0..6); global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, 24, size, size)], "data"
+    for k, (channels, out, stride) in enumerate([(24, 24, 1), (24, 32, 2), (32, 32, 1), (32, 32, 1)]):
+        bottom = inverted_residual(layers, f"ir{k}", bottom, channels, out, stride)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("mobilenet_v2", layers)
+
+
+def se_resnet(batch=8, size=56, width=64):
+    """SE-ResNet-50's first stage (Hu et al., squeeze-and-excitation): three bottleneck blocks
+    (:func:`bottleneck_block`, 64 -> 256 channels at 56 x 56, the first with a projection),
+    each with an SE gate (reduction 16) on its last BatchNorm + Scale before the sum; global
+    average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, width, size, size)], "data"
+    for k in range(3):
+        bottom = bottleneck_block(layers, f"res{k}", bottom, width, 1, project=k == 0, gate=True)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("se_resnet", layers)
+
+
+def resnext(batch=8, size=56, width=128, cardinality=32, out=256):
+    """ResNeXt-50 (32x4d; Xie et al.)'s first stage: three bottleneck blocks 64 -> 256 channels
+    at 56 x 56 whose 3x3 convolution of ``width`` 128 channels runs in ``cardinality`` 32 groups
+    of 4 (the first block with a projection); global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, 64, size, size)], "data"
+    for k in range(3):
+        bottom = bottleneck_block(layers, f"res{k}", bottom, width, 1, k == 0, out=out, group=cardinality)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("resnext", layers)
+
+
+def unet(batch=4, size=128, widths=(32, 64, 128), classes=10):
+    """A U-Net (Ronneberger et al.) of three levels: two padded 3x3 convolutions with ReLU per
+    level, 2/2 max pools down, Deconvolution 2x2/2 (with ReLU) up, the level's maps joined by
+    Concat before its two convolutions, a 1x1 score layer of ``classes`` and SoftmaxWithLoss
+    over every pixel (``label`` a class map of shape (N, H, W))."""
+    layers = [input_layer(batch, 3, size, size)]
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, size, size]
+    bottom, skips = "data", []
+    for level, width in enumerate(widths):
+        for k in range(2):
+            name = f"down{level}_{k}"
+            layers += [conv(name, bottom, width, 3, pad=1), relu(f"{name}_relu", name)]
+            bottom = name
+        if level < len(widths) - 1:
+            skips.append(bottom)
+            layers.append(pool(f"pool{level}", bottom, "MAX", 2, 2))
+            bottom = f"pool{level}"
+    for level in reversed(range(len(widths) - 1)):
+        width, up = widths[level], f"up{level}"
+        layers += [conv(up, bottom, width, 2, stride=2, type="Deconvolution"), relu(f"{up}_relu", up)]
+        layers.append({"name": f"cat{level}", "type": "Concat", "bottom": [skips[level], up], "top": f"cat{level}"})
+        bottom = f"cat{level}"
+        for k in range(2):
+            name = f"up{level}_{k}"
+            layers += [conv(name, bottom, width, 3, pad=1), relu(f"{name}_relu", name)]
+            bottom = name
+    return net_spec("unet", [*layers, conv("score", bottom, classes, 1), loss("score")])
+
+
+def darknet(batch=4, size=224, widths=(16, 32, 64, 128, 256, 512)):
+    """Tiny YOLO's backbone (Redmon et al.; tiny-yolo-voc in Caffe ports): 3x3 convolutions of
+    ``widths`` channels, each with BatchNorm + Scale and a leaky ReLU (slope 0.1), a 2/2 max
+    pool after all but the last; its 1x1 detection layer of 125 maps (5 boxes x 25); global
+    average pooling, InnerProduct 10 and SoftmaxWithLoss standing in for its region loss."""
+    layers, bottom = [input_layer(batch, 3, size, size)], "data"
+    for k, width in enumerate(widths):
+        name = f"conv{k}"
+        layers += [conv(name, bottom, width, 3, pad=1, bias=False), *batch_norm_scale(name, name)]
+        layers.append(relu(f"{name}_relu", name, slope=0.1))
+        bottom = name
+        if k < len(widths) - 1:
+            layers.append(pool(f"pool{k}", bottom, "MAX", 2, 2))
+            bottom = f"pool{k}"
+    layers += [conv("detect", bottom, 125, 1), pool("pool", "detect", "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("darknet", [*layers, loss("fc")])
+
+
+def wrn(batch=32, widths=(64, 128, 256), blocks=2, size=32):
+    """A Wide ResNet (Zagoruyko and Komodakis) on CIFAR, WRN-16-4: a 3x3 stem of 16 channels,
+    three stages of ``blocks`` basic blocks (:func:`basic_block`, post-activation as the CIFAR
+    ResNet's) 4 times as wide as ResNet's, 64-128-256 channels at 32-16-8 pixels (the first
+    block of a stage with a 1x1 projection: stride 1 in the first stage, where only the width
+    changes, then 2); global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("stem", "data", 16, 3, pad=1, bias=False)]
+    layers += [*batch_norm_scale("stem", "stem"), relu("stem_relu", "stem")]
+    bottom = "stem"
+    for stage, width in enumerate(widths):
+        for k in range(blocks):
+            stride = 2 if stage and not k else 1
+            bottom = basic_block(layers, f"s{stage}b{k}", bottom, width, stride, project=k == 0)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("wrn", [*layers, loss("fc")])
+
+
+def shufflenet(batch=8, size=28, channels=240, groups=3, units=3):
+    """ShuffleNet v1 (Zhang et al.)'s stride-1 units at group 3 (240 channels at 28 x 28): a 1x1
+    convolution of ``groups`` groups to a quarter of the channels with BatchNorm + Scale + ReLU,
+    a depthwise 3x3 with BatchNorm + Scale, a 1x1 of ``groups`` groups back with BatchNorm +
+    Scale, added to the unit's input, ReLU; without the channel shuffle (Caffe 1.0 has no layer
+    for it); global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, channels, size, size)], "data"
+    mid = channels // 4
+    for k in range(units):
+        a, d, c = f"u{k}_gconv1", f"u{k}_dw", f"u{k}_gconv2"
+        layers += [conv(a, bottom, mid, 1, group=groups, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
+        layers += [conv(d, a, mid, 3, pad=1, group=mid, bias=False), *batch_norm_scale(d, d)]
+        layers += [conv(c, d, channels, 1, group=groups, bias=False), *batch_norm_scale(c, c)]
+        layers += [{"name": f"u{k}", "type": "Eltwise", "bottom": [bottom, c], "top": f"u{k}"}]
+        layers.append(relu(f"u{k}_relu", f"u{k}"))
+        bottom = f"u{k}"
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("shufflenet", layers)
+
+
+def autoencoder(batch=100, widths=(1000, 500, 250, 30)):
+    """Caffe's examples/mnist/mnist_autoencoder.prototxt: InnerProducts 784-1000-500-250-30 and
+    back 250-500-1000-784, Sigmoid after each but the 30-unit code and the last; its losses:
+    SigmoidCrossEntropyLoss of the last InnerProduct against the flattened image (``data``,
+    28 x 28 values in [0, 1]) and the EuclideanLoss of its Sigmoid against the image with loss
+    weight 0 (reported, not trained); xavier fillers instead of its sparse gaussians."""
+    data = {"name": "data", "type": "Input", "top": "data", "input_param": {"shape": {"dim": [batch, 1, 28, 28]}}}
+    layers = [data, {"name": "flatdata", "type": "Flatten", "bottom": "data", "top": "flatdata"}]
+    plan = [(f"encode{k}", width) for k, width in enumerate(widths, 1)]
+    plan += [(f"decode{k}", width) for k, width in reversed(list(enumerate((784, *widths[:-1]), 1)))]
+    bottom = "data"
+    for name, width in plan:
+        layers.append(inner_product(name, bottom, width))
+        bottom = name
+        if name not in (f"encode{len(widths)}", "decode1"):
+            layers.append({"name": f"{name}neuron", "type": "Sigmoid", "bottom": name, "top": f"{name}neuron"})
+            bottom = f"{name}neuron"
+    cross_entropy = {"name": "loss", "type": "SigmoidCrossEntropyLoss", "bottom": ["decode1", "flatdata"]}
+    layers.append({**cross_entropy, "top": "cross_entropy_loss", "loss_weight": 1})
+    layers.append({"name": "decode1neuron", "type": "Sigmoid", "bottom": "decode1", "top": "decode1neuron"})
+    euclidean = {"name": "loss", "type": "EuclideanLoss", "bottom": ["decode1neuron", "flatdata"], "top": "l2_error"}
+    layers.append({**euclidean, "loss_weight": 0})
+    return net_spec("autoencoder", layers)
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
@@ -850,59 +1053,145 @@ NETS.update(
         ),
         "fcn32s": Case("FCN-32s (VGG-16 at half width, pad 100, Deconvolution 64/32, Crop), 192 px, batch 1", fcn32s),
         "srcnn": Case("SRCNN 9-5-5 (64 and 32 channels, a 1-channel 5x5 output), 33 px, batch 128", srcnn),
+        "mobilenet_v2": Case(
+            "MobileNet v2's 56 -> 28 px stages: inverted residuals (1x1 x6, depthwise 3x3, 1x1), ReLU6, batch 8",
+            mobilenet_v2,
+        ),
+        "se_resnet": Case(
+            "SE-ResNet-50's first stage: 3 bottleneck blocks with squeeze-excitation gates, 56 px, batch 8", se_resnet
+        ),
+        "resnext": Case("ResNeXt-50 32x4d's first stage: 3x3 convolutions of group 32, 56 px, batch 8", resnext),
+        "unet": Case(
+            "U-Net, 3 levels 32-64-128, Deconvolution 2x2/2, Concat skips, per-pixel loss, 128 px, batch 4", unet
+        ),
+        "darknet": Case(
+            "Tiny YOLO's backbone: 3x3 convolutions 16-512, BatchNorm + Scale, leaky ReLU, 224 px, batch 4", darknet
+        ),
+        "wrn": Case("Wide ResNet WRN-16-4: 64-128-256 ch at 32-16-8 px, 2 basic blocks a stage, batch 32", wrn),
+        "shufflenet": Case(
+            "ShuffleNet units: 1x1 convolutions of group 3 + depthwise 3x3, 240 ch, 28 px, batch 8", shufflenet
+        ),
+        "autoencoder": Case(
+            "Caffe's MNIST autoencoder 784-1000-500-250-30 and back, Sigmoid, SigmoidCrossEntropyLoss, batch 100",
+            autoencoder,
+        ),
     }
 )
 
 
 # -- inputs and GEMM FLOPs -------------------------------------------------------------------
-def fixed_inputs(spec, seed=0):
-    """The net's Input blobs: ``data`` standard normal, ``label`` class indices 0..9."""
+#: layer type -> the bottom it reads as class labels (their count: the layer's ``classes``, the
+#: size of its first bottom along its softmax axis, or per item for the last two)
+LABEL_BOTTOM = {"SoftmaxWithLoss": 1, "Accuracy": 1, "InfogainLoss": 1, "MultinomialLogisticLoss": 1, "HingeLoss": 1}
+VIEW_TYPES = ("Split", "Flatten", "Reshape")  # a top that is its bottom's values
+
+
+def input_plan(net):
+    """How :func:`make_inputs` fills each top of the Input layers of the built netlayers
+    ``net``: a list of (blob, shape, kind, bound), kind one of
+
+    - ``"classes"``: class indices in [0, bound), for a blob some layer reads as labels (the
+      second bottom of SoftmaxWithLoss, Accuracy, InfogainLoss, MultinomialLogisticLoss,
+      HingeLoss: bound its number of classes), or as an Embed's indices (bound its
+      ``input_dim``); the smallest bound of its readers;
+    - ``"unit"``: uniform in [0, 1), a SigmoidCrossEntropyLoss target;
+    - ``"cont"``: an LSTM's or RNN's sequence continuation, 0 at the first step (a new
+      sequence: the state starts from 0, as PyTorch's) and 1 after;
+    - ``"normal"``: standard normal, every other blob.
+
+    A blob is followed through Split, Flatten and Reshape layers to the Input top it comes from
+    (a label read by a loss and an Accuracy, an image flattened as an autoencoder's target)."""
+    origin = {}
+    kinds = {}
+
+    def note(name, kind, bound=None):
+        while name in origin:
+            name = origin[name]
+        old_kind, old_bound = kinds.get(name, ("normal", None))
+        rank = ("normal", "unit", "cont", "classes")
+        if kind == old_kind == "classes":
+            bound = min(bound, old_bound)
+        elif rank.index(kind) < rank.index(old_kind):
+            kind, bound = old_kind, old_bound
+        kinds[name] = (kind, bound)
+
+    for layer in net.layers:
+        bottoms = layer.spec.bottoms
+        if layer.type in VIEW_TYPES:
+            origin.update((top, bottoms[0]) for top in layer.spec.tops if top != bottoms[0])
+        elif layer.type in LABEL_BOTTOM and len(bottoms) > LABEL_BOTTOM[layer.type]:
+            note(bottoms[LABEL_BOTTOM[layer.type]], "classes", int(layer.classes))
+        elif layer.type == "SigmoidCrossEntropyLoss":
+            note(bottoms[1], "unit")
+        elif layer.type == "Embed":
+            note(bottoms[0], "classes", layer.p.input_dim)
+        elif layer.type in ("LSTM", "RNN"):
+            note(bottoms[1], "cont")
+    return [(name, tuple(net.source_blobs[name].shape), *kinds.get(name, ("normal", None))) for name in net.inputs]
+
+
+def make_inputs(plan, seed=0):
+    """The arrays of an :func:`input_plan`, by blob name: float32, class indices int64 (netlayers
+    reads them as floats; PyTorch's losses and embeddings take them as they are)."""
     rng = np.random.default_rng(seed)
-    shapes = spec["layers"][0]["input_param"]["shape"]
-    data_shape, label_shape = (tuple(s["dim"]) for s in shapes)
-    data = rng.standard_normal(data_shape, dtype=np.float32)
-    return {"data": data, "label": rng.integers(0, 10, label_shape).astype(np.float32)}
-
-
-def gemm_flops(spec, net):
-    """FLOPs of the net's Convolution, Deconvolution and InnerProduct matrix products in one
-    forward + backward step: forward F = 2 * weights * output positions (a convolution's
-    output pixels; a deconvolution's input pixels; an InnerProduct's rows), backward F for
-    the weight gradient plus F for the data gradient unless the bottom is the net's input."""
-    total = 0
-    for layer in spec["layers"]:
-        if layer["type"] == "LSTM":
-            total += lstm_flops(layer, net)
-            continue
-        if layer["type"] not in ("Convolution", "Deconvolution", "InnerProduct"):
-            continue
-        weights = net.params[layer["name"]][0].data.size
-        bottom_shape = net.blobs[_first_bottom(layer)].data.shape
-        if layer["type"] == "Convolution":
-            top_shape = net.blobs[layer["top"]].data.shape
-            positions = top_shape[0] * math.prod(top_shape[2:])
-        elif layer["type"] == "Deconvolution":
-            positions = bottom_shape[0] * math.prod(bottom_shape[2:])
+    arrays = {}
+    for name, shape, kind, bound in plan:
+        if kind == "classes":
+            arrays[name] = rng.integers(0, bound, shape)
+        elif kind == "unit":
+            arrays[name] = rng.random(shape, dtype=np.float32)
+        elif kind == "cont":
+            arrays[name] = np.ones(shape, np.float32)
+            arrays[name][0] = 0
         else:
-            positions = math.prod(bottom_shape[: layer.get("inner_product_param", {}).get("axis", 1)])
+            arrays[name] = rng.standard_normal(shape, dtype=np.float32)
+    return arrays
+
+
+def fixed_inputs(spec, seed=0):
+    """The net's fixed inputs (:func:`input_plan`, :func:`make_inputs`): ``spec`` a built
+    netlayers Net, or what one is built from (a dict, a net file's path)."""
+    net = spec if isinstance(spec, netlayers.Net) else netlayers.Net(spec, dtype=np.float32, seed=SEED)
+    return make_inputs(input_plan(net), seed)
+
+
+def gemm_flops(net):
+    """FLOPs of the built ``net``'s Convolution, Deconvolution and InnerProduct matrix products
+    in one forward + backward step: forward F = 2 * weights * output positions (a convolution's
+    output pixels; a deconvolution's input pixels; an InnerProduct's rows), backward F for the
+    weight gradient (unless the weights are fixed: ``lr_mult: 0``) plus F for the data gradient
+    unless the bottom needs none (the net's input); a layer no gradient reaches only forward."""
+    total = 0
+    for index, layer in enumerate(net.layers):
+        if layer.type == "LSTM":
+            total += lstm_flops(net, index)
+            continue
+        if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
+            continue
+        weights = layer.blobs[0].data.size
+        bottoms, tops, axis = net.bottom_vecs[index], net.top_vecs[index], layer.axis
+        if layer.type == "Convolution":
+            positions = sum(math.prod(top.shape[:axis]) * math.prod(top.shape[axis + 1 :]) for top in tops)
+        elif layer.type == "Deconvolution":
+            positions = sum(math.prod(bottom.shape[:axis]) * math.prod(bottom.shape[axis + 1 :]) for bottom in bottoms)
+        else:
+            positions = math.prod(bottoms[0].shape[:axis])
         forward = 2 * weights * positions
-        total += forward * (2 if _first_bottom(layer) in net.inputs else 3)
+        needed = net.layer_need_backward[index]
+        gradients = needed * (layer.param_propagate_down[0] + net.bottom_need_backward[index][0])
+        total += forward * (1 + gradients)
     return total
 
 
-def _first_bottom(layer):
-    return layer["bottom"] if isinstance(layer["bottom"], str) else layer["bottom"][0]
-
-
-def lstm_flops(layer, net):
+def lstm_flops(net, index):
     """An LSTM's products in one step: forward F = 2 (W_xc + W_hc entries) T N; backward F
     for the weight gradients, the recurrent product back through the steps, and the input's
-    gradient unless the input is the net's."""
-    input_weight, _, recurrent_weight = (blob.data.size for blob in net.params[layer["name"]][:3])
-    rows = math.prod(net.blobs[_first_bottom(layer)].data.shape[:2])
+    gradient unless the input needs none (the net's input)."""
+    input_weight, _, recurrent_weight = (blob.data.size for blob in net.layers[index].blobs[:3])
+    rows = math.prod(net.bottom_vecs[index][0].shape[:2])
     forward = 2 * (input_weight + recurrent_weight) * rows
     backward = forward + 2 * recurrent_weight * rows
-    if _first_bottom(layer) not in net.inputs:
+    if net.bottom_need_backward[index][0]:
         backward += 2 * input_weight * rows
     return forward + backward
 
@@ -922,20 +1211,62 @@ def sgemm_rate(n=2048, repeats=5):
 
 
 # -- netlayers -------------------------------------------------------------------------------
-def build_netlayers(spec, inputs):
-    """The float32 TRAIN net of ``spec``, as a solver builds it, with ``inputs`` set (the
-    forward of later steps reuses them)."""
-    net = netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True)
-    net.forward(**inputs)
+def new_net(spec):
+    """The float32 TRAIN net of ``spec`` (a dict, a net file's path or a NetSpec), as a solver
+    builds it (``share_diffs``), its inputs not set yet."""
+    return netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True)
+
+
+def build_netlayers(spec, inputs=None):
+    """:func:`new_net` with ``inputs`` set (default :func:`fixed_inputs`; the forward of later
+    steps reuses them)."""
+    net = new_net(spec)
+    net.forward(**(fixed_inputs(net) if inputs is None else inputs))
     return net
 
 
 def netlayers_step(net):
-    """Clear the param gradients, forward, backward; returns the loss."""
+    """Clear the param gradients, forward, backward; returns the loss: Caffe's total, the sum
+    over every top of its loss weight times its sum (``Net.loss``; :func:`top_loss_weights`)."""
     net.clear_param_diffs()
-    loss = net.forward()["loss"].item()
+    net.forward()
+    loss = net.loss
     net.backward()
     return loss
+
+
+def check_net_file(path):
+    """The checked spec of the net file ``path``; a one-line :class:`BenchError` naming the file
+    when it cannot be read, is no net, or reads its data from files (see :func:`check_sources`)."""
+    from netlayers.errors import NetlayersError
+    from netlayers.netspec.spec import load_net_spec
+
+    if not Path(path).is_file():
+        raise BenchError(f"{path}: {'not a file' if Path(path).exists() else 'no such net file'}")
+    try:
+        spec = load_net_spec(path)
+        check_sources(train_layers(spec), path)
+    except NetlayersError as error:
+        raise BenchError(str(error)) from None
+    return spec
+
+
+def check_sources(layers, where):
+    """A :class:`BenchError` for a data layer other than Input and DummyData among ``layers``:
+    the benchmark feeds every net the same fixed random batch through its Input layers."""
+    from netlayers.layers.data import SourceLayer
+
+    for layer in layers:
+        if issubclass(layer.cls, SourceLayer) and layer.type not in ("Input", "DummyData"):
+            raise BenchError(
+                f"{where}: layer '{layer.name}' is a {layer.type} layer: the benchmark feeds fixed random data "
+                f"through Input layers; give the net an Input layer with the tops {', '.join(layer.tops)} "
+                "and their shapes instead"
+            )
+
+
+class BenchError(Exception):
+    """A net the benchmark cannot run (a bad net file): one line, no traceback."""
 
 
 # -- PyTorch ---------------------------------------------------------------------------------
@@ -956,216 +1287,735 @@ class Reordered:
 
     @property
     def grad(self):
-        return self.tensor.grad[self.order]
+        return None if self.tensor.grad is None else self.tensor.grad[self.order]
 
 
 class TorchNetError(ValueError):
     """The spec holds a layer or field :func:`torch_net` does not translate."""
 
 
-def _single_number(param, name, default):
-    """A convolution field as torch takes it: one number, or a (height, width) pair for a
-    two-item list (a one-item list is its number)."""
-    value = param.get(name, default)
-    if isinstance(value, list):
-        if len(value) not in (1, 2):
-            raise TorchNetError(f"{name}: a list of {len(value)} values is not translated")
-        return value[0] if len(value) == 1 else tuple(value)
-    return value
+def train_layers(spec):
+    """The TRAIN-phase layers of ``spec`` (a dict, a YAML or Caffe .prototxt path, or a NetSpec)
+    as netlayers builds them: checked LayerSpecs (``bottoms`` and ``tops`` lists, the parameter
+    blocks in ``blocks`` with every default filled in, ``params`` the ParamSpecs), include and
+    exclude rules applied, a Split inserted where a blob fans out. (A dict whose first layer is
+    an Input without tops, bench_cifar's stand-in for its Data layer, gets as tops the blobs the
+    later layers read and none makes, in the order they are first read.)"""
+    from netlayers.netspec.spec import load_net_spec, phase_layers
+
+    first, *rest = (spec.get("layers") or [None]) if isinstance(spec, dict) else [None]
+    if isinstance(first, dict) and first.get("type") == "Input" and not first.get("top"):
+        made, read = set(), []
+        for layer in rest:
+            read += [name for name in _names(layer.get("bottom")) if name not in made and name not in read]
+            made.update(_names(layer.get("top")))
+        spec = {**spec, "layers": [{**first, "top": read}, *rest]}
+    return phase_layers(load_net_spec(spec), "TRAIN")
+
+
+def _names(value):
+    return [] if value is None else [value] if isinstance(value, str) else list(value)
+
+
+def top_loss_weights(layer):
+    """A checked layer's tops and their loss weights, by netlayers' (Caffe's) rule: the given
+    ``loss_weight``s, else 1 for a loss layer's first top and 0 for the others. A loss layer
+    given fewer tops than it makes gets the rest named ``<layer>(automatic k)``."""
+    cls, tops = layer.cls, list(layer.tops)
+    if cls.auto_top_blobs:
+        tops += [f"{layer.name}(automatic {k})" for k in range(len(tops), cls.num_tops[0])]
+    weights = list(layer.loss_weights) or [1.0 if cls.is_loss and k == 0 else 0.0 for k in range(len(tops))]
+    return tops, weights
+
+
+def draws_random_numbers(layer):
+    """Whether the checked TRAIN layer draws new random numbers at every forward: Dropout (of a
+    ratio above 0), DummyData with a filler other than constant."""
+    if layer.type == "Dropout":
+        return layer.blocks["dropout_param"].dropout_ratio > 0
+    if layer.type == "DummyData":
+        return any(filler.type != "constant" for filler in layer.blocks["dummy_data_param"].data_filler)
+    return False
+
+
+def takes_gradient(layer, index):
+    """Whether netlayers backpropagates into bottom ``index`` of the checked ``layer``: not where
+    ``propagate_down`` is false, nor into a loss's labels or targets (every bottom of a loss but
+    the first; both of EuclideanLoss's, the features of ContrastiveLoss)."""
+    if layer.propagate_down and not layer.propagate_down[index]:
+        return False
+    if layer.type == "EuclideanLoss":
+        return True
+    if layer.type == "ContrastiveLoss":
+        return index < 2
+    return not (layer.cls.is_loss and index > 0)
+
+
+#: the layer types :func:`torch_net` translates
+TRANSLATED_TYPES = (
+    *("Input", "DummyData", "Parameter", "Convolution", "Deconvolution", "InnerProduct", "Embed", "LSTM", "RNN"),
+    *("ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Clip", "Swish", "Threshold", "Power", "Exp"),
+    *("Log", "Dropout", "Eltwise", "Scale", "Bias", "Concat", "Slice", "Split", "Flatten", "Reshape", "Crop"),
+    *("Tile", "Reduction", "Silence", "Pooling", "SPP", "LRN", "BatchNorm", "MVN", "Softmax", "SoftmaxWithLoss"),
+    *("SigmoidCrossEntropyLoss", "EuclideanLoss", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss"),
+    *("ContrastiveLoss", "Accuracy"),
+)
+
+#: layer types whose torch op keeps no output for its backward and gives a new tensor (no view
+#: of its bottom): a ReLU in place on their top can overwrite it
+FRESH_TOPS = {
+    "Convolution",
+    "Deconvolution",
+    "InnerProduct",
+    "BatchNorm",
+    "Scale",
+    "Bias",
+    "Eltwise",
+    "Concat",
+    "Pooling",
+}
+
+
+def caffe_normalizer(mode, outer, inner, valid, ignoring):
+    """A loss's divisor under ``loss_param.normalization`` (netlayers' LossLayer.normalizer)."""
+    value = {"FULL": outer * inner, "VALID": valid if ignoring else outer * inner, "BATCH_SIZE": outer, "NONE": 1}
+    return max(1.0, float(value[mode]))
+
+
+def caffe_reshape(shape, p):
+    """Reshape's top shape for a bottom of ``shape`` (its ``reshape_param`` ``p``): the dims
+    replace the axes ``axis`` .. ``axis + num_axes - 1``, a 0 copies the bottom's dim, one -1 is
+    left for torch to infer."""
+    start = p.axis if p.axis >= 0 else len(shape) + p.axis + 1
+    end = len(shape) if p.num_axes == -1 else start + p.num_axes
+    dims = [shape[start + i] if d == 0 else d for i, d in enumerate(p.shape.dim)]
+    return [*shape[:start], *dims, *shape[end:]]
+
+
+def pooling_divisors(size, kernel, pad, stride, out):
+    """Caffe's AVE pooling divisor of each output along one axis: the window clipped to the
+    padded input [-pad, size + pad)."""
+    return [min(o * stride - pad + kernel, size + pad) - (o * stride - pad) for o in range(out)]
 
 
 def torch_net(spec, params):
-    """The PyTorch twin of the netlayers ``spec``: a ``torch.nn.Module`` whose ``forward(data,
-    label)`` returns the loss. ``params`` maps a layer name to its param tensors in netlayers'
-    order (a Convolution's weight and bias, a Scale's scale and bias; a BatchNorm's are ignored:
-    torch keeps its running statistics apart). A BatchNorm followed by a Scale of its top
-    becomes one affine ``batch_norm`` (as ``BatchNorm2d(affine=True)``); a ReLU whose top is
-    its bottom runs in place. ``module.param_of[(layer, index)]`` is the torch Parameter of a
-    netlayers param."""
+    """The PyTorch twin of the netlayers ``spec`` (a dict, a net file's path or a NetSpec): a
+    ``torch.nn.Module`` translating the TRAIN-phase layers (:func:`train_layers`) one by one,
+    with Caffe's semantics as netlayers implements them, whose ``forward`` takes the tops of
+    the Input layers (in order, or by name) and returns the loss as netlayers' Net computes it:
+    the sum over every top of its loss weight (:func:`top_loss_weights`) times its sum.
+    ``params`` maps a layer name to its param tensors in netlayers' order (a Convolution's
+    weight and bias, a Scale's scale and bias; a BatchNorm's statistics are read only with
+    ``use_global_stats``: otherwise torch keeps its running statistics apart). Params shared by
+    name (``param {name}``) are one torch Parameter; params of ``lr_mult: 0`` take no gradient.
+
+    A BatchNorm whose top a one-bottom Scale on axis 1 reads next becomes one affine
+    ``batch_norm`` (as ``BatchNorm2d(affine=True)``); a ReLU whose top is its bottom runs in
+    place where the producer of that bottom keeps no output for its backward. A bottom netlayers
+    sends no gradient to (``propagate_down: false``, a loss's labels) is detached.
+    ``module.param_of[(layer, index)]`` is the torch Parameter of a netlayers param that takes a
+    gradient; ``module.random`` names the layers that draw random numbers (Dropout): the twin
+    draws its own. A layer or field it cannot translate raises :class:`TorchNetError` naming
+    the layer and its type."""
     import torch
 
+    from netlayers.layer import block_name
+    from netlayers.layers.convolution import conv_geometry
+    from netlayers.layers.pooling import pooled_size, pooling_geometry
+
     F = torch.nn.functional
+    layers = train_layers(spec)
+
+    def canonical(axis, x):
+        return axis % x.dim()
+
+    divisors = {}  # (input size, kernel, pad, stride) -> Caffe's AVE divisors
+
+    def pool2d(x, method, kernel, pad, stride, round_mode):
+        """Caffe's MAX or AVE pooling of the (N, C, H, W) ``x`` (as netlayers' Pooling): torch's
+        pooling where it takes the padding (at most half the kernel), whose rounding, dropped
+        last window (one starting past the input and its padding) and AVE divisor (the window
+        clipped to the padded input, with ``count_include_pad``) are Caffe's; else padded by
+        hand (-inf, or 0 and Caffe's divisors) to the last window's end."""
+        kernel, pad, stride = tuple(kernel), tuple(pad), tuple(stride)
+        if all(2 * pd <= k for pd, k in zip(pad, kernel)):
+            if method == "AVE":
+                return F.avg_pool2d(x, kernel, stride, pad, ceil_mode=round_mode == "CEIL")
+            return F.max_pool2d(x, kernel, stride, pad, ceil_mode=round_mode == "CEIL")
+        size = tuple(x.shape[2:])
+        axes = list(zip(size, kernel, pad, stride))
+        out = [pooled_size(*axis, round_mode, any(pad)) for axis in axes]
+        ends = [(o - 1) * st + k - s - pd for o, (s, k, pd, st) in zip(out, axes)]
+        borders = (pad[1], ends[1], pad[0], ends[0])
+        if method == "MAX":
+            return F.max_pool2d(F.pad(x, borders, value=-math.inf), kernel, stride)
+        key = (size, kernel, pad, stride)
+        if key not in divisors:
+            rows, cols = (torch.tensor(pooling_divisors(*axis, o), dtype=x.dtype) for axis, o in zip(axes, out))
+            divisors[key] = rows[:, None] * cols
+        return F.avg_pool2d(F.pad(x, borders), kernel, stride, divisor_override=1) / divisors[key]
 
     class Module(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.weights = torch.nn.ParameterList()
             self.param_of = {}
-            self.ops = []  # (function of the bottom tensors, bottom names, top name)
-            layers = spec["layers"][1:]
+            self.shared = {}  # ParamSpec name -> its torch Parameter
+            self.inputs = []  # the Input layers' tops: forward's positional arguments
+            self.ops = []  # (function of the bottom tensors, bottom names, top names)
+            self.losses = []  # (top name, loss weight)
+            self.random = [f"'{layer.name}' ({layer.type})" for layer in layers if draws_random_numbers(layer)]
+            self.fresh = set()  # tops a ReLU may overwrite in place (FRESH_TOPS)
             k = 0
             while k < len(layers):
                 layer = layers[k]
-                fused_scale = (
-                    layer["type"] == "BatchNorm"
-                    and k + 1 < len(layers)
-                    and layers[k + 1]["type"] == "Scale"
-                    and layers[k + 1]["bottom"] == layer["top"]
-                )
-                self.ops.append(self.translate(layer, layers[k + 1] if fused_scale else None))
-                k += 2 if fused_scale else 1
+                scale = layers[k + 1] if k + 1 < len(layers) and self.fuses(layer, layers[k + 1]) else None
+                self.add(layer, scale)
+                k += 2 if scale else 1
+
+        @staticmethod
+        def fuses(layer, scale):
+            """A BatchNorm and the Scale that reads its top next, one affine batch_norm."""
+            if layer.type != "BatchNorm" or scale.type != "Scale" or scale.bottoms != layer.tops:
+                return False
+            p = scale.blocks["scale_param"]
+            return p.axis == 1 and p.num_axes == 1
+
+        def add(self, layer, scale):
+            """Translate ``layer`` (with the ``scale`` it fuses with) into ``ops`` and its weighted
+            tops into ``losses``."""
+            function = self.translate(layer, scale)
+            tops, weights = top_loss_weights(scale or layer)
+            if function is not None:
+                cut = [i for i in range(len(layer.bottoms)) if not takes_gradient(layer, i)]
+                if cut:
+                    function = self.detaching(function, cut)
+                self.ops.append((function, list(layer.bottoms), tops))
+            self.losses += [(top, weight) for top, weight in zip(tops, weights) if weight]
+            self.fresh.difference_update(tops)
+            if layer.type in FRESH_TOPS:
+                self.fresh.update(tops)
+
+        @staticmethod
+        def detaching(function, cut):
+            return lambda *xs: function(*(x.detach() if i in cut else x for i, x in enumerate(xs)))
 
         def parameter(self, layer, index):
-            tensor = torch.nn.Parameter(params[layer][index].clone())
-            self.weights.append(tensor)
-            self.param_of[(layer, index)] = tensor
+            """The torch Parameter of ``layer``'s param ``index`` (one for all the layers sharing
+            it by name); a gradient where its ``lr_mult`` is not 0."""
+            spec = layer.params[index] if index < len(layer.params) else None
+            name = spec.name if spec is not None else ""
+            tensor = self.shared.get(name) if name else None
+            if tensor is None:
+                learned = spec is None or spec.lr_mult != 0
+                tensor = torch.nn.Parameter(params[layer.name][index].clone(), requires_grad=learned)
+                self.weights.append(tensor)
+                if name:
+                    self.shared[name] = tensor
+            if tensor.requires_grad:
+                self.param_of[(layer.name, index)] = tensor
             return tensor
 
         def translate(self, layer, scale):
-            kind, name = layer["type"], layer["name"]
-            bottoms = layer.get("bottom", [])
-            bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
-            top = layer["top"]
-            if kind in ("Convolution", "Deconvolution"):
-                function = self.convolution(layer)
-            elif kind == "InnerProduct":
-                weight, bias = self.parameter(name, 0), self.parameter(name, 1)
-                axis = layer["inner_product_param"].get("axis", 1)
-                function = lambda x: F.linear(x.flatten(axis), weight, bias)  # noqa: E731
-            elif kind == "DummyData":
-                function = self.constants(layer)
-            elif kind == "LSTM":
-                function, top = self.lstm(layer), top[0]
-            elif kind == "ReLU":
-                in_place = top == bottoms[0]
-                slope = layer.get("relu_param", {}).get("negative_slope", 0.0)
-                if slope:  # Caffe's leaky ReLU: y = x for x > 0, slope x otherwise
-                    function = lambda x: F.leaky_relu(x, slope, inplace=in_place)  # noqa: E731
-                else:
-                    function = lambda x: F.relu(x, inplace=in_place)  # noqa: E731
-            elif kind == "PReLU":
-                slope = self.parameter(name, 0)
-                function = lambda x: F.prelu(x, slope)  # noqa: E731
-            elif kind == "ELU":
-                alpha = layer.get("elu_param", {}).get("alpha", 1.0)
-                function = lambda x: F.elu(x, alpha)  # noqa: E731
-            elif kind in ("Sigmoid", "TanH"):
-                function = torch.sigmoid if kind == "Sigmoid" else torch.tanh
-            elif kind == "Concat":
-                axis = layer.get("concat_param", {}).get("axis", 1)
-                function = lambda *xs: torch.cat(xs, axis)  # noqa: E731
-            elif kind == "Pooling":
-                function = self.pooling(layer["pooling_param"])
-            elif kind == "LRN":
-                p = layer["lrn_param"]
-                size, alpha, beta, k = p.get("local_size", 5), p.get("alpha", 1.0), p.get("beta", 0.75), p.get("k", 1.0)
-                if p.get("norm_region", "ACROSS_CHANNELS") == "WITHIN_CHANNEL":  # Caffe: 1 + alpha * window mean
-                    function = lambda x: x * (1 + alpha * F.avg_pool2d(x * x, size, 1, size // 2)) ** -beta  # noqa: E731
-                else:
-                    function = lambda x: F.local_response_norm(x, size, alpha, beta, k)  # noqa: E731
-            elif kind == "BatchNorm":
-                function = self.batch_norm(layer, scale)
-                top = scale["top"] if scale else top
-            elif kind == "Eltwise" and layer.get("eltwise_param", {}).get("operation", "SUM") == "SUM":
-                function = lambda a, b: a + b  # noqa: E731
-            elif kind == "SoftmaxWithLoss":
-                function = self.softmax_loss(layer)
-            elif kind == "Crop":
-                function = self.crop(layer.get("crop_param", {}))
-            elif kind == "EuclideanLoss":  # Caffe: sum of squared differences / (2 N)
-                function = lambda a, b: ((a - b) ** 2).sum() / (2 * a.shape[0])  # noqa: E731
+            """The layer's function of its bottom tensors (giving a tensor, or a list for several
+            tops); None for a layer that computes nothing (Input: its tops are given; Silence)."""
+            kind = layer.type  # p: the layer's own block, as netlayers' Layer.p
+            p = layer.blocks.get(getattr(layer.cls, "block", None) or block_name(kind))
+            if kind not in TRANSLATED_TYPES:
+                raise TorchNetError(f"layer '{layer.name}': type {kind} is not translated")
+            if kind == "Input":
+                self.inputs += layer.tops
+                return None
+            if kind == "Silence":
+                return None
+            if kind == "Split":
+                return lambda x: [x] * len(layer.tops) if len(layer.tops) > 1 else x
+            if kind == "BatchNorm":
+                return self.batch_norm(layer, scale)
+            simple = {"Sigmoid": torch.sigmoid, "TanH": torch.tanh, "AbsVal": torch.abs, "BNLL": F.softplus}
+            return simple[kind] if kind in simple else getattr(self, f"t_{kind.lower()}")(layer, p)
+
+        # -- sources and learned layers
+        def t_dummydata(self, layer, p):
+            """Constant fillers: their tops, made once; others draw standard normal values at
+            every forward (the net is random: not compared)."""
+            shapes = [list(s.dim) for s in p.shape] or [list(d) for d in zip(p.num, p.channels, p.height, p.width)]
+            shapes = shapes * len(layer.tops) if len(shapes) == 1 else shapes
+            fillers = p.data_filler or [None]
+            fillers = fillers * len(layer.tops) if len(fillers) == 1 else fillers
+            if draws_random_numbers(layer):
+                values = lambda: [torch.randn(shape) for shape in shapes]  # noqa: E731
             else:
-                raise TorchNetError(f"layer '{name}': type {kind} is not translated")
-            return function, bottoms, top
+                constants = [torch.full(shape, float(f.value) if f else 0.0) for shape, f in zip(shapes, fillers)]
+                values = lambda: constants  # noqa: E731
+            return (lambda: values()[0]) if len(layer.tops) == 1 else values
 
-        def softmax_loss(self, layer):
-            axis = layer.get("softmax_param", {}).get("axis", 1)
-            if axis != 1:  # classes on ``axis``: cross_entropy wants them on axis 1
-                return lambda x, label: F.cross_entropy(x.movedim(axis, 1), label)
-            return lambda x, label: F.cross_entropy(
-                x.flatten(1) if x[0].numel() == x.shape[1] else x, label[:, 0] if label.dim() == x.dim() else label
-            )
+        def t_parameter(self, layer, p):
+            weight = self.parameter(layer, 0)
+            return lambda: weight
 
-        def crop(self, p):
+        def t_convolution(self, layer, p):
+            """Convolution or Deconvolution (each bottom to its top, one set of weights), on any
+            channel ``axis`` (the axes before it as the batch)."""
+            kernel, pad, stride, dilation = conv_geometry(p)
+            weight = self.parameter(layer, 0)
+            bias = self.parameter(layer, 1) if p.bias_term else None
+            transposed = layer.type == "Deconvolution"
+
+            def one(x):
+                axis = canonical(p.axis, x)
+                lead = x.shape[:axis]
+                if axis != 1:
+                    x = x.reshape(-1, *x.shape[axis:])
+                if transposed:
+                    y = F.conv_transpose2d(x, weight, bias, stride, pad, 0, p.group, dilation)
+                else:
+                    y = F.conv2d(x, weight, bias, stride, pad, dilation, p.group)
+                return y if axis == 1 else y.reshape(*lead, *y.shape[1:])
+
+            return lambda *xs: one(xs[0]) if len(xs) == 1 else [one(x) for x in xs]
+
+        t_deconvolution = t_convolution
+
+        def t_innerproduct(self, layer, p):
+            weight = self.parameter(layer, 0)
+            bias = self.parameter(layer, 1) if p.bias_term else None
+            if p.transpose:  # the weight is (inputs, outputs)
+                return lambda x: F.linear(x.flatten(canonical(p.axis, x)), weight.t(), bias)
+            return lambda x: F.linear(x.flatten(canonical(p.axis, x)), weight, bias)
+
+        def t_embed(self, layer, p):
+            weight = self.parameter(layer, 0)
+            bias = self.parameter(layer, 1) if p.bias_term else None
+
+            def run(x):
+                y = F.embedding(x if x.dtype == torch.int64 else x.long(), weight)
+                return y if bias is None else y + bias
+
+            return run
+
+        def t_lstm(self, layer, p):
+            return self.recurrent(layer, p, lstm=True)
+
+        def t_rnn(self, layer, p):
+            return self.recurrent(layer, p, lstm=False)
+
+        def recurrent(self, layer, p, lstm):
+            """torch.nn.LSTM or RNN (tanh) with netlayers' params W_xh, b_h, W_hh (torch's second
+            bias zero): an LSTM's gate rows reordered from Caffe's (i, f, o, g) to torch's (i, f,
+            g, o), its gradients compared in Caffe's order (``Reordered``); an RNN's output
+            tanh(W_ho h_t + b_o) after it. Bottoms (x, cont), or with ``expose_hidden`` (x, cont,
+            h_0[, c_0]) and the final states as tops; cont 1 after the first step, 0 there (the
+            state starts from 0) or, with ``expose_hidden``, 1 (from h_0)."""
+            name, hidden, exposed = layer.name, p.num_output, p.expose_hidden
+            if len(layer.bottoms) != 2 + (2 if lstm else 1) * exposed:
+                raise TorchNetError(f"layer '{name}': type {layer.type} with a static input is not translated")
+            w_x, b, w_h = (params[name][k] for k in range(3))
+            order = torch.arange(w_x.shape[0])
+            if lstm:
+                blocks = (range(0, 2 * hidden), range(3 * hidden, 4 * hidden), range(2 * hidden, 3 * hidden))
+                order = torch.tensor([row for block in blocks for row in block])
+            module = (torch.nn.LSTM if lstm else torch.nn.RNN)(w_x.shape[1], hidden)
+            with torch.no_grad():
+                module.weight_ih_l0.copy_(w_x[order])
+                module.weight_hh_l0.copy_(w_h[order])
+                module.bias_ih_l0.copy_(b[order])
+                module.bias_hh_l0.zero_()
+            self.add_module(f"recurrent_{len(self.ops)}", module)
+            for index, tensor in enumerate((module.weight_ih_l0, module.bias_ih_l0, module.weight_hh_l0)):
+                self.param_of[(name, index)] = Reordered(tensor, order) if lstm else tensor
+            output = None if lstm else (self.parameter(layer, 3), self.parameter(layer, 4))
+
+            def run(x, cont, *states):
+                first, later = bool((cont[0] == 1).all()), bool((cont[1:] == 1).all())
+                if not (later and (first and exposed or not bool(cont[0].any()))):
+                    raise TorchNetError(
+                        f"layer '{name}': type {layer.type}: only cont 1 after the first step (0 there, or 1 "
+                        "with expose_hidden) is translated"
+                    )
+                states = states if first else ()  # cont 0 first: the states start from 0
+                if lstm:
+                    y, (h, c) = module(x.flatten(2), tuple(states) if states else None)
+                    return [y, h, c] if exposed else y
+                y, h = module(x.flatten(2), states[0] if states else None)
+                y = torch.tanh(F.linear(y, *output))
+                return [y, h] if exposed else y
+
+            return run
+
+        # -- element-wise
+        def t_relu(self, layer, p):
+            slope = p.negative_slope
+            in_place = layer.tops[0] == layer.bottoms[0] and layer.bottoms[0] in self.fresh and slope >= 0
+            if slope:  # Caffe's leaky ReLU: y = x for x > 0, slope x otherwise
+                return lambda x: F.leaky_relu(x, slope, inplace=in_place)
+            return lambda x: F.relu(x, inplace=in_place)
+
+        def t_prelu(self, layer, p):
+            slope = self.parameter(layer, 0)
+            return lambda x: F.prelu(x, slope)
+
+        def t_elu(self, layer, p):
+            return lambda x: F.elu(x, p.alpha)
+
+        def t_clip(self, layer, p):  # ReLU6 is Clip(0, 6)
+            return lambda x: torch.clamp(x, p.min, p.max)
+
+        def t_swish(self, layer, p):
+            return lambda x: x * torch.sigmoid(p.beta * x)
+
+        def t_threshold(self, layer, p):  # no gradient, as netlayers' 0
+            return lambda x: (x > p.threshold).to(x.dtype)
+
+        def t_power(self, layer, p):
+            """(shift + scale x)^power; with power or scale 0 the constant, without gradient."""
+            power, scale, shift = p.power, p.scale, p.shift
+            if power * scale == 0:
+                value = 1.0 if power == 0 else shift**power
+                return lambda x: torch.full_like(x, value)
+
+            def base(x):
+                x = x if scale == 1 else x * scale
+                return x if shift == 0 else x + shift
+
+            if power == 1:
+                return base
+            if power == 2:
+                return lambda x: torch.square(base(x))
+            return lambda x: torch.pow(base(x), power)
+
+        def t_exp(self, layer, p):
+            """base^(shift + scale x) = base^shift exp(ln(base) scale x); base -1: e."""
+            log_base = 1.0 if p.base == -1 else math.log(p.base)
+            inner, outer = log_base * p.scale, math.exp(log_base * p.shift)
+            return lambda x: torch.exp(x * inner) * outer if outer != 1 else torch.exp(x * inner)
+
+        def t_log(self, layer, p):
+            """log_base(shift + scale x); base -1: e."""
+            log_base = 1.0 if p.base == -1 else math.log(p.base)
+            return lambda x: torch.log(x * p.scale + p.shift) / log_base
+
+        def t_dropout(self, layer, p):
+            """Dropout in TRAIN: mask ~ Bernoulli(1 - ratio), times 1 / (1 - ratio) unless
+            ``scale_train`` is false (the twin's own draws)."""
+            ratio = p.dropout_ratio
+            if ratio == 0:
+                return lambda x: x
+            if p.scale_train:
+                return lambda x: F.dropout(x, ratio, training=True)
+            return lambda x: F.dropout(x, ratio, training=True) * (1 - ratio)
+
+        def t_eltwise(self, layer, p):
+            """Caffe's Eltwise over any number of bottoms: SUM (with ``coeff``), PROD or MAX."""
+            if p.operation == "PROD":
+                return lambda *xs: functools.reduce(torch.mul, xs)
+            if p.operation == "MAX":
+                return lambda *xs: functools.reduce(torch.maximum, xs)
+            if p.coeff and any(c != 1 for c in p.coeff):
+                return lambda *xs: sum(c * x for c, x in zip(p.coeff, xs))
+            return lambda *xs: functools.reduce(torch.add, xs)
+
+        def broadcast(self, x, operand, axis):
+            """``operand`` shaped to line up with ``x`` from ``axis`` (a scalar operand anywhere)."""
+            start = canonical(axis, x) if operand.dim() else 0
+            return operand.reshape(*operand.shape, *([1] * (x.dim() - start - operand.dim())))
+
+        def t_scale(self, layer, p):
+            """Caffe's Scale: bottom times a learned scale (one bottom), or times the second
+            bottom (two: SENet's channel gates), broadcast from ``axis`` on; plus a learned bias
+            where ``bias_term``."""
+            count = len(layer.bottoms)
+            weight = self.parameter(layer, 0) if count == 1 else None
+            bias = self.parameter(layer, 1 if count == 1 else 0) if p.bias_term else None
+
+            def run(x, *given):
+                y = x * self.broadcast(x, given[0] if given else weight, p.axis)
+                return y if bias is None else y + self.broadcast(x, bias, p.axis)
+
+            return run
+
+        def t_bias(self, layer, p):
+            """Caffe's Bias: bottom plus a learned bias (one bottom) or the second bottom,
+            broadcast from ``axis`` on."""
+            bias = self.parameter(layer, 0) if len(layer.bottoms) == 1 else None
+            return lambda x, *given: x + self.broadcast(x, given[0] if given else bias, p.axis)
+
+        # -- structure
+        def t_concat(self, layer, p):
+            axis = p.concat_dim if p.concat_dim is not None else 1 if p.axis is None else p.axis
+            return lambda *xs: torch.cat(xs, canonical(axis, xs[0]))
+
+        def t_slice(self, layer, p):
+            """Caffe's Slice: at ``slice_point``s, else into equal parts, along ``axis``."""
+            axis, count = p.slice_dim if p.slice_dim is not None else 1 if p.axis is None else p.axis, len(layer.tops)
+
+            def run(x):
+                a = canonical(axis, x)
+                length = x.shape[a]
+                points = list(p.slice_point) or [k * length // count for k in range(1, count)]
+                bounds = [0, *points, length]
+                parts = [x.narrow(a, lo, hi - lo) for lo, hi in zip(bounds, bounds[1:])]
+                return parts if count > 1 else parts[0]
+
+            return run
+
+        def t_flatten(self, layer, p):
+            return lambda x: x.flatten(canonical(p.axis, x), canonical(p.end_axis, x))
+
+        def t_reshape(self, layer, p):
+            return lambda x: x.reshape(caffe_reshape(x.shape, p))
+
+        def t_crop(self, layer, p):
             """Caffe's Crop: bottom[0] cut to bottom[1]'s shape from ``axis`` on at ``offset``."""
-            axis, offsets = p.get("axis", 2), p.get("offset", [])
-            offsets = offsets if isinstance(offsets, list) else [offsets]
 
             def run(x, like):
-                start = axis % x.dim()
-                given = offsets if len(offsets) > 1 else [offsets[0] if offsets else 0] * (x.dim() - start)
+                start = canonical(p.axis, x)
+                given = p.offset if len(p.offset) > 1 else [p.offset[0] if p.offset else 0] * (x.dim() - start)
                 for a in range(start, x.dim()):
                     x = x.narrow(a, given[a - start], like.shape[a])
                 return x
 
             return run
 
-        def constants(self, layer):
-            """DummyData with constant fillers: its tops, made once."""
-            p = layer["dummy_data_param"]
-            values = [torch.full(s["dim"], float(f.get("value", 0))) for s, f in zip(p["shape"], p["data_filler"])]
-            return lambda: values
-
-        def lstm(self, layer):
-            """torch.nn.LSTM with netlayers' params: Caffe's gate rows (i, f, o, g) reordered to
-            torch's (i, f, g, o), torch's second bias zero. The gradients are compared in Caffe's
-            order (``Reordered``). Takes the (cont, h_0, c_0) of a DummyData: cont must be 1."""
-            name, hidden = layer["name"], layer["recurrent_param"]["num_output"]
-            blocks = (range(0, 2 * hidden), range(3 * hidden, 4 * hidden), range(2 * hidden, 3 * hidden))
-            order = torch.tensor([row for block in blocks for row in block])
-            w_x, b, w_h = (params[name][k] for k in range(3))
-            module = torch.nn.LSTM(w_x.shape[1], hidden)
-            with torch.no_grad():
-                module.weight_ih_l0.copy_(w_x[order])
-                module.weight_hh_l0.copy_(w_h[order])
-                module.bias_ih_l0.copy_(b[order])
-                module.bias_hh_l0.zero_()
-            self.add_module(f"recurrent_{name}", module)
-            for index, tensor in enumerate((module.weight_ih_l0, module.bias_ih_l0, module.weight_hh_l0)):
-                self.param_of[(name, index)] = Reordered(tensor, order)
-
-            def run(x, cont, h0, c0):
-                if not bool((cont == 1).all()):
-                    raise TorchNetError(f"layer '{name}': only cont 1 throughout is translated")
-                return module(x, (h0, c0))[0]
+        def t_tile(self, layer, p):
+            def run(x):
+                axis = canonical(p.axis, x)
+                outer, inner = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+                shape = [*x.shape[:axis], x.shape[axis] * p.tiles, *x.shape[axis + 1 :]]
+                return x.reshape(outer, 1, inner).expand(outer, p.tiles, inner).reshape(shape)
 
             return run
 
-        def convolution(self, layer):
-            p = layer["convolution_param"]
-            weight = self.parameter(layer["name"], 0)
-            bias = self.parameter(layer["name"], 1) if p.get("bias_term", True) else None
-            stride, pad, group, dilation = (
-                _single_number(p, n, d) for n, d in (("stride", 1), ("pad", 0), ("group", 1), ("dilation", 1))
-            )
-            if layer["type"] == "Deconvolution":
-                return lambda x: F.conv_transpose2d(x, weight, bias, stride, pad, groups=group, dilation=dilation)
-            return lambda x: F.conv2d(x, weight, bias, stride, pad, dilation, group)
+        def t_reduction(self, layer, p):
+            """Caffe's Reduction of every axis from ``axis`` on: SUM, ASUM, SUMSQ or MEAN, times
+            ``coeff``."""
+            reduce = {
+                "SUM": lambda y: y.sum(-1),
+                "ASUM": lambda y: y.abs().sum(-1),
+                "SUMSQ": lambda y: torch.square(y).sum(-1),
+                "MEAN": lambda y: y.mean(-1),
+            }[p.operation]
 
-        def pooling(self, p):
-            method = p.get("pool", "MAX")
-            if p.get("global_pooling"):
-                if method == "MAX":
-                    return lambda x: F.adaptive_max_pool2d(x, 1)
+            def run(x):
+                y = reduce(x.reshape(*x.shape[: canonical(p.axis, x)], -1))
+                return y if p.coeff == 1 else y * p.coeff
+
+            return run
+
+        # -- pooling and normalization
+        def t_pooling(self, layer, p):
+            """Caffe's MAX and AVE pooling (:func:`pool2d`; the mask top of MAX where torch's
+            pooling takes the padding); global pooling over the whole plane."""
+            if p.global_pooling and p.pool == "MAX":
+                return lambda x: F.adaptive_max_pool2d(x, 1, len(layer.tops) > 1)
+            if p.global_pooling:
                 return lambda x: F.adaptive_avg_pool2d(x, 1)
-            kernel, stride, pad = p["kernel_size"], p.get("stride", 1), p.get("pad", 0)
-            if method == "MAX":
-                return lambda x: F.max_pool2d(x, kernel, stride, pad, ceil_mode=True)
-            return lambda x: F.avg_pool2d(x, kernel, stride, pad, ceil_mode=True)
+            kernel, pad, stride = pooling_geometry(p)
+            if len(layer.tops) > 1:
+                if any(2 * pd > k for pd, k in zip(pad, kernel)):
+                    raise TorchNetError(f"layer '{layer.name}': type Pooling: a mask top with pad above kernel / 2")
+                ceil = p.round_mode == "CEIL"
+                return lambda x: list(F.max_pool2d(x, kernel, stride, pad, ceil_mode=ceil, return_indices=True))
+            return lambda x: pool2d(x, p.pool, kernel, pad, stride, p.round_mode)
+
+        def t_spp(self, layer, p):
+            """Caffe's spatial pyramid pooling: level l pools into 2^l x 2^l bins (kernel
+            ceil(H / 2^l), its stride, pad floor((kernel 2^l - H + 1) / 2)), the levels
+            flattened and concatenated (one level: kept as (N, C, 1, 1))."""
+
+            def run(x):
+                levels = []
+                for level in range(p.pyramid_height):
+                    bins, size = 2**level, x.shape[2:]
+                    kernel = [-(-s // bins) for s in size]
+                    pad = [(k * bins - s + 1) // 2 for k, s in zip(kernel, size)]
+                    levels.append(pool2d(x, p.pool, kernel, pad, kernel, "CEIL"))
+                return levels[0] if len(levels) == 1 else torch.cat([y.flatten(1) for y in levels], 1)
+
+            return run
+
+        def t_lrn(self, layer, p):
+            size, alpha, beta, k = p.local_size, p.alpha, p.beta, p.k
+            if p.norm_region == "WITHIN_CHANNEL":  # Caffe: 1 + alpha * window mean
+                return lambda x: x * (1 + alpha * F.avg_pool2d(x * x, size, 1, size // 2)) ** -beta
+            return lambda x: F.local_response_norm(x, size, alpha, beta, k)
 
         def batch_norm(self, layer, scale):
-            p = layer.get("batch_norm_param", {})
-            eps = p.get("eps", 1e-5)
-            momentum = 1 - p.get("moving_average_fraction", 0.999)
-            channels = params[layer["name"]][0].shape[0]
-            running_mean = torch.zeros(channels)
-            running_var = torch.ones(channels)
-            self.register_buffer(f"{layer['name']}_mean", running_mean)
-            self.register_buffer(f"{layer['name']}_var", running_var)
+            """BatchNorm (with the Scale after it: affine): batch statistics, or with
+            ``use_global_stats`` (TRAIN default: off) the stored ones (netlayers' blobs: sums
+            and their count)."""
+            p = layer.blocks["batch_norm_param"]
+            name, eps = layer.name, p.eps
             gamma = beta = None
             if scale is not None:
-                gamma, beta = self.parameter(scale["name"], 0), self.parameter(scale["name"], 1)
+                gamma = self.parameter(scale, 0)
+                beta = self.parameter(scale, 1) if scale.blocks["scale_param"].bias_term else None
+            if p.use_global_stats:
+                mean, var, count = (params[name][k] for k in range(3))
+                factor = 0.0 if float(count[0]) == 0 else 1.0 / float(count[0])
+                mean, var = mean * factor, var * factor
+                return lambda x: F.batch_norm(x, mean, var, gamma, beta, False, 0.0, eps)
+            channels = params[name][0].shape[0]
+            running_mean, running_var = torch.zeros(channels), torch.ones(channels)
+            self.register_buffer(f"mean_{len(self.ops)}", running_mean)
+            self.register_buffer(f"var_{len(self.ops)}", running_var)
+            momentum = 1 - p.moving_average_fraction
             return lambda x: F.batch_norm(x, running_mean, running_var, gamma, beta, True, momentum, eps)
 
-        def forward(self, data, label):
-            blobs = {"data": data, "label": label}
-            for function, bottoms, top in self.ops:
-                result = function(*(blobs[b] for b in bottoms))
-                if isinstance(top, list):  # several tops (DummyData)
-                    blobs.update(zip(top, result))
+        def t_mvn(self, layer, p):
+            """Caffe's MVN: per (item, channel) over the rest, or per item with
+            ``across_channels``: x - mean, over (std + eps) with ``normalize_variance``."""
+
+            def run(x):
+                rows = x.shape[0] if p.across_channels or x.dim() < 2 else x.shape[0] * x.shape[1]
+                y = x.reshape(rows, -1)
+                y = y - y.mean(1, keepdim=True)
+                if p.normalize_variance:
+                    y = y / (torch.square(y).mean(1, keepdim=True).sqrt() + p.eps)
+                return y.reshape(x.shape)
+
+            return run
+
+        def t_softmax(self, layer, p):
+            return lambda x: F.softmax(x, canonical(p.axis, x))
+
+        # -- losses
+        def t_softmaxwithloss(self, layer, p):
+            """Softmax along ``axis`` and the log loss of the labels, predictions labelled
+            ``ignore_label`` left out, over ``normalization``'s divisor (default VALID); the
+            probabilities as an optional second top."""
+            lp = layer.blocks["loss_param"]
+            mode = lp.normalization or ("BATCH_SIZE" if lp.normalize is False else "VALID")
+            ignore = lp.ignore_label
+
+            def run(x, label):
+                axis = canonical(layer.blocks["softmax_param"].axis, x)
+                outer, classes = math.prod(x.shape[:axis]), x.shape[axis]
+                inner = x.numel() // (outer * classes)
+                scores = x.reshape(outer, classes) if inner == 1 else x.reshape(outer, classes, inner)
+                target = label.reshape(scores.shape[:1] + scores.shape[2:])
+                target = target if target.dtype == torch.int64 else target.long()
+                skipped = -100 if ignore is None else ignore  # -100: torch's default, no label
+                total = F.cross_entropy(scores, target, ignore_index=skipped, reduction="sum")
+                valid = int((target != ignore).sum()) if ignore is not None and mode == "VALID" else 0
+                loss = total / caffe_normalizer(mode, outer, inner, valid, ignore is not None)
+                return [loss, F.softmax(x, axis)] if len(layer.tops) > 1 else loss
+
+            return run
+
+        def t_sigmoidcrossentropyloss(self, layer, p):
+            """max(x, 0) - x t + log(1 + exp(-|x|)) summed (elements whose target is
+            ``ignore_label`` left out) over ``normalization``'s divisor (default BATCH_SIZE)."""
+            lp = layer.blocks["loss_param"]
+            mode = lp.normalization or ("VALID" if lp.normalize else "BATCH_SIZE")
+            ignore = lp.ignore_label
+
+            def run(x, target):
+                t = target.reshape(x.shape).to(x.dtype)
+                outer, inner = x.shape[0], x.numel() // max(x.shape[0], 1)
+                if ignore is None:
+                    total, valid = F.binary_cross_entropy_with_logits(x, t, reduction="sum"), x.numel()
                 else:
-                    blobs[top] = result
-            return blobs["loss"]
+                    kept = t != ignore
+                    total = (F.binary_cross_entropy_with_logits(x, t, reduction="none") * kept).sum()
+                    valid = int(kept.sum())
+                return total / caffe_normalizer(mode, outer, inner, valid, ignore is not None)
+
+            return run
+
+        def t_euclideanloss(self, layer, p):  # Caffe: sum of squared differences / (2 N)
+            return lambda a, b: torch.square(a - b.reshape(a.shape)).sum() / (2 * a.shape[0])
+
+        def t_hingeloss(self, layer, p):
+            """One-vs-all hinge loss (L1 or L2) over the items' scores, / N."""
+
+            def run(x, label):
+                scores = x.reshape(x.shape[0], -1)
+                sign = -torch.ones_like(scores)
+                sign.scatter_(1, label.reshape(-1, 1).long(), 1.0)
+                margin = torch.clamp(1 - sign * scores, min=0)
+                return (margin.sum() if p.norm == "L1" else torch.square(margin).sum()) / x.shape[0]
+
+            return run
+
+        def t_multinomiallogisticloss(self, layer, p):
+            """-(1 / N) sum log(max(p[n, label_n], 1e-20)) of probabilities."""
+
+            def run(x, label):
+                picked = x.reshape(x.shape[0], -1).gather(1, label.reshape(-1, 1).long())
+                return -torch.log(torch.clamp(picked, min=1e-20)).sum() / x.shape[0]
+
+            return run
+
+        def t_infogainloss(self, layer, p):
+            """Softmax along ``axis``, its logs weighted by the rows of H (the third bottom) of
+            the labels, summed over ``normalization``'s divisor (default VALID)."""
+            if len(layer.bottoms) < 3:
+                raise TorchNetError(f"layer '{layer.name}': type InfogainLoss with H from a file is not translated")
+            lp = layer.blocks["loss_param"]
+            mode, ignore = lp.normalization or "VALID", lp.ignore_label
+
+            def run(x, label, matrix):
+                axis = canonical(p.axis, x)
+                outer, classes = math.prod(x.shape[:axis]), x.shape[axis]
+                inner = x.numel() // (outer * classes)
+                log_prob = torch.log(torch.clamp(F.softmax(x, axis), min=1e-20)).reshape(outer, classes, inner)
+                labels = label.reshape(outer, inner).long()
+                valid = torch.ones_like(labels, dtype=torch.bool) if ignore is None else labels != ignore
+                rows = matrix.reshape(classes, classes)[torch.where(valid, labels, 0)]
+                per_prediction = torch.einsum("oik,oki->oi", rows, log_prob)
+                norm = caffe_normalizer(mode, outer, inner, int(valid.sum()), ignore is not None)
+                return -(per_prediction * valid).sum() / norm
+
+            return run
+
+        def t_contrastiveloss(self, layer, p):
+            """Hadsell et al.'s loss of pairs: d^2 where similar (|y| >= 1), else max(margin -
+            d, 0)^2 (legacy: max(margin - d^2, 0)), summed, / 2N."""
+
+            def run(a, b, y):
+                batch = a.shape[0]
+                squared = torch.square(a - b.reshape(a.shape)).reshape(batch, -1).sum(1)
+                if p.legacy_version:
+                    apart = torch.clamp(p.margin - squared, min=0)
+                else:
+                    apart = torch.square(torch.clamp(p.margin - squared.sqrt(), min=0))
+                return torch.where(y.reshape(batch).abs() >= 1, squared, apart).sum() / (2 * batch)
+
+            return run
+
+        def t_accuracy(self, layer, p):
+            """The share of predictions whose label is among the ``top_k`` scores (ties count
+            against it), ``ignore_label`` left out; no gradient."""
+            if len(layer.tops) > 1:
+                raise TorchNetError(f"layer '{layer.name}': type Accuracy with a per-class top is not translated")
+
+            def run(x, label):
+                axis = canonical(p.axis, x)
+                outer, classes = math.prod(x.shape[:axis]), x.shape[axis]
+                scores = x.detach().reshape(outer, classes, -1)
+                labels = label.reshape(outer, -1).long()
+                valid = labels != (-1 if p.ignore_label is None else p.ignore_label)
+                true = scores.gather(1, torch.where(valid, labels, 0)[:, None, :])
+                right = ((scores >= true).sum(1) - 1 < p.top_k) & valid
+                count = int(valid.sum())
+                return right.sum().to(x.dtype) / count if count else torch.zeros((), dtype=x.dtype)
+
+            return run
+
+        def forward(self, *values, **named):
+            blobs = dict(zip(self.inputs, values), **named)
+            for function, bottoms, tops in self.ops:
+                result = function(*(blobs[b] for b in bottoms))
+                if len(tops) == 1:
+                    blobs[tops[0]] = result
+                else:
+                    blobs.update(zip(tops, result))
+            total = 0.0
+            for top, weight in self.losses:
+                value = blobs[top]
+                total = total + (value if weight == 1 and value.dim() == 0 else weight * value.sum())
+            return total
 
     return Module()
 
@@ -1178,16 +2028,18 @@ def netlayers_params_as_torch(net):
 
 
 def build_torch(spec, inputs, params):
-    """A step function (zero_grad, forward, backward; returns the loss) and the module."""
+    """A step function (zero_grad, forward, backward; returns the loss) and the module, fed
+    ``inputs`` (blob name -> array, :func:`fixed_inputs`: class indices as int64 tensors)."""
     import torch
 
     module = torch_net(spec, params)
-    data = torch.from_numpy(inputs["data"])
-    label = torch.from_numpy(inputs["label"].astype(np.int64))
+    tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
+
+    ordered = [tensors[name] for name in module.inputs]
 
     def step():
         module.zero_grad()
-        loss = module(data, label)
+        loss = module(*ordered)
         loss.backward()
         return loss.item()
 
@@ -1215,9 +2067,13 @@ def check_same_computation(name, net, module, ours, theirs, tolerance=GRADIENT_T
     whose output goes through a depthwise convolution into BatchNorm (MobileNet), which undoes
     any per-channel factor, has a float32 gradient of norm 1e-7 (float64: 1e-16 relative to
     the others) that differs between the sides by 20 %. So a difference is measured against
-    the larger of the gradient's norm and ``NOISE_FLOOR`` times the largest gradient's norm."""
-    expected = {key: tensor.grad.numpy() for key, tensor in module.param_of.items()}
-    gradients = {(layer, index): net.params[layer][index].diff for layer, index in expected}
+    the larger of the gradient's norm and ``NOISE_FLOOR`` times the largest gradient's norm.
+    A param no loss depends on has no torch gradient: it is compared as zeros."""
+    gradients = {(layer, index): net.params[layer][index].diff for layer, index in module.param_of}
+    expected = {
+        key: np.zeros(gradients[key].shape) if tensor.grad is None else tensor.grad.numpy()
+        for key, tensor in module.param_of.items()
+    }
     return compare_gradients(name, ours, gradients, theirs, expected, tolerance)
 
 
@@ -1340,29 +2196,46 @@ class Result:
     torch_loss: float = None
     torch: float = None
     ratio: float = None  # median of the per-round ratios netlayers / PyTorch
-    gradient_difference: float = None
+    gradient_difference: float = None  # None: not compared (no twin, or random numbers drawn)
     memory: dict = field(default_factory=dict)  # side -> MiB
     netlayers_busy: float = None  # median seconds per step beside one busy process (--busy)
     torch_busy: float = None
     netlayers_kept: float = None  # share of speed kept beside it (see share_kept)
     torch_kept: float = None
+    notes: list = field(default_factory=list)  # one line each: why PyTorch ran not or unchecked
+
+
+def is_net_file(name):
+    """Whether a ``--nets`` value names a net file: it holds a ``/`` or ends in .yaml, .yml or
+    .prototxt."""
+    return "/" in name or name.lower().endswith((".yaml", ".yml", ".prototxt"))
+
+
+def case_of(name):
+    """The :class:`Case` of a ``--nets`` value: a built-in net, or a net file (its path as its
+    title; its spec: the path)."""
+    if name in NETS and not is_net_file(name):
+        return NETS[name]
+    return Case(name, functools.partial(str, name))
 
 
 def bench_net(name, args, torch):
-    """Build both sides of net ``name``, check they compute the same, time them."""
-    spec = NETS[name].spec()
-    inputs = fixed_inputs(spec)
-    net = build_netlayers(spec, inputs)
-    flops = gemm_flops(spec, net)
+    """Build both sides of net ``name`` (a name of ``NETS`` or a net file), check they compute
+    the same, time them. Without a PyTorch twin (a layer :func:`torch_net` does not translate)
+    netlayers runs alone; where the net draws random numbers (Dropout) both run unchecked; a
+    note in ``Result.notes`` says so."""
+    case = case_of(name)
+    net = new_net(case.spec())
+    inputs = fixed_inputs(net)
+    net.forward(**inputs)
+    flops = gemm_flops(net)
     ours_loss = netlayers_step(net)  # the first step compiles what numba has not cached
     steps = [netlayers_stepper(net)]
     result = Result(name, flops, ours_loss, None)
     if torch is not None:
-        torch_step, module = build_torch(spec, inputs, netlayers_params_as_torch(net))
-        result.torch_loss = torch_step()
-        tolerance = NETS[name].gradient_tolerance
-        result.gradient_difference = check_same_computation(name, net, module, ours_loss, result.torch_loss, tolerance)
-        steps.append(torch_step)
+        torch_step = twin_step(name, case, net, inputs, result)
+        if torch_step is not None:
+            steps.append(torch_step)
     per_step = []
     for step in steps:
         step()
@@ -1373,17 +2246,42 @@ def bench_net(name, args, torch):
     if args.busy:
         times, busy = quiet_and_busy_rounds(steps, args.rounds, iters, args.pause)
         result.netlayers_busy, result.netlayers_kept = statistics.median(busy[0]), share_kept(times[0], busy[0])
-        if torch is not None:
+        if len(steps) > 1:
             result.torch_busy, result.torch_kept = statistics.median(busy[1]), share_kept(times[1], busy[1])
     else:
         times = alternate_rounds(steps, args.rounds, iters, args.pause)
     result.netlayers = statistics.median(times[0])
-    if torch is not None:
+    if len(steps) > 1:
         result.torch = statistics.median(times[1])
         result.ratio = statistics.median(a / b for a, b in zip(times[0], times[1]))
     if args.layers:
         print_layer_times(net)
     return result
+
+
+def twin_step(name, case, net, inputs, result):
+    """The PyTorch twin's step of the netlayers ``net`` (which has just run one step), checked
+    against it unless the net draws random numbers; None, with a note in ``result``, where there
+    is no twin: a layer not translated (:class:`TorchNetError`) or the twin failing otherwise."""
+    try:
+        step, module = build_torch(net.spec, inputs, netlayers_params_as_torch(net))
+        result.torch_loss = step()
+    except TorchNetError as error:
+        result.notes.append(f"netlayers alone: no PyTorch twin: {error}")
+        return None
+    except Exception as error:  # a translation gone wrong must not stop the other nets' benchmark
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        result.notes.append(f"netlayers alone: the PyTorch twin failed: {type(error).__name__}: {message}")
+        return None
+    if module.random:
+        result.notes.append(
+            f"PyTorch not compared: {', '.join(module.random)} draw(s) random numbers, each side its own"
+        )
+    else:
+        result.gradient_difference = check_same_computation(
+            name, net, module, result.netlayers_loss, result.torch_loss, case.gradient_tolerance
+        )
+    return step
 
 
 def print_layer_times(net):
@@ -1419,31 +2317,35 @@ def _status_mib(key):
     return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(key + ":")), None)
 
 
-def memory_growth(name, side, threads, param_shapes=None):
-    """In this process: MiB the peak RSS grows while building net ``name`` on ``side``
-    ("netlayers" or "torch") and running 3 steps. ``param_shapes`` (layer -> list of shapes)
-    gives the torch side its params (random values: no netlayers net of that size is built
-    there). First the side runs :func:`warm_up_spec` for 2 steps, so that loading numba's
-    kernels (about 70 MiB, mostly LLVM) and starting PyTorch's runtime are not counted; on the
-    netlayers side with the convolution paths' thresholds lowered (:func:`every_conv_path`),
-    so that the tiny net also loads the Winograd and row-strip kernels the measured net may
-    run, and with the workers' scratch buffers freed afterwards."""
+def memory_growth(name, side, threads, param_shapes=None, plan=None):
+    """In this process: MiB the peak RSS grows while building net ``name`` (of ``NETS``, or a
+    net file) on ``side`` ("netlayers" or "torch") and running 3 steps. ``param_shapes`` (layer
+    -> list of shapes) gives the torch side its params (random values) and ``plan`` (an
+    :func:`input_plan`) both sides their inputs: no netlayers net of that size is built before
+    the measurement (its memory, freed, would hide the measured side's). First the side runs
+    :func:`warm_up_spec` for 2 steps, so that loading numba's kernels (about 70 MiB, mostly
+    LLVM) and starting PyTorch's runtime are not counted; on the netlayers side with the
+    convolution paths' thresholds lowered (:func:`every_conv_path`), so that the tiny net also
+    loads the Winograd and row-strip kernels the measured net may run, and with the workers'
+    scratch buffers freed afterwards."""
     torch = import_torch() if side == "torch" else None
     set_threads(threads, torch)
     warm = warm_up_spec()
     if side == "torch":
-        warm_step, _ = build_torch(warm, fixed_inputs(warm), netlayers_params_as_torch(netlayers.Net(warm, seed=SEED)))
+        warm_net = netlayers.Net(warm, dtype=np.float32, seed=SEED)
+        warm_step, _ = build_torch(warm, fixed_inputs(warm_net), netlayers_params_as_torch(warm_net))
+        del warm_net
         for _ in range(2):
             warm_step()
     else:
         with every_conv_path():
-            warm_step = netlayers_stepper(build_netlayers(warm, fixed_inputs(warm)))
+            warm_step = netlayers_stepper(build_netlayers(warm))
             for _ in range(2):
                 warm_step()
     del warm_step
     netlayers.parallel.release_scratch()
-    spec = NETS[name].spec()
-    inputs = fixed_inputs(spec)
+    spec = case_of(name).spec()
+    inputs = make_inputs(plan) if plan is not None else fixed_inputs(spec)
     before = reset_peak_rss() or peak_rss_mib()
     if side == "torch":
         params = {layer: [torch.randn(shape) * 0.01 for shape in shapes] for layer, shapes in param_shapes.items()}
@@ -1514,13 +2416,16 @@ def warm_up_spec():
 
 
 def measure_memory(name, side, threads):
-    """:func:`memory_growth` of ``side`` in a fresh Python subprocess."""
-    spec = NETS[name].spec()
-    net = netlayers.Net(spec, dtype=np.float32, seed=SEED)
+    """:func:`memory_growth` of ``side`` in a fresh Python subprocess (a net file by its
+    absolute path)."""
+    net = netlayers.Net(case_of(name).spec(), dtype=np.float32, seed=SEED)
     shapes = {layer: [list(blob.data.shape) for blob in blobs] for layer, blobs in net.params.items()}
+    plan = input_plan(net)
+    if is_net_file(name):
+        name = str(Path(name).resolve())
     code = (
         f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import bench_nets; "
-        f"print(bench_nets.memory_growth({name!r}, {side!r}, {threads}, {shapes!r}))"
+        f"print(bench_nets.memory_growth({name!r}, {side!r}, {threads}, {shapes!r}, {plan!r}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -1568,7 +2473,7 @@ def markdown_table(results, rate, memory, busy=False):
     rows = [header, ["---"] * len(header)]
     for r in results:
         floor = r.flops / rate
-        row = [NETS[r.name].title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
+        row = [case_of(r.name).title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
         row += [ms(floor), times_over(r.netlayers, floor), times_over(r.torch, floor)]
         if memory:
             mine, theirs = r.memory.get("netlayers"), r.memory.get("torch")
@@ -1596,7 +2501,9 @@ def parse_args(argv):
     parser.add_argument(
         "--nets",
         default=",".join(ISSUE_NETS),
-        help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet)",
+        help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet); "
+        "or net files (YAML or Caffe .prototxt: a value holding a / or ending in .yaml, .yml or .prototxt) "
+        "whose inputs are Input layers",
     )
     parser.add_argument("--threads", type=int, default=2, help="threads of each side (default 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
@@ -1617,7 +2524,7 @@ def parse_args(argv):
     parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
     args = parser.parse_args(argv)
     args.nets = list(NETS) if args.nets == "all" else [n.strip() for n in args.nets.split(",") if n.strip()]
-    unknown = [n for n in args.nets if n not in NETS]
+    unknown = [n for n in args.nets if n not in NETS and not is_net_file(n)]
     if unknown:
         parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
     return args
@@ -1625,6 +2532,13 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        for name in args.nets:  # a bad net file stops the run before anything is timed
+            if is_net_file(name):
+                check_net_file(name)
+    except BenchError as error:
+        print(f"bench_nets: error: {error}", file=sys.stderr)
+        return 1
     torch = import_torch()
     set_threads(args.threads, torch)
     rate = sgemm_rate()
@@ -1637,32 +2551,38 @@ def main(argv=None):
     for name in args.nets:
         try:
             result = bench_net(name, args, torch)
-        except ComputationMismatch as error:
+        except (ComputationMismatch, NetlayersError) as error:
             print(f"bench_nets: error: {error}", file=sys.stderr)
             return 1
         if args.memory:
-            for side in ("netlayers", "torch") if torch else ("netlayers",):
+            for side in ("netlayers", "torch") if result.torch is not None else ("netlayers",):
                 result.memory[side] = measure_memory(name, side, args.threads)
         results.append(result)
         rate = max(rate, sgemm_rate())  # a busy moment lowers one measurement: keep the best
-        floor = result.flops / rate
-        line = f"{name:<14} netlayers {ms(result.netlayers):>7} ms (loss {result.netlayers_loss:.6f})"
-        if torch:
-            line += (
-                f"  PyTorch {ms(result.torch):>7} ms (loss {result.torch_loss:.6f}; gradients within "
-                f"{result.gradient_difference:.0e})  ratio {result.ratio:.2f}x"
-            )
-        line += f"  floor {ms(floor)} ms ({result.flops / 1e9:.2f} GFLOP)"
-        if result.memory:
-            line += "  MiB " + ", ".join(f"{side} {mib:.0f}" for side, mib in result.memory.items())
-        if args.busy:
-            line += "\n" + busy_line(result)
-        print(line, flush=True)
+        print(result_line(result, result.flops / rate, args.busy), flush=True)
     print(f"\nGEMM floor at numpy's best sgemm rate of the run: {rate / 1e9:.0f} GFLOP/s; {load_average()}\n")
     print(markdown_table(results, rate, args.memory, args.busy))
     if torch is None:
         print("\nPyTorch is not installed: netlayers ran alone.")
     return 0
+
+
+def result_line(result, floor, busy):
+    """One net's line of the log (with ``busy``, what --busy measured; then its notes)."""
+    line = f"{result.name:<14} netlayers {ms(result.netlayers):>7} ms (loss {result.netlayers_loss:.6f})"
+    if result.torch is not None:
+        if result.gradient_difference is None:
+            checked = "not compared"
+        else:
+            checked = f"gradients within {result.gradient_difference:.0e}"
+        line += f"  PyTorch {ms(result.torch):>7} ms (loss {result.torch_loss:.6f}; {checked})"
+        line += f"  ratio {result.ratio:.2f}x"
+    line += f"  floor {ms(floor)} ms ({result.flops / 1e9:.2f} GFLOP)"
+    if result.memory:
+        line += "  MiB " + ", ".join(f"{side} {mib:.0f}" for side, mib in result.memory.items())
+    if busy:
+        line += "\n" + busy_line(result)
+    return "\n".join([line, *(f"{'':<14} note: {note}" for note in result.notes)])
 
 
 if __name__ == "__main__":
