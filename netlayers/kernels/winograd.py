@@ -214,6 +214,16 @@ MIN_SMALL_MAP_TILES = 96
 MIN_FEW_CHANNELS = 16
 MIN_FEW_CHANNELS_BY_SIZE = 384
 MIN_FEW_CHANNELS_TILES = 512
+# With many more inputs than outputs (or the reverse) fewer tiles pay: the products grow with the
+# larger side, the output (or input) transform only with the fewer channels. Such layers went to
+# row strips (``strips``: at least 4x the outputs) or im2col. Forward + backward, 7 paired rounds
+# (2026-12-05), the strips' time -> Winograd's, both against im2col: 128 -> 32 at 28 x 28 batch 2
+# (392 tiles) 1.03x -> 0.73x-0.82x; at 19 x 19 batch 4 (400) 0.83x -> 0.68x; 256 -> 64 at 14 x 14
+# batch 4 (196) 1.01x -> 0.76x, batch 8 1.05x -> 0.81x. Not below it: 128 -> 32 at 19 batch 2
+# (200 tiles x 128) 1.03x against 0.94x-0.99x; at 28 x 28 batch 1 1.07x against 1.50x; 64 -> 16
+# at 28 batch 2 0.96x against 0.86x-1.06x; 256 -> 64 at 14 batch 2 (98 tiles) 0.85x against 0.81x.
+MIN_FEW_CHANNELS_WIDE_TILES = 192
+MIN_FEW_CHANNELS_WIDE_WORK = 32768  # tiles times the larger channel count
 
 
 # Small maps as F(4x4, 3x3) (``winograd4``), measured against what ran before (im2col + GEMM below
@@ -281,7 +291,10 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, 
     tiles = batch * math.prod(-(-side // 2) for side in out_size)
     if fewer >= MIN_SMALL_MAP_CHANNELS and tiles >= MIN_SMALL_MAP_TILES:
         return True
-    return fewer >= MIN_FEW_CHANNELS and fewer * shorter >= MIN_FEW_CHANNELS_BY_SIZE and tiles >= MIN_FEW_CHANNELS_TILES
+    if fewer < MIN_FEW_CHANNELS or fewer * shorter < MIN_FEW_CHANNELS_BY_SIZE:
+        return False
+    wide = tiles >= MIN_FEW_CHANNELS_WIDE_TILES and tiles * max(channels, outputs) >= MIN_FEW_CHANNELS_WIDE_WORK
+    return tiles >= MIN_FEW_CHANNELS_TILES or wide
 
 
 # F(4x4, 3x3) (``winograd4``: 36 products a 4x4 tile) where it applies, from MIN_CHANNELS_F4 input

@@ -254,6 +254,33 @@ def test_the_small_map_rule_counts_the_batch_tiles(channels, size, batch, expect
 @pytest.mark.parametrize(
     "channels, outputs, size, batch, expected",
     [
+        (256, 64, 14, 4, True),  # 196 tiles x 256 channels
+        (64, 256, 14, 8, True),
+        (128, 32, 28, 2, True),  # 392 x 128
+        (256, 64, 14, 2, False),  # 98 tiles: too few
+        (128, 32, 19, 2, False),  # 200 x 128: too little work
+        (64, 16, 28, 2, False),  # 392 x 64
+        (64, 64, 14, 4, False),  # as many inputs as outputs: the few-channels rule alone
+    ],
+)
+def test_many_inputs_to_few_outputs_need_fewer_tiles(channels, outputs, size, batch, expected):
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 1, channels, outputs, (size, size))
+    assert winograd.applies(*geometry, batch) is expected
+
+
+def test_a_wide_few_output_layer_runs_winograd_before_row_strips():
+    """256 -> 64 at 14 x 14, batch 4: row strips' rule takes it too (4x the outputs), Winograd first."""
+    layer, _, _ = make_layer(
+        {"type": "Convolution", "convolution_param": {"num_output": 64, "kernel_size": 3, "pad": 1}},
+        [np.zeros((4, 256, 14, 14), np.float32)],
+        dtype=np.float32,
+    )
+    assert type(layer.winograd) is winograd.WinogradConvolution and layer.strips is None
+
+
+@pytest.mark.parametrize(
+    "channels, outputs, size, batch, expected",
+    [
         (64, 64, (8, 8), 32, True),  # CIFAR ResNets' last stage: 128 tiles of 4x4
         (256, 256, (7, 7), 32, True),
         (64, 64, (10, 10), 32, True),  # 100 of the tiles' 144 outputs in the map
@@ -329,6 +356,7 @@ def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_
 def test_a_small_map_of_a_large_batch_runs_two_by_two_tiles_and_gives_im2cols_results(monkeypatch):
     """ResNet's 14 x 14 stage (here 128 -> 128, batch 6: 294 tiles): F(2x2, 3x3) by the
     small-map rule, F(4x4) left aside, the results im2col + GEMM's."""
+    monkeypatch.setattr(winograd, "MIN_FEW_CHANNELS_WIDE_TILES", 10**9)  # not the few-channels rule either
     kinds = winograd_and_im2col_results(monkeypatch, (6, 128, 14, 14), "MIN_SMALL_MAP_TILES", 96)
     assert kinds == [winograd.WinogradConvolution, type(None)]
 
