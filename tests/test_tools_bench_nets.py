@@ -700,7 +700,7 @@ def test_a_layer_the_twin_does_not_translate_leaves_netlayers_alone_with_a_note(
 
 @pytest.mark.parametrize(
     "case",
-    ["missing", "folder", "not YAML", "no layers", "Data layer", "bad shape"],
+    ["missing", "folder", "not YAML", "no layers", "Data layer", "bad shape", "deploy bad shape"],
 )
 def test_a_bad_net_file_is_one_error_line_naming_the_file_and_a_non_zero_exit(tmp_path, quick, capsys, case):
     path = tmp_path / "net.yaml"
@@ -720,13 +720,15 @@ def test_a_bad_net_file_is_one_error_line_naming_the_file_and_a_non_zero_exit(tm
         path.write_text(json.dumps({"layers": [data, inner_product("fc", "data", 2), loss("fc")]}))
     elif case == "bad shape":
         path = Path(write_net(tmp_path, conv("too_big", "conv", 2, 9)))
+    elif case == "deploy bad shape":  # no loss: fails building its TEST net
+        path = Path(write_deploy(tmp_path, DEPLOY_PROTOTXT.replace("kernel_size: 3", "kernel_size: 9")))
     assert bench_nets.main(["--nets", f"lenet,{path}", *quick]) == 1
     captured = capsys.readouterr()
     errors = captured.err.splitlines()
     assert len(errors) == 1 and errors[0].startswith("bench_nets: error: ") and str(path) in errors[0], captured.err
     if case == "Data layer":
         assert "layer 'mnist' is a Data layer" in errors[0] and "Input" in errors[0]
-    if case != "bad shape":  # found before anything is timed
+    if "bad shape" not in case:  # found before anything is timed
         assert "lenet" not in captured.out
 
 
@@ -735,3 +737,149 @@ def test_memory_is_measured_for_a_net_file_in_a_subprocess(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # a relative path: the subprocess gets it resolved
     mib = bench_nets.measure_memory("tiny.yaml", "netlayers", 1)
     assert 0 < mib < 100
+
+
+# -- nets without a loss: forward only, in the TEST phase ------------------------------------
+DEPLOY_PROTOTXT = """name: "tiny_deploy"
+input: "data"
+input_shape { dim: 2 dim: 3 dim: 6 dim: 6 }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "msra" } } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc"
+  inner_product_param { num_output: 5 weight_filler { type: "xavier" } } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def write_deploy(tmp_path, text=DEPLOY_PROTOTXT):
+    """A Caffe deploy net file (a net-level input 2 x 3 x 6 x 6, a 3x3 convolution of 4, ReLU,
+    max pool, InnerProduct 5, Softmax 'prob'; no loss)."""
+    path = tmp_path / "deploy.prototxt"
+    path.write_text(text)
+    return str(path)
+
+
+def batch_norm_deploy():
+    """A deploy net (no loss) in YAML's terms: a 3x3 convolution without bias, BatchNorm, Scale
+    (random scale and bias), ReLU, a Dropout of scale_train false (in TEST: times 1 - ratio),
+    global average pooling and a plain InnerProduct 'fc' as the output."""
+    random_affine = {"bias_term": True, "filler": GAUSSIAN, "bias_filler": GAUSSIAN}
+    return tiny(
+        "batch_norm_deploy",
+        conv("conv", "data", 4, 3, pad=1, bias=False),
+        layer("bn", "BatchNorm", "conv", "conv"),
+        layer("scale", "Scale", "conv", "conv", scale_param=random_affine),
+        relu("relu", "conv"),
+        layer("drop", "Dropout", "conv", "conv", dropout_param={"dropout_ratio": 0.3, "scale_train": False}),
+        layer("pool", "Pooling", "conv", pooling_param={"pool": "AVE", "global_pooling": True}),
+        inner_product("fc", "pool", 3),
+        inputs=(("data", (2, 3, 6, 6)),),
+    )
+
+
+def test_has_loss_reads_the_loss_weights_of_the_phase():
+    assert bench_nets.has_loss(bench_nets.cifar10_quick(batch=2))
+    assert not bench_nets.has_loss(batch_norm_deploy())
+    weighted_zero = tiny(
+        "zero", inner_product("fc", "data", 3), layer("l2", "EuclideanLoss", ["fc", "fc"], loss_weight=0)
+    )
+    assert not bench_nets.has_loss(weighted_zero)
+    test_only = {**loss("fc"), "top": "loss", "include": {"phase": "TEST"}}
+    spec = tiny("test_only", inner_product("fc", "data", 3), test_only)
+    assert not bench_nets.has_loss(spec) and bench_nets.has_loss(spec, "TEST")
+
+
+def test_a_net_without_a_loss_runs_forward_only_in_its_test_phase_against_pytorch_where_installed(
+    tmp_path, quick, capsys
+):
+    deploy = write_deploy(tmp_path)
+    yaml_net = tmp_path / "bn_deploy.yaml"
+    yaml_net.write_text(json.dumps(batch_norm_deploy()))  # JSON is YAML
+    assert bench_nets.main(["--nets", f"{deploy},{yaml_net}", *quick, "--busy"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("forward+backward per step (a net without a loss: forward only), float32")
+    lines = out.splitlines()
+    for path in (deploy, str(yaml_net)):
+        line = next(line for line in lines if line.startswith(path))
+        assert re.search(r"netlayers +\d+\.\d ms \(forward only\)", line) and "(loss" not in line, line
+        if bench_nets.import_torch() is None:
+            assert "PyTorch" not in line
+        else:
+            assert re.search(r"PyTorch +\d+\.\d ms \(forward only; outputs within \S+\)  ratio \d+\.\d\dx", line), line
+        after = [line.strip() for line in lines[lines.index(line) + 1 : lines.index(line) + 3]]
+        assert after[0].startswith("beside a busy process: netlayers") and after[1] == (
+            f"note: {bench_nets.FORWARD_ONLY_NOTE}"
+        )
+        assert f"| {path} (forward only) | " in out  # the table's row
+
+
+def test_the_test_phase_normalizes_with_the_stored_statistics_and_drops_nothing_on_both_sides():
+    random_affine = {"bias_term": True, "filler": GAUSSIAN, "bias_filler": GAUSSIAN}
+    spec = tiny(
+        "stored_statistics",
+        layer("bn", "BatchNorm", "data"),
+        layer("scale", "Scale", "bn", "bn", scale_param=random_affine),
+        layer("drop", "Dropout", "data", dropout_param={"dropout_ratio": 0.25, "scale_train": False}),
+        inputs=(("data", (2, 3, 4, 4)),),
+    )
+    net = bench_nets.new_net(spec, forward_only=True)
+    mean_sum, var_sum, count = net.params["bn"]
+    assert net.phase == "TEST" and count.data[0] == 1 and (var_sum.data == 1).all()  # settled: none stored
+    mean_sum.data[:], var_sum.data[:], count.data[:] = [0.5, -1.0, 2.0], [1.0, 4.0, 0.5], 2
+    inputs = bench_nets.fixed_inputs(net)
+    ours = {blob: value.copy() for blob, value in net.forward(**inputs).items()}
+    x = inputs["data"].astype(np.float64)
+    mean, var = (blob.data.reshape(1, 3, 1, 1) / 2 for blob in (mean_sum, var_sum))
+    gamma, beta = (blob.data.reshape(1, 3, 1, 1) for blob in net.params["scale"])
+    np.testing.assert_allclose(ours["bn"], (x - mean) / np.sqrt(var + 1e-5) * gamma + beta, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ours["drop"], 0.75 * x, rtol=1e-6)
+    if bench_nets.import_torch() is not None:
+        params = bench_nets.netlayers_params_as_torch(net)
+        step, module = bench_nets.build_torch(net.spec, inputs, params, forward_only=True)
+        assert module.outputs == net.outputs == ["bn", "drop"] and not module.training and not module.random
+        theirs = {blob: tensor.numpy() for blob, tensor in step().items()}
+        assert bench_nets.check_same_outputs("stored_statistics", ours, theirs) < 1e-5
+
+
+def test_the_gemm_floor_of_a_forward_only_net_counts_the_forward_products(tmp_path):
+    net = bench_nets.new_net(write_deploy(tmp_path), forward_only=True)
+    conv_products = 2 * (4 * 3 * 3 * 3) * (2 * 4 * 4)  # weights x output pixels
+    fc_products = 2 * (5 * 4 * 2 * 2) * 2  # weights x rows
+    assert bench_nets.gemm_flops(net, forward_only=True) == conv_products + fc_products
+    lstm = bench_nets.new_net(bench_nets.lstm(steps=3, streams=2, features=4, hidden=5))
+    rows = 3 * 2
+    assert bench_nets.gemm_flops(lstm, forward_only=True) == 2 * (20 * 4 + 20 * 5) * rows + 2 * (10 * 5) * rows
+
+
+def test_outputs_that_differ_stop_a_forward_only_run_naming_the_blob(tmp_path, quick, monkeypatch, capsys):
+    ours = {"fc": np.arange(6, dtype=np.float32).reshape(2, 3), "prob": np.full((2, 3), 1 / 3, np.float32)}
+    same = {blob: value * (1 + 1e-6) for blob, value in ours.items()}
+    assert bench_nets.check_same_outputs("n", ours, same) < 1e-5
+    with pytest.raises(bench_nets.ComputationMismatch, match="output blob 'prob' differs by 1.00e-02"):
+        bench_nets.check_same_outputs("n", ours, {**same, "prob": ours["prob"] * 0.99})
+    with pytest.raises(bench_nets.ComputationMismatch, match="output blob 'fc' has no PyTorch value"):
+        bench_nets.check_same_outputs("n", ours, {"prob": ours["prob"]})
+    with pytest.raises(bench_nets.ComputationMismatch, match=r"output blob 'fc' has shape \(2, 3\) in netlayers"):
+        bench_nets.check_same_outputs("n", ours, {**same, "fc": ours["fc"].ravel()})
+    torch = bench_nets.import_torch()
+    if torch is not None:  # a twin whose Softmax is wrong: the run stops on its output
+        path = write_deploy(tmp_path)
+        softmax = torch.nn.functional.softmax
+        monkeypatch.setattr(torch.nn.functional, "softmax", lambda x, dim, *rest, **named: softmax(2 * x, dim))
+        with pytest.raises(
+            bench_nets.ComputationMismatch, match=f"net '{re.escape(path)}': output blob 'prob' differs"
+        ):
+            bench_nets.bench_net(path, bench_nets.parse_args(["--nets", path, *quick]), torch)
+        assert bench_nets.main(["--nets", path, *quick]) == 1
+        errors = capsys.readouterr().err.splitlines()
+        assert len(errors) == 1 and "output blob 'prob' differs" in errors[0] and path in errors[0]
+
+
+def test_the_example_deploy_net_runs_forward_only(quick, capsys):
+    path = str(Path(bench_nets.__file__).parent / "nets" / "lenet_deploy.prototxt")
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(path))
+    assert re.search(r"netlayers +\d+\.\d ms \(forward only\)", line) and "(0.29 GFLOP)" in line

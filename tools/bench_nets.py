@@ -12,9 +12,10 @@ U-Net, Tiny YOLO's backbone, a Wide ResNet, ShuffleNet units, Caffe's MNIST auto
 float32. ``--nets`` also takes net files, mixed with the names: a value holding a ``/`` or
 ending in .yaml, .yml or .prototxt is the path of a YAML or Caffe .prototxt net (as
 ``netlayers.Net`` loads it; ``tools/nets/lenet.prototxt`` is one), benchmarked in its TRAIN
-phase. Its inputs are the tops of its Input layers (or its net-level ``input``), given fixed
-random values (:func:`input_plan`): class indices below the classes of the layer that reads a
-blob as labels (SoftmaxWithLoss, Accuracy, ...), an Embed's indices below its ``input_dim``, a
+phase (a net without a loss: forward only, in its TEST phase; see below). Its inputs are the
+tops of its Input layers (or its net-level ``input``), given fixed random values
+(:func:`input_plan`): class indices below the classes of the layer that reads a blob as labels
+(SoftmaxWithLoss, Accuracy, ...), an Embed's indices below its ``input_dim``, a
 SigmoidCrossEntropyLoss target in [0, 1), an LSTM's continuation 0 then 1, standard normal
 values otherwise; a net reading its data from files (Data, ImageData, HDF5Data...) is refused:
 give it an Input layer instead. A net file that cannot be read or checked is a one-line error
@@ -34,6 +35,19 @@ than 3e-2 in relative norm, ``GRADIENT_TOLERANCE``) the run stops with an error,
 benchmark of two different computations is worthless. A net whose layers draw random numbers
 (Dropout) is timed on both sides without that check; a net with a layer the twin does not
 translate runs in netlayers alone; a one-line note under the net's line says which.
+
+A net without a loss (no top of nonzero loss weight: :func:`has_loss`; a Caffe deploy net,
+with a net-level ``input`` or an Input layer, ending in Softmax or a plain InnerProduct) has
+no backward: it is benchmarked *forward only*, as inference, on both sides. netlayers builds
+its TEST phase (BatchNorm uses its stored statistics, Dropout passes its bottom on; statistics
+never stored, a net from a file without weights, are set to mean 0 and variance 1:
+:func:`settle_batch_norms`) and a step is ``net.forward()``; PyTorch's twin is built from the
+TEST-phase layers and runs in eval mode under ``torch.no_grad()``. Before timing, every
+output blob of the net (the tops no layer reads, ``Net.outputs``) is compared: netlayers' and
+the twin's must agree to ``LOSS_TOLERANCE`` in relative norm (:func:`check_same_outputs`).
+Its GEMM floor counts the forward products only; its line reads "forward only" where the
+loss would be, with a note, and its table row has "(forward only)" after its title.
+``--memory`` and ``--busy`` measure the same forward-only steps.
 
 Timing: after warm-up, ``--rounds`` rounds; in each, both sides run ``--iters`` steps in turn
 (the order flips every round, with a pause of ``--pause`` seconds, default 0.5, before each run
@@ -1155,16 +1169,17 @@ def fixed_inputs(spec, seed=0):
     return make_inputs(input_plan(net), seed)
 
 
-def gemm_flops(net):
+def gemm_flops(net, forward_only=False):
     """FLOPs of the built ``net``'s Convolution, Deconvolution and InnerProduct matrix products
     in one forward + backward step: forward F = 2 * weights * output positions (a convolution's
     output pixels; a deconvolution's input pixels; an InnerProduct's rows), backward F for the
     weight gradient (unless the weights are fixed: ``lr_mult: 0``) plus F for the data gradient
-    unless the bottom needs none (the net's input); a layer no gradient reaches only forward."""
+    unless the bottom needs none (the net's input); a layer no gradient reaches only forward.
+    ``forward_only`` (a net without a loss): the forward products alone."""
     total = 0
     for index, layer in enumerate(net.layers):
         if layer.type == "LSTM":
-            total += lstm_flops(net, index)
+            total += lstm_flops(net, index, forward_only)
             continue
         if layer.type not in ("Convolution", "Deconvolution", "InnerProduct"):
             continue
@@ -1177,19 +1192,24 @@ def gemm_flops(net):
         else:
             positions = math.prod(bottoms[0].shape[:axis])
         forward = 2 * weights * positions
+        if forward_only:
+            total += forward
+            continue
         needed = net.layer_need_backward[index]
         gradients = needed * (layer.param_propagate_down[0] + net.bottom_need_backward[index][0])
         total += forward * (1 + gradients)
     return total
 
 
-def lstm_flops(net, index):
+def lstm_flops(net, index, forward_only=False):
     """An LSTM's products in one step: forward F = 2 (W_xc + W_hc entries) T N; backward F
     for the weight gradients, the recurrent product back through the steps, and the input's
-    gradient unless the input needs none (the net's input)."""
+    gradient unless the input needs none (the net's input); ``forward_only``: F alone."""
     input_weight, _, recurrent_weight = (blob.data.size for blob in net.layers[index].blobs[:3])
     rows = math.prod(net.bottom_vecs[index][0].shape[:2])
     forward = 2 * (input_weight + recurrent_weight) * rows
+    if forward_only:
+        return forward
     backward = forward + 2 * recurrent_weight * rows
     if net.bottom_need_backward[index][0]:
         backward += 2 * input_weight * rows
@@ -1211,16 +1231,34 @@ def sgemm_rate(n=2048, repeats=5):
 
 
 # -- netlayers -------------------------------------------------------------------------------
-def new_net(spec):
+def new_net(spec, forward_only=False):
     """The float32 TRAIN net of ``spec`` (a dict, a net file's path or a NetSpec), as a solver
-    builds it (``share_diffs``), its inputs not set yet."""
+    builds it (``share_diffs``), its inputs not set yet; ``forward_only`` (a net without a
+    loss): its TEST net, as for inference (BatchNorm's stored statistics, no Dropout), those
+    statistics set where unset (:func:`settle_batch_norms`)."""
+    if forward_only:
+        return settle_batch_norms(netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED))
     return netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True)
 
 
-def build_netlayers(spec, inputs=None):
+def settle_batch_norms(net):
+    """``net`` with the stored statistics of each BatchNorm that has none (its count 0, as a net
+    built from a file without weights) set to mean 0, variance 1 and count 1, PyTorch's fresh
+    running statistics; returns it. Left at 0, the variance makes every BatchNorm of global
+    statistics multiply by 1 / sqrt(eps), about 316: the 21 of a CIFAR ResNet-20 overflow
+    float32 to inf and then NaN: a benchmark of other numbers than a trained net's."""
+    for layer in net.layers:
+        if layer.type == "BatchNorm" and layer.blobs[2].data[0] == 0:
+            layer.blobs[0].data[...] = 0
+            layer.blobs[1].data[...] = 1
+            layer.blobs[2].data[...] = 1
+    return net
+
+
+def build_netlayers(spec, inputs=None, forward_only=False):
     """:func:`new_net` with ``inputs`` set (default :func:`fixed_inputs`; the forward of later
     steps reuses them)."""
-    net = new_net(spec)
+    net = new_net(spec, forward_only)
     net.forward(**(fixed_inputs(net) if inputs is None else inputs))
     return net
 
@@ -1237,7 +1275,8 @@ def netlayers_step(net):
 
 def check_net_file(path):
     """The checked spec of the net file ``path``; a one-line :class:`BenchError` naming the file
-    when it cannot be read, is no net, or reads its data from files (see :func:`check_sources`)."""
+    when it cannot be read, is no net, or reads its data from files in the phase the benchmark
+    runs (TRAIN, or TEST without a loss: :func:`has_loss`; see :func:`check_sources`)."""
     from netlayers.errors import NetlayersError
     from netlayers.netspec.spec import load_net_spec
 
@@ -1245,7 +1284,7 @@ def check_net_file(path):
         raise BenchError(f"{path}: {'not a file' if Path(path).exists() else 'no such net file'}")
     try:
         spec = load_net_spec(path)
-        check_sources(train_layers(spec), path)
+        check_sources(train_layers(spec, "TRAIN" if has_loss(spec) else "TEST"), path)
     except NetlayersError as error:
         raise BenchError(str(error)) from None
     return spec
@@ -1294,11 +1333,12 @@ class TorchNetError(ValueError):
     """The spec holds a layer or field :func:`torch_net` does not translate."""
 
 
-def train_layers(spec):
-    """The TRAIN-phase layers of ``spec`` (a dict, a YAML or Caffe .prototxt path, or a NetSpec)
-    as netlayers builds them: checked LayerSpecs (``bottoms`` and ``tops`` lists, the parameter
-    blocks in ``blocks`` with every default filled in, ``params`` the ParamSpecs), include and
-    exclude rules applied, a Split inserted where a blob fans out. (A dict whose first layer is
+def train_layers(spec, phase="TRAIN"):
+    """The layers of ``spec`` (a dict, a YAML or Caffe .prototxt path, or a NetSpec) in
+    ``phase`` (TRAIN, or TEST: a net without a loss, :func:`has_loss`) as netlayers builds
+    them: checked LayerSpecs (``bottoms`` and ``tops`` lists, the parameter blocks in
+    ``blocks`` with every default filled in, ``params`` the ParamSpecs), include and exclude
+    rules applied, a Split inserted where a blob fans out. (A dict whose first layer is
     an Input without tops, bench_cifar's stand-in for its Data layer, gets as tops the blobs the
     later layers read and none makes, in the order they are first read.)"""
     from netlayers.netspec.spec import load_net_spec, phase_layers
@@ -1310,7 +1350,15 @@ def train_layers(spec):
             read += [name for name in _names(layer.get("bottom")) if name not in made and name not in read]
             made.update(_names(layer.get("top")))
         spec = {**spec, "layers": [{**first, "top": read}, *rest]}
-    return phase_layers(load_net_spec(spec), "TRAIN")
+    return phase_layers(load_net_spec(spec), phase)
+
+
+def has_loss(spec, phase="TRAIN"):
+    """Whether the net ``spec`` has a loss in ``phase``: a top of nonzero loss weight
+    (:func:`top_loss_weights`; netlayers' rule for ``Net.loss`` and for what backward starts
+    from). A net without one (a Caffe deploy net, ending in Softmax or in a plain InnerProduct)
+    is benchmarked forward only, in its TEST phase (:func:`bench_net`)."""
+    return any(any(top_loss_weights(layer)[1]) for layer in train_layers(spec, phase))
 
 
 def _names(value):
@@ -1328,11 +1376,11 @@ def top_loss_weights(layer):
     return tops, weights
 
 
-def draws_random_numbers(layer):
-    """Whether the checked TRAIN layer draws new random numbers at every forward: Dropout (of a
-    ratio above 0), DummyData with a filler other than constant."""
+def draws_random_numbers(layer, phase="TRAIN"):
+    """Whether the checked layer draws new random numbers at every forward of ``phase``:
+    Dropout (of a ratio above 0) in TRAIN, DummyData with a filler other than constant."""
     if layer.type == "Dropout":
-        return layer.blocks["dropout_param"].dropout_ratio > 0
+        return phase == "TRAIN" and layer.blocks["dropout_param"].dropout_ratio > 0
     if layer.type == "DummyData":
         return any(filler.type != "constant" for filler in layer.blocks["dummy_data_param"].data_filler)
     return False
@@ -1398,16 +1446,21 @@ def pooling_divisors(size, kernel, pad, stride, out):
     return [min(o * stride - pad + kernel, size + pad) - (o * stride - pad) for o in range(out)]
 
 
-def torch_net(spec, params):
+def torch_net(spec, params, phase="TRAIN"):
     """The PyTorch twin of the netlayers ``spec`` (a dict, a net file's path or a NetSpec): a
-    ``torch.nn.Module`` translating the TRAIN-phase layers (:func:`train_layers`) one by one,
-    with Caffe's semantics as netlayers implements them, whose ``forward`` takes the tops of
-    the Input layers (in order, or by name) and returns the loss as netlayers' Net computes it:
-    the sum over every top of its loss weight (:func:`top_loss_weights`) times its sum.
+    ``torch.nn.Module`` translating the layers of ``phase`` (:func:`train_layers`; TRAIN, or
+    TEST for a net benchmarked forward only) one by one, with Caffe's semantics as netlayers
+    implements them in that phase, whose ``forward`` takes the tops of the Input layers (in
+    order, or by name) and returns the loss as netlayers' Net computes it: the sum over every
+    top of its loss weight (:func:`top_loss_weights`) times its sum; a net without a loss
+    returns its outputs instead (``outputs_of``: blob name -> tensor, for ``module.outputs``,
+    the tops no layer reads, as netlayers' ``Net.outputs``).
     ``params`` maps a layer name to its param tensors in netlayers' order (a Convolution's
     weight and bias, a Scale's scale and bias; a BatchNorm's statistics are read only with
-    ``use_global_stats``: otherwise torch keeps its running statistics apart). Params shared by
-    name (``param {name}``) are one torch Parameter; params of ``lr_mult: 0`` take no gradient.
+    ``use_global_stats``, Caffe's default in TEST: otherwise torch keeps its running statistics
+    apart). In TEST, Dropout passes its bottom on (times 1 - ratio without ``scale_train``).
+    Params shared by name (``param {name}``) are one torch Parameter; params of ``lr_mult: 0``
+    take no gradient.
 
     A BatchNorm whose top a one-bottom Scale on axis 1 reads next becomes one affine
     ``batch_norm`` (as ``BatchNorm2d(affine=True)``); a ReLU whose top is its bottom runs in
@@ -1424,7 +1477,7 @@ def torch_net(spec, params):
     from netlayers.layers.pooling import pooled_size, pooling_geometry
 
     F = torch.nn.functional
-    layers = train_layers(spec)
+    layers = train_layers(spec, phase)
 
     def canonical(axis, x):
         return axis % x.dim()
@@ -1464,7 +1517,8 @@ def torch_net(spec, params):
             self.inputs = []  # the Input layers' tops: forward's positional arguments
             self.ops = []  # (function of the bottom tensors, bottom names, top names)
             self.losses = []  # (top name, loss weight)
-            self.random = [f"'{layer.name}' ({layer.type})" for layer in layers if draws_random_numbers(layer)]
+            self.random = [f"'{layer.name}' ({layer.type})" for layer in layers if draws_random_numbers(layer, phase)]
+            self.outputs = self.unread_tops()
             self.fresh = set()  # tops a ReLU may overwrite in place (FRESH_TOPS)
             k = 0
             while k < len(layers):
@@ -1472,6 +1526,16 @@ def torch_net(spec, params):
                 scale = layers[k + 1] if k + 1 < len(layers) and self.fuses(layer, layers[k + 1]) else None
                 self.add(layer, scale)
                 k += 2 if scale else 1
+
+        @staticmethod
+        def unread_tops():
+            """The tops no later layer reads, sorted by name: netlayers' (Caffe's) rule for the
+            net's outputs, over the same layers (Splits inserted)."""
+            available = set()
+            for layer in layers:
+                available.difference_update(layer.bottoms)
+                available.update(layer.tops)
+            return sorted(available)
 
         @staticmethod
         def fuses(layer, scale):
@@ -1697,8 +1761,11 @@ def torch_net(spec, params):
 
         def t_dropout(self, layer, p):
             """Dropout in TRAIN: mask ~ Bernoulli(1 - ratio), times 1 / (1 - ratio) unless
-            ``scale_train`` is false (the twin's own draws)."""
+            ``scale_train`` is false (the twin's own draws); in TEST the bottom, times 1 - ratio
+            without ``scale_train``."""
             ratio = p.dropout_ratio
+            if phase != "TRAIN":
+                return (lambda x: x) if p.scale_train or ratio == 0 else (lambda x: x * (1 - ratio))
             if ratio == 0:
                 return lambda x: x
             if p.scale_train:
@@ -1842,15 +1909,16 @@ def torch_net(spec, params):
 
         def batch_norm(self, layer, scale):
             """BatchNorm (with the Scale after it: affine): batch statistics, or with
-            ``use_global_stats`` (TRAIN default: off) the stored ones (netlayers' blobs: sums
-            and their count)."""
+            ``use_global_stats`` (default, as Caffe's: off in TRAIN, on in TEST) the stored ones
+            (netlayers' blobs: sums and their count)."""
             p = layer.blocks["batch_norm_param"]
             name, eps = layer.name, p.eps
             gamma = beta = None
             if scale is not None:
                 gamma = self.parameter(scale, 0)
                 beta = self.parameter(scale, 1) if scale.blocks["scale_param"].bias_term else None
-            if p.use_global_stats:
+            global_stats = phase == "TEST" if p.use_global_stats is None else p.use_global_stats
+            if global_stats:
                 mean, var, count = (params[name][k] for k in range(3))
                 factor = 0.0 if float(count[0]) == 0 else 1.0 / float(count[0])
                 mean, var = mean * factor, var * factor
@@ -2003,7 +2071,8 @@ def torch_net(spec, params):
 
             return run
 
-        def forward(self, *values, **named):
+        def blobs_of(self, *values, **named):
+            """Every blob of the net by name, for the inputs ``values`` (or ``named``)."""
             blobs = dict(zip(self.inputs, values), **named)
             for function, bottoms, tops in self.ops:
                 result = function(*(blobs[b] for b in bottoms))
@@ -2011,6 +2080,17 @@ def torch_net(spec, params):
                     blobs[tops[0]] = result
                 else:
                     blobs.update(zip(tops, result))
+            return blobs
+
+        def outputs_of(self, *values, **named):
+            """The net's outputs (``outputs``: blob name -> tensor) for the inputs."""
+            blobs = self.blobs_of(*values, **named)
+            return {name: blobs[name] for name in self.outputs}
+
+        def forward(self, *values, **named):
+            if not self.losses:
+                return self.outputs_of(*values, **named)
+            blobs = self.blobs_of(*values, **named)
             total = 0.0
             for top, weight in self.losses:
                 value = blobs[top]
@@ -2027,15 +2107,25 @@ def netlayers_params_as_torch(net):
     return {name: [torch.from_numpy(blob.data.copy()) for blob in blobs] for name, blobs in net.params.items()}
 
 
-def build_torch(spec, inputs, params):
+def build_torch(spec, inputs, params, forward_only=False):
     """A step function (zero_grad, forward, backward; returns the loss) and the module, fed
-    ``inputs`` (blob name -> array, :func:`fixed_inputs`: class indices as int64 tensors)."""
+    ``inputs`` (blob name -> array, :func:`fixed_inputs`: class indices as int64 tensors).
+    ``forward_only`` (a net without a loss): the twin of the TEST phase in eval mode, its step
+    the forward under ``torch.no_grad()``, returning the net's outputs (blob name -> tensor)."""
     import torch
 
-    module = torch_net(spec, params)
+    module = torch_net(spec, params, "TEST" if forward_only else "TRAIN")
     tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in inputs.items()}
 
     ordered = [tensors[name] for name in module.inputs]
+    if forward_only:
+        module.eval()
+
+        def forward():
+            with torch.no_grad():
+                return module.outputs_of(*ordered)
+
+        return forward, module
 
     def step():
         module.zero_grad()
@@ -2095,6 +2185,31 @@ def compare_gradients(name, ours_loss, gradients, reference_loss, expected, tole
             raise ComputationMismatch(
                 f"net '{name}': gradient of layer '{layer}' param {index} differs by {difference:.2e} (relative norm)"
             )
+        worst = max(worst, difference)
+    return worst
+
+
+def check_same_outputs(name, ours, theirs, tolerance=LOSS_TOLERANCE):
+    """A forward-only net's check (a net without a loss): raise :class:`ComputationMismatch`
+    naming the blob unless the twin gives every output blob of the netlayers net, the tops no
+    layer reads (``ours``: ``Net.outputs``' arrays after one forward; a deploy net's
+    probabilities or scores, and any other top left unread), of the same shape and within
+    ``tolerance`` of netlayers' in relative norm of the difference (||ours - theirs|| over the
+    larger norm of the two). The default, ``LOSS_TOLERANCE``, is the loss's: what a net with
+    a loss compares of its forward. Returns the largest relative difference."""
+    worst = 0.0
+    for blob in sorted(ours):
+        if blob not in theirs:
+            raise ComputationMismatch(f"net '{name}': output blob '{blob}' has no PyTorch value")
+        got, want = np.asarray(ours[blob], np.float64), np.asarray(theirs[blob], np.float64)
+        if got.shape != want.shape:
+            raise ComputationMismatch(
+                f"net '{name}': output blob '{blob}' has shape {got.shape} in netlayers, {want.shape} in PyTorch"
+            )
+        scale = max(float(np.linalg.norm(got)), float(np.linalg.norm(want)), 1e-30)
+        difference = float(np.linalg.norm(got - want)) / scale
+        if not difference <= tolerance:
+            raise ComputationMismatch(f"net '{name}': output blob '{blob}' differs by {difference:.2e} (relative norm)")
         worst = max(worst, difference)
     return worst
 
@@ -2191,12 +2306,14 @@ class Result:
 
     name: str
     flops: int
-    netlayers_loss: float
+    netlayers_loss: float  # None: forward only
     netlayers: float
     torch_loss: float = None
     torch: float = None
     ratio: float = None  # median of the per-round ratios netlayers / PyTorch
     gradient_difference: float = None  # None: not compared (no twin, or random numbers drawn)
+    forward_only: bool = False  # a net without a loss: TEST phase, forward alone
+    output_difference: float = None  # forward only: the outputs' largest (check_same_outputs)
     memory: dict = field(default_factory=dict)  # side -> MiB
     netlayers_busy: float = None  # median seconds per step beside one busy process (--busy)
     torch_busy: float = None
@@ -2219,21 +2336,31 @@ def case_of(name):
     return Case(name, functools.partial(str, name))
 
 
+FORWARD_ONLY_NOTE = "forward only: the net has no loss (inference: its TEST phase, BatchNorm's stored statistics)"
+
+
 def bench_net(name, args, torch):
     """Build both sides of net ``name`` (a name of ``NETS`` or a net file), check they compute
     the same, time them. Without a PyTorch twin (a layer :func:`torch_net` does not translate)
     netlayers runs alone; where the net draws random numbers (Dropout) both run unchecked; a
-    note in ``Result.notes`` says so."""
+    note in ``Result.notes`` says so. A net without a loss (:func:`has_loss`) runs forward only,
+    in its TEST phase, its outputs compared (:func:`check_same_outputs`); a note says so too."""
     case = case_of(name)
-    net = new_net(case.spec())
+    spec = case.spec()
+    forward_only = not has_loss(spec)
+    net = new_net(spec, forward_only)
     inputs = fixed_inputs(net)
-    net.forward(**inputs)
-    flops = gemm_flops(net)
-    ours_loss = netlayers_step(net)  # the first step compiles what numba has not cached
-    steps = [netlayers_stepper(net)]
-    result = Result(name, flops, ours_loss, None)
+    outputs = net.forward(**inputs)  # the first forward compiles what numba has not cached
+    flops = gemm_flops(net, forward_only)
+    result = Result(name, flops, None, None, forward_only=forward_only)
+    if forward_only:
+        result.notes.append(FORWARD_ONLY_NOTE)
+        outputs = {blob: value.copy() for blob, value in outputs.items()}
+    else:
+        result.netlayers_loss = netlayers_step(net)
+    steps = [netlayers_stepper(net, forward_only)]
     if torch is not None:
-        torch_step = twin_step(name, case, net, inputs, result)
+        torch_step = twin_step(name, case, net, inputs, result, outputs)
         if torch_step is not None:
             steps.append(torch_step)
     per_step = []
@@ -2259,13 +2386,19 @@ def bench_net(name, args, torch):
     return result
 
 
-def twin_step(name, case, net, inputs, result):
+def twin_step(name, case, net, inputs, result, outputs=None):
     """The PyTorch twin's step of the netlayers ``net`` (which has just run one step), checked
     against it unless the net draws random numbers; None, with a note in ``result``, where there
-    is no twin: a layer not translated (:class:`TorchNetError`) or the twin failing otherwise."""
+    is no twin: a layer not translated (:class:`TorchNetError`) or the twin failing otherwise.
+    Forward only (``result.forward_only``): the TEST twin's outputs against ``outputs``, the
+    netlayers net's (:func:`check_same_outputs`)."""
+    forward_only = result.forward_only
     try:
-        step, module = build_torch(net.spec, inputs, netlayers_params_as_torch(net))
-        result.torch_loss = step()
+        step, module = build_torch(net.spec, inputs, netlayers_params_as_torch(net), forward_only)
+        if forward_only:
+            theirs = {blob: tensor.numpy() for blob, tensor in step().items()}
+        else:
+            result.torch_loss = step()
     except TorchNetError as error:
         result.notes.append(f"netlayers alone: no PyTorch twin: {error}")
         return None
@@ -2277,6 +2410,8 @@ def twin_step(name, case, net, inputs, result):
         result.notes.append(
             f"PyTorch not compared: {', '.join(module.random)} draw(s) random numbers, each side its own"
         )
+    elif forward_only:
+        result.output_difference = check_same_outputs(name, outputs, theirs)
     else:
         result.gradient_difference = check_same_computation(
             name, net, module, result.netlayers_loss, result.torch_loss, case.gradient_tolerance
@@ -2319,7 +2454,8 @@ def _status_mib(key):
 
 def memory_growth(name, side, threads, param_shapes=None, plan=None):
     """In this process: MiB the peak RSS grows while building net ``name`` (of ``NETS``, or a
-    net file) on ``side`` ("netlayers" or "torch") and running 3 steps. ``param_shapes`` (layer
+    net file) on ``side`` ("netlayers" or "torch") and running 3 steps (forward only, in the
+    TEST phase, for a net without a loss, as :func:`bench_net` runs it). ``param_shapes`` (layer
     -> list of shapes) gives the torch side its params (random values) and ``plan`` (an
     :func:`input_plan`) both sides their inputs: no netlayers net of that size is built before
     the measurement (its memory, freed, would hide the measured side's). First the side runs
@@ -2345,13 +2481,17 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
     del warm_step
     netlayers.parallel.release_scratch()
     spec = case_of(name).spec()
-    inputs = make_inputs(plan) if plan is not None else fixed_inputs(spec)
+    forward_only = not has_loss(spec)
+    if plan is not None:
+        inputs = make_inputs(plan)
+    else:
+        inputs = fixed_inputs(new_net(spec, True) if forward_only else spec)
     before = reset_peak_rss() or peak_rss_mib()
     if side == "torch":
         params = {layer: [torch.randn(shape) * 0.01 for shape in shapes] for layer, shapes in param_shapes.items()}
-        step, _ = build_torch(spec, inputs, params)
+        step, _ = build_torch(spec, inputs, params, forward_only)
     else:
-        step = netlayers_stepper(build_netlayers(spec, inputs))
+        step = netlayers_stepper(build_netlayers(spec, inputs, forward_only), forward_only)
     for _ in range(3):
         step()
     return peak_rss_mib() - before
@@ -2374,8 +2514,10 @@ def every_conv_path():
         yield
 
 
-def netlayers_stepper(net):
-    return lambda: netlayers_step(net)
+def netlayers_stepper(net, forward_only=False):
+    """The netlayers side's step: :func:`netlayers_step`, or with ``forward_only`` (a net without
+    a loss) the forward alone."""
+    return (lambda: net.forward()) if forward_only else (lambda: netlayers_step(net))
 
 
 def warm_up_spec():
@@ -2418,7 +2560,8 @@ def warm_up_spec():
 def measure_memory(name, side, threads):
     """:func:`memory_growth` of ``side`` in a fresh Python subprocess (a net file by its
     absolute path)."""
-    net = netlayers.Net(case_of(name).spec(), dtype=np.float32, seed=SEED)
+    spec = case_of(name).spec()
+    net = netlayers.Net(spec, "TRAIN" if has_loss(spec) else "TEST", dtype=np.float32, seed=SEED)
     shapes = {layer: [list(blob.data.shape) for blob in blobs] for layer, blobs in net.params.items()}
     plan = input_plan(net)
     if is_net_file(name):
@@ -2463,7 +2606,9 @@ def percent(share):
 
 def markdown_table(results, rate, memory, busy=False):
     """The README table: one row per net (with ``memory``, each side's peak working memory
-    and their ratio; with ``busy``, the share of speed each side keeps beside a busy process)."""
+    and their ratio; with ``busy``, the share of speed each side keeps beside a busy process).
+    A net run forward only (no loss) has "(forward only)" after its title: its times, floor
+    and memory are a forward's."""
     header = ["net", "netlayers ms", "PyTorch ms", "netlayers / PyTorch", "GEMM floor ms", "netlayers / floor"]
     header += ["PyTorch / floor"]
     if memory:
@@ -2473,7 +2618,8 @@ def markdown_table(results, rate, memory, busy=False):
     rows = [header, ["---"] * len(header)]
     for r in results:
         floor = r.flops / rate
-        row = [case_of(r.name).title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
+        title = case_of(r.name).title + (" (forward only)" if r.forward_only else "")
+        row = [title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
         row += [ms(floor), times_over(r.netlayers, floor), times_over(r.torch, floor)]
         if memory:
             mine, theirs = r.memory.get("netlayers"), r.memory.get("torch")
@@ -2532,10 +2678,11 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
+    forward_only = False  # some net file without a loss
     try:
         for name in args.nets:  # a bad net file stops the run before anything is timed
             if is_net_file(name):
-                check_net_file(name)
+                forward_only |= not has_loss(check_net_file(name))
     except BenchError as error:
         print(f"bench_nets: error: {error}", file=sys.stderr)
         return 1
@@ -2543,8 +2690,9 @@ def main(argv=None):
     set_threads(args.threads, torch)
     rate = sgemm_rate()
     versions = f"PyTorch {torch.__version__}" if torch else "PyTorch not installed: netlayers alone"
+    step = "forward+backward per step" + (" (a net without a loss: forward only)" if forward_only else "")
     print(
-        f"forward+backward per step, float32, {args.threads} threads each, numpy sgemm "
+        f"{step}, float32, {args.threads} threads each, numpy sgemm "
         f"{rate / 1e9:.0f} GFLOP/s; {versions}; median of {args.rounds} rounds; {load_average()}"
     )
     results = []
@@ -2568,14 +2716,22 @@ def main(argv=None):
 
 
 def result_line(result, floor, busy):
-    """One net's line of the log (with ``busy``, what --busy measured; then its notes)."""
-    line = f"{result.name:<14} netlayers {ms(result.netlayers):>7} ms (loss {result.netlayers_loss:.6f})"
+    """One net's line of the log (with ``busy``, what --busy measured; then its notes). A net
+    without a loss reads "(forward only)" where the loss would be, and how close the outputs
+    are where the gradients would be."""
+    if result.forward_only:
+        line = f"{result.name:<14} netlayers {ms(result.netlayers):>7} ms (forward only)"
+    else:
+        line = f"{result.name:<14} netlayers {ms(result.netlayers):>7} ms (loss {result.netlayers_loss:.6f})"
     if result.torch is not None:
-        if result.gradient_difference is None:
-            checked = "not compared"
+        if result.forward_only:
+            compared = result.output_difference
+            checked = "not compared" if compared is None else f"outputs within {compared:.0e}"
+            line += f"  PyTorch {ms(result.torch):>7} ms (forward only; {checked})"
         else:
-            checked = f"gradients within {result.gradient_difference:.0e}"
-        line += f"  PyTorch {ms(result.torch):>7} ms (loss {result.torch_loss:.6f}; {checked})"
+            compared = result.gradient_difference
+            checked = "not compared" if compared is None else f"gradients within {compared:.0e}"
+            line += f"  PyTorch {ms(result.torch):>7} ms (loss {result.torch_loss:.6f}; {checked})"
         line += f"  ratio {result.ratio:.2f}x"
     line += f"  floor {ms(floor)} ms ({result.flops / 1e9:.2f} GFLOP)"
     if result.memory:
