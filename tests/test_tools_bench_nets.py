@@ -761,6 +761,19 @@ def write_deploy(tmp_path, text=DEPLOY_PROTOTXT):
     return str(path)
 
 
+@pytest.mark.parametrize("forward_only", [True, False])
+def test_weights_a_file_leaves_at_zero_are_drawn_at_he_scale_and_filled_ones_kept(tmp_path, forward_only):
+    """Caffe's deploy nets carry no fillers: their weights would be the constant 0 and every
+    output the biases' alone. The benchmark draws them; a filler's weights and biases stay."""
+    text = DEPLOY_PROTOTXT.replace(' weight_filler { type: "msra" }', "")
+    net = bench_nets.new_net(write_deploy(tmp_path, text), forward_only=forward_only)
+    weight, bias = (blob.data for blob in net.params["conv"])
+    assert weight.any() and not bias.any()
+    assert abs(weight.std() / np.sqrt(2 / 27) - 1) < 0.35  # 108 draws of variance 2 / (3 * 3 * 3)
+    filled = bench_nets.netlayers.Net(write_deploy(tmp_path, text), dtype=np.float32, seed=bench_nets.SEED)
+    np.testing.assert_array_equal(net.params["fc"][0].data, filled.params["fc"][0].data)  # xavier's
+
+
 def batch_norm_deploy():
     """A deploy net (no loss) in YAML's terms: a 3x3 convolution without bias, BatchNorm, Scale
     (random scale and bias), ReLU, a Dropout of scale_train false (in TEST: times 1 - ratio),

@@ -1235,10 +1235,28 @@ def new_net(spec, forward_only=False):
     """The float32 TRAIN net of ``spec`` (a dict, a net file's path or a NetSpec), as a solver
     builds it (``share_diffs``), its inputs not set yet; ``forward_only`` (a net without a
     loss): its TEST net, as for inference (BatchNorm's stored statistics, no Dropout), those
-    statistics set where unset (:func:`settle_batch_norms`)."""
+    statistics set where unset (:func:`settle_batch_norms`). Weights left at zero by a file
+    without fillers are drawn (:func:`fill_unset_weights`)."""
     if forward_only:
-        return settle_batch_norms(netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED))
-    return netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True)
+        return fill_unset_weights(settle_batch_norms(netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED)))
+    return fill_unset_weights(netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True))
+
+
+def fill_unset_weights(net):
+    """``net`` with every weight that is all zeros drawn from a normal distribution of variance
+    2 / fan-in (He's); returns it. A net file without fillers (Caffe's deploy nets) gets Caffe's
+    default filler, the constant 0: every map would be its biases alone and the outputs the
+    benchmark compares would not depend on the computation (AlexNet's deploy net: both sides'
+    softmax exactly 1/1000). A weight is a param of two or more axes; biases and per-channel
+    params (a Scale's, a PReLU's) keep their values, as do weights a filler set."""
+    rng = np.random.default_rng(SEED)
+    for blobs in net.params.values():
+        for blob in blobs:
+            data = blob.data
+            if data.ndim >= 2 and not data.any():
+                fan_in = max(1, data.size // data.shape[0])
+                data[...] = rng.standard_normal(data.shape) * math.sqrt(2.0 / fan_in)
+    return net
 
 
 def settle_batch_norms(net):
