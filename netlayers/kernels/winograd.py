@@ -222,6 +222,9 @@ MIN_FEW_CHANNELS_TILES = 512
 # batch 4 (196) 1.01x -> 0.76x, batch 8 1.05x -> 0.81x. Not below it: 128 -> 32 at 19 batch 2
 # (200 tiles x 128) 1.03x against 0.94x-0.99x; at 28 x 28 batch 1 1.07x against 1.50x; 64 -> 16
 # at 28 batch 2 0.96x against 0.86x-1.06x; 256 -> 64 at 14 batch 2 (98 tiles) 0.85x against 0.81x.
+# The rule counts the larger side only, so it also takes layers of 96 to 127 channels on both
+# sides from 342 (96) to 258 (127) tiles; F(2x2) measured 0.82x of im2col on such a layer with
+# fewer tiles still (96 -> 96 at 14 x 14 batch 2, 98 tiles).
 MIN_FEW_CHANNELS_WIDE_TILES = 192
 MIN_FEW_CHANNELS_WIDE_WORK = 32768  # tiles times the larger channel count
 
