@@ -163,12 +163,22 @@ class Blob:
 
     def use_diff_memory(self, buffer: np.ndarray) -> None:
         """Keep the diff in ``buffer`` (1-D, this dtype, at least ``count`` items), which other
-        blobs may use too (``Net(share_diffs=True)``: blobs whose gradients are never alive at
+        blobs may use too (``Net(share_memory=True)``: blobs whose gradients are never alive at
         the same time). A reshape to a larger count gives the blob its own diff again."""
         if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
             raise ShapeError(f"blob '{self.name}': a diff buffer needs {self.count} items of {self.dtype}")
         self._diff_buffer = buffer
         self._diff = buffer[: self.count].reshape(self.shape)
+
+    def use_data_memory(self, buffer: np.ndarray) -> None:
+        """Keep the data in ``buffer`` (1-D, this dtype, at least ``count`` items), which other
+        blobs may use too (``Net(share_memory=True)``: blobs whose values no backward reads,
+        alive at different times of the forward). A reshape to a larger count gives the blob
+        its own data again."""
+        if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
+            raise ShapeError(f"blob '{self.name}': a data buffer needs {self.count} items of {self.dtype}")
+        self._data_buffer = buffer
+        self.data = buffer[: self.count].reshape(self.shape)
 
     def share_diff(self, other: "Blob") -> None:
         self.diff = other.diff

@@ -95,6 +95,13 @@ class Layer:
     # contract test checks each declaration by overwriting the tops between forward and
     # backward).
     keep_top_data = True
+    # True: the bottoms' data must stay as this layer's forward saw them until its backward,
+    # which reads them (a convolution's weight gradient reads its input). The safe default; a
+    # layer whose backward reads only its tops, params and its own buffers declares False
+    # (checked by the layer contract test as keep_top_data is). A solver's TRAIN net lets blobs
+    # that no backward reads hold other blobs' values after their last forward reader
+    # (``Net(share_memory=True)``).
+    keep_bottom_data = True
     has_backward = True  # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True  # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or

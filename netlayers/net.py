@@ -82,8 +82,10 @@ class Net:
 
     ``blobs`` (name -> Blob, in order), ``params`` (layer name -> list of param Blobs),
     ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
-    ``share_diffs=True`` (what a solver's TRAIN net uses) lets inner blobs whose gradients are
-    never alive at once keep their diffs in one buffer (see ``_share_diff_memory``).
+    ``share_memory=True`` (what a solver's TRAIN net uses) lets inner blobs whose gradients are
+    never alive at once keep their diffs in one buffer (see ``_share_diff_memory``), and inner
+    blobs whose values no backward reads keep their data in one buffer with others alive at
+    other times of the forward (see ``_share_data_memory``).
     """
 
     def __init__(
@@ -96,7 +98,7 @@ class Net:
         data_root: Any = None,
         level: int | None = None,
         stages: Any = None,
-        share_diffs: bool = False,
+        share_memory: bool = False,
     ) -> None:
         self.spec = load_net_spec(spec)
         # Caffe's NetState: include/exclude rules test the phase, level and stages (default:
@@ -129,7 +131,8 @@ class Net:
         self.layer_need_backward: list[bool] = []
         self.learnable_params: list[LearnableParam] = []
         self._build()
-        self.shared_diff_bytes = self._share_diff_memory() if share_diffs else 0
+        self.shared_diff_bytes = self._share_diff_memory() if share_memory else 0
+        self.shared_data_bytes = self._share_data_memory() if share_memory else 0
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
@@ -357,7 +360,7 @@ class Net:
 
     def _share_diff_memory(self):
         """Let blobs whose gradients are never alive at the same time keep their diffs in one
-        buffer (``share_diffs=True``, what a solver's TRAIN net does); returns the bytes saved.
+        buffer (``share_memory=True``, what a solver's TRAIN net does); returns the bytes saved.
 
         A blob's diff is alive, in a backward pass, from the first layer that writes it (the
         last layer, in net order, that reads the blob) to the last that reads it (the layer
@@ -366,7 +369,7 @@ class Net:
         once used. Left out: the net's inputs and outputs, a loss's weighted tops (their diffs
         hold the weight from the forward) and blobs whose diff no layer writes. After a
         backward pass, the diffs of the blobs that share memory are therefore not theirs any
-        more: the default (``share_diffs=False``) keeps every diff, as Caffe does."""
+        more: the default (``share_memory=False``) keeps every diff, as Caffe does."""
         spans, written = {}, set()
         for index, (bottoms, tops, needs) in enumerate(zip(self.bottom_vecs, self.top_vecs, self.bottom_need_backward)):
             for blob in bottoms + tops:
@@ -383,6 +386,52 @@ class Net:
             buffer = np.zeros(max(blob.count for blob in members), self.dtype)
             for blob in members:
                 blob.use_diff_memory(buffer)
+            saved += sum(blob.count for blob in members) - buffer.size
+        return saved * self.dtype.itemsize
+
+    def _share_data_memory(self):
+        """Let blobs whose values no backward reads keep their data in one buffer with others
+        whose values are alive at other times of the forward (``share_memory=True``); returns
+        the bytes saved. PyTorch frees such a tensor once its last reader has run; in ResNets
+        that is each block's BatchNorm + Scale output, read only by the Eltwise sum (BatchNorm
+        keeps its normalized values, an in-place Scale reads those, the sum reads nothing back).
+
+        A blob qualifies when every layer it is a top of declares ``keep_top_data`` False and
+        every layer it is a bottom of ``keep_bottom_data`` False; when its data array is its
+        own, viewed by no other blob (a Split's or Flatten's tops, a Parameter's param); and
+        when it is not a net input, an output or a loss's weighted top. Its values are alive
+        over the span of net indices of the layers it is a bottom or a top of (the first writes
+        it, the last reads it); blobs whose spans do not overlap share a buffer. After a
+        forward, such a blob's data holds a later blob's values: the default
+        (``share_memory=False``) keeps every blob's values, as Caffe does."""
+        spans, needed, roots = {}, set(), {}
+        for index, (layer, bottoms, tops) in enumerate(zip(self.layers, self.bottom_vecs, self.top_vecs)):
+            for blob in bottoms + tops:
+                low, high = spans.get(id(blob), (index, index))
+                spans[id(blob)] = (min(low, index), max(high, index))
+                roots.setdefault(id(_root(blob.data)), set()).add(id(blob))
+            if layer.keep_bottom_data:
+                needed.update(id(blob) for blob in bottoms)
+            if layer.keep_top_data:
+                needed.update(id(blob) for blob in tops)
+            needed.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
+        needed.update(id(self.blobs[name]) for name in self._outputs)
+        needed.update(id(blob) for blob in self.source_blobs.values())
+        blobs = [
+            blob
+            for blob in {id(b): b for vec in self.bottom_vecs + self.top_vecs for b in vec}.values()
+            if id(blob) not in needed
+            and _root(blob.data) is _root(blob._data_buffer)
+            and roots[id(_root(blob.data))] == {id(blob)}
+        ]
+        saved = 0
+        for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
+            if len(group) < 2:
+                continue
+            members = [blobs[i] for i in group]
+            buffer = np.zeros(max(blob.count for blob in members), self.dtype)
+            for blob in members:
+                blob.use_data_memory(buffer)
             saved += sum(blob.count for blob in members) - buffer.size
         return saved * self.dtype.itemsize
 
@@ -634,6 +683,13 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"
+
+
+def _root(array):
+    """The array that owns the memory ``array`` views."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 def share_groups(spans, sizes):

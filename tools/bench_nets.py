@@ -28,7 +28,7 @@ sides run with the same thread count (``--threads``, default 2: ``torch.set_num_
 threadpoolctl plus numba's pool for netlayers) on the same fixed batch with the same weights:
 PyTorch's net is built from the netlayers spec layer by layer (:func:`torch_net`, whose
 ``TRANSLATED_TYPES`` are the layer types it translates) and takes netlayers' initial params.
-The netlayers net is built as a solver builds its TRAIN net (``share_diffs=True``: blobs whose
+The netlayers net is built as a solver builds its TRAIN net (``share_memory=True``: blobs whose
 gradients are never alive at once share diff memory). Before timing, both losses and all param
 gradients are compared; if they differ (loss by more than 1e-4 relative, a gradient by more
 than 3e-2 in relative norm, ``GRADIENT_TOLERANCE``) the run stops with an error, since a
@@ -1233,13 +1233,13 @@ def sgemm_rate(n=2048, repeats=5):
 # -- netlayers -------------------------------------------------------------------------------
 def new_net(spec, forward_only=False):
     """The float32 TRAIN net of ``spec`` (a dict, a net file's path or a NetSpec), as a solver
-    builds it (``share_diffs``), its inputs not set yet; ``forward_only`` (a net without a
+    builds it (``share_memory``), its inputs not set yet; ``forward_only`` (a net without a
     loss): its TEST net, as for inference (BatchNorm's stored statistics, no Dropout), those
     statistics set where unset (:func:`settle_batch_norms`). Weights left at zero by a file
     without fillers are drawn (:func:`fill_unset_weights`)."""
     if forward_only:
         return fill_unset_weights(settle_batch_norms(netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED)))
-    return fill_unset_weights(netlayers.Net(spec, dtype=np.float32, seed=SEED, share_diffs=True))
+    return fill_unset_weights(netlayers.Net(spec, dtype=np.float32, seed=SEED, share_memory=True))
 
 
 def fill_unset_weights(net):

@@ -246,7 +246,7 @@ class Unsupported(Exception):
 def netlayers_run(spec, inputs, dtype, params=None):
     """A solver's TRAIN net of ``spec`` in ``dtype`` after one step (loss, net); ``params``
     (layer -> arrays) replace its initial ones."""
-    net = netlayers.Net(spec, dtype=dtype, seed=bn.SEED, share_diffs=True)
+    net = netlayers.Net(spec, dtype=dtype, seed=bn.SEED, share_memory=True)
     if params is not None:
         for name, arrays in params.items():
             for blob, array in zip(net.params[name], arrays):

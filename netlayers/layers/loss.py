@@ -125,6 +125,8 @@ class Softmax(Layer):
 
     example = {"bottoms": [(2, 4, 3)]}
 
+    keep_bottom_data = False  # backward reads y alone
+
     params = {"axis": Field(int, 1)}
     num_bottoms = (1, 1)
     num_tops = (1, 1)

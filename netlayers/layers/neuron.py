@@ -68,6 +68,8 @@ class Sigmoid(NeuronLayer):
 
     example = {"bottoms": [(2, 3, 4)]}
 
+    keep_bottom_data = False  # backward reads y alone
+
     def Forward_cpu(self, bottom, top):
         elementwise.sigmoid_forward(bottom[0].data, out=top[0].data)
 
@@ -81,6 +83,8 @@ class TanH(NeuronLayer):
     """y = tanh(x).  Backward: dE/dx = dE/dy * (1 - y^2): only the top is needed."""
 
     example = {"bottoms": [(2, 3, 4)]}
+
+    keep_bottom_data = False  # backward reads y alone
 
     def Forward_cpu(self, bottom, top):
         elementwise.tanh_forward(bottom[0].data, out=top[0].data)
@@ -450,6 +454,7 @@ class Dropout(NeuronLayer):
     ]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {"dropout_ratio": Field(float, 0.5, min=0, lt=1), "scale_train": Field(bool, True)}
 

@@ -142,6 +142,7 @@ class BatchNorm(Layer):
     example = [{"bottoms": [(4, 3, 2)]}, {"bottoms": [(4, 3)], "phase": "TEST"}]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {
         "use_global_stats": Field(bool, None),
@@ -170,6 +171,7 @@ class BatchNorm(Layer):
         calls this where the input stays intact until this layer's backward)."""
         self.recomputed = RecomputedValues(self)
         self.normalized = None
+        self.keep_bottom_data = True
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape

@@ -136,6 +136,7 @@ class Pooling(Layer):
     ]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = POOLING_PARAMS
     num_bottoms = (1, 1)

@@ -50,6 +50,7 @@ class Split(Layer):
     example = {"bottoms": [(2, 3)], "tops": 3}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     num_bottoms = (1, 1)
     num_tops = (1, None)
@@ -141,6 +142,7 @@ class Eltwise(Layer):
     ]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {
         "operation": Field(Enum("PROD", "SUM", "MAX"), "SUM"),
@@ -163,6 +165,7 @@ class Eltwise(Layer):
             )
         self.coeffs = list(p.coeff) if p.coeff else [1.0] * len(bottom)
         self.keep_top_data = p.operation == "PROD" and not p.stable_prod_grad  # dE/dy * y / x_i
+        self.keep_bottom_data = p.operation == "PROD"  # the other factors x_j
 
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
@@ -275,6 +278,7 @@ class Scale(Layer):
     ]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {
         "axis": Field(int, 1),
@@ -289,6 +293,8 @@ class Scale(Layer):
 
     def LayerSetUp(self, bottom, top):
         p = self.p
+        # backward reads x (its own copy, or BatchNorm's values, when in place) and a bottom s
+        self.keep_bottom_data = top[0] is not bottom[0] or len(bottom) > 1
         if len(bottom) == 1:
             shape = _param_shape(self, bottom[0], p.axis, p.num_axes, "scale_param")
             self.add_param(shape, p.filler)
@@ -374,6 +380,7 @@ class Bias(Layer):
     ]
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {
         "axis": Field(int, 1),
@@ -437,6 +444,7 @@ class Concat(Layer):
     example = {"bottoms": [(2, 3, 2), (2, 1, 2)]}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {"axis": Field(int, None), "concat_dim": Field(int, None, min=0)}
     num_bottoms = (1, None)
@@ -496,6 +504,7 @@ class Slice(Layer):
     example = {"bottoms": [(2, 4, 3)], "tops": 2, "params": {"slice_param": {"slice_point": [1]}}}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {
         "axis": Field(int, None),
@@ -589,6 +598,7 @@ class Flatten(_ViewLayer):
     example = {"bottoms": [(2, 3, 2, 2)]}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {"axis": Field(int, 1), "end_axis": Field(int, -1)}
 
@@ -614,6 +624,7 @@ class Reshape(_ViewLayer):
     example = {"bottoms": [(2, 3, 4)], "params": {"reshape_param": {"shape": {"dim": [0, -1, 2]}}}}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {"shape": Field(RESHAPE_SHAPE, {}), "axis": Field(int, 0), "num_axes": Field(int, -1, min=-1)}
 
@@ -978,6 +989,7 @@ class Tile(Layer):
     example = {"bottoms": [(2, 3)], "params": {"tile_param": {"tiles": 2}}}
 
     keep_top_data = False
+    keep_bottom_data = False
 
     params = {"axis": Field(int, 1), "tiles": Field(int, required=True, min=1)}
     num_bottoms = (1, 1)

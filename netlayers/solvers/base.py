@@ -160,7 +160,7 @@ class Solver(Snapshots, RunFolders):
         spec = self._net_spec(raw)
         net_seed = param.random_seed if param.random_seed >= 0 else None
         level, stages = _state(param.train_state)
-        self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages, share_diffs=True)
+        self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages, share_memory=True)
         self._check_has_loss()
         self.test_nets = self._test_nets(raw, spec, data_root)
         self.parallel = DataParallel(comm) if comm is not None and comm.Get_size() > 1 else SingleProcess()

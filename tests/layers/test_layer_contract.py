@@ -21,7 +21,8 @@ diffs accumulate (two backward passes give exactly twice one) while bottom diffs
 the bottoms' data alone; (d) float32 forward and backward agree with float64; (e) in place
 (where the layer allows it) gives the out-of-place top data, bottom diff and param diffs;
 (f) a layer declaring ``keep_top_data = False`` gives the same gradients when its tops' data is
-overwritten between forward and backward; (g) backward before forward is a NetlayersError,
+overwritten between forward and backward, and one declaring ``keep_bottom_data = False`` when its
+bottoms' data is (apart and in place); (g) backward before forward is a NetlayersError,
 and a bottom with a zero-size axis is a ConfigError at setup; bottoms without axes (shape ())
 work or raise a one-line netlayers error. A registered type without an example fails (h).
 (i) With every split over the worker threads forced on, 3 workers give 1 worker's results.
@@ -355,6 +356,43 @@ def test_a_layer_declaring_it_does_not_read_its_tops_does_not(case, build):
 
 def test_some_layers_declare_they_do_not_read_their_tops():
     declared = [name for name in builtin_types() if vars(layer_class(name)).get("keep_top_data") is False]
+    assert len(declared) >= 10, declared
+
+
+@pytest.mark.parametrize("in_place", [False, True], ids=["apart", "in_place"])
+@pytest.mark.parametrize("case", WITH_BOTTOMS, ids=ids)
+def test_a_layer_declaring_it_does_not_read_its_bottoms_does_not(case, in_place, build):
+    """``keep_bottom_data = False`` (read on the set-up layer: Scale and BatchNorm decide per
+    instance) is checked by overwriting the bottoms' data between forward and backward: no
+    gradient changes. In place too, where the layer allows it and does not keep its top."""
+    type_name, _, example = case
+    built = build(type_name, example)
+    assert isinstance(getattr(built.layer, "keep_bottom_data", None), bool), "declare keep_bottom_data"
+    if in_place:
+        if not built.top or not allows_in_place(built):
+            return
+        built = build(type_name, example, in_place=True)
+        if built.layer.keep_top_data:
+            return
+    if built.layer.keep_bottom_data or not takes_gradient(built):
+        return
+    built.forward()
+    built.set_top_diffs()
+    bottoms, params = gradients(built)
+    rng = np.random.default_rng(19)
+    for blob in built.bottom:
+        blob.data[...] = rng.standard_normal(blob.shape) * 3 + 1
+    built.set_top_diffs()  # in place, the top's diff is the bottom's, which backward wrote
+    bottoms_after, params_after = gradients(built)
+    for i, (before, after) in enumerate(zip(bottoms, bottoms_after)):
+        if before is not None:
+            np.testing.assert_array_equal(after, before, err_msg=f"bottom {i}'s diff read the bottom data")
+    for i, (before, after) in enumerate(zip(params, params_after)):
+        np.testing.assert_array_equal(after, before, err_msg=f"param {i}'s diff read the bottom data")
+
+
+def test_some_layers_declare_they_do_not_read_their_bottoms():
+    declared = [name for name in builtin_types() if vars(layer_class(name)).get("keep_bottom_data") is False]
     assert len(declared) >= 10, declared
 
 

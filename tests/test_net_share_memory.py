@@ -1,0 +1,322 @@
+"""Net(share_memory=True): blobs whose gradients are never alive at once keep their diffs in one
+buffer, blobs whose values no backward reads keep their data in one buffer with others alive at
+other times of the forward, and every gradient a solver reads (params, the net's inputs) and the
+loss are bit for bit the same."""
+
+import numpy as np
+import pytest
+
+from netlayers import Net, parallel
+from netlayers.net import share_groups
+
+MSRA = {"type": "msra"}
+
+
+def conv(name, bottom, outputs, kernel=3, pad=1):
+    param = {"num_output": outputs, "kernel_size": kernel, "pad": pad, "weight_filler": MSRA, "bias_term": False}
+    return {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "convolution_param": param}
+
+
+def in_place(name, kind, blob, **param):
+    return {"name": name, "type": kind, "bottom": blob, "top": blob, **param}
+
+
+def residual_net(batch=4, channels=6, size=8, force_backward=False):
+    """conv-BN-Scale-ReLU, a residual block (a fan-out Split, Eltwise SUM), a Concat branch,
+    pooling, InnerProduct, loss: in-place chains, splits and joins."""
+    layers = [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["data", "label"],
+            "input_param": {"shape": [{"dim": [batch, 3, size, size]}, {"dim": [batch]}]},
+        },
+        conv("stem", "data", channels),
+        in_place("stem_bn", "BatchNorm", "stem"),
+        in_place("stem_scale", "Scale", "stem", scale_param={"bias_term": True}),
+        in_place("stem_relu", "ReLU", "stem"),
+        conv("a", "stem", channels),
+        in_place("a_relu", "ReLU", "a"),
+        conv("b", "a", channels),
+        in_place("b_bn", "BatchNorm", "b"),
+        in_place("b_scale", "Scale", "b"),
+        {"name": "sum", "type": "Eltwise", "bottom": ["stem", "b"], "top": "sum"},
+        in_place("sum_relu", "ReLU", "sum"),
+        conv("c", "sum", 2, kernel=1, pad=0),
+        {"name": "tanh", "type": "TanH", "bottom": "sum", "top": "t"},
+        {"name": "cat", "type": "Concat", "bottom": ["c", "t"], "top": "cat"},
+        {
+            "name": "pool",
+            "type": "Pooling",
+            "bottom": "cat",
+            "top": "pool",
+            "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
+        },
+        {
+            "name": "fc",
+            "type": "InnerProduct",
+            "bottom": "pool",
+            "top": "fc",
+            "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+    ]
+    return {"name": "residual", "force_backward": force_backward, "layers": layers}
+
+
+def inputs(batch=4, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"data": rng.standard_normal((batch, 3, size, size)), "label": rng.integers(0, 5, batch).astype(float)}
+
+
+def train_steps(net, feeds, steps=2):
+    """Param diffs and the data diff after ``steps`` forward/backward passes from cleared diffs."""
+    for feed in feeds[:steps]:
+        net.clear_param_diffs()
+        net.forward(**feed)
+        net.backward()
+    grads = [blob.diff.copy() for blobs in net.params.values() for blob in blobs]
+    return grads, net.blobs["data"].diff.copy(), net.blobs["loss"].data.copy()
+
+
+def distinct_diff_buffers(net):
+    return len({id(blob._diff_buffer) for blob in net.blobs.values()})
+
+
+def distinct_data_buffers(net):
+    return len({id(blob._data_buffer) for blob in net.blobs.values()})
+
+
+# -- the grouping ------------------------------------------------------------------------------
+def test_share_groups_put_disjoint_spans_together_and_keep_overlapping_apart():
+    spans = [(0, 2), (2, 4), (5, 6), (3, 5), (7, 9)]
+    sizes = [10, 8, 9, 1, 7]
+    groups = share_groups(spans, sizes)
+    for group in groups:
+        for i in group:
+            for j in group:
+                if i != j:
+                    assert spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]
+    assert sorted(i for group in groups for i in group) == list(range(5))
+    assert groups[0][0] == 0  # the largest item leads the first group
+    assert {0, 2, 4} <= set(groups[0])  # (0,2), (5,6), (7,9): one buffer
+    assert len(groups) == 3  # (2,4) and (3,5) overlap each other and (0,2) / (5,6)
+
+
+def test_share_groups_of_nothing_is_empty():
+    assert share_groups([], []) == []
+
+
+# -- nets --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("workers", [1, 2])
+def test_shared_diffs_give_the_same_bits_as_separate_ones(workers):
+    before = parallel.thread_count()
+    parallel.set_thread_count(workers)
+    try:
+        feeds = [inputs(seed=s) for s in range(2)]
+        plain = Net(residual_net(force_backward=True), seed=3)
+        shared = Net(residual_net(force_backward=True), seed=3, share_memory=True)
+        assert shared.shared_diff_bytes > 0 and plain.shared_diff_bytes == 0
+        assert shared.shared_data_bytes > 0 and plain.shared_data_bytes == 0
+        assert distinct_diff_buffers(shared) < distinct_diff_buffers(plain)
+        assert distinct_data_buffers(shared) < distinct_data_buffers(plain)
+        grads, data_diff, loss = train_steps(plain, feeds)
+        grads_shared, data_diff_shared, loss_shared = train_steps(shared, feeds)
+        assert loss == loss_shared
+        assert len(grads) == len(grads_shared) == 15
+        for a, b in zip(grads, grads_shared):
+            assert np.array_equal(a, b)
+        assert np.array_equal(data_diff, data_diff_shared)  # the net's input keeps its own diff
+        assert np.abs(data_diff).max() > 0
+    finally:
+        parallel.set_thread_count(before)
+
+
+def test_outputs_inputs_and_loss_tops_keep_their_own_diffs():
+    net = Net(residual_net(force_backward=True), seed=3, share_memory=True)
+    shared_ids = {}
+    for name, blob in net.blobs.items():
+        shared_ids.setdefault(id(blob._diff_buffer), []).append(name)
+    for name in ("data", "label", "loss"):
+        assert shared_ids[id(net.blobs[name]._diff_buffer)] == [name]
+    assert any(len(names) > 1 for names in shared_ids.values())
+    net.forward(**inputs())
+    net.backward()
+    assert net.blobs["loss"].diff == 1.0  # the loss weight, set by the forward, survives
+
+
+def test_blobs_that_meet_in_one_layer_never_share():
+    net = Net(residual_net(), seed=3, share_memory=True)
+    for bottoms, tops in zip(net.bottom_vecs, net.top_vecs):
+        blobs = {id(blob): blob for blob in bottoms + tops}.values()
+        for kind in ("_diff_buffer", "_data_buffer"):
+            buffers = [id(getattr(blob, kind)) for blob in blobs]
+            assert len(buffers) == len(set(buffers)), kind
+
+
+def test_only_values_no_backward_reads_share_data():
+    """Of the residual net, three blobs hold values no backward reads: the BatchNorm + Scale
+    output read only by the sum ('b'), the 1x1 convolution's output read only by the Concat
+    ('c') and the Concat's output read only by the max pooling ('cat'). 'c' and 'cat' meet in
+    the Concat, so 'b' shares with 'cat' (the larger). The ReLUs' outputs (their backward reads
+    them), the convolutions' inputs (their weight gradients read them) and the net's inputs and
+    loss keep their own."""
+    net = Net(residual_net(), seed=3, share_memory=True)
+    owners = {}
+    for name, blob in net.blobs.items():
+        owners.setdefault(id(blob._data_buffer), []).append(name)
+    shared = sorted(name for names in owners.values() if len(names) > 1 for name in names)
+    assert shared == ["b", "cat"]
+    assert net.shared_data_bytes == net.blobs["b"].data.nbytes
+
+
+def test_a_solver_trains_the_same_with_shared_data(monkeypatch):
+    """Three solver steps of the residual net (momentum, weight decay) give the same params
+    and losses, bit for bit, whether its TRAIN net shares data memory or not."""
+    from netlayers.solvers import Solver
+    from netlayers.solvers.reporting import Reporter
+
+    spec = residual_net()
+    spec["layers"][0] = {
+        "name": "data",
+        "type": "DummyData",
+        "top": ["data", "label"],
+        "dummy_data_param": {
+            "shape": [{"dim": [4, 3, 8, 8]}, {"dim": [4]}],
+            "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 2}],
+        },
+    }
+    spec["solver"] = {"base_lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "max_iter": 3, "snapshot": 0}
+    spec["random_seed"] = 5
+
+    def train():
+        solver = Solver(spec, reporter=Reporter(quiet=True, metrics=False))
+        losses = []
+        for _ in range(3):
+            solver.step(1)
+            losses.append(solver.net.loss)
+        return solver.net, losses, [blob.data.copy() for blobs in solver.net.params.values() for blob in blobs]
+
+    shared, losses, params = train()
+    assert shared.shared_data_bytes > 0
+    monkeypatch.setattr(Net, "_share_data_memory", lambda net: 0)
+    plain, plain_losses, plain_params = train()
+    assert plain.shared_data_bytes == 0
+    assert losses == plain_losses
+    for a, b in zip(params, plain_params):
+        assert np.array_equal(a, b)
+
+
+def test_a_larger_batch_after_sharing_still_gives_the_same_gradients():
+    small = [inputs(batch=2, seed=0)]
+    large = [inputs(batch=6, seed=1)]
+    plain = Net(residual_net(batch=2), seed=3)
+    shared = Net(residual_net(batch=2), seed=3, share_memory=True)
+    for feeds in (small, large, small):
+        grads, _, _ = train_steps(plain, feeds, steps=1)
+        grads_shared, _, _ = train_steps(shared, feeds, steps=1)
+        for a, b in zip(grads, grads_shared):
+            assert np.array_equal(a, b)
+
+
+def test_a_net_with_nothing_to_share_saves_nothing():
+    spec = {
+        "name": "linear",
+        "layers": [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["data", "label"],
+                "input_param": {"shape": [{"dim": [2, 4]}, {"dim": [2]}]},
+            },
+            {
+                "name": "fc",
+                "type": "InnerProduct",
+                "bottom": "data",
+                "top": "fc",
+                "inner_product_param": {"num_output": 3},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+        ],
+    }
+    assert Net(spec, share_memory=True).shared_diff_bytes == 0
+
+
+# -- real nets: shared and plain give the same bits ----------------------------------------------
+def small_real_nets():
+    """Small versions of the benchmark's nets with BatchNorm chains, residual sums, projections,
+    Concat joins, depthwise layers and squeeze-excitation products."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import bench_nets
+
+    return {
+        "cifar_resnet": bench_nets.cifar_resnet(batch=2, blocks=2, widths=(4, 8, 8), size=8),
+        "mobilenet_v2": bench_nets.mobilenet_v2(batch=2, size=16),
+        "densenet": bench_nets.densenet(batch=2, size=8, channels=8, growth=4, count=3),
+        "inception": bench_nets.inception(batch=2, size=8, channels=8),
+        "se_resnet": bench_nets.se_resnet(batch=2, size=8, width=8),
+        "shufflenet": bench_nets.shufflenet(batch=2, size=8, channels=24, groups=3, units=2),
+        "tanh_convnet": tanh_convnet(),
+    }
+
+
+def tanh_convnet():
+    """conv - TanH - AVE pool, twice: each TanH's backward reads its output (kept), each
+    convolution's output is read only by its TanH (shared)."""
+    layers = [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["data", "label"],
+            "input_param": {"shape": [{"dim": [2, 3, 8, 8]}, {"dim": [2]}]},
+        },
+    ]
+    bottom = "data"
+    for k in (1, 2):
+        ave = {"pool": "AVE", "kernel_size": 2, "stride": 2}
+        layers += [
+            conv(f"conv{k}", bottom, 4),
+            {"name": f"tanh{k}", "type": "TanH", "bottom": f"conv{k}", "top": f"t{k}"},
+            {"name": f"pool{k}", "type": "Pooling", "bottom": f"t{k}", "top": f"p{k}", "pooling_param": ave},
+        ]
+        bottom = f"p{k}"
+    fc = {"num_output": 10, "weight_filler": {"type": "xavier"}}
+    layers += [
+        {"name": "fc", "type": "InnerProduct", "bottom": bottom, "top": "fc", "inner_product_param": fc},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+    ]
+    return {"name": "tanh_convnet", "layers": layers}
+
+
+@pytest.mark.parametrize(
+    "name", ["cifar_resnet", "mobilenet_v2", "densenet", "inception", "se_resnet", "shufflenet", "tanh_convnet"]
+)
+def test_real_nets_give_the_same_bits_with_shared_memory(name):
+    spec = small_real_nets()[name]
+    rng = np.random.default_rng(4)
+    plain, shared = Net(spec, seed=3), Net(spec, seed=3, share_memory=True)
+    feeds = []
+    for _ in range(2):
+        feed = {}
+        for blob_name in plain.inputs:
+            shape = plain.blobs[blob_name].shape
+            feed[blob_name] = rng.integers(0, 10, shape) if blob_name == "label" else rng.standard_normal(shape)
+        feeds.append(feed)
+    results = []
+    for net in (plain, shared):
+        losses = []
+        for feed in feeds:
+            net.clear_param_diffs()
+            net.forward(**feed)
+            losses.append(net.loss)
+            net.backward()
+        results.append((losses, [blob.diff.copy() for blobs in net.params.values() for blob in blobs]))
+    (losses, grads), (losses_shared, grads_shared) = results
+    assert losses == losses_shared
+    for a, b in zip(grads, grads_shared):
+        assert np.array_equal(a, b)
+    if name in ("cifar_resnet", "mobilenet_v2", "se_resnet", "shufflenet", "tanh_convnet"):
+        assert shared.shared_data_bytes > 0
