@@ -102,6 +102,7 @@ class Layer:
     # that no backward reads hold other blobs' values after their last forward reader
     # (``Net(share_memory=True)``).
     keep_bottom_data = True
+    needs_backward = True  # False once the net has called drop_backward_state
     has_backward = True  # False: no gradient flows through (Accuracy, ArgMax, data layers)
     learnable = True  # False: the blobs are state, not params (BatchNorm): lr_mult 0
     # True: Backward_cpu reaches its param diffs only through ``blob.diff`` read afresh or
@@ -249,6 +250,13 @@ class Layer:
 
     def set_state(self, state: Any) -> None:
         """Restore what :meth:`state` returned."""
+
+    def drop_backward_state(self) -> None:
+        """The net will never run this layer's backward (no gradient is wanted below it, or no
+        loss reaches it: a deploy net, forward only). A layer may then stop keeping what only its
+        backward reads (BatchNorm's normalized values, an in-place Scale's copy of its input);
+        ``needs_backward`` says so to its Reshape and Forward_cpu. Alone, a layer keeps all."""
+        self.needs_backward = False
 
     def allow_force_backward(self, bottom_index: int) -> bool:
         """Whether a gradient can flow to this bottom at all (not to a loss layer's labels, not

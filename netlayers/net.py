@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .blob import Blob
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, NetlayersError
 from .layer import Layer
 from .layers.fused import find_chain, find_sum_relu
 from .netspec import NetSpec, load_net_spec, phase_layers
@@ -166,6 +166,11 @@ class Net:
         del self._memory
         self._share_params()
         self._find_backward()
+        self.forward_only = False
+        for index, (layer, needed) in enumerate(zip(self.layers, self.layer_need_backward)):
+            lends = index in self._lenders and self.layer_need_backward[index + 1]  # to a Scale's backward
+            if not needed and not lends:
+                layer.drop_backward_state()
         self._outputs = self._find_outputs()
         for index in sorted(self._lenders):
             chain = find_chain(self.layers, self.bottom_vecs, self.top_vecs, self._lenders, index)
@@ -535,6 +540,8 @@ class Net:
         reads (and of ``start``'s tops) may be set by hand first: backward then starts from
         them (a saliency map). A net with neither a loss nor ``force_backward`` has nothing to
         start from: a ConfigError, rather than diffs left as they were."""
+        if self.forward_only:
+            raise NetlayersError("backward of a net made forward only (Net.drop_backward): build another Net")
         first = len(self.layers) - 1 if start is None else self._layer_index(start, "backward start")
         last = 0 if end is None else self._layer_index(end, "backward end")
         if first < last:
@@ -575,6 +582,17 @@ class Net:
             self.loss = self.forward_range(0, len(self.layers) - 1)
             self.backward()
         return self.loss
+
+    def drop_backward(self) -> None:
+        """Make this net forward only (a solver does so with its TEST nets): its backward never
+        runs, so every layer drops what only a backward reads (BatchNorm's normalized values,
+        max pooling's argmax, LRN's scale: see ``Layer.drop_backward_state``). A net that no
+        loss reaches (a deploy net) is so from the start."""
+        self.forward_only = True
+        for index, layer in enumerate(self.layers):
+            self.layer_need_backward[index] = False
+            self.bottom_need_backward[index] = [False] * len(self.bottom_vecs[index])
+            layer.drop_backward_state()
 
     def clear_param_diffs(self) -> None:
         """Zero every learnable param's diff (lazily: see Blob.zero_diff)."""

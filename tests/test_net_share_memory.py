@@ -6,7 +6,7 @@ loss are bit for bit the same."""
 import numpy as np
 import pytest
 
-from netlayers import Net, parallel
+from netlayers import Net, NetlayersError, parallel
 from netlayers.net import share_groups
 
 MSRA = {"type": "msra"}
@@ -320,3 +320,134 @@ def test_real_nets_give_the_same_bits_with_shared_memory(name):
         assert np.array_equal(a, b)
     if name in ("cifar_resnet", "mobilenet_v2", "se_resnet", "shufflenet", "tanh_convnet"):
         assert shared.shared_data_bytes > 0
+
+
+# -- forward-only nets keep nothing for a backward ---------------------------------------------
+def deploy_residual_net(force_backward=False):
+    """The residual net without its loss (a deploy net: forward only, unless force_backward)."""
+    spec = residual_net(force_backward=force_backward)
+    spec["layers"] = [layer for layer in spec["layers"] if layer["type"] != "SoftmaxWithLoss"]
+    spec["layers"][0]["top"] = ["data"]
+    spec["layers"][0]["input_param"]["shape"] = spec["layers"][0]["input_param"]["shape"][:1]
+    cat = next(layer for layer in spec["layers"] if layer["type"] == "Concat")
+    cat["bottom"] = ["c", "t_norm"]
+    at = spec["layers"].index(cat)
+    spec["layers"].insert(at, {"name": "norm", "type": "LRN", "bottom": "t", "top": "t_norm"})
+    window = {"pool": "MAX", "kernel_size": 3, "stride": 2}
+    spec["layers"].append(
+        {"name": "pool2", "type": "Pooling", "bottom": "cat", "top": ["pool2", "argmax"], "pooling_param": window}
+    )
+    return spec
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_a_forward_only_net_keeps_no_backward_state_and_gives_the_same_outputs(phase):
+    """A net whose backward never runs drops what only a backward reads: BatchNorm's
+    normalized values and an in-place Scale's copy of its input (here 'b_scale', which
+    BatchNorm's values are lent to in a net with a backward, and 'stem_scale'); LRN's scale and
+    max pooling's argmax go to workspaces shared by the process. Its outputs (with Caffe's
+    argmax top) are the same bits as those of the net with a backward."""
+    data = inputs()["data"]
+    forward_only = Net(deploy_residual_net(), phase, seed=3)
+    with_backward = Net(deploy_residual_net(force_backward=True), phase, seed=3)
+    assert not any(forward_only.layer_need_backward) and all(with_backward.layer_need_backward[1:])
+    outputs = forward_only.forward(data=data)
+    expected = with_backward.forward(data=data)
+    assert outputs.keys() == expected.keys() == {"fc", "pool2", "argmax"}
+    for name in outputs:
+        assert np.array_equal(outputs[name], expected[name]), name
+    for net, keeps in ((forward_only, False), (with_backward, True)):
+        norms = [layer for layer in net.layers if layer.type == "BatchNorm"]
+        scales = [layer for layer in net.layers if layer.type == "Scale"]
+        assert len(norms) == len(scales) == 2
+        assert all((layer.normalized is not None) == keeps for layer in norms)
+        assert all((layer.needs_backward) == keeps for layer in norms + scales)
+        if not keeps:
+            assert not any(hasattr(layer, "_input") for layer in scales)  # no copy of the input made
+        lrn = next(layer for layer in net.layers if layer.type == "LRN")
+        assert (lrn.scale is not None) == keeps
+        pools = [layer for layer in net.layers if layer.type == "Pooling"]
+        assert len(pools) == 2 and all(layer.windows.shared_mask != keeps for layer in pools)
+
+
+def test_a_forward_only_net_takes_a_new_batch_size_without_keeping_state():
+    net = Net(deploy_residual_net(), "TEST", seed=3)
+    net.forward(data=inputs(batch=6)["data"])
+    assert all(layer.normalized is None for layer in net.layers if layer.type == "BatchNorm")
+
+
+def test_a_batchnorm_without_backward_keeps_what_it_lends_to_a_learning_scale():
+    """BatchNorm on the net's input needs no backward, but the Scale after it learns and its
+    backward reads BatchNorm's normalized values (kept, or made again from the input: BatchNorm
+    cannot run in place on an Input's values): the Scale's gradients are those of the net where
+    BatchNorm has a backward too (force_backward)."""
+
+    def spec(force):
+        layers = [
+            {
+                "name": "data",
+                "type": "Input",
+                "top": ["data", "label"],
+                "input_param": {"shape": [{"dim": [4, 3, 6, 6]}, {"dim": [4]}]},
+            },
+            in_place("bn", "BatchNorm", "data"),
+            in_place("scale", "Scale", "data", scale_param={"bias_term": True}),
+            conv("conv", "data", 4),
+            {
+                "name": "fc",
+                "type": "InnerProduct",
+                "bottom": "conv",
+                "top": "fc",
+                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}},
+            },
+            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+        ]
+        return {"name": "bn_first", "force_backward": force, "layers": layers}
+
+    feed = {"data": np.random.default_rng(2).standard_normal((4, 3, 6, 6)), "label": np.array([0, 1, 2, 1.0])}
+    grads = []
+    for force in (False, True):
+        net = Net(spec(force), seed=4)
+        assert net.layer_need_backward[1] == force and net.layer_need_backward[2]
+        assert net.layers[1].needs_backward
+        net.forward(**feed)
+        net.backward()
+        grads.append([blob.diff.copy() for blob in net.layers[2].blobs])
+    for a, b in zip(*grads):
+        assert np.abs(a).max() > 0
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_net_made_forward_only_drops_its_backward_state_and_refuses_a_backward():
+    net = Net(residual_net(), "TEST", seed=3)
+    assert all(net.layer_need_backward[1:]) and net.layers[2].normalized is not None
+    feed = inputs()
+    before = net.forward(**feed)["loss"].copy()
+    net.drop_backward()
+    assert net.forward_only and not any(net.layer_need_backward)
+    assert all(layer.normalized is None for layer in net.layers if layer.type == "BatchNorm")
+    assert np.array_equal(net.forward(**feed)["loss"], before)
+    with pytest.raises(NetlayersError, match="forward only"):
+        net.backward()
+
+
+def test_a_solver_tests_with_forward_only_nets():
+    from netlayers.solvers import Solver
+    from netlayers.solvers.reporting import Reporter
+
+    spec = residual_net()
+    spec["layers"][0] = {
+        "name": "data",
+        "type": "DummyData",
+        "top": ["data", "label"],
+        "dummy_data_param": {
+            "shape": [{"dim": [4, 3, 8, 8]}, {"dim": [4]}],
+            "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 2}],
+        },
+    }
+    spec["solver"] = {"base_lr": 0.1, "max_iter": 2, "snapshot": 0, "test_iter": 1, "test_interval": 1}
+    solver = Solver(spec, reporter=Reporter(quiet=True, metrics=False))
+    (test_net,) = solver.test_nets
+    assert test_net.forward_only and not solver.net.forward_only
+    solver.step(2)
+    assert all(layer.normalized is None for layer in test_net.layers if layer.type == "BatchNorm")

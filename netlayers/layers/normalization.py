@@ -59,10 +59,15 @@ class LRN(Layer):
             raise self.error(f"LRN takes (N, C, H, W) input, got shape {shape}")
         top[0].reshape(shape)
         if shape != self._shape:
-            self.scale = np.empty(shape, self.dtype)
-            self.scale_pow = np.empty(shape, self.dtype)
+            self.scale, self.scale_pow = (np.empty(shape, self.dtype) if self.needs_backward else None for _ in "ab")
             self.work = np.empty(shape, self.dtype)
             self._shape = shape
+
+    def drop_backward_state(self):
+        """Keep no scale of its own: the forward makes it in a workspace every forward-only LRN
+        of the process shares (only the backward reads it again)."""
+        super().drop_backward_state()
+        self.scale = self.scale_pow = None
 
     def _window_sum(self, src, out, squared):
         if self.across:
@@ -76,10 +81,13 @@ class LRN(Layer):
     def Forward_cpu(self, bottom, top):
         """Images are normalized alone: the batch is shared out over the workers."""
         x, y = bottom[0].data, top[0].data
-        parallel.over_slices(lambda lo, hi: self._forward(lo, hi, x, y), x.shape[0], 4 * x.nbytes)
+        scale, scale_pow = self.scale, self.scale_pow
+        if scale is None:
+            scale, scale_pow = (parallel.scratch(0, f"lrn_{n}", x.size, self.dtype).reshape(x.shape) for n in "sp")
+        parallel.over_slices(lambda lo, hi: self._forward(lo, hi, x, y, scale, scale_pow), x.shape[0], 4 * x.nbytes)
 
-    def _forward(self, lo, hi, x, y):
-        p, x, scale, scale_pow = self.p, x[lo:hi], self.scale[lo:hi], self.scale_pow[lo:hi]
+    def _forward(self, lo, hi, x, y, scale, scale_pow):
+        p, x, scale, scale_pow = self.p, x[lo:hi], scale[lo:hi], scale_pow[lo:hi]
         self._window_sum(x, scale, squared=True)
         scale *= self.dtype.type(p.alpha / self._norm_count())
         scale += self.dtype.type(p.k if self.across else 1.0)
@@ -173,6 +181,11 @@ class BatchNorm(Layer):
         self.normalized = None
         self.keep_bottom_data = True
 
+    def drop_backward_state(self):
+        """Keep no normalized values: only the backward (and an in-place Scale's) reads them."""
+        super().drop_backward_state()
+        self.normalized = None
+
     def Reshape(self, bottom, top):
         shape = bottom[0].shape
         if shape != self._shape:
@@ -183,7 +196,8 @@ class BatchNorm(Layer):
                 )
             batch = shape[0] if shape else 1
             self.shape3 = (batch, channels, int(np.prod(shape[2:], dtype=np.int64)))
-            self.normalized = None if self.recomputed else np.empty(self.shape3, self.dtype)
+            kept = self.recomputed is None and self.needs_backward
+            self.normalized = np.empty(self.shape3, self.dtype) if kept else None
             self.mean = np.empty((1, channels, 1), self.dtype)
             self.var = np.empty((1, channels, 1), self.dtype)
             self.std = np.empty((1, channels, 1), self.dtype)

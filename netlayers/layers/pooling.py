@@ -42,19 +42,24 @@ class PoolingWindows:
     """Forward and backward of one pooling geometry on (N, C, H, W) arrays, with the MAX
     argmax kept in an int32 mask (plane index h * W + w)."""
 
-    def __init__(self, method, kernel, pad, stride):
+    def __init__(self, method, kernel, pad, stride, shared_mask=False):
         self.method, self.kernel, self.pad, self.stride = method, kernel, pad, stride
         self.mask = None
+        # True where no backward will read the mask (a forward-only net): the forward writes it
+        # into a workspace every such pooling of the process shares
+        self.shared_mask = shared_mask
 
     def shape_for(self, shape, out_size):
         out_shape = shape[:2] + out_size
-        if self.method == "MAX" and (self.mask is None or self.mask.shape != out_shape):
+        if self.method == "MAX" and not self.shared_mask and (self.mask is None or self.mask.shape != out_shape):
             self.mask = np.zeros(out_shape, np.int32)  # index 0: valid even before a forward
         return out_shape
 
     def forward(self, x, y):
         """Planes (image, channel) are pooled alone: they are shared out over the workers
         (a batch of one image is split too), the same results for any worker count."""
+        if self.method == "MAX" and self.shared_mask:
+            self.mask = parallel.scratch(0, "max_pool_mask", y.size, np.int32).reshape(y.shape)
         x, y = planes(x), planes(y)
         if self.method == "MAX":
             mask = planes(self.mask)
@@ -201,11 +206,17 @@ class Pooling(Layer):
                         f"CEIL rounding): use round_mode FLOOR or a larger kernel",
                         "pooling_param.round_mode",
                     )
-            self.windows = PoolingWindows(self.p.pool, kernel, self.pad, self.stride)
+            self.windows = PoolingWindows(self.p.pool, kernel, self.pad, self.stride, not self.needs_backward)
             self.out_shape = self.windows.shape_for(shape, self.out_size)
             self._shape = shape
         for blob in top:
             blob.reshape(self.out_shape)
+
+    def drop_backward_state(self):
+        """MAX: keep no mask of its own (the forward still finds it, for the mask top)."""
+        super().drop_backward_state()
+        if self.windows is not None:
+            self.windows.shared_mask, self.windows.mask = True, None
 
     def Forward_cpu(self, bottom, top):
         self.windows.forward(bottom[0].data, top[0].data)

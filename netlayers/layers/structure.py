@@ -328,7 +328,7 @@ class Scale(Layer):
         in_place = top[0] is bottom[0]
         x = bottom[0].data.reshape(self.view)
         lent, self.lent_input = self.lent_input, None
-        copy = in_place and (lent is None or lent.size != x.size)
+        copy = in_place and self.needs_backward and (lent is None or lent.size != x.size)
         keep = x
         if in_place:  # the input a copy keeps, made when first needed (a lent one needs none)
             self._kept = self.buffer("_input", bottom[0].shape, bottom[0].dtype) if copy else lent

@@ -246,6 +246,7 @@ class Solver(Snapshots, RunFolders):
                     f"is given but TEST net #{index} has {what}, so there is nothing to test"
                 )
             test_net.share_weights_from(self.net)
+            test_net.drop_backward()  # tested forward only: keep nothing for a backward
             nets.append(test_net)
         return nets
 
