@@ -385,14 +385,7 @@ class Net:
         for layer, tops in zip(self.layers, self.top_vecs):
             kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
         blobs = [blob for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
-        saved = 0
-        for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
-            members = [blobs[i] for i in group]
-            buffer = np.zeros(max(blob.count for blob in members), self.dtype)
-            for blob in members:
-                blob.use_diff_memory(buffer)
-            saved += sum(blob.count for blob in members) - buffer.size
-        return saved * self.dtype.itemsize
+        return self._share_buffers(blobs, spans, Blob.use_diff_memory)
 
     def _share_data_memory(self):
         """Let blobs whose values no backward reads keep their data in one buffer with others
@@ -429,6 +422,12 @@ class Net:
             and _root(blob.data) is _root(blob._data_buffer)
             and roots[id(_root(blob.data))] == {id(blob)}
         ]
+        return self._share_buffers(blobs, spans, Blob.use_data_memory)
+
+    def _share_buffers(self, blobs, spans, use):
+        """``use(blob, buffer)`` for each group of ``blobs`` whose ``spans`` (id -> (first,
+        last) net index) do not overlap (``share_groups``), one buffer a group of two or more;
+        returns the bytes saved."""
         saved = 0
         for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
             if len(group) < 2:
@@ -436,7 +435,7 @@ class Net:
             members = [blobs[i] for i in group]
             buffer = np.zeros(max(blob.count for blob in members), self.dtype)
             for blob in members:
-                blob.use_data_memory(buffer)
+                use(blob, buffer)
             saved += sum(blob.count for blob in members) - buffer.size
         return saved * self.dtype.itemsize
 
