@@ -59,15 +59,17 @@ class LRN(Layer):
             raise self.error(f"LRN takes (N, C, H, W) input, got shape {shape}")
         top[0].reshape(shape)
         if shape != self._shape:
-            self.scale, self.scale_pow = (np.empty(shape, self.dtype) if self.needs_backward else None for _ in "ab")
-            self.work = np.empty(shape, self.dtype)
+            kept = self.needs_backward  # else the forward takes the scale from a workspace
+            self.scale = np.empty(shape, self.dtype) if kept else None
+            self.scale_pow = np.empty(shape, self.dtype) if kept else None
+            self.work = np.empty(shape, self.dtype) if kept else None
             self._shape = shape
 
     def drop_backward_state(self):
         """Keep no scale of its own: the forward makes it in a workspace every forward-only LRN
         of the process shares (only the backward reads it again)."""
         super().drop_backward_state()
-        self.scale = self.scale_pow = None
+        self.scale = self.scale_pow = self.work = None
 
     def _window_sum(self, src, out, squared):
         if self.across:
@@ -83,7 +85,8 @@ class LRN(Layer):
         x, y = bottom[0].data, top[0].data
         scale, scale_pow = self.scale, self.scale_pow
         if scale is None:
-            scale, scale_pow = (parallel.scratch(0, f"lrn_{n}", x.size, self.dtype).reshape(x.shape) for n in "sp")
+            scale = parallel.scratch(0, "lrn_scale", x.size, self.dtype).reshape(x.shape)
+            scale_pow = parallel.scratch(0, "lrn_scale_pow", x.size, self.dtype).reshape(x.shape)
         parallel.over_slices(lambda lo, hi: self._forward(lo, hi, x, y, scale, scale_pow), x.shape[0], 4 * x.nbytes)
 
     def _forward(self, lo, hi, x, y, scale, scale_pow):
