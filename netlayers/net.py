@@ -375,17 +375,15 @@ class Net:
         hold the weight from the forward) and blobs whose diff no layer writes. After a
         backward pass, the diffs of the blobs that share memory are therefore not theirs any
         more: the default (``share_memory=False``) keeps every diff, as Caffe does."""
-        spans, written = {}, set()
-        for index, (bottoms, tops, needs) in enumerate(zip(self.bottom_vecs, self.top_vecs, self.bottom_need_backward)):
-            for blob in bottoms + tops:
-                low, high = spans.get(id(blob), (index, index))
-                spans[id(blob)] = (min(low, index), max(high, index))
-            written.update(id(blob) for blob, need in zip(bottoms, needs) if need)
-        kept = {id(self.blobs[name]) for name in self._outputs} | {id(blob) for blob in self.source_blobs.values()}
-        for layer, tops in zip(self.layers, self.top_vecs):
-            kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
+        written = {
+            id(blob)
+            for bottoms, needs in zip(self.bottom_vecs, self.bottom_need_backward)
+            for blob, need in zip(bottoms, needs)
+            if need
+        }
+        kept = self._kept_whole()
         blobs = [blob for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
-        return self._share_buffers(blobs, spans, Blob.use_diff_memory)
+        return self._share_buffers(blobs, Blob.use_diff_memory)
 
     def _share_data_memory(self):
         """Let blobs whose values no backward reads keep their data in one buffer with others
@@ -402,19 +400,14 @@ class Net:
         it, the last reads it); blobs whose spans do not overlap share a buffer. After a
         forward, such a blob's data holds a later blob's values: the default
         (``share_memory=False``) keeps every blob's values, as Caffe does."""
-        spans, needed, roots = {}, set(), {}
-        for index, (layer, bottoms, tops) in enumerate(zip(self.layers, self.bottom_vecs, self.top_vecs)):
+        needed, roots = self._kept_whole(), {}
+        for layer, bottoms, tops in zip(self.layers, self.bottom_vecs, self.top_vecs):
             for blob in bottoms + tops:
-                low, high = spans.get(id(blob), (index, index))
-                spans[id(blob)] = (min(low, index), max(high, index))
                 roots.setdefault(id(_root(blob.data)), set()).add(id(blob))
             if layer.keep_bottom_data:
                 needed.update(id(blob) for blob in bottoms)
             if layer.keep_top_data:
                 needed.update(id(blob) for blob in tops)
-            needed.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
-        needed.update(id(self.blobs[name]) for name in self._outputs)
-        needed.update(id(blob) for blob in self.source_blobs.values())
         blobs = [
             blob
             for blob in {id(b): b for vec in self.bottom_vecs + self.top_vecs for b in vec}.values()
@@ -422,12 +415,25 @@ class Net:
             and _root(blob.data) is _root(blob._data_buffer)
             and roots[id(_root(blob.data))] == {id(blob)}
         ]
-        return self._share_buffers(blobs, spans, Blob.use_data_memory)
+        return self._share_buffers(blobs, Blob.use_data_memory)
 
-    def _share_buffers(self, blobs, spans, use):
-        """``use(blob, buffer)`` for each group of ``blobs`` whose ``spans`` (id -> (first,
-        last) net index) do not overlap (``share_groups``), one buffer a group of two or more;
-        returns the bytes saved."""
+    def _kept_whole(self):
+        """The ids of the blobs that always keep their own data and diff: the net's inputs and
+        outputs, and a loss's weighted tops (their diffs hold the weight from the forward)."""
+        kept = {id(self.blobs[name]) for name in self._outputs} | {id(blob) for blob in self.source_blobs.values()}
+        for layer, tops in zip(self.layers, self.top_vecs):
+            kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
+        return kept
+
+    def _share_buffers(self, blobs, use):
+        """``use(blob, buffer)`` for each group of ``blobs`` whose spans (the first and last net
+        index of the layers each is a bottom or a top of) do not overlap (``share_groups``),
+        one buffer a group of two or more; returns the bytes saved."""
+        spans = {}
+        for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
+            for blob in bottoms + tops:
+                low, high = spans.get(id(blob), (index, index))
+                spans[id(blob)] = (min(low, index), max(high, index))
         saved = 0
         for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
             if len(group) < 2:

@@ -21,16 +21,32 @@ def in_place(name, kind, blob, **param):
     return {"name": name, "type": kind, "bottom": blob, "top": blob, **param}
 
 
+def input_layer(image_shape):
+    """An Input layer of images ``image_shape`` (N, C, H, W) and N labels."""
+    shapes = [{"dim": list(image_shape)}, {"dim": [image_shape[0]]}]
+    return {"name": "data", "type": "Input", "top": ["data", "label"], "input_param": {"shape": shapes}}
+
+
+def trained_residual_net(**solver):
+    """The residual net fed by DummyData (Gaussian images, every label 2) with ``solver``."""
+    spec = residual_net()
+    fillers = [{"type": "gaussian"}, {"type": "constant", "value": 2}]
+    shapes = spec["layers"][0]["input_param"]["shape"]
+    spec["layers"][0] = {
+        "name": "data",
+        "type": "DummyData",
+        "top": ["data", "label"],
+        "dummy_data_param": {"shape": shapes, "data_filler": fillers},
+    }
+    spec["solver"] = {"base_lr": 0.1, "snapshot": 0, **solver}
+    return spec
+
+
 def residual_net(batch=4, channels=6, size=8, force_backward=False):
     """conv-BN-Scale-ReLU, a residual block (a fan-out Split, Eltwise SUM), a Concat branch,
     pooling, InnerProduct, loss: in-place chains, splits and joins."""
     layers = [
-        {
-            "name": "data",
-            "type": "Input",
-            "top": ["data", "label"],
-            "input_param": {"shape": [{"dim": [batch, 3, size, size]}, {"dim": [batch]}]},
-        },
+        input_layer((batch, 3, size, size)),
         conv("stem", "data", channels),
         in_place("stem_bn", "BatchNorm", "stem"),
         in_place("stem_scale", "Scale", "stem", scale_param={"bias_term": True}),
@@ -176,17 +192,7 @@ def test_a_solver_trains_the_same_with_shared_data(monkeypatch):
     from netlayers.solvers import Solver
     from netlayers.solvers.reporting import Reporter
 
-    spec = residual_net()
-    spec["layers"][0] = {
-        "name": "data",
-        "type": "DummyData",
-        "top": ["data", "label"],
-        "dummy_data_param": {
-            "shape": [{"dim": [4, 3, 8, 8]}, {"dim": [4]}],
-            "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 2}],
-        },
-    }
-    spec["solver"] = {"base_lr": 0.1, "momentum": 0.9, "weight_decay": 1e-3, "max_iter": 3, "snapshot": 0}
+    spec = trained_residual_net(momentum=0.9, weight_decay=1e-3, max_iter=3)
     spec["random_seed"] = 5
 
     def train():
@@ -223,12 +229,7 @@ def test_a_net_with_nothing_to_share_saves_nothing():
     spec = {
         "name": "linear",
         "layers": [
-            {
-                "name": "data",
-                "type": "Input",
-                "top": ["data", "label"],
-                "input_param": {"shape": [{"dim": [2, 4]}, {"dim": [2]}]},
-            },
+            input_layer((2, 4)),
             {
                 "name": "fc",
                 "type": "InnerProduct",
@@ -266,14 +267,7 @@ def small_real_nets():
 def tanh_convnet():
     """conv - TanH - AVE pool, twice: each TanH's backward reads its output (kept), each
     convolution's output is read only by its TanH (shared)."""
-    layers = [
-        {
-            "name": "data",
-            "type": "Input",
-            "top": ["data", "label"],
-            "input_param": {"shape": [{"dim": [2, 3, 8, 8]}, {"dim": [2]}]},
-        },
-    ]
+    layers = [input_layer((2, 3, 8, 8))]
     bottom = "data"
     for k in (1, 2):
         ave = {"pool": "AVE", "kernel_size": 2, "stride": 2}
@@ -384,12 +378,7 @@ def test_a_batchnorm_without_backward_keeps_what_it_lends_to_a_learning_scale():
 
     def spec(force):
         layers = [
-            {
-                "name": "data",
-                "type": "Input",
-                "top": ["data", "label"],
-                "input_param": {"shape": [{"dim": [4, 3, 6, 6]}, {"dim": [4]}]},
-            },
+            input_layer((4, 3, 6, 6)),
             in_place("bn", "BatchNorm", "data"),
             in_place("scale", "Scale", "data", scale_param={"bias_term": True}),
             conv("conv", "data", 4),
@@ -435,17 +424,7 @@ def test_a_solver_tests_with_forward_only_nets():
     from netlayers.solvers import Solver
     from netlayers.solvers.reporting import Reporter
 
-    spec = residual_net()
-    spec["layers"][0] = {
-        "name": "data",
-        "type": "DummyData",
-        "top": ["data", "label"],
-        "dummy_data_param": {
-            "shape": [{"dim": [4, 3, 8, 8]}, {"dim": [4]}],
-            "data_filler": [{"type": "gaussian"}, {"type": "constant", "value": 2}],
-        },
-    }
-    spec["solver"] = {"base_lr": 0.1, "max_iter": 2, "snapshot": 0, "test_iter": 1, "test_interval": 1}
+    spec = trained_residual_net(max_iter=2, test_iter=1, test_interval=1)
     solver = Solver(spec, reporter=Reporter(quiet=True, metrics=False))
     (test_net,) = solver.test_nets
     assert test_net.forward_only and not solver.net.forward_only
