@@ -31,27 +31,44 @@ kernels these replaced (one strided loop per tap and output row): forward 5.1 ->
 gradient 4.2 -> 3.6, weight gradient 4.8 -> 4.8; 256 at 28 x 28: 1.5 -> 1.0, 2.1 -> 1.5,
 1.9 -> 1.3.
 
+The commonest geometry, 3 x 3 with stride 1 and padding 1 (all of MobileNet's depthwise layers
+but its downsampling ones), runs straight from the planes, with no copies: the output plane has
+the input's size, so output pixel k's tap (i, j) reads input pixel k + (i - 1) W + j - 1, and the
+rows between the first and the last are one flat loop of nine taps over the plane, written
+straight into y. That loop's first and last columns read the neighbouring row's pixels (the
+padding's place); they are written again afterwards, with the top and bottom rows, by loops
+that leave out the missing taps. The data gradient is the same loop over dy with the flipped
+filter. The weight gradient is nine dot products of dy with x shifted by each tap's offset over
+the plane, vectorized (``sum_jit``), float32 within a plane and float64 across images: for the
+taps of column 0 a copy of dy with its first column zeroed stands in for dy (there the tap
+would read the row before's last pixel), for column 2 one without its last column, and tap rows
+0 and 2 leave out the first and last row of pixels. Against the grid, one core (forward, data
+gradient, weight gradient, ms): 128 channels at 56 x 56, batch 8, 2.4 / 2.5 / 5.0 -> 1.1 / 1.1 /
+3.3; 256 at 28 x 28 1.1 / 1.1 / 2.5 -> 0.59 / 0.62 / 1.4; 512 at 14 x 14 0.90 / 0.86 / 2.0 ->
+0.42 / 0.46 / 0.76; and channels last at 7 x 7, 1024 channels, 0.63 / 0.62 / 0.56 -> 0.40 /
+0.42 / 0.44 (channels last stays faster below 6 x 6).
+
 Planes are independent (the forward and the data gradient go plane by plane, the images shared
 out over the workers of ``netlayers.parallel``; the weight gradient output channel by channel,
 the channels shared out).
 
-Small output planes (at most ``CHANNELS_LAST_MAX_PIXELS``: MobileNet's 7 x 7 stage) with one
-output per channel run channels last instead: a plane of 49 pixels leaves the grid's loops
-too short to pay for their set-up. A block of channels of one image is transposed (in 16 x 16
-tiles) into a (pixels + 1, channels) buffer whose last row is zeros, and each output pixel is
-bias plus, tap by tap, the weights' row times the row of the pixel the tap reads (the zero row
-in the padding): loops over the channels. The data gradient adds each tap's w dy into the
-row it read (the zero row takes the padding's), the weight gradient sums dy times that row
+Other small output planes (at most ``CHANNELS_LAST_MAX_PIXELS``: MobileNet's last downsampling
+layer) with one output per channel run channels last instead: a plane of 49 pixels leaves the
+grid's loops too short to pay for their set-up. A block of channels of one image is transposed
+(in 16 x 16 tiles) into a (pixels + 1, channels) buffer whose last row is zeros, and each output
+pixel is bias plus, tap by tap, the weights' row times the row of the pixel the tap reads (the
+zero row in the padding): loops over the channels. The data gradient adds each tap's w dy into
+the row it read (the zero row takes the padding's), the weight gradient sums dy times that row
 per tap (in float32 over an image's pixels, in float64 over images). Layer forward + backward
-(batch 8, 2 workers) against the grid: 1024 at 7 x 7 3.3 -> 1.4-2.0 ms, 512 at 14 x 14
-stride 2 2.5-3.2 -> 1.2-1.8; even at 14 x 14 outputs (512 channels, stride 1), so the grid
-keeps those.
+(batch 8, 2 workers) against the grid: 1024 at 7 x 7 3.3 -> 1.4-2.0 ms (that layer now runs
+straight from its planes, above), 512 at 14 x 14 stride 2 2.5-3.2 -> 1.2-1.8; the grid was
+faster at 14 x 14 outputs (512 channels, stride 1), so it keeps those.
 """
 
 import numpy as np
 
 from .. import parallel
-from ._jit import jit
+from ._jit import jit, sum_jit
 from .batchnorm import LANES  # the float64 lanes a channel's sums run in (see there)
 from .im2col import pad_plane
 
@@ -267,6 +284,156 @@ def _lane_sum(lane, length):
     return total
 
 
+# -- 3 x 3, stride 1, padding 1: straight from the planes --------------------------------------
+DIRECT_MIN_PIXELS = 36  # smaller planes of one output a channel run channels last (faster there)
+
+
+def runs_direct(shape, kernel, pad, stride, dilation, multiplier):
+    """Whether a geometry runs straight from its planes: 3 x 3, padding 1, stride 1, no
+    dilation (MobileNet's layers but its downsampling ones), planes of at least 2 x 2 and,
+    with one output a channel, of ``DIRECT_MIN_PIXELS``. Forward + both gradients, one core,
+    batch 8, 512 channels, against channels last: 6 x 6 0.97x, 5 x 5 1.16x, 4 x 4 1.39x."""
+    geometry = tuple(map(tuple, (kernel, pad, stride, dilation)))
+    height, width = shape[2:]
+    large = height * width >= DIRECT_MIN_PIXELS or multiplier > 1
+    return geometry == ((3, 3), (1, 1), (1, 1), (1, 1)) and min(height, width) >= 2 and large
+
+
+@jit
+def _plane_3x3(src, base, height, width, w, bias, dst, out):
+    """dst[out + p] = bias + the 3 x 3 correlation of the plane src[base:] (height x width,
+    zero outside) with w (9 taps) at pixel p: the output plane has the input's size. The rows
+    between the first and the last run as one flat loop over the plane (tap (i, j) reads
+    x[k + (i - 1) width + j - 1]); its first and last columns, which that loop reads from the
+    neighbouring rows, are written again after it, with the top and bottom rows."""
+    one, two = np.uint64(1), np.uint64(2)
+    uw = np.uint64(width)
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+    ub, uo = np.uint64(base), np.uint64(out)
+    up, mid, down = ub - uw - one, ub - one, ub + uw - one  # tap row i starts at x[k + these]
+    for k in range(uw + one, np.uint64((height - 1) * width) - one):
+        total = bias + w0 * src[up + k] + w1 * src[up + k + one] + w2 * src[up + k + two]
+        total += w3 * src[mid + k] + w4 * src[mid + k + one] + w5 * src[mid + k + two]
+        total += w6 * src[down + k] + w7 * src[down + k + one] + w8 * src[down + k + two]
+        dst[uo + k] = total
+    bottom = np.uint64((height - 1) * width)
+    for v in range(one, uw - one):  # the top row reads rows 0 and 1, the bottom row the last two
+        top_row = ub + v - one
+        top = bias + w3 * src[top_row] + w4 * src[top_row + one] + w5 * src[top_row + two]
+        top += w6 * src[top_row + uw] + w7 * src[top_row + uw + one] + w8 * src[top_row + uw + two]
+        low_row = ub + bottom - uw + v - one
+        low = bias + w0 * src[low_row] + w1 * src[low_row + one] + w2 * src[low_row + two]
+        low += w3 * src[low_row + uw] + w4 * src[low_row + uw + one] + w5 * src[low_row + uw + two]
+        dst[uo + v] = top
+        dst[uo + bottom + v] = low
+    last = uw - one
+    for h in range(height):  # the first and last columns of every row
+        row = np.uint64(h * width)
+        at = ub + row
+        left = bias + w4 * src[at] + w5 * src[at + one]
+        right = bias + w3 * src[at + last - one] + w4 * src[at + last]
+        if h > 0:
+            left += w1 * src[at - uw] + w2 * src[at - uw + one]
+            right += w0 * src[at - uw + last - one] + w1 * src[at - uw + last]
+        if h < height - 1:
+            left += w7 * src[at + uw] + w8 * src[at + uw + one]
+            right += w6 * src[at + uw + last - one] + w7 * src[at + uw + last]
+        dst[uo + row] = left
+        dst[uo + row + last] = right
+
+
+@jit
+def _correlate_3x3(x, weight, bias, multiplier, y, lo, hi):
+    """y[n, o] = bias[o] + the 3 x 3 correlation of x[n, o // multiplier] with weight[o], for the
+    output planes (n, o) numbered n O + o in [lo, hi)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_channels = y.shape[1]
+    size = height * width
+    src, dst = x.reshape(-1), y.reshape(-1)
+    for task in range(lo, hi):
+        n, o = task // out_channels, task % out_channels
+        base = (n * channels + o // multiplier) * size
+        _plane_3x3(src, base, height, width, weight[o], bias[o], dst, task * size)
+
+
+@jit
+def _backward_data_3x3(dy, flipped, multiplier, dx, lo, hi):
+    """dx[n, c] = the sum over c's outputs o of the correlation of dy[n, o] with o's flipped
+    filter (zero outside the plane), for the planes (n, c) numbered n C + c in [lo, hi)."""
+    channels, height, width = dx.shape[1], dx.shape[2], dx.shape[3]
+    out_channels = dy.shape[1]
+    size = height * width
+    src, dst = dy.reshape(-1), dx.reshape(-1)
+    zero = dx.dtype.type(0)
+    more = np.empty(size if multiplier > 1 else 0, dx.dtype)  # a second output's share
+    usize = np.uint64(size)
+    for task in range(lo, hi):
+        n, c = task // channels, task % channels
+        at = np.uint64(task * size)
+        for m in range(multiplier):
+            o = c * multiplier + m
+            grad_at = (n * out_channels + o) * size
+            if m == 0:
+                _plane_3x3(src, grad_at, height, width, flipped[o], zero, dst, at)
+                continue
+            _plane_3x3(src, grad_at, height, width, flipped[o], zero, more, 0)
+            for k in range(usize):
+                dst[at + k] += more[k]
+
+
+@sum_jit
+def _dot(a, a_at, b, b_at, length):
+    """The sum of a[a_at + k] b[b_at + k], k < length, in the arrays' precision (vector partial
+    sums: ``sum_jit``)."""
+    total = a.dtype.type(0)
+    ua, ub = np.uint64(a_at), np.uint64(b_at)
+    for k in range(np.uint64(length)):
+        total += a[ua + k] * b[ub + k]
+    return total
+
+
+@jit
+def _backward_weight_3x3(dy, x, multiplier, weight_diff, lo, hi):
+    """weight_diff[o, 3 i + j] += the sum over images and pixels k of dy[n, o, k] x[n, c, k + (i -
+    1) W + j - 1] (c = o // multiplier), without the terms whose tap falls outside the plane,
+    for the output channels [lo, hi). Each tap is one dot product over the plane (float32 within
+    a plane, float64 across images): tap row i = 0 runs over the pixels from the second row,
+    i = 2 up to the last; for column j = 0 dy's first column is zeroed in a copy (there the tap
+    would read the row before's last pixel), for j = 2 its last."""
+    batch, channels, height, width = x.shape
+    out_channels = dy.shape[1]
+    size = height * width
+    src, grad = x.reshape(-1), dy.reshape(-1)
+    left = np.empty(size, dy.dtype)  # dy without its first column
+    right = np.empty(size, dy.dtype)  # dy without its last column
+    totals = np.zeros(9)
+    inner = size - width  # the pixels a tap row 0 or 2 meets
+    for o in range(lo, hi):
+        totals[:] = 0
+        for n in range(batch):
+            x_at = (n * channels + o // multiplier) * size
+            dy_at = (n * out_channels + o) * size
+            at = np.uint64(dy_at)
+            for k in range(np.uint64(size)):
+                left[k] = grad[at + k]
+                right[k] = grad[at + k]
+            for h in range(height):
+                left[h * width] = 0
+                right[h * width + width - 1] = 0
+            # a run's first or last pixel that would read outside the plane is a zeroed one
+            totals[0] += _dot(left, width + 1, src, x_at, inner - 1)
+            totals[1] += _dot(grad, dy_at + width, src, x_at, inner)
+            totals[2] += _dot(right, width, src, x_at + 1, inner - 1)
+            totals[3] += _dot(left, 1, src, x_at, size - 1)
+            totals[4] += _dot(grad, dy_at, src, x_at, size)
+            totals[5] += _dot(right, 0, src, x_at + 1, size - 1)
+            totals[6] += _dot(left, 1, src, x_at + width, inner - 1)
+            totals[7] += _dot(grad, dy_at, src, x_at + width, inner)
+            totals[8] += _dot(right, 0, src, x_at + width + 1, inner - 1)
+        for t in range(9):
+            weight_diff[o, t] += totals[t]
+
+
 CHANNELS_LAST_MAX_PIXELS = 100  # output planes of at most this many pixels (10 x 10) run channels last
 CHANNELS_LAST_BLOCK_BYTES = 1 << 18  # a channel block's input, channels last (at float64)
 
@@ -443,7 +610,10 @@ class DepthwiseConvolution:
         self.lead = int(self.shifts.max())  # the zeros before dy on the grid: room for the largest shift
         width = shape[3]
         self.flipped_offsets = np.array([a * (width + self.reach[1]) + b for a, b in taps], np.int64)
-        self.channels_last = multiplier == 1 and out_size[0] * out_size[1] <= CHANNELS_LAST_MAX_PIXELS
+        self.direct = runs_direct(shape, kernel, pad, stride, dilation, multiplier)
+        self.channels_last = (
+            not self.direct and multiplier == 1 and out_size[0] * out_size[1] <= CHANNELS_LAST_MAX_PIXELS
+        )
         if self.channels_last:
             self.pixels = tap_pixels(shape[2:], out_size, kernel, pad, stride, dilation)
             fit = CHANNELS_LAST_BLOCK_BYTES // ((shape[2] * shape[3] + 1) * np.dtype(np.float64).itemsize)
@@ -458,6 +628,13 @@ class DepthwiseConvolution:
         (image, channel) pairs are shared out over the workers (a batch of 1 on 2 left one idle:
         MobileNet at batch 1, its depthwise layers' forward 1.9 ms on one core)."""
         weight = weight.reshape(-1, self.taps)
+        if self.direct:
+
+            def run_planes(lo, hi):
+                _correlate_3x3(x, weight, bias, self.multiplier, y, lo, hi)
+
+            parallel.over_slices(run_planes, y.shape[0] * y.shape[1], x.nbytes + y.nbytes)
+            return
         if self.channels_last:
             by_tap = np.ascontiguousarray(weight.T)
 
@@ -475,6 +652,14 @@ class DepthwiseConvolution:
 
     def backward_data(self, dy, weight, dx):
         """dx = the data gradient (written, not added); (image, channel) pairs are shared out."""
+        if self.direct:
+            flipped = np.ascontiguousarray(weight.reshape(-1, self.taps)[:, ::-1])
+
+            def run_planes(lo, hi):
+                _backward_data_3x3(dy, flipped, self.multiplier, dx, lo, hi)
+
+            parallel.over_slices(run_planes, dx.shape[0] * dx.shape[1], dx.nbytes + dy.nbytes)
+            return
         if self.channels_last:
             by_tap = np.ascontiguousarray(weight.reshape(-1, self.taps).T)
 
@@ -503,6 +688,13 @@ class DepthwiseConvolution:
         """weight_diff += the weight gradient; output channels are shared out (each sums over
         every image, so the result does not depend on the worker count)."""
         weight_diff = weight_diff.reshape(-1, self.taps)
+        if self.direct:
+
+            def run_channels(lo, hi):
+                _backward_weight_3x3(dy, x, self.multiplier, weight_diff, lo, hi)
+
+            parallel.over_slices(run_channels, dy.shape[1], x.nbytes + dy.nbytes)
+            return
         if self.channels_last:
 
             def run_blocks(lo, hi):

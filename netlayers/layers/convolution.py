@@ -322,13 +322,27 @@ class Convolution(_ConvolutionBase):
                 }
             },
         },
-        {  # depthwise with stride 1: one phase, the flipped correlation for the data gradient
+        {  # depthwise 3x3 with stride 1 and padding 1: straight from the planes
+            "bottoms": [(2, 3, 6, 7)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 3,
+                    "kernel_size": 3,
+                    "pad": 1,
+                    "group": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {  # depthwise, stride 1, dilated: one phase, the flipped correlation for the data gradient
             "bottoms": [(2, 3, 5, 6)],
             "params": {
                 "convolution_param": {
                     "num_output": 6,
                     "kernel_size": 3,
-                    "pad": 1,
+                    "pad": 2,
+                    "dilation": 2,
                     "group": 3,
                     "weight_filler": {"type": "gaussian"},
                     "bias_filler": {"type": "gaussian"},

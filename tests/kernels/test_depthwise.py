@@ -24,13 +24,20 @@ GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
     ((1, 2, 7, 9), (3, 3), (1, 1), (2, 2), (1, 1), 1),  # odd sides
     ((2, 2, 9, 10), (4, 4), (1, 2), (2, 3), (1, 1), 2),  # phases of unequal tap counts
     ((1, 2, 11, 11), (3, 3), (2, 2), (2, 2), (2, 2), 1),  # stride and dilation 2: one phase of taps
+    ((2, 3, 9, 17), (3, 3), (1, 1), (1, 1), (1, 1), 2),  # straight from the planes, 2 outputs a channel
+    ((1, 2, 2, 2), (3, 3), (1, 1), (1, 1), (1, 1), 2),  # the smallest plane it takes: all border
+    ((2, 2, 2, 18), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # two rows
+    ((1, 2, 18, 2), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # two columns
 ]
 
 
-@pytest.fixture(params=["grid", "channels last"])
+@pytest.fixture(params=["direct", "grid", "channels last"])
 def layout(request, monkeypatch):
-    """Every geometry on the phase grid, or (multiplier 1) channels last, whatever its size."""
-    monkeypatch.setattr(depthwise, "CHANNELS_LAST_MAX_PIXELS", -1 if request.param == "grid" else 1 << 30)
+    """3 x 3 / 1 / padding 1 geometries straight from the planes (the others on the grid); or
+    every geometry on the phase grid, or (multiplier 1) channels last, whatever its size."""
+    if request.param != "direct":
+        monkeypatch.setattr(depthwise, "runs_direct", lambda *geometry: False)
+    monkeypatch.setattr(depthwise, "CHANNELS_LAST_MAX_PIXELS", 1 << 30 if request.param == "channels last" else -1)
     return request.param
 
 
@@ -43,6 +50,9 @@ def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation
     weight = rng.standard_normal((c * multiplier, 1) + kernel)
     bias = rng.standard_normal(c * multiplier)
     conv = DepthwiseConvolution(shape, out_size, kernel, pad, stride, dilation, multiplier)
+    large = h * w >= depthwise.DIRECT_MIN_PIXELS or multiplier > 1
+    direct = (kernel, pad, stride, dilation) == ((3, 3), (1, 1), (1, 1), (1, 1)) and large
+    assert conv.direct == (layout == "direct" and direct)
     assert conv.channels_last == (layout == "channels last" and multiplier == 1)
     reach = [(k - 1) * d for k, d in zip(kernel, dilation)]
     assert conv.unit_stride == (stride == (1, 1) and all(p <= r for p, r in zip(pad, reach)))
