@@ -98,13 +98,17 @@ def _phase_im2col(image, kh, kw, sh, sw, ph, dh, in_w, table, rows, span, offset
     zero = image.dtype.type(0)
     uw, usw, uspan = np.uint64(in_w), np.uint64(sw), np.uint64(span)
     row_step = np.uint64(sh * span)
-    for q in range(np.uint64(lanes.size)):
-        lanes[q] = zero
+    phase = np.uint64(rows) * uspan
+    # the band reads padded rows [first, last] of each phase: only those are zeroed and filled
+    first, last = top * sh, (top + band - 1) * sh + (kh - 1) * dh
+    for r in range(sw):
+        for q in range(np.uint64(first) * uspan, np.uint64(last + 1) * uspan):
+            lanes[np.uint64(r) * phase + q] = zero
+    y0, y1 = max(0, first - ph), min(out_h, last + 1 - ph)
     for n in range(images):
         for c in range(channels):
-            s = np.uint64((n * channels + c) * out_h * out_w)
-            phase = np.uint64(rows) * uspan
-            for oy in range(out_h):
+            s = np.uint64(((n * channels + c) * out_h + y0) * out_w)
+            for oy in range(y0, y1):
                 line = np.uint64((oy + ph) * span + offset)
                 for r in range(min(sw, out_w)):
                     a = line + np.uint64(r) * phase

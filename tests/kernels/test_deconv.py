@@ -81,16 +81,22 @@ def test_phase_kernels_give_col2im_and_im2col_bit_for_bit(dtype, rng):
     assert checked >= 25
 
 
-def test_phase_im2col_of_a_band_of_rows_equals_im2col_band(rng):
-    kernel, pad, stride, dilation, size = (4, 4), (1, 1), (2, 2), (1, 1), (5, 3)
+@pytest.mark.parametrize(
+    "kernel, pad, stride, dilation, size",
+    [((4, 4), (1, 1), (2, 2), (1, 1), (5, 3)), ((3, 3), (0, 0), (2, 2), (1, 1), (6, 4)), ((3, 3), (2, 1), (2, 2), (2, 1), (7, 5))],
+)
+def test_phase_im2col_of_a_band_of_rows_equals_im2col_band(rng, kernel, pad, stride, dilation, size):
+    """A band fills (and zeroes) only the rows of the phase buffer it reads: the buffer starts
+    as NaN and keeps what earlier bands left."""
     oh, ow = out_size(size, kernel, pad, stride, dilation)
     image = rng.standard_normal((2, 3, oh, ow))
     layout = deconv.PhaseLayout(kernel, pad, stride, dilation, size, (oh, ow))
     table = conv_kernels.geometry_table(image.shape, kernel, pad, stride, dilation, size)
-    lanes = np.empty(layout.size)
-    for top, rows in [(0, 2), (2, 2), (4, 1)]:
+    lanes = np.full(layout.size, np.nan)
+    taps = kernel[0] * kernel[1]
+    for top, rows in [(size[0] - 1, 1), (0, 2), (2, 2), (4, 1), (1, size[0] - 1), (0, size[0])]:
         band = conv_kernels.band_table(table, top, rows, stride[0], ow)
-        want = np.empty((3 * 16, 2, rows * size[1]))
+        want = np.empty((3 * taps, 2, rows * size[1]))
         conv_kernels.im2col_band(image, kernel, stride, size[1], band, rows, want)
         got = deconv.phase_im2col(
             image, kernel, pad, stride, dilation, size, layout, np.empty_like(want), lanes, top, rows
