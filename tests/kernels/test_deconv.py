@@ -83,7 +83,11 @@ def test_phase_kernels_give_col2im_and_im2col_bit_for_bit(dtype, rng):
 
 @pytest.mark.parametrize(
     "kernel, pad, stride, dilation, size",
-    [((4, 4), (1, 1), (2, 2), (1, 1), (5, 3)), ((3, 3), (0, 0), (2, 2), (1, 1), (6, 4)), ((3, 3), (2, 1), (2, 2), (2, 1), (7, 5))],
+    [
+        ((4, 4), (1, 1), (2, 2), (1, 1), (5, 3)),
+        ((3, 3), (0, 0), (2, 2), (1, 1), (6, 4)),
+        ((3, 3), (2, 1), (2, 2), (2, 1), (7, 5)),
+    ],
 )
 def test_phase_im2col_of_a_band_of_rows_equals_im2col_band(rng, kernel, pad, stride, dilation, size):
     """A band fills (and zeroes) only the rows of the phase buffer it reads: the buffer starts
