@@ -2527,7 +2527,7 @@ def every_conv_path():
         constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE),
         constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
         constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
-        constants(winograd2d, **WINOGRAD_EVERYWHERE),
+        constants(winograd2d, MIN_TILES=1, **WINOGRAD_EVERYWHERE),
     ):
         yield
 

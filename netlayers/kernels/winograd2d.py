@@ -47,18 +47,24 @@ TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. N
 MIN_CHANNELS = 16
 MIN_OUTPUT_SIZE = 8
 MIN_CHANNELS_BY_SIZE = 256
+MIN_TILES = 16  # 4 x 4 output tiles in the batch: with fewer, each of the 64 products has a handful
+# of columns. Against im2col + GEMM, paired rounds, padding 2 (2026-12-05): 8 tiles (8 x 8 outputs,
+# batch 2) 192 -> 64 of group 2 2.3x the time, 64 -> 64 1.6x, 192 -> 64 1.3x; 16-18 tiles 0.79x-1.22x
+# (64 -> 64 at 8 x 8, batch 4, 1.22x; at 16 x 16, batch 1, 0.79x; 128 -> 128 0.97x-0.99x); 32 tiles
+# (192 -> 64 of group 2 at 8 x 8, batch 8) 0.72x.
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
 MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
 TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 
 
-def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize):
+def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize, batch):
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
     stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
     outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, those channels times the shorter
-    output side at least ``MIN_CHANNELS_BY_SIZE``, and one image's V or M (a chunk holds at
-    least one image) at most ``MAX_IMAGE_BYTES``."""
+    output side at least ``MIN_CHANNELS_BY_SIZE``, at least ``MIN_TILES`` output tiles in the
+    batch, and one image's V or M (a chunk holds at least one image) at most
+    ``MAX_IMAGE_BYTES``."""
     if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
         return False
     m = TILE[kernel[0]]
@@ -70,6 +76,7 @@ def applies(kernel, stride, dilation, groups, channels, outputs, out_size, items
         fewest >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
         and fewest * min(out_size) >= MIN_CHANNELS_BY_SIZE
+        and batch * -(-out_size[0] // m) * -(-out_size[1] // m) >= MIN_TILES
         and image_bytes <= MAX_IMAGE_BYTES
     )
 

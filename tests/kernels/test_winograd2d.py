@@ -15,7 +15,7 @@ from netlayers.warmup import WINOGRAD_EVERYWHERE
 @pytest.fixture
 def everywhere(monkeypatch):
     """The 2-D Winograd path for small test geometries."""
-    for name, value in WINOGRAD_EVERYWHERE.items():
+    for name, value in dict(WINOGRAD_EVERYWHERE, MIN_TILES=1).items():
         monkeypatch.setattr(winograd2d, name, value)
 
 
@@ -125,4 +125,9 @@ def test_float32_stays_close_to_the_float64_convolution():
     ],
 )
 def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_size, runs):
-    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4) is runs
+    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4, 8) is runs
+
+
+@pytest.mark.parametrize("batch, out_size, runs", [(4, (8, 8), True), (3, (8, 8), False), (1, (13, 13), True)])
+def test_2d_winograd_needs_16_output_tiles_in_the_batch(batch, out_size, runs):
+    assert winograd2d.applies((5, 5), (1, 1), (1, 1), 1, 64, 64, out_size, 4, batch) is runs
