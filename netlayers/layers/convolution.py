@@ -584,7 +584,8 @@ class Deconvolution(_ConvolutionBase):
 
     Backward: with dcol = im2col(dE/dy): dE/dx[n] = W dcol[n], dE/dW += sum_n x[n] dcol[n]^T,
     dE/db += sum over n and pixels of dE/dy. Where ``deconv.subpixel_applies`` (each kernel side
-    a multiple of its stride, dilation 1, outputs of at least 96 x 96 and 16 a group) the layer
+    a multiple of its stride, dilation 1, 16 outputs a group or more, and outputs of at least
+    96 x 96 or stride 1 with at most 256 channels a group, in and out) the layer
     runs as one stride-1 Convolution of x with s_h s_w O outputs (a weight set per output phase,
     taken from W) and a pixel shuffle of those phases into y (``deconv.Subpixel``; backward: the
     shuffle's transpose, then the Convolution's backward): 0.67x-0.97x the time on such
@@ -657,8 +658,8 @@ class Deconvolution(_ConvolutionBase):
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
         self.subpixel = None
-        group_outputs = self.p.num_output // self.p.group
-        if deconv.subpixel_applies(self.kernel, self.stride, self.dilation, out_size, group_outputs):
+        group_sizes = (self.channels // self.p.group, self.p.num_output // self.p.group)
+        if deconv.subpixel_applies(self.kernel, self.stride, self.dilation, out_size, *group_sizes):
             self._setup_subpixel(size, out_size, bottom)
             return
         column_bytes = self.p.num_output * math.prod(self.kernel) * math.prod(size) * self.dtype.itemsize
@@ -700,7 +701,6 @@ class Deconvolution(_ConvolutionBase):
         self.inner.setup(self._inner_bottoms, self._inner_tops)
         for blob in self._inner_tops:
             blob.use_diff_memory(blob.data.reshape(-1))
-        self.buffer("_weight_scratch", self.blobs[0].shape)
         self.buffer("_zero_bias", (self.p.num_output,))[...] = 0
 
     def _forward_subpixel(self, bottom, top):
@@ -726,7 +726,7 @@ class Deconvolution(_ConvolutionBase):
         inner.blobs[0].zero_diff()
         inner.backward(self._inner_tops, propagate_down, self._inner_bottoms)
         if want_weight:
-            plan.add_weight_grad(inner.blobs[0].diff, self.blobs[0].diff, self._weight_scratch)
+            plan.add_weight_grad(inner.blobs[0].diff, self.blobs[0].diff)
 
     def Forward_cpu(self, bottom, top):
         if self.subpixel is not None:

@@ -321,18 +321,21 @@ def test_subpixel_convolution_and_shuffle_give_the_deconvolution(size, kernel, s
     assert np.isclose(np.vdot(y, dy), np.vdot(z, dz), rtol=1e-12)
     # and the weight gradient goes back through the inverse permutation
     weight_diff = np.ones_like(weight)
-    plan.add_weight_grad(inner, weight_diff, np.empty_like(weight))
+    plan.add_weight_grad(inner, weight_diff)
     np.testing.assert_array_equal(weight_diff, weight + 1)
 
 
 def test_subpixel_rule_takes_large_outputs_and_kernels_a_multiple_of_the_stride():
     big = (96, 96)
-    assert deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 16)
-    assert deconv.subpixel_applies((16, 16), (8, 8), (1, 1), (128, 128), 21)  # FCN's upsampling
-    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), (64, 64), 32)  # small outputs
-    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 3)  # few outputs: thin products
-    assert not deconv.subpixel_applies((3, 3), (2, 2), (1, 1), big, 16)  # the phases' taps differ
-    assert not deconv.subpixel_applies((4, 4), (2, 2), (2, 2), big, 16)  # dilated
+    assert deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 64, 16)
+    assert deconv.subpixel_applies((16, 16), (8, 8), (1, 1), (128, 128), 21, 21)  # FCN's upsampling
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), (64, 64), 64, 32)  # small outputs
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (1, 1), big, 64, 3)  # few outputs: thin products
+    assert not deconv.subpixel_applies((3, 3), (2, 2), (1, 1), big, 64, 16)  # the phases' taps differ
+    assert deconv.subpixel_applies((3, 3), (1, 1), (1, 1), (14, 14), 256, 128)  # stride 1: a Convolution
+    assert not deconv.subpixel_applies((3, 3), (1, 1), (1, 1), (14, 14), 512, 512)  # but not of 512
+    assert not deconv.subpixel_applies((3, 3), (1, 1), (1, 1), (14, 14), 256, 8)
+    assert not deconv.subpixel_applies((4, 4), (2, 2), (2, 2), big, 64, 16)  # dilated
 
 
 def test_layer_chooses_the_subpixel_form_by_the_rule():
@@ -344,6 +347,7 @@ def test_layer_chooses_the_subpixel_form_by_the_rule():
 
 def subpixel_everywhere(monkeypatch, on=True):
     monkeypatch.setattr(deconv, "SUBPIXEL_MIN_OUTPUT_PIXELS", 1 if on else 1 << 60)
+    monkeypatch.setattr(deconv, "SUBPIXEL_STRIDE1_MAX_CHANNELS", 1 << 60 if on else 0)
     monkeypatch.setattr(deconv, "SUBPIXEL_MIN_OUTPUTS", 1)
 
 
