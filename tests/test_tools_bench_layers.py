@@ -1,0 +1,47 @@
+"""tools/bench_layers.py keeps working: its random geometries are valid layers whose output
+sizes and FLOP counts match netlayers' and a hand count, and a sweep reports without PyTorch."""
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import bench_layers  # noqa: E402
+from bench_layers import Geometry  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", bench_layers.KINDS)
+def test_random_geometries_are_layers_of_the_size_they_say_within_the_flop_bounds(kind):
+    rng = random.Random(7)
+    for _ in range(40):
+        g = bench_layers.random_geometry(rng, kind, 1e6, 2e7)
+        assert 1e6 <= g.flops() <= 2e7
+        assert g.channels % g.group == 0 and g.outputs % g.group == 0
+        assert min(g.out_size()) >= 1
+    small = bench_layers.random_geometry(random.Random(3), kind, 1e5, 2e6)
+    net, index = bench_layers.layer_net(small)
+    assert net.blobs["y"].shape == (small.batch, small.outputs) + small.out_size()
+    assert bench_layers.path_of(net.layers[index])
+
+
+def test_flops_count_the_forward_by_hand():
+    conv = Geometry("Convolution", 2, 4, 8, 6, (3, 3), 1, (1, 1), 1, 1)
+    assert conv.out_size() == (8, 8) and conv.flops() == 2 * 2 * 64 * 4 * 6 * 9
+    deconv = Geometry("Deconvolution", 2, 4, 8, 6, (3, 3), 2, (1, 1), 1, 2)
+    assert deconv.out_size() == (15, 15) and deconv.flops() == 2 * 2 * 64 * 4 * 3 * 9
+    grouped = Geometry("Convolution", 1, 8, 9, 4, (1, 7), 2, (0, 3), 1, 2)
+    assert grouped.out_size() == (5, 5) and grouped.flops() == 2 * 25 * 4 * 4 * 7
+
+
+def test_a_sweep_without_pytorch_lists_each_geometry_with_its_path(capsys):
+    bench_layers.main(["--no-torch", "--count", "2", "--rounds", "1", "--min-mflop", "0.1", "--max-mflop", "2"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 Convolution geometries, seed 0") and "no PyTorch" in out[0]
+    rows = out[2:]
+    assert len(rows) == 2
+    for row in rows:
+        assert row.split()[0] == "-" and " -> " in row
+        assert any(name in row for name in ("Chunks", "Convolution", "Strip"))
