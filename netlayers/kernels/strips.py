@@ -62,12 +62,13 @@ FEW_OUTPUTS_RATIO = 4  # strips also where the outputs are few against the input
 # K < 32 outputs, 0.08x-0.99x (C 64 -> K 1 at 56 px 5x5 0.12x, 256 -> 8 7x7 at 16 px 0.25x, 512
 # -> 16 3x3 at 16 px 0.48x, 256 -> 8 3x3 at 14 px 0.80x, 32 -> 8 3x3 at 14 px 0.96x, 32 -> 12
 # 3x3 unpadded 0.99x); not with C < 4 K (32 -> 16 7x7 unpadded at 14 px 1.26x) nor C = 16 (16 ->
-# 4 3x3 at 28 px 1.38x, 16 -> 24 7x7 at 8 px 1.34x), nor from 32 outputs (2026-12-05, a sweep of
-# random geometries, paired rounds, strips against im2col: 256 -> 64 4x4 unpadded at 13 px, batch
-# 2, 1.74x; 256 -> 32 there 1.22x; 128 -> 32 3x3 unpadded at 14 px 1.11x; 256 -> 64 3x3
-# unpadded at 28 px 1.05x; padded 3x3 with 64 or 128 outputs 0.99x-1.02x; below 32 outputs
-# 0.27x-0.99x: 256 -> 16 3x3 at 14 px 0.66x, 512 -> 16 at 16 px 0.58x, 256 -> 8 7x7 at 16 px
-# 0.27x, 256 -> 24 3x3 unpadded at 14 px 0.95x).
+# 4 3x3 at 28 px 1.38x, 16 -> 24 7x7 at 8 px 1.34x), nor from 32 outputs without "same" padding
+# (2026-12-05, sweeps of random geometries, paired rounds, strips against im2col: 256 -> 64 4x4
+# unpadded at 13 px, batch 2, 1.74x; 256 -> 32 there 1.22x; 128 -> 32 3x3 unpadded at 14 px
+# 1.11x; 256 -> 64 3x3 unpadded at 28 px 1.05x). Padded, from 32 outputs: 1024 -> 32 4x4 pad 2
+# at 7 px 0.75x, 3x3 pad 1 with 32 to 128 outputs 0.98x-1.02x. Below 32 outputs 0.27x-0.99x:
+# 256 -> 16 3x3 at 14 px 0.66x, 512 -> 16 at 16 px 0.58x, 256 -> 8 7x7 at 16 px 0.27x, 256 -> 24
+# 3x3 unpadded at 14 px 0.95x.
 CHUNK_BYTES = 1 << 20  # strips of a chunk of images, a worker (at least one image)
 # Scratch names shared with conv_gemm (every convolution of the process uses one set of buffers)
 STRIPS, PRODUCT, WEIGHT_GRAD = "columns", "map", "weight_grad"
@@ -314,22 +315,19 @@ def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size)
     - kernel sides of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output
       channels, and an output no smaller than the input (padding of at least (k - 1) / 2: the
       data gradient's padded correlation then does no more work than the forward); or
-    - few outputs: kernel sides of at least 3, fewer than ``MIN_CHANNELS`` outputs, at least
-      ``MIN_CHANNELS`` input channels and ``FEW_OUTPUTS_RATIO`` times as many as outputs, any
-      padding (see ``FEW_OUTPUTS_RATIO``).
+    - few outputs: kernel sides of at least 3, at least ``MIN_CHANNELS`` input channels and
+      ``FEW_OUTPUTS_RATIO`` times as many as outputs, and fewer than ``MIN_CHANNELS`` outputs
+      or an output no smaller than the input (see ``FEW_OUTPUTS_RATIO``).
 
     Images of any size: one whose strips exceed ``MAX_IMAGE_BYTES`` runs in bands of rows."""
     if stride != (1, 1) or dilation != (1, 1) or groups != 1:
         return False
-    many = (
-        min(kernel) >= MIN_KERNEL
-        and min(channels, outputs) >= MIN_CHANNELS
-        and all(o >= s for o, s in zip(out_size, size))
-    )
+    same = all(o >= s for o, s in zip(out_size, size))  # padding of at least (k - 1) / 2
+    many = min(kernel) >= MIN_KERNEL and min(channels, outputs) >= MIN_CHANNELS and same
     few_outputs = (
         min(kernel) >= 3
         and channels >= MIN_CHANNELS
-        and outputs < MIN_CHANNELS
         and channels >= FEW_OUTPUTS_RATIO * outputs
+        and (outputs < MIN_CHANNELS or same)
     )
     return many or few_outputs

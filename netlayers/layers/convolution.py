@@ -22,9 +22,9 @@ faster than row strips), each where its ``applies`` rule says. Other stride-1 Co
 kernels of 5 or more, at least 32 input and output channels and "same" padding run as row
 strips (``netlayers.kernels.strips``, rule in ``strips.applies``): kw copies of the input
 instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward than im2col; so do
-stride-1 Convolutions with few outputs (fewer than 32, at least 32 input channels and 4 times
-the outputs, kernels of 3 or more, any padding: prediction heads, SRCNN's last layer), 0.1x-0.99x
-im2col's time (im2col's columns cost more than products with so few rows). A
+stride-1 Convolutions with few outputs (at least 32 input channels and 4 times the outputs,
+kernels of 3 or more, fewer than 32 outputs or "same" padding: prediction heads, SRCNN's last
+layer), 0.1x-0.99x im2col's time (im2col's columns cost more than products with so few rows). A
 Convolution with a horizontal stride of 2 and a kernel of 3 or more runs im2col and col2im by
 column phases (``netlayers.kernels.deconv.PhaseChunks``, rule in ``deconv.convolution_applies``:
 each row de-interleaved once, not read every other entry per tap), 0.85x-0.97x the time.

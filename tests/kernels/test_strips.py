@@ -204,8 +204,9 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16))
         ({"outputs": 1, "out_size": (12, 12)}, True),  # SRCNN's last layer, unpadded
         ({"outputs": 8, "kernel": (3, 3)}, True),  # 32 channels, four times the outputs
         ({"outputs": 9, "kernel": (3, 3)}, False),  # fewer than four times
-        ({"channels": 256, "outputs": 31, "kernel": (3, 3)}, True),
-        ({"channels": 256, "outputs": 32, "kernel": (3, 3)}, False),  # 32 outputs or more: im2col
+        ({"channels": 256, "outputs": 31, "kernel": (3, 3), "out_size": (14, 14)}, True),
+        ({"channels": 256, "outputs": 32, "kernel": (3, 3), "out_size": (14, 14)}, False),  # 32 or more, unpadded
+        ({"channels": 256, "outputs": 32, "kernel": (3, 3)}, True),  # "same" padding: strips still
         ({"channels": 16, "outputs": 4}, False),  # too few input channels
         ({"outputs": 1, "kernel": (1, 5)}, False),  # a side below 3
         ({"outputs": 1, "stride": (2, 2)}, False),
