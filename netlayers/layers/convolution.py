@@ -356,6 +356,19 @@ class Convolution(_ConvolutionBase):
                     "num_output": 3,
                     "kernel_size": 3,
                     "pad": 1,
+                    "group": 3,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {  # depthwise downsampling (3x3, stride 2, pad 1): its data gradient straight into dx
+            "bottoms": [(2, 3, 7, 6)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 3,
+                    "kernel_size": 3,
+                    "pad": 1,
                     "stride": 2,
                     "group": 3,
                     "weight_filler": {"type": "gaussian"},

@@ -28,6 +28,8 @@ GEOMETRIES = [  # (N, C, H, W), kernel, pad, stride, dilation, multiplier
     ((1, 2, 2, 2), (3, 3), (1, 1), (1, 1), (1, 1), 2),  # the smallest plane it takes: all border
     ((2, 2, 2, 18), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # two rows
     ((1, 2, 18, 2), (3, 3), (1, 1), (1, 1), (1, 1), 1),  # two columns
+    ((2, 2, 1, 5), (3, 3), (1, 1), (2, 2), (1, 1), 1),  # downsampling one row
+    ((1, 3, 6, 1), (3, 3), (1, 1), (2, 2), (1, 1), 1),  # and one column
 ]
 
 
@@ -37,6 +39,7 @@ def layout(request, monkeypatch):
     every geometry on the phase grid, or (multiplier 1) channels last, whatever its size."""
     if request.param != "direct":
         monkeypatch.setattr(depthwise, "runs_direct", lambda *geometry: False)
+        monkeypatch.setattr(depthwise, "downsamples_direct", lambda *geometry: False)
     monkeypatch.setattr(depthwise, "CHANNELS_LAST_MAX_PIXELS", 1 << 30 if request.param == "channels last" else -1)
     return request.param
 
@@ -53,6 +56,8 @@ def test_depthwise_forward_and_its_adjoints(shape, kernel, pad, stride, dilation
     large = h * w >= depthwise.DIRECT_MIN_PIXELS or multiplier > 1
     direct = (kernel, pad, stride, dilation) == ((3, 3), (1, 1), (1, 1), (1, 1)) and large
     assert conv.direct == (layout == "direct" and direct)
+    downsampling = (kernel, pad, stride, dilation, multiplier) == ((3, 3), (1, 1), (2, 2), (1, 1), 1)
+    assert conv.downsampling == (layout == "direct" and downsampling)
     assert conv.channels_last == (layout == "channels last" and multiplier == 1)
     reach = [(k - 1) * d for k, d in zip(kernel, dilation)]
     assert conv.unit_stride == (stride == (1, 1) and all(p <= r for p, r in zip(pad, reach)))
