@@ -165,8 +165,7 @@ class Blob:
         """Keep the diff in ``buffer`` (1-D, this dtype, at least ``count`` items), which other
         blobs may use too (``Net(share_memory=True)``: blobs whose gradients are never alive at
         the same time). A reshape to a larger count gives the blob its own diff again."""
-        if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
-            raise ShapeError(f"blob '{self.name}': a diff buffer needs {self.count} items of {self.dtype}")
+        self._check_shared_buffer(buffer, "diff")
         self._diff_buffer = buffer
         self._diff = buffer[: self.count].reshape(self.shape)
 
@@ -175,10 +174,13 @@ class Blob:
         blobs may use too (``Net(share_memory=True)``: blobs whose values no backward reads,
         alive at different times of the forward). A reshape to a larger count gives the blob
         its own data again."""
-        if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
-            raise ShapeError(f"blob '{self.name}': a data buffer needs {self.count} items of {self.dtype}")
+        self._check_shared_buffer(buffer, "data")
         self._data_buffer = buffer
         self.data = buffer[: self.count].reshape(self.shape)
+
+    def _check_shared_buffer(self, buffer: np.ndarray, what: str) -> None:
+        if buffer.ndim != 1 or buffer.dtype != self.dtype or buffer.size < self.count:
+            raise ShapeError(f"blob '{self.name}': a {what} buffer needs {self.count} items of {self.dtype}")
 
     def share_diff(self, other: "Blob") -> None:
         self.diff = other.diff

@@ -27,6 +27,15 @@ def input_layer(image_shape):
     return {"name": "data", "type": "Input", "top": ["data", "label"], "input_param": {"shape": shapes}}
 
 
+def classifier(bottom, outputs, filler=None):
+    """An InnerProduct of ``outputs`` on ``bottom`` and a SoftmaxWithLoss against the labels."""
+    param = {"num_output": outputs, **({"weight_filler": filler} if filler else {})}
+    return [
+        {"name": "fc", "type": "InnerProduct", "bottom": bottom, "top": "fc", "inner_product_param": param},
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+    ]
+
+
 def trained_residual_net(**solver):
     """The residual net fed by DummyData (Gaussian images, every label 2) with ``solver``."""
     spec = residual_net()
@@ -68,14 +77,7 @@ def residual_net(batch=4, channels=6, size=8, force_backward=False):
             "top": "pool",
             "pooling_param": {"pool": "MAX", "kernel_size": 2, "stride": 2},
         },
-        {
-            "name": "fc",
-            "type": "InnerProduct",
-            "bottom": "pool",
-            "top": "fc",
-            "inner_product_param": {"num_output": 5, "weight_filler": {"type": "xavier"}},
-        },
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+        *classifier("pool", 5, {"type": "xavier"}),
     ]
     return {"name": "residual", "force_backward": force_backward, "layers": layers}
 
@@ -230,14 +232,7 @@ def test_a_net_with_nothing_to_share_saves_nothing():
         "name": "linear",
         "layers": [
             input_layer((2, 4)),
-            {
-                "name": "fc",
-                "type": "InnerProduct",
-                "bottom": "data",
-                "top": "fc",
-                "inner_product_param": {"num_output": 3},
-            },
-            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+            *classifier("data", 3),
         ],
     }
     assert Net(spec, share_memory=True).shared_diff_bytes == 0
@@ -277,11 +272,7 @@ def tanh_convnet():
             {"name": f"pool{k}", "type": "Pooling", "bottom": f"t{k}", "top": f"p{k}", "pooling_param": ave},
         ]
         bottom = f"p{k}"
-    fc = {"num_output": 10, "weight_filler": {"type": "xavier"}}
-    layers += [
-        {"name": "fc", "type": "InnerProduct", "bottom": bottom, "top": "fc", "inner_product_param": fc},
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
-    ]
+    layers += classifier(bottom, 10, {"type": "xavier"})
     return {"name": "tanh_convnet", "layers": layers}
 
 
@@ -382,14 +373,7 @@ def test_a_batchnorm_without_backward_keeps_what_it_lends_to_a_learning_scale():
             in_place("bn", "BatchNorm", "data"),
             in_place("scale", "Scale", "data", scale_param={"bias_term": True}),
             conv("conv", "data", 4),
-            {
-                "name": "fc",
-                "type": "InnerProduct",
-                "bottom": "conv",
-                "top": "fc",
-                "inner_product_param": {"num_output": 3, "weight_filler": {"type": "xavier"}},
-            },
-            {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["fc", "label"], "top": "loss"},
+            *classifier("conv", 3, {"type": "xavier"}),
         ]
         return {"name": "bn_first", "force_backward": force, "layers": layers}
 
