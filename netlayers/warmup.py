@@ -264,9 +264,9 @@ def compile_kernels():
         with (
             constants(conv_gemm, COLUMN_CHUNK_BYTES=1),
             constants(winograd, **WINOGRAD_EVERYWHERE),
-            constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
+            constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
             constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
-            constants(winograd2d, MIN_TILES=1, **WINOGRAD_EVERYWHERE),
+            constants(winograd2d, MIN_SHARE_OUTPUTS=1, **WINOGRAD_EVERYWHERE),
             constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1),
         ):
             runs += run_all_examples(skipped)

@@ -2525,9 +2525,9 @@ def every_conv_path():
 
     with (
         constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE),
-        constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1),
+        constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
         constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
-        constants(winograd2d, MIN_TILES=1, **WINOGRAD_EVERYWHERE),
+        constants(winograd2d, MIN_SHARE_OUTPUTS=1, **WINOGRAD_EVERYWHERE),
     ):
         yield
 

@@ -54,6 +54,19 @@ MAX_IMAGE_BYTES = 1 << 22  # one image's strips above 4 MiB run in bands of rows
 # 32 x 32 1.06x-1.14x, 32 -> 32 at 16 x 16 1.10x-1.11x: below the 1.15x asked for).
 MIN_KERNEL = 5
 MIN_CHANNELS = 32
+MIN_WORK = 10240  # batch x output pixels x kernel rows, for the rule of many channels: a small batch
+# of small maps gives the strips' kh products too few rows to pay for forming and reordering them,
+# and im2col's single larger product wins; strips save more of im2col's copies the taller the
+# kernel. Forward + backward against im2col + GEMM, 2 workers, medians of 3 paired rounds
+# (2026-12-05), 5x5 pad 2, batch x output pixels: below 2048 32 -> 32 at 7 x 7 batch 2, 8 1.46x,
+# 1.23x (batch 32 0.80x), at 8 x 8 batch 2, 8 1.96x, 1.31x; 32 -> 64 at 7 x 7 batch 2, 8, 32 1.56x,
+# 1.33x, 1.06x; 128 -> 128 at 7 x 7 batch 2, 8 2.17x, 1.32x, at 12 x 12 batch 2 1.48x; 64 -> 64 at 7
+# x 7 batch 2 1.04x, batch 8 0.93x, at 16 x 16 batch 2 0.72x; from it 0.78x-1.08x (32 -> 32 at 7
+# x 7 batch 100 0.78x, at 16 x 16 batch 8 0.88x; 32 -> 64 at 8 x 8 batch 32 1.14x, at 16 x 16
+# batch 100 1.08x; 128 -> 128 at 12 x 12 batch 100 0.86x). 7x7 pad 3, the same terms: 128 -> 64
+# at 8 x 8 batch 2, 8 1.77x, 1.17x, at 16 x 16 batch 2 1.12x; 32 -> 32 and 64 -> 64 at 8 x 8
+# batch 2 1.35x, 1.37x; from it (batch x pixels from 1463) 0.73x-0.97x (32 -> 32 at 28 x 28 batch
+# 2 0.92x, 64 -> 64 0.81x; at 8 x 8 batch 32 0.90x-0.97x).
 FEW_OUTPUTS_RATIO = 4  # strips also where the outputs are few against the input channels
 # (prediction heads, super-resolution's last layers): im2col + GEMM forms columns kh kw times the
 # input for products with M = outputs rows, where packing the columns costs more than the
@@ -309,12 +322,14 @@ class StripConvolution:
                 blas.add_product(view, grad, partial[i])
 
 
-def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size):
-    """Whether a convolution runs as row strips: stride 1, dilation 1, one group, and either
+def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size, batch):
+    """Whether a convolution of ``batch`` images runs as row strips: stride 1, dilation 1, one
+    group, and either
 
     - kernel sides of at least ``MIN_KERNEL``, at least ``MIN_CHANNELS`` input and output
-      channels, and an output no smaller than the input (padding of at least (k - 1) / 2: the
-      data gradient's padded correlation then does no more work than the forward); or
+      channels, an output no smaller than the input (padding of at least (k - 1) / 2: the
+      data gradient's padded correlation then does no more work than the forward), and the
+      batch's output pixels times the kernel's rows at least ``MIN_WORK``; or
     - few outputs: kernel sides of at least 3, at least ``MIN_CHANNELS`` input channels and
       ``FEW_OUTPUTS_RATIO`` times as many as outputs, and fewer than ``MIN_CHANNELS`` outputs
       or an output no smaller than the input (see ``FEW_OUTPUTS_RATIO``).
@@ -323,7 +338,8 @@ def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size)
     if stride != (1, 1) or dilation != (1, 1) or groups != 1:
         return False
     same = all(o >= s for o, s in zip(out_size, size))  # padding of at least (k - 1) / 2
-    many = min(kernel) >= MIN_KERNEL and min(channels, outputs) >= MIN_CHANNELS and same
+    work = batch * out_size[0] * out_size[1] * kernel[0]
+    many = min(kernel) >= MIN_KERNEL and min(channels, outputs) >= MIN_CHANNELS and same and work >= MIN_WORK
     few_outputs = (
         min(kernel) >= 3
         and channels >= MIN_CHANNELS

@@ -47,11 +47,17 @@ TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. N
 MIN_CHANNELS = 16
 MIN_OUTPUT_SIZE = 8
 MIN_CHANNELS_BY_SIZE = 256
-MIN_TILES = 16  # 4 x 4 output tiles in the batch: with fewer, each of the 64 products has a handful
-# of columns. Against im2col + GEMM, paired rounds, padding 2 (2026-12-05): 8 tiles (8 x 8 outputs,
-# batch 2) 192 -> 64 of group 2 2.3x the time, 64 -> 64 1.6x, 192 -> 64 1.3x; 16-18 tiles 0.79x-1.22x
-# (64 -> 64 at 8 x 8, batch 4, 1.22x; at 16 x 16, batch 1, 0.79x; 128 -> 128 0.97x-0.99x); 32 tiles
-# (192 -> 64 of group 2 at 8 x 8, batch 8) 0.72x.
+MIN_SHARE_OUTPUTS = 512  # output pixels in half the batch (rounded up: one worker's share on two):
+# with fewer, the transforms of the filters and of the weight gradient, and the thin products of a
+# share's few tiles, cost more than im2col's larger products save. Forward + backward against
+# im2col + GEMM, 2 workers, medians of 3 paired rounds (2026-12-05), input -> output channels at
+# output size, batch: below it 32 -> 64 at 14 x 14 batch 1, 2, 4 1.49x, 1.14x, 1.04x; 32 -> 128
+# at 14 batch 1, 2, 4 1.24x, 1.77x, 1.28x; 96 -> 192 at 14 batch 1, 2 1.51x, 1.06x (batch 4
+# 0.75x); at 16 x 16 batch 1 32 -> 64 1.30x, 64 -> 64 0.92x, 128 -> 128 1.18x, 192 -> 192 1.41x;
+# batch 2 1.26x, 0.83x, 0.85x, 0.91x; at 8 x 8 batch 4 1.37x-1.77x, batch 8 0.91x-1.35x. From it:
+# 16 x 16 batch 4 0.57x-0.87x, batch 8 0.48x-0.68x; 14 x 14 batch 8 0.70x-1.01x, batch 16
+# 0.56x-0.82x; 28 x 28 batch 1 0.69x-0.81x (one worker's 49 tiles), batch 2 0.52x-1.01x.
+# (It replaced a minimum of 16 tiles in the batch, which took the layers measured below it.)
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
 MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
@@ -62,9 +68,9 @@ def applies(kernel, stride, dilation, groups, channels, outputs, out_size, items
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
     stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
     outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, those channels times the shorter
-    output side at least ``MIN_CHANNELS_BY_SIZE``, at least ``MIN_TILES`` output tiles in the
-    batch, and one image's V or M (a chunk holds at least one image) at most
-    ``MAX_IMAGE_BYTES``."""
+    output side at least ``MIN_CHANNELS_BY_SIZE``, at least ``MIN_SHARE_OUTPUTS`` output pixels
+    in half the batch (rounded up), and one image's V or M (a chunk holds at least one image) at
+    most ``MAX_IMAGE_BYTES``."""
     if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
         return False
     m = TILE[kernel[0]]
@@ -76,7 +82,7 @@ def applies(kernel, stride, dilation, groups, channels, outputs, out_size, items
         fewest >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
         and fewest * min(out_size) >= MIN_CHANNELS_BY_SIZE
-        and batch * -(-out_size[0] // m) * -(-out_size[1] // m) >= MIN_TILES
+        and -(-batch // 2) * out_size[0] * out_size[1] >= MIN_SHARE_OUTPUTS
         and image_bytes <= MAX_IMAGE_BYTES
     )
 

@@ -426,7 +426,7 @@ class Convolution(_ConvolutionBase):
             self.zero_fields = ZeroFields(image_shape, out_size, *geometry)
             return
         self.zero_fields = None
-        shape_rule = (self.channels, self.p.num_output, size, out_size)
+        shape_rule = (self.channels, self.p.num_output, size, out_size, self.batch)
         if strips.applies(self.kernel, self.stride, self.dilation, self.p.group, *shape_rule):
             self.strips = strips.StripConvolution(
                 image_shape, self.p.num_output, self.kernel, self.pad, self.dilation, self.dtype

@@ -179,8 +179,8 @@ def test_backward_computes_only_what_is_asked():
     np.testing.assert_allclose(dx, direct_data_grad(dy, weight, (2, 2), (1, 1), x.shape), rtol=1e-12, atol=1e-12)
 
 
-# (kernel, stride, dilation, groups, channels, outputs, size, out_size)
-CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16))
+# (kernel, stride, dilation, groups, channels, outputs, size, out_size, batch)
+CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 100)
 
 
 @pytest.mark.parametrize(
@@ -211,10 +211,16 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16))
         ({"outputs": 1, "kernel": (1, 5)}, False),  # a side below 3
         ({"outputs": 1, "stride": (2, 2)}, False),
         ({"channels": 512, "outputs": 1, "size": (64, 64), "out_size": (64, 64)}, True),  # 42.5 MiB: bands
+        # many channels need a batch of output pixels times kernel rows of MIN_WORK (10240)
+        ({"batch": 8}, True),  # 8 x 256 pixels x 5 rows = 10240
+        ({"batch": 7}, False),
+        ({"batch": 2, "size": (28, 28), "out_size": (28, 28), "kernel": (7, 7)}, True),  # 10976
+        ({"batch": 2, "size": (16, 16), "out_size": (16, 16), "kernel": (7, 7)}, False),
+        ({"batch": 1, "channels": 64, "outputs": 16, "kernel": (3, 3)}, True),  # few outputs: any batch
     ],
 )
 def test_the_rule_of_when_it_runs(changes, expected):
-    names = ["kernel", "stride", "dilation", "groups", "channels", "outputs", "size", "out_size"]
+    names = ["kernel", "stride", "dilation", "groups", "channels", "outputs", "size", "out_size", "batch"]
     geometry = dict(zip(names, CIFAR_CONV2), **changes)
     assert strips.applies(**geometry) is expected
 
@@ -264,6 +270,8 @@ def test_the_convolution_layer_runs_strips_where_they_apply_and_gives_im2cols_re
     shape = (3, 32, 8, 8)  # cifar10_quick's conv3, three images (F(4x4, 5x5) takes it by itself)
     monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
 
+    monkeypatch.setattr(strips, "MIN_WORK", 1)  # three 8 x 8 images: a batch too small for the rule
+
     def use_strips(use):
         monkeypatch.setattr(strips, "MIN_CHANNELS", 32 if use else 10**9)
 
@@ -290,6 +298,7 @@ def test_a_layer_in_bands_gives_im2cols_results(outputs, grad_banded, monkeypatc
     """An image over ``MAX_IMAGE_BYTES`` of strips runs in bands, inside the Convolution layer;
     with 2 outputs the data gradient's strips (10 rows) fit, and it runs on whole images."""
     monkeypatch.setattr(winograd2d, "applies", lambda *args: False)
+    monkeypatch.setattr(strips, "MIN_WORK", 1)
     whole = strips.MAX_IMAGE_BYTES
 
     def use_strips(use):  # 16,000 bytes a strip row (200 rows x 10 columns x 8): bands of 8 with the reach
@@ -329,6 +338,7 @@ SMALL_STRIPS = {  # two bottoms sharing the weights, a non-square kernel with "s
 def strips_everywhere(monkeypatch):
     monkeypatch.setattr(strips, "MIN_KERNEL", 1)
     monkeypatch.setattr(strips, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(strips, "MIN_WORK", 1)
 
 
 def test_a_strip_convolution_layer_keeps_the_layer_contract(strips_everywhere):
@@ -349,6 +359,7 @@ def test_the_warmup_compiles_the_strip_kernel(monkeypatch):
         monkeypatch.setattr(winograd, name, 1)
     monkeypatch.setattr(strips, "MIN_KERNEL", 1)
     monkeypatch.setattr(strips, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(strips, "MIN_WORK", 1)
     calls = set()
     kernel = strips.make_strips
 

@@ -15,7 +15,7 @@ from netlayers.warmup import WINOGRAD_EVERYWHERE
 @pytest.fixture
 def everywhere(monkeypatch):
     """The 2-D Winograd path for small test geometries."""
-    for name, value in dict(WINOGRAD_EVERYWHERE, MIN_TILES=1).items():
+    for name, value in dict(WINOGRAD_EVERYWHERE, MIN_SHARE_OUTPUTS=1).items():
         monkeypatch.setattr(winograd2d, name, value)
 
 
@@ -86,9 +86,10 @@ def test_numerical_gradients_of_a_2d_winograd_layer(everywhere):
     assert_gradients(square_layer((2, 1), outputs=3), [x])
 
 
-def test_float32_stays_close_to_the_float64_convolution():
-    """At a size where the rule sends the layer to F(4x4, 5x5) by itself (NiN's conv2's
-    channels at 16 x 16)."""
+def test_float32_stays_close_to_the_float64_convolution(monkeypatch):
+    """NiN's conv2's channels at 16 x 16 (two images: the rule's minimum of output pixels
+    lowered to take them)."""
+    monkeypatch.setattr(winograd2d, "MIN_SHARE_OUTPUTS", 256)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 96, 16, 16))
     layer, bottom, top = make_layer(square_layer((2, 2), outputs=192), [x], dtype=np.float32)
@@ -125,9 +126,20 @@ def test_float32_stays_close_to_the_float64_convolution():
     ],
 )
 def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_size, runs):
-    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4, 8) is runs
+    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4, 16) is runs
 
 
-@pytest.mark.parametrize("batch, out_size, runs", [(4, (8, 8), True), (3, (8, 8), False), (1, (13, 13), True)])
-def test_2d_winograd_needs_16_output_tiles_in_the_batch(batch, out_size, runs):
+@pytest.mark.parametrize(
+    "batch, out_size, runs",
+    [
+        ((16, (8, 8), True)),  # 8 images' 64 pixels: 512
+        ((15, (8, 8), True)),  # half of 15 rounds up to 8
+        ((14, (8, 8), False)),
+        ((4, (16, 16), True)),
+        ((2, (16, 16), False)),
+        ((1, (23, 23), True)),  # one image: 529 pixels
+        ((1, (22, 22), False)),
+    ],
+)
+def test_2d_winograd_needs_512_output_pixels_in_half_the_batch(batch, out_size, runs):
     assert winograd2d.applies((5, 5), (1, 1), (1, 1), 1, 64, 64, out_size, 4, batch) is runs

@@ -32,7 +32,7 @@ def forced(monkeypatch, kind):
     monkeypatch.setattr(winograd, "MIN_CHANNELS_F4", 10**6 if kind.startswith("f2") else 1)
     monkeypatch.setattr(winograd1d, "MIN_CHANNELS", 1)
     monkeypatch.setattr(winograd1d, "MIN_TILES", 1)
-    for name, value in dict(WINOGRAD_EVERYWHERE, MIN_TILES=1).items():
+    for name, value in dict(WINOGRAD_EVERYWHERE, MIN_SHARE_OUTPUTS=1).items():
         monkeypatch.setattr(winograd2d, name, value)
 
 
