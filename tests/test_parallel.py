@@ -364,6 +364,29 @@ def test_a_product_inside_run_parts_work_runs_whole_there(rng, thread_count, mon
         np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("threshold", [0, 1 << 40])
+def test_a_matrix_times_a_vector_runs_as_one_and_is_cut_by_outputs(rng, thread_count, workers, threshold, monkeypatch):
+    """out of one row (x W^T: an InnerProduct of one item) or one column (W x^T) is numpy's
+    matrix-vector product, never a cut product plan: whole, or from MATRIX_VECTOR_SPLIT_BYTES
+    of matrix as slices of the outputs over the workers."""
+    thread_count(workers)
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)
+    monkeypatch.setattr(parallel, "MATRIX_VECTOR_SPLIT_BYTES", threshold)
+    monkeypatch.setattr(parallel, "_split_product", lambda *args, **kwargs: pytest.fail("cut as a product"))
+    lengths = []
+    over_slices = parallel.over_slices
+    monkeypatch.setattr(parallel, "over_slices", lambda fn, n, nbytes: lengths.append(n) or over_slices(fn, n, nbytes))
+    w, x = rng.standard_normal((300, 200)).astype(np.float32), rng.standard_normal((1, 200)).astype(np.float32)
+    row, column = np.full((1, 300), np.nan, np.float32), np.full((300, 1), np.nan, np.float32)
+    parallel.matmul(x, w.T, row)
+    parallel.matmul(w, x.T, column)
+    expected = w.astype(np.float64) @ x[0].astype(np.float64)
+    np.testing.assert_allclose(row[0], expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(column[:, 0], expected, rtol=1e-4, atol=1e-4)
+    assert lengths == ([300, 300] if threshold == 0 else [])
+
+
 def test_scratch_is_reused_grown_and_kept_per_worker():
     first = parallel.scratch(0, "test", 10, np.float32)
     again = parallel.scratch(0, "test", 6, np.float32)
