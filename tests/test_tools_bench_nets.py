@@ -426,6 +426,16 @@ def test_nets_all_picks_every_net_and_the_default_is_the_issues_table():
     assert bench_nets.parse_args(["--nets", "nin, lenet"]).nets == ["nin", "lenet"]
 
 
+def test_nets_zoo_picks_the_model_zoos_deploy_nets_each_a_forward_only_net_file():
+    """``--nets zoo`` expands to the deploy nets kept in tests/fixtures/zoo (mixed with other
+    names); each is a net file the benchmark reads, with no loss: run forward only."""
+    nets = bench_nets.parse_args(["--nets", "lenet,zoo"]).nets
+    assert nets[0] == "lenet" and len(nets) == 1 + len(bench_nets.ZOO_NETS) == 12
+    for path in nets[1:]:
+        assert bench_nets.is_net_file(path) and Path(path).is_file()
+        assert not bench_nets.has_loss(bench_nets.check_net_file(path))
+
+
 def test_gemm_flops_count_forward_and_both_gradients_but_no_data_gradient_for_the_input():
     spec = bench_nets.depthwise(batch=2, channels=4, size=5, blocks=1)
     net, _ = run_tiny(spec)

@@ -3,7 +3,10 @@
     python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|path/to/net.prototxt,...]
                                [--threads 2] [--rounds 7] [--iters N] [--memory] [--busy] [--layers]
 
-The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), and with ``--nets all``
+The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), with ``--nets zoo`` the
+Caffe model zoo's deploy nets kept as test data (``ZOO_NETS``: AlexNet, CaffeNet, GoogLeNet,
+SqueezeNet 1.0 and 1.1, ResNet-50 and -101, MobileNet v1 and v2, the CIFAR-10 nets; forward
+only, see below), and with ``--nets all``
 or by name, more kinds of net (``NETS``: Network in Network, ResNet-50's bottleneck blocks, an
 inception module, Sigmoid and TanH MLPs, ELU and PReLU convnets, dilated and 1-D convolutions,
 one large image, AlexNet's classifier, whole ResNets, GoogLeNet and MobileNet, an FCN-32s with
@@ -1091,6 +1094,23 @@ NETS.update(
         ),
     }
 )
+ZOO = TOOLS.parent / "tests" / "fixtures" / "zoo"
+#: ``--nets zoo``: the deploy nets of Caffe's model zoo kept as test data (``tests/fixtures/zoo``,
+#: its README gives their origins and licences), each at its file's batch (10 for the BVLC and
+#: SqueezeNet nets, 1 for ResNet, MobileNet and the CIFAR-10 nets): inference, forward only
+ZOO_NETS = [
+    "bvlc_alexnet/deploy.prototxt",
+    "bvlc_reference_caffenet/deploy.prototxt",
+    "bvlc_googlenet/deploy.prototxt",
+    "squeezenet_v1.0/deploy.prototxt",
+    "squeezenet_v1.1/deploy.prototxt",
+    "resnet/ResNet-50-deploy.prototxt",
+    "resnet/ResNet-101-deploy.prototxt",
+    "mobilenet/mobilenet_deploy.prototxt",
+    "mobilenet/mobilenet_v2_deploy.prototxt",
+    "cifar10/cifar10_quick.prototxt",
+    "cifar10/cifar10_full.prototxt",
+]
 
 
 # -- inputs and GEMM FLOPs -------------------------------------------------------------------
@@ -2666,6 +2686,7 @@ def parse_args(argv):
         "--nets",
         default=",".join(ISSUE_NETS),
         help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet); "
+        "'zoo': the Caffe model zoo's deploy nets of tests/fixtures/zoo (forward only); "
         "or net files (YAML or Caffe .prototxt: a value holding a / or ending in .yaml, .yml or .prototxt) "
         "whose inputs are Input layers",
     )
@@ -2687,7 +2708,9 @@ def parse_args(argv):
     )
     parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
     args = parser.parse_args(argv)
-    args.nets = list(NETS) if args.nets == "all" else [n.strip() for n in args.nets.split(",") if n.strip()]
+    groups = {"all": list(NETS), "zoo": [str(ZOO / path) for path in ZOO_NETS]}
+    names = [name.strip() for name in args.nets.split(",") if name.strip()]
+    args.nets = [net for name in names for net in groups.get(name, [name])]
     unknown = [n for n in args.nets if n not in NETS and not is_net_file(n)]
     if unknown:
         parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
