@@ -134,7 +134,7 @@ def test_srcnn_regresses_an_image_through_a_one_channel_strip_layer_and_matches_
 
 
 def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
-    assert list(bench_nets.NETS)[-8:] == [
+    assert list(bench_nets.NETS)[-12:-4] == [
         "mobilenet_v2", "se_resnet", "resnext", "unet", "darknet", "wrn", "shufflenet", "autoencoder"
     ]  # fmt: skip
     for spec in (
@@ -151,6 +151,27 @@ def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match
         assert loss > 0, spec["name"]
         assert_finite_loss_and_some_gradient(net, loss, spec["name"])
         check_against_pytorch_where_installed(spec, net, loss)
+
+
+def test_the_last_four_nets_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
+    """Inception-v3's 35 x 35 and 8 x 8 modules, EfficientNet's MBConv blocks (5x5 depthwise,
+    Swish), ENet's bottlenecks (dilated, 5 x 1 -> 1 x 5)."""
+    assert list(bench_nets.NETS)[-4:] == ["inception_v3_35", "inception_v3_8", "efficientnet", "enet"]
+    for spec in (
+        bench_nets.inception_v3_35(batch=2, size=6, channels=4),
+        bench_nets.inception_v3_8(batch=2, size=3, channels=6),
+        bench_nets.efficientnet(batch=2, size=12),
+        bench_nets.enet(batch=2, size=11, channels=6, inner=3),
+    ):
+        net, loss = run_tiny(spec)
+        assert loss > 0, spec["name"]
+        assert_finite_loss_and_some_gradient(net, loss, spec["name"])
+        check_against_pytorch_where_installed(spec, net, loss)
+    types = {layer["type"] for layer in bench_nets.efficientnet()["layers"]}
+    assert {"Swish", "Eltwise", "BatchNorm"} <= types
+    kernels = {tuple(layer["convolution_param"]["kernel_size"]) for layer in bench_nets.enet()["layers"]
+               if isinstance(layer.get("convolution_param", {}).get("kernel_size"), list)}  # fmt: skip
+    assert {(5, 1), (1, 5)} <= kernels
 
 
 # -- the PyTorch twin's layers: tiny nets, each checked against netlayers ----------------------

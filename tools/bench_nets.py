@@ -1,17 +1,18 @@
 """Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
 
-    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|path/to/net.prototxt,...]
+    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|zoo|path/to/net.prototxt,...]
                                [--threads 2] [--rounds 7] [--iters N] [--memory] [--busy] [--layers]
 
-The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default), with ``--nets zoo`` the
+The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default); with ``--nets zoo`` the
 Caffe model zoo's deploy nets kept as test data (``ZOO_NETS``: AlexNet, CaffeNet, GoogLeNet,
 SqueezeNet 1.0 and 1.1, ResNet-50 and -101, MobileNet v1 and v2, the CIFAR-10 nets; forward
-only, see below), and with ``--nets all``
-or by name, more kinds of net (``NETS``: Network in Network, ResNet-50's bottleneck blocks, an
-inception module, Sigmoid and TanH MLPs, ELU and PReLU convnets, dilated and 1-D convolutions,
-one large image, AlexNet's classifier, whole ResNets, GoogLeNet and MobileNet, an FCN-32s with
-its per-pixel loss, SRCNN, MobileNet v2's inverted residuals, SE-ResNet and ResNeXt stages, a
-U-Net, Tiny YOLO's backbone, a Wide ResNet, ShuffleNet units, Caffe's MNIST autoencoder),
+only, see below); with ``--nets all`` or by name, more kinds of net (``NETS``: Network in
+Network, ResNet-50's bottleneck blocks, an inception module, Sigmoid and TanH MLPs, ELU and
+PReLU convnets, dilated and 1-D convolutions, one large image, AlexNet's classifier, whole
+ResNets, GoogLeNet and MobileNet, an FCN-32s with its per-pixel loss, SRCNN, MobileNet v2's
+inverted residuals, SE-ResNet and ResNeXt stages, a U-Net, Tiny YOLO's backbone, a Wide ResNet,
+ShuffleNet units, Caffe's MNIST autoencoder, Inception-v3's 35 x 35 and 8 x 8 modules,
+EfficientNet's MBConv blocks, ENet's bottlenecks),
 float32. ``--nets`` also takes net files, mixed with the names: a value holding a ``/`` or
 ending in .yaml, .yml or .prototxt is the path of a YAML or Caffe .prototxt net (as
 ``netlayers.Net`` loads it; ``tools/nets/lenet.prototxt`` is one), benchmarked in its TRAIN
@@ -996,6 +997,103 @@ def autoencoder(batch=100, widths=(1000, 500, 250, 30)):
     return net_spec("autoencoder", layers)
 
 
+def conv_relu(layers, name, bottom, num_output, kernel, pad=None):
+    """A stride-1 convolution of a square ``kernel`` (an int) or a (height, width) one, padded to
+    keep the size unless ``pad`` says otherwise, with ReLU, appended to ``layers``; returns its top."""
+    kernel = kernel if isinstance(kernel, (tuple, list)) else (kernel, kernel)
+    pad = [side // 2 for side in kernel] if pad is None else pad
+    layers += [conv(name, bottom, num_output, list(kernel), pad=pad), relu(f"{name}_relu", name)]
+    return name
+
+
+def inception_v3_35(batch=8, size=35, channels=192):
+    """Inception-v3's first 35 x 35 module (Szegedy et al. 2016, figure 5; torchvision's
+    Mixed_5b): a 1x1 branch of 64; 1x1 48 -> 5x5 64; 1x1 64 -> 3x3 96 -> 3x3 96; 3/1 average
+    pool -> 1x1 32; concatenated (256 channels); global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, channels, size, size)]
+    tops = [conv_relu(layers, "b1", "data", 64, 1)]
+    tops.append(conv_relu(layers, "b5", conv_relu(layers, "b5_reduce", "data", 48, 1), 64, 5))
+    double = conv_relu(layers, "b3_a", conv_relu(layers, "b3_reduce", "data", 64, 1), 96, 3)
+    tops.append(conv_relu(layers, "b3_b", double, 96, 3))
+    layers.append(pool("bp", "data", "AVE", 3, 1, pad=1))
+    tops.append(conv_relu(layers, "bp_proj", "bp", 32, 1))
+    layers.append({"name": "mixed", "type": "Concat", "bottom": tops, "top": "mixed"})
+    layers += [pool("pool", "mixed", "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("inception_v3_35", [*layers, loss("fc")])
+
+
+def inception_v3_8(batch=8, size=8, channels=1280):
+    """Inception-v3's first 8 x 8 module (figure 7; torchvision's Mixed_7b): a 1x1 branch of
+    320; 1x1 384 -> 1x3 384 and 3x1 384 side by side; 1x1 448 -> 3x3 384 -> 1x3 and 3x1 384 side
+    by side; 3/1 average pool -> 1x1 192; concatenated (2048 channels); global average pooling,
+    InnerProduct 10."""
+    layers = [input_layer(batch, channels, size, size)]
+    tops = [conv_relu(layers, "b1", "data", 320, 1)]
+    reduced = conv_relu(layers, "b3_reduce", "data", 384, 1)
+    tops += [conv_relu(layers, "b3_1x3", reduced, 384, (1, 3)), conv_relu(layers, "b3_3x1", reduced, 384, (3, 1))]
+    double = conv_relu(layers, "d3", conv_relu(layers, "d3_reduce", "data", 448, 1), 384, 3)
+    tops += [conv_relu(layers, "d3_1x3", double, 384, (1, 3)), conv_relu(layers, "d3_3x1", double, 384, (3, 1))]
+    layers.append(pool("bp", "data", "AVE", 3, 1, pad=1))
+    tops.append(conv_relu(layers, "bp_proj", "bp", 192, 1))
+    layers.append({"name": "mixed", "type": "Concat", "bottom": tops, "top": "mixed"})
+    layers += [pool("pool", "mixed", "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("inception_v3_8", [*layers, loss("fc")])
+
+
+def mbconv(layers, name, bottom, channels, out, kernel, stride, expand=6):
+    """An EfficientNet MBConv block appended to ``layers`` (its squeeze-excitation left out): 1x1
+    to ``expand`` times ``channels``, depthwise ``kernel`` x ``kernel`` (``stride``), a linear
+    1x1 projection to ``out``, each with BatchNorm + Scale, Swish after the first two; added to
+    the block's input where the shapes match. Returns the block's top."""
+    e, d, p = f"{name}_expand", f"{name}_dw", f"{name}_project"
+    hidden = channels * expand
+    layers += [conv(e, bottom, hidden, 1, bias=False), *batch_norm_scale(e, e), activation(f"{e}_swish", e, "Swish")]
+    layers += [conv(d, e, hidden, kernel, pad=kernel // 2, stride=stride, group=hidden, bias=False)]
+    layers += [*batch_norm_scale(d, d), activation(f"{d}_swish", d, "Swish")]
+    layers += [conv(p, d, out, 1, bias=False), *batch_norm_scale(p, p)]
+    if stride != 1 or channels != out:
+        return p
+    layers.append({"name": name, "type": "Eltwise", "bottom": [bottom, p], "top": name})
+    return name
+
+
+def efficientnet(batch=8, size=56):
+    """EfficientNet-B0's blocks from 56 x 56 to 14 x 14 (Tan and Le): 5x5 depthwise MBConv 24 ->
+    40 (stride 2) and 40 -> 40, 3x3 40 -> 80 (stride 2) and 80 -> 80, 5x5 80 -> 112, expansion 6,
+    Swish; global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, 24, size, size)], "data"
+    plan = [(24, 40, 5, 2), (40, 40, 5, 1), (40, 80, 3, 2), (80, 80, 3, 1), (80, 112, 5, 1)]
+    for k, (channels, out, kernel, stride) in enumerate(plan):
+        bottom = mbconv(layers, f"mb{k}", bottom, channels, out, kernel, stride)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("efficientnet", layers)
+
+
+def enet(batch=4, size=64, channels=128, inner=32):
+    """ENet's stage-2 bottlenecks (Paszke et al.): each a 1x1 reduction to ``inner``, then a 3x3,
+    a dilated 3x3 (2, 4, 8) or an asymmetric 5 x 1 -> 1 x 5 convolution, then a 1x1 expansion
+    back to ``channels`` added to the block's input (ReLU for ENet's PReLU); global average
+    pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, channels, size, size)], "data"
+    for k, kind in enumerate(["plain", 2, "asymmetric", 4, "plain", 8, "asymmetric"]):
+        name = f"e{k}"
+        middle = conv_relu(layers, f"{name}_reduce", bottom, inner, 1)
+        if kind == "plain":
+            middle = conv_relu(layers, f"{name}_conv", middle, inner, 3)
+        elif kind == "asymmetric":
+            middle = conv_relu(
+                layers, f"{name}_1x5", conv_relu(layers, f"{name}_5x1", middle, inner, (5, 1)), inner, (1, 5)
+            )
+        else:
+            layers += [dilated_conv(f"{name}_dilated", middle, inner, 3, kind), relu(f"{name}_relu", f"{name}_dilated")]
+            middle = f"{name}_dilated"
+        layers += [conv(f"{name}_expand", middle, channels, 1)]
+        layers.append({"name": name, "type": "Eltwise", "bottom": [bottom, f"{name}_expand"], "top": name})
+        bottom = name
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("enet", layers)
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
@@ -1092,6 +1190,16 @@ NETS.update(
             "Caffe's MNIST autoencoder 784-1000-500-250-30 and back, Sigmoid, SigmoidCrossEntropyLoss, batch 100",
             autoencoder,
         ),
+        "inception_v3_35": Case(
+            "Inception-v3's 35 x 35 module (5x5 and double 3x3 branches), 192 ch, batch 8", inception_v3_35
+        ),
+        "inception_v3_8": Case(
+            "Inception-v3's 8 x 8 module (1x3 and 3x1 side by side), 1280 ch, batch 8", inception_v3_8
+        ),
+        "efficientnet": Case(
+            "EfficientNet-B0's MBConv blocks 56 -> 14 px: 5x5 and 3x3 depthwise, Swish, batch 8", efficientnet
+        ),
+        "enet": Case("ENet's bottlenecks: 3x3, dilated and 5x1 -> 1x5 convolutions, 128 ch, 64 px, batch 4", enet),
     }
 )
 ZOO = TOOLS.parent / "tests" / "fixtures" / "zoo"
