@@ -441,6 +441,8 @@ def _matrix_vector(a, b, out):
     row = out.shape[0] == 1
     matrix = b if row else a
     if getattr(_inside_parts, "depth", 0) or matrix.nbytes < MATRIX_VECTOR_SPLIT_BYTES:
+        if single_threaded_blas.depth:  # inside a net pass (or a worker's part): as the pass set BLAS
+            return np.matmul(a, b, out=out)
         with single_threaded_blas:
             np.matmul(a, b, out=out)
         return out
