@@ -5,6 +5,7 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
@@ -45,3 +46,17 @@ def test_a_sweep_without_pytorch_lists_each_geometry_with_its_path(capsys):
     for row in rows:
         assert row.split()[0] == "-" and " -> " in row
         assert any(name in row for name in ("Chunks", "Convolution", "Strip"))
+
+
+def test_a_forward_only_sweep_times_the_forward_of_a_net_made_forward_only(capsys):
+    bench_layers.main(
+        ["--no-torch", "--forward-only", "--count", "1", "--rounds", "1", "--min-mflop", "0.1", "--max-mflop", "2"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert "forward only" in out[0] and len(out[2:]) == 1
+    net, index = bench_layers.layer_net(Geometry("Convolution", 2, 4, 8, 6, (3, 3), 1, (1, 1), 1, 1))
+    expected = net.blobs["y"].data.copy()
+    step = bench_layers.netlayers_step(net, index, forward_only=True)
+    net.blobs["y"].data[...] = 0
+    step()
+    assert net.forward_only and np.array_equal(net.blobs["y"].data, expected)

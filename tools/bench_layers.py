@@ -12,7 +12,9 @@ form, row strips, depthwise, sub-pixel): it finds the geometries that fall off t
 
     python tools/bench_layers.py --kind Convolution --seed 4 --count 45
 
-Without PyTorch (``--no-torch``, or not installed) it times netlayers alone.
+With ``--forward-only`` both sides run the forward alone, as inference (netlayers' net made
+forward only, PyTorch under ``no_grad``). Without PyTorch (``--no-torch``, or not installed) it
+times netlayers alone.
 """
 
 import argparse
@@ -139,7 +141,13 @@ def path_of(layer):
     return type(getattr(layer, "chunks", None)).__name__
 
 
-def netlayers_step(net, index):
+def netlayers_step(net, index, forward_only=False):
+    """One step of the layer: forward + backward, or with ``forward_only`` the forward of the
+    net made forward only (``Net.drop_backward``: what inference keeps)."""
+    if forward_only:
+        net.drop_backward()
+        return lambda: run_layer(net, index, "forward")
+
     def step():
         run_layer(net, index, "forward")
         run_layer(net, index, "backward")
@@ -147,7 +155,7 @@ def netlayers_step(net, index):
     return step
 
 
-def torch_step(geometry, torch):
+def torch_step(geometry, torch, forward_only=False):
     g = geometry
     functional = torch.nn.functional
     x = torch.randn(g.batch, g.channels, g.size, g.size, requires_grad=True)
@@ -168,7 +176,11 @@ def torch_step(geometry, torch):
         x.grad = w.grad = b.grad = None
         forward().backward(dy)
 
-    return step
+    def inference():
+        with torch.no_grad():
+            forward()
+
+    return inference if forward_only else step
 
 
 def iterations_for(step, budget):
@@ -179,19 +191,23 @@ def iterations_for(step, budget):
     return max(1, int(budget / max(time.perf_counter() - start, 1e-6)))
 
 
-def sweep(kind, seed, count, rounds, torch, min_flops, max_flops, budget=0.1, pause=0.15):
+def sweep(kind, seed, count, rounds, torch, min_flops, max_flops, budget=0.1, pause=0.15, forward_only=False):
     """Rows (ratio or None, netlayers seconds, PyTorch seconds or None, geometry, path) for
-    ``count`` random geometries of ``kind``."""
+    ``count`` random geometries of ``kind`` (``forward_only``: inference, the forward alone).
+    netlayers' layer is timed as inside a net's pass, BLAS set for the pass once
+    (``parallel.single_threaded_blas`` around the rounds), not again at every call: outside a
+    pass each call switched BLAS's threads, which took more than a small layer's products."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
         geometry = random_geometry(rng, kind, min_flops, max_flops)
         net, index = layer_net(geometry)
-        steps = [netlayers_step(net, index)]
+        steps = [netlayers_step(net, index, forward_only)]
         if torch is not None:
-            steps.append(torch_step(geometry, torch))
-        iters = min(iterations_for(step, budget) for step in steps)
-        times = bench_nets.alternate_rounds(steps, rounds, iters, pause)
+            steps.append(torch_step(geometry, torch, forward_only))
+        with netlayers.parallel.single_threaded_blas:
+            iters = min(iterations_for(step, budget) for step in steps)
+            times = bench_nets.alternate_rounds(steps, rounds, iters, pause)
         ours = statistics.median(times[0])
         theirs = statistics.median(times[1]) if torch is not None else None
         ratio = statistics.median(a / b for a, b in zip(*times)) if torch is not None else None
@@ -221,12 +237,15 @@ def main(argv=None):
     parser.add_argument("--min-mflop", type=float, default=20, help="a forward's FLOPs, at least")
     parser.add_argument("--max-mflop", type=float, default=1500, help="a forward's FLOPs, at most")
     parser.add_argument("--no-torch", action="store_true", help="time netlayers alone")
+    parser.add_argument("--forward-only", action="store_true", help="time the forward alone, as inference")
     args = parser.parse_args(argv)
     torch = None if args.no_torch else bench_nets.import_torch()
     bench_nets.set_threads(args.threads, torch)
-    rows = sweep(args.kind, args.seed, args.count, args.rounds, torch, args.min_mflop * 1e6, args.max_mflop * 1e6)
+    flops = (args.min_mflop * 1e6, args.max_mflop * 1e6)
+    rows = sweep(args.kind, args.seed, args.count, args.rounds, torch, *flops, forward_only=args.forward_only)
     side = "against PyTorch " + torch.__version__ if torch is not None else "netlayers alone (no PyTorch)"
-    print(f"{args.count} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {side}")
+    what = "forward only" if args.forward_only else "forward + backward"
+    print(f"{args.count} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {what}, {side}")
     print(report(rows))
 
 
