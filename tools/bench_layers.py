@@ -195,8 +195,7 @@ def sweep(kind, seed, count, rounds, torch, min_flops, max_flops, budget=0.1, pa
     """Rows (ratio or None, netlayers seconds, PyTorch seconds or None, geometry, path) for
     ``count`` random geometries of ``kind`` (``forward_only``: inference, the forward alone).
     netlayers' layer is timed as inside a net's pass, BLAS set for the pass once
-    (``parallel.single_threaded_blas`` around the rounds), not again at every call: outside a
-    pass each call switched BLAS's threads, which took more than a small layer's products."""
+    (``parallel.single_threaded_blas`` around the rounds), not again at every call."""
     rng = random.Random(seed)
     rows = []
     for _ in range(count):
