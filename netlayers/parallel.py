@@ -397,18 +397,20 @@ SPLIT_GRAIN = 16  # parts are cut at multiples of 16 rows, columns or inner item
 
 def matmul(a, b, out, add=False):
     """out = a @ b for 2-D arrays, or out += a @ b with ``add``. A matrix times a vector (``out``
-    one row or one column) goes to ``_matrix_vector``. From ``MATMUL_SPLIT_FLOPS`` (thin products'
-    FLOPs counted more, see above) the product is cut into one part a worker
-    (``_split_product``), else it runs whole in the calling thread."""
+    one row or one column) is never cut as a product: from ``MATRIX_VECTOR_SPLIT_BYTES`` it is
+    cut by outputs (``_split_matrix_vector``). Other products from ``MATMUL_SPLIT_FLOPS`` (thin
+    products' FLOPs counted more, see above) are cut into one part a worker
+    (``_split_product``). Else the product runs whole in the calling thread."""
     rows, cols = out.shape
     inner = a.shape[1]
-    if min(rows, cols) == 1 and inner > 1 and not add:
-        return _matrix_vector(a, b, out)
     flops = 2 * rows * cols * inner
     thin = min(rows, cols, inner)
     if thin < THIN_SIDE:
         flops = flops * THIN_SIDE // max(thin, 1)
-    if flops >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out, add):
+    if min(rows, cols) == 1 and inner > 1 and not add:
+        if _split_matrix_vector(a, b, out):
+            return out
+    elif flops >= MATMUL_SPLIT_FLOPS and _split_product(a, b, out, add):
         return out
     if add:
         from .kernels.blas import add_product
@@ -430,22 +432,19 @@ def matmul(a, b, out, add=False):
 MATRIX_VECTOR_SPLIT_BYTES = 1 << 25
 
 
-def _matrix_vector(a, b, out):
+def _split_matrix_vector(a, b, out):
     """out = a @ b where ``out`` has one row (x W^T: an InnerProduct of one item) or one column
-    (W x^T): numpy hands such a product to BLAS's matrix-vector routine, which reads the matrix
-    once; cut as a product, each part ran as a matrix product of one row, which packs the whole
-    matrix first (1000 x 2048 weights, batch 1, 2 workers: 0.26-0.36 ms against 0.11 ms whole on
-    one core). It is bound by reading the matrix, so from ``MATRIX_VECTOR_SPLIT_BYTES`` of it the
-    workers take a slice of the outputs each (``over_slices``; not from inside ``run_parts``'
-    work)."""
+    (W x^T), cut by outputs over the workers, one slice each (``over_slices``); False, with
+    nothing done, below ``MATRIX_VECTOR_SPLIT_BYTES`` of matrix or from inside ``run_parts``'
+    work (the caller then runs it whole). numpy hands such a product, whole or a slice, to BLAS's
+    matrix-vector routine, which reads the matrix once; cut as a product, each part ran as a
+    matrix product of one row, which packs the whole matrix first (1000 x 2048 weights, batch
+    1, 2 workers: 0.26-0.36 ms against 0.11 ms whole on one core). It is bound by reading the
+    matrix: only a large one gains from two cores."""
     row = out.shape[0] == 1
     matrix = b if row else a
     if getattr(_inside_parts, "depth", 0) or matrix.nbytes < MATRIX_VECTOR_SPLIT_BYTES:
-        if single_threaded_blas.depth:  # inside a net pass (or a worker's part): as the pass set BLAS
-            return np.matmul(a, b, out=out)
-        with single_threaded_blas:
-            np.matmul(a, b, out=out)
-        return out
+        return False
 
     def part(lo, hi):
         if row:
@@ -454,7 +453,7 @@ def _matrix_vector(a, b, out):
             np.matmul(a[lo:hi], b, out=out[lo:hi])
 
     over_slices(part, out.shape[1] if row else out.shape[0], matrix.nbytes)
-    return out
+    return True
 
 
 def _product_calls():

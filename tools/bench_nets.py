@@ -838,16 +838,25 @@ def relu6(name, blob):
     return {"name": name, "type": "Clip", "bottom": blob, "top": blob, "clip_param": {"min": 0.0, "max": 6.0}}
 
 
-def inverted_residual(layers, name, bottom, channels, out, stride, expand=6):
-    """A MobileNet v2 inverted residual block appended to ``layers``: 1x1 to ``expand`` times
-    ``channels``, depthwise 3x3 (``stride``), a linear 1x1 projection to ``out``, each with
-    BatchNorm + Scale, ReLU6 after the first two; added to the block's input where the shapes
-    match (stride 1, ``channels`` = ``out``). Returns the block's top."""
+def swish(name, blob):
+    """Swish in place (Caffe's Swish layer, beta 1: x sigmoid(x))."""
+    return activation(name, blob, "Swish")
+
+
+def inverted_residual(layers, name, bottom, channels, out, stride, expand=6, kernel=3, activate=relu6):
+    """A MobileNet v2 inverted residual block (an EfficientNet MBConv block with ``kernel`` 5 and
+    ``activate`` :func:`swish`, its squeeze-excitation left out) appended to ``layers``: 1x1 to
+    ``expand`` times ``channels``, depthwise ``kernel`` x ``kernel`` (``stride``), a linear 1x1
+    projection to ``out``, each with BatchNorm + Scale, ``activate`` (ReLU6) after the first two,
+    named by it; added to the block's input where the shapes match (stride 1, ``channels`` =
+    ``out``). Returns the block's top."""
     e, d, p = f"{name}_expand", f"{name}_dw", f"{name}_project"
     hidden = channels * expand
-    layers += [conv(e, bottom, hidden, 1, bias=False), *batch_norm_scale(e, e), relu6(f"{e}_relu6", e)]
-    layers += [conv(d, e, hidden, 3, pad=1, stride=stride, group=hidden, bias=False), *batch_norm_scale(d, d)]
-    layers += [relu6(f"{d}_relu6", d), conv(p, d, out, 1, bias=False), *batch_norm_scale(p, p)]
+    act = activate.__name__
+    layers += [conv(e, bottom, hidden, 1, bias=False), *batch_norm_scale(e, e), activate(f"{e}_{act}", e)]
+    layers += [conv(d, e, hidden, kernel, pad=kernel // 2, stride=stride, group=hidden, bias=False)]
+    layers += [*batch_norm_scale(d, d), activate(f"{d}_{act}", d)]
+    layers += [conv(p, d, out, 1, bias=False), *batch_norm_scale(p, p)]
     if stride != 1 or channels != out:
         return p
     layers.append({"name": name, "type": "Eltwise", "bottom": [bottom, p], "top": name})
@@ -997,12 +1006,10 @@ def autoencoder(batch=100, widths=(1000, 500, 250, 30)):
     return net_spec("autoencoder", layers)
 
 
-def conv_relu(layers, name, bottom, num_output, kernel, pad=None):
-    """A stride-1 convolution of a square ``kernel`` (an int) or a (height, width) one, padded to
-    keep the size unless ``pad`` says otherwise, with ReLU, appended to ``layers``; returns its top."""
-    kernel = kernel if isinstance(kernel, (tuple, list)) else (kernel, kernel)
-    pad = [side // 2 for side in kernel] if pad is None else pad
-    layers += [conv(name, bottom, num_output, list(kernel), pad=pad), relu(f"{name}_relu", name)]
+def conv_relu(layers, name, bottom, num_output, kernel):
+    """:func:`factorized_conv` of a (height, width) ``kernel``, or of a square one given as an int,
+    appended to ``layers``; returns its top."""
+    layers += factorized_conv(name, bottom, num_output, kernel if isinstance(kernel, tuple) else (kernel, kernel))
     return name
 
 
@@ -1040,23 +1047,6 @@ def inception_v3_8(batch=8, size=8, channels=1280):
     return net_spec("inception_v3_8", [*layers, loss("fc")])
 
 
-def mbconv(layers, name, bottom, channels, out, kernel, stride, expand=6):
-    """An EfficientNet MBConv block appended to ``layers`` (its squeeze-excitation left out): 1x1
-    to ``expand`` times ``channels``, depthwise ``kernel`` x ``kernel`` (``stride``), a linear
-    1x1 projection to ``out``, each with BatchNorm + Scale, Swish after the first two; added to
-    the block's input where the shapes match. Returns the block's top."""
-    e, d, p = f"{name}_expand", f"{name}_dw", f"{name}_project"
-    hidden = channels * expand
-    layers += [conv(e, bottom, hidden, 1, bias=False), *batch_norm_scale(e, e), activation(f"{e}_swish", e, "Swish")]
-    layers += [conv(d, e, hidden, kernel, pad=kernel // 2, stride=stride, group=hidden, bias=False)]
-    layers += [*batch_norm_scale(d, d), activation(f"{d}_swish", d, "Swish")]
-    layers += [conv(p, d, out, 1, bias=False), *batch_norm_scale(p, p)]
-    if stride != 1 or channels != out:
-        return p
-    layers.append({"name": name, "type": "Eltwise", "bottom": [bottom, p], "top": name})
-    return name
-
-
 def efficientnet(batch=8, size=56):
     """EfficientNet-B0's blocks from 56 x 56 to 14 x 14 (Tan and Le): 5x5 depthwise MBConv 24 ->
     40 (stride 2) and 40 -> 40, 3x3 40 -> 80 (stride 2) and 80 -> 80, 5x5 80 -> 112, expansion 6,
@@ -1064,7 +1054,7 @@ def efficientnet(batch=8, size=56):
     layers, bottom = [input_layer(batch, 24, size, size)], "data"
     plan = [(24, 40, 5, 2), (40, 40, 5, 1), (40, 80, 3, 2), (80, 80, 3, 1), (80, 112, 5, 1)]
     for k, (channels, out, kernel, stride) in enumerate(plan):
-        bottom = mbconv(layers, f"mb{k}", bottom, channels, out, kernel, stride)
+        bottom = inverted_residual(layers, f"mb{k}", bottom, channels, out, stride, kernel=kernel, activate=swish)
     layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
     return net_spec("efficientnet", layers)
 
