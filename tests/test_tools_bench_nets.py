@@ -699,6 +699,21 @@ def test_a_net_file_is_benchmarked_in_its_train_phase_against_pytorch_where_inst
     assert f"| {path} | " in out  # the table's row
 
 
+def test_a_net_file_without_products_has_no_floor_and_still_gets_its_table(tmp_path, quick, capsys):
+    """No Convolution or InnerProduct: a GEMM floor of 0, so the floor's columns read "-"
+    (they once divided by it)."""
+    data = {"name": "data", "type": "Input", "top": ["data"], "input_param": {"shape": [{"dim": [2, 3, 4, 4]}]}}
+    spec = bench_nets.net_spec(
+        "no_products",
+        [data, {**layer("t", "Scale", "data", "x"), "scale_param": {"axis": 0}}, {**relu("r", "x"), "loss_weight": 1}],
+    )
+    path = tmp_path / "no_products.yaml"
+    path.write_text(json.dumps(spec))
+    assert bench_nets.main(["--nets", str(path), *quick]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {path} |"))
+    assert [cell.strip(" |") for cell in row.split(" | ")[4:7]] == ["0.0", "-", "-"]
+
+
 def test_the_example_prototxt_net_runs(quick, capsys):
     path = str(Path(bench_nets.__file__).parent / "nets" / "lenet.prototxt")
     assert bench_nets.main(["--nets", path, *quick]) == 0

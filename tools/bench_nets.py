@@ -2733,7 +2733,8 @@ def ms(seconds):
 
 
 def times_over(seconds, floor):
-    return "-" if seconds is None else f"{seconds / floor:.1f}x"
+    """A time in floors ("-" for a net without products: no floor to compare with)."""
+    return "-" if seconds is None or not floor else f"{seconds / floor:.1f}x"
 
 
 def percent(share):

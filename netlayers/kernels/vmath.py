@@ -422,17 +422,18 @@ def softmax_loss_grad(prob, labels, ignore, use_ignore, scale, grad):
 
 
 @jit
-def softmax(x, y):
+def softmax(x, y, lo, hi):
     """y = softmax of the C-contiguous float32 (outer, classes, inner) x along its axis 1 (y may
-    be x): per block of inner positions, the maximum over the classes (a NaN wins, as numpy's
-    max), exp of the shifted scores with their sum, then the quotients. Each loop runs along
-    the inner positions, which vectorizes (the classes of one position are ``inner`` apart)."""
+    be x), at the inner positions [lo, hi) of every item: per block of positions, the maximum
+    over the classes (a NaN wins, as numpy's max), exp of the shifted scores with their sum,
+    then the quotients. Each loop runs along the inner positions, which vectorizes (the classes
+    of one position are ``inner`` apart)."""
     a, top, e, q, s = _scratch()
     total = np.empty(BLOCK, np.float32)
     outer, classes, inner = x.shape
     for n in range(outer):
-        for start in range(0, inner, BLOCK):
-            m = min(BLOCK, inner - start)
+        for start in range(lo, hi, BLOCK):
+            m = min(BLOCK, hi - start)
             _load(x[n, 0, start : start + m], m, top)
             for c in range(1, classes):
                 xb = x[n, c, start : start + m]
@@ -454,3 +455,51 @@ def softmax(x, y):
                 _load(yb, m, a)
                 for j in range(m):
                     yb[j] = a[j] / total[j]
+
+
+@jit
+def softmax_loss_positions(prob, labels, ignore, use_ignore, lo, hi):
+    """SoftmaxWithLoss's loss over the inner positions [lo, hi) of every item, for float32
+    probabilities (outer, classes, inner) with positions after the classes (a segmentation
+    net's (N, C, H, W)) and their labels (outer, inner): the sum of -log(max(prob[n, label,
+    i], FLT_MIN)) in float64 over the positions whose label is not ``ignore`` (when
+    ``use_ignore``). Returns (that sum, the positions counted, the flat index n * inner + i of
+    the first label, in that order, that is neither a class index nor ignored, else -1)."""
+    outer, classes, inner = prob.shape
+    total = 0.0
+    counted = 0
+    for n in range(outer):
+        for i in range(lo, hi):
+            label = labels[n, i]
+            if use_ignore and label == ignore:
+                continue
+            if not (label == np.floor(label) and label >= 0 and label < classes):
+                return total, counted, n * inner + i
+            total -= np.log(max(prob[n, int(label), i], _TINY))
+            counted += 1
+    return total, counted, -1
+
+
+@jit
+def softmax_loss_positions_grad(prob, labels, ignore, use_ignore, scale, grad, lo, hi):
+    """SoftmaxWithLoss's backward at the inner positions [lo, hi) of every item of (outer,
+    classes, inner) probabilities (any float dtype; the labels (outer, inner) checked by the
+    forward): grad[n, c, i] = scale (prob[n, c, i] - [c == label]), zero where the label is
+    ``ignore`` (when ``use_ignore``): scale * prob along each class's positions (a loop that
+    vectorizes), then each position's label class, or its ignored column, rewritten."""
+    outer, classes, inner = prob.shape
+    one, zero = prob.dtype.type(1), prob.dtype.type(0)  # arithmetic in the arrays' dtype
+    for n in range(outer):
+        lab = labels[n]
+        for c in range(classes):
+            p, g = prob[n, c, lo:hi], grad[n, c, lo:hi]  # indexed from 0: no wraparound test
+            for i in range(hi - lo):
+                g[i] = p[i] * scale
+        for i in range(lo, hi):
+            label = lab[i]
+            if use_ignore and label == ignore:
+                for c in range(classes):
+                    grad[n, c, i] = prob[n, c, i] * zero * scale
+            else:
+                k = int(label)
+                grad[n, k, i] = (prob[n, k, i] - one) * scale

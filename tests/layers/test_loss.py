@@ -232,6 +232,66 @@ def test_softmax_with_loss_rows_shared_over_workers_agree_and_find_a_late_bad_la
         instance.forward(bottom, top)
 
 
+@pytest.mark.parametrize("mode", ["VALID", "BATCH_SIZE", "FULL"])
+@pytest.mark.parametrize("ignore", [None, 2])
+@pytest.mark.parametrize("axis", [1, 2])
+def test_softmax_with_loss_on_float32_positions_takes_the_kernels_and_agrees(mode, ignore, axis, rng):
+    """float32 scores with positions after the classes (a segmentation net's (N, C, H, W), or a
+    softmax over axis 2): the softmax kernel, then vmath.softmax_loss_positions and its
+    gradient give the float64 definition's loss, probabilities and gradient to float32
+    precision; an ignored position's gradient is zero for every class."""
+    x = 3 * rng.standard_normal((2, 5, 7, 6))
+    x[1, :, 3] += 80.0  # exp would overflow unshifted
+    label_shape = tuple(n for i, n in enumerate(x.shape) if i != axis)
+    labels = rng.integers(0, x.shape[axis], label_shape).astype(float)
+    labels.reshape(-1)[::7] = 2
+    loss_param = {"normalization": mode} if ignore is None else {"normalization": mode, "ignore_label": ignore}
+    layer = {
+        "type": "SoftmaxWithLoss",
+        "loss_param": loss_param,
+        "top": ["loss", "prob"],
+        "softmax_param": {"axis": axis},
+    }
+    instance, bottom, top = make_layer(layer, [x, labels], dtype=np.float32)
+    loss = instance.forward(bottom, top)
+    expected, grad = softmax_loss_reference(x, labels, axis, mode, ignore)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    p = np.exp(x - x.max(axis, keepdims=True))
+    np.testing.assert_allclose(top[1].data, p / p.sum(axis, keepdims=True), rtol=2e-5, atol=1e-9)
+    (dx, _) = backward(instance, bottom, top, loss_weight=1.5)
+    assert dx.dtype == np.float32
+    np.testing.assert_allclose(dx, 1.5 * grad, rtol=2e-5, atol=2e-7)  # p - 1 near p = 1: p's float32 ulp
+    if ignore is not None:
+        assert not np.moveaxis(dx, axis, -1)[labels == ignore].any()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_softmax_with_loss_positions_shared_over_workers_agree_and_find_a_late_bad_label(
+    workers, batch, thread_count, rng
+):
+    """Per-position scores of 2 MiB and more are shared out (by images, or by positions for a
+    batch smaller than the workers): the loss and gradient are the float64 definition's with any
+    worker count, and a bad label in the last position is still named."""
+    thread_count(workers)
+    x = 2 * rng.standard_normal((batch, 21, 64, 160 // batch))
+    labels = rng.integers(0, 21, (batch, 1, 64, 160 // batch)).astype(float)
+    layer = {"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 4}}
+    instance, bottom, top = make_layer(layer, [x, labels], dtype=np.float32)
+    loss = instance.forward(bottom, top)
+    expected, grad = softmax_loss_reference(x, labels, 1, "VALID", 4)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    (dx, _) = backward(instance, bottom, top, loss_weight=1.0)
+    np.testing.assert_allclose(dx, grad, rtol=2e-5, atol=1e-9)
+    assert not dx.transpose(0, 2, 3, 1)[labels[:, 0] == 4].any()
+    bottom[1].data[-1, 0, -1, -1] = 21
+    with pytest.raises(DataError, match="label 21 is outside the 21 classes"):
+        instance.forward(bottom, top)
+    bottom[1].data[-1, 0, -1, -1] = 0.5
+    with pytest.raises(DataError, match="label 0.5 is not a whole number"):
+        instance.forward(bottom, top)
+
+
 def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
     x = np.zeros((2, 3))
     _, (loss,) = run_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 1}}, [x, np.ones(2)])
