@@ -89,7 +89,7 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, 
     dilation above 1 on some axis and padding equal to it (the output keeps the input's size),
     one group, and phases where Winograd applies (its rule on the phases' outputs, each image
     d_h d_w phase images)."""
-    if kernel != (3, 3) or stride != (1, 1) or dilation == (1, 1) or pad != dilation:
+    if kernel != (3, 3) or stride != (1, 1) or dilation == (1, 1) or pad != dilation or groups != 1:
         return False
     phase_out = tuple(-(-o // d) for o, d in zip(out_size, dilation))
     phases = batch * dilation[0] * dilation[1]

@@ -156,10 +156,46 @@ class SharedFilters:
     ResNet-50's 256-channel ones 9.4 MB as F(4x4): 4x their weights."""
 
     u_shape: tuple
+    groups = 1
 
     @property
     def u(self):
         return parallel.scratch(0, FILTERS, math.prod(self.u_shape), self.dtype).reshape(self.u_shape)
+
+    # The tap products, by groups: with ``groups`` > 1 an output sees only its group's channels,
+    # so U is (taps, outputs, channels / groups) and each group's rows of M come from its own
+    # rows of V (the transforms, one channel at a time, do not change).
+    def _groups(self):
+        """(the outputs, the channels) of each group, as slices."""
+        k, c = self.outputs // self.groups, self.channels // self.groups
+        return [(slice(g * k, (g + 1) * k), slice(g * c, (g + 1) * c)) for g in range(self.groups)]
+
+    def _forward_products(self, v, m):
+        """m[xi] = U[xi] v[xi] for every tap xi ((taps, channels, span) -> (taps, outputs, span))."""
+        if self.groups == 1:
+            np.matmul(self.u, v, out=m)
+            return
+        u = self.u
+        for outputs, channels in self._groups():
+            np.matmul(u[:, outputs], v[:, channels], out=m[:, outputs])
+
+    def _data_products(self, dm, v):
+        """v[xi] = U[xi]^T dm[xi] for every tap xi (the input gradient's transformed tiles)."""
+        if self.groups == 1:
+            np.matmul(self.u.transpose(0, 2, 1), dm, out=v)
+            return
+        u = self.u
+        for outputs, channels in self._groups():
+            np.matmul(u[:, outputs].transpose(0, 2, 1), dm[:, outputs], out=v[:, channels])
+
+    def _weight_products(self, dm, v, partial, add):
+        """partial[xi] (+)= dm[xi] v[xi]^T for every tap xi: added with ``add``, else written."""
+        pieces = [(slice(None), slice(None))] if self.groups == 1 else self._groups()
+        for outputs, channels in pieces:
+            if add:
+                add_products(dm[:, outputs], v[:, channels], partial[:, outputs])
+            else:
+                np.matmul(dm[:, outputs], v[:, channels].transpose(0, 2, 1), out=partial[:, outputs])
 
 
 BAND_BYTES = 1 << 21  # transformed tiles of a band of tile rows (V, and M likewise), a worker.
@@ -226,6 +262,34 @@ MIN_FEW_CHANNELS_TILES = 512
 # sides from 342 (96) to 258 (127) tiles; F(2x2) measured 0.82x of im2col on such a layer with
 # fewer tiles still (96 -> 96 at 14 x 14 batch 2, 98 tiles).
 MIN_FEW_CHANNELS_WIDE_TILES = 192
+
+# A grouped convolution runs as ``groups`` convolutions side by side: every channel transformed
+# once, then each group's products apart (``SharedFilters._forward_products``). im2col's grouped
+# products are small (a group's outputs by its channels x 9), so Winograd pays earlier than for
+# one group. Forward + backward, the time with Winograd forced / with im2col, 2 workers, medians
+# of 3 paired rounds in one process (2026-12-06), batch, channels = outputs at output size,
+# groups: 8, 128 at 28, g2 0.53x (24.96 -> 13.34 ms), g4 0.51x, g8 0.88x; 8, 64 at 56, g2 0.66x,
+# g4 0.75x; 32, 64 at 16, g2 0.69x; 8, 32 at 56, g2 0.70x; 16, 64 at 28, g4 (16 a group) 0.85x;
+# 2, 128 at 28, g4 0.80x; 8, 256 at 14, g4 0.98x, g8 0.71x; 16, 128 at 14, g4 0.88x; 4, 512 at
+# 14, g16 0.77x; 8, 256 at 7, g4 0.70x. Where it lost: 16 channels a group at 7 x 7 (8, 512,
+# g32: 1.16x) and 49 tiles (1, 256 at 14 x 14, g2: 1.17x). So: at least MIN_GROUP_CHANNELS
+# channels and outputs a group (MIN_GROUP_CHANNELS_SMALL_MAP on maps under MIN_SMALL_MAP_SIZE)
+# and MIN_GROUP_TILES 2x2 tiles in the batch.
+MIN_GROUP_CHANNELS = 16
+MIN_GROUP_CHANNELS_SMALL_MAP = 32
+MIN_GROUP_TILES = 96
+
+
+def grouped_applies(groups, channels, outputs, out_size, batch):
+    """Whether a 3x3 stride-1 convolution of ``groups`` > 1 groups runs as Winograd (the rule
+    above; F(4x4) or F(2x2) as ``convolution`` picks for a group's channels)."""
+    fewest = min(channels, outputs) // groups
+    small = min(out_size) < MIN_SMALL_MAP_SIZE
+    if fewest < (MIN_GROUP_CHANNELS_SMALL_MAP if small else MIN_GROUP_CHANNELS):
+        return False
+    return batch * math.prod(-(-side // 2) for side in out_size) >= MIN_GROUP_TILES
+
+
 MIN_FEW_CHANNELS_WIDE_WORK = 32768  # tiles times the larger channel count
 
 
@@ -276,14 +340,16 @@ def small_map_f4(channels, outputs, out_size, batch):
 
 def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
     """Whether a convolution of ``batch`` images runs as Winograd F(2x2, 3x3): a 3x3 kernel,
-    stride 1, dilation 1, one group, the same padding of 0 or 1 on both axes, and either at
-    least ``MIN_CHANNELS`` input and output channels, outputs of at least ``MIN_OUTPUT_SIZE``
-    rows and columns, and the fewer channels times the shorter output side at least
+    stride 1, dilation 1, the same padding of 0 or 1 on both axes, and either at least
+    ``MIN_CHANNELS`` input and output channels, outputs of at least ``MIN_OUTPUT_SIZE`` rows
+    and columns, and the fewer channels times the shorter output side at least
     ``MIN_CHANNELS_BY_SIZE``, or the small-map rule or the few-channels rule above, or
     ``small_map_f4`` (where each was measured faster: with fewer channels or tiles the products
-    are too small to pay for the transforms)."""
-    if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and groups == 1 and pad[0] == pad[1] <= 1):
+    are too small to pay for the transforms). A grouped convolution: ``grouped_applies``."""
+    if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and pad[0] == pad[1] <= 1):
         return False
+    if groups > 1:
+        return grouped_applies(groups, channels, outputs, out_size, batch)
     fewer, shorter = min(channels, outputs), min(out_size)
     if shorter >= MIN_OUTPUT_SIZE and fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE:
         return True
@@ -317,18 +383,18 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, 
 MIN_CHANNELS_F4 = 16
 
 
-def convolution(image_shape, outputs, pad, dtype):
+def convolution(image_shape, outputs, pad, dtype, groups=1):
     """The Winograd convolution for a geometry where ``applies``: F(4x4, 3x3) (``winograd4``)
-    with at least ``MIN_CHANNELS_F4`` input and output channels and outputs of at least
+    with at least ``MIN_CHANNELS_F4`` input and output channels a group and outputs of at least
     ``MIN_OUTPUT_SIZE`` rows and columns, or where ``small_map_f4``; else F(2x2, 3x3)."""
     out_size = tuple(side + 2 * pad - 2 for side in image_shape[2:])
-    channels = image_shape[1]
-    large = min(channels, outputs) >= MIN_CHANNELS_F4 and min(out_size) >= MIN_OUTPUT_SIZE
-    if large or small_map_f4(channels, outputs, out_size, image_shape[0]):
+    channels, outputs_a_group = image_shape[1] // groups, outputs // groups
+    large = min(channels, outputs_a_group) >= MIN_CHANNELS_F4 and min(out_size) >= MIN_OUTPUT_SIZE
+    if large or small_map_f4(channels, outputs_a_group, out_size, image_shape[0]):
         from .winograd4 import Winograd4Convolution  # here: winograd4 imports this module
 
-        return Winograd4Convolution(image_shape, outputs, pad, dtype)
-    return WinogradConvolution(image_shape, outputs, pad, dtype)
+        return Winograd4Convolution(image_shape, outputs, pad, dtype, groups)
+    return WinogradConvolution(image_shape, outputs, pad, dtype, groups)
 
 
 @jit
@@ -656,9 +722,9 @@ class WinogradConvolution(SharedFilters):
     so they can differ in the last bits between thread counts, as in ``conv_gemm``.
     """
 
-    def __init__(self, image_shape, outputs, pad, dtype):
+    def __init__(self, image_shape, outputs, pad, dtype, groups=1):
         self.batch, self.channels, height, width = image_shape
-        self.outputs, self.pad = outputs, pad
+        self.outputs, self.pad, self.groups = outputs, pad, groups
         self.dtype = np.dtype(dtype)
         out_h, out_w = height + 2 * pad - 2, width + 2 * pad - 2
         tiles_h, self.tiles_w = -(-out_h // 2), -(-out_w // 2)
@@ -670,7 +736,7 @@ class WinogradConvolution(SharedFilters):
         fit = BAND_BYTES // (tiles_h * row_bytes)
         self.run_images = run_length(fit, image_tiles, self.batch) if bands == 1 else 1
         self.band_tiles = self.run_images * rows * (self.tiles_w + 1)  # tiles of a channel in a band
-        self.u_shape = (16, outputs, self.channels)
+        self.u_shape = (16, outputs, self.channels // groups)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
@@ -711,7 +777,7 @@ class WinogradConvolution(SharedFilters):
                 span = len(images) * tiles
                 for i, n in enumerate(images):
                     input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
-                np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                self._forward_products(self._matrices(v, self.channels, span), self._matrices(m, self.outputs, span))
                 for i, n in enumerate(images):
                     output_tiles(m, bias, first, rows, tiles_w, y[n], i * tiles, span)
 
@@ -722,7 +788,7 @@ class WinogradConvolution(SharedFilters):
         gradient (when it is not None), with U from ``filters``; the work as
         :func:`backward_passes` splits it."""
         passes, adding = backward_passes(self.batch, self.bands, self._runs, 2, self.pad)
-        shape = (16, self.outputs, self.channels)
+        shape = self.u_shape
         pad, tiles_w = self.pad, self.tiles_w
         started = set()  # workers whose weight-gradient partial holds a product
 
@@ -743,13 +809,10 @@ class WinogradConvolution(SharedFilters):
                     if weight_diff is not None:
                         for i, n in enumerate(images):
                             input_tiles(x[n], pad, first, rows, tiles_w, v, i * tiles, span)
-                        if worker in started:
-                            add_products(dm_matrices, v_matrices, partial)
-                        else:
-                            np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
+                        self._weight_products(dm_matrices, v_matrices, partial, worker in started)
                         started.add(worker)
                     if dx is not None:
-                        np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
+                        self._data_products(dm_matrices, v_matrices)
                         for i, n in enumerate(images):
                             if clear is not None:
                                 dx[n, :, clear] = 0

@@ -420,9 +420,9 @@ class Winograd4Convolution(winograd.SharedFilters):
     K, ``pad`` the padding of both axes (0 or 1). Weight gradients are summed per worker, then
     over the workers (worker 0 first): the same bits for the same thread count."""
 
-    def __init__(self, image_shape, outputs, pad, dtype):
+    def __init__(self, image_shape, outputs, pad, dtype, groups=1):
         self.batch, self.channels, height, width = image_shape
-        self.outputs, self.pad = outputs, pad
+        self.outputs, self.pad, self.groups = outputs, pad, groups
         self.dtype = np.dtype(dtype)
         out_h, out_w = height + 2 * pad - 2, width + 2 * pad - 2
         tiles_h, self.tiles_w = -(-out_h // 4), -(-out_w // 4)
@@ -440,7 +440,7 @@ class Winograd4Convolution(winograd.SharedFilters):
                 gather_table(self.channels, height, width, pad, self.run_images, tiles_h, self.tiles_w),
                 gather_table(outputs, out_h, out_w, 0, self.run_images, tiles_h, self.tiles_w, side=4),
             )
-        self.u_shape = (36, outputs, self.channels)
+        self.u_shape = (36, outputs, self.channels // groups)
         self.transform = FILTER_TRANSFORM.astype(self.dtype)
         self.zero_bias = np.zeros(outputs, self.dtype)
 
@@ -502,7 +502,7 @@ class Winograd4Convolution(winograd.SharedFilters):
                 span = len(images) * rows * tiles_w
                 block = self._block(span)
                 self._input_tiles(x, images, first, rows, v, block)
-                np.matmul(self.u, self._matrices(v, self.channels, span), out=self._matrices(m, self.outputs, span))
+                self._forward_products(self._matrices(v, self.channels, span), self._matrices(m, self.outputs, span))
                 output_tiles(m, bias, images.start, len(images), first, rows, tiles_w, y, block)
 
         parallel.run_parts(share, workers, workers)
@@ -512,7 +512,7 @@ class Winograd4Convolution(winograd.SharedFilters):
         gradient (when it is not None), with U from ``filters``; the work as
         ``winograd.backward_passes`` splits it."""
         passes, adding = winograd.backward_passes(self.batch, self.bands, self._runs, 4, self.pad)
-        shape = (36, self.outputs, self.channels)
+        shape = self.u_shape
         pad, tiles_w = self.pad, self.tiles_w
         started = set()  # workers whose weight-gradient partial holds a product
 
@@ -530,13 +530,10 @@ class Winograd4Convolution(winograd.SharedFilters):
                     v_matrices = self._matrices(v, self.channels, span)
                     if weight_diff is not None:
                         self._input_tiles(x, images, first, rows, v, block)
-                        if worker in started:
-                            winograd.add_products(dm_matrices, v_matrices, partial)
-                        else:
-                            np.matmul(dm_matrices, v_matrices.transpose(0, 2, 1), out=partial)
+                        self._weight_products(dm_matrices, v_matrices, partial, worker in started)
                         started.add(worker)
                     if dx is not None:
-                        np.matmul(self.u.transpose(0, 2, 1), dm_matrices, out=v_matrices)
+                        self._data_products(dm_matrices, v_matrices)
                         if clear is not None:
                             dx[n0 : n0 + count, :, clear] = 0
                         input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block, not adding)

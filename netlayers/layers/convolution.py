@@ -441,7 +441,7 @@ class Convolution(_ConvolutionBase):
         geometry = (self.kernel, self.stride, self.dilation, self.pad, self.p.group)
         outputs, channels, itemsize = self.p.num_output, self.channels, self.dtype.itemsize
         if winograd.applies(*geometry, channels, outputs, out_size, self.batch):
-            return winograd.convolution(image_shape, outputs, self.pad[0], self.dtype)
+            return winograd.convolution(image_shape, outputs, self.pad[0], self.dtype, self.p.group)
         if dilated.applies(*geometry, channels, outputs, out_size, self.batch):
             return dilated.PhaseConvolution(image_shape, outputs, self.dilation, self.dtype)
         if winograd1d.applies(*geometry, channels, outputs, out_size, itemsize):

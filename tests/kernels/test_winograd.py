@@ -220,7 +220,7 @@ def test_backward_computes_only_what_is_asked():
         (((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (8, 8)), False),  # too few tiles
         (((3, 3), (2, 2), (1, 1), (1, 1), 1, 128, 128, (16, 16)), False),
         (((3, 3), (1, 1), (2, 2), (2, 2), 1, 128, 128, (16, 16)), False),
-        (((3, 3), (1, 1), (1, 1), (1, 1), 2, 128, 128, (16, 16)), False),
+        (((3, 3), (1, 1), (1, 1), (1, 1), 2, 128, 128, (16, 16)), True),  # 2 groups of 64: grouped_applies
         (((3, 3), (1, 1), (1, 1), (1, 0), 1, 128, 128, (16, 16)), False),
         (((3, 3), (1, 1), (1, 1), (2, 2), 1, 128, 128, (16, 16)), False),
         (((5, 5), (1, 1), (1, 1), (2, 2), 1, 128, 128, (16, 16)), False),
@@ -492,3 +492,96 @@ def test_add_weight_grad_cut_over_the_workers_adds_the_transformed_sum(thread_co
             results.append(diff)
         np.testing.assert_array_equal(results[0], results[1])
         np.testing.assert_allclose(results[0], want, rtol=1e-5, atol=1e-5)
+
+
+# -- groups ----------------------------------------------------------------------------------------
+def grouped_direct_case(x, weight, groups, pad, rng):
+    """The direct formulas group by group: (dy, (y, dx, dweight)) of a grouped convolution."""
+    c, k = x.shape[1] // groups, weight.shape[0] // groups
+    parts = [
+        direct_case(x[:, g * c : (g + 1) * c], weight[g * k : (g + 1) * k], np.zeros(k), pad, rng)
+        for g in range(groups)
+    ]
+    dy, y, dx = (np.concatenate([part[i] if i == 0 else part[1][i - 1] for part in parts], axis=1) for i in range(3))
+    dweight = np.concatenate([part[1][2] for part in parts], axis=0)  # outputs first
+    return dy, (y, dx, dweight)
+
+
+@pytest.mark.parametrize("convolution", [WinogradConvolution, Winograd4Convolution])
+@pytest.mark.parametrize("shape, outputs, groups", [((2, 6, 7, 9), 9, 3), ((3, 4, 8, 8), 4, 2), ((1, 8, 5, 6), 4, 4)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_grouped_winograd_matches_the_direct_convolution_of_each_group(
+    convolution, shape, outputs, groups, workers, thread_count
+):
+    """A grouped convolution as Winograd: each output sees only its group's channels (U is
+    (taps, outputs, channels / groups)); the output, the input gradient and the weight gradient
+    (added to what the diff held) are each group's direct convolution."""
+    thread_count(workers)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1] // groups, 3, 3))
+    dy, want = grouped_direct_case(x, weight, groups, 1, rng)
+    conv = convolution(x.shape, outputs, 1, np.float64, groups)
+    assert conv.u_shape[1:] == (outputs, shape[1] // groups)
+    conv.filters(weight)
+    y = np.full(dy.shape, np.nan)
+    conv.forward(x, None, y)
+    dx, dweight = np.full(x.shape, np.nan), np.ones(weight.shape)
+    conv.backward(x, dy, dx, dweight)
+    for got, expected in zip((y, dx, dweight - 1), want):
+        np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    "groups, channels, size, batch, expected",
+    [
+        (4, 128, 28, 8, True),  # 32 a group
+        (8, 128, 28, 8, True),  # 16 a group: MIN_GROUP_CHANNELS
+        (16, 128, 28, 8, False),  # 8 a group
+        (4, 256, 7, 8, True),  # a small map: 64 a group, 128 tiles
+        (32, 512, 7, 8, False),  # a small map, 16 a group: under MIN_GROUP_CHANNELS_SMALL_MAP
+        (2, 256, 14, 1, False),  # 49 tiles: under MIN_GROUP_TILES
+        (2, 256, 14, 2, True),  # 98 tiles
+    ],
+)
+def test_the_grouped_rule(groups, channels, size, batch, expected):
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), groups, channels, channels, (size, size), batch)
+    assert winograd.applies(*geometry) is expected
+
+
+def test_a_grouped_dilated_convolution_does_not_run_as_phases():
+    """dilated.PhaseConvolution has one group: a grouped dilated layer stays with im2col even
+    where the phases' Winograd rule would take it."""
+    from netlayers.kernels import dilated
+
+    assert dilated.applies((3, 3), (1, 1), (2, 2), (2, 2), 1, 128, 128, (56, 56), 8)
+    assert not dilated.applies((3, 3), (1, 1), (2, 2), (2, 2), 2, 128, 128, (56, 56), 8)
+
+
+def test_a_grouped_convolution_layer_runs_winograd_and_gives_im2cols_results(monkeypatch):
+    """Convolution with group 4 (32 channels a group at 16 x 16): Winograd by the grouped rule,
+    its top and gradients im2col + GEMM's (the rule off) in float32; in float64 its gradients
+    pass the numerical check."""
+    spec = dict(SMALL_WINOGRAD, bottom=["x"], top=["y"])
+    spec["convolution_param"] = dict(SMALL_WINOGRAD["convolution_param"], num_output=128, group=4, pad=1)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 128, 16, 16))
+    results, kinds = [], []
+    for tiles in (winograd.MIN_GROUP_TILES, 10**9):
+        monkeypatch.setattr(winograd, "MIN_GROUP_TILES", tiles)
+        layer, bottom, top = make_layer(spec, [x], dtype=np.float32)
+        kinds.append(type(layer.winograd))
+        with parallel.single_threaded_blas:
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.random.default_rng(4).standard_normal(top[0].shape)
+            layer.backward(top, [True], bottom)
+        results.append([top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()])
+    assert kinds == [winograd4.Winograd4Convolution, type(None)]
+    for got, want in zip(*results):
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+    for threshold in ("MIN_GROUP_TILES", "MIN_GROUP_CHANNELS", "MIN_GROUP_CHANNELS_SMALL_MAP"):
+        monkeypatch.setattr(winograd, threshold, 1)
+    small = dict(spec, convolution_param=dict(spec["convolution_param"], num_output=32))
+    layer, _, _ = make_layer(small, [rng.standard_normal((2, 32, 5, 6))])
+    assert layer.winograd is not None
+    assert_gradients(small, [rng.standard_normal((2, 32, 5, 6))])
