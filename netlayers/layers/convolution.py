@@ -604,7 +604,12 @@ class Deconvolution(_ConvolutionBase):
     shuffle's transpose, then the Convolution's backward): 0.67x-0.97x the time on such
     layers. Else, where ``deconv.applies`` (stride >= 2, a kernel at least twice the stride,
     input rows of 8 or more) col2im and im2col run by output phases (the same bits, 0.85x-0.98x
-    the time forward + backward).
+    the time forward + backward). With one channel a group (group = channels = num_output, the
+    bilinear upsampling of Caffe's BilinearFiller) it runs as the depthwise convolution from its
+    output back to its input, backward (``DepthwiseConvolution``: forward its data gradient,
+    backward its forward and weight gradient): 64 channels 4x4/2 from 56 x 56, batch 8,
+    forward 21.2 -> 3.0 ms and backward 16.3 -> 6.1 ms; an FCN's 21 channels 64x64/32 from
+    12 x 12, batch 1, 30.4 -> 2.4 and 20.1 -> 2.0 ms (against a product a channel).
     """
 
     example = [
@@ -629,6 +634,20 @@ class Deconvolution(_ConvolutionBase):
                     "kernel_size": 2,
                     "group": 2,
                     "weight_filler": {"type": "gaussian"},
+                }
+            },
+        },
+        {  # one channel a group (a bilinear upsampling's): the depthwise kernels, backward
+            "bottoms": [(2, 3, 5, 6)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 3,
+                    "group": 3,
+                    "kernel_size": 4,
+                    "stride": 2,
+                    "pad": 1,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
                 }
             },
         },
@@ -670,7 +689,15 @@ class Deconvolution(_ConvolutionBase):
         self._out_image_shape = (self.batch, self.p.num_output) + out_size
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         self._shape = shape
-        self.subpixel = None
+        self.subpixel = self.depthwise = None
+        if self.p.group == self.channels == self.p.num_output > 1:
+            # channel by channel (a bilinear upsampling's group = C): the depthwise convolution
+            # from the output back to the input, run backward (see ``_forward_depthwise``)
+            self.depthwise = DepthwiseConvolution(
+                self._out_image_shape, size, self.kernel, self.pad, self.stride, self.dilation, 1
+            )
+            self.buffer("_zero_bias", (self.p.num_output,))[...] = 0
+            return
         group_sizes = (self.channels // self.p.group, self.p.num_output // self.p.group)
         if deconv.subpixel_applies(self.kernel, self.stride, self.dilation, out_size, *group_sizes):
             self._setup_subpixel(size, out_size, bottom)
@@ -741,9 +768,40 @@ class Deconvolution(_ConvolutionBase):
         if want_weight:
             plan.add_weight_grad(inner.blobs[0].diff, self.blobs[0].diff)
 
+    def _forward_depthwise(self, bottom, top):
+        """y = the data gradient of the depthwise convolution ``self.depthwise`` (input: this
+        layer's output, output: its input) for the output gradient x, plus the bias: each
+        channel's taps scattered by its own filter, in compiled kernels over the workers,
+        in place of a product per channel (group = channels: products of one row)."""
+        weight = self.blobs[0].data
+        for i in range(len(bottom)):
+            x, y = self._input(bottom[i].data), top[i].data.reshape(self._out_image_shape)
+            self.depthwise.backward_data(x, weight, y)
+            if self.p.bias_term:
+                conv_kernels.add_bias(y.reshape(self.batch, self.p.num_output, -1), self.blobs[1].data)
+
+    def _backward_depthwise(self, top, propagate_down, bottom):
+        """dE/dx: the depthwise convolution's forward of dE/dy; dE/dW += its weight gradient
+        with dE/dy as its input and x as its output gradient."""
+        weight = self.blobs[0]
+        for i in reversed(range(len(top))):
+            dy = top[i].diff.reshape(self._out_image_shape)
+            if self.p.bias_term and self.param_propagate_down[1]:
+                self.blobs[1].diff += self.bias_sums(dy)
+            if self.param_propagate_down[0]:
+                self.depthwise.backward_weight(self._input(bottom[i].data), dy, weight.diff)
+            if propagate_down[i]:
+                self.depthwise.forward(dy, weight.data, self._zero_bias, self._input(bottom[i].diff))
+
+    def _input(self, array):
+        return array.reshape((self.batch, self.channels) + self.size)
+
     def Forward_cpu(self, bottom, top):
         if self.subpixel is not None:
             self._forward_subpixel(bottom, top)
+            return
+        if self.depthwise is not None:
+            self._forward_depthwise(bottom, top)
             return
         chunks = self.chunks
         weight = self.blobs[0].data
@@ -765,6 +823,9 @@ class Deconvolution(_ConvolutionBase):
     def Backward_cpu(self, top, propagate_down, bottom):
         if self.subpixel is not None:
             self._backward_subpixel(top, propagate_down, bottom)
+            return
+        if self.depthwise is not None:
+            self._backward_depthwise(top, propagate_down, bottom)
             return
         chunks = self.chunks
         weight = self.blobs[0]

@@ -78,6 +78,36 @@ def test_deconvolution_matches_definition_and_gradients(stride, pad, dilation, g
     assert_gradients(spec, [x])
 
 
+@pytest.mark.parametrize(
+    "shape, kernel, stride, pad, dilation",
+    [
+        ((2, 3, 5, 6), 4, 2, 1, 1),  # a bilinear 2x upsampling's geometry
+        ((1, 4, 3, 3), 3, 1, 1, 1),
+        ((2, 2, 4, 5), 3, 2, 0, 1),
+        ((1, 2, 2, 2), 8, 4, 2, 1),  # an FCN's upsampling: kernel twice the stride
+        ((2, 3, 4, 4), 3, 1, 2, 2),
+    ],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_deconvolution_of_one_channel_a_group_runs_depthwise(shape, kernel, stride, pad, dilation, bias, rng):
+    """group = channels = num_output: the depthwise convolution from the output back to the
+    input, run backward. Its output is the definition's, its gradients the numerical ones, and a
+    second bottom shares the weights (the layer contract, float32 against float64)."""
+    x = rng.standard_normal(shape)
+    param = {"num_output": shape[1], "group": shape[1], "kernel_size": kernel, "stride": stride, "pad": pad}
+    param |= {"dilation": dilation, "bias_term": bias, "weight_filler": {"type": "gaussian"}}
+    if bias:
+        param["bias_filler"] = {"type": "gaussian"}
+    spec = {"type": "Deconvolution", "convolution_param": param}
+    layer, (y,) = run_layer(spec, [x])
+    assert layer.depthwise is not None
+    weight, bias_values = params_of(layer) if bias else (params_of(layer)[0], None)
+    settings = ((stride,) * 2, (pad,) * 2, (dilation,) * 2, shape[1])
+    np.testing.assert_allclose(y, reference.deconvolution(x, weight, bias_values, *settings), rtol=1e-10, atol=1e-12)
+    assert_gradients(spec, [x])
+    assert_contract(dict(spec, top=["y", "y2"]), [x, rng.standard_normal(shape)])
+
+
 def test_convolution_output_size_follows_caffe(rng):
     for size, kernel, pad, stride, dilation in [
         (28, 5, 0, 1, 1),
