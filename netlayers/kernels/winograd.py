@@ -271,12 +271,15 @@ MIN_FEW_CHANNELS_WIDE_TILES = 192
 # groups: 8, 128 at 28, g2 0.53x (24.96 -> 13.34 ms), g4 0.51x, g8 0.88x; 8, 64 at 56, g2 0.66x,
 # g4 0.75x; 32, 64 at 16, g2 0.69x; 8, 32 at 56, g2 0.70x; 16, 64 at 28, g4 (16 a group) 0.85x;
 # 2, 128 at 28, g4 0.80x; 8, 256 at 14, g4 0.98x, g8 0.71x; 16, 128 at 14, g4 0.88x; 4, 512 at
-# 14, g16 0.77x; 8, 256 at 7, g4 0.70x. Where it lost: 16 channels a group at 7 x 7 (8, 512,
-# g32: 1.16x) and 49 tiles (1, 256 at 14 x 14, g2: 1.17x). So: at least MIN_GROUP_CHANNELS
-# channels and outputs a group (MIN_GROUP_CHANNELS_SMALL_MAP on maps under MIN_SMALL_MAP_SIZE)
-# and MIN_GROUP_TILES 2x2 tiles in the batch.
+# 14, g16 0.77x; 8, 256 at 7, g4 0.70x; 8, 1024 at 7, g32 (ResNeXt's last stage) 0.71x. Where
+# it lost: 16 channels a group at 7 x 7 (8, 512, g32: 1.16x), or in 32 groups at 14 x 14 (8,
+# 512: 1.25x; each group's products are one more matmul call: 8, 256 at 28, g16, 16 a group,
+# 0.96x), and 49 tiles (1, 256 at 14 x 14, g2: 1.17x). So: at least MIN_GROUP_CHANNELS channels
+# and outputs a group (MIN_GROUP_CHANNELS_SMALL_MAP on maps under MIN_SMALL_MAP_SIZE or in more
+# than MAX_FEW_GROUPS groups) and MIN_GROUP_TILES 2x2 tiles in the batch.
 MIN_GROUP_CHANNELS = 16
 MIN_GROUP_CHANNELS_SMALL_MAP = 32
+MAX_FEW_GROUPS = 8
 MIN_GROUP_TILES = 96
 
 
@@ -284,7 +287,7 @@ def grouped_applies(groups, channels, outputs, out_size, batch):
     """Whether a 3x3 stride-1 convolution of ``groups`` > 1 groups runs as Winograd (the rule
     above; F(4x4) or F(2x2) as ``convolution`` picks for a group's channels)."""
     fewest = min(channels, outputs) // groups
-    small = min(out_size) < MIN_SMALL_MAP_SIZE
+    small = min(out_size) < MIN_SMALL_MAP_SIZE or groups > MAX_FEW_GROUPS
     if fewest < (MIN_GROUP_CHANNELS_SMALL_MAP if small else MIN_GROUP_CHANNELS):
         return False
     return batch * math.prod(-(-side // 2) for side in out_size) >= MIN_GROUP_TILES
