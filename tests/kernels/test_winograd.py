@@ -540,7 +540,7 @@ def test_grouped_winograd_matches_the_direct_convolution_of_each_group(
         (16, 128, 28, 8, False),  # 8 a group
         (4, 256, 7, 8, True),  # a small map: 64 a group, 128 tiles
         (32, 512, 7, 8, False),  # a small map, 16 a group: under MIN_GROUP_CHANNELS_SMALL_MAP
-        (32, 512, 14, 8, False),  # 16 a group in 32 groups: likewise
+        (32, 512, 14, 8, True),  # 16 a group in 32 groups, not a small map
         (32, 1024, 7, 8, True),  # 32 a group in 32 groups (ResNeXt's last stage)
         (2, 256, 14, 1, False),  # 49 tiles: under MIN_GROUP_TILES
         (2, 256, 14, 2, True),  # 98 tiles
