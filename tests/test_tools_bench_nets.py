@@ -153,10 +153,10 @@ def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match
         check_against_pytorch_where_installed(spec, net, loss)
 
 
-def test_the_last_four_nets_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
+def test_four_more_nets_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
     """Inception-v3's 35 x 35 and 8 x 8 modules, EfficientNet's MBConv blocks (5x5 depthwise,
     Swish), ENet's bottlenecks (dilated, 5 x 1 -> 1 x 5)."""
-    assert list(bench_nets.NETS)[-4:] == ["inception_v3_35", "inception_v3_8", "efficientnet", "enet"]
+    assert list(bench_nets.NETS)[-6:-2] == ["inception_v3_35", "inception_v3_8", "efficientnet", "enet"]
     for spec in (
         bench_nets.inception_v3_35(batch=2, size=6, channels=4),
         bench_nets.inception_v3_8(batch=2, size=3, channels=6),
@@ -172,6 +172,29 @@ def test_the_last_four_nets_run_small_with_finite_loss_and_gradients_and_match_p
     kernels = {tuple(layer["convolution_param"]["kernel_size"]) for layer in bench_nets.enet()["layers"]
                if isinstance(layer.get("convolution_param", {}).get("kernel_size"), list)}  # fmt: skip
     assert {(5, 1), (1, 5)} <= kernels
+
+
+def test_the_grouped_and_upsampling_nets_run_small_and_match_pytorch_where_installed():
+    """ResNeXt's last stage (3x3 convolutions of 32 groups: grouped Winograd at its full size)
+    and a segmentation head (bilinear Deconvolution of one channel a group, its weights fixed,
+    and a per-pixel SoftmaxWithLoss)."""
+    assert list(bench_nets.NETS)[-2:] == ["resnext_last_stage", "bilinear_segmentation"]
+    for spec in (
+        bench_nets.resnext_last_stage(batch=2, size=6, width=8, cardinality=4, out=16),
+        bench_nets.bilinear_segmentation(batch=2, size=16, widths=(4, 6), classes=5),
+    ):
+        net, loss = run_tiny(spec)
+        assert loss > 0, spec["name"]
+        assert_finite_loss_and_some_gradient(net, loss, spec["name"])
+        check_against_pytorch_where_installed(spec, net, loss)
+    up = next(layer for layer in bench_nets.bilinear_segmentation()["layers"] if layer["name"] == "upscore")
+    assert up["convolution_param"]["group"] == up["convolution_param"]["num_output"] == 21
+    groups = {
+        layer["convolution_param"]["group"]
+        for layer in bench_nets.resnext_last_stage()["layers"]
+        if "convolution_param" in layer
+    }
+    assert groups == {1, 32}
 
 
 # -- the PyTorch twin's layers: tiny nets, each checked against netlayers ----------------------

@@ -897,6 +897,39 @@ def resnext(batch=8, size=56, width=128, cardinality=32, out=256):
     return net_spec("resnext", layers)
 
 
+def resnext_last_stage(batch=8, size=14, width=1024, cardinality=32, out=2048):
+    """ResNeXt-50 (32x4d)'s last stage from 14 x 14 (``size``) to 7 x 7: a bottleneck block with
+    stride 2 (on its first 1x1, as :func:`resnet50_last_stage`) and a 1x1 projection, then an
+    identity block, their 3x3 convolutions of ``width`` 1024 channels in ``cardinality`` 32
+    groups of 32; global average pooling, InnerProduct 10."""
+    layers, bottom = [input_layer(batch, width, size, size)], "data"
+    for b, stride in enumerate((2, 1), 1):
+        bottom = bottleneck_block(layers, f"res{b}", bottom, width, stride, stride != 1, out=out, group=cardinality)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10), loss("fc")]
+    return net_spec("resnext_last_stage", layers)
+
+
+def bilinear_segmentation(batch=4, size=128, widths=(64, 128), classes=21):
+    """A segmentation net's head with Caffe's bilinear upsampling: two levels of padded 3x3
+    convolutions with ReLU and 2/2 max pools (``size`` -> ``size`` / 4), a 1x1 score layer of
+    ``classes``, then a Deconvolution 8x8/4 of one channel a group (group = classes, the
+    BilinearFiller's weights, ``lr_mult: 0``: fixed) back to ``size``, and SoftmaxWithLoss over
+    every pixel (``label`` a class map of shape (N, H, W))."""
+    layers = [input_layer(batch, 3, size, size)]
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, size, size]
+    bottom = "data"
+    for level, width in enumerate(widths):
+        name = f"conv{level}"
+        layers += [conv(name, bottom, width, 3, pad=1), relu(f"{name}_relu", name)]
+        layers.append(pool(f"pool{level}", name, "MAX", 2, 2))
+        bottom = f"pool{level}"
+    layers.append(conv("score", bottom, classes, 1))
+    up = conv("upscore", "score", classes, 8, pad=2, stride=4, group=classes, bias=False, type="Deconvolution")
+    up["convolution_param"]["weight_filler"] = {"type": "bilinear"}
+    up["param"] = [{"lr_mult": 0, "decay_mult": 0}]
+    return net_spec("bilinear_segmentation", [*layers, up, loss("upscore")])
+
+
 def unet(batch=4, size=128, widths=(32, 64, 128), classes=10):
     """A U-Net (Ronneberger et al.) of three levels: two padded 3x3 convolutions with ReLU per
     level, 2/2 max pools down, Deconvolution 2x2/2 (with ReLU) up, the level's maps joined by
@@ -1190,6 +1223,15 @@ NETS.update(
             "EfficientNet-B0's MBConv blocks 56 -> 14 px: 5x5 and 3x3 depthwise, Swish, batch 8", efficientnet
         ),
         "enet": Case("ENet's bottlenecks: 3x3, dilated and 5x1 -> 1x5 convolutions, 128 ch, 64 px, batch 4", enet),
+        "resnext_last_stage": Case(
+            "ResNeXt-50 32x4d's last stage: 3x3 convolutions of 32 groups of 32, 14 -> 7 px, batch 8",
+            resnext_last_stage,
+        ),
+        "bilinear_segmentation": Case(
+            "Segmentation head: convolutions to 32 px, score 21, bilinear Deconvolution 8x8/4 of group 21, "
+            "per-pixel loss, 128 px, batch 4",
+            bilinear_segmentation,
+        ),
     }
 )
 ZOO = TOOLS.parent / "tests" / "fixtures" / "zoo"

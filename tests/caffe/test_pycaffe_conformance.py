@@ -100,7 +100,9 @@ def test_forward_start_end_is_the_inner_product_of_the_conv_blob(net):
     assert "ip_blob" in out
     weights, bias = net.params["ip"][0].data, net.params["ip"][1].data
     expected = np.array([weights @ conv_blob.data[i].reshape(-1) + bias for i in range(conv_blob.data.shape[0])])
-    np.testing.assert_allclose(ip_blob.data, expected, rtol=1e-3, atol=1e-5)
+    # the weights are drawn anew each run (as Caffe's): an output near 0 from terms of order 10
+    # carries float32 rounding of the terms' scale, not its own
+    np.testing.assert_allclose(ip_blob.data, expected, rtol=1e-3, atol=1e-6 * np.abs(expected).max())
 
 
 def test_backward_start_end_is_the_transposed_inner_product(net):
