@@ -263,6 +263,7 @@ MIN_FEW_CHANNELS_TILES = 512
 # sides from 342 (96) to 258 (127) tiles; F(2x2) measured 0.82x of im2col on such a layer with
 # fewer tiles still (96 -> 96 at 14 x 14 batch 2, 98 tiles).
 MIN_FEW_CHANNELS_WIDE_TILES = 192
+MIN_FEW_CHANNELS_WIDE_WORK = 32768  # tiles times the larger channel count
 
 # A grouped convolution runs as ``groups`` convolutions side by side: every channel transformed
 # once, then each group's products apart (``SharedFilters._forward_products``). im2col's grouped
@@ -292,9 +293,6 @@ def grouped_applies(groups, channels, outputs, out_size, batch):
     if fewest < (MIN_GROUP_CHANNELS_SMALL_MAP if small else MIN_GROUP_CHANNELS):
         return False
     return batch * math.prod(-(-side // 2) for side in out_size) >= MIN_GROUP_TILES
-
-
-MIN_FEW_CHANNELS_WIDE_WORK = 32768  # tiles times the larger channel count
 
 
 # Small maps as F(4x4, 3x3) (``winograd4``), measured against what ran before (im2col + GEMM below
