@@ -587,3 +587,20 @@ def test_a_grouped_convolution_layer_runs_winograd_and_gives_im2cols_results(mon
     layer, _, _ = make_layer(small, [rng.standard_normal((2, 32, 5, 6))])
     assert layer.winograd is not None
     assert_gradients(small, [rng.standard_normal((2, 32, 5, 6))])
+
+
+def test_a_grouped_winograd_layer_gives_exactly_the_bias_where_its_groups_channels_are_zero():
+    """Outputs whose receptive field in their own group's channels is all zero are exactly the
+    bias (``zero_fields`` per image and group), though the other group's channels are not zero
+    there, as im2col's are: a ReLU after them passes no gradient."""
+    spec = dict(SMALL_WINOGRAD, bottom=["x"], top=["y"])
+    spec["convolution_param"] = dict(SMALL_WINOGRAD["convolution_param"], num_output=64, group=2, pad=1)
+    x = np.random.default_rng(9).standard_normal((2, 64, 16, 16))
+    x[:, :32, 3:11, 3:11] = 0  # group 0's channels: a zero square across tiles; group 1's not
+    layer, bottom, top = make_layer(spec, [x], dtype=np.float32)
+    assert type(layer.winograd) is winograd4.Winograd4Convolution
+    layer.forward(bottom, top)
+    bias = layer.blobs[1].data
+    inside = top[0].data[:, :32, 4:10, 4:10]  # receptive fields within the square
+    assert np.array_equal(inside, np.broadcast_to(bias[:32, None, None], inside.shape))
+    assert not np.array_equal(top[0].data[:, 32:, 4:10, 4:10], np.broadcast_to(bias[32:, None, None], inside.shape))
