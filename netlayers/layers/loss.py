@@ -95,8 +95,9 @@ def softmax(x, out, axis):
     """out = exp(x - max) / sum(exp(x - max)) along ``axis`` (stable for large inputs). float32
     in C order runs vmath's exp (numpy's float32 exp runs one element at a time on AVX2
     machines): classes with positions after them (a segmentation net's (N, C, H, W) scores)
-    through ``vmath.softmax``, the images shared over the workers (16 x 21 x 64 x 64 forward +
-    backward 21.4 -> 6.9-8.6 ms); classes last (a classifier's scores) with numpy's max and sums
+    through ``vmath.softmax``, the images shared over the workers, or the positions for a batch
+    smaller than the workers (``over_positions``; 16 x 21 x 64 x 64 forward + backward 21.4 ->
+    6.9-8.6 ms); classes last (a classifier's scores) with numpy's max and sums
     around ``vmath.softmax_exp``. (A kernel a row at a time, as SoftmaxWithLoss's
     ``vmath.softmax_loss``, was slower here at 256 x 1000, 0.42 against 0.32 ms a forward, before
     its loops were indexed to vectorize; not measured here since.)"""
