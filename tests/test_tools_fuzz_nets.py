@@ -36,7 +36,7 @@ def test_the_reference_runs_every_convolution_as_im2col_and_gemm():
     def paths(net):
         found = set()
         for layer in net.layers:
-            for name in ("winograd", "strips", "subpixel", "chunks"):
+            for name in ("winograd", "strips", "grouped", "subpixel", "chunks"):
                 value = getattr(layer, name, None)
                 if value is not None:
                     found.add(type(value).__name__)

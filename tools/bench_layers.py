@@ -132,9 +132,9 @@ def layer_net(geometry):
 
 
 def path_of(layer):
-    """The way netlayers runs the layer: the class of its Winograd, strip, depthwise or
-    sub-pixel form, else of its column chunks."""
-    for name in ("subpixel", "depthwise", "strips", "winograd"):
+    """The way netlayers runs the layer: the class of its Winograd, strip, direct grouped,
+    depthwise or sub-pixel form, else of its column chunks."""
+    for name in ("subpixel", "depthwise", "grouped", "strips", "winograd"):
         form = getattr(layer, name, None)
         if form is not None:
             return type(form).__name__

@@ -2678,14 +2678,16 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
 @contextlib.contextmanager
 def every_conv_path():
     """For the block, :func:`warm_up_spec`'s 3x3 layers run as Winograd (``conv1``, 3 channels:
-    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``conv2``, group 2, by the grouped rule;
-    ``dilated`` over its phases), its 1x1 layer as row strips, its 1 x 5 layer as 1-D Winograd
-    and its 5 x 5 layer as F(4x4, 5x5)."""
-    from netlayers.kernels import strips, winograd, winograd1d, winograd2d
+    F(2x2, 3x3); ``conv3``, 8 channels: F(4x4, 3x3); ``conv2``, group 2, by the grouped rule,
+    the direct grouped kernels left out, which take it otherwise; ``dilated`` over its phases),
+    its 1x1 layer as row strips, its 1 x 5 layer as 1-D Winograd and its 5 x 5 layer as F(4x4,
+    5x5)."""
+    from netlayers.kernels import grouped, strips, winograd, winograd1d, winograd2d
     from netlayers.warmup import WINOGRAD_EVERYWHERE, constants
 
     groups = {"MIN_GROUP_CHANNELS": 1, "MIN_GROUP_CHANNELS_SMALL_MAP": 1, "MIN_GROUP_TILES": 1}
     with (
+        constants(grouped, MAX_GROUP_CHANNELS=1, MAX_GROUP_CHANNELS_FEW_PIXELS=1),
         constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE, **groups),
         constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
         constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),

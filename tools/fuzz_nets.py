@@ -59,7 +59,7 @@ sys.path.insert(0, str(TOOLS))
 import bench_nets as bn  # noqa: E402
 
 import netlayers  # noqa: E402
-from netlayers.kernels import conv_gemm, deconv, dilated, strips, winograd, winograd1d, winograd2d  # noqa: E402
+from netlayers.kernels import conv_gemm, deconv, dilated, grouped, strips, winograd, winograd1d, winograd2d  # noqa: E402
 from netlayers.warmup import constants  # noqa: E402
 
 
@@ -233,6 +233,7 @@ def plain_paths():
         constants(winograd1d, applies=_never),
         constants(winograd2d, applies=_never),
         constants(strips, applies=_never),
+        constants(grouped, applies=_never),
         constants(deconv, applies=_never, convolution_applies=_never, subpixel_applies=_never),
     ):
         yield

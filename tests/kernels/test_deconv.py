@@ -10,7 +10,7 @@ from layer_harness import assert_gradients, make_layer
 from reference import convolution, deconvolution
 
 from netlayers import parallel
-from netlayers.kernels import conv_gemm, deconv
+from netlayers.kernels import conv_gemm, deconv, grouped
 from netlayers.kernels import im2col as conv_kernels
 
 # (stride, kernel, pad, dilation) per axis pair; (H, W) of the deconvolution's input
@@ -155,8 +155,10 @@ def deconv_spec(num_output, kernel, stride, pad, dilation=1, group=1, bias=True)
 def forward_backward(spec, x, dtype, phases, monkeypatch, rule="applies", data_grad=True):
     """Output, input gradient and param gradients of one forward + backward on the phase path
     (``phases``) or the generic one, the choice made by ``deconv.<rule>``; ``data_grad``: whether
-    the backward makes the input gradient (else it stays 0: a net's first layer)."""
+    the backward makes the input gradient (else it stays 0: a net's first layer). A grouped
+    3x3 Convolution that the direct grouped kernels would take keeps to these paths."""
     monkeypatch.setattr(deconv, rule, lambda *geometry: phases)
+    monkeypatch.setattr(grouped, "applies", lambda *geometry: False)
     layer, bottom, top = make_layer(spec, [x], dtype=dtype)
     assert isinstance(layer.chunks, deconv.PhaseChunks) == phases
     layer.forward(bottom, top)
@@ -275,7 +277,8 @@ def test_convolution_rule_takes_stride_2_and_kernels_of_3_or_more():
     assert not deconv.convolution_applies((11, 11), (4, 4))
 
 
-def test_strided_convolution_gradients_on_phases(rng):
+def test_strided_convolution_gradients_on_phases(rng, monkeypatch):
+    monkeypatch.setattr(grouped, "applies", lambda *geometry: False)  # its grouped 3x3 stays on phases
     spec = convolution_spec(*CONVOLUTION_CASES[1][1:])
     layer, _, _ = make_layer(spec, [rng.standard_normal(CONVOLUTION_CASES[1][0])])
     assert isinstance(layer.chunks, deconv.PhaseChunks)

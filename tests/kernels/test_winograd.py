@@ -10,7 +10,7 @@ from reference import convolution
 from netlayers import parallel
 from netlayers.blob import Blob
 from netlayers.gradcheck import build_layer
-from netlayers.kernels import winograd, winograd4
+from netlayers.kernels import grouped, winograd, winograd4
 from netlayers.kernels.winograd import WinogradConvolution
 from netlayers.kernels.winograd4 import Winograd4Convolution
 
@@ -563,7 +563,9 @@ def test_a_grouped_dilated_convolution_does_not_run_as_phases():
 def test_a_grouped_convolution_layer_runs_winograd_and_gives_im2cols_results(monkeypatch):
     """Convolution with group 4 (32 channels a group at 16 x 16): Winograd by the grouped rule,
     its top and gradients im2col + GEMM's (the rule off) in float32; in float64 its gradients
-    pass the numerical check."""
+    pass the numerical check. (The direct grouped kernels, which would take this layer, are
+    left out.)"""
+    monkeypatch.setattr(grouped, "applies", lambda *geometry: False)
     spec = dict(SMALL_WINOGRAD, bottom=["x"], top=["y"])
     spec["convolution_param"] = dict(SMALL_WINOGRAD["convolution_param"], num_output=128, group=4, pad=1)
     rng = np.random.default_rng(8)
@@ -589,10 +591,11 @@ def test_a_grouped_convolution_layer_runs_winograd_and_gives_im2cols_results(mon
     assert_gradients(small, [rng.standard_normal((2, 32, 5, 6))])
 
 
-def test_a_grouped_winograd_layer_gives_exactly_the_bias_where_its_groups_channels_are_zero():
+def test_a_grouped_winograd_layer_gives_exactly_the_bias_where_its_groups_channels_are_zero(monkeypatch):
     """Outputs whose receptive field in their own group's channels is all zero are exactly the
     bias (``zero_fields`` per image and group), though the other group's channels are not zero
     there, as im2col's are: a ReLU after them passes no gradient."""
+    monkeypatch.setattr(grouped, "applies", lambda *geometry: False)  # Winograd, not the direct kernels
     spec = dict(SMALL_WINOGRAD, bottom=["x"], top=["y"])
     spec["convolution_param"] = dict(SMALL_WINOGRAD["convolution_param"], num_output=64, group=2, pad=1)
     x = np.random.default_rng(9).standard_normal((2, 64, 16, 16))
