@@ -447,12 +447,13 @@ def mobilenet_tail(batch=8, size=28, width=256):
     return net_spec("mobilenet_tail", layers)
 
 
-def bottleneck_block(layers, name, bottom, width, stride, project, *, out=None, group=1, gate=False):
-    """A ResNet bottleneck block appended to ``layers``: 1x1 (``stride``) to ``width``, 3x3 (of
-    ``group`` groups: ResNeXt's cardinality), 1x1 to ``out`` (default 4 ``width``), BatchNorm +
-    Scale after each, ReLU after the first two; with ``gate`` a squeeze-and-excitation gate
-    (:func:`se_gate`) on the last; added to the block's input, or with ``project`` to its 1x1
-    projection (``stride``), then ReLU."""
+def bottleneck_block(layers, name, bottom, width, stride, project, *, out=None, group=1, gate=False, stride_3x3=False):
+    """A ResNet bottleneck block appended to ``layers``: 1x1 (``stride``, Caffe's ResNet layout;
+    with ``stride_3x3`` the 3x3 takes it, as ResNeXt's) to ``width``, 3x3 (of ``group`` groups:
+    ResNeXt's cardinality), 1x1 to ``out`` (default 4 ``width``), BatchNorm + Scale after each,
+    ReLU after the first two; with ``gate`` a squeeze-and-excitation gate (:func:`se_gate`) on
+    the last; added to the block's input, or with ``project`` to its 1x1 projection
+    (``stride``), then ReLU."""
     out = 4 * width if out is None else out
     shortcut = bottom
     if project:
@@ -460,8 +461,10 @@ def bottleneck_block(layers, name, bottom, width, stride, project, *, out=None, 
         layers += [conv(shortcut, bottom, out, 1, stride=stride, bias=False)]
         layers += batch_norm_scale(shortcut, shortcut)
     a, b, c = f"{name}a", f"{name}b", f"{name}c"
-    layers += [conv(a, bottom, width, 1, stride=stride, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
-    layers += [conv(b, a, width, 3, pad=1, group=group, bias=False), *batch_norm_scale(b, b), relu(f"{b}_relu", b)]
+    first, middle = (1, stride) if stride_3x3 else (stride, 1)
+    layers += [conv(a, bottom, width, 1, stride=first, bias=False), *batch_norm_scale(a, a), relu(f"{a}_relu", a)]
+    layers += [conv(b, a, width, 3, pad=1, stride=middle, group=group, bias=False)]
+    layers += [*batch_norm_scale(b, b), relu(f"{b}_relu", b)]
     layers += [conv(c, b, out, 1, bias=False), *batch_norm_scale(c, c)]
     if gate:
         c = se_gate(layers, name, c, out)
@@ -909,6 +912,23 @@ def resnext_last_stage(batch=8, size=14, width=1024, cardinality=32, out=2048):
     return net_spec("resnext_last_stage", layers)
 
 
+def resnext50(batch=2, size=224, widths=(128, 256, 512, 1024), blocks=(3, 4, 6, 3), cardinality=32):
+    """ResNeXt-50 32x4d (Xie et al.) whole: ResNet-50's stem and stages (:func:`resnet50`) with
+    bottleneck blocks of ``widths`` channels in ``cardinality`` groups at their 3x3 (4, 8, 16 and
+    32 channels a group), 2 ``widths`` out, the stride-2 blocks downsampling at the 3x3 as
+    ResNeXt's own code and its Caffe ports do; global average pooling, InnerProduct 10."""
+    layers = [input_layer(batch, 3, size, size), conv("conv1", "data", 64, 7, pad=3, stride=2, bias=False)]
+    layers += [*batch_norm_scale("conv1", "conv1"), relu("conv1_relu", "conv1"), pool("pool1", "conv1", "MAX", 3, 2)]
+    bottom = "pool1"
+    for stage, (width, count) in enumerate(zip(widths, blocks)):
+        for k in range(count):
+            name, stride = f"res{stage + 2}{chr(97 + k)}", 2 if stage and not k else 1
+            settings = {"out": 2 * width, "group": cardinality, "stride_3x3": True}
+            bottom = bottleneck_block(layers, name, bottom, width, stride, k == 0, **settings)
+    layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
+    return net_spec("resnext50", [*layers, loss("fc")])
+
+
 def bilinear_segmentation(batch=4, size=128, widths=(64, 128), classes=21):
     """A segmentation net's head with Caffe's bilinear upsampling: two levels of padded 3x3
     convolutions with ReLU and 2/2 max pools (``size`` -> ``size`` / 4), a 1x1 score layer of
@@ -1232,6 +1252,7 @@ NETS.update(
             "per-pixel loss, 128 px, batch 4",
             bilinear_segmentation,
         ),
+        "resnext50": Case("ResNeXt-50 32x4d whole, 224 px, batch 2", resnext50),
     }
 )
 ZOO = TOOLS.parent / "tests" / "fixtures" / "zoo"
