@@ -5,12 +5,12 @@
 
 A net is a 3x3 stem and one to four random blocks: a convolution of random geometry (kernel
 1-7, stride 1-3, padding 0-3, dilation 1-3, groups up to depthwise, or a Deconvolution), ResNet
-basic and bottleneck blocks, SqueezeNet's fire, GoogLeNet's inception, depthwise-separable
-pairs with BatchNorm + Scale, DenseNet's concatenation, LRN, Sigmoid / TanH / ELU / PReLU,
-dilated, 1 x 5 and factorized (1 x 7, 7 x 1) convolutions, pooling with padding, a 4/2
-Deconvolution; random batch (1-16), channels and sizes (5-40 px); global average pooling,
-InnerProduct 10, SoftmaxWithLoss. Each net runs one forward + backward in float32 under each
-``--modes``:
+basic and bottleneck blocks (grouped as ResNeXt's or not), SqueezeNet's fire, GoogLeNet's
+inception, depthwise-separable pairs with BatchNorm + Scale, DenseNet's concatenation, LRN,
+Sigmoid / TanH / ELU / PReLU, dilated, 1 x 5 and factorized (1 x 7, 7 x 1) convolutions,
+pooling with padding, a 4/2 Deconvolution; random batch (1-16), channels and sizes (5-40 px);
+global average pooling, InnerProduct 10, SoftmaxWithLoss. Each net runs one forward + backward
+in float32 under each ``--modes``:
 
 - ``default``: the paths netlayers picks;
 - ``every_path``: the thresholds of the fast paths at their minimum (Winograd F(2x2), F(4x4),
@@ -111,9 +111,10 @@ def random_block(rng, layers, name, shape):
         width, stride = rng.choice([8, 16, 24, 32, 64]), rng.choice([1, 2]) if h >= 4 else 1
         stride = 2 if width != c else stride  # the identity shortcut needs the same width
         return Shape(bn.basic_block(layers, name, top, width, stride), width, -(-h // stride))
-    if kind == "bottleneck":
+    if kind == "bottleneck":  # ResNet's, or with groups ResNeXt's (its stride at the 3x3 or not)
         width, stride = rng.choice([4, 8, 16]), rng.choice([1, 2]) if h >= 4 else 1
-        top = bn.bottleneck_block(layers, name, top, width, stride, stride != 1 or 4 * width != c)
+        shape = {"group": rng.choice([1, 2, 4]), "stride_3x3": rng.random() < 0.5}
+        top = bn.bottleneck_block(layers, name, top, width, stride, stride != 1 or 4 * width != c, **shape)
         return Shape(top, 4 * width, (h - 1) // stride + 1)
     if kind == "fire":
         expand = rng.choice([8, 16, 32])
