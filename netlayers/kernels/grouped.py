@@ -34,9 +34,18 @@ import numpy as np
 from .. import parallel
 from ._jit import sum_jit, vector_jit
 
-# Where it runs (``applies``): up to MAX_GROUP_CHANNELS input channels a group, and from
-# MAX_GROUP_CHANNELS_FEW_PIXELS only with at least WIDE_GROUP_MIN_PIXELS output pixels in the batch.
-# Measured below (forward + backward of one layer against what ran before, 2 workers, float32).
+# Where it runs (``applies``): up to MAX_GROUP_CHANNELS input channels a group, and above
+# MAX_GROUP_CHANNELS_FEW_PIXELS only with at least WIDE_GROUP_MIN_PIXELS output pixels in the
+# batch. Forward + backward of one layer against what ran before (im2col + GEMM, its phases for
+# stride 2, or grouped Winograd), 2 workers, float32, medians of 7 paired rounds (2026-12-06),
+# channels at output size, batch, 32 groups: 128 at 56, 8 (4 a group) 0.28x; 256 at 28, 8 0.32x-
+# 0.39x; 256 56 -> 28, 8 0.48x; 256 at 7, 8 0.54x; 512 28 -> 14, 8 0.48x-0.67x; 512 at 14, 8
+# against grouped Winograd 0.71x-0.92x (1.07x once), batch 4 0.91x, batch 2 0.39x, batch 16
+# 0.57x; 512 at 7, 8 0.65x, batch 1 1.03x; 768 at 14, 8 0.90x; 1024 (32 a group) at 7, 8 0.68x,
+# 1024 at 14, 8 0.70x, 28 -> 14 0.46x, 14 -> 7 0.60x, at 14 batch 2 0.97x. Where it lost: 32 a
+# group at 7, batch 2 (98 output pixels) 1.16x; 64 a group (16 groups of 1024 at 28, 8 groups
+# of 512 at 28, 4 groups of 256 at 56) 0.94x-1.38x; one group (16 to 64 channels, CIFAR
+# ResNet-20's layers) 1.02x-2.32x against F(4x4) and the phases.
 MAX_GROUP_CHANNELS = 32
 MAX_GROUP_CHANNELS_FEW_PIXELS = 16
 WIDE_GROUP_MIN_PIXELS = 384
@@ -108,19 +117,34 @@ def _span(count, area, last):
     return -(-length // LANES) * LANES
 
 
+@vector_jit
+def _starts(at, offsets):
+    """The nine taps' first positions, at + offsets[t], as unsigned indices (numba then leaves
+    out the negative-index test that keeps a loop from vectorizing)."""
+    u = np.uint64(at)
+    o = offsets
+    return (
+        u + np.uint64(o[0]), u + np.uint64(o[1]), u + np.uint64(o[2]), u + np.uint64(o[3]), u + np.uint64(o[4]),
+        u + np.uint64(o[5]), u + np.uint64(o[6]), u + np.uint64(o[7]), u + np.uint64(o[8]),
+    )  # fmt: skip
+
+
+@vector_jit
+def _nine(w):
+    """The nine values of a 3x3 filter w (flat), as scalars."""
+    return w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7], w[8]
+
+
 # -- the forward (and stride 1's data gradient) -----------------------------------------------
 @vector_jit
 def _taps_four(src, at, offsets, w, o, c, acc, length):
     """acc[b length + k] += sum_t w[o + b, c, t] src[at + offsets[t] + k] for b < 4, t < 9, k < length."""
-    u = np.uint64(at)
-    s0, s1, s2 = u + np.uint64(offsets[0]), u + np.uint64(offsets[1]), u + np.uint64(offsets[2])
-    s3, s4, s5 = u + np.uint64(offsets[3]), u + np.uint64(offsets[4]), u + np.uint64(offsets[5])
-    s6, s7, s8 = u + np.uint64(offsets[6]), u + np.uint64(offsets[7]), u + np.uint64(offsets[8])
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _starts(at, offsets)
     p, q, r, s = w[o, c], w[o + 1, c], w[o + 2, c], w[o + 3, c]
-    p0, p1, p2, p3, p4, p5, p6, p7, p8 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
-    q0, q1, q2, q3, q4, q5, q6, q7, q8 = q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], q[8]
-    r0, r1, r2, r3, r4, r5, r6, r7, r8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
-    t0, t1, t2, t3, t4, t5, t6, t7, t8 = s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8]
+    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _nine(p)
+    q0, q1, q2, q3, q4, q5, q6, q7, q8 = _nine(q)
+    r0, r1, r2, r3, r4, r5, r6, r7, r8 = _nine(r)
+    t0, t1, t2, t3, t4, t5, t6, t7, t8 = _nine(s)
     n = np.uint64(length)
     a1, a2, a3 = n, n + n, n + n + n
     for k in range(n):
@@ -135,12 +159,9 @@ def _taps_four(src, at, offsets, w, o, c, acc, length):
 @vector_jit
 def _taps_one(src, at, offsets, w, o, c, acc, length):
     """acc[k] += sum_t w[o, c, t] src[at + offsets[t] + k] for t < 9, k < length."""
-    u = np.uint64(at)
-    s0, s1, s2 = u + np.uint64(offsets[0]), u + np.uint64(offsets[1]), u + np.uint64(offsets[2])
-    s3, s4, s5 = u + np.uint64(offsets[3]), u + np.uint64(offsets[4]), u + np.uint64(offsets[5])
-    s6, s7, s8 = u + np.uint64(offsets[6]), u + np.uint64(offsets[7]), u + np.uint64(offsets[8])
+    s0, s1, s2, s3, s4, s5, s6, s7, s8 = _starts(at, offsets)
     p = w[o, c]
-    p0, p1, p2, p3, p4, p5, p6, p7, p8 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+    p0, p1, p2, p3, p4, p5, p6, p7, p8 = _nine(p)
     for k in range(np.uint64(length)):
         total = p0 * src[s0 + k] + p1 * src[s1 + k] + p2 * src[s2 + k] + p3 * src[s3 + k]
         acc[k] += total + p4 * src[s4 + k] + p5 * src[s5 + k] + p6 * src[s6 + k] + p7 * src[s7 + k] + p8 * src[s8 + k]
@@ -205,7 +226,7 @@ def _add_phases(grid, at, cols, p, acc, length):
     """
     one, ucols, n = np.uint64(1), np.uint64(cols), np.uint64(length)
     u = np.uint64(at)
-    w00, w01, w02, w10, w11, w12, w20, w21, w22 = p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = _nine(p)
     a1, a2, a3 = n, n + n, n + n + n
     for k in range(n):
         d = grid[u + k]
@@ -404,7 +425,8 @@ class GroupedConvolution:
         self.grad_offsets = self._offsets(1, self.grad_rows, self.grad_cols, self.run)
         self.weight = np.empty((outputs, self.channels // groups, 9), self.dtype)
         self.flipped = np.empty((self.channels, outputs // groups, 9), self.dtype)
-        self.zero_bias = np.zeros(self.channels, self.dtype)
+        self.no_output_bias = np.zeros(outputs, self.dtype)
+        self.no_input_bias = np.zeros(self.channels, self.dtype)  # for the data gradient
 
     @staticmethod
     def _offsets(stride, rows, cols, run):
@@ -430,7 +452,7 @@ class GroupedConvolution:
 
     def forward(self, x, bias, y):
         """y = the convolution of x + bias (bias may be None)."""
-        bias = np.zeros(self.outputs, self.dtype) if bias is None else bias
+        bias = self.no_output_bias if bias is None else bias
         grid = (self.groups, self.stride, self.rows, self.cols, self.run, self.offsets)
 
         def run(lo, hi):
@@ -454,7 +476,7 @@ class GroupedConvolution:
             grad_grid = (self.groups, 1, self.grad_rows, self.grad_cols, self.run, self.grad_offsets)
 
             def run(lo, hi):
-                _correlate(dy, self.flipped, self.zero_bias, *grad_grid, dx, lo, hi)
+                _correlate(dy, self.flipped, self.no_input_bias, *grad_grid, dx, lo, hi)
 
         else:
 
