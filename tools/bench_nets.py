@@ -2708,7 +2708,7 @@ def every_conv_path():
 
     groups = {"MIN_GROUP_CHANNELS": 1, "MIN_GROUP_CHANNELS_SMALL_MAP": 1, "MIN_GROUP_TILES": 1}
     with (
-        constants(grouped, MAX_GROUP_CHANNELS=1, MAX_GROUP_CHANNELS_FEW_PIXELS=1),
+        constants(grouped, MAX_GROUP_CHANNELS=1),
         constants(winograd, MIN_CHANNELS_F4=8, **WINOGRAD_EVERYWHERE, **groups),
         constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
         constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),

@@ -34,41 +34,34 @@ import numpy as np
 from .. import parallel
 from ._jit import sum_jit, vector_jit
 
-# Where it runs (``applies``): up to MAX_GROUP_CHANNELS input channels a group, and above
-# MAX_GROUP_CHANNELS_FEW_PIXELS only with at least WIDE_GROUP_MIN_PIXELS output pixels in the
-# batch. Forward + backward of one layer against what ran before (im2col + GEMM, its phases for
-# stride 2, or grouped Winograd), 2 workers, float32, medians of 7 paired rounds (2026-12-06),
-# channels at output size, batch, 32 groups: 128 at 56, 8 (4 a group) 0.28x; 256 at 28, 8 0.32x-
-# 0.39x; 256 56 -> 28, 8 0.48x; 256 at 7, 8 0.54x; 512 28 -> 14, 8 0.48x-0.67x; 512 at 14, 8
-# against grouped Winograd 0.71x-0.92x (1.07x once), batch 4 0.91x, batch 2 0.39x, batch 16
-# 0.57x; 512 at 7, 8 0.65x, batch 1 1.03x; 768 at 14, 8 0.90x; 1024 (32 a group) at 7, 8 0.68x,
-# 1024 at 14, 8 0.70x, 28 -> 14 0.46x, 14 -> 7 0.60x, at 14 batch 2 0.97x. Where it lost: 32 a
-# group at 7, batch 2 (98 output pixels) 1.16x; 64 a group (16 groups of 1024 at 28, 8 groups
-# of 512 at 28, 4 groups of 256 at 56) 0.94x-1.38x; one group (16 to 64 channels, CIFAR
-# ResNet-20's layers) 1.02x-2.32x against F(4x4) and the phases.
+# Where it runs (``applies``): up to MAX_GROUP_CHANNELS input channels a group. Forward + backward
+# of one layer against what ran before (im2col + GEMM, its phases for stride 2, or grouped
+# Winograd), 2 workers, float32, medians of 7 paired rounds (2026-12-06), channels at output
+# size, batch, 32 groups unless said: 128 at 56, 8 (4 a group) 0.28x; 256 at 28, 8 0.32x-0.39x;
+# 256 56 -> 28, 8 0.48x; 256 at 7, 8 0.54x; 512 28 -> 14, 8 0.48x-0.67x; 512 at 14, 8 against
+# grouped Winograd 0.71x-0.92x (1.07x once), batch 4 0.91x, batch 2 0.39x, batch 16 0.57x; 512
+# at 7, 8 0.65x; 768 at 14, 8 0.90x; 1024 (32 a group) at 7, 8 0.68x, at 14, 8 0.70x, 28 -> 14
+# 0.46x, 14 -> 7 0.60x; RegNetX-400MF's 160 at 14 in 10 groups, 8 0.75x and 384 at 7 in 24, 8
+# 0.65x. Small layers once the passes were shared out by their work (``_weighted``; before, 1.03x
+# to 1.16x): 512 at 7, batch 1 0.85x; 1024 at 7, batch 1 0.84x, batch 2 0.84x, 14 -> 7 batch 2
+# 0.87x. Where it lost: 64 a group (16 groups of 1024 at 14 and 8 of 512 at 28, batch 8, 1.18x and
+# 1.37x; 32 groups of 2048 at 7, batch 2, 0.80x); one group (16 to 64 channels, CIFAR ResNet-20's
+# layers) 1.02x-2.32x against F(4x4) and the phases.
 MAX_GROUP_CHANNELS = 32
-MAX_GROUP_CHANNELS_FEW_PIXELS = 16
-WIDE_GROUP_MIN_PIXELS = 384
 RUN_PIXELS = 1024  # images side by side on the grid up to about this many positions (small maps)
 LANES = 16  # flat loops run over whole vectors of this many items (float32 in 512 bits): a
 # remainder runs scalar, and on a 7 x 7 map's 63-position loop it was most of the loop (one
 # core, the forward's pass: 25 GF/s at 63 positions, 43 at 64)
 
 
-def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, batch):
-    """Whether a convolution of ``batch`` images runs as the direct grouped kernels: 3 x 3,
-    padding 1, stride 1 or 2, no dilation, more than one group and more than one channel a
-    group (one: depthwise), and few channels a group (the rule above)."""
+def applies(kernel, stride, dilation, pad, groups, channels, outputs):
+    """Whether a convolution runs as the direct grouped kernels: 3 x 3, padding 1, stride 1 or
+    2, no dilation, more than one group, and from 2 to ``MAX_GROUP_CHANNELS`` input channels a
+    group (one: depthwise, its own kernels)."""
     geometry = tuple(map(tuple, (kernel, pad, dilation)))
     if geometry != ((3, 3), (1, 1), (1, 1)) or tuple(stride) not in ((1, 1), (2, 2)):
         return False
-    if not 1 < groups < channels:
-        return False
-    per_group = channels // groups
-    pixels = batch * out_size[0] * out_size[1]
-    return per_group <= MAX_GROUP_CHANNELS_FEW_PIXELS or (
-        per_group <= MAX_GROUP_CHANNELS and pixels >= WIDE_GROUP_MIN_PIXELS
-    )
+    return 1 < groups < channels and channels // groups <= MAX_GROUP_CHANNELS
 
 
 # -- placing planes on the grid ----------------------------------------------------------------
@@ -447,8 +440,16 @@ class GroupedConvolution:
             by_group = weight.reshape(self.groups, per_group, inputs, 9)[..., ::-1]
             self.flipped.reshape(self.groups, inputs, per_group, 9)[...] = by_group.transpose(0, 2, 1, 3)
 
+    def _weighted(self, nbytes):
+        """What ``parallel.over_slices`` weighs to decide whether to share out a pass: the bytes
+        it reads and writes times the channels a group (its multiply-adds per output item, by
+        nine: a pass computes far more per byte than the memory-bound kernels the threshold was
+        set for; 8 x 384 channels at 7 x 7, 24 groups, moves 1.2 MB and took 1.0 ms on one
+        worker, 1.1 with the second idle)."""
+        return nbytes * (self.channels // self.groups)
+
     def _tasks(self, fn, nbytes):
-        parallel.over_slices(fn, self.runs * self.groups, nbytes)
+        parallel.over_slices(fn, self.runs * self.groups, self._weighted(nbytes))
 
     def forward(self, x, bias, y):
         """y = the convolution of x + bias (bias may be None)."""
@@ -469,7 +470,7 @@ class GroupedConvolution:
             def run_groups(lo, hi):
                 _backward_weight(x, dy, *grid, weight_diff, lo, hi)
 
-            parallel.over_slices(run_groups, self.groups, x.nbytes + dy.nbytes)
+            parallel.over_slices(run_groups, self.groups, self._weighted(x.nbytes + dy.nbytes))
         if dx is None:
             return
         if self.stride == 1:

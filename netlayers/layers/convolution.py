@@ -15,8 +15,8 @@ Convolution whose padding equals its dilation runs as Winograd over the input's 
 (``netlayers.kernels.dilated``, rule in ``dilated.applies``): 64 -> 64 at 64 x 64, dilation 2
 and 4, 1.47x and 1.30x faster forward + backward than im2col + GEMM. A depthwise Convolution
 (group = channels) runs its own direct kernels (``netlayers.kernels.depthwise``); a grouped 3x3
-one with padding 1, stride 1 or 2 and few channels a group (up to 16, or 32 with 384 output
-pixels in the batch: ResNeXt's, RegNet's) runs the direct grouped kernels
+one with padding 1, stride 1 or 2 and few channels a group (2 to 32: ResNeXt's, RegNet's)
+runs the direct grouped kernels
 (``netlayers.kernels.grouped``, rule in ``grouped.applies``), 0.3x-0.7x the time of im2col or
 grouped Winograd before them.
 A stride-1 Convolution with a 1 x r or r x 1 kernel (r 3, 5, 7) runs as 1-D Winograd along
@@ -452,7 +452,7 @@ class Convolution(_ConvolutionBase):
             return
         image_shape = (self.batch, self.channels) + size
         geometry = (self.kernel, self.stride, self.dilation, self.pad, self.p.group, self.channels, self.p.num_output)
-        if grouped.applies(*geometry, out_size, self.batch):
+        if grouped.applies(*geometry):
             self.winograd = self.zero_fields = None
             self.grouped = grouped.GroupedConvolution(
                 image_shape, self.p.num_output, self.stride[0], self.p.group, self.dtype

@@ -130,25 +130,38 @@ def test_backward_computes_only_what_is_asked():
 
 
 @pytest.mark.parametrize(
-    "kernel, stride, dilation, pad, groups, channels, out_size, batch, expected",
+    "kernel, stride, dilation, pad, groups, channels, expected",
     [
-        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 256, (28, 28), 8, True),  # ResNeXt-50's second stage, 8 a group
-        ((3, 3), (2, 2), (1, 1), (1, 1), 32, 512, (14, 14), 8, True),  # its downsampling, 16 a group
-        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 1024, (7, 7), 8, True),  # 32 a group, 392 output pixels
-        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 1024, (7, 7), 2, False),  # 32 a group, 98 pixels
-        ((3, 3), (1, 1), (1, 1), (1, 1), 16, 1024, (28, 28), 8, False),  # 64 a group
-        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 512, (7, 7), 1, True),  # 16 a group: any size
-        ((3, 3), (1, 1), (1, 1), (1, 1), 64, 64, (28, 28), 8, False),  # depthwise: its own kernels
-        ((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, (28, 28), 8, False),  # one group
-        ((3, 3), (1, 1), (1, 1), (0, 0), 32, 256, (28, 28), 8, False),  # no padding
-        ((3, 3), (3, 3), (1, 1), (1, 1), 32, 256, (10, 10), 8, False),  # stride 3
-        ((3, 3), (1, 2), (1, 1), (1, 1), 32, 256, (28, 14), 8, False),  # unequal strides
-        ((3, 3), (1, 1), (2, 2), (1, 1), 32, 256, (26, 26), 8, False),  # dilated
-        ((5, 5), (1, 1), (1, 1), (1, 1), 32, 256, (26, 26), 8, False),  # 5 x 5
+        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 256, True),  # ResNeXt-50's second stage, 8 a group
+        ((3, 3), (2, 2), (1, 1), (1, 1), 32, 512, True),  # its downsampling, 16 a group
+        ((3, 3), (1, 1), (1, 1), (1, 1), 32, 1024, True),  # 32 a group (its last stage)
+        ((3, 3), (1, 1), (1, 1), (1, 1), 16, 1024, False),  # 64 a group
+        ((3, 3), (1, 1), (1, 1), (1, 1), 64, 64, False),  # depthwise: its own kernels
+        ((3, 3), (1, 1), (1, 1), (1, 1), 1, 16, False),  # one group
+        ((3, 3), (1, 1), (1, 1), (0, 0), 32, 256, False),  # no padding
+        ((3, 3), (3, 3), (1, 1), (1, 1), 32, 256, False),  # stride 3
+        ((3, 3), (1, 2), (1, 1), (1, 1), 32, 256, False),  # unequal strides
+        ((3, 3), (1, 1), (2, 2), (1, 1), 32, 256, False),  # dilated
+        ((5, 5), (1, 1), (1, 1), (1, 1), 32, 256, False),  # 5 x 5
     ],
 )
-def test_the_rule_of_when_it_runs(kernel, stride, dilation, pad, groups, channels, out_size, batch, expected):
-    assert grouped.applies(kernel, stride, dilation, pad, groups, channels, channels, out_size, batch) is expected
+def test_the_rule_of_when_it_runs(kernel, stride, dilation, pad, groups, channels, expected):
+    assert grouped.applies(kernel, stride, dilation, pad, groups, channels, channels) is expected
+
+
+def test_passes_are_shared_out_by_their_work(thread_count, monkeypatch):
+    """A small map of many channels a group moves little memory but computes much: its passes
+    are shared out over the workers (8 x 384 channels at 7 x 7 moves 1.2 MB, under the memory
+    threshold of ``parallel.over_slices``)."""
+    thread_count(2)
+    calls = []
+    original = parallel.over_slices
+    monkeypatch.setattr(
+        parallel, "over_slices", lambda fn, length, nbytes: calls.append(nbytes) or original(fn, length, nbytes)
+    )
+    x = np.zeros((8, 384, 7, 7), np.float32)
+    run_kernels(x, np.zeros((384, 16, 3, 3), np.float32), np.zeros(384, np.float32), 24, 1, np.zeros_like(x))
+    assert len(calls) == 3 and min(calls) >= parallel.SPLIT_MIN_BYTES
 
 
 def grouped_spec(outputs, groups, stride):
