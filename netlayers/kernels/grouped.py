@@ -13,7 +13,7 @@ O/G rows and 9 C/G inner items (ResNeXt-50's second stage: 8 x 72 by 72 x 784), 
 BLAS's rate, and a column buffer 9 times the input; grouped Winograd
 (``netlayers.kernels.winograd``) pays off from 16 channels a group.
 
-Here every (image, group) pair is a task. Its C/G input planes are placed once into a
+Here every (run of images, group) pair is a task. Its C/G input planes are placed once into a
 zero-padded grid (stride 2: split into the four row and column phases of the padded plane, as
 ``netlayers.kernels.depthwise`` does), where output (p, q) is grid position k = p cols + q and
 tap (i, j) reads a fixed offset of k; the columns q >= OW are computed and dropped. The forward
@@ -25,8 +25,14 @@ within each group; that of stride 2 adds, per output channel, the four phases of
 dx from dy in one pass (phase (a, b) of dx_pad is read by the taps with i = a mod 2 and j = b
 mod 2 alone) and interleaves them into dx. The weight gradient sums, per tap row, four output
 channels' dy times the three tapped values of an input channel: twelve running sums, float32
-within an image, float64 over the images; it is shared out by groups (each group sums over
-every image), so it does not depend on the worker count.
+within a run, float64 over the runs; it is shared out by groups (each group sums over every
+image), so it does not depend on the worker count.
+
+Small maps (14 x 14 and less) put a run of images side by side on the grid, each image's
+phase after the last's, so that a pass is about ``RUN_PIXELS`` long; every pass runs to a
+whole number of ``LANES`` (the dropped positions computed too, the grid padded for them).
+The tasks are shared out over the workers of ``netlayers.parallel`` by their work, not by
+the bytes they move alone (``GroupedConvolution._weighted``).
 """
 
 import numpy as np
