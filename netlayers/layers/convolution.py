@@ -194,6 +194,10 @@ class _ConvolutionBase(ConvolutionParamBlock, Layer):
                 f"input shape {shape} does not match the set-up channel axis {self.axis} with {self.channels} channels"
             )
 
+    def _image(self, array):
+        """``array`` (a bottom's data or diff) as (N, C, H, W) images."""
+        return array.reshape((self.batch, self.channels) + self.size)
+
     map_direct = False  # one-image chunks for large output maps (``conv_gemm.MAP_DIRECT_BYTES``)
 
     def _column_chunks(self, image_shape, map_channels, map_size, chunks=ColumnChunks):
@@ -489,9 +493,6 @@ class Convolution(_ConvolutionBase):
             side = self.kernel[0]
             return winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype, self.p.group)
         return None
-
-    def _image(self, array):
-        return array.reshape((self.batch, self.channels) + self.size)
 
     def _output(self, array):
         return array.reshape((self.batch, self.p.num_output) + self.out_size)
@@ -817,7 +818,7 @@ class Deconvolution(_ConvolutionBase):
         in place of a product per channel (group = channels: products of one row)."""
         weight = self.blobs[0].data
         for i in range(len(bottom)):
-            x, y = self._input(bottom[i].data), top[i].data.reshape(self._out_image_shape)
+            x, y = self._image(bottom[i].data), top[i].data.reshape(self._out_image_shape)
             self.depthwise.backward_data(x, weight, y)
             if self.p.bias_term:
                 conv_kernels.add_bias(y.reshape(self.batch, self.p.num_output, -1), self.blobs[1].data)
@@ -831,12 +832,9 @@ class Deconvolution(_ConvolutionBase):
             if self.p.bias_term and self.param_propagate_down[1]:
                 self.blobs[1].diff += self.bias_sums(dy)
             if self.param_propagate_down[0]:
-                self.depthwise.backward_weight(self._input(bottom[i].data), dy, weight.diff)
+                self.depthwise.backward_weight(self._image(bottom[i].data), dy, weight.diff)
             if propagate_down[i]:
-                self.depthwise.forward(dy, weight.data, self._zero_bias, self._input(bottom[i].diff))
-
-    def _input(self, array):
-        return array.reshape((self.batch, self.channels) + self.size)
+                self.depthwise.forward(dy, weight.data, self._zero_bias, self._image(bottom[i].diff))
 
     def Forward_cpu(self, bottom, top):
         if self.subpixel is not None:
