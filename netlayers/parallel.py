@@ -365,13 +365,22 @@ def over_slices(fn, length, nbytes):
     at least ``SPLIT_MIN_BYTES``; else one call ``fn(0, length)``. For work whose results do
     not depend on where it is cut (each element or image computed alone), so the results are
     the same for any worker count."""
+    if nbytes < SPLIT_MIN_BYTES:  # the common small call, without a wrapper
+        fn(0, length)
+        return
+    over_worker_slices(lambda worker, lo, hi: fn(lo, hi), length, nbytes)
+
+
+def over_worker_slices(fn, length, nbytes):
+    """:func:`over_slices` for ``fn(worker, lo, hi)``, which is also told the worker that runs
+    it (0 for a call in the caller's thread), for that worker's :func:`scratch`."""
     workers = min(thread_count(), length) if nbytes >= SPLIT_MIN_BYTES else 1
     if workers <= 1:
-        fn(0, length)
+        fn(0, 0, length)
         return
 
     def piece(worker, part):
-        fn(part * length // workers, (part + 1) * length // workers)
+        fn(worker, part * length // workers, (part + 1) * length // workers)
 
     run_parts(piece, workers, workers)
 

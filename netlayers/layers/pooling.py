@@ -38,6 +38,13 @@ def pooled_size(size, kernel, pad, stride, round_mode="CEIL", padded=None):
     return out
 
 
+# MAX pooling whose mask no backward reads (a forward-only net, a pooling of the net's input)
+# and no mask top wants: the kernel still finds each window's argmax, into a worker's scratch of
+# at most this many items (or one plane's), reused over the planes of its share, instead of a
+# whole mask (VGG-16's pool1 on a batch of 10 has 8 M outputs: a 32 MiB mask written for nothing).
+MASK_CHUNK_ITEMS = 1 << 18  # 1 MiB of int32
+
+
 class PoolingWindows:
     """Forward and backward of one pooling geometry on (N, C, H, W) arrays, with the MAX
     argmax kept in an int32 mask (plane index h * W + w)."""
@@ -46,7 +53,7 @@ class PoolingWindows:
         self.method, self.kernel, self.pad, self.stride = method, kernel, pad, stride
         self.mask = None
         # True where no backward will read the mask (a forward-only net): the forward writes it
-        # into a workspace every such pooling of the process shares
+        # into workspaces the process shares (``forward``)
         self.shared_mask = shared_mask
 
     def shape_for(self, shape, out_size):
@@ -55,10 +62,15 @@ class PoolingWindows:
             self.mask = np.zeros(out_shape, np.int32)  # index 0: valid even before a forward
         return out_shape
 
-    def forward(self, x, y):
+    def forward(self, x, y, mask_wanted=False):
         """Planes (image, channel) are pooled alone: they are shared out over the workers
-        (a batch of one image is split too), the same results for any worker count."""
+        (a batch of one image is split too), the same results for any worker count. With a
+        shared mask, ``self.mask`` holds the whole mask afterwards only when ``mask_wanted``
+        (a mask top); else each worker's planes find theirs in chunks (``MASK_CHUNK_ITEMS``)."""
         if self.method == "MAX" and self.shared_mask:
+            if not mask_wanted:
+                self._max_in_chunks(planes(x), planes(y))
+                return
             self.mask = parallel.scratch(0, "max_pool_mask", y.size, np.int32).reshape(y.shape)
         x, y = planes(x), planes(y)
         if self.method == "MAX":
@@ -72,6 +84,21 @@ class PoolingWindows:
                 pool_kernels.ave_pool_forward(x[lo:hi], self.kernel, self.stride, self.pad, y[lo:hi])
 
         parallel.over_slices(pool, x.shape[0], x.nbytes + 2 * y.nbytes)
+
+    def _max_in_chunks(self, x, y):
+        """MAX forward of (planes, 1, OH, OW) with each worker's mask in chunks of planes."""
+        plane = y.shape[2] * y.shape[3]
+        step = max(1, MASK_CHUNK_ITEMS // plane)
+        self.mask = None
+
+        def pool(worker, lo, hi):
+            scratch = parallel.scratch(worker, "max_pool_mask", min(step, hi - lo) * plane, np.int32)
+            for first in range(lo, hi, step):
+                last = min(first + step, hi)
+                mask = scratch[: (last - first) * plane].reshape(y[first:last].shape)
+                pool_kernels.max_pool_forward(x[first:last], self.kernel, self.stride, self.pad, y[first:last], mask)
+
+        parallel.over_worker_slices(pool, x.shape[0], x.nbytes + 2 * y.nbytes)
 
     def backward(self, dy, dx):
         dy, dx = planes(dy), planes(dx)
@@ -219,7 +246,7 @@ class Pooling(Layer):
             self.windows.shared_mask, self.windows.mask = True, None
 
     def Forward_cpu(self, bottom, top):
-        self.windows.forward(bottom[0].data, top[0].data)
+        self.windows.forward(bottom[0].data, top[0].data, mask_wanted=len(top) > 1)
         if len(top) > 1:
             np.copyto(top[1].data, self.windows.mask, casting="unsafe")
 

@@ -30,6 +30,34 @@ def test_lrn_matches_formula_and_gradients(param, rng):
     assert_gradients(spec, [x])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("param", [LRN_CASES[1], LRN_CASES[3]])
+def test_lrn_without_backward_normalizes_chunks_of_images_in_a_workspace(
+    param, workers, rng, thread_count, monkeypatch
+):
+    """Without a backward, LRN keeps no scale: each worker makes it for a chunk of images at a
+    time (here 2 of 7 x 4 x 5 = 140 values each, the last chunk of a share shorter) in one
+    workspace of its own. The outputs are those of the layer with a backward, bit for bit."""
+    from netlayers import parallel
+    from netlayers.layers import normalization
+
+    thread_count(workers)
+    monkeypatch.setattr(normalization, "WORKSPACE_ITEMS", 2 * 140 + 10)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 1)  # share out the small batch as a large one
+    x = rng.standard_normal((7, 7, 4, 5))
+    layer, bottom, top = make_layer({"type": "LRN", "lrn_param": param}, [x])
+    layer.forward(bottom, top)
+    expected = top[0].data.copy()
+    layer.drop_backward_state()
+    parallel.release_scratch()
+    top[0].data[...] = 0
+    layer.forward(bottom, top)
+    np.testing.assert_array_equal(top[0].data, expected)
+    assert layer.scale is None
+    workspaces = [buffer for (_, name, _), buffer in parallel._scratch.items() if name.startswith("lrn")]
+    assert len(workspaces) == workers and all(buffer.size == 2 * 140 for buffer in workspaces)
+
+
 def test_lrn_contract(rng):
     assert_contract({"type": "LRN", "lrn_param": {"local_size": 3}}, [rng.standard_normal((2, 5, 3, 3))])
 

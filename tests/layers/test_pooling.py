@@ -107,6 +107,40 @@ def test_max_pooling_mask_top(rng):
     assert_gradients(spec, [x])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("kernel,stride,pad", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_max_pooling_without_backward_finds_its_maxima_in_chunks(
+    kernel, stride, pad, workers, rng, thread_count, monkeypatch
+):
+    """A MAX pooling whose backward never runs, without a mask top, keeps no mask: each worker
+    finds its planes' argmax in a scratch of at most MASK_CHUNK_ITEMS items (or one plane's),
+    reused chunk after chunk (here chunks of 2 or 3 planes, or of 1 plane of 12 x 12, over 35
+    planes: chunks that do not divide a worker's share). The outputs are those of the layer
+    with a backward, bit for bit (ties, NaN in a window's first place, and a NaN passed over)."""
+    from netlayers import parallel
+    from netlayers.layers import pooling
+
+    thread_count(workers)
+    monkeypatch.setattr(pooling, "MASK_CHUNK_ITEMS", 3 * 36 + 5)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 1)  # share out the tiny batch as a large one
+    x = np.round(rng.standard_normal((5, 7, 12, 12)), 1)  # rounding to 0.1: many ties
+    x[0, 0, 0, 0] = x[3, 2, 5, 7] = np.nan
+    spec = {"type": "Pooling", "pooling_param": {"kernel_size": kernel, "stride": stride, "pad": pad}}
+    layer, bottom, top = make_layer(spec, [x])
+    layer.forward(bottom, top)
+    expected = top[0].data.copy()
+    assert layer.windows.mask is not None and not layer.windows.shared_mask
+    layer.drop_backward_state()
+    parallel.release_scratch()
+    top[0].data[...] = 0
+    layer.forward(bottom, top)
+    np.testing.assert_array_equal(top[0].data, expected)
+    assert layer.windows.mask is None
+    masks = [buffer for (_, name, _), buffer in parallel._scratch.items() if name == "max_pool_mask"]
+    largest = max(pooling.MASK_CHUNK_ITEMS, expected[0, 0].size)
+    assert len(masks) == workers and all(mask.size <= largest for mask in masks)
+
+
 def test_pooling_contract(rng):
     for pool in ("MAX", "AVE"):
         assert_contract(
