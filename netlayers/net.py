@@ -85,7 +85,10 @@ class Net:
     ``share_memory=True`` (what a solver's TRAIN net uses) lets inner blobs whose gradients are
     never alive at once keep their diffs in one buffer (see ``_share_diff_memory``), and inner
     blobs whose values no backward reads keep their data in one buffer with others alive at
-    other times of the forward (see ``_share_data_memory``).
+    other times of the forward (see ``_share_data_memory``). ``forward_only=True`` builds the
+    net as :meth:`drop_backward` leaves it (what a solver does with its TEST nets); with
+    ``share_memory`` every inner blob then shares, so only the inputs and outputs keep their
+    values after a forward.
     """
 
     def __init__(
@@ -99,6 +102,7 @@ class Net:
         level: int | None = None,
         stages: Any = None,
         share_memory: bool = False,
+        forward_only: bool = False,
     ) -> None:
         self.spec = load_net_spec(spec)
         # Caffe's NetState: include/exclude rules test the phase, level and stages (default:
@@ -131,6 +135,8 @@ class Net:
         self.layer_need_backward: list[bool] = []
         self.learnable_params: list[LearnableParam] = []
         self._build()
+        if forward_only:  # before the memory plans: no backward keeps any blob's values
+            self.drop_backward()
         self.shared_diff_bytes = self._share_diff_memory() if share_memory else 0
         self.shared_data_bytes = self._share_data_memory() if share_memory else 0
 
@@ -393,7 +399,8 @@ class Net:
         keeps its normalized values, an in-place Scale reads those, the sum reads nothing back).
 
         A blob qualifies when every layer it is a top of declares ``keep_top_data`` False and
-        every layer it is a bottom of ``keep_bottom_data`` False; when its data array is its
+        every layer it is a bottom of ``keep_bottom_data`` False, or has no backward (a
+        forward-only net's layers, the solver's TEST nets: every inner blob); when its data array is its
         own, viewed by no other blob (a Split's or Flatten's tops, a Parameter's param); and
         when it is not a net input, an output or a loss's weighted top. Its values are alive
         over the span of net indices of the layers it is a bottom or a top of (the first writes
@@ -404,9 +411,9 @@ class Net:
         for layer, bottoms, tops in zip(self.layers, self.bottom_vecs, self.top_vecs):
             for blob in bottoms + tops:
                 roots.setdefault(id(_root(blob.data)), set()).add(id(blob))
-            if layer.keep_bottom_data:
+            if layer.keep_bottom_data and layer.needs_backward:  # a layer without backward keeps nothing
                 needed.update(id(blob) for blob in bottoms)
-            if layer.keep_top_data:
+            if layer.keep_top_data and layer.needs_backward:
                 needed.update(id(blob) for blob in tops)
         blobs = [
             blob

@@ -23,7 +23,9 @@ DEFAULT_BATCH = 64
 
 
 class Predictor:
-    """The deploy net of ``config`` with ``weights``, for one-call predictions.
+    """The deploy net of ``config`` with ``weights``, for one-call predictions. Its inner blobs
+    share memory (``deploy_net(share_memory=True)``): after a forward only its input and outputs
+    (the predictions) hold their values; build a :func:`~netlayers.deploy_net` to read others.
 
     ``labels``: a file of class names (one a line) overriding the config's ``labels_file``.
     ``input_shape``: (C, H, W) of the images before the transform, where the config's data set
@@ -68,7 +70,9 @@ class Predictor:
         if self._net is None or (item_shape is not None and shape != self._net_shape):
             from .deploy import deploy_net
 
-            self._net = deploy_net(self.deploy, self.weights, batch=1, input_shape=shape, dtype=self.dtype)
+            self._net = deploy_net(
+                self.deploy, self.weights, batch=1, input_shape=shape, dtype=self.dtype, share_memory=True
+            )
             self._net_shape = shape
         return self._net
 

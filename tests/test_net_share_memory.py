@@ -414,3 +414,37 @@ def test_a_solver_tests_with_forward_only_nets():
     assert test_net.forward_only and not solver.net.forward_only
     solver.step(2)
     assert all(layer.normalized is None for layer in test_net.layers if layer.type == "BatchNorm")
+
+
+def test_a_forward_only_net_shares_the_memory_of_every_inner_blob():
+    """Forward only, no backward keeps any values: with share_memory every inner blob may share
+    a buffer with blobs alive at other times of the forward, the inputs of a convolution ('a'),
+    an InnerProduct ('pool') and an LRN ('t') too, which a net with a backward keeps (blobs
+    that fan out, seen by a Split's tops, keep their own). The outputs (and the argmax top)
+    are the same bits as those of the net that keeps every blob; the input keeps its values.
+    A TEST net with a loss is built forward only (``forward_only=True``, as ``netlayers test``
+    builds it) and shares the same way, its loss the same bits."""
+    data = inputs()["data"]
+    plain = Net(deploy_residual_net(), "TEST", seed=3)
+    shared = Net(deploy_residual_net(), "TEST", seed=3, share_memory=True)
+    expected = {name: value.copy() for name, value in plain.forward(data=data).items()}
+    outputs = shared.forward(data=data)
+    assert outputs.keys() == expected.keys() == {"fc", "pool2", "argmax"}
+    for name in outputs:
+        assert np.array_equal(outputs[name], expected[name]), name
+    assert np.array_equal(shared.blobs["data"].data, data.astype(shared.dtype))
+    owners = {}
+    for name, blob in shared.blobs.items():
+        owners.setdefault(id(blob._data_buffer), []).append(name)
+    in_shared_buffers = {name for names in owners.values() if len(names) > 1 for name in names}
+    assert {"a", "pool", "t"} <= in_shared_buffers
+    assert not in_shared_buffers & {"data", "fc", "pool2", "argmax"}
+    assert shared.shared_data_bytes > Net(residual_net(), seed=3, share_memory=True).shared_data_bytes
+
+    feed = inputs()
+    loss = Net(residual_net(), "TEST", seed=3).forward(**feed)["loss"].copy()
+    tested = Net(residual_net(), "TEST", seed=3, share_memory=True, forward_only=True)
+    assert tested.forward_only and tested.shared_data_bytes > 0
+    assert np.array_equal(tested.forward(**feed)["loss"], loss)
+    with pytest.raises(NetlayersError, match="forward only"):
+        tested.backward()

@@ -50,7 +50,8 @@ def run(args):
     if iterations is None:
         test_iter = solver.get("test_iter") or [50]
         iterations = int(test_iter[0] if isinstance(test_iter, list) else test_iter)
-    net = Net(source, args.phase, data_root=args.data_root, seed=0)
+    # forward only, reading the outputs alone: inner blobs share memory (Net's share_memory)
+    net = Net(source, args.phase, data_root=args.data_root, seed=0, share_memory=True, forward_only=True)
     refuse_input_layers(net, "netlayers test")
     net.load(args.weights)
     totals = {}
