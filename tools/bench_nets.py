@@ -1415,11 +1415,13 @@ def sgemm_rate(n=2048, repeats=5):
 def new_net(spec, forward_only=False):
     """The float32 TRAIN net of ``spec`` (a dict, a net file's path or a NetSpec), as a solver
     builds it (``share_memory``), its inputs not set yet; ``forward_only`` (a net without a
-    loss): its TEST net, as for inference (BatchNorm's stored statistics, no Dropout), those
+    loss): its TEST net, as for inference (BatchNorm's stored statistics, no Dropout), built as
+    ``Predictor`` builds it (``share_memory``: the outputs are compared, inner blobs share), those
     statistics set where unset (:func:`settle_batch_norms`). Weights left at zero by a file
     without fillers are drawn (:func:`fill_unset_weights`)."""
     if forward_only:
-        return fill_unset_weights(settle_batch_norms(netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED)))
+        net = netlayers.Net(spec, "TEST", dtype=np.float32, seed=SEED, share_memory=True)
+        return fill_unset_weights(settle_batch_norms(net))
     return fill_unset_weights(netlayers.Net(spec, dtype=np.float32, seed=SEED, share_memory=True))
 
 
@@ -2657,7 +2659,10 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
     TEST phase, for a net without a loss, as :func:`bench_net` runs it). ``param_shapes`` (layer
     -> list of shapes) gives the torch side its params (random values) and ``plan`` (an
     :func:`input_plan`) both sides their inputs: no netlayers net of that size is built before
-    the measurement (its memory, freed, would hide the measured side's). First the side runs
+    the measurement (its memory, freed, would hide the measured side's). The inputs are made
+    before the measurement starts; each side then holds one copy of them that is counted (the
+    netlayers net copies them into its input blobs, the torch side takes a copy of its own, as
+    a data loader's batch would be). First the side runs
     :func:`warm_up_spec` for 2 steps, so that loading numba's kernels (about 70 MiB, mostly
     LLVM) and starting PyTorch's runtime are not counted; on the netlayers side with the
     convolution paths' thresholds lowered (:func:`every_conv_path`), so that the tiny net also
@@ -2688,6 +2693,8 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
     before = reset_peak_rss() or peak_rss_mib()
     if side == "torch":
         params = {layer: [torch.randn(shape) * 0.01 for shape in shapes] for layer, shapes in param_shapes.items()}
+        # its own copy of the inputs, as netlayers copies them into its input blobs: both count one
+        inputs = {name: np.array(value) for name, value in inputs.items()}
         step, _ = build_torch(spec, inputs, params, forward_only)
     else:
         step = netlayers_stepper(build_netlayers(spec, inputs, forward_only), forward_only)
