@@ -2,7 +2,8 @@
 
 Every filler draws from the generator it is given; a net owns one seeded generator, so the same
 config and seed give bit-identical weights. Random values are drawn in float64 and cast, so a
-float32 and a float64 net with one seed start from the same numbers (to float32 precision).
+float32 and a float64 net with one seed start from the same numbers (to float32 precision);
+a large blob is filled in pieces (``PIECE``), the same numbers as one draw.
 
 fan_in = count / shape[0] and fan_out = count / shape[1], as Caffe computes them for a weight of
 shape (outputs, inputs, ...):
@@ -44,53 +45,55 @@ def _norm_size(filler, shape):
     return {"FAN_IN": fan_in, "FAN_OUT": fan_out, "AVERAGE": (fan_in + fan_out) / 2.0}[filler.variance_norm]
 
 
-def constant(filler, shape, rng):
-    return np.full(shape, filler.value)
+# Each filler draws ``size`` values (a shape, or a count: the next values of a blob filled in
+# pieces) for a blob of ``shape`` (which sets its fans); ``fill`` writes them in.
+def constant(filler, shape, rng, size):
+    return np.full(size, filler.value)
 
 
-def uniform(filler, shape, rng):
-    return rng.uniform(filler.min, filler.max, size=shape)
+def uniform(filler, shape, rng, size):
+    return rng.uniform(filler.min, filler.max, size=size)
 
 
-def uniform_int(filler, shape, rng):
-    return rng.integers(int(filler.min), int(filler.max), size=shape, endpoint=True)
+def uniform_int(filler, shape, rng, size):
+    return rng.integers(int(filler.min), int(filler.max), size=size, endpoint=True)
 
 
-def gaussian(filler, shape, rng):
-    values = rng.normal(filler.mean, filler.std, size=shape)
-    if filler.sparse >= 0:
-        if not shape:
-            raise ConfigError("a sparse gaussian filler needs a blob with at least one axis")
-        keep = rng.random(size=shape) < filler.sparse / shape[0]
-        values = values * keep
-    return values
+def gaussian(filler, shape, rng, size):
+    """N(mean, std^2); a sparse gaussian's zeros are drawn by ``fill`` after all the values."""
+    return rng.normal(filler.mean, filler.std, size=size)
 
 
-def xavier(filler, shape, rng):
+def xavier(filler, shape, rng, size):
     bound = np.sqrt(3.0 / _norm_size(filler, shape))
-    return rng.uniform(-bound, bound, size=shape)
+    return rng.uniform(-bound, bound, size=size)
 
 
-def msra(filler, shape, rng):
-    return rng.normal(0.0, np.sqrt(2.0 / _norm_size(filler, shape)), size=shape)
+def msra(filler, shape, rng, size):
+    return rng.normal(0.0, np.sqrt(2.0 / _norm_size(filler, shape)), size=size)
 
 
-def positive_unitball(filler, shape, rng):
-    values = rng.uniform(0.0, 1.0, size=shape)
-    rows = values.reshape(shape[0], -1) if shape else values.reshape(1, -1)
+def positive_unitball(filler, shape, rng, size):
+    """Whole slices of ``shape[0]`` (a count of values is a multiple of a slice's)."""
+    values = rng.uniform(0.0, 1.0, size=size)
+    rows = values.reshape(-1, _slice_size(shape))
     rows /= rows.sum(axis=1, keepdims=True)
     return values
 
 
-def bilinear(filler, shape, rng):
+def bilinear(filler, shape, rng, size):
     if len(shape) != 4 or shape[2] != shape[3]:
         raise ConfigError(f"the bilinear filler needs a 4-axis square kernel, got shape {shape}")
-    size = shape[3]
-    factor = np.ceil(size / 2.0)
+    side = shape[3]
+    factor = np.ceil(side / 2.0)
     centre = (2 * factor - 1 - factor % 2) / (2.0 * factor)
-    ramp = 1 - np.abs(np.arange(size) / factor - centre)
+    ramp = 1 - np.abs(np.arange(side) / factor - centre)
     kernel = np.outer(ramp, ramp)
     return np.broadcast_to(kernel, shape).copy()
+
+
+def _slice_size(shape):
+    return int(np.prod(shape[1:])) if shape else 1
 
 
 FILLERS = {
@@ -145,6 +148,13 @@ def check_uniform_int(filler):
         )
 
 
+#: Values drawn at a time: a contiguous blob is filled in pieces of about this many float64
+#: values (8 MiB), so that no weight has a float64 twin while it is filled (VGG-16's fc6, 411 MB
+#: in float32, had one of 822 MB). The numbers are those of one whole draw: numpy's Generator
+#: draws them one after another, in pieces as at once.
+PIECE = 1 << 20
+
+
 def fill(array, filler, rng):
     """Fill ``array`` in place as the checked FillerParameter ``filler`` says."""
     try:
@@ -155,5 +165,34 @@ def fill(array, filler, rng):
     check(filler)
     if array.size == 0:  # nothing to fill (and no fan to divide by)
         return array
-    array[...] = make(filler, array.shape, rng)
+    shape = array.shape
+    sparse = filler.type == "gaussian" and filler.sparse >= 0
+    if sparse and not shape:
+        raise ConfigError("a sparse gaussian filler needs a blob with at least one axis")
+    if filler.type == "constant":
+        array.fill(filler.value)
+    elif filler.type == "bilinear" or not array.flags.c_contiguous:
+        values = make(filler, shape, rng, shape)
+        array[...] = values * _kept(filler, shape, rng, shape) if sparse else values
+    else:
+        for piece, count in _pieces(array, filler):
+            piece[...] = make(filler, shape, rng, count)
+        if sparse:  # the draws of what is kept come after all the values'
+            for piece, count in _pieces(array, filler):
+                piece *= _kept(filler, shape, rng, count)
     return array
+
+
+def _kept(filler, shape, rng, size):
+    """A sparse gaussian's mask: each value kept with probability sparse / shape[0]."""
+    return rng.random(size=size) < filler.sparse / shape[0]
+
+
+def _pieces(array, filler):
+    """(flat piece of ``array``, its length): whole slices of shape[0] for positive_unitball."""
+    flat = array.reshape(-1)
+    unit = _slice_size(array.shape) if filler.type == "positive_unitball" else 1
+    step = max(unit, PIECE // unit * unit)
+    for start in range(0, flat.size, step):
+        piece = flat[start : start + step]
+        yield piece, piece.size

@@ -133,3 +133,52 @@ def test_a_bad_filler_in_a_net_is_located_at_its_layer(tmp_path):
     assert str(info.value) == (
         f"{config}:9: layer 'ip': field 'inner_product_param.weight_filler.std': expected a number >= 0, got -1"
     )
+
+
+PIECE_CASES = [
+    {"type": "uniform", "min": -2, "max": 3},
+    {"type": "uniform_int", "min": 0, "max": 9},
+    {"type": "gaussian", "mean": 1.0, "std": 0.5},
+    {"type": "gaussian", "std": 1.0, "sparse": 3},
+    {"type": "xavier", "variance_norm": "AVERAGE"},
+    {"type": "msra"},
+    {"type": "positive_unitball"},
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fields", PIECE_CASES)
+def test_a_blob_filled_in_pieces_gets_the_numbers_of_one_draw(fields, dtype, monkeypatch):
+    """A contiguous blob is filled in pieces (here of 37 values, or whole slices of 60 for
+    positive_unitball: pieces that do not divide the blob), with the numbers of one whole draw
+    cast at once (the filler on an array it cannot fill in pieces, a transposed view), to the bit;
+    -0.0 where a sparse gaussian zeroes a negative value, as the whole draw's product gives."""
+    from netlayers import fillers
+
+    shape = (7, 3, 4, 5)
+    monkeypatch.setattr(fillers, "PIECE", 37)
+    pieces = fill(np.empty(shape, dtype), filler(**fields), np.random.default_rng(11))
+    whole = np.empty(shape[::-1], dtype).T  # not contiguous: one draw
+    fill(whole, filler(**fields), np.random.default_rng(11))
+    assert np.array_equal(pieces, whole) and np.array_equal(np.signbit(pieces), np.signbit(whole))
+    assert len(np.unique(pieces)) >= 10
+
+
+def test_a_large_float32_blob_is_filled_without_a_float64_twin():
+    """Filling 4 M float32 values (16 MB) allocates pieces of at most PIECE float64 values,
+    not a 32 MB float64 array of the blob's size (tracemalloc sees numpy's allocations)."""
+    import tracemalloc
+
+    from netlayers import fillers
+
+    array = np.empty((1024, 4096), np.float32)
+    for fields in (
+        {"type": "gaussian", "std": 0.1, "sparse": 100},
+        {"type": "xavier"},
+        {"type": "constant", "value": 2},
+    ):
+        tracemalloc.start()
+        fill(array, filler(**fields), np.random.default_rng(0))
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert peak < 3 * 8 * fillers.PIECE, (fields, peak)
