@@ -388,8 +388,8 @@ class Net:
             if need
         }
         kept = self._kept_whole()
-        blobs = [blob for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
-        return self._share_buffers(blobs, Blob.use_diff_memory)
+        units = [[blob] for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
+        return self._share_buffers(units, lambda unit, buffer: unit[0].use_diff_memory(buffer))
 
     def _share_data_memory(self):
         """Let blobs whose values no backward reads keep their data in one buffer with others
@@ -400,29 +400,35 @@ class Net:
 
         A blob qualifies when every layer it is a top of declares ``keep_top_data`` False and
         every layer it is a bottom of ``keep_bottom_data`` False, or has no backward (a
-        forward-only net's layers, the solver's TEST nets: every inner blob); when its data array is its
-        own, viewed by no other blob (a Split's or Flatten's tops, a Parameter's param); and
-        when it is not a net input, an output or a loss's weighted top. Its values are alive
-        over the span of net indices of the layers it is a bottom or a top of (the first writes
-        it, the last reads it); blobs whose spans do not overlap share a buffer. After a
-        forward, such a blob's data holds a later blob's values: the default
-        (``share_memory=False``) keeps every blob's values, as Caffe does."""
-        needed, roots = self._kept_whole(), {}
+        forward-only net's layers: every inner blob), and when it is not a net input, an output
+        or a loss's weighted top. A blob whose data other blobs view (a Split's tops where it
+        fans out, a Flatten's or Reshape's top) goes with them, as one: all must qualify, and
+        their values are alive from the first layer that writes or reads any of them to the
+        last (a Parameter's top, a view of a param, never goes). Blobs whose spans do not
+        overlap share a buffer; the views are made again on it (their layers make them again
+        at every reshape too). After a forward, such a blob's data holds a later blob's values:
+        the default (``share_memory=False``) keeps every blob's values, as Caffe does."""
+        needed = self._kept_whole()
         for layer, bottoms, tops in zip(self.layers, self.bottom_vecs, self.top_vecs):
-            for blob in bottoms + tops:
-                roots.setdefault(id(_root(blob.data)), set()).add(id(blob))
             if layer.keep_bottom_data and layer.needs_backward:  # a layer without backward keeps nothing
                 needed.update(id(blob) for blob in bottoms)
             if layer.keep_top_data and layer.needs_backward:
                 needed.update(id(blob) for blob in tops)
-        blobs = [
-            blob
-            for blob in {id(b): b for vec in self.bottom_vecs + self.top_vecs for b in vec}.values()
-            if id(blob) not in needed
-            and _root(blob.data) is _root(blob._data_buffer)
-            and roots[id(_root(blob.data))] == {id(blob)}
+        views = {}  # id of the array owning a blob's memory -> the blobs seeing it (owner first)
+        for blob in {id(b): b for vec in self.bottom_vecs + self.top_vecs for b in vec}.values():
+            owner = _root(blob.data) is _root(blob._data_buffer)
+            members = views.setdefault(id(_root(blob.data)), [])
+            if owner:
+                members.insert(0, blob)
+            else:
+                members.append(blob)
+        units = [
+            members
+            for members in views.values()
+            if _root(members[0].data) is _root(members[0]._data_buffer)
+            and not any(id(blob) in needed for blob in members)
         ]
-        return self._share_buffers(blobs, Blob.use_data_memory)
+        return self._share_buffers(units, _use_data_memory)
 
     def _kept_whole(self):
         """The ids of the blobs that always keep their own data and diff: the net's inputs and
@@ -432,24 +438,28 @@ class Net:
             kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
         return kept
 
-    def _share_buffers(self, blobs, use):
-        """``use(blob, buffer)`` for each group of ``blobs`` whose spans (the first and last net
-        index of the layers each is a bottom or a top of) do not overlap (``share_groups``),
-        one buffer a group of two or more; returns the bytes saved."""
+    def _share_buffers(self, units, use):
+        """``use(unit, buffer)`` for each group of ``units`` (lists of blobs, the first the one
+        whose count counts) whose spans (the first and last net index of the layers any blob of
+        the unit is a bottom or a top of) do not overlap (``share_groups``), one buffer a group
+        of two or more; returns the bytes saved."""
         spans = {}
         for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
             for blob in bottoms + tops:
                 low, high = spans.get(id(blob), (index, index))
                 spans[id(blob)] = (min(low, index), max(high, index))
+        unit_spans = [
+            (min(spans[id(blob)][0] for blob in unit), max(spans[id(blob)][1] for blob in unit)) for unit in units
+        ]
         saved = 0
-        for group in share_groups([spans[id(blob)] for blob in blobs], [blob.count for blob in blobs]):
+        for group in share_groups(unit_spans, [unit[0].count for unit in units]):
             if len(group) < 2:
                 continue
-            members = [blobs[i] for i in group]
-            buffer = np.zeros(max(blob.count for blob in members), self.dtype)
-            for blob in members:
-                use(blob, buffer)
-            saved += sum(blob.count for blob in members) - buffer.size
+            members = [units[i] for i in group]
+            buffer = np.zeros(max(unit[0].count for unit in members), self.dtype)
+            for unit in members:
+                use(unit, buffer)
+            saved += sum(unit[0].count for unit in members) - buffer.size
         return saved * self.dtype.itemsize
 
     # -- public API ------------------------------------------------------------------------
@@ -713,6 +723,15 @@ class Net:
 
     def __repr__(self) -> str:
         return f"<Net '{self.name}' {self.phase}: {len(self.layers)} layers>"
+
+
+def _use_data_memory(unit, buffer):
+    """The unit's first blob keeps its data in ``buffer``; the others (views of its data: a
+    Split's tops, a Flatten's) view it there again, in their shapes."""
+    owner = unit[0]
+    owner.use_data_memory(buffer)
+    for view in unit[1:]:
+        view.share_data(owner, view.shape)
 
 
 def _root(array):

@@ -419,9 +419,10 @@ def test_a_solver_tests_with_forward_only_nets():
 def test_a_forward_only_net_shares_the_memory_of_every_inner_blob():
     """Forward only, no backward keeps any values: with share_memory every inner blob may share
     a buffer with blobs alive at other times of the forward, the inputs of a convolution ('a'),
-    an InnerProduct ('pool') and an LRN ('t') too, which a net with a backward keeps (blobs
-    that fan out, seen by a Split's tops, keep their own). The outputs (and the argmax top)
-    are the same bits as those of the net that keeps every blob; the input keeps its values.
+    an InnerProduct ('pool') and an LRN ('t') too, which a net with a backward keeps, and blobs
+    that fan out ('stem', 'sum'), whose Split tops then see the shared buffer. The outputs (and
+    the argmax top) are the same bits as those of the net that keeps every blob; the input
+    keeps its values.
     A TEST net with a loss is built forward only (``forward_only=True``, as ``netlayers test``
     builds it) and shares the same way, its loss the same bits."""
     data = inputs()["data"]
@@ -437,7 +438,11 @@ def test_a_forward_only_net_shares_the_memory_of_every_inner_blob():
     for name, blob in shared.blobs.items():
         owners.setdefault(id(blob._data_buffer), []).append(name)
     in_shared_buffers = {name for names in owners.values() if len(names) > 1 for name in names}
-    assert {"a", "pool", "t"} <= in_shared_buffers
+    assert {"a", "pool", "t", "stem", "sum"} <= in_shared_buffers
+    for blob in ("stem", "sum"):
+        (split,) = [layer for layer in shared.layers if layer.type == "Split" and layer.spec.bottoms == [blob]]
+        for top in split.spec.tops:
+            assert np.shares_memory(shared.blobs[top].data, shared.blobs[blob]._data_buffer), top
     assert not in_shared_buffers & {"data", "fc", "pool2", "argmax"}
     assert shared.shared_data_bytes > Net(residual_net(), seed=3, share_memory=True).shared_data_bytes
 
