@@ -82,13 +82,12 @@ class Net:
 
     ``blobs`` (name -> Blob, in order), ``params`` (layer name -> list of param Blobs),
     ``layers``, ``inputs`` (tops of Input layers), ``outputs`` (blobs no layer consumes).
-    ``share_memory=True`` (what a solver's TRAIN net uses) lets inner blobs whose gradients are
-    never alive at once keep their diffs in one buffer (see ``_share_diff_memory``), and inner
-    blobs whose values no backward reads keep their data in one buffer with others alive at
-    other times of the forward (see ``_share_data_memory``). ``forward_only=True`` builds the
-    net as :meth:`drop_backward` leaves it (what a solver does with its TEST nets); with
-    ``share_memory`` every inner blob then shares, so only the inputs and outputs keep their
-    values after a forward.
+    ``share_memory=True`` (what a solver's TRAIN net uses) lets inner blobs keep their values
+    and gradients in buffers shared with others alive at other times of the forward and
+    backward pass (see ``_share_memory``; ``shared_data_bytes`` and ``shared_diff_bytes`` say
+    what that saved). ``forward_only=True`` builds the net as :meth:`drop_backward` leaves it
+    (what a solver does with its TEST nets); with ``share_memory`` every inner blob then
+    shares, so only the inputs and outputs keep their values after a forward.
     """
 
     def __init__(
@@ -137,8 +136,7 @@ class Net:
         self._build()
         if forward_only:  # before the memory plans: no backward keeps any blob's values
             self.drop_backward()
-        self.shared_diff_bytes = self._share_diff_memory() if share_memory else 0
-        self.shared_data_bytes = self._share_data_memory() if share_memory else 0
+        self.shared_data_bytes, self.shared_diff_bytes = self._share_memory() if share_memory else (0, 0)
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
@@ -369,66 +367,86 @@ class Net:
                     "false on its bottoms, lr_mult: 0 on its params)"
                 )
 
-    def _share_diff_memory(self):
-        """Let blobs whose gradients are never alive at the same time keep their diffs in one
-        buffer (``share_memory=True``, what a solver's TRAIN net does); returns the bytes saved.
+    def _share_memory(self):
+        """Let blobs whose values, or whose gradients, are alive at different times of a
+        forward and backward pass keep them in one buffer (``share_memory=True``, what a
+        solver's TRAIN net does), as PyTorch frees a tensor once its last reader has run;
+        returns the bytes of values and of gradients saved.
 
-        A blob's diff is alive, in a backward pass, from the first layer that writes it (the
-        last layer, in net order, that reads the blob) to the last that reads it (the layer
-        that wrote the blob's data): the span of net indices of the layers it is a bottom or a
-        top of. Blobs whose spans do not overlap can share memory, as PyTorch frees a gradient
-        once used. Left out: the net's inputs and outputs, a loss's weighted tops (their diffs
-        hold the weight from the forward) and blobs whose diff no layer writes. After a
-        backward pass, the diffs of the blobs that share memory are therefore not theirs any
-        more: the default (``share_memory=False``) keeps every diff, as Caffe does."""
+        One timeline holds both passes: layer i runs its forward at time i and its backward at
+        time 2 L - 1 - i (L layers). A blob's values are alive from the first layer that writes
+        or reads them to the last, or, when a layer's backward reads them (each layer declares
+        ``keep_bottom_data`` and ``keep_top_data``: a convolution's backward reads its input,
+        a ReLU's its output; a layer without backward keeps nothing), to the first such
+        backward. A blob whose values other blobs view (a Split's tops where it fans out, a
+        Flatten's or Reshape's top) goes with them, as one (a Parameter's top, a view of a
+        param, never goes). A blob's gradient is alive from the backward of the last layer
+        that reads the blob to that of the layer that wrote it, when some layer writes it.
+        Values and gradients whose times do not overlap share a buffer (``share_groups``): in a
+        ResNet each block's BatchNorm + Scale output, read only by the sum; in cifar10_quick
+        the first convolution's output, read only by the max pooling, holds that blob's
+        gradient in the backward. Left out: the net's inputs and outputs and a loss's weighted
+        tops (their diffs hold the weight from the forward). After a pass, a shared blob's data
+        or diff holds whatever blob used that memory last: the default (``share_memory=False``)
+        keeps every blob's values and gradients, as Caffe does."""
+        last = 2 * len(self.layers) - 1  # the time of layer 0's backward
+        spans = {}
+        for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
+            for blob in bottoms + tops:
+                low, high = spans.get(id(blob), (index, index))
+                spans[id(blob)] = (min(low, index), max(high, index))
+        kept_from = {}  # id(blob) -> the index of the first layer whose backward reads its values
+        for index, (layer, bottoms, tops) in enumerate(zip(self.layers, self.bottom_vecs, self.top_vecs)):
+            if not layer.needs_backward:
+                continue
+            for blob in (bottoms if layer.keep_bottom_data else []) + (tops if layer.keep_top_data else []):
+                kept_from[id(blob)] = min(kept_from.get(id(blob), index), index)
+        whole = self._kept_whole()
+        units = []  # (blobs, whether their values or gradient, (first time, last time))
+        for members in self._data_units():
+            if any(id(blob) in whole for blob in members):
+                continue
+            first = min(spans[id(blob)][0] for blob in members)
+            end = max(spans[id(blob)][1] for blob in members)
+            readers = [kept_from[id(blob)] for blob in members if id(blob) in kept_from]
+            units.append((members, True, (first, last - min(readers) if readers else end)))
         written = {
             id(blob)
             for bottoms, needs in zip(self.bottom_vecs, self.bottom_need_backward)
             for blob, need in zip(bottoms, needs)
             if need
         }
-        kept = self._kept_whole()
-        units = [[blob] for blob in self.blobs.values() if id(blob) in written and id(blob) not in kept]
-        return self._share_buffers(units, lambda unit, buffer: unit[0].use_diff_memory(buffer))
+        for blob in self.blobs.values():
+            if id(blob) in written and id(blob) not in whole:
+                first, end = spans[id(blob)]
+                units.append(([blob], False, (last - end, last - first)))
+        saved = [0, 0]  # bytes of values, of gradients
+        for group in share_groups([unit[2] for unit in units], [unit[0][0].count for unit in units]):
+            if len(group) < 2:
+                continue
+            members = [units[i] for i in group]  # the largest first
+            buffer = np.zeros(members[0][0][0].count, self.dtype)
+            for position, (blobs, values, _) in enumerate(members):
+                if values:
+                    _use_data_memory(blobs, buffer)
+                else:
+                    blobs[0].use_diff_memory(buffer)
+                if position:
+                    saved[0 if values else 1] += blobs[0].count * self.dtype.itemsize
+        return saved[0], saved[1]
 
-    def _share_data_memory(self):
-        """Let blobs whose values no backward reads keep their data in one buffer with others
-        whose values are alive at other times of the forward (``share_memory=True``); returns
-        the bytes saved. PyTorch frees such a tensor once its last reader has run; in ResNets
-        that is each block's BatchNorm + Scale output, read only by the Eltwise sum (BatchNorm
-        keeps its normalized values, an in-place Scale reads those, the sum reads nothing back).
-
-        A blob qualifies when every layer it is a top of declares ``keep_top_data`` False and
-        every layer it is a bottom of ``keep_bottom_data`` False, or has no backward (a
-        forward-only net's layers: every inner blob), and when it is not a net input, an output
-        or a loss's weighted top. A blob whose data other blobs view (a Split's tops where it
-        fans out, a Flatten's or Reshape's top) goes with them, as one: all must qualify, and
-        their values are alive from the first layer that writes or reads any of them to the
-        last (a Parameter's top, a view of a param, never goes). Blobs whose spans do not
-        overlap share a buffer; the views are made again on it (their layers make them again
-        at every reshape too). After a forward, such a blob's data holds a later blob's values:
-        the default (``share_memory=False``) keeps every blob's values, as Caffe does."""
-        needed = self._kept_whole()
-        for layer, bottoms, tops in zip(self.layers, self.bottom_vecs, self.top_vecs):
-            if layer.keep_bottom_data and layer.needs_backward:  # a layer without backward keeps nothing
-                needed.update(id(blob) for blob in bottoms)
-            if layer.keep_top_data and layer.needs_backward:
-                needed.update(id(blob) for blob in tops)
-        views = {}  # id of the array owning a blob's memory -> the blobs seeing it (owner first)
+    def _data_units(self):
+        """The blobs of the net's layers, grouped by the array that owns their values: that
+        array's blob first, then the blobs viewing it; an array no blob owns (a param that a
+        Parameter's top views) is left out."""
+        views = {}
         for blob in {id(b): b for vec in self.bottom_vecs + self.top_vecs for b in vec}.values():
-            owner = _root(blob.data) is _root(blob._data_buffer)
             members = views.setdefault(id(_root(blob.data)), [])
-            if owner:
+            if _root(blob.data) is _root(blob._data_buffer):
                 members.insert(0, blob)
             else:
                 members.append(blob)
-        units = [
-            members
-            for members in views.values()
-            if _root(members[0].data) is _root(members[0]._data_buffer)
-            and not any(id(blob) in needed for blob in members)
-        ]
-        return self._share_buffers(units, _use_data_memory)
+        return [members for members in views.values() if _root(members[0].data) is _root(members[0]._data_buffer)]
 
     def _kept_whole(self):
         """The ids of the blobs that always keep their own data and diff: the net's inputs and
@@ -437,30 +455,6 @@ class Net:
         for layer, tops in zip(self.layers, self.top_vecs):
             kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
         return kept
-
-    def _share_buffers(self, units, use):
-        """``use(unit, buffer)`` for each group of ``units`` (lists of blobs, the first the one
-        whose count counts) whose spans (the first and last net index of the layers any blob of
-        the unit is a bottom or a top of) do not overlap (``share_groups``), one buffer a group
-        of two or more; returns the bytes saved."""
-        spans = {}
-        for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
-            for blob in bottoms + tops:
-                low, high = spans.get(id(blob), (index, index))
-                spans[id(blob)] = (min(low, index), max(high, index))
-        unit_spans = [
-            (min(spans[id(blob)][0] for blob in unit), max(spans[id(blob)][1] for blob in unit)) for unit in units
-        ]
-        saved = 0
-        for group in share_groups(unit_spans, [unit[0].count for unit in units]):
-            if len(group) < 2:
-                continue
-            members = [units[i] for i in group]
-            buffer = np.zeros(max(unit[0].count for unit in members), self.dtype)
-            for unit in members:
-                use(unit, buffer)
-            saved += sum(unit[0].count for unit in members) - buffer.size
-        return saved * self.dtype.itemsize
 
     # -- public API ------------------------------------------------------------------------
     @property

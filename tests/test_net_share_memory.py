@@ -172,20 +172,28 @@ def test_blobs_that_meet_in_one_layer_never_share():
             assert len(buffers) == len(set(buffers)), kind
 
 
-def test_only_values_no_backward_reads_share_data():
-    """Of the residual net, three blobs hold values no backward reads: the BatchNorm + Scale
-    output read only by the sum ('b'), the 1x1 convolution's output read only by the Concat
-    ('c') and the Concat's output read only by the max pooling ('cat'). 'c' and 'cat' meet in
-    the Concat, so 'b' shares with 'cat' (the larger). The ReLUs' outputs (their backward reads
-    them), the convolutions' inputs (their weight gradients read them) and the net's inputs and
-    loss keep their own."""
+def test_values_and_gradients_share_by_when_they_are_alive():
+    """One timeline for both passes (20 layers: layer i's forward at time i, its backward at
+    39 - i). 'a' is read by the ReLU in place on it and by the convolution 'b', whose backwards
+    (times 32 and 31) read it: its values are alive from 6 to 32, and then hold the stem's
+    gradient (alive from the Split's backward, 34, to the stem convolution's, 38). The
+    BatchNorm + Scale output 'b', read only by the sum (8 to 11), the Concat's output read only
+    by the max pooling (16 to 17) and the InnerProduct's output, read by the loss's backward
+    (18 to 20), are alive at different times, before any gradient: one buffer. The net's
+    input, labels and loss keep their own values and gradients; so do the blobs a ReLU's
+    backward reads until it has run, and nothing alive at once shares."""
     net = Net(residual_net(), seed=3, share_memory=True)
-    owners = {}
+    holders = {}
     for name, blob in net.blobs.items():
-        owners.setdefault(id(blob._data_buffer), []).append(name)
-    shared = sorted(name for names in owners.values() if len(names) > 1 for name in names)
-    assert shared == ["b", "cat"]
-    assert net.shared_data_bytes == net.blobs["b"].data.nbytes
+        holders.setdefault(id(blob._data_buffer), []).append(name + ".data")
+        holders.setdefault(id(blob._diff_buffer), []).append(name + ".diff")
+    together = {name: set(names) for names in holders.values() for name in names}
+    assert {"stem.diff", "a.data"} <= together["a.data"]
+    assert {"b.data", "cat.data", "fc.data"} <= together["b.data"]
+    for name in ("data", "label", "loss"):
+        assert together[name + ".data"] == {name + ".data"} and together[name + ".diff"] == {name + ".diff"}
+    assert not together["stem.data"] - {"stem.data"}  # kept for the stem ReLU's backward, the last to read it
+    assert net.shared_data_bytes > 0 and net.shared_diff_bytes > 0
 
 
 def test_a_solver_trains_the_same_with_shared_data(monkeypatch):
@@ -207,7 +215,7 @@ def test_a_solver_trains_the_same_with_shared_data(monkeypatch):
 
     shared, losses, params = train()
     assert shared.shared_data_bytes > 0
-    monkeypatch.setattr(Net, "_share_data_memory", lambda net: 0)
+    monkeypatch.setattr(Net, "_share_memory", lambda net: (0, 0))
     plain, plain_losses, plain_params = train()
     assert plain.shared_data_bytes == 0
     assert losses == plain_losses
