@@ -136,7 +136,9 @@ class Net:
         self._build()
         if forward_only:  # before the memory plans: no backward keeps any blob's values
             self.drop_backward()
-        self.shared_data_bytes, self.shared_diff_bytes = self._share_memory() if share_memory else (0, 0)
+        self.shared_data_bytes, self.shared_diff_bytes = (0, 0)
+        if share_memory:
+            self.shared_data_bytes, self.shared_diff_bytes = self._share_memory()
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
@@ -367,7 +369,7 @@ class Net:
                     "false on its bottoms, lr_mult: 0 on its params)"
                 )
 
-    def _share_memory(self):
+    def _share_memory(self) -> tuple[int, int]:
         """Let blobs whose values, or whose gradients, are alive at different times of a
         forward and backward pass keep them in one buffer (``share_memory=True``, what a
         solver's TRAIN net does), as PyTorch frees a tensor once its last reader has run;
@@ -390,12 +392,12 @@ class Net:
         or diff holds whatever blob used that memory last: the default (``share_memory=False``)
         keeps every blob's values and gradients, as Caffe does."""
         last = 2 * len(self.layers) - 1  # the time of layer 0's backward
-        spans = {}
+        spans: dict[int, tuple[int, int]] = {}
         for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
             for blob in bottoms + tops:
                 low, high = spans.get(id(blob), (index, index))
                 spans[id(blob)] = (min(low, index), max(high, index))
-        kept_from = {}  # id(blob) -> the index of the first layer whose backward reads its values
+        kept_from: dict[int, int] = {}  # id(blob) -> the index of the first layer whose backward reads its values
         for index, (layer, bottoms, tops) in enumerate(zip(self.layers, self.bottom_vecs, self.top_vecs)):
             if not layer.needs_backward:
                 continue
