@@ -386,8 +386,8 @@ class Net:
         that reads the blob to that of the layer that wrote it, when some layer writes it.
         Values and gradients whose times do not overlap share a buffer (``share_groups``): in a
         ResNet each block's BatchNorm + Scale output, read only by the sum; in cifar10_quick
-        the first convolution's output, read only by the max pooling, holds that blob's
-        gradient in the backward. Left out: the net's inputs and outputs and a loss's weighted
+        the first convolution's output, read only by the max pooling, whose buffer then holds
+        gradients in the backward. Left out: the net's inputs and outputs and a loss's weighted
         tops (their diffs hold the weight from the forward). After a pass, a shared blob's data
         or diff holds whatever blob used that memory last: the default (``share_memory=False``)
         keeps every blob's values and gradients, as Caffe does."""
