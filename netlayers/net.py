@@ -137,6 +137,8 @@ class Net:
         if forward_only:  # before the memory plans: no backward keeps any blob's values
             self.drop_backward()
         self.shared_data_bytes, self.shared_diff_bytes = (0, 0)
+        self._shared_values: set[int] = set()  # ids of the blobs whose values share a buffer
+        self._forward_through = -1  # the last layer a forward ran since the last backward (-1: none)
         if share_memory:
             self.shared_data_bytes, self.shared_diff_bytes = self._share_memory()
 
@@ -431,6 +433,7 @@ class Net:
             for position, (blobs, values, _) in enumerate(members):
                 if values:
                     _use_data_memory(blobs, buffer)
+                    self._shared_values.update(id(blob) for blob in blobs)
                 else:
                     blobs[0].use_diff_memory(buffer)
                 if position:
@@ -505,10 +508,28 @@ class Net:
         last = len(self.layers) - 1 if end is None else self._layer_index(end, "end")
         if first > last:
             raise DataError(f"forward from '{start}' to '{end}': layer '{end}' comes before '{start}'")
+        if first > 0 and first != self._forward_through + 1:
+            self._check_values_kept(start, first, last, set(inputs))
         self.loss = self.forward_range(first, last)
+        self._forward_through = last
         for layer in self.layers[last + 1 :]:  # they did not see this input: no backward
             layer.invalidate_forward()
         return {name: self.blobs[name].data for name in self._outputs}
+
+    def _check_values_kept(self, start, first, last, given):
+        """A forward from ``start`` reads blobs that layers before it wrote. Where those blobs'
+        values share memory (``share_memory=True``, a solver's TRAIN net) they are gone after a
+        pass, unless the last forward ended right before ``start`` with no backward since: a
+        one-line error rather than a forward from whatever the memory holds."""
+        written_before = {id(blob) for tops in self.top_vecs[:first] for blob in tops}
+        for bottoms in self.bottom_vecs[first : last + 1]:
+            for blob in bottoms:
+                if id(blob) in self._shared_values and id(blob) in written_before and blob.name not in given:
+                    raise NetlayersError(
+                        f"forward(start='{start}') reads blob '{blob.name}', whose memory other blobs share "
+                        f"(share_memory=True, as a solver's TRAIN net has): its values are not kept after a pass; "
+                        f"run the forward from the start, or on from where the last forward ended"
+                    )
 
     def _check_not_overwritten(self, name, first):
         """A blob given to forward that a data layer of this pass fills would be overwritten (or,
@@ -571,6 +592,7 @@ class Net:
                 file=self.spec.file,
                 field="force_backward",
             )
+        self._forward_through = -1  # the backward may write gradients where values were
         with single_threaded_blas:
             i = first
             while i >= last:

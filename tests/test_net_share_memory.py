@@ -461,3 +461,25 @@ def test_a_forward_only_net_shares_the_memory_of_every_inner_blob():
     assert np.array_equal(tested.forward(**feed)["loss"], loss)
     with pytest.raises(NetlayersError, match="forward only"):
         tested.backward()
+
+
+def test_a_forward_from_a_layer_whose_inputs_shared_memory_is_refused_in_one_line():
+    """With shared memory, a blob's values are gone after a pass: a forward from 'fc' after a
+    whole forward (or a backward) would read 'pool' from whatever its buffer holds. It is
+    refused, naming the blob; a forward on from where the last one ended, with no backward
+    between, reads values still there and gives the whole forward's loss. A net that keeps
+    every blob runs it."""
+    feed = inputs()
+    shared = Net(residual_net(), seed=3, share_memory=True)
+    loss = shared.forward(**feed)["loss"].copy()
+    with pytest.raises(NetlayersError, match="reads blob 'pool', whose memory other blobs share"):
+        shared.forward(start="fc")
+    shared.forward(**feed, end="cat")
+    assert np.array_equal(shared.forward(start="pool")["loss"], loss)
+    shared.backward()
+    with pytest.raises(NetlayersError, match="blob 'pool'"):
+        shared.forward(start="fc")
+    plain = Net(residual_net(), seed=3)
+    plain.forward(**feed)
+    plain.backward()
+    assert np.array_equal(plain.forward(start="fc")["loss"], loss)
