@@ -169,9 +169,7 @@ def fill(array, filler, rng):
     sparse = filler.type == "gaussian" and filler.sparse >= 0
     if sparse and not shape:
         raise ConfigError("a sparse gaussian filler needs a blob with at least one axis")
-    if filler.type == "constant":
-        array.fill(filler.value)
-    elif filler.type == "bilinear" or not array.flags.c_contiguous:
+    if filler.type == "bilinear" or not array.flags.c_contiguous:
         values = make(filler, shape, rng, shape)
         array[...] = values * _kept(filler, shape, rng, shape) if sparse else values
     else:
