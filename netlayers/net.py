@@ -508,7 +508,7 @@ class Net:
         last = len(self.layers) - 1 if end is None else self._layer_index(end, "end")
         if first > last:
             raise DataError(f"forward from '{start}' to '{end}': layer '{end}' comes before '{start}'")
-        if first > 0 and first != self._forward_through + 1:
+        if first > 0 and self._shared_values and first != self._forward_through + 1:
             self._check_values_kept(start, first, last, set(inputs))
         self.loss = self.forward_range(first, last)
         self._forward_through = last

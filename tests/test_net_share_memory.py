@@ -338,7 +338,7 @@ def test_a_forward_only_net_keeps_no_backward_state_and_gives_the_same_outputs(p
     """A net whose backward never runs drops what only a backward reads: BatchNorm's
     normalized values and an in-place Scale's copy of its input (here 'b_scale', which
     BatchNorm's values are lent to in a net with a backward, and 'stem_scale'); LRN's scale and
-    max pooling's argmax go to workspaces shared by the process. Its outputs (with Caffe's
+    max pooling's argmax are found in the workers' small workspaces. Its outputs (with Caffe's
     argmax top) are the same bits as those of the net with a backward."""
     data = inputs()["data"]
     forward_only = Net(deploy_residual_net(), phase, seed=3)

@@ -52,8 +52,8 @@ class PoolingWindows:
     def __init__(self, method, kernel, pad, stride, shared_mask=False):
         self.method, self.kernel, self.pad, self.stride = method, kernel, pad, stride
         self.mask = None
-        # True where no backward will read the mask (a forward-only net): the forward writes it
-        # into workspaces the process shares (``forward``)
+        # True where no backward will read the mask (a forward-only net): the forward finds it
+        # in the workers' workspaces (``forward``)
         self.shared_mask = shared_mask
 
     def shape_for(self, shape, out_size):
