@@ -32,7 +32,7 @@ from . import fillers
 from .blob import Blob
 from .errors import ConfigError, NetlayersError
 from .memory import check_size
-from .parallel import single_threaded_blas
+from .parallel import single_threaded_blas, workspace_lock
 
 Blobs = Sequence[Blob]
 
@@ -165,7 +165,7 @@ class Layer:
         try:
             self._forward_done = False
             self.Reshape(bottom, top)
-            with single_threaded_blas:
+            with workspace_lock, single_threaded_blas:  # the workers' scratch is shared: see parallel
                 self.Forward_cpu(bottom, top)
         except Exception as err:
             self._reraise(err, "forward")
@@ -191,7 +191,7 @@ class Layer:
                 for blob in self.blobs:
                     blob.write_due_zeros()
             try:
-                with single_threaded_blas:
+                with workspace_lock, single_threaded_blas:
                     self.Backward_cpu(top, propagate_down, bottom)
             except Exception as err:
                 self._reraise(err, "backward")

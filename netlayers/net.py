@@ -19,7 +19,7 @@ from .errors import ConfigError, DataError, NetlayersError
 from .layer import Layer
 from .layers.fused import find_chain, find_sum_relu
 from .netspec import NetSpec, load_net_spec, phase_layers
-from .parallel import single_threaded_blas
+from .parallel import single_threaded_blas, workspace_lock
 
 
 class LearnableParam:
@@ -553,7 +553,9 @@ class Net:
 
     def forward_range(self, first: int, last: int) -> float:
         loss = 0.0
-        with single_threaded_blas:  # one switch of BLAS's threads for the pass, not per layer
+        # the workers' scratch is shared by every net of the process: a pass holds it whole (a
+        # net in another thread waits); and one switch of BLAS's threads for the pass, not per layer
+        with workspace_lock, single_threaded_blas:
             i = first
             while i <= last:
                 layer = self.layers[i]
@@ -593,7 +595,7 @@ class Net:
                 field="force_backward",
             )
         self._forward_through = -1  # the backward may write gradients where values were
-        with single_threaded_blas:
+        with workspace_lock, single_threaded_blas:
             i = first
             while i >= last:
                 chain = self._chain_ends.get(i)
@@ -618,7 +620,7 @@ class Net:
     def forward_backward(self) -> float:
         """One forward and one backward pass; returns the loss. (BLAS is switched to one thread
         once for both passes: each switch and its undoing cost about 6 us.)"""
-        with single_threaded_blas:
+        with workspace_lock, single_threaded_blas:
             self.loss = self.forward_range(0, len(self.layers) - 1)
             self.backward()
         return self.loss

@@ -30,8 +30,13 @@ batch and runs every step of it itself; BLAS is set to one thread while the work
 - ``scratch(worker, name, size, dtype)``: a flat buffer of at least ``size`` items that belongs
   to that worker; it is shared by every layer (layers run one after another), grown when a
   larger one is asked for and never shrunk, as Caffe shares one column buffer across layers.
-  ``workspace_lock`` is held by whoever uses the pool and its scratch (two nets run from two
-  Python threads take turns).
+  ``workspace_lock`` is held by whoever uses the pool and its scratch: a net's pass holds it
+  from start to end and a layer's forward or backward for its run (``Net.forward_range``,
+  ``Net.backward``, ``Layer.forward``, ``Layer.backward``), so two nets run from two Python
+  threads take turns, layer by layer or pass by pass. (Holding it only inside ``run_parts``
+  was not enough: a layer fills some scratch in the calling thread before its workers start,
+  a Winograd convolution its transformed filters, and another thread's layer could overwrite
+  them in between.)
 
 A part's result must not depend on which worker ran it: then results are the same for any
 thread count, except where a layer sums per-worker partial results (documented there).

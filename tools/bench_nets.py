@@ -41,9 +41,10 @@ inputs. If those agree (to 1e-6), the float32 difference is rounding, amplified 
 (a whole ResNet at batch 2 to 4: 3e-2 to 0.12 between the sides), and the net is timed, with a
 note giving each side's distance from its float64 run; the run stops with an error if the
 float64 runs differ too (a benchmark of two different computations is worthless) or if
-netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``). A net whose layers draw random numbers
-(Dropout) is timed on both sides without that check; a net with a layer the twin does not
-translate runs in netlayers alone; a one-line note under the net's line says which.
+netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``). A net
+whose layers draw random numbers (Dropout) is timed on both sides without that check; a net
+with a layer the twin does not translate runs in netlayers alone; a one-line note under the
+net's line says which.
 
 A net without a loss (no top of nonzero loss weight: :func:`has_loss`; a Caffe deploy net,
 with a net-level ``input`` or an Input layer, ending in Softmax or a plain InnerProduct) has
