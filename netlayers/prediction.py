@@ -12,6 +12,7 @@ layer (``scale``, ``mean_value``, centre ``crop_size``) itself. :func:`read_imag
 files (PNG, JPEG, ... with Pillow), ``.npy`` arrays and IDX files into such raw arrays.
 """
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,10 @@ class Predictor:
     ``labels``: a file of class names (one a line) overriding the config's ``labels_file``.
     ``input_shape``: (C, H, W) of the images before the transform, where the config's data set
     is not at hand to tell it (else it is taken from the first images predicted).
+
+    One Predictor may serve several threads (a web server's): :meth:`predict` runs one call at a
+    time through its net (built or reshaped, fed, run and its predictions copied out under the
+    Predictor's lock), and prepares the images outside it.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class Predictor:
         self.transformer = _test_transformer(self.input.transform_param, self.deploy.source)
         self._net = None
         self._net_shape = None
+        self._lock = threading.Lock()  # one predict at a time through the net: its blobs are shared
 
     @property
     def prediction(self):
@@ -92,14 +98,15 @@ class Predictor:
         """Predictions (N, K) for raw ``images`` (see :meth:`prepare`): class probabilities when
         the config's loss was SoftmaxWithLoss, else the prediction blob's values."""
         prepared = self.prepare(images)
-        net = self.net(prepared.shape[1:])
         results = []
-        for start in range(0, len(prepared), self.batch):
-            outputs = net.forward(**{self.input.blob: prepared[start : start + self.batch]})
-            value = outputs.get(self.prediction)
-            if value is None:
-                value = net.blobs[self.prediction].data
-            results.append(np.array(value).reshape(len(prepared[start : start + self.batch]), -1))
+        with self._lock:
+            net = self.net(prepared.shape[1:])
+            for start in range(0, len(prepared), self.batch):
+                outputs = net.forward(**{self.input.blob: prepared[start : start + self.batch]})
+                value = outputs.get(self.prediction)
+                if value is None:
+                    value = net.blobs[self.prediction].data
+                results.append(np.array(value).reshape(len(prepared[start : start + self.batch]), -1))
         return np.concatenate(results)
 
     def top_k(self, predictions, k=5):

@@ -53,6 +53,34 @@ def test_predict_one_call_and_batches_of_any_size(tmp_path):
     np.testing.assert_allclose(one, whole[5:6], rtol=1e-5, atol=1e-7)
 
 
+def test_one_predictor_serves_threads_each_call_its_own_predictions():
+    """A Predictor shared by four threads, each predicting its own images (batches of other
+    sizes: the net reshapes): every call gets what it gets alone. Before the Predictor's lock,
+    a call could read another's predictions, or fail reshaping them (4 threads x 40 calls: 2
+    wrong)."""
+    import threading
+
+    images = read_idx(FASHION / "t10k-images-idx3-ubyte.gz")[:90]
+    predictor = Predictor(LENET, CAFFE_WEIGHTS)
+    sets = [images[0:7], images[10:30], images[40:41], images[50:90]]
+    alone = [predictor.predict(images) for images in sets]
+    results = [[] for _ in sets]
+
+    def run(k):
+        for _ in range(25):
+            results[k].append(predictor.predict(sets[k]))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(sets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, expected in zip(results, alone):
+        assert len(got) == 25
+        for predictions in got:
+            np.testing.assert_allclose(predictions, expected, rtol=1e-4, atol=1e-6)
+
+
 def test_mean_scale_and_centre_crop_are_the_test_transform(tmp_path):
     config = training_config(npz_data(tmp_path))
     test_net = Net(config, "TEST", seed=1, data_root=str(tmp_path))
