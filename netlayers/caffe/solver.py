@@ -234,7 +234,10 @@ def _build_solver(solver_file: Any, rule: str | None) -> _NetlayersSolver:
     if path is None:
         raise ConfigError(f"a solver is built from a solver file's name, got {type(solver_file).__name__}")
     reporter = Reporter(quiet=_glog_quiet(), metrics=False, progress=False)
-    options: dict[str, Any] = {"reporter": reporter, "data_root": os.getcwd()}
+    # every blob keeps its values and diffs after a step, as Caffe's: pycaffe scripts read them
+    # (a training accuracy from solver.net.blobs["score"]), where a shared net's would hold
+    # other blobs' numbers
+    options: dict[str, Any] = {"reporter": reporter, "data_root": os.getcwd(), "share_memory": False}
     raw = _solver_base.read_config(path)[0].get("solver") or {}
     if path.suffix.lower() in YAML_SUFFIXES:
         written = raw.get("type") or _solver_base.LEGACY_TYPES.get(raw.get("solver_type"), "SGD")

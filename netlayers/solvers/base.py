@@ -128,12 +128,16 @@ class Solver(Snapshots, RunFolders):
     """Trains the TRAIN net of a config; tests on its TEST net (sharing the weights).
 
     ``Solver(config, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None,
-    overwrite=False, comm=None)``: ``config`` is a YAML path or a dict; ``seed`` and ``max_iter``
-    override the solver section's ``random_seed`` and ``max_iter``; ``reporter`` defaults to a
+    overwrite=False, comm=None, share_memory=True)``: ``config`` is a YAML path or a dict;
+    ``seed`` and ``max_iter`` override the solver section's ``random_seed`` and ``max_iter``;
+    ``reporter`` defaults to a
     :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite`` lets a fresh run replace an
     earlier run's snapshots (same prefix) and metrics.jsonl in its output folder; ``comm``, an
     mpi4py communicator of more than one rank, makes it one of that many data-parallel solvers
     (see distributed.py; every rank builds its Solver with the same arguments).
+    ``share_memory`` (default true) builds the TRAIN net so (``Net(share_memory=True)``): after a
+    step its inner blobs' values and diffs hold other blobs' numbers; pycaffe's solvers turn it
+    off, so that every blob keeps its own, as in Caffe.
 
     Attributes: ``net``, ``test_net`` (None without test_iter), ``iter``
     (updates done), ``param`` (the checked solver fields), ``rule`` (the update rule),
@@ -153,6 +157,7 @@ class Solver(Snapshots, RunFolders):
         overwrite: bool = False,
         type: str | None = None,
         comm: Any = None,
+        share_memory: bool = True,
     ) -> None:
         raw, self.file, self.base_dir = read_config(config)
         self.caffe_paths = self.file is not None and is_prototxt(self.file)
@@ -160,7 +165,9 @@ class Solver(Snapshots, RunFolders):
         spec = self._net_spec(raw)
         net_seed = param.random_seed if param.random_seed >= 0 else None
         level, stages = _state(param.train_state)
-        self.net = Net(spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages, share_memory=True)
+        self.net = Net(
+            spec, "TRAIN", seed=net_seed, data_root=data_root, level=level, stages=stages, share_memory=share_memory
+        )
         self._check_has_loss()
         self.test_nets = self._test_nets(raw, spec, data_root)
         self.parallel = DataParallel(comm) if comm is not None and comm.Get_size() > 1 else SingleProcess()

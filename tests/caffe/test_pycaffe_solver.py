@@ -3,9 +3,11 @@ written as pycaffe's examples/pycaffe/layers/pyloss.py is (setup/reshape/forward
 ``caffe.Layer``) training in a net."""
 
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from netlayers import ConfigError, caffe
 
@@ -218,3 +220,30 @@ def test_log_lines_go_to_stderr_unless_glog_is_silenced(folder, monkeypatch, cap
     solver = caffe.SGDSolver(write_solver(folder, "display: 1", name="loud.prototxt"))
     solver.step(1)
     assert "Iteration 0" in capsys.readouterr().err
+
+
+def test_every_blob_of_the_training_net_keeps_its_own_values_after_a_step(tmp_path, monkeypatch):
+    """pycaffe scripts read the TRAIN net's blobs after a step (a training accuracy from the
+    scores): as in Caffe, each holds its own values. (netlayers' Solver shares the inner blobs'
+    memory: there LeNet's conv1 held conv2's values after a forward, and ip2 another blob's.)"""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GLOG_minloglevel", "2")
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "lenet_fashion_mnist.yaml").read_text())
+    config["solver"]["test_initialization"] = False  # no test pass: the step alone
+    (tmp_path / "lenet.yaml").write_text(yaml.safe_dump(config))
+    solver = caffe.SGDSolver("lenet.yaml")
+    solver.step(1)
+    solver.net.forward()
+    blobs, params = solver.net.blobs, solver.net.params
+    conv1 = blobs["conv1"].data
+    pooled = conv1.reshape(*conv1.shape[:2], conv1.shape[2] // 2, 2, conv1.shape[3] // 2, 2).max(axis=(3, 5))
+    np.testing.assert_array_equal(blobs["pool1"].data, pooled)  # pool1 = max pool 2/2 of conv1
+    ip1 = blobs["ip1"].data  # after its ReLU, in place
+    scores = ip1 @ params["ip2"][0].data.T + params["ip2"][1].data
+    np.testing.assert_allclose(blobs["ip2"].data, scores, rtol=1e-4, atol=1e-5)
+    assert np.all(ip1 >= 0)
+    solver.net.backward()  # the gradients too: ip2's diff is the softmax loss's
+    probabilities = np.exp(scores - scores.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    probabilities[np.arange(len(scores)), blobs["label"].data.astype(int)] -= 1
+    np.testing.assert_allclose(blobs["ip2"].diff, probabilities / len(scores), rtol=1e-4, atol=1e-6)
