@@ -863,3 +863,26 @@ def _wait(pool, workers, errors):
         if pool.failures[w] is not None:
             errors.append(pool.failures[w])
             pool.failures[w] = None
+
+
+def _after_fork_in_child():
+    """In a child forked from this process (``multiprocessing``'s default on Linux, a pool of
+    a user's own) only the thread that forked exists. The workers' threads are gone: a pass
+    handing them work would wait for ever (it did), so the pool is dropped and the child's
+    first pass starts its own. A lock another thread held stays held: it is made afresh (the
+    workspace lock only when the forking thread does not hold it, as inside a pass). The
+    schedstat files read the parent's threads: closed. And a caller pinned to one CPU during a
+    pass gets its process's CPUs back."""
+    _state["pool"] = None
+    if not workspace_lock._is_owned():
+        workspace_lock._at_fork_reinit()
+    _blas_found._at_fork_reinit()
+    single_threaded_blas.lock._at_fork_reinit()
+    _close_schedstat_files()
+    global pinning
+    pinning = _Pinning()
+    free_cpus()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -664,3 +664,35 @@ def test_a_worker_floats_on_every_cpu_while_pinning_is_off(thread_count, monkeyp
     pool.cpus[1] = -1
     in_a_thread(lambda: pool.take_own_cpu(1))
     assert pool.cpus[1] in allowed or len(allowed) < 2
+
+
+def test_a_forked_child_runs_a_net_whose_parent_started_the_workers(thread_count):
+    """multiprocessing's fork (Linux's default) after a pass started the workers' threads: the
+    child has none of them, and its first pass waited for them for ever. It now starts its own
+    and computes what the parent does."""
+    import multiprocessing
+
+    import netlayers
+
+    thread_count(2)
+    spec = two_thread_spec()
+    net = netlayers.Net(spec, dtype=np.float32, seed=1)
+    rng = np.random.default_rng(3)
+    inputs = {"x": rng.standard_normal((4, 32, 24, 24), np.float32), "t": rng.standard_normal((4, 10), np.float32)}
+    expected = net.forward(**inputs)["loss"].copy()
+    assert parallel._state["pool"] is not None  # the parent's workers run
+
+    def child(queue):
+        queue.put(float(net.forward(**inputs)["loss"]))
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(60)
+    if process.is_alive():
+        process.kill()
+        process.join()
+        pytest.fail("the forked child's forward did not end in 60 s")
+    assert process.exitcode == 0
+    assert queue.get(timeout=5) == pytest.approx(float(expected), rel=1e-6)
