@@ -8,7 +8,7 @@ import pytest
 from test_deploy import npz_data, training_config
 
 import netlayers
-from netlayers import ConfigError, DataError, Net
+from netlayers import ConfigError, DataError, Net, deploy_net
 from netlayers.data.idx import read_idx
 from netlayers.prediction import Predictor, read_images
 
@@ -79,6 +79,32 @@ def test_one_predictor_serves_threads_each_call_its_own_predictions():
         assert len(got) == 25
         for predictions in got:
             np.testing.assert_allclose(predictions, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_prediction_blob_a_later_layer_reads_keeps_its_values(tmp_path):
+    """A Euclidean loss's prediction (``ip``) also read by kept layers after it: the Predictor's
+    net, whose inner blobs share memory, would let a later blob take ip's buffer; it keeps ip
+    whole, and predicts what the plain deploy net computes."""
+    config = training_config(npz_data(tmp_path))
+    layers = [layer for layer in config["layers"] if layer["name"] not in ("accuracy", "loss")]
+    side = [("side", "ip", 40), ("side2", "side", 4), ("side3", "side2", 4), ("side4", "side3", 4)]
+    layers += [
+        {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": {"num_output": n}}
+        for name, bottom, n in side
+    ]
+    config["layers"] = layers + [{"name": "loss", "type": "EuclideanLoss", "bottom": ["ip", "side4"], "top": "loss"}]
+    Net(config, "TEST", seed=3, data_root=str(tmp_path)).save(tmp_path / "w.npz")
+    predictor = Predictor(config, tmp_path / "w.npz", data_root=str(tmp_path))
+    images = np.load(tmp_path / "set.npz")["data"]
+    predictions = predictor.predict(images)
+    net = predictor.net()
+    assert predictor.prediction == "ip" and net.outputs == ["side4"]
+    shared = deploy_net(config, tmp_path / "w.npz", data_root=str(tmp_path), share_memory=True)
+    assert id(shared.blobs["ip"]) in shared._shared_values  # what sharing alone would do
+    assert id(net.blobs["ip"]) not in net._shared_values
+    plain = deploy_net(config, tmp_path / "w.npz", batch=len(images), data_root=str(tmp_path))
+    plain.forward(data=predictor.prepare(images))
+    np.testing.assert_array_equal(predictions, plain.blobs["ip"].data)
 
 
 def test_mean_scale_and_centre_crop_are_the_test_transform(tmp_path):
