@@ -148,11 +148,24 @@ def add_weight_grad(partials, transform, weight_diff):
     parallel.over_slices(add, len(grad), (len(partials) * taps + r) * grad.shape[0] * grad.itemsize)
 
 
+# A backward that needs both gradients keeps, at once, U, each worker's weight-gradient partial
+# dU (U's shape) and the band buffers: VGG-16's conv5 (512 channels, F(2x2)) 16 MiB each, 48 MiB
+# of its 135 (PyTorch's whole step: 123). From this size of U the backward runs as two passes
+# (``SharedFilters._split_backward``): the input gradient, then the weight gradient with worker
+# 0's partial in U's buffer, one dU fewer: VGG-16's conv5 135 -> 116 MiB. The second pass
+# transforms dy again. Backward alone, split / whole, medians of 9 paired rounds (2 workers):
+# 512 -> 512 at 14 x 14, batch 8 (16 MiB of U) 1.005; 256 at 28 x 28, batch 8 (F(4x4), 9 MiB)
+# 1.043 and 1.062; 256 at 56 x 56, batch 2 1.038; 192 at 8 x 8, batch 16 (5 MiB) 0.985 and
+# 1.032. So only from 16 MiB. (A backward without input gradient reads no U: its worker 0 sums
+# in U's buffer whatever the size, at no cost.)
+SPLIT_FILTER_BYTES = 1 << 24
+
+
 class SharedFilters:
     """The transformed filters U of a Winograd convolution (``u_shape``, set by its
     ``filters``), in one buffer that every Winograd convolution of the process shares: a layer
-    transforms its weights at the start of its forward and of its backward, so none needs U of
-    its own between passes. VGG-16's 512-channel 3x3 layers hold 16.8 MB of U each as F(2x2),
+    transforms its weights at the start of its forward and of each top's backward, so none
+    needs U of its own between passes. VGG-16's 512-channel 3x3 layers hold 16.8 MB of U each as F(2x2),
     ResNet-50's 256-channel ones 9.4 MB as F(4x4): 4x their weights."""
 
     u_shape: tuple
@@ -161,6 +174,24 @@ class SharedFilters:
     @property
     def u(self):
         return parallel.scratch(0, FILTERS, math.prod(self.u_shape), self.dtype).reshape(self.u_shape)
+
+    def _partial(self, worker, in_filters):
+        """``worker``'s weight-gradient partial dU, shaped as U; worker 0's in U's own buffer
+        when ``in_filters`` (a backward without input gradient reads no U: U must then be made
+        again, ``filters``, before this object's next pass)."""
+        if worker == 0 and in_filters:
+            return self.u
+        return parallel.scratch(worker, WEIGHT_GRAD, math.prod(self.u_shape), self.dtype).reshape(self.u_shape)
+
+    def _split_backward(self, x, dy, dx, weight_diff):
+        """Where both gradients are wanted and U takes ``SPLIT_FILTER_BYTES`` or more: the
+        backward as two passes, the input gradient (which reads U), then the weight gradient,
+        whose worker 0 sums its partial in U's buffer. True when it ran so."""
+        if dx is None or weight_diff is None or math.prod(self.u_shape) * self.dtype.itemsize < SPLIT_FILTER_BYTES:
+            return False
+        self.backward(x, dy, dx, None)
+        self.backward(x, dy, None, weight_diff)
+        return True
 
     # The tap products, by groups: with ``groups`` > 1 an output sees only its group's channels,
     # so U is (taps, outputs, channels / groups) and each group's rows of M come from its own
@@ -720,8 +751,10 @@ class WinogradConvolution(SharedFilters):
     ``image_shape`` is (N, C, H, W), ``outputs`` the output channels K, ``pad`` the padding of
     both axes; the output is (N, K, H + 2 pad - 2, W + 2 pad - 2). ``filters(weight)``
     transforms a (K, C, 3, 3) weight into U (once per pass); ``forward`` and ``backward`` use
-    the last U. Weight gradients are summed per worker, then over the workers (worker 0 first),
-    so they can differ in the last bits between thread counts, as in ``conv_gemm``.
+    the last U, and a backward that sums a weight gradient may leave its partial in U's buffer
+    (``SharedFilters._partial``): ``filters`` again before the next pass. Weight gradients are
+    summed per worker, then over the workers (worker 0 first), so they can differ in the last
+    bits between thread counts, as in ``conv_gemm``.
     """
 
     def __init__(self, image_shape, outputs, pad, dtype, groups=1):
@@ -789,8 +822,9 @@ class WinogradConvolution(SharedFilters):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``; the work as
         :func:`backward_passes` splits it."""
+        if self._split_backward(x, dy, dx, weight_diff):
+            return
         passes, adding = backward_passes(self.batch, self.bands, self._runs, 2, self.pad)
-        shape = self.u_shape
         pad, tiles_w = self.pad, self.tiles_w
         started = set()  # workers whose weight-gradient partial holds a product
 
@@ -798,7 +832,7 @@ class WinogradConvolution(SharedFilters):
             def share(worker, _):
                 dm = self._scratch(worker, PRODUCTS, self.outputs)
                 v = self._scratch(worker, TILES, self.channels)
-                partial = parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+                partial = self._partial(worker, dx is None) if weight_diff is not None else None
                 carry = parallel.scratch(worker, "winograd_carry", self.channels * 4 * (tiles_w + 1), self.dtype)
                 carry = carry.reshape(self.channels, 4, -1)
                 for images, first, rows, clear in work(worker):
@@ -825,9 +859,5 @@ class WinogradConvolution(SharedFilters):
         for workers, work in passes:
             parallel.run_parts(share_of(work), workers, workers)
         if weight_diff is not None:
-            self._add_weight_grad(passes[0][0], weight_diff)
-
-    def _add_weight_grad(self, workers, weight_diff):
-        """weight_diff += G^T dU G, dU the sum of the workers' partials."""
-        partials = [parallel.scratch(worker, WEIGHT_GRAD, self.u.size, self.dtype) for worker in range(workers)]
-        add_weight_grad(partials, self.transform, weight_diff)
+            partials = [self._partial(worker, dx is None) for worker in range(passes[0][0])]
+            add_weight_grad(partials, self.transform, weight_diff)  # G^T dU G, dU their sum

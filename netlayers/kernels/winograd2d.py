@@ -352,6 +352,8 @@ class SquareConvolution(SharedFilters):
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``."""
+        if self._split_backward(x, dy, dx, weight_diff):
+            return
         for group in range(self.groups):
             channels, outputs = self._group(group)
             group_dx = None if dx is None else dx[:, channels]
@@ -363,8 +365,13 @@ class SquareConvolution(SharedFilters):
         shape = u.shape
         span = self.image_tiles * self.outputs
 
+        def partial_of(worker):  # worker 0's in this group's U, which a backward without dx never reads
+            if worker == 0 and dx is None:
+                return u
+            return parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(shape)
+
         def share(worker, _):
-            partial = parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(shape)
+            partial = partial_of(worker)
             for index, (first, count) in enumerate(self._chunks(worker, workers)):
                 b = self._buffers(worker, count)
                 dm, v, phases = b["mm"], b["v"], b["out_phases"]
@@ -389,5 +396,4 @@ class SquareConvolution(SharedFilters):
 
         parallel.run_parts(share, workers, workers)
         if weight_diff is not None:
-            partials = [parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype) for worker in range(workers)]
-            add_weight_grad(partials, self.transform, weight_diff)
+            add_weight_grad([partial_of(worker) for worker in range(workers)], self.transform, weight_diff)

@@ -511,8 +511,9 @@ class Winograd4Convolution(winograd.SharedFilters):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``; the work as
         ``winograd.backward_passes`` splits it."""
+        if self._split_backward(x, dy, dx, weight_diff):
+            return
         passes, adding = winograd.backward_passes(self.batch, self.bands, self._runs, 4, self.pad)
-        shape = self.u_shape
         pad, tiles_w = self.pad, self.tiles_w
         started = set()  # workers whose weight-gradient partial holds a product
 
@@ -520,7 +521,7 @@ class Winograd4Convolution(winograd.SharedFilters):
             def share(worker, _):
                 dm = self._scratch(worker, winograd.PRODUCTS, self.outputs)
                 v = self._scratch(worker, winograd.TILES, self.channels)
-                partial = parallel.scratch(worker, winograd.WEIGHT_GRAD, self.u.size, self.dtype).reshape(shape)
+                partial = self._partial(worker, dx is None) if weight_diff is not None else None
                 for images, first, rows, clear in work(worker):
                     n0, count = images.start, len(images)
                     span = count * rows * tiles_w
@@ -543,9 +544,5 @@ class Winograd4Convolution(winograd.SharedFilters):
         for workers, work in passes:
             parallel.run_parts(share_of(work), workers, workers)
         if weight_diff is not None:
-            self._add_weight_grad(passes[0][0], weight_diff)
-
-    def _add_weight_grad(self, workers, weight_diff):
-        """weight_diff += G^T dU G, dU the sum of the workers' partials."""
-        partials = [parallel.scratch(w, winograd.WEIGHT_GRAD, self.u.size, self.dtype) for w in range(workers)]
-        winograd.add_weight_grad(partials, self.transform, weight_diff)
+            partials = [self._partial(worker, dx is None) for worker in range(passes[0][0])]
+            winograd.add_weight_grad(partials, self.transform, weight_diff)  # G^T dU G, dU their sum

@@ -587,8 +587,8 @@ class Convolution(_ConvolutionBase):
 
     def _backward_transformed(self, transformed, top, propagate_down, bottom):
         weight = self.blobs[0]
-        transformed.filters(weight.data)
         for i in reversed(range(len(top))):
+            transformed.filters(weight.data)  # for each top: a split Winograd backward reuses U's buffer
             dy = self._output(top[i].diff)
             if self.p.bias_term and self.param_propagate_down[1]:
                 self.blobs[1].diff += self.bias_sums(dy)

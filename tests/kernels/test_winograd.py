@@ -200,6 +200,7 @@ def test_backward_computes_only_what_is_asked():
     dweight = np.zeros_like(weight)
     conv.backward(x, dy, None, dweight)
     np.testing.assert_allclose(dweight, direct_weight_grad(x, dy, 1), rtol=1e-12, atol=1e-12)
+    conv.filters(weight)  # a backward without input gradient sums worker 0's partial in U's buffer
     dx = np.zeros_like(x)
     conv.backward(x, dy, dx, None)
     np.testing.assert_allclose(dx, direct_data_grad(dy, weight, 1, x.shape), rtol=1e-12, atol=1e-12)
@@ -607,3 +608,27 @@ def test_a_grouped_winograd_layer_gives_exactly_the_bias_where_its_groups_channe
     inside = top[0].data[:, :32, 4:10, 4:10]  # receptive fields within the square
     assert np.array_equal(inside, np.broadcast_to(bias[:32, None, None], inside.shape))
     assert not np.array_equal(top[0].data[:, 32:, 4:10, 4:10], np.broadcast_to(bias[32:, None, None], inside.shape))
+
+
+@pytest.mark.parametrize("form", [WinogradConvolution, winograd4.Winograd4Convolution])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_split_backward_gives_both_gradients_with_worker_0s_partial_in_the_filters(
+    form, workers, thread_count, monkeypatch
+):
+    """From ``SPLIT_FILTER_BYTES`` of U a backward of both gradients runs as two passes, the
+    weight gradient's second with worker 0's partial in U's buffer: the same gradients, and no
+    weight-gradient scratch of worker 0 (VGG-16's conv5: 135 -> 119 MiB)."""
+    thread_count(workers)
+    monkeypatch.setattr(winograd, "SPLIT_FILTER_BYTES", 0)
+    rng = np.random.default_rng(5)
+    x, weight = rng.standard_normal((4, 6, 10, 10)), rng.standard_normal((5, 6, 3, 3))
+    dy = rng.standard_normal((4, 5, 10, 10))
+    conv = form(x.shape, 5, 1, np.float64)
+    parallel.release_scratch()
+    conv.filters(weight)
+    dx, dweight = np.full_like(x, np.nan), np.ones_like(weight)
+    conv.backward(x, dy, dx, dweight)
+    np.testing.assert_allclose(dweight, 1 + direct_weight_grad(x, dy, 1), rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(dx, direct_data_grad(dy, weight, 1, x.shape), rtol=1e-11, atol=1e-11)
+    assert (0, winograd.WEIGHT_GRAD, np.dtype(np.float64)) not in parallel._scratch
+    assert ((1, winograd.WEIGHT_GRAD, np.dtype(np.float64)) in parallel._scratch) == (workers == 2)

@@ -655,3 +655,29 @@ def test_the_weight_gradient_is_read_in_the_calling_thread_only(thread_count, mo
     assert readers and set(readers) == {threading.get_ident()}
     np.testing.assert_array_equal(results[1], results[0])
     assert np.isfinite(results[0]).all() and np.abs(results[0]).max() > 0
+
+
+def test_two_tops_on_winograd_one_without_input_gradient_each_get_theirs():
+    """Two bottoms through one Winograd convolution, the second (its backward first) without
+    an input gradient: that backward sums a weight-gradient partial in U's buffer, so the
+    first's input gradient needs U made again, which the layer does for each top."""
+    rng = np.random.default_rng(8)
+    x = [rng.standard_normal((2, 64, 16, 16)) for _ in range(2)]
+    layer, bottom, top = make_layer({**conv_layer(num_output=64, pad=1), "top": ["t0", "t1"]}, x)
+    assert layer.winograd is not None
+    layer.forward(bottom, top)
+    dy = [rng.standard_normal(t.shape) for t in top]
+    for t, d in zip(top, dy):
+        t.diff[...] = d
+    layer.blobs[0].diff[...] = 0
+    layer.blobs[1].diff[...] = 0
+    layer.backward(top, [True, False], bottom)
+    weight = layer.blobs[0].data
+
+    def windows(a):  # (N, C, H, W) padded by 1 -> (N, C, H, W, 3, 3)
+        return np.lib.stride_tricks.sliding_window_view(np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), (2, 3))
+
+    weight_grad = sum(np.einsum("nohw,nchwuv->ocuv", d, windows(b)) for d, b in zip(dy, x))
+    input_grad = np.einsum("nohwuv,ocuv->nchw", windows(dy[0]), weight[:, :, ::-1, ::-1])
+    np.testing.assert_allclose(bottom[0].diff, input_grad, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(layer.blobs[0].diff, weight_grad, rtol=1e-9, atol=1e-9)
