@@ -569,7 +569,7 @@ class Net:
                     if chain.forward(self.bottom_vecs[i:end], self.top_vecs[i:end]):
                         i = end
                         continue
-                loss += layer.forward(self.bottom_vecs[i], self.top_vecs[i])
+                loss += layer.forward_in_pass(self.bottom_vecs[i], self.top_vecs[i])
                 i += 1
         return loss
 
@@ -607,14 +607,19 @@ class Net:
                 ):
                     i -= chain.length
                     continue
-                self.backward_layer(i)
+                self._backward_in_pass(i)
                 i -= 1
 
     def backward_layer(self, index: int) -> bool:
         """Backward of layer ``index`` alone, if it needs one; whether it ran."""
+        with workspace_lock, single_threaded_blas:
+            return self._backward_in_pass(index)
+
+    def _backward_in_pass(self, index: int) -> bool:
         if not self.layer_need_backward[index]:
             return False
-        self.layers[index].backward(self.top_vecs[index], self.bottom_need_backward[index], self.bottom_vecs[index])
+        layer = self.layers[index]
+        layer.backward_in_pass(self.top_vecs[index], self.bottom_need_backward[index], self.bottom_vecs[index])
         return True
 
     def forward_backward(self) -> float:
