@@ -872,8 +872,9 @@ def _after_fork_in_child():
     first pass starts its own. A lock another thread held stays held: it is made afresh (the
     workspace lock only when the forking thread does not hold it, as inside a pass). The
     schedstat files read the parent's threads: closed. And a caller pinned to one CPU during a
-    pass gets its process's CPUs back."""
+    pass gets its process's CPUs back (the pin to undo named the parent's thread)."""
     _state["pool"] = None
+    single_threaded_blas.held = None
     if not workspace_lock._is_owned():
         workspace_lock._at_fork_reinit()
     _blas_found._at_fork_reinit()

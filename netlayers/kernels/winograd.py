@@ -165,8 +165,8 @@ class SharedFilters:
     """The transformed filters U of a Winograd convolution (``u_shape``, set by its
     ``filters``), in one buffer that every Winograd convolution of the process shares: a layer
     transforms its weights at the start of its forward and of each top's backward, so none
-    needs U of its own between passes. VGG-16's 512-channel 3x3 layers hold 16.8 MB of U each as F(2x2),
-    ResNet-50's 256-channel ones 9.4 MB as F(4x4): 4x their weights."""
+    needs U of its own between passes. VGG-16's 512-channel 3x3 layers hold 16.8 MB of U each
+    as F(2x2), ResNet-50's 256-channel ones 9.4 MB as F(4x4): 4x their weights."""
 
     u_shape: tuple
     groups = 1
