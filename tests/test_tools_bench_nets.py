@@ -1046,3 +1046,26 @@ def test_a_twin_that_differs_in_float64_too_stops_the_run_naming_both(tmp_path, 
         r"(losses|gradient of layer .*) differ.*",
         errors[0],
     ), errors[0]
+
+
+def test_a_forward_only_mismatch_the_float64_runs_settle_runs_with_a_note(tmp_path, quick, monkeypatch, capsys):
+    """The referee of a net without a loss compares the outputs of the float64 runs."""
+    if bench_nets.import_torch() is None:
+        pytest.skip("the referee runs PyTorch's twin in float64")
+    check = bench_nets.check_same_outputs
+    calls = []
+
+    def first_call_finds_them_apart(name, ours, theirs, tolerance=bench_nets.LOSS_TOLERANCE):
+        calls.append(tolerance)
+        if len(calls) == 1:  # the float32 check: as a deep net's rounding would
+            raise bench_nets.ComputationMismatch(f"net '{name}': output blob 'prob' differs by 2.00e-03")
+        return check(name, ours, theirs, tolerance)
+
+    monkeypatch.setattr(bench_nets, "check_same_outputs", first_call_finds_them_apart)
+    path = write_deploy(tmp_path)
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    assert calls == [bench_nets.LOSS_TOLERANCE, bench_nets.REFEREE_TOLERANCE]  # then the float64 outputs'
+    lines = capsys.readouterr().out.splitlines()
+    line = next(line for line in lines if line.startswith(path))
+    notes = [text.strip() for text in lines[lines.index(line) + 1 : lines.index(line) + 3]]
+    assert any(note.startswith("note: float32 rounding: the sides differ by") for note in notes), notes
