@@ -997,9 +997,8 @@ def float32_mismatch(scale=None):
 
 
 def test_a_float32_mismatch_the_float64_runs_settle_as_rounding_runs_with_a_note(tmp_path, quick, monkeypatch, capsys):
+    assert bench_nets.import_torch() is not None, "the referee runs PyTorch's twin (torch: the test extra)"
     torch = bench_nets.import_torch()
-    if torch is None:
-        pytest.skip("the referee runs PyTorch's twin in float64")
     monkeypatch.setattr(bench_nets, "check_same_computation", float32_mismatch())
     path = write_net(tmp_path, relu("relu", "conv"))
     assert bench_nets.main(["--nets", path, *quick]) == 0
@@ -1017,8 +1016,7 @@ def test_a_float32_mismatch_the_float64_runs_settle_as_rounding_runs_with_a_note
 
 
 def test_netlayers_rounding_far_beyond_pytorchs_stops_the_run(tmp_path, quick, monkeypatch, capsys):
-    if bench_nets.import_torch() is None:
-        pytest.skip("the referee runs PyTorch's twin in float64")
+    assert bench_nets.import_torch() is not None, "the referee runs PyTorch's twin (torch: the test extra)"
     monkeypatch.setattr(bench_nets, "check_same_computation", float32_mismatch(scale=1.1))
     path = write_net(tmp_path, relu("relu", "conv"))
     assert bench_nets.main(["--nets", path, *quick]) == 1
@@ -1032,9 +1030,8 @@ def test_netlayers_rounding_far_beyond_pytorchs_stops_the_run(tmp_path, quick, m
 
 
 def test_a_twin_that_differs_in_float64_too_stops_the_run_naming_both(tmp_path, quick, monkeypatch, capsys):
+    assert bench_nets.import_torch() is not None, "the referee runs PyTorch's twin (torch: the test extra)"
     torch = bench_nets.import_torch()
-    if torch is None:
-        pytest.skip("needs PyTorch's twin")
     relu_ = torch.nn.functional.relu
     monkeypatch.setattr(torch.nn.functional, "relu", lambda x, inplace=False: 2 * relu_(x))
     path = write_net(tmp_path, relu("relu", "conv"))
@@ -1050,8 +1047,7 @@ def test_a_twin_that_differs_in_float64_too_stops_the_run_naming_both(tmp_path, 
 
 def test_a_forward_only_mismatch_the_float64_runs_settle_runs_with_a_note(tmp_path, quick, monkeypatch, capsys):
     """The referee of a net without a loss compares the outputs of the float64 runs."""
-    if bench_nets.import_torch() is None:
-        pytest.skip("the referee runs PyTorch's twin in float64")
+    assert bench_nets.import_torch() is not None, "the referee runs PyTorch's twin (torch: the test extra)"
     check = bench_nets.check_same_outputs
     calls = []
 
