@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from . import parallel
 from .errors import NetlayersError
 from .memory import check_size
 
@@ -127,15 +128,17 @@ class Blob:
             self._diff_zero_due = False
             self._diff[...] = 0
 
-    def add_to_diff(self, compute: Callable[[np.ndarray], object], scratch: np.ndarray) -> None:
+    def add_to_diff(self, compute: Callable[[np.ndarray], object]) -> None:
         """diff += g, where ``compute(out)`` writes g into ``out``, an array of the diff's shape.
         Right after :meth:`zero_diff`, g is computed straight into the diff (no zeroing pass, no
         addition pass: what a param's gradient costs in the usual one-pass iteration); otherwise
-        into ``scratch`` (the diff's shape and dtype), which is then added."""
+        into a scratch buffer shared by every blob (``parallel.scratch``, made the first time a
+        gradient is accumulated: a net that never accumulates holds none), which is then added."""
         if self._diff_zero_due:
             self._diff_zero_due = False
             compute(self._diff)
         else:
+            scratch = parallel.scratch(0, "accumulated param gradient", self.count, self.dtype).reshape(self.shape)
             compute(scratch)
             self._diff += scratch
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from netlayers import Blob
+from netlayers import Blob, parallel
 from netlayers.blob import ShapeError
 
 
@@ -43,29 +43,42 @@ def test_zero_diff():
 
 
 def test_zero_diff_then_add_to_diff_computes_straight_into_the_diff():
+    parallel.release_scratch()
     blob = Blob((3,))
     blob.diff[...] = 5
     blob.zero_diff()
-    scratch = np.full(3, -1, np.float32)
     seen = []
 
     def compute(out):
         seen.append(out)
         out[...] = [1, 2, 3]
 
-    blob.add_to_diff(compute, scratch)
+    blob.add_to_diff(compute)
     assert seen[0] is blob._diff  # no scratch, no addition pass
-    assert np.all(scratch == -1)
+    assert parallel.scratch_bytes() == 0  # none made either
     assert blob.diff.tolist() == [1, 2, 3]
 
 
 def test_add_to_diff_accumulates_when_the_diff_is_not_due_for_zeroing():
     blob = Blob((3,))
     blob.diff[...] = 10
-    scratch = np.empty(3, np.float32)
-    blob.add_to_diff(lambda out: np.copyto(out, [1, 2, 3]), scratch)
-    blob.add_to_diff(lambda out: np.copyto(out, [1, 1, 1]), scratch)
+    blob.add_to_diff(lambda out: np.copyto(out, [1, 2, 3]))
+    blob.add_to_diff(lambda out: np.copyto(out, [1, 1, 1]))
     assert blob.diff.tolist() == [12, 13, 14]
+
+
+def test_blobs_of_other_shapes_accumulate_through_one_shared_scratch():
+    parallel.release_scratch()
+    big, small = Blob((4, 5)), Blob((2, 3))
+    big.diff[...] = 1
+    small.diff[...] = 2
+    big.add_to_diff(lambda out: np.copyto(out, np.arange(20).reshape(4, 5)))
+    held = parallel.scratch_bytes()
+    small.add_to_diff(lambda out: np.copyto(out, np.arange(6).reshape(2, 3)))
+    big.add_to_diff(lambda out: np.copyto(out, np.ones((4, 5))))
+    assert parallel.scratch_bytes() == held == 20 * 4  # one buffer, of the larger gradient
+    assert big.diff.tolist() == (np.arange(20).reshape(4, 5) + 2).tolist()
+    assert small.diff.tolist() == (np.arange(6).reshape(2, 3) + 2).tolist()
 
 
 def test_due_zeros_survive_a_reshape_and_are_undone_by_assigning_a_diff():

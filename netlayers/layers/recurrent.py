@@ -152,8 +152,6 @@ class _Recurrent(Layer):
         if self.has_static:
             self.buffer("static_gates", (streams, rows))
             self.buffer("static_diff", (streams, rows))
-        for i, blob in enumerate(self.blobs):
-            self.buffer(f"_param_grad_{i}", blob.shape)
         self.reshape_steps(steps, streams)
 
     def _check_axes(self, x):
@@ -272,7 +270,7 @@ class _Recurrent(Layer):
 
     def _add_param_grad(self, index, compute):
         if self.param_propagate_down[index]:
-            self.blobs[index].add_to_diff(compute, getattr(self, f"_param_grad_{index}"))
+            self.blobs[index].add_to_diff(compute)
 
     def run_steps_backward(self, top, cont, final_diffs):
         """Fill ``self.gate_diff`` (dE/d gate_input of every step) from the tops' diffs, running
