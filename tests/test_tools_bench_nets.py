@@ -811,8 +811,8 @@ def test_a_bad_net_file_is_one_error_line_naming_the_file_and_a_non_zero_exit(tm
     captured = capsys.readouterr()
     errors = captured.err.splitlines()
     assert len(errors) == 1 and errors[0].startswith("bench_nets: error: ") and str(path) in errors[0], captured.err
-    if case == "Data layer":
-        assert "layer 'mnist' is a Data layer" in errors[0] and "Input" in errors[0]
+    if case == "Data layer":  # its source missing, its params do not give the image's shape
+        assert "layer 'mnist' (Data) could not be read (" in errors[0] and "--input-shape data=2,C,H,W" in errors[0]
     if "bad shape" not in case:  # found before anything is timed
         assert "lenet" not in captured.out
 
@@ -822,6 +822,145 @@ def test_memory_is_measured_for_a_net_file_in_a_subprocess(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)  # a relative path: the subprocess gets it resolved
     mib = bench_nets.measure_memory("tiny.yaml", "netlayers", 1)
     assert 0 < mib < 100
+
+
+# -- net files with data layers: an Input of the same shapes in their place -------------------
+def data_net(tmp_path, data, name="data_net.yaml"):
+    """A net file: the data layer ``data`` (tops data and label), a 3x3 convolution, an
+    InnerProduct 4 and SoftmaxWithLoss."""
+    spec = bench_nets.net_spec(
+        "data_net", [data, conv("conv", "data", 4, 3), inner_product("fc", "conv", 4), loss("fc")]
+    )
+    path = tmp_path / name
+    path.write_text(json.dumps(spec))
+    return str(path)
+
+
+def classify_conv():
+    return [conv("conv", "data", 4, 3), inner_product("fc", "conv", 4), loss("fc")]
+
+
+def data_layer(kind="Data", block="data_param", transform=None, **params):
+    layer = {"name": "source", "type": kind, "top": ["data", "label"], block: params}
+    return {**layer, "transform_param": transform} if transform else layer
+
+
+def input_shapes_of(spec, name="source"):
+    """The shapes the Input layer that took data layer ``name``'s place gives, by top."""
+    (layer,) = [layer for layer in spec.layers if layer.name == name]
+    assert layer.type == "Input"
+    return {top: tuple(shape.dim) for top, shape in zip(layer.tops, layer.blocks["input_param"].shape)}
+
+
+def test_a_data_layer_whose_source_is_there_gives_way_to_an_input_of_the_shapes_it_reads(tmp_path, quick, capsys):
+    images = np.random.default_rng(0).random((10, 3, 7, 7), dtype=np.float32)
+    np.savez(tmp_path / "train.npz", data=images, label=np.arange(10) % 4)
+    path = data_net(tmp_path, data_layer(source="train.npz", backend="NPZ", batch_size=6))  # beside the net file
+    spec, notes = bench_nets.net_file_spec(path)
+    assert input_shapes_of(spec) == {"data": (6, 3, 7, 7), "label": (6,)}
+    # --input-shape is for sources that cannot be read (it may be meant for another net file)
+    assert input_shapes_of(bench_nets.net_file_spec(path, {"data": (2, 1, 3, 3)})[0]) == input_shapes_of(spec)
+    assert notes == ["layer 'source' (Data) gave way to an Input of its tops' shapes: data 6x3x7x7, label 6"]
+    assert bench_nets.main(["--nets", path, *quick]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if line.startswith(path))
+    assert f"note: {notes[0]}" in out
+    if bench_nets.import_torch() is not None:
+        assert re.search(r"gradients within \S+\)  ratio \d+\.\d\dx", line), line
+
+
+def test_the_memory_subprocess_reads_no_source_it_is_given_the_shapes(tmp_path):
+    """Arrays read in the measuring process, then freed, would hide the net's own growth."""
+    np.savez(tmp_path / "train.npz", data=np.zeros((4, 2, 6, 6), np.float32), label=np.arange(4))
+    path = data_net(tmp_path, data_layer(source=str(tmp_path / "train.npz"), backend="NPZ", batch_size=4))
+    assert bench_nets.file_data_shapes(path) == {"data": (4, 2, 6, 6), "label": (4,)}
+    (tmp_path / "train.npz").unlink()  # read once above; the subprocess could not read it
+    assert 0 < bench_nets.measure_memory(path, "netlayers", 1) < 100
+
+
+@pytest.mark.parametrize(
+    "layer, shapes",
+    [
+        (data_layer(source="gone", batch_size=5, transform={"crop_size": 9, "mean_value": [1, 2, 3]}), (5, 3, 9, 9)),
+        (data_layer(source="gone", batch_size=2, transform={"crop_size": 4, "force_gray": True}), (2, 1, 4, 4)),
+        (
+            data_layer(
+                "ImageData",
+                "image_data_param",
+                source="gone.txt",
+                batch_size=3,
+                new_height=6,
+                new_width=8,
+                is_color=False,
+            ),
+            (3, 1, 6, 8),
+        ),
+        (data_layer("WindowData", "window_data_param", source="gone.txt", batch_size=4, crop_size=5), (4, 3, 5, 5)),
+    ],
+)
+def test_a_data_layer_whose_source_is_gone_takes_its_shapes_from_its_params(tmp_path, layer, shapes):
+    spec, _ = bench_nets.net_file_spec(data_net(tmp_path, layer))
+    assert input_shapes_of(spec) == {"data": shapes, "label": shapes[:1]}
+    net = bench_nets.new_net(spec)
+    assert net.blobs["conv"].shape == (shapes[0], 4, shapes[2] - 2, shapes[3] - 2)
+
+
+def test_given_input_shapes_fill_in_what_the_params_of_an_unread_source_do_not_say(tmp_path, quick, capsys):
+    path = data_net(tmp_path, data_layer(source="gone", batch_size=3))  # no crop: the image size is unknown
+    with pytest.raises(bench_nets.BenchError, match=r"could not be read \(.*gone.*\) .*--input-shape data=3,C,H,W$"):
+        bench_nets.net_file_spec(path)
+    spec, _ = bench_nets.net_file_spec(path, {"data": (3, 2, 5, 5)})
+    assert input_shapes_of(spec) == {"data": (3, 2, 5, 5), "label": (3,)}
+    assert bench_nets.main(["--nets", path, "--input-shape", "data=3,2,5,5", *quick]) == 0
+    assert "data 3x2x5x5, label 3" in capsys.readouterr().out
+
+
+def test_the_shipped_cifar10_quick_config_runs_with_its_image_size_given():
+    path = str(Path(bench_nets.__file__).parents[1] / "configs" / "cifar10_quick.yaml")
+    spec, notes = bench_nets.net_file_spec(path, {"data": (100, 3, 32, 32)})  # read or not: the same shapes
+    assert notes == ["layer 'cifar' (Data) gave way to an Input of its tops' shapes: data 100x3x32x32, label 100"]
+    net = bench_nets.build_netlayers(spec)
+    assert np.isfinite(bench_nets.netlayers_step(net)) and net.blobs["ip2"].shape == (100, 10)
+
+
+def test_a_python_data_layer_is_set_up_alone_for_its_shapes(tmp_path):
+    (tmp_path / "bench_source_layer.py").write_text(
+        "import netlayers\n"
+        "class Batches(netlayers.Layer):\n"
+        "    def Reshape(self, bottom, top):\n"
+        "        top[0].reshape((2, 1, 5, 5))\n"
+        "        top[1].reshape((2,))\n"
+        "    def Forward_cpu(self, bottom, top):\n"
+        "        raise AssertionError('the benchmark reads no batch')\n"
+    )
+    python = {"name": "source", "type": "Python", "top": ["data", "label"]}
+    python["python_param"] = {"module": "bench_source_layer", "layer": "Batches"}
+    spec, _ = bench_nets.net_file_spec(data_net(tmp_path, python))
+    assert input_shapes_of(spec) == {"data": (2, 1, 5, 5), "label": (2,)}
+
+
+def test_a_data_layer_of_the_phase_not_run_stays(tmp_path):
+    test_only = {**data_layer(source="gone", batch_size=3), "include": {"phase": "TEST"}}
+    train = {
+        **data_layer(source="gone", batch_size=3, transform={"crop_size": 4, "force_color": True}),
+        "name": "train",
+    }
+    train["include"] = {"phase": "TRAIN"}
+    path = tmp_path / "two.yaml"
+    spec = bench_nets.net_spec(
+        "two", [train, test_only, conv("conv", "data", 4, 3), inner_product("fc", "conv", 4), loss("fc")]
+    )
+    path.write_text(json.dumps(spec))
+    built, notes = bench_nets.net_file_spec(str(path))
+    assert [layer.type for layer in built.layers[:2]] == ["Input", "Data"] and len(notes) == 1
+    assert input_shapes_of(built, "train") == {"data": (3, 3, 4, 4), "label": (3,)}
+
+
+@pytest.mark.parametrize("value", ["data", "data=", "=3,4", "data=3,x", "data=0,3", "data=3,-1"])
+def test_a_bad_input_shape_is_a_usage_error(value, capsys):
+    with pytest.raises(SystemExit):
+        bench_nets.parse_args(["--nets", "lenet", "--input-shape", value])
+    assert "expected BLOB=D1,D2,..." in capsys.readouterr().err
 
 
 # -- nets without a loss: forward only, in the TEST phase ------------------------------------

@@ -2,6 +2,7 @@
 
     python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|zoo|path/to/net.prototxt,...]
                                [--threads 2] [--rounds 7] [--iters N] [--memory] [--busy] [--layers]
+                               [--input-shape BLOB=D1,D2,...]
 
 The nets of issue 10's table and LeNet (``ISSUE_NETS``, the default); with ``--nets zoo`` the
 Caffe model zoo's deploy nets kept as test data (``ZOO_NETS``: AlexNet, CaffeNet, GoogLeNet,
@@ -21,9 +22,16 @@ tops of its Input layers (or its net-level ``input``), given fixed random values
 (:func:`input_plan`): class indices below the classes of the layer that reads a blob as labels
 (SoftmaxWithLoss, Accuracy, ...), an Embed's indices below its ``input_dim``, a
 SigmoidCrossEntropyLoss target in [0, 1), an LSTM's continuation 0 then 1, standard normal
-values otherwise; a net reading its data from files (Data, ImageData, HDF5Data...) is refused:
-give it an Input layer instead. A net file that cannot be read or checked is a one-line error
-(exit status 1) before anything runs; one that fails to build, when its turn comes.
+values otherwise. A data layer that reads files or runs Python (Data, ImageData, HDF5Data,
+WindowData, MemoryData, a Python layer without bottoms; Caffe's train_val nets) gives way to an
+Input layer of the shapes it gives, so that what is timed is the net, as for the built-in nets:
+the layer is set up alone on its source to learn them (one batch read); where its source cannot
+be read, they come from its params (``batch_size``, ``crop_size``, the channels from
+``force_color``/``force_gray``, ``is_color`` or the ``mean_value``s) and from ``--input-shape
+BLOB=D1,D2,...`` for what those do not say (e.g. ``--input-shape data=64,1,28,28``); a note
+under the net's line gives the shapes. A net file that cannot be read or checked, or a data
+layer whose shapes stay unknown, is a one-line error (exit status 1) before anything runs; a
+net that fails to build, when its turn comes.
 
 One *step* is: clear the param gradients, forward, backward (PyTorch: ``zero_grad()``,
 forward, ``loss.backward()``); the loss is Caffe's, on both sides: every top's loss weight
@@ -1157,6 +1165,7 @@ class Case:
     title: str
     spec: object
     gradient_tolerance: float = GRADIENT_TOLERANCE
+    notes: tuple = ()  # what the benchmark changed in a net file (:func:`net_file_spec`)
 
 
 NETS = {
@@ -1490,33 +1499,180 @@ def netlayers_step(net):
 
 def check_net_file(path):
     """The checked spec of the net file ``path``; a one-line :class:`BenchError` naming the file
-    when it cannot be read, is no net, or reads its data from files in the phase the benchmark
-    runs (TRAIN, or TEST without a loss: :func:`has_loss`; see :func:`check_sources`)."""
-    from netlayers.errors import NetlayersError
+    when it cannot be read or is no net."""
     from netlayers.netspec.spec import load_net_spec
 
     if not Path(path).is_file():
         raise BenchError(f"{path}: {'not a file' if Path(path).exists() else 'no such net file'}")
     try:
-        spec = load_net_spec(path)
-        check_sources(train_layers(spec, "TRAIN" if has_loss(spec) else "TEST"), path)
+        return load_net_spec(path)
     except NetlayersError as error:
         raise BenchError(str(error)) from None
-    return spec
 
 
-def check_sources(layers, where):
-    """A :class:`BenchError` for a data layer other than Input and DummyData among ``layers``:
-    the benchmark feeds every net the same fixed random batch through its Input layers."""
+_FILE_NETS = {}  # (path, given shapes) -> (spec, notes): a net file's data layers are read once
+
+
+def net_file_spec(path, input_shapes=None, read_sources=True):
+    """The net of file ``path`` as the benchmark runs it, and notes saying what was changed:
+    each data layer of the phase it runs (TRAIN, or TEST without a loss: :func:`has_loss`)
+    that reads files or runs Python (Data, ImageData, HDF5Data, WindowData, MemoryData, a
+    Python layer without bottoms) becomes an Input layer giving tops of the shapes it gives
+    (:func:`data_layer_shapes`), so that both sides are fed the same fixed random batch and
+    the time is the net's, not its reading of files. The path itself (no notes) when there is
+    no such layer. ``input_shapes`` (blob -> shape, ``--input-shape``) gives the shapes of tops
+    of data layers whose sources cannot be read; without ``read_sources`` no source is read
+    (``input_shapes`` must give every data top: :func:`measure_memory`'s subprocess)."""
+    stat = os.stat(path) if Path(path).is_file() else None
+    given = tuple(sorted((input_shapes or {}).items()))
+    key = (str(path), stat and (stat.st_mtime_ns, stat.st_size), given, read_sources)
+    if key not in _FILE_NETS:
+        _FILE_NETS[key] = _replace_data_layers(path, dict(given), read_sources)
+    return _FILE_NETS[key][:2]
+
+
+def file_data_shapes(path, input_shapes=None):
+    """The shapes (top -> shape) of the Input layers :func:`net_file_spec` put in place of the
+    data layers of net file ``path``."""
+    net_file_spec(path, input_shapes)
+    stat = os.stat(path)
+    key = (str(path), (stat.st_mtime_ns, stat.st_size), tuple(sorted((input_shapes or {}).items())), True)
+    return _FILE_NETS[key][2]
+
+
+def _replace_data_layers(path, given, read_sources):
+    import dataclasses
+
+    spec = check_net_file(path)
+    phase = "TRAIN" if has_loss(spec) else "TEST"
+    layers, notes, data_shapes = [], [], {}
+    for layer in spec.layers:
+        if layer.in_phase(phase, spec.level, spec.stages) and reads_data(layer):
+            shapes = data_layer_shapes(spec, layer, phase, given, path, read_sources)
+            data_shapes.update(shapes)
+            shown = ", ".join(f"{top} {'x'.join(map(str, shape))}" for top, shape in shapes.items())
+            notes.append(f"layer '{layer.name}' ({layer.type}) gave way to an Input of its tops' shapes: {shown}")
+            layer = input_in_place_of(spec, layer, shapes)
+        layers.append(layer)
+    return (dataclasses.replace(spec, layers=layers), notes, data_shapes) if notes else (str(path), [], {})
+
+
+def reads_data(layer):
+    """Whether a checked layer is a data layer that is not an Input or DummyData (those the
+    benchmark feeds as they are): a source layer, or a Python layer without bottoms."""
     from netlayers.layers.data import SourceLayer
 
-    for layer in layers:
-        if issubclass(layer.cls, SourceLayer) and layer.type not in ("Input", "DummyData"):
-            raise BenchError(
-                f"{where}: layer '{layer.name}' is a {layer.type} layer: the benchmark feeds fixed random data "
-                f"through Input layers; give the net an Input layer with the tops {', '.join(layer.tops)} "
-                "and their shapes instead"
-            )
+    if layer.type in ("Input", "DummyData"):
+        return False
+    return issubclass(layer.cls, SourceLayer) or (layer.type == "Python" and not layer.bottoms)
+
+
+def data_layer_shapes(spec, layer, phase, given, path, read_source=True):
+    """The shape of each top of the data layer ``layer`` (of the checked net ``spec``): read by
+    setting the layer up alone on its source (one batch is read); where its source cannot be
+    read, given (``given``: ``--input-shape``) or from its params (:func:`shapes_from_params`);
+    a :class:`BenchError` naming the layer and what to give when a shape is still unknown.
+    Without ``read_source``, ``given`` and the params alone."""
+    import dataclasses
+
+    reason = "not read"
+    try:
+        if not read_source:
+            raise OSError(reason)
+        alone = netlayers.Net(dataclasses.replace(spec, layers=[layer]), phase, dtype=np.float32, seed=SEED)
+    except (NetlayersError, OSError) as error:
+        reason = str(getattr(error, "message", None) or error).strip().splitlines()[0]
+    else:
+        for built in alone.layers:
+            if hasattr(built, "close"):
+                built.close()
+        return {top: alone.blobs[top].shape for top in layer.tops}
+    shapes = {**shapes_from_params(layer), **{top: tuple(given[top]) for top in layer.tops if top in given}}
+    missing = [top for top in layer.tops if top not in shapes]
+    if missing:
+        hints = " ".join(f"--input-shape {top}={shape_hint(layer, top)}" for top in missing)
+        raise BenchError(
+            f"{path}: layer '{layer.name}' ({layer.type}) could not be read ({reason}) nor its params give the "
+            f"shape of {', '.join(repr(top) for top in missing)}: the benchmark feeds it random data of that "
+            f"shape; give it, e.g. {hints}"
+        )
+    return {top: shapes[top] for top in layer.tops}
+
+
+def shapes_from_params(layer):
+    """What the params of a Data, ImageData or WindowData layer say of its tops' shapes
+    without reading its source: the data top (batch, channels, height, width) where all four
+    are given (the batch by ``batch_size``; the channels by ``force_color``/``force_gray``,
+    ``is_color``, or more than one ``mean_value``, one a channel; the size by ``crop_size``, or
+    ImageData's ``new_height`` and ``new_width``), the label top (batch,)."""
+    dims = data_dims(layer)
+    shapes = {}
+    if dims is not None and all(dims):
+        shapes[layer.tops[0]] = dims
+    if dims is not None and len(layer.tops) > 1:
+        shapes[layer.tops[1]] = (dims[0],)
+    return shapes
+
+
+def data_dims(layer):
+    """(batch, channels, height, width) of a Data, ImageData or WindowData layer's data top,
+    0 where its params do not say (:func:`shapes_from_params`); None for another type."""
+    block = {"Data": "data_param", "ImageData": "image_data_param", "WindowData": "window_data_param"}.get(layer.type)
+    if block is None:
+        return None
+    own, transform = layer.blocks[block], layer.blocks["transform_param"]
+    crop = transform["crop_size"] or (own["crop_size"] if "crop_size" in own else 0)
+    height = width = crop
+    if not crop and layer.type == "ImageData" and own["new_height"] and own["new_width"]:
+        height, width = own["new_height"], own["new_width"]
+    channels = 0
+    if layer.type == "WindowData":
+        channels = 3  # Caffe's WindowData reads colour images
+    elif layer.type == "ImageData":
+        channels = 3 if own["is_color"] else 1
+    elif transform["force_color"] or transform["force_gray"]:
+        channels = 3 if transform["force_color"] else 1
+    elif len(transform["mean_value"]) > 1:
+        channels = len(transform["mean_value"])
+    return (own["batch_size"], channels, height, width)
+
+
+def shape_hint(layer, top):
+    """An example ``--input-shape`` value for ``top`` of ``layer``: what its params give, a
+    letter where they do not (N, C, H, W)."""
+    dims = data_dims(layer)
+    if dims is None:
+        return "N,C,H,W"
+    if top != layer.tops[0]:
+        return str(dims[0] or "N")
+    return ",".join(str(d) if d else letter for d, letter in zip(dims, "NCHW"))
+
+
+def input_in_place_of(spec, layer, shapes):
+    """A checked Input layer in place of the data layer ``layer``: its name, tops, phase rules
+    and place in the file, giving ``shapes`` (top -> shape)."""
+    import dataclasses
+
+    from netlayers.netspec.spec import check_net
+
+    raw = {"name": layer.name, "type": "Input", "top": list(layer.tops)}
+    raw["input_param"] = {"shape": [{"dim": list(shapes[top])} for top in layer.tops]}
+    checked = check_net({"name": spec.name, "layers": [raw]}, file=spec.file, base_dir=spec.base_dir).layers[0]
+    return dataclasses.replace(checked, include=layer.include, exclude=layer.exclude, where=layer.where)
+
+
+def parse_input_shape(value):
+    """``--input-shape`` ``BLOB=D1,D2,...`` as (blob, shape); an argparse error otherwise."""
+    blob, sep, dims = value.partition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        shape = ()
+    if not sep or not blob.strip() or not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected BLOB=D1,D2,... with positive dimensions, e.g. data=64,3,224,224"
+        )
+    return blob.strip(), shape
 
 
 class BenchError(Exception):
@@ -2553,12 +2709,13 @@ def is_net_file(name):
     return "/" in name or name.lower().endswith((".yaml", ".yml", ".prototxt"))
 
 
-def case_of(name):
+def case_of(name, input_shapes=None, read_sources=True):
     """The :class:`Case` of a ``--nets`` value: a built-in net, or a net file (its path as its
-    title; its spec: the path)."""
-    if name in NETS and not is_net_file(name):
+    title; its spec: :func:`net_file_spec`, with ``input_shapes`` from ``--input-shape``)."""
+    if not is_net_file(name) and name in NETS:
         return NETS[name]
-    return Case(name, functools.partial(str, name))
+    spec, notes = net_file_spec(name, input_shapes, read_sources)
+    return Case(name, lambda: spec, notes=tuple(notes))
 
 
 FORWARD_ONLY_NOTE = "forward only: the net has no loss (inference: its TEST phase, BatchNorm's stored statistics)"
@@ -2570,7 +2727,7 @@ def bench_net(name, args, torch):
     netlayers runs alone; where the net draws random numbers (Dropout) both run unchecked; a
     note in ``Result.notes`` says so. A net without a loss (:func:`has_loss`) runs forward only,
     in its TEST phase, its outputs compared (:func:`check_same_outputs`); a note says so too."""
-    case = case_of(name)
+    case = case_of(name, args.input_shapes)
     spec = case.spec()
     forward_only = not has_loss(spec)
     net = new_net(spec, forward_only)
@@ -2578,6 +2735,7 @@ def bench_net(name, args, torch):
     outputs = net.forward(**inputs)  # the first forward compiles what numba has not cached
     flops = gemm_flops(net, forward_only)
     result = Result(name, flops, None, None, forward_only=forward_only)
+    result.notes += case.notes
     if forward_only:
         result.notes.append(FORWARD_ONLY_NOTE)
         outputs = {blob: value.copy() for blob, value in outputs.items()}
@@ -2796,7 +2954,7 @@ def _status_mib(key):
     return next((int(line.split()[1]) / 1024 for line in lines if line.startswith(key + ":")), None)
 
 
-def memory_growth(name, side, threads, param_shapes=None, plan=None):
+def memory_growth(name, side, threads, param_shapes=None, plan=None, data_shapes=None):
     """In this process: MiB the peak RSS grows while building net ``name`` (of ``NETS``, or a
     net file) on ``side`` ("netlayers" or "torch") and running 3 steps (forward only, in the
     TEST phase, for a net without a loss, as :func:`bench_net` runs it). ``param_shapes`` (layer
@@ -2810,7 +2968,9 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
     LLVM) and starting PyTorch's runtime are not counted; on the netlayers side with the
     convolution paths' thresholds lowered (:func:`every_conv_path`), so that the tiny net also
     loads the Winograd and row-strip kernels the measured net may run, and with the workers'
-    scratch buffers freed afterwards."""
+    scratch buffers freed afterwards. ``data_shapes``: the shapes of a net file's data layers'
+    tops (:func:`file_data_shapes`): no source is read here (its arrays, freed, would hide the
+    net's memory)."""
     torch = import_torch() if side == "torch" else None
     set_threads(threads, torch)
     warm = warm_up_spec()
@@ -2827,7 +2987,7 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None):
                 warm_step()
     del warm_step
     netlayers.parallel.release_scratch()
-    spec = case_of(name).spec()
+    spec = case_of(name, data_shapes, read_sources=False).spec()
     forward_only = not has_loss(spec)
     if plan is not None:
         inputs = make_inputs(plan)
@@ -2910,10 +3070,11 @@ def warm_up_spec():
     )
 
 
-def measure_memory(name, side, threads):
+def measure_memory(name, side, threads, input_shapes=None):
     """:func:`memory_growth` of ``side`` in a fresh Python subprocess (a net file by its
     absolute path)."""
-    spec = case_of(name).spec()
+    spec = case_of(name, input_shapes).spec()
+    data_shapes = file_data_shapes(name, input_shapes) if is_net_file(name) else None
     net = netlayers.Net(spec, "TRAIN" if has_loss(spec) else "TEST", dtype=np.float32, seed=SEED)
     shapes = {layer: [list(blob.data.shape) for blob in blobs] for layer, blobs in net.params.items()}
     plan = input_plan(net)
@@ -2921,7 +3082,7 @@ def measure_memory(name, side, threads):
         name = str(Path(name).resolve())
     code = (
         f"import sys; sys.path.insert(0, {str(TOOLS)!r}); import bench_nets; "
-        f"print(bench_nets.memory_growth({name!r}, {side!r}, {threads}, {shapes!r}, {plan!r}))"
+        f"print(bench_nets.memory_growth({name!r}, {side!r}, {threads}, {shapes!r}, {plan!r}, {data_shapes!r}))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -2972,7 +3133,7 @@ def markdown_table(results, rate, memory, busy=False):
     rows = [header, ["---"] * len(header)]
     for r in results:
         floor = r.flops / rate
-        title = case_of(r.name).title + (" (forward only)" if r.forward_only else "")
+        title = (r.name if is_net_file(r.name) else NETS[r.name].title) + (" (forward only)" if r.forward_only else "")
         row = [title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
         row += [ms(floor), times_over(r.netlayers, floor), times_over(r.torch, floor)]
         if memory:
@@ -3003,8 +3164,8 @@ def parse_args(argv):
         default=",".join(ISSUE_NETS),
         help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet); "
         "'zoo': the Caffe model zoo's deploy nets of tests/fixtures/zoo (forward only); "
-        "or net files (YAML or Caffe .prototxt: a value holding a / or ending in .yaml, .yml or .prototxt) "
-        "whose inputs are Input layers",
+        "or net files (YAML or Caffe .prototxt: a value holding a / or ending in .yaml, .yml or .prototxt); "
+        "their data layers give way to Input layers of the same shapes",
     )
     parser.add_argument("--threads", type=int, default=2, help="threads of each side (default 2)")
     parser.add_argument("--rounds", type=int, default=7, help="timed rounds (default 7)")
@@ -3023,7 +3184,17 @@ def parse_args(argv):
         "--busy", action="store_true", help="also time both sides beside one busy process: the share of speed kept"
     )
     parser.add_argument("--layers", action="store_true", help="print netlayers' per-layer times of each net")
+    parser.add_argument(
+        "--input-shape",
+        type=parse_input_shape,
+        action="append",
+        default=[],
+        metavar="BLOB=D1,D2,...",
+        help="the shape of a top of a net file's data layer whose source cannot be read (repeatable; "
+        "a readable source gives its own shapes)",
+    )
     args = parser.parse_args(argv)
+    args.input_shapes = dict(args.input_shape)
     groups = {"all": list(NETS), "zoo": [str(ZOO / path) for path in ZOO_NETS]}
     names = [name.strip() for name in args.nets.split(",") if name.strip()]
     args.nets = [net for name in names for net in groups.get(name, [name])]
@@ -3039,7 +3210,7 @@ def main(argv=None):
     try:
         for name in args.nets:  # a bad net file stops the run before anything is timed
             if is_net_file(name):
-                forward_only |= not has_loss(check_net_file(name))
+                forward_only |= not has_loss(case_of(name, args.input_shapes).spec())
     except BenchError as error:
         print(f"bench_nets: error: {error}", file=sys.stderr)
         return 1
@@ -3061,7 +3232,7 @@ def main(argv=None):
             return 1
         if args.memory:
             for side in ("netlayers", "torch") if result.torch is not None else ("netlayers",):
-                result.memory[side] = measure_memory(name, side, args.threads)
+                result.memory[side] = measure_memory(name, side, args.threads, args.input_shapes)
         results.append(result)
         rate = max(rate, sgemm_rate())  # a busy moment lowers one measurement: keep the best
         print(result_line(result, result.flops / rate, args.busy), flush=True)
