@@ -847,8 +847,7 @@ def data_layer(kind="Data", block="data_param", transform=None, **params):
 
 def input_shapes_of(spec, name="source"):
     """The shapes the Input layer that took data layer ``name``'s place gives, by top."""
-    (layer,) = [layer for layer in spec.layers if layer.name == name]
-    assert layer.type == "Input"
+    (layer,) = [layer for layer in spec.layers if layer.name == name and layer.type == "Input"]
     return {top: tuple(shape.dim) for top, shape in zip(layer.tops, layer.blocks["input_param"].shape)}
 
 
@@ -913,6 +912,11 @@ def test_given_input_shapes_fill_in_what_the_params_of_an_unread_source_do_not_s
     assert input_shapes_of(spec) == {"data": (3, 2, 5, 5), "label": (3,)}
     assert bench_nets.main(["--nets", path, "--input-shape", "data=3,2,5,5", *quick]) == 0
     assert "data 3x2x5x5, label 3" in capsys.readouterr().out
+    # a shape the params contradict (batch_size 3) is meant for another net
+    with pytest.raises(bench_nets.BenchError, match=r"--input-shape data=8,2,5,5 does not fit .*give 3,C,H,W: "):
+        bench_nets.net_file_spec(path, {"data": (8, 2, 5, 5)})
+    with pytest.raises(bench_nets.BenchError, match=r"--input-shape label=3,1 does not fit "):
+        bench_nets.net_file_spec(path, {"data": (3, 2, 5, 5), "label": (3, 1)})
 
 
 def test_the_shipped_cifar10_quick_config_runs_with_its_image_size_given():
@@ -921,6 +925,25 @@ def test_the_shipped_cifar10_quick_config_runs_with_its_image_size_given():
     assert notes == ["layer 'cifar' (Data) gave way to an Input of its tops' shapes: data 100x3x32x32, label 100"]
     net = bench_nets.build_netlayers(spec)
     assert np.isfinite(bench_nets.netlayers_step(net)) and net.blobs["ip2"].shape == (100, 10)
+
+
+BVLC = Path(__file__).resolve().parent / "fixtures" / "bvlc"
+
+
+def test_caffes_own_training_nets_run_without_their_databases():
+    """BVLC's train_val files as published: GoogLeNet's image shape is in its params (crop_size
+    224, three mean_values); AlexNet's channels are in a mean file that is not there, so the
+    error asks for them; the MNIST autoencoder (no crop) runs with its shape given."""
+    googlenet, notes = bench_nets.net_file_spec(str(BVLC / "bvlc_googlenet_train_val.prototxt"))
+    assert input_shapes_of(googlenet, "data") == {"data": (32, 3, 224, 224), "label": (32,)} and len(notes) == 1
+    alexnet = str(BVLC / "bvlc_alexnet_train_val.prototxt")
+    with pytest.raises(bench_nets.BenchError, match=r"ilsvrc12_train_lmdb.* --input-shape data=256,C,227,227$"):
+        bench_nets.net_file_spec(alexnet)
+    spec, _ = bench_nets.net_file_spec(alexnet, {"data": (256, 3, 227, 227)})
+    assert input_shapes_of(spec, "data") == {"data": (256, 3, 227, 227), "label": (256,)}
+    autoencoder, _ = bench_nets.net_file_spec(str(BVLC / "mnist_autoencoder.prototxt"), {"data": (100, 1, 28, 28)})
+    net = bench_nets.build_netlayers(autoencoder)
+    assert np.isfinite(bench_nets.netlayers_step(net)) and net.blobs["decode1"].shape == (100, 784)
 
 
 def test_a_python_data_layer_is_set_up_alone_for_its_shapes(tmp_path):

@@ -1587,6 +1587,7 @@ def data_layer_shapes(spec, layer, phase, given, path, read_source=True):
             if hasattr(built, "close"):
                 built.close()
         return {top: alone.blobs[top].shape for top in layer.tops}
+    check_given_shapes(layer, given, path)
     shapes = {**shapes_from_params(layer), **{top: tuple(given[top]) for top in layer.tops if top in given}}
     missing = [top for top in layer.tops if top not in shapes]
     if missing:
@@ -1597,6 +1598,23 @@ def data_layer_shapes(spec, layer, phase, given, path, read_source=True):
             f"shape; give it, e.g. {hints}"
         )
     return {top: shapes[top] for top in layer.tops}
+
+
+def check_given_shapes(layer, given, path):
+    """A :class:`BenchError` where ``--input-shape`` gives a top of ``layer`` a shape its params
+    contradict (another batch size, channel count or crop: a shape meant for another net)."""
+    dims = data_dims(layer) or ()
+    known = {layer.tops[0]: dims} if dims else {}
+    if dims and len(layer.tops) > 1:
+        known[layer.tops[1]] = dims[:1]
+    for top, said in known.items():
+        shape = given.get(top)
+        if shape is not None and (len(shape) != len(said) or any(d and d != g for d, g in zip(said, shape))):
+            raise BenchError(
+                f"{path}: --input-shape {top}={','.join(map(str, shape))} does not fit layer '{layer.name}' "
+                f"({layer.type}), whose params give {shape_hint(layer, top)}: benchmark nets of other inputs in "
+                "separate runs"
+            )
 
 
 def shapes_from_params(layer):
