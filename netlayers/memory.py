@@ -56,3 +56,29 @@ def check_size(nbytes, what):
     limit = memory_limit()
     if nbytes > limit:
         raise SizeError(f"{what} would need {gib(nbytes)}, more than this machine's memory ({gib(limit)})")
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, or none that ctypes can load)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def return_freed_memory():
+    """Give the memory freed so far back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing). glibc keeps freed blocks mapped for reuse, and after a large block is freed it
+    serves blocks up to that size from its heap: building a net frees tens of MiB (each blob's
+    first arrays, once the memory plan gives it a shared place; the fillers' float64 draws),
+    which would stay in the process's resident memory for good."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -18,8 +18,13 @@ from .blob import Blob
 from .errors import ConfigError, DataError, NetlayersError
 from .layer import Layer
 from .layers.fused import find_chain, find_sum_relu
+from .memory import return_freed_memory
 from .netspec import NetSpec, load_net_spec, phase_layers
 from .parallel import single_threaded_blas, workspace_lock
+
+#: Bytes each shared blob's place in a net's memory arena is aligned to (a cache line: the
+#: kernels' vector loads never straddle two blobs' lines).
+ARENA_ALIGNMENT = 64
 
 
 class LearnableParam:
@@ -141,6 +146,7 @@ class Net:
         self._forward_through = -1  # the last layer a forward ran since the last backward (-1: none)
         if share_memory:
             self.shared_data_bytes, self.shared_diff_bytes = self._share_memory()
+        return_freed_memory()
 
     # -- building -------------------------------------------------------------------------
     def _build(self):
@@ -373,9 +379,11 @@ class Net:
 
     def _share_memory(self) -> tuple[int, int]:
         """Let blobs whose values, or whose gradients, are alive at different times of a
-        forward and backward pass keep them in one buffer (``share_memory=True``, what a
+        forward and backward pass keep them in the same memory (``share_memory=True``, what a
         solver's TRAIN net does), as PyTorch frees a tensor once its last reader has run;
-        returns the bytes of values and of gradients saved.
+        returns the bytes of values and of gradients saved. All of them live in one arena, each
+        at an offset (cache-line aligned) where nothing alive at the same time lies, so a
+        large early activation's place can hold several later gradients at once.
 
         One timeline holds both passes: layer i runs its forward at time i and its backward at
         time 2 L - 1 - i (L layers). A blob's values are alive from the first layer that writes
@@ -386,7 +394,7 @@ class Net:
         Flatten's or Reshape's top) goes with them, as one (a Parameter's top, a view of a
         param, never goes). A blob's gradient is alive from the backward of the last layer
         that reads the blob to that of the layer that wrote it, when some layer writes it.
-        Values and gradients whose times do not overlap share a buffer (``share_groups``): in a
+        Values and gradients whose times do not overlap share memory (``arena_offsets``): in a
         ResNet each block's BatchNorm + Scale output, read only by the sum; in cifar10_quick
         the first convolution's output, read only by the max pooling, whose buffer then holds
         gradients in the backward. Left out: the net's inputs and outputs and a loss's weighted
@@ -424,21 +432,24 @@ class Net:
             if id(blob) in written and id(blob) not in whole:
                 first, end = spans[id(blob)]
                 units.append(([blob], False, (last - end, last - first)))
-        saved = [0, 0]  # bytes of values, of gradients
-        for group in share_groups([unit[2] for unit in units], [unit[0][0].count for unit in units]):
-            if len(group) < 2:
-                continue
-            members = [units[i] for i in group]  # the largest first
-            buffer = np.zeros(members[0][0][0].count, self.dtype)
-            for position, (blobs, values, _) in enumerate(members):
-                if values:
-                    _use_data_memory(blobs, buffer)
-                    self._shared_values.update(id(blob) for blob in blobs)
-                else:
-                    blobs[0].use_diff_memory(buffer)
-                if position:
-                    saved[0 if values else 1] += blobs[0].count * self.dtype.itemsize
-        return saved[0], saved[1]
+        align = max(1, ARENA_ALIGNMENT // self.dtype.itemsize)
+        sizes = [-(-unit[0][0].count // align) * align for unit in units]
+        offsets, total = arena_offsets([unit[2] for unit in units], sizes)
+        if total >= sum(unit[0][0].count for unit in units):
+            return 0, 0  # nothing alive at other times to share with
+        arena = np.zeros(total, self.dtype)  # pages the plan never reaches stay unmapped
+        whole = [0, 0]  # bytes of values, of gradients, each in its own buffer
+        for (blobs, values, _), offset in zip(units, offsets):
+            count = blobs[0].count
+            if values:
+                _use_data_memory(blobs, arena[offset : offset + count])
+                self._shared_values.update(id(blob) for blob in blobs)
+            else:
+                blobs[0].use_diff_memory(arena[offset : offset + count])
+            whole[0 if values else 1] += count * self.dtype.itemsize
+        saved = sum(whole) - arena.nbytes  # split between values and gradients as their bytes are
+        data_saved = saved * whole[0] // max(1, sum(whole))
+        return data_saved, saved - data_saved
 
     def _data_units(self):
         """The blobs of the net's layers, grouped by the array that owns their values: that
@@ -766,21 +777,25 @@ def _root(array):
     return array
 
 
-def share_groups(spans, sizes):
-    """Groups of indices into ``spans`` ((first, last) intervals, inclusive) whose intervals do
-    not overlap, so that each group may share one buffer as large as its largest member's
-    ``sizes``: the largest items first, each into the first group it fits beside (a greedy
-    colouring of the interval graph that keeps large items together)."""
-    groups = []
+def arena_offsets(spans, sizes):
+    """Offsets into one buffer for items alive over ``spans`` ((first, last) intervals,
+    inclusive) of ``sizes``, such that no two items alive at a common time overlap, and the
+    buffer's size (the largest offset + size). The largest items first, each at the lowest
+    offset where it overlaps no item placed before it and alive with it (greedy by size, first
+    fit): a large buffer of the forward's early layers then holds several smaller gradients of
+    the backward at once, where one buffer an item would hold one."""
+    offsets = [0] * len(spans)
+    placed = []  # (offset, end, first, last)
     for i in sorted(range(len(spans)), key=lambda i: (-sizes[i], spans[i])):
         low, high = spans[i]
-        for group in groups:
-            if all(high < spans[j][0] or spans[j][1] < low for j in group):
-                group.append(i)
+        offset = 0
+        for start, end in sorted((o, e) for o, e, first, last in placed if first <= high and low <= last):
+            if offset + sizes[i] <= start:
                 break
-        else:
-            groups.append([i])
-    return groups
+            offset = max(offset, end)
+        offsets[i] = offset
+        placed.append((offset, offset + sizes[i], low, high))
+    return offsets, max((end for _, end, _, _ in placed), default=0)
 
 
 def _without_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from netlayers import Net, NetlayersError, parallel
-from netlayers.net import share_groups
+from netlayers.net import arena_offsets
 
 MSRA = {"type": "msra"}
 
@@ -97,32 +97,60 @@ def train_steps(net, feeds, steps=2):
     return grads, net.blobs["data"].diff.copy(), net.blobs["loss"].data.copy()
 
 
-def distinct_diff_buffers(net):
-    return len({id(blob._diff_buffer) for blob in net.blobs.values()})
+def buffers(net):
+    """Each blob's data and diff buffers (where a shared blob keeps them: its place in the net's
+    memory arena), by "<blob>.data" and "<blob>.diff"."""
+    held = {}
+    for name, blob in net.blobs.items():
+        held[name + ".data"], held[name + ".diff"] = blob._data_buffer, blob._diff_buffer
+    return held
 
 
-def distinct_data_buffers(net):
-    return len({id(blob._data_buffer) for blob in net.blobs.values()})
+def sharing(net):
+    """Each buffer's name -> the names of the buffers whose memory it overlaps, its own
+    included."""
+    held = buffers(net)
+    return {
+        name: {other for other, theirs in held.items() if mine.size and theirs.size and np.shares_memory(mine, theirs)}
+        for name, mine in held.items()
+    }
+
+
+def held_bytes(net):
+    """Bytes of the distinct memory that holds the blobs' values and gradients."""
+    roots = {}
+    for array in buffers(net).values():
+        while isinstance(array.base, np.ndarray):
+            array = array.base
+        roots[id(array)] = array.nbytes
+    return sum(roots.values())
 
 
 # -- the grouping ------------------------------------------------------------------------------
-def test_share_groups_put_disjoint_spans_together_and_keep_overlapping_apart():
+def overlap_in_memory(offsets, sizes, i, j):
+    return offsets[i] < offsets[j] + sizes[j] and offsets[j] < offsets[i] + sizes[i]
+
+
+def test_arena_offsets_keep_items_alive_together_apart_and_reuse_the_rest():
     spans = [(0, 2), (2, 4), (5, 6), (3, 5), (7, 9)]
     sizes = [10, 8, 9, 1, 7]
-    groups = share_groups(spans, sizes)
-    for group in groups:
-        for i in group:
-            for j in group:
-                if i != j:
-                    assert spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]
-    assert sorted(i for group in groups for i in group) == list(range(5))
-    assert groups[0][0] == 0  # the largest item leads the first group
-    assert {0, 2, 4} <= set(groups[0])  # (0,2), (5,6), (7,9): one buffer
-    assert len(groups) == 3  # (2,4) and (3,5) overlap each other and (0,2) / (5,6)
+    offsets, total = arena_offsets(spans, sizes)
+    for i in range(5):
+        for j in range(i):
+            if not (spans[i][1] < spans[j][0] or spans[j][1] < spans[i][0]):
+                assert not overlap_in_memory(offsets, sizes, i, j), (i, j)
+    assert offsets == [0, 10, 0, 9, 0]  # the largest first, each at the lowest offset it fits
+    assert total == 18 == 10 + 8  # what is alive at time 2: no more is needed
 
 
-def test_share_groups_of_nothing_is_empty():
-    assert share_groups([], []) == []
+def test_arena_offsets_put_two_items_alive_together_where_one_larger_was():
+    """Buffers shared whole (one item at a time each) would need 10 + 5."""
+    offsets, total = arena_offsets([(0, 1), (2, 3), (2, 3)], [10, 5, 5])
+    assert offsets == [0, 0, 5] and total == 10
+
+
+def test_arena_offsets_of_nothing_is_an_empty_arena():
+    assert arena_offsets([], []) == ([], 0)
 
 
 # -- nets --------------------------------------------------------------------------------------
@@ -136,8 +164,7 @@ def test_shared_diffs_give_the_same_bits_as_separate_ones(workers):
         shared = Net(residual_net(force_backward=True), seed=3, share_memory=True)
         assert shared.shared_diff_bytes > 0 and plain.shared_diff_bytes == 0
         assert shared.shared_data_bytes > 0 and plain.shared_data_bytes == 0
-        assert distinct_diff_buffers(shared) < distinct_diff_buffers(plain)
-        assert distinct_data_buffers(shared) < distinct_data_buffers(plain)
+        assert held_bytes(shared) < held_bytes(plain)
         grads, data_diff, loss = train_steps(plain, feeds)
         grads_shared, data_diff_shared, loss_shared = train_steps(shared, feeds)
         assert loss == loss_shared
@@ -152,12 +179,10 @@ def test_shared_diffs_give_the_same_bits_as_separate_ones(workers):
 
 def test_outputs_inputs_and_loss_tops_keep_their_own_diffs():
     net = Net(residual_net(force_backward=True), seed=3, share_memory=True)
-    shared_ids = {}
-    for name, blob in net.blobs.items():
-        shared_ids.setdefault(id(blob._diff_buffer), []).append(name)
+    together = sharing(net)
     for name in ("data", "label", "loss"):
-        assert shared_ids[id(net.blobs[name]._diff_buffer)] == [name]
-    assert any(len(names) > 1 for names in shared_ids.values())
+        assert together[name + ".diff"] == {name + ".diff"}
+    assert any(len(names) > 1 for name, names in together.items() if name.endswith(".diff"))
     net.forward(**inputs())
     net.backward()
     assert net.blobs["loss"].diff == 1.0  # the loss weight, set by the forward, survives
@@ -166,10 +191,11 @@ def test_outputs_inputs_and_loss_tops_keep_their_own_diffs():
 def test_blobs_that_meet_in_one_layer_never_share():
     net = Net(residual_net(), seed=3, share_memory=True)
     for bottoms, tops in zip(net.bottom_vecs, net.top_vecs):
-        blobs = {id(blob): blob for blob in bottoms + tops}.values()
-        for kind in ("_diff_buffer", "_data_buffer"):
-            buffers = [id(getattr(blob, kind)) for blob in blobs]
-            assert len(buffers) == len(set(buffers)), kind
+        blobs = list({id(blob): blob for blob in bottoms + tops}.values())
+        for kind in ("_data_buffer", "_diff_buffer"):
+            arrays = [getattr(blob, kind) for blob in blobs if getattr(blob, kind).size]
+            for i, mine in enumerate(arrays):
+                assert not any(np.shares_memory(mine, theirs) for theirs in arrays[i + 1 :]), kind
 
 
 def test_values_and_gradients_share_by_when_they_are_alive():
@@ -183,11 +209,7 @@ def test_values_and_gradients_share_by_when_they_are_alive():
     input, labels and loss keep their own values and gradients; so do the blobs a ReLU's
     backward reads until it has run, and nothing alive at once shares."""
     net = Net(residual_net(), seed=3, share_memory=True)
-    holders = {}
-    for name, blob in net.blobs.items():
-        holders.setdefault(id(blob._data_buffer), []).append(name + ".data")
-        holders.setdefault(id(blob._diff_buffer), []).append(name + ".diff")
-    together = {name: set(names) for names in holders.values() for name in names}
+    together = sharing(net)
     assert {"stem.diff", "a.data"} <= together["a.data"]
     assert {"b.data", "cat.data", "fc.data"} <= together["b.data"]
     for name in ("data", "label", "loss"):
@@ -442,10 +464,8 @@ def test_a_forward_only_net_shares_the_memory_of_every_inner_blob():
     for name in outputs:
         assert np.array_equal(outputs[name], expected[name]), name
     assert np.array_equal(shared.blobs["data"].data, data.astype(shared.dtype))
-    owners = {}
-    for name, blob in shared.blobs.items():
-        owners.setdefault(id(blob._data_buffer), []).append(name)
-    in_shared_buffers = {name for names in owners.values() if len(names) > 1 for name in names}
+    together = sharing(shared)
+    in_shared_buffers = {name[:-5] for name, names in together.items() if name.endswith(".data") and len(names) > 1}
     assert {"a", "pool", "t", "stem", "sum"} <= in_shared_buffers
     for blob in ("stem", "sum"):
         (split,) = [layer for layer in shared.layers if layer.type == "Split" and layer.spec.bottoms == [blob]]
@@ -483,3 +503,20 @@ def test_a_forward_from_a_layer_whose_inputs_shared_memory_is_refused_in_one_lin
     plain.forward(**feed)
     plain.backward()
     assert np.array_equal(plain.forward(start="fc")["loss"], loss)
+
+
+def test_building_a_net_gives_the_memory_it_freed_back_to_the_system(monkeypatch):
+    """glibc keeps freed blocks resident for reuse; a net's build frees tens of MiB (each
+    shared blob's first arrays, the fillers' float64 draws): Net returns them (malloc_trim)."""
+    import platform
+
+    from netlayers import memory
+    from netlayers import net as net_module
+
+    if platform.libc_ver()[0] == "glibc":  # Debian, the project's platform
+        assert memory._malloc_trim() is not None
+    calls = []
+    monkeypatch.setattr(net_module, "return_freed_memory", lambda: calls.append(1))
+    Net(residual_net(), seed=3, share_memory=True)
+    Net(residual_net(), seed=3)
+    assert len(calls) == 2

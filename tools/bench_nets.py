@@ -1510,7 +1510,7 @@ def check_net_file(path):
         raise BenchError(str(error)) from None
 
 
-_FILE_NETS = {}  # (path, given shapes) -> (spec, notes): a net file's data layers are read once
+_FILE_NETS = {}  # (path, its time and size, given shapes, read_sources) -> _replace_data_layers
 
 
 def net_file_spec(path, input_shapes=None, read_sources=True):
@@ -1523,24 +1523,27 @@ def net_file_spec(path, input_shapes=None, read_sources=True):
     no such layer. ``input_shapes`` (blob -> shape, ``--input-shape``) gives the shapes of tops
     of data layers whose sources cannot be read; without ``read_sources`` no source is read
     (``input_shapes`` must give every data top: :func:`measure_memory`'s subprocess)."""
-    stat = os.stat(path) if Path(path).is_file() else None
-    given = tuple(sorted((input_shapes or {}).items()))
-    key = (str(path), stat and (stat.st_mtime_ns, stat.st_size), given, read_sources)
-    if key not in _FILE_NETS:
-        _FILE_NETS[key] = _replace_data_layers(path, dict(given), read_sources)
-    return _FILE_NETS[key][:2]
+    return _file_net(path, input_shapes, read_sources)[:2]
 
 
 def file_data_shapes(path, input_shapes=None):
     """The shapes (top -> shape) of the Input layers :func:`net_file_spec` put in place of the
     data layers of net file ``path``."""
-    net_file_spec(path, input_shapes)
-    stat = os.stat(path)
-    key = (str(path), (stat.st_mtime_ns, stat.st_size), tuple(sorted((input_shapes or {}).items())), True)
-    return _FILE_NETS[key][2]
+    return _file_net(path, input_shapes, True)[2]
+
+
+def _file_net(path, input_shapes, read_sources):
+    """:func:`_replace_data_layers`, once for a file as it is now (its sources are read once)."""
+    stat = os.stat(path) if Path(path).is_file() else None
+    given = tuple(sorted((input_shapes or {}).items()))
+    key = (str(path), stat and (stat.st_mtime_ns, stat.st_size), given, read_sources)
+    if key not in _FILE_NETS:
+        _FILE_NETS[key] = _replace_data_layers(path, dict(given), read_sources)
+    return _FILE_NETS[key]
 
 
 def _replace_data_layers(path, given, read_sources):
+    """(spec, notes, the data tops' shapes) for :func:`net_file_spec`."""
     import dataclasses
 
     spec = check_net_file(path)
@@ -2959,6 +2962,22 @@ def reset_peak_rss():
     return _status_mib("VmRSS")
 
 
+def trim_heap():
+    """Return what the process has freed to the system before a measurement starts (glibc's
+    ``malloc_trim``; elsewhere nothing): freed blocks glibc keeps resident would otherwise be
+    reused unseen by the measured side (netlayers' ``Net`` itself trims after its build, which
+    would then hide its own growth below the warm-up's freed memory)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_rss_mib():
     """The peak RSS in MiB since the last :func:`reset_peak_rss` (VmHWM), else ``ru_maxrss``."""
     return _status_mib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
@@ -3011,6 +3030,7 @@ def memory_growth(name, side, threads, param_shapes=None, plan=None, data_shapes
         inputs = make_inputs(plan)
     else:
         inputs = fixed_inputs(new_net(spec, True) if forward_only else spec)
+    trim_heap()
     before = reset_peak_rss() or peak_rss_mib()
     if side == "torch":
         params = {layer: [torch.randn(shape).mul_(0.01) for shape in shapes] for layer, shapes in param_shapes.items()}
