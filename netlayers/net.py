@@ -437,7 +437,9 @@ class Net:
         offsets, total = arena_offsets([unit[2] for unit in units], sizes)
         if total >= sum(unit[0][0].count for unit in units):
             return 0, 0  # nothing alive at other times to share with
-        arena = np.zeros(total, self.dtype)  # pages the plan never reaches stay unmapped
+        raw = np.zeros(total + align, self.dtype)  # pages the plan never reaches stay unmapped
+        start = (-raw.ctypes.data % ARENA_ALIGNMENT) // self.dtype.itemsize
+        arena = raw[start : start + total]
         whole = [0, 0]  # bytes of values, of gradients, each in its own buffer
         for (blobs, values, _), offset in zip(units, offsets):
             count = blobs[0].count

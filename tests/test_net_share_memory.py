@@ -215,6 +215,8 @@ def test_values_and_gradients_share_by_when_they_are_alive():
     for name in ("data", "label", "loss"):
         assert together[name + ".data"] == {name + ".data"} and together[name + ".diff"] == {name + ".diff"}
     assert not together["stem.data"] - {"stem.data"}  # kept for the stem ReLU's backward, the last to read it
+    held = buffers(net)
+    assert all(held[name].ctypes.data % 64 == 0 for name, names in together.items() if len(names) > 1)  # cache lines
     assert net.shared_data_bytes > 0 and net.shared_diff_bytes > 0
 
 
