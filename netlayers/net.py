@@ -441,7 +441,10 @@ class Net:
         start = (-raw.ctypes.data % ARENA_ALIGNMENT) // self.dtype.itemsize
         arena = raw[start : start + total]
         whole = [0, 0]  # bytes of values, of gradients, each in its own buffer
-        for (blobs, values, _), offset in zip(units, offsets):
+        shared = sharing_places(offsets, sizes)
+        for (blobs, values, _), offset, shares in zip(units, offsets, shared):
+            if not shares:
+                continue  # a place no other blob's overlaps: the blob keeps its own arrays
             count = blobs[0].count
             if values:
                 _use_data_memory(blobs, arena[offset : offset + count])
@@ -449,7 +452,8 @@ class Net:
             else:
                 blobs[0].use_diff_memory(arena[offset : offset + count])
             whole[0 if values else 1] += count * self.dtype.itemsize
-        saved = sum(whole) - arena.nbytes  # split between values and gradients as their bytes are
+        spanned = covered_length([(o, z) for o, z, shares in zip(offsets, sizes, shared) if shares])
+        saved = max(0, sum(whole) - spanned * self.dtype.itemsize)  # split as values and gradients' bytes are
         data_saved = saved * whole[0] // max(1, sum(whole))
         return data_saved, saved - data_saved
 
@@ -798,6 +802,30 @@ def arena_offsets(spans, sizes):
         offsets[i] = offset
         placed.append((offset, offset + sizes[i], low, high))
     return offsets, max((end for _, end, _, _ in placed), default=0)
+
+
+def sharing_places(offsets, sizes):
+    """For each item placed at ``offsets`` with ``sizes``: whether its place overlaps another
+    item's (a sweep over the places in offset order, keeping those not ended yet)."""
+    shares = [False] * len(offsets)
+    open_places = []  # the items whose places reach beyond the current offset
+    for i in sorted(range(len(offsets)), key=lambda i: offsets[i]):
+        open_places = [j for j in open_places if offsets[j] + sizes[j] > offsets[i]]
+        if open_places and sizes[i]:
+            shares[i] = True
+            for j in open_places:
+                shares[j] = True
+        open_places.append(i)
+    return shares
+
+
+def covered_length(places):
+    """Items covered by the union of ``places`` ((offset, size) pairs)."""
+    covered, reach = 0, 0
+    for offset, size in sorted(places):
+        covered += max(0, offset + size - max(offset, reach))
+        reach = max(reach, offset + size)
+    return covered
 
 
 def _without_leading_ones(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from netlayers import Net, NetlayersError, parallel
-from netlayers.net import arena_offsets
+from netlayers.net import arena_offsets, covered_length, sharing_places
 
 MSRA = {"type": "msra"}
 
@@ -149,6 +149,13 @@ def test_arena_offsets_put_two_items_alive_together_where_one_larger_was():
     assert offsets == [0, 0, 5] and total == 10
 
 
+def test_sharing_places_flags_each_place_that_overlaps_another():
+    # [0, 4) and [2, 5) overlap; [5, 6) touches [2, 5) only at its end; [8, 9) lies inside [6, 10)
+    assert sharing_places([0, 2, 5, 6, 8], [4, 3, 1, 4, 1]) == [True, True, False, True, True]
+    assert sharing_places([], []) == []
+    assert covered_length([(8, 1), (0, 4), (2, 3)]) == 6  # [0, 5) and [8, 9)
+
+
 def test_arena_offsets_of_nothing_is_an_empty_arena():
     assert arena_offsets([], []) == ([], 0)
 
@@ -215,6 +222,7 @@ def test_values_and_gradients_share_by_when_they_are_alive():
     for name in ("data", "label", "loss"):
         assert together[name + ".data"] == {name + ".data"} and together[name + ".diff"] == {name + ".diff"}
     assert not together["stem.data"] - {"stem.data"}  # kept for the stem ReLU's backward, the last to read it
+    assert id(net.blobs["stem"]) not in net._shared_values  # a place of its own: its own arrays, kept
     held = buffers(net)
     assert all(held[name].ctypes.data % 64 == 0 for name, names in together.items() if len(names) > 1)  # cache lines
     assert net.shared_data_bytes > 0 and net.shared_diff_bytes > 0

@@ -87,7 +87,7 @@ def test_a_prediction_blob_a_later_layer_reads_keeps_its_values(tmp_path):
     whole, and predicts what the plain deploy net computes."""
     config = training_config(npz_data(tmp_path))
     layers = [layer for layer in config["layers"] if layer["name"] not in ("accuracy", "loss")]
-    side = [("side", "ip", 40), ("side2", "side", 4), ("side3", "side2", 4), ("side4", "side3", 4)]
+    side = [("side", "ip", 100), ("side2", "side", 4), ("side3", "side2", 4), ("side4", "side3", 4)]
     layers += [
         {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": {"num_output": n}}
         for name, bottom, n in side
