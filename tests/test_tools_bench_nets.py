@@ -927,23 +927,47 @@ def test_the_shipped_cifar10_quick_config_runs_with_its_image_size_given():
     assert np.isfinite(bench_nets.netlayers_step(net)) and net.blobs["ip2"].shape == (100, 10)
 
 
-BVLC = Path(__file__).resolve().parent / "fixtures" / "bvlc"
+ZOO = Path(__file__).resolve().parent / "fixtures" / "zoo"
 
 
 def test_caffes_own_training_nets_run_without_their_databases():
     """BVLC's train_val files as published: GoogLeNet's image shape is in its params (crop_size
     224, three mean_values); AlexNet's channels are in a mean file that is not there, so the
     error asks for them; the MNIST autoencoder (no crop) runs with its shape given."""
-    googlenet, notes = bench_nets.net_file_spec(str(BVLC / "bvlc_googlenet_train_val.prototxt"))
+    googlenet, notes = bench_nets.net_file_spec(str(ZOO / "bvlc_googlenet" / "train_val.prototxt"))
     assert input_shapes_of(googlenet, "data") == {"data": (32, 3, 224, 224), "label": (32,)} and len(notes) == 1
-    alexnet = str(BVLC / "bvlc_alexnet_train_val.prototxt")
+    alexnet = str(ZOO / "bvlc_alexnet" / "train_val.prototxt")
     with pytest.raises(bench_nets.BenchError, match=r"ilsvrc12_train_lmdb.* --input-shape data=256,C,227,227$"):
         bench_nets.net_file_spec(alexnet)
     spec, _ = bench_nets.net_file_spec(alexnet, {"data": (256, 3, 227, 227)})
     assert input_shapes_of(spec, "data") == {"data": (256, 3, 227, 227), "label": (256,)}
-    autoencoder, _ = bench_nets.net_file_spec(str(BVLC / "mnist_autoencoder.prototxt"), {"data": (100, 1, 28, 28)})
+    autoencoder, _ = bench_nets.net_file_spec(
+        str(ZOO / "mnist" / "mnist_autoencoder.prototxt"), {"data": (100, 1, 28, 28)}
+    )
     net = bench_nets.build_netlayers(autoencoder)
     assert np.isfinite(bench_nets.netlayers_step(net)) and net.blobs["decode1"].shape == (100, 784)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(str(path) for path in ZOO.rglob("*.prototxt") if "solver" not in path.name), ids=lambda p: p[-48:]
+)
+def test_every_net_of_the_zoo_runs_as_published_or_says_which_shape_to_give(path):
+    """Deploy nets stay as they are; a training net's data layers give way to Inputs, or, where
+    their sources are not there and their params leave a dimension open, a one-line error names
+    the ``--input-shape`` to give."""
+    try:
+        spec, notes = bench_nets.net_file_spec(path)
+    except bench_nets.BenchError as error:
+        said = r"could not be read \(.+\) nor its params give .* give it, e\.g\. --input-shape \S+=\S+"
+        assert re.search(said, str(error))
+        assert "\n" not in str(error)
+        return
+    if notes:
+        phase = "TRAIN" if bench_nets.has_loss(spec) else "TEST"
+        assert not any(bench_nets.reads_data(layer) for layer in bench_nets.train_layers(spec, phase))
+        assert bench_nets.file_data_shapes(path)
+    else:
+        assert spec == path
 
 
 def test_a_python_data_layer_is_set_up_alone_for_its_shapes(tmp_path):
