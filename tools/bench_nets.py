@@ -2966,7 +2966,8 @@ def trim_heap():
     """Return what the process has freed to the system before a measurement starts (glibc's
     ``malloc_trim``; elsewhere nothing): freed blocks glibc keeps resident would otherwise be
     reused unseen by the measured side (netlayers' ``Net`` itself trims after its build, which
-    would then hide its own growth below the warm-up's freed memory)."""
+    would then hide its own growth below the warm-up's freed memory). The harness's own call,
+    not ``netlayers.memory``'s: it measures older versions of netlayers side by side too."""
     import ctypes
     import ctypes.util
     import gc
