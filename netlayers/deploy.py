@@ -234,13 +234,16 @@ def _labels(labels_file, base_dir, source):
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def deploy_net(config, weights=None, *, batch=1, input_shape=None, dtype=None, data_root=None, share_memory=False):
+def deploy_net(
+    config, weights=None, *, batch=1, input_shape=None, dtype=None, data_root=None, share_memory=False, keep=()
+):
     """The deploy :class:`~netlayers.net.Net` of ``config`` (see :func:`deploy_config`) with
     ``batch`` items per input, the weights of ``weights`` (.npz, .caffemodel or a
     solverstate's weights) loaded, in the TEST phase. ``input_shape`` (C, H, W) sets the first
     input's item shape where the config's data cannot tell it (or to override it).
     ``share_memory``: inner blobs share memory by when the forward needs their values (Net's
-    ``share_memory``), so after a forward only the inputs and outputs hold theirs."""
+    ``share_memory``), so after a forward only the inputs and outputs hold theirs, and the blobs
+    ``keep`` names."""
     from .net import Net
 
     deploy = config if isinstance(config, Deploy) else deploy_config(config, data_root=data_root)
@@ -248,7 +251,7 @@ def deploy_net(config, weights=None, *, batch=1, input_shape=None, dtype=None, d
     from .netspec.spec import check_net
 
     spec = check_net(deploy.with_batch(batch, shapes), file=f"{deploy.source} (deploy net)", base_dir=deploy.base_dir)
-    net = Net(spec, phase="TEST", dtype=dtype, share_memory=share_memory)
+    net = Net(spec, phase="TEST", dtype=dtype, share_memory=share_memory, keep=keep)
     if weights is not None:
         net.load(weights)
     return net

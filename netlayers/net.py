@@ -9,6 +9,7 @@ losses and from diffs set by hand on tops no layer reads).
 """
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -90,9 +91,11 @@ class Net:
     ``share_memory=True`` (what a solver's TRAIN net uses) lets inner blobs keep their values
     and gradients in buffers shared with others alive at other times of the forward and
     backward pass (see ``_share_memory``; ``shared_data_bytes`` and ``shared_diff_bytes`` say
-    what that saved). ``forward_only=True`` builds the net as :meth:`drop_backward` leaves it
-    (what a solver does with its TEST nets); with ``share_memory`` every inner blob then
-    shares, so only the inputs and outputs keep their values after a forward.
+    what that saved); ``keep`` names blobs that keep their own values and gradients even so
+    (the Predictor's prediction blob, which a later layer may read). ``forward_only=True``
+    builds the net as :meth:`drop_backward` leaves it (what a solver does with its TEST nets);
+    with ``share_memory`` every inner blob then shares, so only the inputs and outputs keep
+    their values after a forward.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Net:
         level: int | None = None,
         stages: Any = None,
         share_memory: bool = False,
+        keep: Sequence[str] = (),
         forward_only: bool = False,
     ) -> None:
         self.spec = load_net_spec(spec)
@@ -145,7 +149,10 @@ class Net:
         self._shared_values: set[int] = set()  # ids of the blobs whose values share a buffer
         self._forward_through = -1  # the last layer a forward ran since the last backward (-1: none)
         if share_memory:
-            self.shared_data_bytes, self.shared_diff_bytes = self._share_memory()
+            keep = [keep] if isinstance(keep, str) else keep
+            if not isinstance(keep, (list, tuple, set)) or not all(isinstance(name, str) for name in keep):
+                raise ConfigError(f"keep must be a list of blob names, got {keep!r:.80}")
+            self.shared_data_bytes, self.shared_diff_bytes = self._share_memory(keep)
         return_freed_memory()
 
     # -- building -------------------------------------------------------------------------
@@ -377,7 +384,7 @@ class Net:
                     "false on its bottoms, lr_mult: 0 on its params)"
                 )
 
-    def _share_memory(self) -> tuple[int, int]:
+    def _share_memory(self, keep: Sequence[str] = ()) -> tuple[int, int]:
         """Let blobs whose values, or whose gradients, are alive at different times of a
         forward and backward pass keep them in the same memory (``share_memory=True``, what a
         solver's TRAIN net does), as PyTorch frees a tensor once its last reader has run;
@@ -397,10 +404,10 @@ class Net:
         Values and gradients whose times do not overlap share memory (``arena_offsets``): in a
         ResNet each block's BatchNorm + Scale output, read only by the sum; in cifar10_quick
         the first convolution's output, read only by the max pooling, whose buffer then holds
-        gradients in the backward. Left out: the net's inputs and outputs and a loss's weighted
-        tops (their diffs hold the weight from the forward). After a pass, a shared blob's data
-        or diff holds whatever blob used that memory last: the default (``share_memory=False``)
-        keeps every blob's values and gradients, as Caffe does."""
+        gradients in the backward. Left out: the net's inputs and outputs, a loss's weighted
+        tops (their diffs hold the weight from the forward) and the blobs ``keep`` names. After
+        a pass, a shared blob's data or diff holds whatever blob used that memory last: the
+        default (``share_memory=False``) keeps every blob's values and gradients, as Caffe does."""
         last = 2 * len(self.layers) - 1  # the time of layer 0's backward
         spans: dict[int, tuple[int, int]] = {}
         for index, (bottoms, tops) in enumerate(zip(self.bottom_vecs, self.top_vecs)):
@@ -413,7 +420,7 @@ class Net:
                 continue
             for blob in (bottoms if layer.keep_bottom_data else []) + (tops if layer.keep_top_data else []):
                 kept_from[id(blob)] = min(kept_from.get(id(blob), index), index)
-        whole = self._kept_whole()
+        whole = self._kept_whole(keep)
         units = []  # (blobs, whether their values or gradient, (first time, last time))
         for members in self._data_units():
             if any(id(blob) in whole for blob in members):
@@ -470,10 +477,15 @@ class Net:
                 members.append(blob)
         return [members for members in views.values() if _root(members[0].data) is _root(members[0]._data_buffer)]
 
-    def _kept_whole(self):
+    def _kept_whole(self, keep):
         """The ids of the blobs that always keep their own data and diff: the net's inputs and
-        outputs, and a loss's weighted tops (their diffs hold the weight from the forward)."""
-        kept = {id(self.blobs[name]) for name in self._outputs} | {id(blob) for blob in self.source_blobs.values()}
+        outputs, a loss's weighted tops (their diffs hold the weight from the forward) and the
+        blobs named in ``keep``."""
+        unknown = [name for name in keep if name not in self.blobs]
+        if unknown:
+            raise ConfigError(f"keep names no blob of the {self.phase} net: {', '.join(map(repr, unknown))}")
+        kept = {id(self.blobs[name]) for name in [*self._outputs, *keep]}
+        kept.update(id(blob) for blob in self.source_blobs.values())
         for layer, tops in zip(self.layers, self.top_vecs):
             kept.update(id(blob) for weight, blob in zip(layer.loss_weights, tops) if weight)
         return kept

@@ -27,8 +27,8 @@ class Predictor:
     """The deploy net of ``config`` with ``weights``, for one-call predictions. Its inner blobs
     share memory (``deploy_net(share_memory=True)``): after a forward only its input and outputs
     (the predictions) hold their values; build a :func:`~netlayers.deploy_net` to read others.
-    (Where a later layer reads the prediction blob, so that it is not an output, the net is
-    built without sharing: its values stay.)
+    (The prediction blob keeps its values too, where a later layer reads it, so that it is not
+    an output: ``keep``.)
 
     ``labels``: a file of class names (one a line) overriding the config's ``labels_file``.
     ``input_shape``: (C, H, W) of the images before the transform, where the config's data set
@@ -78,10 +78,16 @@ class Predictor:
         if self._net is None or (item_shape is not None and shape != self._net_shape):
             from .deploy import deploy_net
 
-            net = deploy_net(self.deploy, self.weights, batch=1, input_shape=shape, dtype=self.dtype, share_memory=True)
-            if id(net.blobs[self.prediction]) in net._shared_values:  # read by a later layer: kept whole
-                net = deploy_net(self.deploy, self.weights, batch=1, input_shape=shape, dtype=self.dtype)
-            self._net, self._net_shape = net, shape
+            self._net = deploy_net(
+                self.deploy,
+                self.weights,
+                batch=1,
+                input_shape=shape,
+                dtype=self.dtype,
+                share_memory=True,
+                keep=[self.prediction],  # a later layer may read it: not an output, yet read after the forward
+            )
+            self._net_shape = shape
         return self._net
 
     def prepare(self, images):

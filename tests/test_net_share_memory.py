@@ -6,7 +6,7 @@ loss are bit for bit the same."""
 import numpy as np
 import pytest
 
-from netlayers import Net, NetlayersError, parallel
+from netlayers import ConfigError, Net, NetlayersError, parallel
 from netlayers.net import arena_offsets, covered_length, sharing_places
 
 MSRA = {"type": "msra"}
@@ -247,7 +247,7 @@ def test_a_solver_trains_the_same_with_shared_data(monkeypatch):
 
     shared, losses, params = train()
     assert shared.shared_data_bytes > 0
-    monkeypatch.setattr(Net, "_share_memory", lambda net: (0, 0))
+    monkeypatch.setattr(Net, "_share_memory", lambda net, keep: (0, 0))
     plain, plain_losses, plain_params = train()
     assert plain.shared_data_bytes == 0
     assert losses == plain_losses
@@ -513,6 +513,20 @@ def test_a_forward_from_a_layer_whose_inputs_shared_memory_is_refused_in_one_lin
     plain.forward(**feed)
     plain.backward()
     assert np.array_equal(plain.forward(start="fc")["loss"], loss)
+
+
+def test_blobs_named_in_keep_keep_their_own_values_and_gradients():
+    net = Net(residual_net(), seed=3, share_memory=True, keep=["b", "cat"])
+    together = sharing(net)
+    for name in ("b.data", "b.diff", "cat.data", "cat.diff"):
+        assert together[name] == {name}, name
+    assert id(net.blobs["b"]) not in net._shared_values and net.shared_data_bytes > 0
+    assert len(sharing(Net(residual_net(), seed=3, share_memory=True))["b.data"]) > 1  # without keep: shared
+    assert sharing(Net(residual_net(), seed=3, share_memory=True, keep="b"))["b.data"] == {"b.data"}  # one name
+    with pytest.raises(ConfigError, match=r"^keep names no blob of the TRAIN net: 'nothing'$"):
+        Net(residual_net(), share_memory=True, keep=["b", "nothing"])
+    with pytest.raises(ConfigError, match=r"^keep must be a list of blob names, got 5$"):
+        Net(residual_net(), share_memory=True, keep=5)
 
 
 def test_building_a_net_gives_the_memory_it_freed_back_to_the_system(monkeypatch):

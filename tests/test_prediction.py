@@ -101,7 +101,7 @@ def test_a_prediction_blob_a_later_layer_reads_keeps_its_values(tmp_path):
     assert predictor.prediction == "ip" and net.outputs == ["side4"]
     shared = deploy_net(config, tmp_path / "w.npz", data_root=str(tmp_path), share_memory=True)
     assert id(shared.blobs["ip"]) in shared._shared_values  # what sharing alone would do
-    assert id(net.blobs["ip"]) not in net._shared_values
+    assert id(net.blobs["ip"]) not in net._shared_values and net._shared_values  # ip kept, the rest shares
     plain = deploy_net(config, tmp_path / "w.npz", batch=len(images), data_root=str(tmp_path))
     plain.forward(data=predictor.prepare(images))
     np.testing.assert_array_equal(predictions, plain.blobs["ip"].data)

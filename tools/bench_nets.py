@@ -103,7 +103,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -1544,8 +1544,6 @@ def _file_net(path, input_shapes, read_sources):
 
 def _replace_data_layers(path, given, read_sources):
     """(spec, notes, the data tops' shapes) for :func:`net_file_spec`."""
-    import dataclasses
-
     spec = check_net_file(path)
     phase = "TRAIN" if has_loss(spec) else "TEST"
     layers, notes, data_shapes = [], [], {}
@@ -1557,7 +1555,7 @@ def _replace_data_layers(path, given, read_sources):
             notes.append(f"layer '{layer.name}' ({layer.type}) gave way to an Input of its tops' shapes: {shown}")
             layer = input_in_place_of(spec, layer, shapes)
         layers.append(layer)
-    return (dataclasses.replace(spec, layers=layers), notes, data_shapes) if notes else (str(path), [], {})
+    return (replace(spec, layers=layers), notes, data_shapes) if notes else (str(path), [], {})
 
 
 def reads_data(layer):
@@ -1576,13 +1574,11 @@ def data_layer_shapes(spec, layer, phase, given, path, read_source=True):
     read, given (``given``: ``--input-shape``) or from its params (:func:`shapes_from_params`);
     a :class:`BenchError` naming the layer and what to give when a shape is still unknown.
     Without ``read_source``, ``given`` and the params alone."""
-    import dataclasses
-
     reason = "not read"
     try:
         if not read_source:
             raise OSError(reason)
-        alone = netlayers.Net(dataclasses.replace(spec, layers=[layer]), phase, dtype=np.float32, seed=SEED)
+        alone = netlayers.Net(replace(spec, layers=[layer]), phase, dtype=np.float32, seed=SEED)
     except (NetlayersError, OSError) as error:
         reason = str(getattr(error, "message", None) or error).strip().splitlines()[0]
     else:
@@ -1672,14 +1668,12 @@ def shape_hint(layer, top):
 def input_in_place_of(spec, layer, shapes):
     """A checked Input layer in place of the data layer ``layer``: its name, tops, phase rules
     and place in the file, giving ``shapes`` (top -> shape)."""
-    import dataclasses
-
     from netlayers.netspec.spec import check_net
 
     raw = {"name": layer.name, "type": "Input", "top": list(layer.tops)}
     raw["input_param"] = {"shape": [{"dim": list(shapes[top])} for top in layer.tops]}
     checked = check_net({"name": spec.name, "layers": [raw]}, file=spec.file, base_dir=spec.base_dir).layers[0]
-    return dataclasses.replace(checked, include=layer.include, exclude=layer.exclude, where=layer.where)
+    return replace(checked, include=layer.include, exclude=layer.exclude, where=layer.where)
 
 
 def parse_input_shape(value):

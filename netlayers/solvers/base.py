@@ -130,9 +130,9 @@ class Solver(Snapshots, RunFolders):
     ``Solver(config, data_root=None, output_dir=None, seed=None, max_iter=None, reporter=None,
     overwrite=False, comm=None, share_memory=True)``: ``config`` is a YAML path or a dict;
     ``seed`` and ``max_iter`` override the solver section's ``random_seed`` and ``max_iter``;
-    ``reporter`` defaults to a
-    :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite`` lets a fresh run replace an
-    earlier run's snapshots (same prefix) and metrics.jsonl in its output folder; ``comm``, an
+    ``reporter`` defaults to a :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite``
+    lets a fresh run replace an earlier run's snapshots (same prefix) and metrics.jsonl in its
+    output folder; ``comm``, an
     mpi4py communicator of more than one rank, makes it one of that many data-parallel solvers
     (see distributed.py; every rank builds its Solver with the same arguments).
     ``share_memory`` (default true) builds the TRAIN net so (``Net(share_memory=True)``): after a
