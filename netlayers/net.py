@@ -162,6 +162,7 @@ class Net:
         self._lenders = set()  # indices of layers lending kept values to the next (_note_lender)
         self._chains = {}  # first layer's index -> its fused run (layers.fused: BatchNorm chains, SumReLU)
         self._chain_ends = {}  # the same chains by their last layer's index
+        self._gradient_source: bool | None = None  # a loss or force_backward (_check_backward_start)
         for spec in specs:
             layer = spec.cls(spec, phase=self.phase, dtype=self.dtype, rng=self.rng)
             layer.net = self
@@ -581,25 +582,37 @@ class Net:
             raise DataError(f"{what}: no layer named '{name}' in the {self.phase} net") from None
 
     def forward_range(self, first: int, last: int) -> float:
-        loss = 0.0
         # the workers' scratch is shared by every net of the process: a pass holds it whole (a
         # net in another thread waits); and one switch of BLAS's threads for the pass, not per layer
         with workspace_lock, single_threaded_blas:
-            i = first
-            while i <= last:
-                layer = self.layers[i]
-                if i - 1 in self._lenders and i > first:  # the lender ran just now, in this pass
-                    lender: Any = self.layers[i - 1]
-                    borrower: Any = layer
-                    borrower.lent_input = lender.kept_output()
-                chain = self._chains.get(i)
-                if chain is not None and i + chain.length - 1 <= last:
-                    end = i + chain.length
-                    if chain.forward(self.bottom_vecs[i:end], self.top_vecs[i:end]):
-                        i = end
-                        continue
-                loss += layer.forward_in_pass(self.bottom_vecs[i], self.top_vecs[i])
-                i += 1
+            return self._forward_layers(first, last)
+
+    def _forward_layers(self, first: int, last: int) -> float:
+        """Layers ``first``..``last`` forward, for a caller that holds the workspace lock and
+        ``single_threaded_blas``; returns the loss."""
+        loss = 0.0
+        layers, bottom_vecs, top_vecs, lenders, chains = (
+            self.layers,
+            self.bottom_vecs,
+            self.top_vecs,
+            self._lenders,
+            self._chains,
+        )
+        i = first
+        while i <= last:
+            layer = layers[i]
+            if lenders and i - 1 in lenders and i > first:  # the lender ran just now, in this pass
+                lender: Any = layers[i - 1]
+                borrower: Any = layer
+                borrower.lent_input = lender.kept_output()
+            chain = chains.get(i) if chains else None
+            if chain is not None and i + chain.length - 1 <= last:
+                end = i + chain.length
+                if chain.forward(bottom_vecs[i:end], top_vecs[i:end]):
+                    i = end
+                    continue
+            loss += layer.forward_in_pass(bottom_vecs[i], top_vecs[i])
+            i += 1
         return loss
 
     def backward(self, start: str | None = None, end: str | None = None) -> None:
@@ -610,34 +623,49 @@ class Net:
         reads (and of ``start``'s tops) may be set by hand first: backward then starts from
         them (a saliency map). A net with neither a loss nor ``force_backward`` has nothing to
         start from: a ConfigError, rather than diffs left as they were."""
-        if self.forward_only:
-            raise NetlayersError("backward of a net made forward only (Net.drop_backward): build another Net")
+        self._check_backward_start()
         first = len(self.layers) - 1 if start is None else self._layer_index(start, "backward start")
         last = 0 if end is None else self._layer_index(end, "backward end")
         if first < last:
             raise DataError(f"backward from '{start}' to '{end}': layer '{start}' comes before '{end}'")
-        if not self.spec.force_backward and not any(any(layer.loss_weights) for layer in self.layers):
+        with workspace_lock, single_threaded_blas:
+            self._backward_layers(first, last)
+
+    def _check_backward_start(self) -> None:
+        """A ConfigError where backward cannot run: a net made forward only, or one with
+        neither a loss nor ``force_backward`` (nothing to start from)."""
+        if self.forward_only:
+            raise NetlayersError("backward of a net made forward only (Net.drop_backward): build another Net")
+        if self._gradient_source is None:  # loss weights are set when the layers are set up
+            self._gradient_source = self.spec.force_backward or any(any(l.loss_weights) for l in self.layers)
+        if not self._gradient_source:
             raise ConfigError(
                 "backward has nothing to start from: the net has no loss, so gradients can only "
                 "come from diffs set by hand, and those need 'force_backward: true' in the net",
                 file=self.spec.file,
                 field="force_backward",
             )
+
+    def _backward_layers(self, first: int, last: int) -> None:
+        """Layers ``first`` back to ``last`` backward, for a caller that holds the workspace
+        lock and ``single_threaded_blas``."""
         self._forward_through = -1  # the backward may write gradients where values were
-        with workspace_lock, single_threaded_blas:
-            i = first
-            while i >= last:
-                chain = self._chain_ends.get(i)
-                if (
-                    chain is not None
-                    and chain.index >= last
-                    and self.layer_need_backward[i]
-                    and chain.backward(self.bottom_need_backward[chain.index : chain.index + 2])
-                ):
-                    i -= chain.length
-                    continue
-                self._backward_in_pass(i)
-                i -= 1
+        layers, top_vecs, bottom_vecs = self.layers, self.top_vecs, self.bottom_vecs
+        need, bottom_need, chain_ends = self.layer_need_backward, self.bottom_need_backward, self._chain_ends
+        i = first
+        while i >= last:
+            chain = chain_ends.get(i) if chain_ends else None
+            if (
+                chain is not None
+                and chain.index >= last
+                and need[i]
+                and chain.backward(bottom_need[chain.index : chain.index + 2])
+            ):
+                i -= chain.length
+                continue
+            if need[i]:
+                layers[i].backward_in_pass(top_vecs[i], bottom_need[i], bottom_vecs[i])
+            i -= 1
 
     def backward_layer(self, index: int) -> bool:
         """Backward of layer ``index`` alone, if it needs one; whether it ran."""
@@ -654,9 +682,11 @@ class Net:
     def forward_backward(self) -> float:
         """One forward and one backward pass; returns the loss. (BLAS is switched to one thread
         once for both passes: each switch and its undoing cost about 6 us.)"""
+        self._check_backward_start()
+        last = len(self.layers) - 1
         with workspace_lock, single_threaded_blas:
-            self.loss = self.forward_range(0, len(self.layers) - 1)
-            self.backward()
+            self.loss = self._forward_layers(0, last)
+            self._backward_layers(last, 0)
         return self.loss
 
     def drop_backward(self) -> None:

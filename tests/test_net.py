@@ -125,6 +125,21 @@ def test_need_backward_skips_what_no_gradient_reaches():
     assert forced.bottom_need_backward[loss_index] == [True, False]
 
 
+def test_backward_of_a_net_without_a_loss_says_what_to_set():
+    spec = mlp()
+    spec["layers"] = spec["layers"][:-1]  # no loss: nothing for a backward to start from
+    net = Net(spec, seed=0)
+    net.forward(x=np.ones((4, 5)), y=LABELS)
+    for run in (net.backward, net.forward_backward):
+        with pytest.raises(ConfigError, match="nothing to start from.*force_backward: true"):
+            run()
+    forced = Net({**spec, "force_backward": True}, seed=0)
+    forced.forward(x=np.ones((4, 5)), y=LABELS)
+    forced.blobs["z"].diff[...] = 1.0
+    forced.backward()
+    assert np.abs(forced.blobs["x"].diff).sum() > 0
+
+
 def test_lr_mult_zero_freezes_and_stops_backward_below():
     spec = mlp()
     spec["layers"][1]["param"] = [{"lr_mult": 0}, {"lr_mult": 0}]
