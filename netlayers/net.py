@@ -637,7 +637,7 @@ class Net:
         if self.forward_only:
             raise NetlayersError("backward of a net made forward only (Net.drop_backward): build another Net")
         if self._gradient_source is None:  # loss weights are set when the layers are set up
-            self._gradient_source = self.spec.force_backward or any(any(l.loss_weights) for l in self.layers)
+            self._gradient_source = self.spec.force_backward or any(any(layer.loss_weights) for layer in self.layers)
         if not self._gradient_source:
             raise ConfigError(
                 "backward has nothing to start from: the net has no loss, so gradients can only "
