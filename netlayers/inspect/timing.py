@@ -5,12 +5,21 @@ compiles, caches fill), then ``iterations`` passes timing every layer's forward 
 separately, then ``iterations`` whole passes timed as a whole (without the per-layer clock
 calls). Every number is a median over the iterations, in seconds. A layer's share is its
 forward plus backward median over the sum of those of all layers.
+
+The whole measurement holds the workspace lock and ``parallel.single_threaded_blas``, as a net's
+pass does: a layer run alone enters both itself, switching BLAS to one thread and back and
+pinning the caller around every layer, and the BLAS threads woken between layers slowed the
+workers (cifar10_quick, batch 100: layers summing to 79 ms and a pass of 105 ms, where a
+training step took 46 ms; held once, 45 and 49 ms). The whole passes run layer by layer, as the
+rows do: a net's own pass fuses some runs of layers (BatchNorm + Scale + ReLU, Eltwise + ReLU),
+so a training step can take a little less.
 """
 
 import statistics
 import time
 from dataclasses import dataclass, field
 
+from ..parallel import single_threaded_blas, workspace_lock
 from .common import backward, format_table, forward, run_layer, set_blob
 
 
@@ -81,6 +90,37 @@ def time_net(net, iterations=50, warmup=5, *, values=None, layers=None):
     if iterations < 1:
         raise ValueError("iterations must be at least 1")
     count = len(net.layers)
+    with workspace_lock, single_threaded_blas:  # one pass's hold for the whole measurement
+        forward_times, backward_times, passes = _measure(net, iterations, warmup, values, count)
+    passes_fwd, passes_bwd, passes = passes
+    report = TimingReport(
+        net.name,
+        net.phase,
+        iterations,
+        max(0, warmup),
+        forward_pass=statistics.median(passes_fwd),
+        backward_pass=statistics.median(passes_bwd),
+        forward_backward=statistics.median(passes),
+    )
+    for i in range(count) if layers is None else layers:
+        layer = net.layers[i]
+        report.rows.append(
+            LayerTiming(
+                layer.name,
+                layer.type,
+                statistics.median(forward_times[i]),
+                statistics.median(backward_times[i]) if backward_times[i] else None,
+            )
+        )
+    total = sum(r.total for r in report.rows)
+    for r in report.rows:
+        r.share = r.total / total if total > 0 else 0.0
+    return report
+
+
+def _measure(net, iterations, warmup, values, count):
+    """The per-layer times (forward, backward: a list a layer) and the whole passes' times
+    (forward, backward, both: lists), as :func:`time_net` describes."""
     clock = time.perf_counter
     for _ in range(max(0, warmup)):
         forward(net, values=values)
@@ -114,26 +154,4 @@ def time_net(net, iterations=50, warmup=5, *, values=None, layers=None):
         passes_bwd.append(end - middle)
         passes.append(end - start)
         net.clear_param_diffs()
-    report = TimingReport(
-        net.name,
-        net.phase,
-        iterations,
-        max(0, warmup),
-        forward_pass=statistics.median(passes_fwd),
-        backward_pass=statistics.median(passes_bwd),
-        forward_backward=statistics.median(passes),
-    )
-    for i in range(count) if layers is None else layers:
-        layer = net.layers[i]
-        report.rows.append(
-            LayerTiming(
-                layer.name,
-                layer.type,
-                statistics.median(forward_times[i]),
-                statistics.median(backward_times[i]) if backward_times[i] else None,
-            )
-        )
-    total = sum(r.total for r in report.rows)
-    for r in report.rows:
-        r.share = r.total / total if total > 0 else 0.0
-    return report
+    return forward_times, backward_times, (passes_fwd, passes_bwd, passes)

@@ -48,3 +48,17 @@ def test_time_net_reports_every_layer_in_order():
     data_line = next(line for line in lines if line.startswith("data "))
     assert data_line.split()[3] == "-"
     assert "forward-backward pass:" in table and "median of 3 iterations after 1 warm-up" in table
+
+
+def test_time_net_holds_one_pass_for_the_whole_measurement(monkeypatch):
+    """A layer run alone enters the workspace lock and the BLAS switch itself (BLAS to one
+    thread and back, the caller pinned and unpinned); time_net holds them once, as a net's pass
+    does, so that the rows time the layers as a pass runs them. Each outermost exit ends a pass."""
+    from netlayers import parallel
+
+    ended = []
+    monkeypatch.setattr(parallel.pinning, "pass_ended", lambda: ended.append(1))
+    net = build_net(MLP, seed=0)
+    values = random_inputs(net, np.random.default_rng(0))
+    time_net(net, iterations=3, warmup=1, values=values)
+    assert len(ended) == 1
