@@ -3,22 +3,26 @@
 ``time_net(net, iterations, warmup)`` runs ``warmup`` untimed forward-backward passes (numba
 compiles, caches fill), then ``iterations`` passes timing every layer's forward and backward
 separately, then ``iterations`` whole passes timed as a whole (without the per-layer clock
-calls). Every number is a median over the iterations, in seconds. A layer's share is its
-forward plus backward median over the sum of those of all layers.
+calls): the net's own passes, its fused runs of layers included, where the given ``values``
+set only the net's inputs (else layer by layer, as the rows). Every number is a median over the
+iterations, in seconds. A layer's share is its forward plus backward median over the sum of
+those of all layers.
 
 The whole measurement holds the workspace lock and ``parallel.single_threaded_blas``, as a net's
 pass does: a layer run alone enters both itself, switching BLAS to one thread and back and
 pinning the caller around every layer, and the BLAS threads woken between layers slowed the
 workers (cifar10_quick, batch 100: layers summing to 79 ms and a pass of 105 ms, where a
-training step took 46 ms; held once, 45 and 49 ms). The whole passes run layer by layer, as the
-rows do: a net's own pass fuses some runs of layers (BatchNorm + Scale + ReLU, Eltwise + ReLU),
-so a training step can take a little less.
+training step took 46 ms; held once, rows of 42 to 45 ms and a pass of 42 to 44). The rows time
+each layer alone, so where the net's pass fuses a run of layers (BatchNorm + Scale + ReLU,
+Eltwise + ReLU: ``layers.fused``) they add up to more than the pass (CIFAR ResNet-20: rows of
+101 ms, its pass 88 ms).
 """
 
 import statistics
 import time
 from dataclasses import dataclass, field
 
+from ..errors import NetlayersError
 from ..parallel import single_threaded_blas, workspace_lock
 from .common import backward, format_table, forward, run_layer, set_blob
 
@@ -122,9 +126,13 @@ def _measure(net, iterations, warmup, values, count):
     """The per-layer times (forward, backward: a list a layer) and the whole passes' times
     (forward, backward, both: lists), as :func:`time_net` describes."""
     clock = time.perf_counter
+    pass_forward, pass_backward = _pass_runs(net, values)
     for _ in range(max(0, warmup)):
         forward(net, values=values)
         backward(net)
+        net.clear_param_diffs()
+        pass_forward()
+        pass_backward()
         net.clear_param_diffs()
     forward_times = [[] for _ in range(count)]
     backward_times = [[] for _ in range(count)]
@@ -146,12 +154,30 @@ def _measure(net, iterations, warmup, values, count):
     passes_fwd, passes_bwd, passes = [], [], []
     for _ in range(iterations):
         start = clock()
-        forward(net, values=values)
+        pass_forward()
         middle = clock()
-        backward(net)
+        pass_backward()
         end = clock()
         passes_fwd.append(middle - start)
         passes_bwd.append(end - middle)
         passes.append(end - start)
         net.clear_param_diffs()
     return forward_times, backward_times, (passes_fwd, passes_bwd, passes)
+
+
+def _pass_runs(net, values):
+    """(forward, backward) of a whole pass: the net's own (``Net.forward_range`` and
+    ``Net.backward``, fused runs included) when ``values`` sets only the net's inputs, which are
+    then set here; else layer by layer, ``values`` set again after the source layers. A net that
+    no gradient reaches backward (a deploy net) runs its layers' backward, none of which run."""
+    values = values or {}
+    if not set(values) <= set(net.inputs):
+        return (lambda: forward(net, values=values)), (lambda: backward(net))
+    for name, value in values.items():
+        set_blob(net, name, value)
+    last = len(net.layers) - 1
+    try:
+        net._check_backward_start()
+    except NetlayersError:
+        return (lambda: net.forward_range(0, last)), (lambda: backward(net))
+    return (lambda: net.forward_range(0, last)), net.backward

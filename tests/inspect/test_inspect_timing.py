@@ -62,3 +62,48 @@ def test_time_net_holds_one_pass_for_the_whole_measurement(monkeypatch):
     values = random_inputs(net, np.random.default_rng(0))
     time_net(net, iterations=3, warmup=1, values=values)
     assert len(ended) == 1
+
+
+BATCHNORM_CHAIN = {
+    "name": "chain",
+    "layers": [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["x", "label"],
+            "input_param": {"shape": [{"dim": [4, 3, 6, 6]}, {"dim": [4]}]},
+        },
+        {
+            "name": "conv",
+            "type": "Convolution",
+            "bottom": "x",
+            "top": "c",
+            "convolution_param": {"num_output": 4, "kernel_size": 3, "pad": 1, "weight_filler": {"type": "xavier"}},
+        },
+        {"name": "bn", "type": "BatchNorm", "bottom": "c", "top": "n"},
+        {"name": "scale", "type": "Scale", "bottom": "n", "top": "n", "scale_param": {"bias_term": True}},
+        {"name": "relu", "type": "ReLU", "bottom": "n", "top": "n"},
+        {
+            "name": "fc",
+            "type": "InnerProduct",
+            "bottom": "n",
+            "top": "scores",
+            "inner_product_param": {"num_output": 3},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+    ],
+}
+
+
+def test_time_net_times_the_whole_passes_as_the_net_runs_them():
+    """The rows time BatchNorm, Scale and ReLU one by one; the whole passes are the net's own,
+    which runs the three as one fused chain (warm-up and timed passes alike)."""
+    net = build_net(BATCHNORM_CHAIN, seed=0)
+    (chain,) = net._chains.values()
+    calls = []
+    fused_forward = chain.forward
+    chain.forward = lambda bottom, top: calls.append(1) or fused_forward(bottom, top)
+    report = time_net(net, iterations=3, warmup=2, values=random_inputs(net, np.random.default_rng(0)))
+    assert len(calls) == 2 + 3
+    assert [r.name for r in report.rows] == ["data", "conv", "bn", "scale", "relu", "fc", "loss"]
+    assert report.forward_backward > 0
