@@ -83,14 +83,8 @@ BATCHNORM_CHAIN = {
         {"name": "bn", "type": "BatchNorm", "bottom": "c", "top": "n"},
         {"name": "scale", "type": "Scale", "bottom": "n", "top": "n", "scale_param": {"bias_term": True}},
         {"name": "relu", "type": "ReLU", "bottom": "n", "top": "n"},
-        {
-            "name": "fc",
-            "type": "InnerProduct",
-            "bottom": "n",
-            "top": "scores",
-            "inner_product_param": {"num_output": 3},
-        },
-        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["scores", "label"], "top": "loss"},
+        {**MLP["layers"][3], "bottom": "n"},  # the MLP's classifier and loss
+        MLP["layers"][4],
     ],
 }
 
@@ -105,5 +99,5 @@ def test_time_net_times_the_whole_passes_as_the_net_runs_them():
     chain.forward = lambda bottom, top: calls.append(1) or fused_forward(bottom, top)
     report = time_net(net, iterations=3, warmup=2, values=random_inputs(net, np.random.default_rng(0)))
     assert len(calls) == 2 + 3
-    assert [r.name for r in report.rows] == ["data", "conv", "bn", "scale", "relu", "fc", "loss"]
+    assert [r.name for r in report.rows] == ["data", "conv", "bn", "scale", "relu", "ip2", "loss"]
     assert report.forward_backward > 0
