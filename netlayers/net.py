@@ -148,10 +148,8 @@ class Net:
         self.shared_data_bytes, self.shared_diff_bytes = (0, 0)
         self._shared_values: set[int] = set()  # ids of the blobs whose values share a buffer
         self._forward_through = -1  # the last layer a forward ran since the last backward (-1: none)
+        keep = self._checked_keep(keep)
         if share_memory:
-            keep = [keep] if isinstance(keep, str) else keep
-            if not isinstance(keep, (list, tuple, set)) or not all(isinstance(name, str) for name in keep):
-                raise ConfigError(f"keep must be a list of blob names, got {keep!r:.80}")
             self.shared_data_bytes, self.shared_diff_bytes = self._share_memory(keep)
         return_freed_memory()
 
@@ -478,13 +476,21 @@ class Net:
                 members.append(blob)
         return [members for members in views.values() if _root(members[0].data) is _root(members[0]._data_buffer)]
 
+    def _checked_keep(self, keep):
+        """``keep`` as a list of the net's blob names (one name may stand alone); a ConfigError
+        for anything else, shared memory or not (a misspelt name should not pass unseen)."""
+        keep = [keep] if isinstance(keep, str) else keep
+        if not isinstance(keep, (list, tuple, set)) or not all(isinstance(name, str) for name in keep):
+            raise ConfigError(f"keep must be a list of blob names, got {keep!r:.80}")
+        unknown = [name for name in keep if name not in self.blobs]
+        if unknown:
+            raise ConfigError(f"keep names no blob of the {self.phase} net: {', '.join(map(repr, unknown))}")
+        return list(keep)
+
     def _kept_whole(self, keep):
         """The ids of the blobs that always keep their own data and diff: the net's inputs and
         outputs, a loss's weighted tops (their diffs hold the weight from the forward) and the
         blobs named in ``keep``."""
-        unknown = [name for name in keep if name not in self.blobs]
-        if unknown:
-            raise ConfigError(f"keep names no blob of the {self.phase} net: {', '.join(map(repr, unknown))}")
         kept = {id(self.blobs[name]) for name in [*self._outputs, *keep]}
         kept.update(id(blob) for blob in self.source_blobs.values())
         for layer, tops in zip(self.layers, self.top_vecs):
@@ -854,9 +860,7 @@ def arena_offsets(spans, sizes):
     for key in PLACEMENT_ORDERS:
         order = sorted(range(len(spans)), key=lambda i: key(spans[i], sizes[i]))
         offsets, total = _first_fit(spans, sizes, order)
-        shares = sharing_places(offsets, sizes)
-        alone = sum(size for size, shared in zip(sizes, shares) if not shared)
-        memory = alone + covered_length([(o, z) for o, z, shared in zip(offsets, sizes, shares) if shared])
+        memory = plan_memory(offsets, sizes)
         if best is None or memory < best[0]:
             best = (memory, offsets, total)
     return (best[1], best[2]) if best is not None else ([], 0)
@@ -892,6 +896,14 @@ def sharing_places(offsets, sizes):
                 shares[j] = True
         open_places.append(i)
     return shares
+
+
+def plan_memory(offsets, sizes):
+    """What a placement holds: the union of the places that share (``sharing_places``), plus the
+    items whose place overlaps no other's (they keep arrays of their own)."""
+    shares = sharing_places(offsets, sizes)
+    alone = sum(size for size, shared in zip(sizes, shares) if not shared)
+    return alone + covered_length([(o, z) for o, z, shared in zip(offsets, sizes, shares) if shared])
 
 
 def covered_length(places):

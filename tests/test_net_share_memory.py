@@ -8,7 +8,7 @@ import pytest
 
 from netlayers import ConfigError, Net, NetlayersError, parallel
 from netlayers import net as net_module
-from netlayers.net import arena_offsets, covered_length, sharing_places
+from netlayers.net import arena_offsets, covered_length, plan_memory, sharing_places
 
 MSRA = {"type": "msra"}
 
@@ -148,13 +148,6 @@ def test_arena_offsets_put_two_items_alive_together_where_one_larger_was():
     """Buffers shared whole (one item at a time each) would need 10 + 5."""
     offsets, total = arena_offsets([(0, 1), (2, 3), (2, 3)], [10, 5, 5])
     assert offsets == [0, 0, 5] and total == 10
-
-
-def plan_memory(offsets, sizes):
-    """What a plan holds: the union of the places that share, plus the items placed alone."""
-    shares = sharing_places(offsets, sizes)
-    alone = sum(size for size, shared in zip(sizes, shares) if not shared)
-    return alone + covered_length([(o, z) for o, z, shared in zip(offsets, sizes, shares) if shared])
 
 
 def test_arena_offsets_keep_the_least_of_several_placement_orders():
@@ -563,6 +556,8 @@ def test_blobs_named_in_keep_keep_their_own_values_and_gradients():
         Net(residual_net(), share_memory=True, keep=["b", "nothing"])
     with pytest.raises(ConfigError, match=r"^keep must be a list of blob names, got 5$"):
         Net(residual_net(), share_memory=True, keep=5)
+    with pytest.raises(ConfigError, match=r"^keep names no blob of the TRAIN net: 'nothing'$"):
+        Net(residual_net(), keep=["nothing"])  # without shared memory too: a misspelt name is seen
 
 
 def test_building_a_net_gives_the_memory_it_freed_back_to_the_system(monkeypatch):

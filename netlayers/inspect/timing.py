@@ -22,7 +22,6 @@ import statistics
 import time
 from dataclasses import dataclass, field
 
-from ..errors import NetlayersError
 from ..parallel import single_threaded_blas, workspace_lock
 from .common import backward, format_table, forward, run_layer, set_blob
 
@@ -169,15 +168,11 @@ def _pass_runs(net, values):
     """(forward, backward) of a whole pass: the net's own (``Net.forward_range`` and
     ``Net.backward``, fused runs included) when ``values`` sets only the net's inputs, which are
     then set here; else layer by layer, ``values`` set again after the source layers. A net that
-    no gradient reaches backward (a deploy net) runs its layers' backward, none of which run."""
+    no gradient reaches (a deploy net: no layer needs a backward) runs no backward."""
     values = values or {}
     if not set(values) <= set(net.inputs):
         return (lambda: forward(net, values=values)), (lambda: backward(net))
     for name, value in values.items():
         set_blob(net, name, value)
     last = len(net.layers) - 1
-    try:
-        net._check_backward_start()
-    except NetlayersError:
-        return (lambda: net.forward_range(0, last)), (lambda: backward(net))
-    return (lambda: net.forward_range(0, last)), net.backward
+    return (lambda: net.forward_range(0, last)), (net.backward if any(net.layer_need_backward) else lambda: None)

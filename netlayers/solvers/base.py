@@ -132,9 +132,9 @@ class Solver(Snapshots, RunFolders):
     ``seed`` and ``max_iter`` override the solver section's ``random_seed`` and ``max_iter``;
     ``reporter`` defaults to a :class:`~netlayers.solvers.reporting.Reporter`; ``overwrite``
     lets a fresh run replace an earlier run's snapshots (same prefix) and metrics.jsonl in its
-    output folder; ``comm``, an
-    mpi4py communicator of more than one rank, makes it one of that many data-parallel solvers
-    (see distributed.py; every rank builds its Solver with the same arguments).
+    output folder; ``comm``, an mpi4py communicator of more than one rank, makes it one of that
+    many data-parallel solvers (see distributed.py; every rank builds its Solver with the same
+    arguments).
     ``share_memory`` (default true) builds the TRAIN net so (``Net(share_memory=True)``): after a
     step its inner blobs' values and diffs hold other blobs' numbers; pycaffe's solvers turn it
     off, so that every blob keeps its own, as in Caffe.

@@ -101,3 +101,11 @@ def test_time_net_times_the_whole_passes_as_the_net_runs_them():
     assert len(calls) == 2 + 3
     assert [r.name for r in report.rows] == ["data", "conv", "bn", "scale", "relu", "ip2", "loss"]
     assert report.forward_backward > 0
+
+
+def test_time_net_of_a_net_without_a_loss_times_its_forward_alone():
+    """A deploy net (no loss): no layer runs a backward, in the rows or in the whole pass."""
+    net = build_net({**MLP, "layers": MLP["layers"][:-1]}, seed=0)
+    report = time_net(net, iterations=2, warmup=1, values=random_inputs(net, np.random.default_rng(0)))
+    assert all(row.backward is None for row in report.rows)
+    assert report.forward_pass > 0  # and Net.backward, which would refuse a net without a loss, never ran
