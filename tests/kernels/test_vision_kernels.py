@@ -195,6 +195,12 @@ def test_lrn_window_sums_match_direct_sums(local_size, rng):
         np.testing.assert_allclose(
             within[:, :, i, j], padded[:, :, i : i + local_size, j : j + local_size].sum(axis=(2, 3))
         )
+    squares = x.copy()  # in place: out is src
+    lrn_kernels.plane_window_sum(squares, local_size, squares, squared=True)
+    for i, j in itertools.product(range(3), range(4)):
+        np.testing.assert_allclose(
+            squares[:, :, i, j], (padded[:, :, i : i + local_size, j : j + local_size] ** 2).sum(axis=(2, 3))
+        )
 
 
 # -- numba disabled -------------------------------------------------------------------------
