@@ -246,7 +246,7 @@ class Power(NeuronLayer):
         elif p.power == 2:
             np.square(base, out=y)
         else:
-            np.power(base, y.dtype.type(p.power), out=y)
+            elementwise.power(base, p.power, out=y)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -259,7 +259,7 @@ class Power(NeuronLayer):
         elif p.power == 2:
             elementwise.scaled_product(dy, self._base, 2 * p.scale, out=dx)
         else:
-            np.power(self._base, dx.dtype.type(p.power - 1), out=self._slope)
+            elementwise.power(self._base, p.power - 1, out=self._slope)
             elementwise.scaled_product(self._slope, dy, self.diff_scale, out=dx)
 
 

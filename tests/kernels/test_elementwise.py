@@ -1,6 +1,8 @@
 """netlayers.kernels.elementwise: the in-place forms (one memory as input and output, run by
 blocks through scratch) give the bits of the two-array forms, for every length around a block."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -43,3 +45,42 @@ def test_elu_backward_in_place_equals_elu_backward_into_another_array(size):
     d = dy.copy()
     elementwise.elu_backward(y, y, d, 0.5, d)  # in place, y stands in for x
     np.testing.assert_array_equal(d, dx)
+
+
+POWERS = [3, -1, 0.5, -0.5, 1.5, -2.5, 5, 8, -7.5]
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("exponent", POWERS)
+def test_power_by_multiplication_is_within_a_few_ulps_of_the_exact_power(size, exponent):
+    rng = np.random.default_rng(size)
+    x = rng.uniform(0.25, 4.0, size).astype(np.float32)
+    x[::2] *= -1 if float(exponent).is_integer() else 1  # negative bases where the power is real
+    y = elementwise.power(x, exponent, np.empty_like(x))
+    exact = np.power(x.astype(np.float64), exponent)
+    np.testing.assert_allclose(y, exact, rtol=8 * np.finfo(np.float32).eps, atol=0)
+    in_place = x.copy()
+    elementwise.power(in_place, exponent, in_place)
+    np.testing.assert_array_equal(in_place, y)
+
+
+@pytest.mark.parametrize("exponent", [-1, -0.5, 0.5, 3, -2, 2.5])
+def test_power_edge_values_follow_c_pow(exponent):
+    """Zeros and infinities as C99's pow (numpy's float32 power is not consistent about the sign
+    of -0 to a half power: -0 for 0.5, which it takes as sqrt, +0 for 2.5)."""
+    x = np.array([0.0, -0.0, np.inf, np.nan, -2.0, 3.0], np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = elementwise.power(x, exponent, np.empty_like(x))
+    expected = [math.pow(v, exponent) if not (v < 0 and exponent % 1) else math.nan for v in x.tolist()[2:]]
+    np.testing.assert_array_equal(y[2:], np.array(expected, np.float32))
+    odd = exponent % 2 == 1
+    zero_power = np.float32(0.0 if exponent > 0 else math.inf)
+    np.testing.assert_array_equal(y[:2], [zero_power, -zero_power if odd else zero_power])
+    np.testing.assert_array_equal(np.signbit(y[:2]), [False, odd])  # -0 to an odd power keeps its sign
+
+
+@pytest.mark.parametrize("exponent", [0.3, 9, -8.5 - 1, 2.25])
+def test_other_powers_are_numpys(exponent):
+    x = np.random.default_rng(0).uniform(0.5, 2.0, 100).astype(np.float32)
+    y = elementwise.power(x, exponent, np.empty_like(x))
+    np.testing.assert_array_equal(y, np.power(x, np.float32(exponent)))
