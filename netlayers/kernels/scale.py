@@ -9,6 +9,12 @@ C-contiguous arrays (the workers of ``netlayers.parallel`` take a range each):
   ``netlayers.kernels.batchnorm``); with ``want_x``, dx = dy * scale[d] (``dx`` may be ``dy``:
   the sums read a dim before it is written).
 
+Where ``inner`` is 1 (s of x's shape from ``axis`` on: a second bottom of x's shape, a learned
+``num_axes: -1``), a loop over one dim at a time runs a single element: ``scale_forward_rows``
+and ``scale_backward_rows`` take (outer, dim) views and run along the dims instead (a 6.4 M
+element Scale by a bottom of its shape, 2026-12-06: forward 11.4 -> 4.2 ms, backward 65 -> 14,
+about the time its memory traffic takes).
+
 The product and the sum are not fused into one rounding (no fastmath): y equals numpy's
 ``x * s + b``.
 
@@ -17,8 +23,12 @@ The Bias layer's passes, likewise: ``bias_forward(x, bias, y, lo, hi)``: y = x +
 lanes) and, with ``want_x``, dx = dy, in one pass.
 """
 
+import numpy as np
+
 from ._jit import jit
 from .batchnorm import new_lanes  # the float64 lanes a channel's sums run in (see there)
+
+ROW_BLOCK = 256  # dims whose float64 sums over the rows run at once (scale_backward_rows)
 
 
 @jit
@@ -60,6 +70,42 @@ def scale_backward(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
             for n in range(outer):
                 for k in range(inner):
                     dx[n, d, k] = dy[n, d, k] * s
+
+
+@jit
+def scale_forward_rows(x, scale, bias, keep, copy, y, lo, hi):
+    for n in range(x.shape[0]):
+        if copy:
+            for d in range(lo, hi):
+                v = x[n, d]
+                keep[n, d] = v
+                y[n, d] = v * scale[d] + bias[d]
+        else:
+            for d in range(lo, hi):
+                y[n, d] = x[n, d] * scale[d] + bias[d]
+
+
+@jit
+def scale_backward_rows(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
+    sum_s = np.zeros(ROW_BLOCK, np.float64)
+    sum_b = np.zeros(ROW_BLOCK, np.float64)
+    if sums:
+        for first in range(lo, hi, ROW_BLOCK):
+            width = min(ROW_BLOCK, hi - first)
+            sum_s[:] = 0.0
+            sum_b[:] = 0.0
+            for n in range(dy.shape[0]):
+                g, v = dy[n, first : first + width], x[n, first : first + width]
+                for j in range(width):
+                    sum_s[j] += g[j] * v[j]
+                    sum_b[j] += g[j]
+            for j in range(width):
+                dscale[first + j] = sum_s[j]
+                dbias[first + j] = sum_b[j]
+    if want_x:
+        for n in range(dy.shape[0]):
+            for d in range(lo, hi):
+                dx[n, d] = dy[n, d] * scale[d]
 
 
 @jit

@@ -337,7 +337,10 @@ class Scale(Layer):
         scale = self._scale(bottom).data.reshape(-1)
         bias = self.blobs[self.bias_index].data.reshape(-1) if self.bias_index is not None else self._zeros
         y = top[0].data.reshape(self.view)
-        _over_dims(lambda lo, hi: scale_kernels.scale_forward(x, scale, bias, keep, copy, y, lo, hi), y, 3)
+        forward = scale_kernels.scale_forward
+        if self.view[2] == 1:  # one element a dim: the loops run along the dims
+            forward, x, keep, y = scale_kernels.scale_forward_rows, x[..., 0], keep[..., 0], y[..., 0]
+        _over_dims(lambda lo, hi: forward(x, scale, bias, keep, copy, y, lo, hi), y, 3)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         dy3 = top[0].diff.reshape(self.view)
@@ -349,8 +352,11 @@ class Scale(Layer):
         dx3 = bottom[0].diff.reshape(self.view) if propagate_down[0] else dy3
         sums = want_scale or want_bias
         s = scale.data.reshape(-1)
+        backward = scale_kernels.scale_backward
+        if self.view[2] == 1:  # one element a dim: the loops run along the dims
+            backward, dy3, x3, dx3 = scale_kernels.scale_backward_rows, dy3[..., 0], x3[..., 0], dx3[..., 0]
         _over_dims(
-            lambda lo, hi: scale_kernels.scale_backward(
+            lambda lo, hi: backward(
                 dy3, x3, s, sums, self._reduced, self._reduced_bias, dx3, propagate_down[0], lo, hi
             ),
             dy3,
@@ -428,7 +434,7 @@ class Bias(Layer):
 
 
 def _over_dims(fn, array3, passes):
-    """``fn(lo, hi)`` over the dims of an (outer, dim, inner) array (Scale's and Bias's
+    """``fn(lo, hi)`` over the dims of an (outer, dim, inner) or (outer, dim) array (Scale's and Bias's
     passes), shared out over the workers (each dim is computed alone) when ``passes`` passes
     over it are large enough."""
     parallel.over_slices(fn, array3.shape[1], passes * array3.nbytes)

@@ -181,6 +181,45 @@ def test_scale_in_place_matches(x, rng):
         np.testing.assert_allclose(p.diff, q.diff)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("in_place", [False, True])
+def test_scale_with_one_element_a_dim_runs_along_the_dims(workers, in_place, rng, thread_count, monkeypatch):
+    """A scale of x's shape from ``axis`` on (here 3 x 700 x 1 seen as outer, dim, inner) runs
+    along the dims (scale_kernels.*_rows): sums in blocks of ROW_BLOCK dims, shared out over
+    the workers; the values and every gradient are the formulas', in place too."""
+    from netlayers import parallel
+    from netlayers.kernels import scale as scale_kernels
+
+    thread_count(workers)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 1)
+    assert 700 > 2 * scale_kernels.ROW_BLOCK
+    x, dy = rng.standard_normal((3, 7, 100)), rng.standard_normal((3, 7, 100))
+    param = {
+        "axis": 1,
+        "num_axes": -1,
+        "filler": {"type": "gaussian"},
+        "bias_term": True,
+        "bias_filler": {"type": "gaussian"},
+    }
+    layer, _, _ = build_layer(
+        {"name": "s", "type": "Scale", "bottom": ["x"], "top": ["x" if in_place else "y"], "scale_param": param},
+        [x.shape],
+    )
+    bottom = Blob(x.shape, np.float64)
+    top = bottom if in_place else Blob(x.shape, np.float64)
+    bottom.data[...] = x
+    layer.setup([bottom], [top])
+    assert layer.view == (3, 700, 1)
+    s, b = layer.blobs[0].data, layer.blobs[1].data
+    layer.forward([bottom], [top])
+    np.testing.assert_allclose(top.data, x * s + b, rtol=1e-12)
+    top.diff[...] = dy
+    layer.Backward_cpu([top], [True], [bottom])
+    np.testing.assert_allclose(bottom.diff, dy * s, rtol=1e-12)
+    np.testing.assert_allclose(layer.blobs[0].diff, (dy * x).sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(layer.blobs[1].diff, dy.sum(axis=0), rtol=1e-12)
+
+
 @pytest.mark.parametrize("param,view", SCALE_CASES, ids=str)
 def test_bias_learned(param, view, x):
     layer_dict = {"type": "Bias", "bias_param": dict(param, filler={"type": "gaussian"})}
