@@ -34,6 +34,7 @@ Only float32 takes these kernels; float64 (gradient checks) stays with numpy's f
 
 import numpy as np
 
+from ._jit import sum_jit
 from ._jit import vector_jit as jit
 
 BLOCK = 512
@@ -455,6 +456,47 @@ def softmax(x, y, lo, hi):
                 _load(yb, m, a)
                 for j in range(m):
                     yb[j] = a[j] / total[j]
+
+
+@jit
+def softmax_rows(x, y, lo, hi):
+    """y[n] = softmax(x[n]) for the rows [lo, hi) of float32 (rows, classes) scores, classes
+    last (``_row_softmax``; y may be x)."""
+    a, b, e, q, s = _scratch()
+    for n in range(lo, hi):
+        _row_softmax(x[n], y[n], a, e, q, s)
+
+
+@sum_jit
+def softmax_backward(y, dy, dx, lo, hi):
+    """A softmax's backward along axis 1 of (outer, classes, inner) arrays (any float dtype),
+    at the inner positions [lo, hi) of every item: dx = y (dy - sum over the classes of dy y),
+    the sums in float64 (``dx`` may be ``dy``). With one position (classes last) a row's sum runs
+    along the row; else a block of positions' sums runs along the positions, class by class."""
+    outer, classes, inner = y.shape
+    total = np.empty(BLOCK, np.float64)
+    for n in range(outer):
+        if inner == 1:
+            yr, gr, xr = y[n].reshape(classes), dy[n].reshape(classes), dx[n].reshape(classes)
+            dot = 0.0
+            for c in range(classes):
+                dot += gr[c] * yr[c]
+            d = y.dtype.type(dot)
+            for c in range(classes):
+                xr[c] = yr[c] * (gr[c] - d)
+            continue
+        for start in range(lo, hi, BLOCK):
+            m = min(BLOCK, hi - start)
+            for j in range(m):
+                total[j] = 0.0
+            for c in range(classes):
+                yb, gb = y[n, c, start : start + m], dy[n, c, start : start + m]
+                for j in range(m):
+                    total[j] += gb[j] * yb[j]
+            for c in range(classes):
+                yb, gb, xb = y[n, c, start : start + m], dy[n, c, start : start + m], dx[n, c, start : start + m]
+                for j in range(m):
+                    xb[j] = yb[j] * (gb[j] - y.dtype.type(total[j]))
 
 
 @jit

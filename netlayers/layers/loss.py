@@ -97,10 +97,10 @@ def softmax(x, out, axis):
     machines): classes with positions after them (a segmentation net's (N, C, H, W) scores)
     through ``vmath.softmax``, the images shared over the workers, or the positions for a batch
     smaller than the workers (``over_positions``; 16 x 21 x 64 x 64 forward + backward 21.4 ->
-    6.9-8.6 ms); classes last (a classifier's scores) with numpy's max and sums
-    around ``vmath.softmax_exp``. (A kernel a row at a time, as SoftmaxWithLoss's
-    ``vmath.softmax_loss``, was slower here at 256 x 1000, 0.42 against 0.32 ms a forward, before
-    its loops were indexed to vectorize; not measured here since.)"""
+    6.9-8.6 ms); classes last (a classifier's scores, attention's last axis) a row at a time
+    through ``vmath.softmax_rows``, the rows shared over the workers (2026-12-06: 256 x 1000
+    0.32 ms as numpy's max and sums around ``vmath.softmax_exp`` took before; a 32 x 64 x 56 x
+    56 softmax over its last axis 17.6 -> 11.4 ms, 64 x 8 x 128 x 128 19.1 -> 8.8)."""
     shape = x.shape
     outer, classes = math.prod(shape[:axis]), shape[axis]
     inner = x.size // max(1, outer * classes)
@@ -108,6 +108,10 @@ def softmax(x, out, axis):
     if vector and inner > 1:
         x3, y3 = x.reshape(outer, classes, inner), out.reshape(outer, classes, inner)
         over_positions(lambda n0, n1, lo, hi: vmath.softmax(x3[n0:n1], y3[n0:n1], lo, hi), outer, inner, 2 * x.nbytes)
+        return out
+    if vector:
+        x2, y2 = x.reshape(outer, classes), out.reshape(outer, classes)
+        parallel.over_slices(lambda lo, hi: vmath.softmax_rows(x2, y2, lo, hi), outer, 2 * x.nbytes)
         return out
     np.subtract(x, x.max(axis=axis, keepdims=True), out=out)
     if vector:
@@ -134,7 +138,8 @@ def over_positions(fn, outer, inner, nbytes):
 @register_layer("Softmax")
 class Softmax(Layer):
     """y_i = exp(x_i) / sum_j exp(x_j) along ``axis``.
-    Backward: dE/dx_i = y_i (dE/dy_i - sum_j dE/dy_j y_j)."""
+    Backward: dE/dx_i = y_i (dE/dy_i - sum_j dE/dy_j y_j), in one kernel
+    (``vmath.softmax_backward``: the sums in float64; numpy's temporaries and passes took 2x)."""
 
     example = {"bottoms": [(2, 4, 3)]}
 
@@ -154,10 +159,16 @@ class Softmax(Layer):
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            y, dy = top[0].data, top[0].diff
-            dot = np.sum(dy * y, axis=self.axis, keepdims=True)
-            np.subtract(dy, dot, out=bottom[0].diff)
-            bottom[0].diff *= y
+            shape = top[0].shape
+            outer, classes = math.prod(shape[: self.axis]), shape[self.axis]
+            view = (outer, classes, top[0].count // max(1, outer * classes))
+            y, dy, dx = top[0].data.reshape(view), top[0].diff.reshape(view), bottom[0].diff.reshape(view)
+            over_positions(
+                lambda n0, n1, lo, hi: vmath.softmax_backward(y[n0:n1], dy[n0:n1], dx[n0:n1], lo, hi),
+                outer,
+                view[2],
+                3 * y.nbytes,
+            )
 
 
 @register_layer("SoftmaxWithLoss")

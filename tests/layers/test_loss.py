@@ -6,6 +6,7 @@ import pytest
 from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
 
 from netlayers import ConfigError, DataError, Net
+from netlayers.blob import Blob
 
 
 def backward(layer, bottom, top, loss_weight=1.0, propagate=None):
@@ -308,6 +309,33 @@ def test_softmax_values_and_gradients(axis, rng):
     np.testing.assert_allclose(y, e / e.sum(axis=k, keepdims=True), rtol=1e-12)
     report = assert_gradients(layer, [x])
     assert report["bottom[0]"].checked == x.size
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 21, 700), 1), ((1, 4, 1100), 1), ((64, 1000), 1), ((5, 6, 7), 2)])
+@pytest.mark.parametrize("workers", [1, 2])
+def test_softmax_backward_kernel_in_float32_and_in_place(shape, axis, workers, thread_count, rng, monkeypatch):
+    """The backward kernel (vmath.softmax_backward; sums in float64), classes last or positions
+    after them in blocks of 512 (a batch of one: shared out by positions), on 1 or 2 workers:
+    dx = y (dy - sum of dy y) as float64 computes it from the same float32 y and dy, to a few
+    ulps of the terms; in place (dx is dy) the same bits."""
+    from netlayers import parallel
+
+    thread_count(workers)
+    monkeypatch.setattr(parallel, "SPLIT_MIN_BYTES", 1)
+    x = (3 * rng.standard_normal(shape)).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    layer, bottom, top = make_layer({"type": "Softmax", "softmax_param": {"axis": axis}}, [x], dtype=np.float32)
+    layer.forward(bottom, top)
+    top[0].diff[...] = dy
+    layer.Backward_cpu(top, [True], bottom)
+    y = top[0].data.astype(np.float64)
+    want = y * (dy - (dy * y).sum(axis=axis, keepdims=True))
+    scale = y * (np.abs(dy) + np.abs(dy * y).sum(axis=axis, keepdims=True))  # the terms' size
+    assert np.all(np.abs(bottom[0].diff - want) <= 4 * np.finfo(np.float32).eps * scale + 1e-30)
+    in_place = Blob(shape, np.float32)
+    in_place.data[...], in_place.diff[...] = top[0].data, dy
+    layer.Backward_cpu([in_place], [True], [in_place])
+    np.testing.assert_array_equal(in_place.diff, bottom[0].diff)
 
 
 def test_softmax_with_loss_gradients(rng):
