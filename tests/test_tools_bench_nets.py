@@ -496,6 +496,32 @@ def test_nets_zoo_picks_the_model_zoos_deploy_nets_each_a_forward_only_net_file(
         assert not bench_nets.has_loss(bench_nets.check_net_file(path))
 
 
+def test_nets_layers_picks_one_net_per_layer_kind():
+    nets = bench_nets.parse_args(["--nets", "lenet,layers"]).nets
+    assert nets == ["lenet", *bench_nets.LAYER_PROBES] and len(nets) > 40
+    assert bench_nets.case_of("layer_lrn_within").title == "LRN within 5 x 5 windows, 32 x 64 x 56 x 56"
+    assert "layer_relu" not in bench_nets.parse_args(["--nets", "all"]).nets
+
+
+@pytest.mark.parametrize("name", list(bench_nets.LAYER_PROBES))
+def test_each_layer_probe_runs_small_takes_gradients_and_matches_pytorch_where_installed(name):
+    """Each probe at 2 x 3 x 6 x 6: its probed layer is there and runs, the learned Scale before
+    it takes a gradient (the probed layer's backward reached it), and PyTorch's twin gives the
+    same loss and gradients (Dropout draws its own numbers: translated, not compared)."""
+    spec = bench_nets.layer_probe(name, shape=(2, 3, 6, 6))
+    assert spec["layers"][1]["name"] == "pre" and any(layer["name"] == "probed" for layer in spec["layers"])
+    net, loss = run_tiny(spec)
+    assert math.isfinite(loss) and loss != 0, name
+    gradient = net.params["pre"][0].diff
+    assert np.isfinite(gradient).all() and np.abs(gradient).sum() > 0, name
+    if bench_nets.import_torch() is not None:
+        inputs = bench_nets.fixed_inputs(spec)
+        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net))
+        torch_loss = step()
+        if name != "layer_dropout":
+            bench_nets.check_same_computation(name, net, module, loss, torch_loss)
+
+
 def test_gemm_flops_count_forward_and_both_gradients_but_no_data_gradient_for_the_input():
     spec = bench_nets.depthwise(batch=2, channels=4, size=5, blocks=1)
     net, _ = run_tiny(spec)

@@ -1,6 +1,6 @@
 """Benchmark: real-size nets forward + backward in netlayers, side by side with PyTorch.
 
-    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|zoo|path/to/net.prototxt,...]
+    python tools/bench_nets.py [--nets cifar10_quick,vgg,...|all|zoo|layers|path/to/net.prototxt,...]
                                [--threads 2] [--rounds 7] [--iters N] [--memory] [--busy] [--layers]
                                [--input-shape BLOB=D1,D2,...]
 
@@ -13,7 +13,10 @@ PReLU convnets, dilated and 1-D convolutions, one large image, AlexNet's classif
 ResNets, GoogLeNet and MobileNet, an FCN-32s with its per-pixel loss, SRCNN, MobileNet v2's
 inverted residuals, SE-ResNet and ResNeXt stages, a U-Net, Tiny YOLO's backbone, a Wide ResNet,
 ShuffleNet units, Caffe's MNIST autoencoder, Inception-v3's 35 x 35 and 8 x 8 modules,
-EfficientNet's MBConv blocks, ENet's bottlenecks),
+EfficientNet's MBConv blocks, ENet's bottlenecks); with ``--nets layers``, one layer at a time
+(``LAYER_PROBES``: each activation, pooling, normalization, element-wise, structural and loss
+layer kind at an early convnet stage's size, ``PROBE_SHAPE``, between a learned Scale and the sum
+of its output's squares), to find a kind of layer that runs far slower than PyTorch's;
 float32. ``--nets`` also takes net files, mixed with the names: a value holding a ``/`` or
 ending in .yaml, .yml or .prototxt is the path of a YAML or Caffe .prototxt net (as
 ``netlayers.Net`` loads it; ``tools/nets/lenet.prototxt`` is one), benchmarked in its TRAIN
@@ -1292,6 +1295,213 @@ ZOO_NETS = [
     "cifar10/cifar10_quick.prototxt",
     "cifar10/cifar10_full.prototxt",
 ]
+
+
+# -- one layer at a time (--nets layers) ----------------------------------------------------------
+#: the activation a layer probe runs on: an early stage of a convnet (6.4 M values, 25.7 MB)
+PROBE_SHAPE = (32, 64, 56, 56)
+
+
+def sum_of_squares(bottom):
+    """The loss of a layer probe: the sum of its output's squares (Reduction SUMSQ, loss weight
+    1), a gradient as varied as the output itself."""
+    param = {"operation": "SUMSQ"}
+    return {
+        "name": "loss",
+        "type": "Reduction",
+        "bottom": bottom,
+        "top": "loss",
+        "reduction_param": param,
+        "loss_weight": 1,
+    }
+
+
+def probed(kind, bottom="x", top="y", **blocks):
+    return {"name": "probed", "type": kind, "bottom": bottom, "top": top, **blocks}
+
+
+def squashed(name, kind, bottom, top):
+    """A second operand for a probed layer: ``kind`` (TanH, Sigmoid, AbsVal) of ``bottom``. Not
+    a copy of it: equal operands would tie every element of an Eltwise MAX."""
+    return {"name": name, "type": kind, "bottom": bottom, "top": top}
+
+
+def layer_probe(name, shape=PROBE_SHAPE):
+    """The net of ``LAYER_PROBES[name]`` (``--nets layers``): an Input of ``shape`` (and a
+    per-pixel label or a target of that shape, where its loss reads one), a learned Scale with a
+    bias (so that the probed layer's bottom takes a gradient, on both sides), then the probe's
+    body (the layers after it, reading "x", ending in their loss)."""
+    _, body, extra = LAYER_PROBES[name]
+    n, _, h, w = shape
+    extra_shapes = {"label": (n, h, w), "target": shape}
+    tops = ["data", *extra]
+    shapes = [{"dim": list(shape)}, *({"dim": list(extra_shapes[blob])} for blob in extra)]
+    layers = [
+        {"name": "data", "type": "Input", "top": tops, "input_param": {"shape": shapes}},
+        {"name": "pre", "type": "Scale", "bottom": "data", "top": "x", "scale_param": {"bias_term": True}},
+        *body,
+    ]
+    return net_spec(name, layers)
+
+
+def one_layer(kind, **blocks):
+    """The probe body of a one-bottom layer ``kind``: it, then the sum of its output's squares."""
+    return [probed(kind, **blocks), sum_of_squares("y")]
+
+
+def two_operands(kind, **blocks):
+    """The body of a layer of two bottoms of one shape: x and tanh(x)."""
+    return [squashed("second", "TanH", "x", "x2"), probed(kind, bottom=["x", "x2"], **blocks), sum_of_squares("y")]
+
+
+def three_operands(kind, **blocks):
+    """The body of a layer of three bottoms: tanh(x), sigmoid(x), |x|."""
+    layers = [squashed(f"s{i}", k, "x", f"x{i}") for i, k in enumerate(("TanH", "Sigmoid", "AbsVal"))]
+    return [*layers, probed(kind, bottom=["x0", "x1", "x2"], **blocks), sum_of_squares("y")]
+
+
+def normalized(kind, **blocks):
+    """The body of a normalizing layer (MVN, BatchNorm with batch statistics): tanh before it
+    (else the Scale's gradient through it vanishes) and after it (else the sum of its squares is
+    a constant)."""
+    return [squashed("pre_tanh", "TanH", "x", "x"), probed(kind, **blocks), squashed("post", "TanH", "y", "y"),
+            sum_of_squares("y")]  # fmt: skip
+
+
+def pooling(method, kernel=None, stride=None, pad=0):
+    """A Pooling probe body (``pool``'s parameters; no kernel: global pooling)."""
+    layer = pool("probed", "x", method, kernel, stride, pad)
+    return [{**layer, "top": "y"}, sum_of_squares("y")]
+
+
+def by_pooled_channels(kind, block):
+    """A Scale or Bias by a second bottom of the channels' averages, per (item, channel) over the
+    image (as a squeeze-excitation gate applies)."""
+    return [
+        {**pool("squeeze", "x", "AVE"), "top": "squeeze"},
+        {"name": "flat", "type": "Flatten", "bottom": "squeeze", "top": "gate"},
+        probed(kind, bottom=["x", "gate"], **{block: {"axis": 0}}),
+        sum_of_squares("y"),
+    ]
+
+
+def exp_first(kind, **blocks):
+    """The body of a layer that needs positive bottoms (Log, a half power): exp(x) into it."""
+    return [{"name": "positive", "type": "Exp", "bottom": "x", "top": "e"}, probed(kind, bottom="e", **blocks),
+            sum_of_squares("y")]  # fmt: skip
+
+
+LRN_PARAM = {"local_size": 5, "alpha": 1e-4, "beta": 0.75}
+#: name -> (what the row says, the probe's body, the extra inputs its loss reads: "label", per
+#: pixel, or "target", of the input's shape)
+LAYER_PROBES = {
+    "layer_relu": ("ReLU", one_layer("ReLU"), ()),
+    "layer_leaky_relu": ("ReLU, negative_slope 0.1", one_layer("ReLU", relu_param={"negative_slope": 0.1}), ()),
+    "layer_prelu": ("PReLU, a slope per channel", one_layer("PReLU"), ()),
+    "layer_elu": ("ELU", one_layer("ELU"), ()),
+    "layer_sigmoid": ("Sigmoid", one_layer("Sigmoid"), ()),
+    "layer_tanh": ("TanH", one_layer("TanH"), ()),
+    "layer_absval": ("AbsVal", one_layer("AbsVal"), ()),
+    "layer_bnll": ("BNLL", one_layer("BNLL"), ()),
+    "layer_clip": ("Clip to [-0.5, 0.5]", one_layer("Clip", clip_param={"min": -0.5, "max": 0.5}), ()),
+    "layer_swish": ("Swish", one_layer("Swish"), ()),
+    "layer_power_square": (
+        "Power 2 of 1 + x / 2",
+        one_layer("Power", power_param={"power": 2, "scale": 0.5, "shift": 1}),
+        (),
+    ),
+    "layer_power_cube": ("Power 3 (bases of both signs)", one_layer("Power", power_param={"power": 3}), ()),
+    "layer_power_root": ("Power 0.5 of exp(x)", exp_first("Power", power_param={"power": 0.5}), ()),
+    "layer_exp": ("Exp", one_layer("Exp"), ()),
+    "layer_log": ("Log of exp(x)", exp_first("Log"), ()),
+    "layer_dropout": ("Dropout 0.5", one_layer("Dropout"), ()),
+    "layer_bias": ("Bias, learned, per channel", one_layer("Bias"), ()),
+    "layer_scale": ("Scale, learned, per channel", one_layer("Scale"), ()),
+    "layer_scale_by_gate": ("Scale by a second bottom (N, C): a gate", by_pooled_channels("Scale", "scale_param"), ()),
+    "layer_bias_by_bottom": ("Bias by a second bottom (N, C)", by_pooled_channels("Bias", "bias_param"), ()),
+    "layer_scale_elementwise": (
+        "Scale by a second bottom of the same shape (axis 0)",
+        two_operands("Scale", scale_param={"axis": 0}),
+        (),
+    ),
+    "layer_max_pool": ("Pooling MAX 3x3/2", pooling("MAX", 3, 2), ()),
+    "layer_max_pool_2": ("Pooling MAX 2x2/2", pooling("MAX", 2, 2), ()),
+    "layer_max_pool_same": ("Pooling MAX 3x3/1 pad 1", pooling("MAX", 3, 1, 1), ()),
+    "layer_ave_pool": ("Pooling AVE 3x3/2", pooling("AVE", 3, 2), ()),
+    "layer_ave_pool_same": ("Pooling AVE 3x3/1 pad 1", pooling("AVE", 3, 1, 1), ()),
+    "layer_global_ave_pool": ("Pooling AVE, global", pooling("AVE"), ()),
+    "layer_global_max_pool": ("Pooling MAX, global", pooling("MAX"), ()),
+    "layer_spp": ("SPP, pyramid height 3", one_layer("SPP", spp_param={"pyramid_height": 3}), ()),
+    "layer_lrn": ("LRN across 5 channels", one_layer("LRN", lrn_param=LRN_PARAM), ()),
+    "layer_lrn_within": (
+        "LRN within 5 x 5 windows",
+        one_layer("LRN", lrn_param={**LRN_PARAM, "norm_region": "WITHIN_CHANNEL"}),
+        (),
+    ),
+    "layer_batch_norm": ("BatchNorm, batch statistics", normalized("BatchNorm"), ()),
+    "layer_batch_norm_global": (
+        "BatchNorm, stored statistics",
+        one_layer("BatchNorm", batch_norm_param={"use_global_stats": True}),
+        (),
+    ),
+    "layer_mvn": ("MVN", normalized("MVN"), ()),
+    "layer_mvn_across": ("MVN across channels", normalized("MVN", mvn_param={"across_channels": True}), ()),
+    "layer_softmax": ("Softmax over the channels", one_layer("Softmax"), ()),
+    "layer_softmax_last_axis": ("Softmax over the last axis", one_layer("Softmax", softmax_param={"axis": 3}), ()),
+    "layer_eltwise_sum": (
+        "Eltwise SUM of 3, coefficients",
+        three_operands("Eltwise", eltwise_param={"coeff": [0.5, -1, 2]}),
+        (),
+    ),
+    "layer_eltwise_prod": ("Eltwise PROD of 3", three_operands("Eltwise", eltwise_param={"operation": "PROD"}), ()),
+    "layer_eltwise_max": ("Eltwise MAX of 3", three_operands("Eltwise", eltwise_param={"operation": "MAX"}), ()),
+    "layer_concat": ("Concat of 3 along the channels", three_operands("Concat"), ()),
+    "layer_concat_width": ("Concat of 2 along the width", two_operands("Concat", concat_param={"axis": 3}), ()),
+    "layer_slice": (
+        "Slice of the channels after the first (the rest read)",
+        [probed("Slice", top=["first", "y"], slice_param={"slice_point": [1]}), sum_of_squares("y")],
+        (),
+    ),
+    "layer_tile": ("Tile 2 x along the channels", one_layer("Tile", tile_param={"axis": 1, "tiles": 2}), ()),
+    "layer_crop": (
+        "Crop to a 2x2/2 max pool's size, offset 3",
+        [
+            {**pool("half", "x", "MAX", 2, 2), "top": "half"},
+            probed("Crop", bottom=["x", "half"], crop_param={"axis": 2, "offset": [3]}),
+            sum_of_squares("y"),
+        ],  # fmt: skip
+        (),
+    ),
+    "layer_reduction_mean": (
+        "Reduction MEAN over the channels and image",
+        [probed("Reduction", reduction_param={"operation": "MEAN", "axis": 1}), sum_of_squares("y")],
+        (),
+    ),
+    "layer_inner_product": (
+        "InnerProduct 128 of the whole image",
+        [probed("InnerProduct", inner_product_param={"num_output": 128, "weight_filler": XAVIER}), sum_of_squares("y")],
+        (),
+    ),
+    "layer_softmax_loss": (
+        "SoftmaxWithLoss per pixel",
+        [probed("SoftmaxWithLoss", bottom=["x", "label"], top="loss")],
+        ("label",),
+    ),
+    "layer_sigmoid_cross_entropy": (
+        "SigmoidCrossEntropyLoss",
+        [probed("SigmoidCrossEntropyLoss", bottom=["x", "target"], top="loss")],
+        ("target",),
+    ),
+    "layer_euclidean_loss": (
+        "EuclideanLoss",
+        [probed("EuclideanLoss", bottom=["x", "target"], top="loss")],
+        ("target",),
+    ),
+}
+LAYER_NETS = {
+    name: Case(f"{title}, {' x '.join(map(str, PROBE_SHAPE))}", lambda name=name: layer_probe(name))
+    for name, (title, _, _) in LAYER_PROBES.items()
+}
 
 
 # -- inputs and GEMM FLOPs -------------------------------------------------------------------
@@ -2729,6 +2939,8 @@ def case_of(name, input_shapes=None, read_sources=True):
     title; its spec: :func:`net_file_spec`, with ``input_shapes`` from ``--input-shape``)."""
     if not is_net_file(name) and name in NETS:
         return NETS[name]
+    if not is_net_file(name) and name in LAYER_NETS:
+        return LAYER_NETS[name]
     spec, notes = net_file_spec(name, input_shapes, read_sources)
     return Case(name, lambda: spec, notes=tuple(notes))
 
@@ -3166,7 +3378,8 @@ def markdown_table(results, rate, memory, busy=False):
     rows = [header, ["---"] * len(header)]
     for r in results:
         floor = r.flops / rate
-        title = (r.name if is_net_file(r.name) else NETS[r.name].title) + (" (forward only)" if r.forward_only else "")
+        title = r.name if is_net_file(r.name) else case_of(r.name).title
+        title += " (forward only)" if r.forward_only else ""
         row = [title, ms(r.netlayers), ms(r.torch), "-" if r.ratio is None else f"{r.ratio:.2f}x"]
         row += [ms(floor), times_over(r.netlayers, floor), times_over(r.torch, floor)]
         if memory:
@@ -3197,6 +3410,7 @@ def parse_args(argv):
         default=",".join(ISSUE_NETS),
         help=f"comma-separated, of: {', '.join(NETS)}; 'all': every one (default: issue 10's table and LeNet); "
         "'zoo': the Caffe model zoo's deploy nets of tests/fixtures/zoo (forward only); "
+        f"'layers': one net per layer kind at {' x '.join(map(str, PROBE_SHAPE))} ({', '.join(LAYER_NETS)}); "
         "or net files (YAML or Caffe .prototxt: a value holding a / or ending in .yaml, .yml or .prototxt); "
         "their data layers give way to Input layers of the same shapes",
     )
@@ -3228,10 +3442,10 @@ def parse_args(argv):
     )
     args = parser.parse_args(argv)
     args.input_shapes = dict(args.input_shape)
-    groups = {"all": list(NETS), "zoo": [str(ZOO / path) for path in ZOO_NETS]}
+    groups = {"all": list(NETS), "zoo": [str(ZOO / path) for path in ZOO_NETS], "layers": list(LAYER_NETS)}
     names = [name.strip() for name in args.nets.split(",") if name.strip()]
     args.nets = [net for name in names for net in groups.get(name, [name])]
-    unknown = [n for n in args.nets if n not in NETS and not is_net_file(n)]
+    unknown = [n for n in args.nets if n not in NETS and n not in LAYER_NETS and not is_net_file(n)]
     if unknown:
         parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
     return args

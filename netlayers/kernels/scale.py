@@ -89,23 +89,24 @@ def scale_forward_rows(x, scale, bias, keep, copy, y, lo, hi):
 def scale_backward_rows(dy, x, scale, sums, dscale, dbias, dx, want_x, lo, hi):
     sum_s = np.zeros(ROW_BLOCK, np.float64)
     sum_b = np.zeros(ROW_BLOCK, np.float64)
-    if sums:
-        for first in range(lo, hi, ROW_BLOCK):
-            width = min(ROW_BLOCK, hi - first)
-            sum_s[:] = 0.0
-            sum_b[:] = 0.0
-            for n in range(dy.shape[0]):
-                g, v = dy[n, first : first + width], x[n, first : first + width]
+    for first in range(lo, hi, ROW_BLOCK):  # one pass: a block's sums and its dx, row by row
+        width = min(ROW_BLOCK, hi - first)
+        sum_s[:] = 0.0
+        sum_b[:] = 0.0
+        s = scale[first : first + width]
+        for n in range(dy.shape[0]):
+            g, v, out = dy[n, first : first + width], x[n, first : first + width], dx[n, first : first + width]
+            if sums:
                 for j in range(width):
                     sum_s[j] += g[j] * v[j]
                     sum_b[j] += g[j]
+            if want_x:  # after the sums: dx may be dy
+                for j in range(width):
+                    out[j] = g[j] * s[j]
+        if sums:
             for j in range(width):
                 dscale[first + j] = sum_s[j]
                 dbias[first + j] = sum_b[j]
-    if want_x:
-        for n in range(dy.shape[0]):
-            for d in range(lo, hi):
-                dx[n, d] = dy[n, d] * scale[d]
 
 
 @jit
