@@ -59,6 +59,15 @@ MAP_DIRECT_BYTES = 1 << 19
 # 512 -> 512 at 7 x 7 (batch 4) 24.5 -> 20.2, AlexNet's conv3 (256 -> 384 at 13 x 13,
 # batch 8) 49.5 -> 43.2; layers with weights under 1 MiB are not affected.
 WEIGHT_SIZED_COLUMNS_MAX_BYTES = 1 << 24
+# A band has at least this many pixels (whole output rows; fewer where its columns would pass
+# WEIGHT_SIZED_COLUMNS_MAX_BYTES), whatever the budget: a band of a few pixels makes products
+# too thin to run well, and every band's weight-gradient product adds into a weight-sized
+# partial. One image (batch 1) of 1024 channels at 35 x 35, 7x1/2 -> 32 outputs (15 x 18
+# pixels): 8 bands of 36 pixels, forward + backward 20.8-21.4 ms; one band of 270, 8.4-11.5
+# (PyTorch 8.9-9.4). 384 -> 32 7x7/2 at 56 x 56 (25 x 25 out): 25 bands of 25 pixels 49-58 ms,
+# 3 of 225 (16 MiB of columns) 41-46 (PyTorch 17-19: its direct convolution makes no columns).
+# No layer of the benchmark's nets or of the model zoo's has bands under 256 pixels.
+MIN_BAND_PIXELS = 256
 # Weight-gradient partials of 1 MiB or more a group are made in the weight's own layout (map
 # col^T); smaller ones transposed (col map^T), which OpenBLAS ran faster on small weights
 # (cifar10_quick's conv2, 32 x 800: 85 against 58 GFLOP/s single-threaded) but which must be
@@ -192,7 +201,10 @@ class ColumnChunks:
         row_bytes = image_bytes // out_h
         if self.one_by_one or image_bytes <= self.budget or out_h == 1:
             return None
-        bands = -(-out_h // max(1, self.budget // row_bytes))
+        pixels = min(MIN_BAND_PIXELS, WEIGHT_SIZED_COLUMNS_MAX_BYTES // (row_bytes // out_w))
+        bands = -(-out_h // max(1, self.budget // row_bytes, -(-pixels // out_w)))
+        if bands == 1:
+            return None
         rows = -(-out_h // bands)  # bands of equal height (the last one may be shorter)
         width = self.image_shape[3]
         return [

@@ -212,6 +212,7 @@ def test_layer_on_phases_in_bands_of_rows(rng, monkeypatch):
     spec = deconv_spec(3, 4, 2, 1)
     x = rng.standard_normal((2, 2, 5, 4))
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
     generic, _ = forward_backward(spec, x, np.float64, False, monkeypatch)
     phased, (weight, bias) = forward_backward(spec, x, np.float64, True, monkeypatch)
     for want, got in zip(generic, phased):

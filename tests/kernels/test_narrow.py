@@ -203,6 +203,7 @@ def test_a_first_layer_on_one_image_bands_gives_the_direct_formula(monkeypatch):
     """Images whose columns exceed the chunk budget run as bands of output rows (no padded
     copy); the weight gradient by image reads each band of the output gradient."""
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 2048)
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
     spec = convolution_spec(4, (5, 5), (2, 2), (1, 1))
     x = np.random.default_rng(4).standard_normal((2, 3, 12, 12))
     layer, y, dy, (weight_diff, _) = run_first_layer(spec, x, np.float64, 2)

@@ -206,6 +206,7 @@ def test_a_first_layers_weight_gradient_in_groups_of_images_equals_the_whole_chu
     diffs = []
     for budget in (1 << 20, 1):
         monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", budget)
+        monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
         layer, bottom, top = make_layer(conv_layer(num_output=64, kernel=1), [x])
         assert layer.chunks.chunk == 6 and layer.chunks.budget == (1 << 20 if budget > 1 else 64 * 8 * 8)
         layer.forward(bottom, top)
@@ -222,6 +223,7 @@ def test_chunks_of_one_or_several_images_agree(rng, monkeypatch, thread_count, c
     """The batch cut into chunks of 1 image, of 2 and 1 (a short last chunk), or whole."""
     thread_count(1)
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
     for size in (18, 6):
         x = rng.standard_normal((3, 2, size, size))
         layer, (y,) = run_layer(conv_layer(num_output=3), [x])
@@ -238,6 +240,7 @@ def test_images_cut_into_bands_of_output_rows_agree(rng, monkeypatch, kind, chun
     """Columns larger than the budget: each image goes in bands of 1 row (budget 1 byte) or of
     a few rows with a shorter last band; the bands' col2im adds up to the whole image's."""
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
     x = rng.standard_normal((2, 8, 7, 8))  # 8 channels: group 4 is not depthwise
     spec = conv_layer(kind, stride=stride, pad=pad, dilation=dilation, group=group)
     layer, (y,) = run_layer(spec, [x])
@@ -281,10 +284,12 @@ def test_weight_gradients_made_in_the_weights_layout_agree_with_the_transposed_o
     assert np.abs(results[True][0]).max() > 0 and results[True][0].shape == weight.shape
 
 
-def test_a_layer_with_a_large_weight_takes_columns_as_large_as_its_weight():
+def test_a_layer_with_a_large_weight_takes_columns_as_large_as_its_weight(monkeypatch):
     """VGG-16's conv5_3 geometry (512 -> 512, 3 x 3, 14 x 14; 3.6 MB of columns an image): with
     its 9.4 MB weight each image is one piece, where a 16-output layer's columns are cut into
-    bands of the 1 MiB budget."""
+    bands of the 1 MiB budget (with no least band size; with MIN_BAND_PIXELS its 196 pixels are
+    one band: see the next test)."""
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
 
     def chunks(outputs):
         return conv_gemm.ColumnChunks(
@@ -302,6 +307,35 @@ def test_a_layer_with_a_large_weight_takes_columns_as_large_as_its_weight():
     large, small = chunks(512), chunks(16)
     assert large.budget == 512 * 4608 * 4 and large.bands is None
     assert small.budget == conv_gemm.COLUMN_CHUNK_BYTES and len(small.bands) == 4
+
+
+def test_bands_hold_at_least_min_band_pixels_unless_their_columns_pass_the_cap():
+    """An image is cut into bands of the budget, but of whole rows of at least
+    MIN_BAND_PIXELS pixels (products of a few pixels run badly); a band's columns stay under
+    WEIGHT_SIZED_COLUMNS_MAX_BYTES, which wins for very tall columns; a single band is no cut."""
+
+    def chunks(channels, size, kernel, outputs=16):
+        return conv_gemm.ColumnChunks(
+            image_shape=(1, channels, size, size),
+            kernel=(kernel, kernel),
+            pad=(0, 0),
+            stride=(1, 1),
+            dilation=(1, 1),
+            map_channels=outputs,
+            map_size=(size - kernel + 1, size - kernel + 1),
+            groups=1,
+            dtype=np.float32,
+        )
+
+    assert conv_gemm.MIN_BAND_PIXELS == 256
+    wide = chunks(512, 58, 3)  # 56 x 56 out, 4608 rows: the budget fits one row (56 pixels)
+    heights = [(band.stop - band.start) // 56 for band, _ in wide.bands]
+    assert heights == [5] * 11 + [1]  # 5 rows: 280 pixels
+    one = chunks(512, 16, 3)  # 14 x 14 out: 196 pixels, fewer than a band's least: not cut
+    assert one.bands is None
+    tall = chunks(4096, 40, 7)  # 34 x 34 out, 200704 rows: 20 pixels of columns fill the cap
+    cap = conv_gemm.WEIGHT_SIZED_COLUMNS_MAX_BYTES // (200704 * 4)
+    assert cap == 20 and all((band.stop - band.start) == 34 for band, _ in tall.bands)
 
 
 @pytest.mark.parametrize("kind", ["Convolution", "Deconvolution"])
@@ -339,6 +373,7 @@ def test_a_batch_that_does_not_share_out_evenly_shares_its_bands_where_they_writ
     definition's outputs and one worker's weight gradient; with a data gradient the bands
     (whose col2im overlaps) keep to whole images."""
     monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 2500)
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of a few pixels
     x = rng.standard_normal((batch, 3, 9, 8))
     spec = conv_layer(stride=2, pad=1)
     results = []
