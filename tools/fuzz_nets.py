@@ -205,6 +205,7 @@ def small_budgets():
         "COLUMN_CHUNK_BYTES": 1 << 12,
         "WEIGHT_SIZED_COLUMNS_MAX_BYTES": 1 << 12,
         "DIRECT_WEIGHT_GRAD_BYTES": 1 << 10,
+        "MIN_BAND_PIXELS": 1,  # bands of one row, however short
     }
     with (
         every_path(),

@@ -141,7 +141,7 @@ class Softmax(Layer):
     Backward: dE/dx_i = y_i (dE/dy_i - sum_j dE/dy_j y_j), in one kernel
     (``vmath.softmax_backward``: the sums in float64; numpy's temporaries and passes took 2x)."""
 
-    example = {"bottoms": [(2, 4, 3)]}
+    example = [{"bottoms": [(2, 4, 3)]}, {"bottoms": [(3, 5)]}]  # positions after the classes; classes last
 
     keep_bottom_data = False  # backward reads y alone
 

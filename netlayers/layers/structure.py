@@ -275,6 +275,7 @@ class Scale(Layer):
             },
         },
         {"bottoms": [(2, 3, 4), (3,)]},
+        {"bottoms": [(2, 3, 4), (2, 3, 4)], "params": {"scale_param": {"axis": 0}}},  # one element a dim
     ]
 
     keep_top_data = False
