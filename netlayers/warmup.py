@@ -9,8 +9,9 @@ install time, by running what the kernels serve on tiny inputs:
 
 - every built-in layer's ``example`` settings (the ones the layer contract tests check), forward
   and backward, in float32 and float64, with one worker and with two, and once more with a
-  column budget of 1 byte (a convolution cuts its batch into chunks by the worker count and the
-  budget, and chunks of one image, of several, or bands of rows take different kernels),
+  column budget of 1 byte and no least band size (a convolution cuts its batch into chunks by
+  the worker count and the budget, and chunks of one image, of several, or bands of rows take
+  different kernels),
   Winograd's channel and size thresholds at 1 (then 3x3 stride-1 examples run its kernels, and
   the dilated example as Winograd over its phases) and
   the row strips' kernel and channel thresholds at 1 (then the 1x1 example runs as strips),
@@ -262,7 +263,7 @@ def compile_kernels():
         # thresholds at 1: the kernels of every other way a convolution can run
         parallel.set_thread_count(1)
         with (
-            constants(conv_gemm, COLUMN_CHUNK_BYTES=1),
+            constants(conv_gemm, COLUMN_CHUNK_BYTES=1, MIN_BAND_PIXELS=1),  # bands of one row
             constants(winograd, **WINOGRAD_EVERYWHERE),
             constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
             constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),

@@ -45,6 +45,15 @@ RUN_A_CONV_NET = textwrap.dedent(
         net.clear_param_diffs()
         net.forward()
         net.backward()
+    # one 64 x 64 image whose columns (1.08 MB) pass the 1 MiB budget: bands of output rows
+    banded = netlayers.Net({"name": "bands", "force_backward": True, "layers": [
+        {"name": "data", "type": "Input", "top": ["data"], "input_param": {"shape": [{"dim": [1, 3, 64, 64]}]}},
+        conv("wide", "data", 4, 5, 0),
+        {"name": "loss", "type": "Reduction", "bottom": "wide", "top": "loss",
+         "reduction_param": {"operation": "SUMSQ"}, "loss_weight": 1}]}, dtype=np.float32, seed=1)
+    assert banded.layer("wide").chunks.bands is not None
+    banded.forward(data=rng.standard_normal((1, 3, 64, 64)))
+    banded.backward()
     print("ran")
     """
 )
@@ -56,6 +65,7 @@ def run(args, cache, **kwargs):
 
 
 def test_after_the_warmup_a_conv_net_compiles_nothing():
+    """A net of the common layers, and one image cut into bands of rows."""
     cache = os.environ["NUMBA_CACHE_DIR"]  # the session's, empty before this first test
     warmup = run([sys.executable, "-m", "netlayers", "warmup"], cache)
     assert warmup.returncode == 0, warmup.stderr[-2000:]

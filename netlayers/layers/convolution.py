@@ -275,6 +275,18 @@ class Convolution(_ConvolutionBase):
             "bottoms": [(2, 3, 3, 3)],
             "params": {"convolution_param": {"num_output": 2, "kernel_size": 1, "weight_filler": {"type": "gaussian"}}},
         },
+        {  # strided 3x3 with a bias: im2col and the product (in bands of rows under a small budget)
+            "bottoms": [(2, 3, 9, 9)],
+            "params": {
+                "convolution_param": {
+                    "num_output": 4,
+                    "kernel_size": 3,
+                    "stride": 2,
+                    "weight_filler": {"type": "gaussian"},
+                    "bias_filler": {"type": "gaussian"},
+                }
+            },
+        },
         {  # a first layer (3 channels, padded, stride 1): im2col on a zero-padded copy
             "bottoms": [(2, 3, 6, 5)],
             "params": {
