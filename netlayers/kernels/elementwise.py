@@ -475,8 +475,8 @@ def power(x, exponent, out):
     Results are within 8 ulps of the exact power (tests/kernels/test_elementwise.py); as C's pow,
     0 to a negative power is inf (-inf for -0 to an odd one) and x < 0 to a half power NaN (-inf
     too, where pow gives inf or 0). Other exponents: numpy's power. ``out`` may be x."""
-    twice = 2 * exponent
-    if twice != int(twice) or abs(exponent) > MAX_MULTIPLIED_POWER:
+    twice = 2.0 * float(exponent)
+    if not twice.is_integer() or abs(exponent) > MAX_MULTIPLIED_POWER:  # (NaN and inf too)
         return np.power(x, x.dtype.type(exponent), out=out)
     count, half, invert = int(abs(exponent)), bool(int(twice) % 2), exponent < 0
     xf, yf = x.reshape(-1), out.reshape(-1)

@@ -109,7 +109,7 @@ def softmax(x, out, axis):
         x3, y3 = x.reshape(outer, classes, inner), out.reshape(outer, classes, inner)
         over_positions(lambda n0, n1, lo, hi: vmath.softmax(x3[n0:n1], y3[n0:n1], lo, hi), outer, inner, 2 * x.nbytes)
         return out
-    if vector:
+    if vector and x.size:  # (the row kernel reads each row's first score)
         x2, y2 = x.reshape(outer, classes), out.reshape(outer, classes)
         parallel.over_slices(lambda lo, hi: vmath.softmax_rows(x2, y2, lo, hi), outer, 2 * x.nbytes)
         return out
