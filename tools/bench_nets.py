@@ -97,6 +97,7 @@ netlayers runs alone. The last thing printed is a markdown table for the README.
 
 import argparse
 import contextlib
+import copy
 import functools
 import math
 import os
@@ -1317,6 +1318,7 @@ def sum_of_squares(bottom):
 
 
 def probed(kind, bottom="x", top="y", **blocks):
+    """The layer a probe times (named "probed"), with its param ``blocks``."""
     return {"name": "probed", "type": kind, "bottom": bottom, "top": top, **blocks}
 
 
@@ -1339,7 +1341,7 @@ def layer_probe(name, shape=PROBE_SHAPE):
     layers = [
         {"name": "data", "type": "Input", "top": tops, "input_param": {"shape": shapes}},
         {"name": "pre", "type": "Scale", "bottom": "data", "top": "x", "scale_param": {"bias_term": True}},
-        *body,
+        *copy.deepcopy(body),  # each build its own dicts
     ]
     return net_spec(name, layers)
 
