@@ -503,6 +503,13 @@ def test_nets_layers_picks_one_net_per_layer_kind():
     assert "layer_relu" not in bench_nets.parse_args(["--nets", "all"]).nets
 
 
+def test_an_unknown_net_name_is_a_one_line_error_naming_the_known_ones_the_probes_too(capsys):
+    with pytest.raises(SystemExit):
+        bench_nets.parse_args(["--nets", "layer_relux"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown net(s): layer_relux" in error and "cifar10_quick" in error and "layer_relu," in error
+
+
 @pytest.mark.parametrize("name", list(bench_nets.LAYER_PROBES))
 def test_each_layer_probe_runs_small_takes_gradients_and_matches_pytorch_where_installed(name):
     """Each probe at 2 x 3 x 6 x 6: its probed layer is there and runs, the learned Scale before

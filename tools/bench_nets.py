@@ -1504,6 +1504,7 @@ LAYER_NETS = {
     name: Case(f"{title}, {' x '.join(map(str, PROBE_SHAPE))}", lambda name=name: layer_probe(name))
     for name, (title, _, _) in LAYER_PROBES.items()
 }
+BUILT_IN_NETS = {**NETS, **LAYER_NETS}  # a --nets name -> its Case
 
 
 # -- inputs and GEMM FLOPs -------------------------------------------------------------------
@@ -2939,10 +2940,8 @@ def is_net_file(name):
 def case_of(name, input_shapes=None, read_sources=True):
     """The :class:`Case` of a ``--nets`` value: a built-in net, or a net file (its path as its
     title; its spec: :func:`net_file_spec`, with ``input_shapes`` from ``--input-shape``)."""
-    if not is_net_file(name) and name in NETS:
-        return NETS[name]
-    if not is_net_file(name) and name in LAYER_NETS:
-        return LAYER_NETS[name]
+    if not is_net_file(name) and name in BUILT_IN_NETS:
+        return BUILT_IN_NETS[name]
     spec, notes = net_file_spec(name, input_shapes, read_sources)
     return Case(name, lambda: spec, notes=tuple(notes))
 
@@ -3447,9 +3446,12 @@ def parse_args(argv):
     groups = {"all": list(NETS), "zoo": [str(ZOO / path) for path in ZOO_NETS], "layers": list(LAYER_NETS)}
     names = [name.strip() for name in args.nets.split(",") if name.strip()]
     args.nets = [net for name in names for net in groups.get(name, [name])]
-    unknown = [n for n in args.nets if n not in NETS and n not in LAYER_NETS and not is_net_file(n)]
+    unknown = [n for n in args.nets if n not in BUILT_IN_NETS and not is_net_file(n)]
     if unknown:
-        parser.error(f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}")
+        parser.error(
+            f"unknown net(s): {', '.join(unknown)}; known: {', '.join(NETS)}, the layer probes of 'layers' "
+            f"({', '.join(LAYER_NETS)}), 'all', 'zoo', 'layers' or a net file"
+        )
     return args
 
 

@@ -153,19 +153,20 @@ class Softmax(Layer):
     def Reshape(self, bottom, top):
         self.axis = bottom[0].canonical_axis(self.p.axis)
         top[0].reshape_like(bottom[0])
+        shape = bottom[0].shape
+        outer, classes = math.prod(shape[: self.axis]), shape[self.axis]
+        self.view = (outer, classes, bottom[0].count // max(1, outer * classes))  # the backward's
 
     def Forward_cpu(self, bottom, top):
         softmax(bottom[0].data, top[0].data, self.axis)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            shape = top[0].shape
-            outer, classes = math.prod(shape[: self.axis]), shape[self.axis]
-            view = (outer, classes, top[0].count // max(1, outer * classes))
+            view = self.view
             y, dy, dx = top[0].data.reshape(view), top[0].diff.reshape(view), bottom[0].diff.reshape(view)
             over_positions(
                 lambda n0, n1, lo, hi: vmath.softmax_backward(y[n0:n1], dy[n0:n1], dx[n0:n1], lo, hi),
-                outer,
+                view[0],
                 view[2],
                 3 * y.nbytes,
             )
