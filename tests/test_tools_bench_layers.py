@@ -60,3 +60,22 @@ def test_a_forward_only_sweep_times_the_forward_of_a_net_made_forward_only(capsy
     net.blobs["y"].data[...] = 0
     step()
     assert net.forward_only and np.array_equal(net.blobs["y"].data, expected)
+
+
+def test_a_geometry_given_in_the_tables_form_is_timed_alone(capsys):
+    text = "2x8x9^2 -> 4 3x3 /2 pad 1,1 dil 1 group 2"
+    g = bench_layers.parse_geometry("Convolution", text)
+    assert g == Geometry("Convolution", 2, 8, 9, 4, (3, 3), 2, (1, 1), 1, 2) and str(g) == text
+    bench_layers.main(
+        ["--no-torch", "--rounds", "1", "--geometry", text, "--geometry", "1x3x8^2 -> 2 1x7 /1 pad 0,3 dil 1 group 1"]
+    )
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2 Convolution geometries") and len(out[2:]) == 2
+    assert any(row.endswith(text) for row in out[2:])
+
+
+def test_a_geometry_not_in_the_tables_form_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_layers.main(["--no-torch", "--geometry", "2x8x9 -> 4 3x3"])
+    assert exit_info.value.code == 2
+    assert "geometry '2x8x9 -> 4 3x3': expected the table's form" in capsys.readouterr().err

@@ -21,6 +21,7 @@ import argparse
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -74,6 +75,22 @@ class Geometry:
             f"{self.batch}x{self.channels}x{self.size}^2 -> {self.outputs} {kh}x{kw} /{self.stride}"
             f" pad {self.pad[0]},{self.pad[1]} dil {self.dilation} group {self.group}"
         )
+
+
+GEOMETRY = re.compile(
+    r"\s*(\d+)x(\d+)x(\d+)\^2\s*->\s*(\d+)\s+(\d+)x(\d+)\s*/(\d+)\s+pad\s+(\d+),(\d+)\s+dil\s+(\d+)\s+group\s+(\d+)\s*$"
+)
+
+
+def parse_geometry(kind, text):
+    """A geometry from its table form, "2x1024x8^2 -> 64 4x4 /1 pad 2,2 dil 1 group 1"."""
+    match = GEOMETRY.match(text)
+    if match is None:
+        raise ValueError(
+            f"geometry {text!r}: expected the table's form, e.g. '2x64x32^2 -> 64 3x3 /1 pad 1,1 dil 1 group 1'"
+        )
+    n, c, size, outputs, kh, kw, stride, ph, pw, dilation, group = map(int, match.groups())
+    return Geometry(kind, n, c, size, outputs, (kh, kw), stride, (ph, pw), dilation, group)
 
 
 def random_geometry(rng, kind, min_flops, max_flops):
@@ -191,15 +208,18 @@ def iterations_for(step, budget):
     return max(1, int(budget / max(time.perf_counter() - start, 1e-6)))
 
 
-def sweep(kind, seed, count, rounds, torch, min_flops, max_flops, budget=0.1, pause=0.15, forward_only=False):
+def sweep(
+    kind, seed, count, rounds, torch, min_flops, max_flops, budget=0.1, pause=0.15, forward_only=False, geometries=()
+):
     """Rows (ratio or None, netlayers seconds, PyTorch seconds or None, geometry, path) for
-    ``count`` random geometries of ``kind`` (``forward_only``: inference, the forward alone).
+    ``count`` random geometries of ``kind``, or for ``geometries`` when given (``forward_only``:
+    inference, the forward alone).
     netlayers' layer is timed as inside a net's pass, BLAS set for the pass once
     (``parallel.single_threaded_blas`` around the rounds), not again at every call."""
     rng = random.Random(seed)
     rows = []
-    for _ in range(count):
-        geometry = random_geometry(rng, kind, min_flops, max_flops)
+    chosen = list(geometries) or [random_geometry(rng, kind, min_flops, max_flops) for _ in range(count)]
+    for geometry in chosen:
         net, index = layer_net(geometry)
         steps = [netlayers_step(net, index, forward_only)]
         if torch is not None:
@@ -237,14 +257,31 @@ def main(argv=None):
     parser.add_argument("--max-mflop", type=float, default=1500, help="a forward's FLOPs, at most")
     parser.add_argument("--no-torch", action="store_true", help="time netlayers alone")
     parser.add_argument("--forward-only", action="store_true", help="time the forward alone, as inference")
+    parser.add_argument(
+        "--geometry", action="append", default=[], help="time this geometry (the table's form; repeatable), not a sweep"
+    )
     args = parser.parse_args(argv)
+    try:
+        geometries = [parse_geometry(args.kind, text) for text in args.geometry]
+    except ValueError as error:
+        parser.error(str(error))
     torch = None if args.no_torch else bench_nets.import_torch()
     bench_nets.set_threads(args.threads, torch)
     flops = (args.min_mflop * 1e6, args.max_mflop * 1e6)
-    rows = sweep(args.kind, args.seed, args.count, args.rounds, torch, *flops, forward_only=args.forward_only)
+    rows = sweep(
+        args.kind,
+        args.seed,
+        args.count,
+        args.rounds,
+        torch,
+        *flops,
+        forward_only=args.forward_only,
+        geometries=geometries,
+    )
     side = "against PyTorch " + torch.__version__ if torch is not None else "netlayers alone (no PyTorch)"
     what = "forward only" if args.forward_only else "forward + backward"
-    print(f"{args.count} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {what}, {side}")
+    count = len(geometries) or args.count
+    print(f"{count} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {what}, {side}")
     print(report(rows))
 
 

@@ -52,7 +52,10 @@ from ._jit import sum_jit, vector_jit
 # to 1.16x): 512 at 7, batch 1 0.85x; 1024 at 7, batch 1 0.84x, batch 2 0.84x, 14 -> 7 batch 2
 # 0.87x. Where it lost: 64 a group (16 groups of 1024 at 14 and 8 of 512 at 28, batch 8, 1.18x and
 # 1.37x; 32 groups of 2048 at 7, batch 2, 0.80x); one group (16 to 64 channels, CIFAR ResNet-20's
-# layers) 1.02x-2.32x against F(4x4) and the phases.
+# layers) 1.02x-2.32x against F(4x4) and the phases; many outputs a group (2026-12-06, against
+# the phases or Winograd, 5 paired rounds: 2 groups of 32 channels, 64 -> 1024 3x3/2 at 7 px,
+# batch 64, 25.5 against 12.5-14.3 ms; -> 128 and -> 256 there 1.18x and 1.08x; 64 -> 128 and
+# -> 256 at 14 px, batch 16, 1.31x and 1.45x).
 MAX_GROUP_CHANNELS = 32
 RUN_PIXELS = 1024  # images side by side on the grid up to about this many positions (small maps)
 LANES = 16  # flat loops run over whole vectors of this many items (float32 in 512 bits): a
@@ -62,12 +65,14 @@ LANES = 16  # flat loops run over whole vectors of this many items (float32 in 5
 
 def applies(kernel, stride, dilation, pad, groups, channels, outputs):
     """Whether a convolution runs as the direct grouped kernels: 3 x 3, padding 1, stride 1 or
-    2, no dilation, more than one group, and from 2 to ``MAX_GROUP_CHANNELS`` input channels a
-    group (one: depthwise, its own kernels)."""
+    2, no dilation, more than one group, from 2 to ``MAX_GROUP_CHANNELS`` input channels a
+    group (one: depthwise, its own kernels) and at most ``MAX_GROUP_CHANNELS`` outputs a group
+    (more make a group's product wide enough for the GEMM and Winograd forms)."""
     geometry = tuple(map(tuple, (kernel, pad, dilation)))
     if geometry != ((3, 3), (1, 1), (1, 1)) or tuple(stride) not in ((1, 1), (2, 2)):
         return False
-    return 1 < groups < channels and channels // groups <= MAX_GROUP_CHANNELS
+    few = channels // groups <= MAX_GROUP_CHANNELS and outputs // groups <= MAX_GROUP_CHANNELS
+    return 1 < groups < channels and few
 
 
 # -- placing planes on the grid ----------------------------------------------------------------

@@ -149,6 +149,20 @@ def test_the_rule_of_when_it_runs(kernel, stride, dilation, pad, groups, channel
     assert grouped.applies(kernel, stride, dilation, pad, groups, channels, channels) is expected
 
 
+@pytest.mark.parametrize(
+    "groups, channels, outputs, expected",
+    [
+        (2, 64, 64, True),  # 32 in and 32 out a group
+        (2, 64, 128, False),  # 64 outputs a group: a group's product is wide enough for GEMM
+        (2, 64, 1024, False),
+        (32, 256, 1024, True),  # 8 in, 32 out a group
+        (32, 256, 2048, False),  # 64 out a group
+    ],
+)
+def test_the_rule_bounds_the_outputs_of_a_group_too(groups, channels, outputs, expected):
+    assert grouped.applies((3, 3), (1, 1), (1, 1), (1, 1), groups, channels, outputs) is expected
+
+
 def test_passes_are_shared_out_by_their_work(thread_count, monkeypatch):
     """A small map of many channels a group moves little memory but computes much: its passes
     are shared out over the workers (8 x 384 channels at 7 x 7 moves 1.2 MB, under the memory
