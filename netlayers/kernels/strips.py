@@ -82,6 +82,15 @@ FEW_OUTPUTS_RATIO = 4  # strips also where the outputs are few against the input
 # at 7 px 0.75x, 3x3 pad 1 with 32 to 128 outputs 0.98x-1.02x. Below 32 outputs 0.27x-0.99x:
 # 256 -> 16 3x3 at 14 px 0.66x, 512 -> 16 at 16 px 0.58x, 256 -> 8 7x7 at 16 px 0.27x, 256 -> 24
 # 3x3 unpadded at 14 px 0.95x.
+FEW_OUTPUTS_MIN_WORK = 5120  # from 32 outputs (with "same" padding), strips also need a batch of
+# output pixels times kernel rows of this much: on small maps of many channels im2col's single
+# product wins. Forward + backward, strips against im2col + GEMM, 2 workers, medians of 5 paired
+# rounds (2026-12-06), batch x output pixels x kernel rows: 1024 -> 64 4x4 pad 2 at 8 px, batch 2
+# (648) 18.8 against 11.8 ms; 1024 -> 32 at 7 px (512) 9.1 against 5.1; 1024 -> 128 3x3 at 8 px
+# (384) 19.9 against 7.3; 512 -> 64 3x3 at 14 px (1176) 7.7 against 6.3; 512 -> 64 4x4 at 14 px,
+# batch 4 (3600) 25.0 against 21.7, at 7 px, batch 8 (2048) 15.3 against 11.5; from it strips
+# won: 256 -> 32 4x4 at 28 px, batch 2 (6728) 13.0 against 16.3; 128 -> 32 7x7 at 28 px, batch 4
+# (21952) 23.8 against 36.2; 256 -> 48 7x7 at 28 px, batch 8 (43904) 135 against 196.
 CHUNK_BYTES = 1 << 20  # strips of a chunk of images, a worker (at least one image)
 # Scratch names shared with conv_gemm (every convolution of the process uses one set of buffers)
 STRIPS, PRODUCT, WEIGHT_GRAD = "columns", "map", "weight_grad"
@@ -332,7 +341,8 @@ def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size,
       batch's output pixels times the kernel's rows at least ``MIN_WORK``; or
     - few outputs: kernel sides of at least 3, at least ``MIN_CHANNELS`` input channels and
       ``FEW_OUTPUTS_RATIO`` times as many as outputs, and fewer than ``MIN_CHANNELS`` outputs
-      or an output no smaller than the input (see ``FEW_OUTPUTS_RATIO``).
+      or an output no smaller than the input and a batch's output pixels times kernel rows of
+      at least ``FEW_OUTPUTS_MIN_WORK`` (see ``FEW_OUTPUTS_RATIO``).
 
     Images of any size: one whose strips exceed ``MAX_IMAGE_BYTES`` runs in bands of rows."""
     if stride != (1, 1) or dilation != (1, 1) or groups != 1:
@@ -344,6 +354,6 @@ def applies(kernel, stride, dilation, groups, channels, outputs, size, out_size,
         min(kernel) >= 3
         and channels >= MIN_CHANNELS
         and channels >= FEW_OUTPUTS_RATIO * outputs
-        and (outputs < MIN_CHANNELS or same)
+        and (outputs < MIN_CHANNELS or (same and work >= FEW_OUTPUTS_MIN_WORK))
     )
     return many or few_outputs

@@ -207,6 +207,11 @@ CIFAR_CONV2 = ((5, 5), (1, 1), (1, 1), 1, 32, 32, (16, 16), (16, 16), 100)
         ({"channels": 256, "outputs": 31, "kernel": (3, 3), "out_size": (14, 14)}, True),
         ({"channels": 256, "outputs": 32, "kernel": (3, 3), "out_size": (14, 14)}, False),  # 32 or more, unpadded
         ({"channels": 256, "outputs": 32, "kernel": (3, 3)}, True),  # "same" padding: strips still
+        # ... given a batch of output pixels times kernel rows of FEW_OUTPUTS_MIN_WORK (5120)
+        ({"channels": 256, "outputs": 32, "kernel": (3, 3), "batch": 7}, True),  # 7 x 256 x 3 = 5376
+        ({"channels": 256, "outputs": 32, "kernel": (3, 3), "batch": 6}, False),  # 4608
+        ({"channels": 1024, "outputs": 64, "kernel": (4, 4), "size": (8, 8), "out_size": (9, 9), "batch": 2}, False),
+        ({"channels": 1024, "outputs": 16, "kernel": (4, 4), "size": (8, 8), "out_size": (9, 9), "batch": 2}, True),
         ({"channels": 16, "outputs": 4}, False),  # too few input channels
         ({"outputs": 1, "kernel": (1, 5)}, False),  # a side below 3
         ({"outputs": 1, "stride": (2, 2)}, False),
