@@ -178,6 +178,8 @@ class SoftmaxWithLoss(LossLayer):
 
         E = -(1 / normalizer) * sum over predictions n of log(max(p[n, label_n], FLT_MIN))
 
+    (FLT_MIN as Caffe in float32; DBL_MIN in float64 nets, so that the gradient check's float64
+    loss is the exact cross-entropy whose gradient Backward gives: see the README's differences.)
     predictions whose label equals ``ignore_label`` are left out. Backward:
     dE/dx[n, c] = loss_weight * (p[n, c] - [c == label_n]) / normalizer (0 where ignored).
     An optional second top outputs the probabilities.

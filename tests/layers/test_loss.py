@@ -293,6 +293,24 @@ def test_softmax_with_loss_positions_shared_over_workers_agree_and_find_a_late_b
         instance.forward(bottom, top)
 
 
+@pytest.mark.parametrize("classes_last", [True, False])
+def test_softmax_with_loss_bounds_a_prediction_at_flt_min_in_float32_and_dbl_min_in_float64(classes_last):
+    """Caffe's log(max(p, FLT_MIN)) in float32 (a label 120 below the largest score adds
+    -log(FLT_MIN) = 87.34, not 120); float64 keeps the exact cross-entropy up to DBL_MIN."""
+    scores = np.array([[0.0, -120.0, 1.0], [2.0, 0.0, 0.0]])  # labels 1, 0
+    labels = np.array([1.0, 0.0])
+    if not classes_last:  # classes on axis 1 of (N, C, 1): the positions' kernels in float32
+        scores = scores[:, :, None]
+        labels = labels[:, None]
+    exact = [121.0 + np.log1p(np.exp(-1.0) + np.exp(-121.0)), np.log(1 + 2 * np.exp(-2.0))]
+    _, (loss64,) = run_layer({"type": "SoftmaxWithLoss"}, [scores, labels])
+    _, (loss32,) = run_layer({"type": "SoftmaxWithLoss"}, [scores, labels], dtype=np.float32)
+    assert float(loss64) == pytest.approx(sum(exact) / 2, rel=1e-12)
+    bound = -np.log(np.finfo(np.float32).tiny)
+    assert bound == pytest.approx(87.3365, abs=1e-4)
+    assert float(loss32) == pytest.approx((bound + exact[1]) / 2, rel=1e-6)
+
+
 def test_softmax_with_loss_all_ignored_gives_zero_not_nan():
     x = np.zeros((2, 3))
     _, (loss,) = run_layer({"type": "SoftmaxWithLoss", "loss_param": {"ignore_label": 1}}, [x, np.ones(2)])
