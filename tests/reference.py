@@ -181,3 +181,40 @@ def depthwise_forward(x, weight, bias, pad, stride, dilation, multiplier):
             cols = slice(j * dilation[1], j * dilation[1] + stride[1] * (out_w - 1) + 1, stride[1])
             y += weight[:, 0, i, j].reshape(1, -1, 1, 1) * source[:, :, rows, cols]
     return y
+
+
+def tap_offsets(kernel, pad, dilation):
+    """(u, v, row offset, column offset) of a stride-1 convolution: input pixel (i + row offset,
+    j + column offset) feeds output pixel (i, j) through tap (u, v)."""
+    (kh, kw), (ph, pw), (dh, dw) = kernel, pad, dilation
+    return [(u, v, u * dh - ph, v * dw - pw) for u in range(kh) for v in range(kw)]
+
+
+def shifted(array, dy, dx, shape):
+    """out[..., i, j] = array[..., i + dy, j + dx] (0 where that falls outside ``array``),
+    out of the given (rows, columns) ``shape``."""
+    out = np.zeros(array.shape[:-2] + shape)
+    h, w = array.shape[-2:]
+    rows = [(i, i + dy) for i in range(shape[0]) if 0 <= i + dy < h]
+    cols = [(j, j + dx) for j in range(shape[1]) if 0 <= j + dx < w]
+    for i, si in rows:
+        for j, sj in cols:
+            out[..., i, j] = array[..., si, sj]
+    return out
+
+
+def direct_data_grad(dy, weight, pad, dilation, image_shape):
+    """dx[n, c, i + ro, j + co] += W[o, c, u, v] dy[n, o, i, j] over taps, inside the image."""
+    dx = np.zeros(image_shape)
+    for u, v, ro, co in tap_offsets(weight.shape[2:], pad, dilation):
+        contribution = np.einsum("noij,oc->ncij", dy, weight[:, :, u, v])
+        dx += shifted(contribution, -ro, -co, image_shape[2:])
+    return dx
+
+
+def direct_weight_grad(x, dy, kernel, pad, dilation):
+    """dW[o, c, u, v] = sum over n, i, j of dy[n, o, i, j] x[n, c, i + ro, j + co]."""
+    grad = np.zeros((dy.shape[1], x.shape[1]) + kernel)
+    for u, v, ro, co in tap_offsets(kernel, pad, dilation):
+        grad[:, :, u, v] = np.einsum("noij,ncij->oc", dy, shifted(x, ro, co, dy.shape[2:]))
+    return grad

@@ -151,7 +151,7 @@ def layer_net(geometry):
 def path_of(layer):
     """The way netlayers runs the layer: the class of its Winograd, strip, direct grouped,
     depthwise or sub-pixel form, else of its column chunks."""
-    for name in ("subpixel", "depthwise", "grouped", "strips", "winograd"):
+    for name in ("subpixel", "depthwise", "grouped", "strips", "winograd", "by_taps"):
         form = getattr(layer, name, None)
         if form is not None:
             return type(form).__name__

@@ -457,3 +457,34 @@ def add_transposed_partials(partials, offsets, stride, out):
             conv_kernels.add_transposed(partial, offsets, stride, flat, lo, hi)
 
     parallel.over_slices(columns, partials[0].shape[1], 2 * len(partials) * partials[0].nbytes)
+
+
+def convolve(chunks, weight, x, y, bias=None):
+    """y = the convolution of the images ``x`` (N, C, H, W) by ``weight`` (+ ``bias``) through
+    ``chunks`` (a :class:`ColumnChunks` of their geometry): each piece's columns, then its
+    product."""
+
+    def step(worker, piece, first):
+        chunks.map_from_col(worker, weight, chunks.columns(worker, x, piece), y, piece, bias)
+
+    chunks.run(step, share_bands=True)
+
+
+def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
+    """The backward of :func:`convolve`: dx = the input gradient (when dx is not None; written),
+    weight_diff += the weight gradient (when it is not None; ``x`` is read only then). Without
+    dx, the weight gradient reads dy in place (``add_weight_grad_by_image``)."""
+
+    def step(worker, piece, first):
+        if dx is None:  # the weight gradient alone (a net's first layer): dy read in place
+            col = chunks.columns(worker, x, piece)
+            chunks.add_weight_grad_by_image(worker, dy, col, piece, first, weight_diff)
+            return
+        m = chunks.map_matrix(worker, dy, piece)
+        if weight_diff is not None:
+            chunks.add_weight_grad(worker, m, chunks.columns(worker, x, piece), first, weight_diff)
+        chunks.image_from_map(worker, weight, m, dx, piece)
+
+    chunks.run(step, share_bands=dx is None)  # bands of a data gradient overlap: not shared
+    if weight_diff is not None:
+        chunks.weight_grad_total(weight_diff)
