@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import bench_nets  # noqa: E402
 from bench_nets import conv, inner_product, loss, relu  # noqa: E402
 
+from netlayers.kernels import taps  # noqa: E402
+
 
 def run_tiny(spec):
     inputs = bench_nets.fixed_inputs(spec)
@@ -134,7 +136,7 @@ def test_srcnn_regresses_an_image_through_a_one_channel_strip_layer_and_matches_
 
 
 def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
-    assert list(bench_nets.NETS)[-15:-7] == [
+    assert list(bench_nets.NETS)[-16:-8] == [
         "mobilenet_v2", "se_resnet", "resnext", "unet", "darknet", "wrn", "shufflenet", "autoencoder"
     ]  # fmt: skip
     for spec in (
@@ -156,7 +158,7 @@ def test_the_nets_after_srcnn_run_small_with_finite_loss_and_gradients_and_match
 def test_four_more_nets_run_small_with_finite_loss_and_gradients_and_match_pytorch_where_installed():
     """Inception-v3's 35 x 35 and 8 x 8 modules, EfficientNet's MBConv blocks (5x5 depthwise,
     Swish), ENet's bottlenecks (dilated, 5 x 1 -> 1 x 5)."""
-    assert list(bench_nets.NETS)[-7:-3] == ["inception_v3_35", "inception_v3_8", "efficientnet", "enet"]
+    assert list(bench_nets.NETS)[-8:-4] == ["inception_v3_35", "inception_v3_8", "efficientnet", "enet"]
     for spec in (
         bench_nets.inception_v3_35(batch=2, size=6, channels=4),
         bench_nets.inception_v3_8(batch=2, size=3, channels=6),
@@ -178,7 +180,7 @@ def test_the_grouped_and_upsampling_nets_run_small_and_match_pytorch_where_insta
     """ResNeXt's last stage (3x3 convolutions of 32 groups: grouped Winograd at its full size)
     and a segmentation head (bilinear Deconvolution of one channel a group, its weights fixed,
     and a per-pixel SoftmaxWithLoss)."""
-    assert list(bench_nets.NETS)[-3:-1] == ["resnext_last_stage", "bilinear_segmentation"]
+    assert list(bench_nets.NETS)[-4:-2] == ["resnext_last_stage", "bilinear_segmentation"]
     for spec in (
         bench_nets.resnext_last_stage(batch=2, size=6, width=8, cardinality=4, out=16),
         bench_nets.bilinear_segmentation(batch=2, size=16, widths=(4, 6), classes=5),
@@ -197,10 +199,29 @@ def test_the_grouped_and_upsampling_nets_run_small_and_match_pytorch_where_insta
     assert groups == {1, 32}
 
 
+def test_aspp_runs_small_tap_by_tap_and_matches_pytorch_where_installed(monkeypatch):
+    """DeepLab's atrous pyramid: its large rates on a small map run tap by tap (the rule's
+    channel floor lowered for the small net), the per-pixel loss over the summed scores."""
+    assert list(bench_nets.NETS)[-1:] == ["aspp"]
+    monkeypatch.setattr(taps, "MIN_CHANNELS", 1)
+    spec = bench_nets.aspp(batch=2, size=9, channels=6, width=5, rates=(2, 4, 6), classes=3)
+    net, loss = run_tiny(spec)
+    assert loss > 0
+    assert [type(net.layer(f"fc6_{rate}").by_taps).__name__ for rate in (2, 4, 6)] == [
+        "NoneType",
+        "TapConvolution",
+        "TapConvolution",
+    ]
+    assert_finite_loss_and_some_gradient(net, loss, spec["name"])
+    check_against_pytorch_where_installed(spec, net, loss)
+    rates = [layer.get("convolution_param", {}).get("dilation") for layer in bench_nets.aspp()["layers"]]
+    assert [rate for rate in rates if rate] == [6, 12, 18, 24]
+
+
 def test_resnext50_runs_small_and_matches_pytorch_where_installed():
     """ResNeXt-50 whole: its 3x3 convolutions of 4, 8, 16 and 32 channels a group downsample at
     the 3x3 (stride 2 on the grouped layer), which the direct grouped kernels run."""
-    assert list(bench_nets.NETS)[-1:] == ["resnext50"]
+    assert list(bench_nets.NETS)[-2:-1] == ["resnext50"]
     spec = bench_nets.resnext50(batch=2, size=32, widths=(8, 16, 32, 64), blocks=(1, 2, 1, 1), cardinality=4)
     net, loss = run_tiny(spec)
     assert loss > 0

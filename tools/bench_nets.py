@@ -973,6 +973,26 @@ def bilinear_segmentation(batch=4, size=128, widths=(64, 128), classes=21):
     return net_spec("bilinear_segmentation", [*layers, up, loss("upscore")])
 
 
+def aspp(batch=2, size=33, channels=512, width=256, rates=(6, 12, 18, 24), classes=21):
+    """DeepLab v2's atrous spatial pyramid (Chen et al.; its Caffe prototxt's ASPP-L at half
+    width): four branches on the same ``channels`` maps, each a 3x3 convolution of dilation and
+    padding ``rate`` to ``width`` channels, ReLU, a 1x1 to ``width``, ReLU and a 1x1 score of
+    ``classes``; the branches' scores summed (Eltwise SUM), SoftmaxWithLoss over every pixel.
+    On 33 x 33 maps (output stride 8 of a 257 px image) the kernels of rates 12 to 24 read
+    padding for most outputs."""
+    layers = [input_layer(batch, channels, size, size)]
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, size, size]
+    scores = []
+    for rate in rates:
+        name = f"fc6_{rate}"
+        layers += [dilated_conv(name, "data", width, 3, rate), relu(f"{name}_relu", name)]
+        layers += [conv(f"fc7_{rate}", name, width, 1), relu(f"fc7_{rate}_relu", f"fc7_{rate}")]
+        layers.append(conv(f"fc8_{rate}", f"fc7_{rate}", classes, 1))
+        scores.append(f"fc8_{rate}")
+    layers.append({"name": "fc8", "type": "Eltwise", "bottom": scores, "top": "fc8"})
+    return net_spec("aspp", [*layers, loss("fc8")])
+
+
 def unet(batch=4, size=128, widths=(32, 64, 128), classes=10):
     """A U-Net (Ronneberger et al.) of three levels: two padded 3x3 convolutions with ReLU per
     level, 2/2 max pools down, Deconvolution 2x2/2 (with ReLU) up, the level's maps joined by
@@ -1277,6 +1297,10 @@ NETS.update(
             bilinear_segmentation,
         ),
         "resnext50": Case("ResNeXt-50 32x4d whole, 224 px, batch 2", resnext50),
+        "aspp": Case(
+            "DeepLab v2's ASPP: 3x3 of dilation 6, 12, 18, 24, 512 -> 256 ch, 1x1s, 33 px, per-pixel loss, batch 2",
+            aspp,
+        ),
     }
 )
 ZOO = TOOLS.parent / "tests" / "fixtures" / "zoo"
