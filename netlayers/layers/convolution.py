@@ -15,8 +15,8 @@ Convolution whose padding equals its dilation runs as Winograd over the input's 
 (``netlayers.kernels.dilated``, rule in ``dilated.applies``): 64 -> 64 at 64 x 64, dilation 2
 and 4, 1.47x and 1.30x faster forward + backward than im2col + GEMM. A depthwise Convolution
 (group = channels) runs its own direct kernels (``netlayers.kernels.depthwise``); a grouped 3x3
-one with padding 1, stride 1 or 2 and few channels a group (2 to 32: ResNeXt's, RegNet's)
-runs the direct grouped kernels
+one with padding 1, stride 1 or 2 and few channels a group (2 to 32 in, at most 32 out:
+ResNeXt's, RegNet's) runs the direct grouped kernels
 (``netlayers.kernels.grouped``, rule in ``grouped.applies``), 0.3x-0.7x the time of im2col or
 grouped Winograd before them.
 A stride-1 Convolution with a 1 x r or r x 1 kernel (r 3, 5, 7) runs as 1-D Winograd along
@@ -27,8 +27,9 @@ kernels of 5 or more, at least 32 input and output channels and "same" padding r
 strips (``netlayers.kernels.strips``, rule in ``strips.applies``): kw copies of the input
 instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward than im2col; so do
 stride-1 Convolutions with few outputs (at least 32 input channels and 4 times the outputs,
-kernels of 3 or more, fewer than 32 outputs or "same" padding: prediction heads, SRCNN's last
-layer), 0.1x-0.99x im2col's time (im2col's columns cost more than products with so few rows). A
+kernels of 3 or more, fewer than 32 outputs, or "same" padding and a batch of output pixels
+times kernel rows of at least 5120: prediction heads, SRCNN's last layer), 0.1x-0.99x im2col's
+time (im2col's columns cost more than products with so few rows). A
 Convolution with a horizontal stride of 2 and a kernel of 3 or more runs im2col and col2im by
 column phases (``netlayers.kernels.deconv.PhaseChunks``, rule in ``deconv.convolution_applies``:
 each row de-interleaved once, not read every other entry per tap), 0.85x-0.97x the time.
