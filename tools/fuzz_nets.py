@@ -14,7 +14,7 @@ in float32 under each ``--modes``:
 
 - ``default``: the paths netlayers picks;
 - ``every_path``: the thresholds of the fast paths at their minimum (Winograd F(2x2), F(4x4),
-  1-D and 5 x 5, row strips, sub-pixel Deconvolution), so small layers take them;
+  1-D and 5 x 5, row strips, sub-pixel Deconvolution, the tap form), so small layers take them;
 - ``small_budgets``: ``every_path`` with the byte budgets of column chunks, Winograd bands and
   strip and 1-D / 5 x 5 Winograd chunks at a few KiB, so images are cut into bands (the row
   strips' too) and batches into chunks of an image.
@@ -59,7 +59,7 @@ sys.path.insert(0, str(TOOLS))
 import bench_nets as bn  # noqa: E402
 
 import netlayers  # noqa: E402
-from netlayers.kernels import conv_gemm, deconv, dilated, grouped, strips, winograd, winograd1d, winograd2d  # noqa: E402
+from netlayers.kernels import conv_gemm, deconv, dilated, grouped, strips, taps, winograd, winograd1d, winograd2d  # noqa: E402
 from netlayers.warmup import constants  # noqa: E402
 
 
@@ -192,8 +192,13 @@ def random_net(seed, index):
 # -- modes -----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def every_path():
-    """``bench_nets.every_conv_path`` and the sub-pixel Deconvolution at any size."""
-    with bn.every_conv_path(), constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1):
+    """``bench_nets.every_conv_path``, the sub-pixel Deconvolution at any size and the tap form
+    for every stride-1, one-group layer no other form takes (any channels, any padding)."""
+    with (
+        bn.every_conv_path(),
+        constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1),
+        constants(taps, MIN_CHANNELS=1, MAX_INSIDE_SHARE=1.0),
+    ):
         yield
 
 
@@ -214,6 +219,7 @@ def small_budgets():
         constants(strips, CHUNK_BYTES=1 << 12, MAX_IMAGE_BYTES=1 << 13),
         constants(winograd1d, CHUNK_BYTES=1 << 12),
         constants(winograd2d, CHUNK_BYTES=1 << 12),
+        constants(taps, CHUNK_BYTES=1),  # chunks of one image
     ):
         yield
 
