@@ -30,27 +30,31 @@ def test_the_same_numbers_give_the_same_net_and_every_net_builds():
 
 
 def test_the_reference_runs_every_convolution_as_im2col_and_gemm():
-    """Under ``plain_paths`` no layer takes a Winograd, phase, strip or sub-pixel path (depthwise
-    layers keep their direct kernels); under ``every_path`` the same nets take them."""
+    """Under ``plain_paths`` no layer takes a Winograd, phase, strip, tap or sub-pixel path
+    (depthwise layers keep their direct kernels); under ``every_path`` the same nets take them,
+    and under ``taps`` the tap form."""
 
     def paths(net):
         found = set()
         for layer in net.layers:
-            for name in ("winograd", "strips", "grouped", "subpixel", "chunks"):
+            for name in ("winograd", "strips", "grouped", "subpixel", "by_taps", "chunks"):
                 value = getattr(layer, name, None)
                 if value is not None:
                     found.add(type(value).__name__)
         return found
 
-    plain, forced = set(), set()
+    plain, forced, tapped = set(), set(), set()
     for index in range(30):
         spec = fuzz_nets.random_net(2, index)
         with fuzz_nets.plain_paths():
             plain |= paths(netlayers.Net(spec, dtype=np.float64))
         with fuzz_nets.every_path():
             forced |= paths(netlayers.Net(spec, dtype=np.float64))
+        with fuzz_nets.tap_form():
+            tapped |= paths(netlayers.Net(spec, dtype=np.float64))
     assert plain == {"ColumnChunks"}
     assert {"WinogradConvolution", "Winograd4Convolution", "StripConvolution", "PhaseChunks"} <= forced
+    assert "TapConvolution" in tapped and "StripConvolution" not in tapped
 
 
 @pytest.mark.parametrize("mode", list(fuzz_nets.MODES))
@@ -106,7 +110,7 @@ def test_an_unknown_mode_or_reference_is_a_usage_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         fuzz_nets.main(["--modes", "default,fastest"])
     assert exit_info.value.code == 2
-    assert "unknown mode(s): fastest; known: default, every_path, small_budgets" in capsys.readouterr().err
+    assert "unknown mode(s): fastest; known: default, every_path, small_budgets, taps" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         fuzz_nets.main(["--reference", "caffe"])
     assert "--reference takes torch, float64 or both, got 'caffe'" in capsys.readouterr().err

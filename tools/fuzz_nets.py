@@ -1,6 +1,6 @@
 """Random nets, each checked against a reference: the convolution paths where no benchmark goes.
 
-    python tools/fuzz_nets.py [--nets 200] [--seed 0] [--threads 2] [--modes default,every_path,small_budgets]
+    python tools/fuzz_nets.py [--nets 200] [--seed 0] [--threads 2] [--modes default,every_path,small_budgets,taps]
                               [--reference torch,float64] [--tolerance 0.1] [--keep DIR]
 
 A net is a 3x3 stem and one to four random blocks: a convolution of random geometry (kernel
@@ -14,10 +14,11 @@ in float32 under each ``--modes``:
 
 - ``default``: the paths netlayers picks;
 - ``every_path``: the thresholds of the fast paths at their minimum (Winograd F(2x2), F(4x4),
-  1-D and 5 x 5, row strips, sub-pixel Deconvolution, the tap form), so small layers take them;
+  1-D and 5 x 5, row strips, sub-pixel Deconvolution), so small layers take them;
 - ``small_budgets``: ``every_path`` with the byte budgets of column chunks, Winograd bands and
   strip and 1-D / 5 x 5 Winograd chunks at a few KiB, so images are cut into bands (the row
-  strips' too) and batches into chunks of an image.
+  strips' too) and batches into chunks of an image;
+- ``taps``: every stride-1, one-group convolution no Winograd form takes runs tap by tap.
 
 Its loss and every param gradient are compared with each ``--reference``'s, as ``bench_nets``
 compares them: a gradient differs when the norm of the difference exceeds a tolerance times
@@ -192,13 +193,8 @@ def random_net(seed, index):
 # -- modes -----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def every_path():
-    """``bench_nets.every_conv_path``, the sub-pixel Deconvolution at any size and the tap form
-    for every stride-1, one-group layer no other form takes (any channels, any padding)."""
-    with (
-        bn.every_conv_path(),
-        constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1),
-        constants(taps, MIN_CHANNELS=1, MAX_INSIDE_SHARE=1.0),
-    ):
+    """``bench_nets.every_conv_path`` and the sub-pixel Deconvolution at any size."""
+    with bn.every_conv_path(), constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1):
         yield
 
 
@@ -219,12 +215,20 @@ def small_budgets():
         constants(strips, CHUNK_BYTES=1 << 12, MAX_IMAGE_BYTES=1 << 13),
         constants(winograd1d, CHUNK_BYTES=1 << 12),
         constants(winograd2d, CHUNK_BYTES=1 << 12),
-        constants(taps, CHUNK_BYTES=1),  # chunks of one image
     ):
         yield
 
 
-MODES = {"default": contextlib.nullcontext, "every_path": every_path, "small_budgets": small_budgets}
+@contextlib.contextmanager
+def tap_form():
+    """Every stride-1, one-group convolution that no Winograd form takes runs tap by tap
+    (``netlayers.kernels.taps``; row strips left out), whatever its channels and padding, in
+    chunks of an image or two: the tap form on far more layers than its rule gives it."""
+    with constants(strips, applies=_never), constants(taps, MIN_CHANNELS=1, MAX_INSIDE_SHARE=1.0, CHUNK_BYTES=1 << 12):
+        yield
+
+
+MODES = {"default": contextlib.nullcontext, "every_path": every_path, "small_budgets": small_budgets, "taps": tap_form}
 
 
 def _never(*args):
@@ -242,6 +246,7 @@ def plain_paths():
         constants(winograd2d, applies=_never),
         constants(strips, applies=_never),
         constants(grouped, applies=_never),
+        constants(taps, applies=_never),
         constants(deconv, applies=_never, convolution_applies=_never, subpixel_applies=_never),
     ):
         yield
