@@ -39,7 +39,8 @@ from .. import parallel
 # against 4.9.
 MAX_INSIDE_SHARE = 0.72
 MIN_CHANNELS = 128  # input and output channels: the products' inner sizes (forward, data gradient)
-CHUNK_BYTES = 1 << 23  # a chunk's tap columns (channels x images x output pixels), at least one image
+CHUNK_BYTES = 1 << 23  # a chunk's tap columns or products (channels or outputs x images x output
+# pixels, the larger), at least one image
 COLUMNS, PRODUCT, WEIGHT_GRAD = "tap_columns", "tap_product", "tap_weight_grad"
 
 
@@ -87,7 +88,7 @@ class TapConvolution:
                 shift = (i * dilation[0] - pad[0], j * dilation[1] - pad[1])
                 inputs = [slice(lo + s, hi + s) for (lo, hi), s in zip((rows, cols), shift)]
                 self.taps.append((i, j, slice(*rows), slice(*cols), *inputs))
-        image_items = self.channels * out_size[0] * out_size[1]
+        image_items = max(self.channels, outputs) * out_size[0] * out_size[1]  # columns or products
         self.chunk = max(1, min(self.batch, CHUNK_BYTES // (image_items * self.dtype.itemsize)))
         self.weights = np.empty(tuple(kernel) + (outputs, self.channels), self.dtype)  # [i, j]: W[:, :, i, j]
 

@@ -579,9 +579,9 @@ class Convolution(_ConvolutionBase):
             conv_gemm.convolve_backward(self.chunks, weight.data, self._image(bottom[i].data), dy, dx, weight_diff)
 
     def _transformed(self):
-        """The Winograd, row-strip or direct grouped convolution this geometry runs as, or None:
-        each takes ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x, dy, dx,
-        weight_diff)``."""
+        """The Winograd, row-strip, direct grouped or tap-by-tap convolution this geometry runs
+        as, or None: each takes ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x,
+        dy, dx, weight_diff)``."""
         for form in (self.winograd, self.strips, self.grouped, self.by_taps):
             if form is not None:
                 return form
