@@ -40,7 +40,7 @@ def test_flops_count_the_forward_by_hand():
 def test_a_sweep_without_pytorch_lists_each_geometry_with_its_path(capsys):
     bench_layers.main(["--no-torch", "--count", "2", "--rounds", "1", "--min-mflop", "0.1", "--max-mflop", "2"])
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("2 Convolution geometries, seed 0") and "no PyTorch" in out[0]
+    assert out[0].startswith("2 random Convolution geometries, seed 0") and "no PyTorch" in out[0]
     rows = out[2:]
     assert len(rows) == 2
     for row in rows:
@@ -70,12 +70,22 @@ def test_a_geometry_given_in_the_tables_form_is_timed_alone(capsys):
         ["--no-torch", "--rounds", "1", "--geometry", text, "--geometry", "1x3x8^2 -> 2 1x7 /1 pad 0,3 dil 1 group 1"]
     )
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("2 Convolution geometries") and len(out[2:]) == 2
+    assert out[0].startswith("2 given Convolution geometries") and len(out[2:]) == 2
     assert any(row.endswith(text) for row in out[2:])
 
 
-def test_a_geometry_not_in_the_tables_form_is_a_one_line_usage_error(capsys):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("2x8x9 -> 4 3x3", "expected the table's form"),
+        ("2x8x4^2 -> 4 7x7 /1 pad 0,0 dil 1 group 1", "its output (-2, -2) has no pixel"),
+        ("2x8x9^2 -> 6 3x3 /1 pad 0,0 dil 1 group 4", "a group that divides the channels and outputs"),
+        ("2x8x9^2 -> 4 3x3 /0 pad 0,0 dil 1 group 1", "sizes of at least 1"),
+    ],
+)
+def test_a_geometry_that_is_no_layer_is_a_one_line_usage_error(capsys, text, message):
     with pytest.raises(SystemExit) as exit_info:
-        bench_layers.main(["--no-torch", "--geometry", "2x8x9 -> 4 3x3"])
+        bench_layers.main(["--no-torch", "--geometry", text])
     assert exit_info.value.code == 2
-    assert "geometry '2x8x9 -> 4 3x3': expected the table's form" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"geometry {text!r}: " in err and message in err

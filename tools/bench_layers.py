@@ -90,7 +90,12 @@ def parse_geometry(kind, text):
             f"geometry {text!r}: expected the table's form, e.g. '2x64x32^2 -> 64 3x3 /1 pad 1,1 dil 1 group 1'"
         )
     n, c, size, outputs, kh, kw, stride, ph, pw, dilation, group = map(int, match.groups())
-    return Geometry(kind, n, c, size, outputs, (kh, kw), stride, (ph, pw), dilation, group)
+    geometry = Geometry(kind, n, c, size, outputs, (kh, kw), stride, (ph, pw), dilation, group)
+    if min(n, c, size, outputs, kh, kw, stride, dilation, group) < 1 or c % group or outputs % group:
+        raise ValueError(f"geometry {text!r}: sizes of at least 1, and a group that divides the channels and outputs")
+    if min(geometry.out_size()) < 1:
+        raise ValueError(f"geometry {text!r}: its output {geometry.out_size()} has no pixel")
+    return geometry
 
 
 def random_geometry(rng, kind, min_flops, max_flops):
@@ -150,7 +155,7 @@ def layer_net(geometry):
 
 def path_of(layer):
     """The way netlayers runs the layer: the class of its Winograd, strip, direct grouped,
-    depthwise or sub-pixel form, else of its column chunks."""
+    depthwise, sub-pixel or tap-by-tap form, else of its column chunks."""
     for name in ("subpixel", "depthwise", "grouped", "strips", "winograd", "by_taps"):
         form = getattr(layer, name, None)
         if form is not None:
@@ -280,8 +285,8 @@ def main(argv=None):
     )
     side = "against PyTorch " + torch.__version__ if torch is not None else "netlayers alone (no PyTorch)"
     what = "forward only" if args.forward_only else "forward + backward"
-    count = len(geometries) or args.count
-    print(f"{count} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {what}, {side}")
+    which = f"{len(geometries)} given" if geometries else f"{args.count} random"
+    print(f"{which} {args.kind} geometries, seed {args.seed}, {args.threads} threads, {what}, {side}")
     print(report(rows))
 
 
