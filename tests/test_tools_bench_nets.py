@@ -201,9 +201,11 @@ def test_the_grouped_and_upsampling_nets_run_small_and_match_pytorch_where_insta
 
 def test_aspp_runs_small_tap_by_tap_and_matches_pytorch_where_installed(monkeypatch):
     """DeepLab's atrous pyramid: its large rates on a small map run tap by tap (the rule's
-    channel floor lowered for the small net), the per-pixel loss over the summed scores."""
+    channel and pixel floors lowered for the small net), the per-pixel loss over the summed
+    scores."""
     assert list(bench_nets.NETS)[-1:] == ["aspp"]
     monkeypatch.setattr(taps, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(taps, "MIN_PIXELS", 1)
     spec = bench_nets.aspp(batch=2, size=9, channels=6, width=5, rates=(2, 4, 6), classes=3)
     net, loss = run_tiny(spec)
     assert loss > 0

@@ -224,7 +224,10 @@ def tap_form():
     """Every stride-1, one-group convolution that no Winograd form takes runs tap by tap
     (``netlayers.kernels.taps``; row strips left out), whatever its channels and padding, in
     chunks of an image or two: the tap form on far more layers than its rule gives it."""
-    with constants(strips, applies=_never), constants(taps, MIN_CHANNELS=1, MAX_INSIDE_SHARE=1.0, CHUNK_BYTES=1 << 12):
+    with (
+        constants(strips, applies=_never),
+        constants(taps, MIN_CHANNELS=1, MIN_PIXELS=1, MAX_INSIDE_SHARE=1.0, CHUNK_BYTES=1 << 12),
+    ):
         yield
 
 

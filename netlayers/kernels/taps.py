@@ -37,8 +37,11 @@ from .. import parallel
 # Few channels make the nine products thin: 3 -> 32 3x3 padded by 100 at 192 px (FCN's first
 # layer) 16.6 against 11.4 ms; 32 -> 128 5x5 at 7 x 7, batch 10 (GoogLeNet's inception 5a) 14.0
 # against 4.9.
+# One image of 7 x 7 (batch x output pixels 64), 384 -> 192 4x4 pad 2 (66 % inside): its 16
+# products of 64 columns 9.4 against im2col's one product 3.4 ms; hence MIN_PIXELS.
 MAX_INSIDE_SHARE = 0.72
 MIN_CHANNELS = 128  # input and output channels: the products' inner sizes (forward, data gradient)
+MIN_PIXELS = 1024  # the batch's output pixels: the products' columns (a tap's, at most)
 CHUNK_BYTES = 1 << 23  # a chunk's tap columns or products (channels or outputs x images x output
 # pixels, the larger), at least one image
 COLUMNS, PRODUCT, WEIGHT_GRAD = "tap_columns", "tap_product", "tap_weight_grad"
@@ -58,11 +61,14 @@ def inside_share(out_size, size, kernel, pad, dilation):
     return inside / (out_size * kernel)
 
 
-def applies(kernel, stride, dilation, pad, groups, channels, outputs, size, out_size):
-    """Whether a convolution runs tap by tap: stride 1, one group, at least ``MIN_CHANNELS``
-    input and output channels, and at most ``MAX_INSIDE_SHARE`` of its (output, tap) pairs
-    reading the input (the two axes' shares multiplied)."""
+def applies(kernel, stride, dilation, pad, groups, channels, outputs, size, out_size, batch):
+    """Whether a convolution of ``batch`` images runs tap by tap: stride 1, one group, at least
+    ``MIN_CHANNELS`` input and output channels, ``MIN_PIXELS`` output pixels in the batch, and
+    at most ``MAX_INSIDE_SHARE`` of its (output, tap) pairs reading the input (the two axes'
+    shares multiplied)."""
     if tuple(stride) != (1, 1) or groups != 1 or min(channels, outputs) < MIN_CHANNELS:
+        return False
+    if batch * out_size[0] * out_size[1] < MIN_PIXELS:
         return False
     rows, cols = (inside_share(*axis) for axis in zip(out_size, size, kernel, pad, dilation))
     return rows * cols <= MAX_INSIDE_SHARE

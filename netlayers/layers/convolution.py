@@ -33,12 +33,12 @@ time (im2col's columns cost more than products with so few rows). A
 Convolution with a horizontal stride of 2 and a kernel of 3 or more runs im2col and col2im by
 column phases (``netlayers.kernels.deconv.PhaseChunks``, rule in ``deconv.convolution_applies``:
 each row de-interleaved once, not read every other entry per tap), 0.85x-0.97x the time.
-A stride-1 Convolution of at least 128 input and output channels whose kernel reads padding
-for much of its output (at most 72 % of its (output, tap) pairs inside the image: dilated 3x3
-layers of large rates on small maps, DeepLab's atrous pyramids) runs tap by tap, each tap's
-product over only the outputs where it reads the image (``netlayers.kernels.taps``, rule in
-``taps.applies``): 512 -> 256 at 33 x 33, dilation 24, 0.39x im2col's time, dilation 12
-0.72x-0.96x.
+A stride-1 Convolution of at least 128 input and output channels and 1024 output pixels a
+batch whose kernel reads padding for much of its output (at most 72 % of its (output, tap)
+pairs inside the image: dilated 3x3 layers of large rates on small maps, DeepLab's atrous
+pyramids) runs tap by tap, each tap's product over only the outputs where it reads the image
+(``netlayers.kernels.taps``, rule in ``taps.applies``): 512 -> 256 at 33 x 33, dilation 24,
+0.39x im2col's time, dilation 12 0.72x-0.96x.
 A kernel as large as the unpadded input (one output position: a classifier written as a
 convolution, a DCGAN discriminator's last layer) runs as an InnerProduct's products, without
 im2col (512 -> 1 on 4 x 4 at batch 64: 5.3 -> 0.6 ms forward + backward, PyTorch 1.7 ms).
@@ -494,7 +494,7 @@ class Convolution(_ConvolutionBase):
             )
             return
         tap_rule = (self.kernel, self.stride, self.dilation, self.pad, self.p.group, self.channels, self.p.num_output)
-        if taps.applies(*tap_rule, size, out_size):
+        if taps.applies(*tap_rule, size, out_size, self.batch):
             geometry = (self.kernel, self.pad, self.dilation, out_size, self.dtype)
             self.by_taps = taps.TapConvolution(image_shape, self.p.num_output, *geometry)
             return

@@ -33,13 +33,18 @@ def test_a_taps_span_is_where_it_reads_inside_the_input():
         ({"groups": 2}, False),
         ({"channels": 64}, False),  # products of inner size 64 too thin (FCN's 3-channel pad 100)
         ({"outputs": 64}, False),
-        ({"kernel": (1, 1), "dilation": (1, 1), "pad": (3, 3)}, True),  # a 1x1 layer padded by 3 on 5 x 5
+        ({"kernel": (1, 1), "dilation": (1, 1), "pad": (3, 3), "batch": 9}, True),  # 1x1 padded by 3 on 5 x 5
+        ({"kernel": (1, 1), "dilation": (1, 1), "pad": (3, 3), "batch": 8}, False),  # 8 x 11 x 11 < MIN_PIXELS
+        ({"batch": 1}, True),  # one 33 x 33 image: 1089 output pixels
+        ({"kernel": (4, 4), "dilation": (1, 1), "pad": (2, 2), "size": (7, 7), "batch": 1}, False),  # 64 pixels
     ],
 )
 def test_the_rule_of_when_it_runs(changes, expected):
-    geometry = dict(kernel=(3, 3), stride=(1, 1), dilation=(12, 12), pad=(12, 12), groups=1, channels=512, outputs=256)
+    geometry = dict(
+        kernel=(3, 3), stride=(1, 1), dilation=(12, 12), pad=(12, 12), groups=1, channels=512, outputs=256, batch=2
+    )
     geometry.update(changes)
-    size = (5, 5) if geometry["kernel"] == (1, 1) else (33, 33)
+    size = geometry.pop("size", (5, 5) if geometry["kernel"] == (1, 1) else (33, 33))
     out_size = tuple(
         s + 2 * p - d * (k - 1) for s, p, d, k in zip(size, geometry["pad"], geometry["dilation"], geometry["kernel"])
     )
@@ -115,8 +120,9 @@ def test_one_gradient_alone_and_no_bias():
 
 def aspp_layer(forced, monkeypatch, dtype=np.float64):
     """A Convolution layer of DeepLab's shape in small (rate 4 on 6 x 7, 8 -> 8 channels), with
-    the tap rule's channel floor lowered (``forced``) or the rule off."""
+    the tap rule's channel and pixel floors lowered (``forced``) or the rule off."""
     monkeypatch.setattr(taps, "MIN_CHANNELS", 1 if forced else 10**9)
+    monkeypatch.setattr(taps, "MIN_PIXELS", 1)
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 8, 6, 7))
     spec = {
