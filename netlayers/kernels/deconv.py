@@ -246,7 +246,7 @@ class PhaseChunks(ColumnChunks):
             return
         out = self.column_buffer(worker, piece)
         w_t = weight.reshape(self.groups, self.map_group, self.row_group).transpose(0, 2, 1)
-        np.matmul(w_t, self._grouped(matrix, self.map_channels), out=self._grouped(out, self.rows))
+        self._matmul(w_t, self._grouped(matrix, self.map_channels), self._grouped(out, self.rows))
         bias = self.zeros[: self.image_channels] if bias is None else bias
         geometry = (self.kernel, self.pad, self.stride, self.dilation, self.map_shape, self.layout)
         phase_col2im(out, *geometry, bias, image[piece.first : piece.stop], self._phase_buffer(worker))
