@@ -45,6 +45,7 @@ MIN_PIXELS = 1024  # the batch's output pixels: the products' columns (a tap's, 
 CHUNK_BYTES = 1 << 23  # a chunk's tap columns or products (channels or outputs x images x output
 # pixels, the larger), at least one image
 COLUMNS, PRODUCT, WEIGHT_GRAD = "tap_columns", "tap_product", "tap_weight_grad"
+FILTERS = "tap_filters"  # the weight a tap at a time: worker 0's scratch, laid out at each pass
 
 
 def tap_span(out_size, size, tap, pad, dilation):
@@ -96,7 +97,15 @@ class TapConvolution:
                 self.taps.append((i, j, slice(*rows), slice(*cols), *inputs))
         image_items = max(self.channels, outputs) * out_size[0] * out_size[1]  # columns or products
         self.chunk = max(1, min(self.batch, CHUNK_BYTES // (image_items * self.dtype.itemsize)))
-        self.weights = np.empty(tuple(kernel) + (outputs, self.channels), self.dtype)  # [i, j]: W[:, :, i, j]
+        self.filters_shape = tuple(kernel) + (outputs, self.channels)
+
+    @property
+    def weights(self):
+        """[i, j]: W[:, :, i, j], an (O, C) matrix, in scratch that every tap-by-tap layer shares
+        (each lays its weight out there at the start of its forward and of its backward, as the
+        Winograd forms do their transformed filters: no copy of the weight kept a layer)."""
+        size = int(np.prod(self.filters_shape))
+        return parallel.scratch(0, FILTERS, size, self.dtype).reshape(self.filters_shape)
 
     def filters(self, weight):
         self.weights[...] = weight.transpose(2, 3, 0, 1)
@@ -134,11 +143,12 @@ class TapConvolution:
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with the weights of ``filters``."""
         y[...] = 0 if bias is None else bias[:, None, None]
+        weights = self.weights
         for images in self._chunks():
             for tap in self.taps:
                 col, _ = self._columns(x, images, tap)
                 product, array = self._buffer(PRODUCT, self.outputs, images.stop - images.start, tap)
-                parallel.matmul(self.weights[tap[0], tap[1]], col, product)
+                parallel.matmul(weights[tap[0], tap[1]], col, product)
                 self._add(y[images, :, tap[2], tap[3]], array)
 
     def backward(self, x, dy, dx, weight_diff):
@@ -146,13 +156,15 @@ class TapConvolution:
         gradient (when it is not None), with the weights of ``filters``."""
         if dx is not None:
             dx[...] = 0
-        grads = None
-        if weight_diff is not None:
-            grads = parallel.scratch(0, WEIGHT_GRAD, self.weights.size, self.dtype).reshape(self.weights.shape)
-            grads[...] = 0
-        for images in self._chunks():
-            n = images.stop - images.start
-            for tap in self.taps:
+        weights = self.weights
+        for tap in self.taps:  # a tap's weight gradient summed over the chunks, then added
+            grads = None
+            if weight_diff is not None:
+                grads = parallel.scratch(0, WEIGHT_GRAD, self.outputs * self.channels, self.dtype)
+                grads = grads.reshape(self.outputs, self.channels)
+                grads[...] = 0
+            for images in self._chunks():
+                n = images.stop - images.start
                 grad, array = self._buffer(PRODUCT, self.outputs, n, tap)
                 source = dy[images, :, tap[2], tap[3]]
 
@@ -162,10 +174,10 @@ class TapConvolution:
                 parallel.over_slices(copy, self.outputs, 2 * array.nbytes)
                 if grads is not None:
                     col, _ = self._columns(x, images, tap)
-                    parallel.matmul(grad, col.T, grads[tap[0], tap[1]], add=True)
+                    parallel.matmul(grad, col.T, grads, add=True)
                 if dx is not None:
                     col, columns = self._buffer(COLUMNS, self.channels, n, tap)
-                    parallel.matmul(self.weights[tap[0], tap[1]].T, grad, col)
+                    parallel.matmul(weights[tap[0], tap[1]].T, grad, col)
                     self._add(dx[images, :, tap[4], tap[5]], columns)
-        if grads is not None:
-            weight_diff += grads.transpose(2, 3, 0, 1)
+            if grads is not None:
+                weight_diff[:, :, tap[0], tap[1]] += grads
