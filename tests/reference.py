@@ -218,3 +218,24 @@ def direct_weight_grad(x, dy, kernel, pad, dilation):
     for u, v, ro, co in tap_offsets(kernel, pad, dilation):
         grad[:, :, u, v] = np.einsum("noij,ncij->oc", dy, shifted(x, ro, co, dy.shape[2:]))
     return grad
+
+
+def stride_one_case(shape, outputs, kernel, pad, dilation, seed=0):
+    """(x, weight, bias, dy) drawn for a stride-1 convolution of images ``shape``, and its
+    (y, dx, dweight) by the direct formulas."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1]) + tuple(kernel))
+    bias = rng.standard_normal(outputs)
+    y = convolution(x, weight, bias, (1, 1), pad, dilation, 1)
+    dy = rng.standard_normal(y.shape)
+    expected = (y, direct_data_grad(dy, weight, pad, dilation, shape), direct_weight_grad(x, dy, kernel, pad, dilation))
+    return (x, weight, bias, dy), expected
+
+
+def assert_within(results, expected, scale):
+    """Each result within ``scale`` times its expected array's largest magnitude of it (float32
+    results checked to be float32)."""
+    for got, want in zip(results, expected):
+        assert got.dtype in (np.float32, np.float64)
+        np.testing.assert_allclose(got, want, rtol=0, atol=scale * np.abs(want).max())

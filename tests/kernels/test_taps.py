@@ -5,7 +5,7 @@ the Convolution layer."""
 import numpy as np
 import pytest
 from layer_harness import assert_gradients, make_layer
-from reference import convolution, direct_data_grad, direct_weight_grad
+from reference import assert_within, convolution, direct_data_grad, direct_weight_grad, stride_one_case
 
 from netlayers.kernels import taps
 from netlayers.kernels.taps import TapConvolution
@@ -84,22 +84,11 @@ def test_taps_match_the_direct_convolution(
     thread_count(workers)
     monkeypatch.setattr(taps, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(taps.parallel, "SPLIT_MIN_BYTES", 1)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(shape)
-    weight = rng.standard_normal((outputs, shape[1]) + kernel)
-    bias = rng.standard_normal(outputs)
-    y_ref = convolution(x, weight, bias, (1, 1), pad, dilation, 1)
-    dy = rng.standard_normal(y_ref.shape)
-    dx_ref = direct_data_grad(dy, weight, pad, dilation, shape)
-    dw_ref = direct_weight_grad(x, dy, kernel, pad, dilation)
-
-    y, dx, dw = run(x, weight, bias, dy, pad, dilation, np.float64)
-    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
-
-    y, dx, dw = run(x, weight, bias, dy, pad, dilation, np.float32)
-    for got, want in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
+    (x, weight, bias, dy), expected = stride_one_case(shape, outputs, kernel, pad, dilation)
+    assert_within(run(x, weight, bias, dy, pad, dilation, np.float64), expected, 1e-12)
+    results = run(x, weight, bias, dy, pad, dilation, np.float32)
+    assert all(result.dtype == np.float32 for result in results)
+    assert_within(results, expected, 1e-5)
 
 
 def test_one_gradient_alone_and_no_bias():
