@@ -392,7 +392,8 @@ class Net:
         large early activation's place can hold several later gradients at once.
 
         One timeline holds both passes: layer i runs its forward at time i and its backward at
-        time 2 L - 1 - i (L layers). A blob's values are alive from the first layer that writes
+        time 2 L - 1 - i (L layers); the layers of a fused run (``_fused_runs``) each take the
+        whole run's times. A blob's values are alive from the first layer that writes
         or reads them to the last, or, when a layer's backward reads them (each layer declares
         ``keep_bottom_data`` and ``keep_top_data``: a convolution's backward reads its input,
         a ReLU's its output; a layer without backward keeps nothing), to the first such
