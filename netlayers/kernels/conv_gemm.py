@@ -74,6 +74,9 @@ MIN_BAND_PIXELS = 256
 # transposed into the weight: on large weights that costs more than the product gains (512 x
 # 4096: 3.4 against 3.8 ms product, then 3-5 ms of transposed adds; 2048 x 512: 1.4 against 1.1).
 DIRECT_WEIGHT_GRAD_BYTES = 1 << 20
+# A backward of fewer images than workers runs by channels (``backward_by_channels``) from this
+# many input channels a worker.
+MIN_PART_CHANNELS = 8
 
 
 class ChannelSums:
@@ -167,6 +170,7 @@ class ColumnChunks:
         self.pieces = [self._pieces_of(part) for part in range(self.parts)]  # each part's pieces
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
         self.used_workers = self.workers()  # the workers of the last ``run``
+        self._channel_parts = None  # made by ``channel_parts`` when first asked
 
     @staticmethod
     def chunk_count(batch, column_bytes, one_by_one_direct, map_bytes, budget):
@@ -414,6 +418,34 @@ class ColumnChunks:
         partials = [self._scratch(worker, "weight_grad", *shape) for worker in range(self.used_workers)]
         add_transposed_partials(partials, self.weight_offsets, self.row_group, weight_diff)
 
+    def channel_parts(self):
+        """For :func:`backward_by_channels`: (input channels, the one-image ``ColumnChunks`` of
+        those channels) for each worker, or None where the backward runs by pieces: a batch at
+        least as large as the worker count, groups, a 1x1 kernel of stride 1 (no columns to
+        make: its products, cut over the workers, are all there is) or fewer than
+        ``MIN_PART_CHANNELS`` channels a worker."""
+        threads = parallel.thread_count()
+        if self._channel_parts is not None and len(self._channel_parts) == threads:
+            return self._channel_parts
+        if (
+            self.batch >= threads
+            or self.groups != 1
+            or self.one_by_one
+            or self.image_channels < threads * MIN_PART_CHANNELS
+        ):
+            return None
+        geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
+        geometry.update(map_channels=self.map_channels, map_size=self.map_shape, groups=1, dtype=self.dtype)
+        parts = []
+        for worker in range(threads):
+            share = parallel.share(worker, threads, self.image_channels)
+            channels = slice(share.start, share.stop)
+            sub = type(self)(image_shape=(1, len(share), *self.image_shape[2:]), **geometry)
+            sub.used_workers = threads  # its products run whole, in their worker
+            parts.append((channels, sub))
+        self._channel_parts = parts
+        return parts
+
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
         return min(parallel.thread_count(), self.parts)
@@ -473,7 +505,11 @@ def convolve(chunks, weight, x, y, bias=None):
 def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
     """The backward of :func:`convolve`: dx = the input gradient (when dx is not None; written),
     weight_diff += the weight gradient (when it is not None; ``x`` is read only then). Without
-    dx, the weight gradient reads dy in place (``add_weight_grad_by_image``)."""
+    dx, the weight gradient reads dy in place (``add_weight_grad_by_image``). Fewer images than
+    workers, with a data gradient: by channels (:func:`backward_by_channels`)."""
+    if dx is not None and chunks.channel_parts() is not None:
+        backward_by_channels(chunks, weight, x, dy, dx, weight_diff)
+        return
 
     def step(worker, piece, first):
         if dx is None:  # the weight gradient alone (a net's first layer): dy read in place
@@ -488,3 +524,31 @@ def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
     chunks.run(step, share_bands=dx is None)  # bands of a data gradient overlap: not shared
     if weight_diff is not None:
         chunks.weight_grad_total(weight_diff)
+
+
+def backward_by_channels(chunks, weight, x, dy, dx, weight_diff):
+    """:func:`convolve_backward` of a batch smaller than the worker count, each worker taking
+    the input channels of one of ``chunks.channel_parts()``, image by image: its rows of the
+    column matrix (im2col of its channels), its columns of the weight gradient (dW[:, rows] +=
+    dY col^T, added into ``weight_diff`` itself) and its channels of the input gradient (dx[c]
+    = col2im of W[:, rows]^T dY). The workers write apart: no partials, nothing to add up, the
+    same bits whichever worker runs a part. (Image by image on one worker, the products cut
+    over the workers, the im2col and col2im ran on one core.)"""
+    parts = chunks.channel_parts()
+    kernel_size = chunks.kernel[0] * chunks.kernel[1]
+    weight_rows = weight.reshape(chunks.map_channels, -1)
+    grad_rows = None if weight_diff is None else weight_diff.reshape(chunks.map_channels, -1)
+
+    def part(worker, index):
+        channels, sub = parts[index]
+        rows = slice(channels.start * kernel_size, channels.stop * kernel_size)
+        w = weight_rows[:, rows]
+        for n in range(chunks.batch):
+            image, grad = x[n : n + 1, channels], dx[n : n + 1, channels]
+            for piece in sub.pieces[0]:
+                m = sub.map_matrix(worker, dy[n : n + 1], piece).reshape(chunks.map_channels, -1)
+                if grad_rows is not None:
+                    blas.add_product(m, sub.columns(worker, image, piece).T, grad_rows[:, rows])
+                sub.image_from_map(worker, w, m, grad, piece)
+
+    parallel.run_parts(part, len(parts), len(parts))

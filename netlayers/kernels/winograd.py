@@ -264,6 +264,16 @@ MIN_SMALL_MAP_SIZE = 12
 MIN_SMALL_MAP_CHANNELS = 128
 MIN_SMALL_MAP_TILES = 96
 
+# One image (a batch of 1) of outputs of MIN_OUTPUT_SIZE or more, which would run as F(4x4),
+# needs MIN_ONE_IMAGE_TILES 4x4 tiles (28 x 28 outputs): its workers share the image's tile rows,
+# and on fewer tiles their products are a few tiles wide. Forward + backward against im2col, 2
+# workers, float32, medians of 7 to 9 paired rounds (2026-12-06): 128 -> 128 at 16 x 16 (16
+# tiles) 3.80 against 1.99 ms (PyTorch 1.95), 256 -> 256 at 16 13.2 against 6.3, at 20 (25)
+# 4.79 against 3.11, at 24 (36) 7.94 against 5.81; where it still won: at 28 (49) 4.57 against
+# 5.54, 64 -> 64 at 32 (64) 2.05 against 2.62, at 56 3.56 against 5.91. Two images of 16 x 16
+# tied (3.98 against 4.01), three won (4.47 against 7.73).
+MIN_ONE_IMAGE_TILES = 49
+
 # Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:
 # CIFAR ResNets' 16- and 32-channel stages, DenseNet's 32-output layers, SqueezeNet's expands)
 # run as F(2x2, 3x3) too from outputs of MIN_SMALL_MAP_SIZE, with at least MIN_FEW_CHANNELS
@@ -378,12 +388,16 @@ def applies(kernel, stride, dilation, pad, groups, channels, outputs, out_size, 
     and columns, and the fewer channels times the shorter output side at least
     ``MIN_CHANNELS_BY_SIZE``, or the small-map rule or the few-channels rule above, or
     ``small_map_f4`` (where each was measured faster: with fewer channels or tiles the products
-    are too small to pay for the transforms). A grouped convolution: ``grouped_applies``."""
+    are too small to pay for the transforms), and for one image of F(4x4)'s sizes at least
+    ``MIN_ONE_IMAGE_TILES`` tiles. A grouped convolution: ``grouped_applies``."""
     if not (kernel == (3, 3) and stride == (1, 1) and dilation == (1, 1) and pad[0] == pad[1] <= 1):
         return False
     if groups > 1:
         return grouped_applies(groups, channels, outputs, out_size, batch)
     fewer, shorter = min(channels, outputs), min(out_size)
+    f4_tiles = math.prod(-(-side // 4) for side in out_size)
+    if batch == 1 and shorter >= MIN_OUTPUT_SIZE and f4_tiles < MIN_ONE_IMAGE_TILES:
+        return False
     if shorter >= MIN_OUTPUT_SIZE and fewer >= MIN_CHANNELS and fewer * shorter >= MIN_CHANNELS_BY_SIZE:
         return True
     if small_map_f4(channels, outputs, out_size, batch):

@@ -232,6 +232,21 @@ def test_the_rule_of_when_it_runs(geometry, expected):
 
 
 @pytest.mark.parametrize(
+    "size, batch, expected",
+    [
+        (16, 1, False),  # one image of 16 4x4 tiles: its workers' products a few tiles wide
+        (24, 1, False),  # 36 tiles
+        (28, 1, True),  # 49 tiles
+        (56, 1, True),
+        (16, 2, True),  # two images: a worker's products take an image's 16 tiles
+    ],
+)
+def test_one_image_needs_enough_tiles(size, batch, expected):
+    geometry = ((3, 3), (1, 1), (1, 1), (1, 1), 1, 128, 128, (size, size))
+    assert winograd.applies(*geometry, batch) is expected
+
+
+@pytest.mark.parametrize(
     "channels, size, batch, expected",
     [
         (256, 14, 8, True),  # ResNet's and VGG's 14 x 14 stage: 392 tiles
@@ -350,7 +365,7 @@ def winograd_and_im2col_results(monkeypatch, shape, threshold, value):
 
 
 def test_the_convolution_layer_runs_winograd_where_it_applies_and_gives_im2cols_results(monkeypatch):
-    kinds = winograd_and_im2col_results(monkeypatch, (1, 128, 16, 16), "MIN_CHANNELS", 128)
+    kinds = winograd_and_im2col_results(monkeypatch, (2, 64, 16, 16), "MIN_CHANNELS", 64)
     assert kinds[0] is not type(None) and kinds[1] is type(None)
 
 

@@ -366,6 +366,48 @@ def test_one_image_splits_its_products_over_the_idle_workers(rng, monkeypatch, t
         np.testing.assert_allclose(two, one, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize(
+    "batch,kernel,stride,pad,dilation,chunk_bytes",
+    [
+        (1, 3, 1, 1, 1, None),
+        (1, 3, 2, 1, 1, None),  # phase columns
+        (1, 5, 1, 2, 1, 3000),  # bands of output rows
+        (1, 3, 1, 2, 2, None),
+        (2, 4, 2, 1, 1, 3000),  # 2 images on 3 workers
+    ],
+)
+def test_fewer_images_than_workers_run_their_backward_by_channels(
+    rng, monkeypatch, thread_count, batch, kernel, stride, pad, dilation, chunk_bytes
+):
+    """With fewer images than workers each worker takes the data and weight gradients of its
+    own input channels (``conv_gemm.backward_by_channels``: im2col, products and col2im): the
+    same gradients as one worker's, and as the definition's (checked numerically)."""
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
+    x = rng.standard_normal((batch, 3 * conv_gemm.MIN_PART_CHANNELS + 1, 9, 10))
+    spec = conv_layer(num_output=5, kernel=kernel, stride=stride, pad=pad, dilation=dilation)
+    ran = []
+    by_channels = conv_gemm.backward_by_channels
+    monkeypatch.setattr(conv_gemm, "backward_by_channels", lambda *a: ran.append(1) or by_channels(*a))
+    results = []
+    for workers in (1, 3):
+        thread_count(workers)
+        ran.clear()
+        layer, bottom, top = make_layer(spec, [x])
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
+        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
+        layer.backward(top, [True], bottom)
+        assert len(ran) == (workers > batch), type(layer.chunks).__name__
+        assert workers == 1 or chunk_bytes is None or layer.chunks.channel_parts()[0][1].bands is not None
+        results.append([bottom[0].diff.copy(), layer.blobs[0].diff.copy()])
+    for one, three in zip(*results):
+        np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
+    thread_count(3)
+    assert_gradients(spec, [x[:, :, :7, :8]])
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_batch_that_does_not_share_out_evenly_shares_its_bands_where_they_write_apart(
     rng, monkeypatch, thread_count, batch
