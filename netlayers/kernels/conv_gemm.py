@@ -74,8 +74,8 @@ MIN_BAND_PIXELS = 256
 # transposed into the weight: on large weights that costs more than the product gains (512 x
 # 4096: 3.4 against 3.8 ms product, then 3-5 ms of transposed adds; 2048 x 512: 1.4 against 1.1).
 DIRECT_WEIGHT_GRAD_BYTES = 1 << 20
-# A backward of fewer images than workers runs by channels (``backward_by_channels``) from this
-# many input channels a worker.
+# A pass of fewer images than workers runs by channels (``forward_by_channels``,
+# ``backward_by_channels``) from this many input channels a worker.
 MIN_PART_CHANNELS = 8
 
 
@@ -419,11 +419,14 @@ class ColumnChunks:
         add_transposed_partials(partials, self.weight_offsets, self.row_group, weight_diff)
 
     def channel_parts(self):
-        """For :func:`backward_by_channels`: (input channels, the one-image ``ColumnChunks`` of
-        those channels) for each worker, or None where the backward runs by pieces: a batch at
-        least as large as the worker count, groups, a 1x1 kernel of stride 1 (no columns to
-        make: its products, cut over the workers, are all there is) or fewer than
-        ``MIN_PART_CHANNELS`` channels a worker."""
+        """For :func:`forward_by_channels` and :func:`backward_by_channels`: (input channels,
+        the one-image ``ColumnChunks`` of those channels) for each worker, or None where the
+        passes run by pieces: a batch at least as large as the worker count, groups, a 1x1
+        kernel of stride 1 (no columns to make: its products, cut over the workers, are all
+        there is), fewer than ``MIN_PART_CHANNELS`` channels a worker, or an image's product
+        under ``parallel.MATMUL_SPLIT_FLOPS`` (whole on one core, as such a product is kept:
+        handing parts to the workers costs more than they save; cifar10_quick's 5x5 layers at
+        batch 1, 13 and 6.5 MFLOP, forward 0.57 -> 0.80 ms by channels)."""
         threads = parallel.thread_count()
         if self._channel_parts is not None and len(self._channel_parts) == threads:
             return self._channel_parts
@@ -432,6 +435,7 @@ class ColumnChunks:
             or self.groups != 1
             or self.one_by_one
             or self.image_channels < threads * MIN_PART_CHANNELS
+            or 2 * self.map_channels * self.rows * self.plane < parallel.MATMUL_SPLIT_FLOPS
         ):
             return None
         geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
@@ -494,7 +498,10 @@ def add_transposed_partials(partials, offsets, stride, out):
 def convolve(chunks, weight, x, y, bias=None):
     """y = the convolution of the images ``x`` (N, C, H, W) by ``weight`` (+ ``bias``) through
     ``chunks`` (a :class:`ColumnChunks` of their geometry): each piece's columns, then its
-    product."""
+    product. Fewer images than workers: by channels (:func:`forward_by_channels`)."""
+    if chunks.channel_parts() is not None:
+        forward_by_channels(chunks, weight, x, y, bias)
+        return
 
     def step(worker, piece, first):
         chunks.map_from_col(worker, weight, chunks.columns(worker, x, piece), y, piece, bias)
@@ -524,6 +531,39 @@ def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
     chunks.run(step, share_bands=dx is None)  # bands of a data gradient overlap: not shared
     if weight_diff is not None:
         chunks.weight_grad_total(weight_diff)
+
+
+def forward_by_channels(chunks, weight, x, y, bias):
+    """:func:`convolve` of a batch smaller than the worker count, each worker taking the input
+    channels of one of ``chunks.channel_parts()``, image by image: the columns of its channels
+    and their product with its columns of the weight, W[:, rows] col, the first worker's into
+    ``y`` (with the bias), each other's into a partial of its own, then added into ``y`` (an
+    output's sum over its channels is cut in as many parts as workers: the results differ from
+    one worker's by rounding). Outputs are fewer than column rows (K = C kh kw), so the
+    partials are small. (Before, one image was one piece, or a few bands shared unevenly, and
+    its im2col ran on one core.)"""
+    parts = chunks.channel_parts()
+    kernel_size = chunks.kernel[0] * chunks.kernel[1]
+    weight_rows = weight.reshape(chunks.map_channels, -1)
+    out = y.reshape(chunks.batch, chunks.map_channels, chunks.plane)
+    partials = [out] + [chunks._scratch(k, "channel partial", *out.shape) for k in range(1, len(parts))]
+
+    def part(worker, index):
+        channels, sub = parts[index]
+        rows = slice(channels.start * kernel_size, channels.stop * kernel_size)
+        w, target = weight_rows[:, rows], partials[index]
+        for n in range(chunks.batch):
+            for piece in sub.pieces[0]:
+                col = sub.columns(worker, x[n : n + 1, channels], piece)
+                sub.map_from_col(worker, w, col, target[n : n + 1], piece, bias if index == 0 else None)
+
+    parallel.run_parts(part, len(parts), len(parts))
+
+    def add(lo, hi):
+        for partial in partials[1:]:
+            np.add(out[:, lo:hi], partial[:, lo:hi], out=out[:, lo:hi])
+
+    parallel.over_slices(add, chunks.map_channels, len(partials) * out.nbytes)
 
 
 def backward_by_channels(chunks, weight, x, dy, dx, weight_diff):

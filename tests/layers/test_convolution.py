@@ -379,17 +379,23 @@ def test_one_image_splits_its_products_over_the_idle_workers(rng, monkeypatch, t
 def test_fewer_images_than_workers_run_their_backward_by_channels(
     rng, monkeypatch, thread_count, batch, kernel, stride, pad, dilation, chunk_bytes
 ):
-    """With fewer images than workers each worker takes the data and weight gradients of its
-    own input channels (``conv_gemm.backward_by_channels``: im2col, products and col2im): the
-    same gradients as one worker's, and as the definition's (checked numerically)."""
+    """With fewer images than workers each worker takes its own input channels: their columns
+    and their part of the outputs (``conv_gemm.forward_by_channels``, the parts then added),
+    their weight-gradient columns and input-gradient channels (``backward_by_channels``): the
+    outputs and gradients of one worker, to rounding, and the definition's gradients (checked
+    numerically)."""
+    from netlayers import parallel
+
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)  # here from any size
     if chunk_bytes is not None:
         monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
     x = rng.standard_normal((batch, 3 * conv_gemm.MIN_PART_CHANNELS + 1, 9, 10))
     spec = conv_layer(num_output=5, kernel=kernel, stride=stride, pad=pad, dilation=dilation)
     ran = []
-    by_channels = conv_gemm.backward_by_channels
-    monkeypatch.setattr(conv_gemm, "backward_by_channels", lambda *a: ran.append(1) or by_channels(*a))
+    for name in ("forward_by_channels", "backward_by_channels"):
+        by_channels = getattr(conv_gemm, name)
+        monkeypatch.setattr(conv_gemm, name, lambda *a, name=name, f=by_channels: ran.append(name) or f(*a))
     results = []
     for workers in (1, 3):
         thread_count(workers)
@@ -399,13 +405,31 @@ def test_fewer_images_than_workers_run_their_backward_by_channels(
         top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
         layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
         layer.backward(top, [True], bottom)
-        assert len(ran) == (workers > batch), type(layer.chunks).__name__
+        assert ran == (["forward_by_channels", "backward_by_channels"] if workers > batch else [])
         assert workers == 1 or chunk_bytes is None or layer.chunks.channel_parts()[0][1].bands is not None
-        results.append([bottom[0].diff.copy(), layer.blobs[0].diff.copy()])
+        results.append([top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()])
     for one, three in zip(*results):
         np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
     thread_count(3)
     assert_gradients(spec, [x[:, :, :7, :8]])
+
+
+@pytest.mark.parametrize(
+    "shape, outputs, kernel, group, by_channels",
+    [
+        ((1, 64, 28, 28), 32, 3, 1, True),  # a 29 MFLOP product
+        ((2, 64, 28, 28), 32, 3, 1, False),  # an image a worker
+        ((1, 32, 16, 16), 32, 5, 1, False),  # cifar10_quick's conv2 at batch 1: 13 MFLOP
+        ((1, 15, 64, 64), 64, 3, 1, False),  # fewer than 8 channels a worker
+        ((1, 64, 28, 28), 64, 1, 1, False),  # 1x1: no columns
+        ((1, 64, 28, 28), 32, 7, 2, False),  # groups
+    ],
+)
+def test_which_layers_run_by_channels(thread_count, shape, outputs, kernel, group, by_channels):
+    thread_count(2)
+    spec = conv_layer(num_output=outputs, kernel=kernel, pad=kernel // 2, group=group)
+    layer, _, _ = make_layer(spec, [np.zeros(shape)])
+    assert (layer.chunks.channel_parts() is not None) is by_channels
 
 
 @pytest.mark.parametrize("batch", [1, 3])
