@@ -27,8 +27,15 @@ rows) and the *map* side is the product's output (C_map channels, P pixels per i
 weight is a (C_map, K / group) matrix per group. Convolution: image = bottom, map = top.
 Deconvolution: image = top, map = bottom (the same weight matrix).
 
+Fewer images than workers (a batch of 1 on 2 cores) would leave workers idle or cut every
+product thin; a Convolution's passes then run by input channels instead
+(``forward_by_channels``, ``backward_by_channels``): each worker makes the columns of its
+channels, adds its part of the outputs (W[:, rows] col, summed over the workers), and writes its
+columns of the weight gradient and its channels of the input gradient, where nothing overlaps.
+
 Weight gradients are summed per worker and then over the workers, so they can differ in the
-last bits between thread counts (never between runs with the same count).
+last bits between thread counts (never between runs with the same count); so can the outputs
+of a pass by channels.
 """
 
 import math
