@@ -145,7 +145,7 @@ def run_winograd4_examples():
     runs = 0
     for table_tiles_w in (winograd4.TABLE_TILES_W, 0):
         with (
-            constants(winograd, MIN_CHANNELS_F4=1, **WINOGRAD_EVERYWHERE),
+            constants(winograd, MIN_CHANNELS_F4=1, MIN_ONE_IMAGE_TILES=1, **WINOGRAD_EVERYWHERE),
             constants(winograd4, TABLE_TILES_W=table_tiles_w),
         ):
             for type_name, example in builtin_examples():
@@ -264,7 +264,7 @@ def compile_kernels():
         parallel.set_thread_count(1)
         with (
             constants(conv_gemm, COLUMN_CHUNK_BYTES=1, MIN_BAND_PIXELS=1),  # bands of one row
-            constants(winograd, **WINOGRAD_EVERYWHERE),
+            constants(winograd, MIN_ONE_IMAGE_TILES=1, **WINOGRAD_EVERYWHERE),
             constants(strips, MIN_KERNEL=1, MIN_CHANNELS=1, MIN_WORK=1),
             constants(winograd1d, MIN_CHANNELS=1, MIN_TILES=1),
             constants(winograd2d, MIN_SHARE_OUTPUTS=1, **WINOGRAD_EVERYWHERE),
