@@ -57,6 +57,32 @@ def test_f4_matches_the_direct_convolution(shape, outputs, pad, workers, band_by
         assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_one_image_runs_its_forward_by_positions_with_one_workers_bits(workers, thread_count, monkeypatch):
+    """One image, one band: V by input channels, the 36 products by positions, y by output
+    channels over the workers; every value made as one worker makes it."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 7, 13, 11)).astype(np.float32)
+    weight = rng.standard_normal((5, 7, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    ran = []
+    by_positions = Winograd4Convolution._forward_by_positions
+    monkeypatch.setattr(Winograd4Convolution, "_forward_by_positions", lambda *a: ran.append(1) or by_positions(*a))
+    outputs = []
+    for count in (1, workers):
+        thread_count(count)
+        conv = Winograd4Convolution(x.shape, 5, 1, np.float32)
+        conv.filters(weight)
+        y = np.full((1, 5, 13, 11), np.nan, np.float32)
+        with parallel.single_threaded_blas:
+            conv.forward(x, bias, y)
+        outputs.append(y)
+    assert ran == [1]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    want = direct_case(x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64), 1, rng)[1][0]
+    assert np.abs(outputs[1] - want).max() <= 2e-5 * np.abs(want).max()
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_runs_of_whole_images_side_by_side_match_the_direct_convolution(workers, thread_count, monkeypatch):
     """Images of 4 tiles with RUN_TILES 8: runs of 2 images (5 images: a worker's share of 3
@@ -204,7 +230,7 @@ def test_the_gather_by_table_gives_input_tiles_bits(shape, pad, dtype):
         span = images * tiles
         want = np.full((36, chans * span), np.nan, dtype)
         got = np.full((36, chans * span), np.nan, dtype)
-        winograd4.input_tiles(x, first, images, pad, 0, tiles_h, tiles_w, want, 2)
+        winograd4.input_tiles(x, first, images, pad, 0, tiles_h, tiles_w, want, 2, 0)
         winograd4.input_tiles_by_table(x, first, images, tiles, table, got, 2)
         np.testing.assert_array_equal(got, want)
 
