@@ -303,9 +303,9 @@ def output_tiles(m, bias, first_image, images, first_row, rows, tiles_w, y, bloc
 
 
 @jit
-def output_tiles_adjoint(dy, first_image, images, first_row, rows, tiles_w, dm, block):
+def output_tiles_adjoint(dy, first_image, images, first_row, rows, tiles_w, dm, block, dm_first):
     """dm = the adjoint of ``output_tiles`` (without bias) for dy (N, K, OH, OW), laid out as v
-    of ``input_tiles``."""
+    of ``input_tiles`` (from its column ``dm_first``)."""
     chans, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     tw = tiles_w
     tiles = rows * tw
@@ -315,7 +315,7 @@ def output_tiles_adjoint(dy, first_image, images, first_row, rows, tiles_w, dm, 
     full = ow // 4
     for k0 in range(0, chans, block):
         size = min(block, chans - k0) * span
-        lo = k0 * span
+        lo = dm_first + k0 * span
         for kl in range(min(block, chans - k0)):
             for n in range(images):
                 for i in range(rows):
@@ -368,8 +368,9 @@ def output_tiles_adjoint_by_table(dy, first_image, images, tiles, table, dm, blo
 
 
 @jit
-def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, dx, block, clear):
-    """The adjoint of ``input_tiles`` for dv (laid out as v there) into dx (N, C, H, W): each
+def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, dx, block, clear, dv_first):
+    """The adjoint of ``input_tiles`` for dv (laid out as v there, from its column ``dv_first``)
+    into dx (N, C, H, W): each
     tile's B dV B^T added into its 6x6 patch (inside the image). With ``clear``, the images' dx
     is zeroed by the band with first_row 0, so after every band of an image it holds the input
     gradient (without, the caller clears it)."""
@@ -382,7 +383,7 @@ def input_tiles_adjoint(dv, first_image, images, pad, first_row, rows, tiles_w, 
     p = np.empty((36, block * span), dx.dtype)
     for c0 in range(0, chans, block):
         size = min(block, chans - c0) * span
-        lo = c0 * span
+        lo = dv_first + c0 * span
         for b in range(6):
             _b(dv, b, 6, lo, t, b, 6, 0, size)
         for rr in range(6):
@@ -488,7 +489,7 @@ class Winograd4Convolution(winograd.SharedFilters):
         if self._by_table(dy, first, rows):
             output_tiles_adjoint_by_table(dy, images.start, len(images), rows * self.tiles_w, self.tables[1], dm, block)
         else:
-            output_tiles_adjoint(dy, images.start, len(images), first, rows, self.tiles_w, dm, block)
+            output_tiles_adjoint(dy, images.start, len(images), first, rows, self.tiles_w, dm, block, 0)
 
     def _by_positions(self):
         """Whether the forward runs by positions (:meth:`_forward_by_positions`): one image, one
@@ -528,6 +529,48 @@ class Winograd4Convolution(winograd.SharedFilters):
         for step in (transform, products, outputs):
             parallel.run_parts(step, workers, workers)
 
+    def _backward_by_positions(self, x, dy, dx, weight_diff):
+        """The backward of one image as :meth:`_forward_by_positions` cuts the forward: dM by
+        output channels and V by input channels, then by positions xi dU[xi] = dM[xi] V[xi]^T
+        (one dU, each worker its positions: no partials to add up) and dV[xi] = U[xi]^T dM[xi]
+        (over V[xi], read just before), then dx by input channels; weight_diff += G^T dU G.
+        The same bits as one worker's."""
+        workers = parallel.concurrent_workers()
+        rows, tiles_w = self.bands[0][1], self.tiles_w
+        span = rows * tiles_w
+        block = self._block(span)
+        v = self._scratch(0, winograd.TILES, self.channels)
+        dm = self._scratch(0, winograd.PRODUCTS, self.outputs)
+        partial = None if weight_diff is None else self._partial(0, dx is None)
+
+        def transforms(worker, _):
+            k = parallel.share(worker, workers, self.outputs)
+            output_tiles_adjoint(dy[:, k.start : k.stop], 0, 1, 0, rows, tiles_w, dm, block, k.start * span)
+            if weight_diff is not None:
+                c = parallel.share(worker, workers, self.channels)
+                input_tiles(x[:, c.start : c.stop], 0, 1, self.pad, 0, rows, tiles_w, v, block, c.start * span)
+
+        def products(worker, _):
+            xi = parallel.share(worker, workers, 36)
+            part = slice(xi.start, xi.stop)
+            dm_xi = self._matrices(dm, self.outputs, span)[part]
+            v_xi = self._matrices(v, self.channels, span)[part]
+            if weight_diff is not None:
+                np.matmul(dm_xi, v_xi.swapaxes(-1, -2), out=partial[part])
+            if dx is not None:
+                np.matmul(self.u[part].transpose(0, 2, 1), dm_xi, out=v_xi)
+
+        def adjoint(worker, _):
+            c = parallel.share(worker, workers, self.channels)
+            input_tiles_adjoint(
+                v, 0, 1, self.pad, 0, rows, tiles_w, dx[:, c.start : c.stop], block, True, c.start * span
+            )
+
+        for step in (transforms, products) + ((adjoint,) if dx is not None else ()):
+            parallel.run_parts(step, workers, workers)
+        if weight_diff is not None:
+            winograd.add_weight_grad([partial], self.transform, weight_diff)
+
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
         bias = self.zero_bias if bias is None else bias
@@ -553,6 +596,9 @@ class Winograd4Convolution(winograd.SharedFilters):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with U from ``filters``; the work as
         ``winograd.backward_passes`` splits it."""
+        if self._by_positions():
+            self._backward_by_positions(x, dy, dx, weight_diff)
+            return
         if self._split_backward(x, dy, dx, weight_diff):
             return
         passes, adding = winograd.backward_passes(self.batch, self.bands, self._runs, 4, self.pad)
@@ -579,7 +625,7 @@ class Winograd4Convolution(winograd.SharedFilters):
                         self._data_products(dm_matrices, v_matrices)
                         if clear is not None:
                             dx[n0 : n0 + count, :, clear] = 0
-                        input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block, not adding)
+                        input_tiles_adjoint(v, n0, count, pad, first, rows, tiles_w, dx, block, not adding, 0)
 
             return share
 

@@ -58,29 +58,41 @@ def test_f4_matches_the_direct_convolution(shape, outputs, pad, workers, band_by
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_one_image_runs_its_forward_by_positions_with_one_workers_bits(workers, thread_count, monkeypatch):
-    """One image, one band: V by input channels, the 36 products by positions, y by output
-    channels over the workers; every value made as one worker makes it."""
+def test_one_image_runs_by_positions_with_one_workers_bits(workers, thread_count, monkeypatch):
+    """One image, one band: the transforms by channels, the 36 products (and the weight
+    gradient's) by positions over the workers; every value made as one worker makes it, and
+    the direct formulas' outputs and gradients (with and without an input gradient)."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((1, 7, 13, 11)).astype(np.float32)
     weight = rng.standard_normal((5, 7, 3, 3)).astype(np.float32)
     bias = rng.standard_normal(5).astype(np.float32)
     ran = []
-    by_positions = Winograd4Convolution._forward_by_positions
-    monkeypatch.setattr(Winograd4Convolution, "_forward_by_positions", lambda *a: ran.append(1) or by_positions(*a))
-    outputs = []
+    for name in ("_forward_by_positions", "_backward_by_positions"):
+        method = getattr(Winograd4Convolution, name)
+        monkeypatch.setattr(Winograd4Convolution, name, lambda *a, name=name, f=method: ran.append(name) or f(*a))
+    dy, refs = direct_case(*(a.astype(np.float64) for a in (x, weight, bias)), 1, rng)
+    results = []
     for count in (1, workers):
         thread_count(count)
         conv = Winograd4Convolution(x.shape, 5, 1, np.float32)
-        conv.filters(weight)
-        y = np.full((1, 5, 13, 11), np.nan, np.float32)
+        y, dx, dweight = (
+            np.full(dy.shape, np.nan, np.float32),
+            np.full(x.shape, np.nan, np.float32),
+            np.ones_like(weight),
+        )
         with parallel.single_threaded_blas:
+            conv.filters(weight)
             conv.forward(x, bias, y)
-        outputs.append(y)
-    assert ran == [1]
-    np.testing.assert_array_equal(outputs[1], outputs[0])
-    want = direct_case(x.astype(np.float64), weight.astype(np.float64), bias.astype(np.float64), 1, rng)[1][0]
-    assert np.abs(outputs[1] - want).max() <= 2e-5 * np.abs(want).max()
+            conv.backward(x, dy.astype(np.float32), dx, dweight)
+            alone = np.zeros_like(weight)  # the weight gradient without an input gradient
+            conv.filters(weight)
+            conv.backward(x, dy.astype(np.float32), None, alone)
+        results.append((y, dx, dweight - 1, alone))
+    assert ran == ["_forward_by_positions", "_backward_by_positions", "_backward_by_positions"]
+    for got, first in zip(results[1], results[0]):
+        np.testing.assert_array_equal(got, first)
+    for got, want in zip(results[1], refs + (refs[2],)):
+        assert np.abs(got - want).max() <= 2e-5 * np.abs(want).max()
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -250,6 +262,6 @@ def test_the_output_gradients_gather_by_table_gives_the_same_bits(shape, dtype):
         span = images * tiles
         want = np.full((36, chans * span), np.nan, dtype)
         got = np.full((36, chans * span), np.nan, dtype)
-        winograd4.output_tiles_adjoint(dy, first, images, 0, tiles_h, tiles_w, want, 2)
+        winograd4.output_tiles_adjoint(dy, first, images, 0, tiles_h, tiles_w, want, 2, 0)
         winograd4.output_tiles_adjoint_by_table(dy, first, images, tiles, table, got, 2)
         np.testing.assert_array_equal(got, want)
