@@ -497,6 +497,15 @@ class Winograd4Convolution(winograd.SharedFilters):
         workers = parallel.concurrent_workers()
         return self.batch == 1 and len(self.bands) == 1 and self.groups == 1 and workers > 1
 
+    def _one_image(self):
+        """What the passes by positions share: (workers, tile rows, tiles a row, tiles, the
+        transforms' channel block, V and M: worker 0's buffers, which every worker writes)."""
+        rows, tiles_w = self.bands[0][1], self.tiles_w
+        span = rows * tiles_w
+        v = self._scratch(0, winograd.TILES, self.channels)
+        m = self._scratch(0, winograd.PRODUCTS, self.outputs)
+        return parallel.concurrent_workers(), rows, tiles_w, span, self._block(span), v, m
+
     def _forward_by_positions(self, x, bias, y):
         """The forward of one image in three steps over the workers, each cut where its parts
         write apart: V by input channels (each worker the transformed tiles of its channels, in
@@ -505,12 +514,7 @@ class Winograd4Convolution(winograd.SharedFilters):
         each worker's products were a few tiles wide: ResNet-50's 128 -> 128 layer at 28 x 28
         ran them at a quarter of BLAS's rate.) The same bits as one worker's: every value is
         made by one worker, as one worker makes it."""
-        workers = parallel.concurrent_workers()
-        rows, tiles_w = self.bands[0][1], self.tiles_w
-        span = rows * tiles_w
-        block = self._block(span)
-        v = self._scratch(0, winograd.TILES, self.channels)
-        m = self._scratch(0, winograd.PRODUCTS, self.outputs)
+        workers, rows, tiles_w, span, block, v, m = self._one_image()
 
         def transform(worker, _):
             c = parallel.share(worker, workers, self.channels)
@@ -535,12 +539,7 @@ class Winograd4Convolution(winograd.SharedFilters):
         (one dU, each worker its positions: no partials to add up) and dV[xi] = U[xi]^T dM[xi]
         (over V[xi], read just before), then dx by input channels; weight_diff += G^T dU G.
         The same bits as one worker's."""
-        workers = parallel.concurrent_workers()
-        rows, tiles_w = self.bands[0][1], self.tiles_w
-        span = rows * tiles_w
-        block = self._block(span)
-        v = self._scratch(0, winograd.TILES, self.channels)
-        dm = self._scratch(0, winograd.PRODUCTS, self.outputs)
+        workers, rows, tiles_w, span, block, v, dm = self._one_image()
         partial = None if weight_diff is None else self._partial(0, dx is None)
 
         def transforms(worker, _):
