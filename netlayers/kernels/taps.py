@@ -120,16 +120,22 @@ class TapConvolution:
         array = parallel.scratch(0, name, int(np.prod(shape)), self.dtype).reshape(shape)
         return array.reshape(rows, -1), array
 
-    def _columns(self, x, images, tap):
-        """The tap's crop of images ``images`` of x as a (C, images x tap pixels) matrix."""
-        matrix, array = self._buffer(COLUMNS, self.channels, images.stop - images.start, tap)
-        crop = x[images, :, tap[4], tap[5]]
+    def _crop(self, name, source, images, tap, rows, cols):
+        """The crop [rows, cols] of images ``images`` of ``source`` (N, R, H, W) in scratch
+        ``name`` as an (R, images x tap pixels) matrix (and as (R, images, h, w)), copied over
+        the workers by R."""
+        matrix, array = self._buffer(name, source.shape[1], images.stop - images.start, tap)
+        crop = source[images, :, rows, cols]
 
         def copy(lo, hi):
             array[lo:hi] = crop[:, lo:hi].transpose(1, 0, 2, 3)
 
-        parallel.over_slices(copy, self.channels, 2 * array.nbytes)
+        parallel.over_slices(copy, array.shape[0], 2 * array.nbytes)
         return matrix, array
+
+    def _columns(self, x, images, tap):
+        """The tap's crop of images ``images`` of x as a (C, images x tap pixels) matrix."""
+        return self._crop(COLUMNS, x, images, tap, tap[4], tap[5])
 
     @staticmethod
     def _add(target, array):
@@ -164,19 +170,12 @@ class TapConvolution:
                 grads = grads.reshape(self.outputs, self.channels)
                 grads[...] = 0
             for images in self._chunks():
-                n = images.stop - images.start
-                grad, array = self._buffer(PRODUCT, self.outputs, n, tap)
-                source = dy[images, :, tap[2], tap[3]]
-
-                def copy(lo, hi, array=array, source=source):
-                    array[lo:hi] = source[:, lo:hi].transpose(1, 0, 2, 3)
-
-                parallel.over_slices(copy, self.outputs, 2 * array.nbytes)
+                grad, _ = self._crop(PRODUCT, dy, images, tap, tap[2], tap[3])
                 if grads is not None:
                     col, _ = self._columns(x, images, tap)
                     parallel.matmul(grad, col.T, grads, add=True)
                 if dx is not None:
-                    col, columns = self._buffer(COLUMNS, self.channels, n, tap)
+                    col, columns = self._buffer(COLUMNS, self.channels, images.stop - images.start, tap)
                     parallel.matmul(weights[tap[0], tap[1]].T, grad, col)
                     self._add(dx[images, :, tap[4], tap[5]], columns)
             if grads is not None:

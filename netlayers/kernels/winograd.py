@@ -271,7 +271,11 @@ MIN_SMALL_MAP_TILES = 96
 # tiles) 3.80 against 1.99 ms (PyTorch 1.95), 256 -> 256 at 16 13.2 against 6.3, at 20 (25)
 # 4.79 against 3.11, at 24 (36) 7.94 against 5.81; where it still won: at 28 (49) 4.57 against
 # 5.54, 64 -> 64 at 32 (64) 2.05 against 2.62, at 56 3.56 against 5.91. Two images of 16 x 16
-# tied (3.98 against 4.01), three won (4.47 against 7.73).
+# tied (3.98 against 4.01), three won (4.47 against 7.73). Those runs shared one image's tile
+# rows between the workers; since one image runs by positions (``winograd4``'s
+# ``_by_positions``), F(4x4) against im2col, per-round medians of 15: 128 -> 128 at 16 x 16
+# 0.96x, 256 -> 256 at 16 1.03x, 128 at 20 (25 tiles) 0.88x, at 24 (36) 0.75x: the floor is now
+# higher than it need be between 17 and 27 outputs a side (left as measured first).
 MIN_ONE_IMAGE_TILES = 49
 
 # Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:

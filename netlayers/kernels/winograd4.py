@@ -492,8 +492,9 @@ class Winograd4Convolution(winograd.SharedFilters):
             output_tiles_adjoint(dy, images.start, len(images), first, rows, self.tiles_w, dm, block, 0)
 
     def _by_positions(self):
-        """Whether the forward runs by positions (:meth:`_forward_by_positions`): one image, one
-        band of tile rows, one group, and more than one worker running side by side."""
+        """Whether the passes run by positions (:meth:`_forward_by_positions`,
+        :meth:`_backward_by_positions`): one image, one band of tile rows, one group, and more
+        than one worker running side by side."""
         workers = parallel.concurrent_workers()
         return self.batch == 1 and len(self.bands) == 1 and self.groups == 1 and workers > 1
 

@@ -5,7 +5,7 @@ Convolution layer."""
 import numpy as np
 import pytest
 from layer_harness import assert_contract, assert_gradients, make_layer
-from reference import assert_within, convolution, direct_data_grad, direct_weight_grad, im2col, stride_one_case
+from reference import assert_form_matches_direct, convolution, direct_data_grad, direct_weight_grad, im2col
 
 from netlayers import parallel
 from netlayers.blob import Blob
@@ -56,11 +56,7 @@ def test_strips_match_the_direct_convolution(
     thread_count(workers)
     monkeypatch.setattr(strips, "CHUNK_BYTES", chunk_bytes)
     bands_of(band, monkeypatch)
-    (x, weight, bias, dy), expected = stride_one_case(shape, outputs, kernel, pad, dilation)
-    assert_within(run(x, weight, bias, dy, pad, dilation, np.float64), expected, 1e-12)
-    results = run(x, weight, bias, dy, pad, dilation, np.float32)
-    assert all(result.dtype == np.float32 for result in results)
-    assert_within(results, expected, 1e-5)
+    assert_form_matches_direct(run, shape, outputs, kernel, pad, dilation)
 
 
 def test_the_direct_gradient_formulas_are_im2cols():

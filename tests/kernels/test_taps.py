@@ -5,7 +5,7 @@ the Convolution layer."""
 import numpy as np
 import pytest
 from layer_harness import assert_gradients, make_layer
-from reference import assert_within, convolution, direct_data_grad, direct_weight_grad, stride_one_case
+from reference import assert_form_matches_direct, convolution, direct_data_grad, direct_weight_grad
 
 from netlayers.kernels import taps
 from netlayers.kernels.taps import TapConvolution
@@ -84,11 +84,7 @@ def test_taps_match_the_direct_convolution(
     thread_count(workers)
     monkeypatch.setattr(taps, "CHUNK_BYTES", chunk_bytes)
     monkeypatch.setattr(taps.parallel, "SPLIT_MIN_BYTES", 1)
-    (x, weight, bias, dy), expected = stride_one_case(shape, outputs, kernel, pad, dilation)
-    assert_within(run(x, weight, bias, dy, pad, dilation, np.float64), expected, 1e-12)
-    results = run(x, weight, bias, dy, pad, dilation, np.float32)
-    assert all(result.dtype == np.float32 for result in results)
-    assert_within(results, expected, 1e-5)
+    assert_form_matches_direct(run, shape, outputs, kernel, pad, dilation)
 
 
 def test_one_gradient_alone_and_no_bias():
