@@ -274,8 +274,11 @@ MIN_SMALL_MAP_TILES = 96
 # tied (3.98 against 4.01), three won (4.47 against 7.73). Those runs shared one image's tile
 # rows between the workers; since one image runs by positions (``winograd4``'s
 # ``_by_positions``), F(4x4) against im2col, per-round medians of 15: 128 -> 128 at 16 x 16
-# 0.96x, 256 -> 256 at 16 1.03x, 128 at 20 (25 tiles) 0.88x, at 24 (36) 0.75x: the floor is now
-# higher than it need be between 17 and 27 outputs a side (left as measured first).
+# 0.96x, 256 -> 256 at 16 1.03x, 128 at 20 (25 tiles) 0.88x, at 24 (36) 0.75x; again in the
+# thirty-sixth session at 25 tiles: 512 -> 512 at 20 0.82x, 256 0.95x, 128 0.84x, 64 1.11x, and
+# 128 at 17 x 17 (25 tiles, 72 % of their outputs inside the map) 1.15x; at 36 tiles 64 -> 64 at
+# 24 0.90x. A lower floor would pay only with a rule on the channels and the tiles' cover, for
+# maps of 20 to 27 outputs a side at batch 1 (no bench or zoo net has one): left at 49.
 MIN_ONE_IMAGE_TILES = 49
 
 # Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:
