@@ -278,7 +278,7 @@ MIN_SMALL_MAP_TILES = 96
 # thirty-sixth session at 25 tiles: 512 -> 512 at 20 0.82x, 256 0.95x, 128 0.84x, 64 1.11x, and
 # 128 at 17 x 17 (25 tiles, 72 % of their outputs inside the map) 1.15x; at 36 tiles 64 -> 64 at
 # 24 0.90x. A lower floor would pay only with a rule on the channels and the tiles' cover, for
-# maps of 20 to 27 outputs a side at batch 1 (no bench or zoo net has one): left at 49.
+# maps of 17 to 24 outputs a side at batch 1 (no bench or zoo net has one): left at 49.
 MIN_ONE_IMAGE_TILES = 49
 
 # Few channels (16 to 31, or fewer channels times the shorter side under MIN_CHANNELS_BY_SIZE:
