@@ -1,0 +1,96 @@
+"""tools/fuzz_graphs.py: random layer graphs, built with shared memory, without in-place layers and
+forward only, against their plain builds."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+sys.path.insert(0, str(TOOLS))
+
+import fuzz_graphs  # noqa: E402
+
+import netlayers  # noqa: E402
+from netlayers.layers import neuron  # noqa: E402
+
+
+def in_place(layer):
+    return isinstance(layer.get("top"), str) and layer["top"] == layer.get("bottom")
+
+
+def test_the_same_numbers_give_the_same_graph_and_every_graph_builds():
+    assert fuzz_graphs.random_graph(3, 5) == fuzz_graphs.random_graph(3, 5)
+    kinds, with_in_place = set(), 0
+    for index in range(60):
+        spec = fuzz_graphs.random_graph(3, index)
+        net = netlayers.Net(spec, dtype=np.float32)
+        assert net.blobs["loss"].count == 1
+        kinds.update(layer.type for layer in net.layers)
+        with_in_place += any(in_place(layer) for layer in spec["layers"])
+    assert {"BatchNorm", "Scale", "Concat", "Slice", "Eltwise", "Dropout", "Deconvolution", "Split"} <= kinds
+    assert {"Crop", "Reshape", "Tile", "LRN", "MVN", "Softmax", "EuclideanLoss", "PReLU"} <= kinds
+    assert with_in_place >= 30
+
+
+def test_out_of_place_gives_every_in_place_layer_a_top_of_its_own():
+    for index in range(40):
+        spec = fuzz_graphs.random_graph(4, index)
+        apart = fuzz_graphs.out_of_place(spec)
+        assert not any(in_place(layer) for layer in apart["layers"])
+        assert [layer["type"] for layer in apart["layers"]] == [layer["type"] for layer in spec["layers"]]
+        assert netlayers.Net(apart).blobs["loss"].count == 1  # every name made once, every read made before
+
+
+def test_random_graphs_agree_with_their_plain_builds():
+    failed = {index: fuzz_graphs.check(fuzz_graphs.random_graph(5, index)) for index in range(80)}
+    assert not any(failed.values()), {index: checks for index, checks in failed.items() if checks}
+
+
+def graphs_with(seed, count, wanted):
+    return [spec for spec in map(lambda k: fuzz_graphs.random_graph(seed, k), range(count)) if wanted(spec)]
+
+
+def test_a_layer_that_hides_a_read_of_its_top_is_found(monkeypatch):
+    """Sigmoid's backward reads its top's values (y (1 - y)). One that says it does not lets
+    the shared-memory plan give that memory to a later blob: the shared builds then differ."""
+    monkeypatch.setattr(neuron.Sigmoid, "keep_top_data", False)
+    specs = graphs_with(40, 120, lambda spec: any(layer["type"] == "Sigmoid" for layer in spec["layers"]))
+    found = ["float32: shared memory changed the results" in fuzz_graphs.check(spec) for spec in specs]
+    assert len(specs) >= 15 and sum(found) >= len(specs) // 2
+
+
+def test_a_layer_wrongly_in_place_is_found(monkeypatch):
+    """AbsVal's backward needs its bottom's signs, which |x| in place overwrites: an AbsVal that
+    says it may run in place gives gradients the net without in-place layers does not."""
+    monkeypatch.setattr(neuron.AbsVal, "in_place", True)
+    specs = graphs_with(
+        41, 200, lambda spec: any(layer["type"] == "AbsVal" and in_place(layer) for layer in spec["layers"])
+    )
+    found = [
+        "float64: the net without in-place layers gives other results" in fuzz_graphs.check(spec) for spec in specs
+    ]
+    assert len(specs) >= 8 and sum(found) >= 3
+
+
+def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch, capsys):
+    assert fuzz_graphs.main(["--graphs", "4", "--seed", "2"]) == 0
+    assert "4 random graphs" in capsys.readouterr().out
+    monkeypatch.setattr(fuzz_graphs, "check", lambda spec: ["float32: shared memory changed the results"])
+    assert fuzz_graphs.main(["--graphs", "2", "--seed", "2", "--keep", str(tmp_path / "kept")]) == 1
+    out = capsys.readouterr().out
+    assert "graph_2_0" in out and "2 differ" in out
+    kept = yaml.safe_load((tmp_path / "kept" / "graph_2_1.yaml").read_text())
+    assert kept == fuzz_graphs.random_graph(2, 1)
+
+
+@pytest.mark.parametrize("argv", [["--graphs", "0"], ["--keep", "{file}"]])
+def test_bad_arguments_are_refused_in_one_line(argv, tmp_path, capsys):
+    target = tmp_path / "a_file"
+    target.write_text("")
+    with pytest.raises(SystemExit) as stop:
+        fuzz_graphs.main([arg.format(file=target) for arg in argv])
+    assert stop.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()[-1]) > 0

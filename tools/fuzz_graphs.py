@@ -1,0 +1,465 @@
+"""Random layer graphs: the shared-memory plan and in-place layers checked against plain builds.
+
+    python tools/fuzz_graphs.py [--graphs 300] [--seed 0] [--keep DIR]
+
+``tools/fuzz_nets.py`` draws convolution nets and checks their fast paths; this tool draws the
+graph around them. A graph is an Input (batch 1-4, 2-6 channels, 3-9 px) and 3 to 14 random
+steps, each one layer on blobs made before (the newest most often, sometimes an older one: a
+blob read twice fans out and gets a Split): a neuron (ReLU, leaky ReLU, Sigmoid, TanH, ELU,
+AbsVal, BNLL, Swish, Clip, Power, Exp, PReLU, Dropout; half of them in place), Convolution (1x1
+or 3x3, group 1 or 2), Deconvolution 2/2, Pooling, Scale, Bias (in place or not), BatchNorm (in
+place or not, with Scale and ReLU in place after it: the fused chain), LRN, MVN, Softmax, an
+Eltwise SUM, PROD or MAX, Concat along channels or rows, Slice, Crop, Reshape, Tile, Flatten,
+InnerProduct, or an EuclideanLoss of weight 0.3 between two blobs of one shape. Every blob no
+layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The Input's
+gradient is computed too (``force_backward``).
+
+Each graph runs two steps (forward, backward) in float32 and in float64, built three ways:
+
+- as a solver builds a TRAIN net (``share_memory=True``: blobs share one arena by when they
+  are alive, ``Net._share_memory``), against the same net without sharing: the losses, every
+  param gradient and the input's gradient the same bits;
+- with every in-place layer given a top of its own (no in-place kernels, no fused chains),
+  against the net as drawn, in float64: within ``FLOAT64_TOLERANCE`` (the fused chains and the
+  in-place kernels add in another order);
+- its TEST net forward only with shared memory (``forward_only=True, share_memory=True``: every
+  inner blob may share, as ``netlayers test`` and ``Predictor`` build it), against the plain
+  TEST net: the same outputs, the loss among them, bit for bit (Dropout passes its bottom on;
+  BatchNorm uses stored statistics, set to mean 0 and variance 1).
+
+Dropout draws the same masks in every build (one seed, drawn in layer order). A graph that
+differs is printed and written (``--keep``) as a YAML net that ``netlayers.Net`` loads; the
+exit status is then 1.
+"""
+
+import argparse
+import copy
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import netlayers  # noqa: E402
+
+FLOAT64_TOLERANCE = 1e-7  # of a gradient's norm (plus NOISE_FLOOR of the largest gradient's)
+NOISE_FLOOR = 1e-10  # gradients that are 0 in exact arithmetic (a bias before a BatchNorm)
+CLASSES = 5
+
+NEURONS = [
+    ("ReLU", {}),
+    ("ReLU", {"relu_param": {"negative_slope": 0.1}}),
+    ("Sigmoid", {}),
+    ("TanH", {}),
+    ("ELU", {}),
+    ("AbsVal", {}),
+    ("BNLL", {}),
+    ("Swish", {}),
+    ("Clip", {"clip_param": {"min": -0.5, "max": 0.7}}),
+    ("Power", {"power_param": {"power": 2, "scale": 0.5, "shift": 0.1}}),
+    ("Dropout", {"dropout_param": {"dropout_ratio": 0.3}}),
+    ("PReLU", {}),
+    ("Exp", {"exp_param": {"scale": 0.1}}),
+]
+STEPS = ["neuron"] * 5 + [
+    "convolution",
+    "deconvolution",
+    "pooling",
+    "scale",
+    "bias",
+    "batch_norm",
+    "lrn",
+    "mvn",
+    "softmax",
+    "eltwise",
+    "concat",
+    "concat_rows",
+    "slice",
+    "crop",
+    "reshape",
+    "tile",
+    "flatten",
+    "inner_product",
+    "fan_out",
+    "euclidean_loss",
+]
+
+
+# -- random graphs ---------------------------------------------------------------------------
+class Graph:
+    """The layers drawn so far, the shape of every blob made, and which blobs a layer reads."""
+
+    def __init__(self, rng):
+        self.rng = rng
+        self.layers = []
+        self.shapes = {}
+        self.read = set()
+        self.count = 0
+
+    def name(self, kind):
+        self.count += 1
+        return f"{kind}{self.count}"
+
+    def add(self, layer, tops):
+        """Append ``layer``; ``tops``: (blob, shape) of each top. A blob written in place lives on."""
+        self.layers.append(layer)
+        bottoms = layer.get("bottom", [])
+        bottoms = [bottoms] if isinstance(bottoms, str) else bottoms
+        self.read.update(bottoms)
+        for top, shape in tops:
+            self.shapes[top] = shape
+            if top in bottoms:
+                self.read.discard(top)
+
+    def pick(self, axes=None, newest=True):
+        """A blob (of ``axes`` axes): the newest 60 % of the time with ``newest``, else any."""
+        blobs = [b for b, shape in self.shapes.items() if axes is None or len(shape) == axes]
+        if not blobs:
+            return None
+        return blobs[-1] if newest and self.rng.random() < 0.6 else self.rng.choice(blobs)
+
+    def alike(self, blob, same):
+        """Blobs whose shapes ``same(theirs, blob's)`` accepts (``blob`` among them when it does)."""
+        return [b for b, shape in self.shapes.items() if same(shape, self.shapes[blob])]
+
+    def step(self):
+        """One random layer (or none, when the drawn kind does not fit the blobs there are)."""
+        kind = self.rng.choice(STEPS)
+        image = self.pick(4)
+        if image is None and kind not in ("neuron", "inner_product", "scale", "bias", "eltwise", "fan_out"):
+            kind = "inner_product"
+        getattr(self, kind)(self.name(kind), image)
+
+    def neuron(self, name, _, newest=True, in_place=None):
+        bottom = self.pick(newest=newest)
+        kind, param = self.rng.choice(NEURONS if in_place is None else NEURONS[:5])
+        if in_place is None:
+            in_place = self.rng.random() < 0.5
+        top = bottom if in_place else name
+        self.add(
+            {"name": name, "type": kind, "bottom": bottom, "top": top, **copy.deepcopy(param)},
+            [(top, self.shapes[bottom])],
+        )
+
+    def fan_out(self, name, _):
+        """An older blob read again, out of place."""
+        self.neuron(name, _, newest=False, in_place=False)
+
+    def convolution(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        kernel, outputs = self.rng.choice([1, 3]), self.rng.randint(2, 6)
+        param = {"num_output": outputs, "kernel_size": kernel, "pad": kernel // 2}
+        param |= {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.1}}
+        if c % 2 == 0 and outputs % 2 == 0 and self.rng.random() < 0.3:
+            param["group"] = 2
+        self.add(
+            {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "convolution_param": param},
+            [(name, (n, outputs, h, w))],
+        )
+
+    def deconvolution(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        outputs = self.rng.randint(2, 5)
+        param = {"num_output": outputs, "kernel_size": 2, "stride": 2, "weight_filler": {"type": "xavier"}}
+        layer = {"name": name, "type": "Deconvolution", "bottom": bottom, "top": name, "convolution_param": param}
+        self.add(layer, [(name, (n, outputs, 2 * h, 2 * w))])
+
+    def pooling(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        method = self.rng.choice(["MAX", "AVE"])
+        if self.rng.random() < 0.5 and min(h, w) >= 2:
+            param, size = {"pool": method, "kernel_size": 2, "stride": 2}, (-(-(h - 2) // 2) + 1, -(-(w - 2) // 2) + 1)
+        else:
+            param, size = {"pool": method, "kernel_size": 3, "stride": 1, "pad": 1}, (h, w)
+        self.add(
+            {"name": name, "type": "Pooling", "bottom": bottom, "top": name, "pooling_param": param},
+            [(name, (n, c, *size))],
+        )
+
+    def scale(self, name, _):
+        bottom = self.pick()
+        top = bottom if self.rng.random() < 0.5 else name
+        param = {"bias_term": self.rng.random() < 0.5, "filler": {"type": "uniform", "min": 0.5, "max": 1.5}}
+        self.add(
+            {"name": name, "type": "Scale", "bottom": bottom, "top": top, "scale_param": param},
+            [(top, self.shapes[bottom])],
+        )
+
+    def bias(self, name, _):
+        bottom = self.pick()
+        top = bottom if self.rng.random() < 0.5 else name
+        param = {"filler": {"type": "uniform", "min": -0.2, "max": 0.2}}
+        self.add(
+            {"name": name, "type": "Bias", "bottom": bottom, "top": top, "bias_param": param},
+            [(top, self.shapes[bottom])],
+        )
+
+    def batch_norm(self, name, bottom):
+        """BatchNorm (in place or not), then often Scale and ReLU in place: the fused chain."""
+        shape = self.shapes[bottom]
+        if shape[0] * shape[2] * shape[3] < 2:
+            return
+        top = bottom if self.rng.random() < 0.5 else name
+        self.add({"name": name, "type": "BatchNorm", "bottom": bottom, "top": top}, [(top, shape)])
+        if self.rng.random() < 0.6:
+            scale = {"name": self.name("scale"), "type": "Scale", "bottom": top, "top": top}
+            self.add({**scale, "scale_param": {"bias_term": True}}, [(top, shape)])
+        if self.rng.random() < 0.5:
+            self.add({"name": self.name("relu"), "type": "ReLU", "bottom": top, "top": top}, [(top, shape)])
+
+    def lrn(self, name, bottom):
+        param = {"local_size": 3, "norm_region": self.rng.choice(["ACROSS_CHANNELS", "WITHIN_CHANNEL"])}
+        self.add(
+            {"name": name, "type": "LRN", "bottom": bottom, "top": name, "lrn_param": param},
+            [(name, self.shapes[bottom])],
+        )
+
+    def mvn(self, name, bottom):
+        shape = self.shapes[bottom]
+        if shape[2] * shape[3] < 2:
+            return
+        param = {"across_channels": self.rng.random() < 0.5}
+        self.add({"name": name, "type": "MVN", "bottom": bottom, "top": name, "mvn_param": param}, [(name, shape)])
+
+    def softmax(self, name, bottom):
+        self.add({"name": name, "type": "Softmax", "bottom": bottom, "top": name}, [(name, self.shapes[bottom])])
+
+    def eltwise(self, name, _):
+        first = self.pick()
+        second = self.rng.choice(self.alike(first, lambda theirs, mine: theirs == mine))
+        param = {"operation": self.rng.choice(["SUM", "PROD", "MAX"])}
+        if param["operation"] == "SUM" and self.rng.random() < 0.4:
+            param["coeff"] = [1.0, -0.5]
+        layer = {"name": name, "type": "Eltwise", "bottom": [first, second], "top": name, "eltwise_param": param}
+        self.add(layer, [(name, self.shapes[first])])
+
+    def concat(self, name, bottom, axis=1):
+        """Along channels (``axis`` 1) or rows (2), with a blob whose other axes match."""
+        shape = self.shapes[bottom]
+
+        def fits(theirs, mine):
+            return len(theirs) == 4 and all(theirs[a] == mine[a] for a in range(4) if a != axis)
+
+        other = self.rng.choice(self.alike(bottom, fits))
+        top = list(shape)
+        top[axis] += self.shapes[other][axis]
+        layer = {"name": name, "type": "Concat", "bottom": [bottom, other], "top": name, "concat_param": {"axis": axis}}
+        self.add(layer, [(name, tuple(top))])
+
+    def concat_rows(self, name, bottom):
+        self.concat(name, bottom, axis=2)
+
+    def slice(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        if c < 2:
+            return
+        cut = self.rng.randint(1, c - 1)
+        tops = [f"{name}a", f"{name}b"]
+        layer = {"name": name, "type": "Slice", "bottom": bottom, "top": tops, "slice_param": {"slice_point": [cut]}}
+        self.add(layer, [(tops[0], (n, cut, h, w)), (tops[1], (n, c - cut, h, w))])
+
+    def crop(self, name, bottom):
+        shape = self.shapes[bottom]
+
+        def smaller(theirs, mine):
+            return len(theirs) == 4 and theirs[0] == mine[0] and theirs[2] < mine[2] and theirs[3] <= mine[3]
+
+        references = self.alike(bottom, smaller)
+        if not references:
+            return
+        reference = self.rng.choice(references)
+        rows, columns = self.shapes[reference][2:]
+        layer = {"name": name, "type": "Crop", "bottom": [bottom, reference], "top": name}
+        self.add({**layer, "crop_param": {"axis": 2, "offset": [0]}}, [(name, (*shape[:2], rows, columns))])
+
+    def reshape(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        if c % 2:
+            return
+        param = {"shape": {"dim": [0, c // 2, -1, w]}}
+        self.add(
+            {"name": name, "type": "Reshape", "bottom": bottom, "top": name, "reshape_param": param},
+            [(name, (n, c // 2, 2 * h, w))],
+        )
+
+    def tile(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        param = {"axis": 1, "tiles": 2}
+        self.add(
+            {"name": name, "type": "Tile", "bottom": bottom, "top": name, "tile_param": param},
+            [(name, (n, 2 * c, h, w))],
+        )
+
+    def flatten(self, name, bottom):
+        shape = self.shapes[bottom]
+        self.add(
+            {"name": name, "type": "Flatten", "bottom": bottom, "top": name},
+            [(name, (shape[0], int(np.prod(shape[1:]))))],
+        )
+
+    def inner_product(self, name, _, bottom=None, outputs=None):
+        bottom = bottom or self.pick()
+        outputs = outputs or self.rng.randint(3, 12)
+        param = {"num_output": outputs, "weight_filler": {"type": "xavier"}}
+        param["bias_filler"] = {"type": "constant", "value": 0.05}
+        layer = {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": param}
+        self.add(layer, [(name, (self.shapes[bottom][0], outputs))])
+
+    def euclidean_loss(self, name, _):
+        first = self.pick()
+        others = [b for b in self.alike(first, lambda theirs, mine: theirs == mine) if b != first]
+        if others:
+            layer = {"name": name, "type": "EuclideanLoss", "bottom": [first, self.rng.choice(others)], "top": name}
+            self.add({**layer, "loss_weight": 0.3}, [])
+
+    def finish(self):
+        """An InnerProduct of CLASSES outputs on every blob no layer reads, summed, into the loss."""
+        leaves = [blob for blob in self.shapes if blob not in self.read] or [self.pick()]  # (a loss read them all)
+        heads = []
+        for leaf in leaves:
+            heads.append(self.name("head"))
+            self.inner_product(heads[-1], None, leaf, CLASSES)
+        top = heads[0]
+        if len(heads) > 1:
+            top = "heads"
+            self.add({"name": top, "type": "Eltwise", "bottom": heads, "top": top}, [])
+        self.layers.append({"name": "loss", "type": "SoftmaxWithLoss", "bottom": [top, "label"], "top": "loss"})
+
+
+def random_graph(seed, index):
+    """Graph ``index`` of ``seed`` as a net spec (the same numbers give the same graph)."""
+    rng = random.Random(seed * 100_003 + index)
+    graph = Graph(rng)
+    batch, channels, side = rng.randint(1, 4), rng.randint(2, 6), rng.randint(3, 9)
+    shapes = [{"dim": [batch, channels, side, side]}, {"dim": [batch]}]
+    graph.layers.append({"name": "data", "type": "Input", "top": ["data", "label"], "input_param": {"shape": shapes}})
+    graph.shapes["data"] = (batch, channels, side, side)
+    for _ in range(rng.randint(3, 14)):
+        graph.step()
+    graph.finish()
+    return {"name": f"graph_{seed}_{index}", "force_backward": True, "layers": graph.layers}
+
+
+def out_of_place(spec):
+    """``spec`` with every in-place layer given a top of its own (the layers after it read that)."""
+    spec = copy.deepcopy(spec)
+    renamed = {}
+    for layer in spec["layers"]:
+        drawn = layer.get("bottom", [])
+        drawn = [drawn] if isinstance(drawn, str) else drawn
+        if drawn:
+            bottoms = [renamed.get(b, b) for b in drawn]
+            layer["bottom"] = bottoms[0] if isinstance(layer["bottom"], str) else bottoms
+        if isinstance(layer.get("top"), str) and layer["top"] in drawn:
+            renamed[layer["top"]] = f"{layer['top']}_{layer['name']}"
+            layer["top"] = renamed[layer["top"]]
+    return spec
+
+
+# -- checks ----------------------------------------------------------------------------------
+def inputs(spec, dtype, seed):
+    """Two batches for the graph's Input: normal values and labels below CLASSES."""
+    rng = np.random.default_rng(seed)
+    shape = spec["layers"][0]["input_param"]["shape"][0]["dim"]
+    return [
+        {"data": rng.standard_normal(shape).astype(dtype), "label": rng.integers(0, CLASSES, shape[0]).astype(dtype)}
+        for _ in range(2)
+    ]
+
+
+def steps(spec, dtype, batches, share_memory):
+    """(loss, gradients: every param's and the input's) of each batch, one step each."""
+    net = netlayers.Net(spec, seed=3, dtype=dtype, share_memory=share_memory)
+    results = []
+    for batch in batches:
+        net.clear_param_diffs()
+        net.forward(**batch)
+        loss = net.loss
+        net.backward()
+        gradients = [blob.diff.copy() for blobs in net.params.values() for blob in blobs]
+        results.append((loss, [*gradients, net.source_blobs["data"].diff.copy()]))
+    return results
+
+
+def same_bits(ours, theirs):
+    return all(a == b and all(np.array_equal(x, y) for x, y in zip(ga, gb)) for (a, ga), (b, gb) in zip(ours, theirs))
+
+
+def close(ours, theirs, tolerance=FLOAT64_TOLERANCE):
+    """Losses and gradients within ``tolerance`` of the norm (NOISE_FLOOR of the largest one)."""
+    for (a, gradients), (b, others) in zip(ours, theirs):
+        if abs(a - b) > tolerance * max(1.0, abs(a)):
+            return False
+        largest = max(np.linalg.norm(g) for g in gradients)
+        for g, h in zip(gradients, others):
+            if np.linalg.norm(g - h) > tolerance * np.linalg.norm(g) + NOISE_FLOOR * largest:
+                return False
+    return True
+
+
+@np.errstate(over="ignore", invalid="ignore", divide="ignore")  # an Exp or a Power of large values
+def check(spec):
+    """The failed checks of one graph (none: an empty list)."""
+    failed = []
+    for dtype in (np.float32, np.float64):
+        batches = inputs(spec, dtype, 0)
+        plain = steps(spec, dtype, batches, False)
+        if not same_bits(plain, steps(spec, dtype, batches, True)):
+            failed.append(f"{np.dtype(dtype).name}: shared memory changed the results")
+        if dtype == np.float64 and not close(plain, steps(out_of_place(spec), dtype, batches, False)):
+            failed.append("float64: the net without in-place layers gives other results")
+        if not same_outputs(*(forwards(spec, dtype, batches, shared) for shared in (False, True))):
+            failed.append(f"{np.dtype(dtype).name}: the forward-only TEST net's outputs changed with shared memory")
+    return failed
+
+
+def forwards(spec, dtype, batches, shared):
+    """The TEST net's outputs (its loss among them) for each batch: built plain, or with
+    ``shared`` forward only with shared memory (as ``netlayers test`` and ``Predictor`` build it)."""
+    net = netlayers.Net(spec, "TEST", seed=3, dtype=dtype, forward_only=shared, share_memory=shared)
+    for layer in net.layers:
+        if layer.type == "BatchNorm":  # stored statistics: mean 0, variance 1 (none would scale by 1 / sqrt(eps))
+            mean, variance, count = layer.blobs
+            mean.data[...], variance.data[...], count.data[...] = 0, 1, 1
+    return [{name: value.copy() for name, value in net.forward(**batch).items()} for batch in batches]
+
+
+def same_outputs(ours, theirs):
+    """The same blobs and bits (NaN where NaN: an Exp or a Power of large values overflows)."""
+    return all(
+        a.keys() == b.keys() and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
+        for a, b in zip(ours, theirs)
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--graphs", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", type=Path, default=None, help="write each failing graph here as YAML")
+    args = parser.parse_args(argv)
+    if args.graphs < 1:
+        parser.error(f"--graphs takes 1 or more, got {args.graphs}")
+    if args.keep is not None and args.keep.exists() and not args.keep.is_dir():
+        parser.error(f"--keep {args.keep}: a file is there; give a folder (made if missing)")
+    differ = 0
+    kinds = set()
+    for index in range(args.graphs):
+        spec = random_graph(args.seed, index)
+        kinds.update(layer["type"] for layer in spec["layers"])
+        failed = check(spec)
+        if failed:
+            differ += 1
+            print(f"fuzz_graphs: {spec['name']} ({len(spec['layers'])} layers): {'; '.join(failed)}", flush=True)
+            if args.keep is not None:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                (args.keep / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    print(f"{args.graphs} random graphs of {len(kinds)} layer kinds, seed {args.seed}: {differ} differ")
+    return 1 if differ else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
