@@ -10,9 +10,9 @@ AbsVal, BNLL, Swish, Clip, Power, Exp, PReLU, Dropout; half of them in place), C
 or 3x3, group 1 or 2), Deconvolution 2/2, Pooling, Scale, Bias (in place or not), BatchNorm (in
 place or not, with Scale and ReLU in place after it: the fused chain), LRN, MVN, Softmax, an
 Eltwise SUM, PROD or MAX, Concat along channels or rows, Slice, Crop, Reshape, Tile, Flatten,
-InnerProduct, or an EuclideanLoss of weight 0.3 between two blobs of one shape. Every blob no
-layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The Input's
-gradient is computed too (``force_backward``).
+InnerProduct, SPP, Im2col, Reduction, or an EuclideanLoss of weight 0.3 between two blobs of
+one shape. Every blob no layer reads gets an InnerProduct 5; their sum goes into a
+SoftmaxWithLoss. The Input's gradient is computed too (``force_backward``).
 
 Each graph runs two steps (forward, backward) in float32 and in float64, built three ways:
 
@@ -85,6 +85,9 @@ STEPS = ["neuron"] * 5 + [
     "inner_product",
     "fan_out",
     "euclidean_loss",
+    "spp",
+    "im2col",
+    "reduction",
 ]
 
 
@@ -308,6 +311,30 @@ class Graph:
         layer = {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": param}
         self.add(layer, [(name, (self.shapes[bottom][0], outputs))])
 
+    def spp(self, name, bottom):
+        """Spatial pyramid pooling of 2 levels: (N, C 5)."""
+        n, c, h, w = self.shapes[bottom]
+        if min(h, w) < 2:  # a 2 x 2 level of one pixel: refused, as Caffe refuses it
+            return
+        param = {"pyramid_height": 2, "pool": self.rng.choice(["MAX", "AVE"])}
+        self.add({"name": name, "type": "SPP", "bottom": bottom, "top": name, "spp_param": param}, [(name, (n, 5 * c))])
+
+    def im2col(self, name, bottom):
+        n, c, h, w = self.shapes[bottom]
+        if min(h, w) < 2:
+            return
+        layer = {"name": name, "type": "Im2col", "bottom": bottom, "top": name}
+        self.add({**layer, "convolution_param": {"kernel_size": 2}}, [(name, (n, 4 * c, h - 1, w - 1))])
+
+    def reduction(self, name, bottom):
+        """Each image's rows reduced: (N, C, H, W) -> (N, C)."""
+        n, c = self.shapes[bottom][:2]
+        param = {"operation": self.rng.choice(["SUM", "ASUM", "SUMSQ", "MEAN"]), "axis": 2, "coeff": 0.5}
+        self.add(
+            {"name": name, "type": "Reduction", "bottom": bottom, "top": name, "reduction_param": param},
+            [(name, (n, c))],
+        )
+
     def euclidean_loss(self, name, _):
         first = self.pick()
         others = [b for b in self.alike(first, lambda theirs, mine: theirs == mine) if b != first]
@@ -385,16 +412,26 @@ def steps(spec, dtype, batches, share_memory):
 
 
 def same_bits(ours, theirs):
-    return all(a == b and all(np.array_equal(x, y) for x, y in zip(ga, gb)) for (a, ga), (b, gb) in zip(ours, theirs))
+    """The same losses and gradients, bit for bit (NaN where NaN: an Exp of large values overflows)."""
+    return all(
+        np.array_equal(a, b, equal_nan=True) and all(np.array_equal(x, y, equal_nan=True) for x, y in zip(ga, gb))
+        for (a, ga), (b, gb) in zip(ours, theirs)
+    )
 
 
 def close(ours, theirs, tolerance=FLOAT64_TOLERANCE):
-    """Losses and gradients within ``tolerance`` of the norm (NOISE_FLOOR of the largest one)."""
-    for (a, gradients), (b, others) in zip(ours, theirs):
+    """Losses and gradients within ``tolerance`` of the norm (NOISE_FLOOR of the largest one);
+    their non-finite values at the same places and equal."""
+    for (loss, gradients), (other_loss, others) in zip(ours, theirs):
+        pairs = [(np.asarray(loss), np.asarray(other_loss)), *zip(gradients, others)]
+        finite = [np.isfinite(g) for g, _ in pairs]
+        if not all(np.array_equal(g[~f], h[~f], equal_nan=True) for (g, h), f in zip(pairs, finite)):
+            return False
+        (a, b), *grads = [(np.where(f, g, 0), np.where(f, h, 0)) for (g, h), f in zip(pairs, finite)]
         if abs(a - b) > tolerance * max(1.0, abs(a)):
             return False
-        largest = max(np.linalg.norm(g) for g in gradients)
-        for g, h in zip(gradients, others):
+        largest = max(np.linalg.norm(g) for g, _ in grads)
+        for g, h in grads:
             if np.linalg.norm(g - h) > tolerance * np.linalg.norm(g) + NOISE_FLOOR * largest:
                 return False
     return True
