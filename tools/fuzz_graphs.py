@@ -11,7 +11,8 @@ or 3x3, group 1 or 2), Deconvolution 2/2, Pooling, Scale, Bias (in place or not)
 place or not, with Scale and ReLU in place after it: the fused chain), LRN, MVN, Softmax, an
 Eltwise SUM, PROD or MAX, Concat along channels or rows, Slice, Crop, Reshape, Tile, Flatten,
 InnerProduct, SPP, Im2col, Reduction, or an EuclideanLoss of weight 0.3 between two blobs of
-one shape. Every blob no layer reads gets an InnerProduct 5; their sum goes into a
+one shape. A Convolution or InnerProduct of the same param shapes as an earlier one shares its
+params by name half the time. Every blob no layer reads gets an InnerProduct 5; their sum goes into a
 SoftmaxWithLoss. The Input's gradient is computed too (``force_backward``).
 
 Each graph runs two steps (forward, backward) in float32 and in float64, built three ways:
@@ -101,6 +102,7 @@ class Graph:
         self.shapes = {}
         self.read = set()
         self.count = 0
+        self.by_shapes = {}  # the last Convolution or InnerProduct of each param shape
 
     def name(self, kind):
         self.count += 1
@@ -158,10 +160,19 @@ class Graph:
         param |= {"weight_filler": {"type": "xavier"}, "bias_filler": {"type": "constant", "value": 0.1}}
         if c % 2 == 0 and outputs % 2 == 0 and self.rng.random() < 0.3:
             param["group"] = 2
-        self.add(
-            {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "convolution_param": param},
-            [(name, (n, outputs, h, w))],
-        )
+        layer = {"name": name, "type": "Convolution", "bottom": bottom, "top": name, "convolution_param": param}
+        self.share_params(layer, ("Convolution", c, outputs, kernel, param.get("group", 1)))
+        self.add(layer, [(name, (n, outputs, h, w))])
+
+    def share_params(self, layer, key):
+        """Half the time, ``layer`` shares its weights and bias with the last layer of the same
+        ``key`` (kind and param shapes), by param names (Caffe's ``param { name }``): their
+        gradients add up in one blob."""
+        earlier = self.by_shapes.get(key)
+        self.by_shapes[key] = layer
+        if earlier is not None and self.rng.random() < 0.5:
+            names = [{"name": f"{earlier['name']}_w"}, {"name": f"{earlier['name']}_b"}]
+            earlier["param"] = layer["param"] = names
 
     def deconvolution(self, name, bottom):
         n, c, h, w = self.shapes[bottom]
@@ -309,6 +320,7 @@ class Graph:
         param = {"num_output": outputs, "weight_filler": {"type": "xavier"}}
         param["bias_filler"] = {"type": "constant", "value": 0.05}
         layer = {"name": name, "type": "InnerProduct", "bottom": bottom, "top": name, "inner_product_param": param}
+        self.share_params(layer, ("InnerProduct", int(np.prod(self.shapes[bottom][1:])), outputs))
         self.add(layer, [(name, (self.shapes[bottom][0], outputs))])
 
     def spp(self, name, bottom):
