@@ -15,7 +15,8 @@ one shape. A Convolution or InnerProduct of the same param shapes as an earlier 
 params by name half the time. Every blob no layer reads gets an InnerProduct 5; their sum goes into a
 SoftmaxWithLoss. The Input's gradient is computed too (``force_backward``).
 
-Each graph runs two steps (forward, backward) in float32 and in float64, built three ways:
+Each graph runs three steps (forward, backward) in float32 and in float64, the second on a
+batch of two more images (the net reshapes between them), built three ways:
 
 - as a solver builds a TRAIN net (``share_memory=True``: blobs share one arena by when they
   are alive, ``Net._share_memory``), against the same net without sharing: the losses, every
@@ -400,12 +401,14 @@ def out_of_place(spec):
 
 # -- checks ----------------------------------------------------------------------------------
 def inputs(spec, dtype, seed):
-    """Two batches for the graph's Input: normal values and labels below CLASSES."""
+    """Three batches for the graph's Input, of its batch size, two images more, and its size
+    again (the net reshapes, and plans its shared memory again, between them): normal values
+    and labels below CLASSES."""
     rng = np.random.default_rng(seed)
-    shape = spec["layers"][0]["input_param"]["shape"][0]["dim"]
+    batch, *image = spec["layers"][0]["input_param"]["shape"][0]["dim"]
     return [
-        {"data": rng.standard_normal(shape).astype(dtype), "label": rng.integers(0, CLASSES, shape[0]).astype(dtype)}
-        for _ in range(2)
+        {"data": rng.standard_normal((n, *image)).astype(dtype), "label": rng.integers(0, CLASSES, n).astype(dtype)}
+        for n in (batch, batch + 2, batch)
     ]
 
 
