@@ -31,7 +31,7 @@ def test_the_same_numbers_give_the_same_graph_and_every_graph_builds():
         kinds.update(layer.type for layer in net.layers)
         with_in_place += any(in_place(layer) for layer in spec["layers"])
     assert {"BatchNorm", "Scale", "Concat", "Slice", "Eltwise", "Dropout", "Deconvolution", "Split"} <= kinds
-    assert {"Crop", "Reshape", "Tile", "LRN", "MVN", "Softmax", "EuclideanLoss", "PReLU"} <= kinds
+    assert {"Crop", "Reshape", "Tile", "LRN", "MVN", "Softmax", "EuclideanLoss", "PReLU", "Python"} <= kinds
     assert with_in_place >= 30
 
 
@@ -73,6 +73,25 @@ def test_a_layer_wrongly_in_place_is_found(monkeypatch):
         "float64: the net without in-place layers gives other results" in fuzz_graphs.check(spec) for spec in specs
     ]
     assert len(specs) >= 10 and sum(found) >= 3
+
+
+def test_a_python_layer_that_claims_in_place_wrongly_is_found(monkeypatch):
+    """The tool's Cube reads its bottom in its backward; claiming ``in_place`` makes the net run
+    it in place where drawn so, and its gradients then differ from the net without in-place
+    layers."""
+    monkeypatch.setattr(fuzz_graphs.Cube, "in_place", True)
+
+    def cube_in_place(spec):
+        return any(
+            layer["type"] == "Python" and layer["python_param"]["layer"] == "Cube" and in_place(layer)
+            for layer in spec["layers"]
+        )
+
+    specs = graphs_with(42, 300, cube_in_place)
+    found = [
+        "float64: the net without in-place layers gives other results" in fuzz_graphs.check(spec) for spec in specs
+    ]
+    assert len(specs) >= 15 and sum(found) >= 5
 
 
 def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch, capsys):

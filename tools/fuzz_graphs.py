@@ -10,10 +10,11 @@ AbsVal, BNLL, Swish, Clip, Power, Exp, PReLU, Dropout; half of them in place), C
 or 3x3, group 1 or 2), Deconvolution 2/2, Pooling, Scale, Bias (in place or not), BatchNorm (in
 place or not, with Scale and ReLU in place after it: the fused chain), LRN, MVN, Softmax, an
 Eltwise SUM, PROD or MAX, Concat along channels or rows, Slice, Crop, Reshape, Tile, Flatten,
-InnerProduct, SPP, Im2col, Reduction, or an EuclideanLoss of weight 0.3 between two blobs of
-one shape. A Convolution or InnerProduct of the same param shapes as an earlier one shares its
-params by name half the time. Every blob no layer reads gets an InnerProduct 5; their sum goes into a
-SoftmaxWithLoss. The Input's gradient is computed too (``force_backward``).
+InnerProduct, SPP, Im2col, Reduction, a Python layer (``Cube``, ``Halve`` below), or an
+EuclideanLoss of weight 0.3 between two blobs of one shape. A Convolution or InnerProduct of
+the same param shapes as an earlier one shares its params by name half the time. Every blob no
+layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The Input's
+gradient is computed too (``force_backward``).
 
 Each graph runs three steps (forward, backward) in float32 and in float64, the second on a
 batch of two more images (the net reshapes between them), built three ways:
@@ -90,7 +91,43 @@ STEPS = ["neuron"] * 5 + [
     "spp",
     "im2col",
     "reduction",
+    "python",
 ]
+
+
+class Cube(netlayers.Layer):
+    """A Python layer (``type: Python``, module ``fuzz_graphs``): y = x^3 / 4, whose backward
+    reads its bottom (dx = 3 x^2 dy / 4). It keeps the base class's safe answers (never in
+    place): drawn in place, the net gives it a blob of its own."""
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+    def Forward_cpu(self, bottom, top):
+        np.multiply(bottom[0].data ** 3, 0.25, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, 0.75 * bottom[0].data ** 2, out=bottom[0].diff)
+
+
+class Halve(netlayers.Layer):
+    """A Python layer that says what it may do: y = x / 2, in place, reading neither its top's
+    nor its bottom's values in its backward (dx = dy / 2)."""
+
+    in_place = True
+    keep_top_data = False
+    keep_bottom_data = False
+
+    def Reshape(self, bottom, top):
+        top[0].reshape_like(bottom[0])
+
+    def Forward_cpu(self, bottom, top):
+        np.multiply(bottom[0].data, 0.5, out=top[0].data)
+
+    def Backward_cpu(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            np.multiply(top[0].diff, 0.5, out=bottom[0].diff)
 
 
 # -- random graphs ---------------------------------------------------------------------------
@@ -135,7 +172,7 @@ class Graph:
         """One random layer (or none, when the drawn kind does not fit the blobs there are)."""
         kind = self.rng.choice(STEPS)
         image = self.pick(4)
-        if image is None and kind not in ("neuron", "inner_product", "scale", "bias", "eltwise", "fan_out"):
+        if image is None and kind not in ("neuron", "inner_product", "scale", "bias", "eltwise", "fan_out", "python"):
             kind = "inner_product"
         getattr(self, kind)(self.name(kind), image)
 
@@ -346,6 +383,16 @@ class Graph:
         self.add(
             {"name": name, "type": "Reduction", "bottom": bottom, "top": name, "reduction_param": param},
             [(name, (n, c))],
+        )
+
+    def python(self, name, _):
+        """``Cube`` or ``Halve`` (above), in place half the time."""
+        bottom = self.pick()
+        top = bottom if self.rng.random() < 0.5 else name
+        param = {"module": "fuzz_graphs", "layer": self.rng.choice(["Cube", "Halve"])}
+        self.add(
+            {"name": name, "type": "Python", "bottom": bottom, "top": top, "python_param": param},
+            [(top, self.shapes[bottom])],
         )
 
     def euclidean_loss(self, name, _):
