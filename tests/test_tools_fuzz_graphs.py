@@ -94,6 +94,27 @@ def test_a_python_layer_that_claims_in_place_wrongly_is_found(monkeypatch):
     assert len(specs) >= 15 and sum(found) >= 5
 
 
+def test_a_field_lost_on_the_way_through_prototxt_is_found(monkeypatch):
+    """An Eltwise SUM's ``coeff`` left out of the prototxt text: the net read back sums with
+    coefficients 1, and its results differ."""
+    writes = fuzz_graphs.text_format.net_to_text
+
+    def losing_coeff(spec):
+        return "\n".join(line for line in writes(spec).splitlines() if "coeff:" not in line)
+
+    monkeypatch.setattr(fuzz_graphs.text_format, "net_to_text", losing_coeff)
+
+    def with_coeff(spec):
+        return any("coeff" in layer.get("eltwise_param", {}) for layer in spec["layers"])
+
+    specs = graphs_with(43, 400, with_coeff)
+    found = [
+        "float32: the net written as Caffe prototxt and read back gives other results" in fuzz_graphs.check(spec)
+        for spec in specs
+    ]
+    assert len(specs) >= 5 and sum(found) >= len(specs) // 2
+
+
 def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch, capsys):
     assert fuzz_graphs.main(["--graphs", "4", "--seed", "2"]) == 0
     assert "4 random graphs" in capsys.readouterr().out

@@ -17,7 +17,7 @@ layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The I
 gradient is computed too (``force_backward``).
 
 Each graph runs three steps (forward, backward) in float32 and in float64, the second on a
-batch of two more images (the net reshapes between them), built three ways:
+batch of two more images (the net reshapes between them), built four ways:
 
 - as a solver builds a TRAIN net (``share_memory=True``: blobs share one arena by when they
   are alive, ``Net._share_memory``), against the same net without sharing: the losses, every
@@ -25,6 +25,8 @@ batch of two more images (the net reshapes between them), built three ways:
 - with every in-place layer given a top of its own (no in-place kernels, no fused chains),
   against the net as drawn, in float64: within ``FLOAT64_TOLERANCE`` (the fused chains and the
   in-place kernels add in another order);
+- written as Caffe's prototxt (``netlayers.caffe.text_format``) and read back
+  (``netlayers.caffe.prototxt``), in float32: the same bits;
 - its TEST net forward only with shared memory (``forward_only=True, share_memory=True``: every
   inner blob may share, as ``netlayers test`` and ``Predictor`` build it), against the plain
   TEST net: the same outputs, the loss among them, bit for bit (Dropout passes its bottom on;
@@ -47,6 +49,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import netlayers  # noqa: E402
+from netlayers.caffe import prototxt, text_format  # noqa: E402
 
 FLOAT64_TOLERANCE = 1e-7  # of a gradient's norm (plus NOISE_FLOOR of the largest gradient's)
 NOISE_FLOOR = 1e-10  # gradients that are 0 in exact arithmetic (a bias before a BatchNorm)
@@ -446,6 +449,11 @@ def out_of_place(spec):
     return spec
 
 
+def through_prototxt(spec):
+    """``spec`` written as Caffe's prototxt text and read back (``netlayers.caffe``)."""
+    return prototxt.to_netlayers(prototxt.parse_prototxt(text_format.net_to_text(spec)))
+
+
 # -- checks ----------------------------------------------------------------------------------
 def inputs(spec, dtype, seed):
     """Three batches for the graph's Input, of its batch size, two images more, and its size
@@ -510,6 +518,8 @@ def check(spec):
             failed.append(f"{np.dtype(dtype).name}: shared memory changed the results")
         if dtype == np.float64 and not close(plain, steps(out_of_place(spec), dtype, batches, False)):
             failed.append("float64: the net without in-place layers gives other results")
+        if dtype == np.float32 and not same_bits(plain, steps(through_prototxt(spec), dtype, batches, False)):
+            failed.append("float32: the net written as Caffe prototxt and read back gives other results")
         if not same_outputs(*(forwards(spec, dtype, batches, shared) for shared in (False, True))):
             failed.append(f"{np.dtype(dtype).name}: the forward-only TEST net's outputs changed with shared memory")
     return failed
