@@ -10,8 +10,9 @@ AbsVal, BNLL, Swish, Clip, Power, Exp, PReLU, Dropout; half of them in place), C
 or 3x3, group 1 or 2), Deconvolution 2/2, Pooling, Scale, Bias (in place or not), BatchNorm (in
 place or not, with Scale and ReLU in place after it: the fused chain), LRN, MVN, Softmax, an
 Eltwise SUM, PROD or MAX, Concat along channels or rows, Slice, Crop, Reshape, Tile, Flatten,
-InnerProduct, SPP, Im2col, Reduction, a Python layer (``Cube``, ``Halve`` below), or an
-EuclideanLoss of weight 0.3 between two blobs of one shape. A Convolution or InnerProduct of
+InnerProduct, SPP, Im2col, Reduction, an LSTM or RNN (the batch as the time steps of one
+stream), a Python layer (``Cube``, ``Halve`` below), or an EuclideanLoss of weight 0.3 between
+two blobs of one shape. A Convolution or InnerProduct of
 the same param shapes as an earlier one shares its params by name half the time. Every blob no
 layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The Input's
 gradient is computed too (``force_backward``).
@@ -95,6 +96,7 @@ STEPS = ["neuron"] * 5 + [
     "im2col",
     "reduction",
     "python",
+    "recurrent",
 ]
 
 
@@ -175,7 +177,16 @@ class Graph:
         """One random layer (or none, when the drawn kind does not fit the blobs there are)."""
         kind = self.rng.choice(STEPS)
         image = self.pick(4)
-        if image is None and kind not in ("neuron", "inner_product", "scale", "bias", "eltwise", "fan_out", "python"):
+        if image is None and kind not in (
+            "neuron",
+            "inner_product",
+            "scale",
+            "bias",
+            "eltwise",
+            "fan_out",
+            "python",
+            "recurrent",
+        ):
             kind = "inner_product"
         getattr(self, kind)(self.name(kind), image)
 
@@ -398,6 +409,36 @@ class Graph:
             [(top, self.shapes[bottom])],
         )
 
+    def recurrent(self, name, _):
+        """An LSTM or RNN over the batch as time steps of one stream (``cont``, an Input top: 0
+        at the first step, then 1): a blob (N, ...) seen as (N, 1, F), the output (N, 1, H)
+        seen as (N, H)."""
+        bottom = self.pick()
+        steps = self.shapes[bottom][0]
+        outputs = self.rng.randint(2, 6)
+        sequence, top = f"{name}_in", f"{name}_out"
+        self.add(
+            {
+                "name": sequence,
+                "type": "Reshape",
+                "bottom": bottom,
+                "top": sequence,
+                "reshape_param": {"shape": {"dim": [0, 1, -1]}},
+            },
+            [],
+        )
+        param = {
+            "num_output": outputs,
+            "weight_filler": {"type": "xavier"},
+            "bias_filler": {"type": "constant", "value": 0.1},
+        }
+        kind = self.rng.choice(["LSTM", "RNN"])
+        self.add({"name": name, "type": kind, "bottom": [sequence, "cont"], "top": name, "recurrent_param": param}, [])
+        self.add(
+            {"name": top, "type": "Reshape", "bottom": name, "top": top, "reshape_param": {"shape": {"dim": [0, -1]}}},
+            [(top, (steps, outputs))],
+        )
+
     def euclidean_loss(self, name, _):
         first = self.pick()
         others = [b for b in self.alike(first, lambda theirs, mine: theirs == mine) if b != first]
@@ -424,8 +465,9 @@ def random_graph(seed, index):
     rng = random.Random(seed * 100_003 + index)
     graph = Graph(rng)
     batch, channels, side = rng.randint(1, 4), rng.randint(2, 6), rng.randint(3, 9)
-    shapes = [{"dim": [batch, channels, side, side]}, {"dim": [batch]}]
-    graph.layers.append({"name": "data", "type": "Input", "top": ["data", "label"], "input_param": {"shape": shapes}})
+    shapes = [{"dim": [batch, channels, side, side]}, {"dim": [batch]}, {"dim": [batch, 1]}]
+    tops = ["data", "label", "cont"]  # cont: the recurrent layers' sequence marks
+    graph.layers.append({"name": "data", "type": "Input", "top": tops, "input_param": {"shape": shapes}})
     graph.shapes["data"] = (batch, channels, side, side)
     for _ in range(rng.randint(3, 14)):
         graph.step()
@@ -461,10 +503,12 @@ def inputs(spec, dtype, seed):
     and labels below CLASSES."""
     rng = np.random.default_rng(seed)
     batch, *image = spec["layers"][0]["input_param"]["shape"][0]["dim"]
-    return [
-        {"data": rng.standard_normal((n, *image)).astype(dtype), "label": rng.integers(0, CLASSES, n).astype(dtype)}
-        for n in (batch, batch + 2, batch)
-    ]
+    batches = []
+    for n in (batch, batch + 2, batch):
+        data, label = rng.standard_normal((n, *image)), rng.integers(0, CLASSES, n)
+        cont = np.ones((n, 1)) * (np.arange(n) > 0)[:, None]
+        batches.append({"data": data.astype(dtype), "label": label.astype(dtype), "cont": cont.astype(dtype)})
+    return batches
 
 
 def steps(spec, dtype, batches, share_memory):
