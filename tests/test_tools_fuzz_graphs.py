@@ -127,6 +127,25 @@ def test_a_field_lost_on_the_way_through_prototxt_is_found(monkeypatch):
     assert len(specs) >= 5 and sum(found) >= len(specs) // 2
 
 
+def test_weights_a_load_leaves_out_are_found(monkeypatch):
+    """A load that skips the Scale layers' params (read from the file, then dropped): the
+    loaded net's step differs, from either file format."""
+    import netlayers.io
+
+    reads = netlayers.io.load_weights
+    monkeypatch.setattr(
+        netlayers.io, "load_weights", lambda path: {k: v for k, v in reads(path).items() if not k.startswith("scale")}
+    )
+    specs = graphs_with(44, 60, lambda spec: any(layer["type"] == "Scale" for layer in spec["layers"]))
+    for spec in specs:
+        failed = fuzz_graphs.check(spec)
+        assert {
+            "float32: weights saved as .npz and loaded give another step",
+            "float32: weights saved as .caffemodel and loaded give another step",
+        } <= set(failed)
+    assert len(specs) >= 10
+
+
 def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch, capsys):
     assert fuzz_graphs.main(["--graphs", "4", "--seed", "2"]) == 0
     assert "4 random graphs" in capsys.readouterr().out

@@ -18,7 +18,7 @@ layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The I
 gradient is computed too (``force_backward``).
 
 Each graph runs three steps (forward, backward) in float32 and in float64, the second on a
-batch of two more images (the net reshapes between them), built four ways:
+batch of two more images (the net reshapes between them), built five ways:
 
 - as a solver builds a TRAIN net (``share_memory=True``: blobs share one arena by when they
   are alive, ``Net._share_memory``), against the same net without sharing: the losses, every
@@ -28,6 +28,8 @@ batch of two more images (the net reshapes between them), built four ways:
   in-place kernels add in another order);
 - written as Caffe's prototxt (``netlayers.caffe.text_format``) and read back
   (``netlayers.caffe.prototxt``), in float32: the same bits;
+- its params moved off their fillers' values, saved (``Net.save``'s ``.npz``, Caffe's
+  ``.caffemodel``) and loaded into a new net, in float32: the next step the same bits;
 - its TEST net forward only with shared memory (``forward_only=True, share_memory=True``: every
   inner blob may share, as ``netlayers test`` and ``Predictor`` build it), against the plain
   TEST net: the same outputs, the loss among them, bit for bit (Dropout passes its bottom on;
@@ -42,6 +44,7 @@ import argparse
 import copy
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +53,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import netlayers  # noqa: E402
-from netlayers.caffe import prototxt, text_format  # noqa: E402
+from netlayers.caffe import prototxt, text_format, wire  # noqa: E402
 
 FLOAT64_TOLERANCE = 1e-7  # of a gradient's norm (plus NOISE_FLOOR of the largest gradient's)
 NOISE_FLOOR = 1e-10  # gradients that are 0 in exact arithmetic (a bias before a BatchNorm)
@@ -564,9 +567,35 @@ def check(spec):
             failed.append("float64: the net without in-place layers gives other results")
         if dtype == np.float32 and not same_bits(plain, steps(through_prototxt(spec), dtype, batches, False)):
             failed.append("float32: the net written as Caffe prototxt and read back gives other results")
+        if dtype == np.float32:
+            for suffix in (".npz", ".caffemodel"):
+                if not same_bits(*reloaded(spec, dtype, batches[0], suffix)):
+                    failed.append(f"float32: weights saved as {suffix} and loaded give another step")
         if not same_outputs(*(forwards(spec, dtype, batches, shared) for shared in (False, True))):
             failed.append(f"{np.dtype(dtype).name}: the forward-only TEST net's outputs changed with shared memory")
     return failed
+
+
+def reloaded(spec, dtype, batch, suffix):
+    """One step of the net with its params moved off their fillers' values, and one of a new
+    net that loaded them from a file (``Net.save``'s ``.npz``, or Caffe's ``.caffemodel`` by
+    ``netlayers.caffe.wire``; ``Net.load`` reads either): a param not saved or not loaded keeps
+    its filler's values there. (The same seed: Dropout draws the same masks.)"""
+    source, target = (netlayers.Net(spec, seed=3, dtype=dtype) for _ in range(2))
+    for k, blob in enumerate(blob for blobs in source.params.values() for blob in blobs):
+        blob.data[...] += dtype(0.01) * np.sin(np.arange(blob.count) + k).reshape(blob.shape).astype(dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"weights{suffix}"
+        source.save(path) if suffix == ".npz" else wire.write_caffemodel(source, path)
+        target.load(path)
+    results = []
+    for net in (source, target):
+        net.clear_param_diffs()
+        net.forward(**batch)
+        loss = net.loss
+        net.backward()
+        results.append([(loss, [blob.diff.copy() for blobs in net.params.values() for blob in blobs])])
+    return results
 
 
 def forwards(spec, dtype, batches, shared):
