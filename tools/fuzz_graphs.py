@@ -18,7 +18,8 @@ layer reads gets an InnerProduct 5; their sum goes into a SoftmaxWithLoss. The I
 gradient is computed too (``force_backward``).
 
 Each graph runs three steps (forward, backward) in float32 and in float64, the second on a
-batch of two more images (the net reshapes between them), built five ways:
+batch of two more images (the net reshapes between them), and is checked six ways against
+the plain net:
 
 - as a solver builds a TRAIN net (``share_memory=True``: blobs share one arena by when they
   are alive, ``Net._share_memory``), against the same net without sharing: the losses, every
@@ -30,6 +31,9 @@ batch of two more images (the net reshapes between them), built five ways:
   (``netlayers.caffe.prototxt``), in float32: the same bits;
 - its params moved off their fillers' values, saved (``Net.save``'s ``.npz``, Caffe's
   ``.caffemodel``) and loaded into a new net, in float32: the next step the same bits;
+- trained by a solver (one of six types, a learning-rate policy, weight decay, clipping and
+  ``iter_size`` drawn from the graph's name), float32: 4 iterations straight, and 2, a
+  snapshot, a new solver restoring it and 2 more, end with the same weights bit for bit;
 - its TEST net forward only with shared memory (``forward_only=True, share_memory=True``: every
   inner blob may share, as ``netlayers test`` and ``Predictor`` build it), against the plain
   TEST net: the same outputs, the loss among them, bit for bit (Dropout passes its bottom on;
@@ -45,6 +49,7 @@ import copy
 import random
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +59,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import netlayers  # noqa: E402
 from netlayers.caffe import prototxt, text_format, wire  # noqa: E402
+from netlayers.solvers import Solver  # noqa: E402
+from netlayers.solvers.reporting import Reporter  # noqa: E402
 
 FLOAT64_TOLERANCE = 1e-7  # of a gradient's norm (plus NOISE_FLOOR of the largest gradient's)
 NOISE_FLOOR = 1e-10  # gradients that are 0 in exact arithmetic (a bias before a BatchNorm)
@@ -571,6 +578,8 @@ def check(spec):
             for suffix in (".npz", ".caffemodel"):
                 if not same_bits(*reloaded(spec, dtype, batches[0], suffix)):
                     failed.append(f"float32: weights saved as {suffix} and loaded give another step")
+        if dtype == np.float32 and not same_ends(*trained(spec, batches[0])):
+            failed.append("float32: training resumed from a snapshot ends with other weights")
         if not same_outputs(*(forwards(spec, dtype, batches, shared) for shared in (False, True))):
             failed.append(f"{np.dtype(dtype).name}: the forward-only TEST net's outputs changed with shared memory")
     return failed
@@ -596,6 +605,65 @@ def reloaded(spec, dtype, batch, suffix):
         net.backward()
         results.append([(loss, [blob.diff.copy() for blobs in net.params.values() for blob in blobs])])
     return results
+
+
+SOLVERS = ["SGD", "Nesterov", "AdaGrad", "RMSProp", "AdaDelta", "Adam"]
+
+
+def solver_section(name):
+    """Solver settings drawn from the graph's ``name``: a type, a learning-rate policy, L1 or
+    L2 weight decay or none, sometimes gradient clipping or two batches an iteration."""
+    rng = random.Random(name)
+    kind = rng.choice(SOLVERS)
+    solver = {"type": kind, "base_lr": 1.0 if kind == "AdaDelta" else 0.01, "max_iter": 4, "display": 0}
+    solver |= {"lr_policy": rng.choice(["fixed", "step", "inv", "poly", "exp"]), "gamma": 0.9, "power": 0.75}
+    solver |= {"stepsize": 2, "weight_decay": rng.choice([0, 1e-3]), "regularization_type": rng.choice(["L2", "L1"])}
+    solver |= {"iter_size": rng.choice([1, 1, 2]), "random_seed": 5, "snapshot": 0, "snapshot_prefix": "graph"}
+    solver |= (
+        {"momentum": 0.95 if kind == "AdaDelta" else 0.9} if kind in ("SGD", "Nesterov", "Adam", "AdaDelta") else {}
+    )
+    if rng.random() < 0.3:
+        solver["clip_gradients"] = 0.5
+    return solver
+
+
+def trained(spec, batch):
+    """A solver's weights after 4 iterations on ``batch``: straight, and 2 iterations, a
+    snapshot, and a new solver that restored it for 2 more (its history, iteration and
+    generator too: Dropout's masks go on as they would have)."""
+    config = {**spec, "solver": solver_section(spec["name"])}
+    ends = []
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # overflow where a worker thread runs (errstate is per thread)
+        for cut in (None, 2):
+            try:
+                solver = new_solver(config, folder, batch)
+                if cut is not None:
+                    solver.step(cut)
+                    state = solver.snapshot()
+                    solver = new_solver(config, folder, batch)
+                    solver.restore(state)
+                solver.step(4 - solver.iter)
+            except netlayers.TrainingError as error:  # a loss gone non-finite: both runs must say so alike
+                ends.append(str(error).split(";")[0])
+                continue
+            ends.append([blob.data.copy() for blobs in solver.net.params.values() for blob in blobs])
+    return ends
+
+
+def same_ends(straight, resumed):
+    """The same weights bit for bit, or the same training error (at the same iteration)."""
+    if isinstance(straight, str) or isinstance(resumed, str):
+        return straight == resumed
+    return all(np.array_equal(a, b, equal_nan=True) for a, b in zip(straight, resumed))
+
+
+def new_solver(config, folder, batch):
+    """A quiet solver of ``config`` writing in ``folder``, its Input set to ``batch``."""
+    solver = Solver(config, output_dir=folder, reporter=Reporter(quiet=True, metrics=False), overwrite=True)
+    for name, value in batch.items():
+        solver.net.source_blobs[name].data[...] = value
+    return solver
 
 
 def forwards(spec, dtype, batches, shared):
