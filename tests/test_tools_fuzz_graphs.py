@@ -1,5 +1,6 @@
-"""tools/fuzz_graphs.py: random layer graphs, built with shared memory, without in-place layers and
-forward only, against their plain builds."""
+"""tools/fuzz_graphs.py: random layer graphs checked against their plain builds (shared memory,
+no in-place layers, a prototxt round trip, weight files, a resumed training, forward-only TEST
+nets), and the faults it must find."""
 
 import sys
 from pathlib import Path
