@@ -7,8 +7,6 @@ JSON objects of the right shape), or the error names the file and the field, in 
 
 import json
 
-import numpy as np
-
 from ..errors import ConfigError, NetlayersError
 
 #: what a layer's ``set_state`` may raise on a state it cannot take (the state came from a file)
@@ -51,13 +49,13 @@ class StateFields:
             raise self.error(key, f"must be text, got {described(value)}")
         return str(value)
 
-    def finite_floats(self, key):
-        """A float array whose every value is finite."""
+    def floats(self, key):
+        """A float array, taken back as the update rule left it: an accumulator that overflowed
+        to inf (Adam's or AdaGrad's squared gradients) is a state training goes on from (those
+        weights stop moving), so a resumed run must go on from it too."""
         value = self.arrays[key]
         if value.dtype.kind != "f":
             raise self.error(key, f"must hold floats, got {described(value)}")
-        if not np.isfinite(value).all():
-            raise self.error(key, "holds values that are not finite (nan or inf)")
         return value
 
     def net_state(self, key, net):
