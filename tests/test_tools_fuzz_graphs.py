@@ -178,6 +178,20 @@ def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch
     assert kept == fuzz_graphs.random_graph(2, 1)
 
 
+def test_a_graph_whose_check_raises_is_reported_and_kept(tmp_path, monkeypatch, capsys):
+    """An error while checking (netlayers refusing a state it wrote, say) counts as a graph that
+    differs, reported by its first line, and the graph is kept; the run goes on."""
+
+    def refusing(spec):
+        raise RuntimeError("field 'history/2': refused\nmore")
+
+    monkeypatch.setattr(fuzz_graphs, "check", refusing)
+    assert fuzz_graphs.main(["--graphs", "2", "--seed", "3", "--keep", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "graph_3_1 (" in out and "RuntimeError: field 'history/2': refused" in out and "more" not in out
+    assert "2 differ" in out and (tmp_path / "graph_3_0.yaml").exists()
+
+
 @pytest.mark.parametrize("argv", [["--graphs", "0"], ["--keep", "{file}"]])
 def test_bad_arguments_are_refused_in_one_line(argv, tmp_path, capsys):
     target = tmp_path / "a_file"

@@ -1,8 +1,8 @@
 """Reading a solver state file back: every field checked before anything is restored.
 
 A state file is an ``.npz`` anyone can edit or damage, so nothing read from it is trusted: each
-field must have the kind and shape the solver wrote (one integer, one text, finite float arrays,
-JSON objects of the right shape), or the error names the file and the field, in one line.
+field must have the kind and shape the solver wrote (one integer, one text, float arrays, JSON
+objects of the right shape), or the error names the file and the field, in one line.
 """
 
 import json
