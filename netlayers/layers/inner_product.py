@@ -8,6 +8,7 @@ from ..netspec import FILLER, Field
 from ..registry import register_layer
 
 DIRECT_MAX_OUTPUTS = 16  # layers of at most this many outputs compute y = x W^T directly (Reshape)
+DIRECT_MIN_BATCH = 64  # and so do batches of at least this many items
 
 
 @register_layer("InnerProduct")
@@ -34,7 +35,7 @@ class InnerProduct(Layer):
             "bottoms": [(7, 3, 2)],
             "params": {"inner_product_param": {"num_output": 3, "weight_filler": {"type": "gaussian"}}},
         },
-        {  # more than DIRECT_MAX_OUTPUTS outputs and a small batch: y^T = W x^T, then transposed
+        {  # more than DIRECT_MAX_OUTPUTS outputs and a batch below DIRECT_MIN_BATCH: y^T = W x^T, then transposed
             "bottoms": [(2, 5)],
             "params": {"inner_product_param": {"num_output": 18, "weight_filler": {"type": "gaussian"}}},
         },
@@ -92,8 +93,17 @@ class InnerProduct(Layer):
         # except for a batch of at least twice the outputs (10 outputs, batch 64-256: x W^T took
         # 0.53-0.80 of the time) and for up to DIRECT_MAX_OUTPUTS outputs (10 outputs, batch
         # 1-32, 512 to 32768 inputs: 0.70-1.07, e.g. batch 16 x 32768 inputs 0.79; 32 outputs
-        # 0.83-1.75), where y = x W^T is direct.
-        self.direct = self.batch >= 2 * self.p.num_output or self.p.num_output <= DIRECT_MAX_OUTPUTS
+        # 0.83-1.75), where y = x W^T is direct. So is a batch of DIRECT_MIN_BATCH items or more:
+        # there the two products take the same time and the transposing copy is all that differs
+        # (2026-12-07, inside a pass, direct / transposed: 48 to 96 items 0.96-1.02 of the time
+        # over 512-4096 inputs and 100-2048 outputs, 96 x 256 -> 64 0.70, 256 x 784 -> 2048 0.79,
+        # 1000 x 512 -> 1000 0.81, a language model's 700 x 200 -> 10000 0.46; 2 to 32 items
+        # 1.01-1.54: the transposed form stays below 64).
+        self.direct = (
+            self.batch >= DIRECT_MIN_BATCH
+            or self.batch >= 2 * self.p.num_output
+            or self.p.num_output <= DIRECT_MAX_OUTPUTS
+        )
         self.buffer("_output_t", (0, 0) if self.direct else (self.p.num_output, self.batch))
         self._bottom_shape = bottom[0].shape  # only once all went well: a failed shape is checked again
 
