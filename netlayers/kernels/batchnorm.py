@@ -15,6 +15,11 @@ Each kernel takes the channels [lo, hi) of whole C-contiguous arrays (the worker
 ``netlayers.parallel`` take a range each; a strided view of the channels instead would keep
 LLVM from vectorizing the inner loops, measured slower than the whole array).
 
+Below ``ROWS_BELOW`` positions a plane (BatchNorm after an InnerProduct: P = 1) each kernel reads
+an image's channels [lo, hi) as one row instead (``_rows`` kernels: the sums run in a float64
+lane per value of the row, added up per channel at the end; the values per channel are spread
+along the row first), so that its loops run over many values rather than P.
+
 Sums run element-wise over a block of ``LANES`` positions first (a row of float64 "lanes": value
 p of each image adds into lane p mod LANES, which vectorizes, where a plain running sum does not
 without reassociation), then the lanes are added up, in float64 throughout.
@@ -35,6 +40,12 @@ BLOCK = 512
 # thread, BatchNorm's statistics 1646 -> 188 us; at batch 8 (56 x 56) 755 -> 353 us, batch 32
 # of 32 x 32 132 -> 112 us, batch 100 of 16 x 16 181 -> 192 us (the same means and variances).
 LANES = 256
+# Planes of fewer positions take the ``_rows`` kernels: each loop of the others runs over one
+# plane, P values. One thread, float32, statistics + chain forward + chain backward, planes
+# against rows (2026-12-07): 256 x 1024 x 1 14.6 against 1.3 ms; 32 x 512 x 4 0.86 against
+# 0.35; 8 x 2048 x 9 1.09 against 0.88; 32 x 512 x 12 1.14 against 1.02; 32 x 512 x 16 1.03
+# against 1.34 (the rows' per-position arrays leave L1); 32 x 512 x 49 1.97 against 4.63.
+ROWS_BELOW = 16
 
 
 @jit
@@ -50,6 +61,8 @@ def batch_moments(x, mean, var, std, eps, lo, hi):
     """mean[c] and var[c] as the module text says, then std[c] = sqrt(var[c] + eps) (``eps`` of
     the arrays' dtype: the arithmetic numpy's np.sqrt(var + eps) does)."""
     batch, channels, size = x.shape
+    if size < ROWS_BELOW:
+        return _moments_rows(x, mean, var, std, eps, lo, hi)
     lanes = new_lanes(size)
     width = lanes.size
     count = batch * size
@@ -93,6 +106,8 @@ def moving_averages(mean_sum, var_sum, count, mean, var, fraction, correction):
 def normalize(x, mean, std, normalized, y, both, lo, hi):
     """normalized = (x - mean[c]) / std[c], and y likewise when ``both`` (then y may be x)."""
     batch, channels, size = x.shape
+    if size < ROWS_BELOW:
+        return _chain_forward_rows(x, mean, std, normalized, True, mean, std, x.dtype.type(1), y, both, True, lo, hi)
     a = np.empty(BLOCK, x.dtype)
     for n in range(batch):
         for c in range(lo, hi):
@@ -114,6 +129,8 @@ def normalize(x, mean, std, normalized, y, both, lo, hi):
 @jit
 def normalize_backward(dy, normalized, std, dx, lo, hi):
     batch, channels, size = dy.shape
+    if size < ROWS_BELOW:
+        return _normalize_backward_rows(dy, normalized, std, dx, lo, hi)
     lanes = new_lanes(size)
     lanes_y = new_lanes(size)
     width = lanes_y.size
@@ -150,6 +167,8 @@ def chain_forward(x, mean, std, normalized, keep, scale, bias, slope, y, lo, hi)
     v = (x - mean[c]) / std[c] (written to ``normalized`` too when ``keep``) and
     u = v * scale[c] + bias[c], y = u if u > 0 else slope * u. ``y`` may be ``x``."""
     batch, channels, size = x.shape
+    if size < ROWS_BELOW:
+        return _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, True, False, lo, hi)
     a = np.empty(BLOCK, x.dtype)
     zero = y.dtype.type(0)
     for n in range(batch):
@@ -186,6 +205,10 @@ def chain_backward(dy, y, normalized, mean, remake, scale, std, slope, mode, sum
     ``normalized`` is BatchNorm's input x and each normalized value is made again as its
     forward made it, (x - mean[c]) / std[c] (BatchNorm kept none)."""
     batch, channels, size = dy.shape
+    if size < ROWS_BELOW:
+        return _chain_backward_rows(
+            dy, y, normalized, mean, remake, scale, std, slope, mode, sum_gx, sum_g, dx, scale_grad, lo, hi
+        )
     lanes_gx = new_lanes(size)
     lanes_g = new_lanes(size)
     width = lanes_g.size
@@ -240,3 +263,183 @@ def chain_backward(dy, y, normalized, mean, remake, scale, std, slope, mode, sum
                 if scale_grad:
                     for j in range(m):
                         d[j] = a[j] * s
+
+
+# -- the same over rows: an image's channels [lo, hi) as one row, for planes of few positions ----
+@jit
+def _spread(values, lo, hi, size, out):
+    """out[(c - lo) * size + p] = values[c] for the channels [lo, hi) and every position p."""
+    for c in range(lo, hi):
+        v = values[c]
+        for p in range((c - lo) * size, (c - lo + 1) * size):
+            out[p] = v
+    return out
+
+
+@jit
+def _per_channel(sums, lo, hi, size, out):
+    """out[c] = the sum of sums[(c - lo) * size : (c - lo + 1) * size], for c in [lo, hi)."""
+    for c in range(lo, hi):
+        total = 0.0
+        for p in range((c - lo) * size, (c - lo + 1) * size):
+            total += sums[p]
+        out[c] = total
+    return out
+
+
+@jit
+def _rows(array, lo, hi):
+    """``array`` (N, C, P) as its N rows of the channels [lo, hi): (N, (hi - lo) P)."""
+    batch, channels, size = array.shape
+    return array.reshape(batch, channels * size)[:, lo * size : hi * size]
+
+
+@jit
+def _moments_rows(x, mean, var, std, eps, lo, hi):
+    batch, channels, size = x.shape
+    rows = _rows(x, lo, hi)
+    width = rows.shape[1]
+    count = batch * size
+    sums = np.zeros(width, np.float64)
+    for n in range(batch):
+        row = rows[n]
+        for k in range(width):
+            sums[k] += row[k]
+    means = _per_channel(sums, lo, hi, size, np.empty(channels, np.float64))
+    for c in range(lo, hi):
+        means[c] /= count
+    spread = _spread(means, lo, hi, size, np.empty(width, np.float64))
+    sums[:] = 0.0
+    for n in range(batch):
+        row = rows[n]
+        for k in range(width):
+            d = row[k] - spread[k]
+            sums[k] += d * d
+    squares = _per_channel(sums, lo, hi, size, np.empty(channels, np.float64))
+    for c in range(lo, hi):
+        mean[c] = means[c]
+        var[c] = squares[c] / count
+        std[c] = np.sqrt(var[c] + eps)
+
+
+@jit
+def _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, write, normalizing, lo, hi):
+    """chain_forward over rows (y written when ``write``); with ``normalizing``, ``normalize``'s
+    pass: y = v (``scale``, ``bias`` and ``slope`` unread)."""
+    rows = _rows(x, lo, hi)
+    batch, width = rows.shape
+    size = x.shape[2]
+    mu = _spread(mean, lo, hi, size, np.empty(width, x.dtype))
+    sd = _spread(std, lo, hi, size, np.empty(width, x.dtype))
+    s = _spread(scale, lo, hi, size, np.empty(width, x.dtype))
+    b = _spread(bias, lo, hi, size, np.empty(width, x.dtype))
+    kept_rows, out_rows = _rows(normalized, lo, hi), _rows(y, lo, hi)
+    a = np.empty(width, x.dtype)
+    zero = y.dtype.type(0)
+    for n in range(batch):
+        xb = rows[n]
+        for k in range(width):
+            a[k] = (xb[k] - mu[k]) / sd[k]
+        if keep:
+            kept = kept_rows[n]
+            for k in range(width):
+                kept[k] = a[k]
+        if write:
+            yb = out_rows[n]
+            if normalizing:
+                for k in range(width):
+                    yb[k] = a[k]
+            else:
+                for k in range(width):
+                    u = a[k] * s[k] + b[k]
+                    yb[k] = u if u > zero else u * slope
+
+
+@jit
+def _normalize_backward_rows(dy, normalized, std, dx, lo, hi):
+    batch, channels, size = dy.shape
+    d_rows, v_rows, out_rows = _rows(dy, lo, hi), _rows(normalized, lo, hi), _rows(dx, lo, hi)
+    width = d_rows.shape[1]
+    count = batch * size
+    sums, sums_y = np.zeros(width, np.float64), np.zeros(width, np.float64)
+    for n in range(batch):
+        d, v = d_rows[n], v_rows[n]
+        for k in range(width):
+            sums[k] += d[k]
+            sums_y[k] += d[k] * v[k]
+    mean_dy = _per_channel(sums, lo, hi, size, np.empty(channels, np.float64))
+    mean_dyy = _per_channel(sums_y, lo, hi, size, np.empty(channels, np.float64))
+    m1, m2 = np.empty(channels, dy.dtype), np.empty(channels, dy.dtype)
+    for c in range(lo, hi):
+        m1[c] = mean_dy[c] / count
+        m2[c] = mean_dyy[c] / count
+    m1, m2 = _spread(m1, lo, hi, size, np.empty(width, dy.dtype)), _spread(m2, lo, hi, size, np.empty(width, dy.dtype))
+    sd = _spread(std, lo, hi, size, np.empty(width, dy.dtype))
+    a = np.empty(width, dy.dtype)
+    for n in range(batch):
+        d, v, out = d_rows[n], v_rows[n], out_rows[n]
+        for k in range(width):
+            a[k] = d[k]
+        for k in range(width):
+            out[k] = (a[k] - m1[k] - v[k] * m2[k]) / sd[k]
+
+
+@jit
+def _chain_backward_rows(
+    dy, y, normalized, mean, remake, scale, std, slope, mode, sum_gx, sum_g, dx, scale_grad, lo, hi
+):
+    batch, channels, size = dy.shape
+    d_rows, y_rows, v_rows, out_rows = _rows(dy, lo, hi), _rows(y, lo, hi), _rows(normalized, lo, hi), _rows(dx, lo, hi)
+    width = d_rows.shape[1]
+    count = batch * size
+    zero = dy.dtype.type(0)
+    mu = _spread(mean, lo, hi, size, np.empty(width, dy.dtype))
+    sd = _spread(std, lo, hi, size, np.empty(width, dy.dtype))
+    s = _spread(scale, lo, hi, size, np.empty(width, dy.dtype))
+    sums_gx, sums_g = np.zeros(width, np.float64), np.zeros(width, np.float64)
+    g = np.empty(width, dy.dtype)
+    for n in range(batch):
+        d, yy, v = d_rows[n], y_rows[n], v_rows[n]
+        for k in range(width):
+            g[k] = d[k] if yy[k] > zero else d[k] * slope
+        if remake:
+            for k in range(width):
+                sums_gx[k] += g[k] * ((v[k] - mu[k]) / sd[k])
+                sums_g[k] += g[k]
+        else:
+            for k in range(width):
+                sums_gx[k] += g[k] * v[k]
+                sums_g[k] += g[k]
+    s1 = _per_channel(sums_gx, lo, hi, size, np.empty(channels, np.float64))
+    s2 = _per_channel(sums_g, lo, hi, size, np.empty(channels, np.float64))
+    factors, means_g, means_gx = (
+        np.empty(channels, dy.dtype),
+        np.empty(channels, dy.dtype),
+        np.empty(channels, dy.dtype),
+    )
+    for c in range(lo, hi):
+        sum_gx[c] = s1[c]
+        sum_g[c] = s2[c]
+        factor = scale[c] / std[c] if mode <= 1 else scale[c]
+        factors[c] = dy.dtype.type(1) if mode == 3 else factor
+        means_g[c] = s2[c] / count
+        means_gx[c] = s1[c] / count
+    factor = _spread(factors, lo, hi, size, np.empty(width, dy.dtype))
+    mean_g = _spread(means_g, lo, hi, size, np.empty(width, dy.dtype))
+    mean_gx = _spread(means_gx, lo, hi, size, np.empty(width, dy.dtype))
+    for n in range(batch):
+        d, yy, v, out = d_rows[n], y_rows[n], v_rows[n], out_rows[n]
+        for k in range(width):
+            g[k] = d[k] if yy[k] > zero else d[k] * slope
+        if mode == 0 and remake:
+            for k in range(width):
+                out[k] = factor[k] * (g[k] - mean_g[k] - (v[k] - mu[k]) / sd[k] * mean_gx[k])
+        elif mode == 0:
+            for k in range(width):
+                out[k] = factor[k] * (g[k] - mean_g[k] - v[k] * mean_gx[k])
+        else:
+            for k in range(width):
+                out[k] = g[k] * factor[k]
+        if scale_grad:
+            for k in range(width):
+                d[k] = g[k] * s[k]

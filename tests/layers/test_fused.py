@@ -11,16 +11,17 @@ from netlayers.gradcheck import check_net
 from netlayers.layers import fused
 
 
-def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=True, apart=False):
-    """Input -> [Conv ->] BatchNorm -> Scale [-> ReLU] (in place) -> InnerProduct -> loss;
-    ``apart``: BatchNorm writes a blob of its own (Scale and ReLU in place on it), which is
-    concatenated with BatchNorm's bottom (as in DenseNet) before the InnerProduct."""
+def chain_net(*, global_stats=False, slope=0.0, bias=True, first=False, relu=True, apart=False, size=5):
+    """Input (4 x 3 x ``size`` x ``size``) -> [Conv ->] BatchNorm -> Scale [-> ReLU] (in place)
+    -> InnerProduct -> loss; ``apart``: BatchNorm writes a blob of its own (Scale and ReLU in
+    place on it), which is concatenated with BatchNorm's bottom (as in DenseNet) before the
+    InnerProduct. ``size`` 2: planes of 4 positions, which the row kernels take."""
     layers = [
         {
             "name": "data",
             "type": "Input",
             "top": ["x", "label"],
-            "input_param": {"shape": [{"dim": [4, 3, 5, 5]}, {"dim": [4]}]},
+            "input_param": {"shape": [{"dim": [4, 3, size, size]}, {"dim": [4]}]},
         }
     ]
     blob = "x"
@@ -135,20 +136,66 @@ def record_fused_runs(monkeypatch):
     return ran
 
 
+@pytest.mark.parametrize("size", [5, 2])
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: ",".join(s) or "plain")
-def test_the_fused_chain_gives_the_three_layers_results(setting, rng, monkeypatch):
-    spec = chain_net(**setting)
-    inputs = {"x": rng.standard_normal((4, 3, 5, 5)), "label": np.array([0, 2, 1, 2])}
+def test_the_fused_chain_gives_the_three_layers_results(setting, size, rng, monkeypatch):
+    spec = chain_net(**setting, size=size)
+    inputs = {"x": rng.standard_normal((4, 3, size, size)), "label": np.array([0, 2, 1, 2])}
     ran = record_fused_runs(monkeypatch)
     with_fusion = run(spec, inputs, True, monkeypatch)
     assert ran == {"forward": [True, True], "backward": [True, True]}
     assert_same(with_fusion, run(spec, inputs, False, monkeypatch))
 
 
+@pytest.mark.parametrize("size", [5, 2])
 @pytest.mark.parametrize("relu", [True, False])
 @pytest.mark.parametrize("apart", [False, True])
-def test_the_fused_chain_passes_the_gradient_check(relu, apart):
-    report = check_net(chain_net(relu=relu, apart=apart), seed=2)
+def test_the_fused_chain_passes_the_gradient_check(relu, apart, size):
+    report = check_net(chain_net(relu=relu, apart=apart, size=size), seed=2)
+    assert report.passed, report.table()
+
+
+def mlp_chain_net():
+    """InnerProduct -> BatchNorm -> Scale -> ReLU -> InnerProduct -> loss: BatchNorm over
+    (batch, features) values, a plane of one position."""
+    ip = {"weight_filler": {"type": "gaussian"}, "bias_filler": {"type": "gaussian"}}
+    layers = [
+        {
+            "name": "data",
+            "type": "Input",
+            "top": ["x", "label"],
+            "input_param": {"shape": [{"dim": [6, 4]}, {"dim": [6]}]},
+        },
+        {
+            "name": "ip1",
+            "type": "InnerProduct",
+            "bottom": "x",
+            "top": "h",
+            "inner_product_param": {**ip, "num_output": 5},
+        },
+        {"name": "bn", "type": "BatchNorm", "bottom": "h", "top": "h"},
+        {"name": "scale", "type": "Scale", "bottom": "h", "top": "h", "scale_param": {"bias_term": True}},
+        {"name": "relu", "type": "ReLU", "bottom": "h", "top": "h"},
+        {
+            "name": "ip2",
+            "type": "InnerProduct",
+            "bottom": "h",
+            "top": "y",
+            "inner_product_param": {**ip, "num_output": 3},
+        },
+        {"name": "loss", "type": "SoftmaxWithLoss", "bottom": ["y", "label"], "top": "loss"},
+    ]
+    return {"name": "mlp_chain", "layers": layers}
+
+
+def test_a_chain_after_an_inner_product_runs_fused_and_checks(rng, monkeypatch):
+    spec = mlp_chain_net()
+    inputs = {"x": rng.standard_normal((6, 4)), "label": np.array([0, 2, 1, 2, 1, 0])}
+    ran = record_fused_runs(monkeypatch)
+    with_fusion = run(spec, inputs, True, monkeypatch)
+    assert ran == {"forward": [True, True], "backward": [True, True]}
+    assert_same(with_fusion, run(spec, inputs, False, monkeypatch))
+    report = check_net(spec, seed=2)
     assert report.passed, report.table()
 
 
