@@ -214,7 +214,7 @@ def small_budgets():
         constants(winograd, BAND_BYTES=1 << 13, RUN_TILES=8),
         constants(strips, CHUNK_BYTES=1 << 12, MAX_IMAGE_BYTES=1 << 13),
         constants(winograd1d, CHUNK_BYTES=1 << 12),
-        constants(winograd2d, CHUNK_BYTES=1 << 12),
+        constants(winograd2d, CHUNK_BYTES=1 << 12, BAND_BYTES=1 << 12),
     ):
         yield
 

@@ -1,5 +1,6 @@
 """Winograd F(4x4, 5x5) for 5 x 5 stride-1 convolutions: 64 multiplications per 4 x 4 output
-tile instead of 400.
+tile instead of 400; and F(2x2, 7x7) for 7 x 7 ones: 64 per 2 x 2 tile instead of 196 (the
+same 8 x 8 transforms, the same points).
 
 The 2-D algorithm nests ``winograd1d``'s 1-D one (the same Toom-Cook matrices A^T, G, B^T of
 ``winograd1d.transforms``, n = m + r - 1): for an n x n input patch d and an r x r filter g,
@@ -20,7 +21,8 @@ and the transforms are long unit-stride loops over all the slots and channels of
 (with channels first, a 16 x 16 image's 25-slot rows left the loops too short to pay). Tiles are
 numbered i S + j; the last ``shift`` of each row are unused (the forward computes values of no
 use there; the backward's dM is 0 there, so they add nothing). Each worker takes its share of
-the batch in chunks of images whose V (and M) fit ``CHUNK_BYTES``.
+the batch in chunks of images whose V (and M) fit ``CHUNK_BYTES``, and an image larger than
+that in bands of tile rows whose V fits ``BAND_BYTES``.
 
 Rounding: float32 outputs differ from im2col + GEMM by up to about 1e-5 of the output's scale
 (as F(4x4, 3x3): points up to 2 and 1/2, two nested transforms).
@@ -33,8 +35,13 @@ from ._jit import jit
 from .winograd import SharedFilters, add_products, add_weight_grad, transform_filters
 from .winograd1d import _combine, _phase_range, _spread, chunked, transforms
 
-TILE = {5: 4}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. Not 7 x 7 as
-# F(2x2, 7x7): 64 -> 64 at 32 x 32 0.98x-1.12x against row strips, not worth its rounding.
+TILE = {5: 4, 7: 2}  # outputs m a tile side for an r x r kernel: n = m + r - 1 = 8. 7 x 7 as
+# F(2x2, 7x7), forward + backward against row strips, 2 workers, float32, per-round medians of 5
+# side by side (2026-12-07): a pose net's stage (CPM: 128 -> 128 at 46 x 46, batch 4, in bands)
+# 0.67x, its first layer (185 -> 128) 0.69x; 128 -> 128 at 32 x 32 batch 8 0.77x, at 14 x 14
+# 0.76x; 64 -> 64 at 16 x 16 0.85x, at 32 x 32 batch 2 0.83x; 32 -> 64 at 28 x 28 0.84x; 16 ->
+# 16 at 64 x 64 0.90x; 32 -> 32 at 32 x 32 0.97x. (The twenty-second session's 0.98x-1.12x at
+# 64 -> 64, 32 x 32 was measured before the phase-plane layout.)
 # Where it runs: at least MIN_CHANNELS input and output channels a group, outputs of at least
 # MIN_OUTPUT_SIZE rows and columns, and the two minima's product at least MIN_CHANNELS_BY_SIZE.
 # The Convolution layer, forward + backward against row strips (im2col below 32 channels), 2
@@ -59,31 +66,31 @@ MIN_SHARE_OUTPUTS = 512  # output pixels in half the batch (rounded up: one work
 # 0.56x-0.82x; 28 x 28 batch 1 0.69x-0.81x (one worker's 49 tiles), batch 2 0.52x-1.01x.
 # (It replaced a minimum of 16 tiles in the batch, which took the layers measured below it.)
 CHUNK_BYTES = 1 << 21  # V (and M) of a chunk of images, a worker (at least one image)
-MAX_IMAGE_BYTES = 1 << 23  # one image's V or M: larger images (5 x 5, 64 channels at 112 px: 13 MiB) stay on strips
+# V (and M) of a band of tile rows, where one image's exceed CHUNK_BYTES (at least a tile row).
+# Bands of 2, 4 and 8 MiB, against row strips (as above): 128 -> 128 7 x 7 at 46 x 46 0.70x,
+# 0.67x, 0.69x; 185 -> 128 0.89x (bands of one tile row: 26 tiles a product), 0.69x, 0.64x;
+# 64 -> 64 5 x 5 at 112 x 112 (batch 2) 0.47x, 0.47x, 0.52x. (Before bands such images ran as
+# row strips: one image's V of 13 to 20 MiB, a worker.)
+BAND_BYTES = 1 << 22
 # Scratch names: conv_gemm's, so that every convolution of the process shares one set of buffers
 TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 
 
 def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize, batch):
-    """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5),
-    stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
+    """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5 or
+    7), stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
     outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, those channels times the shorter
-    output side at least ``MIN_CHANNELS_BY_SIZE``, at least ``MIN_SHARE_OUTPUTS`` output pixels
-    in half the batch (rounded up), and one image's V or M (a chunk holds at least one image) at
-    most ``MAX_IMAGE_BYTES``."""
+    output side at least ``MIN_CHANNELS_BY_SIZE``, and at least ``MIN_SHARE_OUTPUTS`` output
+    pixels in half the batch (rounded up). (``itemsize``: unused since images larger than a
+    chunk run in bands.)"""
     if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
         return False
-    m = TILE[kernel[0]]
-    n = m + kernel[0] - 1
-    tiles = -(-out_size[0] // m) * (-(-out_size[1] // m) + (n - 1) // m)
-    image_bytes = n * n * max(channels, outputs) // groups * tiles * itemsize
     fewest = min(channels, outputs) // groups
     return (
         fewest >= MIN_CHANNELS
         and min(out_size) >= MIN_OUTPUT_SIZE
         and fewest * min(out_size) >= MIN_CHANNELS_BY_SIZE
         and -(-batch // 2) * out_size[0] * out_size[1] >= MIN_SHARE_OUTPUTS
-        and image_bytes <= MAX_IMAGE_BYTES
     )
 
 
@@ -118,9 +125,10 @@ def _deinterleave2(source, pad_h, pad_w, m, slots_h, slots_w, phases):
 
 
 @jit
-def _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, target):
-    """target[i m + s - pad_h, j m + t - pad_w, c] = phases[s, t, (i slots_w + j) C + c] for
-    every position of target (H, W, C): the inverse of ``_deinterleave2``."""
+def _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, target, add):
+    """target[i m + s - pad_h, j m + t - pad_w, c] = phases[s, t, (i slots_w + j) C + c] (+= with
+    ``add``) for every position of target (H, W, C) a slot holds: the inverse of
+    ``_deinterleave2``."""
     height, width, inner = target.shape
     row_items = slots_w * inner
     for s in range(m):
@@ -133,8 +141,12 @@ def _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, target):
                 for j in range(lo_w, hi_w):
                     src = plane[i * row_items + j * inner : i * row_items + (j + 1) * inner]
                     dst = dst_row[j * m + t - pad_w]
-                    for c in range(inner):
-                        dst[c] = src[c]
+                    if add:
+                        for c in range(inner):
+                            dst[c] += src[c]
+                    else:
+                        for c in range(inner):
+                            dst[c] = src[c]
 
 
 @jit
@@ -168,9 +180,10 @@ def input_tiles(image, pad_h, pad_w, m, bt, tiles_h, slots_w, v, base, phases, z
 
 
 @jit
-def input_tiles_adjoint(dv, pad_h, pad_w, m, bt, tiles_h, slots_w, base, phases, z, image):
+def input_tiles_adjoint(dv, pad_h, pad_w, m, bt, tiles_h, slots_w, base, phases, z, image, add):
     """The adjoint of ``input_tiles`` where dV is 0 on the unused tiles: image (H, W, C) =
-    B dV B^T, overlapping patches summed (written, not added)."""
+    B dV B^T, overlapping patches summed (written; added with ``add``, where the tiles are a
+    band's: only the rows its patches cover are touched)."""
     channels = image.shape[2]
     n, slots_h, plane, tiles = _extent(bt, m, tiles_h, slots_w, channels)
     for b in range(n):
@@ -188,7 +201,7 @@ def input_tiles_adjoint(dv, pad_h, pad_w, m, bt, tiles_h, slots_w, base, phases,
                 row[q] = 0
         for b in range(n):
             _spread(bt[b], z[b, s, :plane], channels, m, phases[s])
-    _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, image)
+    _interleave2(phases, pad_h, pad_w, m, slots_h, slots_w, image, add)
 
 
 @jit
@@ -234,7 +247,7 @@ def output_tiles_adjoint(phases, m, at, w1, dm):
 
 
 class SquareConvolution(SharedFilters):
-    """One 5 x 5 stride-1 convolution geometry run as F(m x m, r x r).
+    """One 5 x 5 or 7 x 7 stride-1 convolution geometry run as F(m x m, r x r).
 
     ``image_shape`` (N, C, H, W), ``outputs`` K, kernel side ``r``, ``pad`` (ph, pw),
     ``groups`` (each group's channels and outputs run as a convolution of their own). Same
@@ -244,6 +257,13 @@ class SquareConvolution(SharedFilters):
     plane's slots and channels at once (long loops even for small images), V[a, b] is
     (tiles, C) and M[a, b] (tiles, K). Weight gradients are summed per worker, then over the
     workers (worker 0 first), so they can differ in the last bits between thread counts.
+
+    A worker runs its images in pieces: chunks of whole images whose V (and M) fit
+    ``CHUNK_BYTES``, or, for an image larger than that, bands of its tile rows that fit it
+    (``bands``): a band's patches are the image's at an offset of rows (its padding on top is
+    the image's less the rows above it), its outputs rows of the image's output, and in the
+    backward its input gradient is added into the image's, the rows its patches share with
+    the next band's summed.
     """
 
     def __init__(self, image_shape, outputs, r, pad, dtype, groups=1):
@@ -259,16 +279,22 @@ class SquareConvolution(SharedFilters):
         self.tiles_h = -(-self.out_h // self.m)
         self.slots_w = -(-self.out_w // self.m) + self.shift
         self.image_tiles = self.tiles_h * self.slots_w
-        self.plane = (self.tiles_h + self.shift) * self.slots_w
         at, g, bt = transforms(self.m, r)
         self.at, self.bt = at.astype(self.dtype), bt.astype(self.dtype)
-        # the input transform's arguments after the image: padding, tile, B^T, tiles high, slots wide
-        self.geometry = (self.pad_h, self.pad_w, self.m, self.bt, self.tiles_h, self.slots_w)
         self.transform = np.kron(g, g).astype(self.dtype)  # (n^2, r^2): G g G^T from g
-        image_bytes = self.n**2 * max(self.channels, self.outputs) * self.image_tiles * self.dtype.itemsize
+        row_bytes = self.n**2 * max(self.channels, self.outputs) * self.slots_w * self.dtype.itemsize
+        image_bytes = row_bytes * self.tiles_h
         self.chunk_images = max(1, CHUNK_BYTES // image_bytes)
+        self.bands = self._bands(self.tiles_h if image_bytes <= CHUNK_BYTES else max(1, BAND_BYTES // row_bytes))
         self.u_shape = (groups, self.n**2, self.outputs, self.channels)
         self.zero_bias = np.zeros(outputs, self.dtype)
+
+    def _bands(self, fit):
+        """(first, stop) tile rows of each band of an image, ``fit`` tile rows at most, of
+        equal heights but the last; one band of every row where the image fits."""
+        count = -(-self.tiles_h // fit)
+        rows = -(-self.tiles_h // count)
+        return [(top, min(top + rows, self.tiles_h)) for top in range(0, self.tiles_h, rows)]
 
     def filters(self, weight):
         """U[a n + b] = (G g G^T)[a, b] for every (output, channel) filter g of ``weight``, as
@@ -282,26 +308,45 @@ class SquareConvolution(SharedFilters):
         c, k = self.channels, self.outputs
         return slice(group * c, (group + 1) * c), slice(group * k, (group + 1) * k)
 
-    def _chunks(self, worker, workers):
-        """``worker``'s share of the batch, as (first, count) chunks of at most ``chunk_images``."""
-        return chunked(parallel.share(worker, workers, self.batch), self.chunk_images)
+    def _pieces(self, worker, workers):
+        """``worker``'s share of the batch as (first, count, band) pieces: chunks of at most
+        ``chunk_images`` whole images, or one image's bands in turn."""
+        share = parallel.share(worker, workers, self.batch)
+        if len(self.bands) == 1:
+            return [(first, count, self.bands[0]) for first, count in chunked(share, self.chunk_images)]
+        return [(image, 1, band) for image in share for band in self.bands]
 
-    def _buffers(self, worker, count):
+    def _geometry(self, band):
+        """The input transform's arguments after the image for ``band``'s tiles: padding on
+        top (the image's, less the band's rows above), on the left, tile, B^T, tiles high,
+        slots wide."""
+        return (self.pad_h - band[0] * self.m, self.pad_w, self.m, self.bt, band[1] - band[0], self.slots_w)
+
+    def _output_rows(self, output, band):
+        """The rows of an (OH, OW, K) output that ``band``'s tiles make."""
+        return output[band[0] * self.m : min(band[1] * self.m, self.out_h)]
+
+    def _buffers(self, worker, count, band):
         """This worker's V (n^2, P, C), M (n^2, P, K), w1 (m, n, P K), output phases (m, m,
-        P K), input phases (m, m, (L + shift) C), z (n, m, L C) and an image (H, W, C) and
-        an output (OH, OW, K) with channels last; P = count images' tiles."""
+        P K), input phases (m, m, (L + shift) C), z (n, m, L C), an image (H, W, C) and an
+        output (OH, OW, K) with channels last, and the input gradient of an image cut in bands
+        (H, W, C); P = count images' tiles of ``band``, L = (its tile rows + shift) S."""
         n, m, c, k = self.n, self.m, self.channels, self.outputs
-        positions = count * self.image_tiles
+        rows = band[1] - band[0]
+        positions = count * rows * self.slots_w
+        plane = (rows + self.shift) * self.slots_w
         items = {
             "v": (TILES, (n * n, positions, c)),
             "mm": (PRODUCTS, (n * n, positions, k)),
             "w1": ("winograd2d_w1", (m, n, positions * k)),
             "out_phases": ("winograd2d_out_phases", (m, m, positions * k)),
-            "phases": ("winograd2d_phases", (m, m, (self.plane + self.shift) * c)),
-            "z": ("winograd2d_z", (n, m, self.plane * c)),
+            "phases": ("winograd2d_phases", (m, m, (plane + self.shift) * c)),
+            "z": ("winograd2d_z", (n, m, plane * c)),
             "image": ("winograd2d_image", (self.height, self.width, c)),
             "output": ("winograd2d_output", (self.out_h, self.out_w, k)),
         }
+        if len(self.bands) > 1:
+            items["gradient"] = ("winograd2d_gradient", (self.height, self.width, c))
         return {
             key: parallel.scratch(worker, name, int(np.prod(shape)), self.dtype).reshape(shape)
             for key, (name, shape) in items.items()
@@ -310,13 +355,16 @@ class SquareConvolution(SharedFilters):
     def _workers(self):
         return min(parallel.thread_count(), self.batch)
 
-    def _input_tiles(self, x, first, count, b):
-        """V of images first .. first + count - 1 of x (N, C, H, W)."""
+    def _input_tiles(self, x, first, count, band, b):
+        """V of ``band``'s tiles of images first .. first + count - 1 of x (N, C, H, W); an
+        image is copied channels last at its first band (its later bands read that copy)."""
         v = b["v"].reshape(self.n**2, -1)
+        geometry = self._geometry(band)
+        tiles = (band[1] - band[0]) * self.slots_w
         for k in range(count):
-            np.copyto(b["image"], x[first + k].transpose(1, 2, 0))
-            base = k * self.image_tiles * self.channels
-            input_tiles(b["image"], *self.geometry, v, base, b["phases"], b["z"])
+            if band[0] == 0:
+                np.copyto(b["image"], x[first + k].transpose(1, 2, 0))
+            input_tiles(b["image"], *geometry, v, k * tiles * self.channels, b["phases"], b["z"])
 
     def forward(self, x, bias, y):
         """y = conv(x, weight) + bias (bias may be None), with U from ``filters``."""
@@ -333,19 +381,22 @@ class SquareConvolution(SharedFilters):
 
     def _forward(self, x, bias, y, u_t):
         workers = self._workers()
-        span = self.image_tiles * self.outputs
+        last = self.bands[-1]
 
         def share(worker, _):
-            for first, count in self._chunks(worker, workers):
-                b = self._buffers(worker, count)
-                self._input_tiles(x, first, count, b)
+            for first, count, band in self._pieces(worker, workers):
+                b = self._buffers(worker, count, band)
+                self._input_tiles(x, first, count, band, b)
                 np.matmul(b["v"], u_t, out=b["mm"])
                 phases = b["out_phases"]
                 output_tiles(b["mm"].reshape(self.n**2, -1), bias, self.m, self.at, b["w1"], phases)
+                span = (band[1] - band[0]) * self.slots_w * self.outputs
                 for k in range(count):
                     out = phases[:, :, k * span : (k + 1) * span]
-                    _interleave2(out, 0, 0, self.m, self.tiles_h, self.slots_w, b["output"])
-                    np.copyto(y[first + k], b["output"].transpose(2, 0, 1))
+                    rows = self._output_rows(b["output"], band)
+                    _interleave2(out, 0, 0, self.m, band[1] - band[0], self.slots_w, rows, False)
+                    if band == last:
+                        np.copyto(y[first + k], b["output"].transpose(2, 0, 1))
 
         parallel.run_parts(share, workers, workers)
 
@@ -363,7 +414,7 @@ class SquareConvolution(SharedFilters):
     def _backward(self, x, dy, dx, weight_diff, u):
         workers = self._workers()
         shape = u.shape
-        span = self.image_tiles * self.outputs
+        banded, last = len(self.bands) > 1, self.bands[-1]
 
         def partial_of(worker):  # worker 0's in this group's U, which a backward without dx never reads
             if worker == 0 and dx is None:
@@ -372,16 +423,19 @@ class SquareConvolution(SharedFilters):
 
         def share(worker, _):
             partial = partial_of(worker)
-            for index, (first, count) in enumerate(self._chunks(worker, workers)):
-                b = self._buffers(worker, count)
+            for index, (first, count, band) in enumerate(self._pieces(worker, workers)):
+                b = self._buffers(worker, count, band)
                 dm, v, phases = b["mm"], b["v"], b["out_phases"]
+                span = (band[1] - band[0]) * self.slots_w * self.outputs
                 for k in range(count):
-                    np.copyto(b["output"], dy[first + k].transpose(1, 2, 0))
+                    if band[0] == 0:
+                        np.copyto(b["output"], dy[first + k].transpose(1, 2, 0))
                     out = phases[:, :, k * span : (k + 1) * span]
-                    _deinterleave2(b["output"], 0, 0, self.m, self.tiles_h, self.slots_w, out)
+                    rows = self._output_rows(b["output"], band)
+                    _deinterleave2(rows, 0, 0, self.m, band[1] - band[0], self.slots_w, out)
                 output_tiles_adjoint(phases, self.m, self.at, b["w1"], dm.reshape(self.n**2, -1))
                 if weight_diff is not None:
-                    self._input_tiles(x, first, count, b)
+                    self._input_tiles(x, first, count, band, b)
                     if index == 0:
                         np.matmul(dm.transpose(0, 2, 1), v, out=partial)
                     else:
@@ -389,10 +443,17 @@ class SquareConvolution(SharedFilters):
                 if dx is not None:
                     np.matmul(dm, u, out=v)
                     flat = v.reshape(self.n**2, -1)
+                    geometry = self._geometry(band)
+                    tiles = (band[1] - band[0]) * self.slots_w
+                    # an image in bands adds each band's part into its gradient (made 0 first)
+                    image = b["gradient"] if banded else b["image"]
+                    if banded and band[0] == 0:
+                        image.fill(0)
                     for k in range(count):
-                        base = k * self.image_tiles * self.channels
-                        input_tiles_adjoint(flat, *self.geometry, base, b["phases"], b["z"], b["image"])
-                        np.copyto(dx[first + k], b["image"].transpose(2, 0, 1))
+                        base = k * tiles * self.channels
+                        input_tiles_adjoint(flat, *geometry, base, b["phases"], b["z"], image, banded)
+                        if band == last:
+                            np.copyto(dx[first + k], image.transpose(2, 0, 1))
 
         parallel.run_parts(share, workers, workers)
         if weight_diff is not None:

@@ -22,7 +22,8 @@ grouped Winograd before them.
 A stride-1 Convolution with a 1 x r or r x 1 kernel (r 3, 5, 7) runs as 1-D Winograd along
 its axis (``netlayers.kernels.winograd1d``: 1.2x-1.6x faster than im2col + GEMM on conv1d's
 layers), one with a 5 x 5 kernel as F(4x4, 5x5) (``netlayers.kernels.winograd2d``: 1.3x-2.4x
-faster than row strips), each where its ``applies`` rule says. Other stride-1 Convolutions with
+faster than row strips) and one with a 7 x 7 kernel as F(2x2, 7x7) (1.0x-1.5x), each where its
+``applies`` rule says. Other stride-1 Convolutions with
 kernels of 5 or more, at least 32 input and output channels and "same" padding run as row
 strips (``netlayers.kernels.strips``, rule in ``strips.applies``): kw copies of the input
 instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward than im2col; so do

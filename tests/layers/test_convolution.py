@@ -422,7 +422,7 @@ def test_fewer_images_than_workers_run_their_backward_by_channels(
         ((1, 32, 16, 16), 32, 5, 1, False),  # cifar10_quick's conv2 at batch 1: 13 MFLOP
         ((1, 15, 64, 64), 64, 3, 1, False),  # fewer than 8 channels a worker
         ((1, 64, 28, 28), 64, 1, 1, False),  # 1x1: no columns
-        ((1, 64, 28, 28), 32, 7, 2, False),  # groups
+        ((1, 64, 28, 28), 32, 7, 4, False),  # groups (of 8 outputs: not as F(2x2, 7x7))
     ],
 )
 def test_which_layers_run_by_channels(thread_count, shape, outputs, kernel, group, by_channels):
