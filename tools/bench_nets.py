@@ -1180,6 +1180,104 @@ def enet(batch=4, size=64, channels=128, inner=32):
     return net_spec("enet", layers)
 
 
+def densenet121(batch=2, size=224, growth=32, blocks=(6, 12, 24, 16), classes=1000):
+    """DenseNet-121 whole (Huang et al.; as its Caffe ports lay it out): a 7x7/2 stem of 64 with
+    BatchNorm + Scale + ReLU and a 3/2 max pool (pad 1; Caffe's rounding up gives 57 x 57), four
+    dense blocks of (6, 12, 24, 16) layers, each BatchNorm + Scale + ReLU -> 1x1 of 4 ``growth``
+    -> BatchNorm + Scale + ReLU -> 3x3 of ``growth``, concatenated to the maps so far (BatchNorm
+    writes a blob of its own: the concatenation is read again by the next Concat), transitions
+    of BatchNorm + Scale + ReLU, a 1x1 halving the channels and a 2/2 average pool; a last
+    BatchNorm + Scale + ReLU, global average pooling, InnerProduct ``classes``."""
+
+    def normalized(layers, name, bottom):
+        layers += [{"name": f"{name}_bn", "type": "BatchNorm", "bottom": bottom, "top": f"{name}_bn"}]
+        scale = {"name": f"{name}_scale", "type": "Scale", "bottom": f"{name}_bn", "top": f"{name}_bn"}
+        layers += [{**scale, "scale_param": {"bias_term": True}}, relu(f"{name}_relu", f"{name}_bn")]
+        return f"{name}_bn"
+
+    layers = [input_layer(batch, 3, size, size), conv("conv0", "data", 64, 7, pad=3, stride=2, bias=False)]
+    layers += [*batch_norm_scale("conv0", "conv0"), relu("conv0_relu", "conv0")]
+    layers += [pool("pool0", "conv0", "MAX", 3, 2, pad=1)]
+    bottom, channels = "pool0", 64
+    for b, count in enumerate(blocks):
+        for k in range(count):
+            name = f"b{b}_{k}"
+            layers.append(conv(f"{name}_1x1", normalized(layers, f"{name}_a", bottom), 4 * growth, 1, bias=False))
+            middle = normalized(layers, f"{name}_b", f"{name}_1x1")
+            layers.append(conv(f"{name}_3x3", middle, growth, 3, pad=1, bias=False))
+            layers.append(
+                {"name": f"{name}_cat", "type": "Concat", "bottom": [bottom, f"{name}_3x3"], "top": f"{name}_cat"}
+            )
+            bottom, channels = f"{name}_cat", channels + growth
+        if b < len(blocks) - 1:
+            channels //= 2
+            layers.append(conv(f"t{b}", normalized(layers, f"t{b}", bottom), channels, 1, bias=False))
+            layers.append(pool(f"t{b}_pool", f"t{b}", "AVE", 2, 2))
+            bottom = f"t{b}_pool"
+    layers += [pool("pool", normalized(layers, "last", bottom), "AVE"), inner_product("fc", "pool", classes)]
+    return net_spec("densenet121", [*layers, loss("fc")])
+
+
+def language_model(steps=35, streams=20, vocab=10000, hidden=200, depth=2):
+    """A word-level LSTM language model (Zaremba et al.'s small Penn Treebank model, as Caffe
+    runs it): ``streams`` sequences of ``steps`` words (``words`` indices, ``cont`` 0 where a
+    sequence starts), Embed of ``vocab`` words to ``hidden``, ``depth`` LSTMs of ``hidden``
+    units, InnerProduct back to ``vocab`` at every step (axis 2) and SoftmaxWithLoss over every
+    word."""
+    shapes = [{"dim": [steps, streams]}, {"dim": [steps, streams]}, {"dim": [steps, streams]}]
+    uniform = {"type": "uniform", "min": -0.1, "max": 0.1}
+    embed = {"num_output": hidden, "input_dim": vocab, "bias_term": False, "weight_filler": uniform}
+    layers = [
+        {"name": "data", "type": "Input", "top": ["words", "cont", "label"], "input_param": {"shape": shapes}},
+        {"name": "embed", "type": "Embed", "bottom": "words", "top": "embed", "embed_param": embed},
+    ]
+    bottom = "embed"
+    for k in range(depth):
+        recurrent = {"num_output": hidden, "weight_filler": uniform, "bias_filler": ZERO}
+        layers.append(
+            {
+                "name": f"lstm{k}",
+                "type": "LSTM",
+                "bottom": [bottom, "cont"],
+                "top": f"lstm{k}",
+                "recurrent_param": recurrent,
+            }
+        )
+        bottom = f"lstm{k}"
+    fc = inner_product("fc", bottom, vocab)
+    fc["inner_product_param"]["axis"] = 2
+    return net_spec("language_model", [*layers, fc, {**loss("fc"), "softmax_param": {"axis": 2}}])
+
+
+def batchnorm_mlp(batch=256, widths=(784, 1024, 1024, 1024, 10)):
+    """An MLP with BatchNorm (Ioffe and Szegedy's MNIST net, wider): InnerProducts with
+    BatchNorm + Scale + ReLU after each hidden one: BatchNorm over (batch, features) values,
+    one position a channel."""
+    layers, bottom = [input_layer(batch, widths[0])], "data"
+    for k, width in enumerate(widths[1:-1], 1):
+        layers += [inner_product(f"ip{k}", bottom, width), *batch_norm_scale(f"ip{k}", f"ip{k}")]
+        layers.append(relu(f"relu{k}", f"ip{k}"))
+        bottom = f"ip{k}"
+    return net_spec("batchnorm_mlp", [*layers, inner_product("out", bottom, widths[-1]), loss("out")])
+
+
+def pose_stage(batch=4, size=46, inputs=185, width=128, parts=19, depth=5):
+    """A later stage of Convolutional Pose Machines / OpenPose (Wei et al., Cao et al.; trained
+    in Caffe): on 46 x 46 maps (a 368 px image at stride 8), the features and the previous
+    stage's belief maps (``inputs`` channels), ``depth`` 7x7 convolutions of ``width`` with
+    ReLU, a 1x1 of ``width`` with ReLU, a 1x1 to ``parts`` belief maps, EuclideanLoss against
+    target maps (``label``)."""
+    layers = [input_layer(batch, inputs, size, size)]
+    layers[0]["input_param"]["shape"][1]["dim"] = [batch, parts, size, size]
+    bottom = "data"
+    for k in range(1, depth + 1):
+        layers += [conv(f"conv{k}", bottom, width, 7, pad=3), relu(f"relu{k}", f"conv{k}")]
+        bottom = f"conv{k}"
+    layers += [conv("conv_1x1", bottom, width, 1), relu("relu_1x1", "conv_1x1"), conv("beliefs", "conv_1x1", parts, 1)]
+    layers.append({"name": "loss", "type": "EuclideanLoss", "bottom": ["beliefs", "label"], "top": "loss"})
+    return net_spec("pose_stage", layers)
+
+
 @dataclass
 class Case:
     """A net of the benchmark: its spec (a function of nothing: the default sizes), the row
@@ -1300,6 +1398,16 @@ NETS.update(
         "aspp": Case(
             "DeepLab v2's ASPP: 3x3 of dilation 6, 12, 18, 24, 512 -> 256 ch, 1x1s, 33 px, per-pixel loss, batch 2",
             aspp,
+        ),
+        "densenet121": Case("DenseNet-121 whole, 224 px, batch 2", densenet121),
+        "language_model": Case(
+            "LSTM language model: Embed 10000 -> 200, 2 LSTMs of 200, InnerProduct 10000, 35 steps x 20 streams",
+            language_model,
+        ),
+        "batchnorm_mlp": Case("MLP 784-1024-1024-1024-10, BatchNorm + Scale + ReLU, batch 256", batchnorm_mlp),
+        "pose_stage": Case(
+            "Pose machine stage: five 7x7 convolutions of 128 at 46 px, 1x1s, 19 belief maps, EuclideanLoss, batch 4",
+            pose_stage,
         ),
     }
 )
