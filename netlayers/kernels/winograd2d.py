@@ -76,13 +76,13 @@ BAND_BYTES = 1 << 22
 TILES, PRODUCTS, WEIGHT_GRAD = "columns", "map", "weight_grad"
 
 
-def applies(kernel, stride, dilation, groups, channels, outputs, out_size, itemsize, batch):
+def applies(kernel, stride, dilation, groups, channels, outputs, out_size, batch):
     """Whether a convolution runs as 2-D Winograd: a square kernel of a side in ``TILE`` (5 or
     7), stride 1, dilation 1, at least ``MIN_CHANNELS`` input and output channels a group,
     outputs of at least ``MIN_OUTPUT_SIZE`` rows and columns, those channels times the shorter
     output side at least ``MIN_CHANNELS_BY_SIZE``, and at least ``MIN_SHARE_OUTPUTS`` output
-    pixels in half the batch (rounded up). (``itemsize``: unused since images larger than a
-    chunk run in bands.)"""
+    pixels in half the batch (rounded up). (An image of any size: larger than a chunk, it runs
+    in bands.)"""
     if kernel[0] != kernel[1] or kernel[0] not in TILE or stride != (1, 1) or dilation != (1, 1):
         return False
     fewest = min(channels, outputs) // groups

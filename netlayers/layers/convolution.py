@@ -514,7 +514,7 @@ class Convolution(_ConvolutionBase):
         if winograd1d.applies(*geometry, channels, outputs, out_size, itemsize):
             return winograd1d.AxisConvolution(image_shape, outputs, self.kernel, self.pad, self.dtype)
         square = (self.kernel, self.stride, self.dilation, self.p.group, channels, outputs)
-        if winograd2d.applies(*square, out_size, itemsize, self.batch):
+        if winograd2d.applies(*square, out_size, self.batch):
             side = self.kernel[0]
             return winograd2d.SquareConvolution(image_shape, outputs, side, self.pad, self.dtype, self.p.group)
         return None

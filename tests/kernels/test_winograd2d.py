@@ -180,7 +180,7 @@ def test_float32_stays_close_to_the_float64_convolution(kernel, channels, output
     ],
 )
 def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_size, runs):
-    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 4, 16) is runs
+    assert winograd2d.applies(kernel, stride, dilation, groups, channels, channels, out_size, 16) is runs
 
 
 @pytest.mark.parametrize(
@@ -196,4 +196,4 @@ def test_where_2d_winograd_runs(kernel, stride, dilation, groups, channels, out_
     ],
 )
 def test_2d_winograd_needs_512_output_pixels_in_half_the_batch(batch, out_size, runs):
-    assert winograd2d.applies((5, 5), (1, 1), (1, 1), 1, 64, 64, out_size, 4, batch) is runs
+    assert winograd2d.applies((5, 5), (1, 1), (1, 1), 1, 64, 64, out_size, batch) is runs
