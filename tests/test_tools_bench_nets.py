@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -21,6 +22,7 @@ import bench_nets  # noqa: E402
 from bench_nets import conv, inner_product, loss, relu  # noqa: E402
 
 from netlayers.kernels import taps  # noqa: E402
+from netlayers.netspec.spec import load_net_spec  # noqa: E402
 
 
 def run_tiny(spec):
@@ -257,6 +259,23 @@ def test_the_thirty_eighth_sessions_nets_run_small_and_match_pytorch_where_insta
     kernels = [layer["convolution_param"]["kernel_size"] for layer in densenet if "convolution_param" in layer]
     assert (kernels.count(1), kernels.count(3), kernels.count(7)) == (61, 58, 1)
     assert {layer["type"] for layer in bench_nets.pose_stage()["layers"]} >= {"Convolution", "EuclideanLoss"}
+
+
+def test_the_net_files_from_outside_the_benchmark_load_and_are_listed():
+    """tools/nets: every YAML net passes the config checks and has its line in the folder's
+    README; the small ones run a step with a finite loss (the PyTorch twin where installed)."""
+    folder = Path(bench_nets.__file__).parent / "nets"
+    readme = (folder / "README.md").read_text()
+    files = sorted(folder.glob("*.yaml"))
+    assert len(files) >= 20
+    for path in files:
+        spec = load_net_spec(str(path))
+        assert spec.name == path.stem and f"`{path.name}`" in readme
+    for name in ("maxout_mlp", "highway_mlp", "multilabel_head", "seq_mnist_rnn", "seq_mnist_lstm"):
+        spec = str(folder / f"{name}.yaml")
+        net, loss = run_tiny(spec)
+        assert_finite_loss_and_some_gradient(net, loss, name)
+        check_against_pytorch_where_installed(yaml.safe_load(open(spec)), net, loss)
 
 
 # -- the PyTorch twin's layers: tiny nets, each checked against netlayers ----------------------
