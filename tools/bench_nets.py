@@ -612,6 +612,17 @@ def cifar_resnet(batch=32, blocks=3, widths=(16, 32, 64), size=32):
     return net_spec("cifar_resnet", [*layers, loss("fc")])
 
 
+def normalized_apart(layers, name, bottom):
+    """BatchNorm of ``bottom`` into a blob of its own (``name``_bn: DenseNet's, whose input,
+    the concatenated maps, is read again), Scale with a bias and ReLU in place on it, appended
+    to ``layers``; returns that blob."""
+    top = f"{name}_bn"
+    layers += [{"name": top, "type": "BatchNorm", "bottom": bottom, "top": top}]
+    scale = {"name": f"{name}_scale", "type": "Scale", "bottom": top, "top": top}
+    layers += [{**scale, "scale_param": {"bias_term": True}}, relu(f"{name}_relu", top)]
+    return top
+
+
 def densenet(batch=16, size=28, channels=64, growth=32, count=4):
     """A DenseNet block (Huang et al.): ``count`` layers, each BatchNorm + Scale -> ReLU -> 3x3
     convolution of ``growth`` outputs on all the maps so far, concatenated to them (64 -> 192
@@ -619,10 +630,7 @@ def densenet(batch=16, size=28, channels=64, growth=32, count=4):
     layers, bottom = [input_layer(batch, channels, size, size)], "data"
     for k in range(count):
         n = f"d{k}"
-        layers += [{"name": f"{n}_bn", "type": "BatchNorm", "bottom": bottom, "top": f"{n}_bn"}]
-        scale = {"name": f"{n}_scale", "type": "Scale", "bottom": f"{n}_bn", "top": f"{n}_bn"}
-        layers += [{**scale, "scale_param": {"bias_term": True}}, relu(f"{n}_relu", f"{n}_bn")]
-        layers += [conv(f"{n}_conv", f"{n}_bn", growth, 3, pad=1, bias=False)]
+        layers += [conv(f"{n}_conv", normalized_apart(layers, n, bottom), growth, 3, pad=1, bias=False)]
         layers += [{"name": f"{n}_cat", "type": "Concat", "bottom": [bottom, f"{n}_conv"], "top": f"{n}_cat"}]
         bottom = f"{n}_cat"
     layers += [pool("pool", bottom, "AVE"), inner_product("fc", "pool", 10)]
@@ -1189,12 +1197,6 @@ def densenet121(batch=2, size=224, growth=32, blocks=(6, 12, 24, 16), classes=10
     of BatchNorm + Scale + ReLU, a 1x1 halving the channels and a 2/2 average pool; a last
     BatchNorm + Scale + ReLU, global average pooling, InnerProduct ``classes``."""
 
-    def normalized(layers, name, bottom):
-        layers += [{"name": f"{name}_bn", "type": "BatchNorm", "bottom": bottom, "top": f"{name}_bn"}]
-        scale = {"name": f"{name}_scale", "type": "Scale", "bottom": f"{name}_bn", "top": f"{name}_bn"}
-        layers += [{**scale, "scale_param": {"bias_term": True}}, relu(f"{name}_relu", f"{name}_bn")]
-        return f"{name}_bn"
-
     layers = [input_layer(batch, 3, size, size), conv("conv0", "data", 64, 7, pad=3, stride=2, bias=False)]
     layers += [*batch_norm_scale("conv0", "conv0"), relu("conv0_relu", "conv0")]
     layers += [pool("pool0", "conv0", "MAX", 3, 2, pad=1)]
@@ -1202,8 +1204,8 @@ def densenet121(batch=2, size=224, growth=32, blocks=(6, 12, 24, 16), classes=10
     for b, count in enumerate(blocks):
         for k in range(count):
             name = f"b{b}_{k}"
-            layers.append(conv(f"{name}_1x1", normalized(layers, f"{name}_a", bottom), 4 * growth, 1, bias=False))
-            middle = normalized(layers, f"{name}_b", f"{name}_1x1")
+            layers.append(conv(f"{name}_1x1", normalized_apart(layers, f"{name}_a", bottom), 4 * growth, 1, bias=False))
+            middle = normalized_apart(layers, f"{name}_b", f"{name}_1x1")
             layers.append(conv(f"{name}_3x3", middle, growth, 3, pad=1, bias=False))
             layers.append(
                 {"name": f"{name}_cat", "type": "Concat", "bottom": [bottom, f"{name}_3x3"], "top": f"{name}_cat"}
@@ -1211,10 +1213,10 @@ def densenet121(batch=2, size=224, growth=32, blocks=(6, 12, 24, 16), classes=10
             bottom, channels = f"{name}_cat", channels + growth
         if b < len(blocks) - 1:
             channels //= 2
-            layers.append(conv(f"t{b}", normalized(layers, f"t{b}", bottom), channels, 1, bias=False))
+            layers.append(conv(f"t{b}", normalized_apart(layers, f"t{b}", bottom), channels, 1, bias=False))
             layers.append(pool(f"t{b}_pool", f"t{b}", "AVE", 2, 2))
             bottom = f"t{b}_pool"
-    layers += [pool("pool", normalized(layers, "last", bottom), "AVE"), inner_product("fc", "pool", classes)]
+    layers += [pool("pool", normalized_apart(layers, "last", bottom), "AVE"), inner_product("fc", "pool", classes)]
     return net_spec("densenet121", [*layers, loss("fc")])
 
 

@@ -107,7 +107,7 @@ def normalize(x, mean, std, normalized, y, both, lo, hi):
     """normalized = (x - mean[c]) / std[c], and y likewise when ``both`` (then y may be x)."""
     batch, channels, size = x.shape
     if size < ROWS_BELOW:
-        return _chain_forward_rows(x, mean, std, normalized, True, mean, std, x.dtype.type(1), y, both, True, lo, hi)
+        return _normalize_rows(x, mean, std, normalized, y, both, lo, hi)
     a = np.empty(BLOCK, x.dtype)
     for n in range(batch):
         for c in range(lo, hi):
@@ -168,7 +168,7 @@ def chain_forward(x, mean, std, normalized, keep, scale, bias, slope, y, lo, hi)
     u = v * scale[c] + bias[c], y = u if u > 0 else slope * u. ``y`` may be ``x``."""
     batch, channels, size = x.shape
     if size < ROWS_BELOW:
-        return _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, True, False, lo, hi)
+        return _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, lo, hi)
     a = np.empty(BLOCK, x.dtype)
     zero = y.dtype.type(0)
     for n in range(batch):
@@ -323,17 +323,34 @@ def _moments_rows(x, mean, var, std, eps, lo, hi):
 
 
 @jit
-def _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, write, normalizing, lo, hi):
-    """chain_forward over rows (y written when ``write``); with ``normalizing``, ``normalize``'s
-    pass: y = v (``scale``, ``bias`` and ``slope`` unread)."""
-    rows = _rows(x, lo, hi)
+def _normalize_rows(x, mean, std, normalized, y, both, lo, hi):
+    rows, kept_rows, out_rows = _rows(x, lo, hi), _rows(normalized, lo, hi), _rows(y, lo, hi)
+    batch, width = rows.shape
+    size = x.shape[2]
+    mu = _spread(mean, lo, hi, size, np.empty(width, x.dtype))
+    sd = _spread(std, lo, hi, size, np.empty(width, x.dtype))
+    a = np.empty(width, x.dtype)
+    for n in range(batch):
+        xb, kept = rows[n], kept_rows[n]
+        for k in range(width):
+            a[k] = (xb[k] - mu[k]) / sd[k]
+        for k in range(width):
+            kept[k] = a[k]
+        if both:
+            yb = out_rows[n]
+            for k in range(width):
+                yb[k] = a[k]
+
+
+@jit
+def _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, lo, hi):
+    rows, kept_rows, out_rows = _rows(x, lo, hi), _rows(normalized, lo, hi), _rows(y, lo, hi)
     batch, width = rows.shape
     size = x.shape[2]
     mu = _spread(mean, lo, hi, size, np.empty(width, x.dtype))
     sd = _spread(std, lo, hi, size, np.empty(width, x.dtype))
     s = _spread(scale, lo, hi, size, np.empty(width, x.dtype))
     b = _spread(bias, lo, hi, size, np.empty(width, x.dtype))
-    kept_rows, out_rows = _rows(normalized, lo, hi), _rows(y, lo, hi)
     a = np.empty(width, x.dtype)
     zero = y.dtype.type(0)
     for n in range(batch):
@@ -344,15 +361,10 @@ def _chain_forward_rows(x, mean, std, normalized, keep, scale, bias, slope, y, w
             kept = kept_rows[n]
             for k in range(width):
                 kept[k] = a[k]
-        if write:
-            yb = out_rows[n]
-            if normalizing:
-                for k in range(width):
-                    yb[k] = a[k]
-            else:
-                for k in range(width):
-                    u = a[k] * s[k] + b[k]
-                    yb[k] = u if u > zero else u * slope
+        yb = out_rows[n]
+        for k in range(width):
+            u = a[k] * s[k] + b[k]
+            yb[k] = u if u > zero else u * slope
 
 
 @jit

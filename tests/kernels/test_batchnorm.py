@@ -32,8 +32,7 @@ def kernels_for(size):
     kernels, and the row kernels called directly where the public ones take the planes."""
     found = [(bn.batch_moments, bn.chain_forward, bn.normalize_backward, bn.chain_backward)]
     if size >= bn.ROWS_BELOW:
-        forward_rows = lambda *a: bn._chain_forward_rows(*a[:9], True, False, *a[9:])  # noqa: E731
-        found.append((bn._moments_rows, forward_rows, bn._normalize_backward_rows, bn._chain_backward_rows))
+        found.append((bn._moments_rows, bn._chain_forward_rows, bn._normalize_backward_rows, bn._chain_backward_rows))
     return found
 
 
