@@ -201,12 +201,14 @@ def every_path():
 @contextlib.contextmanager
 def small_budgets():
     """``every_path`` with byte budgets of a few KiB: images in bands of rows (row strips'
-    too), batches in chunks of an image."""
+    too), batches in chunks of an image, bands of many column rows a few channels at a time."""
     budgets = {
         "COLUMN_CHUNK_BYTES": 1 << 12,
         "WEIGHT_SIZED_COLUMNS_MAX_BYTES": 1 << 12,
         "DIRECT_WEIGHT_GRAD_BYTES": 1 << 10,
         "MIN_BAND_PIXELS": 1,  # bands of one row, however short
+        "CHANNEL_PIECES_FROM": 2,
+        "CHANNEL_PIECE_ROWS": 32,
     }
     with (
         every_path(),

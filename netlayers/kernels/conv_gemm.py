@@ -81,6 +81,20 @@ MIN_BAND_PIXELS = 256
 # transposed into the weight: on large weights that costs more than the product gains (512 x
 # 4096: 3.4 against 3.8 ms product, then 3-5 ms of transposed adds; 2048 x 512: 1.4 against 1.1).
 DIRECT_WEIGHT_GRAD_BYTES = 1 << 20
+# An image whose bands of output rows make columns of this many budgets or more, under a
+# weight smaller than one budget, makes its columns a few input channels at a time
+# (``ColumnChunks.channel_pieces``): a band of many column rows (K = C kh kw) and few outputs
+# streams columns far larger than the cache through products whose every column value serves
+# only as many multiply-adds as there are outputs. Deep Speech 2's second layer (32 -> 32,
+# 21 x 11, stride 2 x 1, on 81 x 200 maps, batch 8: bands of 2 output rows, 11.8 MB of
+# columns) runs forward + backward in 0.69x-0.82x the time by pieces (paired rounds, three
+# runs; forward alone 0.74x-0.87x); no layer of the benchmark's other nets or the model zoo's
+# has such bands.
+CHANNEL_PIECES_FROM = 4
+# A piece takes whole input channels, about this many column rows (at least one channel).
+# The layer above, paired rounds against whole bands: pieces of 1848 rows (8 channels) 0.69x-
+# 0.82x, of 462 0.81x-0.89x, of 924 0.91x, of 3696 (two pieces) 0.89x.
+CHANNEL_PIECE_ROWS = 2048
 # A pass of fewer images than workers runs by channels (``forward_by_channels``,
 # ``backward_by_channels``) from this many input channels a worker.
 MIN_PART_CHANNELS = 8
@@ -178,6 +192,7 @@ class ColumnChunks:
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
         self.used_workers = self.workers()  # the workers of the last ``run``
         self._channel_parts = None  # made by ``channel_parts`` when first asked
+        self._channel_pieces = False  # made by ``channel_pieces`` when first asked
 
     @staticmethod
     def chunk_count(batch, column_bytes, one_by_one_direct, map_bytes, budget):
@@ -457,6 +472,39 @@ class ColumnChunks:
         self._channel_parts = parts
         return parts
 
+    def channel_pieces(self):
+        """For :func:`convolve_by_channel_pieces` and :func:`backward_by_channel_pieces`:
+        (input channels, the one-image ``ColumnChunks`` of those channels) for each piece of
+        the input channels, or None where the passes run by pieces of images: when an image's
+        bands of output rows still make columns of more than ``CHANNEL_PIECES_FROM`` budgets
+        (their K = C kh kw rows are many) and the weight is small (under the budget: few
+        outputs, so each column value serves few multiply-adds), an image's columns are made a
+        few input channels at a time, each piece's product added into the output (see
+        ``CHANNEL_PIECES_FROM``). Batches smaller than the worker count run by channels instead
+        (:meth:`channel_parts`)."""
+        if self._channel_pieces is not False:
+            return self._channel_pieces
+        self._channel_pieces = None
+        weight_bytes = self.map_group * self.row_group * self.dtype.itemsize
+        if self.bands is None or self.groups != 1 or weight_bytes >= COLUMN_CHUNK_BYTES:
+            return None
+        band_pixels = self.bands[0][0].stop - self.bands[0][0].start
+        if self.rows * band_pixels * self.dtype.itemsize < CHANNEL_PIECES_FROM * self.budget:
+            return None
+        taps = self.kernel[0] * self.kernel[1]
+        per_piece = max(1, CHANNEL_PIECE_ROWS // taps)
+        pieces = -(-self.image_channels // per_piece)
+        geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
+        geometry.update(map_channels=self.map_channels, map_size=self.map_shape, groups=1, dtype=self.dtype)
+        made = []
+        for index in range(pieces):
+            share = parallel.share(index, pieces, self.image_channels)
+            sub = type(self)(image_shape=(1, len(share), *self.image_shape[2:]), **geometry)
+            sub.used_workers = parallel.thread_count()  # its products run whole, in their worker
+            made.append((slice(share.start, share.stop), sub))
+        self._channel_pieces = made
+        return made
+
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
         return min(parallel.thread_count(), self.parts)
@@ -509,6 +557,9 @@ def convolve(chunks, weight, x, y, bias=None):
     if chunks.channel_parts() is not None:
         forward_by_channels(chunks, weight, x, y, bias)
         return
+    if chunks.channel_pieces() is not None:
+        convolve_by_channel_pieces(chunks, weight, x, y, bias)
+        return
 
     def step(worker, piece, first):
         chunks.map_from_col(worker, weight, chunks.columns(worker, x, piece), y, piece, bias)
@@ -523,6 +574,9 @@ def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
     workers, with a data gradient: by channels (:func:`backward_by_channels`)."""
     if dx is not None and chunks.channel_parts() is not None:
         backward_by_channels(chunks, weight, x, dy, dx, weight_diff)
+        return
+    if chunks.channel_pieces() is not None:
+        backward_by_channel_pieces(chunks, weight, x, dy, dx, weight_diff)
         return
 
     def step(worker, piece, first):
@@ -599,3 +653,76 @@ def backward_by_channels(chunks, weight, x, dy, dx, weight_diff):
                 sub.image_from_map(worker, w, m, grad, piece)
 
     parallel.run_parts(part, len(parts), len(parts))
+
+
+def _image_shares(chunks):
+    """A worker's images for the passes by channel pieces: the batch shared out evenly."""
+    workers = min(parallel.thread_count(), chunks.batch)
+    return workers, lambda worker: parallel.share(worker, workers, chunks.batch)
+
+
+def convolve_by_channel_pieces(chunks, weight, x, y, bias):
+    """:func:`convolve` of images whose columns are made a few input channels at a time
+    (``chunks.channel_pieces()``): for each image of a worker's share, y[n] = the sum over the
+    pieces of W[:, rows] col (each piece's band by band, added into y[n] by gemm), then the
+    bias. The sum runs over the pieces in order on one worker: the same bits for any worker
+    count. The products add into a worker's own map buffer, copied out per image, so that
+    gemm's plans (``blas.add_product``, kept by the arrays' addresses) are the same for every
+    image."""
+    pieces = chunks.channel_pieces()
+    taps = chunks.kernel[0] * chunks.kernel[1]
+    weight_rows = weight.reshape(chunks.map_channels, -1)
+    out = y.reshape(chunks.batch, chunks.map_channels, chunks.plane)
+    workers, images = _image_shares(chunks)
+
+    def part(worker, _):
+        total = chunks._scratch(worker, "map", chunks.map_channels, chunks.plane)
+        for n in images(worker):
+            total.fill(0)
+            for channels, sub in pieces:
+                w = weight_rows[:, channels.start * taps : channels.stop * taps]
+                for piece in sub.pieces[0]:
+                    col = sub.columns(worker, x[n : n + 1, channels], piece)
+                    blas.add_product(w, col, total[:, piece.pixels])
+            out[n] = total
+            if bias is not None:
+                conv_kernels.add_bias(out[n : n + 1], bias)
+
+    parallel.run_parts(part, workers, workers)
+
+
+def backward_by_channel_pieces(chunks, weight, x, dy, dx, weight_diff):
+    """:func:`convolve_backward` by channel pieces (see :func:`convolve_by_channel_pieces`):
+    for each image of a worker's share and each piece of its input channels, band by band, the
+    piece's rows of the worker's transposed weight-gradient partial += col dY^T (in that
+    orientation gemm ran such products at 84 against 56 GFLOP/s on one core: 462 column rows,
+    400 pixels, 32 outputs), then the partials added into ``weight_diff`` in order; and the
+    piece's channels of the input gradient = col2im of W[:, rows]^T dY (the bands added up)."""
+    pieces = chunks.channel_pieces()
+    taps = chunks.kernel[0] * chunks.kernel[1]
+    weight_rows = weight.reshape(chunks.map_channels, -1)
+    maps = dy.reshape(chunks.batch, chunks.map_channels, chunks.plane)
+    workers, images = _image_shares(chunks)
+    partials = []
+    if weight_diff is not None:
+        partials = [chunks._scratch(k, "weight_grad", chunks.rows, chunks.map_channels) for k in range(workers)]
+
+    def part(worker, _):
+        grad = partials[worker] if partials else None
+        if grad is not None:
+            grad.fill(0)
+        m = chunks._scratch(worker, "map", chunks.map_channels, chunks.plane)
+        for n in images(worker):
+            m[...] = maps[n]
+            for channels, sub in pieces:
+                rows = slice(channels.start * taps, channels.stop * taps)
+                for piece in sub.pieces[0]:
+                    band = m[:, piece.pixels]
+                    if grad is not None:
+                        blas.add_product(sub.columns(worker, x[n : n + 1, channels], piece), band.T, grad[rows])
+                    if dx is not None:
+                        sub.image_from_map(worker, weight_rows[:, rows], band, dx[n : n + 1, channels], piece)
+
+    parallel.run_parts(part, workers, workers)
+    if partials:
+        add_transposed_partials(partials, chunks.weight_offsets, chunks.row_group, weight_diff)

@@ -464,6 +464,60 @@ def test_a_batch_that_does_not_share_out_evenly_shares_its_bands_where_they_writ
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("stride, pad, dilation", [(2, 1, 1), (1, 0, 2), (1, 2, 1)])
+@pytest.mark.parametrize("first_layer", [False, True])
+def test_bands_of_many_column_rows_and_few_outputs_run_by_channel_pieces(
+    rng, monkeypatch, thread_count, stride, pad, dilation, first_layer
+):
+    """An image whose bands of output rows make columns of at least ``CHANNEL_PIECES_FROM``
+    budgets, under a small weight, makes its columns a few input channels at a time (pieces of
+    2, 2 and 1 of 5 channels here, each cut into bands of its own) and adds each piece's
+    product into the output (``convolve_by_channel_pieces``); its backward adds each piece's
+    rows of the weight gradient (transposed partials, one a worker) and writes each piece's
+    channels of the input gradient (``backward_by_channel_pieces``). On 1 and 2 workers: the
+    definition's outputs, and the gradients of the same layer by whole bands, to rounding; a
+    weight gradient is added to what is there; numerically checked gradients (on the path the
+    layer takes; the others, where this small geometry goes as a rule, are set aside)."""
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 800)  # a weight of 2 x 45 values fits
+    monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)  # bands of one row: 45 x 12 to 24 values
+    monkeypatch.setattr(conv_gemm, "CHANNEL_PIECE_ROWS", 18)  # two channels of 9 taps a piece
+    x = rng.standard_normal((3, 5, 9, 24))
+    spec = conv_layer(num_output=2, kernel=3, stride=stride, pad=pad, dilation=dilation)
+    ran = []
+    for name in ("convolve_by_channel_pieces", "backward_by_channel_pieces"):
+        spied = getattr(conv_gemm, name)
+        monkeypatch.setattr(conv_gemm, name, lambda *a, name=name, f=spied: ran.append(name) or f(*a))
+    results = {}
+    for by_pieces in (True, False):
+        monkeypatch.setattr(conv_gemm, "CHANNEL_PIECES_FROM", 4 if by_pieces else 1 << 40)
+        for workers in (1, 2):
+            thread_count(workers)
+            ran.clear()
+            layer, bottom, top = make_layer(spec, [x])
+            layer.winograd = layer.strips = layer.grouped = layer.by_taps = None  # im2col's path
+            pieces = layer.chunks.channel_pieces()
+            layer.forward(bottom, top)
+            top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
+            layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
+            layer.backward(top, [not first_layer], bottom)
+            assert ran == (["convolve_by_channel_pieces", "backward_by_channel_pieces"] if by_pieces else [])
+            if by_pieces:
+                assert [channels for channels, _ in pieces] == [slice(0, 2), slice(2, 4), slice(4, 5)]
+                assert all(sub.bands is not None for _, sub in pieces)
+            results[by_pieces, workers] = [top[0].data.copy(), layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy()]
+            if not first_layer:
+                results[by_pieces, workers].append(bottom[0].diff.copy())
+    weight, bias = params_of(layer)
+    expected = reference.convolution(x, weight, bias, (stride,) * 2, (pad,) * 2, (dilation,) * 2, 1)
+    for result in results.values():
+        np.testing.assert_allclose(result[0], expected, rtol=1e-10, atol=1e-12)
+        for got, want in zip(result, results[False, 1]):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert np.abs(results[True, 2][1] - 1.0).max() > 0.1
+    monkeypatch.setattr(conv_gemm, "CHANNEL_PIECES_FROM", 4)
+    assert_gradients(spec, [x[:2, :, :7]], max_elements=60)
+
+
 def test_convolution_with_two_bottoms_shares_weights(rng):
     a, b = rng.standard_normal((2, 2, 5, 5)), rng.standard_normal((2, 2, 5, 5))
     spec = dict(conv_layer(num_output=3), bottom=["a", "b"], top=["ya", "yb"])
