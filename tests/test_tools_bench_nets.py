@@ -267,11 +267,12 @@ def test_the_net_files_from_outside_the_benchmark_load_and_are_listed():
     folder = Path(bench_nets.__file__).parent / "nets"
     readme = (folder / "README.md").read_text()
     files = sorted(folder.glob("*.yaml"))
-    assert len(files) >= 20
+    assert len(files) >= 40
     for path in files:
         spec = load_net_spec(str(path))
         assert spec.name == path.stem and f"`{path.name}`" in readme
-    for name in ("maxout_mlp", "highway_mlp", "multilabel_head", "seq_mnist_rnn", "seq_mnist_lstm"):
+    small = ("maxout_mlp", "highway_mlp", "multilabel_head", "seq_mnist_rnn", "seq_mnist_lstm", "gan_mlp", "mtcnn_pnet")
+    for name in small:
         spec = str(folder / f"{name}.yaml")
         net, loss = run_tiny(spec)
         assert_finite_loss_and_some_gradient(net, loss, name)
