@@ -1350,3 +1350,29 @@ def test_a_forward_only_mismatch_the_float64_runs_settle_runs_with_a_note(tmp_pa
     line = next(line for line in lines if line.startswith(path))
     notes = [text.strip() for text in lines[lines.index(line) + 1 : lines.index(line) + 3]]
     assert any(note.startswith("note: float32 rounding: the sides differ by") for note in notes), notes
+
+
+def test_a_mismatch_names_softmax_losses_clamped_at_flt_min():
+    """A float32 SoftmaxWithLoss whose label's probability falls below FLT_MIN counts
+    -log(FLT_MIN), as Caffe's: the benchmark names such layers as a mismatch's likely cause
+    (a label ignored, or probabilities above FLT_MIN, are not such a cause)."""
+    spec = tiny(
+        "clamped",
+        {
+            "name": "loss",
+            "type": "SoftmaxWithLoss",
+            "bottom": ["scores", "label"],
+            "top": "loss",
+            "loss_param": {"ignore_label": 2},
+        },
+        inputs=(("scores", (2, 3)), ("label", (2,))),
+    )
+    net = bench_nets.netlayers.Net(spec, dtype=np.float32)
+    net.blobs["scores"].data[...] = [[0.0, 200.0, 0.0], [1.0, 0.0, 0.0]]
+    for labels, clamped in (([0, 0], ["loss"]), ([1, 0], []), ([2, 0], [])):
+        net.blobs["label"].data[...] = labels
+        net.forward()
+        assert bench_nets.clamped_softmax_losses(net) == clamped
+        if clamped:
+            expected = (-np.log(np.finfo(np.float32).tiny) + np.log(1 + 2 / np.e)) / 2
+            assert float(net.blobs["loss"].data) == pytest.approx(expected, rel=1e-5)

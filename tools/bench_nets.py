@@ -52,8 +52,9 @@ inputs. If those agree (to 1e-6), the float32 difference is rounding, amplified 
 (a whole ResNet at batch 2 to 4: 3e-2 to 0.12 between the sides), and the net is timed, with a
 note giving each side's distance from its float64 run; the run stops with an error if the
 float64 runs differ too (a benchmark of two different computations is worthless) or if
-netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``). A net
-whose layers draw random numbers (Dropout) is timed on both sides without that check; a net
+netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``; the
+error names a SoftmaxWithLoss that clamped a label's probability at FLT_MIN, as Caffe's does
+and PyTorch's does not: :func:`clamped_softmax_losses`). A net whose layers draw random numbers (Dropout) is timed on both sides without that check; a net
 with a layer the twin does not translate runs in netlayers alone; a one-line note under the
 net's line says which.
 
@@ -3250,9 +3251,17 @@ class Float64Referee:
             theirs = max(_relative(twin_loss, self.twin_loss), *gradient_differences(twin, twin_exact).values())
             self.result.gradient_difference = between
         if not ours <= max(self.tolerance, ROUNDING_FACTOR * theirs):
+            clamped = clamped_softmax_losses(self.net)
+            cause = (
+                f"; SoftmaxWithLoss {', '.join(repr(n) for n in clamped)}: a label's float32 probability below "
+                "FLT_MIN, where Caffe's loss (and netlayers' in float32) counts -log(FLT_MIN) = 87.3 and PyTorch's "
+                "the true log-probability: scores too large for float32"
+                if clamped
+                else ""
+            )
             raise ComputationMismatch(
                 f"net '{name}': netlayers' float32 results are {ours:.2e} from its float64 run, PyTorch's "
-                f"{theirs:.2e} from its own: more than {ROUNDING_FACTOR:g} times PyTorch's rounding ({mismatch})"
+                f"{theirs:.2e} from its own: more than {ROUNDING_FACTOR:g} times PyTorch's rounding ({mismatch}){cause}"
             )
         return (
             f"float32 rounding: the sides differ by {between:.1e}; each from a float64 run of the same net (the "
@@ -3270,6 +3279,26 @@ class Float64Referee:
             ),
             default=0.0,
         )
+
+
+def clamped_softmax_losses(net):
+    """Names of ``net``'s float32 SoftmaxWithLoss layers whose last forward gave some counted
+    label a probability below FLT_MIN (Caffe clamps it there: -log(FLT_MIN) = 87.3 where the
+    true loss is larger), as a mismatch's likely cause."""
+    names = []
+    for layer, bottoms in zip(net.layers, net.bottom_vecs):
+        prob = getattr(layer, "prob", None)
+        if layer.type != "SoftmaxWithLoss" or prob is None or prob.dtype != np.float32:
+            continue
+        labels = np.asarray(bottoms[1].data).reshape(layer.outer, 1, layer.inner).astype(np.intp)
+        ignore = layer.loss_param.ignore_label
+        counted = (labels >= 0) & (labels < layer.classes) & (labels != (-1 if ignore is None else ignore))
+        picked = np.take_along_axis(
+            prob.reshape(layer.outer, layer.classes, layer.inner), np.where(counted, labels, 0), 1
+        )
+        if (picked[counted] < np.finfo(np.float32).tiny).any():
+            names.append(layer.name)
+    return names
 
 
 def _relative(value, exact):

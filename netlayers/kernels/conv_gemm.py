@@ -476,7 +476,7 @@ class ColumnChunks:
         """For :func:`convolve_by_channel_pieces` and :func:`backward_by_channel_pieces`:
         (input channels, the one-image ``ColumnChunks`` of those channels) for each piece of
         the input channels, or None where the passes run by pieces of images: when an image's
-        bands of output rows still make columns of more than ``CHANNEL_PIECES_FROM`` budgets
+        bands of output rows still make columns of ``CHANNEL_PIECES_FROM`` budgets or more
         (their K = C kh kw rows are many) and the weight is small (under the budget: few
         outputs, so each column value serves few multiply-adds), an image's columns are made a
         few input channels at a time, each piece's product added into the output (see
