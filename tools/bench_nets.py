@@ -54,9 +54,9 @@ note giving each side's distance from its float64 run; the run stops with an err
 float64 runs differ too (a benchmark of two different computations is worthless) or if
 netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``; the
 error names a SoftmaxWithLoss that clamped a label's probability at FLT_MIN, as Caffe's does
-and PyTorch's does not: :func:`clamped_softmax_losses`). A net whose layers draw random numbers (Dropout) is timed on both sides without that check; a net
-with a layer the twin does not translate runs in netlayers alone; a one-line note under the
-net's line says which.
+and PyTorch's does not: :func:`clamped_softmax_losses`). A net whose layers draw random
+numbers (Dropout) is timed on both sides without that check; a net with a layer the twin does
+not translate runs in netlayers alone; a one-line note under the net's line says which.
 
 A net without a loss (no top of nonzero loss weight: :func:`has_loss`; a Caffe deploy net,
 with a net-level ``input`` or an Input layer, ending in Softmax or a plain InnerProduct) has
