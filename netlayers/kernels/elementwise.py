@@ -435,38 +435,41 @@ def swish_backward(y, s, dy, beta, out):
 MAX_MULTIPLIED_POWER = 8
 
 
-@vector_jit  # numpy's error model: 1 / 0 is inf, as in np.power, and the loops vectorize
+@vector_jit  # numpy's error model: 1 / 0 is inf, as in np.power
+def _power_of(v, count, half, invert, zero, one):
+    """v^(count + half / 2), or 1 over it: v times its squares v^2, v^4, v^8 for the bits of
+    ``count`` (at most 15; a factor 1 where a bit is clear, exact), in that order, times sqrt(v)
+    for a half. Branch-free in the value, so that the loops calling it vectorize: one pass of
+    6.4 M float32 values on one core 1.2-1.8 ms, where squaring a block of 512 values at a time
+    for each bit took 10.7-12.8 ms (the same bits)."""
+    v2 = v * v
+    v4 = v2 * v2
+    r = v if count & 1 else one
+    r *= v2 if count & 2 else one
+    r *= v4 if count & 4 else one
+    r *= v4 * v4 if count & 8 else one
+    if half:  # + 0: sqrt(-0) is -0, but -0 to a half power is +0 (and +inf if negative)
+        r *= np.sqrt(v) + zero
+    return one / r if invert else r
+
+
+@vector_jit
 def _multiplied_power(x, count, half, invert, y):
     zero, one = x.dtype.type(0), x.dtype.type(1)
-    r = np.empty(BLOCK, x.dtype)  # a block's result and x's repeated squares, in the L1 cache
-    p = np.empty(BLOCK, x.dtype)
-    for lo in range(0, x.size, BLOCK):
-        n = min(BLOCK, x.size - lo)
-        for i in range(n):
-            r[i] = one
-            p[i] = x[lo + i]
-        m = count  # x^count by squaring: r times p for each bit of count
-        while m:
-            if m & 1:
-                for i in range(n):
-                    r[i] *= p[i]
-            m >>= 1
-            if m:
-                for i in range(n):
-                    p[i] *= p[i]
-        if half:  # + 0: sqrt(-0) is -0, but -0 to a half power is +0 (and +inf if negative)
-            for i in range(n):
-                r[i] *= np.sqrt(x[lo + i]) + zero
-        if invert:
-            for i in range(n):
-                y[lo + i] = one / r[i]
-        else:
-            for i in range(n):
-                y[lo + i] = r[i]
+    for i in range(x.size):
+        y[i] = _power_of(x[i], count, half, invert, zero, one)
 
 
-def power(x, exponent, out):
-    """out = x^exponent. Where the exponent is a whole or half number of at most
+@vector_jit
+def _multiplied_power_times(x, count, half, invert, factor, scale, y):
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    for i in range(x.size):
+        y[i] = _power_of(x[i], count, half, invert, zero, one) * factor[i] * scale
+
+
+def power(x, exponent, out, times=None, scale=1.0):
+    """out = x^exponent, or with ``times`` (an array of x's shape) x^exponent * times * scale in
+    the same pass (Power's backward). Where the exponent is a whole or half number of at most
     ``MAX_MULTIPLIED_POWER`` in size, by multiplication: x^m for m = |exponent| rounded down (by
     repeated squaring), times sqrt(x) for a half, and 1 over that for a negative exponent.
     numpy's float32 power is as fast on positive bases but takes the C library's slow path on
@@ -474,13 +477,37 @@ def power(x, exponent, out):
     NaN for half of them, 60 ms), these multiplications 8 (numpy on values in [1, 2]: 7.5).
     Results are within 8 ulps of the exact power (tests/kernels/test_elementwise.py); as C's pow,
     0 to a negative power is inf (-inf for -0 to an odd one) and x < 0 to a half power NaN (-inf
-    too, where pow gives inf or 0). Other exponents: numpy's power. ``out`` may be x."""
+    too, where pow gives inf or 0). Other exponents: numpy's power (then the product with
+    ``times``, a second pass). ``out`` may be x or ``times``."""
     twice = 2.0 * float(exponent)
     if not twice.is_integer() or abs(exponent) > MAX_MULTIPLIED_POWER:  # (NaN and inf too)
-        return np.power(x, x.dtype.type(exponent), out=out)
+        in_place = times is not None and np.shares_memory(out, times)  # (a temporary then)
+        powers = np.power(x, x.dtype.type(exponent), out=None if in_place else out)
+        if times is not None:
+            scaled_product(powers, times, scale, out)
+        return out
     count, half, invert = int(abs(exponent)), bool(int(twice) % 2), exponent < 0
     xf, yf = x.reshape(-1), out.reshape(-1)
-    split(lambda lo, hi: _multiplied_power(xf[lo:hi], count, half, invert, yf[lo:hi]), xf, 2)
+    if times is None:
+        split(lambda lo, hi: _multiplied_power(xf[lo:hi], count, half, invert, yf[lo:hi]), xf, 2)
+        return out
+    tf, scale = times.reshape(-1), x.dtype.type(scale)
+    split(lambda lo, hi: _multiplied_power_times(xf[lo:hi], count, half, invert, tf[lo:hi], scale, yf[lo:hi]), xf, 3)
+    return out
+
+
+@jit
+def _affine(x, scale, shift, y):
+    for i in range(x.size):
+        y[i] = x[i] * scale + shift
+
+
+def affine(x, scale, shift, out):
+    """out = x * scale + shift in one pass (rounded after the product and after the sum, as
+    numpy's two passes); ``out`` may be x."""
+    xf, yf, dtype = x.reshape(-1), out.reshape(-1), out.dtype.type
+    scale, shift = dtype(scale), dtype(shift)
+    split(lambda lo, hi: _affine(xf[lo:hi], scale, shift, yf[lo:hi]), xf, 2)
     return out
 
 

@@ -212,7 +212,8 @@ class Power(NeuronLayer):
     base (kept from the forward, so in place works) without Caffe's division y / base, which is
     0/0 at a zero base. With power = 0 or scale = 0 the top is the constant 1 (power 0) or
     shift^power, and the gradient is 0. A zero base with power < 1 gives an infinite gradient,
-    as the math says."""
+    as the math says. Power 1 (Caffe's input scaling) keeps no base: y = scale x + shift and
+    dE/dx = scale dE/dy, each one pass over the workers."""
 
     example = [
         {"bottoms": [(2, 3, 4)], "params": {"power_param": {"power": 1.5, "scale": 0.5, "shift": 3}}},
@@ -228,25 +229,19 @@ class Power(NeuronLayer):
 
     def Reshape(self, bottom, top):
         top[0].reshape_like(bottom[0])
-        self.buffer("_base", bottom[0].shape, bottom[0].dtype)
-        if self.p.power not in (0, 1, 2):
-            self.buffer("_slope", bottom[0].shape, bottom[0].dtype)
+        if self.p.power != 1 and self.diff_scale != 0:  # power 1: y = scale x + shift, dx = scale dy
+            self.buffer("_base", bottom[0].shape, bottom[0].dtype)
 
     def Forward_cpu(self, bottom, top):
         p, y = self.p, top[0].data
         if self.diff_scale == 0:
             y[...] = 1.0 if p.power == 0 else np.power(np.float64(p.shift), p.power)
             return
-        base = self._base
-        np.multiply(bottom[0].data, y.dtype.type(p.scale), out=base)
-        if p.shift != 0:
-            base += y.dtype.type(p.shift)
         if p.power == 1:
-            np.copyto(y, base)
-        elif p.power == 2:
-            np.square(base, out=y)
-        else:
-            elementwise.power(base, p.power, out=y)
+            elementwise.affine(bottom[0].data, p.scale, p.shift, out=y)
+            return
+        elementwise.affine(bottom[0].data, p.scale, p.shift, out=self._base)
+        elementwise.power(self._base, p.power, out=y)
 
     def Backward_cpu(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -255,12 +250,9 @@ class Power(NeuronLayer):
         if self.diff_scale == 0:
             dx[...] = 0
         elif p.power == 1:
-            np.multiply(dy, dx.dtype.type(p.scale), out=dx)
-        elif p.power == 2:
-            elementwise.scaled_product(dy, self._base, 2 * p.scale, out=dx)
+            elementwise.affine(dy, p.scale, 0, out=dx)
         else:
-            elementwise.power(self._base, p.power - 1, out=self._slope)
-            elementwise.scaled_product(self._slope, dy, self.diff_scale, out=dx)
+            elementwise.power(self._base, p.power - 1, out=dx, times=dy, scale=self.diff_scale)
 
 
 def _log_of_base(layer, block):

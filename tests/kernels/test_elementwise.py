@@ -84,3 +84,33 @@ def test_other_powers_are_numpys(exponent):
     x = np.random.default_rng(0).uniform(0.5, 2.0, 100).astype(np.float32)
     y = elementwise.power(x, exponent, np.empty_like(x))
     np.testing.assert_array_equal(y, np.power(x, np.float32(exponent)))
+
+
+@pytest.mark.parametrize("exponent", [1, 2, -0.5, 0.5, 2.5, 0.75, -9])
+@pytest.mark.parametrize("size", [7, 3 * 1024 * 1024 + 5])  # one worker; cut over the workers
+def test_power_times_a_factor_is_the_power_then_the_product_in_one_pass(exponent, size, thread_count):
+    """power(x, e, out, times=t, scale=s) = x^e * t * s, the same bits as the power and then
+    the product (Power's backward: base^(p - 1) dy p scale), on the multiplied path and on
+    numpy's (0.75, -9), with ``out`` apart or the factor itself."""
+    thread_count(2)
+    rng = np.random.default_rng(size)
+    x = rng.uniform(0.25, 4.0, size).astype(np.float32)
+    t = rng.standard_normal(size).astype(np.float32)
+    want = np.empty_like(x)
+    elementwise.scaled_product(elementwise.power(x, exponent, np.empty_like(x)), t, 1.5, want)
+    got = elementwise.power(x, exponent, np.empty_like(x), times=t, scale=1.5)
+    np.testing.assert_array_equal(got, want)
+    in_place = t.copy()
+    elementwise.power(x, exponent, in_place, times=in_place, scale=1.5)
+    np.testing.assert_array_equal(in_place, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 3 * 1024 * 1024 + 5])
+def test_affine_rounds_as_numpys_product_then_sum(dtype, size, thread_count):
+    thread_count(2)
+    x = np.random.default_rng(1).standard_normal(size).astype(dtype)
+    want = np.multiply(x, dtype(0.1)) + dtype(0.3)
+    np.testing.assert_array_equal(elementwise.affine(x, 0.1, 0.3, np.empty_like(x)), want)
+    elementwise.affine(x, 0.1, 0.3, x)  # in place
+    np.testing.assert_array_equal(x, want)

@@ -249,6 +249,9 @@ def in_place(layer, x, phase="TRAIN", seed=0):
         {"type": "ELU", "elu_param": {"alpha": 0.5}},
         {"type": "PReLU", "prelu_param": {"filler": {"type": "gaussian"}}},
         {"type": "Power", "power_param": {"power": 2.5, "shift": 3}},
+        {"type": "Power", "power_param": {"power": 2.7, "scale": 0.5, "shift": 3}},  # numpy's power
+        {"type": "Power", "power_param": {"power": -0.5, "shift": 4}},
+        {"type": "Power", "power_param": {"power": 1, "scale": -2, "shift": 1}},  # no base kept
         {"type": "Exp", "exp_param": {"base": 2}},
         {"type": "Log", "log_param": {"shift": 3}},
         {"type": "BNLL"},
