@@ -1376,3 +1376,31 @@ def test_a_mismatch_names_softmax_losses_clamped_at_flt_min():
         if clamped:
             expected = (-np.log(np.finfo(np.float32).tiny) + np.log(1 + 2 / np.e)) / 2
             assert float(net.blobs["loss"].data) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_forward_only_net_compares_the_scores_behind_its_last_softmax():
+    """A deploy net's probabilities saturate to 0 and 1 with large scores, hiding any difference
+    of the scores: a forward-only benchmark compares the bottoms of the Softmax layers whose
+    tops nothing reads too (not those of a Softmax read further on), on both sides."""
+    wide = {"num_output": 3, "weight_filler": {"type": "gaussian", "std": 100.0}}
+    spec = tiny(
+        "deploy",
+        layer("fc", "InnerProduct", "data", inner_product_param=wide),
+        layer("prob", "Softmax", "fc"),
+        layer("fc2", "InnerProduct", "data", inner_product_param=wide),
+        layer("p2", "Softmax", "fc2"),
+        layer("scaled", "Power", "p2", power_param={"scale": 2}),
+        inputs=(("data", (2, 4)),),
+    )
+    assert bench_nets.softmax_scores(spec) == ["fc"]
+    net = bench_nets.new_net(spec, forward_only=True)
+    inputs = bench_nets.fixed_inputs(net)
+    compared = bench_nets.with_scores(net, {k: v.copy() for k, v in net.forward(**inputs).items()})
+    assert sorted(compared) == ["fc", "prob", "scaled"]
+    theirs = {**compared, "fc": compared["fc"] * 1.01}  # the same probabilities, other scores
+    with pytest.raises(bench_nets.ComputationMismatch, match="'fc'"):
+        bench_nets.check_same_outputs("deploy", compared, theirs)
+    if bench_nets.import_torch() is not None:
+        step, module = bench_nets.build_torch(spec, inputs, bench_nets.netlayers_params_as_torch(net), True)
+        assert module.outputs == ["fc", "prob", "scaled"]
+        bench_nets.check_same_outputs("deploy", compared, {k: t.numpy() for k, t in step().items()})

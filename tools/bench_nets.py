@@ -2087,6 +2087,24 @@ def train_layers(spec, phase="TRAIN"):
     return phase_layers(load_net_spec(spec), phase)
 
 
+def softmax_scores(spec, phase="TEST"):
+    """The bottoms of ``spec``'s Softmax layers (in ``phase``) whose top no layer reads: a deploy
+    net's scores behind its probabilities, compared besides its outputs in a forward-only
+    benchmark (:func:`check_same_outputs`), since probabilities saturated to 0 and 1 (random
+    weights in a deep net: the zoo's ResNet-50 gave 0 and 1 exactly on both sides) hide any
+    difference of the scores."""
+    layers = train_layers(spec, phase)
+    read = {name for layer in layers for name in layer.bottoms}
+    scores = {layer.bottoms[0] for layer in layers if layer.type == "Softmax" and layer.tops[0] not in read}
+    return sorted(scores - {name for layer in layers if layer.type == "Input" for name in layer.tops})
+
+
+def with_scores(net, outputs):
+    """``outputs`` (a forward-only netlayers net's, blob name -> array) and copies of its
+    :func:`softmax_scores` blobs."""
+    return {**outputs, **{blob: net.blobs[blob].data.copy() for blob in softmax_scores(net.spec)}}
+
+
 def has_loss(spec, phase="TRAIN"):
     """Whether the net ``spec`` has a loss in ``phase``: a top of nonzero loss weight
     (:func:`top_loss_weights`; netlayers' rule for ``Net.loss`` and for what backward starts
@@ -2252,7 +2270,7 @@ def torch_net(spec, params, phase="TRAIN"):
             self.ops = []  # (function of the bottom tensors, bottom names, top names)
             self.losses = []  # (top name, loss weight)
             self.random = [f"'{layer.name}' ({layer.type})" for layer in layers if draws_random_numbers(layer, phase)]
-            self.outputs = self.unread_tops()
+            self.outputs = sorted({*self.unread_tops(), *(softmax_scores(spec, phase) if phase == "TEST" else ())})
             self.fresh = set()  # tops a ReLU may overwrite in place (FRESH_TOPS)
             k = 0
             while k < len(layers):
@@ -2937,7 +2955,8 @@ def check_same_outputs(name, ours, theirs, tolerance=LOSS_TOLERANCE):
     """A forward-only net's check (a net without a loss): raise :class:`ComputationMismatch`
     naming the blob unless the twin gives every output blob of the netlayers net, the tops no
     layer reads (``ours``: ``Net.outputs``' arrays after one forward; a deploy net's
-    probabilities or scores, and any other top left unread), of the same shape and within
+    probabilities or scores, and any other top left unread; with the scores behind a last
+    Softmax, :func:`softmax_scores`), of the same shape and within
     ``tolerance`` of netlayers' in relative norm of the difference (||ours - theirs|| over the
     larger norm of the two). The default, ``LOSS_TOLERANCE``, is the loss's: what a net with
     a loss compares of its forward. Returns the largest relative difference."""
@@ -3101,7 +3120,7 @@ def bench_net(name, args, torch):
     result.notes += case.notes
     if forward_only:
         result.notes.append(FORWARD_ONLY_NOTE)
-        outputs = {blob: value.copy() for blob, value in outputs.items()}
+        outputs = with_scores(net, {blob: value.copy() for blob, value in outputs.items()})
     else:
         result.netlayers_loss = netlayers_step(net)
     steps = [netlayers_stepper(net, forward_only)]
@@ -3204,7 +3223,9 @@ class Float64Referee:
             step, twin = build_torch(net.spec, exact, params, forward_only)
             twin.double()
             if forward_only:
-                self.exact_outputs = {blob: value.copy() for blob, value in ours.forward(**exact).items()}
+                self.exact_outputs = with_scores(
+                    ours, {blob: value.copy() for blob, value in ours.forward(**exact).items()}
+                )
                 self.twin_outputs = {blob: tensor.numpy() for blob, tensor in step().items()}
             else:
                 ours.forward(**exact)
