@@ -497,17 +497,19 @@ def power(x, exponent, out, times=None, scale=1.0):
 
 
 @jit
-def _affine(x, scale, shift, y):
+def _affine(x, scale, shift, add, y):
     for i in range(x.size):
-        y[i] = x[i] * scale + shift
+        v = x[i] * scale
+        y[i] = v + shift if add else v
 
 
 def affine(x, scale, shift, out):
     """out = x * scale + shift in one pass (rounded after the product and after the sum, as
-    numpy's two passes); ``out`` may be x."""
+    numpy's two passes), the sum left out for a shift of 0 (as Caffe's Power: -0 stays -0);
+    ``out`` may be x."""
     xf, yf, dtype = x.reshape(-1), out.reshape(-1), out.dtype.type
     scale, shift = dtype(scale), dtype(shift)
-    split(lambda lo, hi: _affine(xf[lo:hi], scale, shift, yf[lo:hi]), xf, 2)
+    split(lambda lo, hi: _affine(xf[lo:hi], scale, shift, shift != 0, yf[lo:hi]), xf, 2)
     return out
 
 

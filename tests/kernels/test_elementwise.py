@@ -114,3 +114,5 @@ def test_affine_rounds_as_numpys_product_then_sum(dtype, size, thread_count):
     np.testing.assert_array_equal(elementwise.affine(x, 0.1, 0.3, np.empty_like(x)), want)
     elementwise.affine(x, 0.1, 0.3, x)  # in place
     np.testing.assert_array_equal(x, want)
+    zeros = np.array([-0.0, 0.0], dtype)
+    np.testing.assert_array_equal(np.signbit(elementwise.affine(zeros, 2, 0, np.empty_like(zeros))), [True, False])

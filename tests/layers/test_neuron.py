@@ -357,3 +357,14 @@ def test_prelu_reshape_to_other_channels_is_an_error(x):
     with pytest.raises(ConfigError, match="4 channels") as info:
         layer.forward(bottom, top)
     assert "layer 'p'" in str(info.value)
+
+
+def test_power_without_a_shift_keeps_the_sign_of_a_zero_base():
+    """As Caffe's Power (which adds no shift of 0): -0 to the power -1 is -inf, and to 3 is -0."""
+    x = np.array([-0.0, 0.0, 2.0], np.float32)
+    for power, want in ((-1, [-np.inf, np.inf, 0.5]), (3, [-0.0, 0.0, 8.0])):
+        layer, bottom, top = make_layer({"type": "Power", "power_param": {"power": power}}, [x], dtype=np.float32)
+        with np.errstate(divide="ignore"):
+            layer.forward(bottom, top)
+        np.testing.assert_array_equal(top[0].data, want)
+        np.testing.assert_array_equal(np.signbit(top[0].data), np.signbit(np.array(want)))
