@@ -1352,10 +1352,10 @@ def test_a_forward_only_mismatch_the_float64_runs_settle_runs_with_a_note(tmp_pa
     assert any(note.startswith("note: float32 rounding: the sides differ by") for note in notes), notes
 
 
-def test_a_mismatch_names_softmax_losses_clamped_at_flt_min():
+def test_a_mismatch_names_softmax_losses_clamped_at_the_dtypes_least_normal_value():
     """A float32 SoftmaxWithLoss whose label's probability falls below FLT_MIN counts
-    -log(FLT_MIN), as Caffe's: the benchmark names such layers as a mismatch's likely cause
-    (a label ignored, or probabilities above FLT_MIN, are not such a cause)."""
+    -log(FLT_MIN), as Caffe's (a float64 one DBL_MIN's): the benchmark names such layers as a
+    mismatch's likely cause (a label ignored, or probabilities above the bound, are not)."""
     spec = tiny(
         "clamped",
         {
@@ -1376,6 +1376,16 @@ def test_a_mismatch_names_softmax_losses_clamped_at_flt_min():
         if clamped:
             expected = (-np.log(np.finfo(np.float32).tiny) + np.log(1 + 2 / np.e)) / 2
             assert float(net.blobs["loss"].data) == pytest.approx(expected, rel=1e-5)
+            assert "below FLT_MIN" in bench_nets.clamp_cause(net)
+        else:
+            assert bench_nets.clamp_cause(net) == ""
+    exact = bench_nets.netlayers.Net(spec, dtype=np.float64)  # netlayers' float64 nets clamp at DBL_MIN
+    exact.blobs["label"].data[...] = [0, 0]
+    for scores, clamped in ((200.0, []), (800.0, ["loss"])):
+        exact.blobs["scores"].data[...] = [[0.0, scores, 0.0], [1.0, 0.0, 0.0]]
+        exact.forward()
+        assert bench_nets.clamped_softmax_losses(exact) == clamped
+    assert "below DBL_MIN" in bench_nets.clamp_cause(exact) and "708.4" in bench_nets.clamp_cause(exact)
 
 
 def test_a_forward_only_net_compares_the_scores_behind_its_last_softmax():

@@ -54,7 +54,7 @@ note giving each side's distance from its float64 run; the run stops with an err
 float64 runs differ too (a benchmark of two different computations is worthless) or if
 netlayers' float32 strays more than 3 times as far as PyTorch's (``ROUNDING_FACTOR``; the
 error names a SoftmaxWithLoss that clamped a label's probability at FLT_MIN, as Caffe's does
-and PyTorch's does not: :func:`clamped_softmax_losses`). A net whose layers draw random
+and PyTorch's does not, or at DBL_MIN in the float64 runs: :func:`clamp_cause`). A net whose layers draw random
 numbers (Dropout) is timed on both sides without that check; a net with a layer the twin does
 not translate runs in netlayers alone; a one-line note under the net's line says which.
 
@@ -3210,7 +3210,9 @@ class Float64Referee:
         self.outputs, self.theirs, self.tolerance = outputs, theirs, tolerance
         forward_only = result.forward_only
         exact = {key: value.astype(np.float64) if value.dtype == np.float32 else value for key, value in inputs.items()}
-        ours = netlayers.Net(net.spec, "TEST" if forward_only else "TRAIN", dtype=np.float64, seed=SEED)
+        ours = self.exact_net = netlayers.Net(
+            net.spec, "TEST" if forward_only else "TRAIN", dtype=np.float64, seed=SEED
+        )
         for layer, blobs in net.params.items():
             for blob, exact_blob in zip(blobs, ours.params[layer]):
                 exact_blob.data[...] = blob.data
@@ -3259,7 +3261,8 @@ class Float64Referee:
                     name, self.exact_loss, self.exact_gradients, self.twin_loss, self.twin_gradients, REFEREE_TOLERANCE
                 )
             except ComputationMismatch as error:
-                raise ComputationMismatch(f"{mismatch}; in float64 too: {_after_name(error)}") from None
+                cause = clamp_cause(self.exact_net)
+                raise ComputationMismatch(f"{mismatch}; in float64 too: {_after_name(error)}{cause}") from None
             gradients = {key: self.net.params[key[0]][key[1]].diff for key in self.module.param_of}
             twin = {
                 key: np.zeros(gradients[key].shape) if tensor.grad is None else tensor.grad.numpy()
@@ -3272,14 +3275,7 @@ class Float64Referee:
             theirs = max(_relative(twin_loss, self.twin_loss), *gradient_differences(twin, twin_exact).values())
             self.result.gradient_difference = between
         if not ours <= max(self.tolerance, ROUNDING_FACTOR * theirs):
-            clamped = clamped_softmax_losses(self.net)
-            cause = (
-                f"; SoftmaxWithLoss {', '.join(repr(n) for n in clamped)}: a label's float32 probability below "
-                "FLT_MIN, where Caffe's loss (and netlayers' in float32) counts -log(FLT_MIN) = 87.3 and PyTorch's "
-                "the true log-probability: scores too large for float32"
-                if clamped
-                else ""
-            )
+            cause = clamp_cause(self.net)
             raise ComputationMismatch(
                 f"net '{name}': netlayers' float32 results are {ours:.2e} from its float64 run, PyTorch's "
                 f"{theirs:.2e} from its own: more than {ROUNDING_FACTOR:g} times PyTorch's rounding ({mismatch}){cause}"
@@ -3303,13 +3299,14 @@ class Float64Referee:
 
 
 def clamped_softmax_losses(net):
-    """Names of ``net``'s float32 SoftmaxWithLoss layers whose last forward gave some counted
-    label a probability below FLT_MIN (Caffe clamps it there: -log(FLT_MIN) = 87.3 where the
-    true loss is larger), as a mismatch's likely cause."""
+    """Names of ``net``'s SoftmaxWithLoss layers whose last forward gave some counted label a
+    probability below the smallest normal value of their dtype, where the loss is clamped
+    (Caffe's FLT_MIN in float32: -log(FLT_MIN) = 87.3 a prediction where the true loss is
+    larger; netlayers' float64 nets clamp at DBL_MIN, 708.4), as a mismatch's likely cause."""
     names = []
     for layer, bottoms in zip(net.layers, net.bottom_vecs):
         prob = getattr(layer, "prob", None)
-        if layer.type != "SoftmaxWithLoss" or prob is None or prob.dtype != np.float32:
+        if layer.type != "SoftmaxWithLoss" or prob is None:
             continue
         labels = np.asarray(bottoms[1].data).reshape(layer.outer, 1, layer.inner).astype(np.intp)
         ignore = layer.loss_param.ignore_label
@@ -3317,9 +3314,24 @@ def clamped_softmax_losses(net):
         picked = np.take_along_axis(
             prob.reshape(layer.outer, layer.classes, layer.inner), np.where(counted, labels, 0), 1
         )
-        if (picked[counted] < np.finfo(np.float32).tiny).any():
+        if (picked[counted] < np.finfo(prob.dtype).tiny).any():
             names.append(layer.name)
     return names
+
+
+def clamp_cause(net):
+    """The end of a mismatch's message naming ``net``'s clamped SoftmaxWithLoss layers
+    (:func:`clamped_softmax_losses`), or ""."""
+    clamped = clamped_softmax_losses(net)
+    if not clamped:
+        return ""
+    dtype = np.dtype(net.dtype)
+    bound, loss = ("FLT_MIN", 87.3) if dtype == np.float32 else ("DBL_MIN", 708.4)
+    return (
+        f"; SoftmaxWithLoss {', '.join(repr(n) for n in clamped)}: a label's {dtype.name} probability below "
+        f"{bound}, where netlayers' loss (Caffe's in float32) counts -log({bound}) = {loss} and PyTorch's the "
+        "true log-probability: scores too large"
+    )
 
 
 def _relative(value, exact):
