@@ -1402,7 +1402,7 @@ def test_a_forward_only_net_compares_the_scores_behind_its_last_softmax():
         layer("scaled", "Power", "p2", power_param={"scale": 2}),
         inputs=(("data", (2, 4)),),
     )
-    assert bench_nets.softmax_scores(spec) == ["fc"]
+    assert bench_nets.softmax_scores(bench_nets.train_layers(spec, "TEST")) == ["fc"]
     net = bench_nets.new_net(spec, forward_only=True)
     inputs = bench_nets.fixed_inputs(net)
     compared = bench_nets.with_scores(net, {k: v.copy() for k, v in net.forward(**inputs).items()})

@@ -2087,13 +2087,12 @@ def train_layers(spec, phase="TRAIN"):
     return phase_layers(load_net_spec(spec), phase)
 
 
-def softmax_scores(spec, phase="TEST"):
-    """The bottoms of ``spec``'s Softmax layers (in ``phase``) whose top no layer reads: a deploy
-    net's scores behind its probabilities, compared besides its outputs in a forward-only
-    benchmark (:func:`check_same_outputs`), since probabilities saturated to 0 and 1 (random
-    weights in a deep net: the zoo's ResNet-50 gave 0 and 1 exactly on both sides) hide any
-    difference of the scores."""
-    layers = train_layers(spec, phase)
+def softmax_scores(layers):
+    """The bottoms of the Softmax layers of ``layers`` (:func:`train_layers`) whose top no layer
+    reads: a deploy net's scores behind its probabilities, compared besides its outputs in a
+    forward-only benchmark (:func:`check_same_outputs`), since probabilities saturated to 0 and
+    1 (random weights in a deep net: the zoo's ResNet-50 gave 0 and 1 exactly on both sides)
+    hide any difference of the scores."""
     read = {name for layer in layers for name in layer.bottoms}
     scores = {layer.bottoms[0] for layer in layers if layer.type == "Softmax" and layer.tops[0] not in read}
     return sorted(scores - {name for layer in layers if layer.type == "Input" for name in layer.tops})
@@ -2102,7 +2101,8 @@ def softmax_scores(spec, phase="TEST"):
 def with_scores(net, outputs):
     """``outputs`` (a forward-only netlayers net's, blob name -> array) and copies of its
     :func:`softmax_scores` blobs."""
-    return {**outputs, **{blob: net.blobs[blob].data.copy() for blob in softmax_scores(net.spec)}}
+    scores = softmax_scores(train_layers(net.spec, net.phase))
+    return {**outputs, **{blob: net.blobs[blob].data.copy() for blob in scores}}
 
 
 def has_loss(spec, phase="TRAIN"):
@@ -2270,7 +2270,7 @@ def torch_net(spec, params, phase="TRAIN"):
             self.ops = []  # (function of the bottom tensors, bottom names, top names)
             self.losses = []  # (top name, loss weight)
             self.random = [f"'{layer.name}' ({layer.type})" for layer in layers if draws_random_numbers(layer, phase)]
-            self.outputs = sorted({*self.unread_tops(), *(softmax_scores(spec, phase) if phase == "TEST" else ())})
+            self.outputs = sorted({*self.unread_tops(), *softmax_scores(layers)})
             self.fresh = set()  # tops a ReLU may overwrite in place (FRESH_TOPS)
             k = 0
             while k < len(layers):

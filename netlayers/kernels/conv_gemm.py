@@ -460,17 +460,21 @@ class ColumnChunks:
             or 2 * self.map_channels * self.rows * self.plane < parallel.MATMUL_SPLIT_FLOPS
         ):
             return None
+        self._channel_parts = self._channel_subsets(threads)
+        return self._channel_parts
+
+    def _channel_subsets(self, count):
+        """(channels, the one-image ``ColumnChunks`` of those channels) for ``count`` runs of
+        the input channels cut as evenly as they go, each run's products whole in its worker."""
         geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
         geometry.update(map_channels=self.map_channels, map_size=self.map_shape, groups=1, dtype=self.dtype)
-        parts = []
-        for worker in range(threads):
-            share = parallel.share(worker, threads, self.image_channels)
-            channels = slice(share.start, share.stop)
+        subsets = []
+        for index in range(count):
+            share = parallel.share(index, count, self.image_channels)
             sub = type(self)(image_shape=(1, len(share), *self.image_shape[2:]), **geometry)
-            sub.used_workers = threads  # its products run whole, in their worker
-            parts.append((channels, sub))
-        self._channel_parts = parts
-        return parts
+            sub.used_workers = parallel.thread_count()  # its products run whole, in their worker
+            subsets.append((slice(share.start, share.stop), sub))
+        return subsets
 
     def channel_pieces(self):
         """For :func:`convolve_by_channel_pieces` and :func:`backward_by_channel_pieces`:
@@ -491,19 +495,9 @@ class ColumnChunks:
         band_pixels = self.bands[0][0].stop - self.bands[0][0].start
         if self.rows * band_pixels * self.dtype.itemsize < CHANNEL_PIECES_FROM * self.budget:
             return None
-        taps = self.kernel[0] * self.kernel[1]
-        per_piece = max(1, CHANNEL_PIECE_ROWS // taps)
-        pieces = -(-self.image_channels // per_piece)
-        geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
-        geometry.update(map_channels=self.map_channels, map_size=self.map_shape, groups=1, dtype=self.dtype)
-        made = []
-        for index in range(pieces):
-            share = parallel.share(index, pieces, self.image_channels)
-            sub = type(self)(image_shape=(1, len(share), *self.image_shape[2:]), **geometry)
-            sub.used_workers = parallel.thread_count()  # its products run whole, in their worker
-            made.append((slice(share.start, share.stop), sub))
-        self._channel_pieces = made
-        return made
+        per_piece = max(1, CHANNEL_PIECE_ROWS // (self.kernel[0] * self.kernel[1]))
+        self._channel_pieces = self._channel_subsets(-(-self.image_channels // per_piece))
+        return self._channel_pieces
 
     def workers(self):
         """How many workers ``run`` uses for this geometry."""
