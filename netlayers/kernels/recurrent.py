@@ -14,7 +14,7 @@ import numpy as np
 
 from . import vmath
 from ._jit import jit
-from .blas import NO_TRANS, TRANS, product
+from .blas import NO_TRANS, product
 from .elementwise import sigmoid_forward, tanh_forward
 from .spin import publish, wait_all
 
@@ -79,34 +79,45 @@ def lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
 # Each step of an RNN or LSTM is a recurrent product (G H x H weights, G = 4 gates for an LSTM,
 # by the N streams' previous states) and the cells; in Python each step hands the product to
 # the workers and waits (50 steps: 100 hand-overs a pass, and the cells on one core). Here each
-# worker owns the hidden units [u0, u1): it runs every step in compiled code (its rows of the
-# product through numpy's own BLAS, ``blas.gemm``, then its units' cells) and meets the other
+# worker owns the hidden units [u0, u1): it runs every step in compiled code (its units' columns
+# of the product, (N, G (u1 - u0)), through numpy's own BLAS, ``blas.gemm``, then its units'
+# cells, which add that product to the step's input part as they read it) and meets the other
 # workers once a step (``spin.publish`` / ``spin.wait_all``), when the whole new state is
 # written. ``call`` is the pair of ``blas.gemm_address``, then libc's sched_yield
 # (``spin.YIELD``); ``counts`` (workers,) int64 zeros: the barrier.
 
 
 @jit
-def _gather_rows(weight, gates, u0, u1, rows):
-    """rows = the rows of ``weight`` (G H, H) of the units [u0, u1), gate by gate."""
+def _gather_columns(weight, gates, u0, u1, columns):
+    """columns[:, :G (u1 - u0)] (H, at least G (u1 - u0)) = the rows of ``weight`` (G H, H) of
+    the units [u0, u1), gate by gate, transposed: columns[k, gate (u1 - u0) + u] = weight[gate
+    H + u0 + u, k]."""
     size, count = weight.shape[1], u1 - u0
     for gate in range(gates):
-        rows[gate * count : (gate + 1) * count] = weight[gate * size + u0 : gate * size + u1]
+        for u in range(count):
+            row = weight[gate * size + u0 + u]
+            for k in range(size):
+                columns[k, gate * count + u] = row[k]
 
 
 @jit
-def _add_product(step_gates, product_rows, gates, u0, u1):
-    """step_gates[:, the units' columns of each gate] += product_rows^T (product_rows (G
-    (u1 - u0), N), gate by gate), in tiles of 16 units."""
-    streams, size, count = step_gates.shape[0], step_gates.shape[1] // gates, u1 - u0
-    for gate in range(gates):
-        for first in range(0, count, 16):
-            last = min(count, first + 16)
-            column = gate * size + u0 + first
-            for n in range(streams):
-                row = step_gates[n, column : column + last - first]
-                for u in range(last - first):
-                    row[u] += product_rows[gate * count + first + u, n]
+def _recurrent_product(call, scaled, weight_columns, width, out):
+    """out[:, :width] = scaled (N, H) weight_columns[:, :width]: a worker's ``width`` = G (u1 -
+    u0) gate columns of the step's recurrent part, a row for each stream. Both matrices have
+    rows longer than ``width`` (``PRODUCT_ROW_PAD``)."""
+    streams, size = scaled.shape
+    a, b, c = scaled.ctypes.data, weight_columns.ctypes.data, out.ctypes.data
+    ldb, ldc = weight_columns.shape[1], out.shape[1]
+    product(call, NO_TRANS, NO_TRANS, streams, width, size, a, size, b, ldb, c, ldc, scaled.dtype.type(1))
+
+
+# A worker's product (N, G units) = (N, H) (H, G units) has its gate columns as rows: numpy's
+# OpenBLAS ran it as fast as the transposed orientation (gates as rows, the streams as columns)
+# or faster (one core: 64 streams, 128 -> 4 x 64 units 41-44 against 46 us; 8 streams, 128 -> 4
+# x 128 units 11.5 against 25.1), once the rows of both matrices are longer than the product's
+# width: rows of 1024 values (4 KiB) made it 1.2x to 1.5x slower (32 streams, 512 -> 1024
+# columns: 513 us, with 16 more values a row 374, the transposed orientation 370).
+PRODUCT_ROW_PAD = 16
 
 
 @jit
@@ -116,15 +127,6 @@ def _scale(states, cont, out, u0, u1):
         keep = cont[n]
         for d in range(u0, u1):
             out[n, d] = states[n, d] * keep
-
-
-@jit
-def _recurrent_product(call, weight_rows, scaled, product_rows):
-    """product_rows (R, N) = weight_rows (R, H) scaled^T (scaled (N, H))."""
-    rows, size = weight_rows.shape
-    streams = scaled.shape[0]
-    a, b, c = weight_rows.ctypes.data, scaled.ctypes.data, product_rows.ctypes.data
-    product(call, NO_TRANS, TRANS, rows, streams, size, a, size, b, size, c, streams, scaled.dtype.type(1))
 
 
 @jit
@@ -142,23 +144,25 @@ def _states_back(call, diff, weight, cont, out, u0, u1):
 
 
 @jit
-def lstm_forward_units(call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts):
+def lstm_forward_units(call, worker, units, weight, weight_columns, step_product, gates, cont, states, counts):
     """Steps t = 0 .. T-1 of an LSTM for the hidden units ``units`` = (u0, u1), float32.
     ``states`` = (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T,
-    N, 4H)): gates[t] (T, N, 4H) gets the recurrent part W_hc scaled[t]^T added in these units'
-    columns, their cells write acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], and
-    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_rows`` (4 (u1 -
-    u0), H) and ``product_rows`` (4 (u1 - u0), N) are the worker's scratch."""
+    N, 4H)): the cells of these units take gates[t] (T, N, 4H, left as it is) plus the recurrent
+    part scaled[t] W_hc^T in these units' columns, and write acts[t], cell[t + 1], tanh_cell[t],
+    hidden[t + 1] there, and scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given).
+    ``weight_columns`` (H, 4 (u1 - u0) + ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as
+    many) are the worker's scratch."""
     hidden, cell, tanh_cell, scaled, acts = states
     u0, u1 = units
     steps = gates.shape[0]
-    _gather_rows(weight, 4, u0, u1, weight_rows)
+    _gather_columns(weight, 4, u0, u1, weight_columns)
     for t in range(steps):
-        _recurrent_product(call, weight_rows, scaled[t], product_rows)
-        _add_product(gates[t], product_rows, 4, u0, u1)
-        vmath.lstm_cell_units(gates[t], cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1)
-        if t + 1 < steps:
-            _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
+        _recurrent_product(call, scaled[t], weight_columns, 4 * (u1 - u0), step_product)
+        after = min(t + 1, steps - 1)  # the next step (the last step has none: has_next is False)
+        vmath.lstm_step_units(
+            gates[t], step_product, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1,
+            cont[after], scaled[after], t + 1 < steps,
+        )  # fmt: skip
         publish(counts, worker, t + 1)
         wait_all(counts, t + 1, call[2])
 
@@ -188,20 +192,19 @@ def lstm_backward_units(call, worker, units, weight, output_diff, states, cont, 
 
 
 @jit
-def rnn_forward_units(call, worker, units, weight, weight_rows, product_rows, gates, cont, states, counts):
+def rnn_forward_units(call, worker, units, weight, weight_columns, step_product, gates, cont, states, counts):
     """Steps t = 0 .. T-1 of an RNN for the hidden units ``units`` = (u0, u1), float32.
-    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): gates[t] (T, N, H) gets W_hh
-    scaled[t]^T added in these units' columns, hidden[t + 1] = tanh(gates[t]) there, and
-    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_rows`` (u1 - u0,
-    H) and ``product_rows`` (u1 - u0, N) are the worker's scratch."""
+    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): hidden[t + 1] = tanh(gates[t] +
+    scaled[t] W_hh^T) in these units' columns (gates (T, N, H) left as it is), and scaled[t + 1]
+    = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_columns`` (H, u1 - u0 +
+    ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as many) are the worker's scratch."""
     hidden, scaled = states
     u0, u1 = units
     steps = gates.shape[0]
-    _gather_rows(weight, 1, u0, u1, weight_rows)
+    _gather_columns(weight, 1, u0, u1, weight_columns)
     for t in range(steps):
-        _recurrent_product(call, weight_rows, scaled[t], product_rows)
-        _add_product(gates[t], product_rows, 1, u0, u1)
-        vmath.tanh_units(gates[t], hidden[t + 1], u0, u1)
+        _recurrent_product(call, scaled[t], weight_columns, u1 - u0, step_product)
+        vmath.tanh_of_sum_units(gates[t], step_product, hidden[t + 1], u0, u1)
         if t + 1 < steps:
             _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
         publish(counts, worker, t + 1)

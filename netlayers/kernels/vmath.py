@@ -131,6 +131,21 @@ def _sigmoid_span(x, y, lo, hi, work):
 
 
 @jit
+def _tanh_value(v, e):
+    """tanh(v) from e = exp(2 |v|) (``_exp_block``'s)."""
+    z = v * v
+    p = _B4 * z + _B3
+    p = p * z + _B2
+    p = p * z + _B1
+    p = p * z + _B0
+    small = v * (_ONE + z * p)  # keeps the sign of -0
+    large = _ONE - _TWO / (e + _ONE)
+    large = large if v >= 0 else -large
+    value = small if abs(v) < _TANH_SMALL else large
+    return value if v == v else v
+
+
+@jit
 def _tanh_span(x, y, lo, hi, work):
     """y[lo:hi] = tanh(x[lo:hi])."""
     a, b, e, q, s = work
@@ -142,17 +157,7 @@ def _tanh_span(x, y, lo, hi, work):
             b[j] = abs(a[j])
         _exp_block(b, m, _TWO, e, q, s)
         for j in range(m):
-            v = a[j]
-            z = v * v
-            p = _B4 * z + _B3
-            p = p * z + _B2
-            p = p * z + _B1
-            p = p * z + _B0
-            small = v * (_ONE + z * p)  # keeps the sign of -0
-            large = _ONE - _TWO / (e[j] + _ONE)
-            large = large if v >= 0 else -large
-            value = small if b[j] < _TANH_SMALL else large
-            yb[j] = value if v == v else v
+            yb[j] = _tanh_value(a[j], e[j])
 
 
 @jit
@@ -245,20 +250,29 @@ def swish(x, beta, s_out, y):
 
 
 @jit
-def tanh_units(x, y, u0, u1):
-    """y[m, u0:u1] = tanh(x[m, u0:u1]) for each row m of C-contiguous (M, D) float32 arrays."""
-    work = _scratch()
-    dim = x.shape[1]
-    xf, yf = x.reshape(-1), y.reshape(-1)
+def tanh_of_sum_units(x, product, y, u0, u1):
+    """y[m, u0:u1] = tanh(x[m, u0:u1] + product[m]) for each row m of C-contiguous float32
+    arrays ``x`` and ``y`` (M, D) and ``product`` (M, u1 - u0) (``_tanh_span``'s operations)."""
+    a, b, e, q, s = _scratch()
     for row in range(x.shape[0]):
-        _tanh_span(xf, yf, row * dim + u0, row * dim + u1, work)
+        xr, pr, yr = x[row], product[row], y[row]
+        for lo in range(u0, u1, BLOCK):
+            m = min(BLOCK, u1 - lo)
+            xb, pb, yb = xr[lo : lo + m], pr[lo - u0 : lo - u0 + m], yr[lo : lo + m]
+            for j in range(m):
+                v = xb[j] + pb[j]
+                a[j] = v
+                b[j] = abs(v)
+            _exp_block(b, m, _TWO, e, q, s)
+            for j in range(m):
+                yb[j] = _tanh_value(a[j], e[j])
 
 
 @jit
 def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
     """One LSTM step over the rows of C-contiguous float32 arrays (``gates`` and ``acts`` (M,
-    4 D), the others (M, D), ``cont`` (M,)), in one pass a row: acts = [sigmoid(i', f', o'),
-    tanh(g')], c = (cont f) c_prev + i g, tanh_c = tanh(c), h = o tanh_c (see
+    4 D), the others (M, D), ``cont`` (M,)): acts = [sigmoid(i', f', o'), tanh(g')], c = (cont
+    f) c_prev + i g, tanh_c = tanh(c), h = o tanh_c (see
     ``netlayers.kernels.recurrent.lstm_cell_forward``)."""
     lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, 0, c.shape[1])
 
@@ -266,26 +280,83 @@ def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
 @jit
 def lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, u0, u1):
     """:func:`lstm_cell` for the units [u0, u1) alone (their columns of each gate and state)."""
-    work = _scratch()
+    _lstm_cell_pieces(gates, gates, False, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont, h, False)
+
+
+@jit
+def lstm_step_units(gates, product, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
+    """:func:`lstm_cell_units` of the pre-activations ``gates`` plus ``product`` (M, 4 (u1 -
+    u0)): the recurrent part of the units [u0, u1), gate by gate ([i' f' o' g'] of these units
+    in each row). ``gates`` is left as it was. With ``has_next``, also the next step's scaled
+    state scaled_next[:, u0:u1] = cont_next h[:, u0:u1] ((M, D), ``cont_next`` (M,))."""
+    _lstm_cell_pieces(gates, product, True, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next)
+
+
+LSTM_PIECE = 128  # units a pass: their 4 gates and the new cell fill 5 x 128 scratch values
+
+
+@jit
+def _lstm_cell_pieces(gates, product, adds, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
+    """The cell of each row over pieces of at most ``LSTM_PIECE`` units, each piece in five
+    passes: its four pre-activations (plus ``product``'s where ``adds``) gathered into scratch,
+    negated for the sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one exponential
+    over the four; the activations and the new cell; one exponential of 2|c|; tanh(c) and h
+    (and with ``has_next`` h times ``cont_next`` into ``scaled_next``).
+    The same operations as ``_sigmoid_span`` and ``_tanh_span`` (the same bits), in 7 loops a
+    row instead of 22 (an LSTM step of 64 streams x 64 units: 38 -> 12 us)."""
+    size = 5 * LSTM_PIECE
+    a, b, e = np.empty(size, np.float32), np.empty(size, np.float32), np.empty(size, np.float32)
+    q, s = np.empty(size, np.float32), np.empty(size, np.float32)
     dim = c.shape[1]
-    width = 4 * dim
-    x, y = gates.reshape(-1), acts.reshape(-1)
-    cell, tanh_cell = c.reshape(-1), tanh_c.reshape(-1)
-    size = np.uint64(u1 - u0)
+    count = u1 - u0
     for row in range(gates.shape[0]):
-        lo = row * width
-        for gate in range(3):
-            _sigmoid_span(x, y, lo + gate * dim + u0, lo + gate * dim + u1, work)
-        _tanh_span(x, y, lo + 3 * dim + u0, lo + 3 * dim + u1, work)
-        i, f = y[lo + u0 : lo + u1], y[lo + dim + u0 : lo + dim + u1]
-        o, g = y[lo + 2 * dim + u0 : lo + 2 * dim + u1], y[lo + 3 * dim + u0 : lo + 3 * dim + u1]
-        keep, before, after, out = cont[row], c_prev[row, u0:u1], c[row, u0:u1], h[row, u0:u1]
-        for d in range(size):
-            after[d] = f[d] * keep * before[d] + i[d] * g[d]
-        _tanh_span(cell, tanh_cell, row * dim + u0, row * dim + u1, work)
-        squashed = tanh_c[row, u0:u1]
-        for d in range(size):
-            out[d] = o[d] * squashed[d]
+        x, y, p = gates[row], acts[row], product[row]
+        keep = cont[row]
+        for p0 in range(u0, u1, LSTM_PIECE):
+            m = min(LSTM_PIECE, u1 - p0)
+            k = p0 - u0
+            xi, xf = x[p0 : p0 + m], x[dim + p0 : dim + p0 + m]  # views: the loops vectorize
+            xo, xg = x[2 * dim + p0 : 2 * dim + p0 + m], x[3 * dim + p0 : 3 * dim + p0 + m]
+            if adds:
+                pi, pf = p[k : k + m], p[count + k : count + k + m]
+                po, pg = p[2 * count + k : 2 * count + k + m], p[3 * count + k : 3 * count + k + m]
+                for j in range(m):
+                    a[j], a[m + j], a[2 * m + j] = xi[j] + pi[j], xf[j] + pf[j], xo[j] + po[j]
+                    a[3 * m + j] = xg[j] + pg[j]
+            else:
+                for j in range(m):
+                    a[j], a[m + j], a[2 * m + j], a[3 * m + j] = xi[j], xf[j], xo[j], xg[j]
+            for j in range(3 * m):
+                b[j] = -a[j]
+            for j in range(3 * m, 4 * m):
+                b[j] = _TWO * abs(a[j])
+            _exp_block(b, 4 * m, _ONE, e, q, s)
+            yi, yf = y[p0 : p0 + m], y[dim + p0 : dim + p0 + m]
+            yo, yg = y[2 * dim + p0 : 2 * dim + p0 + m], y[3 * dim + p0 : 3 * dim + p0 + m]
+            before, after = c_prev[row, p0 : p0 + m], c[row, p0 : p0 + m]
+            cell_in, cell_arg = a[4 * m : 5 * m], b[4 * m : 5 * m]
+            for j in range(m):
+                i = _ONE / (_ONE + e[j])
+                f = _ONE / (_ONE + e[m + j])
+                o = _ONE / (_ONE + e[2 * m + j])
+                vi, vf, vo, vg = a[j], a[m + j], a[2 * m + j], a[3 * m + j]
+                i, f, o = i if vi == vi else vi, f if vf == vf else vf, o if vo == vo else vo
+                g = _tanh_value(vg, e[3 * m + j])
+                yi[j], yf[j], yo[j], yg[j] = i, f, o, g
+                new = f * keep * before[j] + i * g
+                after[j] = new
+                cell_in[j] = new
+                cell_arg[j] = _TWO * abs(new)
+            _exp_block(cell_arg, m, _ONE, e[4 * m : 5 * m], q[4 * m : 5 * m], s[4 * m : 5 * m])
+            squashed, out = tanh_c[row, p0 : p0 + m], h[row, p0 : p0 + m]
+            for j in range(m):
+                t = _tanh_value(cell_in[j], e[4 * m + j])
+                squashed[j] = t
+                out[j] = yo[j] * t
+            if has_next:
+                keep_next, scaled = cont_next[row], scaled_next[row, p0 : p0 + m]
+                for j in range(m):
+                    scaled[j] = out[j] * keep_next
 
 
 @jit

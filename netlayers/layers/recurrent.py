@@ -34,6 +34,7 @@ from .. import parallel
 from ..errors import DataError
 from ..kernels import blas, elementwise
 from ..kernels.recurrent import (
+    PRODUCT_ROW_PAD,
     lstm_backward_units,
     lstm_cell_backward,
     lstm_cell_forward,
@@ -232,17 +233,19 @@ class _Recurrent(Layer):
             scratch = [self._block_scratch(w, units) for w, units in enumerate(blocks)]
 
             def run(worker, units, counts):
-                weight_rows, product_rows = scratch[worker]
-                kernel(_compiled_call(), worker, units, weight, weight_rows, product_rows, gates, cont, states, counts)
+                columns, product = scratch[worker]
+                kernel(_compiled_call(), worker, units, weight, columns, product, gates, cont, states, counts)
 
             _run_blocks(run, blocks)
 
     def _block_scratch(self, worker, units):
-        """The worker's rows of the recurrent weight and of the product, for ``units``."""
-        rows = self.gates * (units[1] - units[0])
-        weight_rows = parallel.scratch(worker, "recurrent_weight_rows", rows * self.p.num_output, self.dtype)
-        product_rows = parallel.scratch(worker, "recurrent_product_rows", rows * self.streams, self.dtype)
-        return weight_rows.reshape(rows, self.p.num_output), product_rows.reshape(rows, self.streams)
+        """The worker's columns of the transposed recurrent weight, (H, G units), and of a
+        step's recurrent product, (N, G units), for ``units``, in rows ``PRODUCT_ROW_PAD``
+        values longer."""
+        row = self.gates * (units[1] - units[0]) + PRODUCT_ROW_PAD
+        weight = parallel.scratch(worker, "recurrent_weight_columns", row * self.p.num_output, self.dtype)
+        product = parallel.scratch(worker, "recurrent_step_product", row * self.streams, self.dtype)
+        return weight.reshape(self.p.num_output, row), product.reshape(self.streams, row)
 
     # -- backward ----------------------------------------------------------------------------
     def Backward_cpu(self, top, propagate_down, bottom):
@@ -488,7 +491,7 @@ class LSTM(_Recurrent):
 # 2.1 (H 128, N 16), 0.44x-0.74x from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024,
 # N 1: the product is limited by reading W_hc, which two cores read twice as fast).
 MIN_STEP_FLOPS_A_WORKER = 1 << 20
-MIN_UNITS_A_WORKER = 16  # a tile of the kernel's transposed add
+MIN_UNITS_A_WORKER = 16  # fewer make products too narrow for BLAS
 
 
 def _compiled_call():

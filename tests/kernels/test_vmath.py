@@ -155,6 +155,110 @@ def test_lstm_cell_forward_matches_its_definition(dtype):
     np.testing.assert_array_equal(c[1], acts[1, :dim] * acts[1, 3 * dim :])  # cont 0: c = i g
 
 
+def assert_ulps(got, want, err_msg="", ulps=2):
+    """float32 arrays equal to ``ulps`` units in the last place (the same NaNs and infinities)."""
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want), err_msg=err_msg)
+    finite, special = np.isfinite(want), np.isinf(want)
+    np.testing.assert_array_equal(got[special], want[special], err_msg=err_msg)
+    scale = np.spacing(np.maximum(np.abs(got[finite]), np.abs(want[finite])))
+    worst = (np.abs(got[finite].astype(np.float64) - want[finite]) / scale).max(initial=0)
+    assert worst <= ulps, f"{err_msg}: {worst:.0f} ulps apart"
+
+
+def assert_cells_agree(got, want, c_prev, cont, dim):
+    """Two runs of the LSTM cell (acts, c, tanh(c), h) agree to float32 rounding: a fused
+    multiply-add where the compiler chose one (``vector_jit``'s "contract": a loop's vector body
+    against its remainder, one specialization against another) moves c = f cont c_prev + i g by
+    a rounding of its larger term, which tanh(c) and h carry on."""
+    assert_ulps(got[0], want[0], "acts")
+    i, f, _, g = (want[0][:, k * dim : (k + 1) * dim].astype(np.float64) for k in range(4))
+    terms = np.abs(f * cont[:, None] * c_prev) + np.abs(i * g)
+    bound = 3 * np.finfo(np.float32).eps * np.nan_to_num(terms, posinf=0) + 1e-38
+    for name, a, b in zip(("c", "tanh(c)", "h"), got[1:], want[1:]):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=name)
+        ok = np.isnan(b) | (a == b) | (np.abs(a.astype(np.float64) - b) <= bound + np.spacing(np.abs(b)))
+        assert ok.all(), f"{name}: {np.abs(a - b)[~ok].max()} apart"
+
+
+@pytest.mark.parametrize("dim, u0, u1", [(37, 0, 37), (64, 0, 32), (300, 13, 290), (20, 3, 17)])
+def test_lstm_step_units_is_the_cell_of_gates_plus_the_product(dim, u0, u1):
+    """A worker's step (the recurrent product added as the cell reads the gates; pieces of
+    ``LSTM_PIECE`` units) = the cell of the summed pre-activations (to the rounding of a fused
+    multiply-add), in the units' columns alone; the gates stay as they were (bit for bit); the
+    next step's scaled state is h times its cont. Special values (NaN, infinities, signed
+    zeros) included."""
+    rng = np.random.default_rng(11)
+    rows, count = 6, u1 - u0
+    gates = (rng.standard_normal((rows, 4 * dim)) * 3).astype(np.float32)
+    gates.flat[rng.choice(gates.size, 5, replace=False)] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    product = (rng.standard_normal((rows, 4 * count)) * 2).astype(np.float32)
+    c_prev = (rng.standard_normal((rows, dim)) * 2).astype(np.float32)
+    cont = np.array([1, 0, 1, 1, 0, 1], np.float32)
+    cont_next = np.array([0, 1, 1, 0, 1, 1], np.float32)
+    summed = gates.copy()
+    for k in range(4):
+        summed[:, k * dim + u0 : k * dim + u1] += product[:, k * count : (k + 1) * count]
+    fresh = lambda: [np.full((rows, 4 * dim), 7, np.float32)] + [np.full((rows, dim), 7, np.float32) for _ in range(3)]  # noqa: E731
+    want = fresh()
+    vmath.lstm_cell_units(summed, c_prev, cont, *want, u0, u1)
+    got, scaled, before = fresh(), np.full((rows, dim), 7, np.float32), gates.copy()
+    vmath.lstm_step_units(gates, product, c_prev, cont, *got, u0, u1, cont_next, scaled, True)
+    assert_cells_agree(got, want, c_prev, cont, dim)
+    np.testing.assert_array_equal(gates.view(np.int32), before.view(np.int32))
+    np.testing.assert_array_equal(scaled[:, u0:u1], got[3][:, u0:u1] * cont_next[:, None])
+    assert (scaled[:, :u0] == 7).all() and (scaled[:, u1:] == 7).all()
+    untouched = fresh()
+    vmath.lstm_step_units(gates, product, c_prev, cont, *untouched, u0, u1, cont_next, scaled[:0], False)
+    whole = fresh()
+    vmath.lstm_cell_units(summed, c_prev, cont, *whole, 0, dim)
+    units = np.zeros(dim, bool)
+    units[u0:u1] = True
+    gate_units = np.tile(units, 4)
+    assert_cells_agree(
+        [a[:, gate_units if k == 0 else units] for k, a in enumerate(untouched)],
+        [b[:, gate_units if k == 0 else units] for k, b in enumerate(whole)],
+        c_prev[:, units], cont, u1 - u0,
+    )  # fmt: skip
+    for name, a in zip(("acts", "c", "tanh(c)", "h"), untouched):  # other units' columns stay
+        assert (a[:, ~(gate_units if name == "acts" else units)] == 7).all(), name
+
+
+def test_lstm_cell_units_gives_the_sigmoid_and_tanh_kernels_values():
+    """The cell's activations are vmath.sigmoid's and vmath.tanh's, and c, tanh(c) and h the
+    definition's float32 operations on them (to the rounding of a fused multiply-add)."""
+    rng = np.random.default_rng(12)
+    rows, dim = 5, 150  # more units than one piece
+    gates = (rng.standard_normal((rows, 4 * dim)) * 4).astype(np.float32)
+    c_prev = rng.standard_normal((rows, dim)).astype(np.float32)
+    cont = np.array([1, 1, 0, 1, 1], np.float32)
+    acts, c, tanh_c, h = np.empty_like(gates), *(np.empty_like(c_prev) for _ in range(3))
+    vmath.lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, 0, dim)
+    sig, tan = np.empty_like(gates), np.empty_like(gates)
+    vmath.sigmoid(gates.reshape(-1), sig.reshape(-1))
+    vmath.tanh(gates.reshape(-1), tan.reshape(-1))
+    assert_ulps(acts[:, : 3 * dim], sig[:, : 3 * dim], "sigmoids")
+    assert_ulps(acts[:, 3 * dim :], tan[:, 3 * dim :], "tanh(g')")
+    i, f, o, g = (acts[:, k * dim : (k + 1) * dim] for k in range(4))
+    want_c = f * cont[:, None] * c_prev + i * g
+    want_tanh = np.empty_like(c)
+    vmath.tanh(want_c.reshape(-1), want_tanh.reshape(-1))
+    assert_cells_agree([acts, c, tanh_c, h], [acts, want_c, want_tanh, o * want_tanh], c_prev, cont, dim)
+
+
+def test_tanh_of_sum_units_is_tanh_of_the_sum_in_the_units_columns():
+    rng = np.random.default_rng(13)
+    rows, dim, u0, u1 = 4, 700, 50, 640  # a span longer than one block
+    x = (rng.standard_normal((rows, dim)) * 3).astype(np.float32)
+    product = rng.standard_normal((rows, u1 - u0)).astype(np.float32)
+    y = np.full_like(x, 7)
+    vmath.tanh_of_sum_units(x, product, y, u0, u1)
+    want = np.empty((rows, u1 - u0), np.float32)
+    vmath.tanh((x[:, u0:u1] + product).reshape(-1), want.reshape(-1))
+    assert_ulps(y[:, u0:u1], want)
+    assert (y[:, :u0] == 7).all() and (y[:, u1:] == 7).all()
+
+
 SCRIPT = """
 import numpy as np
 from netlayers.kernels import vmath
