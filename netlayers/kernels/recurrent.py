@@ -130,17 +130,30 @@ def _scale(states, cont, out, u0, u1):
 
 
 @jit
-def _states_back(call, diff, weight, cont, out, u0, u1):
-    """out[:, u0:u1] = cont (diff W)[:, u0:u1]: diff (N, G H), W (G H, H), out (N, H)."""
+def _gather_unit_columns(weight, u0, u1, block):
+    """block[:, :u1 - u0] (G H, at least u1 - u0) = weight[:, u0:u1] ((G H, H))."""
+    count = u1 - u0
+    for r in range(weight.shape[0]):
+        row, target = weight[r], block[r]
+        for u in range(count):
+            target[u] = row[u0 + u]
+
+
+@jit
+def _states_back(call, diff, block, product_out, cont, out, u0, u1):
+    """out[:, u0:u1] = cont (diff W)[:, u0:u1]: diff (N, G H), W's columns u0:u1 in
+    block[:, :u1 - u0] (``_gather_unit_columns``), the product formed in product_out (N, at
+    least u1 - u0), out (N, H). Rows of W of 1024 values (4 KiB) made the product 1.1x to 1.5x
+    slower than rows ``PRODUCT_ROW_PAD`` longer (16 to 32 streams, H 1024, two workers)."""
     streams, rows = diff.shape
-    size = weight.shape[1]
-    offset = u0 * out.itemsize
-    a, b, c = diff.ctypes.data, weight.ctypes.data + offset, out.ctypes.data + offset
-    product(call, NO_TRANS, NO_TRANS, streams, u1 - u0, rows, a, rows, b, size, c, size, out.dtype.type(1))
+    count = u1 - u0
+    a, b, c = diff.ctypes.data, block.ctypes.data, product_out.ctypes.data
+    ldb, ldc = block.shape[1], product_out.shape[1]
+    product(call, NO_TRANS, NO_TRANS, streams, count, rows, a, rows, b, ldb, c, ldc, out.dtype.type(1))
     for n in range(streams):
-        keep = cont[n]
-        for d in range(u0, u1):
-            out[n, d] *= keep
+        keep, source, target = cont[n], product_out[n], out[n, u0:u1]
+        for u in range(count):
+            target[u] = source[u] * keep
 
 
 @jit
@@ -168,27 +181,31 @@ def lstm_forward_units(call, worker, units, weight, weight_columns, step_product
 
 
 @jit
-def lstm_backward_units(call, worker, units, weight, output_diff, states, cont, gate_diff, dh, cell_diffs, counts):
+def lstm_backward_units(
+    call, worker, units, weight, weight_block, step_product, output_diff, states, cont, gate_diff, dh, diffs, counts
+):
     """An LSTM's steps in reverse for the hidden units ``units`` = (u0, u1), float32, from
     ``states`` = (cell (T+1, N, H), tanh_cell (T, N, H), acts (T, N, 4H)) as
     :func:`lstm_forward_units` left them: dh (N, H) += output_diff[t], the cells' backward
-    into gate_diff[t] (T, N, 4H) and the other half of ``cell_diffs`` (2, N, H: dE/dc_t and
+    into gate_diff[t] (T, N, 4H) and the other half of ``diffs`` (2, N, H: dE/dc_t and
     dE/dc_{t-1} take turns, as in the layer), then, once every worker wrote gate_diff[t],
     dh = cont[t] (gate_diff[t] W_hc) in these units' columns. On return dE/dc_0 is
-    cell_diffs[T % 2]."""
+    diffs[T % 2]. ``weight_block`` (4H, u1 - u0 + ``PRODUCT_ROW_PAD``) and
+    ``step_product`` (N, as many) are the worker's scratch."""
     cell, tanh_cell, acts = states
     u0, u1 = units
     steps, streams = gate_diff.shape[:2]
+    _gather_unit_columns(weight, u0, u1, weight_block)
     for k in range(steps):
         t = steps - 1 - k
         for n in range(streams):
             for d in range(u0, u1):
                 dh[n, d] += output_diff[t, n, d]
-        dc, dc_prev = cell_diffs[k % 2], cell_diffs[(k + 1) % 2]
+        dc, dc_prev = diffs[k % 2], diffs[(k + 1) % 2]
         _lstm_cell_backward(dh, dc, acts[t], cell[t], tanh_cell[t], cont[t], gate_diff[t], dc_prev, u0, u1)
         publish(counts, worker, k + 1)
         wait_all(counts, k + 1, call[2])
-        _states_back(call, gate_diff[t], weight, cont[t], dh, u0, u1)
+        _states_back(call, gate_diff[t], weight_block, step_product, cont[t], dh, u0, u1)
 
 
 @jit
@@ -212,13 +229,15 @@ def rnn_forward_units(call, worker, units, weight, weight_columns, step_product,
 
 
 @jit
-def rnn_backward_units(call, worker, units, weight, hidden, cont, gate_diff, carry, counts):
+def rnn_backward_units(call, worker, units, weight, weight_block, step_product, hidden, cont, gate_diff, carry, counts):
     """An RNN's steps in reverse for the hidden units ``units`` = (u0, u1), float32:
     gate_diff[t] (T, N, H) = (gate_diff[t] + carry) (1 - hidden[t + 1]^2) in these units'
     columns, then, once every worker wrote gate_diff[t], carry (N, H) = cont[t] (gate_diff[t]
-    W_hh) there. On return ``carry`` is dE/dh_0."""
+    W_hh) there. On return ``carry`` is dE/dh_0. ``weight_block`` (H, u1 - u0 +
+    ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as many) are the worker's scratch."""
     u0, u1 = units
     steps, streams = gate_diff.shape[:2]
+    _gather_unit_columns(weight, u0, u1, weight_block)
     one = carry.dtype.type(1)
     for k in range(steps):
         t = steps - 1 - k
@@ -228,4 +247,4 @@ def rnn_backward_units(call, worker, units, weight, hidden, cont, gate_diff, car
                 gate_diff[t, n, d] = (gate_diff[t, n, d] + carry[n, d]) * (one - h * h)
         publish(counts, worker, k + 1)
         wait_all(counts, k + 1, call[2])
-        _states_back(call, gate_diff[t], weight, cont[t], carry, u0, u1)
+        _states_back(call, gate_diff[t], weight_block, step_product, cont[t], carry, u0, u1)

@@ -227,25 +227,39 @@ class _Recurrent(Layer):
         ``self.hidden[0]`` and ``states``."""
         hidden, scaled = self.hidden, self.hidden_times_cont
         np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
-        weight, gates = self.blobs[self.recurrent_index].data, self.gate_input
-        with parallel.workspace_lock:  # the scratch is taken here: a worker that failed to get
-            # its own would leave the others waiting at the first step's barrier for good
-            scratch = [self._block_scratch(w, units) for w, units in enumerate(blocks)]
+        self.run_units(kernel, blocks, self._forward_scratch, self.gate_input, cont, states)
+
+    def run_units(self, kernel, blocks, scratch_of, *rest):
+        """``kernel(call, worker, units, W_hc, *scratch_of(worker, units), *rest, counts)`` for
+        each block of units, side by side (the workers meet at a barrier each step: ``counts``).
+        The scratch is taken first: a worker that failed to get its own would leave the others
+        waiting at the first step's barrier for good."""
+        weight = self.blobs[self.recurrent_index].data
+        with parallel.workspace_lock:
+            scratch = [scratch_of(w, units) for w, units in enumerate(blocks)]
 
             def run(worker, units, counts):
-                columns, product = scratch[worker]
-                kernel(_compiled_call(), worker, units, weight, columns, product, gates, cont, states, counts)
+                kernel(_compiled_call(), worker, units, weight, *scratch[worker], *rest, counts)
 
             _run_blocks(run, blocks)
 
-    def _block_scratch(self, worker, units):
+    def _forward_scratch(self, worker, units):
         """The worker's columns of the transposed recurrent weight, (H, G units), and of a
         step's recurrent product, (N, G units), for ``units``, in rows ``PRODUCT_ROW_PAD``
         values longer."""
-        row = self.gates * (units[1] - units[0]) + PRODUCT_ROW_PAD
-        weight = parallel.scratch(worker, "recurrent_weight_columns", row * self.p.num_output, self.dtype)
-        product = parallel.scratch(worker, "recurrent_step_product", row * self.streams, self.dtype)
-        return weight.reshape(self.p.num_output, row), product.reshape(self.streams, row)
+        return self._scratch(worker, self.p.num_output, self.gates * (units[1] - units[0]))
+
+    def _backward_scratch(self, worker, units):
+        """The worker's units' columns of the recurrent weight, (G H, units), and of a step's
+        product sent back to the states, (N, units), in rows ``PRODUCT_ROW_PAD`` values longer
+        (the same buffers as the forward's)."""
+        return self._scratch(worker, self.gates * self.p.num_output, units[1] - units[0])
+
+    def _scratch(self, worker, weight_rows, width):
+        row = width + PRODUCT_ROW_PAD
+        weight = parallel.scratch(worker, "recurrent_weight_columns", weight_rows * row, self.dtype)
+        product = parallel.scratch(worker, "recurrent_step_product", self.streams * row, self.dtype)
+        return weight.reshape(weight_rows, row), product.reshape(self.streams, row)
 
     # -- backward ----------------------------------------------------------------------------
     def Backward_cpu(self, top, propagate_down, bottom):
@@ -382,12 +396,7 @@ class RNN(_Recurrent):
         recurrent = self.blobs[self.recurrent_index].data
         blocks = self._unit_blocks(cont)
         if blocks:
-            hidden = self.hidden
-
-            def run(worker, units, counts):
-                rnn_backward_units(_compiled_call(), worker, units, recurrent, hidden, cont, gate_diff, carry, counts)
-
-            _run_blocks(run, blocks)
+            self.run_units(rnn_backward_units, blocks, self._backward_scratch, self.hidden, cont, gate_diff, carry)
             return [carry]
         for t in reversed(range(self.steps)):
             gate_diff[t] += carry
@@ -460,14 +469,8 @@ class LSTM(_Recurrent):
         blocks = self._unit_blocks(cont)
         if blocks and output_diff.flags.c_contiguous:
             states = (self.cell, self.tanh_cell, self.activations)
-
-            def run(worker, units, counts):
-                diffs = (self.gate_diff, dh, self.cell_diff)
-                lstm_backward_units(
-                    _compiled_call(), worker, units, recurrent, output_diff, states, cont, *diffs, counts
-                )
-
-            _run_blocks(run, blocks)
+            diffs = (self.gate_diff, dh, self.cell_diff)
+            self.run_units(lstm_backward_units, blocks, self._backward_scratch, output_diff, states, cont, *diffs)
             return [dh, self.cell_diff[self.steps % 2]]
         for t in reversed(range(self.steps)):
             dh += output_diff[t]
