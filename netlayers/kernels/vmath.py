@@ -297,13 +297,14 @@ LSTM_PIECE = 128  # units a pass: their 4 gates and the new cell fill 5 x 128 sc
 
 @jit
 def _lstm_cell_pieces(gates, product, adds, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
-    """The cell of each row over pieces of at most ``LSTM_PIECE`` units, each piece in five
-    passes: its four pre-activations (plus ``product``'s where ``adds``) gathered into scratch,
-    negated for the sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one exponential
-    over the four; the activations and the new cell; one exponential of 2|c|; tanh(c) and h
-    (and with ``has_next`` h times ``cont_next`` into ``scaled_next``).
-    The same operations as ``_sigmoid_span`` and ``_tanh_span`` (the same bits), in 7 loops a
-    row instead of 22 (an LSTM step of 64 streams x 64 units: 38 -> 12 us)."""
+    """The cell of each row over pieces of at most ``LSTM_PIECE`` units: the piece's four
+    pre-activations (plus ``product``'s where ``adds``) gathered into scratch, negated for the
+    sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one exponential over the four; the
+    activations and the new cell; one exponential of 2|c|; tanh(c) and h (and with
+    ``has_next`` h times ``cont_next`` into ``scaled_next``). The operations of
+    ``_sigmoid_span`` and ``_tanh_span`` (their results, but where the compiler fuses a
+    multiply-add differently), in 9 loops a piece where the spans took 22 a row: one step of 64
+    streams x 64 units, one core, 29 -> 24 us."""
     size = 5 * LSTM_PIECE
     a, b, e = np.empty(size, np.float32), np.empty(size, np.float32), np.empty(size, np.float32)
     q, s = np.empty(size, np.float32), np.empty(size, np.float32)
