@@ -157,11 +157,11 @@ def _states_back(call, diff, block, product_out, cont, out, u0, u1):
 
 
 @jit
-def lstm_forward_units(call, worker, units, weight, weight_columns, step_product, gates, cont, states, counts):
+def lstm_forward_units(call, worker, units, weight, weight_columns, step_product, gates, bias, cont, states, counts):
     """Steps t = 0 .. T-1 of an LSTM for the hidden units ``units`` = (u0, u1), float32.
     ``states`` = (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T,
-    N, 4H)): the cells of these units take gates[t] (T, N, 4H, left as it is) plus the recurrent
-    part scaled[t] W_hc^T in these units' columns, and write acts[t], cell[t + 1], tanh_cell[t],
+    N, 4H)): the cells of these units take gates[t] (T, N, 4H, left as it is) plus ``bias``
+    (4H) plus the recurrent part scaled[t] W_hc^T in these units' columns, and write acts[t], cell[t + 1], tanh_cell[t],
     hidden[t + 1] there, and scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given).
     ``weight_columns`` (H, 4 (u1 - u0) + ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as
     many) are the worker's scratch."""
@@ -173,7 +173,7 @@ def lstm_forward_units(call, worker, units, weight, weight_columns, step_product
         _recurrent_product(call, scaled[t], weight_columns, 4 * (u1 - u0), step_product)
         after = min(t + 1, steps - 1)  # the next step (the last step has none: has_next is False)
         vmath.lstm_step_units(
-            gates[t], step_product, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1,
+            gates[t], bias, step_product, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1,
             cont[after], scaled[after], t + 1 < steps,
         )  # fmt: skip
         publish(counts, worker, t + 1)
@@ -209,9 +209,9 @@ def lstm_backward_units(
 
 
 @jit
-def rnn_forward_units(call, worker, units, weight, weight_columns, step_product, gates, cont, states, counts):
+def rnn_forward_units(call, worker, units, weight, weight_columns, step_product, gates, bias, cont, states, counts):
     """Steps t = 0 .. T-1 of an RNN for the hidden units ``units`` = (u0, u1), float32.
-    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): hidden[t + 1] = tanh(gates[t] +
+    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): hidden[t + 1] = tanh(gates[t] + bias +
     scaled[t] W_hh^T) in these units' columns (gates (T, N, H) left as it is), and scaled[t + 1]
     = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_columns`` (H, u1 - u0 +
     ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as many) are the worker's scratch."""
@@ -221,7 +221,7 @@ def rnn_forward_units(call, worker, units, weight, weight_columns, step_product,
     _gather_columns(weight, 1, u0, u1, weight_columns)
     for t in range(steps):
         _recurrent_product(call, scaled[t], weight_columns, u1 - u0, step_product)
-        vmath.tanh_of_sum_units(gates[t], step_product, hidden[t + 1], u0, u1)
+        vmath.tanh_of_sum_units(gates[t], bias, step_product, hidden[t + 1], u0, u1)
         if t + 1 < steps:
             _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
         publish(counts, worker, t + 1)

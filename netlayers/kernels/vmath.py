@@ -250,17 +250,19 @@ def swish(x, beta, s_out, y):
 
 
 @jit
-def tanh_of_sum_units(x, product, y, u0, u1):
-    """y[m, u0:u1] = tanh(x[m, u0:u1] + product[m]) for each row m of C-contiguous float32
-    arrays ``x`` and ``y`` (M, D) and ``product`` (M, u1 - u0) (``_tanh_span``'s operations)."""
+def tanh_of_sum_units(x, bias, product, y, u0, u1):
+    """y[m, u0:u1] = tanh((x[m, u0:u1] + bias[u0:u1]) + product[m]) for each row m of
+    C-contiguous float32 arrays ``x`` and ``y`` (M, D), ``bias`` (D) and ``product`` (M, u1 -
+    u0) (``_tanh_span``'s operations)."""
     a, b, e, q, s = _scratch()
     for row in range(x.shape[0]):
         xr, pr, yr = x[row], product[row], y[row]
         for lo in range(u0, u1, BLOCK):
             m = min(BLOCK, u1 - lo)
             xb, pb, yb = xr[lo : lo + m], pr[lo - u0 : lo - u0 + m], yr[lo : lo + m]
+            bb = bias[lo : lo + m]
             for j in range(m):
-                v = xb[j] + pb[j]
+                v = (xb[j] + bb[j]) + pb[j]
                 a[j] = v
                 b[j] = abs(v)
             _exp_block(b, m, _TWO, e, q, s)
@@ -280,25 +282,29 @@ def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
 @jit
 def lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, u0, u1):
     """:func:`lstm_cell` for the units [u0, u1) alone (their columns of each gate and state)."""
-    _lstm_cell_pieces(gates, gates, False, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont, h, False)
+    _lstm_cell_pieces(gates, cont, gates, False, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont, h, False)
 
 
 @jit
-def lstm_step_units(gates, product, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
-    """:func:`lstm_cell_units` of the pre-activations ``gates`` plus ``product`` (M, 4 (u1 -
-    u0)): the recurrent part of the units [u0, u1), gate by gate ([i' f' o' g'] of these units
-    in each row). ``gates`` is left as it was. With ``has_next``, also the next step's scaled
+def lstm_step_units(gates, bias, product, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
+    """:func:`lstm_cell_units` of the pre-activations (``gates`` + ``bias`` (4 D)) + ``product``
+    (M, 4 (u1 - u0)): the recurrent part of the units [u0, u1), gate by gate ([i' f' o' g'] of
+    these units in each row). ``gates`` is left as it was. With ``has_next``, also the next step's scaled
     state scaled_next[:, u0:u1] = cont_next h[:, u0:u1] ((M, D), ``cont_next`` (M,))."""
-    _lstm_cell_pieces(gates, product, True, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next)
+    _lstm_cell_pieces(
+        gates, bias, product, True, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next
+    )
 
 
 LSTM_PIECE = 128  # units a pass: their 4 gates and the new cell fill 5 x 128 scratch values
 
 
 @jit
-def _lstm_cell_pieces(gates, product, adds, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
+def _lstm_cell_pieces(
+    gates, bias, product, adds, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next
+):
     """The cell of each row over pieces of at most ``LSTM_PIECE`` units: the piece's four
-    pre-activations (plus ``product``'s where ``adds``) gathered into scratch, negated for the
+    pre-activations (plus ``bias``'s, then ``product``'s, where ``adds``) gathered into scratch, negated for the
     sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one exponential over the four; the
     activations and the new cell; one exponential of 2|c|; tanh(c) and h (and with
     ``has_next`` h times ``cont_next`` into ``scaled_next``). The operations of
@@ -321,9 +327,11 @@ def _lstm_cell_pieces(gates, product, adds, c_prev, cont, acts, c, tanh_c, h, u0
             if adds:
                 pi, pf = p[k : k + m], p[count + k : count + k + m]
                 po, pg = p[2 * count + k : 2 * count + k + m], p[3 * count + k : 3 * count + k + m]
+                bi, bf = bias[p0 : p0 + m], bias[dim + p0 : dim + p0 + m]
+                bo, bg = bias[2 * dim + p0 : 2 * dim + p0 + m], bias[3 * dim + p0 : 3 * dim + p0 + m]
                 for j in range(m):
-                    a[j], a[m + j], a[2 * m + j] = xi[j] + pi[j], xf[j] + pf[j], xo[j] + po[j]
-                    a[3 * m + j] = xg[j] + pg[j]
+                    a[j], a[m + j] = (xi[j] + bi[j]) + pi[j], (xf[j] + bf[j]) + pf[j]
+                    a[2 * m + j], a[3 * m + j] = (xo[j] + bo[j]) + po[j], (xg[j] + bg[j]) + pg[j]
             else:
                 for j in range(m):
                     a[j], a[m + j], a[2 * m + j], a[3 * m + j] = xi[j], xf[j], xo[j], xg[j]

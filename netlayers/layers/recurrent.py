@@ -172,11 +172,13 @@ class _Recurrent(Layer):
         steps, streams, rows = self.gate_input.shape
         gate_input = self.gate_input.reshape(steps * streams, rows)
         parallel.matmul(bottom[0].data.reshape(steps * streams, -1), self.blobs[0].data.T, gate_input)
-        gate_input += self.blobs[1].data
+        blocks = self._unit_blocks(bottom[1].data)
+        if not blocks:  # the compiled steps add the bias as they read the pre-activations
+            gate_input += self.blobs[1].data
         if self.has_static:
             parallel.matmul(bottom[2].data.reshape(streams, -1), self.blobs[2].data.T, self.static_gates)
             self.gate_input += self.static_gates
-        finals = self.run_steps(bottom[1].data, self.initial_states(bottom), top[0].data)
+        finals = self.run_steps(bottom[1].data, self.initial_states(bottom), top[0].data, blocks)
         if self.p.expose_hidden:
             for blob, final in zip(top[1:], finals):
                 blob.data[0] = final
@@ -192,9 +194,11 @@ class _Recurrent(Layer):
             self.carried = [np.zeros(shape, self.dtype) for _ in self.states]
         return self.carried
 
-    def run_steps(self, cont, initial, output):
+    def run_steps(self, cont, initial, output, blocks):
         """Run the T steps from ``initial`` states over ``self.gate_input``; write ``output``
-        and return the final states."""
+        and return the final states. ``blocks``: the workers' units (``_unit_blocks``) when
+        the steps run in compiled code, which adds the bias b to ``self.gate_input`` as it reads
+        it; else None (``self.gate_input`` holds the bias already)."""
         raise NotImplementedError
 
     def recurrent_product(self, scaled):
@@ -227,7 +231,8 @@ class _Recurrent(Layer):
         ``self.hidden[0]`` and ``states``."""
         hidden, scaled = self.hidden, self.hidden_times_cont
         np.multiply(hidden[0], cont[0][:, None], out=scaled[0])
-        self.run_units(kernel, blocks, self._forward_scratch, self.gate_input, cont, states)
+        bias = self.blobs[1].data
+        self.run_units(kernel, blocks, self._forward_scratch, self.gate_input, bias, cont, states)
 
     def run_units(self, kernel, blocks, scratch_of, *rest):
         """``kernel(call, worker, units, W_hc, *scratch_of(worker, units), *rest, counts)`` for
@@ -364,10 +369,9 @@ class RNN(_Recurrent):
         self.buffer("output_diff", (steps, streams, hidden))
         self.buffer("state_diff", (streams, hidden))
 
-    def run_steps(self, cont, initial, output):
+    def run_steps(self, cont, initial, output, blocks):
         hidden, scaled = self.hidden, self.hidden_times_cont
         hidden[0] = initial[0]
-        blocks = self._unit_blocks(cont)
         if blocks:
             self.run_compiled_steps(rnn_forward_units, blocks, cont, (hidden, scaled))
         else:
@@ -443,11 +447,10 @@ class LSTM(_Recurrent):
         self.buffer("cell_diff", (2, streams, hidden))  # dE/dc_t and dE/dc_{t-1}, taking turns
         self.buffer("hidden_diff", (streams, hidden))
 
-    def run_steps(self, cont, initial, output):
+    def run_steps(self, cont, initial, output, blocks):
         hidden, cell, scaled = self.hidden, self.cell, self.hidden_times_cont
         gates, acts = self.gate_input, self.activations
         hidden[0], cell[0] = initial
-        blocks = self._unit_blocks(cont)
         if blocks:
             self.run_compiled_steps(lstm_forward_units, blocks, cont, (hidden, cell, self.tanh_cell, scaled, acts))
         else:

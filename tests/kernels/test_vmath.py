@@ -182,34 +182,35 @@ def assert_cells_agree(got, want, c_prev, cont, dim):
 
 
 @pytest.mark.parametrize("dim, u0, u1", [(37, 0, 37), (64, 0, 32), (300, 13, 290), (20, 3, 17)])
-def test_lstm_step_units_is_the_cell_of_gates_plus_the_product(dim, u0, u1):
-    """A worker's step (the recurrent product added as the cell reads the gates; pieces of
-    ``LSTM_PIECE`` units) = the cell of the summed pre-activations (to the rounding of a fused
-    multiply-add), in the units' columns alone; the gates stay as they were (bit for bit); the
-    next step's scaled state is h times its cont. Special values (NaN, infinities, signed
-    zeros) included."""
+def test_lstm_step_units_is_the_cell_of_gates_plus_bias_plus_the_product(dim, u0, u1):
+    """A worker's step (the bias and the recurrent product added as the cell reads the gates;
+    pieces of ``LSTM_PIECE`` units) = the cell of the summed pre-activations, (gates + bias) +
+    product (to the rounding of a fused multiply-add), in the units' columns alone; the gates
+    stay as they were (bit for bit); the next step's scaled state is h times its cont. Special
+    values (NaN, infinities, signed zeros) included."""
     rng = np.random.default_rng(11)
     rows, count = 6, u1 - u0
     gates = (rng.standard_normal((rows, 4 * dim)) * 3).astype(np.float32)
     gates.flat[rng.choice(gates.size, 5, replace=False)] = [np.nan, np.inf, -np.inf, 0.0, -0.0]
     product = (rng.standard_normal((rows, 4 * count)) * 2).astype(np.float32)
+    bias = rng.standard_normal(4 * dim).astype(np.float32)
     c_prev = (rng.standard_normal((rows, dim)) * 2).astype(np.float32)
     cont = np.array([1, 0, 1, 1, 0, 1], np.float32)
     cont_next = np.array([0, 1, 1, 0, 1, 1], np.float32)
-    summed = gates.copy()
+    summed = gates + bias
     for k in range(4):
         summed[:, k * dim + u0 : k * dim + u1] += product[:, k * count : (k + 1) * count]
     fresh = lambda: [np.full((rows, 4 * dim), 7, np.float32)] + [np.full((rows, dim), 7, np.float32) for _ in range(3)]  # noqa: E731
     want = fresh()
     vmath.lstm_cell_units(summed, c_prev, cont, *want, u0, u1)
     got, scaled, before = fresh(), np.full((rows, dim), 7, np.float32), gates.copy()
-    vmath.lstm_step_units(gates, product, c_prev, cont, *got, u0, u1, cont_next, scaled, True)
+    vmath.lstm_step_units(gates, bias, product, c_prev, cont, *got, u0, u1, cont_next, scaled, True)
     assert_cells_agree(got, want, c_prev, cont, dim)
     np.testing.assert_array_equal(gates.view(np.int32), before.view(np.int32))
     np.testing.assert_array_equal(scaled[:, u0:u1], got[3][:, u0:u1] * cont_next[:, None])
     assert (scaled[:, :u0] == 7).all() and (scaled[:, u1:] == 7).all()
     untouched = fresh()
-    vmath.lstm_step_units(gates, product, c_prev, cont, *untouched, u0, u1, cont_next, scaled[:0], False)
+    vmath.lstm_step_units(gates, bias, product, c_prev, cont, *untouched, u0, u1, cont_next, scaled[:0], False)
     whole = fresh()
     vmath.lstm_cell_units(summed, c_prev, cont, *whole, 0, dim)
     units = np.zeros(dim, bool)
@@ -250,11 +251,12 @@ def test_tanh_of_sum_units_is_tanh_of_the_sum_in_the_units_columns():
     rng = np.random.default_rng(13)
     rows, dim, u0, u1 = 4, 700, 50, 640  # a span longer than one block
     x = (rng.standard_normal((rows, dim)) * 3).astype(np.float32)
+    bias = rng.standard_normal(dim).astype(np.float32)
     product = rng.standard_normal((rows, u1 - u0)).astype(np.float32)
     y = np.full_like(x, 7)
-    vmath.tanh_of_sum_units(x, product, y, u0, u1)
+    vmath.tanh_of_sum_units(x, bias, product, y, u0, u1)
     want = np.empty((rows, u1 - u0), np.float32)
-    vmath.tanh((x[:, u0:u1] + product).reshape(-1), want.reshape(-1))
+    vmath.tanh(((x + bias)[:, u0:u1] + product).reshape(-1), want.reshape(-1))
     assert_ulps(y[:, u0:u1], want)
     assert (y[:, :u0] == 7).all() and (y[:, u1:] == 7).all()
 
