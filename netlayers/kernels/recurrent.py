@@ -161,8 +161,9 @@ def lstm_forward_units(call, worker, units, weight, weight_columns, step_product
     """Steps t = 0 .. T-1 of an LSTM for the hidden units ``units`` = (u0, u1), float32.
     ``states`` = (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T,
     N, 4H)): the cells of these units take gates[t] (T, N, 4H, left as it is) plus ``bias``
-    (4H) plus the recurrent part scaled[t] W_hc^T in these units' columns, and write acts[t], cell[t + 1], tanh_cell[t],
-    hidden[t + 1] there, and scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given).
+    (4H) plus the recurrent part scaled[t] W_hc^T in these units' columns, and write acts[t],
+    cell[t + 1], tanh_cell[t], hidden[t + 1] there, and scaled[t + 1] = cont[t + 1] hidden[t +
+    1] (scaled[0] is given).
     ``weight_columns`` (H, 4 (u1 - u0) + ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as
     many) are the worker's scratch."""
     hidden, cell, tanh_cell, scaled, acts = states
