@@ -282,6 +282,7 @@ def lstm_cell(gates, c_prev, cont, acts, c, tanh_c, h):
 @jit
 def lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, u0, u1):
     """:func:`lstm_cell` for the units [u0, u1) alone (their columns of each gate and state)."""
+    # without ``adds`` no bias, product or next state is read: arrays of their types stand in
     _lstm_cell_pieces(gates, cont, gates, False, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont, h, False)
 
 
@@ -289,8 +290,9 @@ def lstm_cell_units(gates, c_prev, cont, acts, c, tanh_c, h, u0, u1):
 def lstm_step_units(gates, bias, product, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next):
     """:func:`lstm_cell_units` of the pre-activations (``gates`` + ``bias`` (4 D)) + ``product``
     (M, 4 (u1 - u0)): the recurrent part of the units [u0, u1), gate by gate ([i' f' o' g'] of
-    these units in each row). ``gates`` is left as it was. With ``has_next``, also the next step's scaled
-    state scaled_next[:, u0:u1] = cont_next h[:, u0:u1] ((M, D), ``cont_next`` (M,))."""
+    these units in each row). ``gates`` is left as it was. With ``has_next``, also the next
+    step's scaled state scaled_next[:, u0:u1] = cont_next h[:, u0:u1] ((M, D), ``cont_next``
+    (M,))."""
     _lstm_cell_pieces(
         gates, bias, product, True, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next
     )
@@ -304,13 +306,13 @@ def _lstm_cell_pieces(
     gates, bias, product, adds, c_prev, cont, acts, c, tanh_c, h, u0, u1, cont_next, scaled_next, has_next
 ):
     """The cell of each row over pieces of at most ``LSTM_PIECE`` units: the piece's four
-    pre-activations (plus ``bias``'s, then ``product``'s, where ``adds``) gathered into scratch, negated for the
-    sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one exponential over the four; the
-    activations and the new cell; one exponential of 2|c|; tanh(c) and h (and with
-    ``has_next`` h times ``cont_next`` into ``scaled_next``). The operations of
-    ``_sigmoid_span`` and ``_tanh_span`` (their results, but where the compiler fuses a
-    multiply-add differently), in 9 loops a piece where the spans took 22 a row: one step of 64
-    streams x 64 units, one core, 29 -> 24 us."""
+    pre-activations (plus ``bias``'s, then ``product``'s, where ``adds``) gathered into
+    scratch, negated for the sigmoids and as 2|g'| for tanh (``_tanh_span``'s form); one
+    exponential over the four; the activations and the new cell; one exponential of 2|c|;
+    tanh(c) and h (and with ``has_next`` h times ``cont_next`` into ``scaled_next``). The
+    operations of ``_sigmoid_span`` and ``_tanh_span`` (their results, but where the compiler
+    fuses a multiply-add differently), in 9 loops a piece where the spans took 22 a row: one
+    step of 64 streams x 64 units, one core, 29 -> 24 us."""
     size = 5 * LSTM_PIECE
     a, b, e = np.empty(size, np.float32), np.empty(size, np.float32), np.empty(size, np.float32)
     q, s = np.empty(size, np.float32), np.empty(size, np.float32)

@@ -497,7 +497,7 @@ class LSTM(_Recurrent):
 # 2.1 (H 128, N 16), 0.44x-0.74x from 2.1 MFLOP with few streams (H 256, N 4; H 512, N 2; H 1024,
 # N 1: the product is limited by reading W_hc, which two cores read twice as fast).
 MIN_STEP_FLOPS_A_WORKER = 1 << 20
-MIN_UNITS_A_WORKER = 16  # fewer make products too narrow for BLAS
+MIN_UNITS_A_WORKER = 16  # units a worker at least (set for the tiles of an add since removed; not measured again)
 
 
 def _compiled_call():
