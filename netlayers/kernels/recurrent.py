@@ -75,16 +75,19 @@ def lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev):
     _lstm_cell_backward(dh, dc, acts, c_prev, tanh_c, cont, dgates, dc_prev, 0, dh.shape[1])
 
 
-# -- a recurrent layer's steps, run side by side by the workers over blocks of hidden units ---
+# -- a recurrent layer's steps, run side by side by the workers over blocks -------------------
 # Each step of an RNN or LSTM is a recurrent product (G H x H weights, G = 4 gates for an LSTM,
 # by the N streams' previous states) and the cells; in Python each step hands the product to
 # the workers and waits (50 steps: 100 hand-overs a pass, and the cells on one core). Here each
-# worker owns the hidden units [u0, u1): it runs every step in compiled code (its units' columns
-# of the product, (N, G (u1 - u0)), through numpy's own BLAS, ``blas.gemm``, then its units'
-# cells, which add that product to the step's input part as they read it) and meets the other
-# workers once a step (``spin.publish`` / ``spin.wait_all``), when the whole new state is
-# written. ``call`` is the pair of ``blas.gemm_address``, then libc's sched_yield
-# (``spin.YIELD``); ``counts`` (workers,) int64 zeros: the barrier.
+# worker owns a block (u0, u1, n0, n1): the hidden units [u0, u1) of the streams [n0, n1). It
+# runs every step in compiled code (its block's part of the product, (n1 - n0, G (u1 - u0)),
+# through numpy's own BLAS, ``blas.gemm``, then its block's cells, which add that product to the
+# step's input part as they read it). Workers that own units of the same streams need each
+# other's new states for the next step: they meet once a step (``spin.publish`` /
+# ``spin.wait_all``, ``counts`` (workers,) int64 zeros). Workers that own streams apart never
+# read each other's states: each is given a ``counts`` of its own (worker 0 of 1), and its
+# barrier passes at once. ``call`` is the pair of ``blas.gemm_address``, then libc's
+# sched_yield (``spin.YIELD``).
 
 
 @jit
@@ -157,25 +160,26 @@ def _states_back(call, diff, block, product_out, cont, out, u0, u1):
 
 
 @jit
-def lstm_forward_units(call, worker, units, weight, weight_columns, step_product, gates, bias, cont, states, counts):
-    """Steps t = 0 .. T-1 of an LSTM for the hidden units ``units`` = (u0, u1), float32.
-    ``states`` = (hidden (T+1, N, H), cell (T+1, N, H), tanh_cell, scaled (T, N, H), acts (T,
-    N, 4H)): the cells of these units take gates[t] (T, N, 4H, left as it is) plus ``bias``
-    (4H) plus the recurrent part scaled[t] W_hc^T in these units' columns, and write acts[t],
-    cell[t + 1], tanh_cell[t], hidden[t + 1] there, and scaled[t + 1] = cont[t + 1] hidden[t +
-    1] (scaled[0] is given).
-    ``weight_columns`` (H, 4 (u1 - u0) + ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as
-    many) are the worker's scratch."""
+def lstm_forward_units(call, worker, block, weight, weight_columns, step_product, gates, bias, cont, states, counts):
+    """Steps t = 0 .. T-1 of an LSTM for the hidden units [u0, u1) of the streams [n0, n1),
+    ``block`` = (u0, u1, n0, n1), float32. ``states`` = (hidden (T+1, N, H), cell (T+1, N, H),
+    tanh_cell, scaled (T, N, H), acts (T, N, 4H)): the cells of the block take gates[t] (T, N,
+    4H, left as it is) plus ``bias`` (4H) plus the recurrent part scaled[t] W_hc^T in these
+    units' columns, and write acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1] there, and
+    scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given).
+    ``weight_columns`` (H, 4 (u1 - u0) + ``PRODUCT_ROW_PAD``) and ``step_product`` (n1 - n0
+    rows or more, as many columns) are the worker's scratch."""
     hidden, cell, tanh_cell, scaled, acts = states
-    u0, u1 = units
+    u0, u1, n0, n1 = block
     steps = gates.shape[0]
     _gather_columns(weight, 4, u0, u1, weight_columns)
     for t in range(steps):
-        _recurrent_product(call, scaled[t], weight_columns, 4 * (u1 - u0), step_product)
+        _recurrent_product(call, scaled[t, n0:n1], weight_columns, 4 * (u1 - u0), step_product)
         after = min(t + 1, steps - 1)  # the next step (the last step has none: has_next is False)
         vmath.lstm_step_units(
-            gates[t], bias, step_product, cell[t], cont[t], acts[t], cell[t + 1], tanh_cell[t], hidden[t + 1], u0, u1,
-            cont[after], scaled[after], t + 1 < steps,
+            gates[t, n0:n1], bias, step_product, cell[t, n0:n1], cont[t, n0:n1], acts[t, n0:n1],
+            cell[t + 1, n0:n1], tanh_cell[t, n0:n1], hidden[t + 1, n0:n1], u0, u1, cont[after, n0:n1],
+            scaled[after, n0:n1], t + 1 < steps,
         )  # fmt: skip
         publish(counts, worker, t + 1)
         wait_all(counts, t + 1, call[2])
@@ -183,69 +187,75 @@ def lstm_forward_units(call, worker, units, weight, weight_columns, step_product
 
 @jit
 def lstm_backward_units(
-    call, worker, units, weight, weight_block, step_product, output_diff, states, cont, gate_diff, dh, diffs, counts
+    call, worker, block, weight, weight_block, step_product, output_diff, states, cont, gate_diff, dh, diffs, counts
 ):
-    """An LSTM's steps in reverse for the hidden units ``units`` = (u0, u1), float32, from
-    ``states`` = (cell (T+1, N, H), tanh_cell (T, N, H), acts (T, N, 4H)) as
-    :func:`lstm_forward_units` left them: dh (N, H) += output_diff[t], the cells' backward
-    into gate_diff[t] (T, N, 4H) and the other half of ``diffs`` (2, N, H: dE/dc_t and
-    dE/dc_{t-1} take turns, as in the layer), then, once every worker wrote gate_diff[t],
-    dh = cont[t] (gate_diff[t] W_hc) in these units' columns. On return dE/dc_0 is
-    diffs[T % 2]. ``weight_block`` (4H, u1 - u0 + ``PRODUCT_ROW_PAD``) and
-    ``step_product`` (N, as many) are the worker's scratch."""
+    """An LSTM's steps in reverse for the hidden units [u0, u1) of the streams [n0, n1),
+    ``block`` = (u0, u1, n0, n1), float32, from ``states`` = (cell (T+1, N, H), tanh_cell (T,
+    N, H), acts (T, N, 4H)) as :func:`lstm_forward_units` left them: dh (N, H) +=
+    output_diff[t], the cells' backward into gate_diff[t] (T, N, 4H) and the other half of
+    ``diffs`` (2, N, H: dE/dc_t and dE/dc_{t-1} take turns, as in the layer), then, once every
+    worker wrote gate_diff[t], dh = cont[t] (gate_diff[t] W_hc) in these units' columns. On
+    return dE/dc_0 is diffs[T % 2]. ``weight_block`` (4H, u1 - u0 + ``PRODUCT_ROW_PAD``) and
+    ``step_product`` (n1 - n0 rows or more, as many columns) are the worker's scratch."""
     cell, tanh_cell, acts = states
-    u0, u1 = units
-    steps, streams = gate_diff.shape[:2]
+    u0, u1, n0, n1 = block
+    steps = gate_diff.shape[0]
     _gather_unit_columns(weight, u0, u1, weight_block)
+    h_diff = dh[n0:n1]
     for k in range(steps):
         t = steps - 1 - k
-        for n in range(streams):
+        for n in range(n0, n1):
             for d in range(u0, u1):
                 dh[n, d] += output_diff[t, n, d]
-        dc, dc_prev = diffs[k % 2], diffs[(k + 1) % 2]
-        _lstm_cell_backward(dh, dc, acts[t], cell[t], tanh_cell[t], cont[t], gate_diff[t], dc_prev, u0, u1)
+        dc, dc_prev = diffs[k % 2][n0:n1], diffs[(k + 1) % 2][n0:n1]
+        _lstm_cell_backward(
+            h_diff, dc, acts[t, n0:n1], cell[t, n0:n1], tanh_cell[t, n0:n1], cont[t, n0:n1], gate_diff[t, n0:n1],
+            dc_prev, u0, u1,
+        )  # fmt: skip
         publish(counts, worker, k + 1)
         wait_all(counts, k + 1, call[2])
-        _states_back(call, gate_diff[t], weight_block, step_product, cont[t], dh, u0, u1)
+        _states_back(call, gate_diff[t, n0:n1], weight_block, step_product, cont[t, n0:n1], h_diff, u0, u1)
 
 
 @jit
-def rnn_forward_units(call, worker, units, weight, weight_columns, step_product, gates, bias, cont, states, counts):
-    """Steps t = 0 .. T-1 of an RNN for the hidden units ``units`` = (u0, u1), float32.
-    ``states`` = (hidden (T+1, N, H), scaled (T, N, H)): hidden[t + 1] = tanh(gates[t] + bias +
-    scaled[t] W_hh^T) in these units' columns (gates (T, N, H) left as it is), and scaled[t + 1]
-    = cont[t + 1] hidden[t + 1] (scaled[0] is given). ``weight_columns`` (H, u1 - u0 +
-    ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as many) are the worker's scratch."""
+def rnn_forward_units(call, worker, block, weight, weight_columns, step_product, gates, bias, cont, states, counts):
+    """Steps t = 0 .. T-1 of an RNN for the hidden units [u0, u1) of the streams [n0, n1),
+    ``block`` = (u0, u1, n0, n1), float32. ``states`` = (hidden (T+1, N, H), scaled (T, N,
+    H)): hidden[t + 1] = tanh(gates[t] + bias + scaled[t] W_hh^T) in the block (gates (T, N, H)
+    left as it is), and scaled[t + 1] = cont[t + 1] hidden[t + 1] (scaled[0] is given).
+    ``weight_columns`` (H, u1 - u0 + ``PRODUCT_ROW_PAD``) and ``step_product`` (n1 - n0 rows or
+    more, as many columns) are the worker's scratch."""
     hidden, scaled = states
-    u0, u1 = units
+    u0, u1, n0, n1 = block
     steps = gates.shape[0]
     _gather_columns(weight, 1, u0, u1, weight_columns)
     for t in range(steps):
-        _recurrent_product(call, scaled[t], weight_columns, u1 - u0, step_product)
-        vmath.tanh_of_sum_units(gates[t], bias, step_product, hidden[t + 1], u0, u1)
+        _recurrent_product(call, scaled[t, n0:n1], weight_columns, u1 - u0, step_product)
+        vmath.tanh_of_sum_units(gates[t, n0:n1], bias, step_product, hidden[t + 1, n0:n1], u0, u1)
         if t + 1 < steps:
-            _scale(hidden[t + 1], cont[t + 1], scaled[t + 1], u0, u1)
+            _scale(hidden[t + 1, n0:n1], cont[t + 1, n0:n1], scaled[t + 1, n0:n1], u0, u1)
         publish(counts, worker, t + 1)
         wait_all(counts, t + 1, call[2])
 
 
 @jit
-def rnn_backward_units(call, worker, units, weight, weight_block, step_product, hidden, cont, gate_diff, carry, counts):
-    """An RNN's steps in reverse for the hidden units ``units`` = (u0, u1), float32:
-    gate_diff[t] (T, N, H) = (gate_diff[t] + carry) (1 - hidden[t + 1]^2) in these units'
-    columns, then, once every worker wrote gate_diff[t], carry (N, H) = cont[t] (gate_diff[t]
-    W_hh) there. On return ``carry`` is dE/dh_0. ``weight_block`` (H, u1 - u0 +
-    ``PRODUCT_ROW_PAD``) and ``step_product`` (N, as many) are the worker's scratch."""
-    u0, u1 = units
-    steps, streams = gate_diff.shape[:2]
+def rnn_backward_units(call, worker, block, weight, weight_block, step_product, hidden, cont, gate_diff, carry, counts):
+    """An RNN's steps in reverse for the hidden units [u0, u1) of the streams [n0, n1),
+    ``block`` = (u0, u1, n0, n1), float32: gate_diff[t] (T, N, H) = (gate_diff[t] + carry) (1 -
+    hidden[t + 1]^2) in the block, then, once every worker wrote gate_diff[t], carry (N, H) =
+    cont[t] (gate_diff[t] W_hh) there. On return ``carry`` is dE/dh_0. ``weight_block`` (H, u1
+    - u0 + ``PRODUCT_ROW_PAD``) and ``step_product`` (n1 - n0 rows or more, as many columns)
+    are the worker's scratch."""
+    u0, u1, n0, n1 = block
+    steps = gate_diff.shape[0]
     _gather_unit_columns(weight, u0, u1, weight_block)
     one = carry.dtype.type(1)
     for k in range(steps):
         t = steps - 1 - k
-        for n in range(streams):
+        for n in range(n0, n1):
             for d in range(u0, u1):
                 h = hidden[t + 1, n, d]
                 gate_diff[t, n, d] = (gate_diff[t, n, d] + carry[n, d]) * (one - h * h)
         publish(counts, worker, k + 1)
         wait_all(counts, k + 1, call[2])
-        _states_back(call, gate_diff[t], weight_block, step_product, cont[t], carry, u0, u1)
+        _states_back(call, gate_diff[t, n0:n1], weight_block, step_product, cont[t, n0:n1], carry[n0:n1], u0, u1)

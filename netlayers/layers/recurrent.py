@@ -172,7 +172,7 @@ class _Recurrent(Layer):
         steps, streams, rows = self.gate_input.shape
         gate_input = self.gate_input.reshape(steps * streams, rows)
         parallel.matmul(bottom[0].data.reshape(steps * streams, -1), self.blobs[0].data.T, gate_input)
-        blocks = self._unit_blocks(bottom[1].data)
+        blocks = self._blocks(bottom[1].data)
         if not blocks:  # the compiled steps add the bias as they read the pre-activations
             gate_input += self.blobs[1].data
         if self.has_static:
@@ -196,7 +196,7 @@ class _Recurrent(Layer):
 
     def run_steps(self, cont, initial, output, blocks):
         """Run the T steps from ``initial`` states over ``self.gate_input``; write ``output``
-        and return the final states. ``blocks``: the workers' units (``_unit_blocks``) when
+        and return the final states. ``blocks``: the workers' blocks (``_blocks``) when
         the steps run in compiled code, which adds the bias b to ``self.gate_input`` as it reads
         it; else None (``self.gate_input`` holds the bias already)."""
         raise NotImplementedError
@@ -209,21 +209,26 @@ class _Recurrent(Layer):
         0.59-0.65 ms (OpenBLAS sgemm runs products of few rows at half its rate)."""
         return parallel.matmul(self.blobs[self.recurrent_index].data, scaled.T, self.recurrent_out)
 
-    def _unit_blocks(self, cont):
-        """The workers' ranges of hidden units when the steps run in compiled code
-        (``netlayers.kernels.recurrent``: float32, numpy's BLAS reachable
-        from there), a worker for each ``MIN_STEP_FLOPS_A_WORKER`` of a step's recurrent
-        product (and ``MIN_UNITS_A_WORKER`` units), as many as run at once; else None (the
-        steps run in Python)."""
+    def _blocks(self, cont):
+        """The workers' blocks (u0, u1, n0, n1), the hidden units [u0, u1) of the streams [n0,
+        n1) each, when the steps run in compiled code (``netlayers.kernels.recurrent``:
+        float32, numpy's BLAS reachable from there); else None (the steps run in Python). A
+        worker for each ``MIN_STEP_FLOPS_A_WORKER`` of a step's recurrent product, as many as
+        run at once. They take the streams apart (all units each, no barrier a step) where a
+        block of units would hold at most ``STREAM_BLOCKS_MAX_UNITS`` units; else blocks of
+        units (``MIN_UNITS_A_WORKER`` at least) of every stream, which meet once a step."""
         if self.dtype != np.float32 or cont.dtype != np.float32 or not cont.flags.c_contiguous:
             return None
         if _compiled_call() is None:
             return None
-        size = self.p.num_output
-        step_flops = 2 * self.gates * size * size * self.streams  # the recurrent product's, each step
-        workers = min(parallel.concurrent_workers(), size // MIN_UNITS_A_WORKER, step_flops // MIN_STEP_FLOPS_A_WORKER)
-        workers = max(1, workers)
-        return [(w * size // workers, (w + 1) * size // workers) for w in range(workers)]
+        size, streams = self.p.num_output, self.streams
+        step_flops = 2 * self.gates * size * size * streams  # the recurrent product's, each step
+        most = min(parallel.concurrent_workers(), step_flops // MIN_STEP_FLOPS_A_WORKER)
+        workers = max(1, min(most, size // MIN_UNITS_A_WORKER))
+        if workers > 1 and size // workers <= STREAM_BLOCKS_MAX_UNITS:
+            apart = min(most, streams)
+            return [(0, size, w * streams // apart, (w + 1) * streams // apart) for w in range(apart)]
+        return [(w * size // workers, (w + 1) * size // workers, 0, streams) for w in range(workers)]
 
     def run_compiled_steps(self, kernel, blocks, cont, states):
         """The forward's steps as ``kernel`` (``netlayers.kernels.recurrent``'s
@@ -235,30 +240,35 @@ class _Recurrent(Layer):
         self.run_units(kernel, blocks, self._forward_scratch, self.gate_input, bias, cont, states)
 
     def run_units(self, kernel, blocks, scratch_of, *rest):
-        """``kernel(call, worker, units, W_hc, *scratch_of(worker, units), *rest, counts)`` for
-        each block of units, side by side (the workers meet at a barrier each step: ``counts``).
-        The scratch is taken first: a worker that failed to get its own would leave the others
-        waiting at the first step's barrier for good."""
+        """``kernel(call, worker, block, W_hc, *scratch_of(worker, block), *rest, counts)`` for
+        each block (``_blocks``), side by side: blocks of the same streams meet at a barrier
+        each step (one ``counts`` for all), blocks of streams apart never wait for each other
+        (each its own ``counts``, as worker 0 of 1). The scratch is taken first: a worker that
+        failed to get its own would leave the others waiting at the first step's barrier for
+        good."""
         weight = self.blobs[self.recurrent_index].data
+        meet = all(block[2:] == blocks[0][2:] for block in blocks)
         with parallel.workspace_lock:
-            scratch = [scratch_of(w, units) for w, units in enumerate(blocks)]
+            scratch = [scratch_of(w, block) for w, block in enumerate(blocks)]
+            shared = np.zeros(len(blocks), np.int64)
 
-            def run(worker, units, counts):
-                kernel(_compiled_call(), worker, units, weight, *scratch[worker], *rest, counts)
+            def run(worker, part):
+                counts, index = (shared, part) if meet else (np.zeros(1, np.int64), 0)
+                kernel(_compiled_call(), index, blocks[part], weight, *scratch[part], *rest, counts)
 
-            _run_blocks(run, blocks)
+            parallel.run_parts(run, len(blocks), len(blocks))
 
-    def _forward_scratch(self, worker, units):
+    def _forward_scratch(self, worker, block):
         """The worker's columns of the transposed recurrent weight, (H, G units), and of a
-        step's recurrent product, (N, G units), for ``units``, in rows ``PRODUCT_ROW_PAD``
-        values longer."""
-        return self._scratch(worker, self.p.num_output, self.gates * (units[1] - units[0]))
+        step's recurrent product, (N, G units), for its ``block``'s units, in rows
+        ``PRODUCT_ROW_PAD`` values longer."""
+        return self._scratch(worker, self.p.num_output, self.gates * (block[1] - block[0]))
 
-    def _backward_scratch(self, worker, units):
+    def _backward_scratch(self, worker, block):
         """The worker's units' columns of the recurrent weight, (G H, units), and of a step's
-        product sent back to the states, (N, units), in rows ``PRODUCT_ROW_PAD`` values longer
-        (the same buffers as the forward's)."""
-        return self._scratch(worker, self.gates * self.p.num_output, units[1] - units[0])
+        product sent back to the states, (N, units), for its ``block``'s units, in rows
+        ``PRODUCT_ROW_PAD`` values longer (the same buffers as the forward's)."""
+        return self._scratch(worker, self.gates * self.p.num_output, block[1] - block[0])
 
     def _scratch(self, worker, weight_rows, width):
         row = width + PRODUCT_ROW_PAD
@@ -398,7 +408,7 @@ class RNN(_Recurrent):
         parallel.matmul(dz, self.blobs[weight_index].data, gate_diff.reshape(rows, -1))
         carry[...] = final_diffs[0] if final_diffs else 0
         recurrent = self.blobs[self.recurrent_index].data
-        blocks = self._unit_blocks(cont)
+        blocks = self._blocks(cont)
         if blocks:
             self.run_units(rnn_backward_units, blocks, self._backward_scratch, self.hidden, cont, gate_diff, carry)
             return [carry]
@@ -469,7 +479,7 @@ class LSTM(_Recurrent):
         else:
             dh[...], dc[...] = 0, 0
         recurrent = self.blobs[self.recurrent_index].data
-        blocks = self._unit_blocks(cont)
+        blocks = self._blocks(cont)
         if blocks and output_diff.flags.c_contiguous:
             states = (self.cell, self.tanh_cell, self.activations)
             diffs = (self.gate_diff, dh, self.cell_diff)
@@ -498,6 +508,18 @@ class LSTM(_Recurrent):
 # N 1: the product is limited by reading W_hc, which two cores read twice as fast).
 MIN_STEP_FLOPS_A_WORKER = 1 << 20
 MIN_UNITS_A_WORKER = 16  # units a worker at least (set for the tiles of an add since removed; not measured again)
+# Blocks of streams: each worker runs all units of its streams, so no worker waits for another's
+# new states at each step. The compiled forward steps on two workers, streams apart against
+# blocks of units (`/tmp` probe, 3 runs; ms): T 28, H 128, N 64 (sequential MNIST) 2.2-2.4
+# against 2.8-3.0; H 64, N 64 1.1-1.3 against 1.7-2.4; T 100, H 128, N 16 2.8-3.0 against
+# 2.9-3.5; but H 200, N 20 (blocks of 100 units) 2.7-3.0 against 2.1-2.3, H 256, N 8 13.7-14.2
+# against 11.0-11.4: where blocks of units are wide the barrier costs little and each worker
+# reads half of W_hc. The layer's forward and backward, the code before against this, in
+# alternating processes (8 rounds): T 28, H 128, N 64 0.80x and 0.83x the time, its RNN 0.86x and
+# 1.00x; T 100, H 128, N 16 0.87x and 0.90x (4 rounds). Blocks of at most 64 units come with 16
+# streams or more (a step of MIN_STEP_FLOPS_A_WORKER a worker: 2 x 4 x 128^2 x 16 = 2 MFLOP for
+# an LSTM of 128 units on 2 workers), so no worker is left with a stream or two.
+STREAM_BLOCKS_MAX_UNITS = 64  # blocks of units of at most this many units: streams apart instead
 
 
 def _compiled_call():
@@ -505,13 +527,6 @@ def _compiled_call():
     libc's sched_yield address), or None when there is no such product to call."""
     found = blas.gemm_address(np.float32)
     return None if found is None else (*found, YIELD)
-
-
-def _run_blocks(run, blocks):
-    """``run(worker, (u0, u1), counts)`` for each block of units, one a worker, side by side
-    (they meet at a barrier each step: ``counts``)."""
-    counts = np.zeros(len(blocks), np.int64)
-    parallel.run_parts(lambda worker, part: run(part, blocks[part], counts), len(blocks), len(blocks))
 
 
 @register_layer("LSTMUnit")

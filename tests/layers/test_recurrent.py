@@ -494,17 +494,19 @@ def forward_backward(layer, bottom, top, seed=6):
 @pytest.mark.parametrize("type_name", ["RNN", "LSTM"])
 @pytest.mark.parametrize("threads, hidden, streams", [(1, 20, 3), (2, 20, 3), (2, 37, 2), (3, 48, 5)])
 @pytest.mark.parametrize("expose", [False, True])
+@pytest.mark.parametrize("apart", ["units", "streams"])
 def test_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
-    monkeypatch, thread_count, type_name, threads, hidden, streams, expose
+    monkeypatch, thread_count, type_name, threads, hidden, streams, expose, apart
 ):
     """Workers over blocks of hidden units (uneven, and not multiples of 16), meeting once a
-    step: the outputs, the exposed final states and every gradient are the steps' in Python
-    (to float32 rounding: the two compute each step's recurrent product in transposed
-    orientations, whose sums round differently; so the tolerance scales with each array's
-    largest value), with sequences restarting mid-way."""
+    step, or over blocks of streams (uneven), each alone: the outputs, the exposed final
+    states and every gradient are the steps' in Python (to float32 rounding: the two compute
+    each step's recurrent product in transposed orientations, whose sums round differently; so
+    the tolerance scales with each array's largest value), with sequences restarting mid-way."""
     thread_count(threads)
     monkeypatch.setattr(recurrent_layers, "MIN_STEP_FLOPS_A_WORKER", 1)
     monkeypatch.setattr(recurrent_layers, "MIN_UNITS_A_WORKER", 1)
+    monkeypatch.setattr(recurrent_layers, "STREAM_BLOCKS_MAX_UNITS", hidden if apart == "streams" else 0)
     rng = np.random.default_rng(7)
     steps = 6
     x = rng.standard_normal((steps, streams, 5)).astype(np.float32)
@@ -514,11 +516,16 @@ def test_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
     count = 2 if type_name == "LSTM" else 1
     states = [rng.standard_normal((1, streams, hidden)).astype(np.float32) for _ in range(count)] if expose else []
     layer, bottom, top = float32_recurrent(type_name, hidden, [x, cont, *states], expose)
-    blocks = layer._unit_blocks(bottom[1].data)
-    assert blocks is not None and len(blocks) == min(threads, hidden)
-    assert [b - a for a, b in blocks] == [hidden * (w + 1) // threads - hidden * w // threads for w in range(threads)]
+    blocks = layer._blocks(bottom[1].data)
+    if apart == "units" or threads == 1:
+        assert [(a, b, n0, n1) for a, b, n0, n1 in blocks] == [
+            (hidden * w // threads, hidden * (w + 1) // threads, 0, streams) for w in range(threads)
+        ]
+    else:
+        workers = min(threads, streams)
+        assert blocks == [(0, hidden, streams * w // workers, streams * (w + 1) // workers) for w in range(workers)]
     compiled = forward_backward(layer, bottom, top)
-    monkeypatch.setattr(recurrent_layers._Recurrent, "_unit_blocks", lambda self, cont: None)
+    monkeypatch.setattr(recurrent_layers._Recurrent, "_blocks", lambda self, cont: None)
     python = forward_backward(layer, bottom, top)
     for got, want in zip(sum(compiled, []), sum(python, [])):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6 * max(1.0, np.abs(want).max()))
@@ -531,14 +538,36 @@ def test_steps_in_compiled_code_give_the_python_steps_and_caffes_formula(
         np.testing.assert_allclose(got[0], final, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "type_name, hidden, streams, blocks",
+    [
+        ("LSTM", 128, 64, [(0, 128, 0, 32), (0, 128, 32, 64)]),  # sequential MNIST's: 64 units a block
+        ("LSTM", 128, 16, [(0, 128, 0, 8), (0, 128, 8, 16)]),
+        ("RNN", 128, 64, [(0, 128, 0, 32), (0, 128, 32, 64)]),  # sequential MNIST's RNN
+        ("LSTM", 200, 20, [(0, 100, 0, 20), (100, 200, 0, 20)]),  # blocks of 100 units
+        ("LSTM", 512, 32, [(0, 256, 0, 32), (256, 512, 0, 32)]),
+    ],
+)
+def test_workers_take_the_streams_apart_where_blocks_of_units_would_be_narrow(
+    thread_count, type_name, hidden, streams, blocks
+):
+    """On 2 workers: blocks of streams (each all units, no barrier a step) where blocks of
+    units would hold at most ``STREAM_BLOCKS_MAX_UNITS`` units; else blocks of units of every
+    stream."""
+    thread_count(2)
+    x = np.zeros((3, streams, 4), np.float32)
+    layer, bottom, _ = float32_recurrent(type_name, hidden, [x, np.ones((3, streams), np.float32)], False)
+    assert layer._blocks(bottom[1].data) == blocks
+
+
 def test_steps_stay_in_python_for_float64_and_without_a_blas_to_call(monkeypatch):
     x, cont, _ = sequences()
     layer, bottom, top = recurrent("LSTM", [x, cont])
-    assert layer._unit_blocks(bottom[1].data) is None  # float64
+    assert layer._blocks(bottom[1].data) is None  # float64
     layer32, bottom32, _ = float32_recurrent("LSTM", 4, [x.astype(np.float32), cont.astype(np.float32)], False)
-    assert layer32._unit_blocks(bottom32[1].data) is not None
+    assert layer32._blocks(bottom32[1].data) is not None
     monkeypatch.setattr(recurrent_layers.blas, "gemm_address", lambda dtype: None)
-    assert layer32._unit_blocks(bottom32[1].data) is None
+    assert layer32._blocks(bottom32[1].data) is None
 
 
 FAILING_SCRATCH = """
@@ -559,7 +588,7 @@ def failing(worker, name, size, dtype):
 x = np.ones((4, 2, 3), np.float32)
 cont = np.ones((4, 2), np.float32)
 layer, bottom, top = float32_recurrent("LSTM", 32, [x, cont], False)
-assert len(layer._unit_blocks(bottom[1].data)) == 2
+assert len(layer._blocks(bottom[1].data)) == 2
 parallel.scratch = failing
 try:
     layer.forward(bottom, top)
