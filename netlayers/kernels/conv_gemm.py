@@ -32,6 +32,9 @@ product thin; a Convolution's passes then run by input channels instead
 (``forward_by_channels``, ``backward_by_channels``): each worker makes the columns of its
 channels, adds its part of the outputs (W[:, rows] col, summed over the workers), and writes its
 columns of the weight gradient and its channels of the input gradient, where nothing overlaps.
+A grouped Convolution's passes then run by groups (``forward_by_groups``,
+``backward_by_groups``): each worker takes whole groups, their columns and products, and writes
+their outputs, weight-gradient rows and input-gradient channels; nothing is added up.
 
 Weight gradients are summed per worker and then over the workers, so they can differ in the
 last bits between thread counts (never between runs with the same count); so can the outputs
@@ -192,6 +195,7 @@ class ColumnChunks:
         self.zeros = np.zeros(max(self.rows, map_channels), self.dtype)  # a bias of 0 for the reorders
         self.used_workers = self.workers()  # the workers of the last ``run``
         self._channel_parts = None  # made by ``channel_parts`` when first asked
+        self._group_parts = None  # made by ``group_parts`` when first asked
         self._channel_pieces = False  # made by ``channel_pieces`` when first asked
 
     @staticmethod
@@ -476,6 +480,32 @@ class ColumnChunks:
             subsets.append((slice(share.start, share.stop), sub))
         return subsets
 
+    def group_parts(self):
+        """For :func:`forward_by_groups` and :func:`backward_by_groups`: (groups, the one-image
+        ``ColumnChunks`` of those groups) for each worker, runs of whole groups cut as evenly as
+        they go, or None where the passes run by pieces: a batch at least as large as the worker
+        count, one group, or an image's products under ``parallel.MATMUL_SPLIT_FLOPS`` (as for
+        :meth:`channel_parts`)."""
+        threads = parallel.thread_count()
+        workers = min(threads, self.groups)
+        if self._group_parts is not None and len(self._group_parts) == workers:
+            return self._group_parts
+        flops = 2 * self.map_channels * self.row_group * self.plane
+        if self.batch >= threads or self.groups == 1 or flops < parallel.MATMUL_SPLIT_FLOPS:
+            return None
+        geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
+        geometry.update(map_size=self.map_shape, dtype=self.dtype)
+        parts = []
+        for index in range(workers):
+            share = parallel.share(index, workers, self.groups)
+            count = len(share)
+            shape = (1, count * (self.image_channels // self.groups), *self.image_shape[2:])
+            sub = type(self)(image_shape=shape, map_channels=count * self.map_group, groups=count, **geometry)
+            sub.used_workers = threads  # its products run whole, in their worker
+            parts.append((slice(share.start, share.stop), sub))
+        self._group_parts = parts
+        return parts
+
     def channel_pieces(self):
         """For :func:`convolve_by_channel_pieces` and :func:`backward_by_channel_pieces`:
         (input channels, the one-image ``ColumnChunks`` of those channels) for each piece of
@@ -551,6 +581,9 @@ def convolve(chunks, weight, x, y, bias=None):
     if chunks.channel_parts() is not None:
         forward_by_channels(chunks, weight, x, y, bias)
         return
+    if chunks.group_parts() is not None:
+        forward_by_groups(chunks, weight, x, y, bias)
+        return
     if chunks.channel_pieces() is not None:
         convolve_by_channel_pieces(chunks, weight, x, y, bias)
         return
@@ -568,6 +601,9 @@ def convolve_backward(chunks, weight, x, dy, dx, weight_diff):
     workers, with a data gradient: by channels (:func:`backward_by_channels`)."""
     if dx is not None and chunks.channel_parts() is not None:
         backward_by_channels(chunks, weight, x, dy, dx, weight_diff)
+        return
+    if chunks.group_parts() is not None:
+        backward_by_groups(chunks, weight, x, dy, dx, weight_diff)
         return
     if chunks.channel_pieces() is not None:
         backward_by_channel_pieces(chunks, weight, x, dy, dx, weight_diff)
@@ -645,6 +681,58 @@ def backward_by_channels(chunks, weight, x, dy, dx, weight_diff):
                 if grad_rows is not None:
                     blas.add_product(m, sub.columns(worker, image, piece).T, grad_rows[:, rows])
                 sub.image_from_map(worker, w, m, grad, piece)
+
+    parallel.run_parts(part, len(parts), len(parts))
+
+
+def _group_slices(chunks, groups):
+    """The input channels and the outputs (map channels) of a run of ``groups``, as slices."""
+    channels, outputs = chunks.image_channels // chunks.groups, chunks.map_group
+    return slice(groups.start * channels, groups.stop * channels), slice(groups.start * outputs, groups.stop * outputs)
+
+
+def forward_by_groups(chunks, weight, x, y, bias):
+    """:func:`convolve` of a grouped batch smaller than the worker count, each worker taking
+    the groups of one of ``chunks.group_parts()``, image by image: the columns of its groups'
+    channels and their products with its groups' filters, written into its groups' outputs
+    (with their bias). The same products as one worker's, each whole in one worker."""
+    parts = chunks.group_parts()
+    out = y.reshape(chunks.batch, chunks.map_channels, chunks.plane)
+
+    def part(worker, index):
+        groups, sub = parts[index]
+        channels, outputs = _group_slices(chunks, groups)
+        w, b = weight[outputs], None if bias is None else bias[outputs]
+        for n in range(chunks.batch):
+            for piece in sub.pieces[0]:
+                col = sub.columns(worker, x[n : n + 1, channels], piece)
+                sub.map_from_col(worker, w, col, out[n : n + 1, outputs], piece, b)
+
+    parallel.run_parts(part, len(parts), len(parts))
+
+
+def backward_by_groups(chunks, weight, x, dy, dx, weight_diff):
+    """:func:`convolve_backward` of a grouped batch smaller than the worker count, each worker
+    taking the groups of one of ``chunks.group_parts()``, image by image: its groups' rows of
+    the weight gradient (dW[g] += dY[g] col[g]^T, added into ``weight_diff`` itself) and its
+    groups' channels of the input gradient (col2im of W[g]^T dY[g]). The workers write apart:
+    nothing to add up, the same bits whichever worker runs a part."""
+    parts = chunks.group_parts()
+    maps = dy.reshape(chunks.batch, chunks.map_channels, chunks.plane)
+
+    def part(worker, index):
+        groups, sub = parts[index]
+        channels, outputs = _group_slices(chunks, groups)
+        w = weight[outputs]
+        grad = None if weight_diff is None else weight_diff[outputs].reshape(sub.groups, sub.map_group, -1)
+        for n in range(chunks.batch):
+            for piece in sub.pieces[0]:
+                m = sub.map_matrix(worker, maps[n : n + 1, outputs], piece)
+                if grad is not None:
+                    col = sub._grouped(sub.columns(worker, x[n : n + 1, channels], piece), sub.rows)
+                    blas.add_product(sub._grouped(m, sub.map_channels), col.transpose(0, 2, 1), grad)
+                if dx is not None:
+                    sub.image_from_map(worker, w, m, dx[n : n + 1, channels], piece)
 
     parallel.run_parts(part, len(parts), len(parts))
 

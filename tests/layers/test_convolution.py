@@ -415,6 +415,78 @@ def test_fewer_images_than_workers_run_their_backward_by_channels(
 
 
 @pytest.mark.parametrize(
+    "batch, groups, kernel, stride, pad, chunk_bytes, workers",
+    [
+        (1, 2, 3, 1, 0, None, 2),  # a group a worker (3x3 unpadded: not the direct grouped kernels)
+        (1, 3, 3, 1, 2, None, 2),  # 2 groups and 1
+        (1, 4, 3, 2, 0, None, 3),  # phase columns; 2, 1 and 1 groups
+        (1, 2, 5, 1, 2, 3000, 2),  # bands of output rows
+        (2, 3, 1, 1, 0, None, 3),  # 1x1; 2 images on 3 workers
+    ],
+)
+@pytest.mark.parametrize("data_gradient", [True, False])
+def test_fewer_images_than_workers_run_a_grouped_layer_by_groups(
+    rng, monkeypatch, thread_count, batch, groups, kernel, stride, pad, chunk_bytes, workers, data_gradient
+):
+    """A grouped layer with fewer images than workers: each worker takes whole groups, their
+    columns, products, outputs, weight-gradient rows and input-gradient channels
+    (``conv_gemm.forward_by_groups``, ``backward_by_groups``; a layer's products cut by groups
+    cannot be split by ``parallel.matmul``, so one worker ran them all): the outputs and
+    gradients of one worker, to rounding, with and without a data gradient, and the
+    definition's gradients (checked numerically)."""
+    from netlayers import parallel
+
+    monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)  # here from any size
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
+    x = rng.standard_normal((batch, 2 * groups, 9, 10))
+    spec = conv_layer(num_output=3 * groups, kernel=kernel, stride=stride, pad=pad, group=groups)
+    ran = []
+    for name in ("forward_by_groups", "backward_by_groups"):
+        by_groups = getattr(conv_gemm, name)
+        monkeypatch.setattr(conv_gemm, name, lambda *a, name=name, f=by_groups: ran.append(name) or f(*a))
+    results = []
+    for threads in (1, workers):
+        thread_count(threads)
+        ran.clear()
+        layer, bottom, top = make_layer(spec, [x])
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
+        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
+        layer.backward(top, [data_gradient], bottom)
+        assert ran == (["forward_by_groups", "backward_by_groups"] if threads > batch else [])
+        if threads > batch:
+            parts = layer.chunks.group_parts()
+            assert [len(range(g.start, g.stop)) for g, _ in parts] == [
+                len(parallel.share(k, min(threads, groups), groups)) for k in range(min(threads, groups))
+            ]
+            assert chunk_bytes is None or parts[0][1].bands is not None
+        results.append([top[0].data.copy(), layer.blobs[0].diff.copy()] + [bottom[0].diff.copy()] * data_gradient)
+    for one, many in zip(*results):
+        np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-12)
+    thread_count(workers)
+    assert_gradients(spec, [x[:, :, :7, :8]])
+
+
+@pytest.mark.parametrize(
+    "shape, outputs, kernel, group, by_groups",
+    [
+        ((1, 384, 13, 13), 384, 3, 2, True),  # AlexNet's conv4 at batch 1
+        ((1, 240, 28, 28), 240, 1, 3, True),  # a ShuffleNet 1x1 layer of 3 groups: 30 MFLOP
+        ((2, 240, 28, 28), 240, 1, 3, False),  # an image a worker
+        ((1, 96, 16, 16), 96, 1, 3, False),  # 1.6 MFLOP
+        ((1, 64, 28, 28), 32, 3, 1, False),  # no groups: by channels
+    ],
+)
+def test_which_layers_run_by_groups(thread_count, shape, outputs, kernel, group, by_groups):
+    thread_count(2)
+    spec = conv_layer(num_output=outputs, kernel=kernel, pad=kernel // 2, group=group)
+    layer, _, _ = make_layer(spec, [np.zeros(shape)])
+    assert (layer.chunks.group_parts() is not None) is by_groups
+
+
+@pytest.mark.parametrize(
     "shape, outputs, kernel, group, by_channels",
     [
         ((1, 64, 28, 28), 32, 3, 1, True),  # a 29 MFLOP product
