@@ -375,86 +375,130 @@ class SquareConvolution(SharedFilters):
         u_t = parallel.scratch(0, "winograd2d_filters_t", self.u.size, self.dtype)
         u_t = u_t.reshape(self.groups, self.n**2, self.channels, self.outputs)
         np.copyto(u_t, self.u.transpose(0, 1, 3, 2))
-        for group in range(self.groups):
+
+        def group_pieces(worker, group, pieces, _):
             channels, outputs = self._group(group)
-            self._forward(x[:, channels], bias[outputs], y[:, outputs], u_t[group])
+            self._forward_pieces(worker, pieces, x[:, channels], bias[outputs], y[:, outputs], u_t[group])
 
-    def _forward(self, x, bias, y, u_t):
+        self._run_groups(group_pieces)
+
+    def _by_groups(self):
+        """Whether the groups are shared out over the workers, each group whole in one (all
+        its images): a grouped layer of fewer images than workers, whose pieces of images would
+        leave workers idle (AlexNet's conv2 at batch 1 ran on one core)."""
+        return self.groups > 1 and self.batch < parallel.thread_count()
+
+    def _run_groups(self, group_pieces, after=None):
+        """``group_pieces(worker, group, pieces, index)`` for every group: by groups
+        (``_by_groups``), each worker all pieces of its run of groups, ``index`` the group's
+        place in that run; else group by group, each worker its share of the batch
+        (``_pieces``), ``index`` 0. Then ``after(group, holders)`` (when given) for every
+        group, ``holders`` the (worker, index) pairs that ran its pieces."""
+        if self._by_groups():
+            every = self._pieces(0, 1)
+            workers = min(parallel.thread_count(), self.groups)
+            starts = [parallel.share(worker, workers, self.groups).start for worker in range(workers)]
+
+            def run(worker, group):
+                group_pieces(worker, group, every, group - starts[worker])
+
+            parallel.run_parts(run, self.groups, workers)
+            if after is not None:
+                for worker in range(workers):
+                    for group in parallel.share(worker, workers, self.groups):
+                        after(group, [(worker, group - starts[worker])])
+            return
         workers = self._workers()
+        for group in range(self.groups):
+
+            def share(worker, _, group=group):
+                group_pieces(worker, group, self._pieces(worker, workers), 0)
+
+            parallel.run_parts(share, workers, workers)
+            if after is not None:
+                after(group, [(worker, 0) for worker in range(workers)])
+
+    def _forward_pieces(self, worker, pieces, x, bias, y, u_t):
+        """y[piece] = conv(x, U) + bias for each of ``pieces`` ((first, count, band) of
+        ``_pieces``), in ``worker``'s buffers."""
         last = self.bands[-1]
-
-        def share(worker, _):
-            for first, count, band in self._pieces(worker, workers):
-                b = self._buffers(worker, count, band)
-                self._input_tiles(x, first, count, band, b)
-                np.matmul(b["v"], u_t, out=b["mm"])
-                phases = b["out_phases"]
-                output_tiles(b["mm"].reshape(self.n**2, -1), bias, self.m, self.at, b["w1"], phases)
-                span = (band[1] - band[0]) * self.slots_w * self.outputs
-                for k in range(count):
-                    out = phases[:, :, k * span : (k + 1) * span]
-                    rows = self._output_rows(b["output"], band)
-                    _interleave2(out, 0, 0, self.m, band[1] - band[0], self.slots_w, rows, False)
-                    if band == last:
-                        np.copyto(y[first + k], b["output"].transpose(2, 0, 1))
-
-        parallel.run_parts(share, workers, workers)
+        for first, count, band in pieces:
+            b = self._buffers(worker, count, band)
+            self._input_tiles(x, first, count, band, b)
+            np.matmul(b["v"], u_t, out=b["mm"])
+            phases = b["out_phases"]
+            output_tiles(b["mm"].reshape(self.n**2, -1), bias, self.m, self.at, b["w1"], phases)
+            span = (band[1] - band[0]) * self.slots_w * self.outputs
+            for k in range(count):
+                out = phases[:, :, k * span : (k + 1) * span]
+                rows = self._output_rows(b["output"], band)
+                _interleave2(out, 0, 0, self.m, band[1] - band[0], self.slots_w, rows, False)
+                if band == last:
+                    np.copyto(y[first + k], b["output"].transpose(2, 0, 1))
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
-        gradient (when it is not None), with U from ``filters``."""
+        gradient (when it is not None), with U from ``filters``. Each worker sums its weight
+        gradient dU in a partial of its own (by groups, one for each of its groups), added into
+        the group's rows of ``weight_diff`` once the group is done. Without dx, U is read by
+        no one: worker 0's partial (by groups, every group's) is then the group's U itself."""
         if self._split_backward(x, dy, dx, weight_diff):
             return
-        for group in range(self.groups):
+        by_groups = self._by_groups()
+        shape = self.u_shape[1:]
+        size = int(np.prod(shape))
+        held = -(-self.groups // parallel.thread_count()) if by_groups else 1  # groups a worker
+
+        def partial_of(worker, group, index):
+            if dx is None and (by_groups or worker == 0):
+                return self.u[group]
+            buffer = parallel.scratch(worker, WEIGHT_GRAD, held * size, self.dtype)
+            return buffer[index * size : (index + 1) * size].reshape(shape)
+
+        def group_pieces(worker, group, pieces, index):
             channels, outputs = self._group(group)
             group_dx = None if dx is None else dx[:, channels]
-            group_diff = None if weight_diff is None else weight_diff[outputs]
-            self._backward(x[:, channels], dy[:, outputs], group_dx, group_diff, self.u[group])
+            partial = None if weight_diff is None else partial_of(worker, group, index)
+            self._backward_pieces(worker, pieces, x[:, channels], dy[:, outputs], group_dx, partial, self.u[group])
 
-    def _backward(self, x, dy, dx, weight_diff, u):
-        workers = self._workers()
-        shape = u.shape
+        def add_partials(group, holders):
+            partials = [partial_of(worker, group, index) for worker, index in holders]
+            add_weight_grad(partials, self.transform, weight_diff[self._group(group)[1]])
+
+        self._run_groups(group_pieces, None if weight_diff is None else add_partials)
+
+    def _backward_pieces(self, worker, pieces, x, dy, dx, partial, u):
+        """For each of ``pieces``, in ``worker``'s buffers: ``partial`` (when not None) =, then
+        +=, dU of the piece, and dx[piece] = the input gradient (when dx is not None)."""
         banded, last = len(self.bands) > 1, self.bands[-1]
-
-        def partial_of(worker):  # worker 0's in this group's U, which a backward without dx never reads
-            if worker == 0 and dx is None:
-                return u
-            return parallel.scratch(worker, WEIGHT_GRAD, u.size, self.dtype).reshape(shape)
-
-        def share(worker, _):
-            partial = partial_of(worker)
-            for index, (first, count, band) in enumerate(self._pieces(worker, workers)):
-                b = self._buffers(worker, count, band)
-                dm, v, phases = b["mm"], b["v"], b["out_phases"]
-                span = (band[1] - band[0]) * self.slots_w * self.outputs
+        for index, (first, count, band) in enumerate(pieces):
+            b = self._buffers(worker, count, band)
+            dm, v, phases = b["mm"], b["v"], b["out_phases"]
+            span = (band[1] - band[0]) * self.slots_w * self.outputs
+            for k in range(count):
+                if band[0] == 0:
+                    np.copyto(b["output"], dy[first + k].transpose(1, 2, 0))
+                out = phases[:, :, k * span : (k + 1) * span]
+                rows = self._output_rows(b["output"], band)
+                _deinterleave2(rows, 0, 0, self.m, band[1] - band[0], self.slots_w, out)
+            output_tiles_adjoint(phases, self.m, self.at, b["w1"], dm.reshape(self.n**2, -1))
+            if partial is not None:
+                self._input_tiles(x, first, count, band, b)
+                if index == 0:
+                    np.matmul(dm.transpose(0, 2, 1), v, out=partial)
+                else:
+                    add_products(dm.transpose(0, 2, 1), v.transpose(0, 2, 1), partial)
+            if dx is not None:
+                np.matmul(dm, u, out=v)
+                flat = v.reshape(self.n**2, -1)
+                geometry = self._geometry(band)
+                tiles = (band[1] - band[0]) * self.slots_w
+                # an image in bands adds each band's part into its gradient (made 0 first)
+                image = b["gradient"] if banded else b["image"]
+                if banded and band[0] == 0:
+                    image.fill(0)
                 for k in range(count):
-                    if band[0] == 0:
-                        np.copyto(b["output"], dy[first + k].transpose(1, 2, 0))
-                    out = phases[:, :, k * span : (k + 1) * span]
-                    rows = self._output_rows(b["output"], band)
-                    _deinterleave2(rows, 0, 0, self.m, band[1] - band[0], self.slots_w, out)
-                output_tiles_adjoint(phases, self.m, self.at, b["w1"], dm.reshape(self.n**2, -1))
-                if weight_diff is not None:
-                    self._input_tiles(x, first, count, band, b)
-                    if index == 0:
-                        np.matmul(dm.transpose(0, 2, 1), v, out=partial)
-                    else:
-                        add_products(dm.transpose(0, 2, 1), v.transpose(0, 2, 1), partial)
-                if dx is not None:
-                    np.matmul(dm, u, out=v)
-                    flat = v.reshape(self.n**2, -1)
-                    geometry = self._geometry(band)
-                    tiles = (band[1] - band[0]) * self.slots_w
-                    # an image in bands adds each band's part into its gradient (made 0 first)
-                    image = b["gradient"] if banded else b["image"]
-                    if banded and band[0] == 0:
-                        image.fill(0)
-                    for k in range(count):
-                        base = k * tiles * self.channels
-                        input_tiles_adjoint(flat, *geometry, base, b["phases"], b["z"], image, banded)
-                        if band == last:
-                            np.copyto(dx[first + k], image.transpose(2, 0, 1))
-
-        parallel.run_parts(share, workers, workers)
-        if weight_diff is not None:
-            add_weight_grad([partial_of(worker) for worker in range(workers)], self.transform, weight_diff)
+                    base = k * tiles * self.channels
+                    input_tiles_adjoint(flat, *geometry, base, b["phases"], b["z"], image, banded)
+                    if band == last:
+                        np.copyto(dx[first + k], image.transpose(2, 0, 1))

@@ -66,6 +66,38 @@ def test_the_2d_winograd_layer_gives_what_the_other_paths_give(
     assert_same_results((layer, y, dx, diffs), other)
 
 
+@pytest.mark.parametrize("kernel", [5, 7])
+@pytest.mark.parametrize("data_gradient", [True, False])
+@pytest.mark.parametrize("bands", [False, True])
+def test_a_grouped_layer_of_fewer_images_than_workers_runs_by_groups(
+    kernel, data_gradient, bands, everywhere, thread_count, monkeypatch
+):
+    """One image in 3 groups on 2 workers: each worker takes whole groups (2 and 1, the first
+    summing two weight-gradient partials; without a data gradient each group's dU sums in its
+    own U), in bands of tile rows or not: the outputs and gradients of one worker, to
+    rounding."""
+    if bands:
+        monkeypatch.setattr(winograd2d, "CHUNK_BYTES", 1)
+        monkeypatch.setattr(winograd2d, "BAND_BYTES", 1)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 6, 11, 10))
+    spec = square_layer((kernel // 2, kernel // 2), outputs=6, group=3, kernel=kernel)
+    results = []
+    for threads in (1, 2):
+        thread_count(threads)
+        layer, bottom, top = make_layer(spec, [x])
+        assert isinstance(layer.winograd, SquareConvolution)
+        assert layer.winograd._by_groups() is (threads == 2)
+        assert (len(layer.winograd.bands) > 1) is bands
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
+        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
+        layer.backward(top, [data_gradient], bottom)
+        results.append([top[0].data.copy(), layer.blobs[0].diff.copy()] + [bottom[0].diff.copy()] * data_gradient)
+    for one, two in zip(*results):
+        np.testing.assert_allclose(two, one, rtol=1e-11, atol=1e-11)
+
+
 def test_chunks_of_images_give_the_same_outputs(everywhere, monkeypatch, thread_count):
     """A budget of one image a chunk against one chunk a worker: the same outputs, and weight
     gradients to rounding (partials of chunks are summed)."""
