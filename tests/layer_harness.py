@@ -68,6 +68,20 @@ def forward_backward(layer, x, dy):
     return instance, top[0].data.copy(), bottom[0].diff.copy(), [b.diff.copy() for b in instance.blobs]
 
 
+def pass_with_added_gradients(layer, x, data_gradient=True):
+    """Build ``layer`` on one bottom ``x``, run forward, set the top's diff to a fixed ramp of
+    sines and the weight's diff to ones (a weight gradient is added to what is there), run
+    backward (with the input gradient when ``data_gradient``): (the layer, copies of [top,
+    weight diff] + [bottom diff] when computed)."""
+    instance, bottom, top = make_layer(layer, [x])
+    instance.forward(bottom, top)
+    top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
+    instance.blobs[0].diff[...] = 1.0
+    instance.backward(top, [data_gradient], bottom)
+    results = [top[0].data.copy(), instance.blobs[0].diff.copy()]
+    return instance, results + [bottom[0].diff.copy()] * data_gradient
+
+
 def assert_same_results(first, second, rtol=1e-10, atol=1e-10):
     """Two :func:`forward_backward` results agree: top, bottom diff and every param diff."""
     for got, want in zip(first[1:3], second[1:3]):

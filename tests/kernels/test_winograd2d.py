@@ -5,7 +5,7 @@ float64, and where the rule sends a geometry."""
 
 import numpy as np
 import pytest
-from layer_harness import assert_gradients, assert_same_results, forward_backward, make_layer
+from layer_harness import assert_gradients, assert_same_results, forward_backward, make_layer, pass_with_added_gradients
 from reference import convolution
 
 from netlayers.kernels import winograd2d
@@ -85,15 +85,11 @@ def test_a_grouped_layer_of_fewer_images_than_workers_runs_by_groups(
     results = []
     for threads in (1, 2):
         thread_count(threads)
-        layer, bottom, top = make_layer(spec, [x])
+        layer, result = pass_with_added_gradients(spec, x, data_gradient)
         assert isinstance(layer.winograd, SquareConvolution)
         assert layer.winograd._by_groups() is (threads == 2)
         assert (len(layer.winograd.bands) > 1) is bands
-        layer.forward(bottom, top)
-        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
-        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
-        layer.backward(top, [data_gradient], bottom)
-        results.append([top[0].data.copy(), layer.blobs[0].diff.copy()] + [bottom[0].diff.copy()] * data_gradient)
+        results.append(result)
     for one, two in zip(*results):
         np.testing.assert_allclose(two, one, rtol=1e-11, atol=1e-11)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import reference
-from layer_harness import assert_contract, assert_gradients, make_layer, run_layer
+from layer_harness import assert_contract, assert_gradients, make_layer, pass_with_added_gradients, run_layer
 
 from netlayers import ConfigError, Net
 from netlayers.kernels import conv_gemm, grouped
@@ -400,14 +400,10 @@ def test_fewer_images_than_workers_run_their_backward_by_channels(
     for workers in (1, 3):
         thread_count(workers)
         ran.clear()
-        layer, bottom, top = make_layer(spec, [x])
-        layer.forward(bottom, top)
-        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
-        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
-        layer.backward(top, [True], bottom)
+        layer, result = pass_with_added_gradients(spec, x)
         assert ran == (["forward_by_channels", "backward_by_channels"] if workers > batch else [])
         assert workers == 1 or chunk_bytes is None or layer.chunks.channel_parts()[0][1].bands is not None
-        results.append([top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy()])
+        results.append(result)
     for one, three in zip(*results):
         np.testing.assert_allclose(three, one, rtol=1e-12, atol=1e-12)
     thread_count(3)
@@ -450,11 +446,7 @@ def test_fewer_images_than_workers_run_a_grouped_layer_by_groups(
     for threads in (1, workers):
         thread_count(threads)
         ran.clear()
-        layer, bottom, top = make_layer(spec, [x])
-        layer.forward(bottom, top)
-        top[0].diff[...] = np.sin(np.arange(top[0].count)).reshape(top[0].shape)
-        layer.blobs[0].diff[...] = 1.0  # the weight gradient is added to what is there
-        layer.backward(top, [data_gradient], bottom)
+        layer, result = pass_with_added_gradients(spec, x, data_gradient)
         assert ran == (["forward_by_groups", "backward_by_groups"] if threads > batch else [])
         if threads > batch:
             parts = layer.chunks.group_parts()
@@ -462,7 +454,7 @@ def test_fewer_images_than_workers_run_a_grouped_layer_by_groups(
                 len(parallel.share(k, min(threads, groups), groups)) for k in range(min(threads, groups))
             ]
             assert chunk_bytes is None or parts[0][1].bands is not None
-        results.append([top[0].data.copy(), layer.blobs[0].diff.copy()] + [bottom[0].diff.copy()] * data_gradient)
+        results.append(result)
     for one, many in zip(*results):
         np.testing.assert_allclose(many, one, rtol=1e-12, atol=1e-12)
     thread_count(workers)
