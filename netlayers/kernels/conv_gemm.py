@@ -490,12 +490,12 @@ class ColumnChunks:
         new code in alternating processes: 384 -> 384 3x3 in 2 groups at 13 x 13 7.9 -> 6.0
         ms, 256 -> 512 in 4 groups at 14 x 14 5.7 -> 2.6)."""
         threads = parallel.thread_count()
-        workers = min(threads, self.groups)
-        if self._group_parts is not None and len(self._group_parts) == workers:
-            return self._group_parts
         flops = 2 * self.map_channels * self.row_group * self.plane
         if self.batch >= threads or self.groups == 1 or flops < parallel.MATMUL_SPLIT_FLOPS:
             return None
+        workers = min(threads, self.groups)
+        if self._group_parts is not None and len(self._group_parts) == workers:
+            return self._group_parts
         geometry = dict(kernel=self.kernel, pad=self.pad, stride=self.stride, dilation=self.dilation)
         geometry.update(map_size=self.map_shape, dtype=self.dtype)
         parts = []
