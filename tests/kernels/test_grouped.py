@@ -24,6 +24,7 @@ CASES = [  # (N, C, H, W), outputs, groups, stride
     ((1, 4, 2, 3), 4, 2, 2),
     ((2, 6, 1, 9), 9, 3, 1),  # one row
     ((2, 6, 9, 1), 3, 3, 2),  # one column
+    ((3, 64, 3, 5), 64, 2, 1),  # 32 a group, three tiny images side by side sharing their padding
 ]
 
 
@@ -111,6 +112,18 @@ def test_the_weight_gradient_does_not_depend_on_the_worker_count(thread_count, m
         results.append(run_kernels(x, weight, bias, 4, 1, dy))
     for one, two in zip(*results):
         assert np.array_equal(one, two)
+
+
+def test_stride_one_images_share_their_padding_on_the_grid():
+    """Stride 1: an image takes (H + 1) x (W + 1) grid positions, its one zero row and column
+    the padding of both its sides (of the row or image before and the one after); stride 2 keeps
+    its phases' own rows and columns."""
+    conv = GroupedConvolution((8, 64, 7, 7), 64, 1, 2, np.float32)
+    assert (conv.rows, conv.cols, conv.run) == (8, 8, 8)
+    assert (conv.grad_rows, conv.grad_cols) == (8, 8)
+    assert list(conv.offsets) == [i * 8 + j for i in range(3) for j in range(3)]
+    wide = GroupedConvolution((8, 64, 7, 9), 64, 2, 2, np.float32)
+    assert (wide.rows, wide.cols) == (5, 6)  # padded 9 x 11 into phases of 5 x 6 (out 4 x 5, + 1)
 
 
 def test_backward_computes_only_what_is_asked():
