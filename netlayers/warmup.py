@@ -29,6 +29,10 @@ Afterwards the first iteration of a net only loads machine code from the cache.
 """
 
 import contextlib
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -41,6 +45,11 @@ from .kernels import conv_gemm, deconv, strips, winograd, winograd1d, winograd2d
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: one process compiles (see compile_kernels)
+    fcntl = None
 
 FLOAT_TYPES = (np.float32, np.float64)
 WORKER_COUNTS = (1, 2)
@@ -138,7 +147,7 @@ def constants(module, **values):
 WINOGRAD_EVERYWHERE = {"MIN_CHANNELS": 1, "MIN_OUTPUT_SIZE": 1, "MIN_CHANNELS_BY_SIZE": 1}
 
 
-def run_winograd4_examples():
+def run_winograd4_examples(float_types=FLOAT_TYPES):
     """The Convolution examples, forward and backward in float32 and float64, with every Winograd
     threshold at 1 (3x3 stride-1 examples then run as F(4x4, 3x3)), with the gathers by table
     (the examples' small maps) and without them. Returns the runs."""
@@ -150,13 +159,13 @@ def run_winograd4_examples():
         ):
             for type_name, example in builtin_examples():
                 if type_name == "Convolution":
-                    for dtype in FLOAT_TYPES:
+                    for dtype in float_types:
                         run_example(type_name, example, dtype)
                         runs += 1
     return runs
 
 
-def run_fused_chains():
+def run_fused_chains(float_types=FLOAT_TYPES):
     """A net with a BatchNorm -> Scale -> ReLU chain and an Eltwise SUM -> ReLU (each run
     fused: ``netlayers.layers.fused``), in float32 and float64, forward and backward."""
     from .net import Net
@@ -184,16 +193,16 @@ def run_fused_chains():
         {"name": "sum_relu", "type": "ReLU", "bottom": "s", "top": "s"},
         {"name": "loss", "type": "Reduction", "bottom": "s", "top": "loss", "loss_weight": 1},
     ]
-    for dtype in FLOAT_TYPES:
+    for dtype in float_types:
         net = Net({"name": "warmup", "layers": layers}, dtype=dtype, seed=0)
         net.forward(x=np.random.default_rng(0).standard_normal((2, 3, 4, 4)))
         net.backward()
 
 
-def run_solver_and_data_kernels():
+def run_solver_and_data_kernels(float_types=FLOAT_TYPES):
     from .kernels import convert, update
 
-    for dtype in FLOAT_TYPES:
+    for dtype in float_types:
         weight, diff, history = (np.zeros(4, dtype) for _ in range(3))
         update.sgd_update(weight, diff, history, 0.1, 0.0, 0.9)
         update.sgd_update(weight, diff, history, 0.1, 0.0, 0.0)
@@ -201,14 +210,14 @@ def run_solver_and_data_kernels():
             convert.shift_scale(np.zeros((1, 2, 3), source), np.zeros(2, dtype), 0.5, np.zeros((1, 2, 3), dtype))
 
 
-def run_split_products():
+def run_split_products(float_types=FLOAT_TYPES):
     """A float32 and a float64 product cut over two workers (``parallel.matmul``'s compiled
     hand-over; the examples' products are too small to be cut)."""
     before = parallel.thread_count()
     parallel.set_thread_count(2)
     try:
         with constants(parallel, MATMUL_SPLIT_FLOPS=0):
-            for dtype in FLOAT_TYPES:
+            for dtype in float_types:
                 a = np.ones((64, 64), dtype)
                 parallel.matmul(a, a, np.empty((64, 64), dtype))
     finally:
@@ -229,28 +238,100 @@ def kernel_signatures():
     return count
 
 
-def run_in_place_examples():
+def run_in_place_examples(float_types=FLOAT_TYPES):
     """The examples of layers that can run in place, one bottom and one top, in place, in
     float32 and float64. Returns the runs."""
     runs = 0
     for type_name, example in builtin_examples():
         if layer_class(type_name).in_place and len(example["bottoms"]) == 1 and example.get("tops", 1) == 1:
-            for dtype in FLOAT_TYPES:
+            for dtype in float_types:
                 runs += run_example(type_name, example, dtype, in_place=True)
     return runs
 
 
-def run_all_examples(skipped):
+def run_all_examples(skipped, float_types=FLOAT_TYPES):
     """Every built-in layer's examples in float32 and float64; returns the runs."""
     runs = 0
     for type_name, example in builtin_examples():
-        for dtype in FLOAT_TYPES:
+        for dtype in float_types:
             runs += run_example_if_installed(type_name, example, dtype, skipped)
     return runs
 
 
-def compile_kernels():
-    """Run every kernel as described in the module text; returns a :class:`WarmupReport`."""
+def compile_kernels(processes=None):
+    """Run every kernel as described in the module text; returns a :class:`WarmupReport`.
+
+    With ``processes`` > 1 (default: one per float type, as many as the cores this process may
+    use; one where file locks are not available), a child process first compiles each float
+    type's kernels into the cache, side by side (numba compiles holding the GIL: one process
+    compiles on one core at a time); then this process runs everything once more, which loads
+    their machine code (and would compile whatever they left out). Numba's cache saves are not
+    safe between processes: a save reads the kernel's index, picks the first free data file
+    name and writes both, so two processes saving a kernel at once may write the same data file
+    under two signatures; the children take a lock around each save (``locked_cache_saves``)."""
+    start = time.perf_counter()
+    if processes is None:
+        processes = min(len(FLOAT_TYPES), len(parallel.allowed_cpus())) if fcntl is not None else 1
+    if processes > 1:
+        compile_in_children()
+    report = compile_float_types(FLOAT_TYPES)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+CHILD = (
+    "import sys, numpy; from netlayers.warmup import compile_float_types, locked_cache_saves\n"
+    "with locked_cache_saves(sys.argv[2]):\n"
+    "    compile_float_types((numpy.dtype(sys.argv[1]),))"
+)
+
+
+def compile_in_children():
+    """One child process a float type, each compiling that type's kernels into the cache, at
+    the same time, their cache saves one at a time; a :class:`NetlayersError` naming the type
+    if a child fails."""
+    with tempfile.TemporaryDirectory(prefix="netlayers-warmup-") as folder:
+        lock = os.path.join(folder, "cache-saves.lock")
+        children = []
+        for dtype in FLOAT_TYPES:
+            name = np.dtype(dtype).name
+            command = [sys.executable, "-c", CHILD, name, lock]
+            children.append((name, subprocess.Popen(command, stderr=subprocess.PIPE, text=True)))
+        failed = []
+        for name, child in children:
+            _, stderr = child.communicate()
+            if child.returncode:
+                last = (stderr.strip().splitlines() or ["no output"])[-1]
+                failed.append(f"the {name} compile process failed (exit {child.returncode}): {last}")
+    if failed:
+        raise NetlayersError("warmup: " + "; ".join(failed))
+
+
+@contextlib.contextmanager
+def locked_cache_saves(lock_path):
+    """numba's cache saves, in this process, each under an exclusive lock of the file
+    ``lock_path`` (created if missing): processes that all take it save one at a time."""
+    from numba.core import caching
+
+    original = caching.IndexDataCacheFile.save
+
+    def save(self, key, data):
+        with open(lock_path, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                original(self, key, data)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    caching.IndexDataCacheFile.save = save
+    try:
+        yield
+    finally:
+        caching.IndexDataCacheFile.save = original
+
+
+def compile_float_types(float_types):
+    """Run every kernel for ``float_types`` (see the module text); returns a :class:`WarmupReport`."""
     start = time.perf_counter()
     before = parallel.thread_count()
     runs = 0
@@ -258,7 +339,7 @@ def compile_kernels():
     try:
         for workers in WORKER_COUNTS:
             parallel.set_thread_count(workers)
-            runs += run_all_examples(skipped)
+            runs += run_all_examples(skipped, float_types)
         # one worker, one-image chunks (a column budget of 1 byte), Winograd's and the row strips'
         # thresholds at 1: the kernels of every other way a convolution can run
         parallel.set_thread_count(1)
@@ -270,12 +351,12 @@ def compile_kernels():
             constants(winograd2d, MIN_SHARE_OUTPUTS=1, **WINOGRAD_EVERYWHERE),
             constants(deconv, SUBPIXEL_MIN_OUTPUT_PIXELS=1, SUBPIXEL_MIN_OUTPUTS=1),
         ):
-            runs += run_all_examples(skipped)
+            runs += run_all_examples(skipped, float_types)
     finally:
         parallel.set_thread_count(before)
-    run_split_products()
-    runs += run_winograd4_examples()
-    runs += run_in_place_examples()
-    run_fused_chains()
-    run_solver_and_data_kernels()
+    run_split_products(float_types)
+    runs += run_winograd4_examples(float_types)
+    runs += run_in_place_examples(float_types)
+    run_fused_chains(float_types)
+    run_solver_and_data_kernels(float_types)
     return WarmupReport(runs, kernel_signatures(), time.perf_counter() - start, skipped)

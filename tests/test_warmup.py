@@ -1,9 +1,10 @@
 """``netlayers warmup`` fills numba's disk cache so that a net's first iteration compiles nothing.
 
 One real check, in child processes with the test session's cache folder (``NUMBA_CACHE_DIR``,
-set empty by tests/conftest.py, which runs this check before any other test): the warmup, then
-a conv net run forward and backward with numba reporting what it saves to the cache
-(``NUMBA_DEBUG_CACHE``): nothing, and it loads kernels.
+set empty by tests/conftest.py, which runs this check before any other test): the warmup (its
+float types compiled by two processes of their own at once), then a conv net run forward and
+backward with numba reporting what it saves to the cache (``NUMBA_DEBUG_CACHE``): nothing, and
+it loads kernels. And the lock that keeps those two processes' cache saves apart.
 """
 
 import os
@@ -102,3 +103,30 @@ def test_a_layer_whose_extra_is_missing_is_skipped_not_an_error(monkeypatch):
     assert "pip install 'netlayers[hdf5]'" in skipped["HDF5Output"]
     relu = next(example for name, example in builtin_examples() if name == "ReLU")
     assert run_example_if_installed("ReLU", relu, np.float32, skipped) is True
+
+
+def test_the_childrens_cache_saves_wait_for_the_lock(tmp_path, monkeypatch):
+    """``locked_cache_saves``: while another holder has the lock file, a numba cache save waits;
+    it runs once the lock is let go, and the original save is put back after the block."""
+    import fcntl
+    import threading
+
+    from numba.core import caching
+
+    from netlayers.warmup import locked_cache_saves
+
+    saved = []
+    monkeypatch.setattr(caching.IndexDataCacheFile, "save", lambda self, key, data: saved.append(key))
+    original = caching.IndexDataCacheFile.save
+    lock = tmp_path / "saves.lock"
+    with locked_cache_saves(str(lock)):
+        with open(lock, "a") as holder:
+            fcntl.flock(holder, fcntl.LOCK_EX)
+            saver = threading.Thread(target=caching.IndexDataCacheFile.save, args=(None, "key", b""))
+            saver.start()
+            saver.join(0.3)
+            assert saver.is_alive() and saved == []  # waiting for the lock
+            fcntl.flock(holder, fcntl.LOCK_UN)
+        saver.join(5)
+        assert saved == ["key"]
+    assert caching.IndexDataCacheFile.save is original
