@@ -150,7 +150,7 @@ def _taps_four(src, block, inputs, offsets, w, o, acc, length):
     """acc[b length + k] += sum_c sum_t w[o + b, c, t] src[c block + offsets[t] + k] for b < 4,
     c < inputs, t < 9, k < length: four outputs over all of a group's channels, one tap row at a
     time. Twelve weights and three tapped values stay in sixteen vector registers (all nine taps
-    of four outputs, 36 weights, did not: 0.85x-0.97x the time, one core); the channels are
+    of four outputs, 36 weights, did not: this form takes 0.85x-0.97x their time, one core); the channels are
     looped here, not by the caller: on a 7 x 7 map a pass is 64 positions, and a call a channel
     cost more than its arithmetic."""
     n = np.uint64(length)
