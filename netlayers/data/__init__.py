@@ -3,7 +3,7 @@
 Pure numpy; nothing here knows about layers or nets.
 """
 
-from netlayers.data.batches import BatchSampler, Prefetcher
+from netlayers.data.batches import BatchSampler, Prefetcher, weakly
 from netlayers.data.idx import read_idx
 from netlayers.data.npz import read_npz
 from netlayers.data.sources import Source, data_roots, load_source, resolve_source
@@ -18,5 +18,6 @@ __all__ = [
     "load_source",
     "read_idx",
     "read_npz",
+    "weakly",
     "resolve_source",
 ]

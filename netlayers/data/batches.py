@@ -157,7 +157,7 @@ class _Failure:
 
 
 _END = object()  # put by the worker when ``produce`` raised StopIteration
-_POLL = 0.05  # seconds between checks of the stop flag while blocked on the queue
+_POLL = 0.05  # seconds between the consumer's checks of a closed Prefetcher while it waits
 
 
 class Prefetcher:
@@ -178,6 +178,8 @@ class Prefetcher:
     run restored with ``sampler.set_state(consumed_state)`` produces exactly those batches
     again. ``produce`` and ``state`` run only in the worker thread after construction, so
     the consumer must not touch the sampler while the Prefetcher is open.
+
+    An object that keeps a Prefetcher of its own method passes ``weakly(method)`` (see there).
     """
 
     def __init__(self, produce, depth=2, state=None):
@@ -262,32 +264,43 @@ class Prefetcher:
             self._thread.join(timeout)
 
 
+def weakly(method):
+    """``method`` (a bound method) as a callable that does not keep its object alive; once the
+    object is gone, a call raises StopIteration (which ends a Prefetcher's stream).
+
+    The worker thread holds its ``produce`` for as long as it runs: a data layer's own bound
+    method there would keep the layer, and with it the layer's Prefetcher and so the thread,
+    alive until the process ends, however many nets were dropped. Given ``weakly(method)``, a
+    dropped layer is collected, its Prefetcher's finaliser stops the thread."""
+    reference = weakref.WeakMethod(method)
+
+    def call(*args):
+        bound = reference()
+        if bound is None:
+            raise StopIteration
+        return bound(*args)
+
+    return call
+
+
 def _work(produce, state_fn, out_queue, stop):
-    """Worker loop: produce batches (with the state after each) until stopped or failed."""
+    """Worker loop: produce batches (with the state after each) until stopped or failed.
+
+    A full queue blocks the worker without waking it (an idle data layer costs no CPU);
+    ``_shut_down`` empties the queue after setting ``stop``, which lets a blocked ``put``
+    through, and the worker then sees ``stop`` and returns."""
     parallel.free_cpus()  # not the single CPU of a pinned caller that started it
     while not stop.is_set():
         try:
             batch = produce()
             item = (batch, state_fn() if state_fn is not None else None)
         except StopIteration:
-            _put(out_queue, _END, stop)
+            out_queue.put(_END)
             return
         except BaseException as err:  # noqa: BLE001 - handed to the consumer
-            _put(out_queue, _Failure(err), stop)
+            out_queue.put(_Failure(err))
             return
-        if not _put(out_queue, item, stop):
-            return
-
-
-def _put(out_queue, item, stop):
-    """Queue ``item``, giving up (False) if ``stop`` is set while the queue is full."""
-    while not stop.is_set():
-        try:
-            out_queue.put(item, timeout=_POLL)
-            return True
-        except queue.Full:
-            continue
-    return False
+        out_queue.put(item)
 
 
 def _shut_down(stop, out_queue):

@@ -300,7 +300,11 @@ class Data(PrefetchedSource):
             raise err.located(layer=self.name, field="data_param.batch_size") from None
 
     def _start(self):
-        self.prefetcher = self._prefetcher_class(self._produce, depth=max(1, self.p.prefetch), state=self.sampler.state)
+        from ..data import weakly
+
+        self.prefetcher = self._prefetcher_class(
+            weakly(self._produce), depth=max(1, self.p.prefetch), state=self.sampler.state
+        )
 
     def _produce(self):
         state = self.sampler.state()

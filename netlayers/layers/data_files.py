@@ -298,9 +298,9 @@ class ImageData(FileSourceLayer, PrefetchedSource):
             raise DataError(f"image '{path}': {err.message}", file=str(self.list_path), line=line) from None
 
     def _start(self):
-        from ..data import Prefetcher
+        from ..data import Prefetcher, weakly
 
-        self.prefetcher = Prefetcher(self._produce, depth=_PREFETCH, state=self.sampler.state)
+        self.prefetcher = Prefetcher(weakly(self._produce), depth=_PREFETCH, state=self.sampler.state)
 
     def _produce(self):
         state = self.sampler.state()
@@ -505,14 +505,15 @@ class WindowData(FileSourceLayer, PrefetchedSource):
     def _start(self, made):
         """Prefetch from batch number ``made`` on; the count belongs to this prefetcher alone,
         so a worker still finishing after a restart changes nothing."""
-        from ..data import Prefetcher
+        from ..data import Prefetcher, weakly
 
         position = {"batch": made}
+        batch = weakly(self._batch)
 
         def produce():
             number = position["batch"]
             position["batch"] = number + 1
-            return self._batch(number)
+            return batch(number)
 
         self.prefetcher = Prefetcher(produce, depth=_PREFETCH, state=lambda: dict(position))
 

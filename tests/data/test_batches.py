@@ -157,6 +157,27 @@ def test_close_stops_a_blocked_worker():
         prefetcher.next()
 
 
+def context_switches(thread):
+    """How many times ``thread`` gave up the CPU of its own accord (Linux's count)."""
+    status = Path(f"/proc/self/task/{thread.native_id}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("voluntary_ctxt_switches")))
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's per-thread counts")
+def test_a_worker_ahead_of_its_consumer_sleeps_until_a_batch_is_taken():
+    """A full queue blocks the worker without waking it (a poll every 50 ms woke it 10 times
+    in half a second: the 175 left by the test suite kept a core a fifth busy)."""
+    prefetcher = Prefetcher(counter(), depth=2)
+    wait_until(prefetcher._queue.full)
+    time.sleep(0.05)
+    before = context_switches(prefetcher._thread)
+    time.sleep(0.5)
+    assert context_switches(prefetcher._thread) - before <= 1
+    assert [prefetcher.next() for _ in range(5)] == list(range(5))
+    prefetcher.close()
+    assert not prefetcher._thread.is_alive()
+
+
 def test_close_does_not_wait_for_a_slow_producer():
     release = threading.Event()
     prefetcher = Prefetcher(lambda: release.wait(10))

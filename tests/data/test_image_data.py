@@ -1,6 +1,7 @@
 """ImageData against image lists and pictures written with Pillow, as Caffe users make them,
 and the expected values computed here the way Caffe (OpenCV) gives them."""
 
+import gc
 import math
 import sys
 import textwrap
@@ -63,6 +64,20 @@ def image_net(source, phase="TRAIN", seed=0, transform=None, **param):
         layer["transform_param"] = transform
     net = Net({"name": "n", "layers": [layer]}, phase, seed=seed)
     return net
+
+
+def the_thread_ends_with_its_net(make_net):
+    """Whether the prefetch thread of the data layer of the net ``make_net()`` builds ends once
+    the net is dropped (a thread holding the layer's own method kept layer, prefetcher and
+    thread alive for good)."""
+    net = make_net()
+    thread = net.layers[0].prefetcher._thread
+    net.forward()
+    del net
+    for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
+        gc.collect()
+        thread.join(0.1)
+    return not thread.is_alive()
 
 
 def bgr(rgb):
@@ -192,3 +207,10 @@ def test_missing_pillow_names_the_extra(pictures, tmp_path, monkeypatch):
     with pytest.raises(DataError) as info:
         image_net(tmp_path / "list.txt")
     assert "reading image files needs Pillow: pip install 'netlayers[image]'" in str(info.value)
+
+
+def test_a_dropped_net_stops_its_prefetch_thread(pictures, tmp_path):
+    folder, _ = pictures
+    (tmp_path / "list.txt").write_text("cat one.png 0\ndog.png 1\nbird.png 2\n")
+    source = tmp_path / "list.txt"
+    assert the_thread_ends_with_its_net(lambda: image_net(source, root_folder=f"{folder}/", batch_size=2))

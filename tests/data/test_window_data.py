@@ -7,7 +7,7 @@ from PIL import Image
 
 from netlayers import DataError, Net
 
-from .test_image_data import bilinear_reference
+from .test_image_data import bilinear_reference, the_thread_ends_with_its_net
 
 
 @pytest.fixture
@@ -132,3 +132,8 @@ def test_ranks_draw_their_own_windows_and_keep_the_position(scene, tmp_path):
     a, b = first.forward()["data"], second.forward()["data"]
     assert not np.array_equal(a, b) and not np.array_equal(a, plain_batches[1])
     assert first.layer("win").state() == second.layer("win").state() == {"batch": 2}
+
+
+def test_a_dropped_net_stops_its_prefetch_thread(scene, tmp_path):
+    source = window_file(tmp_path, ["2 0.7 3 2 6 5", "5 0.1 0 0 3 3"])
+    assert the_thread_ends_with_its_net(lambda: window_net(source, batch_size=2, transform={"crop_size": 4}))

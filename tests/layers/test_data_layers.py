@@ -1,3 +1,4 @@
+import gc
 import textwrap
 
 import numpy as np
@@ -45,6 +46,19 @@ def test_batch_larger_than_the_data_set_wraps_around(tmp_path):
     out = net.forward()
     np.testing.assert_array_equal(out["label"], [0, 1, 2, 3, 4, 0, 1, 2])
     np.testing.assert_array_equal(net.forward()["label"], [3, 4, 0, 1, 2, 3, 4, 0])
+
+
+def test_a_dropped_net_stops_its_prefetch_thread(tmp_path):
+    """The thread holds the layer weakly: a net that is dropped without close() is collected,
+    and its data layer's thread ends (before, every such net kept its thread and buffers)."""
+    net = data_net({"source": str(write_npz(tmp_path)), "backend": "NPZ", "batch_size": 2})
+    thread = net.layers[0].prefetcher._thread
+    net.forward()
+    del net
+    for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
+        gc.collect()
+        thread.join(0.1)
+    assert not thread.is_alive()
 
 
 def test_shuffle_is_seeded_and_state_resumes_exactly(tmp_path):
