@@ -70,9 +70,9 @@ def test_a_layer_that_hides_a_read_of_its_top_is_found(monkeypatch):
     """Sigmoid's backward reads its top's values (y (1 - y)). One that says it does not lets
     the shared-memory plan give that memory to a later blob: the shared builds then differ."""
     monkeypatch.setattr(neuron.Sigmoid, "keep_top_data", False)
-    specs = graphs_with(40, 120, lambda spec: any(layer["type"] == "Sigmoid" for layer in spec["layers"]))
+    specs = graphs_with(40, 60, lambda spec: any(layer["type"] == "Sigmoid" for layer in spec["layers"]))[:10]
     found = ["float32: shared memory changed the results" in fuzz_graphs.check(spec) for spec in specs]
-    assert len(specs) >= 15 and sum(found) >= len(specs) // 2
+    assert len(specs) == 10 and sum(found) >= len(specs) // 2
 
 
 def test_a_layer_wrongly_in_place_is_found(monkeypatch):
@@ -100,11 +100,11 @@ def test_a_python_layer_that_claims_in_place_wrongly_is_found(monkeypatch):
             for layer in spec["layers"]
         )
 
-    specs = graphs_with(42, 300, cube_in_place)
+    specs = graphs_with(42, 300, cube_in_place)[:10]
     found = [
         "float64: the net without in-place layers gives other results" in fuzz_graphs.check(spec) for spec in specs
     ]
-    assert len(specs) >= 15 and sum(found) >= 5
+    assert len(specs) == 10 and sum(found) >= 5
 
 
 def test_a_field_lost_on_the_way_through_prototxt_is_found(monkeypatch):
@@ -137,14 +137,14 @@ def test_weights_a_load_leaves_out_are_found(monkeypatch):
     monkeypatch.setattr(
         netlayers.io, "load_weights", lambda path: {k: v for k, v in reads(path).items() if not k.startswith("scale")}
     )
-    specs = graphs_with(44, 60, lambda spec: any(layer["type"] == "Scale" for layer in spec["layers"]))
+    specs = graphs_with(44, 60, lambda spec: any(layer["type"] == "Scale" for layer in spec["layers"]))[:10]
     for spec in specs:
         failed = fuzz_graphs.check(spec)
         assert {
             "float32: weights saved as .npz and loaded give another step",
             "float32: weights saved as .caffemodel and loaded give another step",
         } <= set(failed)
-    assert len(specs) >= 10
+    assert len(specs) == 10
 
 
 def test_a_solver_state_that_loses_the_history_is_found(monkeypatch):
@@ -163,8 +163,8 @@ def test_a_solver_state_that_loses_the_history_is_found(monkeypatch):
 
     monkeypatch.setattr(snapshots.Snapshots, "restore", forgetful)
     lost = "float32: training resumed from a snapshot ends with other weights"
-    found = [lost in fuzz_graphs.check(fuzz_graphs.random_graph(45, index)) for index in range(20)]
-    assert sum(found) >= 12
+    found = [lost in fuzz_graphs.check(fuzz_graphs.random_graph(45, index)) for index in range(10)]
+    assert sum(found) >= 6
 
 
 def test_the_tool_reports_and_keeps_the_graphs_that_differ(tmp_path, monkeypatch, capsys):
