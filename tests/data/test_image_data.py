@@ -77,6 +77,8 @@ def the_thread_ends_with_its_net(make_net):
     for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
         gc.collect()
         thread.join(0.1)
+        if not thread.is_alive():
+            break
     return not thread.is_alive()
 
 
