@@ -117,7 +117,17 @@ def run_example(type_name, example, dtype, in_place=False):
     finally:
         if hasattr(instance, "close"):
             instance.close()
+        remove_written_files(example)
     return True
+
+
+def remove_written_files(example):
+    """Delete the files an example's settings have its layer write (HDF5Output's, in the
+    temporary folder), so that the warmup leaves none behind."""
+    for param in example.get("params", {}).values():
+        if isinstance(param, dict) and "file_name" in param:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(param["file_name"])
 
 
 #: What the message of an error about a missing optional dependency says.

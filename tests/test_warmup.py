@@ -105,6 +105,16 @@ def test_a_layer_whose_extra_is_missing_is_skipped_not_an_error(monkeypatch):
     assert run_example_if_installed("ReLU", relu, np.float32, skipped) is True
 
 
+def test_an_example_that_writes_a_file_leaves_none_behind():
+    """HDF5Output's example writes a file in the temporary folder: each warmup process left one."""
+    from netlayers.warmup import builtin_examples, run_example
+
+    example = next(example for name, example in builtin_examples() if name == "HDF5Output")
+    path = example["params"]["hdf5_output_param"]["file_name"]
+    assert run_example("HDF5Output", example, np.float32)
+    assert not os.path.exists(path)
+
+
 def test_the_childrens_cache_saves_wait_for_the_lock(tmp_path, monkeypatch):
     """``locked_cache_saves``: while another holder has the lock file, a numba cache save waits;
     it runs once the lock is let go, and the original save is put back after the block."""

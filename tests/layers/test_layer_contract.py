@@ -44,6 +44,7 @@ from netlayers.gradcheck import check_layer
 from netlayers.netspec import Where
 from netlayers.netspec import check_layer as check_layer_spec
 from netlayers.registry import layer_class, layer_types
+from netlayers.warmup import remove_written_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,14 @@ SOURCES = [case for case in ALL if not case[2].get("bottoms")]
 
 def ids(case):
     return f"{case[0]}-{case[1]}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_files_left():
+    """The examples' output files (HDF5Output's, in the temporary folder) go with the module."""
+    yield
+    for _, _, example in ALL:
+        remove_written_files(example)
 
 
 # -- building a layer from an example -------------------------------------------------------------
