@@ -36,6 +36,7 @@ their machine code. From an empty cache on 2 cores: 173 s against 304 s in one p
 """
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -70,6 +71,7 @@ class WarmupReport:
     signatures: int
     seconds: float
     skipped: dict  # layer type -> why its example could not run (an optional extra missing)
+    cache_was_warm: bool = False  # a warmup of these kernels had filled the cache: no child processes
 
 
 def builtin_examples():
@@ -285,13 +287,66 @@ def compile_kernels():
     cache saves are not safe between processes: a save reads the kernel's index, picks the first
     free data file name and writes both, so two processes saving a kernel at once may write the
     same data file under two signatures; the children take a lock around each save
-    (``locked_cache_saves``)."""
+    (``locked_cache_saves``). A finished warmup leaves a stamp in the cache folder
+    (``cache_stamp``): when it matches, the cache is warm and this process loads it alone
+    (a second run of the install command: 2.3 to 3.1 s, against 5.7 to 6.7 s with the children)."""
     start = time.perf_counter()
-    if fcntl is not None and len(parallel.allowed_cpus()) > 1:
+    stamp = cache_stamp()
+    warm = read_stamp() == stamp
+    if not warm and fcntl is not None and len(parallel.allowed_cpus()) > 1:
         compile_in_children()
     report = compile_float_types(FLOAT_TYPES)
+    write_stamp(stamp)
     report.seconds = time.perf_counter() - start
+    report.cache_was_warm = warm
     return report
+
+
+STAMP_NAME = "netlayers-warmup.json"
+
+
+def cache_stamp():
+    """What a warmup fills the cache for: the versions of Python, numpy and numba, and each
+    kernel module's file (its modification time and size, which numba's index keeps too)."""
+    import numba
+
+    from . import kernels
+
+    sources = {}
+    for module in kernels.modules():
+        info = os.stat(module.__file__)
+        sources[module.__name__] = [info.st_mtime_ns, info.st_size]
+    return {"python": sys.version, "numpy": np.__version__, "numba": numba.__version__, "sources": sources}
+
+
+def stamp_path():
+    """The stamp's file, in the folder where numba keeps the kernels' machine code."""
+    import numba
+
+    from . import kernels
+
+    for module in kernels.modules():
+        for value in vars(module).values():
+            if isinstance(value, numba.core.registry.CPUDispatcher):
+                return os.path.join(value._cache.cache_path, STAMP_NAME)
+    raise RuntimeError("netlayers.kernels holds no numba kernel")
+
+
+def read_stamp():
+    """The stamp the last finished warmup wrote into the cache folder, or None. It only decides
+    whether child processes compile first: whatever the cache lacks, this process compiles."""
+    try:
+        with open(stamp_path()) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp(stamp):
+    """Record ``stamp`` after a finished warmup (quietly not, where the folder is read-only)."""
+    with contextlib.suppress(OSError):
+        with open(stamp_path(), "w") as handle:
+            json.dump(stamp, handle)
 
 
 CHILD = (

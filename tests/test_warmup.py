@@ -115,6 +115,29 @@ def test_an_example_that_writes_a_file_leaves_none_behind():
     assert not os.path.exists(path)
 
 
+def test_a_cache_a_finished_warmup_filled_is_loaded_without_child_processes(tmp_path, monkeypatch):
+    """The stamp a finished warmup leaves: the next warmup starts no compiling children; a
+    kernel file changed since (or another numba) and it does again. This process runs
+    everything either way (here a stand-in for it)."""
+    from netlayers import parallel, warmup
+
+    monkeypatch.setattr(warmup, "stamp_path", lambda: str(tmp_path / warmup.STAMP_NAME))
+    children = []
+    monkeypatch.setattr(warmup, "compile_in_children", lambda: children.append("started"))
+    monkeypatch.setattr(warmup, "compile_float_types", lambda types: warmup.WarmupReport(1, 1, 0.0, {}))
+    monkeypatch.setattr(parallel, "allowed_cpus", lambda: [0, 1])
+    reports = [warmup.compile_kernels() for _ in range(2)]
+    assert children == ["started"] and [report.cache_was_warm for report in reports] == [False, True]
+
+    stamp = warmup.cache_stamp()
+    assert "netlayers.kernels.pooling" in stamp["sources"]
+    changed = {**stamp, "sources": {**stamp["sources"], "netlayers.kernels.pooling": [0, 0]}}
+    monkeypatch.setattr(warmup, "cache_stamp", lambda: changed)
+    assert not warmup.compile_kernels().cache_was_warm and children == ["started"] * 2
+    (tmp_path / warmup.STAMP_NAME).write_text("{not json")
+    assert not warmup.compile_kernels().cache_was_warm and len(children) == 3
+
+
 def test_the_childrens_cache_saves_wait_for_the_lock(tmp_path, monkeypatch):
     """``locked_cache_saves``: while another holder has the lock file, a numba cache save waits;
     it runs once the lock is let go, and the original save is put back after the block."""

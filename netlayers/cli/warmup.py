@@ -14,6 +14,7 @@ def run(args):
     print(
         f"warmup: {report.signatures} kernel signatures compiled or loaded from the cache "
         f"({report.layer_runs} layer runs) in {report.seconds:.1f} s"
+        + (" (the cache was warm)" if report.cache_was_warm else "")
     )
     for type_name, reason in report.skipped.items():
         print(f"warmup: skipped {type_name} (no kernels of its own): {reason}")
