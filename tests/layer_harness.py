@@ -10,6 +10,8 @@ import it as ``layer_harness``; two conftest modules would both be named ``conft
   and a float32 build gives the float64 result to float32 precision.
 """
 
+import gc
+
 import numpy as np
 
 from netlayers.blob import Blob
@@ -131,3 +133,19 @@ def assert_contract(layer, bottoms, *, phase="TRAIN", seed=0, rtol=1e-4, atol=1e
     for a, b in zip(t32, top):
         assert a.data.dtype == np.float32
         np.testing.assert_allclose(a.data, b.data, rtol=rtol, atol=atol)
+
+
+def the_thread_ends_with_its_net(make_net):
+    """Whether the prefetch thread of the data layer of the net ``make_net()`` builds ends once
+    the net is dropped (a thread holding the layer's own method kept layer, prefetcher and
+    thread alive for good)."""
+    net = make_net()
+    thread = net.layers[0].prefetcher._thread
+    net.forward()
+    del net
+    for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
+        gc.collect()
+        thread.join(0.1)
+        if not thread.is_alive():
+            break
+    return not thread.is_alive()

@@ -1,13 +1,13 @@
 """ImageData against image lists and pictures written with Pillow, as Caffe users make them,
 and the expected values computed here the way Caffe (OpenCV) gives them."""
 
-import gc
 import math
 import sys
 import textwrap
 
 import numpy as np
 import pytest
+from layer_harness import the_thread_ends_with_its_net
 from PIL import Image
 
 from netlayers import ConfigError, DataError, Net
@@ -64,22 +64,6 @@ def image_net(source, phase="TRAIN", seed=0, transform=None, **param):
         layer["transform_param"] = transform
     net = Net({"name": "n", "layers": [layer]}, phase, seed=seed)
     return net
-
-
-def the_thread_ends_with_its_net(make_net):
-    """Whether the prefetch thread of the data layer of the net ``make_net()`` builds ends once
-    the net is dropped (a thread holding the layer's own method kept layer, prefetcher and
-    thread alive for good)."""
-    net = make_net()
-    thread = net.layers[0].prefetcher._thread
-    net.forward()
-    del net
-    for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
-        gc.collect()
-        thread.join(0.1)
-        if not thread.is_alive():
-            break
-    return not thread.is_alive()
 
 
 def bgr(rgb):

@@ -3,11 +3,12 @@ out by hand from Caffe's window_data_layer.cpp."""
 
 import numpy as np
 import pytest
+from layer_harness import the_thread_ends_with_its_net
 from PIL import Image
 
 from netlayers import DataError, Net
 
-from .test_image_data import bilinear_reference, the_thread_ends_with_its_net
+from .test_image_data import bilinear_reference
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
-import gc
 import textwrap
 
 import numpy as np
 import pytest
+from layer_harness import the_thread_ends_with_its_net
 
 from netlayers import ConfigError, DataError, Net, NetlayersError
 from netlayers.data import read_idx
@@ -51,16 +51,8 @@ def test_batch_larger_than_the_data_set_wraps_around(tmp_path):
 def test_a_dropped_net_stops_its_prefetch_thread(tmp_path):
     """The thread holds the layer weakly: a net that is dropped without close() is collected,
     and its data layer's thread ends (before, every such net kept its thread and buffers)."""
-    net = data_net({"source": str(write_npz(tmp_path)), "backend": "NPZ", "batch_size": 2})
-    thread = net.layers[0].prefetcher._thread
-    net.forward()
-    del net
-    for _ in range(20):  # the thread may be reading a batch, holding the layer, at a collection
-        gc.collect()
-        thread.join(0.1)
-        if not thread.is_alive():
-            break
-    assert not thread.is_alive()
+    path = write_npz(tmp_path)
+    assert the_thread_ends_with_its_net(lambda: data_net({"source": str(path), "backend": "NPZ", "batch_size": 2}))
 
 
 def test_shuffle_is_seeded_and_state_resumes_exactly(tmp_path):
