@@ -18,6 +18,6 @@ __all__ = [
     "load_source",
     "read_idx",
     "read_npz",
-    "weakly",
     "resolve_source",
+    "weakly",
 ]
