@@ -243,18 +243,21 @@ def run_split_products(float_types=FLOAT_TYPES):
         parallel.set_thread_count(before)
 
 
-def kernel_signatures():
-    """Compiled (or cache-loaded) signatures of every netlayers kernel in this process."""
+def kernel_dispatchers():
+    """Every netlayers kernel: numba's dispatcher objects in the kernel modules."""
     import numba
 
     from . import kernels
 
-    count = 0
     for module in kernels.modules():
         for value in vars(module).values():
             if isinstance(value, numba.core.registry.CPUDispatcher):
-                count += len(value.signatures)
-    return count
+                yield value
+
+
+def kernel_signatures():
+    """Compiled (or cache-loaded) signatures of every netlayers kernel in this process."""
+    return sum(len(kernel.signatures) for kernel in kernel_dispatchers())
 
 
 def run_in_place_examples(float_types=FLOAT_TYPES):
@@ -321,15 +324,7 @@ def cache_stamp():
 
 def stamp_path():
     """The stamp's file, in the folder where numba keeps the kernels' machine code."""
-    import numba
-
-    from . import kernels
-
-    for module in kernels.modules():
-        for value in vars(module).values():
-            if isinstance(value, numba.core.registry.CPUDispatcher):
-                return os.path.join(value._cache.cache_path, STAMP_NAME)
-    raise RuntimeError("netlayers.kernels holds no numba kernel")
+    return os.path.join(next(kernel_dispatchers())._cache.cache_path, STAMP_NAME)
 
 
 def read_stamp():
