@@ -195,9 +195,8 @@ class Eltwise(Layer):
         elif op == "PROD":
             _products([blob.data for blob in bottom], y)
         else:
-            np.copyto(y, bottom[0].data)
-            self._argmax[...] = 0
-            for i, blob in enumerate(bottom[1:], 1):
+            elementwise.max_of_two(bottom[0].data, bottom[1].data, out=y, argmax=self._argmax)
+            for i, blob in enumerate(bottom[2:], 2):
                 elementwise.max_update(blob.data, i, out=y, argmax=self._argmax)
 
     def Backward_cpu(self, top, propagate_down, bottom):
