@@ -19,6 +19,8 @@ install time, by running what the kernels serve on tiny inputs:
   as F(4x4, 5x5)) and the sub-pixel Deconvolution's at 1 (its shuffles);
 - the Convolution examples once more with every Winograd threshold at 1 and F(4x4, 3x3)'s
   channel threshold at 1 too (its kernels; no example has its 16 channels);
+- the Convolution examples once more as per-image products over the input
+  (``kernels.kn2row``, its thresholds set so that every stride-1 example runs so);
 - the examples of layers that can run in place, in place (a kernel may have an in-place form:
   ELU's backward);
 - a BatchNorm -> Scale -> ReLU chain, which a net runs fused; the solver's update kernels and
@@ -49,7 +51,7 @@ import numpy as np
 from . import parallel
 from .blob import Blob
 from .errors import NetlayersError
-from .kernels import conv_gemm, deconv, strips, winograd, winograd1d, winograd2d, winograd4
+from .kernels import conv_gemm, deconv, kn2row, strips, winograd, winograd1d, winograd2d, winograd4
 from .netspec import Where
 from .netspec import check_layer as check_layer_spec
 from .registry import layer_class, layer_types
@@ -181,6 +183,19 @@ def run_winograd4_examples(float_types=FLOAT_TYPES):
                     for dtype in float_types:
                         run_example(type_name, example, dtype)
                         runs += 1
+    return runs
+
+
+def run_kn2row_examples(float_types=FLOAT_TYPES):
+    """The Convolution examples, forward and backward in float32 and float64, with kn2row's
+    thresholds set so that every stride-1 example runs as its products. Returns the runs."""
+    runs = 0
+    with constants(kn2row, MAX_OUTPUTS=1 << 30, MIN_ROWS=1, MANY_CHANNELS_RATIO=0):
+        for type_name, example in builtin_examples():
+            if type_name == "Convolution":
+                for dtype in float_types:
+                    run_example(type_name, example, dtype)
+                    runs += 1
     return runs
 
 
@@ -421,6 +436,7 @@ def compile_float_types(float_types):
         parallel.set_thread_count(before)
     run_split_products(float_types)
     runs += run_winograd4_examples(float_types)
+    runs += run_kn2row_examples(float_types)
     runs += run_in_place_examples(float_types)
     run_fused_chains(float_types)
     run_solver_and_data_kernels(float_types)

@@ -155,8 +155,8 @@ def layer_net(geometry):
 
 def path_of(layer):
     """The way netlayers runs the layer: the class of its Winograd, strip, direct grouped,
-    depthwise, sub-pixel or tap-by-tap form, else of its column chunks."""
-    for name in ("subpixel", "depthwise", "grouped", "strips", "winograd", "by_taps"):
+    depthwise, sub-pixel, tap-by-tap or kn2row form, else of its column chunks."""
+    for name in ("subpixel", "depthwise", "grouped", "strips", "winograd", "by_taps", "kn2row"):
         form = getattr(layer, name, None)
         if form is not None:
             return type(form).__name__

@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import parallel
 from ..blob import Blob
-from ..kernels import conv_gemm, deconv, dilated, grouped, strips, taps, winograd, winograd1d, winograd2d
+from ..kernels import conv_gemm, deconv, dilated, grouped, kn2row, strips, taps, winograd, winograd1d, winograd2d
 from ..kernels import im2col as conv_kernels
 from ..kernels.conv_gemm import ChannelSums, ColumnChunks
 from ..kernels.depthwise import DepthwiseConvolution
@@ -466,7 +466,7 @@ class Convolution(_ConvolutionBase):
             self.zero_fields = None
             return
         self.depthwise = None
-        self.strips = self.grouped = self.by_taps = None
+        self.strips = self.grouped = self.by_taps = self.kn2row = None
         self.bias_sums = ChannelSums(self.batch, self.p.num_output, out_size[0] * out_size[1], self.dtype)
         # a kernel as large as the unpadded input (a classifier as a convolution: VGG's fc6 on
         # 7 x 7, a DCGAN discriminator's last layer) has one output position: an InnerProduct
@@ -483,6 +483,12 @@ class Convolution(_ConvolutionBase):
             )
             return
         self.winograd = self._winograd_form(image_shape, out_size)
+        geometry = (self.kernel, self.stride, self.p.group, self.channels, self.p.num_output, size, out_size)
+        if kn2row.applies(*geometry, self.winograd is not None, self.dtype.itemsize):
+            geometry = (self.kernel, self.pad, self.dilation, self.dtype)
+            self.kn2row = kn2row.Kn2rowConvolution(image_shape, self.p.num_output, *geometry)
+            self.winograd = self.zero_fields = None
+            return
         if self.winograd is not None:  # its outputs over zero receptive fields set to the bias
             geometry = (self.kernel, self.pad, self.stride, self.dilation, self.p.group)
             self.zero_fields = ZeroFields(image_shape, out_size, *geometry)
@@ -583,7 +589,7 @@ class Convolution(_ConvolutionBase):
         """The Winograd, row-strip, direct grouped or tap-by-tap convolution this geometry runs
         as, or None: each takes ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x,
         dy, dx, weight_diff)``."""
-        for form in (self.winograd, self.strips, self.grouped, self.by_taps):
+        for form in (self.winograd, self.strips, self.grouped, self.by_taps, self.kn2row):
             if form is not None:
                 return form
         return None

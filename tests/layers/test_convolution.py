@@ -10,7 +10,7 @@ import reference
 from layer_harness import assert_contract, assert_gradients, make_layer, pass_with_added_gradients, run_layer
 
 from netlayers import ConfigError, Net
-from netlayers.kernels import conv_gemm, grouped
+from netlayers.kernels import conv_gemm, grouped, kn2row
 
 GAUSS = {"type": "gaussian", "std": 0.5}
 
@@ -387,6 +387,7 @@ def test_fewer_images_than_workers_run_their_backward_by_channels(
     from netlayers import parallel
 
     monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)  # here from any size
+    monkeypatch.setattr(kn2row, "MAX_OUTPUTS", 0)  # 5 outputs of many channels: im2col's columns here
     if chunk_bytes is not None:
         monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
@@ -433,6 +434,7 @@ def test_fewer_images_than_workers_run_a_grouped_layer_by_groups(
     from netlayers import parallel
 
     monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)  # here from any size
+    monkeypatch.setattr(kn2row, "MAX_OUTPUTS", 0)  # 5 outputs of many channels: im2col's columns here
     if chunk_bytes is not None:
         monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)

@@ -1,0 +1,238 @@
+"""Stride-1 convolutions with few outputs as one product per image over the input itself
+("kn2row": each kernel tap becomes rows of the product, not columns).
+
+For an image x (C, H, W), kernel kh x kw (T = kh kw taps), padding (ph, pw), dilation (dh, dw)
+and the weight laid out as W' = (O T, C), W'[(o, u, v), c] = W[o, c, u, v]:
+
+    Z = W' X                      X = x as a (C, H W) matrix: no columns are formed
+    y[o, i, j] = b[o] + sum_(u, v) Z[(o, u, v), i - ph + u dh, j - pw + v dw]
+
+(the taps whose input pixel lies in the padding add nothing). Backward, with dY the output
+gradient and dZ[(o, u, v), r, c] = dY[o, r + ph - u dh, c + pw - v dw] (0 where that is no
+output pixel):
+
+    dX = W'^T dZ,    dW'[(o, u, v), c] += sum_(r, c') dZ[(o, u, v), r, c'] X[c, (r, c')]
+
+im2col + GEMM multiplies an (O, C T) matrix by columns kh kw times the input: with few outputs
+that product is thin (OpenBLAS runs 16-row products at 30-35 GFLOP/s a core against 60-80 from 64
+rows) and building the columns costs as much as the product. Here the three products have O T,
+C and H W as their sides (with 16 outputs of a 3x3 kernel, 144 rows) and the only other work is
+the shifted sums of Z (O T H W reads) and the shifted copies of dY into dZ. The price: the
+products run over every input pixel where im2col's run over the output pixels (the same count
+with "same" padding; 196 against 144 for an unpadded 3x3 kernel on 14 x 14, still faster).
+
+Where it runs: ``applies``. The forward shares the images over the workers (each image's Z in
+its worker's scratch, summed into y while in cache); a batch the workers cannot share evenly and
+of fewer than two images a worker shares the outputs instead. The backward shares the input
+channels: each worker forms dZ of every image and writes its channels' rows of dX and columns of
+dW, so no partial sums are added across workers (a worker's share of a product may still round
+differently from the whole product: BLAS picks its kernels by the product's sides).
+"""
+
+import numpy as np
+
+from .. import parallel
+from ._jit import jit
+from .blas import add_product
+
+# Where it runs (``applies``): stride 1, one group, a kernel of 2 taps or more, at most
+# MAX_OUTPUTS outputs, at least MIN_ROWS rows in W' (O T), one image's Z at most
+# MAX_PLANE_BYTES, and either at least MANY_CHANNELS_RATIO times as many input channels as
+# outputs, or CHANNEL_RATIO times as many where no Winograd form applies and the products over
+# the input do at most MAX_EXTRA_PIXELS times the work of im2col's over the output (H W against
+# OH OW). The layer forward + backward against the form it ran as before, 2 workers, float32,
+# medians of 5 paired rounds (2026-12-07, `/tmp` probe over ``tools/bench_layers.py``'s nets):
+# - C >= 16 O: 512 -> 16 3x3 unpadded at 14 px, batch 32, 0.59x (row strips); 384 -> 16 there,
+#   batch 8, 0.68x; 128 -> 8 3x3 at 28 px 0.47x, 256 -> 1 9x9 at 32 px 0.11x (strips); 1024 ->
+#   32 3x3 unpadded at 28 px, batch 2, 0.58x, 512 -> 16 3x3 at 38 px 0.58x, 1024 -> 24 at 19 px
+#   0.49x (batch 1: 0.30x against strips), 512 -> 32 at 19 px 0.75x, 1024 -> 64 at 10 px
+#   0.62x, 256 -> 16 at 56 px, batch 1, 0.70x (F(4x4, 3x3)); 256 -> 16 5x5 at 28 px 0.83x, 512 ->
+#   32 7x7 at 16 px 0.47x (F(4x4) of 5x5 and 7x7); 64 -> 3 3x3 at 56 px 1.00x (strips).
+# - 4 O <= C < 16 O, no Winograd form, H W = OH OW: 64 -> 16 7x1 at 32 px 0.53x, 64 -> 16 1x7
+#   at 28 px 0.54x, 192 -> 32 1x7 at 17 px 0.58x, 64 -> 16 3x3 dilation 2 at 16 px 0.67x, 256
+#   -> 21 3x3 dilation 6 at 40 px 0.51x (im2col); 256 -> 24 3x3 at 10 px 0.80x (strips).
+# - Not: against Winograd below 16 O (512 -> 48 3x3 at 28 px 1.08x, 512 -> 64 at 38 px 1.07x, 128
+#   -> 32 unpadded at 14 px 1.42x, at 8 px 1.69x, 64 -> 16 unpadded at 32 px 1.08x, 256 -> 32 and
+#   128 -> 16 0.98x; 128 -> 32 5x5 at 28 px 1.37x, 256 -> 64 7x7 1.03x) nor unpadded there (512
+#   -> 64 3x3 at 14 px, batch 1, H W = 1.36 OH OW: 1.26x against im2col).
+MAX_OUTPUTS = 64
+MIN_ROWS = 64
+MAX_PLANE_BYTES = 1 << 22
+MANY_CHANNELS_RATIO = 16
+CHANNEL_RATIO = 4
+MAX_EXTRA_PIXELS = 1.2
+FILTERS, PLANES, WEIGHT_GRAD = "kn2row_filters", "kn2row_planes", "kn2row_weight_grad"
+
+
+def applies(kernel, stride, groups, channels, outputs, size, out_size, winograd, itemsize=4):
+    """Whether a convolution runs as per-image products over its input (rule and measurements
+    above); ``winograd``: whether a Winograd form would run it otherwise."""
+    taps = kernel[0] * kernel[1]
+    if tuple(stride) != (1, 1) or groups != 1 or taps < 2 or outputs > MAX_OUTPUTS:
+        return False
+    rows = outputs * taps
+    if rows < MIN_ROWS or rows * size[0] * size[1] * itemsize > MAX_PLANE_BYTES:
+        return False
+    if channels >= MANY_CHANNELS_RATIO * outputs:
+        return True
+    extra = size[0] * size[1] / (out_size[0] * out_size[1])
+    return not winograd and channels >= CHANNEL_RATIO * outputs and extra <= MAX_EXTRA_PIXELS
+
+
+@jit
+def add_taps(z, kh, kw, ph, pw, dh, dw, bias, y):
+    """y[o, i, j] = bias[o] + sum over (u, v) of z[(o kh + u) kw + v, i - ph + u dh, j - pw + v dw]
+    (taps outside z left out); z (O kh kw, H, W), y (O, OH, OW), both contiguous. Each output
+    adds its taps in increasing (u, v) order after the bias."""
+    outputs, out_h, out_w = y.shape
+    height, width = z.shape[1], z.shape[2]
+    src = z.reshape(-1)
+    dst = y.reshape(-1)
+    plane_in, plane_out = height * width, out_h * out_w
+    for o in range(outputs):
+        base = np.uint64(o * plane_out)
+        b = bias[o]
+        for q in range(np.uint64(plane_out)):
+            dst[base + q] = b
+        for u in range(kh):
+            shift_r = u * dh - ph  # input row of output row i: i + shift_r
+            i_lo, i_hi = max(0, -shift_r), min(out_h, height - shift_r)
+            for v in range(kw):
+                shift_c = v * dw - pw
+                j_lo, j_hi = max(0, -shift_c), min(out_w, width - shift_c)
+                if j_hi <= j_lo:
+                    continue
+                count = np.uint64(j_hi - j_lo)
+                plane = ((o * kh + u) * kw + v) * plane_in
+                for i in range(i_lo, i_hi):
+                    s = np.uint64(plane + (i + shift_r) * width + j_lo + shift_c)
+                    d = base + np.uint64(i * out_w + j_lo)
+                    for j in range(count):
+                        dst[d + j] += src[s + j]
+
+
+@jit
+def spread_taps(dy, kh, kw, ph, pw, dh, dw, dz):
+    """dz[(o kh + u) kw + v, r, c] = dy[o, r + ph - u dh, c + pw - v dw], 0 where that is no
+    output pixel; dy (O, OH, OW), dz (O kh kw, H, W), both contiguous."""
+    outputs, out_h, out_w = dy.shape
+    height, width = dz.shape[1], dz.shape[2]
+    src = dy.reshape(-1)
+    dst = dz.reshape(-1)
+    zero = dz.dtype.type(0)
+    plane_in, plane_out = height * width, out_h * out_w
+    for o in range(outputs):
+        for u in range(kh):
+            shift_r = u * dh - ph  # output row i reads input row i + shift_r
+            r_lo, r_hi = max(0, shift_r), max(max(0, shift_r), min(height, out_h + shift_r))
+            for v in range(kw):
+                shift_c = v * dw - pw
+                c_lo, c_hi = max(0, shift_c), max(max(0, shift_c), min(width, out_w + shift_c))
+                plane = np.uint64(((o * kh + u) * kw + v) * plane_in)
+                for r in range(height):
+                    row = plane + np.uint64(r * width)
+                    if r < r_lo or r >= r_hi:
+                        for c in range(np.uint64(width)):
+                            dst[row + c] = zero
+                        continue
+                    for c in range(np.uint64(c_lo)):
+                        dst[row + c] = zero
+                    s = np.uint64(o * plane_out + (r - shift_r) * out_w + c_lo - shift_c)
+                    d = row + np.uint64(c_lo)
+                    for c in range(np.uint64(c_hi - c_lo)):
+                        dst[d + c] = src[s + c]
+                    for c in range(np.uint64(c_hi), np.uint64(width)):
+                        dst[row + c] = zero
+
+
+class Kn2rowConvolution:
+    """A stride-1, one-group convolution as per-image products over its input (see the module
+    text). ``image_shape`` is (N, C, H, W); ``filters(weight)`` lays the (O, C, kh, kw) weight
+    out as W' (O kh kw, C); ``forward(x, bias, y)`` and ``backward(x, dy, dx, weight_diff)`` as
+    the other forms'."""
+
+    def __init__(self, image_shape, outputs, kernel, pad, dilation, dtype):
+        self.batch, self.channels, self.height, self.width = image_shape
+        self.outputs, self.kernel, self.pad, self.dilation = outputs, tuple(kernel), tuple(pad), tuple(dilation)
+        self.taps = self.kernel[0] * self.kernel[1]
+        self.dtype = np.dtype(dtype)
+        self.plane = self.height * self.width
+        self.zero_bias = np.zeros(outputs, self.dtype)
+
+    @property
+    def weights(self):
+        """W' (O kh kw, C) in scratch that every such layer shares (each lays its weight out at
+        the start of its forward and of its backward, as the Winograd forms do their filters)."""
+        rows = self.outputs * self.taps
+        return parallel.scratch(0, FILTERS, rows * self.channels, self.dtype).reshape(rows, self.channels)
+
+    def filters(self, weight):
+        kh, kw = self.kernel
+        np.copyto(self.weights.reshape(self.outputs, kh, kw, self.channels), weight.transpose(0, 2, 3, 1))
+
+    def _planes(self, worker, outputs):
+        """This worker's Z or dZ for ``outputs`` outputs: (outputs kh kw, H, W)."""
+        rows = outputs * self.taps
+        return parallel.scratch(worker, PLANES, rows * self.plane, self.dtype).reshape(rows, self.height, self.width)
+
+    def _geometry(self):
+        return (*self.kernel, *self.pad, *self.dilation)
+
+    def _work_bytes(self):
+        """What one pass over the batch touches, for ``over_worker_slices`` (products: always cut)."""
+        return parallel.SPLIT_MIN_BYTES * max(1, self.batch)
+
+    def forward(self, x, bias, y):
+        """y = conv(x, weight) + bias (bias may be None), with W' of ``filters``."""
+        bias = self.zero_bias if bias is None else bias
+        weights, geometry, workers = self.weights, self._geometry(), parallel.thread_count()
+        if self.batch >= 2 * workers or self.batch % workers == 0:
+
+            def images(worker, lo, hi):
+                z = self._planes(worker, self.outputs)
+                for n in range(lo, hi):
+                    np.matmul(weights, x[n].reshape(self.channels, self.plane), out=z.reshape(-1, self.plane))
+                    add_taps(z, *geometry, bias, y[n])
+
+            parallel.over_worker_slices(images, self.batch, self._work_bytes())
+            return
+
+        def outputs(worker, lo, hi):
+            z = self._planes(worker, hi - lo)
+            rows = weights[lo * self.taps : hi * self.taps]
+            for n in range(self.batch):
+                np.matmul(rows, x[n].reshape(self.channels, self.plane), out=z.reshape(-1, self.plane))
+                add_taps(z, *geometry, bias[lo:hi], y[n, lo:hi])
+
+        parallel.over_worker_slices(outputs, self.outputs, self._work_bytes())
+
+    def backward(self, x, dy, dx, weight_diff):
+        """dx = the input gradient (when dx is not None; written), weight_diff += the weight
+        gradient (when it is not None), with W' of ``filters``. Each worker takes a slice of the
+        input channels: dX's rows and dW's columns of its own."""
+        if dx is None and weight_diff is None:
+            return
+        weights, geometry = self.weights, self._geometry()
+        kh, kw = self.kernel
+        rows = self.outputs * self.taps
+
+        def channels(worker, lo, hi):
+            dz = self._planes(worker, self.outputs)
+            matrix = dz.reshape(rows, self.plane)
+            grad = None
+            if weight_diff is not None:
+                grad = parallel.scratch(worker, WEIGHT_GRAD, rows * (hi - lo), self.dtype).reshape(rows, hi - lo)
+            for n in range(self.batch):
+                spread_taps(dy[n], *geometry, dz)
+                xn = x[n, lo:hi].reshape(hi - lo, self.plane)
+                if dx is not None:
+                    np.matmul(weights[:, lo:hi].T, matrix, out=dx[n, lo:hi].reshape(hi - lo, self.plane))
+                if grad is not None:
+                    if n == 0:
+                        np.matmul(matrix, xn.T, out=grad)
+                    else:
+                        add_product(matrix, xn.T, grad)
+            if grad is not None:
+                weight_diff[:, lo:hi] += grad.reshape(self.outputs, kh, kw, hi - lo).transpose(0, 3, 1, 2)
+
+        parallel.over_worker_slices(channels, self.channels, self._work_bytes())
