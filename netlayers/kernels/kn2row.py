@@ -21,12 +21,13 @@ the shifted sums of Z (O T H W reads) and the shifted copies of dY into dZ. The 
 products run over every input pixel where im2col's run over the output pixels (the same count
 with "same" padding; 196 against 144 for an unpadded 3x3 kernel on 14 x 14, still faster).
 
-Where it runs: ``applies``. The forward shares the images over the workers (each image's Z in
-its worker's scratch, summed into y while in cache); a batch the workers cannot share evenly and
-of fewer than two images a worker shares the outputs instead. The backward shares the input
-channels: each worker forms dZ of every image and writes its channels' rows of dX and columns of
-dW, so no partial sums are added across workers (a worker's share of a product may still round
-differently from the whole product: BLAS picks its kernels by the product's sides).
+Where it runs: ``applies``. A large image runs in bands of input rows (``BAND_BYTES``). The
+forward shares the images over the workers (each band's Z in its worker's scratch, summed into y
+while in cache); a batch the workers cannot share evenly and of fewer than two images a worker
+shares the outputs instead. The backward shares the input channels: each worker forms dZ of
+every image and writes its channels' rows of dX and columns of dW, so no partial sums are added
+across workers (a worker's share of a product may still round differently from the whole
+product: BLAS picks its kernels by the product's sides).
 """
 
 import numpy as np
@@ -36,12 +37,12 @@ from ._jit import jit
 from .blas import add_product
 
 # Where it runs (``applies``): stride 1, one group, a kernel of 2 taps or more, at most
-# MAX_OUTPUTS outputs, at least MIN_ROWS rows in W' (O T), one image's Z at most
-# MAX_PLANE_BYTES, and either at least MANY_CHANNELS_RATIO times as many input channels as
-# outputs, or CHANNEL_RATIO times as many where no Winograd form applies and the products over
-# the input do at most MAX_EXTRA_PIXELS times the work of im2col's over the output (H W against
-# OH OW). The layer forward + backward against the form it ran as before, 2 workers, float32,
-# medians of 5 paired rounds (2026-12-07, `/tmp` probe over ``tools/bench_layers.py``'s nets):
+# MAX_OUTPUTS outputs, at least MIN_ROWS rows in W' (O T), and either at least
+# MANY_CHANNELS_RATIO times as many input channels as outputs, or CHANNEL_RATIO times as many
+# where no Winograd form applies and the products over the input do at most MAX_EXTRA_PIXELS
+# times the work of im2col's over the output (H W against OH OW). The layer forward + backward
+# against the form it ran as before, 2 workers, float32, medians of 5 paired rounds
+# (2026-12-07, `/tmp` probe over ``tools/bench_layers.py``'s nets):
 # - C >= 16 O: 512 -> 16 3x3 unpadded at 14 px, batch 32, 0.59x (row strips); 384 -> 16 there,
 #   batch 8, 0.68x; 128 -> 8 3x3 at 28 px 0.47x, 256 -> 1 9x9 at 32 px 0.11x (strips); 1024 ->
 #   32 3x3 unpadded at 28 px, batch 2, 0.58x, 512 -> 16 3x3 at 38 px 0.58x, 1024 -> 24 at 19 px
@@ -57,21 +58,27 @@ from .blas import add_product
 #   -> 64 3x3 at 14 px, batch 1, H W = 1.36 OH OW: 1.26x against im2col).
 MAX_OUTPUTS = 64
 MIN_ROWS = 64
-MAX_PLANE_BYTES = 1 << 22
+BAND_BYTES = 1 << 22  # Z (or dZ) of a band of input rows, at most (at least one row)
 MANY_CHANNELS_RATIO = 16
 CHANNEL_RATIO = 4
 MAX_EXTRA_PIXELS = 1.2
+# An image whose Z would exceed BAND_BYTES runs in bands of input rows (each row's Z formed once,
+# so no rows are done twice; each output sums its taps band after band). Against one band, same
+# runs: 32 -> 3 9x9 at 256 px, batch 2 (fast style transfer's last layer; 60 MiB of Z) 80.7
+# against 97.1 ms, 256 -> 16 3x3 at 128 px, batch 1, 32.3 against 31.5; bands of 1 MiB 82.3 and
+# 33.4. (In an earlier paired run one band took 92 ms where row strips took 290, and 31 where
+# F(4x4, 3x3) took 38.6.)
 FILTERS, PLANES, WEIGHT_GRAD = "kn2row_filters", "kn2row_planes", "kn2row_weight_grad"
 
 
-def applies(kernel, stride, groups, channels, outputs, size, out_size, winograd, itemsize=4):
+def applies(kernel, stride, groups, channels, outputs, size, out_size, winograd):
     """Whether a convolution runs as per-image products over its input (rule and measurements
     above); ``winograd``: whether a Winograd form would run it otherwise."""
     taps = kernel[0] * kernel[1]
     if tuple(stride) != (1, 1) or groups != 1 or taps < 2 or outputs > MAX_OUTPUTS:
         return False
     rows = outputs * taps
-    if rows < MIN_ROWS or rows * size[0] * size[1] * itemsize > MAX_PLANE_BYTES:
+    if rows < MIN_ROWS:
         return False
     if channels >= MANY_CHANNELS_RATIO * outputs:
         return True
@@ -80,23 +87,25 @@ def applies(kernel, stride, groups, channels, outputs, size, out_size, winograd,
 
 
 @jit
-def add_taps(z, kh, kw, ph, pw, dh, dw, bias, y):
-    """y[o, i, j] = bias[o] + sum over (u, v) of z[(o kh + u) kw + v, i - ph + u dh, j - pw + v dw]
-    (taps outside z left out); z (O kh kw, H, W), y (O, OH, OW), both contiguous. Each output
-    adds its taps in increasing (u, v) order after the bias."""
+def add_taps(z, top, kh, kw, ph, pw, dh, dw, bias, init, y):
+    """y[o, i, j] += sum over (u, v) of z[(o kh + u) kw + v, i - ph + u dh - top, j - pw + v dw]
+    for the taps whose input pixel z holds: z (O kh kw, rows, W) is input rows [top, top + rows)
+    of the image (a band), y (O, OH, OW), both contiguous; with ``init`` y is set to the bias
+    first. Each output adds its taps in increasing (u, v) order, band after band."""
     outputs, out_h, out_w = y.shape
-    height, width = z.shape[1], z.shape[2]
+    rows, width = z.shape[1], z.shape[2]
     src = z.reshape(-1)
     dst = y.reshape(-1)
-    plane_in, plane_out = height * width, out_h * out_w
+    plane_in, plane_out = rows * width, out_h * out_w
     for o in range(outputs):
         base = np.uint64(o * plane_out)
-        b = bias[o]
-        for q in range(np.uint64(plane_out)):
-            dst[base + q] = b
+        if init:
+            b = bias[o]
+            for q in range(np.uint64(plane_out)):
+                dst[base + q] = b
         for u in range(kh):
             shift_r = u * dh - ph  # input row of output row i: i + shift_r
-            i_lo, i_hi = max(0, -shift_r), min(out_h, height - shift_r)
+            i_lo, i_hi = max(0, top - shift_r), min(out_h, top + rows - shift_r)
             for v in range(kw):
                 shift_c = v * dw - pw
                 j_lo, j_hi = max(0, -shift_c), min(out_w, width - shift_c)
@@ -105,33 +114,34 @@ def add_taps(z, kh, kw, ph, pw, dh, dw, bias, y):
                 count = np.uint64(j_hi - j_lo)
                 plane = ((o * kh + u) * kw + v) * plane_in
                 for i in range(i_lo, i_hi):
-                    s = np.uint64(plane + (i + shift_r) * width + j_lo + shift_c)
+                    s = np.uint64(plane + (i + shift_r - top) * width + j_lo + shift_c)
                     d = base + np.uint64(i * out_w + j_lo)
                     for j in range(count):
                         dst[d + j] += src[s + j]
 
 
 @jit
-def spread_taps(dy, kh, kw, ph, pw, dh, dw, dz):
-    """dz[(o kh + u) kw + v, r, c] = dy[o, r + ph - u dh, c + pw - v dw], 0 where that is no
-    output pixel; dy (O, OH, OW), dz (O kh kw, H, W), both contiguous."""
+def spread_taps(dy, top, kh, kw, ph, pw, dh, dw, dz):
+    """dz[(o kh + u) kw + v, r - top, c] = dy[o, r + ph - u dh, c + pw - v dw], 0 where that is
+    no output pixel, for input rows r of [top, top + rows): dy (O, OH, OW), dz (O kh kw, rows,
+    W) (a band of the image), both contiguous."""
     outputs, out_h, out_w = dy.shape
-    height, width = dz.shape[1], dz.shape[2]
+    rows, width = dz.shape[1], dz.shape[2]
     src = dy.reshape(-1)
     dst = dz.reshape(-1)
     zero = dz.dtype.type(0)
-    plane_in, plane_out = height * width, out_h * out_w
+    plane_in, plane_out = rows * width, out_h * out_w
     for o in range(outputs):
         for u in range(kh):
             shift_r = u * dh - ph  # output row i reads input row i + shift_r
-            r_lo, r_hi = max(0, shift_r), max(max(0, shift_r), min(height, out_h + shift_r))
             for v in range(kw):
                 shift_c = v * dw - pw
                 c_lo, c_hi = max(0, shift_c), max(max(0, shift_c), min(width, out_w + shift_c))
                 plane = np.uint64(((o * kh + u) * kw + v) * plane_in)
-                for r in range(height):
-                    row = plane + np.uint64(r * width)
-                    if r < r_lo or r >= r_hi:
+                for q in range(rows):
+                    r = top + q
+                    row = plane + np.uint64(q * width)
+                    if r < shift_r or r >= out_h + shift_r:
                         for c in range(np.uint64(width)):
                             dst[row + c] = zero
                         continue
@@ -158,6 +168,9 @@ class Kn2rowConvolution:
         self.dtype = np.dtype(dtype)
         self.plane = self.height * self.width
         self.zero_bias = np.zeros(outputs, self.dtype)
+        row_bytes = outputs * self.taps * self.width * self.dtype.itemsize  # one input row's Z
+        self.band = max(1, min(self.height, BAND_BYTES // row_bytes))
+        self.bands = [(top, min(top + self.band, self.height)) for top in range(0, self.height, self.band)]
 
     @property
     def weights(self):
@@ -170,10 +183,18 @@ class Kn2rowConvolution:
         kh, kw = self.kernel
         np.copyto(self.weights.reshape(self.outputs, kh, kw, self.channels), weight.transpose(0, 2, 3, 1))
 
-    def _planes(self, worker, outputs):
-        """This worker's Z or dZ for ``outputs`` outputs: (outputs kh kw, H, W)."""
-        rows = outputs * self.taps
-        return parallel.scratch(worker, PLANES, rows * self.plane, self.dtype).reshape(rows, self.height, self.width)
+    def _planes(self, worker, outputs, band):
+        """This worker's Z or dZ of ``outputs`` outputs over the input rows of ``band``:
+        (outputs kh kw, band rows, W), and the same memory as an (outputs kh kw, band pixels)
+        matrix."""
+        rows, pixels = outputs * self.taps, (band[1] - band[0]) * self.width
+        buffer = parallel.scratch(worker, PLANES, rows * self.band * self.width, self.dtype)[: rows * pixels]
+        return buffer.reshape(rows, band[1] - band[0], self.width), buffer.reshape(rows, pixels)
+
+    def _columns(self, array, n, lo, hi, band):
+        """Image n's channels lo .. hi - 1 of ``array`` (N, C, H, W) over the rows of ``band``, as a
+        (channels, band pixels) matrix: a view (rows H W apart), which BLAS reads in place."""
+        return array[n, lo:hi].reshape(hi - lo, self.plane)[:, band[0] * self.width : band[1] * self.width]
 
     def _geometry(self):
         return (*self.kernel, *self.pad, *self.dilation)
@@ -183,33 +204,32 @@ class Kn2rowConvolution:
         return parallel.SPLIT_MIN_BYTES * max(1, self.batch)
 
     def forward(self, x, bias, y):
-        """y = conv(x, weight) + bias (bias may be None), with W' of ``filters``."""
+        """y = conv(x, weight) + bias (bias may be None), with W' of ``filters``: band by band of
+        input rows, each band's Z summed into y while in cache."""
         bias = self.zero_bias if bias is None else bias
         weights, geometry, workers = self.weights, self._geometry(), parallel.thread_count()
-        if self.batch >= 2 * workers or self.batch % workers == 0:
 
-            def images(worker, lo, hi):
-                z = self._planes(worker, self.outputs)
-                for n in range(lo, hi):
-                    np.matmul(weights, x[n].reshape(self.channels, self.plane), out=z.reshape(-1, self.plane))
-                    add_taps(z, *geometry, bias, y[n])
-
-            parallel.over_worker_slices(images, self.batch, self._work_bytes())
-            return
-
-        def outputs(worker, lo, hi):
-            z = self._planes(worker, hi - lo)
+        def run(worker, images, lo, hi):
             rows = weights[lo * self.taps : hi * self.taps]
-            for n in range(self.batch):
-                np.matmul(rows, x[n].reshape(self.channels, self.plane), out=z.reshape(-1, self.plane))
-                add_taps(z, *geometry, bias[lo:hi], y[n, lo:hi])
+            for n in images:
+                for band in self.bands:
+                    z, matrix = self._planes(worker, hi - lo, band)
+                    np.matmul(rows, self._columns(x, n, 0, self.channels, band), out=matrix)
+                    add_taps(z, band[0], *geometry, bias[lo:hi], band[0] == 0, y[n, lo:hi])
 
-        parallel.over_worker_slices(outputs, self.outputs, self._work_bytes())
+        if self.batch >= 2 * workers or self.batch % workers == 0:  # images shared out
+            parallel.over_worker_slices(
+                lambda w, lo, hi: run(w, range(lo, hi), 0, self.outputs), self.batch, self._work_bytes()
+            )
+        else:  # outputs shared out
+            parallel.over_worker_slices(
+                lambda w, lo, hi: run(w, range(self.batch), lo, hi), self.outputs, self._work_bytes()
+            )
 
     def backward(self, x, dy, dx, weight_diff):
         """dx = the input gradient (when dx is not None; written), weight_diff += the weight
         gradient (when it is not None), with W' of ``filters``. Each worker takes a slice of the
-        input channels: dX's rows and dW's columns of its own."""
+        input channels: dX's rows and dW's columns of its own; band by band of input rows."""
         if dx is None and weight_diff is None:
             return
         weights, geometry = self.weights, self._geometry()
@@ -217,21 +237,21 @@ class Kn2rowConvolution:
         rows = self.outputs * self.taps
 
         def channels(worker, lo, hi):
-            dz = self._planes(worker, self.outputs)
-            matrix = dz.reshape(rows, self.plane)
             grad = None
             if weight_diff is not None:
                 grad = parallel.scratch(worker, WEIGHT_GRAD, rows * (hi - lo), self.dtype).reshape(rows, hi - lo)
             for n in range(self.batch):
-                spread_taps(dy[n], *geometry, dz)
-                xn = x[n, lo:hi].reshape(hi - lo, self.plane)
-                if dx is not None:
-                    np.matmul(weights[:, lo:hi].T, matrix, out=dx[n, lo:hi].reshape(hi - lo, self.plane))
-                if grad is not None:
-                    if n == 0:
-                        np.matmul(matrix, xn.T, out=grad)
-                    else:
-                        add_product(matrix, xn.T, grad)
+                for band in self.bands:
+                    dz, matrix = self._planes(worker, self.outputs, band)
+                    spread_taps(dy[n], band[0], *geometry, dz)
+                    if dx is not None:
+                        np.matmul(weights[:, lo:hi].T, matrix, out=self._columns(dx, n, lo, hi, band))
+                    if grad is not None:
+                        columns = self._columns(x, n, lo, hi, band).T
+                        if n == 0 and band[0] == 0:
+                            np.matmul(matrix, columns, out=grad)
+                        else:
+                            add_product(matrix, columns, grad)
             if grad is not None:
                 weight_diff[:, lo:hi] += grad.reshape(self.outputs, kh, kw, hi - lo).transpose(0, 3, 1, 2)
 

@@ -484,7 +484,7 @@ class Convolution(_ConvolutionBase):
             return
         self.winograd = self._winograd_form(image_shape, out_size)
         geometry = (self.kernel, self.stride, self.p.group, self.channels, self.p.num_output, size, out_size)
-        if kn2row.applies(*geometry, self.winograd is not None, self.dtype.itemsize):
+        if kn2row.applies(*geometry, self.winograd is not None):
             geometry = (self.kernel, self.pad, self.dilation, self.dtype)
             self.kn2row = kn2row.Kn2rowConvolution(image_shape, self.p.num_output, *geometry)
             self.winograd = self.zero_fields = None

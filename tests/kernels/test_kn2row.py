@@ -39,20 +39,27 @@ GEOMETRIES = [  # (C-less) image size, outputs, kernel, pad, dilation
 
 
 @pytest.mark.parametrize("size, outputs, kernel, pad, dilation", GEOMETRIES)
-def test_the_shifted_sums_and_copies_follow_their_formulas(size, outputs, kernel, pad, dilation):
+@pytest.mark.parametrize("band", [None, 1, 2])
+def test_the_shifted_sums_and_copies_follow_their_formulas(size, outputs, kernel, pad, dilation, band):
+    """Whole (``band`` None) or band by band of input rows, as the layer calls them."""
     rng = np.random.default_rng(5)
     out_size = tuple(s + 2 * p - d * (k - 1) for s, p, d, k in zip(size, pad, dilation, kernel))
     taps = kernel[0] * kernel[1]
     z = rng.standard_normal((outputs * taps,) + size)
     bias = rng.standard_normal(outputs)
+    bands = [(top, min(top + (band or size[0]), size[0])) for top in range(0, size[0], band or size[0])]
     y = np.full((outputs,) + out_size, np.nan)
-    kn2row.add_taps(z, *kernel, *pad, *dilation, bias, y)
+    for top, end in bands:
+        kn2row.add_taps(np.ascontiguousarray(z[:, top:end]), top, *kernel, *pad, *dilation, bias, top == 0, y)
     np.testing.assert_allclose(y, shifted_sum(z, kernel, pad, dilation, out_size, bias), rtol=1e-13, atol=1e-13)
     # spread_taps is add_taps' transpose: <add_taps(z), dy> = <z, spread_taps(dy)> (bias 0)
     dy = rng.standard_normal((outputs,) + out_size)
     dz = np.full(z.shape, np.nan)
-    kn2row.spread_taps(dy, *kernel, *pad, *dilation, dz)
-    kn2row.add_taps(z, *kernel, *pad, *dilation, np.zeros(outputs), y)
+    for top, end in bands:
+        part = np.full((z.shape[0], end - top, size[1]), np.nan)
+        kn2row.spread_taps(dy, top, *kernel, *pad, *dilation, part)
+        dz[:, top:end] = part
+    kn2row.add_taps(z, 0, *kernel, *pad, *dilation, np.zeros(outputs), True, y)
     assert np.isfinite(dz).all()
     assert np.sum(y * dy) == pytest.approx(np.sum(z * dz), rel=1e-12)
 
@@ -84,7 +91,7 @@ def rule(**changes):
         ({"kernel": (1, 7), "outputs": 16, "channels": 64, "pad": (0, 3)}, True),  # Inception's 1 x 7
         ({"stride": (2, 2)}, False),
         ({"groups": 2}, False),
-        ({"size": (200, 200)}, False),  # 144 planes of 200 x 200: one image's Z above MAX_PLANE_BYTES
+        ({"size": (200, 200)}, True),  # any size: large images run in bands of input rows
     ],
 )
 def test_the_rule_of_when_it_runs(changes, expected):
@@ -114,9 +121,13 @@ def run(x, weight, bias, dy, pad, dilation, dtype, dx_wanted=True, weight_wanted
 
 
 @pytest.mark.parametrize("shape, outputs, kernel, pad, dilation", CASES)
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_kn2row_matches_the_direct_convolution(shape, outputs, kernel, pad, dilation, workers, thread_count):
+@pytest.mark.parametrize("workers, band_bytes", [(1, kn2row.BAND_BYTES), (2, kn2row.BAND_BYTES), (3, 1), (2, 3000)])
+def test_kn2row_matches_the_direct_convolution(
+    shape, outputs, kernel, pad, dilation, workers, band_bytes, thread_count, monkeypatch
+):
+    """band_bytes 1: bands of one input row; 3000: of one to a few."""
     thread_count(workers)
+    monkeypatch.setattr(kn2row, "BAND_BYTES", band_bytes)
     assert_form_matches_direct(run, shape, outputs, kernel, pad, dilation)
 
 
@@ -173,3 +184,39 @@ def test_the_layers_gradients_check_numerically_as_kn2row(monkeypatch):
     layer, _, _, spec, x = head_layer(True, monkeypatch)
     assert layer.kn2row is not None
     assert_gradients(spec, [x])
+
+
+@pytest.mark.parametrize("bias", [0.0, 0.25])
+def test_outputs_over_all_zero_fields_are_exactly_the_bias(bias, monkeypatch):
+    """As on every convolution path (README): outputs whose receptive field is padding or zero
+    input alone are the bias bit for bit, as im2col + GEMM gives them, so a ReLU after the layer
+    keeps the same outputs."""
+    rng = np.random.default_rng(6)
+    x = np.maximum(rng.standard_normal((3, 32, 12, 13)), 0)
+    x[..., :4, :] = 0  # a zero band: the outputs of rows 0 to 2 see zeros and padding only
+    x[..., 6:10, 5:10] = 0  # a zero block: output (7, 7) and its neighbours inside it see zeros only
+    x[-1] = 0
+    spec = {
+        "type": "Convolution",
+        "convolution_param": {
+            "num_output": 2,
+            "kernel_size": 3,
+            "pad": 1,
+            "weight_filler": {"type": "gaussian", "std": 0.5},
+            "bias_filler": {"type": "constant", "value": bias},
+        },
+    }
+    monkeypatch.setattr(kn2row, "MIN_ROWS", 1)
+    results = []
+    for limit in (64, 0):  # kn2row, then the form the layer takes without it
+        monkeypatch.setattr(kn2row, "MAX_OUTPUTS", limit)
+        layer, bottom, top = make_layer(spec, [x], dtype=np.float32)
+        assert (layer.kn2row is not None) is (limit > 0)
+        layer.forward(bottom, top)
+        results.append(top[0].data.copy())
+    got, expected = results
+    exact = expected == np.float32(bias)
+    assert exact[:, :, :3].all() and exact[-1].all() and exact[:, :, 7, 7].all() and not exact.all()
+    np.testing.assert_array_equal(got[exact], expected[exact])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got > 0, expected > 0)
