@@ -38,9 +38,10 @@ from .blas import add_product
 
 # Where it runs (``applies``): stride 1, one group, a kernel of 2 taps or more, at most
 # MAX_OUTPUTS outputs, at least MIN_ROWS rows in W' (O T), and either at least
-# MANY_CHANNELS_RATIO times as many input channels as outputs, or CHANNEL_RATIO times as many
-# where no Winograd form applies and the products over the input do at most MAX_EXTRA_PIXELS
-# times the work of im2col's over the output (H W against OH OW). The layer forward + backward
+# MANY_CHANNELS_RATIO times as many input channels as outputs, or WIDE_RATIO times as many from
+# WIDE_CHANNELS input channels, or CHANNEL_RATIO times as many where no Winograd form applies
+# and the products over the input do at most MAX_EXTRA_PIXELS times the work of im2col's over
+# the output (H W against OH OW). The layer forward + backward
 # against the form it ran as before, 2 workers, float32, medians of 5 paired rounds
 # (2026-12-07, `/tmp` probe over ``tools/bench_layers.py``'s nets):
 # - C >= 16 O: 512 -> 16 3x3 unpadded at 14 px, batch 32, 0.59x (row strips); 384 -> 16 there,
@@ -56,10 +57,17 @@ from .blas import add_product
 #   -> 32 unpadded at 14 px 1.42x, at 8 px 1.69x, 64 -> 16 unpadded at 32 px 1.08x, 256 -> 32 and
 #   128 -> 16 0.98x; 128 -> 32 5x5 at 28 px 1.37x, 256 -> 64 7x7 1.03x) nor unpadded there (512
 #   -> 64 3x3 at 14 px, batch 1, H W = 1.36 OH OW: 1.26x against im2col).
-MAX_OUTPUTS = 64
+# - From 1024 channels and 8 O, up to 128 outputs (SSD's class layers): 1024 -> 126 3x3 at 19
+#   px, batch 4, 0.80x, 1024 -> 96 there 0.82x, 1536 -> 96 at 14 px 0.74x (F(4x4) and F(2x2,
+#   3x3)); 1024 -> 84 at 10 px 0.81x, 1024 -> 128 at 7 px, batch 8, 0.90x, 2048 -> 128 at 10
+#   px 0.87x (im2col). Not below 1024: 512 -> 84 at 38 px 1.27x, 512 -> 128 at 14 px 1.21x,
+#   256 -> 128 at 28 px 1.50x (Winograd); 512 -> 126 at 10 px 0.91x (im2col: the rule's last
+#   clause takes it).
+MAX_OUTPUTS = 128
 MIN_ROWS = 64
 BAND_BYTES = 1 << 22  # Z (or dZ) of a band of input rows, at most (at least one row)
 MANY_CHANNELS_RATIO = 16
+WIDE_CHANNELS, WIDE_RATIO = 1024, 8
 CHANNEL_RATIO = 4
 MAX_EXTRA_PIXELS = 1.2
 # An image whose Z would exceed BAND_BYTES runs in bands of input rows (each row's Z formed once,
@@ -80,7 +88,7 @@ def applies(kernel, stride, groups, channels, outputs, size, out_size, winograd)
     rows = outputs * taps
     if rows < MIN_ROWS:
         return False
-    if channels >= MANY_CHANNELS_RATIO * outputs:
+    if channels >= MANY_CHANNELS_RATIO * outputs or (channels >= WIDE_CHANNELS and channels >= WIDE_RATIO * outputs):
         return True
     extra = size[0] * size[1] / (out_size[0] * out_size[1])
     return not winograd and channels >= CHANNEL_RATIO * outputs and extra <= MAX_EXTRA_PIXELS

@@ -30,7 +30,13 @@ instead of im2col's kh kw, measured 1.2x-1.4x faster forward + backward than im2
 stride-1 Convolutions with few outputs (at least 32 input channels and 4 times the outputs,
 kernels of 3 or more, fewer than 32 outputs, or "same" padding and a batch of output pixels
 times kernel rows of at least 5120: prediction heads, SRCNN's last layer), 0.1x-0.99x im2col's
-time (im2col's columns cost more than products with so few rows). A
+time (im2col's columns cost more than products with so few rows). Before any of these, a
+stride-1, one-group Convolution of at most 128 outputs and 16 times as many input channels (8
+from 1024 channels, 4 where no Winograd form applies and the padding keeps the map's size)
+runs as "kn2row"
+(``netlayers.kernels.kn2row``, rule in ``kn2row.applies``): one (outputs x taps, channels)
+product an image over the input itself, each output then summing its taps' shifted planes,
+0.11x-0.83x the time of the form it replaced (SSD's prediction heads, DenseNet's small maps). A
 Convolution with a horizontal stride of 2 and a kernel of 3 or more runs im2col and col2im by
 column phases (``netlayers.kernels.deconv.PhaseChunks``, rule in ``deconv.convolution_applies``:
 each row de-interleaved once, not read every other entry per tap), 0.85x-0.97x the time.
@@ -586,8 +592,8 @@ class Convolution(_ConvolutionBase):
             conv_gemm.convolve_backward(self.chunks, weight.data, self._image(bottom[i].data), dy, dx, weight_diff)
 
     def _transformed(self):
-        """The Winograd, row-strip, direct grouped or tap-by-tap convolution this geometry runs
-        as, or None: each takes ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x,
+        """The Winograd, row-strip, direct grouped, tap-by-tap or kn2row convolution this
+        geometry runs as, or None: each takes ``filters(weight)``, ``forward(x, bias, y)`` and ``backward(x,
         dy, dx, weight_diff)``."""
         for form in (self.winograd, self.strips, self.grouped, self.by_taps, self.kn2row):
             if form is not None:

@@ -85,7 +85,9 @@ def rule(**changes):
         ({"outputs": 32, "channels": 256}, True),  # none there: 4 an output is enough
         ({"outputs": 32, "channels": 256, "pad": (0, 0)}, False),  # ... with "same" padding only
         ({"outputs": 32, "channels": 96}, False),  # 3 an output
-        ({"outputs": 65, "channels": 4096}, False),  # MAX_OUTPUTS
+        ({"outputs": 129, "channels": 4096}, False),  # MAX_OUTPUTS
+        ({"outputs": 126, "channels": 1024, "winograd": True}, True),  # SSD's class layer: 8 an output of 1024
+        ({"outputs": 84, "channels": 512, "winograd": True}, False),  # 6 an output of 512
         ({"kernel": (1, 1), "pad": (0, 0)}, False),  # a 1x1 layer is one product already
         ({"outputs": 4}, False),  # 36 rows of W': too thin a product
         ({"kernel": (1, 7), "outputs": 16, "channels": 64, "pad": (0, 3)}, True),  # Inception's 1 x 7
