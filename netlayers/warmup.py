@@ -178,24 +178,26 @@ def run_winograd4_examples(float_types=FLOAT_TYPES):
             constants(winograd, MIN_CHANNELS_F4=1, MIN_ONE_IMAGE_TILES=1, **WINOGRAD_EVERYWHERE),
             constants(winograd4, TABLE_TILES_W=table_tiles_w),
         ):
-            for type_name, example in builtin_examples():
-                if type_name == "Convolution":
-                    for dtype in float_types:
-                        run_example(type_name, example, dtype)
-                        runs += 1
+            runs += run_convolution_examples(float_types)
     return runs
 
 
 def run_kn2row_examples(float_types=FLOAT_TYPES):
     """The Convolution examples, forward and backward in float32 and float64, with kn2row's
     thresholds set so that every stride-1 example runs as its products. Returns the runs."""
-    runs = 0
     with constants(kn2row, MAX_OUTPUTS=1 << 30, MIN_ROWS=1, MANY_CHANNELS_RATIO=0):
-        for type_name, example in builtin_examples():
-            if type_name == "Convolution":
-                for dtype in float_types:
-                    run_example(type_name, example, dtype)
-                    runs += 1
+        return run_convolution_examples(float_types)
+
+
+def run_convolution_examples(float_types):
+    """The Convolution layer's examples, forward and backward, in each of ``float_types``;
+    returns the runs."""
+    runs = 0
+    for type_name, example in builtin_examples():
+        if type_name == "Convolution":
+            for dtype in float_types:
+                run_example(type_name, example, dtype)
+                runs += 1
     return runs
 
 

@@ -154,19 +154,15 @@ def head_layer(forced, monkeypatch, dtype=np.float64):
     with kn2row's row floor lowered (``forced``) or its rule off."""
     monkeypatch.setattr(kn2row, "MIN_ROWS", 1)
     monkeypatch.setattr(kn2row, "MAX_OUTPUTS", 64 if forced else 0)
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((3, 32, 5, 6))
-    spec = {
-        "type": "Convolution",
-        "convolution_param": {
-            "num_output": 2,
-            "kernel_size": 3,
-            "pad": 1,
-            "weight_filler": {"type": "gaussian"},
-            "bias_filler": {"type": "gaussian"},
-        },
-    }
+    x = np.random.default_rng(2).standard_normal((3, 32, 5, 6))
+    spec = head_spec({"type": "gaussian"}, {"type": "gaussian"})
     return make_layer(spec, [x], dtype=dtype) + (spec, x)
+
+
+def head_spec(weight_filler, bias_filler):
+    """A 3x3 Convolution of 2 outputs, padding 1."""
+    param = {"num_output": 2, "kernel_size": 3, "pad": 1, "weight_filler": weight_filler, "bias_filler": bias_filler}
+    return {"type": "Convolution", "convolution_param": param}
 
 
 def test_the_layer_runs_kn2row_where_the_rule_says_and_agrees_with_its_other_form(monkeypatch):
@@ -198,16 +194,7 @@ def test_outputs_over_all_zero_fields_are_exactly_the_bias(bias, monkeypatch):
     x[..., :4, :] = 0  # a zero band: the outputs of rows 0 to 2 see zeros and padding only
     x[..., 6:10, 5:10] = 0  # a zero block: output (7, 7) and its neighbours inside it see zeros only
     x[-1] = 0
-    spec = {
-        "type": "Convolution",
-        "convolution_param": {
-            "num_output": 2,
-            "kernel_size": 3,
-            "pad": 1,
-            "weight_filler": {"type": "gaussian", "std": 0.5},
-            "bias_filler": {"type": "constant", "value": bias},
-        },
-    }
+    spec = head_spec({"type": "gaussian", "std": 0.5}, {"type": "constant", "value": bias})
     monkeypatch.setattr(kn2row, "MIN_ROWS", 1)
     results = []
     for limit in (64, 0):  # kn2row, then the form the layer takes without it
