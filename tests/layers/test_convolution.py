@@ -434,7 +434,6 @@ def test_fewer_images_than_workers_run_a_grouped_layer_by_groups(
     from netlayers import parallel
 
     monkeypatch.setattr(parallel, "MATMUL_SPLIT_FLOPS", 0)  # here from any size
-    monkeypatch.setattr(kn2row, "MAX_OUTPUTS", 0)  # 5 outputs of many channels: im2col's columns here
     if chunk_bytes is not None:
         monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", chunk_bytes)
         monkeypatch.setattr(conv_gemm, "MIN_BAND_PIXELS", 1)
