@@ -32,18 +32,18 @@ def test_the_same_numbers_give_the_same_net_and_every_net_builds():
 def test_the_reference_runs_every_convolution_as_im2col_and_gemm():
     """Under ``plain_paths`` no layer takes a Winograd, phase, strip, tap or sub-pixel path
     (depthwise layers keep their direct kernels); under ``every_path`` the same nets take them,
-    and under ``taps`` the tap form."""
+    under ``taps`` the tap form and under ``kn2row`` kn2row's products."""
 
     def paths(net):
         found = set()
         for layer in net.layers:
-            for name in ("winograd", "strips", "grouped", "subpixel", "by_taps", "chunks"):
+            for name in ("winograd", "strips", "grouped", "subpixel", "by_taps", "kn2row", "chunks"):
                 value = getattr(layer, name, None)
                 if value is not None:
                     found.add(type(value).__name__)
         return found
 
-    plain, forced, tapped = set(), set(), set()
+    plain, forced, tapped, products = set(), set(), set(), set()
     for index in range(30):
         spec = fuzz_nets.random_net(2, index)
         with fuzz_nets.plain_paths():
@@ -52,9 +52,12 @@ def test_the_reference_runs_every_convolution_as_im2col_and_gemm():
             forced |= paths(netlayers.Net(spec, dtype=np.float64))
         with fuzz_nets.tap_form():
             tapped |= paths(netlayers.Net(spec, dtype=np.float64))
+        with fuzz_nets.kn2row_form():
+            products |= paths(netlayers.Net(spec, dtype=np.float64))
     assert plain == {"ColumnChunks"}
     assert {"WinogradConvolution", "Winograd4Convolution", "StripConvolution", "PhaseChunks"} <= forced
     assert "TapConvolution" in tapped and "StripConvolution" not in tapped
+    assert "Kn2rowConvolution" in products
 
 
 @pytest.mark.parametrize("mode", list(fuzz_nets.MODES))
@@ -110,7 +113,9 @@ def test_an_unknown_mode_or_reference_is_a_usage_error(capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         fuzz_nets.main(["--modes", "default,fastest"])
     assert exit_info.value.code == 2
-    assert "unknown mode(s): fastest; known: default, every_path, small_budgets, taps" in capsys.readouterr().err
+    assert (
+        "unknown mode(s): fastest; known: default, every_path, small_budgets, taps, kn2row" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         fuzz_nets.main(["--reference", "caffe"])
     assert "--reference takes torch, float64 or both, got 'caffe'" in capsys.readouterr().err

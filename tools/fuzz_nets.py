@@ -1,6 +1,7 @@
 """Random nets, each checked against a reference: the convolution paths where no benchmark goes.
 
-    python tools/fuzz_nets.py [--nets 200] [--seed 0] [--threads 2] [--modes default,every_path,small_budgets,taps]
+    python tools/fuzz_nets.py [--nets 200] [--seed 0] [--threads 2]
+                              [--modes default,every_path,small_budgets,taps,kn2row]
                               [--reference torch,float64] [--tolerance 0.1] [--keep DIR]
 
 A net is a 3x3 stem and one to four random blocks: a convolution of random geometry (kernel
@@ -18,7 +19,9 @@ in float32 under each ``--modes``:
 - ``small_budgets``: ``every_path`` with the byte budgets of column chunks, Winograd bands and
   strip and 1-D / 5 x 5 Winograd chunks at a few KiB, so images are cut into bands (the row
   strips' too) and batches into chunks of an image;
-- ``taps``: every stride-1, one-group convolution no Winograd form takes runs tap by tap.
+- ``taps``: every stride-1, one-group convolution no Winograd form takes runs tap by tap;
+- ``kn2row``: every stride-1, one-group convolution of two taps or more runs as kn2row's
+  products over its input, in bands of a few rows.
 
 Its loss and every param gradient are compared with each ``--reference``'s, as ``bench_nets``
 compares them: a gradient differs when the norm of the difference exceeds a tolerance times
@@ -60,7 +63,18 @@ sys.path.insert(0, str(TOOLS))
 import bench_nets as bn  # noqa: E402
 
 import netlayers  # noqa: E402
-from netlayers.kernels import conv_gemm, deconv, dilated, grouped, strips, taps, winograd, winograd1d, winograd2d  # noqa: E402
+from netlayers.kernels import (  # noqa: E402
+    conv_gemm,
+    deconv,
+    dilated,
+    grouped,
+    kn2row,
+    strips,
+    taps,
+    winograd,
+    winograd1d,
+    winograd2d,
+)
 from netlayers.warmup import constants  # noqa: E402
 
 
@@ -233,7 +247,22 @@ def tap_form():
         yield
 
 
-MODES = {"default": contextlib.nullcontext, "every_path": every_path, "small_budgets": small_budgets, "taps": tap_form}
+@contextlib.contextmanager
+def kn2row_form():
+    """Every stride-1, one-group convolution of two taps or more runs as kn2row's products over
+    its input (``netlayers.kernels.kn2row``), whatever its channels and outputs, in bands of a
+    few input rows: the form on far more layers than its rule gives it."""
+    with constants(kn2row, MAX_OUTPUTS=1 << 30, MIN_ROWS=1, MANY_CHANNELS_RATIO=0, BAND_BYTES=1 << 12):
+        yield
+
+
+MODES = {
+    "default": contextlib.nullcontext,
+    "every_path": every_path,
+    "small_budgets": small_budgets,
+    "taps": tap_form,
+    "kn2row": kn2row_form,
+}
 
 
 def _never(*args):
@@ -252,6 +281,7 @@ def plain_paths():
         constants(strips, applies=_never),
         constants(grouped, applies=_never),
         constants(taps, applies=_never),
+        constants(kn2row, applies=_never),
         constants(deconv, applies=_never, convolution_applies=_never, subpixel_applies=_never),
     ):
         yield
