@@ -250,3 +250,21 @@ def assert_form_matches_direct(run, shape, outputs, kernel, pad, dilation):
     results = run(x, weight, bias, dy, pad, dilation, np.float32)
     assert all(result.dtype == np.float32 for result in results)
     assert_within(results, expected, 1e-5)
+
+
+def assert_one_gradient_alone(run, shape, outputs, kernel, pad, dilation):
+    """A stride-1 convolution form's ``run`` (as for :func:`assert_form_matches_direct`) without
+    a bias, asked for the weight gradient alone (dx None) and then the input gradient alone
+    (dweight None), each against the direct formulas in float64."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape)
+    weight = rng.standard_normal((outputs, shape[1]) + kernel)
+    y_ref = convolution(x, weight, np.zeros(outputs), (1, 1), pad, dilation, 1)
+    dy = rng.standard_normal(y_ref.shape)
+    y, dx, dw = run(x, weight, None, dy, pad, dilation, np.float64, dx_wanted=False)
+    np.testing.assert_allclose(y, y_ref, rtol=0, atol=1e-12 * np.abs(y_ref).max())
+    assert dx is None
+    np.testing.assert_allclose(dw, direct_weight_grad(x, dy, kernel, pad, dilation), rtol=1e-12, atol=1e-12)
+    _, dx, dw = run(x, weight, None, dy, pad, dilation, np.float64, weight_wanted=False)
+    assert dw is None
+    np.testing.assert_allclose(dx, direct_data_grad(dy, weight, pad, dilation, shape), rtol=1e-12, atol=1e-12)
